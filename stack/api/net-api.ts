@@ -1,0 +1,38 @@
+/**
+ * The subset of Node's `net`/`dgram` API that faultstack's services are written
+ * against. Node's own `net` and `dgram` modules satisfy it, and so do faultstack's
+ * sockets (stack/api/net.ts, stack/api/dgram.ts): a service can be tested against
+ * the kernel and then run unchanged on the userspace stack.
+ */
+import type { Duplex } from 'node:stream';
+import type { EventEmitter } from 'node:events';
+
+export interface TcpSocketLike extends Duplex {
+  remoteAddress?: string;
+  remotePort?: number;
+  localAddress?: string;
+  localPort?: number;
+  setNoDelay(noDelay?: boolean): this;
+  setKeepAlive(enable?: boolean, initialDelay?: number): this;
+  destroy(error?: Error): this;
+}
+
+export interface TcpServerLike extends EventEmitter {
+  listen(port: number, host?: string, backlog?: number, cb?: () => void): this;
+  listen(options: { port: number; host?: string; backlog?: number }, cb?: () => void): this;
+  close(cb?: (err?: Error) => void): this;
+  address(): { address: string; family: string; port: number } | string | null;
+}
+
+export interface UdpSocketLike extends EventEmitter {
+  bind(port?: number, address?: string, cb?: () => void): this;
+  send(msg: Buffer | Uint8Array, port: number, address: string, cb?: (err: Error | null, bytes?: number) => void): void;
+  close(cb?: () => void): this;
+  address(): { address: string; family: string; port: number };
+}
+
+export interface NetApi {
+  createServer(listener?: (socket: TcpSocketLike) => void): TcpServerLike;
+  connect(options: { port: number; host: string; localAddress?: string }, connectListener?: () => void): TcpSocketLike;
+  createUdpSocket(): UdpSocketLike;
+}
