@@ -1,0 +1,19 @@
+/**
+ * A usage error: bad flag, bad value, bad scenario file. The CLI prints its message
+ * on one line (no stack trace) and exits with status 2.
+ */
+export class UsageError extends Error {
+  readonly exitCode = 2;
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** An error carrying a POSIX-style code (ECONNREFUSED, ETIMEDOUT...), as Node's net errors do. */
+export class CodedError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'Error';
+  }
+}
