@@ -1,0 +1,570 @@
+// faultstack_tun: a small Linux TUN binding for faultstack (node-addon-api, no C++ exceptions).
+//
+// Exports
+//   open(name, vnetHdr, multiQueue, queues) -> { name, fds: number[], created, flags }
+//   setVnetHdrSize(fd, size) -> boolean
+//   setOffload(fd, flags) -> boolean            (TUNSETOFFLOAD; false when the kernel refuses)
+//   getIfFlags(fd) -> number                     (TUNGETIFF)
+//   ifExists(name) -> boolean
+//   getMtu(name) -> number, setMtu(name, mtu)    (SIOCGIFMTU / SIOCSIFMTU on a dgram socket;
+//                                                 ioctl, not sysfs, so it is right in any netns)
+//   closeFd(fd)
+//   Queue(fd, vnetHdr, slab: Buffer, slotSize, slots, info: Uint32Array, counters: Float64Array,
+//         onBurst: (n: number) => void)
+//     .start() .close() .ref() .unref()
+//     .write(packets: Buffer[], count, metas: Uint32Array | null) -> number written
+//
+// Receive: one uv_poll_t per fd (level triggered). On readable, read() up to `slots` packets
+// (or until EAGAIN) into fixed slots of the slab, record per packet 8 u32 in `info`
+// (offset, length, flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset), then make ONE call
+// into JS with the count. A fatal read error stops polling and calls onBurst(-errno).
+// Errors thrown by onBurst are reported as uncaught exceptions (napi_fatal_exception).
+//
+// Counters (Float64Array, shared with JS):
+//   0 rxTruncated  1 rxErrors  2 txPackets  3 txBytes  4 txDrops (EAGAIN/ENOBUFS)
+//   5 txErrors (other errno)  6 lastErrno (rx or tx)  7 rxReadCalls
+
+#include <napi.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+
+namespace {
+
+// struct virtio_net_hdr (legacy layout, host endian = little endian on the targets we run on).
+// Declared here because <linux/virtio_net.h> does not compile as C++ (a field named `class`).
+struct VnetHdr {
+  uint8_t flags;
+  uint8_t gso_type;
+  uint16_t hdr_len;
+  uint16_t gso_size;
+  uint16_t csum_start;
+  uint16_t csum_offset;
+};
+constexpr int kVnetHdrLen = sizeof(VnetHdr);
+static_assert(kVnetHdrLen == 10, "virtio_net_hdr must be 10 bytes");
+constexpr uint32_t kInfoStride = 8;
+constexpr uint32_t kMetaStride = 6;
+
+enum Counter {
+  kRxTruncated = 0,
+  kRxErrors = 1,
+  kTxPackets = 2,
+  kTxBytes = 3,
+  kTxDrops = 4,
+  kTxErrors = 5,
+  kLastErrno = 6,
+  kRxReadCalls = 7,
+  kCounterCount = 8,
+};
+
+const char* ErrnoCode(int err) {
+  const char* n = strerrorname_np(err);
+  return n ? n : "EUNKNOWN";
+}
+
+// Throws an Error carrying code / errno / syscall; the JS side turns it into a one-line
+// message with context. Returns undefined for convenient `return Throw(...)`.
+Napi::Value ThrowErrno(Napi::Env env, const char* syscall, int err) {
+  std::string msg = std::string(syscall) + ": " + strerror(err);
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, ErrnoCode(err)));
+  e.Set("errno", Napi::Number::New(env, -err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  e.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+Napi::Value ThrowType(Napi::Env env, const char* msg) {
+  Napi::TypeError::New(env, msg).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+bool CopyIfName(const std::string& name, char out[IFNAMSIZ]) {
+  if (name.size() >= IFNAMSIZ) return false;
+  memset(out, 0, IFNAMSIZ);
+  memcpy(out, name.data(), name.size());
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// open(name, vnetHdr, multiQueue, queues)
+
+Napi::Value Open(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString()) return ThrowType(env, "open(name, vnetHdr, multiQueue, queues)");
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  bool vnet = info[1].ToBoolean().Value();
+  bool mq = info[2].ToBoolean().Value();
+  int queues = info[3].ToNumber().Int32Value();
+  if (!mq) queues = 1;
+  if (queues < 1 || queues > 256) return ThrowType(env, "queues must be 1..256");
+
+  char want[IFNAMSIZ];
+  if (!CopyIfName(name, want)) {
+    return ThrowErrno(env, "TUNSETIFF", ENAMETOOLONG);
+  }
+  bool existed = false;
+  if (!name.empty() && name.find('%') == std::string::npos) existed = if_nametoindex(want) != 0;
+
+  std::vector<int> fds;
+  auto fail = [&](const char* syscall, int err) {
+    for (int f : fds) ::close(f);
+    return ThrowErrno(env, syscall, err);
+  };
+
+  char got[IFNAMSIZ] = {0};
+  for (int q = 0; q < queues; q++) {
+    int fd = ::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return fail("open", errno);
+    fds.push_back(fd);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    if (vnet) ifr.ifr_flags |= IFF_VNET_HDR;
+    if (mq) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+    // Queue 0 may carry a pattern ("fs%d"); later queues attach to the name the kernel chose.
+    memcpy(ifr.ifr_name, q == 0 ? want : got, IFNAMSIZ);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) return fail("TUNSETIFF", errno);
+    if (q == 0) {
+      memcpy(got, ifr.ifr_name, IFNAMSIZ);
+      got[IFNAMSIZ - 1] = 0;
+    }
+  }
+
+  if (vnet) {
+    int sz = kVnetHdrLen;
+    if (ioctl(fds[0], TUNSETVNETHDRSZ, &sz) < 0) return fail("TUNSETVNETHDRSZ", errno);
+  }
+
+  struct ifreq cur;
+  memset(&cur, 0, sizeof cur);
+  unsigned flags = 0;
+  if (ioctl(fds[0], TUNGETIFF, &cur) == 0) flags = static_cast<unsigned short>(cur.ifr_flags);
+  // Not persistent and not there before: we created it, and it goes away with our last fd.
+  bool created = !existed && !(flags & IFF_PERSIST);
+
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("name", Napi::String::New(env, got));
+  Napi::Array arr = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
+  out.Set("fds", arr);
+  out.Set("created", Napi::Boolean::New(env, created));
+  out.Set("flags", Napi::Number::New(env, flags));
+  return out;
+}
+
+Napi::Value SetVnetHdrSize(const Napi::CallbackInfo& info) {
+  int fd = info[0].ToNumber().Int32Value();
+  int sz = info[1].ToNumber().Int32Value();
+  return Napi::Boolean::New(info.Env(), ioctl(fd, TUNSETVNETHDRSZ, &sz) == 0);
+}
+
+Napi::Value SetOffload(const Napi::CallbackInfo& info) {
+  int fd = info[0].ToNumber().Int32Value();
+  unsigned long flags = info[1].ToNumber().Uint32Value();
+  return Napi::Boolean::New(info.Env(), ioctl(fd, TUNSETOFFLOAD, flags) == 0);
+}
+
+Napi::Value GetIfFlags(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].ToNumber().Int32Value();
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (ioctl(fd, TUNGETIFF, &ifr) < 0) return ThrowErrno(env, "TUNGETIFF", errno);
+  return Napi::Number::New(env, static_cast<unsigned short>(ifr.ifr_flags));
+}
+
+Napi::Value IfExists(const Napi::CallbackInfo& info) {
+  std::string name = info[0].ToString().Utf8Value();
+  char n[IFNAMSIZ];
+  if (!CopyIfName(name, n)) return Napi::Boolean::New(info.Env(), false);
+  return Napi::Boolean::New(info.Env(), if_nametoindex(n) != 0);
+}
+
+Napi::Value MtuIoctl(const Napi::CallbackInfo& info, bool set) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].ToString().Utf8Value();
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (!CopyIfName(name, ifr.ifr_name)) return ThrowErrno(env, set ? "SIOCSIFMTU" : "SIOCGIFMTU", ENAMETOOLONG);
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return ThrowErrno(env, "socket", errno);
+  int rc;
+  if (set) {
+    ifr.ifr_mtu = info[1].ToNumber().Int32Value();
+    rc = ioctl(s, SIOCSIFMTU, &ifr);
+  } else {
+    rc = ioctl(s, SIOCGIFMTU, &ifr);
+  }
+  int err = errno;
+  ::close(s);
+  if (rc < 0) return ThrowErrno(env, set ? "SIOCSIFMTU" : "SIOCGIFMTU", err);
+  return Napi::Number::New(env, ifr.ifr_mtu);
+}
+
+Napi::Value GetMtu(const Napi::CallbackInfo& info) { return MtuIoctl(info, false); }
+Napi::Value SetMtu(const Napi::CallbackInfo& info) { return MtuIoctl(info, true); }
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  int fd = info[0].ToNumber().Int32Value();
+  if (fd >= 0) ::close(fd);
+  return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue: one fd, its poll handle, its receive slab.
+
+class Queue : public Napi::ObjectWrap<Queue> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Queue",
+                       {
+                           InstanceMethod<&Queue::Start>("start"),
+                           InstanceMethod<&Queue::Close>("close"),
+                           InstanceMethod<&Queue::Write>("write"),
+                           InstanceMethod<&Queue::RefLoop>("ref"),
+                           InstanceMethod<&Queue::UnrefLoop>("unref"),
+                       });
+  }
+
+  explicit Queue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Queue>(info) {
+    Napi::Env env = info.Env();
+    env_ = env;
+    if (info.Length() < 8 || !info[2].IsBuffer() || !info[5].IsTypedArray() || !info[6].IsTypedArray() ||
+        !info[7].IsFunction()) {
+      ThrowType(env, "Queue(fd, vnetHdr, slab, slotSize, slots, info, counters, onBurst)");
+      return;
+    }
+    fd_ = info[0].ToNumber().Int32Value();
+    vnet_ = info[1].ToBoolean().Value();
+    Napi::Buffer<uint8_t> slab = info[2].As<Napi::Buffer<uint8_t>>();
+    slotSize_ = info[3].ToNumber().Uint32Value();
+    slots_ = info[4].ToNumber().Uint32Value();
+    Napi::TypedArray ia = info[5].As<Napi::TypedArray>();
+    Napi::TypedArray ca = info[6].As<Napi::TypedArray>();
+    if (ia.TypedArrayType() != napi_uint32_array || ca.TypedArrayType() != napi_float64_array) {
+      ThrowType(env, "info must be a Uint32Array and counters a Float64Array");
+      return;
+    }
+    Napi::Uint32Array infoArr = ia.As<Napi::Uint32Array>();
+    Napi::Float64Array counters = ca.As<Napi::Float64Array>();
+    if (slots_ == 0 || slotSize_ <= static_cast<uint32_t>(vnet_ ? kVnetHdrLen : 0) ||
+        static_cast<uint64_t>(slotSize_) * slots_ > slab.Length() || infoArr.ElementLength() < slots_ * kInfoStride ||
+        counters.ElementLength() < kCounterCount) {
+      ThrowType(env, "slab / info / counters too small for slots x slotSize");
+      return;
+    }
+    slab_ = slab.Data();
+    info_ = infoArr.Data();
+    counters_ = counters.Data();
+    slabRef_ = Napi::Persistent(slab);
+    infoRef_ = Napi::Persistent(infoArr);
+    countersRef_ = Napi::Persistent(counters);
+    cb_ = Napi::Persistent(info[7].As<Napi::Function>());
+    napi_value resName = Napi::String::New(env, "faultstack:tun");
+    if (napi_async_init(env, nullptr, resName, &actx_) != napi_ok) actx_ = nullptr;
+    napi_get_uv_event_loop(env, &loop_);
+  }
+
+  ~Queue() override {
+    // Finalizer path (object collected without close()): release the OS resources.
+    if (!closed_) {
+      closed_ = true;
+      StopPoll();
+      if (fd_ >= 0) ::close(fd_);
+      fd_ = -1;
+    }
+    if (actx_) napi_async_destroy(env_, actx_);
+  }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) return ThrowErrno(env, "uv_poll_start", EBADF);
+    if (poll_) return env.Undefined();
+    poll_ = new uv_poll_t;
+    int rc = uv_poll_init(loop_, poll_, fd_);
+    if (rc < 0) {
+      delete poll_;
+      poll_ = nullptr;
+      return ThrowErrno(env, "uv_poll_init", -rc);
+    }
+    poll_->data = this;
+    rc = uv_poll_start(poll_, UV_READABLE, &Queue::OnPoll);
+    if (rc < 0) {
+      StopPoll();
+      return ThrowErrno(env, "uv_poll_start", -rc);
+    }
+    if (!loopRef_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    // While polling, the JS object must not be collected.
+    Ref();
+    held_ = true;
+    return env.Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    DoClose();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value RefLoop(const Napi::CallbackInfo& info) {
+    loopRef_ = true;
+    if (poll_) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value UnrefLoop(const Napi::CallbackInfo& info) {
+    loopRef_ = false;
+    if (poll_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  // write(packets, count, metas | null) -> packets written
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsArray()) return ThrowType(env, "write(packets, count, metas)");
+    Napi::Array pkts = info[0].As<Napi::Array>();
+    uint32_t count = info[1].ToNumber().Uint32Value();
+    if (count > pkts.Length()) count = pkts.Length();
+    const uint32_t* metas = nullptr;
+    size_t metaLen = 0;
+    if (info.Length() > 2 && info[2].IsTypedArray()) {
+      Napi::TypedArray ta = info[2].As<Napi::TypedArray>();
+      if (ta.TypedArrayType() != napi_uint32_array) return ThrowType(env, "metas must be a Uint32Array");
+      Napi::Uint32Array m = ta.As<Napi::Uint32Array>();
+      metas = m.Data();
+      metaLen = m.ElementLength();
+    }
+    if (closed_) {
+      counters_[kTxDrops] += count;
+      return Napi::Number::New(env, 0);
+    }
+    uint32_t written = 0;
+    for (uint32_t i = 0; i < count; i++) {
+      napi_value v;
+      if (napi_get_element(env, pkts, i, &v) != napi_ok) break;
+      void* data = nullptr;
+      size_t len = 0;
+      if (napi_get_buffer_info(env, v, &data, &len) != napi_ok) {
+        // Not a Buffer/Uint8Array: count it, do not throw in the middle of a batch.
+        bool dummy;
+        napi_is_exception_pending(env, &dummy);
+        if (dummy) {
+          napi_value e;
+          napi_get_and_clear_last_exception(env, &e);
+        }
+        counters_[kTxErrors] += 1;
+        counters_[kLastErrno] = EINVAL;
+        continue;
+      }
+      ssize_t rc;
+      if (vnet_) {
+        VnetHdr h;
+        memset(&h, 0, sizeof h);
+        if (metas && (i + 1) * kMetaStride <= metaLen) {
+          const uint32_t* m = metas + i * kMetaStride;
+          h.flags = static_cast<uint8_t>(m[0]);
+          h.gso_type = static_cast<uint8_t>(m[1]);
+          h.hdr_len = static_cast<uint16_t>(m[2]);
+          h.gso_size = static_cast<uint16_t>(m[3]);
+          h.csum_start = static_cast<uint16_t>(m[4]);
+          h.csum_offset = static_cast<uint16_t>(m[5]);
+        }
+        struct iovec iov[2] = {{&h, sizeof h}, {data, len}};
+        do rc = writev(fd_, iov, 2);
+        while (rc < 0 && errno == EINTR);
+      } else {
+        do rc = ::write(fd_, data, len);
+        while (rc < 0 && errno == EINTR);
+      }
+      if (rc < 0) {
+        int err = errno;
+        counters_[kLastErrno] = err;
+        if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) counters_[kTxDrops] += 1;
+        else counters_[kTxErrors] += 1;
+        continue;
+      }
+      written++;
+      counters_[kTxPackets] += 1;
+      counters_[kTxBytes] += static_cast<double>(len);
+    }
+    return Napi::Number::New(env, written);
+  }
+
+  static void OnPoll(uv_poll_t* h, int status, int events) {
+    Queue* q = static_cast<Queue*>(h->data);
+    if (q) q->Readable(status);
+  }
+
+  void Readable(int status) {
+    if (closed_) return;
+    if (status < 0) {
+      Fatal(-status);
+      return;
+    }
+    int fatal = 0;
+    uint32_t n = 0;
+    const uint32_t hdr = vnet_ ? kVnetHdrLen : 0;
+    while (n < slots_) {
+      uint8_t* slot = slab_ + static_cast<size_t>(n) * slotSize_;
+      ssize_t r = ::read(fd_, slot, slotSize_);
+      counters_[kRxReadCalls] += 1;
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        fatal = errno;
+        break;
+      }
+      if (r == 0) {
+        fatal = EBADFD;
+        break;
+      }
+      // tun returns the full packet length even when it did not fit the buffer.
+      if (static_cast<size_t>(r) > slotSize_) {
+        counters_[kRxTruncated] += 1;
+        continue;
+      }
+      if (static_cast<size_t>(r) <= hdr) {
+        counters_[kRxErrors] += 1;
+        continue;
+      }
+      uint32_t* e = info_ + n * kInfoStride;
+      e[0] = n * slotSize_ + hdr;
+      e[1] = static_cast<uint32_t>(r) - hdr;
+      if (vnet_) {
+        VnetHdr vh;
+        memcpy(&vh, slot, sizeof vh);
+        e[2] = vh.flags;
+        e[3] = vh.gso_type;
+        e[4] = vh.hdr_len;
+        e[5] = vh.gso_size;
+        e[6] = vh.csum_start;
+        e[7] = vh.csum_offset;
+      } else {
+        e[2] = e[3] = e[4] = e[5] = e[6] = e[7] = 0;
+      }
+      n++;
+    }
+    if (n > 0) {
+      CallJs(static_cast<int>(n));
+      if (closed_) return;  // close() from inside the callback
+    }
+    if (fatal) Fatal(fatal);
+  }
+
+  void Fatal(int err) {
+    counters_[kRxErrors] += 1;
+    counters_[kLastErrno] = err;
+    StopPoll();  // level-triggered: a dead fd would spin otherwise
+    CallJs(-err);
+  }
+
+  void CallJs(int arg) {
+    Napi::Env env(env_);
+    Napi::HandleScope scope(env);
+    napi_value recv = Value();
+    napi_value fn = cb_.Value();
+    napi_value argv[1] = {Napi::Number::New(env, arg)};
+    napi_value result;
+    napi_status st = napi_make_callback(env, actx_, recv, fn, 1, argv, &result);
+    if (st != napi_ok) {
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        napi_value err;
+        napi_get_and_clear_last_exception(env, &err);
+        napi_fatal_exception(env, err);  // -> process 'uncaughtException'
+      }
+    }
+  }
+
+  void StopPoll() {
+    if (!poll_) return;
+    uv_poll_stop(poll_);
+    poll_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    poll_ = nullptr;
+  }
+
+  void DoClose() {
+    if (closed_) return;
+    closed_ = true;
+    StopPoll();
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    if (held_) {
+      held_ = false;
+      Unref();
+    }
+  }
+
+  napi_env env_ = nullptr;
+  uv_loop_t* loop_ = nullptr;
+  uv_poll_t* poll_ = nullptr;
+  napi_async_context actx_ = nullptr;
+  int fd_ = -1;
+  bool vnet_ = false;
+  bool closed_ = false;
+  bool held_ = false;
+  bool loopRef_ = true;
+  uint8_t* slab_ = nullptr;
+  uint32_t slotSize_ = 0;
+  uint32_t slots_ = 0;
+  uint32_t* info_ = nullptr;
+  double* counters_ = nullptr;
+  Napi::Reference<Napi::Buffer<uint8_t>> slabRef_;
+  Napi::Reference<Napi::Uint32Array> infoRef_;
+  Napi::Reference<Napi::Float64Array> countersRef_;
+  Napi::FunctionReference cb_;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("open", Napi::Function::New(env, Open, "open"));
+  exports.Set("setVnetHdrSize", Napi::Function::New(env, SetVnetHdrSize, "setVnetHdrSize"));
+  exports.Set("setOffload", Napi::Function::New(env, SetOffload, "setOffload"));
+  exports.Set("getIfFlags", Napi::Function::New(env, GetIfFlags, "getIfFlags"));
+  exports.Set("ifExists", Napi::Function::New(env, IfExists, "ifExists"));
+  exports.Set("getMtu", Napi::Function::New(env, GetMtu, "getMtu"));
+  exports.Set("setMtu", Napi::Function::New(env, SetMtu, "setMtu"));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("Queue", Queue::Init(env));
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("IFF_TUN", IFF_TUN);
+  c.Set("IFF_NO_PI", IFF_NO_PI);
+  c.Set("IFF_VNET_HDR", IFF_VNET_HDR);
+  c.Set("IFF_MULTI_QUEUE", IFF_MULTI_QUEUE);
+  c.Set("IFF_PERSIST", IFF_PERSIST);
+  c.Set("TUN_F_CSUM", TUN_F_CSUM);
+  c.Set("TUN_F_TSO4", TUN_F_TSO4);
+  c.Set("TUN_F_TSO6", TUN_F_TSO6);
+  c.Set("TUN_F_TSO_ECN", TUN_F_TSO_ECN);
+  c.Set("TUN_F_UFO", TUN_F_UFO);
+  c.Set("TUN_F_USO4", TUN_F_USO4);
+  c.Set("TUN_F_USO6", TUN_F_USO6);
+  c.Set("VNET_HDR_LEN", kVnetHdrLen);
+  exports.Set("constants", c);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(faultstack_tun, Init)
