@@ -1,0 +1,31 @@
+/**
+ * NetApi backed by the kernel's TCP/IP (node:net and node:dgram).
+ *
+ * Services are developed and tested against this implementation with real
+ * clients (on 127.0.0.1 or inside a network namespace); the same service code
+ * then runs unchanged on faultstack's userspace sockets.
+ */
+import * as net from 'node:net';
+import * as dgram from 'node:dgram';
+import type { NetApi, TcpServerLike, TcpSocketLike, UdpSocketLike } from './net-api';
+
+export const kernelNet: NetApi = {
+  createServer(listener?: (socket: TcpSocketLike) => void): TcpServerLike {
+    const server = net.createServer();
+    if (listener) server.on('connection', (socket: net.Socket) => listener(socket));
+    return server;
+  },
+
+  connect(
+    options: { port: number; host: string; localAddress?: string },
+    connectListener?: () => void,
+  ): TcpSocketLike {
+    const opts: net.NetConnectOpts = { port: options.port, host: options.host };
+    if (options.localAddress !== undefined) opts.localAddress = options.localAddress;
+    return net.connect(opts, connectListener);
+  },
+
+  createUdpSocket(): UdpSocketLike {
+    return dgram.createSocket({ type: 'udp4' });
+  },
+};

@@ -1,0 +1,243 @@
+/**
+ * The send queue holds application bytes from SND.UNA onward as the chunks the
+ * application wrote (no copy on write); segments copy out of it at any offset, and
+ * acknowledged bytes are released from the front.
+ *
+ * The reassembly queue holds out-of-order segments above RCV.NXT as sorted,
+ * non-overlapping ranges; it produces the SACK blocks we advertise (RFC 2018 4:
+ * the block holding the most recently received segment first).
+ */
+import { seqGe, seqGt, seqLe, seqLt } from '../wire/tcp';
+
+export class SendQueue {
+  private chunks: Buffer[] = [];
+  private head = 0;          // index of the first live chunk
+  private headOff = 0;       // bytes already consumed from chunks[head]
+  length = 0;                // bytes queued (from SND.UNA)
+  // Cursor cache for sequential copy-outs: chunk index and the queue offset at its start.
+  private curIdx = 0;
+  private curStart = 0;
+
+  push(buf: Buffer): void {
+    if (buf.length === 0) return;
+    this.chunks.push(buf);
+    this.length += buf.length;
+  }
+
+  /** Copies `len` bytes starting `offset` bytes after SND.UNA into dst[dstOff..]. */
+  copyOut(offset: number, dst: Uint8Array, dstOff: number, len: number): void {
+    let idx: number, start: number;
+    if (this.curIdx >= this.head && this.curIdx < this.chunks.length && this.curStart <= offset) {
+      idx = this.curIdx; start = this.curStart;
+    } else {
+      idx = this.head; start = -this.headOff;
+    }
+    while (idx < this.chunks.length && start + this.chunks[idx].length <= offset) {
+      start += this.chunks[idx].length; idx++;
+    }
+    this.curIdx = idx; this.curStart = start;
+    while (len > 0 && idx < this.chunks.length) {
+      const c = this.chunks[idx];
+      const from = offset - start;
+      const n = Math.min(len, c.length - from);
+      c.copy(dst, dstOff, from, from + n);
+      dstOff += n; offset += n; len -= n;
+      if (from + n === c.length) { start += c.length; idx++; }
+    }
+  }
+
+  /** Releases `n` acknowledged bytes from the front. */
+  consume(n: number): void {
+    n = Math.min(n, this.length);
+    this.length -= n;
+    while (n > 0) {
+      const c = this.chunks[this.head];
+      const left = c.length - this.headOff;
+      if (n < left) { this.headOff += n; break; }
+      n -= left;
+      this.chunks[this.head] = EMPTY;
+      this.head++;
+      this.headOff = 0;
+    }
+    // The cursor is relative to SND.UNA: shift it by what was consumed.
+    this.curIdx = this.head; this.curStart = -this.headOff;
+    if (this.head > 64 && this.head * 2 > this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+      this.curIdx = 0;
+    }
+    if (this.length === 0) { this.chunks.length = 0; this.head = 0; this.headOff = 0; this.curIdx = 0; this.curStart = 0; }
+  }
+
+  clear(): void { this.chunks = []; this.head = 0; this.headOff = 0; this.length = 0; this.curIdx = 0; this.curStart = 0; }
+}
+const EMPTY = Buffer.alloc(0);
+
+interface OooSegment { seq: number; end: number; data: Buffer }
+
+export class ReassemblyQueue {
+  segs: OooSegment[] = [];
+  bytes = 0;
+  /** Most recently touched range, reported first in SACK. */
+  private lastSeq = 0;
+  private lastEnd = 0;
+
+  get empty(): boolean { return this.segs.length === 0; }
+
+  /**
+   * Stores data at `seq` (strictly above RCV.NXT). Keeps existing bytes where they
+   * overlap. Returns false if nothing new was stored.
+   */
+  insert(seq: number, data: Buffer): boolean {
+    let end = (seq + data.length) >>> 0;
+    let s = seq;
+    let stored = false;
+    let i = 0;
+    // Walk the sorted list, filling the gaps the new segment covers.
+    while (seqLt(s, end)) {
+      while (i < this.segs.length && seqLe(this.segs[i].end, s)) i++;
+      const next = i < this.segs.length ? this.segs[i] : null;
+      if (next && seqLe(next.seq, s)) { s = next.end; continue; }
+      const gapEnd = next && seqLt(next.seq, end) ? next.seq : end;
+      const piece = Buffer.from(data.subarray((s - seq) >>> 0, (gapEnd - seq) >>> 0));
+      this.segs.splice(i, 0, { seq: s, end: gapEnd, data: piece });
+      this.bytes += piece.length;
+      stored = true;
+      i++;
+      s = gapEnd;
+    }
+    if (stored) {
+      // Report the contiguous block containing this segment.
+      let lo = seq, hi = end;
+      for (const g of this.segs) {
+        if (seqLe(g.seq, hi) && seqGe(g.end, lo)) { if (seqLt(g.seq, lo)) lo = g.seq; if (seqGt(g.end, hi)) hi = g.end; }
+      }
+      this.lastSeq = lo; this.lastEnd = hi;
+    }
+    void end;
+    end = 0;
+    return stored;
+  }
+
+  /** Removes and returns the data that now starts at or below `rcvNxt`, in order. */
+  pull(rcvNxt: number, out: Buffer[]): number {
+    let nxt = rcvNxt;
+    while (this.segs.length && seqLe(this.segs[0].seq, nxt)) {
+      const g = this.segs.shift()!;
+      this.bytes -= g.data.length;
+      if (seqGt(g.end, nxt)) {
+        const from = (nxt - g.seq) >>> 0;
+        out.push(from === 0 ? g.data : g.data.subarray(from));
+        nxt = g.end;
+      }
+    }
+    return nxt;
+  }
+
+  /** Fills up to `max` SACK blocks (pairs) above rcvNxt; returns the count. */
+  sackBlocks(rcvNxt: number, out: Uint32Array, max: number): number {
+    if (this.segs.length === 0) return 0;
+    // Merge adjacent stored segments into blocks.
+    const blocks: number[] = [];
+    let lo = this.segs[0].seq, hi = this.segs[0].end;
+    for (let i = 1; i < this.segs.length; i++) {
+      const g = this.segs[i];
+      if (g.seq === hi) hi = g.end;
+      else { blocks.push(lo, hi); lo = g.seq; hi = g.end; }
+    }
+    blocks.push(lo, hi);
+    let n = 0;
+    // First: the block with the most recent arrival (RFC 2018 4).
+    for (let b = 0; b < blocks.length; b += 2) {
+      if (seqLe(blocks[b], this.lastSeq) && seqGe(blocks[b + 1], this.lastEnd) && seqGt(blocks[b], rcvNxt)) {
+        out[0] = blocks[b]; out[1] = blocks[b + 1]; n = 1; blocks.splice(b, 2); break;
+      }
+    }
+    // Then the highest others.
+    for (let b = blocks.length - 2; b >= 0 && n < max; b -= 2) {
+      if (seqGt(blocks[b], rcvNxt)) { out[n * 2] = blocks[b]; out[n * 2 + 1] = blocks[b + 1]; n++; }
+    }
+    return n;
+  }
+
+  clear(): void { this.segs = []; this.bytes = 0; }
+}
+
+/**
+ * The sender's SACK scoreboard (RFC 6675): SACKed ranges above SND.UNA, sorted and
+ * merged, as a flat array of [left, right) pairs.
+ */
+export class Scoreboard {
+  ranges: number[] = [];
+  sackedBytes = 0;
+
+  get highestSacked(): number { return this.ranges.length ? this.ranges[this.ranges.length - 1] : 0; }
+  get empty(): boolean { return this.ranges.length === 0; }
+
+  add(left: number, right: number): boolean {
+    if (!seqLt(left, right)) return false;
+    const r = this.ranges;
+    let i = 0;
+    while (i < r.length && seqLt(r[i + 1], left)) i += 2;
+    let lo = left, hi = right;
+    let j = i;
+    while (j < r.length && seqLe(r[j], hi)) {
+      if (seqLt(r[j], lo)) lo = r[j];
+      if (seqGt(r[j + 1], hi)) hi = r[j + 1];
+      j += 2;
+    }
+    let removed = 0;
+    for (let k = i; k < j; k += 2) removed += (r[k + 1] - r[k]) >>> 0;
+    const added = ((hi - lo) >>> 0) - removed;
+    r.splice(i, j - i, lo, hi);
+    this.sackedBytes += added;
+    return added > 0;
+  }
+
+  /** Drops everything at or below `una`. */
+  advance(una: number): void {
+    const r = this.ranges;
+    let i = 0;
+    while (i < r.length && seqLe(r[i + 1], una)) { this.sackedBytes -= (r[i + 1] - r[i]) >>> 0; i += 2; }
+    if (i > 0) r.splice(0, i);
+    if (r.length && seqLt(r[0], una)) { this.sackedBytes -= (una - r[0]) >>> 0; r[0] = una; }
+  }
+
+  isSacked(seq: number): boolean {
+    const r = this.ranges;
+    for (let i = 0; i < r.length; i += 2) {
+      if (seqLt(seq, r[i])) return false;
+      if (seqLt(seq, r[i + 1])) return true;
+    }
+    return false;
+  }
+
+  /** End of the SACKed range containing `seq` (when isSacked), else `seq`. */
+  sackedEnd(seq: number): number {
+    const r = this.ranges;
+    for (let i = 0; i < r.length; i += 2) if (seqGe(seq, r[i]) && seqLt(seq, r[i + 1])) return r[i + 1];
+    return seq;
+  }
+
+  /** Start of the next SACKed range above `seq`, or `limit`. */
+  nextSackedStart(seq: number, limit: number): number {
+    const r = this.ranges;
+    for (let i = 0; i < r.length; i += 2) if (seqGt(r[i], seq)) return seqLt(r[i], limit) ? r[i] : limit;
+    return limit;
+  }
+
+  /** Un-SACKed bytes in [from, to). */
+  holeBytes(from: number, to: number): number {
+    if (!seqLt(from, to)) return 0;
+    let total = (to - from) >>> 0;
+    const r = this.ranges;
+    for (let i = 0; i < r.length; i += 2) {
+      const lo = seqGt(r[i], from) ? r[i] : from;
+      const hi = seqLt(r[i + 1], to) ? r[i + 1] : to;
+      if (seqLt(lo, hi)) total -= (hi - lo) >>> 0;
+    }
+    return total;
+  }
+
+  clear(): void { this.ranges = []; this.sackedBytes = 0; }
+}
