@@ -1,0 +1,667 @@
+/**
+ * TUN device driver: a Linux TUN interface (IFF_TUN | IFF_NO_PI, raw IPv4) behind the
+ * Device contract, through a small native addon (drivers/tun/src/tun.cc).
+ *
+ * Receive: the addon polls each queue fd with a uv_poll_t (on the main loop, no thread
+ * pool) and, when readable, read()s up to `rxBurst` packets (default 64) or until EAGAIN
+ * into one preallocated slab of fixed slots, then makes ONE call into JS per burst. The
+ * packets handed to `onReceive` are Buffer views into that slab: they are valid only during
+ * the call (the next burst overwrites them); copy what you keep.
+ *   Slot size: with vnetHdr, 10 (virtio_net_hdr) + 65536 rounded up to 64 = 65600 bytes,
+ *   enough for the largest GSO packet the kernel builds with offloads on (64 KiB); 64 slots
+ *   = 4.0 MiB per queue. Without vnetHdr: max(2048, mtu rounded up to 64) bytes (2 KiB at
+ *   MTU 1500; 128 KiB per queue). A packet longer than its slot is dropped and counted as
+ *   `rxTruncated` (only possible if the interface MTU is raised behind our back).
+ * Transmit: `send` queues (no copy: the contract gives the driver ownership of the buffer),
+ * `flush` makes one native call for the batch, one write()/writev() per packet. EAGAIN and
+ * ENOBUFS are counted as `txDrops`, other errno as `txErrors`; nothing throws. The queue
+ * flushes by itself when it holds `txBatchMax` (default 256) packets.
+ *
+ * Multi-queue: with `multiQueue`, `queues` fds are attached to the same interface; the kernel
+ * spreads flows across them. `queue(i)` is a Device for queue i. On the TunDevice itself,
+ * `send` uses queue 0, `flush`/`close` act on all queues, and every queue without its own
+ * `onReceive` delivers to the TunDevice's `onReceive`.
+ *
+ * Lifetime: an interface we create (not persistent, not there before) disappears when the last
+ * fd closes, so `close()` removes what we created. An existing persistent interface (made by
+ * `ip tuntap add dev NAME mode tun`) is attached to and left in place.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import type { Device, OffloadMeta, ReceiveHandler } from '../device';
+
+/** TUNSETOFFLOAD flags (linux/if_tun.h). */
+export const TUN_F = {
+  CSUM: 0x01,
+  TSO4: 0x02,
+  TSO6: 0x04,
+  TSO_ECN: 0x08,
+  UFO: 0x10,
+  USO4: 0x20,
+  USO6: 0x40,
+} as const;
+
+/** virtio_net_hdr constants. */
+export const VIRTIO_NET_HDR = {
+  LEN: 10,
+  F_NEEDS_CSUM: 1,
+  F_DATA_VALID: 2,
+  GSO_NONE: 0,
+  GSO_TCPV4: 1,
+  GSO_UDP: 3,
+  GSO_TCPV6: 4,
+  GSO_UDP_L4: 5,
+  GSO_ECN: 0x80,
+} as const;
+
+export interface OffloadState {
+  /** TUN_F_* bits the kernel accepted (0: none). */
+  flags: number;
+  csum: boolean;
+  tso4: boolean;
+  tso6: boolean;
+  /** e.g. ['csum', 'tso4', 'tso6'] */
+  names: string[];
+}
+
+export interface TunOpenOptions {
+  /** Interface name (max 15 bytes); '' or a pattern like 'fs%d' lets the kernel choose. */
+  name: string;
+  /** Set the interface MTU (SIOCSIFMTU) when given; otherwise the current MTU is reported. */
+  mtu?: number;
+  /** IFF_VNET_HDR: every packet carries a 10-byte virtio_net_hdr (parsed into OffloadMeta). */
+  vnetHdr?: boolean;
+  /** IFF_MULTI_QUEUE with `queues` fds (default 1 queue). */
+  multiQueue?: boolean;
+  queues?: number;
+  /** 'probe' (default when vnetHdr) tries CSUM|TSO4|TSO6, CSUM|TSO4, CSUM, none.
+   *  'off' (default without vnetHdr, and forced without vnetHdr) sets no offloads. */
+  offloads?: 'probe' | 'off';
+  /** Packets read per burst (per queue), default 64. */
+  rxBurst?: number;
+  /** Packets queued by send() before an automatic flush, default 256. */
+  txBatchMax?: number;
+}
+
+/** An Error with a `code` (ENOENT, EPERM, EBUSY, EINVAL, ERR_TUN_ADDON, ERR_IP_COMMAND...). */
+export class TunError extends Error {
+  readonly code: string;
+  readonly errno?: number;
+  readonly syscall?: string;
+  constructor(code: string, message: string, errno?: number, syscall?: string) {
+    super(message);
+    this.name = 'TunError';
+    this.code = code;
+    if (errno !== undefined) this.errno = errno;
+    if (syscall !== undefined) this.syscall = syscall;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// native addon
+
+interface NativeQueue {
+  start(): void;
+  close(): void;
+  ref(): void;
+  unref(): void;
+  write(packets: Buffer[], count: number, metas: Uint32Array | null): number;
+}
+
+interface NativeTun {
+  open(name: string, vnetHdr: boolean, multiQueue: boolean, queues: number): {
+    name: string;
+    fds: number[];
+    created: boolean;
+    flags: number;
+  };
+  setVnetHdrSize(fd: number, size: number): boolean;
+  setOffload(fd: number, flags: number): boolean;
+  getIfFlags(fd: number): number;
+  ifExists(name: string): boolean;
+  getMtu(name: string): number;
+  setMtu(name: string, mtu: number): number;
+  closeFd(fd: number): void;
+  Queue: new (
+    fd: number,
+    vnetHdr: boolean,
+    slab: Buffer,
+    slotSize: number,
+    slots: number,
+    info: Uint32Array,
+    counters: Float64Array,
+    onBurst: (n: number) => void,
+  ) => NativeQueue;
+  constants: Record<string, number>;
+}
+
+const ADDON = 'faultstack_tun.node';
+let native: NativeTun | null = null;
+
+function loadNative(): NativeTun {
+  if (native) return native;
+  const req = createRequire(__filename);
+  // Source layout (drivers/tun/index.ts) and compiled layout (dist/drivers/tun/index.js).
+  const candidates = [
+    path.join(__dirname, 'build', 'Release', ADDON),
+    path.join(__dirname, '..', '..', '..', 'drivers', 'tun', 'build', 'Release', ADDON),
+  ];
+  for (const c of candidates) {
+    if (fs.existsSync(c)) {
+      native = req(c) as NativeTun;
+      return native;
+    }
+  }
+  throw new TunError('ERR_TUN_ADDON', `TUN addon not built (looked for ${candidates[0]}): run \`make addon\``);
+}
+
+// ---------------------------------------------------------------------------------------------
+// errors
+
+interface NativeErr {
+  code?: string;
+  errno?: number;
+  syscall?: string;
+  message?: string;
+}
+
+function openError(e: unknown, name: string): TunError {
+  const n = (e ?? {}) as NativeErr;
+  const code = n.code ?? 'EUNKNOWN';
+  const sys = n.syscall ?? '';
+  const dev = name === '' ? 'a new TUN device' : `TUN device '${name}'`;
+  let msg: string;
+  if (sys === 'open') {
+    switch (code) {
+      case 'ENOENT':
+        msg = 'cannot open /dev/net/tun: no such file (is the tun module loaded? try: modprobe tun)';
+        break;
+      case 'ENODEV':
+      case 'ENXIO':
+        msg = 'cannot open /dev/net/tun: the kernel has no TUN support (modprobe tun)';
+        break;
+      case 'EACCES':
+      case 'EPERM':
+        msg = 'cannot open /dev/net/tun: permission denied (run as root or with CAP_NET_ADMIN)';
+        break;
+      default:
+        msg = `cannot open /dev/net/tun: ${n.message ?? code}`;
+    }
+  } else if (sys === 'TUNSETIFF') {
+    switch (code) {
+      case 'EPERM':
+      case 'EACCES':
+        msg = `cannot create or attach ${dev}: operation not permitted (needs CAP_NET_ADMIN, or the persistent device belongs to another user/group)`;
+        break;
+      case 'EBUSY':
+        msg = `${dev} is busy: another file descriptor already has it (a single-queue TUN device takes one owner)`;
+        break;
+      case 'EINVAL':
+        msg = `cannot attach ${dev}: the name exists but is not a compatible TUN device (TAP mode, another link type, or a different multi_queue setting), or the name is invalid`;
+        break;
+      case 'ENAMETOOLONG':
+        msg = `invalid TUN device name '${name}': longer than 15 bytes`;
+        break;
+      default:
+        msg = `cannot create or attach ${dev}: ${n.message ?? code}`;
+    }
+  } else {
+    msg = `cannot set up ${dev}: ${n.message ?? code}`;
+  }
+  return new TunError(code, msg, n.errno, sys || undefined);
+}
+
+function checkName(name: string): void {
+  const bad = (why: string) => new TunError('EINVAL', `invalid TUN device name '${name}': ${why}`);
+  if (Buffer.byteLength(name) > 15) throw bad('longer than 15 bytes');
+  if (name === '.' || name === '..') throw bad('reserved name');
+  if (/[\s/:]/.test(name)) throw bad('must not contain whitespace, "/" or ":"');
+  if ((name.match(/%/g) ?? []).length > 1 || (name.includes('%') && !name.includes('%d'))) throw bad('only one "%d" pattern allowed');
+}
+
+// ---------------------------------------------------------------------------------------------
+// queue
+
+const INFO_STRIDE = 8;
+const META_STRIDE = 6;
+// counters shared with the addon (see tun.cc)
+const C_RX_TRUNC = 0, C_RX_ERR = 1, C_TX_PKTS = 2, C_TX_BYTES = 3, C_TX_DROPS = 4, C_TX_ERR = 5, C_ERRNO = 6;
+
+function align(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+/** One TUN queue (one fd). A Device of its own. */
+export class TunQueue implements Device {
+  onReceive: ReceiveHandler | null = null;
+  readonly index: number;
+  /** Set when a fatal receive error stopped this queue (e.g. the interface was deleted). */
+  lastError: TunError | null = null;
+
+  private readonly nq: NativeQueue;
+  private readonly slab: Buffer;
+  private readonly info: Uint32Array;
+  private readonly counters = new Float64Array(8);
+  private readonly rxPackets: Buffer[] = [];
+  private readonly rxMeta: (OffloadMeta | null)[] = [];
+  private txPackets: Buffer[] = [];
+  private txMeta: Uint32Array | null;
+  private txCount = 0;
+  private closed = false;
+  private rxPkts = 0;
+  private rxBytes = 0;
+  private rxBursts = 0;
+  private rxNoHandler = 0;
+  private rxOffload = 0;
+  private txFlushes = 0;
+  private txQueuedDrops = 0;
+
+  constructor(
+    private readonly owner: TunDevice,
+    fd: number,
+    index: number,
+    rxBurst: number,
+    private readonly txBatchMax: number,
+  ) {
+    const n = loadNative();
+    this.index = index;
+    const slotSize = owner.vnetHdr ? align(VIRTIO_NET_HDR.LEN + 65536, 64) : Math.max(2048, align(owner.mtu, 64));
+    this.slab = Buffer.allocUnsafeSlow(slotSize * rxBurst);
+    this.info = new Uint32Array(rxBurst * INFO_STRIDE);
+    this.txMeta = owner.vnetHdr ? new Uint32Array(txBatchMax * META_STRIDE) : null;
+    this.nq = new n.Queue(fd, owner.vnetHdr, this.slab, slotSize, rxBurst, this.info, this.counters, (c: number) =>
+      this.burst(c),
+    );
+  }
+
+  get name(): string {
+    return this.owner.name;
+  }
+  get mtu(): number {
+    return this.owner.mtu;
+  }
+
+  /** @internal */
+  start(): void {
+    this.nq.start();
+  }
+
+  private burst(count: number): void {
+    if (count < 0) {
+      const errno = -count;
+      this.lastError = new TunError(
+        'EIO',
+        `TUN device '${this.name}' queue ${this.index}: receive stopped (errno ${errno}; was the interface deleted?)`,
+        -errno,
+        'read',
+      );
+      this.owner.reportError(this.lastError);
+      return;
+    }
+    const handler = this.onReceive ?? this.owner.onReceive;
+    this.rxBursts++;
+    const info = this.info;
+    const pkts = this.rxPackets;
+    pkts.length = count;
+    let bytes = 0;
+    for (let i = 0; i < count; i++) {
+      const o = i * INFO_STRIDE;
+      const off = info[o]!;
+      const len = info[o + 1]!;
+      bytes += len;
+      pkts[i] = this.slab.subarray(off, off + len);
+    }
+    this.rxPkts += count;
+    this.rxBytes += bytes;
+    let metas: (OffloadMeta | null)[] | null = null;
+    if (this.owner.vnetHdr) {
+      metas = this.rxMeta;
+      metas.length = count;
+      for (let i = 0; i < count; i++) {
+        const o = i * INFO_STRIDE;
+        const flags = info[o + 2]!;
+        const gsoType = info[o + 3]!;
+        if (flags === 0 && gsoType === 0) {
+          metas[i] = null;
+        } else {
+          this.rxOffload++;
+          metas[i] = {
+            flags,
+            gsoType,
+            hdrLen: info[o + 4]!,
+            gsoSize: info[o + 5]!,
+            csumStart: info[o + 6]!,
+            csumOffset: info[o + 7]!,
+          };
+        }
+      }
+    }
+    if (!handler) {
+      this.rxNoHandler += count;
+      return;
+    }
+    handler(pkts, count, metas);
+  }
+
+  send(packet: Buffer, meta?: OffloadMeta | null): void {
+    if (this.closed) {
+      this.txQueuedDrops++;
+      return;
+    }
+    const i = this.txCount;
+    this.txPackets[i] = packet;
+    if (this.txMeta) {
+      const o = i * META_STRIDE;
+      const m = this.txMeta;
+      if (meta) {
+        m[o] = meta.flags;
+        m[o + 1] = meta.gsoType;
+        m[o + 2] = meta.hdrLen;
+        m[o + 3] = meta.gsoSize;
+        m[o + 4] = meta.csumStart;
+        m[o + 5] = meta.csumOffset;
+      } else {
+        m.fill(0, o, o + META_STRIDE);
+      }
+    }
+    this.txCount = i + 1;
+    if (this.txCount >= this.txBatchMax) this.flush();
+  }
+
+  flush(): void {
+    const n = this.txCount;
+    if (n === 0) return;
+    this.txCount = 0;
+    this.txFlushes++;
+    this.nq.write(this.txPackets, n, this.txMeta);
+    // drop references so the buffers can be collected
+    for (let i = 0; i < n; i++) this.txPackets[i] = EMPTY;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    if (this.txCount > 0) this.flush();
+    this.closed = true;
+    this.nq.close();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  ref(): void {
+    this.nq.ref();
+  }
+  unref(): void {
+    this.nq.unref();
+  }
+
+  stats(): Record<string, number> {
+    const c = this.counters;
+    return {
+      rxPackets: this.rxPkts,
+      rxBytes: this.rxBytes,
+      rxBursts: this.rxBursts,
+      rxOffloadPackets: this.rxOffload,
+      rxNoHandler: this.rxNoHandler,
+      rxTruncated: c[C_RX_TRUNC]!,
+      rxErrors: c[C_RX_ERR]!,
+      txPackets: c[C_TX_PKTS]!,
+      txBytes: c[C_TX_BYTES]!,
+      txDrops: c[C_TX_DROPS]! + this.txQueuedDrops,
+      txErrors: c[C_TX_ERR]!,
+      txFlushes: this.txFlushes,
+      txQueued: this.txCount,
+      lastErrno: c[C_ERRNO]!,
+    };
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+// ---------------------------------------------------------------------------------------------
+// device
+
+const PROBE_ORDER = [TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6, TUN_F.CSUM | TUN_F.TSO4, TUN_F.CSUM, 0];
+
+export function describeOffloads(flags: number): OffloadState {
+  const names: string[] = [];
+  const table: [number, string][] = [
+    [TUN_F.CSUM, 'csum'],
+    [TUN_F.TSO4, 'tso4'],
+    [TUN_F.TSO6, 'tso6'],
+    [TUN_F.TSO_ECN, 'tso_ecn'],
+    [TUN_F.UFO, 'ufo'],
+    [TUN_F.USO4, 'uso4'],
+    [TUN_F.USO6, 'uso6'],
+  ];
+  for (const [bit, n] of table) if (flags & bit) names.push(n);
+  return {
+    flags,
+    csum: (flags & TUN_F.CSUM) !== 0,
+    tso4: (flags & TUN_F.TSO4) !== 0,
+    tso6: (flags & TUN_F.TSO6) !== 0,
+    names,
+  };
+}
+
+export class TunDevice implements Device {
+  onReceive: ReceiveHandler | null = null;
+  /** Called when a queue stops on a fatal receive error; without it a process warning is emitted. */
+  onError: ((err: TunError) => void) | null = null;
+
+  readonly name: string;
+  readonly vnetHdr: boolean;
+  readonly multiQueue: boolean;
+  /** true when this open created the interface (it vanishes on close). */
+  readonly created: boolean;
+  /** IFF_* flags reported by TUNGETIFF after open. */
+  readonly ifFlags: number;
+  private _mtu: number;
+  private _offloads: OffloadState = describeOffloads(0);
+  private readonly fds: number[];
+  private readonly qs: TunQueue[] = [];
+  private closed = false;
+
+  private constructor(
+    info: { name: string; fds: number[]; created: boolean; flags: number },
+    vnetHdr: boolean,
+    multiQueue: boolean,
+    mtu: number,
+  ) {
+    this.name = info.name;
+    this.fds = info.fds;
+    this.created = info.created;
+    this.ifFlags = info.flags;
+    this.vnetHdr = vnetHdr;
+    this.multiQueue = multiQueue;
+    this._mtu = mtu;
+  }
+
+  static open(opts: TunOpenOptions): TunDevice {
+    const name = opts.name ?? '';
+    checkName(name);
+    const vnetHdr = opts.vnetHdr ?? false;
+    const multiQueue = opts.multiQueue ?? false;
+    const queues = multiQueue ? opts.queues ?? 1 : 1;
+    if (!Number.isInteger(queues) || queues < 1 || queues > 256) {
+      throw new TunError('EINVAL', `invalid queue count ${String(opts.queues)}: must be an integer 1..256`);
+    }
+    if (opts.mtu !== undefined && (!Number.isInteger(opts.mtu) || opts.mtu < 68 || opts.mtu > 65535)) {
+      throw new TunError('EINVAL', `invalid MTU ${String(opts.mtu)}: must be an integer 68..65535`);
+    }
+    const rxBurst = opts.rxBurst ?? 64;
+    const txBatchMax = opts.txBatchMax ?? 256;
+    if (!Number.isInteger(rxBurst) || rxBurst < 1 || rxBurst > 1024) throw new TunError('EINVAL', 'rxBurst must be 1..1024');
+    if (!Number.isInteger(txBatchMax) || txBatchMax < 1) throw new TunError('EINVAL', 'txBatchMax must be >= 1');
+
+    const n = loadNative();
+    let info: { name: string; fds: number[]; created: boolean; flags: number };
+    try {
+      info = n.open(name, vnetHdr, multiQueue, queues);
+    } catch (e) {
+      throw openError(e, name);
+    }
+    let dev: TunDevice | null = null;
+    try {
+      let mtu: number;
+      try {
+        if (opts.mtu !== undefined && n.getMtu(info.name) !== opts.mtu) n.setMtu(info.name, opts.mtu);
+        mtu = n.getMtu(info.name);
+      } catch (e) {
+        const ne = e as NativeErr;
+        throw new TunError(
+          ne.code ?? 'EUNKNOWN',
+          `cannot ${opts.mtu !== undefined ? `set MTU ${opts.mtu} on` : 'read the MTU of'} TUN device '${info.name}': ${ne.message ?? String(e)}`,
+          ne.errno,
+          ne.syscall,
+        );
+      }
+      dev = new TunDevice(info, vnetHdr, multiQueue, mtu);
+      // Offloads are per interface and survive on a persistent one: always start from a known state.
+      const mode = vnetHdr ? opts.offloads ?? 'probe' : 'off';
+      if (mode === 'probe') dev.probeOffloads();
+      else dev.setOffload(0);
+      for (let i = 0; i < info.fds.length; i++) dev.qs.push(new TunQueue(dev, info.fds[i]!, i, rxBurst, txBatchMax));
+      for (const q of dev.qs) q.start();
+      return dev;
+    } catch (e) {
+      if (dev && dev.qs.length > 0) {
+        for (const q of dev.qs) q.close();
+        for (let i = dev.qs.length; i < info.fds.length; i++) n.closeFd(info.fds[i]!);
+      } else {
+        for (const fd of info.fds) n.closeFd(fd);
+      }
+      throw e;
+    }
+  }
+
+  get mtu(): number {
+    return this._mtu;
+  }
+
+  /** What the kernel accepted for TUNSETOFFLOAD (flags 0 without vnetHdr). */
+  get offloads(): OffloadState {
+    return this._offloads;
+  }
+
+  get queueCount(): number {
+    return this.qs.length;
+  }
+
+  queue(i: number): TunQueue {
+    const q = this.qs[i];
+    if (!q) throw new TunError('EINVAL', `TUN device '${this.name}' has no queue ${i} (it has ${this.qs.length})`);
+    return q;
+  }
+
+  /**
+   * TUNSETOFFLOAD wrapper: true if the kernel accepted `flags` (TUN_F_*). Offloads need the
+   * virtio header to describe partial checksums and GSO, so without vnetHdr only 0 is accepted.
+   */
+  setOffload(flags: number): boolean {
+    if (this.closed) return false;
+    if (!this.vnetHdr && flags !== 0) return false;
+    const ok = loadNative().setOffload(this.fds[0]!, flags >>> 0);
+    if (ok) this._offloads = describeOffloads(flags >>> 0);
+    return ok;
+  }
+
+  /** Tries CSUM|TSO4|TSO6, then CSUM|TSO4, then CSUM, then none; returns what was accepted. */
+  probeOffloads(): OffloadState {
+    for (const f of PROBE_ORDER) {
+      if (this.setOffload(f)) return this._offloads;
+    }
+    this._offloads = describeOffloads(0);
+    return this._offloads;
+  }
+
+  send(packet: Buffer, meta?: OffloadMeta | null): void {
+    this.qs[0]!.send(packet, meta);
+  }
+
+  flush(): void {
+    for (const q of this.qs) q.flush();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const q of this.qs) q.close();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Let the process exit while the device is open (the poll handles stop holding the loop). */
+  unref(): void {
+    for (const q of this.qs) q.unref();
+  }
+  ref(): void {
+    for (const q of this.qs) q.ref();
+  }
+
+  /** @internal */
+  reportError(err: TunError): void {
+    if (this.onError) this.onError(err);
+    else process.emitWarning(err.message, { code: err.code });
+  }
+
+  stats(): Record<string, number> {
+    const sum: Record<string, number> = {};
+    for (const q of this.qs) {
+      const s = q.stats();
+      for (const k of Object.keys(s)) {
+        if (k === 'lastErrno') continue;
+        sum[k] = (sum[k] ?? 0) + s[k]!;
+      }
+    }
+    sum.queues = this.qs.length;
+    return sum;
+  }
+}
+
+/**
+ * Configures the kernel side of a TUN interface with iproute2: `ip addr add ADDR dev NAME`
+ * (an address that is already there is fine) and `ip link set dev NAME [mtu N] up|down`.
+ * Throws a TunError (code ERR_IP_COMMAND, or EINVAL for bad arguments) with one line saying
+ * what failed.
+ */
+export function configureHostSide(name: string, opts: { hostAddr?: string; mtu?: number; up: boolean }): void {
+  checkName(name);
+  if (name === '' || name.includes('%')) throw new TunError('EINVAL', `configureHostSide: need a concrete interface name, got '${name}'`);
+  if (opts.hostAddr !== undefined) {
+    const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(opts.hostAddr);
+    if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) {
+      throw new TunError('EINVAL', `configureHostSide: bad host address '${opts.hostAddr}' (want IPv4/prefix, e.g. 198.18.0.1/24)`);
+    }
+  }
+  if (opts.mtu !== undefined && (!Number.isInteger(opts.mtu) || opts.mtu < 68 || opts.mtu > 65535)) {
+    throw new TunError('EINVAL', `configureHostSide: bad MTU ${String(opts.mtu)} (want 68..65535)`);
+  }
+  if (opts.hostAddr !== undefined) {
+    runIp(['addr', 'add', opts.hostAddr, 'dev', name], /File exists/);
+  }
+  const link = ['link', 'set', 'dev', name];
+  if (opts.mtu !== undefined) link.push('mtu', String(opts.mtu));
+  link.push(opts.up ? 'up' : 'down');
+  runIp(link);
+}
+
+function runIp(args: string[], okIf?: RegExp): void {
+  try {
+    execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 10_000 });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: string; status?: number | null };
+    if (err.code === 'ENOENT') {
+      throw new TunError('ERR_IP_COMMAND', `configureHostSide: 'ip' not found (install iproute2)`);
+    }
+    const stderr = (err.stderr ?? '').toString().trim();
+    if (okIf && okIf.test(stderr)) return;
+    const first = stderr.split('\n')[0] || (err.status != null ? `exit status ${err.status}` : err.message.split('\n')[0]);
+    throw new TunError('ERR_IP_COMMAND', `configureHostSide: 'ip ${args.join(' ')}' failed: ${first}`);
+  }
+}
