@@ -1,0 +1,233 @@
+/**
+ * `faultstack run`: validate the flags into RunOptions, start the stack runtime, print
+ * its ready line, and shut it down cleanly on SIGINT/SIGTERM/SIGHUP.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { UsageError } from '../../../stack/util/errors';
+import { Ipv4Cidr, formatIpv4, parseCidr, prefixMask, sameSubnet } from '../../../stack/wire/addr';
+import {
+  InvalidValue, defineCommand, Validator, commaSubset, integer, keyValue, oneOf, parseArgs, printHelp,
+  repeatableFlag, requiredFlag, switchFlag, text, usageError, valueFlag,
+} from '../args';
+import { socketPath } from '../control-target';
+import {
+  CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RunOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime, defaultRunDir,
+} from '../run-options';
+
+/** Linux dev_valid_name(): 1..15 bytes (IFNAMSIZ 16 with NUL), not "." or "..", no '/', ':' or whitespace. */
+export const ifname: Validator<string> = {
+  valid: 'a Linux interface name: 1 to 15 characters, without "/", ":" or whitespace',
+  parse(raw) {
+    const bad = (): never => { throw new InvalidValue(`must be ${ifname.valid}`); };
+    if (raw === '' || Buffer.byteLength(raw) > 15 || raw === '.' || raw === '..') bad();
+    if (/[/:\s]/.test(raw)) bad();
+    return raw;
+  },
+};
+
+function cidrText(c: Ipv4Cidr): string {
+  return `${formatIpv4(c.addr)}/${c.prefix}`;
+}
+
+function networkOf(c: Ipv4Cidr): number {
+  return (c.addr & prefixMask(c.prefix)) >>> 0;
+}
+
+/** Usable host addresses of the subnet: all of a /31, all but network and broadcast otherwise. */
+function hostRange(c: Ipv4Cidr): [number, number] {
+  const net = networkOf(c);
+  const bcast = (net | (~prefixMask(c.prefix) >>> 0)) >>> 0;
+  return c.prefix >= 31 ? [net, bcast] : [net + 1, bcast - 1];
+}
+
+/** The first usable address of c's subnet other than c itself. */
+export function firstOtherHost(c: Ipv4Cidr): Ipv4Cidr {
+  const [lo] = hostRange(c);
+  return { addr: lo === c.addr ? lo + 1 : lo, prefix: c.prefix };
+}
+
+/** An interface address: unicast, prefix 1..31 (room for the host side), not the network or broadcast address. */
+export const interfaceCidr: Validator<Ipv4Cidr> = {
+  valid: 'an IPv4 address with a prefix length from 1 to 31, e.g. 198.18.0.2/24',
+  parse(raw) {
+    const c = parseCidr(raw.trim());
+    if (!c) throw new InvalidValue(`must be ${interfaceCidr.valid}`);
+    if (c.prefix < 1 || c.prefix > 31) {
+      throw new InvalidValue(`must have a prefix length from 1 to 31 (the subnet must hold both ends of the TUN link), e.g. 198.18.0.2/24`);
+    }
+    const first = c.addr >>> 24;
+    if (first === 0 || first === 127 || first >= 224) {
+      throw new InvalidValue(`must be a unicast address (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.0.2/24`);
+    }
+    const [lo, hi] = hostRange(c);
+    if (c.addr < lo || c.addr > hi) {
+      throw new InvalidValue(`must be a host address, not the network or broadcast address of ${formatIpv4(networkOf(c))}/${c.prefix} (use ${formatIpv4(lo)} to ${formatIpv4(hi)})`);
+    }
+    return c;
+  },
+};
+
+/** A file to create: its directory must exist. */
+export const outputFile: Validator<string> = {
+  valid: 'a file path in an existing directory',
+  parse(raw) {
+    if (raw === '') throw new InvalidValue('must be a file path in an existing directory, not empty');
+    const abs = path.resolve(raw);
+    const dir = path.dirname(abs);
+    let st: fs.Stats | undefined;
+    try { st = fs.statSync(dir); } catch { /* missing */ }
+    if (!st || !st.isDirectory()) throw new InvalidValue(`must be a file path in an existing directory (${dir} does not exist)`);
+    try {
+      if (fs.statSync(abs).isDirectory()) throw new InvalidValue(`must be a file path, not a directory`);
+    } catch (e) {
+      if (e instanceof InvalidValue) throw e;
+    }
+    return abs;
+  },
+};
+
+export const RUN_SPEC = defineCommand({
+  name: 'run',
+  summary: 'Start the userspace stack on a TUN device and serve until SIGINT or SIGTERM.',
+  details: [
+    'Prints one line containing "ready" once the device is up and the services listen.',
+    'Control it from another shell with `faultstack stats`, `faultstack fault set ...` and friends.',
+  ].join('\n'),
+  flags: {
+    tun: valueFlag({ valueName: 'NAME', help: 'TUN device name', ...ifname, default: 'fs0' }),
+    addr: requiredFlag(valueFlag({ valueName: 'IP/PREFIX', help: "the stack's address", ...interfaceCidr })),
+    'host-addr': valueFlag({
+      valueName: 'IP/PREFIX', help: 'kernel side of the TUN link, same subnet as --addr',
+      defaultText: 'first other host address of the subnet', ...interfaceCidr,
+    }),
+    mtu: valueFlag({ valueName: 'N', help: 'link MTU in bytes', ...integer(68, 65535), default: 1500 }),
+    services: valueFlag({
+      valueName: 'LIST', help: `services to run: ${SERVICE_NAMES.join(', ')} or all`,
+      ...commaSubset(SERVICE_NAMES, SERVICE_NAMES), default: [...DEFAULT_SERVICES], defaultText: DEFAULT_SERVICES.join(','),
+    }),
+    pcap: valueFlag({ valueName: 'FILE', help: 'write every packet to this pcap file', ...outputFile }),
+    control: valueFlag({ valueName: 'PATH', help: 'control socket', defaultText: `${defaultRunDir()}/<tun>.sock`, ...socketPath }),
+    fault: repeatableFlag({ valueName: 'ID=MODE', help: 'set a fault mode at start, e.g. 903927=buggy', ...keyValue('ID', 'MODE', '903927=buggy') }),
+    param: repeatableFlag({ valueName: 'NAME=VALUE', help: 'set a parameter at start, e.g. SynAttackProtect=2', ...keyValue('NAME', 'VALUE', 'SynAttackProtect=2') }),
+    profile: valueFlag({ valueName: 'NAME', help: 'start from a named fault profile', ...text('a profile name') }),
+    offloads: valueFlag({ valueName: 'on|off', help: 'TUN segmentation/checksum offloads', ...oneOf(['on', 'off'] as const), default: 'on' }),
+    queues: valueFlag({ valueName: 'N', help: 'TUN queues', ...integer(1, 8), default: 1 }),
+    cc: valueFlag({ valueName: 'NAME', help: 'TCP congestion control: newreno or cubic', ...oneOf(CONGESTION_CONTROLS), default: 'cubic' as CongestionControl }),
+    events: valueFlag({ valueName: 'FILE', help: 'append events to this JSONL file', ...outputFile }),
+    json: switchFlag('print the ready line as JSON'),
+  },
+});
+
+const spec = RUN_SPEC;
+
+/** Parses and cross-checks `run` flags; null when --help was asked for. */
+export function buildRunOptions(argv: readonly string[]): RunOptions | null {
+  const p = parseArgs(spec, argv);
+  if (p.help) return null;
+  const f = p.flags;
+  const addr = f.addr;
+  let hostAddr: Ipv4Cidr;
+  const defaulted = f['host-addr'] === undefined;
+  if (f['host-addr'] === undefined) {
+    hostAddr = firstOtherHost(addr);
+  } else {
+    hostAddr = f['host-addr'];
+    const subnet = `${formatIpv4(networkOf(addr))}/${addr.prefix}`;
+    const suggestion = cidrText(firstOtherHost(addr));
+    if (hostAddr.prefix !== addr.prefix) {
+      throw usageError(spec, `--host-addr must have the same prefix length as --addr (/${addr.prefix}), got "${cidrText(hostAddr)}"; e.g. ${suggestion}`);
+    }
+    if (!sameSubnet(hostAddr.addr, addr.addr, addr.prefix)) {
+      throw usageError(spec, `--host-addr must be in the subnet of --addr (${subnet}), got "${cidrText(hostAddr)}"; e.g. ${suggestion}`);
+    }
+    if (hostAddr.addr === addr.addr) {
+      throw usageError(spec, `--host-addr must differ from --addr (both are ${formatIpv4(addr.addr)}); pick another address in ${subnet}, e.g. ${suggestion}`);
+    }
+  }
+  const control = f.control ?? socketPath.parse(path.join(defaultRunDir(), `${f.tun}.sock`));
+  if (f.pcap && f.events && f.pcap === f.events) {
+    throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
+  }
+  return {
+    tun: f.tun,
+    addr,
+    hostAddr,
+    hostAddrDefaulted: defaulted,
+    mtu: f.mtu,
+    services: f.services,
+    pcap: f.pcap,
+    control,
+    faults: f.fault.map((kv) => ({ id: kv.key, mode: kv.value })),
+    params: f.param.map((kv) => ({ name: kv.key, value: kv.value })),
+    profile: f.profile,
+    offloads: f.offloads === 'on',
+    queues: f.queues,
+    cc: f.cc,
+    events: f.events,
+    json: f.json,
+  };
+}
+
+const SHUTDOWN_GRACE_MS = 10_000;
+
+function loadRuntime(): StartStackRuntime {
+  try {
+    // Lazy: `faultstack stats` and friends never pay for loading the whole stack.
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const mod = require('../../../stack/runtime/run') as { startStackRuntime?: StartStackRuntime };
+    if (typeof mod.startStackRuntime !== 'function') throw new Error('stack/runtime/run does not export startStackRuntime');
+    return mod.startStackRuntime;
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'MODULE_NOT_FOUND' && /stack[\\/]runtime[\\/]run/.test(err.message.split('\n')[0] ?? '')) {
+      throw new Error('the stack runtime is not built (stack/runtime/run.js is missing): run `make build`');
+    }
+    throw e;
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const opts = buildRunOptions(argv);
+  if (!opts) return printHelp(spec);
+  const start = loadRuntime();
+
+  let handle: StackRuntimeHandle;
+  try {
+    handle = await start(opts);
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    const err = new Error(`cannot start the stack on ${opts.tun}: ${(e as Error)?.message ?? String(e)}`);
+    (err as Error & { cause?: unknown }).cause = e;
+    if (e instanceof Error && e.stack) err.stack = `${err.message}\n${e.stack}`;
+    throw err;
+  }
+  const line = handle.readyLine.endsWith('\n') ? handle.readyLine : handle.readyLine + '\n';
+  process.stdout.write(line);
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const fail = (what: string, e: unknown) => {
+      process.stderr.write(`faultstack run: ${what}: ${(e as Error)?.message ?? String(e)}\n`);
+      resolve(1);
+    };
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (stopping) {
+        process.stderr.write(`faultstack run: second ${sig} during shutdown, exiting now\n`);
+        resolve(1);
+        return;
+      }
+      stopping = true;
+      const timer = setTimeout(() => fail('shutdown', new Error(`did not finish within ${SHUTDOWN_GRACE_MS / 1000} s`)), SHUTDOWN_GRACE_MS);
+      timer.unref();
+      handle.shutdown().then(() => { clearTimeout(timer); resolve(0); }, (e) => { clearTimeout(timer); fail('shutdown failed', e); });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    process.on('SIGHUP', onSignal);
+    handle.closed.then(
+      () => { if (!stopping) process.stderr.write('faultstack run: the stack stopped\n'); resolve(0); },
+      (e) => fail('the stack stopped with an error', e),
+    );
+  });
+}

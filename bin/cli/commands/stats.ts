@@ -1,0 +1,101 @@
+/** `faultstack stats`: counters, connections (like `ss -tan`), lock state and fault modes. */
+import type { ConnectionRow, FaultState, LockState, StatsResult } from '../../../stack/control/protocol';
+import { ControlCommand } from '../../../stack/control/protocol';
+import { defineCommand, parseArgs, printHelp, switchFlag } from '../args';
+import { callStack, controlFlags, printJson } from '../control-target';
+import { cell, flattenCounters, formatClock, formatDuration, formatNumber, isZero, ssState, table } from '../format';
+
+export const STATS_SPEC = defineCommand({
+  name: 'stats',
+  summary: "Show a running stack's counters, connections, lock state and fault modes.",
+  flags: {
+    ...controlFlags,
+    all: switchFlag('also show counters that are zero'),
+  },
+});
+
+function endpoint(text: string | undefined, addr: string | undefined, port: number | undefined): string {
+  if (text) return text;
+  if (addr === undefined && port === undefined) return '*:*';
+  return `${addr ?? '*'}:${port ?? '*'}`;
+}
+
+function renderConnections(rows: ConnectionRow[]): string {
+  const body = rows.map((c) => [
+    ssState(String(c.state ?? '?')),
+    cell(c.recvQ ?? 0),
+    cell(c.sendQ ?? 0),
+    endpoint(c.local, c.localAddress, c.localPort),
+    endpoint(c.peer, c.remoteAddress, c.remotePort),
+  ]);
+  return table([['State', 'Recv-Q', 'Send-Q', 'Local Address:Port', 'Peer Address:Port'], ...body], { right: [1, 2] });
+}
+
+function renderLock(l: LockState, now: number): string {
+  const name = l.name ?? 'connection-table lock';
+  if (!l.held) return `${name}: free\n`;
+  let s = `${name}: HELD`;
+  if (l.holder) s += ` by ${l.holder}`;
+  if (typeof l.since === 'number') s += ` since ${formatClock(l.since)} (${formatDuration(now - l.since)})`;
+  if (Array.isArray(l.waiters)) s += `, ${l.waiters.length} waiting${l.waiters.length ? `: ${l.waiters.join(', ')}` : ''}`;
+  else if (typeof l.waiters === 'number') s += `, ${l.waiters} waiting`;
+  return s + '\n';
+}
+
+function faultList(f: StatsResult['faults']): FaultState[] {
+  if (!f) return [];
+  if (Array.isArray(f)) return f.filter((x) => x && typeof x === 'object').map((x) => ({ id: String(x.id), alias: x.alias, mode: String(x.mode) }));
+  return Object.entries(f).map(([id, v]) => (typeof v === 'string' ? { id, mode: v } : { id, alias: v?.alias, mode: String(v?.mode) }));
+}
+
+/** The human form of a stats reply; every part is optional. */
+export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number } = {}): string {
+  const now = opts.now ?? Date.now();
+  const out: string[] = [];
+  const head: string[] = [];
+  if (r.tun) head.push(`on ${r.tun}`);
+  if (r.addr) head.push(String(r.addr));
+  if (typeof r.uptimeMs === 'number') head.push(`up ${formatDuration(r.uptimeMs)}`);
+  if (head.length) out.push(`faultstack ${head.join(', ')}\n`);
+
+  if (r.counters && typeof r.counters === 'object') {
+    const all = flattenCounters(r.counters);
+    const shown = opts.all ? all : all.filter(([, v]) => !isZero(v));
+    const hidden = all.length - shown.length;
+    out.push(`Counters${hidden ? ` (${hidden} zero counters hidden; --all shows them)` : ''}:\n`);
+    out.push(shown.length ? table(shown.map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }) : '  (all zero)\n');
+  }
+
+  if (Array.isArray(r.connections)) {
+    out.push(`\nConnections (${r.connections.length}):\n`);
+    out.push(r.connections.length ? renderConnections(r.connections) : '  (none)\n');
+  }
+
+  const locks = [...(r.lock ? [r.lock] : []), ...(Array.isArray(r.locks) ? r.locks : [])];
+  if (locks.length) {
+    out.push('\n');
+    for (const l of locks) out.push(renderLock(l, now));
+  }
+
+  const faults = faultList(r.faults);
+  if (faults.length) {
+    out.push('\nFaults:\n');
+    out.push(table(faults.map((f) => [f.id, f.alias ?? '', f.mode]), { indent: '  ' }));
+  }
+
+  if (r.params && typeof r.params === 'object' && Object.keys(r.params).length) {
+    out.push('\nParameters:\n');
+    out.push(table(Object.entries(r.params).map(([k, v]) => [k, cell(v)]), { indent: '  ' }));
+  }
+  if (out.length === 0) out.push('(the stack sent an empty stats reply; --json shows it raw)\n');
+  return out.join('');
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const p = parseArgs(STATS_SPEC, argv);
+  if (p.help) return printHelp(STATS_SPEC);
+  const reply = await callStack<StatsResult>('stats', p.flags.control, ControlCommand.STATS);
+  if (p.flags.json) printJson(reply);
+  else process.stdout.write(renderStats(reply ?? {}, { all: p.flags.all }));
+  return 0;
+}

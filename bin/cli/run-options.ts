@@ -1,0 +1,75 @@
+/**
+ * What `faultstack run` hands to the stack runtime (stack/runtime/run.ts), already
+ * validated: addresses parsed, paths absolute, defaults filled in. Fault and
+ * parameter assignments stay raw strings here: the fault table owns their meaning.
+ */
+import type { Ipv4Cidr } from '../../stack/wire/addr';
+
+export const SERVICE_NAMES = ['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls'] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+/** mtls needs certificates (`faultstack certs`), so it is opt-in. */
+export const DEFAULT_SERVICES: readonly ServiceName[] = SERVICE_NAMES.filter((s) => s !== 'mtls');
+
+export const CONGESTION_CONTROLS = ['newreno', 'cubic'] as const;
+export type CongestionControl = (typeof CONGESTION_CONTROLS)[number];
+
+/** Where `run` puts its control socket by default, and where the other commands look for one. */
+export function defaultRunDir(): string {
+  return process.env.FAULTSTACK_RUN_DIR || '/run/faultstack';
+}
+
+export interface FaultAssignment {
+  /** As typed: a KB number ("903927") or an alias ("synprotect-leak"). */
+  id: string;
+  /** As typed: normally off, buggy or hotfixed. */
+  mode: string;
+}
+
+export interface ParamAssignment {
+  /** Registry-style name as typed, e.g. "SynAttackProtect". */
+  name: string;
+  value: string;
+}
+
+export interface RunOptions {
+  /** TUN device name (valid Linux ifname). */
+  tun: string;
+  /** The stack's own address and prefix (--addr). */
+  addr: Ipv4Cidr;
+  /**
+   * The kernel side of the TUN device (--host-addr): same prefix length, same subnet,
+   * different address. When the flag is absent: the first usable address of the
+   * subnet that is not --addr (198.18.0.1 for --addr 198.18.0.2/24).
+   */
+  hostAddr: Ipv4Cidr;
+  hostAddrDefaulted: boolean;
+  mtu: number;
+  /** Deduplicated, in SERVICE_NAMES order. */
+  services: ServiceName[];
+  /** Absolute path; its directory exists. */
+  pcap?: string;
+  /** Absolute path of the control socket (default <FAULTSTACK_RUN_DIR or /run/faultstack>/<tun>.sock). */
+  control: string;
+  /** In command-line order; later assignments to the same fault win. */
+  faults: FaultAssignment[];
+  /** In command-line order; later assignments to the same name win. */
+  params: ParamAssignment[];
+  profile?: string;
+  offloads: boolean;
+  queues: number;
+  cc: CongestionControl;
+  /** Absolute path of a JSONL event log; its directory exists. */
+  events?: string;
+  /** Print the ready line (and anything else machine-facing) as JSON. */
+  json: boolean;
+}
+
+/** What stack/runtime/run.ts exports for `faultstack run`. */
+export interface StackRuntimeHandle {
+  /** Printed by `run` on stdout; contains the word "ready" (tests wait for it). */
+  readyLine: string;
+  /** Settles when the stack has stopped (by shutdown() or by itself). */
+  closed: Promise<void>;
+  shutdown(): Promise<void>;
+}
+export type StartStackRuntime = (opts: RunOptions) => Promise<StackRuntimeHandle>;
