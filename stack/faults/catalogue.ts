@@ -268,16 +268,17 @@ const FAULT_DEFS = [
   {
     id: 'kb903927',
     alias: 'synprotect-leak',
-    title: 'Memory leak in Live Communications Server when connections over MTLS are reset by SYN attack protection',
+    // The stored article has no title line: this one is ours, from its first paragraph.
+    title: 'Live Communications Server connections to a Windows Server 2003 SP1 server with SYN attack protection fail, and memory leaks',
     article: 'KB903927-lcs-mtls-leak-syn-protection.txt',
-    appliesTo: 'Live Communications Server 2005 on Windows Server 2003 SP1',
+    appliesTo: 'Live Communications Server 2003 and Office Live Communications Server 2005 on Windows Server 2003 SP1',
     summary:
       'With SYN attack protection on (as Server 2003 SP1 shipped it), the stack finishes the three-way handshake before ' +
       'it tells the listening application or looks at its backlog. When the backlog turns out to be full, the already ' +
       'established connection is reset, after the client has succeeded in connecting and has usually sent the start of ' +
-      'its mutual-TLS negotiation. In the buggy server, the per-connection work allocated before that reset (control ' +
-      'block, receive buffer holding the first flight, application state) is never freed, so memory grows with every ' +
-      'reset connection and the server slows down. Hotfixed, the reset path frees everything and memory stays flat.',
+      'its mutual-TLS negotiation. On that reset path the per-connection "stacks" allocated for the negotiation are ' +
+      'never freed, so memory grows with every reset connection and the server slows down. Hotfixed, the reset path ' +
+      'frees everything and memory stays flat.',
     modes: ['buggy', 'hotfixed'],
     defaultMode: 'hotfixed',
     params: [
@@ -288,13 +289,15 @@ const FAULT_DEFS = [
     implemented: true,
     ourChoices: [
       'no `off` mode: SYN attack protection is switched off with SynAttackProtect=0 (or --profile linux), not with a mode',
-      'what leaks: the control block, the receive buffer with the client\'s first flight and the per-connection application state',
+      'the article places the leak in the SChannel/SIP code of the Live Communications Server whose connection is reset; ' +
+        'the emulator keeps it on the stack\'s own reset path (faults.md): the control block, the receive buffer with the ' +
+        'client\'s first flight and the per-connection application state',
     ],
   },
   {
     id: 'kb297040',
     alias: 'conntable-hang',
-    title: 'Windows may hang when attempting to establish a TCP connection to a nonexistent IP address',
+    title: 'Windows May Hang When Attempting to Establish a TCP Connection to a Nonexistent IP Address',
     article: 'KB297040-nt4-conntable-lock-hang.txt',
     appliesTo: 'Windows NT 4.0 SP6a (and Terminal Server SP6) with a post-SP6a TCP/IP hotfix',
     summary:
@@ -316,7 +319,8 @@ const FAULT_DEFS = [
   {
     id: 'kb898060',
     alias: 'pmtu-hostroutes',
-    title: 'Network connectivity between clients and servers may fail after MS05-019 or Windows Server 2003 SP1 (host-route count reaches MaxIcmpHostRoutes)',
+    // The stored article has no title line: this one is from its first sentence.
+    title: 'Network connectivity between clients and servers may fail after you install MS05-019 or Windows Server 2003 SP1',
     article: 'KB898060-pmtu-host-routes-limit.txt',
     appliesTo: 'Windows Server 2003 SP1 and Windows with MS05-019',
     summary:
@@ -339,7 +343,7 @@ const FAULT_DEFS = [
   {
     id: 'kb972183',
     alias: 'nlb-ipsec',
-    title: 'Users may experience periodic connection loss for applications in a Windows Server 2008 NLB cluster using IPsec',
+    title: 'Users may experience periodic connection loss for applications that are running in a Windows Server 2008 NLB cluster using an IPsec connection',
     article: 'KB972183-nlb-ipsec-bucket-owner.txt',
     appliesTo: 'Windows Server 2008 and 2008 SP2 Network Load Balancing',
     summary:
@@ -364,7 +368,8 @@ const FAULT_DEFS = [
   {
     id: 'kb319381',
     alias: 'udp-rebind',
-    title: 'Windows Media Player behind ISA Server cannot move to the next item of a server-side playlist over MMSU',
+    // The stored article has no title line: this one is ours, from its Symptoms section.
+    title: 'Windows Media Player behind ISA Server may not work over MMSU when moving to the next item of a server-side playlist',
     article: 'KB319381-isa-mmsu-udp-port-rebind.txt',
     appliesTo: 'ISA Server 2000 SP1 with Firewall Client',
     summary:

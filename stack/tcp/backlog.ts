@@ -1,0 +1,77 @@
+/**
+ * Backlog policies: what a listener does with a SYN, and with the final ACK of a
+ * handshake, when its queues are full. One policy per emulated system; the fault
+ * policies (Windows SYN attack protection, KB 903927) are in stack/faults/.
+ */
+import type { TcpRepr } from '../wire/tcp';
+import type { TcpConnection } from './connection';
+import type { AdmitVerdict, Listener, SynVerdict } from './listener';
+
+export interface BacklogPolicy {
+  readonly name: string;
+  onSyn(l: Listener, seg: TcpRepr, now: number): SynVerdict;
+  afterSynQueued(l: Listener, conn: TcpConnection, now: number): void;
+  onFinalAck(l: Listener, conn: TcpConnection, now: number): AdmitVerdict;
+  afterEstablished(l: Listener, conn: TcpConnection, now: number): void;
+  onSynAckRetransmit(l: Listener, conn: TcpConnection, now: number): void;
+  /** SYN-ACK retransmissions before a half-open connection is dropped. */
+  synAckRetries(conn: TcpConnection): number;
+  /** First SYN-ACK retransmission timeout, ms (doubles after each). */
+  synAckRto(conn: TcpConnection): number;
+  /** True while per-route options must not be applied to the SYN-ACK (Windows protection). */
+  suppressSynOptions(conn: TcpConnection): boolean;
+}
+
+export interface LinuxBacklogParams {
+  /** net.ipv4.tcp_max_syn_backlog */
+  maxSynBacklog: number;
+  /** net.ipv4.tcp_syncookies: 0 off, 1 when the SYN queue overflows, 2 always. */
+  syncookies: number;
+  /** net.ipv4.tcp_abort_on_overflow */
+  abortOnOverflow: boolean;
+  /** net.core.somaxconn caps the backlog given to listen(). */
+  somaxconn: number;
+  /** net.ipv4.tcp_synack_retries */
+  synAckRetries: number;
+}
+
+/**
+ * Linux (net/ipv4/tcp_input.c tcp_conn_request, tcp_minisocks.c tcp_check_req):
+ * a SYN is dropped while the accept queue is full; the SYN queue is bounded by
+ * tcp_max_syn_backlog, past which SYN cookies answer; a final ACK that finds the
+ * accept queue full is dropped (the SYN-ACK timer resends, the client's ACK comes
+ * again) or, with tcp_abort_on_overflow, answered with a reset.
+ */
+export class LinuxBacklog implements BacklogPolicy {
+  readonly name = 'linux';
+  constructor(readonly params: () => LinuxBacklogParams) {}
+
+  private acceptFull(l: Listener): boolean {
+    return l.acceptQueue.length >= Math.min(l.backlog, this.params().somaxconn);
+  }
+
+  onSyn(l: Listener, _seg: TcpRepr): SynVerdict {
+    const p = this.params();
+    const c = l.layer.counters;
+    if (p.syncookies === 2) return 'cookie';
+    if (this.acceptFull(l)) { c.TcpExtListenOverflows++; c.TcpExtListenDrops++; return 'drop'; }
+    if (l.synQueue.size >= p.maxSynBacklog) {
+      if (p.syncookies === 1) return 'cookie';
+      c.TcpExtListenDrops++;
+      return 'drop';
+    }
+    return 'accept';
+  }
+  afterSynQueued(): void {}
+  onFinalAck(l: Listener): AdmitVerdict {
+    if (!this.acceptFull(l)) return 'ok';
+    l.layer.counters.TcpExtListenOverflows++;
+    l.layer.counters.TcpExtListenDrops++;
+    return this.params().abortOnOverflow ? 'reset' : 'drop';
+  }
+  afterEstablished(): void {}
+  onSynAckRetransmit(): void {}
+  synAckRetries(): number { return this.params().synAckRetries; }
+  synAckRto(): number { return 1000; }
+  suppressSynOptions(): boolean { return false; }
+}

@@ -1,0 +1,970 @@
+/**
+ * One TCP connection (RFC 9293): its control block, the segment-arrival rules of
+ * section 3.10.7, the output loop, and its timers. Loss recovery follows RFC 6675
+ * when SACK was negotiated and NewReno (RFC 6582) otherwise; RTO per RFC 6298 with
+ * Karn's rule; timestamps and PAWS per RFC 7323; RST/SYN/ACK acceptance per RFC 5961.
+ *
+ * Time is passed in (`now`, ms). The connection never touches a device: it asks its
+ * layer (`TcpLayer`) to emit segments and to arm its one timer.
+ */
+import { CodedError } from '../util/errors';
+import {
+  ACK, FIN, PSH, RST, SYN, TcpRepr, TcpOptionsOut, seqGe, seqGt, seqLe, seqLt,
+} from '../wire/tcp';
+import { ReassemblyQueue, Scoreboard, SendQueue } from './buffers';
+import { CongestionControl, makeCongestionControl } from './congestion';
+import { Timer } from '../timers';
+import type { TcpLayer } from './tcp';
+import type { Listener } from './listener';
+
+export const enum State {
+  Closed = 0, Listen, SynSent, SynReceived, Established, FinWait1, FinWait2, CloseWait, Closing, LastAck, TimeWait,
+}
+export const STATE_NAMES = ['CLOSED', 'LISTEN', 'SYN-SENT', 'SYN-RECEIVED', 'ESTABLISHED', 'FIN-WAIT-1', 'FIN-WAIT-2', 'CLOSE-WAIT', 'CLOSING', 'LAST-ACK', 'TIME-WAIT'];
+
+/** What the socket layer above a connection hears. */
+export interface ConnectionOwner {
+  onEstablished(): void;
+  onData(data: Buffer): void;
+  onPeerFin(): void;
+  /** Acknowledged data freed room in the send queue. */
+  onSendSpace(): void;
+  /** The connection is gone: null for a clean close, else the error (ECONNRESET, ETIMEDOUT...). */
+  onClosed(err: CodedError | null): void;
+  /** Bytes delivered to the application and not yet read by it. */
+  unreadBytes(): number;
+}
+
+const TS_MAX_AGE_MS = 24 * 24 * 3600 * 1000; // RFC 7323 5.5: 24 days
+
+export class TcpConnection {
+  state = State.Closed;
+  owner: ConnectionOwner | null = null;
+  listener: Listener | null = null;
+  /** Set when the application let go (closed or destroyed) but the protocol goes on. */
+  orphaned = false;
+  /** Per-connection application state the server attached (what KB 903927 leaks). */
+  appState: unknown = null;
+  createdAt: number;
+
+  // Send sequence space (RFC 9293 3.3.1)
+  iss = 0; sndUna = 0; sndNxt = 0; sndMax = 0; sndWnd = 0; sndWl1 = 0; sndWl2 = 0; maxSndWnd = 0;
+  sndWscale = 0;           // shift the peer applies to its windows
+  // Receive sequence space
+  irs = 0; rcvNxt = 0; rcvAdvEdge = 0;
+  rcvWscale = 0;           // shift we apply to ours
+  rcvBuf: number;
+  sndBuf: number;
+  // Options
+  peerMss = 536; mss = 536; wsOk = false; tsOk = false; sackOk = false; tsRecent = 0; tsRecentAt = 0; tsOffset = 0;
+  // Send side data
+  readonly sendQueue = new SendQueue();
+  finSeq = -1;             // sequence number of our FIN once the application ended its side
+  // Receive side data
+  readonly ooo = new ReassemblyQueue();
+  oooFinSeq = -1;
+  /** Data (and FIN) that arrived before the application accepted the connection. */
+  pending: Buffer[] = [];
+  pendingBytes = 0;
+  pendingFin = false;
+  private segsSinceAck = 0;
+  ackNow = false;
+  // RTT (RFC 6298)
+  srtt = 0; rttvar = 0; rto: number; rttSeq = 0; rttStart = -1; backoff = 0;
+  retries = 0;
+  // Congestion control and recovery
+  cc: CongestionControl & { setMss(mss: number): void };
+  dupAcks = 0; inRecovery = false; recoverPoint = 0; highRxt = 0;
+  readonly scoreboard = new Scoreboard();
+  // Timers: one heap entry per connection, the earliest of these deadlines.
+  readonly timer: Timer;
+  rtoAt = Infinity; delackAt = Infinity; persistAt = Infinity; keepaliveAt = Infinity; lingerAt = Infinity;
+  persistBackoff = 0;
+  // Keepalive
+  keepaliveEnabled = false; keepaliveIdleMs = 7_200_000; keepaliveProbes = 0; lastRecvAt = 0;
+  noDelay = false;
+  // Bookkeeping
+  bytesAcked = 0; bytesReceived = 0; retransSegs = 0;
+  key = '';
+  error: CodedError | null = null;
+
+  constructor(
+    readonly layer: TcpLayer,
+    readonly localAddr: number, readonly localPort: number,
+    readonly remoteAddr: number, readonly remotePort: number,
+    now: number,
+  ) {
+    const cfg = layer.config;
+    this.createdAt = now;
+    this.rcvBuf = cfg.rcvBuf;
+    this.sndBuf = cfg.sndBuf;
+    this.rto = cfg.initialRtoMs;
+    this.cc = makeCongestionControl(cfg.congestionControl, 536);
+    this.timer = new Timer((t) => this.onTimer(t));
+    this.lastRecvAt = now;
+  }
+
+  get stateName(): string { return STATE_NAMES[this.state]; }
+  get flight(): number { return (this.sndNxt - this.sndUna) >>> 0; }
+  get synchronized(): boolean { return this.state >= State.Established; }
+  /** A method, not a narrowed field read: callbacks may have closed the connection. */
+  isClosed(): boolean { return this.state === State.Closed; }
+
+  // ---------------------------------------------------------------- opening
+
+  /** Active open (RFC 9293 3.10.1): send SYN. */
+  openActive(now: number): void {
+    this.iss = this.layer.isn(this, now);
+    this.sndUna = this.iss; this.sndNxt = this.iss; this.sndMax = this.iss;
+    this.rcvWscale = this.layer.config.windowScale;
+    this.state = State.SynSent;
+    this.retries = 0;
+    this.sendSyn(now);
+  }
+
+  /** Passive open from a SYN that a listener accepted into its SYN queue. */
+  openPassive(seg: TcpRepr, now: number): void {
+    this.irs = seg.seq;
+    this.rcvNxt = (seg.seq + 1) >>> 0;
+    this.iss = this.layer.isn(this, now);
+    this.sndUna = this.iss; this.sndNxt = this.iss; this.sndMax = this.iss;
+    this.takeSynOptions(seg, now);
+    this.sndWnd = seg.window; // never scaled in a SYN (RFC 7323 2.2)
+    this.sndWl1 = seg.seq; this.sndWl2 = this.iss;
+    this.state = State.SynReceived;
+    this.retries = 0;
+    this.sendSyn(now);
+  }
+
+  private takeSynOptions(seg: TcpRepr, now: number): void {
+    const cfg = this.layer.config;
+    this.peerMss = seg.mss > 0 ? seg.mss : 536; // RFC 9293 3.7.1 default
+    this.wsOk = seg.wscale >= 0 && cfg.windowScale >= 0 && !this.layer.suppressSynOptions(this);
+    if (this.wsOk) {
+      this.sndWscale = Math.min(seg.wscale, 14); // RFC 7323 2.3
+      this.rcvWscale = cfg.windowScale;
+    } else { this.sndWscale = 0; this.rcvWscale = 0; }
+    this.sackOk = seg.sackPermitted && cfg.sack;
+    this.tsOk = seg.hasTimestamp && cfg.timestamps;
+    if (this.tsOk) { this.tsRecent = seg.tsVal; this.tsRecentAt = now; }
+    this.updateMss();
+  }
+
+  /** Effective send MSS: the peer's MSS, the path MTU, and the timestamp option's 12 bytes. */
+  updateMss(): void {
+    const pathMtu = this.layer.pathMtu(this.remoteAddr);
+    let mss = Math.min(this.peerMss, pathMtu - 40);
+    if (this.tsOk) mss -= 12;
+    mss = Math.max(mss, 64);
+    if (mss !== this.mss) {
+      this.mss = mss;
+      this.cc.setMss(mss);
+      if (this.sndMax === this.iss || this.state <= State.SynReceived) this.cc.cwnd = Math.max(this.cc.cwnd, 10 * mss);
+    }
+  }
+
+  private sendSyn(now: number): void {
+    const cfg = this.layer.config;
+    const o = this.layer.optScratch;
+    o.mss = this.layer.pathMtu(this.remoteAddr) - 40;
+    const suppressed = this.layer.suppressSynOptions(this);
+    const active = this.state === State.SynSent;
+    // A SYN-ACK carries only the options the peer offered (RFC 7323, RFC 2018).
+    o.wscale = cfg.windowScale >= 0 && !suppressed && (active || this.wsOk) ? cfg.windowScale : -1;
+    o.sackPermitted = cfg.sack && (active || this.sackOk);
+    o.hasTimestamp = cfg.timestamps && (active || this.tsOk);
+    o.tsVal = this.tsNow(now);
+    o.tsEcr = active ? 0 : this.tsRecent;
+    o.sackCount = 0;
+    const flags = active ? SYN : SYN | ACK;
+    this.layer.emit(this, this.iss, active ? 0 : this.rcvNxt, flags, 65535 > this.rcvBuf ? this.rcvBuf : 65535, o, 0, now);
+    if (!active) this.rcvAdvEdge = (this.rcvNxt + Math.min(this.rcvBuf, 65535)) >>> 0;
+    this.sndNxt = (this.iss + 1) >>> 0;
+    if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
+    if (this.rttStart < 0 && this.retries === 0) { this.rttStart = now; this.rttSeq = this.iss; }
+    this.armRto(now);
+  }
+
+  /** RFC 9293 3.10.7.3: a segment arrives in SYN-SENT. */
+  inputSynSent(seg: TcpRepr, now: number): void {
+    const f = seg.flags;
+    if (f & ACK) {
+      if (seqLe(seg.ack, this.iss) || seqGt(seg.ack, this.sndMax)) {
+        if (!(f & RST)) this.layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, seg.ack, 0, false);
+        return;
+      }
+    }
+    if (f & RST) {
+      if (f & ACK) this.fail('ECONNREFUSED', `connect ECONNREFUSED ${this.layer.describePeer(this)}`, now);
+      return;
+    }
+    if (!(f & SYN)) return;
+    this.irs = seg.seq;
+    this.rcvNxt = (seg.seq + 1) >>> 0;
+    this.takeSynOptions(seg, now);
+    if (f & ACK) {
+      this.sndUna = seg.ack;
+      this.sndWnd = seg.window; // SYN-ACK windows are not scaled
+      this.sndWl1 = seg.seq; this.sndWl2 = seg.ack;
+      this.maxSndWnd = this.sndWnd;
+      if (this.rttStart >= 0 && this.retries === 0) this.sampleRtt(now - this.rttStart);
+      this.rttStart = -1;
+      this.establish(now);
+      this.ackNow = true;
+      this.output(now);
+    } else {
+      // Simultaneous open (RFC 9293 3.5, figure 8): answer with SYN-ACK.
+      this.state = State.SynReceived;
+      this.sndWnd = seg.window;
+      this.sndWl1 = seg.seq;
+      this.retries = 0;
+      const o = this.layer.optScratch;
+      o.mss = this.layer.pathMtu(this.remoteAddr) - 40;
+      o.wscale = this.wsOk ? this.layer.config.windowScale : -1;
+      o.sackPermitted = this.sackOk; o.hasTimestamp = this.tsOk; o.tsVal = this.tsNow(now); o.tsEcr = this.tsRecent; o.sackCount = 0;
+      this.layer.emit(this, this.iss, this.rcvNxt, SYN | ACK, Math.min(this.rcvBuf, 65535), o, 0, now);
+      this.rcvAdvEdge = (this.rcvNxt + Math.min(this.rcvBuf, 65535)) >>> 0;
+      this.armRto(now);
+    }
+  }
+
+  private establish(now: number): void {
+    this.state = State.Established;
+    this.retries = 0;
+    this.backoff = 0;
+    this.rto = this.computeRto();
+    this.layer.counters.TcpCurrEstab++;
+    this.cc.cwnd = 10 * this.mss;
+    this.lastRecvAt = now;
+    this.disarmRto();
+    if (this.keepaliveEnabled) this.keepaliveAt = now + this.keepaliveIdleMs;
+    this.rearm();
+    if (this.listener) this.listener.onEstablished(this, now);
+    else this.owner?.onEstablished();
+  }
+
+  // ---------------------------------------------------------------- input
+
+  /** RFC 9293 3.10.7.4: a segment arrives in a synchronized state or SYN-RECEIVED. */
+  input(seg: TcpRepr, buf: Buffer, now: number): void {
+    const c = this.layer.counters;
+    const f = seg.flags;
+    // PAWS (RFC 7323 5.3).
+    if (this.tsOk && seg.hasTimestamp && !(f & RST) && seqLt(seg.tsVal, this.tsRecent) && now - this.tsRecentAt < TS_MAX_AGE_MS) {
+      c.TcpExtPAWSEstab++;
+      this.sendAck(now);
+      return;
+    }
+    let seq = seg.seq;
+    let len = seg.payloadLength;
+    let dataOff = seg.payloadOffset;
+    let fin = (f & FIN) !== 0;
+    const rcvWnd = Math.max(0, (this.rcvAdvEdge - this.rcvNxt) | 0);
+    const segLen = len + (f & SYN ? 1 : 0) + (fin ? 1 : 0);
+    // Acceptability (RFC 9293 3.10.7.4, first check).
+    let acceptable: boolean;
+    if (segLen === 0) acceptable = rcvWnd === 0 ? seq === this.rcvNxt : seqGe(seq, this.rcvNxt) && seqLt(seq, this.rcvNxt + rcvWnd);
+    else if (rcvWnd === 0) acceptable = seq === this.rcvNxt; // data is dropped below but ACK/RST/FIN still count
+    else {
+      const last = (seq + segLen - 1) >>> 0;
+      acceptable = (seqGe(seq, this.rcvNxt) && seqLt(seq, this.rcvNxt + rcvWnd)) || (seqGe(last, this.rcvNxt) && seqLt(last, this.rcvNxt + rcvWnd));
+    }
+    if (!acceptable) {
+      if (!(f & RST)) this.sendAck(now);
+      return;
+    }
+    // Update TS.Recent for segments that cover RCV.NXT (RFC 7323 4.3).
+    if (this.tsOk && seg.hasTimestamp && seqLe(seq, this.rcvNxt) && seqGe(seg.tsVal, this.tsRecent)) {
+      this.tsRecent = seg.tsVal; this.tsRecentAt = now;
+    }
+    // RST (RFC 5961 3.2): exact match resets; anything else in the window is challenged.
+    if (f & RST) {
+      if (seq === this.rcvNxt) this.onReset(now);
+      else this.challengeAck(now);
+      return;
+    }
+    // SYN in a synchronized state (RFC 5961 4.2): challenge ACK.
+    if (f & SYN) {
+      if (this.state === State.SynReceived && seq === this.irs) { this.retransmitSynAck(now); return; }
+      this.challengeAck(now);
+      return;
+    }
+    if (!(f & ACK)) return;
+    // Trim to the window: drop what is below RCV.NXT and above the right edge.
+    if (seqLt(seq, this.rcvNxt)) {
+      const drop = (this.rcvNxt - seq) >>> 0;
+      if (drop >= len) { if (len > 0) this.ackNow = true; dataOff += len; len = 0; if (fin && drop > seg.payloadLength) fin = false; }
+      else { dataOff += drop; len -= drop; }
+      seq = this.rcvNxt;
+    }
+    if (len > rcvWnd) { len = rcvWnd; fin = false; }
+    this.lastRecvAt = now;
+    this.keepaliveProbes = 0;
+    if (this.keepaliveEnabled) { this.keepaliveAt = now + this.keepaliveIdleMs; }
+
+    // ACK processing.
+    if (this.state === State.SynReceived) {
+      if (seqLt(this.sndUna, seg.ack) && seqLe(seg.ack, this.sndMax)) {
+        if (this.listener) {
+          // The listener's backlog policy decides (Linux: drop the ACK when the accept
+          // queue is full; Windows with SynAttackProtect: reset after the handshake).
+          const verdict = this.listener.admit(this, now);
+          if (verdict === 'drop') return;
+          if (verdict === 'reset') { this.abort(now); return; }
+        }
+        this.sndUna = seg.ack;
+        this.sndWnd = seg.window << this.sndWscale;
+        this.maxSndWnd = this.sndWnd;
+        this.sndWl1 = seg.seq; this.sndWl2 = seg.ack;
+        if (this.rttStart >= 0 && this.retries === 0) this.sampleRtt(now - this.rttStart);
+        this.rttStart = -1;
+        this.establish(now);
+        if (this.isClosed()) return;
+      } else {
+        this.layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, seg.ack, 0, false);
+        return;
+      }
+    } else {
+      if (seqGt(seg.ack, this.sndMax)) { this.sendAck(now); return; } // acks data we never sent
+      if (seqLt(seg.ack, (this.sndUna - this.maxSndWnd) >>> 0)) { this.challengeAck(now); return; } // RFC 5961 5.2
+      this.processAck(seg, seq, len, now);
+      if (this.state === State.Closed) return;
+    }
+
+    // Segment text (RFC 9293 3.10.7.4, seventh).
+    if (len > 0) {
+      if (this.state === State.Established || this.state === State.FinWait1 || this.state === State.FinWait2) {
+        if (this.orphaned && this.layer.config.resetOnOrphanData) {
+          // The application is gone and cannot read it (Linux: TCPAbortOnData).
+          c.TcpExtTCPAbortOnData++;
+          this.layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, this.sndNxt, 0, false);
+          this.destroy(null, now);
+          return;
+        }
+        this.receiveData(seq, buf, dataOff, len, now);
+      } else if (this.state !== State.TimeWait) this.ackNow = true;
+    }
+    // FIN (eighth).
+    if (fin) {
+      const finAt = (seq + len) >>> 0;
+      if (finAt === this.rcvNxt) this.receiveFin(now);
+      else if (seqGt(finAt, this.rcvNxt)) { this.oooFinSeq = finAt; this.ackNow = true; }
+    }
+    this.output(now);
+  }
+
+  private processAck(seg: TcpRepr, seq: number, len: number, now: number): void {
+    const c = this.layer.counters;
+    const ack = seg.ack;
+    const acked = (ack - this.sndUna) | 0;
+    const wnd = seg.window << this.sndWscale;
+    const outstanding = this.sndMax !== this.sndUna;
+    const isDup = acked === 0 && len === 0 && !(seg.flags & (SYN | FIN)) && wnd === this.sndWnd && outstanding;
+    if (len === 0 && acked <= 0) c.TcpExtTCPPureAcks++;
+    // SACK blocks (RFC 2018), ignoring those outside (SND.UNA, SND.MAX].
+    let newSack = false;
+    if (this.sackOk && seg.sackCount > 0) {
+      for (let i = 0; i < seg.sackCount; i++) {
+        const l = seg.sack[i * 2], r = seg.sack[i * 2 + 1];
+        if (seqLe(r, ack)) { c.TcpExtTCPDSACKRecv++; continue; }
+        if (seqLt(l, this.sndUna) || seqGt(r, this.sndMax)) { c.TcpExtTCPSACKDiscard++; continue; }
+        if (this.scoreboard.add(l, r)) newSack = true;
+      }
+    }
+    // Window update (RFC 9293 3.10.7.4, fifth, SND.WL1/SND.WL2 rule).
+    if (seqLt(this.sndWl1, seq) || (this.sndWl1 === seq && seqLe(this.sndWl2, ack))) {
+      const opened = this.sndWnd === 0 && wnd > 0;
+      this.sndWnd = wnd;
+      this.sndWl1 = seq; this.sndWl2 = ack;
+      if (wnd > this.maxSndWnd) this.maxSndWnd = wnd;
+      if (opened) { this.persistAt = Infinity; this.persistBackoff = 0; }
+    }
+    if (acked > 0) {
+      // RTT sample (RFC 7323 4.1 with timestamps; RFC 6298 / Karn otherwise).
+      if (this.tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
+        this.sampleRtt(Math.max(0, (this.tsNow(now) - seg.tsEcr) | 0));
+      } else if (this.rttStart >= 0 && seqGt(ack, this.rttSeq)) {
+        this.sampleRtt(now - this.rttStart);
+        this.rttStart = -1;
+      }
+      // Release acknowledged data (our FIN takes one sequence number, not a byte).
+      let dataAcked = acked;
+      if (this.finSeq >= 0 && seqGt(ack, this.finSeq)) dataAcked -= 1;
+      if (dataAcked > 0) {
+        this.sendQueue.consume(dataAcked);
+        this.bytesAcked += dataAcked;
+      }
+      this.sndUna = ack;
+      if (seqLt(this.sndNxt, ack)) this.sndNxt = ack;
+      this.scoreboard.advance(ack);
+      this.backoff = 0;
+      this.retries = 0;
+      this.rto = this.computeRto();
+      this.dupAcks = 0;
+      if (this.inRecovery) {
+        if (seqGe(ack, this.recoverPoint)) {
+          this.inRecovery = false;
+          this.cc.onRecoveryExit(this.flight);
+        } else if (!this.sackOk) {
+          // NewReno partial ACK (RFC 6582 3.2 step 5): retransmit the next hole, deflate.
+          this.retransmitAt(this.sndUna, now);
+          this.cc.cwnd = Math.max(this.mss, this.cc.cwnd - acked + (acked >= this.mss ? this.mss : 0));
+        }
+      } else {
+        this.cc.onAck(dataAcked > 0 ? dataAcked : acked, this.flight, now, this.srtt);
+      }
+      if (this.sndUna === this.sndMax) this.disarmRto();
+      else this.armRto(now);
+      if (this.finSeq >= 0 && seqGt(ack, this.finSeq)) this.ourFinAcked(now);
+      else if (dataAcked > 0 && this.owner && this.sendQueue.length < this.sndBuf) this.owner.onSendSpace();
+    } else if (isDup || (newSack && outstanding && acked === 0)) {
+      this.dupAcks++;
+      if (!this.inRecovery) {
+        const sackLoss = this.sackOk && this.scoreboard.sackedBytes >= 3 * this.mss;
+        if (this.dupAcks >= 3 || sackLoss) this.enterRecovery(now);
+      } else if (!this.sackOk) {
+        this.cc.cwnd += this.mss; // RFC 6582 3.2 step 4: inflate by one segment per dupack
+      }
+    }
+  }
+
+  private enterRecovery(now: number): void {
+    const c = this.layer.counters;
+    this.inRecovery = true;
+    this.recoverPoint = this.sndMax;
+    const ssthresh = this.cc.onCongestionEvent(this.flight, now);
+    c.TcpExtTCPFastRetrans++;
+    this.rttStart = -1; // Karn
+    if (this.sackOk) {
+      c.TcpExtTCPSackRecovery++;
+      this.cc.cwnd = ssthresh;
+      this.highRxt = this.sndUna;
+    } else {
+      c.TcpExtTCPRenoRecovery++;
+      this.retransmitAt(this.sndUna, now);
+      this.cc.cwnd = ssthresh + 3 * this.mss;
+    }
+  }
+
+  private receiveData(seq: number, buf: Buffer, off: number, len: number, now: number): void {
+    const c = this.layer.counters;
+    if (seq === this.rcvNxt) {
+      const hadHole = !this.ooo.empty;
+      this.rcvNxt = (this.rcvNxt + len) >>> 0;
+      this.bytesReceived += len;
+      // Deliver a copy: the device's buffer is only valid during this call.
+      this.deliver(Buffer.from(buf.subarray(off, off + len)));
+      if (hadHole) {
+        const parts: Buffer[] = [];
+        const nxt = this.ooo.pull(this.rcvNxt, parts);
+        for (const p of parts) { this.bytesReceived += p.length; this.deliver(p); }
+        this.rcvNxt = nxt;
+        this.ackNow = true; // RFC 5681 4.2: ACK at once when a gap is filled
+      }
+      if (this.oooFinSeq >= 0 && this.oooFinSeq === this.rcvNxt) this.receiveFin(now);
+      this.segsSinceAck += Math.max(1, Math.round(len / this.mss));
+      if (this.segsSinceAck >= 2) this.ackNow = true;
+      else if (!this.ackNow && this.delackAt === Infinity) { this.delackAt = now + this.layer.config.delayedAckMs; this.rearm(); }
+    } else {
+      c.TcpExtTCPOFOQueue++;
+      if (this.ooo.bytes + len > this.rcvBuf) { c.TcpExtTCPOFODrop++; }
+      else this.ooo.insert(seq, buf.subarray(off, off + len));
+      this.ackNow = true; // duplicate ACK with SACK, at once (RFC 5681 4.2)
+    }
+  }
+
+  private deliver(data: Buffer): void {
+    if (this.owner) this.owner.onData(data);
+    else { this.pending.push(data); this.pendingBytes += data.length; }
+  }
+
+  /** Hands data that arrived before the application accepted to the new owner. */
+  attach(owner: ConnectionOwner): void {
+    this.owner = owner;
+    const pending = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    for (const d of pending) owner.onData(d);
+    if (this.pendingFin) owner.onPeerFin();
+    if (this.state === State.Closed) owner.onClosed(this.error);
+  }
+
+  private receiveFin(now: number): void {
+    this.rcvNxt = (this.rcvNxt + 1) >>> 0;
+    this.oooFinSeq = -1;
+    this.ackNow = true;
+    switch (this.state) {
+      case State.SynReceived:
+      case State.Established: this.state = State.CloseWait; this.layer.counters.TcpCurrEstab--; break;
+      case State.FinWait1:
+        // Our FIN not yet acked: simultaneous close (RFC 9293 figure 13).
+        this.state = State.Closing; break;
+      case State.FinWait2: this.enterTimeWait(now); break;
+      default: break;
+    }
+    if (this.owner) this.owner.onPeerFin();
+    else this.pendingFin = true;
+  }
+
+  private ourFinAcked(now: number): void {
+    switch (this.state) {
+      case State.FinWait1:
+        this.state = State.FinWait2;
+        if (this.orphaned) { this.lingerAt = now + this.layer.config.finWait2TimeoutMs; this.rearm(); }
+        break;
+      case State.Closing: this.enterTimeWait(now); break;
+      case State.LastAck: this.destroy(null, now); break;
+      default: break;
+    }
+  }
+
+  private enterTimeWait(now: number): void {
+    this.state = State.TimeWait;
+    this.disarmRto();
+    this.delackAt = Infinity; this.persistAt = Infinity; this.keepaliveAt = Infinity;
+    this.sendQueue.clear();
+    this.ooo.clear();
+    this.layer.enterTimeWait(this, now);
+  }
+
+  private onReset(now: number): void {
+    const c = this.layer.counters;
+    if (this.state === State.SynReceived && this.listener) {
+      // RFC 9293 3.10.7.4: a passive open that is reset goes back to LISTEN.
+      this.destroy(null, now);
+      return;
+    }
+    if (this.state === State.Established || this.state === State.CloseWait) c.TcpEstabResets++;
+    this.destroy(new CodedError('ECONNRESET', 'read ECONNRESET'), now);
+  }
+
+  private challengeAck(now: number): void {
+    if (this.layer.allowChallengeAck(now)) {
+      this.layer.counters.TcpExtTCPChallengeACK++;
+      this.sendAck(now);
+    }
+  }
+
+  // ---------------------------------------------------------------- output
+
+  /** Sends whatever the windows allow, then a pure ACK if one is owed. */
+  output(now: number): void {
+    if (this.state < State.Established || this.state === State.TimeWait) {
+      if (this.ackNow && this.state === State.TimeWait) this.sendAck(now);
+      return;
+    }
+    let sentAny = false;
+    const mss = this.mss;
+    const dataEnd = (this.sndUna + this.sendQueue.length + (this.finSeq >= 0 && seqGt(this.sndUna, this.finSeq) ? 1 : 0)) >>> 0;
+    const tsoMax = this.layer.tsoMaxSegments(this) * mss;
+    for (let guard = 0; guard < 100000; guard++) {
+      // RFC 6675 NextSeg: retransmit lost holes first while in SACK recovery.
+      if (this.inRecovery && this.sackOk) {
+        const pipe = this.pipe();
+        if (this.cc.cwnd - pipe < mss) break;
+        const hole = this.nextHole();
+        if (hole >= 0) {
+          const holeEnd = this.scoreboard.nextSackedStart(hole, this.sndMax);
+          const n = Math.min(mss, (holeEnd - hole) >>> 0);
+          this.sendDataSegment(hole, n, now, true);
+          this.highRxt = (hole + n) >>> 0;
+          sentAny = true;
+          continue;
+        }
+      }
+      const dataLeft = this.dataLimit() - this.sndNxt | 0;
+      const wndRight = (this.sndUna + this.sndWnd) >>> 0;
+      const wndLeft = (wndRight - this.sndNxt) | 0;
+      const inFlight = this.inRecovery && this.sackOk ? this.pipe() : this.flight;
+      const cwndLeft = this.cc.cwnd - inFlight;
+      let n = Math.min(dataLeft, wndLeft, cwndLeft);
+      if (dataLeft <= 0) {
+        // Only the FIN may remain.
+        if (this.finSeq >= 0 && this.sndNxt === this.finSeq) {
+          this.sendFin(now);
+          sentAny = true;
+        }
+        break;
+      }
+      if (n <= 0) {
+        if (this.sndWnd === 0 && this.flight === 0 && this.persistAt === Infinity) this.armPersist(now);
+        break;
+      }
+      if (n > tsoMax) n = tsoMax;
+      else if (n > mss && tsoMax === mss) n = mss;
+      if (n < mss && n < dataLeft) {
+        // Sender SWS avoidance (RFC 9293 3.8.6.2.1): wait for a full segment unless
+        // the peer's window will never allow one.
+        if (!(n >= this.maxSndWnd / 2 && this.maxSndWnd > 0) && this.flight > 0) break;
+        if (this.flight === 0 && n < dataLeft && n < this.maxSndWnd / 2 && wndLeft < mss) { this.armPersist(now); break; }
+      }
+      if (n < mss && n === dataLeft && !this.noDelay && this.flight > 0 && this.finSeq < 0) break; // Nagle (RFC 896)
+      if (tsoMax > mss && n > mss) n -= n % mss || 0;
+      const retrans = seqLt(this.sndNxt, this.sndMax);
+      const withFin = this.finSeq >= 0 && ((this.sndNxt + n) >>> 0) === this.finSeq;
+      this.sendDataSegment(this.sndNxt, n, now, retrans, withFin);
+      this.sndNxt = (this.sndNxt + n + (withFin ? 1 : 0)) >>> 0;
+      if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
+      sentAny = true;
+      if (withFin) break;
+    }
+    void dataEnd;
+    if (sentAny) return;
+    if (this.ackNow) this.sendAck(now);
+  }
+
+  /** Sequence number just past the last queued data byte. */
+  private dataLimit(): number {
+    return this.finSeq >= 0 ? this.finSeq : (this.sndUna + this.sendQueue.length) >>> 0;
+  }
+
+  /** RFC 6675 pipe: bytes in flight, not counting SACKed data or holes deemed lost and not yet resent. */
+  private pipe(): number {
+    const sb = this.scoreboard;
+    const out = (this.sndMax - this.sndUna) >>> 0;
+    if (sb.empty) return out;
+    const high = sb.highestSacked;
+    const from = seqGt(this.highRxt, this.sndUna) ? this.highRxt : this.sndUna;
+    const lostNotResent = seqLt(from, high) ? sb.holeBytes(from, high) : 0;
+    return Math.max(0, out - sb.sackedBytes - lostNotResent);
+  }
+
+  /** First un-SACKed byte at or above HighRxt and below the highest SACK (lost), or -1. */
+  private nextHole(): number {
+    const sb = this.scoreboard;
+    if (sb.empty) return -1;
+    let s = seqGt(this.highRxt, this.sndUna) ? this.highRxt : this.sndUna;
+    const high = sb.highestSacked;
+    while (seqLt(s, high)) {
+      if (!sb.isSacked(s)) return s;
+      s = sb.sackedEnd(s);
+    }
+    return -1;
+  }
+
+  private retransmitAt(seq: number, now: number): void {
+    const left = (this.dataLimit() - seq) | 0;
+    if (left <= 0) {
+      if (this.finSeq >= 0 && seq === this.finSeq) this.sendFin(now, true);
+      return;
+    }
+    const n = Math.min(this.mss, left);
+    const withFin = this.finSeq >= 0 && ((seq + n) >>> 0) === this.finSeq;
+    this.sendDataSegment(seq, n, now, true, withFin);
+  }
+
+  private sendDataSegment(seq: number, len: number, now: number, retransmission: boolean, withFin = false): void {
+    const o = this.fillOptions(now);
+    let flags = ACK;
+    if (withFin) flags |= FIN;
+    if (((seq + len) >>> 0) === this.dataLimit() || withFin) flags |= PSH;
+    const win = this.advertiseWindow();
+    this.layer.emit(this, seq, this.rcvNxt, flags, win, o, len, now, (seq - this.sndUna) >>> 0);
+    if (retransmission) {
+      const segs = Math.ceil(len / this.mss);
+      this.layer.counters.TcpRetransSegs += segs;
+      this.retransSegs += segs;
+      if (this.rttStart >= 0 && seqLe(seq, this.rttSeq)) this.rttStart = -1; // Karn
+    } else if (this.rttStart < 0 && !this.tsOk) {
+      this.rttStart = now; this.rttSeq = seq;
+    }
+    this.afterSend();
+    if (this.rtoAt === Infinity) this.armRto(now);
+  }
+
+  private sendFin(now: number, retransmission = false): void {
+    const o = this.fillOptions(now);
+    this.layer.emit(this, this.finSeq, this.rcvNxt, FIN | ACK, this.advertiseWindow(), o, 0, now);
+    if (!retransmission) {
+      this.sndNxt = (this.finSeq + 1) >>> 0;
+      if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
+    } else this.layer.counters.TcpRetransSegs++;
+    this.afterSend();
+    if (this.rtoAt === Infinity) this.armRto(now);
+  }
+
+  /** A pure ACK carrying the current window and SACK blocks. */
+  sendAck(now: number): void {
+    if (this.state === State.Closed || this.state === State.SynSent) return;
+    const o = this.fillOptions(now);
+    this.layer.emit(this, this.sndNxt, this.rcvNxt, ACK, this.advertiseWindow(), o, 0, now);
+    this.afterSend();
+  }
+
+  private afterSend(): void {
+    this.ackNow = false;
+    this.segsSinceAck = 0;
+    if (this.delackAt !== Infinity) { this.delackAt = Infinity; this.rearm(); }
+  }
+
+  private fillOptions(now: number): TcpOptionsOut {
+    const o = this.layer.optScratch;
+    o.mss = -1; o.wscale = -1; o.sackPermitted = false;
+    o.hasTimestamp = this.tsOk;
+    if (this.tsOk) { o.tsVal = this.tsNow(now); o.tsEcr = this.tsRecent; }
+    o.sackCount = this.sackOk && !this.ooo.empty ? this.ooo.sackBlocks(this.rcvNxt, o.sack!, this.tsOk ? 3 : 4) : 0;
+    return o;
+  }
+
+  /**
+   * The window to advertise (already shifted). Never moves the right edge left
+   * (RFC 9293 3.8.6.2.2) and avoids advertising tiny openings (receiver SWS).
+   */
+  advertiseWindow(): number {
+    const unread = this.owner ? this.owner.unreadBytes() : this.pendingBytes;
+    let space = this.rcvBuf - unread - this.ooo.bytes;
+    if (space < 0) space = 0;
+    const committed = (this.rcvAdvEdge - this.rcvNxt) | 0;
+    if (space < Math.min(this.rcvBuf >> 1, this.mss) && space <= committed) space = Math.max(committed, 0);
+    if (space < committed) space = committed;
+    let win = space >>> this.rcvWscale;
+    if (win > 65535) win = 65535;
+    const edge = (this.rcvNxt + (win << this.rcvWscale)) >>> 0;
+    if (seqGt(edge, this.rcvAdvEdge)) this.rcvAdvEdge = edge;
+    return win;
+  }
+
+  /** The application read data: open the window if that is worth a segment (RFC 9293 3.8.6.2.2). */
+  onAppRead(now: number): void {
+    if (this.state < State.Established || this.state > State.FinWait2) return;
+    const unread = this.owner ? this.owner.unreadBytes() : 0;
+    const space = this.rcvBuf - unread - this.ooo.bytes;
+    const committed = (this.rcvAdvEdge - this.rcvNxt) | 0;
+    if (space - committed >= Math.min(this.rcvBuf >> 1, 2 * this.mss)) {
+      this.sendAck(now);
+      this.layer.flushSoon();
+    }
+  }
+
+  // ---------------------------------------------------------------- application calls
+
+  /** Queues application data. The socket applies backpressure using `sendQueue.length`. */
+  send(data: Buffer, now: number): void {
+    if (this.finSeq >= 0) return;
+    this.sendQueue.push(data);
+    if (this.state >= State.Established) this.output(now);
+  }
+
+  /** The application ended its side: queue our FIN (RFC 9293 3.10.4 CLOSE). */
+  shutdownWrite(now: number): void {
+    if (this.finSeq >= 0) return;
+    switch (this.state) {
+      case State.SynSent: this.destroy(null, now); return;
+      case State.SynReceived:
+      case State.Established:
+        this.finSeq = (this.sndUna + this.sendQueue.length) >>> 0;
+        if (this.state === State.Established) { this.state = State.FinWait1; this.layer.counters.TcpCurrEstab--; }
+        break;
+      case State.CloseWait:
+        this.finSeq = (this.sndUna + this.sendQueue.length) >>> 0;
+        this.state = State.LastAck;
+        break;
+      default: return;
+    }
+    this.output(now);
+  }
+
+  /** The application let go: finish the close in the background (like close(2) on a socket). */
+  release(now: number): void {
+    this.orphaned = true;
+    this.owner = null;
+    if (this.state === State.FinWait2) { this.lingerAt = now + this.layer.config.finWait2TimeoutMs; this.rearm(); }
+    if (this.state === State.Closed) return;
+    this.shutdownWrite(now);
+  }
+
+  /** Abortive close: RST and forget (RFC 9293 3.10.5 ABORT). */
+  abort(now: number, err: CodedError | null = null): void {
+    if (this.state === State.Closed) return;
+    if (this.state >= State.SynReceived && this.state !== State.TimeWait) {
+      this.layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, this.sndNxt, 0, false);
+      if (this.state === State.Established || this.state === State.CloseWait) this.layer.counters.TcpEstabResets++;
+    }
+    this.destroy(err, now);
+  }
+
+  setKeepAlive(enable: boolean, idleMs: number, now: number): void {
+    this.keepaliveEnabled = enable;
+    if (idleMs > 0) this.keepaliveIdleMs = idleMs;
+    this.keepaliveAt = enable && this.state >= State.Established ? now + this.keepaliveIdleMs : Infinity;
+    this.rearm();
+  }
+
+  // ---------------------------------------------------------------- timers
+
+  sampleRtt(rttMs: number): void {
+    // RFC 6298 2.2 and 2.3, alpha 1/8, beta 1/4.
+    if (this.srtt === 0) { this.srtt = Math.max(rttMs, 0.01); this.rttvar = rttMs / 2; }
+    else {
+      this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - rttMs);
+      this.srtt = 0.875 * this.srtt + 0.125 * rttMs;
+    }
+    this.rto = this.computeRto();
+  }
+
+  private computeRto(): number {
+    const cfg = this.layer.config;
+    if (this.srtt === 0) return cfg.initialRtoMs;
+    const g = cfg.clockGranularityMs;
+    const rto = this.srtt + Math.max(g, 4 * this.rttvar);
+    return Math.min(cfg.maxRtoMs, Math.max(cfg.minRtoMs, rto));
+  }
+
+  armRto(now: number): void {
+    const base = this.state === State.SynSent || this.state === State.SynReceived ? this.layer.synRto(this) : this.rto;
+    const at = now + Math.min(base * Math.pow(2, this.backoff), this.layer.config.maxRtoMs);
+    this.rtoAt = at;
+    this.rearm();
+  }
+  private disarmRto(): void { this.rtoAt = Infinity; this.rearm(); }
+  private armPersist(now: number): void {
+    this.persistAt = now + Math.min(this.rto * Math.pow(2, this.persistBackoff), 60_000);
+    this.rearm();
+  }
+
+  /** Re-arms the connection's single heap timer at the earliest deadline. */
+  rearm(): void {
+    const at = Math.min(this.rtoAt, this.delackAt, this.persistAt, this.keepaliveAt, this.lingerAt);
+    if (at === this.timer.at) return;
+    if (at === Infinity) this.layer.timers.disarm(this.timer);
+    else this.layer.timers.arm(this.timer, at);
+  }
+
+  private onTimer(now: number): void {
+    if (this.state === State.Closed) return;
+    if (this.lingerAt <= now) {
+      this.lingerAt = Infinity;
+      if (this.state === State.TimeWait || this.state === State.FinWait2) { this.destroy(null, now); return; }
+    }
+    if (this.rtoAt <= now) { this.rtoAt = Infinity; this.onRto(now); if (this.isClosed()) return; }
+    if (this.delackAt <= now) {
+      this.delackAt = Infinity;
+      this.layer.counters.TcpExtDelayedACKs++;
+      this.ackNow = true;
+      this.output(now);
+    }
+    if (this.persistAt <= now) {
+      this.persistAt = Infinity;
+      if (this.sndWnd === 0 && this.dataLimit() !== this.sndNxt) {
+        // Zero-window probe: an old sequence number forces the peer to ACK with its window.
+        this.layer.counters.TcpExtTCPWinProbe++;
+        const o = this.fillOptions(now);
+        this.layer.emit(this, (this.sndUna - 1) >>> 0, this.rcvNxt, ACK, this.advertiseWindow(), o, 0, now);
+        this.persistBackoff = Math.min(this.persistBackoff + 1, 10);
+        this.armPersist(now);
+      } else this.output(now);
+    }
+    if (this.keepaliveAt <= now) {
+      this.keepaliveAt = Infinity;
+      this.onKeepalive(now);
+      if (this.isClosed()) return;
+    }
+    this.rearm();
+  }
+
+  private onKeepalive(now: number): void {
+    const cfg = this.layer.config;
+    if (!this.keepaliveEnabled || this.state < State.Established || this.state === State.TimeWait) return;
+    const idle = now - this.lastRecvAt;
+    if (idle < this.keepaliveIdleMs && this.keepaliveProbes === 0) { this.keepaliveAt = this.lastRecvAt + this.keepaliveIdleMs; return; }
+    if (this.keepaliveProbes >= cfg.keepaliveProbes) {
+      this.layer.counters.TcpExtTCPAbortOnTimeout++;
+      this.abort(now, new CodedError('ETIMEDOUT', 'read ETIMEDOUT (keepalive)'));
+      return;
+    }
+    this.keepaliveProbes++;
+    this.layer.counters.TcpExtTCPKeepAlive++;
+    const o = this.fillOptions(now);
+    this.layer.emit(this, (this.sndUna - 1) >>> 0, this.rcvNxt, ACK, this.advertiseWindow(), o, 0, now);
+    this.keepaliveAt = now + cfg.keepaliveIntervalMs;
+  }
+
+  private onRto(now: number): void {
+    const c = this.layer.counters;
+    const cfg = this.layer.config;
+    if (this.state === State.SynSent) {
+      this.retries++;
+      if (this.retries > this.layer.synRetries(this)) {
+        c.TcpAttemptFails++;
+        this.layer.onConnectTimeout(this, now);
+        return;
+      }
+      c.TcpExtTCPSynRetrans++;
+      c.TcpRetransSegs++;
+      this.backoff++;
+      this.rttStart = -1;
+      this.sendSyn(now);
+      return;
+    }
+    if (this.state === State.SynReceived) {
+      this.retries++;
+      if (this.retries > this.layer.synAckRetries(this)) {
+        c.TcpAttemptFails++;
+        this.destroy(new CodedError('ETIMEDOUT', 'handshake timed out'), now);
+        return;
+      }
+      this.retransmitSynAck(now);
+      return;
+    }
+    if (this.sndUna === this.sndMax) return;
+    this.retries++;
+    if (this.retries > cfg.dataRetries) {
+      c.TcpExtTCPAbortOnTimeout++;
+      this.abort(now, new CodedError('ETIMEDOUT', 'read ETIMEDOUT'));
+      return;
+    }
+    c.TcpExtTCPTimeouts++;
+    // RFC 6298 5.5-5.7 and RFC 5681 eq. 4: back off, collapse cwnd, resend from SND.UNA.
+    this.cc.onTimeout(this.flight, now);
+    this.inRecovery = false;
+    this.dupAcks = 0;
+    this.scoreboard.clear();
+    this.sndNxt = this.sndUna;
+    this.rttStart = -1;
+    this.backoff = Math.min(this.backoff + 1, 16);
+    this.armRto(now);
+    c.TcpExtTCPSlowStartRetrans++;
+    this.output(now);
+  }
+
+  /** Resends the SYN-ACK (SYN-RECEIVED retransmission, or a retransmitted SYN from the peer). */
+  retransmitSynAck(now: number): void {
+    this.layer.counters.FsSynAckRetrans++;
+    this.layer.counters.TcpRetransSegs++;
+    this.backoff++;
+    this.rttStart = -1;
+    if (this.listener) this.listener.onSynAckRetransmit(this, now);
+    this.sendSyn(now);
+  }
+
+  // ---------------------------------------------------------------- teardown
+
+  /** Idempotent: leaves every queue and timer, tells the owner once. */
+  destroy(err: CodedError | null, now: number): void {
+    if (this.state === State.Closed) return;
+    const wasEstab = this.state === State.Established || this.state === State.CloseWait;
+    if (wasEstab) this.layer.counters.TcpCurrEstab--;
+    if (this.state === State.TimeWait) this.layer.leftTimeWait();
+    this.state = State.Closed;
+    this.error = err;
+    this.rtoAt = this.delackAt = this.persistAt = this.keepaliveAt = this.lingerAt = Infinity;
+    this.layer.timers.disarm(this.timer);
+    this.layer.remove(this, now);
+    this.sendQueue.clear();
+    this.ooo.clear();
+    this.scoreboard.clear();
+    const owner = this.owner;
+    this.owner = null;
+    owner?.onClosed(err);
+  }
+
+  /** Called when connect() fails for good (timeout, unreachable, refused). */
+  fail(code: string, message: string, now: number): void {
+    this.destroy(new CodedError(code, message), now);
+  }
+
+  /** Our timestamp clock: ms, offset per connection (RFC 7323 5.4). */
+  tsNow(now: number): number {
+    return (Math.floor(now) + this.tsOffset) >>> 0;
+  }
+}

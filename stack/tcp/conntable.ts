@@ -1,0 +1,136 @@
+/**
+ * The TCP connection table and its lock.
+ *
+ * Connections are found by (local address, local port, remote address, remote
+ * port). The table hashes the remote half into a Map of chains, and keeps the last
+ * hit: a bulk transfer finds its connection without touching the Map.
+ *
+ * The lock is explicit because KB 297040 is about it: a path that takes it and
+ * never releases it hangs everything that needs the table. In normal operation the
+ * stack is single-threaded and the lock is taken and released around the few
+ * operations that the emulated Windows code did under it; `holder` names who holds
+ * it and `since` when, so that a hang can be inspected and released by hand.
+ */
+import { formatIpv4 } from '../wire/addr';
+import type { TcpConnection } from './connection';
+
+export interface LockState {
+  held: boolean;
+  holder: string | null;
+  since: number | null;
+  /** Packets that needed the table while it was held and were not processed. */
+  blocked: number;
+  acquisitions: number;
+}
+
+export class ConnTableLock {
+  holder: string | null = null;
+  since = 0;
+  sinceWall = 0;
+  blocked = 0;
+  acquisitions = 0;
+
+  get held(): boolean { return this.holder !== null; }
+
+  acquire(holder: string, now: number): void {
+    this.holder = holder;
+    this.since = now;
+    this.sinceWall = Date.now();
+    this.acquisitions++;
+  }
+
+  release(): string | null {
+    const h = this.holder;
+    this.holder = null;
+    return h;
+  }
+
+  describe(now: number) {
+    return {
+      held: this.held,
+      holder: this.holder,
+      heldForMs: this.held ? Math.round(now - this.since) : 0,
+      since: this.held ? new Date(this.sinceWall).toISOString() : null,
+      blockedPackets: this.blocked,
+      acquisitions: this.acquisitions,
+    };
+  }
+}
+
+interface Chained extends TcpConnection { chainNext?: TcpConnection | null }
+
+export class ConnTable {
+  private readonly buckets = new Map<number, TcpConnection>();
+  private last: TcpConnection | null = null;
+  readonly lock = new ConnTableLock();
+  size = 0;
+
+  private static remoteKey(remoteAddr: number, remotePort: number): number {
+    return remoteAddr * 65536 + remotePort; // < 2^48: exact in a double
+  }
+
+  lookup(localAddr: number, localPort: number, remoteAddr: number, remotePort: number): TcpConnection | undefined {
+    const l = this.last;
+    if (l && l.remotePort === remotePort && l.localPort === localPort && l.remoteAddr === remoteAddr && l.localAddr === localAddr) return l;
+    let c = this.buckets.get(ConnTable.remoteKey(remoteAddr, remotePort)) as Chained | undefined;
+    while (c) {
+      if (c.localPort === localPort && c.localAddr === localAddr) { this.last = c; return c; }
+      c = (c.chainNext ?? undefined) as Chained | undefined;
+    }
+    return undefined;
+  }
+
+  insert(conn: TcpConnection): void {
+    const k = ConnTable.remoteKey(conn.remoteAddr, conn.remotePort);
+    const head = this.buckets.get(k) as Chained | undefined;
+    (conn as Chained).chainNext = head ?? null;
+    this.buckets.set(k, conn);
+    this.size++;
+  }
+
+  remove(conn: TcpConnection): boolean {
+    if (this.last === conn) this.last = null;
+    const k = ConnTable.remoteKey(conn.remoteAddr, conn.remotePort);
+    let c = this.buckets.get(k) as Chained | undefined;
+    let prev: Chained | null = null;
+    while (c) {
+      if (c === conn) {
+        const next = c.chainNext ?? null;
+        if (prev) prev.chainNext = next;
+        else if (next) this.buckets.set(k, next);
+        else this.buckets.delete(k);
+        c.chainNext = null;
+        this.size--;
+        return true;
+      }
+      prev = c;
+      c = (c.chainNext ?? undefined) as Chained | undefined;
+    }
+    return false;
+  }
+
+  *all(): IterableIterator<TcpConnection> {
+    for (const head of this.buckets.values()) {
+      let c: Chained | null = head as Chained;
+      while (c) { yield c; c = (c.chainNext ?? null) as Chained | null; }
+    }
+  }
+
+  /** Rows like `ss -tan`. */
+  rows() {
+    const out: { state: string; recvQ: number; sendQ: number; local: string; peer: string; rtt?: number; cwnd?: number; retrans?: number }[] = [];
+    for (const c of this.all()) {
+      out.push({
+        state: c.stateName,
+        recvQ: c.owner ? c.owner.unreadBytes() : c.pendingBytes,
+        sendQ: c.sendQueue.length,
+        local: `${formatIpv4(c.localAddr)}:${c.localPort}`,
+        peer: `${formatIpv4(c.remoteAddr)}:${c.remotePort}`,
+        rtt: Math.round(c.srtt * 1000) / 1000,
+        cwnd: Math.round(c.cc.cwnd / Math.max(1, c.mss)),
+        retrans: c.retransSegs,
+      });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,390 @@
+/**
+ * The TCP layer: the connection table (with its explicit lock, see conntable.ts),
+ * demultiplexing, listeners, active opens, segment emission, resets for closed
+ * ports, SYN cookies, TIME-WAIT bookkeeping and ICMP errors for connections.
+ */
+import type { OffloadMeta } from '../../drivers/device';
+import type { Counters } from '../counters';
+import type { TimerQueue } from '../timers';
+import { formatIpv4 } from '../wire/addr';
+import { emitIpv4Header, PROTO_TCP, readU16, readU32 } from '../wire/ipv4';
+import {
+  ACK, RST, SYN, TcpOptionsOut, TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp, seqGt, seqGe, seqLe, seqLt, TcpError,
+} from '../wire/tcp';
+import { CodedError } from '../util/errors';
+import { KeyedHash } from '../util/hash';
+import { ConnTable } from './conntable';
+import { State, TcpConnection } from './connection';
+import { Listener } from './listener';
+import type { BacklogPolicy } from './backlog';
+
+export interface TcpConfig {
+  rcvBuf: number;
+  sndBuf: number;
+  /** Our window scale shift (RFC 7323); -1 disables the option. */
+  windowScale: number;
+  sack: boolean;
+  timestamps: boolean;
+  congestionControl: 'newreno' | 'cubic';
+  initialRtoMs: number;
+  minRtoMs: number;
+  maxRtoMs: number;
+  clockGranularityMs: number;
+  /** Retransmissions of data before the connection is aborted (Linux tcp_retries2 is 15). */
+  dataRetries: number;
+  /** SYN retransmissions of an active open (Linux tcp_syn_retries 6; NT4 TcpMaxConnectRetransmissions 2). */
+  synRetries: number;
+  /** First SYN retransmission timeout of an active open, ms (Linux 1000, Windows 3000). */
+  synRtoMs: number;
+  delayedAckMs: number;
+  timeWaitMs: number;
+  finWait2TimeoutMs: number;
+  keepaliveIntervalMs: number;
+  keepaliveProbes: number;
+  resetOnOrphanData: boolean;
+  maxTimeWait: number;
+  challengeAcksPerSec: number;
+  ephemeralLow: number;
+  ephemeralHigh: number;
+}
+
+export function defaultTcpConfig(): TcpConfig {
+  return {
+    rcvBuf: 4 * 1024 * 1024, sndBuf: 4 * 1024 * 1024, windowScale: 7, sack: true, timestamps: true,
+    congestionControl: 'cubic', initialRtoMs: 1000, minRtoMs: 200, maxRtoMs: 120_000, clockGranularityMs: 1,
+    dataRetries: 8, synRetries: 6, synRtoMs: 1000, delayedAckMs: 40, timeWaitMs: 60_000, finWait2TimeoutMs: 60_000,
+    keepaliveIntervalMs: 75_000, keepaliveProbes: 9, resetOnOrphanData: true, maxTimeWait: 65_536,
+    challengeAcksPerSec: 1000, ephemeralLow: 32768, ephemeralHigh: 60999,
+  };
+}
+
+/** What the TCP layer needs from the stack around it. */
+export interface TcpHost {
+  readonly counters: Counters;
+  readonly timers: TimerQueue;
+  sendIp(packet: Buffer, meta: OffloadMeta | null): void;
+  nextIpId(): number;
+  pathMtu(dst: number): number;
+  flushSoon(): void;
+  /** Largest TSO super-segment in MSS units (1 without segmentation offload). */
+  tsoSegments(): number;
+  /** True when the device completes checksums for us (virtio NEEDS_CSUM). */
+  txChecksumOffload(): boolean;
+}
+
+/** Hooks for fault emulation and observation around the connection lifecycle. */
+export interface TcpHooks {
+  /** An active open ran out of SYN retransmissions (KB 297040's path). */
+  connectFailed(conn: TcpConnection, reason: 'timeout' | 'unreachable', now: number): void;
+  /** A connection left the table. */
+  connectionRemoved(conn: TcpConnection, now: number): void;
+}
+
+const COOKIE_MSS = [536, 1200, 1360, 1400, 1440, 1452, 1460, 8960];
+
+export class TcpLayer {
+  readonly table = new ConnTable();
+  readonly listeners = new Map<number, Listener>();
+  readonly optScratch: TcpOptionsOut = {
+    mss: -1, wscale: -1, sackPermitted: false, hasTimestamp: false, tsVal: 0, tsEcr: 0, sackCount: 0, sack: new Uint32Array(8),
+  };
+  private readonly seg: TcpRepr = newTcpRepr();
+  private readonly isnHash = new KeyedHash();
+  private readonly cookieHash = new KeyedHash();
+  private nextEphemeral: number;
+  private challengeWindowStart = 0;
+  private challengeCount = 0;
+  timeWaitCount = 0;
+  hooks: TcpHooks = {
+    connectFailed: (conn, reason, now) => this.failConnect(conn, reason, now),
+    connectionRemoved: () => {},
+  };
+
+  constructor(
+    readonly host: TcpHost,
+    readonly config: TcpConfig,
+    public backlog: BacklogPolicy,
+  ) {
+    this.nextEphemeral = config.ephemeralLow + Math.floor(Math.random() * (config.ephemeralHigh - config.ephemeralLow));
+  }
+
+  get counters(): Counters { return this.host.counters; }
+  get timers(): TimerQueue { return this.host.timers; }
+
+  // ---------------------------------------------------------------- input
+
+  input(src: number, dst: number, buf: Buffer, off: number, len: number, skipChecksum: boolean, now: number): void {
+    const c = this.host.counters;
+    const seg = this.seg;
+    const err = parseTcp(buf, off, len, src, dst, seg, skipChecksum);
+    if (err !== TcpError.None) {
+      c.TcpInErrs++;
+      if (err === TcpError.BadChecksum) c.TcpInCsumErrors++;
+      return;
+    }
+    c.TcpInSegs++;
+    let conn = this.table.lookup(dst, seg.dstPort, src, seg.srcPort);
+    if (conn) {
+      if (conn.state === State.TimeWait && (seg.flags & (SYN | ACK | RST)) === SYN && seqGt(seg.seq, conn.rcvNxt)) {
+        // A new incarnation may reuse a TIME-WAIT pair if its SYN is above the old
+        // sequence space (RFC 9293 3.10.7.4, RFC 6191).
+        conn.destroy(null, now);
+        conn = undefined;
+      } else {
+        if (conn.state === State.SynSent) conn.inputSynSent(seg, now);
+        else conn.input(seg, buf, now);
+        return;
+      }
+    }
+    const l = this.listeners.get(seg.dstPort);
+    if (l && (l.addr === 0 || l.addr === dst) && !l.closed) {
+      const f = seg.flags;
+      if (f & RST) return;
+      if (f & ACK) {
+        if (!(f & SYN) && this.acceptCookie(l, seg, src, dst, buf, now)) return;
+        this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, 0, false);
+        return;
+      }
+      if (f & SYN) { l.onSyn(seg, src, dst, now); return; }
+      return;
+    }
+    this.refuse(seg, src, dst);
+  }
+
+  /** RFC 9293 3.10.7.1: a segment for no connection is answered with a reset. */
+  private refuse(seg: TcpRepr, src: number, dst: number): void {
+    if (seg.flags & RST) return;
+    if (seg.flags & ACK) this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, 0, false);
+    else {
+      const segLen = seg.payloadLength + (seg.flags & SYN ? 1 : 0) + (seg.flags & 1 ? 1 : 0);
+      this.sendReset(dst, src, seg.dstPort, seg.srcPort, 0, (seg.seq + segLen) >>> 0, true);
+    }
+  }
+
+  // ---------------------------------------------------------------- opens
+
+  listen(port: number, addr: number, backlog: number): Listener {
+    if (this.listeners.has(port)) throw new CodedError('EADDRINUSE', `listen EADDRINUSE: port ${port} is already in use`);
+    const l = new Listener(this, addr, port, Math.max(0, backlog));
+    this.listeners.set(port, l);
+    return l;
+  }
+
+  unlisten(l: Listener, now: number): void {
+    if (this.listeners.get(l.port) === l) this.listeners.delete(l.port);
+    l.close(now);
+  }
+
+  connect(localAddr: number, remoteAddr: number, remotePort: number, localPort: number, now: number): TcpConnection {
+    if (localPort === 0) localPort = this.pickEphemeral(localAddr, remoteAddr, remotePort);
+    else if (this.table.lookup(localAddr, localPort, remoteAddr, remotePort)) {
+      throw new CodedError('EADDRINUSE', `connect EADDRINUSE ${formatIpv4(localAddr)}:${localPort}`);
+    }
+    const conn = this.createConnection(localAddr, localPort, remoteAddr, remotePort, now);
+    this.counters.TcpActiveOpens++;
+    conn.openActive(now);
+    return conn;
+  }
+
+  createConnection(localAddr: number, localPort: number, remoteAddr: number, remotePort: number, now: number): TcpConnection {
+    const conn = new TcpConnection(this, localAddr, localPort, remoteAddr, remotePort, now);
+    conn.tsOffset = this.isnHash.hash4(localAddr, remoteAddr, (localPort << 16) | remotePort, 0x7473);
+    this.table.insert(conn);
+    return conn;
+  }
+
+  private pickEphemeral(localAddr: number, remoteAddr: number, remotePort: number): number {
+    const lo = this.config.ephemeralLow, span = this.config.ephemeralHigh - lo + 1;
+    for (let i = 0; i < span; i++) {
+      const p = lo + ((this.nextEphemeral - lo + i) % span);
+      if (!this.table.lookup(localAddr, p, remoteAddr, remotePort) && !this.listeners.has(p)) {
+        this.nextEphemeral = p + 1;
+        return p;
+      }
+    }
+    throw new CodedError('EADDRNOTAVAIL', 'connect EADDRNOTAVAIL: no free local port');
+  }
+
+  /** RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 µs clock. */
+  isn(conn: TcpConnection, now: number): number {
+    const m = Math.floor(now * 250) >>> 0;
+    return (m + this.isnHash.hash4(conn.localAddr, conn.remoteAddr, (conn.localPort << 16) | conn.remotePort, 0)) >>> 0;
+  }
+
+  // ---------------------------------------------------------------- SYN cookies
+
+  private cookieMac(src: number, dst: number, ports: number, clientIsn: number, t: number): number {
+    return this.cookieHash.hash4(src, dst, ports, (clientIsn ^ t) >>> 0) & 0xffffff;
+  }
+
+  /** A stateless SYN-ACK whose ISN encodes time slot, MSS index and a MAC. */
+  sendSynCookie(l: Listener, seg: TcpRepr, src: number, dst: number, now: number): void {
+    const t = Math.floor(now / 64_000) & 31;
+    const peerMss = seg.mss > 0 ? seg.mss : 536;
+    let idx = 0;
+    for (let i = COOKIE_MSS.length - 1; i >= 0; i--) if (COOKIE_MSS[i] <= peerMss) { idx = i; break; }
+    const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, seg.seq, t);
+    const cookie = ((t << 27) | (idx << 24) | mac) >>> 0;
+    const o = this.optScratch;
+    o.mss = this.host.pathMtu(src) - 40; o.wscale = -1; o.sackPermitted = false; o.hasTimestamp = false; o.sackCount = 0;
+    this.emitRaw(dst, src, l.port, seg.srcPort, cookie, (seg.seq + 1) >>> 0, SYN | ACK, Math.min(this.config.rcvBuf, 65535), o);
+    this.counters.TcpExtSyncookiesSent++;
+  }
+
+  private acceptCookie(l: Listener, seg: TcpRepr, src: number, dst: number, buf: Buffer, now: number): boolean {
+    const cookie = (seg.ack - 1) >>> 0;
+    const clientIsn = (seg.seq - 1) >>> 0;
+    const t = cookie >>> 27;
+    const nowT = Math.floor(now / 64_000) & 31;
+    if (t !== nowT && t !== ((nowT + 31) & 31)) return false;
+    const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, clientIsn, t);
+    if ((cookie & 0xffffff) !== mac) { this.counters.TcpExtSyncookiesFailed++; return false; }
+    this.counters.TcpExtSyncookiesRecv++;
+    if (l.acceptQueue.length >= l.backlog) { this.counters.TcpExtListenOverflows++; this.counters.TcpExtListenDrops++; return true; }
+    const conn = this.createConnection(dst, l.port, src, seg.srcPort, now);
+    conn.peerMss = COOKIE_MSS[(cookie >>> 24) & 7];
+    conn.irs = clientIsn; conn.rcvNxt = seg.seq;
+    conn.iss = cookie; conn.sndUna = seg.ack; conn.sndNxt = seg.ack; conn.sndMax = seg.ack;
+    conn.sndWnd = seg.window; conn.maxSndWnd = seg.window; conn.sndWl1 = seg.seq; conn.sndWl2 = seg.ack;
+    conn.rcvAdvEdge = (seg.seq + Math.min(this.config.rcvBuf, 65535)) >>> 0;
+    conn.updateMss();
+    conn.listener = l;
+    this.counters.TcpPassiveOpens++;
+    conn.state = State.Established;
+    this.counters.TcpCurrEstab++;
+    l.onEstablished(conn, now);
+    if (seg.payloadLength > 0 || (seg.flags & 1)) conn.input(seg, buf, now);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- output
+
+  /**
+   * Builds and sends one segment of `conn`. Payload bytes come from the send queue
+   * at `queueOffset` (bytes after SND.UNA). A payload larger than the MSS goes out
+   * as one TSO super-segment for the kernel to cut.
+   */
+  emit(conn: TcpConnection, seq: number, ack: number, flags: number, window: number, opts: TcpOptionsOut | null, payloadLen: number, _now: number, queueOffset = 0): void {
+    const optLen = opts ? optionsLength(opts) : 0;
+    const hdr = 40 + optLen;
+    const pkt = Buffer.allocUnsafe(hdr + payloadLen);
+    if (payloadLen > 0) conn.sendQueue.copyOut(queueOffset, pkt, hdr, payloadLen);
+    const gso = payloadLen > conn.mss;
+    const partial = gso || this.host.txChecksumOffload();
+    emitTcp(pkt, 20, conn.localAddr, conn.remoteAddr, conn.localPort, conn.remotePort, seq, ack, flags, window, opts, payloadLen, partial);
+    this.writeIpHeader(pkt, conn.localAddr, conn.remoteAddr, hdr + payloadLen);
+    let meta: OffloadMeta | null = null;
+    if (partial) {
+      meta = { flags: 1, gsoType: gso ? 1 : 0, hdrLen: hdr, gsoSize: gso ? conn.mss : 0, csumStart: 20, csumOffset: 16 };
+    }
+    const c = this.counters;
+    if (gso) { const n = Math.ceil(payloadLen / conn.mss); c.TcpOutSegs += n; c.TcpExtTCPGSOSegsOut += n; }
+    else c.TcpOutSegs++;
+    if (flags & RST) c.TcpOutRsts++;
+    this.host.sendIp(pkt, meta);
+  }
+
+  private emitRaw(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number, window: number, opts: TcpOptionsOut | null): void {
+    const optLen = opts ? optionsLength(opts) : 0;
+    const pkt = Buffer.allocUnsafe(40 + optLen);
+    emitTcp(pkt, 20, src, dst, sport, dport, seq, ack, flags, window, opts, 0, false);
+    this.writeIpHeader(pkt, src, dst, pkt.length);
+    this.counters.TcpOutSegs++;
+    if (flags & RST) this.counters.TcpOutRsts++;
+    this.host.sendIp(pkt, null);
+  }
+
+  private writeIpHeader(pkt: Buffer, src: number, dst: number, total: number): void {
+    emitIpv4Header(pkt, 0, {
+      src, dst, protocol: PROTO_TCP, ttl: 64, tos: 0, ident: this.host.nextIpId(), dontFragment: true,
+      moreFragments: false, fragmentOffset: 0, headerLength: 20, totalLength: total,
+    });
+  }
+
+  /** <SEQ=seq><CTL=RST> or, with `withAck`, <SEQ=0><ACK=ack><CTL=RST,ACK>. */
+  sendReset(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, withAck: boolean): void {
+    this.emitRaw(src, dst, sport, dport, seq, withAck ? ack : 0, withAck ? RST | ACK : RST, 0, null);
+  }
+
+  /** RFC 5961 7: a global limit on challenge ACKs per second. */
+  allowChallengeAck(now: number): boolean {
+    if (now - this.challengeWindowStart >= 1000) { this.challengeWindowStart = now; this.challengeCount = 0; }
+    return ++this.challengeCount <= this.config.challengeAcksPerSec;
+  }
+
+  // ---------------------------------------------------------------- policy lookups
+
+  pathMtu(dst: number): number { return this.host.pathMtu(dst); }
+  tsoMaxSegments(_conn: TcpConnection): number { return this.host.tsoSegments(); }
+  flushSoon(): void { this.host.flushSoon(); }
+  suppressSynOptions(conn: TcpConnection): boolean { return conn.listener ? this.backlog.suppressSynOptions(conn) : false; }
+  synRetries(_conn: TcpConnection): number { return this.config.synRetries; }
+  synAckRetries(conn: TcpConnection): number { return this.backlog.synAckRetries(conn); }
+  synRto(conn: TcpConnection): number { return conn.listener ? this.backlog.synAckRto(conn) : this.config.synRtoMs; }
+  describePeer(conn: TcpConnection): string { return `${formatIpv4(conn.remoteAddr)}:${conn.remotePort}`; }
+
+  /** The normal (and hotfixed) end of a failed active open. */
+  failConnect(conn: TcpConnection, reason: 'timeout' | 'unreachable', now: number): void {
+    if (reason === 'timeout') conn.fail('ETIMEDOUT', `connect ETIMEDOUT ${this.describePeer(conn)}`, now);
+    else conn.fail('EHOSTUNREACH', `connect EHOSTUNREACH ${this.describePeer(conn)}`, now);
+  }
+
+  onConnectTimeout(conn: TcpConnection, now: number): void {
+    this.hooks.connectFailed(conn, 'timeout', now);
+  }
+
+  enterTimeWait(conn: TcpConnection, now: number): void {
+    if (conn.orphaned === false && conn.owner) {
+      // The owner still hears about the close; TIME-WAIT itself needs no owner.
+      const owner = conn.owner;
+      conn.owner = null;
+      owner.onClosed(null);
+    }
+    if (this.timeWaitCount >= this.config.maxTimeWait) { conn.destroy(null, now); return; }
+    this.timeWaitCount++;
+    this.counters.TcpExtTW++;
+    conn.lingerAt = now + this.config.timeWaitMs;
+    conn.rearm();
+  }
+
+  /** Called by a connection as it closes. */
+  remove(conn: TcpConnection, now: number): void {
+    this.table.remove(conn);
+    if (conn.listener) conn.listener.forget(conn);
+    this.hooks.connectionRemoved(conn, now);
+  }
+
+  /** Connections stop counting as TIME-WAIT when they leave it. */
+  leftTimeWait(): void { if (this.timeWaitCount > 0) this.timeWaitCount--; }
+
+  // ---------------------------------------------------------------- ICMP
+
+  /**
+   * An ICMP error quoting one of our TCP segments (RFC 5927 checks: the quoted
+   * 4-tuple must be a connection we have and the quoted sequence number must be in
+   * flight). Returns the connection concerned, or null when ignored.
+   */
+  findQuoted(quoted: Buffer, off: number, len: number): TcpConnection | null {
+    if (len < 20 + 8) return null;
+    const ihl = (quoted[off] & 15) * 4;
+    if (len < ihl + 8 || quoted[off + 9] !== PROTO_TCP) return null;
+    const src = readU32(quoted, off + 12), dst = readU32(quoted, off + 16);
+    const sport = readU16(quoted, off + ihl), dport = readU16(quoted, off + ihl + 2);
+    const seq = readU32(quoted, off + ihl + 4);
+    const conn = this.table.lookup(src, sport, dst, dport);
+    if (!conn) return null;
+    if (!(seqGe(seq, conn.sndUna) && seqLe(seq, conn.sndMax)) && !(conn.state === State.SynSent && seq === conn.iss)) return null;
+    void seqLt;
+    return conn;
+  }
+
+  /** Destination unreachable (not fragmentation needed) for one of our connections. */
+  onUnreachable(conn: TcpConnection, code: number, now: number): void {
+    if (conn.state === State.SynSent) {
+      this.counters.TcpAttemptFails++;
+      if (code === 3) { conn.fail('ECONNREFUSED', `connect ECONNREFUSED ${this.describePeer(conn)}`, now); return; }
+      this.hooks.connectFailed(conn, 'unreachable', now);
+    }
+    // Established connections treat it as a soft error (RFC 1122 4.2.3.9).
+  }
+}
