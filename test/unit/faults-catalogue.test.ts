@@ -365,3 +365,51 @@ describe('buildFaultConfig', () => {
     );
   });
 });
+
+describe('faultstack faults', () => {
+  async function capture(argv: string[]): Promise<{ code: number; out: string }> {
+    const { run } = await import('../../bin/cli/commands/faults');
+    const chunks: string[] = [];
+    const orig = process.stdout.write.bind(process.stdout);
+    (process.stdout as { write: unknown }).write = (c: string | Uint8Array) => {
+      chunks.push(String(c));
+      return true;
+    };
+    try {
+      const code = await run(argv);
+      return { code, out: chunks.join('') };
+    } finally {
+      (process.stdout as { write: unknown }).write = orig;
+    }
+  }
+
+  it('prints every fault with modes, default, implemented flag and parameters', async () => {
+    const { code, out } = await capture([]);
+    expect(code).toBe(0);
+    for (const f of FAULTS) {
+      expect(out).toContain(`${f.id}  ${f.alias}`);
+      expect(out).toContain(`modes: ${f.modes.join(', ')}  default: ${f.defaultMode}`);
+      for (const p of f.params) expect(out).toContain(p);
+    }
+    expect(out).toContain('kb972183  nlb-ipsec  (not implemented yet)');
+    expect(out).toMatch(/SynAttackProtect\s+0\s+0\.\.2\s+win2003-sp1=2/);
+    expect(out).toContain('win2003-sp1 (default)');
+  });
+
+  it('--json prints the whole catalogue', async () => {
+    const { code, out } = await capture(['--json']);
+    expect(code).toBe(0);
+    const j = JSON.parse(out);
+    expect(j.defaultProfile).toBe('win2003-sp1');
+    expect(j.faults.map((f: { id: string }) => f.id)).toEqual([...FAULT_IDS]);
+    expect(j.params.find((p: { name: string }) => p.name === 'MaxIcmpHostRoutes')).toMatchObject({
+      type: 'int', default: 1000, faults: ['kb898060'],
+    });
+    expect(j.profiles.map((p: { name: string }) => p.name)).toEqual(['nt4-sp6a', 'win2003-sp1', 'linux']);
+  });
+
+  it('rejects unknown flags with a usage error', async () => {
+    const { run } = await import('../../bin/cli/commands/faults');
+    await expect(run(['--bogus'])).rejects.toThrow(/unknown flag --bogus.*--json/);
+  });
+});
