@@ -260,7 +260,7 @@ describe('PcapWriter / PcapDevice', () => {
     captureExchange(file, LINKTYPE_RAW);
     expect(readPcap(file).hdr.linktype).toBe(101);
     const rows = tshark(file, ['frame.protocols', 'ip.dst'], ['-o', 'ip.check_checksum:TRUE']);
-    expect(rows.map((r) => r[0])).toEqual(['raw:ip:icmp:data', 'raw:ip:udp:data', 'raw:ip:icmp:data', 'raw:ip:udp:echo'] // port 7: echo dissector);
+    expect(rows.map((r) => r[0])).toEqual(['raw:ip:icmp:data', 'raw:ip:udp:data', 'raw:ip:icmp:data', 'raw:ip:udp:echo']); // port 7: echo dissector
     expect(badFrames(file)).toEqual([]);
   });
 
