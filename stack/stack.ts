@@ -1,0 +1,379 @@
+/**
+ * The interface: one IPv4 address (and, by default, any address routed to the
+ * device), IP input and output, ICMP, and the glue between the device, the
+ * transport layers and time.
+ *
+ * Packet path in: device burst -> `input` (IP header validated, reassembly) ->
+ * ICMP / UDP / TCP input -> segments queued on the device -> one `flush` per burst.
+ * Time is passed in: the stack reads it from its scheduler once per burst or timer
+ * run, never deep inside a layer.
+ */
+import type { Device, OffloadMeta } from '../drivers/device';
+import { newCounters, Counters } from './counters';
+import { Reassembler } from './iface/reassembly';
+import { RouteTable } from './iface/routing';
+import { PathMtu, PmtuParams, CountRule, PmtuEvents } from './iface/pmtu';
+import { TimerQueue, Timer } from './timers';
+import { TcpLayer, TcpConfig, defaultTcpConfig } from './tcp/tcp';
+import { LinuxBacklog, BacklogPolicy } from './tcp/backlog';
+import { UdpLayer } from './udp/udp';
+import { CodedError } from './util/errors';
+import { formatIpv4, prefixMask } from './wire/addr';
+import { internetChecksum } from './wire/checksum';
+import {
+  ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED, ICMP_PARAM_PROBLEM, ICMP_SOURCE_QUENCH,
+  UNREACH_FRAG_NEEDED, UNREACH_PORT, finishIcmp, newIcmpRepr, parseIcmp,
+} from './wire/icmp';
+import {
+  IPV4_MIN_HEADER, Ipv4Error, PROTO_ICMP, PROTO_TCP, PROTO_UDP, emitIpv4Header, newIpv4Repr, parseIpv4Header, readU16,
+} from './wire/ipv4';
+
+/** Where time comes from and how deferred work is scheduled (real or virtual). */
+export interface Scheduler {
+  now(): number;
+  /** Runs `fn` at time `at` (ms); returns a handle. */
+  at(at: number, fn: () => void): unknown;
+  cancel(handle: unknown): void;
+  /** Runs `fn` soon, after the current burst of work (used to coalesce flushes). */
+  soon(fn: () => void): void;
+}
+
+export interface StackOptions {
+  device: Device;
+  scheduler: Scheduler;
+  address: number;
+  prefix: number;
+  /** Interface MTU; defaults to the device's. */
+  mtu?: number;
+  tcp?: Partial<TcpConfig>;
+  backlog?: BacklogPolicy;
+  /** Answer for any unicast address routed to the device, not only `address` (default true). */
+  acceptAnyAddress?: boolean;
+  /** ICMP error messages per second (token bucket). */
+  icmpErrorsPerSec?: number;
+  pmtu?: () => PmtuParams;
+  pmtuCountRule?: () => CountRule;
+  pmtuEvents?: PmtuEvents;
+  /** Largest TSO super-segment in MSS units; 1 disables segmentation offload. */
+  tsoSegments?: number;
+  txChecksumOffload?: boolean;
+}
+
+export const DEFAULT_PMTU: PmtuParams = {
+  EnablePMTUDiscovery: 1, MaxIcmpHostRoutes: 1000, PMTUFloor: 68, HostRouteAgingSec: 600, EnablePMTUBHDetect: 0,
+};
+
+export class Stack {
+  readonly counters: Counters = newCounters();
+  readonly timers = new TimerQueue();
+  readonly routes: RouteTable;
+  readonly pmtu: PathMtu;
+  readonly reassembler = new Reassembler();
+  readonly tcp: TcpLayer;
+  readonly udp: UdpLayer;
+  readonly device: Device;
+  readonly scheduler: Scheduler;
+  readonly address: number;
+  readonly prefix: number;
+  acceptAnyAddress: boolean;
+  tsoSegmentsMax: number;
+  txCsumOffload: boolean;
+  now = 0;
+  private ipId = Math.floor(Math.random() * 65536);
+  private readonly ip = newIpv4Repr();
+  private readonly icmp = newIcmpRepr();
+  private icmpTokens: number;
+  private icmpRefillAt = 0;
+  private readonly icmpRate: number;
+  private timerHandle: unknown = null;
+  private timerAt = Infinity;
+  private serviceQueued = false;
+  private readonly housekeeping: Timer;
+  private closed = false;
+  /** When set, the TCP/IP input path is frozen (a held connection-table lock: KB 297040). */
+  inputGate: (() => boolean) | null = null;
+
+  constructor(opts: StackOptions) {
+    this.device = opts.device;
+    this.scheduler = opts.scheduler;
+    this.address = opts.address;
+    this.prefix = opts.prefix;
+    this.acceptAnyAddress = opts.acceptAnyAddress ?? true;
+    this.icmpRate = opts.icmpErrorsPerSec ?? 1000;
+    this.icmpTokens = this.icmpRate;
+    this.tsoSegmentsMax = opts.tsoSegments ?? 1;
+    this.txCsumOffload = opts.txChecksumOffload ?? false;
+    const mtu = opts.mtu ?? opts.device.mtu;
+    this.routes = new RouteTable(mtu);
+    this.routes.addNetRoute(opts.address, opts.prefix, 'connected');
+    this.routes.addNetRoute(0, 0, 'default');
+    const pmtuParams = opts.pmtu ?? (() => DEFAULT_PMTU);
+    this.pmtu = new PathMtu(this.routes, this.counters, pmtuParams, opts.pmtuCountRule ?? (() => 'hotfixed'),
+      opts.pmtuEvents ?? { limitReached: () => {}, ignoredAtLimit: () => {} });
+    const tcpConfig = { ...defaultTcpConfig(), ...(opts.tcp ?? {}) };
+    const backlog = opts.backlog ?? new LinuxBacklog(() => ({ maxSynBacklog: 1024, syncookies: 1, abortOnOverflow: false, somaxconn: 4096, synAckRetries: 5 }));
+    this.tcp = new TcpLayer(this, tcpConfig, backlog);
+    this.udp = new UdpLayer(this);
+    this.housekeeping = new Timer((now) => this.onHousekeeping(now));
+    this.now = this.scheduler.now();
+    this.timers.arm(this.housekeeping, this.now + 1000);
+    this.device.onReceive = (packets, count, metas) => this.onBurst(packets, count, metas);
+    this.reschedule();
+  }
+
+  // ---------------------------------------------------------------- time and service
+
+  private onBurst(packets: Buffer[], count: number, metas: (OffloadMeta | null)[] | null): void {
+    if (this.closed) return;
+    const now = this.scheduler.now();
+    this.now = now;
+    for (let i = 0; i < count; i++) this.input(packets[i], metas ? metas[i] : null, now);
+    this.service();
+  }
+
+  /** Runs due timers, writes queued packets, re-arms the wake-up. */
+  service(): void {
+    if (this.closed) return;
+    const now = this.scheduler.now();
+    this.now = now;
+    this.timers.run(now);
+    this.device.flush();
+    this.reschedule();
+  }
+
+  /** Coalesces output caused by application calls into one flush. */
+  flushSoon(): void {
+    if (this.serviceQueued || this.closed) return;
+    this.serviceQueued = true;
+    this.scheduler.soon(() => { this.serviceQueued = false; this.service(); });
+  }
+
+  private reschedule(): void {
+    const next = this.timers.next();
+    if (next === this.timerAt) return;
+    if (this.timerHandle !== null) this.scheduler.cancel(this.timerHandle);
+    this.timerHandle = null;
+    this.timerAt = next;
+    if (next !== Infinity) this.timerHandle = this.scheduler.at(next, () => { this.timerHandle = null; this.timerAt = Infinity; this.service(); });
+  }
+
+  private onHousekeeping(now: number): void {
+    const expired = this.reassembler.expire(now);
+    if (expired) { this.counters.IpReasmTimeout += expired; this.counters.IpReasmFails += expired; }
+    if (now - this.pmtu.lastSweep >= 60_000) this.pmtu.sweep(now); // RFC 1191 6.3: once a minute
+    this.timers.arm(this.housekeeping, now + 1000);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timerHandle !== null) this.scheduler.cancel(this.timerHandle);
+    this.device.onReceive = null;
+  }
+
+  // ---------------------------------------------------------------- input
+
+  /** One received IPv4 packet. `meta` carries the device's checksum/GSO information. */
+  input(pkt: Buffer, meta: OffloadMeta | null, now: number): void {
+    const c = this.counters;
+    c.IpInReceives++;
+    const ip = this.ip;
+    // DATA_VALID (2) or NEEDS_CSUM (1) from the local kernel: the checksum needs no software check.
+    const csumOk = meta !== null && (meta.flags & 3) !== 0;
+    let len = pkt.length;
+    if (meta && meta.gsoType !== 0 && len >= 4 && readU16(pkt, 2) === 0) {
+      // Some GSO packets arrive with total length 0; the buffer says how long it is.
+      pkt[2] = len >> 8; pkt[3] = len & 255;
+    }
+    const err = parseIpv4Header(pkt, 0, len, ip, false);
+    if (err !== Ipv4Error.None) {
+      if (err === Ipv4Error.BadTotalLength && len > 65535) { /* GSO beyond 64 KiB is not expected */ }
+      c.IpInHdrErrors++;
+      return;
+    }
+    if (this.inputGate && this.inputGate()) return;
+    if (!this.isLocal(ip.dst)) { c.IpInAddrErrors++; return; }
+    len = ip.totalLength;
+    let buf = pkt;
+    let off = ip.headerLength;
+    let plen = len - ip.headerLength;
+    let ipOff = 0;
+    if (ip.moreFragments || ip.fragmentOffset > 0) {
+      c.IpReasmReqds++;
+      const key = `${ip.src}/${ip.dst}/${ip.protocol}/${ip.ident}`;
+      const r = this.reassembler.add(key, now, pkt.subarray(0, ip.headerLength), ip.fragmentOffset, ip.moreFragments, pkt.subarray(off, len));
+      if (r === null) { c.IpReasmFails++; return; }
+      if (!r.done) return;
+      c.IpReasmOKs++;
+      // Rebuild a contiguous datagram so that transports (and ICMP quotes) see one packet.
+      buf = Buffer.allocUnsafe(20 + r.payload.length);
+      r.header.copy(buf, 0, 0, 20);
+      buf[0] = 0x45;
+      r.payload.copy(buf, 20);
+      off = 20; plen = r.payload.length; ipOff = 0;
+    }
+    c.IpInDelivers++;
+    switch (ip.protocol) {
+      case PROTO_TCP: {
+        if (meta && meta.gsoType !== 0) c.TcpExtTCPGSOSegsIn++;
+        this.tcp.input(ip.src, ip.dst, buf, off, plen, csumOk, now);
+        break;
+      }
+      case PROTO_UDP: this.udp.input(ip.src, ip.dst, buf, ipOff, off, plen, csumOk); break;
+      case PROTO_ICMP: this.icmpInput(ip.src, ip.dst, buf, off, plen, now); break;
+      default:
+        c.IpInUnknownProtos++;
+        this.sendIcmpError(buf, ipOff, off + plen - ipOff, ICMP_DEST_UNREACH, 2, 0);
+    }
+  }
+
+  isLocal(dst: number): boolean {
+    if (dst === this.address) return true;
+    if (!this.acceptAnyAddress) return false;
+    // Any unicast address routed to us, but not broadcast, multicast or the subnet's broadcast.
+    if (dst >>> 28 === 0xe || dst === 0xffffffff || dst === 0) return false;
+    const m = prefixMask(this.prefix);
+    if (this.prefix < 31 && ((dst & m) >>> 0) === ((this.address & m) >>> 0) && ((dst | m) >>> 0) === 0xffffffff) return false;
+    return true;
+  }
+
+  private icmpInput(src: number, dst: number, buf: Buffer, off: number, len: number, now: number): void {
+    const c = this.counters;
+    const m = this.icmp;
+    c.IcmpInMsgs++;
+    if (!parseIcmp(buf, off, len, m)) { c.IcmpInErrors++; c.IcmpInCsumErrors++; return; }
+    switch (m.type) {
+      case ICMP_ECHO_REQUEST: {
+        c.IcmpInEchos++;
+        const reply = Buffer.allocUnsafe(20 + len);
+        buf.copy(reply, 20, off, off + len);
+        finishIcmp(reply, 20, ICMP_ECHO_REPLY, 0, ((m.ident << 16) | m.seq) >>> 0, len - 8);
+        this.writeIpHeader(reply, dst, src, PROTO_ICMP, false);
+        c.IcmpOutMsgs++; c.IcmpOutEchoReps++;
+        this.sendIp(reply, null);
+        return;
+      }
+      case ICMP_ECHO_REPLY: c.IcmpInEchoReps++; return;
+      case ICMP_DEST_UNREACH: c.IcmpInDestUnreachs++; this.icmpError(m.type, m.code, m.nextHopMtu, buf, m.bodyOffset, m.bodyLength, now); return;
+      case ICMP_TIME_EXCEEDED: c.IcmpInTimeExcds++; return;
+      case ICMP_SOURCE_QUENCH: case ICMP_PARAM_PROBLEM: return; // RFC 6633: ignore source quench
+      default: return;
+    }
+  }
+
+  /** An ICMP error: find what it concerns from the quoted header (RFC 5927) and tell it. */
+  private icmpError(_type: number, code: number, nextHopMtu: number, buf: Buffer, qoff: number, qlen: number, now: number): void {
+    if (qlen < IPV4_MIN_HEADER + 8) return;
+    const proto = buf[qoff + 9];
+    const ihl = (buf[qoff] & 15) * 4;
+    if (proto === PROTO_TCP) {
+      const conn = this.tcp.findQuoted(buf, qoff, qlen);
+      if (!conn) return;
+      if (code === UNREACH_FRAG_NEEDED) {
+        const quotedTotal = readU16(buf, qoff + 2);
+        const outcome = this.pmtu.onFragNeeded(conn.remoteAddr, nextHopMtu, quotedTotal, now);
+        if (outcome === 'created' || outcome === 'updated') this.applyPathMtu(conn.remoteAddr, now);
+        return;
+      }
+      this.tcp.onUnreachable(conn, code, now);
+    } else if (proto === PROTO_UDP && qlen >= ihl + 8) {
+      const sport = readU16(buf, qoff + ihl);
+      const dport = readU16(buf, qoff + ihl + 2);
+      const dst = buf.readUInt32BE(qoff + 16);
+      const codeName = code === UNREACH_PORT ? 'ECONNREFUSED' : 'EHOSTUNREACH';
+      this.udp.icmpError(sport, new CodedError(codeName, `send ${codeName} ${formatIpv4(dst)}:${dport}`));
+    }
+  }
+
+  /** A path MTU went down: every connection to `dst` lowers its MSS and resends what the router dropped. */
+  applyPathMtu(dst: number, now: number): void {
+    for (const conn of this.tcp.table.all()) {
+      if (conn.remoteAddr !== dst) continue;
+      const before = conn.mss;
+      conn.updateMss();
+      if (conn.mss < before && conn.sndMax !== conn.sndUna) {
+        // RFC 1191 6.5: retransmit at once with the smaller size.
+        conn.sndNxt = conn.sndUna;
+        conn.output(now);
+      }
+    }
+    this.flushSoon();
+  }
+
+  // ---------------------------------------------------------------- output
+
+  nextIpId(): number { this.ipId = (this.ipId + 1) & 0xffff; return this.ipId; }
+
+  pathMtu(dst: number): number {
+    const onLink = ((dst & prefixMask(this.prefix)) >>> 0) === ((this.address & prefixMask(this.prefix)) >>> 0);
+    return this.pmtu.mtuFor(dst, onLink);
+  }
+
+  tsoSegments(): number { return this.tsoSegmentsMax; }
+  txChecksumOffload(): boolean { return this.txCsumOffload; }
+
+  sendIp(pkt: Buffer, meta: OffloadMeta | null): void {
+    this.counters.IpOutRequests++;
+    this.device.send(pkt, meta);
+  }
+
+  private writeIpHeader(pkt: Buffer, src: number, dst: number, protocol: number, df: boolean): void {
+    emitIpv4Header(pkt, 0, {
+      src, dst, protocol, ttl: 64, tos: 0, ident: this.nextIpId(), dontFragment: df, moreFragments: false,
+      fragmentOffset: 0, headerLength: 20, totalLength: pkt.length,
+    });
+  }
+
+  /** Sends a transport payload, fragmenting when it does not fit the MTU (RFC 791 3.2). */
+  sendDatagram(protocol: number, src: number, dst: number, payload: Buffer, dontFragment: boolean): boolean {
+    const c = this.counters;
+    const mtu = this.pathMtu(dst);
+    if (payload.length + 20 <= mtu) {
+      const pkt = Buffer.allocUnsafe(20 + payload.length);
+      payload.copy(pkt, 20);
+      this.writeIpHeader(pkt, src, dst, protocol, dontFragment);
+      this.sendIp(pkt, null);
+      return true;
+    }
+    if (dontFragment) { c.IpFragFails++; return false; }
+    const step = (mtu - 20) & ~7;
+    const ident = this.nextIpId();
+    for (let o = 0; o < payload.length; o += step) {
+      const n = Math.min(step, payload.length - o);
+      const pkt = Buffer.allocUnsafe(20 + n);
+      payload.copy(pkt, 20, o, o + n);
+      emitIpv4Header(pkt, 0, {
+        src, dst, protocol, ttl: 64, tos: 0, ident, dontFragment: false, moreFragments: o + n < payload.length,
+        fragmentOffset: o, headerLength: 20, totalLength: 20 + n,
+      });
+      c.IpFragCreates++;
+      this.sendIp(pkt, null);
+    }
+    c.IpFragOKs++;
+    return true;
+  }
+
+  sendPortUnreachable(original: Buffer, off: number, len: number): void {
+    this.sendIcmpError(original, off, len, ICMP_DEST_UNREACH, UNREACH_PORT, 0);
+  }
+
+  /** ICMP error quoting the offending header and 8 bytes more (RFC 792), rate-limited. */
+  sendIcmpError(original: Buffer, off: number, len: number, type: number, code: number, word: number): void {
+    const now = this.now;
+    if (now - this.icmpRefillAt >= 1000) { this.icmpTokens = this.icmpRate; this.icmpRefillAt = now; }
+    if (this.icmpTokens <= 0) { this.counters.IcmpOutRateLimited++; return; }
+    this.icmpTokens--;
+    const ihl = (original[off] & 15) * 4;
+    const quote = Math.min(len, ihl + 8);
+    const pkt = Buffer.allocUnsafe(20 + 8 + quote);
+    original.copy(pkt, 28, off, off + quote);
+    finishIcmp(pkt, 20, type, code, word, quote);
+    const src = original.readUInt32BE(off + 16);
+    const dst = original.readUInt32BE(off + 12);
+    this.writeIpHeader(pkt, src, dst, PROTO_ICMP, false);
+    this.counters.IcmpOutMsgs++;
+    if (type === ICMP_DEST_UNREACH) this.counters.IcmpOutDestUnreachs++;
+    this.sendIp(pkt, null);
+    void internetChecksum;
+  }
+}
