@@ -7,11 +7,12 @@
  * into one preallocated slab of fixed slots, then makes ONE call into JS per burst. The
  * packets handed to `onReceive` are Buffer views into that slab: they are valid only during
  * the call (the next burst overwrites them); copy what you keep.
- *   Slot size: with vnetHdr, 10 (virtio_net_hdr) + 65536 rounded up to 64 = 65600 bytes,
- *   enough for the largest GSO packet the kernel builds with offloads on (64 KiB); 64 slots
- *   = 4.0 MiB per queue. Without vnetHdr: max(2048, mtu rounded up to 64) bytes (2 KiB at
- *   MTU 1500; 128 KiB per queue). A packet longer than its slot is dropped and counted as
- *   `rxTruncated` (only possible if the interface MTU is raised behind our back).
+ *   Slot size: with vnetHdr, 10 (virtio_net_hdr) + 65536 + 1 rounded up to 64 = 65600
+ *   bytes, enough for the largest GSO packet the kernel builds with offloads on (64 KiB);
+ *   64 slots = 4.0 MiB per queue. Without vnetHdr: max(2048, (mtu + 1) rounded up to 64)
+ *   bytes (2 KiB at MTU 1500; 128 KiB per queue). The kernel cuts a packet longer than the
+ *   read buffer, so a read that fills its slot is dropped and counted as `rxTruncated` (only
+ *   possible if the interface MTU is raised behind our back, e.g. `ip link set mtu`).
  * Transmit: `send` queues (no copy: the contract gives the driver ownership of the buffer),
  * `flush` makes one native call for the batch, one write()/writev() per packet. EAGAIN and
  * ENOBUFS are counted as `txDrops`, other errno as `txErrors`; nothing throws. The queue
@@ -267,7 +268,7 @@ export class TunQueue implements Device {
   ) {
     const n = loadNative();
     this.index = index;
-    const slotSize = owner.vnetHdr ? align(VIRTIO_NET_HDR.LEN + 65536, 64) : Math.max(2048, align(owner.mtu, 64));
+    const slotSize = owner.vnetHdr ? align(VIRTIO_NET_HDR.LEN + 65536 + 1, 64) : Math.max(2048, align(owner.mtu + 1, 64));
     this.slab = Buffer.allocUnsafeSlow(slotSize * rxBurst);
     this.info = new Uint32Array(rxBurst * INFO_STRIDE);
     this.txMeta = owner.vnetHdr ? new Uint32Array(txBatchMax * META_STRIDE) : null;

@@ -91,8 +91,9 @@ async function stop(r: Running): Promise<Record<string, any>> {
   return lastJson(r.out());
 }
 
-function ping(count: number, target = '198.18.0.2'): { ok: boolean; received: number; out: string } {
-  const r = spawnSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-c', String(count), '-i', '0.2', '-W', '1', target], {
+function ping(count: number, target = '198.18.0.2', size = 56): { ok: boolean; received: number; out: string } {
+  const args = ['netns', 'exec', ns, 'ping', '-n', '-c', String(count), '-i', '0.2', '-W', '1', '-s', String(size), target];
+  const r = spawnSync('ip', args, {
     encoding: 'utf8',
     timeout: 20_000,
   });
@@ -176,6 +177,31 @@ describe('TunDevice (real kernel, in a namespace)', () => {
     const res = lastJson(r.out());
     expect(res).toMatchObject({ closedInCallback: true, exists: false });
     expect(res.replies).toBeGreaterThanOrEqual(1);
+  }, 30_000);
+
+  it('virtio header both ways: NEEDS_CSUM meta on receive, a GSO_UDP_L4 send is segmented by the kernel', () => {
+    const res = runFixture('meta', 'fsm0');
+    expect(res.offloads.csum).toBe(true);
+    // the kernel left the UDP checksum to us: csum_start = IP header, csum_offset = UDP check field
+    expect(res.rxMeta).toEqual({ flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 20, csumOffset: 6 });
+    // one 3028-byte packet with gsoSize 1000 became three 1000-byte datagrams at a kernel socket
+    expect(res.datagrams).toEqual([1000, 1000, 1000]);
+    expect(res.bytesOk).toBe(true);
+    expect(res.stats.txPackets).toBe(1);
+    expect(res.stats.txErrors).toBe(0);
+  });
+
+  it('a packet longer than the receive slot (MTU raised behind our back) is counted as truncated', async () => {
+    const r = await startFixture('echo', 'fsr0');
+    try {
+      ip('-n', ns, 'link', 'set', 'dev', 'fsr0', 'mtu', '9000');
+      const p = ping(2, '198.18.0.2', 4000); // 4028-byte packets, 2112-byte slots
+      expect(p.received).toBe(0);
+    } finally {
+      const res = await stop(r);
+      expect(res.stats.rxTruncated).toBe(2);
+      expect(res.replies).toBe(0);
+    }
   }, 30_000);
 
   it('a device it created vanishes after close()', () => {

@@ -438,8 +438,9 @@ class Queue : public Napi::ObjectWrap<Queue> {
         fatal = EBADFD;
         break;
       }
-      // tun returns the full packet length even when it did not fit the buffer.
-      if (static_cast<size_t>(r) > slotSize_) {
+      // A packet that does not fit is cut to the buffer size (the rest is lost); slots are sized
+      // one byte more than the largest legitimate packet, so a full slot means truncated.
+      if (static_cast<size_t>(r) >= slotSize_) {
         counters_[kRxTruncated] += 1;
         continue;
       }
