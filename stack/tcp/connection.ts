@@ -60,6 +60,7 @@ export class TcpConnection {
   // Send side data
   readonly sendQueue = new SendQueue();
   finSeq = -1;             // sequence number of our FIN once the application ended its side
+  finAfterConnect = false;
   // Receive side data
   readonly ooo = new ReassemblyQueue();
   oooFinSeq = -1;
@@ -210,7 +211,9 @@ export class TcpConnection {
       if (this.rttStart >= 0 && this.retries === 0) this.sampleRtt(now - this.rttStart);
       this.rttStart = -1;
       this.establish(now);
+      if (this.isClosed()) return;
       this.ackNow = true;
+      if (this.finAfterConnect) this.shutdownWrite(now);
       this.output(now);
     } else {
       // Simultaneous open (RFC 9293 3.5, figure 8): answer with SYN-ACK.
@@ -342,6 +345,7 @@ export class TcpConnection {
           return;
         }
         this.receiveData(seq, buf, dataOff, len, now);
+        if (this.isClosed()) return; // the application closed it from its data handler
       } else if (this.state !== State.TimeWait) this.ackNow = true;
     }
     // FIN (eighth).
@@ -349,6 +353,7 @@ export class TcpConnection {
       const finAt = (seq + len) >>> 0;
       if (finAt === this.rcvNxt) this.receiveFin(now);
       else if (seqGt(finAt, this.rcvNxt)) { this.oooFinSeq = finAt; this.ackNow = true; }
+      if (this.isClosed()) return;
     }
     this.output(now);
   }
@@ -749,7 +754,10 @@ export class TcpConnection {
   shutdownWrite(now: number): void {
     if (this.finSeq >= 0) return;
     switch (this.state) {
-      case State.SynSent: this.destroy(null, now); return;
+      case State.SynSent:
+        // end() before the handshake finished: send the FIN after it (as Node does).
+        this.finAfterConnect = true;
+        return;
       case State.SynReceived:
       case State.Established:
         this.finSeq = (this.sndUna + this.sendQueue.length) >>> 0;
@@ -770,6 +778,7 @@ export class TcpConnection {
     this.owner = null;
     if (this.state === State.FinWait2) { this.lingerAt = now + this.layer.config.finWait2TimeoutMs; this.rearm(); }
     if (this.state === State.Closed) return;
+    if (this.state === State.SynSent) { this.destroy(null, now); return; }
     this.shutdownWrite(now);
   }
 

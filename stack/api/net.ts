@@ -1,0 +1,322 @@
+/**
+ * Sockets on the userspace stack with Node's `net` shape: a TCP socket is a
+ * `stream.Duplex`, so `node:http` and `node:tls` run on top of it unchanged.
+ *
+ * Backpressure: a write completes (its callback runs) while the connection's send
+ * queue is below its send buffer; past that, the callback waits for ACKs to free
+ * room. The receive window is the receive buffer minus what the application has
+ * not read yet (`readableLength`), so a slow reader closes the window.
+ */
+import { Duplex } from 'node:stream';
+import { EventEmitter } from 'node:events';
+import type { Stack } from '../stack';
+import type { ConnectionOwner, TcpConnection } from '../tcp/connection';
+import type { Listener } from '../tcp/listener';
+import { CodedError } from '../util/errors';
+import { formatIpv4, parseIpv4 } from '../wire/addr';
+import type { NetApi, TcpServerLike, TcpSocketLike } from './net-api';
+import { FsUdpSocket } from './dgram';
+
+export interface SocketOptions { allowHalfOpen?: boolean }
+
+export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
+  conn: TcpConnection | null = null;
+  connecting = false;
+  private pendingWriteCb: ((err?: Error | null) => void) | null = null;
+  private idleTimeoutMs = 0;
+  private idleTimer: NodeJS.Timeout | null = null;
+  bytesRead = 0;
+  bytesWritten = 0;
+  remoteAddress?: string;
+  remotePort?: number;
+  localAddress?: string;
+  localPort?: number;
+  readonly remoteFamily = 'IPv4';
+
+  constructor(readonly stack: Stack, opts: SocketOptions = {}) {
+    super({ allowHalfOpen: opts.allowHalfOpen ?? false, highWaterMark: 64 * 1024 });
+  }
+
+  /** Wraps a connection (an accepted one, or a new active open). */
+  adopt(conn: TcpConnection): void {
+    this.conn = conn;
+    this.remoteAddress = formatIpv4(conn.remoteAddr);
+    this.remotePort = conn.remotePort;
+    this.localAddress = formatIpv4(conn.localAddr);
+    this.localPort = conn.localPort;
+    conn.attach(this);
+  }
+
+  connect(port: number, host: string, localAddress?: string, cb?: () => void): this {
+    const remote = parseIpv4(host);
+    if (remote === null) {
+      process.nextTick(() => this.destroy(new CodedError('EINVAL', `connect EINVAL: "${host}" is not an IPv4 address`)));
+      return this;
+    }
+    const local = localAddress ? parseIpv4(localAddress) : this.stack.address;
+    if (local === null) {
+      process.nextTick(() => this.destroy(new CodedError('EINVAL', `connect EINVAL: bad local address "${localAddress}"`)));
+      return this;
+    }
+    if (cb) this.once('connect', cb);
+    this.connecting = true;
+    const now = this.tick();
+    try {
+      const conn = this.stack.tcp.connect(local, remote, port, 0, now);
+      this.adopt(conn);
+    } catch (e) {
+      process.nextTick(() => this.destroy(e as Error));
+    }
+    this.stack.flushSoon();
+    return this;
+  }
+
+  private tick(): number {
+    const now = this.stack.scheduler.now();
+    this.stack.now = now;
+    return now;
+  }
+
+  // ---- ConnectionOwner
+  onEstablished(): void {
+    this.connecting = false;
+    this.emit('connect');
+    this.emit('ready');
+  }
+  onData(data: Buffer): void {
+    this.bytesRead += data.length;
+    this.touch();
+    this.push(data);
+  }
+  onPeerFin(): void { this.push(null); }
+  onSendSpace(): void {
+    const cb = this.pendingWriteCb;
+    if (cb && this.conn && this.conn.sendQueue.length < this.conn.sndBuf) {
+      this.pendingWriteCb = null;
+      cb();
+    }
+  }
+  onClosed(err: CodedError | null): void {
+    this.conn = null;
+    const cb = this.pendingWriteCb;
+    this.pendingWriteCb = null;
+    if (err) {
+      // Asynchronously, like Node: listeners attached right after accept still hear it.
+      process.nextTick(() => { cb?.(err); this.destroy(err); });
+      return;
+    }
+    if (cb) cb();
+    if (!this.readableEnded) this.push(null);
+  }
+  unreadBytes(): number { return this.readableLength; }
+
+  // ---- stream.Duplex
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    const conn = this.conn;
+    if (!conn) { cb(new CodedError('EPIPE', 'write EPIPE')); return; }
+    this.bytesWritten += chunk.length;
+    this.touch();
+    conn.send(chunk, this.tick());
+    this.stack.flushSoon();
+    if (conn.sendQueue.length < conn.sndBuf) cb();
+    else this.pendingWriteCb = cb;
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    const conn = this.conn;
+    if (!conn) { cb(new CodedError('EPIPE', 'write EPIPE')); return; }
+    const now = this.tick();
+    for (const { chunk } of chunks) { this.bytesWritten += chunk.length; conn.send(chunk, now); }
+    this.touch();
+    this.stack.flushSoon();
+    if (conn.sendQueue.length < conn.sndBuf) cb();
+    else this.pendingWriteCb = cb;
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    if (this.conn) {
+      this.conn.shutdownWrite(this.tick());
+      this.stack.flushSoon();
+    }
+    cb();
+  }
+
+  override _read(): void {
+    if (this.conn) this.conn.onAppRead(this.tick());
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    this.clearIdle();
+    const conn = this.conn;
+    this.conn = null;
+    if (conn && !conn.isClosed()) {
+      const now = this.tick();
+      conn.owner = null;
+      // Like close(2): unread data means a reset, otherwise a graceful close in the background.
+      if (this.readableLength > 0 || conn.pendingBytes > 0) conn.abort(now);
+      else conn.release(now);
+      this.stack.flushSoon();
+    }
+    cb(err);
+  }
+
+  /** Sends a RST and destroys the socket (Node's socket.resetAndDestroy). */
+  resetAndDestroy(): this {
+    const conn = this.conn;
+    if (conn) { this.conn = null; conn.owner = null; conn.abort(this.tick()); this.stack.flushSoon(); }
+    return this.destroy();
+  }
+
+  // ---- net.Socket surface
+  setNoDelay(noDelay = true): this {
+    if (this.conn) { this.conn.noDelay = noDelay; if (noDelay) { this.conn.output(this.tick()); this.stack.flushSoon(); } }
+    return this;
+  }
+  setKeepAlive(enable = false, initialDelay = 0): this {
+    this.conn?.setKeepAlive(enable, initialDelay, this.tick());
+    return this;
+  }
+  setTimeout(ms: number, cb?: () => void): this {
+    this.idleTimeoutMs = ms;
+    if (cb) this.once('timeout', cb);
+    this.touch();
+    return this;
+  }
+  private touch(): void {
+    if (this.idleTimeoutMs <= 0) { this.clearIdle(); return; }
+    if (this.idleTimer) this.idleTimer.refresh();
+    else {
+      this.idleTimer = setTimeout(() => { this.idleTimer = null; this.emit('timeout'); }, this.idleTimeoutMs);
+      this.idleTimer.unref?.();
+    }
+  }
+  private clearIdle(): void { if (this.idleTimer) { clearTimeout(this.idleTimer); this.idleTimer = null; } }
+  address(): { address: string; family: string; port: number } | Record<string, never> {
+    return this.localAddress ? { address: this.localAddress, family: 'IPv4', port: this.localPort! } : {};
+  }
+  ref(): this { return this; }
+  unref(): this { return this; }
+  get readyState(): string {
+    if (this.connecting) return 'opening';
+    if (this.readable && this.writable) return 'open';
+    if (this.readable) return 'readOnly';
+    if (this.writable) return 'writeOnly';
+    return 'closed';
+  }
+  get pending(): boolean { return !this.conn || this.connecting; }
+  get bufferSize(): number { return this.writableLength + (this.conn ? this.conn.sendQueue.length : 0); }
+}
+
+export interface ServerOptions {
+  allowHalfOpen?: boolean;
+  /** Accept one connection per interval instead of as fast as possible (a slow server). */
+  acceptIntervalMs?: number;
+}
+
+export class FsServer extends EventEmitter implements TcpServerLike {
+  listener: Listener | null = null;
+  private acceptTimer: NodeJS.Timeout | null = null;
+  listening = false;
+  readonly connections = new Set<FsSocket>();
+
+  constructor(readonly stack: Stack, readonly opts: ServerOptions = {}, onConnection?: (s: FsSocket) => void) {
+    super();
+    if (onConnection) this.on('connection', onConnection);
+  }
+
+  listen(...args: unknown[]): this {
+    let port = 0, host = '0.0.0.0', backlog = 511;
+    let cb: (() => void) | undefined;
+    if (typeof args[0] === 'object' && args[0] !== null) {
+      const o = args[0] as { port?: number; host?: string; backlog?: number };
+      port = o.port ?? 0; host = o.host ?? host; backlog = o.backlog ?? backlog;
+      cb = args[1] as (() => void) | undefined;
+    } else {
+      port = Number(args[0] ?? 0);
+      for (const a of args.slice(1)) {
+        if (typeof a === 'function') cb = a as () => void;
+        else if (typeof a === 'string') host = a;
+        else if (typeof a === 'number') backlog = a;
+      }
+    }
+    const addr = host === '0.0.0.0' || host === '::' ? 0 : parseIpv4(host);
+    if (addr === null) { process.nextTick(() => this.emit('error', new CodedError('EINVAL', `listen EINVAL: bad address "${host}"`))); return this; }
+    if (port === 0) port = this.stack.tcp.config.ephemeralLow + Math.floor(Math.random() * 20000);
+    try {
+      this.listener = this.stack.tcp.listen(port, addr, backlog);
+    } catch (e) {
+      process.nextTick(() => this.emit('error', e));
+      return this;
+    }
+    this.listening = true;
+    this.listener.onAcceptable = () => this.drain();
+    if (cb) this.once('listening', cb);
+    process.nextTick(() => this.emit('listening'));
+    return this;
+  }
+
+  /** Takes established connections off the accept queue and hands them out. */
+  private drain(): void {
+    const l = this.listener;
+    if (!l) return;
+    const interval = this.opts.acceptIntervalMs ?? 0;
+    if (interval > 0) {
+      if (this.acceptTimer) return;
+      const step = () => {
+        this.acceptTimer = null;
+        if (!this.acceptOne()) return;
+        if (l.acceptQueue.length > 0) this.acceptTimer = setTimeout(step, interval);
+      };
+      this.acceptTimer = setTimeout(step, interval);
+      return;
+    }
+    while (this.acceptOne()) { /* accept all */ }
+  }
+
+  private acceptOne(): boolean {
+    const conn = this.listener?.accept();
+    if (!conn) return false;
+    const s = new FsSocket(this.stack, { allowHalfOpen: this.opts.allowHalfOpen });
+    s.adopt(conn);
+    this.connections.add(s);
+    s.once('close', () => this.connections.delete(s));
+    this.emit('connection', s);
+    return true;
+  }
+
+  close(cb?: (err?: Error) => void): this {
+    if (this.acceptTimer) { clearTimeout(this.acceptTimer); this.acceptTimer = null; }
+    if (this.listener) {
+      this.stack.tcp.unlisten(this.listener, this.stack.scheduler.now());
+      this.listener = null;
+      this.stack.flushSoon();
+    }
+    const wasListening = this.listening;
+    this.listening = false;
+    process.nextTick(() => {
+      if (cb) cb(wasListening ? undefined : new CodedError('ERR_SERVER_NOT_RUNNING', 'Server is not running.'));
+      this.emit('close');
+    });
+    return this;
+  }
+
+  address(): { address: string; family: string; port: number } | null {
+    const l = this.listener;
+    return l ? { address: l.addr === 0 ? '0.0.0.0' : formatIpv4(l.addr), family: 'IPv4', port: l.port } : null;
+  }
+
+  ref(): this { return this; }
+  unref(): this { return this; }
+}
+
+/** A `net`-like API over one stack: what the services run on. */
+export function createNetApi(stack: Stack): NetApi & {
+  createServer(listener?: (s: TcpSocketLike) => void, opts?: ServerOptions): FsServer;
+  connect(options: { port: number; host: string; localAddress?: string }, cb?: () => void): FsSocket;
+} {
+  return {
+    createServer: (listener?: (s: TcpSocketLike) => void, opts?: ServerOptions) => new FsServer(stack, opts ?? {}, listener as ((s: FsSocket) => void) | undefined),
+    connect: (options: { port: number; host: string; localAddress?: string }, cb?: () => void) => new FsSocket(stack).connect(options.port, options.host, options.localAddress, cb),
+    createUdpSocket: () => new FsUdpSocket(stack),
+  };
+}
