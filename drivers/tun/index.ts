@@ -30,6 +30,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Device, OffloadMeta, ReceiveHandler } from '../device';
 
@@ -230,6 +231,11 @@ const META_STRIDE = 6;
 // counters shared with the addon (see tun.cc)
 const C_RX_TRUNC = 0, C_RX_ERR = 1, C_TX_PKTS = 2, C_TX_BYTES = 3, C_TX_DROPS = 4, C_TX_ERR = 5, C_ERRNO = 6;
 
+function errnoName(errno: number): string {
+  for (const [k, v] of Object.entries(os.constants.errno)) if (v === errno) return k;
+  return `errno ${errno}`;
+}
+
 function align(n: number, a: number): number {
   return Math.ceil(n / a) * a;
 }
@@ -292,9 +298,10 @@ export class TunQueue implements Device {
   private burst(count: number): void {
     if (count < 0) {
       const errno = -count;
+      const code = errnoName(errno);
       this.lastError = new TunError(
-        'EIO',
-        `TUN device '${this.name}' queue ${this.index}: receive stopped (errno ${errno}; was the interface deleted?)`,
+        code,
+        `TUN device '${this.name}' queue ${this.index}: receive stopped: ${code} (was the interface deleted?)`,
         -errno,
         'read',
       );

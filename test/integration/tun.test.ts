@@ -204,6 +204,14 @@ describe('TunDevice (real kernel, in a namespace)', () => {
     }
   }, 30_000);
 
+  it('a throwing receive handler is an uncaughtException; a deleted interface reaches onError once', () => {
+    const res = runFixture('faults', 'fsf0');
+    expect(res.uncaught).toEqual(['handler threw']);
+    expect(res.received).toBe(2); // receiving went on after the throw
+    expect(res.onError.code).toBe('EBADF');
+    expect(res.stats.rxErrors).toBe(1); // stopped polling: no spinning on a dead fd
+  });
+
   it('a device it created vanishes after close()', () => {
     const res = runFixture('lifecycle', 'fsl0');
     expect(res).toEqual({ event: 'result', name: 'fsl0', created: true, existsWhileOpen: true, existsAfterClose: false });
