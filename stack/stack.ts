@@ -92,6 +92,8 @@ export class Stack {
   private closed = false;
   /** When set, the TCP/IP input path is frozen (a held connection-table lock: KB 297040). */
   inputGate: (() => boolean) | null = null;
+  /** While true, timers do not run and nothing is sent (the same hang, seen from the other side). */
+  outputGate: (() => boolean) | null = null;
 
   constructor(opts: StackOptions) {
     this.device = opts.device;
@@ -136,6 +138,14 @@ export class Stack {
     if (this.closed) return;
     const now = this.scheduler.now();
     this.now = now;
+    if (this.outputGate && this.outputGate()) {
+      // Hung: nothing runs; look again later instead of spinning on overdue timers.
+      this.device.flush();
+      if (this.timerHandle !== null) this.scheduler.cancel(this.timerHandle);
+      this.timerAt = now + 100;
+      this.timerHandle = this.scheduler.at(this.timerAt, () => { this.timerHandle = null; this.timerAt = Infinity; this.service(); });
+      return;
+    }
     this.timers.run(now);
     this.device.flush();
     this.reschedule();
@@ -313,6 +323,7 @@ export class Stack {
   txChecksumOffload(): boolean { return this.txCsumOffload; }
 
   sendIp(pkt: Buffer, meta: OffloadMeta | null): void {
+    if (this.outputGate && this.outputGate()) { this.counters.IpOutDiscards++; return; }
     this.counters.IpOutRequests++;
     this.device.send(pkt, meta);
   }

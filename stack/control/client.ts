@@ -94,7 +94,7 @@ export class ControlClient {
     const started = Date.now();
     const c = await ControlClient.connect(sockPath, { timeoutMs });
     try {
-      return (await c.call(cmd, args, { timeoutMs: Math.max(1, timeoutMs - (Date.now() - started)) })) as T;
+      return (await c.callWithin(cmd, args, Math.max(1, timeoutMs - (Date.now() - started)), timeoutMs)) as T;
     } finally {
       c.close();
     }
@@ -112,9 +112,14 @@ export class ControlClient {
   /** A request on this connection. */
   call(cmd: string, args: Record<string, unknown> = {}, opts: CallOptions = {}): Promise<unknown> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
+    return this.callWithin(cmd, args, timeoutMs, timeoutMs);
+  }
+
+  /** Waits `waitMs`; the timeout message reports `reportMs` (the caller's whole budget). */
+  private callWithin(cmd: string, args: Record<string, unknown>, waitMs: number, reportMs: number): Promise<unknown> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new CodedError('ETIMEDOUT', `no reply to "${cmd}" from ${this.path} within ${seconds(timeoutMs)}`)), timeoutMs);
+      timer = setTimeout(() => reject(new CodedError('ETIMEDOUT', `no reply to "${cmd}" from ${this.path} within ${seconds(reportMs)}`)), waitMs);
     });
     const reply = this.request(cmd, args);
     return Promise.race([reply, timeout]).finally(() => clearTimeout(timer));

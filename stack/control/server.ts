@@ -177,6 +177,11 @@ export class ControlServer {
       }
       if (state === 'refused') fs.rmSync(this.path, { force: true });
     }
+    // Bind under a private name, then rename into place: the rename is atomic, and
+    // since libuv unlinks the bound name when the server closes, closing can never
+    // delete a socket file that another server has put at our path since.
+    const tmp = path.join(dir, `.${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`);
+    const bindPath = Buffer.byteLength(tmp) <= 107 ? tmp : this.path;
     await new Promise<void>((resolve, reject) => {
       const onErr = (e: NodeJS.ErrnoException) => {
         reject(e.code === 'EADDRINUSE'
@@ -184,12 +189,20 @@ export class ControlServer {
           : new CodedError(e.code ?? 'EIO', `cannot listen on ${this.path}: ${e.message}`));
       };
       this.server.once('error', onErr);
-      this.server.listen(this.path, () => {
+      this.server.listen(bindPath, () => {
         this.server.off('error', onErr);
         resolve();
       });
     });
-    try { fs.chmodSync(this.path, 0o600); } catch { /* best effort */ }
+    try { fs.chmodSync(bindPath, 0o600); } catch { /* best effort */ }
+    if (bindPath !== this.path) {
+      try {
+        fs.renameSync(bindPath, this.path);
+      } catch (e) {
+        await new Promise<void>((r) => this.server.close(() => r()));
+        throw new CodedError((e as NodeJS.ErrnoException).code ?? 'EIO', `cannot put the control socket at ${this.path}: ${(e as Error).message}`);
+      }
+    }
     const mine = fs.statSync(this.path);
     this.inode = { dev: mine.dev, ino: mine.ino };
     this.listening = true;

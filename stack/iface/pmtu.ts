@@ -46,9 +46,9 @@ export class PathMtu {
   constructor(
     readonly routes: RouteTable,
     readonly counters: Counters,
-    readonly params: () => PmtuParams,
-    readonly countRule: () => CountRule,
-    readonly events: PmtuEvents,
+    public params: () => PmtuParams,
+    public countRule: () => CountRule,
+    public events: PmtuEvents,
   ) {}
 
   get realCount(): number { return this.routes.hostRoutes.size; }

@@ -20,6 +20,10 @@ export interface BacklogPolicy {
   synAckRto(conn: TcpConnection): number;
   /** True while per-route options must not be applied to the SYN-ACK (Windows protection). */
   suppressSynOptions(conn: TcpConnection): boolean;
+  /** The application took a connection off the accept queue. */
+  onAccepted?(l: Listener): void;
+  /** A queued connection went away. */
+  forget?(l: Listener, conn: TcpConnection): void;
 }
 
 export interface LinuxBacklogParams {

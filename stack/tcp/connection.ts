@@ -45,6 +45,8 @@ export class TcpConnection {
   orphaned = false;
   /** Per-connection application state the server attached (what KB 903927 leaks). */
   appState: unknown = null;
+  /** Called once when data arrives before the application has the connection (delayed indication). */
+  onFirstData: ((now: number) => void) | null = null;
   createdAt: number;
 
   // Send sequence space (RFC 9293 3.3.1)
@@ -480,7 +482,11 @@ export class TcpConnection {
 
   private deliver(data: Buffer): void {
     if (this.owner) this.owner.onData(data);
-    else { this.pending.push(data); this.pendingBytes += data.length; }
+    else {
+      this.pending.push(data);
+      this.pendingBytes += data.length;
+      if (this.onFirstData) { const f = this.onFirstData; this.onFirstData = null; f(this.layer.host.timers ? this.lastRecvAt : 0); }
+    }
   }
 
   /** Hands data that arrived before the application accepted to the new owner. */

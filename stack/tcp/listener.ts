@@ -18,6 +18,8 @@ export type SynVerdict = 'accept' | 'drop' | 'reset' | 'cookie';
 export class Listener {
   readonly synQueue = new Set<TcpConnection>();
   readonly acceptQueue: TcpConnection[] = [];
+  /** The application's per-connection allocation when it is told of a connection (KB 903927's "stacks"). */
+  onIndicate: ((conn: TcpConnection) => unknown) | null = null;
   /** Called when the accept queue goes from empty to non-empty. */
   onAcceptable: (() => void) | null = null;
   closed = false;
@@ -87,11 +89,13 @@ export class Listener {
     const c = this.acceptQueue.shift();
     if (!c) return null;
     c.listener = null;
+    this.layer.backlog.onAccepted?.(this);
     return c;
   }
 
   /** A queued connection went away (reset, timed out). */
   forget(conn: TcpConnection): void {
+    this.layer.backlog.forget?.(this, conn);
     if (this.synQueue.delete(conn)) return;
     const i = this.acceptQueue.indexOf(conn);
     if (i >= 0) this.acceptQueue.splice(i, 1);

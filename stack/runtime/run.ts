@@ -1,0 +1,203 @@
+/**
+ * `faultstack run`: puts the stack on a real TUN device. Opens (or creates) the
+ * device, configures the kernel side, starts the stack, its services and the
+ * control socket, and tears everything down on shutdown.
+ */
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
+import type { RunOptions, StackRuntimeHandle } from '../../bin/cli/run-options';
+import { TunDevice, configureHostSide } from '../../drivers/tun/index';
+import { PcapDevice } from '../../drivers/pcap';
+import type { Device } from '../../drivers/device';
+import { Stack } from '../stack';
+import { RealScheduler } from './scheduler';
+import { createNetApi } from '../api/net';
+import { formatIpv4 } from '../wire/addr';
+import { buildFaultConfig, FaultConfig } from '../faults/catalogue';
+import { EventLog, logConfigChanges } from '../faults/events';
+import { ControlServer, ControlHandler } from '../control/server';
+import { installFaults, InstalledFaults } from '../faults/install';
+import { CodedError } from '../util/errors';
+
+let gcFn: (() => void) | null = null;
+/** Heap in use after a full garbage collection (what a leak keeps reachable). */
+export function heapUsedAfterGc(): number {
+  if (!gcFn) {
+    v8.setFlagsFromString('--expose-gc');
+    gcFn = vm.runInNewContext('gc') as () => void;
+  }
+  gcFn();
+  gcFn();
+  return process.memoryUsage().heapUsed;
+}
+
+export interface Runtime {
+  stack: Stack;
+  device: Device;
+  tun: TunDevice;
+  faults: FaultConfig;
+  events: EventLog;
+  installed: InstalledFaults;
+  startedAt: number;
+}
+
+export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeHandle> {
+  const faults = buildFaultConfig({
+    profile: opts.profile,
+    faults: opts.faults.map((f) => `${f.id}=${f.mode}`),
+    params: opts.params.map((p) => `${p.name}=${p.value}`),
+  });
+  const events = new EventLog({ file: opts.events });
+  const unlogChanges = logConfigChanges(faults, events);
+
+  const tun = TunDevice.open({
+    name: opts.tun, mtu: opts.mtu, vnetHdr: opts.offloads, offloads: opts.offloads ? 'probe' : 'off',
+    multiQueue: opts.queues > 1, queues: opts.queues,
+  });
+  const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
+  const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } };
+  try {
+    configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
+    let device: Device = tun;
+    if (opts.pcap) {
+      const pcap = new PcapDevice(tun, { path: opts.pcap });
+      device = pcap;
+      cleanups.push(() => pcap.close());
+    }
+    const scheduler = new RealScheduler();
+    const stack = new Stack({
+      device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: opts.mtu,
+      tcp: { congestionControl: opts.cc },
+      // With the virtio header the kernel segments and checksums what we send.
+      tsoSegments: tun.vnetHdr ? 44 : 1,
+      txChecksumOffload: tun.vnetHdr,
+    });
+    const installed = installFaults(stack, faults, events);
+    cleanups.push(() => stack.close());
+    const rt: Runtime = { stack, device, tun, faults, events, installed, startedAt: Date.now() };
+
+    const api = createNetApi(stack);
+    const services = await startNamedServices(api, opts, rt);
+    cleanups.push(async () => { for (const s of services) await s.close(); });
+
+    const control = await ControlServer.start(opts.control, controlHandlers(rt, opts, api));
+    cleanups.push(() => control.close());
+    cleanups.push(() => unlogChanges());
+    cleanups.push(() => events.close());
+
+    let resolveClosed!: () => void;
+    const closed = new Promise<void>((r) => { resolveClosed = r; });
+    let shuttingDown = false;
+    const shutdown = async () => {
+      if (shuttingDown) return closed;
+      shuttingDown = true;
+      await cleanup();
+      resolveClosed();
+    };
+    tun.onError = (err) => { events.emit({ kind: 'device-error', message: err.message }); void shutdown(); };
+    const off = tun.offloads;
+    const info = {
+      ready: true, tun: tun.name, addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
+      hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: tun.mtu, created: tun.created,
+      services: opts.services, control: opts.control, offloads: off.names, queues: tun.queueCount,
+      profile: faults.snapshot().profile, pid: process.pid,
+    };
+    const readyLine = opts.json
+      ? JSON.stringify(info)
+      : `faultstack ready: ${info.addr} on ${info.tun} (kernel side ${info.hostAddr}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
+    return { readyLine, closed, shutdown };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}
+
+interface ServiceHandle { close(): Promise<void> | void }
+
+async function startNamedServices(api: ReturnType<typeof createNetApi>, opts: RunOptions, rt: Runtime): Promise<ServiceHandle[]> {
+  if (opts.services.length === 0) return [];
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const svc = require('../services/index') as typeof import('../services/index');
+  return svc.startServices(api, opts.services, {
+    statusProvider: () => statsResult(rt, opts),
+    faults: rt.faults,
+    events: rt.events,
+  });
+}
+
+function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {
+  const s = rt.stack;
+  const snap = rt.faults.snapshot();
+  return {
+    tun: rt.tun.name,
+    addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
+    uptimeMs: Date.now() - rt.startedAt,
+    counters: { ...s.counters },
+    device: rt.device.stats(),
+    connections: s.tcp.table.rows(),
+    listeners: [...s.tcp.listeners.values()].map((l) => ({
+      port: l.port, backlog: l.backlog, synQueue: l.synQueue.size, acceptQueue: l.acceptQueue.length,
+      refusedSyns: l.refusedSyns, droppedSyns: l.droppedSyns, droppedAcks: l.droppedAcks, resetAfterHandshake: l.resetAfterHandshake,
+    })),
+    lock: { name: 'tcp-connection-table', ...s.tcp.table.lock.describe(s.now) },
+    faults: snap.modes,
+    params: snap.params,
+    profile: snap.profile,
+    leak: rt.installed.leakReport(),
+    ...(withGc ? { heapUsedAfterGc: heapUsedAfterGc() } : {}),
+    memory: process.memoryUsage(),
+  };
+}
+
+function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof createNetApi>): Record<string, ControlHandler> {
+  const s = rt.stack;
+  return {
+    stats: () => statsResult(rt, opts, true),
+    'fault.set': (args) => {
+      const id = String(args.id ?? ''), mode = String(args.mode ?? '');
+      const previous = rt.faults.mode(id);
+      rt.faults.setMode(id, mode);
+      return { id, mode: rt.faults.mode(id), previous };
+    },
+    'param.set': (args) => {
+      const name = String(args.name ?? '');
+      const value = args.value as string | number;
+      const canonical = rt.faults.setParam(name, value);
+      return { name: canonical, value: (rt.faults.params as Record<string, unknown>)[canonical] };
+    },
+    events: async (args, ctx) => {
+      const limit = typeof args.limit === 'number' ? args.limit : 1000;
+      const recent = rt.events.recent(limit);
+      if (!args.follow) return recent;
+      for (const e of recent) ctx.stream(e);
+      const unsub = rt.events.subscribe((e) => { if (!ctx.stream(e)) unsub(); });
+      ctx.onClose(unsub);
+      await ctx.untilClosed();
+      return { followed: true };
+    },
+    connect: (args) => new Promise((resolve, reject) => {
+      const host = String(args.host ?? '');
+      const port = Number(args.port);
+      const timeoutMs = typeof args.timeoutMs === 'number' ? args.timeoutMs : 60_000;
+      if (!Number.isInteger(port) || port < 1 || port > 65535) { reject(new CodedError('EINVAL', `bad port ${String(args.port)}`)); return; }
+      const t0 = Date.now();
+      const sock = api.connect({ host, port });
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new CodedError('ETIMEDOUT', `no outcome within ${timeoutMs} ms (the stack may be hung: see \`faultstack stats\`)`));
+      }, timeoutMs);
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        const localPort = sock.localPort;
+        sock.destroy();
+        resolve({ connected: true, ms: Date.now() - t0, localPort });
+      });
+      sock.once('error', (err: Error & { code?: string }) => {
+        clearTimeout(timer);
+        reject(new CodedError(err.code ?? 'EIO', err.message));
+      });
+    }),
+    unlock: () => rt.installed.unlock(),
+    routes: () => s.pmtu.describe(s.now),
+  };
+}
