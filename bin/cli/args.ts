@@ -221,18 +221,18 @@ export function quote(raw: string): string {
   return JSON.stringify(s);
 }
 
+/** Optimal string alignment distance: edits, with a swap of neighbours counting as one ("mut" → "mtu"). */
 function editDistance(a: string, b: string): number {
-  const d: number[] = Array.from({ length: b.length + 1 }, (_, j) => j);
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
   for (let i = 1; i <= a.length; i++) {
-    let prev = d[0]!;
-    d[0] = i;
     for (let j = 1; j <= b.length; j++) {
-      const cur = d[j]!;
-      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
     }
   }
-  return d[b.length]!;
+  return d[a.length]![b.length]!;
 }
 
 /** The closest candidate when it is plausibly a typo. */
@@ -243,6 +243,7 @@ export function closest(word: string, candidates: readonly string[]): string | u
     const dist = editDistance(word, c);
     if (dist < bestD) { bestD = dist; best = c; }
   }
+  if (word.length < 3) return undefined;
   return best !== undefined && bestD <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
 }
 
@@ -297,11 +298,13 @@ export function parseArgs<S extends FlagSet>(spec: CommandSpec<S>, argv: readonl
   const seen = new Map<string, string>();
   for (const [name, f] of Object.entries(s.flags)) values[name] = f.initial();
   const args: string[] = [];
+  // Help wins wherever it is (before --), even after a bad value.
+  const end = argv.indexOf('--');
+  if ((end < 0 ? argv : argv.slice(0, end)).some((t) => t === '-h' || t === '--help')) return { help: true };
 
   for (let i = 0; i < argv.length; i++) {
     const tok = argv[i]!;
     if (tok === '--') { args.push(...argv.slice(i + 1)); break; }
-    if (tok === '-h' || tok === '--help') return { help: true };
     if (!tok.startsWith('-') || tok === '-' || /^-\d/.test(tok)) { args.push(tok); continue; }
 
     const eq = tok.indexOf('=');
@@ -347,7 +350,7 @@ export function parseArgs<S extends FlagSet>(spec: CommandSpec<S>, argv: readonl
     fail(`unexpected argument ${quote(args[max]!)}; usage: ${usageLine(s)}`);
   }
   if (args.length < min) {
-    const want = (s.args ?? '').split(/\s+/).filter(Boolean);
+    const want = (s.args ?? '').split(/\s+/).filter((w) => w && !w.startsWith('['));
     fail(`missing ${want.slice(args.length).join(' ') || 'arguments'}; usage: ${usageLine(s)}`);
   }
   return { help: false, flags: values as FlagValues<S>, args };

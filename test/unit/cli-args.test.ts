@@ -1,0 +1,375 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  commaSubset, decimal, defineCommand, formatUsage, integer, keyValue, oneOf, parseArgs, repeatableFlag,
+  requiredFlag, switchFlag, valueFlag,
+} from '../../bin/cli/args';
+import { buildRunOptions } from '../../bin/cli/commands/run';
+import { UsageError } from '../../stack/util/errors';
+import { formatIpv4 } from '../../stack/wire/addr';
+
+const REPO = path.resolve(__dirname, '../..');
+
+function usageMessage(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(UsageError);
+    const msg = (e as Error).message;
+    expect(msg).not.toContain('\n');
+    return msg;
+  }
+  throw new Error('expected a UsageError');
+}
+
+const TOY = defineCommand({
+  name: 'toy',
+  summary: 'a toy command',
+  args: 'A [B]',
+  minArgs: 1,
+  maxArgs: 2,
+  flags: {
+    n: valueFlag({ valueName: 'N', help: 'a number', ...integer(1, 10), default: 5 }),
+    ratio: valueFlag({ valueName: 'X', help: 'a ratio', ...decimal(0, 1) }),
+    color: valueFlag({ valueName: 'C', help: 'a color', ...oneOf(['red', 'green'] as const) }),
+    set: repeatableFlag({ valueName: 'K=V', help: 'assignments', ...keyValue('K', 'V', 'a=1') }),
+    list: valueFlag({ valueName: 'L', help: 'subset', ...commaSubset(['x', 'y', 'z'] as const, ['x', 'y', 'z'] as const), default: ['x'] as ('x' | 'y' | 'z')[] }),
+    must: requiredFlag(valueFlag({ valueName: 'M', help: 'mandatory', ...integer(0, 3) })),
+    json: switchFlag('json'),
+  },
+});
+
+describe('parseArgs', () => {
+  it('accepts --flag value, --flag=value, repeatable flags, switches and positionals in any order', () => {
+    const r = parseArgs(TOY, ['first', '--n', '7', '--must=2', '--set', 'a=1', 'second', '--set=b = 2', '--json', '--color', 'green']);
+    expect(r.help).toBe(false);
+    if (r.help) return;
+    expect(r.flags).toEqual({
+      n: 7, ratio: undefined, color: 'green', set: [{ key: 'a', value: '1' }, { key: 'b', value: '2' }], list: ['x'], must: 2, json: true,
+    });
+    expect(r.args).toEqual(['first', 'second']);
+  });
+
+  it('applies defaults and keeps the canonical order of subsets', () => {
+    const r = parseArgs(TOY, ['a', '--must', '0', '--list', 'z,x,z']);
+    if (r.help) throw new Error('help');
+    expect(r.flags.n).toBe(5);
+    expect(r.flags.json).toBe(false);
+    expect(r.flags.list).toEqual(['x', 'z']);
+    expect(r.flags.set).toEqual([]);
+  });
+
+  it('switches take =true/=false and nothing else', () => {
+    const r = parseArgs(TOY, ['a', '--must', '0', '--json=false']);
+    if (r.help) throw new Error('help');
+    expect(r.flags.json).toBe(false);
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '0', '--json=maybe']))).toBe(
+      'faultstack toy: --json is a switch: give it alone, or as =true or =false, got "maybe"');
+  });
+
+  it('stops at -- and treats negative numbers as positionals', () => {
+    const r = parseArgs(TOY, ['--must', '1', '--', '--n']);
+    if (r.help) throw new Error('help');
+    expect(r.args).toEqual(['--n']);
+    const r2 = parseArgs(TOY, ['--must', '1', '-5']);
+    if (r2.help) throw new Error('help');
+    expect(r2.args).toEqual(['-5']);
+  });
+
+  it('returns help for -h and --help, wherever they are', () => {
+    expect(parseArgs(TOY, ['--help']).help).toBe(true);
+    expect(parseArgs(TOY, ['x', '-h']).help).toBe(true);
+    // Even after a bad value or with required flags missing: asking for help always works.
+    expect(parseArgs(TOY, ['x', '--n', 'bogus', '-h']).help).toBe(true);
+    // After --, it is an argument.
+    expect(parseArgs(TOY, ['--must', '1', '--', '--help']).help).toBe(false);
+  });
+
+  it('says what is wrong and what is valid', () => {
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--n', 'abc']))).toBe('faultstack toy: --n must be an integer from 1 to 10, got "abc"');
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--n', '11']))).toBe('faultstack toy: --n must be an integer from 1 to 10, got "11"');
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--n', '1.5']))).toContain('an integer from 1 to 10');
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--ratio', '2']))).toBe('faultstack toy: --ratio must be a number from 0 to 1, got "2"');
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--color', 'blue']))).toBe('faultstack toy: --color must be one of red, green, got "blue"');
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--set', 'novalue']))).toBe('faultstack toy: --set must be K=V (e.g. a=1), got "novalue"');
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--list', 'x,w']))).toBe(
+      'faultstack toy: --list has unknown item "w": must be a comma-separated list of x, y, z, all, got "x,w"');
+  });
+
+  it('reports unknown flags with a suggestion and the valid flags', () => {
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--colr', 'red']))).toBe(
+      'faultstack toy: unknown flag --colr (did you mean --color?); valid flags: --n, --ratio, --color, --set, --list, --must, --json, --help');
+    expect(usageMessage(() => parseArgs(TOY, ['a', '-x']))).toContain('unknown flag -x;');
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--constructor=1']))).toContain('unknown flag --constructor;');
+  });
+
+  it('reports missing values, duplicates, required flags and argument counts', () => {
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--must']))).toBe('faultstack toy: --must needs a value: an integer from 0 to 3');
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--n', '--json']))).toBe('faultstack toy: --n needs a value: an integer from 1 to 10');
+    expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--n', '2', '--n=3']))).toBe(
+      'faultstack toy: --n given more than once ("2" and "3"); give it once: an integer from 1 to 10');
+    expect(usageMessage(() => parseArgs(TOY, ['a']))).toBe('faultstack toy: --must is required: an integer from 0 to 3');
+    expect(usageMessage(() => parseArgs(TOY, ['--must', '1']))).toBe('faultstack toy: missing A; usage: faultstack toy A [B] --must M [options]');
+    expect(usageMessage(() => parseArgs(TOY, ['a', 'b', 'c', '--must', '1']))).toBe(
+      'faultstack toy: unexpected argument "c"; usage: faultstack toy A [B] --must M [options]');
+  });
+
+  it('keeps hostile values on one line', () => {
+    const msg = usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--n', 'x\ny\u0007']));
+    expect(msg).toContain('"x\\ny\\u0007"');
+  });
+
+  it('formats usage with every flag, its default and markers', () => {
+    const u = formatUsage(TOY);
+    expect(u).toContain('Usage: faultstack toy A [B] --must M [options]');
+    expect(u).toMatch(/--n N\s+a number \[default: 5\]/);
+    expect(u).toMatch(/--set K=V\s+assignments \(repeatable\)/);
+    expect(u).toMatch(/--must M\s+mandatory \(required\)/);
+    expect(u).toContain('-h, --help');
+  });
+});
+
+describe('run flags', () => {
+  const base = ['--addr', '198.18.0.2/24'];
+  const runMsg = (...argv: string[]) => usageMessage(() => buildRunOptions(argv.includes('--addr') ? argv : [...base, ...argv]));
+
+  it('builds RunOptions with defaults', () => {
+    const prev = process.env.FAULTSTACK_RUN_DIR;
+    delete process.env.FAULTSTACK_RUN_DIR;
+    try {
+      const o = buildRunOptions(base)!;
+      expect(o.tun).toBe('fs0');
+      expect(formatIpv4(o.addr.addr)).toBe('198.18.0.2');
+      expect(o.addr.prefix).toBe(24);
+      expect(formatIpv4(o.hostAddr.addr)).toBe('198.18.0.1');
+      expect(o.hostAddrDefaulted).toBe(true);
+      expect(o.mtu).toBe(1500);
+      expect(o.services).toEqual(['echo', 'discard', 'chargen', 'http', 'iperf3']);
+      expect(o.control).toBe('/run/faultstack/fs0.sock');
+      expect(o.faults).toEqual([]);
+      expect(o.params).toEqual([]);
+      expect(o.offloads).toBe(true);
+      expect(o.queues).toBe(1);
+      expect(o.cc).toBe('cubic');
+      expect(o.json).toBe(false);
+      expect(o.pcap).toBeUndefined();
+      expect(o.events).toBeUndefined();
+      expect(o.profile).toBeUndefined();
+    } finally {
+      if (prev !== undefined) process.env.FAULTSTACK_RUN_DIR = prev;
+    }
+  });
+
+  it('takes every flag', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-args-'));
+    try {
+      const o = buildRunOptions([
+        '--tun', 'fstest0', '--addr', '198.18.4.10/30', '--host-addr=198.18.4.9/30', '--mtu', '9000',
+        '--services', 'mtls,echo,echo', '--pcap', path.join(dir, 'x.pcap'), '--control', path.join(dir, 'c.sock'),
+        '--fault', '903927=buggy', '--fault', 'conntable-hang=hotfixed', '--param', 'SynAttackProtect=2',
+        '--profile', 'sp1', '--offloads', 'off', '--queues', '4', '--cc', 'newreno', '--events', path.join(dir, 'ev.jsonl'), '--json',
+      ])!;
+      expect(o).toMatchObject({
+        tun: 'fstest0', mtu: 9000, services: ['echo', 'mtls'], pcap: path.join(dir, 'x.pcap'), control: path.join(dir, 'c.sock'),
+        faults: [{ id: '903927', mode: 'buggy' }, { id: 'conntable-hang', mode: 'hotfixed' }],
+        params: [{ name: 'SynAttackProtect', value: '2' }], profile: 'sp1', offloads: false, queues: 4, cc: 'newreno',
+        events: path.join(dir, 'ev.jsonl'), json: true, hostAddrDefaulted: false,
+      });
+      expect(formatIpv4(o.hostAddr.addr)).toBe('198.18.4.9');
+      expect(buildRunOptions([...base, '--services', 'all'])!.services).toEqual(['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls']);
+      // A /31 has no network or broadcast address (RFC 3021): the other end is the only choice.
+      expect(formatIpv4(buildRunOptions(['--addr', '198.18.0.1/31'])!.hostAddr.addr)).toBe('198.18.0.0');
+      expect(formatIpv4(buildRunOptions(['--addr', '198.18.0.0/31'])!.hostAddr.addr)).toBe('198.18.0.1');
+      expect(buildRunOptions(['--addr', '198.18.0.1/24', '--tun', 'x'])!.hostAddr.addr & 255).toBe(2);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('puts the default control socket in FAULTSTACK_RUN_DIR', () => {
+    const prev = process.env.FAULTSTACK_RUN_DIR;
+    process.env.FAULTSTACK_RUN_DIR = '/tmp/fs-run-dir';
+    try {
+      expect(buildRunOptions([...base, '--tun', 'abc'])!.control).toBe('/tmp/fs-run-dir/abc.sock');
+    } finally {
+      if (prev === undefined) delete process.env.FAULTSTACK_RUN_DIR;
+      else process.env.FAULTSTACK_RUN_DIR = prev;
+    }
+  });
+
+  it('returns null for --help', () => {
+    expect(buildRunOptions(['--help'])).toBeNull();
+  });
+
+  // Every bad value: one line, naming the flag, what would be valid, and what was given.
+  const cases: [string[], RegExp][] = [
+    [['--mtu', 'abc'], /^faultstack run: --mtu must be an integer from 68 to 65535, got "abc"$/],
+    [['--mtu', '67'], /--mtu must be an integer from 68 to 65535, got "67"/],
+    [['--mtu', '65536'], /--mtu must be an integer from 68 to 65535/],
+    [['--mtu', ''], /--mtu must be an integer from 68 to 65535, got ""/],
+    [['--tun', ''], /--tun must be a Linux interface name: 1 to 15 characters, without "\/", ":" or whitespace, got ""/],
+    [['--tun', 'a/b'], /--tun must be a Linux interface name.*got "a\/b"/],
+    [['--tun', 'has space'], /--tun must be a Linux interface name/],
+    [['--tun', 'a:1'], /--tun must be a Linux interface name/],
+    [['--tun', '..'], /--tun must be a Linux interface name/],
+    [['--tun', 'x'.repeat(16)], /--tun must be a Linux interface name: 1 to 15 characters/],
+    [['--addr', '198.18.0.2'], /--addr must be an IPv4 address with a prefix length from 1 to 31, e.g. 198.18.0.2\/24, got "198.18.0.2"/],
+    [['--addr', '300.1.1.1/24'], /--addr must be an IPv4 address with a prefix length/],
+    [['--addr', '198.18.0.2/33'], /--addr must be an IPv4 address with a prefix length/],
+    [['--addr', '198.18.0.2/32'], /--addr must have a prefix length from 1 to 31 .*e\.g\. 198\.18\.0\.2\/24, got "198\.18\.0\.2\/32"/],
+    [['--addr', '127.0.0.2/8'], /--addr must be a unicast address .*e\.g\. 198\.18\.0\.2\/24/],
+    [['--addr', '224.0.0.1/24'], /--addr must be a unicast address/],
+    [['--addr', '198.18.0.255/24'], /--addr must be a host address, not the network or broadcast address of 198\.18\.0\.0\/24 \(use 198\.18\.0\.1 to 198\.18\.0\.254\)/],
+    [['--addr', '198.18.0.0/24'], /--addr must be a host address/],
+    [['--host-addr', '198.18.1.1/24'], /--host-addr must be in the subnet of --addr \(198\.18\.0\.0\/24\), got "198\.18\.1\.1\/24"; e\.g\. 198\.18\.0\.1\/24/],
+    [['--host-addr', '198.18.0.2/24'], /--host-addr must differ from --addr \(both are 198\.18\.0\.2\); pick another address in 198\.18\.0\.0\/24, e\.g\. 198\.18\.0\.1\/24/],
+    [['--host-addr', '198.18.0.1/16'], /--host-addr must have the same prefix length as --addr \(\/24\), got "198\.18\.0\.1\/16"; e\.g\. 198\.18\.0\.1\/24/],
+    [['--host-addr', 'nope'], /--host-addr must be an IPv4 address with a prefix length/],
+    [['--services', 'echo,bogus'], /--services has unknown item "bogus": must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, got "echo,bogus"/],
+    [['--services', ''], /--services must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all \(no empty items\)/],
+    [['--services', 'echo,,http'], /--services must be a comma-separated list .* \(no empty items\)/],
+    [['--pcap', '/nonexistent-dir/x.pcap'], /--pcap must be a file path in an existing directory \(\/nonexistent-dir does not exist\), got/],
+    [['--pcap', '/tmp'], /--pcap must be a file path, not a directory, got "\/tmp"/],
+    [['--events', '/nonexistent-dir/e.jsonl'], /--events must be a file path in an existing directory/],
+    [['--control', '/tmp/' + 'x'.repeat(110)], /--control must be a Unix socket path of at most 107 bytes/],
+    [['--control', ''], /--control must be a Unix socket path, not empty/],
+    [['--fault', 'buggy'], /--fault must be ID=MODE \(e\.g\. 903927=buggy\), got "buggy"/],
+    [['--fault', '=buggy'], /--fault must be ID=MODE/],
+    [['--fault', '903927='], /--fault must be ID=MODE/],
+    [['--param', 'SynAttackProtect'], /--param must be NAME=VALUE \(e\.g\. SynAttackProtect=2\)/],
+    [['--profile', ''], /--profile must be a profile name, not empty/],
+    [['--offloads', 'maybe'], /--offloads must be one of on, off, got "maybe"/],
+    [['--queues', '0'], /--queues must be an integer from 1 to 8, got "0"/],
+    [['--queues', '9'], /--queues must be an integer from 1 to 8/],
+    [['--cc', 'reno'], /--cc must be one of newreno, cubic, got "reno"/],
+    [['--json=2'], /--json is a switch/],
+    [['--mtu', '1500', '--mtu', '9000'], /--mtu given more than once \("1500" and "9000"\); give it once: an integer from 68 to 65535/],
+    [['--mtu'], /--mtu needs a value: an integer from 68 to 65535/],
+    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --addr, --host-addr, --mtu, --services, --pcap, --control, --fault, --param, --profile, --offloads, --queues, --cc, --events, --json, --help/],
+    [['extra'], /unexpected argument "extra"; usage: faultstack run --addr IP\/PREFIX \[options\]/],
+  ];
+  for (const [argv, re] of cases) {
+    it(`rejects ${JSON.stringify(argv)}`, () => {
+      expect(runMsg(...argv)).toMatch(re);
+    });
+  }
+
+  it('requires --addr', () => {
+    expect(usageMessage(() => buildRunOptions([]))).toBe(
+      'faultstack run: --addr is required: an IPv4 address with a prefix length from 1 to 31, e.g. 198.18.0.2/24');
+  });
+
+  it('rejects --pcap and --events naming the same file', () => {
+    expect(runMsg('--pcap', '/tmp/same', '--events', '/tmp/same')).toBe('faultstack run: --pcap and --events must be different files, both are "/tmp/same"');
+  });
+});
+
+describe('the real bin/faultstack', () => {
+  // Compiled into a private tree (not the shared dist/) so parallel builds cannot collide.
+  let root = '';
+  let shim = '';
+
+  beforeAll(() => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-cli-'));
+    spawnSync(path.join(REPO, 'node_modules/.bin/tsc'), ['-p', path.join(REPO, 'tsconfig.json'), '--outDir', path.join(root, 'dist')], { encoding: 'utf8' });
+    // tsc exits non-zero on type errors elsewhere in the tree but still emits: what matters is our entry point.
+    expect(fs.existsSync(path.join(root, 'dist/bin/cli/main.js'))).toBe(true);
+    fs.mkdirSync(path.join(root, 'bin'));
+    shim = path.join(root, 'bin', 'faultstack');
+    fs.copyFileSync(path.join(REPO, 'bin/faultstack'), shim);
+    fs.chmodSync(shim, 0o755);
+  }, 120_000);
+
+  afterAll(() => {
+    if (root) fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  const fsRun = (args: string[], env: NodeJS.ProcessEnv = {}) => {
+    const r = spawnSync(shim, args, { encoding: 'utf8', env: { ...process.env, FAULTSTACK_RUN_DIR: path.join(root, 'run'), ...env }, timeout: 20_000 });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+
+  it('exits 2 with one line for bad run values, naming the valid ones', () => {
+    const cases: [string[], string][] = [
+      [['run', '--addr', '198.18.0.2/24', '--mtu', 'abc'], 'faultstack run: --mtu must be an integer from 68 to 65535, got "abc"\n'],
+      [['run', '--addr', '198.18.0.2/24', '--cc', 'bbr'], 'faultstack run: --cc must be one of newreno, cubic, got "bbr"\n'],
+      [['run', '--addr', '198.18.0.2/24', '--services', 'ftp'], 'faultstack run: --services has unknown item "ftp": must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, got "ftp"\n'],
+      [['run', '--addr', '198.18.0.2/24', '--host-addr', '198.18.9.1/24'], 'faultstack run: --host-addr must be in the subnet of --addr (198.18.0.0/24), got "198.18.9.1/24"; e.g. 198.18.0.1/24\n'],
+      [['run'], 'faultstack run: --addr is required: an IPv4 address with a prefix length from 1 to 31, e.g. 198.18.0.2/24\n'],
+    ];
+    for (const [args, err] of cases) {
+      const r = fsRun(args);
+      expect({ args, code: r.code, stderr: r.stderr, stdout: r.stdout }).toEqual({ args, code: 2, stderr: err, stdout: '' });
+    }
+  });
+
+  it('exits 2 for unknown commands and flags', () => {
+    const r = fsRun(['stast']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^faultstack: unknown command "stast" \(did you mean stats\?\); commands: run, stats, .*\n$/);
+    const r2 = fsRun(['stats', '--bogus']);
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toBe('faultstack stats: unknown flag --bogus; valid flags: --control, --json, --all, --help\n');
+    const r3 = fsRun([]);
+    expect(r3.code).toBe(2);
+    expect(r3.stderr).toContain('Usage: faultstack COMMAND');
+  });
+
+  it('prints --help for the program and each command, exit 0', () => {
+    const top = fsRun(['--help']);
+    expect(top.code).toBe(0);
+    for (const c of ['run', 'stats', 'fault', 'param', 'events', 'connect', 'unlock', 'routes', 'faults', 'certs', 'demo']) {
+      expect(top.stdout).toContain(`  ${c} `);
+    }
+    for (const c of ['run', 'stats', 'fault', 'param', 'events', 'connect', 'unlock', 'routes']) {
+      const r = fsRun([c, '--help']);
+      expect({ c, code: r.code, stderr: r.stderr }).toEqual({ c, code: 0, stderr: '' });
+      expect(r.stdout).toMatch(/^Usage: faultstack /);
+    }
+    const h = fsRun(['help', 'run']);
+    expect(h.code).toBe(0);
+    expect(h.stdout).toContain('--mtu N');
+  });
+
+  it('exits 1 with one line when no stack is running', () => {
+    const r = fsRun(['stats']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`faultstack: no running faultstack found in ${path.join(root, 'run')} (start one with \`faultstack run ...\` or pass --control PATH)\n`);
+  });
+
+  it('reports a command whose module is not built, without affecting the others', () => {
+    const missing = path.join(root, 'dist/bin/cli/commands/certs.js');
+    if (fs.existsSync(missing)) fs.rmSync(missing);
+    const r = fsRun(['certs']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^faultstack: command "certs" is not available in this build \(.*certs\.js is missing; run `make build`\)\n$/);
+    expect(fsRun(['stats', '--help']).code).toBe(0);
+  });
+
+  it('prints a stack trace only with FAULTSTACK_DEBUG=1', () => {
+    const plain = fsRun(['stats', '--control', path.join(root, 'nothing.sock')]);
+    expect(plain.code).toBe(1);
+    expect(plain.stderr.trim().split('\n')).toHaveLength(1);
+    const dbg = fsRun(['stats', '--control', path.join(root, 'nothing.sock')], { FAULTSTACK_DEBUG: '1' });
+    expect(dbg.code).toBe(1);
+    expect(dbg.stderr.trim().split('\n').length).toBeGreaterThan(1);
+    expect(dbg.stderr).toContain('    at ');
+  });
+
+  it('says how to build when dist is missing', () => {
+    const bare = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-bare-'));
+    try {
+      fs.mkdirSync(path.join(bare, 'bin'));
+      fs.copyFileSync(path.join(REPO, 'bin/faultstack'), path.join(bare, 'bin/faultstack'));
+      fs.chmodSync(path.join(bare, 'bin/faultstack'), 0o755);
+      const r = spawnSync(path.join(bare, 'bin/faultstack'), ['stats'], { encoding: 'utf8' });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toBe('faultstack is not built: run `make build`\n');
+    } finally {
+      fs.rmSync(bare, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,352 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { resolveControlPath } from '../../bin/cli/control-target';
+import { renderStats } from '../../bin/cli/commands/stats';
+import { ControlClient, ControlError } from '../../stack/control/client';
+import { encodeLine, LineSplitter, MAX_LINE } from '../../stack/control/protocol';
+import { ControlContext, ControlServer } from '../../stack/control/server';
+import { CodedError } from '../../stack/util/errors';
+
+let tmp = '';
+const servers: ControlServer[] = [];
+const children: ChildProcess[] = [];
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-ctl-'));
+});
+
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.close()));
+  for (const c of children.splice(0)) c.kill('SIGKILL');
+});
+
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+let n = 0;
+function sockPath(): string {
+  return path.join(tmp, `s${n++}.sock`);
+}
+
+async function serve(handlers: Parameters<typeof ControlServer.start>[1], p = sockPath()): Promise<ControlServer> {
+  const s = await ControlServer.start(p, handlers);
+  servers.push(s);
+  return s;
+}
+
+/** Raw conversation: send lines, collect reply lines until `count` arrived. */
+function raw(p: string, payload: string, count: number, opts: { end?: boolean } = {}): Promise<{ lines: unknown[]; ended: Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection(p);
+    const split = new LineSplitter();
+    const lines: unknown[] = [];
+    const ended = new Promise<void>((r) => s.on('close', () => r()));
+    s.on('error', reject);
+    s.on('data', (d) => {
+      for (const l of split.push(d)) lines.push(JSON.parse(l));
+      if (lines.length >= count) { resolve({ lines, ended }); if (!opts.end) s.destroy(); }
+    });
+    s.write(payload);
+    if (opts.end) s.end();
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('control server and client', () => {
+  it('answers a call with the handler result, and ping out of the box', async () => {
+    const s = await serve({ stats: (args) => ({ got: args, n: 42 }) });
+    expect(await ControlClient.call(s.path, 'stats', { a: 1 })).toEqual({ got: { a: 1 }, n: 42 });
+    const ping = await ControlClient.call<{ pong: boolean; pid: number; commands: string[] }>(s.path, 'ping');
+    expect(ping.pong).toBe(true);
+    expect(ping.pid).toBe(process.pid);
+    expect(ping.commands).toEqual(['ping', 'stats']);
+  });
+
+  it('serves concurrent requests on one connection, matched by id', async () => {
+    const s = await serve({
+      slow: async () => { await sleep(80); return 'slow'; },
+      fast: () => 'fast',
+      undef: () => undefined,
+      big: () => 2n ** 70n,
+    });
+    const c = await ControlClient.connect(s.path);
+    try {
+      const order: string[] = [];
+      const a = c.call('slow').then((v) => { order.push(String(v)); return v; });
+      const b = c.call('fast').then((v) => { order.push(String(v)); return v; });
+      expect(await Promise.all([a, b])).toEqual(['slow', 'fast']);
+      expect(order).toEqual(['fast', 'slow']);
+      expect(await c.call('undef')).toBeNull();
+      expect(await c.call('big')).toBe('1180591620717411303424');
+    } finally {
+      c.close();
+    }
+  });
+
+  it('turns unknown commands and throwing handlers into error replies, and keeps serving', async () => {
+    const s = await serve({
+      boom: () => { throw new Error('it broke'); },
+      coded: () => { throw new CodedError('EINVAL', 'mode must be off, buggy or hotfixed'); },
+      reject: async () => { throw new CodedError('ETIMEDOUT', 'no SYN-ACK after 3 tries'); },
+      str: () => { throw 'a string'; }, // eslint-disable-line no-throw-literal
+      cyclic: () => { const o: Record<string, unknown> = {}; o.self = o; return o; },
+      ok: () => 'still here',
+    });
+    const err = async (cmd: string) => {
+      try { await ControlClient.call(s.path, cmd); } catch (e) { return e as ControlError; }
+      throw new Error('expected an error');
+    };
+    const unknown = await err('nope');
+    expect(unknown).toBeInstanceOf(ControlError);
+    expect(unknown.code).toBe('EUNKNOWNCMD');
+    expect(unknown.message).toBe('unknown command "nope"; this stack answers: boom, coded, cyclic, ok, ping, reject, str');
+    expect(await err('boom')).toMatchObject({ code: 'EHANDLER', message: 'it broke', cmd: 'boom' });
+    expect(await err('coded')).toMatchObject({ code: 'EINVAL', message: 'mode must be off, buggy or hotfixed' });
+    expect(await err('reject')).toMatchObject({ code: 'ETIMEDOUT', message: 'no SYN-ACK after 3 tries' });
+    expect(await err('str')).toMatchObject({ code: 'EHANDLER', message: 'a string' });
+    expect((await err('cyclic')).code).toBe('EENCODE');
+    expect(await ControlClient.call(s.path, 'ok')).toBe('still here');
+  });
+
+  it('answers malformed requests with errors instead of crashing', async () => {
+    const s = await serve({ echo: (a) => a });
+    const { lines } = await raw(s.path, [
+      'not json',
+      '[1,2]',
+      '{"id":7}',
+      '{"id":8,"cmd":"echo","args":[1]}',
+      '{"id":"x","cmd":"echo","args":{"k":"v"}}',
+      '',
+      '{"id":9,"cmd":"echo"}\r',
+    ].join('\n') + '\n', 6);
+    expect(lines).toEqual([
+      { id: null, ok: false, error: { code: 'EBADJSON', message: expect.stringContaining('request is not valid JSON') } },
+      { id: null, ok: false, error: { code: 'EBADREQUEST', message: expect.stringContaining('JSON object') } },
+      { id: 7, ok: false, error: { code: 'EBADREQUEST', message: 'request needs a "cmd" string' } },
+      { id: 8, ok: false, error: { code: 'EBADREQUEST', message: '"args" must be a JSON object' } },
+      { id: 'x', ok: true, result: { k: 'v' } },
+      { id: 9, ok: true, result: {} },
+    ]);
+    expect(await ControlClient.call(s.path, 'echo', { after: true })).toEqual({ after: true });
+  });
+
+  it('drops a connection that sends an endless line, and keeps serving others', async () => {
+    const s = await serve({ echo: (a) => a });
+    const { lines, ended } = await raw(s.path, 'x'.repeat(MAX_LINE + 10), 1);
+    expect(lines[0]).toMatchObject({ ok: false, error: { code: 'ETOOLONG' } });
+    await ended;
+    expect(await ControlClient.call(s.path, 'echo', { a: 1 })).toEqual({ a: 1 });
+  });
+
+  it('replies to a client that half-closes after its request, then ends the connection', async () => {
+    const s = await serve({ later: async () => { await sleep(50); return 'done'; } });
+    const { lines, ended } = await raw(s.path, encodeLine({ id: 1, cmd: 'later', args: {} }), 1, { end: true });
+    expect(lines).toEqual([{ id: 1, ok: true, result: 'done' }]);
+    await ended;
+  });
+
+  it('streams events before the final reply', async () => {
+    const s = await serve({
+      events: async (args, ctx) => {
+        for (let i = 0; i < 3; i++) { ctx.stream({ type: 'tick', i, follow: args.follow }); await sleep(5); }
+        return { total: 3 };
+      },
+    });
+    const got: unknown[] = [];
+    const st = await ControlClient.stream(s.path, 'events', { follow: true }, (ev) => got.push(ev));
+    expect(await st.done).toEqual({ total: 3 });
+    expect(got).toEqual([0, 1, 2].map((i) => ({ type: 'tick', i, follow: true })));
+  });
+
+  it('keeps a stream open until the client closes it, and tells the handler', async () => {
+    let closedSeen = false;
+    let ctxRef: ControlContext | null = null;
+    const s = await serve({
+      events: (_args, ctx) => {
+        ctxRef = ctx;
+        const t = setInterval(() => ctx.stream({ type: 'tick' }), 10);
+        ctx.onClose(() => { clearInterval(t); closedSeen = true; });
+        return ctx.untilClosed();
+      },
+    });
+    let count = 0;
+    const st = await ControlClient.stream(s.path, 'events', {}, () => { count++; });
+    while (count < 3) await sleep(10);
+    st.close();
+    expect(await st.done).toBeUndefined();
+    await vi.waitFor(() => expect(closedSeen).toBe(true));
+    expect(ctxRef!.closed).toBe(true);
+    expect(ctxRef!.stream({ late: true })).toBe(false);
+    expect(s.connectionCount).toBe(0);
+  });
+
+  it('rejects a stream whose server goes away, and an error reply to a stream', async () => {
+    const s = await serve({ events: (_a, ctx) => ctx.untilClosed() });
+    const st = await ControlClient.stream(s.path, 'events', {}, () => {});
+    await sleep(20);
+    await s.close();
+    await expect(st.done).rejects.toMatchObject({ code: 'ECONNRESET' });
+    const s2 = await serve({});
+    const st2 = await ControlClient.stream(s2.path, 'events', {}, () => {});
+    await expect(st2.done).rejects.toMatchObject({ code: 'EUNKNOWNCMD' });
+  });
+
+  it('does not let one hung handler block other requests', async () => {
+    const s = await serve({ hang: () => new Promise(() => {}), stats: () => 'fine' });
+    const c = await ControlClient.connect(s.path);
+    try {
+      const hung = c.call('hang', {}, { timeoutMs: 150 });
+      expect(await c.call('stats')).toBe('fine');
+      expect(await ControlClient.call(s.path, 'stats')).toBe('fine');
+      await expect(hung).rejects.toMatchObject({ code: 'ETIMEDOUT', message: `no reply to "hang" from ${s.path} within 0.15 s` });
+    } finally {
+      c.close();
+    }
+  });
+
+  it('creates the parent directory 0700 and removes the socket file on close', async () => {
+    const dir = path.join(tmp, 'deep', 'run');
+    const p = path.join(dir, 'fs0.sock');
+    const s = await serve({}, p);
+    expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
+    expect(fs.lstatSync(p).isSocket()).toBe(true);
+    await s.close();
+    await s.close();
+    expect(fs.existsSync(p)).toBe(false);
+    await expect(ControlClient.call(p, 'ping')).rejects.toMatchObject({
+      code: 'ENOENT', message: `no control socket at ${p} (is faultstack running? start one with \`faultstack run ...\`)`,
+    });
+  });
+
+  it('replaces a stale socket file left by a dead server', async () => {
+    const p = sockPath();
+    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(process.argv[1], () => console.log('up'))`, p], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    await new Promise<void>((r) => child.stdout!.once('data', () => r()));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    expect(fs.lstatSync(p).isSocket()).toBe(true);
+    await expect(ControlClient.call(p, 'ping')).rejects.toMatchObject({
+      code: 'ECONNREFUSED', message: `nothing answers on ${p} (a stale socket left by a faultstack that exited?)`,
+    });
+    const s = await serve({ stats: () => 1 }, p);
+    expect(await ControlClient.call(s.path, 'stats')).toBe(1);
+  });
+
+  it('refuses to start over a live server or over a file that is not a socket', async () => {
+    const first = await serve({ stats: () => 'first' });
+    await expect(ControlServer.start(first.path, {})).rejects.toMatchObject({
+      code: 'EADDRINUSE',
+      message: `another server is already answering on ${first.path} (is another faultstack running? stop it or use another --control path)`,
+    });
+    expect(await ControlClient.call(first.path, 'stats')).toBe('first');
+
+    const file = sockPath();
+    fs.writeFileSync(file, 'precious');
+    await expect(ControlServer.start(file, {})).rejects.toMatchObject({ code: 'EEXIST', message: `${file} exists and is not a socket; refusing to replace it` });
+    expect(fs.readFileSync(file, 'utf8')).toBe('precious');
+  });
+
+  it('never removes a socket file that another server has since taken over', async () => {
+    const p = sockPath();
+    const a = await serve({ who: () => 'a' }, p);
+    fs.rmSync(p); // someone removed ours and started their own
+    const b = await serve({ who: () => 'b' }, p);
+    await a.close();
+    expect(fs.existsSync(p)).toBe(true);
+    expect(await ControlClient.call(p, 'who')).toBe('b');
+    await vi.waitFor(() => expect(b.connectionCount).toBe(0));
+  });
+
+  it('times out connecting and calling with clear messages', async () => {
+    const p = sockPath();
+    // Accepts but never answers: a server that is not a faultstack.
+    const mute = net.createServer((s) => s.resume());
+    await new Promise<void>((r) => mute.listen(p, r));
+    try {
+      await expect(ControlClient.call(p, 'stats', {}, { timeoutMs: 100 })).rejects.toMatchObject({
+        code: 'ETIMEDOUT', message: `no reply to "stats" from ${p} within 0.1 s`,
+      });
+    } finally {
+      await new Promise((r) => mute.close(r));
+    }
+  });
+
+  it('rejects a reply that is not JSON', async () => {
+    const p = sockPath();
+    const liar = net.createServer((s) => s.on('data', () => s.write('HTTP/1.1 400 Bad Request\r\n\r\n')));
+    await new Promise<void>((r) => liar.listen(p, r));
+    try {
+      await expect(ControlClient.call(p, 'stats')).rejects.toMatchObject({ code: 'EPROTO', message: `${p} sent something that is not JSON (is it a faultstack control socket?)` });
+    } finally {
+      await new Promise((r) => liar.close(r));
+    }
+  });
+});
+
+describe('choosing the control socket', () => {
+  it('uses --control when given', async () => {
+    expect(await resolveControlPath('/x/y.sock', path.join(tmp, 'none'))).toBe('/x/y.sock');
+  });
+
+  it('fails clearly when there is none', async () => {
+    const dir = path.join(tmp, 'empty');
+    await expect(resolveControlPath(undefined, dir)).rejects.toThrow(
+      `no running faultstack found in ${dir} (start one with \`faultstack run ...\` or pass --control PATH)`);
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'notes.txt'), '');
+    await expect(resolveControlPath(undefined, dir)).rejects.toThrow(`no running faultstack found in ${dir}`);
+  });
+
+  it('takes the only socket, or the only live one, and lists several live ones', async () => {
+    const dir = path.join(tmp, 'several');
+    const a = await serve({}, path.join(dir, 'a.sock'));
+    expect(await resolveControlPath(undefined, dir)).toBe(a.path);
+    fs.writeFileSync(path.join(dir, 'dead.sock'), ''); // not answering
+    expect(await resolveControlPath(undefined, dir)).toBe(a.path);
+    const b = await serve({}, path.join(dir, 'b.sock'));
+    await expect(resolveControlPath(undefined, dir)).rejects.toThrow(
+      `several faultstacks are running (${a.path}, ${b.path}); pick one with --control PATH`);
+  });
+});
+
+describe('stats rendering', () => {
+  it('renders counters (zeros hidden), connections like ss, the lock and fault modes', () => {
+    const now = Date.UTC(2024, 0, 1, 12, 0, 30);
+    const text = renderStats({
+      tun: 'fs0',
+      addr: '198.18.0.2/24',
+      uptimeMs: 65_000,
+      counters: { ip: { rxPackets: 120, txPackets: 118, badChecksum: 0 }, 'tcp.resets': 3, 'tcp.big': '12345678901234567890' },
+      connections: [
+        { state: 'LISTEN', recvQ: 0, sendQ: 0, local: '198.18.0.2:80', peer: '0.0.0.0:*' },
+        { state: 'ESTABLISHED', recvQ: 10, sendQ: 2048, localAddress: '198.18.0.2', localPort: 7, remoteAddress: '198.18.0.1', remotePort: 40000 },
+        { state: 'SynReceived' },
+      ],
+      lock: { held: true, holder: 'active open to 198.18.0.99:80', since: now - 30_000, waiters: 4 },
+      faults: { '297040': { alias: 'conntable-hang', mode: 'buggy' }, '903927': 'off' },
+      params: { SynAttackProtect: 2 },
+    }, { now });
+    expect(text).toContain('faultstack on fs0, 198.18.0.2/24, up 1 min 5 s\n');
+    expect(text).toContain('Counters (1 zero counters hidden; --all shows them):\n');
+    expect(text).toMatch(/ {2}ip\.rxPackets +120\n {2}ip\.txPackets +118\n {2}tcp\.resets +3\n {2}tcp\.big +12345678901234567890\n/);
+    expect(text).not.toContain('badChecksum');
+    expect(text).toContain('Connections (3):\n');
+    expect(text).toMatch(/State\s+Recv-Q\s+Send-Q\s+Local Address:Port\s+Peer Address:Port\n/);
+    expect(text).toMatch(/LISTEN\s+0\s+0\s+198\.18\.0\.2:80\s+0\.0\.0\.0:\*\n/);
+    expect(text).toMatch(/ESTAB\s+10\s+2048\s+198\.18\.0\.2:7\s+198\.18\.0\.1:40000\n/);
+    expect(text).toMatch(/SYN-RECV\s+0\s+0\s+\*:\*\s+\*:\*\n/);
+    expect(text).toMatch(/connection-table lock: HELD by active open to 198\.18\.0\.99:80 since \d\d:\d\d:\d\d\.000 \(30\.0 s\), 4 waiting\n/);
+    expect(text).toMatch(/ {2}297040 +conntable-hang +buggy\n {2}903927 +off\n/);
+    expect(text).toMatch(/Parameters:\n {2}SynAttackProtect +2\n/);
+    expect(renderStats({ counters: { a: 0 } }, { all: true })).toMatch(/Counters:\n {2}a +0\n/);
+    expect(renderStats({ lock: { held: false } })).toBe('\nconnection-table lock: free\n');
+    expect(renderStats({})).toContain('empty stats reply');
+  });
+});
