@@ -408,6 +408,7 @@ export function synflood(opts: SynFloodOptions): Promise<SynFloodResult> {
         reject(fatal);
         return;
       }
+      progress(); // the final count, also for floods shorter than one progress period
       const seconds = elapsed() / 1000;
       resolve({ sent, seconds, pps: seconds > 0 ? sent / seconds : 0, retries, stoppedBy: stoppedBy ?? (sent >= v.count ? 'count' : 'duration') });
     }
