@@ -195,6 +195,7 @@ export class Stack {
       // Some GSO packets arrive with total length 0; the buffer says how long it is.
       pkt[2] = len >> 8; pkt[3] = len & 255;
     }
+    if (len > 0 && pkt[0] >> 4 === 6) { c.FsIpv6Ignored++; return; } // IPv6 is out of scope (docs/design.md)
     const err = parseIpv4Header(pkt, 0, len, ip, false);
     if (err !== Ipv4Error.None) {
       if (err === Ipv4Error.BadTotalLength && len > 65535) { /* GSO beyond 64 KiB is not expected */ }

@@ -105,7 +105,7 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const readyLine = opts.json
       ? JSON.stringify(info)
       : `faultstack ready: ${info.addr} on ${info.tun} (kernel side ${info.hostAddr}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
-    return { readyLine, closed, shutdown };
+    return Object.assign({ readyLine, closed, shutdown }, { runtime: rt, api });
   } catch (e) {
     await cleanup();
     throw e;
