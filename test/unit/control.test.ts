@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { resolveControlPath } from '../../bin/cli/control-target';
 import { renderStats } from '../../bin/cli/commands/stats';
+import { main } from '../../bin/cli/main';
 import { ControlClient, ControlError } from '../../stack/control/client';
 import { encodeLine, LineSplitter, MAX_LINE } from '../../stack/control/protocol';
 import { ControlContext, ControlServer } from '../../stack/control/server';
@@ -348,5 +349,141 @@ describe('stats rendering', () => {
     expect(renderStats({ counters: { a: 0 } }, { all: true })).toMatch(/Counters:\n {2}a +0\n/);
     expect(renderStats({ lock: { held: false } })).toBe('\nconnection-table lock: free\n');
     expect(renderStats({})).toContain('empty stats reply');
+  });
+});
+
+describe('control commands against a live server', () => {
+  /** Runs one CLI command in-process (commands are imported directly: vitest cannot require() .ts). */
+  async function cli(mod: { run(argv: string[]): Promise<number> }, argv: string[]): Promise<{ code: number; out: string; err: string }> {
+    let out = '';
+    let err = '';
+    const o = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => { out += String(c); return true; });
+    const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => { err += String(c); return true; });
+    let code: number;
+    try {
+      code = await mod.run(argv);
+    } catch (x) {
+      // What main() would print.
+      const { report } = await import('../../bin/cli/main');
+      code = report(x);
+    } finally {
+      o.mockRestore();
+      e.mockRestore();
+    }
+    return { code, out, err };
+  }
+
+  const calls: { cmd: string; args: Record<string, unknown> }[] = [];
+  let server: ControlServer;
+  const record = (cmd: string, fn: (a: Record<string, unknown>, ctx: ControlContext) => unknown) => (a: Record<string, unknown>, ctx: ControlContext) => { calls.push({ cmd, args: a }); return fn(a, ctx); };
+
+  beforeAll(async () => {
+    server = await ControlServer.start(path.join(tmp, 'cmds.sock'), {
+      stats: record('stats', () => ({ counters: { rx: 5, zero: 0 }, connections: [{ state: 'LISTEN', local: '198.18.0.2:7', peer: '0.0.0.0:*' }] })),
+      'fault.set': record('fault.set', (a) => {
+        if (!['off', 'buggy', 'hotfixed'].includes(String(a.mode))) throw new CodedError('EINVAL', `mode must be off, buggy or hotfixed, got "${a.mode}"`);
+        if (a.id !== '297040') throw new CodedError('ENOFAULT', `no fault "${a.id}"; faults: 297040, 319381, 898060, 903927, 972183`);
+        return { id: '297040', alias: 'conntable-hang', mode: a.mode, previous: 'off' };
+      }),
+      'param.set': record('param.set', (a) => ({ name: a.name, value: Number(a.value), previous: 0 })),
+      events: record('events', async (a, ctx) => {
+        const evs = [{ ts: Date.UTC(2024, 0, 1), type: 'lock.taken', holder: 'connect 198.18.0.99:80' }, { ts: Date.UTC(2024, 0, 1), type: 'note', text: 'two words' }];
+        if (!a.follow) return evs;
+        for (const ev of evs) ctx.stream(ev);
+        return null;
+      }),
+      connect: record('connect', (a) => {
+        if (a.host === '198.18.0.99') throw new CodedError('ETIMEDOUT', 'no SYN-ACK from 198.18.0.99:80 after 3 SYNs (21 s)');
+        return { connected: true, ms: 3, localPort: 49152 };
+      }),
+      unlock: record('unlock', () => ({ released: true, holder: 'connect 198.18.0.99:80', heldMs: 12_500 })),
+      routes: record('routes', () => ({ count: 2, limit: 1000, routes: [{ dest: '198.18.0.0/24', mtu: 1500 }, { dest: '198.18.5.7/32', mtu: 576, kind: 'pmtu' }] })),
+    });
+  });
+
+  afterAll(async () => {
+    await server.close();
+  });
+
+  const C = () => ['--control', server.path];
+
+  it('stats: human and --json', async () => {
+    const stats = await import('../../bin/cli/commands/stats');
+    const h = await cli(stats, C());
+    expect(h.code).toBe(0);
+    expect(h.out).toMatch(/Counters \(1 zero counters hidden; --all shows them\):\n {2}rx +5\n/);
+    expect(h.out).toMatch(/LISTEN +0 +0 +198\.18\.0\.2:7 +0\.0\.0\.0:\*/);
+    const all = await cli(stats, [...C(), '--all']);
+    expect(all.out).toMatch(/zero +0/);
+    const j = await cli(stats, [...C(), '--json']);
+    expect(JSON.parse(j.out)).toEqual({ counters: { rx: 5, zero: 0 }, connections: [{ state: 'LISTEN', local: '198.18.0.2:7', peer: '0.0.0.0:*' }] });
+  });
+
+  it('fault set: sends id and mode; EINVAL replies exit 2, others exit 1', async () => {
+    const fault = await import('../../bin/cli/commands/fault');
+    const ok = await cli(fault, ['set', '297040', 'buggy', ...C()]);
+    expect(ok).toEqual({ code: 0, out: 'fault 297040 (conntable-hang): off -> buggy\n', err: '' });
+    expect(calls.at(-1)).toEqual({ cmd: 'fault.set', args: { id: '297040', mode: 'buggy' } });
+    const bad = await cli(fault, ['set', '297040', 'broken', ...C()]);
+    expect(bad).toEqual({ code: 2, out: '', err: 'faultstack fault set: mode must be off, buggy or hotfixed, got "broken"\n' });
+    const unknown = await cli(fault, ['set', '1', 'buggy', ...C()]);
+    expect(unknown).toEqual({ code: 1, out: '', err: 'faultstack fault set: no fault "1"; faults: 297040, 319381, 898060, 903927, 972183\n' });
+    const usage = await cli(fault, ['get', '1']);
+    expect(usage.code).toBe(2);
+    expect(usage.err).toBe('faultstack fault: unknown subcommand "get" (did you mean set?); valid: set\n');
+  });
+
+  it('param set', async () => {
+    const param = await import('../../bin/cli/commands/param');
+    expect(await cli(param, ['set', 'SynAttackProtect', '2', ...C()])).toEqual({ code: 0, out: 'SynAttackProtect = 0 -> 2\n', err: '' });
+    expect(calls.at(-1)).toEqual({ cmd: 'param.set', args: { name: 'SynAttackProtect', value: '2' } });
+  });
+
+  it('events: once, as JSONL, and following', async () => {
+    const events = await import('../../bin/cli/commands/events');
+    const h = await cli(events, [...C(), '--limit', '5']);
+    expect(h.code).toBe(0);
+    expect(h.out).toMatch(/^\d\d:\d\d:\d\d\.000 lock\.taken holder="connect 198\.18\.0\.99:80"\n\d\d:\d\d:\d\d\.000 note text="two words"\n$/);
+    expect(calls.at(-1)).toEqual({ cmd: 'events', args: { follow: false, limit: 5 } });
+    const j = await cli(events, [...C(), '--json']);
+    expect(j.out.trim().split('\n').map((l) => JSON.parse(l).type)).toEqual(['lock.taken', 'note']);
+    const f = await cli(events, [...C(), '--follow', '--json']);
+    expect(f.code).toBe(0);
+    expect(f.out.trim().split('\n')).toHaveLength(2);
+    expect(calls.at(-1)).toEqual({ cmd: 'events', args: { follow: true } });
+  });
+
+  it('connect: target validation, success, and a failure reply', async () => {
+    const connect = await import('../../bin/cli/commands/connect');
+    const ok = await cli(connect, ['198.18.0.1:7', '--timeout', '2.5', ...C()]);
+    expect(ok).toEqual({ code: 0, out: 'connected to 198.18.0.1:7 in 3 ms (localPort=49152)\n', err: '' });
+    expect(calls.at(-1)).toEqual({ cmd: 'connect', args: { host: '198.18.0.1', port: 7, timeoutMs: 2500 } });
+    const fail = await cli(connect, ['198.18.0.99:80', ...C()]);
+    expect(fail).toEqual({ code: 1, out: '', err: 'faultstack connect 198.18.0.99:80: no SYN-ACK from 198.18.0.99:80 after 3 SYNs (21 s)\n' });
+    const bad = await cli(connect, ['198.18.0.1:0', ...C()]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toBe('faultstack connect: the target must be HOST:PORT with an IPv4 address and a port from 1 to 65535, e.g. 198.18.0.99:80, got "198.18.0.1:0"\n');
+    const badT = await cli(connect, ['198.18.0.1:7', '--timeout', '0', ...C()]);
+    expect(badT.err).toBe('faultstack connect: --timeout must be a number from 0.1 to 3600 seconds, got "0"\n');
+  });
+
+  it('unlock and routes', async () => {
+    const unlock = await import('../../bin/cli/commands/unlock');
+    expect(await cli(unlock, C())).toEqual({ code: 0, out: 'released the connection-table lock held by connect 198.18.0.99:80 for 12.5 s\n', err: '' });
+    const routes = await import('../../bin/cli/commands/routes');
+    const r = await cli(routes, C());
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^count: 2\nlimit: 1000\n\nDEST +MTU +KIND\n198\.18\.0\.0\/24 +1500 +-\n198\.18\.5\.7\/32 +576 +pmtu\n$/);
+  });
+
+  it('main: unknown command and help without loading anything', async () => {
+    let err = '';
+    const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => { err += String(c); return true; });
+    try {
+      expect(await main(['sats'])).toBe(2);
+    } finally {
+      e.mockRestore();
+    }
+    expect(err).toBe('faultstack: unknown command "sats" (did you mean stats?); commands: run, stats, fault, param, events, connect, unlock, routes, faults, certs, demo (faultstack --help)\n');
   });
 });
