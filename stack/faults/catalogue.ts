@@ -710,8 +710,17 @@ export class FaultConfig {
     this.notify({ kind: 'param', name, from, to: v });
   }
 
+  /** Every listener hears every change; the first listener error is rethrown after all have run. */
   private notify(change: ConfigChange): void {
-    for (const l of [...this.listeners]) l(change);
+    let first: unknown = null;
+    for (const l of [...this.listeners]) {
+      try {
+        l(change);
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    if (first !== null) throw first;
   }
 }
 

@@ -413,3 +413,17 @@ describe('faultstack faults', () => {
     await expect(run(['--bogus'])).rejects.toThrow(/unknown flag --bogus.*--json/);
   });
 });
+
+describe('FaultConfig listeners', () => {
+  it('a throwing listener does not keep the others from hearing the change', () => {
+    const cfg = new FaultConfig();
+    const heard: string[] = [];
+    cfg.onChange(() => {
+      throw new Error('listener broke');
+    });
+    cfg.onChange((c) => heard.push(c.kind));
+    expect(() => cfg.setParam('MTU', 1400)).toThrow('listener broke');
+    expect(heard).toEqual(['param']);
+    expect(cfg.params.MTU).toBe(1400); // the change itself stands
+  });
+});

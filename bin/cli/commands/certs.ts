@@ -1,5 +1,6 @@
 /** `faultstack certs --out DIR`: the throwaway CA, server and client certificates the mtls service needs. */
 import { makeCerts } from '../../../stack/services/certs';
+import { UsageError } from '../../../stack/util/errors';
 import { defineCommand, integer, oneOf, parseArgs, printHelp, repeatableFlag, requiredFlag, switchFlag, text, valueFlag } from '../args';
 
 export const CERTS_SPEC = defineCommand({
@@ -28,7 +29,7 @@ export async function run(argv: string[]): Promise<number> {
   if (p.help) return printHelp(CERTS_SPEC);
   const f = p.flags;
   const sansGiven = f.ip.length + f.dns.length > 0;
-  const files = makeCerts(f.out, {
+  const files = withCommandPrefix(() => makeCerts(f.out, {
     serverCn: f.cn,
     ipSans: sansGiven ? f.ip : undefined,
     dnsSans: sansGiven ? f.dns : undefined,
@@ -37,7 +38,7 @@ export async function run(argv: string[]): Promise<number> {
     keyType: f.key,
     keepCaKey: f['keep-ca-key'],
     overwrite: f.force,
-  });
+  }));
   if (f.json) {
     process.stdout.write(JSON.stringify(files) + '\n');
   } else {
@@ -46,4 +47,15 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(`certs: wrote ${names.map((n) => n.slice(files.dir.length + 1)).join(', ')} in ${files.dir}\n`);
   }
   return 0;
+}
+
+/** makeCerts says "certs: ..."; on the command line that reads "faultstack certs: ...". */
+function withCommandPrefix<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (!(e instanceof Error) || !e.message.startsWith('certs: ')) throw e;
+    const msg = `faultstack ${e.message}`;
+    throw e instanceof UsageError ? new UsageError(msg) : new Error(msg);
+  }
 }
