@@ -28,6 +28,7 @@
  * exits without closing. A write error stops capturing (counted, one process warning) but
  * never breaks the wrapped device.
  */
+import { internetChecksum } from '../stack/wire/checksum';
 import * as fs from 'node:fs';
 import type { Device, OffloadMeta, ReceiveHandler } from './device';
 
@@ -198,7 +199,7 @@ export class PcapDevice implements Device {
     inner.onReceive = (pkts, count, metas) => {
       if (!this.closed) {
         const t = this.now();
-        for (let i = 0; i < count; i++) this.writer.record(pkts[i]!, t);
+        for (let i = 0; i < count; i++) this.writer.record(completeChecksum(pkts[i]!, metas ? metas[i] : null), t);
       }
       const h = this.onReceive;
       if (h) h(pkts, count, metas);
@@ -214,7 +215,7 @@ export class PcapDevice implements Device {
   }
 
   send(packet: Buffer, meta?: OffloadMeta | null): void {
-    if (!this.closed) this.writer.record(packet, this.now());
+    if (!this.closed) this.writer.record(completeChecksum(packet, meta ?? null), this.now());
     this.inner.send(packet, meta);
   }
 
@@ -243,4 +244,20 @@ export class PcapDevice implements Device {
       pcapWriteErrors: this.writer.writeErrors,
     };
   }
+}
+
+/**
+ * A packet whose transport checksum is left to the device (virtio NEEDS_CSUM) holds
+ * only the pseudo-header sum in its checksum field. The capture records what the
+ * wire carries: a copy with the checksum completed, as the kernel would complete it.
+ */
+export function completeChecksum(pkt: Buffer, meta: OffloadMeta | null): Buffer {
+  if (!meta || (meta.flags & 1) === 0) return pkt;
+  const start = meta.csumStart, field = meta.csumStart + meta.csumOffset;
+  if (field + 2 > pkt.length) return pkt;
+  const copy = Buffer.from(pkt);
+  const c = internetChecksum(copy, start, copy.length - start);
+  copy[field] = c >> 8;
+  copy[field + 1] = c & 255;
+  return copy;
 }
