@@ -8,6 +8,7 @@ chk ip iproute2
 chk ping iputils-ping
 chk iperf3 iperf3
 chk tshark tshark
+chk tcpdump tcpdump
 chk openssl openssl
 chk curl curl
 chk tc iproute2

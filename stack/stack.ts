@@ -256,12 +256,12 @@ export class Stack {
     switch (m.type) {
       case ICMP_ECHO_REQUEST: {
         c.IcmpInEchos++;
-        const reply = Buffer.allocUnsafe(20 + len);
-        buf.copy(reply, 20, off, off + len);
-        finishIcmp(reply, 20, ICMP_ECHO_REPLY, 0, ((m.ident << 16) | m.seq) >>> 0, len - 8);
-        this.writeIpHeader(reply, dst, src, PROTO_ICMP, false);
+        const reply = Buffer.allocUnsafe(len);
+        buf.copy(reply, 0, off, off + len);
+        finishIcmp(reply, 0, ICMP_ECHO_REPLY, 0, ((m.ident << 16) | m.seq) >>> 0, len - 8);
         c.IcmpOutMsgs++; c.IcmpOutEchoReps++;
-        this.sendIp(reply, null);
+        // Through the datagram path: a large echo (ping -s 3000) is fragmented like any datagram.
+        this.sendDatagram(PROTO_ICMP, dst, src, reply, false);
         return;
       }
       case ICMP_ECHO_REPLY: c.IcmpInEchoReps++; return;
