@@ -134,9 +134,8 @@ export interface TcpOptionsOut {
 export function optionsLength(o: TcpOptionsOut): number {
   let n = 0;
   if (o.mss >= 0) n += 4;
-  if (o.hasTimestamp) n += 12;            // NOP NOP TS
+  if (o.hasTimestamp) n += 12;            // NOP NOP TS, or SACKOK TS
   else if (o.sackPermitted) n += 4;       // NOP NOP SACKOK
-  if (o.hasTimestamp && o.sackPermitted) n += 4;
   if (o.wscale >= 0) n += 4;              // NOP WS
   if (o.sackCount > 0) n += 4 + 8 * o.sackCount; // NOP NOP SACK
   return n;
@@ -145,12 +144,14 @@ export function optionsLength(o: TcpOptionsOut): number {
 function emitOptions(buf: Uint8Array, i: number, o: TcpOptionsOut): number {
   const start = i;
   if (o.mss >= 0) { buf[i++] = OPT_MSS; buf[i++] = 4; writeU16(buf, i, o.mss); i += 2; }
-  if (o.sackPermitted) {
-    if (o.hasTimestamp) { buf[i++] = OPT_SACK_PERM; buf[i++] = 2; buf[i++] = OPT_NOP; buf[i++] = OPT_NOP; }
-    else { buf[i++] = OPT_NOP; buf[i++] = OPT_NOP; buf[i++] = OPT_SACK_PERM; buf[i++] = 2; }
-  }
+  // SACK-permitted (2 bytes) takes the place of the two NOPs that would align the
+  // timestamp (RFC 7323 appendix A's layout, and what Linux sends): a SYN with MSS,
+  // SACK-permitted, timestamps and window scale has 20 option bytes, not 24.
+  if (o.sackPermitted && !o.hasTimestamp) { buf[i++] = OPT_NOP; buf[i++] = OPT_NOP; buf[i++] = OPT_SACK_PERM; buf[i++] = 2; }
   if (o.hasTimestamp) {
-    buf[i++] = OPT_NOP; buf[i++] = OPT_NOP; buf[i++] = OPT_TIMESTAMP; buf[i++] = 10;
+    if (o.sackPermitted) { buf[i++] = OPT_SACK_PERM; buf[i++] = 2; }
+    else { buf[i++] = OPT_NOP; buf[i++] = OPT_NOP; }
+    buf[i++] = OPT_TIMESTAMP; buf[i++] = 10;
     writeU32(buf, i, o.tsVal); writeU32(buf, i + 4, o.tsEcr); i += 8;
   }
   if (o.wscale >= 0) { buf[i++] = OPT_NOP; buf[i++] = OPT_WSCALE; buf[i++] = 3; buf[i++] = o.wscale; }
