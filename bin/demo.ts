@@ -130,7 +130,7 @@ export async function run(argv: string[]): Promise<number> {
     } catch (e) {
       const msg = (e as Error).message ?? String(e);
       // A stack that failed to start: its own last words say why.
-      const said = e instanceof StackStartError ? lastLine(e.output) : '';
+      const said = e instanceof StackStartError ? lastLine(e.output) || e.reason : '';
       rec = { step: name, result: 'FAILED', figure: oneLine(said || msg), ms: Date.now() - t0 };
       if (msg.includes('\n')) log(msg.replace(/^/gm, '       '));
     }
@@ -152,6 +152,7 @@ export async function run(argv: string[]): Promise<number> {
     }) || (blocked = 'no namespace');
 
     await step('start stack', `faultstack run ${STACK_ARGS.join(' ')}`, async () => {
+      fs.rmSync(PCAP, { force: true }); // what is reported at the end is this run's capture
       const t0 = Date.now();
       stack = await lab!.startStack(ns, STACK_ARGS, { timeoutMs: 30_000 });
       return { figure: `ready in ${Date.now() - t0} ms`, detail: stack.readyLine };
@@ -243,7 +244,8 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify({ ok: failed === 0, steps: records }, null, 2) + '\n');
   } else {
     log('');
-    log(table([['Step', 'Result', 'Time', 'Figure'], ...records.map((r) => [r.step, r.result, `${(r.ms / 1000).toFixed(1)} s`, r.figure])], { right: [2] }).trimEnd());
+    const time = (r: StepRecord) => (r.result === 'skipped' ? '-' : `${(r.ms / 1000).toFixed(1)} s`);
+    log(table([['Step', 'Result', 'Time', 'Figure'], ...records.map((r) => [r.step, r.result, time(r), r.figure])], { right: [2] }).trimEnd());
     if (fs.existsSync(PCAP)) log(`\npackets: ${PCAP} (${fs.statSync(PCAP).size} bytes; open with tshark -r ${PCAP})`);
     log(failed ? `\n${failed} of ${records.length} steps did not pass` : `\nall ${records.length} steps passed`);
   }

@@ -81,13 +81,34 @@ function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-function groupAlive(pid: number): boolean {
+/** State letter and process group of a pid from /proc, or null when it is gone. */
+function procStat(pid: number | string): { state: string; pgrp: number } | null {
   try {
-    process.kill(-pid, 0);
-    return true;
+    const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // "pid (comm) S ppid pgrp ...": comm may hold spaces and parentheses.
+    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return { state: rest[0]!, pgrp: Number(rest[2]) };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Is any process of the group still running? Zombies do not count: a killed
+ * grandchild reparented to an init that reaps slowly must not look alive.
+ */
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
   } catch {
     return false;
   }
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const st = procStat(d);
+    if (st && st.pgrp === pgid && st.state !== 'Z' && st.state !== 'X') return true;
+  }
+  return false;
 }
 
 function signalGroup(pid: number, sig: NodeJS.Signals): void {
@@ -96,12 +117,8 @@ function signalGroup(pid: number, sig: NodeJS.Signals): void {
 }
 
 function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  const st = procStat(pid);
+  return st !== null && st.state !== 'Z' && st.state !== 'X';
 }
 
 /** The repository root (the directory whose package.json names faultstack). */
@@ -118,6 +135,10 @@ export function repoRoot(): string {
 /** The compiled CLI entry: FAULTSTACK_CLI, or <repo>/dist/bin/cli/main.js. */
 export function cliPath(): string {
   return process.env.FAULTSTACK_CLI || path.join(repoRoot(), 'dist', 'bin', 'cli', 'main.js');
+}
+
+function oneLine(text: string): string {
+  return text.split('\n').map((l) => l.trim()).filter(Boolean).join(' ');
 }
 
 function tail(text: string, lines = 40): string {
@@ -250,9 +271,12 @@ export class LabProcess {
 
 /** startStack() failed: the stack exited or never printed its ready line. */
 export class StackStartError extends Error {
-  constructor(message: string, readonly output: string) {
+  /** Short: "exited (code 1)" or "no ready line within 30 s". */
+  readonly reason: string;
+  constructor(message: string, readonly output: string, reason?: string) {
     super(message);
     this.name = 'StackStartError';
+    this.reason = reason ?? message;
   }
 }
 
@@ -420,7 +444,23 @@ export class Lab {
   /** Replaces the root qdisc of a device with netem: netem(ns, 'veth0', 'delay 20ms loss 1%'). */
   async netem(ns: Ns, dev: string, spec: string | string[]): Promise<void> {
     const words = Array.isArray(spec) ? spec : spec.trim().split(/\s+/).filter(Boolean);
-    await this.exec(ns, 'tc', ['qdisc', 'replace', 'dev', dev, 'root', 'netem', ...words], { check: true, timeoutMs: 10_000 });
+    const r = await this.exec(ns, 'tc', ['qdisc', 'replace', 'dev', dev, 'root', 'netem', ...words], { timeoutMs: 10_000 });
+    if (r.code === 0) return;
+    if (/qdisc kind is unknown/i.test(r.stderr)) {
+      throw new Error(`netem is not available in this kernel (sch_netem is neither built in nor loadable): tc qdisc replace dev ${dev} root netem ${words.join(' ')}`);
+    }
+    throw new Error(`tc qdisc replace dev ${dev} root netem ${words.join(' ')} failed (exit ${r.code}): ${oneLine(r.stderr)}`);
+  }
+
+  /** Can this kernel run netem? (Some VM kernels ship without sch_netem.) */
+  static netemAvailable(): boolean {
+    const ns = `fsnetem${process.pid % 100000}`;
+    try {
+      if (spawnSync('ip', ['netns', 'add', ns], { stdio: 'ignore' }).status !== 0) return false;
+      return spawnSync('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'delay', '1ms'], { stdio: 'ignore' }).status === 0;
+    } finally {
+      spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    }
   }
 
   /** Runs the built CLI (`faultstack ARGS`) to completion. */
@@ -448,8 +488,11 @@ export class Lab {
       const m = await p.waitFor(/^.*\bready\b.*$/m, { timeoutMs: opts.timeoutMs ?? 30_000, stream: 'stdout' });
       return Object.assign(p, { readyLine: m[0], controlPath, tun, ns: full }) as StackProcess;
     } catch (e) {
+      const exited = !p.running;
       await p.kill(2000);
-      throw new StackStartError(`faultstack run ${args.join(' ')} in ${full} did not become ready: ${(e as Error).message}`, p.output);
+      const timeoutS = (opts.timeoutMs ?? 30_000) / 1000;
+      const reason = exited ? `exited (${p.exitSignal ?? `code ${p.exitCode}`}) before it was ready` : `no ready line within ${timeoutS} s`;
+      throw new StackStartError(`faultstack run ${args.join(' ')} in ${full} did not become ready: ${(e as Error).message}`, p.output, reason);
     }
   }
 

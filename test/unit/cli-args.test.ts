@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { PrivateBuild, REPO, buildPrivate } from '../lab/build';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,8 +11,6 @@ import {
 import { buildRunOptions } from '../../bin/cli/commands/run';
 import { UsageError } from '../../stack/util/errors';
 import { formatIpv4 } from '../../stack/wire/addr';
-
-const REPO = path.resolve(__dirname, '../..');
 
 function usageMessage(fn: () => unknown): string {
   try {
@@ -269,22 +268,18 @@ describe('run flags', () => {
 
 describe('the real bin/faultstack', () => {
   // Compiled into a private tree (not the shared dist/) so parallel builds cannot collide.
+  let build: PrivateBuild;
   let root = '';
   let shim = '';
 
   beforeAll(() => {
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-cli-'));
-    spawnSync(path.join(REPO, 'node_modules/.bin/tsc'), ['-p', path.join(REPO, 'tsconfig.json'), '--outDir', path.join(root, 'dist')], { encoding: 'utf8' });
-    // tsc exits non-zero on type errors elsewhere in the tree but still emits: what matters is our entry point.
-    expect(fs.existsSync(path.join(root, 'dist/bin/cli/main.js'))).toBe(true);
-    fs.mkdirSync(path.join(root, 'bin'));
-    shim = path.join(root, 'bin', 'faultstack');
-    fs.copyFileSync(path.join(REPO, 'bin/faultstack'), shim);
-    fs.chmodSync(shim, 0o755);
+    build = buildPrivate(['bin/cli/main.js', 'bin/cli/commands/run.js']);
+    root = build.root;
+    shim = build.shim;
   }, 120_000);
 
   afterAll(() => {
-    if (root) fs.rmSync(root, { recursive: true, force: true });
+    build?.remove();
   });
 
   const fsRun = (args: string[], env: NodeJS.ProcessEnv = {}) => {
