@@ -4,6 +4,7 @@ import { MemoryLink, MemoryLinkOptions, VirtualClock } from '../../../drivers/me
 import { Stack, StackOptions } from '../../../stack/stack';
 import { VirtualScheduler } from '../../../stack/runtime/scheduler';
 import { createNetApi, FsSocket } from '../../../stack/api/net';
+import type { TcpSocketLike } from '../../../stack/api/net-api';
 import { parseIpv4 } from '../../../stack/wire/addr';
 import type { TcpConnection } from '../../../stack/tcp/connection';
 
@@ -73,8 +74,8 @@ function newSink(): Sink {
 }
 
 /** Records what a socket receives and how it ends. */
-export function watch(s: FsSocket, sink: Sink = newSink()): Sink {
-  sink.socket = s;
+export function watch(s: TcpSocketLike, sink: Sink = newSink()): Sink {
+  sink.socket = s as FsSocket;
   s.on('data', (d: Buffer) => { sink.chunks.push(d); sink.bytes += d.length; });
   s.on('end', () => { sink.ended = true; });
   s.on('error', (e) => { sink.error = e; });
@@ -89,7 +90,7 @@ export function watch(s: FsSocket, sink: Sink = newSink()): Sink {
 export function sinkServer(p: Pair, port: number, onSocket?: (s: FsSocket) => void) {
   const sinks: Sink[] = [];
   const server = p.netB.createServer((s) => {
-    const sink = watch(s as FsSocket);
+    const sink = watch(s);
     s.on('end', () => s.end());
     sinks.push(sink);
     onSocket?.(s as FsSocket);
