@@ -106,7 +106,7 @@ export function sinkServer(p: Pair, port: number, onSocket?: (s: FsSocket) => vo
 export async function transfer(p: Pair, data: Buffer, opts: { port?: number; maxMs?: number; stepMs?: number; onClient?: (c: FsSocket) => void } = {}) {
   const port = opts.port ?? 9000;
   const { sinks } = sinkServer(p, port);
-  const client = p.netA.connect({ host: B_ADDR, port });
+  const client = p.netA.connect({ host: B_ADDR, port }) as FsSocket;
   const clientSink = watch(client);
   opts.onClient?.(client);
   client.end(data);
