@@ -93,9 +93,13 @@ export interface LockState {
   name?: string;
   held: boolean;
   /** Who holds it: free text, e.g. "active open to 198.18.0.99:80". */
-  holder?: string;
-  /** When it was taken: ms since the Unix epoch. */
-  since?: number;
+  holder?: string | null;
+  /** When it was taken: ms since the Unix epoch, or an ISO 8601 string. */
+  since?: number | string | null;
+  heldForMs?: number;
+  acquisitions?: number;
+  /** Packets that waited on (or were dropped at) the held lock. */
+  blockedPackets?: number;
   /** How many are waiting, or what is waiting. */
   waiters?: number | string[];
 }
@@ -119,6 +123,11 @@ export interface StatsResult {
   /** As a list, or as { id: mode } / { id: { alias, mode } }. */
   faults?: FaultState[] | Record<string, string | { alias?: string; mode: string }>;
   params?: Record<string, unknown>;
+  /** Per-port listen queues: shown as a table. */
+  listeners?: Record<string, unknown>[];
+  /** What the KB 903927 reset path leaked (or freed): shown as counters. */
+  leak?: Record<string, unknown>;
+  [other: string]: unknown;
 }
 
 export interface FaultSetResult { id?: string; alias?: string; mode?: string; previous?: string }

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { PrivateBuild, REPO, buildPrivate } from '../lab/build';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -352,6 +352,87 @@ describe('the real bin/faultstack', () => {
     expect(dbg.code).toBe(1);
     expect(dbg.stderr.trim().split('\n').length).toBeGreaterThan(1);
     expect(dbg.stderr).toContain('    at ');
+  });
+
+  describe('run, with a stand-in stack runtime', () => {
+    // Replaces the compiled runtime in the private tree only.
+    const FAKE_RUNTIME = `
+      const mode = process.env.FAKE_RT;
+      exports.startStackRuntime = async (opts) => {
+        process.stderr.write('opts ' + JSON.stringify({ tun: opts.tun, mtu: opts.mtu, services: opts.services, faults: opts.faults, control: opts.control }) + '\\n');
+        if (mode === 'throw') throw new Error('cannot open /dev/net/tun: No such device');
+        if (mode === 'usage') { const { UsageError } = require('../util/errors'); throw new UsageError('faultstack run: --fault 1=buggy: no such fault; faults: 297040, 903927'); }
+        if (mode === 'slow') { process.stderr.write('starting\\n'); await new Promise((r) => setTimeout(r, 700)); }
+        let stop;
+        const closed = new Promise((r) => { stop = r; });
+        if (mode === 'selfstop') setTimeout(stop, 200);
+        const keep = setInterval(() => {}, 1000);
+        return {
+          readyLine: 'faultstack ready: fake',
+          closed,
+          shutdown: async () => { process.stderr.write('shutdown called\\n'); clearInterval(keep); stop(); },
+        };
+      };
+    `;
+
+    beforeAll(() => {
+      const f = path.join(root, 'dist/stack/runtime/run.js');
+      fs.mkdirSync(path.dirname(f), { recursive: true });
+      fs.writeFileSync(f, FAKE_RUNTIME);
+    });
+
+    const start = (mode: string, extra: string[] = []) => {
+      const c = spawn(shim, ['run', '--addr', '198.18.0.2/24', '--tun', 'fsx0', '--mtu', '1400', '--fault', '297040=buggy', ...extra], {
+        env: { ...process.env, FAKE_RT: mode, FAULTSTACK_RUN_DIR: path.join(root, 'run') }, stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      let err = '';
+      c.stdout.on('data', (d) => { out += d; });
+      c.stderr.on('data', (d) => { err += d; });
+      const exit = new Promise<number | null>((r) => c.on('close', (code) => r(code)));
+      const until = async (re: RegExp, which: () => string) => { for (let i = 0; i < 200 && !re.test(which()); i++) await new Promise((r) => setTimeout(r, 25)); };
+      return { c, exit, out: () => out, err: () => err, until };
+    };
+
+    it('passes RunOptions, prints the ready line, and shuts down cleanly on SIGTERM and SIGINT', async () => {
+      for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+        const r = start('ok');
+        await r.until(/ready/, r.out);
+        expect(r.out()).toBe('faultstack ready: fake\n');
+        expect(JSON.parse(/opts (.*)/.exec(r.err())![1]!)).toEqual({
+          tun: 'fsx0', mtu: 1400, services: ['echo', 'discard', 'chargen', 'http', 'iperf3'], faults: [{ id: '297040', mode: 'buggy' }],
+          control: path.join(root, 'run', 'fsx0.sock'),
+        });
+        r.c.kill(sig);
+        expect(await r.exit).toBe(0);
+        expect(r.err()).toContain('shutdown called');
+      }
+    });
+
+    it('exits 1 with one line when startup fails, 2 when the runtime rejects a value', async () => {
+      const r = start('throw');
+      expect(await r.exit).toBe(1);
+      expect(r.err().split('\n').filter((l) => !l.startsWith('opts '))).toEqual([
+        'faultstack: cannot start the stack on fsx0: cannot open /dev/net/tun: No such device', '']);
+      const u = start('usage');
+      expect(await u.exit).toBe(2);
+      expect(u.err()).toContain('faultstack run: --fault 1=buggy: no such fault; faults: 297040, 903927\n');
+    });
+
+    it('a signal during startup shuts the stack down as soon as it is up', async () => {
+      const r = start('slow');
+      await r.until(/starting/, r.err);
+      r.c.kill('SIGTERM');
+      expect(await r.exit).toBe(0);
+      expect(r.out()).toBe('faultstack ready: fake\n');
+      expect(r.err()).toContain('shutdown called');
+    });
+
+    it('exits 0 when the stack stops by itself', async () => {
+      const r = start('selfstop');
+      expect(await r.exit).toBe(0);
+      expect(r.err()).toContain('faultstack run: the stack stopped\n');
+    });
   });
 
   it('says how to build when dist is missing', () => {

@@ -348,6 +348,17 @@ describe('stats rendering', () => {
     expect(text).toMatch(/Parameters:\n {2}SynAttackProtect +2\n/);
     expect(renderStats({ counters: { a: 0 } }, { all: true })).toMatch(/Counters:\n {2}a +0\n/);
     expect(renderStats({ lock: { held: false } })).toBe('\nconnection-table lock: free\n');
+    // The runtime's shapes: ISO since, heldForMs, counters of the lock, extra connection fields, listeners, leak.
+    const rt = renderStats({
+      lock: { name: 'tcp-connection-table', held: true, holder: 'connect 198.18.0.99:80', heldForMs: 4200, since: new Date(now - 4200).toISOString(), blockedPackets: 17, acquisitions: 3 },
+      connections: [{ state: 'SYN_SENT', recvQ: 0, sendQ: 0, local: '198.18.0.2:49152', peer: '198.18.0.99:80', rtt: 0.2, cwnd: 10, retrans: 2 }],
+      listeners: [{ port: 80, backlog: 5, synQueue: 0, acceptQueue: 1 }],
+      leak: { leakedConnections: 12, leakedBytes: 49152 },
+    }, { now });
+    expect(rt).toMatch(/tcp-connection-table: HELD by connect 198\.18\.0\.99:80 since \d\d:\d\d:\d\d\.\d{3} \(4\.2 s\) \(3 acquisitions, 17 packets blocked\)\n/);
+    expect(rt).toMatch(/SYN-SENT +0 +0 +198\.18\.0\.2:49152 +198\.18\.0\.99:80 +rtt=0\.2 cwnd=10 retrans=2\n/);
+    expect(rt).toMatch(/Listeners \(1\):\nPORT +BACKLOG +SYNQUEUE +ACCEPTQUEUE\n +80 +5 +0 +1\n/);
+    expect(rt).toMatch(/Leak \(KB 903927 reset path\):\n {2}leakedConnections +12\n {2}leakedBytes +49152\n/);
     expect(renderStats({})).toContain('empty stats reply');
   });
 });

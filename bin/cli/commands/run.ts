@@ -192,10 +192,20 @@ export async function run(argv: string[]): Promise<number> {
   if (!opts) return printHelp(spec);
   const start = loadRuntime();
 
+  // Signals are handled from the start: one that arrives while the stack is still
+  // starting shuts it down as soon as it is up, instead of killing us half-configured.
+  let onSignal: (sig: NodeJS.Signals) => void = () => { pendingSignal = true; };
+  let pendingSignal = false;
+  const handler = (sig: NodeJS.Signals) => onSignal(sig);
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const sig of signals) process.on(sig, handler);
+  const removeHandlers = () => { for (const sig of signals) process.off(sig, handler); };
+
   let handle: StackRuntimeHandle;
   try {
     handle = await start(opts);
   } catch (e) {
+    removeHandlers();
     if (e instanceof UsageError) throw e;
     const err = new Error(`cannot start the stack on ${opts.tun}: ${(e as Error)?.message ?? String(e)}`);
     (err as Error & { cause?: unknown }).cause = e;
@@ -205,13 +215,13 @@ export async function run(argv: string[]): Promise<number> {
   const line = handle.readyLine.endsWith('\n') ? handle.readyLine : handle.readyLine + '\n';
   process.stdout.write(line);
 
-  return new Promise<number>((resolve) => {
+  const code = await new Promise<number>((resolve) => {
     let stopping = false;
     const fail = (what: string, e: unknown) => {
       process.stderr.write(`faultstack run: ${what}: ${(e as Error)?.message ?? String(e)}\n`);
       resolve(1);
     };
-    const onSignal = (sig: NodeJS.Signals) => {
+    onSignal = (sig) => {
       if (stopping) {
         process.stderr.write(`faultstack run: second ${sig} during shutdown, exiting now\n`);
         resolve(1);
@@ -222,12 +232,12 @@ export async function run(argv: string[]): Promise<number> {
       timer.unref();
       handle.shutdown().then(() => { clearTimeout(timer); resolve(0); }, (e) => { clearTimeout(timer); fail('shutdown failed', e); });
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    process.on('SIGHUP', onSignal);
     handle.closed.then(
       () => { if (!stopping) process.stderr.write('faultstack run: the stack stopped\n'); resolve(0); },
       (e) => fail('the stack stopped with an error', e),
     );
+    if (pendingSignal) onSignal('SIGTERM');
   });
+  removeHandlers();
+  return code;
 }

@@ -3,7 +3,7 @@ import type { ConnectionRow, FaultState, LockState, StatsResult } from '../../..
 import { ControlCommand } from '../../../stack/control/protocol';
 import { defineCommand, parseArgs, printHelp, switchFlag } from '../args';
 import { callStack, controlFlags, printJson } from '../control-target';
-import { cell, flattenCounters, formatClock, formatDuration, formatNumber, isZero, ssState, table } from '../format';
+import { cell, flattenCounters, formatClock, formatDuration, formatNumber, isZero, objectTable, ssState, table } from '../format';
 
 export const STATS_SPEC = defineCommand({
   name: 'stats',
@@ -20,26 +20,40 @@ function endpoint(text: string | undefined, addr: string | undefined, port: numb
   return `${addr ?? '*'}:${port ?? '*'}`;
 }
 
+const CONN_FIELDS = new Set(['state', 'recvQ', 'sendQ', 'local', 'peer', 'localAddress', 'localPort', 'remoteAddress', 'remotePort']);
+
 function renderConnections(rows: ConnectionRow[]): string {
+  // Anything else a row carries (rtt, cwnd, retrans...) goes in a last column, as `ss -i` shows it.
+  const info = (c: ConnectionRow) => Object.entries(c)
+    .filter(([k, v]) => !CONN_FIELDS.has(k) && v !== undefined && v !== null)
+    .map(([k, v]) => `${k}=${cell(v)}`).join(' ');
   const body = rows.map((c) => [
     ssState(String(c.state ?? '?')),
     cell(c.recvQ ?? 0),
     cell(c.sendQ ?? 0),
     endpoint(c.local, c.localAddress, c.localPort),
     endpoint(c.peer, c.remoteAddress, c.remotePort),
+    info(c),
   ]);
-  return table([['State', 'Recv-Q', 'Send-Q', 'Local Address:Port', 'Peer Address:Port'], ...body], { right: [1, 2] });
+  return table([['State', 'Recv-Q', 'Send-Q', 'Local Address:Port', 'Peer Address:Port', ''], ...body], { right: [1, 2] });
 }
 
 function renderLock(l: LockState, now: number): string {
   const name = l.name ?? 'connection-table lock';
-  if (!l.held) return `${name}: free\n`;
+  const extra: string[] = [];
+  if (typeof l.acquisitions === 'number') extra.push(`${l.acquisitions} acquisitions`);
+  if (typeof l.blockedPackets === 'number' && l.blockedPackets > 0) extra.push(`${l.blockedPackets} packets blocked`);
+  const tail = extra.length ? ` (${extra.join(', ')})` : '';
+  if (!l.held) return `${name}: free${tail}\n`;
   let s = `${name}: HELD`;
   if (l.holder) s += ` by ${l.holder}`;
-  if (typeof l.since === 'number') s += ` since ${formatClock(l.since)} (${formatDuration(now - l.since)})`;
+  const since = typeof l.since === 'string' ? Date.parse(l.since) : l.since;
+  const heldFor = typeof l.heldForMs === 'number' ? l.heldForMs : typeof since === 'number' && !Number.isNaN(since) ? now - since : undefined;
+  if (typeof since === 'number' && !Number.isNaN(since)) s += ` since ${formatClock(since)}`;
+  if (heldFor !== undefined) s += ` (${formatDuration(heldFor)})`;
   if (Array.isArray(l.waiters)) s += `, ${l.waiters.length} waiting${l.waiters.length ? `: ${l.waiters.join(', ')}` : ''}`;
   else if (typeof l.waiters === 'number') s += `, ${l.waiters} waiting`;
-  return s + '\n';
+  return s + tail + '\n';
 }
 
 function faultList(f: StatsResult['faults']): FaultState[] {
@@ -71,6 +85,11 @@ export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number 
     out.push(r.connections.length ? renderConnections(r.connections) : '  (none)\n');
   }
 
+  if (Array.isArray(r.listeners) && r.listeners.length) {
+    out.push(`\nListeners (${r.listeners.length}):\n`);
+    out.push(objectTable(r.listeners.filter((x): x is Record<string, unknown> => !!x && typeof x === 'object')));
+  }
+
   const locks = [...(r.lock ? [r.lock] : []), ...(Array.isArray(r.locks) ? r.locks : [])];
   if (locks.length) {
     out.push('\n');
@@ -86,6 +105,10 @@ export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number 
   if (r.params && typeof r.params === 'object' && Object.keys(r.params).length) {
     out.push('\nParameters:\n');
     out.push(table(Object.entries(r.params).map(([k, v]) => [k, cell(v)]), { indent: '  ' }));
+  }
+  if (r.leak && typeof r.leak === 'object' && Object.keys(r.leak).length) {
+    out.push('\nLeak (KB 903927 reset path):\n');
+    out.push(table(flattenCounters(r.leak).map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }));
   }
   if (out.length === 0) out.push('(the stack sent an empty stats reply; --json shows it raw)\n');
   return out.join('');
