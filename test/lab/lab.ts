@@ -111,9 +111,13 @@ function groupAlive(pgid: number): boolean {
   return false;
 }
 
-function signalGroup(pid: number, sig: NodeJS.Signals): void {
-  try { process.kill(-pid, sig); } catch { /* gone */ }
-  try { process.kill(pid, sig); } catch { /* gone */ }
+/**
+ * Signals a process group (our children lead their own: spawned detached). Never the
+ * bare pid: once a child is reaped its number may belong to someone else, while a
+ * group id stays reserved as long as any member lives.
+ */
+function signalGroup(pgid: number, sig: NodeJS.Signals): void {
+  try { process.kill(-pgid, sig); } catch { /* no member left */ }
 }
 
 function pidAlive(pid: number): boolean {
