@@ -930,7 +930,11 @@ export class TcpConnection {
     }
     c.TcpExtTCPTimeouts++;
     // RFC 6298 5.5-5.7 and RFC 5681 eq. 4: back off, collapse cwnd, resend from SND.UNA.
-    this.cc.onTimeout(this.flight, now);
+    // ssthresh is set only when the segment "has not yet been resent by way of the
+    // retransmission timer" (RFC 5681 3.1): on later timeouts it is held (FlightSize
+    // is then one segment and would drag it down to 2*SMSS).
+    if (this.backoff === 0) this.cc.onTimeout(this.flight, now);
+    else this.cc.cwnd = this.mss;
     this.inRecovery = false;
     this.dupAcks = 0;
     this.scoreboard.clear();
