@@ -617,6 +617,10 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
           throw new TestAbort(`unexpected control message ${st} during the test`, IperfError.IEMESSAGE);
         }
         this.stopData();
+        // Like iperf3, close the data streams now. A reverse-mode client keeps
+        // reading its streams after TEST_END, with a blocking read for a whole
+        // block; only our FIN gets it out of there and on to the results.
+        for (const st of this.streams) st.sock.end();
 
         this.phase = 'results';
         this.send(stateByte(IperfState.EXCHANGE_RESULTS));
