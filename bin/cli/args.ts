@@ -161,15 +161,20 @@ export function oneOf<T extends string>(values: readonly T[]): Validator<T> {
 
 /**
  * A comma-separated subset of `values`, returned deduplicated in the canonical order
- * of `values`. `all` (when given) stands for the set it maps to.
+ * of `values`. `all` (when given) stands for the set it maps to; `none` (when
+ * allowed) for the empty set.
  */
-export function commaSubset<T extends string>(values: readonly T[], all?: readonly T[]): Validator<T[]> {
-  const names = all ? [...values, 'all'] : [...values];
-  const valid = `a comma-separated list of ${names.join(', ')}`;
+export function commaSubset<T extends string>(values: readonly T[], all?: readonly T[], opts: { none?: boolean } = {}): Validator<T[]> {
+  const names = [...values, ...(all ? ['all'] : [])];
+  const valid = `a comma-separated list of ${names.join(', ')}${opts.none ? ', or none' : ''}`;
   return {
     valid,
     parse(raw) {
       const items = raw.split(',').map((s) => s.trim());
+      if (opts.none && items.includes('none')) {
+        if (items.length === 1) return [];
+        throw new InvalidValue(`must be ${valid} (none stands alone)`);
+      }
       if (items.some((s) => s === '')) throw new InvalidValue(`must be ${valid} (no empty items)`);
       const chosen = new Set<T>();
       for (const it of items) {

@@ -179,6 +179,7 @@ describe('run flags', () => {
       });
       expect(formatIpv4(o.hostAddr.addr)).toBe('198.18.4.9');
       expect(buildRunOptions([...base, '--services', 'all'])!.services).toEqual(['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls']);
+      expect(buildRunOptions([...base, '--services', 'none'])!.services).toEqual([]);
       // A /31 has no network or broadcast address (RFC 3021): the other end is the only choice.
       expect(formatIpv4(buildRunOptions(['--addr', '198.18.0.1/31'])!.hostAddr.addr)).toBe('198.18.0.0');
       expect(formatIpv4(buildRunOptions(['--addr', '198.18.0.0/31'])!.hostAddr.addr)).toBe('198.18.0.1');
@@ -227,9 +228,10 @@ describe('run flags', () => {
     [['--host-addr', '198.18.0.2/24'], /--host-addr must differ from --addr \(both are 198\.18\.0\.2\); pick another address in 198\.18\.0\.0\/24, e\.g\. 198\.18\.0\.1\/24/],
     [['--host-addr', '198.18.0.1/16'], /--host-addr must have the same prefix length as --addr \(\/24\), got "198\.18\.0\.1\/16"; e\.g\. 198\.18\.0\.1\/24/],
     [['--host-addr', 'nope'], /--host-addr must be an IPv4 address with a prefix length/],
-    [['--services', 'echo,bogus'], /--services has unknown item "bogus": must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, got "echo,bogus"/],
-    [['--services', ''], /--services must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all \(no empty items\)/],
+    [['--services', 'echo,bogus'], /--services has unknown item "bogus": must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, or none, got "echo,bogus"/],
+    [['--services', ''], /--services must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, or none \(no empty items\)/],
     [['--services', 'echo,,http'], /--services must be a comma-separated list .* \(no empty items\)/],
+    [['--services', 'none,echo'], /--services must be a comma-separated list of .*, or none \(none stands alone\), got "none,echo"/],
     [['--pcap', '/nonexistent-dir/x.pcap'], /--pcap must be a file path in an existing directory \(\/nonexistent-dir does not exist\), got/],
     [['--pcap', '/tmp'], /--pcap must be a file path, not a directory, got "\/tmp"/],
     [['--events', '/nonexistent-dir/e.jsonl'], /--events must be a file path in an existing directory/],
@@ -291,7 +293,7 @@ describe('the real bin/faultstack', () => {
     const cases: [string[], string][] = [
       [['run', '--addr', '198.18.0.2/24', '--mtu', 'abc'], 'faultstack run: --mtu must be an integer from 68 to 65535, got "abc"\n'],
       [['run', '--addr', '198.18.0.2/24', '--cc', 'bbr'], 'faultstack run: --cc must be one of newreno, cubic, got "bbr"\n'],
-      [['run', '--addr', '198.18.0.2/24', '--services', 'ftp'], 'faultstack run: --services has unknown item "ftp": must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, got "ftp"\n'],
+      [['run', '--addr', '198.18.0.2/24', '--services', 'ftp'], 'faultstack run: --services has unknown item "ftp": must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, or none, got "ftp"\n'],
       [['run', '--addr', '198.18.0.2/24', '--host-addr', '198.18.9.1/24'], 'faultstack run: --host-addr must be in the subnet of --addr (198.18.0.0/24), got "198.18.9.1/24"; e.g. 198.18.0.1/24\n'],
       [['run'], 'faultstack run: --addr is required: an IPv4 address with a prefix length from 1 to 31, e.g. 198.18.0.2/24\n'],
     ];

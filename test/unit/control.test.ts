@@ -398,7 +398,11 @@ describe('control commands against a live server', () => {
       }),
       'param.set': record('param.set', (a) => ({ name: a.name, value: Number(a.value), previous: 0 })),
       events: record('events', async (a, ctx) => {
-        const evs = [{ ts: Date.UTC(2024, 0, 1), type: 'lock.taken', holder: 'connect 198.18.0.99:80' }, { ts: Date.UTC(2024, 0, 1), type: 'note', text: 'two words' }];
+        const evs = [
+          { ts: Date.UTC(2024, 0, 1), type: 'lock.taken', holder: 'connect 198.18.0.99:80' },
+          { ts: Date.UTC(2024, 0, 1), type: 'note', text: 'two words' },
+          { ts: '2024-01-01T00:00:00.000Z', type: 'fault-mode-changed', seq: 1, message: 'kb297040 (conntable-hang) mode hotfixed -> buggy', data: { to: 'buggy' } },
+        ];
         if (!a.follow) return evs;
         for (const ev of evs) ctx.stream(ev);
         return null;
@@ -454,13 +458,13 @@ describe('control commands against a live server', () => {
     const events = await import('../../bin/cli/commands/events');
     const h = await cli(events, [...C(), '--limit', '5']);
     expect(h.code).toBe(0);
-    expect(h.out).toMatch(/^\d\d:\d\d:\d\d\.000 lock\.taken holder="connect 198\.18\.0\.99:80"\n\d\d:\d\d:\d\d\.000 note text="two words"\n$/);
+    expect(h.out).toMatch(/^\d\d:\d\d:\d\d\.000 lock\.taken holder="connect 198\.18\.0\.99:80"\n\d\d:\d\d:\d\d\.000 note text="two words"\n2024-01-01T00:00:00\.000Z fault-mode-changed kb297040 \(conntable-hang\) mode hotfixed -> buggy\n$/);
     expect(calls.at(-1)).toEqual({ cmd: 'events', args: { follow: false, limit: 5 } });
     const j = await cli(events, [...C(), '--json']);
-    expect(j.out.trim().split('\n').map((l) => JSON.parse(l).type)).toEqual(['lock.taken', 'note']);
+    expect(j.out.trim().split('\n').map((l) => JSON.parse(l).type)).toEqual(['lock.taken', 'note', 'fault-mode-changed']);
     const f = await cli(events, [...C(), '--follow', '--json']);
     expect(f.code).toBe(0);
-    expect(f.out.trim().split('\n')).toHaveLength(2);
+    expect(f.out.trim().split('\n')).toHaveLength(3);
     expect(calls.at(-1)).toEqual({ cmd: 'events', args: { follow: true } });
   });
 
@@ -484,7 +488,12 @@ describe('control commands against a live server', () => {
     const routes = await import('../../bin/cli/commands/routes');
     const r = await cli(routes, C());
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/^count: 2\nlimit: 1000\n\nDEST +MTU +KIND\n198\.18\.0\.0\/24 +1500 +-\n198\.18\.5\.7\/32 +576 +pmtu\n$/);
+    expect(r.out).toMatch(/^count: 2\nlimit: 1000\n\nroutes \(2\):\n {2}DEST +MTU +KIND\n {2}198\.18\.0\.0\/24 +1500 +-\n {2}198\.18\.5\.7\/32 +576 +pmtu\n$/);
+    // The runtime's shape: several tables and a summary.
+    const { renderRoutes } = await import('../../bin/cli/commands/routes');
+    expect(renderRoutes({ interfaceMtu: 1500, networks: [{ dest: '198.18.0.0/24', mtu: 1500, kind: 'connected' }], hosts: [], atLimit: false })).toBe(
+      'interfaceMtu: 1500\natLimit: false\n\nnetworks (1):\n  DEST            MTU  KIND\n  198.18.0.0/24  1500  connected\n\nhosts: (none)\n');
+    expect(renderRoutes([])).toBe('routes: (none)\n');
   });
 
   it('main: unknown command and help without loading anything', async () => {

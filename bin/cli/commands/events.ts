@@ -30,6 +30,8 @@ export function formatEvent(ev: unknown): string {
   else if (typeof ts === 'string') parts.push(ts);
   const type = e.type ?? e.event ?? e.kind ?? e.name;
   if (type !== undefined) parts.push(cell(type));
+  // An event that explains itself in words: the words are the line (--json has the rest).
+  if (typeof e.message === 'string' && e.message) return [...parts, e.message].join(' ');
   for (const [k, v] of Object.entries(e)) {
     if (['ts', 'time', 't'].includes(k) || (ORDER.includes(k) && v === type)) continue;
     const s = cell(v);

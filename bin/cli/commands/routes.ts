@@ -14,22 +14,27 @@ function isRow(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Renders RouteEntry[] or { routes: RouteEntry[], ...summary fields }. */
+/**
+ * Renders RouteEntry[], or an object whose array fields are tables (routes, networks,
+ * hosts...) and whose other fields are a summary (hostRouteCount: 12, atLimit: false).
+ */
 export function renderRoutes(r: unknown): string {
-  let rows: unknown[] = [];
+  const tables: [string, Record<string, unknown>[]][] = [];
   const summary: string[] = [];
   if (Array.isArray(r)) {
-    rows = r;
+    tables.push(['routes', r.filter(isRow)]);
   } else if (isRow(r)) {
     for (const [k, v] of Object.entries(r)) {
-      if (k === 'routes' && Array.isArray(v)) rows = v;
+      if (Array.isArray(v) && v.every(isRow)) tables.push([k, v]);
       else summary.push(`${k}: ${cell(v)}`);
     }
   }
-  const out = summary.length ? summary.join('\n') + '\n' : '';
-  const objs = rows.filter(isRow);
-  if (objs.length === 0) return out + '(no routes)\n';
-  return out + (out ? '\n' : '') + objectTable(objs);
+  const parts: string[] = [];
+  if (summary.length) parts.push(summary.join('\n') + '\n');
+  for (const [name, rows] of tables) {
+    parts.push(rows.length ? `${name} (${rows.length}):\n${objectTable(rows, '  ')}` : `${name}: (none)\n`);
+  }
+  return parts.length ? parts.join('\n') : '(no routes)\n';
 }
 
 export async function run(argv: string[]): Promise<number> {

@@ -103,8 +103,8 @@ export const RUN_SPEC = defineCommand({
     }),
     mtu: valueFlag({ valueName: 'N', help: 'link MTU in bytes', ...integer(68, 65535), default: 1500 }),
     services: valueFlag({
-      valueName: 'LIST', help: `services to run: ${SERVICE_NAMES.join(', ')} or all`,
-      ...commaSubset(SERVICE_NAMES, SERVICE_NAMES), default: [...DEFAULT_SERVICES], defaultText: DEFAULT_SERVICES.join(','),
+      valueName: 'LIST', help: `services to run: ${SERVICE_NAMES.join(', ')}, all, or none`,
+      ...commaSubset(SERVICE_NAMES, SERVICE_NAMES, { none: true }), default: [...DEFAULT_SERVICES], defaultText: DEFAULT_SERVICES.join(','),
     }),
     pcap: valueFlag({ valueName: 'FILE', help: 'write every packet to this pcap file', ...outputFile }),
     control: valueFlag({ valueName: 'PATH', help: 'control socket', defaultText: `${defaultRunDir()}/<tun>.sock`, ...socketPath }),
