@@ -204,6 +204,9 @@ export class TcpConnection {
     if (!(f & SYN)) return;
     this.irs = seg.seq;
     this.rcvNxt = (seg.seq + 1) >>> 0;
+    // Our SYN offered min(rcvBuf, 65535) bytes, unscaled (RFC 7323 2.2): the right
+    // edge we are committed to from here on (RFC 9293 3.8.6.2.2 never moves it left).
+    this.rcvAdvEdge = (this.rcvNxt + Math.min(this.rcvBuf, 65535)) >>> 0;
     this.takeSynOptions(seg, now);
     if (f & ACK) {
       this.sndUna = seg.ack;
