@@ -83,6 +83,8 @@ export class TcpConnection {
   readonly timer: Timer;
   rtoAt = Infinity; delackAt = Infinity; persistAt = Infinity; keepaliveAt = Infinity; lingerAt = Infinity;
   persistBackoff = 0;
+  /** Set while the persist timer's override lets a sub-MSS segment through (RFC 9293 3.8.6.2.1). */
+  private swsOverride = false;
   // Keepalive
   keepaliveEnabled = false; keepaliveIdleMs = 7_200_000; keepaliveProbes = 0; lastRecvAt = 0;
   noDelay = false;
@@ -610,7 +612,7 @@ export class TcpConnection {
         // Sender SWS avoidance (RFC 9293 3.8.6.2.1): wait for a full segment unless
         // the peer's window will never allow one.
         if (!(n >= this.maxSndWnd / 2 && this.maxSndWnd > 0) && this.flight > 0) break;
-        if (this.flight === 0 && n < dataLeft && n < this.maxSndWnd / 2 && wndLeft < mss) { this.armPersist(now); break; }
+        if (this.flight === 0 && n < dataLeft && n < this.maxSndWnd / 2 && wndLeft < mss && !this.swsOverride) { this.armPersist(now); break; }
       }
       if (n < mss && n === dataLeft && !this.noDelay && this.flight > 0 && this.finSeq < 0) break; // Nagle (RFC 896)
       if (tsoMax > mss && n > mss) n -= n % mss || 0;
@@ -870,7 +872,15 @@ export class TcpConnection {
         this.layer.emit(this, (this.sndUna - 1) >>> 0, this.rcvNxt, ACK, this.advertiseWindow(), o, 0, now);
         this.persistBackoff = Math.min(this.persistBackoff + 1, 10);
         this.armPersist(now);
-      } else this.output(now);
+      } else {
+        // The window is open but smaller than a segment and sender SWS avoidance is
+        // holding data back: the override timeout has expired, so send what the
+        // window allows (RFC 9293 3.8.6.2.1). Waiting again instead would never learn
+        // of a window update that was lost, and the connection would stall for good.
+        this.swsOverride = true;
+        this.output(now);
+        this.swsOverride = false;
+      }
     }
     if (this.keepaliveAt <= now) {
       this.keepaliveAt = Infinity;
