@@ -42,6 +42,12 @@ export interface StartServicesOptions {
   statusProvider?: StatusProvider;
   /** Serve UDP echo next to TCP echo (default true). */
   udpEcho?: boolean;
+  /**
+   * The runtime passes its fault registry and event log along; the services
+   * here do not use them (yet) and accept them so callers need not filter.
+   */
+  faults?: unknown;
+  events?: unknown;
 }
 
 /** A started service; `stats()` gives its counters (shape depends on the service). */
