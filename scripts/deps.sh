@@ -9,6 +9,7 @@ chk ping iputils-ping
 chk iperf3 iperf3
 chk tshark tshark
 chk tcpdump tcpdump
+chk nft nftables
 chk openssl openssl
 chk curl curl
 chk tc iproute2

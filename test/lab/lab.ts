@@ -467,6 +467,29 @@ export class Lab {
     }
   }
 
+  /**
+   * Makes `dev` lossy in both directions: `lossPct` percent of packets leaving and
+   * arriving on it are dropped at random. Uses tc netem where the kernel has it, and
+   * nftables' random number generator otherwise (this machine's kernel is built
+   * without CONFIG_NET_SCH_NETEM). Returns an undo function.
+   */
+  async lossy(ns: Ns, dev: string, lossPct: number): Promise<{ method: 'netem' | 'nftables'; undo: () => Promise<void> }> {
+    if (Lab.netemAvailable()) {
+      await this.netem(ns, dev, `loss ${lossPct}%`);
+      return { method: 'netem', undo: async () => { await this.exec(ns, 'tc', ['qdisc', 'del', 'dev', dev, 'root']); } };
+    }
+    const table = `fsloss${this.vethCount++}`;
+    const rules = [
+      `add table inet ${table}`,
+      `add chain inet ${table} out { type filter hook output priority 0 ; policy accept ; }`,
+      `add chain inet ${table} in { type filter hook input priority 0 ; policy accept ; }`,
+      `add rule inet ${table} out oifname "${dev}" numgen random mod 1000 < ${Math.round(lossPct * 10)} counter drop`,
+      `add rule inet ${table} in iifname "${dev}" numgen random mod 1000 < ${Math.round(lossPct * 10)} counter drop`,
+    ];
+    await this.exec(ns, 'nft', ['-f', '-'], { input: rules.join('\n') + '\n', check: true, timeoutMs: 10_000 });
+    return { method: 'nftables', undo: async () => { await this.exec(ns, 'nft', ['delete', 'table', 'inet', table]); } };
+  }
+
   /** Runs the built CLI (`faultstack ARGS`) to completion. */
   async cli(ns: Ns, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     return this.exec(ns, process.execPath, [cliPath(), ...args], opts);
