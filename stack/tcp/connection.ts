@@ -307,7 +307,13 @@ export class TcpConnection {
       else { dataOff += drop; len -= drop; }
       seq = this.rcvNxt;
     }
-    if (len > rcvWnd) { len = rcvWnd; fin = false; }
+    if (len > rcvWnd) {
+      // Data beyond the window is not acceptable and is answered with an ACK at once
+      // (RFC 9293 3.10.7.4): that ACK is what answers a zero-window probe carrying a
+      // byte of data (RFC 1122 4.2.2.17), telling the prober the window is still shut.
+      len = rcvWnd; fin = false;
+      this.ackNow = true;
+    }
     this.lastRecvAt = now;
     this.keepaliveProbes = 0;
     if (this.keepaliveEnabled) { this.keepaliveAt = now + this.keepaliveIdleMs; }
