@@ -145,6 +145,27 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     if (this.conn) this.conn.onAppRead(this.tick());
   }
 
+  private appReadQueued = false;
+  /**
+   * Every read by the application may open the receive window. Node calls _read
+   * again only after a push, so once the connection has stopped pushing (the window
+   * shut) the reads that drain the buffer went unnoticed: no window update was sent
+   * (RFC 9293 3.8.6.2.2) and the peer learned of it only from its next zero-window
+   * probe, up to a minute later. One check per burst of reads (a microtask), so a
+   * drain that reads many chunks sends one update.
+   */
+  override read(size?: number): any { // eslint-disable-line @typescript-eslint/no-explicit-any
+    const r = super.read(size);
+    if (this.conn && !this.appReadQueued) {
+      this.appReadQueued = true;
+      queueMicrotask(() => {
+        this.appReadQueued = false;
+        if (this.conn) this.conn.onAppRead(this.tick());
+      });
+    }
+    return r;
+  }
+
   override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
     this.clearIdle();
     const conn = this.conn;
