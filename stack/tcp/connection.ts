@@ -200,7 +200,11 @@ export class TcpConnection {
       }
     }
     if (f & RST) {
-      if (f & ACK) this.fail('ECONNREFUSED', `connect ECONNREFUSED ${this.layer.describePeer(this)}`, now);
+      if (f & ACK) {
+        // SYN-SENT -> CLOSED counts as a failed attempt (RFC 4022 tcpAttemptFails).
+        this.layer.counters.TcpAttemptFails++;
+        this.fail('ECONNREFUSED', `connect ECONNREFUSED ${this.layer.describePeer(this)}`, now);
+      }
       return;
     }
     if (!(f & SYN)) return;
