@@ -607,7 +607,10 @@ export class TcpConnection {
       if (dataLeft <= 0) {
         // Only the FIN may remain.
         if (this.finSeq >= 0 && this.sndNxt === this.finSeq) {
+          // Below SND.MAX it went out before (an RTO pulled SND.NXT back): count it as resent.
+          const again = seqLt(this.finSeq, this.sndMax);
           this.sendFin(now);
+          if (again) { this.layer.counters.TcpRetransSegs++; this.retransSegs++; }
           sentAny = true;
         }
         break;
