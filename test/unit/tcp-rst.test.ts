@@ -1,0 +1,234 @@
+/**
+ * Blind-attack defences and segment acceptance on an established connection:
+ * RFC 5961 (RST and SYN challenge ACKs, the ACK acceptance range, the challenge
+ * ACK rate limit), RFC 9293 3.10.7.4 (ACK of unsent data, window checks) and PAWS
+ * (RFC 7323 5). Hand-made segments are injected into B as if A had sent them.
+ */
+import { describe, expect, test } from 'vitest';
+import { State } from '../../stack/tcp/connection';
+import { ACK, PSH, RST, SYN } from '../../stack/wire/tcp';
+import type { FsSocket } from '../../stack/api/net';
+import { B_ADDR, connOf, makePair, runFor, runUntil, sinkServer, watch } from './helpers/pair';
+import { craftTcp, Tap } from './helpers/tap';
+
+async function setup(b: Parameters<typeof makePair>[2] = {}) {
+  const p = makePair({}, {}, b);
+  const tap = new Tap(p);
+  const srv = sinkServer(p, 9000);
+  const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+  const client = watch(c);
+  c.write(Buffer.from('hello'));
+  expect(await runUntil(p.clock, () => srv.sinks.length === 1 && srv.sinks[0].bytes === 5, 100)).toBe(true);
+  await runFor(p.clock, 50); // delayed ACKs done: the connection is quiet
+  const connA = connOf(p.a)!, connB = connOf(p.b)!;
+  const server = srv.sinks[0];
+  /** A segment from A's side of the connection, with a fresh timestamp by default. */
+  const inject = (o: { seq?: number; ack?: number; flags: number; payload?: Buffer; ts?: [number, number] | null }) => {
+    tap.inject('b', craftTcp({
+      sport: connA.localPort, dport: 9000, seq: o.seq ?? connB.rcvNxt, ack: o.ack ?? connB.sndNxt, flags: o.flags, window: 1024,
+      payload: o.payload, ts: o.ts === null ? undefined : (o.ts ?? [(connB.tsRecent + 10) >>> 0, connB.tsNow(p.clock.now)]),
+    }));
+  };
+  /** What B sent in reply to an injection (waits for the link). */
+  const replies = async () => {
+    const from = tap.tcp('b->a').length;
+    await runFor(p.clock, 2);
+    return tap.tcp('b->a').slice(from);
+  };
+  return { p, tap, c, client, server, connA, connB, inject, replies };
+}
+
+describe('RST (RFC 5961 3)', () => {
+  test('in the window but not at RCV.NXT: a challenge ACK, and the connection lives', async () => {
+    const { p, connB, server, inject, replies } = await setup();
+    const rcvNxt = connB.rcvNxt;
+    const pending = replies();
+    inject({ seq: rcvNxt + 1000, flags: RST });
+    const r = await pending;
+    expect(r.length).toBe(1);
+    expect(r[0].tcp.flags).toBe(ACK);
+    expect(r[0].tcp.ack).toBe(rcvNxt);
+    expect(r[0].tcp.seq).toBe(connB.sndNxt);
+    expect(p.b.counters.TcpExtTCPChallengeACK).toBe(1);
+    expect(connB.state).toBe(State.Established);
+    expect(server.error).toBeNull();
+    expect(p.b.counters.TcpEstabResets).toBe(0);
+  });
+
+  test('exactly at RCV.NXT: the connection is reset and the application gets ECONNRESET', async () => {
+    const { p, connB, server, inject } = await setup();
+    inject({ seq: connB.rcvNxt, flags: RST, ts: null });
+    expect(await runUntil(p.clock, () => server.error !== null, 10)).toBe(true);
+    expect(server.error!.code).toBe('ECONNRESET');
+    expect(connB.state).toBe(State.Closed);
+    expect(p.b.counters.TcpEstabResets).toBe(1);
+    expect(p.b.counters.TcpExtTCPChallengeACK).toBe(0);
+    expect([...p.b.tcp.table.all()]).toEqual([]);
+    expect(p.b.counters.TcpCurrEstab).toBe(0);
+  });
+
+  test('outside the window: dropped without a word', async () => {
+    const { p, connB, inject, replies } = await setup();
+    const pending = replies();
+    inject({ seq: connB.rcvNxt - 10, flags: RST });
+    inject({ seq: connB.rcvNxt + 10_000_000, flags: RST });
+    expect((await pending).length).toBe(0);
+    expect(connB.state).toBe(State.Established);
+    expect(p.b.counters.TcpExtTCPChallengeACK).toBe(0);
+  });
+
+  test('a RST is exempt from PAWS (RFC 7323 5.3 R1): an exact RST with an old timestamp still resets', async () => {
+    const { p, connB, server, inject } = await setup();
+    inject({ seq: connB.rcvNxt, flags: RST, ts: [(connB.tsRecent - 1000) >>> 0, 0] });
+    expect(await runUntil(p.clock, () => server.error !== null, 10)).toBe(true);
+    expect(server.error!.code).toBe('ECONNRESET');
+    expect(p.b.counters.TcpExtPAWSEstab).toBe(0);
+  });
+
+  test('challenge ACKs are rate limited (RFC 5961 7): at most challengeAcksPerSec, then again after a second', async () => {
+    const { p, connB, inject, replies } = await setup({ tcp: { challengeAcksPerSec: 3 } });
+    let pending = replies();
+    for (let i = 1; i <= 10; i++) inject({ seq: connB.rcvNxt + 100 * i, flags: RST });
+    expect((await pending).length).toBe(3);
+    expect(p.b.counters.TcpExtTCPChallengeACK).toBe(3);
+    await runFor(p.clock, 1000);
+    pending = replies();
+    inject({ seq: connB.rcvNxt + 50, flags: RST });
+    expect((await pending).length).toBe(1);
+    expect(connB.state).toBe(State.Established);
+  });
+});
+
+describe('SYN in a synchronized state (RFC 5961 4)', () => {
+  test('a SYN on an established connection gets a challenge ACK and resets nothing', async () => {
+    const { p, connB, server, inject, replies } = await setup();
+    const pending = replies();
+    inject({ seq: connB.rcvNxt + 5, flags: SYN });
+    const r = await pending;
+    expect(r.length).toBe(1);
+    expect(r[0].tcp.flags).toBe(ACK);
+    expect(r[0].tcp.ack).toBe(connB.rcvNxt);
+    expect(p.b.counters.TcpExtTCPChallengeACK).toBe(1);
+    expect(connB.state).toBe(State.Established);
+    expect(server.error).toBeNull();
+    expect(p.b.counters.TcpOutRsts).toBe(0);
+  });
+
+  test('also a SYN at an old sequence number (outside the window)', async () => {
+    const { p, connB, inject, replies } = await setup();
+    const pending = replies();
+    inject({ seq: connB.irs, flags: SYN });
+    const r = await pending;
+    expect(r.length).toBe(1);
+    expect(r[0].tcp.flags).toBe(ACK);
+    expect(connB.state).toBe(State.Established);
+    expect(p.b.counters.TcpOutRsts).toBe(0);
+  });
+});
+
+describe('ACK acceptance (RFC 9293 3.10.7.4 fifth, RFC 5961 5)', () => {
+  test('an ACK for data never sent: answered with an ACK, the segment (and its data) dropped', async () => {
+    const { connB, server, inject, replies } = await setup();
+    const rcvNxt = connB.rcvNxt;
+    const pending = replies();
+    inject({ ack: connB.sndMax + 5000, flags: ACK | PSH, payload: Buffer.from('evil') });
+    const r = await pending;
+    expect(r.length).toBe(1);
+    expect(r[0].tcp).toMatchObject({ flags: ACK, ack: rcvNxt, seq: connB.sndNxt, len: 0 });
+    expect(connB.rcvNxt).toBe(rcvNxt);
+    expect(server.bytes).toBe(5);
+    expect(connB.sndUna).toBe(connB.sndMax);
+    expect(connB.state).toBe(State.Established);
+  });
+
+  test('an ACK below SND.UNA - MAX.SND.WND: a challenge ACK, the data dropped (RFC 5961 5.2)', async () => {
+    const { p, connB, server, inject, replies } = await setup();
+    const rcvNxt = connB.rcvNxt;
+    const pending = replies();
+    inject({ ack: (connB.sndUna - connB.maxSndWnd - 100) >>> 0, flags: ACK | PSH, payload: Buffer.from('old') });
+    const r = await pending;
+    expect(r.length).toBe(1);
+    expect(r[0].tcp.ack).toBe(rcvNxt);
+    expect(p.b.counters.TcpExtTCPChallengeACK).toBe(1);
+    expect(server.bytes).toBe(5);
+  });
+
+  test('an old but acceptable ACK (a duplicate) with data is taken: the data is delivered', async () => {
+    const { p, connB, server, inject } = await setup();
+    inject({ ack: connB.sndUna, flags: ACK | PSH, payload: Buffer.from(' world') });
+    expect(await runUntil(p.clock, () => server.bytes === 11, 10)).toBe(true);
+    expect(server.data().toString()).toBe('hello world');
+    expect(p.b.counters.TcpExtTCPChallengeACK).toBe(0);
+  });
+
+  test('data outside the receive window is not taken; a duplicate ACK says where the window is', async () => {
+    const { connB, server, inject, replies } = await setup();
+    const rcvNxt = connB.rcvNxt;
+    const pending = replies();
+    inject({ seq: rcvNxt - 100, flags: ACK | PSH, payload: Buffer.alloc(50, 1) }); // entirely old
+    inject({ seq: (rcvNxt + 0x7000_0000) >>> 0, flags: ACK | PSH, payload: Buffer.alloc(50, 2) }); // far beyond
+    const r = await pending;
+    expect(r.length).toBe(2);
+    for (const s of r) expect(s.tcp).toMatchObject({ flags: ACK, ack: rcvNxt, len: 0 });
+    expect(connB.rcvNxt).toBe(rcvNxt);
+    expect(server.bytes).toBe(5);
+    expect(connB.ooo.empty).toBe(true);
+  });
+});
+
+describe('PAWS (RFC 7323 5)', () => {
+  test('a segment with a timestamp older than TS.Recent is dropped, counted and answered with an ACK', async () => {
+    const { p, connB, server, inject, replies } = await setup();
+    const rcvNxt = connB.rcvNxt;
+    const tsRecent = connB.tsRecent;
+    const pending = replies();
+    inject({ flags: ACK | PSH, payload: Buffer.from('stale'), ts: [(tsRecent - 1) >>> 0, 0] });
+    const r = await pending;
+    expect(p.b.counters.TcpExtPAWSEstab).toBe(1);
+    expect(r.length).toBe(1);
+    expect(r[0].tcp).toMatchObject({ flags: ACK, ack: rcvNxt, tsEcr: tsRecent });
+    expect(server.bytes).toBe(5);
+    expect(connB.tsRecent).toBe(tsRecent);
+    // The same data with a current timestamp is taken.
+    inject({ flags: ACK | PSH, payload: Buffer.from('fresh') });
+    expect(await runUntil(p.clock, () => server.bytes === 10, 10)).toBe(true);
+    expect(server.data().toString()).toBe('hellofresh');
+    expect(connB.tsRecent).toBe((tsRecent + 10) >>> 0);
+  });
+
+  test('timestamps compare modulo 2^32: a TSval that wrapped past zero is newer, not older', async () => {
+    const { p, connB, server, inject } = await setup();
+    // Move TS.Recent near the top of the space with an in-order segment, then wrap.
+    inject({ flags: ACK | PSH, payload: Buffer.from('a'), ts: [0xfffffff0, 0] });
+    expect(await runUntil(p.clock, () => server.bytes === 6, 10)).toBe(true);
+    expect(connB.tsRecent).toBe(0xfffffff0);
+    inject({ flags: ACK | PSH, payload: Buffer.from('b'), ts: [5, 0] });
+    expect(await runUntil(p.clock, () => server.bytes === 7, 10)).toBe(true);
+    expect(p.b.counters.TcpExtPAWSEstab).toBe(0);
+    expect(connB.tsRecent).toBe(5);
+  });
+
+  test('TS.Recent is not advanced by a segment above RCV.NXT (RFC 7323 4.3): only in-order data updates it', async () => {
+    const { p, connB, server, inject } = await setup();
+    const tsRecent = connB.tsRecent;
+    inject({ seq: connB.rcvNxt + 100, flags: ACK | PSH, payload: Buffer.from('later'), ts: [(tsRecent + 1000) >>> 0, 0] });
+    await runFor(p.clock, 2);
+    expect(connB.ooo.bytes).toBe(5);
+    expect(connB.tsRecent).toBe(tsRecent);
+    void server;
+  });
+});
+
+describe('checksums', () => {
+  test('a segment with a bad checksum is dropped and counted before anything reads it', async () => {
+    const { p, tap, connA, connB, server } = await setup();
+    const pkt = craftTcp({ sport: connA.localPort, dport: 9000, seq: connB.rcvNxt, ack: connB.sndNxt, flags: ACK | RST });
+    pkt[pkt.length - 1] ^= 0xff; // inside the TCP header (urgent pointer): checksum now wrong
+    tap.inject('b', pkt);
+    await runFor(p.clock, 2);
+    expect(p.b.counters.TcpInCsumErrors).toBe(1);
+    expect(p.b.counters.TcpInErrs).toBe(1);
+    expect(connB.state).toBe(State.Established);
+    expect(server.error).toBeNull();
+  });
+});
