@@ -165,16 +165,16 @@ export function runIperf3Client(api: NetApi, opts: Iperf3ClientOptions): Promise
     new Promise<TcpSocketLike>((resolve, reject) => {
       const o: { port: number; host: string; localAddress?: string } = { port, host: opts.host };
       if (opts.localAddress !== undefined) o.localAddress = opts.localAddress;
-      const sock = api.connect(o);
       const onError = (err: Error): void => {
         sock.destroy();
         reject(new Error(`connect to ${opts.host}:${port} failed: ${err.message}`));
       };
-      sock.once('error', onError);
-      sock.once('connect', () => {
+      // The connect listener is part of NetApi; a 'connect' event is not promised.
+      const sock = api.connect(o, () => {
         sock.removeListener('error', onError);
         resolve(sock);
       });
+      sock.once('error', onError);
     });
 
   const openStreams = async (): Promise<void> => {

@@ -223,10 +223,13 @@ export class ByteReader {
   }
 }
 
+/** Bytes a sender writes per event-loop turn before yielding (keeps TEST_END latency low). */
+const SEND_TURN_BYTES = 1024 * 1024;
+
 /**
  * Sends `block` over a socket as fast as backpressure allows: writes until
  * write() returns false, then waits for 'drain'; yields to the event loop every
- * few MB so the control channel and timers keep running. Optional limits: a
+ * megabyte so the control channel and timers keep running. Optional limits: a
  * rate in bits/s (iperf3 -b, per stream) and a shared byte budget (-n / -k).
  */
 export class BlockSender {
@@ -270,7 +273,7 @@ export class BlockSender {
     if (this.stopped) return;
     const rate = this.opts.rateBps ?? 0;
     let turn = 0;
-    while (turn < 4 * 1024 * 1024) {
+    while (turn < SEND_TURN_BYTES) {
       if (this.sock.destroyed || !this.sock.writable) {
         this.stop();
         return;
@@ -366,6 +369,8 @@ export interface Iperf3ServerOptions {
   streamsTimeoutMs?: number;
   /** A test without any byte moving or control message for this long is aborted (default 60 s). */
   idleTimeoutMs?: number;
+  /** How long the client may take to send its parameters, its results, IPERF_DONE (default 30 s). */
+  controlTimeoutMs?: number;
 }
 
 class TestAbort extends Error {
@@ -386,6 +391,7 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
   const cookieTimeoutMs = opts.cookieTimeoutMs ?? 10_000;
   const streamsTimeoutMs = opts.streamsTimeoutMs ?? 10_000;
   const idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
+  const controlTimeoutMs = opts.controlTimeoutMs ?? 30_000;
 
   const stats: Omit<Iperf3ServerStats, 'port' | 'running'> = {
     testsStarted: 0,
@@ -546,6 +552,16 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       });
     }
 
+    /** Awaits `fn()`, aborting the test if it takes longer than `ms`. */
+    private async within<T>(ms: number, what: string, fn: () => Promise<T>): Promise<T> {
+      const t = this.setTimer(ms, () => this.abort(`no ${what} from the client within ${ms} ms`));
+      try {
+        return await fn();
+      } finally {
+        this.clearTimer(t);
+      }
+    }
+
     private send(buf: Buffer): void {
       if (!this.control.destroyed && this.control.writable) this.control.write(buf);
     }
@@ -583,7 +599,7 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       try {
         this.send(stateByte(IperfState.PARAM_EXCHANGE));
         try {
-          this.params = await this.reader.readJson();
+          this.params = await this.within(controlTimeoutMs, 'parameters', () => this.reader.readJson());
         } catch (err) {
           if (err instanceof SyntaxError || /bad JSON|not an object/.test((err as Error).message)) {
             throw new TestAbort(`bad parameters: ${(err as Error).message}`, IperfError.IERECVPARAMS);
@@ -626,7 +642,7 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
         this.send(stateByte(IperfState.EXCHANGE_RESULTS));
         let clientResults: Record<string, unknown>;
         try {
-          clientResults = await this.reader.readJson();
+          clientResults = await this.within(controlTimeoutMs, 'client results', () => this.reader.readJson());
         } catch (err) {
           if (err instanceof SyntaxError || /bad JSON|not an object/.test((err as Error).message)) {
             throw new TestAbort(`bad results from client: ${(err as Error).message}`, IperfError.IERECVRESULTS);
@@ -639,7 +655,7 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
 
         // IPERF_DONE, or the client just closing, both end the test cleanly.
         try {
-          const st = await this.reader.readState();
+          const st = await this.within(Math.min(controlTimeoutMs, 10_000), 'IPERF_DONE', () => this.reader.readState());
           if (st !== IperfState.IPERF_DONE && st !== IperfState.CLIENT_TERMINATE) {
             log(`iperf3: unexpected control message ${st} after results`);
           }

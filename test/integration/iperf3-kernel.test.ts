@@ -403,6 +403,34 @@ describe('clients that vanish at any point', () => {
     await expectIdleAndWorking();
   });
 
+  test('silent clients time out: no cookie, no parameters', async () => {
+    const s2 = startIperf3Server(kernelNet, { port: 0, host: HOST, cookieTimeoutMs: 300, controlTimeoutMs: 300 });
+    await s2.ready;
+    try {
+      const closedAfter = async (send: Buffer[]): Promise<{ ms: number; got: Buffer }> => {
+        const t0 = Date.now();
+        const s = net.connect({ port: s2.port(), host: HOST });
+        s.on('error', () => undefined);
+        const parts: Buffer[] = [];
+        s.on('data', (c: Buffer) => parts.push(c));
+        for (const b of send) s.write(b);
+        await new Promise<void>((r) => s.once('close', () => r()));
+        return { ms: Date.now() - t0, got: Buffer.concat(parts) };
+      };
+      const noCookie = await closedAfter([]);
+      expect(noCookie.ms).toBeGreaterThanOrEqual(250);
+      expect(noCookie.ms).toBeLessThan(3000);
+      expect(noCookie.got.length).toBe(0);
+      const noParams = await closedAfter([makeCookie()]);
+      expect([...noParams.got]).toEqual([9]);
+      expect(noParams.ms).toBeLessThan(3000);
+      await waitFor(() => !s2.stats().running, 3000, 'test dropped');
+      expect(s2.stats().testsFailed).toBe(1);
+    } finally {
+      await s2.close();
+    }
+  });
+
   test('close() with a test running terminates it and leaves no handles or timers behind', async () => {
     const counts = () => {
       const out: Record<string, number> = {};
