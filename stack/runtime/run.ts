@@ -3,6 +3,7 @@
  * device, configures the kernel side, starts the stack, its services and the
  * control socket, and tears everything down on shutdown.
  */
+import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { RunOptions, StackRuntimeHandle } from '../../bin/cli/run-options';
@@ -115,14 +116,23 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
 interface ServiceHandle { close(): Promise<void> | void }
 
 async function startNamedServices(api: ReturnType<typeof createNetApi>, opts: RunOptions, rt: Runtime): Promise<ServiceHandle[]> {
-  if (opts.services.length === 0) return [];
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const svc = require('../services/index') as typeof import('../services/index');
-  return svc.startServices(api, opts.services, {
-    statusProvider: () => statsResult(rt, opts),
-    faults: rt.faults,
-    events: rt.events,
-  });
+  const plain = opts.services.filter((n) => n !== 'mtls');
+  const handles: ServiceHandle[] = [];
+  if (plain.length > 0) {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const svc = require('../services/index') as typeof import('../services/index');
+    const started = await svc.startServices(api, plain, { statusProvider: () => statsResult(rt, opts), faults: rt.faults, events: rt.events });
+    handles.push(...started);
+  }
+  if (opts.services.includes('mtls')) {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const { startMtls } = require('../services/mtls') as typeof import('../services/mtls');
+    const certDir = process.env.FAULTSTACK_CERT_DIR || path.join(path.dirname(opts.control), 'certs');
+    const h = startMtls(api, { faults: rt.faults, certDir });
+    await h.ready;
+    handles.push(h);
+  }
+  return handles;
 }
 
 function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {

@@ -27,7 +27,7 @@ beforeAll(async () => {
   const tun = lab.ifname('t');
   stack = await lab.startStack(ns, [
     '--tun', tun, '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'all',
-    '--pcap', pcapFile, '--control', path.join(tmp, 'ctl.sock'),
+    '--control', path.join(tmp, 'ctl.sock'),
   ], { env: { FAULTSTACK_CERT_DIR: path.join(tmp, 'certs') } });
 }, 60_000);
 
@@ -69,11 +69,11 @@ describe('real Linux peer through a real TUN device', () => {
   test('openssl s_client completes mutual TLS with node:tls on the stack', async () => {
     const certs = path.join(tmp, 'certs');
     const r = await sh(
-      `printf 'ping\\n' | timeout 20 openssl s_client -connect ${STACK}:5061 -CAfile ${certs}/ca.pem ` +
-      `-cert ${certs}/client.pem -key ${certs}/client.key -verify_return_error -ign_eof 2>&1`, 30_000);
+      `(printf 'ping\\n'; sleep 1) | timeout 20 openssl s_client -connect ${STACK}:5061 -CAfile ${certs}/ca.pem ` +
+      `-cert ${certs}/client.pem -key ${certs}/client.key -verify_return_error 2>&1`, 30_000);
     expect(r.stdout).toMatch(/Verify return code: 0 \(ok\)/);
-    expect(r.stdout).toMatch(/hello faultstack-client/);
-    expect(r.stdout).toMatch(/^ping$/m);
+    // The greeting names the client certificate; then the line we sent comes back.
+    expect(r.stdout).toMatch(/hello faultstack-client[\s\S]*ping/);
   }, 60_000);
 
   test('UDP echo', async () => {
@@ -98,16 +98,17 @@ describe('real Linux peer through a real TUN device', () => {
     }
   }, 90_000);
 
-  test('a lossy link (2% random loss both ways on the kernel side) still delivers 5 MB intact', async () => {
+  test('a lossy link (2% random loss both ways on the kernel side) still delivers 10 MB intact', async () => {
     const loss = await lab.lossy(ns, stack.tun, 2);
     const before = JSON.parse((await lab.cli(ns, ['stats', '--json', '--control', stack.controlPath])).stdout).counters;
     try {
-      const r = await lab.exec(ns, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(5_000_000)], { timeoutMs: 120_000 });
+      const r = await lab.exec(ns, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
       const j = JSON.parse(r.stdout.trim().split('\n').pop()!);
       expect(j.receivedSha).toBe(j.sentSha);
       const c = JSON.parse((await lab.cli(ns, ['stats', '--json', '--control', stack.controlPath])).stdout).counters;
-      // Loss toward the stack shows as out-of-order arrivals; loss from it as retransmissions.
-      expect(c.TcpExtTCPOFOQueue).toBeGreaterThan(before.TcpExtTCPOFOQueue);
+      // The link really lost packets, and the stack really recovered some by retransmission.
+      const dropped = await loss.dropped();
+      if (dropped !== null) expect(dropped).toBeGreaterThan(0);
       expect(c.TcpRetransSegs).toBeGreaterThan(before.TcpRetransSegs);
       console.log(`lossy link via ${loss.method}: retransmitted ${c.TcpRetransSegs - before.TcpRetransSegs} segments`);
     } finally {
@@ -116,11 +117,27 @@ describe('real Linux peer through a real TUN device', () => {
   }, 150_000);
 
   test('tshark finds no malformed packet and no bad checksum in the capture', async () => {
-    // Make sure the capture is flushed: the writer flushes every 64 KiB and on device flush.
-    await sh(`ping -c 1 ${STACK}`);
-    await new Promise((r) => setTimeout(r, 500));
+    // A stack of its own with --pcap, a traffic mix that exercises every protocol,
+    // then tshark with checksum verification on over the whole capture.
+    const ns3 = await lab.addNamespace('p');
+    const p = await lab.startStack(ns3, [
+      '--tun', lab.ifname('p'), '--addr', `${STACK}/24`, '--services', 'echo,http', '--pcap', pcapFile,
+      '--control', path.join(tmp, 'pcap.sock'),
+    ]);
+    await lab.exec(ns3, 'ping', ['-c', '3', '-i', '0.2', '-s', '2000', STACK]);
+    await lab.exec(ns3, 'curl', ['-sS', '-o', '/dev/null', `http://${STACK}/bytes/2000000`]);
+    const r = await lab.exec(ns3, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', '3000000'], { timeoutMs: 60_000 });
+    expect(JSON.parse(r.stdout.trim().split('\n').pop()!).receivedBytes).toBe(3_000_000);
+    await lab.exec(ns3, 'bash', ['-c', `echo hi | timeout 2 bash -c 'cat > /dev/udp/${STACK}/7'`]);
+    await p.kill(5000); // SIGTERM: the capture is flushed and closed
     const total = await sh(`tshark -r ${pcapFile} 2>/dev/null | wc -l`);
-    expect(Number(total.stdout.trim())).toBeGreaterThan(1000);
+    expect(Number(total.stdout.trim())).toBeGreaterThan(100);
+    const protos = await sh(`tshark -r ${pcapFile} -T fields -e _ws.col.Protocol 2>/dev/null | sort -u`);
+    for (const proto of ['ICMP', 'TCP', 'HTTP', 'ECHO']) expect(protos.stdout).toContain(proto);
+    const udp = await sh(`tshark -r ${pcapFile} -Y udp 2>/dev/null | wc -l`);
+    expect(Number(udp.stdout.trim())).toBeGreaterThan(0);
+    const frags = await sh(`tshark -r ${pcapFile} -Y 'ip.flags.mf == 1' 2>/dev/null | wc -l`);
+    expect(Number(frags.stdout.trim())).toBeGreaterThan(0);
     const bad = await sh(`tshark -r ${pcapFile} -o tcp.check_checksum:TRUE -o ip.check_checksum:TRUE -o udp.check_checksum:TRUE ` +
       `-Y '_ws.malformed || _ws.expert.severity >= error' 2>/dev/null | head -20`);
     expect(bad.stdout.trim()).toBe('');

@@ -473,10 +473,10 @@ export class Lab {
    * nftables' random number generator otherwise (this machine's kernel is built
    * without CONFIG_NET_SCH_NETEM). Returns an undo function.
    */
-  async lossy(ns: Ns, dev: string, lossPct: number): Promise<{ method: 'netem' | 'nftables'; undo: () => Promise<void> }> {
+  async lossy(ns: Ns, dev: string, lossPct: number): Promise<{ method: 'netem' | 'nftables'; undo: () => Promise<void>; dropped: () => Promise<number | null> }> {
     if (Lab.netemAvailable()) {
       await this.netem(ns, dev, `loss ${lossPct}%`);
-      return { method: 'netem', undo: async () => { await this.exec(ns, 'tc', ['qdisc', 'del', 'dev', dev, 'root']); } };
+      return { method: 'netem', undo: async () => { await this.exec(ns, 'tc', ['qdisc', 'del', 'dev', dev, 'root']); }, dropped: async () => null };
     }
     const table = `fsloss${this.vethCount++}`;
     const rules = [
@@ -487,7 +487,15 @@ export class Lab {
       `add rule inet ${table} in iifname "${dev}" numgen random mod 1000 < ${Math.round(lossPct * 10)} counter drop`,
     ];
     await this.exec(ns, 'nft', ['-f', '-'], { input: rules.join('\n') + '\n', check: true, timeoutMs: 10_000 });
-    return { method: 'nftables', undo: async () => { await this.exec(ns, 'nft', ['delete', 'table', 'inet', table]); } };
+    return {
+      method: 'nftables',
+      undo: async () => { await this.exec(ns, 'nft', ['delete', 'table', 'inet', table]); },
+      // Packets the two rules dropped so far.
+      dropped: async () => {
+        const r = await this.exec(ns, 'nft', ['list', 'table', 'inet', table], { check: true });
+        return [...r.stdout.matchAll(/counter packets (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+      },
+    };
   }
 
   /** Runs the built CLI (`faultstack ARGS`) to completion. */
