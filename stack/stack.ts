@@ -221,6 +221,13 @@ export class Stack {
       r.header.copy(buf, 0, 0, 20);
       buf[0] = 0x45;
       r.payload.copy(buf, 20);
+      // The header must describe the whole datagram, as the reassembled one does in
+      // Linux (ip_frag_reasm): the total length of all of it, no MF, a valid checksum.
+      // Otherwise an ICMP error quoting it (port unreachable) says "fragment of 1500".
+      buf.writeUInt16BE(20 + r.payload.length, 2);
+      buf.writeUInt16BE(buf.readUInt16BE(6) & 0x4000, 6);
+      buf.writeUInt16BE(0, 10);
+      buf.writeUInt16BE(internetChecksum(buf, 0, 20), 10);
       off = 20; plen = r.payload.length; ipOff = 0;
     }
     c.IpInDelivers++;
