@@ -12,7 +12,7 @@ import { Lab, StackProcess, StackStartError } from '../test/lab/lab';
 
 const STACK = '198.18.0.2';
 const PCAP = '/tmp/faultstack-demo.pcap';
-const STACK_ARGS = ['--tun', 'fsdemo0', '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'all', '--pcap', PCAP];
+const STACK_ARGS = ['--tun', 'fsdemo0', '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'all', '--pcap', PCAP, '--pcap-snaplen', '128'];
 const ECHO_BYTES = 10 * 1000 * 1000;
 
 export const DEMO_SPEC = defineCommand({

@@ -48,6 +48,8 @@ export interface RunOptions {
   services: ServiceName[];
   /** Absolute path; its directory exists. */
   pcap?: string;
+  /** Bytes of each packet the capture keeps (default 262144: all). */
+  pcapSnaplen?: number;
   /** Absolute path of the control socket (default <FAULTSTACK_RUN_DIR or /run/faultstack>/<tun>.sock). */
   control: string;
   /** In command-line order; later assignments to the same fault win. */

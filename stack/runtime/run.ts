@@ -61,7 +61,7 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
     let device: Device = tun;
     if (opts.pcap) {
-      const pcap = new PcapDevice(tun, { path: opts.pcap });
+      const pcap = new PcapDevice(tun, { path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144 });
       device = pcap;
       cleanups.push(() => pcap.close());
     }
