@@ -500,7 +500,7 @@ export class TcpConnection {
     else {
       this.pending.push(data);
       this.pendingBytes += data.length;
-      if (this.onFirstData) { const f = this.onFirstData; this.onFirstData = null; f(this.layer.host.timers ? this.lastRecvAt : 0); }
+      if (this.onFirstData) { const f = this.onFirstData; this.onFirstData = null; f(this.lastRecvAt); }
     }
   }
 
@@ -581,7 +581,6 @@ export class TcpConnection {
     }
     let sentAny = false;
     const mss = this.mss;
-    const dataEnd = (this.sndUna + this.sendQueue.length + (this.finSeq >= 0 && seqGt(this.sndUna, this.finSeq) ? 1 : 0)) >>> 0;
     const tsoMax = this.layer.tsoMaxSegments(this) * mss;
     for (let guard = 0; guard < 100000; guard++) {
       // RFC 6675 NextSeg: retransmit lost holes first while in SACK recovery.
@@ -637,7 +636,6 @@ export class TcpConnection {
       sentAny = true;
       if (withFin) break;
     }
-    void dataEnd;
     if (sentAny) return;
     if (this.ackNow) this.sendAck(now);
   }
@@ -757,7 +755,10 @@ export class TcpConnection {
   onAppRead(now: number): void {
     if (this.state < State.Established || this.state > State.FinWait2) return;
     const unread = this.owner ? this.owner.unreadBytes() : 0;
-    const space = this.rcvBuf - unread - this.ooo.bytes;
+    // Only room the 16-bit window field can carry (RFC 7323 2.2: shifted by our scale)
+    // counts: an ACK that cannot move the right edge is a duplicate ACK to the peer
+    // (RFC 5681 2), e.g. on every read when window scaling was not negotiated.
+    const space = Math.min(this.rcvBuf - unread - this.ooo.bytes, 65535 << this.rcvWscale);
     const committed = (this.rcvAdvEdge - this.rcvNxt) | 0;
     if (space - committed >= Math.min(this.rcvBuf >> 1, 2 * this.mss)) {
       this.sendAck(now);
