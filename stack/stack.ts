@@ -393,6 +393,5 @@ export class Stack {
     this.counters.IcmpOutMsgs++;
     if (type === ICMP_DEST_UNREACH) this.counters.IcmpOutDestUnreachs++;
     this.sendIp(pkt, null);
-    void internetChecksum;
   }
 }

@@ -77,10 +77,9 @@ export class Reassembler {
 
   private insert(p: Pending, offset: number, data: Buffer): boolean {
     // Trim the new fragment against what we already hold (first copy wins).
-    let start = offset;
-    let end = offset + data.length;
+    const end = offset + data.length;
     const pieces: { offset: number; data: Buffer }[] = [];
-    let cursor = start;
+    let cursor = offset;
     for (const part of p.parts) {
       const pe = part.offset + part.data.length;
       if (pe <= cursor || part.offset >= end) continue;
@@ -95,7 +94,6 @@ export class Reassembler {
       this.bytes += piece.data.length;
     }
     p.parts.sort((a, b) => a.offset - b.offset);
-    void start;
     return true;
   }
 

@@ -89,7 +89,7 @@ export class ReassemblyQueue {
    * overlap. Returns false if nothing new was stored.
    */
   insert(seq: number, data: Buffer): boolean {
-    let end = (seq + data.length) >>> 0;
+    const end = (seq + data.length) >>> 0;
     let s = seq;
     let stored = false;
     let i = 0;
@@ -114,8 +114,6 @@ export class ReassemblyQueue {
       }
       this.lastSeq = lo; this.lastEnd = hi;
     }
-    void end;
-    end = 0;
     return stored;
   }
 

@@ -374,7 +374,6 @@ export class TcpLayer {
     const conn = this.table.lookup(src, sport, dst, dport);
     if (!conn) return null;
     if (!(seqGe(seq, conn.sndUna) && seqLe(seq, conn.sndMax)) && !(conn.state === State.SynSent && seq === conn.iss)) return null;
-    void seqLt;
     return conn;
   }
 
