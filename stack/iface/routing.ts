@@ -46,7 +46,9 @@ export class RouteTable {
   /** MTU to use toward `dst`: the host route's if one exists, else the interface's. */
   mtuFor(dst: number): number {
     const h = this.hostRoutes.get(dst);
-    return h ? h.mtu : this.interfaceMtu;
+    // RFC 1191 3: the PMTU is never larger than the first hop's MTU, also when the
+    // interface MTU was lowered (the MTU workaround) after the route was learned.
+    return h && h.mtu < this.interfaceMtu ? h.mtu : this.interfaceMtu;
   }
 
   setInterfaceMtu(mtu: number): void {
