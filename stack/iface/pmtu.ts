@@ -73,8 +73,11 @@ export class PathMtu {
       mtu = Math.max(mtu, 68);
     }
     const existing = this.routes.hostRoutes.get(dst);
-    if (this.counted >= p.MaxIcmpHostRoutes) {
-      // At the limit, ICMP may neither create nor change host routes.
+    // MaxIcmpHostRoutes bounds the routes ICMP may *create*. The buggy path checks
+    // its (inflated) count before anything and ignores every message at the limit;
+    // the fixed path refuses only a creation and still lowers a route that exists.
+    const refused = this.countRule() === 'buggy' || !existing;
+    if (this.counted >= p.MaxIcmpHostRoutes && refused) {
       c.FsIcmpIgnoredAtLimit++;
       this.events.ignoredAtLimit(dst, mtu, this.counted);
       return 'ignored-limit';
