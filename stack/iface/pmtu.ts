@@ -64,9 +64,12 @@ export class PathMtu {
     if (!p.EnablePMTUDiscovery) return 'ignored-disabled';
     let mtu = nextHopMtu;
     if (mtu === 0 || mtu >= quotedTotalLength) {
-      // RFC 1191 5: guess from the plateau table below the quoted length.
+      // RFC 1191 5: guess from the plateau table below the quoted length. A TSO
+      // super-segment quotes its whole length (up to 64 KiB) while the packets on the
+      // wire were at most the current estimate: take the plateau below the smaller.
+      const sent = Math.min(quotedTotalLength, this.routes.mtuFor(dst));
       mtu = 68;
-      for (const v of MTU_PLATEAUS) if (v < quotedTotalLength) { mtu = v; break; }
+      for (const v of MTU_PLATEAUS) if (v < sent) { mtu = v; break; }
     }
     if (mtu < p.PMTUFloor) {
       if (p.PMTUFloor > 68) return 'ignored-floor';
