@@ -476,6 +476,10 @@ export class TcpConnection {
       this.bytesReceived += len;
       // Deliver a copy: the device's buffer is only valid during this call.
       this.deliver(Buffer.from(buf.subarray(off, off + len)));
+      // Delivery may close the connection (a data handler that destroys the socket, a
+      // delayed indication that resets it): a closed connection arms no timer, or the
+      // timer heap keeps it alive until the delayed ACK would have fired.
+      if (this.isClosed()) return;
       if (hadHole) {
         const parts: Buffer[] = [];
         const nxt = this.ooo.pull(this.rcvNxt, parts);
