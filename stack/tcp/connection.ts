@@ -36,6 +36,10 @@ export interface ConnectionOwner {
 }
 
 const TS_MAX_AGE_MS = 24 * 24 * 3600 * 1000; // RFC 7323 5.5: 24 days
+/** PMTU black-hole detection: unanswered retransmissions of a segment before the fallback size. */
+const BLACK_HOLE_RETRIES = 2;
+/** The size every IPv4 path must carry (RFC 1122 3.3.3); MSS 536 without options. */
+const BLACK_HOLE_MTU = 576;
 
 export class TcpConnection {
   state = State.Closed;
@@ -58,6 +62,8 @@ export class TcpConnection {
   rcvBuf: number;
   sndBuf: number;
   // Options
+  /** Set by PMTU black-hole detection: this connection sends at most this size from then on (0: not set). */
+  blackHoleMtu = 0;
   peerMss = 536; mss = 536; wsOk = false; tsOk = false; sackOk = false; tsRecent = 0; tsRecentAt = 0; tsOffset = 0;
   // Send side data
   readonly sendQueue = new SendQueue();
@@ -157,7 +163,8 @@ export class TcpConnection {
 
   /** Effective send MSS: the peer's MSS, the path MTU, and the timestamp option's 12 bytes. */
   updateMss(): void {
-    const pathMtu = this.layer.pathMtu(this.remoteAddr);
+    let pathMtu = this.layer.pathMtu(this.remoteAddr);
+    if (this.blackHoleMtu > 0 && this.blackHoleMtu < pathMtu) pathMtu = this.blackHoleMtu;
     let mss = Math.min(this.peerMss, pathMtu - 40);
     if (this.tsOk) mss -= 12;
     mss = Math.max(mss, 64);
@@ -524,8 +531,9 @@ export class TcpConnection {
     this.oooFinSeq = -1;
     this.ackNow = true;
     switch (this.state) {
-      case State.SynReceived:
-      case State.Established: this.state = State.CloseWait; this.layer.counters.TcpCurrEstab--; break;
+      // TcpCurrEstab counts ESTABLISHED and CLOSE-WAIT (RFC 4022 tcpCurrEstab; Linux alike).
+      case State.SynReceived: this.state = State.CloseWait; this.layer.counters.TcpCurrEstab++; break;
+      case State.Established: this.state = State.CloseWait; break;
       case State.FinWait1:
         // Our FIN not yet acked: simultaneous close (RFC 9293 figure 13).
         this.state = State.Closing; break;
@@ -795,6 +803,7 @@ export class TcpConnection {
       case State.CloseWait:
         this.finSeq = (this.sndUna + this.sendQueue.length) >>> 0;
         this.state = State.LastAck;
+        this.layer.counters.TcpCurrEstab--;
         break;
       default: return;
     }
@@ -960,6 +969,15 @@ export class TcpConnection {
       return;
     }
     c.TcpExtTCPTimeouts++;
+    if (this.retries > BLACK_HOLE_RETRIES && this.blackHoleMtu === 0 && this.mss > BLACK_HOLE_MTU - 40 - (this.tsOk ? 12 : 0) &&
+        this.layer.blackHoleDetection()) {
+      // EnablePMTUBHDetect: full-size segments keep vanishing and no ICMP says why
+      // (a router that drops DF packets silently, or filters its ICMP: RFC 2923 2.1).
+      // Fall back to the size every IPv4 path carries (RFC 879/1122: 576, MSS 536).
+      this.blackHoleMtu = BLACK_HOLE_MTU;
+      c.FsPmtuBlackHoleDetected++;
+      this.updateMss();
+    }
     // RFC 6298 5.5-5.7 and RFC 5681 eq. 4: back off, collapse cwnd, resend from SND.UNA.
     // ssthresh is set only when the segment "has not yet been resent by way of the
     // retransmission timer" (RFC 5681 3.1): on later timeouts it is held (FlightSize
