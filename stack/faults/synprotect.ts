@@ -135,8 +135,10 @@ export class WindowsBacklog implements BacklogPolicy {
     if (this.backlogFull(l)) {
       s.portsExhausted++;
       l.layer.counters.TcpExtListenOverflows++;
-      // The refusal itself may push TcpMaxPortsExhausted over its limit.
-      if (this.evaluate(l, s) && this.p.SynAttackProtect >= 2) { s.portsExhausted--; return 'accept'; }
+      // The refusal itself may push TcpMaxPortsExhausted over its limit. It stays
+      // counted: the backlog was exhausted for this request, and protection must stay
+      // on until the backlog has room again (onAccepted), not clear at once.
+      if (this.evaluate(l, s) && this.p.SynAttackProtect >= 2) return 'accept';
       return 'reset';
     }
     return 'accept';
