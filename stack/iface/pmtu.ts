@@ -65,9 +65,11 @@ export class PathMtu {
     let mtu = nextHopMtu;
     if (mtu === 0 || mtu >= quotedTotalLength) {
       // RFC 1191 5: guess from the plateau table below the quoted length. A TSO
-      // super-segment quotes its whole length (up to 64 KiB) while the packets on the
-      // wire were at most the current estimate: take the plateau below the smaller.
-      const sent = Math.min(quotedTotalLength, this.routes.mtuFor(dst));
+      // super-segment quotes its whole length (up to 64 KiB) while no packet on the
+      // wire was larger than the interface MTU: take the plateau below the smaller.
+      // (Not below the current estimate: ICMP messages for packets sent before the
+      // last decrease would then walk the estimate down to 68.)
+      const sent = Math.min(quotedTotalLength, this.routes.interfaceMtu);
       mtu = 68;
       for (const v of MTU_PLATEAUS) if (v < sent) { mtu = v; break; }
     }
