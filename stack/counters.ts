@@ -29,6 +29,7 @@ export function newCounters() {
     FsSynProtectTriggered: 0, FsSynAckRetrans: 0, FsBacklogResets: 0, FsLeakedConnections: 0, FsLeakedBytes: 0,
     FsConnTableLockWaits: 0, FsConnTableLockedDrops: 0,
     FsHostRoutesCreated: 0, FsHostRoutesUpdated: 0, FsHostRoutesRemoved: 0, FsIcmpIgnoredAtLimit: 0,
+    FsPmtuBlackHoleDetected: 0,
   };
 }
 export type Counters = ReturnType<typeof newCounters>;

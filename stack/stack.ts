@@ -329,6 +329,7 @@ export class Stack {
 
   tsoSegments(): number { return this.tsoSegmentsMax; }
   txChecksumOffload(): boolean { return this.txCsumOffload; }
+  blackHoleDetection(): boolean { return this.pmtu.params().EnablePMTUBHDetect !== 0; }
 
   sendIp(pkt: Buffer, meta: OffloadMeta | null): void {
     if (this.outputGate && this.outputGate()) { this.counters.IpOutDiscards++; return; }

@@ -70,6 +70,8 @@ export interface TcpHost {
   tsoSegments(): number;
   /** True when the device completes checksums for us (virtio NEEDS_CSUM). */
   txChecksumOffload(): boolean;
+  /** PMTU black-hole detection on (EnablePMTUBHDetect); absent means off. */
+  blackHoleDetection?(): boolean;
 }
 
 /** Hooks for fault emulation and observation around the connection lifecycle. */
@@ -316,6 +318,7 @@ export class TcpLayer {
 
   pathMtu(dst: number): number { return this.host.pathMtu(dst); }
   tsoMaxSegments(_conn: TcpConnection): number { return this.host.tsoSegments(); }
+  blackHoleDetection(): boolean { return this.host.blackHoleDetection?.() ?? false; }
   flushSoon(): void { this.host.flushSoon(); }
   suppressSynOptions(conn: TcpConnection): boolean { return conn.listener ? this.backlog.suppressSynOptions(conn) : false; }
   synRetries(_conn: TcpConnection): number { return this.config.synRetries; }
