@@ -205,17 +205,12 @@ export function startEcho(api: NetApi, opts: EchoOptions = {}): EchoHandle {
       const closeUdp = new Promise<void>((resolve) => {
         if (!udp) return resolve();
         const sock = udp;
-        udp = null;
-        if (!udpBound) {
-          // bind may still be pending or may have failed; close tolerates both
-          try {
-            sock.close(() => resolve());
-          } catch {
-            resolve();
-          }
-          return;
+        udp = null; // also stops a bind that has not happened yet
+        try {
+          sock.close(() => resolve());
+        } catch {
+          resolve(); // already closed (e.g. after a failed bind)
         }
-        sock.close(() => resolve());
       });
       await Promise.all([tcp.close(), closeUdp]);
     },
