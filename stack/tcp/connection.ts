@@ -276,6 +276,13 @@ export class TcpConnection {
       this.sendAck(now);
       return;
     }
+    // The peer's SYN again in SYN-RECEIVED: our SYN-ACK was lost. Resend it now (as
+    // Linux's tcp_check_req does); the acceptability check below would answer with a
+    // bare ACK, which the peer in SYN-SENT drops, leaving it to our slower SYN-ACK timer.
+    if (this.state === State.SynReceived && (f & (SYN | ACK | RST)) === SYN && seg.seq === this.irs) {
+      this.retransmitSynAck(now);
+      return;
+    }
     let seq = seg.seq;
     let len = seg.payloadLength;
     let dataOff = seg.payloadOffset;
@@ -306,7 +313,6 @@ export class TcpConnection {
     }
     // SYN in a synchronized state (RFC 5961 4.2): challenge ACK.
     if (f & SYN) {
-      if (this.state === State.SynReceived && seq === this.irs) { this.retransmitSynAck(now); return; }
       this.challengeAck(now);
       return;
     }
