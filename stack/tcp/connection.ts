@@ -250,12 +250,15 @@ export class TcpConnection {
   }
 
   private establish(now: number): void {
+    // Our SYN or SYN-ACK had to be resent: the initial window is one segment
+    // (RFC 5681 3.1, RFC 6928 2; Linux's tcp_init_transfer alike), not ten.
+    const synLost = this.backoff > 0;
     this.state = State.Established;
     this.retries = 0;
     this.backoff = 0;
     this.rto = this.computeRto();
     this.layer.counters.TcpCurrEstab++;
-    this.cc.cwnd = 10 * this.mss;
+    this.cc.cwnd = (synLost ? 1 : 10) * this.mss;
     this.lastRecvAt = now;
     this.disarmRto();
     if (this.keepaliveEnabled) this.keepaliveAt = now + this.keepaliveIdleMs;
