@@ -327,11 +327,14 @@ export class TcpConnection {
       else { dataOff += drop; len -= drop; }
       seq = this.rcvNxt;
     }
-    if (len > rcvWnd) {
+    // Room up to the right edge from where this segment starts (it may start above
+    // RCV.NXT: an out-of-order segment straddling the edge keeps only its in-window part).
+    const room = Math.max(0, (this.rcvNxt + rcvWnd - seq) | 0);
+    if (len > room) {
       // Data beyond the window is not acceptable and is answered with an ACK at once
       // (RFC 9293 3.10.7.4): that ACK is what answers a zero-window probe carrying a
       // byte of data (RFC 1122 4.2.2.17), telling the prober the window is still shut.
-      len = rcvWnd; fin = false;
+      len = room; fin = false;
       this.ackNow = true;
     }
     this.lastRecvAt = now;
