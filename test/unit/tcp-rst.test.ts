@@ -176,6 +176,18 @@ describe('ACK acceptance (RFC 9293 3.10.7.4 fifth, RFC 5961 5)', () => {
   });
 });
 
+describe('receive window edge', () => {
+  test('an out-of-order segment straddling the right edge is trimmed to the window (RFC 9293 3.10.7.4)', async () => {
+    // No window scaling: the window is exact.
+    const { p, connB, inject } = await setup({ tcp: { rcvBuf: 8192, windowScale: -1 } });
+    const rcvWnd = (connB.rcvAdvEdge - connB.rcvNxt) | 0;
+    expect(rcvWnd).toBeGreaterThan(1000);
+    inject({ seq: (connB.rcvNxt + rcvWnd - 100) >>> 0, flags: ACK | PSH, payload: Buffer.alloc(300, 7) });
+    await runFor(p.clock, 2);
+    expect(connB.ooo.bytes).toBe(100);
+  });
+});
+
 describe('PAWS (RFC 7323 5)', () => {
   test('a segment with a timestamp older than TS.Recent is dropped, counted and answered with an ACK', async () => {
     const { p, connB, server, inject, replies } = await setup();

@@ -176,6 +176,100 @@ describe('closing', () => {
   });
 });
 
+describe('handshake loss', () => {
+  test("the SYN-ACK is lost: the client's retransmitted SYN is answered with the SYN-ACK at once", async () => {
+    const p = makePair({}, { tcp: { synRtoMs: 300 } });
+    const tap = new Tap(p);
+    let dropped = false;
+    tap.drop = (s) => {
+      if (!dropped && s.dir === 'b->a' && s.tcp && s.tcp.flags === (SYN | ACK)) { dropped = true; return true; }
+      return false;
+    };
+    sinkServer(p, 9000);
+    const t0 = p.clock.now;
+    const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+    let upAt = -1;
+    c.on('connect', () => { upAt = p.clock.now; });
+    expect(await runUntil(p.clock, () => upAt > 0, 3_000)).toBe(true);
+    const synAcks = tap.tcp('b->a', (t) => t.flags === (SYN | ACK));
+    expect(synAcks.length).toBe(2);
+    // The second SYN (at 300 ms) drew the second SYN-ACK right away, not B's own 1 s timer.
+    const syns = tap.tcp('a->b', (t) => t.flags === SYN);
+    expect(Math.round(syns[1].t - t0)).toBe(300);
+    expect(synAcks[1].t - syns[1].t).toBeCloseTo(0.5, 6); // the second SYN's arrival
+    expect(Math.round(upAt - t0)).toBeLessThanOrEqual(302);
+    expect(synAcks[1].tcp.seq).toBe(synAcks[0].tcp.seq);
+    expect(p.b.counters.FsSynAckRetrans).toBe(1);
+  });
+
+  test('the SYN is lost: the connection starts with a one-segment congestion window (RFC 5681 3.1, RFC 6928 2)', async () => {
+    const p = makePair({}, { tcp: { congestionControl: 'newreno' } });
+    const tap = new Tap(p);
+    let dropped = false;
+    tap.drop = (s) => {
+      if (!dropped && s.dir === 'a->b' && s.tcp && s.tcp.flags === SYN) { dropped = true; return true; }
+      return false;
+    };
+    const { connA } = await (async () => {
+      const srv = sinkServer(p, 9000);
+      const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+      let up = false;
+      c.on('connect', () => { up = true; });
+      expect(await runUntil(p.clock, () => up, 2_000)).toBe(true);
+      const connA = connOf(p.a)!;
+      expect(connA.cc.cwnd).toBe(connA.mss);
+      const t0 = p.clock.now;
+      c.write(testData(20 * 1448, 61));
+      await runFor(p.clock, 0.1, 0.1);
+      // One segment leaves, not ten.
+      expect(tap.data('a->b').filter((s) => s.t >= t0).length).toBe(1);
+      expect(await runUntil(p.clock, () => srv.sinks[0]?.bytes === 20 * 1448, 1_000)).toBe(true);
+      return { connA };
+    })();
+    expect(connA.state).toBe(State.Established);
+  });
+
+  test('without loss the initial window is ten segments (RFC 6928)', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    const { c, connA } = await established(p);
+    expect(connA.cc.cwnd).toBe(10 * connA.mss);
+    const t0 = p.clock.now;
+    c.write(testData(20 * 1448, 62));
+    await runFor(p.clock, 0.1, 0.1);
+    expect(tap.data('a->b').filter((s) => s.t >= t0).length).toBe(10);
+  });
+});
+
+describe('TcpCurrEstab (RFC 4022: ESTABLISHED or CLOSE-WAIT)', () => {
+  test('counts CLOSE-WAIT, stops counting at LAST-ACK, and never goes below zero', async () => {
+    const p = makePair();
+    const { c, connB, srv } = await established(p);
+    await runFor(p.clock, 2);
+    expect(p.b.counters.TcpCurrEstab).toBe(1);
+    // The peer half-closes: B is in CLOSE-WAIT, still counted. (B's socket is paused so that
+    // it does not read the end and close its own side.)
+    srv.sinks[0].socket!.pause();
+    c.end();
+    expect(await runUntil(p.clock, () => connB.state === State.CloseWait, 10, 0.25)).toBe(true);
+    expect(p.b.counters.TcpCurrEstab).toBe(1);
+    expect(p.a.counters.TcpCurrEstab).toBe(0); // A left ESTABLISHED for FIN-WAIT
+    // A reset in CLOSE-WAIT: counted as an established reset, and the count goes to 0, not -1.
+    connB.abort(p.clock.now);
+    expect(p.b.counters.TcpEstabResets).toBe(1);
+    expect(p.b.counters.TcpCurrEstab).toBe(0);
+  });
+
+  test('a graceful passive close ends at zero', async () => {
+    const p = makePair();
+    const { c, connB } = await established(p);
+    c.end();
+    expect(await runUntil(p.clock, () => connB.isClosed(), 100)).toBe(true);
+    expect(p.b.counters.TcpCurrEstab).toBe(0);
+    expect(p.a.counters.TcpCurrEstab).toBe(0);
+  });
+});
+
 describe('failed opens', () => {
   test('connecting to a closed port: RST|ACK, the client fails with ECONNREFUSED', async () => {
     const p = makePair();
