@@ -1,0 +1,126 @@
+/**
+ * `make bench`: the benchmark suite.
+ *   node dist/bench/run.js [--quick] [--json] [--only micro,bulk,...] [--out DIR]
+ *
+ * Sections: micro (benchmark.js), bulk, offoff, connrate, latency, synflood, memory,
+ * multiqueue (real traffic in lab namespaces, each against the Linux kernel over a
+ * veth pair in the same run), and leak / pmtu when bench/leak.ts / bench/pmtu.ts exist.
+ * Progress goes to stderr; the report to bench/results/ (JSON, Markdown, SVG); a short
+ * summary (or, with --json, the whole report) to stdout.
+ * --quick: about 1 s per figure and smaller counts, for development on a busy machine.
+ */
+import { execFileSync } from 'node:child_process';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
+import { machineInfo, writeReport, type Report } from './report';
+
+const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'memory', 'multiqueue', 'leak', 'pmtu'];
+
+interface Args { quick: boolean; json: boolean; only: Set<string>; out: string }
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { quick: false, json: false, only: new Set(), out: path.join(__dirname, '..', '..', 'bench', 'results') };
+  for (let i = 0; i < argv.length; i++) {
+    const x = argv[i]!;
+    if (x === '--quick') a.quick = true;
+    else if (x === '--json') a.json = true;
+    else if (x === '--only' || x.startsWith('--only=')) {
+      const v = x.includes('=') ? x.slice(7) : argv[++i] ?? '';
+      for (const s of v.split(',').filter(Boolean)) {
+        if (!SECTIONS.includes(s)) throw new Error(`unknown section ${s} (known: ${SECTIONS.join(', ')})`);
+        a.only.add(s);
+      }
+    } else if (x === '--out') a.out = path.resolve(argv[++i] ?? '.');
+    else if (x === '--help' || x === '-h') {
+      process.stdout.write(`usage: node dist/bench/run.js [--quick] [--json] [--only ${SECTIONS.join(',')}] [--out DIR]\n`);
+      process.exit(0);
+    } else throw new Error(`unknown argument ${x}`);
+  }
+  return a;
+}
+
+/** A section another module provides (bench/leak.ts, bench/pmtu.ts), loaded only if present. */
+async function optionalSection(name: string, file: string, fn: string, quick: boolean): Promise<Figure[]> {
+  let mod: Record<string, unknown>;
+  try {
+    require.resolve(`./${file}`);
+  } catch {
+    progress(`  ${name}: skipped (bench/${file}.ts is not there yet)`);
+    return [];
+  }
+  mod = require(`./${file}`) as Record<string, unknown>;
+  const run = mod[fn];
+  if (typeof run !== 'function') { progress(`  ${name}: skipped (bench/${file}.ts does not export ${fn})`); return []; }
+  const result = await (run as (o: unknown) => Promise<unknown>)({ quick, progress });
+  // Accept figures (or figure-like rows); anything else is kept as a note.
+  const rows = Array.isArray(result) ? result : (result as { figures?: unknown[] } | null)?.figures;
+  if (Array.isArray(rows)) {
+    return rows.map((r, i) => {
+      const o = r as Partial<Figure> & { name?: string; value?: number; unit?: string };
+      return figure({
+        group: o.group ?? name, key: o.key ?? `${name}.${i}`, name: o.name ?? `${name} ${i}`, value: Number(o.value), unit: o.unit ?? '',
+        better: o.better, baseline: o.baseline ?? null, target: o.target ?? null, note: o.note,
+      });
+    });
+  }
+  return [figure({ group: name, key: `${name}.result`, name: `${name} result`, value: NaN, unit: '', note: JSON.stringify(result).slice(0, 300) })];
+}
+
+function gitCommit(): string {
+  try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: path.join(__dirname, '..', '..'), encoding: 'utf8' }).trim(); } catch { return 'unknown'; }
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const want = (s: string) => args.only.size === 0 || args.only.has(s);
+  const t0 = Date.now();
+  const loadBefore = os.loadavg()[0]!;
+  progress(`faultstack bench${args.quick ? ' (quick)' : ''}: load average ${loadBefore.toFixed(2)} on ${os.cpus().length} cores${loadBefore > os.cpus().length * 0.5 ? ' -- the machine is busy, figures will be rough' : ''}`);
+  const figures: Figure[] = [];
+  if (want('micro')) {
+    progress('\n== micro (benchmark.js)');
+    const { runMicro } = await import('./micro');
+    figures.push(...(await runMicro({ quick: args.quick })));
+  }
+  const traffic = ['bulk', 'offoff', 'connrate', 'latency', 'synflood', 'memory', 'multiqueue'].filter(want);
+  if (traffic.length) {
+    if (process.getuid?.() !== 0) {
+      progress('\nreal-traffic sections need root (namespaces, TUN): skipped');
+    } else {
+      const { runTraffic } = await import('./traffic');
+      figures.push(...(await runTraffic({ quick: args.quick, only: new Set(traffic) })));
+    }
+  }
+  if (want('leak')) { progress('\n== leak'); figures.push(...(await optionalSection('leak', 'leak', 'runLeakBench', args.quick))); }
+  if (want('pmtu')) { progress('\n== pmtu'); figures.push(...(await optionalSection('pmtu', 'pmtu', 'runPmtuBench', args.quick))); }
+
+  const report: Report = {
+    info: {
+      startedAt: new Date(t0).toISOString(), seconds: (Date.now() - t0) / 1000, quick: args.quick, ...machineInfo(),
+      loadBefore, loadAfter: os.loadavg()[0]!, commit: gitCommit(), only: [...args.only],
+    },
+    figures,
+  };
+  const files = writeReport(report, args.out);
+  if (args.json) {
+    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    return;
+  }
+  const lines = ['', `summary (${figures.length} figures, ${report.info.seconds.toFixed(0)} s; load ${loadBefore.toFixed(1)} -> ${report.info.loadAfter.toFixed(1)}):`];
+  for (const f of figures) {
+    if (f.group === 'micro') continue;
+    const r = f.ratio !== null ? `  ${fmtRatio(f.ratio).padStart(5)} of kernel` : '';
+    const t = f.target ? `  [${f.target.text}: ${f.met ? 'met' : 'NOT met'}]` : '';
+    lines.push(`  ${`${f.group}: ${f.name}`.padEnd(66)} ${Number.isFinite(f.value) ? `${fmt(f.value)} ${f.unit}` : 'failed'}${r}${t}`);
+  }
+  const targets = figures.filter((f) => f.target);
+  lines.push(`targets met: ${targets.filter((f) => f.met).length}/${targets.length}`);
+  lines.push(`report: ${files.find((f) => f.endsWith('latest.md'))} (+ ${files.length - 1} files)`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`bench: ${e.stack ?? e.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,41 @@
+/**
+ * Summarises a V8 .cpuprofile (node --cpu-prof): self time per function, highest
+ * first, with its share of the samples.
+ *   node dist/bench/tools/cpuprofile-top.js FILE.cpuprofile [--top 25]
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { flags } from './common';
+
+interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }
+interface Profile { nodes: Node[]; samples: number[]; timeDeltas: number[] }
+
+export function topFunctions(file: string, top = 25): { name: string; selfPct: number; selfMs: number }[] {
+  const p = JSON.parse(fs.readFileSync(file, 'utf8')) as Profile;
+  const byId = new Map<number, Node>();
+  for (const n of p.nodes) byId.set(n.id, n);
+  const self = new Map<string, number>();
+  let total = 0;
+  for (let i = 0; i < p.samples.length; i++) {
+    const n = byId.get(p.samples[i]!);
+    if (!n) continue;
+    const dt = p.timeDeltas[i] ?? 0;
+    const cf = n.callFrame;
+    const where = cf.url ? `${path.basename(cf.url)}:${cf.lineNumber + 1}` : '';
+    const key = `${cf.functionName || '(anonymous)'} ${where}`.trim();
+    self.set(key, (self.get(key) ?? 0) + dt);
+    total += dt;
+  }
+  return [...self.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([name, us]) => ({ name, selfPct: (100 * us) / total, selfMs: us / 1000 }));
+}
+
+if (require.main === module) {
+  const f = flags(process.argv.slice(2));
+  const file = process.argv[2]!;
+  for (const r of topFunctions(file, Number(f.get('top') ?? 25))) {
+    console.log(`${r.selfPct.toFixed(1).padStart(5)}%  ${r.selfMs.toFixed(0).padStart(7)} ms  ${r.name}`);
+  }
+}

@@ -1,0 +1,558 @@
+/**
+ * Real-traffic benchmarks in lab namespaces, each next to the same tool against the
+ * Linux kernel over a veth pair (the baseline), measured in the same run:
+ *
+ *   namespace "stk": the stack on a TUN device (198.18.0.2, kernel side 198.18.0.1);
+ *                    the kernel clients (iperf3, ab, ping, our rr/holder tools) run
+ *                    here and reach the stack through the TUN device.
+ *   namespaces "ka" <-> "kb": a veth pair, 198.18.1.1 <-> 198.18.1.2; kb runs the same
+ *                    services on the kernel's sockets (bench/tools/kernel-server).
+ *
+ * Every figure is stack versus kernel with the same client and the same service code.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Lab, LabProcess } from '../test/lab/lab';
+import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
+
+export interface TrafficOptions {
+  quick: boolean;
+  /** Sections to run (bulk, offoff, connrate, latency, synflood, memory, multiqueue); empty: all. */
+  only: Set<string>;
+}
+
+const STACK_ADDR = '198.18.0.2';
+const STACK_HOST = '198.18.0.1';
+const KA = '198.18.1.1';
+const KB = '198.18.1.2';
+const GBIT = 1e9;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function dist(...p: string[]): string {
+  return path.join(__dirname, ...p);
+}
+
+/** A tool process speaking JSON lines: a ready line, then one reply per command. */
+class Tool {
+  private buf = '';
+  private readonly lines: Record<string, unknown>[] = [];
+  private waiters: { pred: (l: Record<string, unknown>) => boolean; res: (l: Record<string, unknown>) => void }[] = [];
+  private nextId = 1;
+  constructor(readonly proc: LabProcess, readonly what: string) {
+    proc.child.stdout!.on('data', (s: string) => {
+      this.buf += s;
+      let nl: number;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        let obj: Record<string, unknown>;
+        try { obj = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
+        const w = this.waiters.find((x) => x.pred(obj));
+        if (w) { this.waiters = this.waiters.filter((x) => x !== w); w.res(obj); } else this.lines.push(obj);
+      }
+    });
+  }
+  get pid(): number { return this.proc.pid; }
+  wait(pred: (l: Record<string, unknown>) => boolean, timeoutMs: number): Promise<Record<string, unknown>> {
+    const i = this.lines.findIndex(pred);
+    if (i >= 0) return Promise.resolve(this.lines.splice(i, 1)[0]!);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`${this.what}: no answer within ${timeoutMs / 1000} s; output: ${this.proc.output.slice(-800)}`)), timeoutMs);
+      const w = { pred, res: (l: Record<string, unknown>) => { clearTimeout(t); resolve(l); } };
+      this.waiters.push(w);
+      void this.proc.exited.then(() => {
+        if (!this.waiters.includes(w)) return;
+        clearTimeout(t);
+        reject(new Error(`${this.what} exited: ${this.proc.output.slice(-800)}`));
+      });
+    });
+  }
+  async ready(timeoutMs = 30_000): Promise<Record<string, unknown>> {
+    const l = await this.wait((x) => x.ready === true || x.done === true || typeof x.error === 'string', timeoutMs);
+    if (typeof l.error === 'string') throw new Error(`${this.what}: ${l.error}`);
+    return l;
+  }
+  async call(cmd: Record<string, unknown>, timeoutMs = 60_000): Promise<Record<string, unknown>> {
+    const id = this.nextId++;
+    this.proc.write(JSON.stringify({ ...cmd, id }) + '\n');
+    const r = await this.wait((x) => x.id === id, timeoutMs);
+    if (typeof r.error === 'string') throw new Error(`${this.what} ${String(cmd.cmd)}: ${r.error}`);
+    return r;
+  }
+  async stop(): Promise<void> {
+    this.proc.end();
+    await Promise.race([this.proc.exited, sleep(5000)]);
+    if (this.proc.running) await this.proc.kill(2000);
+  }
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid: number): number {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  } catch { return NaN; }
+}
+
+interface Iperf { bps: number; retrans: number | null }
+
+function parseIperf(stdout: string): Iperf {
+  const j = JSON.parse(stdout) as { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { bits_per_second: number; retransmits?: number } } };
+  if (j.error) throw new Error(`iperf3: ${j.error}`);
+  const bps = j.end?.sum_received?.bits_per_second ?? NaN;
+  return { bps, retrans: j.end?.sum_sent?.retransmits ?? null };
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+export class TrafficBench {
+  readonly figures: Figure[] = [];
+  private lab!: Lab;
+  private stk = '';
+  private ka = '';
+  private kb = '';
+  private stack: Tool | null = null;
+  private stackOpts = '';
+  private kernel!: Tool;
+  private tunSeq = 0;
+  private readonly dur: number;
+  /** Kernel baseline values by key, filled as they are measured. */
+  private readonly base = new Map<string, number>();
+
+  constructor(private readonly opts: TrafficOptions) {
+    this.dur = opts.quick ? 1 : 5;
+  }
+
+  private want(section: string): boolean {
+    return this.opts.only.size === 0 || this.opts.only.has(section);
+  }
+
+  async run(): Promise<Figure[]> {
+    this.lab = await Lab.create('bench');
+    try {
+      await this.setup();
+      const sections: [string, () => Promise<void>][] = [
+        ['bulk', () => this.bulk()],
+        ['offoff', () => this.offloadsOff()],
+        ['connrate', () => this.connRate()],
+        ['latency', () => this.latency()],
+        ['synflood', () => this.synFlood()],
+        ['memory', () => this.memory()],
+        ['multiqueue', () => this.multiQueue()],
+      ];
+      for (const [name, fn] of sections) {
+        if (!this.want(name)) continue;
+        progress(`\n== ${name}`);
+        try {
+          await fn();
+        } catch (e) {
+          progress(`  ${name}: FAILED: ${(e as Error).message.split('\n')[0]}`);
+          this.figures.push(figure({ group: name, key: `${name}.error`, name: `${name} failed`, value: NaN, unit: '', note: (e as Error).message.split('\n')[0] }));
+        }
+      }
+    } finally {
+      if (this.stack) await this.stack.stop().catch(() => undefined);
+      await this.kernel?.stop().catch(() => undefined);
+      await this.lab.cleanup();
+    }
+    return this.figures;
+  }
+
+  private add(f: Parameters<typeof figure>[0]): Figure {
+    const fig = figure(f);
+    this.figures.push(fig);
+    const ratio = fig.ratio !== null ? ` (${fmtRatio(fig.ratio)} of kernel ${fmt(fig.baseline)})` : '';
+    const tgt = fig.target ? `  target ${fig.target.text}: ${fig.met ? 'met' : 'NOT met'}` : '';
+    progress(`  ${fig.name.padEnd(48)} ${fmt(fig.value).padStart(9)} ${fig.unit}${ratio}${tgt}${fig.note ? `  [${fig.note}]` : ''}`);
+    return fig;
+  }
+
+  // ------------------------------------------------------------------ topology
+
+  private async setup(): Promise<void> {
+    progress('lab: namespaces stk (stack on TUN), ka <-> kb (kernel over veth)');
+    this.stk = await this.lab.addNamespace('stk');
+    this.ka = await this.lab.addNamespace('ka');
+    this.kb = await this.lab.addNamespace('kb');
+    await this.lab.veth('ka', 'kb', { addrA: `${KA}/24`, addrB: `${KB}/24` });
+    // Many ports for connection-rate and memory runs: the client side of both worlds.
+    for (const ns of ['stk', 'ka']) {
+      await this.lab.sysctl(ns, 'net.ipv4.ip_local_port_range', '1024 65535');
+    }
+    this.kernel = this.tool('kb', 'kernel services', ['kernel-server.js', '--services', 'echo,discard,http']);
+    await this.kernel.ready();
+    // The kernel's iperf3 servers: one for the veth baseline, one behind the TUN for the stack's client.
+    this.lab.spawn('kb', 'iperf3', ['-s', '-p', '5201']);
+    // The stack's client finds a kernel iperf3 -s at 198.18.0.1:5202, behind the TUN device.
+    this.lab.spawn('stk', 'iperf3', ['-s', '-p', '5202']);
+    await sleep(300);
+  }
+
+  private tool(ns: string, what: string, args: string[]): Tool {
+    return new Tool(this.lab.spawn(ns, process.execPath, [dist('tools', args[0]!), ...args.slice(1)], { maxOutput: 1 << 20 }), what);
+  }
+
+  /** (Re)starts the stack with these options unless it already runs with them. */
+  private async ensureStack(offloads: 'on' | 'off', queues = 1): Promise<Tool> {
+    const want = `${offloads}/${queues}`;
+    if (this.stack && this.stackOpts === want) return this.stack;
+    if (this.stack) { await this.stack.stop(); this.stack = null; await sleep(200); }
+    const tun = this.lab.ifname(`t${this.tunSeq++}`);
+    const t = this.tool('stk', `stack (${want})`, ['stack-server.js', '--tun', tun, '--offloads', offloads, '--queues', String(queues),
+      '--services', 'echo,discard,http,iperf3', '--control', `/run/faultstack/${tun}.sock`]);
+    const r = await t.ready();
+    progress(`  stack: offloads ${offloads === 'on' ? (r.offloads as string[]).join(',') || 'none (refused)' : 'off'}, queues ${String(r.queues)}`);
+    this.stack = t;
+    this.stackOpts = want;
+    return t;
+  }
+
+  private async iperf(ns: string, args: string[]): Promise<Iperf> {
+    const r = await this.lab.exec(ns, 'iperf3', [...args, '-J'], { timeoutMs: (this.dur + 30) * 1000 });
+    if (r.code !== 0 && !r.stdout.trim().startsWith('{')) throw new Error(`iperf3 ${args.join(' ')}: exit ${r.code}: ${r.stderr.slice(0, 300)}`);
+    return parseIperf(r.stdout);
+  }
+
+  /** Kernel over veth, the same iperf3 options; cached per option set within the run. */
+  private async kernelIperf(streams: number, reverse: boolean): Promise<number> {
+    const key = `iperf.${streams}.${reverse}`;
+    const had = this.base.get(key);
+    if (had !== undefined) return had;
+    const r = await this.iperf('ka', ['-c', KB, '-p', '5201', '-t', String(this.dur), '-P', String(streams), ...(reverse ? ['-R'] : [])]);
+    this.base.set(key, r.bps);
+    return r.bps;
+  }
+
+  // ------------------------------------------------------------------ bulk
+
+  private async bulkSet(group: string, offloads: 'on' | 'off', cases: { streams: number; dir: 'k2s' | 's2k' | 'client-s2k' | 'client-k2s' }[]): Promise<void> {
+    const stack = await this.ensureStack(offloads);
+    for (const c of cases) {
+      const reverseKernel = c.dir === 's2k' || c.dir === 'client-k2s';
+      const cpu0 = cpuSeconds(stack.pid);
+      const t0 = Date.now();
+      let bps: number;
+      let retrans: number | null = null;
+      if (c.dir === 'k2s' || c.dir === 's2k') {
+        const r = await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur), '-P', String(c.streams), ...(c.dir === 's2k' ? ['-R'] : [])]);
+        bps = r.bps; retrans = r.retrans;
+      } else {
+        // The stack as the client of a kernel iperf3 -s behind the TUN device.
+        const r = await stack.call({ cmd: 'iperf3', host: STACK_HOST, port: 5202, durationSec: this.dur, parallel: c.streams, reverse: c.dir === 'client-k2s' }, (this.dur + 40) * 1000);
+        bps = Number(r.receiverBitsPerSecond);
+        await sleep(300); // iperf3 -s takes a moment before it accepts the next test
+      }
+      const cpu = (cpuSeconds(stack.pid) - cpu0) / ((Date.now() - t0) / 1000);
+      // The kernel baseline of a direction: data from the iperf3 client (forward) or to it (-R).
+      const base = await this.kernelIperf(c.streams, c.dir === 'k2s' || c.dir === 'client-k2s' ? false : reverseKernel);
+      const names: Record<typeof c.dir, string> = {
+        k2s: 'kernel -> stack (iperf3 -c)',
+        s2k: 'stack -> kernel (iperf3 -c -R)',
+        'client-s2k': 'stack client -> kernel iperf3 -s',
+        'client-k2s': 'kernel iperf3 -s -> stack client (-R)',
+      };
+      const toStack = c.dir === 'k2s' || c.dir === 'client-k2s';
+      let target = null;
+      if (group === 'bulk' && c.streams === 1 && c.dir === 'k2s') target = { kind: 'ratio' as const, op: '>=' as const, value: 0.5, text: '>= 50% of kernel' };
+      if (group === 'bulk' && c.streams === 1 && c.dir === 's2k') target = { kind: 'ratio' as const, op: '>=' as const, value: 0.35, text: '>= 35% of kernel' };
+      if (group === 'offloads-off' && c.streams === 1) target = { kind: 'absolute' as const, op: '>=' as const, value: 1.5, text: '>= 1.5 Gbit/s' };
+      this.add({
+        group, key: `${group}.${c.dir}.${c.streams}`, name: `${names[c.dir]}, ${c.streams} stream${c.streams > 1 ? 's' : ''}`,
+        value: bps / GBIT, unit: 'Gbit/s', baseline: base / GBIT, target,
+        note: `stack CPU ${(cpu * 100).toFixed(0)}%${retrans !== null ? `, ${retrans} retransmits` : ''}${toStack ? '' : ''}`,
+      });
+    }
+  }
+
+  private async bulk(): Promise<void> {
+    await this.bulkSet('bulk', 'on', [
+      { streams: 1, dir: 'k2s' }, { streams: 4, dir: 'k2s' },
+      { streams: 1, dir: 's2k' }, { streams: 4, dir: 's2k' },
+      { streams: 1, dir: 'client-s2k' }, { streams: 4, dir: 'client-s2k' },
+      { streams: 1, dir: 'client-k2s' },
+    ]);
+  }
+
+  private async offloadsOff(): Promise<void> {
+    await this.bulkSet('offloads-off', 'off', [{ streams: 1, dir: 'k2s' }, { streams: 1, dir: 's2k' }, { streams: 4, dir: 'k2s' }]);
+  }
+
+  // ------------------------------------------------------------------ connection rate
+
+  private async ab(ns: string, url: string, n: number, c: number, timeLimit?: number): Promise<{ rps: number; complete: number; failed: number; non2xx: number }> {
+    const args = ['-q', '-r', '-c', String(c), '-n', String(n), ...(timeLimit ? ['-t', String(timeLimit)] : []), url];
+    const r = await this.lab.exec(ns, 'ab', args, { timeoutMs: 120_000 });
+    const num = (re: RegExp) => { const m = re.exec(r.stdout); return m ? Number(m[1]) : NaN; };
+    const rps = num(/Requests per second:\s+([\d.]+)/);
+    if (!Number.isFinite(rps)) throw new Error(`ab ${args.join(' ')}: ${r.stdout.slice(-400)} ${r.stderr.slice(-400)}`);
+    return { rps, complete: num(/Complete requests:\s+(\d+)/), failed: num(/Failed requests:\s+(\d+)/), non2xx: Number(/Non-2xx responses:\s+(\d+)/.exec(r.stdout)?.[1] ?? 0) };
+  }
+
+  private async timeWaitCount(ns: string): Promise<number> {
+    const r = await this.lab.exec(ns, 'ss', ['-Htan', 'state', 'time-wait'], { timeoutMs: 20_000 });
+    return r.stdout.split('\n').filter((l) => l.trim()).length;
+  }
+
+  private async connRate(): Promise<void> {
+    const stack = await this.ensureStack('on');
+    const n = this.opts.quick ? 4000 : 60_000;
+    const c = 32;
+    // Kernel first: its clients' TIME-WAIT sockets live in ka, not in stk.
+    const k = await this.ab('ka', `http://${KB}/bytes/64`, n, c);
+    const kTw = await this.timeWaitCount('ka');
+    const kSrvTw = await this.timeWaitCount('kb');
+    const s0 = (await stack.call({ cmd: 'stats' })).counters as Record<string, number>;
+    const s = await this.ab('stk', `http://${STACK_ADDR}/bytes/64`, n, c);
+    const s1 = (await stack.call({ cmd: 'stats' })).counters as Record<string, number>;
+    const cTw = await this.timeWaitCount('stk');
+    this.add({
+      group: 'connrate', key: 'connrate.http', name: `short HTTP connections (ab -c ${c}, no keep-alive)`, value: s.rps, unit: 'conn/s',
+      baseline: k.rps, target: { kind: 'absolute', op: '>=', value: 15000, text: '>= 15,000/s' },
+      note: `${s.complete} done, ${s.failed} failed; TIME-WAIT: stack ${s1.TcpExtTW - s0.TcpExtTW} entered, kernel client ${cTw}; baseline: server ${kSrvTw}, client ${kTw}`,
+    });
+    // A second round over the same client ports (the ephemeral range wraps): TIME-WAIT reuse.
+    if (!this.opts.quick) {
+      const s2 = await this.ab('stk', `http://${STACK_ADDR}/bytes/64`, n, c);
+      this.add({ group: 'connrate', key: 'connrate.http.again', name: 'same, second round (ports reused)', value: s2.rps, unit: 'conn/s', baseline: k.rps, note: `${s2.failed} failed` });
+    }
+  }
+
+  // ------------------------------------------------------------------ latency
+
+  private async ping(ns: string, addr: string, count: number): Promise<{ p50: number; p99: number }> {
+    const r = await this.lab.exec(ns, 'ping', ['-n', '-c', String(count), '-i', '0.002', '-W', '1', addr], { timeoutMs: 60_000 });
+    const t = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]) * 1000).sort((a, b) => a - b);
+    if (t.length < count * 0.9) throw new Error(`ping ${addr}: ${t.length}/${count} replies`);
+    return { p50: percentile(t, 50), p99: percentile(t, 99) };
+  }
+
+  private async rr(ns: string, addr: string, count: number): Promise<{ p50Us: number; p99Us: number }> {
+    const r = await this.lab.exec(ns, process.execPath, [dist('tools', 'rr-client.js'), '--host', addr, '--port', '7', '--count', String(count)], { timeoutMs: 120_000 });
+    const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { p50Us: number; p99Us: number; error?: string };
+    if (j.error) throw new Error(`rr-client ${addr}: ${j.error}`);
+    return j;
+  }
+
+  private async latency(): Promise<void> {
+    await this.ensureStack('on');
+    const n = this.opts.quick ? 300 : 3000;
+    const kp = await this.ping('ka', KB, n);
+    const sp = await this.ping('stk', STACK_ADDR, n);
+    this.add({ group: 'latency', key: 'latency.ping.p50', name: 'ping round trip p50', value: sp.p50, unit: 'µs', better: 'lower', baseline: kp.p50, target: { kind: 'absolute', op: '<=', value: 60, text: '<= 60 µs' } });
+    this.add({ group: 'latency', key: 'latency.ping.p99', name: 'ping round trip p99', value: sp.p99, unit: 'µs', better: 'lower', baseline: kp.p99 });
+    const m = this.opts.quick ? 2000 : 20_000;
+    const kr = await this.rr('ka', KB, m);
+    const sr = await this.rr('stk', STACK_ADDR, m);
+    this.add({ group: 'latency', key: 'latency.tcprr.p50', name: 'TCP request/response (echo, 64 B) p50', value: sr.p50Us, unit: 'µs', better: 'lower', baseline: kr.p50Us });
+    this.add({ group: 'latency', key: 'latency.tcprr.p99', name: 'TCP request/response (echo, 64 B) p99', value: sr.p99Us, unit: 'µs', better: 'lower', baseline: kr.p99Us });
+  }
+
+  // ------------------------------------------------------------------ SYN flood
+
+  private async flood(ns: string, target: string, count: number, seconds: number): Promise<{ sent: number; seconds: number }> {
+    const r = await this.lab.exec(ns, process.execPath, [dist('..', 'drivers', 'synflood.js'), '--target', target, '--source', '198.18.100.0/24',
+      '--count', String(count), '--duration', String(seconds), '--json', '--quiet'], { timeoutMs: (seconds + 20) * 1000 });
+    const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+    if (!line) throw new Error(`synflood: exit ${r.code}: ${r.stderr.slice(0, 300)}`);
+    const j = JSON.parse(line) as { sent: number; seconds: number };
+    return { sent: j.sent, seconds: j.seconds };
+  }
+
+  /** Counts SYNs from the flood's source block that reach the IP input of a namespace (nftables). */
+  private async synCounter(ns: string): Promise<() => Promise<number>> {
+    const rules = [
+      'add table inet fsbench',
+      'add chain inet fsbench in { type filter hook input priority -10 ; policy accept ; }',
+      'add rule inet fsbench in ip saddr 198.18.100.0/24 tcp flags & (syn|ack) == syn counter',
+    ];
+    await this.lab.exec(ns, 'nft', ['-f', '-'], { input: rules.join('\n') + '\n', check: true, timeoutMs: 10_000 });
+    return async () => {
+      const r = await this.lab.exec(ns, 'nft', ['list', 'table', 'inet', 'fsbench'], { check: true });
+      await this.lab.exec(ns, 'nft', ['delete', 'table', 'inet', 'fsbench']);
+      return Number(/counter packets (\d+)/.exec(r.stdout)?.[1] ?? NaN);
+    };
+  }
+
+  private async synFlood(): Promise<void> {
+    const stack = await this.ensureStack('on');
+    const secs = this.opts.quick ? 2 : 5;
+    const count = this.opts.quick ? 200_000 : 1_000_000;
+    // Kernel: flood kb's http port from ka while ab keeps asking for pages.
+    const kCount = await this.synCounter('kb');
+    const [kf, kab] = await Promise.all([this.flood('ka', `${KB}:80`, count, secs), this.ab('ka', `http://${KB}/bytes/64`, 10_000_000, 8, secs)]);
+    const kSyns = await kCount();
+    // Stack: the same against its http port. SYNs it took = passive opens + cookies +
+    // SYNs its listener dropped, less the connections ab made meanwhile.
+    const s0 = await stack.call({ cmd: 'stats' });
+    const [sf, sab] = await Promise.all([this.flood('stk', `${STACK_ADDR}:80`, count, secs), this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, 8, secs)]);
+    const s1 = await stack.call({ cmd: 'stats' });
+    const d = (k: string) => Number((s1.counters as Record<string, number>)[k]) - Number((s0.counters as Record<string, number>)[k]);
+    const dl = (k: string) => Number((s1.listeners as Record<string, number>)[k]) - Number((s0.listeners as Record<string, number>)[k]);
+    const absorbed = d('TcpPassiveOpens') + d('TcpExtSyncookiesSent') + dl('droppedSyns') + dl('refusedSyns') - (sab.complete + sab.failed);
+    const devDrops = Number((s1.device as Record<string, number>).rxTruncated ?? 0);
+    void devDrops;
+    this.add({
+      group: 'synflood', key: 'synflood.absorbed', name: 'SYNs absorbed per second while serving', value: absorbed / sf.seconds, unit: 'SYN/s',
+      baseline: kSyns / kf.seconds, note: `flood sent ${fmt(sf.sent / sf.seconds)}/s to the stack, ${fmt(kf.sent / kf.seconds)}/s to the kernel; cookies ${d('TcpExtSyncookiesSent')}`,
+    });
+    this.add({
+      group: 'synflood', key: 'synflood.serving', name: 'HTTP connections/s served during the flood', value: sab.rps, unit: 'conn/s', baseline: kab.rps,
+      note: `${sab.failed} failed (kernel ${kab.failed})`,
+    });
+  }
+
+  // ------------------------------------------------------------------ memory
+
+  private async slabBytes(): Promise<number> {
+    // Whole machine (slab caches are not per namespace): only a rough kernel-side figure.
+    const text = fs.readFileSync('/proc/slabinfo', 'utf8');
+    let total = 0;
+    for (const line of text.split('\n').slice(2)) {
+      const f = line.split(/\s+/);
+      if (f.length > 4) total += Number(f[2]) * Number(f[3]);
+    }
+    return total;
+  }
+
+  /**
+   * Opens `count` idle connections to port 9 of `addrs` from several holder processes
+   * (a process may hold 20,000 descriptors here), address i%n for connection i.
+   */
+  private async holdConnections(ns: string, addrs: string[], count: number): Promise<Tool[]> {
+    const per = 16_000;
+    const procs = Math.ceil(count / per);
+    const tools: Tool[] = [];
+    try {
+      for (let p = 0; p < procs; p++) {
+        const n = Math.min(per, count - p * per);
+        // Each holder takes every procs-th address so that the load on addresses stays even.
+        const mine = addrs.filter((_, i) => i % procs === p % addrs.length || procs > addrs.length);
+        tools.push(this.tool(ns, `holder ${p}`, ['conn-holder.js', '--addrs', mine.join(','), '--count', String(n), '--port', '9', '--concurrency', '256']));
+      }
+      let open = 0;
+      for (const h of tools) {
+        const r = await h.wait((l) => l.done === true || typeof l.error === 'string', 600_000);
+        if (typeof r.error === 'string') throw new Error(`conn-holder: ${r.error}`);
+        open += Number(r.open);
+        if (Number(r.failed) > 0) progress(`  holder: ${String(r.failed)} connections failed (${String(r.lastError)})`);
+      }
+      if (open < count * 0.99) throw new Error(`holders opened ${open}/${count}`);
+      return tools;
+    } catch (e) {
+      for (const t of tools) await t.stop();
+      throw e;
+    }
+  }
+
+  private async memory(): Promise<void> {
+    const sizes = this.opts.quick ? [2000, 10_000] : [10_000, 100_000];
+    const nAddr = 16;
+    const stackAddrs = Array.from({ length: nAddr }, (_, i) => `198.18.0.${i + 2}`);
+    const kernAddrs = Array.from({ length: nAddr }, (_, i) => `198.18.1.${i + 2}`);
+    const kdev = (await this.lab.ip('kb', '-o', 'link', 'show', 'type', 'veth')).split(':')[1]!.trim().split('@')[0]!;
+    for (const a of kernAddrs.slice(1)) await this.lab.ip('kb', 'addr', 'add', `${a}/24`, 'dev', kdev);
+    // The baseline's discard servers: one process per address (descriptor limit).
+    const kservers = kernAddrs.map((a, i) => this.tool('kb', `kernel discard ${i}`, ['kernel-server.js', '--services', 'discard', '--host', a]));
+    try {
+      await Promise.all(kservers.map((k) => k.ready()));
+      const kmem = async () => {
+        const all = await Promise.all(kservers.map((k) => k.call({ cmd: 'mem' }, 120_000)));
+        return { heapUsed: all.reduce((a, m) => a + Number(m.heapUsed), 0), rss: all.reduce((a, m) => a + Number(m.rss), 0), established: Number(all[0]!.established) };
+      };
+      for (const n of sizes) {
+        // Stack: a fresh one, so earlier runs' garbage and TIME-WAIT do not count.
+        if (this.stack) { await this.stack.stop(); this.stack = null; }
+        this.stackOpts = '';
+        const stack = await this.ensureStack('on');
+        const m0 = await stack.call({ cmd: 'mem' });
+        const slab0 = await this.slabBytes();
+        const hs = await this.holdConnections('stk', stackAddrs, n);
+        await sleep(500);
+        const m1 = await stack.call({ cmd: 'mem' }, 120_000);
+        const slab1 = await this.slabBytes();
+        for (const h of hs) await h.stop();
+        const k0 = await kmem();
+        const kslab0 = await this.slabBytes();
+        const khs = await this.holdConnections('ka', kernAddrs, n);
+        await sleep(500);
+        const k1 = await kmem();
+        const kslab1 = await this.slabBytes();
+        for (const h of khs) await h.stop();
+        const est = Number(m1.established) - Number(m0.established);
+        const kest = k1.established - k0.established;
+        const heap = (Number(m1.heapUsed) - Number(m0.heapUsed)) / est;
+        const rss = (Number(m1.rss) - Number(m0.rss)) / est;
+        const kheap = (k1.heapUsed - k0.heapUsed) / kest;
+        const krss = (k1.rss - k0.rss) / kest;
+        // Kernel socket memory of the baseline's server side: its slab growth (client and
+        // server sockets) less the stack run's (client sockets only). Machine-wide: rough.
+        const kernelSock = Math.max(0, (kslab1 - kslab0) - (slab1 - slab0)) / kest;
+        const label = n >= 1000 ? `${n / 1000}k` : String(n);
+        this.add({
+          group: 'memory', key: `memory.heap.${n}`, name: `JS heap per idle connection, ${label} connections`, value: heap, unit: 'B', better: 'lower',
+          baseline: kheap, target: { kind: 'absolute', op: '<=', value: 4096, text: '<= 4 KiB' },
+          note: `${est} established; baseline: Node's net.Socket on kernel sockets (heap only, ${kest} established)`,
+        });
+        this.add({
+          group: 'memory', key: `memory.rss.${n}`, name: `RSS per idle connection, ${label} connections`, value: rss, unit: 'B', better: 'lower',
+          baseline: krss + kernelSock,
+          note: `baseline = Node processes' RSS ${fmt(krss)} B + kernel socket slab ${fmt(kernelSock)} B`,
+        });
+        await stack.stop();
+        this.stack = null;
+        this.stackOpts = '';
+        await sleep(1000);
+      }
+    } finally {
+      for (const k of kservers) await k.stop();
+    }
+  }
+
+  // ------------------------------------------------------------------ multiple queues
+
+  private async multiQueue(): Promise<void> {
+    const one = this.figures.find((f) => f.key === 'bulk.k2s.4');
+    const q1 = one ? one.value * GBIT : (await (async () => { await this.ensureStack('on', 1); return (await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur), '-P', '4'])).bps; })());
+    const stack = await this.ensureStack('on', 2);
+    const cpu0 = cpuSeconds(stack.pid);
+    const t0 = Date.now();
+    const r = await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur), '-P', '4']);
+    const cpu = (cpuSeconds(stack.pid) - cpu0) / ((Date.now() - t0) / 1000);
+    this.add({
+      group: 'multiqueue', key: 'multiqueue.q2.k2s.4', name: 'kernel -> stack, 4 streams, 2 queues one thread', value: r.bps / GBIT, unit: 'Gbit/s',
+      baseline: await this.kernelIperf(4, false) / GBIT, note: `1 queue: ${fmt(q1 / GBIT)} Gbit/s; stack CPU ${(cpu * 100).toFixed(0)}%`,
+    });
+    const c = await this.ab('stk', `http://${STACK_ADDR}/bytes/64`, this.opts.quick ? 4000 : 30_000, 32);
+    this.add({ group: 'multiqueue', key: 'multiqueue.q2.connrate', name: 'short HTTP connections, 2 queues one thread', value: c.rps, unit: 'conn/s', baseline: null, note: `${c.failed} failed` });
+    await this.stack?.stop();
+    this.stack = null;
+    this.stackOpts = '';
+    // The most sharding could give on this machine: two whole stacks (two processes, two
+    // TUN devices) each with its own flows, at the same time.
+    const tA = this.tool('stk', 'shard A', ['stack-server.js', '--tun', this.lab.ifname('sa'), '--addr', '198.18.0.2/24', '--host-addr', '198.18.0.1/24', '--services', 'iperf3', '--control', `/run/faultstack/${this.lab.ifname('sa')}.sock`]);
+    const tB = this.tool('stk', 'shard B', ['stack-server.js', '--tun', this.lab.ifname('sb'), '--addr', '198.18.2.2/24', '--host-addr', '198.18.2.1/24', '--services', 'iperf3', '--control', `/run/faultstack/${this.lab.ifname('sb')}.sock`]);
+    try {
+      await Promise.all([tA.ready(), tB.ready()]);
+      const [a, b] = await Promise.all([
+        this.iperf('stk', ['-c', '198.18.0.2', '-t', String(this.dur), '-P', '2']),
+        this.iperf('stk', ['-c', '198.18.2.2', '-t', String(this.dur), '-P', '2']),
+      ]);
+      this.add({
+        group: 'multiqueue', key: 'multiqueue.twoprocs.k2s.4', name: 'kernel -> two whole stacks (2 processes), 4 streams', value: (a.bps + b.bps) / GBIT, unit: 'Gbit/s',
+        baseline: await this.kernelIperf(4, false) / GBIT, note: `${fmt(a.bps / GBIT)} + ${fmt(b.bps / GBIT)}: the ceiling for shards on 2 cores`,
+      });
+    } finally {
+      await tA.stop();
+      await tB.stop();
+    }
+  }
+}
+
+export async function runTraffic(opts: TrafficOptions): Promise<Figure[]> {
+  return new TrafficBench(opts).run();
+}
