@@ -387,3 +387,71 @@ describe('IP header errors', () => {
     expect(tap.seen.filter((s) => s.dir === 'b->a').length).toBe(0);
   });
 });
+
+describe('ICMP errors for TCP (RFC 5927, RFC 1122 4.2.3.9)', () => {
+  /** A connect from A to B that B never hears; returns the SYN as it left A. */
+  async function pendingConnect(p: Pair, tap: Tap) {
+    tap.drop = (s) => s.dir === 'a->b' && !s.injected;
+    const c = p.netA.connect({ host: B_ADDR, port: 80 });
+    const errors: (Error & { code?: string })[] = [];
+    c.on('error', (e) => errors.push(e));
+    await runFor(p.clock, 1);
+    const syn = tap.seen.find((s) => s.dir === 'a->b' && s.tcp && s.tcp.flags === SYN)!;
+    return { c, errors, syn };
+  }
+  const unreachable = (quoted: Buffer, code: number) => {
+    const body = Buffer.alloc(8 + 28);
+    quoted.copy(body, 8, 0, 28);
+    finishIcmp(body, 0, ICMP_DEST_UNREACH, code, 0, 28);
+    return craftIp({ src: B_IP, dst: A_IP, protocol: PROTO_ICMP, payload: body });
+  };
+
+  test('port unreachable quoting our SYN fails the connect with ECONNREFUSED', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    const { errors, syn } = await pendingConnect(p, tap);
+    tap.inject('a', unreachable(syn.raw, UNREACH_PORT));
+    await runFor(p.clock, 2);
+    expect(errors.map((e) => e.code)).toEqual(['ECONNREFUSED']);
+    expect(p.a.counters.TcpAttemptFails).toBe(1);
+    expect([...p.a.tcp.table.all()]).toEqual([]);
+  });
+
+  test('host unreachable fails it with EHOSTUNREACH', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    const { errors, syn } = await pendingConnect(p, tap);
+    tap.inject('a', unreachable(syn.raw, 1));
+    await runFor(p.clock, 2);
+    expect(errors.map((e) => e.code)).toEqual(['EHOSTUNREACH']);
+  });
+
+  test('an ICMP error quoting a sequence number we never sent is ignored (RFC 5927 4.1)', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    const { errors, syn } = await pendingConnect(p, tap);
+    const forged = Buffer.from(syn.raw);
+    forged.writeUInt32BE((forged.readUInt32BE(24) + 12345) >>> 0, 24);
+    tap.inject('a', unreachable(forged, UNREACH_PORT));
+    await runFor(p.clock, 2);
+    expect(errors).toEqual([]);
+    expect([...p.a.tcp.table.all()].map((c) => c.stateName)).toEqual(['SYN-SENT']);
+  });
+
+  test('on an established connection an unreachable is a soft error: the connection goes on', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    p.netB.createServer((s) => s.resume()).listen(80);
+    const c = p.netA.connect({ host: B_ADDR, port: 80 });
+    const errors: Error[] = [];
+    c.on('error', (e) => errors.push(e));
+    await runFor(p.clock, 5);
+    c.write(Buffer.from('data'));
+    await runFor(p.clock, 0.25, 0.25);
+    const seg = tap.seen.filter((s) => s.dir === 'a->b' && s.tcp && s.tcp.len > 0)[0];
+    tap.inject('a', unreachable(seg.raw, 1));
+    await runFor(p.clock, 5);
+    expect(errors).toEqual([]);
+    expect([...p.a.tcp.table.all()].map((x) => x.stateName)).toEqual(['ESTABLISHED']);
+  });
+});

@@ -124,13 +124,13 @@ describe('fast retransmit', () => {
 });
 
 /** Connects A to a sink on B and waits for ESTABLISHED; returns the client socket. */
-async function connected(p: Pair, port = 9000) {
+async function connected(p: Pair, port = 9000, maxMs = 100) {
   const { sinks } = sinkServer(p, port);
   const c = p.netA.connect({ host: B_ADDR, port }) as FsSocket;
   const sink = watch(c);
   let up = false;
   c.on('connect', () => { up = true; });
-  expect(await runUntil(p.clock, () => up && sinks.length === 1, 100)).toBe(true);
+  expect(await runUntil(p.clock, () => up && sinks.length === 1, maxMs)).toBe(true);
   return { c, sink, sinks };
 }
 
@@ -239,4 +239,29 @@ describe('retransmission timeout (RFC 6298)', () => {
       expect(await runUntil(p.clock, () => sinks[0].bytes === 70 * 1448, 5_000)).toBe(true);
     });
   }
+});
+
+describe('RTT measurement (RFC 6298 2, RFC 7323 4)', () => {
+  test('on a 300 ms round trip the RTO follows the measured RTT (srtt + 4 rttvar above the 200 ms floor)', async () => {
+    const p = makePair({ latencyMs: 150 });
+    const { tap, dropped } = dropData(p, (n) => (n === 30 ? 1 : 0));
+    const { c, sinks } = await connected(p, 9000, 1_000);
+    const conn = connOf(p.a)!;
+    // 29 segments go through first, giving RTT samples of 300 ms (plus delayed ACKs).
+    c.write(testData(29 * 1448, 81));
+    expect(await runUntil(p.clock, () => conn.sndUna === conn.sndMax, 5_000)).toBe(true);
+    expect(conn.srtt).toBeGreaterThanOrEqual(300);
+    expect(conn.srtt).toBeLessThan(350);
+    // RFC 6298 2.3: RTO = SRTT + max(G, 4 * RTTVAR), at least the minimum.
+    const cfg = p.a.tcp.config;
+    const rto = conn.rto;
+    expect(rto).toBeCloseTo(Math.max(cfg.minRtoMs, conn.srtt + Math.max(cfg.clockGranularityMs, 4 * conn.rttvar)), 6);
+    expect(rto).toBeGreaterThan(300);
+    // Now a lone segment that is lost: only the timer can resend it.
+    c.write(testData(1000, 82));
+    expect(await runUntil(p.clock, () => sinks[0].bytes === 29 * 1448 + 1000, 5_000)).toBe(true);
+    const [first, again] = sendsOf(tap, dropped[0]);
+    expect(again.t - first.t).toBeCloseTo(rto, 0);
+    expect(p.a.counters.TcpExtTCPTimeouts).toBe(1);
+  });
 });

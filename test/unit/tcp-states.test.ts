@@ -270,6 +270,51 @@ describe('TcpCurrEstab (RFC 4022: ESTABLISHED or CLOSE-WAIT)', () => {
   });
 });
 
+describe('half-close and half-open', () => {
+  test('the client ends its side; a half-open server goes on sending 200 kB, then ends (RFC 9293 3.6)', async () => {
+    const p = makePair();
+    const data = testData(200_000, 71);
+    let serverGotEnd = false;
+    p.netB.createServer((s) => {
+      s.resume();
+      s.on('end', () => { serverGotEnd = true; s.end(data); });
+    }, { allowHalfOpen: true }).listen(9000);
+    const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+    const sink = watch(c);
+    c.end();
+    expect(await runUntil(p.clock, () => sink.ended, 5_000)).toBe(true);
+    expect(serverGotEnd).toBe(true);
+    expect(sha256(sink.data())).toBe(sha256(data));
+    expect(sink.error).toBeNull();
+  });
+
+  test('a RST in SYN-RECEIVED sends a passive open back to LISTEN (RFC 9293 3.10.7.4): the listener lives on', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    const srv = sinkServer(p, 9000);
+    // Hold back A's ACK of the SYN-ACK so that B stays in SYN-RECEIVED.
+    tap.drop = (s) => s.dir === 'a->b' && !!s.tcp && s.tcp.flags === ACK && s.tcp.len === 0;
+    const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+    watch(c);
+    await runFor(p.clock, 2);
+    const half = connOf(p.b)!;
+    expect(half.state).toBe(State.SynReceived);
+    const l = p.b.tcp.listeners.get(9000)!;
+    expect(l.synQueue.size).toBe(1);
+    tap.inject('b', craftTcp({ sport: connOf(p.a)!.localPort, dport: 9000, seq: half.rcvNxt, flags: RST }));
+    await runFor(p.clock, 2);
+    expect(half.state).toBe(State.Closed);
+    expect(l.synQueue.size).toBe(0);
+    expect(srv.sinks.length).toBe(0);
+    // A new connection still gets through.
+    tap.drop = null;
+    c.destroy();
+    const r = await transfer(p, Buffer.from('after'), { port: 9001 });
+    expect(r.got.toString()).toBe('after');
+    expect(p.b.tcp.listeners.get(9000)).toBe(l);
+  });
+});
+
 describe('failed opens', () => {
   test('connecting to a closed port: RST|ACK, the client fails with ECONNREFUSED', async () => {
     const p = makePair();
