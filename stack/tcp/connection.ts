@@ -932,6 +932,15 @@ export class TcpConnection {
   private onKeepalive(now: number): void {
     const cfg = this.layer.config;
     if (!this.keepaliveEnabled || this.state < State.Established || this.state === State.TimeWait) return;
+    // Keepalives are for an idle connection (RFC 1122 4.2.3.6). With data in flight or
+    // queued, the retransmission or persist timer is watching the peer already (Linux's
+    // tcp_keepalive_timer only reschedules then); probing too would cut the connection
+    // after the keepalive count instead of after dataRetries.
+    if (this.sndMax !== this.sndUna || this.sendQueue.length > 0) {
+      this.keepaliveProbes = 0;
+      this.keepaliveAt = now + this.keepaliveIdleMs;
+      return;
+    }
     const idle = now - this.lastRecvAt;
     if (idle < this.keepaliveIdleMs && this.keepaliveProbes === 0) { this.keepaliveAt = this.lastRecvAt + this.keepaliveIdleMs; return; }
     if (this.keepaliveProbes >= cfg.keepaliveProbes) {
