@@ -411,6 +411,24 @@ describe('keepalive (RFC 1122 4.2.3.6)', () => {
     expect([...p.a.tcp.table.all()]).toEqual([]);
   });
 
+  test('with data outstanding there are no keepalive probes: the retransmission timer decides (RFC 1122 4.2.3.6, as Linux)', async () => {
+    const p = makePair({}, { tcp: { keepaliveIntervalMs: 1_000, keepaliveProbes: 3, dataRetries: 5 } });
+    const tap = new Tap(p);
+    const { c, sink } = await established(p);
+    await runFor(p.clock, 10);
+    c.setKeepAlive(true, 2_000);
+    const t0 = p.clock.now;
+    tap.drop = (s) => s.dir === 'a->b' && s.t >= t0;
+    c.write(Buffer.from('unanswered'));
+    expect(await runUntil(p.clock, () => sink.error !== null, 30_000, 5)).toBe(true);
+    expect(sink.error!.code).toBe('ETIMEDOUT');
+    expect(p.a.counters.TcpExtTCPKeepAlive).toBe(0);
+    // Given up by the RTO: 200 ms doubling over 5 retransmissions, 12.6 s, not the 5 s of keepalive.
+    expect(Math.round(p.clock.now - t0)).toBeGreaterThanOrEqual(12_600);
+    expect(p.a.counters.TcpExtTCPAbortOnTimeout).toBe(1);
+    expect(tap.data('a->b').length).toBe(6);
+  });
+
   test('without setKeepAlive nothing is sent on an idle connection', async () => {
     const p = makePair({}, { tcp: { keepaliveIntervalMs: 1_000, keepaliveProbes: 3 } });
     const tap = new Tap(p);
