@@ -379,6 +379,13 @@ export class Stack {
 
   /** ICMP error quoting the offending header and 8 bytes more (RFC 792), rate-limited. */
   sendIcmpError(original: Buffer, off: number, len: number, type: number, code: number, word: number): void {
+    // Never about a datagram whose source is not one host (RFC 1122 3.2.2): zero,
+    // loopback, multicast, class E, limited or subnet broadcast.
+    const from = original.readUInt32BE(off + 12);
+    const first = from >>> 24;
+    const m = prefixMask(this.prefix);
+    if (from === 0 || first === 127 || first >= 224 ||
+        (this.prefix < 31 && ((from & m) >>> 0) === ((this.address & m) >>> 0) && ((from | m) >>> 0) === 0xffffffff)) return;
     const now = this.now;
     if (now - this.icmpRefillAt >= 1000) { this.icmpTokens = this.icmpRate; this.icmpRefillAt = now; }
     if (this.icmpTokens <= 0) { this.counters.IcmpOutRateLimited++; return; }
