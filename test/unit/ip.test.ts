@@ -288,6 +288,24 @@ describe('UDP', () => {
     expect(readU16(quoted, 20 + 4)).toBe(8 + 3000); // the UDP length
   });
 
+  test('no ICMP error about a datagram whose source is not a single host (RFC 1122 3.2.2)', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    const sources = [0, 0xffffffff, 0xe0000001, 0xf0000001, 0x7f000001, 0xc61200ff];
+    for (const src of sources) {
+      tap.inject('b', craftIp({ src, protocol: PROTO_UDP, payload: udpDatagram(Buffer.from('x'), 5000, 9, src, B_IP) }));
+      tap.inject('b', craftIp({ src, protocol: 99, payload: Buffer.alloc(16) }));
+    }
+    await runFor(p.clock, 2);
+    expect(p.b.counters.UdpNoPorts).toBe(sources.length);
+    expect(tap.seen.filter((s) => s.dir === 'b->a').map((s) => s.dst.toString(16))).toEqual([]);
+    expect(p.b.counters.IcmpOutDestUnreachs).toBe(0);
+    // A unicast source still gets its error.
+    tap.inject('b', craftIp({ protocol: PROTO_UDP, payload: udpDatagram(Buffer.from('x'), 5000, 9) }));
+    await runFor(p.clock, 2);
+    expect(p.b.counters.IcmpOutDestUnreachs).toBe(1);
+  });
+
   test('ICMP errors are rate limited (icmpErrorsPerSec)', async () => {
     const p = makePair({}, {}, { icmpErrorsPerSec: 3 });
     const tap = new Tap(p);
