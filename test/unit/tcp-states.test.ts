@@ -315,6 +315,64 @@ describe('half-close and half-open', () => {
   });
 });
 
+describe('sockets the application let go of', () => {
+  test('an orphaned FIN-WAIT-2 is dropped after finWait2TimeoutMs when the peer never closes', async () => {
+    const p = makePair({}, { tcp: { finWait2TimeoutMs: 3_000 } });
+    p.netB.createServer((s) => { s.resume(); }, { allowHalfOpen: true }).listen(9000);
+    const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+    watch(c);
+    await runFor(p.clock, 5);
+    const connA = connOf(p.a)!;
+    c.end();
+    expect(await runUntil(p.clock, () => connA.state === State.FinWait2, 100)).toBe(true);
+    c.destroy();
+    const t0 = p.clock.now;
+    expect(await runUntil(p.clock, () => connA.isClosed(), 5_000, 10)).toBe(true);
+    expect(Math.round((p.clock.now - t0) / 10) * 10).toBe(3_000);
+    expect(connOf(p.b)!.state).toBe(State.CloseWait);
+  });
+
+  test('data for an orphaned connection is answered with a RST (Linux TCPAbortOnData)', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    let server: FsSocket | null = null;
+    p.netB.createServer((s) => { server = s as FsSocket; s.resume(); }, { allowHalfOpen: true }).listen(9000);
+    const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+    watch(c);
+    await runFor(p.clock, 5);
+    c.end();
+    await runFor(p.clock, 5);
+    c.destroy();
+    await runFor(p.clock, 1);
+    const sSink = watch(server!);
+    server!.write(Buffer.from('too late'));
+    await runFor(p.clock, 5);
+    expect(p.a.counters.TcpExtTCPAbortOnData).toBe(1);
+    expect(tap.tcp('a->b', (t) => (t.flags & RST) !== 0).length).toBe(1);
+    expect(sSink.error?.code).toBe('ECONNRESET');
+    expect([...p.a.tcp.table.all()]).toEqual([]);
+  });
+
+  test('closing a socket with unread data resets the connection (RFC 9293 3.10.4 / RFC 2525 2.17)', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    let server: FsSocket | null = null;
+    p.netB.createServer((s) => { server = s as FsSocket; s.pause(); }).listen(9000);
+    const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+    const cSink = watch(c);
+    c.write(Buffer.from('never read'));
+    await runFor(p.clock, 50);
+    expect(server!.readableLength).toBe(10);
+    server!.destroy();
+    await runFor(p.clock, 5);
+    const rst = tap.tcp('b->a', (t) => (t.flags & RST) !== 0);
+    expect(rst.length).toBe(1);
+    expect(tap.tcp('b->a', (t) => (t.flags & FIN) !== 0).length).toBe(0);
+    expect(cSink.error?.code).toBe('ECONNRESET');
+    expect(p.b.counters.TcpEstabResets).toBe(1);
+  });
+});
+
 describe('failed opens', () => {
   test('connecting to a closed port: RST|ACK, the client fails with ECONNREFUSED', async () => {
     const p = makePair();
