@@ -473,3 +473,40 @@ describe('ICMP errors for TCP (RFC 5927, RFC 1122 4.2.3.9)', () => {
     expect([...p.a.tcp.table.all()].map((x) => x.stateName)).toEqual(['ESTABLISHED']);
   });
 });
+
+describe('IP options', () => {
+  /** Rewrites a 20-byte-header packet into one with 4 bytes of options (NOP NOP NOP EOL). */
+  const withOptions = (pkt: Buffer) => {
+    const b = Buffer.concat([pkt.subarray(0, 20), Buffer.from('01010100', 'hex'), pkt.subarray(20)]);
+    b[0] = 0x46;
+    writeU16(b, 2, b.length);
+    writeU16(b, 10, 0);
+    writeU16(b, 10, internetChecksum(b, 0, 24));
+    return b;
+  };
+
+  test('a TCP SYN whose IP header has options reaches the listener', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    p.netB.createServer(() => {}).listen(80);
+    tap.inject('b', withOptions(craftTcp({ sport: 40000, dport: 80, seq: 100, flags: SYN, mss: 1460 })));
+    await runFor(p.clock, 2);
+    const r = tap.tcp('b->a');
+    expect(r.length).toBe(1);
+    expect(r[0].tcp).toMatchObject({ flags: SYN | ACK, ack: 101 });
+  });
+
+  test('UDP with IP options is delivered; a port unreachable quotes the whole header (24 bytes) and 8 more', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    const { got } = udpSink(p);
+    tap.inject('b', withOptions(craftIp({ protocol: PROTO_UDP, payload: udpDatagram(Buffer.from('opt')) })));
+    const toClosed = withOptions(craftIp({ protocol: PROTO_UDP, payload: udpDatagram(Buffer.from('closed'), 5000, 9) }));
+    tap.inject('b', toClosed);
+    await runFor(p.clock, 2);
+    expect(got.map((g) => g.data.toString())).toEqual(['opt']);
+    const [err] = tap.seen.filter((s) => s.dir === 'b->a');
+    expect(err.raw.length).toBe(20 + 8 + 24 + 8);
+    expect(err.raw.subarray(28)).toEqual(toClosed.subarray(0, 32));
+  });
+});
