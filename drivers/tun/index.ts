@@ -81,6 +81,12 @@ export interface TunOpenOptions {
   /** 'probe' (default when vnetHdr) tries CSUM|TSO4|TSO6, CSUM|TSO4, CSUM, none.
    *  'off' (default without vnetHdr, and forced without vnetHdr) sets no offloads. */
   offloads?: 'probe' | 'off';
+  /**
+   * TUN_F_* bits the probe may ask for (default all). Models a kernel that refuses or
+   * limits TUNSETOFFLOAD, so that the fallback paths can be tested on a kernel that
+   * accepts everything.
+   */
+  offloadMask?: number;
   /** Packets read per burst (per queue), default 64. */
   rxBurst?: number;
   /** Packets queued by send() before an automatic flush, default 256. */
@@ -530,7 +536,7 @@ export class TunDevice implements Device {
       dev = new TunDevice(info, vnetHdr, multiQueue, mtu);
       // Offloads are per interface and survive on a persistent one: always start from a known state.
       const mode = vnetHdr ? opts.offloads ?? 'probe' : 'off';
-      if (mode === 'probe') dev.probeOffloads();
+      if (mode === 'probe') dev.probeOffloads(opts.offloadMask);
       else dev.setOffload(0);
       for (let i = 0; i < info.fds.length; i++) dev.qs.push(new TunQueue(dev, info.fds[i]!, i, rxBurst, txBatchMax));
       for (const q of dev.qs) q.start();
@@ -577,9 +583,13 @@ export class TunDevice implements Device {
     return ok;
   }
 
-  /** Tries CSUM|TSO4|TSO6, then CSUM|TSO4, then CSUM, then none; returns what was accepted. */
-  probeOffloads(): OffloadState {
+  /**
+   * Tries CSUM|TSO4|TSO6, then CSUM|TSO4, then CSUM, then none (each within `mask`);
+   * returns what was accepted.
+   */
+  probeOffloads(mask = 0xff): OffloadState {
     for (const f of PROBE_ORDER) {
+      if ((f & mask) !== f) continue;
       if (this.setOffload(f)) return this._offloads;
     }
     this._offloads = describeOffloads(0);

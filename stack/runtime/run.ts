@@ -51,9 +51,13 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
   const events = new EventLog({ file: opts.events });
   const unlogChanges = logConfigChanges(faults, events);
 
+  // FAULTSTACK_TUN_OFFLOAD_MASK limits the TUNSETOFFLOAD probe (TUN_F_* bits): it stands in
+  // for a kernel that refuses or limits offloads, so the fallback can be tested anywhere.
+  const maskEnv = process.env.FAULTSTACK_TUN_OFFLOAD_MASK;
+  const offloadMask = maskEnv !== undefined && maskEnv !== '' ? Number(maskEnv) : undefined;
   const tun = TunDevice.open({
     name: opts.tun, mtu: opts.mtu, vnetHdr: opts.offloads, offloads: opts.offloads ? 'probe' : 'off',
-    multiQueue: opts.queues > 1, queues: opts.queues,
+    multiQueue: opts.queues > 1, queues: opts.queues, ...(offloadMask !== undefined && Number.isInteger(offloadMask) ? { offloadMask } : {}),
   });
   const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
   const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } };
@@ -69,9 +73,11 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const stack = new Stack({
       device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: opts.mtu,
       tcp: { congestionControl: opts.cc },
-      // With the virtio header the kernel segments and checksums what we send.
-      tsoSegments: tun.vnetHdr ? 44 : 1,
-      txChecksumOffload: tun.vnetHdr,
+      // With the virtio header the kernel segments and checksums what we send. Only where it
+      // accepted those offloads for its own traffic to us: a kernel that refused TSO4 (or
+      // everything) gets MSS-sized segments, and without CSUM, complete checksums.
+      tsoSegments: tun.vnetHdr && tun.offloads.tso4 ? 44 : 1,
+      txChecksumOffload: tun.vnetHdr && tun.offloads.csum,
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());
@@ -144,6 +150,7 @@ function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {
     uptimeMs: Date.now() - rt.startedAt,
     counters: { ...s.counters },
     device: rt.device.stats(),
+    offloads: { accepted: rt.tun.offloads.names, vnetHdr: rt.tun.vnetHdr, tsoSegments: s.tsoSegmentsMax, txChecksumOffload: s.txCsumOffload },
     connections: s.tcp.table.rows(),
     listeners: [...s.tcp.listeners.values()].map((l) => ({
       port: l.port, backlog: l.backlog, synQueue: l.synQueue.size, acceptQueue: l.acceptQueue.length,

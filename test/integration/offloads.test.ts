@@ -1,0 +1,210 @@
+/**
+ * The TUN offload paths with real traffic: the kernel in a namespace the test creates
+ * sends and receives through faultstack's TUN device.
+ *
+ *  - offloads on: the kernel's GSO super-segments arrive as one unit
+ *    (TcpExtTCPGSOSegsIn), the stack sends TSO super-segments (TcpExtTCPGSOSegsOut) that
+ *    the kernel cuts and checksums, and the data is intact both ways;
+ *  - checksum flags: segments the kernel vouched for are not checked again and none
+ *    fails; a segment with a bad checksum and no flag (a raw socket's, which the kernel
+ *    passes on as it is) is still caught, with offloads on and off;
+ *  - fallback: --offloads off (plain TUN), and a kernel that refuses TUNSETOFFLOAD or
+ *    accepts checksum offload only (FAULTSTACK_TUN_OFFLOAD_MASK stands in for it): the
+ *    stack works with MSS-sized segments (tsoSegments 1).
+ */
+import { afterAll, describe, expect, test } from 'vitest';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Lab, StackProcess, repoRoot } from '../lab/lab';
+
+const STACK = '198.18.0.2';
+const HOST = '198.18.0.1';
+const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
+const MB = 1000 * 1000;
+
+const labs: Lab[] = [];
+const tmps: string[] = [];
+
+afterAll(async () => {
+  for (const l of labs) await l.cleanup();
+  for (const t of tmps) fs.rmSync(t, { recursive: true, force: true });
+});
+
+interface Env { lab: Lab; ns: string; stack: StackProcess }
+
+async function startEnv(tag: string, runArgs: string[], env: NodeJS.ProcessEnv = {}): Promise<Env> {
+  const lab = await Lab.create(tag);
+  labs.push(lab);
+  const ns = await lab.addNamespace('k');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `fs-${tag}-`));
+  tmps.push(tmp);
+  const stack = await lab.startStack(ns, [
+    '--tun', lab.ifname('t'), '--addr', `${STACK}/24`, '--host-addr', `${HOST}/24`, '--services', 'echo,discard,http',
+    '--control', path.join(tmp, 'ctl.sock'), ...runArgs,
+  ], { env });
+  return { lab, ns, stack };
+}
+
+async function stats(e: Env): Promise<{ counters: Record<string, number>; device: Record<string, number>; offloads: { accepted: string[]; vnetHdr: boolean; tsoSegments: number; txChecksumOffload: boolean } }> {
+  const r = await e.lab.cli(e.ns, ['stats', '--json', '--control', e.stack.controlPath], { timeoutMs: 20_000 });
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+/** The kernel's TCP counters in the namespace (Tcp: InCsumErrors and friends). */
+async function kernelTcp(e: Env): Promise<Record<string, number>> {
+  const r = await e.lab.exec(e.ns, 'cat', ['/proc/net/snmp'], { check: true });
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('Tcp:'));
+  const h = lines[0]!.split(/\s+/).slice(1);
+  const v = lines[1]!.split(/\s+/).slice(1).map(Number);
+  return Object.fromEntries(h.map((k, i) => [k, v[i]!]));
+}
+
+/** Sends `bytes` random bytes to the echo service and hashes what comes back. */
+async function echoRoundTrip(e: Env, bytes: number): Promise<{ sentSha: string; receivedSha: string; receivedBytes: number; error?: string }> {
+  const r = await e.lab.exec(e.ns, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(bytes)], { timeoutMs: 90_000 });
+  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}');
+}
+
+/**
+ * A TCP SYN to the stack's http port with a checksum that is wrong by one, from a raw
+ * socket (IP_HDRINCL): the kernel routes it to the TUN device as it is, with no
+ * checksum flag, so only the stack's own check can catch it.
+ */
+async function sendBadChecksumSyn(e: Env, count: number): Promise<void> {
+  const py = `
+import socket, struct
+def csum(b):
+    if len(b) % 2: b += b'\\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+src, dst = socket.inet_aton('${HOST}'), socket.inet_aton('${STACK}')
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for i in range(${count}):
+    sport = 40000 + i
+    tcp = struct.pack('!HHIIBBHHH', sport, 80, 1000 + i, 0, 5 << 4, 0x02, 65535, 0, 0)
+    pseudo = src + dst + struct.pack('!BBH', 0, 6, len(tcp))
+    good = csum(pseudo + tcp)
+    tcp = tcp[:16] + struct.pack('!H', (good + 1) & 0xffff) + tcp[18:]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), i, 0, 64, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+    s.sendto(ip + tcp, ('${STACK}', 0))
+`;
+  const r = await e.lab.exec(e.ns, 'python3', ['-c', py], { timeoutMs: 20_000 });
+  expect(r.code, r.stderr).toBe(0);
+}
+
+async function expectBadChecksumCaught(e: Env): Promise<void> {
+  const before = (await stats(e)).counters;
+  await sendBadChecksumSyn(e, 5);
+  let after = before;
+  for (let i = 0; i < 50 && after.TcpInCsumErrors < before.TcpInCsumErrors + 5; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    after = (await stats(e)).counters;
+  }
+  expect(after.TcpInCsumErrors - before.TcpInCsumErrors).toBe(5);
+  // Dropped, not answered: no connection was opened for them.
+  expect(after.TcpPassiveOpens).toBe(before.TcpPassiveOpens);
+}
+
+describe('offloads on: large segments both ways', () => {
+  let e: Env;
+  test('the kernel accepted checksum and TSO offloads', async () => {
+    e = await startEnv('offon', []);
+    expect(e.stack.readyLine).toMatch(/offloads csum,tso4/);
+    const s = await stats(e);
+    expect(s.offloads.vnetHdr).toBe(true);
+    expect(s.offloads.tsoSegments).toBeGreaterThan(1);
+    expect(s.offloads.txChecksumOffload).toBe(true);
+  }, 60_000);
+
+  test('GSO super-segments in, TSO super-segments out, data intact, no checksum errors', async () => {
+    const k0 = await kernelTcp(e);
+    const before = (await stats(e)).counters;
+    const r = await echoRoundTrip(e, 20 * MB);
+    expect(r.error).toBeUndefined();
+    expect(r.receivedBytes).toBe(20 * MB);
+    expect(r.receivedSha).toBe(r.sentSha);
+    const s = await stats(e);
+    const d = (k: string) => s.counters[k]! - before[k]!;
+    // In: the kernel's GSO packets were taken as single segments larger than the MSS.
+    expect(d('TcpExtTCPGSOSegsIn')).toBeGreaterThan(0);
+    expect(s.device.rxOffloadPackets).toBeGreaterThan(0);
+    expect(s.device.rxBytes / s.device.rxPackets).toBeGreaterThan(1500);
+    // Out: the echo went back as super-segments the kernel cut (each counts its MSS pieces).
+    expect(d('TcpExtTCPGSOSegsOut')).toBeGreaterThan(0);
+    expect(s.device.txBytes / s.device.txPackets).toBeGreaterThan(1500);
+    // Checksums: nothing failed on either side.
+    expect(d('TcpInCsumErrors')).toBe(0);
+    expect(d('IpInHdrErrors')).toBe(0);
+    const k1 = await kernelTcp(e);
+    expect(k1.InCsumErrors - k0.InCsumErrors).toBe(0);
+    expect(k1.InErrs - k0.InErrs).toBe(0);
+  }, 120_000);
+
+  test('HTTP download as TSO super-segments arrives complete', async () => {
+    const r = await e.lab.exec(e.ns, 'curl', ['-sS', '--max-time', '30', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/5000000`], { timeoutMs: 40_000 });
+    expect(r.stdout.trim()).toBe('200 5000000');
+  }, 60_000);
+
+  test('a bad checksum without the kernel\'s flag is still caught', async () => {
+    await expectBadChecksumCaught(e);
+  }, 60_000);
+});
+
+describe('offloads off: plain TUN, MSS-sized segments, software checksums', () => {
+  let e: Env;
+  test('no virtio header, no TSO', async () => {
+    e = await startEnv('offoff', ['--offloads', 'off']);
+    expect(e.stack.readyLine).toMatch(/offloads none/);
+    const s = await stats(e);
+    expect(s.offloads.vnetHdr).toBe(false);
+    expect(s.offloads.tsoSegments).toBe(1);
+    expect(s.offloads.txChecksumOffload).toBe(false);
+  }, 60_000);
+
+  test('data intact both ways, no segment larger than the MTU either way', async () => {
+    const before = (await stats(e)).counters;
+    const r = await echoRoundTrip(e, 10 * MB);
+    expect(r.receivedBytes).toBe(10 * MB);
+    expect(r.receivedSha).toBe(r.sentSha);
+    const s = await stats(e);
+    expect(s.counters.TcpExtTCPGSOSegsIn - before.TcpExtTCPGSOSegsIn).toBe(0);
+    expect(s.counters.TcpExtTCPGSOSegsOut - before.TcpExtTCPGSOSegsOut).toBe(0);
+    expect(s.device.rxOffloadPackets).toBe(0);
+    expect(s.counters.TcpInCsumErrors - before.TcpInCsumErrors).toBe(0);
+  }, 120_000);
+
+  test('a segment with a corrupted checksum is counted and dropped', async () => {
+    await expectBadChecksumCaught(e);
+  }, 60_000);
+});
+
+describe('fallback when the kernel refuses or limits TUNSETOFFLOAD', () => {
+  for (const [what, mask, expectNames] of [['refused entirely', 0, /offloads none/], ['checksum only', 1, /offloads csum\)/]] as const) {
+    test(`${what}: the stack sends MSS-sized segments and the data arrives intact`, async () => {
+      const e = await startEnv(mask === 0 ? 'offr' : 'offl', [], { FAULTSTACK_TUN_OFFLOAD_MASK: String(mask) });
+      expect(e.stack.readyLine).toMatch(expectNames);
+      const s0 = await stats(e);
+      expect(s0.offloads.vnetHdr).toBe(true);
+      expect(s0.offloads.tsoSegments).toBe(1);
+      expect(s0.offloads.txChecksumOffload).toBe(mask === 1);
+      const k0 = await kernelTcp(e);
+      const r = await echoRoundTrip(e, 10 * MB);
+      expect(r.receivedBytes).toBe(10 * MB);
+      expect(r.receivedSha).toBe(r.sentSha);
+      const s = await stats(e);
+      // Without TSO4 the kernel segments before the TUN device and so do we.
+      expect(s.counters.TcpExtTCPGSOSegsIn).toBe(0);
+      expect(s.counters.TcpExtTCPGSOSegsOut).toBe(0);
+      expect(s.device.rxBytes / s.device.rxPackets).toBeLessThanOrEqual(1500);
+      expect(s.device.txBytes / s.device.txPackets).toBeLessThanOrEqual(1500);
+      expect(s.counters.TcpInCsumErrors).toBe(0);
+      const k1 = await kernelTcp(e);
+      expect(k1.InCsumErrors - k0.InCsumErrors).toBe(0);
+      await expectBadChecksumCaught(e);
+    }, 120_000);
+  }
+});
