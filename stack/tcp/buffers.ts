@@ -106,14 +106,14 @@ export class ReassemblyQueue {
       i++;
       s = gapEnd;
     }
-    if (stored) {
-      // Report the contiguous block containing this segment.
-      let lo = seq, hi = end;
-      for (const g of this.segs) {
-        if (seqLe(g.seq, hi) && seqGe(g.end, lo)) { if (seqLt(g.seq, lo)) lo = g.seq; if (seqGt(g.end, hi)) hi = g.end; }
-      }
-      this.lastSeq = lo; this.lastEnd = hi;
+    // Report the contiguous block containing this segment first, also when it brought
+    // nothing new: RFC 2018 4 says the first block MUST hold the segment that triggered
+    // the ACK, and a duplicate of data we already hold triggers one too.
+    let lo = seq, hi = end;
+    for (const g of this.segs) {
+      if (seqLe(g.seq, hi) && seqGe(g.end, lo)) { if (seqLt(g.seq, lo)) lo = g.seq; if (seqGt(g.end, hi)) hi = g.end; }
     }
+    this.lastSeq = lo; this.lastEnd = hi;
     return stored;
   }
 
