@@ -141,7 +141,16 @@ export function cli(argv: readonly string[] = process.argv.slice(2)): void {
     process.on('uncaughtException', (e) => process.exit(report(e) === 2 ? 2 : 1));
     process.on('unhandledRejection', (e) => process.exit(report(e) === 2 ? 2 : 1));
   }
-  main(argv).then((code) => process.exit(code));
+  main(argv).then(exitAfterOutput);
+}
+
+/**
+ * process.exit() does not wait for a pipe: whatever did not fit in the pipe buffer
+ * (64 KiB) is lost, e.g. `faultstack stats --json | jq` during a SYN flood. Exit once
+ * everything written to stdout and stderr has been handed to the kernel.
+ */
+function exitAfterOutput(code: number): void {
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 }
 
 if (require.main === module) cli();
