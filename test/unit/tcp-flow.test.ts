@@ -4,11 +4,10 @@
  * setNoDelay, delayed ACKs (RFC 9293 3.8.6.3, RFC 5681 4.2).
  */
 import { describe, expect, test } from 'vitest';
-import { A_IP, B_ADDR, B_IP, connOf, makePair, runFor, runUntil, sha256, testData, watch, Pair, Sink } from './helpers/pair';
+import { B_ADDR, connOf, makePair, runFor, runUntil, sha256, testData, watch, Pair, Sink } from './helpers/pair';
 import { craftTcp, Tap } from './helpers/tap';
 import { ACK, PSH } from '../../stack/wire/tcp';
 import type { FsSocket } from '../../stack/api/net';
-import type { TcpConnection } from '../../stack/tcp/connection';
 
 /** A server on B whose sockets start paused (nobody reads until `resume`). */
 function slowServer(p: Pair, port = 9000) {
@@ -235,7 +234,6 @@ describe('receive window and the persist timer', () => {
     c.resume();
     expect(await runUntil(p.clock, () => sink.ended, 5_000)).toBe(true);
     expect(sha256(sink.data())).toBe(sha256(data));
-    void A_IP; void B_IP;
   });
 });
 
@@ -354,4 +352,3 @@ describe('delayed ACK', () => {
   });
 });
 
-void ({} as TcpConnection);

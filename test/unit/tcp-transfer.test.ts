@@ -5,7 +5,7 @@
 import { describe, expect, test } from 'vitest';
 import { State } from '../../stack/tcp/connection';
 import { ACK, SYN } from '../../stack/wire/tcp';
-import { A_IP, B_ADDR, B_IP, connOf, makePair, runUntil, sha256, sinkServer, testData, transfer, watch } from './helpers/pair';
+import { B_ADDR, connOf, makePair, runUntil, sha256, sinkServer, testData, transfer, watch } from './helpers/pair';
 import { Tap } from './helpers/tap';
 
 describe('three-way handshake (RFC 9293 3.5)', () => {
@@ -149,6 +149,5 @@ describe('bulk transfer', () => {
     const r = await transfer(p, data);
     expect(r.done).toBe(true);
     expect(sha256(r.got)).toBe(sha256(data));
-    void A_IP; void B_IP;
   });
 });
