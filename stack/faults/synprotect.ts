@@ -182,7 +182,9 @@ export class WindowsBacklog implements BacklogPolicy {
     if (conn.isClosed()) return;
     // The server allocates its per-connection state when it is told (the article's "stacks").
     conn.appState = l.onIndicate ? l.onIndicate(conn) : null;
-    if (l.acceptQueue.length < l.backlog && !l.closed) {
+    // The same accounting as at the SYN: connections told to the application at their
+    // SYN (before protection triggered) hold their slots while half-open.
+    if (!this.backlogFull(l) && !l.closed) {
       l.acceptQueue.push(conn);
       if (l.acceptQueue.length === 1 && l.onAcceptable) l.onAcceptable();
       return;
