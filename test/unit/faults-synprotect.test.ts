@@ -328,6 +328,23 @@ describe('KB 903927: a full backlog, with protection off and on', () => {
     expect(r.l.resetAfterHandshake).toBe(0);
   });
 
+  test('half-open connections indicated at their SYN hold backlog slots: a delayed indication after a flood finds none and resets', async () => {
+    const r = rig({ params: { SynAttackProtect: 2, TcpMaxHalfOpen: 2, TcpMaxHalfOpenRetried: 1000, TcpMaxPortsExhausted: 1000 }, backlog: 3 });
+    // Three spoofed SYNs, each told to the application at once (protection is not on
+    // yet): they take the three slots. The third exceeds TcpMaxHalfOpen.
+    for (let i = 0; i < 3; i++) r.spoofSyn();
+    await runFor(r.p.clock, 5);
+    expect(r.installed.windows.isTriggered(r.l)).toBe(true);
+    expect(r.l.synQueue.size).toBe(3);
+    // A real client now: handshake first, then the application is told and has no slot.
+    const c = r.client('hello');
+    expect(await runUntil(r.p.clock, () => c.sink.error !== null, 1000)).toBe(true);
+    expect(c.connected).toBe(true);
+    expect(c.sink.error!.code).toBe('ECONNRESET');
+    expect(r.l.acceptQueue.length).toBe(0);
+    expect(r.l.resetAfterHandshake).toBe(1);
+  });
+
   test('an accept frees a slot: the next delayed indication finds room and the client is served', async () => {
     const r = rig({ params: { SynAttackProtect: 2, TcpMaxPortsExhausted: 0 }, backlog: 1 });
     const first = r.client();
