@@ -302,6 +302,9 @@ export class TcpConnection {
     }
     if (!acceptable) {
       if (!(f & RST)) this.sendAck(now);
+      // The peer's FIN again in TIME-WAIT (our last ACK was lost): ACK it and restart the
+      // 2 MSL timeout (RFC 9293 3.10.7.4), so we are still there if that ACK is lost too.
+      if (this.state === State.TimeWait && (f & FIN)) { this.lingerAt = now + this.layer.config.timeWaitMs; this.rearm(); }
       return;
     }
     // Update TS.Recent for segments that cover RCV.NXT (RFC 7323 4.3).
