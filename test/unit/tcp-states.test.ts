@@ -151,9 +151,16 @@ describe('closing', () => {
     expect(lost).toBe(true);
     expect(connB.error).toBeNull();
     // B resent its FIN on its RTO; A answered it from TIME-WAIT.
-    expect(tap.tcp('b->a', (t) => (t.flags & FIN) !== 0).length).toBe(2);
+    const bFins = tap.tcp('b->a', (t) => (t.flags & FIN) !== 0);
+    expect(bFins.length).toBe(2);
     expect(p.b.counters.TcpRetransSegs).toBe(1);
     expect(connA.state).toBe(State.TimeWait);
+    // ...and restarted its 2 MSL timer (RFC 9293 3.10.7.4): TIME-WAIT lasts timeWaitMs from
+    // the FIN's second arrival, not from the first.
+    const again = bFins[1].t + 0.5;
+    expect(await runUntil(p.clock, () => connA.isClosed(), 70_000, 50)).toBe(true);
+    expect(p.clock.now - again).toBeGreaterThanOrEqual(p.a.tcp.config.timeWaitMs - 1);
+    expect(p.clock.now - again).toBeLessThanOrEqual(p.a.tcp.config.timeWaitMs + 50);
   });
 
   test('a new SYN above the old sequence space takes over a TIME-WAIT pair (RFC 9293 3.10.7.4, RFC 6191)', async () => {
