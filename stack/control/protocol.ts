@@ -127,6 +127,10 @@ export interface StatsResult {
   listeners?: Record<string, unknown>[];
   /** What the KB 903927 reset path leaked (or freed): shown as counters. */
   leak?: Record<string, unknown>;
+  /** V8 heap in use after a forced full GC, bytes. */
+  heapUsedAfterGc?: number;
+  /** ArrayBuffer (Buffer) backing stores still held after that GC, bytes: outside the V8 heap. */
+  arrayBuffersAfterGc?: number;
   [other: string]: unknown;
 }
 

@@ -32,6 +32,16 @@ export function heapUsedAfterGc(): number {
   return process.memoryUsage().heapUsed;
 }
 
+/**
+ * Both halves of what live objects hold after a full collection: the V8 heap, and the
+ * ArrayBuffer backing stores (every Buffer's bytes) that V8 keeps outside it. A leaked
+ * KB 903927 negotiation state is mostly the latter (two 16.5 KiB record buffers).
+ */
+export function memoryAfterGc(): { heapUsedAfterGc: number; arrayBuffersAfterGc: number } {
+  const heap = heapUsedAfterGc();
+  return { heapUsedAfterGc: heap, arrayBuffersAfterGc: process.memoryUsage().arrayBuffers };
+}
+
 export interface Runtime {
   stack: Stack;
   device: Device;
@@ -161,7 +171,7 @@ function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {
     params: snap.params,
     profile: snap.profile,
     leak: rt.installed.leakReport(),
-    ...(withGc ? { heapUsedAfterGc: heapUsedAfterGc() } : {}),
+    ...(withGc ? memoryAfterGc() : {}),
     memory: process.memoryUsage(),
   };
 }

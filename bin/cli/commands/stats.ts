@@ -110,6 +110,12 @@ export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number 
     out.push('\nLeak (KB 903927 reset path):\n');
     out.push(table(flattenCounters(r.leak).map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }));
   }
+  const mem: [string, unknown][] = [['heapUsedAfterGc', r.heapUsedAfterGc], ['arrayBuffersAfterGc', r.arrayBuffersAfterGc]];
+  const memShown = mem.filter((e): e is [string, number] => typeof e[1] === 'number');
+  if (memShown.length) {
+    out.push('\nMemory after a full GC (bytes):\n');
+    out.push(table(memShown.map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }));
+  }
   if (out.length === 0) out.push('(the stack sent an empty stats reply; --json shows it raw)\n');
   return out.join('');
 }
