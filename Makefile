@@ -23,7 +23,9 @@ build: deps addon ts
 # Unit tests (memory driver, virtual clock) and integration tests (real TUN, real
 # Linux peers in network namespaces the tests create; needs root).
 test: build
-	./node_modules/.bin/vitest run --reporter=default
+	@mkdir -p .test-results
+	./node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json=.test-results/vitest.json; \
+	  rc=$$?; node scripts/test-summary.js .test-results/vitest.json; exit $$rc
 
 unit: build
 	./node_modules/.bin/vitest run test/unit
