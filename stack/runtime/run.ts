@@ -205,13 +205,21 @@ function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof c
     connect: (args) => new Promise((resolve, reject) => {
       const host = String(args.host ?? '');
       const port = Number(args.port);
-      const timeoutMs = typeof args.timeoutMs === 'number' ? args.timeoutMs : 60_000;
+      // Without a limit from the caller: the active open's whole SYN schedule (the first
+      // timeout doubling after each of synRetries retransmissions) and 2 s more, so a hung
+      // attempt (KB 297040) is reported when a healthy one would have failed.
+      const cfg = s.tcp.config;
+      let scheduleMs = 0;
+      for (let k = 0; k <= cfg.synRetries; k++) scheduleMs += Math.min(cfg.synRtoMs * 2 ** k, cfg.maxRtoMs);
+      const timeoutMs = typeof args.timeoutMs === 'number' ? args.timeoutMs : scheduleMs + 2000;
       if (!Number.isInteger(port) || port < 1 || port > 65535) { reject(new CodedError('EINVAL', `bad port ${String(args.port)}`)); return; }
       const t0 = Date.now();
       const sock = api.connect({ host, port });
       const timer = setTimeout(() => {
         sock.destroy();
-        reject(new CodedError('ETIMEDOUT', `no outcome within ${timeoutMs} ms (the stack may be hung: see \`faultstack stats\`)`));
+        const lock = s.tcp.table.lock;
+        const why = lock.held ? `the connection-table lock is held by the ${lock.holder}: see \`faultstack stats\`, release it with \`faultstack unlock\`` : 'the stack may be hung: see `faultstack stats`';
+        reject(new CodedError('ETIMEDOUT', `no outcome within ${timeoutMs} ms (${why})`));
       }, timeoutMs);
       sock.once('connect', () => {
         clearTimeout(timer);
