@@ -184,7 +184,7 @@ export class TrafficBench {
     for (const ns of ['stk', 'ka']) {
       await this.lab.sysctl(ns, 'net.ipv4.ip_local_port_range', '1024 65535');
     }
-    this.kernel = this.tool('kb', 'kernel services', ['kernel-server.js', '--services', 'echo,discard,http']);
+    this.kernel = this.tool('kb', 'kernel services', ['kernel-server.js', '--services', 'echo,discard,http', '--host', KB]);
     await this.kernel.ready();
     // The kernel's iperf3 servers: one for the veth baseline, one behind the TUN for the stack's client.
     this.lab.spawn('kb', 'iperf3', ['-s', '-p', '5201']);
@@ -452,10 +452,12 @@ export class TrafficBench {
   private async memory(): Promise<void> {
     const sizes = this.opts.quick ? [2000, 10_000] : [10_000, 100_000];
     const nAddr = 16;
-    const stackAddrs = Array.from({ length: nAddr }, (_, i) => `198.18.0.${i + 2}`);
-    const kernAddrs = Array.from({ length: nAddr }, (_, i) => `198.18.1.${i + 2}`);
+    // Many server addresses multiply the client's port space (the stack answers any
+    // address routed to its TUN device; the kernel gets them as extra addresses).
+    const stackAddrs = Array.from({ length: nAddr }, (_, i) => `198.18.0.${i + 10}`);
+    const kernAddrs = Array.from({ length: nAddr }, (_, i) => `198.18.1.${i + 10}`);
     const kdev = (await this.lab.ip('kb', '-o', 'link', 'show', 'type', 'veth')).split(':')[1]!.trim().split('@')[0]!;
-    for (const a of kernAddrs.slice(1)) await this.lab.ip('kb', 'addr', 'add', `${a}/24`, 'dev', kdev);
+    for (const a of kernAddrs) await this.lab.ip('kb', 'addr', 'add', `${a}/24`, 'dev', kdev);
     // The baseline's discard servers: one process per address (descriptor limit).
     const kservers = kernAddrs.map((a, i) => this.tool('kb', `kernel discard ${i}`, ['kernel-server.js', '--services', 'discard', '--host', a]));
     try {

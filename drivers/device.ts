@@ -31,6 +31,12 @@ export interface Device {
   send(packet: Buffer, meta?: OffloadMeta | null): void;
   /** Write every queued packet. */
   flush(): void;
+  /**
+   * Optional zero-copy receive: during `onReceive`, the stack may ask to keep one of the
+   * burst's packet buffers beyond the call. true: it is the stack's now (the driver reads
+   * into other memory from then on); false: copy what you keep.
+   */
+  claim?(packet: Buffer): boolean;
   /** Stop receiving and release the device. Idempotent. */
   close(): void;
   /** Counters the driver keeps (rx/tx packets, bytes, drops). */

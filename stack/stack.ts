@@ -328,6 +328,8 @@ export class Stack {
   }
 
   tsoSegments(): number { return this.tsoSegmentsMax; }
+  /** Keep a received packet's buffer instead of copying out of it, when the device allows. */
+  claimPacket(pkt: Buffer): boolean { return this.device.claim !== undefined && this.device.claim(pkt); }
   txChecksumOffload(): boolean { return this.txCsumOffload; }
   blackHoleDetection(): boolean { return this.pmtu.params().EnablePMTUBHDetect !== 0; }
 

@@ -116,6 +116,7 @@ interface NativeQueue {
   ref(): void;
   unref(): void;
   write(packets: Buffer[], count: number, metas: Uint32Array | null): number;
+  setSlot(i: number, buffer: Buffer): void;
 }
 
 interface NativeTun {
@@ -255,6 +256,13 @@ export class TunQueue implements Device {
 
   private readonly nq: NativeQueue;
   private readonly slab: Buffer;
+  private readonly slotSize: number;
+  /** The buffer each slot is read into: a slice of the slab, or a fresh one after a claim. */
+  private readonly slotBufs: Buffer[] = [];
+  /** Slots whose packet the stack kept during the current burst (see claim()). */
+  private readonly claimed: number[] = [];
+  private rxCount = 0;
+  private rxClaimed = 0;
   private readonly info: Uint32Array;
   private readonly counters = new Float64Array(8);
   private readonly rxPackets: Buffer[] = [];
@@ -282,6 +290,8 @@ export class TunQueue implements Device {
     this.index = index;
     const slotSize = owner.vnetHdr ? align(VIRTIO_NET_HDR.LEN + 65536 + 1, 64) : Math.max(2048, align(owner.mtu + 1, 64));
     this.slab = Buffer.allocUnsafeSlow(slotSize * rxBurst);
+    this.slotSize = slotSize;
+    for (let i = 0; i < rxBurst; i++) this.slotBufs.push(this.slab.subarray(i * slotSize, (i + 1) * slotSize));
     this.info = new Uint32Array(rxBurst * INFO_STRIDE);
     this.txMeta = owner.vnetHdr ? new Uint32Array(txBatchMax * META_STRIDE) : null;
     this.nq = new n.Queue(fd, owner.vnetHdr, this.slab, slotSize, rxBurst, this.info, this.counters, (c: number) =>
@@ -320,12 +330,13 @@ export class TunQueue implements Device {
     const pkts = this.rxPackets;
     pkts.length = count;
     let bytes = 0;
+    const slots = this.slotBufs;
     for (let i = 0; i < count; i++) {
       const o = i * INFO_STRIDE;
       const off = info[o]!;
       const len = info[o + 1]!;
       bytes += len;
-      pkts[i] = this.slab.subarray(off, off + len);
+      pkts[i] = slots[i]!.subarray(off, off + len);
     }
     this.rxPkts += count;
     this.rxBytes += bytes;
@@ -356,7 +367,37 @@ export class TunQueue implements Device {
       this.rxNoHandler += count;
       return;
     }
-    handler(pkts, count, metas);
+    this.rxCount = count;
+    try {
+      handler(pkts, count, metas);
+    } finally {
+      this.rxCount = 0;
+      // Slots whose packet the stack kept are given a fresh buffer before the next read.
+      const cl = this.claimed;
+      for (let k = 0; k < cl.length; k++) {
+        const i = cl[k]!;
+        const fresh = Buffer.allocUnsafeSlow(this.slotSize);
+        this.slotBufs[i] = fresh;
+        if (!this.closed) this.nq.setSlot(i, fresh);
+      }
+      cl.length = 0;
+    }
+  }
+
+  /**
+   * Zero-copy receive: the stack keeps `packet` (one of the current burst's) instead of
+   * copying out of it, and this queue reads that slot into a new buffer from the next
+   * burst on. Only worth it for large packets (a slot is 64 KiB with the virtio header).
+   */
+  claim(packet: Buffer): boolean {
+    const pkts = this.rxPackets;
+    for (let i = 0; i < this.rxCount; i++) {
+      if (pkts[i] === packet) {
+        if (!this.claimed.includes(i)) { this.claimed.push(i); this.rxClaimed++; }
+        return true;
+      }
+    }
+    return false;
   }
 
   send(packet: Buffer, meta?: OffloadMeta | null): void {
@@ -419,6 +460,7 @@ export class TunQueue implements Device {
       rxBytes: this.rxBytes,
       rxBursts: this.rxBursts,
       rxOffloadPackets: this.rxOffload,
+      rxClaimed: this.rxClaimed,
       rxNoHandler: this.rxNoHandler,
       rxTruncated: c[C_RX_TRUNC]!,
       rxErrors: c[C_RX_ERR]!,
@@ -598,6 +640,12 @@ export class TunDevice implements Device {
 
   send(packet: Buffer, meta?: OffloadMeta | null): void {
     this.qs[0]!.send(packet, meta);
+  }
+
+  /** See TunQueue.claim: whichever queue delivered `packet` gives it away. */
+  claim(packet: Buffer): boolean {
+    for (const q of this.qs) if (q.claim(packet)) return true;
+    return false;
   }
 
   flush(): void {

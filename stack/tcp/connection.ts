@@ -36,6 +36,28 @@ export interface ConnectionOwner {
 }
 
 const TS_MAX_AGE_MS = 24 * 24 * 3600 * 1000; // RFC 7323 5.5: 24 days
+
+/** Segments at least this long are delivered in the device's own buffer when it allows (zero copy). */
+const ZERO_COPY_MIN = 16 * 1024;
+/** Smaller segments are copied into slices of a shared chunk of this size (one allocation per ~40 segments). */
+const RX_CHUNK = 64 * 1024;
+let rxChunk = Buffer.allocUnsafeSlow(RX_CHUNK);
+let rxChunkUsed = 0;
+
+/** A copy of buf[off, off+len) that outlives the device's receive buffer. */
+function copyOut(buf: Buffer, off: number, len: number): Buffer {
+  if (len > RX_CHUNK / 4) {
+    const b = Buffer.allocUnsafeSlow(len);
+    buf.copy(b, 0, off, off + len);
+    return b;
+  }
+  if (rxChunkUsed + len > RX_CHUNK) { rxChunk = Buffer.allocUnsafeSlow(RX_CHUNK); rxChunkUsed = 0; }
+  const start = rxChunkUsed;
+  buf.copy(rxChunk, start, off, off + len);
+  // Keep slices 8-byte aligned.
+  rxChunkUsed = (start + len + 7) & ~7;
+  return rxChunk.subarray(start, start + len);
+}
 /** PMTU black-hole detection: unanswered retransmissions of a segment before the fallback size. */
 const BLACK_HOLE_RETRIES = 2;
 /** The size every IPv4 path must carry (RFC 1122 3.3.3); MSS 536 without options. */
@@ -496,8 +518,12 @@ export class TcpConnection {
       const hadHole = !this.ooo.empty;
       this.rcvNxt = (this.rcvNxt + len) >>> 0;
       this.bytesReceived += len;
-      // Deliver a copy: the device's buffer is only valid during this call.
-      this.deliver(Buffer.from(buf.subarray(off, off + len)));
+      // The device's buffer is only valid during this call: a large segment (a GSO
+      // super-segment) keeps the device's buffer when it gives it away, anything else
+      // is copied, the small ones into a shared chunk.
+      const host = this.layer.host;
+      if (len >= ZERO_COPY_MIN && host.claimPacket !== undefined && host.claimPacket(buf)) this.deliver(buf.subarray(off, off + len));
+      else this.deliver(copyOut(buf, off, len));
       // Delivery may close the connection (a data handler that destroys the socket, a
       // delayed indication that resets it): a closed connection arms no timer, or the
       // timer heap keeps it alive until the delayed ACK would have fired.

@@ -72,6 +72,8 @@ export interface TcpHost {
   txChecksumOffload(): boolean;
   /** PMTU black-hole detection on (EnablePMTUBHDetect); absent means off. */
   blackHoleDetection?(): boolean;
+  /** Keep a received packet's buffer (zero-copy) instead of copying out of it; false: copy. */
+  claimPacket?(pkt: Buffer): boolean;
 }
 
 /** Hooks for fault emulation and observation around the connection lifecycle. */

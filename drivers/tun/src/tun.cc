@@ -13,11 +13,13 @@
 //         onBurst: (n: number) => void)
 //     .start() .close() .ref() .unref()
 //     .write(packets: Buffer[], count, metas: Uint32Array | null) -> number written
+//     .setSlot(i, buffer)   read slot i into `buffer` from now on (at least slotSize bytes): JS
+//                           gives a packet it kept (zero-copy receive) away and a fresh slot back
 //
 // Receive: one uv_poll_t per fd (level triggered). On readable, read() up to `slots` packets
-// (or until EAGAIN) into fixed slots of the slab, record per packet 8 u32 in `info`
-// (offset, length, flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset), then make ONE call
-// into JS with the count. A fatal read error stops polling and calls onBurst(-errno).
+// (or until EAGAIN) into slots (initially fixed slices of the slab; setSlot replaces one), record
+// per packet 8 u32 in `info` (offset within its slot, length, flags, gsoType, hdrLen, gsoSize,
+// csumStart, csumOffset), then make ONE call into JS with the count. A fatal read error stops polling and calls onBurst(-errno).
 // Errors thrown by onBurst are reported as uncaught exceptions (napi_fatal_exception).
 //
 // Counters (Float64Array, shared with JS):
@@ -243,6 +245,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
                            InstanceMethod<&Queue::Write>("write"),
                            InstanceMethod<&Queue::RefLoop>("ref"),
                            InstanceMethod<&Queue::UnrefLoop>("unref"),
+                           InstanceMethod<&Queue::SetSlot>("setSlot"),
                        });
   }
 
@@ -274,6 +277,9 @@ class Queue : public Napi::ObjectWrap<Queue> {
       return;
     }
     slab_ = slab.Data();
+    slotPtr_.resize(slots_);
+    slotRefs_.resize(slots_);
+    for (uint32_t i = 0; i < slots_; i++) slotPtr_[i] = slab_ + static_cast<size_t>(i) * slotSize_;
     info_ = infoArr.Data();
     counters_ = counters.Data();
     slabRef_ = Napi::Persistent(slab);
@@ -336,6 +342,18 @@ class Queue : public Napi::ObjectWrap<Queue> {
     loopRef_ = false;
     if (poll_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
     return info.Env().Undefined();
+  }
+
+  // setSlot(i, buffer): slot i is read into `buffer` from the next burst on.
+  Napi::Value SetSlot(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[1].IsBuffer()) return ThrowType(env, "setSlot(i, buffer)");
+    uint32_t i = info[0].ToNumber().Uint32Value();
+    Napi::Buffer<uint8_t> b = info[1].As<Napi::Buffer<uint8_t>>();
+    if (i >= slots_ || b.Length() < slotSize_) return ThrowType(env, "setSlot: no such slot, or buffer smaller than a slot");
+    slotPtr_[i] = b.Data();
+    slotRefs_[i] = Napi::Persistent(b);
+    return env.Undefined();
   }
 
   // write(packets, count, metas | null) -> packets written
@@ -425,7 +443,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
     uint32_t n = 0;
     const uint32_t hdr = vnet_ ? kVnetHdrLen : 0;
     while (n < slots_) {
-      uint8_t* slot = slab_ + static_cast<size_t>(n) * slotSize_;
+      uint8_t* slot = slotPtr_[n];
       ssize_t r = ::read(fd_, slot, slotSize_);
       counters_[kRxReadCalls] += 1;
       if (r < 0) {
@@ -449,7 +467,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
         continue;
       }
       uint32_t* e = info_ + n * kInfoStride;
-      e[0] = n * slotSize_ + hdr;
+      e[0] = hdr;
       e[1] = static_cast<uint32_t>(r) - hdr;
       if (vnet_) {
         VnetHdr vh;
@@ -528,6 +546,8 @@ class Queue : public Napi::ObjectWrap<Queue> {
   bool held_ = false;
   bool loopRef_ = true;
   uint8_t* slab_ = nullptr;
+  std::vector<uint8_t*> slotPtr_;
+  std::vector<Napi::Reference<Napi::Buffer<uint8_t>>> slotRefs_;
   uint32_t slotSize_ = 0;
   uint32_t slots_ = 0;
   uint32_t* info_ = nullptr;
