@@ -129,7 +129,12 @@ export class Stack {
     if (this.closed) return;
     const now = this.scheduler.now();
     this.now = now;
-    for (let i = 0; i < count; i++) this.input(packets[i], metas ? metas[i] : null, now);
+    this.tcp.beginBurst();
+    try {
+      for (let i = 0; i < count; i++) this.input(packets[i], metas ? metas[i] : null, now);
+    } finally {
+      this.tcp.endBurst(now);
+    }
     this.service();
   }
 

@@ -98,7 +98,9 @@ export class TcpConnection {
   pending: Buffer[] = [];
   pendingBytes = 0;
   pendingFin = false;
-  private segsSinceAck = 0;
+  segsSinceAck = 0;
+  /** On the layer's list of ACKs owed at the end of the current receive burst. */
+  ackDeferred = false;
   ackNow = false;
   // RTT (RFC 6298)
   srtt = 0; rttvar = 0; rto: number; rttSeq = 0; rttStart = -1; backoff = 0;
@@ -537,7 +539,13 @@ export class TcpConnection {
       }
       if (this.oooFinSeq >= 0 && this.oooFinSeq === this.rcvNxt) this.receiveFin(now);
       this.segsSinceAck += Math.max(1, Math.round(len / this.mss));
-      if (this.segsSinceAck >= 2) this.ackNow = true;
+      // Every second full segment is ACKed (RFC 5681 4.2); within a receive burst the ACK
+      // waits for the burst's end, so that one ACK covers what arrived together (as a
+      // GRO receiver's does), not one per GSO packet.
+      if (this.segsSinceAck >= 2) {
+        if (this.layer.inBurst) this.layer.deferAck(this);
+        else this.ackNow = true;
+      }
       else if (!this.ackNow && this.delackAt === Infinity) { this.delackAt = now + this.layer.config.delayedAckMs; this.rearm(); }
     } else {
       c.TcpExtTCPOFOQueue++;

@@ -99,6 +99,9 @@ export class TcpLayer {
   private challengeWindowStart = 0;
   private challengeCount = 0;
   timeWaitCount = 0;
+  /** True while the stack processes a burst from the device (see deferAck). */
+  inBurst = false;
+  private readonly deferredAcks: TcpConnection[] = [];
   hooks: TcpHooks = {
     connectFailed: (conn, reason, now) => this.failConnect(conn, reason, now),
     connectionRemoved: () => {},
@@ -163,6 +166,28 @@ export class TcpLayer {
       const segLen = seg.payloadLength + (seg.flags & SYN ? 1 : 0) + (seg.flags & 1 ? 1 : 0);
       this.sendReset(dst, src, seg.dstPort, seg.srcPort, 0, (seg.seq + segLen) >>> 0, true);
     }
+  }
+
+  /** An in-order ACK owed by `conn`, to be sent once at the end of the current burst. */
+  deferAck(conn: TcpConnection): void {
+    if (conn.ackDeferred) return;
+    conn.ackDeferred = true;
+    this.deferredAcks.push(conn);
+  }
+
+  beginBurst(): void { this.inBurst = true; }
+
+  /** The burst is over: each connection that still owes an ACK sends one (or data carrying it). */
+  endBurst(now: number): void {
+    this.inBurst = false;
+    const list = this.deferredAcks;
+    for (let i = 0; i < list.length; i++) {
+      const conn = list[i]!;
+      conn.ackDeferred = false;
+      // Nothing went out since (afterSend resets the count): the ACK is still owed.
+      if (conn.segsSinceAck > 0 && !conn.isClosed()) { conn.ackNow = true; conn.output(now); }
+    }
+    list.length = 0;
   }
 
   // ---------------------------------------------------------------- opens
