@@ -348,9 +348,9 @@ export function chart(r: PmtuBenchResult): string {
     { label: `hotfixed: all ${h.downloads}`, value: pct(h), text: `${h.stalled} (${Math.round(pct(h))}%)`, color: '#2e8b57' },
     { label: `buggy + MTU 576: all ${w.downloads}`, value: pct(w), text: `${w.stalled} (${Math.round(pct(w))}%)`, color: '#e0a030' },
   ], 100);
-  out.push(`<text x="620" y="${y0 + 250}" fill="#555">buggy: ${b.servedBeforeBlackHole} new destinations served</text>`);
-  out.push(`<text x="620" y="${y0 + 266}" fill="#555">before the first one hung${b.atBlackHole ? ` (count ${b.atBlackHole.hostRouteCount},` : ''}</text>`);
-  if (b.atBlackHole) out.push(`<text x="620" y="${y0 + 282}" fill="#555">${b.atBlackHole.hostRoutesReal} real routes)</text>`);
+  out.push(`<text x="620" y="${y0 + 250}" fill="#555">buggy: ${b.servedBeforeBlackHole} new destinations</text>`);
+  out.push(`<text x="620" y="${y0 + 266}" fill="#555">served before the first one hung</text>`);
+  if (b.atBlackHole) out.push(`<text x="620" y="${y0 + 282}" fill="#555">(count ${b.atBlackHole.hostRouteCount}, real routes ${b.atBlackHole.hostRoutesReal})</text>`);
 
   // Panel 3: throughput, offloads on and off.
   const tmax = niceCeil(Math.max(1, ...r.throughput.map((t) => t.mbitPerSec)));

@@ -103,6 +103,16 @@ export interface RoutesReply {
 
 export interface LabEvent { seq?: number; fault?: string; kind: string; message?: string; data?: Record<string, unknown> }
 
+function parseReply(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    const m = /position (\d+)/.exec((e as Error).message);
+    const at = m ? Number(m[1]) : 0;
+    throw new Error(`faultstack ${what} --json printed ${text.length} characters that do not parse (${(e as Error).message}); around it: ${JSON.stringify(text.slice(Math.max(0, at - 300), at + 100))}`);
+  }
+}
+
 /** The i-th client address (0-based): 198.19.1.1 ... 198.19.1.250, 198.19.2.1, ... */
 export function clientAddress(i: number): string {
   return `198.19.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`;
@@ -207,9 +217,9 @@ export class PmtuLab {
     return r.stdout;
   }
 
-  async routes(): Promise<RoutesReply> { return JSON.parse(await this.cli(['routes', '--json'])) as RoutesReply; }
+  async routes(): Promise<RoutesReply> { return parseReply(await this.cli(['routes', '--json']), 'routes') as RoutesReply; }
   async counters(): Promise<Record<string, number>> {
-    return (JSON.parse(await this.cli(['stats', '--json'])) as { counters: Record<string, number> }).counters;
+    return (parseReply(await this.cli(['stats', '--json']), 'stats') as { counters: Record<string, number> }).counters;
   }
   /** The stack's recent events (`faultstack events --json` prints one per line). */
   async events(): Promise<LabEvent[]> {
