@@ -160,6 +160,8 @@ export class LabProcess {
   exitSignal: NodeJS.Signals | null = null;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private done = false;
+  /** Characters received on stdout and stderr so far (the kept output may be capped). */
+  private received = 0;
   private readonly events = new EventEmitter();
   private readonly maxOutput: number;
 
@@ -185,7 +187,21 @@ export class LabProcess {
       // 'close' comes after the output is complete; a grandchild holding the pipes
       // open must not delay the exit forever.
       child.once('close', (code, signal) => finish(code, signal));
-      child.once('exit', (code, signal) => { fallback = setTimeout(() => finish(code, signal), 500); fallback.unref(); });
+      child.once('exit', (code, signal) => {
+        // On a loaded machine this process can be off the CPU for longer than the grace
+        // period: the timer then runs before the output still in the pipe is read, and a
+        // reply was cut short. Finish only after a grace period without new output, and
+        // look after an I/O poll (setImmediate), so that data already written is read first.
+        let seen = this.received;
+        const check = () => setImmediate(() => {
+          if (this.received === seen) { finish(code, signal); return; }
+          seen = this.received;
+          fallback = setTimeout(check, 500);
+          fallback.unref();
+        });
+        fallback = setTimeout(check, 500);
+        fallback.unref();
+      });
       child.once('error', (e) => { this.append('stderr', `spawn failed: ${e.message}\n`); finish(null, null); });
     });
   }
@@ -199,6 +215,7 @@ export class LabProcess {
   }
 
   private append(stream: 'stdout' | 'stderr', s: string): void {
+    this.received += s.length;
     const cap = (t: string) => (t.length > this.maxOutput ? t.slice(t.length - this.maxOutput) : t);
     if (stream === 'stdout') this.stdout = cap(this.stdout + s);
     else this.stderr = cap(this.stderr + s);
