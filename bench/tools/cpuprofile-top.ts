@@ -1,7 +1,8 @@
 /**
  * Summarises a V8 .cpuprofile (node --cpu-prof): self time per function, highest
  * first, with its share of the samples.
- *   node dist/bench/tools/cpuprofile-top.js FILE.cpuprofile [--top 25]
+ *   node dist/bench/tools/cpuprofile-top.js FILE.cpuprofile [--top 25] [--by-file]
+ * --by-file adds up self time per place instead: stack/tcp, drivers/tun, node:_http_server...
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -10,7 +11,7 @@ import { flags } from './common';
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }
 interface Profile { nodes: Node[]; samples: number[]; timeDeltas: number[] }
 
-export function topFunctions(file: string, top = 25): { name: string; selfPct: number; selfMs: number }[] {
+export function topFunctions(file: string, top = 25, byFile = false): { name: string; selfPct: number; selfMs: number }[] {
   const p = JSON.parse(fs.readFileSync(file, 'utf8')) as Profile;
   const byId = new Map<number, Node>();
   for (const n of p.nodes) byId.set(n.id, n);
@@ -22,7 +23,7 @@ export function topFunctions(file: string, top = 25): { name: string; selfPct: n
     const dt = p.timeDeltas[i] ?? 0;
     const cf = n.callFrame;
     const where = cf.url ? `${path.basename(cf.url)}:${cf.lineNumber + 1}` : '';
-    const key = `${cf.functionName || '(anonymous)'} ${where}`.trim();
+    const key = byFile ? fileGroup(cf.url, cf.functionName) : `${cf.functionName || '(anonymous)'} ${where}`.trim();
     self.set(key, (self.get(key) ?? 0) + dt);
     total += dt;
   }
@@ -32,10 +33,19 @@ export function topFunctions(file: string, top = 25): { name: string; selfPct: n
     .map(([name, us]) => ({ name, selfPct: (100 * us) / total, selfMs: us / 1000 }));
 }
 
+/** Where a sample's code lives: the stack's folders, Node's own modules, or V8/native. */
+function fileGroup(url: string, fn: string): string {
+  if (!url) return fn.startsWith('(') ? fn : '(native)';
+  const m = /\/dist\/(stack\/[a-z]+|drivers\/[a-z]+|bench)\//.exec(url);
+  if (m) return m[1]!;
+  if (url.startsWith('node:')) return url.replace(/^node:(internal\/)?/, 'node:').split('/')[0]!;
+  return path.basename(url);
+}
+
 if (require.main === module) {
   const f = flags(process.argv.slice(2));
   const file = process.argv[2]!;
-  for (const r of topFunctions(file, Number(f.get('top') ?? 25))) {
+  for (const r of topFunctions(file, Number(f.get('top') ?? 25), f.has('by-file'))) {
     console.log(`${r.selfPct.toFixed(1).padStart(5)}%  ${r.selfMs.toFixed(0).padStart(7)} ms  ${r.name}`);
   }
 }

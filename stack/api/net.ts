@@ -133,6 +133,18 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     else this.pendingWriteCb = cb;
   }
 
+  /**
+   * end() with nothing to write on a side that has already finished (or a destroyed
+   * socket) changes nothing, but Node's Writable.end builds an ERR_STREAM_ALREADY_FINISHED
+   * error with its stack trace for it even when nobody is told. Node's http server calls
+   * it for every connection the client closes after the response: 4% of the stack
+   * process's CPU at 6,000 short connections/s. Skip it; anything else goes to Node.
+   */
+  override end(...args: unknown[]): this {
+    if (args.every((a) => a === undefined) && (this.writableFinished || this.destroyed)) return this;
+    return (super.end as (...a: unknown[]) => this)(...args);
+  }
+
   override _final(cb: (err?: Error | null) => void): void {
     if (this.conn) {
       this.conn.shutdownWrite(this.tick());
