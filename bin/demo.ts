@@ -5,6 +5,7 @@
  * iperf3 both ways, UDP echo and `faultstack stats`. Prints a summary table; exits 1
  * if any step failed. Always cleans up (namespace, devices, processes).
  */
+import { PmtuLab, HOPS } from '../test/lab/pmtu-lab';
 import * as fs from 'node:fs';
 import { defineCommand, parseArgs, printHelp, switchFlag } from './cli/args';
 import { table } from './cli/format';
@@ -228,6 +229,45 @@ export async function run(argv: string[]): Promise<number> {
       } catch { /* the human form already worked */ }
       return { figure, detail: human.stdout.trimEnd() };
     });
+    // KB 898060 on real routers: path MTU learned from real ICMP, then the buggy count.
+    let pmtu: PmtuLab | null = null;
+    try {
+      await step('pmtu lab', 'routers r1..r3 with 1400/1280/1000-byte hops, 12 client addresses', async () => {
+        pmtu = await PmtuLab.create({ tag: 'dpm', clients: 12, path: 'B' });
+        return { figure: `path B: ${HOPS.pathB} then a ${HOPS.tunnel}-byte tunnel hop` };
+      });
+      await step('pmtu hotfixed', 'downloads behind the 1000-byte hop learn it from ICMP', async () => {
+        const pl = pmtu!;
+        await pl.startStack({ mode: 'hotfixed' });
+        const res = await pl.downloadAll(pl.clients.slice(0, 4).map((local) => ({ local, bytes: 300_000 })), { concurrency: 2, stallMs: 4000 });
+        const ok = res.filter((r) => r.outcome === 'ok').length;
+        const routes = await pl.routes();
+        const at1000 = routes.hosts.filter((h) => h.mtu === HOPS.tunnel).length;
+        return { ok: ok === 4 && at1000 === 4, figure: `${ok}/4 downloads ok, ${at1000} host routes at MTU ${HOPS.tunnel}` };
+      });
+      await step('pmtu buggy', 'MaxIcmpHostRoutes=6, paths flapping: the count fills, new destinations stall', async () => {
+        const pl = pmtu!;
+        await pl.startStack({ mode: 'buggy', params: { MaxIcmpHostRoutes: 6 } });
+        // Two destinations learn their MTU on both paths, again and again: each update counts.
+        for (let round = 0; round < 3; round++) {
+          for (const p of ['A', 'B'] as const) {
+            await pl.usePath(p);
+            await pl.downloadAll(pl.clients.slice(4, 6).map((local) => ({ local, bytes: 200_000 })), { concurrency: 2, stallMs: 3000 });
+          }
+        }
+        const res = await pl.downloadAll(pl.clients.slice(8, 11).map((local) => ({ local, bytes: 300_000 })), { concurrency: 3, stallMs: 3000 });
+        const stalled = res.filter((r) => r.outcome === 'stalled').length;
+        const routes = await pl.routes();
+        const c = await pl.counters();
+        return {
+          ok: stalled === 3 && routes.atLimit,
+          figure: `count ${routes.hostRouteCount}/${routes.maxIcmpHostRoutes} with ${routes.hostRoutesReal} real routes; ${stalled}/3 new downloads stalled; ${c.FsIcmpIgnoredAtLimit ?? 0} ICMP ignored`,
+        };
+      });
+    } finally {
+      if (pmtu) await (pmtu as PmtuLab).cleanup().catch(() => {});
+    }
+
   } finally {
     if (lab) {
       log('[demo] cleaning up ...');

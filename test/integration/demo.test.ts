@@ -59,6 +59,7 @@ describe('demo', () => {
     expect(summary.steps.map((s) => [s.step, s.result])).toEqual([
       ['namespace', 'ok'], ['start stack', 'ok'], ['ping', 'ok'], ['http /', 'ok'], ['http 1 MB', 'ok'], ['tcp echo 10 MB', 'ok'],
       ['iperf3 upload', 'ok'], ['iperf3 download', 'ok'], ['udp echo', 'ok'], ['stats', 'ok'],
+      ['pmtu lab', 'ok'], ['pmtu hotfixed', 'ok'], ['pmtu buggy', 'ok'],
     ]);
     expect(code).toBe(0);
     expect(summary.ok).toBe(true);
@@ -71,7 +72,7 @@ describe('demo', () => {
     expect(fig.stats).toMatch(/^\d+ counters, 1 connections$/);
     expect(stderr).toContain('[demo] stats: faultstack stats');
     expect(stderr).toMatch(/LISTEN +0 +0 +198\.18\.0\.2:7/);
-    expect(netnsList().filter((n) => n.startsWith('fsdem'))).toEqual([]);
+    expect(netnsList().filter((n) => n.startsWith('fsdem') || n.startsWith('fsdpm'))).toEqual([]);
     expect(fs.readdirSync(runDir)).toEqual([]);
   }, 120_000);
 
