@@ -78,7 +78,8 @@ export function writeReport(r: Report, dir: string): string[] {
       values: micro ? [1e9 / f.value] : [f.value, f.baseline],
       target: f.target && f.target.kind === 'absolute' ? f.target.value : f.target && f.baseline !== null ? f.target.value * f.baseline : null,
     }));
-    put(`${slug(group)}-${slug(unit === 'µs' ? 'us' : unit)}.svg`, barChart({
+    const unitSlug = slug(unit === 'µs' ? 'us' : unit === '%' ? 'percent' : unit) || 'value';
+    put(`${slug(group)}-${unitSlug}.svg`, barChart({
       title: micro ? 'micro-benchmarks: time per operation' : `${group} (${unit})`,
       unit: micro ? 'ns per operation' : unit,
       series: micro ? ['faultstack'] : ['faultstack', 'Linux kernel over veth'],
