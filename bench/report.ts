@@ -93,11 +93,12 @@ export function writeReport(r: Report, dir: string): string[] {
       unit: 'ratio (1 = as the kernel)',
       series: ['ratio'],
       rows: withBase.map((f) => ({
-        label: `${f.name.length > 44 ? `${f.name.slice(0, 42)}…` : f.name} (${f.unit})`,
+        label: `${f.group}: ${f.name.length > 52 ? `${f.name.slice(0, 50)}…` : f.name} (${f.unit})`,
         values: [f.ratio],
         target: f.target && f.target.kind === 'ratio' ? f.target.value : null,
       })),
       reference: 1,
+      clampMax: 3,
     }));
   }
   return written;

@@ -21,6 +21,8 @@ export interface BarChart {
   reference?: number;
   /** Value formatter for bar labels. */
   format?: (v: number) => string;
+  /** Axis maximum: longer bars stop at the edge (their label still tells the value). */
+  clampMax?: number;
 }
 
 const COLORS = ['#2f6fb0', '#9aa5b1', '#e0a030', '#4a9a5a'];
@@ -39,22 +41,23 @@ export function niceMax(v: number): number {
 
 export function barChart(c: BarChart): string {
   const fmt = c.format ?? ((v: number) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2)));
-  const labelW = 330;
+  const longest = Math.max(20, ...c.rows.map((r) => r.label.length));
+  const labelW = Math.min(520, 16 + Math.ceil(longest * 6.6));
   const plotW = 440;
   const barH = 14;
   const gap = 10;
   const top = 48;
   const rowH = c.series.length * barH + gap;
   const height = top + c.rows.length * rowH + 40;
-  const width = labelW + plotW + 90;
+  const width = labelW + plotW + 150;
   let max = 0;
   for (const r of c.rows) {
     for (const v of r.values) if (v !== null && Number.isFinite(v)) max = Math.max(max, v);
     if (r.target != null && Number.isFinite(r.target)) max = Math.max(max, r.target);
   }
   if (c.reference !== undefined) max = Math.max(max, c.reference);
-  max = niceMax(max);
-  const x = (v: number) => labelW + (Math.max(0, v) / max) * plotW;
+  max = niceMax(c.clampMax !== undefined ? Math.min(max, c.clampMax) : max);
+  const x = (v: number) => labelW + (Math.min(Math.max(0, v), max) / max) * plotW;
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
   out.push(`<rect width="100%" height="100%" fill="#ffffff"/>`);
@@ -82,7 +85,8 @@ export function barChart(c: BarChart): string {
       const y = y0 + si * barH;
       const w = Math.max(1, x(v) - labelW);
       out.push(`<rect x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH - 2}" fill="${COLORS[si % COLORS.length]}"/>`);
-      out.push(`<text x="${(labelW + w + 4).toFixed(1)}" y="${y + barH - 4}" fill="#323f4b">${esc(fmt(v))}</text>`);
+      const over = v > max;
+      out.push(`<text x="${(labelW + w + 4).toFixed(1)}" y="${y + barH - 4}" fill="${over ? '#c0392b' : '#323f4b'}">${esc(fmt(v))}${over ? ' (off scale)' : ''}</text>`);
     });
     if (r.target != null && Number.isFinite(r.target)) {
       const tx = x(r.target);
