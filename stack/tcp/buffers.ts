@@ -170,6 +170,22 @@ export class Scoreboard {
   sackedBytes = 0;
 
   get highestSacked(): number { return this.ranges.length ? this.ranges[this.ranges.length - 1] : 0; }
+
+  /**
+   * RFC 6675 IsLost: an un-SACKed byte is deemed lost when more than
+   * (DupThresh - 1) * SMSS bytes are SACKed above it. Returns the highest such
+   * boundary: holes below it are lost, holes above it may only be reordered.
+   * `fallback` when nothing is lost yet.
+   */
+  lossBoundary(mss: number, dupThresh: number, fallback: number): number {
+    const r = this.ranges;
+    let above = 0;
+    for (let i = r.length - 2; i >= 0; i -= 2) {
+      above += (r[i + 1] - r[i]) >>> 0;
+      if (above > (dupThresh - 1) * mss) return r[i];
+    }
+    return fallback;
+  }
   get empty(): boolean { return this.ranges.length === 0; }
 
   add(left: number, right: number): boolean {

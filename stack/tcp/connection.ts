@@ -36,6 +36,8 @@ export interface ConnectionOwner {
 }
 
 const TS_MAX_AGE_MS = 24 * 24 * 3600 * 1000; // RFC 7323 5.5: 24 days
+/** RFC 6675 2: DupThresh. */
+const DUP_THRESH = 3;
 
 /** Segments at least this long are delivered in the device's own buffer when it allows (zero copy). */
 const ZERO_COPY_MIN = 16 * 1024;
@@ -506,7 +508,14 @@ export class TcpConnection {
     if (this.sackOk) {
       c.TcpExtTCPSackRecovery++;
       this.cc.cwnd = ssthresh;
+      // RFC 6675 5 (4.2): retransmit the first segment presumed dropped at once;
+      // further holes follow as IsLost marks them.
       this.highRxt = this.sndUna;
+      const n = Math.min(this.mss, (this.scoreboard.nextSackedStart(this.sndUna, this.sndMax) - this.sndUna) >>> 0);
+      if (n > 0) {
+        this.retransmitAt(this.sndUna, now);
+        this.highRxt = (this.sndUna + n) >>> 0;
+      }
     } else {
       c.TcpExtTCPRenoRecovery++;
       this.retransmitAt(this.sndUna, now);
@@ -711,18 +720,18 @@ export class TcpConnection {
     const sb = this.scoreboard;
     const out = (this.sndMax - this.sndUna) >>> 0;
     if (sb.empty) return out;
-    const high = sb.highestSacked;
+    const high = sb.lossBoundary(this.mss, DUP_THRESH, this.sndUna);
     const from = seqGt(this.highRxt, this.sndUna) ? this.highRxt : this.sndUna;
     const lostNotResent = seqLt(from, high) ? sb.holeBytes(from, high) : 0;
     return Math.max(0, out - sb.sackedBytes - lostNotResent);
   }
 
-  /** First un-SACKed byte at or above HighRxt and below the highest SACK (lost), or -1. */
+  /** First un-SACKed byte at or above HighRxt that RFC 6675 IsLost deems lost, or -1. */
   private nextHole(): number {
     const sb = this.scoreboard;
     if (sb.empty) return -1;
     let s = seqGt(this.highRxt, this.sndUna) ? this.highRxt : this.sndUna;
-    const high = sb.highestSacked;
+    const high = sb.lossBoundary(this.mss, DUP_THRESH, this.sndUna);
     while (seqLt(s, high)) {
       if (!sb.isSacked(s)) return s;
       s = sb.sackedEnd(s);

@@ -277,6 +277,7 @@ export class TcpLayer {
     conn.sndWnd = seg.window; conn.maxSndWnd = seg.window; conn.sndWl1 = seg.seq; conn.sndWl2 = seg.ack;
     conn.rcvAdvEdge = (seg.seq + Math.min(this.config.rcvBuf, 65535)) >>> 0;
     conn.updateMss();
+    conn.cc.cwnd = 10 * conn.mss; // RFC 6928 initial window, as establish() gives other connections
     conn.listener = l;
     this.counters.TcpPassiveOpens++;
     conn.state = State.Established;
