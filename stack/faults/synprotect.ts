@@ -102,7 +102,9 @@ export class WindowsBacklog implements BacklogPolicy {
       l.layer.counters.FsSynProtectTriggered++;
       this.events.emit({
         fault: 'kb903927', kind: EventKind.SynProtectionTriggered,
-        message: `SYN attack protection triggered on port ${l.port}: ${by} exceeded (${value} > ${limit})` +
+        // TcpMaxPortsExhausted 0 triggers on a consumed backlog before any refusal: "0 > 0" would say nothing.
+        message: `SYN attack protection triggered on port ${l.port}: ` +
+          (value > limit ? `${by} exceeded (${value} > ${limit})` : `${by} is ${limit} and the backlog of ${l.backlog} is consumed`) +
           (this.p.SynAttackProtect >= 2 ? '; connections are now indicated only after the handshake completes' : ''),
         data: { threshold: by, value, limit, port: l.port },
       });
