@@ -275,6 +275,9 @@ describe('KB 903927: a full backlog, with protection off and on', () => {
     const first = r.client();
     expect(await runUntil(r.p.clock, () => first.connected, 100)).toBe(true);
     expect(r.installed.windows.isTriggered(r.l)).toBe(true); // TcpMaxPortsExhausted 0: as soon as the backlog is consumed
+    expect(r.ofKind(EventKind.SynProtectionTriggered)[0].message).toBe(
+      'SYN attack protection triggered on port 5061: TcpMaxPortsExhausted is 0 and the backlog of 1 is consumed; ' +
+      'connections are now indicated only after the handshake completes');
     const hello = 'ClientHello: sixty bytes of the start of a TLS negotiation...';
     const late = r.client(hello);
     expect(await runUntil(r.p.clock, () => late.sink.error !== null, 1000)).toBe(true);
