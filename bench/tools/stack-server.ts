@@ -24,7 +24,7 @@ async function main(): Promise<void> {
   const services = (f.get('services') ?? 'echo,discard,http,iperf3').split(',').filter(Boolean) as ServiceName[];
   const h = await startStackRuntime({
     tun, addr, hostAddr, hostAddrDefaulted: false, mtu: Number(f.get('mtu') ?? 1500), services,
-    control: f.get('control') ?? `/run/faultstack/${tun}.sock`, faults: [], params: [],
+    control: f.get('control') ?? `/run/faultstack/${tun}.sock`, faults: [], params: [], profile: f.get('profile'),
     offloads: (f.get('offloads') ?? 'on') !== 'off', queues: Number(f.get('queues') ?? 1),
     cc: (f.get('cc') ?? 'cubic') as 'cubic' | 'newreno', json: true,
   });
