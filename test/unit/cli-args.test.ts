@@ -10,19 +10,9 @@ import {
 } from '../../bin/cli/args';
 import { buildRunOptions } from '../../bin/cli/commands/run';
 import { UsageError } from '../../stack/util/errors';
+import { usageMessage } from './helpers/usage';
 import { formatIpv4 } from '../../stack/wire/addr';
 
-function usageMessage(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(UsageError);
-    const msg = (e as Error).message;
-    expect(msg).not.toContain('\n');
-    return msg;
-  }
-  throw new Error('expected a UsageError');
-}
 
 const TOY = defineCommand({
   name: 'toy',

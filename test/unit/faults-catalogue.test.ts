@@ -16,19 +16,8 @@ import {
   type ConfigChange,
 } from '../../stack/faults/catalogue';
 import { UsageError } from '../../stack/util/errors';
+import { usageMessage } from './helpers/usage';
 
-/** Runs fn, expects a UsageError, returns its message (one line). */
-function usageMessage(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(UsageError);
-    const msg = (e as Error).message;
-    expect(msg).not.toContain('\n');
-    return msg;
-  }
-  throw new Error('expected a UsageError');
-}
 
 describe('fault catalogue', () => {
   it('lists the five faults with ids, aliases, articles and modes', () => {
