@@ -16,6 +16,9 @@ interface Pending {
   header: Buffer;          // the first fragment's IP header (offset 0), for the result
 }
 
+/** Pieces one datagram may be made of (a 64 KiB datagram in 576-byte fragments needs 118). */
+const MAX_PARTS = 256;
+
 export type ReassemblyResult = { done: false } | { done: true; header: Buffer; payload: Buffer };
 
 export class Reassembler {
@@ -48,6 +51,8 @@ export class Reassembler {
       p.totalLength = end;
     } else if (data.length % 8 !== 0) { this.drop(p); return null; }
     if (offset === 0) p.header = Buffer.from(header);
+    // Bounded in pieces too: 8-byte fragments must not make one datagram thousands of parts.
+    if (p.parts.length >= MAX_PARTS) { this.drop(p); return null; }
     if (!this.insert(p, offset, data)) return { done: false };
     while (this.bytes > this.limits.maxBytes && this.pending.size > 0) this.evictOldest();
     if (!this.pending.has(key)) return null;

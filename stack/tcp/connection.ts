@@ -36,6 +36,8 @@ export interface ConnectionOwner {
 }
 
 const TS_MAX_AGE_MS = 24 * 24 * 3600 * 1000; // RFC 7323 5.5: 24 days
+/** Out-of-order segments kept per connection (besides the byte limit, rcvBuf). */
+const MAX_OOO_SEGMENTS = 4096;
 /** RFC 6675 2: DupThresh. */
 const DUP_THRESH = 3;
 
@@ -558,7 +560,9 @@ export class TcpConnection {
       else if (!this.ackNow && this.delackAt === Infinity) { this.delackAt = now + this.layer.config.delayedAckMs; this.rearm(); }
     } else {
       c.TcpExtTCPOFOQueue++;
-      if (this.ooo.bytes + len > this.rcvBuf) { c.TcpExtTCPOFODrop++; }
+      // Bounded in bytes and in entries: a peer sending tiny segments with gaps must not
+      // make every insert walk millions of entries.
+      if (this.ooo.bytes + len > this.rcvBuf || this.ooo.segs.length >= MAX_OOO_SEGMENTS) { c.TcpExtTCPOFODrop++; }
       else this.ooo.insert(seq, buf.subarray(off, off + len));
       this.ackNow = true; // duplicate ACK with SACK, at once (RFC 5681 4.2)
     }

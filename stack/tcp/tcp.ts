@@ -371,8 +371,9 @@ export class TcpLayer {
       conn.owner = null;
       owner.onClosed(null);
     }
-    if (this.timeWaitCount >= this.config.maxTimeWait) { conn.destroy(null, now); return; }
+    // Counted first in every case: destroy() from TIME-WAIT uncounts it again.
     this.timeWaitCount++;
+    if (this.timeWaitCount > this.config.maxTimeWait) { conn.destroy(null, now); return; }
     this.counters.TcpExtTW++;
     conn.lingerAt = now + this.config.timeWaitMs;
     conn.rearm();
@@ -404,7 +405,8 @@ export class TcpLayer {
     const seq = readU32(quoted, off + ihl + 4);
     const conn = this.table.lookup(src, sport, dst, dport);
     if (!conn) return null;
-    if (!(seqGe(seq, conn.sndUna) && seqLe(seq, conn.sndMax)) && !(conn.state === State.SynSent && seq === conn.iss)) return null;
+    // RFC 5927 4.1: the quoted segment must be in flight, SND.UNA <= seq < SND.NXT.
+    if (!(seqGe(seq, conn.sndUna) && seqLt(seq, conn.sndMax)) && !(conn.state === State.SynSent && seq === conn.iss)) return null;
     return conn;
   }
 
