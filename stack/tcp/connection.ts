@@ -816,8 +816,10 @@ export class TcpConnection {
     let space = this.rcvBuf - unread - this.ooo.bytes;
     if (space < 0) space = 0;
     const committed = (this.rcvAdvEdge - this.rcvNxt) | 0;
-    if (space < Math.min(this.rcvBuf >> 1, this.mss) && space <= committed) space = Math.max(committed, 0);
-    if (space < committed) space = committed;
+    // Receiver SWS avoidance (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3): move the right edge
+    // only by at least min(RCV.BUFF/2, MSS); never move it left.
+    if (space > committed && space - committed < Math.min(this.rcvBuf >> 1, this.mss)) space = committed;
+    if (space < committed) space = Math.max(committed, 0);
     let win = space >>> this.rcvWscale;
     if (win > 65535) win = 65535;
     const edge = (this.rcvNxt + (win << this.rcvWscale)) >>> 0;

@@ -6,7 +6,7 @@
 import { describe, expect, test } from 'vitest';
 import { B_ADDR, connOf, makePair, runFor, runUntil, sha256, testData, watch, Pair, Sink } from './helpers/pair';
 import { craftTcp, Tap } from './helpers/tap';
-import { ACK, PSH } from '../../stack/wire/tcp';
+import { ACK, PSH, SYN } from '../../stack/wire/tcp';
 import type { FsSocket } from '../../stack/api/net';
 
 /** A server on B whose sockets start paused (nobody reads until `resume`). */
@@ -211,6 +211,42 @@ describe('receive window and the persist timer', () => {
     expect(p.clock.now).toBeGreaterThan(1000 + (300_000 - 24 * 1024) / 4096 * 10);
     expect(sha256(srv.sinks[0].data())).toBe(sha256(data));
     expect(expectWithinWindow(tap, 7)).toBeGreaterThan(100);
+  });
+
+  test('receiver SWS avoidance: a reader taking 200 bytes at a time never opens the window by less than an MSS (RFC 9293 3.8.6.2.2)', async () => {
+    const p = makePair({}, {}, { tcp: { rcvBuf: 24 * 1024 } });
+    const tap = new Tap(p);
+    const srv = slowServer(p);
+    const { c } = await connect(p);
+    const data = testData(120_000, 31);
+    c.end(data);
+    await runFor(p.clock, 50); // the window closes: the reader has not read yet
+    const sock = srv.sockets[0];
+    const got: Buffer[] = [];
+    let bytes = 0;
+    for (let i = 0; i < 3000 && bytes < data.length; i++) {
+      await runFor(p.clock, 5);
+      const chunk = sock.read(Math.min(200, sock.readableLength || 1)) as Buffer | null;
+      if (chunk) { got.push(chunk); bytes += chunk.length; }
+    }
+    expect(sha256(Buffer.concat(got))).toBe(sha256(data));
+    // Every move of B's right edge (ACK + scaled window) is at least min(RCV.BUFF/2, MSS),
+    // less one window-scale unit of rounding.
+    const mss = connOf(p.a)?.mss ?? 1448;
+    let edge = -1;
+    let moves = 0;
+    // (The SYN-ACK's window is not scaled: start from the first ACK after it.)
+    for (const s of tap.tcp('b->a', (t) => (t.flags & ACK) !== 0 && (t.flags & SYN) === 0)) {
+      const e = (s.tcp.ack + (s.tcp.window << 7)) >>> 0;
+      // Moves under one scale unit (128 bytes) are the rounding of a window that shrank
+      // as data arrived, not openings; every real opening is at least an MSS.
+      if (edge >= 0 && ((e - edge) | 0) >= 128) {
+        expect((e - edge) | 0).toBeGreaterThanOrEqual(Math.min(12 * 1024, mss) - 128);
+        moves++;
+      }
+      if (edge < 0 || ((e - edge) | 0) > 0) edge = e;
+    }
+    expect(moves).toBeGreaterThan(20);
   });
 
   test('the active opener advertises no more than its receive buffer, whatever the peer ISN (here >= 2^31)', async () => {
