@@ -112,6 +112,8 @@ export class TcpConnection {
   // Congestion control and recovery
   cc: CongestionControl & { setMss(mss: number): void };
   dupAcks = 0; inRecovery = false; recoverPoint = 0; highRxt = 0;
+  /** Set by an RTO until SND.UNA passes the RecoveryPoint it recorded. */
+  rtoRecovery = false;
   readonly scoreboard = new Scoreboard();
   // Timers: one heap entry per connection, the earliest of these deadlines.
   readonly timer: Timer;
@@ -390,6 +392,8 @@ export class TcpConnection {
         this.rttStart = -1;
         this.establish(now);
         if (this.isClosed()) return;
+        // A close that came while the handshake was still under way (RFC 9293 3.10.4).
+        if (this.finAfterConnect) this.shutdownWrite(now);
       } else {
         this.layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, seg.ack, 0, false);
         return;
@@ -473,6 +477,7 @@ export class TcpConnection {
       this.retries = 0;
       this.rto = this.computeRto();
       this.dupAcks = 0;
+      if (this.rtoRecovery && seqGt(ack, this.recoverPoint)) this.rtoRecovery = false;
       if (this.inRecovery) {
         if (seqGe(ack, this.recoverPoint)) {
           this.inRecovery = false;
@@ -491,9 +496,12 @@ export class TcpConnection {
       else if (dataAcked > 0 && this.owner && this.sendQueue.length < this.sndBuf) this.owner.onSendSpace();
     } else if (isDup || (newSack && outstanding && acked === 0)) {
       this.dupAcks++;
-      if (!this.inRecovery) {
-        const sackLoss = this.sackOk && this.scoreboard.sackedBytes >= 3 * this.mss;
-        if (this.dupAcks >= 3 || sackLoss) this.enterRecovery(now);
+      // No new fast recovery for data sent before an RTO until it is acknowledged
+      // (RFC 6582 3.2 step 2, RFC 6675 5.1: RecoveryPoint = HighData at the timeout).
+      if (!this.inRecovery && !(this.rtoRecovery && seqLe(this.sndUna, this.recoverPoint))) {
+        // RFC 6675 IsLost for the first unacknowledged byte, or DupThresh duplicate ACKs.
+        const sackLoss = this.sackOk && seqGt(this.scoreboard.lossBoundary(this.mss, DUP_THRESH, this.sndUna), this.sndUna);
+        if (this.dupAcks >= DUP_THRESH || sackLoss) this.enterRecovery(now);
       } else if (!this.sackOk) {
         this.cc.cwnd += this.mss; // RFC 6582 3.2 step 4: inflate by one segment per dupack
       }
@@ -856,10 +864,11 @@ export class TcpConnection {
     if (this.finSeq >= 0) return;
     switch (this.state) {
       case State.SynSent:
-        // end() before the handshake finished: send the FIN after it (as Node does).
+      case State.SynReceived:
+        // A close before the handshake finished: the FIN goes out once it has (RFC 9293
+        // 3.10.4 queues it in SYN-RECEIVED; Node's end() before connect does the same).
         this.finAfterConnect = true;
         return;
-      case State.SynReceived:
       case State.Established:
         this.finSeq = (this.sndUna + this.sendQueue.length) >>> 0;
         if (this.state === State.Established) { this.state = State.FinWait1; this.layer.counters.TcpCurrEstab--; }
@@ -1059,6 +1068,8 @@ export class TcpConnection {
     else this.cc.cwnd = this.mss;
     this.inRecovery = false;
     this.dupAcks = 0;
+    this.rtoRecovery = true;
+    this.recoverPoint = this.sndMax;
     this.scoreboard.clear();
     this.sndNxt = this.sndUna;
     this.rttStart = -1;

@@ -36,6 +36,24 @@ async function established(p: Pair, port = 9000) {
 }
 
 describe('simultaneous open (RFC 9293 figure 8)', () => {
+  test('a close while in SYN-RECEIVED (simultaneous open) sends the FIN once established, and both ends close (RFC 9293 3.10.4)', async () => {
+    const p = makePair({}, { tcp: { timeWaitMs: 1000 } }, { tcp: { timeWaitMs: 1000 } });
+    const oa = owner(), ob = owner();
+    const now = p.clock.now;
+    const ca = p.a.tcp.connect(A_IP, B_IP, 6001, 5001, now);
+    const cb = p.b.tcp.connect(B_IP, A_IP, 5001, 6001, now);
+    ca.attach(oa); cb.attach(ob);
+    p.a.flushSoon(); p.b.flushSoon();
+    // A's SYN-ACK is out (A is in SYN-RECEIVED) when its application closes.
+    expect(await runUntil(p.clock, () => ca.state === State.SynReceived, 50, 0.1)).toBe(true);
+    ca.shutdownWrite(p.clock.now);
+    expect(await runUntil(p.clock, () => ob.fin, 200)).toBe(true);
+    cb.shutdownWrite(p.clock.now);
+    expect(await runUntil(p.clock, () => ca.isClosed() && cb.isClosed(), 5000)).toBe(true);
+    expect(p.a.tcp.table.size + p.b.tcp.table.size).toBe(0);
+    expect(p.a.counters.TcpCurrEstab + p.b.counters.TcpCurrEstab).toBe(0);
+  });
+
   test('both ends connect to each other at the same instant: SYNs cross, both reach ESTABLISHED, data flows both ways', async () => {
     const p = makePair();
     const tap = new Tap(p);
