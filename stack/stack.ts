@@ -302,7 +302,10 @@ export class Stack {
     } else if (proto === PROTO_UDP && qlen >= ihl + 8) {
       const sport = readU16(buf, qoff + ihl);
       const dport = readU16(buf, qoff + ihl + 2);
+      const src = buf.readUInt32BE(qoff + 12);
       const dst = buf.readUInt32BE(qoff + 16);
+      // The quoted datagram must be one we could have sent (RFC 5927's check, for UDP).
+      if (!this.udp.sentFrom(sport, src, (a) => this.isLocal(a))) return;
       const codeName = code === UNREACH_PORT ? 'ECONNREFUSED' : 'EHOSTUNREACH';
       this.udp.icmpError(sport, new CodedError(codeName, `send ${codeName} ${formatIpv4(dst)}:${dport}`));
     }

@@ -9,6 +9,8 @@ import type { UdpSocketLike } from './net-api';
 export class FsUdpSocket extends EventEmitter implements UdpSocketLike {
   private endpoint: UdpEndpoint | null = null;
   private closed = false;
+  /** ICMP errors that arrived with no 'error' listener. */
+  icmpErrors = 0;
 
   constructor(readonly stack: Stack) { super(); }
 
@@ -24,7 +26,9 @@ export class FsUdpSocket extends EventEmitter implements UdpSocketLike {
       onMessage: (data, src, srcPort) => {
         this.emit('message', data, { address: formatIpv4(src), family: 'IPv4', port: srcPort, size: data.length });
       },
-      onError: (err) => this.emit('error', err),
+      // Node reports ICMP errors only to connected sockets; ours are never connected, so an
+      // error is given to whoever listens for it and otherwise only counted, never thrown.
+      onError: (err) => { if (this.listenerCount('error') > 0) this.emit('error', err); else this.icmpErrors++; },
     };
     try {
       udp.bind(ep);

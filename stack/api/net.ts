@@ -274,7 +274,14 @@ export class FsServer extends EventEmitter implements TcpServerLike {
     }
     const addr = host === '0.0.0.0' || host === '::' ? 0 : parseIpv4(host);
     if (addr === null) { process.nextTick(() => this.emit('error', new CodedError('EINVAL', `listen EINVAL: bad address "${host}"`))); return this; }
-    if (port === 0) port = this.stack.tcp.config.ephemeralLow + Math.floor(Math.random() * 20000);
+    if (port === 0) {
+      const { ephemeralLow: lo, ephemeralHigh: hi } = this.stack.tcp.config;
+      const start = lo + Math.floor(Math.random() * (hi - lo + 1));
+      for (let i = 0; i <= hi - lo; i++) {
+        const p = lo + ((start - lo + i) % (hi - lo + 1));
+        if (!this.stack.tcp.listeners.has(p)) { port = p; break; }
+      }
+    }
     try {
       this.listener = this.stack.tcp.listen(port, addr, backlog);
     } catch (e) {

@@ -257,7 +257,20 @@ export class WindowsBacklog implements BacklogPolicy {
   forget(l: Listener, conn: TcpConnection): void {
     const s = this.ls(l);
     s.retried.delete(conn);
-    s.awaitingIndication.delete(conn);
+    if (s.awaitingIndication.delete(conn)) {
+      const t = (conn as WinConn).indicationTimer;
+      if (t) l.layer.timers.disarm(t);
+      conn.onFirstData = null;
+    }
+  }
+
+  /** A closing listener takes the connections still waiting for their indication with it. */
+  onListenerClose(l: Listener, now: number): void {
+    const s = this.ls(l);
+    for (const conn of [...s.awaitingIndication]) {
+      this.forget(l, conn);
+      conn.abort(now);
+    }
   }
 
   /** The application accepted: the backlog has room again. */

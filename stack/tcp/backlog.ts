@@ -22,6 +22,8 @@ export interface BacklogPolicy {
   suppressSynOptions(conn: TcpConnection): boolean;
   /** The application took a connection off the accept queue. */
   onAccepted?(l: Listener): void;
+  /** The listener is closing: connections the policy holds aside must go too. */
+  onListenerClose?(l: Listener, now: number): void;
   /** A queued connection went away. */
   forget?(l: Listener, conn: TcpConnection): void;
 }

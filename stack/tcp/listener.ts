@@ -26,6 +26,8 @@ export class Listener {
   /** Connections the backlog policy reset after their handshake (KB 903927). */
   resetAfterHandshake = 0;
   refusedSyns = 0;
+  /** When this listener last answered a SYN with a cookie (-Infinity: never). */
+  lastCookieAt = -Infinity;
   droppedSyns = 0;
   droppedAcks = 0;
 
@@ -103,6 +105,7 @@ export class Listener {
 
   close(now: number): void {
     this.closed = true;
+    this.layer.backlog.onListenerClose?.(this, now);
     for (const c of [...this.synQueue, ...this.acceptQueue]) c.abort(now);
     this.synQueue.clear();
     this.acceptQueue.length = 0;

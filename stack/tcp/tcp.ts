@@ -258,9 +258,13 @@ export class TcpLayer {
     o.mss = this.host.pathMtu(src) - 40; o.wscale = -1; o.sackPermitted = false; o.hasTimestamp = false; o.sackCount = 0;
     this.emitRaw(dst, src, l.port, seg.srcPort, cookie, (seg.seq + 1) >>> 0, SYN | ACK, Math.min(this.config.rcvBuf, 65535), o);
     this.counters.TcpExtSyncookiesSent++;
+    l.lastCookieAt = now;
   }
 
   private acceptCookie(l: Listener, seg: TcpRepr, src: number, dst: number, buf: Buffer, now: number): boolean {
+    // Only a listener that answered with cookies lately takes one back (as Linux checks
+    // for a recent SYN-queue overflow): a stray ACK is not a 2^-24 lottery ticket.
+    if (now - l.lastCookieAt > 128_000) return false;
     const cookie = (seg.ack - 1) >>> 0;
     const clientIsn = (seg.seq - 1) >>> 0;
     const t = cookie >>> 27;

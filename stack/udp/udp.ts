@@ -79,4 +79,10 @@ export class UdpLayer {
     const ep = this.endpoints.get(srcPort);
     if (ep) ep.onError(err);
   }
+
+  /** Whether `addr` may have sent from the endpoint on `port` (its address, or any of ours). */
+  sentFrom(port: number, addr: number, isLocal: (a: number) => boolean): boolean {
+    const ep = this.endpoints.get(port);
+    return !!ep && (ep.addr === 0 ? isLocal(addr) : ep.addr === addr);
+  }
 }

@@ -567,13 +567,21 @@ describe('SYN cookies', () => {
     await runFor(p.clock, 1);
     const t = Math.floor(p.clock.now / 64_000) & 31;
     const forged = ((t << 27) | (6 << 24) | 0x123456) >>> 0;
+    // A listener that never sent a cookie does not even try one: plain RST.
+    tap.inject('b', craftTcp({ sport: 40000, dport: 9000, seq: 1001, ack: (forged + 1) >>> 0, flags: ACK }));
+    await runFor(p.clock, 2);
+    expect(p.b.counters.TcpExtSyncookiesFailed).toBe(0);
+    // Once it has answered a SYN with a cookie, a forged one is checked, refused and counted.
+    tap.inject('b', craftTcp({ sport: 40001, dport: 9000, seq: 5000, flags: SYN }));
+    await runFor(p.clock, 2);
+    expect(p.b.counters.TcpExtSyncookiesSent).toBe(1);
     tap.inject('b', craftTcp({ sport: 40000, dport: 9000, seq: 1001, ack: (forged + 1) >>> 0, flags: ACK }));
     await runFor(p.clock, 2);
     expect(p.b.counters.TcpExtSyncookiesFailed).toBe(1);
     expect(p.b.counters.TcpExtSyncookiesRecv).toBe(0);
-    const rst = tap.tcp('b->a')[0];
-    expect(rst.tcp.flags).toBe(RST);
-    expect(rst.tcp.seq).toBe((forged + 1) >>> 0);
+    const rsts = tap.tcp('b->a', (x) => x.flags === RST && x.dport === 40000);
+    expect(rsts.length).toBe(2);
+    for (const rst of rsts) expect(rst.tcp.seq).toBe((forged + 1) >>> 0);
     expect([...p.b.tcp.table.all()]).toEqual([]);
   });
 });
