@@ -122,10 +122,11 @@ export class WindowsBacklog implements BacklogPolicy {
 
   /** The backlog counts every connection the application was told of and has not accepted. */
   private backlogFull(l: Listener): boolean {
-    const s = this.ls(l);
-    const indicatedAtSyn = [...l.synQueue].filter((c) => !(c as WinConn).delayedIndication).length;
-    void s;
-    return l.acceptQueue.length + indicatedAtSyn >= l.backlog;
+    let held = l.acceptQueue.length;
+    if (held >= l.backlog) return true;
+    // Half-open connections indicated at their SYN hold a backlog slot too.
+    for (const c of l.synQueue) if (!(c as WinConn).delayedIndication && ++held >= l.backlog) return true;
+    return false;
   }
 
   isTriggered(l: Listener): boolean { return this.ls(l).triggered; }

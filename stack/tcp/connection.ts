@@ -114,6 +114,8 @@ export class TcpConnection {
   dupAcks = 0; inRecovery = false; recoverPoint = 0; highRxt = 0;
   /** Set by an RTO until SND.UNA passes the RecoveryPoint it recorded. */
   rtoRecovery = false;
+  /** RCV.NXT carried by the last segment we sent (RFC 7323 Last.ACK.sent). */
+  lastAckSent = 0;
   readonly scoreboard = new Scoreboard();
   // Timers: one heap entry per connection, the earliest of these deadlines.
   readonly timer: Timer;
@@ -220,7 +222,7 @@ export class TcpConnection {
     o.sackCount = 0;
     const flags = active ? SYN : SYN | ACK;
     this.layer.emit(this, this.iss, active ? 0 : this.rcvNxt, flags, 65535 > this.rcvBuf ? this.rcvBuf : 65535, o, 0, now);
-    if (!active) this.rcvAdvEdge = (this.rcvNxt + Math.min(this.rcvBuf, 65535)) >>> 0;
+    if (!active) { this.rcvAdvEdge = (this.rcvNxt + Math.min(this.rcvBuf, 65535)) >>> 0; this.lastAckSent = this.rcvNxt; }
     this.sndNxt = (this.iss + 1) >>> 0;
     if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
     if (this.rttStart < 0 && this.retries === 0) { this.rttStart = now; this.rttSeq = this.iss; }
@@ -337,8 +339,10 @@ export class TcpConnection {
       if (this.state === State.TimeWait && (f & FIN)) { this.lingerAt = now + this.layer.config.timeWaitMs; this.rearm(); }
       return;
     }
-    // Update TS.Recent for segments that cover RCV.NXT (RFC 7323 4.3).
-    if (this.tsOk && seg.hasTimestamp && seqLe(seq, this.rcvNxt) && seqGe(seg.tsVal, this.tsRecent)) {
+    // Update TS.Recent from segments at or below Last.ACK.sent (RFC 7323 4.3): with a
+    // delayed ACK the echo is the TSval of the first segment it covers, so the peer's
+    // RTT sample includes the delay.
+    if (this.tsOk && seg.hasTimestamp && seqLe(seq, this.lastAckSent) && seqGe(seg.tsVal, this.tsRecent)) {
       this.tsRecent = seg.tsVal; this.tsRecentAt = now;
     }
     // RST (RFC 5961 3.2): exact match resets; anything else in the window is challenged.
@@ -801,6 +805,7 @@ export class TcpConnection {
   }
 
   private afterSend(): void {
+    this.lastAckSent = this.rcvNxt;
     this.ackNow = false;
     this.segsSinceAck = 0;
     if (this.delackAt !== Infinity) { this.delackAt = Infinity; this.rearm(); }

@@ -220,11 +220,25 @@ describe('PAWS (RFC 7323 5)', () => {
       expect(await runUntil(p.clock, () => server.bytes === bytes + 1, 10)).toBe(true);
       bytes++;
       expect(connB.tsRecent).toBe(ts);
+      // Let B's delayed ACK go: TS.Recent follows segments at or below Last.ACK.sent (RFC 7323 4.3).
+      await runFor(p.clock, 50);
     };
     while (((0xfffffff0 - connB.tsRecent) >>> 0) > 0x40000000) await step((connB.tsRecent + 0x40000000) >>> 0);
     await step(0xfffffff0);
     await step(5);
     expect(p.b.counters.TcpExtPAWSEstab).toBe(0);
+  });
+
+  test('with a delayed ACK pending, TS.Recent keeps the TSval of the first segment it will cover (RFC 7323 4.3 Last.ACK.sent)', async () => {
+    const { p, connB, server, inject } = await setup();
+    const base = connB.tsRecent;
+    const bytes = server.bytes;
+    inject({ flags: ACK | PSH, payload: Buffer.from('a'), ts: [(base + 10) >>> 0, 0] });
+    expect(await runUntil(p.clock, () => server.bytes === bytes + 1, 10)).toBe(true);
+    // One small segment: B delays its ACK. The next segment is above Last.ACK.sent.
+    inject({ flags: ACK | PSH, payload: Buffer.from('b'), ts: [(base + 20) >>> 0, 0] });
+    expect(await runUntil(p.clock, () => server.bytes === bytes + 2, 10)).toBe(true);
+    expect(connB.tsRecent).toBe((base + 10) >>> 0);
   });
 
   test('TS.Recent is not advanced by a segment above RCV.NXT (RFC 7323 4.3): only in-order data updates it', async () => {
