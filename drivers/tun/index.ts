@@ -91,6 +91,21 @@ export interface TunOpenOptions {
   rxBurst?: number;
   /** Packets queued by send() before an automatic flush, default 256. */
   txBatchMax?: number;
+  /**
+   * false: open the fds and probe offloads, but build no queues; `fds()` hands them to
+   * whoever serves them (e.g. one worker thread per queue, `TunQueue.fromFd`). The device
+   * still owns the fds and closes them on `close()`. Default true.
+   */
+  startQueues?: boolean;
+}
+
+/** What a TunQueue reads from its owner: a TunDevice, or a bare one built in a worker. */
+export interface TunQueueOwner {
+  readonly name: string;
+  readonly vnetHdr: boolean;
+  readonly mtu: number;
+  onReceive: ReceiveHandler | null;
+  reportError(err: TunError): void;
 }
 
 /** An Error with a `code` (ENOENT, EPERM, EBUSY, EINVAL, ERR_TUN_ADDON, ERR_IP_COMMAND...). */
@@ -142,6 +157,7 @@ interface NativeTun {
     info: Uint32Array,
     counters: Float64Array,
     onBurst: (n: number) => void,
+    ownsFd?: boolean,
   ) => NativeQueue;
   constants: Record<string, number>;
 }
@@ -280,11 +296,12 @@ export class TunQueue implements Device {
   private txQueuedDrops = 0;
 
   constructor(
-    private readonly owner: TunDevice,
+    private readonly owner: TunQueueOwner,
     fd: number,
     index: number,
     rxBurst: number,
     private readonly txBatchMax: number,
+    ownsFd = true,
   ) {
     const n = loadNative();
     this.index = index;
@@ -296,6 +313,7 @@ export class TunQueue implements Device {
     this.txMeta = owner.vnetHdr ? new Uint32Array(txBatchMax * META_STRIDE) : null;
     this.nq = new n.Queue(fd, owner.vnetHdr, this.slab, slotSize, rxBurst, this.info, this.counters, (c: number) =>
       this.burst(c),
+    ownsFd,
     );
   }
 
@@ -304,6 +322,24 @@ export class TunQueue implements Device {
   }
   get mtu(): number {
     return this.owner.mtu;
+  }
+
+  /**
+   * A started queue over an fd opened elsewhere (e.g. `TunDevice.fds()` in the main thread,
+   * used in a worker thread: the addon keeps no static state). The caller keeps owning the
+   * fd: `close()` of this queue stops polling and leaves the fd open (its TunDevice closes it).
+   */
+  static fromFd(
+    fd: number,
+    opts: { name: string; vnetHdr: boolean; mtu: number; rxBurst?: number; txBatchMax?: number; onError?: (err: TunError) => void },
+  ): TunQueue {
+    const owner: TunQueueOwner = {
+      name: opts.name, vnetHdr: opts.vnetHdr, mtu: opts.mtu, onReceive: null,
+      reportError: (err) => { if (opts.onError) opts.onError(err); else process.emitWarning(err.message, { code: err.code }); },
+    };
+    const q = new TunQueue(owner, fd, 0, opts.rxBurst ?? 64, opts.txBatchMax ?? 256, false);
+    q.start();
+    return q;
   }
 
   /** @internal */
@@ -517,7 +553,7 @@ export class TunDevice implements Device {
   readonly ifFlags: number;
   private _mtu: number;
   private _offloads: OffloadState = describeOffloads(0);
-  private readonly fds: number[];
+  private readonly fdList: number[];
   private readonly qs: TunQueue[] = [];
   private closed = false;
 
@@ -528,7 +564,7 @@ export class TunDevice implements Device {
     mtu: number,
   ) {
     this.name = info.name;
-    this.fds = info.fds;
+    this.fdList = info.fds;
     this.created = info.created;
     this.ifFlags = info.flags;
     this.vnetHdr = vnetHdr;
@@ -580,6 +616,7 @@ export class TunDevice implements Device {
       const mode = vnetHdr ? opts.offloads ?? 'probe' : 'off';
       if (mode === 'probe') dev.probeOffloads(opts.offloadMask);
       else dev.setOffload(0);
+      if (opts.startQueues === false) return dev;
       for (let i = 0; i < info.fds.length; i++) dev.qs.push(new TunQueue(dev, info.fds[i]!, i, rxBurst, txBatchMax));
       for (const q of dev.qs) q.start();
       return dev;
@@ -607,6 +644,11 @@ export class TunDevice implements Device {
     return this.qs.length;
   }
 
+  /** The queue fds, in queue order (with `startQueues: false`, nobody polls them here). */
+  fds(): number[] {
+    return [...this.fdList];
+  }
+
   queue(i: number): TunQueue {
     const q = this.qs[i];
     if (!q) throw new TunError('EINVAL', `TUN device '${this.name}' has no queue ${i} (it has ${this.qs.length})`);
@@ -620,7 +662,7 @@ export class TunDevice implements Device {
   setOffload(flags: number): boolean {
     if (this.closed) return false;
     if (!this.vnetHdr && flags !== 0) return false;
-    const ok = loadNative().setOffload(this.fds[0]!, flags >>> 0);
+    const ok = loadNative().setOffload(this.fdList[0]!, flags >>> 0);
     if (ok) this._offloads = describeOffloads(flags >>> 0);
     return ok;
   }
@@ -656,6 +698,8 @@ export class TunDevice implements Device {
     if (this.closed) return;
     this.closed = true;
     for (const q of this.qs) q.close();
+    // Unstarted queues: the fds are ours alone to close.
+    if (this.qs.length === 0) for (const fd of this.fdList) loadNative().closeFd(fd);
   }
 
   get isClosed(): boolean {

@@ -259,6 +259,9 @@ class Queue : public Napi::ObjectWrap<Queue> {
     }
     fd_ = info[0].ToNumber().Int32Value();
     vnet_ = info[1].ToBoolean().Value();
+    // Optional 9th argument: false when the fd belongs to someone else (a TunDevice in
+    // another thread), so close() stops polling but leaves the fd open.
+    ownsFd_ = info.Length() < 9 || info[8].IsUndefined() || info[8].ToBoolean().Value();
     Napi::Buffer<uint8_t> slab = info[2].As<Napi::Buffer<uint8_t>>();
     slotSize_ = info[3].ToNumber().Uint32Value();
     slots_ = info[4].ToNumber().Uint32Value();
@@ -296,7 +299,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
     if (!closed_) {
       closed_ = true;
       StopPoll();
-      if (fd_ >= 0) ::close(fd_);
+      if (fd_ >= 0 && ownsFd_) ::close(fd_);
       fd_ = -1;
     }
     if (actx_) napi_async_destroy(env_, actx_);
@@ -528,7 +531,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
     if (closed_) return;
     closed_ = true;
     StopPoll();
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0 && ownsFd_) ::close(fd_);
     fd_ = -1;
     if (held_) {
       held_ = false;
@@ -542,6 +545,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
   napi_async_context actx_ = nullptr;
   int fd_ = -1;
   bool vnet_ = false;
+  bool ownsFd_ = true;
   bool closed_ = false;
   bool held_ = false;
   bool loopRef_ = true;
