@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   const h = await startStackRuntime({
     tun, addr, hostAddr, hostAddrDefaulted: false, mtu: Number(f.get('mtu') ?? 1500), services,
     control: f.get('control') ?? `/run/faultstack/${tun}.sock`, faults: [], params: [], profile: f.get('profile'),
-    offloads: (f.get('offloads') ?? 'on') !== 'off', queues: Number(f.get('queues') ?? 1),
+    offloads: (f.get('offloads') ?? 'on') !== 'off', queues: Number(f.get('queues') ?? 1), shards: false,
     cc: (f.get('cc') ?? 'cubic') as 'cubic' | 'newreno', json: true,
   });
   const rt = (h as unknown as { runtime: import('../../stack/runtime/run').Runtime }).runtime;

@@ -59,6 +59,8 @@ export interface RunOptions {
   profile?: string;
   offloads: boolean;
   queues: number;
+  /** One stack shard per queue, each in its own worker thread (needs queues >= 2). */
+  shards: boolean;
   cc: CongestionControl;
   /** Absolute path of a JSONL event log; its directory exists. */
   events?: string;

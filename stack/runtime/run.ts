@@ -19,6 +19,8 @@ import { EventLog, logConfigChanges } from '../faults/events';
 import { ControlServer, ControlHandler } from '../control/server';
 import { installFaults, InstalledFaults } from '../faults/install';
 import { CodedError } from '../util/errors';
+import { Worker } from 'node:worker_threads';
+import type { ShardWorkerData } from './shard-worker';
 
 let gcFn: (() => void) | null = null;
 /** Heap in use after a full garbage collection (what a leak keeps reachable). */
@@ -53,6 +55,7 @@ export interface Runtime {
 }
 
 export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeHandle> {
+  if (opts.shards) return startShardedRuntime(opts);
   const faults = buildFaultConfig({
     profile: opts.profile,
     faults: opts.faults.map((f) => `${f.id}=${f.mode}`),
@@ -202,37 +205,258 @@ function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof c
       await ctx.untilClosed();
       return { followed: true };
     },
-    connect: (args) => new Promise((resolve, reject) => {
-      const host = String(args.host ?? '');
-      const port = Number(args.port);
-      // Without a limit from the caller: the active open's whole SYN schedule (the first
-      // timeout doubling after each of synRetries retransmissions) and 2 s more, so a hung
-      // attempt (KB 297040) is reported when a healthy one would have failed.
-      const cfg = s.tcp.config;
-      let scheduleMs = 0;
-      for (let k = 0; k <= cfg.synRetries; k++) scheduleMs += Math.min(cfg.synRtoMs * 2 ** k, cfg.maxRtoMs);
-      const timeoutMs = typeof args.timeoutMs === 'number' ? args.timeoutMs : scheduleMs + 2000;
-      if (!Number.isInteger(port) || port < 1 || port > 65535) { reject(new CodedError('EINVAL', `bad port ${String(args.port)}`)); return; }
-      const t0 = Date.now();
-      const sock = api.connect({ host, port });
-      const timer = setTimeout(() => {
-        sock.destroy();
-        const lock = s.tcp.table.lock;
-        const why = lock.held ? `the connection-table lock is held by the ${lock.holder}: see \`faultstack stats\`, release it with \`faultstack unlock\`` : 'the stack may be hung: see `faultstack stats`';
-        reject(new CodedError('ETIMEDOUT', `no outcome within ${timeoutMs} ms (${why})`));
-      }, timeoutMs);
-      sock.once('connect', () => {
-        clearTimeout(timer);
-        const localPort = sock.localPort;
-        sock.destroy();
-        resolve({ connected: true, ms: Date.now() - t0, localPort });
-      });
-      sock.once('error', (err: Error & { code?: string }) => {
-        clearTimeout(timer);
-        reject(new CodedError(err.code ?? 'EIO', err.message));
-      });
-    }),
+    connect: (args) => connectOnce(s, api, args),
     unlock: () => rt.installed.unlock(),
     routes: () => s.pmtu.describe(s.now),
   };
+}
+
+/**
+ * The control plane's `connect`: one active open from the stack; resolves with the time it
+ * took, rejects with the error or a timeout that names a held connection-table lock.
+ */
+export function connectOnce(s: Stack, api: ReturnType<typeof createNetApi>, args: Record<string, unknown>): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const host = String(args.host ?? '');
+    const port = Number(args.port);
+    // Without a limit from the caller: the active open's whole SYN schedule (the first
+    // timeout doubling after each of synRetries retransmissions) and 2 s more, so a hung
+    // attempt (KB 297040) is reported when a healthy one would have failed.
+    const cfg = s.tcp.config;
+    let scheduleMs = 0;
+    for (let k = 0; k <= cfg.synRetries; k++) scheduleMs += Math.min(cfg.synRtoMs * 2 ** k, cfg.maxRtoMs);
+    const timeoutMs = typeof args.timeoutMs === 'number' ? args.timeoutMs : scheduleMs + 2000;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) { reject(new CodedError('EINVAL', `bad port ${String(args.port)}`)); return; }
+    const t0 = Date.now();
+    const sock = api.connect({ host, port });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      const lock = s.tcp.table.lock;
+      const why = lock.held ? `the connection-table lock is held by the ${lock.holder}: see \`faultstack stats\`, release it with \`faultstack unlock\`` : 'the stack may be hung: see `faultstack stats`';
+      reject(new CodedError('ETIMEDOUT', `no outcome within ${timeoutMs} ms (${why})`));
+    }, timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      const localPort = sock.localPort;
+      sock.destroy();
+      resolve({ connected: true, ms: Date.now() - t0, localPort });
+    });
+    sock.once('error', (err: Error & { code?: string }) => {
+      clearTimeout(timer);
+      reject(new CodedError(err.code ?? 'EIO', err.message));
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// --shards: one stack per TUN queue, each in a worker thread (stack/runtime/shard-worker.ts)
+
+interface ShardHandle {
+  index: number;
+  worker: Worker;
+  call(cmd: string, args?: Record<string, unknown>): Promise<unknown>;
+  exited: Promise<void>;
+}
+
+function startShard(index: number, data: ShardWorkerData, onEvent: (m: Record<string, unknown>) => void): Promise<ShardHandle> {
+  const worker = new Worker(path.join(__dirname, 'shard-worker.js'), { workerData: data });
+  let nextId = 1;
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  const exited = new Promise<void>((r) => worker.once('exit', () => r()));
+  const failAll = (e: Error) => { for (const p of pending.values()) p.reject(e); pending.clear(); };
+  return new Promise<ShardHandle>((resolve, reject) => {
+    let ready = false;
+    worker.on('message', (m: Record<string, unknown>) => {
+      if (typeof m.id === 'number') {
+        const p = pending.get(m.id);
+        if (!p) return;
+        pending.delete(m.id);
+        const err = m.error as { code: string; message: string } | undefined;
+        if (err) p.reject(new CodedError(err.code, err.message));
+        else p.resolve(m.result);
+      } else if (m.ready) {
+        ready = true;
+        resolve({
+          index, worker, exited,
+          call: (cmd, args = {}) => new Promise((res, rej) => {
+            const id = nextId++;
+            pending.set(id, { resolve: res, reject: rej });
+            worker.postMessage({ id, cmd, args });
+          }),
+        });
+      } else if (m.fatal) {
+        reject(new Error(`shard ${index}: ${String(m.fatal)}`));
+      } else {
+        onEvent(m);
+      }
+    });
+    worker.once('error', (e) => { failAll(e); if (!ready) reject(e); else onEvent({ deviceError: `shard ${index} crashed: ${e.message}` }); });
+    void exited.then(() => { failAll(new CodedError('ESHUTDOWN', `shard ${index} stopped`)); if (!ready) reject(new Error(`shard ${index} exited while starting`)); });
+  });
+}
+
+function sumInto(acc: Record<string, number>, add: Record<string, unknown>): void {
+  for (const [k, v] of Object.entries(add)) if (typeof v === 'number') acc[k] = (acc[k] ?? 0) + v;
+}
+
+async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle> {
+  // The main thread keeps the fault configuration for validation and display; each shard
+  // applies every change to its own copy (the faults' state is per shard).
+  const faults = buildFaultConfig({
+    profile: opts.profile,
+    faults: opts.faults.map((f) => `${f.id}=${f.mode}`),
+    params: opts.params.map((p) => `${p.name}=${p.value}`),
+  });
+  const events = new EventLog({ file: opts.events });
+  const unlogChanges = logConfigChanges(faults, events);
+  const maskEnv = process.env.FAULTSTACK_TUN_OFFLOAD_MASK;
+  const offloadMask = maskEnv !== undefined && maskEnv !== '' ? Number(maskEnv) : undefined;
+  const tun = TunDevice.open({
+    name: opts.tun, mtu: opts.mtu, vnetHdr: opts.offloads, offloads: opts.offloads ? 'probe' : 'off',
+    multiQueue: true, queues: opts.queues, startQueues: false,
+    ...(offloadMask !== undefined && Number.isInteger(offloadMask) ? { offloadMask } : {}),
+  });
+  const shards: ShardHandle[] = [];
+  const stopShards = async () => {
+    await Promise.all(shards.map(async (sh) => {
+      try { await Promise.race([sh.call('shutdown'), new Promise((r) => setTimeout(r, 5000))]); } catch { /* it stopped already */ }
+      await sh.worker.terminate();
+      await sh.exited;
+    }));
+    shards.length = 0;
+  };
+  // Reverse order: the control server first, then the shards, then the fds (tun.close).
+  const cleanups: (() => void | Promise<void>)[] = [() => tun.close(), () => unlogChanges(), () => events.close(), stopShards];
+  const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } cleanups.length = 0; };
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((r) => { resolveClosed = r; });
+  let shuttingDown = false;
+  const shutdown = async () => {
+    if (shuttingDown) return closed;
+    shuttingDown = true;
+    await cleanup();
+    resolveClosed();
+  };
+  try {
+    configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
+    const off = tun.offloads;
+    const onShardMessage = (m: Record<string, unknown>) => {
+      if (m.event) {
+        const e = m.event as { fault?: string; kind: string; message: string; data?: unknown };
+        try { events.emit({ ...(e.fault !== undefined ? { fault: e.fault } : {}), kind: e.kind, message: e.message, ...(e.data !== undefined ? { data: e.data } : {}) } as Parameters<EventLog['emit']>[0]); } catch { /* closed */ }
+      } else if (m.deviceError) {
+        try { events.emit({ kind: 'device-error', message: String(m.deviceError) } as Parameters<EventLog['emit']>[0]); } catch { /* closed */ }
+        void shutdown();
+      }
+    };
+    const fds = tun.fds();
+    const started = await Promise.allSettled(fds.map((fd, i) => startShard(i, {
+      shard: i, fd, tun: tun.name, vnetHdr: tun.vnetHdr, mtu: tun.mtu, tso4: off.tso4, csum: off.csum,
+      addr: opts.addr, cc: opts.cc, profile: opts.profile,
+      faults: opts.faults.map((f) => `${f.id}=${f.mode}`), params: opts.params.map((p) => `${p.name}=${p.value}`),
+      services: opts.services.filter((n) => n !== 'mtls'),
+    }, onShardMessage)));
+    for (const r of started) if (r.status === 'fulfilled') shards.push(r.value);
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+
+    const startedAt = Date.now();
+    const all = (cmd: string, args: Record<string, unknown> = {}) => Promise.all(shards.map((sh) => sh.call(cmd, args)));
+    const handlers: Record<string, ControlHandler> = {
+      stats: async () => {
+        const per = (await all('stats')) as Record<string, unknown>[];
+        const counters: Record<string, number> = {};
+        const device: Record<string, number> = {};
+        const leak: Record<string, number> = {};
+        let heap = 0, abufs = 0;
+        const locks = per.map((p) => p.lock as { held?: boolean });
+        for (const p of per) {
+          sumInto(counters, p.counters as Record<string, unknown>);
+          sumInto(device, p.device as Record<string, unknown>);
+          sumInto(leak, p.leak as Record<string, unknown>);
+          heap += Number(p.heapUsedAfterGc ?? 0);
+          abufs += Number(p.arrayBuffersAfterGc ?? 0);
+        }
+        device.queues = per.length;
+        const mine = memoryAfterGc();
+        const snap = faults.snapshot();
+        return {
+          tun: tun.name,
+          addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
+          uptimeMs: Date.now() - startedAt,
+          counters,
+          device,
+          offloads: { accepted: off.names, vnetHdr: tun.vnetHdr, tsoSegments: per[0]?.tsoSegments, txChecksumOffload: per[0]?.txChecksumOffload },
+          connections: per.flatMap((p) => (p.connections as Record<string, unknown>[]).map((c) => ({ ...c, shard: p.shard }))),
+          listeners: per.flatMap((p) => (p.listeners as Record<string, unknown>[]).map((l) => ({ ...l, shard: p.shard }))),
+          // Held if any shard holds it (each shard has its own table and lock).
+          lock: locks.find((l) => l.held) ?? locks[0],
+          faults: snap.modes,
+          params: snap.params,
+          profile: snap.profile,
+          leak,
+          heapUsedAfterGc: mine.heapUsedAfterGc + heap,
+          arrayBuffersAfterGc: mine.arrayBuffersAfterGc + abufs,
+          memory: process.memoryUsage(),
+          shards: per.map((p) => ({
+            shard: p.shard, counters: p.counters, device: p.device, lock: p.lock, leak: p.leak,
+            connections: (p.connections as unknown[]).length, heapUsedAfterGc: p.heapUsedAfterGc,
+          })),
+        };
+      },
+      'fault.set': async (args) => {
+        const id = String(args.id ?? ''), mode = String(args.mode ?? '');
+        const previous = faults.mode(id);
+        faults.setMode(id, mode); // validates; throws a usage error for a bad id or mode
+        await all('fault.set', { id, mode });
+        return { id, mode: faults.mode(id), previous, shards: shards.length };
+      },
+      'param.set': async (args) => {
+        const name = String(args.name ?? '');
+        const value = args.value as string | number;
+        const canonical = faults.setParam(name, value);
+        await all('param.set', { name: canonical, value });
+        return { name: canonical, value: (faults.params as Record<string, unknown>)[canonical], shards: shards.length };
+      },
+      events: async (args, ctx) => {
+        const limit = typeof args.limit === 'number' ? args.limit : 1000;
+        const recent = events.recent(limit);
+        if (!args.follow) return recent;
+        for (const e of recent) ctx.stream(e);
+        const unsub = events.subscribe((e) => { if (!ctx.stream(e)) unsub(); });
+        ctx.onClose(unsub);
+        await ctx.untilClosed();
+        return { followed: true };
+      },
+      // Active opens go out from shard 0; the kernel steers the replies of that flow to a
+      // queue by its hash, which need not be queue 0 (then the open fails: see docs/design.md).
+      connect: (args) => shards[0]!.call('connect', args),
+      unlock: async () => {
+        const per = (await all('unlock')) as { released: boolean; holder?: string; heldMs?: number }[];
+        const hit = per.find((r) => r.released);
+        return { ...(hit ?? { released: false }), shards: per };
+      },
+      routes: async () => {
+        const r = await shards[0]!.call('routes');
+        const note = `shard 0 of ${shards.length}: every shard keeps its own host routes`;
+        return Array.isArray(r) ? { routes: r, note } : { ...(r as Record<string, unknown>), note };
+      },
+    };
+    const control = await ControlServer.start(opts.control, handlers);
+    cleanups.push(() => control.close());
+
+    const info = {
+      ready: true, tun: tun.name, addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
+      hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: tun.mtu, created: tun.created,
+      services: opts.services, control: opts.control, offloads: off.names, queues: fds.length, shards: shards.length,
+      profile: faults.snapshot().profile, pid: process.pid,
+    };
+    const readyLine = opts.json
+      ? JSON.stringify(info)
+      : `faultstack ready: ${info.addr} on ${info.tun} (kernel side ${info.hostAddr}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), ${shards.length} shards, services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
+    return { readyLine, closed, shutdown };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
 }

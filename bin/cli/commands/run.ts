@@ -114,6 +114,7 @@ export const RUN_SPEC = defineCommand({
     profile: valueFlag({ valueName: 'NAME', help: 'start from a named fault profile', ...text('a profile name') }),
     offloads: valueFlag({ valueName: 'on|off', help: 'TUN segmentation/checksum offloads', ...oneOf(['on', 'off'] as const), default: 'on' }),
     queues: valueFlag({ valueName: 'N', help: 'TUN queues', ...integer(1, 8), default: 1 }),
+    shards: switchFlag('one stack shard per queue, each in a worker thread (needs --queues 2 or more)'),
     cc: valueFlag({ valueName: 'NAME', help: 'TCP congestion control: newreno or cubic', ...oneOf(CONGESTION_CONTROLS), default: 'cubic' as CongestionControl }),
     events: valueFlag({ valueName: 'FILE', help: 'append events to this JSONL file', ...outputFile }),
     json: switchFlag('print the ready line as JSON'),
@@ -147,6 +148,11 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     }
   }
   const control = f.control ?? socketPath.parse(path.join(defaultRunDir(), `${f.tun}.sock`));
+  if (f.shards && f.queues < 2) {
+    throw usageError(spec, `--shards needs --queues 2 or more (one shard per queue), got --queues ${f.queues}`);
+  }
+  if (f.shards && f.pcap) throw usageError(spec, '--shards cannot be combined with --pcap');
+  if (f.shards && f.services.includes('mtls')) throw usageError(spec, '--shards runs the plain services only; drop mtls from --services');
   if (f.pcap && f.events && f.pcap === f.events) {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
@@ -165,6 +171,7 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     profile: f.profile,
     offloads: f.offloads === 'on',
     queues: f.queues,
+    shards: f.shards,
     cc: f.cc,
     events: f.events,
     json: f.json,

@@ -1,0 +1,127 @@
+/**
+ * One stack shard of `faultstack run --queues N --shards`, in a worker thread: a Stack on
+ * one TUN queue (an fd the main thread opened and keeps), with its own faults and plain
+ * services. The kernel steers each flow to one queue, so each shard sees whole TCP
+ * connections. The main thread (stack/runtime/run.ts) asks over the message port:
+ *   { id, cmd: 'stats' | 'fault.set' | 'param.set' | 'connect' | 'unlock' | 'routes' | 'shutdown', args }
+ * and gets { id, result } or { id, error: { code, message } }. Unasked, the worker posts
+ * { ready: true }, { fatal: message } (start failed), { event } (every EventLog event) and
+ * { deviceError: message } (the queue stopped).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { TunQueue } from '../../drivers/tun/index';
+import { Stack } from '../stack';
+import { RealScheduler } from './scheduler';
+import { createNetApi } from '../api/net';
+import { buildFaultConfig } from '../faults/catalogue';
+import { EventLog } from '../faults/events';
+import { installFaults } from '../faults/install';
+import type { CongestionControl } from '../../bin/cli/run-options';
+import type { Ipv4Cidr } from '../wire/addr';
+import { connectOnce, memoryAfterGc } from './run';
+
+/** What the main thread gives each worker (structured-cloneable). */
+export interface ShardWorkerData {
+  shard: number;
+  fd: number;
+  tun: string;
+  vnetHdr: boolean;
+  mtu: number;
+  tso4: boolean;
+  csum: boolean;
+  addr: Ipv4Cidr;
+  cc: CongestionControl;
+  profile?: string;
+  faults: string[];
+  params: string[];
+  services: string[];
+}
+
+export interface ShardRequest { id: number; cmd: string; args: Record<string, unknown> }
+
+async function main(): Promise<void> {
+  const port = parentPort;
+  if (!port) throw new Error('shard-worker: not in a worker thread');
+  const d = workerData as ShardWorkerData;
+  const cleanups: (() => void | Promise<void>)[] = [];
+  const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } cleanups.length = 0; };
+  try {
+    const faults = buildFaultConfig({ profile: d.profile, faults: d.faults, params: d.params });
+    const events = new EventLog();
+    events.subscribe((event) => port.postMessage({ event }));
+    const queue = TunQueue.fromFd(d.fd, {
+      name: d.tun, vnetHdr: d.vnetHdr, mtu: d.mtu,
+      onError: (err) => port.postMessage({ deviceError: `shard ${d.shard}: ${err.message}` }),
+    });
+    cleanups.push(() => queue.close());
+    const stack = new Stack({
+      device: queue, scheduler: new RealScheduler(), address: d.addr.addr, prefix: d.addr.prefix, mtu: d.mtu,
+      tcp: { congestionControl: d.cc },
+      tsoSegments: d.vnetHdr && d.tso4 ? 44 : 1,
+      txChecksumOffload: d.vnetHdr && d.csum,
+    });
+    const installed = installFaults(stack, faults, events);
+    cleanups.push(() => stack.close());
+    const api = createNetApi(stack);
+    const startedAt = Date.now();
+
+    const stats = (withGc: boolean) => {
+      const s = stack;
+      return {
+        shard: d.shard,
+        uptimeMs: Date.now() - startedAt,
+        counters: { ...s.counters },
+        device: queue.stats(),
+        connections: s.tcp.table.rows(),
+        listeners: [...s.tcp.listeners.values()].map((l) => ({
+          port: l.port, backlog: l.backlog, synQueue: l.synQueue.size, acceptQueue: l.acceptQueue.length,
+          refusedSyns: l.refusedSyns, droppedSyns: l.droppedSyns, droppedAcks: l.droppedAcks, resetAfterHandshake: l.resetAfterHandshake,
+        })),
+        lock: { name: 'tcp-connection-table', ...s.tcp.table.lock.describe(s.now) },
+        leak: installed.leakReport(),
+        tsoSegments: s.tsoSegmentsMax,
+        txChecksumOffload: s.txCsumOffload,
+        ...(withGc ? memoryAfterGc() : {}),
+        memory: process.memoryUsage(),
+      };
+    };
+
+    if (d.services.length > 0) {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      const svc = require('../services/index') as typeof import('../services/index');
+      const names = d.services.filter((n): n is import('../services/index').ServiceName => svc.isServiceName(n));
+      const started = await svc.startServices(api, names, { statusProvider: () => stats(false), faults, events });
+      cleanups.push(async () => { for (const h of started) await h.close(); });
+    }
+
+    let stopping = false;
+    const handlers: Record<string, (args: Record<string, unknown>) => unknown> = {
+      stats: (args) => stats(args.gc !== false),
+      'fault.set': (args) => { faults.setMode(String(args.id ?? ''), String(args.mode ?? '')); return { id: args.id, mode: faults.mode(String(args.id ?? '')) }; },
+      'param.set': (args) => ({ name: faults.setParam(String(args.name ?? ''), args.value as string | number) }),
+      connect: (args) => connectOnce(stack, api, args),
+      unlock: () => installed.unlock(),
+      routes: () => stack.pmtu.describe(stack.now),
+      shutdown: async () => {
+        if (!stopping) { stopping = true; await cleanup(); }
+        return { stopped: true };
+      },
+    };
+    port.on('message', (m: ShardRequest) => {
+      const fn = handlers[m.cmd];
+      if (!fn) { port.postMessage({ id: m.id, error: { code: 'EINVAL', message: `unknown shard command ${m.cmd}` } }); return; }
+      Promise.resolve()
+        .then(() => fn(m.args ?? {}))
+        .then(
+          (result) => port.postMessage({ id: m.id, result }),
+          (e: Error & { code?: string }) => port.postMessage({ id: m.id, error: { code: e?.code ?? 'EIO', message: e?.message ?? String(e) } }),
+        );
+    });
+    port.postMessage({ ready: true });
+  } catch (e) {
+    await cleanup();
+    port.postMessage({ fatal: (e as Error)?.message ?? String(e) });
+  }
+}
+
+void main();
