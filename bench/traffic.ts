@@ -198,13 +198,13 @@ export class TrafficBench {
   }
 
   /** (Re)starts the stack with these options unless it already runs with them. */
-  private async ensureStack(offloads: 'on' | 'off', queues = 1, profile = 'win2003-sp1'): Promise<Tool> {
-    const want = `${offloads}/${queues}/${profile}`;
+  private async ensureStack(offloads: 'on' | 'off', queues = 1, profile = 'win2003-sp1', shards = false): Promise<Tool> {
+    const want = `${offloads}/${queues}/${profile}/${shards}`;
     if (this.stack && this.stackOpts === want) return this.stack;
     if (this.stack) { await this.stack.stop(); this.stack = null; await sleep(200); }
     const tun = this.lab.ifname(`t${this.tunSeq++}`);
     const t = this.tool('stk', `stack (${want})`, ['stack-server.js', '--tun', tun, '--offloads', offloads, '--queues', String(queues),
-      '--services', 'echo,discard,http,iperf3', '--control', `/run/faultstack/${tun}.sock`, '--profile', profile]);
+      '--services', 'echo,discard,http,iperf3', '--control', `/run/faultstack/${tun}.sock`, '--profile', profile, ...(shards ? ['--shards'] : [])]);
     const r = await t.ready();
     progress(`  stack: offloads ${offloads === 'on' ? (r.offloads as string[]).join(',') || 'none (refused)' : 'off'}, queues ${String(r.queues)}, profile ${profile}`);
     this.stack = t;
@@ -522,6 +522,16 @@ export class TrafficBench {
 
   // ------------------------------------------------------------------ multiple queues
 
+  /** `n` kernel-side senders writing to the stack's discard port for `secs`; bits/s they wrote in all. */
+  private async discardSenders(n: number, secs: number): Promise<number> {
+    const script = `const net=require('net');const s=net.connect(9,'${STACK_ADDR}');const b=Buffer.alloc(65536,1);let n=0;` +
+      `s.on('connect',()=>{const end=Date.now()+${secs * 1000};const pump=()=>{while(Date.now()<end){n+=b.length;if(!s.write(b)){s.once('drain',pump);return;}}` +
+      `s.end(()=>console.log(n));};pump();});s.on('error',()=>{console.log(n);});`;
+    const rs = await Promise.all(Array.from({ length: n }, () => this.lab.exec('stk', process.execPath, ['-e', script], { timeoutMs: (secs + 30) * 1000 })));
+    const bytes = rs.reduce((a, r) => a + Number(r.stdout.trim().split('\n').pop() || 0), 0);
+    return (bytes * 8) / secs;
+  }
+
   private async multiQueue(): Promise<void> {
     const one = this.figures.find((f) => f.key === 'bulk.k2s.4');
     const q1 = one ? one.value * GBIT : (await (async () => { await this.ensureStack('on', 1); return (await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur), '-P', '4'])).bps; })());
@@ -536,6 +546,16 @@ export class TrafficBench {
     });
     const c = await this.ab('stk', `http://${STACK_ADDR}/bytes/64`, this.opts.quick ? 8000 : 30_000, 128);
     this.add({ group: 'multiqueue', key: 'multiqueue.q2.connrate', name: 'short HTTP connections, 2 queues one thread', value: c.rps, unit: 'conn/s', baseline: null, note: `${c.failed} failed` });
+    // Shards: one stack per queue, each in its own worker thread. iperf3's control and
+    // data connections may hash to different shards, so plain senders to discard are
+    // the load here, measured the same way against one thread and against two shards.
+    const single = await this.discardSenders(4, this.dur);
+    await this.ensureStack('on', 2, 'win2003-sp1', true);
+    const sharded = await this.discardSenders(4, this.dur);
+    this.add({
+      group: 'multiqueue', key: 'multiqueue.shards.k2s.4', name: 'kernel -> stack, 4 senders to discard, 2 shards (worker threads)', value: sharded / GBIT, unit: 'Gbit/s',
+      baseline: null, note: `the same senders, 2 queues one thread: ${fmt(single / GBIT)} Gbit/s (${(sharded / single).toFixed(2)}x); the kernel's flow hash decides how the 4 flows split`,
+    });
     await this.stack?.stop();
     this.stack = null;
     this.stackOpts = '';

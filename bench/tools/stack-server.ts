@@ -25,11 +25,20 @@ async function main(): Promise<void> {
   const h = await startStackRuntime({
     tun, addr, hostAddr, hostAddrDefaulted: false, mtu: Number(f.get('mtu') ?? 1500), services,
     control: f.get('control') ?? `/run/faultstack/${tun}.sock`, faults: [], params: [], profile: f.get('profile'),
-    offloads: (f.get('offloads') ?? 'on') !== 'off', queues: Number(f.get('queues') ?? 1), shards: false,
+    offloads: (f.get('offloads') ?? 'on') !== 'off', queues: Number(f.get('queues') ?? 1), shards: f.get('shards') === 'true',
     cc: (f.get('cc') ?? 'cubic') as 'cubic' | 'newreno', json: true,
   });
   const rt = (h as unknown as { runtime: import('../../stack/runtime/run').Runtime }).runtime;
   const api = (h as unknown as { api: import('../../stack/api/net-api').NetApi }).api;
+  if (!rt) {
+    // Shard mode: the stacks live in worker threads; this tool only starts and stops them.
+    say({ ready: true, line: h.readyLine, offloads: /offloads ([a-z0-9,]+)/.exec(h.readyLine)?.[1]?.split(',') ?? [], queues: Number(f.get('queues') ?? 1), pid: process.pid });
+    serveCommands(async (cmd) => {
+      if (cmd.cmd === 'quit') { setImmediate(() => { void h.shutdown().then(() => process.exit(0)); }); return { quitting: true }; }
+      throw new Error(`${String(cmd.cmd)}: not available in shard mode`);
+    }, () => h.shutdown());
+    return;
+  }
   say({ ready: true, line: h.readyLine, offloads: rt.tun.offloads.names, queues: rt.tun.queueCount, pid: process.pid });
   serveCommands(async (cmd) => {
     switch (cmd.cmd) {
