@@ -203,7 +203,6 @@ export class Stack {
     if (len > 0 && pkt[0] >> 4 === 6) { c.FsIpv6Ignored++; return; } // IPv6 is out of scope (docs/design.md)
     const err = parseIpv4Header(pkt, 0, len, ip, false);
     if (err !== Ipv4Error.None) {
-      if (err === Ipv4Error.BadTotalLength && len > 65535) { /* GSO beyond 64 KiB is not expected */ }
       c.IpInHdrErrors++;
       return;
     }

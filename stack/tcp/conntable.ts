@@ -14,15 +14,6 @@
 import { formatIpv4 } from '../wire/addr';
 import type { TcpConnection } from './connection';
 
-export interface LockState {
-  held: boolean;
-  holder: string | null;
-  since: number | null;
-  /** Packets that needed the table while it was held and were not processed. */
-  blocked: number;
-  acquisitions: number;
-}
-
 export class ConnTableLock {
   holder: string | null = null;
   since = 0;
