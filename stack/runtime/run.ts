@@ -7,19 +7,20 @@ import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { RunOptions, StackRuntimeHandle } from '../../bin/cli/run-options';
-import { TunDevice, configureHostSide } from '../../drivers/tun/index';
+import { type TunDevice, configureHostSide } from '../../drivers/tun/index';
 import { PcapDevice } from '../../drivers/pcap';
 import type { Device } from '../../drivers/device';
 import { Stack } from '../stack';
 import { RealScheduler } from './scheduler';
 import { createNetApi } from '../api/net';
 import { formatIpv4 } from '../wire/addr';
-import { buildFaultConfig, FaultConfig } from '../faults/catalogue';
-import { EventLog, logConfigChanges } from '../faults/events';
+import type { FaultConfig } from '../faults/catalogue';
+import type { EventLog } from '../faults/events';
 import { ControlServer, ControlHandler } from '../control/server';
 import { installFaults, InstalledFaults } from '../faults/install';
 import { CodedError } from '../util/errors';
 import { Worker } from 'node:worker_threads';
+import { faultSetup, openRunTun, stackOffloads } from './setup';
 import type { ShardWorkerData } from './shard-worker';
 
 let gcFn: (() => void) | null = null;
@@ -56,22 +57,8 @@ export interface Runtime {
 
 export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeHandle> {
   if (opts.shards) return startShardedRuntime(opts);
-  const faults = buildFaultConfig({
-    profile: opts.profile,
-    faults: opts.faults.map((f) => `${f.id}=${f.mode}`),
-    params: opts.params.map((p) => `${p.name}=${p.value}`),
-  });
-  const events = new EventLog({ file: opts.events });
-  const unlogChanges = logConfigChanges(faults, events);
-
-  // FAULTSTACK_TUN_OFFLOAD_MASK limits the TUNSETOFFLOAD probe (TUN_F_* bits): it stands in
-  // for a kernel that refuses or limits offloads, so the fallback can be tested anywhere.
-  const maskEnv = process.env.FAULTSTACK_TUN_OFFLOAD_MASK;
-  const offloadMask = maskEnv !== undefined && maskEnv !== '' ? Number(maskEnv) : undefined;
-  const tun = TunDevice.open({
-    name: opts.tun, mtu: opts.mtu, vnetHdr: opts.offloads, offloads: opts.offloads ? 'probe' : 'off',
-    multiQueue: opts.queues > 1, queues: opts.queues, ...(offloadMask !== undefined && Number.isInteger(offloadMask) ? { offloadMask } : {}),
-  });
+  const { faults, events, unlogChanges } = faultSetup(opts);
+  const tun = openRunTun(opts);
   const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
   const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } };
   try {
@@ -86,11 +73,7 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const stack = new Stack({
       device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: opts.mtu,
       tcp: { congestionControl: opts.cc },
-      // With the virtio header the kernel segments and checksums what we send. Only where it
-      // accepted those offloads for its own traffic to us: a kernel that refused TSO4 (or
-      // everything) gets MSS-sized segments, and without CSUM, complete checksums.
-      tsoSegments: tun.vnetHdr && tun.offloads.tso4 ? 44 : 1,
-      txChecksumOffload: tun.vnetHdr && tun.offloads.csum,
+      ...stackOffloads(tun.vnetHdr, tun.offloads.tso4, tun.offloads.csum),
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());
@@ -302,20 +285,8 @@ function sumInto(acc: Record<string, number>, add: Record<string, unknown>): voi
 async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle> {
   // The main thread keeps the fault configuration for validation and display; each shard
   // applies every change to its own copy (the faults' state is per shard).
-  const faults = buildFaultConfig({
-    profile: opts.profile,
-    faults: opts.faults.map((f) => `${f.id}=${f.mode}`),
-    params: opts.params.map((p) => `${p.name}=${p.value}`),
-  });
-  const events = new EventLog({ file: opts.events });
-  const unlogChanges = logConfigChanges(faults, events);
-  const maskEnv = process.env.FAULTSTACK_TUN_OFFLOAD_MASK;
-  const offloadMask = maskEnv !== undefined && maskEnv !== '' ? Number(maskEnv) : undefined;
-  const tun = TunDevice.open({
-    name: opts.tun, mtu: opts.mtu, vnetHdr: opts.offloads, offloads: opts.offloads ? 'probe' : 'off',
-    multiQueue: true, queues: opts.queues, startQueues: false,
-    ...(offloadMask !== undefined && Number.isInteger(offloadMask) ? { offloadMask } : {}),
-  });
+  const { faults, events, unlogChanges } = faultSetup(opts);
+  const tun = openRunTun(opts, { multiQueue: true, startQueues: false });
   const shards: ShardHandle[] = [];
   const stopShards = async () => {
     await Promise.all(shards.map(async (sh) => {

@@ -16,6 +16,7 @@ import { createNetApi } from '../api/net';
 import { buildFaultConfig } from '../faults/catalogue';
 import { EventLog } from '../faults/events';
 import { installFaults } from '../faults/install';
+import { stackOffloads } from './setup';
 import type { CongestionControl } from '../../bin/cli/run-options';
 import type { Ipv4Cidr } from '../wire/addr';
 import { connectOnce, memoryAfterGc } from './run';
@@ -57,8 +58,7 @@ async function main(): Promise<void> {
     const stack = new Stack({
       device: queue, scheduler: new RealScheduler(), address: d.addr.addr, prefix: d.addr.prefix, mtu: d.mtu,
       tcp: { congestionControl: d.cc },
-      tsoSegments: d.vnetHdr && d.tso4 ? 44 : 1,
-      txChecksumOffload: d.vnetHdr && d.csum,
+      ...stackOffloads(d.vnetHdr, d.tso4, d.csum),
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());
