@@ -17,6 +17,7 @@ import {
   MAX_STREAMS,
   encodeJson,
   makeCookie,
+  resultsMessage,
   stateByte,
 } from './iperf3';
 
@@ -234,27 +235,8 @@ export function runIperf3Client(api: NetApi, opts: Iperf3ClientOptions): Promise
   };
 
   const ourResults = (): Record<string, unknown> => {
-    const wallUs = Math.max(1, (runEnd - runStart) * 1000);
-    const cpu = process.cpuUsage(cpuStart);
-    const user = (cpu.user / wallUs) * 100;
-    const system = (cpu.system / wallUs) * 100;
     const secs = Math.max(0, (runEnd - countStart) / 1000);
-    return {
-      cpu_util_total: user + system,
-      cpu_util_user: user,
-      cpu_util_system: system,
-      sender_has_retransmits: streams.some((s) => s.sending) ? 0 : -1,
-      streams: streams.map((s) => ({
-        id: s.id,
-        bytes: s.bytes - s.omitted,
-        retransmits: s.sending ? 0 : -1,
-        jitter: 0,
-        errors: 0,
-        packets: 0,
-        start_time: 0,
-        end_time: secs,
-      })),
-    };
+    return resultsMessage(cpuStart, runEnd - runStart, streams.map((s) => ({ id: s.id, bytes: s.bytes - s.omitted, sending: s.sending, endTime: secs })));
   };
 
   const main = async (): Promise<Iperf3ClientResult> => {

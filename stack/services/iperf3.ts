@@ -85,6 +85,37 @@ export const MAX_BLOCK_SIZE = 16 * 1024 * 1024;
 const COOKIE_ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
 
 /** A fresh cookie: 36 characters from iperf3's alphabet plus the NUL (37 bytes). */
+/** One stream's line in the EXCHANGE_RESULTS message. */
+export interface StreamResult { id: number; bytes: number; sending: boolean; endTime: number }
+
+/**
+ * The EXCHANGE_RESULTS message both ends send: CPU use over the test's wall time and
+ * one entry per stream (TCP only, so no jitter, loss or packet counts).
+ */
+export function resultsMessage(cpuStart: NodeJS.CpuUsage, wallMs: number, streams: StreamResult[]): Record<string, unknown> {
+  const wallUs = Math.max(1, wallMs * 1000);
+  const cpu = process.cpuUsage(cpuStart);
+  const user = (cpu.user / wallUs) * 100;
+  const system = (cpu.system / wallUs) * 100;
+  return {
+    cpu_util_total: user + system,
+    cpu_util_user: user,
+    cpu_util_system: system,
+    sender_has_retransmits: streams.some((s) => s.sending) ? 0 : -1,
+    streams: streams.map((s) => ({
+      id: s.id,
+      bytes: s.bytes,
+      retransmits: s.sending ? 0 : -1,
+      jitter: 0,
+      errors: 0,
+      omitted_errors: 0,
+      packets: 0,
+      start_time: 0,
+      end_time: s.endTime,
+    })),
+  };
+}
+
 export function makeCookie(): Buffer {
   const b = Buffer.alloc(COOKIE_SIZE);
   for (let i = 0; i < COOKIE_SIZE - 1; i++) b[i] = COOKIE_ALPHABET.charCodeAt(Math.floor(Math.random() * 32));
@@ -747,27 +778,12 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
     }
 
     private results(): Record<string, unknown> {
-      const wallUs = Math.max(1, (this.endAt - this.runStart) * 1000);
-      const cpu = process.cpuUsage(this.cpuStart);
-      const user = (cpu.user / wallUs) * 100;
-      const system = (cpu.system / wallUs) * 100;
-      const anySending = this.streams.some((s) => s.sending);
+      const streams = this.streams.map((s) => ({
+        id: s.id, bytes: s.bytes - s.omittedBytes, sending: s.sending,
+        endTime: Math.max(0, ((s.endedAt ?? this.endAt) - this.countStart) / 1000),
+      }));
       return {
-        cpu_util_total: user + system,
-        cpu_util_user: user,
-        cpu_util_system: system,
-        sender_has_retransmits: anySending ? 0 : -1,
-        streams: this.streams.map((s) => ({
-          id: s.id,
-          bytes: s.bytes - s.omittedBytes,
-          retransmits: s.sending ? 0 : -1,
-          jitter: 0,
-          errors: 0,
-          omitted_errors: 0,
-          packets: 0,
-          start_time: 0,
-          end_time: Math.max(0, ((s.endedAt ?? this.endAt) - this.countStart) / 1000),
-        })),
+        ...resultsMessage(this.cpuStart, this.endAt - this.runStart, streams),
         ...(this.params.get_server_output ? { server_output_text: this.serverText() } : {}),
       };
     }
