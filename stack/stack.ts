@@ -81,6 +81,8 @@ export class Stack {
   now = 0;
   private ipId = Math.floor(Math.random() * 65536);
   private readonly ip = newIpv4Repr();
+  /** Output header fields; ttl 64, no options, never a fragment (see writeIpHeader). */
+  private readonly ipOut = newIpv4Repr();
   private readonly icmp = newIcmpRepr();
   private icmpTokens: number;
   private icmpRefillAt = 0;
@@ -346,11 +348,12 @@ export class Stack {
     this.device.send(pkt, meta);
   }
 
-  private writeIpHeader(pkt: Buffer, src: number, dst: number, protocol: number, df: boolean): void {
-    emitIpv4Header(pkt, 0, {
-      src, dst, protocol, ttl: 64, tos: 0, ident: this.nextIpId(), dontFragment: df, moreFragments: false,
-      fragmentOffset: 0, headerLength: 20, totalLength: pkt.length,
-    });
+  /** Writes a 20-byte IPv4 header at the start of an unfragmented packet (one scratch repr, no allocation). */
+  writeIpHeader(pkt: Buffer, src: number, dst: number, protocol: number, df: boolean): void {
+    const r = this.ipOut;
+    r.src = src; r.dst = dst; r.protocol = protocol; r.ident = this.nextIpId(); r.dontFragment = df;
+    r.totalLength = pkt.length;
+    emitIpv4Header(pkt, 0, r);
   }
 
   /** Sends a transport payload, fragmenting when it does not fit the MTU (RFC 791 3.2). */

@@ -7,7 +7,7 @@ import type { OffloadMeta } from '../../drivers/device';
 import type { Counters } from '../counters';
 import type { TimerQueue } from '../timers';
 import { formatIpv4 } from '../wire/addr';
-import { emitIpv4Header, PROTO_TCP, readU16, readU32 } from '../wire/ipv4';
+import { PROTO_TCP, readU16, readU32 } from '../wire/ipv4';
 import {
   ACK, RST, SYN, TcpOptionsOut, TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp, seqGt, seqGe, seqLe, seqLt, TcpError,
 } from '../wire/tcp';
@@ -64,6 +64,8 @@ export interface TcpHost {
   readonly timers: TimerQueue;
   sendIp(packet: Buffer, meta: OffloadMeta | null): void;
   nextIpId(): number;
+  /** Writes the IPv4 header of an unfragmented packet that fills `pkt`. */
+  writeIpHeader(pkt: Buffer, src: number, dst: number, protocol: number, df: boolean): void;
   pathMtu(dst: number): number;
   flushSoon(): void;
   /** Largest TSO super-segment in MSS units (1 without segmentation offload). */
@@ -306,7 +308,7 @@ export class TcpLayer {
     const gso = payloadLen > conn.mss;
     const partial = gso || this.host.txChecksumOffload();
     emitTcp(pkt, 20, conn.localAddr, conn.remoteAddr, conn.localPort, conn.remotePort, seq, ack, flags, window, opts, payloadLen, partial);
-    this.writeIpHeader(pkt, conn.localAddr, conn.remoteAddr, hdr + payloadLen);
+    this.host.writeIpHeader(pkt, conn.localAddr, conn.remoteAddr, PROTO_TCP, true);
     let meta: OffloadMeta | null = null;
     if (partial) {
       meta = { flags: 1, gsoType: gso ? 1 : 0, hdrLen: hdr, gsoSize: gso ? conn.mss : 0, csumStart: 20, csumOffset: 16 };
@@ -322,17 +324,10 @@ export class TcpLayer {
     const optLen = opts ? optionsLength(opts) : 0;
     const pkt = Buffer.allocUnsafe(40 + optLen);
     emitTcp(pkt, 20, src, dst, sport, dport, seq, ack, flags, window, opts, 0, false);
-    this.writeIpHeader(pkt, src, dst, pkt.length);
+    this.host.writeIpHeader(pkt, src, dst, PROTO_TCP, true);
     this.counters.TcpOutSegs++;
     if (flags & RST) this.counters.TcpOutRsts++;
     this.host.sendIp(pkt, null);
-  }
-
-  private writeIpHeader(pkt: Buffer, src: number, dst: number, total: number): void {
-    emitIpv4Header(pkt, 0, {
-      src, dst, protocol: PROTO_TCP, ttl: 64, tos: 0, ident: this.host.nextIpId(), dontFragment: true,
-      moreFragments: false, fragmentOffset: 0, headerLength: 20, totalLength: total,
-    });
   }
 
   /** <SEQ=seq><CTL=RST> or, with `withAck`, <SEQ=0><ACK=ack><CTL=RST,ACK>. */
