@@ -271,13 +271,7 @@ export class TcpConnection {
       this.sndWnd = seg.window;
       this.sndWl1 = seg.seq;
       this.retries = 0;
-      const o = this.layer.optScratch;
-      o.mss = this.layer.pathMtu(this.remoteAddr) - 40;
-      o.wscale = this.wsOk ? this.layer.config.windowScale : -1;
-      o.sackPermitted = this.sackOk; o.hasTimestamp = this.tsOk; o.tsVal = this.tsNow(now); o.tsEcr = this.tsRecent; o.sackCount = 0;
-      this.layer.emit(this, this.iss, this.rcvNxt, SYN | ACK, Math.min(this.rcvBuf, 65535), o, 0, now);
-      this.rcvAdvEdge = (this.rcvNxt + Math.min(this.rcvBuf, 65535)) >>> 0;
-      this.armRto(now);
+      this.sendSyn(now); // in SYN-RECEIVED: a SYN-ACK with the options both SYNs agreed on
     }
   }
 
@@ -670,8 +664,9 @@ export class TcpConnection {
     const tsoMax = this.layer.tsoMaxSegments(this) * mss;
     for (let guard = 0; guard < 100000; guard++) {
       // RFC 6675 NextSeg: retransmit lost holes first while in SACK recovery.
+      let pipe = -1;
       if (this.inRecovery && this.sackOk) {
-        const pipe = this.pipe();
+        pipe = this.pipe();
         if (this.cc.cwnd - pipe < mss) break;
         const hole = this.nextHole();
         if (hole >= 0) {
@@ -686,7 +681,8 @@ export class TcpConnection {
       const dataLeft = this.dataLimit() - this.sndNxt | 0;
       const wndRight = (this.sndUna + this.sndWnd) >>> 0;
       const wndLeft = (wndRight - this.sndNxt) | 0;
-      const inFlight = this.inRecovery && this.sackOk ? this.pipe() : this.flight;
+      // Nothing was sent since the pipe was measured above, so it still holds.
+      const inFlight = pipe >= 0 ? pipe : this.flight;
       const cwndLeft = this.cc.cwnd - inFlight;
       let n = Math.min(dataLeft, wndLeft, cwndLeft);
       if (dataLeft <= 0) {
