@@ -15,7 +15,7 @@ import { RouteTable } from './iface/routing';
 import { PathMtu, PmtuParams, CountRule, PmtuEvents } from './iface/pmtu';
 import { TimerQueue, Timer } from './timers';
 import { TcpLayer, TcpConfig, defaultTcpConfig } from './tcp/tcp';
-import { LinuxBacklog, BacklogPolicy } from './tcp/backlog';
+import { LinuxBacklog, BacklogPolicy, LINUX_BACKLOG_DEFAULTS } from './tcp/backlog';
 import { UdpLayer } from './udp/udp';
 import { CodedError } from './util/errors';
 import { formatIpv4, prefixMask } from './wire/addr';
@@ -115,7 +115,7 @@ export class Stack {
     this.pmtu = new PathMtu(this.routes, this.counters, pmtuParams, opts.pmtuCountRule ?? (() => 'hotfixed'),
       opts.pmtuEvents ?? { limitReached: () => {}, ignoredAtLimit: () => {} });
     const tcpConfig = { ...defaultTcpConfig(), ...(opts.tcp ?? {}) };
-    const backlog = opts.backlog ?? new LinuxBacklog(() => ({ maxSynBacklog: 1024, syncookies: 1, abortOnOverflow: false, somaxconn: 4096, synAckRetries: 5 }));
+    const backlog = opts.backlog ?? new LinuxBacklog(() => LINUX_BACKLOG_DEFAULTS);
     this.tcp = new TcpLayer(this, tcpConfig, backlog);
     this.udp = new UdpLayer(this);
     this.housekeeping = new Timer((now) => this.onHousekeeping(now));

@@ -13,7 +13,7 @@ import type { Stack } from '../stack';
 import type { FaultConfig } from './catalogue';
 import { EventKind, type EventLog } from './events';
 import { WindowsBacklog } from './synprotect';
-import { LinuxBacklog } from '../tcp/backlog';
+import { LinuxBacklog, LINUX_BACKLOG_DEFAULTS } from '../tcp/backlog';
 import type { TcpConnection } from '../tcp/connection';
 import { formatIpv4 } from '../wire/addr';
 
@@ -32,7 +32,7 @@ export function installFaults(stack: Stack, cfg: FaultConfig, events: EventLog):
   const windows = new WindowsBacklog(cfg, events);
   const linux = new LinuxBacklog(() => ({
     maxSynBacklog: p.tcp_max_syn_backlog, syncookies: p.tcp_syncookies, abortOnOverflow: p.tcp_abort_on_overflow === 1,
-    somaxconn: p.somaxconn, synAckRetries: 5,
+    somaxconn: p.somaxconn, synAckRetries: LINUX_BACKLOG_DEFAULTS.synAckRetries, // no catalogue parameter for it
   }));
   /** The failure that a hung connect could not report; delivered on unlock. */
   let stuck: { conn: TcpConnection; reason: 'timeout' | 'unreachable' } | null = null;

@@ -41,6 +41,11 @@ export interface LinuxBacklogParams {
   synAckRetries: number;
 }
 
+/** Linux's defaults: tcp_max_syn_backlog as computed on a small machine, cookies on overflow, somaxconn 4096, tcp_synack_retries 5. */
+export const LINUX_BACKLOG_DEFAULTS: Readonly<LinuxBacklogParams> = {
+  maxSynBacklog: 1024, syncookies: 1, abortOnOverflow: false, somaxconn: 4096, synAckRetries: 5,
+};
+
 /**
  * Linux (net/ipv4/tcp_input.c tcp_conn_request, tcp_minisocks.c tcp_check_req):
  * a SYN is dropped while the accept queue is full; the SYN queue is bounded by
