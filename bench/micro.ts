@@ -1,9 +1,9 @@
 /**
- * Micro-benchmarks (benchmark.js): the Internet checksum at several sizes, parse and
+ * Micro-benchmarks (tinybench): the Internet checksum at several sizes, parse and
  * emit of each header, and the TCP receive fast path (an in-order data segment into an
  * established connection, through Stack.input, with the ACKs it produces).
  */
-import Benchmark from 'benchmark';
+import { Bench } from 'tinybench';
 import type { Device, OffloadMeta } from '../drivers/device';
 import { Stack, type Scheduler } from '../stack/stack';
 import { checksumAdd, internetChecksum } from '../stack/wire/checksum';
@@ -19,12 +19,14 @@ export interface MicroOptions { quick: boolean }
 const SRC = 0xc6120001; // 198.18.0.1
 const DST = 0xc6120002; // 198.18.0.2
 
-/** Runs one benchmark.js case synchronously; returns operations per second. */
+/** Runs one case synchronously with tinybench; returns operations per second (mean throughput). */
 function measure(name: string, fn: () => void, quick: boolean): number {
-  const b = new Benchmark(name, fn, { maxTime: quick ? 0.25 : 1.5, minSamples: quick ? 5 : 20, initCount: 1 });
-  b.run({ async: false });
-  if (b.error) throw b.error;
-  return b.hz;
+  const bench = new Bench({ time: quick ? 250 : 1500, iterations: quick ? 5 : 20, throws: true });
+  bench.add(name, fn);
+  bench.runSync();
+  const r = bench.tasks[0].result;
+  if (r.state !== 'completed') throw new Error(`micro-benchmark ${name}: ${r.state}`);
+  return r.throughput.mean;
 }
 
 let sink = 0;

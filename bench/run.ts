@@ -2,7 +2,7 @@
  * `make bench`: the benchmark suite.
  *   node dist/bench/run.js [--quick] [--json] [--only micro,bulk,...] [--out DIR]
  *
- * Sections: micro (benchmark.js), bulk, offoff, connrate, latency, synflood, memory,
+ * Sections: micro (tinybench), bulk, offoff, connrate, latency, synflood, memory,
  * multiqueue (real traffic in lab namespaces, each against the Linux kernel over a
  * veth pair in the same run), and leak / pmtu when bench/leak.ts / bench/pmtu.ts exist.
  * Progress goes to stderr; the report to bench/results/ (JSON, Markdown, SVG); a short
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
   progress(`faultstack bench${args.quick ? ' (quick)' : ''}: load average ${loadBefore.toFixed(2)} on ${os.cpus().length} cores${loadBefore > os.cpus().length * 0.5 ? ' -- the machine is busy, figures will be rough' : ''}`);
   const figures: Figure[] = [];
   if (want('micro')) {
-    progress('\n== micro (benchmark.js)');
+    progress('\n== micro (tinybench)');
     const { runMicro } = await import('./micro');
     figures.push(...(await runMicro({ quick: args.quick })));
   }
