@@ -28,9 +28,7 @@ import { PacketMatcher } from '../stack/impair/match';
 import { NetemQueue, ReleaseScheduler } from '../stack/impair/netem';
 import type { Direction, PacketImpairSpec } from '../stack/impair/spec';
 
-export interface ImpairScheduler extends ReleaseScheduler {
-  now(): number;
-}
+export type ImpairScheduler = ReleaseScheduler;
 
 /** One installed packet impairment. */
 export interface PacketStage {

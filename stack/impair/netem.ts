@@ -59,6 +59,7 @@ export function newNetemCounters(): NetemCounters {
 
 /** The scheduler the stack runs on (real or virtual): only what a release needs. */
 export interface ReleaseScheduler {
+  now(): number;
   at(at: number, fn: () => void): unknown;
   cancel(handle: unknown): void;
 }
@@ -356,10 +357,12 @@ export class NetemQueue {
     this.handle = null;
     this.handleAt = Infinity;
     if (this.closed) return;
-    // A real timer may fire a little early or late; `at` is the time it was armed for,
-    // and a late firing still releases everything due by then.
-    const n = this.release(at);
-    if (n > 0) this.releasedFn(at);
+    // Node's timers count whole milliseconds from a cached loop time, so one can fire up
+    // to a millisecond before `at`: then wait again, a packet never leaves early.
+    const now = this.sched.now();
+    if (now < at) { this.arm(at); return; }
+    const n = this.release(now);
+    if (n > 0) this.releasedFn(now);
   }
 
   /** Removal: everything still waiting goes on now, in order (nothing is lost). */

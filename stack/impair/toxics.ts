@@ -150,7 +150,8 @@ abstract class Stage {
   }
 
   protected onTimer(at: number): void {
-    this.link.sock.run(() => this.pump(at));
+    // A real timer can fire up to a millisecond early (whole-ms timers): wait again then.
+    this.link.sock.run((now) => { if (now < at) this.arm(at); else this.pump(now); });
   }
 
   protected disarm(): void {
@@ -400,6 +401,7 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
   private readonly outbound: Link;
   private readonly attached = new Set<Toxic>();
   private writeCb: ((err?: Error | null) => void) | null = null;
+  private finalCb: ((err?: Error | null) => void) | null = null;
   private innerBlocked = false;
   private innerEnded = false;
   private closing = false;
@@ -461,7 +463,11 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
   }
 
   private outboundMark(m: Marker): void {
-    if (m === END) { if (!this.inner.destroyed) this.inner.end(); return; }
+    if (m === END) {
+      if (!this.inner.destroyed && !this.inner.writableEnded) this.inner.end();
+      this.callFinal();
+      return;
+    }
     this.closeBy(m);
   }
 
@@ -471,34 +477,50 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
     this.closeBy(m);
   }
 
-  /** A toxic closed the link: close the whole connection (RST for reset_peer). */
+  private callFinal(): void {
+    const f = this.finalCb;
+    this.finalCb = null;
+    if (f) f();
+  }
+
+  /**
+   * A toxic closed the link: the whole connection closes (toxiproxy closes the
+   * connection whose link ended). At once: the application hears the end of what already
+   * reached it, and nothing more comes from the peer. At the end of this turn of the event
+   * loop (so that what the application writes in answer to the data it just got still goes
+   * out): the peer gets a FIN after everything written, the socket is let go. reset_peer:
+   * RST to the peer and ECONNRESET to the application, at once.
+   */
   private closeBy(m: Marker): void {
     if (this.closing) return;
     this.closing = true;
-    this.inbound.close();
-    this.outbound.close();
     const inner = this.inner;
     for (const t of this.attached) {
       if (m === RESET && t.spec.type === 'reset_peer') t.counters.resets++;
       if (m === CLOSE && (t.spec.type === 'timeout' || t.spec.type === 'limit_data')) t.counters.closed++;
     }
+    this.inbound.close();
     if (m === RESET) {
+      this.outbound.close();
       if (typeof inner.resetAndDestroy === 'function') inner.resetAndDestroy();
       else inner.destroy();
       this.destroy(new CodedError('ECONNRESET', 'read ECONNRESET (reset_peer toxic)'));
       return;
     }
-    // A FIN after what was already written, then let the socket go; the peer's further
-    // data is read and ignored so that unread bytes do not turn the close into a reset.
+    // The peer's further data is read and ignored, so that unread bytes do not turn our
+    // close into a reset.
     inner.removeAllListeners('data');
     inner.on('data', () => {});
     inner.resume();
-    const letGo = () => { while (inner.read() !== null) { /* discard */ } inner.destroy(); };
-    if (inner.writableFinished) letGo();
-    else { inner.once('finish', letGo); if (!inner.writableEnded) inner.end(); }
-    // The application hears the end of what arrived, then the close.
     if (!this.readableEnded) this.push(null);
-    process.nextTick(() => this.destroy());
+    setImmediate(() => {
+      this.outbound.close();
+      const letGo = () => { while (inner.read() !== null) { /* discard */ } inner.destroy(); };
+      if (inner.writableFinished || inner.destroyed) letGo();
+      else { inner.once('finish', letGo); if (!inner.writableEnded) inner.end(); }
+      this.callFinal();
+      this.destroy();
+    });
   }
 
   /** Back-pressure both ways, after anything left a link. */
@@ -514,15 +536,17 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
   // -- stream.Duplex
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.closing || this.inner.destroyed) { cb(new CodedError('EPIPE', 'write EPIPE')); return; }
+    if (this.inner.destroyed || this.outbound.gone) { cb(new CodedError('EPIPE', 'write EPIPE')); return; }
     this.run((now) => this.outbound.write(chunk, now));
     if (this.innerBlocked || this.outbound.pending > HIGH_WATER) this.writeCb = cb;
     else cb();
   }
 
   override _final(cb: (err?: Error | null) => void): void {
+    // 'finish' waits until the end has gone through the toxics and reached the peer's socket.
+    this.finalCb = cb;
+    if (this.outbound.gone) { this.callFinal(); return; }
     this.run((now) => this.outbound.mark(END, now));
-    cb();
   }
 
   override _read(): void {
@@ -535,7 +559,11 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
     const w = this.writeCb;
     this.writeCb = null;
     if (w) w(err ?? new CodedError('EPIPE', 'write EPIPE'));
-    if (!this.inner.destroyed && !this.closing) this.inner.destroy();
+    // Both sides done (the end went through, the peer's end reached us): the inner socket
+    // finishes by itself, with nothing cut off. Otherwise the application let go early:
+    // the inner socket goes as a destroyed net.Socket would (FIN, or RST over unread data).
+    const completed = !err && this.readableEnded && this.writableFinished;
+    if (!this.inner.destroyed && !this.closing && !completed) this.inner.destroy();
     cb(err);
   }
 

@@ -8,7 +8,7 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { RunOptions, StackRuntimeHandle } from '../../bin/cli/run-options';
 import { type TunDevice, configureHostSide } from '../../drivers/tun/index';
-import { PcapDevice } from '../../drivers/pcap';
+import { PcapDevice, wallClock } from '../../drivers/pcap';
 import { ImpairDevice } from '../../drivers/impair';
 import { Impairments } from '../impair/registry';
 import { ToxicRegistry } from '../impair/toxics';
@@ -71,9 +71,10 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
     // TUN <- --pcap-wire <- impairments <- --pcap <- stack (docs/impairments.md).
     const scheduler = new RealScheduler();
+    const pcapClock = wallClock(); // one clock for both captures, so their times compare
     let device: Device = tun;
     if (opts.pcapWire) {
-      const wire = new PcapDevice(device, { path: opts.pcapWire, snaplen: opts.pcapSnaplen ?? 262144 });
+      const wire = new PcapDevice(device, { path: opts.pcapWire, snaplen: opts.pcapSnaplen ?? 262144, now: pcapClock });
       device = wire;
       cleanups.push(() => wire.close());
     }
@@ -81,7 +82,7 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     device = impairDevice;
     cleanups.push(() => impairDevice.close());
     if (opts.pcap) {
-      const pcap = new PcapDevice(device, { path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144 });
+      const pcap = new PcapDevice(device, { path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144, now: pcapClock });
       device = pcap;
       cleanups.push(() => pcap.close());
     }

@@ -11,6 +11,8 @@ import { ToxicRegistry } from '../../stack/impair/toxics';
 import { ToxicImpairSpec, parseImpairment } from '../../stack/impair/spec';
 import type { TcpSocketLike } from '../../stack/api/net-api';
 import { B_ADDR, makePair, runUntil, testData } from './helpers/pair';
+import { FsSocket } from '../../stack/api/net';
+import { startEcho } from '../../stack/services/echo';
 
 let ids = 1;
 
@@ -255,3 +257,35 @@ describe('toxicity, live changes', () => {
     expect(seen.chunks[0]!.t - t).toBeLessThan(5);
   });
 });
+
+describe('with the echo service and a half-closing client (nc -N)', () => {
+  async function echoThrough(spec: string, data: string) {
+    const r = rig();
+    r.addB(spec);
+    startEcho(r.netB, { udp: false, port: 7 });
+    await runUntil(r.p.clock, () => false, 5);
+    const c = new FsSocket(r.p.a, { allowHalfOpen: true });
+    const seen = watch(r.p, c);
+    c.connect(7, B_ADDR);
+    let t0 = 0;
+    c.on('connect', () => { t0 = r.p.clock.now; c.write(data); c.end(); });
+    await runUntil(r.p.clock, () => seen.closed !== null, 5000);
+    return { got: bytes(seen).toString(), seen, t0 };
+  }
+
+  test('downstream latency: the echo comes back late, and only then the FIN (the client\'s FIN does not cut it off)', async () => {
+    const { got, seen, t0 } = await echoThrough('downstream latency latency=500', 'hello\n');
+    expect(got).toBe('hello\n');
+    expect(seen.chunks[0]!.t - t0).toBeGreaterThanOrEqual(500);
+    expect(seen.ended).toBeGreaterThanOrEqual(seen.chunks[0]!.t);
+    expect(seen.error).toBeNull();
+  });
+
+  test('upstream limit_data bytes=10: the service gets 10 bytes, its answer still goes out, then the connection closes', async () => {
+    const { got, seen } = await echoThrough('upstream limit_data bytes=10', '0123456789abcdefghij');
+    expect(got).toBe('0123456789');
+    expect(seen.ended).not.toBeNull();
+    expect(seen.error).toBeNull();
+  });
+});
+
