@@ -6,11 +6,11 @@
  * A spec without `seed` gets one drawn here; it is part of the words `list` shows, so any
  * run can be repeated exactly by adding the same words again.
  */
-import type { ImpairDevice } from '../../drivers/impair';
+import type { ImpairDevice, PacketStage } from '../../drivers/impair';
 import { CodedError } from '../util/errors';
 import type { NetemCounters } from './netem';
 import { ImpairSpec, ImpairSpecError, formatImpairment, parseImpairment } from './spec';
-import type { ToxicCounters, ToxicRegistry } from './toxics';
+import type { Toxic, ToxicCounters, ToxicRegistry } from './toxics';
 
 export const ImpairEvent = {
   /** data: ImpairmentEventData */
@@ -93,10 +93,11 @@ export class Impairments {
       const ids = [...this.entries.keys()];
       throw new ImpairSpecError(`no impairment ${String(id)}: ${ids.length ? `the ids are ${ids.join(', ')}` : 'there are none'} (faultstack impair list)`);
     }
-    const row = this.row(id)!;
     const e = this.entries.get(id)!;
-    if (e.spec.kind === 'packet') this.o.device?.remove(id);
-    else this.o.toxics?.remove(id);
+    // The counters after the removal: what it held has gone on (counted as sent).
+    const stage = e.spec.kind === 'packet' ? this.o.device?.remove(id) ?? null : null;
+    const toxic = e.spec.kind === 'toxic' ? this.o.toxics?.remove(id) ?? null : null;
+    const row = this.row(id, stage, toxic)!;
     this.entries.delete(id);
     this.o.events?.emit({
       kind: ImpairEvent.Removed,
@@ -114,16 +115,16 @@ export class Impairments {
     return this.entries.size;
   }
 
-  private row(id: number): ImpairmentRow | null {
+  private row(id: number, removedStage: PacketStage | null = null, removedToxic: Toxic | null = null): ImpairmentRow | null {
     const e = this.entries.get(id);
     if (!e) return null;
     const base = { id, spec: formatImpairment(e.spec), seed: e.seed, ageMs: this.o.now() - e.addedAt };
     if (e.spec.kind === 'packet') {
-      const st = this.o.device?.list().find((s) => s.id === id);
+      const st = removedStage ?? this.o.device?.list().find((s) => s.id === id);
       const counters = st ? { ...st.queue.counters, queued: st.queue.queued } : { ...zeroNetem(), queued: 0 };
       return { ...base, kind: 'packet', direction: e.spec.direction, counters };
     }
-    const t = this.o.toxics?.toxics().find((x) => x.id === id);
+    const t = removedToxic ?? this.o.toxics?.toxics().find((x) => x.id === id);
     return { ...base, kind: 'toxic', direction: e.spec.stream, counters: t ? { ...t.counters } : zeroToxic() };
   }
 }
