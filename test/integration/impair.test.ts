@@ -108,9 +108,10 @@ describe('packet impairments with real peers', () => {
   }, 300_000);
 
   test('impair add changes ping\'s round trip and loss on a running stack; impair clear takes it back', async () => {
+    // Round trips on a busy 2-core machine vary; the minimum is what a delay moves.
     const base = await ping(20);
     expect(base.received).toBe(20);
-    expect(base.max).toBeLessThan(40);
+    expect(base.min).toBeLessThan(20);
 
     const delay = await impairAdd('out --proto icmp delay 50ms');
     expect(delay.spec).toMatch(/^out --proto icmp delay 50ms seed \d+$/);
@@ -138,7 +139,7 @@ describe('packet impairments with real peers', () => {
     expect(await impairList()).toEqual([]);
     const after = await ping(20);
     expect(after.received).toBe(20);
-    expect(after.max).toBeLessThan(40);
+    expect(after.min).toBeLessThan(20);
 
     const ev = await cli(['events']);
     expect(ev.stdout).toContain(`impairment ${delay.id} added: ${delay.spec}`);
@@ -168,7 +169,7 @@ describe('packet impairments with real peers', () => {
     for (let k = 0; k < 3; k++) {
       const lag = (wireRep[k]!.t - stackRep[k]!.t) * 1000;
       expect(lag).toBeGreaterThanOrEqual(99.5);
-      expect(lag).toBeLessThan(150);
+      expect(lag).toBeLessThan(300); // a real timer, on a shared machine
     }
   }, 60_000);
 });
