@@ -12,6 +12,8 @@ import { ACK, PSH, SYN, emitTcp, newTcpRepr, parseTcp, type TcpOptionsOut } from
 import { emitUdp, newUdpRepr, parseUdp } from '../stack/wire/udp';
 import { finishIcmp, newIcmpRepr, parseIcmp } from '../stack/wire/icmp';
 import type { ConnectionOwner } from '../stack/tcp/connection';
+import { ImpairDevice } from '../drivers/impair';
+import { type PacketImpairSpec, parseImpairment } from '../stack/impair/spec';
 import { figure, fmt, progress, type Figure } from './figures';
 
 export interface MicroOptions { quick: boolean }
@@ -162,6 +164,23 @@ export async function runMicro(opts: MicroOptions): Promise<Figure[]> {
     if (rp.check() === 0) throw new Error('micro: the receive path delivered nothing');
     const label = `TCP receive fast path, ${payload} B segment${valid ? ' (csum offloaded)' : ' (csum checked)'}`;
     add(`tcp.rx.${payload}.${valid ? 'offload' : 'sw'}`, label, hz, { bytes: payload });
+  }
+  // The impairment device in the send path: pass-through (no impairment), an impairment
+  // that takes nothing, one that takes every packet (netem's loss 1%: 99% go straight on).
+  const udp1500 = ipPacket(PROTO_UDP, 1480);
+  const direct = new NullDevice();
+  const directHz = measure('send direct', () => { direct.send(udp1500); }, q);
+  add('impair.send.direct', 'send 1500 B to a device (no ImpairDevice)', directHz);
+  for (const [key, words, label] of [
+    ['none', null, 'send through an ImpairDevice, no impairment'],
+    ['nomatch', 'out --dport 1 loss 1% seed 1', 'send through an ImpairDevice, one impairment, no match'],
+    ['match', 'out loss 1% seed 1', 'send through an ImpairDevice, every packet through loss 1%'],
+  ] as const) {
+    const dev = new ImpairDevice(new NullDevice(), new FrozenScheduler());
+    if (words) dev.add(1, parseImpairment(words) as PacketImpairSpec, 1);
+    const hz = measure(`send ${key}`, () => { dev.send(udp1500, null); }, q);
+    out.push(figure({ group: 'micro', key: `micro.impair.send.${key}`, name: label, value: hz, unit: 'ops/s', note: `${fmt(hz / directHz * 100)}% of a direct send` }));
+    progress(`  micro  ${label.padEnd(46)} ${fmt(hz).padStart(12)} ops/s  (${fmt(hz / directHz * 100)}% of a direct send)`);
   }
   void internetChecksum; void sink;
   return out;

@@ -59,7 +59,11 @@ function hookExit(): void {
   });
 }
 
-function defaultNow(): () => number {
+/**
+ * Wall time in ms (float): the epoch at creation, advanced by process.hrtime. Captures
+ * that should line up (both sides of the impairments) share one.
+ */
+export function wallClock(): () => number {
   const wall0 = Date.now();
   const hr0 = process.hrtime.bigint();
   return () => wall0 + Number(process.hrtime.bigint() - hr0) / 1e6;
@@ -195,7 +199,7 @@ export class PcapDevice implements Device {
     opts: PcapOptions,
   ) {
     this.writer = new PcapWriter(opts);
-    this.now = opts.now ?? defaultNow();
+    this.now = opts.now ?? wallClock();
     inner.onReceive = (pkts, count, metas) => {
       if (!this.closed) {
         const t = this.now();

@@ -46,8 +46,12 @@ export interface RunOptions {
   mtu: number;
   /** Deduplicated, in SERVICE_NAMES order. */
   services: ServiceName[];
-  /** Absolute path; its directory exists. */
+  /** Absolute path; its directory exists. The stack's side of the impairments (what it sent and got). */
   pcap?: string;
+  /** Absolute path; the TUN side of the impairments (what the kernel got and sent). */
+  pcapWire?: string;
+  /** Impairments to add at start, each a validated spec string (stack/impair/spec.ts). */
+  impair?: string[];
   /** Bytes of each packet the capture keeps (default 262144: all). */
   pcapSnaplen?: number;
   /** Absolute path of the control socket (default <FAULTSTACK_RUN_DIR or /run/faultstack>/<tun>.sock). */

@@ -8,11 +8,16 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { RunOptions, StackRuntimeHandle } from '../../bin/cli/run-options';
 import { type TunDevice, configureHostSide } from '../../drivers/tun/index';
-import { PcapDevice } from '../../drivers/pcap';
+import { PcapDevice, wallClock } from '../../drivers/pcap';
+import { ImpairDevice } from '../../drivers/impair';
+import { Impairments } from '../impair/registry';
+import { ToxicRegistry } from '../impair/toxics';
+import { impairHandlers, impairUnavailable } from './impair-control';
 import type { Device } from '../../drivers/device';
 import { Stack } from '../stack';
 import { RealScheduler } from './scheduler';
 import { createNetApi } from '../api/net';
+import type { NetApi } from '../api/net-api';
 import { formatIpv4 } from '../wire/addr';
 import type { FaultConfig } from '../faults/catalogue';
 import type { EventLog } from '../faults/events';
@@ -53,6 +58,7 @@ export interface Runtime {
   events: EventLog;
   installed: InstalledFaults;
   startedAt: number;
+  impair: Impairments;
 }
 
 export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeHandle> {
@@ -63,13 +69,23 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
   const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } };
   try {
     configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
+    // TUN <- --pcap-wire <- impairments <- --pcap <- stack (docs/impairments.md).
+    const scheduler = new RealScheduler();
+    const pcapClock = wallClock(); // one clock for both captures, so their times compare
     let device: Device = tun;
+    if (opts.pcapWire) {
+      const wire = new PcapDevice(device, { path: opts.pcapWire, snaplen: opts.pcapSnaplen ?? 262144, now: pcapClock });
+      device = wire;
+      cleanups.push(() => wire.close());
+    }
+    const impairDevice = new ImpairDevice(device, scheduler);
+    device = impairDevice;
+    cleanups.push(() => impairDevice.close());
     if (opts.pcap) {
-      const pcap = new PcapDevice(tun, { path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144 });
+      const pcap = new PcapDevice(device, { path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144, now: pcapClock });
       device = pcap;
       cleanups.push(() => pcap.close());
     }
-    const scheduler = new RealScheduler();
     const stack = new Stack({
       device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: opts.mtu,
       tcp: { congestionControl: opts.cc },
@@ -77,10 +93,13 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());
-    const rt: Runtime = { stack, device, tun, faults, events, installed, startedAt: Date.now() };
+    const toxics = new ToxicRegistry(scheduler);
+    const impair = new Impairments({ device: impairDevice, toxics, now: () => scheduler.now(), events });
+    for (const words of opts.impair ?? []) impair.add(words);
+    const rt: Runtime = { stack, device, tun, faults, events, installed, startedAt: Date.now(), impair };
 
     const api = createNetApi(stack);
-    const services = await startNamedServices(api, opts, rt);
+    const services = await startNamedServices(toxics.wrapApi(api), api, opts, rt);
     cleanups.push(async () => { for (const s of services) await s.close(); });
 
     const control = await ControlServer.start(opts.control, controlHandlers(rt, opts, api));
@@ -117,7 +136,8 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
 
 interface ServiceHandle { close(): Promise<void> | void }
 
-async function startNamedServices(api: ReturnType<typeof createNetApi>, opts: RunOptions, rt: Runtime): Promise<ServiceHandle[]> {
+/** `api` carries the toxics; mtls keeps the stack's own sockets (it needs FsServer's accept pacing). */
+async function startNamedServices(api: NetApi, raw: ReturnType<typeof createNetApi>, opts: RunOptions, rt: Runtime): Promise<ServiceHandle[]> {
   const plain = opts.services.filter((n) => n !== 'mtls');
   const handles: ServiceHandle[] = [];
   if (plain.length > 0) {
@@ -130,7 +150,7 @@ async function startNamedServices(api: ReturnType<typeof createNetApi>, opts: Ru
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const { startMtls } = require('../services/mtls') as typeof import('../services/mtls');
     const certDir = process.env.FAULTSTACK_CERT_DIR || path.join(path.dirname(opts.control), 'certs');
-    const h = startMtls(api, { faults: rt.faults, certDir });
+    const h = startMtls(raw, { faults: rt.faults, certDir });
     await h.ready;
     handles.push(h);
   }
@@ -191,6 +211,7 @@ function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof c
     connect: (args) => connectOnce(s, api, args),
     unlock: () => rt.installed.unlock(),
     routes: () => s.pmtu.describe(s.now),
+    ...impairHandlers(rt.impair),
   };
 }
 
@@ -412,6 +433,7 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
         const note = `shard 0 of ${shards.length}: every shard keeps its own host routes`;
         return Array.isArray(r) ? { routes: r, note } : { ...(r as Record<string, unknown>), note };
       },
+      ...impairUnavailable('impairments need one stack thread: run without --shards'),
     };
     const control = await ControlServer.start(opts.control, handlers);
     cleanups.push(() => control.close());

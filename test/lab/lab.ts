@@ -490,10 +490,20 @@ export class Lab {
    * nftables' random number generator otherwise (this machine's kernel is built
    * without CONFIG_NET_SCH_NETEM). Returns an undo function.
    */
-  async lossy(ns: Ns, dev: string, lossPct: number): Promise<{ method: 'netem' | 'nftables'; undo: () => Promise<void>; dropped: () => Promise<number | null> }> {
+  async lossy(ns: Ns, dev: string, lossPct: number): Promise<{ method: 'netem' | 'nftables'; undo: () => Promise<void>; dropped: () => Promise<number> }> {
     if (Lab.netemAvailable()) {
       await this.netem(ns, dev, `loss ${lossPct}%`);
-      return { method: 'netem', undo: async () => { await this.exec(ns, 'tc', ['qdisc', 'del', 'dev', dev, 'root']); }, dropped: async () => null };
+      return {
+        method: 'netem',
+        undo: async () => { await this.exec(ns, 'tc', ['qdisc', 'del', 'dev', dev, 'root']); },
+        // What the qdisc dropped so far ("Sent ... (dropped N, ...)" in tc -s).
+        dropped: async () => {
+          const r = await this.exec(ns, 'tc', ['-s', 'qdisc', 'show', 'dev', dev], { check: true });
+          const m = /dropped (\d+)/.exec(r.stdout);
+          if (!m) throw new Error(`tc -s qdisc show dev ${dev}: no drop count in ${oneLine(r.stdout)}`);
+          return Number(m[1]);
+        },
+      };
     }
     const table = `fsloss${this.vethCount++}`;
     const rules = [

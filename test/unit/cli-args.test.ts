@@ -239,7 +239,7 @@ describe('run flags', () => {
     [['--json=2'], /--json is a switch/],
     [['--mtu', '1500', '--mtu', '9000'], /--mtu given more than once \("1500" and "9000"\); give it once: an integer from 68 to 65535/],
     [['--mtu'], /--mtu needs a value: an integer from 68 to 65535/],
-    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --addr, --host-addr, --mtu, --services, --pcap, --pcap-snaplen, --control, --fault, --param, --profile, --offloads, --queues, --shards, --cc, --events, --json, --help/],
+    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --addr, --host-addr, --mtu, --services, --pcap, --pcap-snaplen, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --cc, --events, --json, --help/],
     [['extra'], /unexpected argument "extra"; usage: faultstack run --addr IP\/PREFIX \[options\]/],
   ];
   for (const [argv, re] of cases) {

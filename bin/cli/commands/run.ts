@@ -11,6 +11,7 @@ import {
   repeatableFlag, requiredFlag, switchFlag, text, usageError, valueFlag,
 } from '../args';
 import { socketPath } from '../control-target';
+import { ImpairSpecError, parseImpairment } from '../../../stack/impair/spec';
 import {
   CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RunOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime, defaultRunDir,
 } from '../run-options';
@@ -87,6 +88,20 @@ export const outputFile: Validator<string> = {
   },
 };
 
+/** An impairment spec (stack/impair/spec.ts), checked here so a bad one never starts a stack. */
+export const impairSpec: Validator<string> = {
+  valid: 'an impairment such as "out loss 3% delay 20ms" or "downstream --port 80 latency latency=100"',
+  parse(raw) {
+    try {
+      parseImpairment(raw);
+    } catch (e) {
+      if (e instanceof ImpairSpecError) throw new InvalidValue(`is not a valid impairment: ${e.message}`);
+      throw e;
+    }
+    return raw.trim();
+  },
+};
+
 export const RUN_SPEC = defineCommand({
   name: 'run',
   summary: 'Start the userspace stack on a TUN device and serve until SIGINT or SIGTERM.',
@@ -106,8 +121,10 @@ export const RUN_SPEC = defineCommand({
       valueName: 'LIST', help: `services to run: ${SERVICE_NAMES.join(', ')}, all, or none`,
       ...commaSubset(SERVICE_NAMES, SERVICE_NAMES, { none: true }), default: [...DEFAULT_SERVICES], defaultText: DEFAULT_SERVICES.join(','),
     }),
-    pcap: valueFlag({ valueName: 'FILE', help: 'write every packet to this pcap file', ...outputFile }),
+    pcap: valueFlag({ valueName: 'FILE', help: "write every packet to this pcap file, as the stack sees it (before out impairments, after in ones)", ...outputFile }),
     'pcap-snaplen': valueFlag({ valueName: 'N', help: 'bytes of each packet to capture (headers only: 128)', ...integer(64, 262144), default: 262144 }),
+    'pcap-wire': valueFlag({ valueName: 'FILE', help: 'write every packet to this pcap file as the TUN device carries it (after out impairments, before in ones)', ...outputFile }),
+    impair: repeatableFlag({ valueName: 'SPEC', help: 'add an impairment at start, e.g. "out --dport 80 loss 3% delay 20ms" (faultstack impair --help)', ...impairSpec }),
     control: valueFlag({ valueName: 'PATH', help: 'control socket', defaultText: `${defaultRunDir()}/<tun>.sock`, ...socketPath }),
     fault: repeatableFlag({ valueName: 'ID=MODE', help: 'set a fault mode at start, e.g. 903927=buggy', ...keyValue('ID', 'MODE', '903927=buggy') }),
     param: repeatableFlag({ valueName: 'NAME=VALUE', help: 'set a parameter at start, e.g. SynAttackProtect=2', ...keyValue('NAME', 'VALUE', 'SynAttackProtect=2') }),
@@ -153,6 +170,11 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
   }
   if (f.shards && f.pcap) throw usageError(spec, '--shards cannot be combined with --pcap');
   if (f.shards && f.services.includes('mtls')) throw usageError(spec, '--shards runs the plain services only; drop mtls from --services');
+  if (f.shards && f.impair.length > 0) throw usageError(spec, '--impair needs one stack thread: drop --shards (impairments are not sharded)');
+  if (f.pcap && f['pcap-wire'] && f.pcap === f['pcap-wire']) {
+    throw usageError(spec, `--pcap and --pcap-wire must be different files, both are "${f.pcap}"`);
+  }
+  if (f.shards && f['pcap-wire']) throw usageError(spec, '--shards cannot be combined with --pcap-wire');
   if (f.pcap && f.events && f.pcap === f.events) {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
@@ -164,6 +186,8 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     mtu: f.mtu,
     services: f.services,
     pcap: f.pcap,
+    pcapWire: f['pcap-wire'],
+    impair: f.impair,
     pcapSnaplen: f['pcap-snaplen'],
     control,
     faults: f.fault.map((kv) => ({ id: kv.key, mode: kv.value })),
