@@ -8,6 +8,7 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { RunOptions, StackRuntimeHandle } from '../../bin/cli/run-options';
 import { type TunDevice, configureHostSide } from '../../drivers/tun/index';
+import { removeBridge } from '../../drivers/tap/index';
 import { PcapDevice } from '../../drivers/pcap';
 import type { Device } from '../../drivers/device';
 import { Stack } from '../stack';
@@ -21,6 +22,7 @@ import { installFaults, InstalledFaults } from '../faults/install';
 import { CodedError } from '../util/errors';
 import { Worker } from 'node:worker_threads';
 import { faultSetup, openRunTun, stackOffloads } from './setup';
+import { EthernetRuntime, ethernetRuntime, neighReply, setupTapKernelSide } from './ethernet';
 import type { ShardWorkerData } from './shard-worker';
 
 let gcFn: (() => void) | null = null;
@@ -49,6 +51,8 @@ export interface Runtime {
   stack: Stack;
   device: Device;
   tun: TunDevice;
+  /** With --tap: the Ethernet interface between the device and the stack. */
+  link: EthernetRuntime | null;
   faults: FaultConfig;
   events: EventLog;
   installed: InstalledFaults;
@@ -58,11 +62,16 @@ export interface Runtime {
 export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeHandle> {
   if (opts.shards) return startShardedRuntime(opts);
   const { faults, events, unlogChanges } = faultSetup(opts);
-  const tun = openRunTun(opts);
-  const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
+  const tap = opts.link === 'tap';
+  const tun = openRunTun(opts, tap ? { mode: 'tap' } : {});
+  const cleanups: (() => void | Promise<void>)[] = [];
   const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } };
   try {
-    configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
+    // TAP: a bridge port (the bridge is removed after the TAP, and only if we made it), or an addressed link.
+    const bridge = tap ? setupTapKernelSide(opts, tun) : null;
+    if (bridge?.created) cleanups.push(() => removeBridge(bridge.name));
+    cleanups.push(() => tun.close());
+    if (!tap) configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr!.addr)}/${opts.hostAddr!.prefix}`, mtu: opts.mtu, up: true });
     let device: Device = tun;
     if (opts.pcap) {
       const pcap = new PcapDevice(tun, { path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144 });
@@ -70,14 +79,17 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
       cleanups.push(() => pcap.close());
     }
     const scheduler = new RealScheduler();
+    const link = tap ? ethernetRuntime(opts, device, scheduler, events, bridge) : null;
     const stack = new Stack({
-      device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: opts.mtu,
+      device: link ? link.eth : device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: opts.mtu,
       tcp: { congestionControl: opts.cc },
       ...stackOffloads(tun.vnetHdr, tun.offloads.tso4, tun.offloads.csum),
+      ...(link ? link.stackOptions : {}),
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());
-    const rt: Runtime = { stack, device, tun, faults, events, installed, startedAt: Date.now() };
+    link?.attach(stack);
+    const rt: Runtime = { stack, device, tun, link, faults, events, installed, startedAt: Date.now() };
 
     const api = createNetApi(stack);
     const services = await startNamedServices(api, opts, rt);
@@ -99,15 +111,20 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     };
     tun.onError = (err) => { events.emit({ kind: 'device-error', message: err.message }); void shutdown(); };
     const off = tun.offloads;
+    const hostAddr = opts.hostAddr ? `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}` : null;
+    const l2 = link?.summary();
     const info = {
-      ready: true, tun: tun.name, addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
-      hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: tun.mtu, created: tun.created,
+      ready: true, tun: tun.name, ...(l2 ? { link: 'tap', ...l2 } : {}), addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
+      hostAddr, mtu: tun.mtu, created: tun.created,
       services: opts.services, control: opts.control, offloads: off.names, queues: tun.queueCount,
       profile: faults.snapshot().profile, pid: process.pid,
     };
+    const where = l2
+      ? `TAP ${info.tun} (mac ${l2.mac}, ${l2.bridge ? `port of bridge ${l2.bridge}${l2.bridgeCreated ? ' (created)' : ''}` : `kernel side ${hostAddr}`}${l2.gateway ? `, gateway ${l2.gateway}` : ''}`
+      : `${info.tun} (kernel side ${hostAddr}`;
     const readyLine = opts.json
       ? JSON.stringify(info)
-      : `faultstack ready: ${info.addr} on ${info.tun} (kernel side ${info.hostAddr}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
+      : `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
     return Object.assign({ readyLine, closed, shutdown }, { runtime: rt, api });
   } catch (e) {
     await cleanup();
@@ -146,6 +163,7 @@ function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {
     uptimeMs: Date.now() - rt.startedAt,
     counters: { ...s.counters },
     device: rt.device.stats(),
+    ...(rt.link ? { link: { ...rt.link.eth.describe(s.scheduler.now()), ...rt.link.summary() } } : {}),
     offloads: { accepted: rt.tun.offloads.names, vnetHdr: rt.tun.vnetHdr, tsoSegments: s.tsoSegmentsMax, txChecksumOffload: s.txCsumOffload },
     connections: s.tcp.table.rows(),
     listeners: [...s.tcp.listeners.values()].map((l) => ({
@@ -191,8 +209,13 @@ function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof c
     connect: (args) => connectOnce(s, api, args),
     unlock: () => rt.installed.unlock(),
     routes: () => s.pmtu.describe(s.now),
+    neigh: () => {
+      if (!rt.link) throw new CodedError('ENOTSUP', `the stack runs on TUN device ${rt.tun.name}: no link layer, no neighbours (start it with --tap)`);
+      return neighReply(rt.link.eth, rt.tun.name, s.scheduler.now());
+    },
   };
 }
+
 
 /**
  * The control plane's `connect`: one active open from the stack; resolves with the time it
@@ -309,6 +332,7 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
     resolveClosed();
   };
   try {
+    if (opts.link === 'tap' || !opts.hostAddr) throw new CodedError('EINVAL', '--shards runs on a TUN device only');
     configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
     const off = tun.offloads;
     const onShardMessage = (m: Record<string, unknown>) => {
