@@ -49,6 +49,8 @@ export interface RunOptions {
   proxyArp?: Ipv4Cidr[];
   /** --promiscuous (TAP only): take every frame, not only those addressed to us. */
   promiscuous?: boolean;
+  /** --join (TAP only): IPv4 multicast groups joined at start (IGMPv2). */
+  join?: number[];
   /** The stack's own address and prefix (--addr). */
   addr: Ipv4Cidr;
   /**

@@ -69,6 +69,7 @@ export function ethernetRuntime(
     attach(stack) {
       eth.useRoutes(stack.routes);
       eth.start();
+      for (const g of opts.join ?? []) eth.joinGroup(g);
     },
     bridge,
     summary: () => ({

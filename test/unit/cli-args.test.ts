@@ -239,7 +239,7 @@ describe('run flags', () => {
     [['--json=2'], /--json is a switch/],
     [['--mtu', '1500', '--mtu', '9000'], /--mtu given more than once \("1500" and "9000"\); give it once: an integer from 68 to 65535/],
     [['--mtu'], /--mtu needs a value: an integer from 68 to 65535/],
-    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --addr, --host-addr, --mtu, --services, --pcap, --pcap-snaplen, --control, --fault, --param, --profile, --offloads, --queues, --shards, --cc, --events, --json, --help/],
+    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --services, --pcap, --pcap-snaplen, --control, --fault, --param, --profile, --offloads, --queues, --shards, --cc, --events, --json, --help/],
     [['extra'], /unexpected argument "extra"; usage: faultstack run --addr IP\/PREFIX \[options\]/],
   ];
   for (const [argv, re] of cases) {
@@ -254,7 +254,8 @@ describe('run flags', () => {
   });
 
   it('--tap: an Ethernet link, a bridge port without a host address, the default MAC from --addr', () => {
-    const o = buildRunOptions(['--addr', '198.18.0.2/24', '--tap', 'fst0', '--bridge', 'fsbr0', '--gateway', '198.18.0.1', '--proxy-arp', '198.18.10.7/24', '--promiscuous'])!;
+    const o = buildRunOptions(['--addr', '198.18.0.2/24', '--tap', 'fst0', '--bridge', 'fsbr0', '--gateway', '198.18.0.1', '--proxy-arp', '198.18.10.7/24', '--promiscuous', '--join', '239.1.2.3', '--join', '239.1.2.3'])!;
+    expect(o.join).toEqual([0xef010203]);
     expect(o).toMatchObject({ tun: 'fst0', link: 'tap', bridge: 'fsbr0', mac: 0x0200c6120002, gateway: 0xc6120001, promiscuous: true, hostAddr: null });
     expect(o.proxyArp).toEqual([{ addr: 0xc6120a00, prefix: 24 }]); // host bits dropped
     expect(o.control).toMatch(/\/fst0\.sock$/);
@@ -282,6 +283,9 @@ describe('run flags', () => {
     [['--tap', 't0', '--bridge', 't0'], 'faultstack run: --bridge must name a bridge, not the TAP device itself (both are "t0")'],
     [['--tap', 't0', '--queues', '2', '--shards'], 'faultstack run: --shards runs on a TUN device only (a TAP device has one neighbour table and ARP for all its queues); drop --shards, --queues N still works'],
     [['--tap', 't0', '--proxy-arp', '224.0.0.0/4'], 'faultstack run: --proxy-arp must be a unicast subnet (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.10.0/24, got "224.0.0.0/4"'],
+    [['--join', '239.1.2.3'], 'faultstack run: --join needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
+    [['--tap', 't0', '--join', '198.18.0.1'], 'faultstack run: --join must be an IPv4 multicast group in 224.0.1.0 to 239.255.255.255, e.g. 239.255.0.10, got "198.18.0.1"'],
+    [['--tap', 't0', '--join', '224.0.0.251'], 'faultstack run: --join must not be in 224.0.0.0/24 (link-local control groups are never reported, RFC 2236 6), e.g. 239.255.0.10, got "224.0.0.251"'],
     [['--tap', 'a/b'], 'faultstack run: --tap must be a Linux interface name: 1 to 15 characters, without "/", ":" or whitespace, got "a/b"'],
   ];
   for (const [argv, msg] of tapCases) {

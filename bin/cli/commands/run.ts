@@ -93,6 +93,17 @@ export const hostAddress: Validator<number> = {
   },
 };
 
+/** An IPv4 multicast group a host may join (224.0.0.0/4, not the link-local 224.0.0.0/24). */
+export const multicastGroup: Validator<number> = {
+  valid: 'an IPv4 multicast group in 224.0.1.0 to 239.255.255.255, e.g. 239.255.0.10',
+  parse(raw) {
+    const a = parseIpv4(raw.trim());
+    if (a === null || a >>> 28 !== 0xe) throw new InvalidValue(`must be ${multicastGroup.valid}`);
+    if (a >>> 8 === 0xe00000) throw new InvalidValue(`must not be in 224.0.0.0/24 (link-local control groups are never reported, RFC 2236 6), e.g. 239.255.0.10`);
+    return a;
+  },
+};
+
 /** A subnet, any prefix length from 1 to 32 (its host bits are ignored). */
 export const subnetCidr: Validator<Ipv4Cidr> = {
   valid: 'an IPv4 subnet with a prefix length from 1 to 32, e.g. 198.18.10.0/24',
@@ -139,6 +150,7 @@ export const RUN_SPEC = defineCommand({
     gateway: valueFlag({ valueName: 'IP', help: 'with --tap: default route via this neighbour (in the subnet of --addr)', ...hostAddress }),
     'proxy-arp': repeatableFlag({ valueName: 'IP/PREFIX', help: 'with --tap: answer ARP for every host of this subnet and serve it', ...subnetCidr }),
     promiscuous: switchFlag('with --tap: take every frame on the segment, not only those to our MAC addresses'),
+    join: repeatableFlag({ valueName: 'GROUP', help: 'with --tap: join this IPv4 multicast group (IGMPv2 reports, frames to its MAC taken)', ...multicastGroup }),
     addr: requiredFlag(valueFlag({ valueName: 'IP/PREFIX', help: "the stack's address", ...interfaceCidr })),
     'host-addr': valueFlag({
       valueName: 'IP/PREFIX', help: 'kernel side of the TUN link, same subnet as --addr',
@@ -175,7 +187,7 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
   const tap = f.tap !== undefined;
   if (tap && f.tun !== undefined) throw usageError(spec, `give --tun or --tap, not both (--tun ${f.tun}, --tap ${f.tap})`);
   if (!tap) {
-    for (const [name, given] of [['bridge', f.bridge !== undefined], ['mac', f.mac !== undefined], ['gateway', f.gateway !== undefined], ['proxy-arp', f['proxy-arp'].length > 0], ['promiscuous', f.promiscuous]] as const) {
+    for (const [name, given] of [['bridge', f.bridge !== undefined], ['mac', f.mac !== undefined], ['gateway', f.gateway !== undefined], ['proxy-arp', f['proxy-arp'].length > 0], ['promiscuous', f.promiscuous], ['join', f.join.length > 0]] as const) {
       if (given) throw usageError(spec, `--${name} needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)`);
     }
   }
@@ -224,7 +236,7 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     tun: device,
     ...(tap ? {
       link: 'tap' as const, bridge: f.bridge, mac: f.mac ?? macFromIpv4(addr.addr), gateway: f.gateway,
-      proxyArp: f['proxy-arp'], promiscuous: f.promiscuous,
+      proxyArp: f['proxy-arp'], promiscuous: f.promiscuous, join: [...new Set(f.join)],
     } : {}),
     addr,
     hostAddr,
