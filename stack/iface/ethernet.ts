@@ -154,6 +154,8 @@ export class EthernetInterface implements Device {
   private readonly onEvent: (e: LinkEvent) => void;
   /** The header of every IPv4 frame we send: the destination is written per packet, the source when sourceMac changes. */
   private readonly hdr = Buffer.alloc(ETHERNET_HEADER_LEN);
+  /** The destination now in `hdr` (consecutive packets mostly go to the same neighbour). */
+  private hdrDst: MacAddr = 0;
   private srcMac: MacAddr;
   private readonly arp: ArpRepr = newArpRepr();
   private readonly ipIn = newIpv4Repr();
@@ -531,7 +533,7 @@ export class EthernetInterface implements Device {
 
   private transmitIp(pkt: Buffer, meta: OffloadMeta | null, mac: MacAddr): void {
     const h = this.hdr;
-    writeMac(h, 0, mac);
+    if (mac !== this.hdrDst) { writeMac(h, 0, mac); this.hdrDst = mac; }
     if (meta !== null) {
       meta.csumStart += ETHERNET_HEADER_LEN;
       if (meta.hdrLen !== 0) meta.hdrLen += ETHERNET_HEADER_LEN;
