@@ -248,6 +248,22 @@ print(len(frames))
     expect(links.stdout).toContain(br);
   }, 60_000);
 
+  test('a multi-queue TAP (--queues 2, IFF_MULTI_QUEUE with the virtio header) carries four iperf3 streams', async () => {
+    const s = await lab.startStack('sw', ['--tap', lab.ifname('t4'), '--bridge', br, '--addr', '198.18.0.4/24', '--queues', '2', '--control', path.join(tmp, 's4.sock'), '--services', 'iperf3']);
+    try {
+      const d = await sh(sw, `ip -d link show dev ${lab.ifname('t4')}`);
+      expect(d.stdout).toMatch(/tun type tap .*vnet_hdr on multi_queue numqueues 2/);
+      const r = await sh(vm, 'iperf3 -c 198.18.0.4 -t 2 -P 4 -J', 40_000);
+      const doc = JSON.parse(r.stdout) as { error?: string; end: { sum_received: { bytes: number } } };
+      expect(doc.error).toBeUndefined();
+      expect(doc.end.sum_received.bytes).toBeGreaterThan(10_000_000);
+      const st = JSON.parse((await lab.cli(sw, ['stats', '--json', '--control', path.join(tmp, 's4.sock')])).stdout) as { device: { queues: number; rxPackets: number } };
+      expect(st.device.queues).toBe(2);
+    } finally {
+      await s.kill();
+    }
+  }, 60_000);
+
   test('tshark reads the Ethernet capture: ARP, IGMP and IP, nothing malformed', async () => {
     await stack1.kill();
     const phs = await lab.exec(null, 'tshark', ['-r', pcapFile, '-q', '-z', 'io,phs'], { timeoutMs: 60_000 });
