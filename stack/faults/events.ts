@@ -37,7 +37,7 @@ export const EventKind = {
   ProfileApplied: 'profile-applied',
   /** Another host's ARP packet claimed one of our addresses (RFC 5227 2.4); data: { address, mac, defended }. */
   ArpConflict: 'arp-conflict',
-  /** ARP resolution of a neighbour failed; what waited for it was reported unreachable; data: { address }. */
+  /** ARP resolution of a neighbour failed; what waited for it was reported unreachable; data: { address, dropped }. */
   NeighbourFailed: 'neigh-failed',
 } as const;
 export type EventKindName = (typeof EventKind)[keyof typeof EventKind];

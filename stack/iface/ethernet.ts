@@ -198,6 +198,7 @@ export class EthernetInterface implements Device {
       transmit: (p, mac) => this.transmitIp(p.pkt, p.meta, mac),
       unreachable: (p, target, t) => this.reportUnreachable(p.pkt, target, t),
       sizeOf: (p) => p.pkt.length,
+      resolutionFailed: (target, waiting) => this.onEvent({ kind: 'neigh-failed', address: formatIpv4(target), dropped: waiting }),
     }, now, opts.neighbour, random);
     this.igmp = new IgmpMembership({
       sendReport: (g) => this.sendIgmp(IGMP_V2_MEMBERSHIP_REPORT, g, g),
@@ -624,7 +625,7 @@ export class EthernetInterface implements Device {
   }
 
   /** Linux's arp_error_report: an ICMP host unreachable, from us to us, quoting what could not go. */
-  private reportUnreachable(orig: Buffer, target: number, _now: number): void {
+  private reportUnreachable(orig: Buffer, _target: number, _now: number): void {
     if (orig.length < 20 || (orig[0] >> 4) !== 4) return;
     const ihl = (orig[0] & 15) * 4;
     // Never an ICMP error about an ICMP error, nor about a non-first fragment (RFC 1122 3.2.2).
@@ -644,7 +645,6 @@ export class EthernetInterface implements Device {
     });
     this.counters.NeighUnreachReported++;
     this.unreach.push(pkt);
-    if (this.unreach.length === 1) this.onEvent({ kind: 'neigh-failed', address: formatIpv4(target), dropped: 1 });
     if (!this.unreachQueued) {
       this.unreachQueued = true;
       // Handed up after the current work: never inside a send() the stack is in the middle of.

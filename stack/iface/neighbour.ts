@@ -110,6 +110,8 @@ export interface NeighbourHost<P> {
   unreachable(packet: P, target: number, now: number): void;
   /** Bytes a queued packet counts for against unres_qlen_bytes. */
   sizeOf(packet: P): number;
+  /** A resolution gave up (INCOMPLETE or PROBE ran out of requests); `waiting` packets are reported next. */
+  resolutionFailed?(target: number, waiting: number, now: number): void;
 }
 
 export interface NeighbourCounters {
@@ -449,6 +451,7 @@ export class NeighbourTable<P> {
         if (e.probes >= max) {
           this.counters.res_failed++;
           this.enter(e, Nud.Failed, now);
+          this.host.resolutionFailed?.(e.addr, e.queue.length, now);
           this.failQueue(e, now);
           return;
         }

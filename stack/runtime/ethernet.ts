@@ -58,7 +58,7 @@ export function ethernetRuntime(
         if (e.kind === 'arp-conflict') {
           events.emit({ kind: EventKind.ArpConflict, message: `${e.mac} claims our address ${e.address} (RFC 5227 conflict)${e.defended ? '; defended with an ARP announcement' : ''}`, data: e });
         } else {
-          events.emit({ kind: EventKind.NeighbourFailed, message: `no ARP answer from ${e.address}: what waited for it is reported unreachable (EHOSTUNREACH)`, data: { address: e.address } });
+          events.emit({ kind: EventKind.NeighbourFailed, message: `no ARP answer from ${e.address}: ${e.dropped} packet(s) that waited for it reported unreachable (EHOSTUNREACH)`, data: { address: e.address, dropped: e.dropped } });
         }
       } catch { /* the log is closed during shutdown */ }
     },

@@ -229,7 +229,8 @@ describe('Ethernet interface: which frames are ours', () => {
 
 describe('Ethernet interface: failure and routing', () => {
   test('TCP connect to an address nobody answers fails with EHOSTUNREACH after mcast_solicit requests (3 s)', async () => {
-    const lan = makeLan([{ name: 'a', addr: '198.18.0.1' }]);
+    const events: unknown[] = [];
+    const lan = makeLan([{ name: 'a', addr: '198.18.0.1', eth: { onEvent: (e) => events.push(e) } }]);
     const a = lan.hosts.a!;
     const t0 = lan.clock.now;
     const c = a.net.connect({ host: '198.18.0.77', port: 80 });
@@ -244,6 +245,9 @@ describe('Ethernet interface: failure and routing', () => {
     expect(a.eth.neighbours.state(ip('198.18.0.77'))).toBe(Nud.Failed);
     expect(a.eth.counters.NeighUnreachReported).toBeGreaterThanOrEqual(1);
     expect(a.stack.counters.TcpAttemptFails).toBe(1);
+    // One event for the failed resolution: the SYN and its retransmissions at 1 s and 3 s (the
+    // TCP timer fires before the neighbour's at the same instant) waited.
+    expect(events).toEqual([{ kind: 'neigh-failed', address: '198.18.0.77', dropped: 3 }]);
   });
 
   test('UDP to an address nobody answers: the socket gets EHOSTUNREACH', async () => {
