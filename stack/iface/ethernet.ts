@@ -125,7 +125,7 @@ export function newLinkCounters() {
     ArpOutRequests: 0, ArpOutReplies: 0, ArpOutAnnouncements: 0,
     IgmpInMsgs: 0, IgmpInErrors: 0, IgmpInQueries: 0, IgmpInReports: 0, IgmpInLeaves: 0, IgmpInOther: 0,
     IgmpOutReports: 0, IgmpOutLeaves: 0,
-    NeighUnreachReported: 0,
+    NeighUnreachReported: 0, EthLoopback: 0,
   };
 }
 export type LinkCounters = ReturnType<typeof newLinkCounters>;
@@ -169,8 +169,10 @@ export class EthernetInterface implements Device {
   private readonly subnetBroadcast: number;
   private timerHandle: unknown = null;
   private timerAt = Infinity;
-  private readonly unreach: Buffer[] = [];
-  private unreachQueued = false;
+  /** Packets to hand up after the current work: ICMP reports of failed resolutions, loopback. */
+  private readonly upLater: Buffer[] = [];
+  private readonly upLaterMeta: (OffloadMeta | null)[] = [];
+  private upLaterQueued = false;
   private lastDefend = -Infinity;
   private started = false;
   private closed = false;
@@ -517,6 +519,7 @@ export class EthernetInterface implements Device {
     if (this.closed || pkt.length < 20) { this.counters.EthOutDiscards++; return; }
     const dst = readU32(pkt, 16);
     let mac: MacAddr;
+    if (this.own.has(dst)) { this.loopback(pkt, meta ?? null); return; }
     if (dst >>> 28 === 0xe) mac = ipv4MulticastMac(dst);
     else if (dst === 0xffffffff || (dst === this.subnetBroadcast && dst !== 0)) mac = BROADCAST_MAC;
     else {
@@ -644,19 +647,36 @@ export class EthernetInterface implements Device {
       fragmentOffset: 0, headerLength: 20, totalLength: pkt.length,
     });
     this.counters.NeighUnreachReported++;
-    this.unreach.push(pkt);
-    if (!this.unreachQueued) {
-      this.unreachQueued = true;
-      // Handed up after the current work: never inside a send() the stack is in the middle of.
-      this.scheduler.soon(() => this.deliverUnreachable());
-    }
+    this.upLater.push(pkt);
+    this.upLaterMeta.push(null);
+    this.queueUp();
   }
 
-  private deliverUnreachable(): void {
-    this.unreachQueued = false;
-    const pkts = this.unreach.splice(0, this.unreach.length);
+  /**
+   * To one of our own addresses: back up, as Linux's loopback does (no frame, no ARP for
+   * ourselves). Handed up after the current work, like the unreachables; the packet keeps
+   * its offload meta (a partial checksum is then trusted, as the kernel's would be).
+   */
+  private loopback(pkt: Buffer, meta: OffloadMeta | null): void {
+    this.counters.EthLoopback++;
+    this.upLater.push(pkt);
+    this.upLaterMeta.push(meta);
+    this.queueUp();
+  }
+
+  private queueUp(): void {
+    if (this.upLaterQueued) return;
+    this.upLaterQueued = true;
+    // Handed up after the current work: never inside a send() the stack is in the middle of.
+    this.scheduler.soon(() => this.deliverLater());
+  }
+
+  private deliverLater(): void {
+    this.upLaterQueued = false;
+    const pkts = this.upLater.splice(0, this.upLater.length);
+    const metas = this.upLaterMeta.splice(0, this.upLaterMeta.length);
     if (this.closed || pkts.length === 0 || this.onReceive === null) return;
-    this.onReceive(pkts, pkts.length, null);
+    this.onReceive(pkts, pkts.length, metas.some((m) => m !== null) ? metas : null);
   }
 
   flush(): void {

@@ -87,6 +87,7 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
       ...(link ? link.stackOptions : {}),
     });
     const installed = installFaults(stack, faults, events);
+    if (link) cleanups.push(() => link.eth.close());
     cleanups.push(() => stack.close());
     link?.attach(stack);
     const rt: Runtime = { stack, device, tun, link, faults, events, installed, startedAt: Date.now() };

@@ -250,6 +250,18 @@ describe('Ethernet interface: failure and routing', () => {
     expect(events).toEqual([{ kind: 'neigh-failed', address: '198.18.0.77', dropped: 3 }]);
   });
 
+  test('to one of our own addresses: looped back up, no frame, no ARP', async () => {
+    const lan = makeLan([{ name: 'a', addr: '198.18.0.1', noStart: true }]);
+    const a = lan.hosts.a!;
+    let got = '';
+    a.net.createServer((s) => s.on('data', (d: Buffer) => { got += d.toString(); })).listen(80);
+    a.net.connect({ host: '198.18.0.1', port: 80 }).end('to myself');
+    expect(await runUntil(lan.clock, () => got === 'to myself', 2000)).toBe(true);
+    expect(lan.seg.seen.length).toBe(0);
+    expect(a.eth.counters.EthLoopback).toBeGreaterThanOrEqual(3);
+    expect(a.eth.neighbours.size).toBe(0);
+  });
+
   test('UDP to an address nobody answers: the socket gets EHOSTUNREACH', async () => {
     const lan = makeLan([{ name: 'a', addr: '198.18.0.1' }]);
     const a = lan.hosts.a!;
