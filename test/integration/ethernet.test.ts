@@ -32,6 +32,7 @@ let vm: string;
 let far: string;
 let br: string;
 let vmDev: string;
+let vmPort: string;
 let stack1: StackProcess;
 let tmp: string;
 let pcapFile: string;
@@ -47,7 +48,7 @@ beforeAll(async () => {
   const rt = await lab.addNamespace('rt');
   far = await lab.addNamespace('far');
   br = await lab.bridge('sw');
-  vmDev = (await lab.vethToBridge('vm', 'sw', br, { addr: `${VM}/24` })).dev;
+  ({ dev: vmDev, port: vmPort } = await lab.vethToBridge('vm', 'sw', br, { addr: `${VM}/24` }));
   await lab.vethToBridge('rt', 'sw', br, { addr: '198.18.0.254/24' });
   // The router's egress toward far carries 1280 bytes; far itself has 1500 (so its MSS lets the
   // stack send full-sized segments, which the router refuses with fragmentation needed).
@@ -285,6 +286,14 @@ print(len(frames))
     expect(mine.stdout).toMatch(/IGMPv2\tMembership Report group 239\.1\.2\.3/);
     expect(mine.stdout).toMatch(/ARP\t198\.18\.0\.2 is at 02:00:c6:12:00:02/);
   }, 90_000);
+
+  test('--bridge naming a device that is not a bridge: one line, and no TAP left behind', async () => {
+    const r = await lab.cli(sw, ['run', '--tap', lab.ifname('t5'), '--bridge', vmPort, '--addr', '198.18.8.2/24', '--control', path.join(tmp, 's5.sock')], { timeoutMs: 20_000 });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`faultstack: cannot start the stack on ${lab.ifname('t5')}: --bridge ${vmPort}: a device of that name exists and is not a bridge (it is a veth device); pick another name or remove it\n`);
+    const links = await sh(sw, 'ip -o link show');
+    expect(links.stdout).not.toContain(lab.ifname('t5'));
+  }, 30_000);
 
   test('--bridge with a new name creates the bridge and removes it at shutdown', async () => {
     const name = lab.ifname('nb');
