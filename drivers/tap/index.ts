@@ -88,9 +88,3 @@ export function removeBridge(name: string): void {
   if (linkKind(name) === null) return;
   ip(['link', 'del', 'dev', name], `remove bridge ${name}`);
 }
-
-/** The ports of a bridge, by name. */
-export function bridgePorts(bridge: string): string[] {
-  const out = ip(['-j', 'link', 'show', 'master', bridge], `ports of ${bridge}`);
-  return (JSON.parse(out || '[]') as { ifname: string }[]).map((r) => r.ifname);
-}

@@ -45,7 +45,7 @@
 import type { Device, OffloadMeta, ReceiveHandler } from '../../drivers/device';
 import type { Scheduler } from '../stack';
 import { formatIpv4, prefixMask } from '../wire/addr';
-import { ARP_LEN, ARP_OP_REPLY, ARP_OP_REQUEST, ArpError, ArpRepr, emitArp, isGratuitous, newArpRepr, parseArp } from '../wire/arp';
+import { ARP_LEN, ARP_OP_REPLY, ARP_OP_REQUEST, ArpError, ArpRepr, emitArp, isGratuitous, isProbe, newArpRepr, parseArp } from '../wire/arp';
 import {
   BROADCAST_MAC, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_MIN, MacAddr,
   formatMac, ipv4MulticastMac, isMulticastMac, readMac, writeMac,
@@ -470,7 +470,7 @@ export class EthernetInterface implements Device {
       return;
     }
     const frameDst = readMac(f, 0);
-    if (a.operation === ARP_OP_REQUEST && spa === 0) {
+    if (isProbe(a)) {
       // An RFC 5227 probe for an address: if it is ours, the reply tells the prober so.
       c.ArpInProbes++;
       if (this.ownsAddress(tpa)) this.sendArpReply(sha, tpa, 0, sha);

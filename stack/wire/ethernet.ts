@@ -130,11 +130,6 @@ export function parseEthernet(buf: Uint8Array, off: number, len: number, out: Et
   return EthernetError.None;
 }
 
-/** The destination address of a frame already known to hold a header (the acceptance filter reads only this). */
-export function frameDst(buf: Uint8Array, off: number): MacAddr {
-  return readMac(buf, off);
-}
-
 /** Writes the 14-byte header at `off`; returns its length. */
 export function emitEthernet(buf: Uint8Array, off: number, r: EthernetRepr): number {
   writeMac(buf, off, r.dst);

@@ -427,6 +427,15 @@ describe('Ethernet interface: the seam for NLB', () => {
     const reply = lan.got.find((f) => f.readUInt16BE(12) === ETHERTYPE_IPV4)!;
     expect(srcMac(reply)).toBe(masked);
     expect(formatIpv4(reply.readUInt32BE(14 + 12))).toBe('198.18.0.10');
+    // Leaving the cluster: the address is no longer answered, in ARP or in IP.
+    expect(a.eth.removeAddress(cluster)).toBe(true);
+    expect(a.eth.removeAddress(a.addr)).toBe(false); // the stack's own address stays
+    lan.got.length = 0;
+    lan.sendRaw(frame(BROADCAST_MAC, RAW_MAC, ETHERTYPE_ARP, arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: RAW_IP, targetHardwareAddr: 0, targetProtocolAddr: cluster })));
+    lan.sendRaw(frame(clusterMac, RAW_MAC, ETHERTYPE_IPV4, echoRequest(cluster, 2)));
+    await runFor(lan.clock, 10);
+    expect(lan.got).toEqual([]);
+    expect(a.stack.counters.IpInAddrErrors).toBe(1);
   });
 
   test('a multicast cluster MAC, frames of EtherType 0x886F both ways, an IPv4 filter before IP input', async () => {
