@@ -4,7 +4,9 @@
  *
  * Sections: micro (tinybench), bulk, offoff, connrate, latency, synflood, memory,
  * multiqueue (real traffic in lab namespaces, each against the Linux kernel over a
- * veth pair in the same run), and leak / pmtu when bench/leak.ts / bench/pmtu.ts exist.
+ * veth pair in the same run), ethernet (iperf3 through TAP + a Linux bridge against the
+ * kernel over veth + the same bridge, bench/ethernet.ts), and leak / pmtu when
+ * bench/leak.ts / bench/pmtu.ts exist.
  * Progress goes to stderr; the report to bench/results/ (JSON, Markdown, SVG); a short
  * summary (or, with --json, the whole report) to stdout.
  * --quick: about 1 s per figure and smaller counts, for development on a busy machine.
@@ -15,7 +17,7 @@ import * as path from 'node:path';
 import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
 import { machineInfo, writeReport, type Report } from './report';
 
-const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'memory', 'multiqueue', 'leak', 'pmtu'];
+const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu'];
 
 interface Args { quick: boolean; json: boolean; only: Set<string>; out: string }
 
@@ -92,6 +94,7 @@ async function main(): Promise<void> {
       figures.push(...(await runTraffic({ quick: args.quick, only: new Set(traffic) })));
     }
   }
+  if (want('ethernet')) { progress('\n== ethernet'); figures.push(...(await optionalSection('ethernet', 'ethernet', 'runEthernetBench', args.quick))); }
   if (want('leak')) { progress('\n== leak'); figures.push(...(await optionalSection('leak', 'leak', 'runLeakBench', args.quick))); }
   if (want('pmtu')) { progress('\n== pmtu'); figures.push(...(await optionalSection('pmtu', 'pmtu', 'runPmtuBench', args.quick))); }
 

@@ -2,8 +2,10 @@
  * `make demo` / `faultstack demo`: the whole stack under real Linux traffic, in a
  * throwaway network namespace. Starts `faultstack run` on a TUN device, then drives
  * it from the kernel side with ping, curl, a 10 MB TCP echo with a SHA-256 check,
- * iperf3 both ways, UDP echo and `faultstack stats`. Prints a summary table; exits 1
- * if any step failed. Always cleans up (namespace, devices, processes).
+ * iperf3 both ways, UDP echo and `faultstack stats`; then the L2 step: a second stack
+ * on a TAP device as a port of a Linux bridge, used by a namespace (a "VM") with a veth
+ * into the bridge, no routes; then the PMTU lab. Prints a summary table; exits 1 if any
+ * step failed. Always cleans up (namespaces, devices, processes).
  */
 import { PmtuLab, HOPS } from '../test/lab/pmtu-lab';
 import * as fs from 'node:fs';
@@ -15,13 +17,17 @@ const STACK = '198.18.0.2';
 const PCAP = '/tmp/faultstack-demo.pcap';
 const STACK_ARGS = ['--tun', 'fsdemo0', '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'all', '--pcap', PCAP, '--pcap-snaplen', '128'];
 const ECHO_BYTES = 10 * 1000 * 1000;
+/** The L2 step: a stack on a TAP device, a port of a bridge, and a namespace on the same bridge. */
+const L2_STACK = '198.18.2.2';
+const L2_VM = '198.18.2.1';
 
 export const DEMO_SPEC = defineCommand({
   name: 'demo',
   summary: 'Run the stack in a throwaway network namespace and drive it with real Linux tools.',
-  details: `Steps: start, ping, HTTP, 10 MB TCP echo with SHA-256, iperf3 both ways, UDP echo, stats, then the\nPMTU lab (KB 898060 hotfixed and buggy behind real Linux routers).\nPackets are written to ${PCAP} (headers only). Needs root.`,
+  details: `Steps: start, ping, HTTP, 10 MB TCP echo with SHA-256, iperf3 both ways, UDP echo, stats, then the L2\nstep (a stack on a TAP device in a Linux bridge; a namespace on the bridge pings, curls and runs iperf3),\nthen the PMTU lab (KB 898060 hotfixed and buggy behind real Linux routers).\nPackets are written to ${PCAP} (headers only). Needs root.`,
   flags: {
     json: switchFlag('print the summary as JSON on stdout (progress goes to stderr)'),
+    'skip-l2': switchFlag('leave out the L2 (TAP and bridge) steps'),
     'skip-pmtu': switchFlag('leave out the PMTU lab steps'),
   },
 });
@@ -230,6 +236,51 @@ export async function run(argv: string[]): Promise<number> {
       } catch { /* the human form already worked */ }
       return { figure, detail: human.stdout.trimEnd() };
     });
+    // L2: the stack as a bridge port, as a VM's NIC would be; the "VM" has no route but its subnet.
+    if (!p.flags['skip-l2']) {
+      let l2ns = '';
+      let vm = '';
+      let l2Mac = '';
+      let l2Blocked = '';
+      await step('l2 bridge', 'a bridge, a namespace with a veth into it, faultstack run --tap ... --bridge ...', async () => {
+        l2ns = await lab!.addNamespace('l2');
+        vm = await lab!.addNamespace('vm');
+        const br = await lab!.bridge('l2');
+        await lab!.vethToBridge('vm', 'l2', br, { addr: `${L2_VM}/24` });
+        const s = await lab!.startStack(l2ns, ['--tap', lab!.ifname('t1'), '--bridge', br, '--addr', `${L2_STACK}/24`, '--services', 'echo,http,iperf3'], { timeoutMs: 30_000 });
+        l2Mac = /\bmac ([0-9a-f:]{17})/.exec(s.readyLine)?.[1] ?? '';
+        return { figure: `bridge ${br}, stack ${L2_STACK}${l2Mac ? ` at ${l2Mac}` : ''}, VM ${L2_VM}`, detail: s.readyLine };
+      }) || (l2Blocked = 'the L2 stack did not start');
+      const l2step = (name: string, what: string, fn: () => Promise<StepOutcome>) =>
+        l2Blocked && !blocked ? Promise.resolve(void records.push({ step: name, result: 'skipped', figure: l2Blocked, ms: 0 })) : step(name, what, fn);
+      await l2step('l2 ping', `ping -c 5 ${L2_STACK} from the VM; its ip neigh`, async () => {
+        const r = await lab!.exec(vm, 'ping', ['-c', '5', '-i', '0.2', '-W', '2', L2_STACK], { timeoutMs: 20_000 });
+        const got = Number(/(\d+) (?:packets )?received/.exec(r.stdout)?.[1] ?? 0);
+        const avg = /= [\d.]+\/([\d.]+)\//.exec(r.stdout)?.[1];
+        const n = await lab!.exec(vm, 'ip', ['-j', 'neigh', 'show', L2_STACK], { timeoutMs: 5000 });
+        const lladdr = ((JSON.parse(n.stdout || '[]') as { lladdr?: string }[])[0]?.lladdr) ?? '?';
+        return { ok: got === 5 && (l2Mac === '' || lladdr === l2Mac), figure: `${got}/5 replies${avg ? `, avg ${avg} ms` : ''}; ip neigh: ${L2_STACK} at ${lladdr}` };
+      });
+      await l2step('l2 http', `curl http://${L2_STACK}/bytes/1000000 from the VM`, async () => {
+        const r = await lab!.exec(vm, 'curl', ['-sS', '-o', '/dev/null', '--max-time', '30', '-w', '%{http_code} %{size_download} %{speed_download}', `http://${L2_STACK}/bytes/1000000`], { timeoutMs: 35_000 });
+        if (r.code !== 0) throw new Error(`curl exit ${r.code}: ${oneLine(r.stderr)}`);
+        const [code, size, speed] = r.stdout.trim().split(' ');
+        const ok = code === '200' && Number(size) === 1_000_000;
+        return { ok, figure: `HTTP ${code}, ${size} bytes${ok ? `, ${mbit(Number(speed) * 8)}` : ' (expected 1000000)'}` };
+      });
+      await l2step('l2 iperf3', `iperf3 -c ${L2_STACK} -t 2, then -R, from the VM`, async () => {
+        const out: string[] = [];
+        for (const reverse of [false, true]) {
+          const r = await lab!.exec(vm, 'iperf3', ['-c', L2_STACK, '-t', '2', '-J', ...(reverse ? ['-R'] : [])], { timeoutMs: 30_000 });
+          let doc: { error?: string; end?: { sum_received?: { bits_per_second?: number } } };
+          try { doc = JSON.parse(r.stdout); } catch { throw new Error(`iperf3 exit ${r.code}: ${oneLine(r.stderr || r.stdout)}`); }
+          if (doc.error) throw new Error(`iperf3${reverse ? ' -R' : ''}: ${doc.error}`);
+          out.push(`${reverse ? 'download' : 'upload'} ${mbit(doc.end?.sum_received?.bits_per_second ?? 0)}`);
+          await new Promise((res) => setTimeout(res, 200)); // iperf3 -s takes a moment before the next test
+        }
+        return { figure: out.join(', ') };
+      });
+    }
     // KB 898060 on real routers: path MTU learned from real ICMP, then the buggy count.
     let pmtu: PmtuLab | null = null;
     if (!p.flags['skip-pmtu']) try {

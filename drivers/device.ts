@@ -1,7 +1,11 @@
 /**
- * The link-layer device contract every driver implements (TUN, memory, pcap wrapper).
+ * The link-layer device contract every driver implements (TUN, TAP, memory, pcap wrapper).
  *
- * Frames are raw IPv4 packets (TUN in IFF_TUN|IFF_NO_PI mode: no Ethernet header).
+ * What a frame is depends on `linkType`: 'ip' (the default; TUN in IFF_TUN|IFF_NO_PI
+ * mode, the memory link) carries raw IPv4 packets, 'ethernet' (TAP in IFF_TAP|IFF_NO_PI
+ * mode, the memory Ethernet segment) carries Ethernet II frames without FCS. The stack
+ * sits on an 'ip' device; on an 'ethernet' one it sits on an EthernetInterface
+ * (stack/iface/ethernet.ts), which is itself an 'ip' device over it.
  * Receive is push-based and batched: the driver calls `onReceive` once per burst.
  * The buffers handed to `onReceive` are only valid during that call (drivers may
  * reuse a slab); the stack copies whatever it keeps.
@@ -21,14 +25,29 @@ export interface OffloadMeta {
 
 export type ReceiveHandler = (packets: Buffer[], count: number, meta: (OffloadMeta | null)[] | null) => void;
 
+export type LinkType = 'ip' | 'ethernet';
+
 export interface Device {
   readonly name: string;
-  /** Largest IP packet the device carries without segmentation offload. */
+  /** What a frame is (see above); absent means 'ip'. */
+  readonly linkType?: LinkType;
+  /** Largest IP packet the device carries without segmentation offload (for Ethernet: the payload, not the frame). */
   readonly mtu: number;
   /** Set by the stack; called with each received burst. */
   onReceive: ReceiveHandler | null;
-  /** Queue one IPv4 packet for transmission (meta only when the device supports offloads). */
+  /**
+   * Queue one frame for transmission (meta only when the device supports offloads). The
+   * driver owns `packet` and `meta` from here on (an Ethernet interface adjusts the meta's
+   * offsets for its header in place).
+   */
   send(packet: Buffer, meta?: OffloadMeta | null): void;
+  /**
+   * Optional gather send: the frame is `header[0, headerLength)` followed by `packet`, written
+   * as one (writev), so a link header is added without copying a 64 KiB segment. The driver
+   * copies the header bytes before returning (the caller reuses its buffer) and owns `packet`.
+   * Offsets in `meta` count from the start of the header.
+   */
+  sendWithHeader?(header: Uint8Array, headerLength: number, packet: Buffer, meta?: OffloadMeta | null): void;
   /** Write every queued packet. */
   flush(): void;
   /**

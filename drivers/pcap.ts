@@ -3,8 +3,10 @@
  * libpcap file (magic 0xa1b2c3d4 written in host byte order, version 2.4, microsecond
  * timestamps, snaplen 262144 by default).
  *
- * Link type: 228 (LINKTYPE_IPV4, the default: every frame is a raw IPv4 packet) or
- * 101 (LINKTYPE_RAW, raw IPv4/IPv6, for older tools).
+ * Link type: 228 (LINKTYPE_IPV4, the default for an 'ip' device: every frame is a raw IPv4
+ * packet), 101 (LINKTYPE_RAW, raw IPv4/IPv6, for older tools), or 1 (LINKTYPE_ETHERNET, i.e.
+ * DLT_EN10MB: Ethernet II frames without FCS, the default when the wrapped device's linkType
+ * is 'ethernet', a TAP device). On a TAP device the capture holds ARP and IGMP as well as IP.
  *
  * What is recorded: sent packets when `send` is called (before the inner device sees them),
  * received packets when the inner device delivers a burst (before the wrapped handler runs,
@@ -32,13 +34,14 @@ import { internetChecksum } from '../stack/wire/checksum';
 import * as fs from 'node:fs';
 import type { Device, OffloadMeta, ReceiveHandler } from './device';
 
+export const LINKTYPE_ETHERNET = 1;
 export const LINKTYPE_RAW = 101;
 export const LINKTYPE_IPV4 = 228;
 
 export interface PcapOptions {
   /** File to create (truncated if it exists). */
   path: string;
-  linktype?: typeof LINKTYPE_IPV4 | typeof LINKTYPE_RAW;
+  linktype?: typeof LINKTYPE_IPV4 | typeof LINKTYPE_RAW | typeof LINKTYPE_ETHERNET;
   snaplen?: number;
   /** Timestamp source in ms (float). */
   now?: () => number;
@@ -88,8 +91,8 @@ export class PcapWriter {
   constructor(opts: PcapOptions) {
     this.path = opts.path;
     this.linktype = opts.linktype ?? LINKTYPE_IPV4;
-    if (this.linktype !== LINKTYPE_IPV4 && this.linktype !== LINKTYPE_RAW) {
-      throw new RangeError(`pcap: linktype must be 228 (IPV4) or 101 (RAW), got ${this.linktype}`);
+    if (this.linktype !== LINKTYPE_IPV4 && this.linktype !== LINKTYPE_RAW && this.linktype !== LINKTYPE_ETHERNET) {
+      throw new RangeError(`pcap: linktype must be 228 (IPV4), 101 (RAW) or 1 (ETHERNET), got ${this.linktype}`);
     }
     this.snaplen = opts.snaplen ?? 262144;
     if (!(Number.isInteger(this.snaplen) && this.snaplen > 0)) throw new RangeError(`pcap: bad snaplen ${this.snaplen}`);
@@ -198,7 +201,7 @@ export class PcapDevice implements Device {
     readonly inner: Device,
     opts: PcapOptions,
   ) {
-    this.writer = new PcapWriter(opts);
+    this.writer = new PcapWriter({ ...opts, linktype: opts.linktype ?? (inner.linkType === 'ethernet' ? LINKTYPE_ETHERNET : LINKTYPE_IPV4) });
     this.now = opts.now ?? wallClock();
     inner.onReceive = (pkts, count, metas) => {
       if (!this.closed) {
@@ -218,9 +221,31 @@ export class PcapDevice implements Device {
     return this.inner.mtu;
   }
 
+  get linkType(): 'ip' | 'ethernet' {
+    return this.inner.linkType ?? 'ip';
+  }
+
   send(packet: Buffer, meta?: OffloadMeta | null): void {
     if (!this.closed) this.writer.record(completeChecksum(packet, meta ?? null), this.now());
     this.inner.send(packet, meta);
+  }
+
+  /** Records header + packet as one frame, then passes both on (gathered again below when the device can). */
+  sendWithHeader(header: Uint8Array, headerLength: number, packet: Buffer, meta?: OffloadMeta | null): void {
+    if (!this.closed) {
+      const frame = Buffer.allocUnsafe(headerLength + packet.length);
+      frame.set(header.subarray(0, headerLength), 0);
+      packet.copy(frame, headerLength);
+      this.writer.record(completeChecksum(frame, meta ?? null), this.now());
+      if (this.inner.sendWithHeader === undefined) { this.inner.send(frame, meta); return; }
+    }
+    if (this.inner.sendWithHeader !== undefined) this.inner.sendWithHeader(header, headerLength, packet, meta);
+    else {
+      const frame = Buffer.allocUnsafe(headerLength + packet.length);
+      frame.set(header.subarray(0, headerLength), 0);
+      packet.copy(frame, headerLength);
+      this.inner.send(frame, meta);
+    }
   }
 
   flush(): void {

@@ -49,6 +49,13 @@ export interface StackOptions {
   backlog?: BacklogPolicy;
   /** Answer for any unicast address routed to the device, not only `address` (default true). */
   acceptAnyAddress?: boolean;
+  /**
+   * More addresses that are ours (on Ethernet: those the interface answers ARP for, see
+   * stack/iface/ethernet.ts), checked before acceptAnyAddress.
+   */
+  ownsAddress?: (addr: number) => boolean;
+  /** Default route via this neighbour (Ethernet); 0 or absent: every destination is on-link. */
+  gateway?: number;
   /** ICMP error messages per second (token bucket). */
   icmpErrorsPerSec?: number;
   pmtu?: () => PmtuParams;
@@ -76,6 +83,7 @@ export class Stack {
   readonly address: number;
   readonly prefix: number;
   acceptAnyAddress: boolean;
+  private readonly ownsAddress: ((addr: number) => boolean) | null;
   tsoSegmentsMax: number;
   txCsumOffload: boolean;
   now = 0;
@@ -103,6 +111,7 @@ export class Stack {
     this.address = opts.address;
     this.prefix = opts.prefix;
     this.acceptAnyAddress = opts.acceptAnyAddress ?? true;
+    this.ownsAddress = opts.ownsAddress ?? null;
     this.icmpRate = opts.icmpErrorsPerSec ?? 1000;
     this.icmpTokens = this.icmpRate;
     this.tsoSegmentsMax = opts.tsoSegments ?? 1;
@@ -110,7 +119,7 @@ export class Stack {
     const mtu = opts.mtu ?? opts.device.mtu;
     this.routes = new RouteTable(mtu);
     this.routes.addNetRoute(opts.address, opts.prefix, 'connected');
-    this.routes.addNetRoute(0, 0, 'default');
+    this.routes.addNetRoute(0, 0, 'default', opts.gateway ?? 0);
     const pmtuParams = opts.pmtu ?? (() => DEFAULT_PMTU);
     this.pmtu = new PathMtu(this.routes, this.counters, pmtuParams, opts.pmtuCountRule ?? (() => 'hotfixed'),
       opts.pmtuEvents ?? { limitReached: () => {}, ignoredAtLimit: () => {} });
@@ -253,6 +262,7 @@ export class Stack {
 
   isLocal(dst: number): boolean {
     if (dst === this.address) return true;
+    if (this.ownsAddress !== null && this.ownsAddress(dst)) return true;
     if (!this.acceptAnyAddress) return false;
     // Any unicast address routed to us, but not broadcast, multicast or the subnet's broadcast.
     if (dst >>> 28 === 0xe || dst === 0xffffffff || dst === 0) return false;

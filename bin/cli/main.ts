@@ -22,7 +22,7 @@ export interface CommandEntry {
 export type CommandModule = { run(argv: string[]): Promise<number> };
 
 export const COMMANDS: Record<string, CommandEntry> = {
-  run: { summary: 'start the stack on a TUN device', module: './commands/run' },
+  run: { summary: 'start the stack on a TUN or TAP device', module: './commands/run' },
   stats: { summary: 'counters, connections, lock state and fault modes of a running stack', module: './commands/stats' },
   fault: { summary: 'fault set ID MODE: switch a fault of a running stack', module: './commands/fault' },
   param: { summary: 'param set NAME VALUE: change a parameter of a running stack', module: './commands/param' },
@@ -31,6 +31,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   unlock: { summary: 'release the connection-table lock of a hung stack', module: './commands/unlock' },
   routes: { summary: "a running stack's route table (PMTU host routes included)", module: './commands/routes' },
   impair: { summary: "impairments of a running stack: add|list|del|clear (netem's words, toxiproxy's toxics)", module: './commands/impair' },
+  neigh: { summary: "a running stack's neighbour (ARP) table, like ip neigh", module: './commands/neigh' },
   faults: { summary: 'list the reproduced faults, their modes and parameters', module: './commands/faults' },
   certs: { summary: 'create the test certificates the mtls service needs', module: './commands/certs' },
   demo: { summary: 'run the end-to-end demo in a throwaway network namespace', module: '../demo' },

@@ -32,16 +32,35 @@ export interface ParamAssignment {
 }
 
 export interface RunOptions {
-  /** TUN device name (valid Linux ifname). */
+  /** Device name (valid Linux ifname): the TUN device, or with link 'tap' the TAP device. */
   tun: string;
+  /**
+   * 'tun' (default): a TUN device, raw IPv4. 'tap' (--tap NAME): a TAP device, Ethernet
+   * frames, with ARP, a neighbour table and IGMP (stack/iface/ethernet.ts).
+   */
+  link?: 'tun' | 'tap';
+  /** --bridge BR (TAP only): the TAP becomes a port of this bridge, created when absent. */
+  bridge?: string;
+  /** --mac (TAP only): the stack's MAC; default 02:00 + the four octets of --addr. */
+  mac?: number;
+  /** --gateway (TAP only): the default route's next hop; absent: every destination is on-link. */
+  gateway?: number;
+  /** --proxy-arp (TAP only): subnets whose every host address the stack answers ARP for and serves. */
+  proxyArp?: Ipv4Cidr[];
+  /** --promiscuous (TAP only): take every frame, not only those addressed to us. */
+  promiscuous?: boolean;
+  /** --join (TAP only): IPv4 multicast groups joined at start (IGMPv2). */
+  join?: number[];
   /** The stack's own address and prefix (--addr). */
   addr: Ipv4Cidr;
   /**
    * The kernel side of the TUN device (--host-addr): same prefix length, same subnet,
    * different address. When the flag is absent: the first usable address of the
-   * subnet that is not --addr (198.18.0.1 for --addr 198.18.0.2/24).
+   * subnet that is not --addr (198.18.0.1 for --addr 198.18.0.2/24). With --tap it is the
+   * address of the TAP's kernel side (a point-to-point Ethernet link); with --bridge there
+   * is none (a bridge port carries no address): null.
    */
-  hostAddr: Ipv4Cidr;
+  hostAddr: Ipv4Cidr | null;
   hostAddrDefaulted: boolean;
   mtu: number;
   /** Deduplicated, in SERVICE_NAMES order. */

@@ -1,6 +1,8 @@
 /**
  * TUN device driver: a Linux TUN interface (IFF_TUN | IFF_NO_PI, raw IPv4) behind the
- * Device contract, through a small native addon (drivers/tun/src/tun.cc).
+ * Device contract, through a small native addon (drivers/tun/src/tun.cc). The same driver
+ * opens TAP interfaces (`mode: 'tap'`, IFF_TAP: Ethernet frames; drivers/tap/index.ts):
+ * everything below applies to both, a TAP frame being 14 bytes longer than its packet.
  *
  * Receive: the addon polls each queue fd with a uv_poll_t (on the main loop, no thread
  * pool) and, when readable, read()s up to `rxBurst` packets (default 64) or until EAGAIN
@@ -71,6 +73,8 @@ export interface OffloadState {
 export interface TunOpenOptions {
   /** Interface name (max 15 bytes); '' or a pattern like 'fs%d' lets the kernel choose. */
   name: string;
+  /** 'tun' (default): IFF_TUN, raw IPv4 packets. 'tap': IFF_TAP, Ethernet frames (linkType 'ethernet'). */
+  mode?: 'tun' | 'tap';
   /** Set the interface MTU (SIOCSIFMTU) when given; otherwise the current MTU is reported. */
   mtu?: number;
   /** IFF_VNET_HDR: every packet carries a 10-byte virtio_net_hdr (parsed into OffloadMeta). */
@@ -104,6 +108,8 @@ export interface TunQueueOwner {
   readonly name: string;
   readonly vnetHdr: boolean;
   readonly mtu: number;
+  /** Bytes of link header in front of each packet: 14 on a TAP device, 0 (absent) on TUN. */
+  readonly linkHeaderLen?: number;
   onReceive: ReceiveHandler | null;
   reportError(err: TunError): void;
 }
@@ -132,10 +138,12 @@ interface NativeQueue {
   unref(): void;
   write(packets: Buffer[], count: number, metas: Uint32Array | null): number;
   setSlot(i: number, buffer: Buffer): void;
+  /** TAP: packet i written as heads[i*headStride, +headLens[i]) ++ packets[i] (one writev). */
+  writeFramed(packets: Buffer[], count: number, metas: Uint32Array | null, heads: Buffer, headStride: number, headLens: Uint8Array): number;
 }
 
 interface NativeTun {
-  open(name: string, vnetHdr: boolean, multiQueue: boolean, queues: number): {
+  open(name: string, vnetHdr: boolean, multiQueue: boolean, queues: number, tap?: boolean): {
     name: string;
     fds: number[];
     created: boolean;
@@ -192,11 +200,11 @@ interface NativeErr {
   message?: string;
 }
 
-function openError(e: unknown, name: string): TunError {
+function openError(e: unknown, name: string, kind = 'TUN'): TunError {
   const n = (e ?? {}) as NativeErr;
   const code = n.code ?? 'EUNKNOWN';
   const sys = n.syscall ?? '';
-  const dev = name === '' ? 'a new TUN device' : `TUN device '${name}'`;
+  const dev = name === '' ? `a new ${kind} device` : `${kind} device '${name}'`;
   let msg: string;
   if (sys === 'open') {
     switch (code) {
@@ -224,7 +232,7 @@ function openError(e: unknown, name: string): TunError {
         msg = `${dev} is busy: another file descriptor already has it (a single-queue TUN device takes one owner)`;
         break;
       case 'EINVAL':
-        msg = `cannot attach ${dev}: the name exists but is not a compatible TUN device (TAP mode, another link type, or a different multi_queue setting), or the name is invalid`;
+        msg = `cannot attach ${dev}: the name exists but is not a compatible ${kind} device (${kind === 'TAP' ? 'TUN' : 'TAP'} mode, another link type, or a different multi_queue setting), or the name is invalid`;
         break;
       case 'ENAMETOOLONG':
         msg = `invalid TUN device name '${name}': longer than 15 bytes`;
@@ -251,6 +259,8 @@ function checkName(name: string): void {
 
 const INFO_STRIDE = 8;
 const META_STRIDE = 6;
+/** Room per queued packet for its link header (TAP: 14 bytes of Ethernet header). */
+const HEAD_STRIDE = 16;
 // counters shared with the addon (see tun.cc)
 const C_RX_TRUNC = 0, C_RX_ERR = 1, C_TX_PKTS = 2, C_TX_BYTES = 3, C_TX_DROPS = 4, C_TX_ERR = 5, C_ERRNO = 6;
 
@@ -286,6 +296,10 @@ export class TunQueue implements Device {
   private txPackets: Buffer[] = [];
   private txMeta: Uint32Array | null;
   private txCount = 0;
+  /** TAP: link headers of the queued packets (sendWithHeader), written in front of them by writeFramed. */
+  private readonly txHeads: Buffer | null;
+  private readonly txHeadLens: Uint8Array | null;
+  private nextHeadLen = 0;
   private closed = false;
   private rxPkts = 0;
   private rxBytes = 0;
@@ -305,12 +319,15 @@ export class TunQueue implements Device {
   ) {
     const n = loadNative();
     this.index = index;
-    const slotSize = owner.vnetHdr ? align(VIRTIO_NET_HDR.LEN + 65536 + 1, 64) : Math.max(2048, align(owner.mtu + 1, 64));
+    const link = owner.linkHeaderLen ?? 0;
+    const slotSize = owner.vnetHdr ? align(VIRTIO_NET_HDR.LEN + link + 65536 + 1, 64) : Math.max(2048, align(owner.mtu + link + 1, 64));
     this.slab = Buffer.allocUnsafeSlow(slotSize * rxBurst);
     this.slotSize = slotSize;
     for (let i = 0; i < rxBurst; i++) this.slotBufs.push(this.slab.subarray(i * slotSize, (i + 1) * slotSize));
     this.info = new Uint32Array(rxBurst * INFO_STRIDE);
     this.txMeta = owner.vnetHdr ? new Uint32Array(txBatchMax * META_STRIDE) : null;
+    this.txHeads = link > 0 ? Buffer.alloc(txBatchMax * HEAD_STRIDE) : null;
+    this.txHeadLens = link > 0 ? new Uint8Array(txBatchMax) : null;
     this.nq = new n.Queue(fd, owner.vnetHdr, this.slab, slotSize, rxBurst, this.info, this.counters, (c: number) =>
       this.burst(c),
     ownsFd,
@@ -322,6 +339,10 @@ export class TunQueue implements Device {
   }
   get mtu(): number {
     return this.owner.mtu;
+  }
+
+  get linkType(): 'ip' | 'ethernet' {
+    return (this.owner.linkHeaderLen ?? 0) > 0 ? 'ethernet' : 'ip';
   }
 
   /**
@@ -443,6 +464,7 @@ export class TunQueue implements Device {
     }
     const i = this.txCount;
     this.txPackets[i] = packet;
+    if (this.txHeadLens !== null) { this.txHeadLens[i] = this.nextHeadLen; this.nextHeadLen = 0; }
     if (this.txMeta) {
       const o = i * META_STRIDE;
       const m = this.txMeta;
@@ -461,12 +483,34 @@ export class TunQueue implements Device {
     if (this.txCount >= this.txBatchMax) this.flush();
   }
 
+  /**
+   * Device.sendWithHeader: on a TAP queue the header is copied into the queue's header slab
+   * and written in front of the packet by one writev; elsewhere, header and packet are joined.
+   */
+  sendWithHeader(header: Uint8Array, headerLength: number, packet: Buffer, meta?: OffloadMeta | null): void {
+    const heads = this.txHeads;
+    if (heads === null || headerLength > HEAD_STRIDE) {
+      const frame = Buffer.allocUnsafe(headerLength + packet.length);
+      frame.set(header.subarray(0, headerLength), 0);
+      packet.copy(frame, headerLength);
+      this.send(frame, meta);
+      return;
+    }
+    if (this.closed) { this.txQueuedDrops++; return; }
+    // A byte loop: 14 bytes, and no view object per packet.
+    const o = this.txCount * HEAD_STRIDE;
+    for (let k = 0; k < headerLength; k++) heads[o + k] = header[k]!;
+    this.nextHeadLen = headerLength;
+    this.send(packet, meta);
+  }
+
   flush(): void {
     const n = this.txCount;
     if (n === 0) return;
     this.txCount = 0;
     this.txFlushes++;
-    this.nq.write(this.txPackets, n, this.txMeta);
+    if (this.txHeads !== null) this.nq.writeFramed(this.txPackets, n, this.txMeta, this.txHeads, HEAD_STRIDE, this.txHeadLens!);
+    else this.nq.write(this.txPackets, n, this.txMeta);
     // drop references so the buffers can be collected
     for (let i = 0; i < n; i++) this.txPackets[i] = EMPTY;
   }
@@ -547,6 +591,8 @@ export class TunDevice implements Device {
   readonly name: string;
   readonly vnetHdr: boolean;
   readonly multiQueue: boolean;
+  /** 'tap': Ethernet frames (IFF_TAP); 'tun': IPv4 packets. */
+  readonly mode: 'tun' | 'tap';
   /** true when this open created the interface (it vanishes on close). */
   readonly created: boolean;
   /** IFF_* flags reported by TUNGETIFF after open. */
@@ -562,7 +608,9 @@ export class TunDevice implements Device {
     vnetHdr: boolean,
     multiQueue: boolean,
     mtu: number,
+    mode: 'tun' | 'tap' = 'tun',
   ) {
+    this.mode = mode;
     this.name = info.name;
     this.fdList = info.fds;
     this.created = info.created;
@@ -590,11 +638,12 @@ export class TunDevice implements Device {
     if (!Number.isInteger(txBatchMax) || txBatchMax < 1) throw new TunError('EINVAL', 'txBatchMax must be >= 1');
 
     const n = loadNative();
+    const mode = opts.mode ?? 'tun';
     let info: { name: string; fds: number[]; created: boolean; flags: number };
     try {
-      info = n.open(name, vnetHdr, multiQueue, queues);
+      info = n.open(name, vnetHdr, multiQueue, queues, mode === 'tap');
     } catch (e) {
-      throw openError(e, name);
+      throw openError(e, name, mode === 'tap' ? 'TAP' : 'TUN');
     }
     let dev: TunDevice | null = null;
     try {
@@ -611,10 +660,10 @@ export class TunDevice implements Device {
           ne.syscall,
         );
       }
-      dev = new TunDevice(info, vnetHdr, multiQueue, mtu);
+      dev = new TunDevice(info, vnetHdr, multiQueue, mtu, mode);
       // Offloads are per interface and survive on a persistent one: always start from a known state.
-      const mode = vnetHdr ? opts.offloads ?? 'probe' : 'off';
-      if (mode === 'probe') dev.probeOffloads(opts.offloadMask);
+      const offloadMode = vnetHdr ? opts.offloads ?? 'probe' : 'off';
+      if (offloadMode === 'probe') dev.probeOffloads(opts.offloadMask);
       else dev.setOffload(0);
       if (opts.startQueues === false) return dev;
       for (let i = 0; i < info.fds.length; i++) dev.qs.push(new TunQueue(dev, info.fds[i]!, i, rxBurst, txBatchMax));
@@ -633,6 +682,15 @@ export class TunDevice implements Device {
 
   get mtu(): number {
     return this._mtu;
+  }
+
+  get linkType(): 'ip' | 'ethernet' {
+    return this.mode === 'tap' ? 'ethernet' : 'ip';
+  }
+
+  /** @internal TunQueueOwner: a TAP frame carries a 14-byte Ethernet header. */
+  get linkHeaderLen(): number {
+    return this.mode === 'tap' ? 14 : 0;
   }
 
   /** What the kernel accepted for TUNSETOFFLOAD (flags 0 without vnetHdr). */
@@ -682,6 +740,10 @@ export class TunDevice implements Device {
 
   send(packet: Buffer, meta?: OffloadMeta | null): void {
     this.qs[0]!.send(packet, meta);
+  }
+
+  sendWithHeader(header: Uint8Array, headerLength: number, packet: Buffer, meta?: OffloadMeta | null): void {
+    this.qs[0]!.sendWithHeader(header, headerLength, packet, meta);
   }
 
   /** See TunQueue.claim: whichever queue delivered `packet` gives it away. */

@@ -71,6 +71,8 @@ export const ControlCommand = {
   UNLOCK: 'unlock',
   /** args {} → RouteEntry[] or { routes: RouteEntry[], ...summary } */
   ROUTES: 'routes',
+  /** args {} → NeighResult (a TAP stack), or an error reply ENOTSUP (a TUN stack has no neighbours) */
+  NEIGH: 'neigh',
   /** Built into the server: args {} → { pong: true, pid, commands } */
   PING: 'ping',
 } as const;
@@ -139,6 +141,21 @@ export interface ParamSetResult { name?: string; value?: unknown; previous?: unk
 export interface ConnectResult { connected?: boolean; ms?: number; localPort?: number; [k: string]: unknown }
 export interface UnlockResult { released?: boolean; holder?: string; heldMs?: number; [k: string]: unknown }
 export interface RouteEntry { [column: string]: unknown }
+
+/** One neighbour, as `ip neigh` shows it (plus what `ip -s neigh` adds). */
+export interface NeighEntry {
+  dst: string;
+  dev?: string;
+  lladdr?: string | null;
+  /** INCOMPLETE, REACHABLE, STALE, DELAY, PROBE, FAILED */
+  state: string;
+  probes?: number;
+  queued?: number;
+  confirmedAgoMs?: number | null;
+  usedAgoMs?: number;
+  updatedAgoMs?: number;
+}
+export interface NeighResult { dev?: string; mac?: string; entries: NeighEntry[]; proxy?: string[]; counters?: Record<string, number>; [k: string]: unknown }
 
 export interface EventRecord {
   /** ms since the Unix epoch */

@@ -35,6 +35,10 @@ export const EventKind = {
   ParamChanged: 'param-changed',
   /** A system profile was applied; data: { from, to }. */
   ProfileApplied: 'profile-applied',
+  /** Another host's ARP packet claimed one of our addresses (RFC 5227 2.4); data: { address, mac, defended }. */
+  ArpConflict: 'arp-conflict',
+  /** ARP resolution of a neighbour failed; what waited for it was reported unreachable; data: { address, dropped }. */
+  NeighbourFailed: 'neigh-failed',
 } as const;
 export type EventKindName = (typeof EventKind)[keyof typeof EventKind];
 

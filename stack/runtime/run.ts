@@ -13,6 +13,7 @@ import { ImpairDevice } from '../../drivers/impair';
 import { Impairments } from '../impair/registry';
 import { ToxicRegistry } from '../impair/toxics';
 import { impairHandlers, impairUnavailable } from './impair-control';
+import { removeBridge } from '../../drivers/tap/index';
 import type { Device } from '../../drivers/device';
 import { Stack } from '../stack';
 import { RealScheduler } from './scheduler';
@@ -26,6 +27,7 @@ import { installFaults, InstalledFaults } from '../faults/install';
 import { CodedError } from '../util/errors';
 import { Worker } from 'node:worker_threads';
 import { faultSetup, openRunTun, stackOffloads } from './setup';
+import { EthernetRuntime, ethernetRuntime, neighReply, setupTapKernelSide } from './ethernet';
 import type { ShardWorkerData } from './shard-worker';
 
 let gcFn: (() => void) | null = null;
@@ -54,6 +56,8 @@ export interface Runtime {
   stack: Stack;
   device: Device;
   tun: TunDevice;
+  /** With --tap: the Ethernet interface between the device and the stack. */
+  link: EthernetRuntime | null;
   faults: FaultConfig;
   events: EventLog;
   installed: InstalledFaults;
@@ -64,12 +68,19 @@ export interface Runtime {
 export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeHandle> {
   if (opts.shards) return startShardedRuntime(opts);
   const { faults, events, unlogChanges } = faultSetup(opts);
-  const tun = openRunTun(opts);
-  const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
+  const tap = opts.link === 'tap';
+  const tun = openRunTun(opts, tap ? { mode: 'tap' } : {});
+  const cleanups: (() => void | Promise<void>)[] = [];
   const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } };
   try {
-    configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
-    // TUN <- --pcap-wire <- impairments <- --pcap <- stack (docs/impairments.md).
+    // TAP: a bridge port (the bridge is removed after the TAP, and only if we made it), or an addressed link.
+    const bridge = tap ? setupTapKernelSide(opts, tun) : null;
+    if (bridge?.created) cleanups.push(() => removeBridge(bridge.name));
+    cleanups.push(() => tun.close());
+    if (!tap) configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr!.addr)}/${opts.hostAddr!.prefix}`, mtu: opts.mtu, up: true });
+    // TUN: device <- --pcap-wire <- impairments <- --pcap <- stack (docs/impairments.md).
+    // TAP: device <- --pcap-wire (frames) <- Ethernet <- impairments <- --pcap <- stack:
+    // impairments act on IP packets on both kinds of device.
     const scheduler = new RealScheduler();
     const pcapClock = wallClock(); // one clock for both captures, so their times compare
     let device: Device = tun;
@@ -78,6 +89,8 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
       device = wire;
       cleanups.push(() => wire.close());
     }
+    const link = tap ? ethernetRuntime(opts, device, scheduler, events, bridge) : null;
+    if (link) { device = link.eth; cleanups.push(() => link.eth.close()); }
     const impairDevice = new ImpairDevice(device, scheduler);
     device = impairDevice;
     cleanups.push(() => impairDevice.close());
@@ -90,13 +103,15 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
       device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: opts.mtu,
       tcp: { congestionControl: opts.cc },
       ...stackOffloads(tun.vnetHdr, tun.offloads.tso4, tun.offloads.csum),
+      ...(link ? link.stackOptions : {}),
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());
+    link?.attach(stack);
     const toxics = new ToxicRegistry(scheduler);
     const impair = new Impairments({ device: impairDevice, toxics, now: () => scheduler.now(), events });
     for (const words of opts.impair ?? []) impair.add(words);
-    const rt: Runtime = { stack, device, tun, faults, events, installed, startedAt: Date.now(), impair };
+    const rt: Runtime = { stack, device, tun, link, faults, events, installed, startedAt: Date.now(), impair };
 
     const api = createNetApi(stack);
     const services = await startNamedServices(toxics.wrapApi(api), api, opts, rt);
@@ -118,15 +133,20 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     };
     tun.onError = (err) => { events.emit({ kind: 'device-error', message: err.message }); void shutdown(); };
     const off = tun.offloads;
+    const hostAddr = opts.hostAddr ? `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}` : null;
+    const l2 = link?.summary();
     const info = {
-      ready: true, tun: tun.name, addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
-      hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: tun.mtu, created: tun.created,
+      ready: true, tun: tun.name, ...(l2 ? { link: 'tap', ...l2 } : {}), addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
+      hostAddr, mtu: tun.mtu, created: tun.created,
       services: opts.services, control: opts.control, offloads: off.names, queues: tun.queueCount,
       profile: faults.snapshot().profile, pid: process.pid,
     };
+    const where = l2
+      ? `TAP ${info.tun} (mac ${l2.mac}, ${l2.bridge ? `port of bridge ${l2.bridge}${l2.bridgeCreated ? ' (created)' : ''}` : `kernel side ${hostAddr}`}${l2.gateway ? `, gateway ${l2.gateway}` : ''}`
+      : `${info.tun} (kernel side ${hostAddr}`;
     const readyLine = opts.json
       ? JSON.stringify(info)
-      : `faultstack ready: ${info.addr} on ${info.tun} (kernel side ${info.hostAddr}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
+      : `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
     return Object.assign({ readyLine, closed, shutdown }, { runtime: rt, api });
   } catch (e) {
     await cleanup();
@@ -166,6 +186,7 @@ function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {
     uptimeMs: Date.now() - rt.startedAt,
     counters: { ...s.counters },
     device: rt.device.stats(),
+    ...(rt.link ? { link: { ...rt.link.eth.describe(s.scheduler.now()), ...rt.link.summary() } } : {}),
     offloads: { accepted: rt.tun.offloads.names, vnetHdr: rt.tun.vnetHdr, tsoSegments: s.tsoSegmentsMax, txChecksumOffload: s.txCsumOffload },
     connections: s.tcp.table.rows(),
     listeners: [...s.tcp.listeners.values()].map((l) => ({
@@ -212,8 +233,13 @@ function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof c
     unlock: () => rt.installed.unlock(),
     routes: () => s.pmtu.describe(s.now),
     ...impairHandlers(rt.impair),
+    neigh: () => {
+      if (!rt.link) throw new CodedError('ENOTSUP', `the stack runs on TUN device ${rt.tun.name}: no link layer, no neighbours (start it with --tap)`);
+      return neighReply(rt.link.eth, rt.tun.name, s.scheduler.now());
+    },
   };
 }
+
 
 /**
  * The control plane's `connect`: one active open from the stack; resolves with the time it
@@ -330,6 +356,7 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
     resolveClosed();
   };
   try {
+    if (opts.link === 'tap' || !opts.hostAddr) throw new CodedError('EINVAL', '--shards runs on a TUN device only');
     configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
     const off = tun.offloads;
     const onShardMessage = (m: Record<string, unknown>) => {

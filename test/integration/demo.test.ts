@@ -64,6 +64,7 @@ describe('demo', () => {
     expect(summary.steps.map((s) => [s.step, s.result])).toEqual([
       ['namespace', 'ok'], ['start stack', 'ok'], ['ping', 'ok'], ['http /', 'ok'], ['http 1 MB', 'ok'], ['tcp echo 10 MB', 'ok'],
       ['iperf3 upload', 'ok'], ['iperf3 download', 'ok'], ['udp echo', 'ok'], ['stats', 'ok'],
+      ['l2 bridge', 'ok'], ['l2 ping', 'ok'], ['l2 http', 'ok'], ['l2 iperf3', 'ok'],
     ]);
     expect(code).toBe(0);
     expect(summary.ok).toBe(true);
@@ -74,6 +75,9 @@ describe('demo', () => {
     expect(fig['iperf3 download']).toMatch(/^[\d.]+ Mbit\/s, \d+ retransmits$/);
     expect(fig['udp echo']).toBe('20/20 echoed intact');
     expect(fig.stats).toMatch(/^\d+ counters, 1 connections$/);
+    expect(fig['l2 ping']).toMatch(/^5\/5 replies, avg [\d.]+ ms; ip neigh: 198\.18\.2\.2 at [0-9a-f:]{17}$/);
+    expect(fig['l2 http']).toMatch(/^HTTP 200, 1000000 bytes, [\d.]+ Mbit\/s$/);
+    expect(fig['l2 iperf3']).toMatch(/^upload [\d.]+ Mbit\/s, download [\d.]+ Mbit\/s$/);
     expect(stderr).toContain('[demo] stats: faultstack stats');
     expect(stderr).toMatch(/LISTEN +0 +0 +198\.18\.0\.2:7/);
     expect(netnsList().filter((n) => n.startsWith('fsdem') || n.startsWith('fsdpm'))).toEqual([]);
@@ -85,9 +89,11 @@ describe('demo', () => {
     const results = Object.fromEntries(summary.steps.map((st) => [st.step, `${st.result}: ${st.figure}`]));
     expect(summary.steps.map((st) => st.step)).toEqual([
       'namespace', 'start stack', 'ping', 'http /', 'http 1 MB', 'tcp echo 10 MB', 'iperf3 upload', 'iperf3 download',
-      'udp echo', 'stats', 'pmtu lab', 'pmtu hotfixed', 'pmtu buggy',
+      'udp echo', 'stats', 'l2 bridge', 'l2 ping', 'l2 http', 'l2 iperf3', 'pmtu lab', 'pmtu hotfixed', 'pmtu buggy',
     ]);
     for (const st of summary.steps) expect(st.result, JSON.stringify(results)).toBe('ok');
+    // The real stack's MAC, seen by the VM's kernel.
+    expect(results['l2 ping']).toMatch(/ip neigh: 198\.18\.2\.2 at 02:00:c6:12:02:02$/);
     expect(code).toBe(0);
     expect(netnsList().filter((n) => n.startsWith('fsdem') || n.startsWith('fsdpm'))).toEqual([]);
   }, 240_000);

@@ -4,7 +4,9 @@
  * userspace stack: `run` serves the demo's services from the KERNEL inside the
  * namespace it runs in (the --addr address on lo; TCP and UDP echo on 7, HTTP on 80
  * with /bytes/N, `iperf3 -s`) plus a real ControlServer answering `stats`, then
- * prints a ready line. Every other command goes to the real CLI.
+ * prints a ready line. With `--tap NAME --bridge BR` the address goes on the bridge
+ * (created when absent) instead, so that hosts on the bridge reach the kernel's
+ * services as they would reach a stack's TAP port. Every other command goes to the real CLI.
  *
  * Use as FAULTSTACK_CLI=test/lab/fake-stack.cjs with
  *   FAKE_DIST      a compiled dist/ (for ControlServer and the real CLI)
@@ -45,10 +47,17 @@ async function run(args) {
   }
   const addr = flag(args, 'addr', '').split('/')[0];
   if (!/^198\.1[89]\./.test(addr)) throw new Error(`refusing address ${addr}: lab addresses are in 198.18.0.0/15`);
-  const tun = flag(args, 'tun', 'fs0');
+  const tun = flag(args, 'tap', flag(args, 'tun', 'fs0'));
   const runDir = process.env.FAULTSTACK_RUN_DIR || '/run/faultstack';
   const control = flag(args, 'control', path.join(runDir, `${tun}.sock`));
-  execFileSync('ip', ['addr', 'add', `${addr}/32`, 'dev', 'lo']);
+  const bridge = flag(args, 'bridge', '');
+  if (bridge) {
+    try { execFileSync('ip', ['link', 'show', 'dev', bridge], { stdio: 'ignore' }); } catch { execFileSync('ip', ['link', 'add', 'name', bridge, 'type', 'bridge']); }
+    execFileSync('ip', ['addr', 'add', flag(args, 'addr', ''), 'dev', bridge]);
+    execFileSync('ip', ['link', 'set', 'dev', bridge, 'up']);
+  } else {
+    execFileSync('ip', ['addr', 'add', `${addr}/32`, 'dev', 'lo']);
+  }
 
   const closers = [];
   const tcp = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });

@@ -64,6 +64,14 @@ export interface StartStackOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+export interface BridgeOptions {
+  /** An address for the bridge itself (the namespace then talks on the segment). */
+  addr?: string;
+  mtu?: number;
+  /** More `ip link add ... type bridge` options, e.g. ['mcast_querier', '1']. */
+  options?: string[];
+}
+
 export interface VethOptions {
   /** CIDR for the end in nsA, e.g. 198.18.1.1/24 (optional). */
   addrA?: string;
@@ -344,6 +352,7 @@ export class Lab {
   private readonly tuns: [string, string][] = [];
   private readonly controlSockets = new Set<string>();
   private vethCount = 0;
+  private bridgeCount = 0;
   private cleaning: Promise<void> | null = null;
   private cleaned = false;
 
@@ -437,6 +446,31 @@ export class Lab {
       await this.run(ns, 'ip', ['link', 'set', dev, 'up'], { check: true });
     }
     return { devA, devB };
+  }
+
+  /**
+   * A Linux bridge in a namespace (null: the root namespace), named from the lab id, up.
+   * Goes with its namespace (or, in the root namespace, with the lab's other devices).
+   */
+  async bridge(ns: Ns, opts: BridgeOptions = {}): Promise<string> {
+    this.assertOpen();
+    const n = ns === null ? null : this.ns(ns);
+    const name = this.ifname(`br${(this.bridgeCount++).toString(36)}`);
+    await this.run(n, 'ip', ['link', 'add', 'name', name, 'type', 'bridge', ...(opts.options ?? [])], { check: true });
+    if (opts.mtu !== undefined) await this.run(n, 'ip', ['link', 'set', name, 'mtu', String(opts.mtu)], { check: true });
+    if (opts.addr) await this.run(n, 'ip', ['addr', 'add', opts.addr, 'dev', name], { check: true });
+    await this.run(n, 'ip', ['link', 'set', name, 'up'], { check: true });
+    return name;
+  }
+
+  /**
+   * A veth pair from namespace `ns` into `bridge` (in `bridgeNs`): the end in `ns` optionally
+   * addressed, the other a port of the bridge; both up. What a VM's NIC on the bridge is.
+   */
+  async vethToBridge(ns: Ns, bridgeNs: Ns, bridge: string, opts: { addr?: string; mtu?: number } = {}): Promise<{ dev: string; port: string }> {
+    const { devA, devB } = await this.veth(ns, bridgeNs, { addrA: opts.addr, mtu: opts.mtu });
+    await this.run(bridgeNs === null ? null : this.ns(bridgeNs), 'ip', ['link', 'set', devB, 'master', bridge], { check: true });
+    return { dev: devA, port: devB };
   }
 
   /** `ip ARGS` in a namespace; throws with stderr on failure. */
@@ -539,7 +573,7 @@ export class Lab {
     const full = this.ns(ns);
     const cli = cliPath();
     if (!fs.existsSync(cli)) throw new Error(`${cli} does not exist: build first (make build, or ./node_modules/.bin/tsc -p tsconfig.json)`);
-    const tun = flagValue(args, 'tun') ?? 'fs0';
+    const tun = flagValue(args, 'tun') ?? flagValue(args, 'tap') ?? 'fs0';
     const runDir = opts.env?.FAULTSTACK_RUN_DIR ?? process.env.FAULTSTACK_RUN_DIR ?? DEFAULT_RUN_DIR;
     const controlPath = path.resolve(flagValue(args, 'control') ?? path.join(runDir, `${tun}.sock`));
     this.tuns.push([full, tun]);

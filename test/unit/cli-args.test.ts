@@ -133,7 +133,7 @@ describe('run flags', () => {
       expect(o.tun).toBe('fs0');
       expect(formatIpv4(o.addr.addr)).toBe('198.18.0.2');
       expect(o.addr.prefix).toBe(24);
-      expect(formatIpv4(o.hostAddr.addr)).toBe('198.18.0.1');
+      expect(formatIpv4(o.hostAddr!.addr)).toBe('198.18.0.1');
       expect(o.hostAddrDefaulted).toBe(true);
       expect(o.mtu).toBe(1500);
       expect(o.services).toEqual(['echo', 'discard', 'chargen', 'http', 'iperf3']);
@@ -167,13 +167,13 @@ describe('run flags', () => {
         params: [{ name: 'SynAttackProtect', value: '2' }], profile: 'sp1', offloads: false, queues: 4, cc: 'newreno',
         events: path.join(dir, 'ev.jsonl'), json: true, hostAddrDefaulted: false,
       });
-      expect(formatIpv4(o.hostAddr.addr)).toBe('198.18.4.9');
+      expect(formatIpv4(o.hostAddr!.addr)).toBe('198.18.4.9');
       expect(buildRunOptions([...base, '--services', 'all'])!.services).toEqual(['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls']);
       expect(buildRunOptions([...base, '--services', 'none'])!.services).toEqual([]);
       // A /31 has no network or broadcast address (RFC 3021): the other end is the only choice.
-      expect(formatIpv4(buildRunOptions(['--addr', '198.18.0.1/31'])!.hostAddr.addr)).toBe('198.18.0.0');
-      expect(formatIpv4(buildRunOptions(['--addr', '198.18.0.0/31'])!.hostAddr.addr)).toBe('198.18.0.1');
-      expect(buildRunOptions(['--addr', '198.18.0.1/24', '--tun', 'x'])!.hostAddr.addr & 255).toBe(2);
+      expect(formatIpv4(buildRunOptions(['--addr', '198.18.0.1/31'])!.hostAddr!.addr)).toBe('198.18.0.0');
+      expect(formatIpv4(buildRunOptions(['--addr', '198.18.0.0/31'])!.hostAddr!.addr)).toBe('198.18.0.1');
+      expect(buildRunOptions(['--addr', '198.18.0.1/24', '--tun', 'x'])!.hostAddr!.addr & 255).toBe(2);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -239,7 +239,7 @@ describe('run flags', () => {
     [['--json=2'], /--json is a switch/],
     [['--mtu', '1500', '--mtu', '9000'], /--mtu given more than once \("1500" and "9000"\); give it once: an integer from 68 to 65535/],
     [['--mtu'], /--mtu needs a value: an integer from 68 to 65535/],
-    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --addr, --host-addr, --mtu, --services, --pcap, --pcap-snaplen, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --cc, --events, --json, --help/],
+    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --services, --pcap, --pcap-snaplen, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --cc, --events, --json, --help/],
     [['extra'], /unexpected argument "extra"; usage: faultstack run --addr IP\/PREFIX \[options\]/],
   ];
   for (const [argv, re] of cases) {
@@ -252,6 +252,47 @@ describe('run flags', () => {
     expect(usageMessage(() => buildRunOptions([]))).toBe(
       'faultstack run: --addr is required: an IPv4 address with a prefix length from 1 to 31, e.g. 198.18.0.2/24');
   });
+
+  it('--tap: an Ethernet link, a bridge port without a host address, the default MAC from --addr', () => {
+    const o = buildRunOptions(['--addr', '198.18.0.2/24', '--tap', 'fst0', '--bridge', 'fsbr0', '--gateway', '198.18.0.1', '--proxy-arp', '198.18.10.7/24', '--promiscuous', '--join', '239.1.2.3', '--join', '239.1.2.3'])!;
+    expect(o.join).toEqual([0xef010203]);
+    expect(o).toMatchObject({ tun: 'fst0', link: 'tap', bridge: 'fsbr0', mac: 0x0200c6120002, gateway: 0xc6120001, promiscuous: true, hostAddr: null });
+    expect(o.proxyArp).toEqual([{ addr: 0xc6120a00, prefix: 24 }]); // host bits dropped
+    expect(o.control).toMatch(/\/fst0\.sock$/);
+    const p2p = buildRunOptions(['--addr', '198.18.0.2/24', '--tap', 'fst0', '--mac', '52-54-00-12-34-56'])!;
+    expect(p2p).toMatchObject({ link: 'tap', mac: 0x525400123456, bridge: undefined });
+    expect(formatIpv4(p2p.hostAddr!.addr)).toBe('198.18.0.1'); // a point-to-point Ethernet link to the kernel
+    expect(buildRunOptions(base)!.link).toBeUndefined();
+  });
+
+  const tapCases: [string[], string][] = [
+    [['--tap', 't0', '--tun', 't1'], 'faultstack run: give --tun or --tap, not both (--tun t1, --tap t0)'],
+    [['--bridge', 'br0'], 'faultstack run: --bridge needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
+    [['--mac', '02:00:00:00:00:01'], 'faultstack run: --mac needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
+    [['--gateway', '198.18.0.1'], 'faultstack run: --gateway needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
+    [['--proxy-arp', '198.18.10.0/24'], 'faultstack run: --proxy-arp needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
+    [['--promiscuous'], 'faultstack run: --promiscuous needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
+    [['--tap', 't0', '--mac', '03:00:00:00:00:01'], 'faultstack run: --mac must be a unicast MAC address: 03:00:00:00:00:01 has the group bit set (its first octet is odd), e.g. 02:00:c6:12:00:02, got "03:00:00:00:00:01"'],
+    [['--tap', 't0', '--mac', '02:00:00:00:01'], 'faultstack run: --mac must be a unicast MAC address, six hex octets such as 02:00:c6:12:00:02 (first octet even), got "02:00:00:00:01"'],
+    [['--tap', 't0', '--mac', '00:00:00:00:00:00'], 'faultstack run: --mac must be a unicast MAC address, not 00:00:00:00:00:00, got "00:00:00:00:00:00"'],
+    [['--tap', 't0', '--gateway', '198.18.1.1'], 'faultstack run: --gateway must be a neighbour in the subnet of --addr (198.18.0.0/24), got "198.18.1.1"'],
+    [['--tap', 't0', '--gateway', '198.18.0.2'], 'faultstack run: --gateway must be another host of 198.18.0.0/24 than --addr (198.18.0.1 to 198.18.0.254), got "198.18.0.2"'],
+    [['--tap', 't0', '--gateway', '198.18.0.255'], 'faultstack run: --gateway must be another host of 198.18.0.0/24 than --addr (198.18.0.1 to 198.18.0.254), got "198.18.0.255"'],
+    [['--tap', 't0', '--gateway', 'router'], 'faultstack run: --gateway must be an IPv4 unicast address, e.g. 198.18.0.1, got "router"'],
+    [['--tap', 't0', '--bridge', 'br0', '--host-addr', '198.18.0.1/24'], 'faultstack run: --host-addr does not go with --bridge: a bridge port carries no address (give the bridge, or a veth in it, an address of 198.18.0.0/24)'],
+    [['--tap', 't0', '--bridge', 't0'], 'faultstack run: --bridge must name a bridge, not the TAP device itself (both are "t0")'],
+    [['--tap', 't0', '--queues', '2', '--shards'], 'faultstack run: --shards runs on a TUN device only (a TAP device has one neighbour table and ARP for all its queues); drop --shards, --queues N still works'],
+    [['--tap', 't0', '--proxy-arp', '224.0.0.0/4'], 'faultstack run: --proxy-arp must be a unicast subnet (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.10.0/24, got "224.0.0.0/4"'],
+    [['--join', '239.1.2.3'], 'faultstack run: --join needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
+    [['--tap', 't0', '--join', '198.18.0.1'], 'faultstack run: --join must be an IPv4 multicast group in 224.0.1.0 to 239.255.255.255, e.g. 239.255.0.10, got "198.18.0.1"'],
+    [['--tap', 't0', '--join', '224.0.0.251'], 'faultstack run: --join must not be in 224.0.0.0/24 (link-local control groups are never reported, RFC 2236 6), e.g. 239.255.0.10, got "224.0.0.251"'],
+    [['--tap', 'a/b'], 'faultstack run: --tap must be a Linux interface name: 1 to 15 characters, without "/", ":" or whitespace, got "a/b"'],
+  ];
+  for (const [argv, msg] of tapCases) {
+    it(`rejects ${JSON.stringify(argv)}`, () => {
+      expect(runMsg(...argv)).toBe(msg);
+    });
+  }
 
   it('rejects --pcap and --events naming the same file', () => {
     expect(runMsg('--pcap', '/tmp/same', '--events', '/tmp/same')).toBe('faultstack run: --pcap and --events must be different files, both are "/tmp/same"');

@@ -5,7 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../../../stack/util/errors';
-import { Ipv4Cidr, formatIpv4, parseCidr, prefixMask, sameSubnet } from '../../../stack/wire/addr';
+import { Ipv4Cidr, formatIpv4, parseCidr, parseIpv4, prefixMask, sameSubnet } from '../../../stack/wire/addr';
+import { formatMac, isMulticastMac, macFromIpv4, parseMac } from '../../../stack/wire/ethernet';
 import {
   InvalidValue, defineCommand, Validator, commaSubset, integer, keyValue, oneOf, parseArgs, printHelp,
   repeatableFlag, requiredFlag, switchFlag, text, usageError, valueFlag,
@@ -69,6 +70,53 @@ export const interfaceCidr: Validator<Ipv4Cidr> = {
   },
 };
 
+/** A MAC address for the stack: six hex octets, unicast (I/G bit clear), not all zero. */
+export const macAddress: Validator<number> = {
+  valid: 'a unicast MAC address, six hex octets such as 02:00:c6:12:00:02 (first octet even)',
+  parse(raw) {
+    const m = parseMac(raw);
+    if (m === null) throw new InvalidValue(`must be ${macAddress.valid}`);
+    if (isMulticastMac(m)) throw new InvalidValue(`must be a unicast MAC address: ${formatMac(m)} has the group bit set (its first octet is odd), e.g. 02:00:c6:12:00:02`);
+    if (m === 0) throw new InvalidValue(`must be a unicast MAC address, not 00:00:00:00:00:00`);
+    return m;
+  },
+};
+
+/** A unicast IPv4 address (no prefix). */
+export const hostAddress: Validator<number> = {
+  valid: 'an IPv4 unicast address, e.g. 198.18.0.1',
+  parse(raw) {
+    const a = parseIpv4(raw.trim());
+    if (a === null) throw new InvalidValue(`must be ${hostAddress.valid}`);
+    const first = a >>> 24;
+    if (first === 0 || first === 127 || first >= 224) throw new InvalidValue(`must be a unicast address (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.0.1`);
+    return a;
+  },
+};
+
+/** An IPv4 multicast group a host may join (224.0.0.0/4, not the link-local 224.0.0.0/24). */
+export const multicastGroup: Validator<number> = {
+  valid: 'an IPv4 multicast group in 224.0.1.0 to 239.255.255.255, e.g. 239.255.0.10',
+  parse(raw) {
+    const a = parseIpv4(raw.trim());
+    if (a === null || a >>> 28 !== 0xe) throw new InvalidValue(`must be ${multicastGroup.valid}`);
+    if (a >>> 8 === 0xe00000) throw new InvalidValue(`must not be in 224.0.0.0/24 (link-local control groups are never reported, RFC 2236 6), e.g. 239.255.0.10`);
+    return a;
+  },
+};
+
+/** A subnet, any prefix length from 1 to 32 (its host bits are ignored). */
+export const subnetCidr: Validator<Ipv4Cidr> = {
+  valid: 'an IPv4 subnet with a prefix length from 1 to 32, e.g. 198.18.10.0/24',
+  parse(raw) {
+    const c = parseCidr(raw.trim());
+    if (!c || c.prefix < 1) throw new InvalidValue(`must be ${subnetCidr.valid}`);
+    const first = c.addr >>> 24;
+    if (first === 0 || first === 127 || first >= 224) throw new InvalidValue(`must be a unicast subnet (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.10.0/24`);
+    return { addr: (c.addr & prefixMask(c.prefix)) >>> 0, prefix: c.prefix };
+  },
+};
+
 /** A file to create: its directory must exist. */
 export const outputFile: Validator<string> = {
   valid: 'a file path in an existing directory',
@@ -104,13 +152,20 @@ export const impairSpec: Validator<string> = {
 
 export const RUN_SPEC = defineCommand({
   name: 'run',
-  summary: 'Start the userspace stack on a TUN device and serve until SIGINT or SIGTERM.',
+  summary: 'Start the userspace stack on a TUN device (or a TAP device, --tap) and serve until SIGINT or SIGTERM.',
   details: [
     'Prints one line containing "ready" once the device is up and the services listen.',
     'Control it from another shell with `faultstack stats`, `faultstack fault set ...` and friends.',
   ].join('\n'),
   flags: {
-    tun: valueFlag({ valueName: 'NAME', help: 'TUN device name', ...ifname, default: 'fs0' }),
+    tun: valueFlag({ valueName: 'NAME', help: 'TUN device name', ...ifname, defaultText: 'fs0 (unless --tap)' }),
+    tap: valueFlag({ valueName: 'NAME', help: 'a TAP device (Ethernet: ARP, neighbours, IGMP) in place of --tun', ...ifname }),
+    bridge: valueFlag({ valueName: 'BR', help: 'with --tap: make the TAP a port of this Linux bridge (created if absent, then removed at exit)', ...ifname }),
+    mac: valueFlag({ valueName: 'MAC', help: "with --tap: the stack's MAC address", defaultText: '02:00 and the four octets of --addr', ...macAddress }),
+    gateway: valueFlag({ valueName: 'IP', help: 'with --tap: default route via this neighbour (in the subnet of --addr)', ...hostAddress }),
+    'proxy-arp': repeatableFlag({ valueName: 'IP/PREFIX', help: 'with --tap: answer ARP for every host of this subnet and serve it', ...subnetCidr }),
+    promiscuous: switchFlag('with --tap: take every frame on the segment, not only those to our MAC addresses'),
+    join: repeatableFlag({ valueName: 'GROUP', help: 'with --tap: join this IPv4 multicast group (IGMPv2 reports, frames to its MAC taken)', ...multicastGroup }),
     addr: requiredFlag(valueFlag({ valueName: 'IP/PREFIX', help: "the stack's address", ...interfaceCidr })),
     'host-addr': valueFlag({
       valueName: 'IP/PREFIX', help: 'kernel side of the TUN link, same subnet as --addr',
@@ -123,7 +178,7 @@ export const RUN_SPEC = defineCommand({
     }),
     pcap: valueFlag({ valueName: 'FILE', help: "write every packet to this pcap file, as the stack sees it (before out impairments, after in ones)", ...outputFile }),
     'pcap-snaplen': valueFlag({ valueName: 'N', help: 'bytes of each packet to capture (headers only: 128)', ...integer(64, 262144), default: 262144 }),
-    'pcap-wire': valueFlag({ valueName: 'FILE', help: 'write every packet to this pcap file as the TUN device carries it (after out impairments, before in ones)', ...outputFile }),
+    'pcap-wire': valueFlag({ valueName: 'FILE', help: 'write every packet to this pcap file as the device carries it: IP packets on TUN, Ethernet frames (ARP, IGMP) on TAP (after out impairments, before in ones)', ...outputFile }),
     impair: repeatableFlag({ valueName: 'SPEC', help: 'add an impairment at start, e.g. "out --dport 80 loss 3% delay 20ms" (faultstack impair --help)', ...impairSpec }),
     control: valueFlag({ valueName: 'PATH', help: 'control socket', defaultText: `${defaultRunDir()}/<tun>.sock`, ...socketPath }),
     fault: repeatableFlag({ valueName: 'ID=MODE', help: 'set a fault mode at start, e.g. 903927=buggy', ...keyValue('ID', 'MODE', '903927=buggy') }),
@@ -146,9 +201,29 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
   if (p.help) return null;
   const f = p.flags;
   const addr = f.addr;
-  let hostAddr: Ipv4Cidr;
+  const tap = f.tap !== undefined;
+  if (tap && f.tun !== undefined) throw usageError(spec, `give --tun or --tap, not both (--tun ${f.tun}, --tap ${f.tap})`);
+  if (!tap) {
+    for (const [name, given] of [['bridge', f.bridge !== undefined], ['mac', f.mac !== undefined], ['gateway', f.gateway !== undefined], ['proxy-arp', f['proxy-arp'].length > 0], ['promiscuous', f.promiscuous], ['join', f.join.length > 0]] as const) {
+      if (given) throw usageError(spec, `--${name} needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)`);
+    }
+  }
+  const device = f.tap ?? f.tun ?? 'fs0';
+  if (f.bridge !== undefined && f.bridge === device) throw usageError(spec, `--bridge must name a bridge, not the TAP device itself (both are "${device}")`);
+  if (f.bridge !== undefined && f['host-addr'] !== undefined) {
+    throw usageError(spec, `--host-addr does not go with --bridge: a bridge port carries no address (give the bridge, or a veth in it, an address of ${formatIpv4(networkOf(addr))}/${addr.prefix})`);
+  }
+  if (f.gateway !== undefined) {
+    const subnet = `${formatIpv4(networkOf(addr))}/${addr.prefix}`;
+    if (!sameSubnet(f.gateway, addr.addr, addr.prefix)) throw usageError(spec, `--gateway must be a neighbour in the subnet of --addr (${subnet}), got "${formatIpv4(f.gateway)}"`);
+    const [lo, hi] = hostRange(addr);
+    if (f.gateway === addr.addr || f.gateway < lo || f.gateway > hi) throw usageError(spec, `--gateway must be another host of ${subnet} than --addr (${formatIpv4(lo)} to ${formatIpv4(hi)}), got "${formatIpv4(f.gateway)}"`);
+  }
+  let hostAddr: Ipv4Cidr | null;
   const defaulted = f['host-addr'] === undefined;
-  if (f['host-addr'] === undefined) {
+  if (f.bridge !== undefined) {
+    hostAddr = null;
+  } else if (f['host-addr'] === undefined) {
     hostAddr = firstOtherHost(addr);
   } else {
     hostAddr = f['host-addr'];
@@ -164,7 +239,8 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
       throw usageError(spec, `--host-addr must differ from --addr (both are ${formatIpv4(addr.addr)}); pick another address in ${subnet}, e.g. ${suggestion}`);
     }
   }
-  const control = f.control ?? socketPath.parse(path.join(defaultRunDir(), `${f.tun}.sock`));
+  const control = f.control ?? socketPath.parse(path.join(defaultRunDir(), `${device}.sock`));
+  if (f.shards && tap) throw usageError(spec, '--shards runs on a TUN device only (a TAP device has one neighbour table and ARP for all its queues); drop --shards, --queues N still works');
   if (f.shards && f.queues < 2) {
     throw usageError(spec, `--shards needs --queues 2 or more (one shard per queue), got --queues ${f.queues}`);
   }
@@ -179,7 +255,11 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
   return {
-    tun: f.tun,
+    tun: device,
+    ...(tap ? {
+      link: 'tap' as const, bridge: f.bridge, mac: f.mac ?? macFromIpv4(addr.addr), gateway: f.gateway,
+      proxyArp: f['proxy-arp'], promiscuous: f.promiscuous, join: [...new Set(f.join)],
+    } : {}),
     addr,
     hostAddr,
     hostAddrDefaulted: defaulted,

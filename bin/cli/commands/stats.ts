@@ -80,6 +80,16 @@ export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number 
     out.push(shown.length ? table(shown.map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }) : '  (all zero)\n');
   }
 
+  const link = r.link as { mac?: string; sourceMac?: string; bridge?: string | null; gateway?: string | null; counters?: Record<string, unknown> } | undefined;
+  if (link && typeof link === 'object') {
+    const where = [link.mac ? `mac ${link.mac}` : '', link.sourceMac && link.sourceMac !== link.mac ? `sending as ${link.sourceMac}` : '',
+      link.bridge ? `bridge ${link.bridge}` : '', link.gateway ? `gateway ${link.gateway}` : ''].filter(Boolean).join(', ');
+    const all = link.counters ? flattenCounters(link.counters) : [];
+    const shown = opts.all ? all : all.filter(([, v]) => !isZero(v));
+    out.push(`\nEthernet (${where}; \`faultstack neigh\` shows the ARP table):\n`);
+    if (shown.length) out.push(table(shown.map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }));
+  }
+
   if (Array.isArray(r.connections)) {
     out.push(`\nConnections (${r.connections.length}):\n`);
     out.push(r.connections.length ? renderConnections(r.connections) : '  (none)\n');

@@ -1,7 +1,8 @@
 // faultstack_tun: a small Linux TUN binding for faultstack (node-addon-api, no C++ exceptions).
 //
 // Exports
-//   open(name, vnetHdr, multiQueue, queues) -> { name, fds: number[], created, flags }
+//   open(name, vnetHdr, multiQueue, queues[, tap]) -> { name, fds: number[], created, flags }
+//                                                 (tap: IFF_TAP, Ethernet frames, instead of IFF_TUN)
 //   setVnetHdrSize(fd, size) -> boolean
 //   setOffload(fd, flags) -> boolean            (TUNSETOFFLOAD; false when the kernel refuses)
 //   getIfFlags(fd) -> number                     (TUNGETIFF)
@@ -13,6 +14,9 @@
 //         onBurst: (n: number) => void)
 //     .start() .close() .ref() .unref()
 //     .write(packets: Buffer[], count, metas: Uint32Array | null) -> number written
+//     .writeFramed(packets, count, metas, heads: Buffer, headStride, headLens: Uint8Array) -> number written
+//                           TAP: packet i goes out as heads[i*headStride, +headLens[i]) ++ packets[i]
+//                           in one writev (the Ethernet header without copying the packet)
 //     .setSlot(i, buffer)   read slot i into `buffer` from now on (at least slotSize bytes): JS
 //                           gives a packet it kept (zero-copy receive) away and a fresh slot back
 //
@@ -112,11 +116,12 @@ bool CopyIfName(const std::string& name, char out[IFNAMSIZ]) {
 
 Napi::Value Open(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsString()) return ThrowType(env, "open(name, vnetHdr, multiQueue, queues)");
+  if (info.Length() < 4 || !info[0].IsString()) return ThrowType(env, "open(name, vnetHdr, multiQueue, queues[, tap])");
   std::string name = info[0].As<Napi::String>().Utf8Value();
   bool vnet = info[1].ToBoolean().Value();
   bool mq = info[2].ToBoolean().Value();
   int queues = info[3].ToNumber().Int32Value();
+  bool tap = info.Length() > 4 && info[4].ToBoolean().Value();
   if (!mq) queues = 1;
   if (queues < 1 || queues > 256) return ThrowType(env, "queues must be 1..256");
 
@@ -140,7 +145,7 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
     fds.push_back(fd);
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    ifr.ifr_flags = (tap ? IFF_TAP : IFF_TUN) | IFF_NO_PI;
     if (vnet) ifr.ifr_flags |= IFF_VNET_HDR;
     if (mq) ifr.ifr_flags |= IFF_MULTI_QUEUE;
     // Queue 0 may carry a pattern ("fs%d"); later queues attach to the name the kernel chose.
@@ -246,6 +251,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
                            InstanceMethod<&Queue::RefLoop>("ref"),
                            InstanceMethod<&Queue::UnrefLoop>("unref"),
                            InstanceMethod<&Queue::SetSlot>("setSlot"),
+                           InstanceMethod<&Queue::WriteFramed>("writeFramed"),
                        });
   }
 
@@ -431,6 +437,94 @@ class Queue : public Napi::ObjectWrap<Queue> {
     return Napi::Number::New(env, written);
   }
 
+  // ------------------------------------------------------------------------------------------
+  // TAP: gather write. writeFramed(packets, count, metas | null, heads, headStride, headLens)
+  // Packet i is written as [virtio_net_hdr] + heads[i*headStride, +headLens[i]) + packets[i] in
+  // one writev: the link header goes in front of a (possibly 64 KiB) packet without a copy.
+  // headLens[i] == 0: the packet is a whole frame already. Counters as for write().
+  Napi::Value WriteFramed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 6 || !info[0].IsArray() || !info[3].IsBuffer() || !info[5].IsTypedArray()) {
+      return ThrowType(env, "writeFramed(packets, count, metas, heads, headStride, headLens)");
+    }
+    Napi::Array pkts = info[0].As<Napi::Array>();
+    uint32_t count = info[1].ToNumber().Uint32Value();
+    if (count > pkts.Length()) count = pkts.Length();
+    const uint32_t* metas = nullptr;
+    size_t metaLen = 0;
+    if (info[2].IsTypedArray()) {
+      Napi::TypedArray ta = info[2].As<Napi::TypedArray>();
+      if (ta.TypedArrayType() != napi_uint32_array) return ThrowType(env, "metas must be a Uint32Array");
+      Napi::Uint32Array m = ta.As<Napi::Uint32Array>();
+      metas = m.Data();
+      metaLen = m.ElementLength();
+    }
+    Napi::Buffer<uint8_t> heads = info[3].As<Napi::Buffer<uint8_t>>();
+    uint32_t stride = info[4].ToNumber().Uint32Value();
+    Napi::TypedArray la = info[5].As<Napi::TypedArray>();
+    if (la.TypedArrayType() != napi_uint8_array) return ThrowType(env, "headLens must be a Uint8Array");
+    Napi::Uint8Array lens = la.As<Napi::Uint8Array>();
+    if (lens.ElementLength() < count || static_cast<uint64_t>(stride) * count > heads.Length()) {
+      return ThrowType(env, "writeFramed: heads / headLens smaller than count x headStride");
+    }
+    if (closed_) {
+      counters_[kTxDrops] += count;
+      return Napi::Number::New(env, 0);
+    }
+    uint32_t written = 0;
+    for (uint32_t i = 0; i < count; i++) {
+      napi_value v;
+      if (napi_get_element(env, pkts, i, &v) != napi_ok) break;
+      void* data = nullptr;
+      size_t len = 0;
+      if (napi_get_buffer_info(env, v, &data, &len) != napi_ok) {
+        bool pending = false;
+        napi_is_exception_pending(env, &pending);
+        if (pending) {
+          napi_value e;
+          napi_get_and_clear_last_exception(env, &e);
+        }
+        counters_[kTxErrors] += 1;
+        counters_[kLastErrno] = EINVAL;
+        continue;
+      }
+      uint32_t hl = lens[i];
+      if (hl > stride) hl = stride;
+      struct iovec iov[3];
+      int n = 0;
+      VnetHdr h;
+      if (vnet_) {
+        memset(&h, 0, sizeof h);
+        if (metas && (i + 1) * kMetaStride <= metaLen) {
+          const uint32_t* m = metas + i * kMetaStride;
+          h.flags = static_cast<uint8_t>(m[0]);
+          h.gso_type = static_cast<uint8_t>(m[1]);
+          h.hdr_len = static_cast<uint16_t>(m[2]);
+          h.gso_size = static_cast<uint16_t>(m[3]);
+          h.csum_start = static_cast<uint16_t>(m[4]);
+          h.csum_offset = static_cast<uint16_t>(m[5]);
+        }
+        iov[n++] = {&h, sizeof h};
+      }
+      if (hl > 0) iov[n++] = {heads.Data() + static_cast<size_t>(i) * stride, hl};
+      iov[n++] = {data, len};
+      ssize_t rc;
+      do rc = writev(fd_, iov, n);
+      while (rc < 0 && errno == EINTR);
+      if (rc < 0) {
+        int err = errno;
+        counters_[kLastErrno] = err;
+        if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) counters_[kTxDrops] += 1;
+        else counters_[kTxErrors] += 1;
+        continue;
+      }
+      written++;
+      counters_[kTxPackets] += 1;
+      counters_[kTxBytes] += static_cast<double>(len + hl);
+    }
+    return Napi::Number::New(env, written);
+  }
+
   static void OnPoll(uv_poll_t* h, int status, int events) {
     Queue* q = static_cast<Queue*>(h->data);
     if (q) q->Readable(status);
@@ -574,6 +668,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Queue", Queue::Init(env));
   Napi::Object c = Napi::Object::New(env);
   c.Set("IFF_TUN", IFF_TUN);
+  c.Set("IFF_TAP", IFF_TAP);
   c.Set("IFF_NO_PI", IFF_NO_PI);
   c.Set("IFF_VNET_HDR", IFF_VNET_HDR);
   c.Set("IFF_MULTI_QUEUE", IFF_MULTI_QUEUE);
