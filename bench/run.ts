@@ -2,7 +2,7 @@
  * `make bench`: the benchmark suite.
  *   node dist/bench/run.js [--quick] [--json] [--only micro,bulk,...] [--out DIR]
  *
- * Sections: micro (tinybench), bulk, offoff, connrate, latency, synflood, memory,
+ * Sections: micro (tinybench), bulk, offoff, connrate, latency, synflood, floodmem, memory,
  * multiqueue (real traffic in lab namespaces, each against the Linux kernel over a
  * veth pair in the same run), and leak / pmtu when bench/leak.ts / bench/pmtu.ts exist.
  * Progress goes to stderr; the report to bench/results/ (JSON, Markdown, SVG); a short
@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
 import { machineInfo, writeReport, type Report } from './report';
 
-const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'memory', 'multiqueue', 'leak', 'pmtu'];
+const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'leak', 'pmtu'];
 
 interface Args { quick: boolean; json: boolean; only: Set<string>; out: string }
 
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     const { runMicro } = await import('./micro');
     figures.push(...(await runMicro({ quick: args.quick })));
   }
-  const traffic = ['bulk', 'offoff', 'connrate', 'latency', 'synflood', 'memory', 'multiqueue'].filter(want);
+  const traffic = ['bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue'].filter(want);
   if (traffic.length) {
     if (process.getuid?.() !== 0) {
       progress('\nreal-traffic sections need root (namespaces, TUN): skipped');

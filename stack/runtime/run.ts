@@ -151,6 +151,7 @@ function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {
     listeners: [...s.tcp.listeners.values()].map((l) => ({
       port: l.port, backlog: l.backlog, synQueue: l.synQueue.size, acceptQueue: l.acceptQueue.length,
       refusedSyns: l.refusedSyns, droppedSyns: l.droppedSyns, droppedAcks: l.droppedAcks, resetAfterHandshake: l.resetAfterHandshake,
+          recycled: l.recycled,
     })),
     lock: { name: 'tcp-connection-table', ...s.tcp.table.lock.describe(s.now) },
     faults: snap.modes,
