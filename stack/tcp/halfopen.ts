@@ -35,6 +35,8 @@ export const HalfOpenFlag = {
   HoldsSlot: 16,
   /** A backlog policy will tell the application only after the handshake (Windows SynAttackProtect 2). */
   DelayedIndication: 32,
+  /** In its listener's SYN queue. */
+  Queued: 64,
 } as const;
 
 /** The heap timer's callback: `this` is the entry (TimerQueue calls t.fire(now)). */
@@ -68,6 +70,8 @@ export class HalfOpen extends Timer {
    */
   older: HalfOpen | null = null;
   newer: HalfOpen | null = null;
+  /** The next entry from the same remote address and port (to another of our addresses): a hash chain. */
+  samePeer: HalfOpen | null = null;
 
   constructor(
     readonly listener: Listener,
@@ -103,9 +107,10 @@ export class HalfOpen extends Timer {
   get rcvNxt(): number { return (this.irs32 + 1) >>> 0; }
   get tsRecent(): number { return this.tsRecent32 >>> 0; }
   has(flag: number): boolean { return (this.flags & flag) !== 0; }
-  /** The key of the listener's SYN queue: remote address and port (< 2^48, exact in a double). */
+  /** The SYN queue's hash key: remote address and port (< 2^48, exact in a double). */
   get key(): number { return HalfOpen.keyOf(this.remoteAddr, this.remotePort); }
   static keyOf(remoteAddr: number, remotePort: number): number { return remoteAddr * 65536 + remotePort; }
+  get queued(): boolean { return (this.flags & HalfOpenFlag.Queued) !== 0; }
 
   /** Our window in the SYN-ACK (never scaled, RFC 7323 2.2), and thus RCV.WND until the handshake completes. */
   private get synWindow(): number { return Math.min(this.listener.layer.config.rcvBuf, 65535); }
@@ -136,7 +141,7 @@ export class HalfOpen extends Timer {
   /** The SYN-ACK timer (RFC 6298 backoff from the policy's first timeout). */
   onTimer(now: number): void {
     const l = this.listener;
-    if (l.synQueue.get(this.key) !== this) return;
+    if (!this.queued) return;
     this.retries++;
     if (this.retries > l.layer.backlog.synAckRetries(l)) {
       // Given up: SYN-RECEIVED -> LISTEN without a handshake (RFC 4022 tcpAttemptFails).
@@ -259,5 +264,66 @@ export class HalfOpen extends Timer {
       state: 'SYN-RECEIVED', local: `${formatIpv4(this.localAddr)}:${this.localPort}`,
       peer: `${formatIpv4(this.remoteAddr)}:${this.remotePort}`, retrans: this.backoff,
     };
+  }
+}
+
+/**
+ * A listener's SYN queue: its half-open entries found by four-tuple (a Map keyed by the
+ * remote address and port, chained for the rare peer half-open towards two of our
+ * addresses: a client may use one source port towards several destinations), and kept
+ * in arrival order (an intrusive list: the oldest is the next to recycle, and a Map
+ * iterated from its start after many deletions would walk their tombstones each time).
+ */
+export class SynQueue {
+  private readonly byPeer = new Map<number, HalfOpen>();
+  size = 0;
+  oldest: HalfOpen | null = null;
+  private newest: HalfOpen | null = null;
+
+  find(localAddr: number, remoteAddr: number, remotePort: number): HalfOpen | undefined {
+    let r = this.byPeer.get(HalfOpen.keyOf(remoteAddr, remotePort));
+    while (r && r.localAddr !== localAddr) r = r.samePeer ?? undefined;
+    return r;
+  }
+
+  add(req: HalfOpen): void {
+    const key = req.key;
+    req.samePeer = this.byPeer.get(key) ?? null;
+    this.byPeer.set(key, req);
+    req.older = this.newest;
+    if (this.newest) this.newest.newer = req; else this.oldest = req;
+    this.newest = req;
+    req.flags |= HalfOpenFlag.Queued;
+    this.size++;
+  }
+
+  /** False when it was not queued. */
+  remove(req: HalfOpen): boolean {
+    if (!req.queued) return false;
+    const key = req.key;
+    let r = this.byPeer.get(key)!;
+    if (r === req) {
+      if (req.samePeer) this.byPeer.set(key, req.samePeer); else this.byPeer.delete(key);
+    } else {
+      while (r.samePeer !== req) r = r.samePeer!;
+      r.samePeer = req.samePeer;
+    }
+    req.samePeer = null;
+    if (req.older) req.older.newer = req.newer; else this.oldest = req.newer;
+    if (req.newer) req.newer.older = req.older; else this.newest = req.older;
+    req.older = req.newer = null;
+    req.flags &= ~HalfOpenFlag.Queued;
+    this.size--;
+    return true;
+  }
+
+  /** Oldest first. An entry removed while iterating does not end the walk. */
+  *values(): IterableIterator<HalfOpen> {
+    let r = this.oldest;
+    while (r) {
+      const next = r.newer;
+      yield r;
+      r = r.queued ? r.newer : next;
+    }
   }
 }

@@ -19,18 +19,15 @@
  */
 import type { TcpRepr } from '../wire/tcp';
 import type { TcpConnection } from './connection';
-import { HalfOpen, HalfOpenFlag } from './halfopen';
+import { HalfOpen, HalfOpenFlag, SynQueue } from './halfopen';
 import type { TcpLayer } from './tcp';
 
 export type AdmitVerdict = 'ok' | 'drop' | 'reset';
 export type SynVerdict = 'accept' | 'drop' | 'reset' | 'cookie';
 
 export class Listener {
-  /** Half-open entries by remote address and port (HalfOpen.keyOf). */
-  readonly synQueue = new Map<number, HalfOpen>();
-  /** The same entries by age: the oldest (next to recycle) and the newest. */
-  private oldest: HalfOpen | null = null;
-  private newest: HalfOpen | null = null;
+  /** Half-open entries, by four-tuple and by age. */
+  readonly synQueue = new SynQueue();
   readonly acceptQueue: TcpConnection[] = [];
   /** The application's per-connection allocation when it is told of a connection (KB 903927's "stacks"). */
   onIndicate: ((conn: TcpConnection) => unknown) | null = null;
@@ -60,8 +57,7 @@ export class Listener {
 
   /** The half-open entry of this four-tuple, if any. */
   findHalfOpen(localAddr: number, remoteAddr: number, remotePort: number): HalfOpen | undefined {
-    const req = this.synQueue.get(HalfOpen.keyOf(remoteAddr, remotePort));
-    return req && req.localAddr === localAddr ? req : undefined;
+    return this.synQueue.find(localAddr, remoteAddr, remotePort);
   }
 
   /** A SYN for this port, with no connection yet. */
@@ -80,19 +76,11 @@ export class Listener {
         layer.sendSynCookie(this, seg, src, dst, now);
         return null;
       case 'accept': {
-        const key = HalfOpen.keyOf(src, seg.srcPort);
-        // The same remote endpoint half-open towards another of our addresses (the
-        // listener answers any): one entry per remote endpoint, the newer SYN wins.
-        const old = this.synQueue.get(key);
-        if (old) this.recycle(old);
         const cfg = layer.config;
         if (this.synQueue.size >= cfg.synQueueCapPerListener) this.recycleOldest();
         else if (layer.halfOpenCount >= cfg.synQueueCapGlobal) layer.recycleOldestHalfOpen(this);
         const req = new HalfOpen(this, dst, src, seg.srcPort, seg, layer.isnFor(dst, this.port, src, seg.srcPort, now), now);
-        this.synQueue.set(key, req);
-        req.older = this.newest;
-        if (this.newest) this.newest.newer = req; else this.oldest = req;
-        this.newest = req;
+        this.synQueue.add(req);
         layer.halfOpenCount++;
         layer.counters.TcpPassiveOpens++;
         req.sendSynAck(now);
@@ -111,12 +99,7 @@ export class Listener {
 
   /** The entry leaves the SYN queue (handshake done, given up, reset or recycled). */
   removeHalfOpen(req: HalfOpen, established = false): void {
-    const key = req.key;
-    if (this.synQueue.get(key) !== req) return;
-    this.synQueue.delete(key);
-    if (req.older) req.older.newer = req.newer; else this.oldest = req.newer;
-    if (req.newer) req.newer.older = req.older; else this.newest = req.older;
-    req.older = req.newer = null;
+    if (!this.synQueue.remove(req)) return;
     this.layer.halfOpenCount--;
     this.layer.timers.disarm(req);
     if (req.has(HalfOpenFlag.Retried)) this.halfOpenRetried--;
@@ -125,8 +108,9 @@ export class Listener {
 
   /** Drops the oldest half-open entry to make room (RFC 4987 3.3). */
   recycleOldest(): boolean {
-    if (!this.oldest) return false;
-    this.recycle(this.oldest);
+    const oldest = this.synQueue.oldest;
+    if (!oldest) return false;
+    this.recycle(oldest);
     return true;
   }
 

@@ -13,7 +13,7 @@ import { EventLog } from '../../stack/faults/events';
 import { installFaults } from '../../stack/faults/install';
 import type { FsSocket } from '../../stack/api/net';
 import { ACK, FIN, RST, SYN } from '../../stack/wire/tcp';
-import { A_IP, B_ADDR, makePair, runFor, runUntil, sinkServer, watch, type Pair } from './helpers/pair';
+import { A_IP, B_ADDR, B_IP, makePair, runFor, runUntil, sinkServer, watch, type Pair } from './helpers/pair';
 import { craftTcp, Tap } from './helpers/tap';
 
 const SPOOF_BASE = 0xc6126400; // 198.18.100.0
@@ -106,6 +106,29 @@ describe('half-open entries', () => {
     expect(conn).toMatchObject({ wsOk: true, sndWscale: 7, sackOk: true, tsOk: true, tsRecent: 503, rcvNxt: 1006 });
     // The SYN-ACK was resent: the initial window is one segment (RFC 5681 3.1).
     expect(conn.cc.cwnd).toBe(conn.mss);
+  });
+
+  test('one source port towards two of our addresses: two entries, two connections (a client may reuse a port per destination)', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    tap.drop = (s) => s.dir === 'b->a';
+    const srv = sinkServer(p, 9000);
+    await runFor(p.clock, 1);
+    const other = B_IP + 75; // 198.18.0.77: the stack answers any address routed to it
+    for (const dst of [B_IP, other]) tap.inject('b', craftTcp({ dst, sport: 40000, dport: 9000, seq: 5000, flags: SYN, mss: 1460 }));
+    await runFor(p.clock, 2);
+    const l = p.b.tcp.listeners.get(9000)!;
+    expect(l.synQueue.size).toBe(2);
+    expect(p.b.counters.FsHalfOpenRecycled).toBe(0);
+    const synAcks = tap.tcp('b->a', (t) => t.flags === (SYN | ACK));
+    expect(synAcks.map((x) => x.src).sort()).toEqual([B_IP, other].sort());
+    for (const sa of synAcks) {
+      tap.inject('b', craftTcp({ dst: sa.src, sport: 40000, dport: 9000, seq: 5001, ack: (sa.tcp.seq + 1) >>> 0, flags: ACK, payload: Buffer.from(`to ${sa.src}`) }));
+    }
+    expect(await runUntil(p.clock, () => srv.sinks.length === 2 && srv.sinks.every((x) => x.bytes > 0), 50)).toBe(true);
+    expect(srv.sinks.map((x) => x.data().toString()).sort()).toEqual([`to ${B_IP}`, `to ${other}`].sort());
+    expect(l.synQueue.size).toBe(0);
+    expect(tap.tcp('b->a', (t) => (t.flags & RST) !== 0)).toEqual([]);
   });
 
   test('a SYN with FIN gets no SYN-ACK and leaves no entry (Linux drops it)', async () => {
