@@ -224,9 +224,9 @@ export async function run(argv: string[]): Promise<number> {
       const raw = await lab!.cli(ns, ['stats', '--json', ...extra], { timeoutMs: 15_000 });
       let figure = 'ok';
       try {
-        const doc = JSON.parse(raw.stdout) as { counters?: Record<string, unknown>; connections?: unknown[] };
+        const doc = JSON.parse(raw.stdout) as { counters?: Record<string, unknown>; connectionCount?: number };
         const counters = doc.counters ? JSON.stringify(doc.counters).match(/":-?\d/g)?.length ?? 0 : 0;
-        figure = `${counters} counters, ${doc.connections?.length ?? 0} connections`;
+        figure = `${counters} counters, ${doc.connectionCount ?? 0} connections`;
       } catch { /* the human form already worked */ }
       return { figure, detail: human.stdout.trimEnd() };
     });

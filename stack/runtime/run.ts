@@ -21,6 +21,8 @@ import { installFaults, InstalledFaults } from '../faults/install';
 import { CodedError } from '../util/errors';
 import { Worker } from 'node:worker_threads';
 import { faultSetup, openRunTun, stackOffloads } from './setup';
+import { cachedSummary, connectionCounts, listenerRows, streamRows } from './stats';
+import { MAX_TIMEOUT_MS, STATS_ROWS_PER_EVENT, badArgument, booleanArg, integerArg, requiredString, statsQuery, type StatsQuery } from '../control/protocol';
 import type { ShardWorkerData } from './shard-worker';
 
 let gcFn: (() => void) | null = null;
@@ -123,7 +125,8 @@ async function startNamedServices(api: ReturnType<typeof createNetApi>, opts: Ru
   if (plain.length > 0) {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const svc = require('../services/index') as typeof import('../services/index');
-    const started = await svc.startServices(api, plain, { statusProvider: () => statsResult(rt, opts), faults: rt.faults, events: rt.events });
+    const status = cachedSummary(() => statusSummary(rt));
+    const started = await svc.startServices(api, plain, { statusProvider: status, faults: rt.faults, events: rt.events });
     handles.push(...started);
   }
   if (opts.services.includes('mtls')) {
@@ -137,9 +140,15 @@ async function startNamedServices(api: ReturnType<typeof createNetApi>, opts: Ru
   return handles;
 }
 
-function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {
+/**
+ * The stats summary: counts (connections per state, half-open entries, listeners'
+ * queues), counters, lock, faults. No connection rows: those are streamed on request
+ * (stack/runtime/stats.ts).
+ */
+function statsSummary(rt: Runtime, opts: RunOptions) {
   const s = rt.stack;
   const snap = rt.faults.snapshot();
+  const counts = connectionCounts(s);
   return {
     tun: rt.tun.name,
     addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
@@ -147,42 +156,88 @@ function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {
     counters: { ...s.counters },
     device: rt.device.stats(),
     offloads: { accepted: rt.tun.offloads.names, vnetHdr: rt.tun.vnetHdr, tsoSegments: s.tsoSegmentsMax, txChecksumOffload: s.txCsumOffload },
-    connections: s.tcp.table.rows(),
-    listeners: [...s.tcp.listeners.values()].map((l) => ({
-      port: l.port, backlog: l.backlog, synQueue: l.synQueue.size, acceptQueue: l.acceptQueue.length,
-      refusedSyns: l.refusedSyns, droppedSyns: l.droppedSyns, droppedAcks: l.droppedAcks, resetAfterHandshake: l.resetAfterHandshake,
-          recycled: l.recycled,
-    })),
+    connectionCount: counts.total,
+    states: counts.states,
+    listeners: listenerRows(s),
     lock: { name: 'tcp-connection-table', ...s.tcp.table.lock.describe(s.now) },
     faults: snap.modes,
     params: snap.params,
     profile: snap.profile,
     leak: rt.installed.leakReport(),
-    ...(withGc ? memoryAfterGc() : {}),
     memory: process.memoryUsage(),
   };
+}
+
+/**
+ * The status page served through the stack (GET / on the http service): counts per
+ * state, the listeners' queues, counters and faults. Bounded in size and cost, and it
+ * names no peer: any client of the page may read it.
+ */
+function statusSummary(rt: Runtime): Record<string, unknown> {
+  const s = rt.stack;
+  const snap = rt.faults.snapshot();
+  const counts = connectionCounts(s);
+  const lock = s.tcp.table.lock.describe(s.now);
+  return {
+    uptimeMs: Date.now() - rt.startedAt,
+    profile: snap.profile,
+    faults: snap.modes,
+    connections: counts.total,
+    states: counts.states,
+    listeners: listenerRows(s),
+    lock: { held: lock.held, heldForMs: lock.heldForMs, blockedPackets: lock.blockedPackets },
+    leak: rt.installed.leakReport(),
+    counters: { ...s.counters },
+  };
+}
+
+/** A stats request: the summary, the rows asked for (streamed as { rows } events), the memory after a GC if asked. */
+async function statsReply(summary: () => Record<string, unknown>, q: StatsQuery, rows: (send: (r: unknown[]) => boolean) => Promise<{ matched: number; sent: number }>, ctx: { stream(ev: unknown): boolean }) {
+  const out: Record<string, unknown> = summary();
+  if (q.limit > 0) {
+    const r = await rows((batch) => ctx.stream({ rows: batch }));
+    out.rows = { matched: r.matched, sent: r.sent, limit: q.limit === Infinity ? 'all' : q.limit };
+  }
+  if (q.gc) Object.assign(out, memoryAfterGc());
+  return out;
+}
+
+/** The events command's arguments, checked. */
+function eventsArgs(args: Record<string, unknown>): { limit: number; follow: boolean } {
+  return { limit: integerArg(args, 'limit', 1, 100_000) ?? 1000, follow: booleanArg(args, 'follow') ?? false };
+}
+
+/** param.set's value: a string or a number; the catalogue checks its range. */
+function paramValue(args: Record<string, unknown>): string | number {
+  const v = args.value;
+  if (typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v))) return v;
+  throw badArgument(`"value" must be a string or a number (the parameter's new value), not ${v === undefined ? 'missing' : JSON.stringify(v)}`);
 }
 
 function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof createNetApi>): Record<string, ControlHandler> {
   const s = rt.stack;
   return {
-    stats: () => statsResult(rt, opts, true),
+    stats: (args, ctx) => {
+      const q = statsQuery(args);
+      return statsReply(() => statsSummary(rt, opts), q, (send) => streamRows(s, q, send), ctx);
+    },
     'fault.set': (args) => {
-      const id = String(args.id ?? ''), mode = String(args.mode ?? '');
+      const id = requiredString(args, 'id', 'a fault id or alias such as kb903927'), mode = requiredString(args, 'mode', 'off, buggy or hotfixed');
       const previous = rt.faults.mode(id);
       rt.faults.setMode(id, mode);
       return { id, mode: rt.faults.mode(id), previous };
     },
     'param.set': (args) => {
-      const name = String(args.name ?? '');
-      const value = args.value as string | number;
+      const name = requiredString(args, 'name', 'a parameter name such as SynAttackProtect');
+      const value = paramValue(args);
+      const before: Record<string, unknown> = { ...rt.faults.params };
       const canonical = rt.faults.setParam(name, value);
-      return { name: canonical, value: (rt.faults.params as Record<string, unknown>)[canonical] };
+      return { name: canonical, value: (rt.faults.params as Record<string, unknown>)[canonical], previous: before[canonical] };
     },
     events: async (args, ctx) => {
-      const limit = typeof args.limit === 'number' ? args.limit : 1000;
+      const { limit, follow } = eventsArgs(args);
       const recent = rt.events.recent(limit);
-      if (!args.follow) return recent;
+      if (!follow) return recent;
       for (const e of recent) ctx.stream(e);
       const unsub = rt.events.subscribe((e) => { if (!ctx.stream(e)) unsub(); });
       ctx.onClose(unsub);
@@ -201,16 +256,21 @@ function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof c
  */
 export function connectOnce(s: Stack, api: ReturnType<typeof createNetApi>, args: Record<string, unknown>): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const host = String(args.host ?? '');
-    const port = Number(args.port);
+    let host: string, port: number, timeoutArg: number | undefined;
+    try {
+      host = requiredString(args, 'host', 'an IPv4 address such as 198.18.0.99');
+      port = integerArg(args, 'port', 1, 65535) ?? NaN;
+      // Node arms no timer past 2^31-1 ms: a larger one would fire at once.
+      timeoutArg = integerArg(args, 'timeoutMs', 1, MAX_TIMEOUT_MS, 'ms');
+    } catch (e) { reject(e); return; }
     // Without a limit from the caller: the active open's whole SYN schedule (the first
     // timeout doubling after each of synRetries retransmissions) and 2 s more, so a hung
     // attempt (KB 297040) is reported when a healthy one would have failed.
     const cfg = s.tcp.config;
     let scheduleMs = 0;
     for (let k = 0; k <= cfg.synRetries; k++) scheduleMs += Math.min(cfg.synRtoMs * 2 ** k, cfg.maxRtoMs);
-    const timeoutMs = typeof args.timeoutMs === 'number' ? args.timeoutMs : scheduleMs + 2000;
-    if (!Number.isInteger(port) || port < 1 || port > 65535) { reject(new CodedError('EINVAL', `bad port ${String(args.port)}`)); return; }
+    const timeoutMs = timeoutArg ?? scheduleMs + 2000;
+    if (!Number.isInteger(port)) { reject(badArgument('"port" is required: an integer from 1 to 65535')); return; }
     const t0 = Date.now();
     const sock = api.connect({ host, port });
     const timer = setTimeout(() => {
@@ -335,31 +395,36 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
     const startedAt = Date.now();
     const all = (cmd: string, args: Record<string, unknown> = {}) => Promise.all(shards.map((sh) => sh.call(cmd, args)));
     const handlers: Record<string, ControlHandler> = {
-      stats: async () => {
-        const per = (await all('stats')) as Record<string, unknown>[];
+      stats: async (args, ctx) => {
+        const q = statsQuery(args);
+        // The shards check the same arguments; Infinity does not survive a structured clone.
+        const per = (await all('stats', { ...args, ...(q.limit === Infinity ? { all: true } : {}) })) as Record<string, unknown>[];
         const counters: Record<string, number> = {};
         const device: Record<string, number> = {};
         const leak: Record<string, number> = {};
-        let heap = 0, abufs = 0;
+        const states: Record<string, number> = {};
+        let heap = 0, abufs = 0, connectionCount = 0;
         const locks = per.map((p) => p.lock as { held?: boolean });
         for (const p of per) {
           sumInto(counters, p.counters as Record<string, unknown>);
           sumInto(device, p.device as Record<string, unknown>);
           sumInto(leak, p.leak as Record<string, unknown>);
+          sumInto(states, p.states as Record<string, unknown>);
+          connectionCount += Number(p.connectionCount ?? 0);
           heap += Number(p.heapUsedAfterGc ?? 0);
           abufs += Number(p.arrayBuffersAfterGc ?? 0);
         }
         device.queues = per.length;
-        const mine = memoryAfterGc();
         const snap = faults.snapshot();
-        return {
+        const out: Record<string, unknown> = {
           tun: tun.name,
           addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
           uptimeMs: Date.now() - startedAt,
           counters,
           device,
           offloads: { accepted: off.names, vnetHdr: tun.vnetHdr, tsoSegments: per[0]?.tsoSegments, txChecksumOffload: per[0]?.txChecksumOffload },
-          connections: per.flatMap((p) => (p.connections as Record<string, unknown>[]).map((c) => ({ ...c, shard: p.shard }))),
+          connectionCount,
+          states,
           listeners: per.flatMap((p) => (p.listeners as Record<string, unknown>[]).map((l) => ({ ...l, shard: p.shard }))),
           // Held if any shard holds it (each shard has its own table and lock).
           lock: locks.find((l) => l.held) ?? locks[0],
@@ -367,33 +432,49 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
           params: snap.params,
           profile: snap.profile,
           leak,
-          heapUsedAfterGc: mine.heapUsedAfterGc + heap,
-          arrayBuffersAfterGc: mine.arrayBuffersAfterGc + abufs,
           memory: process.memoryUsage(),
           shards: per.map((p) => ({
             shard: p.shard, counters: p.counters, device: p.device, lock: p.lock, leak: p.leak,
-            connections: (p.connections as unknown[]).length, heapUsedAfterGc: p.heapUsedAfterGc,
+            connections: p.connectionCount, ...(q.gc ? { heapUsedAfterGc: p.heapUsedAfterGc } : {}),
           })),
         };
+        if (q.limit > 0) {
+          let matched = 0, sent = 0;
+          for (const p of per) {
+            matched += Number(p.matched ?? 0);
+            const rows = ((p.rows as Record<string, unknown>[] | undefined) ?? []).slice(0, Math.max(0, q.limit - sent));
+            for (let i = 0; i < rows.length; i += STATS_ROWS_PER_EVENT) {
+              ctx.stream({ rows: rows.slice(i, i + STATS_ROWS_PER_EVENT).map((c) => ({ ...c, shard: p.shard })) });
+            }
+            sent += rows.length;
+          }
+          out.rows = { matched, sent, limit: q.limit === Infinity ? 'all' : q.limit };
+        }
+        if (q.gc) {
+          const mine = memoryAfterGc();
+          out.heapUsedAfterGc = mine.heapUsedAfterGc + heap;
+          out.arrayBuffersAfterGc = mine.arrayBuffersAfterGc + abufs;
+        }
+        return out;
       },
       'fault.set': async (args) => {
-        const id = String(args.id ?? ''), mode = String(args.mode ?? '');
+        const id = requiredString(args, 'id', 'a fault id or alias such as kb903927'), mode = requiredString(args, 'mode', 'off, buggy or hotfixed');
         const previous = faults.mode(id);
         faults.setMode(id, mode); // validates; throws a usage error for a bad id or mode
         await all('fault.set', { id, mode });
         return { id, mode: faults.mode(id), previous, shards: shards.length };
       },
       'param.set': async (args) => {
-        const name = String(args.name ?? '');
-        const value = args.value as string | number;
+        const name = requiredString(args, 'name', 'a parameter name such as SynAttackProtect');
+        const value = paramValue(args);
         const canonical = faults.setParam(name, value);
         await all('param.set', { name: canonical, value });
         return { name: canonical, value: (faults.params as Record<string, unknown>)[canonical], shards: shards.length };
       },
       events: async (args, ctx) => {
-        const limit = typeof args.limit === 'number' ? args.limit : 1000;
+        const { limit, follow } = eventsArgs(args);
         const recent = events.recent(limit);
-        if (!args.follow) return recent;
+        if (!follow) return recent;
         for (const e of recent) ctx.stream(e);
         const unsub = events.subscribe((e) => { if (!ctx.stream(e)) unsub(); });
         ctx.onClose(unsub);

@@ -299,7 +299,7 @@ describe('the real bin/faultstack', () => {
     expect(r.stderr).toMatch(/^faultstack: unknown command "stast" \(did you mean stats\?\); commands: run, stats, .*\n$/);
     const r2 = fsRun(['stats', '--bogus']);
     expect(r2.code).toBe(2);
-    expect(r2.stderr).toBe('faultstack stats: unknown flag --bogus; valid flags: --control, --json, --all, --help\n');
+    expect(r2.stderr).toBe('faultstack stats: unknown flag --bogus; valid flags: --control, --json, --all, --limit, --state, --port, --peer, --gc, --watch, --count, --help\n');
     const r3 = fsRun([]);
     expect(r3.code).toBe(2);
     expect(r3.stderr).toContain('Usage: faultstack COMMAND');
