@@ -218,8 +218,13 @@ export class Stack {
     if (ip.moreFragments || ip.fragmentOffset > 0) {
       c.IpReasmReqds++;
       const key = `${ip.src}/${ip.dst}/${ip.protocol}/${ip.ident}`;
+      const failed = this.reassembler.failures;
       const r = this.reassembler.add(key, now, pkt.subarray(0, ip.headerLength), ip.fragmentOffset, ip.moreFragments, pkt.subarray(off, len));
-      if (r === null) { c.IpReasmFails++; return; }
+      // Every datagram given up counts: refused fragments, and those evicted to make room
+      // (too many in progress, or too many bytes), which failed as surely as a timeout
+      // (RFC 2011 ipReasmFails; Linux's ip_evictor counts them too).
+      c.IpReasmFails += this.reassembler.failures - failed;
+      if (r === null) return;
       if (!r.done) return;
       c.IpReasmOKs++;
       // Rebuild a contiguous datagram so that transports (and ICMP quotes) see one packet.

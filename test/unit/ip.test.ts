@@ -165,6 +165,23 @@ describe('fragmentation and reassembly', () => {
     expect(big.bufferedBytes).toBe(0);
   });
 
+  test('datagrams evicted for room count in IpReasmFails (900 incomplete first fragments, 64 kept)', async () => {
+    const p = makePair({ log: false });
+    udpSink(p);
+    for (let i = 0; i < 900; i++) p.link.a.send(craftIp({ protocol: PROTO_UDP, payload: Buffer.alloc(1480), ident: 1000 + i, mf: true, fragOffset: 0 }));
+    p.link.a.flush();
+    await runFor(p.clock, 5);
+    expect(p.b.counters.IpReasmReqds).toBe(900);
+    expect(p.b.reassembler.inProgress).toBe(64);
+    expect(p.b.reassembler.evictions).toBe(900 - 64);
+    expect(p.b.counters.IpReasmFails).toBe(900 - 64);
+    // The 64 left time out: failed too, so every one of the 900 is accounted for.
+    await runFor(p.clock, 31_000, 500);
+    expect(p.b.counters.IpReasmTimeout).toBe(64);
+    expect(p.b.counters.IpReasmFails).toBe(900);
+    expect(p.b.counters.IpReasmOKs).toBe(0);
+  });
+
   test('a TCP SYN that arrives in two fragments reaches the listener (checksum over the reassembled segment)', async () => {
     const p = makePair();
     const tap = new Tap(p);
