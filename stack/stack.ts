@@ -78,10 +78,12 @@ export class Stack {
   acceptAnyAddress: boolean;
   tsoSegmentsMax: number;
   txCsumOffload: boolean;
+  /** Time to live of what we send (the profile's DefaultTTL: Windows 128, Linux 64). */
+  ttl = 64;
   now = 0;
   private ipId = Math.floor(Math.random() * 65536);
   private readonly ip = newIpv4Repr();
-  /** Output header fields; ttl 64, no options, never a fragment (see writeIpHeader). */
+  /** Output header fields; no options, never a fragment (see writeIpHeader). */
   private readonly ipOut = newIpv4Repr();
   private readonly icmp = newIcmpRepr();
   private icmpTokens: number;
@@ -356,7 +358,7 @@ export class Stack {
   /** Writes a 20-byte IPv4 header at the start of an unfragmented packet (one scratch repr, no allocation). */
   writeIpHeader(pkt: Buffer, src: number, dst: number, protocol: number, df: boolean): void {
     const r = this.ipOut;
-    r.src = src; r.dst = dst; r.protocol = protocol; r.ident = this.nextIpId(); r.dontFragment = df;
+    r.src = src; r.dst = dst; r.protocol = protocol; r.ident = this.nextIpId(); r.dontFragment = df; r.ttl = this.ttl;
     r.totalLength = pkt.length;
     emitIpv4Header(pkt, 0, r);
   }
@@ -380,7 +382,7 @@ export class Stack {
       const pkt = Buffer.allocUnsafe(20 + n);
       payload.copy(pkt, 20, o, o + n);
       emitIpv4Header(pkt, 0, {
-        src, dst, protocol, ttl: 64, tos: 0, ident, dontFragment: false, moreFragments: o + n < payload.length,
+        src, dst, protocol, ttl: this.ttl, tos: 0, ident, dontFragment: false, moreFragments: o + n < payload.length,
         fragmentOffset: o, headerLength: 20, totalLength: 20 + n,
       });
       c.IpFragCreates++;

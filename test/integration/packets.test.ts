@@ -4,7 +4,9 @@
  * - a SYN+FIN to a listener gets no SYN-ACK (Linux discards it in LISTEN), while the same
  *   SYN without FIN is answered;
  * - 900 incomplete fragments (first fragments of 900 datagrams): the 836 evicted past the
- *   64 kept are counted in IpReasmFails (before, it stayed 0 whatever arrived).
+ *   64 kept are counted in IpReasmFails (before, it stayed 0 whatever arrived);
+ * - ping's reported ttl: 128 from the Windows profile (before, 64: a profile did not set
+ *   every default it implies).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Lab, StackProcess } from '../lab/lab';
@@ -47,6 +49,16 @@ print("S", "none" if b is None else b[TCP].flags)
     expect(out).toContain('S SA\n');
     const after = await stats();
     expect(after.counters.TcpPassiveOpens - before.counters.TcpPassiveOpens).toBe(1); // the plain SYN only
+  }, 60_000);
+
+  test('the Windows profile answers ping with TTL 128 (DefaultTTL; Linux 64)', async () => {
+    const ping = async () => (await lab.exec(ns, 'ping', ['-c', '2', '-i', '0.2', '-W', '2', STACK], { timeoutMs: 15_000 })).stdout;
+    expect(await ping()).toMatch(/64 bytes from 198\.18\.0\.2: icmp_seq=1 ttl=128 /);
+    const set = await lab.cli(ns, ['param', 'set', 'DefaultTTL', '64', '--control', stack.controlPath]);
+    expect(set.code, set.stderr).toBe(0);
+    expect(await ping()).toMatch(/icmp_seq=1 ttl=64 /);
+    expect((await lab.cli(ns, ['param', 'set', 'DefaultTTL', '128', '--control', stack.controlPath])).code).toBe(0);
+    expect((await stats()).params.DefaultTTL).toBe(128);
   }, 60_000);
 
   test('900 incomplete fragments: the evicted ones count in IpReasmFails', async () => {

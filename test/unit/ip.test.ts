@@ -13,6 +13,9 @@ import { SYN, ACK } from '../../stack/wire/tcp';
 import type { FsUdpSocket } from '../../stack/api/dgram';
 import { A_ADDR, A_IP, B_ADDR, B_IP, makePair, runFor, runUntil, sha256, testData, Pair } from './helpers/pair';
 import { craftIp, craftTcp, Tap, Seen } from './helpers/tap';
+import { buildFaultConfig } from '../../stack/faults/catalogue';
+import { EventLog } from '../../stack/faults/events';
+import { installFaults } from '../../stack/faults/install';
 
 /** A UDP datagram (header + payload, checksummed) from A:sport to B:dport. */
 function udpDatagram(payload: Buffer, sport = 5000, dport = 7, src = A_IP, dst = B_IP): Buffer {
@@ -194,6 +197,25 @@ describe('fragmentation and reassembly', () => {
     const synAck = tap.tcp('b->a')[0];
     expect(synAck.tcp.flags).toBe(SYN | ACK);
     expect(synAck.tcp.ack).toBe(2);
+  });
+});
+
+describe('TTL from the profile (DefaultTTL)', () => {
+  test('Windows profiles send with TTL 128, linux with 64: echo replies, SYN-ACKs and fragments alike', async () => {
+    for (const [profile, ttl] of [['win2003-sp1', 128], ['nt4-sp6a', 128], ['linux', 64]] as const) {
+      const p = makePair();
+      installFaults(p.b, buildFaultConfig({ profile, faults: [], params: [] }), new EventLog());
+      const tap = new Tap(p);
+      p.netB.createServer(() => {}).listen(80);
+      const icmp = Buffer.alloc(8 + 3000);
+      finishIcmp(icmp, 0, ICMP_ECHO_REQUEST, 0, (7 << 16) | 1, 3000);
+      tap.inject('b', craftIp({ protocol: PROTO_ICMP, payload: icmp.subarray(0, 108), ident: 1 }));
+      tap.inject('b', craftTcp({ sport: 40000, dport: 80, seq: 1, flags: SYN, mss: 1460 }));
+      await runFor(p.clock, 5);
+      const out = tap.seen.filter((x) => x.dir === 'b->a');
+      expect(out.length, profile).toBe(2);
+      for (const x of out) expect(x.raw[8], profile).toBe(ttl);
+    }
   });
 });
 
