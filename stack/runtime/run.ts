@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { RunOptions, StackRuntimeHandle } from '../../bin/cli/run-options';
-import { type TunDevice, configureHostSide } from '../../drivers/tun/index';
+import type { TunDevice } from '../../drivers/tun/index';
 import { PcapDevice } from '../../drivers/pcap';
 import type { Device } from '../../drivers/device';
 import { Stack } from '../stack';
@@ -20,7 +20,7 @@ import { ControlServer, ControlHandler } from '../control/server';
 import { installFaults, InstalledFaults } from '../faults/install';
 import { CodedError } from '../util/errors';
 import { Worker } from 'node:worker_threads';
-import { faultSetup, openRunTun, stackOffloads } from './setup';
+import { configureHostLink, faultSetup, hostLinkBefore, openRunTun, stackOffloads } from './setup';
 import { cachedSummary, connectionCounts, listenerRows, streamRows } from './stats';
 import { MAX_TIMEOUT_MS, STATS_ROWS_PER_EVENT, badArgument, booleanArg, integerArg, requiredString, statsQuery, type StatsQuery } from '../control/protocol';
 import type { ShardWorkerData } from './shard-worker';
@@ -47,6 +47,10 @@ export function memoryAfterGc(): { heapUsedAfterGc: number; arrayBuffersAfterGc:
   return { heapUsedAfterGc: heap, arrayBuffersAfterGc: process.memoryUsage().arrayBuffers };
 }
 
+function kernelSide(opts: RunOptions, hostAddr: string | null): string {
+  return opts.hostConfig === false || hostAddr === null ? 'kernel side left as it is' : `kernel side ${hostAddr}`;
+}
+
 export interface Runtime {
   stack: Stack;
   device: Device;
@@ -60,20 +64,26 @@ export interface Runtime {
 export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeHandle> {
   if (opts.shards) return startShardedRuntime(opts);
   const { faults, events, unlogChanges } = faultSetup(opts);
+  const before = hostLinkBefore(opts);
   const tun = openRunTun(opts);
   const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
   const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } };
   try {
-    configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
+    const host = configureHostLink(opts, tun, before);
+    cleanups.push(() => host.restore());
     let device: Device = tun;
     if (opts.pcap) {
-      const pcap = new PcapDevice(tun, { path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144 });
+      const pcap = new PcapDevice(tun, {
+        path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144,
+        ...(opts.pcapSizeMB !== undefined ? { rotateBytes: opts.pcapSizeMB * 1_000_000 } : {}),
+        ...(opts.pcapFiles !== undefined ? { maxFiles: opts.pcapFiles } : {}),
+      });
       device = pcap;
       cleanups.push(() => pcap.close());
     }
     const scheduler = new RealScheduler();
     const stack = new Stack({
-      device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: opts.mtu,
+      device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: tun.mtu,
       tcp: { congestionControl: opts.cc },
       ...stackOffloads(tun.vnetHdr, tun.offloads.tso4, tun.offloads.csum),
     });
@@ -103,13 +113,14 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const off = tun.offloads;
     const info = {
       ready: true, tun: tun.name, addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
-      hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: tun.mtu, created: tun.created,
+      hostAddr: opts.hostConfig === false ? null : `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: tun.mtu, created: tun.created,
+      hostConfig: opts.hostConfig !== false,
       services: opts.services, control: opts.control, offloads: off.names, queues: tun.queueCount,
       profile: faults.snapshot().profile, pid: process.pid,
     };
     const readyLine = opts.json
       ? JSON.stringify(info)
-      : `faultstack ready: ${info.addr} on ${info.tun} (kernel side ${info.hostAddr}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
+      : `faultstack ready: ${info.addr} on ${info.tun} (${kernelSide(opts, info.hostAddr)}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
     return Object.assign({ readyLine, closed, shutdown }, { runtime: rt, api });
   } catch (e) {
     await cleanup();
@@ -347,6 +358,7 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
   // The main thread keeps the fault configuration for validation and display; each shard
   // applies every change to its own copy (the faults' state is per shard).
   const { faults, events, unlogChanges } = faultSetup(opts);
+  const before = hostLinkBefore(opts);
   const tun = openRunTun(opts, { multiQueue: true, startQueues: false });
   const shards: ShardHandle[] = [];
   const stopShards = async () => {
@@ -370,7 +382,9 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
     resolveClosed();
   };
   try {
-    configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
+    const host = configureHostLink(opts, tun, before);
+    // Runs after the shards stopped, before the fds close (cleanups run in reverse).
+    cleanups.splice(1, 0, () => host.restore());
     const off = tun.offloads;
     const onShardMessage = (m: Record<string, unknown>) => {
       if (m.event) {
@@ -500,13 +514,14 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
 
     const info = {
       ready: true, tun: tun.name, addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
-      hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: tun.mtu, created: tun.created,
+      hostAddr: opts.hostConfig === false ? null : `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: tun.mtu, created: tun.created,
+      hostConfig: opts.hostConfig !== false,
       services: opts.services, control: opts.control, offloads: off.names, queues: fds.length, shards: shards.length,
       profile: faults.snapshot().profile, pid: process.pid,
     };
     const readyLine = opts.json
       ? JSON.stringify(info)
-      : `faultstack ready: ${info.addr} on ${info.tun} (kernel side ${info.hostAddr}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), ${shards.length} shards, services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
+      : `faultstack ready: ${info.addr} on ${info.tun} (${kernelSide(opts, info.hostAddr)}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), ${shards.length} shards, services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
     return { readyLine, closed, shutdown };
   } catch (e) {
     await cleanup();

@@ -6,9 +6,15 @@
  * - 900 incomplete fragments (first fragments of 900 datagrams): the 836 evicted past the
  *   64 kept are counted in IpReasmFails (before, it stayed 0 whatever arrived);
  * - ping's reported ttl: 128 from the Windows profile (before, 64: a profile did not set
- *   every default it implies).
+ *   every default it implies);
+ * - --pcap with --pcap-size/--pcap-files rotates like tcpdump -C/-W (before, 487 MB in
+ *   6 minutes): curl downloads through the stack, three files of about 1 MB are kept.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { Lab, StackProcess } from '../lab/lab';
 
 const STACK = '198.18.0.2';
@@ -71,4 +77,33 @@ print("S", "none" if b is None else b[TCP].flags)
     // 64 datagrams are kept in progress (docs/design.md); each one evicted for room failed.
     expect(d('IpReasmFails')).toBe(900 - 64);
   }, 60_000);
+});
+
+describe('--pcap rotation', () => {
+  test('--pcap-size 1 --pcap-files 3: a ring of three files of about 1 MB under 12 MB of traffic, each one whole for tshark', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-pcaprot-'));
+    try {
+      const ns2 = await lab.addNamespace('r');
+      const base = path.join(tmp, 'cap.pcap');
+      const s2 = await lab.startStack(ns2, ['--tun', lab.ifname('r'), '--addr', `${STACK}/24`, '--services', 'http', '--control', `/run/faultstack/${lab.ifname('r')}.sock`,
+        '--pcap', base, '--pcap-size', '1', '--pcap-files', '3', '--pcap-snaplen', '262144']);
+      for (let i = 0; i < 4; i++) {
+        const r = await lab.exec(ns2, 'curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/3000000`], { timeoutMs: 30_000 });
+        expect(r.stdout).toBe('200 3000000');
+      }
+      expect((await s2.kill(8000)).code).toBe(0);
+      const files = fs.readdirSync(tmp).sort();
+      expect(files).toEqual(['cap.pcap0', 'cap.pcap1', 'cap.pcap2']);
+      for (const f of files) {
+        const size = fs.statSync(path.join(tmp, f)).size;
+        // Past 1,000,000 bytes a file takes no more records: at most one more (a 64 KiB TSO segment).
+        expect(size, f).toBeLessThanOrEqual(1_000_000 + 16 + 65_536 + 20);
+        const t = spawnSync('tshark', ['-r', path.join(tmp, f), '-n', '-T', 'fields', '-e', 'tcp.srcport'], { encoding: 'utf8', timeout: 60_000 });
+        expect(t.status, t.stderr).toBe(0);
+        expect(t.stdout.trim().split('\n').length).toBeGreaterThan(10);
+      }
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

@@ -102,12 +102,15 @@ export const RUN_SPEC = defineCommand({
       defaultText: 'first other host address of the subnet', ...interfaceCidr,
     }),
     mtu: valueFlag({ valueName: 'N', help: 'link MTU in bytes', ...integer(68, 65535), default: 1500 }),
+    'no-host-config': switchFlag('use an existing TUN device as it is: set no address, MTU or up state on its kernel side'),
     services: valueFlag({
       valueName: 'LIST', help: `services to run: ${SERVICE_NAMES.join(', ')}, all, or none`,
       ...commaSubset(SERVICE_NAMES, SERVICE_NAMES, { none: true }), default: [...DEFAULT_SERVICES], defaultText: DEFAULT_SERVICES.join(','),
     }),
     pcap: valueFlag({ valueName: 'FILE', help: 'write every packet to this pcap file', ...outputFile }),
     'pcap-snaplen': valueFlag({ valueName: 'N', help: 'bytes of each packet to capture (headers only: 128)', ...integer(64, 262144), default: 262144 }),
+    'pcap-size': valueFlag({ valueName: 'MB', help: 'start a new capture file when one is larger than MB million bytes: FILE, FILE1, ... (tcpdump -C)', ...integer(1, 1_000_000) }),
+    'pcap-files': valueFlag({ valueName: 'N', help: 'with --pcap-size: keep N files FILE0..FILE{N-1}, overwriting the oldest (tcpdump -W)', ...integer(1, 100_000) }),
     control: valueFlag({ valueName: 'PATH', help: 'control socket', defaultText: `${defaultRunDir()}/<tun>.sock`, ...socketPath }),
     fault: repeatableFlag({ valueName: 'ID=MODE', help: 'set a fault mode at start, e.g. 903927=buggy', ...keyValue('ID', 'MODE', '903927=buggy') }),
     param: repeatableFlag({ valueName: 'NAME=VALUE', help: 'set a parameter at start, e.g. SynAttackProtect=2', ...keyValue('NAME', 'VALUE', 'SynAttackProtect=2') }),
@@ -153,6 +156,13 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
   }
   if (f.shards && f.pcap) throw usageError(spec, '--shards cannot be combined with --pcap');
   if (f.shards && f.services.includes('mtls')) throw usageError(spec, '--shards runs the plain services only; drop mtls from --services');
+  const noHost = f['no-host-config'];
+  if (noHost && !defaulted) throw usageError(spec, '--no-host-config leaves the kernel side as it is: give --host-addr only without it');
+  if (noHost && argv.some((a) => a === '--mtu' || a.startsWith('--mtu='))) {
+    throw usageError(spec, '--no-host-config uses the device\'s own MTU: set it with `ip link set dev NAME mtu N`, or drop --no-host-config');
+  }
+  if ((f['pcap-size'] !== undefined || f['pcap-files'] !== undefined) && !f.pcap) throw usageError(spec, '--pcap-size and --pcap-files go with --pcap FILE');
+  if (f['pcap-files'] !== undefined && f['pcap-size'] === undefined) throw usageError(spec, '--pcap-files N needs --pcap-size MB (the size at which a file is full), as tcpdump -W needs -C');
   if (f.pcap && f.events && f.pcap === f.events) {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
@@ -161,10 +171,13 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     addr,
     hostAddr,
     hostAddrDefaulted: defaulted,
+    hostConfig: !noHost,
     mtu: f.mtu,
     services: f.services,
     pcap: f.pcap,
     pcapSnaplen: f['pcap-snaplen'],
+    ...(f['pcap-size'] !== undefined ? { pcapSizeMB: f['pcap-size'] } : {}),
+    ...(f['pcap-files'] !== undefined ? { pcapFiles: f['pcap-files'] } : {}),
     control,
     faults: f.fault.map((kv) => ({ id: kv.key, mode: kv.value })),
     params: f.param.map((kv) => ({ name: kv.key, value: kv.value })),
