@@ -12,7 +12,7 @@
  * certificates the service made). Every client past the backlog connects, sends its
  * ClientHello and is reset: one reset connection each.
  *
- * After each round, `faultstack stats --json` forces a full GC in the stack and reports
+ * After each round, `faultstack stats --json --gc` forces a full GC in the stack and reports
  * heapUsedAfterGc (the V8 heap) and arrayBuffersAfterGc (Buffer bytes, outside the V8
  * heap). The figure is the least-squares slope of heap + Buffers against the count of
  * reset connections (FsBacklogResets), from a baseline taken once the flood's half-open
@@ -112,7 +112,7 @@ async function runMode(lab: Lab, mode: LeakMode, cfg: { quick: boolean; rounds: 
     if (r.code !== 0) throw new Error(`faultstack ${args.join(' ')}: ${r.stderr.trim()}`);
     return r.stdout;
   };
-  const stats = async () => JSON.parse(await cli(['stats', '--json'])) as {
+  const stats = async () => JSON.parse(await cli(['stats', '--json', '--gc'])) as {
     counters: Record<string, number>; heapUsedAfterGc: number; arrayBuffersAfterGc: number;
     listeners: { port: number; synQueue: number }[]; leak: LeakModeResult['leak'];
   };

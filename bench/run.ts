@@ -2,7 +2,7 @@
  * `make bench`: the benchmark suite.
  *   node dist/bench/run.js [--quick] [--json] [--only micro,bulk,...] [--out DIR]
  *
- * Sections: micro (tinybench), bulk, offoff, connrate, latency, synflood, memory,
+ * Sections: micro (tinybench), bulk, offoff, connrate, latency, synflood, floodmem, memory,
  * multiqueue (real traffic in lab namespaces, each against the Linux kernel over a
  * veth pair in the same run), ethernet (iperf3 through TAP + a Linux bridge against the
  * kernel over veth + the same bridge, bench/ethernet.ts), and leak / pmtu when
@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
 import { machineInfo, writeReport, type Report } from './report';
 
-const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu'];
+const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu'];
 
 interface Args { quick: boolean; json: boolean; only: Set<string>; out: string }
 
@@ -85,7 +85,7 @@ async function main(): Promise<void> {
     const { runMicro } = await import('./micro');
     figures.push(...(await runMicro({ quick: args.quick })));
   }
-  const traffic = ['bulk', 'offoff', 'connrate', 'latency', 'synflood', 'memory', 'multiqueue'].filter(want);
+  const traffic = ['bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue'].filter(want);
   if (traffic.length) {
     if (process.getuid?.() !== 0) {
       progress('\nreal-traffic sections need root (namespaces, TUN): skipped');

@@ -230,9 +230,10 @@ export async function run(argv: string[]): Promise<number> {
       const raw = await lab!.cli(ns, ['stats', '--json', ...extra], { timeoutMs: 15_000 });
       let figure = 'ok';
       try {
-        const doc = JSON.parse(raw.stdout) as { counters?: Record<string, unknown>; connections?: unknown[] };
+        const doc = JSON.parse(raw.stdout) as { counters?: Record<string, unknown>; connectionCount?: number; connections?: unknown[] };
         const counters = doc.counters ? JSON.stringify(doc.counters).match(/":-?\d/g)?.length ?? 0 : 0;
-        figure = `${counters} counters, ${doc.connections?.length ?? 0} connections`;
+        // The stack counts connections (rows only on request); a stack that lists rows is counted too.
+        figure = `${counters} counters, ${doc.connectionCount ?? doc.connections?.length ?? 0} connections`;
       } catch { /* the human form already worked */ }
       return { figure, detail: human.stdout.trimEnd() };
     });

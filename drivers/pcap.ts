@@ -25,6 +25,12 @@
  * Timestamps come from `now()` (ms, float): by default wall time at construction advanced by
  * process.hrtime; memory tests pass the virtual clock (`now: () => clock.now`).
  *
+ * Rotation, as tcpdump's -C and -W: with `rotateBytes`, before a record is added to a file
+ * already larger than that, the file is closed and the next one opened (each starts with
+ * its own global header). Names: FILE, then FILE1, FILE2, ...; with `maxFiles` N as well,
+ * FILE0 .. FILE{N-1} with the number zero-padded to the width of N-1, reused in turn
+ * (a ring of at most N files).
+ *
  * Buffering: records collect in memory and go to disk (writeSync) when 64 KiB are pending,
  * on every `flush()` and on `close()`; an 'exit' hook writes what is pending if the process
  * exits without closing. A write error stops capturing (counted, one process warning) but
@@ -47,6 +53,18 @@ export interface PcapOptions {
   now?: () => number;
   /** Pending bytes that trigger a write (default 65536). */
   flushBytes?: number;
+  /** Start a new file once the current one is larger than this (tcpdump -C, which counts millions of bytes). */
+  rotateBytes?: number;
+  /** With rotateBytes: keep at most this many files, overwriting the oldest (tcpdump -W). */
+  maxFiles?: number;
+}
+
+/** The name of file number `n` of a capture, as tcpdump names them (MakeFilename). */
+export function rotatedName(base: string, n: number, maxFiles: number | undefined): string {
+  if (maxFiles === undefined) return n === 0 ? base : `${base}${n}`;
+  let width = 0;
+  for (let x = maxFiles - 1; x > 0; x = Math.floor(x / 10)) width++;
+  return width === 0 ? base : `${base}${String(n).padStart(width, '0')}`;
 }
 
 const GLOBAL_HDR = 24;
@@ -74,7 +92,9 @@ export function wallClock(): () => number {
 
 /** The file side on its own: usable without a Device (e.g. to dump a list of packets). */
 export class PcapWriter {
-  readonly path: string;
+  /** The file being written (with rotation: the current one of the set). */
+  path: string;
+  readonly basePath: string;
   readonly linktype: number;
   readonly snaplen: number;
   packets = 0;
@@ -82,6 +102,13 @@ export class PcapWriter {
   fileBytes = 0;
   writes = 0;
   writeErrors = 0;
+  /** Files opened so far (1 without rotation). */
+  files = 0;
+  private fileNo = 0;
+  /** Bytes in the current file, pending ones included. */
+  private currentBytes = 0;
+  private readonly rotateBytes: number;
+  private readonly maxFiles: number | undefined;
   private fd: number | null;
   private buf: Buffer;
   private used = 0;
@@ -89,7 +116,12 @@ export class PcapWriter {
   private failed = false;
 
   constructor(opts: PcapOptions) {
-    this.path = opts.path;
+    this.basePath = opts.path;
+    this.rotateBytes = opts.rotateBytes ?? Infinity;
+    if (!(this.rotateBytes > 0)) throw new RangeError(`pcap: bad rotateBytes ${String(opts.rotateBytes)}`);
+    this.maxFiles = opts.maxFiles;
+    if (this.maxFiles !== undefined && !(Number.isInteger(this.maxFiles) && this.maxFiles >= 1)) throw new RangeError(`pcap: bad maxFiles ${this.maxFiles}`);
+    this.path = rotatedName(this.basePath, 0, this.maxFiles);
     this.linktype = opts.linktype ?? LINKTYPE_IPV4;
     if (this.linktype !== LINKTYPE_IPV4 && this.linktype !== LINKTYPE_RAW && this.linktype !== LINKTYPE_ETHERNET) {
       throw new RangeError(`pcap: linktype must be 228 (IPV4), 101 (RAW) or 1 (ETHERNET), got ${this.linktype}`);
@@ -99,6 +131,15 @@ export class PcapWriter {
     this.flushBytes = Math.max(opts.flushBytes ?? 65536, 1);
     this.buf = Buffer.allocUnsafe(Math.max(this.flushBytes, 4096) + REC_HDR);
     this.fd = fs.openSync(this.path, 'w');
+    this.startFile();
+    open.add(this);
+    hookExit();
+  }
+
+  /** The global header at the start of the current file. */
+  private startFile(): void {
+    this.files++;
+    this.currentBytes = 0;
     const h = this.reserve(GLOBAL_HDR);
     this.buf.writeUInt32LE(0xa1b2c3d4, h);
     this.buf.writeUInt16LE(2, h + 4);
@@ -108,9 +149,26 @@ export class PcapWriter {
     this.buf.writeUInt32LE(this.snaplen, h + 16);
     this.buf.writeUInt32LE(this.linktype, h + 20);
     this.used += GLOBAL_HDR;
+    this.currentBytes += GLOBAL_HDR;
     this.writeOut(); // a file with just the header is already valid
-    open.add(this);
-    hookExit();
+  }
+
+  /** tcpdump -C: the current file is past the limit; close it and go on in the next one. */
+  private rotate(): void {
+    this.writeOut();
+    try { fs.closeSync(this.fd!); } catch { /* already gone */ }
+    this.fd = null;
+    this.fileNo = this.maxFiles !== undefined ? (this.fileNo + 1) % this.maxFiles : this.fileNo + 1;
+    this.path = rotatedName(this.basePath, this.fileNo, this.maxFiles);
+    try {
+      this.fd = fs.openSync(this.path, 'w');
+    } catch (e) {
+      this.writeErrors++;
+      this.failed = true;
+      process.emitWarning(`pcap ${this.path}: cannot open the next file, capture stopped: ${(e as Error).message}`, { code: 'ERR_PCAP_WRITE' });
+      return;
+    }
+    this.startFile();
   }
 
   get isOpen(): boolean {
@@ -120,6 +178,10 @@ export class PcapWriter {
   /** Appends one record with timestamp `ms` (float, ms since the epoch or virtual). */
   record(pkt: Uint8Array, ms: number): void {
     if (this.fd === null || this.failed) return;
+    if (this.currentBytes > this.rotateBytes) {
+      this.rotate();
+      if (this.fd === null || this.failed) return;
+    }
     const orig = pkt.length;
     const incl = Math.min(orig, this.snaplen);
     let us = Math.round(Math.max(ms, 0) * 1000);
@@ -142,6 +204,7 @@ export class PcapWriter {
     }
     this.packets++;
     this.bytes += orig;
+    this.currentBytes += REC_HDR + incl;
     if (this.used >= this.flushBytes) this.writeOut();
   }
 
@@ -271,6 +334,7 @@ export class PcapDevice implements Device {
       pcapFileBytes: this.writer.fileBytes,
       pcapWrites: this.writer.writes,
       pcapWriteErrors: this.writer.writeErrors,
+      pcapFiles: this.writer.files,
     };
   }
 }

@@ -26,7 +26,7 @@ export function newCounters() {
     UdpInDatagrams: 0, UdpNoPorts: 0, UdpInErrors: 0, UdpOutDatagrams: 0, UdpInCsumErrors: 0, UdpRcvbufErrors: 0,
     // faultstack's own
     FsIpv6Ignored: 0,
-    FsSynProtectTriggered: 0, FsSynAckRetrans: 0, FsBacklogResets: 0, FsLeakedConnections: 0, FsLeakedBytes: 0,
+    FsSynProtectTriggered: 0, FsSynAckRetrans: 0, FsHalfOpenRecycled: 0, FsBacklogResets: 0, FsLeakedConnections: 0, FsLeakedBytes: 0,
     FsConnTableLockWaits: 0, FsConnTableLockedDrops: 0,
     FsHostRoutesCreated: 0, FsHostRoutesUpdated: 0, FsHostRoutesRemoved: 0, FsIcmpIgnoredAtLimit: 0,
     FsPmtuBlackHoleDetected: 0,

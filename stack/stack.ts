@@ -86,10 +86,12 @@ export class Stack {
   private readonly ownsAddress: ((addr: number) => boolean) | null;
   tsoSegmentsMax: number;
   txCsumOffload: boolean;
+  /** Time to live of what we send (the profile's DefaultTTL: Windows 128, Linux 64). */
+  ttl = 64;
   now = 0;
   private ipId = Math.floor(Math.random() * 65536);
   private readonly ip = newIpv4Repr();
-  /** Output header fields; ttl 64, no options, never a fragment (see writeIpHeader). */
+  /** Output header fields; no options, never a fragment (see writeIpHeader). */
   private readonly ipOut = newIpv4Repr();
   private readonly icmp = newIcmpRepr();
   private icmpTokens: number;
@@ -227,8 +229,13 @@ export class Stack {
     if (ip.moreFragments || ip.fragmentOffset > 0) {
       c.IpReasmReqds++;
       const key = `${ip.src}/${ip.dst}/${ip.protocol}/${ip.ident}`;
+      const failed = this.reassembler.failures;
       const r = this.reassembler.add(key, now, pkt.subarray(0, ip.headerLength), ip.fragmentOffset, ip.moreFragments, pkt.subarray(off, len));
-      if (r === null) { c.IpReasmFails++; return; }
+      // Every datagram given up counts: refused fragments, and those evicted to make room
+      // (too many in progress, or too many bytes), which failed as surely as a timeout
+      // (RFC 2011 ipReasmFails; Linux's ip_evictor counts them too).
+      c.IpReasmFails += this.reassembler.failures - failed;
+      if (r === null) return;
       if (!r.done) return;
       c.IpReasmOKs++;
       // Rebuild a contiguous datagram so that transports (and ICMP quotes) see one packet.
@@ -361,7 +368,7 @@ export class Stack {
   /** Writes a 20-byte IPv4 header at the start of an unfragmented packet (one scratch repr, no allocation). */
   writeIpHeader(pkt: Buffer, src: number, dst: number, protocol: number, df: boolean): void {
     const r = this.ipOut;
-    r.src = src; r.dst = dst; r.protocol = protocol; r.ident = this.nextIpId(); r.dontFragment = df;
+    r.src = src; r.dst = dst; r.protocol = protocol; r.ident = this.nextIpId(); r.dontFragment = df; r.ttl = this.ttl;
     r.totalLength = pkt.length;
     emitIpv4Header(pkt, 0, r);
   }
@@ -385,7 +392,7 @@ export class Stack {
       const pkt = Buffer.allocUnsafe(20 + n);
       payload.copy(pkt, 20, o, o + n);
       emitIpv4Header(pkt, 0, {
-        src, dst, protocol, ttl: 64, tos: 0, ident, dontFragment: false, moreFragments: o + n < payload.length,
+        src, dst, protocol, ttl: this.ttl, tos: 0, ident, dontFragment: false, moreFragments: o + n < payload.length,
         fragmentOffset: o, headerLength: 20, totalLength: 20 + n,
       });
       c.IpFragCreates++;

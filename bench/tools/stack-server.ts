@@ -47,9 +47,10 @@ async function main(): Promise<void> {
         return { ...m, connections: rt.stack.tcp.table.size, established: rt.stack.counters.TcpCurrEstab };
       }
       case 'stats': {
-        const listeners = { droppedSyns: 0, refusedSyns: 0, droppedAcks: 0 };
+        const listeners = { droppedSyns: 0, refusedSyns: 0, droppedAcks: 0, synQueue: 0 };
         for (const l of rt.stack.tcp.listeners.values()) {
           listeners.droppedSyns += l.droppedSyns; listeners.refusedSyns += l.refusedSyns; listeners.droppedAcks += l.droppedAcks;
+          listeners.synQueue += l.synQueue.size;
         }
         return { counters: { ...rt.stack.counters }, device: rt.device.stats(), listeners, timeWait: rt.stack.tcp.timeWaitCount };
       }

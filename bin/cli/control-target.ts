@@ -64,10 +64,11 @@ const USAGE_CODES = new Set(['EINVAL', 'EUSAGE']);
  */
 export async function callStack<T = unknown>(
   command: string, control: string | undefined, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 10_000,
+  onEvent?: (ev: unknown) => void,
 ): Promise<T> {
   const sock = await resolveControlPath(control);
   try {
-    return await ControlClient.call<T>(sock, cmd, args, { timeoutMs });
+    return await ControlClient.call<T>(sock, cmd, args, { timeoutMs, onEvent });
   } catch (e) {
     if (e instanceof ControlError) {
       const msg = `faultstack ${command}: ${e.message}`;

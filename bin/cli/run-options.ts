@@ -62,6 +62,12 @@ export interface RunOptions {
    */
   hostAddr: Ipv4Cidr | null;
   hostAddrDefaulted: boolean;
+  /**
+   * Configure the kernel side (host address, MTU, up) and undo it on exit on a device
+   * that existed before (default true); false (--no-host-config): use the device as it
+   * is, touching nothing of it.
+   */
+  hostConfig?: boolean;
   mtu: number;
   /** Deduplicated, in SERVICE_NAMES order. */
   services: ServiceName[];
@@ -73,6 +79,10 @@ export interface RunOptions {
   impair?: string[];
   /** Bytes of each packet the capture keeps (default 262144: all). */
   pcapSnaplen?: number;
+  /** Rotate the capture when a file is larger than this many million bytes (tcpdump -C). */
+  pcapSizeMB?: number;
+  /** With pcapSizeMB: a ring of at most this many files (tcpdump -W). */
+  pcapFiles?: number;
   /** Absolute path of the control socket (default <FAULTSTACK_RUN_DIR or /run/faultstack>/<tun>.sock). */
   control: string;
   /** In command-line order; later assignments to the same fault win. */

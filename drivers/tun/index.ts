@@ -815,7 +815,8 @@ export function configureHostSide(name: string, opts: { hostAddr?: string; mtu?:
     throw new TunError('EINVAL', `configureHostSide: bad MTU ${String(opts.mtu)} (want 68..65535)`);
   }
   if (opts.hostAddr !== undefined) {
-    runIp(['addr', 'add', opts.hostAddr, 'dev', name], /File exists/);
+    // Already there (iproute2 says "File exists" or "Address already assigned"): fine.
+    runIp(['addr', 'add', opts.hostAddr, 'dev', name], /File exists|Address already assigned/);
   }
   const link = ['link', 'set', 'dev', name];
   if (opts.mtu !== undefined) link.push('mtu', String(opts.mtu));

@@ -15,6 +15,8 @@ export interface TcpSocketLike extends Duplex {
   setNoDelay(noDelay?: boolean): this;
   setKeepAlive(enable?: boolean, initialDelay?: number): this;
   destroy(error?: Error): this;
+  /** Retransmitted segments and congestion control (faultstack's sockets; Node's have no TCP_INFO). */
+  tcpInfo?(): { retransmits: number; congestion: string } | null;
 }
 
 export interface TcpServerLike extends EventEmitter {

@@ -37,6 +37,16 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     super({ allowHalfOpen: opts.allowHalfOpen ?? false, highWaterMark: 64 * 1024 });
   }
 
+  /**
+   * Like Linux's TCP_INFO, the little iperf3 reports: segments retransmitted so far and
+   * the congestion control in use (Linux's names). Null once the connection is gone.
+   */
+  tcpInfo(): { retransmits: number; congestion: string } | null {
+    const c = this.conn;
+    if (!c) return null;
+    return { retransmits: c.retransSegs, congestion: c.layer.config.congestionControl === 'cubic' ? 'cubic' : 'reno' };
+  }
+
   /** Wraps a connection (an accepted one, or a new active open). */
   adopt(conn: TcpConnection): void {
     this.conn = conn;

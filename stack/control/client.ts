@@ -4,7 +4,7 @@
  */
 import * as net from 'node:net';
 import { CodedError } from '../util/errors';
-import { ControlLine, LineSplitter, RequestId, encodeLine } from './protocol';
+import { ControlLine, LineSplitter, MAX_TIMEOUT_MS, RequestId, encodeLine } from './protocol';
 
 /** An error reply from the server: code and message as the handler gave them. */
 export class ControlError extends CodedError {
@@ -17,6 +17,8 @@ export class ControlError extends CodedError {
 export interface CallOptions {
   /** From sending the request to the reply (default 10 s). */
   timeoutMs?: number;
+  /** Event lines that come before the reply (a stats request's rows). */
+  onEvent?: (ev: unknown) => void;
 }
 
 export interface StreamOptions {
@@ -46,6 +48,11 @@ function connectError(sockPath: string, e: NodeJS.ErrnoException): CodedError {
   }
 }
 
+/** Node arms no timer beyond 2^31-1 ms (it would fire at once): a longer wait is that long. */
+function clampTimeout(ms: number): number {
+  return Number.isFinite(ms) ? Math.min(Math.max(1, ms), MAX_TIMEOUT_MS) : MAX_TIMEOUT_MS;
+}
+
 function seconds(ms: number): string {
   return `${+(ms / 1000).toFixed(3)} s`;
 }
@@ -60,7 +67,8 @@ type Pending = {
 export class ControlClient {
   private nextId = 1;
   private readonly pending = new Map<RequestId, Pending>();
-  private readonly splitter = new LineSplitter();
+  /** Replies of any length: the request limit is the server's, not ours. */
+  private readonly splitter = new LineSplitter(Infinity);
   private closedByUs = false;
   private lost: Error | null = null;
 
@@ -72,7 +80,7 @@ export class ControlClient {
 
   /** Opens a connection (fails after timeoutMs, default 5 s). */
   static connect(sockPath: string, opts: { timeoutMs?: number } = {}): Promise<ControlClient> {
-    const timeoutMs = opts.timeoutMs ?? 5000;
+    const timeoutMs = clampTimeout(opts.timeoutMs ?? 5000);
     return new Promise((resolve, reject) => {
       const s = net.createConnection(sockPath);
       const t = setTimeout(() => {
@@ -90,11 +98,11 @@ export class ControlClient {
 
   /** One request on a fresh connection, closed afterwards. */
   static async call<T = unknown>(sockPath: string, cmd: string, args: Record<string, unknown> = {}, opts: CallOptions = {}): Promise<T> {
-    const timeoutMs = opts.timeoutMs ?? 10_000;
+    const timeoutMs = clampTimeout(opts.timeoutMs ?? 10_000);
     const started = Date.now();
     const c = await ControlClient.connect(sockPath, { timeoutMs });
     try {
-      return (await c.callWithin(cmd, args, Math.max(1, timeoutMs - (Date.now() - started)), timeoutMs)) as T;
+      return (await c.callWithin(cmd, args, Math.max(1, timeoutMs - (Date.now() - started)), timeoutMs, opts.onEvent)) as T;
     } finally {
       c.close();
     }
@@ -111,17 +119,17 @@ export class ControlClient {
 
   /** A request on this connection. */
   call(cmd: string, args: Record<string, unknown> = {}, opts: CallOptions = {}): Promise<unknown> {
-    const timeoutMs = opts.timeoutMs ?? 10_000;
-    return this.callWithin(cmd, args, timeoutMs, timeoutMs);
+    const timeoutMs = clampTimeout(opts.timeoutMs ?? 10_000);
+    return this.callWithin(cmd, args, timeoutMs, timeoutMs, opts.onEvent);
   }
 
   /** Waits `waitMs`; the timeout message reports `reportMs` (the caller's whole budget). */
-  private callWithin(cmd: string, args: Record<string, unknown>, waitMs: number, reportMs: number): Promise<unknown> {
+  private callWithin(cmd: string, args: Record<string, unknown>, waitMs: number, reportMs: number, onEvent?: (ev: unknown) => void): Promise<unknown> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new CodedError('ETIMEDOUT', `no reply to "${cmd}" from ${this.path} within ${seconds(reportMs)}`)), waitMs);
     });
-    const reply = this.request(cmd, args);
+    const reply = this.request(cmd, args, onEvent);
     return Promise.race([reply, timeout]).finally(() => clearTimeout(timer));
   }
 

@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { CodedError } from '../util/errors';
 import {
-  ControlCommand, ControlErrorBody, ControlLine, ErrorCode, LineSplitter, RequestId, encodeLine, parseRequest,
+  ControlCommand, ControlErrorBody, ControlLine, ErrorCode, LineSplitter, MAX_CLIENTS, MAX_REQUEST_LINE, RequestId, encodeLine, parseRequest,
 } from './protocol';
 
 export interface ControlContext {
@@ -32,6 +32,10 @@ export interface ControlServerOptions {
   maxQueuedBytes?: number;
   /** Where to report a client dropped for cause or a server error (default: nowhere). */
   log?: (message: string) => void;
+  /** Clients served at once (default MAX_CLIENTS); one more gets an EBUSY reply and is closed. */
+  maxClients?: number;
+  /** Longest request line in bytes (default MAX_REQUEST_LINE): what an unfinished line may hold per client. */
+  maxLineBytes?: number;
 }
 
 class Connection {
@@ -40,14 +44,21 @@ class Connection {
   pending = 0;
   private ended = false;
   private readonly closeFns: (() => void)[] = [];
-  private readonly splitter = new LineSplitter();
+  private readonly splitter: LineSplitter;
 
-  constructor(readonly socket: net.Socket, private readonly server: ControlServer, private readonly maxQueued: number) {
+  constructor(readonly socket: net.Socket, private readonly server: ControlServer, private readonly maxQueued: number, maxLine: number) {
+    this.splitter = new LineSplitter(maxLine);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.onClosed());
-    // The client half-closing (end after its requests) must not cut off our replies.
-    socket.on('end', () => { this.ended = true; this.finishIfIdle(); });
+    // The client half-closing (end after its requests) must not cut off our replies;
+    // a last request without its newline is still a request.
+    socket.on('end', () => {
+      this.ended = true;
+      const last = this.splitter.end();
+      if (last !== null) this.server.dispatch(this, last);
+      this.finishIfIdle();
+    });
   }
 
   /** After the client half-closed, end our side once every request has been answered. */
@@ -132,6 +143,8 @@ export class ControlServer {
   private readonly log: (message: string) => void;
   private listening = false;
   private closing: Promise<void> | null = null;
+  /** Clients turned away because MAX_CLIENTS were connected. */
+  refused = 0;
   /** Identity of the socket file we created, so close() never unlinks someone else's. */
   private inode: { dev: number; ino: number } | null = null;
 
@@ -139,12 +152,22 @@ export class ControlServer {
     this.handlers = new Map(Object.entries(handlers));
     this.maxQueued = opts.maxQueuedBytes ?? 16 << 20;
     this.log = opts.log ?? (() => {});
+    const maxClients = opts.maxClients ?? MAX_CLIENTS;
+    const maxLine = opts.maxLineBytes ?? MAX_REQUEST_LINE;
     if (!this.handlers.has(ControlCommand.PING)) {
       this.handlers.set(ControlCommand.PING, () => ({ pong: true, pid: process.pid, commands: [...this.handlers.keys()].sort() }));
     }
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
       if (this.closing) { socket.destroy(); return; }
-      this.conns.add(new Connection(socket, this, this.maxQueued));
+      if (this.conns.size >= maxClients) {
+        // Bounded: each client may hold an unfinished line of up to maxLine bytes.
+        this.refused++;
+        socket.on('error', () => socket.destroy());
+        socket.end(encodeLine({ id: null, ok: false, error: { code: ErrorCode.TOO_MANY_CLIENTS, message: `too many control clients (${maxClients} at once); try again when one has finished` } }));
+        socket.setTimeout(1000, () => socket.destroy());
+        return;
+      }
+      this.conns.add(new Connection(socket, this, this.maxQueued, maxLine));
     });
     this.server.on('error', (e) => this.log(`control: server error: ${e.message}`));
   }

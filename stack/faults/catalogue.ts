@@ -56,6 +56,8 @@ interface ParamDefBase {
   readonly source: string;
   /** The system this knob belongs to: which listener profile reads it. */
   readonly system: 'windows' | 'linux' | 'any';
+  /** Read by the emulated system whatever the faults (no fault lists it). */
+  readonly general?: boolean;
 }
 interface IntParamDef extends ParamDefBase {
   readonly type: 'int';
@@ -154,6 +156,11 @@ const PARAM_DEFS = {
     source: 'our choice: 100 ms, slow enough that a few hundred connections per second overflow a backlog of 5',
   },
   // --- Which listener the emulated stack is -----------------------------------------
+  DefaultTTL: {
+    type: 'int', default: 128, min: 1, max: 255, unit: 'hops', system: 'any', registry: TCPIP, general: true,
+    meaning: 'time to live of every IPv4 datagram the stack sends (TCP, UDP, ICMP replies)',
+    source: 'Windows NT 4.0, 2000 and Server 2003 registry reference: 128; Linux net.ipv4.ip_default_ttl: 64 (the linux profile)',
+  },
   TcpStackProfile: {
     type: 'enum', values: ['windows', 'linux'], default: 'windows', system: 'any', registry: null,
     meaning: 'listener behaviour: windows (SynAttackProtect and its thresholds, RST when the backlog is full) or linux (SYN queue, SYN cookies, accept queue, tcp_abort_on_overflow)',
@@ -417,20 +424,40 @@ export interface ProfileSpec {
   readonly params: Readonly<Partial<ParamValues>>;
 }
 
+/**
+ * What every Windows profile states (the Server 2003 registry reference's values unless
+ * a profile says otherwise). A profile sets every parameter the stack reads for its
+ * system, so that nothing it implies falls through to a default meant for another
+ * (the table is in docs/design.md; test/unit/faults-catalogue.test.ts checks it).
+ */
+const WINDOWS_BASE = {
+  TcpStackProfile: 'windows',
+  SynAttackProtect: 0,
+  TcpMaxHalfOpen: 500,
+  TcpMaxHalfOpenRetried: 400,
+  TcpMaxPortsExhausted: 5,
+  TcpMaxConnectResponseRetransmissions: 2,
+  TcpMaxConnectRetransmissions: 2,
+  TcpInitialRttMs: 3000,
+  MaxIcmpHostRoutes: 1000,
+  EnablePMTUDiscovery: 1,
+  EnablePMTUBHDetect: 0,
+  PMTUFloor: 576,
+  HostRouteAgingSec: 600,
+  MTU: 0,
+  MtlsListenBacklog: 5,
+  MtlsAcceptIntervalMs: 100,
+  DefaultTTL: 128,
+} as const satisfies Partial<ParamValues>;
+
 export const PROFILES: readonly ProfileSpec[] = [
   {
     name: 'nt4-sp6a',
     title: 'Windows NT 4.0 SP6a with the post-SP6a TCP/IP hotfix (KB 297040\'s system)',
     description:
       'Windows listener; SYN attack protection off as NT4 shipped it (KB 297040 needs SynAttackProtect set: add ' +
-      '--param SynAttackProtect=1 or 2 to reproduce it); SYN retransmissions 2; no MS05-019 MTU floor (68).',
-    params: {
-      TcpStackProfile: 'windows',
-      SynAttackProtect: 0,
-      TcpMaxConnectRetransmissions: 2,
-      TcpMaxConnectResponseRetransmissions: 2,
-      PMTUFloor: 68,
-    },
+      '--param SynAttackProtect=1 or 2 to reproduce it); SYN retransmissions 2; no MS05-019 MTU floor (68); TTL 128.',
+    params: { ...WINDOWS_BASE, SynAttackProtect: 0, PMTUFloor: 68 },
   },
   {
     name: 'win2003-sp1',
@@ -440,18 +467,8 @@ export const PROFILES: readonly ProfileSpec[] = [
       'was 1 or 2; we set 2 (our choice) because the delayed indication that 2 adds (handshake first, application ' +
       'and backlog afterwards) is exactly the behaviour KB 903927 describes. Thresholds as the Server 2003 reference: ' +
       'TcpMaxHalfOpen 500, TcpMaxHalfOpenRetried 400, TcpMaxPortsExhausted 5, TcpMaxConnectResponseRetransmissions 2. ' +
-      'MS05-019 MTU floor 576, MaxIcmpHostRoutes 1000.',
-    params: {
-      TcpStackProfile: 'windows',
-      SynAttackProtect: 2,
-      TcpMaxHalfOpen: 500,
-      TcpMaxHalfOpenRetried: 400,
-      TcpMaxPortsExhausted: 5,
-      TcpMaxConnectResponseRetransmissions: 2,
-      TcpMaxConnectRetransmissions: 2,
-      PMTUFloor: 576,
-      MaxIcmpHostRoutes: 1000,
-    },
+      'MS05-019 MTU floor 576, MaxIcmpHostRoutes 1000; TTL 128.',
+    params: { ...WINDOWS_BASE, SynAttackProtect: 2, PMTUFloor: 576 },
   },
   {
     name: 'linux',
@@ -459,7 +476,8 @@ export const PROFILES: readonly ProfileSpec[] = [
     description:
       'SYN queue bounded by tcp_max_syn_backlog (128, the documented floor), SYN cookies on overflow, accept queue ' +
       'capped by somaxconn 4096, ACK dropped when the accept queue is full (tcp_abort_on_overflow 0); no Windows SYN ' +
-      'attack protection; PMTU floor 552 (min_pmtu), PMTU entries expire after 600 s (mtu_expires).',
+      'attack protection; PMTU floor 552 (min_pmtu), PMTU entries expire after 600 s (mtu_expires); TTL 64 ' +
+      '(ip_default_ttl).',
     params: {
       TcpStackProfile: 'linux',
       SynAttackProtect: 0,
@@ -467,8 +485,14 @@ export const PROFILES: readonly ProfileSpec[] = [
       tcp_abort_on_overflow: 0,
       tcp_max_syn_backlog: 128,
       somaxconn: 4096,
+      EnablePMTUDiscovery: 1,
+      EnablePMTUBHDetect: 0,
       PMTUFloor: 552,
       HostRouteAgingSec: 600,
+      MTU: 0,
+      MtlsListenBacklog: 5,
+      MtlsAcceptIntervalMs: 100,
+      DefaultTTL: 64,
     },
   },
 ];

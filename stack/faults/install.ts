@@ -42,6 +42,7 @@ export function installFaults(stack: Stack, cfg: FaultConfig, events: EventLog):
     tcp.backlog = win ? windows : linux;
     tcp.config.synRetries = win ? p.TcpMaxConnectRetransmissions : 6;
     tcp.config.synRtoMs = win ? p.TcpInitialRttMs : 1000;
+    stack.ttl = p.DefaultTTL;
     const ifMtu = p.MTU > 0 ? Math.max(68, Math.min(p.MTU, stack.device.mtu)) : stack.device.mtu;
     if (ifMtu !== stack.routes.interfaceMtu) stack.routes.setInterfaceMtu(ifMtu);
   };

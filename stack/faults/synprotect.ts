@@ -29,6 +29,7 @@ import type { FaultConfig } from './catalogue';
 import { EventKind, type EventLog } from './events';
 import type { BacklogPolicy } from '../tcp/backlog';
 import type { TcpConnection } from '../tcp/connection';
+import { HalfOpenFlag, type HalfOpen } from '../tcp/halfopen';
 import type { AdmitVerdict, Listener, SynVerdict } from '../tcp/listener';
 import type { TcpRepr } from '../wire/tcp';
 import { formatIpv4 } from '../wire/addr';
@@ -53,7 +54,8 @@ interface ListenerState {
   triggeredBy: string | null;
   /** Connections that completed the handshake and wait for their delayed indication. */
   awaitingIndication: Set<TcpConnection>;
-  retried: Set<TcpConnection>;
+  /** Half-open entries told to the application at their SYN: each holds a backlog slot. */
+  indicatedHalfOpen: number;
 }
 
 export class WindowsBacklog implements BacklogPolicy {
@@ -72,7 +74,7 @@ export class WindowsBacklog implements BacklogPolicy {
   private ls(l: Listener): ListenerState {
     let s = this.state.get(l);
     if (!s) {
-      s = { portsExhausted: 0, triggered: false, triggeredBy: null, awaitingIndication: new Set(), retried: new Set() };
+      s = { portsExhausted: 0, triggered: false, triggeredBy: null, awaitingIndication: new Set(), indicatedHalfOpen: 0 };
       this.state.set(l, s);
     }
     return s;
@@ -92,7 +94,7 @@ export class WindowsBacklog implements BacklogPolicy {
     let by: 'TcpMaxHalfOpen' | 'TcpMaxHalfOpenRetried' | 'TcpMaxPortsExhausted' | null = null;
     let value = 0, limit = 0;
     if (l.synQueue.size > p.TcpMaxHalfOpen) { by = 'TcpMaxHalfOpen'; value = l.synQueue.size; limit = p.TcpMaxHalfOpen; }
-    else if (s.retried.size > p.TcpMaxHalfOpenRetried) { by = 'TcpMaxHalfOpenRetried'; value = s.retried.size; limit = p.TcpMaxHalfOpenRetried; }
+    else if (l.halfOpenRetried > p.TcpMaxHalfOpenRetried) { by = 'TcpMaxHalfOpenRetried'; value = l.halfOpenRetried; limit = p.TcpMaxHalfOpenRetried; }
     else if (s.portsExhausted > p.TcpMaxPortsExhausted || (p.TcpMaxPortsExhausted === 0 && this.backlogFull(l))) {
       by = 'TcpMaxPortsExhausted'; value = s.portsExhausted; limit = p.TcpMaxPortsExhausted;
     }
@@ -113,20 +115,19 @@ export class WindowsBacklog implements BacklogPolicy {
       this.events.emit({
         fault: 'kb903927', kind: EventKind.SynProtectionCleared,
         message: `SYN attack protection cleared on port ${l.port}: every threshold is back under its limit`,
-        data: { halfOpen: l.synQueue.size, halfOpenRetried: s.retried.size, portsExhausted: s.portsExhausted },
+        data: { halfOpen: l.synQueue.size, halfOpenRetried: l.halfOpenRetried, portsExhausted: s.portsExhausted },
       });
       s.triggeredBy = null;
     }
     return s.triggered;
   }
 
-  /** The backlog counts every connection the application was told of and has not accepted. */
+  /**
+   * The backlog counts every connection the application was told of and has not
+   * accepted: the accept queue, and the half-open connections indicated at their SYN.
+   */
   private backlogFull(l: Listener): boolean {
-    let held = l.acceptQueue.length;
-    if (held >= l.backlog) return true;
-    // Half-open connections indicated at their SYN hold a backlog slot too.
-    for (const c of l.synQueue) if (!(c as WinConn).delayedIndication && ++held >= l.backlog) return true;
-    return false;
+    return l.acceptQueue.length + this.ls(l).indicatedHalfOpen >= l.backlog;
   }
 
   isTriggered(l: Listener): boolean { return this.ls(l).triggered; }
@@ -147,18 +148,29 @@ export class WindowsBacklog implements BacklogPolicy {
     return 'accept';
   }
 
-  afterSynQueued(l: Listener, conn: TcpConnection): void {
+  afterSynQueued(l: Listener, req: HalfOpen): void {
     const s = this.ls(l);
-    (conn as WinConn).delayedIndication = s.triggered && this.p.SynAttackProtect >= 2;
+    if (s.triggered && this.p.SynAttackProtect >= 2) req.flags |= HalfOpenFlag.DelayedIndication;
+    else { req.flags |= HalfOpenFlag.HoldsSlot; s.indicatedHalfOpen++; }
     this.evaluate(l, s);
   }
 
   onFinalAck(): AdmitVerdict { return 'ok'; }
 
-  afterEstablished(l: Listener, conn: TcpConnection, now: number): void {
+  /**
+   * A half-open entry left the SYN queue: its backlog slot (if it held one) goes with
+   * it. The thresholds are looked at again at the next SYN, accept or handshake, as
+   * before entries were compact.
+   */
+  halfOpenGone(l: Listener, req: HalfOpen): void {
+    if (!req.has(HalfOpenFlag.HoldsSlot)) return;
+    req.flags &= ~HalfOpenFlag.HoldsSlot;
+    this.ls(l).indicatedHalfOpen--;
+  }
+
+  afterEstablished(l: Listener, conn: TcpConnection, req: HalfOpen | null, now: number): void {
     const s = this.ls(l);
-    s.retried.delete(conn);
-    if (!(conn as WinConn).delayedIndication) {
+    if (!req || !req.has(HalfOpenFlag.DelayedIndication)) {
       // Indicated at the SYN: it already holds its backlog slot.
       this.evaluate(l, s);
       return;
@@ -234,14 +246,11 @@ export class WindowsBacklog implements BacklogPolicy {
     }
   }
 
-  onSynAckRetransmit(l: Listener, conn: TcpConnection): void {
-    const s = this.ls(l);
-    s.retried.add(conn);
-    this.evaluate(l, s);
+  onSynAckRetransmit(l: Listener): void {
+    this.evaluate(l, this.ls(l));
   }
 
-  synAckRetries(conn: TcpConnection): number {
-    const l = conn.listener;
+  synAckRetries(l: Listener | null): number {
     if (l && this.ls(l).triggered) return Math.min(1, this.p.TcpMaxConnectResponseRetransmissions);
     return this.p.TcpMaxConnectResponseRetransmissions;
   }
@@ -249,15 +258,13 @@ export class WindowsBacklog implements BacklogPolicy {
   /** KB 142641: the first SYN-ACK retransmission after 3 s, doubling. */
   synAckRto(): number { return 3000; }
 
-  suppressSynOptions(conn: TcpConnection): boolean {
-    const l = conn.listener;
-    return !!l && this.ls(l).triggered;
+  suppressSynOptions(l: Listener): boolean {
+    return this.ls(l).triggered;
   }
 
-  /** A listener lost a queued connection (reset, timeout): keep the bookkeeping tidy. */
+  /** A listener lost a connection it held (reset, timeout): keep the bookkeeping tidy. */
   forget(l: Listener, conn: TcpConnection): void {
     const s = this.ls(l);
-    s.retried.delete(conn);
     if (s.awaitingIndication.delete(conn)) {
       const t = (conn as WinConn).indicationTimer;
       if (t) l.layer.timers.disarm(t);
@@ -291,7 +298,6 @@ export class WindowsBacklog implements BacklogPolicy {
 }
 
 interface WinConn extends TcpConnection {
-  delayedIndication?: boolean;
   indicationTimer?: Timer;
 }
 

@@ -26,6 +26,8 @@ export class Reassembler {
   private bytes = 0;
   timeouts = 0;
   evictions = 0;
+  /** Datagrams given up for cause: refused, inconsistent, or evicted for room (not timeouts: see expire). */
+  failures = 0;
 
   constructor(readonly limits: ReassemblyLimits = { maxDatagrams: 64, maxBytes: 4 * 1024 * 1024, timeoutMs: 30_000 }) {}
 
@@ -38,7 +40,7 @@ export class Reassembler {
    * (inconsistent, too large, or over the limits).
    */
   add(key: string, now: number, header: Buffer, offset: number, moreFragments: boolean, data: Buffer): ReassemblyResult | null {
-    if (offset + data.length > 65535 - 20) return null;
+    if (offset + data.length > 65535 - 20) { this.failures++; return null; }
     let p = this.pending.get(key);
     if (!p) {
       if (this.pending.size >= this.limits.maxDatagrams) this.evictOldest();
@@ -47,12 +49,12 @@ export class Reassembler {
     }
     if (!moreFragments) {
       const end = offset + data.length;
-      if (p.totalLength >= 0 && p.totalLength !== end) { this.drop(p); return null; }
+      if (p.totalLength >= 0 && p.totalLength !== end) { this.fail(p); return null; }
       p.totalLength = end;
-    } else if (data.length % 8 !== 0) { this.drop(p); return null; }
+    } else if (data.length % 8 !== 0) { this.fail(p); return null; }
     if (offset === 0) p.header = Buffer.from(header);
     // Bounded in pieces too: 8-byte fragments must not make one datagram thousands of parts.
-    if (p.parts.length >= MAX_PARTS) { this.drop(p); return null; }
+    if (p.parts.length >= MAX_PARTS) { this.fail(p); return null; }
     if (!this.insert(p, offset, data)) return { done: false };
     while (this.bytes > this.limits.maxBytes && this.pending.size > 0) this.evictOldest();
     if (!this.pending.has(key)) return null;
@@ -105,7 +107,12 @@ export class Reassembler {
   private evictOldest(): void {
     let oldest: Pending | null = null;
     for (const p of this.pending.values()) if (!oldest || p.firstAt < oldest.firstAt) oldest = p;
-    if (oldest) { this.drop(oldest); this.evictions++; }
+    if (oldest) { this.fail(oldest); this.evictions++; }
+  }
+
+  private fail(p: Pending): void {
+    this.failures++;
+    this.drop(p);
   }
 
   private drop(p: Pending): void {

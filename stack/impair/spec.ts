@@ -37,8 +37,8 @@ import {
   parseInteger, parsePercent, parseRate, parseSize, parseTime,
 } from './units';
 
+/** A bad impairment spec: a usage error (exit status 2 from the CLI, EUSAGE over the control socket). */
 export class ImpairSpecError extends UsageError {
-  readonly code = 'EINVAL';
   constructor(message: string) {
     super(message);
   }

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { RunOptions, StackRuntimeHandle } from '../../bin/cli/run-options';
-import { type TunDevice, configureHostSide } from '../../drivers/tun/index';
+import { type TunDevice } from '../../drivers/tun/index';
 import { PcapDevice, wallClock } from '../../drivers/pcap';
 import { ImpairDevice } from '../../drivers/impair';
 import { Impairments } from '../impair/registry';
@@ -26,8 +26,10 @@ import { ControlServer, ControlHandler } from '../control/server';
 import { installFaults, InstalledFaults } from '../faults/install';
 import { CodedError } from '../util/errors';
 import { Worker } from 'node:worker_threads';
-import { faultSetup, openRunTun, stackOffloads } from './setup';
+import { configureHostLink, faultSetup, hostLinkBefore, openRunTun, stackOffloads } from './setup';
 import { EthernetRuntime, ethernetRuntime, neighReply, setupTapKernelSide } from './ethernet';
+import { cachedSummary, connectionCounts, listenerRows, streamRows } from './stats';
+import { MAX_TIMEOUT_MS, STATS_ROWS_PER_EVENT, badArgument, booleanArg, integerArg, requiredString, statsQuery, type StatsQuery } from '../control/protocol';
 import type { ShardWorkerData } from './shard-worker';
 
 let gcFn: (() => void) | null = null;
@@ -52,6 +54,10 @@ export function memoryAfterGc(): { heapUsedAfterGc: number; arrayBuffersAfterGc:
   return { heapUsedAfterGc: heap, arrayBuffersAfterGc: process.memoryUsage().arrayBuffers };
 }
 
+function kernelSide(opts: RunOptions, hostAddr: string | null): string {
+  return opts.hostConfig === false || hostAddr === null ? 'kernel side left as it is' : `kernel side ${hostAddr}`;
+}
+
 export interface Runtime {
   stack: Stack;
   device: Device;
@@ -69,6 +75,8 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
   if (opts.shards) return startShardedRuntime(opts);
   const { faults, events, unlogChanges } = faultSetup(opts);
   const tap = opts.link === 'tap';
+  // A TUN device made beforehand is used as it is and left as it was (hostLinkBefore records it).
+  const before = tap ? null : hostLinkBefore(opts);
   const tun = openRunTun(opts, tap ? { mode: 'tap' } : {});
   const cleanups: (() => void | Promise<void>)[] = [];
   const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } };
@@ -77,7 +85,10 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const bridge = tap ? setupTapKernelSide(opts, tun) : null;
     if (bridge?.created) cleanups.push(() => removeBridge(bridge.name));
     cleanups.push(() => tun.close());
-    if (!tap) configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr!.addr)}/${opts.hostAddr!.prefix}`, mtu: opts.mtu, up: true });
+    if (!tap) {
+      const host = configureHostLink(opts, tun, before);
+      cleanups.push(() => host.restore());
+    }
     // TUN: device <- --pcap-wire <- impairments <- --pcap <- stack (docs/impairments.md).
     // TAP: device <- --pcap-wire (frames) <- Ethernet <- impairments <- --pcap <- stack:
     // impairments act on IP packets on both kinds of device.
@@ -95,12 +106,16 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     device = impairDevice;
     cleanups.push(() => impairDevice.close());
     if (opts.pcap) {
-      const pcap = new PcapDevice(device, { path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144, now: pcapClock });
+      const pcap = new PcapDevice(device, {
+        path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144, now: pcapClock,
+        ...(opts.pcapSizeMB !== undefined ? { rotateBytes: opts.pcapSizeMB * 1_000_000 } : {}),
+        ...(opts.pcapFiles !== undefined ? { maxFiles: opts.pcapFiles } : {}),
+      });
       device = pcap;
       cleanups.push(() => pcap.close());
     }
     const stack = new Stack({
-      device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: opts.mtu,
+      device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: tun.mtu,
       tcp: { congestionControl: opts.cc },
       ...stackOffloads(tun.vnetHdr, tun.offloads.tso4, tun.offloads.csum),
       ...(link ? link.stackOptions : {}),
@@ -137,13 +152,14 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const l2 = link?.summary();
     const info = {
       ready: true, tun: tun.name, ...(l2 ? { link: 'tap', ...l2 } : {}), addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
-      hostAddr, mtu: tun.mtu, created: tun.created,
+      hostAddr: opts.hostConfig === false ? null : hostAddr, mtu: tun.mtu, created: tun.created,
+      hostConfig: opts.hostConfig !== false,
       services: opts.services, control: opts.control, offloads: off.names, queues: tun.queueCount,
       profile: faults.snapshot().profile, pid: process.pid,
     };
     const where = l2
       ? `TAP ${info.tun} (mac ${l2.mac}, ${l2.bridge ? `port of bridge ${l2.bridge}${l2.bridgeCreated ? ' (created)' : ''}` : `kernel side ${hostAddr}`}${l2.gateway ? `, gateway ${l2.gateway}` : ''}`
-      : `${info.tun} (kernel side ${hostAddr}`;
+      : `${info.tun} (${kernelSide(opts, info.hostAddr)}`;
     const readyLine = opts.json
       ? JSON.stringify(info)
       : `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
@@ -163,7 +179,8 @@ async function startNamedServices(api: NetApi, raw: ReturnType<typeof createNetA
   if (plain.length > 0) {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const svc = require('../services/index') as typeof import('../services/index');
-    const started = await svc.startServices(api, plain, { statusProvider: () => statsResult(rt, opts), faults: rt.faults, events: rt.events });
+    const status = cachedSummary(() => statusSummary(rt));
+    const started = await svc.startServices(api, plain, { statusProvider: status, faults: rt.faults, events: rt.events });
     handles.push(...started);
   }
   if (opts.services.includes('mtls')) {
@@ -177,9 +194,15 @@ async function startNamedServices(api: NetApi, raw: ReturnType<typeof createNetA
   return handles;
 }
 
-function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {
+/**
+ * The stats summary: counts (connections per state, half-open entries, listeners'
+ * queues), counters, lock, faults. No connection rows: those are streamed on request
+ * (stack/runtime/stats.ts).
+ */
+function statsSummary(rt: Runtime, opts: RunOptions) {
   const s = rt.stack;
   const snap = rt.faults.snapshot();
+  const counts = connectionCounts(s);
   return {
     tun: rt.tun.name,
     addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
@@ -188,41 +211,88 @@ function statsResult(rt: Runtime, opts: RunOptions, withGc = false) {
     device: rt.device.stats(),
     ...(rt.link ? { link: { ...rt.link.eth.describe(s.scheduler.now()), ...rt.link.summary() } } : {}),
     offloads: { accepted: rt.tun.offloads.names, vnetHdr: rt.tun.vnetHdr, tsoSegments: s.tsoSegmentsMax, txChecksumOffload: s.txCsumOffload },
-    connections: s.tcp.table.rows(),
-    listeners: [...s.tcp.listeners.values()].map((l) => ({
-      port: l.port, backlog: l.backlog, synQueue: l.synQueue.size, acceptQueue: l.acceptQueue.length,
-      refusedSyns: l.refusedSyns, droppedSyns: l.droppedSyns, droppedAcks: l.droppedAcks, resetAfterHandshake: l.resetAfterHandshake,
-    })),
+    connectionCount: counts.total,
+    states: counts.states,
+    listeners: listenerRows(s),
     lock: { name: 'tcp-connection-table', ...s.tcp.table.lock.describe(s.now) },
     faults: snap.modes,
     params: snap.params,
     profile: snap.profile,
     leak: rt.installed.leakReport(),
-    ...(withGc ? memoryAfterGc() : {}),
     memory: process.memoryUsage(),
   };
+}
+
+/**
+ * The status page served through the stack (GET / on the http service): counts per
+ * state, the listeners' queues, counters and faults. Bounded in size and cost, and it
+ * names no peer: any client of the page may read it.
+ */
+function statusSummary(rt: Runtime): Record<string, unknown> {
+  const s = rt.stack;
+  const snap = rt.faults.snapshot();
+  const counts = connectionCounts(s);
+  const lock = s.tcp.table.lock.describe(s.now);
+  return {
+    uptimeMs: Date.now() - rt.startedAt,
+    profile: snap.profile,
+    faults: snap.modes,
+    connections: counts.total,
+    states: counts.states,
+    listeners: listenerRows(s),
+    lock: { held: lock.held, heldForMs: lock.heldForMs, blockedPackets: lock.blockedPackets },
+    leak: rt.installed.leakReport(),
+    counters: { ...s.counters },
+  };
+}
+
+/** A stats request: the summary, the rows asked for (streamed as { rows } events), the memory after a GC if asked. */
+async function statsReply(summary: () => Record<string, unknown>, q: StatsQuery, rows: (send: (r: unknown[]) => boolean) => Promise<{ matched: number; sent: number }>, ctx: { stream(ev: unknown): boolean }) {
+  const out: Record<string, unknown> = summary();
+  if (q.limit > 0) {
+    const r = await rows((batch) => ctx.stream({ rows: batch }));
+    out.rows = { matched: r.matched, sent: r.sent, limit: q.limit === Infinity ? 'all' : q.limit };
+  }
+  if (q.gc) Object.assign(out, memoryAfterGc());
+  return out;
+}
+
+/** The events command's arguments, checked. */
+function eventsArgs(args: Record<string, unknown>): { limit: number; follow: boolean } {
+  return { limit: integerArg(args, 'limit', 1, 100_000) ?? 1000, follow: booleanArg(args, 'follow') ?? false };
+}
+
+/** param.set's value: a string or a number; the catalogue checks its range. */
+function paramValue(args: Record<string, unknown>): string | number {
+  const v = args.value;
+  if (typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v))) return v;
+  throw badArgument(`"value" must be a string or a number (the parameter's new value), not ${v === undefined ? 'missing' : JSON.stringify(v)}`);
 }
 
 function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof createNetApi>): Record<string, ControlHandler> {
   const s = rt.stack;
   return {
-    stats: () => statsResult(rt, opts, true),
+    stats: (args, ctx) => {
+      const q = statsQuery(args);
+      return statsReply(() => statsSummary(rt, opts), q, (send) => streamRows(s, q, send), ctx);
+    },
     'fault.set': (args) => {
-      const id = String(args.id ?? ''), mode = String(args.mode ?? '');
+      const id = requiredString(args, 'id', 'a fault id or alias such as kb903927'), mode = requiredString(args, 'mode', 'off, buggy or hotfixed');
       const previous = rt.faults.mode(id);
       rt.faults.setMode(id, mode);
       return { id, mode: rt.faults.mode(id), previous };
     },
     'param.set': (args) => {
-      const name = String(args.name ?? '');
-      const value = args.value as string | number;
+      const name = requiredString(args, 'name', 'a parameter name such as SynAttackProtect');
+      const value = paramValue(args);
+      const before: Record<string, unknown> = { ...rt.faults.params };
       const canonical = rt.faults.setParam(name, value);
-      return { name: canonical, value: (rt.faults.params as Record<string, unknown>)[canonical] };
+      return { name: canonical, value: (rt.faults.params as Record<string, unknown>)[canonical], previous: before[canonical] };
     },
     events: async (args, ctx) => {
-      const limit = typeof args.limit === 'number' ? args.limit : 1000;
+      const { limit, follow } = eventsArgs(args);
       const recent = rt.events.recent(limit);
-      if (!args.follow) return recent;
+      if (!follow) return recent;
       for (const e of recent) ctx.stream(e);
       const unsub = rt.events.subscribe((e) => { if (!ctx.stream(e)) unsub(); });
       ctx.onClose(unsub);
@@ -247,16 +317,21 @@ function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof c
  */
 export function connectOnce(s: Stack, api: ReturnType<typeof createNetApi>, args: Record<string, unknown>): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const host = String(args.host ?? '');
-    const port = Number(args.port);
+    let host: string, port: number, timeoutArg: number | undefined;
+    try {
+      host = requiredString(args, 'host', 'an IPv4 address such as 198.18.0.99');
+      port = integerArg(args, 'port', 1, 65535) ?? NaN;
+      // Node arms no timer past 2^31-1 ms: a larger one would fire at once.
+      timeoutArg = integerArg(args, 'timeoutMs', 1, MAX_TIMEOUT_MS, 'ms');
+    } catch (e) { reject(e); return; }
     // Without a limit from the caller: the active open's whole SYN schedule (the first
     // timeout doubling after each of synRetries retransmissions) and 2 s more, so a hung
     // attempt (KB 297040) is reported when a healthy one would have failed.
     const cfg = s.tcp.config;
     let scheduleMs = 0;
     for (let k = 0; k <= cfg.synRetries; k++) scheduleMs += Math.min(cfg.synRtoMs * 2 ** k, cfg.maxRtoMs);
-    const timeoutMs = typeof args.timeoutMs === 'number' ? args.timeoutMs : scheduleMs + 2000;
-    if (!Number.isInteger(port) || port < 1 || port > 65535) { reject(new CodedError('EINVAL', `bad port ${String(args.port)}`)); return; }
+    const timeoutMs = timeoutArg ?? scheduleMs + 2000;
+    if (!Number.isInteger(port)) { reject(badArgument('"port" is required: an integer from 1 to 65535')); return; }
     const t0 = Date.now();
     const sock = api.connect({ host, port });
     const timer = setTimeout(() => {
@@ -333,6 +408,7 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
   // The main thread keeps the fault configuration for validation and display; each shard
   // applies every change to its own copy (the faults' state is per shard).
   const { faults, events, unlogChanges } = faultSetup(opts);
+  const before = hostLinkBefore(opts);
   const tun = openRunTun(opts, { multiQueue: true, startQueues: false });
   const shards: ShardHandle[] = [];
   const stopShards = async () => {
@@ -357,7 +433,9 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
   };
   try {
     if (opts.link === 'tap' || !opts.hostAddr) throw new CodedError('EINVAL', '--shards runs on a TUN device only');
-    configureHostSide(tun.name, { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: opts.mtu, up: true });
+    const host = configureHostLink(opts, tun, before);
+    // Runs after the shards stopped, before the fds close (cleanups run in reverse).
+    cleanups.splice(1, 0, () => host.restore());
     const off = tun.offloads;
     const onShardMessage = (m: Record<string, unknown>) => {
       if (m.event) {
@@ -382,31 +460,36 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
     const startedAt = Date.now();
     const all = (cmd: string, args: Record<string, unknown> = {}) => Promise.all(shards.map((sh) => sh.call(cmd, args)));
     const handlers: Record<string, ControlHandler> = {
-      stats: async () => {
-        const per = (await all('stats')) as Record<string, unknown>[];
+      stats: async (args, ctx) => {
+        const q = statsQuery(args);
+        // The shards check the same arguments; Infinity does not survive a structured clone.
+        const per = (await all('stats', { ...args, ...(q.limit === Infinity ? { all: true } : {}) })) as Record<string, unknown>[];
         const counters: Record<string, number> = {};
         const device: Record<string, number> = {};
         const leak: Record<string, number> = {};
-        let heap = 0, abufs = 0;
+        const states: Record<string, number> = {};
+        let heap = 0, abufs = 0, connectionCount = 0;
         const locks = per.map((p) => p.lock as { held?: boolean });
         for (const p of per) {
           sumInto(counters, p.counters as Record<string, unknown>);
           sumInto(device, p.device as Record<string, unknown>);
           sumInto(leak, p.leak as Record<string, unknown>);
+          sumInto(states, p.states as Record<string, unknown>);
+          connectionCount += Number(p.connectionCount ?? 0);
           heap += Number(p.heapUsedAfterGc ?? 0);
           abufs += Number(p.arrayBuffersAfterGc ?? 0);
         }
         device.queues = per.length;
-        const mine = memoryAfterGc();
         const snap = faults.snapshot();
-        return {
+        const out: Record<string, unknown> = {
           tun: tun.name,
           addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
           uptimeMs: Date.now() - startedAt,
           counters,
           device,
           offloads: { accepted: off.names, vnetHdr: tun.vnetHdr, tsoSegments: per[0]?.tsoSegments, txChecksumOffload: per[0]?.txChecksumOffload },
-          connections: per.flatMap((p) => (p.connections as Record<string, unknown>[]).map((c) => ({ ...c, shard: p.shard }))),
+          connectionCount,
+          states,
           listeners: per.flatMap((p) => (p.listeners as Record<string, unknown>[]).map((l) => ({ ...l, shard: p.shard }))),
           // Held if any shard holds it (each shard has its own table and lock).
           lock: locks.find((l) => l.held) ?? locks[0],
@@ -414,33 +497,49 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
           params: snap.params,
           profile: snap.profile,
           leak,
-          heapUsedAfterGc: mine.heapUsedAfterGc + heap,
-          arrayBuffersAfterGc: mine.arrayBuffersAfterGc + abufs,
           memory: process.memoryUsage(),
           shards: per.map((p) => ({
             shard: p.shard, counters: p.counters, device: p.device, lock: p.lock, leak: p.leak,
-            connections: (p.connections as unknown[]).length, heapUsedAfterGc: p.heapUsedAfterGc,
+            connections: p.connectionCount, ...(q.gc ? { heapUsedAfterGc: p.heapUsedAfterGc } : {}),
           })),
         };
+        if (q.limit > 0) {
+          let matched = 0, sent = 0;
+          for (const p of per) {
+            matched += Number(p.matched ?? 0);
+            const rows = ((p.rows as Record<string, unknown>[] | undefined) ?? []).slice(0, Math.max(0, q.limit - sent));
+            for (let i = 0; i < rows.length; i += STATS_ROWS_PER_EVENT) {
+              ctx.stream({ rows: rows.slice(i, i + STATS_ROWS_PER_EVENT).map((c) => ({ ...c, shard: p.shard })) });
+            }
+            sent += rows.length;
+          }
+          out.rows = { matched, sent, limit: q.limit === Infinity ? 'all' : q.limit };
+        }
+        if (q.gc) {
+          const mine = memoryAfterGc();
+          out.heapUsedAfterGc = mine.heapUsedAfterGc + heap;
+          out.arrayBuffersAfterGc = mine.arrayBuffersAfterGc + abufs;
+        }
+        return out;
       },
       'fault.set': async (args) => {
-        const id = String(args.id ?? ''), mode = String(args.mode ?? '');
+        const id = requiredString(args, 'id', 'a fault id or alias such as kb903927'), mode = requiredString(args, 'mode', 'off, buggy or hotfixed');
         const previous = faults.mode(id);
         faults.setMode(id, mode); // validates; throws a usage error for a bad id or mode
         await all('fault.set', { id, mode });
         return { id, mode: faults.mode(id), previous, shards: shards.length };
       },
       'param.set': async (args) => {
-        const name = String(args.name ?? '');
-        const value = args.value as string | number;
+        const name = requiredString(args, 'name', 'a parameter name such as SynAttackProtect');
+        const value = paramValue(args);
         const canonical = faults.setParam(name, value);
         await all('param.set', { name: canonical, value });
         return { name: canonical, value: (faults.params as Record<string, unknown>)[canonical], shards: shards.length };
       },
       events: async (args, ctx) => {
-        const limit = typeof args.limit === 'number' ? args.limit : 1000;
+        const { limit, follow } = eventsArgs(args);
         const recent = events.recent(limit);
-        if (!args.follow) return recent;
+        if (!follow) return recent;
         for (const e of recent) ctx.stream(e);
         const unsub = events.subscribe((e) => { if (!ctx.stream(e)) unsub(); });
         ctx.onClose(unsub);
@@ -467,13 +566,14 @@ async function startShardedRuntime(opts: RunOptions): Promise<StackRuntimeHandle
 
     const info = {
       ready: true, tun: tun.name, addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
-      hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: tun.mtu, created: tun.created,
+      hostAddr: opts.hostConfig === false ? null : `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`, mtu: tun.mtu, created: tun.created,
+      hostConfig: opts.hostConfig !== false,
       services: opts.services, control: opts.control, offloads: off.names, queues: fds.length, shards: shards.length,
       profile: faults.snapshot().profile, pid: process.pid,
     };
     const readyLine = opts.json
       ? JSON.stringify(info)
-      : `faultstack ready: ${info.addr} on ${info.tun} (kernel side ${info.hostAddr}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), ${shards.length} shards, services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
+      : `faultstack ready: ${info.addr} on ${info.tun} (${kernelSide(opts, info.hostAddr)}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), ${shards.length} shards, services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
     return { readyLine, closed, shutdown };
   } catch (e) {
     await cleanup();

@@ -3,8 +3,12 @@
  * (run.ts + shard-worker.ts): the fault configuration with its event log, opening the
  * TUN device, and what the kernel's accepted offloads let the stack send.
  */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import type { RunOptions } from '../../bin/cli/run-options';
-import { TunDevice, TunOpenOptions } from '../../drivers/tun/index';
+import { TunDevice, TunOpenOptions, configureHostSide } from '../../drivers/tun/index';
+import { formatIpv4 } from '../wire/addr';
+import { UsageError } from '../util/errors';
 import { buildFaultConfig } from '../faults/catalogue';
 import { EventLog, logConfigChanges } from '../faults/events';
 
@@ -25,15 +29,88 @@ export function faultSetup(opts: RunOptions) {
  * (TUN_F_* bits): it stands in for a kernel that refuses or limits offloads, so the
  * fallback can be tested anywhere.
  */
-export function openRunTun(opts: RunOptions, extra: Partial<TunOpenOptions> = {}): TunDevice {
+export function openRunTun(opts: RunOptions, extra: Partial<TunOpenOptions> = {}, existing: ExistingTun | null = existingTun(opts.tun)): TunDevice {
   const maskEnv = process.env.FAULTSTACK_TUN_OFFLOAD_MASK;
   const offloadMask = maskEnv !== undefined && maskEnv !== '' ? Number(maskEnv) : undefined;
+  const multiQueue = extra.multiQueue ?? opts.queues > 1;
+  if (existing) {
+    // Used as it is: its flags are fixed when it was made, and TUNSETIFF would rewrite them.
+    if (existing.multiQueue !== multiQueue) {
+      throw new UsageError(`the TUN device ${opts.tun} exists ${existing.multiQueue ? 'with' : 'without'} multi_queue; ` +
+        (multiQueue ? `--queues ${opts.queues} needs one made with \`ip tuntap add dev ${opts.tun} mode tun multi_queue\`` : 'run with --queues 2 or more, or use another device'));
+    }
+  }
+  // An existing device without vnet_hdr keeps it off (offloads need it): nothing of its flags changes.
+  const vnetHdr = opts.offloads && (!existing || existing.vnetHdr);
   return TunDevice.open({
-    name: opts.tun, mtu: opts.mtu, vnetHdr: opts.offloads, offloads: opts.offloads ? 'probe' : 'off',
+    name: opts.tun, mtu: opts.hostConfig === false ? undefined : opts.mtu, vnetHdr, offloads: vnetHdr ? 'probe' : 'off',
     multiQueue: opts.queues > 1, queues: opts.queues,
     ...(offloadMask !== undefined && Number.isInteger(offloadMask) ? { offloadMask } : {}),
     ...extra,
   });
+}
+
+/** A TUN device that existed before this run (`ip tuntap add`), as its tun_flags describe it. */
+export interface ExistingTun { vnetHdr: boolean; multiQueue: boolean }
+
+const IFF_MULTI_QUEUE = 0x0100;
+const IFF_VNET_HDR = 0x4000;
+
+/** The device's flags if it exists and is a TUN device, null if it does not exist. */
+export function existingTun(name: string): ExistingTun | null {
+  let text: string;
+  try { text = fs.readFileSync(`/sys/class/net/${name}/tun_flags`, 'utf8'); } catch (e) {
+    if (fs.existsSync(`/sys/class/net/${name}`)) throw new UsageError(`${name} exists and is not a TUN device: pick another --tun name`);
+    return null;
+  }
+  const flags = Number.parseInt(text.trim(), 16);
+  return { vnetHdr: (flags & IFF_VNET_HDR) !== 0, multiQueue: (flags & IFF_MULTI_QUEUE) !== 0 };
+}
+
+interface LinkState { mtu: number; up: boolean; addrs: string[] }
+
+function linkState(name: string): LinkState {
+  const out = execFileSync('ip', ['-j', 'addr', 'show', 'dev', name], { encoding: 'utf8', timeout: 10_000 });
+  const j = (JSON.parse(out) as { mtu: number; flags: string[]; addr_info?: { family: string; local: string; prefixlen: number }[] }[])[0]!;
+  return {
+    mtu: j.mtu, up: j.flags.includes('UP'),
+    addrs: (j.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
+  };
+}
+
+/**
+ * The kernel side of the TUN link: the host address, the MTU, up. On a device this run
+ * created, whatever it does goes with the device. On a device that was there before, it
+ * records what it changes and `restore()` undoes exactly that (an address it added, the
+ * MTU, the down state), so nothing is left on a device faultstack did not create. With
+ * hostConfig false (--no-host-config) nothing is touched: the device must exist and be
+ * configured (address, up) by whoever made it.
+ */
+export function configureHostLink(opts: RunOptions, tun: TunDevice, before: LinkState | null): { restore(): void } {
+  if (opts.hostConfig === false || !opts.hostAddr) return { restore() {} };
+  const hostAddr = `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`;
+  configureHostSide(tun.name, { hostAddr, mtu: opts.mtu, up: true });
+  if (tun.created || !before) return { restore() {} };
+  return {
+    restore() {
+      const ip = (...args: string[]) => { try { execFileSync('ip', args, { stdio: 'ignore', timeout: 10_000 }); } catch { /* the device went away */ } };
+      if (!before.addrs.includes(hostAddr)) ip('addr', 'del', hostAddr, 'dev', tun.name);
+      if (linkState(tun.name).mtu !== before.mtu) ip('link', 'set', 'dev', tun.name, 'mtu', String(before.mtu));
+      if (!before.up) ip('link', 'set', 'dev', tun.name, 'down');
+    },
+  };
+}
+
+/** What the device looks like before this run touches it (null: it does not exist yet). */
+export function hostLinkBefore(opts: RunOptions): LinkState | null {
+  const existing = existingTun(opts.tun);
+  if (!existing) {
+    if (opts.hostConfig === false) {
+      throw new UsageError(`--no-host-config uses an existing TUN device, and ${opts.tun} does not exist: make it with \`ip tuntap add dev ${opts.tun} mode tun\` and configure its address, or drop --no-host-config`);
+    }
+    return null;
+  }
+  return linkState(opts.tun);
 }
 
 /**

@@ -20,6 +20,8 @@ import { stackOffloads } from './setup';
 import type { CongestionControl } from '../../bin/cli/run-options';
 import type { Ipv4Cidr } from '../wire/addr';
 import { connectOnce, memoryAfterGc } from './run';
+import { cachedSummary, collectRows, connectionCounts, listenerRows } from './stats';
+import { statsQuery } from '../control/protocol';
 
 /** What the main thread gives each worker (structured-cloneable). */
 export interface ShardWorkerData {
@@ -65,38 +67,49 @@ async function main(): Promise<void> {
     const api = createNetApi(stack);
     const startedAt = Date.now();
 
-    const stats = (withGc: boolean) => {
+    const summary = () => {
       const s = stack;
+      const counts = connectionCounts(s);
       return {
         shard: d.shard,
         uptimeMs: Date.now() - startedAt,
         counters: { ...s.counters },
         device: queue.stats(),
-        connections: s.tcp.table.rows(),
-        listeners: [...s.tcp.listeners.values()].map((l) => ({
-          port: l.port, backlog: l.backlog, synQueue: l.synQueue.size, acceptQueue: l.acceptQueue.length,
-          refusedSyns: l.refusedSyns, droppedSyns: l.droppedSyns, droppedAcks: l.droppedAcks, resetAfterHandshake: l.resetAfterHandshake,
-        })),
+        connectionCount: counts.total,
+        states: counts.states,
+        listeners: listenerRows(s),
         lock: { name: 'tcp-connection-table', ...s.tcp.table.lock.describe(s.now) },
         leak: installed.leakReport(),
         tsoSegments: s.tsoSegmentsMax,
         txChecksumOffload: s.txCsumOffload,
-        ...(withGc ? memoryAfterGc() : {}),
         memory: process.memoryUsage(),
       };
     };
+    /** The main thread's stats request: the summary, the rows that match (at most the limit), the memory after a GC if asked. */
+    const stats = async (args: Record<string, unknown>) => {
+      const q = statsQuery(args);
+      const out: Record<string, unknown> = summary();
+      if (q.limit > 0) { const r = await collectRows(stack, q); out.rows = r.rows; out.matched = r.matched; }
+      if (q.gc) Object.assign(out, memoryAfterGc());
+      return out;
+    };
+    // The status page names no peer: counts, queues, counters, lock state.
+    const status = cachedSummary(() => {
+      const { connectionCount, states, listeners, counters, lock } = summary();
+      return { shard: d.shard, connections: connectionCount, states, listeners, counters, lock: { held: lock.held, heldForMs: lock.heldForMs } };
+    });
 
     if (d.services.length > 0) {
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const svc = require('../services/index') as typeof import('../services/index');
       const names = d.services.filter((n): n is import('../services/index').ServiceName => svc.isServiceName(n));
-      const started = await svc.startServices(api, names, { statusProvider: () => stats(false), faults, events });
+      const started = await svc.startServices(api, names, { statusProvider: status, faults, events });
       cleanups.push(async () => { for (const h of started) await h.close(); });
     }
 
     let stopping = false;
     const handlers: Record<string, (args: Record<string, unknown>) => unknown> = {
-      stats: (args) => stats(args.gc !== false),
+      stats: (args) => stats(args),
       'fault.set': (args) => { faults.setMode(String(args.id ?? ''), String(args.mode ?? '')); return { id: args.id, mode: faults.mode(String(args.id ?? '')) }; },
       'param.set': (args) => ({ name: faults.setParam(String(args.name ?? ''), args.value as string | number) }),
       connect: (args) => connectOnce(stack, api, args),

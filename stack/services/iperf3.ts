@@ -36,10 +36,22 @@
  * running test gets SERVER_TERMINATE (11). The client may send CLIENT_TERMINATE
  * (12) when interrupted.
  *
- * Only TCP is implemented; UDP/SCTP requests and authenticated tests are
- * refused with SERVER_ERROR.
+ * UDP (`-u`, iperf3's iperf_udp.c as of 3.12): parameters carry "udp": true, the
+ * rate ("bandwidth", bits/s per stream) and the datagram size ("len"). At
+ * CREATE_STREAMS the server listens on UDP at its own port; each stream is a client
+ * socket connected to it, which sends a 4-byte UDP_CONNECT_MSG (0x36373839 in the
+ * client's byte order; legacy 123456789) and waits for UDP_CONNECT_REPLY (0x39383736;
+ * legacy 987654321) in the same byte order. Every data datagram starts with the
+ * sender's time (seconds, microseconds, 32-bit each) and a packet count (32-bit, or
+ * 64-bit with "udp_counters_64bit"), big-endian. The receiver keeps the highest count
+ * seen, counts a gap as lost and a count that goes back as out of order (and one loss
+ * fewer), and the jitter of RFC 1889 A.8 (J += (|D| - J) / 16 over transit times); its
+ * results carry jitter (seconds), errors (lost) and packets (the highest count). The
+ * sender paces datagrams to the rate.
+ *
+ * SCTP requests and authenticated tests are refused with SERVER_ERROR.
  */
-import type { NetApi, TcpServerLike, TcpSocketLike } from '../api/net-api';
+import type { NetApi, TcpServerLike, TcpSocketLike, UdpSocketLike } from '../api/net-api';
 
 type LogFn = (line: string) => void;
 
@@ -81,39 +93,175 @@ export const MAX_JSON_BYTES = 1024 * 1024;
 export const MAX_STREAMS = 128;
 /** Largest block size accepted for reverse sending. */
 export const MAX_BLOCK_SIZE = 16 * 1024 * 1024;
+/** UDP datagram sizes iperf3 accepts: the header (4 + 4 + 8) to 65535 - 8 - 20. */
+export const MIN_UDP_BLOCKSIZE = 16;
+export const MAX_UDP_BLOCKSIZE = 65535 - 8 - 20;
+/** iperf3's UDP "connect" message and reply, as 32-bit values (sent in the host's byte order). */
+export const UDP_CONNECT_MSG = 0x36373839;
+export const UDP_CONNECT_REPLY = 0x39383736;
+export const LEGACY_UDP_CONNECT_MSG = 123456789;
+export const LEGACY_UDP_CONNECT_REPLY = 987654321;
 
 const COOKIE_ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
 
 /** A fresh cookie: 36 characters from iperf3's alphabet plus the NUL (37 bytes). */
 /** One stream's line in the EXCHANGE_RESULTS message. */
-export interface StreamResult { id: number; bytes: number; sending: boolean; endTime: number }
+export interface StreamResult {
+  id: number; bytes: number; sending: boolean; endTime: number;
+  /** TCP, sending: segments retransmitted during the test, when the socket can tell (TCP_INFO). */
+  retransmits?: number | null;
+  /** UDP: RFC 1889 jitter in seconds, datagrams lost, and the highest packet count seen (sent, for a sender). */
+  jitter?: number; errors?: number; packets?: number;
+}
 
 /**
  * The EXCHANGE_RESULTS message both ends send: CPU use over the test's wall time and
- * one entry per stream (TCP only, so no jitter, loss or packet counts).
+ * one entry per stream. As iperf3's send_results: a sender reports retransmits only
+ * when every sending stream knows them (sender_has_retransmits 1, else 0; -1 for a
+ * pure receiver), and its congestion control as "congestion_used".
  */
-export function resultsMessage(cpuStart: NodeJS.CpuUsage, wallMs: number, streams: StreamResult[]): Record<string, unknown> {
+export function resultsMessage(cpuStart: NodeJS.CpuUsage, wallMs: number, streams: StreamResult[], opts: { congestion?: string | null } = {}): Record<string, unknown> {
   const wallUs = Math.max(1, wallMs * 1000);
   const cpu = process.cpuUsage(cpuStart);
   const user = (cpu.user / wallUs) * 100;
   const system = (cpu.system / wallUs) * 100;
+  const senders = streams.filter((s) => s.sending);
+  const hasRetransmits = senders.length > 0 && senders.every((s) => typeof s.retransmits === 'number');
   return {
     cpu_util_total: user + system,
     cpu_util_user: user,
     cpu_util_system: system,
-    sender_has_retransmits: streams.some((s) => s.sending) ? 0 : -1,
+    sender_has_retransmits: senders.length === 0 ? -1 : hasRetransmits ? 1 : 0,
+    ...(opts.congestion ? { congestion_used: opts.congestion } : {}),
     streams: streams.map((s) => ({
       id: s.id,
       bytes: s.bytes,
-      retransmits: s.sending ? 0 : -1,
-      jitter: 0,
-      errors: 0,
+      retransmits: s.sending && hasRetransmits ? s.retransmits : -1,
+      jitter: s.jitter ?? 0,
+      errors: s.errors ?? 0,
       omitted_errors: 0,
-      packets: 0,
+      packets: s.packets ?? 0,
       start_time: 0,
       end_time: s.endTime,
     })),
   };
+}
+
+/** The wall clock in microseconds (iperf3 stamps datagrams with seconds and microseconds). */
+function nowUs(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
+
+/**
+ * One UDP stream's receive side, as iperf_udp_recv counts: the highest packet count
+ * seen, lost (gaps), out of order (counts that go back, each also one loss fewer), and
+ * the RFC 1889 A.8 jitter over the transit time (arrival - send stamp; the clocks need
+ * not agree, only their rates).
+ */
+export class UdpReceiveStats {
+  bytes = 0;
+  packetCount = 0;
+  cntError = 0;
+  outOfOrder = 0;
+  /** Seconds. */
+  jitter = 0;
+  private prevTransit = 0;
+
+  constructor(readonly counters64 = false) {}
+
+  onDatagram(d: Buffer, arrivalUs: number): void {
+    if (d.length < (this.counters64 ? 16 : 12)) return;
+    const first = this.bytes === 0;
+    this.bytes += d.length;
+    const sentUs = d.readUInt32BE(0) * 1e6 + d.readUInt32BE(4);
+    const pcount = this.counters64 ? Number(d.readBigUInt64BE(8)) : d.readUInt32BE(8);
+    if (pcount >= this.packetCount + 1) {
+      if (pcount > this.packetCount + 1) this.cntError += pcount - 1 - this.packetCount;
+      this.packetCount = pcount;
+    } else {
+      this.outOfOrder++;
+      if (this.cntError > 0) this.cntError--;
+    }
+    const transit = (arrivalUs - sentUs) / 1e6;
+    if (first) this.prevTransit = transit;
+    const dd = Math.abs(transit - this.prevTransit);
+    this.prevTransit = transit;
+    this.jitter += (dd - this.jitter) / 16;
+  }
+}
+
+/**
+ * Sends UDP datagrams of `size` bytes to one peer at `rateBps` (bits/s; 0: as fast as
+ * the event loop lets it), each stamped with the time and its count as iperf_udp_send
+ * does. Paced on a 1 ms tick: what the rate allows since the start goes out, but at
+ * most 4 ms' worth in one tick, so that a late timer (a GC pause, a busy machine) is
+ * caught up over the next ticks instead of in one burst that overflows the receiver's
+ * socket buffer.
+ */
+export class UdpSender {
+  packets = 0;
+  bytes = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private immediate: NodeJS.Immediate | null = null;
+  private startedAt = 0;
+  private stopped = true;
+
+  constructor(
+    private readonly sock: UdpSocketLike,
+    private readonly peer: { address: string; port: number },
+    private readonly size: number,
+    private readonly rateBps: number,
+    private readonly opts: { counters64?: boolean; mayWrite?: () => boolean; onDatagram?: (n: number) => void } = {},
+  ) {}
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.startedAt = performance.now();
+    this.tick();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
+    this.timer = null;
+    this.immediate = null;
+  }
+
+  private readonly tick = (): void => {
+    this.timer = null;
+    this.immediate = null;
+    if (this.stopped) return;
+    const perMs = this.rateBps / 8 / 1000 / this.size;
+    const due = this.rateBps > 0
+      ? Math.min(Math.floor(perMs * (performance.now() - this.startedAt)) - this.packets, Math.max(1, Math.ceil(4 * perMs)))
+      : 64;
+    for (let i = 0; i < due; i++) {
+      if (this.opts.mayWrite && !this.opts.mayWrite()) { this.stop(); return; }
+      this.sendOne();
+    }
+    if (this.rateBps > 0) this.timer = setTimeout(this.tick, 1);
+    else this.immediate = setImmediate(this.tick);
+  };
+
+  private sendOne(): void {
+    // A fresh buffer each time: a kernel socket may still hold the last one.
+    const d = Buffer.allocUnsafe(this.size);
+    const us = nowUs();
+    const sec = Math.floor(us / 1e6);
+    d.writeUInt32BE(sec >>> 0, 0);
+    d.writeUInt32BE(us - sec * 1e6, 4);
+    this.packets++;
+    if (this.opts.counters64) d.writeBigUInt64BE(BigInt(this.packets), 8);
+    else d.writeUInt32BE(this.packets >>> 0, 8);
+    const head = this.opts.counters64 ? 16 : 12;
+    // Like iperf3's default payload: not all zeroes.
+    for (let i = head; i < d.length; i++) d[i] = 0x30 + (i % 64);
+    this.bytes += d.length;
+    this.opts.onDatagram?.(d.length);
+    this.sock.send(d, this.peer.port, this.peer.address);
+  }
 }
 
 export function makeCookie(): Buffer {
@@ -337,7 +485,15 @@ export class BlockSender {
 
 /** One data connection of a test, as seen by this end. */
 interface DataStream {
-  sock: TcpSocketLike;
+  /** TCP: the stream's connection; null for a UDP stream. */
+  sock: TcpSocketLike | null;
+  /** UDP: the client's socket this stream talks to. */
+  peer: { address: string; port: number } | null;
+  udpRx: UdpReceiveStats | null;
+  udpTx: UdpSender | null;
+  /** TCP, sending: TCP_INFO's retransmissions when the data phase started and ended. */
+  retransAtStart: number | null;
+  retransAtEnd: number | null;
   acceptSeq: number;
   id: number;
   /** true: this end sends on the stream; false: it receives. */
@@ -366,6 +522,8 @@ export interface Iperf3TestSummary {
   error?: string;
   /** Sum of the byte counts the client reported in its results. */
   clientReportedBytes?: number;
+  /** UDP (-u): what this end's receiving streams counted, summed (iperf3's receiver figures). */
+  udp?: { packets: number; lost: number; outOfOrder: number; jitterMs: number; sentPackets: number };
 }
 
 export interface Iperf3ServerStats {
@@ -454,6 +612,13 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
     blockSize = 131072;
     durationSec = 0;
     omitSec = 0;
+    udp = false;
+    private udp64 = false;
+    /** UDP: the socket on the server's port every stream talks through (bound at CREATE_STREAMS). */
+    private udpSock: UdpSocketLike | null = null;
+    private readonly udpByPeer = new Map<string, DataStream>();
+    /** TCP: the congestion control of the streams (TCP_INFO), reported as iperf3's congestion_used. */
+    private congestion: string | null = null;
     private timers = new Set<NodeJS.Timeout>();
     private streamsWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
     private runStart = 0;
@@ -519,15 +684,18 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       } else {
         this.control.destroy();
       }
-      for (const s of this.streams) s.sock.destroy();
+      for (const s of this.streams) s.sock?.destroy();
+      this.closeUdp();
       this.streamsWaiter?.reject(new TestAbort(reason));
       this.streamsWaiter = null;
     }
 
     addStream(sock: TcpSocketLike, seq: number, rest: Buffer): boolean {
-      if (this.phase !== 'streams' || this.streams.length >= this.expectedStreams) return false;
+      // A UDP test's streams arrive on the UDP socket (onUdp), not as connections.
+      if (this.udp || this.phase !== 'streams' || this.streams.length >= this.expectedStreams) return false;
       const st: DataStream = {
         sock,
+        peer: null, udpRx: null, udpTx: null, retransAtStart: null, retransAtEnd: null,
         acceptSeq: seq,
         id: 0,
         sending: false,
@@ -556,6 +724,60 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
         this.streamsWaiter = null;
       }
       return true;
+    }
+
+    /**
+     * UDP: listens on the server's port for the streams' connect messages (each from
+     * its own client socket), answers each in the byte order it came in, then counts
+     * the stream's data (while the test runs).
+     */
+    private async listenUdp(): Promise<void> {
+      const u = api.createUdpSocket();
+      this.udpSock = u;
+      u.on('error', (err: Error) => log(`iperf3: UDP socket error: ${err.message}`));
+      u.on('message', (msg: Buffer, rinfo: { address: string; port: number }) => this.onUdp(msg, rinfo));
+      await new Promise<void>((resolve, reject) => {
+        const onErr = (e: Error) => reject(new TestAbort(`cannot listen on UDP port ${boundPort()}: ${e.message}`, IperfError.IESTREAMACCEPT));
+        u.once('error', onErr);
+        u.bind(boundPort(), opts.host, () => { u.removeListener('error', onErr); resolve(); });
+      });
+    }
+
+    private onUdp(msg: Buffer, rinfo: { address: string; port: number }): void {
+      const key = `${rinfo.address}:${rinfo.port}`;
+      const st = this.udpByPeer.get(key);
+      if (st) {
+        if (this.phase !== 'running' || !st.udpRx) return;
+        st.udpRx.onDatagram(msg, nowUs());
+        st.bytes = st.udpRx.bytes;
+        stats.bytesReceived += msg.length;
+        return;
+      }
+      if (this.phase !== 'streams' || this.streams.length >= this.expectedStreams || msg.length < 4) return;
+      const le = msg.readUInt32LE(0), be = msg.readUInt32BE(0);
+      let reply: Buffer;
+      if (le === UDP_CONNECT_MSG || le === LEGACY_UDP_CONNECT_MSG) { reply = Buffer.alloc(4); reply.writeUInt32LE(le === UDP_CONNECT_MSG ? UDP_CONNECT_REPLY : LEGACY_UDP_CONNECT_REPLY, 0); }
+      else if (be === UDP_CONNECT_MSG || be === LEGACY_UDP_CONNECT_MSG) { reply = Buffer.alloc(4); reply.writeUInt32BE(be === UDP_CONNECT_MSG ? UDP_CONNECT_REPLY : LEGACY_UDP_CONNECT_REPLY, 0); }
+      else return; // not a stream being opened
+      const ds: DataStream = {
+        sock: null, peer: { address: rinfo.address, port: rinfo.port }, udpRx: null, udpTx: null,
+        retransAtStart: null, retransAtEnd: null,
+        acceptSeq: ++acceptSeq, id: 0, sending: false, bytes: 0, omittedBytes: 0, sender: null, endedAt: null,
+      };
+      this.udpByPeer.set(key, ds);
+      this.streams.push(ds);
+      this.udpSock!.send(reply, rinfo.port, rinfo.address);
+      if (this.streams.length === this.expectedStreams && this.streamsWaiter) {
+        this.streamsWaiter.resolve();
+        this.streamsWaiter = null;
+      }
+    }
+
+    private closeUdp(): void {
+      for (const st of this.streams) st.udpTx?.stop();
+      const u = this.udpSock;
+      this.udpSock = null;
+      if (u) { try { u.close(); } catch { /* closed already */ } }
     }
 
     private waitForStreams(): Promise<void> {
@@ -598,9 +820,9 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
     }
 
     private checkParams(p: Record<string, unknown>): void {
-      if (p.udp === true || p.sctp === true) {
-        throw new TestAbort(`unsupported protocol requested (${p.udp ? 'UDP' : 'SCTP'})`, IperfError.IEUNIMP);
-      }
+      if (p.sctp === true) throw new TestAbort('unsupported protocol requested (SCTP)', IperfError.IEUNIMP);
+      this.udp = p.udp === true;
+      this.udp64 = p.udp_counters_64bit !== undefined && p.udp_counters_64bit !== 0 && p.udp_counters_64bit !== false;
       if (typeof p.authtoken === 'string') {
         throw new TestAbort('authenticated tests are not supported', IperfError.IEAUTHTEST);
       }
@@ -610,8 +832,9 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       }
       this.reverse = p.reverse === true || p.reverse === 1;
       this.bidirectional = p.bidirectional === true || p.bidirectional === 1;
-      this.blockSize = Math.trunc(num(p.len, 131072));
-      if (this.blockSize < 1 || this.blockSize > MAX_BLOCK_SIZE) {
+      this.blockSize = Math.trunc(num(p.len, this.udp ? 1460 : 131072));
+      const [minBlk, maxBlk] = this.udp ? [MIN_UDP_BLOCKSIZE, MAX_UDP_BLOCKSIZE] : [1, MAX_BLOCK_SIZE];
+      if (this.blockSize < minBlk || this.blockSize > maxBlk) {
         throw new TestAbort(`bad block size ${this.blockSize}`, IperfError.IEBLOCKSIZE);
       }
       this.durationSec = Math.max(0, num(p.time, 10));
@@ -639,12 +862,13 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
         }
         this.checkParams(this.params);
         log(
-          `iperf3: test from ${this.client}: ${this.parallel} stream(s)` +
+          `iperf3: test from ${this.client}: ${this.udp ? 'UDP, ' : ''}${this.parallel} stream(s)` +
             `${this.reverse ? ', reverse' : ''}${this.bidirectional ? ', bidirectional' : ''}` +
             `, ${this.durationSec} s, block ${this.blockSize}`,
         );
 
         this.phase = 'streams';
+        if (this.udp) await this.listenUdp();
         this.send(stateByte(IperfState.CREATE_STREAMS));
         await this.waitForStreams();
         this.assignStreams();
@@ -667,7 +891,9 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
         // Like iperf3, close the data streams now. A reverse-mode client keeps
         // reading its streams after TEST_END, with a blocking read for a whole
         // block; only our FIN gets it out of there and on to the results.
-        for (const st of this.streams) st.sock.end();
+        // (UDP streams have nothing to close: the socket stays until the test is done,
+        // so that late datagrams are not answered with port unreachable.)
+        for (const st of this.streams) st.sock?.end();
 
         this.phase = 'results';
         this.send(stateByte(IperfState.EXCHANGE_RESULTS));
@@ -715,7 +941,8 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       this.streams.forEach((s, i) => {
         s.id = i === 0 ? 1 : i + 2;
         s.sending = this.bidirectional ? i >= this.parallel : this.reverse;
-        if (this.params.nodelay === true || this.params.nodelay === 1) s.sock.setNoDelay(true);
+        if (s.sock && (this.params.nodelay === true || this.params.nodelay === 1)) s.sock.setNoDelay(true);
+        if (s.peer && !s.sending) s.udpRx = new UdpReceiveStats(this.udp64);
       });
     }
 
@@ -727,13 +954,30 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       // Like iperf3's default, the payload is not all zeroes (compressible links).
       for (let i = 0; i < block.length; i++) block[i] = 0x30 + (i % 64);
       const rate = Math.max(0, num(this.params.bandwidth, 0));
+      for (const st of this.streams) this.congestion ??= st.sock?.tcpInfo?.()?.congestion ?? null;
+      const mayWrite = () =>
+        !(this.limitBytes > 0 && this.totalSentForLimit >= this.limitBytes) &&
+        !(this.limitBlocks > 0 && this.totalBlocksForLimit >= this.limitBlocks);
       for (const st of this.streams) {
         if (!st.sending) continue;
-        st.sender = new BlockSender(st.sock, block, {
+        if (st.peer) {
+          // UDP: at the rate (iperf3's default for UDP, 1 Mbit/s, comes as "bandwidth").
+          st.udpTx = new UdpSender(this.udpSock!, st.peer, this.blockSize, rate, {
+            counters64: this.udp64, mayWrite,
+            onDatagram: (n) => {
+              st.bytes += n;
+              stats.bytesSent += n;
+              this.totalSentForLimit += n;
+              this.totalBlocksForLimit++;
+            },
+          });
+          st.udpTx.start();
+          continue;
+        }
+        st.retransAtStart = st.sock!.tcpInfo?.()?.retransmits ?? null;
+        st.sender = new BlockSender(st.sock!, block, {
           rateBps: rate,
-          mayWrite: () =>
-            !(this.limitBytes > 0 && this.totalSentForLimit >= this.limitBytes) &&
-            !(this.limitBlocks > 0 && this.totalBlocksForLimit >= this.limitBlocks),
+          mayWrite,
           onBlock: (n) => {
             st.bytes += n;
             stats.bytesSent += n;
@@ -773,17 +1017,25 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       if (this.endAt === 0 && this.runStart !== 0) this.endAt = Date.now();
       for (const st of this.streams) {
         st.sender?.stop();
+        st.udpTx?.stop();
+        if (st.sock && st.sending && st.retransAtStart !== null && st.retransAtEnd === null) {
+          const now = st.sock.tcpInfo?.()?.retransmits;
+          st.retransAtEnd = now ?? null;
+        }
         if (st.endedAt === null || st.endedAt > this.endAt) st.endedAt = this.endAt || Date.now();
       }
     }
 
     private results(): Record<string, unknown> {
-      const streams = this.streams.map((s) => ({
+      const streams: StreamResult[] = this.streams.map((s) => ({
         id: s.id, bytes: s.bytes - s.omittedBytes, sending: s.sending,
         endTime: Math.max(0, ((s.endedAt ?? this.endAt) - this.countStart) / 1000),
+        ...(s.sock && s.sending && s.retransAtStart !== null && s.retransAtEnd !== null ? { retransmits: s.retransAtEnd - s.retransAtStart } : {}),
+        ...(s.udpRx ? { jitter: s.udpRx.jitter, errors: s.udpRx.cntError, packets: s.udpRx.packetCount } : {}),
+        ...(s.udpTx ? { packets: s.udpTx.packets } : {}),
       }));
       return {
-        ...resultsMessage(this.cpuStart, this.endAt - this.runStart, streams),
+        ...resultsMessage(this.cpuStart, this.endAt - this.runStart, streams, { congestion: this.udp ? null : this.congestion }),
         ...(this.params.get_server_output ? { server_output_text: this.serverText() } : {}),
       };
     }
@@ -812,10 +1064,11 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       const streams = this.streams;
       const reap = setTimeout(() => {
         ctl.destroy();
-        for (const s of streams) s.sock.destroy();
+        for (const s of streams) s.sock?.destroy();
       }, 2000);
       ctl.once('close', () => clearTimeout(reap));
-      for (const s of streams) s.sock.destroy();
+      for (const s of streams) s.sock?.destroy();
+      this.closeUdp();
 
       const secs = this.runStart ? Math.max(0, (this.endAt - this.countStart) / 1000) : 0;
       let rx = 0;
@@ -839,6 +1092,15 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
         bitsPerSecondSent: secs > 0 ? (tx * 8) / secs : 0,
         ok: !error,
       };
+      if (this.udp) {
+        const rxs = streams.filter((x) => x.udpRx).map((x) => x.udpRx!);
+        summary.udp = {
+          packets: rxs.reduce((a, r) => a + r.packetCount, 0), lost: rxs.reduce((a, r) => a + r.cntError, 0),
+          outOfOrder: rxs.reduce((a, r) => a + r.outOfOrder, 0),
+          jitterMs: rxs.length ? (rxs.reduce((a, r) => a + r.jitter, 0) / rxs.length) * 1000 : 0,
+          sentPackets: streams.reduce((a, x) => a + (x.udpTx?.packets ?? 0), 0),
+        };
+      }
       if (error) summary.error = error;
       if (clientReported !== undefined) summary.clientReportedBytes = clientReported;
       stats.lastTest = summary;

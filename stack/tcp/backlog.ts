@@ -5,27 +5,31 @@
  */
 import type { TcpRepr } from '../wire/tcp';
 import type { TcpConnection } from './connection';
+import type { HalfOpen } from './halfopen';
 import type { AdmitVerdict, Listener, SynVerdict } from './listener';
 
 export interface BacklogPolicy {
   readonly name: string;
   onSyn(l: Listener, seg: TcpRepr, now: number): SynVerdict;
-  afterSynQueued(l: Listener, conn: TcpConnection, now: number): void;
-  onFinalAck(l: Listener, conn: TcpConnection, now: number): AdmitVerdict;
-  afterEstablished(l: Listener, conn: TcpConnection, now: number): void;
-  onSynAckRetransmit(l: Listener, conn: TcpConnection, now: number): void;
-  /** SYN-ACK retransmissions before a half-open connection is dropped. */
-  synAckRetries(conn: TcpConnection): number;
+  afterSynQueued(l: Listener, req: HalfOpen, now: number): void;
+  onFinalAck(l: Listener, req: HalfOpen, now: number): AdmitVerdict;
+  /** The handshake completed; `req` is the half-open entry it came from (null for a SYN cookie). */
+  afterEstablished(l: Listener, conn: TcpConnection, req: HalfOpen | null, now: number): void;
+  onSynAckRetransmit(l: Listener, req: HalfOpen, now: number): void;
+  /** SYN-ACK retransmissions before a half-open connection is dropped (l null: a simultaneous open). */
+  synAckRetries(l: Listener | null): number;
   /** First SYN-ACK retransmission timeout, ms (doubles after each). */
-  synAckRto(conn: TcpConnection): number;
+  synAckRto(l: Listener | null): number;
   /** True while per-route options must not be applied to the SYN-ACK (Windows protection). */
-  suppressSynOptions(conn: TcpConnection): boolean;
+  suppressSynOptions(l: Listener): boolean;
   /** The application took a connection off the accept queue. */
   onAccepted?(l: Listener): void;
   /** The listener is closing: connections the policy holds aside must go too. */
   onListenerClose?(l: Listener, now: number): void;
-  /** A queued connection went away. */
+  /** A connection of the accept queue (or held aside by the policy) went away. */
   forget?(l: Listener, conn: TcpConnection): void;
+  /** A half-open entry left the SYN queue: handshake completed (`established`), or gone. */
+  halfOpenGone?(l: Listener, req: HalfOpen, established: boolean): void;
 }
 
 export interface LinuxBacklogParams {

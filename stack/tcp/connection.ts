@@ -16,6 +16,7 @@ import { CongestionControl, makeCongestionControl } from './congestion';
 import { Timer } from '../timers';
 import type { TcpLayer } from './tcp';
 import type { Listener } from './listener';
+import { HalfOpenFlag, type HalfOpen } from './halfopen';
 
 export const enum State {
   Closed = 0, Listen, SynSent, SynReceived, Established, FinWait1, FinWait2, CloseWait, Closing, LastAck, TimeWait,
@@ -165,18 +166,40 @@ export class TcpConnection {
     this.sendSyn(now);
   }
 
-  /** Passive open from a SYN that a listener accepted into its SYN queue. */
-  openPassive(seg: TcpRepr, now: number): void {
-    this.irs = seg.seq;
-    this.rcvNxt = (seg.seq + 1) >>> 0;
-    this.iss = this.layer.isn(this, now);
-    this.sndUna = this.iss; this.sndNxt = this.iss; this.sndMax = this.iss;
-    this.takeSynOptions(seg, now);
-    this.sndWnd = seg.window; // never scaled in a SYN (RFC 7323 2.2)
-    this.sndWl1 = seg.seq; this.sndWl2 = this.iss;
-    this.state = State.SynReceived;
-    this.retries = 0;
-    this.sendSyn(now);
+  /**
+   * A passive open whose handshake just completed: the listener's half-open entry
+   * (halfopen.ts) holds what the SYN negotiated, `ack` is the final ACK (its SEG.ACK is
+   * ISS+1, checked there). The connection starts ESTABLISHED.
+   */
+  establishPassive(req: HalfOpen, ack: TcpRepr, now: number): void {
+    const cfg = this.layer.config;
+    this.irs = req.irs;
+    this.rcvNxt = req.rcvNxt;
+    this.iss = req.iss;
+    this.sndUna = ack.ack; this.sndNxt = ack.ack; this.sndMax = ack.ack;
+    this.peerMss = req.peerMss;
+    this.wsOk = req.has(HalfOpenFlag.WindowScale);
+    this.sndWscale = req.sndWscale;
+    this.rcvWscale = this.wsOk ? cfg.windowScale : 0;
+    this.sackOk = req.has(HalfOpenFlag.Sack);
+    this.tsOk = req.has(HalfOpenFlag.Timestamps);
+    if (this.tsOk) {
+      // TS.Recent from the SYN, or from the final ACK (RFC 7323 4.3: SEG.SEQ = Last.ACK.sent).
+      this.tsRecent = ack.hasTimestamp && seqGe(ack.tsVal, req.tsRecent) ? ack.tsVal : req.tsRecent;
+      this.tsRecentAt = now;
+    }
+    // Our SYN-ACK offered min(rcvBuf, 65535) unscaled: the right edge we are committed to.
+    this.rcvAdvEdge = (this.rcvNxt + Math.min(this.rcvBuf, 65535)) >>> 0;
+    this.lastAckSent = this.rcvNxt;
+    this.sndWnd = ack.window << this.sndWscale;
+    this.maxSndWnd = this.sndWnd;
+    this.sndWl1 = ack.seq; this.sndWl2 = ack.ack;
+    this.updateMss();
+    // Karn: an RTT sample only if no SYN-ACK was resent; a resent one also means the
+    // initial window is one segment (establish).
+    if (req.backoff === 0) this.sampleRtt(now - req.sentAt);
+    this.backoff = req.backoff;
+    this.establish(now);
   }
 
   private takeSynOptions(seg: TcpRepr, now: number): void {
@@ -289,8 +312,8 @@ export class TcpConnection {
     this.disarmRto();
     if (this.keepaliveEnabled) this.keepaliveAt = now + this.keepaliveIdleMs;
     this.rearm();
-    if (this.listener) this.listener.onEstablished(this, now);
-    else this.owner?.onEstablished();
+    // A passive open joins its listener's accept queue in HalfOpen.establish.
+    this.owner?.onEstablished();
   }
 
   // ---------------------------------------------------------------- input
@@ -372,16 +395,10 @@ export class TcpConnection {
     this.keepaliveProbes = 0;
     if (this.keepaliveEnabled) { this.keepaliveAt = now + this.keepaliveIdleMs; }
 
-    // ACK processing.
+    // ACK processing. (Only a simultaneous open reaches SYN-RECEIVED as a connection:
+    // a passive open is a listener's half-open entry until its handshake completes.)
     if (this.state === State.SynReceived) {
       if (seqLt(this.sndUna, seg.ack) && seqLe(seg.ack, this.sndMax)) {
-        if (this.listener) {
-          // The listener's backlog policy decides (Linux: drop the ACK when the accept
-          // queue is full; Windows with SynAttackProtect: reset after the handshake).
-          const verdict = this.listener.admit(this, now);
-          if (verdict === 'drop') return;
-          if (verdict === 'reset') { this.abort(now); return; }
-        }
         this.sndUna = seg.ack;
         this.sndWnd = seg.window << this.sndWscale;
         this.maxSndWnd = this.sndWnd;
@@ -635,11 +652,6 @@ export class TcpConnection {
 
   private onReset(now: number): void {
     const c = this.layer.counters;
-    if (this.state === State.SynReceived && this.listener) {
-      // RFC 9293 3.10.7.4: a passive open that is reset goes back to LISTEN.
-      this.destroy(null, now);
-      return;
-    }
     if (this.state === State.Established || this.state === State.CloseWait) c.TcpEstabResets++;
     this.destroy(new CodedError('ECONNRESET', 'read ECONNRESET'), now);
   }
@@ -1086,7 +1098,6 @@ export class TcpConnection {
     this.layer.counters.TcpRetransSegs++;
     this.backoff++;
     this.rttStart = -1;
-    if (this.listener) this.listener.onSynAckRetransmit(this, now);
     this.sendSyn(now);
   }
 

@@ -11,7 +11,6 @@
  * operations that the emulated Windows code did under it; `holder` names who holds
  * it and `since` when, so that a hang can be inspected and released by hand.
  */
-import { formatIpv4 } from '../wire/addr';
 import type { TcpConnection } from './connection';
 
 export class ConnTableLock {
@@ -105,23 +104,5 @@ export class ConnTable {
       let c: Chained | null = head as Chained;
       while (c) { yield c; c = (c.chainNext ?? null) as Chained | null; }
     }
-  }
-
-  /** Rows like `ss -tan`. */
-  rows() {
-    const out: { state: string; recvQ: number; sendQ: number; local: string; peer: string; rtt?: number; cwnd?: number; retrans?: number }[] = [];
-    for (const c of this.all()) {
-      out.push({
-        state: c.stateName,
-        recvQ: c.owner ? c.owner.unreadBytes() : c.pendingBytes,
-        sendQ: c.sendQueue.length,
-        local: `${formatIpv4(c.localAddr)}:${c.localPort}`,
-        peer: `${formatIpv4(c.remoteAddr)}:${c.remotePort}`,
-        rtt: Math.round(c.srtt * 1000) / 1000,
-        cwnd: Math.round(c.cc.cwnd / Math.max(1, c.mss)),
-        retrans: c.retransSegs,
-      });
-    }
-    return out;
   }
 }

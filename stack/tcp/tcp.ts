@@ -9,7 +9,7 @@ import type { TimerQueue } from '../timers';
 import { formatIpv4 } from '../wire/addr';
 import { PROTO_TCP, readU16, readU32 } from '../wire/ipv4';
 import {
-  ACK, RST, SYN, TcpOptionsOut, TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp, seqGt, seqGe, seqLe, seqLt, TcpError,
+  ACK, FIN, RST, SYN, TcpOptionsOut, TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp, seqGt, seqGe, seqLe, seqLt, TcpError,
 } from '../wire/tcp';
 import { CodedError } from '../util/errors';
 import { KeyedHash } from '../util/hash';
@@ -46,6 +46,13 @@ export interface TcpConfig {
   challengeAcksPerSec: number;
   ephemeralLow: number;
   ephemeralHigh: number;
+  /**
+   * Half-open entries one listener keeps (our choice, docs/design.md): past it a SYN
+   * recycles the listener's oldest entry (RFC 4987 3.3), counted in FsHalfOpenRecycled.
+   */
+  synQueueCapPerListener: number;
+  /** Half-open entries in the whole stack (our choice, docs/design.md); recycled the same way. */
+  synQueueCapGlobal: number;
 }
 
 export function defaultTcpConfig(): TcpConfig {
@@ -55,6 +62,7 @@ export function defaultTcpConfig(): TcpConfig {
     dataRetries: 8, synRetries: 6, synRtoMs: 1000, delayedAckMs: 40, timeWaitMs: 60_000, finWait2TimeoutMs: 60_000,
     keepaliveIntervalMs: 75_000, keepaliveProbes: 9, resetOnOrphanData: true, maxTimeWait: 65_536,
     challengeAcksPerSec: 1000, ephemeralLow: 32768, ephemeralHigh: 60999,
+    synQueueCapPerListener: 65_536, synQueueCapGlobal: 262_144,
   };
 }
 
@@ -101,6 +109,8 @@ export class TcpLayer {
   private challengeWindowStart = 0;
   private challengeCount = 0;
   timeWaitCount = 0;
+  /** Half-open entries in every listener's SYN queue (bounded by config.synQueueCapGlobal). */
+  halfOpenCount = 0;
   /** True while the stack processes a burst from the device (see deferAck). */
   inBurst = false;
   private readonly deferredAcks: TcpConnection[] = [];
@@ -147,6 +157,9 @@ export class TcpLayer {
     }
     const l = this.listeners.get(seg.dstPort);
     if (l && (l.addr === 0 || l.addr === dst) && !l.closed) {
+      // SYN-RECEIVED: a compact half-open entry, not a connection (halfopen.ts).
+      const req = l.synQueue.size > 0 ? l.findHalfOpen(dst, src, seg.srcPort) : undefined;
+      if (req) { req.input(seg, buf, now); return; }
       const f = seg.flags;
       if (f & RST) return;
       if (f & ACK) {
@@ -154,7 +167,9 @@ export class TcpLayer {
         this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, 0, false);
         return;
       }
-      if (f & SYN) { l.onSyn(seg, src, dst, now); return; }
+      // A SYN with FIN is no connection request (RFC 9293 3.10.7.2 leaves it to the
+      // implementation; Linux's tcp_rcv_state_process discards it, as scanners send it).
+      if (f & SYN && !(f & FIN)) { l.onSyn(seg, src, dst, now); return; }
       return;
     }
     this.refuse(seg, src, dst);
@@ -219,7 +234,7 @@ export class TcpLayer {
 
   createConnection(localAddr: number, localPort: number, remoteAddr: number, remotePort: number, now: number): TcpConnection {
     const conn = new TcpConnection(this, localAddr, localPort, remoteAddr, remotePort, now);
-    conn.tsOffset = this.isnHash.hash4(localAddr, remoteAddr, (localPort << 16) | remotePort, 0x7473);
+    conn.tsOffset = this.tsOffsetFor(localAddr, localPort, remoteAddr, remotePort);
     this.table.insert(conn);
     return conn;
   }
@@ -238,8 +253,27 @@ export class TcpLayer {
 
   /** RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 µs clock. */
   isn(conn: TcpConnection, now: number): number {
+    return this.isnFor(conn.localAddr, conn.localPort, conn.remoteAddr, conn.remotePort, now);
+  }
+
+  isnFor(localAddr: number, localPort: number, remoteAddr: number, remotePort: number, now: number): number {
     const m = Math.floor(now * 250) >>> 0;
-    return (m + this.isnHash.hash4(conn.localAddr, conn.remoteAddr, (conn.localPort << 16) | conn.remotePort, 0)) >>> 0;
+    return (m + this.isnHash.hash4(localAddr, remoteAddr, (localPort << 16) | remotePort, 0)) >>> 0;
+  }
+
+  /** The per-connection offset of our timestamp clock (RFC 7323 5.4), the same for a half-open entry and its connection. */
+  tsOffsetFor(localAddr: number, localPort: number, remoteAddr: number, remotePort: number): number {
+    return this.isnHash.hash4(localAddr, remoteAddr, (localPort << 16) | remotePort, 0x7473);
+  }
+
+  /**
+   * The global cap is reached: the oldest entry of the fullest listener makes room (of
+   * `l` on a tie), so that a flood on one port does not take the other ports' room.
+   */
+  recycleOldestHalfOpen(l: Listener): void {
+    let fullest = l;
+    for (const x of this.listeners.values()) if (x.synQueue.size > fullest.synQueue.size) fullest = x;
+    fullest.recycleOldest();
   }
 
   // ---------------------------------------------------------------- SYN cookies
@@ -258,7 +292,7 @@ export class TcpLayer {
     const cookie = ((t << 27) | (idx << 24) | mac) >>> 0;
     const o = this.optScratch;
     o.mss = this.host.pathMtu(src) - 40; o.wscale = -1; o.sackPermitted = false; o.hasTimestamp = false; o.sackCount = 0;
-    this.emitRaw(dst, src, l.port, seg.srcPort, cookie, (seg.seq + 1) >>> 0, SYN | ACK, Math.min(this.config.rcvBuf, 65535), o);
+    this.emitSegment(dst, src, l.port, seg.srcPort, cookie, (seg.seq + 1) >>> 0, SYN | ACK, Math.min(this.config.rcvBuf, 65535), o);
     this.counters.TcpExtSyncookiesSent++;
     l.lastCookieAt = now;
   }
@@ -288,7 +322,7 @@ export class TcpLayer {
     this.counters.TcpPassiveOpens++;
     conn.state = State.Established;
     this.counters.TcpCurrEstab++;
-    l.onEstablished(conn, now);
+    l.onEstablished(conn, now, null);
     if (seg.payloadLength > 0 || (seg.flags & 1)) conn.input(seg, buf, now);
     return true;
   }
@@ -320,7 +354,8 @@ export class TcpLayer {
     this.host.sendIp(pkt, meta);
   }
 
-  private emitRaw(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number, window: number, opts: TcpOptionsOut | null): void {
+  /** A segment without payload and without a connection (resets, cookies, half-open entries), checksummed here. */
+  emitSegment(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number, window: number, opts: TcpOptionsOut | null): void {
     const optLen = opts ? optionsLength(opts) : 0;
     const pkt = Buffer.allocUnsafe(40 + optLen);
     emitTcp(pkt, 20, src, dst, sport, dport, seq, ack, flags, window, opts, 0, false);
@@ -332,7 +367,7 @@ export class TcpLayer {
 
   /** <SEQ=seq><CTL=RST> or, with `withAck`, <SEQ=0><ACK=ack><CTL=RST,ACK>. */
   sendReset(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, withAck: boolean): void {
-    this.emitRaw(src, dst, sport, dport, seq, withAck ? ack : 0, withAck ? RST | ACK : RST, 0, null);
+    this.emitSegment(src, dst, sport, dport, seq, withAck ? ack : 0, withAck ? RST | ACK : RST, 0, null);
   }
 
   /** RFC 5961 7: a global limit on challenge ACKs per second. */
@@ -347,10 +382,11 @@ export class TcpLayer {
   tsoMaxSegments(_conn: TcpConnection): number { return this.host.tsoSegments(); }
   blackHoleDetection(): boolean { return this.host.blackHoleDetection?.() ?? false; }
   flushSoon(): void { this.host.flushSoon(); }
-  suppressSynOptions(conn: TcpConnection): boolean { return conn.listener ? this.backlog.suppressSynOptions(conn) : false; }
+  /** Passive opens are half-open entries (halfopen.ts): a connection's own SYN or SYN-ACK is an active or simultaneous open. */
+  suppressSynOptions(_conn: TcpConnection): boolean { return false; }
   synRetries(_conn: TcpConnection): number { return this.config.synRetries; }
-  synAckRetries(conn: TcpConnection): number { return this.backlog.synAckRetries(conn); }
-  synRto(conn: TcpConnection): number { return conn.listener ? this.backlog.synAckRto(conn) : this.config.synRtoMs; }
+  synAckRetries(_conn: TcpConnection): number { return this.backlog.synAckRetries(null); }
+  synRto(_conn: TcpConnection): number { return this.config.synRtoMs; }
   describePeer(conn: TcpConnection): string { return `${formatIpv4(conn.remoteAddr)}:${conn.remotePort}`; }
 
   /** The normal (and hotfixed) end of a failed active open. */

@@ -4,6 +4,8 @@
  */
 export class UsageError extends Error {
   readonly exitCode = 2;
+  /** Over the control socket a usage error is an error reply with this code: the CLI exits 2 on it. */
+  readonly code = 'EUSAGE';
   constructor(message: string) {
     super(message);
     this.name = 'UsageError';

@@ -288,8 +288,20 @@ describe('stock iperf3 client -> faultstack iperf3 server (kernelNet, 127.0.0.1)
     expect(server.stats().rejectedBusy).toBe(rejected + 1);
   });
 
-  test('UDP is refused with SERVER_ERROR, the server stays usable', async () => {
-    const u = await client(port, ['-u', '-t', '1']);
+  test('UDP (-u -b 20M) works on kernel sockets too: the datagrams are counted and reported', async () => {
+    const u = await client(port, ['-u', '-b', '20M', '-l', '1200', '-t', '1', '-J']);
+    expect(u.code, u.stderr).toBe(0);
+    const j = json(u);
+    const last = await finished();
+    expect(last.udp).toBeDefined();
+    expect(last.udp!.packets).toBe(j.end.sum.packets);
+    expect(last.udp!.lost).toBe(j.end.sum.lost_packets);
+    expect(last.bytesReceived).toBe(j.end.sum_received.bytes);
+    expect(last.udp!.packets).toBeGreaterThan(1500);
+  });
+
+  test('SCTP is refused with SERVER_ERROR, the server stays usable', async () => {
+    const u = await client(port, ['--sctp', '-t', '1']);
     expect(u.code).toBe(1);
     expect(u.stderr).toMatch(/not implemented/);
     await waitFor(() => !server.stats().running, 3000, 'server idle');

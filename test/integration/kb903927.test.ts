@@ -9,7 +9,7 @@
  * - SynAttackProtect 2 (Server 2003 SP1): once TcpMaxPortsExhausted is exceeded the
  *   handshake completes first and the application is told afterwards: the clients
  *   connect, send their ClientHello, and are reset.
- * - Memory: heap and Buffer memory after a forced GC (`stats --json` heapUsedAfterGc and
+ * - Memory: heap and Buffer memory after a forced GC (`stats --json --gc`: heapUsedAfterGc and
  *   arrayBuffersAfterGc) against the number of reset connections: a buggy slope of tens
  *   of kilobytes per reset (the connection, its first flight, two 16.5 KiB record
  *   buffers of its negotiation state), a hotfixed slope near zero.
@@ -55,7 +55,7 @@ async function setup(name: string, args: string[]) {
   ], { env: { FAULTSTACK_CERT_DIR: certs } });
   const cli = (a: string[], timeoutMs = 20_000) => lab.cli(ns, [...a, '--control', control], { timeoutMs });
   const stats = async () => {
-    const r = await cli(['stats', '--json']);
+    const r = await cli(['stats', '--json', '--gc']);
     expect(r.code, r.stderr).toBe(0);
     return JSON.parse(r.stdout) as Record<string, any>;
   };

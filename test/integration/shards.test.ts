@@ -73,7 +73,7 @@ describe('--queues 2 --shards', () => {
     }
     expect(new Set(rows.map((x) => x.localPort)).size).toBe(16);
 
-    const st = JSON.parse((await lab.cli(ns, ['stats', '--json', '--control', stack.controlPath])).stdout);
+    const st = JSON.parse((await lab.cli(ns, ['stats', '--json', '--gc', '--control', stack.controlPath])).stdout);
     expect(st.shards).toHaveLength(2);
     const opens = st.shards.map((s: { counters: Record<string, number> }) => s.counters.TcpPassiveOpens);
     console.log(`passive opens per shard: ${opens.join(', ')}`);

@@ -239,7 +239,12 @@ describe('run flags', () => {
     [['--json=2'], /--json is a switch/],
     [['--mtu', '1500', '--mtu', '9000'], /--mtu given more than once \("1500" and "9000"\); give it once: an integer from 68 to 65535/],
     [['--mtu'], /--mtu needs a value: an integer from 68 to 65535/],
-    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --services, --pcap, --pcap-snaplen, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --cc, --events, --json, --help/],
+    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --cc, --events, --json, --help/],
+    [['--pcap-size', '5'], /--pcap-size and --pcap-files go with --pcap FILE/],
+    [['--pcap', '/tmp/c.pcap', '--pcap-files', '3'], /--pcap-files N needs --pcap-size MB \(the size at which a file is full\), as tcpdump -W needs -C/],
+    [['--pcap', '/tmp/c.pcap', '--pcap-size', '0'], /--pcap-size must be an integer from 1 to 1000000, got "0"/],
+    [['--no-host-config', '--host-addr', '198.18.0.1/24'], /--no-host-config leaves the kernel side as it is: give --host-addr only without it/],
+    [['--no-host-config', '--mtu=9000'], /--no-host-config uses the device's own MTU/],
     [['extra'], /unexpected argument "extra"; usage: faultstack run --addr IP\/PREFIX \[options\]/],
   ];
   for (const [argv, re] of cases) {
@@ -294,6 +299,12 @@ describe('run flags', () => {
     });
   }
 
+  it('passes --pcap-size, --pcap-files and --no-host-config on', () => {
+    const o = buildRunOptions(['--addr', '198.18.0.2/24', '--pcap', '/tmp/c.pcap', '--pcap-size', '5', '--pcap-files', '3', '--no-host-config'])!;
+    expect(o).toMatchObject({ pcap: '/tmp/c.pcap', pcapSizeMB: 5, pcapFiles: 3, hostConfig: false });
+    expect(buildRunOptions(['--addr', '198.18.0.2/24'])!.hostConfig).toBe(true);
+  });
+
   it('rejects --pcap and --events naming the same file', () => {
     expect(runMsg('--pcap', '/tmp/same', '--events', '/tmp/same')).toBe('faultstack run: --pcap and --events must be different files, both are "/tmp/same"');
   });
@@ -340,7 +351,7 @@ describe('the real bin/faultstack', () => {
     expect(r.stderr).toMatch(/^faultstack: unknown command "stast" \(did you mean stats\?\); commands: run, stats, .*\n$/);
     const r2 = fsRun(['stats', '--bogus']);
     expect(r2.code).toBe(2);
-    expect(r2.stderr).toBe('faultstack stats: unknown flag --bogus; valid flags: --control, --json, --all, --help\n');
+    expect(r2.stderr).toBe('faultstack stats: unknown flag --bogus; valid flags: --control, --json, --all, --limit, --state, --port, --peer, --gc, --watch, --count, --help\n');
     const r3 = fsRun([]);
     expect(r3.code).toBe(2);
     expect(r3.stderr).toContain('Usage: faultstack COMMAND');

@@ -8,9 +8,9 @@ import { resolveControlPath } from '../../bin/cli/control-target';
 import { renderStats } from '../../bin/cli/commands/stats';
 import { main } from '../../bin/cli/main';
 import { ControlClient, ControlError } from '../../stack/control/client';
-import { encodeLine, LineSplitter, MAX_LINE } from '../../stack/control/protocol';
+import { encodeLine, LineSplitter, MAX_LINE, MAX_REQUEST_LINE, statsQuery } from '../../stack/control/protocol';
 import { ControlContext, ControlServer } from '../../stack/control/server';
-import { CodedError } from '../../stack/util/errors';
+import { CodedError, UsageError } from '../../stack/util/errors';
 
 let tmp = '';
 const servers: ControlServer[] = [];
@@ -291,6 +291,89 @@ describe('control server and client', () => {
   });
 });
 
+describe('control protocol limits (issue 8 item 13)', () => {
+  it('splits lines across chunks, multibyte characters included, and refuses a line past the limit in bytes', () => {
+    const sp = new LineSplitter(16);
+    const euro = Buffer.from('{"a":"€"}\n', 'utf8');
+    expect(sp.push(euro.subarray(0, 7))).toEqual([]); // the € is cut in the middle
+    expect(sp.pending).toBe(7);
+    expect(sp.push(euro.subarray(7))).toEqual(['{"a":"€"}']);
+    expect(sp.push(Buffer.from('x\r\n\n  \ny'))).toEqual(['x']);
+    expect(sp.end()).toBe('y');
+    expect(sp.end()).toBeNull();
+    expect(() => sp.push(Buffer.from('0123456789'))).not.toThrow();
+    expect(() => sp.push(Buffer.from('0123456789'))).toThrow(RangeError); // 20 bytes without a newline
+    // A reply splitter has no limit.
+    const big = new LineSplitter(Infinity);
+    expect(big.push(Buffer.from('z'.repeat(3 << 20) + '\n'))[0]!.length).toBe(3 << 20);
+  });
+
+  it('a request without its final newline, followed by EOF, still gets its reply', async () => {
+    const s = await serve({ echo: (a) => a });
+    const { lines, ended } = await raw(s.path, JSON.stringify({ id: 5, cmd: 'echo', args: { last: true } }), 1, { end: true });
+    expect(lines).toEqual([{ id: 5, ok: true, result: { last: true } }]);
+    await ended;
+  });
+
+  it('serves a bounded number of clients: one more is told EBUSY and closed; an unfinished line is bounded too', async () => {
+    const s = await ControlServer.start(sockPath(), { echo: (a) => a }, { maxClients: 3 });
+    servers.push(s);
+    const idle: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = net.createConnection(s.path);
+        await new Promise((r) => c.once('connect', r));
+        c.write('x'.repeat(1000)); // an unfinished line, held by the server
+        idle.push(c);
+      }
+      await vi.waitFor(() => expect(s.connectionCount).toBe(3));
+      const { lines, ended } = await raw(s.path, encodeLine({ id: 1, cmd: 'echo', args: {} }), 1);
+      expect(lines).toEqual([{ id: null, ok: false, error: { code: 'EBUSY', message: 'too many control clients (3 at once); try again when one has finished' } }]);
+      await ended;
+      expect(s.refused).toBe(1);
+      idle.pop()!.destroy();
+      await vi.waitFor(() => expect(s.connectionCount).toBe(2));
+      expect(await ControlClient.call(s.path, 'echo', { back: 1 })).toEqual({ back: 1 });
+    } finally {
+      for (const c of idle) c.destroy();
+    }
+    // The default request limit: 64 KiB, whatever a line is made of.
+    expect(MAX_REQUEST_LINE).toBe(65536);
+  });
+
+  it('a usage error thrown by a handler is an EUSAGE reply, which the CLI exits 2 on', async () => {
+    const s = await serve({ bad: () => { throw new UsageError("fault kb903927 (synprotect-leak) has no mode 'bogus': valid modes are buggy, hotfixed"); } });
+    await expect(ControlClient.call(s.path, 'bad')).rejects.toMatchObject({ code: 'EUSAGE', message: "fault kb903927 (synprotect-leak) has no mode 'bogus': valid modes are buggy, hotfixed" });
+  });
+
+  it('a timeout beyond what Node can arm is clamped, not a warning and an instant failure', async () => {
+    const s = await serve({ later: async () => { await sleep(30); return 'late but fine'; } });
+    const warnings: string[] = [];
+    const onWarn = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarn);
+    try {
+      expect(await ControlClient.call(s.path, 'later', {}, { timeoutMs: 1e12 })).toBe('late but fine');
+    } finally {
+      process.off('warning', onWarn);
+    }
+    expect(warnings).not.toContain('TimeoutOverflowWarning');
+  });
+
+  it('stats arguments are checked: types, states, filters; a filter alone asks for up to 100 rows', () => {
+    expect(statsQuery({})).toEqual({ gc: false, limit: 0, state: null, port: null, peer: null });
+    expect(statsQuery({ all: true, gc: true }).limit).toBe(Infinity);
+    expect(statsQuery({ state: 'syn-recv' })).toMatchObject({ state: 'SYN-RECEIVED', limit: 100 });
+    expect(statsQuery({ peer: '198.18.100.0/24', limit: 5 }).peer).toEqual({ addr: 0xc6126400, prefix: 24, port: null });
+    expect(statsQuery({ peer: '198.18.0.1:80' }).peer).toEqual({ addr: 0xc6120001, prefix: 32, port: 80 });
+    expect(() => statsQuery({ gc: 'yes' })).toThrow('"gc" must be true or false, not string "yes"');
+    expect(() => statsQuery({ limit: -1 })).toThrow(/"limit" must be an integer from 0 to/);
+    expect(() => statsQuery({ state: 'sleepy' })).toThrow(/"state" must be one of established, estab, syn-sent/);
+    expect(() => statsQuery({ port: 70000 })).toThrow('"port" must be an integer from 1 to 65535, not number 70000');
+    expect(() => statsQuery({ peer: '10.0.0.300' })).toThrow(/"peer" must be an IPv4 address/);
+    expect(() => statsQuery({ state: { a: 1 } })).toThrow('"state" must be a string (a TCP state such as established, syn-recv or time-wait), not an object');
+  });
+});
+
 describe('choosing the control socket', () => {
   it('uses --control when given', async () => {
     expect(await resolveControlPath('/x/y.sock', path.join(tmp, 'none'))).toBe('/x/y.sock');
@@ -432,6 +515,57 @@ describe('control commands against a live server', () => {
     expect(all.out).toMatch(/zero +0/);
     const j = await cli(stats, [...C(), '--json']);
     expect(JSON.parse(j.out)).toEqual({ counters: { rx: 5, zero: 0 }, connections: [{ state: 'LISTEN', local: '198.18.0.2:7', peer: '0.0.0.0:*' }] });
+  });
+
+  it('stats: a summary by default; rows streamed on request (--limit, --all, filters) and merged; --watch prints deltas', async () => {
+    const stats = await import('../../bin/cli/commands/stats');
+    const seen: Record<string, unknown>[] = [];
+    let tick = 0;
+    const rowsOf = (n: number) => Array.from({ length: n }, (_, i) => ({ state: 'ESTABLISHED', recvQ: 0, sendQ: 0, local: '198.18.0.2:9', peer: `198.18.0.1:${40000 + i}` }));
+    const s = await serve({
+      stats: (a, ctx) => {
+        seen.push(a);
+        tick++;
+        const out: Record<string, unknown> = { counters: { rx: 100 * tick, steady: 7 }, connectionCount: 2500, states: { ESTABLISHED: 2500 } };
+        const limit = a.all ? 2500 : typeof a.limit === 'number' ? a.limit : a.state ? 100 : 0;
+        if (limit > 0) {
+          const rows = rowsOf(Math.min(limit, 2500));
+          for (let i = 0; i < rows.length; i += 1000) ctx.stream({ rows: rows.slice(i, i + 1000) });
+          out.rows = { matched: 2500, sent: rows.length, limit: a.all ? 'all' : limit };
+        }
+        return out;
+      },
+    });
+    const C2 = ['--control', s.path];
+    const h = await cli(stats, C2);
+    expect(h.code).toBe(0);
+    expect(h.out).toContain('\nConnections: 2500 (ESTAB 2500)\n  (--limit N or --all lists them; --state, --port, --peer filter)\n');
+    expect(h.out).not.toContain('198.18.0.1:');
+    expect(seen.at(-1)).toEqual({});
+    const lim = await cli(stats, [...C2, '--limit', '3']);
+    expect(lim.out).toContain('Connections (3 of 2500 matching, 2497 more match: --limit N or --all):\n');
+    expect(lim.out).toMatch(/ESTAB +0 +0 +198\.18\.0\.2:9 +198\.18\.0\.1:40002\n/);
+    expect(seen.at(-1)).toEqual({ limit: 3 });
+    const all = await cli(stats, [...C2, '--all', '--json']);
+    const doc = JSON.parse(all.out);
+    expect(doc.connections).toHaveLength(2500); // three events of rows, merged
+    expect(doc.rows).toEqual({ matched: 2500, sent: 2500, limit: 'all' });
+    await cli(stats, [...C2, '--state', 'established', '--port', '9', '--peer', '198.18.0.1', '--gc']);
+    expect(seen.at(-1)).toEqual({ state: 'established', port: 9, peer: '198.18.0.1', gc: true });
+    const badState = await cli(stats, [...C2, '--state', 'sleepy']);
+    expect(badState.code).toBe(2);
+    expect(badState.err).toMatch(/^faultstack stats: --state must be one of established, estab, syn-sent, .*, got "sleepy"\n$/);
+    expect((await cli(stats, [...C2, '--count', '2'])).err).toBe('faultstack stats: --count N goes with --watch SEC\n');
+    const w = await cli(stats, [...C2, '--watch', '0.1', '--count', '2', '--json']);
+    expect(w.code).toBe(0);
+    const lines = w.out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(2);
+    for (const l of lines) {
+      expect(l.deltas).toEqual({ rx: 100 }); // steady did not change
+      expect(l.intervalMs).toBeGreaterThanOrEqual(90);
+    }
+    const wh = await cli(stats, [...C2, '--watch', '0.1', '--count', '1']);
+    expect(wh.out).toMatch(/^\d\d:\d\d:\d\d\.\d{3} {2}\+0\.\d s: 1 counter changed\n {2}rx +\d+ +\+100 +\d+(\.\d)?\/s\n$/);
   });
 
   it('fault set: sends id and mode; EINVAL replies exit 2, others exit 1', async () => {

@@ -92,6 +92,7 @@ describe('parameter registry', () => {
     MtlsListenBacklog: { type: 'int', default: 5 },
     MtlsAcceptIntervalMs: { type: 'int', default: 100 },
     TcpStackProfile: { type: 'enum', default: 'windows' },
+    DefaultTTL: { type: 'int', default: 128, min: 1, max: 255 },
     tcp_syncookies: { type: 'int', default: 1, min: 0, max: 2 },
     tcp_abort_on_overflow: { type: 'bool', default: 0 },
     tcp_max_syn_backlog: { type: 'int', default: 128 },
@@ -131,7 +132,9 @@ describe('parameter registry', () => {
     expect(findParam('SynAttackProtect').faults).toEqual(['kb903927', 'kb297040']);
     expect(findParam('MaxIcmpHostRoutes').faults).toEqual(['kb898060']);
     expect(findParam('DropStateIfNotBucketOwner').faults).toEqual(['kb972183']);
-    for (const p of PARAMS) expect(p.faults.length, `${p.name} is used by no fault`).toBeGreaterThan(0);
+    // Every parameter is read by a fault, or by the whole emulated system (DefaultTTL).
+    for (const p of PARAMS) expect(p.faults.length > 0 || p.general === true, `${p.name} is used by no fault`).toBe(true);
+    expect(PARAMS.filter((p) => p.general).map((p) => p.name)).toEqual(['DefaultTTL']);
   });
 
   it('matches names case-insensitively and reports them canonically', () => {
@@ -249,6 +252,21 @@ describe('FaultConfig', () => {
       const cfg = new FaultConfig(null);
       for (const [k, v] of Object.entries(prof.params)) cfg.setParam(k, v as string | number);
     }
+  });
+
+  it('a profile sets every parameter the stack reads for its system (issue 8 item 13: Windows answered with TTL 64)', () => {
+    const read = new Set<string>(['DefaultTTL']);
+    for (const f of FAULTS) if (f.implemented) for (const n of f.params) read.add(n);
+    for (const prof of PROFILES) {
+      const system = prof.params.TcpStackProfile;
+      expect(system === 'windows' || system === 'linux', prof.name).toBe(true);
+      const implied = PARAMS.filter((p) => read.has(p.name) && (p.system === 'any' || p.system === system)).map((p) => p.name);
+      const missing = implied.filter((n) => !(n in prof.params));
+      expect(missing, `${prof.name} leaves these to the defaults`).toEqual([]);
+    }
+    expect(new FaultConfig('nt4-sp6a').params.DefaultTTL).toBe(128);
+    expect(new FaultConfig('win2003-sp1').params.DefaultTTL).toBe(128);
+    expect(new FaultConfig('linux').params.DefaultTTL).toBe(64);
   });
 
   it('re-applying a profile resets parameters it does not set; modes are kept', () => {

@@ -13,6 +13,9 @@ import { SYN, ACK } from '../../stack/wire/tcp';
 import type { FsUdpSocket } from '../../stack/api/dgram';
 import { A_ADDR, A_IP, B_ADDR, B_IP, makePair, runFor, runUntil, sha256, testData, Pair } from './helpers/pair';
 import { craftIp, craftTcp, Tap, Seen } from './helpers/tap';
+import { buildFaultConfig } from '../../stack/faults/catalogue';
+import { EventLog } from '../../stack/faults/events';
+import { installFaults } from '../../stack/faults/install';
 
 /** A UDP datagram (header + payload, checksummed) from A:sport to B:dport. */
 function udpDatagram(payload: Buffer, sport = 5000, dport = 7, src = A_IP, dst = B_IP): Buffer {
@@ -165,6 +168,23 @@ describe('fragmentation and reassembly', () => {
     expect(big.bufferedBytes).toBe(0);
   });
 
+  test('datagrams evicted for room count in IpReasmFails (900 incomplete first fragments, 64 kept)', async () => {
+    const p = makePair({ log: false });
+    udpSink(p);
+    for (let i = 0; i < 900; i++) p.link.a.send(craftIp({ protocol: PROTO_UDP, payload: Buffer.alloc(1480), ident: 1000 + i, mf: true, fragOffset: 0 }));
+    p.link.a.flush();
+    await runFor(p.clock, 5);
+    expect(p.b.counters.IpReasmReqds).toBe(900);
+    expect(p.b.reassembler.inProgress).toBe(64);
+    expect(p.b.reassembler.evictions).toBe(900 - 64);
+    expect(p.b.counters.IpReasmFails).toBe(900 - 64);
+    // The 64 left time out: failed too, so every one of the 900 is accounted for.
+    await runFor(p.clock, 31_000, 500);
+    expect(p.b.counters.IpReasmTimeout).toBe(64);
+    expect(p.b.counters.IpReasmFails).toBe(900);
+    expect(p.b.counters.IpReasmOKs).toBe(0);
+  });
+
   test('a TCP SYN that arrives in two fragments reaches the listener (checksum over the reassembled segment)', async () => {
     const p = makePair();
     const tap = new Tap(p);
@@ -177,6 +197,25 @@ describe('fragmentation and reassembly', () => {
     const synAck = tap.tcp('b->a')[0];
     expect(synAck.tcp.flags).toBe(SYN | ACK);
     expect(synAck.tcp.ack).toBe(2);
+  });
+});
+
+describe('TTL from the profile (DefaultTTL)', () => {
+  test('Windows profiles send with TTL 128, linux with 64: echo replies, SYN-ACKs and fragments alike', async () => {
+    for (const [profile, ttl] of [['win2003-sp1', 128], ['nt4-sp6a', 128], ['linux', 64]] as const) {
+      const p = makePair();
+      installFaults(p.b, buildFaultConfig({ profile, faults: [], params: [] }), new EventLog());
+      const tap = new Tap(p);
+      p.netB.createServer(() => {}).listen(80);
+      const icmp = Buffer.alloc(8 + 3000);
+      finishIcmp(icmp, 0, ICMP_ECHO_REQUEST, 0, (7 << 16) | 1, 3000);
+      tap.inject('b', craftIp({ protocol: PROTO_ICMP, payload: icmp.subarray(0, 108), ident: 1 }));
+      tap.inject('b', craftTcp({ sport: 40000, dport: 80, seq: 1, flags: SYN, mss: 1460 }));
+      await runFor(p.clock, 5);
+      const out = tap.seen.filter((x) => x.dir === 'b->a');
+      expect(out.length, profile).toBe(2);
+      for (const x of out) expect(x.raw[8], profile).toBe(ttl);
+    }
   });
 });
 

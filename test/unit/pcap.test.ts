@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { LINKTYPE_IPV4, LINKTYPE_RAW, PcapDevice, PcapWriter } from '../../drivers/pcap';
+import { LINKTYPE_IPV4, LINKTYPE_RAW, PcapDevice, PcapWriter, rotatedName } from '../../drivers/pcap';
 import { MemoryLink, VirtualClock } from '../../drivers/memory';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-pcap-'));
@@ -172,6 +172,75 @@ function captureExchange(file: string, linktype: 228 | 101) {
   dev.close();
   return { got, dev };
 }
+
+describe('rotation like tcpdump -C / -W (issue 8 item 13: --pcap grew without bound)', () => {
+  /** Records of one classic pcap file: [count, every record's first payload byte]. */
+  const records = (file: string): number[] => {
+    const b = fs.readFileSync(file);
+    expect(b.readUInt32LE(0)).toBe(0xa1b2c3d4);
+    const out: number[] = [];
+    for (let o = 24; o + 16 <= b.length;) { const incl = b.readUInt32LE(o + 8); out.push(b.readUInt16BE(o + 16 + 4)); o += 16 + incl; }
+    return out;
+  };
+  const pkt = (id: number) => ipv4(17, '198.18.0.1', '198.18.0.2', udp('198.18.0.1', '198.18.0.2', 7, 7, Buffer.alloc(200, id & 255)), id);
+
+  it('names files as tcpdump does', () => {
+    expect([0, 1, 2].map((i) => rotatedName('c.pcap', i, undefined))).toEqual(['c.pcap', 'c.pcap1', 'c.pcap2']);
+    expect([0, 9].map((i) => rotatedName('c.pcap', i, 10))).toEqual(['c.pcap0', 'c.pcap9']);
+    expect([0, 10].map((i) => rotatedName('c.pcap', i, 11))).toEqual(['c.pcap00', 'c.pcap10']);
+    expect(rotatedName('c.pcap', 0, 1)).toBe('c.pcap');
+  });
+
+  it('-C alone: a new file once one is past the size, each a whole pcap; every packet in exactly one', () => {
+    const base = tmp();
+    const w = new PcapWriter({ path: base, rotateBytes: 2000, flushBytes: 512 });
+    for (let i = 1; i <= 40; i++) w.record(pkt(i), i);
+    w.close();
+    // A 228-byte packet is a 244-byte record: 9 fit before a file passes 2000 bytes (24 + 9 x 244).
+    const rec = 16 + pkt(1).length;
+    expect(rec).toBe(244);
+    expect(w.files).toBe(5);
+    const names = [base, ...Array.from({ length: w.files - 1 }, (_, k) => `${base}${k + 1}`)];
+    const ids = names.flatMap((f) => { expect(fs.statSync(f).size).toBeLessThanOrEqual(2000 + rec); return records(f); });
+    expect(names.map((f) => records(f).length)).toEqual([9, 9, 9, 9, 4]);
+    expect(ids).toEqual(Array.from({ length: 40 }, (_, k) => k + 1));
+    expect(fs.existsSync(`${base}${w.files}`)).toBe(false);
+  });
+
+  it('-C with -W 3: a ring of three files, the oldest overwritten, the newest packets kept', () => {
+    const base = tmp();
+    const w = new PcapWriter({ path: base, rotateBytes: 2000, maxFiles: 3, flushBytes: 512 });
+    for (let i = 1; i <= 200; i++) w.record(pkt(i), i);
+    w.close();
+    expect(w.files).toBeGreaterThan(3);
+    const names = ['0', '1', '2'].map((d) => `${base}${d}`);
+    expect(fs.existsSync(base)).toBe(false);
+    expect(fs.existsSync(`${base}3`)).toBe(false);
+    const total = names.reduce((a, f) => a + fs.statSync(f).size, 0);
+    expect(total).toBeLessThanOrEqual(3 * (2000 + 244));
+    const ids = names.flatMap(records).sort((a, b) => a - b);
+    // What is kept is the newest run of packets, without a gap, ending with the last.
+    expect(ids.at(-1)).toBe(200);
+    expect(ids).toEqual(Array.from({ length: ids.length }, (_, k) => 200 - ids.length + 1 + k));
+    expect(ids.length).toBeGreaterThan(14);
+  });
+
+  it(`tshark reads every rotated file (tshark must be installed: make deps)`, () => {
+    const base = tmp();
+    const w = new PcapWriter({ path: base, rotateBytes: 3000, maxFiles: 4 });
+    for (let i = 1; i <= 60; i++) w.record(pkt(i), i);
+    w.close();
+    let frames = 0;
+    for (const d of ['0', '1', '2', '3']) {
+      const rows = tshark(`${base}${d}`, ['udp.dstport']);
+      expect(rows.length).toBeGreaterThan(0);
+      for (const r of rows) expect(r[0]).toBe('7');
+      expect(badFrames(`${base}${d}`)).toEqual([]);
+      frames += rows.length;
+    }
+    expect(frames).toBeGreaterThan(20);
+  });
+});
 
 describe('PcapWriter / PcapDevice', () => {
   it('writes a classic pcap: header, microsecond virtual timestamps, both directions', () => {

@@ -322,14 +322,22 @@ describe('half-close and half-open', () => {
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     watch(c);
     await runFor(p.clock, 2);
-    const half = connOf(p.b)!;
-    expect(half.state).toBe(State.SynReceived);
+    // B's passive open is a half-open entry of the listener, not a connection.
+    expect(connOf(p.b)).toBeUndefined();
     const l = p.b.tcp.listeners.get(9000)!;
+    expect(l.synQueue.size).toBe(1);
+    const [half] = [...l.synQueue.values()];
+    expect(half.describe().state).toBe('SYN-RECEIVED');
+    const attemptFails = p.b.counters.TcpAttemptFails;
+    // A RST one above RCV.NXT is only challenged (RFC 5961 3.2); the exact one resets.
+    tap.inject('b', craftTcp({ sport: connOf(p.a)!.localPort, dport: 9000, seq: (half.rcvNxt + 1) >>> 0, flags: RST }));
+    await runFor(p.clock, 2);
     expect(l.synQueue.size).toBe(1);
     tap.inject('b', craftTcp({ sport: connOf(p.a)!.localPort, dport: 9000, seq: half.rcvNxt, flags: RST }));
     await runFor(p.clock, 2);
-    expect(half.state).toBe(State.Closed);
     expect(l.synQueue.size).toBe(0);
+    // SYN-RECEIVED -> LISTEN is a failed attempt (RFC 4022 tcpAttemptFails).
+    expect(p.b.counters.TcpAttemptFails).toBe(attemptFails + 1);
     expect(srv.sinks.length).toBe(0);
     // A new connection still gets through.
     tap.drop = null;

@@ -36,9 +36,12 @@ describe('three-way handshake (RFC 9293 3.5)', () => {
     // One round trip: 2 x 0.5 ms of link latency.
     expect(connectedAt - segs[0].t).toBeCloseTo(1, 5);
 
-    const ca = connOf(p.a)!, cb = connOf(p.b)!;
+    // B's side is a half-open entry of its listener until the final ACK arrives; then
+    // the connection is built, ESTABLISHED.
+    const ca = connOf(p.a)!;
     expect(ca.state).toBe(State.Established);
-    expect(await runUntil(p.clock, () => cb.state === State.Established, 10)).toBe(true);
+    expect(await runUntil(p.clock, () => connOf(p.b)?.state === State.Established, 10)).toBe(true);
+    const cb = connOf(p.b)!;
     for (const conn of [ca, cb]) {
       expect(conn).toMatchObject({ wsOk: true, sackOk: true, tsOk: true, sndWscale: 7, rcvWscale: 7, mss: 1448 });
     }
@@ -60,6 +63,7 @@ describe('three-way handshake (RFC 9293 3.5)', () => {
     expect(await runUntil(p.clock, () => connected, 100)).toBe(true);
     const synAck = tap.tcp('b->a')[0].tcp;
     expect(synAck).toMatchObject({ wscale: -1, sackPermitted: false, hasTimestamp: false, mss: 1460 });
+    expect(await runUntil(p.clock, () => connOf(p.b)?.state === State.Established, 10)).toBe(true);
     const cb = connOf(p.b)!;
     expect(cb).toMatchObject({ wsOk: false, sackOk: false, tsOk: false, sndWscale: 0, rcvWscale: 0, mss: 1460 });
   });

@@ -50,6 +50,14 @@ export function renderText(): string {
     out.push(table(rows, { indent: '    ', right: [1] }).trimEnd());
     out.push('');
   }
+  const general = PARAMS.filter((p) => p.general);
+  if (general.length) {
+    out.push('System parameters (read whatever the faults):');
+    const rows: string[][] = [['parameter', 'default', 'range', 'profiles']];
+    for (const p of general) rows.push([p.name, defaultText(p), describeRange(p), profileText(p)]);
+    out.push(table(rows, { indent: '    ', right: [1] }).trimEnd());
+    out.push('');
+  }
   out.push('Profiles (set parameters only; fault modes start at their defaults):');
   const rows = PROFILES.map((p) => [`  ${p.name}${p.name === DEFAULT_PROFILE ? ' (default)' : ''}`, p.title]);
   out.push(table(rows).trimEnd());

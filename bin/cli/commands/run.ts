@@ -172,12 +172,15 @@ export const RUN_SPEC = defineCommand({
       defaultText: 'first other host address of the subnet', ...interfaceCidr,
     }),
     mtu: valueFlag({ valueName: 'N', help: 'link MTU in bytes', ...integer(68, 65535), default: 1500 }),
+    'no-host-config': switchFlag('use an existing TUN device as it is: set no address, MTU or up state on its kernel side'),
     services: valueFlag({
       valueName: 'LIST', help: `services to run: ${SERVICE_NAMES.join(', ')}, all, or none`,
       ...commaSubset(SERVICE_NAMES, SERVICE_NAMES, { none: true }), default: [...DEFAULT_SERVICES], defaultText: DEFAULT_SERVICES.join(','),
     }),
     pcap: valueFlag({ valueName: 'FILE', help: "write every packet to this pcap file, as the stack sees it (before out impairments, after in ones)", ...outputFile }),
     'pcap-snaplen': valueFlag({ valueName: 'N', help: 'bytes of each packet to capture (headers only: 128)', ...integer(64, 262144), default: 262144 }),
+    'pcap-size': valueFlag({ valueName: 'MB', help: 'start a new capture file when one is larger than MB million bytes: FILE, FILE1, ... (tcpdump -C)', ...integer(1, 1_000_000) }),
+    'pcap-files': valueFlag({ valueName: 'N', help: 'with --pcap-size: keep N files FILE0..FILE{N-1}, overwriting the oldest (tcpdump -W)', ...integer(1, 100_000) }),
     'pcap-wire': valueFlag({ valueName: 'FILE', help: 'write every packet to this pcap file as the device carries it: IP packets on TUN, Ethernet frames (ARP, IGMP) on TAP (after out impairments, before in ones)', ...outputFile }),
     impair: repeatableFlag({ valueName: 'SPEC', help: 'add an impairment at start, e.g. "out --dport 80 loss 3% delay 20ms" (faultstack impair --help)', ...impairSpec }),
     control: valueFlag({ valueName: 'PATH', help: 'control socket', defaultText: `${defaultRunDir()}/<tun>.sock`, ...socketPath }),
@@ -251,6 +254,13 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     throw usageError(spec, `--pcap and --pcap-wire must be different files, both are "${f.pcap}"`);
   }
   if (f.shards && f['pcap-wire']) throw usageError(spec, '--shards cannot be combined with --pcap-wire');
+  const noHost = f['no-host-config'];
+  if (noHost && !defaulted) throw usageError(spec, '--no-host-config leaves the kernel side as it is: give --host-addr only without it');
+  if (noHost && argv.some((a) => a === '--mtu' || a.startsWith('--mtu='))) {
+    throw usageError(spec, '--no-host-config uses the device\'s own MTU: set it with `ip link set dev NAME mtu N`, or drop --no-host-config');
+  }
+  if ((f['pcap-size'] !== undefined || f['pcap-files'] !== undefined) && !f.pcap) throw usageError(spec, '--pcap-size and --pcap-files go with --pcap FILE');
+  if (f['pcap-files'] !== undefined && f['pcap-size'] === undefined) throw usageError(spec, '--pcap-files N needs --pcap-size MB (the size at which a file is full), as tcpdump -W needs -C');
   if (f.pcap && f.events && f.pcap === f.events) {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
@@ -263,12 +273,15 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     addr,
     hostAddr,
     hostAddrDefaulted: defaulted,
+    hostConfig: !noHost,
     mtu: f.mtu,
     services: f.services,
     pcap: f.pcap,
     pcapWire: f['pcap-wire'],
     impair: f.impair,
     pcapSnaplen: f['pcap-snaplen'],
+    ...(f['pcap-size'] !== undefined ? { pcapSizeMB: f['pcap-size'] } : {}),
+    ...(f['pcap-files'] !== undefined ? { pcapFiles: f['pcap-files'] } : {}),
     control,
     faults: f.fault.map((kv) => ({ id: kv.key, mode: kv.value })),
     params: f.param.map((kv) => ({ name: kv.key, value: kv.value })),

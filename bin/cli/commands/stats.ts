@@ -1,18 +1,42 @@
-/** `faultstack stats`: counters, connections (like `ss -tan`), lock state and fault modes. */
+/**
+ * `faultstack stats`: counters, connection counts per state, listeners, lock state and
+ * fault modes; connection rows (like `ss -tan`) on request, with ss-like filters; a
+ * watch mode that prints what the counters did each interval.
+ */
 import type { ConnectionRow, FaultState, LockState, StatsResult } from '../../../stack/control/protocol';
-import { ControlCommand } from '../../../stack/control/protocol';
-import { defineCommand, parseArgs, printHelp, switchFlag } from '../args';
+import { ControlCommand, STATE_ALIASES } from '../../../stack/control/protocol';
+import { parseIpv4 } from '../../../stack/wire/addr';
+import { decimal, defineCommand, integer, parseArgs, printHelp, switchFlag, text, usageError, valueFlag } from '../args';
 import { callStack, controlFlags, printJson } from '../control-target';
 import { cell, flattenCounters, formatClock, formatDuration, formatNumber, isZero, objectTable, ssState, table } from '../format';
 
+const STATES = Object.keys(STATE_ALIASES);
+
 export const STATS_SPEC = defineCommand({
   name: 'stats',
-  summary: "Show a running stack's counters, connections, lock state and fault modes.",
+  summary: "Show a running stack's counters, connection counts, listeners, lock state and fault modes.",
+  details: 'By default connections are counted per state, not listed. --limit N or --all lists them (like ss -tan),\n' +
+    '--state, --port and --peer filter them (a filter alone lists up to 100). --watch SEC prints, every SEC seconds,\n' +
+    'the counters that changed (delta and rate), --count N times. --gc forces two full garbage collections in the\n' +
+    'stack first and adds the memory live objects hold (heapUsedAfterGc, arrayBuffersAfterGc).',
   flags: {
     ...controlFlags,
-    all: switchFlag('also show counters that are zero'),
+    all: switchFlag('list every connection, and show counters that are zero'),
+    limit: valueFlag({ valueName: 'N', help: 'list up to N connections', ...integer(0, 10_000_000) }),
+    state: valueFlag({ valueName: 'STATE', help: `only connections in STATE (${STATES.join(', ')})`, ...text(`one of ${STATES.join(', ')}`, (s) => (STATE_ALIASES[s.toLowerCase()] ? undefined : `must be one of ${STATES.join(', ')}`)) }),
+    port: valueFlag({ valueName: 'PORT', help: 'only connections with this local or remote port', ...integer(1, 65535) }),
+    peer: valueFlag({ valueName: 'ADDR', help: 'only connections from this remote ADDR, ADDR:PORT or CIDR', ...text('an IPv4 address, ADDR:PORT or a CIDR such as 198.18.100.0/24', checkPeer) }),
+    gc: switchFlag('force a full GC in the stack first and report the memory after it'),
+    watch: valueFlag({ valueName: 'SEC', help: 'every SEC seconds, print the counters that changed', ...decimal(0.1, 3600, 'seconds') }),
+    count: valueFlag({ valueName: 'N', help: 'with --watch: stop after N intervals', ...integer(1, 1_000_000) }),
   },
 });
+
+function checkPeer(raw: string): string | undefined {
+  const m = /^([0-9.]+)(?:\/(\d{1,2})|:(\d{1,5}))?$/.exec(raw.trim());
+  const ok = !!m && parseIpv4(m[1]!) !== null && (m[2] === undefined || Number(m[2]) <= 32) && (m[3] === undefined || (Number(m[3]) >= 1 && Number(m[3]) <= 65535));
+  return ok ? undefined : 'must be an IPv4 address, ADDR:PORT or a CIDR such as 198.18.100.0/24';
+}
 
 function endpoint(text: string | undefined, addr: string | undefined, port: number | undefined): string {
   if (text) return text;
@@ -80,6 +104,13 @@ export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number 
     out.push(shown.length ? table(shown.map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }) : '  (all zero)\n');
   }
 
+  const counted = typeof r.connectionCount === 'number' ? r.connectionCount : undefined;
+  const states = r.states && typeof r.states === 'object' ? Object.entries(r.states as Record<string, number>) : [];
+  if (counted !== undefined) {
+    const per = states.map(([k, v]) => `${ssState(k)} ${formatNumber(v)}`).join(', ');
+    out.push(`\nConnections: ${formatNumber(counted)}${per ? ` (${per})` : ''}\n`);
+  }
+
   const link = r.link as { mac?: string; sourceMac?: string; bridge?: string | null; gateway?: string | null; counters?: Record<string, unknown> } | undefined;
   if (link && typeof link === 'object') {
     const where = [link.mac ? `mac ${link.mac}` : '', link.sourceMac && link.sourceMac !== link.mac ? `sending as ${link.sourceMac}` : '',
@@ -91,8 +122,14 @@ export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number 
   }
 
   if (Array.isArray(r.connections)) {
-    out.push(`\nConnections (${r.connections.length}):\n`);
+    const rows = r.rows as { matched?: number; sent?: number } | undefined;
+    const more = rows && typeof rows.matched === 'number' && rows.matched > r.connections.length
+      ? `, ${formatNumber(rows.matched - r.connections.length)} more match: --limit N or --all` : '';
+    const head = rows && typeof rows.matched === 'number' ? `${r.connections.length} of ${formatNumber(rows.matched)} matching${more}` : String(r.connections.length);
+    out.push(`\nConnections (${head}):\n`);
     out.push(r.connections.length ? renderConnections(r.connections) : '  (none)\n');
+  } else if (counted !== undefined && counted > 0) {
+    out.push('  (--limit N or --all lists them; --state, --port, --peer filter)\n');
   }
 
   if (Array.isArray(r.listeners) && r.listeners.length) {
@@ -130,11 +167,70 @@ export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number 
   return out.join('');
 }
 
+/** Counters (flattened) that changed between two samples: [name, value, delta]. */
+export function counterDeltas(before: Record<string, unknown> | undefined, after: Record<string, unknown> | undefined): [string, number, number][] {
+  const b = new Map(flattenCounters(before ?? {}).map(([k, v]) => [k, Number(v)]));
+  const out: [string, number, number][] = [];
+  for (const [k, v] of flattenCounters(after ?? {})) {
+    const now = Number(v), was = b.get(k) ?? 0;
+    if (Number.isFinite(now) && now !== was) out.push([k, now, now - was]);
+  }
+  return out;
+}
+
+/** The human form of one watch interval. */
+export function renderDeltas(deltas: [string, number, number][], intervalMs: number, at: number): string {
+  const secs = intervalMs / 1000;
+  const head = `${formatClock(at)}  +${secs.toFixed(1)} s: ${deltas.length} counter${deltas.length === 1 ? '' : 's'} changed\n`;
+  if (!deltas.length) return head;
+  const sign = (d: number) => (d > 0 ? `+${formatNumber(d)}` : formatNumber(d));
+  return head + table(deltas.map(([k, v, d]) => [k, formatNumber(v), sign(d), `${formatNumber(Math.round((d / secs) * 10) / 10)}/s`]), { right: [1, 2, 3], indent: '  ' });
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 export async function run(argv: string[]): Promise<number> {
   const p = parseArgs(STATS_SPEC, argv);
   if (p.help) return printHelp(STATS_SPEC);
-  const reply = await callStack<StatsResult>('stats', p.flags.control, ControlCommand.STATS);
-  if (p.flags.json) printJson(reply);
-  else process.stdout.write(renderStats(reply ?? {}, { all: p.flags.all }));
+  const f = p.flags;
+  if (f.count !== undefined && f.watch === undefined) throw usageError(STATS_SPEC, '--count N goes with --watch SEC');
+  if (f.watch !== undefined && (f.all || f.limit !== undefined || f.state !== undefined || f.port !== undefined || f.peer !== undefined)) {
+    throw usageError(STATS_SPEC, '--watch prints counters only: leave out --all, --limit, --state, --port and --peer');
+  }
+  const args: Record<string, unknown> = {};
+  if (f.gc) args.gc = true;
+  if (f.all) args.all = true;
+  if (f.limit !== undefined) args.limit = f.limit;
+  if (f.state !== undefined) args.state = f.state;
+  if (f.port !== undefined) args.port = f.port;
+  if (f.peer !== undefined) args.peer = f.peer;
+  if (f.watch !== undefined) return watch(f.control, f.watch, f.count, f.json, args);
+  const rows: ConnectionRow[] = [];
+  const onEvent = (ev: unknown) => {
+    const batch = (ev as { rows?: unknown } | null)?.rows;
+    if (Array.isArray(batch)) for (const r of batch) rows.push(r as ConnectionRow);
+  };
+  // Listing 100k rows takes the stack a few seconds of turns between its packets.
+  const reply = (await callStack<StatsResult>('stats', f.control, ControlCommand.STATS, args, 120_000, onEvent)) ?? {};
+  const whole: StatsResult = rows.length || reply.rows ? { ...reply, connections: [...(Array.isArray(reply.connections) ? reply.connections : []), ...rows] } : reply;
+  if (f.json) printJson(whole);
+  else process.stdout.write(renderStats(whole, { all: f.all }));
+  return 0;
+}
+
+/** --watch: one summary every `secs`, and what changed since the one before. */
+async function watch(control: string | undefined, secs: number, count: number | undefined, json: boolean, args: Record<string, unknown>): Promise<number> {
+  let prev = (await callStack<StatsResult>('stats', control, ControlCommand.STATS, args)) ?? {};
+  let prevAt = Date.now();
+  for (let i = 0; count === undefined || i < count; i++) {
+    await sleep(Math.max(0, secs * 1000 - (Date.now() - prevAt)));
+    const cur = (await callStack<StatsResult>('stats', control, ControlCommand.STATS, args)) ?? {};
+    const at = Date.now();
+    const deltas = counterDeltas(prev.counters, cur.counters);
+    if (json) process.stdout.write(JSON.stringify({ at: new Date(at).toISOString(), intervalMs: at - prevAt, deltas: Object.fromEntries(deltas.map(([k, , d]) => [k, d])) }) + '\n');
+    else process.stdout.write(renderDeltas(deltas, at - prevAt, at));
+    prev = cur;
+    prevAt = at;
+  }
   return 0;
 }
