@@ -537,6 +537,20 @@ export class TcpConnection {
       const hadHole = !this.ooo.empty;
       this.rcvNxt = (this.rcvNxt + len) >>> 0;
       this.bytesReceived += len;
+      // The ACK this data is owed is decided before the application sees the data: a
+      // reply written from its data handler (an HTTP response) carries the ACK and
+      // settles what is owed (afterSend). Arming the delayed ACK after delivery instead
+      // sent, 40 ms later, a pure ACK repeating the one the reply had carried.
+      this.segsSinceAck += Math.max(1, Math.round(len / this.mss));
+      // Every second full segment is ACKed (RFC 5681 4.2); within a receive burst the ACK
+      // waits for the burst's end, so that one ACK covers what arrived together (as a
+      // GRO receiver's does), not one per GSO packet.
+      if (hadHole) { /* ACKed at once below, once the queue is pulled */ }
+      else if (this.segsSinceAck >= 2) {
+        if (this.layer.inBurst) this.layer.deferAck(this);
+        else this.ackNow = true;
+      }
+      else if (!this.ackNow && this.delackAt === Infinity) { this.delackAt = now + this.layer.config.delayedAckMs; this.rearm(); }
       // The device's buffer is only valid during this call: a large segment (a GSO
       // super-segment) keeps the device's buffer when it gives it away, anything else
       // is copied, the small ones into a shared chunk.
@@ -544,8 +558,7 @@ export class TcpConnection {
       if (len >= ZERO_COPY_MIN && host.claimPacket !== undefined && host.claimPacket(buf)) this.deliver(buf.subarray(off, off + len));
       else this.deliver(copyOut(buf, off, len));
       // Delivery may close the connection (a data handler that destroys the socket, a
-      // delayed indication that resets it): a closed connection arms no timer, or the
-      // timer heap keeps it alive until the delayed ACK would have fired.
+      // delayed indication that resets it); destroy() disarmed every timer.
       if (this.isClosed()) return;
       if (hadHole) {
         const parts: Buffer[] = [];
@@ -555,15 +568,6 @@ export class TcpConnection {
         this.ackNow = true; // RFC 5681 4.2: ACK at once when a gap is filled
       }
       if (this.oooFinSeq >= 0 && this.oooFinSeq === this.rcvNxt) this.receiveFin(now);
-      this.segsSinceAck += Math.max(1, Math.round(len / this.mss));
-      // Every second full segment is ACKed (RFC 5681 4.2); within a receive burst the ACK
-      // waits for the burst's end, so that one ACK covers what arrived together (as a
-      // GRO receiver's does), not one per GSO packet.
-      if (this.segsSinceAck >= 2) {
-        if (this.layer.inBurst) this.layer.deferAck(this);
-        else this.ackNow = true;
-      }
-      else if (!this.ackNow && this.delackAt === Infinity) { this.delackAt = now + this.layer.config.delayedAckMs; this.rearm(); }
     } else {
       c.TcpExtTCPOFOQueue++;
       // Bounded in bytes and in entries: a peer sending tiny segments with gaps must not
@@ -800,6 +804,9 @@ export class TcpConnection {
     this.afterSend();
   }
 
+  /** Data or a FIN arrived that no segment we sent has acknowledged yet. */
+  ackOwed(): boolean { return this.rcvNxt !== this.lastAckSent; }
+
   private afterSend(): void {
     this.lastAckSent = this.rcvNxt;
     this.ackNow = false;
@@ -853,11 +860,16 @@ export class TcpConnection {
 
   // ---------------------------------------------------------------- application calls
 
-  /** Queues application data. The socket applies backpressure using `sendQueue.length`. */
+  /** Queues application data and sends what the windows allow. The socket applies backpressure using `sendQueue.length`. */
   send(data: Buffer, now: number): void {
-    if (this.finSeq >= 0) return;
+    if (this.enqueue(data)) this.output(now);
+  }
+
+  /** Queues application data without sending (the caller runs `output` after the last chunk of a writev). */
+  enqueue(data: Buffer): boolean {
+    if (this.finSeq >= 0) return false;
     this.sendQueue.push(data);
-    if (this.state >= State.Established) this.output(now);
+    return this.state >= State.Established;
   }
 
   /** The application ended its side: queue our FIN (RFC 9293 3.10.4 CLOSE). */
@@ -960,9 +972,12 @@ export class TcpConnection {
     if (this.rtoAt <= now) { this.rtoAt = Infinity; this.onRto(now); if (this.isClosed()) return; }
     if (this.delackAt <= now) {
       this.delackAt = Infinity;
-      this.layer.counters.TcpExtDelayedACKs++;
-      this.ackNow = true;
-      this.output(now);
+      // Owed only if nothing sent since carried RCV.NXT: never a pure ACK that repeats one.
+      if (this.ackOwed()) {
+        this.layer.counters.TcpExtDelayedACKs++;
+        this.ackNow = true;
+        this.output(now);
+      }
     }
     if (this.persistAt <= now) {
       this.persistAt = Infinity;

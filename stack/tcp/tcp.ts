@@ -187,7 +187,7 @@ export class TcpLayer {
       const conn = list[i]!;
       conn.ackDeferred = false;
       // Nothing went out since (afterSend resets the count): the ACK is still owed.
-      if (conn.segsSinceAck > 0 && !conn.isClosed()) { conn.ackNow = true; conn.output(now); }
+      if (conn.segsSinceAck > 0 && conn.ackOwed() && !conn.isClosed()) { conn.ackNow = true; conn.output(now); }
     }
     list.length = 0;
   }
