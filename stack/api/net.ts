@@ -100,7 +100,26 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     this.touch();
     this.push(data);
   }
-  onPeerFin(): void { this.push(null); }
+  /**
+   * The peer's FIN is the end of the readable side, reported one macrotask after the data
+   * before it, as a kernel socket's EOF is: libuv delivers it in a read callback of its
+   * own, after the callbacks for that data and everything they queued (nextTicks,
+   * microtasks) have run. Data and FIN often arrive in one burst here (`nc -N`: three
+   * pipelined requests, then SHUT_WR); reporting the end in the same turn made node:http
+   * see it while the second and third responses still waited their turn, and it dropped
+   * them (its socketOnEnd aborts the requests not answered yet). A half-close loses
+   * nothing at the TCP level (RFC 9293 3.6: CLOSE-WAIT still sends); neither may the
+   * socket.
+   */
+  onPeerFin(): void {
+    if (this.peerFinQueued) return;
+    this.peerFinQueued = true;
+    setImmediate(() => {
+      this.peerFinQueued = false;
+      if (!this.readableEnded && !this.destroyed) this.push(null);
+    });
+  }
+  private peerFinQueued = false;
   onSendSpace(): void {
     const cb = this.pendingWriteCb;
     if (cb && this.conn && this.conn.sendQueue.length < this.conn.sndBuf) {
@@ -118,7 +137,8 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
       return;
     }
     if (cb) cb();
-    if (!this.readableEnded) this.push(null);
+    // A FIN reported in the next macrotask ends the readable side then, after its data.
+    if (!this.readableEnded && !this.peerFinQueued) this.push(null);
   }
   unreadBytes(): number { return this.readableLength; }
 

@@ -102,3 +102,14 @@ describe('keep-alive HTTP', () => {
     expect(await count(`ip.src == ${STACK} && tcp.analysis.duplicate_ack`)).toBe(0);
   }, 120_000);
 });
+
+describe('half-close after pipelined requests', () => {
+  test('nc -N, 50 times: three requests in one write then SHUT_WR get three responses each time', async () => {
+    const req = 'GET /bytes/10 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n';
+    const script = `for i in $(seq 1 50); do printf '${req}${req}${req}' | timeout 5 nc -N ${STACK} 80 | grep -ao 'HTTP/1.1 200 OK' | wc -l; done`;
+    const r = await lab.exec(ns, 'bash', ['-c', script], { timeoutMs: 120_000 });
+    const counts = r.stdout.split('\n').filter((l) => l.trim()).map(Number);
+    expect(counts.length).toBe(50);
+    expect(counts.filter((n) => n !== 3)).toEqual([]);
+  }, 150_000);
+});

@@ -131,3 +131,23 @@ describe('node:http keep-alive on the stack', () => {
     await h.close();
   });
 });
+
+describe('pipelined requests, then a half-close (what nc -N does)', () => {
+  test('node:http answers all three: the FIN reaches the socket after the data before it (RFC 9293 3.6)', async () => {
+    const p = makePair();
+    const h = startHttp(p.netB, { port: 80 });
+    await runUntil(p.clock, () => h.port() === 80, 100);
+    for (let round = 0; round < 5; round++) {
+      const c = p.netA.connect({ host: B_ADDR, port: 80 }) as FsSocket;
+      const sink = watch(c);
+      const req = 'GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n';
+      // One write with three requests, then SHUT_WR: data and FIN leave together.
+      c.end(req + req + req);
+      expect(await runUntil(p.clock, () => sink.ended, 2000)).toBe(true);
+      const text = sink.data().toString('latin1');
+      expect((text.match(/HTTP\/1\.1 200 OK/g) ?? []).length).toBe(3);
+      c.destroy();
+    }
+    await h.close();
+  });
+});
