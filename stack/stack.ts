@@ -90,6 +90,8 @@ export class Stack {
   private timerHandle: unknown = null;
   private timerAt = Infinity;
   private serviceQueued = false;
+  /** Nesting depth of stack work under way (a receive burst, a timer run); see clock(). */
+  private busy = 0;
   private readonly housekeeping: Timer;
   private closed = false;
   /** When set, the TCP/IP input path is frozen (a held connection-table lock: KB 297040). */
@@ -127,15 +129,33 @@ export class Stack {
 
   // ---------------------------------------------------------------- time and service
 
+  /**
+   * The time for a call into the stack from outside (an application's write, read or
+   * close, a control command). While a burst or a timer run is under way (the call came
+   * from one of its callbacks: a data handler that writes, a drained write that queues
+   * more) it is that run's time, so that one run sends with one clock; otherwise the
+   * scheduler's, and never earlier than a time already handed out. An application
+   * write re-entered from an ACK's callback used to read a later clock than the rest
+   * of the burst: its segments carried a TSval that the burst's next segments undercut,
+   * and the peer dropped those by PAWS (RFC 7323 5.3, TSval must not go backwards: 5.4).
+   */
+  clock(): number {
+    if (this.busy > 0) return this.now;
+    const t = this.scheduler.now();
+    if (t > this.now) this.now = t;
+    return this.now;
+  }
+
   private onBurst(packets: Buffer[], count: number, metas: (OffloadMeta | null)[] | null): void {
     if (this.closed) return;
-    const now = this.scheduler.now();
-    this.now = now;
+    const now = this.clock();
+    this.busy++;
     this.tcp.beginBurst();
     try {
       for (let i = 0; i < count; i++) this.input(packets[i], metas ? metas[i] : null, now);
     } finally {
       this.tcp.endBurst(now);
+      this.busy--;
     }
     this.service();
   }
@@ -143,8 +163,7 @@ export class Stack {
   /** Runs due timers, writes queued packets, re-arms the wake-up. */
   service(): void {
     if (this.closed) return;
-    const now = this.scheduler.now();
-    this.now = now;
+    const now = this.clock();
     if (this.outputGate && this.outputGate()) {
       // Hung: nothing runs; look again later instead of spinning on overdue timers.
       this.device.flush();
@@ -153,7 +172,12 @@ export class Stack {
       this.timerHandle = this.scheduler.at(this.timerAt, () => { this.timerHandle = null; this.timerAt = Infinity; this.service(); });
       return;
     }
-    this.timers.run(now);
+    this.busy++;
+    try {
+      this.timers.run(now);
+    } finally {
+      this.busy--;
+    }
     this.device.flush();
     this.reschedule();
   }

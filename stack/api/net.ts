@@ -84,9 +84,7 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
   }
 
   private tick(): number {
-    const now = this.stack.scheduler.now();
-    this.stack.now = now;
-    return now;
+    return this.stack.clock();
   }
 
   // ---- ConnectionOwner
@@ -371,7 +369,7 @@ export class FsServer extends EventEmitter implements TcpServerLike {
   close(cb?: (err?: Error) => void): this {
     if (this.acceptTimer) { clearTimeout(this.acceptTimer); this.acceptTimer = null; }
     if (this.listener) {
-      this.stack.tcp.unlisten(this.listener, this.stack.scheduler.now());
+      this.stack.tcp.unlisten(this.listener, this.stack.clock());
       this.listener = null;
       this.stack.flushSoon();
     }
