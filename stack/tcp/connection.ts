@@ -333,12 +333,8 @@ export class TcpConnection {
       if (this.state === State.TimeWait && (f & FIN)) { this.lingerAt = now + this.layer.config.timeWaitMs; this.rearm(); }
       return;
     }
-    // Update TS.Recent from segments at or below Last.ACK.sent (RFC 7323 4.3): with a
-    // delayed ACK the echo is the TSval of the first segment it covers, so the peer's
-    // RTT sample includes the delay.
-    if (this.tsOk && seg.hasTimestamp && seqLe(seq, this.lastAckSent) && seqGe(seg.tsVal, this.tsRecent)) {
-      this.tsRecent = seg.tsVal; this.tsRecentAt = now;
-    }
+    // TS.Recent is updated further down, once the segment has passed the RST, SYN and
+    // ACK checks: a segment that fails them must not move it (see updateTsRecent).
     // RST (RFC 5961 3.2): exact match resets; anything else in the window is challenged.
     if (f & RST) {
       if (seq === this.rcvNxt) this.onReset(now);
@@ -382,6 +378,7 @@ export class TcpConnection {
           if (verdict === 'drop') return;
           if (verdict === 'reset') { this.abort(now); return; }
         }
+        this.updateTsRecent(seg, now);
         this.sndUna = seg.ack;
         this.sndWnd = seg.window << this.sndWscale;
         this.maxSndWnd = this.sndWnd;
@@ -399,6 +396,7 @@ export class TcpConnection {
     } else {
       if (seqGt(seg.ack, this.sndMax)) { this.sendAck(now); return; } // acks data we never sent
       if (seqLt(seg.ack, (this.sndUna - this.maxSndWnd) >>> 0)) { this.challengeAck(now); return; } // RFC 5961 5.2
+      this.updateTsRecent(seg, now);
       this.processAck(seg, seq, len, now);
       if (this.state === State.Closed) return;
     }
@@ -425,6 +423,20 @@ export class TcpConnection {
       if (this.isClosed()) return;
     }
     this.output(now);
+  }
+
+  /**
+   * TS.Recent follows segments at or below Last.ACK.sent (RFC 7323 4.3): with a delayed
+   * ACK the echo is the TSval of the first segment it covers, so the peer's RTT sample
+   * includes the delay. Only a segment that was found acceptable and passed the RST,
+   * SYN and ACK checks counts (RFC 7323 5.3 R3, RFC 5961 4 and 5): a SYN at RCV.NXT with
+   * a TSval far ahead is answered with a challenge ACK and must leave TS.Recent alone,
+   * or every real segment after it fails PAWS and the connection stalls for good.
+   */
+  private updateTsRecent(seg: TcpRepr, now: number): void {
+    if (this.tsOk && seg.hasTimestamp && seqLe(seg.seq, this.lastAckSent) && seqGe(seg.tsVal, this.tsRecent)) {
+      this.tsRecent = seg.tsVal; this.tsRecentAt = now;
+    }
   }
 
   private processAck(seg: TcpRepr, seq: number, len: number, now: number): void {

@@ -12,9 +12,10 @@ import { VirtualScheduler } from '../../stack/runtime/scheduler';
 import { Stack, type Scheduler } from '../../stack/stack';
 import { createNetApi } from '../../stack/api/net';
 import type { VirtualClock } from '../../drivers/memory';
-import { ACK, seqGe } from '../../stack/wire/tcp';
+import { State } from '../../stack/tcp/connection';
+import { ACK, PSH, SYN, seqGe } from '../../stack/wire/tcp';
 import type { FsSocket } from '../../stack/api/net';
-import { B_ADDR, connOf, makePair, runFor, runUntil } from './helpers/pair';
+import { B_ADDR, connOf, makePair, runFor, runUntil, sinkServer, watch } from './helpers/pair';
 import { craftTcp, Tap } from './helpers/tap';
 
 /**
@@ -91,3 +92,50 @@ describe('TSval is monotonic (RFC 7323 5.4)', () => {
   });
 });
 
+/** An established connection A -> B (a sink server on B), quiet; injects segments into B as A. */
+async function established() {
+  const p = makePair();
+  const tap = new Tap(p);
+  const srv = sinkServer(p, 9000);
+  const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+  const client = watch(c);
+  c.write(Buffer.from('hello'));
+  expect(await runUntil(p.clock, () => srv.sinks.length === 1 && srv.sinks[0].bytes === 5, 100)).toBe(true);
+  await runFor(p.clock, 50);
+  const connA = connOf(p.a)!, connB = connOf(p.b)!;
+  const inject = (o: { seq?: number; ack?: number; flags: number; payload?: Buffer; ts: [number, number] }) => {
+    tap.inject('b', craftTcp({
+      sport: connA.localPort, dport: 9000, seq: o.seq ?? connB.rcvNxt, ack: o.ack ?? connB.sndNxt, flags: o.flags, window: 1024,
+      payload: o.payload, ts: o.ts,
+    }));
+  };
+  return { p, tap, c, client, server: srv.sinks[0]!, srvSocket: srv.sinks[0]!.socket!, connA, connB, inject };
+}
+
+describe('TS.Recent and a SYN (RFC 7323 4.3, RFC 5961 4)', () => {
+  test('a SYN at RCV.NXT with a TSval far ahead gets its challenge ACK and leaves TS.Recent alone; the connection carries data after it', async () => {
+    const { p, tap, c, connB, server, inject } = await established();
+    const tsRecent = connB.tsRecent;
+    const from = tap.tcp('b->a').length;
+    inject({ flags: SYN, seq: connB.rcvNxt, ack: 0, ts: [(tsRecent + 0x40000000) >>> 0, 0] });
+    await runFor(p.clock, 2);
+    const replies = tap.tcp('b->a').slice(from);
+    expect(replies.map((r) => r.tcp.flags)).toEqual([ACK]); // the challenge ACK
+    expect(p.b.counters.TcpExtTCPChallengeACK).toBe(1);
+    expect(connB.tsRecent).toBe(tsRecent);
+    expect(connB.state).toBe(State.Established);
+    // A's real segments (its own clock, far below the forged TSval) still get through.
+    c.write(Buffer.from(' world'));
+    expect(await runUntil(p.clock, () => server.bytes === 11, 1000)).toBe(true);
+    expect(server.data().toString()).toBe('hello world');
+    expect(p.b.counters.TcpExtPAWSEstab).toBe(0);
+  });
+
+  test('an ACK of data never sent (RFC 9293 3.10.7.4) does not move TS.Recent either', async () => {
+    const { p, connB, inject } = await established();
+    const tsRecent = connB.tsRecent;
+    inject({ flags: ACK, ack: (connB.sndMax + 100000) >>> 0, ts: [(tsRecent + 0x40000000) >>> 0, 0] });
+    await runFor(p.clock, 2);
+    expect(connB.tsRecent).toBe(tsRecent);
+  });
+});
