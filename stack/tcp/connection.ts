@@ -91,6 +91,8 @@ export class TcpConnection {
   /** Set by PMTU black-hole detection: this connection sends at most this size from then on (0: not set). */
   blackHoleMtu = 0;
   peerMss = 536; mss = 536; wsOk = false; tsOk = false; sackOk = false; tsRecent = 0; tsRecentAt = 0; tsOffset = 0;
+  /** TSval of the first segment sent while nothing was outstanding: the oldest TSecr an ACK of the flight can carry. */
+  tsFlightStart = 0;
   // Send side data
   readonly sendQueue = new SendQueue();
   finSeq = -1;             // sequence number of our FIN once the application ended its side
@@ -218,6 +220,7 @@ export class TcpConnection {
     o.sackPermitted = cfg.sack && (active || this.sackOk);
     o.hasTimestamp = cfg.timestamps && (active || this.tsOk);
     o.tsVal = this.tsNow(now);
+    if (this.sndMax === this.iss) this.tsFlightStart = o.tsVal;
     o.tsEcr = active ? 0 : this.tsRecent;
     o.sackCount = 0;
     const flags = active ? SYN : SYN | ACK;
@@ -466,9 +469,15 @@ export class TcpConnection {
       if (opened) { this.persistAt = Infinity; this.persistBackoff = 0; }
     }
     if (acked > 0) {
-      // RTT sample (RFC 7323 4.1 with timestamps; RFC 6298 / Karn otherwise).
+      // RTT sample (RFC 7323 4.1 with timestamps; RFC 6298 / Karn otherwise). The TSecr
+      // must be a TSval this connection could have sent for the data it acknowledges: not
+      // after our clock now, not before the first segment of the flight now being
+      // acknowledged. Anything else (a forged or corrupted TSecr) is not a round trip:
+      // one TSecr far in the past once made SRTT 268 million ms.
       if (this.tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
-        this.sampleRtt(Math.max(0, (this.tsNow(now) - seg.tsEcr) | 0));
+        const tsNow = this.tsNow(now);
+        if (seqLe(seg.tsEcr, tsNow) && seqGe(seg.tsEcr, this.tsFlightStart)) this.sampleRtt((tsNow - seg.tsEcr) >>> 0);
+        else this.layer.counters.FsTsEcrImplausible++;
       } else if (this.rttStart >= 0 && seqGt(ack, this.rttSeq)) {
         this.sampleRtt(now - this.rttStart);
         this.rttStart = -1;
@@ -780,6 +789,7 @@ export class TcpConnection {
 
   private sendDataSegment(seq: number, len: number, now: number, retransmission: boolean, withFin = false): void {
     const o = this.fillOptions(now);
+    if (this.sndUna === this.sndMax) this.tsFlightStart = o.tsVal;
     let flags = ACK;
     if (withFin) flags |= FIN;
     if (((seq + len) >>> 0) === this.dataLimit() || withFin) flags |= PSH;
@@ -799,6 +809,7 @@ export class TcpConnection {
 
   private sendFin(now: number, retransmission = false): void {
     const o = this.fillOptions(now);
+    if (this.sndUna === this.sndMax) this.tsFlightStart = o.tsVal;
     this.layer.emit(this, this.finSeq, this.rcvNxt, FIN | ACK, this.advertiseWindow(), o, 0, now);
     if (!retransmission) {
       this.sndNxt = (this.finSeq + 1) >>> 0;

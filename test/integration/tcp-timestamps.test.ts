@@ -170,3 +170,23 @@ describe('TS.Recent and a forged SYN (item 11)', () => {
     }
   }, 90_000);
 });
+
+describe('RTT from an implausible TSecr (item 12)', () => {
+  test('a scapy ACK of new data with a TSecr far in the past: the reported rtt stays plausible', async () => {
+    const { out, done } = await runScapy('ack');
+    try {
+      expect(out.first).toBe(true);
+      expect(out.second).toBe(true);
+      expect(out.third).toBe(true);
+      const s = await stats();
+      const row = s.connections.find((c) => c.peer === `${HOST}:${String(out.lport)}`);
+      expect(row, JSON.stringify(s.connections)).toBeDefined();
+      console.log(`rtt after the forged ACK: ${row!.rtt} ms; FsTsEcrImplausible ${s.counters.FsTsEcrImplausible}`);
+      // 2^28 ms in the past was taken as a 268-million-ms round trip.
+      expect(row!.rtt!).toBeLessThan(1000);
+      expect(s.counters.FsTsEcrImplausible).toBeGreaterThanOrEqual(1);
+    } finally {
+      await done();
+    }
+  }, 90_000);
+});

@@ -139,3 +139,34 @@ describe('TS.Recent and a SYN (RFC 7323 4.3, RFC 5961 4)', () => {
     expect(connB.tsRecent).toBe(tsRecent);
   });
 });
+
+describe('RTT samples only from a TSecr this connection could have sent (RFC 7323 4.1)', () => {
+  test('an ACK of new data with a TSecr far in the past, or in the future, leaves SRTT as it was', async () => {
+    const { p, tap, connA, connB, srvSocket, inject } = await established();
+    // A's own ACKs stay off the link: the test acknowledges B's data.
+    tap.drop = (x) => x.dir === 'a->b';
+    for (const [what, tsEcr] of [['far in the past', (connB.tsNow(p.clock.now) - 0x10000000) >>> 0], ['in the future', (connB.tsNow(p.clock.now) + 5000) >>> 0]] as const) {
+      srvSocket.write(Buffer.from('data from B'));
+      await runFor(p.clock, 2);
+      expect(connB.sndMax).not.toBe(connB.sndUna);
+      const srtt = connB.srtt;
+      const implausible = p.b.counters.FsTsEcrImplausible;
+      inject({ flags: ACK, seq: connA.sndNxt, ack: connB.sndMax, ts: [(connB.tsRecent + 1) >>> 0, tsEcr] });
+      await runFor(p.clock, 2);
+      expect(connB.sndUna, what).toBe(connB.sndMax); // the ACK itself was taken
+      expect(connB.srtt, what).toBe(srtt);
+      expect(p.b.counters.FsTsEcrImplausible, what).toBe(implausible + 1);
+      expect(p.b.tcp.table.rows()[0]!.rtt!, what).toBeLessThan(100);
+    }
+    // A TSecr that echoes the segment is a sample as before.
+    srvSocket.write(Buffer.from('more'));
+    await runFor(p.clock, 2);
+    const last = tap.data('b->a').at(-1)!;
+    p.clock.advance(7);
+    inject({ flags: ACK, seq: connA.sndNxt, ack: connB.sndMax, ts: [(connB.tsRecent + 2) >>> 0, last.tcp.tsVal] });
+    const before = connB.srtt;
+    await runFor(p.clock, 2);
+    expect(connB.srtt).not.toBe(before);
+    expect(connB.srtt).toBeLessThan(20);
+  });
+});
