@@ -87,6 +87,8 @@ export interface TcpHooks {
 }
 
 const COOKIE_MSS = [536, 1200, 1360, 1400, 1440, 1452, 1460, 8960];
+/** The most payload one IPv4 TCP packet carries: 65,535 less a 20-byte IP and a 60-byte TCP header (RFC 791, RFC 9293 3.1). */
+const MAX_TSO_PAYLOAD = 65535 - 20 - 60;
 
 export class TcpLayer {
   readonly table = new ConnTable();
@@ -344,7 +346,16 @@ export class TcpLayer {
   // ---------------------------------------------------------------- policy lookups
 
   pathMtu(dst: number): number { return this.host.pathMtu(dst); }
-  tsoMaxSegments(_conn: TcpConnection): number { return this.host.tsoSegments(); }
+  /**
+   * MSS-sized pieces one TSO super-segment may carry. The device's limit in segments (44
+   * with the virtio header) is also bounded by what one IPv4 packet can hold: the total
+   * length is 16 bits, so header (20 + up to 60) and payload stay within 65,535 bytes.
+   * 44 segments of a 9,000-byte MTU's MSS are 393 KB: the length wrapped, the kernel
+   * threw the packets away, and iperf3 -R at --mtu 9000 fell to 10 Mbit/s with RTOs.
+   */
+  tsoMaxSegments(conn: TcpConnection): number {
+    return Math.max(1, Math.min(this.host.tsoSegments(), Math.floor(MAX_TSO_PAYLOAD / conn.mss)));
+  }
   blackHoleDetection(): boolean { return this.host.blackHoleDetection?.() ?? false; }
   flushSoon(): void { this.host.flushSoon(); }
   suppressSynOptions(conn: TcpConnection): boolean { return conn.listener ? this.backlog.suppressSynOptions(conn) : false; }
