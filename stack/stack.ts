@@ -57,6 +57,11 @@ export interface StackOptions {
   /** Largest TSO super-segment in MSS units; 1 disables segmentation offload. */
   tsoSegments?: number;
   txChecksumOffload?: boolean;
+  /**
+   * Payload bytes the device queues for us before it drops (a TUN device: txqueuelen
+   * packets); the receive windows of all connections share it. Unbounded when omitted.
+   */
+  rxQueueBytes?: number;
 }
 
 export const DEFAULT_PMTU: PmtuParams = {
@@ -78,6 +83,7 @@ export class Stack {
   acceptAnyAddress: boolean;
   tsoSegmentsMax: number;
   txCsumOffload: boolean;
+  readonly rxQueueLimit: number;
   now = 0;
   private ipId = Math.floor(Math.random() * 65536);
   private readonly ip = newIpv4Repr();
@@ -109,6 +115,7 @@ export class Stack {
     this.icmpTokens = this.icmpRate;
     this.tsoSegmentsMax = opts.tsoSegments ?? 1;
     this.txCsumOffload = opts.txChecksumOffload ?? false;
+    this.rxQueueLimit = opts.rxQueueBytes ?? Infinity;
     const mtu = opts.mtu ?? opts.device.mtu;
     this.routes = new RouteTable(mtu);
     this.routes.addNetRoute(opts.address, opts.prefix, 'connected');
@@ -364,6 +371,7 @@ export class Stack {
   /** Keep a received packet's buffer instead of copying out of it, when the device allows. */
   claimPacket(pkt: Buffer): boolean { return this.device.claim !== undefined && this.device.claim(pkt); }
   txChecksumOffload(): boolean { return this.txCsumOffload; }
+  rxQueueBytes(): number { return this.rxQueueLimit; }
   blackHoleDetection(): boolean { return this.pmtu.params().EnablePMTUBHDetect !== 0; }
 
   sendIp(pkt: Buffer, meta: OffloadMeta | null): void {

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { RunOptions, StackRuntimeHandle } from '../../bin/cli/run-options';
-import { type TunDevice, configureHostSide } from '../../drivers/tun/index';
+import { type TunDevice, configureHostSide, txQueueLen } from '../../drivers/tun/index';
 import { PcapDevice } from '../../drivers/pcap';
 import type { Device } from '../../drivers/device';
 import { Stack } from '../stack';
@@ -20,7 +20,7 @@ import { ControlServer, ControlHandler } from '../control/server';
 import { installFaults, InstalledFaults } from '../faults/install';
 import { CodedError } from '../util/errors';
 import { Worker } from 'node:worker_threads';
-import { faultSetup, openRunTun, stackOffloads } from './setup';
+import { faultSetup, openRunTun, rxQueueBytes, stackOffloads } from './setup';
 import type { ShardWorkerData } from './shard-worker';
 
 let gcFn: (() => void) | null = null;
@@ -74,6 +74,7 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
       device, scheduler, address: opts.addr.addr, prefix: opts.addr.prefix, mtu: opts.mtu,
       tcp: { congestionControl: opts.cc },
       ...stackOffloads(tun.vnetHdr, tun.offloads.tso4, tun.offloads.csum),
+      rxQueueBytes: rxQueueBytes(txQueueLen(tun.name), tun.queueCount, tun.mtu, tun.vnetHdr, tun.offloads.tso4),
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());

@@ -107,6 +107,10 @@ export class TcpConnection {
   segsSinceAck = 0;
   /** On the layer's list of ACKs owed at the end of the current receive burst. */
   ackDeferred = false;
+  /** Out-of-order data arrived in this burst: its duplicate ACK (with SACK) leaves at the burst's end. */
+  dupAckOwed = false;
+  /** Epoch in which this connection last received data (TcpLayer.noteReceiving). */
+  rxEpoch = -1;
   ackNow = false;
   // RTT (RFC 6298)
   srtt = 0; rttvar = 0; rto: number; rttSeq = 0; rttStart = -1; backoff = 0;
@@ -554,6 +558,7 @@ export class TcpConnection {
 
   private receiveData(seq: number, buf: Buffer, off: number, len: number, now: number): void {
     const c = this.layer.counters;
+    this.layer.noteReceiving(this, now);
     if (seq === this.rcvNxt) {
       const hadHole = !this.ooo.empty;
       this.rcvNxt = (this.rcvNxt + len) >>> 0;
@@ -586,7 +591,10 @@ export class TcpConnection {
         const nxt = this.ooo.pull(this.rcvNxt, parts);
         for (const p of parts) { this.bytesReceived += p.length; this.deliver(p); }
         this.rcvNxt = nxt;
-        this.ackNow = true; // RFC 5681 4.2: ACK at once when a gap is filled
+        // RFC 5681 4.2: ACK at once when a gap is filled; within a burst, once at its end
+        // (the same instant), covering whatever else the burst brought.
+        if (this.layer.inBurst) this.layer.deferAck(this);
+        else this.ackNow = true;
       }
       if (this.oooFinSeq >= 0 && this.oooFinSeq === this.rcvNxt) this.receiveFin(now);
     } else {
@@ -595,7 +603,15 @@ export class TcpConnection {
       // make every insert walk millions of entries.
       if (this.ooo.bytes + len > this.rcvBuf || this.ooo.segs.length >= MAX_OOO_SEGMENTS) { c.TcpExtTCPOFODrop++; }
       else this.ooo.insert(seq, buf.subarray(off, off + len));
-      this.ackNow = true; // duplicate ACK with SACK, at once (RFC 5681 4.2)
+      // A duplicate ACK with SACK blocks, at once (RFC 5681 4.2). With SACK, the
+      // out-of-order segments of one receive burst get one ACK at the burst's end (the
+      // same instant) whose blocks say everything they brought, as a GRO receiver's
+      // does: after a loss the rest of the window arrives out of order, and an ACK per
+      // segment (each a TUN write the kernel processes in our thread) slowed the stack
+      // until the TUN queue overflowed again. Without SACK the sender counts duplicate
+      // ACKs (RFC 5681 3.2), so each still leaves at once.
+      if (this.sackOk && this.layer.inBurst) { this.dupAckOwed = true; this.layer.deferAck(this); }
+      else this.ackNow = true;
     }
   }
 
@@ -827,11 +843,12 @@ export class TcpConnection {
     this.afterSend();
   }
 
-  /** Data or a FIN arrived that no segment we sent has acknowledged yet. */
-  ackOwed(): boolean { return this.rcvNxt !== this.lastAckSent; }
+  /** Data or a FIN arrived that no segment we sent has acknowledged yet, or out-of-order data no SACK block has reported. */
+  ackOwed(): boolean { return this.rcvNxt !== this.lastAckSent || this.dupAckOwed; }
 
   private afterSend(): void {
     this.lastAckSent = this.rcvNxt;
+    this.dupAckOwed = false;
     this.ackNow = false;
     this.segsSinceAck = 0;
     if (this.delackAt !== Infinity) { this.delackAt = Infinity; this.rearm(); }
@@ -851,9 +868,7 @@ export class TcpConnection {
    * (RFC 9293 3.8.6.2.2) and avoids advertising tiny openings (receiver SWS).
    */
   advertiseWindow(): number {
-    const unread = this.owner ? this.owner.unreadBytes() : this.pendingBytes;
-    let space = this.rcvBuf - unread - this.ooo.bytes;
-    if (space < 0) space = 0;
+    let space = this.rcvSpace();
     const committed = (this.rcvAdvEdge - this.rcvNxt) | 0;
     // Receiver SWS avoidance (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3): move the right edge
     // only by at least min(RCV.BUFF/2, MSS); never move it left.
@@ -866,14 +881,24 @@ export class TcpConnection {
     return win;
   }
 
+  /**
+   * Room to offer beyond RCV.NXT: the receive buffer less what the application has not
+   * read and what waits out of order, and no more than this connection's share of the
+   * device's receive queue (TcpLayer.rcvShare).
+   */
+  private rcvSpace(): number {
+    const unread = this.owner ? this.owner.unreadBytes() : this.pendingBytes;
+    const space = Math.min(this.rcvBuf - unread - this.ooo.bytes, this.layer.rcvShare(this.mss));
+    return space > 0 ? space : 0;
+  }
+
   /** The application read data: open the window if that is worth a segment (RFC 9293 3.8.6.2.2). */
   onAppRead(now: number): void {
     if (this.state < State.Established || this.state > State.FinWait2) return;
-    const unread = this.owner ? this.owner.unreadBytes() : 0;
     // Only room the 16-bit window field can carry (RFC 7323 2.2: shifted by our scale)
     // counts: an ACK that cannot move the right edge is a duplicate ACK to the peer
     // (RFC 5681 2), e.g. on every read when window scaling was not negotiated.
-    const space = Math.min(this.rcvBuf - unread - this.ooo.bytes, 65535 << this.rcvWscale);
+    const space = Math.min(this.rcvSpace(), 65535 << this.rcvWscale);
     const committed = (this.rcvAdvEdge - this.rcvNxt) | 0;
     if (space - committed >= Math.min(this.rcvBuf >> 1, 2 * this.mss)) {
       this.sendAck(now);
