@@ -198,6 +198,12 @@ export class Stack {
 
   private reschedule(): void {
     const next = this.timers.next();
+    // A wake-up armed at or before the next deadline stays: when it fires, service()
+    // runs what is due (perhaps nothing) and arms the one after. Only an earlier deadline
+    // replaces it. A stream of small bursts moves the delayed-ACK deadline to and fro on
+    // every burst, and cancelling and re-creating the scheduler's timer each time was a
+    // fixed cost per burst.
+    if (this.timerHandle !== null && this.timerAt <= next) return;
     if (next === this.timerAt) return;
     if (this.timerHandle !== null) this.scheduler.cancel(this.timerHandle);
     this.timerHandle = null;

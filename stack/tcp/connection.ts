@@ -62,6 +62,13 @@ function copyOut(buf: Buffer, off: number, len: number): Buffer {
   rxChunkUsed = (start + len + 7) & ~7;
   return rxChunk.subarray(start, start + len);
 }
+/**
+ * Receive-window autotuning (see tuneRcvWindow): the window offered starts at this and
+ * grows to twice what arrives per round trip when the peer needs more.
+ */
+const RCV_WINDOW_MIN = 128 * 1024;
+/** Delivery rate is measured over intervals of at least this long (ms). */
+const RCV_RATE_INTERVAL_MS = 1;
 /** PMTU black-hole detection: unanswered retransmissions of a segment before the fallback size. */
 const BLACK_HOLE_RETRIES = 2;
 /** The size every IPv4 path must carry (RFC 1122 3.3.3); MSS 536 without options. */
@@ -111,6 +118,12 @@ export class TcpConnection {
   dupAckOwed = false;
   /** Epoch in which this connection last received data (TcpLayer.noteReceiving). */
   rxEpoch = -1;
+  // Receive-window autotuning (tuneRcvWindow): the cap on what we offer, the receiver's
+  // round trip (ms; 0 until measured), the delivery rate (bytes/ms) and their marks.
+  rcvWndCap = RCV_WINDOW_MIN;
+  rcvRtt = 0; rcvRate = 0; rcvRateSeq = 0; rcvRateAt = -1;
+  /** The peer filled our window up to this edge (-1: not waiting); stalledAt: when we opened it further. */
+  stalledEdge = -1; stalledAt = -1;
   ackNow = false;
   // RTT (RFC 6298)
   srtt = 0; rttvar = 0; rto: number; rttSeq = 0; rttStart = -1; backoff = 0;
@@ -563,6 +576,7 @@ export class TcpConnection {
       const hadHole = !this.ooo.empty;
       this.rcvNxt = (this.rcvNxt + len) >>> 0;
       this.bytesReceived += len;
+      this.tuneRcvWindow(now);
       // The ACK this data is owed is decided before the application sees the data: a
       // reply written from its data handler (an HTTP response) carries the ACK and
       // settles what is owed (afterSend). Arming the delayed ACK after delivery instead
@@ -819,7 +833,7 @@ export class TcpConnection {
     } else if (this.rttStart < 0 && !this.tsOk) {
       this.rttStart = now; this.rttSeq = seq;
     }
-    this.afterSend();
+    this.afterSend(now);
     if (this.rtoAt === Infinity) this.armRto(now);
   }
 
@@ -831,7 +845,7 @@ export class TcpConnection {
       this.sndNxt = (this.finSeq + 1) >>> 0;
       if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
     } else this.layer.counters.TcpRetransSegs++;
-    this.afterSend();
+    this.afterSend(now);
     if (this.rtoAt === Infinity) this.armRto(now);
   }
 
@@ -840,13 +854,49 @@ export class TcpConnection {
     if (this.state === State.Closed || this.state === State.SynSent) return;
     const o = this.fillOptions(now);
     this.layer.emit(this, this.sndNxt, this.rcvNxt, ACK, this.advertiseWindow(), o, 0, now);
-    this.afterSend();
+    this.afterSend(now);
+  }
+
+  /**
+   * Receive-window autotuning, after Linux's (tcp_rcv_space_adjust): offer about twice
+   * what arrives per round trip, at least RCV_WINDOW_MIN, at most the receive buffer.
+   * The round trip is measured when the peer has filled the window: from the segment
+   * that opened it further to the first data beyond the old edge (Linux measures the
+   * receiver's RTT too; our TSval ticks in ms, too coarse for a TUN peer's 50 us).
+   * Offering the whole 4 MiB buffer to a peer one TUN write away made a small-write
+   * sender (iperf3 -l 1K) send every write's data as soon as it had an MSS of it:
+   * 1,448-byte packets, each a wake-up and several system calls for both sides. A
+   * window near what the path needs makes the sender queue while it waits for it, and
+   * send what queued as one GSO super-segment.
+   */
+  private tuneRcvWindow(now: number): void {
+    if (this.stalledEdge >= 0 && this.stalledAt >= 0 && seqGt(this.rcvNxt, this.stalledEdge)) {
+      const m = now - this.stalledAt;
+      this.rcvRtt = this.rcvRtt === 0 || m < this.rcvRtt ? m : this.rcvRtt + (m - this.rcvRtt) / 8;
+      this.stalledEdge = -1; this.stalledAt = -1;
+    }
+    // Filled: less than a segment of the window left (the sender's SWS avoidance keeps a
+    // smaller tail back).
+    if (this.stalledEdge < 0 && ((this.rcvAdvEdge - this.rcvNxt) | 0) < this.mss) { this.stalledEdge = this.rcvAdvEdge; this.stalledAt = -1; }
+    if (this.rcvRateAt < 0) { this.rcvRateAt = now; this.rcvRateSeq = this.rcvNxt; return; }
+    const dt = now - this.rcvRateAt;
+    if (dt < RCV_RATE_INTERVAL_MS) return;
+    const rate = ((this.rcvNxt - this.rcvRateSeq) >>> 0) / dt;
+    this.rcvRate = Math.max(rate, this.rcvRate * 0.75);
+    this.rcvRateAt = now; this.rcvRateSeq = this.rcvNxt;
+    if (this.rcvRtt > 0) {
+      const want = 2 * this.rcvRate * this.rcvRtt + 16 * this.mss;
+      this.rcvWndCap = Math.min(this.rcvBuf, Math.max(RCV_WINDOW_MIN, want));
+    }
   }
 
   /** Data or a FIN arrived that no segment we sent has acknowledged yet, or out-of-order data no SACK block has reported. */
   ackOwed(): boolean { return this.rcvNxt !== this.lastAckSent || this.dupAckOwed; }
 
-  private afterSend(): void {
+  private afterSend(now: number): void {
+    // The segment just sent opened the window past where the peer had stopped: the
+    // receiver's round trip runs from here (tuneRcvWindow).
+    if (this.stalledEdge >= 0 && this.stalledAt < 0 && seqGt(this.rcvAdvEdge, this.stalledEdge)) this.stalledAt = now;
     this.lastAckSent = this.rcvNxt;
     this.dupAckOwed = false;
     this.ackNow = false;
@@ -888,7 +938,7 @@ export class TcpConnection {
    */
   private rcvSpace(): number {
     const unread = this.owner ? this.owner.unreadBytes() : this.pendingBytes;
-    const space = Math.min(this.rcvBuf - unread - this.ooo.bytes, this.layer.rcvShare(this.mss));
+    const space = Math.min(this.rcvBuf - unread - this.ooo.bytes, this.rcvWndCap, this.layer.rcvShare(this.mss));
     return space > 0 ? space : 0;
   }
 
