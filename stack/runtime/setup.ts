@@ -54,9 +54,11 @@ export function stackOffloads(vnetHdr: boolean, tso4: boolean, csum: boolean): {
  * receive windows of all connections share it (see TcpLayer.rcvShare).
  */
 export function rxQueueBytes(txQueueLen: number, queues: number, mtu: number, vnetHdr: boolean, tso4: boolean): number {
+  // A txqueuelen of 0 says nothing about the queue (the kernel then sizes it itself).
+  if (!(txQueueLen > 0)) return Infinity;
   const perPacket = vnetHdr && tso4 ? 65536 : mtu - 52;
   // Four fifths of the queue: the kernel cuts its 64 KiB GSO segments into full-sized
   // packets and a short tail (more packets than full segments), and other packets (pure
   // ACKs of other connections, ICMP) take places in the same queue.
-  return Math.floor(Math.max(1, txQueueLen) * Math.max(1, queues) * 0.8) * perPacket;
+  return Math.max(1, Math.floor(txQueueLen * Math.max(1, queues) * 0.8)) * perPacket;
 }
