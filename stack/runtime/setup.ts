@@ -54,7 +54,7 @@ export function stackOffloads(vnetHdr: boolean, tso4: boolean, csum: boolean): {
  * receive windows of all connections share it (see TcpLayer.rcvShare).
  */
 export function rxQueueBytes(txQueueLen: number, queues: number, mtu: number, vnetHdr: boolean, tso4: boolean): number {
-  // A txqueuelen of 0 says nothing about the queue (the kernel then sizes it itself).
+  // A txqueuelen of 0 gives no usable bound: leave the windows alone.
   if (!(txQueueLen > 0)) return Infinity;
   const perPacket = vnetHdr && tso4 ? 65536 : mtu - 52;
   // Four fifths of the queue: the kernel cuts its 64 KiB GSO segments into full-sized
