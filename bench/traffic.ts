@@ -105,6 +105,30 @@ function parseIperf(stdout: string): Iperf {
   return { bps, retrans: j.end?.sum_sent?.retransmits ?? null };
 }
 
+/** min, median and max of repeated measurements, and the line that reports them. */
+function spread(v: number[], scale = 1, digits?: (x: number) => string): { min: number; median: number; max: number; text: string } {
+  const s = [...v].sort((a, b) => a - b);
+  const min = s[0] ?? NaN, max = s[s.length - 1] ?? NaN, median = s[Math.floor(s.length / 2)] ?? NaN;
+  const f = digits ?? ((x: number) => fmt(x / scale));
+  return { min, median, max, text: `min/median/max of ${v.length}: ${f(min)} / ${f(median)} / ${f(max)}` };
+}
+
+/** wrk's request rate and latency percentiles (--latency). */
+function parseWrk(out: string): { rps: number; p50Ms: number; p99Ms: number; errors: string } {
+  const ms = (v: string, unit: string) => Number(v) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1);
+  const pct = (p: string) => {
+    const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s)\\s*$`, 'm').exec(out);
+    return m ? ms(m[1]!, m[2]!) : NaN;
+  };
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+  if (!Number.isFinite(rps)) throw new Error(`wrk: ${out.slice(-400)}`);
+  const errors = /Socket errors:[^\n]*|Non-2xx[^\n]*/.exec(out)?.[0] ?? '';
+  return { rps, p50Ms: pct('50'), p99Ms: pct('99'), errors };
+}
+
+/** Repetitions of a measurement on both sides (at least 3, as the figures report min/median/max). */
+const REPS = 3;
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -116,6 +140,9 @@ export class TrafficBench {
   private stk = '';
   private ka = '';
   private kb = '';
+  /** The veth pair's ends (ka side, kb side), for the jumbo-MTU baseline. */
+  private vethA = '';
+  private vethB = '';
   private stack: Tool | null = null;
   private stackOpts = '';
   private kernel!: Tool;
@@ -180,7 +207,8 @@ export class TrafficBench {
     this.stk = await this.lab.addNamespace('stk');
     this.ka = await this.lab.addNamespace('ka');
     this.kb = await this.lab.addNamespace('kb');
-    await this.lab.veth('ka', 'kb', { addrA: `${KA}/24`, addrB: `${KB}/24` });
+    const v = await this.lab.veth('ka', 'kb', { addrA: `${KA}/24`, addrB: `${KB}/24` });
+    this.vethA = v.devA; this.vethB = v.devB;
     // Many ports for connection-rate and memory runs: the client side of both worlds.
     for (const ns of ['stk', 'ka']) {
       await this.lab.sysctl(ns, 'net.ipv4.ip_local_port_range', '1024 65535');
@@ -199,13 +227,14 @@ export class TrafficBench {
   }
 
   /** (Re)starts the stack with these options unless it already runs with them. */
-  private async ensureStack(offloads: 'on' | 'off', queues = 1, profile = 'win2003-sp1', shards = false): Promise<Tool> {
-    const want = `${offloads}/${queues}/${profile}/${shards}`;
+  private async ensureStack(offloads: 'on' | 'off', queues = 1, profile = 'win2003-sp1', shards = false, mtu = 1500): Promise<Tool> {
+    const want = `${offloads}/${queues}/${profile}/${shards}/${mtu}`;
     if (this.stack && this.stackOpts === want) return this.stack;
     if (this.stack) { await this.stack.stop(); this.stack = null; await sleep(200); }
     const tun = this.lab.ifname(`t${this.tunSeq++}`);
     const t = this.tool('stk', `stack (${want})`, ['stack-server.js', '--tun', tun, '--offloads', offloads, '--queues', String(queues),
-      '--services', 'echo,discard,http,iperf3', '--control', `/run/faultstack/${tun}.sock`, '--profile', profile, ...(shards ? ['--shards'] : [])]);
+      '--services', 'echo,discard,http,iperf3', '--control', `/run/faultstack/${tun}.sock`, '--profile', profile, ...(shards ? ['--shards'] : []),
+      ...(mtu !== 1500 ? ['--mtu', String(mtu)] : [])]);
     const r = await t.ready();
     progress(`  stack: offloads ${offloads === 'on' ? (r.offloads as string[]).join(',') || 'none (refused)' : 'off'}, queues ${String(r.queues)}, profile ${profile}`);
     this.stack = t;
@@ -277,10 +306,89 @@ export class TrafficBench {
       { streams: 1, dir: 'client-s2k' }, { streams: 4, dir: 'client-s2k' },
       { streams: 1, dir: 'client-k2s' },
     ]);
+    await this.smallWrites();
+    await this.jumbo(9000);
+  }
+
+  /**
+   * Small writes (issue 8, item 6): iperf3 -l 1K into the stack against the same client
+   * to the kernel over the veth pair, REPS each, interleaved. The kernel over loopback
+   * (MTU 64 KiB, so 64 KiB segments whatever the writes) is in the note.
+   */
+  private async smallWrites(): Promise<void> {
+    await this.ensureStack('on');
+    const t = ['-t', String(this.dur), '-l', '1K'];
+    const s: number[] = [], k: number[] = [];
+    for (let i = 0; i < REPS; i++) {
+      s.push((await this.iperf('stk', ['-c', STACK_ADDR, ...t])).bps);
+      k.push((await this.iperf('ka', ['-c', KB, '-p', '5201', ...t])).bps);
+    }
+    const lo = this.lab.spawn('kb', 'iperf3', ['-s', '-1', '-p', '5301', '-B', '127.0.0.1']);
+    await sleep(300);
+    let loop = NaN;
+    try { loop = (await this.iperf('kb', ['-c', '127.0.0.1', '-p', '5301', ...t])).bps; } catch { /* noted as n/a */ } finally { if (lo.running) await lo.kill(2000); }
+    const ss = spread(s, GBIT), ks = spread(k, GBIT);
+    this.add({
+      group: 'bulk', key: 'bulk.k2s.l1k', name: 'kernel -> stack, 1 stream, 1 KiB writes (iperf3 -l 1K)', value: ss.median / GBIT, unit: 'Gbit/s',
+      baseline: ks.median / GBIT, note: `stack ${ss.text}; kernel over veth ${ks.text}; kernel over loopback ${fmt(loop / GBIT)}`,
+    });
+  }
+
+  /**
+   * Jumbo frames (issue 8, item 3): the stack at --mtu N with offloads on, both ways,
+   * against the kernel over the veth pair at the same MTU, REPS each, interleaved.
+   */
+  private async jumbo(mtu: number): Promise<void> {
+    await this.ensureStack('on', 1, 'win2003-sp1', false, mtu);
+    await this.lab.ip('ka', 'link', 'set', this.vethA, 'mtu', String(mtu));
+    await this.lab.ip('kb', 'link', 'set', this.vethB, 'mtu', String(mtu));
+    try {
+      for (const rev of [false, true]) {
+        const t = ['-t', String(this.dur), ...(rev ? ['-R'] : [])];
+        const s: number[] = [], k: number[] = [];
+        for (let i = 0; i < REPS; i++) {
+          s.push((await this.iperf('stk', ['-c', STACK_ADDR, ...t])).bps);
+          k.push((await this.iperf('ka', ['-c', KB, '-p', '5201', ...t])).bps);
+        }
+        const ss = spread(s, GBIT), ks = spread(k, GBIT);
+        this.add({
+          group: 'bulk', key: `bulk.mtu${mtu}.${rev ? 's2k' : 'k2s'}`, name: `${rev ? 'stack -> kernel (-R)' : 'kernel -> stack'}, 1 stream, --mtu ${mtu}`,
+          value: ss.median / GBIT, unit: 'Gbit/s', baseline: ks.median / GBIT, note: `stack ${ss.text}; kernel over veth at MTU ${mtu} ${ks.text}`,
+        });
+      }
+    } finally {
+      await this.lab.ip('ka', 'link', 'set', this.vethA, 'mtu', '1500');
+      await this.lab.ip('kb', 'link', 'set', this.vethB, 'mtu', '1500');
+      if (this.stack) { await this.stack.stop(); this.stack = null; this.stackOpts = ''; }
+    }
   }
 
   private async offloadsOff(): Promise<void> {
     await this.bulkSet('offloads-off', 'off', [{ streams: 1, dir: 'k2s' }, { streams: 1, dir: 's2k' }, { streams: 4, dir: 'k2s' }]);
+    await this.offloadsOffStreams();
+  }
+
+  /**
+   * Offloads off, 4 streams into the stack (issue 8, item 5), REPS times interleaved
+   * with 1 stream: the aggregate against one stream's, the retransmissions, and the
+   * kernel's 4 streams over veth as the baseline.
+   */
+  private async offloadsOffStreams(): Promise<void> {
+    await this.ensureStack('off');
+    const one: number[] = [], four: number[] = [];
+    let retrans = 0;
+    for (let i = 0; i < REPS; i++) {
+      one.push((await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur)])).bps);
+      const r = await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur), '-P', '4']);
+      four.push(r.bps);
+      retrans += r.retrans ?? 0;
+    }
+    const o = spread(one, GBIT), f = spread(four, GBIT);
+    this.add({
+      group: 'offloads-off', key: 'offloads-off.k2s.4.reps', name: 'kernel -> stack, 4 streams, offloads off (repeated)', value: f.median / GBIT, unit: 'Gbit/s',
+      baseline: await this.kernelIperf(4, false) / GBIT,
+      note: `${f.text}; 1 stream ${o.text}; 4 streams / 1 stream ${(f.median / o.median).toFixed(2)}; ${retrans} retransmits in the ${REPS} 4-stream runs`,
+    });
   }
 
   // ------------------------------------------------------------------ connection rate
@@ -323,6 +431,37 @@ export class TrafficBench {
       const s2 = await this.ab('stk', `http://${STACK_ADDR}/bytes/64`, n, c);
       this.add({ group: 'connrate', key: 'connrate.http.again', name: 'same, second round (ports reused)', value: s2.rps, unit: 'conn/s', baseline: k.rps, note: `${s2.failed} failed` });
     }
+    await this.keepAlive();
+  }
+
+  /**
+   * Keep-alive HTTP (issue 8, item 1): wrk -t2 -c64 on one set of connections against
+   * the stack's http service and against the same service code on the kernel's sockets
+   * (kernel-server, over veth), REPS each, interleaved.
+   */
+  private async keepAlive(): Promise<void> {
+    await this.ensureStack('on');
+    const wrk = async (ns: string, host: string) => {
+      const r = await this.lab.exec(ns, 'wrk', ['-t2', '-c64', `-d${this.dur}s`, '--latency', `http://${host}/bytes/64`], { timeoutMs: (this.dur + 30) * 1000 });
+      return parseWrk(r.stdout);
+    };
+    const s: { rps: number; p50Ms: number; errors: string }[] = [], k: { rps: number; p50Ms: number; errors: string }[] = [];
+    for (let i = 0; i < REPS; i++) {
+      s.push(await wrk('stk', STACK_ADDR));
+      k.push(await wrk('ka', KB));
+    }
+    const sr = spread(s.map((x) => x.rps)), kr = spread(k.map((x) => x.rps));
+    const ms = (x: number) => `${fmt(x)} ms`;
+    const sl = spread(s.map((x) => x.p50Ms), 1, ms), kl = spread(k.map((x) => x.p50Ms), 1, ms);
+    this.add({
+      group: 'connrate', key: 'connrate.keepalive', name: 'keep-alive HTTP requests/s (wrk -t2 -c64, /bytes/64)', value: sr.median, unit: 'req/s',
+      baseline: kr.median,
+      note: `stack ${sr.text}; the same Node http service on kernel sockets ${kr.text}${[...s, ...k].some((x) => x.errors) ? `; wrk: ${[...s, ...k].map((x) => x.errors).filter(Boolean).join(', ')}` : ''}`,
+    });
+    this.add({
+      group: 'connrate', key: 'connrate.keepalive.p50', name: 'keep-alive HTTP latency p50 (wrk -c64)', value: sl.median, unit: 'ms', better: 'lower',
+      baseline: kl.median, note: `stack ${sl.text}; kernel ${kl.text}`,
+    });
   }
 
   // ------------------------------------------------------------------ latency

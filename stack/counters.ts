@@ -30,6 +30,8 @@ export function newCounters() {
     FsConnTableLockWaits: 0, FsConnTableLockedDrops: 0,
     FsHostRoutesCreated: 0, FsHostRoutesUpdated: 0, FsHostRoutesRemoved: 0, FsIcmpIgnoredAtLimit: 0,
     FsPmtuBlackHoleDetected: 0,
+    /** ACKs of new data whose TSecr this connection could not have sent (no RTT sample taken, RFC 7323 4.1). */
+    FsTsEcrImplausible: 0,
   };
 }
 export type Counters = ReturnType<typeof newCounters>;

@@ -64,6 +64,11 @@ export interface StackOptions {
   /** Largest TSO super-segment in MSS units; 1 disables segmentation offload. */
   tsoSegments?: number;
   txChecksumOffload?: boolean;
+  /**
+   * Payload bytes the device queues for us before it drops (a TUN device: txqueuelen
+   * packets); the receive windows of all connections share it. Unbounded when omitted.
+   */
+  rxQueueBytes?: number;
 }
 
 export const DEFAULT_PMTU: PmtuParams = {
@@ -88,6 +93,7 @@ export class Stack {
   txCsumOffload: boolean;
   /** Time to live of what we send (the profile's DefaultTTL: Windows 128, Linux 64). */
   ttl = 64;
+  readonly rxQueueLimit: number;
   now = 0;
   private ipId = Math.floor(Math.random() * 65536);
   private readonly ip = newIpv4Repr();
@@ -100,6 +106,8 @@ export class Stack {
   private timerHandle: unknown = null;
   private timerAt = Infinity;
   private serviceQueued = false;
+  /** Nesting depth of stack work under way (a receive burst, a timer run); see clock(). */
+  private busy = 0;
   private readonly housekeeping: Timer;
   private closed = false;
   /** When set, the TCP/IP input path is frozen (a held connection-table lock: KB 297040). */
@@ -118,6 +126,7 @@ export class Stack {
     this.icmpTokens = this.icmpRate;
     this.tsoSegmentsMax = opts.tsoSegments ?? 1;
     this.txCsumOffload = opts.txChecksumOffload ?? false;
+    this.rxQueueLimit = opts.rxQueueBytes ?? Infinity;
     const mtu = opts.mtu ?? opts.device.mtu;
     this.routes = new RouteTable(mtu);
     this.routes.addNetRoute(opts.address, opts.prefix, 'connected');
@@ -138,15 +147,33 @@ export class Stack {
 
   // ---------------------------------------------------------------- time and service
 
+  /**
+   * The time for a call into the stack from outside (an application's write, read or
+   * close, a control command). While a burst or a timer run is under way (the call came
+   * from one of its callbacks: a data handler that writes, a drained write that queues
+   * more) it is that run's time, so that one run sends with one clock; otherwise the
+   * scheduler's, and never earlier than a time already handed out. An application
+   * write re-entered from an ACK's callback used to read a later clock than the rest
+   * of the burst: its segments carried a TSval that the burst's next segments undercut,
+   * and the peer dropped those by PAWS (RFC 7323 5.3, TSval must not go backwards: 5.4).
+   */
+  clock(): number {
+    if (this.busy > 0) return this.now;
+    const t = this.scheduler.now();
+    if (t > this.now) this.now = t;
+    return this.now;
+  }
+
   private onBurst(packets: Buffer[], count: number, metas: (OffloadMeta | null)[] | null): void {
     if (this.closed) return;
-    const now = this.scheduler.now();
-    this.now = now;
+    const now = this.clock();
+    this.busy++;
     this.tcp.beginBurst();
     try {
       for (let i = 0; i < count; i++) this.input(packets[i], metas ? metas[i] : null, now);
     } finally {
       this.tcp.endBurst(now);
+      this.busy--;
     }
     this.service();
   }
@@ -154,8 +181,7 @@ export class Stack {
   /** Runs due timers, writes queued packets, re-arms the wake-up. */
   service(): void {
     if (this.closed) return;
-    const now = this.scheduler.now();
-    this.now = now;
+    const now = this.clock();
     if (this.outputGate && this.outputGate()) {
       // Hung: nothing runs; look again later instead of spinning on overdue timers.
       this.device.flush();
@@ -164,7 +190,12 @@ export class Stack {
       this.timerHandle = this.scheduler.at(this.timerAt, () => { this.timerHandle = null; this.timerAt = Infinity; this.service(); });
       return;
     }
-    this.timers.run(now);
+    this.busy++;
+    try {
+      this.timers.run(now);
+    } finally {
+      this.busy--;
+    }
     this.device.flush();
     this.reschedule();
   }
@@ -178,6 +209,12 @@ export class Stack {
 
   private reschedule(): void {
     const next = this.timers.next();
+    // A wake-up armed at or before the next deadline stays: when it fires, service()
+    // runs what is due (perhaps nothing) and arms the one after. Only an earlier deadline
+    // replaces it. A stream of small bursts moves the delayed-ACK deadline to and fro on
+    // every burst, and cancelling and re-creating the scheduler's timer each time was a
+    // fixed cost per burst.
+    if (this.timerHandle !== null && this.timerAt <= next) return;
     if (next === this.timerAt) return;
     if (this.timerHandle !== null) this.scheduler.cancel(this.timerHandle);
     this.timerHandle = null;
@@ -357,6 +394,7 @@ export class Stack {
   /** Keep a received packet's buffer instead of copying out of it, when the device allows. */
   claimPacket(pkt: Buffer): boolean { return this.device.claim !== undefined && this.device.claim(pkt); }
   txChecksumOffload(): boolean { return this.txCsumOffload; }
+  rxQueueBytes(): number { return this.rxQueueLimit; }
   blackHoleDetection(): boolean { return this.pmtu.params().EnablePMTUBHDetect !== 0; }
 
   sendIp(pkt: Buffer, meta: OffloadMeta | null): void {

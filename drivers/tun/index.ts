@@ -155,6 +155,7 @@ interface NativeTun {
   ifExists(name: string): boolean;
   getMtu(name: string): number;
   setMtu(name: string, mtu: number): number;
+  getTxQueueLen(name: string): number;
   closeFd(fd: number): void;
   Queue: new (
     fd: number,
@@ -793,6 +794,20 @@ export class TunDevice implements Device {
     }
     sum.queues = this.qs.length;
     return sum;
+  }
+}
+
+/**
+ * The interface's txqueuelen (SIOCGIFTXQLEN): how many packets the kernel queues for each
+ * TUN queue's reader before it drops (TX dropped in `ip -s link`); 500 for a new TUN device.
+ * Read in the calling thread's network namespace.
+ */
+export function txQueueLen(name: string): number {
+  try {
+    return loadNative().getTxQueueLen(name);
+  } catch (e) {
+    const ne = e as NativeErr;
+    throw new TunError(ne.code ?? 'EUNKNOWN', `cannot read the txqueuelen of TUN device '${name}': ${ne.message ?? String(e)}`, ne.errno, ne.syscall);
   }
 }
 

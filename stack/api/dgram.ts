@@ -49,7 +49,7 @@ export class FsUdpSocket extends EventEmitter implements UdpSocketLike {
     const data = typeof msg === 'string' ? Buffer.from(msg) : msg;
     if (dst === null) { const e = new CodedError('EINVAL', `send EINVAL: "${address}" is not an IPv4 address`); process.nextTick(() => (cb ? cb(e) : this.emit('error', e))); return; }
     try {
-      this.stack.now = this.stack.scheduler.now();
+      this.stack.clock();
       const src = this.endpoint!.addr || this.stack.address;
       this.stack.udp.send(src, this.endpoint!.port, dst, port, data);
       this.stack.flushSoon();

@@ -7,20 +7,20 @@
  */
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
-import type { NetApi, TcpServerLike, TcpSocketLike, UdpSocketLike } from './net-api';
+import type { NetApi, TcpServerLike, TcpServerOptions, TcpSocketLike, UdpSocketLike } from './net-api';
 
 export const kernelNet: NetApi = {
-  createServer(listener?: (socket: TcpSocketLike) => void): TcpServerLike {
-    const server = net.createServer();
+  createServer(listener?: (socket: TcpSocketLike) => void, options: TcpServerOptions = {}): TcpServerLike {
+    const server = net.createServer({ noDelay: options.noDelay ?? false, allowHalfOpen: options.allowHalfOpen ?? false });
     if (listener) server.on('connection', (socket: net.Socket) => listener(socket));
     return server;
   },
 
   connect(
-    options: { port: number; host: string; localAddress?: string },
+    options: { port: number; host: string; localAddress?: string; noDelay?: boolean },
     connectListener?: () => void,
   ): TcpSocketLike {
-    const opts: net.NetConnectOpts = { port: options.port, host: options.host };
+    const opts: net.NetConnectOpts = { port: options.port, host: options.host, noDelay: options.noDelay ?? false };
     if (options.localAddress !== undefined) opts.localAddress = options.localAddress;
     return net.connect(opts, connectListener);
   },

@@ -33,8 +33,19 @@ export interface UdpSocketLike extends EventEmitter {
   address(): { address: string; family: string; port: number };
 }
 
+/**
+ * Options a listening server gives the sockets it accepts, as `net.createServer(options)`
+ * does: `noDelay` disables Nagle on each of them from the start (node:http's own server
+ * asks for it, see stack/services/http.ts), `allowHalfOpen` keeps the writable side open
+ * after the peer's FIN.
+ */
+export interface TcpServerOptions {
+  noDelay?: boolean;
+  allowHalfOpen?: boolean;
+}
+
 export interface NetApi {
-  createServer(listener?: (socket: TcpSocketLike) => void): TcpServerLike;
-  connect(options: { port: number; host: string; localAddress?: string }, connectListener?: () => void): TcpSocketLike;
+  createServer(listener?: (socket: TcpSocketLike) => void, options?: TcpServerOptions): TcpServerLike;
+  connect(options: { port: number; host: string; localAddress?: string; noDelay?: boolean }, connectListener?: () => void): TcpSocketLike;
   createUdpSocket(): UdpSocketLike;
 }

@@ -17,7 +17,11 @@ import { formatIpv4, parseIpv4 } from '../wire/addr';
 import type { NetApi, TcpServerLike, TcpSocketLike } from './net-api';
 import { FsUdpSocket } from './dgram';
 
-export interface SocketOptions { allowHalfOpen?: boolean }
+export interface SocketOptions {
+  allowHalfOpen?: boolean;
+  /** Nagle off from the start, as `new net.Socket({ noDelay })` (applied when the connection is attached). */
+  noDelay?: boolean;
+}
 
 export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
   conn: TcpConnection | null = null;
@@ -32,9 +36,16 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
   localAddress?: string;
   localPort?: number;
   readonly remoteFamily = 'IPv4';
+  /**
+   * TCP_NODELAY as the application asked for it. Like Node's net.Socket (kSetNoDelay), a
+   * setNoDelay() before there is a connection (before connect(), or on a socket an
+   * http server builds itself) is kept and applied when the connection is attached.
+   */
+  private noDelay: boolean;
 
   constructor(readonly stack: Stack, opts: SocketOptions = {}) {
     super({ allowHalfOpen: opts.allowHalfOpen ?? false, highWaterMark: 64 * 1024 });
+    this.noDelay = opts.noDelay ?? false;
   }
 
   /**
@@ -54,6 +65,7 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     this.remotePort = conn.remotePort;
     this.localAddress = formatIpv4(conn.localAddr);
     this.localPort = conn.localPort;
+    conn.noDelay = this.noDelay;
     conn.attach(this);
   }
 
@@ -82,9 +94,7 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
   }
 
   private tick(): number {
-    const now = this.stack.scheduler.now();
-    this.stack.now = now;
-    return now;
+    return this.stack.clock();
   }
 
   // ---- ConnectionOwner
@@ -98,7 +108,26 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     this.touch();
     this.push(data);
   }
-  onPeerFin(): void { this.push(null); }
+  /**
+   * The peer's FIN is the end of the readable side, reported one macrotask after the data
+   * before it, as a kernel socket's EOF is: libuv delivers it in a read callback of its
+   * own, after the callbacks for that data and everything they queued (nextTicks,
+   * microtasks) have run. Data and FIN often arrive in one burst here (`nc -N`: three
+   * pipelined requests, then SHUT_WR); reporting the end in the same turn made node:http
+   * see it while the second and third responses still waited their turn, and it dropped
+   * them (its socketOnEnd aborts the requests not answered yet). A half-close loses
+   * nothing at the TCP level (RFC 9293 3.6: CLOSE-WAIT still sends); neither may the
+   * socket.
+   */
+  onPeerFin(): void {
+    if (this.peerFinQueued) return;
+    this.peerFinQueued = true;
+    setImmediate(() => {
+      this.peerFinQueued = false;
+      if (!this.readableEnded && !this.destroyed) this.push(null);
+    });
+  }
+  private peerFinQueued = false;
   onSendSpace(): void {
     const cb = this.pendingWriteCb;
     if (cb && this.conn && this.conn.sendQueue.length < this.conn.sndBuf) {
@@ -116,7 +145,8 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
       return;
     }
     if (cb) cb();
-    if (!this.readableEnded) this.push(null);
+    // A FIN reported in the next macrotask ends the readable side then, after its data.
+    if (!this.readableEnded && !this.peerFinQueued) this.push(null);
   }
   unreadBytes(): number { return this.readableLength; }
 
@@ -136,7 +166,11 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     const conn = this.conn;
     if (!conn) { cb(new CodedError('EPIPE', 'write EPIPE')); return; }
     const now = this.tick();
-    for (const { chunk } of chunks) { this.bytesWritten += chunk.length; conn.send(chunk, now); }
+    // One writev(2): every chunk is queued before the output loop runs, so that they leave
+    // together (a corked http response's header and body in one segment), not the first
+    // alone and the rest held back by Nagle until the peer's (delayed) ACK.
+    for (const { chunk } of chunks) { this.bytesWritten += chunk.length; conn.enqueue(chunk); }
+    conn.output(now);
     this.touch();
     this.stack.flushSoon();
     if (conn.sendQueue.length < conn.sndBuf) cb();
@@ -212,7 +246,13 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
 
   // ---- net.Socket surface
   setNoDelay(noDelay = true): this {
-    if (this.conn) { this.conn.noDelay = noDelay; if (noDelay) { this.conn.output(this.tick()); this.stack.flushSoon(); } }
+    this.noDelay = Boolean(noDelay);
+    const conn = this.conn;
+    if (conn && conn.noDelay !== this.noDelay) {
+      conn.noDelay = this.noDelay;
+      // Data Nagle was holding back goes now (as setsockopt(TCP_NODELAY) pushes it in Linux).
+      if (this.noDelay) { conn.output(this.tick()); this.stack.flushSoon(); }
+    }
     return this;
   }
   setKeepAlive(enable = false, initialDelay = 0): this {
@@ -252,6 +292,8 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
 
 export interface ServerOptions {
   allowHalfOpen?: boolean;
+  /** Accepted sockets start with Nagle off (net.createServer({ noDelay })). */
+  noDelay?: boolean;
   /** Accept one connection per interval instead of as fast as possible (a slow server). */
   acceptIntervalMs?: number;
 }
@@ -326,7 +368,7 @@ export class FsServer extends EventEmitter implements TcpServerLike {
   private acceptOne(): boolean {
     const conn = this.listener?.accept();
     if (!conn) return false;
-    const s = new FsSocket(this.stack, { allowHalfOpen: this.opts.allowHalfOpen });
+    const s = new FsSocket(this.stack, { allowHalfOpen: this.opts.allowHalfOpen, noDelay: this.opts.noDelay });
     s.adopt(conn);
     this.connections.add(s);
     s.once('close', () => this.connections.delete(s));
@@ -337,7 +379,7 @@ export class FsServer extends EventEmitter implements TcpServerLike {
   close(cb?: (err?: Error) => void): this {
     if (this.acceptTimer) { clearTimeout(this.acceptTimer); this.acceptTimer = null; }
     if (this.listener) {
-      this.stack.tcp.unlisten(this.listener, this.stack.scheduler.now());
+      this.stack.tcp.unlisten(this.listener, this.stack.clock());
       this.listener = null;
       this.stack.flushSoon();
     }
@@ -362,11 +404,12 @@ export class FsServer extends EventEmitter implements TcpServerLike {
 /** A `net`-like API over one stack: what the services run on. */
 export function createNetApi(stack: Stack): NetApi & {
   createServer(listener?: (s: TcpSocketLike) => void, opts?: ServerOptions): FsServer;
-  connect(options: { port: number; host: string; localAddress?: string }, cb?: () => void): FsSocket;
+  connect(options: { port: number; host: string; localAddress?: string; noDelay?: boolean }, cb?: () => void): FsSocket;
 } {
   return {
     createServer: (listener?: (s: TcpSocketLike) => void, opts?: ServerOptions) => new FsServer(stack, opts ?? {}, listener as ((s: FsSocket) => void) | undefined),
-    connect: (options: { port: number; host: string; localAddress?: string }, cb?: () => void) => new FsSocket(stack).connect(options.port, options.host, options.localAddress, cb),
+    connect: (options: { port: number; host: string; localAddress?: string; noDelay?: boolean }, cb?: () => void) =>
+      new FsSocket(stack, { noDelay: options.noDelay }).connect(options.port, options.host, options.localAddress, cb),
     createUdpSocket: () => new FsUdpSocket(stack),
   };
 }

@@ -110,7 +110,7 @@ export function installFaults(stack: Stack, cfg: FaultConfig, events: EventLog):
       });
       const s = stuck;
       stuck = null;
-      if (s) tcp.failConnect(s.conn, s.reason, stack.scheduler.now());
+      if (s) tcp.failConnect(s.conn, s.reason, stack.clock());
       stack.flushSoon();
       return { released: true, holder, heldMs };
     },

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { RunOptions, StackRuntimeHandle } from '../../bin/cli/run-options';
-import { type TunDevice } from '../../drivers/tun/index';
+import { type TunDevice, txQueueLen } from '../../drivers/tun/index';
 import { PcapDevice, wallClock } from '../../drivers/pcap';
 import { ImpairDevice } from '../../drivers/impair';
 import { Impairments } from '../impair/registry';
@@ -26,7 +26,7 @@ import { ControlServer, ControlHandler } from '../control/server';
 import { installFaults, InstalledFaults } from '../faults/install';
 import { CodedError } from '../util/errors';
 import { Worker } from 'node:worker_threads';
-import { configureHostLink, faultSetup, hostLinkBefore, openRunTun, stackOffloads } from './setup';
+import { configureHostLink, faultSetup, hostLinkBefore, openRunTun, rxQueueBytes, stackOffloads } from './setup';
 import { EthernetRuntime, ethernetRuntime, neighReply, setupTapKernelSide } from './ethernet';
 import { cachedSummary, connectionCounts, listenerRows, streamRows } from './stats';
 import { MAX_TIMEOUT_MS, STATS_ROWS_PER_EVENT, badArgument, booleanArg, integerArg, requiredString, statsQuery, type StatsQuery } from '../control/protocol';
@@ -119,6 +119,7 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
       tcp: { congestionControl: opts.cc },
       ...stackOffloads(tun.vnetHdr, tun.offloads.tso4, tun.offloads.csum),
       ...(link ? link.stackOptions : {}),
+      rxQueueBytes: rxQueueBytes(txQueueLen(tun.name), tun.queueCount, tun.mtu, tun.vnetHdr, tun.offloads.tso4),
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());

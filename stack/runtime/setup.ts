@@ -121,3 +121,21 @@ export function hostLinkBefore(opts: RunOptions): LinkState | null {
 export function stackOffloads(vnetHdr: boolean, tso4: boolean, csum: boolean): { tsoSegments: number; txChecksumOffload: boolean } {
   return { tsoSegments: vnetHdr && tso4 ? 44 : 1, txChecksumOffload: vnetHdr && csum };
 }
+
+/**
+ * Payload bytes the kernel queues for us on the TUN device before it drops: txqueuelen
+ * packets per queue, each a full segment's payload (the MTU less IP, TCP and the
+ * timestamp option: a sender's full segments carry no more, so the window never stands
+ * for more packets than the queue holds), or a 64 KiB GSO packet when the kernel may
+ * hand us TSO4 super-segments (then the queue is never the limit in practice). The
+ * receive windows of all connections share it (see TcpLayer.rcvShare).
+ */
+export function rxQueueBytes(txQueueLen: number, queues: number, mtu: number, vnetHdr: boolean, tso4: boolean): number {
+  // A txqueuelen of 0 gives no usable bound: leave the windows alone.
+  if (!(txQueueLen > 0)) return Infinity;
+  const perPacket = vnetHdr && tso4 ? 65536 : mtu - 52;
+  // Four fifths of the queue: the kernel cuts its 64 KiB GSO segments into full-sized
+  // packets and a short tail (more packets than full segments), and other packets (pure
+  // ACKs of other connections, ICMP) take places in the same queue.
+  return Math.max(1, Math.floor(txQueueLen * Math.max(1, queues) * 0.8)) * perPacket;
+}

@@ -9,14 +9,14 @@
  * { deviceError: message } (the queue stopped).
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { TunQueue } from '../../drivers/tun/index';
+import { TunQueue, txQueueLen } from '../../drivers/tun/index';
 import { Stack } from '../stack';
 import { RealScheduler } from './scheduler';
 import { createNetApi } from '../api/net';
 import { buildFaultConfig } from '../faults/catalogue';
 import { EventLog } from '../faults/events';
 import { installFaults } from '../faults/install';
-import { stackOffloads } from './setup';
+import { rxQueueBytes, stackOffloads } from './setup';
 import type { CongestionControl } from '../../bin/cli/run-options';
 import type { Ipv4Cidr } from '../wire/addr';
 import { connectOnce, memoryAfterGc } from './run';
@@ -61,6 +61,7 @@ async function main(): Promise<void> {
       device: queue, scheduler: new RealScheduler(), address: d.addr.addr, prefix: d.addr.prefix, mtu: d.mtu,
       tcp: { congestionControl: d.cc },
       ...stackOffloads(d.vnetHdr, d.tso4, d.csum),
+      rxQueueBytes: rxQueueBytes(txQueueLen(d.tun), 1, d.mtu, d.vnetHdr, d.tso4),
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());

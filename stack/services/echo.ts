@@ -6,7 +6,7 @@
  * connections, close everything on shutdown. It only uses the NetApi interface,
  * so it runs on the kernel (kernelNet) and on faultstack's sockets alike.
  */
-import type { NetApi, TcpServerLike, TcpSocketLike, UdpSocketLike } from '../api/net-api';
+import type { NetApi, TcpServerLike, TcpServerOptions, TcpSocketLike, UdpSocketLike } from '../api/net-api';
 
 export type LogFn = (line: string) => void;
 
@@ -61,7 +61,7 @@ function listenOn(server: TcpServerLike, port: number, host: string | undefined)
 export function startTcpService(
   api: NetApi,
   name: string,
-  opts: { port: number; host?: string; log?: LogFn },
+  opts: { port: number; host?: string; log?: LogFn; server?: TcpServerOptions },
   onSocket: (socket: TcpSocketLike) => void,
 ): TcpService {
   const log = opts.log ?? ((): void => undefined);
@@ -88,7 +88,7 @@ export function startTcpService(
       log(`${name}: handler failed: ${(err as Error).message}`);
       socket.destroy();
     }
-  });
+  }, opts.server);
 
   const ready = listenOn(server, opts.port, opts.host).then(() => {
     server.on('error', (err: Error) => log(`${name}: server error: ${err.message}`));

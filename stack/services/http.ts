@@ -55,6 +55,8 @@ export interface HttpOptions {
   statusProvider?: StatusProvider;
   /** Idle keep-alive connections are closed after this many ms (default 5000). */
   keepAliveTimeoutMs?: number;
+  /** TCP_NODELAY on every connection, as node:http's own server sets it (default true). */
+  noDelay?: boolean;
 }
 
 export interface HttpHandle extends ServiceHandle {
@@ -118,7 +120,14 @@ export function startHttp(api: NetApi, opts: HttpOptions = {}): HttpHandle {
   let ownProvider: StatusProvider | null = opts.statusProvider ?? null;
   const stats: HttpStats = { connections: 0, requests: 0, bytesRequests: 0, bodyBytesSent: 0, status: {} };
 
-  const httpServer = http.createServer({ keepAliveTimeout: opts.keepAliveTimeoutMs ?? 5000 });
+  // node:http's own listening server (http.createServer().listen()) is a net.Server with
+  // { allowHalfOpen: true, noDelay: true } (Node >= 18), and net.Server sets TCP_NODELAY
+  // on every socket it accepts. Sockets handed in with emit('connection') get neither
+  // from node:http, so the listening server here asks for the same options: a response
+  // then leaves at once on our sockets and on the kernel's, instead of its last segment
+  // waiting for the client's delayed ACK (Nagle).
+  const noDelay = opts.noDelay ?? true;
+  const httpServer = http.createServer({ keepAliveTimeout: opts.keepAliveTimeoutMs ?? 5000, noDelay });
 
   const statusDoc = (): Record<string, unknown> => {
     const provider = ownProvider ?? globalStatusProvider;
@@ -262,7 +271,7 @@ export function startHttp(api: NetApi, opts: HttpOptions = {}): HttpHandle {
     else socket.destroy();
   });
 
-  const svc = startTcpService(api, 'http', { port: opts.port ?? 80, host: opts.host, log }, (socket) => {
+  const svc = startTcpService(api, 'http', { port: opts.port ?? 80, host: opts.host, log, server: { noDelay, allowHalfOpen: true } }, (socket) => {
     stats.connections++;
     httpServer.emit('connection', socket);
   });

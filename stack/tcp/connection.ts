@@ -63,6 +63,13 @@ function copyOut(buf: Buffer, off: number, len: number): Buffer {
   rxChunkUsed = (start + len + 7) & ~7;
   return rxChunk.subarray(start, start + len);
 }
+/**
+ * Receive-window autotuning (see tuneRcvWindow): the window offered starts at this and
+ * grows to twice what arrives per round trip when the peer needs more.
+ */
+const RCV_WINDOW_MIN = 128 * 1024;
+/** Delivery rate is measured over intervals of at least this long (ms). */
+const RCV_RATE_INTERVAL_MS = 1;
 /** PMTU black-hole detection: unanswered retransmissions of a segment before the fallback size. */
 const BLACK_HOLE_RETRIES = 2;
 /** The size every IPv4 path must carry (RFC 1122 3.3.3); MSS 536 without options. */
@@ -92,6 +99,8 @@ export class TcpConnection {
   /** Set by PMTU black-hole detection: this connection sends at most this size from then on (0: not set). */
   blackHoleMtu = 0;
   peerMss = 536; mss = 536; wsOk = false; tsOk = false; sackOk = false; tsRecent = 0; tsRecentAt = 0; tsOffset = 0;
+  /** TSval of the first segment sent while nothing was outstanding: the oldest TSecr an ACK of the flight can carry. */
+  tsFlightStart = 0;
   // Send side data
   readonly sendQueue = new SendQueue();
   finSeq = -1;             // sequence number of our FIN once the application ended its side
@@ -106,6 +115,16 @@ export class TcpConnection {
   segsSinceAck = 0;
   /** On the layer's list of ACKs owed at the end of the current receive burst. */
   ackDeferred = false;
+  /** Out-of-order data arrived in this burst: its duplicate ACK (with SACK) leaves at the burst's end. */
+  dupAckOwed = false;
+  /** Epoch in which this connection last received data (TcpLayer.noteReceiving). */
+  rxEpoch = -1;
+  // Receive-window autotuning (tuneRcvWindow): the cap on what we offer, the receiver's
+  // round trip (ms; 0 until measured), the delivery rate (bytes/ms) and their marks.
+  rcvWndCap = RCV_WINDOW_MIN;
+  rcvRtt = 0; rcvRate = 0; rcvRateSeq = 0; rcvRateAt = -1;
+  /** The peer filled our window up to this edge (-1: not waiting); stalledAt: when we opened it further. */
+  stalledEdge = -1; stalledAt = -1;
   ackNow = false;
   // RTT (RFC 6298)
   srtt = 0; rttvar = 0; rto: number; rttSeq = 0; rttStart = -1; backoff = 0;
@@ -241,6 +260,7 @@ export class TcpConnection {
     o.sackPermitted = cfg.sack && (active || this.sackOk);
     o.hasTimestamp = cfg.timestamps && (active || this.tsOk);
     o.tsVal = this.tsNow(now);
+    if (this.sndMax === this.iss) this.tsFlightStart = o.tsVal;
     o.tsEcr = active ? 0 : this.tsRecent;
     o.sackCount = 0;
     const flags = active ? SYN : SYN | ACK;
@@ -356,12 +376,8 @@ export class TcpConnection {
       if (this.state === State.TimeWait && (f & FIN)) { this.lingerAt = now + this.layer.config.timeWaitMs; this.rearm(); }
       return;
     }
-    // Update TS.Recent from segments at or below Last.ACK.sent (RFC 7323 4.3): with a
-    // delayed ACK the echo is the TSval of the first segment it covers, so the peer's
-    // RTT sample includes the delay.
-    if (this.tsOk && seg.hasTimestamp && seqLe(seq, this.lastAckSent) && seqGe(seg.tsVal, this.tsRecent)) {
-      this.tsRecent = seg.tsVal; this.tsRecentAt = now;
-    }
+    // TS.Recent is updated further down, once the segment has passed the RST, SYN and
+    // ACK checks: a segment that fails them must not move it (see updateTsRecent).
     // RST (RFC 5961 3.2): exact match resets; anything else in the window is challenged.
     if (f & RST) {
       if (seq === this.rcvNxt) this.onReset(now);
@@ -399,6 +415,7 @@ export class TcpConnection {
     // a passive open is a listener's half-open entry until its handshake completes.)
     if (this.state === State.SynReceived) {
       if (seqLt(this.sndUna, seg.ack) && seqLe(seg.ack, this.sndMax)) {
+        this.updateTsRecent(seg, now);
         this.sndUna = seg.ack;
         this.sndWnd = seg.window << this.sndWscale;
         this.maxSndWnd = this.sndWnd;
@@ -416,6 +433,7 @@ export class TcpConnection {
     } else {
       if (seqGt(seg.ack, this.sndMax)) { this.sendAck(now); return; } // acks data we never sent
       if (seqLt(seg.ack, (this.sndUna - this.maxSndWnd) >>> 0)) { this.challengeAck(now); return; } // RFC 5961 5.2
+      this.updateTsRecent(seg, now);
       this.processAck(seg, seq, len, now);
       if (this.state === State.Closed) return;
     }
@@ -442,6 +460,20 @@ export class TcpConnection {
       if (this.isClosed()) return;
     }
     this.output(now);
+  }
+
+  /**
+   * TS.Recent follows segments at or below Last.ACK.sent (RFC 7323 4.3): with a delayed
+   * ACK the echo is the TSval of the first segment it covers, so the peer's RTT sample
+   * includes the delay. Only a segment that was found acceptable and passed the RST,
+   * SYN and ACK checks counts (RFC 7323 5.3 R3, RFC 5961 4 and 5): a SYN at RCV.NXT with
+   * a TSval far ahead is answered with a challenge ACK and must leave TS.Recent alone,
+   * or every real segment after it fails PAWS and the connection stalls for good.
+   */
+  private updateTsRecent(seg: TcpRepr, now: number): void {
+    if (this.tsOk && seg.hasTimestamp && seqLe(seg.seq, this.lastAckSent) && seqGe(seg.tsVal, this.tsRecent)) {
+      this.tsRecent = seg.tsVal; this.tsRecentAt = now;
+    }
   }
 
   private processAck(seg: TcpRepr, seq: number, len: number, now: number): void {
@@ -471,9 +503,15 @@ export class TcpConnection {
       if (opened) { this.persistAt = Infinity; this.persistBackoff = 0; }
     }
     if (acked > 0) {
-      // RTT sample (RFC 7323 4.1 with timestamps; RFC 6298 / Karn otherwise).
+      // RTT sample (RFC 7323 4.1 with timestamps; RFC 6298 / Karn otherwise). The TSecr
+      // must be a TSval this connection could have sent for the data it acknowledges: not
+      // after our clock now, not before the first segment of the flight now being
+      // acknowledged. Anything else (a forged or corrupted TSecr) is not a round trip:
+      // one TSecr far in the past once made SRTT 268 million ms.
       if (this.tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
-        this.sampleRtt(Math.max(0, (this.tsNow(now) - seg.tsEcr) | 0));
+        const tsNow = this.tsNow(now);
+        if (seqLe(seg.tsEcr, tsNow) && seqGe(seg.tsEcr, this.tsFlightStart)) this.sampleRtt((tsNow - seg.tsEcr) >>> 0);
+        else this.layer.counters.FsTsEcrImplausible++;
       } else if (this.rttStart >= 0 && seqGt(ack, this.rttSeq)) {
         this.sampleRtt(now - this.rttStart);
         this.rttStart = -1;
@@ -550,10 +588,26 @@ export class TcpConnection {
 
   private receiveData(seq: number, buf: Buffer, off: number, len: number, now: number): void {
     const c = this.layer.counters;
+    this.layer.noteReceiving(this, now);
     if (seq === this.rcvNxt) {
       const hadHole = !this.ooo.empty;
       this.rcvNxt = (this.rcvNxt + len) >>> 0;
       this.bytesReceived += len;
+      this.tuneRcvWindow(now);
+      // The ACK this data is owed is decided before the application sees the data: a
+      // reply written from its data handler (an HTTP response) carries the ACK and
+      // settles what is owed (afterSend). Arming the delayed ACK after delivery instead
+      // sent, 40 ms later, a pure ACK repeating the one the reply had carried.
+      this.segsSinceAck += Math.max(1, Math.round(len / this.mss));
+      // Every second full segment is ACKed (RFC 5681 4.2); within a receive burst the ACK
+      // waits for the burst's end, so that one ACK covers what arrived together (as a
+      // GRO receiver's does), not one per GSO packet.
+      if (hadHole) { /* ACKed at once below, once the queue is pulled */ }
+      else if (this.segsSinceAck >= 2) {
+        if (this.layer.inBurst) this.layer.deferAck(this);
+        else this.ackNow = true;
+      }
+      else if (!this.ackNow && this.delackAt === Infinity) { this.delackAt = now + this.layer.config.delayedAckMs; this.rearm(); }
       // The device's buffer is only valid during this call: a large segment (a GSO
       // super-segment) keeps the device's buffer when it gives it away, anything else
       // is copied, the small ones into a shared chunk.
@@ -561,33 +615,34 @@ export class TcpConnection {
       if (len >= ZERO_COPY_MIN && host.claimPacket !== undefined && host.claimPacket(buf)) this.deliver(buf.subarray(off, off + len));
       else this.deliver(copyOut(buf, off, len));
       // Delivery may close the connection (a data handler that destroys the socket, a
-      // delayed indication that resets it): a closed connection arms no timer, or the
-      // timer heap keeps it alive until the delayed ACK would have fired.
+      // delayed indication that resets it); destroy() disarmed every timer.
       if (this.isClosed()) return;
       if (hadHole) {
         const parts: Buffer[] = [];
         const nxt = this.ooo.pull(this.rcvNxt, parts);
         for (const p of parts) { this.bytesReceived += p.length; this.deliver(p); }
         this.rcvNxt = nxt;
-        this.ackNow = true; // RFC 5681 4.2: ACK at once when a gap is filled
-      }
-      if (this.oooFinSeq >= 0 && this.oooFinSeq === this.rcvNxt) this.receiveFin(now);
-      this.segsSinceAck += Math.max(1, Math.round(len / this.mss));
-      // Every second full segment is ACKed (RFC 5681 4.2); within a receive burst the ACK
-      // waits for the burst's end, so that one ACK covers what arrived together (as a
-      // GRO receiver's does), not one per GSO packet.
-      if (this.segsSinceAck >= 2) {
+        // RFC 5681 4.2: ACK at once when a gap is filled; within a burst, once at its end
+        // (the same instant), covering whatever else the burst brought.
         if (this.layer.inBurst) this.layer.deferAck(this);
         else this.ackNow = true;
       }
-      else if (!this.ackNow && this.delackAt === Infinity) { this.delackAt = now + this.layer.config.delayedAckMs; this.rearm(); }
+      if (this.oooFinSeq >= 0 && this.oooFinSeq === this.rcvNxt) this.receiveFin(now);
     } else {
       c.TcpExtTCPOFOQueue++;
       // Bounded in bytes and in entries: a peer sending tiny segments with gaps must not
       // make every insert walk millions of entries.
       if (this.ooo.bytes + len > this.rcvBuf || this.ooo.segs.length >= MAX_OOO_SEGMENTS) { c.TcpExtTCPOFODrop++; }
       else this.ooo.insert(seq, buf.subarray(off, off + len));
-      this.ackNow = true; // duplicate ACK with SACK, at once (RFC 5681 4.2)
+      // A duplicate ACK with SACK blocks, at once (RFC 5681 4.2). With SACK, the
+      // out-of-order segments of one receive burst get one ACK at the burst's end (the
+      // same instant) whose blocks say everything they brought, as a GRO receiver's
+      // does: after a loss the rest of the window arrives out of order, and an ACK per
+      // segment (each a TUN write the kernel processes in our thread) slowed the stack
+      // until the TUN queue overflowed again. Without SACK the sender counts duplicate
+      // ACKs (RFC 5681 3.2), so each still leaves at once.
+      if (this.sackOk && this.layer.inBurst) { this.dupAckOwed = true; this.layer.deferAck(this); }
+      else this.ackNow = true;
     }
   }
 
@@ -776,6 +831,7 @@ export class TcpConnection {
 
   private sendDataSegment(seq: number, len: number, now: number, retransmission: boolean, withFin = false): void {
     const o = this.fillOptions(now);
+    if (this.sndUna === this.sndMax) this.tsFlightStart = o.tsVal;
     let flags = ACK;
     if (withFin) flags |= FIN;
     if (((seq + len) >>> 0) === this.dataLimit() || withFin) flags |= PSH;
@@ -789,18 +845,19 @@ export class TcpConnection {
     } else if (this.rttStart < 0 && !this.tsOk) {
       this.rttStart = now; this.rttSeq = seq;
     }
-    this.afterSend();
+    this.afterSend(now);
     if (this.rtoAt === Infinity) this.armRto(now);
   }
 
   private sendFin(now: number, retransmission = false): void {
     const o = this.fillOptions(now);
+    if (this.sndUna === this.sndMax) this.tsFlightStart = o.tsVal;
     this.layer.emit(this, this.finSeq, this.rcvNxt, FIN | ACK, this.advertiseWindow(), o, 0, now);
     if (!retransmission) {
       this.sndNxt = (this.finSeq + 1) >>> 0;
       if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
     } else this.layer.counters.TcpRetransSegs++;
-    this.afterSend();
+    this.afterSend(now);
     if (this.rtoAt === Infinity) this.armRto(now);
   }
 
@@ -809,11 +866,51 @@ export class TcpConnection {
     if (this.state === State.Closed || this.state === State.SynSent) return;
     const o = this.fillOptions(now);
     this.layer.emit(this, this.sndNxt, this.rcvNxt, ACK, this.advertiseWindow(), o, 0, now);
-    this.afterSend();
+    this.afterSend(now);
   }
 
-  private afterSend(): void {
+  /**
+   * Receive-window autotuning, after Linux's (tcp_rcv_space_adjust): offer about twice
+   * what arrives per round trip, at least RCV_WINDOW_MIN, at most the receive buffer.
+   * The round trip is measured when the peer has filled the window: from the segment
+   * that opened it further to the first data beyond the old edge (Linux measures the
+   * receiver's RTT too; our TSval ticks in ms, too coarse for a TUN peer's 50 us).
+   * Offering the whole 4 MiB buffer to a peer one TUN write away made a small-write
+   * sender (iperf3 -l 1K) send every write's data as soon as it had an MSS of it:
+   * 1,448-byte packets, each a wake-up and several system calls for both sides. A
+   * window near what the path needs makes the sender queue while it waits for it, and
+   * send what queued as one GSO super-segment.
+   */
+  private tuneRcvWindow(now: number): void {
+    if (this.stalledEdge >= 0 && this.stalledAt >= 0 && seqGt(this.rcvNxt, this.stalledEdge)) {
+      const m = now - this.stalledAt;
+      this.rcvRtt = this.rcvRtt === 0 || m < this.rcvRtt ? m : this.rcvRtt + (m - this.rcvRtt) / 8;
+      this.stalledEdge = -1; this.stalledAt = -1;
+    }
+    // Filled: less than a segment of the window left (the sender's SWS avoidance keeps a
+    // smaller tail back).
+    if (this.stalledEdge < 0 && ((this.rcvAdvEdge - this.rcvNxt) | 0) < this.mss) { this.stalledEdge = this.rcvAdvEdge; this.stalledAt = -1; }
+    if (this.rcvRateAt < 0) { this.rcvRateAt = now; this.rcvRateSeq = this.rcvNxt; return; }
+    const dt = now - this.rcvRateAt;
+    if (dt < RCV_RATE_INTERVAL_MS) return;
+    const rate = ((this.rcvNxt - this.rcvRateSeq) >>> 0) / dt;
+    this.rcvRate = Math.max(rate, this.rcvRate * 0.75);
+    this.rcvRateAt = now; this.rcvRateSeq = this.rcvNxt;
+    if (this.rcvRtt > 0) {
+      const want = 2 * this.rcvRate * this.rcvRtt + 16 * this.mss;
+      this.rcvWndCap = Math.min(this.rcvBuf, Math.max(RCV_WINDOW_MIN, want));
+    }
+  }
+
+  /** Data or a FIN arrived that no segment we sent has acknowledged yet, or out-of-order data no SACK block has reported. */
+  ackOwed(): boolean { return this.rcvNxt !== this.lastAckSent || this.dupAckOwed; }
+
+  private afterSend(now: number): void {
+    // The segment just sent opened the window past where the peer had stopped: the
+    // receiver's round trip runs from here (tuneRcvWindow).
+    if (this.stalledEdge >= 0 && this.stalledAt < 0 && seqGt(this.rcvAdvEdge, this.stalledEdge)) this.stalledAt = now;
     this.lastAckSent = this.rcvNxt;
+    this.dupAckOwed = false;
     this.ackNow = false;
     this.segsSinceAck = 0;
     if (this.delackAt !== Infinity) { this.delackAt = Infinity; this.rearm(); }
@@ -833,9 +930,7 @@ export class TcpConnection {
    * (RFC 9293 3.8.6.2.2) and avoids advertising tiny openings (receiver SWS).
    */
   advertiseWindow(): number {
-    const unread = this.owner ? this.owner.unreadBytes() : this.pendingBytes;
-    let space = this.rcvBuf - unread - this.ooo.bytes;
-    if (space < 0) space = 0;
+    let space = this.rcvSpace();
     const committed = (this.rcvAdvEdge - this.rcvNxt) | 0;
     // Receiver SWS avoidance (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3): move the right edge
     // only by at least min(RCV.BUFF/2, MSS); never move it left.
@@ -848,14 +943,24 @@ export class TcpConnection {
     return win;
   }
 
+  /**
+   * Room to offer beyond RCV.NXT: the receive buffer less what the application has not
+   * read and what waits out of order, and no more than this connection's share of the
+   * device's receive queue (TcpLayer.rcvShare).
+   */
+  private rcvSpace(): number {
+    const unread = this.owner ? this.owner.unreadBytes() : this.pendingBytes;
+    const space = Math.min(this.rcvBuf - unread - this.ooo.bytes, this.rcvWndCap, this.layer.rcvShare(this.mss));
+    return space > 0 ? space : 0;
+  }
+
   /** The application read data: open the window if that is worth a segment (RFC 9293 3.8.6.2.2). */
   onAppRead(now: number): void {
     if (this.state < State.Established || this.state > State.FinWait2) return;
-    const unread = this.owner ? this.owner.unreadBytes() : 0;
     // Only room the 16-bit window field can carry (RFC 7323 2.2: shifted by our scale)
     // counts: an ACK that cannot move the right edge is a duplicate ACK to the peer
     // (RFC 5681 2), e.g. on every read when window scaling was not negotiated.
-    const space = Math.min(this.rcvBuf - unread - this.ooo.bytes, 65535 << this.rcvWscale);
+    const space = Math.min(this.rcvSpace(), 65535 << this.rcvWscale);
     const committed = (this.rcvAdvEdge - this.rcvNxt) | 0;
     if (space - committed >= Math.min(this.rcvBuf >> 1, 2 * this.mss)) {
       this.sendAck(now);
@@ -865,11 +970,16 @@ export class TcpConnection {
 
   // ---------------------------------------------------------------- application calls
 
-  /** Queues application data. The socket applies backpressure using `sendQueue.length`. */
+  /** Queues application data and sends what the windows allow. The socket applies backpressure using `sendQueue.length`. */
   send(data: Buffer, now: number): void {
-    if (this.finSeq >= 0) return;
+    if (this.enqueue(data)) this.output(now);
+  }
+
+  /** Queues application data without sending (the caller runs `output` after the last chunk of a writev). */
+  enqueue(data: Buffer): boolean {
+    if (this.finSeq >= 0) return false;
     this.sendQueue.push(data);
-    if (this.state >= State.Established) this.output(now);
+    return this.state >= State.Established;
   }
 
   /** The application ended its side: queue our FIN (RFC 9293 3.10.4 CLOSE). */
@@ -972,9 +1082,12 @@ export class TcpConnection {
     if (this.rtoAt <= now) { this.rtoAt = Infinity; this.onRto(now); if (this.isClosed()) return; }
     if (this.delackAt <= now) {
       this.delackAt = Infinity;
-      this.layer.counters.TcpExtDelayedACKs++;
-      this.ackNow = true;
-      this.output(now);
+      // Owed only if nothing sent since carried RCV.NXT: never a pure ACK that repeats one.
+      if (this.ackOwed()) {
+        this.layer.counters.TcpExtDelayedACKs++;
+        this.ackNow = true;
+        this.output(now);
+      }
     }
     if (this.persistAt <= now) {
       this.persistAt = Infinity;

@@ -9,6 +9,8 @@
 //   ifExists(name) -> boolean
 //   getMtu(name) -> number, setMtu(name, mtu)    (SIOCGIFMTU / SIOCSIFMTU on a dgram socket;
 //                                                 ioctl, not sysfs, so it is right in any netns)
+//   getTxQueueLen(name) -> number                (SIOCGIFTXQLEN: the kernel's queue of packets
+//                                                 for us, per TUN queue; it drops past it)
 //   closeFd(fd)
 //   Queue(fd, vnetHdr, slab: Buffer, slotSize, slots, info: Uint32Array, counters: Float64Array,
 //         onBurst: (n: number) => void)
@@ -229,6 +231,21 @@ Napi::Value MtuIoctl(const Napi::CallbackInfo& info, bool set) {
 }
 
 Napi::Value GetMtu(const Napi::CallbackInfo& info) { return MtuIoctl(info, false); }
+
+Napi::Value GetTxQueueLen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].ToString().Utf8Value();
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (!CopyIfName(name, ifr.ifr_name)) return ThrowErrno(env, "SIOCGIFTXQLEN", ENAMETOOLONG);
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return ThrowErrno(env, "socket", errno);
+  int rc = ioctl(s, SIOCGIFTXQLEN, &ifr);
+  int err = errno;
+  ::close(s);
+  if (rc < 0) return ThrowErrno(env, "SIOCGIFTXQLEN", err);
+  return Napi::Number::New(env, ifr.ifr_qlen);
+}
 Napi::Value SetMtu(const Napi::CallbackInfo& info) { return MtuIoctl(info, true); }
 
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
@@ -664,6 +681,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ifExists", Napi::Function::New(env, IfExists, "ifExists"));
   exports.Set("getMtu", Napi::Function::New(env, GetMtu, "getMtu"));
   exports.Set("setMtu", Napi::Function::New(env, SetMtu, "setMtu"));
+  exports.Set("getTxQueueLen", Napi::Function::New(env, GetTxQueueLen, "getTxQueueLen"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("Queue", Queue::Init(env));
   Napi::Object c = Napi::Object::New(env);
