@@ -47,7 +47,7 @@ afterAll(async () => {
 
 interface Stats { counters: Record<string, number>; device: Record<string, number>; connections: { peer: string; rtt?: number; state: string }[] }
 async function stats(): Promise<Stats> {
-  const r = await lab.cli(ns, ['stats', '--json', '--control', stack.controlPath], { timeoutMs: 20_000 });
+  const r = await lab.cli(ns, ['stats', '--all', '--json', '--control', stack.controlPath], { timeoutMs: 20_000 });
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as Stats;
 }
