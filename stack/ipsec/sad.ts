@@ -63,8 +63,10 @@ export class ChildSa implements ChildSaInit {
   expiresAt!: number;
   rekeyOf?: number;
   state: ChildState = 'installed';
-  /** A newer SA's selectors overlap this one's (a rekey, or overlapping peers): output must search. */
+  /** A newer sending SA's selectors overlap this one's (a rekey, or overlapping peers): output must search. */
   shadowed = false;
+  /** Used for output (false for the new SA of a rekey we answered, until it carries traffic). */
+  outboundActive = true;
 
   constructor(id: number, init: ChildSaInit) {
     this.id = id;
@@ -135,13 +137,30 @@ export class Sad {
   private readonly reserved = new Set<number>();
   releaseSpi(spi: number): void { this.reserved.delete(spi); }
 
-  install(init: ChildSaInit): ChildSa {
+  /**
+   * Installs a child SA. `outboundActive` false: the SA receives but does not send yet
+   * (the responder of a rekey, RFC 7296 2.8: it SHOULD wait for traffic on the new SA or
+   * the old one's delete); `activate` switches it on.
+   */
+  install(init: ChildSaInit, outboundActive = true): ChildSa {
     const c = new ChildSa(this.nextId++, init);
+    c.outboundActive = outboundActive;
     this.reserved.delete(init.inbound.spi);
     this.byInboundSpi.set(init.inbound.spi, c);
     this.list.push(c);
-    for (const old of this.list) if (old !== c && !old.shadowed && overlaps(old, c)) old.shadowed = true;
+    if (outboundActive) this.shadowOlder(c);
     return c;
+  }
+
+  /** The new SA of a rekey starts sending; the one it replaced stops. */
+  activate(c: ChildSa): void {
+    if (c.outboundActive || c.state === 'deleted') return;
+    c.outboundActive = true;
+    if (c.rekeyOf !== undefined) {
+      const old = this.list.find((x) => x.id === c.rekeyOf);
+      if (old) { old.outboundActive = false; this.unshadow(old); }
+    }
+    this.shadowOlder(c);
   }
 
   remove(c: ChildSa): void {
@@ -149,13 +168,28 @@ export class Sad {
     const i = this.list.indexOf(c);
     if (i >= 0) this.list.splice(i, 1);
     if (this.lastOut === c) this.lastOut = null;
+    const wasActive = c.outboundActive;
     c.state = 'deleted';
-    // Whatever c shadowed may be the newest of its kind again.
+    c.outboundActive = false;
+    if (wasActive) this.unshadow(c);
+    // The replacement of a deleted SA sends from now on.
+    for (const x of this.list) if (x.rekeyOf === c.id && !x.outboundActive) this.activate(x);
+  }
+
+  private shadowOlder(c: ChildSa): void {
+    for (const old of this.list) {
+      if (old === c) break;
+      if (old.outboundActive && !old.shadowed && overlaps(old, c)) old.shadowed = true;
+    }
+  }
+
+  /** `gone` stopped sending: the SAs it shadowed may be the newest of their kind again. */
+  private unshadow(gone: ChildSa): void {
     for (let j = 0; j < this.list.length; j++) {
       const x = this.list[j]!;
-      if (!x.shadowed) continue;
+      if (!x.shadowed || !overlaps(x, gone)) continue;
       let still = false;
-      for (let k = j + 1; k < this.list.length && !still; k++) still = overlaps(x, this.list[k]!);
+      for (let k = j + 1; k < this.list.length && !still; k++) { const y = this.list[k]!; still = y.outboundActive && overlaps(x, y); }
       x.shadowed = still;
     }
   }
@@ -168,15 +202,15 @@ export class Sad {
     return this.list;
   }
 
-  /** The SA that protects an outbound packet, or null. */
+  /** The SA that protects an outbound packet, or null: the newest sending SA whose selectors cover it. */
   outbound(protocol: number, src: number, sport: number, dst: number, dport: number): ChildSa | null {
-    // The cached SA answers when it covers the packet and no newer SA overlaps it (then
-    // no newer one can cover this packet either).
+    // The cached SA answers when it covers the packet and no newer sending SA overlaps it
+    // (then no newer one can cover this packet either).
     const last = this.lastOut;
-    if (last !== null && !last.shadowed && last.state === 'installed' && last.coversOutbound(protocol, src, sport, dst, dport)) return last;
+    if (last !== null && !last.shadowed && last.outboundActive && last.coversOutbound(protocol, src, sport, dst, dport)) return last;
     for (let i = this.list.length - 1; i >= 0; i--) {
       const c = this.list[i]!;
-      if (c.state === 'installed' && c.coversOutbound(protocol, src, sport, dst, dport)) { this.lastOut = c; return c; }
+      if (c.outboundActive && c.coversOutbound(protocol, src, sport, dst, dport)) { this.lastOut = c; return c; }
     }
     return null;
   }

@@ -52,6 +52,8 @@ export const TS_IPV4_ADDR_RANGE = 7;
 export const TS_IPV6_ADDR_RANGE = 8;
 
 export class IkeSyntaxError extends Error {
+  /** Set for a message whose integrity was verified before its payloads failed to parse (it may be answered INVALID_SYNTAX, RFC 7296 2.21.3). */
+  afterIntegrity = false;
   constructor(message: string) {
     super(message);
     this.name = 'IkeSyntaxError';
