@@ -30,6 +30,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   connect: { summary: 'make a running stack open a TCP connection to HOST:PORT', module: './commands/connect' },
   unlock: { summary: 'release the connection-table lock of a hung stack', module: './commands/unlock' },
   routes: { summary: "a running stack's route table (PMTU host routes included)", module: './commands/routes' },
+  ipsec: { summary: "a running stack's IPsec SAs (peer identities, SPIs, selectors), policies and counters", module: './commands/ipsec' },
   faults: { summary: 'list the reproduced faults, their modes and parameters', module: './commands/faults' },
   certs: { summary: 'create the test certificates the mtls service needs', module: './commands/certs' },
   demo: { summary: 'run the end-to-end demo in a throwaway network namespace', module: '../demo' },

@@ -71,6 +71,8 @@ export const ControlCommand = {
   UNLOCK: 'unlock',
   /** args {} → RouteEntry[] or { routes: RouteEntry[], ...summary } */
   ROUTES: 'routes',
+  /** args {} → { ikeSas, childSas, policies, halfOpen, identities, counters } (runs with --ipsec only) */
+  IPSEC: 'ipsec',
   /** Built into the server: args {} → { pong: true, pid, commands } */
   PING: 'ping',
 } as const;

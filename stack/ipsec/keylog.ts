@@ -53,12 +53,16 @@ export function espSaLine(src: number, dst: number, spi: number, encr: number, k
   ].join(',');
 }
 
-/** One line of Wireshark's ikev2_decryption_table. */
+/**
+ * One line of Wireshark's ikev2_decryption_table. Its SPI and key fields are byte
+ * fields, which a UAT file holds as bare hex (quoted, Wireshark refuses them); the
+ * algorithm fields are quoted names.
+ */
 export function ikev2Line(ike: IkeSa): string {
   const k = ike.keys;
   return [
-    q(ike.spiI.toString('hex')), q(ike.spiR.toString('hex')), q(k.ei.toString('hex')), q(k.er.toString('hex')),
-    q(IKE_ENCR[ike.suite.encr]!(ike.suite.keyBits)), q(k.ai.toString('hex')), q(k.ar.toString('hex')),
+    ike.spiI.toString('hex'), ike.spiR.toString('hex'), k.ei.toString('hex'), k.er.toString('hex'),
+    q(IKE_ENCR[ike.suite.encr]!(ike.suite.keyBits)), k.ai.toString('hex'), k.ar.toString('hex'),
     q(IKE_INTEG[ike.suite.integ] ?? 'NONE [RFC4306]'),
   ].join(',');
 }

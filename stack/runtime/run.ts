@@ -22,6 +22,7 @@ import { CodedError } from '../util/errors';
 import { Worker } from 'node:worker_threads';
 import { faultSetup, openRunTun, stackOffloads } from './setup';
 import type { ShardWorkerData } from './shard-worker';
+import { attachIpsec } from './ipsec-setup';
 
 let gcFn: (() => void) | null = null;
 /** Heap in use after a full garbage collection (what a leak keeps reachable). */
@@ -77,13 +78,15 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());
+    const ipsec = attachIpsec(stack, opts, events);
+    if (ipsec) cleanups.push(() => ipsec.close());
     const rt: Runtime = { stack, device, tun, faults, events, installed, startedAt: Date.now() };
 
     const api = createNetApi(stack);
     const services = await startNamedServices(api, opts, rt);
     cleanups.push(async () => { for (const s of services) await s.close(); });
 
-    const control = await ControlServer.start(opts.control, controlHandlers(rt, opts, api));
+    const control = await ControlServer.start(opts.control, { ...controlHandlers(rt, opts, api), ...(ipsec?.handlers ?? {}) });
     cleanups.push(() => control.close());
     cleanups.push(() => unlogChanges());
     cleanups.push(() => events.close());
