@@ -137,7 +137,13 @@ function duration(v: unknown): number {
 }
 
 class Walker {
-  constructor(private readonly file: string, private readonly lc: LineCounter) {}
+  constructor(private readonly file: string, private readonly lc: LineCounter, private readonly text: string) {}
+
+  /** The node as written in the file (YAML reads 0x00ff as the number 255; a key is bytes). */
+  source(node: unknown): string | null {
+    const r = (node as YamlNode | null)?.range;
+    return r ? this.text.slice(r[0], r[1]).trim() : null;
+  }
 
   fail(node: YamlNode | Pair | null | undefined, field: string, why: string): never {
     const range = node && 'range' in node ? node.range : node && 'key' in node ? ((node.key as YamlNode | null)?.range ?? null) : null;
@@ -191,7 +197,7 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
     const line = lc.linePos(e.pos[0]).line;
     throw new IpsecConfigError(`${file}:${line}: not valid YAML: ${e.message.split('\n')[0]}`);
   }
-  const w = new Walker(file, lc);
+  const w = new Walker(file, lc, text);
   const cfg = defaultConfig();
   if (doc.contents === null) return cfg;
   const top = w.map(doc.contents, '', ['local', 'ike', 'esp', 'peers', 'policies', 'default']);
@@ -270,7 +276,9 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
       const id = w.string(idNode, `${f}.id`);
       if (id !== ANY_ID) w.check(idNode, `${f}.id`, () => parseIdentity(id));
       const pskNode = m.get('psk')!.value;
-      const pskRaw = w.scalar(pskNode, `${f}.psk`);
+      let pskRaw = w.scalar(pskNode, `${f}.psk`);
+      const written = w.source(pskNode);
+      if (typeof pskRaw === 'number' && written && /^0x([0-9a-f]{2})+$/i.test(written)) pskRaw = written;
       if (typeof pskRaw !== 'string' && typeof pskRaw !== 'number') w.fail(pskNode as YamlNode, `${f}.psk`, 'must be a non-empty string or 0x-prefixed hex');
       if (typeof pskRaw === 'number') w.fail(pskNode as YamlNode, `${f}.psk`, `must be a non-empty string or 0x-prefixed hex, got ${pskRaw} (quote it to use digits)`);
       const psk = w.check(pskNode, `${f}.psk`, () => secretBytes(pskRaw as string));

@@ -11,6 +11,7 @@ import {
   repeatableFlag, requiredFlag, switchFlag, text, usageError, valueFlag,
 } from '../args';
 import { socketPath } from '../control-target';
+import * as ipsecConfig from '../../../stack/ipsec/config';
 import type { IpsecConfig } from '../../../stack/ipsec/config';
 import {
   CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RunOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime, defaultRunDir,
@@ -158,8 +159,7 @@ export const RUN_SPEC = defineCommand({
 /** --ipsec and --ipsec-psk into one configuration; a bad file or key is a usage error naming it. */
 function ipsecOptions(file: string | undefined, psks: string[]): IpsecConfig | undefined {
   if (!file && psks.length === 0) return undefined;
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const c = require('../../../stack/ipsec/config') as typeof import('../../../stack/ipsec/config');
+  const c = ipsecConfig;
   let cfg: IpsecConfig;
   try {
     cfg = file ? c.loadIpsecConfig(file) : c.defaultConfig();
