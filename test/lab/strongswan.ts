@@ -13,6 +13,8 @@ import * as path from 'node:path';
 import type { Lab, LabProcess } from './lab';
 
 export interface SwanctlOptions {
+  /** Connection name (default lab); its child is named t, or `<name>-t` when a name is given. */
+  name?: string;
   localAddr: string;
   /** Omitted on a responder: any peer. */
   remoteAddr?: string;
@@ -83,10 +85,19 @@ export function strongswanConf(dir: string, o: CharonOptions = {}): string {
   ].join('\n');
 }
 
-export function swanctlConf(o: SwanctlOptions): string {
+export function childName(o: SwanctlOptions): string {
+  return o.name ? `${o.name}-t` : 't';
+}
+
+/** One swanctl.conf with these connections (each with its own secret section). */
+export function swanctlConf(...conns: SwanctlOptions[]): string {
+  const parts = conns.map((o) => connectionConf(o));
+  return ['connections {', ...parts.map((p) => p.conn), '}', 'secrets {', ...parts.map((p) => p.secret), '}', ''].join('\n');
+}
+
+function connectionConf(o: SwanctlOptions): { conn: string; secret: string } {
   const lines = [
-    'connections {',
-    '  lab {',
+    `  ${o.name ?? 'lab'} {`,
     '    version = 2',
     `    local_addrs = ${o.localAddr}`,
     ...(o.remoteAddr ? [`    remote_addrs = ${o.remoteAddr}`] : []),
@@ -102,7 +113,7 @@ export function swanctlConf(o: SwanctlOptions): string {
     ...(o.remoteId ? [`      id = ${o.remoteId}`] : []),
     '    }',
     '    children {',
-    '      t {',
+    `      ${childName(o)} {`,
     `        mode = ${o.mode ?? 'tunnel'}`,
     `        local_ts = ${o.localTs}`,
     `        remote_ts = ${o.remoteTs}`,
@@ -112,15 +123,9 @@ export function swanctlConf(o: SwanctlOptions): string {
     '      }',
     '    }',
     '  }',
-    '}',
-    'secrets {',
-    '  ike-1 {',
-    `    secret = "${o.psk}"`,
-    '  }',
-    '}',
-    '',
   ];
-  return lines.join('\n');
+  const secret = [`  ike-${o.name ?? 'lab'} {`, `    secret = "${o.psk}"`, '  }'].join('\n');
+  return { conn: lines.join('\n'), secret };
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -132,10 +137,10 @@ export class StrongSwan {
   get logFile(): string { return path.join(this.dir, 'charon.log'); }
 
   /** Starts charon in `ns` (config in `dir`, created), loads `swanctl` options. */
-  static async start(lab: Lab, ns: string, dir: string, conn: SwanctlOptions, o: CharonOptions = {}): Promise<StrongSwan> {
+  static async start(lab: Lab, ns: string, dir: string, conn: SwanctlOptions | SwanctlOptions[], o: CharonOptions = {}): Promise<StrongSwan> {
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(path.join(dir, 'strongswan.conf'), strongswanConf(dir, o));
-    fs.writeFileSync(path.join(dir, 'swanctl.conf'), swanctlConf(conn));
+    fs.writeFileSync(path.join(dir, 'swanctl.conf'), swanctlConf(...(Array.isArray(conn) ? conn : [conn])));
     for (const sub of ['x509', 'x509ca', 'private', 'rsa', 'ecdsa', 'pkcs8', 'pubkey']) fs.mkdirSync(path.join(dir, sub), { recursive: true });
     // A private mount namespace with its own /run: charon writes /run/charon.pid.
     const proc = lab.spawn(ns, 'unshare', ['-m', 'sh', '-c', `mount -t tmpfs none /run && STRONGSWAN_CONF=${dir}/strongswan.conf exec /usr/lib/ipsec/charon`]);
@@ -161,7 +166,7 @@ export class StrongSwan {
     return r;
   }
 
-  initiate(timeoutMs = 30_000) { return this.swanctl(['--initiate', '--child', 't', '--timeout', String(Math.ceil(timeoutMs / 1000))], timeoutMs + 5000); }
+  initiate(timeoutMs = 30_000, child = 't') { return this.swanctl(['--initiate', '--child', child, '--timeout', String(Math.ceil(timeoutMs / 1000))], timeoutMs + 5000); }
   rekeyChild() { return this.swanctl(['--rekey', '--child', 't'], 30_000, true); }
   rekeyIke() { return this.swanctl(['--rekey', '--ike', 'lab'], 30_000, true); }
   terminateChild() { return this.swanctl(['--terminate', '--child', 't'], 30_000, true); }
