@@ -12,12 +12,12 @@
  *     id: server@lab                 # our IDr (default: the address IKE was sent to)
  *   ike:
  *     proposals: [aes128-sha256-modp2048, aes128gcm16-prfsha256-ecp256]
- *     lifetime: 4h                   # hard lifetime of an IKE SA
+ *     lifetime: 8h                   # hard lifetime of an IKE SA (longer than clients' rekey times)
  *     dpd: 30s                       # liveness check after this long without traffic (0: never)
  *     cookie_threshold: 32           # half-open IKE SAs before cookies are required (RFC 7296 2.6)
  *   esp:
  *     proposals: [aes128gcm16, aes128-sha256]
- *     lifetime: 1h                   # hard lifetime of a child SA
+ *     lifetime: 2h                   # hard lifetime of a child SA
  *     replay_window: 128             # packets, a multiple of 32 from 64 to 4096
  *     transport_mode: accept         # accept | refuse USE_TRANSPORT_MODE (RFC 7296 1.3.1)
  *   peers:
@@ -74,7 +74,11 @@ export interface IpsecConfig {
   defaultPolicy: PolicyAction;
 }
 
-/** What a stock strongSwan client offers by default, in the responder's order of preference. */
+/**
+ * What a stock strongSwan client offers by default, in the responder's order of
+ * preference. The hard lifetimes default to twice strongSwan's rekey times (4 h IKE,
+ * 1 h child): the responder does not rekey, the clients do, well before.
+ */
 export const DEFAULT_IKE_PROPOSALS = [
   'aes128gcm16-aes256gcm16-aes192gcm16-prfsha256-prfsha384-prfsha512-curve25519-ecp256-ecp384-ecp521-modp2048-modp3072-modp4096-curve448',
   'aes128-aes256-aes192-sha256-sha384-sha512-sha1-curve25519-ecp256-ecp384-ecp521-modp2048-modp3072-modp4096-curve448',
@@ -89,12 +93,12 @@ export function defaultConfig(): IpsecConfig {
     localId: null,
     ike: {
       proposals: DEFAULT_IKE_PROPOSALS.map((p) => parseProposal(p, 'ike')),
-      lifetimeMs: 4 * 3600_000, dpdMs: 30_000, cookieThreshold: 32, halfOpenTimeoutMs: 30_000,
+      lifetimeMs: 8 * 3600_000, dpdMs: 30_000, cookieThreshold: 32, halfOpenTimeoutMs: 30_000,
       retransmitMs: 1000, retransmitTries: 5, maxIkeSas: 10_000,
     },
     esp: {
       proposals: DEFAULT_ESP_PROPOSALS.map((p) => parseProposal(p, 'esp')),
-      lifetimeMs: 3600_000, replayWindow: 128, transportMode: 'accept',
+      lifetimeMs: 2 * 3600_000, replayWindow: 128, transportMode: 'accept',
     },
     peers: [],
     policies: [],
