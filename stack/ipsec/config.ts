@@ -30,7 +30,13 @@
  *   default: bypass                  # bypass | discard: packets no entry matches
  */
 import * as fs from 'node:fs';
-import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node as YamlNode, type Pair, type Scalar, type YAMLMap, type YAMLSeq } from 'yaml';
+import type { LineCounter, Node as YamlNode, Pair, Scalar, YAMLMap, YAMLSeq } from 'yaml';
+
+/** The YAML parser, loaded when a file is read (`faultstack run` without --ipsec never needs it). */
+function yaml(): typeof import('yaml') {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  return require('yaml') as typeof import('yaml');
+}
 import { ANY_SELECTOR, type Policy, type PolicyAction, type Selector } from './spd';
 import { parseIdentity, ANY_ID } from './ike/identity';
 import { parseSelector } from './ike/negotiate';
@@ -156,10 +162,10 @@ class Walker {
   }
 
   map(node: unknown, field: string, keys: readonly string[]): Map<string, { pair: Pair; value: unknown }> {
-    if (!isMap(node)) this.fail(node as YamlNode, field, `must be a mapping with the keys ${keys.join(', ')}`);
+    if (!yaml().isMap(node)) this.fail(node as YamlNode, field, `must be a mapping with the keys ${keys.join(', ')}`);
     const out = new Map<string, { pair: Pair; value: unknown }>();
     for (const pair of (node as YAMLMap).items) {
-      const k = isScalar(pair.key) ? String((pair.key as Scalar).value) : '';
+      const k = yaml().isScalar(pair.key) ? String((pair.key as Scalar).value) : '';
       if (!keys.includes(k)) this.fail(pair, `${field}${field ? '.' : ''}${k || '?'}`, `unknown key; valid keys here: ${keys.join(', ')}`);
       out.set(k, { pair, value: pair.value });
     }
@@ -167,7 +173,7 @@ class Walker {
   }
 
   scalar(node: unknown, field: string): unknown {
-    if (!isScalar(node)) this.fail(node as YamlNode, field, 'must be a single value, not a list or mapping');
+    if (!yaml().isScalar(node)) this.fail(node as YamlNode, field, 'must be a single value, not a list or mapping');
     return (node as Scalar).value;
   }
 
@@ -178,8 +184,8 @@ class Walker {
   }
 
   list(node: unknown, field: string): YamlNode[] {
-    if (isSeq(node)) return (node as YAMLSeq).items as YamlNode[];
-    if (isScalar(node)) return [node as YamlNode];
+    if (yaml().isSeq(node)) return (node as YAMLSeq).items as YamlNode[];
+    if (yaml().isScalar(node)) return [node as YamlNode];
     this.fail(node as YamlNode, field, 'must be a list (or one value)');
   }
 
@@ -194,7 +200,8 @@ class Walker {
 
 /** Reads and validates a configuration file on top of the defaults. */
 export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8')): IpsecConfig {
-  const lc = new LineCounter();
+  const { LineCounter: Lines, parseDocument, isSeq } = yaml();
+  const lc = new Lines();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false });
   if (doc.errors.length) {
     const e = doc.errors[0]!;

@@ -59,6 +59,9 @@ export class EspSa {
   readonly stats: EspSaStats = { packets: 0, bytes: 0, replayDrops: 0, integrityFailures: 0, badTrailers: 0 };
   /** Time of the last packet (either direction), for idle checks. */
   lastUsed = 0;
+  /** Scratch GCM nonce (salt | IV) and AAD: node:crypto copies both, so one per SA serves every packet. */
+  readonly nonce = Buffer.alloc(12);
+  readonly aadBuf: Buffer;
 
   constructor(readonly spi: number, readonly direction: 'in' | 'out', readonly keys: EspKeys, replayWindow = 128) {
     const e = ENCRS[keys.encr];
@@ -82,6 +85,8 @@ export class EspSa {
       this.icvSize = i.icvSize;
     }
     this.replay = direction === 'in' ? new ReplayWindow(replayWindow, keys.esn) : null;
+    this.salt.copy(this.nonce, 0);
+    this.aadBuf = Buffer.alloc(keys.esn ? 12 : 8);
   }
 
   /** Bytes ESP adds around a payload of `len` bytes (header, IV, padding, trailer, ICV). */
@@ -135,8 +140,7 @@ export function espSeal(sa: EspSa, nextHeader: number, payload: Uint8Array, off:
   const pt = out.subarray(ctOff, ctOff + ptLen);
   if (sa.aead) {
     writeSeq64(out, ivOff, next);
-    const nonce = Buffer.allocUnsafe(12);
-    sa.salt.copy(nonce, 0);
+    const nonce = sa.nonce;
     out.copy(nonce, 4, ivOff, ivOff + 8);
     const c = createCipheriv(sa.cipher as 'aes-128-gcm', sa.key, nonce, { authTagLength: 16 });
     c.setAAD(aad(sa, out, hdr, next));
@@ -169,10 +173,10 @@ function seqHigh(seq: number): Buffer {
 
 /** GCM's additional authenticated data (RFC 4106 5): SPI | seq, or SPI | seq-high | seq-low with ESN. */
 function aad(sa: EspSa, pkt: Uint8Array, off: number, seq: number): Buffer {
-  if (!sa.keys.esn) return Buffer.from(pkt.subarray(off, off + 8));
-  const a = Buffer.allocUnsafe(12);
+  const a = sa.aadBuf;
   a.set(pkt.subarray(off, off + 4), 0);
-  writeSeq64(a, 4, seq);
+  if (!sa.keys.esn) a.set(pkt.subarray(off + 4, off + 8), 4);
+  else writeSeq64(a, 4, seq);
   return a;
 }
 
@@ -214,8 +218,7 @@ export function espOpen(sa: EspSa, pkt: Buffer, off: number, len: number, out: O
   const icvOff = ctOff + ctLen;
   let pt: Buffer;
   if (sa.aead) {
-    const nonce = Buffer.allocUnsafe(12);
-    sa.salt.copy(nonce, 0);
+    const nonce = sa.nonce;
     pkt.copy(nonce, 4, off + ESP_HEADER, off + ESP_HEADER + 8);
     const d = createDecipheriv(sa.cipher as 'aes-128-gcm', sa.key, nonce, { authTagLength: 16 });
     d.setAAD(aad(sa, pkt, off, seq));
