@@ -9,7 +9,10 @@
  * The file (every key optional except that peers need an id and a psk):
  *
  *   local:
- *     id: server@lab                 # our IDr (default: the address IKE was sent to)
+ *     id: server@lab                 # our IDr (default: the certificate's subject, else the address IKE was sent to)
+ *     cert: server.pem               # our certificate and key (PEM, paths relative to this file):
+ *     key: server.key                #   certificate peers get a signature from us
+ *   ca: [ca.pem]                     # CAs whose certificates peers may authenticate with
  *   ike:
  *     proposals: [aes128-sha256-modp2048, aes128gcm16-prfsha256-ecp256]
  *     lifetime: 8h                   # hard lifetime of an IKE SA (longer than clients' rekey times)
@@ -23,6 +26,8 @@
  *   peers:
  *     - id: client1@lab              # the identity the peer proves (IDi), or %any
  *       psk: labsecret               # or 0x6c6162...
+ *     - id: "%any"                   # any identity its certificate (from a ca:) vouches for
+ *       auth: pubkey
  *       remote_ts: [dynamic]         # its side: dynamic = its outer address, or CIDRs
  *       local_ts: [198.18.0.2/32]    # our side (default 0.0.0.0/0: narrowed to what it asks)
  *   policies:                        # static SPD entries, first match wins (after negotiated SAs)
@@ -38,14 +43,19 @@ function yaml(): typeof import('yaml') {
   return require('yaml') as typeof import('yaml');
 }
 import { ANY_SELECTOR, type Policy, type PolicyAction, type Selector } from './spd';
+import * as path from 'node:path';
 import { parseIdentity, ANY_ID } from './ike/identity';
+import { identityInCert, loadCredential, loadTrust, subjectText, type LocalCredential, type TrustStore } from './ike/certs';
 import { parseSelector } from './ike/negotiate';
 import { MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW } from './replay';
 import { parseProposal, type ProposalSpec } from './transforms';
 
 export interface PeerConfig {
-  /** As written: "client1@lab", "198.18.50.1", "%any". */
+  /** As written: "client1@lab", "198.18.50.1", "%any"; a pubkey peer may also give its certificate's subject ("C=CH, O=lab, CN=c1"). */
   id: string;
+  /** How the peer authenticates: a pre-shared key, or a certificate from one of `ca` (RFC 7296 2.15). */
+  auth: 'psk' | 'pubkey';
+  /** Empty for a pubkey peer. */
   psk: Buffer;
   /** Our side; null: anything (narrowed to what the peer proposes). */
   localTs: Selector[] | null;
@@ -56,6 +66,10 @@ export interface PeerConfig {
 
 export interface IpsecConfig {
   localId: string | null;
+  /** Our certificate and key (local.cert, local.key): we answer certificate peers with a signature. */
+  localCredential: LocalCredential | null;
+  /** The CAs whose certificates we accept (ca:); null: no certificate authentication. */
+  trust: TrustStore | null;
   ike: {
     proposals: ProposalSpec[];
     lifetimeMs: number;
@@ -97,6 +111,8 @@ export const DEFAULT_ESP_PROPOSALS = [
 export function defaultConfig(): IpsecConfig {
   return {
     localId: null,
+    localCredential: null,
+    trust: null,
     ike: {
       proposals: DEFAULT_IKE_PROPOSALS.map((p) => parseProposal(p, 'ike')),
       lifetimeMs: 8 * 3600_000, dpdMs: 30_000, cookieThreshold: 32, halfOpenTimeoutMs: 30_000,
@@ -127,7 +143,7 @@ export function pskPeer(raw: string): PeerConfig {
   const id = eq > 0 ? raw.slice(0, eq) : ANY_ID;
   const secret = eq > 0 ? raw.slice(eq + 1) : raw;
   if (id !== ANY_ID) parseIdentity(id);
-  return { id, psk: secretBytes(secret), localTs: null, remoteTs: 'dynamic' };
+  return { id, auth: 'psk', psk: secretBytes(secret), localTs: null, remoteTs: 'dynamic' };
 }
 
 function secretBytes(s: string): Buffer {
@@ -211,13 +227,42 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
   const w = new Walker(file, lc, text);
   const cfg = defaultConfig();
   if (doc.contents === null) return cfg;
-  const top = w.map(doc.contents, '', ['local', 'ike', 'esp', 'peers', 'policies', 'default']);
+  const top = w.map(doc.contents, '', ['local', 'ca', 'ike', 'esp', 'peers', 'policies', 'default']);
+  const rel = (f: string) => path.resolve(path.dirname(path.resolve(file)), f);
+
+  const ca = top.get('ca');
+  if (ca) {
+    const files = w.list(ca.value, 'ca').map((n, i) => ({ n, f: rel(w.string(n, `ca[${i}]`)) }));
+    cfg.trust = w.check(ca.value, 'ca', () => {
+      for (const { f } of files) if (!fs.existsSync(f)) throw new RangeError(`${f} does not exist (a PEM CA certificate is needed)`);
+      return loadTrust(files.map((x) => x.f));
+    });
+  }
 
   const local = top.get('local');
   if (local) {
-    const m = w.map(local.value, 'local', ['id']);
+    const m = w.map(local.value, 'local', ['id', 'cert', 'key']);
+    if (m.has('cert') !== m.has('key')) w.fail(local.pair, m.has('cert') ? 'local.key' : 'local.cert', 'local.cert and local.key go together (our certificate and its private key, PEM)');
+    if (m.has('cert')) {
+      const c = rel(w.string(m.get('cert')!.value, 'local.cert'));
+      const k = rel(w.string(m.get('key')!.value, 'local.key'));
+      cfg.localCredential = w.check(m.get('cert')!.value, 'local.cert', () => {
+        for (const f of [c, k]) if (!fs.existsSync(f)) throw new RangeError(`${f} does not exist`);
+        return loadCredential(c, k);
+      });
+    }
     const id = m.get('id');
-    if (id) { const s = w.string(id.value, 'local.id'); w.check(id.value, 'local.id', () => parseIdentity(s)); cfg.localId = s; }
+    if (id) {
+      const s = w.string(id.value, 'local.id');
+      const cred = cfg.localCredential;
+      if (cred && s.includes('=')) {
+        if (s !== subjectText(cred.cert)) w.fail(id.value as YamlNode, 'local.id', `a distinguished name must be the certificate's subject "${subjectText(cred.cert)}"`);
+      } else {
+        const wire = w.check(id.value, 'local.id', () => parseIdentity(s));
+        if (cred && !identityInCert(cred.cert, wire.idType, wire.data)) w.fail(id.value as YamlNode, 'local.id', `"${s}" is not in local.cert (its subjectAltName or subject); the peer would refuse it`);
+      }
+      cfg.localId = s;
+    }
   }
 
   const proposals = (node: unknown, field: string, kind: 'ike' | 'esp') =>
@@ -280,11 +325,28 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
     if (!isSeq(peers.value)) w.fail(peers.pair, 'peers', 'must be a list of peers, each with id and psk');
     ((peers.value as YAMLSeq).items as YamlNode[]).forEach((n, i) => {
       const f = `peers[${i}]`;
-      const m = w.map(n, f, ['id', 'psk', 'local_ts', 'remote_ts', 'esp_proposals']);
+      const m = w.map(n, f, ['id', 'auth', 'psk', 'local_ts', 'remote_ts', 'esp_proposals']);
       if (!m.has('id')) w.fail(n, `${f}.id`, 'is missing: the identity the peer proves, e.g. client1@lab, or %any');
-      if (!m.has('psk')) w.fail(n, `${f}.psk`, 'is missing: the pre-shared key (a string, or 0x-prefixed hex)');
+      let auth: 'psk' | 'pubkey' = 'psk';
+      if (m.has('auth')) {
+        const a = w.scalar(m.get('auth')!.value, `${f}.auth`);
+        if (a !== 'psk' && a !== 'pubkey') w.fail(m.get('auth')!.value as YamlNode, `${f}.auth`, `must be psk or pubkey, got ${JSON.stringify(a)}`);
+        auth = a as 'psk' | 'pubkey';
+      }
       const idNode = m.get('id')!.value;
       const id = w.string(idNode, `${f}.id`);
+      if (auth === 'pubkey') {
+        if (!cfg.trust) w.fail(m.get('auth')!.value as YamlNode, `${f}.auth`, 'pubkey needs a ca: list (the CAs whose certificates are accepted)');
+        if (id !== ANY_ID && !id.includes('=')) w.check(idNode, `${f}.id`, () => parseIdentity(id));
+        if (m.has('psk')) w.fail(m.get('psk')!.pair, `${f}.psk`, 'a pubkey peer has no psk');
+        const peer: PeerConfig = { id, auth, psk: Buffer.alloc(0), localTs: null, remoteTs: 'dynamic' };
+        if (m.has('local_ts')) peer.localTs = selectors(m.get('local_ts')!.value, `${f}.local_ts`, false) as Selector[];
+        if (m.has('remote_ts')) peer.remoteTs = selectors(m.get('remote_ts')!.value, `${f}.remote_ts`, true);
+        if (m.has('esp_proposals')) peer.espProposals = proposals(m.get('esp_proposals')!.value, `${f}.esp_proposals`, 'esp');
+        cfg.peers.push(peer);
+        return;
+      }
+      if (!m.has('psk')) w.fail(n, `${f}.psk`, 'is missing: the pre-shared key (a string, or 0x-prefixed hex)');
       if (id !== ANY_ID) w.check(idNode, `${f}.id`, () => parseIdentity(id));
       const pskNode = m.get('psk')!.value;
       let pskRaw = w.scalar(pskNode, `${f}.psk`);
@@ -293,7 +355,7 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
       if (typeof pskRaw !== 'string' && typeof pskRaw !== 'number') w.fail(pskNode as YamlNode, `${f}.psk`, 'must be a non-empty string or 0x-prefixed hex');
       if (typeof pskRaw === 'number') w.fail(pskNode as YamlNode, `${f}.psk`, `must be a non-empty string or 0x-prefixed hex, got ${pskRaw} (quote it to use digits)`);
       const psk = w.check(pskNode, `${f}.psk`, () => secretBytes(pskRaw as string));
-      const peer: PeerConfig = { id, psk, localTs: null, remoteTs: 'dynamic' };
+      const peer: PeerConfig = { id, auth: 'psk', psk, localTs: null, remoteTs: 'dynamic' };
       if (m.has('local_ts')) peer.localTs = selectors(m.get('local_ts')!.value, `${f}.local_ts`, false) as Selector[];
       if (m.has('remote_ts')) peer.remoteTs = selectors(m.get('remote_ts')!.value, `${f}.remote_ts`, true);
       if (m.has('esp_proposals')) peer.espProposals = proposals(m.get('esp_proposals')!.value, `${f}.esp_proposals`, 'esp');

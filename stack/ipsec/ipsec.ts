@@ -63,6 +63,11 @@ export interface IpsecOptions {
   keylog?: KeyLog | null;
   /** How often lifetimes, retransmissions and liveness are looked at (ms). */
   tickMs?: number;
+  /**
+   * Wall-clock time (ms since the epoch), for certificate validity only: passed in like
+   * every time source. Without it no certificate is valid (PSK works regardless).
+   */
+  wallClock?: () => number;
 }
 
 /** Everything known about one identity's SAs (what `sasByIdentity()` returns per identity). */
@@ -101,6 +106,7 @@ export class Ipsec implements IpsecHook {
       sad: this.sad,
       counters: this.counters,
       event: (e) => this.emit(e),
+      ...(opts.wallClock ? { wallClock: opts.wallClock } : {}),
       keysKnown: (ike, child) => {
         if (!this.keylog) return;
         if (child) this.keylog.child(child);

@@ -54,7 +54,7 @@ export interface IpsecRuntime {
 export function attachIpsec(stack: Stack, opts: RunOptions, events: EventLog): IpsecRuntime | null {
   if (!opts.ipsec) return null;
   const keylog = opts.ipsecKeylog ? new KeyLog(opts.ipsecKeylog) : null;
-  const ipsec = new Ipsec(stack, opts.ipsec, { keylog });
+  const ipsec = new Ipsec(stack, opts.ipsec, { keylog, wallClock: () => Date.now() });
   stack.ipsec = ipsec;
   ipsec.start(stack.now);
   const unsub = ipsec.subscribe((e) => {

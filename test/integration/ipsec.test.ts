@@ -14,6 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, LabProcess, StackProcess, repoRoot } from '../lab/lab';
 import { StrongSwan, type SwanctlOptions } from '../lab/strongswan';
+import { makeIpsecCerts, type IpsecCerts } from '../lab/ipsec-certs';
 
 const STACK = '198.18.0.2';
 const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
@@ -32,6 +33,9 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const YAML = `
 local:
   id: server@lab
+  cert: certs/server.pem
+  key: certs/server.key
+ca: [certs/ca.pem]
 ike:
   dpd: 0
 peers:
@@ -39,7 +43,10 @@ peers:
     psk: labsecret
   - id: client2@lab
     psk: "other secret"
+  - id: "%any"
+    auth: pubkey
 `;
+let certs: IpsecCerts;
 
 function clientConf(extra: Partial<SwanctlOptions> = {}): SwanctlOptions {
   // As a user writes it: addresses, identities, the secret, the subnets; strongSwan's default proposals.
@@ -90,6 +97,7 @@ beforeAll(async () => {
   await lab.sysctl(nsK, 'net.ipv4.ip_forward', 1);
   await lab.ip('c', 'route', 'add', 'default', 'via', '198.18.50.254');
   await lab.ip('w', 'route', 'add', 'default', 'via', '198.18.52.254');
+  certs = makeIpsecCerts(path.join(tmp, 'certs'));
   const cfg = path.join(tmp, 'ipsec.yaml');
   fs.writeFileSync(cfg, YAML);
   stack = await lab.startStack(nsK, [
@@ -240,6 +248,32 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
     expect(st.childSas.length).toBe(0);
     // The event log reaches its file within a flush interval.
     await waitFor('the auth-failed event in the log', async () => /ipsec-auth-failed.*client2@lab/.test(fs.readFileSync(path.join(tmp, 'events.jsonl'), 'utf8')), 5000);
+    await bad.stop();
+  }, 60_000);
+
+  test('a strongSwan client with an RSA certificate; the stack answers with its ECDSA certificate (RFC 7427)', async () => {
+    const c1 = certs.clients.client1!;
+    const cc = await startClient('w2', nsW, {
+      localAddr: '198.18.52.1', remoteAddr: STACK, id: 'client1@lab', remoteId: 'server@lab', psk: '',
+      localTs: '198.18.52.1/32', remoteTs: `${STACK}/32`, pubkey: { cert: c1.cert, key: c1.key, ca: certs.ca },
+    });
+    const r = await cc.initiate();
+    expect(r.stdout).toMatch(/authentication of 'server@lab' with (RSA|ECDSA)[^\n]*successful/);
+    expect(r.stdout).toMatch(/initiate completed successfully/);
+    const st = await ipsecJson();
+    const mine = st.ikeSas.find((s) => s.remote === '198.18.52.1:4500');
+    expect(mine?.identity).toBe('client1@lab');
+    const curl = await lab.exec(nsW, 'curl', ['-sS', '--max-time', '20', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/100000`]);
+    expect(curl.stdout.trim()).toBe('200 100000');
+    await cc.stop();
+    // A certificate from a CA the stack does not trust is refused.
+    const rogue = certs.clients.rogue!;
+    const bad = await startClient('w3', nsW, {
+      localAddr: '198.18.52.1', remoteAddr: STACK, id: 'client1@lab', remoteId: 'server@lab', psk: '',
+      localTs: '198.18.52.1/32', remoteTs: `${STACK}/32`, pubkey: { cert: rogue.cert, key: rogue.key, ca: certs.ca },
+    });
+    const r2 = await bad.initiate(20_000);
+    expect(r2.stdout).toMatch(/received AUTHENTICATION_FAILED notify error/);
     await bad.stop();
   }, 60_000);
 });

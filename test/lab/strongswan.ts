@@ -31,8 +31,9 @@ export interface SwanctlOptions {
   ikeRekeyTime?: string;
   childRekeyTime?: string;
   childLifeTime?: string;
-  /** swanctl start_action for a responder-side connection, e.g. 'none'. */
   dpdDelay?: string;
+  /** Authenticate with a certificate (auth = pubkey both ways) instead of the PSK: files copied into the charon's directory. */
+  pubkey?: { cert: string; key: string; ca: string };
 }
 
 export interface CharonOptions {
@@ -105,11 +106,12 @@ function connectionConf(o: SwanctlOptions): { conn: string; secret: string } {
     ...(o.ikeRekeyTime ? [`    rekey_time = ${o.ikeRekeyTime}`] : []),
     ...(o.dpdDelay ? [`    dpd_delay = ${o.dpdDelay}`] : []),
     '    local {',
-    '      auth = psk',
+    `      auth = ${o.pubkey ? 'pubkey' : 'psk'}`,
+    ...(o.pubkey ? [`      certs = ${path.basename(o.pubkey.cert)}`] : []),
     `      id = ${o.id}`,
     '    }',
     '    remote {',
-    '      auth = psk',
+    `      auth = ${o.pubkey ? 'pubkey' : 'psk'}`,
     ...(o.remoteId ? [`      id = ${o.remoteId}`] : []),
     '    }',
     '    children {',
@@ -124,7 +126,7 @@ function connectionConf(o: SwanctlOptions): { conn: string; secret: string } {
     '    }',
     '  }',
   ];
-  const secret = [`  ike-${o.name ?? 'lab'} {`, `    secret = "${o.psk}"`, '  }'].join('\n');
+  const secret = o.pubkey ? '' : [`  ike-${o.name ?? 'lab'} {`, `    secret = "${o.psk}"`, '  }'].join('\n');
   return { conn: lines.join('\n'), secret };
 }
 
@@ -142,6 +144,13 @@ export class StrongSwan {
     fs.writeFileSync(path.join(dir, 'strongswan.conf'), strongswanConf(dir, o));
     fs.writeFileSync(path.join(dir, 'swanctl.conf'), swanctlConf(...(Array.isArray(conn) ? conn : [conn])));
     for (const sub of ['x509', 'x509ca', 'private', 'rsa', 'ecdsa', 'pkcs8', 'pubkey']) fs.mkdirSync(path.join(dir, sub), { recursive: true });
+    for (const c of Array.isArray(conn) ? conn : [conn]) {
+      if (!c.pubkey) continue;
+      // swanctl --load-all reads these directories next to swanctl.conf.
+      fs.copyFileSync(c.pubkey.cert, path.join(dir, 'x509', path.basename(c.pubkey.cert)));
+      fs.copyFileSync(c.pubkey.key, path.join(dir, 'private', path.basename(c.pubkey.key)));
+      fs.copyFileSync(c.pubkey.ca, path.join(dir, 'x509ca', path.basename(c.pubkey.ca)));
+    }
     // A private mount namespace with its own /run: charon writes /run/charon.pid.
     const proc = lab.spawn(ns, 'unshare', ['-m', 'sh', '-c', `mount -t tmpfs none /run && STRONGSWAN_CONF=${dir}/strongswan.conf exec /usr/lib/ipsec/charon`]);
     const sw = new StrongSwan(lab, ns, dir, proc);

@@ -193,8 +193,12 @@ const KEY_PAD = Buffer.from('Key Pad for IKEv2', 'ascii');
  * SignedOctets = the sender's first message | the peer's nonce | prf(SK_p, ID payload body).
  */
 export function pskAuth(prfId: number, secret: Buffer, firstMessage: Buffer, peerNonce: Buffer, skP: Buffer, idBody: Buffer): Buffer {
-  const octets = Buffer.concat([firstMessage, peerNonce, prf(prfId, skP, idBody)]);
-  return prf(prfId, prf(prfId, secret, KEY_PAD), octets);
+  return prf(prfId, prf(prfId, secret, KEY_PAD), signedOctets(prfId, firstMessage, peerNonce, skP, idBody));
+}
+
+/** The octets AUTH covers (2.15): the sender's first message | the peer's nonce | prf(SK_p, ID payload body). */
+export function signedOctets(prfId: number, firstMessage: Buffer, peerNonce: Buffer, skP: Buffer, idBody: Buffer): Buffer {
+  return Buffer.concat([firstMessage, peerNonce, prf(prfId, skP, idBody)]);
 }
 
 /** The body of an ID payload (ID type, three reserved bytes, data): what AUTH signs (2.15 "RestOfIDPayload"). */

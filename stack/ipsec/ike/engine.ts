@@ -27,7 +27,12 @@ import { deriveChildKeys, deriveIkeKeys } from '../keys';
 import { hex32, type ChildSa, type Endpoint, type PeerIdentity, type Sad } from '../sad';
 import { ANY_SELECTOR, type Selector } from '../spd';
 import { PRFS, type ChosenSuite, type ProposalSpec } from '../transforms';
-import { KeyExchange, SkIntegrityError, equalConstantTime, idBody, makeCookie, openMessage, pskAuth, sealMessage } from './crypto';
+import { X509Certificate } from 'node:crypto';
+import { KeyExchange, SkIntegrityError, equalConstantTime, idBody, makeCookie, openMessage, pskAuth, sealMessage, signedOctets } from './crypto';
+import {
+  CERT_X509_SIGNATURE, HASH_SHA256, HASH_SHA384, HASH_SHA512, checkChain, identityInCert, isSignatureMethod, signAuth, subjectText, verifyAuth,
+  type LocalCredential, type TrustStore,
+} from './certs';
 import { ANY_ID, identityMatches, parseIdentity, peerIdentity } from './identity';
 import { IkeSa, type IkeSaView, type QueuedRequest } from './ike-sa';
 import { hostSelector, narrow, proposalsFromSpecs, selectProposal, tsFromSelector } from './negotiate';
@@ -64,15 +69,21 @@ export interface IkeHost {
   event(e: IpsecEvent): void;
   /** The keys of an IKE SA (after IKE_SA_INIT) or a child SA, for the keylog. */
   keysKnown?(ike: IkeSa, child?: ChildSa): void;
+  /** Wall-clock time (ms since the epoch) for certificate validity; without it no certificate is valid. */
+  wallClock?(): number;
 }
 
 /** What the initiator asks for (stack to stack, tests). */
 export interface InitiateOptions {
   local: Endpoint;
   remote: Endpoint;
-  /** Our identity (IDi) and the PSK. */
+  /** Our identity (IDi) and the PSK (empty with `credential`). */
   id: string;
   psk: Buffer;
+  /** Authenticate with this certificate and key instead of the PSK (RFC 7427 signature). */
+  credential?: LocalCredential;
+  /** CAs for the responder's certificate, when it answers with one. */
+  trust?: TrustStore;
   /** Expected responder identity, sent as IDr when given. */
   remoteId?: string;
   ikeProposals?: ProposalSpec[];
@@ -106,6 +117,7 @@ export class IkeEngine {
   constructor(private readonly host: IkeHost, private readonly config: () => IpsecConfig) {}
 
   get counters(): IkeCounters { return this.host.counters; }
+  private wallClock(): number { return this.host.wallClock ? this.host.wallClock() : NaN; }
 
   all(): IkeSa[] { return [...this.byOurSpi.values()]; }
   get halfOpenCount(): number { return this.halfOpen; }
@@ -316,6 +328,17 @@ export class IkeEngine {
       out.push(notify(Notify.NAT_DETECTION_SOURCE_IP, natHash(ike.spiI, ike.spiR, local)));
       out.push(notify(Notify.NAT_DETECTION_DESTINATION_IP, natHash(ike.spiI, ike.spiR, remote)));
     }
+    // Certificates (3.7): name the CAs we accept, so that a client that sends its
+    // certificate only when asked (strongSwan's default) sends it.
+    if (cfg.trust) out.push({ type: Payload.CERTREQ, encoding: CERT_X509_SIGNATURE, data: Buffer.concat(cfg.trust.keyHashes) });
+    const hashes = findNotify(payloads, Notify.SIGNATURE_HASH_ALGORITHMS);
+    if (hashes && (cfg.trust || cfg.localCredential)) {
+      // RFC 7427 4: answered only when offered; then AUTH may use Digital Signature (14).
+      const offered = new Set<number>();
+      for (let i = 0; i + 1 < hashes.data.length; i += 2) offered.add(hashes.data.readUInt16BE(i));
+      ike.peerDigitalSignature = offered.has(HASH_SHA256);
+      out.push(notify(Notify.SIGNATURE_HASH_ALGORITHMS, Buffer.from([0, HASH_SHA256, 0, HASH_SHA384, 0, HASH_SHA512])));
+    }
     const resp = emitIkeMessage({ spiI: ike.spiI, spiR: ike.spiR, major: 2, minor: 0, exchange: Exchange.IKE_SA_INIT, flags: IkeFlag.RESPONSE, messageId: 0 }, out);
     ike.initResponse = resp;
     ike.nextPeerMessageId = 1;
@@ -369,15 +392,49 @@ export class IkeEngine {
       this.forget(sa, 'authentication failed', now, false, 10_000);
     };
     if (!auth) { fail('no AUTH payload (EAP is not supported)'); return; }
-    const peer = this.peerFor(idi.idType, idi.data, cfg);
-    if (!peer) { fail(`no pre-shared key for identity ${claimed.value}`); return; }
-    if (auth.method !== AuthMethod.SHARED_KEY_MIC) { fail(`authentication method ${auth.method} (only pre-shared keys, method 2, are supported)`); return; }
     const prfId = sa.suite.prf!;
-    const expected = pskAuth(prfId, peer.psk, sa.initRequest, sa.nr, sa.keys.pi, idBody(idi.idType, idi.data));
-    if (!equalConstantTime(expected, auth.data)) { fail('AUTH does not match the pre-shared key'); return; }
+    let peer: PeerConfig | null;
+    let proven: PeerIdentity = claimed;
+    if (auth.method === AuthMethod.SHARED_KEY_MIC) {
+      peer = this.peerFor(idi.idType, idi.data, cfg, 'psk');
+      if (!peer) { fail(`no pre-shared key for identity ${claimed.value}`); return; }
+      const expected = pskAuth(prfId, peer.psk, sa.initRequest, sa.nr, sa.keys.pi, idBody(idi.idType, idi.data));
+      if (!equalConstantTime(expected, auth.data)) { fail('AUTH does not match the pre-shared key'); return; }
+    } else if (isSignatureMethod(auth.method)) {
+      // 2.15 with a certificate: the chain to one of our CAs, the identity in the
+      // certificate, the signature over the same octets a shared key would MAC.
+      if (!cfg.trust) { fail(`certificate authentication (method ${auth.method}) but no ca: is configured`); return; }
+      const certs = p.filter((x): x is PayloadOf<typeof Payload.CERT> => x.type === Payload.CERT && (x as PayloadOf<typeof Payload.CERT>).encoding === CERT_X509_SIGNATURE).map((x) => x.data);
+      if (certs.length === 0) { fail('no X.509 certificate in IKE_AUTH'); return; }
+      const why = checkChain(certs[0]!, certs.slice(1), cfg.trust, this.wallClock());
+      if (why) { fail(why); return; }
+      const leaf = new X509Certificate(certs[0]!);
+      if (!identityInCert(leaf, idi.idType, idi.data)) { fail(`identity ${claimed.value} is not in its certificate (${subjectText(leaf)})`); return; }
+      if (idi.idType === IdType.DER_ASN1_DN) proven = { type: idi.idType, value: subjectText(leaf) };
+      peer = this.peerFor(idi.idType, idi.data, cfg, 'pubkey', proven.value);
+      if (!peer) { fail(`no pubkey peer configured for ${proven.value}`); return; }
+      const bad = verifyAuth(auth.method, auth.data, leaf.publicKey, signedOctets(prfId, sa.initRequest, sa.nr, sa.keys.pi, idBody(idi.idType, idi.data)));
+      if (bad) { fail(bad); return; }
+    } else {
+      fail(`authentication method ${auth.method} is not supported (2: shared key, 1/9/10/11/14: signatures)`);
+      return;
+    }
+    const myId = this.localId(cfg, local);
+    let myAuth: PayloadRepr[];
+    if (auth.method !== AuthMethod.SHARED_KEY_MIC && cfg.localCredential) {
+      const octets = signedOctets(prfId, sa.initResponse, sa.ni, sa.keys.pr, idBody(myId.idType, myId.data));
+      const sig = signAuth(cfg.localCredential.key, octets, sa.peerDigitalSignature);
+      myAuth = [{ type: Payload.CERT, encoding: CERT_X509_SIGNATURE, data: cfg.localCredential.der }, { type: Payload.AUTH, method: sig.method, data: sig.data }];
+    } else if (peer.psk.length > 0) {
+      myAuth = [{ type: Payload.AUTH, method: AuthMethod.SHARED_KEY_MIC, data: pskAuth(prfId, peer.psk, sa.initResponse, sa.ni, sa.keys.pr, idBody(myId.idType, myId.data)) }];
+    } else {
+      fail('the peer authenticated with a certificate but we have no local.cert to answer with');
+      return;
+    }
+    const claimedIdentity = proven;
 
     // Authenticated.
-    sa.identity = claimed;
+    sa.identity = claimedIdentity;
     sa.peer = peer;
     sa.state = 'established';
     sa.establishedAt = now;
@@ -388,18 +445,13 @@ export class IkeEngine {
     if (findNotify(p, Notify.INITIAL_CONTACT)) {
       // 2.4: the peer has no state left from before: every other IKE SA of this identity goes.
       for (const other of this.all()) {
-        if (other !== sa && other.identity && other.identity.type === claimed.type && other.identity.value === claimed.value && other.state !== 'deleted') {
+        if (other !== sa && other.identity && other.identity.type === claimedIdentity.type && other.identity.value === claimedIdentity.value && other.state !== 'deleted') {
           this.counters.FsIkeInitialContacts++;
-          this.forget(other, `replaced: ${claimed.value} connected afresh (INITIAL_CONTACT)`, now, true);
+          this.forget(other, `replaced: ${claimedIdentity.value} connected afresh (INITIAL_CONTACT)`, now, true);
         }
       }
     }
-    const myId = this.localId(cfg, local);
-    const authR = pskAuth(prfId, peer.psk, sa.initResponse, sa.ni, sa.keys.pr, idBody(myId.idType, myId.data));
-    const out: PayloadRepr[] = [
-      { type: Payload.IDr, idType: myId.idType, data: myId.data },
-      { type: Payload.AUTH, method: AuthMethod.SHARED_KEY_MIC, data: authR },
-    ];
+    const out: PayloadRepr[] = [{ type: Payload.IDr, idType: myId.idType, data: myId.data }, ...myAuth];
     this.host.event({ kind: 'ike-sa-up', ike: sa });
     let child: ChildSa | null = null;
     if (findPayload(p, Payload.SA)) {
@@ -411,12 +463,19 @@ export class IkeEngine {
     if (child) this.host.event({ kind: 'child-sa-up', child, ike: sa });
   }
 
-  private peerFor(idType: number, data: Buffer, cfg: IpsecConfig): PeerConfig | null {
-    return cfg.peers.find((x) => x.id !== ANY_ID && identityMatches(x.id, idType, data)) ?? cfg.peers.find((x) => x.id === ANY_ID) ?? null;
+  /** The peer entry for an identity and method: an exact identity first, then %any. `text`: a certificate subject, for DN identities. */
+  private peerFor(idType: number, data: Buffer, cfg: IpsecConfig, auth: 'psk' | 'pubkey', text?: string): PeerConfig | null {
+    const of = cfg.peers.filter((x) => x.auth === auth);
+    return of.find((x) => x.id !== ANY_ID && (identityMatches(x.id, idType, data) || (text !== undefined && x.id === text)))
+      ?? of.find((x) => x.id === ANY_ID) ?? null;
   }
 
+  /** Our IDr: the configured identity, else our certificate's subject, else the address the peer sent to. */
   private localId(cfg: IpsecConfig, local: Endpoint): { idType: number; data: Buffer } {
+    const cred = cfg.localCredential;
+    if (cfg.localId && cred && cfg.localId.includes('=')) return { idType: IdType.DER_ASN1_DN, data: cred.subjectDer };
     if (cfg.localId) return parseIdentity(cfg.localId);
+    if (cred) return { idType: IdType.DER_ASN1_DN, data: cred.subjectDer };
     const b = Buffer.alloc(4); b.writeUInt32BE(local.addr >>> 0);
     return { idType: IdType.IPV4_ADDR, data: b };
   }
@@ -816,6 +875,7 @@ export class IkeEngine {
       notify(Notify.NAT_DETECTION_SOURCE_IP, natHash(ike.spiI, Buffer.alloc(8), ike.local)),
       notify(Notify.NAT_DETECTION_DESTINATION_IP, natHash(ike.spiI, Buffer.alloc(8), ike.remote)),
     );
+    if (o.credential || o.trust) payloads.push(notify(Notify.SIGNATURE_HASH_ALGORITHMS, Buffer.from([0, HASH_SHA256, 0, HASH_SHA384, 0, HASH_SHA512])));
     const msg = emitIkeMessage({ spiI: ike.spiI, spiR: Buffer.alloc(8), major: 2, minor: 0, exchange: Exchange.IKE_SA_INIT, flags: IkeFlag.INITIATOR, messageId: 0 }, payloads);
     ike.initRequest = msg;
     ike.nextMessageId = 1;
@@ -868,22 +928,29 @@ export class IkeEngine {
       ike.remote = { ...ike.remote, port: 4500 };
     }
     ike.nextPeerMessageId = 0;
+    ike.peerDigitalSignature = !!findNotify(p, Notify.SIGNATURE_HASH_ALGORITHMS);
     this.host.keysKnown?.(ike);
     // IKE_AUTH with the first child.
-    const myId = parseIdentity(o.id);
-    const authI = pskAuth(sel.suite.prf!, o.psk, ike.initRequest, ike.nr, ike.keys.pi, idBody(myId.idType, myId.data));
+    const myId = o.credential && o.id.includes('=') ? { idType: IdType.DER_ASN1_DN, data: o.credential.subjectDer } : parseIdentity(o.id);
     const childSpi = this.host.sad.allocateSpi();
     const payloads: PayloadRepr[] = [{ type: Payload.IDi, idType: myId.idType, data: myId.data }];
+    if (o.credential) payloads.push({ type: Payload.CERT, encoding: CERT_X509_SIGNATURE, data: o.credential.der });
     if (o.initialContact) payloads.push(notify(Notify.INITIAL_CONTACT));
+    if (o.trust) payloads.push({ type: Payload.CERTREQ, encoding: CERT_X509_SIGNATURE, data: Buffer.concat(o.trust.keyHashes) });
     if (o.remoteId) { const r = parseIdentity(o.remoteId); payloads.push({ type: Payload.IDr, idType: r.idType, data: r.data }); }
-    payloads.push({ type: Payload.AUTH, method: AuthMethod.SHARED_KEY_MIC, data: authI });
+    if (o.credential) {
+      const sig = signAuth(o.credential.key, signedOctets(sel.suite.prf!, ike.initRequest, ike.nr, ike.keys.pi, idBody(myId.idType, myId.data)), ike.peerDigitalSignature);
+      payloads.push({ type: Payload.AUTH, method: sig.method, data: sig.data });
+    } else {
+      payloads.push({ type: Payload.AUTH, method: AuthMethod.SHARED_KEY_MIC, data: pskAuth(sel.suite.prf!, o.psk, ike.initRequest, ike.nr, ike.keys.pi, idBody(myId.idType, myId.data)) });
+    }
     if (o.transport) payloads.push(notify(Notify.USE_TRANSPORT_MODE));
     payloads.push(
       { type: Payload.SA, proposals: proposalsFromSpecs(o.espProposals ?? cfg.esp.proposals, ProtocolId.ESP, u32(childSpi), false) },
       { type: Payload.TSi, selectors: o.localTs.map(tsFromSelector) },
       { type: Payload.TSr, selectors: o.remoteTs.map(tsFromSelector) },
     );
-    ike.peer = { id: o.remoteId ?? ANY_ID, psk: o.psk, localTs: o.localTs, remoteTs: o.remoteTs, espProposals: o.espProposals };
+    ike.peer = { id: o.remoteId ?? ANY_ID, auth: o.trust ? 'pubkey' : 'psk', psk: o.psk, localTs: o.localTs, remoteTs: o.remoteTs, espProposals: o.espProposals };
     this.request(ike, {
       exchange: Exchange.IKE_AUTH, payloads, what: 'IKE_AUTH',
       onResponse: (rp, t) => this.onAuthResponse(ike, rp, childSpi, o, t),
@@ -903,9 +970,22 @@ export class IkeEngine {
     if (failN) { fail('AUTHENTICATION_FAILED'); return; }
     if (!idr || !auth) { fail('IKE_AUTH response without IDr/AUTH'); return; }
     if (o.remoteId && !identityMatches(o.remoteId, idr.idType, idr.data)) { fail(`responder is ${peerIdentity(idr.idType, idr.data).value}, not ${o.remoteId}`); return; }
-    const expected = pskAuth(ike.suite.prf!, o.psk, ike.initResponse, ike.ni, ike.keys.pr, idBody(idr.idType, idr.data));
-    if (auth.method !== AuthMethod.SHARED_KEY_MIC || !equalConstantTime(expected, auth.data)) { fail('responder AUTH does not match'); return; }
-    ike.identity = peerIdentity(idr.idType, idr.data);
+    let identity = peerIdentity(idr.idType, idr.data);
+    if (auth.method === AuthMethod.SHARED_KEY_MIC) {
+      const expected = pskAuth(ike.suite.prf!, o.psk, ike.initResponse, ike.ni, ike.keys.pr, idBody(idr.idType, idr.data));
+      if (o.psk.length === 0 || !equalConstantTime(expected, auth.data)) { fail('responder AUTH does not match'); return; }
+    } else {
+      const certs = p.filter((x): x is PayloadOf<typeof Payload.CERT> => x.type === Payload.CERT && (x as PayloadOf<typeof Payload.CERT>).encoding === CERT_X509_SIGNATURE).map((x) => x.data);
+      if (!o.trust || certs.length === 0) { fail('responder authenticated with a certificate we cannot check'); return; }
+      const why = checkChain(certs[0]!, certs.slice(1), o.trust, this.wallClock());
+      if (why) { fail(why); return; }
+      const leaf = new X509Certificate(certs[0]!);
+      if (!identityInCert(leaf, idr.idType, idr.data)) { fail(`responder identity ${identity.value} is not in its certificate`); return; }
+      if (idr.idType === IdType.DER_ASN1_DN) identity = { type: idr.idType, value: subjectText(leaf) };
+      const bad = verifyAuth(auth.method, auth.data, leaf.publicKey, signedOctets(ike.suite.prf!, ike.initResponse, ike.ni, ike.keys.pr, idBody(idr.idType, idr.data)));
+      if (bad) { fail(bad); return; }
+    }
+    ike.identity = identity;
     ike.state = 'established';
     ike.establishedAt = now;
     ike.expiresAt = now + cfg.ike.lifetimeMs;

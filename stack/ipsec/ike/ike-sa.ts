@@ -94,6 +94,8 @@ export class IkeSa implements IkeSaView {
   /** Initiator only: the exchange state kept between IKE_SA_INIT and its response. */
   ke: KeyExchange | null = null;
   cookie: Buffer | null = null;
+  /** The peer announced SIGNATURE_HASH_ALGORITHMS with SHA2-256 (and got ours): AUTH may use RFC 7427. */
+  peerDigitalSignature = false;
   initRetries = 0;
   /** Set when a rekey replaced this SA, or on delete: why. */
   endReason = '';

@@ -23,7 +23,7 @@ export interface IpsecPair extends Pair {
 }
 
 export function peer(id: string, psk: string, extra: Partial<PeerConfig> = {}): PeerConfig {
-  return { id, psk: Buffer.from(psk), localTs: null, remoteTs: 'dynamic', ...extra };
+  return { id, auth: 'psk', psk: Buffer.from(psk), localTs: null, remoteTs: 'dynamic', ...extra };
 }
 
 export function makeIpsecPair(opts: { link?: MemoryLinkOptions; b?: (c: IpsecConfig) => void; a?: (c: IpsecConfig) => void } = {}): IpsecPair {
@@ -34,8 +34,9 @@ export function makeIpsecPair(opts: { link?: MemoryLinkOptions; b?: (c: IpsecCon
   cfgB.peers.push(peer('client1@lab', 'labsecret'));
   opts.a?.(cfgA);
   opts.b?.(cfgB);
-  const ipA = new Ipsec(p.a, cfgA);
-  const ipB = new Ipsec(p.b, cfgB);
+  // Certificates are judged against the real date (the CA and certificates are made now).
+  const ipA = new Ipsec(p.a, cfgA, { wallClock: () => Date.now() });
+  const ipB = new Ipsec(p.b, cfgB, { wallClock: () => Date.now() });
   p.a.ipsec = ipA;
   p.b.ipsec = ipB;
   ipA.start(p.clock.now);
