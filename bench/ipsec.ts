@@ -66,16 +66,26 @@ export async function runIpsecBench(opts: IpsecBenchOptions = {}): Promise<Figur
       const r = await client.initiate(30_000, childName(c));
       if (!/initiate completed successfully/.test(r.stdout)) throw new Error(`tunnel to ${c.remoteAddr} did not come up: ${r.stdout.slice(-1500)}`);
     }
+    // The client's UDP receive-buffer drops (ESP-in-UDP arriving faster than charon reads it), from /proc/net/snmp.
+    const rcvbufErrors = async (): Promise<number> => {
+      const t = (await lab.exec(nsC, 'cat', ['/proc/net/snmp'])).stdout.split('\n').filter((l) => l.startsWith('Udp:'));
+      const [names, values] = t.map((l) => l.trim().split(/\s+/));
+      return Number(values?.[names?.indexOf('RcvbufErrors') ?? -1] ?? NaN);
+    };
+    const drops = { fs: 0, sw: 0 };
     const iperf = async (host: string, reverse: boolean): Promise<number> => {
+      const before = await rcvbufErrors();
       const args = ['-c', host, '-t', String(dur), '-J', '-O', '1', ...(reverse ? ['-R'] : [])];
       const r = await lab.exec(nsC, 'iperf3', args, { timeoutMs: (dur + 30) * 1000 });
       const j = JSON.parse(r.stdout) as { error?: string; end?: { sum_received?: { bits_per_second?: number } } };
       if (j.error) throw new Error(`iperf3 ${args.join(' ')}: ${j.error}`);
+      drops[host === STACK ? 'fs' : 'sw'] += (await rcvbufErrors()) - before;
       return (j.end?.sum_received?.bits_per_second ?? NaN) / 1e9;
     };
     const out: Figure[] = [];
     for (const [dir, reverse, label] of [['up', false, 'client -> responder'], ['down', true, 'responder -> client (-R)']] as const) {
       const fs_: number[] = [], sw: number[] = [];
+      drops.fs = 0; drops.sw = 0;
       for (let i = 0; i < reps; i++) {
         fs_.push(await iperf(STACK, reverse));
         await new Promise((r) => setTimeout(r, 300));
@@ -87,7 +97,8 @@ export async function runIpsecBench(opts: IpsecBenchOptions = {}): Promise<Figur
       out.push(figure({
         group: 'ipsec', key: `ipsec.${dir}`, name: `strongSwan client through ESP-in-UDP, ${label}`, value: median(fs_), unit: 'Gbit/s', better: 'higher',
         baseline: median(sw), target: { kind: 'ratio', op: '>=', value: 1, text: 'ahead of a strongSwan responder' },
-        note: `${reps} runs of ${dur} s, ${proposals} / ${espProposals}; faultstack ${range(fs_)}; strongSwan responder (kernel-libipsec) ${range(sw)}; load ${os.loadavg()[0]!.toFixed(2)}`,
+        note: `${reps} runs of ${dur} s, ${proposals} / ${espProposals}; faultstack ${range(fs_)}; strongSwan responder (kernel-libipsec) ${range(sw)}; ` +
+          `client UDP receive-buffer drops: ${drops.fs} with faultstack, ${drops.sw} with strongSwan; load ${os.loadavg()[0]!.toFixed(2)}`,
       }));
     }
     return out;
