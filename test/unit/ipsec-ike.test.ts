@@ -339,6 +339,23 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
     expect(p.ipB.counters.XfrmInTmplMismatch).toBeGreaterThan(before);
   });
 
+  test('a static protect entry without an SA: outbound dropped (XfrmOutNoStates), inbound cleartext refused', async () => {
+    const p = makeIpsecPair({ b: (c) => { c.policies = [
+      { name: 'in9003', local: parseSelector('0.0.0.0/0[tcp/9003]'), remote: parseSelector('0.0.0.0/0'), action: 'protect' },
+      { name: 'out9005', local: parseSelector('0.0.0.0/0'), remote: parseSelector('0.0.0.0/0[tcp/9005]'), action: 'protect' },
+    ]; } });
+    const t = await transfer(p, testData(1000), { port: 9003, maxMs: 3000 });
+    expect(t.done).toBe(false);
+    expect(p.ipB.counters.XfrmInTmplMismatch).toBeGreaterThan(0);
+    // From B's side: a connection B opens to port 9005 on A goes nowhere either.
+    const before = p.ipB.counters.XfrmOutNoStates;
+    p.netB.connect({ host: '198.18.0.1', port: 9005 }).on('error', () => {});
+    await runFor(p.clock, 100);
+    expect(p.ipB.counters.XfrmOutNoStates).toBeGreaterThan(before);
+    // Other ports are not affected.
+    expect((await transfer(p, testData(1000), { port: 9004, maxMs: 3000 })).done).toBe(true);
+  });
+
   test('garbage never crashes: malformed IKE, truncated and unknown-SPI ESP, keepalives, replays are counted', async () => {
     const p = makeIpsecPair();
     await connect(p);
