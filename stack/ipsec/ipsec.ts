@@ -350,13 +350,21 @@ export class Ipsec implements IpsecHook {
 
   overhead(dst: number): number {
     if (this.emitting || this.sad.size === 0) return 0;
+    // Per destination, until the SAD changes: pathMtu is asked for every datagram.
+    if (this.overheadVersion !== this.sad.version) { this.overheadCache.clear(); this.overheadVersion = this.sad.version; }
+    const hit = this.overheadCache.get(dst);
+    if (hit !== undefined) return hit;
     let most = 0;
     for (const c of this.sad.all()) {
       if (!c.outboundActive) continue;
       if (c.remoteTs.some((s) => dst >= s.start && dst <= s.end)) most = Math.max(most, protectOverhead(c.outbound, c.mode, c.encap));
     }
+    if (this.overheadCache.size > 4096) this.overheadCache.clear();
+    this.overheadCache.set(dst, most);
     return most;
   }
+  private readonly overheadCache = new Map<number, number>();
+  private overheadVersion = -1;
 
   // ------------------------------------------------------------------ IKE transport
 

@@ -121,6 +121,8 @@ export class Sad {
   private nextId = 1;
   /** The SA the last outbound packet used: a flow's packets keep finding it first. */
   private lastOut: ChildSa | null = null;
+  /** Changes whenever an SA is installed, removed or starts sending (for caches of lookups). */
+  version = 0;
 
   constructor(private readonly random: () => number) {}
 
@@ -149,6 +151,7 @@ export class Sad {
     this.byInboundSpi.set(init.inbound.spi, c);
     this.list.push(c);
     if (outboundActive) this.shadowOlder(c);
+    this.version++;
     return c;
   }
 
@@ -156,6 +159,7 @@ export class Sad {
   activate(c: ChildSa): void {
     if (c.outboundActive || c.state === 'deleted') return;
     c.outboundActive = true;
+    this.version++;
     if (c.rekeyOf !== undefined) {
       const old = this.list.find((x) => x.id === c.rekeyOf);
       if (old) { old.outboundActive = false; this.unshadow(old); }
@@ -169,6 +173,7 @@ export class Sad {
     if (i >= 0) this.list.splice(i, 1);
     if (this.lastOut === c) this.lastOut = null;
     const wasActive = c.outboundActive;
+    this.version++;
     c.state = 'deleted';
     c.outboundActive = false;
     if (wasActive) this.unshadow(c);
