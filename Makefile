@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE  ?= node
 TUN_ADDON := drivers/tun/build/Release/faultstack_tun.node
 
-.PHONY: all deps build addon ts test unit integration demo bench clean
+.PHONY: all deps build addon ts test unit integration demo bench clean ike-vectors
 
 all: build
 
@@ -39,5 +39,12 @@ demo: build
 bench: build
 	$(NODE) dist/bench/run.js
 
+# Re-captures the IKEv2 key-derivation vectors from two real strongSwan charons (root):
+# rewrites test/unit/fixtures/strongswan-ike.json (see test/lab/capture-ike-vectors.ts).
+ike-vectors: build
+	@mkdir -p .tools
+	./node_modules/.bin/esbuild test/lab/capture-ike-vectors.ts --bundle --platform=node --log-level=warning --outfile=.tools/capture-ike-vectors.js
+	$(NODE) .tools/capture-ike-vectors.js
+
 clean:
-	rm -rf dist drivers/tun/build
+	rm -rf dist drivers/tun/build .tools

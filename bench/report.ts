@@ -51,7 +51,7 @@ export function markdownReport(r: Report): string {
     `Load average ${i.loadBefore.toFixed(2)} before, ${i.loadAfter.toFixed(2)} after: ${quiet ? 'the machine was quiet' : 'the machine was NOT quiet (other work was running): read the figures as rough'}.`,
     i.only.length ? `Sections: ${i.only.join(', ')}.` : '',
     '',
-    'Ratio = faultstack / kernel over veth, same tool, same run (for µs and bytes, above 1 means slower or bigger).',
+    'Ratio = faultstack / kernel over veth, same tool, same run (for µs and bytes, above 1 means slower or bigger); for the ipsec section the baseline is a strongSwan responder (kernel-libipsec) instead, as this kernel has no ESP.',
     '',
     markdownTable(r.figures),
   ].join('\n');

@@ -5,8 +5,9 @@
  * Sections: micro (tinybench), bulk, offoff, connrate, latency, synflood, floodmem, memory,
  * multiqueue (real traffic in lab namespaces, each against the Linux kernel over a
  * veth pair in the same run), ethernet (iperf3 through TAP + a Linux bridge against the
- * kernel over veth + the same bridge, bench/ethernet.ts), and leak / pmtu when
- * bench/leak.ts / bench/pmtu.ts exist.
+ * kernel over veth + the same bridge, bench/ethernet.ts), and leak / pmtu / ipsec when
+ * bench/leak.ts / pmtu.ts / ipsec.ts exist (ipsec's baseline is a strongSwan responder,
+ * not the kernel: this kernel has no ESP).
  * Progress goes to stderr; the report to bench/results/ (JSON, Markdown, SVG); a short
  * summary (or, with --json, the whole report) to stdout.
  * --quick: about 1 s per figure and smaller counts, for development on a busy machine.
@@ -17,7 +18,7 @@ import * as path from 'node:path';
 import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
 import { machineInfo, writeReport, type Report } from './report';
 
-const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu'];
+const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu', 'ipsec'];
 
 interface Args { quick: boolean; json: boolean; only: Set<string>; out: string }
 
@@ -97,6 +98,7 @@ async function main(): Promise<void> {
   if (want('ethernet')) { progress('\n== ethernet'); figures.push(...(await optionalSection('ethernet', 'ethernet', 'runEthernetBench', args.quick))); }
   if (want('leak')) { progress('\n== leak'); figures.push(...(await optionalSection('leak', 'leak', 'runLeakBench', args.quick))); }
   if (want('pmtu')) { progress('\n== pmtu'); figures.push(...(await optionalSection('pmtu', 'pmtu', 'runPmtuBench', args.quick))); }
+  if (want('ipsec')) { progress('\n== ipsec (strongSwan client: faultstack vs a strongSwan responder)'); figures.push(...(await optionalSection('ipsec', 'ipsec', 'runIpsecBench', args.quick))); }
 
   const report: Report = {
     info: {
@@ -113,7 +115,7 @@ async function main(): Promise<void> {
   const lines = ['', `summary (${figures.length} figures, ${report.info.seconds.toFixed(0)} s; load ${loadBefore.toFixed(1)} -> ${report.info.loadAfter.toFixed(1)}):`];
   for (const f of figures) {
     if (f.group === 'micro') continue;
-    const r = f.ratio !== null ? `  ${fmtRatio(f.ratio).padStart(5)} of kernel` : '';
+    const r = f.ratio !== null ? `  ${fmtRatio(f.ratio).padStart(5)} of ${f.group === 'ipsec' ? 'strongSwan' : 'kernel'}` : '';
     const t = f.target ? `  [${f.target.text}: ${f.met ? 'met' : 'NOT met'}]` : '';
     lines.push(`  ${`${f.group}: ${f.name}`.padEnd(66)} ${Number.isFinite(f.value) ? `${fmt(f.value)} ${f.unit}` : 'failed'}${r}${t}`);
   }

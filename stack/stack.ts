@@ -17,6 +17,7 @@ import { TimerQueue, Timer } from './timers';
 import { TcpLayer, TcpConfig, defaultTcpConfig } from './tcp/tcp';
 import { LinuxBacklog, BacklogPolicy, LINUX_BACKLOG_DEFAULTS } from './tcp/backlog';
 import { UdpLayer } from './udp/udp';
+import type { IpsecHook } from './iface/ipsec-hook';
 import { CodedError } from './util/errors';
 import { formatIpv4, prefixMask } from './wire/addr';
 import { internetChecksum } from './wire/checksum';
@@ -114,6 +115,8 @@ export class Stack {
   inputGate: (() => boolean) | null = null;
   /** While true, timers do not run and nothing is sent (the same hang, seen from the other side). */
   outputGate: (() => boolean) | null = null;
+  /** IPsec (stack/iface/ipsec-hook.ts): set by the runtime when --ipsec is given. */
+  ipsec: IpsecHook | null = null;
 
   constructor(opts: StackOptions) {
     this.device = opts.device;
@@ -289,6 +292,8 @@ export class Stack {
       buf.writeUInt16BE(internetChecksum(buf, 0, 20), 10);
       off = 20; plen = r.payload.length; ipOff = 0;
     }
+    // ESP, IKE and the inbound policy (stack/iface/ipsec-hook.ts); decrypted packets come back through input().
+    if (this.ipsec !== null && this.ipsec.input(ip, buf, ipOff, off, plen, csumOk, now)) return;
     c.IpInDelivers++;
     switch (ip.protocol) {
       case PROTO_TCP: {
@@ -387,7 +392,8 @@ export class Stack {
 
   pathMtu(dst: number): number {
     const onLink = ((dst & prefixMask(this.prefix)) >>> 0) === ((this.address & prefixMask(this.prefix)) >>> 0);
-    return this.pmtu.mtuFor(dst, onLink);
+    const mtu = this.pmtu.mtuFor(dst, onLink);
+    return this.ipsec === null ? mtu : mtu - this.ipsec.overhead(dst);
   }
 
   tsoSegments(): number { return this.tsoSegmentsMax; }
@@ -400,6 +406,7 @@ export class Stack {
   sendIp(pkt: Buffer, meta: OffloadMeta | null): void {
     if (this.outputGate && this.outputGate()) { this.counters.IpOutDiscards++; return; }
     this.counters.IpOutRequests++;
+    if (this.ipsec !== null && this.ipsec.output(pkt, meta, this.now)) return;
     this.device.send(pkt, meta);
   }
 

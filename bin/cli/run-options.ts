@@ -4,6 +4,7 @@
  * parameter assignments stay raw strings here: the fault table owns their meaning.
  */
 import type { Ipv4Cidr } from '../../stack/wire/addr';
+import type { IpsecConfig } from '../../stack/ipsec/config';
 
 export const SERVICE_NAMES = ['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -99,6 +100,10 @@ export interface RunOptions {
   events?: string;
   /** Print the ready line (and anything else machine-facing) as JSON. */
   json: boolean;
+  /** IPsec (--ipsec FILE and/or --ipsec-psk), validated; absent: no IPsec. */
+  ipsec?: IpsecConfig;
+  /** Absolute path of the Wireshark key directory (--ipsec-keylog DIR). */
+  ipsecKeylog?: string;
 }
 
 /** What stack/runtime/run.ts exports for `faultstack run`. */

@@ -93,6 +93,8 @@ export const ControlCommand = {
   ROUTES: 'routes',
   /** args {} → NeighResult (a TAP stack), or an error reply ENOTSUP (a TUN stack has no neighbours) */
   NEIGH: 'neigh',
+  /** args {} → { ikeSas, childSas, policies, halfOpen, identities, counters } (runs with --ipsec only) */
+  IPSEC: 'ipsec',
   /** Built into the server: args {} → { pong: true, pid, commands } */
   PING: 'ping',
 } as const;

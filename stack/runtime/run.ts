@@ -31,6 +31,7 @@ import { EthernetRuntime, ethernetRuntime, neighReply, setupTapKernelSide } from
 import { cachedSummary, connectionCounts, listenerRows, streamRows } from './stats';
 import { MAX_TIMEOUT_MS, STATS_ROWS_PER_EVENT, badArgument, booleanArg, integerArg, requiredString, statsQuery, type StatsQuery } from '../control/protocol';
 import type { ShardWorkerData } from './shard-worker';
+import { attachIpsec } from './ipsec-setup';
 
 let gcFn: (() => void) | null = null;
 /** Heap in use after a full garbage collection (what a leak keeps reachable). */
@@ -124,6 +125,8 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());
     link?.attach(stack);
+    const ipsec = attachIpsec(stack, opts, events);
+    if (ipsec) cleanups.push(() => ipsec.close());
     const toxics = new ToxicRegistry(scheduler);
     const impair = new Impairments({ device: impairDevice, toxics, now: () => scheduler.now(), events });
     for (const words of opts.impair ?? []) impair.add(words);
@@ -133,7 +136,7 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const services = await startNamedServices(toxics.wrapApi(api), api, opts, rt);
     cleanups.push(async () => { for (const s of services) await s.close(); });
 
-    const control = await ControlServer.start(opts.control, controlHandlers(rt, opts, api));
+    const control = await ControlServer.start(opts.control, { ...controlHandlers(rt, opts, api), ...(ipsec?.handlers ?? {}) });
     cleanups.push(() => control.close());
     cleanups.push(() => unlogChanges());
     cleanups.push(() => events.close());

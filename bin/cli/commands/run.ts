@@ -13,6 +13,8 @@ import {
 } from '../args';
 import { socketPath } from '../control-target';
 import { ImpairSpecError, parseImpairment } from '../../../stack/impair/spec';
+import * as ipsecConfig from '../../../stack/ipsec/config';
+import type { IpsecConfig } from '../../../stack/ipsec/config';
 import {
   CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RunOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime, defaultRunDir,
 } from '../run-options';
@@ -150,6 +152,36 @@ export const impairSpec: Validator<string> = {
   },
 };
 
+/** A file to read: it must exist. */
+export const inputFile: Validator<string> = {
+  valid: 'an existing file',
+  parse(raw) {
+    const abs = path.resolve(raw);
+    let st: fs.Stats | undefined;
+    try { st = fs.statSync(abs); } catch { /* missing */ }
+    if (!st || !st.isFile()) throw new InvalidValue(`must be an existing file (${abs} ${st ? 'is not a regular file' : 'does not exist'})`);
+    return abs;
+  },
+};
+
+/** A directory to write into: it may not exist yet, its parent must. */
+export const outputDir: Validator<string> = {
+  valid: 'a directory path whose parent exists',
+  parse(raw) {
+    if (raw === '') throw new InvalidValue('must be a directory path, not empty');
+    const abs = path.resolve(raw);
+    let st: fs.Stats | undefined;
+    try { st = fs.statSync(abs); } catch { /* created at start */ }
+    if (st && !st.isDirectory()) throw new InvalidValue(`must be a directory (${abs} is a file)`);
+    if (!st) {
+      let pst: fs.Stats | undefined;
+      try { pst = fs.statSync(path.dirname(abs)); } catch { /* missing */ }
+      if (!pst || !pst.isDirectory()) throw new InvalidValue(`must be a directory path whose parent exists (${path.dirname(abs)} does not exist)`);
+    }
+    return abs;
+  },
+};
+
 export const RUN_SPEC = defineCommand({
   name: 'run',
   summary: 'Start the userspace stack on a TUN device (or a TAP device, --tap) and serve until SIGINT or SIGTERM.',
@@ -193,8 +225,31 @@ export const RUN_SPEC = defineCommand({
     cc: valueFlag({ valueName: 'NAME', help: 'TCP congestion control: newreno or cubic', ...oneOf(CONGESTION_CONTROLS), default: 'cubic' as CongestionControl }),
     events: valueFlag({ valueName: 'FILE', help: 'append events to this JSONL file', ...outputFile }),
     json: switchFlag('print the ready line as JSON'),
+    ipsec: valueFlag({ valueName: 'FILE', help: 'IPsec: identities, keys, proposals, selectors (YAML; see docs/ipsec.md)', ...inputFile }),
+    'ipsec-psk': repeatableFlag({ valueName: '[ID=]SECRET', help: 'IPsec pre-shared key for identity ID (any identity without ID=)', ...text('[ID=]SECRET, e.g. client1@lab=labsecret') }),
+    'ipsec-keylog': valueFlag({ valueName: 'DIR', help: 'write SA keys as Wireshark tables here (WIRESHARK_CONFIG_DIR=DIR tshark ...)', ...outputDir }),
   },
 });
+
+/** --ipsec and --ipsec-psk into one configuration; a bad file or key is a usage error naming it. */
+function ipsecOptions(file: string | undefined, psks: string[]): IpsecConfig | undefined {
+  if (!file && psks.length === 0) return undefined;
+  const c = ipsecConfig;
+  let cfg: IpsecConfig;
+  try {
+    cfg = file ? c.loadIpsecConfig(file) : c.defaultConfig();
+  } catch (e) {
+    if (e instanceof c.IpsecConfigError) throw usageError(spec, `--ipsec ${e.message}`);
+    throw usageError(spec, `--ipsec ${file}: ${(e as Error).message}`);
+  }
+  for (const raw of psks) {
+    try { cfg.peers.push(c.pskPeer(raw)); } catch (e) {
+      throw usageError(spec, `--ipsec-psk must be [ID=]SECRET with ID an identity (client1@lab, host.example, 198.18.50.1) and a non-empty SECRET: ${(e as Error).message}`);
+    }
+  }
+  if (cfg.peers.length === 0) throw usageError(spec, `--ipsec ${file}: no peers: add a peers: list (id and psk) or --ipsec-psk [ID=]SECRET`);
+  return cfg;
+}
 
 const spec = RUN_SPEC;
 
@@ -261,6 +316,9 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
   }
   if ((f['pcap-size'] !== undefined || f['pcap-files'] !== undefined) && !f.pcap) throw usageError(spec, '--pcap-size and --pcap-files go with --pcap FILE');
   if (f['pcap-files'] !== undefined && f['pcap-size'] === undefined) throw usageError(spec, '--pcap-files N needs --pcap-size MB (the size at which a file is full), as tcpdump -W needs -C');
+  const ipsec = ipsecOptions(f.ipsec, f['ipsec-psk']);
+  if (f['ipsec-keylog'] && !ipsec) throw usageError(spec, '--ipsec-keylog needs --ipsec FILE or --ipsec-psk [ID=]SECRET');
+  if (ipsec && f.shards) throw usageError(spec, '--ipsec runs in one thread: drop --shards');
   if (f.pcap && f.events && f.pcap === f.events) {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
@@ -292,6 +350,8 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     cc: f.cc,
     events: f.events,
     json: f.json,
+    ...(ipsec ? { ipsec } : {}),
+    ...(f['ipsec-keylog'] ? { ipsecKeylog: f['ipsec-keylog'] } : {}),
   };
 }
 
