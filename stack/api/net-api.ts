@@ -30,7 +30,10 @@ export interface TcpServerLike extends EventEmitter {
   setAcceptInterval?(ms: number): void;
 }
 
-/** What a server's application allocates per connection (TcpServerOptions.connectionState). */
+/**
+ * What a server's application allocates per connection (TcpServerOptions.connectionState).
+ * faultstack's TCP layer knows the same shape as ApplicationState (tcp/listener.ts).
+ */
 export interface ConnectionState {
   /** Bytes it holds, as the application counts them. */
   readonly bytes: number;

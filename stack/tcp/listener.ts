@@ -156,7 +156,10 @@ export class Listener {
     this.layer.hooks.listenerAdmission.onSynAckRetransmit(this, req, now);
   }
 
-  /** The application takes the next established connection, if any. */
+  /**
+   * The application takes the next established connection, if any; what it allocated
+   * when it was told of it (if it was told early) it takes with takeApplicationState.
+   */
   accept(): TcpConnection | null {
     const c = this.acceptQueue.shift();
     if (!c) return null;
