@@ -124,7 +124,7 @@ export type CatalogueFault = Omit<FaultSpec, 'params' | 'reads'> & {
 
 export const FAULTS: readonly CatalogueFault[] = SPECS.map((s): CatalogueFault => {
   const { params, reads, ...rest } = s as FaultSpec;
-  const names = [...Object.keys(params), ...reads] as ParamName[];
+  const names = [...Object.keys(params), ...(reads ?? [])] as ParamName[];
   for (const n of names) if (!(n in PARAM_DEFS)) throw new Error(`fault ${s.id} reads ${n}, which nobody defines`);
   return { ...rest, id: s.id, params: names };
 });

@@ -74,8 +74,8 @@ export interface FaultSpec {
   readonly defaultMode: FaultMode;
   /** The parameters this fault owns, by their registry (or sysctl) names. */
   readonly params: Readonly<Record<string, ParamDef>>;
-  /** Parameters owned by another fault or by the emulated system that this fault's behaviour reads too. */
-  readonly reads: readonly string[];
+  /** Parameters owned by another fault or by the emulated system that this fault's behaviour reads too (none when absent). */
+  readonly reads?: readonly string[];
   /** The public documents the behaviour follows (articles, RFCs, references), named, never a path. */
   readonly sources: readonly string[];
   /** What we decided where the article is silent. */

@@ -31,7 +31,6 @@ export const spec = {
       source: 'our choice: not in the article; the later ISA/TMG default was 20',
     },
   },
-  reads: [],
   sources: [
     'KB 319381',
     'the ISA Server 2000 and TMG SDK documentation (Firewall Client, application filters, port-scan detection)',

@@ -51,7 +51,6 @@ export const spec = {
       source: 'KB 898060 / KB 120642: absent (0xFFFFFFFF) means the link\'s MTU; we spell that 0',
     },
   },
-  reads: [],
   sources: [
     'KB 898060',
     'KB 896350: MaxIcmpHostRoutes',

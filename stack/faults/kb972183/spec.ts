@@ -57,7 +57,6 @@ export const spec = {
       source: 'NLB registry reference: 512',
     },
   },
-  reads: [],
   sources: [
     'KB 972183',
     'the NLB technical overview; KB 283028, KB 232711, KB 248346',
