@@ -12,7 +12,7 @@ import type { Device, OffloadMeta } from '../drivers/device';
 import { newCounters, Counters } from './counters';
 import { Reassembler } from './iface/reassembly';
 import { RouteTable } from './iface/routing';
-import { PathMtu, PmtuParams, CountRule, PmtuEvents } from './iface/pmtu';
+import { PathMtu, PmtuParams, PmtuEvents, HostRouteAccounting, CREATIONS_AND_REMOVALS } from './iface/pmtu';
 import { TimerQueue, Timer } from './timers';
 import { TcpLayer, TcpConfig, defaultTcpConfig } from './tcp/tcp';
 import { LinuxBacklog, BacklogPolicy, LINUX_BACKLOG_DEFAULTS } from './tcp/backlog';
@@ -60,7 +60,8 @@ export interface StackOptions {
   /** ICMP error messages per second (token bucket). */
   icmpErrorsPerSec?: number;
   pmtu?: () => PmtuParams;
-  pmtuCountRule?: () => CountRule;
+  /** How host routes count against MaxIcmpHostRoutes; default CREATIONS_AND_REMOVALS (iface/pmtu.ts). */
+  hostRouteAccounting?: HostRouteAccounting;
   pmtuEvents?: PmtuEvents;
   /** Largest TSO super-segment in MSS units; 1 disables segmentation offload. */
   tsoSegments?: number;
@@ -70,6 +71,27 @@ export interface StackOptions {
    * packets); the receive windows of all connections share it. Unbounded when omitted.
    */
   rxQueueBytes?: number;
+}
+
+/**
+ * The input/output gate (Stack.hooks.gate): whether the stack processes what arrives
+ * and sends at all. Default OPEN_GATE. KB 297040 closes it while the emulated
+ * connection-table lock is held.
+ */
+export interface IoGate {
+  /** True: this received packet (its IPv4 header checked) is refused; the gate counts it. */
+  refuseInput(): boolean;
+  /** True: nothing is sent and timers wait. */
+  refuseOutput(): boolean;
+  /** Why the gate is closed, for an error message; null while it is open. */
+  reason(): string | null;
+}
+
+export const OPEN_GATE: IoGate = { refuseInput: () => false, refuseOutput: () => false, reason: () => null };
+
+/** Where a fault module may change the stack's own behaviour (docs/design.md, "Hooks"). */
+export interface StackHooks {
+  gate: IoGate;
 }
 
 export const DEFAULT_PMTU: PmtuParams = {
@@ -111,10 +133,8 @@ export class Stack {
   private busy = 0;
   private readonly housekeeping: Timer;
   private closed = false;
-  /** When set, the TCP/IP input path is frozen (a held connection-table lock: KB 297040). */
-  inputGate: (() => boolean) | null = null;
-  /** While true, timers do not run and nothing is sent (the same hang, seen from the other side). */
-  outputGate: (() => boolean) | null = null;
+  /** The stack's hooks; each default is the correct behaviour (the TCP layer's are tcp.hooks, PMTU's pmtu.hooks). */
+  readonly hooks: StackHooks = { gate: OPEN_GATE };
   /** IPsec (stack/iface/ipsec-hook.ts): set by the runtime when --ipsec is given. */
   ipsec: IpsecHook | null = null;
 
@@ -135,7 +155,7 @@ export class Stack {
     this.routes.addNetRoute(opts.address, opts.prefix, 'connected');
     this.routes.addNetRoute(0, 0, 'default', opts.gateway ?? 0);
     const pmtuParams = opts.pmtu ?? (() => DEFAULT_PMTU);
-    this.pmtu = new PathMtu(this.routes, this.counters, pmtuParams, opts.pmtuCountRule ?? (() => 'hotfixed'),
+    this.pmtu = new PathMtu(this.routes, this.counters, pmtuParams, opts.hostRouteAccounting ?? CREATIONS_AND_REMOVALS,
       opts.pmtuEvents ?? { limitReached: () => {}, ignoredAtLimit: () => {} });
     const tcpConfig = { ...defaultTcpConfig(), ...(opts.tcp ?? {}) };
     const backlog = opts.backlog ?? new LinuxBacklog(() => LINUX_BACKLOG_DEFAULTS);
@@ -185,7 +205,7 @@ export class Stack {
   service(): void {
     if (this.closed) return;
     const now = this.clock();
-    if (this.outputGate && this.outputGate()) {
+    if (this.hooks.gate.refuseOutput()) {
       // Hung: nothing runs; look again later instead of spinning on overdue timers.
       this.device.flush();
       if (this.timerHandle !== null) this.scheduler.cancel(this.timerHandle);
@@ -259,7 +279,7 @@ export class Stack {
       c.IpInHdrErrors++;
       return;
     }
-    if (this.inputGate && this.inputGate()) return;
+    if (this.hooks.gate.refuseInput()) return;
     if (!this.isLocal(ip.dst)) { c.IpInAddrErrors++; return; }
     len = ip.totalLength;
     let buf = pkt;
@@ -404,7 +424,7 @@ export class Stack {
   blackHoleDetection(): boolean { return this.pmtu.params().EnablePMTUBHDetect !== 0; }
 
   sendIp(pkt: Buffer, meta: OffloadMeta | null): void {
-    if (this.outputGate && this.outputGate()) { this.counters.IpOutDiscards++; return; }
+    if (this.hooks.gate.refuseOutput()) { this.counters.IpOutDiscards++; return; }
     this.counters.IpOutRequests++;
     if (this.ipsec !== null && this.ipsec.output(pkt, meta, this.now)) return;
     this.device.send(pkt, meta);

@@ -12,6 +12,14 @@ import type { NetApi, TcpServerLike, TcpServerOptions, TcpSocketLike, UdpSocketL
 export const kernelNet: NetApi = {
   createServer(listener?: (socket: TcpSocketLike) => void, options: TcpServerOptions = {}): TcpServerLike {
     const server = net.createServer({ noDelay: options.noDelay ?? false, allowHalfOpen: options.allowHalfOpen ?? false });
+    const allocate = options.connectionState;
+    if (allocate) {
+      // The kernel tells the application at accept: the state lives as long as the socket.
+      server.on('connection', (socket: net.Socket) => {
+        const st = allocate({ remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 });
+        socket.once('close', () => st.release());
+      });
+    }
     if (listener) server.on('connection', (socket: net.Socket) => listener(socket));
     return server;
   },

@@ -24,6 +24,26 @@ export interface TcpServerLike extends EventEmitter {
   listen(options: { port: number; host?: string; backlog?: number }, cb?: () => void): this;
   close(cb?: (err?: Error) => void): this;
   address(): { address: string; family: string; port: number } | string | null;
+  /** faultstack's servers: a new listen backlog while listening (Node's cannot change it). */
+  setBacklog?(backlog: number): void;
+  /** faultstack's servers: a new accept pace (TcpServerOptions.acceptIntervalMs). */
+  setAcceptInterval?(ms: number): void;
+}
+
+/**
+ * What a server's application allocates per connection (TcpServerOptions.connectionState).
+ * faultstack's TCP layer knows the same shape as ApplicationState (tcp/listener.ts).
+ */
+export interface ConnectionState {
+  /** Bytes it holds, as the application counts them. */
+  readonly bytes: number;
+  release(): void;
+}
+
+/** The peer a connection state is allocated for. */
+export interface PeerInfo {
+  remoteAddress: string;
+  remotePort: number;
 }
 
 export interface UdpSocketLike extends EventEmitter {
@@ -42,6 +62,19 @@ export interface UdpSocketLike extends EventEmitter {
 export interface TcpServerOptions {
   noDelay?: boolean;
   allowHalfOpen?: boolean;
+  /**
+   * faultstack's servers: accept one connection per interval instead of as fast as
+   * possible (a slow application, whose backlog fills). Node's net accepts at once.
+   */
+  acceptIntervalMs?: number;
+  /**
+   * The application's per-connection state, allocated once the application is told of a
+   * connection and released when its socket closes. On Node's net and on faultstack's
+   * Linux listener it is told when it accepts; a Windows listener with delayed
+   * indication (SynAttackProtect 2) tells it before it accepts, and a connection reset
+   * then takes the state with it (KB 903927, docs/design.md "Hooks").
+   */
+  connectionState?: (peer: PeerInfo) => ConnectionState;
 }
 
 export interface NetApi {

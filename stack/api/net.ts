@@ -11,10 +11,10 @@ import { Duplex } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import type { Stack } from '../stack';
 import type { ConnectionOwner, TcpConnection } from '../tcp/connection';
-import type { Listener } from '../tcp/listener';
+import type { ApplicationState, Listener } from '../tcp/listener';
 import { CodedError } from '../util/errors';
 import { formatIpv4, parseIpv4 } from '../wire/addr';
-import type { NetApi, TcpServerLike, TcpSocketLike } from './net-api';
+import type { ConnectionState, NetApi, PeerInfo, TcpServerLike, TcpSocketLike } from './net-api';
 import { FsUdpSocket } from './dgram';
 
 export interface SocketOptions {
@@ -296,6 +296,12 @@ export interface ServerOptions {
   noDelay?: boolean;
   /** Accept one connection per interval instead of as fast as possible (a slow server). */
   acceptIntervalMs?: number;
+  /** The application's per-connection state (net-api.ts TcpServerOptions.connectionState). */
+  connectionState?: (peer: PeerInfo) => ConnectionState;
+}
+
+function peerOf(conn: TcpConnection): PeerInfo {
+  return { remoteAddress: formatIpv4(conn.remoteAddr), remotePort: conn.remotePort };
 }
 
 export class FsServer extends EventEmitter implements TcpServerLike {
@@ -342,6 +348,9 @@ export class FsServer extends EventEmitter implements TcpServerLike {
     }
     this.listening = true;
     this.listener.onAcceptable = () => this.drain();
+    const allocate = this.opts.connectionState;
+    // Told of a connection before accepting it (a policy's delayed indication): allocate then.
+    if (allocate) this.listener.application = { indicated: (conn): ApplicationState => allocate(peerOf(conn)) };
     if (cb) this.once('listening', cb);
     process.nextTick(() => this.emit('listening'));
     return this;
@@ -366,14 +375,26 @@ export class FsServer extends EventEmitter implements TcpServerLike {
   }
 
   private acceptOne(): boolean {
-    const conn = this.listener?.accept();
-    if (!conn) return false;
+    const l = this.listener;
+    const conn = l?.accept();
+    if (!l || !conn) return false;
     const s = new FsSocket(this.stack, { allowHalfOpen: this.opts.allowHalfOpen, noDelay: this.opts.noDelay });
+    // The state allocated when the application was told of it, or now, at accept.
+    const allocate = this.opts.connectionState;
+    const st = l.takeApplicationState(conn) ?? (allocate ? allocate(peerOf(conn)) : null);
     s.adopt(conn);
     this.connections.add(s);
-    s.once('close', () => this.connections.delete(s));
+    s.once('close', () => { this.connections.delete(s); st?.release(); });
     this.emit('connection', s);
     return true;
+  }
+
+  setBacklog(backlog: number): void {
+    if (this.listener) this.listener.backlog = Math.max(0, backlog);
+  }
+
+  setAcceptInterval(ms: number): void {
+    this.opts.acceptIntervalMs = ms;
   }
 
   close(cb?: (err?: Error) => void): this {

@@ -1,12 +1,9 @@
 /**
- * The fault catalogue: the one place that lists every reproduced fault, every
- * parameter the stack reads, and the system profiles that set those parameters.
- *
- * Faults are data. A code path that differs between the article's behaviour and the
- * fixed one reads `cfg.modes.kb903927 === 'buggy'`; a limit reads
- * `cfg.params.TcpMaxHalfOpen`. Both objects are plain, mutated in place by
- * FaultConfig's setters, so a reference taken once stays valid and a read costs one
- * property load.
+ * The fault catalogue: every reproduced fault, every parameter the stack reads, and the
+ * system profiles that set those parameters. It is the union of the fault modules'
+ * specs (stack/faults/kbNNNNNN/spec.ts, each listing the parameters it owns) and of the
+ * parameters that belong to the emulated system rather than to one fault (below);
+ * profiles are data. The live values are a FaultConfig (config.ts).
  *
  * Parameters keep their Windows registry names so the article and the configuration
  * can be read side by side. Names that Windows never had are marked `registry: null`
@@ -24,138 +21,22 @@
  * - Unimplemented faults have mode `off` only in effect: enabling them is refused.
  */
 import { UsageError } from '../util/errors';
+import type { FaultMode, FaultSpec, ParamDef } from './module';
+import { TCPIP } from './registry';
+import { spec as kb903927 } from './kb903927/spec';
+import { spec as kb297040 } from './kb297040/spec';
+import { spec as kb898060 } from './kb898060/spec';
+import { spec as kb972183 } from './kb972183/spec';
+import { spec as kb319381 } from './kb319381/spec';
 
-// ---------------------------------------------------------------------------
-// Modes
-// ---------------------------------------------------------------------------
-
-/**
- * `off`: the feature that carries the bug is not in use. `buggy`: the article's
- * behaviour. `hotfixed`: the behaviour after the fix.
- */
-export type FaultMode = 'off' | 'buggy' | 'hotfixed';
+export type { FaultMode, ParamDef, ParamType } from './module';
 export const ALL_MODES: readonly FaultMode[] = ['off', 'buggy', 'hotfixed'];
 
 // ---------------------------------------------------------------------------
-// Parameters
+// The parameters of the emulated system (read whatever the fault)
 // ---------------------------------------------------------------------------
 
-export type ParamType = 'int' | 'bool' | 'enum';
-
-/** Where a parameter lives on the system it comes from. */
-const TCPIP = 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters';
-const TCPIP_IF = 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters\\Interfaces\\<adapter>';
-const WLBS_IF = 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\WLBS\\Parameters\\Interface\\<GUID>';
-
-interface ParamDefBase {
-  /** Where the value is set on the original system; null when the name is ours. */
-  readonly registry: string | null;
-  readonly meaning: string;
-  readonly unit?: string;
-  /** Where the default comes from, or "our choice: ..." with the reason. */
-  readonly source: string;
-  /** The system this knob belongs to: which listener profile reads it. */
-  readonly system: 'windows' | 'linux' | 'any';
-  /** Read by the emulated system whatever the faults (no fault lists it). */
-  readonly general?: boolean;
-}
-interface IntParamDef extends ParamDefBase {
-  readonly type: 'int';
-  readonly default: number;
-  readonly min: number;
-  readonly max: number;
-}
-interface BoolParamDef extends ParamDefBase {
-  readonly type: 'bool';
-  readonly default: 0 | 1;
-}
-interface EnumParamDef extends ParamDefBase {
-  readonly type: 'enum';
-  readonly values: readonly string[];
-  readonly default: string;
-}
-type ParamDef = IntParamDef | BoolParamDef | EnumParamDef;
-
-const PARAM_DEFS = {
-  // --- SYN attack protection (KB 903927; precondition of KB 297040) ---------------
-  SynAttackProtect: {
-    type: 'int', default: 0, min: 0, max: 2, system: 'windows', registry: TCPIP,
-    meaning: '0 off; 1 fewer SYN-ACK retransmissions and no route-cache lookup before the SYN-ACK once a threshold is exceeded; 2 = 1 plus delayed indication: the application is told of a connection only after the handshake completes',
-    source: '0 when absent (NT4, Windows 2000, Server 2003 RTM); Server 2003 SP1 turned protection on by default (profile win2003-sp1 sets 2: our choice, see there)',
-  },
-  TcpMaxHalfOpen: {
-    type: 'int', default: 500, min: 1, max: 0xffff, unit: 'connections', system: 'windows', registry: TCPIP,
-    meaning: 'half-open (SYN-RCVD) connections on a listener beyond which SYN attack protection triggers',
-    source: 'Server 2003 registry reference: 500; Windows accepts 100..65535, we accept 1.. so a lab can trigger protection with a handful of SYNs (our choice)',
-  },
-  TcpMaxHalfOpenRetried: {
-    type: 'int', default: 400, min: 1, max: 0xffff, unit: 'connections', system: 'windows', registry: TCPIP,
-    meaning: 'half-open connections that already had at least one SYN-ACK retransmission, beyond which protection triggers',
-    source: 'Server 2003 registry reference: 400; Windows accepts 80..65535, we accept 1.. (our choice, as TcpMaxHalfOpen)',
-  },
-  TcpMaxPortsExhausted: {
-    type: 'int', default: 5, min: 0, max: 0xffff, unit: 'refused requests', system: 'windows', registry: TCPIP,
-    meaning: 'connection requests refused because the listen backlog was exhausted, beyond which protection triggers (0: as soon as the backlog is consumed)',
-    source: 'Windows 2000 / Server 2003 registry reference: 5, range 0..65535',
-  },
-  TcpMaxConnectResponseRetransmissions: {
-    type: 'int', default: 2, min: 0, max: 255, unit: 'retransmissions', system: 'windows', registry: TCPIP,
-    meaning: 'SYN-ACK retransmissions before a half-open connection is dropped (first after 3 s, doubling); protection acts only when this is >= 2',
-    source: 'Windows 2000 / Server 2003 registry reference and KB 142641: 2 (3 s, 6 s, give up after 21 s)',
-  },
-  TcpMaxConnectRetransmissions: {
-    type: 'int', default: 2, min: 0, max: 255, unit: 'retransmissions', system: 'windows', registry: TCPIP,
-    meaning: 'SYN retransmissions of an active open before the attempt is abandoned (the failure path of KB 297040)',
-    source: 'Windows 2000 / Server 2003 registry reference: 2; we use 2 for NT4 as well',
-  },
-  TcpInitialRttMs: {
-    type: 'int', default: 3000, min: 10, max: 0xffff, unit: 'ms', system: 'windows', registry: null,
-    meaning: 'delay before the first SYN retransmission of an active open; doubles after each attempt',
-    source: 'our name for TcpInitialRTT (Interfaces\\<adapter>, documented in seconds, default 3); kept in milliseconds so a lab can shorten the schedule',
-  },
-  // --- Path MTU discovery and the host-route limit (KB 898060) ---------------------
-  MaxIcmpHostRoutes: {
-    type: 'int', default: 1000, min: 1, max: 1_000_000, unit: 'routes', system: 'windows', registry: TCPIP,
-    meaning: 'the most host routes that ICMP (fragmentation needed, redirects) may create; at the limit ICMP MTU updates are ignored',
-    source: 'KB 898060: 1000 (KB 896350 says 10000; we keep the article\'s value)',
-  },
-  EnablePMTUDiscovery: {
-    type: 'bool', default: 1, system: 'any', registry: TCPIP,
-    meaning: '1: send with DF and learn the path MTU from ICMP (RFC 1191); 0: use 576 for every destination off the local subnet',
-    source: 'Windows 2000 / Server 2003 registry reference: 1',
-  },
-  EnablePMTUBHDetect: {
-    type: 'bool', default: 0, system: 'any', registry: TCPIP,
-    meaning: 'black-hole detection: after several unanswered retransmissions of a segment, drop the MSS to 536 and stop relying on ICMP',
-    source: 'Windows 2000 / Server 2003 registry reference: 0',
-  },
-  PMTUFloor: {
-    type: 'int', default: 576, min: 68, max: 576, unit: 'bytes', system: 'any', registry: null,
-    meaning: 'lowest path MTU that an ICMP message may set: 68 is RFC 791/1191\'s minimum, 576 the floor MS05-019 introduced against CVE-2004-1060 (a genuine link below it then breaks)',
-    source: 'our name; 576 after MS05-019 / Server 2003 SP1, 68 before (nt4-sp6a), 552 on Linux (min_pmtu)',
-  },
-  HostRouteAgingSec: {
-    type: 'int', default: 600, min: 0, max: 86_400, unit: 's', system: 'any', registry: null,
-    meaning: 'a host route whose MTU has not been lowered for this long is aged back to the first-hop MTU and removed (0: never)',
-    source: 'our name; RFC 1191 suggests about 10 minutes; Linux mtu_expires is 600 s',
-  },
-  MTU: {
-    type: 'int', default: 0, min: 0, max: 65535, unit: 'bytes', system: 'any', registry: TCPIP_IF,
-    meaning: 'interface MTU override, the article\'s workaround (576 is the safe value); 0: the link\'s MTU; values below 68 mean 68',
-    source: 'KB 898060 / KB 120642: absent (0xFFFFFFFF) means the link\'s MTU; we spell that 0',
-  },
-  // --- The mutual-TLS service whose backlog fills (KB 903927) ----------------------
-  MtlsListenBacklog: {
-    type: 'int', default: 5, min: 0, max: 0xffff, unit: 'connections', system: 'any', registry: null,
-    meaning: 'listen backlog of the emulated mutual-TLS (SIP/LCS-like) server; when it is full the stack refuses or resets new connections',
-    source: 'our choice: 5, the classic Winsock listen(5), so a short burst fills it',
-  },
-  MtlsAcceptIntervalMs: {
-    type: 'int', default: 100, min: 0, max: 60_000, unit: 'ms', system: 'any', registry: null,
-    meaning: 'how often the emulated server accepts one queued connection (a slow application lets the backlog fill); 0: accept at once',
-    source: 'our choice: 100 ms, slow enough that a few hundred connections per second overflow a backlog of 5',
-  },
-  // --- Which listener the emulated stack is -----------------------------------------
+export const SYSTEM_PARAMS = {
   DefaultTTL: {
     type: 'int', default: 128, min: 1, max: 255, unit: 'hops', system: 'any', registry: TCPIP, general: true,
     meaning: 'time to live of every IPv4 datagram the stack sends (TCP, UDP, ICMP replies)',
@@ -166,7 +47,7 @@ const PARAM_DEFS = {
     meaning: 'listener behaviour: windows (SynAttackProtect and its thresholds, RST when the backlog is full) or linux (SYN queue, SYN cookies, accept queue, tcp_abort_on_overflow)',
     source: 'our name; set by the profiles',
   },
-  // --- Linux listener knobs (TcpStackProfile=linux) -------------------------------
+  // The Linux listener's knobs (TcpStackProfile=linux): the core's own policy, tcp/backlog.ts.
   tcp_syncookies: {
     type: 'int', default: 1, min: 0, max: 2, system: 'linux', registry: 'sysctl net.ipv4.tcp_syncookies',
     meaning: '0 never; 1 send SYN cookies when the SYN queue overflows; 2 always',
@@ -187,60 +68,43 @@ const PARAM_DEFS = {
     meaning: 'cap on any listen backlog',
     source: 'Linux ip-sysctl.rst: 4096 since Linux 5.4',
   },
-  // --- Network Load Balancing (KB 972183; not implemented yet) --------------------
-  DropStateIfNotBucketOwner: {
-    type: 'bool', default: 1, system: 'windows', registry: WLBS_IF,
-    meaning: 'with the hotfix: a host that does not own the client\'s bucket drops the old IPsec tunnel\'s state, so a client has one active tunnel; 0 or absent: the old behaviour',
-    source: 'KB 972183: 1 once the hotfix is installed',
-  },
-  AliveMsgPeriod: {
-    type: 'int', default: 1000, min: 100, max: 10_000, unit: 'ms', system: 'windows', registry: 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\WLBS\\Parameters',
-    meaning: 'NLB heartbeat period',
-    source: 'NLB registry reference: 1000 ms',
-  },
-  AliveMsgTolerance: {
-    type: 'int', default: 5, min: 5, max: 100, unit: 'heartbeats', system: 'windows', registry: 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\WLBS\\Parameters',
-    meaning: 'missed heartbeats after which a host is dropped and the cluster converges',
-    source: 'NLB registry reference: 5',
-  },
-  NlbBucketCount: {
-    type: 'int', default: 60, min: 1, max: 4096, unit: 'buckets', system: 'windows', registry: null,
-    meaning: 'number of hash buckets the client space is divided into; each is owned by one host',
-    source: 'our choice: not in any public document; 60 divides evenly among 1..6 hosts',
-  },
-  NlbAffinity: {
-    type: 'enum', values: ['none', 'single', 'network'], default: 'single', system: 'windows', registry: null,
-    meaning: 'port-rule affinity: none (client address and port), single (client address), network (client /24)',
-    source: 'NLB documentation: single is the default; our name for the port-rule setting',
-  },
-  DescriptorsPerAlloc: {
-    type: 'int', default: 512, min: 16, max: 1024, unit: 'descriptors', system: 'windows', registry: 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\WLBS\\Parameters',
-    meaning: 'connection descriptors allocated per block',
-    source: 'NLB registry reference: 512',
-  },
-  MaxDescriptorAllocs: {
-    type: 'int', default: 512, min: 1, max: 1024, unit: 'blocks', system: 'windows', registry: 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\WLBS\\Parameters',
-    meaning: 'most descriptor blocks a host may allocate',
-    source: 'NLB registry reference: 512',
-  },
-  // --- Firewall media filter (KB 319381; not implemented yet) ---------------------
-  PortScanWellKnownThreshold: {
-    type: 'int', default: 10, min: 1, max: 2048, unit: 'ports', system: 'windows', registry: null,
-    meaning: 'dropped packets to this many distinct ports in 1..2048 from one address raise event 15104 (well-known port scan)',
-    source: 'our choice: not in the article; the later ISA/TMG default was 10',
-  },
-  PortScanAllPortsThreshold: {
-    type: 'int', default: 20, min: 1, max: 65535, unit: 'ports', system: 'windows', registry: null,
-    meaning: 'dropped packets to this many distinct ports from one address raise event 15105 (all port scan)',
-    source: 'our choice: not in the article; the later ISA/TMG default was 20',
-  },
 } as const satisfies Record<string, ParamDef>;
 
-export type ParamName = keyof typeof PARAM_DEFS;
+// ---------------------------------------------------------------------------
+// Faults: the modules' specs, in catalogue order
+// ---------------------------------------------------------------------------
+
+/** The specs of stack/faults/index.ts's FAULT_MODULES, in the same order (a unit test checks). */
+const SPECS = [kb903927, kb297040, kb898060, kb972183, kb319381] as const;
+
+/** Every parameter definition: the faults' own (in catalogue order), then the system's. */
+type ParamDefs = (typeof kb903927)['params'] & (typeof kb297040)['params'] & (typeof kb898060)['params'] &
+  (typeof kb972183)['params'] & (typeof kb319381)['params'] & typeof SYSTEM_PARAMS;
+
+function unionOfDefs(): ParamDefs {
+  const out: Record<string, ParamDef> = {};
+  const owner = new Map<string, string>();
+  for (const [who, defs] of [...SPECS.map((s) => [s.id, s.params] as const), ['the system', SYSTEM_PARAMS] as const]) {
+    for (const [name, def] of Object.entries(defs as Record<string, ParamDef>)) {
+      if (owner.has(name)) throw new Error(`parameter ${name} is defined by both ${owner.get(name)} and ${who}`);
+      owner.set(name, who);
+      out[name] = def;
+    }
+  }
+  return out as unknown as ParamDefs;
+}
+const PARAM_DEFS: ParamDefs = unionOfDefs();
+
+export type ParamName = keyof ParamDefs & string;
 type ValueOfDef<D> = D extends { readonly type: 'enum'; readonly values: readonly (infer V)[] } ? V : number;
 /** The hot-path view: every parameter by its canonical name. */
-export type ParamValues = { -readonly [K in ParamName]: ValueOfDef<(typeof PARAM_DEFS)[K]> };
+export type ParamValues = { -readonly [K in ParamName]: ValueOfDef<ParamDefs[K]> };
 export type ParamValue = number | string;
+
+export type FaultId = (typeof SPECS)[number]['id'];
+export type FaultAlias = (typeof SPECS)[number]['alias'];
+/** The hot-path view: every fault's current mode by canonical id. */
+export type FaultModes = { [K in FaultId]: FaultMode };
 
 /** One parameter as the catalogue describes it. */
 export type ParamSpec = ParamDef & {
@@ -249,162 +113,27 @@ export type ParamSpec = ParamDef & {
   readonly faults: readonly FaultId[];
 };
 
-// ---------------------------------------------------------------------------
-// Faults
-// ---------------------------------------------------------------------------
-
-export interface FaultSpec {
-  /** Canonical id: the KB number. */
-  readonly id: string;
-  readonly alias: string;
-  readonly title: string;
-  /** File name of the article under shared/kb/. */
-  readonly article: string;
-  /** Affected system, as the article says. */
-  readonly appliesTo: string;
-  readonly summary: string;
-  readonly modes: readonly FaultMode[];
-  readonly defaultMode: FaultMode;
+/**
+ * A fault as the catalogue lists it: its spec, with `params` naming every parameter
+ * its behaviour reads (its own first, then those it reads from the system or another fault).
+ */
+export type CatalogueFault = Omit<FaultSpec, 'params' | 'reads'> & {
+  readonly id: FaultId;
   readonly params: readonly ParamName[];
-  readonly implemented: boolean;
-  /** What we decided where the article is silent. */
-  readonly ourChoices: readonly string[];
-}
+};
 
-const FAULT_DEFS = [
-  {
-    id: 'kb903927',
-    alias: 'synprotect-leak',
-    // The stored article has no title line: this one is ours, from its first paragraph.
-    title: 'Live Communications Server connections to a Windows Server 2003 SP1 server with SYN attack protection fail, and memory leaks',
-    article: 'KB903927-lcs-mtls-leak-syn-protection.txt',
-    appliesTo: 'Live Communications Server 2003 and Office Live Communications Server 2005 on Windows Server 2003 SP1',
-    summary:
-      'With SYN attack protection on (as Server 2003 SP1 shipped it), the stack finishes the three-way handshake before ' +
-      'it tells the listening application or looks at its backlog. When the backlog turns out to be full, the already ' +
-      'established connection is reset, after the client has succeeded in connecting and has usually sent the start of ' +
-      'its mutual-TLS negotiation. On that reset path the per-connection "stacks" allocated for the negotiation are ' +
-      'never freed, so memory grows with every reset connection and the server slows down. Hotfixed, the reset path ' +
-      'frees everything and memory stays flat.',
-    modes: ['buggy', 'hotfixed'],
-    defaultMode: 'hotfixed',
-    params: [
-      'SynAttackProtect', 'TcpMaxHalfOpen', 'TcpMaxHalfOpenRetried', 'TcpMaxPortsExhausted',
-      'TcpMaxConnectResponseRetransmissions', 'TcpStackProfile', 'MtlsListenBacklog', 'MtlsAcceptIntervalMs',
-      'tcp_syncookies', 'tcp_abort_on_overflow', 'tcp_max_syn_backlog', 'somaxconn',
-    ],
-    implemented: true,
-    ourChoices: [
-      'no `off` mode: SYN attack protection is switched off with SynAttackProtect=0 (or --profile linux), not with a mode',
-      'the article places the leak in the SChannel/SIP code of the Live Communications Server whose connection is reset; ' +
-        'the emulator keeps it on the stack\'s own reset path (faults.md): the control block, the receive buffer with the ' +
-        'client\'s first flight and the per-connection application state',
-    ],
-  },
-  {
-    id: 'kb297040',
-    alias: 'conntable-hang',
-    title: 'Windows May Hang When Attempting to Establish a TCP Connection to a Nonexistent IP Address',
-    article: 'KB297040-nt4-conntable-lock-hang.txt',
-    appliesTo: 'Windows NT 4.0 SP6a (and Terminal Server SP6) with a post-SP6a TCP/IP hotfix',
-    summary:
-      'When SynAttackProtect is set and the host itself opens a TCP connection to an address that does not exist or ' +
-      'does not answer, the failure path of that attempt takes the lock on the TCP connection table and never releases ' +
-      'it. Everything that needs the table then waits forever: new and existing connections stall and the host no ' +
-      'longer answers even ping. Hotfixed, the lock is released on every path; the attempt fails with a timeout (or ' +
-      'host unreachable) and the stack keeps serving everything else.',
-    modes: ['buggy', 'hotfixed'],
-    defaultMode: 'hotfixed',
-    params: ['SynAttackProtect', 'TcpMaxConnectRetransmissions', 'TcpInitialRttMs'],
-    implemented: true,
-    ourChoices: [
-      'the leaking failure paths are: SYN retransmissions exhausted, and an ICMP unreachable aborting the attempt',
-      'the lock is an inspectable object and the control plane stays alive while the emulated stack is hung',
-      'no `off` mode: the precondition is SynAttackProtect != 0',
-    ],
-  },
-  {
-    id: 'kb898060',
-    alias: 'pmtu-hostroutes',
-    // The stored article has no title line: this one is from its first sentence.
-    title: 'Network connectivity between clients and servers may fail after you install MS05-019 or Windows Server 2003 SP1',
-    article: 'KB898060-pmtu-host-routes-limit.txt',
-    appliesTo: 'Windows Server 2003 SP1 and Windows with MS05-019',
-    summary:
-      'Path MTU discovery keeps the learnt MTU of each destination in a host route created from ICMP "fragmentation ' +
-      'needed" messages, and the number of such routes is limited by MaxIcmpHostRoutes. The buggy code counts a host ' +
-      'route again every time an ICMP message lowers the MTU of a route that already exists, so repeated updates (several ' +
-      'routers, a small-MTU tunnel, load balancing, route changes) drive the count to the limit while the real number of ' +
-      'routes stays small. From then on every ICMP MTU update is ignored: new destinations never learn their path MTU and ' +
-      'connections hang after the handshake as soon as they send full-size segments. Hotfixed, the count moves only when a ' +
-      'host route is created or removed.',
-    modes: ['buggy', 'hotfixed'],
-    defaultMode: 'hotfixed',
-    params: ['MaxIcmpHostRoutes', 'EnablePMTUDiscovery', 'EnablePMTUBHDetect', 'PMTUFloor', 'HostRouteAgingSec', 'MTU'],
-    implemented: true,
-    ourChoices: [
-      'host routes age out after HostRouteAgingSec (600 s, 0 = never), swept once a minute as RFC 1191 suggests',
-      'no `off` mode: path MTU discovery is switched off with EnablePMTUDiscovery=0',
-    ],
-  },
-  {
-    id: 'kb972183',
-    alias: 'nlb-ipsec',
-    title: 'Users may experience periodic connection loss for applications that are running in a Windows Server 2008 NLB cluster using an IPsec connection',
-    article: 'KB972183-nlb-ipsec-bucket-owner.txt',
-    appliesTo: 'Windows Server 2008 and 2008 SP2 Network Load Balancing',
-    summary:
-      'Every host of an NLB cluster sees every packet and passes up only those whose client maps to a bucket it owns. ' +
-      'With single affinity and IPsec, NLB balances the tunnels at the IP level and cannot see the TCP connections inside. ' +
-      'A client that reconnects from another network gets a new tunnel that may map to another host while the old host ' +
-      'still holds state for the old tunnel, so its connections end up on several hosts and applications that expect one ' +
-      'host per client flap between connected and trying to connect. The hotfix (DropStateIfNotBucketOwner=1) makes the ' +
-      'host that does not own the bucket drop the old tunnel\'s state so the client has one tunnel on one host.',
-    modes: ['off', 'buggy', 'hotfixed'],
-    defaultMode: 'off',
-    params: [
-      'DropStateIfNotBucketOwner', 'AliveMsgPeriod', 'AliveMsgTolerance', 'NlbBucketCount', 'NlbAffinity',
-      'DescriptorsPerAlloc', 'MaxDescriptorAllocs',
-    ],
-    implemented: false,
-    ourChoices: [
-      'bucket count and hash: 60 buckets, our choice (not public)',
-      '"the same client" is the IPsec peer identity carried on each manually keyed SA, not the source address',
-    ],
-  },
-  {
-    id: 'kb319381',
-    alias: 'udp-rebind',
-    // The stored article has no title line: this one is ours, from its Symptoms section.
-    title: 'Windows Media Player behind ISA Server may not work over MMSU when moving to the next item of a server-side playlist',
-    article: 'KB319381-isa-mmsu-udp-port-rebind.txt',
-    appliesTo: 'ISA Server 2000 SP1 with Firewall Client',
-    summary:
-      'A firewall\'s streaming-media filter opens UDP ports on behalf of firewall clients. When the player moves to the ' +
-      'next playlist item it releases its UDP port and binds the same port again. The buggy firewall has already closed ' +
-      'the port, so its packet filter drops the arriving media packets (and logs them as a port scan from the media ' +
-      'server); if the re-bind races the release, it answers WSAEADDRINUSE. Hotfixed, a re-bind re-opens the port and ' +
-      'release and re-bind are ordered, so there are no drops, no EADDRINUSE and no false port-scan events.',
-    modes: ['off', 'buggy', 'hotfixed'],
-    defaultMode: 'off',
-    params: ['PortScanWellKnownThreshold', 'PortScanAllPortsThreshold'],
-    implemented: false,
-    ourChoices: ['port-scan thresholds 10 well-known and 20 in all, the later TMG defaults'],
-  },
-] as const satisfies readonly FaultSpec[];
-
-export type FaultId = (typeof FAULT_DEFS)[number]['id'];
-export type FaultAlias = (typeof FAULT_DEFS)[number]['alias'];
-/** The hot-path view: every fault's current mode by canonical id. */
-export type FaultModes = { [K in FaultId]: FaultMode };
-
-export const FAULTS: readonly FaultSpec[] = FAULT_DEFS;
-export const FAULT_IDS: readonly FaultId[] = FAULT_DEFS.map((f) => f.id);
+export const FAULTS: readonly CatalogueFault[] = SPECS.map((s): CatalogueFault => {
+  const { params, reads, ...rest } = s as FaultSpec;
+  const names = [...Object.keys(params), ...(reads ?? [])] as ParamName[];
+  for (const n of names) if (!(n in PARAM_DEFS)) throw new Error(`fault ${s.id} reads ${n}, which nobody defines`);
+  return { ...rest, id: s.id, params: names };
+});
+export const FAULT_IDS: readonly FaultId[] = FAULTS.map((f) => f.id);
 
 function buildParamSpecs(): readonly ParamSpec[] {
   const out: ParamSpec[] = [];
   for (const name of Object.keys(PARAM_DEFS) as ParamName[]) {
-    const faults = FAULT_DEFS.filter((f) => (f.params as readonly string[]).includes(name)).map((f) => f.id);
+    const faults = FAULTS.filter((f) => f.params.includes(name)).map((f) => f.id);
     out.push({ ...(PARAM_DEFS[name] as ParamDef), name, faults });
   }
   return out;
@@ -503,7 +232,7 @@ export const DEFAULT_PROFILE = 'win2003-sp1';
 // Look-ups (all inputs from the edge; every miss is a one-line UsageError)
 // ---------------------------------------------------------------------------
 
-const faultKeys = new Map<string, FaultSpec>();
+const faultKeys = new Map<string, CatalogueFault>();
 for (const f of FAULTS) {
   faultKeys.set(f.id, f);
   faultKeys.set(f.id.slice(2), f); // "903927"
@@ -516,11 +245,11 @@ export function listFaultNames(): string {
 }
 
 /** Resolves "kb903927", "KB903927", "903927" or the alias "synprotect-leak"; null if none. */
-export function lookupFault(idOrAlias: string): FaultSpec | null {
+export function lookupFault(idOrAlias: string): CatalogueFault | null {
   return faultKeys.get(idOrAlias.trim().toLowerCase()) ?? null;
 }
 
-export function findFault(idOrAlias: string): FaultSpec {
+export function findFault(idOrAlias: string): CatalogueFault {
   const f = lookupFault(idOrAlias);
   if (!f) throw new UsageError(`unknown fault '${idOrAlias}': valid faults are ${listFaultNames()}`);
   return f;
@@ -615,166 +344,4 @@ function editDistance(a: string, b: string): number {
     [prev, cur] = [cur, prev];
   }
   return prev[b.length];
-}
-
-// ---------------------------------------------------------------------------
-// FaultConfig: the live configuration the stack reads on its hot paths
-// ---------------------------------------------------------------------------
-
-export type ConfigChange =
-  | { readonly kind: 'mode'; readonly fault: FaultId; readonly alias: string; readonly from: FaultMode; readonly to: FaultMode }
-  | { readonly kind: 'param'; readonly name: ParamName; readonly from: ParamValue; readonly to: ParamValue }
-  | { readonly kind: 'profile'; readonly from: string | null; readonly to: string };
-
-export type ConfigListener = (change: ConfigChange) => void;
-
-export interface FaultConfigSnapshot {
-  profile: string | null;
-  modes: FaultModes;
-  params: ParamValues;
-}
-
-function defaultModes(): FaultModes {
-  const m = {} as Record<string, FaultMode>;
-  for (const f of FAULTS) m[f.id] = f.defaultMode;
-  return m as FaultModes;
-}
-
-function defaultParams(): ParamValues {
-  const v = {} as Record<string, ParamValue>;
-  for (const p of PARAMS) v[p.name] = p.default;
-  return v as ParamValues;
-}
-
-export class FaultConfig {
-  /** Current mode of every fault by canonical id. Read freely; change with setMode. */
-  readonly modes: Readonly<FaultModes>;
-  /** Current value of every parameter by canonical name. Read freely; change with setParam. */
-  readonly params: Readonly<ParamValues>;
-  private profileName: string | null = null;
-  private readonly listeners = new Set<ConfigListener>();
-
-  /** Starts from the parameter defaults and applies `profile` (pass null for none). */
-  constructor(profile: string | null = DEFAULT_PROFILE) {
-    this.modes = defaultModes();
-    this.params = defaultParams();
-    if (profile !== null) this.applyProfile(profile);
-  }
-
-  get profile(): string | null {
-    return this.profileName;
-  }
-
-  mode(idOrAlias: string): FaultMode {
-    return this.modes[findFault(idOrAlias).id as FaultId];
-  }
-
-  /** True when the fault's article behaviour is on. */
-  isBuggy(id: FaultId): boolean {
-    return this.modes[id] === 'buggy';
-  }
-
-  setMode(idOrAlias: string, mode: string): void {
-    const f = findFault(idOrAlias);
-    const m = mode.trim().toLowerCase() as FaultMode;
-    if (!f.modes.includes(m)) {
-      throw new UsageError(`fault ${f.id} (${f.alias}) has no mode '${mode}': valid modes are ${f.modes.join(', ')}`);
-    }
-    if (!f.implemented && m !== 'off') {
-      throw new UsageError(
-        `fault ${f.id} (${f.alias}) is not implemented yet: it can only be 'off'; implemented faults are ` +
-          FAULTS.filter((x) => x.implemented).map((x) => `${x.id} (${x.alias})`).join(', '),
-      );
-    }
-    const id = f.id as FaultId;
-    const from = this.modes[id];
-    if (from === m) return;
-    (this.modes as FaultModes)[id] = m;
-    this.notify({ kind: 'mode', fault: id, alias: f.alias, from, to: m });
-  }
-
-  /** Sets a parameter by name (case-insensitive), validating type and range; returns the canonical name. */
-  setParam(name: string, value: string | number): ParamName {
-    const p = findParam(name);
-    const v = parseParamValue(p, value);
-    this.assign(p.name, v);
-    return p.name;
-  }
-
-  /** Resets every parameter to its default and applies the profile's values. Fault modes are left alone. */
-  applyProfile(name: string): void {
-    const prof = findProfile(name);
-    const from = this.profileName;
-    for (const p of PARAMS) {
-      const override = (prof.params as Record<string, ParamValue | undefined>)[p.name];
-      this.assign(p.name, override === undefined ? p.default : override);
-    }
-    this.profileName = prof.name;
-    if (from !== prof.name) this.notify({ kind: 'profile', from, to: prof.name });
-  }
-
-  /** Calls `listener` after every effective change; returns the unsubscribe function. */
-  onChange(listener: ConfigListener): () => void {
-    this.listeners.add(listener);
-    return () => {
-      this.listeners.delete(listener);
-    };
-  }
-
-  /** A JSON-able copy of the whole configuration. */
-  snapshot(): FaultConfigSnapshot {
-    return { profile: this.profileName, modes: { ...this.modes }, params: { ...this.params } };
-  }
-
-  private assign(name: ParamName, v: ParamValue): void {
-    const params = this.params as Record<ParamName, ParamValue>;
-    const from = params[name];
-    if (from === v) return;
-    params[name] = v;
-    this.notify({ kind: 'param', name, from, to: v });
-  }
-
-  /** Every listener hears every change; the first listener error is rethrown after all have run. */
-  private notify(change: ConfigChange): void {
-    let first: unknown = null;
-    for (const l of [...this.listeners]) {
-      try {
-        l(change);
-      } catch (e) {
-        first ??= e;
-      }
-    }
-    if (first !== null) throw first;
-  }
-}
-
-function splitAssignment(what: string, example: string, text: string): [string, string] {
-  const eq = text.indexOf('=');
-  if (eq <= 0 || eq === text.length - 1) {
-    throw new UsageError(`bad ${what} '${text}': expected NAME=VALUE, for example ${example}`);
-  }
-  return [text.slice(0, eq).trim(), text.slice(eq + 1).trim()];
-}
-
-export interface FaultConfigInput {
-  /** System profile; DEFAULT_PROFILE when absent. */
-  profile?: string;
-  /** "kb903927=buggy" or "synprotect-leak=hotfixed". */
-  faults: string[];
-  /** "SynAttackProtect=2". */
-  params: string[];
-}
-
-/** Builds the configuration from CLI-style input: profile first, then faults, then parameters. */
-export function buildFaultConfig(input: FaultConfigInput): FaultConfig {
-  const cfg = new FaultConfig(input.profile ?? DEFAULT_PROFILE);
-  for (const text of input.faults) {
-    const [id, mode] = splitAssignment('fault setting', 'kb903927=buggy or synprotect-leak=hotfixed', text);
-    cfg.setMode(id, mode);
-  }
-  for (const text of input.params) {
-    const [name, value] = splitAssignment('parameter setting', 'SynAttackProtect=2', text);
-    cfg.setParam(name, value);
-  }
-  return cfg;
 }

@@ -9,7 +9,7 @@
  * `close()`, and at process exit, so the tail of a run is never lost.
  */
 import * as fs from 'node:fs';
-import type { ConfigChange, FaultConfig } from './catalogue';
+import type { ConfigChange, FaultConfig } from './config';
 
 /** The event kinds the stack emits; their `data` shapes are below. */
 export const EventKind = {

@@ -1,120 +1,71 @@
 /**
- * Puts the fault catalogue's configuration into a running stack: which listener
- * (backlog policy) it is, the TCP timers the Windows parameters set, and the three
- * implemented faults' hooks. Every change made later over the control socket goes
- * through here too, so a student can flip a mode under traffic.
+ * Puts the fault catalogue's configuration into a running stack: the parameters of the
+ * emulated system (DefaultTTL), then every fault module (index.ts), each of which
+ * applies its own parameters and attaches its behaviour to the core's hooks. Every
+ * change made later over the control socket reaches them through FaultConfig's
+ * onChange, so a student can flip a mode under traffic.
  *
- * Where each fault lives:
- * - KB 903927: stack/faults/synprotect.ts (WindowsBacklog), chosen here.
- * - KB 297040: the connect-failure hook below, and the lock in stack/tcp/conntable.ts.
- * - KB 898060: the counting rule in stack/iface/pmtu.ts, chosen here.
+ * Where each fault lives: stack/faults/kb903927/ (the Windows listener and its reset
+ * path), kb297040/ (the failure path of an active open and the connection-table lock),
+ * kb898060/ (the host-route count). docs/design.md has the hook table.
  */
+import type { ControlHandler } from '../control/server';
 import type { Stack } from '../stack';
-import type { FaultConfig } from './catalogue';
-import { EventKind, type EventLog } from './events';
-import { WindowsBacklog } from './synprotect';
-import { LinuxBacklog, LINUX_BACKLOG_DEFAULTS } from '../tcp/backlog';
-import type { TcpConnection } from '../tcp/connection';
-import { formatIpv4 } from '../wire/addr';
+import type { FaultConfig } from './config';
+import type { EventLog } from './events';
+import { FAULT_MODULES, type InstalledById } from './index';
+import type { LeakReport } from './kb903927';
+import type { LockReport } from './kb297040/lock';
+import type { FaultContext, FeatureSet, InstalledFault } from './module';
+
+/** The faults' sections of `faultstack stats` (each module adds its own). */
+export interface FaultStats {
+  /** KB 297040's connection-table lock. */
+  lock: LockReport;
+  /** What KB 903927's reset path kept or freed. */
+  leak: LeakReport;
+  [section: string]: unknown;
+}
 
 export interface InstalledFaults {
-  windows: WindowsBacklog;
-  linux: LinuxBacklog;
-  /** Releases the connection-table lock by hand (KB 297040 teaching aid). */
-  unlock(): { released: boolean; holder?: string; heldMs?: number };
-  leakReport(): { connections: number; bytes: number; resets: number; freed: number };
+  /** Each module's installation, by fault id. */
+  readonly faults: InstalledById;
+  /** The control requests the modules add (KB 297040's `unlock`). */
+  readonly control: Record<string, ControlHandler>;
+  /** Every module's stats sections, merged. */
+  stats(): FaultStats;
+  /** Uninstalls the modules (last first) and stops following the configuration. */
   uninstall(): void;
 }
 
-export function installFaults(stack: Stack, cfg: FaultConfig, events: EventLog): InstalledFaults {
-  const p = cfg.params;
-  const tcp = stack.tcp;
-  const windows = new WindowsBacklog(cfg, events);
-  const linux = new LinuxBacklog(() => ({
-    maxSynBacklog: p.tcp_max_syn_backlog, syncookies: p.tcp_syncookies, abortOnOverflow: p.tcp_abort_on_overflow === 1,
-    somaxconn: p.somaxconn, synAckRetries: LINUX_BACKLOG_DEFAULTS.synAckRetries, // no catalogue parameter for it
-  }));
-  /** The failure that a hung connect could not report; delivered on unlock. */
-  let stuck: { conn: TcpConnection; reason: 'timeout' | 'unreachable' } | null = null;
-
-  const apply = () => {
-    const win = p.TcpStackProfile === 'windows';
-    tcp.backlog = win ? windows : linux;
-    tcp.config.synRetries = win ? p.TcpMaxConnectRetransmissions : 6;
-    tcp.config.synRtoMs = win ? p.TcpInitialRttMs : 1000;
-    stack.ttl = p.DefaultTTL;
-    const ifMtu = p.MTU > 0 ? Math.max(68, Math.min(p.MTU, stack.device.mtu)) : stack.device.mtu;
-    if (ifMtu !== stack.routes.interfaceMtu) stack.routes.setInterfaceMtu(ifMtu);
-  };
+/** The emulated system's own parameters: what the stack reads whatever the faults. */
+function installSystem(ctx: FaultContext): InstalledFault {
+  const p = ctx.config.params;
+  const apply = () => { ctx.stack.ttl = p.DefaultTTL; };
   apply();
-  const unsubscribe = cfg.onChange(apply);
+  const unsubscribe = ctx.config.onChange(apply);
+  return { uninstall: unsubscribe };
+}
 
-  // KB 898060: the host-route counting rule and the PMTU parameters.
-  stack.pmtu.params = () => ({
-    EnablePMTUDiscovery: p.EnablePMTUDiscovery, MaxIcmpHostRoutes: p.MaxIcmpHostRoutes, PMTUFloor: p.PMTUFloor,
-    HostRouteAgingSec: p.HostRouteAgingSec, EnablePMTUBHDetect: p.EnablePMTUBHDetect,
-  });
-  stack.pmtu.countRule = () => (cfg.modes.kb898060 === 'buggy' ? 'buggy' : 'hotfixed');
-  stack.pmtu.events = {
-    limitReached: (count, real, limit) => events.emit({
-      fault: 'kb898060', kind: EventKind.HostRouteLimitReached,
-      message: `host-route count reached MaxIcmpHostRoutes (${count} >= ${limit}) while ${real} host routes really exist: ` +
-        'from now on ICMP fragmentation-needed messages are ignored',
-      data: { count, routes: real, limit },
-    }),
-    ignoredAtLimit: (dst, mtu, count) => events.emit({
-      fault: 'kb898060', kind: EventKind.IcmpIgnoredAtLimit,
-      message: `ICMP fragmentation needed for ${formatIpv4(dst)} (next-hop MTU ${mtu}) ignored: host-route count ${count} is at the limit`,
-      data: { destination: formatIpv4(dst), nextHopMtu: mtu, count, limit: p.MaxIcmpHostRoutes },
-    }),
-  };
-
-  // KB 297040: the failure path of an active open, with SynAttackProtect set.
-  const lock = tcp.table.lock;
-  tcp.hooks.connectFailed = (conn, reason, now) => {
-    const holder = `failure path of the active open to ${formatIpv4(conn.remoteAddr)}:${conn.remotePort} (${reason === 'timeout' ? 'SYN retransmissions exhausted' : 'ICMP unreachable'})`;
-    lock.acquire(holder, now);
-    if (cfg.modes.kb297040 === 'buggy' && p.SynAttackProtect > 0) {
-      // The buggy path returns without releasing the table lock: everything that
-      // needs the table now waits forever. The attempt's own failure is stuck too.
-      stuck = { conn, reason };
-      events.emit({
-        fault: 'kb297040', kind: EventKind.LockTakenNotReleased,
-        message: `connection-table lock taken on the ${holder} and never released: the stack stops processing packets (ping, connections)`,
-        data: { lock: 'tcp-connection-table', holder, since: new Date().toISOString() },
-      });
-      return;
+export function installFaults(stack: Stack, config: FaultConfig, events: EventLog, features: FeatureSet = {}): InstalledFaults {
+  const ctx: FaultContext = { stack, config, events, features };
+  const system = installSystem(ctx);
+  const installed: [string, InstalledFault][] = FAULT_MODULES.map((m) => [m.spec.id, m.install(ctx)]);
+  const faults = Object.fromEntries(installed) as InstalledById;
+  const control: Record<string, ControlHandler> = {};
+  for (const [id, f] of installed) {
+    for (const [name, h] of Object.entries(f.control ?? {})) {
+      if (name in control) throw new Error(`control request ${name} is offered by two fault modules (the second: ${id})`);
+      control[name] = h;
     }
-    lock.release();
-    tcp.failConnect(conn, reason, now);
-  };
-  stack.inputGate = () => {
-    if (!lock.held) return false;
-    lock.blocked++;
-    stack.counters.FsConnTableLockedDrops++;
-    return true;
-  };
-  stack.outputGate = () => lock.held;
-
+  }
   return {
-    windows,
-    linux,
-    unlock() {
-      if (!lock.held) return { released: false };
-      const heldMs = Math.round(stack.now - lock.since);
-      const holder = lock.release()!;
-      events.emit({
-        fault: 'kb297040', kind: EventKind.LockReleased,
-        message: `connection-table lock released by hand after ${heldMs} ms (was held by the ${holder})`,
-        data: { lock: 'tcp-connection-table', holder },
-      });
-      const s = stuck;
-      stuck = null;
-      if (s) tcp.failConnect(s.conn, s.reason, stack.clock());
-      stack.flushSoon();
-      return { released: true, holder, heldMs };
+    faults,
+    control,
+    stats: () => Object.assign({}, ...installed.map(([, f]) => f.stats?.() ?? {})) as FaultStats,
+    uninstall() {
+      for (const [, f] of [...installed].reverse()) f.uninstall();
+      system.uninstall();
     },
-    leakReport: () => ({ connections: windows.leaked.length, bytes: windows.leakedBytes, resets: windows.resets, freed: windows.freed }),
-    uninstall() { unsubscribe(); },
   };
 }

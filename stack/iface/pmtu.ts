@@ -2,11 +2,11 @@
  * Path MTU discovery (RFC 1191) over the routing table's host routes, with the
  * Windows-style limit on how many host routes ICMP may create (MaxIcmpHostRoutes).
  *
- * KB 898060 lives here, in `countRule`: the buggy rule counts an MTU *update* of an
- * existing host route as if it were a new route, so the count reaches the limit
- * while the real number of routes stays small; from then on every
- * fragmentation-needed message is ignored. The hotfixed rule counts creations and
- * removals only.
+ * How the routes are counted against that limit is a hook,
+ * `hooks.hostRouteAccounting`. Its default, CREATIONS_AND_REMOVALS, is the correct
+ * count: a route counts from its creation to its removal, and at the limit only a
+ * creation is refused (an existing route is still lowered). KB 898060's module
+ * (stack/faults/kb898060/) supplies the article's rule.
  */
 import type { Counters } from '../counters';
 import { formatIpv4 } from '../wire/addr';
@@ -28,7 +28,30 @@ export interface PmtuParams {
   EnablePMTUBHDetect: number;
 }
 
-export type CountRule = 'buggy' | 'hotfixed';
+/**
+ * How host routes created from ICMP are counted against MaxIcmpHostRoutes (the hook
+ * KB 898060 implements). Creations add one and removals take one away whatever the
+ * rule; the rule decides the rest.
+ */
+export interface HostRouteAccounting {
+  /** Its name, shown as `countRule` by `faultstack routes`. */
+  readonly rule: string;
+  /** The count is at the limit: is a fragmentation-needed message refused? `existing`: it would lower a route that exists. */
+  refusedAtLimit(existing: boolean): boolean;
+  /** What ICMP lowering the MTU of an existing host route adds to the count. */
+  countForUpdate(): number;
+}
+
+/** The correct count (the default): routes are counted while they exist; at the limit only creations are refused. */
+export const CREATIONS_AND_REMOVALS: HostRouteAccounting = {
+  rule: 'creations-and-removals',
+  refusedAtLimit: (existing) => !existing,
+  countForUpdate: () => 0,
+};
+
+export interface PmtuHooks {
+  hostRouteAccounting: HostRouteAccounting;
+}
 
 export interface PmtuEvents {
   limitReached(count: number, real: number, limit: number): void;
@@ -38,18 +61,21 @@ export interface PmtuEvents {
 export type FragNeededOutcome = 'created' | 'updated' | 'unchanged' | 'ignored-limit' | 'ignored-floor' | 'ignored-disabled';
 
 export class PathMtu {
-  /** The count the limit is checked against (what Windows kept); may exceed the real number in buggy mode. */
+  /** The count the limit is checked against (what Windows kept); an accounting rule that counts updates makes it exceed the real number. */
   counted = 0;
   private limitAnnounced = false;
   lastSweep = 0;
+  readonly hooks: PmtuHooks;
 
   constructor(
     readonly routes: RouteTable,
     readonly counters: Counters,
     public params: () => PmtuParams,
-    public countRule: () => CountRule,
+    accounting: HostRouteAccounting,
     public events: PmtuEvents,
-  ) {}
+  ) {
+    this.hooks = { hostRouteAccounting: accounting };
+  }
 
   get realCount(): number { return this.routes.hostRoutes.size; }
 
@@ -78,11 +104,10 @@ export class PathMtu {
       mtu = Math.max(mtu, 68);
     }
     const existing = this.routes.hostRoutes.get(dst);
-    // MaxIcmpHostRoutes bounds the routes ICMP may *create*. The buggy path checks
-    // its (inflated) count before anything and ignores every message at the limit;
-    // the fixed path refuses only a creation and still lowers a route that exists.
-    const refused = this.countRule() === 'buggy' || !existing;
-    if (this.counted >= p.MaxIcmpHostRoutes && refused) {
+    // MaxIcmpHostRoutes bounds the routes ICMP may *create*; the accounting rule says
+    // what else it refuses at the limit.
+    const accounting = this.hooks.hostRouteAccounting;
+    if (this.counted >= p.MaxIcmpHostRoutes && accounting.refusedAtLimit(existing !== undefined)) {
       c.FsIcmpIgnoredAtLimit++;
       this.events.ignoredAtLimit(dst, mtu, this.counted);
       return 'ignored-limit';
@@ -94,7 +119,7 @@ export class PathMtu {
       existing.updatedAt = now;
       existing.updates++;
       c.FsHostRoutesUpdated++;
-      if (this.countRule() === 'buggy') this.counted++; // KB 898060: an update counted as a creation
+      this.counted += accounting.countForUpdate();
       this.checkLimit(p.MaxIcmpHostRoutes);
       return 'updated';
     }
@@ -129,7 +154,7 @@ export class PathMtu {
   removeRoute(dst: number): boolean {
     if (!this.routes.hostRoutes.delete(dst)) return false;
     this.counters.FsHostRoutesRemoved++;
-    // Both rules decrement on removal; the buggy count never catches up with its extra increments.
+    // Every rule takes a removal off the count (an inflated count never catches up).
     this.counted = Math.max(0, this.counted - 1);
     if (this.counted < this.params().MaxIcmpHostRoutes) this.limitAnnounced = false;
     return true;
@@ -149,7 +174,7 @@ export class PathMtu {
       hostRoutesReal: this.realCount,
       maxIcmpHostRoutes: p.MaxIcmpHostRoutes,
       atLimit: this.counted >= p.MaxIcmpHostRoutes,
-      countRule: this.countRule(),
+      countRule: this.hooks.hostRouteAccounting.rule,
     };
   }
 

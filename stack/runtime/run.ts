@@ -20,7 +20,7 @@ import { RealScheduler } from './scheduler';
 import { createNetApi } from '../api/net';
 import type { NetApi } from '../api/net-api';
 import { formatIpv4 } from '../wire/addr';
-import type { FaultConfig } from '../faults/catalogue';
+import type { FaultConfig } from '../faults/config';
 import type { EventLog } from '../faults/events';
 import { ControlServer, ControlHandler } from '../control/server';
 import { installFaults, InstalledFaults } from '../faults/install';
@@ -218,11 +218,10 @@ function statsSummary(rt: Runtime, opts: RunOptions) {
     connectionCount: counts.total,
     states: counts.states,
     listeners: listenerRows(s),
-    lock: { name: 'tcp-connection-table', ...s.tcp.table.lock.describe(s.now) },
+    ...rt.installed.stats(), // lock (KB 297040), leak (KB 903927)
     faults: snap.modes,
     params: snap.params,
     profile: snap.profile,
-    leak: rt.installed.leakReport(),
     memory: process.memoryUsage(),
   };
 }
@@ -236,7 +235,7 @@ function statusSummary(rt: Runtime): Record<string, unknown> {
   const s = rt.stack;
   const snap = rt.faults.snapshot();
   const counts = connectionCounts(s);
-  const lock = s.tcp.table.lock.describe(s.now);
+  const { lock, leak } = rt.installed.stats();
   return {
     uptimeMs: Date.now() - rt.startedAt,
     profile: snap.profile,
@@ -245,7 +244,7 @@ function statusSummary(rt: Runtime): Record<string, unknown> {
     states: counts.states,
     listeners: listenerRows(s),
     lock: { held: lock.held, heldForMs: lock.heldForMs, blockedPackets: lock.blockedPackets },
-    leak: rt.installed.leakReport(),
+    leak,
     counters: { ...s.counters },
   };
 }
@@ -304,7 +303,7 @@ function controlHandlers(rt: Runtime, opts: RunOptions, api: ReturnType<typeof c
       return { followed: true };
     },
     connect: (args) => connectOnce(s, api, args),
-    unlock: () => rt.installed.unlock(),
+    ...rt.installed.control, // unlock (KB 297040)
     routes: () => s.pmtu.describe(s.now),
     ...impairHandlers(rt.impair),
     neigh: () => {
@@ -340,8 +339,7 @@ export function connectOnce(s: Stack, api: ReturnType<typeof createNetApi>, args
     const sock = api.connect({ host, port });
     const timer = setTimeout(() => {
       sock.destroy();
-      const lock = s.tcp.table.lock;
-      const why = lock.held ? `the connection-table lock is held by the ${lock.holder}: see \`faultstack stats\`, release it with \`faultstack unlock\`` : 'the stack may be hung: see `faultstack stats`';
+      const why = s.hooks.gate.reason() ?? 'the stack may be hung: see `faultstack stats`';
       reject(new CodedError('ETIMEDOUT', `no outcome within ${timeoutMs} ms (${why})`));
     }, timeoutMs);
     sock.once('connect', () => {

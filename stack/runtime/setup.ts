@@ -9,7 +9,7 @@ import type { RunOptions } from '../../bin/cli/run-options';
 import { TunDevice, TunOpenOptions, configureHostSide } from '../../drivers/tun/index';
 import { formatIpv4 } from '../wire/addr';
 import { UsageError } from '../util/errors';
-import { buildFaultConfig } from '../faults/catalogue';
+import { buildFaultConfig } from '../faults/config';
 import { EventLog, logConfigChanges } from '../faults/events';
 
 /** The fault configuration from the command line, an event log, and its change logging. */

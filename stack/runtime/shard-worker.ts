@@ -13,7 +13,7 @@ import { TunQueue, txQueueLen } from '../../drivers/tun/index';
 import { Stack } from '../stack';
 import { RealScheduler } from './scheduler';
 import { createNetApi } from '../api/net';
-import { buildFaultConfig } from '../faults/catalogue';
+import { buildFaultConfig } from '../faults/config';
 import { EventLog } from '../faults/events';
 import { installFaults } from '../faults/install';
 import { rxQueueBytes, stackOffloads } from './setup';
@@ -79,8 +79,7 @@ async function main(): Promise<void> {
         connectionCount: counts.total,
         states: counts.states,
         listeners: listenerRows(s),
-        lock: { name: 'tcp-connection-table', ...s.tcp.table.lock.describe(s.now) },
-        leak: installed.leakReport(),
+        ...installed.stats(), // lock (KB 297040), leak (KB 903927)
         tsoSegments: s.tsoSegmentsMax,
         txChecksumOffload: s.txCsumOffload,
         memory: process.memoryUsage(),
@@ -114,7 +113,7 @@ async function main(): Promise<void> {
       'fault.set': (args) => { faults.setMode(String(args.id ?? ''), String(args.mode ?? '')); return { id: args.id, mode: faults.mode(String(args.id ?? '')) }; },
       'param.set': (args) => ({ name: faults.setParam(String(args.name ?? ''), args.value as string | number) }),
       connect: (args) => connectOnce(stack, api, args),
-      unlock: () => installed.unlock(),
+      unlock: () => installed.faults.kb297040.unlock(),
       routes: () => stack.pmtu.describe(stack.now),
       shutdown: async () => {
         if (!stopping) { stopping = true; await cleanup(); }

@@ -6,8 +6,14 @@
  *
  * When the stack tells the server of a connection, the server allocates its
  * per-connection negotiation state (the article's "stacks": record buffers for the
- * TLS handshake and a session object). On the KB 903927 reset path that state is
- * what leaks in buggy mode and is released in hotfixed mode.
+ * TLS handshake and a session object). The service only says how (the net-api's
+ * `connectionState` server option); the server allocates it when the application is
+ * told of a connection and releases it when the socket closes. On KB 903927's reset
+ * path that state is what leaks in buggy mode and is released in hotfixed mode
+ * (stack/faults/kb903927/).
+ *
+ * Written against the net-api only (stack/api/net-api.ts): the accept pace and the
+ * live backlog change are the optional server calls faultstack's sockets offer.
  *
  * Protocol after the handshake: the server greets with "hello <client CN>\n" and then
  * echoes lines back, so a client can check the whole path.
@@ -15,10 +21,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import type { FsServer, FsSocket } from '../api/net';
-import type { createNetApi } from '../api/net';
-import type { FaultConfig } from '../faults/catalogue';
-import type { TcpConnection } from '../tcp/connection';
+import type { NetApi, TcpSocketLike } from '../api/net-api';
+import type { FaultConfig } from '../faults/config';
 import { makeCerts, CertFiles } from './certs';
 
 export const MTLS_PORT = 5061;
@@ -66,7 +70,7 @@ export function ensureCerts(dir: string): CertFiles {
   return makeCerts(dir);
 }
 
-export function startMtls(api: ReturnType<typeof createNetApi>, opts: MtlsOptions): MtlsHandle {
+export function startMtls(api: NetApi, opts: MtlsOptions): MtlsHandle {
   const p = opts.faults.params;
   const certs = opts.certs ?? ensureCerts(opts.certDir ?? '/run/faultstack/certs');
   const context = tls.createSecureContext({
@@ -74,11 +78,13 @@ export function startMtls(api: ReturnType<typeof createNetApi>, opts: MtlsOption
   });
   let accepted = 0, handshakes = 0, handshakeErrors = 0;
   const open = new Set<tls.TLSSocket>();
-  const server = api.createServer(undefined, { acceptIntervalMs: p.MtlsAcceptIntervalMs }) as FsServer;
-  server.on('connection', (raw: FsSocket) => {
+  const server = api.createServer(undefined, {
+    acceptIntervalMs: p.MtlsAcceptIntervalMs,
+    // Told of a connection: allocate its negotiation state (what KB 903927 leaks).
+    connectionState: (peer) => new NegotiationState(`${peer.remoteAddress}:${peer.remotePort}`),
+  });
+  server.on('connection', (raw: TcpSocketLike) => {
     accepted++;
-    const conn = raw.conn as (TcpConnection & { appState: unknown }) | null;
-    const state = (conn?.appState as NegotiationState | null) ?? new NegotiationState(`${raw.remoteAddress}:${raw.remotePort}`);
     raw.on('error', () => {});
     const t = new tls.TLSSocket(raw, { isServer: true, secureContext: context, requestCert: true, rejectUnauthorized: true });
     open.add(t);
@@ -90,27 +96,26 @@ export function startMtls(api: ReturnType<typeof createNetApi>, opts: MtlsOption
     t.on('data', (d: Buffer) => t.write(d));
     t.on('end', () => t.end());
     t.on('error', () => { handshakeErrors++; t.destroy(); });
-    t.on('close', () => { open.delete(t); state.release(); });
+    t.on('close', () => { open.delete(t); });
   });
   const ready = new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ port: opts.port ?? MTLS_PORT, backlog: p.MtlsListenBacklog }, () => {
-      const l = server.listener!;
-      // Told of a connection: allocate its negotiation state (what KB 903927 leaks).
-      l.onIndicate = (conn) => new NegotiationState(`${conn.remoteAddr}:${conn.remotePort}`);
-      resolve();
-    });
+    server.listen({ port: opts.port ?? MTLS_PORT, backlog: p.MtlsListenBacklog }, () => resolve());
   });
   // Backlog and pace follow the parameters live.
   const unsub = opts.faults.onChange((ch) => {
     if (ch.kind !== 'param') return;
-    if (ch.name === 'MtlsListenBacklog' && server.listener) server.listener.backlog = p.MtlsListenBacklog;
-    if (ch.name === 'MtlsAcceptIntervalMs') server.opts.acceptIntervalMs = p.MtlsAcceptIntervalMs;
+    if (ch.name === 'MtlsListenBacklog') server.setBacklog?.(p.MtlsListenBacklog);
+    if (ch.name === 'MtlsAcceptIntervalMs') server.setAcceptInterval?.(p.MtlsAcceptIntervalMs);
   });
+  const port = () => {
+    const a = server.address();
+    return a !== null && typeof a === 'object' ? a.port : 0;
+  };
   return {
     name: 'mtls',
     ready,
-    port: () => server.address()?.port ?? 0,
+    port,
     connections: () => open.size,
     stats: () => ({ accepted, handshakes, handshakeErrors, liveStates: NegotiationState.live }),
     close: () => new Promise<void>((resolve) => {

@@ -1,7 +1,9 @@
 /**
  * Backlog policies: what a listener does with a SYN, and with the final ACK of a
- * handshake, when its queues are full. One policy per emulated system; the fault
- * policies (Windows SYN attack protection, KB 903927) are in stack/faults/.
+ * handshake, when its queues are full, and when the application hears of a connection.
+ * The policy in use is the TCP layer's `hooks.listenerAdmission`; its default is the
+ * Linux policy below. The Windows listener with SYN attack protection (KB 903927) is a
+ * fault module's: stack/faults/kb903927/windows-listener.ts.
  */
 import type { TcpRepr } from '../wire/tcp';
 import type { TcpConnection } from './connection';
@@ -30,6 +32,8 @@ export interface BacklogPolicy {
   forget?(l: Listener, conn: TcpConnection): void;
   /** A half-open entry left the SYN queue: handshake completed (`established`), or gone. */
   halfOpenGone?(l: Listener, req: HalfOpen, established: boolean): void;
+  /** Data arrived on an established connection the application has not accepted yet. */
+  dataBeforeAccept?(l: Listener, conn: TcpConnection, now: number): void;
 }
 
 export interface LinuxBacklogParams {

@@ -81,10 +81,6 @@ export class TcpConnection {
   listener: Listener | null = null;
   /** Set when the application let go (closed or destroyed) but the protocol goes on. */
   orphaned = false;
-  /** Per-connection application state the server attached (what KB 903927 leaks). */
-  appState: unknown = null;
-  /** Called once when data arrives before the application has the connection (delayed indication). */
-  onFirstData: ((now: number) => void) | null = null;
   createdAt: number;
 
   // Send sequence space (RFC 9293 3.3.1)
@@ -651,7 +647,8 @@ export class TcpConnection {
     else {
       this.pending.push(data);
       this.pendingBytes += data.length;
-      if (this.onFirstData) { const f = this.onFirstData; this.onFirstData = null; f(this.lastRecvAt); }
+      // Not accepted yet: the listener's policy may be waiting for this (a delayed indication).
+      if (this.listener !== null) this.listener.dataBeforeAccept(this, this.lastRecvAt);
     }
   }
 

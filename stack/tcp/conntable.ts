@@ -1,58 +1,23 @@
 /**
- * The TCP connection table and its lock.
+ * The TCP connection table.
  *
  * Connections are found by (local address, local port, remote address, remote
  * port). The table hashes the remote half into a Map of chains, and keeps the last
  * hit: a bulk transfer finds its connection without touching the Map.
  *
- * The lock is explicit because KB 297040 is about it: a path that takes it and
- * never releases it hangs everything that needs the table. In normal operation the
- * stack is single-threaded and the lock is taken and released around the few
- * operations that the emulated Windows code did under it; `holder` names who holds
- * it and `since` when, so that a hang can be inspected and released by hand.
+ * The table has no lock, and needs none: the stack runs on one thread and each
+ * operation below runs to its end before anything else touches the table. The
+ * connection-table lock of KB 297040 is a lock of the *emulated* Windows stack; the
+ * fault module models it (stack/faults/kb297040/lock.ts) together with what holding
+ * it does to the stack.
  */
 import type { TcpConnection } from './connection';
-
-export class ConnTableLock {
-  holder: string | null = null;
-  since = 0;
-  sinceWall = 0;
-  blocked = 0;
-  acquisitions = 0;
-
-  get held(): boolean { return this.holder !== null; }
-
-  acquire(holder: string, now: number): void {
-    this.holder = holder;
-    this.since = now;
-    this.sinceWall = Date.now();
-    this.acquisitions++;
-  }
-
-  release(): string | null {
-    const h = this.holder;
-    this.holder = null;
-    return h;
-  }
-
-  describe(now: number) {
-    return {
-      held: this.held,
-      holder: this.holder,
-      heldForMs: this.held ? Math.round(now - this.since) : 0,
-      since: this.held ? new Date(this.sinceWall).toISOString() : null,
-      blockedPackets: this.blocked,
-      acquisitions: this.acquisitions,
-    };
-  }
-}
 
 interface Chained extends TcpConnection { chainNext?: TcpConnection | null }
 
 export class ConnTable {
   private readonly buckets = new Map<number, TcpConnection>();
   private last: TcpConnection | null = null;
-  readonly lock = new ConnTableLock();
   size = 0;
 
   private static remoteKey(remoteAddr: number, remotePort: number): number {

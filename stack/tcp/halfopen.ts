@@ -90,7 +90,7 @@ export class HalfOpen extends Timer {
     let flags = 0;
     // With SYN attack protection on, Windows sends the SYN-ACK without consulting the
     // route (no window scaling): decided once, at the SYN, for the whole connection.
-    if (seg.wscale >= 0 && cfg.windowScale >= 0 && !layer.backlog.suppressSynOptions(listener)) flags |= HalfOpenFlag.WindowScale;
+    if (seg.wscale >= 0 && cfg.windowScale >= 0 && !layer.hooks.listenerAdmission.suppressSynOptions(listener)) flags |= HalfOpenFlag.WindowScale;
     this.sndWscale = flags & HalfOpenFlag.WindowScale ? Math.min(seg.wscale, 14) : 0;
     if (seg.sackPermitted && cfg.sack) flags |= HalfOpenFlag.Sack;
     if (seg.hasTimestamp && cfg.timestamps) flags |= HalfOpenFlag.Timestamps;
@@ -134,7 +134,7 @@ export class HalfOpen extends Timer {
 
   private arm(now: number): void {
     const layer = this.listener.layer;
-    const base = layer.backlog.synAckRto(this.listener);
+    const base = layer.hooks.listenerAdmission.synAckRto(this.listener);
     layer.timers.arm(this, now + Math.min(base * Math.pow(2, this.backoff), layer.config.maxRtoMs));
   }
 
@@ -143,7 +143,7 @@ export class HalfOpen extends Timer {
     const l = this.listener;
     if (!this.queued) return;
     this.retries++;
-    if (this.retries > l.layer.backlog.synAckRetries(l)) {
+    if (this.retries > l.layer.hooks.listenerAdmission.synAckRetries(l)) {
       // Given up: SYN-RECEIVED -> LISTEN without a handshake (RFC 4022 tcpAttemptFails).
       l.layer.counters.TcpAttemptFails++;
       l.removeHalfOpen(this);

@@ -1,7 +1,8 @@
 /**
- * The TCP layer: the connection table (with its explicit lock, see conntable.ts),
- * demultiplexing, listeners, active opens, segment emission, resets for closed
- * ports, SYN cookies, TIME-WAIT bookkeeping and ICMP errors for connections.
+ * The TCP layer: the connection table (conntable.ts), demultiplexing, listeners,
+ * active opens, segment emission, resets for closed ports, SYN cookies, TIME-WAIT
+ * bookkeeping and ICMP errors for connections, and the hooks (TcpHooks) through which
+ * a fault module changes what it may change.
  */
 import type { OffloadMeta } from '../../drivers/device';
 import type { Counters } from '../counters';
@@ -15,7 +16,7 @@ import { CodedError } from '../util/errors';
 import { KeyedHash } from '../util/hash';
 import { ConnTable } from './conntable';
 import { State, TcpConnection } from './connection';
-import { Listener } from './listener';
+import { Listener, type ApplicationState } from './listener';
 import type { BacklogPolicy } from './backlog';
 
 export interface TcpConfig {
@@ -88,12 +89,52 @@ export interface TcpHost {
   rxQueueBytes?(): number;
 }
 
-/** Hooks for fault emulation and observation around the connection lifecycle. */
+/**
+ * Where a fault module (stack/faults/) may change TCP's behaviour. Each hook's default
+ * is the correct behaviour (docs/design.md, "Hooks"); a module replaces a hook in its
+ * install() and puts the previous one back in uninstall(). The layer never imports a
+ * fault: it only calls what is here.
+ */
 export interface TcpHooks {
-  /** An active open ran out of SYN retransmissions (KB 297040's path). */
-  connectFailed(conn: TcpConnection, reason: 'timeout' | 'unreachable', now: number): void;
-  /** A connection left the table. */
+  /**
+   * Listener admission and backlog overflow: what a listener does with a SYN and with the
+   * final ACK when its queues are full, and when the application hears of a connection.
+   * Default: Linux's policy (backlog.ts). KB 903927's Windows listener replaces it.
+   */
+  listenerAdmission: BacklogPolicy;
+  /**
+   * The failure path of an active open: SYN retransmissions exhausted ('timeout') or an
+   * ICMP unreachable ('unreachable'). Default: `failConnect`, the attempt fails and
+   * nothing else changes. KB 297040 replaces it.
+   */
+  activeOpenFailed(conn: TcpConnection, reason: 'timeout' | 'unreachable', now: number): void;
+  /**
+   * Service level: a listener reset a connection after its application had been told of
+   * it (and had allocated its per-connection state) but before the application accepted
+   * it. `reset` holds what the connection had: the client's first flight and the
+   * application's state. Default: `releaseResetBeforeAccept`, all of it is let go.
+   * KB 903927 replaces it.
+   */
+  resetBeforeAccept(reset: ResetBeforeAccept, now: number): void;
+  /** Observation: a connection left the table. Default: nothing. */
   connectionRemoved(conn: TcpConnection, now: number): void;
+}
+
+/** What a connection reset before its application accepted it still held (TcpHooks.resetBeforeAccept). */
+export interface ResetBeforeAccept {
+  /** The connection, closed by now. */
+  readonly conn: TcpConnection;
+  readonly listener: Listener;
+  /** Data the client sent before the reset (its first flight), no longer on the connection. */
+  readonly firstFlight: Buffer[];
+  readonly firstFlightBytes: number;
+  /** What the application allocated when it was told of the connection; null: nothing. */
+  readonly state: ApplicationState | null;
+}
+
+/** The correct end of a connection reset before accept: its application state is released, the rest is garbage. */
+export function releaseResetBeforeAccept(reset: ResetBeforeAccept): void {
+  reset.state?.release();
 }
 
 const COOKIE_MSS = [536, 1200, 1360, 1400, 1440, 1452, 1460, 8960];
@@ -124,17 +165,23 @@ export class TcpLayer {
   private rxEpoch = -1;
   private rxEpochCount = 0;
   private rxPrevCount = 0;
-  hooks: TcpHooks = {
-    connectFailed: (conn, reason, now) => this.failConnect(conn, reason, now),
-    connectionRemoved: () => {},
-  };
+  /** The core's own listener policy (Linux's, or the one given to the stack): the default of hooks.listenerAdmission. */
+  readonly defaultListenerAdmission: BacklogPolicy;
+  readonly hooks: TcpHooks;
 
   constructor(
     readonly host: TcpHost,
     readonly config: TcpConfig,
-    public backlog: BacklogPolicy,
+    backlog: BacklogPolicy,
   ) {
     this.nextEphemeral = config.ephemeralLow + Math.floor(Math.random() * (config.ephemeralHigh - config.ephemeralLow));
+    this.defaultListenerAdmission = backlog;
+    this.hooks = {
+      listenerAdmission: backlog,
+      activeOpenFailed: (conn, reason, now) => this.failConnect(conn, reason, now),
+      resetBeforeAccept: releaseResetBeforeAccept,
+      connectionRemoved: () => {},
+    };
   }
 
   get counters(): Counters { return this.host.counters; }
@@ -436,18 +483,18 @@ export class TcpLayer {
   /** Passive opens are half-open entries (halfopen.ts): a connection's own SYN or SYN-ACK is an active or simultaneous open. */
   suppressSynOptions(_conn: TcpConnection): boolean { return false; }
   synRetries(_conn: TcpConnection): number { return this.config.synRetries; }
-  synAckRetries(_conn: TcpConnection): number { return this.backlog.synAckRetries(null); }
+  synAckRetries(_conn: TcpConnection): number { return this.hooks.listenerAdmission.synAckRetries(null); }
   synRto(_conn: TcpConnection): number { return this.config.synRtoMs; }
   describePeer(conn: TcpConnection): string { return `${formatIpv4(conn.remoteAddr)}:${conn.remotePort}`; }
 
-  /** The normal (and hotfixed) end of a failed active open. */
+  /** The correct end of a failed active open (the default of hooks.activeOpenFailed): the attempt reports its error. */
   failConnect(conn: TcpConnection, reason: 'timeout' | 'unreachable', now: number): void {
     if (reason === 'timeout') conn.fail('ETIMEDOUT', `connect ETIMEDOUT ${this.describePeer(conn)}`, now);
     else conn.fail('EHOSTUNREACH', `connect EHOSTUNREACH ${this.describePeer(conn)}`, now);
   }
 
   onConnectTimeout(conn: TcpConnection, now: number): void {
-    this.hooks.connectFailed(conn, 'timeout', now);
+    this.hooks.activeOpenFailed(conn, 'timeout', now);
   }
 
   enterTimeWait(conn: TcpConnection, now: number): void {
@@ -501,7 +548,7 @@ export class TcpLayer {
     if (conn.state === State.SynSent) {
       this.counters.TcpAttemptFails++;
       if (code === 3) { conn.fail('ECONNREFUSED', `connect ECONNREFUSED ${this.describePeer(conn)}`, now); return; }
-      this.hooks.connectFailed(conn, 'unreachable', now);
+      this.hooks.activeOpenFailed(conn, 'unreachable', now);
     }
     // Established connections treat it as a soft error (RFC 1122 4.2.3.9).
   }

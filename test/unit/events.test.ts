@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventKind, EventLog, logConfigChanges, type FaultEvent } from '../../stack/faults/events';
-import { FaultConfig } from '../../stack/faults/catalogue';
+import { FaultConfig } from '../../stack/faults/config';
 
 const tmpDirs: string[] = [];
 function tmpFile(name: string): string {

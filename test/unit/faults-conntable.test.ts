@@ -13,7 +13,7 @@
  * - The same for the ICMP unreachable path (EHOSTUNREACH).
  */
 import { describe, expect, test } from 'vitest';
-import { buildFaultConfig } from '../../stack/faults/catalogue';
+import { buildFaultConfig } from '../../stack/faults/config';
 import { EventKind, EventLog } from '../../stack/faults/events';
 import { installFaults } from '../../stack/faults/install';
 import type { FsSocket } from '../../stack/api/net';
@@ -41,7 +41,8 @@ function rig(opts: { mode: 'buggy' | 'hotfixed'; params?: Params }) {
   const tap = new Tap(p);
   // Nothing exists at 198.18.0.99 (B would otherwise answer for it with a RST).
   tap.drop = (s) => s.dir === 'a->b' && s.dst === NOWHERE_IP;
-  const lock = p.a.tcp.table.lock;
+  const kb = installed.faults.kb297040;
+  const lock = kb.lock;
 
   /** A's application opens a connection to the address that does not answer. */
   const connectNowhere = (port = 80) => {
@@ -76,7 +77,7 @@ function rig(opts: { mode: 'buggy' | 'hotfixed'; params?: Params }) {
   };
 
   const ofKind = (kind: string) => events.recent().filter((e) => e.kind === kind);
-  return { p, cfg, events, installed, tap, lock, connectNowhere, ping, establishedFromB, ofKind };
+  return { p, cfg, events, installed, kb, tap, lock, connectNowhere, ping, establishedFromB, ofKind };
 }
 
 /** Send times of A's SYNs to 198.18.0.99, relative to `t0`. */
@@ -170,7 +171,7 @@ describe('KB 297040 buggy, SynAttackProtect set: the connection-table lock is ne
     expect(describe.blockedPackets).toBeGreaterThan(0);
 
     // Released by hand: the stuck failure is delivered, and everything resumes.
-    const u = r.installed.unlock();
+    const u = r.kb.unlock();
     expect(u).toMatchObject({ released: true, holder: `failure path of the active open to ${NOWHERE}:80 (SYN retransmissions exhausted)` });
     expect(u.heldMs).toBeGreaterThan(8_000);
     expect(r.ofKind(EventKind.LockReleased).length).toBe(1);
@@ -181,7 +182,7 @@ describe('KB 297040 buggy, SynAttackProtect set: the connection-table lock is ne
     expect(await runUntil(r.p.clock, pingedAgain, 100)).toBe(true);
     // B's retransmission timer brings the stalled data; the new client's SYN retry gets in.
     expect(await runUntil(r.p.clock, () => est.text() === 'before during the hang' && newConnected, 20_000, 10)).toBe(true);
-    expect(r.installed.unlock()).toEqual({ released: false });
+    expect(r.kb.unlock()).toEqual({ released: false });
   });
 
   test('the ICMP unreachable path holds the lock as well; unlock delivers EHOSTUNREACH', async () => {
@@ -202,7 +203,7 @@ describe('KB 297040 buggy, SynAttackProtect set: the connection-table lock is ne
     const pinged = r.ping();
     await runFor(r.p.clock, 500);
     expect(pinged()).toBe(false);
-    r.installed.unlock();
+    r.kb.unlock();
     expect(await runUntil(r.p.clock, () => c.sink.error !== null, 100)).toBe(true);
     expect(c.sink.error!.code).toBe('EHOSTUNREACH');
     expect(await runUntil(r.p.clock, r.ping(), 100)).toBe(true);
@@ -225,7 +226,7 @@ describe('KB 297040 hotfixed, or without its precondition: the failure is report
       est.c.write('after the failure');
       expect(await runUntil(r.p.clock, () => est.text() === 'after the failure', 100)).toBe(true);
       expect(r.p.a.counters.FsConnTableLockedDrops).toBe(0);
-      expect(r.installed.unlock()).toEqual({ released: false });
+      expect(r.kb.unlock()).toEqual({ released: false });
     });
   }
 
@@ -236,7 +237,7 @@ describe('KB 297040 hotfixed, or without its precondition: the failure is report
     r.cfg.setMode('kb297040', 'hotfixed');
     await runFor(r.p.clock, 500);
     expect(r.lock.held).toBe(true);
-    r.installed.unlock();
+    r.kb.unlock();
     expect(await runUntil(r.p.clock, () => c.sink.error !== null, 100)).toBe(true);
     // The next failed attempt follows the new mode.
     const c2 = r.connectNowhere(81);

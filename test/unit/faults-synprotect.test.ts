@@ -1,5 +1,5 @@
 /**
- * KB 903927 on the virtual clock: the Windows listener (stack/faults/synprotect.ts)
+ * KB 903927 on the virtual clock: the Windows listener (stack/faults/kb903927/)
  * installed on stack B with installFaults, clients on stack A (and SYNs from spoofed
  * lab sources injected through the tap, whose SYN-ACKs go nowhere).
  *
@@ -18,10 +18,10 @@
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { describe, expect, test } from 'vitest';
-import { buildFaultConfig } from '../../stack/faults/catalogue';
+import { buildFaultConfig } from '../../stack/faults/config';
 import { EventKind, EventLog } from '../../stack/faults/events';
 import { installFaults } from '../../stack/faults/install';
-import type { LeakedConnection } from '../../stack/faults/synprotect';
+import type { LeakedConnection } from '../../stack/faults/kb903927/leak';
 import { NegotiationState } from '../../stack/services/mtls';
 import type { FsSocket } from '../../stack/api/net';
 import { State, TcpConnection } from '../../stack/tcp/connection';
@@ -54,11 +54,13 @@ function rig(opts: { mode?: 'buggy' | 'hotfixed'; params?: Params; backlog?: num
   const l = p.b.tcp.listen(PORT, 0, opts.backlog ?? 5);
   const indicated: WeakRef<NegotiationState>[] = [];
   const indicatedConns: WeakRef<TcpConnection>[] = [];
-  l.onIndicate = (conn) => {
-    const st = new NegotiationState(`${conn.remoteAddr}:${conn.remotePort}`);
-    indicated.push(new WeakRef(st));
-    indicatedConns.push(new WeakRef(conn));
-    return st;
+  l.application = {
+    indicated: (conn) => {
+      const st = new NegotiationState(`${conn.remoteAddr}:${conn.remotePort}`);
+      indicated.push(new WeakRef(st));
+      indicatedConns.push(new WeakRef(conn));
+      return st;
+    },
   };
   let spoofed = 0;
   /** A SYN from a spoofed lab source (198.18.100.x): half-open for good. */
@@ -82,7 +84,8 @@ function rig(opts: { mode?: 'buggy' | 'hotfixed'; params?: Params; backlog?: num
     return r;
   };
   const ofKind = (kind: string) => events.recent().filter((e) => e.kind === kind);
-  return { p, cfg, events, installed, tap, l, indicated, indicatedConns, spoofSyn, client, ofKind };
+  const kb = installed.faults.kb903927;
+  return { p, cfg, events, installed, kb, tap, l, indicated, indicatedConns, spoofSyn, client, ofKind };
 }
 
 /** A full garbage collection (after the current job, so that WeakRefs can be cleared). */
@@ -104,11 +107,11 @@ describe('KB 903927: the thresholds that trigger SYN attack protection', () => {
     for (let i = 0; i < 3; i++) r.spoofSyn();
     await runFor(r.p.clock, 5);
     expect(r.l.synQueue.size).toBe(3);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(false);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(false);
     expect(r.ofKind(EventKind.SynProtectionTriggered)).toEqual([]);
     r.spoofSyn();
     await runFor(r.p.clock, 5);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(true);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(true);
     const [ev] = r.ofKind(EventKind.SynProtectionTriggered);
     expect(ev.fault).toBe('kb903927');
     expect(ev.data).toMatchObject({ threshold: 'TcpMaxHalfOpen', value: 4, limit: 3, port: PORT });
@@ -128,10 +131,10 @@ describe('KB 903927: the thresholds that trigger SYN attack protection', () => {
     const r = rig({ params: { TcpMaxHalfOpen: 1000, TcpMaxHalfOpenRetried: 2, TcpMaxPortsExhausted: 1000 }, backlog: 100 });
     for (let i = 0; i < 3; i++) r.spoofSyn();
     await runFor(r.p.clock, 2990);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(false);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(false);
     await runFor(r.p.clock, 20);
     expect(r.p.b.counters.FsSynAckRetrans).toBe(3);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(true);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(true);
     const [ev] = r.ofKind(EventKind.SynProtectionTriggered);
     expect(ev.data).toMatchObject({ threshold: 'TcpMaxHalfOpenRetried', value: 3, limit: 2 });
   });
@@ -144,14 +147,14 @@ describe('KB 903927: the thresholds that trigger SYN attack protection', () => {
     const refused = [r.client(), r.client()];
     expect(await runUntil(r.p.clock, () => refused.every((c) => c.sink.error !== null), 100)).toBe(true);
     expect(refused.map((c) => c.sink.error!.code)).toEqual(['ECONNREFUSED', 'ECONNREFUSED']);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(false);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(false);
     // The third refusal exceeds TcpMaxPortsExhausted=2: protection triggers, and with
     // SynAttackProtect 2 that SYN is accepted for a delayed indication instead.
     const third = r.client('first flight');
     expect(await runUntil(r.p.clock, () => third.connected, 100)).toBe(true);
     const [ev] = r.ofKind(EventKind.SynProtectionTriggered);
     expect(ev.data).toMatchObject({ threshold: 'TcpMaxPortsExhausted', value: 3, limit: 2 });
-    expect(r.installed.windows.isTriggered(r.l)).toBe(true);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(true);
     // More clients while the backlog stays full: protection stays on, each one connects
     // and is reset after its first flight; no "cleared" event in between.
     const more = [r.client('x'), r.client('y')];
@@ -165,7 +168,7 @@ describe('KB 903927: the thresholds that trigger SYN attack protection', () => {
     expect(r.l.resetAfterHandshake).toBe(3);
     // The application accepts: the backlog has room, the count starts again, protection clears.
     expect(r.l.accept()).toBeTruthy();
-    expect(r.installed.windows.isTriggered(r.l)).toBe(false);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(false);
     const [cleared] = r.ofKind(EventKind.SynProtectionCleared);
     expect(cleared.data).toMatchObject({ portsExhausted: 0 });
   });
@@ -175,7 +178,7 @@ describe('KB 903927: the thresholds that trigger SYN attack protection', () => {
     for (let i = 0; i < 6; i++) r.spoofSyn();
     await runFor(r.p.clock, 3100); // past the first SYN-ACK retransmission too
     expect(r.p.b.counters.FsSynAckRetrans).toBe(6);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(false);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(false);
     expect(r.ofKind(EventKind.SynProtectionTriggered)).toEqual([]);
     expect(r.p.b.counters.FsSynProtectTriggered).toBe(0);
     // Every SYN-ACK kept its options.
@@ -184,7 +187,7 @@ describe('KB 903927: the thresholds that trigger SYN attack protection', () => {
     r.cfg.setParam('TcpMaxConnectResponseRetransmissions', 2);
     r.spoofSyn();
     await runFor(r.p.clock, 5);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(true);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(true);
     expect(r.ofKind(EventKind.SynProtectionTriggered)[0].data).toMatchObject({ threshold: 'TcpMaxHalfOpen' });
   });
 
@@ -193,7 +196,7 @@ describe('KB 903927: the thresholds that trigger SYN attack protection', () => {
     for (let i = 0; i < 5; i++) r.spoofSyn();
     await runFor(r.p.clock, 5);
     expect(r.l.synQueue.size).toBe(5);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(false);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(false);
     expect(r.ofKind(EventKind.SynProtectionTriggered)).toEqual([]);
   });
 });
@@ -235,7 +238,7 @@ describe('KB 142641: the SYN-ACK retransmission schedule', () => {
     r.spoofSyn();
     r.spoofSyn(); // 2 > 1: protection on
     await runFor(r.p.clock, 5);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(true);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(true);
     const t0 = r.p.clock.now;
     await runFor(r.p.clock, 8_900, 10);
     expect(r.l.synQueue.size).toBe(2);
@@ -274,7 +277,7 @@ describe('KB 903927: a full backlog, with protection off and on', () => {
     const r = rig({ params: { SynAttackProtect: 2, TcpMaxPortsExhausted: 0 }, backlog: 1 });
     const first = r.client();
     expect(await runUntil(r.p.clock, () => first.connected, 100)).toBe(true);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(true); // TcpMaxPortsExhausted 0: as soon as the backlog is consumed
+    expect(r.kb.listener.isTriggered(r.l)).toBe(true); // TcpMaxPortsExhausted 0: as soon as the backlog is consumed
     expect(r.ofKind(EventKind.SynProtectionTriggered)[0].message).toBe(
       'SYN attack protection triggered on port 5061: TcpMaxPortsExhausted is 0 and the backlog of 1 is consumed; ' +
       'connections are now indicated only after the handshake completes');
@@ -303,7 +306,7 @@ describe('KB 903927: a full backlog, with protection off and on', () => {
     const [reset] = r.ofKind(EventKind.BacklogReset);
     expect(reset.data).toMatchObject({ backlog: 1, bytesReceived: hello.length, remote: `198.18.0.1:${port}` });
     // The application was told (after the handshake) and allocated its state for it.
-    // (The first client was indicated at its SYN: onIndicate is the delayed path's.)
+    // (The first client was indicated at its SYN: the application is told early on the delayed path only.)
     expect(r.indicated.length).toBe(1);
   });
 
@@ -316,14 +319,14 @@ describe('KB 903927: a full backlog, with protection off and on', () => {
     const t = r.p.clock.now;
     expect(await runUntil(r.p.clock, () => silent.sink.error !== null, 1000)).toBe(true);
     expect(silent.sink.error!.code).toBe('ECONNRESET');
-    expect(Math.abs(r.p.clock.now - t - r.installed.windows.indicationDelayMs)).toBeLessThanOrEqual(5);
+    expect(Math.abs(r.p.clock.now - t - r.kb.listener.indicationDelayMs)).toBeLessThanOrEqual(5);
   });
 
   test('SynAttackProtect 1 (no delayed indication): protection on, but a SYN for a full backlog is still refused at once', async () => {
     const r = rig({ params: { SynAttackProtect: 1, TcpMaxPortsExhausted: 0 }, backlog: 1 });
     const first = r.client();
     expect(await runUntil(r.p.clock, () => first.connected, 100)).toBe(true);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(true);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(true);
     const late = r.client('x');
     expect(await runUntil(r.p.clock, () => late.sink.error !== null, 100)).toBe(true);
     expect(late.connected).toBe(false);
@@ -337,7 +340,7 @@ describe('KB 903927: a full backlog, with protection off and on', () => {
     // yet): they take the three slots. The third exceeds TcpMaxHalfOpen.
     for (let i = 0; i < 3; i++) r.spoofSyn();
     await runFor(r.p.clock, 5);
-    expect(r.installed.windows.isTriggered(r.l)).toBe(true);
+    expect(r.kb.listener.isTriggered(r.l)).toBe(true);
     expect(r.l.synQueue.size).toBe(3);
     // A real client now: handshake first, then the application is told and has no slot.
     const c = r.client('hello');
@@ -398,14 +401,14 @@ describe('KB 903927: what the reset path leaves allocated', () => {
 
   test('buggy: every reset connection keeps its control block, first flight and negotiation state; events and counters say so', async () => {
     const { r, states, conns, flight } = await resets('buggy', 5);
-    const w = r.installed.windows;
+    const w = r.kb.leak;
     expect(w.leaked.length).toBe(5);
     expect(w.freed).toBe(0);
     checkLeaks(w.leaked, flight);
     expect(r.p.b.counters.FsLeakedConnections).toBe(5);
     expect(r.p.b.counters.FsLeakedBytes).toBe(w.leakedBytes);
     expect(w.leakedBytes).toBe(w.leaked.reduce((s, l) => s + l.bytes, 0));
-    expect(r.installed.leakReport()).toEqual({ connections: 5, bytes: w.leakedBytes, resets: 5, freed: 0 });
+    expect(r.kb.leakReport()).toEqual({ connections: 5, bytes: w.leakedBytes, resets: 5, freed: 0 });
     const leaks = r.ofKind(EventKind.LeakRetained);
     expect(leaks.length).toBe(5);
     expect(leaks[4].data).toMatchObject({ totalBytes: w.leakedBytes, what: ['control block', 'receive buffer', 'application state'] });
@@ -422,7 +425,7 @@ describe('KB 903927: what the reset path leaves allocated', () => {
 
   test('hotfixed: the same resets free everything; after a GC nothing of them is reachable', async () => {
     const { r, states, conns } = await resets('hotfixed', 5);
-    const w = r.installed.windows;
+    const w = r.kb.leak;
     expect(w.leaked.length).toBe(0);
     expect(w.freed).toBe(5);
     expect(r.p.b.counters.FsBacklogResets).toBe(5);
@@ -439,7 +442,7 @@ describe('KB 903927: what the reset path leaves allocated', () => {
     r.cfg.setMode('kb903927', 'buggy');
     const c = r.client('after the switch');
     expect(await runUntil(r.p.clock, () => c.sink.error !== null, 1000)).toBe(true);
-    expect(r.installed.windows.leaked.length).toBe(1);
-    expect(r.installed.windows.freed).toBe(2);
+    expect(r.kb.leak.leaked.length).toBe(1);
+    expect(r.kb.leak.freed).toBe(2);
   });
 });

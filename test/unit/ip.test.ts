@@ -13,7 +13,7 @@ import { SYN, ACK } from '../../stack/wire/tcp';
 import type { FsUdpSocket } from '../../stack/api/dgram';
 import { A_ADDR, A_IP, B_ADDR, B_IP, makePair, runFor, runUntil, sha256, testData, Pair } from './helpers/pair';
 import { craftIp, craftTcp, Tap, Seen } from './helpers/tap';
-import { buildFaultConfig } from '../../stack/faults/catalogue';
+import { buildFaultConfig } from '../../stack/faults/config';
 import { EventLog } from '../../stack/faults/events';
 import { installFaults } from '../../stack/faults/install';
 

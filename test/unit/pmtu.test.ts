@@ -9,11 +9,12 @@
  */
 import { describe, expect, test } from 'vitest';
 import { DEFAULT_PMTU, StackOptions } from '../../stack/stack';
-import type { CountRule, PmtuParams } from '../../stack/iface/pmtu';
-import { MTU_PLATEAUS } from '../../stack/iface/pmtu';
+import type { PmtuParams } from '../../stack/iface/pmtu';
+import { CREATIONS_AND_REMOVALS, MTU_PLATEAUS } from '../../stack/iface/pmtu';
+import { ARTICLE_ACCOUNTING } from '../../stack/faults/kb898060';
 import { ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, finishIcmp } from '../../stack/wire/icmp';
 import { parseIpv4 } from '../../stack/wire/addr';
-import { buildFaultConfig } from '../../stack/faults/catalogue';
+import { buildFaultConfig } from '../../stack/faults/config';
 import { EventLog } from '../../stack/faults/events';
 import { installFaults } from '../../stack/faults/install';
 import { A_IP, B_ADDR, B_IP, connOf, makePair, runFor, runUntil, sha256, sinkServer, testData, transfer, watch, Pair } from './helpers/pair';
@@ -24,6 +25,10 @@ const ip = (s: string) => parseIpv4(s)!;
 const ROUTER1 = ip('198.18.0.251');
 const ROUTER2 = ip('198.18.0.252');
 
+/** The host-route count of each mode: the article's (kb898060's module) or the core's correct one. */
+type CountRule = 'buggy' | 'hotfixed';
+const ACCOUNTING = { buggy: ARTICLE_ACCOUNTING, hotfixed: CREATIONS_AND_REMOVALS } as const;
+
 interface Knobs { params: PmtuParams; rule: CountRule; limitEvents: { count: number; real: number; limit: number }[]; ignored: { dst: number; mtu: number }[] }
 
 /** A pair whose stack A (the data sender in `transfer`) has PMTU parameters and a counting rule the test controls. */
@@ -31,7 +36,7 @@ function pmtuPair(params: Partial<PmtuParams> = {}, rule: CountRule = 'hotfixed'
   const k: Knobs = { params: { ...DEFAULT_PMTU, ...params }, rule, limitEvents: [], ignored: [] };
   const p = makePair({}, {
     pmtu: () => k.params,
-    pmtuCountRule: () => k.rule,
+    hostRouteAccounting: ACCOUNTING[rule],
     pmtuEvents: {
       limitReached: (count, real, limit) => k.limitEvents.push({ count, real, limit }),
       ignoredAtLimit: (dst, mtu) => k.ignored.push({ dst, mtu }),
@@ -166,7 +171,7 @@ describe('the host-route cache (PathMtu, called directly)', () => {
     expect(pm.onFragNeeded(dest(0), 1280, 1400, 0)).toBe('updated');
     expect(p.a.pathMtu(dest(0))).toBe(1280);
     expect(pm.counted).toBe(5);
-    expect(pm.describe(0)).toMatchObject({ hostRouteCount: 5, hostRoutesReal: 5, maxIcmpHostRoutes: 5, atLimit: true, countRule: 'hotfixed' });
+    expect(pm.describe(0)).toMatchObject({ hostRouteCount: 5, hostRoutesReal: 5, maxIcmpHostRoutes: 5, atLimit: true, countRule: 'creations-and-removals' });
   });
 
   test('buggy vs hotfixed: three destinations updated twice each; buggy reaches a limit of 10 with 4 real routes', () => {
@@ -446,8 +451,9 @@ describe('PMTU discovery on real connections over the memory link', () => {
     expect(got.map((e) => e.kind)).toEqual(['hostroute-limit-reached', 'icmp-ignored-at-limit']);
     expect(got[0].data).toMatchObject({ count: 2, routes: 1, limit: 2 });
     expect(got[1].data).toMatchObject({ destination: '198.19.1.2', nextHopMtu: 1400 });
+    expect(pm.hooks.hostRouteAccounting.rule).toBe('buggy');
     cfg.setMode('kb898060', 'hotfixed');
-    expect(pm.countRule()).toBe('hotfixed');
+    expect(pm.hooks.hostRouteAccounting.rule).toBe('hotfixed');
     events.close();
   });
 });

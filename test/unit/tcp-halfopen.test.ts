@@ -8,7 +8,7 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { describe, expect, test } from 'vitest';
 import { LinuxBacklog } from '../../stack/tcp/backlog';
-import { buildFaultConfig } from '../../stack/faults/catalogue';
+import { buildFaultConfig } from '../../stack/faults/config';
 import { EventLog } from '../../stack/faults/events';
 import { installFaults } from '../../stack/faults/install';
 import type { FsSocket } from '../../stack/api/net';

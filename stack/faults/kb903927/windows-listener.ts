@@ -1,6 +1,7 @@
 /**
- * KB 903927: the Windows listener with SYN attack protection, and the leak on its
- * reset path.
+ * KB 903927: the Windows listener with SYN attack protection (the TCP layer's
+ * listenerAdmission hook while TcpStackProfile is windows). What its reset path leaves
+ * behind, buggy or hotfixed, is leak.ts.
  *
  * The Windows listener (AFD backlog semantics, KB 142641, the Server 2003 TCP/IP
  * reference):
@@ -20,40 +21,28 @@
  *   first data arrives. If the backlog is full then, the established connection is
  *   reset: the client connected successfully and its next operation fails with
  *   ECONNRESET.
- * - Buggy (the article): what the reset connection allocated (its control block,
- *   its receive buffer holding the client's first flight, the per-connection
- *   application state) stays reachable and is never freed. Hotfixed: all of it is
- *   released on that path.
+ * - The reset goes through the listener's resetBeforeAccept, which hands what the
+ *   connection held (first flight, application state) to the TCP layer's
+ *   resetBeforeAccept hook: leak.ts keeps it all reachable (buggy, the article) or
+ *   releases it (hotfixed).
  */
-import type { FaultConfig } from './catalogue';
-import { EventKind, type EventLog } from './events';
-import type { BacklogPolicy } from '../tcp/backlog';
-import type { TcpConnection } from '../tcp/connection';
-import { HalfOpenFlag, type HalfOpen } from '../tcp/halfopen';
-import type { AdmitVerdict, Listener, SynVerdict } from '../tcp/listener';
-import type { TcpRepr } from '../wire/tcp';
-import { formatIpv4 } from '../wire/addr';
-import { Timer } from '../timers';
-
-/** What one leaked connection keeps reachable (buggy mode). */
-export interface LeakedConnection {
-  conn: TcpConnection;
-  firstFlight: Buffer[];
-  appState: unknown;
-  bytes: number;
-  at: string;
-}
-
-/** Rough size of a control block with its scoreboards and timer (for the event's byte count). */
-const CONTROL_BLOCK_BYTES = 1200;
+import type { FaultConfig } from '../config';
+import { EventKind, type EventLog } from '../events';
+import type { BacklogPolicy } from '../../tcp/backlog';
+import type { TcpConnection } from '../../tcp/connection';
+import { HalfOpenFlag, type HalfOpen } from '../../tcp/halfopen';
+import type { AdmitVerdict, Listener, SynVerdict } from '../../tcp/listener';
+import type { TcpRepr } from '../../wire/tcp';
+import { formatIpv4 } from '../../wire/addr';
+import { Timer } from '../../timers';
 
 /** Per-listener protection state. */
 interface ListenerState {
   portsExhausted: number;
   triggered: boolean;
   triggeredBy: string | null;
-  /** Connections that completed the handshake and wait for their delayed indication. */
-  awaitingIndication: Set<TcpConnection>;
+  /** Connections that completed the handshake and wait for their delayed indication, with the timer that indicates them without data. */
+  awaitingIndication: Map<TcpConnection, Timer>;
   /** Half-open entries told to the application at their SYN: each holds a backlog slot. */
   indicatedHalfOpen: number;
 }
@@ -61,11 +50,8 @@ interface ListenerState {
 export class WindowsBacklog implements BacklogPolicy {
   readonly name = 'windows';
   private readonly state = new WeakMap<Listener, ListenerState>();
-  /** Buggy mode: every reset connection's allocations, kept reachable on purpose. */
-  readonly leaked: LeakedConnection[] = [];
-  leakedBytes = 0;
+  /** Established connections reset because the backlog was full when the application was told. */
   resets = 0;
-  freed = 0;
   /** Delay before a handshake-complete connection is indicated when no data arrives (ms). */
   indicationDelayMs = 200;
 
@@ -74,7 +60,7 @@ export class WindowsBacklog implements BacklogPolicy {
   private ls(l: Listener): ListenerState {
     let s = this.state.get(l);
     if (!s) {
-      s = { portsExhausted: 0, triggered: false, triggeredBy: null, awaitingIndication: new Set(), indicatedHalfOpen: 0 };
+      s = { portsExhausted: 0, triggered: false, triggeredBy: null, awaitingIndication: new Map(), indicatedHalfOpen: 0 };
       this.state.set(l, s);
     }
     return s;
@@ -178,25 +164,28 @@ export class WindowsBacklog implements BacklogPolicy {
     // Delayed indication: out of the accept queue until the indication happens.
     const i = l.acceptQueue.indexOf(conn);
     if (i >= 0) l.acceptQueue.splice(i, 1);
-    s.awaitingIndication.add(conn);
-    // Indicate when the first data arrives (the start of the TLS negotiation), or after a short delay.
+    // Indicate when the first data arrives (the start of the TLS negotiation:
+    // dataBeforeAccept), or after a short delay.
     const timer = new Timer((t) => this.indicate(l, conn, t));
-    conn.onFirstData = (t) => { l.layer.timers.disarm(timer); this.indicate(l, conn, t); };
+    s.awaitingIndication.set(conn, timer);
     l.layer.timers.arm(timer, now + this.indicationDelayMs);
-    (conn as WinConn).indicationTimer = timer;
     this.evaluate(l, s);
+  }
+
+  dataBeforeAccept(l: Listener, conn: TcpConnection, now: number): void {
+    this.indicate(l, conn, now);
   }
 
   /** The application (AFD) is told now; if its backlog is full, the connection is reset. */
   private indicate(l: Listener, conn: TcpConnection, now: number): void {
     const s = this.ls(l);
-    if (!s.awaitingIndication.delete(conn)) return;
-    conn.onFirstData = null;
-    const t = (conn as WinConn).indicationTimer;
-    if (t) l.layer.timers.disarm(t);
+    const timer = s.awaitingIndication.get(conn);
+    if (timer === undefined) return;
+    s.awaitingIndication.delete(conn);
+    l.layer.timers.disarm(timer);
     if (conn.isClosed()) return;
     // The server allocates its per-connection state when it is told (the article's "stacks").
-    conn.appState = l.onIndicate ? l.onIndicate(conn) : null;
+    l.tellApplication(conn);
     // The same accounting as at the SYN: connections told to the application at their
     // SYN (before protection triggered) hold their slots while half-open.
     if (!this.backlogFull(l) && !l.closed) {
@@ -208,42 +197,17 @@ export class WindowsBacklog implements BacklogPolicy {
   }
 
   private resetForBacklog(l: Listener, conn: TcpConnection, now: number): void {
-    const c = l.layer.counters;
     this.resets++;
-    l.resetAfterHandshake++;
-    c.FsBacklogResets++;
-    const firstFlight = conn.pending.slice();
-    const received = conn.pendingBytes;
+    l.layer.counters.FsBacklogResets++;
     const local = `${formatIpv4(conn.localAddr)}:${conn.localPort}`;
     const remote = `${formatIpv4(conn.remoteAddr)}:${conn.remotePort}`;
     this.events.emit({
       fault: 'kb903927', kind: EventKind.BacklogReset,
       message: `connection ${remote} -> ${local} reset after a completed handshake: backlog ${l.backlog} full when the application was told`,
-      data: { local, remote, backlog: l.backlog, bytesReceived: received },
+      data: { local, remote, backlog: l.backlog, bytesReceived: conn.pendingBytes },
     });
-    const appState = conn.appState;
-    conn.abort(now);
-    if (this.cfg.modes.kb903927 === 'buggy') {
-      // The buggy reset path: nothing it allocated is released.
-      const bytes = CONTROL_BLOCK_BYTES + received + estimateSize(appState);
-      this.leaked.push({ conn, firstFlight, appState, bytes, at: new Date().toISOString() });
-      this.leakedBytes += bytes;
-      c.FsLeakedConnections++;
-      c.FsLeakedBytes += bytes;
-      this.events.emit({
-        fault: 'kb903927', kind: EventKind.LeakRetained,
-        message: `buggy reset path: ${bytes} bytes of ${remote} stay allocated (control block, ${received}-byte first flight, application state)`,
-        data: { connection: remote, bytes, totalBytes: this.leakedBytes, what: ['control block', 'receive buffer', 'application state'] },
-      });
-    } else {
-      // Hotfixed: the reset path frees everything it allocated.
-      conn.pending = [];
-      conn.pendingBytes = 0;
-      conn.appState = null;
-      const st = appState as { release?: () => void } | null;
-      if (st && typeof st.release === 'function') st.release();
-      this.freed++;
-    }
+    // The reset itself; what the connection held goes to the resetBeforeAccept hook (leak.ts).
+    l.resetBeforeAccept(conn, now);
   }
 
   onSynAckRetransmit(l: Listener): void {
@@ -265,17 +229,16 @@ export class WindowsBacklog implements BacklogPolicy {
   /** A listener lost a connection it held (reset, timeout): keep the bookkeeping tidy. */
   forget(l: Listener, conn: TcpConnection): void {
     const s = this.ls(l);
-    if (s.awaitingIndication.delete(conn)) {
-      const t = (conn as WinConn).indicationTimer;
-      if (t) l.layer.timers.disarm(t);
-      conn.onFirstData = null;
-    }
+    const timer = s.awaitingIndication.get(conn);
+    if (timer === undefined) return;
+    s.awaitingIndication.delete(conn);
+    l.layer.timers.disarm(timer);
   }
 
   /** A closing listener takes the connections still waiting for their indication with it. */
   onListenerClose(l: Listener, now: number): void {
     const s = this.ls(l);
-    for (const conn of [...s.awaitingIndication]) {
+    for (const conn of [...s.awaitingIndication.keys()]) {
       this.forget(l, conn);
       conn.abort(now);
     }
@@ -287,24 +250,4 @@ export class WindowsBacklog implements BacklogPolicy {
     if (l.acceptQueue.length < l.backlog) s.portsExhausted = 0;
     this.evaluate(l, s);
   }
-
-  /** Releases everything the buggy path kept (for tests and teaching). */
-  releaseLeaks(): number {
-    const n = this.leaked.length;
-    this.leaked.length = 0;
-    this.leakedBytes = 0;
-    return n;
-  }
-}
-
-interface WinConn extends TcpConnection {
-  indicationTimer?: Timer;
-}
-
-function estimateSize(v: unknown): number {
-  if (v === null || v === undefined) return 0;
-  const s = v as { bytes?: number; size?: number };
-  if (typeof s.bytes === 'number') return s.bytes;
-  if (typeof s.size === 'number') return s.size;
-  return 0;
 }
