@@ -24,6 +24,7 @@
  * - Unimplemented faults have mode `off` only in effect: enabling them is refused.
  */
 import { UsageError } from '../util/errors';
+import { KB319381_FAULT, KB319381_PARAMS } from './kb319381/spec';
 
 // ---------------------------------------------------------------------------
 // Modes
@@ -223,17 +224,8 @@ const PARAM_DEFS = {
     meaning: 'most descriptor blocks a host may allocate',
     source: 'NLB registry reference: 512',
   },
-  // --- Firewall media filter (KB 319381; not implemented yet) ---------------------
-  PortScanWellKnownThreshold: {
-    type: 'int', default: 10, min: 1, max: 2048, unit: 'ports', system: 'windows', registry: null,
-    meaning: 'dropped packets to this many distinct ports in 1..2048 from one address raise event 15104 (well-known port scan)',
-    source: 'our choice: not in the article; the later ISA/TMG default was 10',
-  },
-  PortScanAllPortsThreshold: {
-    type: 'int', default: 20, min: 1, max: 65535, unit: 'ports', system: 'windows', registry: null,
-    meaning: 'dropped packets to this many distinct ports from one address raise event 15105 (all port scan)',
-    source: 'our choice: not in the article; the later ISA/TMG default was 20',
-  },
+  // --- Firewall media filter (KB 319381): owned by stack/faults/kb319381/spec.ts ---
+  ...KB319381_PARAMS,
 } as const satisfies Record<string, ParamDef>;
 
 export type ParamName = keyof typeof PARAM_DEFS;
@@ -372,25 +364,7 @@ const FAULT_DEFS = [
       '"the same client" is the IPsec peer identity carried on each manually keyed SA, not the source address',
     ],
   },
-  {
-    id: 'kb319381',
-    alias: 'udp-rebind',
-    // The stored article has no title line: this one is ours, from its Symptoms section.
-    title: 'Windows Media Player behind ISA Server may not work over MMSU when moving to the next item of a server-side playlist',
-    article: 'KB319381-isa-mmsu-udp-port-rebind.txt',
-    appliesTo: 'ISA Server 2000 SP1 with Firewall Client',
-    summary:
-      'A firewall\'s streaming-media filter opens UDP ports on behalf of firewall clients. When the player moves to the ' +
-      'next playlist item it releases its UDP port and binds the same port again. The buggy firewall has already closed ' +
-      'the port, so its packet filter drops the arriving media packets (and logs them as a port scan from the media ' +
-      'server); if the re-bind races the release, it answers WSAEADDRINUSE. Hotfixed, a re-bind re-opens the port and ' +
-      'release and re-bind are ordered, so there are no drops, no EADDRINUSE and no false port-scan events.',
-    modes: ['off', 'buggy', 'hotfixed'],
-    defaultMode: 'off',
-    params: ['PortScanWellKnownThreshold', 'PortScanAllPortsThreshold'],
-    implemented: false,
-    ourChoices: ['port-scan thresholds 10 well-known and 20 in all, the later TMG defaults'],
-  },
+  KB319381_FAULT,
 ] as const satisfies readonly FaultSpec[];
 
 export type FaultId = (typeof FAULT_DEFS)[number]['id'];
