@@ -422,6 +422,10 @@ const WINDOWS_BASE = {
   MtlsListenBacklog: 5,
   MtlsAcceptIntervalMs: 100,
   DefaultTTL: 128,
+  // The firewall's (KB 319381, stack/faults/kb319381/spec.ts): what a Windows firewall starts with.
+  PortScanWellKnownThreshold: KB319381_PARAMS.PortScanWellKnownThreshold.default,
+  PortScanAllPortsThreshold: KB319381_PARAMS.PortScanAllPortsThreshold.default,
+  MediaPortReleaseDelayMs: KB319381_PARAMS.MediaPortReleaseDelayMs.default,
 } as const satisfies Partial<ParamValues>;
 
 export const PROFILES: readonly ProfileSpec[] = [

@@ -36,13 +36,14 @@ export const KB319381_FAULT = {
     'server); if the re-bind races the release, it answers WSAEADDRINUSE. Hotfixed, a re-bind re-opens the port and ' +
     'release and re-bind are ordered, so there are no drops, no EADDRINUSE and no false port-scan events.',
   modes: ['off', 'buggy', 'hotfixed'],
-  defaultMode: 'off',
+  // ISA installs the streaming-media filter (the article); every implemented fault starts hotfixed.
+  defaultMode: 'hotfixed',
   params: ['PortScanWellKnownThreshold', 'PortScanAllPortsThreshold', 'MediaPortReleaseDelayMs'],
   implemented: true,
   ourChoices: [
     'port-scan thresholds 10 well-known and 20 in all, the later TMG defaults; detection interval 60 s; a dropped TCP or UDP packet touches its destination and its source port (the media server sends from many ports to one)',
     'the release delay MediaPortReleaseDelayMs (500 ms) stands for the time the firewall takes to free a released port',
-    'off: the streaming-media filter is not in use (MMSU through the firewall fails for every client; MMST works)',
+    'off: the streaming-media filter is not in use (MMSU through the firewall fails for every client; MMST works); hotfixed by default, as ISA installs the filter',
     'the Firewall Client protocol, the UDP relay header and MMS are minimal models (docs/fwc.md, stack/wire/mms.ts)',
   ],
 } as const;
