@@ -385,6 +385,9 @@ export class Firewall {
     }
     const e = this.sessions.lookupExt(proto, key);
     if (e === undefined) {
+      // A connection of the firewall's own whose opening is gone (it is closing, or in
+      // TIME-WAIT): its segments belong to it, as a stateful filter lets them.
+      if (proto === PROTO_TCP && this.external.tcp.table.lookup(dst, dport, src, sport) !== undefined) return false;
       if (this.rules.match('in', proto, src, dst, dport) === 'allow') return false;
       return this.dropInbound('inbound-no-rule', src, sport, dport, now);
     }
