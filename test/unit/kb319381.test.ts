@@ -62,7 +62,7 @@ describe('KB 319381 with the lab player and media server', () => {
     expect(r.items.map((i) => [i.ok, i.attempts])).toEqual(Array.from({ length: 6 }, () => [true, 1]));
     expect(r.addrInUse).toBe(0);
     expect(rig.fw.counters.FwDropped).toBe(0);
-    expect(rig.media.counters).toMatchObject({ MediaPortsClosed: 5, MediaPortsReopened: 5, MediaDatagramsAdmitted: 120 });
+    expect(rig.media.counters).toMatchObject({ MediaPortsClosed: 6, MediaPortsReopened: 5, MediaDatagramsAdmitted: 120 });
     expect(events(rig).filter((e) => e.startsWith('port-scan'))).toEqual([]);
     expect(rig.fault.stats()).toMatchObject({ releasesCompletedFirst: 5, addrInUse: 0, reopened: 5 });
     expect(server.stats.sourcePorts).toHaveLength(6);
