@@ -227,8 +227,20 @@ export class SessionTable {
     if (this.byExt.get(k) === o) this.byExt.delete(k);
   }
 
-  /** TCP state from the flags of a segment (out: from the client). */
+  /**
+   * TCP state from the flags of a segment (out: from the client). A session that closes
+   * lets go of the ports an application filter opened for it at once (they are the
+   * control connection's; the session itself stays a little for the last segments).
+   */
   trackTcp(s: NatSession, flags: number, out: boolean): void {
+    const before = s.tcp;
+    this.track(s, flags, out);
+    if (s.tcp === 'closed' && before !== 'closed' && s.expectations !== null) {
+      for (const e of [...s.expectations]) this.removeExpectation(e);
+    }
+  }
+
+  private track(s: NatSession, flags: number, out: boolean): void {
     const SYN = 0x02, FIN = 0x01, RST = 0x04, ACK = 0x10;
     if (flags & RST) { s.tcp = 'closed'; return; }
     if (s.tcp === 'syn-sent' && !out && (flags & (SYN | ACK)) === (SYN | ACK)) s.tcp = 'established';

@@ -75,12 +75,17 @@ describe('KB 319381 with the lab player and media server', () => {
       expect(nat.items.map((i) => i.ok)).toEqual([true, true, true, true, true, true]);
       // The filter read the negotiation in the translated session and rewrote it.
       expect(rig.media.counters.MediaAlgRewrites).toBe(1);
+      // The opening made for it (external port 7000) went when its control connection closed:
+      // a Firewall Client may bind 7000 now and plays its first item.
+      expect(rig.fw.sessions.expectations()).toEqual([]);
+      const fwcAfter = await play(rig, 'fwc');
+      expect(fwcAfter.items[0]!.ok).toBe(true);
+      const dropsBefore = rig.fw.counters.FwDropped;
       const mmstFwc = await play(rig, 'fwc', 'tcp');
       expect(mmstFwc.played).toBe(6);
       const mmstNat = await play(rig, 'securenat', 'tcp');
       expect(mmstNat.played).toBe(6);
-      expect(rig.fw.counters.FwDropped).toBe(0);
-      expect(events(rig).filter((e) => e.startsWith('port-scan'))).toEqual([]);
+      expect(rig.fw.counters.FwDropped).toBe(dropsBefore);
     });
   }
 
