@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { MediaServer, type PlaylistItem } from '../../lab/media/mms-server';
 import { MmsPlayer, type PlayResult } from '../../lab/media/mms-player';
-import { B_ADDR, FI_ADDR, makeFirewall, runPromise, type FirewallRig, type FirewallRigOptions } from './helpers/firewall';
+import { B_ADDR, FI_ADDR, makeFirewall, runPromise, runUntil, type FirewallRig, type FirewallRigOptions } from './helpers/firewall';
 
 const PLAYLIST: PlaylistItem[] = [1, 2, 3, 4, 5, 6].map((i) => ({ name: `item${i}.wmv`, datagrams: 20, size: 600 }));
 
@@ -77,6 +77,7 @@ describe('KB 319381 with the lab player and media server', () => {
       expect(rig.media.counters.MediaAlgRewrites).toBe(1);
       // The opening made for it (external port 7000) went when its control connection closed:
       // a Firewall Client may bind 7000 now and plays its first item.
+      await runUntil(rig.clock, () => rig.fw.sessions.expectations().length === 0, 1000);
       expect(rig.fw.sessions.expectations()).toEqual([]);
       const fwcAfter = await play(rig, 'fwc');
       expect(fwcAfter.items[0]!.ok).toBe(true);
