@@ -42,6 +42,8 @@ export interface PlayerOptions {
   graceMs?: number;
   /** Give up an item whose EndOfItem does not come (default 10 s). */
   itemTimeoutMs?: number;
+  /** Play only the first N items of the playlist (default all). */
+  maxItems?: number;
   net?: NetApi;
   timers?: Timers;
   log?: (line: string) => void;
@@ -195,7 +197,7 @@ export class MmsPlayer {
       this.send({ command: MmsCommand.Connect, player: `faultstack-mms-player/1.0 (${this.opts.via}, ${this.opts.transport})` });
       const reply = await this.next((m) => m.command === MmsCommand.ConnectReply, 10_000);
       if (!reply || reply.command !== MmsCommand.ConnectReply) throw new Error('no ConnectReply from the server');
-      const n = reply.items;
+      const n = Math.min(reply.items, this.opts.maxItems ?? reply.items);
       if (this.opts.transport === 'udp') {
         const where = await this.bind(result);
         if (!where) throw new Error(`cannot bind UDP port ${this.opts.udpPort ?? 7000}`);
@@ -282,10 +284,11 @@ function parse(argv: string[]): PlayerOptions {
       case '--bind-retries': o.bindRetries = int(a, need(), 0, 100); break;
       case '--bind-retry-ms': o.bindRetryMs = int(a, need(), 0, 60_000); break;
       case '--grace-ms': o.graceMs = int(a, need(), 0, 60_000); break;
+      case '--max-items': o.maxItems = int(a, need(), 1, 65535); break;
       default: throw new Error(`unknown argument ${a}`);
     }
   }
-  if (!o.server || !o.via) throw new Error('usage: mms-player --server ADDR --via fwc|securenat [--firewall ADDR] [--transport udp|tcp] [--udp-port N] [--retries N] [--rebind-gap-ms MS] [--bind-retries N] [--bind-retry-ms MS] [--grace-ms MS]');
+  if (!o.server || !o.via) throw new Error('usage: mms-player --server ADDR --via fwc|securenat [--firewall ADDR] [--transport udp|tcp] [--udp-port N] [--retries N] [--rebind-gap-ms MS] [--bind-retries N] [--bind-retry-ms MS] [--grace-ms MS] [--max-items N]');
   return { transport: 'udp', ...o } as PlayerOptions;
 }
 
