@@ -57,7 +57,7 @@ export function memoryAfterGc(): { heapUsedAfterGc: number; arrayBuffersAfterGc:
 }
 
 function kernelSide(opts: RunOptions, hostAddr: string | null): string {
-  return opts.hostConfig === false || hostAddr === null ? 'kernel side left as it is' : `kernel side ${hostAddr}`;
+  return opts.hostConfig === false || hostAddr === null ? 'kernel side left as it is' : `kernel side ${hostAddr}${opts.hostNetns ? ` in ${opts.hostNetns}` : ''}`;
 }
 
 export interface Runtime {

@@ -63,7 +63,7 @@ export function renderFw(view: View, r: Row, all = false): string {
       'bytes out': x.bytesOut, 'bytes in': x.bytesIn, 'media filter': x.mediaFilter,
     })), '  ')}` : 'Firewall Client connections: (none)\n');
     const fs = (r.fwcSessions as Row[] | undefined) ?? [];
-    out.push(fs.length ? `Firewall Client sessions (${fs.length}):\n${objectTable(fs.map((x) => ({ ...x, ageMs: undefined, age: ms(x.ageMs) })), '  ')}` : 'Firewall Client sessions: (none)\n');
+    out.push(fs.length ? `Firewall Client sessions (${fs.length}):\n${objectTable(fs.map(({ ageMs, ...x }) => ({ ...x, age: ms(ageMs) })), '  ')}` : 'Firewall Client sessions: (none)\n');
   } else if (view === 'bindings') {
     const b = (r.bindings as Row[] | undefined) ?? [];
     out.push(b.length ? `Firewall Client UDP bindings (${b.length}):\n${objectTable(b.map((x) => {
@@ -74,7 +74,7 @@ export function renderFw(view: View, r: Row, all = false): string {
       };
     }), '  ')}` : 'Firewall Client UDP bindings: (none)\n');
     const m = (r.media as Row[] | undefined) ?? [];
-    out.push(m.length ? `streaming media filter ports (${m.length}):\n${objectTable(m.map((x) => ({ ...x, sinceMs: undefined, since: ms(x.sinceMs) })), '  ')}` : 'streaming media filter ports: (none)\n');
+    out.push(m.length ? `streaming media filter ports (${m.length}):\n${objectTable(m.map(({ sinceMs, ...x }) => ({ ...x, since: ms(sinceMs) })), '  ')}` : 'streaming media filter ports: (none)\n');
     const o = (r.openings as Row[] | undefined) ?? [];
     if (o.length) out.push(`openings for SecureNAT clients (${o.length}):\n${objectTable(o.map((x) => ({ internal: x.internal, external: x.external, remote: x.remote, 'pkts in': x.packetsIn, why: x.why })), '  ')}`);
   } else {
