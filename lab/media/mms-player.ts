@@ -293,6 +293,8 @@ function parse(argv: string[]): PlayerOptions {
 }
 
 if (require.main === module) {
+  // `... | head` must end quietly, not with an EPIPE trace.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
   let opts: PlayerOptions;
   try { opts = parse(process.argv.slice(2)); } catch (e) { process.stderr.write(`mms-player: ${(e as Error).message}\n`); process.exit(2); }
   new MmsPlayer({ ...opts, log: (l) => process.stdout.write(`${l}\n`) }).play().then((r) => {

@@ -226,5 +226,7 @@ async function main(argv: string[]): Promise<void> {
 }
 
 if (require.main === module) {
+  // `... | head` must end quietly, not with an EPIPE trace.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
   main(process.argv.slice(2)).catch((e: Error) => { process.stderr.write(`mms-server: ${e.message}\n`); process.exit(2); });
 }
