@@ -8,7 +8,9 @@
  * The client (iperf3 -c) is in "in", the server (iperf3 -s) in "out", for both paths;
  * only the router differs. TCP throughput both ways (iperf3, -R for external -> internal)
  * and UDP packets per second both ways (iperf3 -u -b 0 -l 64: as many small datagrams as
- * the sender can make; the figure is what arrived per second). Each repetition measures
+ * the sender can make; the figure is what the router delivered per second, counted on the
+ * receiving host's interface, so that the receiving iperf3's own losses do not count;
+ * the datagrams the firewall's TUN queue dropped are in the note). Each repetition measures
  * the firewall and the kernel back to back in the same direction. Goal (issue 13):
  * >= 0.5 of the kernel. min/median/max, the firewall's CPU share and the load average in
  * the notes.
@@ -45,7 +47,7 @@ function cpuSeconds(pid: number): number {
   } catch { return NaN; }
 }
 
-interface Sample { value: number; cpu: number }
+interface Sample { value: number; cpu: number; queueDrops?: number }
 type Dir = 'i2e' | 'e2i';
 
 export interface FaultRun { mode: string; played: number; stalled: number; dropped: number; addrInUse: number; events15104: number; events15105: number; seconds: number }
@@ -75,6 +77,15 @@ export async function runFirewallBench(opts: FirewallBenchOptions = {}): Promise
     const once = async (target: string, reverse: boolean, udpMode: boolean): Promise<Sample> => {
       const cpu0 = cpuSeconds(stack.pid);
       const t0 = Date.now();
+      // UDP: what the router delivered, on the receiving host's interface (out: i2e, in: e2i).
+      const viaFw = target === MEDIA;
+      const kd = fl.kernelDevs!;
+      const rxNs = reverse ? fl.ns.in : fl.ns.out;
+      const rxDev = viaFw ? (reverse ? fl.tunIn : fl.tunOut) : (reverse ? kd.in : kd.out);
+      const txNs = reverse ? fl.ns.out : fl.ns.in;
+      const txDev = viaFw ? (reverse ? fl.tunOut : fl.tunIn) : (reverse ? kd.out : kd.in);
+      const before = udpMode ? await fl.linkStats(rxNs, rxDev) : null;
+      const beforeTx = udpMode ? await fl.linkStats(txNs, txDev) : null;
       const args = ['-c', target, '-t', String(seconds), '-J', ...(reverse ? ['-R'] : []), ...(udpMode ? ['-u', '-b', '0', '-l', '64'] : [])];
       const r = await fl.lab.exec(fl.ns.in, 'iperf3', args, { timeoutMs: (seconds + 30) * 1000 });
       const cpu = (cpuSeconds(stack.pid) - cpu0) / ((Date.now() - t0) / 1000);
@@ -82,12 +93,14 @@ export async function runFirewallBench(opts: FirewallBenchOptions = {}): Promise
       let doc: Doc;
       try { doc = JSON.parse(r.stdout) as Doc; } catch { throw new Error(`iperf3 ${args.join(' ')}: exit ${r.code}: ${r.stderr.slice(0, 200)}`); }
       if (doc.error) throw new Error(`iperf3 ${args.join(' ')}: ${doc.error}`);
-      await sleep(200);
       if (udpMode) {
-        const s = doc.end?.sum ?? {};
-        const got = (s.packets ?? 0) - (s.lost_packets ?? 0);
-        return { value: got / (s.seconds || seconds) / 1000, cpu };
+        const after = await fl.linkStats(rxNs, rxDev);
+        const afterTx = await fl.linkStats(txNs, txDev);
+        await sleep(200);
+        const secs = doc.end?.sum?.seconds || seconds;
+        return { value: (after.rxPackets - before!.rxPackets) / secs / 1000, cpu, queueDrops: afterTx.txDropped - beforeTx!.txDropped };
       }
+      await sleep(200);
       return { value: (doc.end?.sum_received?.bits_per_second ?? NaN) / 1e9, cpu };
     };
     for (let i = 0; i < reps; i++) {
@@ -131,7 +144,8 @@ export async function runFirewallBench(opts: FirewallBenchOptions = {}): Promise
       const f = figure({
         group: 'firewall', key: `firewall.${kind}.${dir}`, name: `${dirName[dir]} through the firewall, ${what}, median of ${fw.length}`,
         value: median(fw), unit, baseline: median(k), target,
-        note: `firewall min/med/max ${mmm(fw)}, kernel forwarding (ip_forward + masquerade over veth) ${mmm(k)}; firewall CPU ${(median(set[dir].fw.map((x) => x.cpu)) * 100).toFixed(0)}%; TUN offloads ${offloads}; load ${load0.toFixed(2)} -> ${load1.toFixed(2)}`,
+        note: `firewall min/med/max ${mmm(fw)}, kernel forwarding (ip_forward + masquerade over veth) ${mmm(k)}; firewall CPU ${(median(set[dir].fw.map((x) => x.cpu)) * 100).toFixed(0)}%` +
+          `${kind === 'udp' ? `; datagrams dropped at the firewall's TUN queue per run ${set[dir].fw.map((x) => x.queueDrops ?? 0).join('/')}` : ''}; TUN offloads ${offloads}; load ${load0.toFixed(2)} -> ${load1.toFixed(2)}`,
       });
       figures.push(f);
       log(`  ${f.name}: ${fmt(f.value)} ${unit}, kernel ${fmt(f.baseline)} (${fmtRatio(f.ratio)}), target ${target.text}: ${f.met ? 'met' : 'NOT met'}`);

@@ -107,6 +107,8 @@ export interface FirewallOptions {
 }
 
 const SYN = 0x02;
+/** Datagrams at least this long are kept zero-copy (Stack.claimPacket); shorter ones are copied. */
+const CLAIM_MIN = 16 * 1024;
 
 export class Firewall {
   readonly internal: Stack;
@@ -492,7 +494,9 @@ export class Firewall {
    * larger than the MTU and DF is clear.
    */
   private send(ingress: Stack, egress: Stack, pkt: Buffer, meta: OffloadMeta | null, total: number, tooBig: boolean, mtu: number): boolean {
-    let own = ingress.claimPacket(pkt) ? pkt : Buffer.from(pkt.subarray(0, total));
+    // Keep the device's buffer only for a large datagram (a TSO super-segment): claiming
+    // costs the device a new 64 KiB slot, far more than copying a small one.
+    let own = total >= CLAIM_MIN && ingress.claimPacket(pkt) ? pkt : Buffer.from(pkt.subarray(0, total));
     if (own.length > total) own = own.subarray(0, total);
     if (meta !== null) {
       const gso = meta.gsoType !== 0;

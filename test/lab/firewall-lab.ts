@@ -51,6 +51,8 @@ export interface LabEvent { seq?: number; fault?: string; kind: string; message?
 export class FirewallLab {
   stack: StackProcess | null = null;
   private server: LabProcess | null = null;
+  /** The kernel baseline's veths (kernelPath): the end in "in" and the end in "out". */
+  kernelDevs: { in: string; out: string } | null = null;
 
   private constructor(readonly lab: Lab, readonly ns: { fw: string; in: string; out: string; kr: string | null }, readonly tmp: string) {}
 
@@ -61,12 +63,14 @@ export class FirewallLab {
   static async create(opts: FirewallLabOptions = {}): Promise<FirewallLab> {
     const lab = await Lab.create(opts.tag ?? 'fwl');
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-fw-'));
+    let kernelDevs: { in: string; out: string } | null = null;
     try {
       const ns = { fw: await lab.addNamespace('fw'), in: await lab.addNamespace('in'), out: await lab.addNamespace('out'), kr: null as string | null };
       if (opts.kernelPath) {
         ns.kr = await lab.addNamespace('kr');
-        await lab.veth(ns.in, ns.kr, { addrA: `${KIN}/24`, addrB: '198.18.2.1/24' });
-        await lab.veth(ns.kr, ns.out, { addrA: '198.19.2.1/24', addrB: `${KOUT}/24` });
+        const vin = await lab.veth(ns.in, ns.kr, { addrA: `${KIN}/24`, addrB: '198.18.2.1/24' });
+        const vout = await lab.veth(ns.kr, ns.out, { addrA: '198.19.2.1/24', addrB: `${KOUT}/24` });
+        kernelDevs = { in: vin.devA, out: vout.devB };
         await lab.sysctl(ns.kr, 'net.ipv4.ip_forward', 1);
         await lab.ip(ns.in, 'route', 'add', '198.19.2.0/24', 'via', '198.18.2.1');
         // The kernel's SecureNAT: source NAT to its external address, as the firewall does.
@@ -76,7 +80,9 @@ export class FirewallLab {
           check: true, timeoutMs: 10_000,
         });
       }
-      return new FirewallLab(lab, ns, tmp);
+      const fl = new FirewallLab(lab, ns, tmp);
+      fl.kernelDevs = kernelDevs;
+      return fl;
     } catch (e) {
       await lab.cleanup().catch(() => {});
       fs.rmSync(tmp, { recursive: true, force: true });
@@ -146,6 +152,13 @@ export class FirewallLab {
 
   async events(): Promise<LabEvent[]> {
     return (await this.cli(['events', '--json'])).stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as LabEvent);
+  }
+
+  /** Packets a device has received and sent, and what it dropped (ip -s link). */
+  async linkStats(ns: string, dev: string): Promise<{ rxPackets: number; txPackets: number; txDropped: number }> {
+    const out = await this.lab.exec(ns, 'ip', ['-s', '-j', 'link', 'show', 'dev', dev], { check: true, timeoutMs: 10_000 });
+    const st = (JSON.parse(out.stdout) as { stats64: { rx: { packets: number }; tx: { packets: number; dropped: number } } }[])[0]!.stats64;
+    return { rxPackets: st.rx.packets, txPackets: st.tx.packets, txDropped: st.tx.dropped };
   }
 
   async setMode(mode: 'off' | 'buggy' | 'hotfixed'): Promise<void> { await this.cli(['fault', 'set', 'kb319381', mode]); }
