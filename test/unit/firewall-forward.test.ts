@@ -149,6 +149,21 @@ describe('SecureNAT and the packet filter', () => {
     expect(rig.fw.counters.FwIcmpErrorsTranslated).toBe(1);
   });
 
+  it('an ICMP error from the internal host about a datagram that came in through a session goes out translated', async () => {
+    const rig = await makeFirewall();
+    const a = udpSocket(rig, 'a', 4003), b = udpSocket(rig, 'b', 9);
+    const errors: string[] = [];
+    b.s.on('error', (e: Error & { code?: string }) => errors.push(e.code ?? '?'));
+    a.s.send(Buffer.from('hello'), 9, B_ADDR);
+    await runUntil(rig.clock, () => b.got.length > 0, 100);
+    a.s.close(); // the client's port is gone: its kernel (here, A) answers port unreachable
+    b.s.send(Buffer.from('late'), b.got[0]!.port, FE_ADDR);
+    await runUntil(rig.clock, () => errors.length > 0, 200);
+    expect(rig.a.counters.UdpNoPorts).toBe(1);
+    expect(errors).toEqual(['ECONNREFUSED']); // B's stack matched the translated quote to its socket
+    expect(rig.fw.counters.FwIcmpErrorsTranslated).toBe(1);
+  });
+
   it('from outside, default deny: unsolicited datagrams are dropped and counted; a rule opens the way; spoofed sources are dropped', async () => {
     const rig = await makeFirewall({ rules: ['allow out any', 'allow in udp/9999 to 198.19.0.1/32'] });
     const fe9999 = new FsUdpSocket(rig.fe); const got: Buffer[] = [];

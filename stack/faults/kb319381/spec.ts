@@ -40,6 +40,12 @@ export const KB319381_FAULT = {
   defaultMode: 'hotfixed',
   params: ['PortScanWellKnownThreshold', 'PortScanAllPortsThreshold', 'MediaPortReleaseDelayMs'],
   implemented: true,
+  sources: [
+    'KB 319381 (symptoms, cause, the events 15104 and 15105 and their texts)',
+    'Wireshark msproxy dissector (packet-msproxy.c): the Firewall Client header layout and message codes',
+    'ISA Server 2000 and TMG SDK documentation: Firewall Client, application filters, port-scan detection defaults',
+    '[MS-MMSP]: the fields of an MMS data packet (LocationId, PlayIncarnation, AFFlags, PacketSize)',
+  ],
   ourChoices: [
     'port-scan thresholds 10 well-known and 20 in all, the later TMG defaults; detection interval 60 s; a dropped TCP or UDP packet touches its destination and its source port (the media server sends from many ports to one)',
     'the release delay MediaPortReleaseDelayMs (500 ms) stands for the time the firewall takes to free a released port',
