@@ -29,7 +29,7 @@ import { formatIpv4, prefixMask } from '../wire/addr';
 import { internetChecksum } from '../wire/checksum';
 import {
   ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAM_PROBLEM, ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED,
-  UNREACH_FRAG_NEEDED, finishIcmp,
+  UNREACH_ADMIN_PROHIBITED, UNREACH_FRAG_NEEDED, finishIcmp,
 } from '../wire/icmp';
 import { IP_FLAG_DF, IP_FLAG_MF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, readU16, readU32, writeU16, writeU32, emitIpv4Header, newIpv4Repr } from '../wire/ipv4';
 import { decrementTtl, finishPartialChecksum, fragment, rewriteEndpoint } from './packet';
@@ -297,7 +297,13 @@ export class Firewall {
       if (s !== undefined) this.endSession(s); // a new connection on the same four-tuple
       if (proto === PROTO_TCP && (flags & (SYN | 0x10)) !== SYN) return this.drop('tcp-no-session');
       const verdict = this.rules.match('out', proto, src, dst, dport) ?? 'deny';
-      if (verdict === 'deny') return this.drop('rule-deny');
+      if (verdict === 'deny') {
+        // RFC 1812 5.2.7.1: a router that refuses for administrative reasons may say so
+        // (code 13); the internal client learns at once instead of timing out. From
+        // outside nothing is answered: what is not let in is dropped silently.
+        this.icmpError(this.internal, pkt, ICMP_DEST_UNREACH, UNREACH_ADMIN_PROHIBITED, 0);
+        return this.drop('rule-deny');
+      }
       s = st.create(proto, src, sport, dst, dport, now) ?? undefined;
       if (s === undefined) return this.drop('nat-exhausted');
       this.counters.FwSessionsCreated++;

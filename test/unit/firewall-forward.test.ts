@@ -186,9 +186,13 @@ describe('SecureNAT and the packet filter', () => {
   it('a deny rule stops a client; a TCP segment without a session is dropped; an idle UDP session is forgotten after 120 s', async () => {
     const rig = await makeFirewall({ rules: ['deny out udp/53', 'allow out any'] });
     const a = udpSocket(rig, 'a', 4002), b = udpSocket(rig, 'b', 53);
+    const seenA = capture(rig.a);
     a.s.send(Buffer.from('q'), 53, B_ADDR);
-    await runUntil(rig.clock, () => rig.fw.drops['rule-deny'] > 0, 100);
+    await runUntil(rig.clock, () => rig.fw.drops['rule-deny'] > 0 && seenA.length > 0, 100);
     expect(b.got).toEqual([]);
+    // The client hears why: destination unreachable, communication administratively prohibited (RFC 1812 5.2.7.1).
+    expect([seenA[0]![20], seenA[0]![21]]).toEqual([3, 13]);
+    expect(seenA[0]!.readUInt32BE(12)).toBe(FI_IP);
     const b9 = udpSocket(rig, 'b', 9);
     a.s.send(Buffer.from('q'), 9, B_ADDR);
     await runUntil(rig.clock, () => b9.got.length > 0, 100);
