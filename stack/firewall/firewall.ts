@@ -295,6 +295,14 @@ export class Firewall {
     const flags = proto === PROTO_TCP ? pkt[ihl + 13] : 0;
     if (s === undefined || (s.tcp === 'closed' && (flags & SYN) !== 0)) {
       if (s !== undefined) this.endSession(s); // a new connection on the same four-tuple
+      // An internal server's answer to what a rule let in untranslated (a published
+      // server): it goes back the same way, untranslated.
+      if (this.rules.match('in', proto, dst, src, sport, false) === 'allow') {
+        decrementTtl(pkt);
+        this.counters.FwForwardedOut++;
+        this.counters.FwForwardedBytesOut += total;
+        return this.send(this.internal, this.external, pkt, meta, total, tooBig, mtu);
+      }
       if (proto === PROTO_TCP && (flags & (SYN | 0x10)) !== SYN) return this.drop('tcp-no-session');
       const verdict = this.rules.match('out', proto, src, dst, dport) ?? 'deny';
       if (verdict === 'deny') {

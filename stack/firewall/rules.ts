@@ -90,15 +90,18 @@ export class RuleSet {
     this.rules = texts.map(parseRule);
   }
 
-  /** First matching rule's action, or null when none matches (the caller's default applies). */
-  match(direction: RuleDirection, proto: number, src: number, dst: number, dstPort: number): RuleAction | null {
+  /**
+   * First matching rule's action, or null when none matches (the caller's default
+   * applies). `count` false: a look that is not a packet the rule decides (no hit).
+   */
+  match(direction: RuleDirection, proto: number, src: number, dst: number, dstPort: number, count = true): RuleAction | null {
     for (const r of this.rules) {
       if (r.direction !== direction) continue;
       const p = PROTO_NUM[r.proto];
       if (p !== -1 && p !== proto) continue;
       if (r.ports !== null && (dstPort < r.ports[0] || dstPort > r.ports[1])) continue;
       if (!inCidr(src, r.from) || !inCidr(dst, r.to)) continue;
-      r.hits++;
+      if (count) r.hits++;
       return r.action;
     }
     return null;

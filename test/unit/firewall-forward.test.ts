@@ -183,6 +183,27 @@ describe('SecureNAT and the packet filter', () => {
     expect(rig.fw.rules.describe()).toEqual([{ rule: 'allow out any', hits: 0 }, { rule: 'allow in udp/9999 to 198.19.0.1/32', hits: 1 }]);
   });
 
+  it('a rule publishes an internal server: routed in untranslated, its answers go back untranslated', async () => {
+    const rig = await makeFirewall({ rules: ['allow out any', 'allow in tcp/8080 to 198.18.1.2/32'] });
+    const { sinks } = sinkServer({ netB: rig.netA } as never, 8080); // the server is A, inside
+    const data = testData(50_000, 9);
+    const c = rig.netB.connect({ host: A_ADDR, port: 8080 });
+    const cs = watch(c);
+    c.end(data);
+    await runUntil(rig.clock, () => sinks.length > 0 && sinks[0]!.ended && cs.closed, 10_000);
+    expect(cs.error).toBeNull();
+    expect(sha256(sinks[0]!.data())).toBe(sha256(data));
+    expect(sinks[0]!.socket!.remoteAddress).toBe(B_ADDR); // not translated
+    expect(rig.fw.sessions.size).toBe(0);
+    expect(rig.fw.rules.describe()[1]!.hits).toBeGreaterThan(0);
+    // Another port of the same host stays closed.
+    const d = rig.netB.connect({ host: A_ADDR, port: 8081 });
+    watch(d);
+    await runUntil(rig.clock, () => rig.fw.drops['inbound-no-rule'] > 0, 500);
+    expect(rig.fw.drops['inbound-no-rule']).toBeGreaterThan(0);
+    d.destroy();
+  });
+
   it('a deny rule stops a client; a TCP segment without a session is dropped; an idle UDP session is forgotten after 120 s', async () => {
     const rig = await makeFirewall({ rules: ['deny out udp/53', 'allow out any'] });
     const a = udpSocket(rig, 'a', 4002), b = udpSocket(rig, 'b', 53);
