@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
 import { machineInfo, writeReport, type Report } from './report';
 
-const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu', 'ipsec'];
+const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu', 'ipsec', 'firewall'];
 
 interface Args { quick: boolean; json: boolean; only: Set<string>; out: string }
 
@@ -98,6 +98,7 @@ async function main(): Promise<void> {
   if (want('ethernet')) { progress('\n== ethernet'); figures.push(...(await optionalSection('ethernet', 'ethernet', 'runEthernetBench', args.quick))); }
   if (want('leak')) { progress('\n== leak'); figures.push(...(await optionalSection('leak', 'leak', 'runLeakBench', args.quick))); }
   if (want('pmtu')) { progress('\n== pmtu'); figures.push(...(await optionalSection('pmtu', 'pmtu', 'runPmtuBench', args.quick))); }
+  if (want('firewall')) { progress('\n== firewall (forwarding through faultstack vs the kernel forwarding; KB 319381 per mode)'); figures.push(...(await optionalSection('firewall', 'firewall', 'runFirewallBench', args.quick))); }
   if (want('ipsec')) { progress('\n== ipsec (strongSwan client: faultstack vs a strongSwan responder)'); figures.push(...(await optionalSection('ipsec', 'ipsec', 'runIpsecBench', args.quick))); }
 
   const report: Report = {

@@ -8,6 +8,7 @@
  * step failed. Always cleans up (namespaces, devices, processes).
  */
 import { PmtuLab, HOPS } from '../test/lab/pmtu-lab';
+import { FirewallLab, FW_IN, MEDIA } from '../test/lab/firewall-lab';
 import * as fs from 'node:fs';
 import { defineCommand, parseArgs, printHelp, switchFlag } from './cli/args';
 import { table } from './cli/format';
@@ -24,11 +25,12 @@ const L2_VM = '198.18.2.1';
 export const DEMO_SPEC = defineCommand({
   name: 'demo',
   summary: 'Run the stack in a throwaway network namespace and drive it with real Linux tools.',
-  details: `Steps: start, ping, HTTP, 10 MB TCP echo with SHA-256, iperf3 both ways, UDP echo, stats, then the L2\nstep (a stack on a TAP device in a Linux bridge; a namespace on the bridge pings, curls and runs iperf3),\nthen the PMTU lab (KB 898060 hotfixed and buggy behind real Linux routers).\nPackets are written to ${PCAP} (headers only). Needs root.`,
+  details: `Steps: start, ping, HTTP, 10 MB TCP echo with SHA-256, iperf3 both ways, UDP echo, stats, then the L2\nstep (a stack on a TAP device in a Linux bridge; a namespace on the bridge pings, curls and runs iperf3),\nthen the PMTU lab (KB 898060 hotfixed and buggy behind real Linux routers), then the firewall\n(KB 319381: a playlist through the Firewall Client, buggy and hotfixed).\nPackets are written to ${PCAP} (headers only). Needs root.`,
   flags: {
     json: switchFlag('print the summary as JSON on stdout (progress goes to stderr)'),
     'skip-l2': switchFlag('leave out the L2 (TAP and bridge) steps'),
     'skip-pmtu': switchFlag('leave out the PMTU lab steps'),
+    'skip-firewall': switchFlag('leave out the firewall step (KB 319381)'),
   },
 });
 
@@ -319,6 +321,30 @@ export async function run(argv: string[]): Promise<number> {
       });
     } finally {
       if (pmtu) await (pmtu as PmtuLab).cleanup().catch(() => {});
+    }
+
+    // KB 319381: faultstack as a firewall between two namespaces, a playlist through the Firewall Client.
+    let fwl: FirewallLab | null = null;
+    if (!p.flags['skip-firewall']) try {
+      await step('firewall kb319381', 'internal host | faultstack firewall | media server; 4 playlist items through the Firewall Client, buggy then hotfixed', async () => {
+        fwl = await FirewallLab.create({ tag: 'dfw' });
+        const f = fwl as FirewallLab;
+        await f.startMediaServer();
+        const player = ['--server', MEDIA, '--via', 'fwc', '--firewall', FW_IN, '--max-items', '4', '--grace-ms', '50'];
+        await f.startFirewall({ mode: 'buggy', params: { MediaPortReleaseDelayMs: 200 } });
+        const b = await f.play(player);
+        const bs = await f.fw<{ drops: Record<string, number> }>('summary');
+        const scans = (await f.events()).filter((e) => e.kind.startsWith('port-scan')).map((e) => String(e.data?.eventId));
+        await f.startFirewall({ mode: 'hotfixed' });
+        const h = await f.play(player);
+        const hs = await f.fw<{ counters: Record<string, number> }>('summary');
+        return {
+          ok: b.played === 1 && b.stalled === 3 && b.addrInUse > 0 && h.played === 4 && hs.counters.FwDropped === 0,
+          figure: `buggy: ${b.played}/4 items played, ${bs.drops['media-port-closed'] ?? 0} datagrams dropped, ${b.addrInUse} WSAEADDRINUSE, events ${scans.join(',') || 'none'}; hotfixed: ${h.played}/4 played, ${hs.counters.FwDropped} dropped`,
+        };
+      });
+    } finally {
+      if (fwl) await (fwl as FirewallLab).cleanup().catch(() => {});
     }
 
   } finally {

@@ -18,6 +18,7 @@ import { TcpLayer, TcpConfig, defaultTcpConfig } from './tcp/tcp';
 import { LinuxBacklog, BacklogPolicy, LINUX_BACKLOG_DEFAULTS } from './tcp/backlog';
 import { UdpLayer } from './udp/udp';
 import type { IpsecHook } from './iface/ipsec-hook';
+import type { IpInputHook } from './iface/ip-input-hook';
 import { CodedError } from './util/errors';
 import { formatIpv4, prefixMask } from './wire/addr';
 import { internetChecksum } from './wire/checksum';
@@ -137,6 +138,11 @@ export class Stack {
   readonly hooks: StackHooks = { gate: OPEN_GATE };
   /** IPsec (stack/iface/ipsec-hook.ts): set by the runtime when --ipsec is given. */
   ipsec: IpsecHook | null = null;
+  /**
+   * A router's view of IP input (stack/iface/ip-input-hook.ts): set by a forwarding plane
+   * (the firewall, stack/firewall/) that sits on this stack's interface.
+   */
+  ipInputHook: IpInputHook | null = null;
 
   constructor(opts: StackOptions) {
     this.device = opts.device;
@@ -280,7 +286,11 @@ export class Stack {
       return;
     }
     if (this.hooks.gate.refuseInput()) return;
-    if (!this.isLocal(ip.dst)) { c.IpInAddrErrors++; return; }
+    const local = this.isLocal(ip.dst);
+    // A forwarding plane sees every valid datagram before local delivery (RFC 1812 5.2.1:
+    // a router decides to forward or to deliver before reassembly).
+    if (this.ipInputHook !== null && this.ipInputHook.input(pkt, ip, meta, local, now)) return;
+    if (!local) { c.IpInAddrErrors++; return; }
     len = ip.totalLength;
     let buf = pkt;
     let off = ip.headerLength;
@@ -428,6 +438,18 @@ export class Stack {
     this.counters.IpOutRequests++;
     if (this.ipsec !== null && this.ipsec.output(pkt, meta, this.now)) return;
     this.device.send(pkt, meta);
+  }
+
+  /**
+   * Raw IP output for a datagram this stack did not originate (a router's forwarded
+   * packet): no header is written, no IPsec policy applies; the output gate still does.
+   * The device owns `pkt` from here on.
+   */
+  sendRaw(pkt: Buffer, meta: OffloadMeta | null): boolean {
+    if (this.closed || this.hooks.gate.refuseOutput()) { this.counters.IpOutDiscards++; return false; }
+    this.device.send(pkt, meta);
+    this.flushSoon();
+    return true;
   }
 
   /** Writes a 20-byte IPv4 header at the start of an unfragmented packet (one scratch repr, no allocation). */

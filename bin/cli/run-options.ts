@@ -5,6 +5,7 @@
  */
 import type { Ipv4Cidr } from '../../stack/wire/addr';
 import type { IpsecConfig } from '../../stack/ipsec/config';
+import type { FirewallRunOptions } from '../../stack/runtime/firewall-setup';
 
 export const SERVICE_NAMES = ['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -104,6 +105,10 @@ export interface RunOptions {
   ipsec?: IpsecConfig;
   /** Absolute path of the Wireshark key directory (--ipsec-keylog DIR). */
   ipsecKeylog?: string;
+  /** --host-netns: the TUN device's kernel side goes into this network namespace. */
+  hostNetns?: string;
+  /** --external-tun and friends: faultstack as a firewall between two interfaces (stack/firewall/). */
+  firewall?: FirewallRunOptions;
 }
 
 /** What stack/runtime/run.ts exports for `faultstack run`. */

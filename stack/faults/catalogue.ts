@@ -177,6 +177,10 @@ const WINDOWS_BASE = {
   MtlsListenBacklog: 5,
   MtlsAcceptIntervalMs: 100,
   DefaultTTL: 128,
+  // The firewall's (KB 319381, stack/faults/kb319381/spec.ts): what a Windows firewall starts with.
+  PortScanWellKnownThreshold: kb319381.params.PortScanWellKnownThreshold.default,
+  PortScanAllPortsThreshold: kb319381.params.PortScanAllPortsThreshold.default,
+  MediaPortReleaseDelayMs: kb319381.params.MediaPortReleaseDelayMs.default,
 } as const satisfies Partial<ParamValues>;
 
 export const PROFILES: readonly ProfileSpec[] = [

@@ -17,6 +17,7 @@
  */
 import type { ControlHandler } from '../control/server';
 import type { EthernetInterface } from '../iface/ethernet';
+import type { Firewall } from '../firewall/firewall';
 import type { Ipsec } from '../ipsec/ipsec';
 import type { Stack } from '../stack';
 import type { FaultConfig } from './config';
@@ -87,6 +88,7 @@ export interface FaultSpec {
 export interface FeatureSet {
   readonly ipsec?: Ipsec;
   readonly ethernet?: EthernetInterface;
+  readonly firewall?: Firewall;
 }
 
 export interface FaultContext {

@@ -32,6 +32,7 @@ import { cachedSummary, connectionCounts, listenerRows, streamRows } from './sta
 import { MAX_TIMEOUT_MS, STATS_ROWS_PER_EVENT, badArgument, booleanArg, integerArg, requiredString, statsQuery, type StatsQuery } from '../control/protocol';
 import type { ShardWorkerData } from './shard-worker';
 import { attachIpsec } from './ipsec-setup';
+import { attachFirewall, configureHostNetns } from './firewall-setup';
 
 let gcFn: (() => void) | null = null;
 /** Heap in use after a full garbage collection (what a leak keeps reachable). */
@@ -56,7 +57,7 @@ export function memoryAfterGc(): { heapUsedAfterGc: number; arrayBuffersAfterGc:
 }
 
 function kernelSide(opts: RunOptions, hostAddr: string | null): string {
-  return opts.hostConfig === false || hostAddr === null ? 'kernel side left as it is' : `kernel side ${hostAddr}`;
+  return opts.hostConfig === false || hostAddr === null ? 'kernel side left as it is' : `kernel side ${hostAddr}${opts.hostNetns ? ` in ${opts.hostNetns}` : ''}`;
 }
 
 export interface Runtime {
@@ -86,8 +87,11 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const bridge = tap ? setupTapKernelSide(opts, tun) : null;
     if (bridge?.created) cleanups.push(() => removeBridge(bridge.name));
     cleanups.push(() => tun.close());
+    // Read in this namespace, before --host-netns moves the device away.
+    const txq = txQueueLen(tun.name);
     if (!tap) {
-      const host = configureHostLink(opts, tun, before);
+      const hostAddrText = opts.hostAddr ? `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}` : null;
+      const host = opts.hostNetns ? configureHostNetns(tun, opts.hostNetns, hostAddrText, opts.mtu) : configureHostLink(opts, tun, before);
       cleanups.push(() => host.restore());
     }
     // TUN: device <- --pcap-wire <- impairments <- --pcap <- stack (docs/impairments.md).
@@ -120,7 +124,9 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
       tcp: { congestionControl: opts.cc },
       ...stackOffloads(tun.vnetHdr, tun.offloads.tso4, tun.offloads.csum),
       ...(link ? link.stackOptions : {}),
-      rxQueueBytes: rxQueueBytes(txQueueLen(tun.name), tun.queueCount, tun.mtu, tun.vnetHdr, tun.offloads.tso4),
+      rxQueueBytes: rxQueueBytes(txq, tun.queueCount, tun.mtu, tun.vnetHdr, tun.offloads.tso4),
+      // A firewall's interface answers for its own address only; the rest is forwarded.
+      ...(opts.firewall ? { acceptAnyAddress: false } : {}),
     });
     const installed = installFaults(stack, faults, events);
     cleanups.push(() => stack.close());
@@ -136,7 +142,10 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const services = await startNamedServices(toxics.wrapApi(api), api, opts, rt);
     cleanups.push(async () => { for (const s of services) await s.close(); });
 
-    const control = await ControlServer.start(opts.control, { ...controlHandlers(rt, opts, api), ...(ipsec?.handlers ?? {}) });
+    const fw = await attachFirewall(stack, opts, faults, events, scheduler);
+    if (fw) cleanups.push(() => fw.close());
+
+    const control = await ControlServer.start(opts.control, { ...controlHandlers(rt, opts, api), ...(ipsec?.handlers ?? {}), ...(fw?.handlers ?? {}) });
     cleanups.push(() => control.close());
     cleanups.push(() => unlogChanges());
     cleanups.push(() => events.close());
@@ -160,13 +169,15 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
       hostConfig: opts.hostConfig !== false,
       services: opts.services, control: opts.control, offloads: off.names, queues: tun.queueCount,
       profile: faults.snapshot().profile, pid: process.pid,
+      ...(opts.hostNetns ? { hostNetns: opts.hostNetns } : {}),
+      ...(fw && opts.firewall ? { external: { tun: fw.tun.name, addr: `${formatIpv4(opts.firewall.addr.addr)}/${opts.firewall.addr.prefix}`, mtu: fw.tun.mtu, hostNetns: opts.firewall.hostNetns ?? null, offloads: fw.tun.offloads.names } } : {}),
     };
     const where = l2
       ? `TAP ${info.tun} (mac ${l2.mac}, ${l2.bridge ? `port of bridge ${l2.bridge}${l2.bridgeCreated ? ' (created)' : ''}` : `kernel side ${hostAddr}`}${l2.gateway ? `, gateway ${l2.gateway}` : ''}`
       : `${info.tun} (${kernelSide(opts, info.hostAddr)}`;
     const readyLine = opts.json
       ? JSON.stringify(info)
-      : `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
+      : `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'})${info.external ? `, firewall: external ${info.external.addr} on ${info.external.tun} (mtu ${info.external.mtu}${info.external.hostNetns ? `, kernel side in ${info.external.hostNetns}` : ''}), Firewall Client on ${formatIpv4(opts.addr.addr)}:1745` : ''}, services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
     return Object.assign({ readyLine, closed, shutdown }, { runtime: rt, api });
   } catch (e) {
     await cleanup();

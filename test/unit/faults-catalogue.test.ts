@@ -43,7 +43,7 @@ describe('fault catalogue', () => {
 
   it('marks which faults are implemented; unimplemented ones default to off', () => {
     const impl = Object.fromEntries(FAULTS.map((f) => [f.id, f.implemented]));
-    expect(impl).toEqual({ kb903927: true, kb297040: true, kb898060: true, kb972183: false, kb319381: false });
+    expect(impl).toEqual({ kb903927: true, kb297040: true, kb898060: true, kb972183: false, kb319381: true });
     for (const f of FAULTS) expect(f.defaultMode).toBe(f.implemented ? 'hotfixed' : 'off');
   });
 
@@ -103,6 +103,7 @@ describe('parameter registry', () => {
     MaxDescriptorAllocs: { type: 'int', default: 512 },
     PortScanWellKnownThreshold: { type: 'int', default: 10 },
     PortScanAllPortsThreshold: { type: 'int', default: 20 },
+    MediaPortReleaseDelayMs: { type: 'int', default: 500 },
   };
 
   it('holds every parameter with its type, default and range', () => {
@@ -157,7 +158,7 @@ describe('FaultConfig', () => {
     const cfg = new FaultConfig();
     expect(cfg.profile).toBe('win2003-sp1');
     expect(cfg.modes).toEqual({
-      kb903927: 'hotfixed', kb297040: 'hotfixed', kb898060: 'hotfixed', kb972183: 'off', kb319381: 'off',
+      kb903927: 'hotfixed', kb297040: 'hotfixed', kb898060: 'hotfixed', kb972183: 'off', kb319381: 'hotfixed',
     });
     expect(cfg.params.SynAttackProtect).toBe(2);
     expect(cfg.params.TcpStackProfile).toBe('windows');
@@ -191,7 +192,7 @@ describe('FaultConfig', () => {
 
   it('refuses to enable an unimplemented fault, accepts off', () => {
     const cfg = new FaultConfig();
-    for (const id of ['kb972183', 'nlb-ipsec', 'kb319381', 'udp-rebind']) {
+    for (const id of ['kb972183', 'nlb-ipsec']) {
       for (const mode of ['buggy', 'hotfixed']) {
         const msg = usageMessage(() => cfg.setMode(id, mode));
         expect(msg).toMatch(/is not implemented yet: it can only be 'off'/);

@@ -15,6 +15,7 @@ import { socketPath } from '../control-target';
 import { ImpairSpecError, parseImpairment } from '../../../stack/impair/spec';
 import * as ipsecConfig from '../../../stack/ipsec/config';
 import type { IpsecConfig } from '../../../stack/ipsec/config';
+import { firewallRule, firewallRunOptions, netnsName } from '../firewall-options';
 import {
   CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RunOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime, defaultRunDir,
 } from '../run-options';
@@ -228,6 +229,14 @@ export const RUN_SPEC = defineCommand({
     ipsec: valueFlag({ valueName: 'FILE', help: 'IPsec: identities, keys, proposals, selectors (YAML; see docs/ipsec.md)', ...inputFile }),
     'ipsec-psk': repeatableFlag({ valueName: '[ID=]SECRET', help: 'IPsec pre-shared key for identity ID (any identity without ID=)', ...text('[ID=]SECRET, e.g. client1@lab=labsecret') }),
     'ipsec-keylog': valueFlag({ valueName: 'DIR', help: 'write SA keys as Wireshark tables here (WIRESHARK_CONFIG_DIR=DIR tshark ...)', ...outputDir }),
+    'host-netns': valueFlag({ valueName: 'NS', help: "move the TUN device's kernel side into this network namespace (a host of its own)", ...netnsName }),
+    'external-tun': valueFlag({ valueName: 'NAME', help: 'firewall: the external interface, a second TUN device (the --tun one is the internal interface)', ...ifname }),
+    'external-addr': valueFlag({ valueName: 'IP/PREFIX', help: "firewall: the external interface's address", ...interfaceCidr }),
+    'external-host-addr': valueFlag({ valueName: 'IP/PREFIX', help: "firewall: the external TUN's kernel side", defaultText: 'first other host address of the subnet', ...interfaceCidr }),
+    'external-mtu': valueFlag({ valueName: 'N', help: 'firewall: the external link MTU', ...integer(68, 65535) }),
+    'external-host-netns': valueFlag({ valueName: 'NS', help: "firewall: move the external TUN's kernel side into this network namespace", ...netnsName }),
+    'external-pcap': valueFlag({ valueName: 'FILE', help: 'firewall: write every packet of the external interface to this pcap file', ...outputFile }),
+    'fw-rule': repeatableFlag({ valueName: 'RULE', help: 'firewall: a packet-filter rule, e.g. "allow in icmp" (docs/firewall.md)', ...firewallRule }),
   },
 });
 
@@ -319,6 +328,9 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
   const ipsec = ipsecOptions(f.ipsec, f['ipsec-psk']);
   if (f['ipsec-keylog'] && !ipsec) throw usageError(spec, '--ipsec-keylog needs --ipsec FILE or --ipsec-psk [ID=]SECRET');
   if (ipsec && f.shards) throw usageError(spec, '--ipsec runs in one thread: drop --shards');
+  const firewall = firewallRunOptions(f, spec, { device, addr, tap, shards: f.shards, ipsec: ipsec !== undefined, hostConfig: !noHost });
+  if (f['host-netns'] !== undefined && noHost) throw usageError(spec, '--host-netns configures the kernel side in that namespace: drop --no-host-config');
+  if (f['host-netns'] !== undefined && (tap || f.shards)) throw usageError(spec, '--host-netns moves a TUN device: it does not go with --tap or --shards');
   if (f.pcap && f.events && f.pcap === f.events) {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
@@ -352,6 +364,8 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     json: f.json,
     ...(ipsec ? { ipsec } : {}),
     ...(f['ipsec-keylog'] ? { ipsecKeylog: f['ipsec-keylog'] } : {}),
+    ...(f['host-netns'] !== undefined ? { hostNetns: f['host-netns'] } : {}),
+    ...(firewall ? { firewall } : {}),
   };
 }
 
