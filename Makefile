@@ -40,10 +40,10 @@ bench: build
 	$(NODE) dist/bench/run.js
 
 # Re-captures the IKEv2 key-derivation vectors from two real strongSwan charons (root):
-# rewrites test/unit/fixtures/strongswan-ike.json (see test/lab/capture-ike-vectors.ts).
+# rewrites test/unit/fixtures/strongswan-ike.json (see lab/capture-ike-vectors.ts).
 ike-vectors: build
 	@mkdir -p .tools
-	./node_modules/.bin/esbuild test/lab/capture-ike-vectors.ts --bundle --platform=node --log-level=warning --outfile=.tools/capture-ike-vectors.js
+	./node_modules/.bin/esbuild lab/capture-ike-vectors.ts --bundle --platform=node --log-level=warning --outfile=.tools/capture-ike-vectors.js
 	$(NODE) .tools/capture-ike-vectors.js
 
 clean:

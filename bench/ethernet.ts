@@ -19,7 +19,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { figure, fmt, fmtRatio, type Figure } from './figures';
-import { Lab } from '../test/lab/lab';
+import { Lab } from '../lab/lab';
 
 export interface EthernetBenchOptions {
   quick?: boolean;

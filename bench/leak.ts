@@ -6,7 +6,7 @@
  * For each mode, in a lab namespace of its own: the stack with the mtls service (listen
  * backlog 2, one accept every 500 ms, Server 2003 SP1 defaults otherwise, TcpMaxHalfOpen
  * 100), a bounded SYN flood from spoofed lab sources running the whole time
- * (drivers/synflood.ts: it exhausts the backlog, which triggers SYN attack protection,
+ * (lab/synflood.ts: it exhausts the backlog, which triggers SYN attack protection,
  * and keeps more than TcpMaxHalfOpen connections half-open, which keeps it on), and
  * rounds of Linux TLS clients (Node's TLS over the kernel's TCP, mutual TLS with the
  * certificates the service made). Every client past the backlog connects, sends its
@@ -25,7 +25,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, LabProcess, repoRoot } from '../test/lab/lab';
+import { Lab, LabProcess, repoRoot } from '../lab/lab';
 import { figure, fmt, progress as stderrProgress, type Figure } from './figures';
 
 export interface LeakBenchOptions {
@@ -126,7 +126,7 @@ async function runMode(lab: Lab, mode: LeakMode, cfg: { quick: boolean; rounds: 
   };
   const clients = { count: 0, refused: 0, reset: 0, served: 0, other: 0 };
   const burst = async (n: number): Promise<BurstResult> => {
-    const r = await lab.exec(ns, process.execPath, [path.join(root, 'test', 'integration', 'fixtures', 'tls-burst.js'), STACK, String(PORT), certs, String(n)], { timeoutMs: 60_000 });
+    const r = await lab.exec(ns, process.execPath, [path.join(root, 'lab', 'clients', 'tls-burst.js'), STACK, String(PORT), certs, String(n)], { timeoutMs: 60_000 });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     if (!line.startsWith('{')) throw new Error(`TLS clients failed: ${r.stderr.trim() || line}`);
     const b = JSON.parse(line) as BurstResult;
@@ -137,7 +137,7 @@ async function runMode(lab: Lab, mode: LeakMode, cfg: { quick: boolean; rounds: 
   // The flood runs for the whole measurement and stops by itself (bounded in count and time).
   const floodSeconds = Math.min(60, Math.ceil(12 + (cfg.warmRounds + cfg.rounds) * 4));
   const flood: LabProcess = lab.spawn(ns, process.execPath, [
-    path.join(root, 'dist', 'drivers', 'synflood.js'), '--target', `${STACK}:${PORT}`, '--source', '198.18.100.0/22',
+    path.join(root, 'dist', 'lab', 'synflood.js'), '--target', `${STACK}:${PORT}`, '--source', '198.18.100.0/22',
     '--count', String(cfg.ratePps * floodSeconds), '--duration', String(floodSeconds), '--rate', String(cfg.ratePps), '--json', '--quiet',
   ]);
   const floodStart = Date.now();

@@ -1,7 +1,7 @@
 /**
  * KB 898060 scenario and benchmark: `node dist/bench/pmtu.js [--json] [--quick]`.
  *
- * faultstack runs behind the PMTU lab's real Linux routers (test/lab/pmtu-lab.ts):
+ * faultstack runs behind the PMTU lab's real Linux routers (lab/pmtu-lab.ts):
  * path A has one smaller hop (1400), path B two (1280, then a 1000-byte tunnel).
  * Destinations (client addresses) arrive in rounds of `perRound` new ones; each
  * destination downloads once in the round it arrives and once more in the next
@@ -25,7 +25,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { figure, type Figure } from './figures';
-import { PmtuLab, DownloadResult, PathChoice, RoutesReply, HOPS } from '../test/lab/pmtu-lab';
+import { PmtuLab, DownloadResult, PathChoice, RoutesReply, HOPS } from '../lab/pmtu-lab';
 
 export interface PmtuBenchOptions {
   quick?: boolean;

@@ -12,7 +12,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, LabProcess } from '../test/lab/lab';
+import { Lab, LabProcess } from '../lab/lab';
 import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
 
 export interface TrafficOptions {
@@ -497,7 +497,7 @@ export class TrafficBench {
   // ------------------------------------------------------------------ SYN flood
 
   private async flood(ns: string, target: string, count: number, seconds: number): Promise<{ sent: number; seconds: number }> {
-    const r = await this.lab.exec(ns, process.execPath, [dist('..', 'drivers', 'synflood.js'), '--target', target, '--source', '198.18.100.0/24',
+    const r = await this.lab.exec(ns, process.execPath, [dist('..', 'lab', 'synflood.js'), '--target', target, '--source', '198.18.100.0/24',
       '--count', String(count), '--duration', String(seconds), '--json', '--quiet'], { timeoutMs: (seconds + 20) * 1000 });
     const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
     if (!line) throw new Error(`synflood: exit ${r.code}: ${r.stderr.slice(0, 300)}`);

@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PrivateBuild, buildPrivate } from '../lab/build';
-import { Lab, StackStartError } from '../lab/lab';
+import { PrivateBuild, buildPrivate } from '../helpers/build';
+import { Lab, StackStartError } from '../../lab/lab';
 
 function netnsList(): string[] {
   const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
@@ -210,13 +210,13 @@ describe('Lab in another process', () => {
   let build: PrivateBuild;
 
   beforeAll(() => {
-    build = buildPrivate(['test/lab/lab.js']);
+    build = buildPrivate(['lab/lab.js']);
   }, 120_000);
 
   afterAll(() => build?.remove());
 
   const child = (body: string) => spawn(process.execPath, ['-e', `
-    const { Lab } = require(${JSON.stringify(path.join('PLACEHOLDER', 'test/lab/lab.js'))});
+    const { Lab } = require(${JSON.stringify(path.join('PLACEHOLDER', 'lab/lab.js'))});
     (async () => { ${body} })().catch((e) => { console.error(e); process.exit(9); });
   `.replace('PLACEHOLDER', build.dist)], { stdio: ['ignore', 'pipe', 'inherit'] });
 

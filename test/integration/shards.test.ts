@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess } from '../lab/lab';
+import { Lab, StackProcess } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runHping3Flood } from '../../drivers/hping3';
+import { runHping3Flood } from '../../lab/hping3';
 import { checksumAdd, checksumFinish, internetChecksum, pseudoHeaderSum } from '../../stack/wire/checksum';
 import { formatIpv4, parseIpv4 } from '../../stack/wire/addr';
 
@@ -186,9 +186,9 @@ describe.skipIf(!canRun)('SYN flood generators in throwaway namespaces', () => {
     sh(
       path.join(ROOT, 'node_modules/.bin/tsc'), '--outDir', path.join(tmpDir, 'js'), '--rootDir', ROOT,
       '--module', 'commonjs', '--target', 'ES2022', '--moduleResolution', 'node', '--strict', '--esModuleInterop',
-      '--skipLibCheck', '--types', 'node', path.join(ROOT, 'drivers/synflood.ts'),
+      '--skipLibCheck', '--types', 'node', path.join(ROOT, 'lab/synflood.ts'),
     );
-    floodJs = path.join(tmpDir, 'js/drivers/synflood.js');
+    floodJs = path.join(tmpDir, 'js/lab/synflood.js');
 
     sh('ip', 'netns', 'add', NS_ATK);
     sh('ip', 'netns', 'add', NS_VIC);

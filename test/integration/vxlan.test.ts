@@ -18,11 +18,11 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess, repoRoot } from '../lab/lab';
+import { Lab, StackProcess, repoRoot } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 const STACK_MAC = '02:00:c6:12:00:02';
-const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
+const clients = path.join(repoRoot(), 'lab', 'clients');
 const MB10 = 10 * 1000 * 1000;
 
 let lab: Lab;
@@ -90,7 +90,7 @@ describe('VXLAN: a client on machine 2 uses a stack on machine 1', () => {
     const rx0 = await underlayRxBytes();
     const c = await sh(c2, `curl -sS --max-time 20 -o /dev/null -w '%{http_code} %{size_download}' http://${STACK}/bytes/1000000`);
     expect(c.stdout.trim()).toBe('200 1000000');
-    const r = await lab.exec(c2, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
+    const r = await lab.exec(c2, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { error?: string; receivedBytes: number; receivedSha: string; sentSha: string };
     expect(j.error).toBeUndefined();
     expect(j.receivedBytes).toBe(MB10);

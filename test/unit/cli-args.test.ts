@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { PrivateBuild, REPO, buildPrivate } from '../lab/build';
+import { PrivateBuild, REPO, buildPrivate } from '../helpers/build';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';

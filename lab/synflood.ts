@@ -12,7 +12,7 @@
  * with `ip netns exec NS` (or inside `unshare -n`) in a namespace the test created.
  *
  * As a program:
- *   node dist/drivers/synflood.js --target 198.18.0.2:5061 --source 198.18.100.0/24 \
+ *   node dist/lab/synflood.js --target 198.18.0.2:5061 --source 198.18.100.0/24 \
  *        --count 10000 --duration 5 [--rate 20000] [--seed N] [--json] [--quiet]
  */
 import { randomBytes } from 'node:crypto';
