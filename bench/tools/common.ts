@@ -3,8 +3,7 @@
  * inside lab namespaces): flag parsing, JSON lines on stdout, commands on stdin.
  */
 import * as readline from 'node:readline';
-import * as v8 from 'node:v8';
-import * as vm from 'node:vm';
+import { fullGc } from '../../stack/runtime/memory';
 
 export function flags(argv: readonly string[]): Map<string, string> {
   const m = new Map<string, string>();
@@ -23,15 +22,9 @@ export function say(obj: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify(obj) + '\n');
 }
 
-let gcFn: (() => void) | null = null;
 /** Heap and RSS after two full collections: what live objects cost, not garbage. */
 export function memoryAfterGc(): { heapUsed: number; rss: number; external: number; arrayBuffers: number } {
-  if (!gcFn) {
-    v8.setFlagsFromString('--expose-gc');
-    gcFn = vm.runInNewContext('gc') as () => void;
-  }
-  gcFn();
-  gcFn();
+  fullGc();
   const m = process.memoryUsage();
   return { heapUsed: m.heapUsed, rss: m.rss, external: m.external, arrayBuffers: m.arrayBuffers };
 }

@@ -1,6 +1,7 @@
 /**
- * `faultstack run`: validate the flags into RunOptions, start the stack runtime, print
- * its ready line, and shut it down cleanly on SIGINT/SIGTERM/SIGHUP.
+ * `faultstack run`: validate the flags into the runtime's options (RuntimeOptions,
+ * stack/runtime/options.ts), start the stack runtime, print its ready line, and shut it
+ * down cleanly on SIGINT/SIGTERM/SIGHUP.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,13 +12,13 @@ import {
   InvalidValue, defineCommand, Validator, commaSubset, integer, keyValue, oneOf, parseArgs, printHelp,
   repeatableFlag, requiredFlag, switchFlag, text, usageError, valueFlag,
 } from '../args';
-import { socketPath } from '../control-target';
+import { defaultRunDir, socketPath } from '../control-target';
 import { ImpairSpecError, parseImpairment } from '../../../stack/impair/spec';
 import * as ipsecConfig from '../../../stack/ipsec/config';
 import type { IpsecConfig } from '../../../stack/ipsec/config';
 import {
-  CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RunOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime, defaultRunDir,
-} from '../run-options';
+  CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RuntimeOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime,
+} from '../../../stack/runtime/options';
 
 /** Linux dev_valid_name(): 1..15 bytes (IFNAMSIZ 16 with NUL), not "." or "..", no '/', ':' or whitespace. */
 export const ifname: Validator<string> = {
@@ -254,7 +255,7 @@ function ipsecOptions(file: string | undefined, psks: string[]): IpsecConfig | u
 const spec = RUN_SPEC;
 
 /** Parses and cross-checks `run` flags; null when --help was asked for. */
-export function buildRunOptions(argv: readonly string[]): RunOptions | null {
+export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null {
   const p = parseArgs(spec, argv);
   if (p.help) return null;
   const f = p.flags;
