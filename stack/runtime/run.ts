@@ -8,7 +8,7 @@
 import * as path from 'node:path';
 import { type TunDevice } from '../../drivers/tun/index';
 import { PcapDevice, wallClock } from '../../drivers/pcap';
-import { ImpairDevice } from '../../drivers/impair';
+import { ImpairDevice } from '../impair/device';
 import { removeBridge } from '../../drivers/tap/index';
 import type { Device } from '../../drivers/device';
 import { Impairments } from '../impair/registry';
