@@ -137,9 +137,6 @@ function percentile(sorted: number[], p: number): number {
 export class TrafficBench {
   readonly figures: Figure[] = [];
   private lab!: Lab;
-  private stk = '';
-  private ka = '';
-  private kb = '';
   /** The veth pair's ends (ka side, kb side), for the jumbo-MTU baseline. */
   private vethA = '';
   private vethB = '';
@@ -204,9 +201,8 @@ export class TrafficBench {
 
   private async setup(): Promise<void> {
     progress('lab: namespaces stk (stack on TUN), ka <-> kb (kernel over veth)');
-    this.stk = await this.lab.addNamespace('stk');
-    this.ka = await this.lab.addNamespace('ka');
-    this.kb = await this.lab.addNamespace('kb');
+    // Addressed by their names below ('stk', 'ka', 'kb').
+    for (const ns of ['stk', 'ka', 'kb']) await this.lab.addNamespace(ns);
     const v = await this.lab.veth('ka', 'kb', { addrA: `${KA}/24`, addrB: `${KB}/24` });
     this.vethA = v.devA; this.vethB = v.devB;
     // Many ports for connection-rate and memory runs: the client side of both worlds.

@@ -45,7 +45,7 @@ beforeAll(async () => {
   pcapFile = path.join(tmp, 's1.pcap');
   sw = await lab.addNamespace('sw');
   vm = await lab.addNamespace('vm');
-  const rt = await lab.addNamespace('rt');
+  await lab.addNamespace('rt');
   far = await lab.addNamespace('far');
   br = await lab.bridge('sw');
   ({ dev: vmDev, port: vmPort } = await lab.vethToBridge('vm', 'sw', br, { addr: `${VM}/24` }));

@@ -169,8 +169,9 @@ describe('Lab', () => {
 
       process.env.FAULTSTACK_CLI = script(`console.log('starting slowly'); setInterval(() => {}, 1000);`);
       const t0 = Date.now();
-      const slow = await lab.startStack('a', ['--addr', '198.18.9.2/24'], { timeoutMs: 500 }).catch((e: unknown) => e as StackStartError);
-      expect(slow.message).toMatch(/no .*ready.* within 0.5 s; output:\nstarting slowly/);
+      const slow = await lab.startStack('a', ['--addr', '198.18.9.2/24'], { timeoutMs: 500 }).catch((e: unknown) => e);
+      expect(slow).toBeInstanceOf(StackStartError);
+      expect((slow as StackStartError).message).toMatch(/no .*ready.* within 0.5 s; output:\nstarting slowly/);
       expect(Date.now() - t0).toBeLessThan(5000);
       expect(spawnSync('ip', ['netns', 'pids', lab.ns('a')], { encoding: 'utf8' }).stdout.trim()).toBe('');
     } finally {

@@ -9,7 +9,6 @@ import {
   requiredFlag, switchFlag, valueFlag,
 } from '../../bin/cli/args';
 import { buildRunOptions } from '../../bin/cli/commands/run';
-import { UsageError } from '../../stack/util/errors';
 import { usageMessage } from './helpers/usage';
 import { formatIpv4 } from '../../stack/wire/addr';
 

@@ -104,7 +104,7 @@ describe('receive window and the persist timer', () => {
     expect(update.t - resumeAt).toBeLessThanOrEqual(1); // (the rig runs the stream's nextTick after its first 1 ms step)
     expect(p.a.counters.TcpExtTCPWinProbe).toBe(probes.length);
     // One update, not one per chunk read.
-    expect(tap.tcp('b->a', (t, x) => x.t === update.t).length).toBe(1);
+    expect(tap.tcp('b->a', (_t, x) => x.t === update.t).length).toBe(1);
     expectWithinWindow(tap, 7);
   });
 
