@@ -26,6 +26,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Lab, LabProcess, repoRoot } from '../lab/lab';
+import { parseFlags } from '../lab/flags';
+import { UsageError } from '../stack/util/errors';
 import { figure, fmt, progress as stderrProgress, type Figure } from './figures';
 
 export interface LeakBenchOptions {
@@ -306,20 +308,17 @@ export async function runLeakBench(opts: LeakBenchOptions = {}): Promise<{ figur
 }
 
 async function main(argv: string[]): Promise<number> {
-  let quick = false, json = false, out: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--quick') quick = true;
-    else if (a === '--json') json = true;
-    else if (a === '--out') out = path.resolve(argv[++i] ?? '.');
-    else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: node dist/bench/leak.js [--quick] [--json] [--out DIR]\n');
-      return 0;
-    } else {
-      process.stderr.write(`leak: unknown argument ${JSON.stringify(a)}; valid: --quick, --json, --out DIR\n`);
-      return 2;
-    }
+  const usage = 'usage: node dist/bench/leak.js [--quick] [--json] [--out DIR]\n';
+  let flags;
+  try {
+    flags = parseFlags('leak', argv, { quick: { type: 'boolean' }, json: { type: 'boolean' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } }).values;
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`${e.message}\n${usage}`);
+    return 2;
   }
+  if (flags.help) { process.stdout.write(usage); return 0; }
+  const quick = flags.quick === true, json = flags.json === true, out = flags.out !== undefined ? path.resolve(flags.out) : undefined;
   stderrProgress(`leak benchmark (KB 903927)${quick ? ', quick' : ''}`);
   const { result, files } = await runLeakBench({ quick, out });
   if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');

@@ -17,7 +17,7 @@ import type { ServiceName } from '../../stack/runtime/options';
 import { flags, memoryAfterGc, say, serveCommands } from './common';
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2));
+  const f = flags('stack-server', process.argv.slice(2), ['tun', 'addr', 'host-addr', 'mtu', 'services', 'control', 'profile', 'offloads', 'queues', 'cc'], ['shards']);
   const tun = f.get('tun') ?? 'fsbench0';
   const addr = parseCidr(f.get('addr') ?? '198.18.0.2/24')!;
   const hostAddr = parseCidr(f.get('host-addr') ?? '198.18.0.1/24')!;
