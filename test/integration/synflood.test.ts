@@ -231,7 +231,9 @@ describe('SYN flood generators in throwaway namespaces', () => {
     const before = kernelCounters('vic');
     const cap = await startCapture('hping3');
     const r = await runHping3Flood({
-      target: `${VIC_ADDR}:${PORT}`, sources: ['198.18.211.77', '198.18.211.78'], count: 400, durationMs: 2000, netns: lab.ns('atk'),
+      // 2 ms apart (0.4 s per process) inside a 5 s bound: a busy machine delays hping3's
+      // timer, and the bound must not cut a run that is only slow.
+      target: `${VIC_ADDR}:${PORT}`, sources: ['198.18.211.77', '198.18.211.78'], count: 400, durationMs: 5000, intervalUs: 2000, netns: lab.ns('atk'),
     });
     await cap.stop(400);
     const after = kernelCounters('vic');
