@@ -12,7 +12,7 @@ import { ACK, PSH, SYN, emitTcp, newTcpRepr, parseTcp, type TcpOptionsOut } from
 import { emitUdp, newUdpRepr, parseUdp } from '../stack/wire/udp';
 import { finishIcmp, newIcmpRepr, parseIcmp } from '../stack/wire/icmp';
 import type { ConnectionOwner } from '../stack/tcp/connection';
-import { ImpairDevice } from '../drivers/impair';
+import { ImpairDevice } from '../stack/impair/device';
 import { type PacketImpairSpec, parseImpairment } from '../stack/impair/spec';
 import { figure, fmt, progress, type Figure } from './figures';
 

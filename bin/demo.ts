@@ -7,12 +7,12 @@
  * into the bridge, no routes; then the PMTU lab. Prints a summary table; exits 1 if any
  * step failed. Always cleans up (namespaces, devices, processes).
  */
-import { PmtuLab, HOPS } from '../test/lab/pmtu-lab';
-import { FirewallLab, FW_IN, MEDIA } from '../test/lab/firewall-lab';
+import { PmtuLab, HOPS } from '../lab/pmtu-lab';
+import { FirewallLab, FW_IN, MEDIA } from '../lab/firewall-lab';
 import * as fs from 'node:fs';
 import { defineCommand, parseArgs, printHelp, switchFlag } from './cli/args';
 import { table } from './cli/format';
-import { Lab, StackProcess, StackStartError } from '../test/lab/lab';
+import { Lab, StackProcess, StackStartError } from '../lab/lab';
 
 const STACK = '198.18.0.2';
 const PCAP = '/tmp/faultstack-demo.pcap';

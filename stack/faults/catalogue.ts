@@ -21,7 +21,7 @@
  * - Unimplemented faults have mode `off` only in effect: enabling them is refused.
  */
 import { UsageError } from '../util/errors';
-import type { FaultMode, FaultSpec, ParamDef } from './module';
+import type { FaultMode, FaultSpec, ParamDef } from './spec';
 import { TCPIP } from './registry';
 import { spec as kb903927 } from './kb903927/spec';
 import { spec as kb297040 } from './kb297040/spec';
@@ -29,7 +29,7 @@ import { spec as kb898060 } from './kb898060/spec';
 import { spec as kb972183 } from './kb972183/spec';
 import { spec as kb319381 } from './kb319381/spec';
 
-export type { FaultMode, ParamDef, ParamType } from './module';
+export type { FaultMode, ParamDef, ParamType } from './spec';
 export const ALL_MODES: readonly FaultMode[] = ['off', 'buggy', 'hotfixed'];
 
 // ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@
  * `limit` packets (netem's default 1000), so memory is bounded.
  */
 import type { OffloadMeta } from '../../drivers/device';
+import { completeChecksum } from '../../drivers/gso';
 import { internetChecksum } from '../wire/checksum';
 import { CorrelatedEvent, CorrelatedUniform, Rng, distributionT } from './random';
 import type { LossSpec, NetemSpec, SlotSpec } from './spec';
@@ -409,14 +410,4 @@ function markCe(pkt: Buffer): void {
   pkt[10] = 0; pkt[11] = 0;
   const c = internetChecksum(pkt, 0, ihl);
   pkt[10] = c >> 8; pkt[11] = c & 255;
-}
-
-/** A checksum left to the device (virtio NEEDS_CSUM) completed in software, in place. */
-function completeChecksum(pkt: Buffer, meta: OffloadMeta): void {
-  const start = meta.csumStart, field = meta.csumStart + meta.csumOffset;
-  if (field + 2 > pkt.length) return;
-  // The field holds the pseudo-header sum; the sum over the rest completes it.
-  const c = internetChecksum(pkt, start, pkt.length - start);
-  pkt[field] = c >> 8;
-  pkt[field + 1] = c & 255;
 }

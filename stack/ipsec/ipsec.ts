@@ -29,7 +29,7 @@ import type { IkeSa, IkeSaView } from './ike/ike-sa';
 import type { KeyLog } from './keylog';
 import { protectOverhead, protectPacket } from './packet';
 import { Sad, type ChildSa, type Endpoint } from './sad';
-import { completeChecksum, segmentTcp } from './segment';
+import { completeChecksum, segmentTcp4 } from '../../drivers/gso';
 import { Spd } from './spd';
 import { randomBytes } from 'node:crypto';
 
@@ -311,7 +311,7 @@ export class Ipsec implements IpsecHook {
       return true;
     }
     if (meta !== null && meta.gsoType !== 0 && proto === PROTO_TCP) {
-      const segs = segmentTcp(pkt, meta);
+      const segs = segmentTcp4(pkt, meta);
       this.counters.FsIpsecSoftwareSegments += segs.length;
       for (const s of segs) this.protectOne(child, s, now);
     } else {

@@ -10,7 +10,7 @@ import type { TimerQueue } from '../timers';
 import { formatIpv4 } from '../wire/addr';
 import { PROTO_TCP, readU16, readU32 } from '../wire/ipv4';
 import {
-  ACK, FIN, RST, SYN, TcpOptionsOut, TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp, seqGt, seqGe, seqLe, seqLt, TcpError,
+  ACK, FIN, RST, SYN, TcpOptionsOut, TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp, seqGt, seqGe, seqLt, TcpError,
 } from '../wire/tcp';
 import { CodedError } from '../util/errors';
 import { KeyedHash } from '../util/hash';

@@ -1,14 +1,14 @@
 /**
  * The demo's own logic (steps, parsing of ping/curl/iperf3 output, the integrity
  * scripts, the summary, the exit status, cleanup), run for real in a namespace
- * against test/lab/fake-stack.cjs: kernel services standing in for the userspace
+ * against test/integration/fixtures/fake-stack.cjs: kernel services standing in for the userspace
  * stack. `make demo` runs it against the real stack.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PrivateBuild, REPO, buildPrivate } from '../lab/build';
+import { PrivateBuild, REPO, buildPrivate } from '../helpers/build';
 
 interface Summary { ok: boolean; steps: { step: string; result: string; figure: string; ms: number }[] }
 
@@ -21,7 +21,7 @@ describe('demo', () => {
   let runDir = '';
 
   beforeAll(() => {
-    build = buildPrivate(['bin/demo.js', 'test/lab/lab.js', 'stack/control/server.js', 'bin/cli/main.js']);
+    build = buildPrivate(['bin/demo.js', 'lab/lab.js', 'stack/control/server.js', 'bin/cli/main.js']);
     runDir = path.join(build.root, 'run');
   }, 120_000);
 
@@ -37,7 +37,7 @@ describe('demo', () => {
       const c = spawn(process.execPath, [script, '--json', ...(real ? [] : ['--skip-pmtu', '--skip-firewall'])], {
         env: {
           ...process.env,
-          ...(real ? {} : { FAULTSTACK_CLI: path.join(REPO, 'test/lab/fake-stack.cjs') }),
+          ...(real ? {} : { FAULTSTACK_CLI: path.join(REPO, 'test/integration/fixtures/fake-stack.cjs') }),
           FAKE_DIST: build.dist,
           FAULTSTACK_RUN_DIR: runDir,
           ...env,

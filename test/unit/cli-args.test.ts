@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { PrivateBuild, REPO, buildPrivate } from '../lab/build';
+import { PrivateBuild, REPO, buildPrivate } from '../helpers/build';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -9,7 +9,6 @@ import {
   requiredFlag, switchFlag, valueFlag,
 } from '../../bin/cli/args';
 import { buildRunOptions } from '../../bin/cli/commands/run';
-import { UsageError } from '../../stack/util/errors';
 import { usageMessage } from './helpers/usage';
 import { formatIpv4 } from '../../stack/wire/addr';
 

@@ -477,7 +477,7 @@ describe('keepalive (RFC 1122 4.2.3.6)', () => {
     // Every 2 s of idleness (each answer resets the idle clock).
     expect(probes.length).toBe(3);
     expect(probes.map((s) => Math.round(s.t - t0))).toEqual([2000, 4001, 6002]);
-    expect(tap.tcp('b->a', (t, s) => s.t > t0).length).toBe(3);
+    expect(tap.tcp('b->a', (_t, s) => s.t > t0).length).toBe(3);
     expect(sink.error).toBeNull();
     expect(connA.state).toBe(State.Established);
     expect(p.a.counters.TcpExtTCPKeepAlive).toBe(3);

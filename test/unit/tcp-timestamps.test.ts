@@ -13,7 +13,7 @@ import { Stack, type Scheduler } from '../../stack/stack';
 import { createNetApi } from '../../stack/api/net';
 import type { VirtualClock } from '../../drivers/memory';
 import { State } from '../../stack/tcp/connection';
-import { ACK, PSH, SYN, seqGe } from '../../stack/wire/tcp';
+import { ACK, SYN, seqGe } from '../../stack/wire/tcp';
 import type { FsSocket } from '../../stack/api/net';
 import { B_ADDR, connOf, makePair, runFor, runUntil, sinkServer, watch } from './helpers/pair';
 import { craftTcp, Tap } from './helpers/tap';

@@ -107,9 +107,18 @@ describe('Internet checksum (RFC 1071)', () => {
     const rnd = () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return s >>> 24; };
     const big = Buffer.alloc(1700);
     for (let i = 0; i < big.length; i++) big[i] = rnd();
-    for (let len = 0; len <= 1600; len += 7) {
-      for (const off of [0, 1, 2, 3]) expect(internetChecksum(big, off, len)).toBe(referenceChecksum(big, off, len));
+    // Every length 0..1600 at every offset 0..7 (whatever word size the sum reads in).
+    const wrong: string[] = [];
+    let checked = 0;
+    for (let len = 0; len <= 1600; len++) {
+      for (let off = 0; off < 8; off++) {
+        checked++;
+        const got = internetChecksum(big, off, len), want = referenceChecksum(big, off, len);
+        if (got !== want) wrong.push(`len ${len} off ${off}: ${got.toString(16)} != ${want.toString(16)}`);
+      }
     }
+    expect(checked).toBe(1601 * 8);
+    expect(wrong.slice(0, 10)).toEqual([]);
     // All-ones data: the sum never stops carrying.
     const ff = Buffer.alloc(65536, 0xff);
     expect(internetChecksum(ff, 0, ff.length)).toBe(referenceChecksum(ff, 0, ff.length));

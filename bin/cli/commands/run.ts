@@ -1,7 +1,9 @@
 /**
- * `faultstack run`: validate the flags into RunOptions, start the stack runtime, print
- * its ready line, and shut it down cleanly on SIGINT/SIGTERM/SIGHUP.
+ * `faultstack run`: validate the flags into the runtime's options (RuntimeOptions,
+ * stack/runtime/options.ts), start the stack runtime, print its ready line, and shut it
+ * down cleanly on SIGINT/SIGTERM/SIGHUP.
  */
+import { hostAddress } from '../address-flags';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../../../stack/util/errors';
@@ -11,14 +13,14 @@ import {
   InvalidValue, defineCommand, Validator, commaSubset, integer, keyValue, oneOf, parseArgs, printHelp,
   repeatableFlag, requiredFlag, switchFlag, text, usageError, valueFlag,
 } from '../args';
-import { socketPath } from '../control-target';
+import { defaultRunDir, socketPath } from '../control-target';
 import { ImpairSpecError, parseImpairment } from '../../../stack/impair/spec';
 import * as ipsecConfig from '../../../stack/ipsec/config';
 import type { IpsecConfig } from '../../../stack/ipsec/config';
 import { firewallRule, firewallRunOptions, netnsName } from '../firewall-options';
 import {
-  CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RunOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime, defaultRunDir,
-} from '../run-options';
+  CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RuntimeOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime,
+} from '../../../stack/runtime/options';
 
 /** Linux dev_valid_name(): 1..15 bytes (IFNAMSIZ 16 with NUL), not "." or "..", no '/', ':' or whitespace. */
 export const ifname: Validator<string> = {
@@ -85,17 +87,6 @@ export const macAddress: Validator<number> = {
   },
 };
 
-/** A unicast IPv4 address (no prefix). */
-export const hostAddress: Validator<number> = {
-  valid: 'an IPv4 unicast address, e.g. 198.18.0.1',
-  parse(raw) {
-    const a = parseIpv4(raw.trim());
-    if (a === null) throw new InvalidValue(`must be ${hostAddress.valid}`);
-    const first = a >>> 24;
-    if (first === 0 || first === 127 || first >= 224) throw new InvalidValue(`must be a unicast address (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.0.1`);
-    return a;
-  },
-};
 
 /** An IPv4 multicast group a host may join (224.0.0.0/4, not the link-local 224.0.0.0/24). */
 export const multicastGroup: Validator<number> = {
@@ -263,7 +254,7 @@ function ipsecOptions(file: string | undefined, psks: string[]): IpsecConfig | u
 const spec = RUN_SPEC;
 
 /** Parses and cross-checks `run` flags; null when --help was asked for. */
-export function buildRunOptions(argv: readonly string[]): RunOptions | null {
+export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null {
   const p = parseArgs(spec, argv);
   if (p.help) return null;
   const f = p.flags;

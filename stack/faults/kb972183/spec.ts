@@ -2,7 +2,7 @@
  * KB 972183's catalogue entry (not implemented yet: the NLB cluster in stack/nlb and this
  * folder's behaviour land with their own branch).
  */
-import type { FaultSpec } from '../module';
+import type { FaultSpec } from '../spec';
 import { WLBS, WLBS_IF } from '../registry';
 
 export const spec = {

@@ -293,7 +293,7 @@ export class PmtuLab {
 
   private ensureWorker(): LabProcess {
     if (this.worker && this.worker.running) return this.worker;
-    const script = path.join(repoRoot(), 'test', 'lab', 'pmtu-client.cjs');
+    const script = path.join(repoRoot(), 'lab', 'pmtu-client.cjs');
     const w = this.lab.spawn(this.ns.c, process.execPath, [script, STACK_ADDR, '80']);
     this.worker = w;
     this.workerBuf = '';

@@ -22,11 +22,11 @@
  * Time is passed in through the scheduler the stack runs on: `now()` once per send and
  * per received burst, and released packets leave from scheduler callbacks.
  */
-import type { Device, OffloadMeta, ReceiveHandler } from './device';
-import { isGsoTcp4, segmentTcp4 } from './gso';
-import { PacketMatcher } from '../stack/impair/match';
-import { NetemQueue, ReleaseScheduler } from '../stack/impair/netem';
-import type { Direction, PacketImpairSpec } from '../stack/impair/spec';
+import type { Device, OffloadMeta, ReceiveHandler } from '../../drivers/device';
+import { isGsoTcp4, segmentTcp4 } from '../../drivers/gso';
+import { PacketMatcher } from './match';
+import { NetemQueue, ReleaseScheduler } from './netem';
+import type { Direction, PacketImpairSpec } from './spec';
 
 export type ImpairScheduler = ReleaseScheduler;
 

@@ -1,11 +1,12 @@
 /**
- * What `faultstack run` hands to the stack runtime (stack/runtime/run.ts), already
- * validated: addresses parsed, paths absolute, defaults filled in. Fault and
- * parameter assignments stay raw strings here: the fault table owns their meaning.
+ * The stack runtime's own options (what stack/runtime/run.ts starts from). The runtime
+ * owns this type; `faultstack run` (bin/cli/commands/run.ts) builds a value of it from
+ * its flags, already validated: addresses parsed, paths absolute, defaults filled in.
+ * Fault and parameter assignments stay raw strings here: the fault table owns their
+ * meaning.
  */
-import type { Ipv4Cidr } from '../../stack/wire/addr';
-import type { IpsecConfig } from '../../stack/ipsec/config';
-import type { FirewallRunOptions } from '../../stack/runtime/firewall-setup';
+import type { Ipv4Cidr } from '../wire/addr';
+import type { IpsecConfig } from '../ipsec/config';
 
 export const SERVICE_NAMES = ['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -14,11 +15,6 @@ export const DEFAULT_SERVICES: readonly ServiceName[] = SERVICE_NAMES.filter((s)
 
 export const CONGESTION_CONTROLS = ['newreno', 'cubic'] as const;
 export type CongestionControl = (typeof CONGESTION_CONTROLS)[number];
-
-/** Where `run` puts its control socket by default, and where the other commands look for one. */
-export function defaultRunDir(): string {
-  return process.env.FAULTSTACK_RUN_DIR || '/run/faultstack';
-}
 
 export interface FaultAssignment {
   /** As typed: a KB number ("903927") or an alias ("synprotect-leak"). */
@@ -33,7 +29,7 @@ export interface ParamAssignment {
   value: string;
 }
 
-export interface RunOptions {
+export interface RuntimeOptions {
   /** Device name (valid Linux ifname): the TUN device, or with link 'tap' the TAP device. */
   tun: string;
   /**
@@ -111,7 +107,7 @@ export interface RunOptions {
   firewall?: FirewallRunOptions;
 }
 
-/** What stack/runtime/run.ts exports for `faultstack run`. */
+/** What startStackRuntime gives back: a running stack (one thread or sharded). */
 export interface StackRuntimeHandle {
   /** Printed by `run` on stdout; contains the word "ready" (tests wait for it). */
   readyLine: string;
@@ -119,4 +115,15 @@ export interface StackRuntimeHandle {
   closed: Promise<void>;
   shutdown(): Promise<void>;
 }
-export type StartStackRuntime = (opts: RunOptions) => Promise<StackRuntimeHandle>;
+export type StartStackRuntime = (opts: RuntimeOptions) => Promise<StackRuntimeHandle>;
+
+/** What `run` needs from the firewall part of RunOptions (bin/cli/firewall-options.ts builds it; stack/runtime/firewall-setup.ts starts it). */
+export interface FirewallRunOptions {
+  tun: string;
+  addr: { addr: number; prefix: number };
+  hostAddr: { addr: number; prefix: number } | null;
+  hostNetns?: string;
+  mtu: number;
+  rules: string[];
+  pcap?: string;
+}
