@@ -255,3 +255,32 @@ export class Scoreboard {
 
   clear(): void { this.ranges = []; this.sackedBytes = 0; }
 }
+
+/** Segments at most this long are copied into slices of a shared chunk (one allocation per ~40 segments). */
+const RX_CHUNK = 64 * 1024;
+
+/**
+ * Copies of received payload that must outlive the device's receive buffer (valid only
+ * during its receive call). Small segments share 64 KiB chunks, 8-byte aligned slices
+ * of one allocation; a chunk is let go when full and lives on while any slice of it is
+ * referenced. Larger ones get their own buffer. One per TCP layer.
+ */
+export class RxBufferPool {
+  private chunk = Buffer.allocUnsafeSlow(RX_CHUNK);
+  private used = 0;
+
+  /** A copy of buf[off, off+len). */
+  copyOut(buf: Buffer, off: number, len: number): Buffer {
+    if (len > RX_CHUNK / 4) {
+      const b = Buffer.allocUnsafeSlow(len);
+      buf.copy(b, 0, off, off + len);
+      return b;
+    }
+    if (this.used + len > RX_CHUNK) { this.chunk = Buffer.allocUnsafeSlow(RX_CHUNK); this.used = 0; }
+    const start = this.used;
+    buf.copy(this.chunk, start, off, off + len);
+    // Keep slices 8-byte aligned.
+    this.used = (start + len + 7) & ~7;
+    return this.chunk.subarray(start, start + len);
+  }
+}

@@ -13,6 +13,7 @@ import {
 } from '../wire/tcp';
 import { CodedError } from '../util/errors';
 import { KeyedHash } from '../util/hash';
+import { RxBufferPool } from './buffers';
 import { ConnTable } from './conntable';
 import { State, TcpConnection } from './connection';
 import { Listener } from './listener';
@@ -105,6 +106,8 @@ const RX_EPOCH_MS = 100;
 export class TcpLayer {
   readonly table = new ConnTable();
   readonly listeners = new Map<number, Listener>();
+  /** Where received payload is copied to (receive.ts). */
+  readonly rxBuffers = new RxBufferPool();
   readonly optScratch: TcpOptionsOut = {
     mss: -1, wscale: -1, sackPermitted: false, hasTimestamp: false, tsVal: 0, tsEcr: 0, sackCount: 0, sack: new Uint32Array(8),
   };

@@ -1,0 +1,264 @@
+/**
+ * The sending half of a connection: ACK processing (RFC 9293 3.10.7.4 fifth: SND.UNA,
+ * the SND.WL1/SND.WL2 window update, releasing acknowledged data), the effective MSS,
+ * and the output loop: what the send and congestion windows allow, cut into segments
+ * (TSO super-segments when the device takes them), sender SWS avoidance (RFC 9293
+ * 3.8.6.2.1), Nagle (RFC 896, RFC 1122 4.2.3.4), and the FIN in sequence.
+ */
+import { ACK, FIN, PSH, SYN, type TcpOptionsOut, type TcpRepr, seqGe, seqGt, seqLe, seqLt } from '../wire/tcp';
+import type { TcpConnection } from './connection';
+import { State } from './state';
+import { advertiseWindow } from './receive';
+import { computeRto, sampleRtt, tsNow } from './rtt';
+import { armPersist, armRto, disarmRto, rearm } from './timer';
+import { DUP_THRESH, enterRecovery, nextHole, pipe } from './recovery';
+
+/** Effective send MSS: the peer's MSS, the path MTU, and the timestamp option's 12 bytes. */
+export function updateMss(c: TcpConnection): void {
+  let pathMtu = c.layer.pathMtu(c.remoteAddr);
+  if (c.blackHoleMtu > 0 && c.blackHoleMtu < pathMtu) pathMtu = c.blackHoleMtu;
+  let mss = Math.min(c.peerMss, pathMtu - 40);
+  if (c.tsOk) mss -= 12;
+  mss = Math.max(mss, 64);
+  if (mss !== c.mss) {
+    c.mss = mss;
+    c.cc.setMss(mss);
+    if (c.sndMax === c.iss || c.state <= State.SynReceived) c.cc.cwnd = Math.max(c.cc.cwnd, 10 * mss);
+  }
+}
+
+/** The ACK of an acceptable segment (RFC 9293 3.10.7.4, fifth check) in a synchronized state. */
+export function processAck(c: TcpConnection, seg: TcpRepr, seq: number, len: number, now: number): void {
+  const ctr = c.layer.counters;
+  const ack = seg.ack;
+  const acked = (ack - c.sndUna) | 0;
+  const wnd = seg.window << c.sndWscale;
+  const outstanding = c.sndMax !== c.sndUna;
+  const isDup = acked === 0 && len === 0 && !(seg.flags & (SYN | FIN)) && wnd === c.sndWnd && outstanding;
+  if (len === 0 && acked <= 0) ctr.TcpExtTCPPureAcks++;
+  // SACK blocks (RFC 2018), ignoring those outside (SND.UNA, SND.MAX].
+  let newSack = false;
+  if (c.sackOk && seg.sackCount > 0) {
+    for (let i = 0; i < seg.sackCount; i++) {
+      const l = seg.sack[i * 2], r = seg.sack[i * 2 + 1];
+      if (seqLe(r, ack)) { ctr.TcpExtTCPDSACKRecv++; continue; }
+      if (seqLt(l, c.sndUna) || seqGt(r, c.sndMax)) { ctr.TcpExtTCPSACKDiscard++; continue; }
+      if (c.scoreboard.add(l, r)) newSack = true;
+    }
+  }
+  // Window update (RFC 9293 3.10.7.4, fifth, SND.WL1/SND.WL2 rule).
+  if (seqLt(c.sndWl1, seq) || (c.sndWl1 === seq && seqLe(c.sndWl2, ack))) {
+    const opened = c.sndWnd === 0 && wnd > 0;
+    c.sndWnd = wnd;
+    c.sndWl1 = seq; c.sndWl2 = ack;
+    if (wnd > c.maxSndWnd) c.maxSndWnd = wnd;
+    if (opened) { c.persistAt = Infinity; c.persistBackoff = 0; }
+  }
+  if (acked > 0) {
+    // RTT sample (RFC 7323 4.1 with timestamps; RFC 6298 / Karn otherwise). The TSecr
+    // must be a TSval this connection could have sent for the data it acknowledges: not
+    // after our clock now, not before the first segment of the flight now being
+    // acknowledged. Anything else (a forged or corrupted TSecr) is not a round trip:
+    // one TSecr far in the past once made SRTT 268 million ms.
+    if (c.tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
+      const ourTs = tsNow(c, now);
+      if (seqLe(seg.tsEcr, ourTs) && seqGe(seg.tsEcr, c.tsFlightStart)) sampleRtt(c, (ourTs - seg.tsEcr) >>> 0);
+      else c.layer.counters.FsTsEcrImplausible++;
+    } else if (c.rttStart >= 0 && seqGt(ack, c.rttSeq)) {
+      sampleRtt(c, now - c.rttStart);
+      c.rttStart = -1;
+    }
+    // Release acknowledged data (our FIN takes one sequence number, not a byte).
+    let dataAcked = acked;
+    if (c.finSeq >= 0 && seqGt(ack, c.finSeq)) dataAcked -= 1;
+    if (dataAcked > 0) {
+      c.sendQueue.consume(dataAcked);
+      c.bytesAcked += dataAcked;
+    }
+    c.sndUna = ack;
+    if (seqLt(c.sndNxt, ack)) c.sndNxt = ack;
+    c.scoreboard.advance(ack);
+    c.backoff = 0;
+    c.retries = 0;
+    c.rto = computeRto(c);
+    c.dupAcks = 0;
+    if (c.rtoRecovery && seqGt(ack, c.recoverPoint)) c.rtoRecovery = false;
+    if (c.inRecovery) {
+      if (seqGe(ack, c.recoverPoint)) {
+        c.inRecovery = false;
+        c.cc.onRecoveryExit(c.flight);
+      } else if (!c.sackOk) {
+        // NewReno partial ACK (RFC 6582 3.2 step 5): retransmit the next hole, deflate.
+        retransmitAt(c, c.sndUna, now);
+        c.cc.cwnd = Math.max(c.mss, c.cc.cwnd - acked + (acked >= c.mss ? c.mss : 0));
+      }
+    } else {
+      c.cc.onAck(dataAcked > 0 ? dataAcked : acked, c.flight, now, c.srtt);
+    }
+    if (c.sndUna === c.sndMax) disarmRto(c);
+    else armRto(c, now);
+    if (c.finSeq >= 0 && seqGt(ack, c.finSeq)) c.ourFinAcked(now);
+    else if (dataAcked > 0 && c.owner && c.sendQueue.length < c.sndBuf) c.owner.onSendSpace();
+  } else if (isDup || (newSack && outstanding && acked === 0)) {
+    c.dupAcks++;
+    // No new fast recovery for data sent before an RTO until it is acknowledged
+    // (RFC 6582 3.2 step 2, RFC 6675 5.1: RecoveryPoint = HighData at the timeout).
+    if (!c.inRecovery && !(c.rtoRecovery && seqLe(c.sndUna, c.recoverPoint))) {
+      // RFC 6675 IsLost for the first unacknowledged byte, or DupThresh duplicate ACKs.
+      const sackLoss = c.sackOk && seqGt(c.scoreboard.lossBoundary(c.mss, DUP_THRESH, c.sndUna), c.sndUna);
+      if (c.dupAcks >= DUP_THRESH || sackLoss) enterRecovery(c, now);
+    } else if (!c.sackOk) {
+      c.cc.cwnd += c.mss; // RFC 6582 3.2 step 4: inflate by one segment per dupack
+    }
+  }
+}
+
+/** Sends whatever the windows allow, then a pure ACK if one is owed. */
+export function output(c: TcpConnection, now: number): void {
+  if (c.state < State.Established || c.state === State.TimeWait) {
+    if (c.ackNow && c.state === State.TimeWait) sendAck(c, now);
+    return;
+  }
+  let sentAny = false;
+  const mss = c.mss;
+  const tsoMax = c.layer.tsoMaxSegments(c) * mss;
+  for (let guard = 0; guard < 100000; guard++) {
+    // RFC 6675 NextSeg: retransmit lost holes first while in SACK recovery.
+    let inPipe = -1;
+    if (c.inRecovery && c.sackOk) {
+      inPipe = pipe(c);
+      if (c.cc.cwnd - inPipe < mss) break;
+      const hole = nextHole(c);
+      if (hole >= 0) {
+        const holeEnd = c.scoreboard.nextSackedStart(hole, c.sndMax);
+        const n = Math.min(mss, (holeEnd - hole) >>> 0);
+        sendDataSegment(c, hole, n, now, true);
+        c.highRxt = (hole + n) >>> 0;
+        sentAny = true;
+        continue;
+      }
+    }
+    const dataLeft = dataLimit(c) - c.sndNxt | 0;
+    const wndRight = (c.sndUna + c.sndWnd) >>> 0;
+    const wndLeft = (wndRight - c.sndNxt) | 0;
+    // Nothing was sent since the pipe was measured above, so it still holds.
+    const inFlight = inPipe >= 0 ? inPipe : c.flight;
+    const cwndLeft = c.cc.cwnd - inFlight;
+    let n = Math.min(dataLeft, wndLeft, cwndLeft);
+    if (dataLeft <= 0) {
+      // Only the FIN may remain.
+      if (c.finSeq >= 0 && c.sndNxt === c.finSeq) {
+        // Below SND.MAX it went out before (an RTO pulled SND.NXT back): count it as resent.
+        const again = seqLt(c.finSeq, c.sndMax);
+        sendFin(c, now);
+        if (again) { c.layer.counters.TcpRetransSegs++; c.retransSegs++; }
+        sentAny = true;
+      }
+      break;
+    }
+    if (n <= 0) {
+      if (c.sndWnd === 0 && c.flight === 0 && c.persistAt === Infinity) armPersist(c, now);
+      break;
+    }
+    if (n > tsoMax) n = tsoMax;
+    else if (n > mss && tsoMax === mss) n = mss;
+    if (n < mss && n < dataLeft) {
+      // Sender SWS avoidance (RFC 9293 3.8.6.2.1): wait for a full segment unless
+      // the peer's window will never allow one.
+      if (!(n >= c.maxSndWnd / 2 && c.maxSndWnd > 0) && c.flight > 0) break;
+      if (c.flight === 0 && n < dataLeft && n < c.maxSndWnd / 2 && wndLeft < mss && !c.swsOverride) { armPersist(c, now); break; }
+    }
+    if (n < mss && n === dataLeft && !c.noDelay && c.flight > 0 && c.finSeq < 0) break; // Nagle (RFC 896)
+    if (tsoMax > mss && n > mss) n -= n % mss || 0;
+    const retrans = seqLt(c.sndNxt, c.sndMax);
+    const withFin = c.finSeq >= 0 && ((c.sndNxt + n) >>> 0) === c.finSeq;
+    sendDataSegment(c, c.sndNxt, n, now, retrans, withFin);
+    c.sndNxt = (c.sndNxt + n + (withFin ? 1 : 0)) >>> 0;
+    if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;
+    sentAny = true;
+    if (withFin) break;
+  }
+  if (sentAny) return;
+  if (c.ackNow) sendAck(c, now);
+}
+
+/** Sequence number just past the last queued data byte. */
+export function dataLimit(c: TcpConnection): number {
+  return c.finSeq >= 0 ? c.finSeq : (c.sndUna + c.sendQueue.length) >>> 0;
+}
+
+/** Resends one segment's worth from `seq` (fast retransmit, a NewReno partial ACK). */
+export function retransmitAt(c: TcpConnection, seq: number, now: number): void {
+  const left = (dataLimit(c) - seq) | 0;
+  if (left <= 0) {
+    if (c.finSeq >= 0 && seq === c.finSeq) sendFin(c, now, true);
+    return;
+  }
+  const n = Math.min(c.mss, left);
+  const withFin = c.finSeq >= 0 && ((seq + n) >>> 0) === c.finSeq;
+  sendDataSegment(c, seq, n, now, true, withFin);
+}
+
+/** One data segment (or TSO super-segment) of `len` bytes at `seq`, from the send queue. */
+export function sendDataSegment(c: TcpConnection, seq: number, len: number, now: number, retransmission: boolean, withFin = false): void {
+  const o = fillOptions(c, now);
+  if (c.sndUna === c.sndMax) c.tsFlightStart = o.tsVal;
+  let flags = ACK;
+  if (withFin) flags |= FIN;
+  if (((seq + len) >>> 0) === dataLimit(c) || withFin) flags |= PSH;
+  const win = advertiseWindow(c);
+  c.layer.emit(c, seq, c.rcvNxt, flags, win, o, len, now, (seq - c.sndUna) >>> 0);
+  if (retransmission) {
+    const segs = Math.ceil(len / c.mss);
+    c.layer.counters.TcpRetransSegs += segs;
+    c.retransSegs += segs;
+    if (c.rttStart >= 0 && seqLe(seq, c.rttSeq)) c.rttStart = -1; // Karn
+  } else if (c.rttStart < 0 && !c.tsOk) {
+    c.rttStart = now; c.rttSeq = seq;
+  }
+  afterSend(c, now);
+  if (c.rtoAt === Infinity) armRto(c, now);
+}
+
+/** Our FIN alone (RFC 9293 3.10.4), or again. */
+export function sendFin(c: TcpConnection, now: number, retransmission = false): void {
+  const o = fillOptions(c, now);
+  if (c.sndUna === c.sndMax) c.tsFlightStart = o.tsVal;
+  c.layer.emit(c, c.finSeq, c.rcvNxt, FIN | ACK, advertiseWindow(c), o, 0, now);
+  if (!retransmission) {
+    c.sndNxt = (c.finSeq + 1) >>> 0;
+    if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;
+  } else c.layer.counters.TcpRetransSegs++;
+  afterSend(c, now);
+  if (c.rtoAt === Infinity) armRto(c, now);
+}
+
+/** A pure ACK carrying the current window and SACK blocks. */
+export function sendAck(c: TcpConnection, now: number): void {
+  if (c.state === State.Closed || c.state === State.SynSent) return;
+  const o = fillOptions(c, now);
+  c.layer.emit(c, c.sndNxt, c.rcvNxt, ACK, advertiseWindow(c), o, 0, now);
+  afterSend(c, now);
+}
+
+/** Every segment we send carries RCV.NXT: what was owed is settled. */
+function afterSend(c: TcpConnection, now: number): void {
+  // The segment just sent opened the window past where the peer had stopped: the
+  // receiver's round trip runs from here (tuneRcvWindow).
+  if (c.stalledEdge >= 0 && c.stalledAt < 0 && seqGt(c.rcvAdvEdge, c.stalledEdge)) c.stalledAt = now;
+  c.lastAckSent = c.rcvNxt;
+  c.dupAckOwed = false;
+  c.ackNow = false;
+  c.segsSinceAck = 0;
+  if (c.delackAt !== Infinity) { c.delackAt = Infinity; rearm(c); }
+}
+
+/** The options of a segment in a synchronized state: timestamps (RFC 7323 3) and our SACK blocks (RFC 2018 4). */
+export function fillOptions(c: TcpConnection, now: number): TcpOptionsOut {
+  const o = c.layer.optScratch;
+  o.mss = -1; o.wscale = -1; o.sackPermitted = false;
+  o.hasTimestamp = c.tsOk;
+  if (c.tsOk) { o.tsVal = tsNow(c, now); o.tsEcr = c.tsRecent; }
+  o.sackCount = c.sackOk && !c.ooo.empty ? c.ooo.sackBlocks(c.rcvNxt, o.sack!, c.tsOk ? 3 : 4) : 0;
+  return o;
+}
