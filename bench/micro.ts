@@ -8,6 +8,7 @@ import type { Device, OffloadMeta } from '../drivers/device';
 import { Stack, type Scheduler } from '../stack/stack';
 import { checksumAdd, internetChecksum } from '../stack/wire/checksum';
 import { emitIpv4Header, newIpv4Repr, parseIpv4Header, PROTO_TCP, PROTO_UDP, readU32, writeU32 } from '../stack/wire/ipv4';
+import { asSeq } from '../stack/wire/seq';
 import { ACK, PSH, SYN, emitTcp, newTcpRepr, parseTcp, type TcpOptionsOut } from '../stack/wire/tcp';
 import { emitUdp, newUdpRepr, parseUdp } from '../stack/wire/udp';
 import { finishIcmp, newIcmpRepr, parseIcmp } from '../stack/wire/icmp';
@@ -86,13 +87,13 @@ export function receivePath(payload: number, offloadValid: boolean): { step: () 
   const o: TcpOptionsOut = { mss: 1460, wscale: 7, sackPermitted: true, hasTimestamp: true, tsVal: 1, tsEcr: 0, sackCount: 0, sack: null };
   const clientIsn = 1_000_000;
   const syn = ipPacket(PROTO_TCP, 40);
-  emitTcp(syn, 20, SRC, DST, 40000, 9, clientIsn, 0, SYN, 65535, o, 0);
+  emitTcp(syn, 20, SRC, DST, 40000, 9, asSeq(clientIsn), asSeq(0), SYN, 65535, o, 0);
   stack.input(syn, null, sched.t);
   const synAck = dev.last!;
   const serverIss = readU32(synAck, 24);
   const ack = ipPacket(PROTO_TCP, 32);
   const ao: TcpOptionsOut = { mss: -1, wscale: -1, sackPermitted: false, hasTimestamp: true, tsVal: 2, tsEcr: 0, sackCount: 0, sack: null };
-  emitTcp(ack, 20, SRC, DST, 40000, 9, clientIsn + 1, (serverIss + 1) >>> 0, ACK, 65535, ao, 0);
+  emitTcp(ack, 20, SRC, DST, 40000, 9, asSeq(clientIsn + 1), asSeq(serverIss + 1), ACK, 65535, ao, 0);
   stack.input(ack, null, sched.t);
   const conn = listener.accept();
   if (!conn) throw new Error('micro: the handshake did not complete');
@@ -104,7 +105,7 @@ export function receivePath(payload: number, offloadValid: boolean): { step: () 
   const seg = ipPacket(PROTO_TCP, 32 + payload);
   const dopts: TcpOptionsOut = { mss: -1, wscale: -1, sackPermitted: false, hasTimestamp: true, tsVal: 3, tsEcr: 0, sackCount: 0, sack: null };
   let seq = clientIsn + 1;
-  emitTcp(seg, 20, SRC, DST, 40000, 9, seq, (serverIss + 1) >>> 0, ACK | PSH, 65535, dopts, payload);
+  emitTcp(seg, 20, SRC, DST, 40000, 9, asSeq(seq), asSeq(serverIss + 1), ACK | PSH, 65535, dopts, payload);
   const meta: OffloadMeta | null = offloadValid ? { flags: 2, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 } : null;
   return {
     step: () => {
@@ -141,10 +142,10 @@ export async function runMicro(opts: MicroOptions): Promise<Figure[]> {
 
   const topts = tsOptions();
   const tcpPkt = ipPacket(PROTO_TCP, 20 + 24);
-  emitTcp(tcpPkt, 20, SRC, DST, 40000, 80, 1, 2, ACK, 1000, topts, 0);
+  emitTcp(tcpPkt, 20, SRC, DST, 40000, 80, asSeq(1), asSeq(2), ACK, 1000, topts, 0);
   const tr = newTcpRepr();
   add('tcp.parse', 'TCP header parse (TS + SACK options, checksum)', measure('tcp parse', () => { sink ^= parseTcp(tcpPkt, 20, 44, SRC, DST, tr, false); }, q));
-  add('tcp.emit', 'TCP header emit (TS + SACK options, checksum)', measure('tcp emit', () => { sink ^= emitTcp(tcpPkt, 20, SRC, DST, 40000, 80, 1, 2, ACK, 1000, topts, 0); }, q));
+  add('tcp.emit', 'TCP header emit (TS + SACK options, checksum)', measure('tcp emit', () => { sink ^= emitTcp(tcpPkt, 20, SRC, DST, 40000, 80, asSeq(1), asSeq(2), ACK, 1000, topts, 0); }, q));
 
   const udpPkt = ipPacket(PROTO_UDP, 8 + 64);
   emitUdp(udpPkt, 20, SRC, DST, 5000, 7, 64);

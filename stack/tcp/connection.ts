@@ -21,6 +21,7 @@
  */
 import { CodedError } from '../util/errors';
 import type { TcpRepr } from '../wire/tcp';
+import { type Seq, asSeq, seqAdd, seqSize } from '../wire/seq';
 import { ReassemblyQueue, Scoreboard, SendQueue } from './buffers';
 import { CongestionControl, makeCongestionControl } from './congestion';
 import { Timer } from '../timers';
@@ -49,6 +50,9 @@ export interface ConnectionOwner {
   unreadBytes(): number;
 }
 
+/** The initial value of every sequence-number field, until the handshake sets it. */
+const SEQ0: Seq = asSeq(0);
+
 export class TcpConnection {
   state = State.Closed;
   owner: ConnectionOwner | null = null;
@@ -62,10 +66,10 @@ export class TcpConnection {
   createdAt: number;
 
   // Send sequence space (RFC 9293 3.3.1)
-  iss = 0; sndUna = 0; sndNxt = 0; sndMax = 0; sndWnd = 0; sndWl1 = 0; sndWl2 = 0; maxSndWnd = 0;
+  iss = SEQ0; sndUna = SEQ0; sndNxt = SEQ0; sndMax = SEQ0; sndWnd = 0; sndWl1 = SEQ0; sndWl2 = SEQ0; maxSndWnd = 0;
   sndWscale = 0;           // shift the peer applies to its windows
   // Receive sequence space
-  irs = 0; rcvNxt = 0; rcvAdvEdge = 0;
+  irs = SEQ0; rcvNxt = SEQ0; rcvAdvEdge = SEQ0;
   rcvWscale = 0;           // shift we apply to ours
   rcvBuf: number;
   sndBuf: number;
@@ -77,11 +81,15 @@ export class TcpConnection {
   tsFlightStart = 0;
   // Send side data
   readonly sendQueue = new SendQueue();
-  finSeq = -1;             // sequence number of our FIN once the application ended its side
+  /** The application ended its side: our FIN is queued, at finSeq. */
+  finQueued = false;
+  finSeq = SEQ0;
   finAfterConnect = false;
   // Receive side data
   readonly ooo = new ReassemblyQueue();
-  oooFinSeq = -1;
+  /** A FIN arrived out of order, at oooFinSeq. */
+  oooFin = false;
+  oooFinSeq = SEQ0;
   /** Data (and FIN) that arrived before the application accepted the connection. */
   pending: Buffer[] = [];
   pendingBytes = 0;
@@ -96,20 +104,20 @@ export class TcpConnection {
   // Receive-window autotuning (tuneRcvWindow): the cap on what we offer, the receiver's
   // round trip (ms; 0 until measured), the delivery rate (bytes/ms) and their marks.
   rcvWndCap = RCV_WINDOW_MIN;
-  rcvRtt = 0; rcvRate = 0; rcvRateSeq = 0; rcvRateAt = -1;
-  /** The peer filled our window up to this edge (-1: not waiting); stalledAt: when we opened it further. */
-  stalledEdge = -1; stalledAt = -1;
+  rcvRtt = 0; rcvRate = 0; rcvRateSeq = SEQ0; rcvRateAt = -1;
+  /** The peer filled our window up to stalledEdge (stalled); stalledAt: when we opened it further (-1: not yet). */
+  stalled = false; stalledEdge = SEQ0; stalledAt = -1;
   ackNow = false;
   // RTT (RFC 6298)
-  srtt = 0; rttvar = 0; rto: number; rttSeq = 0; rttStart = -1; backoff = 0;
+  srtt = 0; rttvar = 0; rto: number; rttSeq = SEQ0; rttStart = -1; backoff = 0;
   retries = 0;
   // Congestion control and recovery
   cc: CongestionControl & { setMss(mss: number): void };
-  dupAcks = 0; inRecovery = false; recoverPoint = 0; highRxt = 0;
+  dupAcks = 0; inRecovery = false; recoverPoint = SEQ0; highRxt = SEQ0;
   /** Set by an RTO until SND.UNA passes the RecoveryPoint it recorded. */
   rtoRecovery = false;
   /** RCV.NXT carried by the last segment we sent (RFC 7323 Last.ACK.sent). */
-  lastAckSent = 0;
+  lastAckSent = SEQ0;
   readonly scoreboard = new Scoreboard();
   // Timers: one heap entry per connection, the earliest of these deadlines.
   readonly timer: Timer;
@@ -142,7 +150,7 @@ export class TcpConnection {
   }
 
   get stateName(): string { return STATE_NAMES[this.state]; }
-  get flight(): number { return (this.sndNxt - this.sndUna) >>> 0; }
+  get flight(): number { return seqSize(this.sndUna, this.sndNxt); }
   get synchronized(): boolean { return this.state >= State.Established; }
   /** A method, not a narrowed field read: callbacks may have closed the connection. */
   isClosed(): boolean { return this.state === State.Closed; }
@@ -218,8 +226,8 @@ export class TcpConnection {
 
   /** Our side reached the peer's FIN (RFC 9293 3.10.7.4, eighth). */
   receiveFin(now: number): void {
-    this.rcvNxt = (this.rcvNxt + 1) >>> 0;
-    this.oooFinSeq = -1;
+    this.rcvNxt = seqAdd(this.rcvNxt, 1);
+    this.oooFin = false;
     this.ackNow = true;
     switch (this.state) {
       // TcpCurrEstab counts ESTABLISHED and CLOSE-WAIT (RFC 4022 tcpCurrEstab; Linux alike).
@@ -266,14 +274,14 @@ export class TcpConnection {
 
   /** Queues application data without sending (the caller runs `output` after the last chunk of a writev). */
   enqueue(data: Buffer): boolean {
-    if (this.finSeq >= 0) return false;
+    if (this.finQueued) return false;
     this.sendQueue.push(data);
     return this.state >= State.Established;
   }
 
   /** The application ended its side: queue our FIN (RFC 9293 3.10.4 CLOSE). */
   shutdownWrite(now: number): void {
-    if (this.finSeq >= 0) return;
+    if (this.finQueued) return;
     switch (this.state) {
       case State.SynSent:
       case State.SynReceived:
@@ -282,11 +290,13 @@ export class TcpConnection {
         this.finAfterConnect = true;
         return;
       case State.Established:
-        this.finSeq = (this.sndUna + this.sendQueue.length) >>> 0;
+        this.finQueued = true;
+        this.finSeq = seqAdd(this.sndUna, this.sendQueue.length);
         if (this.state === State.Established) { this.state = State.FinWait1; this.layer.counters.TcpCurrEstab--; }
         break;
       case State.CloseWait:
-        this.finSeq = (this.sndUna + this.sendQueue.length) >>> 0;
+        this.finQueued = true;
+        this.finSeq = seqAdd(this.sndUna, this.sendQueue.length);
         this.state = State.LastAck;
         this.layer.counters.TcpCurrEstab--;
         break;
@@ -309,7 +319,7 @@ export class TcpConnection {
   abort(now: number, err: CodedError | null = null): void {
     if (this.state === State.Closed) return;
     if (this.state >= State.SynReceived && this.state !== State.TimeWait) {
-      this.layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, this.sndNxt, 0, false);
+      this.layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, this.sndNxt);
       if (this.state === State.Established || this.state === State.CloseWait) this.layer.counters.TcpEstabResets++;
     }
     this.destroy(err, now);

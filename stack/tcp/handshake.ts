@@ -4,13 +4,16 @@
  * scale and timestamps RFC 7323, SACK-permitted RFC 2018) and the completion of a passive
  * open from the listener's half-open entry (halfopen.ts holds SYN-RECEIVED until then).
  */
-import { ACK, RST, SYN, type TcpRepr, seqGe, seqGt, seqLe } from '../wire/tcp';
+import { ACK, RST, SYN, type TcpRepr } from '../wire/tcp';
+import { asSeq, seqAdd, seqGt, seqLe, tsGe } from '../wire/seq';
 import type { TcpConnection } from './connection';
 import { HalfOpenFlag, type HalfOpen } from './halfopen';
 import { State } from './state';
 import { output, updateMss } from './send';
 import { sampleRtt, tsNow } from './rtt';
 import { armRto } from './timer';
+
+const SEQ0 = asSeq(0);
 
 /** Active open (RFC 9293 3.10.1): send SYN. */
 export function openActive(c: TcpConnection, now: number): void {
@@ -41,11 +44,11 @@ export function establishPassive(c: TcpConnection, req: HalfOpen, ack: TcpRepr, 
   c.tsOk = req.has(HalfOpenFlag.Timestamps);
   if (c.tsOk) {
     // TS.Recent from the SYN, or from the final ACK (RFC 7323 4.3: SEG.SEQ = Last.ACK.sent).
-    c.tsRecent = ack.hasTimestamp && seqGe(ack.tsVal, req.tsRecent) ? ack.tsVal : req.tsRecent;
+    c.tsRecent = ack.hasTimestamp && tsGe(ack.tsVal, req.tsRecent) ? ack.tsVal : req.tsRecent;
     c.tsRecentAt = now;
   }
   // Our SYN-ACK offered min(rcvBuf, 65535) unscaled: the right edge we are committed to.
-  c.rcvAdvEdge = (c.rcvNxt + Math.min(c.rcvBuf, 65535)) >>> 0;
+  c.rcvAdvEdge = seqAdd(c.rcvNxt, Math.min(c.rcvBuf, 65535));
   c.lastAckSent = c.rcvNxt;
   c.sndWnd = ack.window << c.sndWscale;
   c.maxSndWnd = c.sndWnd;
@@ -88,9 +91,9 @@ function sendSyn(c: TcpConnection, now: number): void {
   o.tsEcr = active ? 0 : c.tsRecent;
   o.sackCount = 0;
   const flags = active ? SYN : SYN | ACK;
-  c.layer.emit(c, c.iss, active ? 0 : c.rcvNxt, flags, 65535 > c.rcvBuf ? c.rcvBuf : 65535, o, 0, now);
-  if (!active) { c.rcvAdvEdge = (c.rcvNxt + Math.min(c.rcvBuf, 65535)) >>> 0; c.lastAckSent = c.rcvNxt; }
-  c.sndNxt = (c.iss + 1) >>> 0;
+  c.layer.emit(c, c.iss, active ? SEQ0 : c.rcvNxt, flags, 65535 > c.rcvBuf ? c.rcvBuf : 65535, o, 0, now);
+  if (!active) { c.rcvAdvEdge = seqAdd(c.rcvNxt, Math.min(c.rcvBuf, 65535)); c.lastAckSent = c.rcvNxt; }
+  c.sndNxt = seqAdd(c.iss, 1);
   if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;
   if (c.rttStart < 0 && c.retries === 0) { c.rttStart = now; c.rttSeq = c.iss; }
   armRto(c, now);
@@ -117,7 +120,7 @@ export function synSentArrives(c: TcpConnection, seg: TcpRepr, now: number): voi
   const f = seg.flags;
   if (f & ACK) {
     if (seqLe(seg.ack, c.iss) || seqGt(seg.ack, c.sndMax)) {
-      if (!(f & RST)) c.layer.sendReset(c.localAddr, c.remoteAddr, c.localPort, c.remotePort, seg.ack, 0, false);
+      if (!(f & RST)) c.layer.sendReset(c.localAddr, c.remoteAddr, c.localPort, c.remotePort, seg.ack);
       return;
     }
   }
@@ -131,10 +134,10 @@ export function synSentArrives(c: TcpConnection, seg: TcpRepr, now: number): voi
   }
   if (!(f & SYN)) return;
   c.irs = seg.seq;
-  c.rcvNxt = (seg.seq + 1) >>> 0;
+  c.rcvNxt = seqAdd(seg.seq, 1);
   // Our SYN offered min(rcvBuf, 65535) bytes, unscaled (RFC 7323 2.2): the right
   // edge we are committed to from here on (RFC 9293 3.8.6.2.2 never moves it left).
-  c.rcvAdvEdge = (c.rcvNxt + Math.min(c.rcvBuf, 65535)) >>> 0;
+  c.rcvAdvEdge = seqAdd(c.rcvNxt, Math.min(c.rcvBuf, 65535));
   takeSynOptions(c, seg, now);
   if (f & ACK) {
     c.sndUna = seg.ack;

@@ -7,7 +7,8 @@
  * (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3) and autotuning.
  */
 import { CodedError } from '../util/errors';
-import { ACK, FIN, RST, SYN, type TcpRepr, seqGe, seqGt, seqLe, seqLt } from '../wire/tcp';
+import { ACK, FIN, RST, SYN, type TcpRepr } from '../wire/tcp';
+import { type Seq, seqAdd, seqGt, seqInWindow, seqLe, seqLt, seqSize, seqSub, tsGe, tsLt } from '../wire/seq';
 import type { TcpConnection } from './connection';
 import { State } from './state';
 import { retransmitSynAck } from './handshake';
@@ -33,7 +34,7 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
   const ctr = c.layer.counters;
   const f = seg.flags;
   // PAWS (RFC 7323 5.3).
-  if (c.tsOk && seg.hasTimestamp && !(f & RST) && seqLt(seg.tsVal, c.tsRecent) && now - c.tsRecentAt < TS_MAX_AGE_MS) {
+  if (c.tsOk && seg.hasTimestamp && !(f & RST) && tsLt(seg.tsVal, c.tsRecent) && now - c.tsRecentAt < TS_MAX_AGE_MS) {
     ctr.TcpExtPAWSEstab++;
     sendAck(c, now);
     return;
@@ -49,16 +50,13 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
   let len = seg.payloadLength;
   let dataOff = seg.payloadOffset;
   let fin = (f & FIN) !== 0;
-  const rcvWnd = Math.max(0, (c.rcvAdvEdge - c.rcvNxt) | 0);
+  const rcvWnd = Math.max(0, seqSub(c.rcvAdvEdge, c.rcvNxt));
   const segLen = len + (f & SYN ? 1 : 0) + (fin ? 1 : 0);
   // Acceptability (RFC 9293 3.10.7.4, first check).
   let acceptable: boolean;
-  if (segLen === 0) acceptable = rcvWnd === 0 ? seq === c.rcvNxt : seqGe(seq, c.rcvNxt) && seqLt(seq, c.rcvNxt + rcvWnd);
+  if (segLen === 0) acceptable = rcvWnd === 0 ? seq === c.rcvNxt : seqInWindow(seq, c.rcvNxt, rcvWnd);
   else if (rcvWnd === 0) acceptable = seq === c.rcvNxt; // data is dropped below but ACK/RST/FIN still count
-  else {
-    const last = (seq + segLen - 1) >>> 0;
-    acceptable = (seqGe(seq, c.rcvNxt) && seqLt(seq, c.rcvNxt + rcvWnd)) || (seqGe(last, c.rcvNxt) && seqLt(last, c.rcvNxt + rcvWnd));
-  }
+  else acceptable = seqInWindow(seq, c.rcvNxt, rcvWnd) || seqInWindow(seqAdd(seq, segLen - 1), c.rcvNxt, rcvWnd);
   if (!acceptable) {
     if (!(f & RST)) sendAck(c, now);
     // The peer's FIN again in TIME-WAIT (our last ACK was lost): ACK it and restart the
@@ -82,14 +80,14 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
   if (!(f & ACK)) return;
   // Trim to the window: drop what is below RCV.NXT and above the right edge.
   if (seqLt(seq, c.rcvNxt)) {
-    const drop = (c.rcvNxt - seq) >>> 0;
+    const drop = seqSize(seq, c.rcvNxt);
     if (drop >= len) { if (len > 0) c.ackNow = true; dataOff += len; len = 0; if (fin && drop > seg.payloadLength) fin = false; }
     else { dataOff += drop; len -= drop; }
     seq = c.rcvNxt;
   }
   // Room up to the right edge from where this segment starts (it may start above
   // RCV.NXT: an out-of-order segment straddling the edge keeps only its in-window part).
-  const room = Math.max(0, (c.rcvNxt + rcvWnd - seq) | 0);
+  const room = Math.max(0, seqSub(seqAdd(c.rcvNxt, rcvWnd), seq));
   if (len > room) {
     // Data beyond the window is not acceptable and is answered with an ACK at once
     // (RFC 9293 3.10.7.4): that ACK is what answers a zero-window probe carrying a
@@ -117,12 +115,12 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
       // A close that came while the handshake was still under way (RFC 9293 3.10.4).
       if (c.finAfterConnect) c.shutdownWrite(now);
     } else {
-      c.layer.sendReset(c.localAddr, c.remoteAddr, c.localPort, c.remotePort, seg.ack, 0, false);
+      c.layer.sendReset(c.localAddr, c.remoteAddr, c.localPort, c.remotePort, seg.ack);
       return;
     }
   } else {
     if (seqGt(seg.ack, c.sndMax)) { sendAck(c, now); return; } // acks data we never sent
-    if (seqLt(seg.ack, (c.sndUna - c.maxSndWnd) >>> 0)) { challengeAck(c, now); return; } // RFC 5961 5.2
+    if (seqLt(seg.ack, seqAdd(c.sndUna, -c.maxSndWnd))) { challengeAck(c, now); return; } // RFC 5961 5.2
     updateTsRecent(c, seg, now);
     processAck(c, seg, seq, len, now);
     if (c.state === State.Closed) return;
@@ -134,7 +132,7 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
       if (c.orphaned && c.layer.config.resetOnOrphanData) {
         // The application is gone and cannot read it (Linux: TCPAbortOnData).
         ctr.TcpExtTCPAbortOnData++;
-        c.layer.sendReset(c.localAddr, c.remoteAddr, c.localPort, c.remotePort, c.sndNxt, 0, false);
+        c.layer.sendReset(c.localAddr, c.remoteAddr, c.localPort, c.remotePort, c.sndNxt);
         c.destroy(null, now);
         return;
       }
@@ -144,9 +142,9 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
   }
   // FIN (eighth).
   if (fin) {
-    const finAt = (seq + len) >>> 0;
+    const finAt = seqAdd(seq, len);
     if (finAt === c.rcvNxt) c.receiveFin(now);
-    else if (seqGt(finAt, c.rcvNxt)) { c.oooFinSeq = finAt; c.ackNow = true; }
+    else if (seqGt(finAt, c.rcvNxt)) { c.oooFin = true; c.oooFinSeq = finAt; c.ackNow = true; }
     if (c.isClosed()) return;
   }
   output(c, now);
@@ -161,18 +159,18 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
  * or every real segment after it fails PAWS and the connection stalls for good.
  */
 export function updateTsRecent(c: TcpConnection, seg: TcpRepr, now: number): void {
-  if (c.tsOk && seg.hasTimestamp && seqLe(seg.seq, c.lastAckSent) && seqGe(seg.tsVal, c.tsRecent)) {
+  if (c.tsOk && seg.hasTimestamp && seqLe(seg.seq, c.lastAckSent) && tsGe(seg.tsVal, c.tsRecent)) {
     c.tsRecent = seg.tsVal; c.tsRecentAt = now;
   }
 }
 
 
-function receiveData(c: TcpConnection, seq: number, buf: Buffer, off: number, len: number, now: number): void {
+function receiveData(c: TcpConnection, seq: Seq, buf: Buffer, off: number, len: number, now: number): void {
   const ctr = c.layer.counters;
   c.layer.noteReceiving(c, now);
   if (seq === c.rcvNxt) {
     const hadHole = !c.ooo.empty;
-    c.rcvNxt = (c.rcvNxt + len) >>> 0;
+    c.rcvNxt = seqAdd(c.rcvNxt, len);
     c.bytesReceived += len;
     tuneRcvWindow(c, now);
     // The ACK this data is owed is decided before the application sees the data: a
@@ -208,7 +206,7 @@ function receiveData(c: TcpConnection, seq: number, buf: Buffer, off: number, le
       if (c.layer.inBurst) c.layer.deferAck(c);
       else c.ackNow = true;
     }
-    if (c.oooFinSeq >= 0 && c.oooFinSeq === c.rcvNxt) c.receiveFin(now);
+    if (c.oooFin && c.oooFinSeq === c.rcvNxt) c.receiveFin(now);
   } else {
     ctr.TcpExtTCPOFOQueue++;
     // Bounded in bytes and in entries: a peer sending tiny segments with gaps must not
@@ -262,18 +260,18 @@ function challengeAck(c: TcpConnection, now: number): void {
  * send what queued as one GSO super-segment.
  */
 function tuneRcvWindow(c: TcpConnection, now: number): void {
-  if (c.stalledEdge >= 0 && c.stalledAt >= 0 && seqGt(c.rcvNxt, c.stalledEdge)) {
+  if (c.stalled && c.stalledAt >= 0 && seqGt(c.rcvNxt, c.stalledEdge)) {
     const m = now - c.stalledAt;
     c.rcvRtt = c.rcvRtt === 0 || m < c.rcvRtt ? m : c.rcvRtt + (m - c.rcvRtt) / 8;
-    c.stalledEdge = -1; c.stalledAt = -1;
+    c.stalled = false; c.stalledAt = -1;
   }
   // Filled: less than a segment of the window left (the sender's SWS avoidance keeps a
   // smaller tail back).
-  if (c.stalledEdge < 0 && ((c.rcvAdvEdge - c.rcvNxt) | 0) < c.mss) { c.stalledEdge = c.rcvAdvEdge; c.stalledAt = -1; }
+  if (!c.stalled && seqSub(c.rcvAdvEdge, c.rcvNxt) < c.mss) { c.stalled = true; c.stalledEdge = c.rcvAdvEdge; c.stalledAt = -1; }
   if (c.rcvRateAt < 0) { c.rcvRateAt = now; c.rcvRateSeq = c.rcvNxt; return; }
   const dt = now - c.rcvRateAt;
   if (dt < RCV_RATE_INTERVAL_MS) return;
-  const rate = ((c.rcvNxt - c.rcvRateSeq) >>> 0) / dt;
+  const rate = seqSize(c.rcvRateSeq, c.rcvNxt) / dt;
   c.rcvRate = Math.max(rate, c.rcvRate * 0.75);
   c.rcvRateAt = now; c.rcvRateSeq = c.rcvNxt;
   if (c.rcvRtt > 0) {
@@ -291,14 +289,14 @@ export function ackOwed(c: TcpConnection): boolean { return c.rcvNxt !== c.lastA
  */
 export function advertiseWindow(c: TcpConnection): number {
   let space = rcvSpace(c);
-  const committed = (c.rcvAdvEdge - c.rcvNxt) | 0;
+  const committed = seqSub(c.rcvAdvEdge, c.rcvNxt);
   // Receiver SWS avoidance (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3): move the right edge
   // only by at least min(RCV.BUFF/2, MSS); never move it left.
   if (space > committed && space - committed < Math.min(c.rcvBuf >> 1, c.mss)) space = committed;
   if (space < committed) space = Math.max(committed, 0);
   let win = space >>> c.rcvWscale;
   if (win > 65535) win = 65535;
-  const edge = (c.rcvNxt + (win << c.rcvWscale)) >>> 0;
+  const edge = seqAdd(c.rcvNxt, win << c.rcvWscale);
   if (seqGt(edge, c.rcvAdvEdge)) c.rcvAdvEdge = edge;
   return win;
 }
@@ -321,7 +319,7 @@ export function onAppRead(c: TcpConnection, now: number): void {
   // counts: an ACK that cannot move the right edge is a duplicate ACK to the peer
   // (RFC 5681 2), e.g. on every read when window scaling was not negotiated.
   const space = Math.min(rcvSpace(c), 65535 << c.rcvWscale);
-  const committed = (c.rcvAdvEdge - c.rcvNxt) | 0;
+  const committed = seqSub(c.rcvAdvEdge, c.rcvNxt);
   if (space - committed >= Math.min(c.rcvBuf >> 1, 2 * c.mss)) {
     sendAck(c, now);
     c.layer.flushSoon();

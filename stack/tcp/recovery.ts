@@ -3,7 +3,7 @@
  * recovery: the scoreboard, IsLost, pipe, NextSeg) when SACK was negotiated and by RFC
  * 6582 (NewReno) otherwise.
  */
-import { seqGt, seqLt } from '../wire/tcp';
+import { type Seq, seqAdd, seqGt, seqLt, seqSize } from '../wire/seq';
 import type { TcpConnection } from './connection';
 import { retransmitAt } from './send';
 
@@ -24,10 +24,10 @@ export function enterRecovery(c: TcpConnection, now: number): void {
     // RFC 6675 5 (4.2): retransmit the first segment presumed dropped at once;
     // further holes follow as IsLost marks them.
     c.highRxt = c.sndUna;
-    const n = Math.min(c.mss, (c.scoreboard.nextSackedStart(c.sndUna, c.sndMax) - c.sndUna) >>> 0);
+    const n = Math.min(c.mss, seqSize(c.sndUna, c.scoreboard.nextSackedStart(c.sndUna, c.sndMax)));
     if (n > 0) {
       retransmitAt(c, c.sndUna, now);
-      c.highRxt = (c.sndUna + n) >>> 0;
+      c.highRxt = seqAdd(c.sndUna, n);
     }
   } else {
     ctr.TcpExtTCPRenoRecovery++;
@@ -39,7 +39,7 @@ export function enterRecovery(c: TcpConnection, now: number): void {
 /** RFC 6675 pipe: bytes in flight, not counting SACKed data or holes deemed lost and not yet resent. */
 export function pipe(c: TcpConnection): number {
   const sb = c.scoreboard;
-  const out = (c.sndMax - c.sndUna) >>> 0;
+  const out = seqSize(c.sndUna, c.sndMax);
   if (sb.empty) return out;
   const high = sb.lossBoundary(c.mss, DUP_THRESH, c.sndUna);
   const from = seqGt(c.highRxt, c.sndUna) ? c.highRxt : c.sndUna;
@@ -47,15 +47,15 @@ export function pipe(c: TcpConnection): number {
   return Math.max(0, out - sb.sackedBytes - lostNotResent);
 }
 
-/** First un-SACKed byte at or above HighRxt that RFC 6675 IsLost deems lost, or -1. */
-export function nextHole(c: TcpConnection): number {
+/** First un-SACKed byte at or above HighRxt that RFC 6675 IsLost deems lost, or null. */
+export function nextHole(c: TcpConnection): Seq | null {
   const sb = c.scoreboard;
-  if (sb.empty) return -1;
+  if (sb.empty) return null;
   let s = seqGt(c.highRxt, c.sndUna) ? c.highRxt : c.sndUna;
   const high = sb.lossBoundary(c.mss, DUP_THRESH, c.sndUna);
   while (seqLt(s, high)) {
     if (!sb.isSacked(s)) return s;
     s = sb.sackedEnd(s);
   }
-  return -1;
+  return null;
 }

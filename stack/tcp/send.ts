@@ -5,7 +5,8 @@
  * (TSO super-segments when the device takes them), sender SWS avoidance (RFC 9293
  * 3.8.6.2.1), Nagle (RFC 896, RFC 1122 4.2.3.4), and the FIN in sequence.
  */
-import { ACK, FIN, PSH, SYN, type TcpOptionsOut, type TcpRepr, seqGe, seqGt, seqLe, seqLt } from '../wire/tcp';
+import { ACK, FIN, PSH, SYN, type TcpOptionsOut, type TcpRepr } from '../wire/tcp';
+import { type Seq, asSeq, seqAdd, seqGe, seqGt, seqLe, seqLt, seqSize, seqSub, tsGe, tsLe } from '../wire/seq';
 import type { TcpConnection } from './connection';
 import { State } from './state';
 import { advertiseWindow } from './receive';
@@ -28,10 +29,10 @@ export function updateMss(c: TcpConnection): void {
 }
 
 /** The ACK of an acceptable segment (RFC 9293 3.10.7.4, fifth check) in a synchronized state. */
-export function processAck(c: TcpConnection, seg: TcpRepr, seq: number, len: number, now: number): void {
+export function processAck(c: TcpConnection, seg: TcpRepr, seq: Seq, len: number, now: number): void {
   const ctr = c.layer.counters;
   const ack = seg.ack;
-  const acked = (ack - c.sndUna) | 0;
+  const acked = seqSub(ack, c.sndUna);
   const wnd = seg.window << c.sndWscale;
   const outstanding = c.sndMax !== c.sndUna;
   const isDup = acked === 0 && len === 0 && !(seg.flags & (SYN | FIN)) && wnd === c.sndWnd && outstanding;
@@ -40,7 +41,7 @@ export function processAck(c: TcpConnection, seg: TcpRepr, seq: number, len: num
   let newSack = false;
   if (c.sackOk && seg.sackCount > 0) {
     for (let i = 0; i < seg.sackCount; i++) {
-      const l = seg.sack[i * 2], r = seg.sack[i * 2 + 1];
+      const l = asSeq(seg.sack[i * 2]), r = asSeq(seg.sack[i * 2 + 1]);
       if (seqLe(r, ack)) { ctr.TcpExtTCPDSACKRecv++; continue; }
       if (seqLt(l, c.sndUna) || seqGt(r, c.sndMax)) { ctr.TcpExtTCPSACKDiscard++; continue; }
       if (c.scoreboard.add(l, r)) newSack = true;
@@ -62,7 +63,7 @@ export function processAck(c: TcpConnection, seg: TcpRepr, seq: number, len: num
     // one TSecr far in the past once made SRTT 268 million ms.
     if (c.tsOk && seg.hasTimestamp && seg.tsEcr !== 0) {
       const ourTs = tsNow(c, now);
-      if (seqLe(seg.tsEcr, ourTs) && seqGe(seg.tsEcr, c.tsFlightStart)) sampleRtt(c, (ourTs - seg.tsEcr) >>> 0);
+      if (tsLe(seg.tsEcr, ourTs) && tsGe(seg.tsEcr, c.tsFlightStart)) sampleRtt(c, (ourTs - seg.tsEcr) >>> 0);
       else c.layer.counters.FsTsEcrImplausible++;
     } else if (c.rttStart >= 0 && seqGt(ack, c.rttSeq)) {
       sampleRtt(c, now - c.rttStart);
@@ -70,7 +71,7 @@ export function processAck(c: TcpConnection, seg: TcpRepr, seq: number, len: num
     }
     // Release acknowledged data (our FIN takes one sequence number, not a byte).
     let dataAcked = acked;
-    if (c.finSeq >= 0 && seqGt(ack, c.finSeq)) dataAcked -= 1;
+    if (c.finQueued && seqGt(ack, c.finSeq)) dataAcked -= 1;
     if (dataAcked > 0) {
       c.sendQueue.consume(dataAcked);
       c.bytesAcked += dataAcked;
@@ -97,7 +98,7 @@ export function processAck(c: TcpConnection, seg: TcpRepr, seq: number, len: num
     }
     if (c.sndUna === c.sndMax) disarmRto(c);
     else armRto(c, now);
-    if (c.finSeq >= 0 && seqGt(ack, c.finSeq)) c.ourFinAcked(now);
+    if (c.finQueued && seqGt(ack, c.finSeq)) c.ourFinAcked(now);
     else if (dataAcked > 0 && c.owner && c.sendQueue.length < c.sndBuf) c.owner.onSendSpace();
   } else if (isDup || (newSack && outstanding && acked === 0)) {
     c.dupAcks++;
@@ -129,25 +130,25 @@ export function output(c: TcpConnection, now: number): void {
       inPipe = pipe(c);
       if (c.cc.cwnd - inPipe < mss) break;
       const hole = nextHole(c);
-      if (hole >= 0) {
+      if (hole !== null) {
         const holeEnd = c.scoreboard.nextSackedStart(hole, c.sndMax);
-        const n = Math.min(mss, (holeEnd - hole) >>> 0);
+        const n = Math.min(mss, seqSize(hole, holeEnd));
         sendDataSegment(c, hole, n, now, true);
-        c.highRxt = (hole + n) >>> 0;
+        c.highRxt = seqAdd(hole, n);
         sentAny = true;
         continue;
       }
     }
-    const dataLeft = dataLimit(c) - c.sndNxt | 0;
-    const wndRight = (c.sndUna + c.sndWnd) >>> 0;
-    const wndLeft = (wndRight - c.sndNxt) | 0;
+    const dataLeft = seqSub(dataLimit(c), c.sndNxt);
+    const wndRight = seqAdd(c.sndUna, c.sndWnd);
+    const wndLeft = seqSub(wndRight, c.sndNxt);
     // Nothing was sent since the pipe was measured above, so it still holds.
     const inFlight = inPipe >= 0 ? inPipe : c.flight;
     const cwndLeft = c.cc.cwnd - inFlight;
     let n = Math.min(dataLeft, wndLeft, cwndLeft);
     if (dataLeft <= 0) {
       // Only the FIN may remain.
-      if (c.finSeq >= 0 && c.sndNxt === c.finSeq) {
+      if (c.finQueued && c.sndNxt === c.finSeq) {
         // Below SND.MAX it went out before (an RTO pulled SND.NXT back): count it as resent.
         const again = seqLt(c.finSeq, c.sndMax);
         sendFin(c, now);
@@ -168,12 +169,12 @@ export function output(c: TcpConnection, now: number): void {
       if (!(n >= c.maxSndWnd / 2 && c.maxSndWnd > 0) && c.flight > 0) break;
       if (c.flight === 0 && n < dataLeft && n < c.maxSndWnd / 2 && wndLeft < mss && !c.swsOverride) { armPersist(c, now); break; }
     }
-    if (n < mss && n === dataLeft && !c.noDelay && c.flight > 0 && c.finSeq < 0) break; // Nagle (RFC 896)
+    if (n < mss && n === dataLeft && !c.noDelay && c.flight > 0 && !c.finQueued) break; // Nagle (RFC 896)
     if (tsoMax > mss && n > mss) n -= n % mss || 0;
     const retrans = seqLt(c.sndNxt, c.sndMax);
-    const withFin = c.finSeq >= 0 && ((c.sndNxt + n) >>> 0) === c.finSeq;
+    const withFin = c.finQueued && seqAdd(c.sndNxt, n) === c.finSeq;
     sendDataSegment(c, c.sndNxt, n, now, retrans, withFin);
-    c.sndNxt = (c.sndNxt + n + (withFin ? 1 : 0)) >>> 0;
+    c.sndNxt = seqAdd(c.sndNxt, n + (withFin ? 1 : 0));
     if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;
     sentAny = true;
     if (withFin) break;
@@ -183,31 +184,31 @@ export function output(c: TcpConnection, now: number): void {
 }
 
 /** Sequence number just past the last queued data byte. */
-export function dataLimit(c: TcpConnection): number {
-  return c.finSeq >= 0 ? c.finSeq : (c.sndUna + c.sendQueue.length) >>> 0;
+export function dataLimit(c: TcpConnection): Seq {
+  return c.finQueued ? c.finSeq : seqAdd(c.sndUna, c.sendQueue.length);
 }
 
 /** Resends one segment's worth from `seq` (fast retransmit, a NewReno partial ACK). */
-export function retransmitAt(c: TcpConnection, seq: number, now: number): void {
-  const left = (dataLimit(c) - seq) | 0;
+export function retransmitAt(c: TcpConnection, seq: Seq, now: number): void {
+  const left = seqSub(dataLimit(c), seq);
   if (left <= 0) {
-    if (c.finSeq >= 0 && seq === c.finSeq) sendFin(c, now, true);
+    if (c.finQueued && seq === c.finSeq) sendFin(c, now, true);
     return;
   }
   const n = Math.min(c.mss, left);
-  const withFin = c.finSeq >= 0 && ((seq + n) >>> 0) === c.finSeq;
+  const withFin = c.finQueued && seqAdd(seq, n) === c.finSeq;
   sendDataSegment(c, seq, n, now, true, withFin);
 }
 
 /** One data segment (or TSO super-segment) of `len` bytes at `seq`, from the send queue. */
-export function sendDataSegment(c: TcpConnection, seq: number, len: number, now: number, retransmission: boolean, withFin = false): void {
+export function sendDataSegment(c: TcpConnection, seq: Seq, len: number, now: number, retransmission: boolean, withFin = false): void {
   const o = fillOptions(c, now);
   if (c.sndUna === c.sndMax) c.tsFlightStart = o.tsVal;
   let flags = ACK;
   if (withFin) flags |= FIN;
-  if (((seq + len) >>> 0) === dataLimit(c) || withFin) flags |= PSH;
+  if (seqAdd(seq, len) === dataLimit(c) || withFin) flags |= PSH;
   const win = advertiseWindow(c);
-  c.layer.emit(c, seq, c.rcvNxt, flags, win, o, len, now, (seq - c.sndUna) >>> 0);
+  c.layer.emit(c, seq, c.rcvNxt, flags, win, o, len, now, seqSize(c.sndUna, seq));
   if (retransmission) {
     const segs = Math.ceil(len / c.mss);
     c.layer.counters.TcpRetransSegs += segs;
@@ -226,7 +227,7 @@ export function sendFin(c: TcpConnection, now: number, retransmission = false): 
   if (c.sndUna === c.sndMax) c.tsFlightStart = o.tsVal;
   c.layer.emit(c, c.finSeq, c.rcvNxt, FIN | ACK, advertiseWindow(c), o, 0, now);
   if (!retransmission) {
-    c.sndNxt = (c.finSeq + 1) >>> 0;
+    c.sndNxt = seqAdd(c.finSeq, 1);
     if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;
   } else c.layer.counters.TcpRetransSegs++;
   afterSend(c, now);
@@ -245,7 +246,7 @@ export function sendAck(c: TcpConnection, now: number): void {
 function afterSend(c: TcpConnection, now: number): void {
   // The segment just sent opened the window past where the peer had stopped: the
   // receiver's round trip runs from here (tuneRcvWindow).
-  if (c.stalledEdge >= 0 && c.stalledAt < 0 && seqGt(c.rcvAdvEdge, c.stalledEdge)) c.stalledAt = now;
+  if (c.stalled && c.stalledAt < 0 && seqGt(c.rcvAdvEdge, c.stalledEdge)) c.stalledAt = now;
   c.lastAckSent = c.rcvNxt;
   c.dupAckOwed = false;
   c.ackNow = false;

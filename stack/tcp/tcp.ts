@@ -9,8 +9,9 @@ import type { TimerQueue } from '../timers';
 import { formatIpv4 } from '../wire/addr';
 import { PROTO_TCP, readU16, readU32 } from '../wire/ipv4';
 import {
-  ACK, FIN, RST, SYN, TcpOptionsOut, TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp, seqGt, seqGe, seqLe, seqLt, TcpError,
+  ACK, FIN, RST, SYN, TcpOptionsOut, TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp, TcpError,
 } from '../wire/tcp';
+import { type Seq, asSeq, seqAdd, seqGe, seqGt, seqLt, seqValue } from '../wire/seq';
 import { CodedError } from '../util/errors';
 import { KeyedHash } from '../util/hash';
 import { RxBufferPool } from './buffers';
@@ -97,6 +98,7 @@ export interface TcpHooks {
   connectionRemoved(conn: TcpConnection, now: number): void;
 }
 
+const SEQ0: Seq = asSeq(0);
 const COOKIE_MSS = [536, 1200, 1360, 1400, 1440, 1452, 1460, 8960];
 /** The most payload one IPv4 TCP packet carries: 65,535 less a 20-byte IP and a 60-byte TCP header (RFC 791, RFC 9293 3.1). */
 const MAX_TSO_PAYLOAD = 65535 - 20 - 60;
@@ -177,7 +179,7 @@ export class TcpLayer {
       if (f & RST) return;
       if (f & ACK) {
         if (!(f & SYN) && this.acceptCookie(l, seg, src, dst, buf, now)) return;
-        this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, 0, false);
+        this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack);
         return;
       }
       // A SYN with FIN is no connection request (RFC 9293 3.10.7.2 leaves it to the
@@ -188,13 +190,13 @@ export class TcpLayer {
     this.refuse(seg, src, dst);
   }
 
-  /** RFC 9293 3.10.7.1: a segment for no connection is answered with a reset. */
-  private refuse(seg: TcpRepr, src: number, dst: number): void {
+  /** RFC 9293 3.10.7.1: a segment for no connection (or refused by a listener) is answered with a reset. */
+  refuse(seg: TcpRepr, src: number, dst: number): void {
     if (seg.flags & RST) return;
-    if (seg.flags & ACK) this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, 0, false);
+    if (seg.flags & ACK) this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack);
     else {
       const segLen = seg.payloadLength + (seg.flags & SYN ? 1 : 0) + (seg.flags & 1 ? 1 : 0);
-      this.sendReset(dst, src, seg.dstPort, seg.srcPort, 0, (seg.seq + segLen) >>> 0, true);
+      this.sendResetAck(dst, src, seg.dstPort, seg.srcPort, seqAdd(seg.seq, segLen));
     }
   }
 
@@ -297,13 +299,13 @@ export class TcpLayer {
   }
 
   /** RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 µs clock. */
-  isn(conn: TcpConnection, now: number): number {
+  isn(conn: TcpConnection, now: number): Seq {
     return this.isnFor(conn.localAddr, conn.localPort, conn.remoteAddr, conn.remotePort, now);
   }
 
-  isnFor(localAddr: number, localPort: number, remoteAddr: number, remotePort: number, now: number): number {
+  isnFor(localAddr: number, localPort: number, remoteAddr: number, remotePort: number, now: number): Seq {
     const m = Math.floor(now * 250) >>> 0;
-    return (m + this.isnHash.hash4(localAddr, remoteAddr, (localPort << 16) | remotePort, 0)) >>> 0;
+    return asSeq(m + this.isnHash.hash4(localAddr, remoteAddr, (localPort << 16) | remotePort, 0));
   }
 
   /** The per-connection offset of our timestamp clock (RFC 7323 5.4), the same for a half-open entry and its connection. */
@@ -333,11 +335,11 @@ export class TcpLayer {
     const peerMss = seg.mss > 0 ? seg.mss : 536;
     let idx = 0;
     for (let i = COOKIE_MSS.length - 1; i >= 0; i--) if (COOKIE_MSS[i] <= peerMss) { idx = i; break; }
-    const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, seg.seq, t);
-    const cookie = ((t << 27) | (idx << 24) | mac) >>> 0;
+    const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, seqValue(seg.seq), t);
+    const cookie = asSeq((t << 27) | (idx << 24) | mac);
     const o = this.optScratch;
     o.mss = this.host.pathMtu(src) - 40; o.wscale = -1; o.sackPermitted = false; o.hasTimestamp = false; o.sackCount = 0;
-    this.emitSegment(dst, src, l.port, seg.srcPort, cookie, (seg.seq + 1) >>> 0, SYN | ACK, Math.min(this.config.rcvBuf, 65535), o);
+    this.emitSegment(dst, src, l.port, seg.srcPort, cookie, seqAdd(seg.seq, 1), SYN | ACK, Math.min(this.config.rcvBuf, 65535), o);
     this.counters.TcpExtSyncookiesSent++;
     l.lastCookieAt = now;
   }
@@ -346,21 +348,21 @@ export class TcpLayer {
     // Only a listener that answered with cookies lately takes one back (as Linux checks
     // for a recent SYN-queue overflow): a stray ACK is not a 2^-24 lottery ticket.
     if (now - l.lastCookieAt > 128_000) return false;
-    const cookie = (seg.ack - 1) >>> 0;
-    const clientIsn = (seg.seq - 1) >>> 0;
+    const cookie = seqValue(seqAdd(seg.ack, -1));
+    const clientIsn = seqAdd(seg.seq, -1);
     const t = cookie >>> 27;
     const nowT = Math.floor(now / 64_000) & 31;
     if (t !== nowT && t !== ((nowT + 31) & 31)) return false;
-    const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, clientIsn, t);
+    const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, seqValue(clientIsn), t);
     if ((cookie & 0xffffff) !== mac) { this.counters.TcpExtSyncookiesFailed++; return false; }
     this.counters.TcpExtSyncookiesRecv++;
     if (l.acceptQueue.length >= l.backlog) { this.counters.TcpExtListenOverflows++; this.counters.TcpExtListenDrops++; return true; }
     const conn = this.createConnection(dst, l.port, src, seg.srcPort, now);
     conn.peerMss = COOKIE_MSS[(cookie >>> 24) & 7];
     conn.irs = clientIsn; conn.rcvNxt = seg.seq;
-    conn.iss = cookie; conn.sndUna = seg.ack; conn.sndNxt = seg.ack; conn.sndMax = seg.ack;
+    conn.iss = asSeq(cookie); conn.sndUna = seg.ack; conn.sndNxt = seg.ack; conn.sndMax = seg.ack;
     conn.sndWnd = seg.window; conn.maxSndWnd = seg.window; conn.sndWl1 = seg.seq; conn.sndWl2 = seg.ack;
-    conn.rcvAdvEdge = (seg.seq + Math.min(this.config.rcvBuf, 65535)) >>> 0;
+    conn.rcvAdvEdge = seqAdd(seg.seq, Math.min(this.config.rcvBuf, 65535));
     conn.updateMss();
     conn.cc.cwnd = 10 * conn.mss; // RFC 6928 initial window, as establish() gives other connections
     conn.listener = l;
@@ -379,7 +381,7 @@ export class TcpLayer {
    * at `queueOffset` (bytes after SND.UNA). A payload larger than the MSS goes out
    * as one TSO super-segment for the kernel to cut.
    */
-  emit(conn: TcpConnection, seq: number, ack: number, flags: number, window: number, opts: TcpOptionsOut | null, payloadLen: number, _now: number, queueOffset = 0): void {
+  emit(conn: TcpConnection, seq: Seq, ack: Seq, flags: number, window: number, opts: TcpOptionsOut | null, payloadLen: number, _now: number, queueOffset = 0): void {
     const optLen = opts ? optionsLength(opts) : 0;
     const hdr = 40 + optLen;
     const pkt = Buffer.allocUnsafe(hdr + payloadLen);
@@ -400,7 +402,7 @@ export class TcpLayer {
   }
 
   /** A segment without payload and without a connection (resets, cookies, half-open entries), checksummed here. */
-  emitSegment(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number, window: number, opts: TcpOptionsOut | null): void {
+  emitSegment(src: number, dst: number, sport: number, dport: number, seq: Seq, ack: Seq, flags: number, window: number, opts: TcpOptionsOut | null): void {
     const optLen = opts ? optionsLength(opts) : 0;
     const pkt = Buffer.allocUnsafe(40 + optLen);
     emitTcp(pkt, 20, src, dst, sport, dport, seq, ack, flags, window, opts, 0, false);
@@ -410,9 +412,14 @@ export class TcpLayer {
     this.host.sendIp(pkt, null);
   }
 
-  /** <SEQ=seq><CTL=RST> or, with `withAck`, <SEQ=0><ACK=ack><CTL=RST,ACK>. */
-  sendReset(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, withAck: boolean): void {
-    this.emitSegment(src, dst, sport, dport, seq, withAck ? ack : 0, withAck ? RST | ACK : RST, 0, null);
+  /** <SEQ=seq><CTL=RST>: the reset for a segment that carried an ACK (SEQ = its SEG.ACK), or an abort (SND.NXT). */
+  sendReset(src: number, dst: number, sport: number, dport: number, seq: Seq): void {
+    this.emitSegment(src, dst, sport, dport, seq, SEQ0, RST, 0, null);
+  }
+
+  /** <SEQ=0><ACK=ack><CTL=RST,ACK>: the reset for a segment without ACK (RFC 9293 3.10.7.1). */
+  sendResetAck(src: number, dst: number, sport: number, dport: number, ack: Seq): void {
+    this.emitSegment(src, dst, sport, dport, SEQ0, ack, RST | ACK, 0, null);
   }
 
   /** RFC 5961 7: a global limit on challenge ACKs per second. */
@@ -491,7 +498,7 @@ export class TcpLayer {
     if (len < ihl + 8 || quoted[off + 9] !== PROTO_TCP) return null;
     const src = readU32(quoted, off + 12), dst = readU32(quoted, off + 16);
     const sport = readU16(quoted, off + ihl), dport = readU16(quoted, off + ihl + 2);
-    const seq = readU32(quoted, off + ihl + 4);
+    const seq = asSeq(readU32(quoted, off + ihl + 4));
     const conn = this.table.lookup(src, sport, dst, dport);
     if (!conn) return null;
     // RFC 5927 4.1: the quoted segment must be in flight, SND.UNA <= seq < SND.NXT.

@@ -9,6 +9,7 @@
  */
 import { CodedError } from '../util/errors';
 import { ACK } from '../wire/tcp';
+import { seqAdd } from '../wire/seq';
 import type { TcpConnection } from './connection';
 import { State } from './state';
 import { retransmitSyn, retransmitSynAck } from './handshake';
@@ -66,7 +67,7 @@ export function onTimer(c: TcpConnection, now: number): void {
       // Zero-window probe: an old sequence number forces the peer to ACK with its window.
       c.layer.counters.TcpExtTCPWinProbe++;
       const o = fillOptions(c, now);
-      c.layer.emit(c, (c.sndUna - 1) >>> 0, c.rcvNxt, ACK, advertiseWindow(c), o, 0, now);
+      c.layer.emit(c, seqAdd(c.sndUna, -1), c.rcvNxt, ACK, advertiseWindow(c), o, 0, now);
       c.persistBackoff = Math.min(c.persistBackoff + 1, 10);
       armPersist(c, now);
     } else {
@@ -109,7 +110,7 @@ function onKeepalive(c: TcpConnection, now: number): void {
   c.keepaliveProbes++;
   c.layer.counters.TcpExtTCPKeepAlive++;
   const o = fillOptions(c, now);
-  c.layer.emit(c, (c.sndUna - 1) >>> 0, c.rcvNxt, ACK, advertiseWindow(c), o, 0, now);
+  c.layer.emit(c, seqAdd(c.sndUna, -1), c.rcvNxt, ACK, advertiseWindow(c), o, 0, now);
   c.keepaliveAt = now + cfg.keepaliveIntervalMs;
 }
 

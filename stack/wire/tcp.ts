@@ -5,6 +5,7 @@
  */
 import { checksumAdd, checksumFinish, pseudoHeaderSum } from './checksum';
 import { PROTO_TCP, readU16, readU32, writeU16, writeU32 } from './ipv4';
+import { type Seq, readSeq, writeSeq } from './seq';
 
 export const TCP_MIN_HEADER = 20;
 export const FIN = 0x01, SYN = 0x02, RST = 0x04, PSH = 0x08, ACK = 0x10, URG = 0x20, ECE = 0x40, CWR = 0x80;
@@ -15,8 +16,8 @@ export const MAX_SACK_BLOCKS = 4;
 export interface TcpRepr {
   srcPort: number;
   dstPort: number;
-  seq: number;
-  ack: number;
+  seq: Seq;
+  ack: Seq;
   flags: number;
   window: number;
   urgent: number;
@@ -37,7 +38,7 @@ export interface TcpRepr {
 
 export function newTcpRepr(): TcpRepr {
   return {
-    srcPort: 0, dstPort: 0, seq: 0, ack: 0, flags: 0, window: 0, urgent: 0, headerLength: 20,
+    srcPort: 0, dstPort: 0, seq: 0 as unknown as Seq, ack: 0 as unknown as Seq, flags: 0, window: 0, urgent: 0, headerLength: 20,
     payloadOffset: 0, payloadLength: 0, mss: -1, wscale: -1, sackPermitted: false,
     hasTimestamp: false, tsVal: 0, tsEcr: 0, sackCount: 0, sack: new Uint32Array(MAX_SACK_BLOCKS * 2),
   };
@@ -56,8 +57,8 @@ export function parseTcp(buf: Uint8Array, off: number, len: number, src: number,
   if (!skipChecksum && checksumFinish(checksumAdd(buf, off, len, pseudoHeaderSum(src, dst, PROTO_TCP, len))) !== 0) return TcpError.BadChecksum;
   out.srcPort = readU16(buf, off);
   out.dstPort = readU16(buf, off + 2);
-  out.seq = readU32(buf, off + 4);
-  out.ack = readU32(buf, off + 8);
+  out.seq = readSeq(buf, off + 4);
+  out.ack = readSeq(buf, off + 8);
   out.flags = buf[off + 13];
   out.window = readU16(buf, off + 14);
   out.urgent = readU16(buf, off + 18);
@@ -170,15 +171,15 @@ function emitOptions(buf: Uint8Array, i: number, o: TcpOptionsOut): number {
  */
 export function emitTcp(
   buf: Uint8Array, off: number, src: number, dst: number,
-  srcPort: number, dstPort: number, seq: number, ack: number, flags: number, window: number,
+  srcPort: number, dstPort: number, seq: Seq, ack: Seq, flags: number, window: number,
   opts: TcpOptionsOut | null, payloadLength: number, partial = false,
 ): number {
   const olen = opts ? optionsLength(opts) : 0;
   const hlen = TCP_MIN_HEADER + olen;
   writeU16(buf, off, srcPort);
   writeU16(buf, off + 2, dstPort);
-  writeU32(buf, off + 4, seq);
-  writeU32(buf, off + 8, ack);
+  writeSeq(buf, off + 4, seq);
+  writeSeq(buf, off + 8, ack);
   buf[off + 12] = (hlen / 4) << 4;
   buf[off + 13] = flags;
   writeU16(buf, off + 14, window);
@@ -198,11 +199,3 @@ export function emitTcp(
   }
   return hlen;
 }
-
-/** Sequence-space comparisons (RFC 9293 3.4), modulo 2^32. */
-export function seqLt(a: number, b: number): boolean { return ((a - b) | 0) < 0; }
-export function seqLe(a: number, b: number): boolean { return ((a - b) | 0) <= 0; }
-export function seqGt(a: number, b: number): boolean { return ((a - b) | 0) > 0; }
-export function seqGe(a: number, b: number): boolean { return ((a - b) | 0) >= 0; }
-export function seqAdd(a: number, n: number): number { return (a + n) >>> 0; }
-export function seqDiff(a: number, b: number): number { return (a - b) | 0; }

@@ -19,6 +19,7 @@ import { installFaults } from '../../stack/faults/install';
 import { A_IP, B_ADDR, B_IP, connOf, makePair, runFor, runUntil, sha256, sinkServer, testData, transfer, watch, Pair } from './helpers/pair';
 import { PROTO_ICMP, Seen, Tap, craftIp } from './helpers/tap';
 import type { FsSocket } from '../../stack/api/net';
+import { seqValue } from '../../stack/wire/seq';
 
 const ip = (s: string) => parseIpv4(s)!;
 const ROUTER1 = ip('198.18.0.251');
@@ -324,10 +325,10 @@ describe('PMTU discovery on real connections over the memory link', () => {
     other.writeUInt16BE(seg.tcp.sport + 1, 20); // no such connection (source port)
     variants.push(['no such connection', other]);
     const old = Buffer.from(seg.raw);
-    old.writeUInt32BE((conn.sndUna - 5000) >>> 0, 24); // acknowledged long ago
+    old.writeUInt32BE((seqValue(conn.sndUna) - 5000) >>> 0, 24); // acknowledged long ago
     variants.push(['sequence below SND.UNA', old]);
     const future = Buffer.from(seg.raw);
-    future.writeUInt32BE((conn.sndMax + 100_000) >>> 0, 24); // never sent
+    future.writeUInt32BE((seqValue(conn.sndMax) + 100_000) >>> 0, 24); // never sent
     variants.push(['sequence beyond SND.MAX', future]);
     const otherHost = Buffer.from(seg.raw);
     otherHost.writeUInt32BE(ip('198.18.0.77'), 16); // a destination we have no connection to

@@ -6,7 +6,7 @@
 import { describe, expect, test } from 'vitest';
 import { B_ADDR, connOf, makePair, runFor, runUntil, sha256, sinkServer, testData, transfer, watch, Pair } from './helpers/pair';
 import { Seen, Tap } from './helpers/tap';
-import { seqGt } from '../../stack/wire/tcp';
+import { asSeq, seqGt, seqValue } from '../../stack/wire/seq';
 import type { FsSocket } from '../../stack/api/net';
 
 /**
@@ -23,7 +23,7 @@ function dropData(p: Pair, which: (ordinal: number) => number) {
   tap.drop = (s: Seen) => {
     if (s.dir !== 'a->b' || !s.tcp || s.tcp.len === 0) return false;
     let e = firstSeen.get(s.tcp.seq);
-    if (!e && (highest < 0 || seqGt(s.tcp.seq, highest))) {
+    if (!e && (highest < 0 || seqGt(asSeq(s.tcp.seq), asSeq(highest)))) {
       e = { ordinal: ++ordinal, left: which(ordinal) };
       firstSeen.set(s.tcp.seq, e);
       highest = s.tcp.seq;
@@ -213,7 +213,7 @@ describe('retransmission timeout (RFC 6298)', () => {
     expect(await runUntil(p.clock, () => p.a.counters.TcpExtTCPTimeouts === 1, 1_000)).toBe(true);
     expect(conn.cc.cwnd).toBe(conn.mss);
     expect(conn.cc.ssthresh).toBe(Math.max(flight >> 1, 2 * conn.mss));
-    expect(conn.sndNxt - conn.sndUna).toBe(conn.mss); // one segment resent from SND.UNA
+    expect(seqValue(conn.sndNxt) - seqValue(conn.sndUna)).toBe(conn.mss); // one segment resent from SND.UNA
   });
 
   for (const cc of ['newreno', 'cubic'] as const) {

@@ -15,8 +15,10 @@ import {
 } from '../../stack/wire/ipv4';
 import {
   ACK, FIN, PSH, SYN, TcpError, TcpOptionsOut, emitTcp, newTcpRepr, optionsLength, parseTcp,
-  seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt,
 } from '../../stack/wire/tcp';
+import {
+  asSeq, seqAdd, seqGe, seqGt, seqInWindow, seqLe, seqLt, seqMax, seqSize, seqSub, seqValue, tsGe, tsLe, tsLt,
+} from '../../stack/wire/seq';
 import { UdpError, emitUdp, newUdpRepr, parseUdp } from '../../stack/wire/udp';
 import {
   ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, UNREACH_PORT, finishIcmp, newIcmpRepr, parseIcmp,
@@ -297,7 +299,7 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
     };
     expect(optionsLength(o)).toBe(36);
     const b = Buffer.alloc(56);
-    expect(emitTcp(b, 0, 1, 2, 1, 2, 3, 4, ACK, 5, o, 0)).toBe(56);
+    expect(emitTcp(b, 0, 1, 2, 1, 2, asSeq(3), asSeq(4), ACK, 5, o, 0)).toBe(56);
     expect(parseTcp(b, 0, 56, 1, 2, seg)).toBe(TcpError.None);
     expect(seg.sackCount).toBe(4);
     expect(Array.from(seg.sack)).toEqual(Array.from(o.sack!));
@@ -306,7 +308,7 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
   test('SACK-permitted without timestamps is NOP NOP SACKOK; unknown options are skipped; EOL ends the list', () => {
     const o: TcpOptionsOut = { mss: 1460, wscale: 7, sackPermitted: true, hasTimestamp: false, tsVal: 0, tsEcr: 0, sackCount: 0, sack: null };
     const b = Buffer.alloc(32);
-    expect(emitTcp(b, 0, 1, 2, 1, 2, 3, 0, SYN, 5, o, 0)).toBe(32);
+    expect(emitTcp(b, 0, 1, 2, 1, 2, asSeq(3), asSeq(0), SYN, 5, o, 0)).toBe(32);
     expect(b.subarray(20).toString('hex')).toBe('020405b4' + '01010402' + '01030307');
     // Kind 30 (MPTCP, length 4) is skipped; after EOL nothing is read (the bytes after it are garbage).
     const t = hex(`0001 0002 0000 0003 0000 0000 8002 1000 0000 0000  1e04 0000 0204 0218 0000 ffff 0000 0000`);
@@ -366,16 +368,31 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
   });
 
   test('sequence arithmetic wraps modulo 2^32 (RFC 9293 3.4)', () => {
-    expect(seqLt(0xfffffff0, 0x10)).toBe(true);
-    expect(seqGt(0x10, 0xfffffff0)).toBe(true);
-    expect(seqLe(5, 5) && seqGe(5, 5)).toBe(true);
-    expect(seqLt(5, 5)).toBe(false);
-    expect(seqAdd(0xffffffff, 2)).toBe(1);
-    expect(seqDiff(0x10, 0xfffffff0)).toBe(0x20);
-    expect(seqDiff(0xfffffff0, 0x10)).toBe(-0x20);
+    const S = asSeq;
+    expect(seqLt(S(0xfffffff0), S(0x10))).toBe(true);
+    expect(seqGt(S(0x10), S(0xfffffff0))).toBe(true);
+    expect(seqLe(S(5), S(5)) && seqGe(S(5), S(5))).toBe(true);
+    expect(seqLt(S(5), S(5))).toBe(false);
+    expect(seqValue(seqAdd(S(0xffffffff), 2))).toBe(1);
+    expect(seqValue(seqAdd(S(1), -2))).toBe(0xffffffff);
+    expect(seqSub(S(0x10), S(0xfffffff0))).toBe(0x20);
+    expect(seqSub(S(0xfffffff0), S(0x10))).toBe(-0x20);
+    expect(seqSize(S(0xfffffff0), S(0x10))).toBe(0x20);
+    expect(seqValue(seqMax(S(0xfffffff0), S(0x10)))).toBe(0x10);
+    // asSeq folds any integer into 32 bits, as the header field holds it.
+    expect(seqValue(S(-1))).toBe(0xffffffff);
+    expect(seqValue(S(0x100000005))).toBe(5);
+    // A window that wraps: [0xfffffff0, 0xfffffff0 + 0x40) holds 0xfffffff0 and 0x2f, not 0x30.
+    expect(seqInWindow(S(0xfffffff0), S(0xfffffff0), 0x40)).toBe(true);
+    expect(seqInWindow(S(0x2f), S(0xfffffff0), 0x40)).toBe(true);
+    expect(seqInWindow(S(0x30), S(0xfffffff0), 0x40)).toBe(false);
+    expect(seqInWindow(S(0xffffffef), S(0xfffffff0), 0x40)).toBe(false);
+    expect(seqInWindow(S(5), S(5), 0)).toBe(false);
     // Half the space apart: the comparison is antisymmetric.
-    expect(seqLt(0, 0x7fffffff)).toBe(true);
-    expect(seqGt(0x7fffffff, 0)).toBe(true);
+    expect(seqLt(S(0), S(0x7fffffff))).toBe(true);
+    expect(seqGt(S(0x7fffffff), S(0))).toBe(true);
+    // Timestamps wrap alike (RFC 7323 5.3).
+    expect(tsLt(0xfffffff0, 0x10) && tsLe(0x10, 0x10) && tsGe(0x10, 0xfffffff0)).toBe(true);
   });
 });
 

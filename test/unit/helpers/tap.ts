@@ -5,6 +5,7 @@
  */
 import type { LinkDir } from '../../../drivers/memory';
 import { emitIpv4Header, newIpv4Repr, parseIpv4Header, Ipv4Error, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from '../../../stack/wire/ipv4';
+import { asSeq, seqValue } from '../../../stack/wire/seq';
 import { emitTcp, newTcpRepr, parseTcp, TcpError, TcpOptionsOut, FIN, SYN, RST, ACK, PSH } from '../../../stack/wire/tcp';
 import { A_IP, B_IP, Pair } from './pair';
 
@@ -68,7 +69,7 @@ export class Tap {
         const sack: [number, number][] = [];
         for (let i = 0; i < t.sackCount; i++) sack.push([t.sack[i * 2], t.sack[i * 2 + 1]]);
         s.tcp = {
-          sport: t.srcPort, dport: t.dstPort, seq: t.seq, ack: t.ack, flags: t.flags, window: t.window, len: t.payloadLength,
+          sport: t.srcPort, dport: t.dstPort, seq: seqValue(t.seq), ack: seqValue(t.ack), flags: t.flags, window: t.window, len: t.payloadLength,
           mss: t.mss, wscale: t.wscale, sackPermitted: t.sackPermitted, hasTimestamp: t.hasTimestamp, tsVal: t.tsVal, tsEcr: t.tsEcr,
           sack, payload: Buffer.from(pkt.subarray(t.payloadOffset, t.payloadOffset + t.payloadLength)),
         };
@@ -121,10 +122,10 @@ export function craftTcp(c: CraftTcp): Buffer {
   };
   // Header length first (emitTcp returns it); the payload must already sit after it.
   const probe = Buffer.alloc(80);
-  const hlen = emitTcp(probe, 0, src, dst, 0, 0, 0, 0, 0, 0, o, 0);
+  const hlen = emitTcp(probe, 0, src, dst, 0, 0, asSeq(0), asSeq(0), 0, 0, o, 0);
   const pkt = Buffer.alloc(20 + hlen + payload.length);
   payload.copy(pkt, 20 + hlen);
-  emitTcp(pkt, 20, src, dst, c.sport, c.dport, c.seq >>> 0, (c.ack ?? 0) >>> 0, c.flags, c.window ?? 65535, o, payload.length);
+  emitTcp(pkt, 20, src, dst, c.sport, c.dport, asSeq(c.seq), asSeq(c.ack ?? 0), c.flags, c.window ?? 65535, o, payload.length);
   emitIpv4Header(pkt, 0, { ...newIpv4Repr(), src, dst, protocol: PROTO_TCP, ttl: 64, ident: 4242, dontFragment: true, totalLength: pkt.length });
   return pkt;
 }
