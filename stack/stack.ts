@@ -373,16 +373,7 @@ export class Stack {
 
   /** A path MTU went down: every connection to `dst` lowers its MSS and resends what the router dropped. */
   applyPathMtu(dst: number, now: number): void {
-    for (const conn of this.tcp.table.all()) {
-      if (conn.remoteAddr !== dst) continue;
-      const before = conn.mss;
-      conn.updateMss();
-      if (conn.mss < before && conn.sndMax !== conn.sndUna) {
-        // RFC 1191 6.5: retransmit at once with the smaller size.
-        conn.sndNxt = conn.sndUna;
-        conn.output(now);
-      }
-    }
+    this.tcp.onPathMtuDecreased(dst, this.pathMtu(dst), now);
     this.flushSoon();
   }
 

@@ -29,8 +29,8 @@ import type { TcpLayer } from './tcp';
 import type { Listener } from './listener';
 import type { HalfOpen } from './halfopen';
 import { State, STATE_NAMES } from './state';
-import { establishPassive, openActive, retransmitSynAck, synSentArrives } from './handshake';
-import { RCV_WINDOW_MIN, advertiseWindow, ackOwed, onAppRead, segmentArrives } from './receive';
+import { establishPassive, openActive, openFromCookie, retransmitSynAck, synSentArrives } from './handshake';
+import { RCV_WINDOW_MIN, advertiseWindow, ackOwed, onAppRead, segmentArrives, sendDeferredAck } from './receive';
 import { output, sendAck, updateMss } from './send';
 import { sampleRtt, computeRto, tsNow } from './rtt';
 import { armRto, disarmRto, onTimer, rearm } from './timer';
@@ -55,7 +55,8 @@ const SEQ0: Seq = asSeq(0);
 
 export class TcpConnection {
   state = State.Closed;
-  owner: ConnectionOwner | null = null;
+  /** The socket above (null until accepted, and after the application let go): `owner`. */
+  private ownedBy: ConnectionOwner | null = null;
   listener: Listener | null = null;
   /** Set when the application let go (closed or destroyed) but the protocol goes on. */
   orphaned = false;
@@ -76,7 +77,9 @@ export class TcpConnection {
   // Options
   /** Set by PMTU black-hole detection: this connection sends at most this size from then on (0: not set). */
   blackHoleMtu = 0;
-  peerMss = 536; mss = 536; wsOk = false; tsOk = false; sackOk = false; tsRecent = 0; tsRecentAt = 0; tsOffset = 0;
+  peerMss = 536; mss = 536; wsOk = false; tsOk = false; sackOk = false; tsRecent = 0; tsRecentAt = 0;
+  /** Added to our timestamp clock (RFC 7323 5.4), the same for the half-open entry and its connection. */
+  readonly tsOffset: number;
   /** TSval of the first segment sent while nothing was outstanding: the oldest TSecr an ACK of the flight can carry. */
   tsFlightStart = 0;
   // Send side data
@@ -127,11 +130,14 @@ export class TcpConnection {
   swsOverride = false;
   // Keepalive
   keepaliveEnabled = false; keepaliveIdleMs = 7_200_000; keepaliveProbes = 0; lastRecvAt = 0;
-  noDelay = false;
+  /** TCP_NODELAY: Nagle's algorithm off (`noDelay`). */
+  private nagleOff = false;
   // Bookkeeping
   bytesAcked = 0; bytesReceived = 0; retransSegs = 0;
   key = '';
   error: CodedError | null = null;
+  /** The next connection in the same bucket of the connection table (conntable.ts). */
+  chainNext: TcpConnection | null = null;
 
   constructor(
     readonly layer: TcpLayer,
@@ -146,10 +152,21 @@ export class TcpConnection {
     this.rto = cfg.initialRtoMs;
     this.cc = makeCongestionControl(cfg.congestionControl, 536);
     this.timer = new Timer((t) => onTimer(this, t));
+    this.tsOffset = layer.tsOffsetFor(localAddr, localPort, remoteAddr, remotePort);
     this.lastRecvAt = now;
   }
 
   get stateName(): string { return STATE_NAMES[this.state]; }
+  /** The socket above, if any. */
+  get owner(): ConnectionOwner | null { return this.ownedBy; }
+  /** TCP_NODELAY (Nagle off). */
+  get noDelay(): boolean { return this.nagleOff; }
+  /** Bytes the application wrote that are not acknowledged yet (Send-Q in ss). */
+  get sendQueued(): number { return this.sendQueue.length; }
+  /** Bytes received in order and not read by the application yet (Recv-Q in ss). */
+  get receiveQueued(): number { return this.ownedBy ? this.ownedBy.unreadBytes() : this.pendingBytes; }
+  /** Room in the send buffer: a write may complete (the socket's backpressure). */
+  hasSendSpace(): boolean { return this.sendQueue.length < this.sndBuf; }
   get flight(): number { return seqSize(this.sndUna, this.sndNxt); }
   get synchronized(): boolean { return this.state >= State.Established; }
   /** A method, not a narrowed field read: callbacks may have closed the connection. */
@@ -169,8 +186,25 @@ export class TcpConnection {
   /** Resends the SYN-ACK (SYN-RECEIVED retransmission, or a retransmitted SYN from the peer). */
   retransmitSynAck(now: number): void { retransmitSynAck(this, now); }
 
+  /** A passive open completed by a returning SYN cookie (tcp.ts): the connection starts ESTABLISHED. */
+  openFromCookie(l: Listener, ack: TcpRepr, iss: Seq, peerMss: number, now: number): void { openFromCookie(this, l, ack, iss, peerMss, now); }
+
   /** Effective send MSS: the peer's MSS, the path MTU, and the timestamp option's 12 bytes. */
   updateMss(): void { updateMss(this); }
+
+  /**
+   * The path MTU to the peer went down to `mtu` (an ICMP fragmentation needed, RFC 1191):
+   * segments are cut smaller from now on, and what is in flight at the old size is sent
+   * again at once from SND.UNA, as the router dropped it (RFC 1191 6.5).
+   */
+  onPathMtuDecreased(mtu: number, now: number): void {
+    const before = this.mss;
+    updateMss(this, mtu);
+    if (this.mss < before && this.sndMax !== this.sndUna) {
+      this.sndNxt = this.sndUna;
+      this.output(now);
+    }
+  }
 
   // ---------------------------------------------------------------- segments (receive.ts, send.ts)
 
@@ -182,6 +216,9 @@ export class TcpConnection {
 
   /** A pure ACK carrying the current window and SACK blocks. */
   sendAck(now: number): void { sendAck(this, now); }
+
+  /** The receive burst ended (TcpLayer.endBurst): the ACK deferred to its end goes now, if still owed. */
+  sendDeferredAck(now: number): void { sendDeferredAck(this, now); }
 
   /** Data or a FIN arrived that no segment we sent has acknowledged yet, or out-of-order data no SACK block has reported. */
   ackOwed(): boolean { return ackOwed(this); }
@@ -210,12 +247,13 @@ export class TcpConnection {
     if (this.keepaliveEnabled) this.keepaliveAt = now + this.keepaliveIdleMs;
     rearm(this);
     // A passive open joins its listener's accept queue in HalfOpen.establish.
-    this.owner?.onEstablished();
+    this.ownedBy?.onEstablished();
   }
 
-  /** Hands data that arrived before the application accepted to the new owner. */
-  attach(owner: ConnectionOwner): void {
-    this.owner = owner;
+  /** The socket above hears from now on; it gets what arrived before it accepted. `noDelay`: TCP_NODELAY from the start. */
+  attach(owner: ConnectionOwner, noDelay = false): void {
+    this.nagleOff = noDelay;
+    this.ownedBy = owner;
     const pending = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
@@ -239,7 +277,7 @@ export class TcpConnection {
       case State.FinWait2: this.enterTimeWait(now); break;
       default: break;
     }
-    if (this.owner) this.owner.onPeerFin();
+    if (this.ownedBy) this.ownedBy.onPeerFin();
     else this.pendingFin = true;
   }
 
@@ -256,13 +294,22 @@ export class TcpConnection {
     }
   }
 
+  /** Both FINs are acknowledged (RFC 9293 3.10.7.4): TIME-WAIT for 2 MSL (timeWaitMs), without an owner. */
   enterTimeWait(now: number): void {
     this.state = State.TimeWait;
     disarmRto(this);
     this.delackAt = Infinity; this.persistAt = Infinity; this.keepaliveAt = Infinity;
     this.sendQueue.clear();
     this.ooo.clear();
-    this.layer.enterTimeWait(this, now);
+    if (!this.orphaned && this.ownedBy) {
+      // The owner still hears about the close; TIME-WAIT itself needs no owner.
+      const owner = this.ownedBy;
+      this.ownedBy = null;
+      owner.onClosed(null);
+    }
+    if (!this.layer.admitTimeWait()) { this.destroy(null, now); return; }
+    this.lingerAt = now + this.layer.config.timeWaitMs;
+    rearm(this);
   }
 
   // ---------------------------------------------------------------- application calls
@@ -308,7 +355,7 @@ export class TcpConnection {
   /** The application let go: finish the close in the background (like close(2) on a socket). */
   release(now: number): void {
     this.orphaned = true;
-    this.owner = null;
+    this.ownedBy = null;
     if (this.state === State.FinWait2) { this.lingerAt = now + this.layer.config.finWait2TimeoutMs; rearm(this); }
     if (this.state === State.Closed) return;
     if (this.state === State.SynSent) { this.destroy(null, now); return; }
@@ -323,6 +370,33 @@ export class TcpConnection {
       if (this.state === State.Established || this.state === State.CloseWait) this.layer.counters.TcpEstabResets++;
     }
     this.destroy(err, now);
+  }
+
+  /**
+   * The application closed its socket (close(2), RFC 9293 3.10.4 CLOSE) and hears nothing
+   * more. With data it has not read (`unreadByApplication`, or data still waiting here for
+   * it to accept) the connection is reset (RFC 1122 4.2.2.13, as Linux does); otherwise the
+   * close completes in the background.
+   */
+  close(now: number, unreadByApplication: boolean): void {
+    this.ownedBy = null;
+    if (unreadByApplication || this.pendingBytes > 0) this.abort(now);
+    else this.release(now);
+  }
+
+  /** The application's ABORT (RFC 9293 3.10.5, Node's resetAndDestroy): RST, and it hears nothing more. */
+  abortByApplication(now: number): void {
+    this.ownedBy = null;
+    this.abort(now);
+  }
+
+  /** TCP_NODELAY. Turned on, it sends what Nagle was holding back at once (as Linux's setsockopt does): true when it ran the output loop. */
+  setNoDelay(noDelay: boolean, now: number): boolean {
+    if (noDelay === this.nagleOff) return false;
+    this.nagleOff = noDelay;
+    if (!noDelay) return false;
+    this.output(now);
+    return true;
   }
 
   setKeepAlive(enable: boolean, idleMs: number, now: number): void {
@@ -362,8 +436,8 @@ export class TcpConnection {
     this.sendQueue.clear();
     this.ooo.clear();
     this.scoreboard.clear();
-    const owner = this.owner;
-    this.owner = null;
+    const owner = this.ownedBy;
+    this.ownedBy = null;
     owner?.onClosed(err);
   }
 

@@ -233,7 +233,6 @@ export class HalfOpen extends Timer {
     l.removeHalfOpen(this, true);
     const conn = layer.createConnection(this.localAddr, this.localPort, this.remoteAddr, this.remotePort, now);
     conn.establishPassive(this, seg, now);
-    conn.listener = l;
     l.onEstablished(conn, now, this);
     if (conn.isClosed()) return;
     if (seg.payloadLength > 0 || (seg.flags & FIN)) conn.input(seg, buf, now);

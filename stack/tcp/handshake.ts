@@ -5,9 +5,10 @@
  * open from the listener's half-open entry (halfopen.ts holds SYN-RECEIVED until then).
  */
 import { ACK, RST, SYN, type TcpRepr } from '../wire/tcp';
-import { asSeq, seqAdd, seqGt, seqLe, tsGe } from '../wire/seq';
+import { type Seq, asSeq, seqAdd, seqGt, seqLe, tsGe } from '../wire/seq';
 import type { TcpConnection } from './connection';
 import { HalfOpenFlag, type HalfOpen } from './halfopen';
+import type { Listener } from './listener';
 import { State } from './state';
 import { output, updateMss } from './send';
 import { sampleRtt, tsNow } from './rtt';
@@ -32,6 +33,7 @@ export function openActive(c: TcpConnection, now: number): void {
  */
 export function establishPassive(c: TcpConnection, req: HalfOpen, ack: TcpRepr, now: number): void {
   const cfg = c.layer.config;
+  c.listener = req.listener;
   c.irs = req.irs;
   c.rcvNxt = req.rcvNxt;
   c.iss = req.iss;
@@ -58,6 +60,23 @@ export function establishPassive(c: TcpConnection, req: HalfOpen, ack: TcpRepr, 
   // initial window is one segment (establish).
   if (req.backoff === 0) sampleRtt(c, now - req.sentAt);
   c.backoff = req.backoff;
+  c.establish(now);
+}
+
+/**
+ * The final ACK of a handshake we answered with a SYN cookie (tcp.ts checked the cookie
+ * in SEG.ACK - 1): the connection starts ESTABLISHED with what the cookie kept, which is
+ * the peer's MSS and nothing else. No window scaling, SACK or timestamps (our cookie
+ * SYN-ACK offered none), and our window as that SYN-ACK gave it (RFC 4987 3.6).
+ */
+export function openFromCookie(c: TcpConnection, l: Listener, ack: TcpRepr, iss: Seq, peerMss: number, now: number): void {
+  c.listener = l;
+  c.peerMss = peerMss;
+  c.irs = seqAdd(ack.seq, -1); c.rcvNxt = ack.seq;
+  c.iss = iss; c.sndUna = ack.ack; c.sndNxt = ack.ack; c.sndMax = ack.ack;
+  c.sndWnd = ack.window; c.maxSndWnd = ack.window; c.sndWl1 = ack.seq; c.sndWl2 = ack.ack;
+  c.rcvAdvEdge = seqAdd(ack.seq, Math.min(c.layer.config.rcvBuf, 65535));
+  updateMss(c);
   c.establish(now);
 }
 

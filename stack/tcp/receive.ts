@@ -280,6 +280,13 @@ function tuneRcvWindow(c: TcpConnection, now: number): void {
   }
 }
 
+/** End of a receive burst (TcpLayer.endBurst): the ACK deferred to it leaves, unless a segment sent since carried it. */
+export function sendDeferredAck(c: TcpConnection, now: number): void {
+  c.ackDeferred = false;
+  // Nothing went out since (afterSend resets the count): the ACK is still owed.
+  if ((c.segsSinceAck > 0 || c.dupAckOwed) && ackOwed(c) && !c.isClosed()) { c.ackNow = true; output(c, now); }
+}
+
 /** Data or a FIN arrived that no segment we sent has acknowledged yet, or out-of-order data no SACK block has reported. */
 export function ackOwed(c: TcpConnection): boolean { return c.rcvNxt !== c.lastAckSent || c.dupAckOwed; }
 

@@ -15,8 +15,7 @@ import { armPersist, armRto, disarmRto, rearm } from './timer';
 import { DUP_THRESH, enterRecovery, nextHole, pipe } from './recovery';
 
 /** Effective send MSS: the peer's MSS, the path MTU, and the timestamp option's 12 bytes. */
-export function updateMss(c: TcpConnection): void {
-  let pathMtu = c.layer.pathMtu(c.remoteAddr);
+export function updateMss(c: TcpConnection, pathMtu = c.layer.pathMtu(c.remoteAddr)): void {
   if (c.blackHoleMtu > 0 && c.blackHoleMtu < pathMtu) pathMtu = c.blackHoleMtu;
   let mss = Math.min(c.peerMss, pathMtu - 40);
   if (c.tsOk) mss -= 12;

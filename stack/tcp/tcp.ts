@@ -245,12 +245,7 @@ export class TcpLayer {
   endBurst(now: number): void {
     this.inBurst = false;
     const list = this.deferredAcks;
-    for (let i = 0; i < list.length; i++) {
-      const conn = list[i]!;
-      conn.ackDeferred = false;
-      // Nothing went out since (afterSend resets the count): the ACK is still owed.
-      if ((conn.segsSinceAck > 0 || conn.dupAckOwed) && conn.ackOwed() && !conn.isClosed()) { conn.ackNow = true; conn.output(now); }
-    }
+    for (let i = 0; i < list.length; i++) list[i]!.sendDeferredAck(now);
     list.length = 0;
   }
 
@@ -281,7 +276,6 @@ export class TcpLayer {
 
   createConnection(localAddr: number, localPort: number, remoteAddr: number, remotePort: number, now: number): TcpConnection {
     const conn = new TcpConnection(this, localAddr, localPort, remoteAddr, remotePort, now);
-    conn.tsOffset = this.tsOffsetFor(localAddr, localPort, remoteAddr, remotePort);
     this.table.insert(conn);
     return conn;
   }
@@ -358,17 +352,8 @@ export class TcpLayer {
     this.counters.TcpExtSyncookiesRecv++;
     if (l.acceptQueue.length >= l.backlog) { this.counters.TcpExtListenOverflows++; this.counters.TcpExtListenDrops++; return true; }
     const conn = this.createConnection(dst, l.port, src, seg.srcPort, now);
-    conn.peerMss = COOKIE_MSS[(cookie >>> 24) & 7];
-    conn.irs = clientIsn; conn.rcvNxt = seg.seq;
-    conn.iss = asSeq(cookie); conn.sndUna = seg.ack; conn.sndNxt = seg.ack; conn.sndMax = seg.ack;
-    conn.sndWnd = seg.window; conn.maxSndWnd = seg.window; conn.sndWl1 = seg.seq; conn.sndWl2 = seg.ack;
-    conn.rcvAdvEdge = seqAdd(seg.seq, Math.min(this.config.rcvBuf, 65535));
-    conn.updateMss();
-    conn.cc.cwnd = 10 * conn.mss; // RFC 6928 initial window, as establish() gives other connections
-    conn.listener = l;
+    conn.openFromCookie(l, seg, asSeq(cookie), COOKIE_MSS[(cookie >>> 24) & 7], now);
     this.counters.TcpPassiveOpens++;
-    conn.state = State.Established;
-    this.counters.TcpCurrEstab++;
     l.onEstablished(conn, now, null);
     if (seg.payloadLength > 0 || (seg.flags & 1)) conn.input(seg, buf, now);
     return true;
@@ -460,19 +445,16 @@ export class TcpLayer {
     this.hooks.connectFailed(conn, 'timeout', now);
   }
 
-  enterTimeWait(conn: TcpConnection, now: number): void {
-    if (conn.orphaned === false && conn.owner) {
-      // The owner still hears about the close; TIME-WAIT itself needs no owner.
-      const owner = conn.owner;
-      conn.owner = null;
-      owner.onClosed(null);
-    }
+  /**
+   * A connection entered TIME-WAIT: counted, and false when there are already
+   * maxTimeWait of them (the connection then closes at once).
+   */
+  admitTimeWait(): boolean {
     // Counted first in every case: destroy() from TIME-WAIT uncounts it again.
     this.timeWaitCount++;
-    if (this.timeWaitCount > this.config.maxTimeWait) { conn.destroy(null, now); return; }
+    if (this.timeWaitCount > this.config.maxTimeWait) return false;
     this.counters.TcpExtTW++;
-    conn.lingerAt = now + this.config.timeWaitMs;
-    conn.rearm();
+    return true;
   }
 
   /** Called by a connection as it closes. */
@@ -504,6 +486,14 @@ export class TcpLayer {
     // RFC 5927 4.1: the quoted segment must be in flight, SND.UNA <= seq < SND.NXT.
     if (!(seqGe(seq, conn.sndUna) && seqLt(seq, conn.sndMax)) && !(conn.state === State.SynSent && seq === conn.iss)) return null;
     return conn;
+  }
+
+  /**
+   * The path MTU towards `dst` went down to `mtu` (ICMP fragmentation needed, RFC 1191):
+   * every connection to it sends smaller from now on.
+   */
+  onPathMtuDecreased(dst: number, mtu: number, now: number): void {
+    for (const conn of this.table.all()) if (conn.remoteAddr === dst) conn.onPathMtuDecreased(mtu, now);
   }
 
   /** Destination unreachable (not fragmentation needed) for one of our connections. */
