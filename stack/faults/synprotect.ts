@@ -53,7 +53,8 @@ interface ListenerState {
   triggered: boolean;
   triggeredBy: string | null;
   /** Connections that completed the handshake and wait for their delayed indication. */
-  awaitingIndication: Set<TcpConnection>;
+  /** Connections waiting for their delayed indication, each with the timer that indicates it. */
+  awaitingIndication: Map<TcpConnection, Timer>;
   /** Half-open entries told to the application at their SYN: each holds a backlog slot. */
   indicatedHalfOpen: number;
 }
@@ -74,7 +75,7 @@ export class WindowsBacklog implements BacklogPolicy {
   private ls(l: Listener): ListenerState {
     let s = this.state.get(l);
     if (!s) {
-      s = { portsExhausted: 0, triggered: false, triggeredBy: null, awaitingIndication: new Set(), indicatedHalfOpen: 0 };
+      s = { portsExhausted: 0, triggered: false, triggeredBy: null, awaitingIndication: new Map(), indicatedHalfOpen: 0 };
       this.state.set(l, s);
     }
     return s;
@@ -178,22 +179,22 @@ export class WindowsBacklog implements BacklogPolicy {
     // Delayed indication: out of the accept queue until the indication happens.
     const i = l.acceptQueue.indexOf(conn);
     if (i >= 0) l.acceptQueue.splice(i, 1);
-    s.awaitingIndication.add(conn);
     // Indicate when the first data arrives (the start of the TLS negotiation), or after a short delay.
     const timer = new Timer((t) => this.indicate(l, conn, t));
+    s.awaitingIndication.set(conn, timer);
     conn.onFirstData = (t) => { l.layer.timers.disarm(timer); this.indicate(l, conn, t); };
     l.layer.timers.arm(timer, now + this.indicationDelayMs);
-    (conn as WinConn).indicationTimer = timer;
     this.evaluate(l, s);
   }
 
   /** The application (AFD) is told now; if its backlog is full, the connection is reset. */
   private indicate(l: Listener, conn: TcpConnection, now: number): void {
     const s = this.ls(l);
-    if (!s.awaitingIndication.delete(conn)) return;
+    const t = s.awaitingIndication.get(conn);
+    if (t === undefined) return;
+    s.awaitingIndication.delete(conn);
     conn.onFirstData = null;
-    const t = (conn as WinConn).indicationTimer;
-    if (t) l.layer.timers.disarm(t);
+    l.layer.timers.disarm(t);
     if (conn.isClosed()) return;
     // The server allocates its per-connection state when it is told (the article's "stacks").
     conn.appState = l.onIndicate ? l.onIndicate(conn) : null;
@@ -237,8 +238,7 @@ export class WindowsBacklog implements BacklogPolicy {
       });
     } else {
       // Hotfixed: the reset path frees everything it allocated.
-      conn.pending = [];
-      conn.pendingBytes = 0;
+      conn.releasePending();
       conn.appState = null;
       const st = appState as { release?: () => void } | null;
       if (st && typeof st.release === 'function') st.release();
@@ -265,9 +265,10 @@ export class WindowsBacklog implements BacklogPolicy {
   /** A listener lost a connection it held (reset, timeout): keep the bookkeeping tidy. */
   forget(l: Listener, conn: TcpConnection): void {
     const s = this.ls(l);
-    if (s.awaitingIndication.delete(conn)) {
-      const t = (conn as WinConn).indicationTimer;
-      if (t) l.layer.timers.disarm(t);
+    const t = s.awaitingIndication.get(conn);
+    if (t !== undefined) {
+      s.awaitingIndication.delete(conn);
+      l.layer.timers.disarm(t);
       conn.onFirstData = null;
     }
   }
@@ -275,7 +276,7 @@ export class WindowsBacklog implements BacklogPolicy {
   /** A closing listener takes the connections still waiting for their indication with it. */
   onListenerClose(l: Listener, now: number): void {
     const s = this.ls(l);
-    for (const conn of [...s.awaitingIndication]) {
+    for (const conn of [...s.awaitingIndication.keys()]) {
       this.forget(l, conn);
       conn.abort(now);
     }
@@ -295,10 +296,6 @@ export class WindowsBacklog implements BacklogPolicy {
     this.leakedBytes = 0;
     return n;
   }
-}
-
-interface WinConn extends TcpConnection {
-  indicationTimer?: Timer;
 }
 
 function estimateSize(v: unknown): number {

@@ -384,6 +384,12 @@ export class TcpConnection {
     else this.release(now);
   }
 
+  /** Lets go of the data that arrived before the application accepted and that nobody will read. */
+  releasePending(): void {
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
   /** The application's ABORT (RFC 9293 3.10.5, Node's resetAndDestroy): RST, and it hears nothing more. */
   abortByApplication(now: number): void {
     this.ownedBy = null;
