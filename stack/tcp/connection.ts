@@ -22,7 +22,7 @@
 import { CodedError } from '../util/errors';
 import type { TcpRepr } from '../wire/tcp';
 import { type Seq, asSeq, seqAdd, seqSize } from '../wire/seq';
-import { ReassemblyQueue, Scoreboard, SendQueue } from './buffers';
+import { ReassemblyQueue, SendQueue } from './buffers';
 import { CongestionControl, makeCongestionControl } from './congestion';
 import { Timer } from '../timers';
 import type { TcpLayer } from './tcp';
@@ -34,6 +34,9 @@ import { RCV_WINDOW_MIN, advertiseWindow, ackOwed, onAppRead, segmentArrives, se
 import { output, sendAck, updateMss } from './send';
 import { sampleRtt, computeRto, tsNow } from './rtt';
 import { armRto, disarmRto, onTimer, rearm } from './timer';
+import type { LossRecovery } from './recovery';
+import { NewRenoRecovery } from './newreno-recovery';
+import { SackRecovery } from './sack-recovery';
 
 export { State, STATE_NAMES } from './state';
 
@@ -114,14 +117,12 @@ export class TcpConnection {
   // RTT (RFC 6298)
   srtt = 0; rttvar = 0; rto: number; rttSeq = SEQ0; rttStart = -1; backoff = 0;
   retries = 0;
-  // Congestion control and recovery
+  // Congestion control and loss recovery
   cc: CongestionControl & { setMss(mss: number): void };
-  dupAcks = 0; inRecovery = false; recoverPoint = SEQ0; highRxt = SEQ0;
-  /** Set by an RTO until SND.UNA passes the RecoveryPoint it recorded. */
-  rtoRecovery = false;
+  /** SACK (RFC 6675) or NewReno (RFC 6582) recovery, chosen once in establish(); null before. */
+  recovery: LossRecovery | null = null;
   /** RCV.NXT carried by the last segment we sent (RFC 7323 Last.ACK.sent). */
   lastAckSent = SEQ0;
-  readonly scoreboard = new Scoreboard();
   // Timers: one heap entry per connection, the earliest of these deadlines.
   readonly timer: Timer;
   rtoAt = Infinity; delackAt = Infinity; persistAt = Infinity; keepaliveAt = Infinity; lingerAt = Infinity;
@@ -237,6 +238,8 @@ export class TcpConnection {
     // (RFC 5681 3.1, RFC 6928 2; Linux's tcp_init_transfer alike), not ten.
     const synLost = this.backoff > 0;
     this.state = State.Established;
+    // Loss recovery by what the handshake agreed, decided here once for the connection's life.
+    this.recovery = this.sackOk ? new SackRecovery(this) : new NewRenoRecovery(this);
     this.retries = 0;
     this.backoff = 0;
     this.rto = computeRto(this);
@@ -441,7 +444,7 @@ export class TcpConnection {
     this.layer.remove(this, now);
     this.sendQueue.clear();
     this.ooo.clear();
-    this.scoreboard.clear();
+    this.recovery?.clear();
     const owner = this.ownedBy;
     this.ownedBy = null;
     owner?.onClosed(err);

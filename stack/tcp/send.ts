@@ -6,13 +6,13 @@
  * 3.8.6.2.1), Nagle (RFC 896, RFC 1122 4.2.3.4), and the FIN in sequence.
  */
 import { ACK, FIN, PSH, SYN, type TcpOptionsOut, type TcpRepr } from '../wire/tcp';
-import { type Seq, asSeq, seqAdd, seqGe, seqGt, seqLe, seqLt, seqSize, seqSub, tsGe, tsLe } from '../wire/seq';
+import { type Seq, seqAdd, seqGt, seqLe, seqLt, seqSize, seqSub, tsGe, tsLe } from '../wire/seq';
 import type { TcpConnection } from './connection';
 import { State } from './state';
 import { advertiseWindow } from './receive';
 import { computeRto, sampleRtt, tsNow } from './rtt';
 import { armPersist, armRto, disarmRto, rearm } from './timer';
-import { DUP_THRESH, enterRecovery, nextHole, pipe } from './recovery';
+import { CWND_FULL, RESENT } from './recovery';
 
 /** Effective send MSS: the peer's MSS, the path MTU, and the timestamp option's 12 bytes. */
 export function updateMss(c: TcpConnection, pathMtu = c.layer.pathMtu(c.remoteAddr)): void {
@@ -36,16 +36,9 @@ export function processAck(c: TcpConnection, seg: TcpRepr, seq: Seq, len: number
   const outstanding = c.sndMax !== c.sndUna;
   const isDup = acked === 0 && len === 0 && !(seg.flags & (SYN | FIN)) && wnd === c.sndWnd && outstanding;
   if (len === 0 && acked <= 0) ctr.TcpExtTCPPureAcks++;
-  // SACK blocks (RFC 2018), ignoring those outside (SND.UNA, SND.MAX].
-  let newSack = false;
-  if (c.sackOk && seg.sackCount > 0) {
-    for (let i = 0; i < seg.sackCount; i++) {
-      const l = asSeq(seg.sack[i * 2]), r = asSeq(seg.sack[i * 2 + 1]);
-      if (seqLe(r, ack)) { ctr.TcpExtTCPDSACKRecv++; continue; }
-      if (seqLt(l, c.sndUna) || seqGt(r, c.sndMax)) { ctr.TcpExtTCPSACKDiscard++; continue; }
-      if (c.scoreboard.add(l, r)) newSack = true;
-    }
-  }
+  const recovery = c.recovery!;
+  // SACK blocks (RFC 2018): the scoreboard, when SACK recovery is in use.
+  const newSack = seg.sackCount > 0 && recovery.onSackBlocks(seg, ack);
   // Window update (RFC 9293 3.10.7.4, fifth, SND.WL1/SND.WL2 rule).
   if (seqLt(c.sndWl1, seq) || (c.sndWl1 === seq && seqLe(c.sndWl2, ack))) {
     const opened = c.sndWnd === 0 && wnd > 0;
@@ -77,39 +70,16 @@ export function processAck(c: TcpConnection, seg: TcpRepr, seq: Seq, len: number
     }
     c.sndUna = ack;
     if (seqLt(c.sndNxt, ack)) c.sndNxt = ack;
-    c.scoreboard.advance(ack);
     c.backoff = 0;
     c.retries = 0;
     c.rto = computeRto(c);
-    c.dupAcks = 0;
-    if (c.rtoRecovery && seqGt(ack, c.recoverPoint)) c.rtoRecovery = false;
-    if (c.inRecovery) {
-      if (seqGe(ack, c.recoverPoint)) {
-        c.inRecovery = false;
-        c.cc.onRecoveryExit(c.flight);
-      } else if (!c.sackOk) {
-        // NewReno partial ACK (RFC 6582 3.2 step 5): retransmit the next hole, deflate.
-        retransmitAt(c, c.sndUna, now);
-        c.cc.cwnd = Math.max(c.mss, c.cc.cwnd - acked + (acked >= c.mss ? c.mss : 0));
-      }
-    } else {
-      c.cc.onAck(dataAcked > 0 ? dataAcked : acked, c.flight, now, c.srtt);
-    }
+    recovery.onAckAdvanced(ack, acked, dataAcked, now);
     if (c.sndUna === c.sndMax) disarmRto(c);
     else armRto(c, now);
     if (c.finQueued && seqGt(ack, c.finSeq)) c.ourFinAcked(now);
     else if (dataAcked > 0 && c.owner && c.sendQueue.length < c.sndBuf) c.owner.onSendSpace();
   } else if (isDup || (newSack && outstanding && acked === 0)) {
-    c.dupAcks++;
-    // No new fast recovery for data sent before an RTO until it is acknowledged
-    // (RFC 6582 3.2 step 2, RFC 6675 5.1: RecoveryPoint = HighData at the timeout).
-    if (!c.inRecovery && !(c.rtoRecovery && seqLe(c.sndUna, c.recoverPoint))) {
-      // RFC 6675 IsLost for the first unacknowledged byte, or DupThresh duplicate ACKs.
-      const sackLoss = c.sackOk && seqGt(c.scoreboard.lossBoundary(c.mss, DUP_THRESH, c.sndUna), c.sndUna);
-      if (c.dupAcks >= DUP_THRESH || sackLoss) enterRecovery(c, now);
-    } else if (!c.sackOk) {
-      c.cc.cwnd += c.mss; // RFC 6582 3.2 step 4: inflate by one segment per dupack
-    }
+    recovery.onDuplicateAck(now);
   }
 }
 
@@ -122,27 +92,16 @@ export function output(c: TcpConnection, now: number): void {
   let sentAny = false;
   const mss = c.mss;
   const tsoMax = c.layer.tsoMaxSegments(c) * mss;
+  const recovery = c.recovery!;
   for (let guard = 0; guard < 100000; guard++) {
-    // RFC 6675 NextSeg: retransmit lost holes first while in SACK recovery.
-    let inPipe = -1;
-    if (c.inRecovery && c.sackOk) {
-      inPipe = pipe(c);
-      if (c.cc.cwnd - inPipe < mss) break;
-      const hole = nextHole(c);
-      if (hole !== null) {
-        const holeEnd = c.scoreboard.nextSackedStart(hole, c.sndMax);
-        const n = Math.min(mss, seqSize(hole, holeEnd));
-        sendDataSegment(c, hole, n, now, true);
-        c.highRxt = seqAdd(hole, n);
-        sentAny = true;
-        continue;
-      }
-    }
+    // Loss recovery goes first (RFC 6675 NextSeg resends lost holes before new data),
+    // and says what the congestion window is measured against.
+    const inFlight = recovery.retransmitBeforeNewData(now);
+    if (inFlight === CWND_FULL) break;
+    if (inFlight === RESENT) { sentAny = true; continue; }
     const dataLeft = seqSub(dataLimit(c), c.sndNxt);
     const wndRight = seqAdd(c.sndUna, c.sndWnd);
     const wndLeft = seqSub(wndRight, c.sndNxt);
-    // Nothing was sent since the pipe was measured above, so it still holds.
-    const inFlight = inPipe >= 0 ? inPipe : c.flight;
     const cwndLeft = c.cc.cwnd - inFlight;
     let n = Math.min(dataLeft, wndLeft, cwndLeft);
     if (dataLeft <= 0) {

@@ -163,11 +163,7 @@ function onRto(c: TcpConnection, now: number): void {
   // is then one segment and would drag it down to 2*SMSS).
   if (c.backoff === 0) c.cc.onTimeout(c.flight, now);
   else c.cc.cwnd = c.mss;
-  c.inRecovery = false;
-  c.dupAcks = 0;
-  c.rtoRecovery = true;
-  c.recoverPoint = c.sndMax;
-  c.scoreboard.clear();
+  c.recovery!.onRetransmitTimeout();
   c.sndNxt = c.sndUna;
   c.rttStart = -1;
   c.backoff = Math.min(c.backoff + 1, 16);
