@@ -38,7 +38,7 @@
  */
 import { internetChecksum } from '../stack/wire/checksum';
 import * as fs from 'node:fs';
-import type { Device, OffloadMeta, ReceiveHandler } from './device';
+import { VirtioNetHdr, type Device, type OffloadMeta, type ReceiveHandler } from './device';
 
 export const LINKTYPE_ETHERNET = 1;
 export const LINKTYPE_RAW = 101;
@@ -345,7 +345,7 @@ export class PcapDevice implements Device {
  * wire carries: a copy with the checksum completed, as the kernel would complete it.
  */
 export function completeChecksum(pkt: Buffer, meta: OffloadMeta | null): Buffer {
-  if (!meta || (meta.flags & 1) === 0) return pkt;
+  if (!meta || (meta.flags & VirtioNetHdr.F_NEEDS_CSUM) === 0) return pkt;
   const start = meta.csumStart, field = meta.csumStart + meta.csumOffset;
   if (field + 2 > pkt.length) return pkt;
   const copy = Buffer.from(pkt);

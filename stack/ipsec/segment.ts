@@ -5,8 +5,10 @@
  * header, so nothing after it can finish these (RFC 4303 has no offload hook).
  */
 import type { OffloadMeta } from '../../drivers/device';
-import { checksumAdd, checksumFinish, pseudoHeaderSum } from '../wire/checksum';
-import { PROTO_TCP, emitIpv4Header, newIpv4Repr, parseIpv4Header, readU16, readU32, writeU16, writeU32 } from '../wire/ipv4';
+import { CHECKSUMS_VERIFIED, checksumAdd, checksumFinish, pseudoHeaderSum } from '../wire/checksum';
+import { PROTO_TCP, emitIpv4Header, newIpv4Repr, parseIpv4Header } from '../wire/ipv4';
+import { readU32, writeU16, writeU32 } from '../wire/bytes';
+import { CWR, FIN, PSH, TcpField } from '../wire/tcp';
 
 const ip = newIpv4Repr();
 
@@ -19,14 +21,15 @@ export function completeChecksum(pkt: Buffer, meta: OffloadMeta): void {
 
 /** Splits a TCPv4 super-segment into segments of `meta.gsoSize` payload bytes, each with correct headers and checksums. */
 export function segmentTcp(pkt: Buffer, meta: OffloadMeta): Buffer[] {
-  if (parseIpv4Header(pkt, 0, pkt.length, ip, true) !== 0 || ip.protocol !== PROTO_TCP) return [pkt];
+  // Our own packet, its TCP checksum partial: the IP header is all that is read.
+  if (parseIpv4Header(pkt, 0, pkt.length, ip, CHECKSUMS_VERIFIED) !== 0 || ip.protocol !== PROTO_TCP) return [pkt];
   const ihl = ip.headerLength;
-  const thl = (pkt[ihl + 12] >> 4) * 4;
+  const thl = (pkt[ihl + TcpField.DATA_OFF] >> 4) * 4;
   const hdr = ihl + thl;
   const payload = ip.totalLength - hdr;
   const mss = meta.gsoSize > 0 ? meta.gsoSize : payload;
-  const seq0 = readU32(pkt, ihl + 4);
-  const flags = pkt[ihl + 13];
+  const seq0 = readU32(pkt, ihl + TcpField.SEQ_NUM);
+  const flags = pkt[ihl + TcpField.FLAGS];
   const out: Buffer[] = [];
   for (let o = 0, i = 0; o < payload || (payload === 0 && i === 0); o += mss, i++) {
     const n = Math.min(mss, payload - o);
@@ -40,16 +43,15 @@ export function segmentTcp(pkt: Buffer, meta: OffloadMeta): Buffer[] {
     ip.ident = (ident + i) & 0xffff;
     emitIpv4Header(seg, 0, ip);
     ip.ident = ident;
-    writeU32(seg, ihl + 4, (seq0 + o) >>> 0);
+    writeU32(seg, ihl + TcpField.SEQ_NUM, (seq0 + o) >>> 0);
     // FIN and PSH belong to the last segment, CWR to the first (RFC 3168 6.1.2 for CWR).
-    seg[ihl + 13] = last ? (i === 0 ? flags : flags & ~0x80) : (i === 0 ? flags : flags & ~0x80) & ~0x09;
-    writeU16(seg, ihl + 16, 0);
+    seg[ihl + TcpField.FLAGS] = last ? (i === 0 ? flags : flags & ~CWR) : (i === 0 ? flags : flags & ~CWR) & ~(FIN | PSH);
+    writeU16(seg, ihl + TcpField.CHECKSUM, 0);
     const tlen = thl + n;
-    writeU16(seg, ihl + 16, checksumFinish(checksumAdd(seg, ihl, tlen, pseudoHeaderSum(ip.src, ip.dst, PROTO_TCP, tlen))));
+    writeU16(seg, ihl + TcpField.CHECKSUM, checksumFinish(checksumAdd(seg, ihl, tlen, pseudoHeaderSum(ip.src, ip.dst, PROTO_TCP, tlen))));
     out.push(seg);
     if (payload === 0) break;
   }
   return out;
 }
 
-export { readU16 };

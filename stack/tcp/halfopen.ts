@@ -17,7 +17,7 @@
  * `>>> 0` turns them back where they are used.
  */
 import { formatIpv4 } from '../wire/addr';
-import { ACK, FIN, RST, SYN, type TcpRepr } from '../wire/tcp';
+import { ACK, FIN, RST, SYN, type TcpRepr, clearTcpOptions } from '../wire/tcp';
 import { type Seq, asSeq, seqAdd, seqInWindow, seqValue, tsLt } from '../wire/seq';
 import { Timer } from '../timers';
 import type { Listener } from './listener';
@@ -120,16 +120,18 @@ export class HalfOpen extends Timer {
   sendSynAck(now: number): void {
     const layer = this.listener.layer;
     const cfg = layer.config;
-    const o = layer.optScratch;
+    const r = layer.out;
     const remote = this.remoteAddr, local = this.localAddr;
-    o.mss = layer.pathMtu(remote) - 40;
-    o.wscale = this.has(HalfOpenFlag.WindowScale) ? cfg.windowScale : -1;
-    o.sackPermitted = this.has(HalfOpenFlag.Sack);
-    o.hasTimestamp = this.has(HalfOpenFlag.Timestamps);
-    o.tsVal = (Math.floor(now) + layer.tsOffsetFor(local, this.localPort, remote, this.remotePort)) >>> 0;
-    o.tsEcr = this.tsRecent;
-    o.sackCount = 0;
-    layer.emitSegment(local, remote, this.localPort, this.remotePort, this.iss, this.rcvNxt, SYN | ACK, this.synWindow, o);
+    r.mss = layer.pathMtu(remote) - 40;
+    r.wscale = this.has(HalfOpenFlag.WindowScale) ? cfg.windowScale : -1;
+    r.sackPermitted = this.has(HalfOpenFlag.Sack);
+    r.hasTimestamp = this.has(HalfOpenFlag.Timestamps);
+    r.tsVal = (Math.floor(now) + layer.tsOffsetFor(local, this.localPort, remote, this.remotePort)) >>> 0;
+    r.tsEcr = this.tsRecent;
+    r.sackCount = 0;
+    r.srcPort = this.localPort; r.dstPort = this.remotePort;
+    r.seq = this.iss; r.ack = this.rcvNxt; r.flags = SYN | ACK; r.window = this.synWindow;
+    layer.emitSegment(local, remote, r);
     this.arm(now);
   }
 
@@ -241,13 +243,14 @@ export class HalfOpen extends Timer {
   /** <SEQ=ISS+1><ACK=RCV.NXT><CTL=ACK>, with our timestamp echoing TS.Recent. */
   private sendAck(now: number): void {
     const layer = this.listener.layer;
-    const o = layer.optScratch;
+    const r = clearTcpOptions(layer.out);
     const local = this.localAddr, remote = this.remoteAddr;
-    o.mss = -1; o.wscale = -1; o.sackPermitted = false; o.sackCount = 0;
-    o.hasTimestamp = this.has(HalfOpenFlag.Timestamps);
-    o.tsVal = (Math.floor(now) + layer.tsOffsetFor(local, this.localPort, remote, this.remotePort)) >>> 0;
-    o.tsEcr = this.tsRecent;
-    layer.emitSegment(local, remote, this.localPort, this.remotePort, seqAdd(this.iss, 1), this.rcvNxt, ACK, this.synWindow, o);
+    r.hasTimestamp = this.has(HalfOpenFlag.Timestamps);
+    r.tsVal = (Math.floor(now) + layer.tsOffsetFor(local, this.localPort, remote, this.remotePort)) >>> 0;
+    r.tsEcr = this.tsRecent;
+    r.srcPort = this.localPort; r.dstPort = this.remotePort;
+    r.seq = seqAdd(this.iss, 1); r.ack = this.rcvNxt; r.flags = ACK; r.window = this.synWindow;
+    layer.emitSegment(local, remote, r);
   }
 
   private challengeAck(now: number): void {

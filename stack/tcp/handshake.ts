@@ -97,20 +97,22 @@ function takeSynOptions(c: TcpConnection, seg: TcpRepr, now: number): void {
 /** Our SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED after a simultaneous open), first or again. */
 function sendSyn(c: TcpConnection, now: number): void {
   const cfg = c.layer.config;
-  const o = c.layer.optScratch;
-  o.mss = c.layer.pathMtu(c.remoteAddr) - 40;
+  const r = c.layer.out;
+  r.mss = c.layer.pathMtu(c.remoteAddr) - 40;
   const suppressed = c.layer.suppressSynOptions(c);
   const active = c.state === State.SynSent;
   // A SYN-ACK carries only the options the peer offered (RFC 7323, RFC 2018).
-  o.wscale = cfg.windowScale >= 0 && !suppressed && (active || c.wsOk) ? cfg.windowScale : -1;
-  o.sackPermitted = cfg.sack && (active || c.sackOk);
-  o.hasTimestamp = cfg.timestamps && (active || c.tsOk);
-  o.tsVal = tsNow(c, now);
-  if (c.sndMax === c.iss) c.tsFlightStart = o.tsVal;
-  o.tsEcr = active ? 0 : c.tsRecent;
-  o.sackCount = 0;
-  const flags = active ? SYN : SYN | ACK;
-  c.layer.emit(c, c.iss, active ? SEQ0 : c.rcvNxt, flags, 65535 > c.rcvBuf ? c.rcvBuf : 65535, o, 0, now);
+  r.wscale = cfg.windowScale >= 0 && !suppressed && (active || c.wsOk) ? cfg.windowScale : -1;
+  r.sackPermitted = cfg.sack && (active || c.sackOk);
+  r.hasTimestamp = cfg.timestamps && (active || c.tsOk);
+  r.tsVal = tsNow(c, now);
+  if (c.sndMax === c.iss) c.tsFlightStart = r.tsVal;
+  r.tsEcr = active ? 0 : c.tsRecent;
+  r.sackCount = 0;
+  // The window of a SYN or SYN-ACK is never scaled (RFC 7323 2.2).
+  r.seq = c.iss; r.ack = active ? SEQ0 : c.rcvNxt; r.flags = active ? SYN : SYN | ACK;
+  r.window = 65535 > c.rcvBuf ? c.rcvBuf : 65535; r.payloadLength = 0;
+  c.layer.emit(c, r, 0);
   if (!active) { c.rcvAdvEdge = seqAdd(c.rcvNxt, Math.min(c.rcvBuf, 65535)); c.lastAckSent = c.rcvNxt; }
   c.sndNxt = seqAdd(c.iss, 1);
   if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;

@@ -5,7 +5,7 @@
  * (TSO super-segments when the device takes them), sender SWS avoidance (RFC 9293
  * 3.8.6.2.1), Nagle (RFC 896, RFC 1122 4.2.3.4), and the FIN in sequence.
  */
-import { ACK, FIN, PSH, SYN, type TcpOptionsOut, type TcpRepr } from '../wire/tcp';
+import { ACK, FIN, PSH, SYN, type TcpRepr } from '../wire/tcp';
 import { type Seq, seqAdd, seqGt, seqLe, seqLt, seqSize, seqSub, tsGe, tsLe } from '../wire/seq';
 import type { TcpConnection } from './connection';
 import { State } from './state';
@@ -160,13 +160,13 @@ export function retransmitAt(c: TcpConnection, seq: Seq, now: number): void {
 
 /** One data segment (or TSO super-segment) of `len` bytes at `seq`, from the send queue. */
 export function sendDataSegment(c: TcpConnection, seq: Seq, len: number, now: number, retransmission: boolean, withFin = false): void {
-  const o = fillOptions(c, now);
-  if (c.sndUna === c.sndMax) c.tsFlightStart = o.tsVal;
+  const r = segment(c, now);
+  if (c.sndUna === c.sndMax) c.tsFlightStart = r.tsVal;
   let flags = ACK;
   if (withFin) flags |= FIN;
   if (seqAdd(seq, len) === dataLimit(c) || withFin) flags |= PSH;
-  const win = advertiseWindow(c);
-  c.layer.emit(c, seq, c.rcvNxt, flags, win, o, len, now, seqSize(c.sndUna, seq));
+  r.seq = seq; r.ack = c.rcvNxt; r.flags = flags; r.window = advertiseWindow(c); r.payloadLength = len;
+  c.layer.emit(c, r, seqSize(c.sndUna, seq));
   if (retransmission) {
     const segs = Math.ceil(len / c.mss);
     c.layer.counters.TcpRetransSegs += segs;
@@ -181,9 +181,10 @@ export function sendDataSegment(c: TcpConnection, seq: Seq, len: number, now: nu
 
 /** Our FIN alone (RFC 9293 3.10.4), or again. */
 export function sendFin(c: TcpConnection, now: number, retransmission = false): void {
-  const o = fillOptions(c, now);
-  if (c.sndUna === c.sndMax) c.tsFlightStart = o.tsVal;
-  c.layer.emit(c, c.finSeq, c.rcvNxt, FIN | ACK, advertiseWindow(c), o, 0, now);
+  const r = segment(c, now);
+  if (c.sndUna === c.sndMax) c.tsFlightStart = r.tsVal;
+  r.seq = c.finSeq; r.ack = c.rcvNxt; r.flags = FIN | ACK; r.window = advertiseWindow(c); r.payloadLength = 0;
+  c.layer.emit(c, r, 0);
   if (!retransmission) {
     c.sndNxt = seqAdd(c.finSeq, 1);
     if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;
@@ -195,9 +196,21 @@ export function sendFin(c: TcpConnection, now: number, retransmission = false): 
 /** A pure ACK carrying the current window and SACK blocks. */
 export function sendAck(c: TcpConnection, now: number): void {
   if (c.state === State.Closed || c.state === State.SynSent) return;
-  const o = fillOptions(c, now);
-  c.layer.emit(c, c.sndNxt, c.rcvNxt, ACK, advertiseWindow(c), o, 0, now);
+  const r = segment(c, now);
+  r.seq = c.sndNxt; r.ack = c.rcvNxt; r.flags = ACK; r.window = advertiseWindow(c); r.payloadLength = 0;
+  c.layer.emit(c, r, 0);
   afterSend(c, now);
+}
+
+/**
+ * <SEQ=SND.UNA-1><ACK=RCV.NXT><CTL=ACK>: a keepalive (RFC 1122 4.2.3.6) or zero-window
+ * probe (RFC 9293 3.8.6.1): a sequence number already acknowledged, which the peer
+ * answers with an ACK carrying its window.
+ */
+export function sendProbe(c: TcpConnection, now: number): void {
+  const r = segment(c, now);
+  r.seq = seqAdd(c.sndUna, -1); r.ack = c.rcvNxt; r.flags = ACK; r.window = advertiseWindow(c); r.payloadLength = 0;
+  c.layer.emit(c, r, 0);
 }
 
 /** Every segment we send carries RCV.NXT: what was owed is settled. */
@@ -212,12 +225,16 @@ function afterSend(c: TcpConnection, now: number): void {
   if (c.delackAt !== Infinity) { c.delackAt = Infinity; rearm(c); }
 }
 
-/** The options of a segment in a synchronized state: timestamps (RFC 7323 3) and our SACK blocks (RFC 2018 4). */
-export function fillOptions(c: TcpConnection, now: number): TcpOptionsOut {
-  const o = c.layer.optScratch;
-  o.mss = -1; o.wscale = -1; o.sackPermitted = false;
-  o.hasTimestamp = c.tsOk;
-  if (c.tsOk) { o.tsVal = tsNow(c, now); o.tsEcr = c.tsRecent; }
-  o.sackCount = c.sackOk && !c.ooo.empty ? c.ooo.sackBlocks(c.rcvNxt, o.sack!, c.tsOk ? 3 : 4) : 0;
-  return o;
+/**
+ * The layer's output representation with the options of a segment in a synchronized
+ * state: timestamps (RFC 7323 3) and our SACK blocks (RFC 2018 4; three fit beside a
+ * timestamp in the 40 option bytes, four without). The caller sets the rest and emits.
+ */
+function segment(c: TcpConnection, now: number): TcpRepr {
+  const r = c.layer.out;
+  r.mss = -1; r.wscale = -1; r.sackPermitted = false;
+  r.hasTimestamp = c.tsOk;
+  if (c.tsOk) { r.tsVal = tsNow(c, now); r.tsEcr = c.tsRecent; }
+  r.sackCount = c.sackOk && !c.ooo.empty ? c.ooo.sackBlocks(c.rcvNxt, r.sack, c.tsOk ? 3 : 4) : 0;
+  return r;
 }

@@ -8,13 +8,11 @@
  * (RFC 1122 4.2.3.6), the delayed ACK (RFC 9293 3.8.6.3) and the linger timeouts.
  */
 import { CodedError } from '../util/errors';
-import { ACK } from '../wire/tcp';
-import { seqAdd } from '../wire/seq';
 import type { TcpConnection } from './connection';
 import { State } from './state';
 import { retransmitSyn, retransmitSynAck } from './handshake';
-import { ackOwed, advertiseWindow } from './receive';
-import { dataLimit, fillOptions, output, updateMss } from './send';
+import { ackOwed } from './receive';
+import { dataLimit, output, sendProbe, updateMss } from './send';
 
 /** PMTU black-hole detection: unanswered retransmissions of a segment before the fallback size. */
 const BLACK_HOLE_RETRIES = 2;
@@ -66,8 +64,7 @@ export function onTimer(c: TcpConnection, now: number): void {
     if (c.sndWnd === 0 && dataLimit(c) !== c.sndNxt) {
       // Zero-window probe: an old sequence number forces the peer to ACK with its window.
       c.layer.counters.TcpExtTCPWinProbe++;
-      const o = fillOptions(c, now);
-      c.layer.emit(c, seqAdd(c.sndUna, -1), c.rcvNxt, ACK, advertiseWindow(c), o, 0, now);
+      sendProbe(c, now);
       c.persistBackoff = Math.min(c.persistBackoff + 1, 10);
       armPersist(c, now);
     } else {
@@ -109,8 +106,7 @@ function onKeepalive(c: TcpConnection, now: number): void {
   }
   c.keepaliveProbes++;
   c.layer.counters.TcpExtTCPKeepAlive++;
-  const o = fillOptions(c, now);
-  c.layer.emit(c, seqAdd(c.sndUna, -1), c.rcvNxt, ACK, advertiseWindow(c), o, 0, now);
+  sendProbe(c, now);
   c.keepaliveAt = now + cfg.keepaliveIntervalMs;
 }
 

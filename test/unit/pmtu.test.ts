@@ -11,7 +11,7 @@ import { describe, expect, test } from 'vitest';
 import { DEFAULT_PMTU, StackOptions } from '../../stack/stack';
 import type { CountRule, PmtuParams } from '../../stack/iface/pmtu';
 import { MTU_PLATEAUS } from '../../stack/iface/pmtu';
-import { ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, finishIcmp } from '../../stack/wire/icmp';
+import { ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, emitIcmp, newIcmpRepr } from '../../stack/wire/icmp';
 import { parseIpv4 } from '../../stack/wire/addr';
 import { buildFaultConfig } from '../../stack/faults/catalogue';
 import { EventLog } from '../../stack/faults/events';
@@ -51,7 +51,7 @@ function fragNeeded(quoted: Buffer, nextHopMtu: number, from: number, to = A_IP)
   const q = quoted.subarray(0, Math.min(quoted.length, ihl + 8));
   const body = Buffer.alloc(8 + q.length);
   q.copy(body, 8);
-  finishIcmp(body, 0, ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, nextHopMtu & 0xffff, q.length);
+  emitIcmp(body, 0, { ...newIcmpRepr(), type: ICMP_DEST_UNREACH, code: UNREACH_FRAG_NEEDED, nextHopMtu: nextHopMtu & 0xffff, bodyLength: q.length });
   return craftIp({ src: from, dst: to, protocol: PROTO_ICMP, payload: body });
 }
 
