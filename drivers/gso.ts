@@ -15,15 +15,14 @@
  * does the same); complete IP and TCP checksums. A packet that is not a well-formed
  * GSO TCPv4 packet is returned as it is.
  */
-import type { OffloadMeta } from './device';
+import { VirtioNetHdr, type OffloadMeta } from './device';
 import { checksumAdd, checksumFinish, internetChecksum, pseudoHeaderSum } from '../stack/wire/checksum';
 
-export const GSO_TCPV4 = 1;
 const FIN = 0x01, PSH = 0x08, CWR = 0x80;
 
 /** Is this a GSO TCPv4 super-segment that needs cutting? */
 export function isGsoTcp4(pkt: Buffer, meta: OffloadMeta | null | undefined): boolean {
-  return !!meta && meta.gsoType === GSO_TCPV4 && meta.gsoSize > 0 && pkt.length >= 40 && (pkt[0]! >> 4) === 4 && pkt[9] === 6;
+  return !!meta && meta.gsoType === VirtioNetHdr.GSO_TCPV4 && meta.gsoSize > 0 && pkt.length >= 40 && (pkt[0]! >> 4) === 4 && pkt[9] === 6;
 }
 
 /**

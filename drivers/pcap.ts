@@ -37,7 +37,7 @@
  * never breaks the wrapped device.
  */
 import * as fs from 'node:fs';
-import type { Device, OffloadMeta, ReceiveHandler } from './device';
+import { VirtioNetHdr, type Device, type OffloadMeta, type ReceiveHandler } from './device';
 import { completeChecksum } from './gso';
 
 export const LINKTYPE_ETHERNET = 1;
@@ -345,7 +345,7 @@ export class PcapDevice implements Device {
  * wire carries: a copy with the checksum completed, as the kernel would complete it.
  */
 function wireCopy(pkt: Buffer, meta: OffloadMeta | null): Buffer {
-  if (!meta || (meta.flags & 1) === 0 || meta.csumStart + meta.csumOffset + 2 > pkt.length) return pkt;
+  if (!meta || (meta.flags & VirtioNetHdr.F_NEEDS_CSUM) === 0 || meta.csumStart + meta.csumOffset + 2 > pkt.length) return pkt;
   const copy = Buffer.from(pkt);
   completeChecksum(copy, meta);
   return copy;

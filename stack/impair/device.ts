@@ -22,7 +22,7 @@
  * Time is passed in through the scheduler the stack runs on: `now()` once per send and
  * per received burst, and released packets leave from scheduler callbacks.
  */
-import type { Device, OffloadMeta, ReceiveHandler } from '../../drivers/device';
+import { VirtioNetHdr, type Device, type OffloadMeta, type ReceiveHandler } from '../../drivers/device';
 import { isGsoTcp4, segmentTcp4 } from '../../drivers/gso';
 import { PacketMatcher } from './match';
 import { NetemQueue, ReleaseScheduler } from './netem';
@@ -41,7 +41,7 @@ export interface PacketStage {
 }
 
 /** Segments we cut from a received super-segment carry complete checksums. */
-const DATA_VALID: OffloadMeta = Object.freeze({ flags: 2, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 });
+const DATA_VALID: OffloadMeta = Object.freeze({ flags: VirtioNetHdr.F_DATA_VALID, gsoType: VirtioNetHdr.GSO_NONE, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 });
 
 export class ImpairDevice implements Device {
   onReceive: ReceiveHandler | null = null;

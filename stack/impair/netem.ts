@@ -25,7 +25,7 @@
  * runs on (one wake-up per impairment, at its earliest due time). The queue holds at most
  * `limit` packets (netem's default 1000), so memory is bounded.
  */
-import type { OffloadMeta } from '../../drivers/device';
+import { VirtioNetHdr, type OffloadMeta } from '../../drivers/device';
 import { completeChecksum } from '../../drivers/gso';
 import { internetChecksum } from '../wire/checksum';
 import { CorrelatedEvent, CorrelatedUniform, Rng, distributionT } from './random';
@@ -208,7 +208,7 @@ export class NetemQueue {
     if (count > 1) copy = Buffer.from(pkt);
     if (this.corrupt && this.corrupt.next()) {
       if (!owned) { pkt = Buffer.from(pkt); owned = true; }
-      if (meta && (meta.flags & 1) !== 0) completeChecksum(pkt, meta);
+      if (meta && (meta.flags & VirtioNetHdr.F_NEEDS_CSUM) !== 0) completeChecksum(pkt, meta);
       if (pkt.length > 0) pkt[this.corruptPos.below(pkt.length)]! ^= 1 << this.corruptPos.below(8);
       // Whatever the device was told about checksums no longer holds: let the receiver check.
       meta = null;
