@@ -65,7 +65,7 @@ export interface NlbLink {
   removeMulticastMac(mac: MacAddr): boolean;
   joinGroup(group: number): boolean;
   leaveGroup(group: number): boolean;
-  addAddress(addr: number, opts?: { arpMac?: MacAddr; announce?: boolean }): void;
+  addAddress(addr: number, opts?: { arpMac?: MacAddr; announce?: boolean; solicitFromPrimary?: boolean }): void;
   removeAddress(addr: number): boolean;
   onEtherType(etherType: number, handler: (frame: Buffer, src: MacAddr, dst: MacAddr, now: number) => void): void;
   offEtherType(etherType: number): boolean;
@@ -335,7 +335,8 @@ export class NlbHost {
     } else {
       l.joinGroup(igmpGroup(c.clusterIp));
     }
-    l.addAddress(c.clusterIp, { arpMac: this.clusterMac });
+    // In the multicast modes the cluster MAC is a group MAC: our own resolutions ask from the dedicated address.
+    l.addAddress(c.clusterIp, { arpMac: this.clusterMac, solicitFromPrimary: c.mode !== 'unicast' });
     l.setIpv4Filter(c.clusterIp, (pkt, now) => this.filter(pkt, now));
     l.onEtherType(ETHERTYPE_MS_NLB, (frame, src, _dst, now) => this.onHeartbeatFrame(frame, src, now));
   }

@@ -11,9 +11,10 @@ import {
   PortRuleError, checkRules, clusterMac, defaultRule, igmpGroup, maskedSourceMac, parsePortRule,
 } from '../../stack/nlb/config';
 import { formatIpv4, parseIpv4 } from '../../stack/wire/addr';
-import { ETHERTYPE_MS_NLB, formatMac, readMac } from '../../stack/wire/ethernet';
+import { ETHERTYPE_MS_NLB, formatMac, readMac, writeMac } from '../../stack/wire/ethernet';
+import { F, tcp } from './helpers/packets';
 import { NLB_MEMBERSHIP_LEN, NLB_SIGNATURE_MEMBERSHIP, newMembershipRepr, parseMembership } from '../../stack/wire/nlb';
-import { CLUSTER_IP, clientAddr, makeCluster, open, waitConverged, type Cluster } from './helpers/nlb-cluster';
+import { CLUSTER_IP, clientAddr, echoAll, kill, makeCluster, open, waitConverged, type Cluster } from './helpers/nlb-cluster';
 import { runFor, runUntil } from './helpers/pair';
 
 const ip = (s: string) => parseIpv4(s)!;
@@ -195,5 +196,221 @@ describe('NLB: a cluster on a learning bridge', () => {
     w.hosts[0]!.nlb.config.rules[0]!.weight = 100;
     await converge(w);
     expect(w.hosts.map((h) => h.nlb.display(w.clock.now).rules[0]!.ownedCount)).toEqual([60, 0, 0]);
+  });
+});
+
+describe('NLB: convergence', () => {
+  test('a host that dies is dropped after AliveMsgTolerance periods; its buckets move; the others\' connections are untouched', async () => {
+    const c = makeCluster(3);
+    await converge(c);
+    const before = c.hosts[0]!.nlb.display(c.clock.now).rules[0]!.map!;
+    const opened = await spread(c, 30, 2);
+    expect(opened.every((x) => x.o.host !== null)).toBe(true);
+    const t0 = c.clock.now;
+    kill(c.hosts[1]!);
+    const survivors = [c.hosts[0]!, c.hosts[2]!];
+    expect(await runUntil(c.clock, () => survivors.every((h) => h.nlb.converged && h.nlb.members.size === 1), 20_000, 10)).toBe(true);
+    const ms = c.clock.now - t0;
+    // Not before 5 missed periods, and converged within two more.
+    expect(ms).toBeGreaterThan(5000);
+    expect(ms).toBeLessThan(8000);
+    for (const h of survivors) {
+      expect(h.events.some((e) => e.kind === 'host-lost' && e.host === 2 && /missed 5 heartbeats/.test(e.reason))).toBe(true);
+      expect(h.events.filter((e) => e.kind === 'convergence-finished').pop()).toMatchObject({ hosts: [1, 3] });
+    }
+    const after = c.hosts[0]!.nlb.display(c.clock.now).rules[0]!.map!;
+    expect(c.hosts[2]!.nlb.display(c.clock.now).rules[0]!.map).toEqual(after);
+    for (let b = 0; b < 60; b++) {
+      if (before[b] === 2) expect([1, 3]).toContain(after[b]);
+      else expect(after[b]).toBe(before[b]);
+    }
+    // The connections on hosts 1 and 3 still carry data.
+    const kept = opened.filter((x) => x.o.host !== 2).map((x) => x.o);
+    expect(kept.length).toBeGreaterThan(10);
+    expect(await echoAll(c, kept, 'still-there')).toEqual([]);
+    // Host 2's clients connect again, to the new owners.
+    const again = await spread(c, 30, 1);
+    for (const x of again) expect(x.o.host).toBe(after[bucketOf(AffinityCode.Single, ip(clientAddr(x.client)), 0, 60)]);
+  });
+
+  test('a host that joins takes its share; descriptors keep the moved buckets\' connections on their old hosts', async () => {
+    const c = makeCluster(2);
+    await converge(c);
+    const opened = await spread(c, 30, 1);
+    expect(opened.every((x) => x.o.host !== null)).toBe(true);
+    const before = c.hosts[0]!.nlb.display(c.clock.now).rules[0]!.map!;
+    c.addHost(3);
+    expect(await runUntil(c.clock, () => c.converged() && c.hosts.every((h) => h.nlb.members.size === 2), 20_000, 10)).toBe(true);
+    const after = c.hosts[0]!.nlb.display(c.clock.now).rules[0]!.map!;
+    expect(c.hosts.map((h) => h.nlb.display(c.clock.now).rules[0]!.ownedCount)).toEqual([20, 20, 20]);
+    // Only the buckets host 3 took moved.
+    for (let b = 0; b < 60; b++) if (after[b] !== 3) expect(after[b]).toBe(before[b]);
+    const moved = opened.filter((x) => after[bucketOf(AffinityCode.Single, ip(clientAddr(x.client)), 0, 60)] === 3);
+    expect(moved.length).toBeGreaterThan(3);
+    // Their buckets are not idle on the old hosts, so host 3 leaves their segments alone.
+    expect(c.hosts[2]!.nlb.display(c.clock.now).rules[0]!.dirty).not.toBe('-');
+    expect(await echoAll(c, opened.map((x) => x.o), 'descriptor')).toEqual([]);
+    expect(opened.every((x) => !x.o.closed && x.o.error === null)).toBe(true);
+    expect(c.hosts[2]!.nlb.counters.NlbDroppedDirtyBucket).toBeGreaterThan(0);
+    // A new connection from a moved client goes to its new owner (classic affinity: no timeout).
+    const fresh = open(c, clientAddr(moved[0]!.client));
+    await runUntil(c.clock, () => fresh.host !== null, 5000, 5);
+    expect(fresh.host).toBe(3);
+    // When the old connections end, the buckets become idle and clean.
+    for (const x of opened) x.o.sock.end();
+    await runFor(c.clock, 6000, 10);
+    expect(c.hosts[2]!.nlb.display(c.clock.now).rules[0]!.dirty).toBe('-');
+    expect(c.hosts[0]!.nlb.descriptors.inUse + c.hosts[1]!.nlb.descriptors.inUse).toBe(0);
+  });
+
+  test('hosts with other port rules do not converge with each other, and say why', async () => {
+    const c = makeCluster(1);
+    c.addHost(2, { rules: [parsePortRule('ports=80,proto=tcp')] });
+    await runFor(c.clock, 6000, 10);
+    expect(c.hosts[0]!.nlb.converged).toBe(false);
+    expect(c.hosts[0]!.events.some((e) => e.kind === 'rule-conflict' && e.host === 2)).toBe(true);
+  });
+});
+
+describe('NLB: descriptors', () => {
+  test('descriptors come in blocks of DescriptorsPerAlloc; past MaxDescriptorAllocs new connections are dropped, visibly', async () => {
+    const c = makeCluster(1, { params: { DescriptorsPerAlloc: 16, MaxDescriptorAllocs: 2 } });
+    await converge(c);
+    const h = c.hosts[0]!;
+    const first = await spread(c, 1, 16);
+    expect(first.every((x) => x.o.host === 1)).toBe(true);
+    expect(h.nlb.descriptors.blocks).toBe(1);
+    const second = await spread(c, 1, 16);
+    expect(second.every((x) => x.o.host === 1)).toBe(true);
+    expect(h.nlb.descriptors.blocks).toBe(2);
+    expect(h.events.filter((e) => e.kind === 'descriptor-block-allocated').map((e) => (e as { capacity: number }).capacity)).toEqual([16, 32]);
+    const over = open(c, clientAddr(1));
+    await runFor(c.clock, 2000, 10);
+    expect(over.host).toBeNull();
+    expect(h.nlb.counters.NlbDescriptorsExhausted).toBeGreaterThan(0);
+    expect(h.events.some((e) => e.kind === 'descriptors-exhausted')).toBe(true);
+    // Connections that end give their descriptors back (the stack no longer has them), and the waiting one gets in.
+    for (const x of first) x.o.sock.end();
+    expect(await runUntil(c.clock, () => over.host === 1, 30_000, 10)).toBe(true);
+    expect(h.nlb.descriptors.blocks).toBe(2);
+  });
+
+  test('a RST frees the descriptor at once', async () => {
+    const c = makeCluster(1);
+    await converge(c);
+    const [x] = await spread(c, 1, 1);
+    expect(c.hosts[0]!.nlb.descriptors.inUse).toBe(1);
+    x!.o.sock.resetAndDestroy();
+    await runFor(c.clock, 100, 5);
+    expect(c.hosts[0]!.nlb.descriptors.inUse).toBe(0);
+  });
+});
+
+describe('NLB: extended affinity', () => {
+  test('with a timeout, a client whose bucket moved keeps going to its old host until the timer runs out after its last connection', async () => {
+    const c = makeCluster(2, { rules: [parsePortRule('timeout=30s')] });
+    await converge(c);
+    const opened = await spread(c, 30, 1);
+    c.addHost(3, { rules: [parsePortRule('timeout=30s')] });
+    expect(await runUntil(c.clock, () => c.converged() && c.hosts.every((h) => h.nlb.members.size === 2), 20_000, 10)).toBe(true);
+    const after = c.hosts[0]!.nlb.display(c.clock.now).rules[0]!.map!;
+    const moved = opened.filter((x) => after[bucketOf(AffinityCode.Single, ip(clientAddr(x.client)), 0, 60)] === 3);
+    expect(moved.length).toBeGreaterThan(3);
+    const m = moved[0]!;
+    // Still connected: the new connection follows the old one.
+    const again = open(c, clientAddr(m.client));
+    await runUntil(c.clock, () => again.host !== null, 5000, 5);
+    expect(again.host).toBe(m.o.host);
+    expect(c.hosts[m.o.host! - 1]!.nlb.counters.NlbAcceptedBySticky).toBeGreaterThan(0);
+    expect(c.hosts[2]!.nlb.counters.NlbDroppedStickyElsewhere).toBeGreaterThan(0);
+    // Both close; within the timeout the client still goes back there...
+    m.o.sock.end(); again.sock.end();
+    await runFor(c.clock, 10_000, 10);
+    const within = open(c, clientAddr(m.client));
+    await runUntil(c.clock, () => within.host !== null, 5000, 5);
+    expect(within.host).toBe(m.o.host);
+    within.sock.end();
+    // ...and after it, to the bucket's owner.
+    await runFor(c.clock, 40_000, 20);
+    const later = open(c, clientAddr(m.client));
+    await runUntil(c.clock, () => later.host !== null, 5000, 5);
+    expect(later.host).toBe(3);
+  });
+});
+
+describe('NLB: control', () => {
+  test('drainstop: no new connections, the existing ones finish, then the host stops; start brings it back', async () => {
+    const c = makeCluster(2);
+    await converge(c);
+    const opened = await spread(c, 30, 1);
+    const on2 = opened.filter((x) => x.o.host === 2).map((x) => x.o);
+    expect(on2.length).toBeGreaterThan(0);
+    const h2 = c.hosts[1]!;
+    expect(h2.nlb.drainstop(c.clock.now).state).toBe('draining');
+    expect(await runUntil(c.clock, () => c.converged() && c.hosts[0]!.nlb.display(c.clock.now).rules[0]!.ownedCount === 60, 10_000, 10)).toBe(true);
+    expect(h2.nlb.stateName()).toBe('Draining');
+    expect(await echoAll(c, on2, 'draining')).toEqual([]);
+    const fresh = await spread(c, 30, 1);
+    expect(fresh.every((x) => x.o.host === 1)).toBe(true);
+    for (const o of on2) o.sock.end();
+    expect(await runUntil(c.clock, () => h2.nlb.role === 'stopped', 10_000, 10)).toBe(true);
+    expect(h2.nlb.query(c.clock.now).text).toBe('Host 2 is stopped and does not participate in cluster operations.');
+    // Its last heartbeat said so: host 1 did not wait for missed heartbeats.
+    expect(c.hosts[0]!.events.some((e) => e.kind === 'host-lost' && e.reason === 'stopped')).toBe(true);
+    h2.nlb.start(c.clock.now);
+    expect(await runUntil(c.clock, () => c.converged() && h2.nlb.display(c.clock.now).rules[0]!.ownedCount === 30, 10_000, 10)).toBe(true);
+    expect(c.hosts[0]!.nlb.query(c.clock.now).text).toBe('Host 1 has converged as DEFAULT with the following host(s) as part of the cluster: 1, 2');
+  });
+});
+
+describe('NLB: modes on a learning bridge', () => {
+  test('unicast: the masked source keeps the bridge from learning the cluster MAC, so every host sees every client frame', async () => {
+    const c = makeCluster(3);
+    await converge(c);
+    await spread(c, 10, 1);
+    const learned = [...c.seg.learned().keys()].map(formatMac);
+    expect(learned).not.toContain('02:bf:c6:12:46:64');
+    expect(learned).toContain('02:02:c6:12:46:64');
+    // Without the mask the bridge learns the cluster MAC on one host's port and the others go blind.
+    const d = makeCluster(3, { params: { MaskSourceMAC: 0 } });
+    await converge(d);
+    await spread(d, 10, 1);
+    expect([...d.seg.learned().keys()].map(formatMac)).toContain('02:bf:c6:12:46:64');
+    const seen = d.hosts.map((h) => h.nlb.counters.NlbPacketsIn);
+    expect(Math.min(...seen)).toBeLessThan(Math.max(...seen) / 2);
+  });
+
+  test('multicast and IGMP modes: ARP answers the group MAC (which a Linux-like host refuses), frames to it reach every host, one answers', async () => {
+    for (const [mode, want] of [['multicast', '03:bf:c6:12:46:64'], ['igmp', '01:00:5e:7f:46:64']] as const) {
+      const c = makeCluster(3, { mode });
+      await converge(c);
+      if (mode === 'igmp') for (const h of c.hosts) expect(h.eth.igmp.rows(c.clock.now).map((g) => g.group)).toContain('239.255.70.100');
+      const hs = c.hosts;
+      // The client asks for the cluster address; the hosts answer with the cluster's group MAC.
+      const o = open(c, clientAddr(0));
+      await runFor(c.clock, 200, 5);
+      const replies = c.seg.seen.filter((f) => f.frame.readUInt16BE(12) === 0x0806 && f.frame.readUInt16BE(20) === 2 && f.from.startsWith('h'));
+      expect(replies.length).toBeGreaterThan(0);
+      expect(new Set(replies.map((f) => formatMac(readMac(f.frame, 22))))).toEqual(new Set([want]));
+      // A group MAC as a sender hardware address is refused, as Linux's arp_process refuses it: the client cannot reach the cluster by ARP.
+      expect(c.client.eth.counters.ArpInIgnored).toBeGreaterThan(0);
+      expect(o.host).toBeNull();
+      // A frame to the group MAC (what a host with a static neighbour entry sends) reaches every host; the bucket's owner answers.
+      const src = clientAddr(3);
+      const owner = hs[0]!.nlb.display(c.clock.now).rules[0]!.map![bucketOf(AffinityCode.Single, ip(src), 0, 60)]!;
+      const syn = tcp({ src, dst: '198.18.70.100', sport: 41000, dport: 80, flags: F.SYN, seq: 1 });
+      const frame = Buffer.alloc(14 + syn.length);
+      writeMac(frame, 0, clusterMac(mode, CLUSTER_IP));
+      writeMac(frame, 6, c.client.eth.mac);
+      frame.writeUInt16BE(0x0800, 12);
+      syn.copy(frame, 14);
+      const seen0 = hs.map((h) => h.nlb.counters.NlbPacketsIn);
+      const mark = c.seg.seen.length;
+      c.seg.inject(frame);
+      await runFor(c.clock, 50, 1);
+      expect(hs.map((h, i) => h.nlb.counters.NlbPacketsIn - seen0[i]!)).toEqual([1, 1, 1]);
+      const synAcks = c.seg.seen.slice(mark).filter((f) => f.frame.readUInt16BE(12) === 0x0800 && f.frame[14 + 9] === 6 && (f.frame[14 + 20 + 13]! & 0x12) === 0x12);
+      expect(synAcks.map((f) => f.from)).toEqual([`h${owner}`]);
+    }
   });
 });

@@ -78,7 +78,7 @@ export function makeCluster(n: number, opts: HostOptions & { segment?: 'hub' | '
         accepted.push(s as FsSocket);
         s.on('error', () => {});
         s.write(`host ${priority}\n`);
-        s.on('data', () => {});
+        s.on('data', (d: Buffer) => s.write(d)); // an echo after the greeting
         s.on('end', () => s.end());
       }).listen(p);
     }
@@ -97,7 +97,7 @@ export function makeCluster(n: number, opts: HostOptions & { segment?: 'hub' | '
   cEth.start();
   const client = { addr: cAddr, eth: cEth, stack: cStack, net: createNetApi(cStack) };
 
-  const converged = () => hosts.every((h) => h.nlb.role !== 'active' || h.nlb.converged);
+  const converged = () => hosts.every((h) => h.nlb.role === 'stopped' || h.nlb.converged);
   return { clock, seg, sched, hosts, addHost, client, converged };
 }
 
@@ -109,6 +109,8 @@ export function clientAddr(i: number): string {
 
 export interface Opened {
   sock: FsSocket;
+  /** Everything received (the greeting, then the echo). */
+  text: string;
   /** The first line the server sent: which host answered. */
   host: number | null;
   error: Error | null;
@@ -117,18 +119,30 @@ export interface Opened {
 
 /** Opens a connection from `local` to the cluster's port; `host` fills in when the greeting arrives. */
 export function open(c: Cluster, local: string, port = 80): Opened {
-  const o: Opened = { sock: null as unknown as FsSocket, host: null, error: null, closed: false };
+  const o: Opened = { sock: null as unknown as FsSocket, text: '', host: null, error: null, closed: false };
   const sock = c.client.net.connect({ host: CLUSTER, port, localAddress: local }) as FsSocket;
   o.sock = sock;
-  let buf = '';
   sock.on('data', (d: Buffer) => {
-    buf += d.toString();
-    const m = /^host (\d+)\n/.exec(buf);
+    o.text += d.toString();
+    const m = /^host (\d+)\n/.exec(o.text);
     if (m && o.host === null) o.host = Number(m[1]);
   });
   sock.on('error', (e) => { o.error = e; });
   sock.on('close', () => { o.closed = true; });
   return o;
+}
+
+/** A host dies: its port stops sending and receiving (no last heartbeat). */
+export function kill(h: ClusterHost): void {
+  h.eth.close();
+}
+
+/** Sends `word` on every open connection and waits for each echo; returns those that did not come back. */
+export async function echoAll(c: Cluster, conns: Opened[], word: string, maxMs = 10_000): Promise<Opened[]> {
+  const before = conns.map((o) => o.text.length);
+  for (const o of conns) o.sock.write(word);
+  await runUntil(c.clock, () => conns.every((o, i) => o.text.slice(before[i]).includes(word) || o.error !== null || o.closed), maxMs, 5);
+  return conns.filter((o, i) => !o.text.slice(before[i]).includes(word));
 }
 
 export async function waitConverged(c: Cluster, maxMs = 30_000): Promise<boolean> {
