@@ -24,6 +24,7 @@
  * - Unimplemented faults have mode `off` only in effect: enabling them is refused.
  */
 import { UsageError } from '../util/errors';
+import { KB972183_PARAMS, KB972183_SPEC } from './kb972183/spec';
 
 // ---------------------------------------------------------------------------
 // Modes
@@ -187,42 +188,8 @@ const PARAM_DEFS = {
     meaning: 'cap on any listen backlog',
     source: 'Linux ip-sysctl.rst: 4096 since Linux 5.4',
   },
-  // --- Network Load Balancing (KB 972183; not implemented yet) --------------------
-  DropStateIfNotBucketOwner: {
-    type: 'bool', default: 1, system: 'windows', registry: WLBS_IF,
-    meaning: 'with the hotfix: a host that does not own the client\'s bucket drops the old IPsec tunnel\'s state, so a client has one active tunnel; 0 or absent: the old behaviour',
-    source: 'KB 972183: 1 once the hotfix is installed',
-  },
-  AliveMsgPeriod: {
-    type: 'int', default: 1000, min: 100, max: 10_000, unit: 'ms', system: 'windows', registry: 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\WLBS\\Parameters',
-    meaning: 'NLB heartbeat period',
-    source: 'NLB registry reference: 1000 ms',
-  },
-  AliveMsgTolerance: {
-    type: 'int', default: 5, min: 5, max: 100, unit: 'heartbeats', system: 'windows', registry: 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\WLBS\\Parameters',
-    meaning: 'missed heartbeats after which a host is dropped and the cluster converges',
-    source: 'NLB registry reference: 5',
-  },
-  NlbBucketCount: {
-    type: 'int', default: 60, min: 1, max: 4096, unit: 'buckets', system: 'windows', registry: null,
-    meaning: 'number of hash buckets the client space is divided into; each is owned by one host',
-    source: 'our choice: not in any public document; 60 divides evenly among 1..6 hosts',
-  },
-  NlbAffinity: {
-    type: 'enum', values: ['none', 'single', 'network'], default: 'single', system: 'windows', registry: null,
-    meaning: 'port-rule affinity: none (client address and port), single (client address), network (client /24)',
-    source: 'NLB documentation: single is the default; our name for the port-rule setting',
-  },
-  DescriptorsPerAlloc: {
-    type: 'int', default: 512, min: 16, max: 1024, unit: 'descriptors', system: 'windows', registry: 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\WLBS\\Parameters',
-    meaning: 'connection descriptors allocated per block',
-    source: 'NLB registry reference: 512',
-  },
-  MaxDescriptorAllocs: {
-    type: 'int', default: 512, min: 1, max: 1024, unit: 'blocks', system: 'windows', registry: 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\WLBS\\Parameters',
-    meaning: 'most descriptor blocks a host may allocate',
-    source: 'NLB registry reference: 512',
-  },
+  // --- Network Load Balancing (KB 972183): owned by stack/faults/kb972183/spec.ts ------
+  ...KB972183_PARAMS,
   // --- Firewall media filter (KB 319381; not implemented yet) ---------------------
   PortScanWellKnownThreshold: {
     type: 'int', default: 10, min: 1, max: 2048, unit: 'ports', system: 'windows', registry: null,
@@ -350,27 +317,18 @@ const FAULT_DEFS = [
   {
     id: 'kb972183',
     alias: 'nlb-ipsec',
-    title: 'Users may experience periodic connection loss for applications that are running in a Windows Server 2008 NLB cluster using an IPsec connection',
+    title: KB972183_SPEC.title,
     article: 'KB972183-nlb-ipsec-bucket-owner.txt',
-    appliesTo: 'Windows Server 2008 and 2008 SP2 Network Load Balancing',
-    summary:
-      'Every host of an NLB cluster sees every packet and passes up only those whose client maps to a bucket it owns. ' +
-      'With single affinity and IPsec, NLB balances the tunnels at the IP level and cannot see the TCP connections inside. ' +
-      'A client that reconnects from another network gets a new tunnel that may map to another host while the old host ' +
-      'still holds state for the old tunnel, so its connections end up on several hosts and applications that expect one ' +
-      'host per client flap between connected and trying to connect. The hotfix (DropStateIfNotBucketOwner=1) makes the ' +
-      'host that does not own the bucket drop the old tunnel\'s state so the client has one tunnel on one host.',
-    modes: ['off', 'buggy', 'hotfixed'],
-    defaultMode: 'off',
+    appliesTo: KB972183_SPEC.appliesTo,
+    summary: KB972183_SPEC.summary,
+    modes: ['buggy', 'hotfixed'],
+    defaultMode: 'hotfixed',
     params: [
       'DropStateIfNotBucketOwner', 'AliveMsgPeriod', 'AliveMsgTolerance', 'NlbBucketCount', 'NlbAffinity',
-      'DescriptorsPerAlloc', 'MaxDescriptorAllocs',
+      'DescriptorsPerAlloc', 'MaxDescriptorAllocs', 'MaskSourceMAC', 'FilterICMP',
     ],
-    implemented: false,
-    ourChoices: [
-      'bucket count and hash: 60 buckets, our choice (not public)',
-      '"the same client" is the IPsec peer identity carried on each manually keyed SA, not the source address',
-    ],
+    implemented: true,
+    ourChoices: KB972183_SPEC.ourChoices,
   },
   {
     id: 'kb319381',
@@ -448,6 +406,9 @@ const WINDOWS_BASE = {
   MtlsListenBacklog: 5,
   MtlsAcceptIntervalMs: 100,
   DefaultTTL: 128,
+  // NLB (KB 972183): the registry reference's defaults; DropStateIfNotBucketOwner is read only with the hotfix (mode hotfixed).
+  DropStateIfNotBucketOwner: 1, AliveMsgPeriod: 1000, AliveMsgTolerance: 5, NlbBucketCount: 60, NlbAffinity: 'single',
+  DescriptorsPerAlloc: 512, MaxDescriptorAllocs: 512, MaskSourceMAC: 1, FilterICMP: 0,
 } as const satisfies Partial<ParamValues>;
 
 export const PROFILES: readonly ProfileSpec[] = [

@@ -115,6 +115,8 @@ export interface TunnelOpened {
   clientAddr: number;
   /** The host it opened on (our priority for a local one). */
   host: number;
+  /** When it opened, in this host's time (a remote one: now less the age its heartbeat gave). */
+  openedAt: number;
   local: boolean;
   /** The bucket of the client's outer address (IPsec is balanced by address). */
   bucket: number;
@@ -624,7 +626,7 @@ export class NlbHost {
     this.counters.NlbTunnelsOpened++;
     this.counters.NlbIpsecDescriptors = this.tunnels.size;
     this.onEvent({ kind: 'tunnel-opened', identity, client: formatIpv4(ike.remote.addr), host: this.id, local: true });
-    this.hooks.tunnelOpened({ identityHash: hash, identity, clientAddr: ike.remote.addr, host: this.id, local: true, bucket, ownsBucket: this.ownsIpsecBucket(bucket) }, now);
+    this.hooks.tunnelOpened({ identityHash: hash, identity, clientAddr: ike.remote.addr, host: this.id, openedAt: now, local: true, bucket, ownsBucket: this.ownsIpsecBucket(bucket) }, now);
     // The others learn of it from the next heartbeat: send it now rather than within a period.
     this.heartbeatSoon(now);
   }
@@ -649,9 +651,9 @@ export class NlbHost {
     return this.current[r]![b] === this.id;
   }
 
-  /** This host's tunnels of an identity (by its hash), oldest first. */
-  localTunnels(hash: Buffer): { ikeSaId: number; identity: string; clientAddr: number; openSeq: number; openedAt: number }[] {
-    return [...this.tunnels.values()].filter((t) => t.hash.equals(hash)).sort((a, b) => a.openSeq - b.openSeq)
+  /** This host's tunnels of an identity (by its hash) that opened before `before` (default: all), oldest first. */
+  localTunnels(hash: Buffer, before = Infinity): { ikeSaId: number; identity: string; clientAddr: number; openSeq: number; openedAt: number }[] {
+    return [...this.tunnels.values()].filter((t) => t.hash.equals(hash) && t.openedAt < before).sort((a, b) => a.openSeq - b.openSeq)
       .map((t) => ({ ikeSaId: t.ikeSaId, identity: t.identity, clientAddr: t.clientAddr, openSeq: t.openSeq, openedAt: t.openedAt }));
   }
 
@@ -674,7 +676,8 @@ export class NlbHost {
 
   /** The hook's default: the hotfix's behaviour (see NlbHooks.tunnelOpened). */
   defaultTunnelOpened(t: TunnelOpened, now: number): void {
-    const mine = this.localTunnels(t.identityHash);
+    // Only tunnels older than the new one go: two hosts hearing of each other's tunnels at once keep the newer.
+    const mine = this.localTunnels(t.identityHash, t.local ? Infinity : t.openedAt);
     if (t.local) {
       // One active tunnel per identity on this host: the new one replaces the older ones.
       for (const x of mine) if (x.openSeq !== this.localSeq) this.dropTunnelState(x.ikeSaId, `${x.identity} opened a new tunnel from ${formatIpv4(t.clientAddr)} on this host: one active tunnel per client`, now);
@@ -766,7 +769,8 @@ export class NlbHost {
   private sendExtended(dst: MacAddr): void {
     const c = this.config;
     const maxLen = Math.min(this.link.mtu, 1500);
-    const tunnels: NlbTunnelEntry[] = [...this.tunnels.values()].map((t) => ({ identityHash: t.hash, clientAddr: t.clientAddr, openSeq: t.openSeq }));
+    const now = this.stack.clock();
+    const tunnels: NlbTunnelEntry[] = [...this.tunnels.values()].map((t) => ({ identityHash: t.hash, clientAddr: t.clientAddr, openSeq: t.openSeq, ageMs: now - t.openedAt }));
     const sticky: NlbStickyEntry[] = [];
     if (this.current) {
       for (const s of this.sticky.values()) if (this.current[s.rule]![s.bucket] !== this.id) sticky.push({ key: s.key, rule: s.rule });
@@ -889,7 +893,7 @@ export class NlbHost {
       const b = bucketOf(AffinityCode.Single, t.clientAddr, 0, this.config.buckets, this.config.hashSeed);
       this.onEvent({ kind: 'tunnel-opened', identity: this.names.get(hex) ?? hex, client: formatIpv4(t.clientAddr), host: m.id, local: false });
       this.hooks.tunnelOpened({
-        identityHash: t.identityHash, identity: this.names.get(hex) ?? null, clientAddr: t.clientAddr, host: m.id, local: false, bucket: b, ownsBucket: this.ownsIpsecBucket(b),
+        identityHash: t.identityHash, identity: this.names.get(hex) ?? null, clientAddr: t.clientAddr, host: m.id, openedAt: now - t.ageMs, local: false, bucket: b, ownsBucket: this.ownsIpsecBucket(b),
       }, now);
     }
     for (const t of f.tunnels) if (t.openSeq > m.maxSeq) m.maxSeq = t.openSeq;

@@ -37,7 +37,8 @@
  *   protocol, filtering mode, affinity); idle map: buckets where the sender holds no
  *   connection descriptor; ready map: the new map once the sender has seen every host
  *   agree with it. Our own extended entry (type 0xFA, always last: the dissector shows it
- *   as an unknown entry) carries the sender's IPsec descriptors and, for rules with
+ *   as an unknown entry) carries the sender's IPsec descriptors (identity hash, client
+ *   address, opening sequence number, age: 20 bytes each) and, for rules with
  *   extended affinity, the clients it keeps outside its own buckets.
  *
  * Views/parses check every length before reading; representations are emitted.
@@ -236,7 +237,7 @@ export const NLB_EXT_FAULTSTACK = 0xfa;
 const EXT_ENTRY_HEADER = 8;
 /** Our entry: type, format, part, parts, tunnel count u16, sticky count u16. */
 const FS_HEADER = 8;
-export const NLB_TUNNEL_ENTRY_LEN = 16;
+export const NLB_TUNNEL_ENTRY_LEN = 20;
 export const NLB_STICKY_ENTRY_LEN = 8;
 
 /** One IPsec descriptor as other hosts learn it: an IKE SA (tunnel) this host holds. */
@@ -247,6 +248,8 @@ export interface NlbTunnelEntry {
   clientAddr: number;
   /** Per-host sequence number of the tunnel's opening: a new number is a new tunnel. */
   openSeq: number;
+  /** ms since it opened, as the sender sends the heartbeat (saturates at 2^32-1): lets hosts order tunnels without a common clock. */
+  ageMs: number;
 }
 
 /** A client that keeps a connection or an extended-affinity timer on this host outside the host's buckets. */
@@ -305,6 +308,7 @@ export function emitExtended(buf: Uint8Array, off: number, r: NlbExtendedRepr): 
       t.identityHash.copy(buf as Buffer, o);
       writeU32(buf, o + 8, t.clientAddr);
       writeU32LE(buf, o + 12, t.openSeq);
+      writeU32LE(buf, o + 16, Math.min(0xffffffff, Math.max(0, Math.round(t.ageMs))));
       o += NLB_TUNNEL_ENTRY_LEN;
     }
     for (const s of f.sticky) {
@@ -350,7 +354,7 @@ export function parseExtended(buf: Uint8Array, off: number, len: number, out: Nl
       let p = o + FS_HEADER;
       const tunnels: NlbTunnelEntry[] = [];
       for (let i = 0; i < nt; i++, p += NLB_TUNNEL_ENTRY_LEN) {
-        tunnels.push({ identityHash: Buffer.from(buf.subarray(p, p + 8)), clientAddr: readU32(buf, p + 8), openSeq: readU32LE(buf, p + 12) });
+        tunnels.push({ identityHash: Buffer.from(buf.subarray(p, p + 8)), clientAddr: readU32(buf, p + 8), openSeq: readU32LE(buf, p + 12), ageMs: readU32LE(buf, p + 16) });
       }
       const sticky: NlbStickyEntry[] = [];
       for (let i = 0; i < ns; i++, p += NLB_STICKY_ENTRY_LEN) sticky.push({ key: readU32(buf, p), rule: buf[p + 4] });

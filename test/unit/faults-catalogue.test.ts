@@ -43,7 +43,7 @@ describe('fault catalogue', () => {
 
   it('marks which faults are implemented; unimplemented ones default to off', () => {
     const impl = Object.fromEntries(FAULTS.map((f) => [f.id, f.implemented]));
-    expect(impl).toEqual({ kb903927: true, kb297040: true, kb898060: true, kb972183: false, kb319381: false });
+    expect(impl).toEqual({ kb903927: true, kb297040: true, kb898060: true, kb972183: true, kb319381: false });
     for (const f of FAULTS) expect(f.defaultMode).toBe(f.implemented ? 'hotfixed' : 'off');
   });
 
@@ -100,10 +100,12 @@ describe('parameter registry', () => {
     DropStateIfNotBucketOwner: { type: 'bool', default: 1 },
     AliveMsgPeriod: { type: 'int', default: 1000 },
     AliveMsgTolerance: { type: 'int', default: 5 },
-    NlbBucketCount: { type: 'int', default: 60 },
+    NlbBucketCount: { type: 'int', default: 60, min: 1, max: 64 },
     NlbAffinity: { type: 'enum', default: 'single' },
     DescriptorsPerAlloc: { type: 'int', default: 512 },
     MaxDescriptorAllocs: { type: 'int', default: 512 },
+    MaskSourceMAC: { type: 'bool', default: 1 },
+    FilterICMP: { type: 'bool', default: 0 },
     PortScanWellKnownThreshold: { type: 'int', default: 10 },
     PortScanAllPortsThreshold: { type: 'int', default: 20 },
   };
@@ -160,7 +162,7 @@ describe('FaultConfig', () => {
     const cfg = new FaultConfig();
     expect(cfg.profile).toBe('win2003-sp1');
     expect(cfg.modes).toEqual({
-      kb903927: 'hotfixed', kb297040: 'hotfixed', kb898060: 'hotfixed', kb972183: 'off', kb319381: 'off',
+      kb903927: 'hotfixed', kb297040: 'hotfixed', kb898060: 'hotfixed', kb972183: 'hotfixed', kb319381: 'off',
     });
     expect(cfg.params.SynAttackProtect).toBe(2);
     expect(cfg.params.TcpStackProfile).toBe('windows');
@@ -194,7 +196,7 @@ describe('FaultConfig', () => {
 
   it('refuses to enable an unimplemented fault, accepts off', () => {
     const cfg = new FaultConfig();
-    for (const id of ['kb972183', 'nlb-ipsec', 'kb319381', 'udp-rebind']) {
+    for (const id of ['kb319381', 'udp-rebind']) {
       for (const mode of ['buggy', 'hotfixed']) {
         const msg = usageMessage(() => cfg.setMode(id, mode));
         expect(msg).toMatch(/is not implemented yet: it can only be 'off'/);
@@ -202,7 +204,7 @@ describe('FaultConfig', () => {
       }
       cfg.setMode(id, 'off');
     }
-    expect(cfg.modes.kb972183).toBe('off');
+    expect(cfg.modes.kb319381).toBe('off');
   });
 
   it('validates parameter types and ranges', () => {
@@ -308,9 +310,9 @@ describe('FaultConfig', () => {
     const seen: ConfigChange[] = [];
     cfg.onChange((c) => seen.push(c));
     expect(() => cfg.setParam('SynAttackProtect', 9)).toThrow(UsageError);
-    expect(() => cfg.setMode('kb972183', 'buggy')).toThrow(UsageError);
+    expect(() => cfg.setMode('kb319381', 'buggy')).toThrow(UsageError);
     expect(cfg.params.SynAttackProtect).toBe(2);
-    expect(cfg.modes.kb972183).toBe('off');
+    expect(cfg.modes.kb319381).toBe('off');
     expect(seen).toEqual([]);
   });
 
@@ -358,7 +360,7 @@ describe('buildFaultConfig', () => {
     expect(usageMessage(() => buildFaultConfig({ faults: ['nope=buggy'], params: [] }))).toContain(
       'valid faults are kb903927 (synprotect-leak), kb297040 (conntable-hang)',
     );
-    expect(usageMessage(() => buildFaultConfig({ faults: ['nlb-ipsec=buggy'], params: [] }))).toContain(
+    expect(usageMessage(() => buildFaultConfig({ faults: ['udp-rebind=buggy'], params: [] }))).toContain(
       'not implemented yet',
     );
     expect(usageMessage(() => buildFaultConfig({ faults: [], params: ['SynAttackProtect='] }))).toContain(
@@ -398,7 +400,7 @@ describe('faultstack faults', () => {
       expect(out).toContain(`modes: ${f.modes.join(', ')}  default: ${f.defaultMode}`);
       for (const p of f.params) expect(out).toContain(p);
     }
-    expect(out).toContain('kb972183  nlb-ipsec  (not implemented yet)');
+    expect(out).toContain('kb319381  udp-rebind  (not implemented yet)');
     expect(out).toMatch(/SynAttackProtect\s+0\s+0\.\.2\s+win2003-sp1=2/);
     expect(out).toContain('win2003-sp1 (default)');
   });

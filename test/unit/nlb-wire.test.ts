@@ -104,7 +104,7 @@ describe('NLB heartbeats: the format', () => {
     const e = newExtendedRepr();
     Object.assign(e, {
       uniqueHostId: 7, clusterIp: ip('198.18.70.100'), dedicatedIp: ip('198.18.70.11'), hostName: 'host1',
-      faultstack: { part: 0, parts: 1, tunnels: [{ identityHash: Buffer.from('0102030405060708', 'hex'), clientAddr: ip('198.18.60.10'), openSeq: 9 }], sticky: [{ key: ip('198.18.61.0'), rule: 1 }] },
+      faultstack: { part: 0, parts: 1, tunnels: [{ identityHash: Buffer.from('0102030405060708', 'hex'), clientAddr: ip('198.18.60.10'), openSeq: 9, ageMs: 1234 }], sticky: [{ key: ip('198.18.61.0'), rule: 1 }] },
     });
     const b = Buffer.alloc(200);
     const n = emitExtended(b, 0, e);
