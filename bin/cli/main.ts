@@ -33,6 +33,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   impair: { summary: "impairments of a running stack: add|list|del|clear (netem's words, toxiproxy's toxics)", module: './commands/impair' },
   neigh: { summary: "a running stack's neighbour (ARP) table, like ip neigh", module: './commands/neigh' },
   ipsec: { summary: "a running stack's IPsec SAs (peer identities, SPIs, selectors), policies and counters", module: './commands/ipsec' },
+  nlb: { summary: 'nlb query|display|params|drainstop|stop|start: a running Network Load Balancing host', module: './commands/nlb' },
   faults: { summary: 'list the reproduced faults, their modes and parameters', module: './commands/faults' },
   certs: { summary: 'create the test certificates the mtls service needs', module: './commands/certs' },
   demo: { summary: 'run the end-to-end demo in a throwaway network namespace', module: '../demo' },

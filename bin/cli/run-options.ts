@@ -5,6 +5,7 @@
  */
 import type { Ipv4Cidr } from '../../stack/wire/addr';
 import type { IpsecConfig } from '../../stack/ipsec/config';
+import type { NlbRunOptions } from './nlb-options';
 
 export const SERVICE_NAMES = ['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -104,6 +105,8 @@ export interface RunOptions {
   ipsec?: IpsecConfig;
   /** Absolute path of the Wireshark key directory (--ipsec-keylog DIR). */
   ipsecKeylog?: string;
+  /** --nlb and friends (TAP only): a Network Load Balancing host (bin/cli/nlb-options.ts). */
+  nlb?: NlbRunOptions;
 }
 
 /** What stack/runtime/run.ts exports for `faultstack run`. */

@@ -32,6 +32,7 @@ import { cachedSummary, connectionCounts, listenerRows, streamRows } from './sta
 import { MAX_TIMEOUT_MS, STATS_ROWS_PER_EVENT, badArgument, booleanArg, integerArg, requiredString, statsQuery, type StatsQuery } from '../control/protocol';
 import type { ShardWorkerData } from './shard-worker';
 import { attachIpsec } from './ipsec-setup';
+import { attachNlb } from './nlb-setup';
 
 let gcFn: (() => void) | null = null;
 /** Heap in use after a full garbage collection (what a leak keeps reachable). */
@@ -127,6 +128,8 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     link?.attach(stack);
     const ipsec = attachIpsec(stack, opts, events);
     if (ipsec) cleanups.push(() => ipsec.close());
+    const nlb = attachNlb(stack, opts, link, ipsec?.ipsec ?? null, faults, events);
+    if (nlb) cleanups.push(() => nlb.close());
     const toxics = new ToxicRegistry(scheduler);
     const impair = new Impairments({ device: impairDevice, toxics, now: () => scheduler.now(), events });
     for (const words of opts.impair ?? []) impair.add(words);
@@ -136,7 +139,7 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
     const services = await startNamedServices(toxics.wrapApi(api), api, opts, rt);
     cleanups.push(async () => { for (const s of services) await s.close(); });
 
-    const control = await ControlServer.start(opts.control, { ...controlHandlers(rt, opts, api), ...(ipsec?.handlers ?? {}) });
+    const control = await ControlServer.start(opts.control, { ...controlHandlers(rt, opts, api), ...(ipsec?.handlers ?? {}), ...(nlb?.handlers ?? {}) });
     cleanups.push(() => control.close());
     cleanups.push(() => unlogChanges());
     cleanups.push(() => events.close());
@@ -165,8 +168,8 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
       ? `TAP ${info.tun} (mac ${l2.mac}, ${l2.bridge ? `port of bridge ${l2.bridge}${l2.bridgeCreated ? ' (created)' : ''}` : `kernel side ${hostAddr}`}${l2.gateway ? `, gateway ${l2.gateway}` : ''}`
       : `${info.tun} (${kernelSide(opts, info.hostAddr)}`;
     const readyLine = opts.json
-      ? JSON.stringify(info)
-      : `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
+      ? JSON.stringify({ ...info, ...(nlb ? { nlb: nlb.summary() } : {}) })
+      : `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'}), services ${opts.services.join(',') || 'none'}${nlb ? `, ${nlb.summary()}` : ''}, control ${opts.control}`;
     return Object.assign({ readyLine, closed, shutdown }, { runtime: rt, api });
   } catch (e) {
     await cleanup();

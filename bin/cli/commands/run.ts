@@ -15,6 +15,7 @@ import { socketPath } from '../control-target';
 import { ImpairSpecError, parseImpairment } from '../../../stack/impair/spec';
 import * as ipsecConfig from '../../../stack/ipsec/config';
 import type { IpsecConfig } from '../../../stack/ipsec/config';
+import { NLB_RUN_FLAGS, nlbRunOptions } from '../nlb-options';
 import {
   CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RunOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime, defaultRunDir,
 } from '../run-options';
@@ -228,6 +229,7 @@ export const RUN_SPEC = defineCommand({
     ipsec: valueFlag({ valueName: 'FILE', help: 'IPsec: identities, keys, proposals, selectors (YAML; see docs/ipsec.md)', ...inputFile }),
     'ipsec-psk': repeatableFlag({ valueName: '[ID=]SECRET', help: 'IPsec pre-shared key for identity ID (any identity without ID=)', ...text('[ID=]SECRET, e.g. client1@lab=labsecret') }),
     'ipsec-keylog': valueFlag({ valueName: 'DIR', help: 'write SA keys as Wireshark tables here (WIRESHARK_CONFIG_DIR=DIR tshark ...)', ...outputDir }),
+    ...NLB_RUN_FLAGS,
   },
 });
 
@@ -319,6 +321,7 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
   const ipsec = ipsecOptions(f.ipsec, f['ipsec-psk']);
   if (f['ipsec-keylog'] && !ipsec) throw usageError(spec, '--ipsec-keylog needs --ipsec FILE or --ipsec-psk [ID=]SECRET');
   if (ipsec && f.shards) throw usageError(spec, '--ipsec runs in one thread: drop --shards');
+  const nlb = nlbRunOptions(spec, f, { tap, addr });
   if (f.pcap && f.events && f.pcap === f.events) {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
@@ -352,6 +355,7 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     json: f.json,
     ...(ipsec ? { ipsec } : {}),
     ...(f['ipsec-keylog'] ? { ipsecKeylog: f['ipsec-keylog'] } : {}),
+    ...(nlb ? { nlb } : {}),
   };
 }
 
