@@ -37,6 +37,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   faults: { summary: 'list the reproduced faults, their modes and parameters', module: './commands/faults' },
   certs: { summary: 'create the test certificates the mtls service needs', module: './commands/certs' },
   demo: { summary: 'run the end-to-end demo in a throwaway network namespace', module: '../demo' },
+  lab: { summary: 'lab nlb: the KB 972183 lab (NLB cluster, strongSwan clients moving networks, sticky application)', module: './commands/lab' },
 };
 
 function debug(): boolean {
