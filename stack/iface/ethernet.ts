@@ -254,8 +254,9 @@ export class EthernetInterface implements Device {
    * (default our MAC), accepted by the stack, announced (RFC 5227) unless `announce` is false.
    * `solicitFromPrimary`: ARP requests for packets sent from this address name our own
    * address and MAC (Linux's arp_announce 2), for an address whose `arpMac` is a group MAC
-   * (NLB's multicast modes): Linux refuses a group sender MAC, and a request naming the
-   * address with our own MAC would teach the neighbour to send it to us alone.
+   * (NLB's multicast modes): routers must not believe a group MAC as a sender address
+   * (RFC 1812 3.3.2; this interface refuses it too), and a request naming the address with
+   * our own MAC would teach the neighbour to send that address's traffic to us alone.
    */
   addAddress(addr: number, opts: { arpMac?: MacAddr; announce?: boolean; solicitFromPrimary?: boolean } = {}): void {
     addr >>>= 0;

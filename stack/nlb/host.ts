@@ -337,7 +337,8 @@ export class NlbHost {
     } else {
       l.joinGroup(igmpGroup(c.clusterIp));
     }
-    // In the multicast modes the cluster MAC is a group MAC: our own resolutions ask from the dedicated address.
+    // In the multicast modes the cluster MAC is a group MAC: our own resolutions ask from the dedicated address
+    // (a group sender MAC is refused by RFC 1812 routers; our own MAC for the cluster address would draw its traffic to us).
     l.addAddress(c.clusterIp, { arpMac: this.clusterMac, solicitFromPrimary: c.mode !== 'unicast' });
     l.setIpv4Filter(c.clusterIp, (pkt, now) => this.filter(pkt, now));
     l.onEtherType(ETHERTYPE_MS_NLB, (frame, src, _dst, now) => this.onHeartbeatFrame(frame, src, now));

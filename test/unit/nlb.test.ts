@@ -380,7 +380,7 @@ describe('NLB: modes on a learning bridge', () => {
     expect(Math.min(...seen)).toBeLessThan(Math.max(...seen) / 2);
   });
 
-  test('multicast and IGMP modes: ARP answers the group MAC (which a Linux-like host refuses), frames to it reach every host, one answers', async () => {
+  test('multicast and IGMP modes: ARP answers the group MAC (which our own ARP refuses, as RFC 1812 routers must), frames to it reach every host, one answers', async () => {
     for (const [mode, want] of [['multicast', '03:bf:c6:12:46:64'], ['igmp', '01:00:5e:7f:46:64']] as const) {
       const c = makeCluster(3, { mode });
       await converge(c);
@@ -392,7 +392,7 @@ describe('NLB: modes on a learning bridge', () => {
       const replies = c.seg.seen.filter((f) => f.frame.readUInt16BE(12) === 0x0806 && f.frame.readUInt16BE(20) === 2 && f.from.startsWith('h'));
       expect(replies.length).toBeGreaterThan(0);
       expect(new Set(replies.map((f) => formatMac(readMac(f.frame, 22))))).toEqual(new Set([want]));
-      // A group MAC as a sender hardware address is refused, as Linux's arp_process refuses it: the client cannot reach the cluster by ARP.
+      // A group MAC as a sender hardware address is refused by our ARP (RFC 1812 3.3.2; Linux accepts it, test/integration/nlb.test.ts): this client cannot reach the cluster by ARP.
       expect(c.client.eth.counters.ArpInIgnored).toBeGreaterThan(0);
       expect(o.host).toBeNull();
       // A frame to the group MAC (what a host with a static neighbour entry sends) reaches every host; the bucket's owner answers.
