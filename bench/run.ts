@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
 import { machineInfo, writeReport, type Report } from './report';
 
-const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu', 'ipsec'];
+const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu', 'ipsec', 'nlb'];
 
 interface Args { quick: boolean; json: boolean; only: Set<string>; out: string }
 
@@ -99,6 +99,7 @@ async function main(): Promise<void> {
   if (want('leak')) { progress('\n== leak'); figures.push(...(await optionalSection('leak', 'leak', 'runLeakBench', args.quick))); }
   if (want('pmtu')) { progress('\n== pmtu'); figures.push(...(await optionalSection('pmtu', 'pmtu', 'runPmtuBench', args.quick))); }
   if (want('ipsec')) { progress('\n== ipsec (strongSwan client: faultstack vs a strongSwan responder)'); figures.push(...(await optionalSection('ipsec', 'ipsec', 'runIpsecBench', args.quick))); }
+  if (want('nlb')) { progress('\n== nlb (an NLB cluster of 1-3 hosts vs one host; convergence after a kill)'); figures.push(...(await optionalSection('nlb', 'nlb', 'runNlbBench', args.quick))); }
 
   const report: Report = {
     info: {
@@ -115,7 +116,7 @@ async function main(): Promise<void> {
   const lines = ['', `summary (${figures.length} figures, ${report.info.seconds.toFixed(0)} s; load ${loadBefore.toFixed(1)} -> ${report.info.loadAfter.toFixed(1)}):`];
   for (const f of figures) {
     if (f.group === 'micro') continue;
-    const r = f.ratio !== null ? `  ${fmtRatio(f.ratio).padStart(5)} of ${f.group === 'ipsec' ? 'strongSwan' : 'kernel'}` : '';
+    const r = f.ratio !== null ? `  ${fmtRatio(f.ratio).padStart(5)} of ${f.group === 'ipsec' ? 'strongSwan' : f.group === 'nlb' ? 'one host' : 'kernel'}` : '';
     const t = f.target ? `  [${f.target.text}: ${f.met ? 'met' : 'NOT met'}]` : '';
     lines.push(`  ${`${f.group}: ${f.name}`.padEnd(66)} ${Number.isFinite(f.value) ? `${fmt(f.value)} ${f.unit}` : 'failed'}${r}${t}`);
   }
