@@ -40,7 +40,7 @@ export interface PortRule {
   /**
    * Extended affinity (Windows Server 2008 R2): how long a client stays with this host
    * after its last connection of this rule closed, in ms (0: off). Given in minutes, as
-   * WMI's ClientStickinessTimeout and PowerShell take it (see parsePortRule).
+   * WMI's ClientStickinessTimeout has it (the unattend Timeout setting says seconds: docs/nlb.md).
    */
   timeoutMs: number;
 }

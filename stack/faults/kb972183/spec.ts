@@ -88,7 +88,7 @@ export const KB972183_SPEC: FaultSpecContract = {
     '"the same client" is the IKE peer identity (IDi) IKE proved, not the source address',
     'destroying the old tunnel\'s state: the IKE SA and its child SAs are deleted (the peer is sent an INFORMATIONAL Delete it may not get: it moved)',
     'bucket count and hash: 60 buckets, MurmurHash3\'s fmix32 over the affinity key (docs/nlb.md says why)',
-    'extended affinity timeouts are in minutes (WMI ClientStickinessTimeout, PowerShell); Ns gives seconds for labs',
+    'extended affinity timeouts are in minutes, as WMI\'s ClientStickinessTimeout has them (default 20), not seconds as the unattend Timeout setting (default 0); Ns gives seconds for labs',
   ],
   implemented: true,
 };
