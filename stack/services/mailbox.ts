@@ -20,7 +20,7 @@
  *   the client keeps a connection open.
  * So a client that disconnects from the service and reconnects from another network
  * leaves no logon behind in the clear, but through IPsec its logon stays on the old host
- * for as long as the old tunnel's state does there: buggy NLB keeps it, and the new host
+ * for as long as the old tunnel's state does there: NLB without the hotfix keeps it, and the new host
  * is refused ("logged on at host 1") until IPsec's dead-peer detection gives up on the
  * old tunnel; the hotfix destroys that state when the new tunnel opens.
  *

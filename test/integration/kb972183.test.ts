@@ -30,6 +30,19 @@ afterAll(async () => {
 });
 
 describe('KB 972183: strongSwan clients that move to another network', () => {
+  test('faultstack lab nlb and faultstack nlb refuse bad input in one line, exit 2', async () => {
+    const cli = (...a: string[]) => lab.lab.cli(null, ['lab', 'nlb', ...a], { timeoutMs: 20_000 });
+    const bad = await cli('--fault', 'kb972183=off');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim()).toBe('faultstack lab nlb: --fault must be kb972183=buggy or kb972183=hotfixed, got "kb972183=off"');
+    const many = await cli('--hosts', '9');
+    expect(many.code).toBe(2);
+    expect(many.stderr).toMatch(/^faultstack lab nlb: --hosts must be an integer from 1 to 8/);
+    const sub = await lab.lab.cli(null, ['nlb', 'drain'], { timeoutMs: 20_000 });
+    expect(sub.code).toBe(2);
+    expect(sub.stderr.trim()).toBe('faultstack nlb: unknown subcommand "drain"; valid: query, display, params, drainstop, stop, start');
+  });
+
   test('buggy: the old host keeps the old tunnel and the logon; the new host refuses the client until the old tunnel dies', async () => {
     const r = await lab.runScenario({ fault: 'buggy', variant: 'ipsec', moves: 1, dpd: DPD, watchMs: 15_000 });
     results.push(r);
