@@ -20,7 +20,7 @@ import { machineInfo, writeReport, type Report } from './report';
 import { parseFlags } from '../lab/flags';
 import { UsageError } from '../stack/util/errors';
 
-const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu', 'ipsec', 'firewall'];
+const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu', 'ipsec', 'firewall', 'nlb'];
 
 interface Args { quick: boolean; json: boolean; only: Set<string>; out: string }
 
@@ -105,6 +105,7 @@ async function main(): Promise<void> {
   if (want('pmtu')) { progress('\n== pmtu'); figures.push(...(await optionalSection('pmtu', 'pmtu', 'runPmtuBench', args.quick))); }
   if (want('firewall')) { progress('\n== firewall (forwarding through faultstack vs the kernel forwarding; KB 319381 per mode)'); figures.push(...(await optionalSection('firewall', 'firewall', 'runFirewallBench', args.quick))); }
   if (want('ipsec')) { progress('\n== ipsec (strongSwan client: faultstack vs a strongSwan responder)'); figures.push(...(await optionalSection('ipsec', 'ipsec', 'runIpsecBench', args.quick))); }
+  if (want('nlb')) { progress('\n== nlb (an NLB cluster of 1-3 hosts vs one host; convergence after a kill)'); figures.push(...(await optionalSection('nlb', 'nlb', 'runNlbBench', args.quick))); }
 
   const report: Report = {
     info: {
@@ -121,7 +122,7 @@ async function main(): Promise<void> {
   const lines = ['', `summary (${figures.length} figures, ${report.info.seconds.toFixed(0)} s; load ${loadBefore.toFixed(1)} -> ${report.info.loadAfter.toFixed(1)}):`];
   for (const f of figures) {
     if (f.group === 'micro') continue;
-    const r = f.ratio !== null ? `  ${fmtRatio(f.ratio).padStart(5)} of ${f.group === 'ipsec' ? 'strongSwan' : 'kernel'}` : '';
+    const r = f.ratio !== null ? `  ${fmtRatio(f.ratio).padStart(5)} of ${f.group === 'ipsec' ? 'strongSwan' : f.group === 'nlb' ? 'one host' : 'kernel'}` : '';
     const t = f.target ? `  [${f.target.text}: ${f.met ? 'met' : 'NOT met'}]` : '';
     lines.push(`  ${`${f.group}: ${f.name}`.padEnd(66)} ${Number.isFinite(f.value) ? `${fmt(f.value)} ${f.unit}` : 'failed'}${r}${t}`);
   }

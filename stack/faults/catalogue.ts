@@ -181,6 +181,17 @@ const WINDOWS_BASE = {
   PortScanWellKnownThreshold: kb319381.params.PortScanWellKnownThreshold.default,
   PortScanAllPortsThreshold: kb319381.params.PortScanAllPortsThreshold.default,
   MediaPortReleaseDelayMs: kb319381.params.MediaPortReleaseDelayMs.default,
+  // NLB (KB 972183, stack/faults/kb972183/spec.ts): the registry reference's defaults; DropStateIfNotBucketOwner
+  // is read only with the hotfix (mode hotfixed).
+  DropStateIfNotBucketOwner: kb972183.params.DropStateIfNotBucketOwner.default,
+  AliveMsgPeriod: kb972183.params.AliveMsgPeriod.default,
+  AliveMsgTolerance: kb972183.params.AliveMsgTolerance.default,
+  NlbBucketCount: kb972183.params.NlbBucketCount.default,
+  NlbAffinity: kb972183.params.NlbAffinity.default,
+  DescriptorsPerAlloc: kb972183.params.DescriptorsPerAlloc.default,
+  MaxDescriptorAllocs: kb972183.params.MaxDescriptorAllocs.default,
+  MaskSourceMAC: kb972183.params.MaskSourceMAC.default,
+  FilterICMP: kb972183.params.FilterICMP.default,
 } as const satisfies Partial<ParamValues>;
 
 export const PROFILES: readonly ProfileSpec[] = [

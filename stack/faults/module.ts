@@ -19,6 +19,7 @@ import type { ControlHandler } from '../control/server';
 import type { EthernetInterface } from '../iface/ethernet';
 import type { Firewall } from '../firewall/firewall';
 import type { Ipsec } from '../ipsec/ipsec';
+import type { NlbHost } from '../nlb/host';
 import type { Stack } from '../stack';
 import type { FaultConfig } from './config';
 import type { EventLog } from './events';
@@ -26,11 +27,12 @@ import type { EventLog } from './events';
 import type { FaultSpec } from './spec';
 export type { BoolParamDef, EnumParamDef, FaultMode, FaultSpec, IntParamDef, ParamDef, ParamType } from './spec';
 
-/** Optional feature modules present in this process (the NLB host and the firewall join when they land). */
+/** Optional feature modules present in this process (a fault acts on the ones it needs, and changes nothing without them). */
 export interface FeatureSet {
   readonly ipsec?: Ipsec;
   readonly ethernet?: EthernetInterface;
   readonly firewall?: Firewall;
+  readonly nlb?: NlbHost;
 }
 
 export interface FaultContext {

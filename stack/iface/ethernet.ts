@@ -111,6 +111,8 @@ interface OwnAddress {
   addr: number;
   /** What ARP answers for it. */
   arpMac: MacAddr;
+  /** Resolutions for packets from it are asked from the interface's own address and MAC instead. */
+  solicitFromPrimary: boolean;
   announceLeft: number;
   readonly timer: Timer;
 }
@@ -254,11 +256,17 @@ export class EthernetInterface implements Device {
   /**
    * Another address of ours (NLB's cluster address): answered in ARP with `arpMac`
    * (default our MAC), accepted by the stack, announced (RFC 5227) unless `announce` is false.
+   * `solicitFromPrimary`: ARP requests for packets sent from this address name our own
+   * address and MAC (Linux's arp_announce 2), for an address whose `arpMac` is a group MAC
+   * (NLB's multicast modes): routers must not believe a group MAC as a sender address
+   * (RFC 1812 3.3.2; this interface refuses it too), and a request naming the address with
+   * our own MAC would teach the neighbour to send that address's traffic to us alone.
    */
-  addAddress(addr: number, opts: { arpMac?: MacAddr; announce?: boolean } = {}): void {
+  addAddress(addr: number, opts: { arpMac?: MacAddr; announce?: boolean; solicitFromPrimary?: boolean } = {}): void {
     addr >>>= 0;
     const a = this.own.get(addr) ?? this.addOwn(addr, opts.arpMac ?? this.mac);
     a.arpMac = opts.arpMac ?? a.arpMac;
+    if (opts.solicitFromPrimary !== undefined) a.solicitFromPrimary = opts.solicitFromPrimary;
     if (this.started && opts.announce !== false) { this.scheduleAnnouncements(a, this.scheduler.now()); this.afterWork(); }
   }
 
@@ -587,7 +595,7 @@ export class EthernetInterface implements Device {
     let spa = this.address;
     if (about !== null) {
       const src = readU32(about.pkt, 12);
-      if (this.ownsAddress(src)) spa = src;
+      if (this.ownsAddress(src) && this.own.get(src)?.solicitFromPrimary !== true) spa = src;
     }
     this.counters.ArpOutRequests++;
     this.arpFrame(unicastTo ?? BROADCAST_MAC, {
@@ -608,7 +616,7 @@ export class EthernetInterface implements Device {
 
   private addOwn(addr: number, arpMac: MacAddr): OwnAddress {
     const a: OwnAddress = {
-      addr, arpMac, announceLeft: 0,
+      addr, arpMac, announceLeft: 0, solicitFromPrimary: false,
       timer: new Timer(() => {
         this.announce(a);
         if (--a.announceLeft > 0) this.timers.arm(a.timer, this.scheduler.now() + ANNOUNCE_INTERVAL_MS);
@@ -737,7 +745,7 @@ export class EthernetInterface implements Device {
       type: 'ethernet',
       mac: formatMac(this.mac),
       sourceMac: formatMac(this.srcMac),
-      addresses: [...this.own.values()].map((a) => ({ address: formatIpv4(a.addr), arpMac: formatMac(a.arpMac) })),
+      addresses: [...this.own.values()].map((a) => ({ address: formatIpv4(a.addr), arpMac: formatMac(a.arpMac), ...(a.solicitFromPrimary ? { solicitFromPrimary: true } : {}) })),
       proxyArp: this.proxy.map((p) => `${formatIpv4(p.net)}/${p.prefix}`),
       promiscuous: this.promiscuous,
       unicastMacs: [...this.unicastMacs].map(formatMac),

@@ -70,6 +70,8 @@ export interface ControlView {
   sharded: boolean;
   /** With --tap: the link layer (stats' `link`, `neigh`). */
   link: EthernetRuntime | null;
+  /** With --nlb: the NLB host, in one line (the ready line names it). */
+  nlb?: string;
   /** With --external-tun: the firewall's external interface (the ready line names it). */
   external?: { tun: string; addr: string; mtu: number; hostNetns: string | null; offloads: string[] };
   /** The link layer's clock for `neigh` and `stats` (the stack's scheduler). */
@@ -230,6 +232,7 @@ export function readyLine(v: ControlView): string {
     profile: v.faults.snapshot().profile, pid: process.pid,
     ...(opts.hostNetns ? { hostNetns: opts.hostNetns } : {}),
     ...(v.external ? { external: v.external } : {}),
+    ...(v.nlb ? { nlb: v.nlb } : {}),
   };
   if (opts.json) return JSON.stringify(info);
   const where = l2
@@ -239,5 +242,5 @@ export function readyLine(v: ControlView): string {
   const ext = v.external
     ? `, firewall: external ${v.external.addr} on ${v.external.tun} (mtu ${v.external.mtu}${v.external.hostNetns ? `, kernel side in ${v.external.hostNetns}` : ''}), Firewall Client on ${formatIpv4(opts.addr.addr)}:1745`
     : '';
-  return `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'})${shards}${ext}, services ${opts.services.join(',') || 'none'}, control ${opts.control}`;
+  return `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'})${shards}${ext}, services ${opts.services.join(',') || 'none'}${v.nlb ? `, ${v.nlb}` : ''}, control ${opts.control}`;
 }

@@ -7,6 +7,7 @@
  */
 import type { Ipv4Cidr } from '../wire/addr';
 import type { IpsecConfig } from '../ipsec/config';
+import type { NlbMode, PortRule } from '../nlb/config';
 
 export const SERVICE_NAMES = ['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -105,6 +106,8 @@ export interface RuntimeOptions {
   hostNetns?: string;
   /** --external-tun and friends: faultstack as a firewall between two interfaces (stack/firewall/). */
   firewall?: FirewallRunOptions;
+  /** --nlb and friends (TAP only): a Network Load Balancing host (bin/cli/nlb-options.ts). */
+  nlb?: NlbRunOptions;
 }
 
 /** What startStackRuntime gives back: a running stack (one thread or sharded). */
@@ -126,4 +129,17 @@ export interface FirewallRunOptions {
   mtu: number;
   rules: string[];
   pcap?: string;
+}
+
+/** What `run` needs to make the stack an NLB host (bin/cli/nlb-options.ts builds it; stack/runtime/nlb-setup.ts starts it). */
+export interface NlbRunOptions {
+  clusterIp: number;
+  clusterPrefix: number;
+  priority: number;
+  mode: NlbMode;
+  /** null: one rule for every port, with the NlbAffinity parameter's affinity. */
+  rules: PortRule[] | null;
+  initialState: 'started' | 'stopped';
+  /** The sticky application (stack/services/mailbox.ts) and its session directory. */
+  mailbox?: { directory: { addr: number; port: number } };
 }

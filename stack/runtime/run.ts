@@ -31,6 +31,7 @@ import { StackShard } from './shard';
 import { LocalPort, controlHandlers, readyLine, type ControlView } from './control';
 import { startShardedRuntime } from './sharded';
 import type { RuntimeOptions, StackRuntimeHandle } from './options';
+import { attachNlb } from './nlb-setup';
 
 /** A one-thread run's parts, for tools that run the stack in their own process (bench/tools/stack-server.ts). */
 export interface Runtime {
@@ -113,6 +114,8 @@ export async function startStackRuntime(opts: RuntimeOptions): Promise<RuntimeHa
     link?.attach(stack);
     const ipsec = attachIpsec(stack, opts, events);
     if (ipsec) life.defer(() => ipsec.close());
+    const nlb = attachNlb(stack, opts, link, ipsec?.ipsec ?? null, faults, events);
+    if (nlb) life.defer(() => nlb.close());
     const toxics = new ToxicRegistry(scheduler);
     const impair = new Impairments({ device: impairDevice, toxics, now: () => scheduler.now(), events });
     for (const words of opts.impair ?? []) impair.add(words);
@@ -129,10 +132,11 @@ export async function startStackRuntime(opts: RuntimeOptions): Promise<RuntimeHa
     const view: ControlView = {
       opts, tun, faults, events, startedAt: shard.startedAt, ports: [new LocalPort(shard)], sharded: false, link,
       now: () => scheduler.now(),
+      ...(nlb ? { nlb: nlb.summary() } : {}),
       ...(fw && opts.firewall ? { external: { tun: fw.tun.name, addr: `${formatIpv4(opts.firewall.addr.addr)}/${opts.firewall.addr.prefix}`, mtu: fw.tun.mtu, hostNetns: opts.firewall.hostNetns ?? null, offloads: fw.tun.offloads.names } } : {}),
     };
     const control = await ControlServer.start(opts.control, {
-      ...controlHandlers(view), ...impairHandlers(impair), ...(ipsec?.handlers ?? {}), ...(fw?.handlers ?? {}),
+      ...controlHandlers(view), ...impairHandlers(impair), ...(ipsec?.handlers ?? {}), ...(fw?.handlers ?? {}), ...(nlb?.handlers ?? {}),
     });
     life.defer(() => control.close());
 

@@ -34,7 +34,7 @@ describe('demo', () => {
       const real = env.REAL === '1';
       // The real run uses the repository's own build (make test builds it first).
       const script = real ? path.join(REPO, 'dist/bin/demo.js') : path.join(build.dist, 'bin/demo.js');
-      const c = spawn(process.execPath, [script, '--json', ...(real ? [] : ['--skip-pmtu', '--skip-firewall'])], {
+      const c = spawn(process.execPath, [script, '--json', ...(real ? [] : ['--skip-pmtu', '--skip-firewall', '--skip-nlb'])], {
         env: {
           ...process.env,
           ...(real ? {} : { FAULTSTACK_CLI: path.join(REPO, 'test/integration/fixtures/fake-stack.cjs') }),
@@ -89,14 +89,15 @@ describe('demo', () => {
     const results = Object.fromEntries(summary.steps.map((st) => [st.step, `${st.result}: ${st.figure}`]));
     expect(summary.steps.map((st) => st.step)).toEqual([
       'namespace', 'start stack', 'ping', 'http /', 'http 1 MB', 'tcp echo 10 MB', 'iperf3 upload', 'iperf3 download',
-      'udp echo', 'stats', 'l2 bridge', 'l2 ping', 'l2 http', 'l2 iperf3', 'pmtu lab', 'pmtu hotfixed', 'pmtu buggy', 'firewall kb319381',
+      'udp echo', 'stats', 'l2 bridge', 'l2 ping', 'l2 http', 'l2 iperf3', 'pmtu lab', 'pmtu hotfixed', 'pmtu buggy',
+      'nlb lab', 'nlb buggy', 'nlb hotfixed', 'firewall kb319381',
     ]);
     for (const st of summary.steps) expect(st.result, JSON.stringify(results)).toBe('ok');
     // The real stack's MAC, seen by the VM's kernel.
     expect(results['l2 ping']).toMatch(/ip neigh: 198\.18\.2\.2 at 02:00:c6:12:02:02$/);
     expect(code).toBe(0);
-    expect(netnsList().filter((n) => n.startsWith('fsdem') || n.startsWith('fsdpm') || n.startsWith('fsdfw'))).toEqual([]);
-  }, 240_000);
+    expect(netnsList().filter((n) => n.startsWith('fsdem') || n.startsWith('fsdpm') || n.startsWith('fsdfw') || n.startsWith('fsdnl'))).toEqual([]);
+  }, 360_000);
 
   it('reports a stack that fails to start, skips the rest, exits 1 and cleans up', async () => {
     const { code, summary } = await demo({ FAKE_FAIL: '1' });

@@ -13,7 +13,7 @@ import { FirewallClient, FwcRefusedError } from '../../../stack/firewall/client'
 import { formatIpv4 } from '../../../stack/wire/addr';
 import { FWC_ERROR_TEXT, FWC_PORT, nextFwc } from '../../../stack/wire/fwc';
 import { InvalidValue, decimal, defineCommand, integer, parseArgs, printHelp, requiredFlag, switchFlag, text, usageError, valueFlag, type Validator } from '../args';
-import { hostAddress } from '../address-flags';
+import { hostAddress } from '../value-flags';
 import { subcommand } from '../subcommand';
 
 const SUBS = ['hello', 'connect', 'udp', 'raw'] as const;

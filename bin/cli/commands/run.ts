@@ -3,7 +3,7 @@
  * stack/runtime/options.ts), start the stack runtime, print its ready line, and shut it
  * down cleanly on SIGINT/SIGTERM/SIGHUP.
  */
-import { hostAddress } from '../address-flags';
+import { hostAddress, outputFile } from '../value-flags';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../../../stack/util/errors';
@@ -18,6 +18,7 @@ import { ImpairSpecError, parseImpairment } from '../../../stack/impair/spec';
 import * as ipsecConfig from '../../../stack/ipsec/config';
 import type { IpsecConfig } from '../../../stack/ipsec/config';
 import { firewallRule, firewallRunOptions, netnsName } from '../firewall-options';
+import { NLB_RUN_FLAGS, nlbRunOptions } from '../nlb-options';
 import {
   CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RuntimeOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime,
 } from '../../../stack/runtime/options';
@@ -111,24 +112,6 @@ export const subnetCidr: Validator<Ipv4Cidr> = {
   },
 };
 
-/** A file to create: its directory must exist. */
-export const outputFile: Validator<string> = {
-  valid: 'a file path in an existing directory',
-  parse(raw) {
-    if (raw === '') throw new InvalidValue('must be a file path in an existing directory, not empty');
-    const abs = path.resolve(raw);
-    const dir = path.dirname(abs);
-    let st: fs.Stats | undefined;
-    try { st = fs.statSync(dir); } catch { /* missing */ }
-    if (!st || !st.isDirectory()) throw new InvalidValue(`must be a file path in an existing directory (${dir} does not exist)`);
-    try {
-      if (fs.statSync(abs).isDirectory()) throw new InvalidValue(`must be a file path, not a directory`);
-    } catch (e) {
-      if (e instanceof InvalidValue) throw e;
-    }
-    return abs;
-  },
-};
 
 /** An impairment spec (stack/impair/spec.ts), checked here so a bad one never starts a stack. */
 export const impairSpec: Validator<string> = {
@@ -228,6 +211,7 @@ export const RUN_SPEC = defineCommand({
     'external-host-netns': valueFlag({ valueName: 'NS', help: "firewall: move the external TUN's kernel side into this network namespace", ...netnsName }),
     'external-pcap': valueFlag({ valueName: 'FILE', help: 'firewall: write every packet of the external interface to this pcap file', ...outputFile }),
     'fw-rule': repeatableFlag({ valueName: 'RULE', help: 'firewall: a packet-filter rule, e.g. "allow in icmp" (docs/firewall.md)', ...firewallRule }),
+    ...NLB_RUN_FLAGS,
   },
 });
 
@@ -322,6 +306,7 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
   const firewall = firewallRunOptions(f, spec, { device, addr, tap, shards: f.shards, ipsec: ipsec !== undefined, hostConfig: !noHost });
   if (f['host-netns'] !== undefined && noHost) throw usageError(spec, '--host-netns configures the kernel side in that namespace: drop --no-host-config');
   if (f['host-netns'] !== undefined && (tap || f.shards)) throw usageError(spec, '--host-netns moves a TUN device: it does not go with --tap or --shards');
+  const nlb = nlbRunOptions(spec, f, { tap, addr });
   if (f.pcap && f.events && f.pcap === f.events) {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
@@ -357,6 +342,7 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
     ...(f['ipsec-keylog'] ? { ipsecKeylog: f['ipsec-keylog'] } : {}),
     ...(f['host-netns'] !== undefined ? { hostNetns: f['host-netns'] } : {}),
     ...(firewall ? { firewall } : {}),
+    ...(nlb ? { nlb } : {}),
   };
 }
 
