@@ -304,7 +304,9 @@ export class Stack {
       c.IpInHdrErrors++;
       return;
     }
-    if (this.hooks.gate.refuseInput()) return;
+    // Refused by the gate (KB 297040's held lock): discarded for a reason that is not the
+    // packet's (RFC 4293 ipSystemStatsInDiscards), whatever the fault counts on its own.
+    if (this.hooks.gate.refuseInput()) { this.counters.IpInDiscards++; return; }
     const local = this.isLocal(ip.dst);
     // A forwarding plane sees every valid datagram before local delivery (RFC 1812 5.2.1:
     // a router decides to forward or to deliver before reassembly).

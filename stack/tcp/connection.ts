@@ -379,8 +379,10 @@ export class TcpConnection {
    */
   close(now: number, unreadByApplication: boolean): void {
     this.ownedBy = null;
-    if (unreadByApplication || this.pendingBytes > 0) this.abort(now);
-    else this.release(now);
+    if (unreadByApplication || this.pendingBytes > 0) {
+      this.layer.counters.TcpExtTCPAbortOnClose++; // as Linux counts a reset on close with unread data
+      this.abort(now);
+    } else this.release(now);
   }
 
   /** Lets go of the data that arrived before the application accepted and that nobody will read. */

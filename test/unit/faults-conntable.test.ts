@@ -149,10 +149,13 @@ describe('KB 297040 buggy, SynAttackProtect set: the connection-table lock is ne
 
     // Ping: not answered, counted as dropped because of the lock.
     const drops0 = r.p.a.counters.FsConnTableLockedDrops;
+    const discards0 = r.p.a.counters.IpInDiscards;
     const pinged = r.ping();
     await runFor(r.p.clock, 1_000, 10);
     expect(pinged()).toBe(false);
     expect(r.p.a.counters.FsConnTableLockedDrops).toBeGreaterThan(drops0);
+    // The IP layer's own count of packets discarded for no fault of theirs moves with it.
+    expect(r.p.a.counters.IpInDiscards - discards0).toBe(r.p.a.counters.FsConnTableLockedDrops - drops0);
     // The established connection stalls: B's data is neither delivered nor acknowledged.
     est.c.write('during the hang');
     const newClient = r.p.netB.connect({ host: A_ADDR, port: 7000 }) as FsSocket;

@@ -404,6 +404,9 @@ describe('sockets the application let go of', () => {
     expect(tap.tcp('b->a', (t) => (t.flags & FIN) !== 0).length).toBe(0);
     expect(cSink.error?.code).toBe('ECONNRESET');
     expect(p.b.counters.TcpEstabResets).toBe(1);
+    // Counted as Linux counts it (nstat TcpExtTCPAbortOnClose); a plain close is not.
+    expect(p.b.counters.TcpExtTCPAbortOnClose).toBe(1);
+    expect(p.a.counters.TcpExtTCPAbortOnClose).toBe(0);
   });
 });
 
