@@ -27,14 +27,18 @@ lint-deps: deps
 	./node_modules/.bin/depcruise stack drivers lab bin bench test --config .dependency-cruiser.cjs
 	./node_modules/.bin/depcruise stack drivers lab bin bench test --config .dependency-cruiser-loads.cjs
 
+# typescript-eslint's and ESLint's recommended rules (eslint.config.mjs says what is off and why).
+lint: deps
+	./node_modules/.bin/eslint stack drivers lab bin bench test
+
 # The tests are type-checked as the product is (tsconfig.test.json: the whole tree, no output).
 typecheck-tests: deps
 	./node_modules/.bin/tsc -p tsconfig.test.json
 
 # Unit tests (memory driver, virtual clock) and integration tests (real TUN, real
-# Linux peers in network namespaces the tests create; needs root). The layer rules and
-# the tests' type check run first: CI (.ci/run) runs `make test`.
-test: build lint-deps typecheck-tests
+# Linux peers in network namespaces the tests create; needs root). The layer rules, the
+# lint and the tests' type check run first: CI (.ci/run) runs `make test`.
+test: build lint-deps lint typecheck-tests
 	@mkdir -p .test-results
 	./node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json=.test-results/vitest.json; \
 	  rc=$$?; node scripts/test-summary.js .test-results/vitest.json; exit $$rc

@@ -204,7 +204,7 @@ export async function runPmtuBench(opts: PmtuBenchOptions = {}): Promise<PmtuBen
   log(`pmtu (KB 898060): ${n} destinations, ${perRound} new per round, MaxIcmpHostRoutes ${limit}, /bytes/${bytes}, a download that has not finished after ${stallMs} ms counts as hung`);
   const pl = await PmtuLab.create({ tag: 'pmb', clients: n });
   const scenarios: ScenarioResult[] = [];
-  let tput: ThroughputResult[] = [];
+  const tput: ThroughputResult[] = [];
   try {
     for (const mode of ['buggy', 'hotfixed', 'workaround'] as const) {
       log(`\n${mode}${mode === 'workaround' ? ' (buggy, interface MTU 576)' : ''}:`);

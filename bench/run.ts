@@ -42,14 +42,13 @@ function parseArgs(argv: string[]): Args | 'help' {
 
 /** A section another module provides (bench/leak.ts, bench/pmtu.ts), loaded only if present. */
 async function optionalSection(name: string, file: string, fn: string, quick: boolean): Promise<Figure[]> {
-  let mod: Record<string, unknown>;
   try {
     require.resolve(`./${file}`);
   } catch {
     progress(`  ${name}: skipped (bench/${file}.ts is not there yet)`);
     return [];
   }
-  mod = require(`./${file}`) as Record<string, unknown>;
+  const mod = require(`./${file}`) as Record<string, unknown>;
   const run = mod[fn];
   if (typeof run !== 'function') { progress(`  ${name}: skipped (bench/${file}.ts does not export ${fn})`); return []; }
   const result = await (run as (o: unknown) => Promise<unknown>)({ quick, progress });

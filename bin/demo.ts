@@ -157,18 +157,20 @@ export async function run(argv: string[]): Promise<number> {
   };
 
   try {
-    await step('namespace', 'ip netns add', async () => {
+    const made = await step('namespace', 'ip netns add', async () => {
       lab = await Lab.create('demo');
       ns = await lab.addNamespace('demo');
       return { figure: ns };
-    }) || (blocked = 'no namespace');
+    });
+    if (!made) blocked = 'no namespace';
 
-    await step('start stack', `faultstack run ${STACK_ARGS.join(' ')}`, async () => {
+    const started = await step('start stack', `faultstack run ${STACK_ARGS.join(' ')}`, async () => {
       fs.rmSync(PCAP, { force: true }); // what is reported at the end is this run's capture
       const t0 = Date.now();
       stack = await lab!.startStack(ns, STACK_ARGS, { timeoutMs: 30_000 });
       return { figure: `ready in ${Date.now() - t0} ms`, detail: stack.readyLine };
-    }) || (blocked = blocked || 'the stack did not start');
+    });
+    if (!started) blocked = blocked || 'the stack did not start';
 
     await step('ping', `ping -c 5 ${STACK}`, async () => {
       await have('ping');
@@ -247,7 +249,7 @@ export async function run(argv: string[]): Promise<number> {
       let vm = '';
       let l2Mac = '';
       let l2Blocked = '';
-      await step('l2 bridge', 'a bridge, a namespace with a veth into it, faultstack run --tap ... --bridge ...', async () => {
+      const l2Up = await step('l2 bridge', 'a bridge, a namespace with a veth into it, faultstack run --tap ... --bridge ...', async () => {
         l2ns = await lab!.addNamespace('l2');
         vm = await lab!.addNamespace('vm');
         const br = await lab!.bridge('l2');
@@ -255,7 +257,8 @@ export async function run(argv: string[]): Promise<number> {
         const s = await lab!.startStack(l2ns, ['--tap', lab!.ifname('t1'), '--bridge', br, '--addr', `${L2_STACK}/24`, '--services', 'echo,http,iperf3'], { timeoutMs: 30_000 });
         l2Mac = /\bmac ([0-9a-f:]{17})/.exec(s.readyLine)?.[1] ?? '';
         return { figure: `bridge ${br}, stack ${L2_STACK}${l2Mac ? ` at ${l2Mac}` : ''}, VM ${L2_VM}`, detail: s.readyLine };
-      }) || (l2Blocked = 'the L2 stack did not start');
+      });
+      if (!l2Up) l2Blocked = 'the L2 stack did not start';
       const l2step = (name: string, what: string, fn: () => Promise<StepOutcome>) =>
         l2Blocked && !blocked ? Promise.resolve(void records.push({ step: name, result: 'skipped', figure: l2Blocked, ms: 0 })) : step(name, what, fn);
       await l2step('l2 ping', `ping -c 5 ${L2_STACK} from the VM; its ip neigh`, async () => {

@@ -315,10 +315,10 @@ interface RawSocketModule {
 
 function loadRawSocket(): RawSocketModule {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+     
     return require('raw-socket') as RawSocketModule;
   } catch (e) {
-    throw new Error(`synflood: cannot load raw-socket (${(e as Error).message.split('\n')[0]}); run npm install`);
+    throw new Error(`synflood: cannot load raw-socket (${(e as Error).message.split('\n')[0]}); run npm install`, { cause: e });
   }
 }
 

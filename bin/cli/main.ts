@@ -76,13 +76,13 @@ export function loadCommand(name: string): CommandModule {
   const entry = COMMANDS[name]!;
   let mod: Partial<CommandModule>;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+     
     mod = require(entry.module) as Partial<CommandModule>;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     const first = (err.message ?? '').split('\n')[0] ?? '';
     if (err.code === 'MODULE_NOT_FOUND' && first.includes(`'${entry.module}'`)) {
-      throw new Error(`command "${name}" is not available in this build (${path.join(path.dirname(__filename), entry.module)}.js is missing; run \`make build\`)`);
+      throw new Error(`command "${name}" is not available in this build (${path.join(path.dirname(__filename), entry.module)}.js is missing; run \`make build\`)`, { cause: e });
     }
     throw e;
   }

@@ -74,6 +74,7 @@ export class ImpairDevice implements Device {
   add(id: number, spec: PacketImpairSpec, seed: number): PacketStage {
     const now = this.scheduler.now();
     const dir = spec.direction;
+    // eslint-disable-next-line prefer-const -- the queue's output closes over the stage made from it
     let stage: PacketStage;
     const queue = new NetemQueue({
       spec: spec.netem, seed, now, scheduler: this.scheduler,

@@ -153,13 +153,13 @@ export class StackShard {
     life.defer(async () => { for (const h of handles) await h.close(); });
     const plain = names.filter((n): n is Exclude<ServiceName, 'mtls'> => n !== 'mtls');
     if (plain.length > 0) {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
+       
       const svc = require('../services/index') as typeof import('../services/index');
       const statusProvider = cachedSummary(() => this.status());
       handles.push(...await svc.startServices(o.api ?? this.api, plain, { statusProvider, faults: this.faults, events: this.events }));
     }
     if (names.includes('mtls')) {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
+       
       const { startMtls } = require('../services/mtls') as typeof import('../services/mtls');
       if (!o.certDir) throw new Error('mtls needs a certificate directory');
       const h = startMtls(this.api, { faults: this.faults, certDir: o.certDir });

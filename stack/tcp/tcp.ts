@@ -210,13 +210,12 @@ export class TcpLayer {
       return;
     }
     c.TcpInSegs++;
-    let conn = this.table.lookup(dst, seg.dstPort, src, seg.srcPort);
+    const conn = this.table.lookup(dst, seg.dstPort, src, seg.srcPort);
     if (conn) {
       if (conn.state === State.TimeWait && (seg.flags & (SYN | ACK | RST)) === SYN && seqGt(seg.seq, conn.rcvNxt)) {
         // A new incarnation may reuse a TIME-WAIT pair if its SYN is above the old
         // sequence space (RFC 9293 3.10.7.4, RFC 6191).
         conn.destroy(null, now);
-        conn = undefined;
       } else {
         if (conn.state === State.SynSent) conn.inputSynSent(seg, now);
         else conn.input(seg, buf, now);

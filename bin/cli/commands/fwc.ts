@@ -69,7 +69,7 @@ async function open(f: { firewall: number; port: number }): Promise<FirewallClie
     return await FirewallClient.open({ firewall: formatIpv4(f.firewall), port: f.port, application: 'faultstack-fwc' });
   } catch (e) {
     if (e instanceof FwcRefusedError) refusal(e);
-    throw new Error(`faultstack fwc: cannot reach the Firewall Client service at ${formatIpv4(f.firewall)}:${f.port}: ${(e as Error).message}`);
+    throw new Error(`faultstack fwc: cannot reach the Firewall Client service at ${formatIpv4(f.firewall)}:${f.port}: ${(e as Error).message}`, { cause: e });
   }
 }
 

@@ -351,14 +351,14 @@ const SHUTDOWN_GRACE_MS = 10_000;
 function loadRuntime(): StartStackRuntime {
   try {
     // Lazy: `faultstack stats` and friends never pay for loading the whole stack.
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+     
     const mod = require('../../../stack/runtime/run') as { startStackRuntime?: StartStackRuntime };
     if (typeof mod.startStackRuntime !== 'function') throw new Error('stack/runtime/run does not export startStackRuntime');
     return mod.startStackRuntime;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'MODULE_NOT_FOUND' && /stack[\\/]runtime[\\/]run/.test(err.message.split('\n')[0] ?? '')) {
-      throw new Error('the stack runtime is not built (stack/runtime/run.js is missing): run `make build`');
+      throw new Error('the stack runtime is not built (stack/runtime/run.js is missing): run `make build`', { cause: e });
     }
     throw e;
   }
