@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE  ?= node
 TUN_ADDON := drivers/tun/build/Release/faultstack_tun.node
 
-.PHONY: all deps build addon ts test unit integration lint-deps typecheck-tests demo bench clean ike-vectors
+.PHONY: all deps build addon ts test unit integration lint lint-deps typecheck-tests demo bench clean ike-vectors
 
 all: build
 
