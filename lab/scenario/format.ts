@@ -70,7 +70,7 @@ export type Traffic =
   | { kind: 'hping3'; from: Origin; port: number; count: number; durationMs: number; sources: number }
   | { kind: 'sha-peer'; from: Origin; to?: string; port: number; bytes: number; timeoutMs: number }
   | { kind: 'udp-echo'; from: Origin; to?: string; count: number }
-  | { kind: 'connect'; to: string; timeoutMs: number }
+  | { kind: 'connect'; to: string; timeoutMs?: number }
   | { kind: 'tls-burst'; from: Origin; count: number; timeoutMs: number }
   | { kind: 'downloads'; first: number; count: number; bytes: number; concurrency: number; stallMs: number }
   | { kind: 'play'; items: number; graceMs: number }
@@ -420,7 +420,7 @@ function readTraffic(ctx: Ctx, kind: (typeof TRAFFIC_KINDS)[number], node: Node,
       return t;
     }
     case 'connect': {
-      const t = { kind, to: '', timeoutMs: 5000 } as Traffic & { kind: 'connect' };
+      const t = { kind, to: '' } as Traffic & { kind: 'connect' };
       read({ to: (n, f) => {
         const s = str(ctx, n, f, 'ADDRESS:PORT in 198.18.0.0/15');
         const m = /^(.+):(\d{1,5})$/.exec(s.trim());
