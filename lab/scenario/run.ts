@@ -287,7 +287,7 @@ async function runAction(a: Action, env: Env, part: Part, chartBase: string, ext
       const r = await env.controlRaw(args, (a.timeoutMs ?? 180_000) + 20_000);
       const err = oneLine(r.stderr);
       const outcome = r.code === 0 ? 'connected' : /no outcome/.test(err) ? 'no-outcome' : /ETIMEDOUT/.test(err) ? 'timeout' : /ECONNREFUSED/.test(err) ? 'refused' : /EHOSTUNREACH/.test(err) ? 'unreachable' : 'error';
-      return { ok: outcome === 'connected', values: { outcome }, figure: r.code === 0 ? oneLine(r.stdout) : `${outcome}: ${err.replace(/^faultstack connect [^:]+: /, '')}` };
+      return { ok: outcome === 'connected', values: { outcome }, figure: r.code === 0 ? oneLine(r.stdout) : `${outcome}: ${err.replace(/^faultstack connect \S+: /, '')}` };
     }
     case 'tls-burst': {
       if (!env.certDir) throw new Error('tls-burst needs the mtls service (stack.services)');
