@@ -43,6 +43,11 @@ export function renderRun(r: ScenarioRunResult): string {
   return out.join('\n') + '\n';
 }
 
+/** Side by side, a cell keeps its start (the full text is in the run's own report and --json). */
+function clip(s: string, max = 64): string {
+  return s.length > max ? s.slice(0, max - 3) + '...' : s;
+}
+
 /** Several runs of one scenario (one per mode) side by side: step by step, expectation by expectation. */
 export function renderCompare(fault: string, runs: { mode: string; result: ScenarioRunResult }[]): string {
   const out: string[] = [`scenario ${runs[0]!.result.name}: ${fault} ${runs.map((x) => x.mode).join(' versus ')}`];
@@ -51,13 +56,13 @@ export function renderCompare(fault: string, runs: { mode: string; result: Scena
   first.parts.forEach((p, i) => {
     out.push('', `${p.name} [${p.topology}]`);
     const names = p.steps.map((s) => s.name);
-    const rows = [head, ...names.map((n) => [`  ${n}`, ...runs.map((x) => stepCell(x.result.parts[i]?.steps.find((s) => s.name === n)))])];
+    const rows = [head, ...names.map((n) => [`  ${n}`, ...runs.map((x) => clip(stepCell(x.result.parts[i]?.steps.find((s) => s.name === n))))])];
     rows.push(['  passed', ...runs.map((x) => (x.result.parts[i]?.ok ? 'yes' : `NO${x.result.parts[i]?.error ? `: ${x.result.parts[i]!.error}` : ''}`))]);
     out.push(table(rows).trimEnd());
     const texts = [...new Set(runs.flatMap((x) => (x.result.parts[i]?.expectations ?? []).map((e) => `${e.text} ${e.expected}`)))];
     if (texts.length) {
       const erows = [['  expectation', ...runs.map((x) => x.mode)]];
-      for (const t of texts) erows.push([`  ${t}`, ...runs.map((x) => expectCell(x.result.parts[i]?.expectations.find((e) => `${e.text} ${e.expected}` === t)))]);
+      for (const t of texts) erows.push([`  ${t}`, ...runs.map((x) => clip(expectCell(x.result.parts[i]?.expectations.find((e) => `${e.text} ${e.expected}` === t))))]);
       out.push('', table(erows).trimEnd());
     }
     for (const x of runs) if (x.result.parts[i]?.chart) out.push(`  chart (${x.mode}): ${x.result.parts[i]!.chart}`);
