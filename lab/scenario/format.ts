@@ -603,7 +603,7 @@ function readExpect(ctx: Ctx, node: Node, field: string, steps: Step[], lab: Lab
     case 'counter':
       oneStack('a counter');
       only(['during']);
-      if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(h.value)) ctx.fail(h.node, `${field}.counter`, `must be a counter name as faultstack stats --json prints it (e.g. FsIcmpIgnoredAtLimit), got ${shown(h.node)}`);
+      if (!/^[A-Za-z][A-Za-z0-9_]*(:[a-z0-9-]+)?$/.test(h.value)) ctx.fail(h.node, `${field}.counter`, `must be a counter name as faultstack stats --json prints it (e.g. FsIcmpIgnoredAtLimit; a firewall's drops by reason as FwDrop:media-port-closed), got ${shown(h.node)}`);
       if (during) stepByName(during, duringNode!, `${field}.during`);
       return { ...base, kind: 'counter', counter: h.value, during };
     case 'stat':

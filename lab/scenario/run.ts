@@ -234,9 +234,26 @@ async function buildRouters(lab: Lab, k: string, mtus: number[]): Promise<string
 // ------------------------------------------------------------------------------ steps
 
 
+/** `faultstack stats --json`, and on a firewall `fw summary --json` under `fw` (its counters and drops by reason). */
+async function statsDoc(env: Env): Promise<Record<string, unknown>> {
+  const doc = JSON.parse(await env.control(['stats', '--json'])) as Record<string, unknown>;
+  if (env.firewall) doc.fw = JSON.parse(await env.control(['fw', 'summary', '--json']));
+  return doc;
+}
+
+/** Every counter: the stack's, and a firewall's (FwDropped, ...) with its drops as FwDrop:<reason>. */
 async function counters(env: Env): Promise<Record<string, number>> {
-  const doc = JSON.parse(await env.control(['stats', '--json'])) as { counters?: Record<string, number> };
-  return doc.counters ?? {};
+  return countersOf(await statsDoc(env));
+}
+
+function countersOf(doc: Record<string, unknown>): Record<string, number> {
+  const out: Record<string, number> = { ...((doc.counters as Record<string, number> | undefined) ?? {}) };
+  const fw = doc.fw as { counters?: Record<string, number>; drops?: Record<string, number> } | undefined;
+  if (fw) {
+    Object.assign(out, fw.counters ?? {});
+    for (const [reason, n] of Object.entries(fw.drops ?? {})) out[`FwDrop:${reason}`] = n;
+  }
+  return out;
 }
 
 /** Runs one step's action; its values, its own verdict and a figure for the report. */
@@ -418,8 +435,8 @@ async function runPart(part: Part, o: RunOptions, chartBase: string): Promise<Pa
     const sequence = (async () => { for (const s of part.steps.filter((x) => x.at === undefined)) await runStep(s); })();
     await Promise.all([sequence, ...timed]);
     result.steps.sort((a, b) => part.steps.findIndex((s) => s.name === a.name) - part.steps.findIndex((s) => s.name === b.name));
-    const endStats = env.hasStack ? JSON.parse(await env.control(['stats', '--json'])) as { counters?: Record<string, number> } : {};
-    const endCounters = endStats.counters ?? {};
+    const endStats = env.hasStack ? await statsDoc(env) : {};
+    const endCounters = countersOf(endStats);
     const events = env.hasStack ? (await env.control(['events', '--json'])).split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { kind: string }) : [];
     const byName = new Map(result.steps.map((s) => [s.name, s]));
     for (const x of part.expect) {
@@ -431,8 +448,9 @@ async function runPart(part: Part, o: RunOptions, chartBase: string): Promise<Pa
         case 'counter': {
           const snap = x.during ? during.get(x.during) : { before: startCounters, after: endCounters };
           if (!snap?.before || !snap.after) { note = 'counters could not be read'; break; }
-          actual = (snap.after[x.counter] ?? 0) - (snap.before[x.counter] ?? 0);
-          if (!(x.counter in snap.after)) note = `the stack has no counter ${x.counter} (faultstack stats --json lists them)`;
+          // A counter the stack does not have fails: a misspelt name must not pass a max: 0.
+          if (!(x.counter in snap.after)) { note = `the stack has no counter ${x.counter} (faultstack stats --json lists them)`; break; }
+          actual = snap.after[x.counter]! - (snap.before[x.counter] ?? 0);
           break;
         }
         case 'stat': actual = dig(endStats, x.path); if (actual === null) note = `faultstack stats --json has no ${x.path}`; break;
