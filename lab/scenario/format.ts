@@ -159,6 +159,12 @@ function suggest(word: string, names: readonly string[]): string {
 
 // ------------------------------------------------------------------------------ readers
 
+/** A mapping key as text (a --set adds plain keys, the parser Scalars). */
+function keyText(k: unknown): string {
+  if (isScalar(k)) return String(k.value);
+  return typeof k === 'string' || typeof k === 'number' ? String(k) : '';
+}
+
 type Fields = Record<string, (node: Node, field: string) => void>;
 
 /** Reads a mapping whose keys must be among `fields`; `required` ones must be there. */
@@ -166,7 +172,7 @@ function mapping(ctx: Ctx, node: Node | null | undefined, field: string, fields:
   if (!isMap(node)) ctx.fail(node, field, `must be a mapping with ${Object.keys(fields).join(', ')}, got ${shown(node)}`);
   const seen = new Set<string>();
   for (const pair of (node as YAMLMap).items as Pair<Node, Node>[]) {
-    const key = isScalar(pair.key) ? String(pair.key.value) : '';
+    const key = keyText(pair.key);
     const sub = field ? `${field}.${key}` : key;
     const handler = Object.prototype.hasOwnProperty.call(fields, key) ? fields[key] : undefined;
     if (!handler) ctx.fail(pair.key, sub, `unknown field${suggest(key, Object.keys(fields))}; valid fields here: ${Object.keys(fields).join(', ')}`);
@@ -328,7 +334,7 @@ function readStack(ctx: Ctx, node: Node | undefined): StackSpec {
     faults: (n, f) => {
       if (!isMap(n)) ctx.fail(n, f, `must be a mapping of FAULT: MODE (e.g. kb898060: buggy), got ${shown(n)}`);
       for (const pair of (n as YAMLMap).items as Pair<Node, Node>[]) {
-        const raw = isScalar(pair.key) ? String(pair.key.value) : '';
+        const raw = keyText(pair.key);
         const id = faultId(ctx, pair.key, `${f}.${raw}`, raw);
         st.faults[id] = oneOf(ctx, pair.value as Node, `${f}.${raw}`, MODES);
       }
@@ -336,7 +342,7 @@ function readStack(ctx: Ctx, node: Node | undefined): StackSpec {
     params: (n, f) => {
       if (!isMap(n)) ctx.fail(n, f, `must be a mapping of NAME: VALUE (e.g. MaxIcmpHostRoutes: 6), got ${shown(n)}`);
       for (const pair of (n as YAMLMap).items as Pair<Node, Node>[]) {
-        const name = isScalar(pair.key) ? String(pair.key.value) : '';
+        const name = keyText(pair.key);
         const v = pair.value as Node;
         const raw = isScalar(v) && (typeof v.value === 'number' || typeof v.value === 'string' || typeof v.value === 'boolean') ? v.value : null;
         if (raw === null) ctx.fail(v ?? pair.key, `${f}.${name}`, `must be a value, got ${shown(v)}`);
@@ -464,7 +470,7 @@ function readStep(ctx: Ctx, node: Node, field: string, index: number, lab: LabSp
   let action: Action | undefined;
   let actionKey = '';
   for (const pair of (node as YAMLMap).items as Pair<Node, Node>[]) {
-    const key = isScalar(pair.key) ? String(pair.key.value) : '';
+    const key = keyText(pair.key);
     const sub = `${field}.${key}`;
     const v = pair.value as Node;
     if (key === 'at') { at = time(ctx, v, sub, 120_000); continue; }
@@ -546,7 +552,7 @@ function readExpect(ctx: Ctx, node: Node, field: string, steps: Step[], lab: Lab
   let valueNode: Node | undefined, baselineNode: Node | undefined, duringNode: Node | undefined;
   const HEADS = ['counter', 'stat', 'event', 'step', 'throughput'];
   for (const pair of (node as YAMLMap).items as Pair<Node, Node>[]) {
-    const key = isScalar(pair.key) ? String(pair.key.value) : '';
+    const key = keyText(pair.key);
     const sub = `${field}.${key}`;
     const v = pair.value as Node;
     if (HEADS.includes(key)) {
@@ -569,7 +575,7 @@ function readExpect(ctx: Ctx, node: Node, field: string, steps: Step[], lab: Lab
       case 'when': {
         if (!isMap(v)) ctx.fail(v, sub, `must be a mapping of FAULT: MODE (the expectation holds only in that mode), got ${shown(v)}`);
         for (const p of (v as YAMLMap).items as Pair<Node, Node>[]) {
-          const raw = isScalar(p.key) ? String(p.key.value) : '';
+          const raw = keyText(p.key);
           when[faultId(ctx, p.key, `${sub}.${raw}`, raw)] = oneOf(ctx, p.value as Node, `${sub}.${raw}`, MODES);
         }
         break;
@@ -651,7 +657,8 @@ function readPart(ctx: Ctx, node: Node, field: string, fallbackName: string): Pa
   }
   const part: Part = { name: fallbackName, description: '', lab, stack: { faults: {}, params: {}, impair: [], offloads: true }, steps: [], expect: [], line: ctx.line(node) };
   try {
-    mapping(ctx, node, field, {
+    // Fields are named from the part (rename() puts parts[i]. in front).
+    mapping(ctx, node, '', {
       name: (n, f) => { part.name = str(ctx, n, f); },
       description: (n, f) => { part.description = str(ctx, n, f); },
       lab: () => {},
@@ -733,7 +740,7 @@ export function parseScenario(text: string, file: string, opts: LoadOptions = {}
   };
   if (parts !== undefined) {
     for (const pair of rootMap.items as Pair<Node, Node>[]) {
-      const key = isScalar(pair.key) ? String(pair.key.value) : '';
+      const key = keyText(pair.key);
       if (!['name', 'description', 'parts'].includes(key)) ctx.fail(pair.key, key, `a file with parts has only name, description and parts at the top; move ${key} into a part`);
     }
     scenario.parts = seq(ctx, parts, 'parts', 'parts (each a scenario: lab, stack, steps, expect)').map((p, i) => readPart(ctx, p, `parts[${i}]`, `part${i + 1}`));
