@@ -11,6 +11,13 @@ function table(rows: string[][]): string {
 
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
+/** A measured value as a person reads it: fractions to three decimals. */
+function shownValue(v: unknown): string {
+  if (v === null || v === undefined) return 'none';
+  if (typeof v === 'number' && !Number.isInteger(v)) return String(Math.round(v * 1000) / 1000);
+  return String(v);
+}
+
 function stepCell(s: StepResult | undefined): string {
   if (!s) return '-';
   return s.error ? `FAILED: ${s.error}` : s.figure;
@@ -19,7 +26,7 @@ function stepCell(s: StepResult | undefined): string {
 function expectCell(x: ExpectationResult | undefined): string {
   if (!x) return '-';
   if (x.result === 'skipped') return `skipped (${x.note})`;
-  return `${x.result} (${x.actual === null ? 'none' : String(x.actual)}${x.note ? `; ${x.note}` : ''})`;
+  return `${x.result} (${shownValue(x.actual)}${x.note ? `; ${x.note}` : ''})`;
 }
 
 /** One run: per part its steps (start, end, figure) and its expectations (expected, measured, verdict). */
@@ -38,7 +45,7 @@ export function renderRun(r: ScenarioRunResult): string {
     }
     if (p.chart) out.push(`  chart: ${p.chart}`);
   }
-  const failed = r.parts.flatMap((p) => p.expectations.filter((x) => x.result === 'FAIL').map((x) => `${r.file}:${x.line}: ${x.text} ${x.expected}, measured ${x.actual === null ? 'nothing' : x.actual}${x.note ? ` (${x.note})` : ''}`));
+  const failed = r.parts.flatMap((p) => p.expectations.filter((x) => x.result === 'FAIL').map((x) => `${r.file}:${x.line}: ${x.text} ${x.expected}, measured ${x.actual === null ? 'nothing' : shownValue(x.actual)}${x.note ? ` (${x.note})` : ''}`));
   if (failed.length) out.push('', 'failed expectations:', ...failed.map((f) => `  ${f}`));
   return out.join('\n') + '\n';
 }

@@ -52,7 +52,7 @@ describe('scenarios', () => {
   it('ships the walkthroughs, the netem experiment and the demo', () => {
     for (const f of ['kb903927-buggy', 'kb903927-hotfixed', 'kb903927-synflood', 'kb297040-buggy', 'kb297040-hotfixed', 'kb898060-buggy', 'kb898060-hotfixed', 'kb898060-workaround',
       'kb972183-buggy', 'kb972183-hotfixed', 'kb972183-workaround-ipsec-exception', 'kb972183-workaround-no-ipsec', 'kb319381-buggy', 'kb319381-hotfixed',
-      'netem-loss-delay', 'demo']) expect(FILES).toContain(`${f}.yaml`);
+      'netem-loss-delay', 'routers-pmtu', 'demo']) expect(FILES).toContain(`${f}.yaml`);
   });
 
   for (const f of FILES) {
