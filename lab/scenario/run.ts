@@ -15,31 +15,10 @@ import { Lab, type StackProcess } from '../lab';
 import { NlbLab, timelineSvg, type ScenarioResult as NlbScenarioResult } from '../nlb-lab';
 import { PmtuLab } from '../pmtu-lab';
 import { curl, iperf3, ping, requireInLab, shaEcho, tlsBurst, udpEcho } from '../traffic';
-import { applies, type Action, type Expectation, type Origin, type Part, type Scenario, type Step } from './format';
+import { boundText, evaluate, type ExpectationResult, type StepResult, type Value } from './evaluate';
+import { applies, type Action, type Origin, type Part, type Scenario, type Step } from './format';
 
-export type Value = number | string | boolean | null;
-
-export interface StepResult {
-  name: string;
-  kind: string;
-  /** ms from the part's start. */
-  startMs: number;
-  endMs: number;
-  ok: boolean;
-  values: Record<string, Value>;
-  figure: string;
-  error?: string;
-}
-
-export interface ExpectationResult {
-  text: string;
-  line: number;
-  /** skipped: its `when` does not match this run's modes. */
-  result: 'pass' | 'FAIL' | 'skipped';
-  expected: string;
-  actual: Value;
-  note?: string;
-}
+export type { ExpectationResult, StepResult, Value } from './evaluate';
 
 export interface PartResult {
   name: string;
@@ -338,33 +317,6 @@ async function runAction(a: Action, env: Env, part: Part, chartBase: string, ext
   }
 }
 
-// ------------------------------------------------------------------------------ expectations
-
-function boundText(e: Expectation): string {
-  const parts: string[] = [];
-  if (e.equals !== undefined) parts.push(`= ${e.equals}`);
-  if (e.min !== undefined) parts.push(`>= ${e.min}`);
-  if (e.max !== undefined) parts.push(`<= ${e.max}`);
-  return parts.join(' and ');
-}
-
-function within(e: Expectation, v: Value): boolean {
-  if (v === null || v === undefined) return false;
-  if (e.equals !== undefined && !(v === e.equals || String(v) === String(e.equals))) return false;
-  if (e.min !== undefined && !(typeof v === 'number' && v >= e.min)) return false;
-  if (e.max !== undefined && !(typeof v === 'number' && v <= e.max)) return false;
-  return true;
-}
-
-function dig(doc: unknown, dotted: string): Value {
-  let cur: unknown = doc;
-  for (const k of dotted.split('.')) {
-    if (cur === null || typeof cur !== 'object') return null;
-    cur = (cur as Record<string, unknown>)[k];
-  }
-  return typeof cur === 'number' || typeof cur === 'string' || typeof cur === 'boolean' ? cur : null;
-}
-
 // ------------------------------------------------------------------------------ the chart
 
 function esc(s: string): string {
@@ -438,42 +390,7 @@ async function runPart(part: Part, o: RunOptions, chartBase: string): Promise<Pa
     const endStats = env.hasStack ? await statsDoc(env) : {};
     const endCounters = countersOf(endStats);
     const events = env.hasStack ? (await env.control(['events', '--json'])).split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { kind: string }) : [];
-    const byName = new Map(result.steps.map((s) => [s.name, s]));
-    for (const x of part.expect) {
-      const base = { text: x.text, line: x.line, expected: boundText(x) };
-      if (!applies(x, part)) { result.expectations.push({ ...base, result: 'skipped', actual: null, note: `when ${Object.entries(x.when).map(([f, m]) => `${f}=${m}`).join(', ')}` }); continue; }
-      let actual: Value = null;
-      let note: string | undefined;
-      switch (x.kind) {
-        case 'counter': {
-          const snap = x.during ? during.get(x.during) : { before: startCounters, after: endCounters };
-          if (!snap?.before || !snap.after) { note = 'counters could not be read'; break; }
-          // A counter the stack does not have fails: a misspelt name must not pass a max: 0.
-          if (!(x.counter in snap.after)) { note = `the stack has no counter ${x.counter} (faultstack stats --json lists them)`; break; }
-          actual = snap.after[x.counter]! - (snap.before[x.counter] ?? 0);
-          break;
-        }
-        case 'stat': actual = dig(endStats, x.path); if (actual === null) note = `faultstack stats --json has no ${x.path}`; break;
-        case 'event': actual = events.filter((e) => e.kind === x.event).length; break;
-        case 'step': {
-          const s = byName.get(x.step);
-          if (s?.error) note = `the step failed: ${s.error}`;
-          actual = x.value === 'ok' ? (s?.ok ?? false) : (s?.values[x.value] ?? null);
-          break;
-        }
-        case 'throughput': {
-          const s = byName.get(x.step), b = byName.get(x.baseline);
-          const sv = s?.values.bitsPerSecond, bv = b?.values.bitsPerSecond;
-          if (typeof sv === 'number' && typeof bv === 'number' && bv > 0) {
-            actual = Math.round((sv / bv) * 1000) / 1000;
-            note = `${mbit(sv)} / ${mbit(bv)}`;
-          } else note = `no throughput measured (${s?.error ?? b?.error ?? 'a step failed'})`;
-          break;
-        }
-      }
-      const pass = within(x, actual);
-      result.expectations.push({ ...base, result: pass ? 'pass' : 'FAIL', actual, ...(note ? { note } : {}) });
-    }
+    result.expectations = evaluate(part, { startCounters, endCounters, during, stats: endStats, events, steps: result.steps });
   } catch (e) {
     result.error = oneLine((e as Error).message, 400);
   } finally {
