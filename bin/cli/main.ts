@@ -39,8 +39,8 @@ export const COMMANDS: Record<string, CommandEntry> = {
   faults: { summary: 'list the reproduced faults, their modes and parameters', module: './commands/faults' },
   certs: { summary: 'create the test certificates the mtls service needs', module: './commands/certs' },
   demo: { summary: 'run the end-to-end demo in a throwaway network namespace', module: '../demo' },
-  scenario: { summary: 'scenario run|compare|check FILE: an experiment described in a YAML file (docs/scenarios.md)', module: './commands/scenario' },
   lab: { summary: 'lab nlb: the KB 972183 lab (NLB cluster, strongSwan clients moving networks, sticky application)', module: './commands/lab' },
+  scenario: { summary: 'scenario run|compare|check FILE: an experiment described in a YAML file (docs/scenarios.md)', module: './commands/scenario' },
 };
 
 function debug(): boolean {

@@ -785,7 +785,16 @@ function applySet(doc: Document, ctx: Ctx, raw: string): void {
   for (const t of targets) {
     try {
       const node = doc.createNode((value as Scalar).toJSON?.() ?? valueText) as Node;
-      doc.setIn(t, node);
+      // The last key as a node too, so that an error about the key (an unknown parameter)
+      // also names the --set.
+      const last = t[t.length - 1]!;
+      const key = typeof last === 'string' ? (doc.createNode(last) as Node) : last;
+      if (typeof last === 'string') ctx.overridden.set(key as Node, raw);
+      const parent = t.length > 1 ? doc.getIn(t.slice(0, -1), true) : doc.contents;
+      if (isMap(parent) && typeof last === 'string') {
+        const existing = parent.items.find((p) => keyText(p.key) === last);
+        if (existing) existing.value = node; else parent.items.push(doc.createPair(key, node) as Pair<unknown, unknown>);
+      } else doc.setIn(t, node);
       ctx.overridden.set(node, raw);
     } catch (e) {
       throw new ScenarioError(ctx.file, 0, 0, '', `--set ${key}: ${(e as Error).message.split('\n')[0]}`);
