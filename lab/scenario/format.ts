@@ -14,7 +14,7 @@
  */
 import * as fs from 'node:fs';
 import { Document, LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type Pair, type Scalar, type YAMLMap, type YAMLSeq } from 'yaml';
-import { FAULTS, PARAM_NAMES, PROFILE_NAMES, findParam, lookupFault, lookupParam, parseParamValue } from '../../stack/faults/catalogue';
+import { ALL_MODES, FAULTS, PARAM_NAMES, PROFILE_NAMES, findParam, lookupFault, lookupParam, parseParamValue, type FaultMode } from '../../stack/faults/catalogue';
 import { parseImpairment } from '../../stack/impair/spec';
 import { SERVICE_NAMES } from '../../stack/runtime/options';
 import { editDistance } from '../../stack/util/edit-distance';
@@ -46,7 +46,7 @@ export interface LabSpec {
 export interface StackSpec {
   profile?: string;
   services?: string[];
-  faults: Record<string, 'off' | 'buggy' | 'hotfixed'>;
+  faults: Record<string, FaultMode>;
   params: Record<string, number | string>;
   /** `--impair` words, checked with the stack's own parser. */
   impair: string[];
@@ -54,7 +54,7 @@ export interface StackSpec {
 }
 
 export type Action =
-  | { kind: 'set'; fault: string; mode: 'off' | 'buggy' | 'hotfixed' }
+  | { kind: 'set'; fault: string; mode: FaultMode }
   | { kind: 'param'; name: string; value: number | string }
   | { kind: 'impair'; op: 'add'; spec: string }
   | { kind: 'impair'; op: 'clear' }
@@ -248,7 +248,8 @@ function listOrOne(ctx: Ctx, node: Node, field: string, valid: string): Node[] {
 // ------------------------------------------------------------------------------ sections
 
 const FAULT_IDS = FAULTS.map((f) => f.id);
-const MODES = ['off', 'buggy', 'hotfixed'] as const;
+/** The catalogue's modes (off, buggy, hotfixed). */
+const MODES: readonly FaultMode[] = ALL_MODES;
 
 function faultId(ctx: Ctx, node: Node, field: string, raw: string): string {
   const f = lookupFault(raw);
@@ -267,13 +268,13 @@ function paramValue(ctx: Ctx, node: Node, field: string, name: string, raw: stri
 }
 
 /** `kb898060=buggy` (a step's set, the compare flag). */
-function faultAssignment(ctx: Ctx, node: Node, field: string): { fault: string; mode: (typeof MODES)[number] } {
+function faultAssignment(ctx: Ctx, node: Node, field: string): { fault: string; mode: FaultMode } {
   const s = str(ctx, node, field, 'FAULT=MODE, e.g. kb898060=buggy');
   const m = /^\s*([^=\s]+)\s*=\s*(\S+)\s*$/.exec(s);
   if (!m) ctx.fail(node, field, `must be FAULT=MODE (e.g. kb898060=buggy), got ${shown(node)}`);
   const fault = faultId(ctx, node, field, m![1]!);
   if (!(MODES as readonly string[]).includes(m![2]!)) ctx.fail(node, field, `mode must be one of ${MODES.join(', ')}, got ${JSON.stringify(m![2])}`);
-  return { fault, mode: m![2] as (typeof MODES)[number] };
+  return { fault, mode: m![2] as FaultMode };
 }
 
 function impairWords(ctx: Ctx, node: Node, field: string): string {

@@ -186,7 +186,7 @@ describe('faultstack scenario (the command line, in process)', () => {
     expect(await cli(['scenario', 'run'])).toMatchObject({ code: 2, err: 'faultstack scenario run: missing FILE; usage: faultstack scenario run FILE [options]\n' });
     expect(() => parseCompareFault('kb898060=buggy')).toThrow(/needs at least two different modes/);
     expect(() => parseCompareFault('kb1=buggy,hotfixed')).toThrow(/unknown fault "kb1"/);
-    expect(() => parseCompareFault('kb898060=buggy,broken')).toThrow(/mode "broken" is not off, buggy or hotfixed/);
+    expect(() => parseCompareFault('kb898060=buggy,broken')).toThrow(/mode "broken" is not one of off, buggy, hotfixed/);
     expect(parseCompareFault('pmtu-hostroutes=buggy,hotfixed')).toEqual({ fault: 'kb898060', modes: ['buggy', 'hotfixed'] });
   });
 

@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { lookupFault } from '../../../stack/faults/catalogue';
+import { ALL_MODES, lookupFault } from '../../../stack/faults/catalogue';
 import { loadScenario, type Scenario } from '../../../lab/scenario/format';
 import { renderCompare, renderRun } from '../../../lab/scenario/report';
 import type { ScenarioRunResult } from '../../../lab/scenario/run';
@@ -74,15 +74,15 @@ function summary(s: Scenario): string {
 }
 
 export function parseCompareFault(raw: string | undefined): { fault: string; modes: string[] } {
-  const valid = 'ID=MODE,MODE with modes off, buggy, hotfixed, e.g. kb898060=buggy,hotfixed';
+  const valid = `ID=MODE,MODE with modes ${ALL_MODES.join(', ')}, e.g. kb898060=buggy,hotfixed`;
   if (raw === undefined) throw usageError(SCENARIO_COMPARE_SPEC, `--fault is required: ${valid}`);
   const m = /^([^=]+)=(.+)$/.exec(raw.trim());
   if (!m) throw usageError(SCENARIO_COMPARE_SPEC, `--fault must be ${valid}, got ${JSON.stringify(raw)}`);
   const f = lookupFault(m[1]!);
   if (!f) throw usageError(SCENARIO_COMPARE_SPEC, `--fault: unknown fault ${JSON.stringify(m[1])}; ${valid}`);
   const modes = m[2]!.split(',').map((x) => x.trim());
-  const bad = modes.find((x) => !['off', 'buggy', 'hotfixed'].includes(x));
-  if (bad !== undefined) throw usageError(SCENARIO_COMPARE_SPEC, `--fault: mode ${JSON.stringify(bad)} is not off, buggy or hotfixed; ${valid}`);
+  const bad = modes.find((x) => !(ALL_MODES as readonly string[]).includes(x));
+  if (bad !== undefined) throw usageError(SCENARIO_COMPARE_SPEC, `--fault: mode ${JSON.stringify(bad)} is not one of ${ALL_MODES.join(', ')}; ${valid}`);
   if (modes.length < 2 || new Set(modes).size !== modes.length) throw usageError(SCENARIO_COMPARE_SPEC, `--fault needs at least two different modes to compare; ${valid}`);
   return { fault: f.id, modes };
 }
