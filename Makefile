@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE  ?= node
 TUN_ADDON := drivers/tun/build/Release/faultstack_tun.node
 
-.PHONY: all deps build addon ts test unit integration lint-deps typecheck-tests demo scenarios bench clean ike-vectors
+.PHONY: all deps build addon ts test unit integration lint-deps typecheck-tests demo bench clean ike-vectors
 
 all: build
 
@@ -49,6 +49,7 @@ demo: build
 	$(NODE) dist/bin/demo.js
 
 # Every shipped scenario file (scenarios/, docs/scenarios.md), one after another; stops at the first that fails.
+.PHONY: scenarios
 scenarios: build
 	@for f in scenarios/*.yaml; do $(NODE) dist/bin/cli/main.js scenario run $$f || exit 1; done
 
