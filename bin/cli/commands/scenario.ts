@@ -62,7 +62,6 @@ function needRoot(spec: { name: string }): void {
 
 function runner(): Runner {
   // Loaded on use: `scenario check` and --help stay light.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
   return require('../../../lab/scenario/run') as Runner;
 }
 
