@@ -52,6 +52,11 @@ integration: build
 demo: build
 	$(NODE) dist/bin/demo.js
 
+# Every shipped scenario file (scenarios/, docs/scenarios.md), one after another; stops at the first that fails.
+.PHONY: scenarios
+scenarios: build
+	@for f in scenarios/*.yaml; do $(NODE) dist/bin/cli/main.js scenario run $$f || exit 1; done
+
 bench: build
 	$(NODE) dist/bench/run.js
 

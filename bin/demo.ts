@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import { defineCommand, parseArgs, printHelp, switchFlag } from './cli/args';
 import { table } from './cli/format';
 import { Lab, StackProcess, StackStartError } from '../lab/lab';
+import { curl, iperf3, ping, requireInLab, udpEcho } from '../lab/traffic';
 
 const STACK = '198.18.0.2';
 const PCAP = '/tmp/faultstack-demo.pcap';
@@ -80,26 +81,6 @@ s.on('close', () => out({ error: 'connection closed early', sent, received: recv
 setTimeout(() => out({ error: 'timed out', sent, received: recv }), +process.argv[4]);
 `;
 
-/** Node script: N datagrams of various sizes to a UDP echo port; counts exact echoes. */
-const UDP_ECHO_SCRIPT = `
-const dgram = require('dgram'), crypto = require('crypto');
-const host = process.argv[1], port = +process.argv[2];
-const sizes = [8, 64, 100, 256, 512, 1000, 1200, 1400, 1472, 33, 9, 700, 1471, 128, 16, 900, 1300, 50, 1024, 400];
-const pending = new Map(); let ok = 0, bad = 0; const t0 = Date.now();
-const s = dgram.createSocket('udp4');
-const finish = () => { process.stdout.write(JSON.stringify({ sent: sizes.length, ok, bad, ms: Date.now() - t0 }) + '\\n'); process.exit(0); };
-s.on('message', (m) => {
-  const key = m.subarray(0, 8).toString('hex'), want = pending.get(key);
-  if (want && want.equals(m)) { pending.delete(key); ok++; } else bad++;
-  if (pending.size === 0) finish();
-});
-s.on('error', (e) => { process.stdout.write(JSON.stringify({ error: e.message }) + '\\n'); process.exit(1); });
-s.bind(0, () => {
-  for (const n of sizes) { const b = crypto.randomBytes(n); pending.set(b.subarray(0, 8).toString('hex'), b); s.send(b, port, host); }
-});
-setTimeout(finish, 3000);
-`;
-
 function oneLine(s: string, max = 90): string {
   const t = s.split('\n').map((x) => x.trim()).filter(Boolean).join(' ');
   return t.length > max ? t.slice(0, max - 3) + '...' : t;
@@ -107,6 +88,13 @@ function oneLine(s: string, max = 90): string {
 
 function lastLine(s: string): string {
   return s.trim().split('\n').pop()?.trim() ?? '';
+}
+
+/** The 1 MB download's figure (the TUN step and the L2 step). */
+function curlMegabyte(r: { exit: number | null; httpCode: number; bytes: number; bitsPerSecond: number; stderr: string }): StepOutcome {
+  if (r.exit !== 0) throw new Error(`curl exit ${r.exit}: ${r.stderr}`);
+  const ok = r.httpCode === 200 && r.bytes === 1_000_000;
+  return { ok, figure: `HTTP ${r.httpCode}, ${r.bytes} bytes${ok ? `, ${mbit(r.bitsPerSecond)}` : ' (expected 1000000)'}` };
 }
 
 function mbit(bps: number): string {
@@ -151,11 +139,6 @@ export async function run(argv: string[]): Promise<number> {
     return rec.result === 'ok';
   };
 
-  const have = async (tool: string): Promise<void> => {
-    const r = await lab!.exec(null, 'sh', ['-c', `command -v ${tool}`], { timeoutMs: 5000 });
-    if (r.code !== 0) throw new Error(`${tool} is not installed (make deps installs it)`);
-  };
-
   try {
     const made = await step('namespace', 'ip netns add', async () => {
       lab = await Lab.create('demo');
@@ -173,27 +156,20 @@ export async function run(argv: string[]): Promise<number> {
     if (!started) blocked = blocked || 'the stack did not start';
 
     await step('ping', `ping -c 5 ${STACK}`, async () => {
-      await have('ping');
-      const r = await lab!.exec(ns, 'ping', ['-c', '5', '-i', '0.2', '-W', '2', STACK], { timeoutMs: 20_000 });
-      const got = Number(/(\d+) (?:packets )?received/.exec(r.stdout)?.[1] ?? 0);
-      const avg = /= [\d.]+\/([\d.]+)\//.exec(r.stdout)?.[1];
-      return { ok: got === 5, figure: `${got}/5 replies${avg ? `, avg ${avg} ms` : ''}` };
+      await requireInLab(lab!, 'ping');
+      const r = await ping(lab!, ns, STACK, { count: 5, intervalMs: 200, waitMs: 2000 });
+      return { ok: r.received === 5, figure: `${r.received}/5 replies${r.avgMs !== null ? `, avg ${r.avgMs} ms` : ''}` };
     });
 
     await step('http /', `curl http://${STACK}/`, async () => {
-      await have('curl');
-      const r = await lab!.exec(ns, 'curl', ['-sS', '-o', '/dev/null', '--max-time', '10', '-w', '%{http_code} %{size_download}', `http://${STACK}/`], { timeoutMs: 15_000 });
-      if (r.code !== 0) throw new Error(`curl exit ${r.code}: ${oneLine(r.stderr)}`);
-      const [code, size] = r.stdout.trim().split(' ');
-      return { ok: code === '200', figure: `HTTP ${code}, ${size} bytes` };
+      await requireInLab(lab!, 'curl');
+      const r = await curl(lab!, ns, `http://${STACK}/`, { maxTimeMs: 10_000 });
+      if (r.exit !== 0) throw new Error(`curl exit ${r.exit}: ${r.stderr}`);
+      return { ok: r.httpCode === 200, figure: `HTTP ${r.httpCode}, ${r.bytes} bytes` };
     });
 
     await step('http 1 MB', `curl http://${STACK}/bytes/1000000`, async () => {
-      const r = await lab!.exec(ns, 'curl', ['-sS', '-o', '/dev/null', '--max-time', '30', '-w', '%{http_code} %{size_download} %{speed_download}', `http://${STACK}/bytes/1000000`], { timeoutMs: 35_000 });
-      if (r.code !== 0) throw new Error(`curl exit ${r.code}: ${oneLine(r.stderr)}`);
-      const [code, size, speed] = r.stdout.trim().split(' ');
-      const ok = code === '200' && Number(size) === 1_000_000;
-      return { ok, figure: `HTTP ${code}, ${size} bytes${ok ? `, ${mbit(Number(speed) * 8)}` : ' (expected 1000000)'}` };
+      return curlMegabyte(await curl(lab!, ns, `http://${STACK}/bytes/1000000`, { maxTimeMs: 30_000 }));
     });
 
     await step('tcp echo 10 MB', `${ECHO_BYTES / 1e6} MB to ${STACK}:7 and back, SHA-256 compared`, async () => {
@@ -206,26 +182,15 @@ export async function run(argv: string[]): Promise<number> {
 
     for (const reverse of [false, true]) {
       await step(reverse ? 'iperf3 download' : 'iperf3 upload', `iperf3 -c ${STACK} -t 3 -J${reverse ? ' -R' : ''}`, async () => {
-        await have('iperf3');
-        const r = await lab!.exec(ns, 'iperf3', ['-c', STACK, '-t', '3', '-J', ...(reverse ? ['-R'] : [])], { timeoutMs: 30_000 });
-        let doc: { error?: string; end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } } };
-        try {
-          doc = JSON.parse(r.stdout);
-        } catch {
-          throw new Error(`iperf3 exit ${r.code}: ${oneLine(r.stderr || r.stdout)}`);
-        }
-        if (doc.error) throw new Error(`iperf3: ${doc.error}`);
-        const bps = doc.end?.sum_received?.bits_per_second ?? 0;
-        const rtx = doc.end?.sum_sent?.retransmits;
-        return { ok: r.code === 0 && bps > 0, figure: `${mbit(bps)}${rtx !== undefined ? `, ${rtx} retransmits` : ''}` };
+        await requireInLab(lab!, 'iperf3');
+        const r = await iperf3(lab!, ns, STACK, { seconds: 3, reverse });
+        return { ok: r.bitsPerSecond > 0, figure: `${mbit(r.bitsPerSecond)}${r.retransmits !== null ? `, ${r.retransmits} retransmits` : ''}` };
       });
     }
 
     await step('udp echo', `20 datagrams of 8 to 1472 bytes to ${STACK}:7`, async () => {
-      const r = await lab!.exec(ns, process.execPath, ['-e', UDP_ECHO_SCRIPT, STACK, '7'], { timeoutMs: 10_000 });
-      const res = JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as { error?: string; sent?: number; ok?: number; bad?: number };
-      if (res.error || res.sent === undefined) throw new Error(res.error ?? `exit ${r.code}: ${oneLine(r.stderr)}`);
-      return { ok: res.ok === res.sent && !res.bad, figure: `${res.ok}/${res.sent} echoed intact${res.bad ? `, ${res.bad} wrong` : ''}` };
+      const r = await udpEcho(lab!, ns, STACK, 7, 20);
+      return { ok: r.echoed === r.sent && !r.wrong, figure: `${r.echoed}/${r.sent} echoed intact${r.wrong ? `, ${r.wrong} wrong` : ''}` };
     });
 
     await step('stats', 'faultstack stats', async () => {
@@ -262,28 +227,21 @@ export async function run(argv: string[]): Promise<number> {
       const l2step = (name: string, what: string, fn: () => Promise<StepOutcome>) =>
         l2Blocked && !blocked ? Promise.resolve(void records.push({ step: name, result: 'skipped', figure: l2Blocked, ms: 0 })) : step(name, what, fn);
       await l2step('l2 ping', `ping -c 5 ${L2_STACK} from the VM; its ip neigh`, async () => {
-        const r = await lab!.exec(vm, 'ping', ['-c', '5', '-i', '0.2', '-W', '2', L2_STACK], { timeoutMs: 20_000 });
-        const got = Number(/(\d+) (?:packets )?received/.exec(r.stdout)?.[1] ?? 0);
-        const avg = /= [\d.]+\/([\d.]+)\//.exec(r.stdout)?.[1];
+        const r = await ping(lab!, vm, L2_STACK, { count: 5, intervalMs: 200, waitMs: 2000 });
+        const got = r.received;
+        const avg = r.avgMs === null ? undefined : String(r.avgMs);
         const n = await lab!.exec(vm, 'ip', ['-j', 'neigh', 'show', L2_STACK], { timeoutMs: 5000 });
         const lladdr = ((JSON.parse(n.stdout || '[]') as { lladdr?: string }[])[0]?.lladdr) ?? '?';
         return { ok: got === 5 && (l2Mac === '' || lladdr === l2Mac), figure: `${got}/5 replies${avg ? `, avg ${avg} ms` : ''}; ip neigh: ${L2_STACK} at ${lladdr}` };
       });
       await l2step('l2 http', `curl http://${L2_STACK}/bytes/1000000 from the VM`, async () => {
-        const r = await lab!.exec(vm, 'curl', ['-sS', '-o', '/dev/null', '--max-time', '30', '-w', '%{http_code} %{size_download} %{speed_download}', `http://${L2_STACK}/bytes/1000000`], { timeoutMs: 35_000 });
-        if (r.code !== 0) throw new Error(`curl exit ${r.code}: ${oneLine(r.stderr)}`);
-        const [code, size, speed] = r.stdout.trim().split(' ');
-        const ok = code === '200' && Number(size) === 1_000_000;
-        return { ok, figure: `HTTP ${code}, ${size} bytes${ok ? `, ${mbit(Number(speed) * 8)}` : ' (expected 1000000)'}` };
+        return curlMegabyte(await curl(lab!, vm, `http://${L2_STACK}/bytes/1000000`, { maxTimeMs: 30_000 }));
       });
       await l2step('l2 iperf3', `iperf3 -c ${L2_STACK} -t 2, then -R, from the VM`, async () => {
         const out: string[] = [];
         for (const reverse of [false, true]) {
-          const r = await lab!.exec(vm, 'iperf3', ['-c', L2_STACK, '-t', '2', '-J', ...(reverse ? ['-R'] : [])], { timeoutMs: 30_000 });
-          let doc: { error?: string; end?: { sum_received?: { bits_per_second?: number } } };
-          try { doc = JSON.parse(r.stdout); } catch { throw new Error(`iperf3 exit ${r.code}: ${oneLine(r.stderr || r.stdout)}`); }
-          if (doc.error) throw new Error(`iperf3${reverse ? ' -R' : ''}: ${doc.error}`);
-          out.push(`${reverse ? 'download' : 'upload'} ${mbit(doc.end?.sum_received?.bits_per_second ?? 0)}`);
+          const r = await iperf3(lab!, vm, L2_STACK, { seconds: 2, reverse });
+          out.push(`${reverse ? 'download' : 'upload'} ${mbit(r.bitsPerSecond)}`);
           await new Promise((res) => setTimeout(res, 200)); // iperf3 -s takes a moment before the next test
         }
         return { figure: out.join(', ') };

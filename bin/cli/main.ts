@@ -40,6 +40,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   certs: { summary: 'create the test certificates the mtls service needs', module: './commands/certs' },
   demo: { summary: 'run the end-to-end demo in a throwaway network namespace', module: '../demo' },
   lab: { summary: 'lab nlb: the KB 972183 lab (NLB cluster, strongSwan clients moving networks, sticky application)', module: './commands/lab' },
+  scenario: { summary: 'scenario run|compare|check FILE: an experiment described in a YAML file (docs/scenarios.md)', module: './commands/scenario' },
 };
 
 function debug(): boolean {
