@@ -17,7 +17,7 @@ import {
 import { readU32 } from '../wire/bytes';
 import { ReplayVerdict, ReplayWindow } from './replay';
 import { ENCRS, Encr, INTEGS, Integ, cipherName } from './transforms';
-import { newGcm, type GcmContext } from './aead';
+import { newCbcHmac, newGcm, type CbcHmacContext, type GcmContext } from './aead';
 
 const TWO32 = 0x1_0000_0000;
 
@@ -45,8 +45,9 @@ export interface EspSaStats {
 /**
  * One direction of an ESP SA: its SPI, keys, sequence counter (outbound) or replay
  * window (inbound), and counters. AES-GCM runs on one context per SA that only takes a
- * new nonce per packet (aead.ts); without the addon, and for CBC + HMAC, node:crypto
- * contexts are created per packet (node:crypto has no context that takes a new IV).
+ * new nonce per packet, AES-CBC + HMAC on one cipher and one HMAC context (aead.ts);
+ * without the addon node:crypto contexts are created per packet (node:crypto has no
+ * context that takes a new IV).
  */
 export class EspSa {
   readonly cipher: string;
@@ -68,6 +69,8 @@ export class EspSa {
   readonly aadBuf: Buffer;
   /** The reusable AES-GCM context (null: CBC, or the addon is not built). */
   readonly gcm: GcmContext | null;
+  /** The reusable AES-CBC + HMAC context (null: GCM, or the addon is not built). */
+  readonly cbc: CbcHmacContext | null;
 
   constructor(readonly spi: number, readonly direction: 'in' | 'out', readonly keys: EspKeys, replayWindow = 128) {
     const e = ENCRS[keys.encr];
@@ -94,6 +97,7 @@ export class EspSa {
     this.salt.copy(this.nonce, 0);
     this.aadBuf = Buffer.alloc(keys.esn ? 12 : 8);
     this.gcm = e.aead ? newGcm(this.key) : null;
+    this.cbc = e.aead ? null : newCbcHmac(this.key, this.integHash, keys.integKey);
   }
 
   /** Where espSealAlloc's buffer wants the payload: after headroom, the ESP header and the IV. */
@@ -191,6 +195,12 @@ export function espSealFinish(sa: EspSa, nextHeader: number, out: Buffer, len: n
     }
   } else {
     randomIv(out, ivOff, sa.ivSize);
+    if (sa.cbc) {
+      sa.cbc.seal(out, hdr, ivOff, ctOff, ptLen, ctOff + ptLen, sa.icvSize, k.esn ? Math.floor(next / TWO32) : -1);
+      sa.stats.packets++;
+      sa.stats.bytes += len;
+      return;
+    }
     const c = createCipheriv(sa.cipher, sa.key, out.subarray(ivOff, ivOff + sa.ivSize));
     c.setAutoPadding(false);
     const ct = c.update(out.subarray(ctOff, ctOff + ptLen));
@@ -270,6 +280,12 @@ export function espOpen(sa: EspSa, pkt: Buffer, off: number, len: number, out: O
       d.setAuthTag(pkt.subarray(icvOff, icvOff + sa.icvSize));
       pt = d.update(pkt.subarray(ctOff, icvOff));
       try { d.final(); } catch { sa.stats.integrityFailures++; return OpenResult.Integrity; }
+    }
+  } else if (sa.cbc) {
+    pt = Buffer.allocUnsafe(ctLen);
+    if (!sa.cbc.open(pkt, off, off + ESP_HEADER, ctOff, ctLen, icvOff, sa.icvSize, k.esn ? Math.floor(seq / TWO32) : -1, pt, 0)) {
+      sa.stats.integrityFailures++;
+      return OpenResult.Integrity;
     }
   } else {
     const h = createHmac(sa.integHash, k.integKey);

@@ -3,11 +3,11 @@
  * and the output path that cuts a TCP super-segment straight into ESP packets
  * (protectTcpSegment) against cutting first and protecting each segment.
  */
-import { createCipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createHmac, randomBytes } from 'node:crypto';
 import { describe, expect, test } from 'vitest';
 import { VirtioNetHdr, type OffloadMeta } from '../../drivers/device';
 import { newTcp4GsoLayout, parseTcp4Gso, segmentTcp4 } from '../../drivers/gso';
-import { aeadAddon, newGcm } from '../../stack/ipsec/aead';
+import { aeadAddon, newCbcHmac, newGcm } from '../../stack/ipsec/aead';
 import { EspSa, OpenResult, espOpen, type EspKeys, type OpenedPacket } from '../../stack/ipsec/esp';
 import { protectPacket, protectTcpSegment, type OuterSpec } from '../../stack/ipsec/packet';
 import { Encr, Integ } from '../../stack/ipsec/transforms';
@@ -53,6 +53,53 @@ describe('AES-GCM context', () => {
     expect(() => g.seal(n, a, 8, b, -1, 10, 20)).toThrow(RangeError);
     expect(() => g.open(n, a, 8, b, 0, 50, 50, Buffer.alloc(49), 0)).toThrow(RangeError);
     expect(() => new (Object.getPrototypeOf(g).constructor as new (k: Buffer) => unknown)(Buffer.alloc(15))).toThrow(RangeError);
+  });
+});
+
+describe('AES-CBC + HMAC context', () => {
+  const HASHES = [['sha1', 20, 12], ['sha256', 32, 16], ['sha384', 48, 24], ['sha512', 64, 32]] as const;
+  for (const [hash, keyLen, icvLen] of HASHES) {
+    for (const encLen of [16, 32]) {
+      test(`seal and open agree with node:crypto, AES-${encLen * 8}-CBC + HMAC-${hash}, with and without the ESN high half`, () => {
+        const ek = randomBytes(encLen), ik = randomBytes(keyLen);
+        const g = newCbcHmac(ek, hash, ik)!;
+        for (const blocks of [1, 2, 5, 89]) {
+          for (const seqHigh of [-1, 0, 7, 0xfffffffe]) {
+            // ESP layout: header (8) | IV (16) | ciphertext | ICV, after 5 bytes of headroom.
+            const hdr = 5, iv = hdr + 8, ct = iv + 16, len = blocks * 16, icv = ct + len;
+            const buf = randomBytes(icv + icvLen);
+            const orig = Buffer.from(buf);
+            const c = createCipheriv(`aes-${encLen * 8}-cbc`, ek, orig.subarray(iv, iv + 16));
+            c.setAutoPadding(false);
+            const wantCt = Buffer.concat([c.update(orig.subarray(ct, icv)), c.final()]);
+            expect(g.seal(buf, hdr, iv, ct, len, icv, icvLen, seqHigh)).toBe(true);
+            expect(buf.subarray(ct, icv).equals(wantCt)).toBe(true);
+            const m = createHmac(hash, ik).update(buf.subarray(hdr, icv));
+            if (seqHigh >= 0) { const hi = Buffer.alloc(4); hi.writeUInt32BE(seqHigh); m.update(hi); }
+            expect(buf.subarray(icv, icv + icvLen).equals(m.digest().subarray(0, icvLen))).toBe(true);
+            const back = Buffer.alloc(len);
+            expect(g.open(buf, hdr, iv, ct, len, icv, icvLen, seqHigh, back, 0)).toBe(true);
+            expect(back.equals(orig.subarray(ct, icv))).toBe(true);
+            // The ICV covers header, IV, ciphertext and the high half: change any and it fails.
+            const bad = Buffer.from(buf);
+            bad[hdr + Math.floor(Math.random() * (icv + icvLen - hdr))]! ^= 4;
+            expect(g.open(bad, hdr, iv, ct, len, icv, icvLen, seqHigh, back, 0)).toBe(false);
+            expect(g.open(buf, hdr, iv, ct, len, icv, icvLen, seqHigh === -1 ? 0 : seqHigh + 1, back, 0)).toBe(false);
+          }
+        }
+      });
+    }
+  }
+
+  test('bad keys, hashes and ranges throw', () => {
+    expect(() => newCbcHmac(Buffer.alloc(15), 'sha256', Buffer.alloc(32))).toThrow(RangeError);
+    expect(() => newCbcHmac(Buffer.alloc(16), 'md5', Buffer.alloc(32))).toThrow(RangeError);
+    const g = newCbcHmac(Buffer.alloc(16), 'sha256', Buffer.alloc(32))!;
+    const b = Buffer.alloc(100);
+    expect(() => g.seal(b, 0, 8, 24, 17, 41, 16, -1)).toThrow(RangeError); // not whole blocks
+    expect(() => g.seal(b, 0, 8, 24, 64, 88, 16, -1)).toThrow(RangeError); // ICV past the end
+    expect(() => g.seal(b, 0, 8, 24, 32, 56, 33, -1)).toThrow(RangeError); // ICV longer than the hash
+    expect(() => g.open(b, 0, 8, 24, 32, 56, 16, -1, Buffer.alloc(31), 0)).toThrow(RangeError);
   });
 });
 
