@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 NODE  ?= node
 TUN_ADDON := drivers/tun/build/Release/faultstack_tun.node
+AEAD_ADDON := stack/ipsec/aead/build/Release/faultstack_aead.node
 
 .PHONY: all deps build addon ts test unit integration lint lint-deps typecheck-tests demo bench clean ike-vectors
 
@@ -14,7 +15,12 @@ $(TUN_ADDON): drivers/tun/binding.gyp drivers/tun/src/*.cc | deps
 	@echo "node-gyp: building $(TUN_ADDON)"
 	@cd drivers/tun && ../../node_modules/.bin/node-gyp rebuild --nodedir=/usr --loglevel=warn >/dev/null
 
-addon: $(TUN_ADDON)
+# ESP's AES-GCM with one OpenSSL context per SA (stack/ipsec/aead.ts says why).
+$(AEAD_ADDON): stack/ipsec/aead/binding.gyp stack/ipsec/aead/src/*.cc | deps
+	@echo "node-gyp: building $(AEAD_ADDON)"
+	@cd stack/ipsec/aead && ../../../node_modules/.bin/node-gyp rebuild --nodedir=/usr --loglevel=warn >/dev/null
+
+addon: $(TUN_ADDON) $(AEAD_ADDON)
 
 ts: deps
 	./node_modules/.bin/tsc -p tsconfig.json
@@ -68,4 +74,4 @@ ike-vectors: build
 	$(NODE) .tools/capture-ike-vectors.js
 
 clean:
-	rm -rf dist drivers/tun/build .tools
+	rm -rf dist drivers/tun/build stack/ipsec/aead/build .tools

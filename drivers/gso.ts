@@ -26,50 +26,99 @@ export function isGsoTcp4(pkt: Buffer, meta: OffloadMeta | null | undefined): bo
 }
 
 /**
- * Cuts `pkt` into segments of at most `meta.gsoSize` payload bytes; each segment is a
- * new buffer with complete checksums. The original is returned alone when it already fits.
+ * Where the segments of a TCP/IPv4 super-segment come from: read once per super-segment
+ * (parseTcp4Gso), then each segment is written straight to where its user wants it
+ * (writeTcp4Segment), e.g. into the plaintext of an ESP packet, so cutting costs one copy
+ * of the payload and no buffer of its own.
  */
-export function segmentTcp4(pkt: Buffer, meta: OffloadMeta): Buffer[] {
-  if (pkt.length < 20 || (pkt[0]! >> 4) !== 4 || pkt[9] !== 6) return [pkt];
+export interface Tcp4GsoLayout {
+  ihl: number;
+  thl: number;
+  /** IP + TCP header bytes (copied into every segment). */
+  hdr: number;
+  payload: number;
+  mss: number;
+  /** Number of segments. */
+  count: number;
+  id0: number;
+  seq0: number;
+  flags0: number;
+  src: number;
+  dst: number;
+}
+
+export function newTcp4GsoLayout(): Tcp4GsoLayout {
+  return { ihl: 0, thl: 0, hdr: 0, payload: 0, mss: 0, count: 0, id0: 0, seq0: 0, flags0: 0, src: 0, dst: 0 };
+}
+
+/** Fills `l` for `pkt`; false when it is not a well-formed TCP/IPv4 packet (use it as it is). */
+export function parseTcp4Gso(pkt: Buffer, meta: OffloadMeta, l: Tcp4GsoLayout): boolean {
+  if (pkt.length < 20 || (pkt[0]! >> 4) !== 4 || pkt[9] !== 6) return false;
   const ihl = (pkt[0]! & 15) * 4;
   let total = (pkt[2]! << 8) | pkt[3]!;
   // The kernel may hand over a GSO packet with total length 0: the buffer says how long it is.
   if (total === 0 || total > pkt.length) total = pkt.length;
-  if (ihl < 20 || total < ihl + 20) return [pkt];
+  if (ihl < 20 || total < ihl + 20) return false;
   const thl = (pkt[ihl + 12]! >> 4) * 4;
   const hdr = ihl + thl;
-  if (thl < 20 || hdr > total) return [pkt];
+  if (thl < 20 || hdr > total) return false;
   const payload = total - hdr;
+  l.ihl = ihl; l.thl = thl; l.hdr = hdr; l.payload = payload;
   // No segment size: one segment of the whole payload (its checksums completed).
-  const mss = meta.gsoSize > 0 ? meta.gsoSize : Math.max(1, payload);
-  const n = Math.max(1, Math.ceil(payload / mss));
-  const id0 = (pkt[4]! << 8) | pkt[5]!;
-  const seq0 = pkt.readUInt32BE(ihl + 4);
-  const flags0 = pkt[ihl + 13]!;
-  const src = pkt.readUInt32BE(12), dst = pkt.readUInt32BE(16);
+  l.mss = meta.gsoSize > 0 ? meta.gsoSize : Math.max(1, payload);
+  l.count = Math.max(1, Math.ceil(payload / l.mss));
+  l.id0 = (pkt[4]! << 8) | pkt[5]!;
+  l.seq0 = pkt.readUInt32BE(ihl + 4);
+  l.flags0 = pkt[ihl + 13]!;
+  l.src = pkt.readUInt32BE(12);
+  l.dst = pkt.readUInt32BE(16);
+  return true;
+}
+
+/** Length of segment `i` (headers included). */
+export function tcp4SegmentLength(l: Tcp4GsoLayout, i: number): number {
+  return l.hdr + Math.min(l.mss, l.payload - i * l.mss);
+}
+
+/** Writes segment `i` of `pkt` at `seg[at..]`, complete with checksums; returns its length. */
+export function writeTcp4Segment(pkt: Buffer, l: Tcp4GsoLayout, i: number, seg: Buffer, at: number): number {
+  const { ihl, thl, hdr, mss } = l;
+  const off = i * mss;
+  const len = Math.min(mss, l.payload - off);
+  pkt.copy(seg, at, 0, hdr);
+  pkt.copy(seg, at + hdr, hdr + off, hdr + off + len);
+  const segTotal = hdr + len;
+  seg[at + 2] = segTotal >> 8; seg[at + 3] = segTotal & 255;
+  const id = (l.id0 + i) & 0xffff;
+  seg[at + 4] = id >> 8; seg[at + 5] = id & 255;
+  seg[at + 10] = 0; seg[at + 11] = 0;
+  const ipc = internetChecksum(seg, at, ihl);
+  seg[at + 10] = ipc >> 8; seg[at + 11] = ipc & 255;
+  const t = at + ihl;
+  seg.writeUInt32BE((l.seq0 + off) >>> 0, t + 4);
+  let f = l.flags0;
+  if (i > 0) f &= ~CWR;
+  if (i < l.count - 1) f &= ~(FIN | PSH);
+  seg[t + 13] = f;
+  seg[t + 16] = 0; seg[t + 17] = 0;
+  const tlen = thl + len;
+  const c = checksumFinish(checksumAdd(seg, t, tlen, pseudoHeaderSum(l.src, l.dst, 6, tlen)));
+  seg[t + 16] = c >> 8; seg[t + 17] = c & 255;
+  return segTotal;
+}
+
+const layout = newTcp4GsoLayout();
+
+/**
+ * Cuts `pkt` into segments of at most `meta.gsoSize` payload bytes; each segment is a
+ * new buffer with complete checksums. The original is returned alone when it already fits.
+ */
+export function segmentTcp4(pkt: Buffer, meta: OffloadMeta): Buffer[] {
+  if (!parseTcp4Gso(pkt, meta, layout)) return [pkt];
   const out: Buffer[] = [];
-  for (let i = 0; i < n; i++) {
-    const off = i * mss;
-    const len = Math.min(mss, payload - off);
-    const seg = Buffer.allocUnsafe(hdr + len);
-    pkt.copy(seg, 0, 0, hdr);
-    pkt.copy(seg, hdr, hdr + off, hdr + off + len);
-    const segTotal = hdr + len;
-    seg[2] = segTotal >> 8; seg[3] = segTotal & 255;
-    const id = (id0 + i) & 0xffff;
-    seg[4] = id >> 8; seg[5] = id & 255;
-    seg[10] = 0; seg[11] = 0;
-    const ipc = internetChecksum(seg, 0, ihl);
-    seg[10] = ipc >> 8; seg[11] = ipc & 255;
-    seg.writeUInt32BE((seq0 + off) >>> 0, ihl + 4);
-    let f = flags0;
-    if (i > 0) f &= ~CWR;
-    if (i < n - 1) f &= ~(FIN | PSH);
-    seg[ihl + 13] = f;
-    seg[ihl + 16] = 0; seg[ihl + 17] = 0;
-    const tlen = thl + len;
-    const c = checksumFinish(checksumAdd(seg, ihl, tlen, pseudoHeaderSum(src, dst, 6, tlen)));
-    seg[ihl + 16] = c >> 8; seg[ihl + 17] = c & 255;
+  for (let i = 0; i < layout.count; i++) {
+    const seg = Buffer.allocUnsafe(tcp4SegmentLength(layout, i));
+    writeTcp4Segment(pkt, layout, i, seg, 0);
     out.push(seg);
   }
   return out;

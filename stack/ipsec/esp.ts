@@ -17,6 +17,7 @@ import {
 import { readU32 } from '../wire/bytes';
 import { ReplayVerdict, ReplayWindow } from './replay';
 import { ENCRS, Encr, INTEGS, Integ, cipherName } from './transforms';
+import { newCbcHmac, newGcm, type CbcHmacContext, type GcmContext } from './aead';
 
 const TWO32 = 0x1_0000_0000;
 
@@ -43,8 +44,10 @@ export interface EspSaStats {
 
 /**
  * One direction of an ESP SA: its SPI, keys, sequence counter (outbound) or replay
- * window (inbound), and counters. The cipher contexts are created per packet (GCM
- * needs a fresh nonce each time; node:crypto has no re-keyable context).
+ * window (inbound), and counters. AES-GCM runs on one context per SA that only takes a
+ * new nonce per packet, AES-CBC + HMAC on one cipher and one HMAC context (aead.ts);
+ * without the addon node:crypto contexts are created per packet (node:crypto has no
+ * context that takes a new IV).
  */
 export class EspSa {
   readonly cipher: string;
@@ -64,6 +67,10 @@ export class EspSa {
   /** Scratch GCM nonce (salt | IV) and AAD: node:crypto copies both, so one per SA serves every packet. */
   readonly nonce = Buffer.alloc(12);
   readonly aadBuf: Buffer;
+  /** The reusable AES-GCM context (null: CBC, or the addon is not built). */
+  readonly gcm: GcmContext | null;
+  /** The reusable AES-CBC + HMAC context (null: GCM, or the addon is not built). */
+  readonly cbc: CbcHmacContext | null;
 
   constructor(readonly spi: number, readonly direction: 'in' | 'out', readonly keys: EspKeys, replayWindow = 128) {
     const e = ENCRS[keys.encr];
@@ -89,6 +96,13 @@ export class EspSa {
     this.replay = direction === 'in' ? new ReplayWindow(replayWindow, keys.esn) : null;
     this.salt.copy(this.nonce, 0);
     this.aadBuf = Buffer.alloc(keys.esn ? 12 : 8);
+    this.gcm = e.aead ? newGcm(this.key) : null;
+    this.cbc = e.aead ? null : newCbcHmac(this.key, this.integHash, keys.integKey);
+  }
+
+  /** Where espSealAlloc's buffer wants the payload: after headroom, the ESP header and the IV. */
+  payloadOffset(headroom: number): number {
+    return headroom + ESP_HEADER + this.ivSize;
   }
 
   /** Bytes ESP adds around a payload of `len` bytes (header, IV, padding, trailer, ICV). */
@@ -129,50 +143,76 @@ function writeSeq64(buf: Buffer, off: number, seq: number): void {
  * (RFC 4303 3.3.3: without ESN the SA must be rekeyed before 2^32 packets).
  */
 export function espSeal(sa: EspSa, nextHeader: number, payload: Uint8Array, off: number, len: number, headroom: number): Buffer | null {
-  const k = sa.keys;
+  const out = espSealAlloc(sa, len, headroom);
+  if (!out) return null;
+  out.set(payload.subarray(off, off + len), sa.payloadOffset(headroom));
+  espSealFinish(sa, nextHeader, out, len, headroom);
+  return out;
+}
+
+/**
+ * The buffer for an ESP packet of a `len`-byte payload, with its sequence number
+ * taken: the caller writes the payload at `sa.payloadOffset(headroom)` (so it is copied
+ * once, from wherever it is, e.g. a segment of a super-segment) and calls espSealFinish.
+ * Null when the sequence number would cycle.
+ */
+export function espSealAlloc(sa: EspSa, len: number, headroom: number): Buffer | null {
   const next = sa.seq + 1;
-  if (!k.esn && next >= TWO32) return null;
+  if (!sa.keys.esn && next >= TWO32) return null;
   sa.seq = next;
+  return Buffer.allocUnsafe(sa.payloadOffset(headroom) + len + espPadLength(len, sa.block) + ESP_TRAILER + sa.icvSize);
+}
+
+/** Writes the header, trailer and ICV around the payload espSealAlloc's buffer holds, and encrypts it in place. */
+export function espSealFinish(sa: EspSa, nextHeader: number, out: Buffer, len: number, headroom: number): void {
+  const k = sa.keys;
+  const next = sa.seq;
   const pad = espPadLength(len, sa.block);
   const ptLen = len + pad + ESP_TRAILER;
   const hdr = headroom;
   const ivOff = hdr + ESP_HEADER;
   const ctOff = ivOff + sa.ivSize;
-  const out = Buffer.allocUnsafe(ctOff + ptLen + sa.icvSize);
   const h = sealHeader;
   h.spi = sa.spi; h.seq = next % TWO32;
   emitEspHeader(out, hdr, h);
-  // The plaintext is assembled in place, then encrypted from there.
-  out.set(payload.subarray(off, off + len), ctOff);
   const t = sealTrailer;
   t.padLength = pad; t.nextHeader = nextHeader; t.payloadLength = len;
   emitEspTrailer(out, ctOff + len, t);
-  const pt = out.subarray(ctOff, ctOff + ptLen);
   if (sa.aead) {
     writeSeq64(out, ivOff, next);
     const nonce = sa.nonce;
     out.copy(nonce, 4, ivOff, ivOff + 8);
-    const c = createCipheriv(sa.cipher as 'aes-128-gcm', sa.key, nonce, { authTagLength: 16 });
-    c.setAAD(aad(sa, out, hdr, next));
-    const ct = c.update(pt);
-    c.final();
-    ct.copy(out, ctOff);
-    c.getAuthTag().copy(out, ctOff + ptLen);
+    const a = aad(sa, out, hdr, next);
+    if (sa.gcm) {
+      sa.gcm.seal(nonce, a, a.length, out, ctOff, ptLen, ctOff + ptLen);
+    } else {
+      const c = createCipheriv(sa.cipher as 'aes-128-gcm', sa.key, nonce, { authTagLength: 16 });
+      c.setAAD(a);
+      const ct = c.update(out.subarray(ctOff, ctOff + ptLen));
+      c.final();
+      ct.copy(out, ctOff);
+      c.getAuthTag().copy(out, ctOff + ptLen);
+    }
   } else {
     randomIv(out, ivOff, sa.ivSize);
+    if (sa.cbc) {
+      sa.cbc.seal(out, hdr, ivOff, ctOff, ptLen, ctOff + ptLen, sa.icvSize, k.esn ? Math.floor(next / TWO32) : -1);
+      sa.stats.packets++;
+      sa.stats.bytes += len;
+      return;
+    }
     const c = createCipheriv(sa.cipher, sa.key, out.subarray(ivOff, ivOff + sa.ivSize));
     c.setAutoPadding(false);
-    const ct = c.update(pt);
+    const ct = c.update(out.subarray(ctOff, ctOff + ptLen));
     c.final();
     ct.copy(out, ctOff);
-    const h = createHmac(sa.integHash, k.integKey);
-    h.update(out.subarray(hdr, ctOff + ptLen));
-    if (k.esn) h.update(seqHigh(next));
-    h.digest().copy(out, ctOff + ptLen, 0, sa.icvSize);
+    const m = createHmac(sa.integHash, k.integKey);
+    m.update(out.subarray(hdr, ctOff + ptLen));
+    if (k.esn) m.update(seqHigh(next));
+    m.digest().copy(out, ctOff + ptLen, 0, sa.icvSize);
   }
   sa.stats.packets++;
   sa.stats.bytes += len;
-  return out;
 }
 
 function seqHigh(seq: number): Buffer {
@@ -230,11 +270,23 @@ export function espOpen(sa: EspSa, pkt: Buffer, off: number, len: number, out: O
   if (sa.aead) {
     const nonce = sa.nonce;
     pkt.copy(nonce, 4, off + ESP_HEADER, off + ESP_HEADER + 8);
-    const d = createDecipheriv(sa.cipher as 'aes-128-gcm', sa.key, nonce, { authTagLength: 16 });
-    d.setAAD(aad(sa, pkt, off, seq));
-    d.setAuthTag(pkt.subarray(icvOff, icvOff + sa.icvSize));
-    pt = d.update(pkt.subarray(ctOff, icvOff));
-    try { d.final(); } catch { sa.stats.integrityFailures++; return OpenResult.Integrity; }
+    const a = aad(sa, pkt, off, seq);
+    if (sa.gcm) {
+      pt = Buffer.allocUnsafe(ctLen);
+      if (!sa.gcm.open(nonce, a, a.length, pkt, ctOff, ctLen, icvOff, pt, 0)) { sa.stats.integrityFailures++; return OpenResult.Integrity; }
+    } else {
+      const d = createDecipheriv(sa.cipher as 'aes-128-gcm', sa.key, nonce, { authTagLength: 16 });
+      d.setAAD(a);
+      d.setAuthTag(pkt.subarray(icvOff, icvOff + sa.icvSize));
+      pt = d.update(pkt.subarray(ctOff, icvOff));
+      try { d.final(); } catch { sa.stats.integrityFailures++; return OpenResult.Integrity; }
+    }
+  } else if (sa.cbc) {
+    pt = Buffer.allocUnsafe(ctLen);
+    if (!sa.cbc.open(pkt, off, off + ESP_HEADER, ctOff, ctLen, icvOff, sa.icvSize, k.esn ? Math.floor(seq / TWO32) : -1, pt, 0)) {
+      sa.stats.integrityFailures++;
+      return OpenResult.Integrity;
+    }
   } else {
     const h = createHmac(sa.integHash, k.integKey);
     h.update(pkt.subarray(off, icvOff));

@@ -28,9 +28,9 @@ import { OpenResult, espOpen, type OpenedPacket } from './esp';
 import { IkeEngine, newIkeCounters, type InitiateOptions, type IpsecEvent } from './ike/engine';
 import type { IkeSa, IkeSaView } from './ike/ike-sa';
 import type { KeyLog } from './keylog';
-import { protectOverhead, protectPacket } from './packet';
+import { protectOverhead, protectPacket, protectTcpSegment, type OuterSpec } from './packet';
 import { Sad, type ChildSa, type Endpoint } from './sad';
-import { completeChecksum, segmentTcp4 } from '../../drivers/gso';
+import { completeChecksum, newTcp4GsoLayout, parseTcp4Gso, segmentTcp4 } from '../../drivers/gso';
 import { Spd } from './spd';
 import { randomBytes } from 'node:crypto';
 
@@ -313,6 +313,14 @@ export class Ipsec implements IpsecHook {
       return true;
     }
     if (meta !== null && meta.gsoType !== VirtioNetHdr.GSO_NONE && proto === PROTO_TCP) {
+      // A super-segment: in tunnel mode each segment is cut straight into its ESP packet.
+      if (child.mode === 'tunnel' && parseTcp4Gso(pkt, meta, gsoLayout)) {
+        this.counters.FsIpsecSoftwareSegments += gsoLayout.count;
+        for (let i = 0; i < gsoLayout.count; i++) {
+          if (!this.sendProtected(child, protectTcpSegment(child.outbound, pkt, gsoLayout, i, this.outerSpec(child)), now)) break;
+        }
+        return true;
+      }
       const segs = segmentTcp4(pkt, meta);
       this.counters.FsIpsecSoftwareSegments += segs.length;
       for (const s of segs) this.protectOne(child, s, now);
@@ -323,17 +331,29 @@ export class Ipsec implements IpsecHook {
     return true;
   }
 
+  /** The outer header's fields for the next packet of `child` (one object, reused). */
+  private outerSpec(child: ChildSa): OuterSpec {
+    const o = this.spec;
+    o.mode = child.mode; o.src = child.local.addr; o.dst = child.remote.addr;
+    if (child.encap) { this.encapPorts.sport = child.local.port; this.encapPorts.dport = child.remote.port; o.encap = this.encapPorts; } else o.encap = null;
+    o.ident = this.host.nextIpId();
+    return o;
+  }
+  private readonly spec: OuterSpec = { mode: 'tunnel', src: 0, dst: 0, encap: null, ident: 0 };
+  private readonly encapPorts = { sport: 0, dport: 0 };
+
   private protectOne(child: ChildSa, pkt: Buffer, now: number): void {
-    const out = protectPacket(child.outbound, pkt, {
-      mode: child.mode, src: child.local.addr, dst: child.remote.addr,
-      encap: child.encap ? { sport: child.local.port, dport: child.remote.port } : null, ident: this.host.nextIpId(),
-    });
+    this.sendProtected(child, protectPacket(child.outbound, pkt, this.outerSpec(child)), now);
+  }
+
+  /** Sends what protectPacket made; false when the SA ran out of sequence numbers (it is being deleted). */
+  private sendProtected(child: ChildSa, out: Buffer | null, now: number): boolean {
     if (out === null) {
       // RFC 4303 3.3.3: the sequence number would cycle; the SA must go.
       this.counters.XfrmOutStateSeqError++;
       const ike = this.ike.all().find((s) => s.id === child.ikeSaId);
       if (ike && child.state === 'installed') this.ike.deleteChild(ike, child, 'sequence numbers exhausted', now);
-      return;
+      return false;
     }
     child.outbound.lastUsed = now;
     this.counters.FsEspOutPackets++;
@@ -348,6 +368,7 @@ export class Ipsec implements IpsecHook {
     } finally {
       this.emitting = false;
     }
+    return true;
   }
 
   overhead(dst: number): number {
@@ -387,6 +408,9 @@ export class Ipsec implements IpsecHook {
     this.host.flushSoon();
   }
 }
+
+/** The super-segment being cut (output), one for all. */
+const gsoLayout = newTcp4GsoLayout();
 
 /** Transport ports of the packet looked at last (no allocation per packet): -1 when unknown. */
 let sport = -1, dport = -1;

@@ -8,7 +8,8 @@
 import { ESP_NEXT_IPV4, NAT_T_PORT, PROTO_ESP } from '../wire/esp';
 import { PROTO_UDP, emitIpv4Header, newIpv4Repr } from '../wire/ipv4';
 import { readU16, writeU16 } from '../wire/bytes';
-import { espSeal, type EspSa } from './esp';
+import { espSeal, espSealAlloc, espSealFinish, type EspSa } from './esp';
+import { tcp4SegmentLength, writeTcp4Segment, type Tcp4GsoLayout } from '../../drivers/gso';
 
 export interface OuterSpec {
   mode: 'tunnel' | 'transport';
@@ -39,6 +40,29 @@ export function protectPacket(sa: EspSa, pkt: Buffer, spec: OuterSpec): Buffer |
     if (!out) return null;
     outer.dontFragment = (pkt[6] & 0x40) !== 0;
   }
+  finishOuter(out, pkt, spec);
+  return out;
+}
+
+/**
+ * Tunnel mode for segment `i` of the TCP super-segment `pkt` (layout from parseTcp4Gso):
+ * the segment is cut straight into the ESP packet's plaintext (one copy of its payload),
+ * not into a buffer of its own first. Null when the sequence number space is exhausted.
+ */
+export function protectTcpSegment(sa: EspSa, pkt: Buffer, l: Tcp4GsoLayout, i: number, spec: OuterSpec): Buffer | null {
+  const headroom = 20 + (spec.encap ? 8 : 0);
+  const len = tcp4SegmentLength(l, i);
+  const out = espSealAlloc(sa, len, headroom);
+  if (!out) return null;
+  writeTcp4Segment(pkt, l, i, out, sa.payloadOffset(headroom));
+  espSealFinish(sa, ESP_NEXT_IPV4, out, len, headroom);
+  outer.dontFragment = (pkt[6] & 0x40) !== 0;
+  finishOuter(out, pkt, spec);
+  return out;
+}
+
+/** The outer IPv4 header (and the UDP header of ESP-in-UDP) in front of the ESP packet in `out`. */
+function finishOuter(out: Buffer, pkt: Buffer, spec: OuterSpec): void {
   outer.src = spec.src;
   outer.dst = spec.dst;
   outer.tos = pkt[1] & 0xfc; // DSCP copied, ECN not (RFC 4301 5.1.2.1, ECN out of scope)
@@ -57,7 +81,6 @@ export function protectPacket(sa: EspSa, pkt: Buffer, spec: OuterSpec): Buffer |
     writeU16(out, 24, ulen);
     writeU16(out, 26, 0);
   }
-  return out;
 }
 
 /** Bytes protectPacket adds at most to a packet under `sa`. */
