@@ -113,7 +113,7 @@ export class TcpConnection {
   ackDeferred = false;
   /** Out-of-order data arrived in this burst: its duplicate ACK (with SACK) leaves at the burst's end. */
   dupAckOwed = false;
-  /** Epoch in which this connection last received data (TcpLayer.noteReceiving). */
+  /** Epoch in which this connection last sent or received data (TcpLayer.noteQueueUse). */
   rxEpoch = -1;
   // Receive-window autotuning (tuneRcvWindow): the cap on what we offer, the receiver's
   // round trip (ms; 0 until measured), the delivery rate (bytes/ms) and their marks.
@@ -584,7 +584,7 @@ export class TcpConnection {
 
   private receiveData(seq: number, buf: Buffer, off: number, len: number, now: number): void {
     const c = this.layer.counters;
-    this.layer.noteReceiving(this, now);
+    this.layer.noteQueueUse(this, now);
     if (seq === this.rcvNxt) {
       const hadHole = !this.ooo.empty;
       this.rcvNxt = (this.rcvNxt + len) >>> 0;
@@ -726,12 +726,14 @@ export class TcpConnection {
     let sentAny = false;
     const mss = this.mss;
     const tsoMax = this.layer.tsoMaxSegments(this) * mss;
+    // No more in flight than our share of the device queue the peer answers into.
+    const cwnd = Math.min(this.cc.cwnd, this.layer.sndShare(mss));
     for (let guard = 0; guard < 100000; guard++) {
       // RFC 6675 NextSeg: retransmit lost holes first while in SACK recovery.
       let pipe = -1;
       if (this.inRecovery && this.sackOk) {
         pipe = this.pipe();
-        if (this.cc.cwnd - pipe < mss) break;
+        if (cwnd - pipe < mss) break;
         const hole = this.nextHole();
         if (hole >= 0) {
           const holeEnd = this.scoreboard.nextSackedStart(hole, this.sndMax);
@@ -747,7 +749,7 @@ export class TcpConnection {
       const wndLeft = (wndRight - this.sndNxt) | 0;
       // Nothing was sent since the pipe was measured above, so it still holds.
       const inFlight = pipe >= 0 ? pipe : this.flight;
-      const cwndLeft = this.cc.cwnd - inFlight;
+      const cwndLeft = cwnd - inFlight;
       let n = Math.min(dataLeft, wndLeft, cwndLeft);
       if (dataLeft <= 0) {
         // Only the FIN may remain.
@@ -827,6 +829,7 @@ export class TcpConnection {
   }
 
   private sendDataSegment(seq: number, len: number, now: number, retransmission: boolean, withFin = false): void {
+    this.layer.noteQueueUse(this, now);
     const o = this.fillOptions(now);
     if (this.sndUna === this.sndMax) this.tsFlightStart = o.tsVal;
     let flags = ACK;
