@@ -187,6 +187,16 @@ export async function startStackRuntime(opts: RunOptions): Promise<StackRuntimeH
 
 interface ServiceHandle { close(): Promise<void> | void }
 
+/**
+ * The services' own log lines (a test that started or failed and why, a listener's
+ * error) go to stderr with the time: without them an iperf3 test the server ended
+ * showed only the client's side ("received an unknown control message"), and not the
+ * server's reason ("client did not end the test in time").
+ */
+export function serviceLog(prefix: string): (line: string) => void {
+  return (line) => { process.stderr.write(`${new Date().toISOString()} ${prefix}${line}\n`); };
+}
+
 /** `api` carries the toxics; mtls keeps the stack's own sockets (it needs FsServer's accept pacing). */
 async function startNamedServices(api: NetApi, raw: ReturnType<typeof createNetApi>, opts: RunOptions, rt: Runtime): Promise<ServiceHandle[]> {
   const plain = opts.services.filter((n) => n !== 'mtls');
@@ -195,7 +205,7 @@ async function startNamedServices(api: NetApi, raw: ReturnType<typeof createNetA
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const svc = require('../services/index') as typeof import('../services/index');
     const status = cachedSummary(() => statusSummary(rt));
-    const started = await svc.startServices(api, plain, { statusProvider: status, faults: rt.faults, events: rt.events });
+    const started = await svc.startServices(api, plain, { statusProvider: status, faults: rt.faults, events: rt.events, log: serviceLog('') });
     handles.push(...started);
   }
   if (opts.services.includes('mtls')) {

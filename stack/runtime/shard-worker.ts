@@ -19,7 +19,7 @@ import { installFaults } from '../faults/install';
 import { rxQueueBytes, stackOffloads } from './setup';
 import type { CongestionControl } from '../../bin/cli/run-options';
 import type { Ipv4Cidr } from '../wire/addr';
-import { connectOnce, memoryAfterGc } from './run';
+import { connectOnce, memoryAfterGc, serviceLog } from './run';
 import { cachedSummary, collectRows, connectionCounts, listenerRows } from './stats';
 import { statsQuery } from '../control/protocol';
 
@@ -103,7 +103,7 @@ async function main(): Promise<void> {
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const svc = require('../services/index') as typeof import('../services/index');
       const names = d.services.filter((n): n is import('../services/index').ServiceName => svc.isServiceName(n));
-      const started = await svc.startServices(api, names, { statusProvider: status, faults, events });
+      const started = await svc.startServices(api, names, { statusProvider: status, faults, events, log: serviceLog(`shard ${d.shard}: `) });
       cleanups.push(async () => { for (const h of started) await h.close(); });
     }
 
