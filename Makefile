@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE  ?= node
 TUN_ADDON := drivers/tun/build/Release/faultstack_tun.node
 
-.PHONY: all deps build addon ts test unit integration demo bench clean ike-vectors
+.PHONY: all deps build addon ts test unit integration lint lint-deps typecheck-tests demo bench clean ike-vectors
 
 all: build
 
@@ -11,7 +11,8 @@ deps:
 	@bash scripts/deps.sh
 
 $(TUN_ADDON): drivers/tun/binding.gyp drivers/tun/src/*.cc | deps
-	cd drivers/tun && ../../node_modules/.bin/node-gyp rebuild --nodedir=/usr >/dev/null
+	@echo "node-gyp: building $(TUN_ADDON)"
+	@cd drivers/tun && ../../node_modules/.bin/node-gyp rebuild --nodedir=/usr --loglevel=warn >/dev/null
 
 addon: $(TUN_ADDON)
 
@@ -20,9 +21,24 @@ ts: deps
 
 build: deps addon ts
 
+# The layer rules (.dependency-cruiser.cjs, with type-only imports; and what each process
+# loads, .dependency-cruiser-loads.cjs): docs/design.md says what they are.
+lint-deps: deps
+	./node_modules/.bin/depcruise stack drivers lab bin bench test --config .dependency-cruiser.cjs
+	./node_modules/.bin/depcruise stack drivers lab bin bench test --config .dependency-cruiser-loads.cjs
+
+# typescript-eslint's and ESLint's recommended rules (eslint.config.mjs says what is off and why).
+lint: deps
+	./node_modules/.bin/eslint stack drivers lab bin bench test
+
+# The tests are type-checked as the product is (tsconfig.test.json: the whole tree, no output).
+typecheck-tests: deps
+	./node_modules/.bin/tsc -p tsconfig.test.json
+
 # Unit tests (memory driver, virtual clock) and integration tests (real TUN, real
-# Linux peers in network namespaces the tests create; needs root).
-test: build
+# Linux peers in network namespaces the tests create; needs root). The layer rules, the
+# lint and the tests' type check run first: CI (.ci/run) runs `make test`.
+test: build lint-deps lint typecheck-tests
 	@mkdir -p .test-results
 	./node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json=.test-results/vitest.json; \
 	  rc=$$?; node scripts/test-summary.js .test-results/vitest.json; exit $$rc
@@ -40,10 +56,10 @@ bench: build
 	$(NODE) dist/bench/run.js
 
 # Re-captures the IKEv2 key-derivation vectors from two real strongSwan charons (root):
-# rewrites test/unit/fixtures/strongswan-ike.json (see test/lab/capture-ike-vectors.ts).
+# rewrites test/unit/fixtures/strongswan-ike.json (see lab/capture-ike-vectors.ts).
 ike-vectors: build
 	@mkdir -p .tools
-	./node_modules/.bin/esbuild test/lab/capture-ike-vectors.ts --bundle --platform=node --log-level=warning --outfile=.tools/capture-ike-vectors.js
+	./node_modules/.bin/esbuild lab/capture-ike-vectors.ts --bundle --platform=node --log-level=warning --outfile=.tools/capture-ike-vectors.js
 	$(NODE) .tools/capture-ike-vectors.js
 
 clean:

@@ -19,7 +19,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { figure, fmt, fmtRatio, type Figure } from './figures';
-import { Lab } from '../test/lab/lab';
+import { Lab } from '../lab/lab';
+import { parseFlags } from '../lab/flags';
 
 export interface EthernetBenchOptions {
   quick?: boolean;
@@ -126,9 +127,9 @@ export async function runEthernetBench(opts: EthernetBenchOptions = {}): Promise
 }
 
 if (require.main === module) {
-  const argv = process.argv.slice(2);
-  const num = (name: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? Number(argv[i + 1]) : undefined; };
-  runEthernetBench({ quick: argv.includes('--quick'), reps: num('reps'), seconds: num('seconds') }).then(
+  const { values: f } = parseFlags('bench ethernet', process.argv.slice(2), { quick: { type: 'boolean' }, reps: { type: 'string' }, seconds: { type: 'string' } });
+  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  runEthernetBench({ quick: f.quick === true, reps: num(f.reps), seconds: num(f.seconds) }).then(
     (f) => { process.stdout.write(JSON.stringify(f, null, 2) + '\n'); },
     (e: Error) => { process.stderr.write(`bench ethernet: ${e.message}\n`); process.exit(1); },
   );

@@ -1,5 +1,5 @@
 /**
- * `--only firewall`: faultstack as a firewall (test/lab/firewall-lab.ts) against the
+ * `--only firewall`: faultstack as a firewall (lab/firewall-lab.ts) against the
  * kernel forwarding the same traffic between the same namespaces, in the same run.
  *
  *   ns in ==TUN== [faultstack firewall: filter + SecureNAT] ==TUN== ns out     target 198.19.0.2
@@ -25,7 +25,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { figure, fmt, fmtRatio, type Figure } from './figures';
 import { barChart } from './svg';
-import { FirewallLab, FW_IN, KOUT, MEDIA } from '../test/lab/firewall-lab';
+import { FirewallLab, FW_IN, KOUT, MEDIA } from '../lab/firewall-lab';
+import { parseFlags } from '../lab/flags';
+import { UsageError } from '../stack/util/errors';
 
 export interface FirewallBenchOptions {
   quick?: boolean;
@@ -182,10 +184,19 @@ export async function runFirewallBench(opts: FirewallBenchOptions = {}): Promise
 }
 
 if (require.main === module) {
-  const argv = process.argv.slice(2);
-  const num = (name: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? Number(argv[i + 1]) : undefined; };
-  runFirewallBench({ quick: argv.includes('--quick'), reps: num('reps'), seconds: num('seconds') }).then(
-    (f) => { process.stdout.write(JSON.stringify(f, null, 2) + '\n'); },
-    (e: Error) => { process.stderr.write(`bench firewall: ${e.message}\n`); process.exit(1); },
-  );
+  const { values: f } = parseFlags('firewall bench', process.argv.slice(2), {
+    quick: { type: 'boolean' }, reps: { type: 'string' }, seconds: { type: 'string' },
+  });
+  const count = (name: string, v: string | undefined): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`firewall bench: --${name} must be a whole number of at least 1, not ${JSON.stringify(v)}`);
+    return n;
+  };
+  Promise.resolve()
+    .then(() => runFirewallBench({ quick: f.quick === true, reps: count('reps', f.reps), seconds: count('seconds', f.seconds) }))
+    .then(
+      (r) => { process.stdout.write(JSON.stringify(r, null, 2) + '\n'); },
+      (e: Error) => { process.stderr.write(e instanceof UsageError ? `${e.message}\n` : `bench firewall: ${e.message}\n`); process.exit(e instanceof UsageError ? 2 : 1); },
+    );
 }

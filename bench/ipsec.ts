@@ -17,8 +17,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { figure, type Figure } from './figures';
-import { Lab } from '../test/lab/lab';
-import { StrongSwan, childName, type SwanctlOptions } from '../test/lab/strongswan';
+import { Lab } from '../lab/lab';
+import { StrongSwan, childName, type SwanctlOptions } from '../lab/strongswan';
 
 export interface IpsecBenchOptions {
   quick?: boolean;

@@ -6,7 +6,7 @@
  * For each mode, in a lab namespace of its own: the stack with the mtls service (listen
  * backlog 2, one accept every 500 ms, Server 2003 SP1 defaults otherwise, TcpMaxHalfOpen
  * 100), a bounded SYN flood from spoofed lab sources running the whole time
- * (drivers/synflood.ts: it exhausts the backlog, which triggers SYN attack protection,
+ * (lab/synflood.ts: it exhausts the backlog, which triggers SYN attack protection,
  * and keeps more than TcpMaxHalfOpen connections half-open, which keeps it on), and
  * rounds of Linux TLS clients (Node's TLS over the kernel's TCP, mutual TLS with the
  * certificates the service made). Every client past the backlog connects, sends its
@@ -25,7 +25,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, LabProcess, repoRoot } from '../test/lab/lab';
+import { Lab, LabProcess, repoRoot } from '../lab/lab';
+import { parseFlags } from '../lab/flags';
+import { UsageError } from '../stack/util/errors';
 import { figure, fmt, progress as stderrProgress, type Figure } from './figures';
 
 export interface LeakBenchOptions {
@@ -126,7 +128,7 @@ async function runMode(lab: Lab, mode: LeakMode, cfg: { quick: boolean; rounds: 
   };
   const clients = { count: 0, refused: 0, reset: 0, served: 0, other: 0 };
   const burst = async (n: number): Promise<BurstResult> => {
-    const r = await lab.exec(ns, process.execPath, [path.join(root, 'test', 'integration', 'fixtures', 'tls-burst.js'), STACK, String(PORT), certs, String(n)], { timeoutMs: 60_000 });
+    const r = await lab.exec(ns, process.execPath, [path.join(root, 'lab', 'clients', 'tls-burst.js'), STACK, String(PORT), certs, String(n)], { timeoutMs: 60_000 });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     if (!line.startsWith('{')) throw new Error(`TLS clients failed: ${r.stderr.trim() || line}`);
     const b = JSON.parse(line) as BurstResult;
@@ -137,7 +139,7 @@ async function runMode(lab: Lab, mode: LeakMode, cfg: { quick: boolean; rounds: 
   // The flood runs for the whole measurement and stops by itself (bounded in count and time).
   const floodSeconds = Math.min(60, Math.ceil(12 + (cfg.warmRounds + cfg.rounds) * 4));
   const flood: LabProcess = lab.spawn(ns, process.execPath, [
-    path.join(root, 'dist', 'drivers', 'synflood.js'), '--target', `${STACK}:${PORT}`, '--source', '198.18.100.0/22',
+    path.join(root, 'dist', 'lab', 'synflood.js'), '--target', `${STACK}:${PORT}`, '--source', '198.18.100.0/22',
     '--count', String(cfg.ratePps * floodSeconds), '--duration', String(floodSeconds), '--rate', String(cfg.ratePps), '--json', '--quiet',
   ]);
   const floodStart = Date.now();
@@ -306,20 +308,17 @@ export async function runLeakBench(opts: LeakBenchOptions = {}): Promise<{ figur
 }
 
 async function main(argv: string[]): Promise<number> {
-  let quick = false, json = false, out: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--quick') quick = true;
-    else if (a === '--json') json = true;
-    else if (a === '--out') out = path.resolve(argv[++i] ?? '.');
-    else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: node dist/bench/leak.js [--quick] [--json] [--out DIR]\n');
-      return 0;
-    } else {
-      process.stderr.write(`leak: unknown argument ${JSON.stringify(a)}; valid: --quick, --json, --out DIR\n`);
-      return 2;
-    }
+  const usage = 'usage: node dist/bench/leak.js [--quick] [--json] [--out DIR]\n';
+  let flags;
+  try {
+    flags = parseFlags('leak', argv, { quick: { type: 'boolean' }, json: { type: 'boolean' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } }).values;
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`${e.message}\n${usage}`);
+    return 2;
   }
+  if (flags.help) { process.stdout.write(usage); return 0; }
+  const quick = flags.quick === true, json = flags.json === true, out = flags.out !== undefined ? path.resolve(flags.out) : undefined;
   stderrProgress(`leak benchmark (KB 903927)${quick ? ', quick' : ''}`);
   const { result, files } = await runLeakBench({ quick, out });
   if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');

@@ -4,15 +4,17 @@
  * established connection, through Stack.input, with the ACKs it produces).
  */
 import { Bench } from 'tinybench';
-import type { Device, OffloadMeta } from '../drivers/device';
+import { VirtioNetHdr, type Device, type OffloadMeta } from '../drivers/device';
 import { Stack, type Scheduler } from '../stack/stack';
 import { checksumAdd, internetChecksum } from '../stack/wire/checksum';
-import { emitIpv4Header, newIpv4Repr, parseIpv4Header, PROTO_TCP, PROTO_UDP, readU32, writeU32 } from '../stack/wire/ipv4';
-import { ACK, PSH, SYN, emitTcp, newTcpRepr, parseTcp, type TcpOptionsOut } from '../stack/wire/tcp';
+import { emitIpv4Header, newIpv4Repr, parseIpv4Header, PROTO_TCP, PROTO_UDP } from '../stack/wire/ipv4';
+import { readU32, writeU32 } from '../stack/wire/bytes';
+import { asSeq } from '../stack/wire/seq';
+import { ACK, PSH, SYN, emitTcp, newTcpRepr, parseTcp, type TcpRepr } from '../stack/wire/tcp';
 import { emitUdp, newUdpRepr, parseUdp } from '../stack/wire/udp';
-import { finishIcmp, newIcmpRepr, parseIcmp } from '../stack/wire/icmp';
+import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, emitIcmp, newIcmpRepr, parseIcmp } from '../stack/wire/icmp';
 import type { ConnectionOwner } from '../stack/tcp/connection';
-import { ImpairDevice } from '../drivers/impair';
+import { ImpairDevice } from '../stack/impair/device';
 import { type PacketImpairSpec, parseImpairment } from '../stack/impair/spec';
 import { figure, fmt, progress, type Figure } from './figures';
 
@@ -42,8 +44,17 @@ function ipPacket(protocol: number, payloadLength: number): Buffer {
   return b;
 }
 
-function tsOptions(): TcpOptionsOut {
-  return { mss: -1, wscale: -1, sackPermitted: false, hasTimestamp: true, tsVal: 1000, tsEcr: 2000, sackCount: 1, sack: new Uint32Array([5000, 6000, 0, 0, 0, 0, 0, 0]) };
+/** A TCP representation to emit: `fields` over a fresh one (no options unless given). */
+function tcp(fields: Partial<TcpRepr>): TcpRepr {
+  return Object.assign(newTcpRepr(), fields);
+}
+
+/** An ACK with timestamps and one SACK block: the options of a typical segment during recovery. */
+function tsSackSegment(): TcpRepr {
+  return tcp({
+    srcPort: 40000, dstPort: 80, seq: asSeq(1), ack: asSeq(2), flags: ACK, window: 1000,
+    hasTimestamp: true, tsVal: 1000, tsEcr: 2000, sackCount: 1, sack: new Uint32Array([5000, 6000, 0, 0, 0, 0, 0, 0]),
+  });
 }
 
 /** A device that drops what it is given and remembers the last packet. */
@@ -83,16 +94,19 @@ export function receivePath(payload: number, offloadValid: boolean): { step: () 
   const sched = new FrozenScheduler();
   const stack = new Stack({ device: dev, scheduler: sched, address: DST, prefix: 24 });
   const listener = stack.tcp.listen(9, 0, 128);
-  const o: TcpOptionsOut = { mss: 1460, wscale: 7, sackPermitted: true, hasTimestamp: true, tsVal: 1, tsEcr: 0, sackCount: 0, sack: null };
   const clientIsn = 1_000_000;
   const syn = ipPacket(PROTO_TCP, 40);
-  emitTcp(syn, 20, SRC, DST, 40000, 9, clientIsn, 0, SYN, 65535, o, 0);
+  emitTcp(syn, 20, tcp({
+    srcPort: 40000, dstPort: 9, seq: asSeq(clientIsn), flags: SYN, window: 65535,
+    mss: 1460, wscale: 7, sackPermitted: true, hasTimestamp: true, tsVal: 1, tsEcr: 0,
+  }), SRC, DST);
   stack.input(syn, null, sched.t);
   const synAck = dev.last!;
   const serverIss = readU32(synAck, 24);
   const ack = ipPacket(PROTO_TCP, 32);
-  const ao: TcpOptionsOut = { mss: -1, wscale: -1, sackPermitted: false, hasTimestamp: true, tsVal: 2, tsEcr: 0, sackCount: 0, sack: null };
-  emitTcp(ack, 20, SRC, DST, 40000, 9, clientIsn + 1, (serverIss + 1) >>> 0, ACK, 65535, ao, 0);
+  emitTcp(ack, 20, tcp({
+    srcPort: 40000, dstPort: 9, seq: asSeq(clientIsn + 1), ack: asSeq(serverIss + 1), flags: ACK, window: 65535, hasTimestamp: true, tsVal: 2, tsEcr: 0,
+  }), SRC, DST);
   stack.input(ack, null, sched.t);
   const conn = listener.accept();
   if (!conn) throw new Error('micro: the handshake did not complete');
@@ -102,10 +116,12 @@ export function receivePath(payload: number, offloadValid: boolean): { step: () 
   };
   conn.attach(owner);
   const seg = ipPacket(PROTO_TCP, 32 + payload);
-  const dopts: TcpOptionsOut = { mss: -1, wscale: -1, sackPermitted: false, hasTimestamp: true, tsVal: 3, tsEcr: 0, sackCount: 0, sack: null };
   let seq = clientIsn + 1;
-  emitTcp(seg, 20, SRC, DST, 40000, 9, seq, (serverIss + 1) >>> 0, ACK | PSH, 65535, dopts, payload);
-  const meta: OffloadMeta | null = offloadValid ? { flags: 2, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 } : null;
+  emitTcp(seg, 20, tcp({
+    srcPort: 40000, dstPort: 9, seq: asSeq(seq), ack: asSeq(serverIss + 1), flags: ACK | PSH, window: 65535,
+    hasTimestamp: true, tsVal: 3, tsEcr: 0, payloadLength: payload,
+  }), SRC, DST);
+  const meta: OffloadMeta | null = offloadValid ? { flags: VirtioNetHdr.F_DATA_VALID, gsoType: VirtioNetHdr.GSO_NONE, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 } : null;
   return {
     step: () => {
       if (!offloadValid) patchChecksum(seg, 20 + 16, readU32(seg, 24), seq);
@@ -134,29 +150,32 @@ export async function runMicro(opts: MicroOptions): Promise<Figure[]> {
 
   const ip = ipPacket(PROTO_TCP, 0);
   const ipr = newIpv4Repr();
-  add('ipv4.parse', 'IPv4 header parse (with checksum)', measure('ipv4 parse', () => { sink ^= parseIpv4Header(ip, 0, 20, ipr, false); }, q));
+  add('ipv4.parse', 'IPv4 header parse (with checksum)', measure('ipv4 parse', () => { sink ^= parseIpv4Header(ip, 0, 20, ipr); }, q));
   const ipOut = Buffer.alloc(20);
   const ipRepr = { src: SRC, dst: DST, protocol: PROTO_TCP, ttl: 64, tos: 0, ident: 7, dontFragment: true, moreFragments: false, fragmentOffset: 0, headerLength: 20, totalLength: 20 };
   add('ipv4.emit', 'IPv4 header emit (with checksum)', measure('ipv4 emit', () => { sink ^= emitIpv4Header(ipOut, 0, ipRepr); }, q));
 
-  const topts = tsOptions();
+  const tseg = tsSackSegment();
   const tcpPkt = ipPacket(PROTO_TCP, 20 + 24);
-  emitTcp(tcpPkt, 20, SRC, DST, 40000, 80, 1, 2, ACK, 1000, topts, 0);
+  emitTcp(tcpPkt, 20, tseg, SRC, DST);
   const tr = newTcpRepr();
-  add('tcp.parse', 'TCP header parse (TS + SACK options, checksum)', measure('tcp parse', () => { sink ^= parseTcp(tcpPkt, 20, 44, SRC, DST, tr, false); }, q));
-  add('tcp.emit', 'TCP header emit (TS + SACK options, checksum)', measure('tcp emit', () => { sink ^= emitTcp(tcpPkt, 20, SRC, DST, 40000, 80, 1, 2, ACK, 1000, topts, 0); }, q));
+  add('tcp.parse', 'TCP header parse (TS + SACK options, checksum)', measure('tcp parse', () => { sink ^= parseTcp(tcpPkt, 20, 44, SRC, DST, tr); }, q));
+  add('tcp.emit', 'TCP header emit (TS + SACK options, checksum)', measure('tcp emit', () => { sink ^= emitTcp(tcpPkt, 20, tseg, SRC, DST); }, q));
 
   const udpPkt = ipPacket(PROTO_UDP, 8 + 64);
-  emitUdp(udpPkt, 20, SRC, DST, 5000, 7, 64);
+  const uout = Object.assign(newUdpRepr(), { srcPort: 5000, dstPort: 7, payloadLength: 64 });
+  emitUdp(udpPkt, 20, uout, SRC, DST);
   const ur = newUdpRepr();
-  add('udp.parse', 'UDP parse (64 B payload, checksum)', measure('udp parse', () => { sink ^= parseUdp(udpPkt, 20, 72, SRC, DST, ur, false); }, q));
-  add('udp.emit', 'UDP emit (64 B payload, checksum)', measure('udp emit', () => { sink ^= emitUdp(udpPkt, 20, SRC, DST, 5000, 7, 64); }, q));
+  add('udp.parse', 'UDP parse (64 B payload, checksum)', measure('udp parse', () => { sink ^= parseUdp(udpPkt, 20, 72, SRC, DST, ur); }, q));
+  add('udp.emit', 'UDP emit (64 B payload, checksum)', measure('udp emit', () => { sink ^= emitUdp(udpPkt, 20, uout, SRC, DST); }, q));
 
   const icmpPkt = Buffer.alloc(64);
-  finishIcmp(icmpPkt, 0, 8, 0, 0x12340001, 56);
+  const echo = Object.assign(newIcmpRepr(), { type: ICMP_ECHO_REQUEST, ident: 0x1234, seq: 1, bodyLength: 56 });
+  emitIcmp(icmpPkt, 0, echo);
   const ir = newIcmpRepr();
-  add('icmp.parse', 'ICMP echo parse (56 B body, checksum)', measure('icmp parse', () => { sink ^= parseIcmp(icmpPkt, 0, 64, ir) ? 1 : 0; }, q));
-  add('icmp.emit', 'ICMP echo emit (56 B body, checksum)', measure('icmp emit', () => { sink ^= finishIcmp(icmpPkt, 0, 0, 0, 0x12340001, 56); }, q));
+  const reply = Object.assign(newIcmpRepr(), { type: ICMP_ECHO_REPLY, ident: 0x1234, seq: 1, bodyLength: 56 });
+  add('icmp.parse', 'ICMP echo parse (56 B body, checksum)', measure('icmp parse', () => { sink ^= parseIcmp(icmpPkt, 0, 64, ir); }, q));
+  add('icmp.emit', 'ICMP echo emit (56 B body, checksum)', measure('icmp emit', () => { sink ^= emitIcmp(icmpPkt, 0, reply); }, q));
 
   for (const [payload, valid] of [[1448, true], [1448, false], [64_000, true]] as const) {
     const rp = receivePath(payload, valid);

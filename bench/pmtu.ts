@@ -1,7 +1,7 @@
 /**
  * KB 898060 scenario and benchmark: `node dist/bench/pmtu.js [--json] [--quick]`.
  *
- * faultstack runs behind the PMTU lab's real Linux routers (test/lab/pmtu-lab.ts):
+ * faultstack runs behind the PMTU lab's real Linux routers (lab/pmtu-lab.ts):
  * path A has one smaller hop (1400), path B two (1280, then a 1000-byte tunnel).
  * Destinations (client addresses) arrive in rounds of `perRound` new ones; each
  * destination downloads once in the round it arrives and once more in the next
@@ -25,7 +25,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { figure, type Figure } from './figures';
-import { PmtuLab, DownloadResult, PathChoice, RoutesReply, HOPS } from '../test/lab/pmtu-lab';
+import { PmtuLab, DownloadResult, PathChoice, RoutesReply, HOPS } from '../lab/pmtu-lab';
+import { parseFlags } from '../lab/flags';
 
 export interface PmtuBenchOptions {
   quick?: boolean;
@@ -203,7 +204,7 @@ export async function runPmtuBench(opts: PmtuBenchOptions = {}): Promise<PmtuBen
   log(`pmtu (KB 898060): ${n} destinations, ${perRound} new per round, MaxIcmpHostRoutes ${limit}, /bytes/${bytes}, a download that has not finished after ${stallMs} ms counts as hung`);
   const pl = await PmtuLab.create({ tag: 'pmb', clients: n });
   const scenarios: ScenarioResult[] = [];
-  let tput: ThroughputResult[] = [];
+  const tput: ThroughputResult[] = [];
   try {
     for (const mode of ['buggy', 'hotfixed', 'workaround'] as const) {
       log(`\n${mode}${mode === 'workaround' ? ' (buggy, interface MTU 576)' : ''}:`);
@@ -368,14 +369,12 @@ export function chart(r: PmtuBenchResult): string {
 // ------------------------------------------------------------------ command line
 
 async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  for (const a of argv) {
-    if (a === '--help' || a === '-h') { process.stdout.write('usage: node dist/bench/pmtu.js [--quick] [--json]\n'); return; }
-    if (a !== '--quick' && a !== '--json') throw new Error(`unknown argument ${a} (usage: node dist/bench/pmtu.js [--quick] [--json])`);
-  }
+  const usage = 'usage: node dist/bench/pmtu.js [--quick] [--json]\n';
+  const { values: f } = parseFlags('pmtu bench', process.argv.slice(2), { quick: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
+  if (f.help) { process.stdout.write(usage); return; }
   if (process.getuid?.() !== 0) throw new Error('the PMTU benchmark needs root (network namespaces, TUN)');
-  const r = await runPmtuBench({ quick: argv.includes('--quick') });
-  process.stdout.write(argv.includes('--json') ? JSON.stringify(r, null, 2) + '\n' : summary(r) + '\n');
+  const r = await runPmtuBench({ quick: f.quick === true });
+  process.stdout.write(f.json ? JSON.stringify(r, null, 2) + '\n' : summary(r) + '\n');
 }
 
 if (require.main === module) {

@@ -17,42 +17,38 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
 import { machineInfo, writeReport, type Report } from './report';
+import { parseFlags } from '../lab/flags';
+import { UsageError } from '../stack/util/errors';
 
-const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu', 'ipsec', 'firewall'];
+const SECTIONS = ['micro', 'bulk', 'offoff', 'connrate', 'latency', 'synflood', 'floodmem', 'memory', 'multiqueue', 'ethernet', 'leak', 'pmtu', 'ipsec', 'firewall', 'nlb'];
 
 interface Args { quick: boolean; json: boolean; only: Set<string>; out: string }
 
-function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, json: false, only: new Set(), out: path.join(__dirname, '..', '..', 'bench', 'results') };
-  for (let i = 0; i < argv.length; i++) {
-    const x = argv[i]!;
-    if (x === '--quick') a.quick = true;
-    else if (x === '--json') a.json = true;
-    else if (x === '--only' || x.startsWith('--only=')) {
-      const v = x.includes('=') ? x.slice(7) : argv[++i] ?? '';
-      for (const s of v.split(',').filter(Boolean)) {
-        if (!SECTIONS.includes(s)) throw new Error(`unknown section ${s} (known: ${SECTIONS.join(', ')})`);
-        a.only.add(s);
-      }
-    } else if (x === '--out') a.out = path.resolve(argv[++i] ?? '.');
-    else if (x === '--help' || x === '-h') {
-      process.stdout.write(`usage: node dist/bench/run.js [--quick] [--json] [--only ${SECTIONS.join(',')}] [--out DIR]\n`);
-      process.exit(0);
-    } else throw new Error(`unknown argument ${x}`);
+const USAGE = `usage: node dist/bench/run.js [--quick] [--json] [--only ${SECTIONS.join(',')}] [--out DIR]\n`;
+
+function parseArgs(argv: string[]): Args | 'help' {
+  const { values: v } = parseFlags('bench', argv, {
+    quick: { type: 'boolean' }, json: { type: 'boolean' }, only: { type: 'string', multiple: true }, out: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (v.help) return 'help';
+  const only = new Set<string>();
+  for (const s of (v.only ?? []).flatMap((x) => x.split(',')).filter(Boolean)) {
+    if (!SECTIONS.includes(s)) throw new UsageError(`bench: unknown section ${s} (known: ${SECTIONS.join(', ')})`);
+    only.add(s);
   }
-  return a;
+  return { quick: v.quick === true, json: v.json === true, only, out: v.out !== undefined ? path.resolve(v.out) : path.join(__dirname, '..', '..', 'bench', 'results') };
 }
 
 /** A section another module provides (bench/leak.ts, bench/pmtu.ts), loaded only if present. */
 async function optionalSection(name: string, file: string, fn: string, quick: boolean): Promise<Figure[]> {
-  let mod: Record<string, unknown>;
   try {
     require.resolve(`./${file}`);
   } catch {
     progress(`  ${name}: skipped (bench/${file}.ts is not there yet)`);
     return [];
   }
-  mod = require(`./${file}`) as Record<string, unknown>;
+  const mod = require(`./${file}`) as Record<string, unknown>;
   const run = mod[fn];
   if (typeof run !== 'function') { progress(`  ${name}: skipped (bench/${file}.ts does not export ${fn})`); return []; }
   const result = await (run as (o: unknown) => Promise<unknown>)({ quick, progress });
@@ -75,7 +71,15 @@ function gitCommit(): string {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  let args: Args | 'help';
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`${e.message}\n${USAGE}`);
+    process.exit(2);
+  }
+  if (args === 'help') { process.stdout.write(USAGE); return; }
   const want = (s: string) => args.only.size === 0 || args.only.has(s);
   const t0 = Date.now();
   const loadBefore = os.loadavg()[0]!;
@@ -100,6 +104,7 @@ async function main(): Promise<void> {
   if (want('pmtu')) { progress('\n== pmtu'); figures.push(...(await optionalSection('pmtu', 'pmtu', 'runPmtuBench', args.quick))); }
   if (want('firewall')) { progress('\n== firewall (forwarding through faultstack vs the kernel forwarding; KB 319381 per mode)'); figures.push(...(await optionalSection('firewall', 'firewall', 'runFirewallBench', args.quick))); }
   if (want('ipsec')) { progress('\n== ipsec (strongSwan client: faultstack vs a strongSwan responder)'); figures.push(...(await optionalSection('ipsec', 'ipsec', 'runIpsecBench', args.quick))); }
+  if (want('nlb')) { progress('\n== nlb (an NLB cluster of 1-3 hosts vs one host; convergence after a kill)'); figures.push(...(await optionalSection('nlb', 'nlb', 'runNlbBench', args.quick))); }
 
   const report: Report = {
     info: {
@@ -116,7 +121,7 @@ async function main(): Promise<void> {
   const lines = ['', `summary (${figures.length} figures, ${report.info.seconds.toFixed(0)} s; load ${loadBefore.toFixed(1)} -> ${report.info.loadAfter.toFixed(1)}):`];
   for (const f of figures) {
     if (f.group === 'micro') continue;
-    const r = f.ratio !== null ? `  ${fmtRatio(f.ratio).padStart(5)} of ${f.group === 'ipsec' ? 'strongSwan' : 'kernel'}` : '';
+    const r = f.ratio !== null ? `  ${fmtRatio(f.ratio).padStart(5)} of ${f.group === 'ipsec' ? 'strongSwan' : f.group === 'nlb' ? 'one host' : 'kernel'}` : '';
     const t = f.target ? `  [${f.target.text}: ${f.met ? 'met' : 'NOT met'}]` : '';
     lines.push(`  ${`${f.group}: ${f.name}`.padEnd(66)} ${Number.isFinite(f.value) ? `${fmt(f.value)} ${f.unit}` : 'failed'}${r}${t}`);
   }

@@ -12,7 +12,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, LabProcess } from '../test/lab/lab';
+import { Lab, LabProcess } from '../lab/lab';
 import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
 
 export interface TrafficOptions {
@@ -137,9 +137,6 @@ function percentile(sorted: number[], p: number): number {
 export class TrafficBench {
   readonly figures: Figure[] = [];
   private lab!: Lab;
-  private stk = '';
-  private ka = '';
-  private kb = '';
   /** The veth pair's ends (ka side, kb side), for the jumbo-MTU baseline. */
   private vethA = '';
   private vethB = '';
@@ -204,9 +201,8 @@ export class TrafficBench {
 
   private async setup(): Promise<void> {
     progress('lab: namespaces stk (stack on TUN), ka <-> kb (kernel over veth)');
-    this.stk = await this.lab.addNamespace('stk');
-    this.ka = await this.lab.addNamespace('ka');
-    this.kb = await this.lab.addNamespace('kb');
+    // Addressed by their names below ('stk', 'ka', 'kb').
+    for (const ns of ['stk', 'ka', 'kb']) await this.lab.addNamespace(ns);
     const v = await this.lab.veth('ka', 'kb', { addrA: `${KA}/24`, addrB: `${KB}/24` });
     this.vethA = v.devA; this.vethB = v.devB;
     // Many ports for connection-rate and memory runs: the client side of both worlds.
@@ -497,7 +493,7 @@ export class TrafficBench {
   // ------------------------------------------------------------------ SYN flood
 
   private async flood(ns: string, target: string, count: number, seconds: number): Promise<{ sent: number; seconds: number }> {
-    const r = await this.lab.exec(ns, process.execPath, [dist('..', 'drivers', 'synflood.js'), '--target', target, '--source', '198.18.100.0/24',
+    const r = await this.lab.exec(ns, process.execPath, [dist('..', 'lab', 'synflood.js'), '--target', target, '--source', '198.18.100.0/24',
       '--count', String(count), '--duration', String(seconds), '--json', '--quiet'], { timeoutMs: (seconds + 20) * 1000 });
     const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
     if (!line) throw new Error(`synflood: exit ${r.code}: ${r.stderr.slice(0, 300)}`);

@@ -7,12 +7,13 @@
  * into the bridge, no routes; then the PMTU lab. Prints a summary table; exits 1 if any
  * step failed. Always cleans up (namespaces, devices, processes).
  */
-import { PmtuLab, HOPS } from '../test/lab/pmtu-lab';
-import { FirewallLab, FW_IN, MEDIA } from '../test/lab/firewall-lab';
+import { PmtuLab, HOPS } from '../lab/pmtu-lab';
+import { FirewallLab, FW_IN, MEDIA } from '../lab/firewall-lab';
+import { NlbLab } from '../lab/nlb-lab';
 import * as fs from 'node:fs';
 import { defineCommand, parseArgs, printHelp, switchFlag } from './cli/args';
 import { table } from './cli/format';
-import { Lab, StackProcess, StackStartError } from '../test/lab/lab';
+import { Lab, StackProcess, StackStartError } from '../lab/lab';
 
 const STACK = '198.18.0.2';
 const PCAP = '/tmp/faultstack-demo.pcap';
@@ -25,12 +26,13 @@ const L2_VM = '198.18.2.1';
 export const DEMO_SPEC = defineCommand({
   name: 'demo',
   summary: 'Run the stack in a throwaway network namespace and drive it with real Linux tools.',
-  details: `Steps: start, ping, HTTP, 10 MB TCP echo with SHA-256, iperf3 both ways, UDP echo, stats, then the L2\nstep (a stack on a TAP device in a Linux bridge; a namespace on the bridge pings, curls and runs iperf3),\nthen the PMTU lab (KB 898060 hotfixed and buggy behind real Linux routers), then the firewall\n(KB 319381: a playlist through the Firewall Client, buggy and hotfixed).\nPackets are written to ${PCAP} (headers only). Needs root.`,
+  details: `Steps: start, ping, HTTP, 10 MB TCP echo with SHA-256, iperf3 both ways, UDP echo, stats, then the L2\nstep (a stack on a TAP device in a Linux bridge; a namespace on the bridge pings, curls and runs iperf3),\nthen the PMTU lab (KB 898060 hotfixed and buggy behind real Linux routers), then the firewall\n(KB 319381: a playlist through the Firewall Client, buggy and hotfixed), then a short NLB lab\n(KB 972183: two hosts, one strongSwan client moving to another network, buggy and hotfixed).\nPackets are written to ${PCAP} (headers only). Needs root.`,
   flags: {
     json: switchFlag('print the summary as JSON on stdout (progress goes to stderr)'),
     'skip-l2': switchFlag('leave out the L2 (TAP and bridge) steps'),
     'skip-pmtu': switchFlag('leave out the PMTU lab steps'),
     'skip-firewall': switchFlag('leave out the firewall step (KB 319381)'),
+    'skip-nlb': switchFlag('leave out the NLB lab steps (KB 972183)'),
   },
 });
 
@@ -155,18 +157,20 @@ export async function run(argv: string[]): Promise<number> {
   };
 
   try {
-    await step('namespace', 'ip netns add', async () => {
+    const made = await step('namespace', 'ip netns add', async () => {
       lab = await Lab.create('demo');
       ns = await lab.addNamespace('demo');
       return { figure: ns };
-    }) || (blocked = 'no namespace');
+    });
+    if (!made) blocked = 'no namespace';
 
-    await step('start stack', `faultstack run ${STACK_ARGS.join(' ')}`, async () => {
+    const started = await step('start stack', `faultstack run ${STACK_ARGS.join(' ')}`, async () => {
       fs.rmSync(PCAP, { force: true }); // what is reported at the end is this run's capture
       const t0 = Date.now();
       stack = await lab!.startStack(ns, STACK_ARGS, { timeoutMs: 30_000 });
       return { figure: `ready in ${Date.now() - t0} ms`, detail: stack.readyLine };
-    }) || (blocked = blocked || 'the stack did not start');
+    });
+    if (!started) blocked = blocked || 'the stack did not start';
 
     await step('ping', `ping -c 5 ${STACK}`, async () => {
       await have('ping');
@@ -245,7 +249,7 @@ export async function run(argv: string[]): Promise<number> {
       let vm = '';
       let l2Mac = '';
       let l2Blocked = '';
-      await step('l2 bridge', 'a bridge, a namespace with a veth into it, faultstack run --tap ... --bridge ...', async () => {
+      const l2Up = await step('l2 bridge', 'a bridge, a namespace with a veth into it, faultstack run --tap ... --bridge ...', async () => {
         l2ns = await lab!.addNamespace('l2');
         vm = await lab!.addNamespace('vm');
         const br = await lab!.bridge('l2');
@@ -253,7 +257,8 @@ export async function run(argv: string[]): Promise<number> {
         const s = await lab!.startStack(l2ns, ['--tap', lab!.ifname('t1'), '--bridge', br, '--addr', `${L2_STACK}/24`, '--services', 'echo,http,iperf3'], { timeoutMs: 30_000 });
         l2Mac = /\bmac ([0-9a-f:]{17})/.exec(s.readyLine)?.[1] ?? '';
         return { figure: `bridge ${br}, stack ${L2_STACK}${l2Mac ? ` at ${l2Mac}` : ''}, VM ${L2_VM}`, detail: s.readyLine };
-      }) || (l2Blocked = 'the L2 stack did not start');
+      });
+      if (!l2Up) l2Blocked = 'the L2 stack did not start';
       const l2step = (name: string, what: string, fn: () => Promise<StepOutcome>) =>
         l2Blocked && !blocked ? Promise.resolve(void records.push({ step: name, result: 'skipped', figure: l2Blocked, ms: 0 })) : step(name, what, fn);
       await l2step('l2 ping', `ping -c 5 ${L2_STACK} from the VM; its ip neigh`, async () => {
@@ -321,6 +326,29 @@ export async function run(argv: string[]): Promise<number> {
       });
     } finally {
       if (pmtu) await (pmtu as PmtuLab).cleanup().catch(() => {});
+    }
+    // KB 972183 on an NLB cluster: a strongSwan client that moves to another network.
+    let nlb: NlbLab | null = null;
+    if (!p.flags['skip-nlb']) try {
+      await step('nlb lab', 'a bridge, 2 NLB hosts, routers to 2 client networks, a strongSwan client, the sticky application', async () => {
+        nlb = await NlbLab.create({ hosts: 2, clients: 1, tag: 'dnl' });
+        return { figure: 'cluster 198.18.70.100 (unicast), client networks 198.18.60.0/24 and 198.18.61.0/24' };
+      });
+      for (const fault of ['buggy', 'hotfixed'] as const) {
+        await step(`nlb ${fault}`, 'the client leaves the service, moves to network B, comes back through a new tunnel', async () => {
+          const r = await (nlb as NlbLab).runScenario({ fault, variant: 'ipsec', moves: 1, dpd: '4s', watchMs: 15_000 });
+          const c = r.reports[0]!;
+          const refused = c.events.find((e) => e.state === 'refused');
+          const ok = r.served === 1 && (fault === 'buggy' ? c.refusals > 0 : c.refusals === 0);
+          return {
+            ok,
+            figure: `${c.refusals} refusal(s), on one host ${c.oneHostMs[0] === null ? 'never' : `after ${(c.oneHostMs[0]! / 1000).toFixed(1)} s`}, connected to host ${c.events[c.events.length - 1]?.host ?? '?'}`,
+            ...(refused ? { detail: `refused: ${refused.reason}` } : {}),
+          };
+        });
+      }
+    } finally {
+      if (nlb) await (nlb as NlbLab).cleanup().catch(() => {});
     }
 
     // KB 319381: faultstack as a firewall between two namespaces, a playlist through the Firewall Client.

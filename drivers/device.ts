@@ -13,10 +13,33 @@
  * buffer and must not let the caller's later writes matter: the stack never reuses a
  * buffer it gave to `send`), `flush` hands the queued batch to the kernel.
  */
+
+/**
+ * The virtio-net header (virtio 1.x 5.1.6, struct virtio_net_hdr in Linux's
+ * include/uapi/linux/virtio_net.h) that a TUN/TAP device with IFF_VNET_HDR puts before
+ * every packet: the one place its constants are defined.
+ */
+export const enum VirtioNetHdr {
+  /** Bytes of the header without num_buffers (what TUNSETVNETHDRSZ 10 selects). */
+  LEN = 10,
+  /** flags: the checksum is partial; the device completes it from csum_start/csum_offset. */
+  F_NEEDS_CSUM = 1,
+  /** flags: the checksum was verified (receive). */
+  F_DATA_VALID = 2,
+  /** gso_type values. */
+  GSO_NONE = 0,
+  GSO_TCPV4 = 1,
+  GSO_UDP = 3,
+  GSO_TCPV6 = 4,
+  GSO_UDP_L4 = 5,
+  /** gso_type bit: the TCP segments carry ECN CWR. */
+  GSO_ECN = 0x80,
+}
+
 export interface OffloadMeta {
-  /** virtio-net header fields, when the device runs with IFF_VNET_HDR. */
-  flags: number;       // VIRTIO_NET_HDR_F_NEEDS_CSUM = 1, F_DATA_VALID = 2
-  gsoType: number;     // VIRTIO_NET_HDR_GSO_NONE = 0, TCPV4 = 1, TCPV6 = 4
+  /** virtio-net header fields, when the device runs with IFF_VNET_HDR (VirtioNetHdr above). */
+  flags: number;       // F_NEEDS_CSUM, F_DATA_VALID
+  gsoType: number;     // GSO_NONE, GSO_TCPV4, ...
   hdrLen: number;
   gsoSize: number;
   csumStart: number;

@@ -1,7 +1,11 @@
 /**
- * Software segmentation of a TCP/IPv4 GSO super-segment (virtio-net GSO_TCPV4), what the
- * kernel does for a device without TSO: for an impairment that works per wire packet
- * (loss, corruption, rate) a 64 KiB super-segment must become the MSS-sized packets the
+ * What a device does to an offloaded packet, done in software, in one place for whoever
+ * needs the wire's packets: an impairment that works per wire packet (loss, corruption,
+ * rate: stack/impair), ESP, which hides the transport header from any later offload
+ * (stack/ipsec), and a capture of what the wire carries (drivers/pcap.ts).
+ *
+ * Segmentation of a TCP/IPv4 GSO super-segment (virtio-net GSO_TCPV4), what the kernel
+ * does for a device without TSO: a 64 KiB super-segment becomes the MSS-sized packets the
  * wire would carry.
  *
  * Each segment gets the IP and TCP headers of the original (options included) with: total
@@ -11,15 +15,14 @@
  * does the same); complete IP and TCP checksums. A packet that is not a well-formed
  * GSO TCPv4 packet is returned as it is.
  */
-import type { OffloadMeta } from './device';
+import { VirtioNetHdr, type OffloadMeta } from './device';
 import { checksumAdd, checksumFinish, internetChecksum, pseudoHeaderSum } from '../stack/wire/checksum';
 
-export const GSO_TCPV4 = 1;
 const FIN = 0x01, PSH = 0x08, CWR = 0x80;
 
 /** Is this a GSO TCPv4 super-segment that needs cutting? */
 export function isGsoTcp4(pkt: Buffer, meta: OffloadMeta | null | undefined): boolean {
-  return !!meta && meta.gsoType === GSO_TCPV4 && meta.gsoSize > 0 && pkt.length >= 40 && (pkt[0]! >> 4) === 4 && pkt[9] === 6;
+  return !!meta && meta.gsoType === VirtioNetHdr.GSO_TCPV4 && meta.gsoSize > 0 && pkt.length >= 40 && (pkt[0]! >> 4) === 4 && pkt[9] === 6;
 }
 
 /**
@@ -27,6 +30,7 @@ export function isGsoTcp4(pkt: Buffer, meta: OffloadMeta | null | undefined): bo
  * new buffer with complete checksums. The original is returned alone when it already fits.
  */
 export function segmentTcp4(pkt: Buffer, meta: OffloadMeta): Buffer[] {
+  if (pkt.length < 20 || (pkt[0]! >> 4) !== 4 || pkt[9] !== 6) return [pkt];
   const ihl = (pkt[0]! & 15) * 4;
   let total = (pkt[2]! << 8) | pkt[3]!;
   // The kernel may hand over a GSO packet with total length 0: the buffer says how long it is.
@@ -36,7 +40,8 @@ export function segmentTcp4(pkt: Buffer, meta: OffloadMeta): Buffer[] {
   const hdr = ihl + thl;
   if (thl < 20 || hdr > total) return [pkt];
   const payload = total - hdr;
-  const mss = meta.gsoSize;
+  // No segment size: one segment of the whole payload (its checksums completed).
+  const mss = meta.gsoSize > 0 ? meta.gsoSize : Math.max(1, payload);
   const n = Math.max(1, Math.ceil(payload / mss));
   const id0 = (pkt[4]! << 8) | pkt[5]!;
   const seq0 = pkt.readUInt32BE(ihl + 4);
@@ -68,4 +73,17 @@ export function segmentTcp4(pkt: Buffer, meta: OffloadMeta): Buffer[] {
     out.push(seg);
   }
   return out;
+}
+
+/**
+ * Completes, in place, a transport checksum left to the device (virtio NEEDS_CSUM): the
+ * field at csumStart + csumOffset holds the pseudo-header sum, and the sum over the rest
+ * of the packet from csumStart completes it.
+ */
+export function completeChecksum(pkt: Buffer, meta: OffloadMeta): void {
+  const start = meta.csumStart, field = meta.csumStart + meta.csumOffset;
+  if (field + 2 > pkt.length) return;
+  const c = internetChecksum(pkt, start, pkt.length - start);
+  pkt[field] = c >> 8;
+  pkt[field + 1] = c & 255;
 }

@@ -36,9 +36,9 @@
  * exits without closing. A write error stops capturing (counted, one process warning) but
  * never breaks the wrapped device.
  */
-import { internetChecksum } from '../stack/wire/checksum';
 import * as fs from 'node:fs';
-import type { Device, OffloadMeta, ReceiveHandler } from './device';
+import { VirtioNetHdr, type Device, type OffloadMeta, type ReceiveHandler } from './device';
+import { completeChecksum } from './gso';
 
 export const LINKTYPE_ETHERNET = 1;
 export const LINKTYPE_RAW = 101;
@@ -269,7 +269,7 @@ export class PcapDevice implements Device {
     inner.onReceive = (pkts, count, metas) => {
       if (!this.closed) {
         const t = this.now();
-        for (let i = 0; i < count; i++) this.writer.record(completeChecksum(pkts[i]!, metas ? metas[i] : null), t);
+        for (let i = 0; i < count; i++) this.writer.record(wireCopy(pkts[i]!, metas ? metas[i] : null), t);
       }
       const h = this.onReceive;
       if (h) h(pkts, count, metas);
@@ -289,7 +289,7 @@ export class PcapDevice implements Device {
   }
 
   send(packet: Buffer, meta?: OffloadMeta | null): void {
-    if (!this.closed) this.writer.record(completeChecksum(packet, meta ?? null), this.now());
+    if (!this.closed) this.writer.record(wireCopy(packet, meta ?? null), this.now());
     this.inner.send(packet, meta);
   }
 
@@ -299,7 +299,7 @@ export class PcapDevice implements Device {
       const frame = Buffer.allocUnsafe(headerLength + packet.length);
       frame.set(header.subarray(0, headerLength), 0);
       packet.copy(frame, headerLength);
-      this.writer.record(completeChecksum(frame, meta ?? null), this.now());
+      this.writer.record(wireCopy(frame, meta ?? null), this.now());
       if (this.inner.sendWithHeader === undefined) { this.inner.send(frame, meta); return; }
     }
     if (this.inner.sendWithHeader !== undefined) this.inner.sendWithHeader(header, headerLength, packet, meta);
@@ -344,13 +344,9 @@ export class PcapDevice implements Device {
  * only the pseudo-header sum in its checksum field. The capture records what the
  * wire carries: a copy with the checksum completed, as the kernel would complete it.
  */
-export function completeChecksum(pkt: Buffer, meta: OffloadMeta | null): Buffer {
-  if (!meta || (meta.flags & 1) === 0) return pkt;
-  const start = meta.csumStart, field = meta.csumStart + meta.csumOffset;
-  if (field + 2 > pkt.length) return pkt;
+function wireCopy(pkt: Buffer, meta: OffloadMeta | null): Buffer {
+  if (!meta || (meta.flags & VirtioNetHdr.F_NEEDS_CSUM) === 0 || meta.csumStart + meta.csumOffset + 2 > pkt.length) return pkt;
   const copy = Buffer.from(pkt);
-  const c = internetChecksum(copy, start, copy.length - start);
-  copy[field] = c >> 8;
-  copy[field + 1] = c & 255;
+  completeChecksum(copy, meta);
   return copy;
 }

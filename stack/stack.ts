@@ -8,7 +8,7 @@
  * Time is passed in: the stack reads it from its scheduler once per burst or timer
  * run, never deep inside a layer.
  */
-import type { Device, OffloadMeta } from '../drivers/device';
+import { VirtioNetHdr, type Device, type OffloadMeta } from '../drivers/device';
 import { newCounters, Counters } from './counters';
 import { Reassembler } from './iface/reassembly';
 import { RouteTable } from './iface/routing';
@@ -21,14 +21,16 @@ import type { IpsecHook } from './iface/ipsec-hook';
 import type { IpInputHook } from './iface/ip-input-hook';
 import { CodedError } from './util/errors';
 import { formatIpv4, prefixMask } from './wire/addr';
-import { internetChecksum } from './wire/checksum';
+import { type ChecksumCaps, DeviceChecksum } from './wire/checksum';
 import {
-  ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED, ICMP_PARAM_PROBLEM, ICMP_SOURCE_QUENCH,
-  UNREACH_FRAG_NEEDED, UNREACH_PORT, finishIcmp, newIcmpRepr, parseIcmp,
+  ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LEN, ICMP_TIME_EXCEEDED, ICMP_PARAM_PROBLEM, ICMP_SOURCE_QUENCH,
+  IcmpError, UNREACH_FRAG_NEEDED, UNREACH_PORT, emitIcmp, newIcmpRepr, parseIcmp,
 } from './wire/icmp';
 import {
-  IPV4_MIN_HEADER, Ipv4Error, PROTO_ICMP, PROTO_TCP, PROTO_UDP, emitIpv4Header, newIpv4Repr, parseIpv4Header, readU16,
+  IPV4_MIN_HEADER, Ipv4Error, Ipv4Field, Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP, emitIpv4Header, newIpv4Repr, parseIpv4Header,
 } from './wire/ipv4';
+import { readU16, readU32, writeU16 } from './wire/bytes';
+import { UdpField } from './wire/udp';
 
 /** Where time comes from and how deferred work is scheduled (real or virtual). */
 export interface Scheduler {
@@ -124,6 +126,18 @@ export class Stack {
   /** Output header fields; no options, never a fragment (see writeIpHeader). */
   private readonly ipOut = newIpv4Repr();
   private readonly icmp = newIcmpRepr();
+  private readonly icmpOut = newIcmpRepr();
+  /** The first fragment's header, when a reassembled datagram's header is written again. */
+  private readonly reasmIp = newIpv4Repr();
+  /** The IPv4 header an ICMP error quotes. */
+  private readonly quoted = new Ipv4Packet();
+  /**
+   * What the device does with checksums: `checksumCaps` for packets it did not vouch
+   * for (and for what we send), `checksumCapsVerified` for those it did (virtio
+   * DATA_VALID or NEEDS_CSUM on receive: their TCP and UDP checksums are not checked).
+   */
+  readonly checksumCaps: ChecksumCaps;
+  private readonly checksumCapsVerified: ChecksumCaps;
   private icmpTokens: number;
   private icmpRefillAt = 0;
   private readonly icmpRate: number;
@@ -155,6 +169,11 @@ export class Stack {
     this.icmpTokens = this.icmpRate;
     this.tsoSegmentsMax = opts.tsoSegments ?? 1;
     this.txCsumOffload = opts.txChecksumOffload ?? false;
+    // Only TCP sends with the offload meta (tcp.ts), so only TCP checksums are left to the
+    // device; UDP and ICMP are checksummed here. The IPv4 header checksum always is.
+    const tcpTx = this.txCsumOffload ? DeviceChecksum.Fills : DeviceChecksum.None;
+    this.checksumCaps = Object.freeze({ ipv4: DeviceChecksum.None, icmp: DeviceChecksum.None, tcp: tcpTx, udp: DeviceChecksum.None });
+    this.checksumCapsVerified = Object.freeze({ ipv4: DeviceChecksum.None, icmp: DeviceChecksum.None, tcp: tcpTx | DeviceChecksum.Verified, udp: DeviceChecksum.Verified });
     this.rxQueueLimit = opts.rxQueueBytes ?? Infinity;
     const mtu = opts.mtu ?? opts.device.mtu;
     this.routes = new RouteTable(mtu);
@@ -272,20 +291,22 @@ export class Stack {
     const c = this.counters;
     c.IpInReceives++;
     const ip = this.ip;
-    // DATA_VALID (2) or NEEDS_CSUM (1) from the local kernel: the checksum needs no software check.
-    const csumOk = meta !== null && (meta.flags & 3) !== 0;
+    // DATA_VALID or NEEDS_CSUM from the local kernel: the transport checksum needs no software check.
+    const caps = meta !== null && (meta.flags & (VirtioNetHdr.F_DATA_VALID | VirtioNetHdr.F_NEEDS_CSUM)) !== 0 ? this.checksumCapsVerified : this.checksumCaps;
     let len = pkt.length;
-    if (meta && meta.gsoType !== 0 && len >= 4 && readU16(pkt, 2) === 0) {
+    if (meta && meta.gsoType !== VirtioNetHdr.GSO_NONE && len >= 4 && readU16(pkt, Ipv4Field.LENGTH) === 0) {
       // Some GSO packets arrive with total length 0; the buffer says how long it is.
-      pkt[2] = len >> 8; pkt[3] = len & 255;
+      writeU16(pkt, Ipv4Field.LENGTH, len);
     }
-    if (len > 0 && pkt[0] >> 4 === 6) { c.FsIpv6Ignored++; return; } // IPv6 is out of scope (docs/design.md)
-    const err = parseIpv4Header(pkt, 0, len, ip, false);
+    if (len > 0 && pkt[Ipv4Field.VER_IHL] >> 4 === 6) { c.FsIpv6Ignored++; return; } // IPv6 is out of scope (docs/design.md)
+    const err = parseIpv4Header(pkt, 0, len, ip, caps);
     if (err !== Ipv4Error.None) {
       c.IpInHdrErrors++;
       return;
     }
-    if (this.hooks.gate.refuseInput()) return;
+    // Refused by the gate (KB 297040's held lock): discarded for a reason that is not the
+    // packet's (RFC 4293 ipSystemStatsInDiscards), whatever the fault counts on its own.
+    if (this.hooks.gate.refuseInput()) { this.counters.IpInDiscards++; return; }
     const local = this.isLocal(ip.dst);
     // A forwarding plane sees every valid datagram before local delivery (RFC 1812 5.2.1:
     // a router decides to forward or to deliver before reassembly).
@@ -309,34 +330,41 @@ export class Stack {
       if (!r.done) return;
       c.IpReasmOKs++;
       // Rebuild a contiguous datagram so that transports (and ICMP quotes) see one packet.
-      buf = Buffer.allocUnsafe(20 + r.payload.length);
-      r.header.copy(buf, 0, 0, 20);
-      buf[0] = 0x45;
-      r.payload.copy(buf, 20);
-      // The header must describe the whole datagram, as the reassembled one does in
-      // Linux (ip_frag_reasm): the total length of all of it, no MF, a valid checksum.
-      // Otherwise an ICMP error quoting it (port unreachable) says "fragment of 1500".
-      buf.writeUInt16BE(20 + r.payload.length, 2);
-      buf.writeUInt16BE(buf.readUInt16BE(6) & 0x4000, 6);
-      buf.writeUInt16BE(0, 10);
-      buf.writeUInt16BE(internetChecksum(buf, 0, 20), 10);
-      off = 20; plen = r.payload.length; ipOff = 0;
+      buf = Buffer.allocUnsafe(IPV4_MIN_HEADER + r.payload.length);
+      this.reassembledHeader(r.header, buf, r.payload.length);
+      r.payload.copy(buf, IPV4_MIN_HEADER);
+      off = IPV4_MIN_HEADER; plen = r.payload.length; ipOff = 0;
     }
     // ESP, IKE and the inbound policy (stack/iface/ipsec-hook.ts); decrypted packets come back through input().
-    if (this.ipsec !== null && this.ipsec.input(ip, buf, ipOff, off, plen, csumOk, now)) return;
+    if (this.ipsec !== null && this.ipsec.input(ip, buf, ipOff, off, plen, caps, now)) return;
     c.IpInDelivers++;
     switch (ip.protocol) {
       case PROTO_TCP: {
-        if (meta && meta.gsoType !== 0) c.TcpExtTCPGSOSegsIn++;
-        this.tcp.input(ip.src, ip.dst, buf, off, plen, csumOk, now);
+        if (meta && meta.gsoType !== VirtioNetHdr.GSO_NONE) c.TcpExtTCPGSOSegsIn++;
+        this.tcp.input(ip.src, ip.dst, buf, off, plen, caps, now);
         break;
       }
-      case PROTO_UDP: this.udp.input(ip.src, ip.dst, buf, ipOff, off, plen, csumOk); break;
-      case PROTO_ICMP: this.icmpInput(ip.src, ip.dst, buf, off, plen, now); break;
+      case PROTO_UDP: this.udp.input(ip.src, ip.dst, buf, ipOff, off, plen, caps); break;
+      case PROTO_ICMP: this.icmpInput(ip.src, ip.dst, buf, off, plen, caps, now); break;
       default:
         c.IpInUnknownProtos++;
-        this.sendIcmpError(buf, ipOff, off + plen - ipOff, ICMP_DEST_UNREACH, 2, 0);
+        this.sendIcmpError(buf, ipOff, off + plen - ipOff, ICMP_DEST_UNREACH, 2);
     }
+  }
+
+  /**
+   * The header of a reassembled datagram, from its first fragment's: it must describe
+   * the whole datagram, as the reassembled one does in Linux (ip_frag_reasm): the total
+   * length of all of it, no MF, offset 0, a valid checksum, no options. Otherwise an
+   * ICMP error quoting it (port unreachable) says "fragment of 1500".
+   */
+  private reassembledHeader(first: Buffer, out: Buffer, payloadLength: number): void {
+    const v = this.quoted, r = this.reasmIp;
+    v.wrap(first, 0, first.length); // validated when it arrived
+    r.src = v.src; r.dst = v.dst; r.protocol = v.protocol; r.ttl = v.ttl; r.tos = v.tos; r.ident = v.ident;
+    r.dontFragment = v.dontFragment; r.moreFragments = false; r.fragmentOffset = 0;
+    r.headerLength = IPV4_MIN_HEADER; r.totalLength = IPV4_MIN_HEADER + payloadLength;
+    emitIpv4Header(out, 0, r);
   }
 
   isLocal(dst: number): boolean {
@@ -350,17 +378,25 @@ export class Stack {
     return true;
   }
 
-  private icmpInput(src: number, dst: number, buf: Buffer, off: number, len: number, now: number): void {
+  private icmpInput(src: number, dst: number, buf: Buffer, off: number, len: number, caps: ChecksumCaps, now: number): void {
     const c = this.counters;
     const m = this.icmp;
     c.IcmpInMsgs++;
-    if (!parseIcmp(buf, off, len, m)) { c.IcmpInErrors++; c.IcmpInCsumErrors++; return; }
+    const err = parseIcmp(buf, off, len, m, caps);
+    if (err !== IcmpError.None) {
+      c.IcmpInErrors++;
+      if (err === IcmpError.BadChecksum) c.IcmpInCsumErrors++;
+      return;
+    }
     switch (m.type) {
       case ICMP_ECHO_REQUEST: {
         c.IcmpInEchos++;
+        // The reply carries the request's identifier, sequence number and data (RFC 792).
         const reply = Buffer.allocUnsafe(len);
         buf.copy(reply, 0, off, off + len);
-        finishIcmp(reply, 0, ICMP_ECHO_REPLY, 0, ((m.ident << 16) | m.seq) >>> 0, len - 8);
+        const r = this.icmpOut;
+        r.type = ICMP_ECHO_REPLY; r.code = 0; r.ident = m.ident; r.seq = m.seq; r.bodyLength = m.bodyLength;
+        emitIcmp(reply, 0, r);
         c.IcmpOutMsgs++; c.IcmpOutEchoReps++;
         // Through the datagram path: a large echo (ping -s 3000) is fragmented like any datagram.
         this.sendDatagram(PROTO_ICMP, dst, src, reply, false);
@@ -376,24 +412,25 @@ export class Stack {
 
   /** An ICMP error: find what it concerns from the quoted header (RFC 5927) and tell it. */
   private icmpError(_type: number, code: number, nextHopMtu: number, buf: Buffer, qoff: number, qlen: number, now: number): void {
-    if (qlen < IPV4_MIN_HEADER + 8) return;
-    const proto = buf[qoff + 9];
-    const ihl = (buf[qoff] & 15) * 4;
+    // The quote: the offending datagram's IP header and at least 8 bytes after it (RFC 792).
+    const q = this.quoted;
+    if (qlen < IPV4_MIN_HEADER + 8 || q.wrap(buf, qoff, qlen) !== Ipv4Error.None) return;
+    const proto = q.protocol;
     if (proto === PROTO_TCP) {
-      const conn = this.tcp.findQuoted(buf, qoff, qlen);
+      const conn = this.tcp.findQuoted(q);
       if (!conn) return;
       if (code === UNREACH_FRAG_NEEDED) {
-        const quotedTotal = readU16(buf, qoff + 2);
-        const outcome = this.pmtu.onFragNeeded(conn.remoteAddr, nextHopMtu, quotedTotal, now);
+        const outcome = this.pmtu.onFragNeeded(conn.remoteAddr, nextHopMtu, q.totalLength, now);
         if (outcome === 'created' || outcome === 'updated') this.applyPathMtu(conn.remoteAddr, now);
         return;
       }
       this.tcp.onUnreachable(conn, code, now);
-    } else if (proto === PROTO_UDP && qlen >= ihl + 8) {
-      const sport = readU16(buf, qoff + ihl);
-      const dport = readU16(buf, qoff + ihl + 2);
-      const src = buf.readUInt32BE(qoff + 12);
-      const dst = buf.readUInt32BE(qoff + 16);
+    } else if (proto === PROTO_UDP && q.payloadLength >= 8) {
+      const u = q.payloadOffset;
+      const sport = readU16(buf, u + UdpField.SRC_PORT);
+      const dport = readU16(buf, u + UdpField.DST_PORT);
+      const src = q.src;
+      const dst = q.dst;
       // The quoted datagram must be one we could have sent (RFC 5927's check, for UDP).
       if (!this.udp.sentFrom(sport, src, (a) => this.isLocal(a))) return;
       const codeName = code === UNREACH_PORT ? 'ECONNREFUSED' : 'EHOSTUNREACH';
@@ -403,16 +440,7 @@ export class Stack {
 
   /** A path MTU went down: every connection to `dst` lowers its MSS and resends what the router dropped. */
   applyPathMtu(dst: number, now: number): void {
-    for (const conn of this.tcp.table.all()) {
-      if (conn.remoteAddr !== dst) continue;
-      const before = conn.mss;
-      conn.updateMss();
-      if (conn.mss < before && conn.sndMax !== conn.sndUna) {
-        // RFC 1191 6.5: retransmit at once with the smaller size.
-        conn.sndNxt = conn.sndUna;
-        conn.output(now);
-      }
-    }
+    this.tcp.onPathMtuDecreased(dst, this.pathMtu(dst), now);
     this.flushSoon();
   }
 
@@ -429,7 +457,6 @@ export class Stack {
   tsoSegments(): number { return this.tsoSegmentsMax; }
   /** Keep a received packet's buffer instead of copying out of it, when the device allows. */
   claimPacket(pkt: Buffer): boolean { return this.device.claim !== undefined && this.device.claim(pkt); }
-  txChecksumOffload(): boolean { return this.txCsumOffload; }
   rxQueueBytes(): number { return this.rxQueueLimit; }
   blackHoleDetection(): boolean { return this.pmtu.params().EnablePMTUBHDetect !== 0; }
 
@@ -490,14 +517,18 @@ export class Stack {
   }
 
   sendPortUnreachable(original: Buffer, off: number, len: number): void {
-    this.sendIcmpError(original, off, len, ICMP_DEST_UNREACH, UNREACH_PORT, 0);
+    this.sendIcmpError(original, off, len, ICMP_DEST_UNREACH, UNREACH_PORT);
   }
 
-  /** ICMP error quoting the offending header and 8 bytes more (RFC 792), rate-limited. */
-  sendIcmpError(original: Buffer, off: number, len: number, type: number, code: number, word: number): void {
+  /**
+   * An ICMP error about the datagram original[off, off+len) (its header validated),
+   * quoting its header and 8 bytes more (RFC 792), rate-limited. `nextHopMtu` for
+   * destination unreachable, fragmentation needed (RFC 1191 4).
+   */
+  sendIcmpError(original: Buffer, off: number, len: number, type: number, code: number, nextHopMtu = 0): void {
     // Never about a datagram whose source is not one host (RFC 1122 3.2.2): zero,
     // loopback, multicast, class E, limited or subnet broadcast.
-    const from = original.readUInt32BE(off + 12);
+    const from = readU32(original, off + Ipv4Field.SRC_ADDR);
     const first = from >>> 24;
     const m = prefixMask(this.prefix);
     if (from === 0 || first === 127 || first >= 224 ||
@@ -506,14 +537,16 @@ export class Stack {
     if (now - this.icmpRefillAt >= 1000) { this.icmpTokens = this.icmpRate; this.icmpRefillAt = now; }
     if (this.icmpTokens <= 0) { this.counters.IcmpOutRateLimited++; return; }
     this.icmpTokens--;
-    const ihl = (original[off] & 15) * 4;
+    const ihl = (original[off + Ipv4Field.VER_IHL] & 15) * 4;
     const quote = Math.min(len, ihl + 8);
-    const pkt = Buffer.allocUnsafe(20 + 8 + quote);
-    original.copy(pkt, 28, off, off + quote);
-    finishIcmp(pkt, 20, type, code, word, quote);
-    const src = original.readUInt32BE(off + 16);
-    const dst = original.readUInt32BE(off + 12);
-    this.writeIpHeader(pkt, src, dst, PROTO_ICMP, false);
+    const body = IPV4_MIN_HEADER + ICMP_HEADER_LEN;
+    const pkt = Buffer.allocUnsafe(body + quote);
+    original.copy(pkt, body, off, off + quote);
+    const r = this.icmpOut;
+    r.type = type; r.code = code; r.nextHopMtu = nextHopMtu; r.bodyLength = quote;
+    emitIcmp(pkt, IPV4_MIN_HEADER, r);
+    // From the address it was sent to, back to its source.
+    this.writeIpHeader(pkt, readU32(original, off + Ipv4Field.DST_ADDR), from, PROTO_ICMP, false);
     this.counters.IcmpOutMsgs++;
     if (type === ICMP_DEST_UNREACH) this.counters.IcmpOutDestUnreachs++;
     this.sendIp(pkt, null);

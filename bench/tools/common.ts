@@ -3,35 +3,28 @@
  * inside lab namespaces): flag parsing, JSON lines on stdout, commands on stdin.
  */
 import * as readline from 'node:readline';
-import * as v8 from 'node:v8';
-import * as vm from 'node:vm';
+import { fullGc } from '../../stack/runtime/memory';
+import { parseFlags } from '../../lab/flags';
 
-export function flags(argv: readonly string[]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith('--')) continue;
-    const eq = a.indexOf('=');
-    if (eq > 0) m.set(a.slice(2, eq), a.slice(eq + 1));
-    else if (i + 1 < argv.length && !argv[i + 1]!.startsWith('--')) m.set(a.slice(2), argv[++i]!);
-    else m.set(a.slice(2), 'true');
-  }
-  return m;
+/**
+ * The tool's flags (lab/flags.ts: node's parseArgs, strict): `strings` take a value,
+ * `switches` none (present: 'true'). A flag the tool does not know is an error.
+ */
+export function flags(tool: string, argv: readonly string[], strings: readonly string[], switches: readonly string[] = []): Map<string, string> {
+  const options: Record<string, { type: 'string' | 'boolean' }> = {};
+  for (const n of strings) options[n] = { type: 'string' };
+  for (const n of switches) options[n] = { type: 'boolean' };
+  const { values } = parseFlags(tool, argv, options);
+  return new Map(Object.entries(values).filter(([, v]) => v !== undefined && v !== false).map(([k, v]) => [k, String(v)]));
 }
 
 export function say(obj: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify(obj) + '\n');
 }
 
-let gcFn: (() => void) | null = null;
 /** Heap and RSS after two full collections: what live objects cost, not garbage. */
 export function memoryAfterGc(): { heapUsed: number; rss: number; external: number; arrayBuffers: number } {
-  if (!gcFn) {
-    v8.setFlagsFromString('--expose-gc');
-    gcFn = vm.runInNewContext('gc') as () => void;
-  }
-  gcFn();
-  gcFn();
+  fullGc();
   const m = process.memoryUsage();
   return { heapUsed: m.heapUsed, rss: m.rss, external: m.external, arrayBuffers: m.arrayBuffers };
 }

@@ -11,7 +11,7 @@ import * as net from 'node:net';
 import { flags, say, serveCommands } from './common';
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2));
+  const f = flags('conn-holder', process.argv.slice(2), ['addrs', 'count', 'port', 'concurrency']);
   const addrs = (f.get('addrs') ?? '198.18.0.2').split(',');
   const count = Number(f.get('count') ?? 1000);
   const port = Number(f.get('port') ?? 9);

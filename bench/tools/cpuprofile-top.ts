@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { flags } from './common';
+import { parseFlags } from '../../lab/flags';
 
 interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }
 interface Profile { nodes: Node[]; samples: number[]; timeDeltas: number[] }
@@ -43,9 +43,10 @@ function fileGroup(url: string, fn: string): string {
 }
 
 if (require.main === module) {
-  const f = flags(process.argv.slice(2));
-  const file = process.argv[2]!;
-  for (const r of topFunctions(file, Number(f.get('top') ?? 25), f.has('by-file'))) {
+  const { values: f, positionals } = parseFlags('cpuprofile-top', process.argv.slice(2), { top: { type: 'string' }, 'by-file': { type: 'boolean' } }, 1);
+  const file = positionals[0];
+  if (!file) throw new Error('usage: node dist/bench/tools/cpuprofile-top.js FILE.cpuprofile [--top N] [--by-file]');
+  for (const r of topFunctions(file, Number(f.top ?? 25), f['by-file'] === true)) {
     console.log(`${r.selfPct.toFixed(1).padStart(5)}%  ${r.selfMs.toFixed(0).padStart(7)} ms  ${r.name}`);
   }
 }

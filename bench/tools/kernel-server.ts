@@ -12,7 +12,7 @@ import { startServices } from '../../stack/services/index';
 import { flags, kernelCounters, memoryAfterGc, say, serveCommands } from './common';
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2));
+  const f = flags('kernel-server', process.argv.slice(2), ['services', 'host']);
   const names = (f.get('services') ?? 'echo,discard,http').split(',').filter(Boolean);
   const host = f.get('host');
   const handles = await startServices(kernelNet, names, { udpEcho: false, ...(host ? { host } : {}) });

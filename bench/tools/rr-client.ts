@@ -13,7 +13,7 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2));
+  const f = flags('rr-client', process.argv.slice(2), ['host', 'port', 'count', 'warmup', 'size']);
   const host = f.get('host') ?? '198.18.0.2';
   const port = Number(f.get('port') ?? 7);
   const count = Number(f.get('count') ?? 5000);

@@ -13,11 +13,11 @@
 import { startStackRuntime } from '../../stack/runtime/run';
 import { parseCidr } from '../../stack/wire/addr';
 import { runIperf3Client } from '../../stack/services/iperf3-client';
-import type { ServiceName } from '../../bin/cli/run-options';
+import type { ServiceName } from '../../stack/runtime/options';
 import { flags, memoryAfterGc, say, serveCommands } from './common';
 
 async function main(): Promise<void> {
-  const f = flags(process.argv.slice(2));
+  const f = flags('stack-server', process.argv.slice(2), ['tun', 'addr', 'host-addr', 'mtu', 'services', 'control', 'profile', 'offloads', 'queues', 'cc'], ['shards']);
   const tun = f.get('tun') ?? 'fsbench0';
   const addr = parseCidr(f.get('addr') ?? '198.18.0.2/24')!;
   const hostAddr = parseCidr(f.get('host-addr') ?? '198.18.0.1/24')!;
@@ -28,9 +28,8 @@ async function main(): Promise<void> {
     offloads: (f.get('offloads') ?? 'on') !== 'off', queues: Number(f.get('queues') ?? 1), shards: f.get('shards') === 'true',
     cc: (f.get('cc') ?? 'cubic') as 'cubic' | 'newreno', json: true,
   });
-  const rt = (h as unknown as { runtime: import('../../stack/runtime/run').Runtime }).runtime;
-  const api = (h as unknown as { api: import('../../stack/api/net-api').NetApi }).api;
-  if (!rt) {
+  const { runtime: rt, api } = h;
+  if (!rt || !api) {
     // Shard mode: the stacks live in worker threads; this tool only starts and stops them.
     say({ ready: true, line: h.readyLine, offloads: /offloads ([a-z0-9,]+)/.exec(h.readyLine)?.[1]?.split(',') ?? [], queues: Number(f.get('queues') ?? 1), pid: process.pid });
     serveCommands(async (cmd) => {

@@ -9,6 +9,7 @@
  *   faultstack run: --mtu must be an integer from 68 to 65535, got "abc"
  */
 import { UsageError } from '../../stack/util/errors';
+import { editDistance } from '../../stack/util/edit-distance';
 
 /** Thrown by validators; the message is the "must be ..." part of the final error. */
 export class InvalidValue extends Error {
@@ -224,20 +225,6 @@ export function keyValue(keyName: string, valueName: string, example: string): V
 export function quote(raw: string): string {
   const s = raw.length > 80 ? raw.slice(0, 77) + '...' : raw;
   return JSON.stringify(s);
-}
-
-/** Optimal string alignment distance: edits, with a swap of neighbours counting as one ("mut" → "mtu"). */
-function editDistance(a: string, b: string): number {
-  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
-      d[i]![j] = v;
-    }
-  }
-  return d[a.length]![b.length]!;
 }
 
 /** The closest candidate when it is plausibly a typo. */

@@ -8,7 +8,11 @@ import { ControlClient, ControlError } from '../../stack/control/client';
 import { probeSocket } from '../../stack/control/server';
 import { CodedError, UsageError } from '../../stack/util/errors';
 import { InvalidValue, Validator, switchFlag, valueFlag } from './args';
-import { defaultRunDir } from './run-options';
+
+/** Where `run` puts its control socket by default, and where the other commands look for one. */
+export function defaultRunDir(): string {
+  return process.env.FAULTSTACK_RUN_DIR || '/run/faultstack';
+}
 
 /** Linux sun_path holds 108 bytes including the terminating NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import type { Ipv4Cidr } from '../../stack/wire/addr';
 import { formatIpv4, prefixMask, sameSubnet } from '../../stack/wire/addr';
 import { RuleSyntaxError, parseRule, RULE_SYNTAX } from '../../stack/firewall/rules';
-import type { FirewallRunOptions } from '../../stack/runtime/firewall-setup';
+import type { FirewallRunOptions } from '../../stack/runtime/options';
 import { InvalidValue, usageError, type Validator } from './args';
 
 /** A network namespace name as `ip netns` makes them (a file under /run/netns). */

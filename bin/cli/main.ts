@@ -35,9 +35,11 @@ export const COMMANDS: Record<string, CommandEntry> = {
   ipsec: { summary: "a running stack's IPsec SAs (peer identities, SPIs, selectors), policies and counters", module: './commands/ipsec' },
   fw: { summary: "a running firewall's sessions, bindings, rules and counters (run --external-tun ...)", module: './commands/fw' },
   fwc: { summary: 'the Firewall Client: connect, bind and send through a firewall from the internal network', module: './commands/fwc' },
+  nlb: { summary: 'nlb query|display|params|drainstop|stop|start: a running Network Load Balancing host', module: './commands/nlb' },
   faults: { summary: 'list the reproduced faults, their modes and parameters', module: './commands/faults' },
   certs: { summary: 'create the test certificates the mtls service needs', module: './commands/certs' },
   demo: { summary: 'run the end-to-end demo in a throwaway network namespace', module: '../demo' },
+  lab: { summary: 'lab nlb: the KB 972183 lab (NLB cluster, strongSwan clients moving networks, sticky application)', module: './commands/lab' },
 };
 
 function debug(): boolean {
@@ -74,13 +76,13 @@ export function loadCommand(name: string): CommandModule {
   const entry = COMMANDS[name]!;
   let mod: Partial<CommandModule>;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+     
     mod = require(entry.module) as Partial<CommandModule>;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     const first = (err.message ?? '').split('\n')[0] ?? '';
     if (err.code === 'MODULE_NOT_FOUND' && first.includes(`'${entry.module}'`)) {
-      throw new Error(`command "${name}" is not available in this build (${path.join(path.dirname(__filename), entry.module)}.js is missing; run \`make build\`)`);
+      throw new Error(`command "${name}" is not available in this build (${path.join(path.dirname(__filename), entry.module)}.js is missing; run \`make build\`)`, { cause: e });
     }
     throw e;
   }

@@ -36,7 +36,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Device, OffloadMeta, ReceiveHandler } from '../device';
+import { VirtioNetHdr, type Device, type OffloadMeta, type ReceiveHandler } from '../device';
 
 /** TUNSETOFFLOAD flags (linux/if_tun.h). */
 export const TUN_F = {
@@ -49,18 +49,6 @@ export const TUN_F = {
   USO6: 0x40,
 } as const;
 
-/** virtio_net_hdr constants. */
-export const VIRTIO_NET_HDR = {
-  LEN: 10,
-  F_NEEDS_CSUM: 1,
-  F_DATA_VALID: 2,
-  GSO_NONE: 0,
-  GSO_TCPV4: 1,
-  GSO_UDP: 3,
-  GSO_TCPV6: 4,
-  GSO_UDP_L4: 5,
-  GSO_ECN: 0x80,
-} as const;
 
 export interface OffloadState {
   /** TUN_F_* bits the kernel accepted (0: none). */
@@ -323,7 +311,7 @@ export class TunQueue implements Device {
     const n = loadNative();
     this.index = index;
     const link = owner.linkHeaderLen ?? 0;
-    const slotSize = owner.vnetHdr ? align(VIRTIO_NET_HDR.LEN + link + 65536 + 1, 64) : Math.max(2048, align(owner.mtu + link + 1, 64));
+    const slotSize = owner.vnetHdr ? align(VirtioNetHdr.LEN + link + 65536 + 1, 64) : Math.max(2048, align(owner.mtu + link + 1, 64));
     this.slab = Buffer.allocUnsafeSlow(slotSize * rxBurst);
     this.slotSize = slotSize;
     for (let i = 0; i < rxBurst; i++) this.slotBufs.push(this.slab.subarray(i * slotSize, (i + 1) * slotSize));

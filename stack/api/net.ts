@@ -65,8 +65,7 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     this.remotePort = conn.remotePort;
     this.localAddress = formatIpv4(conn.localAddr);
     this.localPort = conn.localPort;
-    conn.noDelay = this.noDelay;
-    conn.attach(this);
+    conn.attach(this, this.noDelay);
   }
 
   connect(port: number, host: string, localAddress?: string, cb?: () => void): this {
@@ -130,7 +129,7 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
   private peerFinQueued = false;
   onSendSpace(): void {
     const cb = this.pendingWriteCb;
-    if (cb && this.conn && this.conn.sendQueue.length < this.conn.sndBuf) {
+    if (cb && this.conn && this.conn.hasSendSpace()) {
       this.pendingWriteCb = null;
       cb();
     }
@@ -158,7 +157,7 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     this.touch();
     conn.send(chunk, this.tick());
     this.stack.flushSoon();
-    if (conn.sendQueue.length < conn.sndBuf) cb();
+    if (conn.hasSendSpace()) cb();
     else this.pendingWriteCb = cb;
   }
 
@@ -173,7 +172,7 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     conn.output(now);
     this.touch();
     this.stack.flushSoon();
-    if (conn.sendQueue.length < conn.sndBuf) cb();
+    if (conn.hasSendSpace()) cb();
     else this.pendingWriteCb = cb;
   }
 
@@ -227,11 +226,8 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     const conn = this.conn;
     this.conn = null;
     if (conn && !conn.isClosed()) {
-      const now = this.tick();
-      conn.owner = null;
       // Like close(2): unread data means a reset, otherwise a graceful close in the background.
-      if (this.readableLength > 0 || conn.pendingBytes > 0) conn.abort(now);
-      else conn.release(now);
+      conn.close(this.tick(), this.readableLength > 0);
       this.stack.flushSoon();
     }
     cb(err);
@@ -240,7 +236,7 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
   /** Sends a RST and destroys the socket (Node's socket.resetAndDestroy). */
   resetAndDestroy(): this {
     const conn = this.conn;
-    if (conn) { this.conn = null; conn.owner = null; conn.abort(this.tick()); this.stack.flushSoon(); }
+    if (conn) { this.conn = null; conn.abortByApplication(this.tick()); this.stack.flushSoon(); }
     return this.destroy();
   }
 
@@ -248,11 +244,8 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
   setNoDelay(noDelay = true): this {
     this.noDelay = Boolean(noDelay);
     const conn = this.conn;
-    if (conn && conn.noDelay !== this.noDelay) {
-      conn.noDelay = this.noDelay;
-      // Data Nagle was holding back goes now (as setsockopt(TCP_NODELAY) pushes it in Linux).
-      if (this.noDelay) { conn.output(this.tick()); this.stack.flushSoon(); }
-    }
+    // Data Nagle was holding back goes now (as setsockopt(TCP_NODELAY) pushes it in Linux).
+    if (conn && conn.setNoDelay(this.noDelay, this.tick())) this.stack.flushSoon();
     return this;
   }
   setKeepAlive(enable = false, initialDelay = 0): this {
@@ -287,7 +280,7 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     return 'closed';
   }
   get pending(): boolean { return !this.conn || this.connecting; }
-  get bufferSize(): number { return this.writableLength + (this.conn ? this.conn.sendQueue.length : 0); }
+  get bufferSize(): number { return this.writableLength + (this.conn ? this.conn.sendQueued : 0); }
 }
 
 export interface ServerOptions {

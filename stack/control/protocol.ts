@@ -111,6 +111,10 @@ export interface ConnectionRow {
   localPort?: number;
   remoteAddress?: string;
   remotePort?: number;
+  /** The runtime's extra columns (stack/runtime/stats.ts): smoothed RTT in ms, cwnd in segments, retransmitted segments. */
+  rtt?: number;
+  cwnd?: number;
+  retrans?: number;
 }
 
 export interface LockState {

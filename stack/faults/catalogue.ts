@@ -21,7 +21,7 @@
  * - Unimplemented faults have mode `off` only in effect: enabling them is refused.
  */
 import { UsageError } from '../util/errors';
-import type { FaultMode, FaultSpec, ParamDef } from './module';
+import type { FaultMode, FaultSpec, ParamDef } from './spec';
 import { TCPIP } from './registry';
 import { spec as kb903927 } from './kb903927/spec';
 import { spec as kb297040 } from './kb297040/spec';
@@ -29,7 +29,7 @@ import { spec as kb898060 } from './kb898060/spec';
 import { spec as kb972183 } from './kb972183/spec';
 import { spec as kb319381 } from './kb319381/spec';
 
-export type { FaultMode, ParamDef, ParamType } from './module';
+export type { FaultMode, ParamDef, ParamType } from './spec';
 export const ALL_MODES: readonly FaultMode[] = ['off', 'buggy', 'hotfixed'];
 
 // ---------------------------------------------------------------------------
@@ -181,6 +181,17 @@ const WINDOWS_BASE = {
   PortScanWellKnownThreshold: kb319381.params.PortScanWellKnownThreshold.default,
   PortScanAllPortsThreshold: kb319381.params.PortScanAllPortsThreshold.default,
   MediaPortReleaseDelayMs: kb319381.params.MediaPortReleaseDelayMs.default,
+  // NLB (KB 972183, stack/faults/kb972183/spec.ts): the registry reference's defaults; DropStateIfNotBucketOwner
+  // is read only with the hotfix (mode hotfixed).
+  DropStateIfNotBucketOwner: kb972183.params.DropStateIfNotBucketOwner.default,
+  AliveMsgPeriod: kb972183.params.AliveMsgPeriod.default,
+  AliveMsgTolerance: kb972183.params.AliveMsgTolerance.default,
+  NlbBucketCount: kb972183.params.NlbBucketCount.default,
+  NlbAffinity: kb972183.params.NlbAffinity.default,
+  DescriptorsPerAlloc: kb972183.params.DescriptorsPerAlloc.default,
+  MaxDescriptorAllocs: kb972183.params.MaxDescriptorAllocs.default,
+  MaskSourceMAC: kb972183.params.MaskSourceMAC.default,
+  FilterICMP: kb972183.params.FilterICMP.default,
 } as const satisfies Partial<ParamValues>;
 
 export const PROFILES: readonly ProfileSpec[] = [

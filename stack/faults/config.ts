@@ -12,7 +12,7 @@ import {
   DEFAULT_PROFILE, FAULTS, PARAMS, findFault, findParam, findProfile, parseParamValue,
   type FaultId, type FaultModes, type ParamName, type ParamValue, type ParamValues,
 } from './catalogue';
-import type { FaultMode } from './module';
+import type { FaultMode } from './spec';
 
 export type ConfigChange =
   | { readonly kind: 'mode'; readonly fault: FaultId; readonly alias: string; readonly from: FaultMode; readonly to: FaultMode }

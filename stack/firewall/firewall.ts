@@ -29,9 +29,10 @@ import { formatIpv4, prefixMask } from '../wire/addr';
 import { internetChecksum } from '../wire/checksum';
 import {
   ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAM_PROBLEM, ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED,
-  UNREACH_ADMIN_PROHIBITED, UNREACH_FRAG_NEEDED, finishIcmp,
+  UNREACH_ADMIN_PROHIBITED, UNREACH_FRAG_NEEDED, emitIcmp, newIcmpRepr,
 } from '../wire/icmp';
-import { IP_FLAG_DF, IP_FLAG_MF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, readU16, readU32, writeU16, writeU32, emitIpv4Header, newIpv4Repr } from '../wire/ipv4';
+import { IP_FLAG_DF, IP_FLAG_MF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, emitIpv4Header, newIpv4Repr } from '../wire/ipv4';
+import { readU16, readU32, writeU16, writeU32 } from '../wire/bytes';
 import { decrementTtl, finishPartialChecksum, fragment, rewriteEndpoint } from './packet';
 import { PortScanDetector, type PortScanEvent, type PortScanOptions, type PortScanThresholds } from './portscan';
 import { RuleSet } from './rules';
@@ -550,7 +551,9 @@ export class Firewall {
    * about an ICMP error, a non-first fragment or a datagram from no single host
    * (RFC 1122 3.2.2), rate-limited (4.3.2.8).
    */
-  icmpError(ingress: Stack, orig: Buffer, type: number, code: number, word: number): void {
+  private readonly icmpScratch = newIcmpRepr();
+
+  icmpError(ingress: Stack, orig: Buffer, type: number, code: number, nextHopMtu: number): void {
     const ihl = (orig[0] & 15) * 4, total = readU16(orig, 2);
     if ((readU16(orig, 6) & 0x1fff) !== 0) return;
     if (orig[9] === PROTO_ICMP && total >= ihl + 1) {
@@ -566,7 +569,9 @@ export class Firewall {
     const quote = Math.min(total, 576 - 28);
     const out = Buffer.allocUnsafe(28 + quote);
     orig.copy(out, 28, 0, quote);
-    finishIcmp(out, 20, type, code, word, quote);
+    const icmp = this.icmpScratch;
+    icmp.type = type; icmp.code = code; icmp.nextHopMtu = nextHopMtu; icmp.bodyOffset = 8; icmp.bodyLength = quote;
+    emitIcmp(out, 20, icmp);
     const r = this.ipScratch;
     r.src = ingress.address; r.dst = from; r.protocol = PROTO_ICMP; r.ttl = ingress.ttl; r.tos = 0xc0;
     r.ident = ingress.nextIpId(); r.dontFragment = false; r.moreFragments = false; r.fragmentOffset = 0;

@@ -232,7 +232,6 @@ export class FwcService {
   private server: FsServer | null = null;
   private nextSession = 1;
   private nextConn = 1;
-  private readonly intNet: ReturnType<typeof createNetApi>;
   private readonly extNet: ReturnType<typeof createNetApi>;
   private readonly maxSessions: number;
   private readonly maxPerSession: number;
@@ -245,7 +244,6 @@ export class FwcService {
     this.maxSessions = opts.maxSessions ?? 256;
     this.maxPerSession = opts.maxPerSession ?? 64;
     this.relayAcceptTimeoutMs = opts.relayAcceptTimeoutMs ?? 10_000;
-    this.intNet = createNetApi(this.fw.internal);
     this.extNet = createNetApi(this.fw.external);
   }
 

@@ -23,7 +23,8 @@
  */
 import { formatIpv4 } from '../wire/addr';
 import { checksumAdd, checksumFinish, pseudoHeaderSum } from '../wire/checksum';
-import { PROTO_TCP, PROTO_UDP, readU16, readU32, writeU16, writeU32 } from '../wire/ipv4';
+import { PROTO_TCP, PROTO_UDP } from '../wire/ipv4';
+import { readU16, readU32, writeU16, writeU32 } from '../wire/bytes';
 import { MMS_HEADER, MMS_MAGIC, MMS_PORT, MmsCommand, MmsStream, mmsFrameLength } from '../wire/mms';
 import type { BindingInfo, Firewall } from './firewall';
 import type { Expectation, NatPayloadFilter, NatSession } from './sessions';

@@ -10,7 +10,8 @@
  * header and data to it. Changing an address (part of the pseudo-header) therefore
  * changes that seed, while changing a port (in the summed data) changes nothing.
  */
-import { IP_FLAG_DF, IP_FLAG_MF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, readU16, readU32, writeU16, writeU32 } from '../wire/ipv4';
+import { IP_FLAG_DF, IP_FLAG_MF, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from '../wire/ipv4';
+import { readU16, readU32, writeU16, writeU32 } from '../wire/bytes';
 import { internetChecksum } from '../wire/checksum';
 
 function fold(s: number): number {

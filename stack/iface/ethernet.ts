@@ -50,12 +50,13 @@ import {
   BROADCAST_MAC, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_MIN, MacAddr,
   formatMac, ipv4MulticastMac, isMulticastMac, readMac, writeMac,
 } from '../wire/ethernet';
-import { ICMP_DEST_UNREACH, UNREACH_HOST, finishIcmp } from '../wire/icmp';
+import { ICMP_DEST_UNREACH, ICMP_HEADER_LEN, UNREACH_HOST, emitIcmp, newIcmpRepr } from '../wire/icmp';
 import {
   ALL_ROUTERS, ALL_SYSTEMS, IGMP_LEAVE_GROUP, IGMP_MEMBERSHIP_QUERY, IGMP_V1_MEMBERSHIP_REPORT, IGMP_V2_MEMBERSHIP_REPORT,
   IgmpError, PROTO_IGMP, buildIgmpDatagram, newIgmpRepr, parseIgmp,
 } from '../wire/igmp';
-import { Ipv4Error, PROTO_ICMP, emitIpv4Header, newIpv4Repr, parseIpv4Header, readU32 } from '../wire/ipv4';
+import { IPV4_MIN_HEADER, Ipv4Error, Ipv4Field, Ipv4Packet, PROTO_ICMP, emitIpv4Header, newIpv4Repr, parseIpv4Header } from '../wire/ipv4';
+import { readU32 } from '../wire/bytes';
 import { Timer, TimerQueue } from '../timers';
 import { IgmpMembership, IgmpParams } from './igmp';
 import { NeighbourParams, NeighbourTable } from './neighbour';
@@ -110,6 +111,8 @@ interface OwnAddress {
   addr: number;
   /** What ARP answers for it. */
   arpMac: MacAddr;
+  /** Resolutions for packets from it are asked from the interface's own address and MAC instead. */
+  solicitFromPrimary: boolean;
   announceLeft: number;
   readonly timer: Timer;
 }
@@ -159,6 +162,9 @@ export class EthernetInterface implements Device {
   private srcMac: MacAddr;
   private readonly arp: ArpRepr = newArpRepr();
   private readonly ipIn = newIpv4Repr();
+  /** reportUnreachable's view of the packet that could not go, and its ICMP error. */
+  private readonly unreachableView = new Ipv4Packet();
+  private readonly unreachableIcmp = newIcmpRepr();
   private readonly igmpIn = newIgmpRepr();
   private readonly upPkts: Buffer[] = [];
   private readonly upFrames: Buffer[] = [];
@@ -250,11 +256,17 @@ export class EthernetInterface implements Device {
   /**
    * Another address of ours (NLB's cluster address): answered in ARP with `arpMac`
    * (default our MAC), accepted by the stack, announced (RFC 5227) unless `announce` is false.
+   * `solicitFromPrimary`: ARP requests for packets sent from this address name our own
+   * address and MAC (Linux's arp_announce 2), for an address whose `arpMac` is a group MAC
+   * (NLB's multicast modes): routers must not believe a group MAC as a sender address
+   * (RFC 1812 3.3.2; this interface refuses it too), and a request naming the address with
+   * our own MAC would teach the neighbour to send that address's traffic to us alone.
    */
-  addAddress(addr: number, opts: { arpMac?: MacAddr; announce?: boolean } = {}): void {
+  addAddress(addr: number, opts: { arpMac?: MacAddr; announce?: boolean; solicitFromPrimary?: boolean } = {}): void {
     addr >>>= 0;
     const a = this.own.get(addr) ?? this.addOwn(addr, opts.arpMac ?? this.mac);
     a.arpMac = opts.arpMac ?? a.arpMac;
+    if (opts.solicitFromPrimary !== undefined) a.solicitFromPrimary = opts.solicitFromPrimary;
     if (this.started && opts.announce !== false) { this.scheduleAnnouncements(a, this.scheduler.now()); this.afterWork(); }
   }
 
@@ -386,7 +398,7 @@ export class EthernetInterface implements Device {
           if (type === ETHERTYPE_IPV4) {
             c.EthInIpv4++;
             if (pkt.length >= 20) {
-              const dst = readU32(pkt, 16);
+              const dst = readU32(pkt, Ipv4Field.DST_ADDR);
               if (dst >>> 28 === 0xe && pkt[9] === PROTO_IGMP) { this.igmpInput(pkt, now); continue; }
               if (this.ipv4Filters.size > 0) {
                 const filter = this.ipv4Filters.get(dst);
@@ -517,7 +529,7 @@ export class EthernetInterface implements Device {
   /** One IPv4 packet from the stack. */
   send(pkt: Buffer, meta?: OffloadMeta | null): void {
     if (this.closed || pkt.length < 20) { this.counters.EthOutDiscards++; return; }
-    const dst = readU32(pkt, 16);
+    const dst = readU32(pkt, Ipv4Field.DST_ADDR);
     let mac: MacAddr;
     if (this.own.has(dst)) { this.loopback(pkt, meta ?? null); return; }
     if (dst >>> 28 === 0xe) mac = ipv4MulticastMac(dst);
@@ -583,7 +595,7 @@ export class EthernetInterface implements Device {
     let spa = this.address;
     if (about !== null) {
       const src = readU32(about.pkt, 12);
-      if (this.ownsAddress(src)) spa = src;
+      if (this.ownsAddress(src) && this.own.get(src)?.solicitFromPrimary !== true) spa = src;
     }
     this.counters.ArpOutRequests++;
     this.arpFrame(unicastTo ?? BROADCAST_MAC, {
@@ -604,7 +616,7 @@ export class EthernetInterface implements Device {
 
   private addOwn(addr: number, arpMac: MacAddr): OwnAddress {
     const a: OwnAddress = {
-      addr, arpMac, announceLeft: 0,
+      addr, arpMac, announceLeft: 0, solicitFromPrimary: false,
       timer: new Timer(() => {
         this.announce(a);
         if (--a.announceLeft > 0) this.timers.arm(a.timer, this.scheduler.now() + ANNOUNCE_INTERVAL_MS);
@@ -629,19 +641,22 @@ export class EthernetInterface implements Device {
 
   /** Linux's arp_error_report: an ICMP host unreachable, from us to us, quoting what could not go. */
   private reportUnreachable(orig: Buffer, _target: number, _now: number): void {
-    if (orig.length < 20 || (orig[0] >> 4) !== 4) return;
-    const ihl = (orig[0] & 15) * 4;
+    const v = this.unreachableView;
+    if (v.wrap(orig, 0, orig.length) !== Ipv4Error.None || v.version !== 4) return;
+    const ihl = v.headerLength;
     // Never an ICMP error about an ICMP error, nor about a non-first fragment (RFC 1122 3.2.2).
-    if ((((orig[6] << 8) | orig[7]) & 0x1fff) !== 0) return;
-    if (orig[9] === PROTO_ICMP && orig.length > ihl) {
+    if (v.fragmentOffset !== 0) return;
+    if (v.protocol === PROTO_ICMP && orig.length > ihl) {
       const t = orig[ihl];
       if (t === 3 || t === 4 || t === 5 || t === 11 || t === 12) return;
     }
     const quote = Math.min(orig.length, ihl + 8);
-    const pkt = Buffer.allocUnsafe(20 + 8 + quote);
-    orig.copy(pkt, 28, 0, quote);
-    finishIcmp(pkt, 20, ICMP_DEST_UNREACH, UNREACH_HOST, 0, quote);
-    const self = readU32(orig, 12);
+    const pkt = Buffer.allocUnsafe(IPV4_MIN_HEADER + ICMP_HEADER_LEN + quote);
+    orig.copy(pkt, IPV4_MIN_HEADER + ICMP_HEADER_LEN, 0, quote);
+    const icmp = this.unreachableIcmp;
+    icmp.type = ICMP_DEST_UNREACH; icmp.code = UNREACH_HOST; icmp.nextHopMtu = 0; icmp.bodyLength = quote;
+    emitIcmp(pkt, IPV4_MIN_HEADER, icmp);
+    const self = v.src;
     emitIpv4Header(pkt, 0, {
       src: self, dst: self, protocol: PROTO_ICMP, ttl: 64, tos: 0xc0, ident: 0, dontFragment: false, moreFragments: false,
       fragmentOffset: 0, headerLength: 20, totalLength: pkt.length,
@@ -730,7 +745,7 @@ export class EthernetInterface implements Device {
       type: 'ethernet',
       mac: formatMac(this.mac),
       sourceMac: formatMac(this.srcMac),
-      addresses: [...this.own.values()].map((a) => ({ address: formatIpv4(a.addr), arpMac: formatMac(a.arpMac) })),
+      addresses: [...this.own.values()].map((a) => ({ address: formatIpv4(a.addr), arpMac: formatMac(a.arpMac), ...(a.solicitFromPrimary ? { solicitFromPrimary: true } : {}) })),
       proxyArp: this.proxy.map((p) => `${formatIpv4(p.net)}/${p.prefix}`),
       promiscuous: this.promiscuous,
       unicastMacs: [...this.unicastMacs].map(formatMac),

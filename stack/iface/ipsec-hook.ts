@@ -15,10 +15,11 @@
  */
 import type { OffloadMeta } from '../../drivers/device';
 import type { Ipv4Repr } from '../wire/ipv4';
+import type { ChecksumCaps } from '../wire/checksum';
 
 export interface IpsecHook {
   /** true: the hook consumed the packet (it was IPsec, or the policy dropped it). */
-  input(ip: Readonly<Ipv4Repr>, buf: Buffer, ipOff: number, off: number, len: number, csumOk: boolean, now: number): boolean;
+  input(ip: Readonly<Ipv4Repr>, buf: Buffer, ipOff: number, off: number, len: number, caps: ChecksumCaps, now: number): boolean;
   /** true: the hook consumed the packet (sent it protected, or dropped it). */
   output(pkt: Buffer, meta: OffloadMeta | null, now: number): boolean;
   overhead(dst: number): number;

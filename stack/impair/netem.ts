@@ -25,7 +25,8 @@
  * runs on (one wake-up per impairment, at its earliest due time). The queue holds at most
  * `limit` packets (netem's default 1000), so memory is bounded.
  */
-import type { OffloadMeta } from '../../drivers/device';
+import { VirtioNetHdr, type OffloadMeta } from '../../drivers/device';
+import { completeChecksum } from '../../drivers/gso';
 import { internetChecksum } from '../wire/checksum';
 import { CorrelatedEvent, CorrelatedUniform, Rng, distributionT } from './random';
 import type { LossSpec, NetemSpec, SlotSpec } from './spec';
@@ -207,7 +208,7 @@ export class NetemQueue {
     if (count > 1) copy = Buffer.from(pkt);
     if (this.corrupt && this.corrupt.next()) {
       if (!owned) { pkt = Buffer.from(pkt); owned = true; }
-      if (meta && (meta.flags & 1) !== 0) completeChecksum(pkt, meta);
+      if (meta && (meta.flags & VirtioNetHdr.F_NEEDS_CSUM) !== 0) completeChecksum(pkt, meta);
       if (pkt.length > 0) pkt[this.corruptPos.below(pkt.length)]! ^= 1 << this.corruptPos.below(8);
       // Whatever the device was told about checksums no longer holds: let the receiver check.
       meta = null;
@@ -409,14 +410,4 @@ function markCe(pkt: Buffer): void {
   pkt[10] = 0; pkt[11] = 0;
   const c = internetChecksum(pkt, 0, ihl);
   pkt[10] = c >> 8; pkt[11] = c & 255;
-}
-
-/** A checksum left to the device (virtio NEEDS_CSUM) completed in software, in place. */
-function completeChecksum(pkt: Buffer, meta: OffloadMeta): void {
-  const start = meta.csumStart, field = meta.csumStart + meta.csumOffset;
-  if (field + 2 > pkt.length) return;
-  // The field holds the pseudo-header sum; the sum over the rest completes it.
-  const c = internetChecksum(pkt, start, pkt.length - start);
-  pkt[field] = c >> 8;
-  pkt[field + 1] = c & 255;
 }

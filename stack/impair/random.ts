@@ -99,6 +99,7 @@ function rotl(x: number, k: number): number {
  * [0, 0.5), [0.5, 4) and [4, inf): relative error near 1e-14, which the Halley step of
  * normalQuantile needs (a 1e-7 fit would limit the quantiles to that).
  */
+/* eslint-disable no-loss-of-precision -- W. J. Cody's rational approximations, coefficients as published */
 function erfcPositive(x: number): number {
   if (x < 0.5) return 1 - erfSmall(x);
   if (x < 4) {
@@ -130,6 +131,7 @@ function erfSmall(x: number): number {
   for (let i = 3; i >= 0; i--) { num = num * z + p[i]!; den = den * z + q[i]!; }
   return (x * num) / den;
 }
+/* eslint-enable no-loss-of-precision */
 
 /** The standard normal CDF. */
 export function normalCdf(z: number): number {

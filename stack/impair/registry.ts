@@ -6,7 +6,7 @@
  * A spec without `seed` gets one drawn here; it is part of the words `list` shows, so any
  * run can be repeated exactly by adding the same words again.
  */
-import type { ImpairDevice, PacketStage } from '../../drivers/impair';
+import type { ImpairDevice, PacketStage } from './device';
 import { CodedError } from '../util/errors';
 import type { NetemCounters } from './netem';
 import { ImpairSpec, ImpairSpecError, formatImpairment, parseImpairment } from './spec';

@@ -39,7 +39,7 @@ import type { LineCounter, Node as YamlNode, Pair, Scalar, YAMLMap, YAMLSeq } fr
 
 /** The YAML parser, loaded when a file is read (`faultstack run` without --ipsec never needs it). */
 function yaml(): typeof import('yaml') {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+   
   return require('yaml') as typeof import('yaml');
 }
 import { ANY_SELECTOR, type Policy, type PolicyAction, type Selector } from './spd';
@@ -268,7 +268,7 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
   const proposals = (node: unknown, field: string, kind: 'ike' | 'esp') =>
     w.list(node, field).map((n, i) => {
       const s = w.string(n, `${field}[${i}]`);
-      return w.check(n, `${field}[${i}]`, () => { try { return parseProposal(s, kind); } catch (e) { throw new RangeError(`proposal "${s}" ${(e as Error).message}`); } });
+      return w.check(n, `${field}[${i}]`, () => { try { return parseProposal(s, kind); } catch (e) { throw new RangeError(`proposal "${s}" ${(e as Error).message}`, { cause: e }); } });
     });
 
   const ike = top.get('ike');

@@ -11,8 +11,10 @@
  * random bytes refilled 4 KiB at a time.
  */
 import { createCipheriv, createDecipheriv, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
-import { ESP_HEADER, ESP_TRAILER, EspTrailerError, emitEspHeader, emitEspTrailer, espPadLength, parseEspTrailer, type EspTrailerRepr } from '../wire/esp';
-import { readU32 } from '../wire/ipv4';
+import {
+  ESP_HEADER, ESP_TRAILER, EspTrailerError, emitEspHeader, emitEspTrailer, espPadLength, newEspRepr, parseEspTrailer, type EspTrailerRepr,
+} from '../wire/esp';
+import { readU32 } from '../wire/bytes';
 import { ReplayVerdict, ReplayWindow } from './replay';
 import { ENCRS, Encr, INTEGS, Integ, cipherName } from './transforms';
 
@@ -110,6 +112,10 @@ function randomIv(dst: Buffer, off: number, n: number): void {
   ivPoolOff += n;
 }
 
+/** What espSeal writes, one of each reused (no allocation per packet). */
+const sealHeader = newEspRepr();
+const sealTrailer: EspTrailerRepr = { padLength: 0, nextHeader: 0, payloadLength: 0 };
+
 function writeSeq64(buf: Buffer, off: number, seq: number): void {
   const hi = Math.floor(seq / TWO32);
   buf.writeUInt32BE(hi, off);
@@ -133,10 +139,14 @@ export function espSeal(sa: EspSa, nextHeader: number, payload: Uint8Array, off:
   const ivOff = hdr + ESP_HEADER;
   const ctOff = ivOff + sa.ivSize;
   const out = Buffer.allocUnsafe(ctOff + ptLen + sa.icvSize);
-  emitEspHeader(out, hdr, sa.spi, next % TWO32);
+  const h = sealHeader;
+  h.spi = sa.spi; h.seq = next % TWO32;
+  emitEspHeader(out, hdr, h);
   // The plaintext is assembled in place, then encrypted from there.
   out.set(payload.subarray(off, off + len), ctOff);
-  emitEspTrailer(out, ctOff + len, pad, nextHeader);
+  const t = sealTrailer;
+  t.padLength = pad; t.nextHeader = nextHeader; t.payloadLength = len;
+  emitEspTrailer(out, ctOff + len, t);
   const pt = out.subarray(ctOff, ctOff + ptLen);
   if (sa.aead) {
     writeSeq64(out, ivOff, next);

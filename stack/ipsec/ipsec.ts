@@ -12,16 +12,17 @@
  * The peer identity IKE proved is on every IKE and child SA; `sasByIdentity()` and
  * `subscribe()` are the typed API other modules (the NLB fault) build on.
  */
-import type { OffloadMeta } from '../../drivers/device';
+import { VirtioNetHdr, type OffloadMeta } from '../../drivers/device';
 import type { IpsecHook } from '../iface/ipsec-hook';
 import { Timer, type TimerQueue } from '../timers';
 import { formatIpv4 } from '../wire/addr';
 import {
   ESP_NEXT_IPV4, ESP_NEXT_NONE, EspError, IKE_PORT, NAT_T_PORT, NON_ESP_MARKER, PROTO_ESP, UdpEncapKind, classifyUdpEncap, newEspRepr, parseEsp,
 } from '../wire/esp';
-import { internetChecksum } from '../wire/checksum';
-import { PROTO_TCP, PROTO_UDP, readU16, writeU16, type Ipv4Repr } from '../wire/ipv4';
-import { UdpError, emitUdp, newUdpRepr, parseUdp } from '../wire/udp';
+import { type ChecksumCaps, internetChecksum } from '../wire/checksum';
+import { PROTO_TCP, PROTO_UDP, type Ipv4Repr } from '../wire/ipv4';
+import { readU16, writeU16 } from '../wire/bytes';
+import { UDP_HEADER, UdpError, UdpField, emitUdp, newUdpRepr, parseUdp } from '../wire/udp';
 import type { IpsecConfig } from './config';
 import { OpenResult, espOpen, type OpenedPacket } from './esp';
 import { IkeEngine, newIkeCounters, type InitiateOptions, type IpsecEvent } from './ike/engine';
@@ -29,7 +30,7 @@ import type { IkeSa, IkeSaView } from './ike/ike-sa';
 import type { KeyLog } from './keylog';
 import { protectOverhead, protectPacket } from './packet';
 import { Sad, type ChildSa, type Endpoint } from './sad';
-import { completeChecksum, segmentTcp } from './segment';
+import { completeChecksum, segmentTcp4 } from '../../drivers/gso';
 import { Spd } from './spd';
 import { randomBytes } from 'node:crypto';
 
@@ -85,6 +86,7 @@ export class Ipsec implements IpsecHook {
   private readonly listeners = new Set<(e: IpsecEvent) => void>();
   private readonly esp = newEspRepr();
   private readonly udp = newUdpRepr();
+  private readonly udpOut = newUdpRepr();
   private readonly opened: OpenedPacket = { payload: Buffer.alloc(0), nextHeader: 0, seq: 0 };
   /** The SA the packet now re-entering IP input was decrypted with. */
   private via: ChildSa | null = null;
@@ -190,7 +192,7 @@ export class Ipsec implements IpsecHook {
 
   // ------------------------------------------------------------------ input
 
-  input(ip: Readonly<Ipv4Repr>, buf: Buffer, ipOff: number, off: number, len: number, csumOk: boolean, now: number): boolean {
+  input(ip: Readonly<Ipv4Repr>, buf: Buffer, ipOff: number, off: number, len: number, caps: ChecksumCaps, now: number): boolean {
     this.now = now;
     const proto = ip.protocol;
     const via = this.via;
@@ -206,9 +208,9 @@ export class Ipsec implements IpsecHook {
       return true;
     }
     if (proto === PROTO_UDP && len >= 8) {
-      const udpDst = readU16(buf, off + 2);
+      const udpDst = readU16(buf, off + UdpField.DST_PORT);
       if (udpDst === NAT_T_PORT || udpDst === IKE_PORT) {
-        this.udpInput(ip, buf, ipOff, off, len, csumOk, udpDst, now);
+        this.udpInput(ip, buf, ipOff, off, len, caps, udpDst, now);
         return true;
       }
     }
@@ -224,10 +226,10 @@ export class Ipsec implements IpsecHook {
     return true;
   }
 
-  private udpInput(ip: Readonly<Ipv4Repr>, buf: Buffer, ipOff: number, off: number, len: number, csumOk: boolean, dport: number, now: number): void {
+  private udpInput(ip: Readonly<Ipv4Repr>, buf: Buffer, ipOff: number, off: number, len: number, caps: ChecksumCaps, dport: number, now: number): void {
     const u = this.udp;
     const src = ip.src, dst = ip.dst;
-    if (parseUdp(buf, off, len, src, dst, u, csumOk) !== UdpError.None) { this.counters.FsIpsecUdpErrors++; return; }
+    if (parseUdp(buf, off, len, src, dst, u, caps) !== UdpError.None) { this.counters.FsIpsecUdpErrors++; return; }
     const local: Endpoint = { addr: dst, port: dport };
     const remote: Endpoint = { addr: src, port: u.srcPort };
     if (dport === IKE_PORT) {
@@ -310,12 +312,12 @@ export class Ipsec implements IpsecHook {
       else this.counters.XfrmOutPolBlock++;
       return true;
     }
-    if (meta !== null && meta.gsoType !== 0 && proto === PROTO_TCP) {
-      const segs = segmentTcp(pkt, meta);
+    if (meta !== null && meta.gsoType !== VirtioNetHdr.GSO_NONE && proto === PROTO_TCP) {
+      const segs = segmentTcp4(pkt, meta);
       this.counters.FsIpsecSoftwareSegments += segs.length;
       for (const s of segs) this.protectOne(child, s, now);
     } else {
-      if (meta !== null && (meta.flags & 1) !== 0) completeChecksum(pkt, meta);
+      if (meta !== null && (meta.flags & VirtioNetHdr.F_NEEDS_CSUM) !== 0) completeChecksum(pkt, meta);
       this.protectOne(child, pkt, now);
     }
     return true;
@@ -371,9 +373,11 @@ export class Ipsec implements IpsecHook {
   private sendIke(msg: Buffer, local: Endpoint, remote: Endpoint): void {
     // On port 4500 an IKE message follows the non-ESP marker (RFC 3948 2.2).
     const marker = local.port === NAT_T_PORT ? NON_ESP_MARKER : 0;
-    const udp = Buffer.alloc(8 + marker + msg.length);
-    msg.copy(udp, 8 + marker);
-    emitUdp(udp, 0, local.addr, remote.addr, local.port, remote.port, marker + msg.length);
+    const udp = Buffer.alloc(UDP_HEADER + marker + msg.length);
+    msg.copy(udp, UDP_HEADER + marker);
+    const r = this.udpOut;
+    r.srcPort = local.port; r.dstPort = remote.port; r.payloadLength = marker + msg.length;
+    emitUdp(udp, 0, r, local.addr, remote.addr);
     this.emitting = true;
     try {
       this.host.sendDatagram(PROTO_UDP, local.addr, remote.addr, udp, false);

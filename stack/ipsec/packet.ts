@@ -6,7 +6,8 @@
  * fresh, DSCP copied, DF copied from the inner header in tunnel mode.
  */
 import { ESP_NEXT_IPV4, NAT_T_PORT, PROTO_ESP } from '../wire/esp';
-import { PROTO_UDP, emitIpv4Header, newIpv4Repr, readU16, writeU16 } from '../wire/ipv4';
+import { PROTO_UDP, emitIpv4Header, newIpv4Repr } from '../wire/ipv4';
+import { readU16, writeU16 } from '../wire/bytes';
 import { espSeal, type EspSa } from './esp';
 
 export interface OuterSpec {

@@ -6,7 +6,7 @@
  *
  *   TAP fd --frames--> [PcapDevice, DLT_EN10MB] --> EthernetInterface --IPv4--> Stack
  */
-import type { RunOptions } from '../../bin/cli/run-options';
+import type { RuntimeOptions } from './options';
 import type { Device } from '../../drivers/device';
 import { attachToBridge, ensureBridge, removeBridge } from '../../drivers/tap/index';
 import { configureHostSide, type TunDevice } from '../../drivers/tun/index';
@@ -28,7 +28,7 @@ export interface EthernetRuntime {
 }
 
 /** The kernel side of the TAP: a port of --bridge (created if absent), or --host-addr on the TAP itself. */
-export function setupTapKernelSide(opts: RunOptions, tap: TunDevice): { name: string; created: boolean } | null {
+export function setupTapKernelSide(opts: RuntimeOptions, tap: TunDevice): { name: string; created: boolean } | null {
   if (opts.bridge) {
     const b = ensureBridge(opts.bridge);
     try {
@@ -46,7 +46,7 @@ export function setupTapKernelSide(opts: RunOptions, tap: TunDevice): { name: st
 }
 
 export function ethernetRuntime(
-  opts: RunOptions, lower: Device, scheduler: Scheduler, events: EventLog, bridge: { name: string; created: boolean } | null,
+  opts: RuntimeOptions, lower: Device, scheduler: Scheduler, events: EventLog, bridge: { name: string; created: boolean } | null,
 ): EthernetRuntime {
   const mac = opts.mac ?? macFromIpv4(opts.addr.addr);
   const eth = new EthernetInterface({

@@ -13,7 +13,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import type { RunOptions } from '../../bin/cli/run-options';
+import type { RuntimeOptions as RunOptions } from './options';
 import { PcapDevice, wallClock } from '../../drivers/pcap';
 import type { Device } from '../../drivers/device';
 import { type TunDevice, txQueueLen } from '../../drivers/tun/index';
@@ -52,16 +52,6 @@ export function configureHostNetns(tun: TunDevice, netns: string, hostAddr: stri
   return { restore() {} };
 }
 
-/** What `run` needs from the firewall part of RunOptions (bin/cli/firewall-options.ts builds it). */
-export interface FirewallRunOptions {
-  tun: string;
-  addr: { addr: number; prefix: number };
-  hostAddr: { addr: number; prefix: number } | null;
-  hostNetns?: string;
-  mtu: number;
-  rules: string[];
-  pcap?: string;
-}
 
 export interface FirewallRuntime {
   firewall: Firewall;

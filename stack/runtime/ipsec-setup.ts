@@ -3,7 +3,7 @@
  * the event log, serves `faultstack ipsec` on the control socket and keeps the
  * Wireshark key tables (--ipsec-keylog).
  */
-import type { RunOptions } from '../../bin/cli/run-options';
+import type { RuntimeOptions } from './options';
 import type { ControlHandler } from '../control/server';
 import type { EventLog } from '../faults/events';
 import { Ipsec } from '../ipsec/ipsec';
@@ -51,7 +51,7 @@ export interface IpsecRuntime {
 }
 
 /** Null when the run has no IPsec configuration. */
-export function attachIpsec(stack: Stack, opts: RunOptions, events: EventLog): IpsecRuntime | null {
+export function attachIpsec(stack: Stack, opts: RuntimeOptions, events: EventLog): IpsecRuntime | null {
   if (!opts.ipsec) return null;
   const keylog = opts.ipsecKeylog ? new KeyLog(opts.ipsecKeylog) : null;
   const ipsec = new Ipsec(stack, opts.ipsec, { keylog, wallClock: () => Date.now() });

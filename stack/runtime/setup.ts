@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import type { RunOptions } from '../../bin/cli/run-options';
+import type { RuntimeOptions } from './options';
 import { TunDevice, TunOpenOptions, configureHostSide } from '../../drivers/tun/index';
 import { formatIpv4 } from '../wire/addr';
 import { UsageError } from '../util/errors';
@@ -13,7 +13,7 @@ import { buildFaultConfig } from '../faults/config';
 import { EventLog, logConfigChanges } from '../faults/events';
 
 /** The fault configuration from the command line, an event log, and its change logging. */
-export function faultSetup(opts: RunOptions) {
+export function faultSetup(opts: RuntimeOptions) {
   const faults = buildFaultConfig({
     profile: opts.profile,
     faults: opts.faults.map((f) => `${f.id}=${f.mode}`),
@@ -29,7 +29,7 @@ export function faultSetup(opts: RunOptions) {
  * (TUN_F_* bits): it stands in for a kernel that refuses or limits offloads, so the
  * fallback can be tested anywhere.
  */
-export function openRunTun(opts: RunOptions, extra: Partial<TunOpenOptions> = {}, existing: ExistingTun | null = existingTun(opts.tun)): TunDevice {
+export function openRunTun(opts: RuntimeOptions, extra: Partial<TunOpenOptions> = {}, existing: ExistingTun | null = existingTun(opts.tun)): TunDevice {
   const maskEnv = process.env.FAULTSTACK_TUN_OFFLOAD_MASK;
   const offloadMask = maskEnv !== undefined && maskEnv !== '' ? Number(maskEnv) : undefined;
   const multiQueue = extra.multiQueue ?? opts.queues > 1;
@@ -86,7 +86,7 @@ function linkState(name: string): LinkState {
  * hostConfig false (--no-host-config) nothing is touched: the device must exist and be
  * configured (address, up) by whoever made it.
  */
-export function configureHostLink(opts: RunOptions, tun: TunDevice, before: LinkState | null): { restore(): void } {
+export function configureHostLink(opts: RuntimeOptions, tun: TunDevice, before: LinkState | null): { restore(): void } {
   if (opts.hostConfig === false || !opts.hostAddr) return { restore() {} };
   const hostAddr = `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}`;
   configureHostSide(tun.name, { hostAddr, mtu: opts.mtu, up: true });
@@ -102,7 +102,7 @@ export function configureHostLink(opts: RunOptions, tun: TunDevice, before: Link
 }
 
 /** What the device looks like before this run touches it (null: it does not exist yet). */
-export function hostLinkBefore(opts: RunOptions): LinkState | null {
+export function hostLinkBefore(opts: RuntimeOptions): LinkState | null {
   const existing = existingTun(opts.tun);
   if (!existing) {
     if (opts.hostConfig === false) {

@@ -53,8 +53,8 @@ export interface ConnectionRow {
 function connectionRow(c: TcpConnection): ConnectionRow {
   return {
     state: c.stateName,
-    recvQ: c.owner ? c.owner.unreadBytes() : c.pendingBytes,
-    sendQ: c.sendQueue.length,
+    recvQ: c.receiveQueued,
+    sendQ: c.sendQueued,
     local: `${formatIpv4(c.localAddr)}:${c.localPort}`,
     peer: `${formatIpv4(c.remoteAddr)}:${c.remotePort}`,
     rtt: Math.round(c.srtt * 1000) / 1000,

@@ -95,15 +95,15 @@ export function makeCerts(outDir: string, opts: MakeCertsOptions = {}): CertFile
     execFileSync(openssl, ['version'], { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new Error(`certs: ${openssl} not found: install OpenSSL (apt-get install openssl)`);
+      throw new Error(`certs: ${openssl} not found: install OpenSSL (apt-get install openssl)`, { cause: e });
     }
-    throw new Error(`certs: ${openssl} does not run: ${opensslReason(e)}`);
+    throw new Error(`certs: ${openssl} does not run: ${opensslReason(e)}`, { cause: e });
   }
 
   try {
     fs.mkdirSync(dir, { recursive: true });
   } catch (e) {
-    throw new Error(`certs: cannot create ${dir}: ${(e as Error).message}`);
+    throw new Error(`certs: cannot create ${dir}: ${(e as Error).message}`, { cause: e });
   }
   if (!opts.overwrite) {
     const existing = CERT_FILE_NAMES.filter((f) => fs.existsSync(path.join(dir, f)));
@@ -115,7 +115,7 @@ export function makeCerts(outDir: string, opts: MakeCertsOptions = {}): CertFile
     try {
       execFileSync(openssl, args, { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (e) {
-      throw new Error(`certs: openssl failed to ${step}: ${opensslReason(e)}`);
+      throw new Error(`certs: openssl failed to ${step}: ${opensslReason(e)}`, { cause: e });
     }
   };
   const newKey = o.keyType === 'ec' ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'] : ['-newkey', 'rsa:2048'];

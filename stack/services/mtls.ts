@@ -22,7 +22,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import type { NetApi, TcpSocketLike } from '../api/net-api';
-import type { FaultConfig } from '../faults/config';
 import { makeCerts, CertFiles } from './certs';
 
 export const MTLS_PORT = 5061;
@@ -41,12 +40,22 @@ export class NegotiationState {
   release(): void { if (!this.released) { this.released = true; NegotiationState.live--; } }
 }
 
+/**
+ * The two parameters the service follows live (the emulated system's listen backlog and
+ * accept pace). The runtime passes its fault configuration, which has this shape; the
+ * service knows nothing else of the faults.
+ */
+export interface MtlsSettings {
+  readonly params: { readonly MtlsListenBacklog: number; readonly MtlsAcceptIntervalMs: number };
+  onChange(listener: (change: { kind: string; name?: string }) => void): () => void;
+}
+
 export interface MtlsOptions {
   port?: number;
   certs?: CertFiles;
   /** Where to create throwaway certificates when none are given. */
   certDir?: string;
-  faults: FaultConfig;
+  faults: MtlsSettings;
   log?: (line: string) => void;
 }
 

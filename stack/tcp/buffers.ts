@@ -7,7 +7,9 @@
  * non-overlapping ranges; it produces the SACK blocks we advertise (RFC 2018 4:
  * the block holding the most recently received segment first).
  */
-import { seqGe, seqGt, seqLe, seqLt } from '../wire/tcp';
+import { type Seq, asSeq, seqAdd, seqGe, seqGt, seqLe, seqLt, seqSize, seqValue } from '../wire/seq';
+
+const SEQ0: Seq = asSeq(0);
 
 export class SendQueue {
   private chunks: Buffer[] = [];
@@ -73,14 +75,14 @@ export class SendQueue {
 }
 const EMPTY = Buffer.alloc(0);
 
-interface OooSegment { seq: number; end: number; data: Buffer }
+interface OooSegment { seq: Seq; end: Seq; data: Buffer }
 
 export class ReassemblyQueue {
   segs: OooSegment[] = [];
   bytes = 0;
   /** Most recently touched range, reported first in SACK. */
-  private lastSeq = 0;
-  private lastEnd = 0;
+  private lastSeq = SEQ0;
+  private lastEnd = SEQ0;
 
   get empty(): boolean { return this.segs.length === 0; }
 
@@ -88,8 +90,8 @@ export class ReassemblyQueue {
    * Stores data at `seq` (strictly above RCV.NXT). Keeps existing bytes where they
    * overlap. Returns false if nothing new was stored.
    */
-  insert(seq: number, data: Buffer): boolean {
-    const end = (seq + data.length) >>> 0;
+  insert(seq: Seq, data: Buffer): boolean {
+    const end = seqAdd(seq, data.length);
     let s = seq;
     let stored = false;
     let i = 0;
@@ -99,7 +101,7 @@ export class ReassemblyQueue {
       const next = i < this.segs.length ? this.segs[i] : null;
       if (next && seqLe(next.seq, s)) { s = next.end; continue; }
       const gapEnd = next && seqLt(next.seq, end) ? next.seq : end;
-      const piece = Buffer.from(data.subarray((s - seq) >>> 0, (gapEnd - seq) >>> 0));
+      const piece = Buffer.from(data.subarray(seqSize(seq, s), seqSize(seq, gapEnd)));
       this.segs.splice(i, 0, { seq: s, end: gapEnd, data: piece });
       this.bytes += piece.length;
       stored = true;
@@ -118,13 +120,13 @@ export class ReassemblyQueue {
   }
 
   /** Removes and returns the data that now starts at or below `rcvNxt`, in order. */
-  pull(rcvNxt: number, out: Buffer[]): number {
+  pull(rcvNxt: Seq, out: Buffer[]): Seq {
     let nxt = rcvNxt;
     while (this.segs.length && seqLe(this.segs[0].seq, nxt)) {
       const g = this.segs.shift()!;
       this.bytes -= g.data.length;
       if (seqGt(g.end, nxt)) {
-        const from = (nxt - g.seq) >>> 0;
+        const from = seqSize(g.seq, nxt);
         out.push(from === 0 ? g.data : g.data.subarray(from));
         nxt = g.end;
       }
@@ -133,10 +135,10 @@ export class ReassemblyQueue {
   }
 
   /** Fills up to `max` SACK blocks (pairs) above rcvNxt; returns the count. */
-  sackBlocks(rcvNxt: number, out: Uint32Array, max: number): number {
+  sackBlocks(rcvNxt: Seq, out: Uint32Array, max: number): number {
     if (this.segs.length === 0) return 0;
     // Merge adjacent stored segments into blocks.
-    const blocks: number[] = [];
+    const blocks: Seq[] = [];
     let lo = this.segs[0].seq, hi = this.segs[0].end;
     for (let i = 1; i < this.segs.length; i++) {
       const g = this.segs[i];
@@ -148,12 +150,12 @@ export class ReassemblyQueue {
     // First: the block with the most recent arrival (RFC 2018 4).
     for (let b = 0; b < blocks.length; b += 2) {
       if (seqLe(blocks[b], this.lastSeq) && seqGe(blocks[b + 1], this.lastEnd) && seqGt(blocks[b], rcvNxt)) {
-        out[0] = blocks[b]; out[1] = blocks[b + 1]; n = 1; blocks.splice(b, 2); break;
+        out[0] = seqValue(blocks[b]); out[1] = seqValue(blocks[b + 1]); n = 1; blocks.splice(b, 2); break;
       }
     }
     // Then the highest others.
     for (let b = blocks.length - 2; b >= 0 && n < max; b -= 2) {
-      if (seqGt(blocks[b], rcvNxt)) { out[n * 2] = blocks[b]; out[n * 2 + 1] = blocks[b + 1]; n++; }
+      if (seqGt(blocks[b], rcvNxt)) { out[n * 2] = seqValue(blocks[b]); out[n * 2 + 1] = seqValue(blocks[b + 1]); n++; }
     }
     return n;
   }
@@ -166,10 +168,10 @@ export class ReassemblyQueue {
  * merged, as a flat array of [left, right) pairs.
  */
 export class Scoreboard {
-  ranges: number[] = [];
+  ranges: Seq[] = [];
   sackedBytes = 0;
 
-  get highestSacked(): number { return this.ranges.length ? this.ranges[this.ranges.length - 1] : 0; }
+  get highestSacked(): Seq { return this.ranges.length ? this.ranges[this.ranges.length - 1] : SEQ0; }
 
   /**
    * RFC 6675 IsLost: an un-SACKed byte is deemed lost when more than
@@ -177,18 +179,18 @@ export class Scoreboard {
    * boundary: holes below it are lost, holes above it may only be reordered.
    * `fallback` when nothing is lost yet.
    */
-  lossBoundary(mss: number, dupThresh: number, fallback: number): number {
+  lossBoundary(mss: number, dupThresh: number, fallback: Seq): Seq {
     const r = this.ranges;
     let above = 0;
     for (let i = r.length - 2; i >= 0; i -= 2) {
-      above += (r[i + 1] - r[i]) >>> 0;
+      above += seqSize(r[i], r[i + 1]);
       if (above > (dupThresh - 1) * mss) return r[i];
     }
     return fallback;
   }
   get empty(): boolean { return this.ranges.length === 0; }
 
-  add(left: number, right: number): boolean {
+  add(left: Seq, right: Seq): boolean {
     if (!seqLt(left, right)) return false;
     const r = this.ranges;
     let i = 0;
@@ -201,23 +203,23 @@ export class Scoreboard {
       j += 2;
     }
     let removed = 0;
-    for (let k = i; k < j; k += 2) removed += (r[k + 1] - r[k]) >>> 0;
-    const added = ((hi - lo) >>> 0) - removed;
+    for (let k = i; k < j; k += 2) removed += seqSize(r[k], r[k + 1]);
+    const added = seqSize(lo, hi) - removed;
     r.splice(i, j - i, lo, hi);
     this.sackedBytes += added;
     return added > 0;
   }
 
   /** Drops everything at or below `una`. */
-  advance(una: number): void {
+  advance(una: Seq): void {
     const r = this.ranges;
     let i = 0;
-    while (i < r.length && seqLe(r[i + 1], una)) { this.sackedBytes -= (r[i + 1] - r[i]) >>> 0; i += 2; }
+    while (i < r.length && seqLe(r[i + 1], una)) { this.sackedBytes -= seqSize(r[i], r[i + 1]); i += 2; }
     if (i > 0) r.splice(0, i);
-    if (r.length && seqLt(r[0], una)) { this.sackedBytes -= (una - r[0]) >>> 0; r[0] = una; }
+    if (r.length && seqLt(r[0], una)) { this.sackedBytes -= seqSize(r[0], una); r[0] = una; }
   }
 
-  isSacked(seq: number): boolean {
+  isSacked(seq: Seq): boolean {
     const r = this.ranges;
     for (let i = 0; i < r.length; i += 2) {
       if (seqLt(seq, r[i])) return false;
@@ -227,31 +229,60 @@ export class Scoreboard {
   }
 
   /** End of the SACKed range containing `seq` (when isSacked), else `seq`. */
-  sackedEnd(seq: number): number {
+  sackedEnd(seq: Seq): Seq {
     const r = this.ranges;
     for (let i = 0; i < r.length; i += 2) if (seqGe(seq, r[i]) && seqLt(seq, r[i + 1])) return r[i + 1];
     return seq;
   }
 
   /** Start of the next SACKed range above `seq`, or `limit`. */
-  nextSackedStart(seq: number, limit: number): number {
+  nextSackedStart(seq: Seq, limit: Seq): Seq {
     const r = this.ranges;
     for (let i = 0; i < r.length; i += 2) if (seqGt(r[i], seq)) return seqLt(r[i], limit) ? r[i] : limit;
     return limit;
   }
 
   /** Un-SACKed bytes in [from, to). */
-  holeBytes(from: number, to: number): number {
+  holeBytes(from: Seq, to: Seq): number {
     if (!seqLt(from, to)) return 0;
-    let total = (to - from) >>> 0;
+    let total = seqSize(from, to);
     const r = this.ranges;
     for (let i = 0; i < r.length; i += 2) {
       const lo = seqGt(r[i], from) ? r[i] : from;
       const hi = seqLt(r[i + 1], to) ? r[i + 1] : to;
-      if (seqLt(lo, hi)) total -= (hi - lo) >>> 0;
+      if (seqLt(lo, hi)) total -= seqSize(lo, hi);
     }
     return total;
   }
 
   clear(): void { this.ranges = []; this.sackedBytes = 0; }
+}
+
+/** Segments at most this long are copied into slices of a shared chunk (one allocation per ~40 segments). */
+const RX_CHUNK = 64 * 1024;
+
+/**
+ * Copies of received payload that must outlive the device's receive buffer (valid only
+ * during its receive call). Small segments share 64 KiB chunks, 8-byte aligned slices
+ * of one allocation; a chunk is let go when full and lives on while any slice of it is
+ * referenced. Larger ones get their own buffer. One per TCP layer.
+ */
+export class RxBufferPool {
+  private chunk = Buffer.allocUnsafeSlow(RX_CHUNK);
+  private used = 0;
+
+  /** A copy of buf[off, off+len). */
+  copyOut(buf: Buffer, off: number, len: number): Buffer {
+    if (len > RX_CHUNK / 4) {
+      const b = Buffer.allocUnsafeSlow(len);
+      buf.copy(b, 0, off, off + len);
+      return b;
+    }
+    if (this.used + len > RX_CHUNK) { this.chunk = Buffer.allocUnsafeSlow(RX_CHUNK); this.used = 0; }
+    const start = this.used;
+    buf.copy(this.chunk, start, off, off + len);
+    // Keep slices 8-byte aligned.
+    this.used = (start + len + 7) & ~7;
+    return this.chunk.subarray(start, start + len);
+  }
 }

@@ -13,8 +13,6 @@
  */
 import type { TcpConnection } from './connection';
 
-interface Chained extends TcpConnection { chainNext?: TcpConnection | null }
-
 export class ConnTable {
   private readonly buckets = new Map<number, TcpConnection>();
   private last: TcpConnection | null = null;
@@ -27,18 +25,17 @@ export class ConnTable {
   lookup(localAddr: number, localPort: number, remoteAddr: number, remotePort: number): TcpConnection | undefined {
     const l = this.last;
     if (l && l.remotePort === remotePort && l.localPort === localPort && l.remoteAddr === remoteAddr && l.localAddr === localAddr) return l;
-    let c = this.buckets.get(ConnTable.remoteKey(remoteAddr, remotePort)) as Chained | undefined;
+    let c = this.buckets.get(ConnTable.remoteKey(remoteAddr, remotePort)) ?? null;
     while (c) {
       if (c.localPort === localPort && c.localAddr === localAddr) { this.last = c; return c; }
-      c = (c.chainNext ?? undefined) as Chained | undefined;
+      c = c.chainNext;
     }
     return undefined;
   }
 
   insert(conn: TcpConnection): void {
     const k = ConnTable.remoteKey(conn.remoteAddr, conn.remotePort);
-    const head = this.buckets.get(k) as Chained | undefined;
-    (conn as Chained).chainNext = head ?? null;
+    conn.chainNext = this.buckets.get(k) ?? null;
     this.buckets.set(k, conn);
     this.size++;
   }
@@ -46,11 +43,11 @@ export class ConnTable {
   remove(conn: TcpConnection): boolean {
     if (this.last === conn) this.last = null;
     const k = ConnTable.remoteKey(conn.remoteAddr, conn.remotePort);
-    let c = this.buckets.get(k) as Chained | undefined;
-    let prev: Chained | null = null;
+    let c = this.buckets.get(k) ?? null;
+    let prev: TcpConnection | null = null;
     while (c) {
       if (c === conn) {
-        const next = c.chainNext ?? null;
+        const next = c.chainNext;
         if (prev) prev.chainNext = next;
         else if (next) this.buckets.set(k, next);
         else this.buckets.delete(k);
@@ -59,15 +56,15 @@ export class ConnTable {
         return true;
       }
       prev = c;
-      c = (c.chainNext ?? undefined) as Chained | undefined;
+      c = c.chainNext;
     }
     return false;
   }
 
   *all(): IterableIterator<TcpConnection> {
     for (const head of this.buckets.values()) {
-      let c: Chained | null = head as Chained;
-      while (c) { yield c; c = (c.chainNext ?? null) as Chained | null; }
+      let c: TcpConnection | null = head;
+      while (c) { yield c; c = c.chainNext; }
     }
   }
 }

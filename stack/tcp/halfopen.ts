@@ -17,7 +17,8 @@
  * `>>> 0` turns them back where they are used.
  */
 import { formatIpv4 } from '../wire/addr';
-import { ACK, FIN, RST, SYN, type TcpRepr, seqGe, seqLt } from '../wire/tcp';
+import { ACK, FIN, RST, SYN, type TcpRepr, clearTcpOptions } from '../wire/tcp';
+import { type Seq, asSeq, seqAdd, seqInWindow, seqValue, tsLt } from '../wire/seq';
 import { Timer } from '../timers';
 import type { Listener } from './listener';
 
@@ -76,7 +77,7 @@ export class HalfOpen extends Timer {
   constructor(
     readonly listener: Listener,
     localAddr: number, remoteAddr: number, remotePort: number,
-    seg: TcpRepr, iss: number, now: number,
+    seg: TcpRepr, iss: Seq, now: number,
   ) {
     super(fireHalfOpen);
     const layer = listener.layer;
@@ -84,8 +85,8 @@ export class HalfOpen extends Timer {
     this.local = localAddr | 0;
     this.remote = remoteAddr | 0;
     this.remotePort = remotePort;
-    this.irs32 = seg.seq | 0;
-    this.iss32 = iss | 0;
+    this.irs32 = seqValue(seg.seq) | 0;
+    this.iss32 = seqValue(iss) | 0;
     this.peerMss = seg.mss > 0 ? seg.mss : 536;
     let flags = 0;
     // With SYN attack protection on, Windows sends the SYN-ACK without consulting the
@@ -102,9 +103,9 @@ export class HalfOpen extends Timer {
   get localAddr(): number { return this.local >>> 0; }
   get localPort(): number { return this.listener.port; }
   get remoteAddr(): number { return this.remote >>> 0; }
-  get irs(): number { return this.irs32 >>> 0; }
-  get iss(): number { return this.iss32 >>> 0; }
-  get rcvNxt(): number { return (this.irs32 + 1) >>> 0; }
+  get irs(): Seq { return asSeq(this.irs32); }
+  get iss(): Seq { return asSeq(this.iss32); }
+  get rcvNxt(): Seq { return asSeq(this.irs32 + 1); }
   get tsRecent(): number { return this.tsRecent32 >>> 0; }
   has(flag: number): boolean { return (this.flags & flag) !== 0; }
   /** The SYN queue's hash key: remote address and port (< 2^48, exact in a double). */
@@ -119,16 +120,18 @@ export class HalfOpen extends Timer {
   sendSynAck(now: number): void {
     const layer = this.listener.layer;
     const cfg = layer.config;
-    const o = layer.optScratch;
+    const r = layer.out;
     const remote = this.remoteAddr, local = this.localAddr;
-    o.mss = layer.pathMtu(remote) - 40;
-    o.wscale = this.has(HalfOpenFlag.WindowScale) ? cfg.windowScale : -1;
-    o.sackPermitted = this.has(HalfOpenFlag.Sack);
-    o.hasTimestamp = this.has(HalfOpenFlag.Timestamps);
-    o.tsVal = (Math.floor(now) + layer.tsOffsetFor(local, this.localPort, remote, this.remotePort)) >>> 0;
-    o.tsEcr = this.tsRecent;
-    o.sackCount = 0;
-    layer.emitSegment(local, remote, this.localPort, this.remotePort, this.iss, this.rcvNxt, SYN | ACK, this.synWindow, o);
+    r.mss = layer.pathMtu(remote) - 40;
+    r.wscale = this.has(HalfOpenFlag.WindowScale) ? cfg.windowScale : -1;
+    r.sackPermitted = this.has(HalfOpenFlag.Sack);
+    r.hasTimestamp = this.has(HalfOpenFlag.Timestamps);
+    r.tsVal = (Math.floor(now) + layer.tsOffsetFor(local, this.localPort, remote, this.remotePort)) >>> 0;
+    r.tsEcr = this.tsRecent;
+    r.sackCount = 0;
+    r.srcPort = this.localPort; r.dstPort = this.remotePort;
+    r.seq = this.iss; r.ack = this.rcvNxt; r.flags = SYN | ACK; r.window = this.synWindow;
+    layer.emitSegment(local, remote, r);
     this.arm(now);
   }
 
@@ -173,14 +176,14 @@ export class HalfOpen extends Timer {
     const f = seg.flags;
     const tsOk = this.has(HalfOpenFlag.Timestamps);
     // PAWS (RFC 7323 5.3): older than the SYN's TSval.
-    if (tsOk && seg.hasTimestamp && !(f & RST) && seqLt(seg.tsVal, this.tsRecent)) {
+    if (tsOk && seg.hasTimestamp && !(f & RST) && tsLt(seg.tsVal, this.tsRecent)) {
       layer.counters.TcpExtPAWSEstab++;
       this.sendAck(now);
       return;
     }
     // The peer's SYN again: our SYN-ACK was lost. Resend it now, as Linux's tcp_check_req
     // does; a bare ACK would be dropped by the peer in SYN-SENT.
-    if ((f & (SYN | ACK | RST)) === SYN && (seg.seq | 0) === this.irs32) {
+    if ((f & (SYN | ACK | RST)) === SYN && (seqValue(seg.seq) | 0) === this.irs32) {
       this.retransmit(now);
       return;
     }
@@ -188,8 +191,7 @@ export class HalfOpen extends Timer {
     const rcvNxt = this.rcvNxt;
     const wnd = this.synWindow;
     const segLen = seg.payloadLength + (f & SYN ? 1 : 0) + (f & FIN ? 1 : 0);
-    const inWnd = (s: number) => seqGe(s, rcvNxt) && seqLt(s, (rcvNxt + wnd) >>> 0);
-    const acceptable = segLen === 0 ? inWnd(seg.seq) : inWnd(seg.seq) || inWnd((seg.seq + segLen - 1) >>> 0);
+    const acceptable = seqInWindow(seg.seq, rcvNxt, wnd) || (segLen > 0 && seqInWindow(seqAdd(seg.seq, segLen - 1), rcvNxt, wnd));
     if (!acceptable) {
       if (!(f & RST)) this.sendAck(now);
       return;
@@ -210,8 +212,8 @@ export class HalfOpen extends Timer {
     if (!(f & ACK)) return;
     // With only our SYN outstanding, SND.UNA < SEG.ACK =< SND.NXT means SEG.ACK = ISS+1;
     // anything else is answered with <SEQ=SEG.ACK><CTL=RST>.
-    if (seg.ack !== ((this.iss + 1) >>> 0)) {
-      layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, seg.ack, 0, false);
+    if (seg.ack !== seqAdd(this.iss, 1)) {
+      layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, seg.ack);
       return;
     }
     // The listener's backlog policy decides (Linux: drop the ACK while the accept queue
@@ -219,7 +221,7 @@ export class HalfOpen extends Timer {
     const verdict = l.admit(this, now);
     if (verdict === 'drop') return;
     if (verdict === 'reset') {
-      layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, seg.ack, 0, false);
+      layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, seg.ack);
       l.removeHalfOpen(this);
       return;
     }
@@ -233,7 +235,6 @@ export class HalfOpen extends Timer {
     l.removeHalfOpen(this, true);
     const conn = layer.createConnection(this.localAddr, this.localPort, this.remoteAddr, this.remotePort, now);
     conn.establishPassive(this, seg, now);
-    conn.listener = l;
     l.onEstablished(conn, now, this);
     if (conn.isClosed()) return;
     if (seg.payloadLength > 0 || (seg.flags & FIN)) conn.input(seg, buf, now);
@@ -242,13 +243,14 @@ export class HalfOpen extends Timer {
   /** <SEQ=ISS+1><ACK=RCV.NXT><CTL=ACK>, with our timestamp echoing TS.Recent. */
   private sendAck(now: number): void {
     const layer = this.listener.layer;
-    const o = layer.optScratch;
+    const r = clearTcpOptions(layer.out);
     const local = this.localAddr, remote = this.remoteAddr;
-    o.mss = -1; o.wscale = -1; o.sackPermitted = false; o.sackCount = 0;
-    o.hasTimestamp = this.has(HalfOpenFlag.Timestamps);
-    o.tsVal = (Math.floor(now) + layer.tsOffsetFor(local, this.localPort, remote, this.remotePort)) >>> 0;
-    o.tsEcr = this.tsRecent;
-    layer.emitSegment(local, remote, this.localPort, this.remotePort, (this.iss + 1) >>> 0, this.rcvNxt, ACK, this.synWindow, o);
+    r.hasTimestamp = this.has(HalfOpenFlag.Timestamps);
+    r.tsVal = (Math.floor(now) + layer.tsOffsetFor(local, this.localPort, remote, this.remotePort)) >>> 0;
+    r.tsEcr = this.tsRecent;
+    r.srcPort = this.localPort; r.dstPort = this.remotePort;
+    r.seq = seqAdd(this.iss, 1); r.ack = this.rcvNxt; r.flags = ACK; r.window = this.synWindow;
+    layer.emitSegment(local, remote, r);
   }
 
   private challengeAck(now: number): void {

@@ -24,6 +24,7 @@
  * counts in FsHalfOpenRecycled.
  */
 import type { TcpRepr } from '../wire/tcp';
+import { seqAdd } from '../wire/seq';
 import type { TcpConnection } from './connection';
 import { HalfOpen, HalfOpenFlag, SynQueue } from './halfopen';
 import type { TcpLayer } from './tcp';
@@ -93,7 +94,7 @@ export class Listener {
         return null;
       case 'reset':
         this.refusedSyns++;
-        layer.sendReset(dst, src, this.port, seg.srcPort, 0, (seg.seq + 1 + seg.payloadLength) >>> 0, true);
+        layer.refuse(seg, src, dst);
         return null;
       case 'cookie':
         layer.sendSynCookie(this, seg, src, dst, now);
@@ -218,7 +219,7 @@ export class Listener {
     this.layer.hooks.listenerAdmission.onListenerClose?.(this, now);
     // Half-open peers hear a reset, as from an aborted connection in SYN-RECEIVED.
     for (const req of [...this.synQueue.values()]) {
-      this.layer.sendReset(req.localAddr, req.remoteAddr, this.port, req.remotePort, (req.iss + 1) >>> 0, 0, false);
+      this.layer.sendReset(req.localAddr, req.remoteAddr, this.port, req.remotePort, seqAdd(req.iss, 1));
       this.removeHalfOpen(req);
     }
     for (const c of [...this.acceptQueue]) c.abort(now);

@@ -4,16 +4,20 @@
  * bookkeeping and ICMP errors for connections, and the hooks (TcpHooks) through which
  * a fault module changes what it may change.
  */
-import type { OffloadMeta } from '../../drivers/device';
+import { VirtioNetHdr, type OffloadMeta } from '../../drivers/device';
 import type { Counters } from '../counters';
 import type { TimerQueue } from '../timers';
 import { formatIpv4 } from '../wire/addr';
-import { PROTO_TCP, readU16, readU32 } from '../wire/ipv4';
+import { readU16 } from '../wire/bytes';
+import { type ChecksumCaps, DeviceChecksum, deviceFills } from '../wire/checksum';
+import { IPV4_MIN_HEADER, PROTO_TCP, type Ipv4Packet } from '../wire/ipv4';
 import {
-  ACK, FIN, RST, SYN, TcpOptionsOut, TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp, seqGt, seqGe, seqLe, seqLt, TcpError,
+  ACK, FIN, RST, SYN, TcpField, TcpRepr, clearTcpOptions, emitTcp, newTcpRepr, parseTcp, tcpHeaderLength, TcpError,
 } from '../wire/tcp';
+import { type Seq, asSeq, readSeq, seqAdd, seqGe, seqGt, seqLt, seqValue } from '../wire/seq';
 import { CodedError } from '../util/errors';
 import { KeyedHash } from '../util/hash';
+import { RxBufferPool } from './buffers';
 import { ConnTable } from './conntable';
 import { State, TcpConnection } from './connection';
 import { Listener, type ApplicationState } from './listener';
@@ -79,8 +83,8 @@ export interface TcpHost {
   flushSoon(): void;
   /** Largest TSO super-segment in MSS units (1 without segmentation offload). */
   tsoSegments(): number;
-  /** True when the device completes checksums for us (virtio NEEDS_CSUM). */
-  txChecksumOffload(): boolean;
+  /** What the device does with the checksums of what we send (TCP: it fills them, virtio NEEDS_CSUM, when offloads are on). */
+  readonly checksumCaps: ChecksumCaps;
   /** PMTU black-hole detection on (EnablePMTUBHDetect); absent means off. */
   blackHoleDetection?(): boolean;
   /** Keep a received packet's buffer (zero-copy) instead of copying out of it; false: copy. */
@@ -137,6 +141,10 @@ export function releaseResetBeforeAccept(reset: ResetBeforeAccept): void {
   reset.state?.release();
 }
 
+
+const SEQ0: Seq = asSeq(0);
+/** A TSO super-segment's checksum is always the device's to complete (with the segmentation). */
+const TSO_CHECKSUMS: ChecksumCaps = Object.freeze({ ipv4: DeviceChecksum.None, icmp: DeviceChecksum.None, tcp: DeviceChecksum.Fills, udp: DeviceChecksum.None });
 const COOKIE_MSS = [536, 1200, 1360, 1400, 1440, 1452, 1460, 8960];
 /** The most payload one IPv4 TCP packet carries: 65,535 less a 20-byte IP and a 60-byte TCP header (RFC 791, RFC 9293 3.1). */
 const MAX_TSO_PAYLOAD = 65535 - 20 - 60;
@@ -146,9 +154,11 @@ const RX_EPOCH_MS = 100;
 export class TcpLayer {
   readonly table = new ConnTable();
   readonly listeners = new Map<number, Listener>();
-  readonly optScratch: TcpOptionsOut = {
-    mss: -1, wscale: -1, sackPermitted: false, hasTimestamp: false, tsVal: 0, tsEcr: 0, sackCount: 0, sack: new Uint32Array(8),
-  };
+  /** Where received payload is copied to (receive.ts). */
+  readonly rxBuffers = new RxBufferPool();
+  /** Every segment we send is built in this one representation (filled, emitted, reused: nothing allocated per segment but its packet). */
+  readonly out: TcpRepr = newTcpRepr();
+  /** And every segment received is parsed into this one. */
   private readonly seg: TcpRepr = newTcpRepr();
   private readonly isnHash = new KeyedHash();
   private readonly cookieHash = new KeyedHash();
@@ -189,23 +199,23 @@ export class TcpLayer {
 
   // ---------------------------------------------------------------- input
 
-  input(src: number, dst: number, buf: Buffer, off: number, len: number, skipChecksum: boolean, now: number): void {
+  /** A segment `buf[off, off+len)` from `src` to `dst`; `caps`: what the device verified of it. */
+  input(src: number, dst: number, buf: Buffer, off: number, len: number, caps: ChecksumCaps, now: number): void {
     const c = this.host.counters;
     const seg = this.seg;
-    const err = parseTcp(buf, off, len, src, dst, seg, skipChecksum);
+    const err = parseTcp(buf, off, len, src, dst, seg, caps);
     if (err !== TcpError.None) {
       c.TcpInErrs++;
       if (err === TcpError.BadChecksum) c.TcpInCsumErrors++;
       return;
     }
     c.TcpInSegs++;
-    let conn = this.table.lookup(dst, seg.dstPort, src, seg.srcPort);
+    const conn = this.table.lookup(dst, seg.dstPort, src, seg.srcPort);
     if (conn) {
       if (conn.state === State.TimeWait && (seg.flags & (SYN | ACK | RST)) === SYN && seqGt(seg.seq, conn.rcvNxt)) {
         // A new incarnation may reuse a TIME-WAIT pair if its SYN is above the old
         // sequence space (RFC 9293 3.10.7.4, RFC 6191).
         conn.destroy(null, now);
-        conn = undefined;
       } else {
         if (conn.state === State.SynSent) conn.inputSynSent(seg, now);
         else conn.input(seg, buf, now);
@@ -221,7 +231,7 @@ export class TcpLayer {
       if (f & RST) return;
       if (f & ACK) {
         if (!(f & SYN) && this.acceptCookie(l, seg, src, dst, buf, now)) return;
-        this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, 0, false);
+        this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack);
         return;
       }
       // A SYN with FIN is no connection request (RFC 9293 3.10.7.2 leaves it to the
@@ -232,13 +242,13 @@ export class TcpLayer {
     this.refuse(seg, src, dst);
   }
 
-  /** RFC 9293 3.10.7.1: a segment for no connection is answered with a reset. */
-  private refuse(seg: TcpRepr, src: number, dst: number): void {
+  /** RFC 9293 3.10.7.1: a segment for no connection (or refused by a listener) is answered with a reset. */
+  refuse(seg: TcpRepr, src: number, dst: number): void {
     if (seg.flags & RST) return;
-    if (seg.flags & ACK) this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, 0, false);
+    if (seg.flags & ACK) this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack);
     else {
       const segLen = seg.payloadLength + (seg.flags & SYN ? 1 : 0) + (seg.flags & 1 ? 1 : 0);
-      this.sendReset(dst, src, seg.dstPort, seg.srcPort, 0, (seg.seq + segLen) >>> 0, true);
+      this.sendResetAck(dst, src, seg.dstPort, seg.srcPort, seqAdd(seg.seq, segLen));
     }
   }
 
@@ -309,12 +319,7 @@ export class TcpLayer {
   endBurst(now: number): void {
     this.inBurst = false;
     const list = this.deferredAcks;
-    for (let i = 0; i < list.length; i++) {
-      const conn = list[i]!;
-      conn.ackDeferred = false;
-      // Nothing went out since (afterSend resets the count): the ACK is still owed.
-      if ((conn.segsSinceAck > 0 || conn.dupAckOwed) && conn.ackOwed() && !conn.isClosed()) { conn.ackNow = true; conn.output(now); }
-    }
+    for (let i = 0; i < list.length; i++) list[i]!.sendDeferredAck(now);
     list.length = 0;
   }
 
@@ -345,7 +350,6 @@ export class TcpLayer {
 
   createConnection(localAddr: number, localPort: number, remoteAddr: number, remotePort: number, now: number): TcpConnection {
     const conn = new TcpConnection(this, localAddr, localPort, remoteAddr, remotePort, now);
-    conn.tsOffset = this.tsOffsetFor(localAddr, localPort, remoteAddr, remotePort);
     this.table.insert(conn);
     return conn;
   }
@@ -363,13 +367,13 @@ export class TcpLayer {
   }
 
   /** RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 µs clock. */
-  isn(conn: TcpConnection, now: number): number {
+  isn(conn: TcpConnection, now: number): Seq {
     return this.isnFor(conn.localAddr, conn.localPort, conn.remoteAddr, conn.remotePort, now);
   }
 
-  isnFor(localAddr: number, localPort: number, remoteAddr: number, remotePort: number, now: number): number {
+  isnFor(localAddr: number, localPort: number, remoteAddr: number, remotePort: number, now: number): Seq {
     const m = Math.floor(now * 250) >>> 0;
-    return (m + this.isnHash.hash4(localAddr, remoteAddr, (localPort << 16) | remotePort, 0)) >>> 0;
+    return asSeq(m + this.isnHash.hash4(localAddr, remoteAddr, (localPort << 16) | remotePort, 0));
   }
 
   /** The per-connection offset of our timestamp clock (RFC 7323 5.4), the same for a half-open entry and its connection. */
@@ -399,11 +403,14 @@ export class TcpLayer {
     const peerMss = seg.mss > 0 ? seg.mss : 536;
     let idx = 0;
     for (let i = COOKIE_MSS.length - 1; i >= 0; i--) if (COOKIE_MSS[i] <= peerMss) { idx = i; break; }
-    const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, seg.seq, t);
-    const cookie = ((t << 27) | (idx << 24) | mac) >>> 0;
-    const o = this.optScratch;
-    o.mss = this.host.pathMtu(src) - 40; o.wscale = -1; o.sackPermitted = false; o.hasTimestamp = false; o.sackCount = 0;
-    this.emitSegment(dst, src, l.port, seg.srcPort, cookie, (seg.seq + 1) >>> 0, SYN | ACK, Math.min(this.config.rcvBuf, 65535), o);
+    const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, seqValue(seg.seq), t);
+    const r = clearTcpOptions(this.out);
+    r.srcPort = l.port; r.dstPort = seg.srcPort;
+    r.seq = asSeq((t << 27) | (idx << 24) | mac); r.ack = seqAdd(seg.seq, 1); r.flags = SYN | ACK;
+    r.window = Math.min(this.config.rcvBuf, 65535);
+    // Only the MSS: the cookie has no room for the other options (RFC 4987 3.6).
+    r.mss = this.host.pathMtu(src) - 40;
+    this.emitSegment(dst, src, r);
     this.counters.TcpExtSyncookiesSent++;
     l.lastCookieAt = now;
   }
@@ -412,27 +419,18 @@ export class TcpLayer {
     // Only a listener that answered with cookies lately takes one back (as Linux checks
     // for a recent SYN-queue overflow): a stray ACK is not a 2^-24 lottery ticket.
     if (now - l.lastCookieAt > 128_000) return false;
-    const cookie = (seg.ack - 1) >>> 0;
-    const clientIsn = (seg.seq - 1) >>> 0;
+    const cookie = seqValue(seqAdd(seg.ack, -1));
+    const clientIsn = seqAdd(seg.seq, -1);
     const t = cookie >>> 27;
     const nowT = Math.floor(now / 64_000) & 31;
     if (t !== nowT && t !== ((nowT + 31) & 31)) return false;
-    const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, clientIsn, t);
+    const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, seqValue(clientIsn), t);
     if ((cookie & 0xffffff) !== mac) { this.counters.TcpExtSyncookiesFailed++; return false; }
     this.counters.TcpExtSyncookiesRecv++;
     if (l.acceptQueue.length >= l.backlog) { this.counters.TcpExtListenOverflows++; this.counters.TcpExtListenDrops++; return true; }
     const conn = this.createConnection(dst, l.port, src, seg.srcPort, now);
-    conn.peerMss = COOKIE_MSS[(cookie >>> 24) & 7];
-    conn.irs = clientIsn; conn.rcvNxt = seg.seq;
-    conn.iss = cookie; conn.sndUna = seg.ack; conn.sndNxt = seg.ack; conn.sndMax = seg.ack;
-    conn.sndWnd = seg.window; conn.maxSndWnd = seg.window; conn.sndWl1 = seg.seq; conn.sndWl2 = seg.ack;
-    conn.rcvAdvEdge = (seg.seq + Math.min(this.config.rcvBuf, 65535)) >>> 0;
-    conn.updateMss();
-    conn.cc.cwnd = 10 * conn.mss; // RFC 6928 initial window, as establish() gives other connections
-    conn.listener = l;
+    conn.openFromCookie(l, seg, asSeq(cookie), COOKIE_MSS[(cookie >>> 24) & 7], now);
     this.counters.TcpPassiveOpens++;
-    conn.state = State.Established;
-    this.counters.TcpCurrEstab++;
     l.onEstablished(conn, now, null);
     if (seg.payloadLength > 0 || (seg.flags & 1)) conn.input(seg, buf, now);
     return true;
@@ -441,44 +439,59 @@ export class TcpLayer {
   // ---------------------------------------------------------------- output
 
   /**
-   * Builds and sends one segment of `conn`. Payload bytes come from the send queue
-   * at `queueOffset` (bytes after SND.UNA). A payload larger than the MSS goes out
-   * as one TSO super-segment for the kernel to cut.
+   * Sends one segment of `conn` built in `r` (the layer's `out`: numbers, flags, window
+   * and options set; the ports are the connection's). Its `r.payloadLength` bytes come
+   * from the send queue at `queueOffset` (bytes after SND.UNA). A payload larger than
+   * the MSS goes out as one TSO super-segment for the kernel to cut, its checksum left
+   * to the device as with checksum offload.
    */
-  emit(conn: TcpConnection, seq: number, ack: number, flags: number, window: number, opts: TcpOptionsOut | null, payloadLen: number, _now: number, queueOffset = 0): void {
-    const optLen = opts ? optionsLength(opts) : 0;
-    const hdr = 40 + optLen;
+  emit(conn: TcpConnection, r: TcpRepr, queueOffset: number): void {
+    const payloadLen = r.payloadLength;
+    const hdr = IPV4_MIN_HEADER + tcpHeaderLength(r);
     const pkt = Buffer.allocUnsafe(hdr + payloadLen);
     if (payloadLen > 0) conn.sendQueue.copyOut(queueOffset, pkt, hdr, payloadLen);
     const gso = payloadLen > conn.mss;
-    const partial = gso || this.host.txChecksumOffload();
-    emitTcp(pkt, 20, conn.localAddr, conn.remoteAddr, conn.localPort, conn.remotePort, seq, ack, flags, window, opts, payloadLen, partial);
+    const caps = gso ? TSO_CHECKSUMS : this.host.checksumCaps;
+    r.srcPort = conn.localPort; r.dstPort = conn.remotePort;
+    emitTcp(pkt, IPV4_MIN_HEADER, r, conn.localAddr, conn.remoteAddr, caps);
     this.host.writeIpHeader(pkt, conn.localAddr, conn.remoteAddr, PROTO_TCP, true);
     let meta: OffloadMeta | null = null;
-    if (partial) {
-      meta = { flags: 1, gsoType: gso ? 1 : 0, hdrLen: hdr, gsoSize: gso ? conn.mss : 0, csumStart: 20, csumOffset: 16 };
+    if (deviceFills(caps.tcp)) {
+      meta = {
+        flags: VirtioNetHdr.F_NEEDS_CSUM, gsoType: gso ? VirtioNetHdr.GSO_TCPV4 : VirtioNetHdr.GSO_NONE, hdrLen: hdr,
+        gsoSize: gso ? conn.mss : 0, csumStart: IPV4_MIN_HEADER, csumOffset: TcpField.CHECKSUM,
+      };
     }
     const c = this.counters;
     if (gso) { const n = Math.ceil(payloadLen / conn.mss); c.TcpOutSegs += n; c.TcpExtTCPGSOSegsOut += n; }
     else c.TcpOutSegs++;
-    if (flags & RST) c.TcpOutRsts++;
+    if (r.flags & RST) c.TcpOutRsts++;
     this.host.sendIp(pkt, meta);
   }
 
-  /** A segment without payload and without a connection (resets, cookies, half-open entries), checksummed here. */
-  emitSegment(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number, window: number, opts: TcpOptionsOut | null): void {
-    const optLen = opts ? optionsLength(opts) : 0;
-    const pkt = Buffer.allocUnsafe(40 + optLen);
-    emitTcp(pkt, 20, src, dst, sport, dport, seq, ack, flags, window, opts, 0, false);
+  /** Sends `r` (ports set, no payload) from `src` to `dst` without a connection (resets, cookies, half-open entries), checksummed here. */
+  emitSegment(src: number, dst: number, r: TcpRepr): void {
+    r.payloadLength = 0;
+    const pkt = Buffer.allocUnsafe(IPV4_MIN_HEADER + tcpHeaderLength(r));
+    emitTcp(pkt, IPV4_MIN_HEADER, r, src, dst);
     this.host.writeIpHeader(pkt, src, dst, PROTO_TCP, true);
     this.counters.TcpOutSegs++;
-    if (flags & RST) this.counters.TcpOutRsts++;
+    if (r.flags & RST) this.counters.TcpOutRsts++;
     this.host.sendIp(pkt, null);
   }
 
-  /** <SEQ=seq><CTL=RST> or, with `withAck`, <SEQ=0><ACK=ack><CTL=RST,ACK>. */
-  sendReset(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, withAck: boolean): void {
-    this.emitSegment(src, dst, sport, dport, seq, withAck ? ack : 0, withAck ? RST | ACK : RST, 0, null);
+  /** <SEQ=seq><CTL=RST>: the reset for a segment that carried an ACK (SEQ = its SEG.ACK), or an abort (SND.NXT). */
+  sendReset(src: number, dst: number, sport: number, dport: number, seq: Seq): void {
+    const r = clearTcpOptions(this.out);
+    r.srcPort = sport; r.dstPort = dport; r.seq = seq; r.ack = SEQ0; r.flags = RST; r.window = 0;
+    this.emitSegment(src, dst, r);
+  }
+
+  /** <SEQ=0><ACK=ack><CTL=RST,ACK>: the reset for a segment without ACK (RFC 9293 3.10.7.1). */
+  sendResetAck(src: number, dst: number, sport: number, dport: number, ack: Seq): void {
+    const r = clearTcpOptions(this.out);
+    r.srcPort = sport; r.dstPort = dport; r.seq = SEQ0; r.ack = ack; r.flags = RST | ACK; r.window = 0;
+    this.emitSegment(src, dst, r);
   }
 
   /** RFC 5961 7: a global limit on challenge ACKs per second. */
@@ -519,19 +532,16 @@ export class TcpLayer {
     this.hooks.activeOpenFailed(conn, 'timeout', now);
   }
 
-  enterTimeWait(conn: TcpConnection, now: number): void {
-    if (conn.orphaned === false && conn.owner) {
-      // The owner still hears about the close; TIME-WAIT itself needs no owner.
-      const owner = conn.owner;
-      conn.owner = null;
-      owner.onClosed(null);
-    }
+  /**
+   * A connection entered TIME-WAIT: counted, and false when there are already
+   * maxTimeWait of them (the connection then closes at once).
+   */
+  admitTimeWait(): boolean {
     // Counted first in every case: destroy() from TIME-WAIT uncounts it again.
     this.timeWaitCount++;
-    if (this.timeWaitCount > this.config.maxTimeWait) { conn.destroy(null, now); return; }
+    if (this.timeWaitCount > this.config.maxTimeWait) return false;
     this.counters.TcpExtTW++;
-    conn.lingerAt = now + this.config.timeWaitMs;
-    conn.rearm();
+    return true;
   }
 
   /** Called by a connection as it closes. */
@@ -551,18 +561,27 @@ export class TcpLayer {
    * 4-tuple must be a connection we have and the quoted sequence number must be in
    * flight). Returns the connection concerned, or null when ignored.
    */
-  findQuoted(quoted: Buffer, off: number, len: number): TcpConnection | null {
-    if (len < 20 + 8) return null;
-    const ihl = (quoted[off] & 15) * 4;
-    if (len < ihl + 8 || quoted[off + 9] !== PROTO_TCP) return null;
-    const src = readU32(quoted, off + 12), dst = readU32(quoted, off + 16);
-    const sport = readU16(quoted, off + ihl), dport = readU16(quoted, off + ihl + 2);
-    const seq = readU32(quoted, off + ihl + 4);
+  findQuoted(quoted: Ipv4Packet): TcpConnection | null {
+    // The quote holds the IP header and at least the first 8 bytes of ours (RFC 792):
+    // the ports and the sequence number.
+    if (quoted.protocol !== PROTO_TCP || quoted.payloadLength < 8) return null;
+    const src = quoted.src, dst = quoted.dst;
+    const t = quoted.payloadOffset, b = quoted.buf;
+    const sport = readU16(b, t + TcpField.SRC_PORT), dport = readU16(b, t + TcpField.DST_PORT);
+    const seq = readSeq(b, t + TcpField.SEQ_NUM);
     const conn = this.table.lookup(src, sport, dst, dport);
     if (!conn) return null;
     // RFC 5927 4.1: the quoted segment must be in flight, SND.UNA <= seq < SND.NXT.
     if (!(seqGe(seq, conn.sndUna) && seqLt(seq, conn.sndMax)) && !(conn.state === State.SynSent && seq === conn.iss)) return null;
     return conn;
+  }
+
+  /**
+   * The path MTU towards `dst` went down to `mtu` (ICMP fragmentation needed, RFC 1191):
+   * every connection to it sends smaller from now on.
+   */
+  onPathMtuDecreased(dst: number, mtu: number, now: number): void {
+    for (const conn of this.table.all()) if (conn.remoteAddr === dst) conn.onPathMtuDecreased(mtu, now);
   }
 
   /** Destination unreachable (not fragmentation needed) for one of our connections. */

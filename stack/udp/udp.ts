@@ -5,6 +5,8 @@
 import type { Counters } from '../counters';
 import { CodedError } from '../util/errors';
 import { newUdpRepr, parseUdp, UdpError, emitUdp, UDP_HEADER } from '../wire/udp';
+import type { ChecksumCaps } from '../wire/checksum';
+import { PROTO_UDP } from '../wire/ipv4';
 
 export interface UdpEndpoint {
   readonly port: number;
@@ -24,6 +26,7 @@ export interface UdpHost {
 export class UdpLayer {
   readonly endpoints = new Map<number, UdpEndpoint>();
   private readonly repr = newUdpRepr();
+  private readonly out = newUdpRepr();
   private nextEphemeral = 49152 + Math.floor(Math.random() * 10000);
 
   constructor(readonly host: UdpHost) {}
@@ -45,11 +48,11 @@ export class UdpLayer {
     throw new CodedError('EADDRINUSE', 'bind EADDRINUSE: no free UDP port');
   }
 
-  /** `ipOff` is where the IP header starts (for the ICMP quote). */
-  input(src: number, dst: number, buf: Buffer, ipOff: number, off: number, len: number, skipChecksum: boolean): void {
+  /** `ipOff` is where the IP header starts (for the ICMP quote); `caps`: what the device verified. */
+  input(src: number, dst: number, buf: Buffer, ipOff: number, off: number, len: number, caps: ChecksumCaps): void {
     const c = this.host.counters;
     const r = this.repr;
-    const err = parseUdp(buf, off, len, src, dst, r, skipChecksum);
+    const err = parseUdp(buf, off, len, src, dst, r, caps);
     if (err !== UdpError.None) {
       c.UdpInErrors++;
       if (err === UdpError.BadChecksum) c.UdpInCsumErrors++;
@@ -69,9 +72,11 @@ export class UdpLayer {
     if (data.length > 65507) throw new CodedError('EMSGSIZE', `send EMSGSIZE: ${data.length} bytes is more than a UDP datagram holds (65507)`);
     const pkt = Buffer.allocUnsafe(UDP_HEADER + data.length);
     pkt.set(data, UDP_HEADER);
-    emitUdp(pkt, 0, src, dst, srcPort, dstPort, data.length);
+    const r = this.out;
+    r.srcPort = srcPort; r.dstPort = dstPort; r.payloadLength = data.length;
+    emitUdp(pkt, 0, r, src, dst);
     this.host.counters.UdpOutDatagrams++;
-    return this.host.sendDatagram(17, src, dst, pkt, false);
+    return this.host.sendDatagram(PROTO_UDP, src, dst, pkt, false);
   }
 
   /** An ICMP error quoting a datagram we sent from `srcPort`. */

@@ -12,7 +12,7 @@
  * know; a packet claiming Ethernet/IPv4 with other lengths is malformed, and counted so.
  * Anything after byte 28 (link padding, Habets' arping pads to 44) is ignored.
  */
-import { readU32, writeU32 } from './ipv4';
+import { readU32, writeU16, writeU32 } from './bytes';
 import { MacAddr, readMac, writeMac } from './ethernet';
 
 export const ARP_LEN = 28;
@@ -21,6 +21,9 @@ export const ARP_HTYPE_ETHERNET = 1;
 export const ARP_PTYPE_IPV4 = 0x0800;
 export const ARP_OP_REQUEST = 1;
 export const ARP_OP_REPLY = 2;
+
+/** Byte offsets of the packet's fields (RFC 826, for Ethernet and IPv4). */
+export const enum ArpField { HTYPE = 0, PTYPE = 2, HLEN = 4, PLEN = 5, OPER = 6, SHA = 8, SPA = 14, THA = 18, TPA = 24 }
 
 export const enum ArpError {
   None = 0,
@@ -48,31 +51,31 @@ export function newArpRepr(): ArpRepr {
 
 export function parseArp(buf: Uint8Array, off: number, len: number, out: ArpRepr): ArpError {
   if (len < ARP_FIXED_LEN) return ArpError.Truncated;
-  const htype = (buf[off] << 8) | buf[off + 1];
-  const ptype = (buf[off + 2] << 8) | buf[off + 3];
+  const htype = (buf[off + ArpField.HTYPE] << 8) | buf[off + ArpField.HTYPE + 1];
+  const ptype = (buf[off + ArpField.PTYPE] << 8) | buf[off + ArpField.PTYPE + 1];
   if (htype !== ARP_HTYPE_ETHERNET || ptype !== ARP_PTYPE_IPV4) return ArpError.UnsupportedType;
-  if (buf[off + 4] !== 6 || buf[off + 5] !== 4) return ArpError.BadLengths;
+  if (buf[off + ArpField.HLEN] !== 6 || buf[off + ArpField.PLEN] !== 4) return ArpError.BadLengths;
   if (len < ARP_LEN) return ArpError.Truncated;
-  const op = (buf[off + 6] << 8) | buf[off + 7];
+  const op = (buf[off + ArpField.OPER] << 8) | buf[off + ArpField.OPER + 1];
   if (op !== ARP_OP_REQUEST && op !== ARP_OP_REPLY) return ArpError.BadOperation;
   out.operation = op;
-  out.senderHardwareAddr = readMac(buf, off + 8);
-  out.senderProtocolAddr = readU32(buf, off + 14);
-  out.targetHardwareAddr = readMac(buf, off + 18);
-  out.targetProtocolAddr = readU32(buf, off + 24);
+  out.senderHardwareAddr = readMac(buf, off + ArpField.SHA);
+  out.senderProtocolAddr = readU32(buf, off + ArpField.SPA);
+  out.targetHardwareAddr = readMac(buf, off + ArpField.THA);
+  out.targetProtocolAddr = readU32(buf, off + ArpField.TPA);
   return ArpError.None;
 }
 
 /** Writes the 28-byte packet at `off`; returns its length. */
 export function emitArp(buf: Uint8Array, off: number, r: ArpRepr): number {
-  buf[off] = 0; buf[off + 1] = ARP_HTYPE_ETHERNET;
-  buf[off + 2] = ARP_PTYPE_IPV4 >> 8; buf[off + 3] = 0;
-  buf[off + 4] = 6; buf[off + 5] = 4;
-  buf[off + 6] = r.operation >> 8; buf[off + 7] = r.operation & 255;
-  writeMac(buf, off + 8, r.senderHardwareAddr);
-  writeU32(buf, off + 14, r.senderProtocolAddr);
-  writeMac(buf, off + 18, r.targetHardwareAddr);
-  writeU32(buf, off + 24, r.targetProtocolAddr);
+  writeU16(buf, off + ArpField.HTYPE, ARP_HTYPE_ETHERNET);
+  writeU16(buf, off + ArpField.PTYPE, ARP_PTYPE_IPV4);
+  buf[off + ArpField.HLEN] = 6; buf[off + ArpField.PLEN] = 4;
+  writeU16(buf, off + ArpField.OPER, r.operation);
+  writeMac(buf, off + ArpField.SHA, r.senderHardwareAddr);
+  writeU32(buf, off + ArpField.SPA, r.senderProtocolAddr);
+  writeMac(buf, off + ArpField.THA, r.targetHardwareAddr);
+  writeU32(buf, off + ArpField.TPA, r.targetProtocolAddr);
   return ARP_LEN;
 }
 

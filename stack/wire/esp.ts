@@ -9,7 +9,7 @@
  * is reserved (RFC 4303 2.1), so the two never collide. A single 0xFF byte is a NAT
  * keepalive (RFC 3948 2.3). Lengths are checked before anything is read.
  */
-import { readU32, writeU32 } from './ipv4';
+import { readU32, writeU32 } from './bytes';
 
 export const PROTO_ESP = 50;
 /** IKE's port (RFC 7296 2) and the NAT-traversal port that carries IKE and ESP (RFC 3948). */
@@ -23,7 +23,10 @@ export const ESP_TRAILER = 2;
 export const ESP_NEXT_IPV4 = 4;
 export const ESP_NEXT_NONE = 59;
 
-/** A view over an ESP packet's cleartext part: what the SAD lookup and the replay check need. */
+/** Byte offsets of the cleartext header's fields (RFC 4303 2). */
+export const enum EspField { SPI = 0, SEQ = 4, BODY = 8 }
+
+/** The cleartext part of an ESP packet: what the SAD lookup and the replay check need. */
 export interface EspRepr {
   spi: number;
   /** Low 32 bits of the sequence number as sent. */
@@ -42,19 +45,19 @@ export const enum EspError { None = 0, Truncated = 1, ZeroSpi = 2 }
 /** Parses the header of the ESP packet in `buf[off, off+len)`. */
 export function parseEsp(buf: Uint8Array, off: number, len: number, out: EspRepr): EspError {
   if (len < ESP_HEADER) return EspError.Truncated;
-  const spi = readU32(buf, off);
+  const spi = readU32(buf, off + EspField.SPI);
   if (spi === 0) return EspError.ZeroSpi;
   out.spi = spi;
-  out.seq = readU32(buf, off + 4);
-  out.bodyOffset = off + ESP_HEADER;
+  out.seq = readU32(buf, off + EspField.SEQ);
+  out.bodyOffset = off + EspField.BODY;
   out.bodyLength = len - ESP_HEADER;
   return EspError.None;
 }
 
-/** Writes SPI and sequence number at `off`. */
-export function emitEspHeader(buf: Uint8Array, off: number, spi: number, seq: number): number {
-  writeU32(buf, off, spi);
-  writeU32(buf, off + 4, seq >>> 0);
+/** Writes the header of `r` (SPI and the low 32 bits of the sequence number) at `off`. */
+export function emitEspHeader(buf: Uint8Array, off: number, r: EspRepr): number {
+  writeU32(buf, off + EspField.SPI, r.spi);
+  writeU32(buf, off + EspField.SEQ, r.seq >>> 0);
   return ESP_HEADER;
 }
 
@@ -95,11 +98,12 @@ export function espPadLength(payloadLength: number, block: number): number {
   return r === 0 ? 0 : b - r;
 }
 
-/** Writes padding 1..n, Pad Length and Next Header at `off`; returns the bytes written. */
-export function emitEspTrailer(buf: Uint8Array, off: number, padLength: number, nextHeader: number): number {
+/** Writes the trailer of `r` at `off`, just after the payload: padding 1..n, Pad Length and Next Header; returns the bytes written. */
+export function emitEspTrailer(buf: Uint8Array, off: number, r: EspTrailerRepr): number {
+  const padLength = r.padLength;
   for (let i = 0; i < padLength; i++) buf[off + i] = i + 1;
   buf[off + padLength] = padLength;
-  buf[off + padLength + 1] = nextHeader;
+  buf[off + padLength + 1] = r.nextHeader;
   return padLength + ESP_TRAILER;
 }
 

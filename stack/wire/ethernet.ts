@@ -97,6 +97,9 @@ export function macFromIpv4(addr: number): MacAddr {
   return 0x020000000000 + (addr >>> 0);
 }
 
+/** Byte offsets of the header's fields. */
+export const enum EthernetField { DST = 0, SRC = 6, ETHERTYPE = 12, PAYLOAD = 14 }
+
 /** Why a frame was refused; each maps to a counter of the Ethernet interface. */
 export const enum EthernetError {
   None = 0,
@@ -122,19 +125,19 @@ export function newEthernetRepr(): EthernetRepr {
  */
 export function parseEthernet(buf: Uint8Array, off: number, len: number, out: EthernetRepr): EthernetError {
   if (len < ETHERNET_HEADER_LEN) return EthernetError.Truncated;
-  const type = (buf[off + 12] << 8) | buf[off + 13];
+  const type = (buf[off + EthernetField.ETHERTYPE] << 8) | buf[off + EthernetField.ETHERTYPE + 1];
   if (type < ETHERTYPE_MIN) return EthernetError.NotEthernetII;
-  out.dst = readMac(buf, off);
-  out.src = readMac(buf, off + 6);
+  out.dst = readMac(buf, off + EthernetField.DST);
+  out.src = readMac(buf, off + EthernetField.SRC);
   out.etherType = type;
   return EthernetError.None;
 }
 
 /** Writes the 14-byte header at `off`; returns its length. */
 export function emitEthernet(buf: Uint8Array, off: number, r: EthernetRepr): number {
-  writeMac(buf, off, r.dst);
-  writeMac(buf, off + 6, r.src);
-  buf[off + 12] = r.etherType >>> 8;
-  buf[off + 13] = r.etherType & 255;
+  writeMac(buf, off + EthernetField.DST, r.dst);
+  writeMac(buf, off + EthernetField.SRC, r.src);
+  buf[off + EthernetField.ETHERTYPE] = r.etherType >>> 8;
+  buf[off + EthernetField.ETHERTYPE + 1] = r.etherType & 255;
   return ETHERNET_HEADER_LEN;
 }

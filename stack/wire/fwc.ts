@@ -37,7 +37,7 @@
  * message of a stream is (or that it cannot be one), `parseFwc` reads one message into
  * a representation, `emitFwc` writes one from a representation.
  */
-import { readU16, readU32, writeU16, writeU32 } from './ipv4';
+import { readU16, readU32, writeU16, writeU32 } from './bytes';
 
 export const FWC_PORT = 1745;
 /** Bytes up to and including the command word. */

@@ -14,7 +14,8 @@
  * TOS 0xc0 (internetwork control), DF, identification 0, a 24-byte header.
  */
 import { internetChecksum } from './checksum';
-import { readU32, writeU32 } from './ipv4';
+import { readU32, writeU16, writeU32 } from './bytes';
+import { IP_FLAG_DF, Ipv4Field } from './ipv4';
 
 export const IGMP_LEN = 8;
 export const IGMP_MEMBERSHIP_QUERY = 0x11;
@@ -27,6 +28,9 @@ export const PROTO_IGMP = 2;
 export const ALL_SYSTEMS = 0xe0000001;
 /** 224.0.0.2, all routers: where leaves go (RFC 2236 3). */
 export const ALL_ROUTERS = 0xe0000002;
+
+/** Byte offsets of the message's fields (RFC 2236 2). */
+export const enum IgmpField { TYPE = 0, MAX_RESP = 1, CHECKSUM = 2, GROUP = 4 }
 
 export const enum IgmpError {
   None = 0,
@@ -49,21 +53,18 @@ export function newIgmpRepr(): IgmpRepr {
 export function parseIgmp(buf: Uint8Array, off: number, len: number, out: IgmpRepr): IgmpError {
   if (len < IGMP_LEN) return IgmpError.Truncated;
   if (internetChecksum(buf, off, len) !== 0) return IgmpError.BadChecksum;
-  out.type = buf[off];
-  out.maxRespTime = buf[off + 1];
-  out.group = readU32(buf, off + 4);
+  out.type = buf[off + IgmpField.TYPE];
+  out.maxRespTime = buf[off + IgmpField.MAX_RESP];
+  out.group = readU32(buf, off + IgmpField.GROUP);
   return IgmpError.None;
 }
 
 export function emitIgmp(buf: Uint8Array, off: number, r: IgmpRepr): number {
-  buf[off] = r.type;
-  buf[off + 1] = r.maxRespTime;
-  buf[off + 2] = 0;
-  buf[off + 3] = 0;
-  writeU32(buf, off + 4, r.group);
-  const c = internetChecksum(buf, off, IGMP_LEN);
-  buf[off + 2] = c >> 8;
-  buf[off + 3] = c & 255;
+  buf[off + IgmpField.TYPE] = r.type;
+  buf[off + IgmpField.MAX_RESP] = r.maxRespTime;
+  writeU16(buf, off + IgmpField.CHECKSUM, 0);
+  writeU32(buf, off + IgmpField.GROUP, r.group);
+  writeU16(buf, off + IgmpField.CHECKSUM, internetChecksum(buf, off, IGMP_LEN));
   return IGMP_LEN;
 }
 
@@ -76,18 +77,18 @@ export const IGMP_IP_HEADER_LEN = 24;
  */
 export function buildIgmpDatagram(src: number, dst: number, r: IgmpRepr): Buffer {
   const pkt = Buffer.alloc(IGMP_IP_HEADER_LEN + IGMP_LEN);
-  pkt[0] = 0x46; // version 4, IHL 6 (24 bytes)
-  pkt[1] = 0xc0; // TOS: precedence internetwork control
-  pkt[3] = IGMP_IP_HEADER_LEN + IGMP_LEN;
-  pkt[6] = 0x40; // DF; identification 0
-  pkt[8] = 1; // TTL 1 (RFC 2236 2)
-  pkt[9] = PROTO_IGMP;
-  writeU32(pkt, 12, src);
-  writeU32(pkt, 16, dst);
+  // The IPv4 header with its option, field by field (emitIpv4Header writes none).
+  pkt[Ipv4Field.VER_IHL] = 0x46; // version 4, IHL 6 (24 bytes)
+  pkt[Ipv4Field.TOS] = 0xc0; // precedence internetwork control
+  writeU16(pkt, Ipv4Field.LENGTH, IGMP_IP_HEADER_LEN + IGMP_LEN);
+  writeU16(pkt, Ipv4Field.FLG_OFF, IP_FLAG_DF); // identification 0
+  pkt[Ipv4Field.TTL] = 1; // RFC 2236 2
+  pkt[Ipv4Field.PROTOCOL] = PROTO_IGMP;
+  writeU32(pkt, Ipv4Field.SRC_ADDR, src);
+  writeU32(pkt, Ipv4Field.DST_ADDR, dst);
   // RFC 2113 Router Alert: copied flag + option 20, length 4, value 0 ("examine packet").
   pkt[20] = 0x94; pkt[21] = 4; pkt[22] = 0; pkt[23] = 0;
-  const c = internetChecksum(pkt, 0, IGMP_IP_HEADER_LEN);
-  pkt[10] = c >> 8; pkt[11] = c & 255;
+  writeU16(pkt, Ipv4Field.CHECKSUM, internetChecksum(pkt, 0, IGMP_IP_HEADER_LEN));
   emitIgmp(pkt, IGMP_IP_HEADER_LEN, r);
   return pkt;
 }

@@ -12,7 +12,7 @@
  * A malformed message raises IkeSyntaxError, which the responder counts and answers
  * (INVALID_SYNTAX) or drops; it never escapes to the stack.
  */
-import { readU16, readU32, writeU16, writeU32 } from './ipv4';
+import { readU16, readU32, writeU16, writeU32 } from './bytes';
 
 export const IKE_HEADER = 28;
 export const IKE_VERSION = 0x20;

@@ -32,7 +32,7 @@
  *   5  AFFlags (u8; bit 0 ours: last datagram of the item)   6  PacketSize (LE u16)
  *   8  item (BE u16)   10  0 (u16)   12  payload
  */
-import { readU16, readU32, writeU16, writeU32 } from './ipv4';
+import { readU16, readU32, writeU16, writeU32 } from './bytes';
 
 export const MMS_PORT = 1755;
 export const MMS_MAGIC = 0xb00bface;

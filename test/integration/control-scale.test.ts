@@ -19,13 +19,13 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { Lab, LabProcess, StackProcess, repoRoot } from '../lab/lab';
+import { Lab, LabProcess, StackProcess, repoRoot } from '../../lab/lab';
 import { ControlClient } from '../../stack/control/client';
 
 const STACK = '198.18.0.2';
 const ADDRS = Array.from({ length: 16 }, (_, i) => `198.18.0.${i + 10}`);
 const holderJs = path.join(repoRoot(), 'dist', 'bench', 'tools', 'conn-holder.js');
-const synflood = path.join(repoRoot(), 'dist', 'drivers', 'synflood.js');
+const synflood = path.join(repoRoot(), 'dist', 'lab', 'synflood.js');
 
 let lab: Lab;
 /** The default profile's stack (status page, control socket), and a linux-profile one holding 20k connections. */

@@ -7,9 +7,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess, repoRoot } from '../lab/lab';
+import { Lab, StackProcess, repoRoot } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
+const clients = path.join(repoRoot(), 'lab', 'clients');
 const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
 const MB10 = 10 * 1000 * 1000;
 
@@ -51,7 +52,7 @@ describe('real Linux peer through a real TUN device', () => {
 
   test('10 MB each way with the kernel as client: SHA-256 intact', async () => {
     // The echo service returns every byte; the client hashes what it sent and what came back.
-    const r = await lab.exec(ns, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 90_000 });
+    const r = await lab.exec(ns, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 90_000 });
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!);
     expect(j.error).toBeUndefined();
     expect(j.receivedBytes).toBe(MB10);
@@ -106,7 +107,7 @@ describe('real Linux peer through a real TUN device', () => {
       expect(add.code, add.stderr).toBe(0);
     }
     try {
-      const r = await lab.exec(ns, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
+      const r = await lab.exec(ns, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
       const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
       expect(j.error, r.stdout + r.stderr).toBeUndefined();
       expect(j.receivedBytes).toBe(MB10);
@@ -130,7 +131,7 @@ describe('real Linux peer through a real TUN device', () => {
     const loss = await lab.lossy(ns, stack.tun, 2);
     const before = JSON.parse((await lab.cli(ns, ['stats', '--json', '--control', stack.controlPath])).stdout).counters;
     try {
-      const r = await lab.exec(ns, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
+      const r = await lab.exec(ns, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
       const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
       expect(j.error, r.stdout + r.stderr).toBeUndefined();
       expect(j.receivedBytes).toBe(MB10);
@@ -155,7 +156,7 @@ describe('real Linux peer through a real TUN device', () => {
     ]);
     await lab.exec(ns3, 'ping', ['-c', '3', '-i', '0.2', '-s', '2000', STACK]);
     await lab.exec(ns3, 'curl', ['-sS', '-o', '/dev/null', `http://${STACK}/bytes/2000000`]);
-    const r = await lab.exec(ns3, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', '3000000'], { timeoutMs: 60_000 });
+    const r = await lab.exec(ns3, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', '3000000'], { timeoutMs: 60_000 });
     expect(JSON.parse(r.stdout.trim().split('\n').pop()!).receivedBytes).toBe(3_000_000);
     await lab.exec(ns3, 'bash', ['-c', `echo hi | timeout 2 bash -c 'cat > /dev/udp/${STACK}/7'`]);
     await p.kill(5000); // SIGTERM: the capture is flushed and closed
@@ -176,7 +177,7 @@ describe('real Linux peer through a real TUN device', () => {
 describe('the stack as a client of a kernel server', () => {
   test('10 MB each way: SHA-256 intact', async () => {
     const ns2 = await lab.addNamespace('c');
-    const server = lab.spawn(ns2, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'server', '9000', String(MB10)]);
+    const server = lab.spawn(ns2, process.execPath, [path.join(clients, 'sha-peer.js'), 'server', '9000', String(MB10)]);
     const tun = lab.ifname('c');
     // The kernel side of the TUN link is the server's address.
     const started = lab.exec(ns2, process.execPath, [path.join(fixtures, 'stack-client.js'), tun, '198.18.0.2/24', '198.18.0.1/24', '198.18.0.1', '9000', String(MB10)], { timeoutMs: 120_000 });

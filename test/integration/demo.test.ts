@@ -1,14 +1,14 @@
 /**
  * The demo's own logic (steps, parsing of ping/curl/iperf3 output, the integrity
  * scripts, the summary, the exit status, cleanup), run for real in a namespace
- * against test/lab/fake-stack.cjs: kernel services standing in for the userspace
+ * against test/integration/fixtures/fake-stack.cjs: kernel services standing in for the userspace
  * stack. `make demo` runs it against the real stack.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PrivateBuild, REPO, buildPrivate } from '../lab/build';
+import { PrivateBuild, REPO, buildPrivate } from '../helpers/build';
 
 interface Summary { ok: boolean; steps: { step: string; result: string; figure: string; ms: number }[] }
 
@@ -21,7 +21,7 @@ describe('demo', () => {
   let runDir = '';
 
   beforeAll(() => {
-    build = buildPrivate(['bin/demo.js', 'test/lab/lab.js', 'stack/control/server.js', 'bin/cli/main.js']);
+    build = buildPrivate(['bin/demo.js', 'lab/lab.js', 'stack/control/server.js', 'bin/cli/main.js']);
     runDir = path.join(build.root, 'run');
   }, 120_000);
 
@@ -34,10 +34,10 @@ describe('demo', () => {
       const real = env.REAL === '1';
       // The real run uses the repository's own build (make test builds it first).
       const script = real ? path.join(REPO, 'dist/bin/demo.js') : path.join(build.dist, 'bin/demo.js');
-      const c = spawn(process.execPath, [script, '--json', ...(real ? [] : ['--skip-pmtu', '--skip-firewall'])], {
+      const c = spawn(process.execPath, [script, '--json', ...(real ? [] : ['--skip-pmtu', '--skip-firewall', '--skip-nlb'])], {
         env: {
           ...process.env,
-          ...(real ? {} : { FAULTSTACK_CLI: path.join(REPO, 'test/lab/fake-stack.cjs') }),
+          ...(real ? {} : { FAULTSTACK_CLI: path.join(REPO, 'test/integration/fixtures/fake-stack.cjs') }),
           FAKE_DIST: build.dist,
           FAULTSTACK_RUN_DIR: runDir,
           ...env,
@@ -89,14 +89,15 @@ describe('demo', () => {
     const results = Object.fromEntries(summary.steps.map((st) => [st.step, `${st.result}: ${st.figure}`]));
     expect(summary.steps.map((st) => st.step)).toEqual([
       'namespace', 'start stack', 'ping', 'http /', 'http 1 MB', 'tcp echo 10 MB', 'iperf3 upload', 'iperf3 download',
-      'udp echo', 'stats', 'l2 bridge', 'l2 ping', 'l2 http', 'l2 iperf3', 'pmtu lab', 'pmtu hotfixed', 'pmtu buggy', 'firewall kb319381',
+      'udp echo', 'stats', 'l2 bridge', 'l2 ping', 'l2 http', 'l2 iperf3', 'pmtu lab', 'pmtu hotfixed', 'pmtu buggy',
+      'nlb lab', 'nlb buggy', 'nlb hotfixed', 'firewall kb319381',
     ]);
     for (const st of summary.steps) expect(st.result, JSON.stringify(results)).toBe('ok');
     // The real stack's MAC, seen by the VM's kernel.
     expect(results['l2 ping']).toMatch(/ip neigh: 198\.18\.2\.2 at 02:00:c6:12:02:02$/);
     expect(code).toBe(0);
-    expect(netnsList().filter((n) => n.startsWith('fsdem') || n.startsWith('fsdpm') || n.startsWith('fsdfw'))).toEqual([]);
-  }, 240_000);
+    expect(netnsList().filter((n) => n.startsWith('fsdem') || n.startsWith('fsdpm') || n.startsWith('fsdfw') || n.startsWith('fsdnl'))).toEqual([]);
+  }, 360_000);
 
   it('reports a stack that fails to start, skips the rest, exits 1 and cleans up', async () => {
     const { code, summary } = await demo({ FAKE_FAIL: '1' });

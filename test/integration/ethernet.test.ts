@@ -15,14 +15,14 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess, repoRoot } from '../lab/lab';
+import { Lab, StackProcess, repoRoot } from '../../lab/lab';
 
 const S1 = '198.18.0.2';
 const S1_MAC = '02:00:c6:12:00:02';
 const S2 = '198.18.0.3';
 const VM = '198.18.0.1';
 const FAR = '198.18.5.2';
-const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
+const clients = path.join(repoRoot(), 'lab', 'clients');
 const MB10 = 10 * 1000 * 1000;
 const PY = '/usr/bin/python3';
 
@@ -45,7 +45,7 @@ beforeAll(async () => {
   pcapFile = path.join(tmp, 's1.pcap');
   sw = await lab.addNamespace('sw');
   vm = await lab.addNamespace('vm');
-  const rt = await lab.addNamespace('rt');
+  await lab.addNamespace('rt');
   far = await lab.addNamespace('far');
   br = await lab.bridge('sw');
   ({ dev: vmDev, port: vmPort } = await lab.vethToBridge('vm', 'sw', br, { addr: `${VM}/24` }));
@@ -112,7 +112,7 @@ describe('a faultstack on a Linux bridge, real peers on the segment', () => {
   }, 40_000);
 
   test('10 MB echoed over the bridge: no error, SHA-256 intact', async () => {
-    const r = await lab.exec(vm, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', S1, '7', String(MB10)], { timeoutMs: 90_000 });
+    const r = await lab.exec(vm, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', S1, '7', String(MB10)], { timeoutMs: 90_000 });
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { error?: string; receivedBytes: number; receivedSha: string; sentSha: string };
     expect(j.error).toBeUndefined();
     expect(r.code).toBe(0);

@@ -1,6 +1,6 @@
 /**
  * Issue 8 item 8: the stack's memory through a SYN flood at the generator's full rate
- * (drivers/synflood.ts, bounded: at most 1,000,000 SYNs and 60 s per run, from spoofed
+ * (lab/synflood.ts, bounded: at most 1,000,000 SYNs and 60 s per run, from spoofed
  * 198.18.100.0/24 sources inside the lab namespace), with curl fetching pages meanwhile.
  *
  * Before half-open entries were compact and capped, the default profile (win2003-sp1)
@@ -16,10 +16,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, repoRoot } from '../lab/lab';
+import { Lab, repoRoot } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
-const synflood = path.join(repoRoot(), 'dist', 'drivers', 'synflood.js');
+const synflood = path.join(repoRoot(), 'dist', 'lab', 'synflood.js');
 const RSS_CEILING = 300 * 1024 * 1024;
 
 let lab: Lab;

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess } from '../lab/lab';
+import { Lab, StackProcess } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 

@@ -14,10 +14,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess, repoRoot } from '../lab/lab';
+import { Lab, StackProcess, repoRoot } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
-const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
+const clients = path.join(repoRoot(), 'lab', 'clients');
 const MB10 = 10 * 1000 * 1000;
 
 let lab: Lab;
@@ -88,7 +88,7 @@ describe('packet impairments with real peers', () => {
       '--impair', 'in loss 5% delay 2ms 1ms reorder 25% 50% seed 1',
       '--impair', 'out loss 5% delay 2ms 1ms reorder 25% 50% seed 2',
     ]);
-    const r = await lab.exec(ns2, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 240_000 });
+    const r = await lab.exec(ns2, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 240_000 });
     const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
     expect(j.error, r.stdout + r.stderr).toBeUndefined();
     expect(j.receivedBytes).toBe(MB10);

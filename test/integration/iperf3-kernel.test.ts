@@ -19,6 +19,7 @@ import {
   type Iperf3TestSummary,
 } from '../../stack/services/iperf3';
 import { runIperf3Client } from '../../stack/services/iperf3-client';
+import { requireTool } from '../../lab/tools';
 
 const HOST = '127.0.0.1';
 const MB = 1024 * 1024;
@@ -33,19 +34,11 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
   }
 }
 
-function ensureIperf3(): string {
-  const probe = () => spawnSync('iperf3', ['--version'], { encoding: 'utf8' });
-  let v = probe();
-  if (v.error || v.status !== 0) {
-    // Same as scripts/deps.sh: install the Debian package when missing.
-    spawnSync(
-      'bash',
-      ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iperf3'],
-      { stdio: 'inherit', timeout: 300_000 },
-    );
-    v = probe();
-  }
-  if (v.error || v.status !== 0) throw new Error('iperf3 is not installed and could not be installed (run make deps as root)');
+/** The installed iperf3's version (scripts/deps.sh installs it; without it the tests fail). */
+function iperf3Version(): string {
+  requireTool('iperf3');
+  const v = spawnSync('iperf3', ['--version'], { encoding: 'utf8' });
+  if (v.error || v.status !== 0) throw new Error(`iperf3 --version failed: ${v.error?.message ?? v.stderr}`);
   const m = /iperf (3\.\d+)/.exec(v.stdout);
   if (!m) throw new Error(`unexpected iperf3 --version output: ${v.stdout}`);
   return m[1]!;
@@ -154,7 +147,7 @@ let port = 0;
 const logLines: string[] = [];
 
 beforeAll(async () => {
-  version = ensureIperf3();
+  version = iperf3Version();
   server = startIperf3Server(kernelNet, { port: 0, host: HOST, log: (l) => logLines.push(l) });
   await server.ready;
   port = server.port();

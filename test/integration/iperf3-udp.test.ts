@@ -13,7 +13,7 @@
  * "our client against iperf3 -s" UDP case.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { Lab } from '../lab/lab';
+import { Lab } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 const KERNEL = '127.0.0.1';

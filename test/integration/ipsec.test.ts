@@ -12,12 +12,12 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, LabProcess, StackProcess, repoRoot } from '../lab/lab';
-import { StrongSwan, type SwanctlOptions } from '../lab/strongswan';
-import { makeIpsecCerts, type IpsecCerts } from '../lab/ipsec-certs';
+import { Lab, LabProcess, StackProcess, repoRoot } from '../../lab/lab';
+import { StrongSwan, type SwanctlOptions } from '../../lab/strongswan';
+import { makeIpsecCerts, type IpsecCerts } from '../../lab/ipsec-certs';
 
 const STACK = '198.18.0.2';
-const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
+const clients = path.join(repoRoot(), 'lab', 'clients');
 const MB10 = 10 * 1000 * 1000;
 
 let lab: Lab;
@@ -138,7 +138,7 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
     const curl = await lab.exec(nsC, 'curl', ['-sS', '--max-time', '20', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/1000000`]);
     expect(curl.stderr).toBe('');
     expect(curl.stdout.trim()).toBe('200 1000000');
-    const r = await lab.exec(nsC, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
+    const r = await lab.exec(nsC, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!);
     expect(j.error).toBeUndefined();
     expect(j.receivedBytes).toBe(MB10);

@@ -15,11 +15,11 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, LabProcess, StackProcess, repoRoot } from '../lab/lab';
+import { Lab, LabProcess, StackProcess, repoRoot } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 const NOWHERE = '198.18.0.99';
-const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
+const clients = path.join(repoRoot(), 'lab', 'clients');
 const HOLDER = `failure path of the active open to ${NOWHERE}:80 (SYN retransmissions exhausted)`;
 
 let lab: Lab;
@@ -67,7 +67,7 @@ async function setup(name: string, mode: 'buggy' | 'hotfixed'): Promise<Setup> {
     return { sent: Number(m![1]), received: Number(m![2]) };
   };
   // An echo session from the kernel that runs through the whole test.
-  const ticker = lab.spawn(ns, process.execPath, [path.join(fixtures, 'echo-ticker.js'), STACK, '7', '100']);
+  const ticker = lab.spawn(ns, process.execPath, [path.join(clients, 'echo-ticker.js'), STACK, '7', '100']);
   await ticker.waitFor(/"echo":3\b/, { timeoutMs: 10_000 });
   const echoes = () => [...ticker.stdout.matchAll(/"echo":(\d+)/g)].map((m) => Number(m[1]));
   const ipInAddrErrors = async () => {

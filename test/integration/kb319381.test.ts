@@ -1,5 +1,5 @@
 /**
- * KB 319381 and the firewall under real traffic (test/lab/firewall-lab.ts): faultstack
+ * KB 319381 and the firewall under real traffic (lab/firewall-lab.ts): faultstack
  * forwards between an internal host and an external media server, each a Linux kernel
  * in its own namespace; the lab's media server and player run on kernel sockets.
  *
@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { FirewallLab, FW_EXT, FW_IN, HOST_IN, MEDIA } from '../lab/firewall-lab';
+import { FirewallLab, FW_EXT, FW_IN, HOST_IN, MEDIA } from '../../lab/firewall-lab';
 
 let fl: FirewallLab;
 

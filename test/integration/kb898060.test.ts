@@ -1,6 +1,6 @@
 /**
  * KB 898060 under real traffic: faultstack behind real Linux routers (the PMTU lab,
- * test/lab/pmtu-lab.ts). Clients at their own addresses download /bytes/N; the
+ * lab/pmtu-lab.ts). Clients at their own addresses download /bytes/N; the
  * routers' links are smaller than 1500 bytes, so every download depends on real ICMP
  * fragmentation-needed messages reaching the stack and on the host routes it makes
  * from them.
@@ -13,7 +13,7 @@
  * downloads connect and hang. Hotfixed: nothing stalls. Then the workaround.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { PmtuLab, RoutesReply, HOPS } from '../lab/pmtu-lab';
+import { PmtuLab, RoutesReply, HOPS } from '../../lab/pmtu-lab';
 
 const BYTES = 200_000;
 const LIMIT = 20;

@@ -2,7 +2,7 @@
  * KB 903927 with real Linux peers: bursts of mutual-TLS clients (Node's TLS over the
  * kernel's TCP, in a lab namespace) against the stack's mtls service (TCP 5061, listen
  * backlog MtlsListenBacklog, one accept every MtlsAcceptIntervalMs), and a bounded SYN
- * flood from spoofed lab sources (drivers/synflood.ts).
+ * flood from spoofed lab sources (lab/synflood.ts).
  *
  * - SynAttackProtect 0: the SYN that finds the backlog full is refused: clients see
  *   ECONNREFUSED; nobody is reset.
@@ -21,11 +21,11 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess, repoRoot } from '../lab/lab';
+import { Lab, StackProcess, repoRoot } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
-const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
-const synflood = path.join(repoRoot(), 'dist', 'drivers', 'synflood.js');
+const clients = path.join(repoRoot(), 'lab', 'clients');
+const synflood = path.join(repoRoot(), 'dist', 'lab', 'synflood.js');
 
 let lab: Lab;
 let tmp: string;
@@ -64,7 +64,7 @@ async function setup(name: string, args: string[]) {
     return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; fault?: string; message: string; data?: any });
   };
   const burst = async (n: number): Promise<Burst> => {
-    const r = await lab.exec(ns, process.execPath, [path.join(fixtures, 'tls-burst.js'), STACK, '5061', certs, String(n)], { timeoutMs: 60_000 });
+    const r = await lab.exec(ns, process.execPath, [path.join(clients, 'tls-burst.js'), STACK, '5061', certs, String(n)], { timeoutMs: 60_000 });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     expect(line, r.stderr).toMatch(/^\{/);
     return JSON.parse(line) as Burst;

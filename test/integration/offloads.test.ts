@@ -16,11 +16,11 @@ import { afterAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess, repoRoot } from '../lab/lab';
+import { Lab, StackProcess, repoRoot } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 const HOST = '198.18.0.1';
-const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
+const clients = path.join(repoRoot(), 'lab', 'clients');
 const MB = 1000 * 1000;
 
 const labs: Lab[] = [];
@@ -63,7 +63,7 @@ async function kernelTcp(e: Env): Promise<Record<string, number>> {
 
 /** Sends `bytes` random bytes to the echo service and hashes what comes back. */
 async function echoRoundTrip(e: Env, bytes: number): Promise<{ sentSha: string; receivedSha: string; receivedBytes: number; error?: string }> {
-  const r = await e.lab.exec(e.ns, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(bytes)], { timeoutMs: 90_000 });
+  const r = await e.lab.exec(e.ns, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(bytes)], { timeoutMs: 90_000 });
   return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}');
 }
 

@@ -11,11 +11,10 @@
  *   6 minutes): curl downloads through the stack, three files of about 1 MB are kept.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess } from '../lab/lab';
+import { Lab, StackProcess } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 const PY = '/usr/bin/python3';
@@ -100,8 +99,9 @@ describe('--pcap rotation', () => {
         // Past 1,000,000 bytes a file takes no more records: at most one more (a 64 KiB TSO segment).
         expect(size, f).toBeLessThanOrEqual(1_000_000 + 16 + 65_536 + 20);
         if (size > 1_000_000) full++;
-        const t = spawnSync('tshark', ['-r', path.join(tmp, f), '-n', '-T', 'fields', '-e', 'tcp.srcport'], { encoding: 'utf8', timeout: 60_000 });
-        expect(t.status, t.stderr).toBe(0);
+        // Not spawnSync: a blocked test worker misses vitest's heartbeats on a busy machine.
+        const t = await lab.exec(null, 'tshark', ['-r', path.join(tmp, f), '-n', '-T', 'fields', '-e', 'tcp.srcport'], { timeoutMs: 60_000 });
+        expect(t.code, t.stderr).toBe(0);
         const n = t.stdout.trim().split('\n').filter(Boolean).length;
         expect(n, f).toBeGreaterThan(0);
         frames += n;

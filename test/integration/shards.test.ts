@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess } from '../lab/lab';
+import { Lab, StackProcess } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 
@@ -23,7 +23,7 @@ beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-shards-'));
   stack = await lab.startStack(ns, [
     '--tun', lab.ifname('t'), '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24',
-    '--queues', '2', '--shards', '--services', 'echo,discard', '--control', path.join(tmp, 'ctl.sock'),
+    '--queues', '2', '--shards', '--services', 'echo,discard,http', '--control', path.join(tmp, 'ctl.sock'),
   ]);
 }, 60_000);
 
@@ -81,6 +81,37 @@ describe('--queues 2 --shards', () => {
     expect(st.counters.TcpPassiveOpens).toBe(opens[0] + opens[1]);
     expect(st.heapUsedAfterGc).toBeGreaterThan(0);
   }, 120_000);
+
+  test('the control plane reaches every shard: fault and param changes, unlock, routes; neigh says why not', async () => {
+    const cli = async (...args: string[]) => {
+      const r = await lab.cli(ns, [...args, '--json', '--control', stack.controlPath]);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Record<string, unknown>;
+    };
+    expect(await cli('fault', 'set', 'kb297040', 'buggy')).toMatchObject({ id: 'kb297040', mode: 'buggy', shards: 2 });
+    expect(await cli('param', 'set', 'TcpMaxHalfOpen', '123')).toMatchObject({ name: 'TcpMaxHalfOpen', value: 123, previous: 500, shards: 2 });
+    const st = await cli('stats');
+    expect((st.faults as Record<string, string>).kb297040).toBe('buggy');
+    expect((st.params as Record<string, number>).TcpMaxHalfOpen).toBe(123);
+    expect((st.listeners as { shard: number }[]).map((l) => l.shard).sort()).toEqual([0, 0, 0, 1, 1, 1]);
+    const u = await cli('unlock');
+    expect(u.released).toBe(false);
+    expect(u.shards).toHaveLength(2);
+    expect((await cli('routes')).note).toMatch(/^shard 0 of 2/);
+    const neigh = await lab.cli(ns, ['neigh', '--control', stack.controlPath]);
+    expect(neigh.code).not.toBe(0);
+    expect(neigh.stderr).toMatch(/no link layer/);
+    // Each shard's status page: its own counts, the fault modes the change gave it.
+    const pages = new Set<number>();
+    for (let i = 0; i < 12 && pages.size < 2; i++) {
+      const r = await lab.exec(ns, 'curl', ['-sS', '--max-time', '5', '-H', 'Accept: application/json', `http://${STACK}/`], { timeoutMs: 10_000 });
+      expect(r.code, r.stderr).toBe(0);
+      const doc = JSON.parse(r.stdout) as { stack: { shard: number; faults: Record<string, string> } };
+      expect(doc.stack.faults.kb297040).toBe('buggy');
+      pages.add(doc.stack.shard);
+    }
+    expect([...pages].sort()).toEqual([0, 1]);
+  }, 60_000);
 
   test('shutdown leaves no device', async () => {
     const tun = stack.tun;

@@ -15,11 +15,11 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess, repoRoot } from '../lab/lab';
+import { Lab, StackProcess, repoRoot } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 const HOST = '198.18.0.1';
-const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
+const clients = path.join(repoRoot(), 'lab', 'clients');
 
 let lab: Lab;
 let tmp: string;
@@ -92,7 +92,7 @@ describe('any MTU, offloads on and off (item 3)', () => {
           expect(rev.bps).toBeGreaterThan(FLOOR_BPS);
           expect(fwd.retransmits).toBeLessThanOrEqual(Math.max(20, 0.01 * (fwd.bytes / mss)));
           expect(revRetrans).toBeLessThanOrEqual(Math.max(20, 0.01 * revSegs));
-          const r = await lab.exec(e.ns, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(3_000_000)], { timeoutMs: 60_000 });
+          const r = await lab.exec(e.ns, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(3_000_000)], { timeoutMs: 60_000 });
           const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { error?: string; receivedBytes: number; receivedSha: string; sentSha: string };
           expect(j.error).toBeUndefined();
           expect(j.receivedBytes).toBe(3_000_000);

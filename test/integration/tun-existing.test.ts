@@ -6,7 +6,7 @@
  * addresses are as before; with --no-host-config it touches nothing of the kernel side.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { Lab } from '../lab/lab';
+import { Lab } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 

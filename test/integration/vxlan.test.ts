@@ -18,21 +18,19 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess, repoRoot } from '../lab/lab';
+import { Lab, repoRoot } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 const STACK_MAC = '02:00:c6:12:00:02';
-const fixtures = path.join(repoRoot(), 'test', 'integration', 'fixtures');
+const clients = path.join(repoRoot(), 'lab', 'clients');
 const MB10 = 10 * 1000 * 1000;
 
 let lab: Lab;
-let m1: string;
 let m2: string;
 let c2: string;
 let u2: string;
 let x2: string;
 let cDev: string;
-let stack: StackProcess;
 let tmp: string;
 
 async function vxlanBridge(ns: string, underlay: string, local: string, remote: string, name: string): Promise<{ br: string; vx: string }> {
@@ -48,7 +46,7 @@ async function vxlanBridge(ns: string, underlay: string, local: string, remote: 
 beforeAll(async () => {
   lab = await Lab.create('vxl');
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-vxlan-'));
-  m1 = await lab.addNamespace('m1');
+  await lab.addNamespace('m1');
   m2 = await lab.addNamespace('m2');
   c2 = await lab.addNamespace('c2');
   const under = await lab.veth('m1', 'm2', { addrA: '198.19.0.1/24', addrB: '198.19.0.2/24', mtu: 1550 });
@@ -57,7 +55,7 @@ beforeAll(async () => {
   const two = await vxlanBridge('m2', under.devB, '198.19.0.2', '198.19.0.1', 'x2');
   x2 = two.vx;
   cDev = (await lab.vethToBridge('c2', 'm2', two.br, { addr: '198.18.0.1/24' })).dev;
-  stack = await lab.startStack('m1', ['--tap', lab.ifname('t0'), '--bridge', one.br, '--addr', `${STACK}/24`, '--control', path.join(tmp, 's.sock'), '--services', 'echo,http,iperf3']);
+  await lab.startStack('m1', ['--tap', lab.ifname('t0'), '--bridge', one.br, '--addr', `${STACK}/24`, '--control', path.join(tmp, 's.sock'), '--services', 'echo,http,iperf3']);
 }, 90_000);
 
 afterAll(async () => {
@@ -90,7 +88,7 @@ describe('VXLAN: a client on machine 2 uses a stack on machine 1', () => {
     const rx0 = await underlayRxBytes();
     const c = await sh(c2, `curl -sS --max-time 20 -o /dev/null -w '%{http_code} %{size_download}' http://${STACK}/bytes/1000000`);
     expect(c.stdout.trim()).toBe('200 1000000');
-    const r = await lab.exec(c2, process.execPath, [path.join(fixtures, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
+    const r = await lab.exec(c2, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { error?: string; receivedBytes: number; receivedSha: string; sentSha: string };
     expect(j.error).toBeUndefined();
     expect(j.receivedBytes).toBe(MB10);

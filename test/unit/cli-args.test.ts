@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { PrivateBuild, REPO, buildPrivate } from '../lab/build';
+import { PrivateBuild, REPO, buildPrivate } from '../helpers/build';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -9,7 +9,6 @@ import {
   requiredFlag, switchFlag, valueFlag,
 } from '../../bin/cli/args';
 import { buildRunOptions } from '../../bin/cli/commands/run';
-import { UsageError } from '../../stack/util/errors';
 import { usageMessage } from './helpers/usage';
 import { formatIpv4 } from '../../stack/wire/addr';
 
@@ -239,7 +238,7 @@ describe('run flags', () => {
     [['--json=2'], /--json is a switch/],
     [['--mtu', '1500', '--mtu', '9000'], /--mtu given more than once \("1500" and "9000"\); give it once: an integer from 68 to 65535/],
     [['--mtu'], /--mtu needs a value: an integer from 68 to 65535/],
-    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --cc, --events, --json, --ipsec, --ipsec-psk, --ipsec-keylog, --host-netns, --external-tun, --external-addr, --external-host-addr, --external-mtu, --external-host-netns, --external-pcap, --fw-rule, --help/],
+    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --cc, --events, --json, --ipsec, --ipsec-psk, --ipsec-keylog, --host-netns, --external-tun, --external-addr, --external-host-addr, --external-mtu, --external-host-netns, --external-pcap, --fw-rule, --nlb, --nlb-priority, --nlb-mode, --nlb-rule, --nlb-stopped, --nlb-app, --help/],
     [['--pcap-size', '5'], /--pcap-size and --pcap-files go with --pcap FILE/],
     [['--pcap', '/tmp/c.pcap', '--pcap-files', '3'], /--pcap-files N needs --pcap-size MB \(the size at which a file is full\), as tcpdump -W needs -C/],
     [['--pcap', '/tmp/c.pcap', '--pcap-size', '0'], /--pcap-size must be an integer from 1 to 1000000, got "0"/],

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ControlServer } from '../../stack/control/server';
-import { buildPrivate, type PrivateBuild } from '../lab/build';
+import { buildPrivate, type PrivateBuild } from '../helpers/build';
 
 let build: PrivateBuild;
 let server: ControlServer;

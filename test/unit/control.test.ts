@@ -95,7 +95,7 @@ describe('control server and client', () => {
       boom: () => { throw new Error('it broke'); },
       coded: () => { throw new CodedError('EINVAL', 'mode must be off, buggy or hotfixed'); },
       reject: async () => { throw new CodedError('ETIMEDOUT', 'no SYN-ACK after 3 tries'); },
-      str: () => { throw 'a string'; }, // eslint-disable-line no-throw-literal
+      str: () => { throw 'a string'; },  
       cyclic: () => { const o: Record<string, unknown> = {}; o.self = o; return o; },
       ok: () => 'still here',
     });
@@ -638,6 +638,6 @@ describe('control commands against a live server', () => {
     } finally {
       e.mockRestore();
     }
-    expect(err).toBe('faultstack: unknown command "sats" (did you mean stats?); commands: run, stats, fault, param, events, connect, unlock, routes, impair, neigh, ipsec, fw, fwc, faults, certs, demo (faultstack --help)\n');
+    expect(err).toBe('faultstack: unknown command "sats" (did you mean stats?); commands: run, stats, fault, param, events, connect, unlock, routes, impair, neigh, ipsec, fw, fwc, nlb, faults, certs, demo, lab (faultstack --help)\n');
   });
 });

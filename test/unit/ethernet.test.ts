@@ -11,7 +11,7 @@ import {
 } from '../../stack/wire/ethernet';
 import { IGMP_LEAVE_GROUP, IGMP_MEMBERSHIP_QUERY, IGMP_V2_MEMBERSHIP_REPORT, buildIgmpDatagram } from '../../stack/wire/igmp';
 import { emitIpv4Header, PROTO_UDP } from '../../stack/wire/ipv4';
-import { finishIcmp, ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, UNREACH_FRAG_NEEDED } from '../../stack/wire/icmp';
+import { emitIcmp, newIcmpRepr, ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, UNREACH_FRAG_NEEDED } from '../../stack/wire/icmp';
 import { formatIpv4, parseIpv4 } from '../../stack/wire/addr';
 import { emitUdp } from '../../stack/wire/udp';
 import { Nud } from '../../stack/iface/neighbour';
@@ -46,7 +46,7 @@ function arpOf(f: Buffer): ArpRepr {
 function echoRequest(dst: number, seq = 1): Buffer {
   const pkt = Buffer.alloc(20 + 16);
   pkt.write('faultstack', 28);
-  finishIcmp(pkt, 20, ICMP_ECHO_REQUEST, 0, (0x1234 << 16) | seq, 8);
+  emitIcmp(pkt, 20, { ...newIcmpRepr(), type: ICMP_ECHO_REQUEST, ident: 0x1234, seq, bodyLength: 8 });
   emitIpv4Header(pkt, 0, { src: RAW_IP, dst, protocol: 1, ttl: 64, tos: 0, ident: seq, dontFragment: false, moreFragments: false, fragmentOffset: 0, headerLength: 20, totalLength: pkt.length });
   return pkt;
 }
@@ -335,7 +335,7 @@ describe('Ethernet interface: failure and routing', () => {
         const quote = f.subarray(14, 14 + 28);
         const icmp = Buffer.alloc(20 + 8 + quote.length);
         quote.copy(icmp, 28);
-        finishIcmp(icmp, 20, ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, 1280, quote.length);
+        emitIcmp(icmp, 20, { ...newIcmpRepr(), type: ICMP_DEST_UNREACH, code: UNREACH_FRAG_NEEDED, nextHopMtu: 1280, bodyLength: quote.length });
         emitIpv4Header(icmp, 0, { src: ip('198.18.0.250'), dst: a.addr, protocol: 1, ttl: 64, tos: 0, ident: 1, dontFragment: false, moreFragments: false, fragmentOffset: 0, headerLength: 20, totalLength: icmp.length });
         lan.sendRaw(frame(a.mac, RAW_MAC, ETHERTYPE_IPV4, icmp));
       }
@@ -456,7 +456,7 @@ describe('Ethernet interface: the seam for NLB', () => {
     a.eth.neighbours.learn(RAW_IP, RAW_MAC, { reply: false, forUs: true, gratuitous: false }, lan.clock.now);
     const udp = (sport: number) => {
       const p = Buffer.alloc(20 + 8 + 4);
-      emitUdp(p, 20, RAW_IP, cluster, sport, 9, 4);
+      emitUdp(p, 20, { srcPort: sport, dstPort: 9, payloadOffset: 0, payloadLength: 4 }, RAW_IP, cluster);
       emitIpv4Header(p, 0, { src: RAW_IP, dst: cluster, protocol: PROTO_UDP, ttl: 64, tos: 0, ident: sport, dontFragment: false, moreFragments: false, fragmentOffset: 0, headerLength: 20, totalLength: p.length });
       return frame(mcastMac, RAW_MAC, ETHERTYPE_IPV4, p);
     };

@@ -43,7 +43,7 @@ describe('fault catalogue', () => {
 
   it('marks which faults are implemented; unimplemented ones default to off', () => {
     const impl = Object.fromEntries(FAULTS.map((f) => [f.id, f.implemented]));
-    expect(impl).toEqual({ kb903927: true, kb297040: true, kb898060: true, kb972183: false, kb319381: true });
+    expect(impl).toEqual({ kb903927: true, kb297040: true, kb898060: true, kb972183: true, kb319381: true });
     for (const f of FAULTS) expect(f.defaultMode).toBe(f.implemented ? 'hotfixed' : 'off');
   });
 
@@ -97,10 +97,12 @@ describe('parameter registry', () => {
     DropStateIfNotBucketOwner: { type: 'bool', default: 1 },
     AliveMsgPeriod: { type: 'int', default: 1000 },
     AliveMsgTolerance: { type: 'int', default: 5 },
-    NlbBucketCount: { type: 'int', default: 60 },
+    NlbBucketCount: { type: 'int', default: 60, min: 1, max: 64 },
     NlbAffinity: { type: 'enum', default: 'single' },
     DescriptorsPerAlloc: { type: 'int', default: 512 },
     MaxDescriptorAllocs: { type: 'int', default: 512 },
+    MaskSourceMAC: { type: 'bool', default: 1 },
+    FilterICMP: { type: 'bool', default: 0 },
     PortScanWellKnownThreshold: { type: 'int', default: 10 },
     PortScanAllPortsThreshold: { type: 'int', default: 20 },
     MediaPortReleaseDelayMs: { type: 'int', default: 500 },
@@ -158,7 +160,7 @@ describe('FaultConfig', () => {
     const cfg = new FaultConfig();
     expect(cfg.profile).toBe('win2003-sp1');
     expect(cfg.modes).toEqual({
-      kb903927: 'hotfixed', kb297040: 'hotfixed', kb898060: 'hotfixed', kb972183: 'off', kb319381: 'hotfixed',
+      kb903927: 'hotfixed', kb297040: 'hotfixed', kb898060: 'hotfixed', kb972183: 'hotfixed', kb319381: 'hotfixed',
     });
     expect(cfg.params.SynAttackProtect).toBe(2);
     expect(cfg.params.TcpStackProfile).toBe('windows');
@@ -190,17 +192,13 @@ describe('FaultConfig', () => {
     expect(usageMessage(() => cfg.setMode('kb297040', 'broken'))).toContain('valid modes are buggy, hotfixed');
   });
 
-  it('refuses to enable an unimplemented fault, accepts off', () => {
+  it('offers off only where the feature that carries the bug can be absent', () => {
     const cfg = new FaultConfig();
-    for (const id of ['kb972183', 'nlb-ipsec']) {
-      for (const mode of ['buggy', 'hotfixed']) {
-        const msg = usageMessage(() => cfg.setMode(id, mode));
-        expect(msg).toMatch(/is not implemented yet: it can only be 'off'/);
-        expect(msg).toContain('kb903927 (synprotect-leak)');
-      }
-      cfg.setMode(id, 'off');
-    }
-    expect(cfg.modes.kb972183).toBe('off');
+    // KB 319381: the streaming-media filter can be left out of a firewall.
+    cfg.setMode('udp-rebind', 'off');
+    expect(cfg.modes.kb319381).toBe('off');
+    // KB 972183: the cluster is there or the fault is not; the hotfix is installed or not.
+    expect(usageMessage(() => cfg.setMode('kb972183', 'off'))).toBe("fault kb972183 (nlb-ipsec) has no mode 'off': valid modes are buggy, hotfixed");
   });
 
   it('validates parameter types and ranges', () => {
@@ -306,9 +304,9 @@ describe('FaultConfig', () => {
     const seen: ConfigChange[] = [];
     cfg.onChange((c) => seen.push(c));
     expect(() => cfg.setParam('SynAttackProtect', 9)).toThrow(UsageError);
-    expect(() => cfg.setMode('kb972183', 'buggy')).toThrow(UsageError);
+    expect(() => cfg.setMode('kb972183', 'off')).toThrow(UsageError);
     expect(cfg.params.SynAttackProtect).toBe(2);
-    expect(cfg.modes.kb972183).toBe('off');
+    expect(cfg.modes.kb972183).toBe('hotfixed');
     expect(seen).toEqual([]);
   });
 
@@ -356,8 +354,8 @@ describe('buildFaultConfig', () => {
     expect(usageMessage(() => buildFaultConfig({ faults: ['nope=buggy'], params: [] }))).toContain(
       'valid faults are kb903927 (synprotect-leak), kb297040 (conntable-hang)',
     );
-    expect(usageMessage(() => buildFaultConfig({ faults: ['nlb-ipsec=buggy'], params: [] }))).toContain(
-      'not implemented yet',
+    expect(usageMessage(() => buildFaultConfig({ faults: ['nlb-ipsec=off'], params: [] }))).toBe(
+      "fault kb972183 (nlb-ipsec) has no mode 'off': valid modes are buggy, hotfixed",
     );
     expect(usageMessage(() => buildFaultConfig({ faults: [], params: ['SynAttackProtect='] }))).toContain(
       'expected NAME=VALUE, for example SynAttackProtect=2',
@@ -396,7 +394,7 @@ describe('faultstack faults', () => {
       expect(out).toContain(`modes: ${f.modes.join(', ')}  default: ${f.defaultMode}`);
       for (const p of f.params) expect(out).toContain(p);
     }
-    expect(out).toContain('kb972183  nlb-ipsec  (not implemented yet)');
+    expect(out).not.toContain('not implemented');
     expect(out).toMatch(/SynAttackProtect\s+0\s+0\.\.2\s+win2003-sp1=2/);
     expect(out).toContain('win2003-sp1 (default)');
   });

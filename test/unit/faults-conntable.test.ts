@@ -18,7 +18,7 @@ import { EventKind, EventLog } from '../../stack/faults/events';
 import { installFaults } from '../../stack/faults/install';
 import type { FsSocket } from '../../stack/api/net';
 import { parseIpv4 } from '../../stack/wire/addr';
-import { finishIcmp, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, UNREACH_HOST } from '../../stack/wire/icmp';
+import { emitIcmp, newIcmpRepr, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, UNREACH_HOST } from '../../stack/wire/icmp';
 import { SYN } from '../../stack/wire/tcp';
 import { A_ADDR, A_IP, B_IP, makePair, runFor, runUntil, watch } from './helpers/pair';
 import { craftIp, PROTO_ICMP, Tap } from './helpers/tap';
@@ -60,7 +60,7 @@ function rig(opts: { mode: 'buggy' | 'hotfixed'; params?: Params }) {
     const body = Buffer.from(`ping ${seq}`);
     const icmp = Buffer.alloc(8 + body.length);
     body.copy(icmp, 8);
-    finishIcmp(icmp, 0, ICMP_ECHO_REQUEST, 0, ((0x297 << 16) | seq) >>> 0, body.length);
+    emitIcmp(icmp, 0, { ...newIcmpRepr(), type: ICMP_ECHO_REQUEST, ident: 0x297, seq, bodyLength: body.length });
     tap.inject('a', craftIp({ src: B_IP, dst: A_IP, protocol: PROTO_ICMP, payload: icmp }));
     return () => tap.seen.some((s) => s.dir === 'a->b' && s.protocol === PROTO_ICMP && s.raw[20] === ICMP_ECHO_REPLY && s.raw.readUInt16BE(26) === seq);
   };
@@ -149,10 +149,13 @@ describe('KB 297040 buggy, SynAttackProtect set: the connection-table lock is ne
 
     // Ping: not answered, counted as dropped because of the lock.
     const drops0 = r.p.a.counters.FsConnTableLockedDrops;
+    const discards0 = r.p.a.counters.IpInDiscards;
     const pinged = r.ping();
     await runFor(r.p.clock, 1_000, 10);
     expect(pinged()).toBe(false);
     expect(r.p.a.counters.FsConnTableLockedDrops).toBeGreaterThan(drops0);
+    // The IP layer's own count of packets discarded for no fault of theirs moves with it.
+    expect(r.p.a.counters.IpInDiscards - discards0).toBe(r.p.a.counters.FsConnTableLockedDrops - drops0);
     // The established connection stalls: B's data is neither delivered nor acknowledged.
     est.c.write('during the hang');
     const newClient = r.p.netB.connect({ host: A_ADDR, port: 7000 }) as FsSocket;
@@ -194,7 +197,7 @@ describe('KB 297040 buggy, SynAttackProtect set: the connection-table lock is ne
     const quote = syn.raw.subarray(0, 28);
     const icmp = Buffer.alloc(8 + quote.length);
     quote.copy(icmp, 8);
-    finishIcmp(icmp, 0, ICMP_DEST_UNREACH, UNREACH_HOST, 0, quote.length);
+    emitIcmp(icmp, 0, { ...newIcmpRepr(), type: ICMP_DEST_UNREACH, code: UNREACH_HOST, bodyLength: quote.length });
     r.tap.inject('a', craftIp({ src: B_IP, dst: A_IP, protocol: PROTO_ICMP, payload: icmp }));
     await runFor(r.p.clock, 5);
     expect(r.lock.held).toBe(true);

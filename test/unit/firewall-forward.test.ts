@@ -18,7 +18,7 @@ import { testData, sha256, watch } from './helpers/pair';
 function udpPacket(o: { src?: number; dst?: number; sport?: number; dport?: number; ttl?: number; df?: boolean; payload?: number }): Buffer {
   const n = o.payload ?? 32;
   const pkt = Buffer.alloc(28 + n, 0x5a);
-  emitUdp(pkt, 20, o.src ?? A_IP, o.dst ?? B_IP, o.sport ?? 4000, o.dport ?? 9, n);
+  emitUdp(pkt, 20, { srcPort: o.sport ?? 4000, dstPort: o.dport ?? 9, payloadOffset: 0, payloadLength: n }, o.src ?? A_IP, o.dst ?? B_IP);
   const r = newIpv4Repr();
   Object.assign(r, { src: o.src ?? A_IP, dst: o.dst ?? B_IP, protocol: PROTO_UDP, ttl: o.ttl ?? 64, ident: 77, dontFragment: o.df ?? false, totalLength: pkt.length });
   emitIpv4Header(pkt, 0, r);

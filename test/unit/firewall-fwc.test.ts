@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { FirewallClient, FwcRefusedError } from '../../stack/firewall/client';
 import { FsUdpSocket } from '../../stack/api/dgram';
+import type { FsSocket } from '../../stack/api/net';
 import { FwcCommand, FWC_VERSION, emitFwc, nextFwc, Wsa } from '../../stack/wire/fwc';
 import { B_ADDR, FE_ADDR, FI_ADDR, makeFirewall, runPromise, runUntil, type FirewallRig } from './helpers/firewall';
 import { watch } from './helpers/pair';
@@ -28,7 +29,7 @@ function udpOn(rig: FirewallRig, port: number) {
 async function raw(rig: FirewallRig) {
   const sock = rig.netA.connect({ host: FI_ADDR, port: 1745 });
   const sink = watch(sock);
-  await runUntil(rig.clock, () => sock.readyState === 'open' || sink.error !== null, 500);
+  await runUntil(rig.clock, () => (sock as FsSocket).readyState === 'open' || sink.error !== null, 500);
   const replies = () => {
     const all = sink.data(); const out = [];
     for (let off = 0; off < all.length;) { const r = nextFwc(all, off, all.length - off); if (!r || r.length === 0) break; out.push(r.repr!.message); off += r.length; }
@@ -93,7 +94,7 @@ describe('Firewall Client service', () => {
     // Hotfixed: the re-bind waits for nothing; the release is completed first.
     udp = await runPromise(rig.clock, fwc.bindUdp(7000), 1000);
     expect(udp.address().port).toBe(7000);
-    expect(rig.fault.stats()).toMatchObject({ rebindsWhileReleasing: 1, releasesCompletedFirst: 1, addrInUse: 0 });
+    expect(rig.fault.stats!()).toMatchObject({ rebindsWhileReleasing: 1, releasesCompletedFirst: 1, addrInUse: 0 });
     // Buggy: the same race answers WSAEADDRINUSE until the delay has passed.
     rig.config.setMode('kb319381', 'buggy');
     udp.close();

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ControlServer } from '../../stack/control/server';
-import { ImpairDevice } from '../../drivers/impair';
+import { ImpairDevice } from '../../stack/impair/device';
 import { Impairments } from '../../stack/impair/registry';
 import { ToxicRegistry } from '../../stack/impair/toxics';
 import { VirtualClock } from '../../drivers/memory';

@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import type { Device, OffloadMeta, ReceiveHandler } from '../../drivers/device';
-import { ImpairDevice } from '../../drivers/impair';
+import { ImpairDevice } from '../../stack/impair/device';
 import { VirtualClock } from '../../drivers/memory';
 import { VirtualScheduler } from '../../stack/runtime/scheduler';
 import { PacketImpairSpec, parseImpairment } from '../../stack/impair/spec';

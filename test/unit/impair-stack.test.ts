@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { MemoryLink, VirtualClock } from '../../drivers/memory';
 import { PcapDevice } from '../../drivers/pcap';
-import { ImpairDevice } from '../../drivers/impair';
+import { ImpairDevice } from '../../stack/impair/device';
 import { Stack } from '../../stack/stack';
 import { VirtualScheduler } from '../../stack/runtime/scheduler';
 import { createNetApi } from '../../stack/api/net';

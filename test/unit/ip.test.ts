@@ -6,22 +6,25 @@
 import { describe, expect, test } from 'vitest';
 import { Reassembler } from '../../stack/iface/reassembly';
 import { internetChecksum } from '../../stack/wire/checksum';
-import { newIcmpRepr, parseIcmp, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, finishIcmp, UNREACH_PORT, UNREACH_PROTOCOL } from '../../stack/wire/icmp';
-import { newIpv4Repr, parseIpv4Header, Ipv4Error, PROTO_ICMP, PROTO_TCP, PROTO_UDP, readU16, writeU16 } from '../../stack/wire/ipv4';
+import { IcmpError, newIcmpRepr, parseIcmp, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, emitIcmp, UNREACH_PORT, UNREACH_PROTOCOL } from '../../stack/wire/icmp';
+import { newIpv4Repr, parseIpv4Header, Ipv4Error, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from '../../stack/wire/ipv4';
+import { readU16, writeU16 } from '../../stack/wire/bytes';
 import { emitUdp } from '../../stack/wire/udp';
 import { SYN, ACK } from '../../stack/wire/tcp';
 import type { FsUdpSocket } from '../../stack/api/dgram';
+import { VirtioNetHdr, type OffloadMeta } from '../../drivers/device';
 import { A_ADDR, A_IP, B_ADDR, B_IP, makePair, runFor, runUntil, sha256, testData, Pair } from './helpers/pair';
 import { craftIp, craftTcp, Tap, Seen } from './helpers/tap';
 import { buildFaultConfig } from '../../stack/faults/config';
 import { EventLog } from '../../stack/faults/events';
 import { installFaults } from '../../stack/faults/install';
+import { CHECKSUMS_VERIFIED } from '../../stack/wire/checksum';
 
 /** A UDP datagram (header + payload, checksummed) from A:sport to B:dport. */
 function udpDatagram(payload: Buffer, sport = 5000, dport = 7, src = A_IP, dst = B_IP): Buffer {
   const d = Buffer.alloc(8 + payload.length);
   payload.copy(d, 8);
-  emitUdp(d, 0, src, dst, sport, dport, payload.length);
+  emitUdp(d, 0, { srcPort: sport, dstPort: dport, payloadOffset: 0, payloadLength: payload.length }, src, dst);
   return d;
 }
 
@@ -48,7 +51,7 @@ function icmpOf(s: Seen) {
   const ip = newIpv4Repr();
   parseIpv4Header(s.raw, 0, s.raw.length, ip);
   const m = newIcmpRepr();
-  const ok = parseIcmp(s.raw, ip.headerLength, ip.totalLength - ip.headerLength, m);
+  const ok = parseIcmp(s.raw, ip.headerLength, ip.totalLength - ip.headerLength, m) === IcmpError.None;
   return { ip, m, ok };
 }
 
@@ -208,7 +211,7 @@ describe('TTL from the profile (DefaultTTL)', () => {
       const tap = new Tap(p);
       p.netB.createServer(() => {}).listen(80);
       const icmp = Buffer.alloc(8 + 3000);
-      finishIcmp(icmp, 0, ICMP_ECHO_REQUEST, 0, (7 << 16) | 1, 3000);
+      emitIcmp(icmp, 0, { ...newIcmpRepr(), type: ICMP_ECHO_REQUEST, ident: 7, seq: 1, bodyLength: 3000 });
       tap.inject('b', craftIp({ protocol: PROTO_ICMP, payload: icmp.subarray(0, 108), ident: 1 }));
       tap.inject('b', craftTcp({ sport: 40000, dport: 80, seq: 1, flags: SYN, mss: 1460 }));
       await runFor(p.clock, 5);
@@ -244,7 +247,7 @@ describe('ICMP', () => {
     const body = testData(3000, 46);
     const icmp = Buffer.alloc(8 + body.length);
     body.copy(icmp, 8);
-    finishIcmp(icmp, 0, ICMP_ECHO_REQUEST, 0, (0x1234 << 16) | 7, body.length);
+    emitIcmp(icmp, 0, { ...newIcmpRepr(), type: ICMP_ECHO_REQUEST, ident: 0x1234, seq: 7, bodyLength: body.length });
     for (const f of fragments(icmp, 1480, { ident: 77, protocol: PROTO_ICMP })) tap.inject('b', f);
     await runFor(p.clock, 2);
     expect(p.b.counters.IcmpOutEchoReps).toBe(1);
@@ -259,12 +262,23 @@ describe('ICMP', () => {
     const p = makePair();
     const tap = new Tap(p);
     const icmp = Buffer.alloc(16);
-    finishIcmp(icmp, 0, ICMP_ECHO_REQUEST, 0, 1, 8);
+    emitIcmp(icmp, 0, { ...newIcmpRepr(), type: ICMP_ECHO_REQUEST, ident: 0, seq: 1, bodyLength: 8 });
     icmp[10] ^= 1;
     tap.inject('b', craftIp({ protocol: PROTO_ICMP, payload: icmp }));
     await runFor(p.clock, 2);
     expect(p.b.counters.IcmpInErrors).toBe(1);
     expect(p.b.counters.IcmpInCsumErrors).toBe(1);
+    expect(tap.seen.filter((s) => s.dir === 'b->a').length).toBe(0);
+  });
+
+  test('an ICMP message shorter than its 8-byte header is an input error, not a checksum error', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    tap.inject('b', craftIp({ protocol: PROTO_ICMP, payload: Buffer.from([ICMP_ECHO_REQUEST, 0, 0xf7, 0xff, 0, 0]) }));
+    await runFor(p.clock, 2);
+    expect(p.b.counters.IcmpInMsgs).toBe(1);
+    expect(p.b.counters.IcmpInErrors).toBe(1);
+    expect(p.b.counters.IcmpInCsumErrors).toBe(0);
     expect(tap.seen.filter((s) => s.dir === 'b->a').length).toBe(0);
   });
 
@@ -320,7 +334,7 @@ describe('UDP', () => {
     const quoted = err.raw.subarray(28);
     const qip = newIpv4Repr();
     // The quoted header is a valid header of the reassembled datagram: no MF, the full length.
-    expect(parseIpv4Header(quoted, 0, 20, qip, true)).toBe(Ipv4Error.BadTotalLength); // only 28 bytes are quoted
+    expect(parseIpv4Header(quoted, 0, 20, qip, CHECKSUMS_VERIFIED)).toBe(Ipv4Error.BadTotalLength); // only 28 bytes are quoted
     expect(readU16(quoted, 2)).toBe(20 + 8 + 3000);
     expect(readU16(quoted, 6) & 0x3fff).toBe(0);
     expect(internetChecksum(quoted, 0, 20)).toBe(0);
@@ -394,6 +408,53 @@ describe('UDP', () => {
   });
 });
 
+describe('what the device verified (checksum capabilities per packet)', () => {
+  const DATA_VALID: OffloadMeta = { flags: VirtioNetHdr.F_DATA_VALID, gsoType: VirtioNetHdr.GSO_NONE, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
+  /** Sends `pkt` from A's side of the link to B with the offload meta a TUN device would give it. */
+  const send = (p: Pair, pkt: Buffer, meta: OffloadMeta | null) => { p.link.a.send(pkt, meta); p.link.a.flush(); };
+
+  test('a wrong TCP or UDP checksum is dropped, unless the device vouched for the packet (virtio DATA_VALID)', async () => {
+    const p = makePair();
+    const tap = new Tap(p);
+    p.b.tcp.listen(9000, 0, 16);
+    const { got } = udpSink(p);
+    const syn = (sport: number) => {
+      const pkt = craftTcp({ sport, dport: 9000, seq: 1000, flags: SYN });
+      pkt[20 + 16] ^= 0xff; // the TCP checksum: now wrong
+      return pkt;
+    };
+    const dgram = () => {
+      const d = udpDatagram(Buffer.from('vouched'));
+      d[6] ^= 0xff; // the UDP checksum (not 0: it is checked)
+      return craftIp({ protocol: PROTO_UDP, payload: d });
+    };
+    send(p, syn(41000), null);
+    send(p, dgram(), null);
+    await runFor(p.clock, 2);
+    expect(p.b.counters.TcpInCsumErrors).toBe(1);
+    expect(p.b.counters.UdpInCsumErrors).toBe(1);
+    expect(got.length).toBe(0);
+    send(p, syn(41001), DATA_VALID);
+    send(p, dgram(), DATA_VALID);
+    await runFor(p.clock, 2);
+    expect(p.b.counters.TcpInCsumErrors).toBe(1);
+    expect(p.b.counters.UdpInCsumErrors).toBe(1);
+    expect(tap.tcp('b->a', (t) => t.flags === (SYN | ACK)).map((s) => s.tcp.dport)).toEqual([41001]);
+    expect(got.map((g) => g.data.toString())).toEqual(['vouched']);
+  });
+
+  test('the IPv4 header checksum is checked whatever the device says (the virtio header vouches for transport checksums only)', async () => {
+    const p = makePair();
+    const { got } = udpSink(p);
+    const pkt = craftIp({ protocol: PROTO_UDP, payload: udpDatagram(Buffer.from('x')) });
+    pkt[10] ^= 1;
+    send(p, pkt, DATA_VALID);
+    await runFor(p.clock, 2);
+    expect(p.b.counters.IpInHdrErrors).toBe(1);
+    expect(got.length).toBe(0);
+  });
+});
+
 describe('IP header errors', () => {
   test('each malformed header is counted in IpInHdrErrors and goes no further', async () => {
     const p = makePair();
@@ -459,7 +520,7 @@ describe('ICMP errors for TCP (RFC 5927, RFC 1122 4.2.3.9)', () => {
   const unreachable = (quoted: Buffer, code: number) => {
     const body = Buffer.alloc(8 + 28);
     quoted.copy(body, 8, 0, 28);
-    finishIcmp(body, 0, ICMP_DEST_UNREACH, code, 0, 28);
+    emitIcmp(body, 0, { ...newIcmpRepr(), type: ICMP_DEST_UNREACH, code, bodyLength: 28 });
     return craftIp({ src: B_IP, dst: A_IP, protocol: PROTO_ICMP, payload: body });
   };
 

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, test } from 'vitest';
-import { makeIpsecCerts } from '../lab/ipsec-certs';
+import { makeIpsecCerts } from '../../lab/ipsec-certs';
 import { loadCredential, loadTrust, signAuth, verifyAuth, subjectDer, identityInCert } from '../../stack/ipsec/ike/certs';
 import { loadIpsecConfig } from '../../stack/ipsec/config';
 import { AuthMethod, IdType } from '../../stack/wire/ike';

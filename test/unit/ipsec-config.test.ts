@@ -12,7 +12,7 @@ import { identityMatches, parseIdentity } from '../../stack/ipsec/ike/identity';
 import { parseProposal, Encr, Integ, DhGroup, Prf } from '../../stack/ipsec/transforms';
 import { IdType } from '../../stack/wire/ike';
 import { usageMessage } from './helpers/usage';
-import { REPO } from '../lab/build';
+import { REPO } from '../helpers/build';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-ipsec-cfg-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

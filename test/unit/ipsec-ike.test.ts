@@ -31,7 +31,7 @@ function watchLink(p: IpsecPair) {
 function injectUdp(p: IpsecPair, dport: number, payload: Buffer, sport = 500): void {
   const pkt = Buffer.alloc(28 + payload.length);
   payload.copy(pkt, 28);
-  emitUdp(pkt, 20, A_IP, B_IP, sport, dport, payload.length);
+  emitUdp(pkt, 20, { srcPort: sport, dstPort: dport, payloadOffset: 0, payloadLength: payload.length }, A_IP, B_IP);
   const r = newIpv4Repr();
   r.src = A_IP; r.dst = B_IP; r.protocol = 17; r.totalLength = pkt.length; r.ident = 1;
   emitIpv4Header(pkt, 0, r);

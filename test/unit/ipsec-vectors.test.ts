@@ -1,6 +1,6 @@
 /**
  * IKEv2 key derivation against real strongSwan (test/unit/fixtures/strongswan-ike.json,
- * captured by test/lab/capture-ike-vectors.ts: two charons, tcpdump, the initiator's
+ * captured by lab/capture-ike-vectors.ts: two charons, tcpdump, the initiator's
  * level-4 key log). From the captured messages and the logged Diffie-Hellman secrets,
  * faultstack must derive exactly the SKEYSEED, SK_* and child keys charon logged
  * (RFC 7296 2.13, 2.14, 2.17, 2.18), decrypt every Encrypted payload with them and

@@ -44,7 +44,7 @@ describe('KB 319381 with the lab player and media server', () => {
     expect(ev).toContain('port-scan 15105');
     const scans = rig.fwEvents.filter((e) => e.kind === 'port-scan');
     for (const e of scans) if (e.kind === 'port-scan') expect(e.scan.address).toBe(0xc6130002); // the media server
-    expect(rig.fault.stats()).toMatchObject({ addrInUse: r.addrInUse, leftClosed: 5 });
+    expect(rig.fault.stats!()).toMatchObject({ addrInUse: r.addrInUse, leftClosed: 5 });
   });
 
   it('buggy with no release delay: no WSAEADDRINUSE, the port is simply left closed', async () => {
@@ -64,7 +64,7 @@ describe('KB 319381 with the lab player and media server', () => {
     expect(rig.fw.counters.FwDropped).toBe(0);
     expect(rig.media.counters).toMatchObject({ MediaPortsClosed: 6, MediaPortsReopened: 5, MediaDatagramsAdmitted: 120 });
     expect(events(rig).filter((e) => e.startsWith('port-scan'))).toEqual([]);
-    expect(rig.fault.stats()).toMatchObject({ releasesCompletedFirst: 5, addrInUse: 0, reopened: 5 });
+    expect(rig.fault.stats!()).toMatchObject({ releasesCompletedFirst: 5, addrInUse: 0, reopened: 5 });
     expect(server.stats.sourcePorts).toHaveLength(6);
   });
 

@@ -168,7 +168,7 @@ describe('MemoryLink', () => {
   it('dropFilter drops exactly the nth packet and is logged with its index', () => {
     const dirs: LinkDir[] = [];
     const link = new MemoryLink({
-      dropFilter: (p, dir, index) => {
+      dropFilter: (_p, dir, index) => {
         dirs.push(dir);
         return dir === 'a->b' && index === 3;
       },
@@ -251,7 +251,7 @@ describe('MemoryLink', () => {
 
   it('corrupt hook can flip bits; closed receivers drop; close is idempotent', () => {
     const link = new MemoryLink({
-      corrupt: (p, dir, index) => {
+      corrupt: (p, _dir, index) => {
         if (index !== 1) return;
         p[10] ^= 0xff;
         return true;

@@ -1,8 +1,7 @@
 /**
  * pcap writer: byte-level checks of the file, plus tshark reading hand-made IPv4 / ICMP / UDP /
- * big TCP packets (checksums computed here) with no malformed packets. The tshark checks are
- * skipped, with the reason in the test name, only when tshark is not installed (make deps and
- * CI install it).
+ * big TCP packets (checksums computed here) with no malformed packets. tshark must be
+ * installed (make deps installs it): without it the tshark checks fail.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -11,15 +10,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LINKTYPE_IPV4, LINKTYPE_RAW, PcapDevice, PcapWriter, rotatedName } from '../../drivers/pcap';
 import { MemoryLink, VirtualClock } from '../../drivers/memory';
+import { requireTool } from '../../lab/tools';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-pcap-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 let n = 0;
 const tmp = () => path.join(dir, `t${n++}.pcap`);
 
-const hasTshark = !spawnSync('tshark', ['-v'], { stdio: 'ignore' }).error;
-const skipNote = hasTshark ? '' : ' [SKIPPED: tshark is not installed (apt-get install tshark)]';
-if (!hasTshark) console.warn('pcap.test: tshark is not installed; the tshark checks are skipped');
 
 // --- packet builders (checksums by hand) ------------------------------------------------------
 
@@ -304,8 +301,8 @@ describe('PcapWriter / PcapDevice', () => {
     expect(r2.recs.map((x) => [x.incl, x.orig])).toEqual([[100, big.length]]);
   });
 
-  it(`tshark reads the ICMP/UDP capture (LINKTYPE_IPV4), checksums good, nothing malformed${skipNote}`, () => {
-    if (!hasTshark) return;
+  it(`tshark reads the ICMP/UDP capture (LINKTYPE_IPV4), checksums good, nothing malformed`, () => {
+    requireTool('tshark');
     const file = tmp();
     captureExchange(file, LINKTYPE_IPV4);
     const rows = tshark(
@@ -323,8 +320,8 @@ describe('PcapWriter / PcapDevice', () => {
     expect(badFrames(file)).toEqual([]);
   });
 
-  it(`tshark reads LINKTYPE_RAW (101) the same way${skipNote}`, () => {
-    if (!hasTshark) return;
+  it(`tshark reads LINKTYPE_RAW (101) the same way`, () => {
+    requireTool('tshark');
     const file = tmp();
     captureExchange(file, LINKTYPE_RAW);
     expect(readPcap(file).hdr.linktype).toBe(101);
@@ -333,8 +330,8 @@ describe('PcapWriter / PcapDevice', () => {
     expect(badFrames(file)).toEqual([]);
   });
 
-  it(`GSO-size TCP segments (partial checksum; IPv4 total length 0) are written as they are${skipNote}`, () => {
-    if (!hasTshark) return;
+  it(`GSO-size TCP segments (partial checksum; IPv4 total length 0) are written as they are`, () => {
+    requireTool('tshark');
     const file = tmp();
     const w = new PcapWriter({ path: file });
     const seg = ipv4(6, A, B, tcpPartial(A, B, 60000));

@@ -12,7 +12,7 @@ import { DEFAULT_PMTU, StackOptions } from '../../stack/stack';
 import type { PmtuParams } from '../../stack/iface/pmtu';
 import { CREATIONS_AND_REMOVALS, MTU_PLATEAUS } from '../../stack/iface/pmtu';
 import { ARTICLE_ACCOUNTING } from '../../stack/faults/kb898060';
-import { ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, finishIcmp } from '../../stack/wire/icmp';
+import { ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, emitIcmp, newIcmpRepr } from '../../stack/wire/icmp';
 import { parseIpv4 } from '../../stack/wire/addr';
 import { buildFaultConfig } from '../../stack/faults/config';
 import { EventLog } from '../../stack/faults/events';
@@ -20,6 +20,7 @@ import { installFaults } from '../../stack/faults/install';
 import { A_IP, B_ADDR, B_IP, connOf, makePair, runFor, runUntil, sha256, sinkServer, testData, transfer, watch, Pair } from './helpers/pair';
 import { PROTO_ICMP, Seen, Tap, craftIp } from './helpers/tap';
 import type { FsSocket } from '../../stack/api/net';
+import { seqValue } from '../../stack/wire/seq';
 
 const ip = (s: string) => parseIpv4(s)!;
 const ROUTER1 = ip('198.18.0.251');
@@ -55,7 +56,7 @@ function fragNeeded(quoted: Buffer, nextHopMtu: number, from: number, to = A_IP)
   const q = quoted.subarray(0, Math.min(quoted.length, ihl + 8));
   const body = Buffer.alloc(8 + q.length);
   q.copy(body, 8);
-  finishIcmp(body, 0, ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, nextHopMtu & 0xffff, q.length);
+  emitIcmp(body, 0, { ...newIcmpRepr(), type: ICMP_DEST_UNREACH, code: UNREACH_FRAG_NEEDED, nextHopMtu: nextHopMtu & 0xffff, bodyLength: q.length });
   return craftIp({ src: from, dst: to, protocol: PROTO_ICMP, payload: body });
 }
 
@@ -329,10 +330,10 @@ describe('PMTU discovery on real connections over the memory link', () => {
     other.writeUInt16BE(seg.tcp.sport + 1, 20); // no such connection (source port)
     variants.push(['no such connection', other]);
     const old = Buffer.from(seg.raw);
-    old.writeUInt32BE((conn.sndUna - 5000) >>> 0, 24); // acknowledged long ago
+    old.writeUInt32BE((seqValue(conn.sndUna) - 5000) >>> 0, 24); // acknowledged long ago
     variants.push(['sequence below SND.UNA', old]);
     const future = Buffer.from(seg.raw);
-    future.writeUInt32BE((conn.sndMax + 100_000) >>> 0, 24); // never sent
+    future.writeUInt32BE((seqValue(conn.sndMax) + 100_000) >>> 0, 24); // never sent
     variants.push(['sequence beyond SND.MAX', future]);
     const otherHost = Buffer.from(seg.raw);
     otherHost.writeUInt32BE(ip('198.18.0.77'), 16); // a destination we have no connection to

@@ -94,6 +94,8 @@ describe('echo', () => {
     // Write until our own side reports backpressure: the server stopped reading.
     let written = 0;
     for (let i = 0; i < 2000 && s.write(chunk); i++) written += chunk.length;
+    // Backpressure came before 500 MB were queued: the socket said stop.
+    expect(written).toBeLessThan(2000 * chunk.length);
     await sleep(300);
     const before = echo.stats().tcpBytes;
     await sleep(300);

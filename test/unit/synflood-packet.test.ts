@@ -8,8 +8,8 @@ import {
   validateFlood,
   writeSyn,
   Xorshift128,
-} from '../../drivers/synflood';
-import { buildHping3Commands, parseHping3Summary } from '../../drivers/hping3';
+} from '../../lab/synflood';
+import { buildHping3Commands, parseHping3Summary } from '../../lab/hping3';
 import { internetChecksum, checksumAdd, checksumFinish, pseudoHeaderSum } from '../../stack/wire/checksum';
 import { parseIpv4 } from '../../stack/wire/addr';
 import { UsageError } from '../../stack/util/errors';

@@ -6,6 +6,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import { ReassemblyQueue, Scoreboard, SendQueue } from '../../stack/tcp/buffers';
+import { asSeq, seqSub } from '../../stack/wire/seq';
 import { SeededRandom } from '../../drivers/memory';
 
 describe('SendQueue', () => {
@@ -104,14 +105,14 @@ describe('ReassemblyQueue', () => {
           let held = true;
           for (let i = 0; i < len; i++) if (!ref.bytes.has(off + i)) { held = false; break; }
           if (!held) continue;
-          expect(q.insert((base + off) >>> 0, data)).toBe(false);
+          expect(q.insert(asSeq(base + off), data)).toBe(false);
           continue;
         }
-        expect(q.insert((base + off) >>> 0, data)).toBe(ref.insert(off, data));
+        expect(q.insert(asSeq(base + off), data)).toBe(ref.insert(off, data));
         expect(q.bytes).toBe(ref.bytes.size);
         // SACK blocks: the block with the newest data first, all of them real blocks.
         const out = new Uint32Array(8);
-        const n = q.sackBlocks((base + nxt) >>> 0, out, 4);
+        const n = q.sackBlocks(asSeq(base + nxt), out, 4);
         const blocks = ref.blocks(nxt + 1);
         expect(n).toBe(Math.min(4, blocks.length));
         const newest = blocks.find(([lo, hi]) => lo <= off && hi >= off + len)!;
@@ -126,7 +127,7 @@ describe('ReassemblyQueue', () => {
           for (let i = 0; i < fillLen; i++) ref.bytes.delete(nxt + i);
           nxt += fillLen;
           const parts: Buffer[] = [];
-          const newNxt = q.pull((base + nxt) >>> 0, parts);
+          const newNxt = q.pull(asSeq(base + nxt), parts);
           let got = 0;
           for (const part of parts) {
             expect(part).toEqual(stream.subarray(nxt + got, nxt + got + part.length));
@@ -147,22 +148,22 @@ describe('ReassemblyQueue', () => {
   test('SACK blocks: the most recent arrival first (RFC 2018 4), at most `max`, none at or below RCV.NXT', () => {
     const q = new ReassemblyQueue();
     const d = (n: number) => Buffer.alloc(n, 1);
-    q.insert(2000, d(100));
-    q.insert(3000, d(100));
-    q.insert(4000, d(100));
-    q.insert(5000, d(100));
-    q.insert(1000, d(100)); // newest
+    q.insert(asSeq(2000), d(100));
+    q.insert(asSeq(3000), d(100));
+    q.insert(asSeq(4000), d(100));
+    q.insert(asSeq(5000), d(100));
+    q.insert(asSeq(1000), d(100)); // newest
     const out = new Uint32Array(8);
-    expect(q.sackBlocks(500, out, 3)).toBe(3);
+    expect(q.sackBlocks(asSeq(500), out, 3)).toBe(3);
     expect([out[0], out[1]]).toEqual([1000, 1100]);
     // Extending a block makes that block the first.
-    q.insert(3100, d(50));
-    expect(q.sackBlocks(500, out, 4)).toBe(4);
+    q.insert(asSeq(3100), d(50));
+    expect(q.sackBlocks(asSeq(500), out, 4)).toBe(4);
     expect([out[0], out[1]]).toEqual([3000, 3150]);
     // After the first hole is filled and pulled, blocks below RCV.NXT are not reported.
     const parts: Buffer[] = [];
-    expect(q.pull(1000, parts)).toBe(1100);
-    expect(q.sackBlocks(1100, out, 4)).toBe(4);
+    expect(q.pull(asSeq(1000), parts)).toBe(1100);
+    expect(q.sackBlocks(asSeq(1100), out, 4)).toBe(4);
     expect(Array.from(out.subarray(0, 8)).every((v, i) => i % 2 === 1 || v > 1100)).toBe(true);
   });
 });
@@ -176,7 +177,7 @@ describe('Scoreboard', () => {
       const sb = new Scoreboard();
       const ref = new Set<number>();
       let una = 0;
-      const S = (o: number) => (base + o) >>> 0;
+      const S = (o: number) => asSeq(base + o);
       let bad: string | null = null;
       const check = (ok: boolean, what: string) => { if (!ok) bad ??= what; };
       for (let step = 0; step < 2000; step++) {
@@ -194,7 +195,7 @@ describe('Scoreboard', () => {
         check(sb.sackedBytes === ref.size, `step ${step}: sackedBytes ${sb.sackedBytes} != ${ref.size}`);
         // Ranges are sorted, disjoint and not adjacent (merged).
         const rg = sb.ranges;
-        for (let i = 0; i + 2 < rg.length; i += 2) check(((rg[i + 2] - rg[i + 1]) | 0) > 0, `step ${step}: ranges not merged`);
+        for (let i = 0; i + 2 < rg.length; i += 2) check(seqSub(rg[i + 2], rg[i + 1]) > 0, `step ${step}: ranges not merged`);
         // Queries agree with the bitmap at a few points.
         for (let k = 0; k < 3; k++) {
           const o = una + int(6000);
@@ -217,13 +218,13 @@ describe('Scoreboard', () => {
 
   test('an empty or inverted block adds nothing; clear empties', () => {
     const sb = new Scoreboard();
-    expect(sb.add(100, 100)).toBe(false);
-    expect(sb.add(200, 100)).toBe(false);
+    expect(sb.add(asSeq(100), asSeq(100))).toBe(false);
+    expect(sb.add(asSeq(200), asSeq(100))).toBe(false);
     expect(sb.empty).toBe(true);
-    sb.add(100, 200);
-    expect(sb.nextSackedStart(50, 1000)).toBe(100);
-    expect(sb.nextSackedStart(150, 1000)).toBe(1000);
-    expect(sb.nextSackedStart(50, 80)).toBe(80);
+    sb.add(asSeq(100), asSeq(200));
+    expect(sb.nextSackedStart(asSeq(50), asSeq(1000))).toBe(100);
+    expect(sb.nextSackedStart(asSeq(150), asSeq(1000))).toBe(1000);
+    expect(sb.nextSackedStart(asSeq(50), asSeq(80))).toBe(80);
     sb.clear();
     expect(sb.sackedBytes).toBe(0);
     expect(sb.empty).toBe(true);

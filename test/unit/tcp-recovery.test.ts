@@ -6,8 +6,10 @@
 import { describe, expect, test } from 'vitest';
 import { B_ADDR, connOf, makePair, runFor, runUntil, sha256, sinkServer, testData, transfer, watch, Pair } from './helpers/pair';
 import { Seen, Tap } from './helpers/tap';
-import { seqGt } from '../../stack/wire/tcp';
+import { asSeq, seqGt, seqValue } from '../../stack/wire/seq';
 import type { FsSocket } from '../../stack/api/net';
+import { LinuxBacklog } from '../../stack/tcp/backlog';
+import { State } from '../../stack/tcp/connection';
 
 /**
  * Drops chosen data segments A->B: `which` gets the 1-based ordinal of each new
@@ -23,7 +25,7 @@ function dropData(p: Pair, which: (ordinal: number) => number) {
   tap.drop = (s: Seen) => {
     if (s.dir !== 'a->b' || !s.tcp || s.tcp.len === 0) return false;
     let e = firstSeen.get(s.tcp.seq);
-    if (!e && (highest < 0 || seqGt(s.tcp.seq, highest))) {
+    if (!e && (highest < 0 || seqGt(asSeq(s.tcp.seq), asSeq(highest)))) {
       e = { ordinal: ++ordinal, left: which(ordinal) };
       firstSeen.set(s.tcp.seq, e);
       highest = s.tcp.seq;
@@ -38,6 +40,46 @@ function dropData(p: Pair, which: (ordinal: number) => number) {
 function sendsOf(tap: Tap, seq: number): Seen[] {
   return tap.data('a->b').filter((s) => s.tcp.seq === seq);
 }
+
+describe('the recovery a connection uses', () => {
+  /** Opens one connection A -> B and returns both ends once established (and A's end before that). */
+  async function open(p: Pair) {
+    sinkServer(p, 9000);
+    const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+    const early = connOf(p.a)!;
+    const earlyState = early.state, earlyRecovery = early.recovery;
+    expect(await runUntil(p.clock, () => connOf(p.b)?.state === State.Established && connOf(p.a)?.state === State.Established, 100)).toBe(true);
+    return { c, a: connOf(p.a)!, b: connOf(p.b)!, earlyState, earlyRecovery };
+  }
+
+  test('is chosen when the connection is synchronized: SACK recovery when both offered SACK-permitted', async () => {
+    const { a, b, earlyState, earlyRecovery } = await open(makePair());
+    expect(earlyState).toBe(State.SynSent);
+    expect(earlyRecovery).toBeNull();
+    expect([a.sackOk, b.sackOk]).toEqual([true, true]);
+    expect([a.recovery?.kind, b.recovery?.kind]).toEqual(['sack', 'sack']);
+  });
+
+  test('NewReno recovery on both sides when one side does not do SACK', async () => {
+    const { a, b } = await open(makePair({}, {}, { tcp: { sack: false } }));
+    expect([a.sackOk, b.sackOk]).toEqual([false, false]);
+    expect([a.recovery?.kind, b.recovery?.kind]).toEqual(['newreno', 'newreno']);
+  });
+
+  test('a connection opened by a SYN cookie has NewReno recovery: the cookie SYN-ACK offered no SACK', async () => {
+    const backlog = new LinuxBacklog(() => ({ maxSynBacklog: 0, syncookies: 1, abortOnOverflow: false, somaxconn: 4096, synAckRetries: 5 }));
+    const p = makePair({}, {}, { backlog });
+    const { a, b } = await open(p);
+    expect(p.b.counters.TcpExtSyncookiesRecv).toBe(1);
+    expect([a.sackOk, b.sackOk]).toEqual([false, false]);
+    expect(b.recovery?.kind).toBe('newreno');
+    // The cookie's control block: the client's ISN + 1 is RCV.NXT, our ISN (the cookie) + 1 is SND.UNA.
+    expect(b.rcvNxt).toBe(a.sndNxt);
+    expect(b.sndUna).toBe(a.rcvNxt);
+    expect(b.cc.cwnd).toBe(10 * b.mss);
+    expect(p.b.counters.TcpCurrEstab).toBe(1);
+  });
+});
 
 describe('fast retransmit', () => {
   test('SACK: the 5th data segment lost once -> one SACK recovery, one retransmission, no timeout', async () => {
@@ -213,7 +255,7 @@ describe('retransmission timeout (RFC 6298)', () => {
     expect(await runUntil(p.clock, () => p.a.counters.TcpExtTCPTimeouts === 1, 1_000)).toBe(true);
     expect(conn.cc.cwnd).toBe(conn.mss);
     expect(conn.cc.ssthresh).toBe(Math.max(flight >> 1, 2 * conn.mss));
-    expect(conn.sndNxt - conn.sndUna).toBe(conn.mss); // one segment resent from SND.UNA
+    expect(seqValue(conn.sndNxt) - seqValue(conn.sndUna)).toBe(conn.mss); // one segment resent from SND.UNA
   });
 
   for (const cc of ['newreno', 'cubic'] as const) {

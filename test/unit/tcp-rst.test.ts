@@ -10,6 +10,7 @@ import { ACK, PSH, RST, SYN } from '../../stack/wire/tcp';
 import type { FsSocket } from '../../stack/api/net';
 import { B_ADDR, connOf, makePair, runFor, runUntil, sinkServer, watch } from './helpers/pair';
 import { craftTcp, Tap } from './helpers/tap';
+import { seqValue } from '../../stack/wire/seq';
 
 async function setup(b: Parameters<typeof makePair>[2] = {}) {
   const p = makePair({}, {}, b);
@@ -25,7 +26,7 @@ async function setup(b: Parameters<typeof makePair>[2] = {}) {
   /** A segment from A's side of the connection, with a fresh timestamp by default. */
   const inject = (o: { seq?: number; ack?: number; flags: number; payload?: Buffer; ts?: [number, number] | null }) => {
     tap.inject('b', craftTcp({
-      sport: connA.localPort, dport: 9000, seq: o.seq ?? connB.rcvNxt, ack: o.ack ?? connB.sndNxt, flags: o.flags, window: 1024,
+      sport: connA.localPort, dport: 9000, seq: o.seq ?? seqValue(connB.rcvNxt), ack: o.ack ?? seqValue(connB.sndNxt), flags: o.flags, window: 1024,
       payload: o.payload, ts: o.ts === null ? undefined : (o.ts ?? [(connB.tsRecent + 10) >>> 0, connB.tsNow(p.clock.now)]),
     }));
   };
@@ -41,7 +42,7 @@ async function setup(b: Parameters<typeof makePair>[2] = {}) {
 describe('RST (RFC 5961 3)', () => {
   test('in the window but not at RCV.NXT: a challenge ACK, and the connection lives', async () => {
     const { p, connB, server, inject, replies } = await setup();
-    const rcvNxt = connB.rcvNxt;
+    const rcvNxt = seqValue(connB.rcvNxt);
     const pending = replies();
     inject({ seq: rcvNxt + 1000, flags: RST });
     const r = await pending;
@@ -57,7 +58,7 @@ describe('RST (RFC 5961 3)', () => {
 
   test('exactly at RCV.NXT: the connection is reset and the application gets ECONNRESET', async () => {
     const { p, connB, server, inject } = await setup();
-    inject({ seq: connB.rcvNxt, flags: RST, ts: null });
+    inject({ seq: seqValue(connB.rcvNxt), flags: RST, ts: null });
     expect(await runUntil(p.clock, () => server.error !== null, 10)).toBe(true);
     expect(server.error!.code).toBe('ECONNRESET');
     expect(connB.state).toBe(State.Closed);
@@ -70,8 +71,8 @@ describe('RST (RFC 5961 3)', () => {
   test('outside the window: dropped without a word', async () => {
     const { p, connB, inject, replies } = await setup();
     const pending = replies();
-    inject({ seq: connB.rcvNxt - 10, flags: RST });
-    inject({ seq: connB.rcvNxt + 10_000_000, flags: RST });
+    inject({ seq: seqValue(connB.rcvNxt) - 10, flags: RST });
+    inject({ seq: seqValue(connB.rcvNxt) + 10_000_000, flags: RST });
     expect((await pending).length).toBe(0);
     expect(connB.state).toBe(State.Established);
     expect(p.b.counters.TcpExtTCPChallengeACK).toBe(0);
@@ -79,7 +80,7 @@ describe('RST (RFC 5961 3)', () => {
 
   test('a RST is exempt from PAWS (RFC 7323 5.3 R1): an exact RST with an old timestamp still resets', async () => {
     const { p, connB, server, inject } = await setup();
-    inject({ seq: connB.rcvNxt, flags: RST, ts: [(connB.tsRecent - 1000) >>> 0, 0] });
+    inject({ seq: seqValue(connB.rcvNxt), flags: RST, ts: [(connB.tsRecent - 1000) >>> 0, 0] });
     expect(await runUntil(p.clock, () => server.error !== null, 10)).toBe(true);
     expect(server.error!.code).toBe('ECONNRESET');
     expect(p.b.counters.TcpExtPAWSEstab).toBe(0);
@@ -88,12 +89,12 @@ describe('RST (RFC 5961 3)', () => {
   test('challenge ACKs are rate limited (RFC 5961 7): at most challengeAcksPerSec, then again after a second', async () => {
     const { p, connB, inject, replies } = await setup({ tcp: { challengeAcksPerSec: 3 } });
     let pending = replies();
-    for (let i = 1; i <= 10; i++) inject({ seq: connB.rcvNxt + 100 * i, flags: RST });
+    for (let i = 1; i <= 10; i++) inject({ seq: seqValue(connB.rcvNxt) + 100 * i, flags: RST });
     expect((await pending).length).toBe(3);
     expect(p.b.counters.TcpExtTCPChallengeACK).toBe(3);
     await runFor(p.clock, 1000);
     pending = replies();
-    inject({ seq: connB.rcvNxt + 50, flags: RST });
+    inject({ seq: seqValue(connB.rcvNxt) + 50, flags: RST });
     expect((await pending).length).toBe(1);
     expect(connB.state).toBe(State.Established);
   });
@@ -103,7 +104,7 @@ describe('SYN in a synchronized state (RFC 5961 4)', () => {
   test('a SYN on an established connection gets a challenge ACK and resets nothing', async () => {
     const { p, connB, server, inject, replies } = await setup();
     const pending = replies();
-    inject({ seq: connB.rcvNxt + 5, flags: SYN });
+    inject({ seq: seqValue(connB.rcvNxt) + 5, flags: SYN });
     const r = await pending;
     expect(r.length).toBe(1);
     expect(r[0].tcp.flags).toBe(ACK);
@@ -117,7 +118,7 @@ describe('SYN in a synchronized state (RFC 5961 4)', () => {
   test('also a SYN at an old sequence number (outside the window)', async () => {
     const { p, connB, inject, replies } = await setup();
     const pending = replies();
-    inject({ seq: connB.irs, flags: SYN });
+    inject({ seq: seqValue(connB.irs), flags: SYN });
     const r = await pending;
     expect(r.length).toBe(1);
     expect(r[0].tcp.flags).toBe(ACK);
@@ -129,9 +130,9 @@ describe('SYN in a synchronized state (RFC 5961 4)', () => {
 describe('ACK acceptance (RFC 9293 3.10.7.4 fifth, RFC 5961 5)', () => {
   test('an ACK for data never sent: answered with an ACK, the segment (and its data) dropped', async () => {
     const { connB, server, inject, replies } = await setup();
-    const rcvNxt = connB.rcvNxt;
+    const rcvNxt = seqValue(connB.rcvNxt);
     const pending = replies();
-    inject({ ack: connB.sndMax + 5000, flags: ACK | PSH, payload: Buffer.from('evil') });
+    inject({ ack: seqValue(connB.sndMax) + 5000, flags: ACK | PSH, payload: Buffer.from('evil') });
     const r = await pending;
     expect(r.length).toBe(1);
     expect(r[0].tcp).toMatchObject({ flags: ACK, ack: rcvNxt, seq: connB.sndNxt, len: 0 });
@@ -143,9 +144,9 @@ describe('ACK acceptance (RFC 9293 3.10.7.4 fifth, RFC 5961 5)', () => {
 
   test('an ACK below SND.UNA - MAX.SND.WND: a challenge ACK, the data dropped (RFC 5961 5.2)', async () => {
     const { p, connB, server, inject, replies } = await setup();
-    const rcvNxt = connB.rcvNxt;
+    const rcvNxt = seqValue(connB.rcvNxt);
     const pending = replies();
-    inject({ ack: (connB.sndUna - connB.maxSndWnd - 100) >>> 0, flags: ACK | PSH, payload: Buffer.from('old') });
+    inject({ ack: (seqValue(connB.sndUna) - connB.maxSndWnd - 100) >>> 0, flags: ACK | PSH, payload: Buffer.from('old') });
     const r = await pending;
     expect(r.length).toBe(1);
     expect(r[0].tcp.ack).toBe(rcvNxt);
@@ -155,7 +156,7 @@ describe('ACK acceptance (RFC 9293 3.10.7.4 fifth, RFC 5961 5)', () => {
 
   test('an old but acceptable ACK (a duplicate) with data is taken: the data is delivered', async () => {
     const { p, connB, server, inject } = await setup();
-    inject({ ack: connB.sndUna, flags: ACK | PSH, payload: Buffer.from(' world') });
+    inject({ ack: seqValue(connB.sndUna), flags: ACK | PSH, payload: Buffer.from(' world') });
     expect(await runUntil(p.clock, () => server.bytes === 11, 10)).toBe(true);
     expect(server.data().toString()).toBe('hello world');
     expect(p.b.counters.TcpExtTCPChallengeACK).toBe(0);
@@ -163,7 +164,7 @@ describe('ACK acceptance (RFC 9293 3.10.7.4 fifth, RFC 5961 5)', () => {
 
   test('data outside the receive window is not taken; a duplicate ACK says where the window is', async () => {
     const { connB, server, inject, replies } = await setup();
-    const rcvNxt = connB.rcvNxt;
+    const rcvNxt = seqValue(connB.rcvNxt);
     const pending = replies();
     inject({ seq: rcvNxt - 100, flags: ACK | PSH, payload: Buffer.alloc(50, 1) }); // entirely old
     inject({ seq: (rcvNxt + 0x7000_0000) >>> 0, flags: ACK | PSH, payload: Buffer.alloc(50, 2) }); // far beyond
@@ -180,9 +181,9 @@ describe('receive window edge', () => {
   test('an out-of-order segment straddling the right edge is trimmed to the window (RFC 9293 3.10.7.4)', async () => {
     // No window scaling: the window is exact.
     const { p, connB, inject } = await setup({ tcp: { rcvBuf: 8192, windowScale: -1 } });
-    const rcvWnd = (connB.rcvAdvEdge - connB.rcvNxt) | 0;
+    const rcvWnd = (seqValue(connB.rcvAdvEdge) - seqValue(connB.rcvNxt)) | 0;
     expect(rcvWnd).toBeGreaterThan(1000);
-    inject({ seq: (connB.rcvNxt + rcvWnd - 100) >>> 0, flags: ACK | PSH, payload: Buffer.alloc(300, 7) });
+    inject({ seq: (seqValue(connB.rcvNxt) + rcvWnd - 100) >>> 0, flags: ACK | PSH, payload: Buffer.alloc(300, 7) });
     await runFor(p.clock, 2);
     expect(connB.ooo.bytes).toBe(100);
   });
@@ -191,7 +192,7 @@ describe('receive window edge', () => {
 describe('PAWS (RFC 7323 5)', () => {
   test('a segment with a timestamp older than TS.Recent is dropped, counted and answered with an ACK', async () => {
     const { p, connB, server, inject, replies } = await setup();
-    const rcvNxt = connB.rcvNxt;
+    const rcvNxt = seqValue(connB.rcvNxt);
     const tsRecent = connB.tsRecent;
     const pending = replies();
     inject({ flags: ACK | PSH, payload: Buffer.from('stale'), ts: [(tsRecent - 1) >>> 0, 0] });
@@ -244,7 +245,7 @@ describe('PAWS (RFC 7323 5)', () => {
   test('TS.Recent is not advanced by a segment above RCV.NXT (RFC 7323 4.3): only in-order data updates it', async () => {
     const { p, connB, inject } = await setup();
     const tsRecent = connB.tsRecent;
-    inject({ seq: connB.rcvNxt + 100, flags: ACK | PSH, payload: Buffer.from('later'), ts: [(tsRecent + 1000) >>> 0, 0] });
+    inject({ seq: seqValue(connB.rcvNxt) + 100, flags: ACK | PSH, payload: Buffer.from('later'), ts: [(tsRecent + 1000) >>> 0, 0] });
     await runFor(p.clock, 2);
     expect(connB.ooo.bytes).toBe(5);
     expect(connB.tsRecent).toBe(tsRecent);
@@ -254,7 +255,7 @@ describe('PAWS (RFC 7323 5)', () => {
 describe('checksums', () => {
   test('a segment with a bad checksum is dropped and counted before anything reads it', async () => {
     const { p, tap, connA, connB, server } = await setup();
-    const pkt = craftTcp({ sport: connA.localPort, dport: 9000, seq: connB.rcvNxt, ack: connB.sndNxt, flags: ACK | RST });
+    const pkt = craftTcp({ sport: connA.localPort, dport: 9000, seq: seqValue(connB.rcvNxt), ack: seqValue(connB.sndNxt), flags: ACK | RST });
     pkt[pkt.length - 1] ^= 0xff; // inside the TCP header (urgent pointer): checksum now wrong
     tap.inject('b', pkt);
     await runFor(p.clock, 2);

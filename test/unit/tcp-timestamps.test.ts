@@ -13,10 +13,11 @@ import { Stack, type Scheduler } from '../../stack/stack';
 import { createNetApi } from '../../stack/api/net';
 import type { VirtualClock } from '../../drivers/memory';
 import { State } from '../../stack/tcp/connection';
-import { ACK, PSH, SYN, seqGe } from '../../stack/wire/tcp';
+import { ACK, SYN } from '../../stack/wire/tcp';
 import type { FsSocket } from '../../stack/api/net';
 import { B_ADDR, connOf, makePair, runFor, runUntil, sinkServer, watch } from './helpers/pair';
 import { craftTcp, Tap } from './helpers/tap';
+import { seqValue, tsGe } from '../../stack/wire/seq';
 
 /**
  * A scheduler whose clock moves on with every read (by 0.3 ms), as performance.now()
@@ -69,13 +70,13 @@ describe('TSval is monotonic (RFC 7323 5.4)', () => {
     let tsVal = (connB.tsRecent + 1) >>> 0;
     for (let round = 0; round < 2000 && !(done && connB.sndUna === connB.sndMax); round++) {
       await runFor(p.clock, 1);
-      const una = connB.sndUna, max = connB.sndMax;
+      const una = seqValue(connB.sndUna), max = seqValue(connB.sndMax);
       const out = (max - una) >>> 0;
       if (out === 0) continue;
       const lastTs = tap.data('b->a').at(-1)!.tcp.tsVal;
       for (let k = 1; k <= 4; k++) {
         p.link.a.send(craftTcp({
-          sport: connA.localPort, dport: 9000, seq: connA.sndNxt, ack: (una + Math.ceil((out * k) / 4)) >>> 0, flags: ACK,
+          sport: connA.localPort, dport: 9000, seq: seqValue(connA.sndNxt), ack: (una + Math.ceil((out * k) / 4)) >>> 0, flags: ACK,
           window: 65535, ts: [tsVal, lastTs],
         }));
       }
@@ -86,7 +87,7 @@ describe('TSval is monotonic (RFC 7323 5.4)', () => {
     const segs = tap.data('b->a');
     expect(segs.length).toBeGreaterThan(100);
     let back = 0;
-    for (let i = 1; i < segs.length; i++) if (!seqGe(segs[i].tcp.tsVal, segs[i - 1].tcp.tsVal)) back++;
+    for (let i = 1; i < segs.length; i++) if (!tsGe(segs[i].tcp.tsVal, segs[i - 1].tcp.tsVal)) back++;
     expect(back).toBe(0);
     b.close();
   });
@@ -105,7 +106,7 @@ async function established() {
   const connA = connOf(p.a)!, connB = connOf(p.b)!;
   const inject = (o: { seq?: number; ack?: number; flags: number; payload?: Buffer; ts: [number, number] }) => {
     tap.inject('b', craftTcp({
-      sport: connA.localPort, dport: 9000, seq: o.seq ?? connB.rcvNxt, ack: o.ack ?? connB.sndNxt, flags: o.flags, window: 1024,
+      sport: connA.localPort, dport: 9000, seq: o.seq ?? seqValue(connB.rcvNxt), ack: o.ack ?? seqValue(connB.sndNxt), flags: o.flags, window: 1024,
       payload: o.payload, ts: o.ts,
     }));
   };
@@ -117,7 +118,7 @@ describe('TS.Recent and a SYN (RFC 7323 4.3, RFC 5961 4)', () => {
     const { p, tap, c, connB, server, inject } = await established();
     const tsRecent = connB.tsRecent;
     const from = tap.tcp('b->a').length;
-    inject({ flags: SYN, seq: connB.rcvNxt, ack: 0, ts: [(tsRecent + 0x40000000) >>> 0, 0] });
+    inject({ flags: SYN, seq: seqValue(connB.rcvNxt), ack: 0, ts: [(tsRecent + 0x40000000) >>> 0, 0] });
     await runFor(p.clock, 2);
     const replies = tap.tcp('b->a').slice(from);
     expect(replies.map((r) => r.tcp.flags)).toEqual([ACK]); // the challenge ACK
@@ -134,7 +135,7 @@ describe('TS.Recent and a SYN (RFC 7323 4.3, RFC 5961 4)', () => {
   test('an ACK of data never sent (RFC 9293 3.10.7.4) does not move TS.Recent either', async () => {
     const { p, connB, inject } = await established();
     const tsRecent = connB.tsRecent;
-    inject({ flags: ACK, ack: (connB.sndMax + 100000) >>> 0, ts: [(tsRecent + 0x40000000) >>> 0, 0] });
+    inject({ flags: ACK, ack: (seqValue(connB.sndMax) + 100000) >>> 0, ts: [(tsRecent + 0x40000000) >>> 0, 0] });
     await runFor(p.clock, 2);
     expect(connB.tsRecent).toBe(tsRecent);
   });
@@ -151,7 +152,7 @@ describe('RTT samples only from a TSecr this connection could have sent (RFC 732
       expect(connB.sndMax).not.toBe(connB.sndUna);
       const srtt = connB.srtt;
       const implausible = p.b.counters.FsTsEcrImplausible;
-      inject({ flags: ACK, seq: connA.sndNxt, ack: connB.sndMax, ts: [(connB.tsRecent + 1) >>> 0, tsEcr] });
+      inject({ flags: ACK, seq: seqValue(connA.sndNxt), ack: seqValue(connB.sndMax), ts: [(connB.tsRecent + 1) >>> 0, tsEcr] });
       await runFor(p.clock, 2);
       expect(connB.sndUna, what).toBe(connB.sndMax); // the ACK itself was taken
       expect(connB.srtt, what).toBe(srtt);
@@ -163,7 +164,7 @@ describe('RTT samples only from a TSecr this connection could have sent (RFC 732
     await runFor(p.clock, 2);
     const last = tap.data('b->a').at(-1)!;
     p.clock.advance(7);
-    inject({ flags: ACK, seq: connA.sndNxt, ack: connB.sndMax, ts: [(connB.tsRecent + 2) >>> 0, last.tcp.tsVal] });
+    inject({ flags: ACK, seq: seqValue(connA.sndNxt), ack: seqValue(connB.sndMax), ts: [(connB.tsRecent + 2) >>> 0, last.tcp.tsVal] });
     const before = connB.srtt;
     await runFor(p.clock, 2);
     expect(connB.srtt).not.toBe(before);

@@ -7,6 +7,7 @@ import { State } from '../../stack/tcp/connection';
 import { ACK, SYN } from '../../stack/wire/tcp';
 import { B_ADDR, connOf, makePair, runUntil, sha256, sinkServer, testData, transfer, watch } from './helpers/pair';
 import { Tap } from './helpers/tap';
+import { asSeq } from '../../stack/wire/seq';
 
 describe('three-way handshake (RFC 9293 3.5)', () => {
   test('SYN, SYN-ACK, ACK with MSS, window scale, SACK-permitted and timestamps negotiated', async () => {
@@ -147,8 +148,8 @@ describe('bulk transfer', () => {
   test('sequence numbers wrap: an ISN just below 2^32 still carries 200 kB intact', async () => {
     const p = makePair();
     // Force both ISNs near the wrap.
-    p.a.tcp.isn = () => 0xffffff00;
-    p.b.tcp.isn = () => 0xfffff000;
+    p.a.tcp.isn = () => asSeq(0xffffff00);
+    p.b.tcp.isn = () => asSeq(0xfffff000);
     const data = testData(200_000, 17);
     const r = await transfer(p, data);
     expect(r.done).toBe(true);

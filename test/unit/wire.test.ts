@@ -9,17 +9,22 @@
  * (`-vv`: "cksum 0xfe30 (incorrect -> 0xf803)").
  */
 import { describe, expect, test } from 'vitest';
-import { checksumAdd, checksumFinish, checksumFold, internetChecksum, pseudoHeaderSum } from '../../stack/wire/checksum';
 import {
-  Ipv4Error, IP_FLAG_DF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, emitIpv4Header, newIpv4Repr, parseIpv4Header, readU16, writeU16,
+  CHECKSUMS_VERIFIED, DeviceChecksum, SOFTWARE_CHECKSUMS, checksumAdd, checksumFinish, checksumFold, internetChecksum, pseudoHeaderSum,
+} from '../../stack/wire/checksum';
+import {
+  Ipv4Error, Ipv4Field, Ipv4Packet, IP_FLAG_DF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, emitIpv4Header, newIpv4Repr, parseIpv4Header,
 } from '../../stack/wire/ipv4';
+import { readU16, readU32, writeU16 } from '../../stack/wire/bytes';
 import {
-  ACK, FIN, PSH, SYN, TcpError, TcpOptionsOut, emitTcp, newTcpRepr, optionsLength, parseTcp,
-  seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt,
+  ACK, FIN, PSH, SYN, TcpError, TcpField, TcpPacket, type TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp,
 } from '../../stack/wire/tcp';
-import { UdpError, emitUdp, newUdpRepr, parseUdp } from '../../stack/wire/udp';
 import {
-  ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, UNREACH_PORT, finishIcmp, newIcmpRepr, parseIcmp,
+  asSeq, seqAdd, seqGe, seqGt, seqInWindow, seqLe, seqLt, seqMax, seqSize, seqSub, seqValue, tsGe, tsLe, tsLt,
+} from '../../stack/wire/seq';
+import { UdpError, UdpField, UdpPacket, emitUdp, newUdpRepr, parseUdp } from '../../stack/wire/udp';
+import {
+  ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpError, IcmpPacket, UNREACH_PORT, emitIcmp, newIcmpRepr, parseIcmp,
 } from '../../stack/wire/icmp';
 import { formatIpv4, parseCidr, parseIpv4, prefixMask, sameSubnet } from '../../stack/wire/addr';
 
@@ -107,9 +112,18 @@ describe('Internet checksum (RFC 1071)', () => {
     const rnd = () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return s >>> 24; };
     const big = Buffer.alloc(1700);
     for (let i = 0; i < big.length; i++) big[i] = rnd();
-    for (let len = 0; len <= 1600; len += 7) {
-      for (const off of [0, 1, 2, 3]) expect(internetChecksum(big, off, len)).toBe(referenceChecksum(big, off, len));
+    // Every length 0..1600 at every offset 0..7 (whatever word size the sum reads in).
+    const wrong: string[] = [];
+    let checked = 0;
+    for (let len = 0; len <= 1600; len++) {
+      for (let off = 0; off < 8; off++) {
+        checked++;
+        const got = internetChecksum(big, off, len), want = referenceChecksum(big, off, len);
+        if (got !== want) wrong.push(`len ${len} off ${off}: ${got.toString(16)} != ${want.toString(16)}`);
+      }
     }
+    expect(checked).toBe(1601 * 8);
+    expect(wrong.slice(0, 10)).toEqual([]);
     // All-ones data: the sum never stops carrying.
     const ff = Buffer.alloc(65536, 0xff);
     expect(internetChecksum(ff, 0, ff.length)).toBe(referenceChecksum(ff, 0, ff.length));
@@ -194,7 +208,7 @@ describe('IPv4 header (RFC 791)', () => {
     expect(parseIpv4Header(bad, 0, bad.length, r)).toBe(Ipv4Error.BadChecksum);
     expect(parseIpv4Header(withU16(p, 10, readU16(p, 10) ^ 1), 0, p.length, r)).toBe(Ipv4Error.BadChecksum);
     // ...unless the device vouched for it.
-    expect(parseIpv4Header(bad, 0, bad.length, r, true)).toBe(Ipv4Error.None);
+    expect(parseIpv4Header(bad, 0, bad.length, r, CHECKSUMS_VERIFIED)).toBe(Ipv4Error.None);
     // A parse error leaves no partial result the caller could trust: the checks come first.
     const fresh = newIpv4Repr();
     parseIpv4Header(bad, 0, bad.length, fresh);
@@ -210,12 +224,13 @@ function parseVector(pkt: Buffer, csum: number) {
   return { fixed, seg, err };
 }
 
-function optsOf(seg: ReturnType<typeof newTcpRepr>, withSynOpts: boolean): TcpOptionsOut {
-  return {
-    mss: withSynOpts ? seg.mss : -1, wscale: withSynOpts ? seg.wscale : -1, sackPermitted: seg.sackPermitted,
-    hasTimestamp: seg.hasTimestamp, tsVal: seg.tsVal, tsEcr: seg.tsEcr, sackCount: seg.sackCount, sack: seg.sack,
-  };
+/** A parsed segment to emit again: the same representation, without the SYN-only options unless asked. */
+function reprOf(seg: TcpRepr, withSynOpts: boolean): TcpRepr {
+  return { ...seg, sack: seg.sack, mss: withSynOpts ? seg.mss : -1, wscale: withSynOpts ? seg.wscale : -1 };
 }
+
+/** A device that completes TCP checksums (virtio NEEDS_CSUM). */
+const TCP_FILLED = { ...SOFTWARE_CHECKSUMS, tcp: DeviceChecksum.Fills };
 
 describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
   test("Linux's SYN: every field and option", () => {
@@ -230,13 +245,14 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
 
   test("Linux's SYN is emitted back byte for byte (option layout MSS, SACK-perm+TS, NOP WS: 20 option bytes)", () => {
     const { fixed, seg } = parseVector(SYN_PKT, SYN_CSUM);
-    const o = optsOf(seg, true);
+    const o = reprOf(seg, true);
     expect(optionsLength(o)).toBe(20);
     const out = Buffer.alloc(60);
-    expect(emitTcp(out, 20, LO, LO, seg.srcPort, seg.dstPort, seg.seq, seg.ack, seg.flags, seg.window, o, 0)).toBe(40);
+    expect(emitTcp(out, 20, o, LO, LO)).toBe(40);
+    expect(o.headerLength).toBe(40);
     expect(out.subarray(20).toString('hex')).toBe(fixed.subarray(20).toString('hex'));
     // With partial (offloaded) checksums the bytes are exactly what loopback carried.
-    emitTcp(out, 20, LO, LO, seg.srcPort, seg.dstPort, seg.seq, seg.ack, seg.flags, seg.window, o, 0, true);
+    emitTcp(out, 20, o, LO, LO, TCP_FILLED);
     expect(out.subarray(20).toString('hex')).toBe(SYN_PKT.subarray(20).toString('hex'));
   });
 
@@ -248,7 +264,7 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
       mss: 65495, wscale: 10, sackPermitted: true, hasTimestamp: true, tsVal: 1865390140, tsEcr: 3629714553,
     });
     const out = Buffer.alloc(60);
-    emitTcp(out, 20, LO, LO, seg.srcPort, seg.dstPort, seg.seq, seg.ack, seg.flags, seg.window, optsOf(seg, true), 0);
+    emitTcp(out, 20, reprOf(seg, true), LO, LO);
     expect(out.subarray(20)).toEqual(fixed.subarray(20));
   });
 
@@ -262,7 +278,7 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
     expect(fixed.subarray(seg.payloadOffset).toString()).toBe('hello');
     const out = Buffer.alloc(fixed.length);
     fixed.copy(out, 52, 52);
-    expect(emitTcp(out, 20, LO, LO, seg.srcPort, seg.dstPort, seg.seq, seg.ack, seg.flags, seg.window, optsOf(seg, false), 5)).toBe(32);
+    expect(emitTcp(out, 20, reprOf(seg, false), LO, LO)).toBe(32);
     expect(out.subarray(20)).toEqual(fixed.subarray(20));
   });
 
@@ -271,7 +287,7 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
     expect(err).toBe(TcpError.None);
     expect(seg.flags).toBe(FIN | ACK);
     const out = Buffer.alloc(fixed.length);
-    emitTcp(out, 20, LO, LO, seg.srcPort, seg.dstPort, seg.seq, seg.ack, seg.flags, seg.window, optsOf(seg, false), 0);
+    emitTcp(out, 20, reprOf(seg, false), LO, LO);
     expect(out.subarray(20)).toEqual(fixed.subarray(20));
   });
 
@@ -288,25 +304,25 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
     expect(Array.from(seg.sack.subarray(0, 4))).toEqual([2000, 3000, 4000, 5000]);
     expect(seg).toMatchObject({ hasTimestamp: true, tsVal: 1, tsEcr: 2 });
     const out = Buffer.alloc(tcp.length);
-    emitTcp(out, 0, 1, 2, seg.srcPort, seg.dstPort, seg.seq, seg.ack, seg.flags, seg.window, optsOf(seg, false), 0);
+    emitTcp(out, 0, reprOf(seg, false), 1, 2);
     expect(out).toEqual(tcp);
     // Four blocks without a timestamp (the most that fit), sequence numbers near the wrap.
-    const o: TcpOptionsOut = {
-      mss: -1, wscale: -1, sackPermitted: false, hasTimestamp: false, tsVal: 0, tsEcr: 0, sackCount: 4,
+    const o: TcpRepr = {
+      ...newTcpRepr(), srcPort: 1, dstPort: 2, seq: asSeq(3), ack: asSeq(4), flags: ACK, window: 5, sackCount: 4,
       sack: new Uint32Array([0xfffffff0, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70]),
     };
     expect(optionsLength(o)).toBe(36);
     const b = Buffer.alloc(56);
-    expect(emitTcp(b, 0, 1, 2, 1, 2, 3, 4, ACK, 5, o, 0)).toBe(56);
+    expect(emitTcp(b, 0, o, 1, 2)).toBe(56);
     expect(parseTcp(b, 0, 56, 1, 2, seg)).toBe(TcpError.None);
     expect(seg.sackCount).toBe(4);
-    expect(Array.from(seg.sack)).toEqual(Array.from(o.sack!));
+    expect(Array.from(seg.sack)).toEqual(Array.from(o.sack));
   });
 
   test('SACK-permitted without timestamps is NOP NOP SACKOK; unknown options are skipped; EOL ends the list', () => {
-    const o: TcpOptionsOut = { mss: 1460, wscale: 7, sackPermitted: true, hasTimestamp: false, tsVal: 0, tsEcr: 0, sackCount: 0, sack: null };
+    const o: TcpRepr = { ...newTcpRepr(), srcPort: 1, dstPort: 2, seq: asSeq(3), flags: SYN, window: 5, mss: 1460, wscale: 7, sackPermitted: true };
     const b = Buffer.alloc(32);
-    expect(emitTcp(b, 0, 1, 2, 1, 2, 3, 0, SYN, 5, o, 0)).toBe(32);
+    expect(emitTcp(b, 0, o, 1, 2)).toBe(32);
     expect(b.subarray(20).toString('hex')).toBe('020405b4' + '01010402' + '01030307');
     // Kind 30 (MPTCP, length 4) is skipped; after EOL nothing is read (the bytes after it are garbage).
     const t = hex(`0001 0002 0000 0003 0000 0000 8002 1000 0000 0000  1e04 0000 0204 0218 0000 ffff 0000 0000`);
@@ -340,7 +356,7 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
     expect(tcp(flipped)).toBe(TcpError.BadChecksum);
     // The checksum covers the pseudo-header: the same bytes to another address fail.
     expect(parseTcp(fixed, 20, 40, LO, LO + 1, seg)).toBe(TcpError.BadChecksum);
-    expect(parseTcp(SYN_PKT, 20, 40, LO, LO, seg, true)).toBe(TcpError.None);
+    expect(parseTcp(SYN_PKT, 20, 40, LO, LO, seg, CHECKSUMS_VERIFIED)).toBe(TcpError.None);
 
     /** A 20-byte header followed by `opts` (padded to 4 with EOL), checksummed. */
     const withOpts = (opts: string) => {
@@ -366,16 +382,31 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
   });
 
   test('sequence arithmetic wraps modulo 2^32 (RFC 9293 3.4)', () => {
-    expect(seqLt(0xfffffff0, 0x10)).toBe(true);
-    expect(seqGt(0x10, 0xfffffff0)).toBe(true);
-    expect(seqLe(5, 5) && seqGe(5, 5)).toBe(true);
-    expect(seqLt(5, 5)).toBe(false);
-    expect(seqAdd(0xffffffff, 2)).toBe(1);
-    expect(seqDiff(0x10, 0xfffffff0)).toBe(0x20);
-    expect(seqDiff(0xfffffff0, 0x10)).toBe(-0x20);
+    const S = asSeq;
+    expect(seqLt(S(0xfffffff0), S(0x10))).toBe(true);
+    expect(seqGt(S(0x10), S(0xfffffff0))).toBe(true);
+    expect(seqLe(S(5), S(5)) && seqGe(S(5), S(5))).toBe(true);
+    expect(seqLt(S(5), S(5))).toBe(false);
+    expect(seqValue(seqAdd(S(0xffffffff), 2))).toBe(1);
+    expect(seqValue(seqAdd(S(1), -2))).toBe(0xffffffff);
+    expect(seqSub(S(0x10), S(0xfffffff0))).toBe(0x20);
+    expect(seqSub(S(0xfffffff0), S(0x10))).toBe(-0x20);
+    expect(seqSize(S(0xfffffff0), S(0x10))).toBe(0x20);
+    expect(seqValue(seqMax(S(0xfffffff0), S(0x10)))).toBe(0x10);
+    // asSeq folds any integer into 32 bits, as the header field holds it.
+    expect(seqValue(S(-1))).toBe(0xffffffff);
+    expect(seqValue(S(0x100000005))).toBe(5);
+    // A window that wraps: [0xfffffff0, 0xfffffff0 + 0x40) holds 0xfffffff0 and 0x2f, not 0x30.
+    expect(seqInWindow(S(0xfffffff0), S(0xfffffff0), 0x40)).toBe(true);
+    expect(seqInWindow(S(0x2f), S(0xfffffff0), 0x40)).toBe(true);
+    expect(seqInWindow(S(0x30), S(0xfffffff0), 0x40)).toBe(false);
+    expect(seqInWindow(S(0xffffffef), S(0xfffffff0), 0x40)).toBe(false);
+    expect(seqInWindow(S(5), S(5), 0)).toBe(false);
     // Half the space apart: the comparison is antisymmetric.
-    expect(seqLt(0, 0x7fffffff)).toBe(true);
-    expect(seqGt(0x7fffffff, 0)).toBe(true);
+    expect(seqLt(S(0), S(0x7fffffff))).toBe(true);
+    expect(seqGt(S(0x7fffffff), S(0))).toBe(true);
+    // Timestamps wrap alike (RFC 7323 5.3).
+    expect(tsLt(0xfffffff0, 0x10) && tsLe(0x10, 0x10) && tsGe(0x10, 0xfffffff0)).toBe(true);
   });
 });
 
@@ -388,7 +419,7 @@ describe('UDP (RFC 768)', () => {
     expect(fixed.subarray(28).toString()).toBe('faultstack');
     const out = Buffer.alloc(18);
     Buffer.from('faultstack').copy(out, 8);
-    expect(emitUdp(out, 0, LO, LO, 52688, 9999, 10)).toBe(18);
+    expect(emitUdp(out, 0, { ...newUdpRepr(), srcPort: 52688, dstPort: 9999, payloadLength: 10 }, LO, LO)).toBe(18);
     expect(out).toEqual(fixed.subarray(20));
   });
 
@@ -396,11 +427,11 @@ describe('UDP (RFC 768)', () => {
     // Find a payload whose checksum comes out 0: choose the last two bytes to make it so.
     const out = Buffer.alloc(12);
     out.write('ab', 8);
-    emitUdp(out, 0, 1, 2, 3, 4, 4);
+    emitUdp(out, 0, { ...newUdpRepr(), srcPort: 3, dstPort: 4, payloadLength: 4 }, 1, 2);
     const c = readU16(out, 6);
     // Adding c to the data drives the one's complement sum to ffff, i.e. checksum 0.
     writeU16(out, 10, c);
-    emitUdp(out, 0, 1, 2, 3, 4, 4);
+    emitUdp(out, 0, { ...newUdpRepr(), srcPort: 3, dstPort: 4, payloadLength: 4 }, 1, 2);
     expect(readU16(out, 6)).toBe(0xffff);
     const r = newUdpRepr();
     expect(parseUdp(out, 0, 12, 1, 2, r)).toBe(UdpError.None);
@@ -416,7 +447,7 @@ describe('UDP (RFC 768)', () => {
     expect(parseUdp(withU16(fixed, 24, 19), 20, 18, LO, LO, r)).toBe(UdpError.BadLength);
     expect(parseUdp(UDP_PKT, 20, 18, LO, LO, r)).toBe(UdpError.BadChecksum);
     expect(parseUdp(fixed, 20, 18, LO, LO + 1, r)).toBe(UdpError.BadChecksum);
-    expect(parseUdp(UDP_PKT, 20, 18, LO, LO, r, true)).toBe(UdpError.None);
+    expect(parseUdp(UDP_PKT, 20, 18, LO, LO, r, CHECKSUMS_VERIFIED)).toBe(UdpError.None);
     // Trailing bytes beyond the UDP length are not payload.
     const padded = Buffer.concat([fixed, Buffer.alloc(3)]);
     expect(parseUdp(padded, 20, 21, LO, LO, r)).toBe(UdpError.None);
@@ -427,44 +458,146 @@ describe('UDP (RFC 768)', () => {
 describe('ICMP (RFC 792)', () => {
   test('echo request and reply from ping: fields, checksum, and the reply built from the request', () => {
     const m = newIcmpRepr();
-    expect(parseIcmp(ECHO_REQ_PKT, 20, 24, m)).toBe(true);
+    expect(parseIcmp(ECHO_REQ_PKT, 20, 24, m)).toBe(IcmpError.None);
     expect(m).toMatchObject({ type: ICMP_ECHO_REQUEST, code: 0, ident: 19675, seq: 1, bodyOffset: 28, bodyLength: 16 });
     const reply = Buffer.from(ECHO_REQ_PKT);
-    expect(finishIcmp(reply, 20, ICMP_ECHO_REPLY, 0, ((m.ident << 16) | m.seq) >>> 0, m.bodyLength)).toBe(24);
+    expect(emitIcmp(reply, 20, { ...m, type: ICMP_ECHO_REPLY })).toBe(24);
     expect(reply.subarray(20)).toEqual(ECHO_REP_PKT.subarray(20));
     const req = Buffer.from(ECHO_REP_PKT);
-    finishIcmp(req, 20, ICMP_ECHO_REQUEST, 0, ((19675 << 16) | 1) >>> 0, 16);
+    emitIcmp(req, 20, { ...newIcmpRepr(), type: ICMP_ECHO_REQUEST, ident: 19675, seq: 1, bodyLength: 16 });
     expect(req.subarray(20)).toEqual(ECHO_REQ_PKT.subarray(20));
-    expect(parseIcmp(ECHO_REP_PKT, 20, 24, m)).toBe(true);
+    expect(parseIcmp(ECHO_REP_PKT, 20, 24, m)).toBe(IcmpError.None);
     expect(m.type).toBe(ICMP_ECHO_REPLY);
   });
 
   test("the kernel's port unreachable: type 3 code 3, the quoted datagram in the body", () => {
     const m = newIcmpRepr();
-    expect(parseIcmp(PORT_UNREACH_PKT, 20, 46, m)).toBe(true);
+    expect(parseIcmp(PORT_UNREACH_PKT, 20, 46, m)).toBe(IcmpError.None);
     expect(m).toMatchObject({ type: ICMP_DEST_UNREACH, code: UNREACH_PORT, nextHopMtu: 0, bodyOffset: 28, bodyLength: 38 });
     expect(PORT_UNREACH_PKT.subarray(28)).toEqual(UDP_PKT);
     const out = Buffer.from(PORT_UNREACH_PKT);
-    finishIcmp(out, 20, ICMP_DEST_UNREACH, UNREACH_PORT, 0, 38);
+    emitIcmp(out, 20, { ...newIcmpRepr(), type: ICMP_DEST_UNREACH, code: UNREACH_PORT, bodyLength: 38 });
     expect(out).toEqual(PORT_UNREACH_PKT);
   });
 
   test('fragmentation needed carries the next-hop MTU in the low 16 bits (RFC 1191)', () => {
     const b = Buffer.alloc(8 + 28);
-    finishIcmp(b, 0, ICMP_DEST_UNREACH, 4, 1400, 28);
+    emitIcmp(b, 0, { ...newIcmpRepr(), type: ICMP_DEST_UNREACH, code: 4, nextHopMtu: 1400, bodyLength: 28 });
     expect(b.subarray(0, 8).toString('hex').slice(8)).toBe('00000578');
     const m = newIcmpRepr();
-    expect(parseIcmp(b, 0, b.length, m)).toBe(true);
+    expect(parseIcmp(b, 0, b.length, m)).toBe(IcmpError.None);
     expect(m.nextHopMtu).toBe(1400);
   });
 
   test('truncated and bad checksum are refused', () => {
     const m = newIcmpRepr();
-    expect(parseIcmp(ECHO_REQ_PKT, 20, 7, m)).toBe(false);
+    expect(parseIcmp(ECHO_REQ_PKT, 20, 7, m)).toBe(IcmpError.Truncated);
     const bad = Buffer.from(ECHO_REQ_PKT); bad[43] ^= 0x80;
-    expect(parseIcmp(bad, 20, 24, m)).toBe(false);
+    expect(parseIcmp(bad, 20, 24, m)).toBe(IcmpError.BadChecksum);
     // A body cut short no longer sums to zero.
-    expect(parseIcmp(ECHO_REQ_PKT, 20, 18, m)).toBe(false);
+    expect(parseIcmp(ECHO_REQ_PKT, 20, 18, m)).toBe(IcmpError.BadChecksum);
+    // ...unless the device vouched for the checksum.
+    expect(parseIcmp(bad, 20, 24, m, CHECKSUMS_VERIFIED)).toBe(IcmpError.None);
+  });
+});
+
+describe('views (field tables over the bytes, lengths checked once)', () => {
+  test('Ipv4Packet: wrap checks the header fits, then every field reads what parse reads; writes land in place', () => {
+    const v = new Ipv4Packet();
+    expect(v.wrap(SYN_PKT, 0, 19)).toBe(Ipv4Error.Truncated);
+    const ihlLong = Buffer.from(SYN_PKT); ihlLong[0] = 0x4f; // 60 bytes of header in 40 bytes
+    expect(v.wrap(ihlLong, 0, 40)).toBe(Ipv4Error.BadHeaderLength);
+    const ihl4 = Buffer.from(SYN_PKT); ihl4[0] = 0x44;
+    expect(v.wrap(ihl4, 0, ihl4.length)).toBe(Ipv4Error.BadHeaderLength);
+    // An ICMP quote holds the header and 8 bytes: a view needs no more.
+    const quote = PORT_UNREACH_PKT.subarray(28, 28 + 28);
+    expect(v.wrap(quote, 0, quote.length)).toBe(Ipv4Error.None);
+    const r = newIpv4Repr();
+    expect(parseIpv4Header(quote, 0, quote.length, r)).toBe(Ipv4Error.BadTotalLength); // says 38, holds 28
+    expect([v.version, v.headerLength, v.totalLength, v.protocol, v.src, v.dst, v.payloadOffset, v.payloadLength]).toEqual([4, 20, 38, PROTO_UDP, LO, LO, 20, 8]);
+    expect(v.verifyChecksum()).toBe(true);
+    // Every field against the representation of the same header.
+    const b = Buffer.from(SYN_PKT);
+    expect(parseIpv4Header(b, 0, b.length, r)).toBe(Ipv4Error.None);
+    expect(v.wrap(b, 0, b.length)).toBe(Ipv4Error.None);
+    expect({ tos: v.tos, totalLength: v.totalLength, headerLength: v.headerLength, ident: v.ident, dontFragment: v.dontFragment,
+      moreFragments: v.moreFragments, fragmentOffset: v.fragmentOffset, ttl: v.ttl, protocol: v.protocol, src: v.src, dst: v.dst }).toEqual(r);
+    expect(v.checksum).toBe(0xbe15);
+    v.totalLength = 1234;
+    expect(readU16(b, Ipv4Field.LENGTH)).toBe(1234);
+    expect(v.verifyChecksum()).toBe(false);
+    v.fillChecksum();
+    expect(v.verifyChecksum()).toBe(true);
+    expect(parseIpv4Header(b, 0, b.length, r)).toBe(Ipv4Error.BadTotalLength); // the checksum is right, the buffer short
+  });
+
+  test('TcpPacket: wrap checks the data offset; fields, the sequence number as a Seq, and the checksum over the pseudo-header', () => {
+    const v = new TcpPacket();
+    const seg = Buffer.from(withU16(DATA_PKT, 20 + TcpField.CHECKSUM, DATA_CSUM).subarray(20));
+    expect(v.wrap(seg, 0, 19)).toBe(TcpError.Truncated);
+    expect(v.wrap(seg, 0, 31)).toBe(TcpError.BadOffset); // the data offset says 32
+    expect(v.wrap(seg, 0, seg.length)).toBe(TcpError.None);
+    const r = newTcpRepr();
+    expect(parseTcp(seg, 0, seg.length, LO, LO, r)).toBe(TcpError.None);
+    expect([v.srcPort, v.dstPort, v.seq, v.ack, v.flags, v.window, v.urgent, v.headerLength, v.payloadOffset, v.payloadLength])
+      .toEqual([r.srcPort, r.dstPort, r.seq, r.ack, r.flags, r.window, r.urgent, r.headerLength, r.payloadOffset, r.payloadLength]);
+    expect(v.verifyChecksum(LO, LO)).toBe(true);
+    expect(v.verifyChecksum(LO, LO + 1)).toBe(false); // the pseudo-header counts
+    v.seq = seqAdd(v.seq, 5);
+    expect(readU32(seg, TcpField.SEQ_NUM)).toBe(151613347 + 5);
+    expect(v.verifyChecksum(LO, LO)).toBe(false);
+    v.fillChecksum(LO, LO);
+    expect(v.verifyChecksum(LO, LO)).toBe(true);
+    expect(parseTcp(seg, 0, seg.length, LO, LO, r)).toBe(TcpError.None);
+    expect(seqValue(r.seq)).toBe(151613352);
+  });
+
+  test('UdpPacket and IcmpPacket: wrap checks what the fields need', () => {
+    const u = new UdpPacket();
+    const dgram = withU16(UDP_PKT, 26, UDP_CSUM).subarray(20);
+    expect(u.wrap(dgram, 0, 7)).toBe(UdpError.Truncated);
+    expect(u.wrap(withU16(dgram, UdpField.LENGTH, 19), 0, 18)).toBe(UdpError.BadLength);
+    expect(u.wrap(dgram, 0, dgram.length)).toBe(UdpError.None);
+    expect([u.srcPort, u.dstPort, u.length, u.checksum, u.payloadOffset, u.payloadLength]).toEqual([52688, 9999, 18, UDP_CSUM, 8, 10]);
+    const m = new IcmpPacket();
+    const echo = ECHO_REQ_PKT.subarray(20);
+    expect(m.wrap(echo, 0, 7)).toBe(IcmpError.Truncated);
+    expect(m.wrap(echo, 0, echo.length)).toBe(IcmpError.None);
+    expect([m.type, m.code, m.ident, m.seq, m.bodyOffset, m.bodyLength, m.verifyChecksum()]).toEqual([ICMP_ECHO_REQUEST, 0, 19675, 1, 8, 16, true]);
+    // In a fragmentation-needed message the same bytes are the next-hop MTU (RFC 1191 4).
+    const fn = Buffer.alloc(8 + 28);
+    emitIcmp(fn, 0, { ...newIcmpRepr(), type: ICMP_DEST_UNREACH, code: 4, nextHopMtu: 1280, bodyLength: 28 });
+    expect(m.wrap(fn, 0, fn.length)).toBe(IcmpError.None);
+    expect([m.type, m.code, m.nextHopMtu, readU16(fn, 4)]).toEqual([ICMP_DEST_UNREACH, 4, 1280, 0]);
+  });
+});
+
+describe('checksum capabilities (what the device verifies and fills)', () => {
+  test('receive: a checksum the device verified is not checked; one it did not is', () => {
+    const bad = Buffer.from(DATA_PKT); // its TCP checksum field holds only the pseudo-header sum
+    const r = newTcpRepr();
+    expect(parseTcp(bad, 20, bad.length - 20, LO, LO, r, SOFTWARE_CHECKSUMS)).toBe(TcpError.BadChecksum);
+    expect(parseTcp(bad, 20, bad.length - 20, LO, LO, r, { ...SOFTWARE_CHECKSUMS, tcp: DeviceChecksum.Verified })).toBe(TcpError.None);
+    // Per protocol: a device that verified UDP did not verify TCP.
+    expect(parseTcp(bad, 20, bad.length - 20, LO, LO, r, { ...SOFTWARE_CHECKSUMS, udp: DeviceChecksum.Verified })).toBe(TcpError.BadChecksum);
+    const u = newUdpRepr();
+    expect(parseUdp(UDP_PKT, 20, 18, LO, LO, u, { ...SOFTWARE_CHECKSUMS, tcp: DeviceChecksum.Verified })).toBe(UdpError.BadChecksum);
+    expect(parseUdp(UDP_PKT, 20, 18, LO, LO, u, { ...SOFTWARE_CHECKSUMS, udp: DeviceChecksum.Verified })).toBe(UdpError.None);
+  });
+
+  test('transmit: when the device fills the checksum, emit leaves the folded pseudo-header sum (what Linux leaves for CHECKSUM_PARTIAL)', () => {
+    const { seg } = parseVector(DATA_PKT, DATA_CSUM);
+    const out = Buffer.from(DATA_PKT);
+    emitTcp(out, 20, reprOf(seg, false), LO, LO, TCP_FILLED);
+    expect(readU16(out, 20 + TcpField.CHECKSUM)).toBe(checksumFold(pseudoHeaderSum(LO, LO, PROTO_TCP, 37)));
+    expect(out).toEqual(DATA_PKT);
+    // UDP alike; only the protocol whose bit is set is left to the device.
+    const ud = Buffer.from(UDP_PKT);
+    const ur = { ...newUdpRepr(), srcPort: 52688, dstPort: 9999, payloadLength: 10 };
+    emitUdp(ud, 20, ur, LO, LO, TCP_FILLED);
+    expect(readU16(ud, 26)).toBe(UDP_CSUM);
+    emitUdp(ud, 20, ur, LO, LO, { ...SOFTWARE_CHECKSUMS, udp: DeviceChecksum.Fills });
+    expect(ud).toEqual(UDP_PKT);
   });
 });
 

@@ -13,7 +13,7 @@ import { FirewallClient, FwcRefusedError } from '../../../stack/firewall/client'
 import { formatIpv4 } from '../../../stack/wire/addr';
 import { FWC_ERROR_TEXT, FWC_PORT, nextFwc } from '../../../stack/wire/fwc';
 import { InvalidValue, decimal, defineCommand, integer, parseArgs, printHelp, requiredFlag, switchFlag, text, usageError, valueFlag, type Validator } from '../args';
-import { hostAddress } from './run';
+import { hostAddress } from '../value-flags';
 import { subcommand } from '../subcommand';
 
 const SUBS = ['hello', 'connect', 'udp', 'raw'] as const;
@@ -69,7 +69,7 @@ async function open(f: { firewall: number; port: number }): Promise<FirewallClie
     return await FirewallClient.open({ firewall: formatIpv4(f.firewall), port: f.port, application: 'faultstack-fwc' });
   } catch (e) {
     if (e instanceof FwcRefusedError) refusal(e);
-    throw new Error(`faultstack fwc: cannot reach the Firewall Client service at ${formatIpv4(f.firewall)}:${f.port}: ${(e as Error).message}`);
+    throw new Error(`faultstack fwc: cannot reach the Firewall Client service at ${formatIpv4(f.firewall)}:${f.port}: ${(e as Error).message}`, { cause: e });
   }
 }
 

@@ -1,7 +1,9 @@
 /**
- * `faultstack run`: validate the flags into RunOptions, start the stack runtime, print
- * its ready line, and shut it down cleanly on SIGINT/SIGTERM/SIGHUP.
+ * `faultstack run`: validate the flags into the runtime's options (RuntimeOptions,
+ * stack/runtime/options.ts), start the stack runtime, print its ready line, and shut it
+ * down cleanly on SIGINT/SIGTERM/SIGHUP.
  */
+import { hostAddress, outputFile } from '../value-flags';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../../../stack/util/errors';
@@ -11,14 +13,15 @@ import {
   InvalidValue, defineCommand, Validator, commaSubset, integer, keyValue, oneOf, parseArgs, printHelp,
   repeatableFlag, requiredFlag, switchFlag, text, usageError, valueFlag,
 } from '../args';
-import { socketPath } from '../control-target';
+import { defaultRunDir, socketPath } from '../control-target';
 import { ImpairSpecError, parseImpairment } from '../../../stack/impair/spec';
 import * as ipsecConfig from '../../../stack/ipsec/config';
 import type { IpsecConfig } from '../../../stack/ipsec/config';
 import { firewallRule, firewallRunOptions, netnsName } from '../firewall-options';
+import { NLB_RUN_FLAGS, nlbRunOptions } from '../nlb-options';
 import {
-  CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RunOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime, defaultRunDir,
-} from '../run-options';
+  CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RuntimeOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime,
+} from '../../../stack/runtime/options';
 
 /** Linux dev_valid_name(): 1..15 bytes (IFNAMSIZ 16 with NUL), not "." or "..", no '/', ':' or whitespace. */
 export const ifname: Validator<string> = {
@@ -85,17 +88,6 @@ export const macAddress: Validator<number> = {
   },
 };
 
-/** A unicast IPv4 address (no prefix). */
-export const hostAddress: Validator<number> = {
-  valid: 'an IPv4 unicast address, e.g. 198.18.0.1',
-  parse(raw) {
-    const a = parseIpv4(raw.trim());
-    if (a === null) throw new InvalidValue(`must be ${hostAddress.valid}`);
-    const first = a >>> 24;
-    if (first === 0 || first === 127 || first >= 224) throw new InvalidValue(`must be a unicast address (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.0.1`);
-    return a;
-  },
-};
 
 /** An IPv4 multicast group a host may join (224.0.0.0/4, not the link-local 224.0.0.0/24). */
 export const multicastGroup: Validator<number> = {
@@ -120,24 +112,6 @@ export const subnetCidr: Validator<Ipv4Cidr> = {
   },
 };
 
-/** A file to create: its directory must exist. */
-export const outputFile: Validator<string> = {
-  valid: 'a file path in an existing directory',
-  parse(raw) {
-    if (raw === '') throw new InvalidValue('must be a file path in an existing directory, not empty');
-    const abs = path.resolve(raw);
-    const dir = path.dirname(abs);
-    let st: fs.Stats | undefined;
-    try { st = fs.statSync(dir); } catch { /* missing */ }
-    if (!st || !st.isDirectory()) throw new InvalidValue(`must be a file path in an existing directory (${dir} does not exist)`);
-    try {
-      if (fs.statSync(abs).isDirectory()) throw new InvalidValue(`must be a file path, not a directory`);
-    } catch (e) {
-      if (e instanceof InvalidValue) throw e;
-    }
-    return abs;
-  },
-};
 
 /** An impairment spec (stack/impair/spec.ts), checked here so a bad one never starts a stack. */
 export const impairSpec: Validator<string> = {
@@ -237,6 +211,7 @@ export const RUN_SPEC = defineCommand({
     'external-host-netns': valueFlag({ valueName: 'NS', help: "firewall: move the external TUN's kernel side into this network namespace", ...netnsName }),
     'external-pcap': valueFlag({ valueName: 'FILE', help: 'firewall: write every packet of the external interface to this pcap file', ...outputFile }),
     'fw-rule': repeatableFlag({ valueName: 'RULE', help: 'firewall: a packet-filter rule, e.g. "allow in icmp" (docs/firewall.md)', ...firewallRule }),
+    ...NLB_RUN_FLAGS,
   },
 });
 
@@ -263,7 +238,7 @@ function ipsecOptions(file: string | undefined, psks: string[]): IpsecConfig | u
 const spec = RUN_SPEC;
 
 /** Parses and cross-checks `run` flags; null when --help was asked for. */
-export function buildRunOptions(argv: readonly string[]): RunOptions | null {
+export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null {
   const p = parseArgs(spec, argv);
   if (p.help) return null;
   const f = p.flags;
@@ -331,6 +306,7 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
   const firewall = firewallRunOptions(f, spec, { device, addr, tap, shards: f.shards, ipsec: ipsec !== undefined, hostConfig: !noHost });
   if (f['host-netns'] !== undefined && noHost) throw usageError(spec, '--host-netns configures the kernel side in that namespace: drop --no-host-config');
   if (f['host-netns'] !== undefined && (tap || f.shards)) throw usageError(spec, '--host-netns moves a TUN device: it does not go with --tap or --shards');
+  const nlb = nlbRunOptions(spec, f, { tap, addr });
   if (f.pcap && f.events && f.pcap === f.events) {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
@@ -366,6 +342,7 @@ export function buildRunOptions(argv: readonly string[]): RunOptions | null {
     ...(f['ipsec-keylog'] ? { ipsecKeylog: f['ipsec-keylog'] } : {}),
     ...(f['host-netns'] !== undefined ? { hostNetns: f['host-netns'] } : {}),
     ...(firewall ? { firewall } : {}),
+    ...(nlb ? { nlb } : {}),
   };
 }
 
@@ -374,14 +351,14 @@ const SHUTDOWN_GRACE_MS = 10_000;
 function loadRuntime(): StartStackRuntime {
   try {
     // Lazy: `faultstack stats` and friends never pay for loading the whole stack.
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+     
     const mod = require('../../../stack/runtime/run') as { startStackRuntime?: StartStackRuntime };
     if (typeof mod.startStackRuntime !== 'function') throw new Error('stack/runtime/run does not export startStackRuntime');
     return mod.startStackRuntime;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'MODULE_NOT_FOUND' && /stack[\\/]runtime[\\/]run/.test(err.message.split('\n')[0] ?? '')) {
-      throw new Error('the stack runtime is not built (stack/runtime/run.js is missing): run `make build`');
+      throw new Error('the stack runtime is not built (stack/runtime/run.js is missing): run `make build`', { cause: e });
     }
     throw e;
   }

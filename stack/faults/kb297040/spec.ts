@@ -1,5 +1,5 @@
 /** KB 297040's catalogue entry: the connection-table lock that a failed active open never releases. */
-import type { FaultSpec } from '../module';
+import type { FaultSpec } from '../spec';
 import { TCPIP } from '../registry';
 
 export const spec = {

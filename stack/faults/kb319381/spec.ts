@@ -3,7 +3,7 @@
  * stack/faults/<id>/spec.ts). What the fault does is in ./index.ts; the firewall it acts
  * on, in stack/firewall/.
  */
-import type { FaultSpec } from '../module';
+import type { FaultSpec } from '../spec';
 
 export const spec = {
   id: 'kb319381',

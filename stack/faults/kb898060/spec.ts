@@ -1,5 +1,5 @@
 /** KB 898060's catalogue entry: path-MTU host routes counted twice until ICMP is ignored. */
-import type { FaultSpec } from '../module';
+import type { FaultSpec } from '../spec';
 import { TCPIP, TCPIP_IF } from '../registry';
 
 export const spec = {

@@ -1,5 +1,5 @@
 /** KB 903927's catalogue entry: the Windows listener's SYN attack protection and the mtls service it resets. */
-import type { FaultSpec } from '../module';
+import type { FaultSpec } from '../spec';
 import { TCPIP } from '../registry';
 
 export const spec = {

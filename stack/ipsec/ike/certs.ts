@@ -45,7 +45,7 @@ function readPemCerts(file: string): X509Certificate[] {
 export function loadCredential(certFile: string, keyFile: string): LocalCredential {
   const [cert] = readPemCerts(certFile);
   let key: KeyObject;
-  try { key = createPrivateKey(fs.readFileSync(keyFile)); } catch (e) { throw new RangeError(`${keyFile} is not a PEM private key (${(e as Error).message})`); }
+  try { key = createPrivateKey(fs.readFileSync(keyFile)); } catch (e) { throw new RangeError(`${keyFile} is not a PEM private key (${(e as Error).message})`, { cause: e }); }
   if (!cert!.checkPrivateKey(key)) throw new RangeError(`${keyFile} is not the private key of ${certFile}`);
   const der = cert!.raw;
   return { cert: cert!, der, key, subjectDer: subjectDer(der) };

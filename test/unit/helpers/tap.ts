@@ -5,7 +5,9 @@
  */
 import type { LinkDir } from '../../../drivers/memory';
 import { emitIpv4Header, newIpv4Repr, parseIpv4Header, Ipv4Error, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from '../../../stack/wire/ipv4';
-import { emitTcp, newTcpRepr, parseTcp, TcpError, TcpOptionsOut, FIN, SYN, RST, ACK, PSH } from '../../../stack/wire/tcp';
+import { asSeq, seqValue } from '../../../stack/wire/seq';
+import { emitTcp, newTcpRepr, parseTcp, tcpHeaderLength, TcpError, FIN, SYN, RST, ACK, PSH } from '../../../stack/wire/tcp';
+import { CHECKSUMS_VERIFIED } from '../../../stack/wire/checksum';
 import { A_IP, B_IP, Pair } from './pair';
 
 export interface TcpSeen {
@@ -60,15 +62,15 @@ export class Tap {
       dir, t: this.p.clock.now, index, src: 0, dst: 0, protocol: -1, mf: false, fragOffset: 0, tcp: null,
       raw: Buffer.from(pkt), dropped: false, injected: this.injecting,
     };
-    if (parseIpv4Header(pkt, 0, pkt.length, ip, true) !== Ipv4Error.None) return s;
+    if (parseIpv4Header(pkt, 0, pkt.length, ip, CHECKSUMS_VERIFIED) !== Ipv4Error.None) return s;
     s.src = ip.src; s.dst = ip.dst; s.protocol = ip.protocol; s.mf = ip.moreFragments; s.fragOffset = ip.fragmentOffset;
     if (ip.protocol === PROTO_TCP && !ip.moreFragments && ip.fragmentOffset === 0) {
       const t = newTcpRepr();
-      if (parseTcp(pkt, ip.headerLength, ip.totalLength - ip.headerLength, ip.src, ip.dst, t, true) === TcpError.None) {
+      if (parseTcp(pkt, ip.headerLength, ip.totalLength - ip.headerLength, ip.src, ip.dst, t, CHECKSUMS_VERIFIED) === TcpError.None) {
         const sack: [number, number][] = [];
         for (let i = 0; i < t.sackCount; i++) sack.push([t.sack[i * 2], t.sack[i * 2 + 1]]);
         s.tcp = {
-          sport: t.srcPort, dport: t.dstPort, seq: t.seq, ack: t.ack, flags: t.flags, window: t.window, len: t.payloadLength,
+          sport: t.srcPort, dport: t.dstPort, seq: seqValue(t.seq), ack: seqValue(t.ack), flags: t.flags, window: t.window, len: t.payloadLength,
           mss: t.mss, wscale: t.wscale, sackPermitted: t.sackPermitted, hasTimestamp: t.hasTimestamp, tsVal: t.tsVal, tsEcr: t.tsEcr,
           sack, payload: Buffer.from(pkt.subarray(t.payloadOffset, t.payloadOffset + t.payloadLength)),
         };
@@ -114,17 +116,19 @@ export function craftTcp(c: CraftTcp): Buffer {
   const src = c.src ?? A_IP, dst = c.dst ?? B_IP;
   const payload = c.payload ?? Buffer.alloc(0);
   const sack = c.sack ?? [];
-  const o: TcpOptionsOut = {
+  const r = newTcpRepr();
+  Object.assign(r, {
+    srcPort: c.sport, dstPort: c.dport, seq: asSeq(c.seq), ack: asSeq(c.ack ?? 0), flags: c.flags, window: c.window ?? 65535,
     mss: c.mss ?? -1, wscale: c.wscale ?? -1, sackPermitted: c.sackPermitted ?? false,
     hasTimestamp: !!c.ts, tsVal: c.ts ? c.ts[0] : 0, tsEcr: c.ts ? c.ts[1] : 0,
-    sackCount: sack.length, sack: new Uint32Array(sack.flat()),
-  };
-  // Header length first (emitTcp returns it); the payload must already sit after it.
-  const probe = Buffer.alloc(80);
-  const hlen = emitTcp(probe, 0, src, dst, 0, 0, 0, 0, 0, 0, o, 0);
+    sackCount: sack.length, payloadLength: payload.length,
+  });
+  r.sack.set(sack.flat());
+  // The payload must already sit after where the header goes.
+  const hlen = tcpHeaderLength(r);
   const pkt = Buffer.alloc(20 + hlen + payload.length);
   payload.copy(pkt, 20 + hlen);
-  emitTcp(pkt, 20, src, dst, c.sport, c.dport, c.seq >>> 0, (c.ack ?? 0) >>> 0, c.flags, c.window ?? 65535, o, payload.length);
+  emitTcp(pkt, 20, r, src, dst);
   emitIpv4Header(pkt, 0, { ...newIpv4Repr(), src, dst, protocol: PROTO_TCP, ttl: 64, ident: 4242, dontFragment: true, totalLength: pkt.length });
   return pkt;
 }

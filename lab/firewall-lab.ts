@@ -19,7 +19,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, LabProcess, StackProcess, repoRoot } from './lab';
-import type { PlayResult } from '../../lab/media/mms-player';
+import type { PlayResult } from './media/mms-player';
 
 export const FW_IN = '198.18.1.1';
 export const HOST_IN = '198.18.1.2';

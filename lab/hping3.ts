@@ -1,5 +1,5 @@
 /**
- * The same bounded SYN flood as drivers/synflood.ts, sent by hping3: a second,
+ * The same bounded SYN flood as lab/synflood.ts, sent by hping3: a second,
  * independent generator to cross-check the stack's counters against.
  *
  * `hping3 --rand-source` would draw sources from the whole IPv4 space, which the lab

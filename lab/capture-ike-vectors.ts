@@ -121,7 +121,7 @@ async function main(): Promise<void> {
   const out = path.join(repoRoot(), 'test', 'unit', 'fixtures', 'strongswan-ike.json');
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, JSON.stringify({
-    about: 'IKEv2 exchanges between two strongSwan charons (kernel-libipsec) with the initiator\'s level-4 key log; made by test/lab/capture-ike-vectors.ts (make ike-vectors)',
+    about: 'IKEv2 exchanges between two strongSwan charons (kernel-libipsec) with the initiator\'s level-4 key log; made by lab/capture-ike-vectors.ts (make ike-vectors)',
     strongswan: version, captured: new Date().toISOString().slice(0, 10), captures,
   }, null, 1) + '\n');
   for (const c of captures) process.stdout.write(`${c.name}: ${c.messages.length} IKE messages, ${c.log.length} logged values\n`);

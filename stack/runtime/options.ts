@@ -1,11 +1,13 @@
 /**
- * What `faultstack run` hands to the stack runtime (stack/runtime/run.ts), already
- * validated: addresses parsed, paths absolute, defaults filled in. Fault and
- * parameter assignments stay raw strings here: the fault table owns their meaning.
+ * The stack runtime's own options (what stack/runtime/run.ts starts from). The runtime
+ * owns this type; `faultstack run` (bin/cli/commands/run.ts) builds a value of it from
+ * its flags, already validated: addresses parsed, paths absolute, defaults filled in.
+ * Fault and parameter assignments stay raw strings here: the fault table owns their
+ * meaning.
  */
-import type { Ipv4Cidr } from '../../stack/wire/addr';
-import type { IpsecConfig } from '../../stack/ipsec/config';
-import type { FirewallRunOptions } from '../../stack/runtime/firewall-setup';
+import type { Ipv4Cidr } from '../wire/addr';
+import type { IpsecConfig } from '../ipsec/config';
+import type { NlbMode, PortRule } from '../nlb/config';
 
 export const SERVICE_NAMES = ['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -14,11 +16,6 @@ export const DEFAULT_SERVICES: readonly ServiceName[] = SERVICE_NAMES.filter((s)
 
 export const CONGESTION_CONTROLS = ['newreno', 'cubic'] as const;
 export type CongestionControl = (typeof CONGESTION_CONTROLS)[number];
-
-/** Where `run` puts its control socket by default, and where the other commands look for one. */
-export function defaultRunDir(): string {
-  return process.env.FAULTSTACK_RUN_DIR || '/run/faultstack';
-}
 
 export interface FaultAssignment {
   /** As typed: a KB number ("903927") or an alias ("synprotect-leak"). */
@@ -33,7 +30,7 @@ export interface ParamAssignment {
   value: string;
 }
 
-export interface RunOptions {
+export interface RuntimeOptions {
   /** Device name (valid Linux ifname): the TUN device, or with link 'tap' the TAP device. */
   tun: string;
   /**
@@ -109,9 +106,11 @@ export interface RunOptions {
   hostNetns?: string;
   /** --external-tun and friends: faultstack as a firewall between two interfaces (stack/firewall/). */
   firewall?: FirewallRunOptions;
+  /** --nlb and friends (TAP only): a Network Load Balancing host (bin/cli/nlb-options.ts). */
+  nlb?: NlbRunOptions;
 }
 
-/** What stack/runtime/run.ts exports for `faultstack run`. */
+/** What startStackRuntime gives back: a running stack (one thread or sharded). */
 export interface StackRuntimeHandle {
   /** Printed by `run` on stdout; contains the word "ready" (tests wait for it). */
   readyLine: string;
@@ -119,4 +118,28 @@ export interface StackRuntimeHandle {
   closed: Promise<void>;
   shutdown(): Promise<void>;
 }
-export type StartStackRuntime = (opts: RunOptions) => Promise<StackRuntimeHandle>;
+export type StartStackRuntime = (opts: RuntimeOptions) => Promise<StackRuntimeHandle>;
+
+/** What `run` needs from the firewall part of RunOptions (bin/cli/firewall-options.ts builds it; stack/runtime/firewall-setup.ts starts it). */
+export interface FirewallRunOptions {
+  tun: string;
+  addr: { addr: number; prefix: number };
+  hostAddr: { addr: number; prefix: number } | null;
+  hostNetns?: string;
+  mtu: number;
+  rules: string[];
+  pcap?: string;
+}
+
+/** What `run` needs to make the stack an NLB host (bin/cli/nlb-options.ts builds it; stack/runtime/nlb-setup.ts starts it). */
+export interface NlbRunOptions {
+  clusterIp: number;
+  clusterPrefix: number;
+  priority: number;
+  mode: NlbMode;
+  /** null: one rule for every port, with the NlbAffinity parameter's affinity. */
+  rules: PortRule[] | null;
+  initialState: 'started' | 'stopped';
+  /** The sticky application (stack/services/mailbox.ts) and its session directory. */
+  mailbox?: { directory: { addr: number; port: number } };
+}

@@ -12,13 +12,14 @@
  * with `ip netns exec NS` (or inside `unshare -n`) in a namespace the test created.
  *
  * As a program:
- *   node dist/drivers/synflood.js --target 198.18.0.2:5061 --source 198.18.100.0/24 \
+ *   node dist/lab/synflood.js --target 198.18.0.2:5061 --source 198.18.100.0/24 \
  *        --count 10000 --duration 5 [--rate 20000] [--seed N] [--json] [--quiet]
  */
 import { randomBytes } from 'node:crypto';
 import { checksumAdd, checksumFinish, internetChecksum, pseudoHeaderSum } from '../stack/wire/checksum';
 import { formatIpv4, parseCidr, parseIpv4, prefixMask, type Ipv4Addr } from '../stack/wire/addr';
 import { UsageError } from '../stack/util/errors';
+import { parseFlags } from './flags';
 
 // ---------------------------------------------------------------------------
 // The lab range
@@ -314,10 +315,10 @@ interface RawSocketModule {
 
 function loadRawSocket(): RawSocketModule {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+     
     return require('raw-socket') as RawSocketModule;
   } catch (e) {
-    throw new Error(`synflood: cannot load raw-socket (${(e as Error).message.split('\n')[0]}); run npm install`);
+    throw new Error(`synflood: cannot load raw-socket (${(e as Error).message.split('\n')[0]}); run npm install`, { cause: e });
   }
 }
 
@@ -480,26 +481,16 @@ export interface SynFloodCli {
   quiet: boolean;
 }
 
-/** Parses the program's flags (by hand: this runs without the faultstack CLI). */
+/** Parses the program's flags (it runs without the faultstack CLI: lab/flags.ts, node's parseArgs). */
 export function parseSynFloodArgs(argv: readonly string[]): SynFloodCli | 'help' {
-  const flags = ['target', 'source', 'count', 'duration', 'rate', 'seed', 'json', 'quiet'];
-  const vals = new Map<string, string>();
-  let json = false;
-  let quiet = false;
-  for (let i = 0; i < argv.length; i++) {
-    const tok = argv[i];
-    if (tok === '-h' || tok === '--help') return 'help';
-    if (!tok.startsWith('--')) throw new UsageError(`synflood: unexpected argument ${JSON.stringify(tok)}; flags: --${flags.join(', --')}`);
-    const eq = tok.indexOf('=');
-    const name = tok.slice(2, eq < 0 ? undefined : eq);
-    if (!flags.includes(name)) throw new UsageError(`synflood: unknown flag --${name}; flags: --${flags.join(', --')}`);
-    if (name === 'json') { json = true; continue; }
-    if (name === 'quiet') { quiet = true; continue; }
-    const value = eq >= 0 ? tok.slice(eq + 1) : argv[++i];
-    if (value === undefined || value === '') throw new UsageError(`synflood: --${name} needs a value`);
-    if (vals.has(name)) throw new UsageError(`synflood: --${name} given twice`);
-    vals.set(name, value);
-  }
+  const { values: v } = parseFlags('synflood', argv, {
+    target: { type: 'string' }, source: { type: 'string' }, count: { type: 'string' }, duration: { type: 'string' },
+    rate: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' }, quiet: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (v.help) return 'help';
+  const vals = new Map(Object.entries(v).filter((e): e is [string, string] => typeof e[1] === 'string'));
+  for (const [name, value] of vals) if (value === '') throw new UsageError(`synflood: --${name} needs a value`);
   for (const req of ['target', 'source', 'count', 'duration']) {
     if (!vals.has(req)) throw new UsageError(`synflood: --${req} is required (floods are bounded in count and time)`);
   }
@@ -517,7 +508,7 @@ export function parseSynFloodArgs(argv: readonly string[]): SynFloodCli | 'help'
   if (vals.has('rate')) opts.ratePps = num('rate', /^\d+$/);
   if (vals.has('seed')) opts.seed = num('seed', /^\d+$/);
   validateFlood({ ...opts, seed: opts.seed ?? 0 });
-  return { opts, json, quiet };
+  return { opts, json: v.json === true, quiet: v.quiet === true };
 }
 
 export async function main(argv: readonly string[]): Promise<number> {

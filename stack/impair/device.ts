@@ -22,11 +22,11 @@
  * Time is passed in through the scheduler the stack runs on: `now()` once per send and
  * per received burst, and released packets leave from scheduler callbacks.
  */
-import type { Device, OffloadMeta, ReceiveHandler } from './device';
-import { isGsoTcp4, segmentTcp4 } from './gso';
-import { PacketMatcher } from '../stack/impair/match';
-import { NetemQueue, ReleaseScheduler } from '../stack/impair/netem';
-import type { Direction, PacketImpairSpec } from '../stack/impair/spec';
+import { VirtioNetHdr, type Device, type OffloadMeta, type ReceiveHandler } from '../../drivers/device';
+import { isGsoTcp4, segmentTcp4 } from '../../drivers/gso';
+import { PacketMatcher } from './match';
+import { NetemQueue, ReleaseScheduler } from './netem';
+import type { Direction, PacketImpairSpec } from './spec';
 
 export type ImpairScheduler = ReleaseScheduler;
 
@@ -41,7 +41,7 @@ export interface PacketStage {
 }
 
 /** Segments we cut from a received super-segment carry complete checksums. */
-const DATA_VALID: OffloadMeta = Object.freeze({ flags: 2, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 });
+const DATA_VALID: OffloadMeta = Object.freeze({ flags: VirtioNetHdr.F_DATA_VALID, gsoType: VirtioNetHdr.GSO_NONE, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 });
 
 export class ImpairDevice implements Device {
   onReceive: ReceiveHandler | null = null;
@@ -74,6 +74,7 @@ export class ImpairDevice implements Device {
   add(id: number, spec: PacketImpairSpec, seed: number): PacketStage {
     const now = this.scheduler.now();
     const dir = spec.direction;
+    // eslint-disable-next-line prefer-const -- the queue's output closes over the stage made from it
     let stage: PacketStage;
     const queue = new NetemQueue({
       spec: spec.netem, seed, now, scheduler: this.scheduler,

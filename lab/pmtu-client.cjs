@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The download client of the PMTU lab (test/lab/pmtu-lab.ts). Runs inside the
+ * The download client of the PMTU lab (lab/pmtu-lab.ts). Runs inside the
  * client namespace, which holds hundreds of client addresses, and downloads
  * `/bytes/N` from faultstack's HTTP service from whichever address a job names, so
  * every job is one destination as the stack sees it.

@@ -109,7 +109,7 @@ function parseReply(text: string, what: string): unknown {
   } catch (e) {
     const m = /position (\d+)/.exec((e as Error).message);
     const at = m ? Number(m[1]) : 0;
-    throw new Error(`faultstack ${what} --json printed ${text.length} characters that do not parse (${(e as Error).message}); around it: ${JSON.stringify(text.slice(Math.max(0, at - 300), at + 100))}`);
+    throw new Error(`faultstack ${what} --json printed ${text.length} characters that do not parse (${(e as Error).message}); around it: ${JSON.stringify(text.slice(Math.max(0, at - 300), at + 100))}`, { cause: e });
   }
 }
 
@@ -293,7 +293,7 @@ export class PmtuLab {
 
   private ensureWorker(): LabProcess {
     if (this.worker && this.worker.running) return this.worker;
-    const script = path.join(repoRoot(), 'test', 'lab', 'pmtu-client.cjs');
+    const script = path.join(repoRoot(), 'lab', 'pmtu-client.cjs');
     const w = this.lab.spawn(this.ns.c, process.execPath, [script, STACK_ADDR, '80']);
     this.worker = w;
     this.workerBuf = '';
