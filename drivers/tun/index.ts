@@ -6,7 +6,9 @@
  *
  * Receive: the addon polls each queue fd with a uv_poll_t (on the main loop, no thread
  * pool) and, when readable, read()s up to `rxBurst` packets (default 64) or until EAGAIN
- * into one preallocated slab of fixed slots, then makes ONE call into JS per burst. The
+ * into one preallocated slab of fixed slots, then makes ONE call into JS per burst; after a
+ * full burst it reads the next (up to 16 per readable event, so a turn of the event loop
+ * empties the kernel's queue of txqueuelen packets instead of taking 64 from it). The
  * packets handed to `onReceive` are Buffer views into that slab: they are valid only during
  * the call (the next burst overwrites them); copy what you keep.
  *   Slot size: with vnetHdr, 10 (virtio_net_hdr) + 65536 + 1 rounded up to 64 = 65600

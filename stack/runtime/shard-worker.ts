@@ -61,7 +61,7 @@ async function main(): Promise<void> {
       device: queue, scheduler: new RealScheduler(), deviceName: d.tun, queues: 1, mtu: d.mtu,
       vnetHdr: d.vnetHdr, tso4: d.tso4, csum: d.csum, addr: d.addr, cc: d.cc, faults, events, index: d.shard,
     }, life);
-    await shard.startServices(d.services, life);
+    await shard.startServices(d.services, life, { logPrefix: `shard ${d.shard}: ` });
 
     const handlers: Record<string, (args: Record<string, unknown>) => unknown> = {
       // The summary, the rows that match (at most the limit) and this thread's memory after a GC if asked.

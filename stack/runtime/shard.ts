@@ -64,6 +64,16 @@ export interface StackShardOptions {
 
 export interface ServiceHandle { close(): Promise<void> | void }
 
+/**
+ * The services' own log lines (a test that started or failed and why, a listener's
+ * error) go to stderr with the time: without them an iperf3 test the server ended
+ * showed only the client's side ("received an unknown control message"), and not the
+ * server's reason ("client did not end the test in time").
+ */
+export function serviceLog(prefix: string): (line: string) => void {
+  return (line) => { process.stderr.write(`${new Date().toISOString()} ${prefix}${line}\n`); };
+}
+
 export class StackShard {
   readonly stack: Stack;
   readonly installed: InstalledFaults;
@@ -148,7 +158,8 @@ export class StackShard {
    * toxics); mtls keeps the stack's own sockets (it needs FsServer's accept pacing).
    * Each is loaded only when asked for.
    */
-  async startServices(names: readonly ServiceName[], life: Lifecycle, o: { api?: NetApi; certDir?: string } = {}): Promise<void> {
+  /** `logPrefix` goes in front of the services' log lines (which shard said it). */
+  async startServices(names: readonly ServiceName[], life: Lifecycle, o: { api?: NetApi; certDir?: string; logPrefix?: string } = {}): Promise<void> {
     const handles: ServiceHandle[] = [];
     life.defer(async () => { for (const h of handles) await h.close(); });
     const plain = names.filter((n): n is Exclude<ServiceName, 'mtls'> => n !== 'mtls');
@@ -156,7 +167,7 @@ export class StackShard {
        
       const svc = require('../services/index') as typeof import('../services/index');
       const statusProvider = cachedSummary(() => this.status());
-      handles.push(...await svc.startServices(o.api ?? this.api, plain, { statusProvider, faults: this.faults, events: this.events }));
+      handles.push(...await svc.startServices(o.api ?? this.api, plain, { statusProvider, faults: this.faults, events: this.events, log: serviceLog(o.logPrefix ?? '') }));
     }
     if (names.includes('mtls')) {
        

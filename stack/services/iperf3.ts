@@ -79,11 +79,17 @@ export const IperfError = {
   IEUNIMP: 13,
   IERECVPARAMS: 114,
   IERECVRESULTS: 117,
+  IECTRLREAD: 108,
   IEMESSAGE: 110,
   IEPROTOCOL: 131,
   IEAUTHTEST: 142,
+  /** 3.11 and later: "idle timeout for receiving data". */
+  IENOMSG: 144,
   IESTREAMACCEPT: 204,
 } as const;
+
+/** Linux's errno for a timed-out operation (sent after IECTRLREAD). */
+const ETIMEDOUT = 110;
 
 export const COOKIE_SIZE = 37;
 export const DEFAULT_IPERF3_PORT = 5201;
@@ -560,6 +566,8 @@ export interface Iperf3ServerOptions {
   idleTimeoutMs?: number;
   /** How long the client may take to send its parameters, its results, IPERF_DONE (default 30 s). */
   controlTimeoutMs?: number;
+  /** How long past the test's duration (and omit) TEST_END may take to arrive (default 30 s). */
+  endGraceMs?: number;
 }
 
 class TestAbort extends Error {
@@ -581,6 +589,7 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
   const streamsTimeoutMs = opts.streamsTimeoutMs ?? 10_000;
   const idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
   const controlTimeoutMs = opts.controlTimeoutMs ?? 30_000;
+  const endGraceMs = opts.endGraceMs ?? 30_000;
 
   const stats: Omit<Iperf3ServerStats, 'port' | 'running'> = {
     testsStarted: 0,
@@ -666,8 +675,12 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       this.timers.delete(t);
     }
 
-    /** Fails the test from outside the control flow (timeouts, shutdown). */
-    abort(reason: string, notify?: number, ierr?: number): void {
+    /**
+     * Fails the test from outside the control flow (timeouts, shutdown). SERVER_ERROR
+     * carries iperf3's error number and an errno: the client prints the error's text
+     * (with strerror(errno) after it for the errors iperf3 pairs with one).
+     */
+    abort(reason: string, notify?: number, ierr?: number, errno = 0): void {
       if (this.aborted || this.phase === 'done') return;
       this.aborted = reason;
       if (notify !== undefined && !this.control.destroyed && this.control.writable) {
@@ -675,7 +688,7 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
         if (notify === IperfState.SERVER_ERROR) {
           const b = Buffer.alloc(8);
           b.writeInt32BE(ierr ?? 0, 0);
-          b.writeInt32BE(0, 4);
+          b.writeInt32BE(errno, 4);
           parts.push(b);
         }
         this.control.end(Buffer.concat(parts));
@@ -993,7 +1006,11 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
           for (const st of this.streams) st.omittedBytes = st.bytes;
         });
       }
-      // A dead client (no FIN, no RST) must not keep the server busy forever.
+      // A dead client (no FIN, no RST) must not keep the server busy forever. What the
+      // client is told says which wait ran out: IEMESSAGE ("received an unknown control
+      // message") is for a state byte we do not know, and a TEST_END that never arrived
+      // (a CI run's was dropped, with its retransmissions, for 30 s) reported as one sent
+      // the search to the bytes on the control connection, which were all correct.
       const watchdog = (): void => {
         const moved = this.streams.reduce((a, s) => a + s.bytes, 0);
         if (moved !== this.lastBytes) {
@@ -1001,11 +1018,15 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
           this.lastProgress = Date.now();
         }
         if (Date.now() - this.lastProgress > idleTimeoutMs) {
-          this.abort(`no progress for ${idleTimeoutMs} ms`, IperfState.SERVER_ERROR, IperfError.IEMESSAGE);
+          this.abort(`no progress for ${idleTimeoutMs} ms`, IperfState.SERVER_ERROR, IperfError.IENOMSG);
           return;
         }
-        if (this.durationSec > 0 && Date.now() - this.runStart > (this.durationSec + this.omitSec + 30) * 1000) {
-          this.abort('client did not end the test in time', IperfState.SERVER_ERROR, IperfError.IEMESSAGE);
+        const endBy = (this.durationSec + this.omitSec) * 1000 + endGraceMs;
+        if (this.durationSec > 0 && Date.now() - this.runStart > endBy) {
+          // The control connection's read of TEST_END timed out: "unable to read from
+          // the control socket: Connection timed out" at the client.
+          this.abort(`client did not end the test in time (no TEST_END ${endGraceMs} ms after its end)`,
+            IperfState.SERVER_ERROR, IperfError.IECTRLREAD, ETIMEDOUT);
           return;
         }
         if (this.phase === 'running') this.setTimer(Math.min(1000, idleTimeoutMs), watchdog);

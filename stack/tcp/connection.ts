@@ -101,7 +101,7 @@ export class TcpConnection {
   ackDeferred = false;
   /** Out-of-order data arrived in this burst: its duplicate ACK (with SACK) leaves at the burst's end. */
   dupAckOwed = false;
-  /** Epoch in which this connection last received data (TcpLayer.noteReceiving). */
+  /** Epoch in which this connection last sent or received data (TcpLayer.noteQueueUse). */
   rxEpoch = -1;
   // Receive-window autotuning (tuneRcvWindow): the cap on what we offer, the receiver's
   // round trip (ms; 0 until measured), the delivery rate (bytes/ms) and their marks.

@@ -164,7 +164,7 @@ export function updateTsRecent(c: TcpConnection, seg: TcpRepr, now: number): voi
 
 function receiveData(c: TcpConnection, seq: Seq, buf: Buffer, off: number, len: number, now: number): void {
   const ctr = c.layer.counters;
-  c.layer.noteReceiving(c, now);
+  c.layer.noteQueueUse(c, now);
   if (seq === c.rcvNxt) {
     const hadHole = !c.ooo.empty;
     c.rcvNxt = seqAdd(c.rcvNxt, len);

@@ -11,7 +11,7 @@ import { type Seq, asSeq, seqAdd, seqGt, seqLe, seqLt, seqSize } from '../wire/s
 import { Scoreboard } from './buffers';
 import type { TcpConnection } from './connection';
 import { CWND_FULL, DUP_THRESH, RESENT, RecoveryBase } from './recovery';
-import { retransmitAt, sendDataSegment } from './send';
+import { flightLimit, retransmitAt, sendDataSegment } from './send';
 
 export class SackRecovery extends RecoveryBase {
   readonly kind = 'sack' as const;
@@ -67,7 +67,7 @@ export class SackRecovery extends RecoveryBase {
     if (!this.inRecovery) return c.flight;
     const mss = c.mss;
     const inPipe = this.pipe();
-    if (c.cc.cwnd - inPipe < mss) return CWND_FULL;
+    if (flightLimit(c) - inPipe < mss) return CWND_FULL;
     const hole = this.nextHole();
     if (hole === null) return inPipe;
     const n = Math.min(mss, seqSize(hole, this.scoreboard.nextSackedStart(hole, c.sndMax)));

@@ -100,7 +100,7 @@ export function output(c: TcpConnection, now: number): void {
     const dataLeft = seqSub(dataLimit(c), c.sndNxt);
     const wndRight = seqAdd(c.sndUna, c.sndWnd);
     const wndLeft = seqSub(wndRight, c.sndNxt);
-    const cwndLeft = c.cc.cwnd - inFlight;
+    const cwndLeft = flightLimit(c) - inFlight;
     let n = Math.min(dataLeft, wndLeft, cwndLeft);
     if (dataLeft <= 0) {
       // Only the FIN may remain.
@@ -139,6 +139,14 @@ export function output(c: TcpConnection, now: number): void {
   if (c.ackNow) sendAck(c, now);
 }
 
+/**
+ * What may be in flight: the congestion window, and no more than this connection's share
+ * of the device queue the peer answers into (TcpLayer.sndShare).
+ */
+export function flightLimit(c: TcpConnection): number {
+  return Math.min(c.cc.cwnd, c.layer.sndShare(c.mss));
+}
+
 /** Sequence number just past the last queued data byte (our FIN's, once queued). */
 export function dataLimit(c: TcpConnection): Seq {
   return c.finQueued ? c.finSeq : seqAdd(c.sndUna, c.sendQueue.length);
@@ -158,6 +166,7 @@ export function retransmitAt(c: TcpConnection, seq: Seq, now: number): void {
 
 /** One data segment (or TSO super-segment) of `len` bytes at `seq`, from the send queue. */
 export function sendDataSegment(c: TcpConnection, seq: Seq, len: number, now: number, retransmission: boolean, withFin = false): void {
+  c.layer.noteQueueUse(c, now);
   const r = segment(c, now);
   if (c.sndUna === c.sndMax) c.tsFlightStart = r.tsVal;
   let flags = ACK;

@@ -148,7 +148,7 @@ const TSO_CHECKSUMS: ChecksumCaps = Object.freeze({ ipv4: DeviceChecksum.None, i
 const COOKIE_MSS = [536, 1200, 1360, 1400, 1440, 1452, 1460, 8960];
 /** The most payload one IPv4 TCP packet carries: 65,535 less a 20-byte IP and a 60-byte TCP header (RFC 791, RFC 9293 3.1). */
 const MAX_TSO_PAYLOAD = 65535 - 20 - 60;
-/** Receivers of the last epoch or two share the device's receive queue (rcvShare). */
+/** Connections that moved data in the last epoch or two share the device's receive queue (rcvShare, sndShare). */
 const RX_EPOCH_MS = 100;
 
 export class TcpLayer {
@@ -171,7 +171,7 @@ export class TcpLayer {
   /** True while the stack processes a burst from the device (see deferAck). */
   inBurst = false;
   private readonly deferredAcks: TcpConnection[] = [];
-  /** Connections that received data in the current and the previous epoch (see noteReceiving). */
+  /** Connections that sent or received data in the current and the previous epoch (see noteQueueUse). */
   private rxEpoch = -1;
   private rxEpochCount = 0;
   private rxPrevCount = 0;
@@ -262,11 +262,12 @@ export class TcpLayer {
   beginBurst(): void { this.inBurst = true; }
 
   /**
-   * `conn` received data at `now`: it is one of the connections whose windows share the
-   * device's receive queue. Counted per epoch of RX_EPOCH_MS (no list, no allocation):
-   * the receivers are those of the current epoch or, if more, of the previous one.
+   * `conn` sent or received data at `now`: it is one of the connections that share the
+   * device's receive queue, with the data the peer sends or with the ACKs our own data
+   * makes the peer send. Counted per epoch of RX_EPOCH_MS (no list, no allocation): the
+   * users are those of the current epoch or, if more, of the previous one.
    */
-  noteReceiving(conn: TcpConnection, now: number): void {
+  noteQueueUse(conn: TcpConnection, now: number): void {
     const e = Math.floor(now / RX_EPOCH_MS);
     if (e !== this.rxEpoch) {
       this.rxPrevCount = e === this.rxEpoch + 1 ? this.rxEpochCount : 0;
@@ -276,21 +277,42 @@ export class TcpLayer {
     if (conn.rxEpoch !== e) { conn.rxEpoch = e; this.rxEpochCount++; }
   }
 
-  /**
-   * The most one connection may advertise beyond RCV.NXT: an equal share of what the
-   * device queues for us before it drops. The kernel's senders put their segments in
-   * the TUN device's queue (txqueuelen packets: 500) and we drain it from one thread;
-   * with every connection offering 4 MiB, 4 streams had 700 packets in flight between
-   * them and the queue overflowed again and again (TX dropped 38k in 3 s, 64k
-   * retransmissions in the bench, 0.83 Gbit/s against 3.05 for one stream). Windows
-   * that add up to the queue let the senders fill it and no more: the queue then
-   * drains as fast as with one stream, and nothing is dropped. At least 4 segments.
-   */
-  rcvShare(mss: number): number {
+  /** An equal share of what the device queues for us: the queue over its users, at least 4 segments. */
+  private queueShare(mss: number): number {
     const limit = this.host.rxQueueBytes?.() ?? Infinity;
     if (limit === Infinity) return Infinity;
-    const receivers = Math.max(1, this.rxEpochCount, this.rxPrevCount);
-    return Math.max(4 * mss, Math.floor(limit / receivers));
+    const users = Math.max(1, this.rxEpochCount, this.rxPrevCount);
+    return Math.max(4 * mss, Math.floor(limit / users));
+  }
+
+  /**
+   * The most one connection may advertise beyond RCV.NXT: its share of what the device
+   * queues for us before it drops. The kernel's senders put their segments in the TUN
+   * device's queue (txqueuelen packets: 500) and we drain it from one thread; with every
+   * connection offering 4 MiB, 4 streams had 700 packets in flight between them and the
+   * queue overflowed again and again (TX dropped 38k in 3 s, 64k retransmissions in the
+   * bench, 0.83 Gbit/s against 3.05 for one stream). Windows that add up to the queue let
+   * the senders fill it and no more: the queue then drains as fast as with one stream,
+   * and nothing is dropped.
+   */
+  rcvShare(mss: number): number {
+    return this.queueShare(mss);
+  }
+
+  /**
+   * The most one connection may have in flight: the same share, for the other direction.
+   * Every segment we send makes the peer answer through that queue (RFC 9293 3.8.6.3: an
+   * ACK at least every second full-sized segment; Linux ACKs every one in quick-ACK mode),
+   * and we read the queue only between our own bursts. With offloads off at --mtu 576,
+   * iperf3 -R let the congestion window grow to thousands of segments: the kernel's ACKs
+   * overflowed the queue (TX dropped: 40% of the segments we sent), the queue stayed full,
+   * and the client's TEST_END on the control connection was dropped with them, then each
+   * of its retransmissions, until the server gave up 30 s later. A flight no larger than
+   * the queue cannot provoke more answers than it holds. With TSO a super-segment draws
+   * one ACK and the queue counts 64 KiB per packet: no limit in practice.
+   */
+  sndShare(mss: number): number {
+    return this.queueShare(mss);
   }
 
   /** The burst is over: each connection that still owes an ACK sends one (or data carrying it). */

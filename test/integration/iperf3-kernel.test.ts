@@ -452,6 +452,81 @@ describe('clients that vanish at any point', () => {
     }
   });
 
+  test('a client that never sends TEST_END: SERVER_ERROR says the control read timed out (IECTRLREAD, ETIMEDOUT), not IEMESSAGE', async () => {
+    // The CI flake: TEST_END was lost in the stack's device queue; the server gave up and
+    // said IEMESSAGE, which the client prints as "received an unknown control message".
+    const s2 = startIperf3Server(kernelNet, { port: 0, host: HOST, endGraceMs: 300 });
+    await s2.ready;
+    const sockets: net.Socket[] = [];
+    try {
+      const cookie = makeCookie();
+      const ctl = net.connect({ port: s2.port(), host: HOST });
+      sockets.push(ctl);
+      ctl.on('error', () => undefined);
+      const got: Buffer[] = [];
+      let runningAt = 0;
+      let errorAt = 0;
+      ctl.on('data', (c: Buffer) => {
+        got.push(c);
+        const all = Buffer.concat(got);
+        if (!runningAt && all.includes(2)) runningAt = Date.now();
+        if (!errorAt && all.includes(0xfe)) errorAt = Date.now();
+      });
+      const closed = new Promise<void>((r) => ctl.once('close', () => r()));
+      await new Promise<void>((r) => ctl.once('connect', () => r()));
+      ctl.write(cookie);
+      await waitFor(() => Buffer.concat(got).includes(9), 3000, 'PARAM_EXCHANGE');
+      ctl.write(encodeJson({ tcp: true, time: 1, parallel: 1, len: 65536, omit: 0, num: 0, blockcount: 0 }));
+      await waitFor(() => Buffer.concat(got).includes(10), 3000, 'CREATE_STREAMS');
+      const st = net.connect({ port: s2.port(), host: HOST });
+      sockets.push(st);
+      st.on('error', () => undefined);
+      await new Promise<void>((r) => st.once('connect', () => r()));
+      st.write(cookie);
+      // Data keeps moving (no idle timeout); only TEST_END never comes.
+      const block = Buffer.alloc(64 * 1024, 0x31);
+      const pump = setInterval(() => { if (st.writable) st.write(block); }, 20);
+      try {
+        await closed;
+      } finally {
+        clearInterval(pump);
+      }
+      const all = Buffer.concat(got);
+      expect([...all.subarray(0, 4)]).toEqual([9, 10, 1, 2]);
+      expect(all.length).toBe(4 + 9);
+      expect(all.readInt8(4)).toBe(-2); // SERVER_ERROR
+      expect(all.readInt32BE(5)).toBe(108); // IECTRLREAD: "unable to read from the control socket"
+      expect(all.readInt32BE(9)).toBe(110); // ETIMEDOUT: ": Connection timed out"
+      // The test's 1 s and the 300 ms grace, on the watchdog's 1 s tick.
+      expect(errorAt - runningAt).toBeGreaterThanOrEqual(1300);
+      expect(errorAt - runningAt).toBeLessThan(4000);
+      await waitFor(() => !s2.stats().running, 3000, 'test dropped');
+      expect(s2.stats().lastTest!.error).toMatch(/did not end the test in time/);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await s2.close();
+    }
+  });
+
+  test('stock client -R stopped mid-test (SIGSTOP): no progress, and after SIGCONT it prints "idle timeout for receiving data"', async () => {
+    const s2 = startIperf3Server(kernelNet, { port: 0, host: HOST, idleTimeoutMs: 1000 });
+    await s2.ready;
+    try {
+      const { child, done } = iperf3(['-c', HOST, '-p', String(s2.port()), '-t', '10', '-R']);
+      await waitFor(() => s2.stats().running && s2.stats().bytesSent > 0, 5000, 'data to flow');
+      child.kill('SIGSTOP');
+      // The client's buffers fill, nothing moves: the server ends the test after 1 s.
+      await waitFor(() => !s2.stats().running, 8000, 'the server to give up on the stopped client');
+      expect(s2.stats().lastTest!.error).toMatch(/no progress for 1000 ms/);
+      child.kill('SIGCONT');
+      const r = await done;
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/idle timeout for receiving data/);
+    } finally {
+      await s2.close();
+    }
+  });
+
   test('close() with a test running terminates it and leaves no handles or timers behind', async () => {
     const counts = () => {
       const out: Record<string, number> = {};

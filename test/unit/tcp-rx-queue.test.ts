@@ -7,7 +7,7 @@
  *    at the burst's end (its SACK blocks cover them all), not one each.
  */
 import { describe, expect, test } from 'vitest';
-import { B_ADDR, makePair, runFor, runUntil, sha256, sinkServer, testData, watch } from './helpers/pair';
+import { B_ADDR, connOf, makePair, runFor, runUntil, sha256, sinkServer, testData, transfer, watch } from './helpers/pair';
 import { Tap } from './helpers/tap';
 import type { FsSocket } from '../../stack/api/net';
 
@@ -82,5 +82,78 @@ describe('duplicate ACKs of one burst', () => {
     expect(await runUntil(p.clock, () => sinks[0]?.bytes === 10 * 1448, 1000)).toBe(true);
     expect(p.a.counters.TcpExtTCPSackRecovery).toBe(1);
     expect(p.a.counters.TcpExtTCPTimeouts).toBe(0);
+  });
+});
+
+describe('flights share the device queue too', () => {
+  // Every segment A sends makes its peer send something back into the queue A reads
+  // (Linux ACKs every second full segment, every one in quick-ACK mode). A TUN device
+  // queues txqueuelen packets for us (500); rxQueueBytes is four fifths of that in full
+  // segments. iperf3 -R at --mtu 576 with offloads off had thousands of segments in
+  // flight, the kernel's ACKs overflowed the queue (TX dropped: 40% of our segment
+  // count), and the client's TEST_END was dropped with them for 30 s.
+  // At --mtu 576 (MSS 524, as in the failing run), with a queue of 125 packets (100 full
+  // segments): the memory peer ACKs once per burst, so a congestion window grows by two
+  // segments per round trip and reaches a 500-packet queue's 400 only after 80 MB.
+  const mss = 576 - 52;
+  const limit = 100 * mss;
+
+  /** A's largest flight, per connection, seen as each of its data segments leaves. */
+  function flights(p: ReturnType<typeof makePair>, tap: Tap, from = 0): Map<number, number> {
+    const max = new Map<number, number>();
+    tap.drop = (s) => {
+      if (s.dir !== 'a->b' || !s.tcp || s.tcp.len === 0 || s.t < from) return false;
+      const c = connOf(p.a, (x) => x.localPort === s.tcp!.sport);
+      if (c) max.set(s.tcp.sport, Math.max(max.get(s.tcp.sport) ?? 0, c.flight));
+      return false;
+    };
+    return max;
+  }
+
+  test('one sender with a 125-packet queue: never more in flight than the queue holds, every byte intact', async () => {
+    const p = makePair({ latencyMs: 5, mtu: 576 }, { rxQueueBytes: limit });
+    const tap = new Tap(p);
+    const max = flights(p, tap);
+    const data = testData(16 * 1024 * 1024, 7);
+    const r = await transfer(p, data);
+    expect(r.done).toBe(true);
+    expect(sha256(r.got)).toBe(sha256(data));
+    const m = Math.max(...max.values());
+    expect(m).toBeLessThanOrEqual(limit);
+    // It is the limit that holds the flight, not the windows: it reaches it.
+    expect(m).toBeGreaterThan(limit - 4 * mss);
+    expect(p.a.counters.TcpRetransSegs).toBe(0);
+  });
+
+  test('without a device limit (the default) the flight is the congestion window\'s: far past 100 segments', async () => {
+    const p = makePair({ latencyMs: 5, mtu: 576 });
+    const tap = new Tap(p);
+    const max = flights(p, tap);
+    const data = testData(16 * 1024 * 1024, 7);
+    const r = await transfer(p, data);
+    expect(r.done).toBe(true);
+    expect(sha256(r.got)).toBe(sha256(data));
+    expect(Math.max(...max.values())).toBeGreaterThan(2 * limit);
+  });
+
+  test('two senders share it: each at most half once both send', async () => {
+    const p = makePair({ mtu: 576 }, { rxQueueBytes: limit });
+    const tap = new Tap(p);
+    const { sinks } = sinkServer(p, 9000);
+    const data = [1, 2].map((i) => testData(8 * 1024 * 1024, i));
+    const clients = data.map((d) => {
+      const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
+      watch(c);
+      c.end(d);
+      return c;
+    });
+    // Both connect within the first millisecond; count from when both are sending.
+    const max = flights(p, tap, p.clock.now + 20);
+    expect(await runUntil(p.clock, () => sinks.length === 2 && sinks.every((s) => s.ended), 60_000)).toBe(true);
+    const bySha = new Set(data.map((d) => sha256(d)));
+    for (const s of sinks) expect(bySha.has(sha256(s.data()))).toBe(true);
+    expect(max.size).toBe(2);
+    for (const m of max.values()) expect(m).toBeLessThanOrEqual(Math.ceil(limit / 2));
+    void clients;
   });
 });

@@ -25,7 +25,9 @@
 // Receive: one uv_poll_t per fd (level triggered). On readable, read() up to `slots` packets
 // (or until EAGAIN) into slots (initially fixed slices of the slab; setSlot replaces one), record
 // per packet 8 u32 in `info` (offset within its slot, length, flags, gsoType, hdrLen, gsoSize,
-// csumStart, csumOffset), then make ONE call into JS with the count. A fatal read error stops polling and calls onBurst(-errno).
+// csumStart, csumOffset), then make ONE call into JS with the count; a full burst is followed by
+// the next, up to kMaxBurstsPerEvent per event, so that each turn empties the kernel's queue.
+// A fatal read error stops polling and calls onBurst(-errno).
 // Errors thrown by onBurst are reported as uncaught exceptions (napi_fatal_exception).
 //
 // Counters (Float64Array, shared with JS):
@@ -547,12 +549,29 @@ class Queue : public Napi::ObjectWrap<Queue> {
     if (q) q->Readable(status);
   }
 
+  // Bursts read per readable event at most. The kernel queues txqueuelen packets for us
+  // (500 by default) and drops what comes past it; with one burst of `slots` per event-loop
+  // turn we took 64 packets a turn while a sender's flight made the kernel answer with
+  // hundreds of ACKs per turn, so the queue stayed full and a packet that mattered (a
+  // TEST_END, a ping) seldom found room. Reading on until EAGAIN empties the queue each
+  // turn; the bound (1024 packets with 64 slots) still lets timers and the writers run.
+  static constexpr int kMaxBurstsPerEvent = 16;
+
   void Readable(int status) {
     if (closed_) return;
     if (status < 0) {
       Fatal(-status);
       return;
     }
+    for (int b = 0; b < kMaxBurstsPerEvent; b++) {
+      // false: the queue is empty (or the fd failed); true: a full burst went up, read on.
+      if (!ReadBurst()) return;
+      if (closed_) return;
+    }
+  }
+
+  // Reads up to `slots` packets and hands them to JS in one call; true when all slots filled.
+  bool ReadBurst() {
     int fatal = 0;
     uint32_t n = 0;
     const uint32_t hdr = vnet_ ? kVnetHdrLen : 0;
@@ -599,9 +618,13 @@ class Queue : public Napi::ObjectWrap<Queue> {
     }
     if (n > 0) {
       CallJs(static_cast<int>(n));
-      if (closed_) return;  // close() from inside the callback
+      if (closed_) return false;  // close() from inside the callback
     }
-    if (fatal) Fatal(fatal);
+    if (fatal) {
+      Fatal(fatal);
+      return false;
+    }
+    return n == slots_;
   }
 
   void Fatal(int err) {
