@@ -87,6 +87,28 @@ class Tool {
   }
 }
 
+/** CPU seconds (user + system) per thread name of a process (main thread: its pid's name), from /proc. */
+function threadCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[] = [];
+  try { tids = fs.readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const tid of tids) {
+    try {
+      const st = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = Number(tid) === pid ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) / 100);
+    } catch { /* the thread ended */ }
+  }
+  return out;
+}
+
+/** "main 83%, fs-tun-tx 40%": the share of a core each thread used between two threadCpu samples. */
+function threadShare(a: Map<string, number>, b: Map<string, number>, seconds: number): string {
+  return [...b.entries()].map(([n, v]) => [n, (v - (a.get(n) ?? 0)) / seconds] as const).filter(([, v]) => v >= 0.02)
+    .sort((x, y) => y[1] - x[1]).map(([n, v]) => `${n} ${(v * 100).toFixed(0)}%`).join(', ');
+}
+
 /** CPU seconds (user + system) a process has used, from /proc. */
 function cpuSeconds(pid: number): number {
   try {
@@ -219,7 +241,10 @@ export class TrafficBench {
   }
 
   private tool(ns: string, what: string, args: string[]): Tool {
-    return new Tool(this.lab.spawn(ns, process.execPath, [dist('tools', args[0]!), ...args.slice(1)], { maxOutput: 1 << 20 }), what);
+    // FS_BENCH_CPU_PROF=DIR: the stack process writes a V8 CPU profile there when it stops
+    // (node --cpu-prof; summarise with dist/bench/tools/cpuprofile-top.js), docs/benchmarks.md.
+    const prof = process.env.FS_BENCH_CPU_PROF && args[0] === 'stack-server.js' ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.FS_BENCH_CPU_PROF)}`] : [];
+    return new Tool(this.lab.spawn(ns, process.execPath, [...prof, dist('tools', args[0]!), ...args.slice(1)], { maxOutput: 1 << 20 }), what);
   }
 
   /** (Re)starts the stack with these options unless it already runs with them. */
@@ -492,9 +517,9 @@ export class TrafficBench {
 
   // ------------------------------------------------------------------ SYN flood
 
-  private async flood(ns: string, target: string, count: number, seconds: number): Promise<{ sent: number; seconds: number }> {
+  private async flood(ns: string, target: string, count: number, seconds: number, rate?: number): Promise<{ sent: number; seconds: number }> {
     const r = await this.lab.exec(ns, process.execPath, [dist('..', 'lab', 'synflood.js'), '--target', target, '--source', '198.18.100.0/24',
-      '--count', String(count), '--duration', String(seconds), '--json', '--quiet'], { timeoutMs: (seconds + 20) * 1000 });
+      '--count', String(count), '--duration', String(seconds), ...(rate ? ['--rate', String(rate)] : []), '--json', '--quiet'], { timeoutMs: (seconds + 20) * 1000 });
     const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
     if (!line) throw new Error(`synflood: exit ${r.code}: ${r.stderr.slice(0, 300)}`);
     const j = JSON.parse(line) as { sent: number; seconds: number };
@@ -516,35 +541,92 @@ export class TrafficBench {
     };
   }
 
+  /** ab's rate counting only requests that were served (ab counts a refused or reset one as complete and failed). */
+  private static served(x: { rps: number; complete: number; failed: number }): number {
+    return x.complete > 0 ? (x.rps * Math.max(0, x.complete - x.failed)) / x.complete : 0;
+  }
+
+  /** SYNs the stack took between two stats replies, less the connections ab made meanwhile. */
+  private static stackSyns(s0: Record<string, unknown>, s1: Record<string, unknown>, ab: { complete: number; failed: number }): number {
+    const d = (k: string) => Number((s1.counters as Record<string, number>)[k] ?? 0) - Number((s0.counters as Record<string, number>)[k] ?? 0);
+    const dl = (k: string) => Number((s1.listeners as Record<string, number>)[k] ?? 0) - Number((s0.listeners as Record<string, number>)[k] ?? 0);
+    // Passive opens + cookies + SYNs the listener dropped or refused, less ab's own
+    // connections (as this figure has always been counted).
+    return d('TcpPassiveOpens') + d('TcpExtSyncookiesSent') + dl('droppedSyns') + dl('refusedSyns') - (ab.complete + ab.failed);
+  }
+
   private async synFlood(): Promise<void> {
     // The kernel answers a flood with SYN cookies; so does the stack's linux profile.
     // (The default win2003-sp1 profile has no cookies, as Windows had none: its
     // SYN attack protection is the subject of KB 903927, measured by bench/leak.ts.)
     const stack = await this.ensureStack('on', 1, 'linux');
     const secs = this.opts.quick ? 2 : 5;
-    const count = this.opts.quick ? 200_000 : 1_000_000;
-    // Kernel: flood kb's http port from ka while ab keeps asking for pages.
-    const kCount = await this.synCounter('kb');
-    const [kf, kab] = await Promise.all([this.flood('ka', `${KB}:80`, count, secs), this.ab('ka', `http://${KB}/bytes/64`, 10_000_000, 8, secs)]);
-    const kSyns = await kCount();
-    // Stack: the same against its http port. SYNs it took = passive opens + cookies +
-    // SYNs its listener dropped, less the connections ab made meanwhile.
-    const s0 = await stack.call({ cmd: 'stats' });
-    const [sf, sab] = await Promise.all([this.flood('stk', `${STACK_ADDR}:80`, count, secs), this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, 8, secs)]);
-    const s1 = await stack.call({ cmd: 'stats' });
-    const d = (k: string) => Number((s1.counters as Record<string, number>)[k]) - Number((s0.counters as Record<string, number>)[k]);
-    const dl = (k: string) => Number((s1.listeners as Record<string, number>)[k]) - Number((s0.listeners as Record<string, number>)[k]);
-    const absorbed = d('TcpPassiveOpens') + d('TcpExtSyncookiesSent') + dl('droppedSyns') + dl('refusedSyns') - (sab.complete + sab.failed);
-    const devDrops = Number((s1.device as Record<string, number>).rxTruncated ?? 0);
-    void devDrops;
-    this.add({
-      group: 'synflood', key: 'synflood.absorbed', name: 'SYNs absorbed per second while serving', value: absorbed / sf.seconds, unit: 'SYN/s',
-      baseline: kSyns / kf.seconds, note: `flood sent ${fmt(sf.sent / sf.seconds)}/s to the stack, ${fmt(kf.sent / kf.seconds)}/s to the kernel; cookies ${d('TcpExtSyncookiesSent')}`,
-    });
-    this.add({
-      group: 'synflood', key: 'synflood.serving', name: 'HTTP connections/s served during the flood', value: sab.rps, unit: 'conn/s', baseline: kab.rps,
-      note: `${sab.failed} failed (kernel ${kab.failed}); stack profile linux (SYN cookies)`,
-    });
+    // Paced: lab/synflood.js at a set rate (as much of it as the generator makes here).
+    const rate = 150_000;
+    const count = Math.min(1_000_000, rate * secs);
+    type Round = { syns: number; sent: number; seconds: number; conn: number; failed: number };
+    const rounds = { kPaced: [] as Round[], sPaced: [] as Round[], kFlood: [] as Round[], sFlood: [] as Round[] };
+    const sCounters: string[] = [];
+    const cpuPaced: string[] = [], cpuFlood: string[] = [];
+    for (let rep = 0; rep < REPS; rep++) {
+      {
+        const kCount = await this.synCounter('kb');
+        const [kf, kab] = await Promise.all([this.flood('ka', `${KB}:80`, count, secs, rate), this.ab('ka', `http://${KB}/bytes/64`, 10_000_000, 8, secs)]);
+        rounds.kPaced.push({ syns: (await kCount()) / kf.seconds, sent: kf.sent / kf.seconds, seconds: kf.seconds, conn: TrafficBench.served(kab), failed: kab.failed });
+      }
+      {
+        const s0 = await stack.call({ cmd: 'stats' });
+        const c0 = threadCpu(stack.pid), t0 = Date.now();
+        const [sf, sab] = await Promise.all([this.flood('stk', `${STACK_ADDR}:80`, count, secs, rate), this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, 8, secs)]);
+        cpuPaced.push(threadShare(c0, threadCpu(stack.pid), (Date.now() - t0) / 1000));
+        const s1 = await stack.call({ cmd: 'stats' });
+        rounds.sPaced.push({ syns: TrafficBench.stackSyns(s0, s1, sab) / sf.seconds, sent: sf.sent / sf.seconds, seconds: sf.seconds, conn: TrafficBench.served(sab), failed: sab.failed });
+      }
+      // Unpaced: hping3 -S --flood from one lab source, bounded in time (and in packets by
+      // an nftables quota in the flooding namespace), ab -c 32 beside it.
+      {
+        const kCount = await this.synCounter('kb');
+        const [kf, kab] = await Promise.all([this.hpingFlood('ka', `${KB}:80`, secs), this.ab('ka', `http://${KB}/bytes/64`, 10_000_000, 32, secs)]);
+        rounds.kFlood.push({ syns: (await kCount()) / kf.seconds, sent: kf.sent / kf.seconds, seconds: kf.seconds, conn: TrafficBench.served(kab), failed: kab.failed });
+      }
+      {
+        const s0 = await stack.call({ cmd: 'stats' });
+        const c0 = threadCpu(stack.pid), t0 = Date.now();
+        const [sf, sab] = await Promise.all([this.hpingFlood('stk', `${STACK_ADDR}:80`, secs), this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, 32, secs)]);
+        cpuFlood.push(threadShare(c0, threadCpu(stack.pid), (Date.now() - t0) / 1000));
+        const s1 = await stack.call({ cmd: 'stats' });
+        const dc = (k: string) => Number((s1.counters as Record<string, number>)[k] ?? 0) - Number((s0.counters as Record<string, number>)[k] ?? 0);
+        sCounters.push(`cookies ${fmt(dc('TcpExtSyncookiesSent'))}, early drops ${fmt(dc('FsSynEarlyDrops'))}`);
+        rounds.sFlood.push({ syns: TrafficBench.stackSyns(s0, s1, sab) / sf.seconds, sent: sf.sent / sf.seconds, seconds: sf.seconds, conn: TrafficBench.served(sab), failed: sab.failed });
+      }
+      progress(`  rep ${rep + 1}: paced kernel ${fmt(rounds.kPaced[rep]!.conn)} conn/s, stack ${fmt(rounds.sPaced[rep]!.conn)} (stack CPU ${cpuPaced[rep]}); ` +
+        `unpaced kernel ${fmt(rounds.kFlood[rep]!.conn)}, stack ${fmt(rounds.sFlood[rep]!.conn)} (${sCounters[rep]}; stack CPU ${cpuFlood[rep]})`);
+    }
+    const med = (r: Round[], k: keyof Round) => spread(r.map((x) => x[k])).median;
+    const both = (s: Round[], k: Round[], key: keyof Round) => `stack ${spread(s.map((x) => x[key])).text}; kernel ${spread(k.map((x) => x[key])).text}`;
+    const cases: [string, string, Round[], Round[], string[]][] = [
+      ['paced', `lab/synflood.js at up to ${fmt(rate)} SYN/s, ab -c 8`, rounds.sPaced, rounds.kPaced, cpuPaced],
+      ['unpaced', 'hping3 -S --flood from one source, ab -c 32', rounds.sFlood, rounds.kFlood, cpuFlood],
+    ];
+    for (const [kind, how, s, k, cpu] of cases) {
+      this.add({
+        group: 'synflood', key: `synflood.absorbed${kind === 'paced' ? '' : '.unpaced'}`, name: `SYNs answered per second while serving, ${kind} flood`, value: med(s, 'syns'), unit: 'SYN/s',
+        baseline: med(k, 'syns'), target: { kind: 'ratio', op: '>=', value: 1.0, text: '>= 1.0x kernel' },
+        note: `${how}; ${both(s, k, 'syns')}; flood sent (median) ${fmt(med(s, 'sent'))}/s to the stack, ${fmt(med(k, 'sent'))}/s to the kernel${kind === 'unpaced' ? `; ${sCounters.join(' | ')}` : ''}`,
+      });
+      this.add({
+        group: 'synflood', key: `synflood.serving${kind === 'paced' ? '' : '.unpaced'}`, name: `HTTP connections/s served during the ${kind} flood`, value: med(s, 'conn'), unit: 'conn/s', baseline: med(k, 'conn'),
+        target: { kind: 'ratio', op: '>=', value: 0.5, text: '>= 0.5 of kernel' },
+        note: `${how}; ${both(s, k, 'conn')}; failed: stack ${s.map((x) => x.failed).join('/')}, kernel ${k.map((x) => x.failed).join('/')}; stack profile linux (SYN cookies); stack CPU per thread: ${cpu.join(' | ')}`,
+      });
+    }
+  }
+
+  /** hping3 -S --flood at `target` from one lab source for `seconds` (at most 1,000,000 SYNs, an nftables quota). */
+  private async hpingFlood(ns: string, target: string, seconds: number): Promise<{ sent: number; seconds: number }> {
+    const { runHping3Flood } = await import('../lab/hping3');
+    const r = await runHping3Flood({ target, sources: ['198.18.100.77'], count: 1_000_000, durationMs: seconds * 1000, flood: true, netns: this.lab.ns(ns) });
+    return { sent: r.transmitted, seconds: r.seconds };
   }
 
   /** VmRSS of a process, bytes (NaN once it is gone). */
