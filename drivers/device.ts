@@ -71,6 +71,12 @@ export interface Device {
    * Offsets in `meta` count from the start of the header.
    */
   sendWithHeader?(header: Uint8Array, headerLength: number, packet: Buffer, meta?: OffloadMeta | null): void;
+  /**
+   * Optional: a small IP packet with no order to keep against any other (a stateless
+   * reply: a SYN cookie, a reset for a segment of no connection), which the driver may
+   * write from another thread at the next flush. Absent: the stack uses send().
+   */
+  sendDetached?(packet: Buffer): void;
   /** Write every queued packet. */
   flush(): void;
   /**

@@ -466,6 +466,19 @@ export class Stack {
   }
 
   /**
+   * IP output of a stateless reply (a SYN cookie, a reset for no connection: nothing
+   * else is ordered after it), through the device's detached path when it has one, so
+   * that the kernel's work for it is not done on the stack's thread (Device.sendDetached).
+   */
+  sendIpStateless(pkt: Buffer): void {
+    const d = this.device;
+    if (d.sendDetached === undefined || this.ipsec !== null) { this.sendIp(pkt, null); return; }
+    if (this.hooks.gate.refuseOutput()) { this.counters.IpOutDiscards++; return; }
+    this.counters.IpOutRequests++;
+    d.sendDetached(pkt);
+  }
+
+  /**
    * Raw IP output for a datagram this stack did not originate (a router's forwarded
    * packet): no header is written, no IPsec policy applies; the output gate still does.
    * The device owns `pkt` from here on.

@@ -152,6 +152,25 @@ describe('TunDevice (real kernel, in a namespace)', () => {
     expect(linkInNs('fst0')).toBe(false);
   }, 30_000);
 
+  it('replies sent with sendDetached (the writer thread) arrive, with and without the virtio header; txQueueLen sets the created device', async () => {
+    for (const vnet of [false, true]) {
+      const r = await startFixture('echo', 'fsd0', '--detached', '--txqlen', '4096', ...(vnet ? ['--vnet'] : []));
+      try {
+        expect(r.ready).toMatchObject({ name: 'fsd0', created: true, vnetHdr: vnet });
+        expect(ip('-n', ns, 'link', 'show', 'fsd0')).toMatch(/qlen 4096/);
+        const p = ping(5);
+        expect(p.received, p.out).toBe(5);
+      } finally {
+        const res = await stop(r);
+        expect(res.replies).toBeGreaterThanOrEqual(5);
+        expect(res.stats.txPackets).toBe(res.replies);
+        expect(res.stats.txDrops).toBe(0);
+        expect(res.stats.txErrors).toBe(0);
+      }
+      expect(linkInNs('fsd0')).toBe(false);
+    }
+  }, 40_000);
+
   it('with the virtio header and 2 queues, ping still works and offloads were probed', async () => {
     const r = await startFixture('echo', 'fsq0', '--vnet', '--queues', '2', '--mtu', '9000');
     try {
