@@ -602,7 +602,8 @@ export class TrafficBench {
         cpuFlood.push(threadShare(c0, threadCpu(stack.pid), (Date.now() - t0) / 1000));
         const s1 = await stack.call({ cmd: 'stats' });
         const dc = (k: string) => Number((s1.counters as Record<string, number>)[k] ?? 0) - Number((s0.counters as Record<string, number>)[k] ?? 0);
-        sCounters.push(`cookies ${fmt(dc('TcpExtSyncookiesSent'))}, early drops ${fmt(dc('FsSynEarlyDrops'))}`);
+        const early = Number((s1.device as Record<string, number>).synEarlyDrops ?? 0) - Number((s0.device as Record<string, number>).synEarlyDrops ?? 0);
+        sCounters.push(`cookies ${fmt(dc('TcpExtSyncookiesSent'))}, SYNs dropped early ${fmt(early)}`);
         rounds.sFlood.push({ syns: TrafficBench.stackSyns(s0, s1, sab) / sf.seconds, sent: sf.sent / sf.seconds, seconds: sf.seconds, conn: TrafficBench.served(sab), failed: sab.failed });
       }
       progress(`  rep ${rep + 1}: paced kernel ${fmt(rounds.kPaced[rep]!.conn)} conn/s, stack ${fmt(rounds.sPaced[rep]!.conn)} (stack CPU ${cpuPaced[rep]}); ` +

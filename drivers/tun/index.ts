@@ -136,6 +136,10 @@ interface NativeQueue {
   writeFramed(packets: Buffer[], count: number, metas: Uint32Array | null, heads: Buffer, headStride: number, headLens: Uint8Array): number;
   /** Small stateless packets, copied into a ring that the queue's writer thread writes (tun.cc). */
   writeDetached(packets: Buffer[], count: number): number;
+  /** Early SYN drop (tun.cc): bare SYNs of unverified sources beyond n per backlogged burst; 0 off. */
+  setSynBudget(n: number): void;
+  /** A source that completed a handshake: its SYNs are never dropped early. */
+  allowSource(addr: number): void;
 }
 
 /** The largest packet writeDetached takes (kDetachedMax in tun.cc). */
@@ -263,7 +267,7 @@ const META_STRIDE = 6;
 /** Room per queued packet for its link header (TAP: 14 bytes of Ethernet header). */
 const HEAD_STRIDE = 16;
 // counters shared with the addon (see tun.cc)
-const C_RX_TRUNC = 0, C_RX_ERR = 1, C_TX_PKTS = 2, C_TX_BYTES = 3, C_TX_DROPS = 4, C_TX_ERR = 5, C_ERRNO = 6;
+const C_RX_TRUNC = 0, C_RX_ERR = 1, C_TX_PKTS = 2, C_TX_BYTES = 3, C_TX_DROPS = 4, C_TX_ERR = 5, C_ERRNO = 6, C_SYN_EARLY = 8;
 
 function errnoName(errno: number): string {
   for (const [k, v] of Object.entries(os.constants.errno)) if (v === errno) return k;
@@ -291,7 +295,7 @@ export class TunQueue implements Device {
   private rxCount = 0;
   private rxClaimed = 0;
   private readonly info: Uint32Array;
-  private readonly counters = new Float64Array(8);
+  private readonly counters = new Float64Array(9);
   private readonly rxPackets: Buffer[] = [];
   private readonly rxMeta: (OffloadMeta | null)[] = [];
   private txPackets: Buffer[] = [];
@@ -501,6 +505,23 @@ export class TunQueue implements Device {
     if (this.txDetachedCount >= this.txBatchMax) this.flushDetached();
   }
 
+  /**
+   * Device.setSynBudget: while this queue is backlogged (more was waiting when its last
+   * read loop stopped), at most `n` bare SYNs from sources that never completed a
+   * handshake (allowSource) reach the stack per burst; the rest are dropped in the addon
+   * right after their read (counted in synEarlyDrops). 0 turns it off. TUN only (a TAP
+   * frame's IP header is behind its link header).
+   */
+  setSynBudget(n: number): void {
+    if ((this.owner.linkHeaderLen ?? 0) > 0 || this.closed) return;
+    this.nq.setSynBudget(Math.max(0, Math.floor(n)));
+  }
+
+  /** Device.allowSource: `addr` completed a handshake; its SYNs are never dropped early. */
+  allowSource(addr: number): void {
+    if (!this.closed) this.nq.allowSource(addr >>> 0);
+  }
+
   private flushDetached(): void {
     const n = this.txDetachedCount;
     if (n === 0) return;
@@ -578,6 +599,7 @@ export class TunQueue implements Device {
       txFlushes: this.txFlushes,
       txQueued: this.txCount,
       lastErrno: c[C_ERRNO]!,
+      synEarlyDrops: c[C_SYN_EARLY]!,
     };
   }
 }
@@ -786,6 +808,14 @@ export class TunDevice implements Device {
 
   sendDetached(packet: Buffer): void {
     this.qs[0]!.sendDetached(packet);
+  }
+
+  setSynBudget(n: number): void {
+    for (const q of this.qs) q.setSynBudget(n);
+  }
+
+  allowSource(addr: number): void {
+    for (const q of this.qs) q.allowSource(addr);
   }
 
   /** See TunQueue.claim: whichever queue delivered `packet` gives it away. */

@@ -121,6 +121,9 @@ export class ImpairDevice implements Device {
     else this.send(packet, null);
   }
 
+  setSynBudget(n: number): void { this.inner.setSynBudget?.(n); }
+  allowSource(addr: number): void { this.inner.allowSource?.(addr); }
+
   flush(): void {
     this.inner.flush();
   }

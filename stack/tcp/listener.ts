@@ -147,6 +147,8 @@ export class Listener {
   /** The handshake completed: the new connection joins the accept queue. */
   onEstablished(conn: TcpConnection, now: number, req: HalfOpen | null): void {
     if (this.closed) { conn.abort(now); return; }
+    // A real peer (it answered our SYN-ACK): the device's early SYN drop spares it from now on.
+    this.layer.host.sourceVerified?.(conn.remoteAddr);
     this.acceptQueue.push(conn);
     this.layer.hooks.listenerAdmission.afterEstablished(this, conn, req, now);
     if (this.acceptQueue.length === 1 && this.onAcceptable) this.onAcceptable();

@@ -78,6 +78,8 @@ export interface TcpHost {
   sendIp(packet: Buffer, meta: OffloadMeta | null): void;
   /** A stateless reply, which the device may write off the stack's thread (absent: sendIp). */
   sendIpStateless?(packet: Buffer): void;
+  /** `addr` completed a handshake with one of our listeners (the device's early SYN drop spares it). */
+  sourceVerified?(addr: number): void;
   nextIpId(): number;
   /** Writes the IPv4 header of an unfragmented packet that fills `pkt`. */
   writeIpHeader(pkt: Buffer, src: number, dst: number, protocol: number, df: boolean): void;
@@ -168,6 +170,8 @@ export class TcpLayer {
   private challengeWindowStart = 0;
   private challengeCount = 0;
   timeWaitCount = 0;
+  /** When any listener last answered a SYN with a cookie (-Infinity: never): the stack is under a SYN flood. */
+  lastCookieAt = -Infinity;
   /** Half-open entries in every listener's SYN queue (bounded by config.synQueueCapGlobal). */
   halfOpenCount = 0;
   /** True while the stack processes a burst from the device (see deferAck). */
@@ -394,6 +398,7 @@ export class TcpLayer {
     this.emitSegment(dst, src, r, true);
     this.counters.TcpExtSyncookiesSent++;
     l.lastCookieAt = now;
+    this.lastCookieAt = now;
   }
 
   private acceptCookie(l: Listener, seg: TcpRepr, src: number, dst: number, buf: Buffer, now: number): boolean {

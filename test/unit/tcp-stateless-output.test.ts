@@ -47,3 +47,30 @@ describe('stateless output', () => {
     expect(detached.length).toBe(2);
   });
 });
+
+describe('early SYN drop policy', () => {
+  test('on while cookies are sent (budget set on the device), off 3 s after the last; a source that completed a handshake is allowed', async () => {
+    const backlog = new LinuxBacklog(() => ({ maxSynBacklog: 0, syncookies: 1, abortOnOverflow: false, somaxconn: 4096, synAckRetries: 5 }));
+    const p = makePair({}, {}, { backlog });
+    const budgets: number[] = [];
+    const allowed: number[] = [];
+    const dev = p.link.b as unknown as { setSynBudget?(n: number): void; allowSource?(a: number): void };
+    dev.setSynBudget = (n) => budgets.push(n);
+    dev.allowSource = (a) => allowed.push(a);
+    sinkServer(p, 80);
+    await runUntil(p.clock, () => false, 1500);
+    expect(budgets).toEqual([]); // no cookies yet: nothing changes
+    const c = p.netA.connect({ host: B_ADDR, port: 80 });
+    let connected = false;
+    c.on('connect', () => { connected = true; });
+    expect(await runUntil(p.clock, () => connected)).toBe(true);
+    expect(p.b.counters.TcpExtSyncookiesSent).toBe(1);
+    expect(budgets.length).toBe(1);
+    expect(budgets[0]).toBeGreaterThan(0); // on at the end of the burst that sent the cookie
+    expect(await runUntil(p.clock, () => allowed.length > 0)).toBe(true);
+    expect(allowed).toEqual([A_IP]);
+    // No cookie since: off after COOKIE_PRESSURE_MS (3 s), at a housekeeping run.
+    expect(await runUntil(p.clock, () => budgets.length === 2, 5000)).toBe(true);
+    expect(budgets[1]).toBe(0);
+  });
+});

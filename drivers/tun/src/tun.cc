@@ -38,7 +38,18 @@
 //
 // Counters (Float64Array, shared with JS):
 //   0 rxTruncated  1 rxErrors  2 txPackets  3 txBytes  4 txDrops (EAGAIN/ENOBUFS)
-//   5 txErrors (other errno)  6 lastErrno (rx or tx)  7 rxReadCalls
+//   5 txErrors (other errno)  6 lastErrno (rx or tx)  7 rxReadCalls  8 synEarlyDrops
+//
+// Early SYN drop (TUN only; off until setSynBudget(n > 0)):
+//     .setSynBudget(n)      while the queue is backlogged (the previous read loop ended
+//                           without EAGAIN: more was waiting), at most n bare SYNs (SYN
+//                           without ACK, RST or FIN; IPv4, unfragmented) from sources not
+//                           verified are handed to JS per `slots` packets read; the rest are dropped
+//                           right after their read, before any JavaScript runs for them.
+//     .allowSource(addr)    addr (IPv4, host order) completed a handshake: its SYNs are
+//                           never dropped early (a direct-mapped table of 65,536 entries;
+//                           a collision forgets the older one, which then only loses its
+//                           exemption).
 
 #include <napi.h>
 #include <uv.h>
@@ -97,8 +108,12 @@ enum Counter {
   kTxErrors = 5,
   kLastErrno = 6,
   kRxReadCalls = 7,
-  kCounterCount = 8,
+  kSynEarlyDrops = 8,
+  kCounterCount = 9,
 };
+
+// The early SYN drop's table of verified sources: direct-mapped, a power of two.
+constexpr uint32_t kAllowSlots = 1u << 16;
 
 const char* ErrnoCode(int err) {
   const char* n = strerrorname_np(err);
@@ -304,6 +319,8 @@ class Queue : public Napi::ObjectWrap<Queue> {
                            InstanceMethod<&Queue::SetSlot>("setSlot"),
                            InstanceMethod<&Queue::WriteFramed>("writeFramed"),
                            InstanceMethod<&Queue::WriteDetached>("writeDetached"),
+                           InstanceMethod<&Queue::SetSynBudget>("setSynBudget"),
+                           InstanceMethod<&Queue::AllowSource>("allowSource"),
                        });
   }
 
@@ -700,6 +717,33 @@ class Queue : public Napi::ObjectWrap<Queue> {
     if (counters_) FoldWriterCounters();
   }
 
+  Napi::Value SetSynBudget(const Napi::CallbackInfo& info) {
+    synBudget_ = info.Length() > 0 ? info[0].ToNumber().Uint32Value() : 0;
+    if (synBudget_ > 0 && allow_.empty()) allow_.assign(kAllowSlots, 0);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value AllowSource(const Napi::CallbackInfo& info) {
+    uint32_t a = info.Length() > 0 ? info[0].ToNumber().Uint32Value() : 0;
+    if (allow_.empty()) allow_.assign(kAllowSlots, 0);
+    allow_[AllowSlot(a)] = a;
+    return info.Env().Undefined();
+  }
+
+  static uint32_t AllowSlot(uint32_t a) { return (a * 2654435761u) >> 16; }
+
+  // A bare SYN (IPv4, first fragment of nothing: not fragmented; SYN set, ACK/RST/FIN clear)
+  // from a source not in the allow table. `p` is the IP packet, `len` its length.
+  bool UnverifiedBareSyn(const uint8_t* p, size_t len) const {
+    if (len < 40 || (p[0] >> 4) != 4 || p[9] != 6) return false;
+    const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+    if (ihl < 20 || len < ihl + 20) return false;
+    if (((p[6] & 0x3f) | p[7]) != 0) return false;  // MF or a fragment offset
+    if ((p[ihl + 13] & 0x17) != 0x02) return false;  // FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10
+    const uint32_t src = (static_cast<uint32_t>(p[12]) << 24) | (p[13] << 16) | (p[14] << 8) | p[15];
+    return allow_.empty() || allow_[AllowSlot(src)] != src;
+  }
+
   static void OnPoll(uv_poll_t* h, int status, int events) {
     Queue* q = static_cast<Queue*>(h->data);
     if (q) q->Readable(status);
@@ -714,13 +758,19 @@ class Queue : public Napi::ObjectWrap<Queue> {
     int fatal = 0;
     uint32_t n = 0;
     const uint32_t hdr = vnet_ ? kVnetHdrLen : 0;
-    while (n < slots_) {
+    // Early SYN drop: only while backlogged, and the reads of one call stay bounded.
+    const bool dropping = synBudget_ > 0 && backlogged_;
+    uint32_t syns = 0, reads = 0;
+    const uint32_t maxReads = slots_ * 4;
+    bool drained = false;
+    while (n < slots_ && reads < maxReads) {
       uint8_t* slot = slotPtr_[n];
       ssize_t r = ::read(fd_, slot, slotSize_);
+      reads++;
       counters_[kRxReadCalls] += 1;
       if (r < 0) {
         if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) { drained = true; break; }
         fatal = errno;
         break;
       }
@@ -737,6 +787,14 @@ class Queue : public Napi::ObjectWrap<Queue> {
       if (static_cast<size_t>(r) <= hdr) {
         counters_[kRxErrors] += 1;
         continue;
+      }
+      // The budget renews every `slots_` reads: at most synBudget_ of each slots_ packets read.
+      if (dropping && UnverifiedBareSyn(slot + hdr, static_cast<size_t>(r) - hdr)) {
+        if (syns >= synBudget_ * (1 + (reads - 1) / slots_)) {
+          counters_[kSynEarlyDrops] += 1;
+          continue;  // the slot is read into again
+        }
+        syns++;  // SYNs handed on
       }
       uint32_t* e = info_ + n * kInfoStride;
       e[0] = hdr;
@@ -755,6 +813,8 @@ class Queue : public Napi::ObjectWrap<Queue> {
       }
       n++;
     }
+    // More was waiting when this call stopped: the next call starts backlogged.
+    backlogged_ = !drained && !fatal;
     if (n > 0) {
       CallJs(static_cast<int>(n));
       if (closed_) return;  // close() from inside the callback
@@ -839,6 +899,10 @@ class Queue : public Napi::ObjectWrap<Queue> {
   uint64_t ringTail_ = 0;
   bool writerStop_ = false;
   bool writerIdle_ = false;
+  // Early SYN drop (setSynBudget, allowSource).
+  uint32_t synBudget_ = 0;
+  bool backlogged_ = false;
+  std::vector<uint32_t> allow_;
   std::thread writer_;
   std::atomic<uint64_t> wOk_{0}, wBytes_{0}, wDrops_{0}, wErrs_{0};
   std::atomic<int> wLastErr_{0};
