@@ -58,6 +58,8 @@ export interface Hping3FloodResult {
   commands: Hping3Command[];
   /** True when a process had to be interrupted at the time bound. */
   timedOut: boolean;
+  /** Unpaced: the nftables quota (the packet bound) stopped a process. */
+  quotaReached?: boolean;
 }
 
 /** After its last packet hping3 waits about a second for replies before it prints the summary. */
@@ -121,7 +123,10 @@ export function parseHping3Summary(text: string): Hping3Summary | null {
   return m ? { transmitted: Number(m[1]), received: Number(m[2]) } : null;
 }
 
-function runOne(cmd: Hping3Command, timeoutMs: number): Promise<{ summary: Hping3Summary; timedOut: boolean }> {
+/** What hping3 --flood says when the nftables quota starts dropping its packets: it exits (status 1) with no summary. */
+const QUOTA_STOP = /\[send_ip\] sendto: Operation not permitted/;
+
+function runOne(cmd: Hping3Command, timeoutMs: number, flood = false): Promise<{ summary: Hping3Summary; timedOut: boolean; quota: boolean }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd.argv[0], cmd.argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -144,7 +149,9 @@ function runOne(cmd: Hping3Command, timeoutMs: number): Promise<{ summary: Hping
       clearTimeout(hard);
       const summary = parseHping3Summary(out);
       // hping3 exits 1 when nothing answered, which is what spoofed sources mean.
-      if (summary) resolve({ summary, timedOut });
+      if (summary) resolve({ summary, timedOut, quota: false });
+      // Unpaced, the quota let exactly `count` out and hping3 stopped at its first refused send.
+      else if (flood && QUOTA_STOP.test(out)) resolve({ summary: { transmitted: cmd.count, received: 0 }, timedOut, quota: true });
       else {
         const last = out.split('\n').map((l) => l.trim()).filter(Boolean).pop() ?? '';
         reject(new Error(`hping3 (source ${cmd.source}) ended with ${signal ?? `status ${code}`} and no summary${last ? `: ${last}` : ''}`));
@@ -186,10 +193,10 @@ export async function runHping3Flood(o: Hping3FloodOptions): Promise<Hping3Flood
   const table = `fsquota${process.pid}`;
   if (o.flood) await nft(o.netns!, ['-f', '-'], floodQuotaRules(table, commands.map((c) => c.source), o.count));
   const t0 = performance.now();
-  let results: { summary: Hping3Summary; timedOut: boolean }[];
+  let results: { summary: Hping3Summary; timedOut: boolean; quota: boolean }[];
   try {
-    // Unpaced, hping3 sends until interrupted: the time bound is the flood's length.
-    results = await Promise.all(commands.map((c) => runOne(c, o.flood ? o.durationMs : o.durationMs + HPING3_LINGER_MS + 500)));
+    // Unpaced, hping3 sends until interrupted (the time bound) or refused (the quota).
+    results = await Promise.all(commands.map((c) => runOne(c, o.flood ? o.durationMs : o.durationMs + HPING3_LINGER_MS + 500, o.flood === true)));
   } finally {
     if (o.flood) await nft(o.netns!, ['delete', 'table', 'ip', table]).catch(() => undefined);
   }
@@ -197,7 +204,7 @@ export async function runHping3Flood(o: Hping3FloodOptions): Promise<Hping3Flood
   if (o.flood) {
     // hping3 counts what it handed to the socket, the quota's drops included.
     const transmitted = Math.min(o.count, results.reduce((s, r) => s + r.summary.transmitted, 0));
-    return { transmitted, received: 0, seconds, pps: transmitted / seconds, commands, timedOut: true };
+    return { transmitted, received: 0, seconds, pps: transmitted / seconds, commands, timedOut: results.some((r) => r.timedOut), quotaReached: results.some((r) => r.quota) };
   }
   const transmitted = results.reduce((s, r) => s + r.summary.transmitted, 0);
   const received = results.reduce((s, r) => s + r.summary.received, 0);
