@@ -46,6 +46,9 @@
 //                           without ACK, RST or FIN; IPv4, unfragmented) from sources not
 //                           verified are handed to JS per `slots` packets read; the rest are dropped
 //                           right after their read, before any JavaScript runs for them.
+//     .pollNow() -> n       busy polling: one read loop now, from JS, without the callback; n
+//                           packets are in the slots and info (JS delivers them), 0 none,
+//                           -errno a fatal read error (polling stopped)
 //     .allowSource(addr)    addr (IPv4, host order) completed a handshake: its SYNs are
 //                           never dropped early (a direct-mapped table of 65,536 entries;
 //                           a collision forgets the older one, which then only loses its
@@ -321,6 +324,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
                            InstanceMethod<&Queue::WriteDetached>("writeDetached"),
                            InstanceMethod<&Queue::SetSynBudget>("setSynBudget"),
                            InstanceMethod<&Queue::AllowSource>("allowSource"),
+                           InstanceMethod<&Queue::PollNow>("pollNow"),
                        });
   }
 
@@ -756,6 +760,31 @@ class Queue : public Napi::ObjectWrap<Queue> {
       return;
     }
     int fatal = 0;
+    uint32_t n = ReadBurst(&fatal);
+    if (n > 0) {
+      CallJs(static_cast<int>(n));
+      if (closed_) return;  // close() from inside the callback
+    }
+    if (fatal) Fatal(fatal);
+  }
+
+  Napi::Value PollNow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_ || !poll_) return Napi::Number::New(env, 0);
+    int fatal = 0;
+    uint32_t n = ReadBurst(&fatal);
+    if (fatal && n == 0) {
+      counters_[kRxErrors] += 1;
+      counters_[kLastErrno] = fatal;
+      StopPoll();
+      return Napi::Number::New(env, -fatal);
+    }
+    return Napi::Number::New(env, n);
+  }
+
+  // One read loop into the slots (see the header); a fatal errno goes to *fatal.
+  uint32_t ReadBurst(int* fatalOut) {
+    int fatal = 0;
     uint32_t n = 0;
     const uint32_t hdr = vnet_ ? kVnetHdrLen : 0;
     // Early SYN drop: only while backlogged, and the reads of one call stay bounded.
@@ -815,11 +844,8 @@ class Queue : public Napi::ObjectWrap<Queue> {
     }
     // More was waiting when this call stopped: the next call starts backlogged.
     backlogged_ = !drained && !fatal;
-    if (n > 0) {
-      CallJs(static_cast<int>(n));
-      if (closed_) return;  // close() from inside the callback
-    }
-    if (fatal) Fatal(fatal);
+    *fatalOut = fatal;
+    return n;
   }
 
   void Fatal(int err) {
