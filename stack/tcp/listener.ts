@@ -26,6 +26,7 @@
 import type { TcpRepr } from '../wire/tcp';
 import { seqAdd } from '../wire/seq';
 import type { TcpConnection } from './connection';
+import { NO_PENDING } from './buffers';
 import { HalfOpen, HalfOpenFlag, SynQueue } from './halfopen';
 import type { TcpLayer } from './tcp';
 
@@ -211,7 +212,7 @@ export class Listener {
     const state = this.takeApplicationState(conn);
     conn.abort(now);
     const firstFlight = conn.pending, firstFlightBytes = conn.pendingBytes;
-    conn.pending = [];
+    conn.pending = NO_PENDING;
     conn.pendingBytes = 0;
     this.layer.hooks.resetBeforeAccept({ conn, listener: this, firstFlight, firstFlightBytes, state }, now);
   }
