@@ -56,6 +56,9 @@ export interface ConnectionOwner {
 /** The initial value of every sequence-number field, until the handshake sets it. */
 const SEQ0: Seq = asSeq(0);
 
+/** Which loss recovery establish() chose (TcpConnection.recovery). */
+const enum RecoveryKind { None, Sack, NewReno }
+
 /** The out-of-order queue of every connection that has had no out-of-order segment: never inserted into. */
 const EMPTY_OOO = new ReassemblyQueue();
 export class TcpConnection {
@@ -124,8 +127,19 @@ export class TcpConnection {
   retries = 0;
   // Congestion control and loss recovery
   cc: CongestionControl & { setMss(mss: number): void };
-  /** SACK (RFC 6675) or NewReno (RFC 6582) recovery, chosen once in establish(); null before. */
-  recovery: LossRecovery | null = null;
+  /**
+   * SACK (RFC 6675) or NewReno (RFC 6582) recovery, chosen once in establish() and made
+   * at its first use (an idle connection never needs one: about 140 B of heap, issue
+   * 16); null before establish().
+   */
+  get recovery(): LossRecovery | null {
+    if (this.lossRecovery === null && this.recoveryKind !== RecoveryKind.None) {
+      this.lossRecovery = this.recoveryKind === RecoveryKind.Sack ? new SackRecovery(this) : new NewRenoRecovery(this);
+    }
+    return this.lossRecovery;
+  }
+  private lossRecovery: LossRecovery | null = null;
+  private recoveryKind = RecoveryKind.None;
   /** RCV.NXT carried by the last segment we sent (RFC 7323 Last.ACK.sent). */
   lastAckSent = SEQ0;
   // Timers: one heap entry per connection, the earliest of these deadlines.
@@ -244,7 +258,7 @@ export class TcpConnection {
     const synLost = this.backoff > 0;
     this.state = State.Established;
     // Loss recovery by what the handshake agreed, decided here once for the connection's life.
-    this.recovery = this.sackOk ? new SackRecovery(this) : new NewRenoRecovery(this);
+    this.recoveryKind = this.sackOk ? RecoveryKind.Sack : RecoveryKind.NewReno;
     this.retries = 0;
     this.backoff = 0;
     this.rto = computeRto(this);
@@ -467,7 +481,7 @@ export class TcpConnection {
     this.layer.remove(this, now);
     this.sendQueue.clear();
     this.oooQueue?.clear();
-    this.recovery?.clear();
+    this.lossRecovery?.clear();
     const owner = this.ownedBy;
     this.ownedBy = null;
     owner?.onClosed(err);

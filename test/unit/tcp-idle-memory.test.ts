@@ -1,5 +1,6 @@
 /**
  * What an idle connection does not allocate (issue 16: JS heap per idle connection): no
+ * loss recovery until it is first needed, no
  * out-of-order queue of its own until a segment arrives out of order, no array for data
  * before accept once accepted (the shared frozen NO_PENDING), and data before accept
  * still reaches the application.
@@ -17,6 +18,10 @@ describe('idle connection allocations', () => {
     const c = p.netA.connect({ host: B_ADDR, port: 80 });
     expect(await runUntil(p.clock, () => server !== null)).toBe(true);
     const a = connOf(p.a)!, b = connOf(p.b)!;
+    // The server's side received and sent nothing since the handshake: no loss recovery made yet.
+    expect((b as unknown as { lossRecovery: unknown }).lossRecovery).toBeNull();
+    expect(b.recovery?.kind).toBe('sack'); // made on first use, of the kind the handshake agreed
+    expect((b as unknown as { lossRecovery: unknown }).lossRecovery).not.toBeNull();
     for (const conn of [a, b]) {
       expect((conn as unknown as { oooQueue: unknown }).oooQueue).toBeNull();
       expect(conn.ooo.empty).toBe(true);
