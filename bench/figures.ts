@@ -13,6 +13,16 @@ export interface Target {
   text: string;
 }
 
+/** The spread of repeated measurements behind a figure (its value is their median). */
+export interface Spread { min: number; median: number; max: number; n: number }
+
+/** min / median / max of `samples` (the median of an even count is the upper middle one). */
+export function spreadOf(samples: number[]): Spread | null {
+  const v = samples.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  return { min: v[0]!, median: v[Math.floor(v.length / 2)]!, max: v[v.length - 1]!, n: v.length };
+}
+
 export interface Figure {
   /** Section: micro, bulk, offloads-off, connrate, latency, synflood, memory, multiqueue, leak, pmtu. */
   group: string;
@@ -29,13 +39,23 @@ export interface Figure {
   ratio: number | null;
   target: Target | null;
   met: boolean | null;
+  /** The repetitions behind `value` (absent: measured once). */
+  spread?: Spread;
+  /** The repetitions behind `baseline`. */
+  baselineSpread?: Spread;
   note?: string;
 }
 
 export function figure(f: {
   group: string; key: string; name: string; value: number; unit: string; better?: Better;
   baseline?: number | null; target?: Target | null; note?: string;
+  /** Repeated measurements of the value and of the baseline (value and baseline are then their medians, if not given). */
+  samples?: number[]; baselineSamples?: number[];
 }): Figure {
+  const sp = f.samples ? spreadOf(f.samples) : null;
+  const bsp = f.baselineSamples ? spreadOf(f.baselineSamples) : null;
+  if (sp && !Number.isFinite(f.value)) f = { ...f, value: sp.median };
+  if (bsp && (f.baseline === undefined || f.baseline === null)) f = { ...f, baseline: bsp.median };
   const baseline = f.baseline ?? null;
   const ratio = baseline !== null && baseline > 0 && Number.isFinite(f.value) ? f.value / baseline : null;
   const target = f.target ?? null;
@@ -48,8 +68,16 @@ export function figure(f: {
     group: f.group, key: f.key, name: f.name, value: f.value, unit: f.unit, better: f.better ?? 'higher',
     baseline, ratio, target, met,
   };
+  if (sp) out.spread = sp;
+  if (bsp) out.baselineSpread = bsp;
   if (f.note) out.note = f.note;
   return out;
+}
+
+/** "1,234 (1,000-1,500, n=3)": a value with the spread of its repetitions. */
+export function fmtSpread(v: number, s: Spread | undefined): string {
+  if (!s || s.n < 2) return fmt(v);
+  return `${fmt(v)} (${fmt(s.min)}-${fmt(s.max)}, n=${s.n})`;
 }
 
 /** A value with a sensible number of digits for its size. */

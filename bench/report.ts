@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fmt, fmtRatio, type Figure } from './figures';
+import { fmtRatio, fmtSpread, type Figure } from './figures';
 import { barChart, type BarRow } from './svg';
 
 export interface RunInfo {
@@ -31,11 +31,12 @@ function slug(s: string): string {
 }
 
 export function markdownTable(figures: Figure[]): string {
-  const lines = ['| section | figure | faultstack | kernel (veth) | ratio | target |', '|---|---|---:|---:|---:|---|'];
+  // Values are medians of their repetitions; (min-max, n) follows when there were several.
+  const lines = ['| section | figure | faultstack (min-max, n) | kernel (veth) (min-max, n) | ratio | goal |', '|---|---|---:|---:|---:|---|'];
   for (const f of figures) {
     const tgt = f.target ? `${f.target.text}: ${f.met === null ? 'n/a' : f.met ? '**met**' : '**not met**'}` : '';
-    const val = Number.isFinite(f.value) ? `${fmt(f.value)} ${f.unit}` : `failed${f.note ? `: ${f.note}` : ''}`;
-    const base = f.baseline !== null ? `${fmt(f.baseline)} ${f.unit}` : '';
+    const val = Number.isFinite(f.value) ? `${fmtSpread(f.value, f.spread)} ${f.unit}` : `failed${f.note ? `: ${f.note}` : ''}`;
+    const base = f.baseline !== null ? `${fmtSpread(f.baseline, f.baselineSpread)} ${f.unit}` : '';
     lines.push(`| ${f.group} | ${f.name}${f.note && Number.isFinite(f.value) ? ` <br><sub>${f.note.replace(/\|/g, '/')}</sub>` : ''} | ${val} | ${base} | ${fmtRatio(f.ratio)} | ${tgt} |`);
   }
   return lines.join('\n') + '\n';
@@ -76,6 +77,7 @@ export function writeReport(r: Report, dir: string): string[] {
     const rows: BarRow[] = figs.map((f) => ({
       label: f.name.length > 52 ? `${f.name.slice(0, 50)}…` : f.name,
       values: micro ? [1e9 / f.value] : [f.value, f.baseline],
+      ranges: micro ? [] : [f.spread && f.spread.n > 1 ? [f.spread.min, f.spread.max] : null, f.baselineSpread && f.baselineSpread.n > 1 ? [f.baselineSpread.min, f.baselineSpread.max] : null],
       target: f.target && f.target.kind === 'absolute' ? f.target.value : f.target && f.baseline !== null ? f.target.value * f.baseline : null,
     }));
     const unitSlug = slug(unit === 'µs' ? 'us' : unit === '%' ? 'percent' : unit) || 'value';
@@ -95,6 +97,8 @@ export function writeReport(r: Report, dir: string): string[] {
       rows: withBase.map((f) => ({
         label: `${f.group}: ${f.name.length > 52 ? `${f.name.slice(0, 50)}…` : f.name} (${f.unit})`,
         values: [f.ratio],
+        // The ratio's range: the stack's extremes over the baseline's median.
+        ranges: [f.spread && f.spread.n > 1 && f.baseline ? [f.spread.min / f.baseline, f.spread.max / f.baseline] : null],
         target: f.target && f.target.kind === 'ratio' ? f.target.value : null,
       })),
       reference: 1,

@@ -15,7 +15,7 @@
 import { execFileSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { figure, fmt, fmtRatio, progress, type Figure } from './figures';
+import { figure, fmtRatio, fmtSpread, progress, type Figure } from './figures';
 import { machineInfo, writeReport, type Report } from './report';
 import { parseFlags } from '../lab/flags';
 import { UsageError } from '../stack/util/errors';
@@ -57,10 +57,13 @@ async function optionalSection(name: string, file: string, fn: string, quick: bo
   if (Array.isArray(rows)) {
     return rows.map((r, i) => {
       const o = r as Partial<Figure> & { name?: string; value?: number; unit?: string };
-      return figure({
+      const fig = figure({
         group: o.group ?? name, key: o.key ?? `${name}.${i}`, name: o.name ?? `${name} ${i}`, value: Number(o.value), unit: o.unit ?? '',
         better: o.better, baseline: o.baseline ?? null, target: o.target ?? null, note: o.note,
       });
+      if (o.spread) fig.spread = o.spread;
+      if (o.baselineSpread) fig.baselineSpread = o.baselineSpread;
+      return fig;
     });
   }
   return [figure({ group: name, key: `${name}.result`, name: `${name} result`, value: NaN, unit: '', note: JSON.stringify(result).slice(0, 300) })];
@@ -123,7 +126,8 @@ async function main(): Promise<void> {
     if (f.group === 'micro') continue;
     const r = f.ratio !== null ? `  ${fmtRatio(f.ratio).padStart(5)} of ${f.group === 'ipsec' ? 'strongSwan' : f.group === 'nlb' ? 'one host' : 'kernel'}` : '';
     const t = f.target ? `  [${f.target.text}: ${f.met ? 'met' : 'NOT met'}]` : '';
-    lines.push(`  ${`${f.group}: ${f.name}`.padEnd(66)} ${Number.isFinite(f.value) ? `${fmt(f.value)} ${f.unit}` : 'failed'}${r}${t}`);
+    const base = f.baselineSpread && f.baselineSpread.n > 1 ? ` (kernel ${fmtSpread(f.baseline ?? NaN, f.baselineSpread)})` : '';
+    lines.push(`  ${`${f.group}: ${f.name}`.padEnd(66)} ${Number.isFinite(f.value) ? `${fmtSpread(f.value, f.spread)} ${f.unit}` : 'failed'}${r}${base}${t}`);
   }
   const targets = figures.filter((f) => f.target);
   lines.push(`targets met: ${targets.filter((f) => f.met).length}/${targets.length}`);

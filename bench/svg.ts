@@ -10,6 +10,8 @@ export interface BarRow {
   values: (number | null)[];
   /** Optional target marker on the value axis. */
   target?: number | null;
+  /** Per series, the [min, max] of the repetitions behind the value: drawn as a whisker over the bar. */
+  ranges?: ([number, number] | null)[];
 }
 
 export interface BarChart {
@@ -53,6 +55,7 @@ export function barChart(c: BarChart): string {
   let max = 0;
   for (const r of c.rows) {
     for (const v of r.values) if (v !== null && Number.isFinite(v)) max = Math.max(max, v);
+    for (const rg of r.ranges ?? []) if (rg && Number.isFinite(rg[1])) max = Math.max(max, rg[1]);
     if (r.target != null && Number.isFinite(r.target)) max = Math.max(max, r.target);
   }
   if (c.reference !== undefined) max = Math.max(max, c.reference);
@@ -86,7 +89,18 @@ export function barChart(c: BarChart): string {
       const w = Math.max(1, x(v) - labelW);
       out.push(`<rect x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH - 2}" fill="${COLORS[si % COLORS.length]}"/>`);
       const over = v > max;
-      out.push(`<text x="${(labelW + w + 4).toFixed(1)}" y="${y + barH - 4}" fill="${over ? '#c0392b' : '#323f4b'}">${esc(fmt(v))}${over ? ' (off scale)' : ''}</text>`);
+      const rg = r.ranges?.[si];
+      let labelX = labelW + w + 4;
+      if (rg && Number.isFinite(rg[0]) && Number.isFinite(rg[1])) {
+        // min-max whisker across the bar's middle, with end ticks.
+        const a = x(rg[0]), b = x(rg[1]), my = y + (barH - 2) / 2;
+        out.push(`<line x1="${a.toFixed(1)}" y1="${my}" x2="${b.toFixed(1)}" y2="${my}" stroke="#1f2933" stroke-width="1.2"/>`);
+        out.push(`<line x1="${a.toFixed(1)}" y1="${y + 2}" x2="${a.toFixed(1)}" y2="${y + barH - 4}" stroke="#1f2933" stroke-width="1.2"/>`);
+        out.push(`<line x1="${b.toFixed(1)}" y1="${y + 2}" x2="${b.toFixed(1)}" y2="${y + barH - 4}" stroke="#1f2933" stroke-width="1.2"/>`);
+        labelX = Math.max(labelX, b + 4);
+      }
+      const rangeText = rg && Number.isFinite(rg[0]) && Number.isFinite(rg[1]) ? ` (${fmt(rg[0])}-${fmt(rg[1])})` : '';
+      out.push(`<text x="${labelX.toFixed(1)}" y="${y + barH - 4}" fill="${over ? '#c0392b' : '#323f4b'}">${esc(fmt(v))}${esc(rangeText)}${over ? ' (off scale)' : ''}</text>`);
     });
     if (r.target != null && Number.isFinite(r.target)) {
       const tx = x(r.target);

@@ -71,6 +71,20 @@ export interface Device {
    * Offsets in `meta` count from the start of the header.
    */
   sendWithHeader?(header: Uint8Array, headerLength: number, packet: Buffer, meta?: OffloadMeta | null): void;
+  /**
+   * Optional: a small IP packet with no order to keep against any other (a stateless
+   * reply: a SYN cookie, a reset for a segment of no connection), which the driver may
+   * write from another thread at the next flush. Absent: the stack uses send().
+   */
+  sendDetached?(packet: Buffer): void;
+  /**
+   * Optional early SYN drop (a SYN flood's defence below the stack): while the device is
+   * backlogged, at most `n` bare SYNs per burst from sources not allowed (allowSource)
+   * reach the stack; the rest are dropped before any JavaScript runs. 0: off.
+   */
+  setSynBudget?(n: number): void;
+  /** Optional: `addr` completed a handshake, so its SYNs are never dropped early. */
+  allowSource?(addr: number): void;
   /** Write every queued packet. */
   flush(): void;
   /**

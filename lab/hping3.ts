@@ -25,6 +25,13 @@ export interface Hping3FloodOptions {
   durationMs: number;
   /** Gap between packets of one process in microseconds; by default the count is spread over 80% of durationMs. */
   intervalUs?: number;
+  /**
+   * Unpaced: `hping3 --flood` (as fast as the sender goes; hping3 then ignores -c). The
+   * time bound interrupts it, and the packet bound is enforced below hping3 by an
+   * nftables quota on the namespace's output (`netns` required): past `count` SYNs of
+   * hping3's 40 bytes from the flood's sources, the rest are dropped before they leave.
+   */
+  flood?: boolean;
   /** Run inside this network namespace (`ip netns exec NS`). */
   netns?: string;
   /** The hping3 binary (default: hping3 on PATH, else /usr/sbin/hping3). */
@@ -51,6 +58,8 @@ export interface Hping3FloodResult {
   commands: Hping3Command[];
   /** True when a process had to be interrupted at the time bound. */
   timedOut: boolean;
+  /** Unpaced: the nftables quota (the packet bound) stopped a process. */
+  quotaReached?: boolean;
 }
 
 /** After its last packet hping3 waits about a second for replies before it prints the summary. */
@@ -92,6 +101,7 @@ export function buildHping3Commands(o: Hping3FloodOptions): Hping3Command[] {
   } else if ((most * intervalUs) / 1000 > o.durationMs) {
     throw new UsageError(`hping3: ${most} packets at ${intervalUs} us take ${((most * intervalUs) / 1e6).toFixed(1)} s, more than durationMs ${o.durationMs}`);
   }
+  if (o.flood && !o.netns) throw new UsageError('hping3: an unpaced flood needs its own namespace (netns), where its packet bound is enforced');
   const bin = hping3Path(o.hping3);
   const prefix = o.netns ? ['ip', 'netns', 'exec', o.netns] : [];
   return sources.map((source, i) => {
@@ -101,7 +111,7 @@ export function buildHping3Commands(o: Hping3FloodOptions): Hping3Command[] {
       count,
       argv: [
         ...prefix, bin, '-n', '-q', '-S', '-p', String(target.port), '-a', source,
-        '-c', String(count), '-i', `u${intervalUs}`, formatIpv4(target.addr),
+        ...(o.flood ? ['--flood'] : ['-c', String(count), '-i', `u${intervalUs}`]), formatIpv4(target.addr),
       ],
     };
   });
@@ -113,7 +123,10 @@ export function parseHping3Summary(text: string): Hping3Summary | null {
   return m ? { transmitted: Number(m[1]), received: Number(m[2]) } : null;
 }
 
-function runOne(cmd: Hping3Command, timeoutMs: number): Promise<{ summary: Hping3Summary; timedOut: boolean }> {
+/** What hping3 --flood says when the nftables quota starts dropping its packets: it exits (status 1) with no summary. */
+const QUOTA_STOP = /\[send_ip\] sendto: Operation not permitted/;
+
+function runOne(cmd: Hping3Command, timeoutMs: number, flood = false): Promise<{ summary: Hping3Summary; timedOut: boolean; quota: boolean }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd.argv[0], cmd.argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -136,7 +149,9 @@ function runOne(cmd: Hping3Command, timeoutMs: number): Promise<{ summary: Hping
       clearTimeout(hard);
       const summary = parseHping3Summary(out);
       // hping3 exits 1 when nothing answered, which is what spoofed sources mean.
-      if (summary) resolve({ summary, timedOut });
+      if (summary) resolve({ summary, timedOut, quota: false });
+      // Unpaced, the quota let exactly `count` out and hping3 stopped at its first refused send.
+      else if (flood && QUOTA_STOP.test(out)) resolve({ summary: { transmitted: cmd.count, received: 0 }, timedOut, quota: true });
       else {
         const last = out.split('\n').map((l) => l.trim()).filter(Boolean).pop() ?? '';
         reject(new Error(`hping3 (source ${cmd.source}) ended with ${signal ?? `status ${code}`} and no summary${last ? `: ${last}` : ''}`));
@@ -145,12 +160,52 @@ function runOne(cmd: Hping3Command, timeoutMs: number): Promise<{ summary: Hping
   });
 }
 
+/** Bytes of one hping3 -S packet (IPv4 20 + TCP 20, no options, no data). */
+export const HPING3_SYN_BYTES = 40;
+
+/**
+ * nftables rules (for `nft -f -` in the flooding namespace) that let at most `count`
+ * packets from `sources` leave it: the packet bound of an unpaced flood.
+ */
+export function floodQuotaRules(table: string, sources: string[], count: number): string {
+  const set = sources.map((s) => formatIpv4(parseIpv4(s)!)).join(', ');
+  return [
+    `add table ip ${table}`,
+    `add chain ip ${table} out { type filter hook output priority 0 ; policy accept ; }`,
+    `add rule ip ${table} out ip saddr { ${set} } quota over ${count * HPING3_SYN_BYTES} bytes drop`,
+  ].join('\n') + '\n';
+}
+
+function nft(netns: string, args: string[], input?: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', netns, 'nft', ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', (e) => reject(new Error(`nft: ${e.message}`)));
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`nft ${args.join(' ')}: ${err.trim() || `status ${code}`}`))));
+    child.stdin.end(input ?? '');
+  });
+}
+
 /** Runs the flood (all sources at once) and adds up hping3's own summaries. */
 export async function runHping3Flood(o: Hping3FloodOptions): Promise<Hping3FloodResult> {
   const commands = buildHping3Commands(o);
+  const table = `fsquota${process.pid}`;
+  if (o.flood) await nft(o.netns!, ['-f', '-'], floodQuotaRules(table, commands.map((c) => c.source), o.count));
   const t0 = performance.now();
-  const results = await Promise.all(commands.map((c) => runOne(c, o.durationMs + HPING3_LINGER_MS + 500)));
+  let results: { summary: Hping3Summary; timedOut: boolean; quota: boolean }[];
+  try {
+    // Unpaced, hping3 sends until interrupted (the time bound) or refused (the quota).
+    results = await Promise.all(commands.map((c) => runOne(c, o.flood ? o.durationMs : o.durationMs + HPING3_LINGER_MS + 500, o.flood === true)));
+  } finally {
+    if (o.flood) await nft(o.netns!, ['delete', 'table', 'ip', table]).catch(() => undefined);
+  }
   const seconds = (performance.now() - t0) / 1000;
+  if (o.flood) {
+    // hping3 counts what it handed to the socket, the quota's drops included.
+    const transmitted = Math.min(o.count, results.reduce((s, r) => s + r.summary.transmitted, 0));
+    return { transmitted, received: 0, seconds, pps: transmitted / seconds, commands, timedOut: results.some((r) => r.timedOut), quotaReached: results.some((r) => r.quota) };
+  }
   const transmitted = results.reduce((s, r) => s + r.summary.transmitted, 0);
   const received = results.reduce((s, r) => s + r.summary.received, 0);
   // hping3 lingers after its last packet: rate over the sending part, not the wait.

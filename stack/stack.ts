@@ -101,6 +101,11 @@ export const DEFAULT_PMTU: PmtuParams = {
   EnablePMTUDiscovery: 1, MaxIcmpHostRoutes: 1000, PMTUFloor: 68, HostRouteAgingSec: 600, EnablePMTUBHDetect: 0,
 };
 
+/** How long after the last SYN cookie the device's early SYN drop stays on (Stack.updateSynPressure). */
+const COOKIE_PRESSURE_MS = 3000;
+/** Bare SYNs of unverified sources handed to the stack per backlogged burst of 64 (the rest dropped early). */
+const EARLY_SYN_BUDGET = 48;
+
 export class Stack {
   readonly counters: Counters = newCounters();
   readonly timers = new TimerQueue();
@@ -147,6 +152,8 @@ export class Stack {
   /** Nesting depth of stack work under way (a receive burst, a timer run); see clock(). */
   private busy = 0;
   private readonly housekeeping: Timer;
+  /** The device's early SYN drop is on (updateSynPressure). */
+  private synPressure = false;
   private closed = false;
   /** The stack's hooks; each default is the correct behaviour (the TCP layer's are tcp.hooks, PMTU's pmtu.hooks). */
   readonly hooks: StackHooks = { gate: OPEN_GATE };
@@ -223,6 +230,7 @@ export class Stack {
       this.tcp.endBurst(now);
       this.busy--;
     }
+    if (!this.synPressure && this.tcp.lastCookieAt === now) this.updateSynPressure(now);
     this.service();
   }
 
@@ -270,7 +278,28 @@ export class Stack {
     if (next !== Infinity) this.timerHandle = this.scheduler.at(next, () => { this.timerHandle = null; this.timerAt = Infinity; this.service(); });
   }
 
+  /** TcpHost.sourceVerified: the device's early SYN drop (if any) spares `addr`. */
+  sourceVerified(addr: number): void {
+    this.device.allowSource?.(addr);
+  }
+
+  /**
+   * The device's early SYN drop is on while the stack answers with SYN cookies (a flood
+   * overflowed a SYN queue within the last COOKIE_PRESSURE_MS): then, while the device is
+   * backlogged, SYNs of sources that never completed a handshake beyond
+   * EARLY_SYN_BUDGET per burst are dropped before any JavaScript (drivers/tun, tun.cc),
+   * so that the queue drains and the packets of established connections and of known
+   * clients are not lost behind the flood. Checked once a second and when cookies start.
+   */
+  private updateSynPressure(now: number): void {
+    const on = now - this.tcp.lastCookieAt < COOKIE_PRESSURE_MS;
+    if (on === this.synPressure) return;
+    this.synPressure = on;
+    this.device.setSynBudget?.(on ? EARLY_SYN_BUDGET : 0);
+  }
+
   private onHousekeeping(now: number): void {
+    this.updateSynPressure(now);
     const expired = this.reassembler.expire(now);
     if (expired) { this.counters.IpReasmTimeout += expired; this.counters.IpReasmFails += expired; }
     if (now - this.pmtu.lastSweep >= 60_000) this.pmtu.sweep(now); // RFC 1191 6.3: once a minute
@@ -465,6 +494,19 @@ export class Stack {
     this.counters.IpOutRequests++;
     if (this.ipsec !== null && this.ipsec.output(pkt, meta, this.now)) return;
     this.device.send(pkt, meta);
+  }
+
+  /**
+   * IP output of a stateless reply (a SYN cookie, a reset for no connection: nothing
+   * else is ordered after it), through the device's detached path when it has one, so
+   * that the kernel's work for it is not done on the stack's thread (Device.sendDetached).
+   */
+  sendIpStateless(pkt: Buffer): void {
+    const d = this.device;
+    if (d.sendDetached === undefined || this.ipsec !== null) { this.sendIp(pkt, null); return; }
+    if (this.hooks.gate.refuseOutput()) { this.counters.IpOutDiscards++; return; }
+    this.counters.IpOutRequests++;
+    d.sendDetached(pkt);
   }
 
   /**

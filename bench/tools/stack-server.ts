@@ -17,7 +17,7 @@ import type { ServiceName } from '../../stack/runtime/options';
 import { flags, memoryAfterGc, say, serveCommands } from './common';
 
 async function main(): Promise<void> {
-  const f = flags('stack-server', process.argv.slice(2), ['tun', 'addr', 'host-addr', 'mtu', 'services', 'control', 'profile', 'offloads', 'queues', 'cc'], ['shards']);
+  const f = flags('stack-server', process.argv.slice(2), ['tun', 'addr', 'host-addr', 'mtu', 'services', 'control', 'profile', 'offloads', 'queues', 'cc'], ['shards', 'busy-poll']);
   const tun = f.get('tun') ?? 'fsbench0';
   const addr = parseCidr(f.get('addr') ?? '198.18.0.2/24')!;
   const hostAddr = parseCidr(f.get('host-addr') ?? '198.18.0.1/24')!;
@@ -26,6 +26,7 @@ async function main(): Promise<void> {
     tun, addr, hostAddr, hostAddrDefaulted: false, mtu: Number(f.get('mtu') ?? 1500), services,
     control: f.get('control') ?? `/run/faultstack/${tun}.sock`, faults: [], params: [], profile: f.get('profile'),
     offloads: (f.get('offloads') ?? 'on') !== 'off', queues: Number(f.get('queues') ?? 1), shards: f.get('shards') === 'true',
+    ...(f.get('busy-poll') === 'true' ? { busyPoll: true } : {}),
     cc: (f.get('cc') ?? 'cubic') as 'cubic' | 'newreno', json: true,
   });
   const { runtime: rt, api } = h;

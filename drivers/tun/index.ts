@@ -86,6 +86,12 @@ export interface TunOpenOptions {
   /** Packets queued by send() before an automatic flush, default 256. */
   txBatchMax?: number;
   /**
+   * The interface's txqueuelen (the packets the kernel queues for each of our queues
+   * before it drops them), set only on an interface this open creates; a device made
+   * beforehand keeps its own. Absent: the kernel's default (500 for TUN).
+   */
+  txQueueLen?: number;
+  /**
    * false: open the fds and probe offloads, but build no queues; `fds()` hands them to
    * whoever serves them (e.g. one worker thread per queue, `TunQueue.fromFd`). The device
    * still owns the fds and closes them on `close()`. Default true.
@@ -130,7 +136,18 @@ interface NativeQueue {
   setSlot(i: number, buffer: Buffer): void;
   /** TAP: packet i written as heads[i*headStride, +headLens[i]) ++ packets[i] (one writev). */
   writeFramed(packets: Buffer[], count: number, metas: Uint32Array | null, heads: Buffer, headStride: number, headLens: Uint8Array): number;
+  /** Small stateless packets, copied into a ring that the queue's writer thread writes (tun.cc). */
+  writeDetached(packets: Buffer[], count: number): number;
+  /** Early SYN drop (tun.cc): bare SYNs of unverified sources beyond n per backlogged burst; 0 off. */
+  setSynBudget(n: number): void;
+  /** A source that completed a handshake: its SYNs are never dropped early. */
+  allowSource(addr: number): void;
+  /** One read loop now (busy polling): packets read (in the slots), 0, or -errno. */
+  pollNow(): number;
 }
+
+/** The largest packet writeDetached takes (kDetachedMax in tun.cc). */
+export const DETACHED_MAX = 120;
 
 interface NativeTun {
   open(name: string, vnetHdr: boolean, multiQueue: boolean, queues: number, tap?: boolean): {
@@ -146,6 +163,7 @@ interface NativeTun {
   getMtu(name: string): number;
   setMtu(name: string, mtu: number): number;
   getTxQueueLen(name: string): number;
+  setTxQueueLen(name: string, n: number): void;
   closeFd(fd: number): void;
   Queue: new (
     fd: number,
@@ -253,7 +271,7 @@ const META_STRIDE = 6;
 /** Room per queued packet for its link header (TAP: 14 bytes of Ethernet header). */
 const HEAD_STRIDE = 16;
 // counters shared with the addon (see tun.cc)
-const C_RX_TRUNC = 0, C_RX_ERR = 1, C_TX_PKTS = 2, C_TX_BYTES = 3, C_TX_DROPS = 4, C_TX_ERR = 5, C_ERRNO = 6;
+const C_RX_TRUNC = 0, C_RX_ERR = 1, C_TX_PKTS = 2, C_TX_BYTES = 3, C_TX_DROPS = 4, C_TX_ERR = 5, C_ERRNO = 6, C_SYN_EARLY = 8;
 
 function errnoName(errno: number): string {
   for (const [k, v] of Object.entries(os.constants.errno)) if (v === errno) return k;
@@ -281,12 +299,15 @@ export class TunQueue implements Device {
   private rxCount = 0;
   private rxClaimed = 0;
   private readonly info: Uint32Array;
-  private readonly counters = new Float64Array(8);
+  private readonly counters = new Float64Array(9);
   private readonly rxPackets: Buffer[] = [];
   private readonly rxMeta: (OffloadMeta | null)[] = [];
   private txPackets: Buffer[] = [];
   private txMeta: Uint32Array | null;
   private txCount = 0;
+  /** Stateless packets for the writer thread (sendDetached), written by flush(). */
+  private readonly txDetached: Buffer[] = [];
+  private txDetachedCount = 0;
   /** TAP: link headers of the queued packets (sendWithHeader), written in front of them by writeFramed. */
   private readonly txHeads: Buffer | null;
   private readonly txHeadLens: Uint8Array | null;
@@ -475,6 +496,57 @@ export class TunQueue implements Device {
   }
 
   /**
+   * Device.sendDetached: a small packet ordered against no other (a SYN cookie, a reset
+   * for no connection) goes to the addon's writer thread at the next flush, so that the
+   * kernel's receive path for it runs in that thread instead of the stack's (a TUN
+   * write runs it in the writer's context: most of the stack's time during a SYN flood).
+   * TUN only, and only packets of at most DETACHED_MAX bytes; anything else is sent.
+   */
+  sendDetached(packet: Buffer): void {
+    if (this.txHeads !== null || packet.length > DETACHED_MAX) { this.send(packet, null); return; }
+    if (this.closed) { this.txQueuedDrops++; return; }
+    this.txDetached[this.txDetachedCount++] = packet;
+    if (this.txDetachedCount >= this.txBatchMax) this.flushDetached();
+  }
+
+  /**
+   * Device.setSynBudget: while this queue is backlogged (more was waiting when its last
+   * read loop stopped), at most `n` bare SYNs from sources that never completed a
+   * handshake (allowSource) reach the stack per burst; the rest are dropped in the addon
+   * right after their read (counted in synEarlyDrops). 0 turns it off. TUN only (a TAP
+   * frame's IP header is behind its link header).
+   */
+  setSynBudget(n: number): void {
+    if ((this.owner.linkHeaderLen ?? 0) > 0 || this.closed) return;
+    this.nq.setSynBudget(Math.max(0, Math.floor(n)));
+  }
+
+  /**
+   * Busy polling: reads what is waiting now and delivers it as a burst, without waiting
+   * for libuv's poll (the wake-up through epoll is most of a ping's round trip). Returns
+   * the packets delivered (0: none waiting).
+   */
+  pollNow(): number {
+    if (this.closed) return 0;
+    const c = this.nq.pollNow();
+    if (c !== 0) this.burst(c);
+    return c > 0 ? c : 0;
+  }
+
+  /** Device.allowSource: `addr` completed a handshake; its SYNs are never dropped early. */
+  allowSource(addr: number): void {
+    if (!this.closed) this.nq.allowSource(addr >>> 0);
+  }
+
+  private flushDetached(): void {
+    const n = this.txDetachedCount;
+    if (n === 0) return;
+    this.txDetachedCount = 0;
+    this.nq.writeDetached(this.txDetached, n);
+    for (let i = 0; i < n; i++) this.txDetached[i] = EMPTY;
+  }
+
+  /**
    * Device.sendWithHeader: on a TAP queue the header is copied into the queue's header slab
    * and written in front of the packet by one writev; elsewhere, header and packet are joined.
    */
@@ -496,6 +568,7 @@ export class TunQueue implements Device {
   }
 
   flush(): void {
+    if (this.txDetachedCount > 0) this.flushDetached();
     const n = this.txCount;
     if (n === 0) return;
     this.txCount = 0;
@@ -508,7 +581,7 @@ export class TunQueue implements Device {
 
   close(): void {
     if (this.closed) return;
-    if (this.txCount > 0) this.flush();
+    if (this.txCount > 0 || this.txDetachedCount > 0) this.flush();
     this.closed = true;
     this.nq.close();
   }
@@ -542,6 +615,7 @@ export class TunQueue implements Device {
       txFlushes: this.txFlushes,
       txQueued: this.txCount,
       lastErrno: c[C_ERRNO]!,
+      synEarlyDrops: c[C_SYN_EARLY]!,
     };
   }
 }
@@ -627,6 +701,9 @@ export class TunDevice implements Device {
     const txBatchMax = opts.txBatchMax ?? 256;
     if (!Number.isInteger(rxBurst) || rxBurst < 1 || rxBurst > 1024) throw new TunError('EINVAL', 'rxBurst must be 1..1024');
     if (!Number.isInteger(txBatchMax) || txBatchMax < 1) throw new TunError('EINVAL', 'txBatchMax must be >= 1');
+    if (opts.txQueueLen !== undefined && (!Number.isInteger(opts.txQueueLen) || opts.txQueueLen < 1 || opts.txQueueLen > 1_000_000)) {
+      throw new TunError('EINVAL', `invalid txQueueLen ${String(opts.txQueueLen)}: must be an integer 1..1000000`);
+    }
 
     const n = loadNative();
     const mode = opts.mode ?? 'tun';
@@ -650,6 +727,14 @@ export class TunDevice implements Device {
           ne.errno,
           ne.syscall,
         );
+      }
+      if (opts.txQueueLen !== undefined && info.created) {
+        try {
+          n.setTxQueueLen(info.name, opts.txQueueLen);
+        } catch (e) {
+          const ne = e as NativeErr;
+          throw new TunError(ne.code ?? 'EUNKNOWN', `cannot set txqueuelen ${opts.txQueueLen} on TUN device '${info.name}': ${ne.message ?? String(e)}`, ne.errno, ne.syscall);
+        }
       }
       dev = new TunDevice(info, vnetHdr, multiQueue, mtu, mode);
       // Offloads are per interface and survive on a persistent one: always start from a known state.
@@ -735,6 +820,25 @@ export class TunDevice implements Device {
 
   sendWithHeader(header: Uint8Array, headerLength: number, packet: Buffer, meta?: OffloadMeta | null): void {
     this.qs[0]!.sendWithHeader(header, headerLength, packet, meta);
+  }
+
+  sendDetached(packet: Buffer): void {
+    this.qs[0]!.sendDetached(packet);
+  }
+
+  setSynBudget(n: number): void {
+    for (const q of this.qs) q.setSynBudget(n);
+  }
+
+  /** Busy polling over every queue (TunQueue.pollNow): packets delivered. */
+  pollNow(): number {
+    let n = 0;
+    for (const q of this.qs) n += q.pollNow();
+    return n;
+  }
+
+  allowSource(addr: number): void {
+    for (const q of this.qs) q.allowSource(addr);
   }
 
   /** See TunQueue.claim: whichever queue delivered `packet` gives it away. */

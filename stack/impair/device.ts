@@ -116,6 +116,15 @@ export class ImpairDevice implements Device {
     this.forward('out', 0, packet, meta ?? null, this.scheduler.now(), true);
   }
 
+  /** A stateless reply (Device.sendDetached): through the inner device's detached path unless an outbound stage must see it. */
+  sendDetached(packet: Buffer): void {
+    if (this.stages.out.length === 0 && !this.closed && this.inner.sendDetached !== undefined) this.inner.sendDetached(packet);
+    else this.send(packet, null);
+  }
+
+  setSynBudget(n: number): void { this.inner.setSynBudget?.(n); }
+  allowSource(addr: number): void { this.inner.allowSource?.(addr); }
+
   flush(): void {
     this.inner.flush();
   }

@@ -93,6 +93,8 @@ export interface RuntimeOptions {
   queues: number;
   /** One stack shard per queue, each in its own worker thread (needs queues >= 2). */
   shards: boolean;
+  /** --busy-poll: read the TUN queues in a loop instead of waiting for epoll (lower latency, a core busy). */
+  busyPoll?: boolean;
   cc: CongestionControl;
   /** Absolute path of a JSONL event log; its directory exists. */
   events?: string;

@@ -25,6 +25,17 @@ export function faultSetup(opts: RuntimeOptions) {
 }
 
 /**
+ * The txqueuelen of a TUN device a run creates (the kernel's default is 500). The kernel
+ * queues a packet for us in the sender's context and drops it when the queue is full;
+ * we drain it only when our thread runs. On a loaded machine the thread waits for a CPU
+ * for milliseconds at a time, and 500 packets are 4-6 ms of a 100k SYN/s flood: clients'
+ * SYNs and ACKs were dropped with the flood (a third of all packets at load 6) and waited
+ * for their 1 s retransmission. 8,192 packets ride out such a wait (ab beside an unpaced
+ * hping3 flood, docs/benchmarks.md). A device made beforehand keeps its own setting.
+ */
+export const RUN_TXQUEUELEN = 8192;
+
+/**
  * Opens the run's TUN device. FAULTSTACK_TUN_OFFLOAD_MASK limits the TUNSETOFFLOAD probe
  * (TUN_F_* bits): it stands in for a kernel that refuses or limits offloads, so the
  * fallback can be tested anywhere.
@@ -44,7 +55,7 @@ export function openRunTun(opts: RuntimeOptions, extra: Partial<TunOpenOptions> 
   const vnetHdr = opts.offloads && (!existing || existing.vnetHdr);
   return TunDevice.open({
     name: opts.tun, mtu: opts.hostConfig === false ? undefined : opts.mtu, vnetHdr, offloads: vnetHdr ? 'probe' : 'off',
-    multiQueue: opts.queues > 1, queues: opts.queues,
+    multiQueue: opts.queues > 1, queues: opts.queues, txQueueLen: RUN_TXQUEUELEN,
     ...(offloadMask !== undefined && Number.isInteger(offloadMask) ? { offloadMask } : {}),
     ...extra,
   });

@@ -286,3 +286,6 @@ export class RxBufferPool {
     return this.chunk.subarray(start, start + len);
   }
 }
+
+/** A connection's "nothing arrived before accept": shared and frozen, so a push into it throws instead of leaking between connections. */
+export const NO_PENDING: Buffer[] = Object.freeze([]) as unknown as Buffer[];

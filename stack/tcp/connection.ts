@@ -22,7 +22,7 @@
 import { CodedError } from '../util/errors';
 import type { TcpRepr } from '../wire/tcp';
 import { type Seq, asSeq, seqAdd, seqSize } from '../wire/seq';
-import { ReassemblyQueue, SendQueue } from './buffers';
+import { NO_PENDING, ReassemblyQueue, SendQueue } from './buffers';
 import { CongestionControl, makeCongestionControl } from './congestion';
 import { Timer } from '../timers';
 import type { TcpLayer } from './tcp';
@@ -56,6 +56,11 @@ export interface ConnectionOwner {
 /** The initial value of every sequence-number field, until the handshake sets it. */
 const SEQ0: Seq = asSeq(0);
 
+/** Which loss recovery establish() chose (TcpConnection.recovery). */
+const enum RecoveryKind { None, Sack, NewReno }
+
+/** The out-of-order queue of every connection that has had no out-of-order segment: never inserted into. */
+const EMPTY_OOO = new ReassemblyQueue();
 export class TcpConnection {
   state = State.Closed;
   /** The socket above (null until accepted, and after the application let go): `owner`. */
@@ -88,12 +93,19 @@ export class TcpConnection {
   finSeq = SEQ0;
   finAfterConnect = false;
   // Receive side data
-  readonly ooo = new ReassemblyQueue();
+  /**
+   * Out-of-order segments, made at the first one: until then the shared empty queue
+   * (an idle connection holds none; 70-odd bytes of heap each, issue 16).
+   */
+  private oooQueue: ReassemblyQueue | null = null;
+  get ooo(): ReassemblyQueue { return this.oooQueue ?? EMPTY_OOO; }
+  /** The connection's own out-of-order queue, to insert into. */
+  oooForInsert(): ReassemblyQueue { return (this.oooQueue ??= new ReassemblyQueue()); }
   /** A FIN arrived out of order, at oooFinSeq. */
   oooFin = false;
   oooFinSeq = SEQ0;
-  /** Data (and FIN) that arrived before the application accepted the connection. */
-  pending: Buffer[] = [];
+  /** Data (and FIN) that arrived before the application accepted the connection (NO_PENDING: none; replaced before a push). */
+  pending: Buffer[] = NO_PENDING;
   pendingBytes = 0;
   pendingFin = false;
   segsSinceAck = 0;
@@ -115,8 +127,19 @@ export class TcpConnection {
   retries = 0;
   // Congestion control and loss recovery
   cc: CongestionControl & { setMss(mss: number): void };
-  /** SACK (RFC 6675) or NewReno (RFC 6582) recovery, chosen once in establish(); null before. */
-  recovery: LossRecovery | null = null;
+  /**
+   * SACK (RFC 6675) or NewReno (RFC 6582) recovery, chosen once in establish() and made
+   * at its first use (an idle connection never needs one: about 140 B of heap, issue
+   * 16); null before establish().
+   */
+  get recovery(): LossRecovery | null {
+    if (this.lossRecovery === null && this.recoveryKind !== RecoveryKind.None) {
+      this.lossRecovery = this.recoveryKind === RecoveryKind.Sack ? new SackRecovery(this) : new NewRenoRecovery(this);
+    }
+    return this.lossRecovery;
+  }
+  private lossRecovery: LossRecovery | null = null;
+  private recoveryKind = RecoveryKind.None;
   /** RCV.NXT carried by the last segment we sent (RFC 7323 Last.ACK.sent). */
   lastAckSent = SEQ0;
   // Timers: one heap entry per connection, the earliest of these deadlines.
@@ -235,7 +258,7 @@ export class TcpConnection {
     const synLost = this.backoff > 0;
     this.state = State.Established;
     // Loss recovery by what the handshake agreed, decided here once for the connection's life.
-    this.recovery = this.sackOk ? new SackRecovery(this) : new NewRenoRecovery(this);
+    this.recoveryKind = this.sackOk ? RecoveryKind.Sack : RecoveryKind.NewReno;
     this.retries = 0;
     this.backoff = 0;
     this.rto = computeRto(this);
@@ -254,7 +277,7 @@ export class TcpConnection {
     this.nagleOff = noDelay;
     this.ownedBy = owner;
     const pending = this.pending;
-    this.pending = [];
+    this.pending = NO_PENDING;
     this.pendingBytes = 0;
     for (const d of pending) owner.onData(d);
     if (this.pendingFin) owner.onPeerFin();
@@ -299,7 +322,7 @@ export class TcpConnection {
     disarmRto(this);
     this.delackAt = Infinity; this.persistAt = Infinity; this.keepaliveAt = Infinity;
     this.sendQueue.clear();
-    this.ooo.clear();
+    this.oooQueue?.clear();
     if (!this.orphaned && this.ownedBy) {
       // The owner still hears about the close; TIME-WAIT itself needs no owner.
       const owner = this.ownedBy;
@@ -387,7 +410,7 @@ export class TcpConnection {
 
   /** Lets go of the data that arrived before the application accepted and that nobody will read. */
   releasePending(): void {
-    this.pending = [];
+    this.pending = NO_PENDING;
     this.pendingBytes = 0;
   }
 
@@ -459,8 +482,8 @@ export class TcpConnection {
     this.layer.timers.disarm(this.timer);
     this.layer.remove(this, now);
     this.sendQueue.clear();
-    this.ooo.clear();
-    this.recovery?.clear();
+    this.oooQueue?.clear();
+    this.lossRecovery?.clear();
     const owner = this.ownedBy;
     this.ownedBy = null;
     owner?.onClosed(err);

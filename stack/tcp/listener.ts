@@ -26,6 +26,7 @@
 import type { TcpRepr } from '../wire/tcp';
 import { seqAdd } from '../wire/seq';
 import type { TcpConnection } from './connection';
+import { NO_PENDING } from './buffers';
 import { HalfOpen, HalfOpenFlag, SynQueue } from './halfopen';
 import type { TcpLayer } from './tcp';
 
@@ -147,6 +148,8 @@ export class Listener {
   /** The handshake completed: the new connection joins the accept queue. */
   onEstablished(conn: TcpConnection, now: number, req: HalfOpen | null): void {
     if (this.closed) { conn.abort(now); return; }
+    // A real peer (it answered our SYN-ACK): the device's early SYN drop spares it from now on.
+    this.layer.host.sourceVerified?.(conn.remoteAddr);
     this.acceptQueue.push(conn);
     this.layer.hooks.listenerAdmission.afterEstablished(this, conn, req, now);
     if (this.acceptQueue.length === 1 && this.onAcceptable) this.onAcceptable();
@@ -209,7 +212,7 @@ export class Listener {
     const state = this.takeApplicationState(conn);
     conn.abort(now);
     const firstFlight = conn.pending, firstFlightBytes = conn.pendingBytes;
-    conn.pending = [];
+    conn.pending = NO_PENDING;
     conn.pendingBytes = 0;
     this.layer.hooks.resetBeforeAccept({ conn, listener: this, firstFlight, firstFlightBytes, state }, now);
   }

@@ -10,6 +10,7 @@ import { CodedError } from '../util/errors';
 import { ACK, FIN, RST, SYN, type TcpRepr } from '../wire/tcp';
 import { type Seq, seqAdd, seqGt, seqInWindow, seqLe, seqLt, seqSize, seqSub, tsGe, tsLt } from '../wire/seq';
 import type { TcpConnection } from './connection';
+import { NO_PENDING } from './buffers';
 import { State } from './state';
 import { sampleRtt } from './rtt';
 
@@ -209,7 +210,7 @@ function receiveData(c: TcpConnection, seq: Seq, buf: Buffer, off: number, len: 
     // Bounded in bytes and in entries: a peer sending tiny segments with gaps must not
     // make every insert walk millions of entries.
     if (c.ooo.bytes + len > c.rcvBuf || c.ooo.segs.length >= MAX_OOO_SEGMENTS) { ctr.TcpExtTCPOFODrop++; }
-    else c.ooo.insert(seq, buf.subarray(off, off + len));
+    else c.oooForInsert().insert(seq, buf.subarray(off, off + len));
     // A duplicate ACK with SACK blocks, at once (RFC 5681 4.2). With SACK, the
     // out-of-order segments of one receive burst get one ACK at the burst's end (the
     // same instant) whose blocks say everything they brought, as a GRO receiver's
@@ -225,6 +226,7 @@ function receiveData(c: TcpConnection, seq: Seq, buf: Buffer, off: number, len: 
 function deliver(c: TcpConnection, data: Buffer): void {
   if (c.owner) c.owner.onData(data);
   else {
+    if (c.pending === NO_PENDING) c.pending = [];
     c.pending.push(data);
     c.pendingBytes += data.length;
     // Not accepted yet: the listener's policy may be waiting for this (a delayed indication).

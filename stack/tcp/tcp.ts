@@ -76,6 +76,10 @@ export interface TcpHost {
   readonly counters: Counters;
   readonly timers: TimerQueue;
   sendIp(packet: Buffer, meta: OffloadMeta | null): void;
+  /** A stateless reply, which the device may write off the stack's thread (absent: sendIp). */
+  sendIpStateless?(packet: Buffer): void;
+  /** `addr` completed a handshake with one of our listeners (the device's early SYN drop spares it). */
+  sourceVerified?(addr: number): void;
   nextIpId(): number;
   /** Writes the IPv4 header of an unfragmented packet that fills `pkt`. */
   writeIpHeader(pkt: Buffer, src: number, dst: number, protocol: number, df: boolean): void;
@@ -166,6 +170,8 @@ export class TcpLayer {
   private challengeWindowStart = 0;
   private challengeCount = 0;
   timeWaitCount = 0;
+  /** When any listener last answered a SYN with a cookie (-Infinity: never): the stack is under a SYN flood. */
+  lastCookieAt = -Infinity;
   /** Half-open entries in every listener's SYN queue (bounded by config.synQueueCapGlobal). */
   halfOpenCount = 0;
   /** True while the stack processes a burst from the device (see deferAck). */
@@ -231,7 +237,7 @@ export class TcpLayer {
       if (f & RST) return;
       if (f & ACK) {
         if (!(f & SYN) && this.acceptCookie(l, seg, src, dst, buf, now)) return;
-        this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack);
+        this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, true);
         return;
       }
       // A SYN with FIN is no connection request (RFC 9293 3.10.7.2 leaves it to the
@@ -245,10 +251,10 @@ export class TcpLayer {
   /** RFC 9293 3.10.7.1: a segment for no connection (or refused by a listener) is answered with a reset. */
   refuse(seg: TcpRepr, src: number, dst: number): void {
     if (seg.flags & RST) return;
-    if (seg.flags & ACK) this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack);
+    if (seg.flags & ACK) this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, true);
     else {
       const segLen = seg.payloadLength + (seg.flags & SYN ? 1 : 0) + (seg.flags & 1 ? 1 : 0);
-      this.sendResetAck(dst, src, seg.dstPort, seg.srcPort, seqAdd(seg.seq, segLen));
+      this.sendResetAck(dst, src, seg.dstPort, seg.srcPort, seqAdd(seg.seq, segLen), true);
     }
   }
 
@@ -410,9 +416,10 @@ export class TcpLayer {
     r.window = Math.min(this.config.rcvBuf, 65535);
     // Only the MSS: the cookie has no room for the other options (RFC 4987 3.6).
     r.mss = this.host.pathMtu(src) - 40;
-    this.emitSegment(dst, src, r);
+    this.emitSegment(dst, src, r, true);
     this.counters.TcpExtSyncookiesSent++;
     l.lastCookieAt = now;
+    this.lastCookieAt = now;
   }
 
   private acceptCookie(l: Listener, seg: TcpRepr, src: number, dst: number, buf: Buffer, now: number): boolean {
@@ -469,29 +476,36 @@ export class TcpLayer {
     this.host.sendIp(pkt, meta);
   }
 
-  /** Sends `r` (ports set, no payload) from `src` to `dst` without a connection (resets, cookies, half-open entries), checksummed here. */
-  emitSegment(src: number, dst: number, r: TcpRepr): void {
+  /**
+   * Sends `r` (ports set, no payload) from `src` to `dst` without a connection (resets,
+   * cookies, half-open entries), checksummed here. `stateless`: nothing we send later
+   * depends on its order (a cookie, a reset for no connection), so it may take the
+   * device's detached path (TcpHost.sendIpStateless); a connection's own reset must not
+   * overtake the data queued before it.
+   */
+  emitSegment(src: number, dst: number, r: TcpRepr, stateless = false): void {
     r.payloadLength = 0;
     const pkt = Buffer.allocUnsafe(IPV4_MIN_HEADER + tcpHeaderLength(r));
     emitTcp(pkt, IPV4_MIN_HEADER, r, src, dst);
     this.host.writeIpHeader(pkt, src, dst, PROTO_TCP, true);
     this.counters.TcpOutSegs++;
     if (r.flags & RST) this.counters.TcpOutRsts++;
-    this.host.sendIp(pkt, null);
+    if (stateless && this.host.sendIpStateless !== undefined) this.host.sendIpStateless(pkt);
+    else this.host.sendIp(pkt, null);
   }
 
   /** <SEQ=seq><CTL=RST>: the reset for a segment that carried an ACK (SEQ = its SEG.ACK), or an abort (SND.NXT). */
-  sendReset(src: number, dst: number, sport: number, dport: number, seq: Seq): void {
+  sendReset(src: number, dst: number, sport: number, dport: number, seq: Seq, stateless = false): void {
     const r = clearTcpOptions(this.out);
     r.srcPort = sport; r.dstPort = dport; r.seq = seq; r.ack = SEQ0; r.flags = RST; r.window = 0;
-    this.emitSegment(src, dst, r);
+    this.emitSegment(src, dst, r, stateless);
   }
 
   /** <SEQ=0><ACK=ack><CTL=RST,ACK>: the reset for a segment without ACK (RFC 9293 3.10.7.1). */
-  sendResetAck(src: number, dst: number, sport: number, dport: number, ack: Seq): void {
+  sendResetAck(src: number, dst: number, sport: number, dport: number, ack: Seq, stateless = false): void {
     const r = clearTcpOptions(this.out);
     r.srcPort = sport; r.dstPort = dport; r.seq = SEQ0; r.ack = ack; r.flags = RST | ACK; r.window = 0;
-    this.emitSegment(src, dst, r);
+    this.emitSegment(src, dst, r, stateless);
   }
 
   /** RFC 5961 7: a global limit on challenge ACKs per second. */

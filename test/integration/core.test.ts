@@ -191,4 +191,25 @@ describe('the stack as a client of a kernel server', () => {
     expect(client.receivedBytes).toBe(MB10);
     expect(client.receivedSha).toBe(srv.sentSha);
   }, 180_000);
+
+  test('--busy-poll: ping and a SHA-checked echo work; with no traffic the stack sleeps again', async () => {
+    const ns4 = await lab.addNamespace('bp');
+    const p = await lab.startStack(ns4, [
+      '--tun', lab.ifname('bp'), '--addr', `${STACK}/24`, '--services', 'echo', '--busy-poll', '--control', path.join(tmp, 'bp.sock'),
+    ]);
+    try {
+      const ping = await lab.exec(ns4, 'ping', ['-n', '-c', '20', '-i', '0.01', STACK]);
+      expect(ping.stdout).toMatch(/20 received/);
+      const r = await lab.exec(ns4, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', '1000000'], { timeoutMs: 60_000 });
+      expect(JSON.parse(r.stdout.trim().split('\n').pop()!).receivedBytes).toBe(1_000_000);
+      // The spinning stops 10 ms after the last packet: an idle second costs next to no CPU.
+      await new Promise((res) => setTimeout(res, 300));
+      const cpu = () => { const f = fs.readFileSync(`/proc/${p.pid}/stat`, 'utf8').split(') ')[1]!.split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
+      const c0 = cpu();
+      await new Promise((res) => setTimeout(res, 1000));
+      expect(cpu() - c0).toBeLessThan(0.2);
+    } finally {
+      await p.kill(5000);
+    }
+  }, 60_000);
 });

@@ -250,4 +250,29 @@ describe('SYN flood generators in throwaway namespaces', () => {
     expect(delta(before, after, 'Tcp.InSegs')).toBeGreaterThanOrEqual(400);
     expect(delta(before, after, 'Tcp.InCsumErrors')).toBe(0);
   }, 60_000);
+
+  it('unpaced hping3 --flood: its nftables quota holds it to its packet count; without reaching it, the time bound stops it', async () => {
+    const before = kernelCounters('vic');
+    const r = await runHping3Flood({
+      target: `${VIC_ADDR}:${PORT}`, sources: ['198.18.211.79'], count: 3000, durationMs: 1500, flood: true, netns: lab.ns('atk'),
+    });
+    const after = kernelCounters('vic');
+    // Unpaced it offers far more than 3000 within 1.5 s: the quota stops it first.
+    expect(r.quotaReached).toBe(true);
+    expect(r.seconds).toBeLessThan(5);
+    expect(r.commands[0]!.argv).toContain('--flood');
+    const arrived = delta(before, after, 'Tcp.InSegs');
+    expect(arrived).toBeGreaterThanOrEqual(3000);
+    expect(arrived).toBeLessThan(3000 + 200); // the victim's other segments: none are expected
+    expect(r.transmitted).toBe(3000);
+    // The quota's table is gone afterwards.
+    const tables = execFileSync('ip', ['netns', 'exec', lab.ns('atk'), 'nft', 'list', 'tables'], { encoding: 'utf8' });
+    expect(tables).not.toMatch(/fsquota/);
+    // A count it cannot reach in 1 s: the time bound ends it (SIGINT, hping3's own summary).
+    const t = await runHping3Flood({ target: `${VIC_ADDR}:${PORT}`, sources: ['198.18.211.80'], count: 1_000_000, durationMs: 1000, flood: true, netns: lab.ns('atk') });
+    expect(t.timedOut).toBe(true);
+    expect(t.quotaReached).toBe(false);
+    expect(t.transmitted).toBeGreaterThan(0);
+    expect(t.seconds).toBeLessThan(4);
+  }, 60_000);
 });

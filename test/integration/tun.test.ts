@@ -152,6 +152,48 @@ describe('TunDevice (real kernel, in a namespace)', () => {
     expect(linkInNs('fst0')).toBe(false);
   }, 30_000);
 
+  it('replies sent with sendDetached (the writer thread) arrive, with and without the virtio header; txQueueLen sets the created device', async () => {
+    for (const vnet of [false, true]) {
+      const r = await startFixture('echo', 'fsd0', '--detached', '--txqlen', '4096', ...(vnet ? ['--vnet'] : []));
+      try {
+        expect(r.ready).toMatchObject({ name: 'fsd0', created: true, vnetHdr: vnet });
+        expect(ip('-n', ns, 'link', 'show', 'fsd0')).toMatch(/qlen 4096/);
+        const p = ping(5);
+        expect(p.received, p.out).toBe(5);
+      } finally {
+        const res = await stop(r);
+        expect(res.replies).toBeGreaterThanOrEqual(5);
+        expect(res.stats.txPackets).toBe(res.replies);
+        expect(res.stats.txDrops).toBe(0);
+        expect(res.stats.txErrors).toBe(0);
+      }
+      expect(linkInNs('fsd0')).toBe(false);
+    }
+  }, 40_000);
+
+  it('early SYN drop: while backlogged, bare SYNs of unverified sources beyond the budget are dropped and counted; an allowed source loses none', async () => {
+    const r = await startFixture('synbudget', 'fss0', '--block', '2500', '--wait', '1500');
+    try {
+      // Sent while the fixture's loop is blocked: they wait in the kernel's queue (500 packets).
+      const synflood = path.join(root, 'dist', 'lab', 'synflood.js');
+      for (const src of ['198.18.100.0/24', '198.18.7.7']) {
+        const f = spawnSync('ip', ['netns', 'exec', ns, process.execPath, synflood, '--target', '198.18.0.2:80', '--source', src, '--count', '150', '--duration', '2', '--json', '--quiet'], { encoding: 'utf8', timeout: 10_000 });
+        expect(f.status, f.stderr).toBe(0);
+        expect(lastJson(f.stdout).sent).toBe(150);
+      }
+      const code = await r.exited;
+      expect(code, r.out()).toBe(0);
+      const res = lastJson(r.out());
+      const flood = Object.entries(res.bySource as Record<string, number>).filter(([a]) => a.startsWith('198.18.100.')).reduce((n, [, v]) => n + v, 0);
+      expect(res.bySource['198.18.7.7']).toBe(150);
+      expect(res.stats.synEarlyDrops).toBeGreaterThan(50);
+      expect(flood + res.stats.synEarlyDrops).toBe(150);
+    } finally {
+      if (r.proc.exitCode === null) r.proc.kill('SIGKILL');
+    }
+    expect(linkInNs('fss0')).toBe(false);
+  }, 30_000);
+
   it('with the virtio header and 2 queues, ping still works and offloads were probed', async () => {
     const r = await startFixture('echo', 'fsq0', '--vnet', '--queues', '2', '--mtu', '9000');
     try {

@@ -9,7 +9,7 @@ import {
   writeSyn,
   Xorshift128,
 } from '../../lab/synflood';
-import { buildHping3Commands, parseHping3Summary } from '../../lab/hping3';
+import { buildHping3Commands, floodQuotaRules, parseHping3Summary } from '../../lab/hping3';
 import { internetChecksum, checksumAdd, checksumFinish, pseudoHeaderSum } from '../../stack/wire/checksum';
 import { parseIpv4 } from '../../stack/wire/addr';
 import { UsageError } from '../../stack/util/errors';
@@ -140,6 +140,16 @@ describe('hping3 command lines', () => {
     expect(() => buildHping3Commands({ ...base, sources: [] })).toThrow(/at least one/);
     expect(() => buildHping3Commands({ ...base, intervalUs: 20_000 })).toThrow(/take 2\.0 s, more than durationMs 1000/);
     expect(() => buildHping3Commands({ ...base, count: 2_000_000 })).toThrow(/count must be/);
+  });
+
+  it('unpaced: --flood instead of -c/-i, only in its own namespace, its packet bound an nftables quota of count x 40 bytes', () => {
+    const base = { target: '198.18.0.2:80', sources: ['198.18.100.77'], count: 1_000_000, durationMs: 2000, hping3: '/usr/sbin/hping3', flood: true };
+    const [c] = buildHping3Commands({ ...base, netns: 'atk' });
+    expect(c!.argv).toEqual(['ip', 'netns', 'exec', 'atk', '/usr/sbin/hping3', '-n', '-q', '-S', '-p', '80', '-a', '198.18.100.77', '--flood', '198.18.0.2']);
+    expect(() => buildHping3Commands(base)).toThrow(/needs its own namespace/);
+    const rules = floodQuotaRules('fsq', ['198.18.100.77'], 1_000_000);
+    expect(rules).toContain('hook output');
+    expect(rules).toContain('ip saddr { 198.18.100.77 } quota over 40000000 bytes drop');
   });
 
   it('reads the summary in both spellings', () => {

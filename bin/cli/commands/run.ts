@@ -197,6 +197,7 @@ export const RUN_SPEC = defineCommand({
     offloads: valueFlag({ valueName: 'on|off', help: 'TUN segmentation/checksum offloads', ...oneOf(['on', 'off'] as const), default: 'on' }),
     queues: valueFlag({ valueName: 'N', help: 'TUN queues', ...integer(1, 8), default: 1 }),
     shards: switchFlag('one stack shard per queue, each in a worker thread (needs --queues 2 or more)'),
+    'busy-poll': switchFlag('read the TUN device in a loop instead of sleeping in epoll: lower latency, one core kept busy (TUN, one thread)'),
     cc: valueFlag({ valueName: 'NAME', help: 'TCP congestion control: newreno or cubic', ...oneOf(CONGESTION_CONTROLS), default: 'cubic' as CongestionControl }),
     events: valueFlag({ valueName: 'FILE', help: 'append events to this JSONL file', ...outputFile }),
     json: switchFlag('print the ready line as JSON'),
@@ -287,6 +288,7 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
     throw usageError(spec, `--shards needs --queues 2 or more (one shard per queue), got --queues ${f.queues}`);
   }
   if (f.shards && f.pcap) throw usageError(spec, '--shards cannot be combined with --pcap');
+  if (f['busy-poll'] && (f.shards || tap)) throw usageError(spec, '--busy-poll polls one TUN device from one thread: drop --shards and --tap');
   if (f.shards && f.services.includes('mtls')) throw usageError(spec, '--shards runs the plain services only; drop mtls from --services');
   if (f.shards && f.impair.length > 0) throw usageError(spec, '--impair needs one stack thread: drop --shards (impairments are not sharded)');
   if (f.pcap && f['pcap-wire'] && f.pcap === f['pcap-wire']) {
@@ -335,6 +337,7 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
     offloads: f.offloads === 'on',
     queues: f.queues,
     shards: f.shards,
+    ...(f['busy-poll'] ? { busyPoll: true } : {}),
     cc: f.cc,
     events: f.events,
     json: f.json,

@@ -11,6 +11,7 @@
 //                                                 ioctl, not sysfs, so it is right in any netns)
 //   getTxQueueLen(name) -> number                (SIOCGIFTXQLEN: the kernel's queue of packets
 //                                                 for us, per TUN queue; it drops past it)
+//   setTxQueueLen(name, n)                       (SIOCSIFTXQLEN)
 //   closeFd(fd)
 //   Queue(fd, vnetHdr, slab: Buffer, slotSize, slots, info: Uint32Array, counters: Float64Array,
 //         onBurst: (n: number) => void)
@@ -21,6 +22,13 @@
 //                           in one writev (the Ethernet header without copying the packet)
 //     .setSlot(i, buffer)   read slot i into `buffer` from now on (at least slotSize bytes): JS
 //                           gives a packet it kept (zero-copy receive) away and a fresh slot back
+//     .writeDetached(packets: Buffer[], count) -> packets queued
+//                           small stateless packets (at most kDetachedMax bytes: SYN cookies,
+//                           resets for no connection) copied into a ring that a writer thread
+//                           of this queue writes, so that the kernel's receive path for them
+//                           (run inside write() on a TUN device) runs off the JS thread. FIFO
+//                           among themselves, unordered against write(); a full ring drops
+//                           (txDrops). The thread starts on first use and is joined by close().
 //
 // Receive: one uv_poll_t per fd (level triggered). On readable, read() up to `slots` packets
 // (or until EAGAIN) into slots (initially fixed slices of the slab; setSlot replaces one), record
@@ -32,13 +40,28 @@
 //
 // Counters (Float64Array, shared with JS):
 //   0 rxTruncated  1 rxErrors  2 txPackets  3 txBytes  4 txDrops (EAGAIN/ENOBUFS)
-//   5 txErrors (other errno)  6 lastErrno (rx or tx)  7 rxReadCalls
+//   5 txErrors (other errno)  6 lastErrno (rx or tx)  7 rxReadCalls  8 synEarlyDrops
+//
+// Early SYN drop (TUN only; off until setSynBudget(n > 0)):
+//     .setSynBudget(n)      while the queue is backlogged (the previous read loop ended
+//                           without EAGAIN: more was waiting), at most n bare SYNs (SYN
+//                           without ACK, RST or FIN; IPv4, unfragmented) from sources not
+//                           verified are handed to JS per `slots` packets read; the rest are dropped
+//                           right after their read, before any JavaScript runs for them.
+//     .pollNow() -> n       busy polling: one read loop now, from JS, without the callback; n
+//                           packets are in the slots and info (JS delivers them), 0 none,
+//                           -errno a fatal read error (polling stopped)
+//     .allowSource(addr)    addr (IPv4, host order) completed a handshake: its SYNs are
+//                           never dropped early (a direct-mapped table of 65,536 entries;
+//                           a collision forgets the older one, which then only loses its
+//                           exemption).
 
 #include <napi.h>
 #include <uv.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <string.h>
@@ -47,7 +70,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifndef TUN_F_USO4
@@ -73,6 +100,9 @@ constexpr int kVnetHdrLen = sizeof(VnetHdr);
 static_assert(kVnetHdrLen == 10, "virtio_net_hdr must be 10 bytes");
 constexpr uint32_t kInfoStride = 8;
 constexpr uint32_t kMetaStride = 6;
+// writeDetached: the largest packet it takes, and ring slots (a power of two).
+constexpr uint32_t kDetachedMax = 120;
+constexpr uint32_t kDetachedSlots = 8192;
 
 enum Counter {
   kRxTruncated = 0,
@@ -83,8 +113,12 @@ enum Counter {
   kTxErrors = 5,
   kLastErrno = 6,
   kRxReadCalls = 7,
-  kCounterCount = 8,
+  kSynEarlyDrops = 8,
+  kCounterCount = 9,
 };
+
+// The early SYN drop's table of verified sources: direct-mapped, a power of two.
+constexpr uint32_t kAllowSlots = 1u << 16;
 
 const char* ErrnoCode(int err) {
   const char* n = strerrorname_np(err);
@@ -250,6 +284,24 @@ Napi::Value GetTxQueueLen(const Napi::CallbackInfo& info) {
 }
 Napi::Value SetMtu(const Napi::CallbackInfo& info) { return MtuIoctl(info, true); }
 
+// setTxQueueLen(name, n): SIOCSIFTXQLEN, the packets the kernel queues for a TUN queue
+// before it drops (tun resizes its ring to it).
+Napi::Value SetTxQueueLen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].ToString().Utf8Value();
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (!CopyIfName(name, ifr.ifr_name)) return ThrowErrno(env, "SIOCSIFTXQLEN", ENAMETOOLONG);
+  ifr.ifr_qlen = info[1].ToNumber().Int32Value();
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return ThrowErrno(env, "socket", errno);
+  int rc = ioctl(s, SIOCSIFTXQLEN, &ifr);
+  int err = errno;
+  ::close(s);
+  if (rc < 0) return ThrowErrno(env, "SIOCSIFTXQLEN", err);
+  return env.Undefined();
+}
+
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   int fd = info[0].ToNumber().Int32Value();
   if (fd >= 0) ::close(fd);
@@ -271,6 +323,10 @@ class Queue : public Napi::ObjectWrap<Queue> {
                            InstanceMethod<&Queue::UnrefLoop>("unref"),
                            InstanceMethod<&Queue::SetSlot>("setSlot"),
                            InstanceMethod<&Queue::WriteFramed>("writeFramed"),
+                           InstanceMethod<&Queue::WriteDetached>("writeDetached"),
+                           InstanceMethod<&Queue::SetSynBudget>("setSynBudget"),
+                           InstanceMethod<&Queue::AllowSource>("allowSource"),
+                           InstanceMethod<&Queue::PollNow>("pollNow"),
                        });
   }
 
@@ -323,6 +379,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
     // Finalizer path (object collected without close()): release the OS resources.
     if (!closed_) {
       closed_ = true;
+      StopWriter();
       StopPoll();
       if (fd_ >= 0 && ownsFd_) ::close(fd_);
       fd_ = -1;
@@ -400,6 +457,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
       metas = m.Data();
       metaLen = m.ElementLength();
     }
+    if (writer_.joinable()) FoldWriterCounters();
     if (closed_) {
       counters_[kTxDrops] += count;
       return Napi::Number::New(env, 0);
@@ -544,6 +602,154 @@ class Queue : public Napi::ObjectWrap<Queue> {
     return Napi::Number::New(env, written);
   }
 
+  // ------------------------------------------------------------------------------------------
+  // writeDetached(packets, count) -> packets queued for the writer thread (see the header).
+  Napi::Value WriteDetached(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsArray()) return ThrowType(env, "writeDetached(packets, count)");
+    Napi::Array pkts = info[0].As<Napi::Array>();
+    uint32_t count = info[1].ToNumber().Uint32Value();
+    if (count > pkts.Length()) count = pkts.Length();
+    FoldWriterCounters();
+    if (closed_) {
+      counters_[kTxDrops] += count;
+      return Napi::Number::New(env, 0);
+    }
+    if (!writer_.joinable()) {
+      ring_.resize(static_cast<size_t>(kDetachedSlots) * kSlotBytes);
+      writerStop_ = false;
+      writer_ = std::thread([this] { WriterLoop(); });
+    }
+    uint32_t queued = 0;
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> lk(ringMu_);
+      for (uint32_t i = 0; i < count; i++) {
+        napi_value v;
+        if (napi_get_element(env, pkts, i, &v) != napi_ok) break;
+        void* data = nullptr;
+        size_t len = 0;
+        if (napi_get_buffer_info(env, v, &data, &len) != napi_ok || len == 0 || len > kDetachedMax) {
+          counters_[kTxErrors] += 1;
+          counters_[kLastErrno] = EINVAL;
+          continue;
+        }
+        if (ringHead_ - ringTail_ >= kDetachedSlots) {
+          counters_[kTxDrops] += 1;
+          continue;
+        }
+        uint8_t* slot = ring_.data() + static_cast<size_t>(ringHead_ & (kDetachedSlots - 1)) * kSlotBytes;
+        slot[0] = static_cast<uint8_t>(len);
+        memcpy(slot + 1, data, len);
+        ringHead_++;
+        queued++;
+      }
+      // A busy writer finds these on its next round: only a sleeping one costs a wake-up.
+      wake = queued > 0 && writerIdle_;
+    }
+    if (wake) ringCv_.notify_one();
+    return Napi::Number::New(env, queued);
+  }
+
+  // The writer thread: takes what is queued, writes it without the lock, repeats.
+  void WriterLoop() {
+    pthread_setname_np(pthread_self(), "fs-tun-tx");  // so that per-thread CPU shows it (bench)
+    std::unique_lock<std::mutex> lk(ringMu_);
+    for (;;) {
+      writerIdle_ = true;
+      ringCv_.wait(lk, [this] { return writerStop_ || ringHead_ != ringTail_; });
+      writerIdle_ = false;
+      if (ringHead_ == ringTail_ && writerStop_) return;
+      uint64_t head = ringHead_, tail = ringTail_;
+      lk.unlock();
+      uint64_t ok = 0, bytes = 0, drops = 0, errs = 0;
+      int lastErr = 0;
+      for (uint64_t k = tail; k != head; k++) {
+        // The producer never overwrites slots in [tail, head): ringTail_ moves after the writes.
+        const uint8_t* slot = ring_.data() + static_cast<size_t>(k & (kDetachedSlots - 1)) * kSlotBytes;
+        size_t len = slot[0];
+        ssize_t rc;
+        if (vnet_) {
+          VnetHdr h;
+          memset(&h, 0, sizeof h);
+          struct iovec iov[2] = {{&h, sizeof h}, {const_cast<uint8_t*>(slot + 1), len}};
+          do rc = writev(fd_, iov, 2);
+          while (rc < 0 && errno == EINTR);
+        } else {
+          do rc = ::write(fd_, slot + 1, len);
+          while (rc < 0 && errno == EINTR);
+        }
+        if (rc < 0) {
+          lastErr = errno;
+          if (lastErr == EAGAIN || lastErr == EWOULDBLOCK || lastErr == ENOBUFS) drops++;
+          else errs++;
+        } else {
+          ok++;
+          bytes += len;
+        }
+      }
+      wOk_.fetch_add(ok, std::memory_order_relaxed);
+      wBytes_.fetch_add(bytes, std::memory_order_relaxed);
+      wDrops_.fetch_add(drops, std::memory_order_relaxed);
+      wErrs_.fetch_add(errs, std::memory_order_relaxed);
+      if (lastErr) wLastErr_.store(lastErr, std::memory_order_relaxed);
+      lk.lock();
+      ringTail_ = head;
+    }
+  }
+
+  // The writer's counts go into the shared counters on the JS thread (the array is not atomic).
+  void FoldWriterCounters() {
+    uint64_t ok = wOk_.exchange(0, std::memory_order_relaxed);
+    uint64_t bytes = wBytes_.exchange(0, std::memory_order_relaxed);
+    uint64_t drops = wDrops_.exchange(0, std::memory_order_relaxed);
+    uint64_t errs = wErrs_.exchange(0, std::memory_order_relaxed);
+    int le = wLastErr_.exchange(0, std::memory_order_relaxed);
+    counters_[kTxPackets] += static_cast<double>(ok);
+    counters_[kTxBytes] += static_cast<double>(bytes);
+    counters_[kTxDrops] += static_cast<double>(drops);
+    counters_[kTxErrors] += static_cast<double>(errs);
+    if (le) counters_[kLastErrno] = le;
+  }
+
+  void StopWriter() {
+    if (!writer_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lk(ringMu_);
+      writerStop_ = true;
+    }
+    ringCv_.notify_one();
+    writer_.join();  // it writes what is queued first: at most the ring, each a non-blocking write
+    if (counters_) FoldWriterCounters();
+  }
+
+  Napi::Value SetSynBudget(const Napi::CallbackInfo& info) {
+    synBudget_ = info.Length() > 0 ? info[0].ToNumber().Uint32Value() : 0;
+    if (synBudget_ > 0 && allow_.empty()) allow_.assign(kAllowSlots, 0);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value AllowSource(const Napi::CallbackInfo& info) {
+    uint32_t a = info.Length() > 0 ? info[0].ToNumber().Uint32Value() : 0;
+    if (allow_.empty()) allow_.assign(kAllowSlots, 0);
+    allow_[AllowSlot(a)] = a;
+    return info.Env().Undefined();
+  }
+
+  static uint32_t AllowSlot(uint32_t a) { return (a * 2654435761u) >> 16; }
+
+  // A bare SYN (IPv4, first fragment of nothing: not fragmented; SYN set, ACK/RST/FIN clear)
+  // from a source not in the allow table. `p` is the IP packet, `len` its length.
+  bool UnverifiedBareSyn(const uint8_t* p, size_t len) const {
+    if (len < 40 || (p[0] >> 4) != 4 || p[9] != 6) return false;
+    const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+    if (ihl < 20 || len < ihl + 20) return false;
+    if (((p[6] & 0x3f) | p[7]) != 0) return false;  // MF or a fragment offset
+    if ((p[ihl + 13] & 0x17) != 0x02) return false;  // FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10
+    const uint32_t src = (static_cast<uint32_t>(p[12]) << 24) | (p[13] << 16) | (p[14] << 8) | p[15];
+    return allow_.empty() || allow_[AllowSlot(src)] != src;
+  }
+
   static void OnPoll(uv_poll_t* h, int status, int events) {
     Queue* q = static_cast<Queue*>(h->data);
     if (q) q->Readable(status);
@@ -564,24 +770,61 @@ class Queue : public Napi::ObjectWrap<Queue> {
       return;
     }
     for (int b = 0; b < kMaxBurstsPerEvent; b++) {
-      // false: the queue is empty (or the fd failed); true: a full burst went up, read on.
+      // false: the queue is empty (or the fd failed); true: more is waiting, read on.
       if (!ReadBurst()) return;
       if (closed_) return;
     }
   }
 
-  // Reads up to `slots` packets and hands them to JS in one call; true when all slots filled.
+  // Reads one burst (up to `slots` packets) and hands it to JS in one call; true when more
+  // was waiting in the kernel's queue (the burst stopped before EAGAIN: full slots, or the
+  // early SYN drop's read bound), so the caller reads on.
   bool ReadBurst() {
+    int fatal = 0;
+    uint32_t n = ReadBurst(&fatal);
+    if (n > 0) {
+      CallJs(static_cast<int>(n));
+      if (closed_) return false;  // close() from inside the callback
+    }
+    if (fatal) {
+      Fatal(fatal);
+      return false;
+    }
+    return backlogged_;
+  }
+
+  Napi::Value PollNow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_ || !poll_) return Napi::Number::New(env, 0);
+    int fatal = 0;
+    uint32_t n = ReadBurst(&fatal);
+    if (fatal && n == 0) {
+      counters_[kRxErrors] += 1;
+      counters_[kLastErrno] = fatal;
+      StopPoll();
+      return Napi::Number::New(env, -fatal);
+    }
+    return Napi::Number::New(env, n);
+  }
+
+  // One read loop into the slots (see the header); a fatal errno goes to *fatal.
+  uint32_t ReadBurst(int* fatalOut) {
     int fatal = 0;
     uint32_t n = 0;
     const uint32_t hdr = vnet_ ? kVnetHdrLen : 0;
-    while (n < slots_) {
+    // Early SYN drop: only while backlogged, and the reads of one call stay bounded.
+    const bool dropping = synBudget_ > 0 && backlogged_;
+    uint32_t syns = 0, reads = 0;
+    const uint32_t maxReads = slots_ * 4;
+    bool drained = false;
+    while (n < slots_ && reads < maxReads) {
       uint8_t* slot = slotPtr_[n];
       ssize_t r = ::read(fd_, slot, slotSize_);
+      reads++;
       counters_[kRxReadCalls] += 1;
       if (r < 0) {
         if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) { drained = true; break; }
         fatal = errno;
         break;
       }
@@ -598,6 +841,14 @@ class Queue : public Napi::ObjectWrap<Queue> {
       if (static_cast<size_t>(r) <= hdr) {
         counters_[kRxErrors] += 1;
         continue;
+      }
+      // The budget renews every `slots_` reads: at most synBudget_ of each slots_ packets read.
+      if (dropping && UnverifiedBareSyn(slot + hdr, static_cast<size_t>(r) - hdr)) {
+        if (syns >= synBudget_ * (1 + (reads - 1) / slots_)) {
+          counters_[kSynEarlyDrops] += 1;
+          continue;  // the slot is read into again
+        }
+        syns++;  // SYNs handed on
       }
       uint32_t* e = info_ + n * kInfoStride;
       e[0] = hdr;
@@ -616,15 +867,10 @@ class Queue : public Napi::ObjectWrap<Queue> {
       }
       n++;
     }
-    if (n > 0) {
-      CallJs(static_cast<int>(n));
-      if (closed_) return false;  // close() from inside the callback
-    }
-    if (fatal) {
-      Fatal(fatal);
-      return false;
-    }
-    return n == slots_;
+    // More was waiting when this call stopped: the next call starts backlogged.
+    backlogged_ = !drained && !fatal;
+    *fatalOut = fatal;
+    return n;
   }
 
   void Fatal(int err) {
@@ -664,6 +910,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
   void DoClose() {
     if (closed_) return;
     closed_ = true;
+    StopWriter();  // before the fd goes: the writer thread writes to it
     StopPoll();
     if (fd_ >= 0 && ownsFd_) ::close(fd_);
     fd_ = -1;
@@ -694,6 +941,22 @@ class Queue : public Napi::ObjectWrap<Queue> {
   Napi::Reference<Napi::Uint32Array> infoRef_;
   Napi::Reference<Napi::Float64Array> countersRef_;
   Napi::FunctionReference cb_;
+  // writeDetached's ring (slot: a length byte and the packet) and its writer thread.
+  static constexpr size_t kSlotBytes = 1 + kDetachedMax + 7;
+  std::vector<uint8_t> ring_;
+  std::mutex ringMu_;
+  std::condition_variable ringCv_;
+  uint64_t ringHead_ = 0;
+  uint64_t ringTail_ = 0;
+  bool writerStop_ = false;
+  bool writerIdle_ = false;
+  // Early SYN drop (setSynBudget, allowSource).
+  uint32_t synBudget_ = 0;
+  bool backlogged_ = false;
+  std::vector<uint32_t> allow_;
+  std::thread writer_;
+  std::atomic<uint64_t> wOk_{0}, wBytes_{0}, wDrops_{0}, wErrs_{0};
+  std::atomic<int> wLastErr_{0};
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -705,6 +968,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getMtu", Napi::Function::New(env, GetMtu, "getMtu"));
   exports.Set("setMtu", Napi::Function::New(env, SetMtu, "setMtu"));
   exports.Set("getTxQueueLen", Napi::Function::New(env, GetTxQueueLen, "getTxQueueLen"));
+  exports.Set("setTxQueueLen", Napi::Function::New(env, SetTxQueueLen, "setTxQueueLen"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("Queue", Queue::Init(env));
   Napi::Object c = Napi::Object::New(env);
