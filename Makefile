@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE  ?= node
 TUN_ADDON := drivers/tun/build/Release/faultstack_tun.node
 
-.PHONY: all deps build addon ts test unit integration lint-deps typecheck-tests demo bench clean ike-vectors
+.PHONY: all deps build addon ts web test unit integration lint-deps typecheck-tests demo bench clean ike-vectors
 
 all: build
 
@@ -19,7 +19,15 @@ addon: $(TUN_ADDON)
 ts: deps
 	./node_modules/.bin/tsc -p tsconfig.json
 
-build: deps addon ts
+# The web view (web/): type-checked for the browser, bundled by esbuild into dist/web with
+# its page and style sheet; `faultstack run --web` serves them from there (no CDN, no internet).
+web: deps
+	./node_modules/.bin/tsc -p web/tsconfig.json
+	@mkdir -p dist/web
+	./node_modules/.bin/esbuild web/app.ts --bundle --format=iife --target=es2020 --log-level=warning --outfile=dist/web/app.js
+	cp web/index.html web/app.css dist/web/
+
+build: deps addon ts web
 
 # The layer rules (.dependency-cruiser.cjs, with type-only imports; and what each process
 # loads, .dependency-cruiser-loads.cjs): docs/design.md says what they are.

@@ -108,7 +108,7 @@ export const ROUTES: Route[] = [
   { method: 'GET', path: '/api/stats', cmd: 'stats', args: q, doc: 'counters, counts per state, listeners, lock, faults; ?limit=N|all=true&state=&port=&peer= adds `connections` rows' },
   { method: 'GET', path: '/api/events', cmd: 'events', args: (_p, query) => ({ ...query, follow: false }), doc: 'the latest events (?limit=N, default 1000)' },
   { method: 'GET', path: '/api/faults', cmd: 'faults', args: q, doc: 'every fault with its mode and parameters, and the parameter values' },
-  { method: 'PUT', path: '/api/faults/:id', cmd: 'fault.set', args: (p, _q, body) => ({ ...body, id: p.id }), doc: 'switch a fault: {"mode":"buggy"}' },
+  { method: 'PUT', path: '/api/faults/:id', cmd: 'fault.set', args: (p, _q, body) => ({ ...body, id: p.id }), doc: 'switch a fault: {"mode":"hotfixed"}' },
   { method: 'PUT', path: '/api/params/:name', cmd: 'param.set', args: (p, _q, body) => ({ ...body, name: p.name }), doc: 'change a parameter: {"value":2}' },
   { method: 'POST', path: '/api/connect', cmd: 'connect', args: b, doc: 'make the stack open a connection: {"host":"198.18.0.99","port":80,"timeoutMs":5000}' },
   { method: 'POST', path: '/api/unlock', cmd: 'unlock', args: b, doc: 'release the connection-table lock (KB 297040)' },
@@ -393,11 +393,11 @@ function readBody(req: http.IncomingMessage): Promise<Record<string, unknown>> {
       if (text === '') { resolve({}); return; }
       let v: unknown;
       try { v = JSON.parse(text); } catch (e) {
-        reject(new HttpError(400, ErrorCode.BAD_JSON, `the body is not JSON (${(e as Error).message}): send a JSON object such as {"mode":"buggy"}`));
+        reject(new HttpError(400, ErrorCode.BAD_JSON, `the body is not JSON (${(e as Error).message}): send a JSON object such as {"mode":"hotfixed"}`));
         return;
       }
       if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-        reject(new HttpError(400, ErrorCode.BAD_REQUEST, 'the body must be a JSON object of arguments, such as {"mode":"buggy"}'));
+        reject(new HttpError(400, ErrorCode.BAD_REQUEST, 'the body must be a JSON object of arguments, such as {"mode":"hotfixed"}'));
         return;
       }
       resolve(v as Record<string, unknown>);

@@ -226,6 +226,13 @@ export function controlHandlers(v: ControlView): Record<string, ControlHandler> 
     },
     // Traces live in the stack that has the connection: the first one that answers.
     'trace.start': async (args) => {
+      // Armed for a connection to come: every shard waits for it (the kernel picks the queue).
+      if (args.wait === true) {
+        const per = await all((p) => p.trace('start', args));
+        const live = per.findIndex((r) => r !== null && !(r as { pending?: boolean }).pending);
+        const r = per[live >= 0 ? live : 0] as object;
+        return v.sharded ? { ...r, ...(live >= 0 ? { shard: v.ports[live]!.index } : {}) } : r;
+      }
       for (const p of v.ports) {
         const r = await p.trace('start', args);
         if (r !== null) return v.sharded ? { ...(r as object), shard: p.index } : r;

@@ -7,14 +7,16 @@
  *   - gauges: connections by state, listeners' SYN and accept queues against their
  *     backlog, the connection-table lock, the PMTU host routes counted against the real
  *     ones and MaxIcmpHostRoutes, the process's memory, uptime;
- *   - each fault's mode as labels: faultstack_fault_mode{fault="kb297040",mode="buggy"} 1
+ *   - each fault's mode as labels: faultstack_fault_mode{fault="kb297040",mode=MODE} 1
  *     (and 0 for its other modes), numeric parameters as faultstack_param{name=...}.
  */
 import type { ControlContext, ControlHandler } from '../control/server';
+import { ALL_MODES } from '../faults/catalogue';
 
 /** Counters that go up and down (nstat reports them as they are, not as deltas). */
 const GAUGE_COUNTERS = new Set(['TcpCurrEstab']);
-const MODES = ['off', 'buggy', 'hotfixed'];
+/** The modes a fault can be in (the catalogue's). */
+const MODES = ALL_MODES;
 
 /** A label value, escaped as the format requires (backslash, double quote, newline). */
 function label(v: unknown): string {
@@ -73,6 +75,7 @@ export function prometheusText(stats: Obj, routes: Obj | null): string {
   const perListener: [string, string, 'gauge' | 'counter', string][] = [
     ['synQueue', 'faultstack_listener_syn_queue', 'gauge', 'half-open entries (SYN queue) per listening port'],
     ['acceptQueue', 'faultstack_listener_accept_queue', 'gauge', 'established connections waiting for accept() per listening port'],
+    ['synQueueLimit', 'faultstack_listener_syn_queue_limit', 'gauge', "what bounds the SYN queue: tcp_max_syn_backlog (Linux) or TcpMaxHalfOpen (Windows, where SYN attack protection starts)"],
     ['backlog', 'faultstack_listener_backlog', 'gauge', "the listener's backlog: the accept queue's limit"],
     ['refusedSyns', 'faultstack_listener_refused_syns', 'counter', 'SYNs refused by the listener'],
     ['droppedSyns', 'faultstack_listener_dropped_syns', 'counter', 'SYNs dropped by the listener'],

@@ -17,7 +17,7 @@ import type { ConnectionObserver } from '../tcp/observer';
 import { type Seq, seqSize } from '../wire/seq';
 import { formatIpv4, parseIpv4 } from '../wire/addr';
 import { CodedError } from '../util/errors';
-import { badArgument, integerArg, requiredString } from '../control/protocol';
+import { badArgument, booleanArg, integerArg, requiredString } from '../control/protocol';
 
 export const DEFAULT_TRACE_SAMPLES = 20_000;
 export const MAX_TRACE_SAMPLES = 200_000;
@@ -50,6 +50,8 @@ export interface TraceReply {
   droppedSamples: number;
   droppedSegments: number;
   retransmissions: number;
+  /** Armed for a connection that does not exist yet (trace.start with wait): nothing recorded so far. */
+  pending?: boolean;
   shard?: number;
 }
 
@@ -185,7 +187,37 @@ function selects(s: ConnSelector, c: TcpConnection): boolean {
 /** A stack's traces: started, read and stopped by the control plane (trace.* requests). */
 export class TraceRegistry {
   private readonly traces: ConnectionTrace[] = [];
-  constructor(private readonly stack: Stack) {}
+  /** Armed traces (trace.start with wait): the next connection each selects gets one when it enters the table. */
+  private readonly pending: { sel: ConnSelector; text: string; capacity: number }[] = [];
+  private readonly before: Stack['tcp']['hooks']['connectionCreated'];
+
+  constructor(private readonly stack: Stack) {
+    const hooks = stack.tcp.hooks;
+    this.before = hooks.connectionCreated;
+    // One length check per new connection while nothing is armed.
+    hooks.connectionCreated = (c, now) => {
+      this.before(c, now);
+      if (this.pending.length > 0) this.attachPending(c, now);
+    };
+  }
+
+  private attachPending(c: TcpConnection, now: number): void {
+    const i = this.pending.findIndex((p) => selects(p.sel, c));
+    if (i < 0 || c.observer !== null) return;
+    const [p] = this.pending.splice(i, 1);
+    const t = new ConnectionTrace(c, now, p!.capacity);
+    this.traces.push(t);
+    // No sample yet: the handshake code sets the ISS right after the connection is made.
+    c.observer = t;
+  }
+
+  private makeRoom(): void {
+    while (this.traces.length + this.pending.length >= MAX_TRACES) {
+      const old = this.traces.findIndex((t) => !t.active);
+      if (old < 0) throw new CodedError('EBUSY', `${MAX_TRACES} connections are being traced already: stop one (trace.stop) first`);
+      this.traces.splice(old, 1);
+    }
+  }
 
   private find(sel: ConnSelector): ConnectionTrace | undefined {
     // The newest trace of that connection (a port may be reused by a later connection).
@@ -198,19 +230,25 @@ export class TraceRegistry {
     return undefined;
   }
 
-  /** Starts tracing a live connection (again: the running trace goes on). Null: no such connection here. */
-  start(args: Record<string, unknown>): { conn: string; started: boolean; capacity: number } | null {
-    const sel = parseConnSelector(requiredString(args, 'conn', CONN_VALID));
+  /**
+   * Starts tracing a live connection (again: the running trace goes on). With `wait`, a
+   * connection that does not exist yet is traced from the moment it enters the table.
+   * Null: no such connection here (and no wait).
+   */
+  start(args: Record<string, unknown>): { conn: string; started: boolean; capacity: number; pending?: boolean } | null {
+    const text = requiredString(args, 'conn', CONN_VALID);
+    const sel = parseConnSelector(text);
     const capacity = integerArg(args, 'samples', 16, MAX_TRACE_SAMPLES) ?? DEFAULT_TRACE_SAMPLES;
+    const wait = booleanArg(args, 'wait') ?? false;
     const c = this.live(sel);
-    if (!c) return null;
+    if (!c) {
+      if (!wait) return null;
+      if (!this.pending.some((p) => p.text === text)) { this.makeRoom(); this.pending.push({ sel, text, capacity }); }
+      return { conn: text, started: false, pending: true, capacity };
+    }
     if (c.observer instanceof ConnectionTrace && c.observer.active) return { conn: c.observer.id, started: false, capacity: c.observer.samples.capacity };
     if (c.observer !== null) throw new CodedError('EBUSY', `connection ${connId(c)} already has an observer`);
-    while (this.traces.length >= MAX_TRACES) {
-      const old = this.traces.findIndex((t) => !t.active);
-      if (old < 0) throw new CodedError('EBUSY', `${MAX_TRACES} connections are being traced already: stop one (trace.stop) first`);
-      this.traces.splice(old, 1);
-    }
+    this.makeRoom();
     const t = new ConnectionTrace(c, this.stack.now, capacity);
     this.traces.push(t);
     c.observer = t;
@@ -220,22 +258,36 @@ export class TraceRegistry {
 
   /** The trace of a connection, or null when this stack has none. */
   get(args: Record<string, unknown>): TraceReply | null {
-    const t = this.find(parseConnSelector(requiredString(args, 'conn', CONN_VALID)));
-    if (!t) return null;
+    const text = requiredString(args, 'conn', CONN_VALID);
+    const t = this.find(parseConnSelector(text));
+    if (!t) {
+      const p = this.pending.find((x) => x.text === text);
+      if (!p) return null;
+      return {
+        conn: text, local: '', peer: '', state: 'not yet', active: false, pending: true, startedAt: this.stack.now, mss: 0, capacity: p.capacity,
+        samples: [], segments: [], droppedSamples: 0, droppedSegments: 0, retransmissions: 0,
+      };
+    }
     if (t.active && t.conn.isClosed()) t.finish();
     return t.reply();
   }
 
   stop(args: Record<string, unknown>): { conn: string; stopped: boolean } | null {
-    const t = this.find(parseConnSelector(requiredString(args, 'conn', CONN_VALID)));
+    const text = requiredString(args, 'conn', CONN_VALID);
+    const armed = this.pending.findIndex((x) => x.text === text);
+    if (armed >= 0) { this.pending.splice(armed, 1); return { conn: text, stopped: true }; }
+    const t = this.find(parseConnSelector(text));
     if (!t) return null;
     const was = t.active;
     t.finish();
     return { conn: t.id, stopped: was };
   }
 
-  list(): { conn: string; active: boolean; samples: number; segments: number; retransmissions: number }[] {
-    return this.traces.map((t) => ({ conn: t.id, active: t.active && !t.conn.isClosed(), samples: t.samples.count, segments: t.segments.count, retransmissions: t.retransmissions }));
+  list(): { conn: string; active: boolean; pending?: boolean; samples: number; segments: number; retransmissions: number }[] {
+    return [
+      ...this.traces.map((t) => ({ conn: t.id, active: t.active && !t.conn.isClosed(), samples: t.samples.count, segments: t.segments.count, retransmissions: t.retransmissions })),
+      ...this.pending.map((p) => ({ conn: p.text, active: false, pending: true, samples: 0, segments: 0, retransmissions: 0 })),
+    ];
   }
 
   /** One trace command (start, get, stop, list) as the control plane sends it. */
@@ -251,5 +303,7 @@ export class TraceRegistry {
 
   close(): void {
     for (const t of this.traces) t.finish();
+    this.pending.length = 0;
+    this.stack.tcp.hooks.connectionCreated = this.before;
   }
 }

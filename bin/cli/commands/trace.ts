@@ -6,7 +6,7 @@
  *   faultstack trace list                        the traces taken
  * CONN is PEER:PORT or LOCAL:PORT-PEER:PORT, as `faultstack stats --all` shows them.
  */
-import { defineCommand, integer, parseArgs, printHelp, usageError, valueFlag } from '../args';
+import { defineCommand, integer, parseArgs, printHelp, switchFlag, usageError, valueFlag } from '../args';
 import { callStack, controlFlags, printJson } from '../control-target';
 import { table } from '../format';
 import type { TraceReply } from '../../../stack/runtime/trace';
@@ -15,7 +15,7 @@ export const TRACE_SPEC = defineCommand({
   name: 'trace',
   summary: "Record and show a connection's snd.una/snd.nxt/rcv.nxt, cwnd, ssthresh, srtt, rto and flight over time.",
   details: [
-    'faultstack trace start CONN [--samples N]   start recording a live connection',
+    'faultstack trace start CONN [--samples N] [--wait]   start recording a live connection (--wait: the next one CONN names)',
     'faultstack trace [show] CONN [--json]       show what was recorded',
     'faultstack trace stop CONN                  stop recording (the record stays)',
     'faultstack trace list                       the traces taken',
@@ -26,6 +26,7 @@ export const TRACE_SPEC = defineCommand({
   maxArgs: 2,
   flags: {
     ...controlFlags,
+    wait: switchFlag('with start: a connection that does not exist yet is traced from the moment it is made (give its PEER:PORT, e.g. a client bound with --local-port)'),
     samples: valueFlag({ valueName: 'N', help: 'with start: samples (and segments) kept, the oldest overwritten past it', ...integer(16, 200_000) }),
   },
 });
@@ -59,12 +60,12 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (conn === undefined) throw usageError(TRACE_SPEC, `trace ${sub} needs CONN: PEER:PORT or LOCAL:PORT-PEER:PORT`);
   if (sub === 'start') {
-    const r = await callStack<{ conn: string; started: boolean; capacity: number }>('trace', p.flags.control, 'trace.start', { conn, ...(p.flags.samples !== undefined ? { samples: p.flags.samples } : {}) });
+    const r = await callStack<{ conn: string; started: boolean; pending?: boolean; capacity: number }>('trace', p.flags.control, 'trace.start', { conn, ...(p.flags.samples !== undefined ? { samples: p.flags.samples } : {}), ...(p.flags.wait ? { wait: true } : {}) });
     if (p.flags.json) printJson(r);
-    else process.stdout.write(`${r.started ? 'tracing' : 'already tracing'} ${r.conn} (up to ${r.capacity} samples)\n`);
+    else process.stdout.write(`${r.pending ? 'waiting to trace' : r.started ? 'tracing' : 'already tracing'} ${r.conn} (up to ${r.capacity} samples)\n`);
     return 0;
   }
-  if (p.flags.samples !== undefined) throw usageError(TRACE_SPEC, '--samples goes with trace start');
+  if (p.flags.samples !== undefined || p.flags.wait) throw usageError(TRACE_SPEC, '--samples and --wait go with trace start');
   if (sub === 'stop') {
     const r = await callStack<{ conn: string; stopped: boolean }>('trace', p.flags.control, 'trace.stop', { conn });
     if (p.flags.json) printJson(r);
