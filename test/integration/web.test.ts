@@ -131,6 +131,10 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     // The echo listener on port 7 and its connection.
     await page.waitForSelector('#listeners tr[data-port="7"]', { timeout: 10_000 });
     await shot(page, 'web-overview');
+    if (shotDir) {
+      await page.locator('#listeners').screenshot({ path: path.join(shotDir, 'web-listeners.png') });
+      await page.locator('#routes-counted').locator('xpath=ancestor::div[contains(@class,"card")]').screenshot({ path: path.join(shotDir, 'web-routes.png') });
+    }
 
     // Connections: the ticker's row is there; an iperf3 run started now appears without a reload.
     await page.click('a[data-tab="connections"]');
@@ -178,6 +182,7 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     await page.waitForFunction((t) => Number(document.getElementById('last-update')!.dataset.at) > t + 1500, at0, { timeout: 10_000 });
     await page.waitForFunction(() => Number(document.getElementById('lock-blocked')!.textContent) > 3, null, { timeout: 10_000 });
     await shot(page, 'web-lock-held');
+    if (shotDir) await page.locator('#lock-card').screenshot({ path: path.join(shotDir, 'web-lock-card.png') });
     // The event log has the lock-taken event, live.
     await page.click('a[data-tab="events"]');
     await page.waitForSelector('#events-log li[data-kind="lock-taken-not-released"]', { timeout: 10_000 });
@@ -277,6 +282,33 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     expect(resent.length).toBeGreaterThan(0);
     expect(oursAll).toEqual(resent);
   }, 150_000);
+});
+
+describe.runIf(haveChromium || process.env.CI === 'true')('the web view of an NLB cluster', () => {
+  test('two hosts on a bridge: the page of host 1 draws the bucket map shared by hosts 1 and 2 once they converged', async () => {
+    const ns = await lab.addNamespace('n');
+    const br = await lab.bridge(ns);
+    const hosts = await Promise.all([1, 2].map((h) => lab.startStack(ns, [
+      '--tap', lab.ifname(`n${h}`), '--bridge', br, '--addr', `198.18.70.1${h}/24`, '--nlb', '198.18.70.100/24', '--nlb-priority', String(h),
+      '--services', 'echo', '--control', path.join(tmp, `n${h}.sock`), '--web', '127.0.0.1:0',
+    ])));
+    const { url } = webOf(hosts[0]!);
+    const browser = await browserIn(ns);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const errors: string[] = [];
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`); });
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(url);
+    await page.waitForSelector('#nlb-card:not([hidden]) table.bucket-map', { timeout: 15_000 });
+    // Converged: the 60 buckets split between the two hosts.
+    await page.waitForFunction(() => {
+      const owners = [...document.querySelectorAll('table.bucket-map td')].map((c) => c.textContent);
+      return owners.length === 60 && owners.includes('1') && owners.includes('2');
+    }, null, { timeout: 30_000 });
+    if (shotDir) await page.locator('#nlb-card').screenshot({ path: path.join(shotDir, 'web-nlb.png') });
+    expect(errors).toEqual([]);
+    await page.close();
+  }, 90_000);
 });
 
 describe('the API with --shards', () => {
