@@ -452,12 +452,24 @@ function drawSeq(t: Obj): void {
   const tmax = Math.max(1, ...segs.map((s) => s.t), ...samples.map((s) => s.t));
   const smax = Math.max(1, ...segs.map((s) => s.seq + s.len), ...samples.map((s) => s.nxt));
   const sc = axes(svg, 900, 320, tmax, smax, 'relative sequence number');
+  // SND.UNA first (a step: it holds until an ACK moves it), the segments over it.
+  svg.append(svgEl('path', { class: 'una', d: steps(samples, 'una', sc.x, sc.y) }));
   for (const s of segs) {
     svg.append(svgEl('line', { class: s.retrans ? 'retrans' : 'seg', x1: sc.x(s.t), x2: sc.x(s.t), y1: sc.y(s.seq), y2: sc.y(s.seq + s.len) }));
+    // A retransmission is one segment among thousands: a mark makes it findable.
+    if (s.retrans) svg.append(svgEl('circle', { class: 'retrans-mark', cx: sc.x(s.t), cy: sc.y(s.seq), r: 3 }));
   }
+}
+
+/** A step path through the samples' `key` (a value holds until the next sample changes it). */
+function steps(samples: Obj[], key: string, x: (v: number) => number, y: (v: number) => number): string {
   let d = '';
-  for (const s of samples) d += `${d ? 'L' : 'M'}${sc.x(s.t).toFixed(1)},${sc.y(s.una).toFixed(1)}`;
-  if (d) svg.append(svgEl('path', { class: 'una', d }));
+  for (const s of samples) {
+    const v = s[key];
+    if (!Number.isFinite(v)) continue;
+    d += d ? `H${x(s.t).toFixed(1)}V${y(v).toFixed(1)}` : `M${x(s.t).toFixed(1)},${y(v).toFixed(1)}`;
+  }
+  return d;
 }
 
 function drawCwnd(t: Obj): void {
@@ -469,15 +481,14 @@ function drawCwnd(t: Obj): void {
   const cmax = Math.max(1, ...samples.map((s) => Math.max(s.cwnd, s.inflight)));
   const sc = axes(svg, 900, 260, tmax, cmax * 1.1, 'bytes: cwnd (blue), ssthresh (dashed), flight (purple); srtt (red, right scale)');
   const path = (key: string, cls: string, scaleY: (v: number) => number) => {
-    let d = '';
-    for (const s of samples) { const v = s[key]; if (!Number.isFinite(v)) continue; d += `${d ? 'L' : 'M'}${sc.x(s.t).toFixed(1)},${scaleY(v).toFixed(1)}`; }
+    const d = steps(samples, key, sc.x, scaleY);
     if (d) svg.append(svgEl('path', { class: cls, d }));
   };
   path('cwnd', 'cwnd', sc.y);
   path('inflight', 'inflight', sc.y);
   // ssthresh starts "infinite": drawn once it means something.
   const ss = samples.filter((s) => s.ssthresh < cmax * 1.1);
-  if (ss.length) { let d = ''; for (const s of ss) d += `${d ? 'L' : 'M'}${sc.x(s.t).toFixed(1)},${sc.y(s.ssthresh).toFixed(1)}`; svg.append(svgEl('path', { class: 'ssthresh', d })); }
+  if (ss.length) svg.append(svgEl('path', { class: 'ssthresh', d: steps(ss, 'ssthresh', sc.x, sc.y) }));
   const rmax = Math.max(1, ...samples.map((s) => s.srtt));
   const ry = (v: number) => 260 - 24 - ((260 - 24 - 8) * v) / (rmax * 1.1);
   path('srtt', 'srtt', ry);
