@@ -240,10 +240,16 @@ export function controlHandlers(v: ControlView): Record<string, ControlHandler> 
       throw new CodedError('ENOENT', `no connection ${String(args.conn)} in the stack (its rows: \`faultstack stats --all\`)`);
     },
     'trace.get': async (args) => {
-      for (const p of v.ports) {
-        const r = await p.trace('get', args);
-        if (r !== null) return v.sharded ? { ...(r as object), shard: p.index } : r;
+      const per = await all((p) => p.trace('get', args));
+      const isPending = (r: unknown) => (r as { pending?: boolean } | null)?.pending === true;
+      const found = per.findIndex((r) => r !== null && !isPending(r));
+      if (found >= 0) {
+        // An armed trace caught its connection on one shard: the others stop waiting for it.
+        await Promise.all(v.ports.map((p, i) => (i !== found && isPending(per[i]) ? p.trace('stop', args) : null)));
+        return v.sharded ? { ...(per[found] as object), shard: v.ports[found]!.index } : per[found];
       }
+      const armed = per.find(isPending);
+      if (armed) return armed;
       throw new CodedError('ENOENT', `no trace of ${String(args.conn)}: start one with \`faultstack trace start CONN\``);
     },
     'trace.stop': async (args) => {

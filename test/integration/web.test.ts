@@ -332,6 +332,17 @@ describe('the API with --shards', () => {
     expect(fams.find((f) => f.name === 'faultstack_fault_mode')!.metrics.find((m) => m.labels?.fault === 'kb903927' && m.labels?.mode === 'buggy')?.value).toBe('1');
     // Both shards' echo listeners.
     expect(fams.find((f) => f.name === 'faultstack_listener_backlog')!.metrics.filter((m) => m.labels?.port === '7').map((m) => m.labels?.shard).sort()).toEqual(['0', '1']);
+    // A trace armed on every shard catches the connection on whichever queue the kernel picks.
+    const armed = await curlJson(ns, `${url}api/traces`, { method: 'POST', body: { conn: `${HOST}:40124`, wait: true } });
+    expect(armed.json).toMatchObject({ pending: true });
+    const nc = await lab.exec(ns, 'bash', ['-c', `echo hello | nc -N -p 40124 ${STACK} 7`], { timeoutMs: 10_000 });
+    expect(nc.stdout).toContain('hello');
+    const t = await curlJson(ns, `${url}api/traces/${HOST}:40124`);
+    expect(t.status, t.text).toBe(200);
+    expect(t.json.conn).toBe(`${STACK}:7-${HOST}:40124`);
+    expect([0, 1]).toContain(t.json.shard);
+    // The echo of "hello\n" (6 bytes) went out, then our FIN.
+    expect(t.json.segments.filter((g: any) => !g.retrans).map((g: any) => [g.seq, g.len])).toEqual(expect.arrayContaining([[1, 6]]));
   }, 60_000);
 });
 
