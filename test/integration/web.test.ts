@@ -262,6 +262,17 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     expect(t.retransmissions).toBeGreaterThan(0);
     const drawn = await page.locator('#trace-seq line.retrans').count();
     expect(drawn).toBe(t.retransmissions);
+    // The command line reads the same trace over the control socket.
+    const ctl = path.join(tmp, 'b.sock');
+    const cliJson = await lab.cli(ns, ['trace', conn, '--json', '--control', ctl]);
+    expect(cliJson.code, cliJson.stderr).toBe(0);
+    expect(JSON.parse(cliJson.stdout)).toMatchObject({ conn: t.conn, retransmissions: t.retransmissions, segments: t.segments });
+    const cliText = await lab.cli(ns, ['trace', 'list', '--control', ctl]);
+    expect(cliText.stdout).toContain(t.conn);
+    const bad = await lab.cli(ns, ['trace', 'start', 'nonsense', '--control', ctl]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toContain('PEER:PORT or LOCAL:PORT-PEER:PORT');
 
     expect(errors).toEqual([]);
     await page.close();
