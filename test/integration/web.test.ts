@@ -132,7 +132,6 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     await page.waitForSelector('#listeners tr[data-port="7"]', { timeout: 10_000 });
     await shot(page, 'web-overview');
     if (shotDir) {
-      await page.locator('#listeners').screenshot({ path: path.join(shotDir, 'web-listeners.png') });
       await page.locator('#routes-counted').locator('xpath=ancestor::div[contains(@class,"card")]').screenshot({ path: path.join(shotDir, 'web-routes.png') });
     }
 
@@ -293,6 +292,40 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     expect(resent.length).toBeGreaterThan(0);
     expect(oursAll).toEqual(resent);
   }, 150_000);
+});
+
+describe.runIf(haveChromium || process.env.CI === 'true')('the web view of a SYN flood (KB 903927)', () => {
+  test('spoofed SYNs past TcpMaxHalfOpen: the listeners table shows the SYN queue over its limit, the event log the protection', async () => {
+    const ns = await lab.addNamespace('f');
+    const stack = await lab.startStack(ns, [
+      '--tun', lab.ifname('f'), '--addr', `${STACK}/24`, '--host-addr', `${HOST}/24`, '--services', 'http',
+      '--control', path.join(tmp, 'f.sock'), '--fault', 'kb903927=buggy', '--param', 'TcpMaxHalfOpen=32', '--param', 'TcpMaxPortsExhausted=1000',
+      '--web', '127.0.0.1:0',
+    ]);
+    const { url } = webOf(stack);
+    const browser = await browserIn(ns);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const errors: string[] = [];
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`); });
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(url);
+    await page.waitForSelector('#listeners tr[data-port="80"]', { timeout: 10_000 });
+    expect(await page.textContent('#listeners tr[data-port="80"] td:nth-child(2)')).toBe('0 / 32');
+    const f = await lab.exec(ns, process.execPath, [path.join(repoRoot(), 'dist', 'lab', 'synflood.js'), '--target', `${STACK}:80`, '--source', '198.18.100.0/24',
+      '--count', '400', '--duration', '5', '--rate', '2000', '--json', '--quiet'], { timeoutMs: 20_000 });
+    expect(f.code, f.stderr).toBe(0);
+    // The SYN queue against TcpMaxHalfOpen, its bar full (red), and the trigger in the log.
+    await page.waitForFunction(() => {
+      const cell = document.querySelector('#listeners tr[data-port="80"] td:nth-child(2)')?.textContent ?? '';
+      return Number(cell.split(' / ')[0]) > 300 && cell.endsWith(' / 32');
+    }, null, { timeout: 10_000 });
+    expect(await page.locator('#listeners tr[data-port="80"] .bar .full').count()).toBe(1);
+    if (shotDir) await page.locator('#listeners').screenshot({ path: path.join(shotDir, 'web-listeners.png') });
+    await page.click('a[data-tab="events"]');
+    await page.waitForSelector('#events-log li[data-kind="syn-protection-triggered"]', { timeout: 10_000 });
+    expect(errors).toEqual([]);
+    await page.close();
+  }, 90_000);
 });
 
 describe.runIf(haveChromium || process.env.CI === 'true')('the web view of an NLB cluster', () => {
