@@ -131,9 +131,6 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     // The echo listener on port 7 and its connection.
     await page.waitForSelector('#listeners tr[data-port="7"]', { timeout: 10_000 });
     await shot(page, 'web-overview');
-    if (shotDir) {
-      await page.locator('#routes-counted').locator('xpath=ancestor::div[contains(@class,"card")]').screenshot({ path: path.join(shotDir, 'web-routes.png') });
-    }
 
     // Connections: the ticker's row is there; an iperf3 run started now appears without a reload.
     await page.click('a[data-tab="connections"]');
