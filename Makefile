@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE  ?= node
 TUN_ADDON := drivers/tun/build/Release/faultstack_tun.node
 
-.PHONY: all deps build addon ts web test unit integration lint-deps typecheck-tests demo bench clean ike-vectors
+.PHONY: all deps build addon ts test unit integration lint-deps typecheck-tests demo bench clean ike-vectors
 
 all: build
 
@@ -21,6 +21,7 @@ ts: deps
 
 # The web view (web/): type-checked for the browser, bundled by esbuild into dist/web with
 # its page and style sheet; `faultstack run --web` serves them from there (no CDN, no internet).
+.PHONY: web
 web: deps
 	./node_modules/.bin/tsc -p web/tsconfig.json
 	@mkdir -p dist/web

@@ -44,8 +44,8 @@ export interface FirewallConfig {
   eventsFile?: string;
   pcap?: string;
   externalPcap?: string;
-  /** More `faultstack run` flags (e.g. --web 127.0.0.1:0). */
-  extra?: string[];
+  /** More `faultstack run` flags (a scenario's --impair, say). */
+  extraArgs?: string[];
 }
 
 export interface LabEvent { seq?: number; fault?: string; kind: string; message?: string; data?: Record<string, unknown> }
@@ -107,7 +107,7 @@ export class FirewallLab {
     if (cfg.eventsFile) args.push('--events', cfg.eventsFile);
     if (cfg.pcap) args.push('--pcap', cfg.pcap);
     if (cfg.externalPcap) args.push('--external-pcap', cfg.externalPcap);
-    args.push(...(cfg.extra ?? []));
+    args.push(...(cfg.extraArgs ?? []));
     this.stack = await this.lab.startStack(this.ns.fw, args);
     await this.lab.ip(this.ns.in, 'route', 'replace', 'default', 'via', FW_IN);
     return this.stack;

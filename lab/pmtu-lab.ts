@@ -62,8 +62,8 @@ export interface StackConfig {
   offloads?: boolean;
   /** Write the event log here too. */
   eventsFile?: string;
-  /** More `faultstack run` flags (e.g. --web 127.0.0.1:0). */
-  extra?: string[];
+  /** More `faultstack run` flags (a scenario's --impair, say). */
+  extraArgs?: string[];
 }
 
 export type DownloadOutcome = 'ok' | 'stalled' | 'connect-failed' | 'error';
@@ -200,7 +200,7 @@ export class PmtuLab {
     ];
     for (const [k, v] of Object.entries(cfg.params ?? {})) args.push('--param', `${k}=${v}`);
     if (cfg.eventsFile) args.push('--events', cfg.eventsFile);
-    args.push(...(cfg.extra ?? []));
+    args.push(...(cfg.extraArgs ?? []));
     this.stackCount++;
     this.stack = await this.lab.startStack(this.ns.k, args);
     return this.stack;

@@ -34,7 +34,7 @@ afterAll(async () => {
 
 describe.runIf(haveChromium || process.env.CI === 'true')('the web view of a firewall', () => {
   test('buggy: the media bindings of a Firewall Client player show on the page while it plays', async () => {
-    const stack = await fl.startFirewall({ mode: 'buggy', extra: ['--web', '127.0.0.1:0'] });
+    const stack = await fl.startFirewall({ mode: 'buggy', extraArgs: ['--web', '127.0.0.1:0'] });
     const url = / web (http:\/\/\S+?)(?:,|$| )/.exec(stack.readyLine)![1]!;
     const wrapper = path.join(fl.tmp, 'chromium.sh');
     fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${fl.ns.fw} ${CHROMIUM} "$@"\n`, { mode: 0o755 });

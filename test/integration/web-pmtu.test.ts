@@ -35,7 +35,7 @@ afterAll(async () => {
 
 describe.runIf(haveChromium || process.env.CI === 'true')('the web view of the host-route cache (KB 898060)', () => {
   test('buggy: the count reaches MaxIcmpHostRoutes with eight real routes, and the card says so', async () => {
-    const stack = await pl.startStack({ mode: 'buggy', params: { MaxIcmpHostRoutes: LIMIT }, extra: ['--web', '127.0.0.1:0'] });
+    const stack = await pl.startStack({ mode: 'buggy', params: { MaxIcmpHostRoutes: LIMIT }, extraArgs: ['--web', '127.0.0.1:0'] });
     const url = / web (http:\/\/\S+?)(?:,|$| )/.exec(stack.readyLine)![1]!;
     const wrapper = path.join(pl.tmp, 'chromium.sh');
     fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${pl.ns.k} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
