@@ -25,7 +25,16 @@ addon: $(TUN_ADDON) $(AEAD_ADDON)
 ts: deps
 	./node_modules/.bin/tsc -p tsconfig.json
 
-build: deps addon ts
+# The web view (web/): type-checked for the browser, bundled by esbuild into dist/web with
+# its page and style sheet; `faultstack run --web` serves them from there (no CDN, no internet).
+.PHONY: web
+web: deps
+	./node_modules/.bin/tsc -p web/tsconfig.json
+	@mkdir -p dist/web
+	./node_modules/.bin/esbuild web/app.ts --bundle --format=iife --target=es2020 --log-level=warning --outfile=dist/web/app.js
+	cp web/index.html web/app.css dist/web/
+
+build: deps addon ts web
 
 # The layer rules (.dependency-cruiser.cjs, with type-only imports; and what each process
 # loads, .dependency-cruiser-loads.cjs): docs/design.md says what they are.
@@ -35,7 +44,7 @@ lint-deps: deps
 
 # typescript-eslint's and ESLint's recommended rules (eslint.config.mjs says what is off and why).
 lint: deps
-	./node_modules/.bin/eslint stack drivers lab bin bench test
+	./node_modules/.bin/eslint stack drivers lab bin bench test web
 
 # The tests are type-checked as the product is (tsconfig.test.json: the whole tree, no output).
 typecheck-tests: deps

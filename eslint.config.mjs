@@ -27,8 +27,9 @@ export default tseslint.config(
     },
   },
   {
-    // A test reads a tool's JSON output (iperf3 -J, faultstack --json) and asserts its shape itself.
-    files: ['test/**/*.ts'],
+    // A test reads a tool's JSON output (iperf3 -J, faultstack --json) and asserts its shape
+    // itself; the web page reads the control plane's JSON replies and draws what it finds.
+    files: ['test/**/*.ts', 'web/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
   },
 );

@@ -30,6 +30,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   connect: { summary: 'make a running stack open a TCP connection to HOST:PORT', module: './commands/connect' },
   unlock: { summary: 'release the connection-table lock of a hung stack', module: './commands/unlock' },
   routes: { summary: "a running stack's route table (PMTU host routes included)", module: './commands/routes' },
+  trace: { summary: "record and show a connection's sequence numbers, cwnd, RTT and flight over time", module: './commands/trace' },
   impair: { summary: "impairments of a running stack: add|list|del|clear (netem's words, toxiproxy's toxics)", module: './commands/impair' },
   neigh: { summary: "a running stack's neighbour (ARP) table, like ip neigh", module: './commands/neigh' },
   ipsec: { summary: "a running stack's IPsec SAs (peer identities, SPIs, selectors), policies and counters", module: './commands/ipsec' },

@@ -11,6 +11,7 @@ import type { TunDevice } from '../../drivers/tun/index';
 import type { ControlHandler } from '../control/server';
 import { STATS_ROWS_PER_EVENT, badArgument, booleanArg, integerArg, requiredString, statsQuery, type StatsQuery } from '../control/protocol';
 import type { FaultConfig } from '../faults/config';
+import { FAULTS, PARAMS, describeRange } from '../faults/catalogue';
 import type { EventLog } from '../faults/events';
 import { CodedError } from '../util/errors';
 import { formatIpv4 } from '../wire/addr';
@@ -40,6 +41,8 @@ export interface ShardPort {
   connect(args: Record<string, unknown>): Promise<unknown>;
   unlock(): Promise<UnlockReply>;
   routes(): Promise<unknown>;
+  /** A trace command (trace.ts): start, get, stop or list; null when this stack has no such connection or trace. */
+  trace(cmd: string, args: Record<string, unknown>): Promise<unknown>;
 }
 
 /** The stack of a one-thread run: called directly, and it shares the runtime's fault configuration. */
@@ -56,6 +59,7 @@ export class LocalPort implements ShardPort {
   connect(args: Record<string, unknown>): Promise<unknown> { return this.shard.connect(args); }
   async unlock(): Promise<UnlockReply> { return this.shard.unlock(); }
   async routes(): Promise<unknown> { return this.shard.routes(); }
+  async trace(cmd: string, args: Record<string, unknown>): Promise<unknown> { return this.shard.trace(cmd, args); }
 }
 
 export interface ControlView {
@@ -76,6 +80,8 @@ export interface ControlView {
   external?: { tun: string; addr: string; mtu: number; hostNetns: string | null; offloads: string[] };
   /** The link layer's clock for `neigh` and `stats` (the stack's scheduler). */
   now(): number;
+  /** With --web: where the web view is, and its token (null on localhost without --web-token). */
+  web?: { url: string; token: string | null };
 }
 
 function sumInto(acc: Record<string, number>, add: Record<string, unknown>): void {
@@ -173,6 +179,19 @@ export function controlHandlers(v: ControlView): Record<string, ControlHandler> 
       await all((p) => p.setFault(id, mode));
       return { id, mode: v.faults.mode(id), previous, ...shardCount };
     },
+    // The catalogue with the live modes and values: what the web view's switches show.
+    faults: () => {
+      const s = v.faults.snapshot();
+      const values = s.params as Record<string, unknown>;
+      return {
+        profile: s.profile,
+        faults: FAULTS.map((f) => ({
+          id: f.id, alias: f.alias, title: f.title, article: f.article, implemented: f.implemented, modes: f.modes,
+          mode: (s.modes as Record<string, string>)[f.id], params: f.params,
+        })),
+        params: PARAMS.map((p) => ({ name: p.name, type: p.type, default: p.default, range: describeRange(p), value: values[p.name], general: p.general ?? false })),
+      };
+    },
     'param.set': async (args) => {
       const name = requiredString(args, 'name', 'a parameter name such as SynAttackProtect');
       const value = paramValue(args);
@@ -205,6 +224,44 @@ export function controlHandlers(v: ControlView): Record<string, ControlHandler> 
       const note = `shard 0 of ${v.ports.length}: every shard keeps its own host routes`;
       return Array.isArray(r) ? { routes: r, note } : { ...(r as Record<string, unknown>), note };
     },
+    // Traces live in the stack that has the connection: the first one that answers.
+    'trace.start': async (args) => {
+      // Armed for a connection to come: every shard waits for it (the kernel picks the queue).
+      if (args.wait === true) {
+        const per = await all((p) => p.trace('start', args));
+        const live = per.findIndex((r) => r !== null && !(r as { pending?: boolean }).pending);
+        const r = per[live >= 0 ? live : 0] as object;
+        return v.sharded ? { ...r, ...(live >= 0 ? { shard: v.ports[live]!.index } : {}) } : r;
+      }
+      for (const p of v.ports) {
+        const r = await p.trace('start', args);
+        if (r !== null) return v.sharded ? { ...(r as object), shard: p.index } : r;
+      }
+      throw new CodedError('ENOENT', `no connection ${String(args.conn)} in the stack (its rows: \`faultstack stats --all\`)`);
+    },
+    'trace.get': async (args) => {
+      const per = await all((p) => p.trace('get', args));
+      const isPending = (r: unknown) => (r as { pending?: boolean } | null)?.pending === true;
+      const found = per.findIndex((r) => r !== null && !isPending(r));
+      if (found >= 0) {
+        // An armed trace caught its connection on one shard: the others stop waiting for it.
+        await Promise.all(v.ports.map((p, i) => (i !== found && isPending(per[i]) ? p.trace('stop', args) : null)));
+        return v.sharded ? { ...(per[found] as object), shard: v.ports[found]!.index } : per[found];
+      }
+      const armed = per.find(isPending);
+      if (armed) return armed;
+      throw new CodedError('ENOENT', `no trace of ${String(args.conn)}: start one with \`faultstack trace start CONN\``);
+    },
+    'trace.stop': async (args) => {
+      for (const p of v.ports) {
+        const r = await p.trace('stop', args);
+        if (r !== null) return r;
+      }
+      throw new CodedError('ENOENT', `no trace of ${String(args.conn)}`);
+    },
+    'trace.list': async () => ({
+      traces: (await all((p) => p.trace('list', {}))).flatMap((r, i) => (r as Record<string, unknown>[]).map((t) => (v.sharded ? { ...t, shard: v.ports[i]!.index } : t))),
+    }),
     neigh: () => {
       if (!v.link) throw new CodedError('ENOTSUP', `the stack runs on TUN device ${v.tun.name}: no link layer, no neighbours (start it with --tap)`);
       return neighReply(v.link.eth, v.tun.name, v.now());
@@ -233,6 +290,7 @@ export function readyLine(v: ControlView): string {
     ...(opts.hostNetns ? { hostNetns: opts.hostNetns } : {}),
     ...(v.external ? { external: v.external } : {}),
     ...(v.nlb ? { nlb: v.nlb } : {}),
+    ...(v.web ? { web: v.web.url, ...(v.web.token ? { webToken: v.web.token } : {}) } : {}),
   };
   if (opts.json) return JSON.stringify(info);
   const where = l2
@@ -242,5 +300,5 @@ export function readyLine(v: ControlView): string {
   const ext = v.external
     ? `, firewall: external ${v.external.addr} on ${v.external.tun} (mtu ${v.external.mtu}${v.external.hostNetns ? `, kernel side in ${v.external.hostNetns}` : ''}), Firewall Client on ${formatIpv4(opts.addr.addr)}:1745`
     : '';
-  return `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'})${shards}${ext}, services ${opts.services.join(',') || 'none'}${v.nlb ? `, ${v.nlb}` : ''}, control ${opts.control}`;
+  return `faultstack ready: ${info.addr} on ${where}, mtu ${info.mtu}, offloads ${off.names.join(',') || 'none'})${shards}${ext}, services ${opts.services.join(',') || 'none'}${v.nlb ? `, ${v.nlb}` : ''}, control ${opts.control}${v.web ? `, web ${v.web.url}${v.web.token ? ` token ${v.web.token}` : ''}` : ''}`;
 }

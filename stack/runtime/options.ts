@@ -110,6 +110,8 @@ export interface RuntimeOptions {
   firewall?: FirewallRunOptions;
   /** --nlb and friends (TAP only): a Network Load Balancing host (bin/cli/nlb-options.ts). */
   nlb?: NlbRunOptions;
+  /** --web [ADDR:]PORT and --web-token: the HTTP API and web view (stack/runtime/web.ts); absent: none. */
+  web?: { host: string; port: number; token?: string };
 }
 
 /** What startStackRuntime gives back: a running stack (one thread or sharded). */

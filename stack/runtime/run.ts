@@ -32,6 +32,7 @@ import { LocalPort, controlHandlers, readyLine, type ControlView } from './contr
 import { startShardedRuntime } from './sharded';
 import type { RuntimeOptions, StackRuntimeHandle } from './options';
 import { attachNlb } from './nlb-setup';
+import { startWeb } from './web';
 
 /** A one-thread run's parts, for tools that run the stack in their own process (bench/tools/stack-server.ts). */
 export interface Runtime {
@@ -135,10 +136,13 @@ export async function startStackRuntime(opts: RuntimeOptions): Promise<RuntimeHa
       ...(nlb ? { nlb: nlb.summary() } : {}),
       ...(fw && opts.firewall ? { external: { tun: fw.tun.name, addr: `${formatIpv4(opts.firewall.addr.addr)}/${opts.firewall.addr.prefix}`, mtu: fw.tun.mtu, hostNetns: opts.firewall.hostNetns ?? null, offloads: fw.tun.offloads.names } } : {}),
     };
-    const control = await ControlServer.start(opts.control, {
+    const handlers = {
       ...controlHandlers(view), ...impairHandlers(impair), ...(ipsec?.handlers ?? {}), ...(fw?.handlers ?? {}), ...(nlb?.handlers ?? {}),
-    });
+    };
+    const control = await ControlServer.start(opts.control, handlers);
     life.defer(() => control.close());
+    const web = await startWeb(opts, handlers, life);
+    if (web) view.web = web;
 
     tun.onError = (err) => { events.emit({ kind: 'device-error', message: err.message }); void life.shutdown(); };
     if (opts.busyPoll) life.defer(startBusyPoll(tun));

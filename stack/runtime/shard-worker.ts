@@ -3,7 +3,7 @@
  * one TUN queue (an fd the main thread opened and keeps), with its own faults and plain
  * services. The kernel steers each flow to one queue, so each shard sees whole TCP
  * connections. The main thread (stack/runtime/sharded.ts) asks over the message port:
- *   { id, cmd: 'stats' | 'fault.set' | 'param.set' | 'connect' | 'unlock' | 'routes' | 'shutdown', args }
+ *   { id, cmd: 'stats' | 'fault.set' | 'param.set' | 'connect' | 'unlock' | 'routes' | 'trace' | 'shutdown', args }
  * and gets { id, result } or { id, error: { code, message } }. Unasked, the worker posts
  * { ready: true }, { fatal: message } (start failed), { event } (every EventLog event) and
  * { deviceError: message } (the queue stopped).
@@ -77,6 +77,7 @@ async function main(): Promise<void> {
       connect: (args) => shard.connect(args),
       unlock: () => shard.unlock(),
       routes: () => shard.routes(),
+      trace: (args) => shard.trace(String(args.cmd ?? ''), (args.args ?? {}) as Record<string, unknown>),
       shutdown: async () => { await life.shutdown(); return { stopped: true }; },
     };
     port.on('message', (m: ShardRequest) => {

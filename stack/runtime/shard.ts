@@ -23,6 +23,7 @@ import { MAX_TIMEOUT_MS, badArgument, integerArg, requiredString, type StatsQuer
 import { rxQueueBytes, stackOffloads } from './setup';
 import { connectionCounts, listenerRows, streamRows, cachedSummary, type ConnectionRow } from './stats';
 import type { Lifecycle } from './lifecycle';
+import { TraceRegistry } from './trace';
 import type { CongestionControl, ServiceName } from './options';
 
 /** What one stack reports for `stats`: counts and counters, never rows (those are streamed). */
@@ -83,6 +84,8 @@ export class StackShard {
   readonly events: EventLog;
   readonly index: number | null;
   readonly startedAt = Date.now();
+  /** Per-connection traces taken on request (trace.ts). */
+  readonly traces: TraceRegistry;
   private readonly device: Device;
 
   /** Builds the stack and installs its faults; `life` closes the stack at shutdown. */
@@ -101,6 +104,8 @@ export class StackShard {
     this.installed = installFaults(this.stack, o.faults, o.events);
     life.defer(() => this.stack.close());
     this.api = createNetApi(this.stack);
+    this.traces = new TraceRegistry(this.stack);
+    life.defer(() => this.traces.close());
   }
 
   summary(): ShardSummary {
@@ -189,6 +194,11 @@ export class StackShard {
 
   routes(): unknown {
     return this.stack.pmtu.describe(this.stack.now);
+  }
+
+  /** A trace command (start, get, stop, list): null when the connection or its trace is not in this stack. */
+  trace(cmd: string, args: Record<string, unknown>): unknown {
+    return this.traces.handle(cmd, args);
   }
 }
 

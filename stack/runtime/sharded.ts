@@ -13,6 +13,7 @@ import type { EventLog } from '../faults/events';
 import { CodedError } from '../util/errors';
 import { controlHandlers, readyLine, type ControlView, type ShardPort, type ShardStats, type UnlockReply } from './control';
 import { impairUnavailable } from './impair-control';
+import { startWeb } from './web';
 import { Lifecycle } from './lifecycle';
 import type { RuntimeOptions, StackRuntimeHandle } from './options';
 import { configureHostLink, faultSetup, hostLinkBefore, openRunTun } from './setup';
@@ -65,6 +66,7 @@ class WorkerPort implements ShardPort {
   connect(args: Record<string, unknown>): Promise<unknown> { return this.call('connect', args); }
   async unlock(): Promise<UnlockReply> { return (await this.call('unlock')) as UnlockReply; }
   routes(): Promise<unknown> { return this.call('routes'); }
+  trace(cmd: string, args: Record<string, unknown>): Promise<unknown> { return this.call('trace', { cmd, args }); }
 
   /** Asks the worker to stop its stack (at most 5 s), then ends the thread. */
   async stop(): Promise<void> {
@@ -131,11 +133,14 @@ export async function startShardedRuntime(opts: RuntimeOptions): Promise<StackRu
     const view: ControlView = {
       opts, tun, faults, events, startedAt: Date.now(), ports, sharded: true, link: null, now: () => performance.now(),
     };
-    const control = await ControlServer.start(opts.control, {
+    const handlers = {
       ...controlHandlers(view),
       ...impairUnavailable('impairments need one stack thread: run without --shards'),
-    });
+    };
+    const control = await ControlServer.start(opts.control, handlers);
     life.defer(() => control.close());
+    const web = await startWeb(opts, handlers, life);
+    if (web) view.web = web;
     return { readyLine: readyLine(view), closed: life.closed, shutdown: () => life.shutdown() };
   } catch (e) {
     await life.shutdown();

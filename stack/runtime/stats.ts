@@ -39,8 +39,11 @@ export function connectionCounts(stack: Stack): ConnectionCounts {
 }
 
 export function listenerRows(stack: Stack): Record<string, number>[] {
+  const policy = stack.tcp.hooks.listenerAdmission;
   return [...stack.tcp.listeners.values()].map((l) => ({
-    port: l.port, backlog: l.backlog, synQueue: l.synQueue.size, acceptQueue: l.acceptQueue.length,
+    port: l.port, backlog: l.backlog, synQueue: l.synQueue.size,
+    ...(policy.synQueueLimit ? { synQueueLimit: policy.synQueueLimit(l).limit } : {}),
+    acceptQueue: l.acceptQueue.length,
     refusedSyns: l.refusedSyns, droppedSyns: l.droppedSyns, droppedAcks: l.droppedAcks, resetAfterHandshake: l.resetAfterHandshake,
     recycled: l.recycled,
   }));

@@ -34,6 +34,8 @@ export interface BacklogPolicy {
   halfOpenGone?(l: Listener, req: HalfOpen, established: boolean): void;
   /** Data arrived on an established connection the application has not accepted yet. */
   dataBeforeAccept?(l: Listener, conn: TcpConnection, now: number): void;
+  /** What bounds the SYN queue, for display (stats, the web view): its size and the rule's name. */
+  synQueueLimit?(l: Listener): { limit: number; by: string };
 }
 
 export interface LinuxBacklogParams {
@@ -64,6 +66,10 @@ export const LINUX_BACKLOG_DEFAULTS: Readonly<LinuxBacklogParams> = {
 export class LinuxBacklog implements BacklogPolicy {
   readonly name = 'linux';
   constructor(readonly params: () => LinuxBacklogParams) {}
+
+  synQueueLimit(): { limit: number; by: string } {
+    return { limit: this.params().maxSynBacklog, by: 'tcp_max_syn_backlog' };
+  }
 
   private acceptFull(l: Listener): boolean {
     return l.acceptQueue.length >= Math.min(l.backlog, this.params().somaxconn);

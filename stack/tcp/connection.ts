@@ -37,6 +37,7 @@ import { armPersist, armRto, disarmRto, onTimer, rearm } from './timer';
 import type { LossRecovery } from './recovery';
 import { NewRenoRecovery } from './newreno-recovery';
 import { SackRecovery } from './sack-recovery';
+import type { ConnectionObserver } from './observer';
 
 export { State, STATE_NAMES } from './state';
 
@@ -158,6 +159,8 @@ export class TcpConnection {
   error: CodedError | null = null;
   /** The next connection in the same bucket of the connection table (conntable.ts). */
   chainNext: TcpConnection | null = null;
+  /** A trace of this connection (observer.ts), attached on request; null: nobody watches, and nothing is recorded. */
+  observer: ConnectionObserver | null = null;
 
   constructor(
     readonly layer: TcpLayer,
@@ -171,7 +174,7 @@ export class TcpConnection {
     this.sndBuf = cfg.sndBuf;
     this.rto = cfg.initialRtoMs;
     this.cc = makeCongestionControl(cfg.congestionControl, 536);
-    this.timer = new Timer((t) => onTimer(this, t));
+    this.timer = new Timer((t) => { onTimer(this, t); if (this.observer !== null) this.observer.update(this, t); });
     this.tsOffset = layer.tsOffsetFor(localAddr, localPort, remoteAddr, remotePort);
     this.lastRecvAt = now;
   }
@@ -229,10 +232,16 @@ export class TcpConnection {
   // ---------------------------------------------------------------- segments (receive.ts, send.ts)
 
   /** RFC 9293 3.10.7.4: a segment arrives in a synchronized state or SYN-RECEIVED. */
-  input(seg: TcpRepr, buf: Buffer, now: number): void { segmentArrives(this, seg, buf, now); }
+  input(seg: TcpRepr, buf: Buffer, now: number): void {
+    segmentArrives(this, seg, buf, now);
+    if (this.observer !== null) this.observer.update(this, now);
+  }
 
   /** Sends whatever the windows allow, then a pure ACK if one is owed. */
-  output(now: number): void { output(this, now); }
+  output(now: number): void {
+    output(this, now);
+    if (this.observer !== null) this.observer.update(this, now);
+  }
 
   /** A pure ACK carrying the current window and SACK blocks. */
   sendAck(now: number): void { sendAck(this, now); }

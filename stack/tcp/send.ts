@@ -174,6 +174,7 @@ export function sendDataSegment(c: TcpConnection, seq: Seq, len: number, now: nu
   if (seqAdd(seq, len) === dataLimit(c) || withFin) flags |= PSH;
   r.seq = seq; r.ack = c.rcvNxt; r.flags = flags; r.window = c.advertiseWindow(); r.payloadLength = len;
   c.layer.emit(c, r, seqSize(c.sndUna, seq));
+  if (c.observer !== null) c.observer.sent(c, seq, len + (withFin ? 1 : 0), retransmission, now);
   if (retransmission) {
     const segs = Math.ceil(len / c.mss);
     c.layer.counters.TcpRetransSegs += segs;
@@ -192,6 +193,7 @@ export function sendFin(c: TcpConnection, now: number, retransmission = false): 
   if (c.sndUna === c.sndMax) c.tsFlightStart = r.tsVal;
   r.seq = c.finSeq; r.ack = c.rcvNxt; r.flags = FIN | ACK; r.window = c.advertiseWindow(); r.payloadLength = 0;
   c.layer.emit(c, r, 0);
+  if (c.observer !== null) c.observer.sent(c, c.finSeq, 1, retransmission || seqLt(c.finSeq, c.sndMax), now);
   if (!retransmission) {
     c.sndNxt = seqAdd(c.finSeq, 1);
     if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;

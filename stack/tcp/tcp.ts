@@ -126,6 +126,8 @@ export interface TcpHooks {
   resetBeforeAccept(reset: ResetBeforeAccept, now: number): void;
   /** Observation: a connection left the table. Default: nothing. */
   connectionRemoved(conn: TcpConnection, now: number): void;
+  /** Observation: a connection entered the table (an active open, or a passive one completing). Default: nothing. */
+  connectionCreated(conn: TcpConnection, now: number): void;
 }
 
 /** What a connection reset before its application accepted it still held (TcpHooks.resetBeforeAccept). */
@@ -197,6 +199,7 @@ export class TcpLayer {
       activeOpenFailed: (conn, reason, now) => this.failConnect(conn, reason, now),
       resetBeforeAccept: releaseResetBeforeAccept,
       connectionRemoved: () => {},
+      connectionCreated: () => {},
     };
   }
 
@@ -357,6 +360,7 @@ export class TcpLayer {
   createConnection(localAddr: number, localPort: number, remoteAddr: number, remotePort: number, now: number): TcpConnection {
     const conn = new TcpConnection(this, localAddr, localPort, remoteAddr, remotePort, now);
     this.table.insert(conn);
+    this.hooks.connectionCreated(conn, now);
     return conn;
   }
 

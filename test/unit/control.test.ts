@@ -638,6 +638,6 @@ describe('control commands against a live server', () => {
     } finally {
       e.mockRestore();
     }
-    expect(err).toBe('faultstack: unknown command "sats" (did you mean stats?); commands: run, stats, fault, param, events, connect, unlock, routes, impair, neigh, ipsec, fw, fwc, nlb, faults, certs, demo, lab, scenario (faultstack --help)\n');
+    expect(err).toBe('faultstack: unknown command "sats" (did you mean stats?); commands: run, stats, fault, param, events, connect, unlock, routes, trace, impair, neigh, ipsec, fw, fwc, nlb, faults, certs, demo, lab, scenario (faultstack --help)\n');
   });
 });

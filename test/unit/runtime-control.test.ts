@@ -60,6 +60,7 @@ class FakePort implements ShardPort {
   async connect(): Promise<unknown> { return { connected: true, shard: this.index }; }
   async unlock(): Promise<UnlockReply> { return this.held ? { released: true, holder: `shard ${this.index}`, heldMs: 5 } : { released: false }; }
   async routes(): Promise<unknown> { return [{ destination: `198.18.9.${this.index}` }]; }
+  async trace(): Promise<unknown> { return null; }
 }
 
 function view(ports: FakePort[], sharded: boolean): ControlView {

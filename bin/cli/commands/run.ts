@@ -157,6 +157,28 @@ export const outputDir: Validator<string> = {
   },
 };
 
+/** --web [ADDR:]PORT: an IPv4 address (default 127.0.0.1) and a TCP port (0: any free one, printed in the ready line). */
+export const webAddress: Validator<{ host: string; port: number }> = {
+  valid: '[ADDR:]PORT: a TCP port from 0 to 65535, optionally after an IPv4 address, e.g. 8080 or 127.0.0.1:8080 (default address 127.0.0.1)',
+  parse(raw) {
+    const m = /^(?:(\d+\.\d+\.\d+\.\d+|localhost):)?(\d{1,5})$/.exec(raw.trim());
+    const port = m ? Number(m[2]) : NaN;
+    if (!m || port > 65535) throw new InvalidValue(`must be ${webAddress.valid}`);
+    const host = m[1] === undefined || m[1] === 'localhost' ? '127.0.0.1' : m[1];
+    if (parseIpv4(host) === null) throw new InvalidValue(`must be ${webAddress.valid} ("${m[1]}" is not an IPv4 address)`);
+    return { host, port };
+  },
+};
+
+/** --web-token: what a client sends as `Authorization: Bearer TOKEN`. */
+export const webToken: Validator<string> = {
+  valid: 'a token of 16 to 256 characters from A-Z a-z 0-9 - _ . ~',
+  parse(raw) {
+    if (!/^[A-Za-z0-9._~-]{16,256}$/.test(raw)) throw new InvalidValue(`must be ${webToken.valid}`);
+    return raw;
+  },
+};
+
 export const RUN_SPEC = defineCommand({
   name: 'run',
   summary: 'Start the userspace stack on a TUN device (or a TAP device, --tap) and serve until SIGINT or SIGTERM.',
@@ -212,6 +234,8 @@ export const RUN_SPEC = defineCommand({
     'external-host-netns': valueFlag({ valueName: 'NS', help: "firewall: move the external TUN's kernel side into this network namespace", ...netnsName }),
     'external-pcap': valueFlag({ valueName: 'FILE', help: 'firewall: write every packet of the external interface to this pcap file', ...outputFile }),
     'fw-rule': repeatableFlag({ valueName: 'RULE', help: 'firewall: a packet-filter rule, e.g. "allow in icmp" (docs/firewall.md)', ...firewallRule }),
+    web: valueFlag({ valueName: '[ADDR:]PORT', help: 'serve the HTTP API, /metrics and the web view here (host side, default address 127.0.0.1; docs/api.md)', ...webAddress }),
+    'web-token': valueFlag({ valueName: 'TOKEN', help: 'with --web: require this token (off localhost one is made and printed when not given)', ...webToken }),
     ...NLB_RUN_FLAGS,
   },
 });
@@ -309,6 +333,7 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
   if (f['host-netns'] !== undefined && noHost) throw usageError(spec, '--host-netns configures the kernel side in that namespace: drop --no-host-config');
   if (f['host-netns'] !== undefined && (tap || f.shards)) throw usageError(spec, '--host-netns moves a TUN device: it does not go with --tap or --shards');
   const nlb = nlbRunOptions(spec, f, { tap, addr });
+  if (f['web-token'] !== undefined && f.web === undefined) throw usageError(spec, '--web-token goes with --web [ADDR:]PORT');
   if (f.pcap && f.events && f.pcap === f.events) {
     throw usageError(spec, `--pcap and --events must be different files, both are "${f.pcap}"`);
   }
@@ -346,6 +371,7 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
     ...(f['host-netns'] !== undefined ? { hostNetns: f['host-netns'] } : {}),
     ...(firewall ? { firewall } : {}),
     ...(nlb ? { nlb } : {}),
+    ...(f.web ? { web: { ...f.web, ...(f['web-token'] !== undefined ? { token: f['web-token'] } : {}) } } : {}),
   };
 }
 

@@ -68,6 +68,11 @@ export class WindowsBacklog implements BacklogPolicy {
 
   private get p() { return this.cfg.params; }
 
+  /** Past TcpMaxHalfOpen half-open entries the protection starts (when it is enabled). */
+  synQueueLimit(): { limit: number; by: string } {
+    return { limit: this.p.TcpMaxHalfOpen, by: 'TcpMaxHalfOpen' };
+  }
+
   /** Protection acts only when SynAttackProtect is set and TcpMaxConnectResponseRetransmissions >= 2. */
   private protectionEnabled(): boolean {
     return this.p.SynAttackProtect > 0 && this.p.TcpMaxConnectResponseRetransmissions >= 2;
