@@ -4,7 +4,7 @@ NODE  ?= node
 TUN_ADDON := drivers/tun/build/Release/faultstack_tun.node
 AEAD_ADDON := stack/ipsec/aead/build/Release/faultstack_aead.node
 
-.PHONY: all deps build addon ts test unit integration lint lint-deps typecheck-tests demo bench clean ike-vectors
+.PHONY: all deps build addon ts test unit integration lint lint-deps format format-check typecheck-tests demo bench clean ike-vectors
 
 all: build
 
@@ -46,14 +46,21 @@ lint-deps: deps
 lint: deps
 	./node_modules/.bin/eslint stack drivers lab bin bench test web
 
+# One code style (Prettier, .prettierrc.json): `make format` rewrites, make test checks.
+FORMATTED := "stack/**/*.ts" "drivers/**/*.ts" "bin/**/*.ts" "lab/**/*.ts" "bench/**/*.ts" "test/**/*.ts" "web/**/*.ts"
+format: deps
+	./node_modules/.bin/prettier --write --log-level=warn $(FORMATTED)
+format-check: deps
+	./node_modules/.bin/prettier --check --log-level=warn $(FORMATTED)
+
 # The tests are type-checked as the product is (tsconfig.test.json: the whole tree, no output).
 typecheck-tests: deps
 	./node_modules/.bin/tsc -p tsconfig.test.json
 
 # Unit tests (memory driver, virtual clock) and integration tests (real TUN, real
 # Linux peers in network namespaces the tests create; needs root). The layer rules, the
-# lint and the tests' type check run first: CI (.ci/run) runs `make test`.
-test: build lint-deps lint typecheck-tests
+# lint, the format check and the tests' type check run first: CI (.ci/run) runs `make test`.
+test: build lint-deps lint format-check typecheck-tests
 	@mkdir -p .test-results
 	./node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json=.test-results/vitest.json; \
 	  rc=$$?; node scripts/test-summary.js .test-results/vitest.json; exit $$rc

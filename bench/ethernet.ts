@@ -35,17 +35,27 @@ const STACK = '198.18.3.2';
 const KERNEL = '198.18.3.3';
 const CLIENT = '198.18.3.1';
 
-interface Sample { bps: number; retrans: number | null; cpu: number }
+interface Sample {
+  bps: number;
+  retrans: number | null;
+  cpu: number;
+}
 
 function cpuSeconds(pid: number): number {
   try {
     const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) / 100;
-  } catch { return NaN; }
+  } catch {
+    return NaN;
+  }
 }
 
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
 const gbit = (bps: number) => bps / 1e9;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -65,9 +75,23 @@ export async function runEthernetBench(opts: EthernetBenchOptions = {}): Promise
     await lab.vethToBridge('ks', 'sw', br, { addr: `${KERNEL}/24` });
     await lab.vethToBridge('kc', 'sw', br, { addr: `${CLIENT}/24` });
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-beth-'));
-    const stack = await lab.startStack(sw, ['--tap', lab.ifname('t0'), '--bridge', br, '--addr', `${STACK}/24`, '--services', 'iperf3', '--control', path.join(tmp, 's.sock'), ...(opts.stackArgs ?? [])]);
+    const stack = await lab.startStack(sw, [
+      '--tap',
+      lab.ifname('t0'),
+      '--bridge',
+      br,
+      '--addr',
+      `${STACK}/24`,
+      '--services',
+      'iperf3',
+      '--control',
+      path.join(tmp, 's.sock'),
+      ...(opts.stackArgs ?? []),
+    ]);
     offloads = /offloads ([a-z0-9,]+)/.exec(stack.readyLine)?.[1] ?? 'none';
-    log(`ethernet: stack ${STACK} on a TAP port of ${br} (offloads ${offloads}), kernel ${KERNEL} on a veth port, client ${CLIENT}; ${reps} x ${seconds} s each way; load ${load0.toFixed(2)}`);
+    log(
+      `ethernet: stack ${STACK} on a TAP port of ${br} (offloads ${offloads}), kernel ${KERNEL} on a veth port, client ${CLIENT}; ${reps} x ${seconds} s each way; load ${load0.toFixed(2)}`,
+    );
     lab.spawn('ks', 'iperf3', ['-s', '-p', '5201']);
     // Let both sides resolve each other and iperf3 -s come up.
     for (let i = 0; i < 50; i++) {
@@ -83,7 +107,11 @@ export async function runEthernetBench(opts: EthernetBenchOptions = {}): Promise
       const r = await lab.exec(kc, 'iperf3', ['-c', target, '-t', String(seconds), '-J', ...(reverse ? ['-R'] : [])], { timeoutMs: (seconds + 30) * 1000 });
       const cpu = (cpuSeconds(stack.pid) - cpu0) / ((Date.now() - t0) / 1000);
       let doc: { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } } };
-      try { doc = JSON.parse(r.stdout); } catch { throw new Error(`iperf3 -c ${target}${reverse ? ' -R' : ''}: exit ${r.code}: ${r.stderr.slice(0, 200)}`); }
+      try {
+        doc = JSON.parse(r.stdout);
+      } catch {
+        throw new Error(`iperf3 -c ${target}${reverse ? ' -R' : ''}: exit ${r.code}: ${r.stderr.slice(0, 200)}`);
+      }
       if (doc.error) throw new Error(`iperf3 -c ${target}${reverse ? ' -R' : ''}: ${doc.error}`);
       await sleep(200); // iperf3 -s needs a moment before it takes the next test
       return { bps: doc.end?.sum_received?.bits_per_second ?? NaN, retrans: doc.end?.sum_sent?.retransmits ?? null, cpu };
@@ -95,7 +123,9 @@ export async function runEthernetBench(opts: EthernetBenchOptions = {}): Promise
         const k = await once(KERNEL, reverse);
         samples[dir].stack.push(s);
         samples[dir].kernel.push(k);
-        log(`  rep ${i + 1} ${dir === 'k2s' ? 'kernel -> stack' : 'stack -> kernel'}: stack ${fmt(gbit(s.bps))} Gbit/s (CPU ${(s.cpu * 100).toFixed(0)}%), kernel ${fmt(gbit(k.bps))} Gbit/s`);
+        log(
+          `  rep ${i + 1} ${dir === 'k2s' ? 'kernel -> stack' : 'stack -> kernel'}: stack ${fmt(gbit(s.bps))} Gbit/s (CPU ${(s.cpu * 100).toFixed(0)}%), kernel ${fmt(gbit(k.bps))} Gbit/s`,
+        );
       }
     }
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -115,9 +145,15 @@ export async function runEthernetBench(opts: EthernetBenchOptions = {}): Promise
     const mmm = (xs: number[]) => `${fmt(Math.min(...xs))}/${fmt(median(xs))}/${fmt(Math.max(...xs))}`;
     const rtx = samples[dir].stack.map((x) => x.retrans).filter((x): x is number => x !== null);
     const f = figure({
-      group: 'ethernet', key: `ethernet.${dir}`, name: `${names[dir]}, median of ${st.length}`, value: median(st), unit: 'Gbit/s',
-      baseline: median(kr), target: targets[dir],
-      note: `stack min/med/max ${mmm(st)}, kernel over veth ${mmm(kr)}; stack CPU ${(median(samples[dir].stack.map((x) => x.cpu)) * 100).toFixed(0)}%` +
+      group: 'ethernet',
+      key: `ethernet.${dir}`,
+      name: `${names[dir]}, median of ${st.length}`,
+      value: median(st),
+      unit: 'Gbit/s',
+      baseline: median(kr),
+      target: targets[dir],
+      note:
+        `stack min/med/max ${mmm(st)}, kernel over veth ${mmm(kr)}; stack CPU ${(median(samples[dir].stack.map((x) => x.cpu)) * 100).toFixed(0)}%` +
         `${rtx.length ? `, retransmits ${rtx.join('/')}` : ''}; offloads ${offloads}; load ${load0.toFixed(2)} -> ${load1.toFixed(2)}`,
     });
     figures.push(f);
@@ -127,10 +163,19 @@ export async function runEthernetBench(opts: EthernetBenchOptions = {}): Promise
 }
 
 if (require.main === module) {
-  const { values: f } = parseFlags('bench ethernet', process.argv.slice(2), { quick: { type: 'boolean' }, reps: { type: 'string' }, seconds: { type: 'string' } });
+  const { values: f } = parseFlags('bench ethernet', process.argv.slice(2), {
+    quick: { type: 'boolean' },
+    reps: { type: 'string' },
+    seconds: { type: 'string' },
+  });
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
   runEthernetBench({ quick: f.quick === true, reps: num(f.reps), seconds: num(f.seconds) }).then(
-    (f) => { process.stdout.write(JSON.stringify(f, null, 2) + '\n'); },
-    (e: Error) => { process.stderr.write(`bench ethernet: ${e.message}\n`); process.exit(1); },
+    (f) => {
+      process.stdout.write(JSON.stringify(f, null, 2) + '\n');
+    },
+    (e: Error) => {
+      process.stderr.write(`bench ethernet: ${e.message}\n`);
+      process.exit(1);
+    },
   );
 }

@@ -14,7 +14,12 @@ export interface Target {
 }
 
 /** The spread of repeated measurements behind a figure (its value is their median). */
-export interface Spread { min: number; median: number; max: number; n: number }
+export interface Spread {
+  min: number;
+  median: number;
+  max: number;
+  n: number;
+}
 
 /** min / median / max of `samples` (the median of an even count is the upper middle one). */
 export function spreadOf(samples: number[]): Spread | null {
@@ -47,10 +52,18 @@ export interface Figure {
 }
 
 export function figure(f: {
-  group: string; key: string; name: string; value: number; unit: string; better?: Better;
-  baseline?: number | null; target?: Target | null; note?: string;
+  group: string;
+  key: string;
+  name: string;
+  value: number;
+  unit: string;
+  better?: Better;
+  baseline?: number | null;
+  target?: Target | null;
+  note?: string;
   /** Repeated measurements of the value and of the baseline (value and baseline are then their medians, if not given). */
-  samples?: number[]; baselineSamples?: number[];
+  samples?: number[];
+  baselineSamples?: number[];
 }): Figure {
   const sp = f.samples ? spreadOf(f.samples) : null;
   const bsp = f.baselineSamples ? spreadOf(f.baselineSamples) : null;
@@ -65,8 +78,16 @@ export function figure(f: {
     if (v !== null && Number.isFinite(v)) met = target.op === '>=' ? v >= target.value : v <= target.value;
   }
   const out: Figure = {
-    group: f.group, key: f.key, name: f.name, value: f.value, unit: f.unit, better: f.better ?? 'higher',
-    baseline, ratio, target, met,
+    group: f.group,
+    key: f.key,
+    name: f.name,
+    value: f.value,
+    unit: f.unit,
+    better: f.better ?? 'higher',
+    baseline,
+    ratio,
+    target,
+    met,
   };
   if (sp) out.spread = sp;
   if (bsp) out.baselineSpread = bsp;

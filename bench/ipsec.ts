@@ -50,16 +50,43 @@ export async function runIpsecBench(opts: IpsecBenchOptions = {}): Promise<Figur
     await lab.ip('c', 'route', 'add', 'default', 'via', '198.18.50.254');
     await lab.ip('s', 'route', 'add', 'default', 'via', '198.18.51.254');
     const stack = await lab.startStack(nsK, [
-      '--tun', lab.ifname('t'), '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'iperf3',
-      '--control', path.join(tmp, 'ctl.sock'), '--ipsec-psk', 'client1@lab=benchsecret',
+      '--tun',
+      lab.ifname('t'),
+      '--addr',
+      `${STACK}/24`,
+      '--host-addr',
+      '198.18.0.1/24',
+      '--services',
+      'iperf3',
+      '--control',
+      path.join(tmp, 'ctl.sock'),
+      '--ipsec-psk',
+      'client1@lab=benchsecret',
     ]);
     void stack;
-    const proposals = 'aes128-sha256-modp2048', espProposals = 'aes128gcm16';
+    const proposals = 'aes128-sha256-modp2048',
+      espProposals = 'aes128gcm16';
     await StrongSwan.start(lab, nsS, path.join(tmp, 's'), {
-      localAddr: SWAN, id: 'server@lab', psk: 'benchsecret', proposals, espProposals, localTs: `${SWAN}/32`, remoteTs: '198.18.50.1/32',
+      localAddr: SWAN,
+      id: 'server@lab',
+      psk: 'benchsecret',
+      proposals,
+      espProposals,
+      localTs: `${SWAN}/32`,
+      remoteTs: '198.18.50.1/32',
     });
     lab.spawn(nsS, 'iperf3', ['-s', '-B', SWAN, '-p', '5201']);
-    const toStack: SwanctlOptions = { name: 'fs', localAddr: '198.18.50.1', remoteAddr: STACK, id: 'client1@lab', psk: 'benchsecret', proposals, espProposals, localTs: '198.18.50.1/32', remoteTs: `${STACK}/32` };
+    const toStack: SwanctlOptions = {
+      name: 'fs',
+      localAddr: '198.18.50.1',
+      remoteAddr: STACK,
+      id: 'client1@lab',
+      psk: 'benchsecret',
+      proposals,
+      espProposals,
+      localTs: '198.18.50.1/32',
+      remoteTs: `${STACK}/32`,
+    };
     const toSwan: SwanctlOptions = { ...toStack, name: 'sw', remoteAddr: SWAN, remoteTs: `${SWAN}/32` };
     const client = await StrongSwan.start(lab, nsC, path.join(tmp, 'c'), [toStack, toSwan]);
     for (const c of [toStack, toSwan]) {
@@ -83,9 +110,14 @@ export async function runIpsecBench(opts: IpsecBenchOptions = {}): Promise<Figur
       return (j.end?.sum_received?.bits_per_second ?? NaN) / 1e9;
     };
     const out: Figure[] = [];
-    for (const [dir, reverse, label] of [['up', false, 'client -> responder'], ['down', true, 'responder -> client (-R)']] as const) {
-      const fs_: number[] = [], sw: number[] = [];
-      drops.fs = 0; drops.sw = 0;
+    for (const [dir, reverse, label] of [
+      ['up', false, 'client -> responder'],
+      ['down', true, 'responder -> client (-R)'],
+    ] as const) {
+      const fs_: number[] = [],
+        sw: number[] = [];
+      drops.fs = 0;
+      drops.sw = 0;
       for (let i = 0; i < reps; i++) {
         fs_.push(await iperf(STACK, reverse));
         await new Promise((r) => setTimeout(r, 300));
@@ -94,12 +126,21 @@ export async function runIpsecBench(opts: IpsecBenchOptions = {}): Promise<Figur
         say(`  ipsec ${dir} #${i + 1}: faultstack ${fs_[i]!.toFixed(3)} Gbit/s, strongSwan ${sw[i]!.toFixed(3)} Gbit/s`);
       }
       const range = (x: number[]) => `min ${Math.min(...x).toFixed(3)} / median ${median(x).toFixed(3)} / max ${Math.max(...x).toFixed(3)}`;
-      out.push(figure({
-        group: 'ipsec', key: `ipsec.${dir}`, name: `strongSwan client through ESP-in-UDP, ${label}`, value: median(fs_), unit: 'Gbit/s', better: 'higher',
-        baseline: median(sw), target: { kind: 'ratio', op: '>=', value: 1, text: 'ahead of a strongSwan responder' },
-        note: `${reps} runs of ${dur} s, ${proposals} / ${espProposals}; faultstack ${range(fs_)}; strongSwan responder (kernel-libipsec) ${range(sw)}; ` +
-          `client UDP receive-buffer drops: ${drops.fs} with faultstack, ${drops.sw} with strongSwan; load ${os.loadavg()[0]!.toFixed(2)}`,
-      }));
+      out.push(
+        figure({
+          group: 'ipsec',
+          key: `ipsec.${dir}`,
+          name: `strongSwan client through ESP-in-UDP, ${label}`,
+          value: median(fs_),
+          unit: 'Gbit/s',
+          better: 'higher',
+          baseline: median(sw),
+          target: { kind: 'ratio', op: '>=', value: 1, text: 'ahead of a strongSwan responder' },
+          note:
+            `${reps} runs of ${dur} s, ${proposals} / ${espProposals}; faultstack ${range(fs_)}; strongSwan responder (kernel-libipsec) ${range(sw)}; ` +
+            `client UDP receive-buffer drops: ${drops.fs} with faultstack, ${drops.sw} with strongSwan; load ${os.loadavg()[0]!.toFixed(2)}`,
+        }),
+      );
     }
     return out;
   } finally {

@@ -23,13 +23,20 @@ import { figure, fmt, type Figure } from './figures';
 import { Lab, type StackProcess } from '../lab/lab';
 import { ControlClient } from '../stack/control/client';
 
-export interface NlbBenchOptions { quick?: boolean; progress?: (line: string) => void }
+export interface NlbBenchOptions {
+  quick?: boolean;
+  progress?: (line: string) => void;
+}
 
 const VIP = '198.18.70.100';
 const KERNEL = '198.18.70.250';
 const CLIENTS = Array.from({ length: 30 }, (_, i) => `198.18.70.${130 + i}`);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length === 0 ? NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length === 0 ? NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
 const mmm = (xs: number[]) => `${fmt(Math.min(...xs))}/${fmt(median(xs))}/${fmt(Math.max(...xs))}`;
 
 /** Connections per second: `conc` workers, each from the client addresses in turn, connect to port 9, close, again, for `ms`. */
@@ -71,8 +78,10 @@ export async function runNlbBench(opts: NlbBenchOptions = {}): Promise<Figure[]>
   const load0 = os.loadavg()[0]!;
   const lab = await Lab.create('bnl');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-bnlb-'));
-  const rate: Record<string, number[]> = {}, tput: Record<string, number[]> = {};
-  const conv: number[] = [], back: number[] = [];
+  const rate: Record<string, number[]> = {},
+    tput: Record<string, number[]> = {};
+  const conv: number[] = [],
+    back: number[] = [];
   let hosts: StackProcess[] = [];
   try {
     await lab.addNamespace('cl');
@@ -85,44 +94,100 @@ export async function runNlbBench(opts: NlbBenchOptions = {}): Promise<Figure[]>
     const kernelServers = lab.spawn('ks', process.execPath, ['-e', KERNEL_SERVERS]);
 
     const start = async (n: number, nlb: boolean) => {
-      hosts = await Promise.all(Array.from({ length: n }, (_, k) => lab.startStack('cl', [
-        '--tap', lab.ifname(`t${k + 1}`), '--bridge', br, '--addr', nlb ? `198.18.70.${11 + k}/24` : `${VIP}/24`, '--services', 'discard,http',
-        '--control', path.join(tmp, `h${k + 1}.sock`), ...(nlb ? ['--nlb', VIP, '--nlb-priority', String(k + 1)] : []),
-      ])));
+      hosts = await Promise.all(
+        Array.from({ length: n }, (_, k) =>
+          lab.startStack('cl', [
+            '--tap',
+            lab.ifname(`t${k + 1}`),
+            '--bridge',
+            br,
+            '--addr',
+            nlb ? `198.18.70.${11 + k}/24` : `${VIP}/24`,
+            '--services',
+            'discard,http',
+            '--control',
+            path.join(tmp, `h${k + 1}.sock`),
+            ...(nlb ? ['--nlb', VIP, '--nlb-priority', String(k + 1)] : []),
+          ]),
+        ),
+      );
       if (nlb) await converged(n);
       // The client resolves the address afresh.
       await lab.exec('cli', 'ip', ['neigh', 'flush', 'all']);
-      for (let i = 0; i < 50; i++) { if ((await lab.exec('cli', 'ping', ['-c', '1', '-W', '1', VIP])).code === 0) break; await sleep(100); }
+      for (let i = 0; i < 50; i++) {
+        if ((await lab.exec('cli', 'ping', ['-c', '1', '-W', '1', VIP])).code === 0) break;
+        await sleep(100);
+      }
     };
-    const stop = async () => { await Promise.all(hosts.map((h) => h.kill(5000))); hosts = []; };
+    const stop = async () => {
+      await Promise.all(hosts.map((h) => h.kill(5000)));
+      hosts = [];
+    };
     const converged = async (n: number, timeoutMs = 20_000) => {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
-        const q = await Promise.all(hosts.filter((h) => h.running).map((h) => ControlClient.call<{ state: string; hosts: number[] }>(h.controlPath, 'nlb.query', {}, { timeoutMs: 3000 }).catch(() => null)));
+        const q = await Promise.all(
+          hosts
+            .filter((h) => h.running)
+            .map((h) => ControlClient.call<{ state: string; hosts: number[] }>(h.controlPath, 'nlb.query', {}, { timeoutMs: 3000 }).catch(() => null)),
+        );
         if (q.every((x) => x && x.state.startsWith('Converged') && x.hosts.length === n)) return;
         if (Date.now() > deadline) throw new Error(`no convergence with ${n} hosts: ${JSON.stringify(q)}`);
         await sleep(50);
       }
     };
     const connRate = async (target: string) => {
-      const r = await lab.exec('cli', process.execPath, ['-e', CONNRATE, target, String(seconds * 1000), '32', ...CLIENTS], { timeoutMs: (seconds + 20) * 1000 });
+      const r = await lab.exec('cli', process.execPath, ['-e', CONNRATE, target, String(seconds * 1000), '32', ...CLIENTS], {
+        timeoutMs: (seconds + 20) * 1000,
+      });
       if (!r.stdout.trim()) throw new Error(`the connection-rate client printed nothing (exit ${r.code}): ${r.stderr.slice(0, 300)}`);
       const j = JSON.parse(r.stdout) as { connections: number; errors: number; seconds: number };
       return j.connections / j.seconds;
     };
     const download = async (target: string) => {
       // Six HTTP downloads at once, from six client addresses (spread over the hosts by their buckets), cut at `seconds`.
-      const runs = await Promise.all(CLIENTS.slice(0, 6).map((a) => lab.exec('cli', 'curl', ['-s', '-o', '/dev/null', '--interface', a, '--max-time', String(seconds), '-w', '%{size_download} %{time_total}', `http://${target}/bytes/1073741824`], { timeoutMs: (seconds + 30) * 1000 })));
+      const runs = await Promise.all(
+        CLIENTS.slice(0, 6).map((a) =>
+          lab.exec(
+            'cli',
+            'curl',
+            [
+              '-s',
+              '-o',
+              '/dev/null',
+              '--interface',
+              a,
+              '--max-time',
+              String(seconds),
+              '-w',
+              '%{size_download} %{time_total}',
+              `http://${target}/bytes/1073741824`,
+            ],
+            { timeoutMs: (seconds + 30) * 1000 },
+          ),
+        ),
+      );
       let bits = 0;
       for (const r of runs) {
         const [size] = r.stdout.trim().split(' ').map(Number);
-        if (!(size! > 0)) throw new Error(`curl from ${target} got nothing (exit ${r.code}): ${r.stderr.slice(0, 200)}${target === KERNEL ? ` (kernel servers ${kernelServers.running ? 'running' : 'exited'}: ${kernelServers.output.slice(-300)})` : ''}`);
+        if (!(size! > 0))
+          throw new Error(
+            `curl from ${target} got nothing (exit ${r.code}): ${r.stderr.slice(0, 200)}${target === KERNEL ? ` (kernel servers ${kernelServers.running ? 'running' : 'exited'}: ${kernelServers.output.slice(-300)})` : ''}`,
+          );
         bits += size! * 8;
       }
       return bits / seconds / 1e9;
     };
-    const configs: { key: string; n: number; nlb: boolean }[] = [{ key: 'single', n: 1, nlb: false }, { key: 'nlb1', n: 1, nlb: true }, { key: 'nlb2', n: 2, nlb: true }, { key: 'nlb3', n: 3, nlb: true }];
-    for (const c of [...configs.map((x) => x.key), 'kernel']) { rate[c] = []; tput[c] = []; }
+    const configs: { key: string; n: number; nlb: boolean }[] = [
+      { key: 'single', n: 1, nlb: false },
+      { key: 'nlb1', n: 1, nlb: true },
+      { key: 'nlb2', n: 2, nlb: true },
+      { key: 'nlb3', n: 3, nlb: true },
+    ];
+    for (const c of [...configs.map((x) => x.key), 'kernel']) {
+      rate[c] = [];
+      tput[c] = [];
+    }
     log(`nlb: ${reps} x (${configs.map((c) => c.key).join(', ')}, kernel), ${seconds} s each; load ${load0.toFixed(2)}`);
     for (let i = 0; i < reps; i++) {
       for (const c of configs) {
@@ -141,7 +206,17 @@ export async function runNlbBench(opts: NlbBenchOptions = {}): Promise<Figure[]>
       await start(3, true);
       const map = (await ControlClient.call<{ rules: { map: number[] }[] }>(hosts[0]!.controlPath, 'nlb.display', {}, { timeoutMs: 3000 })).rules[0]!.map;
       const { bucketOf, AffinityCode } = await import('../stack/nlb/hash');
-      const orphan = CLIENTS.find((a) => map[bucketOf(AffinityCode.Single, a.split('.').reduce((x, o) => x * 256 + Number(o), 0), 0, map.length)] === 3)!;
+      const orphan = CLIENTS.find(
+        (a) =>
+          map[
+            bucketOf(
+              AffinityCode.Single,
+              a.split('.').reduce((x, o) => x * 256 + Number(o), 0),
+              0,
+              map.length,
+            )
+          ] === 3,
+      )!;
       const t0 = Date.now();
       hosts[2]!.signal('SIGKILL');
       await sleep(100);
@@ -150,9 +225,17 @@ export async function runNlbBench(opts: NlbBenchOptions = {}): Promise<Figure[]>
       await converged(2, 30_000);
       conv.push((Date.now() - t0) / 1000);
       for (;;) {
-        const r = await lab.exec('cli', process.execPath, ['-e', `const s=require('net').connect({host:'${VIP}',port:9,localAddress:'${orphan}'},()=>{s.destroy();process.exit(0)});s.on('error',()=>process.exit(1));setTimeout(()=>process.exit(1),500)`], { timeoutMs: 5000 });
+        const r = await lab.exec(
+          'cli',
+          process.execPath,
+          [
+            '-e',
+            `const s=require('net').connect({host:'${VIP}',port:9,localAddress:'${orphan}'},()=>{s.destroy();process.exit(0)});s.on('error',()=>process.exit(1));setTimeout(()=>process.exit(1),500)`,
+          ],
+          { timeoutMs: 5000 },
+        );
         if (r.code === 0) break;
-        if (Date.now() - t0 > 30_000) throw new Error('the dead host\'s client never got in again');
+        if (Date.now() - t0 > 30_000) throw new Error("the dead host's client never got in again");
       }
       back.push((Date.now() - t0) / 1000);
       await stop();
@@ -168,18 +251,63 @@ export async function runNlbBench(opts: NlbBenchOptions = {}): Promise<Figure[]>
   const figures: Figure[] = [];
   for (const k of ['nlb1', 'nlb2', 'nlb3']) {
     const n = k.slice(3);
-    figures.push(figure({ group: 'nlb', key: `nlb.connrate.${n}`, name: `connections/s through an NLB cluster of ${n} host(s), 30 client addresses`, value: median(rate[k]!), unit: 'conn/s', baseline: median(rate.single!), note: note(rate, k) }));
-    figures.push(figure({ group: 'nlb', key: `nlb.download.${n}`, name: `download through an NLB cluster of ${n} host(s), 6 HTTP downloads`, value: median(tput[k]!), unit: 'Gbit/s', baseline: median(tput.single!), note: note(tput, k) }));
+    figures.push(
+      figure({
+        group: 'nlb',
+        key: `nlb.connrate.${n}`,
+        name: `connections/s through an NLB cluster of ${n} host(s), 30 client addresses`,
+        value: median(rate[k]!),
+        unit: 'conn/s',
+        baseline: median(rate.single!),
+        note: note(rate, k),
+      }),
+    );
+    figures.push(
+      figure({
+        group: 'nlb',
+        key: `nlb.download.${n}`,
+        name: `download through an NLB cluster of ${n} host(s), 6 HTTP downloads`,
+        value: median(tput[k]!),
+        unit: 'Gbit/s',
+        baseline: median(tput.single!),
+        note: note(tput, k),
+      }),
+    );
   }
-  figures.push(figure({ group: 'nlb', key: 'nlb.convergence', name: 'convergence after a host is killed (3 hosts, AliveMsgPeriod 1 s, AliveMsgTolerance 5)', value: median(conv), unit: 's', better: 'lower', note: `min/med/max ${mmm(conv)}; load ${load0.toFixed(2)} -> ${load1.toFixed(2)}` }));
-  figures.push(figure({ group: 'nlb', key: 'nlb.recovery', name: 'until a client of the killed host connects again', value: median(back), unit: 's', better: 'lower', note: `min/med/max ${mmm(back)}` }));
+  figures.push(
+    figure({
+      group: 'nlb',
+      key: 'nlb.convergence',
+      name: 'convergence after a host is killed (3 hosts, AliveMsgPeriod 1 s, AliveMsgTolerance 5)',
+      value: median(conv),
+      unit: 's',
+      better: 'lower',
+      note: `min/med/max ${mmm(conv)}; load ${load0.toFixed(2)} -> ${load1.toFixed(2)}`,
+    }),
+  );
+  figures.push(
+    figure({
+      group: 'nlb',
+      key: 'nlb.recovery',
+      name: 'until a client of the killed host connects again',
+      value: median(back),
+      unit: 's',
+      better: 'lower',
+      note: `min/med/max ${mmm(back)}`,
+    }),
+  );
   for (const f of figures) log(`  ${f.name}: ${fmt(f.value)} ${f.unit}${f.ratio !== null ? ` (${fmt(f.ratio)}x one host without NLB)` : ''}`);
   return figures;
 }
 
 if (require.main === module) {
   runNlbBench({ quick: process.argv.includes('--quick') }).then(
-    (f) => { process.stdout.write(JSON.stringify(f, null, 2) + '\n'); },
-    (e: Error) => { process.stderr.write(`bench nlb: ${e.message}\n`); process.exit(1); },
+    (f) => {
+      process.stdout.write(JSON.stringify(f, null, 2) + '\n');
+    },
+    (e: Error) => {
+      process.stderr.write(`bench nlb: ${e.message}\n`);
+      process.exit(1);
+    },
   );
 }

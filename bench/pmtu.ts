@@ -91,7 +91,12 @@ export interface PmtuBenchResult {
 
 const round1 = (v: number) => Math.round(v * 10) / 10;
 
-async function scenario(pl: PmtuLab, mode: ScenarioResult['mode'], o: { n: number; limit: number; perRound: number; bytes: number; stallMs: number }, log: (s: string) => void): Promise<ScenarioResult> {
+async function scenario(
+  pl: PmtuLab,
+  mode: ScenarioResult['mode'],
+  o: { n: number; limit: number; perRound: number; bytes: number; stallMs: number },
+  log: (s: string) => void,
+): Promise<ScenarioResult> {
   const t0 = Date.now();
   const params: Record<string, number> = { MaxIcmpHostRoutes: o.limit };
   if (mode === 'workaround') params.MTU = 576;
@@ -107,7 +112,10 @@ async function scenario(pl: PmtuLab, mode: ScenarioResult['mode'], o: { n: numbe
     const fresh = dests.slice(round * o.perRound, (round + 1) * o.perRound);
     const again = round > 0 ? dests.slice((round - 1) * o.perRound, round * o.perRound) : [];
     const jobs = [...fresh.map((d) => ({ d, isNew: true })), ...again.map((d) => ({ d, isNew: false }))];
-    const res = await pl.downloadAll(jobs.map((j) => ({ local: j.d, bytes: o.bytes })), { concurrency: jobs.length, stallMs: o.stallMs });
+    const res = await pl.downloadAll(
+      jobs.map((j) => ({ local: j.d, bytes: o.bytes })),
+      { concurrency: jobs.length, stallMs: o.stallMs },
+    );
     res.forEach((r, i) => {
       all.push({ round, isNew: jobs[i]!.isNew, r });
       if (jobs[i]!.isNew) firstVisit.set(jobs[i]!.d, r);
@@ -115,32 +123,57 @@ async function scenario(pl: PmtuLab, mode: ScenarioResult['mode'], o: { n: numbe
     const rt: RoutesReply = await pl.routes();
     const stalled = res.filter((r) => r.outcome !== 'ok').length;
     rounds.push({
-      round, path: p, destinations: Math.min(o.n, (round + 1) * o.perRound), downloads: res.length, stalled,
-      hostRouteCount: rt.hostRouteCount, hostRoutesReal: rt.hostRoutesReal, atLimit: rt.atLimit,
+      round,
+      path: p,
+      destinations: Math.min(o.n, (round + 1) * o.perRound),
+      downloads: res.length,
+      stalled,
+      hostRouteCount: rt.hostRouteCount,
+      hostRoutesReal: rt.hostRoutesReal,
+      atLimit: rt.atLimit,
     });
-    log(`  ${mode} round ${round + 1}/${roundsTotal} over path ${p}: ${res.length - stalled}/${res.length} downloads ok` +
-      `${stalled ? `, ${stalled} hung` : ''}; host-route count ${rt.hostRouteCount} (limit ${o.limit}), real routes ${rt.hostRoutesReal}`);
+    log(
+      `  ${mode} round ${round + 1}/${roundsTotal} over path ${p}: ${res.length - stalled}/${res.length} downloads ok` +
+        `${stalled ? `, ${stalled} hung` : ''}; host-route count ${rt.hostRouteCount} (limit ${o.limit}), real routes ${rt.hostRoutesReal}`,
+    );
   }
   const counters = await pl.counters();
   let served = 0;
-  for (const d of dests) { if (firstVisit.get(d)?.outcome !== 'ok') break; served++; }
+  for (const d of dests) {
+    if (firstVisit.get(d)?.outcome !== 'ok') break;
+    served++;
+  }
   const firstStallRound = all.find((x) => x.r.outcome !== 'ok')?.round ?? -1;
   const after = firstStallRound < 0 ? null : all.filter((x) => x.round >= firstStallRound);
   const newAfter = after?.filter((x) => x.isNew) ?? [];
   const stalled = all.filter((x) => x.r.outcome !== 'ok').length;
   const sample = firstStallRound < 0 ? null : rounds[firstStallRound]!;
   return {
-    mode, limit: o.limit, destinations: o.n, downloads: all.length, stalled,
+    mode,
+    limit: o.limit,
+    destinations: o.n,
+    downloads: all.length,
+    stalled,
     servedBeforeBlackHole: served,
     atBlackHole: sample ? { hostRouteCount: sample.hostRouteCount, hostRoutesReal: sample.hostRoutesReal } : null,
-    afterBlackHole: after ? {
-      downloads: after.length,
-      stalled: after.filter((x) => x.r.outcome !== 'ok').length,
-      share: after.filter((x) => x.r.outcome !== 'ok').length / after.length,
-      newStalledShare: newAfter.length ? newAfter.filter((x) => x.r.outcome !== 'ok').length / newAfter.length : 0,
-    } : null,
+    afterBlackHole: after
+      ? {
+          downloads: after.length,
+          stalled: after.filter((x) => x.r.outcome !== 'ok').length,
+          share: after.filter((x) => x.r.outcome !== 'ok').length / after.length,
+          newStalledShare: newAfter.length ? newAfter.filter((x) => x.r.outcome !== 'ok').length / newAfter.length : 0,
+        }
+      : null,
     rounds,
-    counters: pick(counters, ['TcpExtPMTUFragNeeded', 'FsHostRoutesCreated', 'FsHostRoutesUpdated', 'FsHostRoutesRemoved', 'FsIcmpIgnoredAtLimit', 'TcpRetransSegs', 'TcpOutSegs']),
+    counters: pick(counters, [
+      'TcpExtPMTUFragNeeded',
+      'FsHostRoutesCreated',
+      'FsHostRoutesUpdated',
+      'FsHostRoutesRemoved',
+      'FsIcmpIgnoredAtLimit',
+      'TcpRetransSegs',
+      'TcpOutSegs',
+    ]),
     seconds: round1((Date.now() - t0) / 1000),
   };
 }
@@ -187,7 +220,9 @@ async function throughput(pl: PmtuLab, bytes: number, repeats: number, offloads:
   const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
   return settings.map((s, i) => {
     const t: ThroughputResult = { label: s.label, mtu: s.mtu, offloads, mbitPerSec: round1(median(rates[i]!)), segmentsPerMB: Math.round(median(segs[i]!)) };
-    log(`  offloads ${offloads ? 'on ' : 'off'}, ${s.label}: ${t.mbitPerSec} Mbit/s (median of ${repeats}: ${rates[i]!.map((v) => Math.round(v)).join(', ')}), ${t.segmentsPerMB} segments per MB`);
+    log(
+      `  offloads ${offloads ? 'on ' : 'off'}, ${s.label}: ${t.mbitPerSec} Mbit/s (median of ${repeats}: ${rates[i]!.map((v) => Math.round(v)).join(', ')}), ${t.segmentsPerMB} segments per MB`,
+    );
     return t;
   });
 }
@@ -201,7 +236,9 @@ export async function runPmtuBench(opts: PmtuBenchOptions = {}): Promise<PmtuBen
   const bytes = 100_000;
   const stallMs = quick ? 2500 : 3000;
   const startedAt = new Date().toISOString();
-  log(`pmtu (KB 898060): ${n} destinations, ${perRound} new per round, MaxIcmpHostRoutes ${limit}, /bytes/${bytes}, a download that has not finished after ${stallMs} ms counts as hung`);
+  log(
+    `pmtu (KB 898060): ${n} destinations, ${perRound} new per round, MaxIcmpHostRoutes ${limit}, /bytes/${bytes}, a download that has not finished after ${stallMs} ms counts as hung`,
+  );
   const pl = await PmtuLab.create({ tag: 'pmb', clients: n });
   const scenarios: ScenarioResult[] = [];
   const tput: ThroughputResult[] = [];
@@ -219,21 +256,75 @@ export async function runPmtuBench(opts: PmtuBenchOptions = {}): Promise<PmtuBen
   const [buggy, fixed, work] = scenarios as [ScenarioResult, ScenarioResult, ScenarioResult];
   const off = (o: boolean) => (o ? 'offloads on' : 'offloads off');
   const figures: Figure[] = [
-    figure({ group: 'pmtu', key: 'pmtu.buggy.served', name: `buggy: new destinations served before the black hole (limit ${limit})`, value: buggy.servedBeforeBlackHole, unit: 'destinations', better: 'higher',
-      note: buggy.atBlackHole ? `count ${buggy.atBlackHole.hostRouteCount} with ${buggy.atBlackHole.hostRoutesReal} real routes` : 'no black hole' }),
-    figure({ group: 'pmtu', key: 'pmtu.buggy.stalled', name: 'buggy: downloads that hang after the black hole', value: (buggy.afterBlackHole?.share ?? 0) * 100, unit: '%', better: 'lower' }),
-    figure({ group: 'pmtu', key: 'pmtu.buggy.newstalled', name: 'buggy: new destinations that hang after the black hole', value: (buggy.afterBlackHole?.newStalledShare ?? 0) * 100, unit: '%', better: 'lower' }),
-    figure({ group: 'pmtu', key: 'pmtu.hotfixed.stalled', name: `hotfixed: downloads that hang (${fixed.downloads} downloads)`, value: fixed.stalled, unit: 'downloads', better: 'lower' }),
-    figure({ group: 'pmtu', key: 'pmtu.workaround.stalled', name: `buggy + MTU 576: downloads that hang (${work.downloads} downloads)`, value: work.stalled, unit: 'downloads', better: 'lower' }),
-    ...tput.map((t) => figure({ group: 'pmtu', key: `pmtu.tput.${t.offloads ? 'tso' : 'notso'}.${t.mtu}`, name: `throughput, ${t.label}, ${off(t.offloads)}`, value: t.mbitPerSec, unit: 'Mbit/s', better: 'higher', note: `${t.segmentsPerMB} segments/MB` })),
+    figure({
+      group: 'pmtu',
+      key: 'pmtu.buggy.served',
+      name: `buggy: new destinations served before the black hole (limit ${limit})`,
+      value: buggy.servedBeforeBlackHole,
+      unit: 'destinations',
+      better: 'higher',
+      note: buggy.atBlackHole ? `count ${buggy.atBlackHole.hostRouteCount} with ${buggy.atBlackHole.hostRoutesReal} real routes` : 'no black hole',
+    }),
+    figure({
+      group: 'pmtu',
+      key: 'pmtu.buggy.stalled',
+      name: 'buggy: downloads that hang after the black hole',
+      value: (buggy.afterBlackHole?.share ?? 0) * 100,
+      unit: '%',
+      better: 'lower',
+    }),
+    figure({
+      group: 'pmtu',
+      key: 'pmtu.buggy.newstalled',
+      name: 'buggy: new destinations that hang after the black hole',
+      value: (buggy.afterBlackHole?.newStalledShare ?? 0) * 100,
+      unit: '%',
+      better: 'lower',
+    }),
+    figure({
+      group: 'pmtu',
+      key: 'pmtu.hotfixed.stalled',
+      name: `hotfixed: downloads that hang (${fixed.downloads} downloads)`,
+      value: fixed.stalled,
+      unit: 'downloads',
+      better: 'lower',
+    }),
+    figure({
+      group: 'pmtu',
+      key: 'pmtu.workaround.stalled',
+      name: `buggy + MTU 576: downloads that hang (${work.downloads} downloads)`,
+      value: work.stalled,
+      unit: 'downloads',
+      better: 'lower',
+    }),
+    ...tput.map((t) =>
+      figure({
+        group: 'pmtu',
+        key: `pmtu.tput.${t.offloads ? 'tso' : 'notso'}.${t.mtu}`,
+        name: `throughput, ${t.label}, ${off(t.offloads)}`,
+        value: t.mbitPerSec,
+        unit: 'Mbit/s',
+        better: 'higher',
+        note: `${t.segmentsPerMB} segments/MB`,
+      }),
+    ),
   ];
   for (const o of [true, false]) {
     const set = tput.filter((t) => t.offloads === o);
     const at576 = set.find((t) => t.mtu === 576);
     const at1000 = set.find((t) => t.mtu === HOPS.tunnel);
     if (at576 && at1000 && at1000.mbitPerSec > 0) {
-      figures.push(figure({ group: 'pmtu', key: `pmtu.tput.${o ? 'tso' : 'notso'}.cost`, name: `workaround: throughput at MTU 576 against the same path at its PMTU 1000, ${off(o)}`, value: (at576.mbitPerSec / at1000.mbitPerSec) * 100, unit: '%', better: 'higher',
-        note: `${at576.segmentsPerMB} vs ${at1000.segmentsPerMB} segments/MB` }));
+      figures.push(
+        figure({
+          group: 'pmtu',
+          key: `pmtu.tput.${o ? 'tso' : 'notso'}.cost`,
+          name: `workaround: throughput at MTU 576 against the same path at its PMTU 1000, ${off(o)}`,
+          value: (at576.mbitPerSec / at1000.mbitPerSec) * 100,
+          unit: '%',
+          better: 'higher',
+          note: `${at576.segmentsPerMB} vs ${at1000.segmentsPerMB} segments/MB`,
+        }),
+      );
     }
   }
   const outDir = opts.outDir ?? path.join(__dirname, '..', '..', 'bench', 'results');
@@ -253,7 +344,9 @@ export function summary(r: PmtuBenchResult): string {
   const lines = [
     `buggy (MaxIcmpHostRoutes ${b.limit}): ${b.servedBeforeBlackHole} of ${b.destinations} new destinations served before the first hung` +
       (b.atBlackHole ? ` (count ${b.atBlackHole.hostRouteCount}, real routes ${b.atBlackHole.hostRoutesReal})` : ''),
-    b.afterBlackHole ? `  after the black hole: ${b.afterBlackHole.stalled}/${b.afterBlackHole.downloads} downloads hung (${Math.round(b.afterBlackHole.share * 100)}%), new destinations ${Math.round(b.afterBlackHole.newStalledShare * 100)}%; ICMP ignored ${b.counters.FsIcmpIgnoredAtLimit}` : '  no black hole',
+    b.afterBlackHole
+      ? `  after the black hole: ${b.afterBlackHole.stalled}/${b.afterBlackHole.downloads} downloads hung (${Math.round(b.afterBlackHole.share * 100)}%), new destinations ${Math.round(b.afterBlackHole.newStalledShare * 100)}%; ICMP ignored ${b.counters.FsIcmpIgnoredAtLimit}`
+      : '  no black hole',
     `hotfixed: ${h.stalled}/${h.downloads} downloads hung; host routes ${h.rounds.at(-1)?.hostRoutesReal}, count ${h.rounds.at(-1)?.hostRouteCount}`,
     `workaround (buggy, MTU 576): ${w.stalled}/${w.downloads} downloads hung`,
     ...r.throughput.map((t) => `throughput ${t.label}, offloads ${t.offloads ? 'on' : 'off'}: ${t.mbitPerSec} Mbit/s, ${t.segmentsPerMB} segments/MB`),
@@ -280,35 +373,51 @@ function niceCeil(v: number): number {
  * marked); hung downloads per mode; throughput per MTU.
  */
 export function chart(r: PmtuBenchResult): string {
-  const W = 1100, H = 440;
+  const W = 1100,
+    H = 440;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="100%" height="100%" fill="#fff"/>`);
-  out.push(`<text x="16" y="24" font-size="16" font-weight="bold">KB 898060: host routes counted vs real, under route changes between two paths (real Linux routers)</text>`);
+  out.push(
+    `<text x="16" y="24" font-size="16" font-weight="bold">KB 898060: host routes counted vs real, under route changes between two paths (real Linux routers)</text>`,
+  );
   const [b, h, w] = r.scenarios as [ScenarioResult, ScenarioResult, ScenarioResult];
 
   // Panel 1: lines.
-  const x0 = 60, y0 = 60, pw = 520, ph = 300;
+  const x0 = 60,
+    y0 = 60,
+    pw = 520,
+    ph = 300;
   const xmax = b.destinations;
   const ymax = niceCeil(Math.max(b.limit * 1.35, ...b.rounds.map((s) => s.hostRouteCount), ...h.rounds.map((s) => s.hostRouteCount)));
   const X = (v: number) => x0 + (v / xmax) * pw;
   const Y = (v: number) => y0 + ph - (v / ymax) * ph;
   out.push(`<text x="${x0}" y="${y0 - 12}" font-weight="bold">Host-route count after each round</text>`);
   for (let i = 0; i <= 5; i++) {
-    const v = (ymax * i) / 5, gy = Y(v);
+    const v = (ymax * i) / 5,
+      gy = Y(v);
     out.push(`<line x1="${x0}" y1="${gy}" x2="${x0 + pw}" y2="${gy}" stroke="#e6e9ed"/>`);
     out.push(`<text x="${x0 - 6}" y="${gy + 4}" text-anchor="end" fill="#555">${Math.round(v)}</text>`);
     const xv = (xmax * i) / 5;
     out.push(`<text x="${X(xv)}" y="${y0 + ph + 16}" text-anchor="middle" fill="#555">${Math.round(xv)}</text>`);
   }
-  out.push(`<text x="${x0 + pw / 2}" y="${y0 + ph + 34}" text-anchor="middle" fill="#555">destinations reached (each visited twice, the path flips every round)</text>`);
-  out.push(`<line x1="${x0}" y1="${y0}" x2="${x0}" y2="${y0 + ph}" stroke="#888"/><line x1="${x0}" y1="${y0 + ph}" x2="${x0 + pw}" y2="${y0 + ph}" stroke="#888"/>`);
+  out.push(
+    `<text x="${x0 + pw / 2}" y="${y0 + ph + 34}" text-anchor="middle" fill="#555">destinations reached (each visited twice, the path flips every round)</text>`,
+  );
+  out.push(
+    `<line x1="${x0}" y1="${y0}" x2="${x0}" y2="${y0 + ph}" stroke="#888"/><line x1="${x0}" y1="${y0 + ph}" x2="${x0 + pw}" y2="${y0 + ph}" stroke="#888"/>`,
+  );
   // Rounds in which buggy downloads hung.
   for (const s of b.rounds) {
     if (!s.stalled) continue;
     const prev = s.round === 0 ? 0 : b.rounds[s.round - 1]!.destinations;
-    const xa = X(prev), xb = X(Math.max(s.destinations, prev + 1e-9));
-    out.push(`<rect x="${xa}" y="${y0}" width="${Math.max(2, xb - xa)}" height="${ph}" fill="#d64545" opacity="${(0.08 + 0.25 * s.stalled / s.downloads).toFixed(2)}"/>`);
+    const xa = X(prev),
+      xb = X(Math.max(s.destinations, prev + 1e-9));
+    out.push(
+      `<rect x="${xa}" y="${y0}" width="${Math.max(2, xb - xa)}" height="${ph}" fill="#d64545" opacity="${(0.08 + (0.25 * s.stalled) / s.downloads).toFixed(2)}"/>`,
+    );
   }
   out.push(`<line x1="${x0}" y1="${Y(b.limit)}" x2="${x0 + pw}" y2="${Y(b.limit)}" stroke="#333" stroke-dasharray="6 4"/>`);
   out.push(`<text x="${x0 + pw - 4}" y="${Y(b.limit) - 5}" text-anchor="end">MaxIcmpHostRoutes = ${b.limit}</text>`);
@@ -321,18 +430,23 @@ export function chart(r: PmtuBenchResult): string {
   line(b.rounds, 'hostRoutesReal', '#c0392b', '5 4');
   line(b.rounds, 'hostRouteCount', '#c0392b');
   const legend: [string, string, string][] = [
-    ['#c0392b', '', 'buggy: count'], ['#c0392b', '5 4', 'buggy: real routes'], ['#2e8b57', '', 'hotfixed: count (= real)'],
+    ['#c0392b', '', 'buggy: count'],
+    ['#c0392b', '5 4', 'buggy: real routes'],
+    ['#2e8b57', '', 'hotfixed: count (= real)'],
   ];
   legend.forEach(([c, d, t], i) => {
     const ly = y0 + 10 + i * 16;
     out.push(`<line x1="${x0 + 10}" y1="${ly}" x2="${x0 + 34}" y2="${ly}" stroke="${c}" stroke-width="2.5"${d ? ` stroke-dasharray="${d}"` : ''}/>`);
     out.push(`<text x="${x0 + 40}" y="${ly + 4}">${esc(t)}</text>`);
   });
-  out.push(`<rect x="${x0 + 10}" y="${y0 + 52}" width="24" height="10" fill="#d64545" opacity="0.3"/><text x="${x0 + 40}" y="${y0 + 61}">buggy: rounds with hung downloads</text>`);
+  out.push(
+    `<rect x="${x0 + 10}" y="${y0 + 52}" width="24" height="10" fill="#d64545" opacity="0.3"/><text x="${x0 + 40}" y="${y0 + 61}">buggy: rounds with hung downloads</text>`,
+  );
 
   // Panel 2: hung downloads per mode.
   const bars = (px: number, title: string, rows: { label: string; value: number; text: string; color: string }[], max: number, rowH = 56) => {
-    const bw = 160, top = y0 + 10;
+    const bw = 160,
+      top = y0 + 10;
     out.push(`<text x="${px}" y="${y0 - 12}" font-weight="bold">${esc(title)}</text>`);
     rows.forEach((row, i) => {
       const y = top + i * rowH;
@@ -343,25 +457,48 @@ export function chart(r: PmtuBenchResult): string {
     });
   };
   const pct = (s: ScenarioResult) => (s.downloads ? (100 * s.stalled) / s.downloads : 0);
-  bars(620, 'Downloads that hung', [
-    { label: `buggy: all ${b.downloads}`, value: pct(b), text: `${b.stalled} (${Math.round(pct(b))}%)`, color: '#c0392b' },
-    { label: 'buggy: after the black hole', value: (b.afterBlackHole?.share ?? 0) * 100, text: `${Math.round((b.afterBlackHole?.share ?? 0) * 100)}%`, color: '#c0392b' },
-    { label: `hotfixed: all ${h.downloads}`, value: pct(h), text: `${h.stalled} (${Math.round(pct(h))}%)`, color: '#2e8b57' },
-    { label: `buggy + MTU 576: all ${w.downloads}`, value: pct(w), text: `${w.stalled} (${Math.round(pct(w))}%)`, color: '#e0a030' },
-  ], 100);
+  bars(
+    620,
+    'Downloads that hung',
+    [
+      { label: `buggy: all ${b.downloads}`, value: pct(b), text: `${b.stalled} (${Math.round(pct(b))}%)`, color: '#c0392b' },
+      {
+        label: 'buggy: after the black hole',
+        value: (b.afterBlackHole?.share ?? 0) * 100,
+        text: `${Math.round((b.afterBlackHole?.share ?? 0) * 100)}%`,
+        color: '#c0392b',
+      },
+      { label: `hotfixed: all ${h.downloads}`, value: pct(h), text: `${h.stalled} (${Math.round(pct(h))}%)`, color: '#2e8b57' },
+      { label: `buggy + MTU 576: all ${w.downloads}`, value: pct(w), text: `${w.stalled} (${Math.round(pct(w))}%)`, color: '#e0a030' },
+    ],
+    100,
+  );
   out.push(`<text x="620" y="${y0 + 250}" fill="#555">buggy: ${b.servedBeforeBlackHole} new destinations</text>`);
   out.push(`<text x="620" y="${y0 + 266}" fill="#555">served before the first one hung</text>`);
-  if (b.atBlackHole) out.push(`<text x="620" y="${y0 + 282}" fill="#555">(count ${b.atBlackHole.hostRouteCount}, real routes ${b.atBlackHole.hostRoutesReal})</text>`);
+  if (b.atBlackHole)
+    out.push(`<text x="620" y="${y0 + 282}" fill="#555">(count ${b.atBlackHole.hostRouteCount}, real routes ${b.atBlackHole.hostRoutesReal})</text>`);
 
   // Panel 3: throughput, offloads on and off.
   const tmax = niceCeil(Math.max(1, ...r.throughput.map((t) => t.mbitPerSec)));
-  bars(850, 'Throughput, one download', r.throughput.map((t) => ({
-    label: `${t.mtu === 576 ? 'MTU 576 (workaround)' : `PMTU ${t.mtu}`}, TSO ${t.offloads ? 'on' : 'off'}`, value: t.mbitPerSec,
-    text: `${Math.round(t.mbitPerSec)}`, color: t.mtu === 576 ? '#e0a030' : '#2f6fb0',
-  })), tmax, 42);
+  bars(
+    850,
+    'Throughput, one download',
+    r.throughput.map((t) => ({
+      label: `${t.mtu === 576 ? 'MTU 576 (workaround)' : `PMTU ${t.mtu}`}, TSO ${t.offloads ? 'on' : 'off'}`,
+      value: t.mbitPerSec,
+      text: `${Math.round(t.mbitPerSec)}`,
+      color: t.mtu === 576 ? '#e0a030' : '#2f6fb0',
+    })),
+    tmax,
+    42,
+  );
   out.push(`<text x="850" y="${y0 + 10 + r.throughput.length * 42 + 8}" fill="#555">Mbit/s; segments per MB:</text>`);
-  out.push(`<text x="850" y="${y0 + 10 + r.throughput.length * 42 + 24}" fill="#555">${esc([...new Set(r.throughput.map((t) => `${t.mtu}: ${t.segmentsPerMB}`))].join(', '))}</text>`);
-  out.push(`<text x="16" y="${H - 10}" fill="#777" font-size="11">${esc(`${r.quick ? 'quick run' : 'full run'} ${r.startedAt}; ${r.bytesPerDownload} bytes per download; a download unfinished after ${r.stallMs} ms counts as hung. Paths: A = one 1400 hop; B = 1280 hop + 1000 tunnel hop.`)}</text>`);
+  out.push(
+    `<text x="850" y="${y0 + 10 + r.throughput.length * 42 + 24}" fill="#555">${esc([...new Set(r.throughput.map((t) => `${t.mtu}: ${t.segmentsPerMB}`))].join(', '))}</text>`,
+  );
+  out.push(
+    `<text x="16" y="${H - 10}" fill="#777" font-size="11">${esc(`${r.quick ? 'quick run' : 'full run'} ${r.startedAt}; ${r.bytesPerDownload} bytes per download; a download unfinished after ${r.stallMs} ms counts as hung. Paths: A = one 1400 hop; B = 1280 hop + 1000 tunnel hop.`)}</text>`,
+  );
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
@@ -370,13 +507,23 @@ export function chart(r: PmtuBenchResult): string {
 
 async function main(): Promise<void> {
   const usage = 'usage: node dist/bench/pmtu.js [--quick] [--json]\n';
-  const { values: f } = parseFlags('pmtu bench', process.argv.slice(2), { quick: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
-  if (f.help) { process.stdout.write(usage); return; }
+  const { values: f } = parseFlags('pmtu bench', process.argv.slice(2), {
+    quick: { type: 'boolean' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (f.help) {
+    process.stdout.write(usage);
+    return;
+  }
   if (process.getuid?.() !== 0) throw new Error('the PMTU benchmark needs root (network namespaces, TUN)');
   const r = await runPmtuBench({ quick: f.quick === true });
   process.stdout.write(f.json ? JSON.stringify(r, null, 2) + '\n' : summary(r) + '\n');
 }
 
 if (require.main === module) {
-  main().catch((e) => { process.stderr.write(`pmtu bench: ${(e as Error).stack ?? e}\n`); process.exit(1); });
+  main().catch((e) => {
+    process.stderr.write(`pmtu bench: ${(e as Error).stack ?? e}\n`);
+    process.exit(1);
+  });
 }

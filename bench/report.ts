@@ -24,10 +24,16 @@ export interface RunInfo {
   only: string[];
 }
 
-export interface Report { info: RunInfo; figures: Figure[] }
+export interface Report {
+  info: RunInfo;
+  figures: Figure[];
+}
 
 function slug(s: string): string {
-  return s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+  return s
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '');
 }
 
 export function markdownTable(figures: Figure[]): string {
@@ -37,7 +43,9 @@ export function markdownTable(figures: Figure[]): string {
     const tgt = f.target ? `${f.target.text}: ${f.met === null ? 'n/a' : f.met ? '**met**' : '**not met**'}` : '';
     const val = Number.isFinite(f.value) ? `${fmtSpread(f.value, f.spread)} ${f.unit}` : `failed${f.note ? `: ${f.note}` : ''}`;
     const base = f.baseline !== null ? `${fmtSpread(f.baseline, f.baselineSpread)} ${f.unit}` : '';
-    lines.push(`| ${f.group} | ${f.name}${f.note && Number.isFinite(f.value) ? ` <br><sub>${f.note.replace(/\|/g, '/')}</sub>` : ''} | ${val} | ${base} | ${fmtRatio(f.ratio)} | ${tgt} |`);
+    lines.push(
+      `| ${f.group} | ${f.name}${f.note && Number.isFinite(f.value) ? ` <br><sub>${f.note.replace(/\|/g, '/')}</sub>` : ''} | ${val} | ${base} | ${fmtRatio(f.ratio)} | ${tgt} |`,
+    );
   }
   return lines.join('\n') + '\n';
 }
@@ -61,7 +69,11 @@ export function markdownReport(r: Report): string {
 export function writeReport(r: Report, dir: string): string[] {
   fs.mkdirSync(dir, { recursive: true });
   const written: string[] = [];
-  const put = (name: string, text: string) => { const p = path.join(dir, name); fs.writeFileSync(p, text); written.push(p); };
+  const put = (name: string, text: string) => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, text);
+    written.push(p);
+  };
   put('latest.json', JSON.stringify(r, null, 2) + '\n');
   put('latest.md', markdownReport(r));
   // One chart per section and unit.
@@ -77,33 +89,44 @@ export function writeReport(r: Report, dir: string): string[] {
     const rows: BarRow[] = figs.map((f) => ({
       label: f.name.length > 52 ? `${f.name.slice(0, 50)}…` : f.name,
       values: micro ? [1e9 / f.value] : [f.value, f.baseline],
-      ranges: micro ? [] : [f.spread && f.spread.n > 1 ? [f.spread.min, f.spread.max] : null, f.baselineSpread && f.baselineSpread.n > 1 ? [f.baselineSpread.min, f.baselineSpread.max] : null],
+      ranges: micro
+        ? []
+        : [
+            f.spread && f.spread.n > 1 ? [f.spread.min, f.spread.max] : null,
+            f.baselineSpread && f.baselineSpread.n > 1 ? [f.baselineSpread.min, f.baselineSpread.max] : null,
+          ],
       target: f.target && f.target.kind === 'absolute' ? f.target.value : f.target && f.baseline !== null ? f.target.value * f.baseline : null,
     }));
     const unitSlug = slug(unit === 'µs' ? 'us' : unit === '%' ? 'percent' : unit) || 'value';
-    put(`${slug(group)}-${unitSlug}.svg`, barChart({
-      title: micro ? 'micro-benchmarks: time per operation' : `${group} (${unit})`,
-      unit: micro ? 'ns per operation' : unit,
-      series: micro ? ['faultstack'] : ['faultstack', 'Linux kernel over veth'],
-      rows,
-    }));
+    put(
+      `${slug(group)}-${unitSlug}.svg`,
+      barChart({
+        title: micro ? 'micro-benchmarks: time per operation' : `${group} (${unit})`,
+        unit: micro ? 'ns per operation' : unit,
+        series: micro ? ['faultstack'] : ['faultstack', 'Linux kernel over veth'],
+        rows,
+      }),
+    );
   }
   const withBase = r.figures.filter((f) => f.ratio !== null && Number.isFinite(f.ratio));
   if (withBase.length) {
-    put('ratios.svg', barChart({
-      title: 'faultstack / Linux kernel over veth (same tool, same run)',
-      unit: 'ratio (1 = as the kernel)',
-      series: ['ratio'],
-      rows: withBase.map((f) => ({
-        label: `${f.group}: ${f.name.length > 52 ? `${f.name.slice(0, 50)}…` : f.name} (${f.unit})`,
-        values: [f.ratio],
-        // The ratio's range: the stack's extremes over the baseline's median.
-        ranges: [f.spread && f.spread.n > 1 && f.baseline ? [f.spread.min / f.baseline, f.spread.max / f.baseline] : null],
-        target: f.target && f.target.kind === 'ratio' ? f.target.value : null,
-      })),
-      reference: 1,
-      clampMax: 3,
-    }));
+    put(
+      'ratios.svg',
+      barChart({
+        title: 'faultstack / Linux kernel over veth (same tool, same run)',
+        unit: 'ratio (1 = as the kernel)',
+        series: ['ratio'],
+        rows: withBase.map((f) => ({
+          label: `${f.group}: ${f.name.length > 52 ? `${f.name.slice(0, 50)}…` : f.name} (${f.unit})`,
+          values: [f.ratio],
+          // The ratio's range: the stack's extremes over the baseline's median.
+          ranges: [f.spread && f.spread.n > 1 && f.baseline ? [f.spread.min / f.baseline, f.spread.max / f.baseline] : null],
+          target: f.target && f.target.kind === 'ratio' ? f.target.value : null,
+        })),
+        reference: 1,
+        clampMax: 3,
+      }),
+    );
   }
   return written;
 }

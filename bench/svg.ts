@@ -62,7 +62,9 @@ export function barChart(c: BarChart): string {
   max = niceMax(c.clampMax !== undefined ? Math.min(max, c.clampMax) : max);
   const x = (v: number) => labelW + (Math.min(Math.max(0, v), max) / max) * plotW;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="100%" height="100%" fill="#ffffff"/>`);
   out.push(`<text x="12" y="20" font-size="15" font-weight="bold">${esc(c.title)}</text>`);
   // Legend.
@@ -93,14 +95,18 @@ export function barChart(c: BarChart): string {
       let labelX = labelW + w + 4;
       if (rg && Number.isFinite(rg[0]) && Number.isFinite(rg[1])) {
         // min-max whisker across the bar's middle, with end ticks.
-        const a = x(rg[0]), b = x(rg[1]), my = y + (barH - 2) / 2;
+        const a = x(rg[0]),
+          b = x(rg[1]),
+          my = y + (barH - 2) / 2;
         out.push(`<line x1="${a.toFixed(1)}" y1="${my}" x2="${b.toFixed(1)}" y2="${my}" stroke="#1f2933" stroke-width="1.2"/>`);
         out.push(`<line x1="${a.toFixed(1)}" y1="${y + 2}" x2="${a.toFixed(1)}" y2="${y + barH - 4}" stroke="#1f2933" stroke-width="1.2"/>`);
         out.push(`<line x1="${b.toFixed(1)}" y1="${y + 2}" x2="${b.toFixed(1)}" y2="${y + barH - 4}" stroke="#1f2933" stroke-width="1.2"/>`);
         labelX = Math.max(labelX, b + 4);
       }
       const rangeText = rg && Number.isFinite(rg[0]) && Number.isFinite(rg[1]) ? ` (${fmt(rg[0])}-${fmt(rg[1])})` : '';
-      out.push(`<text x="${labelX.toFixed(1)}" y="${y + barH - 4}" fill="${over ? '#c0392b' : '#323f4b'}">${esc(fmt(v))}${esc(rangeText)}${over ? ' (off scale)' : ''}</text>`);
+      out.push(
+        `<text x="${labelX.toFixed(1)}" y="${y + barH - 4}" fill="${over ? '#c0392b' : '#323f4b'}">${esc(fmt(v))}${esc(rangeText)}${over ? ' (off scale)' : ''}</text>`,
+      );
     });
     if (r.target != null && Number.isFinite(r.target)) {
       const tx = x(r.target);

@@ -39,7 +39,10 @@ class Tool {
   private readonly lines: Record<string, unknown>[] = [];
   private waiters: { pred: (l: Record<string, unknown>) => boolean; res: (l: Record<string, unknown>) => void }[] = [];
   private nextId = 1;
-  constructor(readonly proc: LabProcess, readonly what: string) {
+  constructor(
+    readonly proc: LabProcess,
+    readonly what: string,
+  ) {
     proc.child.stdout!.on('data', (s: string) => {
       this.buf += s;
       let nl: number;
@@ -47,19 +50,34 @@ class Tool {
         const line = this.buf.slice(0, nl);
         this.buf = this.buf.slice(nl + 1);
         let obj: Record<string, unknown>;
-        try { obj = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
+        try {
+          obj = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
         const w = this.waiters.find((x) => x.pred(obj));
-        if (w) { this.waiters = this.waiters.filter((x) => x !== w); w.res(obj); } else this.lines.push(obj);
+        if (w) {
+          this.waiters = this.waiters.filter((x) => x !== w);
+          w.res(obj);
+        } else this.lines.push(obj);
       }
     });
   }
-  get pid(): number { return this.proc.pid; }
+  get pid(): number {
+    return this.proc.pid;
+  }
   wait(pred: (l: Record<string, unknown>) => boolean, timeoutMs: number): Promise<Record<string, unknown>> {
     const i = this.lines.findIndex(pred);
     if (i >= 0) return Promise.resolve(this.lines.splice(i, 1)[0]!);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`${this.what}: no answer within ${timeoutMs / 1000} s; output: ${this.proc.output.slice(-800)}`)), timeoutMs);
-      const w = { pred, res: (l: Record<string, unknown>) => { clearTimeout(t); resolve(l); } };
+      const w = {
+        pred,
+        res: (l: Record<string, unknown>) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      };
       this.waiters.push(w);
       void this.proc.exited.then(() => {
         if (!this.waiters.includes(w)) return;
@@ -91,22 +109,32 @@ class Tool {
 function threadCpu(pid: number): Map<string, number> {
   const out = new Map<string, number>();
   let tids: string[] = [];
-  try { tids = fs.readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
   for (const tid of tids) {
     try {
       const st = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
       const name = Number(tid) === pid ? 'main' : st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
       const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
       out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) / 100);
-    } catch { /* the thread ended */ }
+    } catch {
+      /* the thread ended */
+    }
   }
   return out;
 }
 
 /** "main 83%, fs-tun-tx 40%": the share of a core each thread used between two threadCpu samples. */
 function threadShare(a: Map<string, number>, b: Map<string, number>, seconds: number): string {
-  return [...b.entries()].map(([n, v]) => [n, (v - (a.get(n) ?? 0)) / seconds] as const).filter(([, v]) => v >= 0.02)
-    .sort((x, y) => y[1] - x[1]).map(([n, v]) => `${n} ${(v * 100).toFixed(0)}%`).join(', ');
+  return [...b.entries()]
+    .map(([n, v]) => [n, (v - (a.get(n) ?? 0)) / seconds] as const)
+    .filter(([, v]) => v >= 0.02)
+    .sort((x, y) => y[1] - x[1])
+    .map(([n, v]) => `${n} ${(v * 100).toFixed(0)}%`)
+    .join(', ');
 }
 
 /** CPU seconds (user + system) a process has used, from /proc. */
@@ -115,13 +143,21 @@ function cpuSeconds(pid: number): number {
     const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
-  } catch { return NaN; }
+  } catch {
+    return NaN;
+  }
 }
 
-interface Iperf { bps: number; retrans: number | null }
+interface Iperf {
+  bps: number;
+  retrans: number | null;
+}
 
 function parseIperf(stdout: string): Iperf {
-  const j = JSON.parse(stdout) as { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { bits_per_second: number; retransmits?: number } } };
+  const j = JSON.parse(stdout) as {
+    error?: string;
+    end?: { sum_received?: { bits_per_second: number }; sum_sent?: { bits_per_second: number; retransmits?: number } };
+  };
   if (j.error) throw new Error(`iperf3: ${j.error}`);
   const bps = j.end?.sum_received?.bits_per_second ?? NaN;
   return { bps, retrans: j.end?.sum_sent?.retransmits ?? null };
@@ -130,7 +166,9 @@ function parseIperf(stdout: string): Iperf {
 /** min, median and max of repeated measurements, and the line that reports them. */
 function spread(v: number[], scale = 1, digits?: (x: number) => string): { min: number; median: number; max: number; text: string } {
   const s = [...v].sort((a, b) => a - b);
-  const min = s[0] ?? NaN, max = s[s.length - 1] ?? NaN, median = s[Math.floor(s.length / 2)] ?? NaN;
+  const min = s[0] ?? NaN,
+    max = s[s.length - 1] ?? NaN,
+    median = s[Math.floor(s.length / 2)] ?? NaN;
   const f = digits ?? ((x: number) => fmt(x / scale));
   return { min, median, max, text: `min/median/max of ${v.length}: ${f(min)} / ${f(median)} / ${f(max)}` };
 }
@@ -199,7 +237,9 @@ export class TrafficBench {
           await fn();
         } catch (e) {
           progress(`  ${name}: FAILED: ${(e as Error).message.split('\n')[0]}`);
-          this.figures.push(figure({ group: name, key: `${name}.error`, name: `${name} failed`, value: NaN, unit: '', note: (e as Error).message.split('\n')[0] }));
+          this.figures.push(
+            figure({ group: name, key: `${name}.error`, name: `${name} failed`, value: NaN, unit: '', note: (e as Error).message.split('\n')[0] }),
+          );
         }
       }
     } finally {
@@ -226,7 +266,8 @@ export class TrafficBench {
     // Addressed by their names below ('stk', 'ka', 'kb').
     for (const ns of ['stk', 'ka', 'kb']) await this.lab.addNamespace(ns);
     const v = await this.lab.veth('ka', 'kb', { addrA: `${KA}/24`, addrB: `${KB}/24` });
-    this.vethA = v.devA; this.vethB = v.devB;
+    this.vethA = v.devA;
+    this.vethB = v.devB;
     // Many ports for connection-rate and memory runs: the client side of both worlds.
     for (const ns of ['stk', 'ka']) {
       await this.lab.sysctl(ns, 'net.ipv4.ip_local_port_range', '1024 65535');
@@ -243,7 +284,8 @@ export class TrafficBench {
   private tool(ns: string, what: string, args: string[]): Tool {
     // FS_BENCH_CPU_PROF=DIR: the stack process writes a V8 CPU profile there when it stops
     // (node --cpu-prof; summarise with dist/bench/tools/cpuprofile-top.js), docs/benchmarks.md.
-    const prof = process.env.FS_BENCH_CPU_PROF && args[0] === 'stack-server.js' ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.FS_BENCH_CPU_PROF)}`] : [];
+    const prof =
+      process.env.FS_BENCH_CPU_PROF && args[0] === 'stack-server.js' ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.FS_BENCH_CPU_PROF)}`] : [];
     return new Tool(this.lab.spawn(ns, process.execPath, [...prof, dist('tools', args[0]!), ...args.slice(1)], { maxOutput: 1 << 20 }), what);
   }
 
@@ -251,13 +293,34 @@ export class TrafficBench {
   private async ensureStack(offloads: 'on' | 'off', queues = 1, profile = 'win2003-sp1', shards = false, mtu = 1500, busyPoll = false): Promise<Tool> {
     const want = `${offloads}/${queues}/${profile}/${shards}/${mtu}/${busyPoll}`;
     if (this.stack && this.stackOpts === want) return this.stack;
-    if (this.stack) { await this.stack.stop(); this.stack = null; await sleep(200); }
+    if (this.stack) {
+      await this.stack.stop();
+      this.stack = null;
+      await sleep(200);
+    }
     const tun = this.lab.ifname(`t${this.tunSeq++}`);
-    const t = this.tool('stk', `stack (${want})`, ['stack-server.js', '--tun', tun, '--offloads', offloads, '--queues', String(queues),
-      '--services', 'echo,discard,http,iperf3', '--control', `/run/faultstack/${tun}.sock`, '--profile', profile, ...(shards ? ['--shards'] : []),
-      ...(mtu !== 1500 ? ['--mtu', String(mtu)] : []), ...(busyPoll ? ['--busy-poll'] : [])]);
+    const t = this.tool('stk', `stack (${want})`, [
+      'stack-server.js',
+      '--tun',
+      tun,
+      '--offloads',
+      offloads,
+      '--queues',
+      String(queues),
+      '--services',
+      'echo,discard,http,iperf3',
+      '--control',
+      `/run/faultstack/${tun}.sock`,
+      '--profile',
+      profile,
+      ...(shards ? ['--shards'] : []),
+      ...(mtu !== 1500 ? ['--mtu', String(mtu)] : []),
+      ...(busyPoll ? ['--busy-poll'] : []),
+    ]);
     const r = await t.ready();
-    progress(`  stack: offloads ${offloads === 'on' ? (r.offloads as string[]).join(',') || 'none (refused)' : 'off'}, queues ${String(r.queues)}, profile ${profile}`);
+    progress(
+      `  stack: offloads ${offloads === 'on' ? (r.offloads as string[]).join(',') || 'none (refused)' : 'off'}, queues ${String(r.queues)}, profile ${profile}`,
+    );
     this.stack = t;
     this.stackOpts = want;
     return t;
@@ -291,10 +354,14 @@ export class TrafficBench {
       let retrans: number | null = null;
       if (c.dir === 'k2s' || c.dir === 's2k') {
         const r = await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur), '-P', String(c.streams), ...(c.dir === 's2k' ? ['-R'] : [])]);
-        bps = r.bps; retrans = r.retrans;
+        bps = r.bps;
+        retrans = r.retrans;
       } else {
         // The stack as the client of a kernel iperf3 -s behind the TUN device.
-        const r = await stack.call({ cmd: 'iperf3', host: STACK_HOST, port: 5202, durationSec: this.dur, parallel: c.streams, reverse: c.dir === 'client-k2s' }, (this.dur + 40) * 1000);
+        const r = await stack.call(
+          { cmd: 'iperf3', host: STACK_HOST, port: 5202, durationSec: this.dur, parallel: c.streams, reverse: c.dir === 'client-k2s' },
+          (this.dur + 40) * 1000,
+        );
         bps = Number(r.receiverBitsPerSecond);
         await sleep(300); // iperf3 -s takes a moment before it accepts the next test
       }
@@ -312,10 +379,21 @@ export class TrafficBench {
       if (group === 'bulk' && c.streams === 1 && c.dir === 'k2s') target = { kind: 'ratio' as const, op: '>=' as const, value: 0.5, text: '>= 50% of kernel' };
       if (group === 'bulk' && c.streams === 1 && c.dir === 's2k') target = { kind: 'ratio' as const, op: '>=' as const, value: 0.35, text: '>= 35% of kernel' };
       // Issue 16: one stream with offloads off >= 4 Gbit/s (kernel -> stack; issue 8's 1.5 for the other way).
-      if (group === 'offloads-off' && c.streams === 1) target = { kind: 'absolute' as const, op: '>=' as const, value: c.dir === 'k2s' ? 4 : 1.5, text: c.dir === 'k2s' ? '>= 4 Gbit/s (issue 16)' : '>= 1.5 Gbit/s' };
+      if (group === 'offloads-off' && c.streams === 1)
+        target = {
+          kind: 'absolute' as const,
+          op: '>=' as const,
+          value: c.dir === 'k2s' ? 4 : 1.5,
+          text: c.dir === 'k2s' ? '>= 4 Gbit/s (issue 16)' : '>= 1.5 Gbit/s',
+        };
       this.add({
-        group, key: `${group}.${c.dir}.${c.streams}`, name: `${names[c.dir]}, ${c.streams} stream${c.streams > 1 ? 's' : ''}`,
-        value: bps / GBIT, unit: 'Gbit/s', baseline: base / GBIT, target,
+        group,
+        key: `${group}.${c.dir}.${c.streams}`,
+        name: `${names[c.dir]}, ${c.streams} stream${c.streams > 1 ? 's' : ''}`,
+        value: bps / GBIT,
+        unit: 'Gbit/s',
+        baseline: base / GBIT,
+        target,
         note: `stack CPU ${(cpu * 100).toFixed(0)}%${retrans !== null ? `, ${retrans} retransmits` : ''}${toStack ? '' : ''}`,
       });
     }
@@ -323,9 +401,12 @@ export class TrafficBench {
 
   private async bulk(): Promise<void> {
     await this.bulkSet('bulk', 'on', [
-      { streams: 1, dir: 'k2s' }, { streams: 4, dir: 'k2s' },
-      { streams: 1, dir: 's2k' }, { streams: 4, dir: 's2k' },
-      { streams: 1, dir: 'client-s2k' }, { streams: 4, dir: 'client-s2k' },
+      { streams: 1, dir: 'k2s' },
+      { streams: 4, dir: 'k2s' },
+      { streams: 1, dir: 's2k' },
+      { streams: 4, dir: 's2k' },
+      { streams: 1, dir: 'client-s2k' },
+      { streams: 4, dir: 'client-s2k' },
       { streams: 1, dir: 'client-k2s' },
     ]);
     await this.smallWrites();
@@ -340,7 +421,8 @@ export class TrafficBench {
   private async smallWrites(): Promise<void> {
     await this.ensureStack('on');
     const t = ['-t', String(this.dur), '-l', '1K'];
-    const s: number[] = [], k: number[] = [];
+    const s: number[] = [],
+      k: number[] = [];
     for (let i = 0; i < REPS; i++) {
       s.push((await this.iperf('stk', ['-c', STACK_ADDR, ...t])).bps);
       k.push((await this.iperf('ka', ['-c', KB, '-p', '5201', ...t])).bps);
@@ -348,13 +430,36 @@ export class TrafficBench {
     const lo = this.lab.spawn('kb', 'iperf3', ['-s', '-1', '-p', '5301', '-B', '127.0.0.1']);
     await sleep(300);
     let loop = NaN;
-    try { loop = (await this.iperf('kb', ['-c', '127.0.0.1', '-p', '5301', ...t])).bps; } catch { /* noted as n/a */ } finally { if (lo.running) await lo.kill(2000); }
-    const ss = spread(s, GBIT), ks = spread(k, GBIT);
+    try {
+      loop = (await this.iperf('kb', ['-c', '127.0.0.1', '-p', '5301', ...t])).bps;
+    } catch {
+      /* noted as n/a */
+    } finally {
+      if (lo.running) await lo.kill(2000);
+    }
+    const ss = spread(s, GBIT),
+      ks = spread(k, GBIT);
     this.add({
-      group: 'bulk', key: 'bulk.k2s.l1k', name: 'kernel -> stack, 1 stream, 1 KiB writes (iperf3 -l 1K)', value: ss.median / GBIT, unit: 'Gbit/s',
-      baseline: ks.median / GBIT, samples: s.map((x) => x / GBIT), baselineSamples: k.map((x) => x / GBIT),
+      group: 'bulk',
+      key: 'bulk.k2s.l1k',
+      name: 'kernel -> stack, 1 stream, 1 KiB writes (iperf3 -l 1K)',
+      value: ss.median / GBIT,
+      unit: 'Gbit/s',
+      baseline: ks.median / GBIT,
+      samples: s.map((x) => x / GBIT),
+      baselineSamples: k.map((x) => x / GBIT),
       // Issue 16 states this goal against the kernel over loopback, measured once beside it.
-      ...(Number.isFinite(loop) ? { target: { kind: 'absolute' as const, op: '>=' as const, value: (0.5 * loop) / GBIT, text: `>= 0.5 of kernel loopback (${fmt((0.5 * loop) / GBIT)} Gbit/s, issue 16)` } } : {}), note: `stack ${ss.text}; kernel over veth ${ks.text}; kernel over loopback ${fmt(loop / GBIT)}`,
+      ...(Number.isFinite(loop)
+        ? {
+            target: {
+              kind: 'absolute' as const,
+              op: '>=' as const,
+              value: (0.5 * loop) / GBIT,
+              text: `>= 0.5 of kernel loopback (${fmt((0.5 * loop) / GBIT)} Gbit/s, issue 16)`,
+            },
+          }
+        : {}),
+      note: `stack ${ss.text}; kernel over veth ${ks.text}; kernel over loopback ${fmt(loop / GBIT)}`,
     });
   }
 
@@ -369,27 +474,43 @@ export class TrafficBench {
     try {
       for (const rev of [false, true]) {
         const t = ['-t', String(this.dur), ...(rev ? ['-R'] : [])];
-        const s: number[] = [], k: number[] = [];
+        const s: number[] = [],
+          k: number[] = [];
         for (let i = 0; i < REPS; i++) {
           s.push((await this.iperf('stk', ['-c', STACK_ADDR, ...t])).bps);
           k.push((await this.iperf('ka', ['-c', KB, '-p', '5201', ...t])).bps);
         }
-        const ss = spread(s, GBIT), ks = spread(k, GBIT);
+        const ss = spread(s, GBIT),
+          ks = spread(k, GBIT);
         this.add({
-          group: 'bulk', key: `bulk.mtu${mtu}.${rev ? 's2k' : 'k2s'}`, name: `${rev ? 'stack -> kernel (-R)' : 'kernel -> stack'}, 1 stream, --mtu ${mtu}`,
-          value: ss.median / GBIT, unit: 'Gbit/s', baseline: ks.median / GBIT, note: `stack ${ss.text}; kernel over veth at MTU ${mtu} ${ks.text}`,
-          samples: s.map((x) => x / GBIT), baselineSamples: k.map((x) => x / GBIT),
+          group: 'bulk',
+          key: `bulk.mtu${mtu}.${rev ? 's2k' : 'k2s'}`,
+          name: `${rev ? 'stack -> kernel (-R)' : 'kernel -> stack'}, 1 stream, --mtu ${mtu}`,
+          value: ss.median / GBIT,
+          unit: 'Gbit/s',
+          baseline: ks.median / GBIT,
+          note: `stack ${ss.text}; kernel over veth at MTU ${mtu} ${ks.text}`,
+          samples: s.map((x) => x / GBIT),
+          baselineSamples: k.map((x) => x / GBIT),
         });
       }
     } finally {
       await this.lab.ip('ka', 'link', 'set', this.vethA, 'mtu', '1500');
       await this.lab.ip('kb', 'link', 'set', this.vethB, 'mtu', '1500');
-      if (this.stack) { await this.stack.stop(); this.stack = null; this.stackOpts = ''; }
+      if (this.stack) {
+        await this.stack.stop();
+        this.stack = null;
+        this.stackOpts = '';
+      }
     }
   }
 
   private async offloadsOff(): Promise<void> {
-    await this.bulkSet('offloads-off', 'off', [{ streams: 1, dir: 'k2s' }, { streams: 1, dir: 's2k' }, { streams: 4, dir: 'k2s' }]);
+    await this.bulkSet('offloads-off', 'off', [
+      { streams: 1, dir: 'k2s' },
+      { streams: 1, dir: 's2k' },
+      { streams: 4, dir: 'k2s' },
+    ]);
     await this.offloadsOffStreams();
   }
 
@@ -400,7 +521,8 @@ export class TrafficBench {
    */
   private async offloadsOffStreams(): Promise<void> {
     await this.ensureStack('off');
-    const one: number[] = [], four: number[] = [];
+    const one: number[] = [],
+      four: number[] = [];
     let retrans = 0;
     for (let i = 0; i < REPS; i++) {
       one.push((await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur)])).bps);
@@ -408,10 +530,16 @@ export class TrafficBench {
       four.push(r.bps);
       retrans += r.retrans ?? 0;
     }
-    const o = spread(one, GBIT), f = spread(four, GBIT);
+    const o = spread(one, GBIT),
+      f = spread(four, GBIT);
     this.add({
-      group: 'offloads-off', key: 'offloads-off.k2s.4.reps', name: 'kernel -> stack, 4 streams, offloads off (repeated)', value: f.median / GBIT, unit: 'Gbit/s',
-      baseline: await this.kernelIperf(4, false) / GBIT, samples: four.map((x) => x / GBIT),
+      group: 'offloads-off',
+      key: 'offloads-off.k2s.4.reps',
+      name: 'kernel -> stack, 4 streams, offloads off (repeated)',
+      value: f.median / GBIT,
+      unit: 'Gbit/s',
+      baseline: (await this.kernelIperf(4, false)) / GBIT,
+      samples: four.map((x) => x / GBIT),
       target: { kind: 'absolute', op: '>=', value: 4, text: '>= 4 Gbit/s, no collapse with 4 (issue 16)' },
       note: `${f.text}; 1 stream ${o.text}; 4 streams / 1 stream ${(f.median / o.median).toFixed(2)}; ${retrans} retransmits in the ${REPS} 4-stream runs`,
     });
@@ -419,13 +547,27 @@ export class TrafficBench {
 
   // ------------------------------------------------------------------ connection rate
 
-  private async ab(ns: string, url: string, n: number, c: number, timeLimit?: number): Promise<{ rps: number; complete: number; failed: number; non2xx: number }> {
+  private async ab(
+    ns: string,
+    url: string,
+    n: number,
+    c: number,
+    timeLimit?: number,
+  ): Promise<{ rps: number; complete: number; failed: number; non2xx: number }> {
     const args = ['-q', '-r', '-c', String(c), '-n', String(n), ...(timeLimit ? ['-t', String(timeLimit)] : []), url];
     const r = await this.lab.exec(ns, 'ab', args, { timeoutMs: 120_000 });
-    const num = (re: RegExp) => { const m = re.exec(r.stdout); return m ? Number(m[1]) : NaN; };
+    const num = (re: RegExp) => {
+      const m = re.exec(r.stdout);
+      return m ? Number(m[1]) : NaN;
+    };
     const rps = num(/Requests per second:\s+([\d.]+)/);
     if (!Number.isFinite(rps)) throw new Error(`ab ${args.join(' ')}: ${r.stdout.slice(-400)} ${r.stderr.slice(-400)}`);
-    return { rps, complete: num(/Complete requests:\s+(\d+)/), failed: num(/Failed requests:\s+(\d+)/), non2xx: Number(/Non-2xx responses:\s+(\d+)/.exec(r.stdout)?.[1] ?? 0) };
+    return {
+      rps,
+      complete: num(/Complete requests:\s+(\d+)/),
+      failed: num(/Failed requests:\s+(\d+)/),
+      non2xx: Number(/Non-2xx responses:\s+(\d+)/.exec(r.stdout)?.[1] ?? 0),
+    };
   }
 
   private async timeWaitCount(ns: string): Promise<number> {
@@ -448,14 +590,27 @@ export class TrafficBench {
     const s1 = (await stack.call({ cmd: 'stats' })).counters as Record<string, number>;
     const cTw = await this.timeWaitCount('stk');
     this.add({
-      group: 'connrate', key: 'connrate.http', name: `short HTTP connections (ab -c ${c}, no keep-alive)`, value: s.rps, unit: 'conn/s',
-      baseline: k.rps, target: { kind: 'ratio', op: '>=', value: 1.5, text: '>= 1.5x kernel (issue 16)' },
+      group: 'connrate',
+      key: 'connrate.http',
+      name: `short HTTP connections (ab -c ${c}, no keep-alive)`,
+      value: s.rps,
+      unit: 'conn/s',
+      baseline: k.rps,
+      target: { kind: 'ratio', op: '>=', value: 1.5, text: '>= 1.5x kernel (issue 16)' },
       note: `${s.complete} done, ${s.failed} failed; TIME-WAIT: stack ${s1.TcpExtTW - s0.TcpExtTW} entered, kernel client ${cTw}; baseline: server ${kSrvTw}, client ${kTw}`,
     });
     // A second round over the same client ports (the ephemeral range wraps): TIME-WAIT reuse.
     if (!this.opts.quick) {
       const s2 = await this.ab('stk', `http://${STACK_ADDR}/bytes/64`, n, c);
-      this.add({ group: 'connrate', key: 'connrate.http.again', name: 'same, second round (ports reused)', value: s2.rps, unit: 'conn/s', baseline: k.rps, note: `${s2.failed} failed` });
+      this.add({
+        group: 'connrate',
+        key: 'connrate.http.again',
+        name: 'same, second round (ports reused)',
+        value: s2.rps,
+        unit: 'conn/s',
+        baseline: k.rps,
+        note: `${s2.failed} failed`,
+      });
     }
     await this.keepAlive();
   }
@@ -468,26 +623,60 @@ export class TrafficBench {
   private async keepAlive(): Promise<void> {
     await this.ensureStack('on');
     const wrk = async (ns: string, host: string) => {
-      const r = await this.lab.exec(ns, 'wrk', ['-t2', '-c64', `-d${this.dur}s`, '--latency', `http://${host}/bytes/64`], { timeoutMs: (this.dur + 30) * 1000 });
+      const r = await this.lab.exec(ns, 'wrk', ['-t2', '-c64', `-d${this.dur}s`, '--latency', `http://${host}/bytes/64`], {
+        timeoutMs: (this.dur + 30) * 1000,
+      });
       return parseWrk(r.stdout);
     };
-    const s: { rps: number; p50Ms: number; errors: string }[] = [], k: { rps: number; p50Ms: number; errors: string }[] = [];
+    const s: { rps: number; p50Ms: number; errors: string }[] = [],
+      k: { rps: number; p50Ms: number; errors: string }[] = [];
     for (let i = 0; i < REPS; i++) {
       s.push(await wrk('stk', STACK_ADDR));
       k.push(await wrk('ka', KB));
     }
-    const sr = spread(s.map((x) => x.rps)), kr = spread(k.map((x) => x.rps));
+    const sr = spread(s.map((x) => x.rps)),
+      kr = spread(k.map((x) => x.rps));
     const ms = (x: number) => `${fmt(x)} ms`;
-    const sl = spread(s.map((x) => x.p50Ms), 1, ms), kl = spread(k.map((x) => x.p50Ms), 1, ms);
+    const sl = spread(
+        s.map((x) => x.p50Ms),
+        1,
+        ms,
+      ),
+      kl = spread(
+        k.map((x) => x.p50Ms),
+        1,
+        ms,
+      );
     this.add({
-      group: 'connrate', key: 'connrate.keepalive', name: 'keep-alive HTTP requests/s (wrk -t2 -c64, /bytes/64)', value: sr.median, unit: 'req/s',
-      baseline: kr.median, samples: s.map((x) => x.rps), baselineSamples: k.map((x) => x.rps),
+      group: 'connrate',
+      key: 'connrate.keepalive',
+      name: 'keep-alive HTTP requests/s (wrk -t2 -c64, /bytes/64)',
+      value: sr.median,
+      unit: 'req/s',
+      baseline: kr.median,
+      samples: s.map((x) => x.rps),
+      baselineSamples: k.map((x) => x.rps),
       target: { kind: 'ratio', op: '>=', value: 1.0, text: '>= 1.0x kernel (issue 16)' },
-      note: `stack ${sr.text}; the same Node http service on kernel sockets ${kr.text}${[...s, ...k].some((x) => x.errors) ? `; wrk: ${[...s, ...k].map((x) => x.errors).filter(Boolean).join(', ')}` : ''}`,
+      note: `stack ${sr.text}; the same Node http service on kernel sockets ${kr.text}${
+        [...s, ...k].some((x) => x.errors)
+          ? `; wrk: ${[...s, ...k]
+              .map((x) => x.errors)
+              .filter(Boolean)
+              .join(', ')}`
+          : ''
+      }`,
     });
     this.add({
-      group: 'connrate', key: 'connrate.keepalive.p50', name: 'keep-alive HTTP latency p50 (wrk -c64)', value: sl.median, unit: 'ms', better: 'lower',
-      baseline: kl.median, samples: s.map((x) => x.p50Ms), baselineSamples: k.map((x) => x.p50Ms), note: `stack ${sl.text}; kernel ${kl.text}`,
+      group: 'connrate',
+      key: 'connrate.keepalive.p50',
+      name: 'keep-alive HTTP latency p50 (wrk -c64)',
+      value: sl.median,
+      unit: 'ms',
+      better: 'lower',
+      baseline: kl.median,
+      samples: s.map((x) => x.p50Ms),
+      baselineSamples: k.map((x) => x.p50Ms),
+      note: `stack ${sl.text}; kernel ${kl.text}`,
     });
   }
 
@@ -501,7 +690,9 @@ export class TrafficBench {
   }
 
   private async rr(ns: string, addr: string, count: number): Promise<{ p50Us: number; p99Us: number }> {
-    const r = await this.lab.exec(ns, process.execPath, [dist('tools', 'rr-client.js'), '--host', addr, '--port', '7', '--count', String(count)], { timeoutMs: 120_000 });
+    const r = await this.lab.exec(ns, process.execPath, [dist('tools', 'rr-client.js'), '--host', addr, '--port', '7', '--count', String(count)], {
+      timeoutMs: 120_000,
+    });
     const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { p50Us: number; p99Us: number; error?: string };
     if (j.error) throw new Error(`rr-client ${addr}: ${j.error}`);
     return j;
@@ -517,8 +708,24 @@ export class TrafficBench {
     const m = this.opts.quick ? 2000 : 20_000;
     const kr = await this.rr('ka', KB, m);
     const sr = await this.rr('stk', STACK_ADDR, m);
-    this.add({ group: 'latency', key: 'latency.tcprr.p50', name: 'TCP request/response (echo, 64 B) p50', value: sr.p50Us, unit: 'µs', better: 'lower', baseline: kr.p50Us });
-    this.add({ group: 'latency', key: 'latency.tcprr.p99', name: 'TCP request/response (echo, 64 B) p99', value: sr.p99Us, unit: 'µs', better: 'lower', baseline: kr.p99Us });
+    this.add({
+      group: 'latency',
+      key: 'latency.tcprr.p50',
+      name: 'TCP request/response (echo, 64 B) p50',
+      value: sr.p50Us,
+      unit: 'µs',
+      better: 'lower',
+      baseline: kr.p50Us,
+    });
+    this.add({
+      group: 'latency',
+      key: 'latency.tcprr.p99',
+      name: 'TCP request/response (echo, 64 B) p99',
+      value: sr.p99Us,
+      unit: 'µs',
+      better: 'lower',
+      baseline: kr.p99Us,
+    });
     await this.busyPollLatency(n, m);
   }
 
@@ -529,27 +736,47 @@ export class TrafficBench {
    */
   private async busyPollLatency(n: number, m: number): Promise<void> {
     const stack = await this.ensureStack('on', 1, 'win2003-sp1', false, 1500, true);
-    const kp: number[] = [], sp: number[] = [], kr: number[] = [], sr: number[] = [];
-    let cpu = 0, secs = 0;
+    const kp: number[] = [],
+      sp: number[] = [],
+      kr: number[] = [],
+      sr: number[] = [];
+    let cpu = 0,
+      secs = 0;
     for (let i = 0; i < REPS; i++) {
       kp.push((await this.ping('ka', KB, n)).p50);
-      const c0 = cpuSeconds(stack.pid), t0 = Date.now();
+      const c0 = cpuSeconds(stack.pid),
+        t0 = Date.now();
       sp.push((await this.ping('stk', STACK_ADDR, n)).p50);
-      cpu += cpuSeconds(stack.pid) - c0; secs += (Date.now() - t0) / 1000;
+      cpu += cpuSeconds(stack.pid) - c0;
+      secs += (Date.now() - t0) / 1000;
       kr.push((await this.rr('ka', KB, m)).p50Us);
       sr.push((await this.rr('stk', STACK_ADDR, m)).p50Us);
     }
     const c1 = cpuSeconds(stack.pid);
     await sleep(1000);
     const idleCpu = cpuSeconds(stack.pid) - c1;
-    const cost = `the stack process used ${(100 * cpu / secs).toFixed(0)}% of a core during the pings and ${(100 * idleCpu).toFixed(0)}% with no traffic (1 s): the price of busy polling`;
+    const cost = `the stack process used ${((100 * cpu) / secs).toFixed(0)}% of a core during the pings and ${(100 * idleCpu).toFixed(0)}% with no traffic (1 s): the price of busy polling`;
     this.add({
-      group: 'latency', key: 'latency.ping.p50.busypoll', name: 'ping round trip p50, --busy-poll', value: NaN, unit: 'µs', better: 'lower',
-      samples: sp, baselineSamples: kp, target: { kind: 'ratio', op: '<=', value: 2, text: '<= 2x kernel (issue 16)' }, note: cost,
+      group: 'latency',
+      key: 'latency.ping.p50.busypoll',
+      name: 'ping round trip p50, --busy-poll',
+      value: NaN,
+      unit: 'µs',
+      better: 'lower',
+      samples: sp,
+      baselineSamples: kp,
+      target: { kind: 'ratio', op: '<=', value: 2, text: '<= 2x kernel (issue 16)' },
+      note: cost,
     });
     this.add({
-      group: 'latency', key: 'latency.tcprr.p50.busypoll', name: 'TCP request/response (echo, 64 B) p50, --busy-poll', value: NaN, unit: 'µs', better: 'lower',
-      samples: sr, baselineSamples: kr,
+      group: 'latency',
+      key: 'latency.tcprr.p50.busypoll',
+      name: 'TCP request/response (echo, 64 B) p50, --busy-poll',
+      value: NaN,
+      unit: 'µs',
+      better: 'lower',
+      samples: sr,
+      baselineSamples: kr,
     });
     await this.stack?.stop();
     this.stack = null;
@@ -559,9 +786,30 @@ export class TrafficBench {
   // ------------------------------------------------------------------ SYN flood
 
   private async flood(ns: string, target: string, count: number, seconds: number, rate?: number): Promise<{ sent: number; seconds: number }> {
-    const r = await this.lab.exec(ns, process.execPath, [dist('..', 'lab', 'synflood.js'), '--target', target, '--source', '198.18.100.0/24',
-      '--count', String(count), '--duration', String(seconds), ...(rate ? ['--rate', String(rate)] : []), '--json', '--quiet'], { timeoutMs: (seconds + 20) * 1000 });
-    const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+    const r = await this.lab.exec(
+      ns,
+      process.execPath,
+      [
+        dist('..', 'lab', 'synflood.js'),
+        '--target',
+        target,
+        '--source',
+        '198.18.100.0/24',
+        '--count',
+        String(count),
+        '--duration',
+        String(seconds),
+        ...(rate ? ['--rate', String(rate)] : []),
+        '--json',
+        '--quiet',
+      ],
+      { timeoutMs: (seconds + 20) * 1000 },
+    );
+    const line = r.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .pop();
     if (!line) throw new Error(`synflood: exit ${r.code}: ${r.stderr.slice(0, 300)}`);
     const j = JSON.parse(line) as { sent: number; seconds: number };
     return { sent: j.sent, seconds: j.seconds };
@@ -608,41 +856,76 @@ export class TrafficBench {
     type Round = { syns: number; sent: number; seconds: number; conn: number; failed: number };
     const rounds = { kPaced: [] as Round[], sPaced: [] as Round[], kFlood: [] as Round[], sFlood: [] as Round[] };
     const sCounters: string[] = [];
-    const cpuPaced: string[] = [], cpuFlood: string[] = [];
+    const cpuPaced: string[] = [],
+      cpuFlood: string[] = [];
     for (let rep = 0; rep < REPS; rep++) {
       {
         const kCount = await this.synCounter('kb');
         const [kf, kab] = await Promise.all([this.flood('ka', `${KB}:80`, count, secs, rate), this.ab('ka', `http://${KB}/bytes/64`, 10_000_000, 8, secs)]);
-        rounds.kPaced.push({ syns: (await kCount()) / kf.seconds, sent: kf.sent / kf.seconds, seconds: kf.seconds, conn: TrafficBench.served(kab), failed: kab.failed });
+        rounds.kPaced.push({
+          syns: (await kCount()) / kf.seconds,
+          sent: kf.sent / kf.seconds,
+          seconds: kf.seconds,
+          conn: TrafficBench.served(kab),
+          failed: kab.failed,
+        });
       }
       {
         const s0 = await stack.call({ cmd: 'stats' });
-        const c0 = threadCpu(stack.pid), t0 = Date.now();
-        const [sf, sab] = await Promise.all([this.flood('stk', `${STACK_ADDR}:80`, count, secs, rate), this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, 8, secs)]);
+        const c0 = threadCpu(stack.pid),
+          t0 = Date.now();
+        const [sf, sab] = await Promise.all([
+          this.flood('stk', `${STACK_ADDR}:80`, count, secs, rate),
+          this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, 8, secs),
+        ]);
         cpuPaced.push(threadShare(c0, threadCpu(stack.pid), (Date.now() - t0) / 1000));
         const s1 = await stack.call({ cmd: 'stats' });
-        rounds.sPaced.push({ syns: TrafficBench.stackSyns(s0, s1, sab) / sf.seconds, sent: sf.sent / sf.seconds, seconds: sf.seconds, conn: TrafficBench.served(sab), failed: sab.failed });
+        rounds.sPaced.push({
+          syns: TrafficBench.stackSyns(s0, s1, sab) / sf.seconds,
+          sent: sf.sent / sf.seconds,
+          seconds: sf.seconds,
+          conn: TrafficBench.served(sab),
+          failed: sab.failed,
+        });
       }
       // Unpaced: hping3 -S --flood from one lab source, bounded in time (and in packets by
       // an nftables quota in the flooding namespace), ab -c 32 beside it.
       {
         const kCount = await this.synCounter('kb');
         const [kf, kab] = await Promise.all([this.hpingFlood('ka', `${KB}:80`, secs), this.ab('ka', `http://${KB}/bytes/64`, 10_000_000, 32, secs)]);
-        rounds.kFlood.push({ syns: (await kCount()) / kf.seconds, sent: kf.sent / kf.seconds, seconds: kf.seconds, conn: TrafficBench.served(kab), failed: kab.failed });
+        rounds.kFlood.push({
+          syns: (await kCount()) / kf.seconds,
+          sent: kf.sent / kf.seconds,
+          seconds: kf.seconds,
+          conn: TrafficBench.served(kab),
+          failed: kab.failed,
+        });
       }
       {
         const s0 = await stack.call({ cmd: 'stats' });
-        const c0 = threadCpu(stack.pid), t0 = Date.now();
-        const [sf, sab] = await Promise.all([this.hpingFlood('stk', `${STACK_ADDR}:80`, secs), this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, 32, secs)]);
+        const c0 = threadCpu(stack.pid),
+          t0 = Date.now();
+        const [sf, sab] = await Promise.all([
+          this.hpingFlood('stk', `${STACK_ADDR}:80`, secs),
+          this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, 32, secs),
+        ]);
         cpuFlood.push(threadShare(c0, threadCpu(stack.pid), (Date.now() - t0) / 1000));
         const s1 = await stack.call({ cmd: 'stats' });
         const dc = (k: string) => Number((s1.counters as Record<string, number>)[k] ?? 0) - Number((s0.counters as Record<string, number>)[k] ?? 0);
         const early = Number((s1.device as Record<string, number>).synEarlyDrops ?? 0) - Number((s0.device as Record<string, number>).synEarlyDrops ?? 0);
         sCounters.push(`cookies ${fmt(dc('TcpExtSyncookiesSent'))}, SYNs dropped early ${fmt(early)}`);
-        rounds.sFlood.push({ syns: TrafficBench.stackSyns(s0, s1, sab) / sf.seconds, sent: sf.sent / sf.seconds, seconds: sf.seconds, conn: TrafficBench.served(sab), failed: sab.failed });
+        rounds.sFlood.push({
+          syns: TrafficBench.stackSyns(s0, s1, sab) / sf.seconds,
+          sent: sf.sent / sf.seconds,
+          seconds: sf.seconds,
+          conn: TrafficBench.served(sab),
+          failed: sab.failed,
+        });
       }
-      progress(`  rep ${rep + 1}: paced kernel ${fmt(rounds.kPaced[rep]!.conn)} conn/s, stack ${fmt(rounds.sPaced[rep]!.conn)} (stack CPU ${cpuPaced[rep]}); ` +
-        `unpaced kernel ${fmt(rounds.kFlood[rep]!.conn)}, stack ${fmt(rounds.sFlood[rep]!.conn)} (${sCounters[rep]}; stack CPU ${cpuFlood[rep]})`);
+      progress(
+        `  rep ${rep + 1}: paced kernel ${fmt(rounds.kPaced[rep]!.conn)} conn/s, stack ${fmt(rounds.sPaced[rep]!.conn)} (stack CPU ${cpuPaced[rep]}); ` +
+          `unpaced kernel ${fmt(rounds.kFlood[rep]!.conn)}, stack ${fmt(rounds.sFlood[rep]!.conn)} (${sCounters[rep]}; stack CPU ${cpuFlood[rep]})`,
+      );
     }
     const med = (r: Round[], k: keyof Round) => spread(r.map((x) => x[k])).median;
     const both = (s: Round[], k: Round[], key: keyof Round) => `stack ${spread(s.map((x) => x[key])).text}; kernel ${spread(k.map((x) => x[key])).text}`;
@@ -652,13 +935,26 @@ export class TrafficBench {
     ];
     for (const [kind, how, s, k, cpu] of cases) {
       this.add({
-        group: 'synflood', key: `synflood.absorbed${kind === 'paced' ? '' : '.unpaced'}`, name: `SYNs answered per second while serving, ${kind} flood`, value: med(s, 'syns'), unit: 'SYN/s',
-        baseline: med(k, 'syns'), samples: s.map((x) => x.syns), baselineSamples: k.map((x) => x.syns), target: { kind: 'ratio', op: '>=', value: 1.0, text: '>= 1.0x kernel' },
+        group: 'synflood',
+        key: `synflood.absorbed${kind === 'paced' ? '' : '.unpaced'}`,
+        name: `SYNs answered per second while serving, ${kind} flood`,
+        value: med(s, 'syns'),
+        unit: 'SYN/s',
+        baseline: med(k, 'syns'),
+        samples: s.map((x) => x.syns),
+        baselineSamples: k.map((x) => x.syns),
+        target: { kind: 'ratio', op: '>=', value: 1.0, text: '>= 1.0x kernel' },
         note: `${how}; ${both(s, k, 'syns')}; flood sent (median) ${fmt(med(s, 'sent'))}/s to the stack, ${fmt(med(k, 'sent'))}/s to the kernel${kind === 'unpaced' ? `; ${sCounters.join(' | ')}` : ''}`,
       });
       this.add({
-        group: 'synflood', key: `synflood.serving${kind === 'paced' ? '' : '.unpaced'}`, name: `HTTP connections/s served during the ${kind} flood`, value: med(s, 'conn'), unit: 'conn/s', baseline: med(k, 'conn'),
-        samples: s.map((x) => x.conn), baselineSamples: k.map((x) => x.conn),
+        group: 'synflood',
+        key: `synflood.serving${kind === 'paced' ? '' : '.unpaced'}`,
+        name: `HTTP connections/s served during the ${kind} flood`,
+        value: med(s, 'conn'),
+        unit: 'conn/s',
+        baseline: med(k, 'conn'),
+        samples: s.map((x) => x.conn),
+        baselineSamples: k.map((x) => x.conn),
         target: { kind: 'ratio', op: '>=', value: 0.5, text: '>= 0.5 of kernel' },
         note: `${how}; ${both(s, k, 'conn')}; failed: stack ${s.map((x) => x.failed).join('/')}, kernel ${k.map((x) => x.failed).join('/')}; stack profile linux (SYN cookies); stack CPU per thread: ${cpu.join(' | ')}`,
       });
@@ -677,7 +973,9 @@ export class TrafficBench {
     try {
       const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
       return m ? Number(m[1]) * 1024 : NaN;
-    } catch { return NaN; }
+    } catch {
+      return NaN;
+    }
   }
 
   /**
@@ -688,7 +986,13 @@ export class TrafficBench {
    */
   private async floodWhileServing(ns: string, target: string, url: string, seconds: number, pid: number | null) {
     let peak = pid === null ? NaN : this.rssOf(pid);
-    const sampler = pid === null ? null : setInterval(() => { const r = this.rssOf(pid); if (r > peak || Number.isNaN(peak)) peak = r; }, 250);
+    const sampler =
+      pid === null
+        ? null
+        : setInterval(() => {
+            const r = this.rssOf(pid);
+            if (r > peak || Number.isNaN(peak)) peak = r;
+          }, 250);
     const t0 = Date.now();
     let sent = 0;
     const floods = (async () => {
@@ -718,7 +1022,12 @@ export class TrafficBench {
     const kernel = await this.floodWhileServing('ka', `${KB}:80`, `http://${KB}/bytes/64`, secs, null);
     progress(`  kernel under the flood: ${fmt(kernel.sent / kernel.secs)} SYN/s, ab ${fmt(kernel.ab.rps)} conn/s (${kernel.ab.failed} failed)`);
     for (const profile of ['nt4-sp6a', 'win2003-sp1', 'linux']) {
-      if (this.stack) { await this.stack.stop(); this.stack = null; this.stackOpts = ''; await sleep(300); }
+      if (this.stack) {
+        await this.stack.stop();
+        this.stack = null;
+        this.stackOpts = '';
+        await sleep(300);
+      }
       const stack = await this.ensureStack('on', 1, profile);
       const rss0 = this.rssOf(stack.pid);
       const s0 = await stack.call({ cmd: 'stats' });
@@ -728,15 +1037,25 @@ export class TrafficBench {
       const half = Number((s1.listeners as Record<string, number>).synQueue ?? NaN);
       const rec = d('FsHalfOpenRecycled');
       this.add({
-        group: 'floodmem', key: `floodmem.rss.${profile}`, name: `stack RSS peak through a ${secs} s SYN flood, ${profile}`, value: r.peak / 1048576, unit: 'MB', better: 'lower',
+        group: 'floodmem',
+        key: `floodmem.rss.${profile}`,
+        name: `stack RSS peak through a ${secs} s SYN flood, ${profile}`,
+        value: r.peak / 1048576,
+        unit: 'MB',
+        better: 'lower',
         target: { kind: 'absolute', op: '<=', value: 300, text: '<= 300 MB' },
-        note: `${fmt(r.sent / r.secs)} SYN/s offered (${fmt(r.sent)} in ${r.secs.toFixed(0)} s); RSS before ${fmt(rss0 / 1048576)} MB; half-open at the end ${fmt(half)}; ` +
+        note:
+          `${fmt(r.sent / r.secs)} SYN/s offered (${fmt(r.sent)} in ${r.secs.toFixed(0)} s); RSS before ${fmt(rss0 / 1048576)} MB; half-open at the end ${fmt(half)}; ` +
           `passive opens ${fmt(d('TcpPassiveOpens'))}, cookies ${fmt(d('TcpExtSyncookiesSent'))}, half-open recycled ${Number.isNaN(rec) ? 'n/a' : fmt(rec)}`,
       });
       // ab counts a refused or reset request as complete and failed: only the rest were served.
       const served = (x: typeof r.ab) => (x.complete > 0 ? (x.rps * Math.max(0, x.complete - x.failed)) / x.complete : 0);
       this.add({
-        group: 'floodmem', key: `floodmem.serving.${profile}`, name: `HTTP connections/s served during the flood, ${profile}`, value: served(r.ab), unit: 'conn/s',
+        group: 'floodmem',
+        key: `floodmem.serving.${profile}`,
+        name: `HTTP connections/s served during the flood, ${profile}`,
+        value: served(r.ab),
+        unit: 'conn/s',
         baseline: served(kernel.ab),
         note: `ab: ${r.ab.complete} done, ${r.ab.failed} failed (kernel ${kernel.ab.failed})${profile === 'nt4-sp6a' ? '; nt4 without SynAttackProtect: the flood holds the backlog, clients are refused (KB 142641)' : ''}; kernel flood ${fmt(kernel.sent / kernel.secs)} SYN/s`,
       });
@@ -804,11 +1123,18 @@ export class TrafficBench {
       await Promise.all(kservers.map((k) => k.ready()));
       const kmem = async () => {
         const all = await Promise.all(kservers.map((k) => k.call({ cmd: 'mem' }, 120_000)));
-        return { heapUsed: all.reduce((a, m) => a + Number(m.heapUsed), 0), rss: all.reduce((a, m) => a + Number(m.rss), 0), established: Number(all[0]!.established) };
+        return {
+          heapUsed: all.reduce((a, m) => a + Number(m.heapUsed), 0),
+          rss: all.reduce((a, m) => a + Number(m.rss), 0),
+          established: Number(all[0]!.established),
+        };
       };
       for (const n of sizes) {
         // Stack: a fresh one, so earlier runs' garbage and TIME-WAIT do not count.
-        if (this.stack) { await this.stack.stop(); this.stack = null; }
+        if (this.stack) {
+          await this.stack.stop();
+          this.stack = null;
+        }
         this.stackOpts = '';
         const stack = await this.ensureStack('on');
         const m0 = await stack.call({ cmd: 'mem' });
@@ -833,15 +1159,26 @@ export class TrafficBench {
         const krss = (k1.rss - k0.rss) / kest;
         // Kernel socket memory of the baseline's server side: its slab growth (client and
         // server sockets) less the stack run's (client sockets only). Machine-wide: rough.
-        const kernelSock = Math.max(0, (kslab1 - kslab0) - (slab1 - slab0)) / kest;
+        const kernelSock = Math.max(0, kslab1 - kslab0 - (slab1 - slab0)) / kest;
         const label = n >= 1000 ? `${n / 1000}k` : String(n);
         this.add({
-          group: 'memory', key: `memory.heap.${n}`, name: `JS heap per idle connection, ${label} connections`, value: heap, unit: 'B', better: 'lower',
-          baseline: kheap, target: { kind: 'absolute', op: '<=', value: 2048, text: '<= 2 KB (issue 16)' },
+          group: 'memory',
+          key: `memory.heap.${n}`,
+          name: `JS heap per idle connection, ${label} connections`,
+          value: heap,
+          unit: 'B',
+          better: 'lower',
+          baseline: kheap,
+          target: { kind: 'absolute', op: '<=', value: 2048, text: '<= 2 KB (issue 16)' },
           note: `${est} established; baseline: Node's net.Socket on kernel sockets (heap only, ${kest} established)`,
         });
         this.add({
-          group: 'memory', key: `memory.rss.${n}`, name: `RSS per idle connection, ${label} connections`, value: rss, unit: 'B', better: 'lower',
+          group: 'memory',
+          key: `memory.rss.${n}`,
+          name: `RSS per idle connection, ${label} connections`,
+          value: rss,
+          unit: 'B',
+          better: 'lower',
           baseline: krss + kernelSock,
           note: `baseline = Node processes' RSS ${fmt(krss)} B + kernel socket slab ${fmt(kernelSock)} B`,
         });
@@ -859,7 +1196,8 @@ export class TrafficBench {
 
   /** `n` kernel-side senders writing to the stack's discard port for `secs`; bits/s they wrote in all. */
   private async discardSenders(n: number, secs: number): Promise<number> {
-    const script = `const net=require('net');const s=net.connect(9,'${STACK_ADDR}');const b=Buffer.alloc(65536,1);let n=0;` +
+    const script =
+      `const net=require('net');const s=net.connect(9,'${STACK_ADDR}');const b=Buffer.alloc(65536,1);let n=0;` +
       `s.on('connect',()=>{const end=Date.now()+${secs * 1000};const pump=()=>{while(Date.now()<end){n+=b.length;if(!s.write(b)){s.once('drain',pump);return;}}` +
       `s.end(()=>console.log(n));};pump();});s.on('error',()=>{console.log(n);});`;
     const rs = await Promise.all(Array.from({ length: n }, () => this.lab.exec('stk', process.execPath, ['-e', script], { timeoutMs: (secs + 30) * 1000 })));
@@ -869,18 +1207,36 @@ export class TrafficBench {
 
   private async multiQueue(): Promise<void> {
     const one = this.figures.find((f) => f.key === 'bulk.k2s.4');
-    const q1 = one ? one.value * GBIT : (await (async () => { await this.ensureStack('on', 1); return (await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur), '-P', '4'])).bps; })());
+    const q1 = one
+      ? one.value * GBIT
+      : await (async () => {
+          await this.ensureStack('on', 1);
+          return (await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur), '-P', '4'])).bps;
+        })();
     const stack = await this.ensureStack('on', 2);
     const cpu0 = cpuSeconds(stack.pid);
     const t0 = Date.now();
     const r = await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur), '-P', '4']);
     const cpu = (cpuSeconds(stack.pid) - cpu0) / ((Date.now() - t0) / 1000);
     this.add({
-      group: 'multiqueue', key: 'multiqueue.q2.k2s.4', name: 'kernel -> stack, 4 streams, 2 queues one thread', value: r.bps / GBIT, unit: 'Gbit/s',
-      baseline: await this.kernelIperf(4, false) / GBIT, note: `1 queue: ${fmt(q1 / GBIT)} Gbit/s; stack CPU ${(cpu * 100).toFixed(0)}%`,
+      group: 'multiqueue',
+      key: 'multiqueue.q2.k2s.4',
+      name: 'kernel -> stack, 4 streams, 2 queues one thread',
+      value: r.bps / GBIT,
+      unit: 'Gbit/s',
+      baseline: (await this.kernelIperf(4, false)) / GBIT,
+      note: `1 queue: ${fmt(q1 / GBIT)} Gbit/s; stack CPU ${(cpu * 100).toFixed(0)}%`,
     });
     const c = await this.ab('stk', `http://${STACK_ADDR}/bytes/64`, this.opts.quick ? 8000 : 30_000, 128);
-    this.add({ group: 'multiqueue', key: 'multiqueue.q2.connrate', name: 'short HTTP connections, 2 queues one thread', value: c.rps, unit: 'conn/s', baseline: null, note: `${c.failed} failed` });
+    this.add({
+      group: 'multiqueue',
+      key: 'multiqueue.q2.connrate',
+      name: 'short HTTP connections, 2 queues one thread',
+      value: c.rps,
+      unit: 'conn/s',
+      baseline: null,
+      note: `${c.failed} failed`,
+    });
     // Shards: one stack per queue, each in its own worker thread. iperf3's control and
     // data connections may hash to different shards, so plain senders to discard are
     // the load here, measured the same way against one thread and against two shards.
@@ -888,16 +1244,45 @@ export class TrafficBench {
     await this.ensureStack('on', 2, 'win2003-sp1', true);
     const sharded = await this.discardSenders(4, this.dur);
     this.add({
-      group: 'multiqueue', key: 'multiqueue.shards.k2s.4', name: 'kernel -> stack, 4 senders to discard, 2 shards (worker threads)', value: sharded / GBIT, unit: 'Gbit/s',
-      baseline: null, note: `the same senders, 2 queues one thread: ${fmt(single / GBIT)} Gbit/s (${(sharded / single).toFixed(2)}x); the kernel's flow hash decides how the 4 flows split`,
+      group: 'multiqueue',
+      key: 'multiqueue.shards.k2s.4',
+      name: 'kernel -> stack, 4 senders to discard, 2 shards (worker threads)',
+      value: sharded / GBIT,
+      unit: 'Gbit/s',
+      baseline: null,
+      note: `the same senders, 2 queues one thread: ${fmt(single / GBIT)} Gbit/s (${(sharded / single).toFixed(2)}x); the kernel's flow hash decides how the 4 flows split`,
     });
     await this.stack?.stop();
     this.stack = null;
     this.stackOpts = '';
     // The most sharding could give on this machine: two whole stacks (two processes, two
     // TUN devices) each with its own flows, at the same time.
-    const tA = this.tool('stk', 'shard A', ['stack-server.js', '--tun', this.lab.ifname('sa'), '--addr', '198.18.0.2/24', '--host-addr', '198.18.0.1/24', '--services', 'iperf3', '--control', `/run/faultstack/${this.lab.ifname('sa')}.sock`]);
-    const tB = this.tool('stk', 'shard B', ['stack-server.js', '--tun', this.lab.ifname('sb'), '--addr', '198.18.2.2/24', '--host-addr', '198.18.2.1/24', '--services', 'iperf3', '--control', `/run/faultstack/${this.lab.ifname('sb')}.sock`]);
+    const tA = this.tool('stk', 'shard A', [
+      'stack-server.js',
+      '--tun',
+      this.lab.ifname('sa'),
+      '--addr',
+      '198.18.0.2/24',
+      '--host-addr',
+      '198.18.0.1/24',
+      '--services',
+      'iperf3',
+      '--control',
+      `/run/faultstack/${this.lab.ifname('sa')}.sock`,
+    ]);
+    const tB = this.tool('stk', 'shard B', [
+      'stack-server.js',
+      '--tun',
+      this.lab.ifname('sb'),
+      '--addr',
+      '198.18.2.2/24',
+      '--host-addr',
+      '198.18.2.1/24',
+      '--services',
+      'iperf3',
+      '--control',
+      `/run/faultstack/${this.lab.ifname('sb')}.sock`,
+    ]);
     try {
       await Promise.all([tA.ready(), tB.ready()]);
       const [a, b] = await Promise.all([
@@ -905,8 +1290,13 @@ export class TrafficBench {
         this.iperf('stk', ['-c', '198.18.2.2', '-t', String(this.dur), '-P', '2']),
       ]);
       this.add({
-        group: 'multiqueue', key: 'multiqueue.twoprocs.k2s.4', name: 'kernel -> two whole stacks (2 processes), 4 streams', value: (a.bps + b.bps) / GBIT, unit: 'Gbit/s',
-        baseline: await this.kernelIperf(4, false) / GBIT, note: `${fmt(a.bps / GBIT)} + ${fmt(b.bps / GBIT)}: the ceiling for shards on 2 cores`,
+        group: 'multiqueue',
+        key: 'multiqueue.twoprocs.k2s.4',
+        name: 'kernel -> two whole stacks (2 processes), 4 streams',
+        value: (a.bps + b.bps) / GBIT,
+        unit: 'Gbit/s',
+        baseline: (await this.kernelIperf(4, false)) / GBIT,
+        note: `${fmt(a.bps / GBIT)} + ${fmt(b.bps / GBIT)}: the ceiling for shards on 2 cores`,
       });
     } finally {
       await tA.stop();

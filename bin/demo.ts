@@ -82,7 +82,11 @@ setTimeout(() => out({ error: 'timed out', sent, received: recv }), +process.arg
 `;
 
 function oneLine(s: string, max = 90): string {
-  const t = s.split('\n').map((x) => x.trim()).filter(Boolean).join(' ');
+  const t = s
+    .split('\n')
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .join(' ');
   return t.length > max ? t.slice(0, max - 3) + '...' : t;
 }
 
@@ -175,8 +179,9 @@ export async function run(argv: string[]): Promise<number> {
     await step('tcp echo 10 MB', `${ECHO_BYTES / 1e6} MB to ${STACK}:7 and back, SHA-256 compared`, async () => {
       const r = await lab!.exec(ns, process.execPath, ['-e', TCP_ECHO_SCRIPT, STACK, '7', String(ECHO_BYTES), '60000'], { timeoutMs: 70_000 });
       const res = JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as { error?: string; sent?: number; received?: number; match?: boolean; ms?: number };
-      if (res.error || !res.ms) throw new Error(`${res.error ?? `exit ${r.code}: ${oneLine(r.stderr)}`} (sent ${res.sent ?? 0}, got back ${res.received ?? 0} bytes)`);
-      const rate = mbit(((res.sent ?? 0) + (res.received ?? 0)) * 8 / (res.ms / 1000));
+      if (res.error || !res.ms)
+        throw new Error(`${res.error ?? `exit ${r.code}: ${oneLine(r.stderr)}`} (sent ${res.sent ?? 0}, got back ${res.received ?? 0} bytes)`);
+      const rate = mbit((((res.sent ?? 0) + (res.received ?? 0)) * 8) / (res.ms / 1000));
       return { ok: !!res.match, figure: res.match ? `sha256 match, ${rate} both ways` : `MISMATCH: sent ${res.sent}, got back ${res.received} bytes` };
     });
 
@@ -202,10 +207,12 @@ export async function run(argv: string[]): Promise<number> {
       let figure = 'ok';
       try {
         const doc = JSON.parse(raw.stdout) as { counters?: Record<string, unknown>; connectionCount?: number; connections?: unknown[] };
-        const counters = doc.counters ? JSON.stringify(doc.counters).match(/":-?\d/g)?.length ?? 0 : 0;
+        const counters = doc.counters ? (JSON.stringify(doc.counters).match(/":-?\d/g)?.length ?? 0) : 0;
         // The stack counts connections (rows only on request); a stack that lists rows is counted too.
         figure = `${counters} counters, ${doc.connectionCount ?? doc.connections?.length ?? 0} connections`;
-      } catch { /* the human form already worked */ }
+      } catch {
+        /* the human form already worked */
+      }
       return { figure, detail: human.stdout.trimEnd() };
     });
     // L2: the stack as a bridge port, as a VM's NIC would be; the "VM" has no route but its subnet.
@@ -219,7 +226,9 @@ export async function run(argv: string[]): Promise<number> {
         vm = await lab!.addNamespace('vm');
         const br = await lab!.bridge('l2');
         await lab!.vethToBridge('vm', 'l2', br, { addr: `${L2_VM}/24` });
-        const s = await lab!.startStack(l2ns, ['--tap', lab!.ifname('t1'), '--bridge', br, '--addr', `${L2_STACK}/24`, '--services', 'echo,http,iperf3'], { timeoutMs: 30_000 });
+        const s = await lab!.startStack(l2ns, ['--tap', lab!.ifname('t1'), '--bridge', br, '--addr', `${L2_STACK}/24`, '--services', 'echo,http,iperf3'], {
+          timeoutMs: 30_000,
+        });
         l2Mac = /\bmac ([0-9a-f:]{17})/.exec(s.readyLine)?.[1] ?? '';
         return { figure: `bridge ${br}, stack ${L2_STACK}${l2Mac ? ` at ${l2Mac}` : ''}, VM ${L2_VM}`, detail: s.readyLine };
       });
@@ -231,8 +240,11 @@ export async function run(argv: string[]): Promise<number> {
         const got = r.received;
         const avg = r.avgMs === null ? undefined : String(r.avgMs);
         const n = await lab!.exec(vm, 'ip', ['-j', 'neigh', 'show', L2_STACK], { timeoutMs: 5000 });
-        const lladdr = ((JSON.parse(n.stdout || '[]') as { lladdr?: string }[])[0]?.lladdr) ?? '?';
-        return { ok: got === 5 && (l2Mac === '' || lladdr === l2Mac), figure: `${got}/5 replies${avg ? `, avg ${avg} ms` : ''}; ip neigh: ${L2_STACK} at ${lladdr}` };
+        const lladdr = (JSON.parse(n.stdout || '[]') as { lladdr?: string }[])[0]?.lladdr ?? '?';
+        return {
+          ok: got === 5 && (l2Mac === '' || lladdr === l2Mac),
+          figure: `${got}/5 replies${avg ? `, avg ${avg} ms` : ''}; ip neigh: ${L2_STACK} at ${lladdr}`,
+        };
       });
       await l2step('l2 http', `curl http://${L2_STACK}/bytes/1000000 from the VM`, async () => {
         return curlMegabyte(await curl(lab!, vm, `http://${L2_STACK}/bytes/1000000`, { maxTimeMs: 30_000 }));
@@ -249,90 +261,105 @@ export async function run(argv: string[]): Promise<number> {
     }
     // KB 898060 on real routers: path MTU learned from real ICMP, then the buggy count.
     let pmtu: PmtuLab | null = null;
-    if (!p.flags['skip-pmtu']) try {
-      await step('pmtu lab', 'routers r1..r3 with 1400/1280/1000-byte hops, 12 client addresses', async () => {
-        pmtu = await PmtuLab.create({ tag: 'dpm', clients: 12, path: 'B' });
-        return { figure: `path B: ${HOPS.pathB} then a ${HOPS.tunnel}-byte tunnel hop` };
-      });
-      await step('pmtu hotfixed', 'downloads behind the 1000-byte hop learn it from ICMP', async () => {
-        const pl = pmtu!;
-        await pl.startStack({ mode: 'hotfixed' });
-        const res = await pl.downloadAll(pl.clients.slice(0, 4).map((local) => ({ local, bytes: 300_000 })), { concurrency: 2, stallMs: 4000 });
-        const ok = res.filter((r) => r.outcome === 'ok').length;
-        const routes = await pl.routes();
-        const at1000 = routes.hosts.filter((h) => h.mtu === HOPS.tunnel).length;
-        return { ok: ok === 4 && at1000 === 4, figure: `${ok}/4 downloads ok, ${at1000} host routes at MTU ${HOPS.tunnel}` };
-      });
-      await step('pmtu buggy', 'MaxIcmpHostRoutes=6, paths flapping: the count fills, new destinations stall', async () => {
-        const pl = pmtu!;
-        await pl.startStack({ mode: 'buggy', params: { MaxIcmpHostRoutes: 6 } });
-        // Two destinations learn their MTU on both paths, again and again: each update counts.
-        for (let round = 0; round < 3; round++) {
-          for (const p of ['A', 'B'] as const) {
-            await pl.usePath(p);
-            await pl.downloadAll(pl.clients.slice(4, 6).map((local) => ({ local, bytes: 200_000 })), { concurrency: 2, stallMs: 3000 });
+    if (!p.flags['skip-pmtu'])
+      try {
+        await step('pmtu lab', 'routers r1..r3 with 1400/1280/1000-byte hops, 12 client addresses', async () => {
+          pmtu = await PmtuLab.create({ tag: 'dpm', clients: 12, path: 'B' });
+          return { figure: `path B: ${HOPS.pathB} then a ${HOPS.tunnel}-byte tunnel hop` };
+        });
+        await step('pmtu hotfixed', 'downloads behind the 1000-byte hop learn it from ICMP', async () => {
+          const pl = pmtu!;
+          await pl.startStack({ mode: 'hotfixed' });
+          const res = await pl.downloadAll(
+            pl.clients.slice(0, 4).map((local) => ({ local, bytes: 300_000 })),
+            { concurrency: 2, stallMs: 4000 },
+          );
+          const ok = res.filter((r) => r.outcome === 'ok').length;
+          const routes = await pl.routes();
+          const at1000 = routes.hosts.filter((h) => h.mtu === HOPS.tunnel).length;
+          return { ok: ok === 4 && at1000 === 4, figure: `${ok}/4 downloads ok, ${at1000} host routes at MTU ${HOPS.tunnel}` };
+        });
+        await step('pmtu buggy', 'MaxIcmpHostRoutes=6, paths flapping: the count fills, new destinations stall', async () => {
+          const pl = pmtu!;
+          await pl.startStack({ mode: 'buggy', params: { MaxIcmpHostRoutes: 6 } });
+          // Two destinations learn their MTU on both paths, again and again: each update counts.
+          for (let round = 0; round < 3; round++) {
+            for (const p of ['A', 'B'] as const) {
+              await pl.usePath(p);
+              await pl.downloadAll(
+                pl.clients.slice(4, 6).map((local) => ({ local, bytes: 200_000 })),
+                { concurrency: 2, stallMs: 3000 },
+              );
+            }
           }
-        }
-        const res = await pl.downloadAll(pl.clients.slice(8, 11).map((local) => ({ local, bytes: 300_000 })), { concurrency: 3, stallMs: 3000 });
-        const stalled = res.filter((r) => r.outcome === 'stalled').length;
-        const routes = await pl.routes();
-        const c = await pl.counters();
-        return {
-          ok: stalled === 3 && routes.atLimit,
-          figure: `count ${routes.hostRouteCount}/${routes.maxIcmpHostRoutes} with ${routes.hostRoutesReal} real routes; ${stalled}/3 new downloads stalled; ${c.FsIcmpIgnoredAtLimit ?? 0} ICMP ignored`,
-        };
-      });
-    } finally {
-      if (pmtu) await (pmtu as PmtuLab).cleanup().catch(() => {});
-    }
-    // KB 972183 on an NLB cluster: a strongSwan client that moves to another network.
-    let nlb: NlbLab | null = null;
-    if (!p.flags['skip-nlb']) try {
-      await step('nlb lab', 'a bridge, 2 NLB hosts, routers to 2 client networks, a strongSwan client, the sticky application', async () => {
-        nlb = await NlbLab.create({ hosts: 2, clients: 1, tag: 'dnl' });
-        return { figure: 'cluster 198.18.70.100 (unicast), client networks 198.18.60.0/24 and 198.18.61.0/24' };
-      });
-      for (const fault of ['buggy', 'hotfixed'] as const) {
-        await step(`nlb ${fault}`, 'the client leaves the service, moves to network B, comes back through a new tunnel', async () => {
-          const r = await (nlb as NlbLab).runScenario({ fault, variant: 'ipsec', moves: 1, dpd: '4s', watchMs: 15_000 });
-          const c = r.reports[0]!;
-          const refused = c.events.find((e) => e.state === 'refused');
-          const ok = r.served === 1 && (fault === 'buggy' ? c.refusals > 0 : c.refusals === 0);
+          const res = await pl.downloadAll(
+            pl.clients.slice(8, 11).map((local) => ({ local, bytes: 300_000 })),
+            { concurrency: 3, stallMs: 3000 },
+          );
+          const stalled = res.filter((r) => r.outcome === 'stalled').length;
+          const routes = await pl.routes();
+          const c = await pl.counters();
           return {
-            ok,
-            figure: `${c.refusals} refusal(s), on one host ${c.oneHostMs[0] === null ? 'never' : `after ${(c.oneHostMs[0]! / 1000).toFixed(1)} s`}, connected to host ${c.events[c.events.length - 1]?.host ?? '?'}`,
-            ...(refused ? { detail: `refused: ${refused.reason}` } : {}),
+            ok: stalled === 3 && routes.atLimit,
+            figure: `count ${routes.hostRouteCount}/${routes.maxIcmpHostRoutes} with ${routes.hostRoutesReal} real routes; ${stalled}/3 new downloads stalled; ${c.FsIcmpIgnoredAtLimit ?? 0} ICMP ignored`,
           };
         });
+      } finally {
+        if (pmtu) await (pmtu as PmtuLab).cleanup().catch(() => {});
       }
-    } finally {
-      if (nlb) await (nlb as NlbLab).cleanup().catch(() => {});
-    }
+    // KB 972183 on an NLB cluster: a strongSwan client that moves to another network.
+    let nlb: NlbLab | null = null;
+    if (!p.flags['skip-nlb'])
+      try {
+        await step('nlb lab', 'a bridge, 2 NLB hosts, routers to 2 client networks, a strongSwan client, the sticky application', async () => {
+          nlb = await NlbLab.create({ hosts: 2, clients: 1, tag: 'dnl' });
+          return { figure: 'cluster 198.18.70.100 (unicast), client networks 198.18.60.0/24 and 198.18.61.0/24' };
+        });
+        for (const fault of ['buggy', 'hotfixed'] as const) {
+          await step(`nlb ${fault}`, 'the client leaves the service, moves to network B, comes back through a new tunnel', async () => {
+            const r = await (nlb as NlbLab).runScenario({ fault, variant: 'ipsec', moves: 1, dpd: '4s', watchMs: 15_000 });
+            const c = r.reports[0]!;
+            const refused = c.events.find((e) => e.state === 'refused');
+            const ok = r.served === 1 && (fault === 'buggy' ? c.refusals > 0 : c.refusals === 0);
+            return {
+              ok,
+              figure: `${c.refusals} refusal(s), on one host ${c.oneHostMs[0] === null ? 'never' : `after ${(c.oneHostMs[0]! / 1000).toFixed(1)} s`}, connected to host ${c.events[c.events.length - 1]?.host ?? '?'}`,
+              ...(refused ? { detail: `refused: ${refused.reason}` } : {}),
+            };
+          });
+        }
+      } finally {
+        if (nlb) await (nlb as NlbLab).cleanup().catch(() => {});
+      }
 
     // KB 319381: faultstack as a firewall between two namespaces, a playlist through the Firewall Client.
     let fwl: FirewallLab | null = null;
-    if (!p.flags['skip-firewall']) try {
-      await step('firewall kb319381', 'internal host | faultstack firewall | media server; 4 playlist items through the Firewall Client, buggy then hotfixed', async () => {
-        fwl = await FirewallLab.create({ tag: 'dfw' });
-        const f = fwl as FirewallLab;
-        await f.startMediaServer();
-        const player = ['--server', MEDIA, '--via', 'fwc', '--firewall', FW_IN, '--max-items', '4', '--grace-ms', '50'];
-        await f.startFirewall({ mode: 'buggy', params: { MediaPortReleaseDelayMs: 200 } });
-        const b = await f.play(player);
-        const bs = await f.fw<{ drops: Record<string, number> }>('summary');
-        const scans = (await f.events()).filter((e) => e.kind.startsWith('port-scan')).map((e) => String(e.data?.eventId));
-        await f.startFirewall({ mode: 'hotfixed' });
-        const h = await f.play(player);
-        const hs = await f.fw<{ counters: Record<string, number> }>('summary');
-        return {
-          ok: b.played === 1 && b.stalled === 3 && b.addrInUse > 0 && h.played === 4 && hs.counters.FwDropped === 0,
-          figure: `buggy: ${b.played}/4 items played, ${bs.drops['media-port-closed'] ?? 0} datagrams dropped, ${b.addrInUse} WSAEADDRINUSE, events ${scans.join(',') || 'none'}; hotfixed: ${h.played}/4 played, ${hs.counters.FwDropped} dropped`,
-        };
-      });
-    } finally {
-      if (fwl) await (fwl as FirewallLab).cleanup().catch(() => {});
-    }
-
+    if (!p.flags['skip-firewall'])
+      try {
+        await step(
+          'firewall kb319381',
+          'internal host | faultstack firewall | media server; 4 playlist items through the Firewall Client, buggy then hotfixed',
+          async () => {
+            fwl = await FirewallLab.create({ tag: 'dfw' });
+            const f = fwl as FirewallLab;
+            await f.startMediaServer();
+            const player = ['--server', MEDIA, '--via', 'fwc', '--firewall', FW_IN, '--max-items', '4', '--grace-ms', '50'];
+            await f.startFirewall({ mode: 'buggy', params: { MediaPortReleaseDelayMs: 200 } });
+            const b = await f.play(player);
+            const bs = await f.fw<{ drops: Record<string, number> }>('summary');
+            const scans = (await f.events()).filter((e) => e.kind.startsWith('port-scan')).map((e) => String(e.data?.eventId));
+            await f.startFirewall({ mode: 'hotfixed' });
+            const h = await f.play(player);
+            const hs = await f.fw<{ counters: Record<string, number> }>('summary');
+            return {
+              ok: b.played === 1 && b.stalled === 3 && b.addrInUse > 0 && h.played === 4 && hs.counters.FwDropped === 0,
+              figure: `buggy: ${b.played}/4 items played, ${bs.drops['media-port-closed'] ?? 0} datagrams dropped, ${b.addrInUse} WSAEADDRINUSE, events ${scans.join(',') || 'none'}; hotfixed: ${h.played}/4 played, ${hs.counters.FwDropped} dropped`,
+            };
+          },
+        );
+      } finally {
+        if (fwl) await (fwl as FirewallLab).cleanup().catch(() => {});
+      }
   } finally {
     if (lab) {
       log('[demo] cleaning up ...');
@@ -360,6 +387,9 @@ export async function run(argv: string[]): Promise<number> {
 if (require.main === module) {
   run(process.argv.slice(2)).then(
     (code) => process.exit(code),
-    (e) => { process.stderr.write(`faultstack demo: ${(e as Error).message}\n`); process.exit(1); },
+    (e) => {
+      process.stderr.write(`faultstack demo: ${(e as Error).message}\n`);
+      process.exit(1);
+    },
   );
 }

@@ -38,8 +38,8 @@ export const enum VirtioNetHdr {
 
 export interface OffloadMeta {
   /** virtio-net header fields, when the device runs with IFF_VNET_HDR (VirtioNetHdr above). */
-  flags: number;       // F_NEEDS_CSUM, F_DATA_VALID
-  gsoType: number;     // GSO_NONE, GSO_TCPV4, ...
+  flags: number; // F_NEEDS_CSUM, F_DATA_VALID
+  gsoType: number; // GSO_NONE, GSO_TCPV4, ...
   hdrLen: number;
   gsoSize: number;
   csumStart: number;

@@ -18,11 +18,13 @@
 import { VirtioNetHdr, type OffloadMeta } from './device';
 import { checksumAdd, checksumFinish, internetChecksum, pseudoHeaderSum } from '../stack/wire/checksum';
 
-const FIN = 0x01, PSH = 0x08, CWR = 0x80;
+const FIN = 0x01,
+  PSH = 0x08,
+  CWR = 0x80;
 
 /** Is this a GSO TCPv4 super-segment that needs cutting? */
 export function isGsoTcp4(pkt: Buffer, meta: OffloadMeta | null | undefined): boolean {
-  return !!meta && meta.gsoType === VirtioNetHdr.GSO_TCPV4 && meta.gsoSize > 0 && pkt.length >= 40 && (pkt[0]! >> 4) === 4 && pkt[9] === 6;
+  return !!meta && meta.gsoType === VirtioNetHdr.GSO_TCPV4 && meta.gsoSize > 0 && pkt.length >= 40 && pkt[0]! >> 4 === 4 && pkt[9] === 6;
 }
 
 /**
@@ -53,7 +55,7 @@ export function newTcp4GsoLayout(): Tcp4GsoLayout {
 
 /** Fills `l` for `pkt`; false when it is not a well-formed TCP/IPv4 packet (use it as it is). */
 export function parseTcp4Gso(pkt: Buffer, meta: OffloadMeta, l: Tcp4GsoLayout): boolean {
-  if (pkt.length < 20 || (pkt[0]! >> 4) !== 4 || pkt[9] !== 6) return false;
+  if (pkt.length < 20 || pkt[0]! >> 4 !== 4 || pkt[9] !== 6) return false;
   const ihl = (pkt[0]! & 15) * 4;
   let total = (pkt[2]! << 8) | pkt[3]!;
   // The kernel may hand over a GSO packet with total length 0: the buffer says how long it is.
@@ -63,7 +65,10 @@ export function parseTcp4Gso(pkt: Buffer, meta: OffloadMeta, l: Tcp4GsoLayout): 
   const hdr = ihl + thl;
   if (thl < 20 || hdr > total) return false;
   const payload = total - hdr;
-  l.ihl = ihl; l.thl = thl; l.hdr = hdr; l.payload = payload;
+  l.ihl = ihl;
+  l.thl = thl;
+  l.hdr = hdr;
+  l.payload = payload;
   // No segment size: one segment of the whole payload (its checksums completed).
   l.mss = meta.gsoSize > 0 ? meta.gsoSize : Math.max(1, payload);
   l.count = Math.max(1, Math.ceil(payload / l.mss));
@@ -88,22 +93,28 @@ export function writeTcp4Segment(pkt: Buffer, l: Tcp4GsoLayout, i: number, seg: 
   pkt.copy(seg, at, 0, hdr);
   pkt.copy(seg, at + hdr, hdr + off, hdr + off + len);
   const segTotal = hdr + len;
-  seg[at + 2] = segTotal >> 8; seg[at + 3] = segTotal & 255;
+  seg[at + 2] = segTotal >> 8;
+  seg[at + 3] = segTotal & 255;
   const id = (l.id0 + i) & 0xffff;
-  seg[at + 4] = id >> 8; seg[at + 5] = id & 255;
-  seg[at + 10] = 0; seg[at + 11] = 0;
+  seg[at + 4] = id >> 8;
+  seg[at + 5] = id & 255;
+  seg[at + 10] = 0;
+  seg[at + 11] = 0;
   const ipc = internetChecksum(seg, at, ihl);
-  seg[at + 10] = ipc >> 8; seg[at + 11] = ipc & 255;
+  seg[at + 10] = ipc >> 8;
+  seg[at + 11] = ipc & 255;
   const t = at + ihl;
   seg.writeUInt32BE((l.seq0 + off) >>> 0, t + 4);
   let f = l.flags0;
   if (i > 0) f &= ~CWR;
   if (i < l.count - 1) f &= ~(FIN | PSH);
   seg[t + 13] = f;
-  seg[t + 16] = 0; seg[t + 17] = 0;
+  seg[t + 16] = 0;
+  seg[t + 17] = 0;
   const tlen = thl + len;
   const c = checksumFinish(checksumAdd(seg, t, tlen, pseudoHeaderSum(l.src, l.dst, 6, tlen)));
-  seg[t + 16] = c >> 8; seg[t + 17] = c & 255;
+  seg[t + 16] = c >> 8;
+  seg[t + 17] = c & 255;
   return segTotal;
 }
 
@@ -130,7 +141,8 @@ export function segmentTcp4(pkt: Buffer, meta: OffloadMeta): Buffer[] {
  * of the packet from csumStart completes it.
  */
 export function completeChecksum(pkt: Buffer, meta: OffloadMeta): void {
-  const start = meta.csumStart, field = meta.csumStart + meta.csumOffset;
+  const start = meta.csumStart,
+    field = meta.csumStart + meta.csumOffset;
   if (field + 2 > pkt.length) return;
   const c = internetChecksum(pkt, start, pkt.length - start);
   pkt[field] = c >> 8;

@@ -43,17 +43,28 @@ export class EthernetPort implements Device {
   /** @internal */ closed = false;
   /** @internal */ readonly counters = { rxFrames: 0, rxBytes: 0, rxBursts: 0, rxNoHandler: 0, txFrames: 0, txBytes: 0, txDrops: 0 };
 
-  constructor(readonly name: string, private readonly segment: EthernetSegment) {}
+  constructor(
+    readonly name: string,
+    private readonly segment: EthernetSegment,
+  ) {}
 
-  get mtu(): number { return this.segment.mtu; }
+  get mtu(): number {
+    return this.segment.mtu;
+  }
 
   send(frame: Buffer, meta?: OffloadMeta | null): void {
-    if (this.closed) { this.counters.txDrops++; return; }
+    if (this.closed) {
+      this.counters.txDrops++;
+      return;
+    }
     this.queue.push({ frame: Buffer.from(frame), meta: meta ? { ...meta } : null });
   }
 
   sendWithHeader(header: Uint8Array, headerLength: number, packet: Buffer, meta?: OffloadMeta | null): void {
-    if (this.closed) { this.counters.txDrops++; return; }
+    if (this.closed) {
+      this.counters.txDrops++;
+      return;
+    }
     const frame = Buffer.allocUnsafe(headerLength + packet.length);
     frame.set(header.subarray(0, headerLength), 0);
     packet.copy(frame, headerLength);
@@ -128,8 +139,15 @@ export class EthernetSegment {
     for (const { frame, meta } of q) {
       from.counters.txFrames++;
       from.counters.txBytes += frame.length;
-      if (frame.length > this.mtu + 14) { this.counters.oversize++; from.counters.txDrops++; continue; }
-      if (this.dropFilter && this.dropFilter(frame, from.name)) { this.counters.filtered++; continue; }
+      if (frame.length > this.mtu + 14) {
+        this.counters.oversize++;
+        from.counters.txDrops++;
+        continue;
+      }
+      if (this.dropFilter && this.dropFilter(frame, from.name)) {
+        this.counters.filtered++;
+        continue;
+      }
       this.record(from.name, frame);
       const dst = frame.length >= 6 ? macAt(frame, 0) : 0;
       let out: EthernetPort[];
@@ -162,9 +180,14 @@ export class EthernetSegment {
   private deliverLater(p: EthernetPort, at: number, frame: Buffer, meta: OffloadMeta | null): void {
     const key = `${p.name}@${at}`;
     const b = this.pending.get(key);
-    if (b) { b.items.push({ frame, meta }); return; }
+    if (b) {
+      b.items.push({ frame, meta });
+      return;
+    }
     const burst = {
-      port: p, at, items: [{ frame, meta }],
+      port: p,
+      at,
+      items: [{ frame, meta }],
       handle: this.clock.schedule(at, () => {
         this.pending.delete(key);
         if (p.closed) return;
@@ -173,7 +196,10 @@ export class EthernetSegment {
         p.counters.rxFrames += frames.length;
         p.counters.rxBursts++;
         for (const f of frames) p.counters.rxBytes += f.length;
-        if (!p.onReceive) { p.counters.rxNoHandler += frames.length; return; }
+        if (!p.onReceive) {
+          p.counters.rxNoHandler += frames.length;
+          return;
+        }
         p.onReceive(frames, frames.length, metas);
       }),
     };

@@ -97,7 +97,8 @@ export class VirtualClock {
       const top = this.heap[0];
       if (!top || top.at > ms) break;
       this.runTop();
-      if (++n > this.maxCallbacksPerRun) throw new Error(`VirtualClock: more than ${this.maxCallbacksPerRun} callbacks in one run (a timer loop at t=${this.t}?)`);
+      if (++n > this.maxCallbacksPerRun)
+        throw new Error(`VirtualClock: more than ${this.maxCallbacksPerRun} callbacks in one run (a timer loop at t=${this.t}?)`);
     }
     if (ms > this.t) this.t = ms;
     return n;
@@ -120,7 +121,8 @@ export class VirtualClock {
         return false;
       }
       this.runTop();
-      if (++n > this.maxCallbacksPerRun) throw new Error(`VirtualClock: more than ${this.maxCallbacksPerRun} callbacks in one run (a timer loop at t=${this.t}?)`);
+      if (++n > this.maxCallbacksPerRun)
+        throw new Error(`VirtualClock: more than ${this.maxCallbacksPerRun} callbacks in one run (a timer loop at t=${this.t}?)`);
     }
   }
 

@@ -156,7 +156,11 @@ export class PcapWriter {
   /** tcpdump -C: the current file is past the limit; close it and go on in the next one. */
   private rotate(): void {
     this.writeOut();
-    try { fs.closeSync(this.fd!); } catch { /* already gone */ }
+    try {
+      fs.closeSync(this.fd!);
+    } catch {
+      /* already gone */
+    }
     this.fd = null;
     this.fileNo = this.maxFiles !== undefined ? (this.fileNo + 1) % this.maxFiles : this.fileNo + 1;
     this.path = rotatedName(this.basePath, this.fileNo, this.maxFiles);
@@ -300,7 +304,10 @@ export class PcapDevice implements Device {
       frame.set(header.subarray(0, headerLength), 0);
       packet.copy(frame, headerLength);
       this.writer.record(wireCopy(frame, meta ?? null), this.now());
-      if (this.inner.sendWithHeader === undefined) { this.inner.send(frame, meta); return; }
+      if (this.inner.sendWithHeader === undefined) {
+        this.inner.send(frame, meta);
+        return;
+      }
     }
     if (this.inner.sendWithHeader !== undefined) this.inner.sendWithHeader(header, headerLength, packet, meta);
     else {

@@ -26,7 +26,8 @@ interface Capture {
   log: { label: string; hex: string }[];
 }
 
-const LABELS = /^(shared Diffie Hellman secret|SKEYSEED|Sk_d secret|Sk_ai secret|Sk_ar secret|Sk_ei secret|Sk_er secret|Sk_pi secret|Sk_pr secret|encryption initiator key|encryption responder key|integrity initiator key|integrity responder key)$/;
+const LABELS =
+  /^(shared Diffie Hellman secret|SKEYSEED|Sk_d secret|Sk_ai secret|Sk_ar secret|Sk_ei secret|Sk_er secret|Sk_pi secret|Sk_pr secret|encryption initiator key|encryption responder key|integrity initiator key|integrity responder key)$/;
 
 /** charon's "%B" dumps: "NN[IKE] label => N bytes @ 0x...", then "NN[IKE]    0: AB CD ...  ascii". */
 export function parseCharonLog(text: string): { label: string; hex: string }[] {
@@ -35,7 +36,8 @@ export function parseCharonLog(text: string): { label: string; hex: string }[] {
   for (let i = 0; i < lines.length; i++) {
     const m = /^(?:.*? )?(\d+)\[(\w+)\] (.+?) => (\d+) bytes @ 0x[0-9a-f]+$/.exec(lines[i]!);
     if (!m || !LABELS.test(m[3]!)) continue;
-    const thread = m[1]!, n = Number(m[4]);
+    const thread = m[1]!,
+      n = Number(m[4]);
     const bytes: string[] = [];
     for (let j = i + 1; j < lines.length && bytes.length < n; j++) {
       const d = new RegExp(`^(?:.*? )?${thread}\\[\\w+\\]\\s+\\d+: (.*)$`).exec(lines[j]!);
@@ -67,7 +69,8 @@ export function ikeFromPcap(file: string, initiator: string): { from: 'i' | 'r';
     if (ip[9] !== 17) continue;
     const ihl = (ip[0] & 15) * 4;
     const src = `${ip[12]}.${ip[13]}.${ip[14]}.${ip[15]}`;
-    const sport = ip.readUInt16BE(ihl), dport = ip.readUInt16BE(ihl + 2);
+    const sport = ip.readUInt16BE(ihl),
+      dport = ip.readUInt16BE(ihl + 2);
     let payload = ip.subarray(ihl + 8, ip.readUInt16BE(2));
     if (dport === 4500 || sport === 4500) {
       if (payload.length < 4 || payload.readUInt32BE(0) !== 0) continue;
@@ -93,8 +96,29 @@ async function captureOne(name: string, ikeProposal: string, espProposal: string
     await dump.waitFor(/listening on/, { timeoutMs: 10_000 });
     const psk = 'vector-secret';
     const common = { psk, proposals: ikeProposal, espProposals: espProposal };
-    await StrongSwan.start(lab, nsR, path.join(tmp, 'r'), { ...common, localAddr: '198.18.50.2', id: 'server@lab', remoteId: 'client1@lab', localTs: '198.18.50.2/32', remoteTs: '198.18.50.1/32' });
-    const ini = await StrongSwan.start(lab, nsI, path.join(tmp, 'i'), { ...common, localAddr: '198.18.50.1', remoteAddr: '198.18.50.2', id: 'client1@lab', remoteId: 'server@lab', localTs: '198.18.50.1/32', remoteTs: '198.18.50.2/32' }, { logLevel: 4 });
+    await StrongSwan.start(lab, nsR, path.join(tmp, 'r'), {
+      ...common,
+      localAddr: '198.18.50.2',
+      id: 'server@lab',
+      remoteId: 'client1@lab',
+      localTs: '198.18.50.2/32',
+      remoteTs: '198.18.50.1/32',
+    });
+    const ini = await StrongSwan.start(
+      lab,
+      nsI,
+      path.join(tmp, 'i'),
+      {
+        ...common,
+        localAddr: '198.18.50.1',
+        remoteAddr: '198.18.50.2',
+        id: 'client1@lab',
+        remoteId: 'server@lab',
+        localTs: '198.18.50.1/32',
+        remoteTs: '198.18.50.2/32',
+      },
+      { logLevel: 4 },
+    );
     const r = await ini.initiate();
     if (!/initiate completed successfully/.test(r.stdout)) throw new Error(`initiate failed: ${r.stdout.slice(-2000)}`);
     await ini.rekeyChild();
@@ -120,14 +144,27 @@ async function main(): Promise<void> {
   ];
   const out = path.join(repoRoot(), 'test', 'unit', 'fixtures', 'strongswan-ike.json');
   fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, JSON.stringify({
-    about: 'IKEv2 exchanges between two strongSwan charons (kernel-libipsec) with the initiator\'s level-4 key log; made by lab/capture-ike-vectors.ts (make ike-vectors)',
-    strongswan: version, captured: new Date().toISOString().slice(0, 10), captures,
-  }, null, 1) + '\n');
+  fs.writeFileSync(
+    out,
+    JSON.stringify(
+      {
+        about:
+          "IKEv2 exchanges between two strongSwan charons (kernel-libipsec) with the initiator's level-4 key log; made by lab/capture-ike-vectors.ts (make ike-vectors)",
+        strongswan: version,
+        captured: new Date().toISOString().slice(0, 10),
+        captures,
+      },
+      null,
+      1,
+    ) + '\n',
+  );
   for (const c of captures) process.stdout.write(`${c.name}: ${c.messages.length} IKE messages, ${c.log.length} logged values\n`);
   process.stdout.write(`wrote ${out}\n`);
 }
 
 if (require.main === module) {
-  main().catch((e) => { process.stderr.write(`capture-ike-vectors: ${(e as Error).stack ?? String(e)}\n`); process.exit(1); });
+  main().catch((e) => {
+    process.stderr.write(`capture-ike-vectors: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  });
 }

@@ -48,7 +48,13 @@ export interface FirewallConfig {
   extraArgs?: string[];
 }
 
-export interface LabEvent { seq?: number; fault?: string; kind: string; message?: string; data?: Record<string, unknown> }
+export interface LabEvent {
+  seq?: number;
+  fault?: string;
+  kind: string;
+  message?: string;
+  data?: Record<string, unknown>;
+}
 
 export class FirewallLab {
   stack: StackProcess | null = null;
@@ -56,11 +62,21 @@ export class FirewallLab {
   /** The kernel baseline's veths (kernelPath): the end in "in" and the end in "out". */
   kernelDevs: { in: string; out: string } | null = null;
 
-  private constructor(readonly lab: Lab, readonly ns: { fw: string; in: string; out: string; kr: string | null }, readonly tmp: string) {}
+  private constructor(
+    readonly lab: Lab,
+    readonly ns: { fw: string; in: string; out: string; kr: string | null },
+    readonly tmp: string,
+  ) {}
 
-  get controlPath(): string { return path.join(this.tmp, 'fw.sock'); }
-  get tunIn(): string { return this.lab.ifname('i'); }
-  get tunOut(): string { return this.lab.ifname('e'); }
+  get controlPath(): string {
+    return path.join(this.tmp, 'fw.sock');
+  }
+  get tunIn(): string {
+    return this.lab.ifname('i');
+  }
+  get tunOut(): string {
+    return this.lab.ifname('e');
+  }
 
   static async create(opts: FirewallLabOptions = {}): Promise<FirewallLab> {
     const lab = await Lab.create(opts.tag ?? 'fwl');
@@ -77,9 +93,11 @@ export class FirewallLab {
         await lab.ip(ns.in, 'route', 'add', '198.19.2.0/24', 'via', '198.18.2.1');
         // The kernel's SecureNAT: source NAT to its external address, as the firewall does.
         await lab.exec(ns.kr, 'nft', ['-f', '-'], {
-          input: 'add table ip fsnat\nadd chain ip fsnat post { type nat hook postrouting priority 100 ; }\n' +
+          input:
+            'add table ip fsnat\nadd chain ip fsnat post { type nat hook postrouting priority 100 ; }\n' +
             'add rule ip fsnat post ip saddr 198.18.2.0/24 oifname != "lo" masquerade\n',
-          check: true, timeoutMs: 10_000,
+          check: true,
+          timeoutMs: 10_000,
         });
       }
       const fl = new FirewallLab(lab, ns, tmp);
@@ -96,10 +114,30 @@ export class FirewallLab {
   async startFirewall(cfg: FirewallConfig = {}): Promise<StackProcess> {
     await this.stopFirewall();
     const args = [
-      '--tun', this.tunIn, '--addr', `${FW_IN}/24`, '--host-addr', `${HOST_IN}/24`, '--host-netns', this.ns.in,
-      '--external-tun', this.tunOut, '--external-addr', `${FW_EXT}/24`, '--external-host-addr', `${MEDIA}/24`, '--external-host-netns', this.ns.out,
-      '--services', 'none', '--control', this.controlPath, '--fault', `kb319381=${cfg.mode ?? 'hotfixed'}`,
-      '--offloads', cfg.offloads === false ? 'off' : 'on',
+      '--tun',
+      this.tunIn,
+      '--addr',
+      `${FW_IN}/24`,
+      '--host-addr',
+      `${HOST_IN}/24`,
+      '--host-netns',
+      this.ns.in,
+      '--external-tun',
+      this.tunOut,
+      '--external-addr',
+      `${FW_EXT}/24`,
+      '--external-host-addr',
+      `${MEDIA}/24`,
+      '--external-host-netns',
+      this.ns.out,
+      '--services',
+      'none',
+      '--control',
+      this.controlPath,
+      '--fault',
+      `kb319381=${cfg.mode ?? 'hotfixed'}`,
+      '--offloads',
+      cfg.offloads === false ? 'off' : 'on',
     ];
     if (cfg.externalMtu) args.push('--external-mtu', String(cfg.externalMtu));
     for (const [k, v] of Object.entries(cfg.params ?? {})) args.push('--param', `${k}=${v}`);
@@ -154,7 +192,10 @@ export class FirewallLab {
   }
 
   async events(): Promise<LabEvent[]> {
-    return (await this.cli(['events', '--json'])).stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as LabEvent);
+    return (await this.cli(['events', '--json'])).stdout
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) => JSON.parse(l) as LabEvent);
   }
 
   /** Packets a device has received and sent, and what it dropped (ip -s link). */
@@ -164,8 +205,12 @@ export class FirewallLab {
     return { rxPackets: st.rx.packets, txPackets: st.tx.packets, txDropped: st.tx.dropped };
   }
 
-  async setMode(mode: 'off' | 'buggy' | 'hotfixed'): Promise<void> { await this.cli(['fault', 'set', 'kb319381', mode]); }
-  async setParam(name: string, value: number | string): Promise<void> { await this.cli(['param', 'set', name, String(value)]); }
+  async setMode(mode: 'off' | 'buggy' | 'hotfixed'): Promise<void> {
+    await this.cli(['fault', 'set', 'kb319381', mode]);
+  }
+  async setParam(name: string, value: number | string): Promise<void> {
+    await this.cli(['param', 'set', name, String(value)]);
+  }
 
   async cleanup(): Promise<void> {
     try {

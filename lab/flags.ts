@@ -15,10 +15,12 @@ type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ options: O; stric
 function reason(e: Error & { code?: string }): string {
   const flag = /'(-[^' ]+)/.exec(e.message)?.[1];
   switch (e.code) {
-    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION': return `unknown flag ${flag ?? ''}`.trim();
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown flag ${flag ?? ''}`.trim();
     case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
       return /does not take an argument/.test(e.message) ? `${flag ?? 'the flag'} takes no value` : `${flag ?? 'the flag'} needs a value`;
-    default: return e.message.split('\n')[0]!;
+    default:
+      return e.message.split('\n')[0]!;
   }
 }
 
@@ -26,8 +28,15 @@ function reason(e: Error & { code?: string }): string {
  * Parses `argv` against `options` (parseArgs' own option table). `maxPositionals`
  * arguments that are not flags may follow (default none).
  */
-export function parseFlags<const O extends Options>(prog: string, argv: readonly string[], options: O, maxPositionals = 0): { values: Parsed<O>['values']; positionals: string[] } {
-  const valid = `flags: ${Object.keys(options).map((k) => `--${k}`).join(', ')}`;
+export function parseFlags<const O extends Options>(
+  prog: string,
+  argv: readonly string[],
+  options: O,
+  maxPositionals = 0,
+): { values: Parsed<O>['values']; positionals: string[] } {
+  const valid = `flags: ${Object.keys(options)
+    .map((k) => `--${k}`)
+    .join(', ')}`;
   let r: Parsed<O>;
   try {
     r = parseArgs({ args: [...argv], options, strict: true, allowPositionals: true, tokens: true });

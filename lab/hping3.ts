@@ -110,8 +110,17 @@ export function buildHping3Commands(o: Hping3FloodOptions): Hping3Command[] {
       source,
       count,
       argv: [
-        ...prefix, bin, '-n', '-q', '-S', '-p', String(target.port), '-a', source,
-        ...(o.flood ? ['--flood'] : ['-c', String(count), '-i', `u${intervalUs}`]), formatIpv4(target.addr),
+        ...prefix,
+        bin,
+        '-n',
+        '-q',
+        '-S',
+        '-p',
+        String(target.port),
+        '-a',
+        source,
+        ...(o.flood ? ['--flood'] : ['-c', String(count), '-i', `u${intervalUs}`]),
+        formatIpv4(target.addr),
       ],
     };
   });
@@ -153,7 +162,12 @@ function runOne(cmd: Hping3Command, timeoutMs: number, flood = false): Promise<{
       // Unpaced, the quota let exactly `count` out and hping3 stopped at its first refused send.
       else if (flood && QUOTA_STOP.test(out)) resolve({ summary: { transmitted: cmd.count, received: 0 }, timedOut, quota: true });
       else {
-        const last = out.split('\n').map((l) => l.trim()).filter(Boolean).pop() ?? '';
+        const last =
+          out
+            .split('\n')
+            .map((l) => l.trim())
+            .filter(Boolean)
+            .pop() ?? '';
         reject(new Error(`hping3 (source ${cmd.source}) ended with ${signal ?? `status ${code}`} and no summary${last ? `: ${last}` : ''}`));
       }
     });
@@ -169,11 +183,13 @@ export const HPING3_SYN_BYTES = 40;
  */
 export function floodQuotaRules(table: string, sources: string[], count: number): string {
   const set = sources.map((s) => formatIpv4(parseIpv4(s)!)).join(', ');
-  return [
-    `add table ip ${table}`,
-    `add chain ip ${table} out { type filter hook output priority 0 ; policy accept ; }`,
-    `add rule ip ${table} out ip saddr { ${set} } quota over ${count * HPING3_SYN_BYTES} bytes drop`,
-  ].join('\n') + '\n';
+  return (
+    [
+      `add table ip ${table}`,
+      `add chain ip ${table} out { type filter hook output priority 0 ; policy accept ; }`,
+      `add rule ip ${table} out ip saddr { ${set} } quota over ${count * HPING3_SYN_BYTES} bytes drop`,
+    ].join('\n') + '\n'
+  );
 }
 
 function nft(netns: string, args: string[], input?: string): Promise<void> {
@@ -191,7 +207,16 @@ function nft(netns: string, args: string[], input?: string): Promise<void> {
 export async function runHping3Flood(o: Hping3FloodOptions): Promise<Hping3FloodResult> {
   const commands = buildHping3Commands(o);
   const table = `fsquota${process.pid}`;
-  if (o.flood) await nft(o.netns!, ['-f', '-'], floodQuotaRules(table, commands.map((c) => c.source), o.count));
+  if (o.flood)
+    await nft(
+      o.netns!,
+      ['-f', '-'],
+      floodQuotaRules(
+        table,
+        commands.map((c) => c.source),
+        o.count,
+      ),
+    );
   const t0 = performance.now();
   let results: { summary: Hping3Summary; timedOut: boolean; quota: boolean }[];
   try {
@@ -203,8 +228,19 @@ export async function runHping3Flood(o: Hping3FloodOptions): Promise<Hping3Flood
   const seconds = (performance.now() - t0) / 1000;
   if (o.flood) {
     // hping3 counts what it handed to the socket, the quota's drops included.
-    const transmitted = Math.min(o.count, results.reduce((s, r) => s + r.summary.transmitted, 0));
-    return { transmitted, received: 0, seconds, pps: transmitted / seconds, commands, timedOut: results.some((r) => r.timedOut), quotaReached: results.some((r) => r.quota) };
+    const transmitted = Math.min(
+      o.count,
+      results.reduce((s, r) => s + r.summary.transmitted, 0),
+    );
+    return {
+      transmitted,
+      received: 0,
+      seconds,
+      pps: transmitted / seconds,
+      commands,
+      timedOut: results.some((r) => r.timedOut),
+      quotaReached: results.some((r) => r.quota),
+    };
   }
   const transmitted = results.reduce((s, r) => s + r.summary.transmitted, 0);
   const received = results.reduce((s, r) => s + r.summary.received, 0);

@@ -20,14 +20,51 @@ export function makeIpsecCerts(dir: string): IpsecCerts {
   fs.mkdirSync(dir, { recursive: true });
   const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
-  for (const [name, cn] of [['ca', 'faultstack ipsec lab CA'], ['other-ca', 'an untrusted CA']] as const) {
-    run(['req', '-x509', ...ec, '-nodes', '-sha256', '-days', '30', '-keyout', `${name}.key`, '-out', `${name}.pem`, '-subj', `/O=faultstack lab/CN=${cn}`,
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  for (const [name, cn] of [
+    ['ca', 'faultstack ipsec lab CA'],
+    ['other-ca', 'an untrusted CA'],
+  ] as const) {
+    run([
+      'req',
+      '-x509',
+      ...ec,
+      '-nodes',
+      '-sha256',
+      '-days',
+      '30',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.pem`,
+      '-subj',
+      `/O=faultstack lab/CN=${cn}`,
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ]);
   }
   const issue = (name: string, key: string[], subject: string, sans: string, ca = 'ca') => {
     run(['req', ...key, '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject]);
     fs.writeFileSync(path.join(dir, `${name}.ext`), `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nsubjectAltName=${sans}\n`);
-    run(['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-days', '30', '-sha256', '-extfile', `${name}.ext`, '-out', `${name}.pem`]);
+    run([
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      `${ca}.pem`,
+      '-CAkey',
+      `${ca}.key`,
+      '-CAcreateserial',
+      '-days',
+      '30',
+      '-sha256',
+      '-extfile',
+      `${name}.ext`,
+      '-out',
+      `${name}.pem`,
+    ]);
     return { cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}.key`) };
   };
   const server = issue('server', ec, '/O=faultstack lab/CN=server', 'email:server@lab,IP:198.18.0.2');

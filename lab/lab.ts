@@ -125,7 +125,11 @@ function groupAlive(pgid: number): boolean {
  * group id stays reserved as long as any member lives.
  */
 function signalGroup(pgid: number, sig: NodeJS.Signals): void {
-  try { process.kill(-pgid, sig); } catch { /* no member left */ }
+  try {
+    process.kill(-pgid, sig);
+  } catch {
+    /* no member left */
+  }
 }
 
 function pidAlive(pid: number): boolean {
@@ -139,7 +143,9 @@ export function repoRoot(): string {
     try {
       const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string };
       if (pkg.name === 'faultstack') return dir;
-    } catch { /* keep looking */ }
+    } catch {
+      /* keep looking */
+    }
   }
   throw new Error(`cannot find the faultstack repository above ${__dirname}`);
 }
@@ -150,7 +156,11 @@ export function cliPath(): string {
 }
 
 function oneLine(text: string): string {
-  return text.split('\n').map((l) => l.trim()).filter(Boolean).join(' ');
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .join(' ');
 }
 
 function tail(text: string, lines = 40): string {
@@ -173,14 +183,20 @@ export class LabProcess {
   private readonly events = new EventEmitter();
   private readonly maxOutput: number;
 
-  constructor(readonly child: ChildProcess, readonly description: string, opts: SpawnOptions = {}) {
+  constructor(
+    readonly child: ChildProcess,
+    readonly description: string,
+    opts: SpawnOptions = {},
+  ) {
     this.maxOutput = opts.maxOutput ?? 8 << 20;
     this.events.setMaxListeners(0);
     child.stdout?.setEncoding('utf8');
     child.stderr?.setEncoding('utf8');
     child.stdout?.on('data', (s: string) => this.append('stdout', s));
     child.stderr?.on('data', (s: string) => this.append('stderr', s));
-    child.stdin?.on('error', () => { /* the process may exit without reading */ });
+    child.stdin?.on('error', () => {
+      /* the process may exit without reading */
+    });
     this.exited = new Promise((resolve) => {
       let fallback: NodeJS.Timeout | undefined;
       const finish = (code: number | null, signal: NodeJS.Signals | null) => {
@@ -201,16 +217,23 @@ export class LabProcess {
         // reply was cut short. Finish only after a grace period without new output, and
         // look after an I/O poll (setImmediate), so that data already written is read first.
         let seen = this.received;
-        const check = () => setImmediate(() => {
-          if (this.received === seen) { finish(code, signal); return; }
-          seen = this.received;
-          fallback = setTimeout(check, 500);
-          fallback.unref();
-        });
+        const check = () =>
+          setImmediate(() => {
+            if (this.received === seen) {
+              finish(code, signal);
+              return;
+            }
+            seen = this.received;
+            fallback = setTimeout(check, 500);
+            fallback.unref();
+          });
         fallback = setTimeout(check, 500);
         fallback.unref();
       });
-      child.once('error', (e) => { this.append('stderr', `spawn failed: ${e.message}\n`); finish(null, null); });
+      child.once('error', (e) => {
+        this.append('stderr', `spawn failed: ${e.message}\n`);
+        finish(null, null);
+      });
     });
   }
 
@@ -244,13 +267,18 @@ export class LabProcess {
       };
       const onData = () => {
         const m = pattern.exec(text());
-        if (m) { cleanup(); resolve(m); }
+        if (m) {
+          cleanup();
+          resolve(m);
+        }
       };
       const onExit = () => {
         onData();
         if (!this.done) return;
         cleanup();
-        reject(new Error(`${this.description} exited (${this.exitSignal ?? `code ${this.exitCode}`}) before printing ${pattern}; output:\n${tail(this.output)}`));
+        reject(
+          new Error(`${this.description} exited (${this.exitSignal ?? `code ${this.exitCode}`}) before printing ${pattern}; output:\n${tail(this.output)}`),
+        );
       };
       const timer = setTimeout(() => {
         cleanup();
@@ -302,7 +330,11 @@ export class LabProcess {
 export class StackStartError extends Error {
   /** Short: "exited (code 1)" or "no ready line within 30 s". */
   readonly reason: string;
-  constructor(message: string, readonly output: string, reason?: string) {
+  constructor(
+    message: string,
+    readonly output: string,
+    reason?: string,
+  ) {
     super(message);
     this.name = 'StackStartError';
     this.reason = reason ?? message;
@@ -364,8 +396,13 @@ export class Lab {
    */
   static async create(tag = 'lab'): Promise<Lab> {
     if (process.getuid?.() !== 0) throw new Error('the lab needs root (ip netns, veth, TUN)');
-    const t = tag.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, 3);
-    const rand = Math.floor(Math.random() * 36 * 36).toString(36).padStart(2, '0');
+    const t = tag
+      .toLowerCase()
+      .replace(/[^a-z0-9]/g, '')
+      .slice(0, 3);
+    const rand = Math.floor(Math.random() * 36 * 36)
+      .toString(36)
+      .padStart(2, '0');
     const id = `fs${t}${process.pid % 10000}${rand}`;
     const lab = new Lab(id);
     Lab.sweepStale();
@@ -379,11 +416,20 @@ export class Lab {
   static sweepStale(): string[] {
     const swept: string[] = [];
     let files: string[] = [];
-    try { files = fs.readdirSync(MARKER_DIR).filter((f) => f.endsWith('.json')); } catch { return swept; }
+    try {
+      files = fs.readdirSync(MARKER_DIR).filter((f) => f.endsWith('.json'));
+    } catch {
+      return swept;
+    }
     for (const f of files) {
       const file = path.join(MARKER_DIR, f);
       let m: Marker;
-      try { m = JSON.parse(fs.readFileSync(file, 'utf8')) as Marker; } catch { fs.rmSync(file, { force: true }); continue; }
+      try {
+        m = JSON.parse(fs.readFileSync(file, 'utf8')) as Marker;
+      } catch {
+        fs.rmSync(file, { force: true });
+        continue;
+      }
       if (pidAlive(m.pid)) continue;
       for (const ns of m.namespaces) {
         killNamespacePidsSync(ns);
@@ -399,7 +445,8 @@ export class Lab {
   /** An interface name from this lab's id: id + suffix, at most 15 characters. */
   ifname(suffix: string): string {
     const name = `${this.id}${suffix}`;
-    if (name.length > MAX_IFNAME) throw new Error(`interface name ${name} is longer than ${MAX_IFNAME} characters (suffix at most ${MAX_IFNAME - this.id.length})`);
+    if (name.length > MAX_IFNAME)
+      throw new Error(`interface name ${name} is longer than ${MAX_IFNAME} characters (suffix at most ${MAX_IFNAME - this.id.length})`);
     return name;
   }
 
@@ -440,7 +487,10 @@ export class Lab {
     const devB = this.ifname(`v${n}b`);
     const args = ['link', 'add', devA, ...(a ? ['netns', a] : []), 'type', 'veth', 'peer', 'name', devB, ...(b ? ['netns', b] : [])];
     await this.run(null, 'ip', args, { check: true });
-    for (const [ns, dev, addr] of [[a, devA, opts.addrA], [b, devB, opts.addrB]] as const) {
+    for (const [ns, dev, addr] of [
+      [a, devA, opts.addrA],
+      [b, devB, opts.addrB],
+    ] as const) {
       if (opts.mtu !== undefined) await this.run(ns, 'ip', ['link', 'set', dev, 'mtu', String(opts.mtu)], { check: true });
       if (addr) await this.run(ns, 'ip', ['addr', 'add', addr, 'dev', dev], { check: true });
       await this.run(ns, 'ip', ['link', 'set', dev, 'up'], { check: true });
@@ -502,7 +552,9 @@ export class Lab {
     const r = await this.exec(ns, 'tc', ['qdisc', 'replace', 'dev', dev, 'root', 'netem', ...words], { timeoutMs: 10_000 });
     if (r.code === 0) return;
     if (/qdisc kind is unknown/i.test(r.stderr)) {
-      throw new Error(`netem is not available in this kernel (sch_netem is neither built in nor loadable): tc qdisc replace dev ${dev} root netem ${words.join(' ')}`);
+      throw new Error(
+        `netem is not available in this kernel (sch_netem is neither built in nor loadable): tc qdisc replace dev ${dev} root netem ${words.join(' ')}`,
+      );
     }
     throw new Error(`tc qdisc replace dev ${dev} root netem ${words.join(' ')} failed (exit ${r.code}): ${oneLine(r.stderr)}`);
   }
@@ -529,7 +581,9 @@ export class Lab {
       await this.netem(ns, dev, `loss ${lossPct}%`);
       return {
         method: 'netem',
-        undo: async () => { await this.exec(ns, 'tc', ['qdisc', 'del', 'dev', dev, 'root']); },
+        undo: async () => {
+          await this.exec(ns, 'tc', ['qdisc', 'del', 'dev', dev, 'root']);
+        },
         // What the qdisc dropped so far ("Sent ... (dropped N, ...)" in tc -s).
         dropped: async () => {
           const r = await this.exec(ns, 'tc', ['-s', 'qdisc', 'show', 'dev', dev], { check: true });
@@ -550,7 +604,9 @@ export class Lab {
     await this.exec(ns, 'nft', ['-f', '-'], { input: rules.join('\n') + '\n', check: true, timeoutMs: 10_000 });
     return {
       method: 'nftables',
-      undo: async () => { await this.exec(ns, 'nft', ['delete', 'table', 'inet', table]); },
+      undo: async () => {
+        await this.exec(ns, 'nft', ['delete', 'table', 'inet', table]);
+      },
       // Packets the two rules dropped so far.
       dropped: async () => {
         const r = await this.exec(ns, 'nft', ['list', 'table', 'inet', table], { check: true });
@@ -628,7 +684,11 @@ export class Lab {
     for (const sock of this.controlSockets) removeDeadSocket(sock);
     this.cleaned = true;
     liveLabs.delete(this);
-    try { fs.rmSync(this.markerFile(), { force: true }); } catch { /* ignore */ }
+    try {
+      fs.rmSync(this.markerFile(), { force: true });
+    } catch {
+      /* ignore */
+    }
   }
 
   /** Namespaces and devices of this lab that still exist. */
@@ -655,7 +715,9 @@ export class Lab {
       fs.mkdirSync(MARKER_DIR, { recursive: true, mode: 0o700 });
       const m: Marker = { pid: process.pid, id: this.id, namespaces: [...this.nsByName.values()] };
       fs.writeFileSync(this.markerFile(), JSON.stringify(m));
-    } catch { /* best effort: the exit hooks still clean up */ }
+    } catch {
+      /* best effort: the exit hooks still clean up */
+    }
   }
 
   private start(ns: string | null, cmd: string, args: string[], opts: SpawnOptions, stdin: 'pipe' | 'ignore'): LabProcess {
@@ -669,17 +731,31 @@ export class Lab {
     const desc = `${ns ? `[${ns}] ` : ''}${[cmd, ...args].join(' ')}`.slice(0, 200);
     const p = new LabProcess(child, desc, opts);
     this.processes.add(p);
-    void p.exited.then(() => { if (!groupAlive(p.pid)) this.processes.delete(p); });
+    void p.exited.then(() => {
+      if (!groupAlive(p.pid)) this.processes.delete(p);
+    });
     return p;
   }
 
   private async run(ns: string | null, cmd: string, args: string[], opts: ExecOptions): Promise<ExecResult> {
     const t0 = Date.now();
-    const p = this.start(ns, cmd, args, { env: opts.env ? { ...process.env, ...opts.env } : undefined, cwd: opts.cwd }, opts.input === undefined ? 'ignore' : 'pipe');
-    if (opts.input !== undefined) { p.write(opts.input); p.end(); }
+    const p = this.start(
+      ns,
+      cmd,
+      args,
+      { env: opts.env ? { ...process.env, ...opts.env } : undefined, cwd: opts.cwd },
+      opts.input === undefined ? 'ignore' : 'pipe',
+    );
+    if (opts.input !== undefined) {
+      p.write(opts.input);
+      p.end();
+    }
     const timeoutMs = opts.timeoutMs ?? 60_000;
     let timedOut = false;
-    const timer = setTimeout(() => { timedOut = true; void p.kill(2000); }, timeoutMs);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      void p.kill(2000);
+    }, timeoutMs);
     const { code, signal } = await p.exited;
     clearTimeout(timer);
     // Whatever it left running in its group goes too.
@@ -711,16 +787,29 @@ function killNamespacePidsSync(ns: string): void {
   if (!namespaceExists(ns)) return;
   for (let round = 0; round < 3; round++) {
     const r = spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' });
-    const pids = (r.stdout ?? '').split(/\s+/).filter(Boolean).map(Number).filter((n) => n > 1 && n !== process.pid);
+    const pids = (r.stdout ?? '')
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number)
+      .filter((n) => n > 1 && n !== process.pid);
     if (pids.length === 0) return;
-    for (const pid of pids) { try { process.kill(pid, round === 0 ? 'SIGTERM' : 'SIGKILL'); } catch { /* gone */ } }
+    for (const pid of pids) {
+      try {
+        process.kill(pid, round === 0 ? 'SIGTERM' : 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
     sleepSync(round === 0 ? 300 : 100);
   }
 }
 
 function rootLinks(): string[] {
   const r = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
-  return (r.stdout ?? '').split('\n').map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1]).filter((x): x is string => !!x);
+  return (r.stdout ?? '')
+    .split('\n')
+    .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1])
+    .filter((x): x is string => !!x);
 }
 
 function deleteRootLinksSync(prefix: string): void {
@@ -737,10 +826,18 @@ function removeDeadSocket(sock: string): void {
     return;
   }
   // A synchronous liveness probe: a child connects and reports.
-  const probe = spawnSync(process.execPath, ['-e', `
+  const probe = spawnSync(
+    process.execPath,
+    [
+      '-e',
+      `
     const s = require('net').createConnection(process.argv[1]);
     s.on('connect', () => { process.stdout.write('live'); s.destroy(); });
     s.on('error', (e) => process.stdout.write(e.code || 'error'));
-  `, sock], { encoding: 'utf8', timeout: 3000 });
+  `,
+      sock,
+    ],
+    { encoding: 'utf8', timeout: 3000 },
+  );
   if (probe.stdout === 'ECONNREFUSED') fs.rmSync(sock, { force: true });
 }

@@ -65,7 +65,14 @@ export interface ScenarioOptions {
   dpd?: string;
 }
 
-export interface ClientEvent { t: number; state: string; host?: number; via?: string; reason?: string; from?: string }
+export interface ClientEvent {
+  t: number;
+  state: string;
+  host?: number;
+  via?: string;
+  reason?: string;
+  from?: string;
+}
 
 export interface ClientReport {
   client: number;
@@ -141,7 +148,10 @@ export class NlbLab {
   private readonly tmp: string;
   private bridge = '';
   private readonly log: (line: string) => void;
-  private constructor(readonly lab: Lab, readonly o: NlbLabOptions) {
+  private constructor(
+    readonly lab: Lab,
+    readonly o: NlbLabOptions,
+  ) {
     this.tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-nlblab-'));
     this.log = o.log ?? (() => {});
   }
@@ -160,8 +170,12 @@ export class NlbLab {
     return n;
   }
 
-  get controls(): string[] { return this.hostProcs.map((p) => p.controlPath); }
-  get processes(): StackProcess[] { return this.hostProcs; }
+  get controls(): string[] {
+    return this.hostProcs.map((p) => p.controlPath);
+  }
+  get processes(): StackProcess[] {
+    return this.hostProcs;
+  }
 
   private async build(): Promise<void> {
     const lab = this.lab;
@@ -194,16 +208,28 @@ export class NlbLab {
   private ipsecFile(variant: Variant, dpd: string): string | null {
     if (variant === 'no-ipsec') return null;
     // The exception: the tunnels carry everything to the cluster address except the sticky application's port.
-    const localTs = variant === 'ipsec-exception'
-      ? `\n    local_ts: ["${VIP}/32[tcp/0-${APP_PORT - 1}]", "${VIP}/32[tcp/${APP_PORT + 1}-65535]", "${VIP}/32[udp]", "${VIP}/32[1]"]`
-      : '';
+    const localTs =
+      variant === 'ipsec-exception'
+        ? `\n    local_ts: ["${VIP}/32[tcp/0-${APP_PORT - 1}]", "${VIP}/32[tcp/${APP_PORT + 1}-65535]", "${VIP}/32[udp]", "${VIP}/32[1]"]`
+        : '';
     const file = path.join(this.tmp, `ipsec-${variant}.yaml`);
-    fs.writeFileSync(file, [
-      'local:', '  id: cluster@lab',
-      // Dead-peer detection is what ends an abandoned tunnel when nothing else does.
-      'ike:', `  dpd: ${dpd}`, '  retransmit: 500ms', '  retransmit_tries: 2',
-      'peers:', '  - id: "%any"', `    psk: ${PSK}`, `    remote_ts: [dynamic]${localTs}`, '',
-    ].join('\n'));
+    fs.writeFileSync(
+      file,
+      [
+        'local:',
+        '  id: cluster@lab',
+        // Dead-peer detection is what ends an abandoned tunnel when nothing else does.
+        'ike:',
+        `  dpd: ${dpd}`,
+        '  retransmit: 500ms',
+        '  retransmit_tries: 2',
+        'peers:',
+        '  - id: "%any"',
+        `    psk: ${PSK}`,
+        `    remote_ts: [dynamic]${localTs}`,
+        '',
+      ].join('\n'),
+    );
     return file;
   }
 
@@ -213,11 +239,32 @@ export class NlbLab {
     const starts = [];
     for (let h = 1; h <= this.o.hosts; h++) {
       const args = [
-        '--tap', this.lab.ifname(`t${h}`), '--bridge', this.bridge, '--addr', `${hostAddr(h)}/24`, '--gateway', '198.18.70.1',
-        '--nlb', VIP, '--nlb-priority', String(h), '--nlb-mode', this.o.mode ?? 'unicast',
-        '--nlb-app', `mailbox=${DIR_ADDR}:${DIR_PORT}`, '--services', 'echo,http',
-        '--fault', `kb972183=${fault}`, '--control', path.join(this.tmp, `h${h}.sock`), '--events', path.join(this.tmp, `h${h}-${fault}-${variant}.events`),
-        ...(ipsec ? ['--ipsec', ipsec] : []), ...(o.extra ?? []),
+        '--tap',
+        this.lab.ifname(`t${h}`),
+        '--bridge',
+        this.bridge,
+        '--addr',
+        `${hostAddr(h)}/24`,
+        '--gateway',
+        '198.18.70.1',
+        '--nlb',
+        VIP,
+        '--nlb-priority',
+        String(h),
+        '--nlb-mode',
+        this.o.mode ?? 'unicast',
+        '--nlb-app',
+        `mailbox=${DIR_ADDR}:${DIR_PORT}`,
+        '--services',
+        'echo,http',
+        '--fault',
+        `kb972183=${fault}`,
+        '--control',
+        path.join(this.tmp, `h${h}.sock`),
+        '--events',
+        path.join(this.tmp, `h${h}-${fault}-${variant}.events`),
+        ...(ipsec ? ['--ipsec', ipsec] : []),
+        ...(o.extra ?? []),
       ];
       starts.push(this.lab.startStack('cl', args, { timeoutMs: 30_000 }));
     }
@@ -228,7 +275,9 @@ export class NlbLab {
   async waitConverged(n: number, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const q = await Promise.all(this.hostProcs.filter((p) => p.running).map((p) => this.call<{ state: string; hosts: number[] }>(p.controlPath, 'nlb.query').catch(() => null)));
+      const q = await Promise.all(
+        this.hostProcs.filter((p) => p.running).map((p) => this.call<{ state: string; hosts: number[] }>(p.controlPath, 'nlb.query').catch(() => null)),
+      );
       if (q.length > 0 && q.every((x) => x && x.state.startsWith('Converged') && x.hosts.length === n)) return;
       if (Date.now() > deadline) throw new Error(`the cluster did not converge with ${n} hosts within ${timeoutMs / 1000} s: ${JSON.stringify(q)}`);
       await sleep(100);
@@ -262,7 +311,13 @@ export class NlbLab {
       const wantA = (s.i % n) + 1;
       const wantB = n > 1 ? ((s.i + 1) % n) + 1 : 1;
       const find = (net: string, host: number) => {
-        for (let x = 10; x < 250; x++) { const a = `${net}.${x}`; if (!used.has(a) && owner(a) === host) { used.add(a); return a; } }
+        for (let x = 10; x < 250; x++) {
+          const a = `${net}.${x}`;
+          if (!used.has(a) && owner(a) === host) {
+            used.add(a);
+            return a;
+          }
+        }
         throw new Error(`no address of ${net}.0/24 falls in a bucket of host ${host}`);
       };
       s.a = find('198.18.60', wantA);
@@ -285,46 +340,61 @@ export class NlbLab {
   private async startClients(variant: Variant): Promise<void> {
     const lab = this.lab;
     const script = path.join(repoRoot(), 'lab', 'clients', 'mailbox-client.cjs');
-    await Promise.all(this.slots.map(async (s) => {
-      const ns = `c${s.i}`;
-      // Network A up with its address, B configured but down.
-      await lab.ip(ns, 'addr', 'replace', `${s.a}/24`, 'dev', s.devA);
-      await lab.ip(ns, 'addr', 'replace', `${s.b}/24`, 'dev', s.devB);
-      await lab.ip(ns, 'link', 'set', s.devB, 'down');
-      await lab.ip(ns, 'link', 'set', s.devA, 'up');
-      await lab.ip(ns, 'route', 'replace', 'default', 'via', '198.18.60.1');
-      s.on = 'A';
-      if (variant === 'ipsec-exception') {
-        // The client side of the exception: the application's port stays out of strongSwan's table 220.
-        await lab.exec(ns, 'ip', ['rule', 'add', 'priority', '100', 'ipproto', 'tcp', 'dport', String(APP_PORT), 'lookup', 'main'], { check: true });
-      }
-      if (variant !== 'no-ipsec') {
-        s.sw = await StrongSwan.start(lab, ns, path.join(this.tmp, `sw-c${s.i}`), this.swConfig(s));
-        const r = await s.sw.initiate(20_000, 'netA-t');
-        if (r.code !== 0) throw new Error(`client ${s.i}: swanctl --initiate --child netA-t failed: ${r.stdout.slice(-600)}`);
-      }
-      s.events = [];
-      s.appLines = 0;
-      s.app = lab.spawn(ns, process.execPath, [script, VIP, String(APP_PORT), `client${s.i}@lab`]);
-      s.app.write(`connect ${s.a}\n`);
-    }));
+    await Promise.all(
+      this.slots.map(async (s) => {
+        const ns = `c${s.i}`;
+        // Network A up with its address, B configured but down.
+        await lab.ip(ns, 'addr', 'replace', `${s.a}/24`, 'dev', s.devA);
+        await lab.ip(ns, 'addr', 'replace', `${s.b}/24`, 'dev', s.devB);
+        await lab.ip(ns, 'link', 'set', s.devB, 'down');
+        await lab.ip(ns, 'link', 'set', s.devA, 'up');
+        await lab.ip(ns, 'route', 'replace', 'default', 'via', '198.18.60.1');
+        s.on = 'A';
+        if (variant === 'ipsec-exception') {
+          // The client side of the exception: the application's port stays out of strongSwan's table 220.
+          await lab.exec(ns, 'ip', ['rule', 'add', 'priority', '100', 'ipproto', 'tcp', 'dport', String(APP_PORT), 'lookup', 'main'], { check: true });
+        }
+        if (variant !== 'no-ipsec') {
+          s.sw = await StrongSwan.start(lab, ns, path.join(this.tmp, `sw-c${s.i}`), this.swConfig(s));
+          const r = await s.sw.initiate(20_000, 'netA-t');
+          if (r.code !== 0) throw new Error(`client ${s.i}: swanctl --initiate --child netA-t failed: ${r.stdout.slice(-600)}`);
+        }
+        s.events = [];
+        s.appLines = 0;
+        s.app = lab.spawn(ns, process.execPath, [script, VIP, String(APP_PORT), `client${s.i}@lab`]);
+        s.app.write(`connect ${s.a}\n`);
+      }),
+    );
   }
 
   private collect(s: ClientSlot): void {
     if (!s.app) return;
     const lines = s.app.stdout.split('\n');
     for (let k = s.appLines; k < lines.length - 1; k++) {
-      try { s.events.push(JSON.parse(lines[k]!) as ClientEvent); } catch { /* not ours */ }
+      try {
+        s.events.push(JSON.parse(lines[k]!) as ClientEvent);
+      } catch {
+        /* not ours */
+      }
     }
     s.appLines = Math.max(s.appLines, lines.length - 1);
   }
 
   private async stopClients(variant: Variant): Promise<void> {
-    await Promise.all(this.slots.map(async (s) => {
-      if (s.app) { s.app.write('quit\n'); await s.app.kill(2000); s.app = null; }
-      if (s.sw) { await s.sw.stop(); s.sw = null; }
-      if (variant === 'ipsec-exception') await this.lab.exec(`c${s.i}`, 'ip', ['rule', 'del', 'priority', '100']);
-    }));
+    await Promise.all(
+      this.slots.map(async (s) => {
+        if (s.app) {
+          s.app.write('quit\n');
+          await s.app.kill(2000);
+          s.app = null;
+        }
+        if (s.sw) {
+          await s.sw.stop();
+          s.sw = null;
+        }
+        if (variant === 'ipsec-exception') await this.lab.exec(`c${s.i}`, 'ip', ['rule', 'del', 'priority', '100']);
+      }),
+    );
   }
 
   private lastState(s: ClientSlot): ClientEvent | undefined {
@@ -345,7 +415,8 @@ export class NlbLab {
   private async move(s: ClientSlot, variant: Variant): Promise<void> {
     const lab = this.lab;
     const ns = `c${s.i}`;
-    const from = s.on, to = s.on === 'A' ? 'B' : 'A';
+    const from = s.on,
+      to = s.on === 'A' ? 'B' : 'A';
     const [devFrom, devTo] = from === 'A' ? [s.devA, s.devB] : [s.devB, s.devA];
     s.app!.write('disconnect\n');
     const t0 = Date.now();
@@ -368,15 +439,19 @@ export class NlbLab {
   private async sample(): Promise<Sample> {
     const t = Date.now();
     const per = this.slots.map(() => ({ tunnels: [] as number[], logons: [] as number[] }));
-    await Promise.all(this.hostProcs.map(async (p, k) => {
-      const d = await this.call<{ tunnels: { identity: string }[]; mailbox?: { logons: { identity: string }[] } }>(p.controlPath, 'nlb.display').catch(() => null);
-      if (!d) return;
-      for (const s of this.slots) {
-        const id = `client${s.i}@lab`;
-        if (d.tunnels.some((x) => x.identity === id)) per[s.i]!.tunnels.push(k + 1);
-        if (d.mailbox?.logons.some((x) => x.identity === id)) per[s.i]!.logons.push(k + 1);
-      }
-    }));
+    await Promise.all(
+      this.hostProcs.map(async (p, k) => {
+        const d = await this.call<{ tunnels: { identity: string }[]; mailbox?: { logons: { identity: string }[] } }>(p.controlPath, 'nlb.display').catch(
+          () => null,
+        );
+        if (!d) return;
+        for (const s of this.slots) {
+          const id = `client${s.i}@lab`;
+          if (d.tunnels.some((x) => x.identity === id)) per[s.i]!.tunnels.push(k + 1);
+          if (d.mailbox?.logons.some((x) => x.identity === id)) per[s.i]!.logons.push(k + 1);
+        }
+      }),
+    );
     return { t, clients: per };
   }
 
@@ -392,7 +467,12 @@ export class NlbLab {
     const startedAt = Date.now();
     const samples: Sample[] = [];
     let sampling = true;
-    const sampler = (async () => { while (sampling) { samples.push(await this.sample()); await sleep(200); } })();
+    const sampler = (async () => {
+      while (sampling) {
+        samples.push(await this.sample());
+        await sleep(200);
+      }
+    })();
     const moveTimes: number[] = [];
     const oneHost = this.slots.map(() => [] as (number | null)[]);
     try {
@@ -404,7 +484,12 @@ export class NlbLab {
         const t = Date.now();
         moveTimes.push(t);
         this.log(`  move ${m + 1}: every client ${m % 2 === 0 ? 'A -> B' : 'B -> A'}`);
-        await Promise.all(this.slots.map(async (s, k) => { await sleep(k * 50); await this.move(s, o.variant); }));
+        await Promise.all(
+          this.slots.map(async (s, k) => {
+            await sleep(k * 50);
+            await this.move(s, o.variant);
+          }),
+        );
         const reconnectAt = Date.now();
         // Watch until every client is connected with its state on one host (the new one), or the watch ends.
         const deadline = reconnectAt + watchMs;
@@ -429,13 +514,21 @@ export class NlbLab {
       await sampler;
     }
     const endedAt = Date.now();
-    const hostCounters = await Promise.all(this.hostProcs.map(async (p) => {
-      const d = await this.call<{ counters: Record<string, number>; kb972183?: Record<string, number> }>(p.controlPath, 'nlb.display').catch(() => null);
-      return { ...(d?.counters ?? {}), ...(d?.kb972183 ? { tunnelStateKept: Number(d.kb972183.tunnelStateKept) } : {}) };
-    }));
+    const hostCounters = await Promise.all(
+      this.hostProcs.map(async (p) => {
+        const d = await this.call<{ counters: Record<string, number>; kb972183?: Record<string, number> }>(p.controlPath, 'nlb.display').catch(() => null);
+        return { ...(d?.counters ?? {}), ...(d?.kb972183 ? { tunnelStateKept: Number(d.kb972183.tunnelStateKept) } : {}) };
+      }),
+    );
     for (const s of this.slots) this.collect(s);
     const reports: ClientReport[] = this.slots.map((s) => ({
-      client: s.i, identity: `client${s.i}@lab`, a: s.a, b: s.b, hostA: s.hostA, hostB: s.hostB, events: [...s.events],
+      client: s.i,
+      identity: `client${s.i}@lab`,
+      a: s.a,
+      b: s.b,
+      hostA: s.hostA,
+      hostB: s.hostB,
+      events: [...s.events],
       oneHostMs: oneHost[s.i]!,
       refusals: s.events.filter((e) => e.state === 'refused').length,
       spanned: samples.some((x) => new Set([...x.clients[s.i]!.tunnels, ...x.clients[s.i]!.logons]).size > 1),
@@ -446,12 +539,23 @@ export class NlbLab {
     const hostEvents = this.readEvents(o.fault, o.variant);
     const last = reports.map((r) => r.oneHostMs[r.oneHostMs.length - 1] ?? null);
     return {
-      fault: o.fault, variant: o.variant, label: scenarioLabel(o.fault, o.variant), hosts: this.o.hosts, clients: this.o.clients, moves,
+      fault: o.fault,
+      variant: o.variant,
+      label: scenarioLabel(o.fault, o.variant),
+      hosts: this.o.hosts,
+      clients: this.o.clients,
+      moves,
       served: reports.filter((r) => r.served).length,
       spanning: reports.filter((r) => r.spanned).length,
       refusals: reports.reduce((a, r) => a + r.refusals, 0),
       timeToOneHostMs: last.some((x) => x === null) ? null : Math.max(...(last as number[])),
-      startedAt, endedAt, moveTimes, reports, samples, hostCounters, hostEvents,
+      startedAt,
+      endedAt,
+      moveTimes,
+      reports,
+      samples,
+      hostCounters,
+      hostEvents,
     };
   }
 
@@ -459,21 +563,37 @@ export class NlbLab {
     const out: ScenarioResult['hostEvents'] = [];
     for (let h = 1; h <= this.o.hosts; h++) {
       let text = '';
-      try { text = fs.readFileSync(path.join(this.tmp, `h${h}-${fault}-${variant}.events`), 'utf8'); } catch { /* none */ }
-      out.push(text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as ScenarioResult['hostEvents'][number][number]));
+      try {
+        text = fs.readFileSync(path.join(this.tmp, `h${h}-${fault}-${variant}.events`), 'utf8');
+      } catch {
+        /* none */
+      }
+      out.push(
+        text
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as ScenarioResult['hostEvents'][number][number]),
+      );
     }
     return out;
   }
 
   private async restartDirectory(): Promise<void> {
-    if (this.directory) { await this.directory.kill(2000); this.directory = null; }
+    if (this.directory) {
+      await this.directory.kill(2000);
+      this.directory = null;
+    }
     const script = path.join(repoRoot(), 'lab', 'clients', 'mailbox-directory.cjs');
     this.directory = this.lab.spawn('mb', process.execPath, [script, String(DIR_PORT), '2000']);
     await this.directory.waitFor(/listening/, { timeoutMs: 10_000 });
   }
 
   async cleanup(): Promise<void> {
-    try { await this.lab.cleanup(); } finally { fs.rmSync(this.tmp, { recursive: true, force: true }); }
+    try {
+      await this.lab.cleanup();
+    } finally {
+      fs.rmSync(this.tmp, { recursive: true, force: true });
+    }
   }
 }
 
@@ -493,25 +613,37 @@ function esc(s: string): string {
  * row where the client's state (tunnels, logons) was on more than one host.
  */
 export function timelineSvg(results: ScenarioResult[]): string {
-  const rowH = 16, gap = 4, labelW = 110, plotW = 760, headH = 40;
+  const rowH = 16,
+    gap = 4,
+    labelW = 110,
+    plotW = 760,
+    headH = 40;
   const height = results.reduce((a, r) => a + headH + r.clients * (rowH + gap) + 14, 0) + 44;
   const width = labelW + plotW + 30;
   // One time scale for every scenario, so their lengths compare.
   const span = Math.max(1000, ...results.map((r) => r.endedAt - r.startedAt));
-  const out: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
     '<defs><pattern id="span" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="6" stroke="#d04040" stroke-width="2"/></pattern></defs>',
-    `<rect width="${width}" height="${height}" fill="#fff"/>`];
+    `<rect width="${width}" height="${height}" fill="#fff"/>`,
+  ];
   let y = 8;
   for (const r of results) {
-    const t0 = r.startedAt, t1 = r.endedAt;
+    const t0 = r.startedAt,
+      t1 = r.endedAt;
     const x = (t: number) => labelW + ((Math.min(Math.max(t, t0), t1) - t0) / span) * plotW;
     out.push(`<text x="4" y="${y + 13}" font-size="12" font-weight="bold">${esc(r.label)}</text>`);
-    out.push(`<text x="4" y="${y + 27}" fill="#444">${r.refusals} refusals; ${r.spanning} of ${r.clients} clients with state on more than one host; ` +
-      `${r.timeToOneHostMs === null ? 'not every client on one host within the watch' : `every client on one host ${(r.timeToOneHostMs / 1000).toFixed(1)} s after the last move`}</text>`);
-    const top = y + headH - 6, bottom = y + headH + r.clients * (rowH + gap);
+    out.push(
+      `<text x="4" y="${y + 27}" fill="#444">${r.refusals} refusals; ${r.spanning} of ${r.clients} clients with state on more than one host; ` +
+        `${r.timeToOneHostMs === null ? 'not every client on one host within the watch' : `every client on one host ${(r.timeToOneHostMs / 1000).toFixed(1)} s after the last move`}</text>`,
+    );
+    const top = y + headH - 6,
+      bottom = y + headH + r.clients * (rowH + gap);
     for (let s = 0; s * 1000 <= t1 - t0; s += 5) {
       const tx = x(t0 + s * 1000);
-      out.push(`<line x1="${tx}" y1="${top}" x2="${tx}" y2="${bottom}" stroke="#eee"/><text x="${tx}" y="${bottom + 10}" font-size="9" fill="#888" text-anchor="middle">${s}s</text>`);
+      out.push(
+        `<line x1="${tx}" y1="${top}" x2="${tx}" y2="${bottom}" stroke="#eee"/><text x="${tx}" y="${bottom + 10}" font-size="9" fill="#888" text-anchor="middle">${s}s</text>`,
+      );
     }
     for (const mt of r.moveTimes) out.push(`<line x1="${x(mt)}" y1="${top}" x2="${x(mt)}" y2="${bottom}" stroke="#888" stroke-dasharray="3,3"/>`);
     let ry = y + headH;
@@ -521,18 +653,28 @@ export function timelineSvg(results: ScenarioResult[]): string {
       for (const smp of r.samples) {
         const many = new Set([...smp.clients[c.client]!.tunnels, ...smp.clients[c.client]!.logons]).size > 1;
         if (many && spanFrom === null) spanFrom = smp.t;
-        if (!many && spanFrom !== null) { out.push(`<rect x="${x(spanFrom)}" y="${ry + rowH - 4}" width="${Math.max(1, x(smp.t) - x(spanFrom))}" height="4" fill="url(#span)"/>`); spanFrom = null; }
+        if (!many && spanFrom !== null) {
+          out.push(`<rect x="${x(spanFrom)}" y="${ry + rowH - 4}" width="${Math.max(1, x(smp.t) - x(spanFrom))}" height="4" fill="url(#span)"/>`);
+          spanFrom = null;
+        }
       }
-      if (spanFrom !== null) out.push(`<rect x="${x(spanFrom)}" y="${ry + rowH - 4}" width="${Math.max(1, x(t1) - x(spanFrom))}" height="4" fill="url(#span)"/>`);
+      if (spanFrom !== null)
+        out.push(`<rect x="${x(spanFrom)}" y="${ry + rowH - 4}" width="${Math.max(1, x(t1) - x(spanFrom))}" height="4" fill="url(#span)"/>`);
       const ev = c.events;
       for (let k = 0; k < ev.length; k++) {
         const e = ev[k]!;
         const end = k + 1 < ev.length ? ev[k + 1]!.t : t1;
         const w = Math.max(1, x(end) - x(e.t));
-        if (e.state === 'connected') out.push(`<rect x="${x(e.t)}" y="${ry}" width="${w}" height="${rowH - 5}" fill="${HOST_COLORS[((e.host ?? 1) - 1) % HOST_COLORS.length]}"><title>connected to host ${e.host} (${e.via})</title></rect>`);
-        else if (e.state === 'trying' || e.state === 'lost' || e.state === 'refused') out.push(`<rect x="${x(e.t)}" y="${ry}" width="${w}" height="${rowH - 5}" fill="#e0a030"><title>trying to connect</title></rect>`);
-        else if (e.state === 'disconnected') out.push(`<rect x="${x(e.t)}" y="${ry + 3}" width="${w}" height="${rowH - 11}" fill="#ccc"><title>moving to the other network</title></rect>`);
-        if (e.state === 'refused') out.push(`<rect x="${x(e.t) - 1}" y="${ry - 2}" width="2" height="${rowH}" fill="#d04040"><title>${esc(e.reason ?? 'refused')}</title></rect>`);
+        if (e.state === 'connected')
+          out.push(
+            `<rect x="${x(e.t)}" y="${ry}" width="${w}" height="${rowH - 5}" fill="${HOST_COLORS[((e.host ?? 1) - 1) % HOST_COLORS.length]}"><title>connected to host ${e.host} (${e.via})</title></rect>`,
+          );
+        else if (e.state === 'trying' || e.state === 'lost' || e.state === 'refused')
+          out.push(`<rect x="${x(e.t)}" y="${ry}" width="${w}" height="${rowH - 5}" fill="#e0a030"><title>trying to connect</title></rect>`);
+        else if (e.state === 'disconnected')
+          out.push(`<rect x="${x(e.t)}" y="${ry + 3}" width="${w}" height="${rowH - 11}" fill="#ccc"><title>moving to the other network</title></rect>`);
+        if (e.state === 'refused')
+          out.push(`<rect x="${x(e.t) - 1}" y="${ry - 2}" width="2" height="${rowH}" fill="#d04040"><title>${esc(e.reason ?? 'refused')}</title></rect>`);
       }
       ry += rowH + gap;
     }
@@ -541,11 +683,18 @@ export function timelineSvg(results: ScenarioResult[]): string {
   const ly = height - 16;
   const hosts = Math.max(...results.map((r) => r.hosts));
   let lx = 4;
-  for (let h = 0; h < hosts; h++) { out.push(`<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="${HOST_COLORS[h % HOST_COLORS.length]}"/><text x="${lx + 13}" y="${ly}">host ${h + 1}</text>`); lx += 60; }
+  for (let h = 0; h < hosts; h++) {
+    out.push(
+      `<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="${HOST_COLORS[h % HOST_COLORS.length]}"/><text x="${lx + 13}" y="${ly}">host ${h + 1}</text>`,
+    );
+    lx += 60;
+  }
   out.push(`<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="#e0a030"/><text x="${lx + 13}" y="${ly}">trying to connect</text>`);
   out.push(`<rect x="${lx + 120}" y="${ly - 9}" width="2" height="12" fill="#d04040"/><text x="${lx + 126}" y="${ly}">refused</text>`);
   out.push(`<rect x="${lx + 180}" y="${ly - 4}" width="30" height="4" fill="url(#span)"/><text x="${lx + 214}" y="${ly}">state on more than one host</text>`);
-  out.push(`<line x1="${lx + 380}" y1="${ly - 10}" x2="${lx + 380}" y2="${ly + 2}" stroke="#888" stroke-dasharray="3,3"/><text x="${lx + 385}" y="${ly}">a move</text>`);
+  out.push(
+    `<line x1="${lx + 380}" y1="${ly - 10}" x2="${lx + 380}" y2="${ly + 2}" stroke="#888" stroke-dasharray="3,3"/><text x="${lx + 385}" y="${ly}">a move</text>`,
+  );
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

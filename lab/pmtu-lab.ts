@@ -103,7 +103,13 @@ export interface RoutesReply {
   countRule: 'buggy' | 'hotfixed';
 }
 
-export interface LabEvent { seq?: number; fault?: string; kind: string; message?: string; data?: Record<string, unknown> }
+export interface LabEvent {
+  seq?: number;
+  fault?: string;
+  kind: string;
+  message?: string;
+  data?: Record<string, unknown>;
+}
 
 function parseReply(text: string, what: string): unknown {
   try {
@@ -111,7 +117,10 @@ function parseReply(text: string, what: string): unknown {
   } catch (e) {
     const m = /position (\d+)/.exec((e as Error).message);
     const at = m ? Number(m[1]) : 0;
-    throw new Error(`faultstack ${what} --json printed ${text.length} characters that do not parse (${(e as Error).message}); around it: ${JSON.stringify(text.slice(Math.max(0, at - 300), at + 100))}`, { cause: e });
+    throw new Error(
+      `faultstack ${what} --json printed ${text.length} characters that do not parse (${(e as Error).message}); around it: ${JSON.stringify(text.slice(Math.max(0, at - 300), at + 100))}`,
+      { cause: e },
+    );
   }
 }
 
@@ -139,7 +148,9 @@ export class PmtuLab {
     this.clients = Array.from({ length: clients }, (_, i) => clientAddress(i));
   }
 
-  get controlPath(): string { return path.join(this.tmp, 'ctl.sock'); }
+  get controlPath(): string {
+    return path.join(this.tmp, 'ctl.sock');
+  }
 
   /** Builds the namespaces, links and routes. Cleans up what it made if a step fails. */
   static async create(opts: PmtuLabOptions = {}): Promise<PmtuLab> {
@@ -194,9 +205,20 @@ export class PmtuLab {
   async startStack(cfg: StackConfig = {}): Promise<StackProcess> {
     await this.stopStack();
     const args = [
-      '--tun', this.lab.ifname('t'), '--addr', `${STACK_ADDR}/24`, '--host-addr', '198.18.0.1/24',
-      '--services', 'http', '--control', this.controlPath, '--offloads', cfg.offloads === false ? 'off' : 'on',
-      '--fault', `kb898060=${cfg.mode ?? 'hotfixed'}`,
+      '--tun',
+      this.lab.ifname('t'),
+      '--addr',
+      `${STACK_ADDR}/24`,
+      '--host-addr',
+      '198.18.0.1/24',
+      '--services',
+      'http',
+      '--control',
+      this.controlPath,
+      '--offloads',
+      cfg.offloads === false ? 'off' : 'on',
+      '--fault',
+      `kb898060=${cfg.mode ?? 'hotfixed'}`,
     ];
     for (const [k, v] of Object.entries(cfg.params ?? {})) args.push('--param', `${k}=${v}`);
     if (cfg.eventsFile) args.push('--events', cfg.eventsFile);
@@ -220,16 +242,25 @@ export class PmtuLab {
     return r.stdout;
   }
 
-  async routes(): Promise<RoutesReply> { return parseReply(await this.cli(['routes', '--json']), 'routes') as RoutesReply; }
+  async routes(): Promise<RoutesReply> {
+    return parseReply(await this.cli(['routes', '--json']), 'routes') as RoutesReply;
+  }
   async counters(): Promise<Record<string, number>> {
     return (parseReply(await this.cli(['stats', '--json']), 'stats') as { counters: Record<string, number> }).counters;
   }
   /** The stack's recent events (`faultstack events --json` prints one per line). */
   async events(): Promise<LabEvent[]> {
-    return (await this.cli(['events', '--json'])).split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as LabEvent);
+    return (await this.cli(['events', '--json']))
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) => JSON.parse(l) as LabEvent);
   }
-  async setParam(name: string, value: number | string): Promise<void> { await this.cli(['param', 'set', name, String(value)]); }
-  async setMode(mode: 'buggy' | 'hotfixed'): Promise<void> { await this.cli(['fault', 'set', 'kb898060', mode]); }
+  async setParam(name: string, value: number | string): Promise<void> {
+    await this.cli(['param', 'set', name, String(value)]);
+  }
+  async setMode(mode: 'buggy' | 'hotfixed'): Promise<void> {
+    await this.cli(['fault', 'set', 'kb898060', mode]);
+  }
 
   // ------------------------------------------------------------------ paths
 
@@ -253,7 +284,11 @@ export class PmtuLab {
       i = (i + 1) % sequence.length;
       busy = busy.then(() => this.usePath(sequence[i]!)).catch(() => {});
     }, everyMs);
-    return async () => { stopped = true; clearInterval(timer); await busy; };
+    return async () => {
+      stopped = true;
+      clearInterval(timer);
+      await busy;
+    };
   }
 
   // ------------------------------------------------------------------ clients
@@ -269,7 +304,10 @@ export class PmtuLab {
   }
 
   /** Downloads for every job, at most `concurrency` at a time; results in job order. */
-  async downloadAll(jobs: { local: string; bytes: number }[], o: { concurrency?: number; stallMs?: number; onResult?: (r: DownloadResult, i: number) => void } = {}): Promise<DownloadResult[]> {
+  async downloadAll(
+    jobs: { local: string; bytes: number }[],
+    o: { concurrency?: number; stallMs?: number; onResult?: (r: DownloadResult, i: number) => void } = {},
+  ): Promise<DownloadResult[]> {
     const out: DownloadResult[] = new Array(jobs.length);
     let next = 0;
     const lane = async () => {
@@ -286,10 +324,23 @@ export class PmtuLab {
 
   /** The same with curl (what a student would type), from address `local`. */
   async curl(local: string, bytes: number, maxTimeS = 5): Promise<CurlResult> {
-    const r = await this.lab.exec(this.ns.c, 'curl', [
-      '-sS', '--interface', local, '--max-time', String(maxTimeS), '-o', '/dev/null',
-      '-w', '%{http_code} %{size_download} %{time_connect} %{time_total}', `http://${STACK_ADDR}/bytes/${bytes}`,
-    ], { timeoutMs: (maxTimeS + 10) * 1000 });
+    const r = await this.lab.exec(
+      this.ns.c,
+      'curl',
+      [
+        '-sS',
+        '--interface',
+        local,
+        '--max-time',
+        String(maxTimeS),
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code} %{size_download} %{time_connect} %{time_total}',
+        `http://${STACK_ADDR}/bytes/${bytes}`,
+      ],
+      { timeoutMs: (maxTimeS + 10) * 1000 },
+    );
     const [code, size, conn, total] = r.stdout.trim().split(/\s+/).map(Number);
     return { exit: r.code, httpCode: code ?? 0, bytes: size ?? 0, connectS: conn ?? 0, totalS: total ?? 0, stderr: r.stderr.trim() };
   }
@@ -307,14 +358,22 @@ export class PmtuLab {
         const line = this.workerBuf.slice(0, nl);
         this.workerBuf = this.workerBuf.slice(nl + 1);
         let r: DownloadResult;
-        try { r = JSON.parse(line) as DownloadResult; } catch { continue; }
+        try {
+          r = JSON.parse(line) as DownloadResult;
+        } catch {
+          continue;
+        }
         const done = this.waiting.get(r.id);
-        if (done) { this.waiting.delete(r.id); done(r); }
+        if (done) {
+          this.waiting.delete(r.id);
+          done(r);
+        }
       }
     });
     void w.exited.then(() => {
       // A worker that died answers nobody: fail what it still owed.
-      for (const [id, done] of this.waiting) done({ id, local: '', outcome: 'error', connectMs: null, ms: 0, bytes: 0, error: `client worker exited: ${w.stderr.slice(-500)}` });
+      for (const [id, done] of this.waiting)
+        done({ id, local: '', outcome: 'error', connectMs: null, ms: 0, bytes: 0, error: `client worker exited: ${w.stderr.slice(-500)}` });
       this.waiting.clear();
     });
     return w;

@@ -133,10 +133,19 @@ function connectionConf(o: SwanctlOptions): { conn: string; secret: string } {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class StrongSwan {
-  private constructor(readonly lab: Lab, readonly ns: string, readonly dir: string, readonly proc: LabProcess) {}
+  private constructor(
+    readonly lab: Lab,
+    readonly ns: string,
+    readonly dir: string,
+    readonly proc: LabProcess,
+  ) {}
 
-  get vici(): string { return `unix://${this.dir}/charon.vici`; }
-  get logFile(): string { return path.join(this.dir, 'charon.log'); }
+  get vici(): string {
+    return `unix://${this.dir}/charon.vici`;
+  }
+  get logFile(): string {
+    return path.join(this.dir, 'charon.log');
+  }
 
   /** Starts charon in `ns` (config in `dir`, created), loads `swanctl` options. */
   static async start(lab: Lab, ns: string, dir: string, conn: SwanctlOptions | SwanctlOptions[], o: CharonOptions = {}): Promise<StrongSwan> {
@@ -175,15 +184,31 @@ export class StrongSwan {
     return r;
   }
 
-  initiate(timeoutMs = 30_000, child = 't') { return this.swanctl(['--initiate', '--child', child, '--timeout', String(Math.ceil(timeoutMs / 1000))], timeoutMs + 5000); }
-  rekeyChild() { return this.swanctl(['--rekey', '--child', 't'], 30_000, true); }
-  rekeyIke() { return this.swanctl(['--rekey', '--ike', 'lab'], 30_000, true); }
-  terminateChild() { return this.swanctl(['--terminate', '--child', 't'], 30_000, true); }
-  terminateIke() { return this.swanctl(['--terminate', '--ike', 'lab'], 30_000, true); }
-  async listSas(): Promise<string> { return (await this.swanctl(['--list-sas'], 10_000)).stdout; }
+  initiate(timeoutMs = 30_000, child = 't') {
+    return this.swanctl(['--initiate', '--child', child, '--timeout', String(Math.ceil(timeoutMs / 1000))], timeoutMs + 5000);
+  }
+  rekeyChild() {
+    return this.swanctl(['--rekey', '--child', 't'], 30_000, true);
+  }
+  rekeyIke() {
+    return this.swanctl(['--rekey', '--ike', 'lab'], 30_000, true);
+  }
+  terminateChild() {
+    return this.swanctl(['--terminate', '--child', 't'], 30_000, true);
+  }
+  terminateIke() {
+    return this.swanctl(['--terminate', '--ike', 'lab'], 30_000, true);
+  }
+  async listSas(): Promise<string> {
+    return (await this.swanctl(['--list-sas'], 10_000)).stdout;
+  }
 
   log(): string {
-    try { return fs.readFileSync(this.logFile, 'utf8'); } catch { return ''; }
+    try {
+      return fs.readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
   }
 
   /** Stops charon (SIGTERM to its process group; it removes its ipsec0). */

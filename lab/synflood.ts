@@ -31,7 +31,7 @@ export const LAB_PREFIX = 15;
 export const LAB_CIDR_TEXT = '198.18.0.0/15';
 
 export function inLabRange(a: Ipv4Addr): boolean {
-  return ((a & prefixMask(LAB_PREFIX)) >>> 0) === LAB_NET;
+  return (a & prefixMask(LAB_PREFIX)) >>> 0 === LAB_NET;
 }
 
 /** A block of addresses to draw spoofed sources from. */
@@ -315,7 +315,6 @@ interface RawSocketModule {
 
 function loadRawSocket(): RawSocketModule {
   try {
-     
     return require('raw-socket') as RawSocketModule;
   } catch (e) {
     throw new Error(`synflood: cannot load raw-socket (${(e as Error).message.split('\n')[0]}); run npm install`, { cause: e });
@@ -354,8 +353,15 @@ export function synflood(opts: SynFloodOptions): Promise<SynFloodResult> {
   const rng = new Xorshift128(v.seed);
   const buf = Buffer.alloc(SYN_PACKET_LENGTH);
   const fields: SynFields = {
-    src: 0, dst: v.target.addr, srcPort: 0, dstPort: v.target.port, isn: 0, ipId: 0,
-    ttl: v.ttl, window: v.window, mss: v.mss,
+    src: 0,
+    dst: v.target.addr,
+    srcPort: 0,
+    dstPort: v.target.port,
+    isn: 0,
+    ipId: 0,
+    ttl: v.ttl,
+    window: v.window,
+    mss: v.mss,
   };
   const dstText = formatIpv4(v.target.addr);
   // Runs just before each sendto(): one buffer, rewritten per packet.
@@ -448,10 +454,13 @@ export function synflood(opts: SynFloodOptions): Promise<SynFloodResult> {
         if (inflight === 0 && queued < v.count && !tokenTimer) {
           // Rate-limited: wake when the next packet is due. A failed send retries on the next tick.
           const due = v.ratePps === undefined ? now + 1 : t0 + (queued * 1000) / v.ratePps;
-          tokenTimer = setTimeout(() => {
-            tokenTimer = null;
-            pump();
-          }, Math.max(0, Math.min(due, deadline) - now));
+          tokenTimer = setTimeout(
+            () => {
+              tokenTimer = null;
+              pump();
+            },
+            Math.max(0, Math.min(due, deadline) - now),
+          );
         }
       }
       if (inflight === 0 && stoppedBy !== null) finish();
@@ -484,8 +493,14 @@ export interface SynFloodCli {
 /** Parses the program's flags (it runs without the faultstack CLI: lab/flags.ts, node's parseArgs). */
 export function parseSynFloodArgs(argv: readonly string[]): SynFloodCli | 'help' {
   const { values: v } = parseFlags('synflood', argv, {
-    target: { type: 'string' }, source: { type: 'string' }, count: { type: 'string' }, duration: { type: 'string' },
-    rate: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' }, quiet: { type: 'boolean' },
+    target: { type: 'string' },
+    source: { type: 'string' },
+    count: { type: 'string' },
+    duration: { type: 'string' },
+    rate: { type: 'string' },
+    seed: { type: 'string' },
+    json: { type: 'boolean' },
+    quiet: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
   if (v.help) return 'help';

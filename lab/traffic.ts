@@ -10,13 +10,21 @@ import type { Lab, Ns } from './lab';
 import { repoRoot } from './lab';
 
 function oneLine(s: string, max = 160): string {
-  const t = s.split('\n').map((x) => x.trim()).filter(Boolean).join(' ');
+  const t = s
+    .split('\n')
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .join(' ');
   return t.length > max ? t.slice(0, max - 3) + '...' : t;
 }
 
 function lastJson<T>(stdout: string): T | null {
   const line = stdout.trim().split('\n').pop() ?? '';
-  try { return JSON.parse(line) as T; } catch { return null; }
+  try {
+    return JSON.parse(line) as T;
+  } catch {
+    return null;
+  }
 }
 
 /** Fails with one line when a program is not installed (make deps installs them). */
@@ -25,7 +33,11 @@ export async function requireInLab(lab: Lab, tool: string): Promise<void> {
   if (r.code !== 0) throw new Error(`${tool} is not installed (make deps installs it)`);
 }
 
-export interface PingResult { sent: number; received: number; avgMs: number | null }
+export interface PingResult {
+  sent: number;
+  received: number;
+  avgMs: number | null;
+}
 
 /** `ping -c COUNT -i INTERVAL -W WAIT TO` in a namespace. */
 export async function ping(lab: Lab, ns: Ns, to: string, o: { count: number; intervalMs?: number; waitMs?: number }): Promise<PingResult> {
@@ -40,26 +52,59 @@ export async function ping(lab: Lab, ns: Ns, to: string, o: { count: number; int
   return { sent: Number(m[1]), received: Number(m[2]), avgMs: avg === undefined ? null : Number(avg) };
 }
 
-export interface CurlResult { exit: number | null; httpCode: number; bytes: number; bitsPerSecond: number; stderr: string }
+export interface CurlResult {
+  exit: number | null;
+  httpCode: number;
+  bytes: number;
+  bitsPerSecond: number;
+  stderr: string;
+}
 
 /** `curl URL` in a namespace, the body discarded; what it got and how fast. */
 export async function curl(lab: Lab, ns: Ns, url: string, o: { maxTimeMs?: number; iface?: string } = {}): Promise<CurlResult> {
   const maxS = (o.maxTimeMs ?? 10_000) / 1000;
-  const r = await lab.exec(ns, 'curl', [
-    '-sS', '-o', '/dev/null', '--max-time', String(maxS), ...(o.iface ? ['--interface', o.iface] : []),
-    '-w', '%{http_code} %{size_download} %{speed_download}', url,
-  ], { timeoutMs: (maxS + 10) * 1000 });
+  const r = await lab.exec(
+    ns,
+    'curl',
+    [
+      '-sS',
+      '-o',
+      '/dev/null',
+      '--max-time',
+      String(maxS),
+      ...(o.iface ? ['--interface', o.iface] : []),
+      '-w',
+      '%{http_code} %{size_download} %{speed_download}',
+      url,
+    ],
+    { timeoutMs: (maxS + 10) * 1000 },
+  );
   const [code, size, speed] = r.stdout.trim().split(/\s+/).map(Number);
   return { exit: r.code, httpCode: code ?? 0, bytes: size ?? 0, bitsPerSecond: (speed ?? 0) * 8, stderr: oneLine(r.stderr) };
 }
 
-export interface Iperf3Result { bitsPerSecond: number; retransmits: number | null; lostPercent: number | null }
+export interface Iperf3Result {
+  bitsPerSecond: number;
+  retransmits: number | null;
+  lostPercent: number | null;
+}
 
 /** `iperf3 -c TO -t SECONDS -J [-R] [-u -b RATE]` in a namespace. */
 export async function iperf3(lab: Lab, ns: Ns, to: string, o: { seconds: number; reverse?: boolean; udp?: boolean; bitrate?: string }): Promise<Iperf3Result> {
-  const args = ['-c', to, '-t', String(o.seconds), '-J', ...(o.reverse ? ['-R'] : []), ...(o.udp ? ['-u', '-b', o.bitrate ?? '10M'] : o.bitrate ? ['-b', o.bitrate] : [])];
+  const args = [
+    '-c',
+    to,
+    '-t',
+    String(o.seconds),
+    '-J',
+    ...(o.reverse ? ['-R'] : []),
+    ...(o.udp ? ['-u', '-b', o.bitrate ?? '10M'] : o.bitrate ? ['-b', o.bitrate] : []),
+  ];
   const r = await lab.exec(ns, 'iperf3', args, { timeoutMs: (o.seconds + 20) * 1000 });
-  let doc: { error?: string; end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number }; sum?: { bits_per_second?: number; lost_percent?: number } } };
+  let doc: {
+    error?: string;
+    end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number }; sum?: { bits_per_second?: number; lost_percent?: number } };
+  };
   try {
     doc = JSON.parse(r.stdout);
   } catch {
@@ -70,7 +115,14 @@ export async function iperf3(lab: Lab, ns: Ns, to: string, o: { seconds: number;
   return { bitsPerSecond: doc.end?.sum_received?.bits_per_second ?? 0, retransmits: doc.end?.sum_sent?.retransmits ?? null, lostPercent: null };
 }
 
-export interface ShaEchoResult { error?: string; sentBytes: number; receivedBytes: number; match: boolean; ms: number; bitsPerSecond: number }
+export interface ShaEchoResult {
+  error?: string;
+  sentBytes: number;
+  receivedBytes: number;
+  match: boolean;
+  ms: number;
+  bitsPerSecond: number;
+}
 
 /**
  * lab/clients/sha-peer.js as a client of an echo port: BYTES random bytes out, a
@@ -81,7 +133,7 @@ export async function shaEcho(lab: Lab, ns: Ns, to: string, port: number, bytes:
   const r = await lab.exec(ns, process.execPath, [script, 'client', to, String(port), String(bytes)], { timeoutMs });
   const doc = lastJson<{ error?: string; sentBytes?: number; sentSha?: string; receivedBytes?: number; receivedSha?: string; ms?: number }>(r.stdout);
   if (!doc || doc.error || r.timedOut) {
-    const why = r.timedOut ? `timed out after ${timeoutMs / 1000} s` : doc?.error ?? `exit ${r.code}: ${oneLine(r.stderr)}`;
+    const why = r.timedOut ? `timed out after ${timeoutMs / 1000} s` : (doc?.error ?? `exit ${r.code}: ${oneLine(r.stderr)}`);
     return { error: why, sentBytes: doc?.sentBytes ?? 0, receivedBytes: doc?.receivedBytes ?? 0, match: false, ms: r.ms, bitsPerSecond: 0 };
   }
   const ms = Math.max(1, doc.ms ?? r.ms);
@@ -110,7 +162,11 @@ s.bind(0, () => {
 setTimeout(finish, 3000);
 `;
 
-export interface UdpEchoResult { sent: number; echoed: number; wrong: number }
+export interface UdpEchoResult {
+  sent: number;
+  echoed: number;
+  wrong: number;
+}
 
 /** Up to 20 datagrams of 8 to 1472 bytes to a UDP echo port; how many came back intact. */
 export async function udpEcho(lab: Lab, ns: Ns, to: string, port: number, count = 20): Promise<UdpEchoResult> {
@@ -120,7 +176,13 @@ export async function udpEcho(lab: Lab, ns: Ns, to: string, port: number, count 
   return { sent: doc.sent, echoed: doc.ok ?? 0, wrong: doc.bad ?? 0 };
 }
 
-export interface TlsBurstResult { count: number; refused: number; reset: number; served: number; other: number }
+export interface TlsBurstResult {
+  count: number;
+  refused: number;
+  reset: number;
+  served: number;
+  other: number;
+}
 
 /** lab/clients/tls-burst.js: COUNT mutual-TLS clients at once, each classified refused, reset, served or other. */
 export async function tlsBurst(lab: Lab, ns: Ns, to: string, port: number, certDir: string, count: number, timeoutMs: number): Promise<TlsBurstResult> {

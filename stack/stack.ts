@@ -23,12 +23,21 @@ import { CodedError } from './util/errors';
 import { formatIpv4, prefixMask } from './wire/addr';
 import { type ChecksumCaps, DeviceChecksum } from './wire/checksum';
 import {
-  ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LEN, ICMP_TIME_EXCEEDED, ICMP_PARAM_PROBLEM, ICMP_SOURCE_QUENCH,
-  IcmpError, UNREACH_FRAG_NEEDED, UNREACH_PORT, emitIcmp, newIcmpRepr, parseIcmp,
+  ICMP_DEST_UNREACH,
+  ICMP_ECHO_REPLY,
+  ICMP_ECHO_REQUEST,
+  ICMP_HEADER_LEN,
+  ICMP_TIME_EXCEEDED,
+  ICMP_PARAM_PROBLEM,
+  ICMP_SOURCE_QUENCH,
+  IcmpError,
+  UNREACH_FRAG_NEEDED,
+  UNREACH_PORT,
+  emitIcmp,
+  newIcmpRepr,
+  parseIcmp,
 } from './wire/icmp';
-import {
-  IPV4_MIN_HEADER, Ipv4Error, Ipv4Field, Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP, emitIpv4Header, newIpv4Repr, parseIpv4Header,
-} from './wire/ipv4';
+import { IPV4_MIN_HEADER, Ipv4Error, Ipv4Field, Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP, emitIpv4Header, newIpv4Repr, parseIpv4Header } from './wire/ipv4';
 import { readU16, readU32, writeU16 } from './wire/bytes';
 import { UdpField } from './wire/udp';
 
@@ -98,7 +107,11 @@ export interface StackHooks {
 }
 
 export const DEFAULT_PMTU: PmtuParams = {
-  EnablePMTUDiscovery: 1, MaxIcmpHostRoutes: 1000, PMTUFloor: 68, HostRouteAgingSec: 600, EnablePMTUBHDetect: 0,
+  EnablePMTUDiscovery: 1,
+  MaxIcmpHostRoutes: 1000,
+  PMTUFloor: 68,
+  HostRouteAgingSec: 600,
+  EnablePMTUBHDetect: 0,
 };
 
 /** How long after the last SYN cookie the device's early SYN drop stays on (Stack.updateSynPressure). */
@@ -180,15 +193,25 @@ export class Stack {
     // device; UDP and ICMP are checksummed here. The IPv4 header checksum always is.
     const tcpTx = this.txCsumOffload ? DeviceChecksum.Fills : DeviceChecksum.None;
     this.checksumCaps = Object.freeze({ ipv4: DeviceChecksum.None, icmp: DeviceChecksum.None, tcp: tcpTx, udp: DeviceChecksum.None });
-    this.checksumCapsVerified = Object.freeze({ ipv4: DeviceChecksum.None, icmp: DeviceChecksum.None, tcp: tcpTx | DeviceChecksum.Verified, udp: DeviceChecksum.Verified });
+    this.checksumCapsVerified = Object.freeze({
+      ipv4: DeviceChecksum.None,
+      icmp: DeviceChecksum.None,
+      tcp: tcpTx | DeviceChecksum.Verified,
+      udp: DeviceChecksum.Verified,
+    });
     this.rxQueueLimit = opts.rxQueueBytes ?? Infinity;
     const mtu = opts.mtu ?? opts.device.mtu;
     this.routes = new RouteTable(mtu);
     this.routes.addNetRoute(opts.address, opts.prefix, 'connected');
     this.routes.addNetRoute(0, 0, 'default', opts.gateway ?? 0);
     const pmtuParams = opts.pmtu ?? (() => DEFAULT_PMTU);
-    this.pmtu = new PathMtu(this.routes, this.counters, pmtuParams, opts.hostRouteAccounting ?? CREATIONS_AND_REMOVALS,
-      opts.pmtuEvents ?? { limitReached: () => {}, ignoredAtLimit: () => {} });
+    this.pmtu = new PathMtu(
+      this.routes,
+      this.counters,
+      pmtuParams,
+      opts.hostRouteAccounting ?? CREATIONS_AND_REMOVALS,
+      opts.pmtuEvents ?? { limitReached: () => {}, ignoredAtLimit: () => {} },
+    );
     const tcpConfig = { ...defaultTcpConfig(), ...(opts.tcp ?? {}) };
     const backlog = opts.backlog ?? new LinuxBacklog(() => LINUX_BACKLOG_DEFAULTS);
     this.tcp = new TcpLayer(this, tcpConfig, backlog);
@@ -243,7 +266,11 @@ export class Stack {
       this.device.flush();
       if (this.timerHandle !== null) this.scheduler.cancel(this.timerHandle);
       this.timerAt = now + 100;
-      this.timerHandle = this.scheduler.at(this.timerAt, () => { this.timerHandle = null; this.timerAt = Infinity; this.service(); });
+      this.timerHandle = this.scheduler.at(this.timerAt, () => {
+        this.timerHandle = null;
+        this.timerAt = Infinity;
+        this.service();
+      });
       return;
     }
     this.busy++;
@@ -260,7 +287,10 @@ export class Stack {
   flushSoon(): void {
     if (this.serviceQueued || this.closed) return;
     this.serviceQueued = true;
-    this.scheduler.soon(() => { this.serviceQueued = false; this.service(); });
+    this.scheduler.soon(() => {
+      this.serviceQueued = false;
+      this.service();
+    });
   }
 
   private reschedule(): void {
@@ -275,7 +305,12 @@ export class Stack {
     if (this.timerHandle !== null) this.scheduler.cancel(this.timerHandle);
     this.timerHandle = null;
     this.timerAt = next;
-    if (next !== Infinity) this.timerHandle = this.scheduler.at(next, () => { this.timerHandle = null; this.timerAt = Infinity; this.service(); });
+    if (next !== Infinity)
+      this.timerHandle = this.scheduler.at(next, () => {
+        this.timerHandle = null;
+        this.timerAt = Infinity;
+        this.service();
+      });
   }
 
   /** TcpHost.sourceVerified: the device's early SYN drop (if any) spares `addr`. */
@@ -301,7 +336,10 @@ export class Stack {
   private onHousekeeping(now: number): void {
     this.updateSynPressure(now);
     const expired = this.reassembler.expire(now);
-    if (expired) { this.counters.IpReasmTimeout += expired; this.counters.IpReasmFails += expired; }
+    if (expired) {
+      this.counters.IpReasmTimeout += expired;
+      this.counters.IpReasmFails += expired;
+    }
     if (now - this.pmtu.lastSweep >= 60_000) this.pmtu.sweep(now); // RFC 1191 6.3: once a minute
     this.timers.arm(this.housekeeping, now + 1000);
   }
@@ -327,7 +365,10 @@ export class Stack {
       // Some GSO packets arrive with total length 0; the buffer says how long it is.
       writeU16(pkt, Ipv4Field.LENGTH, len);
     }
-    if (len > 0 && pkt[Ipv4Field.VER_IHL] >> 4 === 6) { c.FsIpv6Ignored++; return; } // IPv6 is out of scope (docs/design.md)
+    if (len > 0 && pkt[Ipv4Field.VER_IHL] >> 4 === 6) {
+      c.FsIpv6Ignored++;
+      return;
+    } // IPv6 is out of scope (docs/design.md)
     const err = parseIpv4Header(pkt, 0, len, ip, caps);
     if (err !== Ipv4Error.None) {
       c.IpInHdrErrors++;
@@ -335,12 +376,18 @@ export class Stack {
     }
     // Refused by the gate (KB 297040's held lock): discarded for a reason that is not the
     // packet's (RFC 4293 ipSystemStatsInDiscards), whatever the fault counts on its own.
-    if (this.hooks.gate.refuseInput()) { this.counters.IpInDiscards++; return; }
+    if (this.hooks.gate.refuseInput()) {
+      this.counters.IpInDiscards++;
+      return;
+    }
     const local = this.isLocal(ip.dst);
     // A forwarding plane sees every valid datagram before local delivery (RFC 1812 5.2.1:
     // a router decides to forward or to deliver before reassembly).
     if (this.ipInputHook !== null && this.ipInputHook.input(pkt, ip, meta, local, now)) return;
-    if (!local) { c.IpInAddrErrors++; return; }
+    if (!local) {
+      c.IpInAddrErrors++;
+      return;
+    }
     len = ip.totalLength;
     let buf = pkt;
     let off = ip.headerLength;
@@ -362,7 +409,9 @@ export class Stack {
       buf = Buffer.allocUnsafe(IPV4_MIN_HEADER + r.payload.length);
       this.reassembledHeader(r.header, buf, r.payload.length);
       r.payload.copy(buf, IPV4_MIN_HEADER);
-      off = IPV4_MIN_HEADER; plen = r.payload.length; ipOff = 0;
+      off = IPV4_MIN_HEADER;
+      plen = r.payload.length;
+      ipOff = 0;
     }
     // ESP, IKE and the inbound policy (stack/iface/ipsec-hook.ts); decrypted packets come back through input().
     if (this.ipsec !== null && this.ipsec.input(ip, buf, ipOff, off, plen, caps, now)) return;
@@ -373,8 +422,12 @@ export class Stack {
         this.tcp.input(ip.src, ip.dst, buf, off, plen, caps, now);
         break;
       }
-      case PROTO_UDP: this.udp.input(ip.src, ip.dst, buf, ipOff, off, plen, caps); break;
-      case PROTO_ICMP: this.icmpInput(ip.src, ip.dst, buf, off, plen, caps, now); break;
+      case PROTO_UDP:
+        this.udp.input(ip.src, ip.dst, buf, ipOff, off, plen, caps);
+        break;
+      case PROTO_ICMP:
+        this.icmpInput(ip.src, ip.dst, buf, off, plen, caps, now);
+        break;
       default:
         c.IpInUnknownProtos++;
         this.sendIcmpError(buf, ipOff, off + plen - ipOff, ICMP_DEST_UNREACH, 2);
@@ -388,11 +441,20 @@ export class Stack {
    * ICMP error quoting it (port unreachable) says "fragment of 1500".
    */
   private reassembledHeader(first: Buffer, out: Buffer, payloadLength: number): void {
-    const v = this.quoted, r = this.reasmIp;
+    const v = this.quoted,
+      r = this.reasmIp;
     v.wrap(first, 0, first.length); // validated when it arrived
-    r.src = v.src; r.dst = v.dst; r.protocol = v.protocol; r.ttl = v.ttl; r.tos = v.tos; r.ident = v.ident;
-    r.dontFragment = v.dontFragment; r.moreFragments = false; r.fragmentOffset = 0;
-    r.headerLength = IPV4_MIN_HEADER; r.totalLength = IPV4_MIN_HEADER + payloadLength;
+    r.src = v.src;
+    r.dst = v.dst;
+    r.protocol = v.protocol;
+    r.ttl = v.ttl;
+    r.tos = v.tos;
+    r.ident = v.ident;
+    r.dontFragment = v.dontFragment;
+    r.moreFragments = false;
+    r.fragmentOffset = 0;
+    r.headerLength = IPV4_MIN_HEADER;
+    r.totalLength = IPV4_MIN_HEADER + payloadLength;
     emitIpv4Header(out, 0, r);
   }
 
@@ -403,7 +465,7 @@ export class Stack {
     // Any unicast address routed to us, but not broadcast, multicast or the subnet's broadcast.
     if (dst >>> 28 === 0xe || dst === 0xffffffff || dst === 0) return false;
     const m = prefixMask(this.prefix);
-    if (this.prefix < 31 && ((dst & m) >>> 0) === ((this.address & m) >>> 0) && ((dst | m) >>> 0) === 0xffffffff) return false;
+    if (this.prefix < 31 && (dst & m) >>> 0 === (this.address & m) >>> 0 && (dst | m) >>> 0 === 0xffffffff) return false;
     return true;
   }
 
@@ -424,18 +486,33 @@ export class Stack {
         const reply = Buffer.allocUnsafe(len);
         buf.copy(reply, 0, off, off + len);
         const r = this.icmpOut;
-        r.type = ICMP_ECHO_REPLY; r.code = 0; r.ident = m.ident; r.seq = m.seq; r.bodyLength = m.bodyLength;
+        r.type = ICMP_ECHO_REPLY;
+        r.code = 0;
+        r.ident = m.ident;
+        r.seq = m.seq;
+        r.bodyLength = m.bodyLength;
         emitIcmp(reply, 0, r);
-        c.IcmpOutMsgs++; c.IcmpOutEchoReps++;
+        c.IcmpOutMsgs++;
+        c.IcmpOutEchoReps++;
         // Through the datagram path: a large echo (ping -s 3000) is fragmented like any datagram.
         this.sendDatagram(PROTO_ICMP, dst, src, reply, false);
         return;
       }
-      case ICMP_ECHO_REPLY: c.IcmpInEchoReps++; return;
-      case ICMP_DEST_UNREACH: c.IcmpInDestUnreachs++; this.icmpError(m.type, m.code, m.nextHopMtu, buf, m.bodyOffset, m.bodyLength, now); return;
-      case ICMP_TIME_EXCEEDED: c.IcmpInTimeExcds++; return;
-      case ICMP_SOURCE_QUENCH: case ICMP_PARAM_PROBLEM: return; // RFC 6633: ignore source quench
-      default: return;
+      case ICMP_ECHO_REPLY:
+        c.IcmpInEchoReps++;
+        return;
+      case ICMP_DEST_UNREACH:
+        c.IcmpInDestUnreachs++;
+        this.icmpError(m.type, m.code, m.nextHopMtu, buf, m.bodyOffset, m.bodyLength, now);
+        return;
+      case ICMP_TIME_EXCEEDED:
+        c.IcmpInTimeExcds++;
+        return;
+      case ICMP_SOURCE_QUENCH:
+      case ICMP_PARAM_PROBLEM:
+        return; // RFC 6633: ignore source quench
+      default:
+        return;
     }
   }
 
@@ -475,22 +552,36 @@ export class Stack {
 
   // ---------------------------------------------------------------- output
 
-  nextIpId(): number { this.ipId = (this.ipId + 1) & 0xffff; return this.ipId; }
+  nextIpId(): number {
+    this.ipId = (this.ipId + 1) & 0xffff;
+    return this.ipId;
+  }
 
   pathMtu(dst: number): number {
-    const onLink = ((dst & prefixMask(this.prefix)) >>> 0) === ((this.address & prefixMask(this.prefix)) >>> 0);
+    const onLink = (dst & prefixMask(this.prefix)) >>> 0 === (this.address & prefixMask(this.prefix)) >>> 0;
     const mtu = this.pmtu.mtuFor(dst, onLink);
     return this.ipsec === null ? mtu : mtu - this.ipsec.overhead(dst);
   }
 
-  tsoSegments(): number { return this.tsoSegmentsMax; }
+  tsoSegments(): number {
+    return this.tsoSegmentsMax;
+  }
   /** Keep a received packet's buffer instead of copying out of it, when the device allows. */
-  claimPacket(pkt: Buffer): boolean { return this.device.claim !== undefined && this.device.claim(pkt); }
-  rxQueueBytes(): number { return this.rxQueueLimit; }
-  blackHoleDetection(): boolean { return this.pmtu.params().EnablePMTUBHDetect !== 0; }
+  claimPacket(pkt: Buffer): boolean {
+    return this.device.claim !== undefined && this.device.claim(pkt);
+  }
+  rxQueueBytes(): number {
+    return this.rxQueueLimit;
+  }
+  blackHoleDetection(): boolean {
+    return this.pmtu.params().EnablePMTUBHDetect !== 0;
+  }
 
   sendIp(pkt: Buffer, meta: OffloadMeta | null): void {
-    if (this.hooks.gate.refuseOutput()) { this.counters.IpOutDiscards++; return; }
+    if (this.hooks.gate.refuseOutput()) {
+      this.counters.IpOutDiscards++;
+      return;
+    }
     this.counters.IpOutRequests++;
     if (this.ipsec !== null && this.ipsec.output(pkt, meta, this.now)) return;
     this.device.send(pkt, meta);
@@ -503,8 +594,14 @@ export class Stack {
    */
   sendIpStateless(pkt: Buffer): void {
     const d = this.device;
-    if (d.sendDetached === undefined || this.ipsec !== null) { this.sendIp(pkt, null); return; }
-    if (this.hooks.gate.refuseOutput()) { this.counters.IpOutDiscards++; return; }
+    if (d.sendDetached === undefined || this.ipsec !== null) {
+      this.sendIp(pkt, null);
+      return;
+    }
+    if (this.hooks.gate.refuseOutput()) {
+      this.counters.IpOutDiscards++;
+      return;
+    }
     this.counters.IpOutRequests++;
     d.sendDetached(pkt);
   }
@@ -515,7 +612,10 @@ export class Stack {
    * The device owns `pkt` from here on.
    */
   sendRaw(pkt: Buffer, meta: OffloadMeta | null): boolean {
-    if (this.closed || this.hooks.gate.refuseOutput()) { this.counters.IpOutDiscards++; return false; }
+    if (this.closed || this.hooks.gate.refuseOutput()) {
+      this.counters.IpOutDiscards++;
+      return false;
+    }
     this.device.send(pkt, meta);
     this.flushSoon();
     return true;
@@ -524,7 +624,12 @@ export class Stack {
   /** Writes a 20-byte IPv4 header at the start of an unfragmented packet (one scratch repr, no allocation). */
   writeIpHeader(pkt: Buffer, src: number, dst: number, protocol: number, df: boolean): void {
     const r = this.ipOut;
-    r.src = src; r.dst = dst; r.protocol = protocol; r.ident = this.nextIpId(); r.dontFragment = df; r.ttl = this.ttl;
+    r.src = src;
+    r.dst = dst;
+    r.protocol = protocol;
+    r.ident = this.nextIpId();
+    r.dontFragment = df;
+    r.ttl = this.ttl;
     r.totalLength = pkt.length;
     emitIpv4Header(pkt, 0, r);
   }
@@ -540,7 +645,10 @@ export class Stack {
       this.sendIp(pkt, null);
       return true;
     }
-    if (dontFragment) { c.IpFragFails++; return false; }
+    if (dontFragment) {
+      c.IpFragFails++;
+      return false;
+    }
     const step = (mtu - 20) & ~7;
     const ident = this.nextIpId();
     for (let o = 0; o < payload.length; o += step) {
@@ -548,8 +656,17 @@ export class Stack {
       const pkt = Buffer.allocUnsafe(20 + n);
       payload.copy(pkt, 20, o, o + n);
       emitIpv4Header(pkt, 0, {
-        src, dst, protocol, ttl: this.ttl, tos: 0, ident, dontFragment: false, moreFragments: o + n < payload.length,
-        fragmentOffset: o, headerLength: 20, totalLength: 20 + n,
+        src,
+        dst,
+        protocol,
+        ttl: this.ttl,
+        tos: 0,
+        ident,
+        dontFragment: false,
+        moreFragments: o + n < payload.length,
+        fragmentOffset: o,
+        headerLength: 20,
+        totalLength: 20 + n,
       });
       c.IpFragCreates++;
       this.sendIp(pkt, null);
@@ -573,11 +690,17 @@ export class Stack {
     const from = readU32(original, off + Ipv4Field.SRC_ADDR);
     const first = from >>> 24;
     const m = prefixMask(this.prefix);
-    if (from === 0 || first === 127 || first >= 224 ||
-        (this.prefix < 31 && ((from & m) >>> 0) === ((this.address & m) >>> 0) && ((from | m) >>> 0) === 0xffffffff)) return;
+    if (from === 0 || first === 127 || first >= 224 || (this.prefix < 31 && (from & m) >>> 0 === (this.address & m) >>> 0 && (from | m) >>> 0 === 0xffffffff))
+      return;
     const now = this.now;
-    if (now - this.icmpRefillAt >= 1000) { this.icmpTokens = this.icmpRate; this.icmpRefillAt = now; }
-    if (this.icmpTokens <= 0) { this.counters.IcmpOutRateLimited++; return; }
+    if (now - this.icmpRefillAt >= 1000) {
+      this.icmpTokens = this.icmpRate;
+      this.icmpRefillAt = now;
+    }
+    if (this.icmpTokens <= 0) {
+      this.counters.IcmpOutRateLimited++;
+      return;
+    }
     this.icmpTokens--;
     const ihl = (original[off + Ipv4Field.VER_IHL] & 15) * 4;
     const quote = Math.min(len, ihl + 8);
@@ -585,7 +708,10 @@ export class Stack {
     const pkt = Buffer.allocUnsafe(body + quote);
     original.copy(pkt, body, off, off + quote);
     const r = this.icmpOut;
-    r.type = type; r.code = code; r.nextHopMtu = nextHopMtu; r.bodyLength = quote;
+    r.type = type;
+    r.code = code;
+    r.nextHopMtu = nextHopMtu;
+    r.bodyLength = quote;
     emitIcmp(pkt, IPV4_MIN_HEADER, r);
     // From the address it was sent to, back to its source.
     this.writeIpHeader(pkt, readU32(original, off + Ipv4Field.DST_ADDR), from, PROTO_ICMP, false);

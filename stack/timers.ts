@@ -4,18 +4,22 @@
  * updates the same entry in place.
  */
 export class Timer {
-  at = Infinity;     // deadline; Infinity when disarmed
-  index = -1;        // position in the heap, -1 when not queued
+  at = Infinity; // deadline; Infinity when disarmed
+  index = -1; // position in the heap, -1 when not queued
   constructor(readonly fire: (now: number) => void) {}
 }
 
 export class TimerQueue {
   private heap: Timer[] = [];
 
-  get size(): number { return this.heap.length; }
+  get size(): number {
+    return this.heap.length;
+  }
 
   /** Earliest deadline, or Infinity. */
-  next(): number { return this.heap.length ? this.heap[0].at : Infinity; }
+  next(): number {
+    return this.heap.length ? this.heap[0].at : Infinity;
+  }
 
   arm(t: Timer, at: number): void {
     const old = t.at;
@@ -29,7 +33,10 @@ export class TimerQueue {
   }
 
   disarm(t: Timer): void {
-    if (t.index < 0) { t.at = Infinity; return; }
+    if (t.index < 0) {
+      t.at = Infinity;
+      return;
+    }
     const i = t.index;
     const last = this.heap.pop()!;
     if (last !== t) {
@@ -60,9 +67,12 @@ export class TimerQueue {
     while (i > 0) {
       const p = (i - 1) >> 1;
       if (h[p].at <= t.at) break;
-      h[i] = h[p]; h[i].index = i; i = p;
+      h[i] = h[p];
+      h[i].index = i;
+      i = p;
     }
-    h[i] = t; t.index = i;
+    h[i] = t;
+    t.index = i;
   }
 
   private down(i: number): void {
@@ -74,8 +84,11 @@ export class TimerQueue {
       if (c >= n) break;
       if (c + 1 < n && h[c + 1].at < h[c].at) c++;
       if (h[c].at >= t.at) break;
-      h[i] = h[c]; h[i].index = i; i = c;
+      h[i] = h[c];
+      h[i].index = i;
+      i = c;
     }
-    h[i] = t; t.index = i;
+    h[i] = t;
+    t.index = i;
   }
 }

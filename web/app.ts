@@ -27,7 +27,11 @@ async function api(method: string, path: string, body?: unknown): Promise<any> {
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
   const text = await r.text();
   let j: any = null;
-  try { j = JSON.parse(text); } catch { /* not JSON */ }
+  try {
+    j = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
   if (!r.ok) throw new Error(j?.error?.message ?? `${r.status} ${r.statusText}`);
   return j;
 }
@@ -71,8 +75,14 @@ function bar(value: number, limit: number): HTMLElement {
 /** An object as key: value lines, its arrays of objects as tables. */
 function renderGeneric(v: unknown): HTMLElement {
   const box = el('div');
-  if (Array.isArray(v)) { box.append(tableOf(v)); return box; }
-  if (typeof v !== 'object' || v === null) { box.append(String(v)); return box; }
+  if (Array.isArray(v)) {
+    box.append(tableOf(v));
+    return box;
+  }
+  if (typeof v !== 'object' || v === null) {
+    box.append(String(v));
+    return box;
+  }
   const lines = el('p', { class: 'mono' });
   for (const [k, x] of Object.entries(v)) {
     if (Array.isArray(x) && x.every((r) => typeof r === 'object' && r !== null)) {
@@ -120,10 +130,7 @@ function setStatus(ok: boolean, text: string): void {
 
 async function poll(): Promise<void> {
   try {
-    const [s, routes] = await Promise.all([
-      api('GET', '/api/stats?limit=500'),
-      api('GET', '/api/routes').catch(() => null),
-    ]);
+    const [s, routes] = await Promise.all([api('GET', '/api/stats?limit=500'), api('GET', '/api/routes').catch(() => null)]);
     stats = s;
     setStatus(true, 'live');
     $('last-update').textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -155,7 +162,9 @@ function renderLock(lock: Obj | undefined): void {
   ($('unlock') as HTMLButtonElement).disabled = !held;
   const banner = $('hung-banner');
   banner.hidden = !held;
-  banner.textContent = held ? `The stack is hung: the connection-table lock is held by the ${lock.holder ?? '?'}. This page is served by the host-side control plane and keeps working; Unlock releases it.` : '';
+  banner.textContent = held
+    ? `The stack is hung: the connection-table lock is held by the ${lock.holder ?? '?'}. This page is served by the host-side control plane and keeps working; Unlock releases it.`
+    : '';
 }
 
 function renderStates(states: Obj): void {
@@ -173,11 +182,21 @@ function renderListeners(ls: Obj[]): void {
   tb.replaceChildren();
   for (const l of ls) {
     const synLimit = l.synQueueLimit ?? 0;
-    tb.append(el('tr', { 'data-port': String(l.port) },
-      td(l.port, 'num'),
-      td(synLimit ? `${l.synQueue} / ${synLimit}` : String(l.synQueue), 'num'), el('td', {}, bar(l.synQueue, synLimit || Math.max(1, l.synQueue))),
-      td(`${l.acceptQueue} / ${l.backlog}`, 'num'), el('td', {}, bar(l.acceptQueue, l.backlog)),
-      td(l.refusedSyns, 'num'), td(l.droppedSyns, 'num'), td(l.droppedAcks, 'num'), td(l.resetAfterHandshake, 'num')));
+    tb.append(
+      el(
+        'tr',
+        { 'data-port': String(l.port) },
+        td(l.port, 'num'),
+        td(synLimit ? `${l.synQueue} / ${synLimit}` : String(l.synQueue), 'num'),
+        el('td', {}, bar(l.synQueue, synLimit || Math.max(1, l.synQueue))),
+        td(`${l.acceptQueue} / ${l.backlog}`, 'num'),
+        el('td', {}, bar(l.acceptQueue, l.backlog)),
+        td(l.refusedSyns, 'num'),
+        td(l.droppedSyns, 'num'),
+        td(l.droppedAcks, 'num'),
+        td(l.resetAfterHandshake, 'num'),
+      ),
+    );
   }
 }
 
@@ -188,15 +207,28 @@ function renderConnections(): void {
   const st = ($('conn-state') as HTMLSelectElement).value;
   const shown = rows.filter((r) => (!st || r.state === st) && (!f || `${r.state} ${r.local}-${r.peer}`.toLowerCase().includes(f)));
   const tb = $('conn-table').querySelector('tbody')!;
-  tb.replaceChildren(...shown.map((r) => {
-    const tr = el('tr', { class: 'conn-row', 'data-conn': `${r.local}-${r.peer}` },
-      td(r.state), td(r.local, 'mono'), td(r.peer, 'mono'), td(r.recvQ, 'num'), td(r.sendQ, 'num'),
-      td(r.cwnd ?? '', 'num'), td(r.rtt ?? '', 'num'), td(r.retrans ?? '', 'num'));
-    const b = el('button', { type: 'button', class: 'trace-btn' }, 'trace');
-    b.addEventListener('click', () => { void startTrace(`${r.local}-${r.peer}`); });
-    tr.append(el('td', {}, b));
-    return tr;
-  }));
+  tb.replaceChildren(
+    ...shown.map((r) => {
+      const tr = el(
+        'tr',
+        { class: 'conn-row', 'data-conn': `${r.local}-${r.peer}` },
+        td(r.state),
+        td(r.local, 'mono'),
+        td(r.peer, 'mono'),
+        td(r.recvQ, 'num'),
+        td(r.sendQ, 'num'),
+        td(r.cwnd ?? '', 'num'),
+        td(r.rtt ?? '', 'num'),
+        td(r.retrans ?? '', 'num'),
+      );
+      const b = el('button', { type: 'button', class: 'trace-btn' }, 'trace');
+      b.addEventListener('click', () => {
+        void startTrace(`${r.local}-${r.peer}`);
+      });
+      tr.append(el('td', {}, b));
+      return tr;
+    }),
+  );
   const matched = stats.rows?.matched ?? rows.length;
   $('conn-count').textContent = `${shown.length} shown of ${matched}${matched > rows.length ? ` (the first ${rows.length} fetched)` : ''}`;
   // The trace tab's choice of connections.
@@ -217,7 +249,10 @@ function recordCounters(c: Obj): void {
   for (const [k, v] of Object.entries(c)) {
     if (typeof v !== 'number') continue;
     let h = counterHistory.get(k);
-    if (!h) { h = []; counterHistory.set(k, h); }
+    if (!h) {
+      h = [];
+      counterHistory.set(k, h);
+    }
     h.push(v);
     if (h.length > HISTORY) h.shift();
   }
@@ -253,7 +288,9 @@ function renderCounters(): void {
 }
 
 function renderRoutes(r: Obj): void {
-  const counted = r.hostRouteCount ?? 0, real = r.hostRoutesReal ?? 0, max = r.maxIcmpHostRoutes ?? 0;
+  const counted = r.hostRouteCount ?? 0,
+    real = r.hostRoutesReal ?? 0,
+    max = r.maxIcmpHostRoutes ?? 0;
   $('routes-counted').textContent = String(counted);
   $('routes-real').textContent = String(real);
   $('routes-max').textContent = String(max);
@@ -261,14 +298,36 @@ function renderRoutes(r: Obj): void {
   b.style.width = `${Math.min(100, max ? (100 * counted) / max : 0)}%`;
   b.className = counted >= max && max > 0 ? 'full' : '';
   $('routes-real-bar').style.width = `${Math.min(100, max ? (100 * real) / max : 0)}%`;
-  $('routes-note').textContent = r.atLimit ? 'at the limit: ICMP fragmentation-needed messages are ignored now' : (r.countRule ? `count rule: ${r.countRule}` : '');
+  $('routes-note').textContent = r.atLimit
+    ? 'at the limit: ICMP fragmentation-needed messages are ignored now'
+    : r.countRule
+      ? `count rule: ${r.countRule}`
+      : '';
 }
 
 async function pollFeatures(): Promise<void> {
   const tasks: Promise<void>[] = [];
   if (commands.includes('nlb.display')) tasks.push(api('GET', '/api/nlb').then(renderNlb, () => {}));
-  if (commands.includes('ipsec')) tasks.push(api('GET', '/api/ipsec').then((v) => { $('ipsec-card').hidden = false; $('ipsec').replaceChildren(renderGeneric(v)); }, () => {}));
-  if (commands.includes('fw')) tasks.push(api('GET', '/api/fw?what=bindings').then((v) => { $('fw-card').hidden = false; $('fw').replaceChildren(renderGeneric(v)); }, () => {}));
+  if (commands.includes('ipsec'))
+    tasks.push(
+      api('GET', '/api/ipsec').then(
+        (v) => {
+          $('ipsec-card').hidden = false;
+          $('ipsec').replaceChildren(renderGeneric(v));
+        },
+        () => {},
+      ),
+    );
+  if (commands.includes('fw'))
+    tasks.push(
+      api('GET', '/api/fw?what=bindings').then(
+        (v) => {
+          $('fw-card').hidden = false;
+          $('fw').replaceChildren(renderGeneric(v));
+        },
+        () => {},
+      ),
+    );
   await Promise.all(tasks);
 }
 
@@ -303,7 +362,9 @@ $('unlock').addEventListener('click', async () => {
   try {
     const r = await api('POST', '/api/unlock');
     $('unlock-result').textContent = r.released ? `released after ${fmtMs(r.heldMs)}` : 'was not held';
-  } catch (e) { $('unlock-result').textContent = (e as Error).message; }
+  } catch (e) {
+    $('unlock-result').textContent = (e as Error).message;
+  }
   void poll();
 });
 
@@ -316,7 +377,9 @@ $('connect-form').addEventListener('submit', async (ev) => {
   try {
     const r = await api('POST', '/api/connect', { host, port });
     out.textContent = `connected in ${r.ms} ms`;
-  } catch (e) { out.textContent = (e as Error).message; }
+  } catch (e) {
+    out.textContent = (e as Error).message;
+  }
 });
 
 // ------------------------------------------------------------------ events (SSE)
@@ -324,13 +387,21 @@ $('connect-form').addEventListener('submit', async (ev) => {
 function startEvents(): void {
   const es = new EventSource(`/api/events/stream?limit=200${token ? `&token=${encodeURIComponent(token)}` : ''}`);
   const log = $('events-log');
-  es.onopen = () => { $('events-state').textContent = 'following'; };
-  es.onerror = () => { $('events-state').textContent = 'reconnecting...'; };
+  es.onopen = () => {
+    $('events-state').textContent = 'following';
+  };
+  es.onerror = () => {
+    $('events-state').textContent = 'reconnecting...';
+  };
   es.onmessage = (m) => {
     let e: Obj;
-    try { e = JSON.parse(m.data); } catch { return; }
+    try {
+      e = JSON.parse(m.data);
+    } catch {
+      return;
+    }
     const li = el('li', { 'data-kind': String(e.kind ?? '') });
-    const when = e.ts ? new Date(e.ts).toLocaleTimeString() : e.time ?? '';
+    const when = e.ts ? new Date(e.ts).toLocaleTimeString() : (e.time ?? '');
     li.append(`${when} `);
     if (e.fault) li.append(el('span', { class: 'fault' }, `${e.fault} `));
     li.append(el('b', {}, `${e.kind ?? ''} `), String(e.message ?? ''));
@@ -344,25 +415,35 @@ function startEvents(): void {
 
 async function loadFaults(): Promise<void> {
   let f: Obj;
-  try { f = await api('GET', '/api/faults'); } catch { return; }
+  try {
+    f = await api('GET', '/api/faults');
+  } catch {
+    return;
+  }
   $('profile').textContent = f.profile;
   const params = new Map<string, Obj>((f.params as Obj[]).map((p) => [p.name, p]));
   const box = $('faults');
-  box.replaceChildren(...(f.faults as Obj[]).map((fault) => {
-    const card = el('div', { class: 'card fault-card', id: `fault-${fault.id}` });
-    const sw = el('span', { class: 'switch' });
-    for (const mode of fault.modes as string[]) {
-      const b = el('button', { type: 'button', 'data-fault': fault.id, 'data-mode': mode, class: mode === fault.mode ? 'on' : '' }, mode);
-      b.addEventListener('click', async () => {
-        try { await api('PUT', `/api/faults/${fault.id}`, { mode }); } catch (e) { alertIn(card, (e as Error).message); }
-        await loadFaults();
-      });
-      sw.append(b);
-    }
-    card.append(el('h2', {}, `${fault.article} `, el('small', {}, `${fault.id} · ${fault.alias}`)), el('p', {}, fault.title), sw);
-    card.append(paramInputs((fault.params as string[]).map((n) => params.get(n)!).filter(Boolean)));
-    return card;
-  }));
+  box.replaceChildren(
+    ...(f.faults as Obj[]).map((fault) => {
+      const card = el('div', { class: 'card fault-card', id: `fault-${fault.id}` });
+      const sw = el('span', { class: 'switch' });
+      for (const mode of fault.modes as string[]) {
+        const b = el('button', { type: 'button', 'data-fault': fault.id, 'data-mode': mode, class: mode === fault.mode ? 'on' : '' }, mode);
+        b.addEventListener('click', async () => {
+          try {
+            await api('PUT', `/api/faults/${fault.id}`, { mode });
+          } catch (e) {
+            alertIn(card, (e as Error).message);
+          }
+          await loadFaults();
+        });
+        sw.append(b);
+      }
+      card.append(el('h2', {}, `${fault.article} `, el('small', {}, `${fault.id} · ${fault.alias}`)), el('p', {}, fault.title), sw);
+      card.append(paramInputs((fault.params as string[]).map((n) => params.get(n)!).filter(Boolean)));
+      return card;
+    }),
+  );
   $('general-params').replaceChildren(paramInputs((f.params as Obj[]).filter((p) => p.general)));
 }
 
@@ -378,7 +459,14 @@ function paramInputs(ps: Obj[]): HTMLElement {
     input.addEventListener('change', async () => {
       const raw = input.value.trim();
       const value = p.type === 'int' && /^-?\d+$/.test(raw) ? Number(raw) : raw;
-      try { await api('PUT', `/api/params/${p.name}`, { value }); input.classList.remove('err'); input.title = `${p.range}; default ${p.default}`; } catch (e) { input.classList.add('err'); input.title = (e as Error).message; }
+      try {
+        await api('PUT', `/api/params/${p.name}`, { value });
+        input.classList.remove('err');
+        input.title = `${p.range}; default ${p.default}`;
+      } catch (e) {
+        input.classList.add('err');
+        input.title = (e as Error).message;
+      }
     });
     box.append(el('label', {}, el('span', { class: 'mono' }, p.name), input));
   }
@@ -399,14 +487,18 @@ async function startTrace(conn: string): Promise<void> {
     renderConnections();
     ($('trace-conn') as HTMLSelectElement).value = r.conn;
     await refreshTrace();
-  } catch (e) { $('trace-status').textContent = (e as Error).message; }
+  } catch (e) {
+    $('trace-status').textContent = (e as Error).message;
+  }
 }
 
 $('trace-start').addEventListener('click', () => {
   const v = ($('trace-conn') as HTMLSelectElement).value;
   if (v) void startTrace(v);
 });
-$('trace-conn').addEventListener('change', () => { void refreshTrace(); });
+$('trace-conn').addEventListener('change', () => {
+  void refreshTrace();
+});
 
 async function refreshTrace(): Promise<void> {
   window.clearTimeout(traceTimer);
@@ -415,22 +507,37 @@ async function refreshTrace(): Promise<void> {
   if (conn && traced.has(conn)) {
     try {
       const t = await api('GET', `/api/traces/${encodeURIComponent(conn)}`);
-      $('trace-status').textContent = `${t.state}${t.active ? ', tracing' : ', stopped'}: ${t.samples.length} samples, ${t.segments.length} segments, ${t.retransmissions} retransmitted`;
+      $('trace-status').textContent =
+        `${t.state}${t.active ? ', tracing' : ', stopped'}: ${t.samples.length} samples, ${t.segments.length} segments, ${t.retransmissions} retransmitted`;
       drawSeq(t);
       drawCwnd(t);
-    } catch (e) { $('trace-status').textContent = (e as Error).message; }
+    } catch (e) {
+      $('trace-status').textContent = (e as Error).message;
+    }
   } else $('trace-status').textContent = conn ? 'not traced yet: press the button' : 'no connection to trace';
-  traceTimer = window.setTimeout(() => { void refreshTrace(); }, POLL_MS);
+  traceTimer = window.setTimeout(() => {
+    void refreshTrace();
+  }, POLL_MS);
 }
 
-interface Scale { x(v: number): number; y(v: number): number }
+interface Scale {
+  x(v: number): number;
+  y(v: number): number;
+}
 
 function axes(svg: SVGElement, w: number, h: number, xmax: number, ymax: number, ylabel: string): Scale {
-  const L = 60, B = 24, T = 8, R = 10;
+  const L = 60,
+    B = 24,
+    T = 8,
+    R = 10;
   const sx = (v: number) => L + ((w - L - R) * v) / Math.max(1e-9, xmax);
   const sy = (v: number) => h - B - ((h - B - T) * v) / Math.max(1e-9, ymax);
   svg.append(svgEl('line', { class: 'axis', x1: L, y1: h - B, x2: w - R, y2: h - B }), svgEl('line', { class: 'axis', x1: L, y1: T, x2: L, y2: h - B }));
-  const label = (x: number, y: number, text: string, anchor = 'middle') => { const t = svgEl('text', { x, y, 'text-anchor': anchor }); t.textContent = text; svg.append(t); };
+  const label = (x: number, y: number, text: string, anchor = 'middle') => {
+    const t = svgEl('text', { x, y, 'text-anchor': anchor });
+    t.textContent = text;
+    svg.append(t);
+  };
   for (let i = 0; i <= 4; i++) {
     label(sx((xmax * i) / 4), h - 6, `${((xmax * i) / 4 / 1000).toFixed(2)} s`);
     label(L - 4, sy((ymax * i) / 4) + 4, fmtBig((ymax * i) / 4), 'end');
@@ -448,7 +555,8 @@ function fmtBig(v: number): string {
 function drawSeq(t: Obj): void {
   const svg = $('trace-seq') as unknown as SVGElement;
   svg.replaceChildren();
-  const segs = t.segments as Obj[], samples = t.samples as Obj[];
+  const segs = t.segments as Obj[],
+    samples = t.samples as Obj[];
   const tmax = Math.max(1, ...segs.map((s) => s.t), ...samples.map((s) => s.t));
   const smax = Math.max(1, ...segs.map((s) => s.seq + s.len), ...samples.map((s) => s.nxt));
   const sc = axes(svg, 900, 320, tmax, smax, 'relative sequence number');
@@ -507,13 +615,21 @@ async function main(): Promise<void> {
   try {
     const index = await api('GET', '/api');
     commands = index.commands ?? [];
-  } catch (e) { setStatus(false, (e as Error).message); }
-  try { for (const t of (await api('GET', '/api/traces')).traces as Obj[]) traced.add(t.conn); } catch { /* none */ }
+  } catch (e) {
+    setStatus(false, (e as Error).message);
+  }
+  try {
+    for (const t of (await api('GET', '/api/traces')).traces as Obj[]) traced.add(t.conn);
+  } catch {
+    /* none */
+  }
   await loadFaults();
   startEvents();
   await poll();
   // A fixed pace, whatever the stack does: a poll that fails (or a hung stack) never stops the next one.
-  window.setInterval(() => { void poll(); }, POLL_MS);
+  window.setInterval(() => {
+    void poll();
+  }, POLL_MS);
 }
 
 void main();

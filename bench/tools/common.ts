@@ -15,7 +15,11 @@ export function flags(tool: string, argv: readonly string[], strings: readonly s
   for (const n of strings) options[n] = { type: 'string' };
   for (const n of switches) options[n] = { type: 'boolean' };
   const { values } = parseFlags(tool, argv, options);
-  return new Map(Object.entries(values).filter(([, v]) => v !== undefined && v !== false).map(([k, v]) => [k, String(v)]));
+  return new Map(
+    Object.entries(values)
+      .filter(([, v]) => v !== undefined && v !== false)
+      .map(([k, v]) => [k, String(v)]),
+  );
 }
 
 export function say(obj: Record<string, unknown>): void {
@@ -33,17 +37,27 @@ export function memoryAfterGc(): { heapUsed: number; rss: number; external: numb
  * One JSON command per stdin line ({"cmd": "..."}); the handler's result is printed as
  * one JSON line with the same `id`. EOF on stdin ends the process (the runner died).
  */
-export function serveCommands(handler: (cmd: Record<string, unknown>) => Promise<Record<string, unknown>> | Record<string, unknown>, onEof: () => Promise<void> | void): void {
+export function serveCommands(
+  handler: (cmd: Record<string, unknown>) => Promise<Record<string, unknown>> | Record<string, unknown>,
+  onEof: () => Promise<void> | void,
+): void {
   const rl = readline.createInterface({ input: process.stdin });
   rl.on('line', (line) => {
     let cmd: Record<string, unknown>;
-    try { cmd = JSON.parse(line) as Record<string, unknown>; } catch { say({ error: `bad command line: ${line}` }); return; }
+    try {
+      cmd = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      say({ error: `bad command line: ${line}` });
+      return;
+    }
     Promise.resolve()
       .then(() => handler(cmd))
       .then((r) => say({ id: cmd.id ?? null, ...r }))
       .catch((e: Error) => say({ id: cmd.id ?? null, error: e.message }));
   });
-  rl.on('close', () => { void Promise.resolve(onEof()).finally(() => process.exit(0)); });
+  rl.on('close', () => {
+    void Promise.resolve(onEof()).finally(() => process.exit(0));
+  });
 }
 
 /** Counters from /proc/net/snmp and /proc/net/netstat of the current namespace, as "Tcp.InSegs" etc. */

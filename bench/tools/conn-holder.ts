@@ -30,26 +30,50 @@ async function main(): Promise<void> {
         started++;
         const s = net.connect({ host, port });
         let settled = false;
-        s.once('connect', () => { settled = true; open++; socks.push(s); progress(); next(); });
+        s.once('connect', () => {
+          settled = true;
+          open++;
+          socks.push(s);
+          progress();
+          next();
+        });
         s.on('error', (e) => {
-          if (!settled) { settled = true; failed++; lastError = e.message; progress(); next(); }
+          if (!settled) {
+            settled = true;
+            failed++;
+            lastError = e.message;
+            progress();
+            next();
+          }
         });
       }
       if (open + failed >= count) resolve();
     };
     const progress = () => {
       const now = Date.now();
-      if (now - lastReport >= 1000) { lastReport = now; say({ progress: true, open, failed }); }
+      if (now - lastReport >= 1000) {
+        lastReport = now;
+        say({ progress: true, open, failed });
+      }
     };
     next();
   });
   say({ done: true, open, failed, lastError, ms: Date.now() - t0 });
-  const closeAll = () => { for (const s of socks) s.destroy(); socks.length = 0; };
+  const closeAll = () => {
+    for (const s of socks) s.destroy();
+    socks.length = 0;
+  };
   serveCommands((cmd) => {
-    if (cmd.cmd === 'close') { closeAll(); return { closed: true }; }
+    if (cmd.cmd === 'close') {
+      closeAll();
+      return { closed: true };
+    }
     if (cmd.cmd === 'count') return { open: socks.filter((s) => !s.destroyed).length };
     throw new Error(`unknown command ${String(cmd.cmd)}`);
   }, closeAll);
 }
 
-main().catch((e: Error) => { say({ error: e.message }); process.exit(1); });
+main().catch((e: Error) => {
+  say({ error: e.message });
+  process.exit(1);
+});

@@ -8,8 +8,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseFlags } from '../../lab/flags';
 
-interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }
-interface Profile { nodes: Node[]; samples: number[]; timeDeltas: number[] }
+interface Node {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+}
+interface Profile {
+  nodes: Node[];
+  samples: number[];
+  timeDeltas: number[];
+}
 
 export function topFunctions(file: string, top = 25, byFile = false): { name: string; selfPct: number; selfMs: number }[] {
   const p = JSON.parse(fs.readFileSync(file, 'utf8')) as Profile;

@@ -17,7 +17,9 @@ async function main(): Promise<void> {
   const host = f.get('host');
   const handles = await startServices(kernelNet, names, { udpEcho: false, ...(host ? { host } : {}) });
   say({ ready: true, services: names, pid: process.pid });
-  const close = async () => { for (const h of handles) await h.close(); };
+  const close = async () => {
+    for (const h of handles) await h.close();
+  };
   serveCommands(async (cmd) => {
     switch (cmd.cmd) {
       case 'mem': {
@@ -27,7 +29,9 @@ async function main(): Promise<void> {
       case 'stats':
         return { counters: kernelCounters() };
       case 'quit':
-        setImmediate(() => { void close().then(() => process.exit(0)); });
+        setImmediate(() => {
+          void close().then(() => process.exit(0));
+        });
         return { quitting: true };
       default:
         throw new Error(`unknown command ${String(cmd.cmd)}`);
@@ -35,4 +39,7 @@ async function main(): Promise<void> {
   }, close);
 }
 
-main().catch((e: Error) => { say({ error: e.message }); process.exit(1); });
+main().catch((e: Error) => {
+  say({ error: e.message });
+  process.exit(1);
+});

@@ -21,7 +21,10 @@ async function main(): Promise<void> {
   const size = Number(f.get('size') ?? 64);
   const sock = net.connect({ host, port });
   sock.setNoDelay(true);
-  await new Promise<void>((res, rej) => { sock.once('connect', res); sock.once('error', rej); });
+  await new Promise<void>((res, rej) => {
+    sock.once('connect', res);
+    sock.once('error', rej);
+  });
   const req = Buffer.alloc(size, 0x61);
   const samples = new Float64Array(count);
   let got = 0;
@@ -29,7 +32,10 @@ async function main(): Promise<void> {
   let t0 = 0n;
   await new Promise<void>((resolve, reject) => {
     sock.on('error', reject);
-    const send = () => { t0 = process.hrtime.bigint(); sock.write(req); };
+    const send = () => {
+      t0 = process.hrtime.bigint();
+      sock.write(req);
+    };
     sock.on('data', (d: Buffer) => {
       got += d.length;
       if (got < size) return;
@@ -37,7 +43,10 @@ async function main(): Promise<void> {
       const dt = Number(process.hrtime.bigint() - t0) / 1000;
       if (i >= 0) samples[i] = dt;
       i++;
-      if (i >= count) { resolve(); return; }
+      if (i >= count) {
+        resolve();
+        return;
+      }
       send();
     });
     send();
@@ -49,4 +58,7 @@ async function main(): Promise<void> {
   say({ count, size, p50Us: percentile(samples, 50), p99Us: percentile(samples, 99), meanUs: sum / count });
 }
 
-main().catch((e: Error) => { say({ error: e.message }); process.exit(1); });
+main().catch((e: Error) => {
+  say({ error: e.message });
+  process.exit(1);
+});

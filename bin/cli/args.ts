@@ -63,16 +63,19 @@ export function defineCommand<S extends FlagSet>(spec: CommandSpec<S>): CommandS
   return spec;
 }
 
-export type ParseResult<S extends FlagSet> =
-  | { help: true }
-  | { help: false; flags: FlagValues<S>; args: string[] };
+export type ParseResult<S extends FlagSet> = { help: true } | { help: false; flags: FlagValues<S>; args: string[] };
 
 // ---------------------------------------------------------------------------
 // Flag builders
 
 export function switchFlag(help: string): Flag<boolean> {
   return {
-    takesValue: false, valueName: '', help, valid: 'a switch', repeatable: false, required: false,
+    takesValue: false,
+    valueName: '',
+    help,
+    valid: 'a switch',
+    repeatable: false,
+    required: false,
     initial: () => false,
     apply: (_prev, raw) => {
       if (/^(true|yes|on|1)$/i.test(raw)) return true;
@@ -94,7 +97,12 @@ export function valueFlag<T>(o: ValueFlagOptions<T>): Flag<T | undefined>;
 export function valueFlag<T>(o: ValueFlagOptions<T> & { default?: T }): Flag<T | undefined> {
   const dflt = o.default;
   return {
-    takesValue: true, valueName: o.valueName, help: o.help, valid: o.valid, repeatable: false, required: false,
+    takesValue: true,
+    valueName: o.valueName,
+    help: o.help,
+    valid: o.valid,
+    repeatable: false,
+    required: false,
     defaultText: o.defaultText ?? (dflt === undefined ? undefined : String(dflt)),
     initial: () => dflt,
     apply: (_prev, raw) => o.parse(raw),
@@ -104,7 +112,12 @@ export function valueFlag<T>(o: ValueFlagOptions<T> & { default?: T }): Flag<T |
 /** A flag that may be given any number of times; values are kept in order. */
 export function repeatableFlag<T>(o: ValueFlagOptions<T>): Flag<T[]> {
   return {
-    takesValue: true, valueName: o.valueName, help: o.help, valid: o.valid, repeatable: true, required: false,
+    takesValue: true,
+    valueName: o.valueName,
+    help: o.help,
+    valid: o.valid,
+    repeatable: true,
+    required: false,
     initial: () => [],
     apply: (prev, raw) => [...prev, o.parse(raw)],
   };
@@ -179,7 +192,10 @@ export function commaSubset<T extends string>(values: readonly T[], all?: readon
       if (items.some((s) => s === '')) throw new InvalidValue(`must be ${valid} (no empty items)`);
       const chosen = new Set<T>();
       for (const it of items) {
-        if (all && it === 'all') { all.forEach((v) => chosen.add(v)); continue; }
+        if (all && it === 'all') {
+          all.forEach((v) => chosen.add(v));
+          continue;
+        }
         if (!(values as readonly string[]).includes(it)) {
           throw new InvalidValue(`has unknown item "${it}": must be ${valid}`);
         }
@@ -233,7 +249,10 @@ export function closest(word: string, candidates: readonly string[]): string | u
   let bestD = Infinity;
   for (const c of candidates) {
     const dist = editDistance(word, c);
-    if (dist < bestD) { bestD = dist; best = c; }
+    if (dist < bestD) {
+      bestD = dist;
+      best = c;
+    }
   }
   if (word.length < 3) return undefined;
   return best !== undefined && bestD <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
@@ -284,7 +303,9 @@ export function usageError(spec: { name: string }, message: string): UsageError 
 export function parseArgs<S extends FlagSet>(spec: CommandSpec<S>, argv: readonly string[]): ParseResult<S> {
   const s = spec as unknown as CommandSpec<FlagSet>;
   const prefix = prefixOf(s);
-  const fail = (msg: string): never => { throw new UsageError(`${prefix}: ${msg}`); };
+  const fail = (msg: string): never => {
+    throw new UsageError(`${prefix}: ${msg}`);
+  };
   const flagNames = Object.keys(s.flags);
   const values: Record<string, unknown> = {};
   const seen = new Map<string, string>();
@@ -296,8 +317,14 @@ export function parseArgs<S extends FlagSet>(spec: CommandSpec<S>, argv: readonl
 
   for (let i = 0; i < argv.length; i++) {
     const tok = argv[i]!;
-    if (tok === '--') { args.push(...argv.slice(i + 1)); break; }
-    if (!tok.startsWith('-') || tok === '-' || /^-\d/.test(tok)) { args.push(tok); continue; }
+    if (tok === '--') {
+      args.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!tok.startsWith('-') || tok === '-' || /^-\d/.test(tok)) {
+      args.push(tok);
+      continue;
+    }
 
     const eq = tok.indexOf('=');
     const name = tok.startsWith('--') ? tok.slice(2, eq < 0 ? undefined : eq) : tok.slice(1);

@@ -42,7 +42,10 @@ export async function resolveControlPath(flag: string | undefined, dir = default
   if (flag) return flag;
   let names: string[] = [];
   try {
-    names = fs.readdirSync(dir).filter((n) => n.endsWith('.sock')).sort();
+    names = fs
+      .readdirSync(dir)
+      .filter((n) => n.endsWith('.sock'))
+      .sort();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
@@ -67,7 +70,11 @@ const USAGE_CODES = new Set(['EINVAL', 'EUSAGE']);
  * starts with `faultstack <command>:` (UsageError for EINVAL/EUSAGE).
  */
 export async function callStack<T = unknown>(
-  command: string, control: string | undefined, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 10_000,
+  command: string,
+  control: string | undefined,
+  cmd: string,
+  args: Record<string, unknown> = {},
+  timeoutMs = 10_000,
   onEvent?: (ev: unknown) => void,
 ): Promise<T> {
   const sock = await resolveControlPath(control);

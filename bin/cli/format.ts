@@ -13,11 +13,22 @@ export function table(rows: string[][], opts: TableOptions = {}): string {
   const widths = Array.from({ length: n }, (_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   const right = new Set(opts.right ?? []);
   const indent = opts.indent ?? '';
-  return rows.map((r) => indent + widths.map((w, i) => {
-    const cell = r[i] ?? '';
-    if (i === n - 1 && !right.has(i)) return cell;
-    return right.has(i) ? cell.padStart(w) : cell.padEnd(w);
-  }).join('  ').trimEnd()).join('\n') + '\n';
+  return (
+    rows
+      .map(
+        (r) =>
+          indent +
+          widths
+            .map((w, i) => {
+              const cell = r[i] ?? '';
+              if (i === n - 1 && !right.has(i)) return cell;
+              return right.has(i) ? cell.padStart(w) : cell.padEnd(w);
+            })
+            .join('  ')
+            .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 /** Flattens nested counter groups into dotted names; keeps numbers (and numeric strings). */
@@ -79,7 +90,10 @@ const SS_STATES: Record<string, string> = {
 
 /** TCP state as `ss` prints it ("ESTABLISHED", "SynSent", "syn-sent" → "ESTAB", "SYN-SENT"). */
 export function ssState(state: string): string {
-  const key = state.replace(/([a-z])([A-Z])/g, '$1_$2').replace(/[-\s]/g, '_').toUpperCase();
+  const key = state
+    .replace(/([a-z])([A-Z])/g, '$1_$2')
+    .replace(/[-\s]/g, '_')
+    .toUpperCase();
   return SS_STATES[key] ?? state.toUpperCase();
 }
 

@@ -53,13 +53,17 @@ function version(): string {
     try {
       const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
       if (pkg.name === 'faultstack') return pkg.version ?? 'unknown';
-    } catch { /* keep looking */ }
+    } catch {
+      /* keep looking */
+    }
   }
   return 'unknown';
 }
 
 export function topUsage(): string {
-  const rows = Object.entries(COMMANDS).filter(([, c]) => c.listed !== false).map(([n, c]) => [n, c.summary]);
+  const rows = Object.entries(COMMANDS)
+    .filter(([, c]) => c.listed !== false)
+    .map(([n, c]) => [n, c.summary]);
   return [
     'Usage: faultstack COMMAND [options]',
     '',
@@ -78,13 +82,15 @@ export function loadCommand(name: string): CommandModule {
   const entry = COMMANDS[name]!;
   let mod: Partial<CommandModule>;
   try {
-     
     mod = require(entry.module) as Partial<CommandModule>;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     const first = (err.message ?? '').split('\n')[0] ?? '';
     if (err.code === 'MODULE_NOT_FOUND' && first.includes(`'${entry.module}'`)) {
-      throw new Error(`command "${name}" is not available in this build (${path.join(path.dirname(__filename), entry.module)}.js is missing; run \`make build\`)`, { cause: e });
+      throw new Error(
+        `command "${name}" is not available in this build (${path.join(path.dirname(__filename), entry.module)}.js is missing; run \`make build\`)`,
+        { cause: e },
+      );
     }
     throw e;
   }
@@ -110,7 +116,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     if (cmd === 'help') {
       const topic = rest[0];
-      if (topic === undefined) { process.stdout.write(topUsage()); return 0; }
+      if (topic === undefined) {
+        process.stdout.write(topUsage());
+        return 0;
+      }
       if (!Object.prototype.hasOwnProperty.call(COMMANDS, topic)) throw unknownCommand(topic);
       return await loadCommand(topic).run(['--help']);
     }
@@ -132,7 +141,12 @@ function unknownCommand(cmd: string): UsageError {
 export function report(e: unknown): number {
   const usage = e instanceof UsageError || (e instanceof Error && e.name === 'UsageError');
   const raw = e instanceof Error ? e.message : String(e);
-  const oneLine = raw.split('\n').map((s) => s.trim()).filter(Boolean).join(' ') || 'unknown error';
+  const oneLine =
+    raw
+      .split('\n')
+      .map((s) => s.trim())
+      .filter(Boolean)
+      .join(' ') || 'unknown error';
   const msg = oneLine.startsWith('faultstack ') || oneLine.startsWith('faultstack:') ? oneLine : `faultstack: ${oneLine}`;
   process.stderr.write(msg + '\n');
   if (debug() && e instanceof Error && e.stack) process.stderr.write(e.stack + '\n');
@@ -146,7 +160,9 @@ export function cli(argv: readonly string[] = process.argv.slice(2)): void {
   if (!installed) {
     installed = true;
     // `faultstack events --follow | head` must end quietly, not with an EPIPE trace.
-    process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
+    process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(0);
+    });
     process.on('uncaughtException', (e) => process.exit(report(e) === 2 ? 2 : 1));
     process.on('unhandledRejection', (e) => process.exit(report(e) === 2 ? 2 : 1));
   }

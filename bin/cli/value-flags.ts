@@ -15,7 +15,8 @@ export const hostAddress: Validator<number> = {
     const a = parseIpv4(raw.trim());
     if (a === null) throw new InvalidValue(`must be ${hostAddress.valid}`);
     const first = a >>> 24;
-    if (first === 0 || first === 127 || first >= 224) throw new InvalidValue(`must be a unicast address (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.0.1`);
+    if (first === 0 || first === 127 || first >= 224)
+      throw new InvalidValue(`must be a unicast address (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.0.1`);
     return a;
   },
 };
@@ -28,7 +29,11 @@ export const outputFile: Validator<string> = {
     const abs = path.resolve(raw);
     const dir = path.dirname(abs);
     let st: fs.Stats | undefined;
-    try { st = fs.statSync(dir); } catch { /* missing */ }
+    try {
+      st = fs.statSync(dir);
+    } catch {
+      /* missing */
+    }
     if (!st || !st.isDirectory()) throw new InvalidValue(`must be a file path in an existing directory (${dir} does not exist)`);
     try {
       if (fs.statSync(abs).isDirectory()) throw new InvalidValue(`must be a file path, not a directory`);

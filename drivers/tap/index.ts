@@ -51,7 +51,14 @@ export function linkKind(name: string): string | null {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
     if (err.code === 'ENOENT') throw new TunError('ERR_IP_COMMAND', `'ip' not found (install iproute2)`);
     if (/does not exist/.test(String(err.stderr ?? ''))) return null;
-    throw new TunError('ERR_IP_COMMAND', `'ip link show dev ${name}' failed: ${String(err.stderr ?? err.message).trim().split('\n')[0]}`);
+    throw new TunError(
+      'ERR_IP_COMMAND',
+      `'ip link show dev ${name}' failed: ${
+        String(err.stderr ?? err.message)
+          .trim()
+          .split('\n')[0]
+      }`,
+    );
   }
   const rows = JSON.parse(out) as { linkinfo?: { info_kind?: string } }[];
   return rows[0]?.linkinfo?.info_kind ?? '';
@@ -65,13 +72,20 @@ export function ensureBridge(name: string): { created: boolean } {
     return { created: false };
   }
   if (kind !== null) {
-    throw new TunError('EINVAL', `--bridge ${name}: a device of that name exists and is not a bridge (it is ${kind ? `a ${kind} device` : 'a plain device'}); pick another name or remove it`);
+    throw new TunError(
+      'EINVAL',
+      `--bridge ${name}: a device of that name exists and is not a bridge (it is ${kind ? `a ${kind} device` : 'a plain device'}); pick another name or remove it`,
+    );
   }
   ip(['link', 'add', 'name', name, 'type', 'bridge'], `create bridge ${name}`);
   try {
     ip(['link', 'set', 'dev', name, 'up'], `bridge ${name}`);
   } catch (e) {
-    try { ip(['link', 'del', 'dev', name], `remove bridge ${name}`); } catch { /* best effort */ }
+    try {
+      ip(['link', 'del', 'dev', name], `remove bridge ${name}`);
+    } catch {
+      /* best effort */
+    }
     throw e;
   }
   return { created: true };

@@ -49,7 +49,6 @@ export const TUN_F = {
   USO6: 0x40,
 } as const;
 
-
 export interface OffloadState {
   /** TUN_F_* bits the kernel accepted (0: none). */
   flags: number;
@@ -150,7 +149,13 @@ interface NativeQueue {
 export const DETACHED_MAX = 120;
 
 interface NativeTun {
-  open(name: string, vnetHdr: boolean, multiQueue: boolean, queues: number, tap?: boolean): {
+  open(
+    name: string,
+    vnetHdr: boolean,
+    multiQueue: boolean,
+    queues: number,
+    tap?: boolean,
+  ): {
     name: string;
     fds: number[];
     created: boolean;
@@ -186,10 +191,7 @@ function loadNative(): NativeTun {
   if (native) return native;
   const req = createRequire(__filename);
   // Source layout (drivers/tun/index.ts) and compiled layout (dist/drivers/tun/index.js).
-  const candidates = [
-    path.join(__dirname, 'build', 'Release', ADDON),
-    path.join(__dirname, '..', '..', '..', 'drivers', 'tun', 'build', 'Release', ADDON),
-  ];
+  const candidates = [path.join(__dirname, 'build', 'Release', ADDON), path.join(__dirname, '..', '..', '..', 'drivers', 'tun', 'build', 'Release', ADDON)];
   for (const c of candidates) {
     if (fs.existsSync(c)) {
       native = req(c) as NativeTun;
@@ -271,7 +273,14 @@ const META_STRIDE = 6;
 /** Room per queued packet for its link header (TAP: 14 bytes of Ethernet header). */
 const HEAD_STRIDE = 16;
 // counters shared with the addon (see tun.cc)
-const C_RX_TRUNC = 0, C_RX_ERR = 1, C_TX_PKTS = 2, C_TX_BYTES = 3, C_TX_DROPS = 4, C_TX_ERR = 5, C_ERRNO = 6, C_SYN_EARLY = 8;
+const C_RX_TRUNC = 0,
+  C_RX_ERR = 1,
+  C_TX_PKTS = 2,
+  C_TX_BYTES = 3,
+  C_TX_DROPS = 4,
+  C_TX_ERR = 5,
+  C_ERRNO = 6,
+  C_SYN_EARLY = 8;
 
 function errnoName(errno: number): string {
   for (const [k, v] of Object.entries(os.constants.errno)) if (v === errno) return k;
@@ -340,10 +349,7 @@ export class TunQueue implements Device {
     this.txMeta = owner.vnetHdr ? new Uint32Array(txBatchMax * META_STRIDE) : null;
     this.txHeads = link > 0 ? Buffer.alloc(txBatchMax * HEAD_STRIDE) : null;
     this.txHeadLens = link > 0 ? new Uint8Array(txBatchMax) : null;
-    this.nq = new n.Queue(fd, owner.vnetHdr, this.slab, slotSize, rxBurst, this.info, this.counters, (c: number) =>
-      this.burst(c),
-    ownsFd,
-    );
+    this.nq = new n.Queue(fd, owner.vnetHdr, this.slab, slotSize, rxBurst, this.info, this.counters, (c: number) => this.burst(c), ownsFd);
   }
 
   get name(): string {
@@ -367,8 +373,14 @@ export class TunQueue implements Device {
     opts: { name: string; vnetHdr: boolean; mtu: number; rxBurst?: number; txBatchMax?: number; onError?: (err: TunError) => void },
   ): TunQueue {
     const owner: TunQueueOwner = {
-      name: opts.name, vnetHdr: opts.vnetHdr, mtu: opts.mtu, onReceive: null,
-      reportError: (err) => { if (opts.onError) opts.onError(err); else process.emitWarning(err.message, { code: err.code }); },
+      name: opts.name,
+      vnetHdr: opts.vnetHdr,
+      mtu: opts.mtu,
+      onReceive: null,
+      reportError: (err) => {
+        if (opts.onError) opts.onError(err);
+        else process.emitWarning(err.message, { code: err.code });
+      },
     };
     const q = new TunQueue(owner, fd, 0, opts.rxBurst ?? 64, opts.txBatchMax ?? 256, false);
     q.start();
@@ -462,7 +474,10 @@ export class TunQueue implements Device {
     const pkts = this.rxPackets;
     for (let i = 0; i < this.rxCount; i++) {
       if (pkts[i] === packet) {
-        if (!this.claimed.includes(i)) { this.claimed.push(i); this.rxClaimed++; }
+        if (!this.claimed.includes(i)) {
+          this.claimed.push(i);
+          this.rxClaimed++;
+        }
         return true;
       }
     }
@@ -476,7 +491,10 @@ export class TunQueue implements Device {
     }
     const i = this.txCount;
     this.txPackets[i] = packet;
-    if (this.txHeadLens !== null) { this.txHeadLens[i] = this.nextHeadLen; this.nextHeadLen = 0; }
+    if (this.txHeadLens !== null) {
+      this.txHeadLens[i] = this.nextHeadLen;
+      this.nextHeadLen = 0;
+    }
     if (this.txMeta) {
       const o = i * META_STRIDE;
       const m = this.txMeta;
@@ -503,8 +521,14 @@ export class TunQueue implements Device {
    * TUN only, and only packets of at most DETACHED_MAX bytes; anything else is sent.
    */
   sendDetached(packet: Buffer): void {
-    if (this.txHeads !== null || packet.length > DETACHED_MAX) { this.send(packet, null); return; }
-    if (this.closed) { this.txQueuedDrops++; return; }
+    if (this.txHeads !== null || packet.length > DETACHED_MAX) {
+      this.send(packet, null);
+      return;
+    }
+    if (this.closed) {
+      this.txQueuedDrops++;
+      return;
+    }
     this.txDetached[this.txDetachedCount++] = packet;
     if (this.txDetachedCount >= this.txBatchMax) this.flushDetached();
   }
@@ -559,7 +583,10 @@ export class TunQueue implements Device {
       this.send(frame, meta);
       return;
     }
-    if (this.closed) { this.txQueuedDrops++; return; }
+    if (this.closed) {
+      this.txQueuedDrops++;
+      return;
+    }
     // A byte loop: 14 bytes, and no view object per packet.
     const o = this.txCount * HEAD_STRIDE;
     for (let k = 0; k < headerLength; k++) heads[o + k] = header[k]!;
@@ -690,7 +717,7 @@ export class TunDevice implements Device {
     checkName(name);
     const vnetHdr = opts.vnetHdr ?? false;
     const multiQueue = opts.multiQueue ?? false;
-    const queues = multiQueue ? opts.queues ?? 1 : 1;
+    const queues = multiQueue ? (opts.queues ?? 1) : 1;
     if (!Number.isInteger(queues) || queues < 1 || queues > 256) {
       throw new TunError('EINVAL', `invalid queue count ${String(opts.queues)}: must be an integer 1..256`);
     }
@@ -733,12 +760,17 @@ export class TunDevice implements Device {
           n.setTxQueueLen(info.name, opts.txQueueLen);
         } catch (e) {
           const ne = e as NativeErr;
-          throw new TunError(ne.code ?? 'EUNKNOWN', `cannot set txqueuelen ${opts.txQueueLen} on TUN device '${info.name}': ${ne.message ?? String(e)}`, ne.errno, ne.syscall);
+          throw new TunError(
+            ne.code ?? 'EUNKNOWN',
+            `cannot set txqueuelen ${opts.txQueueLen} on TUN device '${info.name}': ${ne.message ?? String(e)}`,
+            ne.errno,
+            ne.syscall,
+          );
         }
       }
       dev = new TunDevice(info, vnetHdr, multiQueue, mtu, mode);
       // Offloads are per interface and survive on a persistent one: always start from a known state.
-      const offloadMode = vnetHdr ? opts.offloads ?? 'probe' : 'off';
+      const offloadMode = vnetHdr ? (opts.offloads ?? 'probe') : 'off';
       if (offloadMode === 'probe') dev.probeOffloads(opts.offloadMask);
       else dev.setOffload(0);
       if (opts.startQueues === false) return dev;

@@ -74,7 +74,10 @@ export interface PlayResult {
   error?: string;
 }
 
-interface UdpLike { on(ev: 'message', fn: (d: Buffer, r: { address: string; port: number }) => void): void; close(cb?: () => void): void }
+interface UdpLike {
+  on(ev: 'message', fn: (d: Buffer, r: { address: string; port: number }) => void): void;
+  close(cb?: () => void): void;
+}
 
 export class MmsPlayer {
   private readonly timers: Timers;
@@ -93,10 +96,16 @@ export class MmsPlayer {
     this.net = opts.net ?? kernelNet;
   }
 
-  private log(l: string): void { this.opts.log?.(l); }
-  private sleep(ms: number): Promise<void> { return new Promise((r) => this.timers.setTimeout(r, ms)); }
+  private log(l: string): void {
+    this.opts.log?.(l);
+  }
+  private sleep(ms: number): Promise<void> {
+    return new Promise((r) => this.timers.setTimeout(r, ms));
+  }
 
-  private send(m: MmsMessage): void { this.ctl?.write(emitMms(m)); }
+  private send(m: MmsMessage): void {
+    this.ctl?.write(emitMms(m));
+  }
 
   /** The next control message matching `pred`, or null after `ms`. */
   private next(pred: (m: MmsMessage) => boolean, ms: number): Promise<MmsMessage | null> {
@@ -104,7 +113,12 @@ export class MmsPlayer {
     if (i >= 0) return Promise.resolve(this.inbox.splice(i, 1)[0]!);
     return new Promise((resolve) => {
       let done = false;
-      const h = this.timers.setTimeout(() => { if (done) return; done = true; this.waiting = this.waiting.filter((w) => w !== check); resolve(null); }, ms);
+      const h = this.timers.setTimeout(() => {
+        if (done) return;
+        done = true;
+        this.waiting = this.waiting.filter((w) => w !== check);
+        resolve(null);
+      }, ms);
       const check = (m: MmsMessage) => {
         if (done || !pred(m)) return false;
         done = true;
@@ -119,7 +133,10 @@ export class MmsPlayer {
   private onControl(d: Buffer): void {
     for (const { message } of this.stream.push(d)) {
       if (message === null) continue;
-      if (message.command === MmsCommand.MediaData) { this.onMedia(message.media); continue; }
+      if (message.command === MmsCommand.MediaData) {
+        this.onMedia(message.media);
+        continue;
+      }
       const w = this.waiting.find((f) => f(message));
       if (w) this.waiting = this.waiting.filter((f) => f !== w);
       else this.inbox.push(message);
@@ -143,12 +160,19 @@ export class MmsPlayer {
       this.ctl = await new Promise<TcpSocketLike>((resolve, reject) => {
         const s = this.net.connect({ host: this.opts.server, port, noDelay: true });
         s.once('error', reject);
-        s.once('connect', () => { s.off('error', reject); resolve(s); });
+        s.once('connect', () => {
+          s.off('error', reject);
+          resolve(s);
+        });
       });
     }
     this.ctl.on('data', (d: Buffer) => this.onControl(d));
-    this.ctl.on('error', () => { /* the close follows */ });
-    this.ctl.on('close', () => { this.ended = true; });
+    this.ctl.on('error', () => {
+      /* the close follows */
+    });
+    this.ctl.on('close', () => {
+      this.ended = true;
+    });
   }
 
   /** Binds the UDP port (through the Firewall Client or locally); returns the address to name in TransportUdp. */
@@ -167,7 +191,10 @@ export class MmsPlayer {
         const s: UdpSocketLike = this.net.createUdpSocket();
         await new Promise<void>((resolve, reject) => {
           s.once('error', reject);
-          s.bind(want, undefined, () => { s.off('error', reject); resolve(); });
+          s.bind(want, undefined, () => {
+            s.off('error', reject);
+            resolve();
+          });
         });
         s.on('message', (d: Buffer) => this.onMedia(d));
         this.udp = s;
@@ -209,14 +236,18 @@ export class MmsPlayer {
       for (let item = 1; item <= n && !this.ended; item++) {
         const r = await this.playItem(item);
         result.items.push(r);
-        if (r.ok) result.played++; else result.stalled++;
+        if (r.ok) result.played++;
+        else result.stalled++;
         this.log(JSON.stringify(r));
         if (item < n && this.opts.transport === 'udp') {
           // Next item of the server-side playlist: release the port and bind the same one again.
           await this.closeUdp();
           if (this.opts.rebindGapMs) await this.sleep(this.opts.rebindGapMs);
           const where = await this.bind(result);
-          if (!where) { result.error = `cannot bind UDP port ${this.opts.udpPort ?? 7000} again`; break; }
+          if (!where) {
+            result.error = `cannot bind UDP port ${this.opts.udpPort ?? 7000} again`;
+            break;
+          }
         }
       }
       this.send({ command: MmsCommand.Close });
@@ -238,9 +269,15 @@ export class MmsPlayer {
       const cur = { item, incarnation, got: new Map<number, Buffer>() };
       this.current = cur;
       this.send({ command: MmsCommand.StartPlaying, item, incarnation });
-      const started = await this.next((m) => m.command === MmsCommand.StartedPlaying && m.item === item && m.incarnation === incarnation, this.opts.itemTimeoutMs ?? 10_000);
+      const started = await this.next(
+        (m) => m.command === MmsCommand.StartedPlaying && m.item === item && m.incarnation === incarnation,
+        this.opts.itemTimeoutMs ?? 10_000,
+      );
       if (started?.command === MmsCommand.StartedPlaying && started.sourcePort) r.sourcePorts.push(started.sourcePort);
-      const end = await this.next((m) => m.command === MmsCommand.EndOfItem && m.item === item && m.incarnation === incarnation, this.opts.itemTimeoutMs ?? 10_000);
+      const end = await this.next(
+        (m) => m.command === MmsCommand.EndOfItem && m.item === item && m.incarnation === incarnation,
+        this.opts.itemTimeoutMs ?? 10_000,
+      );
       if (!end || end.command !== MmsCommand.EndOfItem) break;
       r.expected = end.datagrams;
       // Datagrams may still be on the way when the end comes over TCP.
@@ -251,7 +288,10 @@ export class MmsPlayer {
       if (cur.got.size === end.datagrams) {
         const h = createHash('sha256');
         for (let k = 0; k < end.datagrams; k++) h.update(cur.got.get(k)!);
-        if (h.digest().equals(end.sha256)) { r.ok = true; break; }
+        if (h.digest().equals(end.sha256)) {
+          r.ok = true;
+          break;
+        }
       }
     }
     this.current = null;
@@ -270,33 +310,79 @@ function parse(argv: string[]): PlayerOptions {
     return n;
   };
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!, v = argv[i + 1];
-    const need = () => { if (v === undefined) throw new Error(`${a} needs a value`); i++; return v; };
+    const a = argv[i]!,
+      v = argv[i + 1];
+    const need = () => {
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      i++;
+      return v;
+    };
     switch (a) {
-      case '--server': o.server = need(); break;
-      case '--port': o.port = int(a, need(), 1, 65535); break;
-      case '--via': { const x = need(); if (x !== 'fwc' && x !== 'securenat') throw new Error('--via is fwc or securenat'); o.via = x; break; }
-      case '--transport': { const x = need(); if (x !== 'udp' && x !== 'tcp') throw new Error('--transport is udp (MMSU) or tcp (MMST)'); o.transport = x; break; }
-      case '--firewall': o.firewall = need(); break;
-      case '--udp-port': o.udpPort = int(a, need(), 1, 65535); break;
-      case '--retries': o.retries = int(a, need(), 0, 20); break;
-      case '--rebind-gap-ms': o.rebindGapMs = int(a, need(), 0, 60_000); break;
-      case '--bind-retries': o.bindRetries = int(a, need(), 0, 100); break;
-      case '--bind-retry-ms': o.bindRetryMs = int(a, need(), 0, 60_000); break;
-      case '--grace-ms': o.graceMs = int(a, need(), 0, 60_000); break;
-      case '--max-items': o.maxItems = int(a, need(), 1, 65535); break;
-      default: throw new Error(`unknown argument ${a}`);
+      case '--server':
+        o.server = need();
+        break;
+      case '--port':
+        o.port = int(a, need(), 1, 65535);
+        break;
+      case '--via': {
+        const x = need();
+        if (x !== 'fwc' && x !== 'securenat') throw new Error('--via is fwc or securenat');
+        o.via = x;
+        break;
+      }
+      case '--transport': {
+        const x = need();
+        if (x !== 'udp' && x !== 'tcp') throw new Error('--transport is udp (MMSU) or tcp (MMST)');
+        o.transport = x;
+        break;
+      }
+      case '--firewall':
+        o.firewall = need();
+        break;
+      case '--udp-port':
+        o.udpPort = int(a, need(), 1, 65535);
+        break;
+      case '--retries':
+        o.retries = int(a, need(), 0, 20);
+        break;
+      case '--rebind-gap-ms':
+        o.rebindGapMs = int(a, need(), 0, 60_000);
+        break;
+      case '--bind-retries':
+        o.bindRetries = int(a, need(), 0, 100);
+        break;
+      case '--bind-retry-ms':
+        o.bindRetryMs = int(a, need(), 0, 60_000);
+        break;
+      case '--grace-ms':
+        o.graceMs = int(a, need(), 0, 60_000);
+        break;
+      case '--max-items':
+        o.maxItems = int(a, need(), 1, 65535);
+        break;
+      default:
+        throw new Error(`unknown argument ${a}`);
     }
   }
-  if (!o.server || !o.via) throw new Error('usage: mms-player --server ADDR --via fwc|securenat [--firewall ADDR] [--transport udp|tcp] [--udp-port N] [--retries N] [--rebind-gap-ms MS] [--bind-retries N] [--bind-retry-ms MS] [--grace-ms MS] [--max-items N]');
+  if (!o.server || !o.via)
+    throw new Error(
+      'usage: mms-player --server ADDR --via fwc|securenat [--firewall ADDR] [--transport udp|tcp] [--udp-port N] [--retries N] [--rebind-gap-ms MS] [--bind-retries N] [--bind-retry-ms MS] [--grace-ms MS] [--max-items N]',
+    );
   return { transport: 'udp', ...o } as PlayerOptions;
 }
 
 if (require.main === module) {
   // `... | head` must end quietly, not with an EPIPE trace.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+  });
   let opts: PlayerOptions;
-  try { opts = parse(process.argv.slice(2)); } catch (e) { process.stderr.write(`mms-player: ${(e as Error).message}\n`); process.exit(2); }
+  try {
+    opts = parse(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`mms-player: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
   new MmsPlayer({ ...opts, log: (l) => process.stdout.write(`${l}\n`) }).play().then((r) => {
     process.stdout.write(`${JSON.stringify({ summary: r })}\n`);
     process.exit(r.error ? 1 : 0);

@@ -20,7 +20,11 @@ import type { NetApi, TcpServerLike, TcpSocketLike, UdpSocketLike } from '../../
 import { formatIpv4 } from '../../stack/wire/addr';
 import { AF_LAST, MMS_PORT, MmsCommand, MmsStream, emitMedia, emitMms, mediaPayload, type MmsMessage } from '../../stack/wire/mms';
 
-export interface PlaylistItem { name: string; datagrams: number; size: number }
+export interface PlaylistItem {
+  name: string;
+  datagrams: number;
+  size: number;
+}
 
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
@@ -39,7 +43,8 @@ export function parsePlaylist(text: string): PlaylistItem[] {
     const line = raw.replace(/#.*/, '').trim();
     if (!line) return;
     const w = line.split(/\s+/);
-    const n = Number(w[1]), size = Number(w[2]);
+    const n = Number(w[1]),
+      size = Number(w[2]);
     if (w.length !== 3 || !Number.isInteger(n) || n < 1 || n > 100_000 || !Number.isInteger(size) || size < 1 || size > 1400) {
       throw new Error(`playlist line ${i + 1}: want "NAME DATAGRAMS SIZE" (DATAGRAMS 1..100000, SIZE 1..1400), got ${JSON.stringify(raw)}`);
     }
@@ -94,17 +99,28 @@ export class MediaServer {
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ port: this.opts.port ?? MMS_PORT, host: this.opts.host ?? '0.0.0.0' }, () => { server.off('error', reject); resolve(); });
+      server.listen({ port: this.opts.port ?? MMS_PORT, host: this.opts.host ?? '0.0.0.0' }, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
   }
 
   close(): void {
     this.server?.close();
     for (const c of this.conns) c.destroy();
-    for (const s of this.sockets) { try { s.close(); } catch { /* closed */ } }
+    for (const s of this.sockets) {
+      try {
+        s.close();
+      } catch {
+        /* closed */
+      }
+    }
   }
 
-  private log(line: string): void { this.opts.log?.(line); }
+  private log(line: string): void {
+    this.opts.log?.(line);
+  }
 
   /** A UDP socket on the next source port (skipping ports in use), as Windows hands out ephemeral ports. */
   private async udpSocket(): Promise<{ sock: UdpSocketLike; port: number }> {
@@ -116,10 +132,22 @@ export class MediaServer {
       const ok = await new Promise<boolean>((resolve) => {
         const onErr = () => resolve(false);
         sock.once('error', onErr);
-        sock.bind(port, undefined, () => { sock.off('error', onErr); resolve(true); });
+        sock.bind(port, undefined, () => {
+          sock.off('error', onErr);
+          resolve(true);
+        });
       });
-      if (ok) { sock.on('error', () => { /* ICMP errors: the client is gone or filtered */ }); return { sock, port }; }
-      try { sock.close(); } catch { /* never bound */ }
+      if (ok) {
+        sock.on('error', () => {
+          /* ICMP errors: the client is gone or filtered */
+        });
+        return { sock, port };
+      }
+      try {
+        sock.close();
+      } catch {
+        /* never bound */
+      }
     }
     throw new Error(`no free UDP port in ${lo}-${hi}`);
   }
@@ -133,10 +161,15 @@ export class MediaServer {
     let tcpMedia = false;
     let queue = Promise.resolve();
     let closed = false;
-    const send = (m: MmsMessage) => { if (!closed) c.write(emitMms(m)); };
+    const send = (m: MmsMessage) => {
+      if (!closed) c.write(emitMms(m));
+    };
     c.on('data', (d: Buffer) => {
       for (const { message, error } of stream.push(d)) {
-        if (message === null) { send({ command: MmsCommand.Error, reason: `malformed message (error ${error})` }); continue; }
+        if (message === null) {
+          send({ command: MmsCommand.Error, reason: `malformed message (error ${error})` });
+          continue;
+        }
         switch (message.command) {
           case MmsCommand.Connect:
             this.log(`session from ${peer}: player ${message.player}`);
@@ -154,9 +187,11 @@ export class MediaServer {
           case MmsCommand.StartPlaying: {
             const { item, incarnation } = message;
             // Items play one after another on a session, in the order asked for.
-            queue = queue.then(() => this.play(item, incarnation, tcpMedia ? null : target, send, () => closed)).catch((e: Error) => {
-              send({ command: MmsCommand.Error, reason: e.message });
-            });
+            queue = queue
+              .then(() => this.play(item, incarnation, tcpMedia ? null : target, send, () => closed))
+              .catch((e: Error) => {
+                send({ command: MmsCommand.Error, reason: e.message });
+              });
             break;
           }
           case MmsCommand.Close:
@@ -166,23 +201,46 @@ export class MediaServer {
             send({ command: MmsCommand.Error, reason: `command 0x${message.command.toString(16)} is not a request` });
         }
       }
-      if (stream.error) { send({ command: MmsCommand.Error, reason: 'the control stream cannot be parsed any more' }); c.end(); }
+      if (stream.error) {
+        send({ command: MmsCommand.Error, reason: 'the control stream cannot be parsed any more' });
+        c.end();
+      }
     });
-    c.on('error', () => { /* close follows */ });
-    c.on('close', () => { closed = true; this.conns.delete(c); });
+    c.on('error', () => {
+      /* close follows */
+    });
+    c.on('close', () => {
+      closed = true;
+      this.conns.delete(c);
+    });
     c.on('end', () => c.end());
   }
 
-  private async play(item: number, incarnation: number, target: { addr: string; port: number } | null, send: (m: MmsMessage) => void, isClosed: () => boolean): Promise<void> {
+  private async play(
+    item: number,
+    incarnation: number,
+    target: { addr: string; port: number } | null,
+    send: (m: MmsMessage) => void,
+    isClosed: () => boolean,
+  ): Promise<void> {
     const it = this.playlist[item - 1];
-    if (!it) { send({ command: MmsCommand.Error, reason: `no item ${item} (the playlist has ${this.playlist.length})` }); return; }
+    if (!it) {
+      send({ command: MmsCommand.Error, reason: `no item ${item} (the playlist has ${this.playlist.length})` });
+      return;
+    }
     this.stats.itemsStarted++;
     const udp = target ? await this.udpSocket() : null;
-    if (udp) { this.sockets.add(udp.sock); this.stats.sourcePorts.push(udp.port); }
+    if (udp) {
+      this.sockets.add(udp.sock);
+      this.stats.sourcePorts.push(udp.port);
+    }
     send({ command: MmsCommand.StartedPlaying, item, incarnation, datagrams: it.datagrams, sourcePort: udp?.port ?? 0 });
-    this.log(`item ${item} (${it.name}) incarnation ${incarnation}: ${it.datagrams} datagrams ${udp ? `from UDP ${udp.port} to ${target!.addr}:${target!.port}` : 'inline (MMST)'}`);
+    this.log(
+      `item ${item} (${it.name}) incarnation ${incarnation}: ${it.datagrams} datagrams ${udp ? `from UDP ${udp.port} to ${target!.addr}:${target!.port}` : 'inline (MMST)'}`,
+    );
     const h = createHash('sha256');
-    const burst = this.opts.burst ?? 8, tick = this.opts.tickMs ?? 2;
+    const burst = this.opts.burst ?? 8,
+      tick = this.opts.tickMs ?? 2;
     for (let seq = 0; seq < it.datagrams && !isClosed(); seq += burst) {
       for (let k = seq; k < Math.min(it.datagrams, seq + burst); k++) {
         const payload = mediaPayload(item, k, it.size);
@@ -195,7 +253,10 @@ export class MediaServer {
       await new Promise<void>((r) => this.timers.setTimeout(r, tick));
     }
     send({ command: MmsCommand.EndOfItem, item, incarnation, datagrams: it.datagrams, sha256: h.digest() });
-    if (udp) { this.sockets.delete(udp.sock); udp.sock.close(); }
+    if (udp) {
+      this.sockets.delete(udp.sock);
+      udp.sock.close();
+    }
   }
 }
 
@@ -206,8 +267,13 @@ async function main(argv: string[]): Promise<void> {
   const { kernelNet } = await import('../../stack/api/kernel-net');
   const opts: MediaServerOptions = { net: kernelNet, log: (l) => process.stdout.write(`${l}\n`) };
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i], v = argv[i + 1];
-    const need = () => { if (v === undefined) throw new Error(`${a} needs a value`); i++; return v; };
+    const a = argv[i],
+      v = argv[i + 1];
+    const need = () => {
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      i++;
+      return v;
+    };
     if (a === '--listen') opts.host = need();
     else if (a === '--port') opts.port = Number(need());
     else if (a === '--playlist') opts.playlist = parsePlaylist(fs.readFileSync(need(), 'utf8'));
@@ -220,13 +286,22 @@ async function main(argv: string[]): Promise<void> {
   const srv = new MediaServer(opts);
   await srv.start();
   process.stdout.write(`mms-server ready on ${opts.host ?? '0.0.0.0'}:${opts.port ?? MMS_PORT}, ${srv.playlist.length} items\n`);
-  const stop = () => { srv.close(); process.stdout.write(`${JSON.stringify({ stats: srv.stats })}\n`); process.exit(0); };
+  const stop = () => {
+    srv.close();
+    process.stdout.write(`${JSON.stringify({ stats: srv.stats })}\n`);
+    process.exit(0);
+  };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 }
 
 if (require.main === module) {
   // `... | head` must end quietly, not with an EPIPE trace.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
-  main(process.argv.slice(2)).catch((e: Error) => { process.stderr.write(`mms-server: ${e.message}\n`); process.exit(2); });
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+  });
+  main(process.argv.slice(2)).catch((e: Error) => {
+    process.stderr.write(`mms-server: ${e.message}\n`);
+    process.exit(2);
+  });
 }

@@ -77,20 +77,41 @@ export function evaluate(part: Part, m: Measurements): ExpectationResult[] {
   const out: ExpectationResult[] = [];
   for (const x of part.expect) {
     const base = { text: x.text, line: x.line, expected: boundText(x) };
-    if (!applies(x, part)) { out.push({ ...base, result: 'skipped', actual: null, note: `when ${Object.entries(x.when).map(([f, mode]) => `${f}=${mode}`).join(', ')}` }); continue; }
+    if (!applies(x, part)) {
+      out.push({
+        ...base,
+        result: 'skipped',
+        actual: null,
+        note: `when ${Object.entries(x.when)
+          .map(([f, mode]) => `${f}=${mode}`)
+          .join(', ')}`,
+      });
+      continue;
+    }
     let actual: Value = null;
     let note: string | undefined;
     switch (x.kind) {
       case 'counter': {
         const snap = x.during ? m.during.get(x.during) : { before: m.startCounters, after: m.endCounters };
-        if (!snap?.before || !snap.after) { note = 'counters could not be read'; break; }
+        if (!snap?.before || !snap.after) {
+          note = 'counters could not be read';
+          break;
+        }
         // A counter the stack does not have fails: a misspelt name must not pass a max: 0.
-        if (!(x.counter in snap.after)) { note = `the stack has no counter ${x.counter} (faultstack stats --json lists them)`; break; }
+        if (!(x.counter in snap.after)) {
+          note = `the stack has no counter ${x.counter} (faultstack stats --json lists them)`;
+          break;
+        }
         actual = snap.after[x.counter]! - (snap.before[x.counter] ?? 0);
         break;
       }
-      case 'stat': actual = dig(m.stats, x.path); if (actual === null) note = `faultstack stats --json has no ${x.path}`; break;
-      case 'event': actual = m.events.filter((e) => e.kind === x.event).length; break;
+      case 'stat':
+        actual = dig(m.stats, x.path);
+        if (actual === null) note = `faultstack stats --json has no ${x.path}`;
+        break;
+      case 'event':
+        actual = m.events.filter((e) => e.kind === x.event).length;
+        break;
       case 'step': {
         const s = byName.get(x.step);
         if (s?.error) note = `the step failed: ${s.error}`;
@@ -98,8 +119,10 @@ export function evaluate(part: Part, m: Measurements): ExpectationResult[] {
         break;
       }
       case 'throughput': {
-        const s = byName.get(x.step), b = byName.get(x.baseline);
-        const sv = s?.values.bitsPerSecond, bv = b?.values.bitsPerSecond;
+        const s = byName.get(x.step),
+          b = byName.get(x.baseline);
+        const sv = s?.values.bitsPerSecond,
+          bv = b?.values.bitsPerSecond;
         if (typeof sv === 'number' && typeof bv === 'number' && bv > 0) {
           actual = Math.round((sv / bv) * 1000) / 1000;
           note = `${mbit(sv)} / ${mbit(bv)}`;

@@ -14,7 +14,17 @@
  */
 import * as fs from 'node:fs';
 import { Document, LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type Pair, type Scalar, type YAMLMap, type YAMLSeq } from 'yaml';
-import { ALL_MODES, FAULTS, PARAM_NAMES, PROFILE_NAMES, findParam, lookupFault, lookupParam, parseParamValue, type FaultMode } from '../../stack/faults/catalogue';
+import {
+  ALL_MODES,
+  FAULTS,
+  PARAM_NAMES,
+  PROFILE_NAMES,
+  findParam,
+  lookupFault,
+  lookupParam,
+  parseParamValue,
+  type FaultMode,
+} from '../../stack/faults/catalogue';
 import { parseImpairment } from '../../stack/impair/spec';
 import { SERVICE_NAMES } from '../../stack/runtime/options';
 import { editDistance } from '../../stack/util/edit-distance';
@@ -88,15 +98,20 @@ export interface Step {
   line: number;
 }
 
-export interface Bounds { min?: number; max?: number; equals?: number | string | boolean }
+export interface Bounds {
+  min?: number;
+  max?: number;
+  equals?: number | string | boolean;
+}
 
-export type Expectation = { line: number; text: string; when: Record<string, string> } & Bounds & (
-  | { kind: 'counter'; counter: string; during?: string }
-  | { kind: 'stat'; path: string }
-  | { kind: 'event'; event: string }
-  | { kind: 'step'; step: string; value: string }
-  | { kind: 'throughput'; step: string; baseline: string }
-);
+export type Expectation = { line: number; text: string; when: Record<string, string> } & Bounds &
+  (
+    | { kind: 'counter'; counter: string; during?: string }
+    | { kind: 'stat'; path: string }
+    | { kind: 'event'; event: string }
+    | { kind: 'step'; step: string; value: string }
+    | { kind: 'throughput'; step: string; baseline: string }
+  );
 
 export interface Part {
   name: string;
@@ -119,7 +134,13 @@ export interface Scenario {
 
 /** One line: FILE:LINE:COL: FIELD: what is wrong, and what is valid. */
 export class ScenarioError extends Error {
-  constructor(readonly file: string, readonly line: number, readonly col: number, readonly field: string, readonly reason: string) {
+  constructor(
+    readonly file: string,
+    readonly line: number,
+    readonly col: number,
+    readonly field: string,
+    readonly reason: string,
+  ) {
     super(`${file}${line > 0 ? `:${line}:${col}` : ''}: ${field ? `${field}: ` : ''}${reason}`);
     this.name = 'UsageError';
   }
@@ -127,7 +148,11 @@ export class ScenarioError extends Error {
 
 /** Where a node is, for errors; the --set overrides have no place in the file and say so. */
 class Ctx {
-  constructor(readonly file: string, readonly lc: LineCounter, readonly overridden: Map<Node, string>) {}
+  constructor(
+    readonly file: string,
+    readonly lc: LineCounter,
+    readonly overridden: Map<Node, string>,
+  ) {}
   fail(node: Node | null | undefined, field: string, reason: string): never {
     const over = node ? this.overridden.get(node) : undefined;
     if (over !== undefined) throw new ScenarioError(this.file, 0, 0, field, `${reason} (from --set ${over})`);
@@ -152,8 +177,15 @@ function shown(node: Node | null | undefined): string {
 }
 
 function suggest(word: string, names: readonly string[]): string {
-  let best = '', d = Infinity;
-  for (const n of names) { const e = editDistance(word.toLowerCase(), n.toLowerCase()); if (e < d) { d = e; best = n; } }
+  let best = '',
+    d = Infinity;
+  for (const n of names) {
+    const e = editDistance(word.toLowerCase(), n.toLowerCase());
+    if (e < d) {
+      d = e;
+      best = n;
+    }
+  }
   return word.length >= 3 && d <= Math.max(1, Math.floor(word.length / 3)) ? ` (did you mean ${best}?)` : '';
 }
 
@@ -179,7 +211,8 @@ function mapping(ctx: Ctx, node: Node | null | undefined, field: string, fields:
     seen.add(key);
     handler(pair.value as Node, sub);
   }
-  for (const r of required) if (!seen.has(r)) ctx.fail(node, field ? `${field}.${r}` : r, `is required here (${field || 'the file'} has ${[...seen].join(', ') || 'nothing'})`);
+  for (const r of required)
+    if (!seen.has(r)) ctx.fail(node, field ? `${field}.${r}` : r, `is required here (${field || 'the file'} has ${[...seen].join(', ') || 'nothing'})`);
 }
 
 function scalarText(ctx: Ctx, node: Node, field: string, valid: string): string {
@@ -242,7 +275,11 @@ function seq(ctx: Ctx, node: Node, field: string, valid: string): Node[] {
 
 /** A list, or one scalar standing for a list of one. */
 function listOrOne(ctx: Ctx, node: Node, field: string, valid: string): Node[] {
-  return isSeq(node) ? (node as YAMLSeq<Node>).items : isScalar(node) ? [node] : ctx.fail(node, field, `must be ${valid} or a list of them, got ${shown(node)}`);
+  return isSeq(node)
+    ? (node as YAMLSeq<Node>).items
+    : isScalar(node)
+      ? [node]
+      : ctx.fail(node, field, `must be ${valid} or a list of them, got ${shown(node)}`);
 }
 
 // ------------------------------------------------------------------------------ sections
@@ -291,36 +328,70 @@ function readLab(ctx: Ctx, node: Node | undefined): LabSpec {
   const lab: LabSpec = { topology: 'tun', routers: [], clients: 0, hosts: 0, path: 'A', nlbMode: 'unicast' };
   if (node === undefined) return lab;
   const seen = new Map<string, Node>();
-  const note = (k: string, n: Node) => { seen.set(k, n); };
+  const note = (k: string, n: Node) => {
+    seen.set(k, n);
+  };
   mapping(ctx, node, 'lab', {
-    topology: (n, f) => { lab.topology = oneOf(ctx, n, f, TOPOLOGIES); },
-    mtu: (n, f) => { lab.mtu = int(ctx, n, f, 576, 9000); note('mtu', n); },
+    topology: (n, f) => {
+      lab.topology = oneOf(ctx, n, f, TOPOLOGIES);
+    },
+    mtu: (n, f) => {
+      lab.mtu = int(ctx, n, f, 576, 9000);
+      note('mtu', n);
+    },
     routers: (n, f) => {
       note('routers', n);
       lab.routers = seq(ctx, n, f, 'routers ({ mtu: N })').map((r, i) => {
         let mtu = 1500;
-        mapping(ctx, r, `${f}[${i}]`, { mtu: (m, g) => { mtu = int(ctx, m, g, 576, 9000); } });
+        mapping(ctx, r, `${f}[${i}]`, {
+          mtu: (m, g) => {
+            mtu = int(ctx, m, g, 576, 9000);
+          },
+        });
         return { mtu };
       });
       if (lab.routers.length > 4) ctx.fail(n, f, `at most 4 routers, got ${lab.routers.length}`);
     },
-    clients: (n, f) => { lab.clients = int(ctx, n, f, 1, 300); note('clients', n); },
-    hosts: (n, f) => { lab.hosts = int(ctx, n, f, 1, 8); note('hosts', n); },
-    path: (n, f) => { lab.path = oneOf(ctx, n, f, ['A', 'B', 'balanced'] as const); note('path', n); },
-    'nlb-mode': (n, f) => { lab.nlbMode = oneOf(ctx, n, f, ['unicast', 'multicast', 'igmp'] as const); note('nlb-mode', n); },
+    clients: (n, f) => {
+      lab.clients = int(ctx, n, f, 1, 300);
+      note('clients', n);
+    },
+    hosts: (n, f) => {
+      lab.hosts = int(ctx, n, f, 1, 8);
+      note('hosts', n);
+    },
+    path: (n, f) => {
+      lab.path = oneOf(ctx, n, f, ['A', 'B', 'balanced'] as const);
+      note('path', n);
+    },
+    'nlb-mode': (n, f) => {
+      lab.nlbMode = oneOf(ctx, n, f, ['unicast', 'multicast', 'igmp'] as const);
+      note('nlb-mode', n);
+    },
   });
   // A field that belongs to another topology is a mistake worth naming.
   const allowed: Record<Topology, string[]> = {
-    tun: ['mtu', 'routers'], tap: ['mtu'], pmtu: ['clients', 'path'], firewall: [], nlb: ['clients', 'hosts', 'nlb-mode'],
+    tun: ['mtu', 'routers'],
+    tap: ['mtu'],
+    pmtu: ['clients', 'path'],
+    firewall: [],
+    nlb: ['clients', 'hosts', 'nlb-mode'],
   };
   for (const [k, n] of seen) {
     if (!allowed[lab.topology].includes(k)) {
       const where = TOPOLOGIES.filter((t) => allowed[t].includes(k)).join(' or ');
-      ctx.fail(n, `lab.${k}`, `belongs to topology ${where}, not ${lab.topology}; ${lab.topology} takes ${allowed[lab.topology].join(', ') || 'no other field'}`);
+      ctx.fail(
+        n,
+        `lab.${k}`,
+        `belongs to topology ${where}, not ${lab.topology}; ${lab.topology} takes ${allowed[lab.topology].join(', ') || 'no other field'}`,
+      );
     }
   }
   if (lab.topology === 'pmtu' && lab.clients === 0) lab.clients = 12;
-  if (lab.topology === 'nlb') { if (lab.clients === 0) lab.clients = 1; if (lab.hosts === 0) lab.hosts = 2; }
+  if (lab.topology === 'nlb') {
+    if (lab.clients === 0) lab.clients = 1;
+    if (lab.hosts === 0) lab.hosts = 2;
+  }
   return lab;
 }
 
@@ -328,7 +399,9 @@ function readStack(ctx: Ctx, node: Node | undefined): StackSpec {
   const st: StackSpec = { faults: {}, params: {}, impair: [], offloads: true };
   if (node === undefined) return st;
   mapping(ctx, node, 'stack', {
-    profile: (n, f) => { st.profile = oneOf(ctx, n, f, PROFILE_NAMES); },
+    profile: (n, f) => {
+      st.profile = oneOf(ctx, n, f, PROFILE_NAMES);
+    },
     services: (n, f) => {
       st.services = listOrOne(ctx, n, f, `a service (${SERVICE_NAMES.join(', ')})`).map((s, i) => oneOf(ctx, s, `${f}[${i}]`, SERVICE_NAMES));
     },
@@ -348,11 +421,21 @@ function readStack(ctx: Ctx, node: Node | undefined): StackSpec {
         const raw = isScalar(v) && (typeof v.value === 'number' || typeof v.value === 'string' || typeof v.value === 'boolean') ? v.value : null;
         if (raw === null) ctx.fail(v ?? pair.key, `${f}.${name}`, `must be a value, got ${shown(v)}`);
         const canonical = lookupParam(name)?.name ?? name;
-        st.params[canonical] = paramValue(ctx, lookupParam(name) ? v : pair.key, `${f}.${name}`, name, typeof raw === 'boolean' ? (raw ? 1 : 0) : raw as string | number);
+        st.params[canonical] = paramValue(
+          ctx,
+          lookupParam(name) ? v : pair.key,
+          `${f}.${name}`,
+          name,
+          typeof raw === 'boolean' ? (raw ? 1 : 0) : (raw as string | number),
+        );
       }
     },
-    impair: (n, f) => { st.impair = listOrOne(ctx, n, f, "an impairment in netem's words").map((s, i) => impairWords(ctx, s, `${f}[${i}]`)); },
-    offloads: (n, f) => { st.offloads = bool(ctx, n, f); },
+    impair: (n, f) => {
+      st.impair = listOrOne(ctx, n, f, "an impairment in netem's words").map((s, i) => impairWords(ctx, s, `${f}[${i}]`));
+    },
+    offloads: (n, f) => {
+      st.offloads = bool(ctx, n, f);
+    },
   });
   return st;
 }
@@ -374,7 +457,8 @@ function readTraffic(ctx: Ctx, kind: (typeof TRAFFIC_KINDS)[number], node: Node,
   const body = isScalar(node) && (node.value === null || node.value === '') ? null : node;
   const from = (n: Node, f: string) => {
     const o = oneOf(ctx, n, f, origins.length ? origins : (['host'] as Origin[]));
-    if (o === 'client' && lab.routers.length === 0) ctx.fail(n, f, 'client is the namespace behind lab.routers, and this lab has none: add routers or use from: host');
+    if (o === 'client' && lab.routers.length === 0)
+      ctx.fail(n, f, 'client is the namespace behind lab.routers, and this lab has none: add routers or use from: host');
     return o;
   };
   const to = (n: Node, f: string) => {
@@ -390,75 +474,216 @@ function readTraffic(ctx: Ctx, kind: (typeof TRAFFIC_KINDS)[number], node: Node,
   switch (kind) {
     case 'ping': {
       const t: Traffic = { kind, from: defaultFrom, count: 5, intervalMs: 200, waitMs: 1000 };
-      read({ from: (n, f) => { t.from = from(n, f); }, to: (n, f) => { t.to = to(n, f); }, count: (n, f) => { t.count = int(ctx, n, f, 1, 1000); },
-        interval: (n, f) => { t.intervalMs = time(ctx, n, f, 10_000, 10); }, wait: (n, f) => { t.waitMs = time(ctx, n, f, 10_000, 100); } });
+      read({
+        from: (n, f) => {
+          t.from = from(n, f);
+        },
+        to: (n, f) => {
+          t.to = to(n, f);
+        },
+        count: (n, f) => {
+          t.count = int(ctx, n, f, 1, 1000);
+        },
+        interval: (n, f) => {
+          t.intervalMs = time(ctx, n, f, 10_000, 10);
+        },
+        wait: (n, f) => {
+          t.waitMs = time(ctx, n, f, 10_000, 100);
+        },
+      });
       return t;
     }
     case 'curl': {
       const t: Traffic = { kind, from: defaultFrom, path: '/', maxTimeMs: 10_000 };
-      read({ from: (n, f) => { t.from = from(n, f); }, to: (n, f) => { t.to = to(n, f); },
-        path: (n, f) => { t.path = str(ctx, n, f, 'a URL path such as / or /bytes/1000000'); if (!t.path.startsWith('/')) ctx.fail(n, f, `must start with /, got ${shown(n)}`); },
-        'max-time': (n, f) => { t.maxTimeMs = time(ctx, n, f, 120_000, 100); } });
+      read({
+        from: (n, f) => {
+          t.from = from(n, f);
+        },
+        to: (n, f) => {
+          t.to = to(n, f);
+        },
+        path: (n, f) => {
+          t.path = str(ctx, n, f, 'a URL path such as / or /bytes/1000000');
+          if (!t.path.startsWith('/')) ctx.fail(n, f, `must start with /, got ${shown(n)}`);
+        },
+        'max-time': (n, f) => {
+          t.maxTimeMs = time(ctx, n, f, 120_000, 100);
+        },
+      });
       return t;
     }
     case 'iperf3': {
       const t: Traffic = { kind, from: defaultFrom, durationMs: 2000, reverse: false, udp: false };
-      read({ from: (n, f) => { t.from = from(n, f); }, to: (n, f) => { t.to = to(n, f); }, duration: (n, f) => { t.durationMs = time(ctx, n, f, 30_000, 1000); },
-        reverse: (n, f) => { t.reverse = bool(ctx, n, f); }, udp: (n, f) => { t.udp = bool(ctx, n, f); },
-        bitrate: (n, f) => { t.bitrate = str(ctx, n, f, 'an iperf3 bitrate such as 10M'); if (!/^\d+(\.\d+)?[KMG]?$/.test(t.bitrate)) ctx.fail(n, f, `must be an iperf3 bitrate such as 500K, 10M or 1G, got ${shown(n)}`); } });
+      read({
+        from: (n, f) => {
+          t.from = from(n, f);
+        },
+        to: (n, f) => {
+          t.to = to(n, f);
+        },
+        duration: (n, f) => {
+          t.durationMs = time(ctx, n, f, 30_000, 1000);
+        },
+        reverse: (n, f) => {
+          t.reverse = bool(ctx, n, f);
+        },
+        udp: (n, f) => {
+          t.udp = bool(ctx, n, f);
+        },
+        bitrate: (n, f) => {
+          t.bitrate = str(ctx, n, f, 'an iperf3 bitrate such as 10M');
+          if (!/^\d+(\.\d+)?[KMG]?$/.test(t.bitrate)) ctx.fail(n, f, `must be an iperf3 bitrate such as 500K, 10M or 1G, got ${shown(n)}`);
+        },
+      });
       return t;
     }
     case 'hping3': {
       const t: Traffic = { kind, from: defaultFrom, port: 80, count: 0, durationMs: 0, sources: 4 };
       // A flood is bounded in packets and in time: both are required.
-      read({ from: (n, f) => { t.from = from(n, f); }, port: (n, f) => { t.port = int(ctx, n, f, 1, 65535); }, count: (n, f) => { t.count = int(ctx, n, f, 1, 20_000); },
-        duration: (n, f) => { t.durationMs = time(ctx, n, f, 10_000, 500); }, sources: (n, f) => { t.sources = int(ctx, n, f, 1, 16); } }, ['count', 'duration']);
+      read(
+        {
+          from: (n, f) => {
+            t.from = from(n, f);
+          },
+          port: (n, f) => {
+            t.port = int(ctx, n, f, 1, 65535);
+          },
+          count: (n, f) => {
+            t.count = int(ctx, n, f, 1, 20_000);
+          },
+          duration: (n, f) => {
+            t.durationMs = time(ctx, n, f, 10_000, 500);
+          },
+          sources: (n, f) => {
+            t.sources = int(ctx, n, f, 1, 16);
+          },
+        },
+        ['count', 'duration'],
+      );
       return t;
     }
     case 'sha-peer': {
       const t: Traffic = { kind, from: defaultFrom, port: 7, bytes: 1_000_000, timeoutMs: 30_000 };
-      read({ from: (n, f) => { t.from = from(n, f); }, to: (n, f) => { t.to = to(n, f); }, port: (n, f) => { t.port = int(ctx, n, f, 1, 65535); },
-        bytes: (n, f) => { t.bytes = int(ctx, n, f, 1, 100_000_000); }, timeout: (n, f) => { t.timeoutMs = time(ctx, n, f, 120_000, 1000); } });
+      read({
+        from: (n, f) => {
+          t.from = from(n, f);
+        },
+        to: (n, f) => {
+          t.to = to(n, f);
+        },
+        port: (n, f) => {
+          t.port = int(ctx, n, f, 1, 65535);
+        },
+        bytes: (n, f) => {
+          t.bytes = int(ctx, n, f, 1, 100_000_000);
+        },
+        timeout: (n, f) => {
+          t.timeoutMs = time(ctx, n, f, 120_000, 1000);
+        },
+      });
       return t;
     }
     case 'udp-echo': {
       const t: Traffic = { kind, from: defaultFrom, count: 20 };
-      read({ from: (n, f) => { t.from = from(n, f); }, to: (n, f) => { t.to = to(n, f); }, count: (n, f) => { t.count = int(ctx, n, f, 1, 20); } });
+      read({
+        from: (n, f) => {
+          t.from = from(n, f);
+        },
+        to: (n, f) => {
+          t.to = to(n, f);
+        },
+        count: (n, f) => {
+          t.count = int(ctx, n, f, 1, 20);
+        },
+      });
       return t;
     }
     case 'connect': {
       const t = { kind, to: '' } as Traffic & { kind: 'connect' };
-      read({ to: (n, f) => {
-        const s = str(ctx, n, f, 'ADDRESS:PORT in 198.18.0.0/15');
-        const m = /^(.+):(\d{1,5})$/.exec(s.trim());
-        if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) ctx.fail(n, f, `must be ADDRESS:PORT, e.g. 198.18.0.99:80, got ${shown(n)}`);
-        if (!/^198\.(18|19)\.\d{1,3}\.\d{1,3}$/.test(m![1]!)) ctx.fail(n, f, `must be ADDRESS:PORT with an address in 198.18.0.0/15 (the lab's range), got ${shown(n)}`);
-        t.to = s.trim();
-      }, timeout: (n, f) => { t.timeoutMs = time(ctx, n, f, 60_000, 100); } }, ['to']);
+      read(
+        {
+          to: (n, f) => {
+            const s = str(ctx, n, f, 'ADDRESS:PORT in 198.18.0.0/15');
+            const m = /^(.+):(\d{1,5})$/.exec(s.trim());
+            if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) ctx.fail(n, f, `must be ADDRESS:PORT, e.g. 198.18.0.99:80, got ${shown(n)}`);
+            if (!/^198\.(18|19)\.\d{1,3}\.\d{1,3}$/.test(m![1]!))
+              ctx.fail(n, f, `must be ADDRESS:PORT with an address in 198.18.0.0/15 (the lab's range), got ${shown(n)}`);
+            t.to = s.trim();
+          },
+          timeout: (n, f) => {
+            t.timeoutMs = time(ctx, n, f, 60_000, 100);
+          },
+        },
+        ['to'],
+      );
       return t;
     }
     case 'tls-burst': {
       const t: Traffic = { kind, from: defaultFrom, count: 20, timeoutMs: 15_000 };
-      read({ from: (n, f) => { t.from = from(n, f); }, count: (n, f) => { t.count = int(ctx, n, f, 1, 500); }, timeout: (n, f) => { t.timeoutMs = time(ctx, n, f, 60_000, 1000); } });
+      read({
+        from: (n, f) => {
+          t.from = from(n, f);
+        },
+        count: (n, f) => {
+          t.count = int(ctx, n, f, 1, 500);
+        },
+        timeout: (n, f) => {
+          t.timeoutMs = time(ctx, n, f, 60_000, 1000);
+        },
+      });
       return t;
     }
     case 'downloads': {
       const t: Traffic = { kind, first: 0, count: 4, bytes: 300_000, concurrency: 2, stallMs: 3000 };
-      read({ first: (n, f) => { t.first = int(ctx, n, f, 0, 299); }, count: (n, f) => { t.count = int(ctx, n, f, 1, 300); },
-        bytes: (n, f) => { t.bytes = int(ctx, n, f, 1, 10_000_000); }, concurrency: (n, f) => { t.concurrency = int(ctx, n, f, 1, 32); },
-        stall: (n, f) => { t.stallMs = time(ctx, n, f, 30_000, 500); } });
-      if (t.first + t.count > lab.clients) ctx.fail(body ?? node, field, `uses client addresses ${t.first} to ${t.first + t.count - 1}, but lab.clients is ${lab.clients}`);
+      read({
+        first: (n, f) => {
+          t.first = int(ctx, n, f, 0, 299);
+        },
+        count: (n, f) => {
+          t.count = int(ctx, n, f, 1, 300);
+        },
+        bytes: (n, f) => {
+          t.bytes = int(ctx, n, f, 1, 10_000_000);
+        },
+        concurrency: (n, f) => {
+          t.concurrency = int(ctx, n, f, 1, 32);
+        },
+        stall: (n, f) => {
+          t.stallMs = time(ctx, n, f, 30_000, 500);
+        },
+      });
+      if (t.first + t.count > lab.clients)
+        ctx.fail(body ?? node, field, `uses client addresses ${t.first} to ${t.first + t.count - 1}, but lab.clients is ${lab.clients}`);
       return t;
     }
     case 'play': {
       const t: Traffic = { kind, items: 4, graceMs: 50 };
-      read({ items: (n, f) => { t.items = int(ctx, n, f, 1, 20); }, grace: (n, f) => { t.graceMs = time(ctx, n, f, 10_000, 0); } });
+      read({
+        items: (n, f) => {
+          t.items = int(ctx, n, f, 1, 20);
+        },
+        grace: (n, f) => {
+          t.graceMs = time(ctx, n, f, 10_000, 0);
+        },
+      });
       return t;
     }
     case 'nlb-moves': {
       const t: Traffic = { kind, moves: 1, variant: 'ipsec', dpd: '4s', watchMs: 15_000 };
-      read({ moves: (n, f) => { t.moves = int(ctx, n, f, 1, 10); }, variant: (n, f) => { t.variant = oneOf(ctx, n, f, ['ipsec', 'ipsec-exception', 'no-ipsec'] as const); },
-        dpd: (n, f) => { t.dpd = `${time(ctx, n, f, 60_000, 1000) / 1000}s`; }, watch: (n, f) => { t.watchMs = time(ctx, n, f, 120_000, 1000); } });
+      read({
+        moves: (n, f) => {
+          t.moves = int(ctx, n, f, 1, 10);
+        },
+        variant: (n, f) => {
+          t.variant = oneOf(ctx, n, f, ['ipsec', 'ipsec-exception', 'no-ipsec'] as const);
+        },
+        dpd: (n, f) => {
+          t.dpd = `${time(ctx, n, f, 60_000, 1000) / 1000}s`;
+        },
+        watch: (n, f) => {
+          t.watchMs = time(ctx, n, f, 120_000, 1000);
+        },
+      });
       return t;
     }
   }
@@ -474,7 +699,10 @@ function readStep(ctx: Ctx, node: Node, field: string, index: number, lab: LabSp
     const key = keyText(pair.key);
     const sub = `${field}.${key}`;
     const v = pair.value as Node;
-    if (key === 'at') { at = time(ctx, v, sub, 120_000); continue; }
+    if (key === 'at') {
+      at = time(ctx, v, sub, 120_000);
+      continue;
+    }
     if (key === 'name') {
       name = str(ctx, v, sub, 'a name of letters, digits and -');
       if (!/^[A-Za-z][\w-]*$/.test(name)) ctx.fail(v, sub, `must be a name of letters, digits, _ and - starting with a letter, got ${shown(v)}`);
@@ -486,7 +714,11 @@ function readStep(ctx: Ctx, node: Node, field: string, index: number, lab: LabSp
     if (action) ctx.fail(pair.key, sub, `a step has one action; this one already has ${actionKey} (make another step)`);
     actionKey = key;
     switch (key) {
-      case 'set': { const a = faultAssignment(ctx, v, sub); action = { kind: 'set', ...a }; break; }
+      case 'set': {
+        const a = faultAssignment(ctx, v, sub);
+        action = { kind: 'set', ...a };
+        break;
+      }
       case 'param': {
         const s = str(ctx, v, sub, 'NAME=VALUE, e.g. MaxIcmpHostRoutes=6');
         const m = /^\s*([^=\s]+)\s*=\s*(\S+)\s*$/.exec(s);
@@ -497,15 +729,26 @@ function readStep(ctx: Ctx, node: Node, field: string, index: number, lab: LabSp
       }
       case 'impair': {
         const s = str(ctx, v, sub, 'add SPEC or clear');
-        if (s.trim() === 'clear') { action = { kind: 'impair', op: 'clear' }; break; }
+        if (s.trim() === 'clear') {
+          action = { kind: 'impair', op: 'clear' };
+          break;
+        }
         const m = /^\s*add\s+(.+)$/.exec(s);
         if (!m) ctx.fail(v, sub, `must be "add SPEC" (netem's words, e.g. add out loss 5%) or "clear", got ${shown(v)}`);
-        try { parseImpairment(m![1]!); } catch (e) { ctx.fail(v, sub, (e as Error).message); }
+        try {
+          parseImpairment(m![1]!);
+        } catch (e) {
+          ctx.fail(v, sub, (e as Error).message);
+        }
         action = { kind: 'impair', op: 'add', spec: m![1]!.trim() };
         break;
       }
-      case 'wait': action = { kind: 'wait', ms: time(ctx, v, sub, 120_000) }; break;
-      case 'unlock': action = { kind: 'unlock' }; break;
+      case 'wait':
+        action = { kind: 'wait', ms: time(ctx, v, sub, 120_000) };
+        break;
+      case 'unlock':
+        action = { kind: 'unlock' };
+        break;
       case 'path':
         if (lab.topology !== 'pmtu') ctx.fail(pair.key, sub, `switches the PMTU lab's routers: needs lab.topology pmtu, not ${lab.topology}`);
         action = { kind: 'path', path: oneOf(ctx, v, sub, ['A', 'B', 'balanced'] as const) };
@@ -539,7 +782,12 @@ export const RESULT_FIELDS: Record<string, string[]> = {
   downloads: ['ok', 'count', 'completed', 'stalled', 'failed'],
   play: ['ok', 'played', 'stalled', 'addrInUse'],
   'nlb-moves': ['ok', 'served', 'spanning', 'refusals', 'timeToOneHostMs'],
-  wait: ['ok'], set: ['ok'], param: ['ok'], impair: ['ok'], unlock: ['ok'], path: ['ok'],
+  wait: ['ok'],
+  set: ['ok'],
+  param: ['ok'],
+  impair: ['ok'],
+  unlock: ['ok'],
+  path: ['ok'],
 };
 /** Traffic whose result has a throughput (bitsPerSecond) a throughput expectation may compare. */
 const THROUGHPUT_KINDS = ['iperf3', 'curl', 'sha-peer'];
@@ -562,17 +810,30 @@ function readExpect(ctx: Ctx, node: Node, field: string, steps: Step[], lab: Lab
       continue;
     }
     switch (key) {
-      case 'min': b.min = num(ctx, v, sub); break;
-      case 'max': b.max = num(ctx, v, sub); break;
+      case 'min':
+        b.min = num(ctx, v, sub);
+        break;
+      case 'max':
+        b.max = num(ctx, v, sub);
+        break;
       case 'equals': {
         const raw = isScalar(v) ? v.value : undefined;
         if (raw === undefined || raw === null || typeof raw === 'object') ctx.fail(v, sub, `must be a number, a string, true or false, got ${shown(v)}`);
         b.equals = raw as number | string | boolean;
         break;
       }
-      case 'during': during = str(ctx, v, sub); duringNode = v; break;
-      case 'value': value = str(ctx, v, sub); valueNode = v; break;
-      case 'baseline': baseline = str(ctx, v, sub); baselineNode = v; break;
+      case 'during':
+        during = str(ctx, v, sub);
+        duringNode = v;
+        break;
+      case 'value':
+        value = str(ctx, v, sub);
+        valueNode = v;
+        break;
+      case 'baseline':
+        baseline = str(ctx, v, sub);
+        baselineNode = v;
+        break;
       case 'when': {
         if (!isMap(v)) ctx.fail(v, sub, `must be a mapping of FAULT: MODE (the expectation holds only in that mode), got ${shown(v)}`);
         for (const p of (v as YAMLMap).items as Pair<Node, Node>[]) {
@@ -582,19 +843,37 @@ function readExpect(ctx: Ctx, node: Node, field: string, steps: Step[], lab: Lab
         break;
       }
       default:
-        ctx.fail(pair.key, sub, `unknown field${suggest(key, [...HEADS, 'min', 'max', 'equals', 'during', 'value', 'baseline', 'when'])}; an expectation has one of ${HEADS.join(', ')}, then min, max or equals (and during, value, baseline, when)`);
+        ctx.fail(
+          pair.key,
+          sub,
+          `unknown field${suggest(key, [...HEADS, 'min', 'max', 'equals', 'during', 'value', 'baseline', 'when'])}; an expectation has one of ${HEADS.join(', ')}, then min, max or equals (and during, value, baseline, when)`,
+        );
     }
   }
   if (!head) ctx.fail(node, field, `checks nothing: give one of ${HEADS.join(', ')}`);
   const h = head!;
   const stepByName = (name: string, n: Node, f: string): Step => {
     const s = steps.find((x) => x.name === name);
-    if (!s) ctx.fail(n, f, `no step is named ${JSON.stringify(name)}${suggest(name, steps.map((x) => x.name))}; steps: ${steps.map((x) => x.name).join(', ') || 'none'}`);
+    if (!s)
+      ctx.fail(
+        n,
+        f,
+        `no step is named ${JSON.stringify(name)}${suggest(
+          name,
+          steps.map((x) => x.name),
+        )}; steps: ${steps.map((x) => x.name).join(', ') || 'none'}`,
+      );
     return s!;
   };
   const only = (allowed: string[]) => {
-    const extra: [string, Node | undefined][] = [['during', duringNode], ['value', valueNode], ['baseline', baselineNode]];
-    for (const [k, n] of extra) if (n && !allowed.includes(k)) ctx.fail(n, `${field}.${k}`, `does not go with ${h.kind} (${h.kind} takes ${allowed.join(', ') || 'only min, max, equals, when'})`);
+    const extra: [string, Node | undefined][] = [
+      ['during', duringNode],
+      ['value', valueNode],
+      ['baseline', baselineNode],
+    ];
+    for (const [k, n] of extra)
+      if (n && !allowed.includes(k))
+        ctx.fail(n, `${field}.${k}`, `does not go with ${h.kind} (${h.kind} takes ${allowed.join(', ') || 'only min, max, equals, when'})`);
   };
   if (b.min === undefined && b.max === undefined && b.equals === undefined) {
     if (h.kind === 'event' || h.kind === 'counter') b.min = 1;
@@ -604,19 +883,30 @@ function readExpect(ctx: Ctx, node: Node, field: string, steps: Step[], lab: Lab
   const text = `${h.kind} ${h.value}`;
   const base = { line: ctx.line(node), text, when, ...b };
   const oneStack = (what: string) => {
-    if (lab.topology === 'nlb') ctx.fail(h.key, `${field}.${h.kind}`, `${what} needs one stack; topology nlb reports through its nlb-moves step (step: NAME, value: served|spanning|refusals|timeToOneHostMs)`);
+    if (lab.topology === 'nlb')
+      ctx.fail(
+        h.key,
+        `${field}.${h.kind}`,
+        `${what} needs one stack; topology nlb reports through its nlb-moves step (step: NAME, value: served|spanning|refusals|timeToOneHostMs)`,
+      );
   };
   switch (h.kind) {
     case 'counter':
       oneStack('a counter');
       only(['during']);
-      if (!/^[A-Za-z][A-Za-z0-9_]*(:[a-z0-9-]+)?$/.test(h.value)) ctx.fail(h.node, `${field}.counter`, `must be a counter name as faultstack stats --json prints it (e.g. FsIcmpIgnoredAtLimit; a firewall's drops by reason as FwDrop:media-port-closed), got ${shown(h.node)}`);
+      if (!/^[A-Za-z][A-Za-z0-9_]*(:[a-z0-9-]+)?$/.test(h.value))
+        ctx.fail(
+          h.node,
+          `${field}.counter`,
+          `must be a counter name as faultstack stats --json prints it (e.g. FsIcmpIgnoredAtLimit; a firewall's drops by reason as FwDrop:media-port-closed), got ${shown(h.node)}`,
+        );
       if (during) stepByName(during, duringNode!, `${field}.during`);
       return { ...base, kind: 'counter', counter: h.value, during };
     case 'stat':
       oneStack('a stat');
       only([]);
-      if (!/^[A-Za-z_][\w]*(\.[\w]+)*$/.test(h.value)) ctx.fail(h.node, `${field}.stat`, `must be a dotted path into faultstack stats --json (e.g. leak.connections), got ${shown(h.node)}`);
+      if (!/^[A-Za-z_][\w]*(\.[\w]+)*$/.test(h.value))
+        ctx.fail(h.node, `${field}.stat`, `must be a dotted path into faultstack stats --json (e.g. leak.connections), got ${shown(h.node)}`);
       return { ...base, kind: 'stat', path: h.value };
     case 'event':
       oneStack('an event');
@@ -627,7 +917,8 @@ function readExpect(ctx: Ctx, node: Node, field: string, steps: Step[], lab: Lab
       const s = stepByName(h.value, h.node, `${field}.step`);
       const v = value ?? 'ok';
       const fields = RESULT_FIELDS[s.action.kind] ?? ['ok'];
-      if (!fields.includes(v)) ctx.fail(valueNode!, `${field}.value`, `step ${s.name} (${s.action.kind}) has no ${JSON.stringify(v)}; it reports ${fields.join(', ')}`);
+      if (!fields.includes(v))
+        ctx.fail(valueNode!, `${field}.value`, `step ${s.name} (${s.action.kind}) has no ${JSON.stringify(v)}; it reports ${fields.join(', ')}`);
       return { ...base, text: `step ${s.name} ${v}`, kind: 'step', step: s.name, value: v };
     }
     case 'throughput': {
@@ -635,8 +926,12 @@ function readExpect(ctx: Ctx, node: Node, field: string, steps: Step[], lab: Lab
       const s = stepByName(h.value, h.node, `${field}.throughput`);
       if (!baseline) ctx.fail(node, `${field}.baseline`, `is required: the step whose throughput is the ratio's denominator, run in the same scenario`);
       const bs = stepByName(baseline!, baselineNode!, `${field}.baseline`);
-      for (const [x, n] of [[s, h.node], [bs, baselineNode!]] as const) {
-        if (!THROUGHPUT_KINDS.includes(x.action.kind)) ctx.fail(n, field, `step ${x.name} is ${x.action.kind}, which measures no throughput; use ${THROUGHPUT_KINDS.join(', ')}`);
+      for (const [x, n] of [
+        [s, h.node],
+        [bs, baselineNode!],
+      ] as const) {
+        if (!THROUGHPUT_KINDS.includes(x.action.kind))
+          ctx.fail(n, field, `step ${x.name} is ${x.action.kind}, which measures no throughput; use ${THROUGHPUT_KINDS.join(', ')}`);
       }
       if (b.equals !== undefined) ctx.fail(node, `${field}.equals`, 'a ratio of two measurements is never exact: give min and/or max');
       return { ...base, text: `throughput ${s.name} / ${bs.name}`, kind: 'throughput', step: s.name, baseline: bs.name };
@@ -656,25 +951,45 @@ function readPart(ctx: Ctx, node: Node, field: string, fallbackName: string): Pa
   } catch (e) {
     throw rename(e, prefix);
   }
-  const part: Part = { name: fallbackName, description: '', lab, stack: { faults: {}, params: {}, impair: [], offloads: true }, steps: [], expect: [], line: ctx.line(node) };
+  const part: Part = {
+    name: fallbackName,
+    description: '',
+    lab,
+    stack: { faults: {}, params: {}, impair: [], offloads: true },
+    steps: [],
+    expect: [],
+    line: ctx.line(node),
+  };
   try {
     // Fields are named from the part (rename() puts parts[i]. in front).
-    mapping(ctx, node, '', {
-      name: (n, f) => { part.name = str(ctx, n, f); },
-      description: (n, f) => { part.description = str(ctx, n, f); },
-      lab: () => {},
-      stack: (n) => { part.stack = readStack(ctx, n); },
-      steps: (n) => {
-        const items = seq(ctx, n, 'steps', 'steps');
-        part.steps = items.map((s, i) => readStep(ctx, s, `steps[${i}]`, i, lab));
-        const names = new Set<string>();
-        part.steps.forEach((s, i) => {
-          if (names.has(s.name)) ctx.fail(items[i], `steps[${i}].name`, `${JSON.stringify(s.name)} names an earlier step too; step names are unique`);
-          names.add(s.name);
-        });
+    mapping(
+      ctx,
+      node,
+      '',
+      {
+        name: (n, f) => {
+          part.name = str(ctx, n, f);
+        },
+        description: (n, f) => {
+          part.description = str(ctx, n, f);
+        },
+        lab: () => {},
+        stack: (n) => {
+          part.stack = readStack(ctx, n);
+        },
+        steps: (n) => {
+          const items = seq(ctx, n, 'steps', 'steps');
+          part.steps = items.map((s, i) => readStep(ctx, s, `steps[${i}]`, i, lab));
+          const names = new Set<string>();
+          part.steps.forEach((s, i) => {
+            if (names.has(s.name)) ctx.fail(items[i], `steps[${i}].name`, `${JSON.stringify(s.name)} names an earlier step too; step names are unique`);
+            names.add(s.name);
+          });
+        },
+        expect: () => {},
       },
-      expect: () => {},
-    }, ['steps']);
+      ['steps'],
+    );
     const ex = get('expect');
     if (ex !== undefined) part.expect = seq(ctx, ex, 'expect', 'expectations').map((e, i) => readExpect(ctx, e, `expect[${i}]`, part.steps, lab));
     checkTopology(ctx, part, node as YAMLMap);
@@ -698,9 +1013,11 @@ function checkTopology(ctx: Ctx, part: Part, node: YAMLMap): void {
   const own = faultsOf[part.lab.topology];
   if (own) {
     for (const id of Object.keys(st.faults)) {
-      if (id !== own) ctx.fail(stackNode, `stack.faults.${id}`, `topology ${part.lab.topology} runs ${own} only (its lab starts the stack); use topology tun for ${id}`);
+      if (id !== own)
+        ctx.fail(stackNode, `stack.faults.${id}`, `topology ${part.lab.topology} runs ${own} only (its lab starts the stack); use topology tun for ${id}`);
     }
-    if (st.services || st.profile) ctx.fail(stackNode, 'stack', `topology ${part.lab.topology} chooses the stack's services and profile itself; give faults and params only`);
+    if (st.services || st.profile)
+      ctx.fail(stackNode, 'stack', `topology ${part.lab.topology} chooses the stack's services and profile itself; give faults and params only`);
   }
   if (part.lab.topology === 'nlb' && (Object.keys(st.params).length || st.impair.length)) {
     ctx.fail(stackNode, 'stack', 'topology nlb takes stack.faults only (kb972183)');
@@ -742,9 +1059,12 @@ export function parseScenario(text: string, file: string, opts: LoadOptions = {}
   if (parts !== undefined) {
     for (const pair of rootMap.items as Pair<Node, Node>[]) {
       const key = keyText(pair.key);
-      if (!['name', 'description', 'parts'].includes(key)) ctx.fail(pair.key, key, `a file with parts has only name, description and parts at the top; move ${key} into a part`);
+      if (!['name', 'description', 'parts'].includes(key))
+        ctx.fail(pair.key, key, `a file with parts has only name, description and parts at the top; move ${key} into a part`);
     }
-    scenario.parts = seq(ctx, parts, 'parts', 'parts (each a scenario: lab, stack, steps, expect)').map((p, i) => readPart(ctx, p, `parts[${i}]`, `part${i + 1}`));
+    scenario.parts = seq(ctx, parts, 'parts', 'parts (each a scenario: lab, stack, steps, expect)').map((p, i) =>
+      readPart(ctx, p, `parts[${i}]`, `part${i + 1}`),
+    );
     if (scenario.parts.length === 0) ctx.fail(parts, 'parts', 'is empty: give at least one part');
   } else {
     scenario.parts = [readPart(ctx, root, '', scenario.name)];
@@ -760,7 +1080,13 @@ export function loadScenario(file: string, opts: LoadOptions = {}): Scenario {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new ScenarioError(file, 0, 0, '', code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, not a scenario file' : `cannot be read (${code ?? (e as Error).message})`);
+    throw new ScenarioError(
+      file,
+      0,
+      0,
+      '',
+      code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, not a scenario file' : `cannot be read (${code ?? (e as Error).message})`,
+    );
   }
   return parseScenario(text, file, opts);
 }
@@ -780,9 +1106,8 @@ function applySet(doc: Document, ctx: Ctx, raw: string): void {
   const value = parseDocument(valueText).contents ?? doc.createNode('');
   const path = key.split('.').map((k) => (/^\d+$/.test(k) ? Number(k) : k));
   const root = doc.contents;
-  const targets: (string | number)[][] = isMap(root) && root.has('parts') && path[0] !== 'parts'
-    ? ((root.get('parts') as YAMLSeq).items ?? []).map((_, i) => ['parts', i, ...path])
-    : [path];
+  const targets: (string | number)[][] =
+    isMap(root) && root.has('parts') && path[0] !== 'parts' ? ((root.get('parts') as YAMLSeq).items ?? []).map((_, i) => ['parts', i, ...path]) : [path];
   for (const t of targets) {
     try {
       const node = doc.createNode((value as Scalar).toJSON?.() ?? valueText) as Node;
@@ -794,7 +1119,8 @@ function applySet(doc: Document, ctx: Ctx, raw: string): void {
       const parent = t.length > 1 ? doc.getIn(t.slice(0, -1), true) : doc.contents;
       if (isMap(parent) && typeof last === 'string') {
         const existing = parent.items.find((p) => keyText(p.key) === last);
-        if (existing) existing.value = node; else parent.items.push(doc.createPair(key, node) as Pair<unknown, unknown>);
+        if (existing) existing.value = node;
+        else parent.items.push(doc.createPair(key, node) as Pair<unknown, unknown>);
       } else doc.setIn(t, node);
       ctx.overridden.set(node, raw);
     } catch (e) {

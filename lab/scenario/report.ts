@@ -6,7 +6,16 @@ import type { ScenarioRunResult, ExpectationResult, StepResult } from './run';
 
 function table(rows: string[][]): string {
   const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(w[c]!))).join('  ').trimEnd()).join('\n') + '\n';
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(w[c]!)))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
@@ -33,7 +42,9 @@ function expectCell(x: ExpectationResult | undefined): string {
 export function renderRun(r: ScenarioRunResult): string {
   const out: string[] = [`scenario ${r.name} (${r.file}): ${r.ok ? 'every expectation passed' : 'FAILED'} in ${secs(r.ms)}`];
   for (const p of r.parts) {
-    const modes = Object.entries(p.modes).map(([f, m]) => `${f}=${m}`).join(', ');
+    const modes = Object.entries(p.modes)
+      .map(([f, m]) => `${f}=${m}`)
+      .join(', ');
     out.push('', `${p.name} [${p.topology}${modes ? `, ${modes}` : ''}]: ${p.ok ? 'passed' : 'FAILED'} in ${secs(p.ms)}`);
     if (p.error) out.push(`  error: ${p.error}`);
     if (p.steps.length) {
@@ -45,7 +56,13 @@ export function renderRun(r: ScenarioRunResult): string {
     }
     if (p.chart) out.push(`  chart: ${p.chart}`);
   }
-  const failed = r.parts.flatMap((p) => p.expectations.filter((x) => x.result === 'FAIL').map((x) => `${r.file}:${x.line}: ${x.text} ${x.expected}, measured ${x.actual === null ? 'nothing' : shownValue(x.actual)}${x.note ? ` (${x.note})` : ''}`));
+  const failed = r.parts.flatMap((p) =>
+    p.expectations
+      .filter((x) => x.result === 'FAIL')
+      .map(
+        (x) => `${r.file}:${x.line}: ${x.text} ${x.expected}, measured ${x.actual === null ? 'nothing' : shownValue(x.actual)}${x.note ? ` (${x.note})` : ''}`,
+      ),
+  );
   if (failed.length) out.push('', 'failed expectations:', ...failed.map((f) => `  ${f}`));
   return out.join('\n') + '\n';
 }
@@ -69,11 +86,20 @@ export function renderCompare(fault: string, runs: { mode: string; result: Scena
     const texts = [...new Set(runs.flatMap((x) => (x.result.parts[i]?.expectations ?? []).map((e) => `${e.text} ${e.expected}`)))];
     if (texts.length) {
       const erows = [['  expectation', ...runs.map((x) => x.mode)]];
-      for (const t of texts) erows.push([`  ${t}`, ...runs.map((x) => clip(expectCell(x.result.parts[i]?.expectations.find((e) => `${e.text} ${e.expected}` === t))))]);
+      for (const t of texts)
+        erows.push([`  ${t}`, ...runs.map((x) => clip(expectCell(x.result.parts[i]?.expectations.find((e) => `${e.text} ${e.expected}` === t))))]);
       out.push('', table(erows).trimEnd());
     }
     for (const x of runs) if (x.result.parts[i]?.chart) out.push(`  chart (${x.mode}): ${x.result.parts[i]!.chart}`);
   });
-  out.push('', runs.every((x) => x.result.ok) ? 'every expectation passed in every mode' : `FAILED in ${runs.filter((x) => !x.result.ok).map((x) => x.mode).join(', ')}`);
+  out.push(
+    '',
+    runs.every((x) => x.result.ok)
+      ? 'every expectation passed in every mode'
+      : `FAILED in ${runs
+          .filter((x) => !x.result.ok)
+          .map((x) => x.mode)
+          .join(', ')}`,
+  );
   return out.join('\n') + '\n';
 }

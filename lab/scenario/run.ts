@@ -74,7 +74,11 @@ interface Env {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
 
 function oneLine(s: string, max = 200): string {
-  const t = s.split('\n').map((x) => x.trim()).filter(Boolean).join(' ');
+  const t = s
+    .split('\n')
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .join(' ');
   return t.length > max ? t.slice(0, max - 3) + '...' : t;
 }
 
@@ -106,10 +110,22 @@ async function buildEnv(part: Part, log: (s: string) => void): Promise<Env> {
   if (t === 'pmtu') {
     const pl = await PmtuLab.create({ tag: 'scn', clients: part.lab.clients, path: part.lab.path });
     try {
-      await pl.startStack({ mode: (part.stack.faults.kb898060 ?? 'hotfixed') as 'buggy' | 'hotfixed', params: part.stack.params, offloads: part.stack.offloads, extraArgs: part.stack.impair.flatMap((i) => ['--impair', i]) });
-    } catch (e) { await pl.cleanup().catch(() => {}); throw e; }
+      await pl.startStack({
+        mode: (part.stack.faults.kb898060 ?? 'hotfixed') as 'buggy' | 'hotfixed',
+        params: part.stack.params,
+        offloads: part.stack.offloads,
+        extraArgs: part.stack.impair.flatMap((i) => ['--impair', i]),
+      });
+    } catch (e) {
+      await pl.cleanup().catch(() => {});
+      throw e;
+    }
     return {
-      lab: pl.lab, origin: () => pl.ns.c, target: '198.18.0.2', pmtu: pl, hasStack: true,
+      lab: pl.lab,
+      origin: () => pl.ns.c,
+      target: '198.18.0.2',
+      pmtu: pl,
+      hasStack: true,
       control: (args) => pl.cli(args),
       controlRaw: (args, timeoutMs) => pl.lab.cli(pl.ns.k, [...args, '--control', pl.controlPath], { timeoutMs }),
       cleanup: () => pl.cleanup(),
@@ -119,10 +135,22 @@ async function buildEnv(part: Part, log: (s: string) => void): Promise<Env> {
     const fl = await FirewallLab.create({ tag: 'scn' });
     try {
       await fl.startMediaServer();
-      await fl.startFirewall({ mode: (part.stack.faults.kb319381 ?? 'hotfixed') as 'buggy' | 'hotfixed', params: part.stack.params, offloads: part.stack.offloads, extraArgs: part.stack.impair.flatMap((i) => ['--impair', i]) });
-    } catch (e) { await fl.cleanup().catch(() => {}); throw e; }
+      await fl.startFirewall({
+        mode: (part.stack.faults.kb319381 ?? 'hotfixed') as 'buggy' | 'hotfixed',
+        params: part.stack.params,
+        offloads: part.stack.offloads,
+        extraArgs: part.stack.impair.flatMap((i) => ['--impair', i]),
+      });
+    } catch (e) {
+      await fl.cleanup().catch(() => {});
+      throw e;
+    }
     return {
-      lab: fl.lab, origin: () => fl.ns.in, target: MEDIA, firewall: fl, hasStack: true,
+      lab: fl.lab,
+      origin: () => fl.ns.in,
+      target: MEDIA,
+      firewall: fl,
+      hasStack: true,
       control: async (args) => (await fl.cli(args)).stdout,
       controlRaw: (args, timeoutMs) => fl.lab.cli(fl.ns.fw, [...args, '--control', fl.controlPath], { timeoutMs }),
       cleanup: () => fl.cleanup(),
@@ -130,14 +158,33 @@ async function buildEnv(part: Part, log: (s: string) => void): Promise<Env> {
   }
   if (t === 'nlb') {
     const nl = await NlbLab.create({ hosts: part.lab.hosts, clients: part.lab.clients, tag: 'scn', log, mode: part.lab.nlbMode });
-    const none = async (): Promise<never> => { throw new Error('topology nlb has no single stack to ask'); };
-    return { lab: nl.lab, origin: () => { throw new Error('topology nlb has no origin namespace'); }, target: '198.18.70.100', nlb: nl, hasStack: false, control: none, controlRaw: none, cleanup: () => nl.cleanup() };
+    const none = async (): Promise<never> => {
+      throw new Error('topology nlb has no single stack to ask');
+    };
+    return {
+      lab: nl.lab,
+      origin: () => {
+        throw new Error('topology nlb has no origin namespace');
+      },
+      target: '198.18.70.100',
+      nlb: nl,
+      hasStack: false,
+      control: none,
+      controlRaw: none,
+      cleanup: () => nl.cleanup(),
+    };
   }
   // tun and tap: the lab built here.
   const lab = await Lab.create('scn');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-scn-'));
   const ctl = path.join(tmp, 'ctl.sock');
-  const cleanup = async () => { try { await lab.cleanup(); } finally { fs.rmSync(tmp, { recursive: true, force: true }); } };
+  const cleanup = async () => {
+    try {
+      await lab.cleanup();
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  };
   try {
     const origins: Partial<Record<Origin, string>> = {};
     let stackNs: string;
@@ -153,7 +200,12 @@ async function buildEnv(part: Part, log: (s: string) => void): Promise<Env> {
       stackNs = await lab.addNamespace('k');
       origins.host = stackNs;
       devArgs = ['--tun', lab.ifname('t'), '--addr', '198.18.0.2/24', '--host-addr', '198.18.0.1/24'];
-      if (part.lab.routers.length) origins.client = await buildRouters(lab, stackNs, part.lab.routers.map((r) => r.mtu));
+      if (part.lab.routers.length)
+        origins.client = await buildRouters(
+          lab,
+          stackNs,
+          part.lab.routers.map((r) => r.mtu),
+        );
     }
     if (part.lab.mtu) devArgs.push('--mtu', String(part.lab.mtu));
     let env: NodeJS.ProcessEnv | undefined;
@@ -164,11 +216,21 @@ async function buildEnv(part: Part, log: (s: string) => void): Promise<Env> {
       if (r.code !== 0) throw new Error(`faultstack certs --out ${certDir}: ${oneLine(r.stderr)}`);
       env = { FAULTSTACK_CERT_DIR: certDir };
     }
-    const stack: StackProcess = await lab.startStack(stackNs, [...devArgs, '--services', services(part), '--control', ctl, ...stackArgs(part)], { timeoutMs: 30_000, env });
+    const stack: StackProcess = await lab.startStack(stackNs, [...devArgs, '--services', services(part), '--control', ctl, ...stackArgs(part)], {
+      timeoutMs: 30_000,
+      env,
+    });
     log(`  stack: ${stack.readyLine.trim()}`);
     return {
-      lab, origin: (o) => { const ns = origins[o]; if (!ns) throw new Error(`this lab has no ${o} namespace`); return ns; },
-      target: STACK_ADDR[t]!, certDir, hasStack: true,
+      lab,
+      origin: (o) => {
+        const ns = origins[o];
+        if (!ns) throw new Error(`this lab has no ${o} namespace`);
+        return ns;
+      },
+      target: STACK_ADDR[t]!,
+      certDir,
+      hasStack: true,
       control: async (args) => {
         const r = await lab.cli(stackNs, [...args, '--control', ctl], { timeoutMs: 20_000 });
         if (r.code !== 0) throw new Error(`faultstack ${args.join(' ')} exited ${r.code}: ${oneLine(r.stderr)}`);
@@ -212,7 +274,6 @@ async function buildRouters(lab: Lab, k: string, mtus: number[]): Promise<string
 
 // ------------------------------------------------------------------------------ steps
 
-
 /** `faultstack stats --json`, and on a firewall `fw summary --json` under `fw` (its counters and drops by reason). */
 async function statsDoc(env: Env): Promise<Record<string, unknown>> {
   const doc = JSON.parse(await env.control(['stats', '--json'])) as Record<string, unknown>;
@@ -236,17 +297,35 @@ function countersOf(doc: Record<string, unknown>): Record<string, number> {
 }
 
 /** Runs one step's action; its values, its own verdict and a figure for the report. */
-async function runAction(a: Action, env: Env, part: Part, chartBase: string, extra: { nlb?: NlbScenarioResult }): Promise<{ ok: boolean; values: Record<string, Value>; figure: string }> {
+async function runAction(
+  a: Action,
+  env: Env,
+  part: Part,
+  chartBase: string,
+  extra: { nlb?: NlbScenarioResult },
+): Promise<{ ok: boolean; values: Record<string, Value>; figure: string }> {
   const to = (x?: string) => x ?? env.target;
   switch (a.kind) {
-    case 'set': await env.control(['fault', 'set', a.fault, a.mode]); return { ok: true, values: {}, figure: `${a.fault} ${a.mode}` };
-    case 'param': await env.control(['param', 'set', a.name, String(a.value)]); return { ok: true, values: {}, figure: `${a.name} = ${a.value}` };
+    case 'set':
+      await env.control(['fault', 'set', a.fault, a.mode]);
+      return { ok: true, values: {}, figure: `${a.fault} ${a.mode}` };
+    case 'param':
+      await env.control(['param', 'set', a.name, String(a.value)]);
+      return { ok: true, values: {}, figure: `${a.name} = ${a.value}` };
     case 'impair':
-      if (a.op === 'clear') { await env.control(['impair', 'clear']); return { ok: true, values: {}, figure: 'impairments cleared' }; }
+      if (a.op === 'clear') {
+        await env.control(['impair', 'clear']);
+        return { ok: true, values: {}, figure: 'impairments cleared' };
+      }
       return { ok: true, values: {}, figure: oneLine(await env.control(['impair', 'add', ...a.spec.split(/\s+/)])) || a.spec };
-    case 'wait': await sleep(a.ms); return { ok: true, values: {}, figure: `${a.ms / 1000} s` };
-    case 'unlock': return { ok: true, values: {}, figure: oneLine(await env.control(['unlock'])) };
-    case 'path': await env.pmtu!.usePath(a.path); return { ok: true, values: {}, figure: `r1 forwards over ${a.path}` };
+    case 'wait':
+      await sleep(a.ms);
+      return { ok: true, values: {}, figure: `${a.ms / 1000} s` };
+    case 'unlock':
+      return { ok: true, values: {}, figure: oneLine(await env.control(['unlock'])) };
+    case 'path':
+      await env.pmtu!.usePath(a.path);
+      return { ok: true, values: {}, figure: `r1 forwards over ${a.path}` };
     case 'ping': {
       await requireInLab(env.lab, 'ping');
       const r = await ping(env.lab, env.origin(a.from), to(a.to), { count: a.count, intervalMs: a.intervalMs, waitMs: a.waitMs });
@@ -256,39 +335,84 @@ async function runAction(a: Action, env: Env, part: Part, chartBase: string, ext
       await requireInLab(env.lab, 'curl');
       const r = await curl(env.lab, env.origin(a.from), `http://${to(a.to)}${a.path}`, { maxTimeMs: a.maxTimeMs });
       const ok = r.exit === 0 && r.httpCode === 200;
-      return { ok, values: { httpCode: r.httpCode, bytes: r.bytes, exit: r.exit, bitsPerSecond: r.bitsPerSecond }, figure: ok ? `HTTP ${r.httpCode}, ${r.bytes} bytes, ${mbit(r.bitsPerSecond)}` : `curl exit ${r.exit}, HTTP ${r.httpCode}: ${r.stderr}` };
+      return {
+        ok,
+        values: { httpCode: r.httpCode, bytes: r.bytes, exit: r.exit, bitsPerSecond: r.bitsPerSecond },
+        figure: ok ? `HTTP ${r.httpCode}, ${r.bytes} bytes, ${mbit(r.bitsPerSecond)}` : `curl exit ${r.exit}, HTTP ${r.httpCode}: ${r.stderr}`,
+      };
     }
     case 'iperf3': {
       await requireInLab(env.lab, 'iperf3');
-      const r = await iperf3(env.lab, env.origin(a.from), to(a.to), { seconds: Math.round(a.durationMs / 1000), reverse: a.reverse, udp: a.udp, bitrate: a.bitrate });
-      return { ok: r.bitsPerSecond > 0, values: { ...r }, figure: `${mbit(r.bitsPerSecond)}${r.retransmits !== null ? `, ${r.retransmits} retransmits` : ''}${r.lostPercent !== null ? `, ${r.lostPercent.toFixed(1)}% lost` : ''}` };
+      const r = await iperf3(env.lab, env.origin(a.from), to(a.to), {
+        seconds: Math.round(a.durationMs / 1000),
+        reverse: a.reverse,
+        udp: a.udp,
+        bitrate: a.bitrate,
+      });
+      return {
+        ok: r.bitsPerSecond > 0,
+        values: { ...r },
+        figure: `${mbit(r.bitsPerSecond)}${r.retransmits !== null ? `, ${r.retransmits} retransmits` : ''}${r.lostPercent !== null ? `, ${r.lostPercent.toFixed(1)}% lost` : ''}`,
+      };
     }
     case 'hping3': {
       await requireInLab(env.lab, 'hping3');
       const sources = Array.from({ length: a.sources }, (_, i) => `198.18.100.${i + 1}`);
       const r = await runHping3Flood({ target: `${env.target}:${a.port}`, sources, count: a.count, durationMs: a.durationMs, netns: env.origin(a.from) });
-      return { ok: r.transmitted > 0, values: { transmitted: r.transmitted, received: r.received, pps: Math.round(r.pps) }, figure: `${r.transmitted} SYNs from ${a.sources} spoofed sources, ${Math.round(r.pps)}/s` };
+      return {
+        ok: r.transmitted > 0,
+        values: { transmitted: r.transmitted, received: r.received, pps: Math.round(r.pps) },
+        figure: `${r.transmitted} SYNs from ${a.sources} spoofed sources, ${Math.round(r.pps)}/s`,
+      };
     }
     case 'sha-peer': {
       const r = await shaEcho(env.lab, env.origin(a.from), to(a.to), a.port, a.bytes, a.timeoutMs);
-      if (r.error) return { ok: false, values: { match: false, sentBytes: r.sentBytes, receivedBytes: r.receivedBytes, bitsPerSecond: 0 }, figure: `failed: ${r.error}` };
-      return { ok: r.match, values: { match: r.match, sentBytes: r.sentBytes, receivedBytes: r.receivedBytes, bitsPerSecond: r.bitsPerSecond }, figure: r.match ? `${a.bytes} bytes, sha256 match, ${mbit(r.bitsPerSecond)}` : `MISMATCH: sent ${r.sentBytes}, got back ${r.receivedBytes}` };
+      if (r.error)
+        return { ok: false, values: { match: false, sentBytes: r.sentBytes, receivedBytes: r.receivedBytes, bitsPerSecond: 0 }, figure: `failed: ${r.error}` };
+      return {
+        ok: r.match,
+        values: { match: r.match, sentBytes: r.sentBytes, receivedBytes: r.receivedBytes, bitsPerSecond: r.bitsPerSecond },
+        figure: r.match ? `${a.bytes} bytes, sha256 match, ${mbit(r.bitsPerSecond)}` : `MISMATCH: sent ${r.sentBytes}, got back ${r.receivedBytes}`,
+      };
     }
     case 'udp-echo': {
       const r = await udpEcho(env.lab, env.origin(a.from), to(a.to), 7, a.count);
-      return { ok: r.echoed === r.sent && r.wrong === 0, values: { ...r }, figure: `${r.echoed}/${r.sent} echoed intact${r.wrong ? `, ${r.wrong} wrong` : ''}` };
+      return {
+        ok: r.echoed === r.sent && r.wrong === 0,
+        values: { ...r },
+        figure: `${r.echoed}/${r.sent} echoed intact${r.wrong ? `, ${r.wrong} wrong` : ''}`,
+      };
     }
     case 'connect': {
       const args = ['connect', a.to, ...(a.timeoutMs !== undefined ? ['--timeout', String(a.timeoutMs / 1000)] : [])];
       const r = await env.controlRaw(args, (a.timeoutMs ?? 180_000) + 20_000);
       const err = oneLine(r.stderr);
-      const outcome = r.code === 0 ? 'connected' : /no outcome/.test(err) ? 'no-outcome' : /ETIMEDOUT/.test(err) ? 'timeout' : /ECONNREFUSED/.test(err) ? 'refused' : /EHOSTUNREACH/.test(err) ? 'unreachable' : 'error';
-      return { ok: outcome === 'connected', values: { outcome }, figure: r.code === 0 ? oneLine(r.stdout) : `${outcome}: ${err.replace(/^faultstack connect \S+: /, '')}` };
+      const outcome =
+        r.code === 0
+          ? 'connected'
+          : /no outcome/.test(err)
+            ? 'no-outcome'
+            : /ETIMEDOUT/.test(err)
+              ? 'timeout'
+              : /ECONNREFUSED/.test(err)
+                ? 'refused'
+                : /EHOSTUNREACH/.test(err)
+                  ? 'unreachable'
+                  : 'error';
+      return {
+        ok: outcome === 'connected',
+        values: { outcome },
+        figure: r.code === 0 ? oneLine(r.stdout) : `${outcome}: ${err.replace(/^faultstack connect \S+: /, '')}`,
+      };
     }
     case 'tls-burst': {
       if (!env.certDir) throw new Error('tls-burst needs the mtls service (stack.services)');
       const r = await tlsBurst(env.lab, env.origin(a.from), env.target, 5061, env.certDir, a.count, a.timeoutMs);
-      return { ok: r.served === r.count, values: { ...r }, figure: `${a.count} clients: ${r.served} served, ${r.reset} reset, ${r.refused} refused${r.other ? `, ${r.other} other` : ''}` };
+      return {
+        ok: r.served === r.count,
+        values: { ...r },
+        figure: `${a.count} clients: ${r.served} served, ${r.reset} reset, ${r.refused} refused${r.other ? `, ${r.other} other` : ''}`,
+      };
     }
     case 'downloads': {
       const pl = env.pmtu!;
@@ -297,11 +421,30 @@ async function runAction(a: Action, env: Env, part: Part, chartBase: string, ext
       const completed = res.filter((r) => r.outcome === 'ok').length;
       const stalled = res.filter((r) => r.outcome === 'stalled').length;
       const failed = res.length - completed - stalled;
-      return { ok: completed === a.count, values: { count: a.count, completed, stalled, failed }, figure: `${completed}/${a.count} downloads of ${a.bytes} bytes completed, ${stalled} stalled${failed ? `, ${failed} failed` : ''}` };
+      return {
+        ok: completed === a.count,
+        values: { count: a.count, completed, stalled, failed },
+        figure: `${completed}/${a.count} downloads of ${a.bytes} bytes completed, ${stalled} stalled${failed ? `, ${failed} failed` : ''}`,
+      };
     }
     case 'play': {
-      const r = await env.firewall!.play(['--server', MEDIA, '--via', 'fwc', '--firewall', FW_IN, '--max-items', String(a.items), '--grace-ms', String(a.graceMs)]);
-      return { ok: r.played === a.items, values: { played: r.played, stalled: r.stalled, addrInUse: r.addrInUse }, figure: `${r.played}/${a.items} playlist items played, ${r.stalled} stalled, ${r.addrInUse} WSAEADDRINUSE` };
+      const r = await env.firewall!.play([
+        '--server',
+        MEDIA,
+        '--via',
+        'fwc',
+        '--firewall',
+        FW_IN,
+        '--max-items',
+        String(a.items),
+        '--grace-ms',
+        String(a.graceMs),
+      ]);
+      return {
+        ok: r.played === a.items,
+        values: { played: r.played, stalled: r.stalled, addrInUse: r.addrInUse },
+        figure: `${r.played}/${a.items} playlist items played, ${r.stalled} stalled, ${r.addrInUse} WSAEADDRINUSE`,
+      };
     }
     case 'nlb-moves': {
       const fault = (part.stack.faults.kb972183 ?? 'hotfixed') as 'buggy' | 'hotfixed';
@@ -326,11 +469,17 @@ function esc(s: string): string {
 /** One bar per step that measured a throughput, on one scale; green when the step passed its own check. */
 export function throughputSvg(title: string, steps: StepResult[]): string {
   const bars = steps.filter((s) => typeof s.values.bitsPerSecond === 'number');
-  const rowH = 22, labelW = 170, plotW = 520, top = 34;
+  const rowH = 22,
+    labelW = 170,
+    plotW = 520,
+    top = 34;
   const height = top + bars.length * rowH + 30;
   const max = Math.max(1, ...bars.map((b) => b.values.bitsPerSecond as number));
-  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${labelW + plotW + 140}" height="${height}" font-family="sans-serif" font-size="11">`,
-    `<rect width="100%" height="100%" fill="#fff"/>`, `<text x="6" y="18" font-size="13" font-weight="bold">${esc(title)}: throughput per step</text>`];
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${labelW + plotW + 140}" height="${height}" font-family="sans-serif" font-size="11">`,
+    `<rect width="100%" height="100%" fill="#fff"/>`,
+    `<text x="6" y="18" font-size="13" font-weight="bold">${esc(title)}: throughput per step</text>`,
+  ];
   bars.forEach((b, i) => {
     const bps = b.values.bitsPerSecond as number;
     const y = top + i * rowH;
@@ -349,7 +498,15 @@ async function runPart(part: Part, o: RunOptions, chartBase: string): Promise<Pa
   const modes: Record<string, string> = { ...part.stack.faults };
   const t0 = o.clock();
   const result: PartResult = { name: part.name, topology: part.lab.topology, modes, ok: false, ms: 0, steps: [], expectations: [] };
-  o.log(`[scenario] ${part.name}: building the ${part.lab.topology} lab${Object.keys(modes).length ? ` (${Object.entries(modes).map(([f, m]) => `${f}=${m}`).join(', ')})` : ''}`);
+  o.log(
+    `[scenario] ${part.name}: building the ${part.lab.topology} lab${
+      Object.keys(modes).length
+        ? ` (${Object.entries(modes)
+            .map(([f, m]) => `${f}=${m}`)
+            .join(', ')})`
+        : ''
+    }`,
+  );
   let env: Env;
   try {
     env = await buildEnv(part, o.log);
@@ -357,7 +514,14 @@ async function runPart(part: Part, o: RunOptions, chartBase: string): Promise<Pa
     result.error = oneLine((e as Error).message, 400);
     result.ms = o.clock() - t0;
     o.log(`  FAILED to start: ${result.error}`);
-    result.expectations = part.expect.map((x) => ({ text: x.text, line: x.line, result: applies(x, part) ? 'FAIL' : 'skipped', expected: boundText(x), actual: null, note: 'the lab did not start' }));
+    result.expectations = part.expect.map((x) => ({
+      text: x.text,
+      line: x.line,
+      result: applies(x, part) ? 'FAIL' : 'skipped',
+      expected: boundText(x),
+      actual: null,
+      note: 'the lab did not start',
+    }));
     return result;
   }
   const extra: { nlb?: NlbScenarioResult } = {};
@@ -377,24 +541,49 @@ async function runPart(part: Part, o: RunOptions, chartBase: string): Promise<Pa
         const out = await runAction(s.action, env, part, chartBase, extra);
         r = { name: s.name, kind: s.action.kind, startMs: begin, endMs: rel(), ...out };
       } catch (e) {
-        r = { name: s.name, kind: s.action.kind, startMs: begin, endMs: rel(), ok: false, values: {}, figure: 'failed', error: oneLine((e as Error).message, 400) };
+        r = {
+          name: s.name,
+          kind: s.action.kind,
+          startMs: begin,
+          endMs: rel(),
+          ok: false,
+          values: {},
+          figure: 'failed',
+          error: oneLine((e as Error).message, 400),
+        };
       }
       if (snap) snap.after = await counters(env).catch(() => undefined);
       result.steps.push(r);
       o.log(`  ${(r.endMs / 1000).toFixed(1).padStart(5)} s  ${s.name}: ${r.error ? `FAILED: ${r.error}` : r.figure}`);
     };
-    const timed = part.steps.filter((s) => s.at !== undefined).map(async (s) => { await sleep(s.at! - rel()); await runStep(s); });
-    const sequence = (async () => { for (const s of part.steps.filter((x) => x.at === undefined)) await runStep(s); })();
+    const timed = part.steps
+      .filter((s) => s.at !== undefined)
+      .map(async (s) => {
+        await sleep(s.at! - rel());
+        await runStep(s);
+      });
+    const sequence = (async () => {
+      for (const s of part.steps.filter((x) => x.at === undefined)) await runStep(s);
+    })();
     await Promise.all([sequence, ...timed]);
     result.steps.sort((a, b) => part.steps.findIndex((s) => s.name === a.name) - part.steps.findIndex((s) => s.name === b.name));
     const endStats = env.hasStack ? await statsDoc(env) : {};
     const endCounters = countersOf(endStats);
-    const events = env.hasStack ? (await env.control(['events', '--json'])).split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { kind: string }) : [];
+    const events = env.hasStack
+      ? (await env.control(['events', '--json']))
+          .split('\n')
+          .filter((l) => l.trim())
+          .map((l) => JSON.parse(l) as { kind: string })
+      : [];
     result.expectations = evaluate(part, { startCounters, endCounters, during, stats: endStats, events, steps: result.steps });
   } catch (e) {
     result.error = oneLine((e as Error).message, 400);
   } finally {
-    try { await env.cleanup(); } catch (e) { result.error = result.error ?? `cleanup: ${oneLine((e as Error).message)}`; }
+    try {
+      await env.cleanup();
+    } catch (e) {
+      result.error = result.error ?? `cleanup: ${oneLine((e as Error).message)}`;
+    }
   }
   if (result.steps.filter((s) => typeof s.values.bitsPerSecond === 'number').length >= 2) {
     result.chart = `${chartBase}.svg`;
@@ -410,23 +599,40 @@ async function runPart(part: Part, o: RunOptions, chartBase: string): Promise<Pa
 
 export function describe(a: Action): string {
   switch (a.kind) {
-    case 'set': return `fault set ${a.fault} ${a.mode}`;
-    case 'param': return `param set ${a.name} ${a.value}`;
-    case 'impair': return a.op === 'clear' ? 'impair clear' : `impair add ${a.spec}`;
-    case 'wait': return `wait ${a.ms / 1000} s`;
-    case 'unlock': return 'unlock';
-    case 'path': return `r1 forwards over path ${a.path}`;
-    case 'ping': return `ping -c ${a.count} from ${a.from}${a.to ? ` to ${a.to}` : ''}`;
-    case 'curl': return `curl ${a.path} from ${a.from}`;
-    case 'iperf3': return `iperf3 -t ${a.durationMs / 1000}${a.reverse ? ' -R' : ''}${a.udp ? ` -u -b ${a.bitrate ?? '10M'}` : ''} from ${a.from}`;
-    case 'hping3': return `hping3 SYN flood to port ${a.port}: ${a.count} packets within ${a.durationMs / 1000} s`;
-    case 'sha-peer': return `sha-peer: ${a.bytes} bytes to port ${a.port} and back`;
-    case 'udp-echo': return `${a.count} datagrams to UDP echo`;
-    case 'connect': return `faultstack connect ${a.to}`;
-    case 'tls-burst': return `tls-burst: ${a.count} mutual-TLS clients`;
-    case 'downloads': return `${a.count} downloads of ${a.bytes} bytes from client addresses ${a.first}..${a.first + a.count - 1}`;
-    case 'play': return `mms-player: ${a.items} playlist items through the Firewall Client`;
-    case 'nlb-moves': return `${a.moves} move(s) of every client (${a.variant})`;
+    case 'set':
+      return `fault set ${a.fault} ${a.mode}`;
+    case 'param':
+      return `param set ${a.name} ${a.value}`;
+    case 'impair':
+      return a.op === 'clear' ? 'impair clear' : `impair add ${a.spec}`;
+    case 'wait':
+      return `wait ${a.ms / 1000} s`;
+    case 'unlock':
+      return 'unlock';
+    case 'path':
+      return `r1 forwards over path ${a.path}`;
+    case 'ping':
+      return `ping -c ${a.count} from ${a.from}${a.to ? ` to ${a.to}` : ''}`;
+    case 'curl':
+      return `curl ${a.path} from ${a.from}`;
+    case 'iperf3':
+      return `iperf3 -t ${a.durationMs / 1000}${a.reverse ? ' -R' : ''}${a.udp ? ` -u -b ${a.bitrate ?? '10M'}` : ''} from ${a.from}`;
+    case 'hping3':
+      return `hping3 SYN flood to port ${a.port}: ${a.count} packets within ${a.durationMs / 1000} s`;
+    case 'sha-peer':
+      return `sha-peer: ${a.bytes} bytes to port ${a.port} and back`;
+    case 'udp-echo':
+      return `${a.count} datagrams to UDP echo`;
+    case 'connect':
+      return `faultstack connect ${a.to}`;
+    case 'tls-burst':
+      return `tls-burst: ${a.count} mutual-TLS clients`;
+    case 'downloads':
+      return `${a.count} downloads of ${a.bytes} bytes from client addresses ${a.first}..${a.first + a.count - 1}`;
+    case 'play':
+      return `mms-player: ${a.items} playlist items through the Firewall Client`;
+    case 'nlb-moves':
+      return `${a.moves} move(s) of every client (${a.variant})`;
   }
 }
 
@@ -437,7 +643,9 @@ export async function runScenario(s: Scenario, o: RunOptions): Promise<ScenarioR
   const slug = (x: string) => x.replace(/[^\w.-]+/g, '-').slice(0, 60);
   const parts: PartResult[] = [];
   for (const [i, p] of s.parts.entries()) {
-    const modes = Object.entries(p.stack.faults).map(([f, m]) => `${f}-${m}`).join('-');
+    const modes = Object.entries(p.stack.faults)
+      .map(([f, m]) => `${f}-${m}`)
+      .join('-');
     parts.push(await runPart(p, o, path.join(dir, `faultstack-scenario-${slug(s.name)}${s.parts.length > 1 ? `-${i + 1}` : ''}${modes ? `-${modes}` : ''}`)));
   }
   return { file: s.file, name: s.name, ok: parts.every((p) => p.ok), ms: o.clock() - t0, parts };

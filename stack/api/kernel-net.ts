@@ -24,10 +24,7 @@ export const kernelNet: NetApi = {
     return server;
   },
 
-  connect(
-    options: { port: number; host: string; localAddress?: string; noDelay?: boolean },
-    connectListener?: () => void,
-  ): TcpSocketLike {
+  connect(options: { port: number; host: string; localAddress?: string; noDelay?: boolean }, connectListener?: () => void): TcpSocketLike {
     const opts: net.NetConnectOpts = { port: options.port, host: options.host, noDelay: options.noDelay ?? false };
     if (options.localAddress !== undefined) opts.localAddress = options.localAddress;
     return net.connect(opts, connectListener);

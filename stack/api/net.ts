@@ -43,7 +43,10 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
    */
   private noDelay: boolean;
 
-  constructor(readonly stack: Stack, opts: SocketOptions = {}) {
+  constructor(
+    readonly stack: Stack,
+    opts: SocketOptions = {},
+  ) {
     super({ allowHalfOpen: opts.allowHalfOpen ?? false, highWaterMark: 64 * 1024 });
     this.noDelay = opts.noDelay ?? false;
   }
@@ -140,19 +143,27 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     this.pendingWriteCb = null;
     if (err) {
       // Asynchronously, like Node: listeners attached right after accept still hear it.
-      process.nextTick(() => { cb?.(err); this.destroy(err); });
+      process.nextTick(() => {
+        cb?.(err);
+        this.destroy(err);
+      });
       return;
     }
     if (cb) cb();
     // A FIN reported in the next macrotask ends the readable side then, after its data.
     if (!this.readableEnded && !this.peerFinQueued) this.push(null);
   }
-  unreadBytes(): number { return this.readableLength; }
+  unreadBytes(): number {
+    return this.readableLength;
+  }
 
   // ---- stream.Duplex
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     const conn = this.conn;
-    if (!conn) { cb(new CodedError('EPIPE', 'write EPIPE')); return; }
+    if (!conn) {
+      cb(new CodedError('EPIPE', 'write EPIPE'));
+      return;
+    }
     this.bytesWritten += chunk.length;
     this.touch();
     conn.send(chunk, this.tick());
@@ -163,12 +174,18 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
 
   override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
     const conn = this.conn;
-    if (!conn) { cb(new CodedError('EPIPE', 'write EPIPE')); return; }
+    if (!conn) {
+      cb(new CodedError('EPIPE', 'write EPIPE'));
+      return;
+    }
     const now = this.tick();
     // One writev(2): every chunk is queued before the output loop runs, so that they leave
     // together (a corked http response's header and body in one segment), not the first
     // alone and the rest held back by Nagle until the peer's (delayed) ACK.
-    for (const { chunk } of chunks) { this.bytesWritten += chunk.length; conn.enqueue(chunk); }
+    for (const { chunk } of chunks) {
+      this.bytesWritten += chunk.length;
+      conn.enqueue(chunk);
+    }
     conn.output(now);
     this.touch();
     this.stack.flushSoon();
@@ -209,7 +226,8 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
    * probe, up to a minute later. One check per burst of reads (a microtask), so a
    * drain that reads many chunks sends one update.
    */
-  override read(size?: number): any { // eslint-disable-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- stream.Readable's own signature
+  override read(size?: number): any {
     const r = super.read(size);
     if (this.conn && !this.appReadQueued) {
       this.appReadQueued = true;
@@ -236,7 +254,11 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
   /** Sends a RST and destroys the socket (Node's socket.resetAndDestroy). */
   resetAndDestroy(): this {
     const conn = this.conn;
-    if (conn) { this.conn = null; conn.abortByApplication(this.tick()); this.stack.flushSoon(); }
+    if (conn) {
+      this.conn = null;
+      conn.abortByApplication(this.tick());
+      this.stack.flushSoon();
+    }
     return this.destroy();
   }
 
@@ -259,19 +281,34 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     return this;
   }
   private touch(): void {
-    if (this.idleTimeoutMs <= 0) { this.clearIdle(); return; }
+    if (this.idleTimeoutMs <= 0) {
+      this.clearIdle();
+      return;
+    }
     if (this.idleTimer) this.idleTimer.refresh();
     else {
-      this.idleTimer = setTimeout(() => { this.idleTimer = null; this.emit('timeout'); }, this.idleTimeoutMs);
+      this.idleTimer = setTimeout(() => {
+        this.idleTimer = null;
+        this.emit('timeout');
+      }, this.idleTimeoutMs);
       this.idleTimer.unref?.();
     }
   }
-  private clearIdle(): void { if (this.idleTimer) { clearTimeout(this.idleTimer); this.idleTimer = null; } }
+  private clearIdle(): void {
+    if (this.idleTimer) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = null;
+    }
+  }
   address(): { address: string; family: string; port: number } | Record<string, never> {
     return this.localAddress ? { address: this.localAddress, family: 'IPv4', port: this.localPort! } : {};
   }
-  ref(): this { return this; }
-  unref(): this { return this; }
+  ref(): this {
+    return this;
+  }
+  unref(): this {
+    return this;
+  }
   get readyState(): string {
     if (this.connecting) return 'opening';
     if (this.readable && this.writable) return 'open';
@@ -279,8 +316,12 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
     if (this.writable) return 'writeOnly';
     return 'closed';
   }
-  get pending(): boolean { return !this.conn || this.connecting; }
-  get bufferSize(): number { return this.writableLength + (this.conn ? this.conn.sendQueued : 0); }
+  get pending(): boolean {
+    return !this.conn || this.connecting;
+  }
+  get bufferSize(): number {
+    return this.writableLength + (this.conn ? this.conn.sendQueued : 0);
+  }
 }
 
 export interface ServerOptions {
@@ -303,17 +344,25 @@ export class FsServer extends EventEmitter implements TcpServerLike {
   listening = false;
   readonly connections = new Set<FsSocket>();
 
-  constructor(readonly stack: Stack, readonly opts: ServerOptions = {}, onConnection?: (s: FsSocket) => void) {
+  constructor(
+    readonly stack: Stack,
+    readonly opts: ServerOptions = {},
+    onConnection?: (s: FsSocket) => void,
+  ) {
     super();
     if (onConnection) this.on('connection', onConnection);
   }
 
   listen(...args: unknown[]): this {
-    let port = 0, host = '0.0.0.0', backlog = 511;
+    let port = 0,
+      host = '0.0.0.0',
+      backlog = 511;
     let cb: (() => void) | undefined;
     if (typeof args[0] === 'object' && args[0] !== null) {
       const o = args[0] as { port?: number; host?: string; backlog?: number };
-      port = o.port ?? 0; host = o.host ?? host; backlog = o.backlog ?? backlog;
+      port = o.port ?? 0;
+      host = o.host ?? host;
+      backlog = o.backlog ?? backlog;
       cb = args[1] as (() => void) | undefined;
     } else {
       port = Number(args[0] ?? 0);
@@ -324,13 +373,19 @@ export class FsServer extends EventEmitter implements TcpServerLike {
       }
     }
     const addr = host === '0.0.0.0' || host === '::' ? 0 : parseIpv4(host);
-    if (addr === null) { process.nextTick(() => this.emit('error', new CodedError('EINVAL', `listen EINVAL: bad address "${host}"`))); return this; }
+    if (addr === null) {
+      process.nextTick(() => this.emit('error', new CodedError('EINVAL', `listen EINVAL: bad address "${host}"`)));
+      return this;
+    }
     if (port === 0) {
       const { ephemeralLow: lo, ephemeralHigh: hi } = this.stack.tcp.config;
       const start = lo + Math.floor(Math.random() * (hi - lo + 1));
       for (let i = 0; i <= hi - lo; i++) {
         const p = lo + ((start - lo + i) % (hi - lo + 1));
-        if (!this.stack.tcp.listeners.has(p)) { port = p; break; }
+        if (!this.stack.tcp.listeners.has(p)) {
+          port = p;
+          break;
+        }
       }
     }
     try {
@@ -364,7 +419,9 @@ export class FsServer extends EventEmitter implements TcpServerLike {
       this.acceptTimer = setTimeout(step, interval);
       return;
     }
-    while (this.acceptOne()) { /* accept all */ }
+    while (this.acceptOne()) {
+      /* accept all */
+    }
   }
 
   private acceptOne(): boolean {
@@ -377,7 +434,10 @@ export class FsServer extends EventEmitter implements TcpServerLike {
     const st = l.takeApplicationState(conn) ?? (allocate ? allocate(peerOf(conn)) : null);
     s.adopt(conn);
     this.connections.add(s);
-    s.once('close', () => { this.connections.delete(s); st?.release(); });
+    s.once('close', () => {
+      this.connections.delete(s);
+      st?.release();
+    });
     this.emit('connection', s);
     return true;
   }
@@ -391,7 +451,10 @@ export class FsServer extends EventEmitter implements TcpServerLike {
   }
 
   close(cb?: (err?: Error) => void): this {
-    if (this.acceptTimer) { clearTimeout(this.acceptTimer); this.acceptTimer = null; }
+    if (this.acceptTimer) {
+      clearTimeout(this.acceptTimer);
+      this.acceptTimer = null;
+    }
     if (this.listener) {
       this.stack.tcp.unlisten(this.listener, this.stack.clock());
       this.listener = null;
@@ -411,8 +474,12 @@ export class FsServer extends EventEmitter implements TcpServerLike {
     return l ? { address: l.addr === 0 ? '0.0.0.0' : formatIpv4(l.addr), family: 'IPv4', port: l.port } : null;
   }
 
-  ref(): this { return this; }
-  unref(): this { return this; }
+  ref(): this {
+    return this;
+  }
+  unref(): this {
+    return this;
+  }
 }
 
 /** A `net`-like API over one stack: what the services run on. */
@@ -421,7 +488,8 @@ export function createNetApi(stack: Stack): NetApi & {
   connect(options: { port: number; host: string; localAddress?: string; noDelay?: boolean }, cb?: () => void): FsSocket;
 } {
   return {
-    createServer: (listener?: (s: TcpSocketLike) => void, opts?: ServerOptions) => new FsServer(stack, opts ?? {}, listener as ((s: FsSocket) => void) | undefined),
+    createServer: (listener?: (s: TcpSocketLike) => void, opts?: ServerOptions) =>
+      new FsServer(stack, opts ?? {}, listener as ((s: FsSocket) => void) | undefined),
     connect: (options: { port: number; host: string; localAddress?: string; noDelay?: boolean }, cb?: () => void) =>
       new FsSocket(stack, { noDelay: options.noDelay }).connect(options.port, options.host, options.localAddress, cb),
     createUdpSocket: () => new FsUdpSocket(stack),

@@ -8,7 +8,11 @@ import { ControlLine, LineSplitter, MAX_TIMEOUT_MS, RequestId, encodeLine } from
 
 /** An error reply from the server: code and message as the handler gave them. */
 export class ControlError extends CodedError {
-  constructor(code: string, message: string, readonly cmd: string) {
+  constructor(
+    code: string,
+    message: string,
+    readonly cmd: string,
+  ) {
     super(code, message);
     this.name = 'ControlError';
   }
@@ -72,7 +76,10 @@ export class ControlClient {
   private closedByUs = false;
   private lost: Error | null = null;
 
-  private constructor(readonly path: string, private readonly socket: net.Socket) {
+  private constructor(
+    readonly path: string,
+    private readonly socket: net.Socket,
+  ) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (e: NodeJS.ErrnoException) => this.fail(connectError(path, e)));
     socket.on('close', () => this.fail(new CodedError('ECONNRESET', `the faultstack at ${path} closed the connection before replying`)));
@@ -87,7 +94,10 @@ export class ControlClient {
         s.destroy();
         reject(new CodedError('ETIMEDOUT', `no answer from ${sockPath} within ${seconds(timeoutMs)}`));
       }, timeoutMs);
-      s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(t); reject(connectError(sockPath, e)); });
+      s.once('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(t);
+        reject(connectError(sockPath, e));
+      });
       s.once('connect', () => {
         clearTimeout(t);
         s.removeAllListeners('error');
@@ -109,10 +119,22 @@ export class ControlClient {
   }
 
   /** A streaming request on a fresh connection; close() the stream to end it. */
-  static async stream(sockPath: string, cmd: string, args: Record<string, unknown>, onEvent: (ev: unknown) => void, opts: StreamOptions = {}): Promise<ControlStream> {
+  static async stream(
+    sockPath: string,
+    cmd: string,
+    args: Record<string, unknown>,
+    onEvent: (ev: unknown) => void,
+    opts: StreamOptions = {},
+  ): Promise<ControlStream> {
     const c = await ControlClient.connect(sockPath, { timeoutMs: opts.connectTimeoutMs ?? 5000 });
     const done = c.request(cmd, args, onEvent);
-    const settled = done.then((v) => v, (e: unknown) => { if (c.closedByUs) return undefined; throw e; });
+    const settled = done.then(
+      (v) => v,
+      (e: unknown) => {
+        if (c.closedByUs) return undefined;
+        throw e;
+      },
+    );
     settled.catch(() => {}); // marked handled: a caller that never awaits `done` must not crash the process
     return { done: settled, close: () => c.close() };
   }

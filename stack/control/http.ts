@@ -51,19 +51,38 @@ export function newToken(): string {
 }
 
 class HttpError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) { super(message); }
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** HTTP status for a handler's error code. */
 export function statusFor(code: string): number {
   switch (code) {
-    case ErrorCode.BAD_ARGUMENT: case 'EUSAGE': case ErrorCode.BAD_REQUEST: case ErrorCode.BAD_JSON: case 'EIMPAIR': return 400;
-    case 'ENOENT': case ErrorCode.UNKNOWN_COMMAND: return 404;
-    case 'ENOTSUP': return 501;
-    case 'EBUSY': return 409;
-    case 'ETIMEDOUT': return 504;
-    case ErrorCode.HANDLER_FAILED: case ErrorCode.UNENCODABLE: return 500;
-    default: return code.startsWith('E') ? 502 : 500;
+    case ErrorCode.BAD_ARGUMENT:
+    case 'EUSAGE':
+    case ErrorCode.BAD_REQUEST:
+    case ErrorCode.BAD_JSON:
+    case 'EIMPAIR':
+      return 400;
+    case 'ENOENT':
+    case ErrorCode.UNKNOWN_COMMAND:
+      return 404;
+    case 'ENOTSUP':
+      return 501;
+    case 'EBUSY':
+      return 409;
+    case 'ETIMEDOUT':
+      return 504;
+    case ErrorCode.HANDLER_FAILED:
+    case ErrorCode.UNENCODABLE:
+      return 500;
+    default:
+      return code.startsWith('E') ? 502 : 500;
   }
 }
 
@@ -105,7 +124,13 @@ const b = (_p: Record<string, string>, _q: Record<string, unknown>, body: Record
 
 /** The API: each route is one control command (docs/api.md). */
 export const ROUTES: Route[] = [
-  { method: 'GET', path: '/api/stats', cmd: 'stats', args: q, doc: 'counters, counts per state, listeners, lock, faults; ?limit=N|all=true&state=&port=&peer= adds `connections` rows' },
+  {
+    method: 'GET',
+    path: '/api/stats',
+    cmd: 'stats',
+    args: q,
+    doc: 'counters, counts per state, listeners, lock, faults; ?limit=N|all=true&state=&port=&peer= adds `connections` rows',
+  },
   { method: 'GET', path: '/api/events', cmd: 'events', args: (_p, query) => ({ ...query, follow: false }), doc: 'the latest events (?limit=N, default 1000)' },
   { method: 'GET', path: '/api/faults', cmd: 'faults', args: q, doc: 'every fault with its mode and parameters, and the parameter values' },
   { method: 'PUT', path: '/api/faults/:id', cmd: 'fault.set', args: (p, _q, body) => ({ ...body, id: p.id }), doc: 'switch a fault: {"mode":"hotfixed"}' },
@@ -123,7 +148,13 @@ export const ROUTES: Route[] = [
   { method: 'POST', path: '/api/nlb/:action', cmd: (p) => `nlb.${p.action}`, args: b, doc: 'drainstop, stop or start the NLB host' },
   { method: 'GET', path: '/api/fw', cmd: 'fw', args: q, doc: "a firewall's state: ?what=summary|sessions|bindings|rules (--external-tun)" },
   { method: 'GET', path: '/api/traces', cmd: 'trace.list', args: q, doc: 'the traces taken' },
-  { method: 'POST', path: '/api/traces', cmd: 'trace.start', args: b, doc: 'start tracing a connection: {"conn":"198.18.0.1:43210"} (PEER:PORT or LOCAL:PORT-PEER:PORT)' },
+  {
+    method: 'POST',
+    path: '/api/traces',
+    cmd: 'trace.start',
+    args: b,
+    doc: 'start tracing a connection: {"conn":"198.18.0.1:43210"} (PEER:PORT or LOCAL:PORT-PEER:PORT)',
+  },
   { method: 'GET', path: '/api/traces/:conn', cmd: 'trace.get', args: (p) => ({ conn: p.conn }), doc: "a connection's trace: samples and segments sent" },
   { method: 'DELETE', path: '/api/traces/:conn', cmd: 'trace.stop', args: (p) => ({ conn: p.conn }), doc: 'stop tracing (the record stays)' },
   { method: 'POST', path: '/api/control/:cmd', cmd: (p) => p.cmd!, args: b, doc: 'any control-socket command by name, with its arguments as the body' },
@@ -131,13 +162,18 @@ export const ROUTES: Route[] = [
 
 function match(route: Route, method: string, pathname: string): Record<string, string> | null {
   if (route.method !== method) return null;
-  const want = route.path.split('/'), got = pathname.split('/');
+  const want = route.path.split('/'),
+    got = pathname.split('/');
   if (want.length !== got.length) return null;
   const params: Record<string, string> = {};
   for (let i = 0; i < want.length; i++) {
     if (want[i]!.startsWith(':')) {
       let v: string;
-      try { v = decodeURIComponent(got[i]!); } catch { return null; }
+      try {
+        v = decodeURIComponent(got[i]!);
+      } catch {
+        return null;
+      }
       if (v === '') return null;
       params[want[i]!.slice(1)] = v;
     } else if (want[i] !== got[i]) return null;
@@ -146,8 +182,12 @@ function match(route: Route, method: string, pathname: string): Record<string, s
 }
 
 const STATIC_TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8',
-  '.svg': 'image/svg+xml', '.png': 'image/png', '.map': 'application/json',
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.map': 'application/json',
 };
 
 export class HttpControlServer {
@@ -162,7 +202,9 @@ export class HttpControlServer {
     this.handlers = new Map(Object.entries(opts.handlers));
     this.tokenBuf = opts.token === null ? null : Buffer.from(opts.token);
     if (opts.staticDir) this.loadStatic(opts.staticDir);
-    this.server = http.createServer((req, res) => { void this.serve(req, res); });
+    this.server = http.createServer((req, res) => {
+      void this.serve(req, res);
+    });
     this.server.maxConnections = 128;
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 0; // event streams stay open
@@ -177,7 +219,11 @@ export class HttpControlServer {
   /** Read once at start: the page is a few small files, and serving never touches the disk. */
   private loadStatic(dir: string): void {
     let names: string[] = [];
-    try { names = fs.readdirSync(dir); } catch { return; }
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      return;
+    }
     for (const name of names) {
       const type = STATIC_TYPES[path.extname(name)];
       if (!type) continue;
@@ -190,7 +236,12 @@ export class HttpControlServer {
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       const onErr = (e: NodeJS.ErrnoException) => {
-        reject(Object.assign(new Error(`cannot serve the web view on ${this.opts.host}:${this.opts.port}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : e.message}`), { code: e.code ?? 'EIO' }));
+        reject(
+          Object.assign(
+            new Error(`cannot serve the web view on ${this.opts.host}:${this.opts.port}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : e.message}`),
+            { code: e.code ?? 'EIO' },
+          ),
+        );
       };
       this.server.once('error', onErr);
       this.server.listen(this.opts.port, this.opts.host, () => {
@@ -235,8 +286,11 @@ export class HttpControlServer {
   private send(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
     if (res.headersSent || res.destroyed) return;
     let text: string;
-    try { text = JSON.stringify(body); } catch (e) {
-      status = 500; text = JSON.stringify({ error: { code: ErrorCode.UNENCODABLE, message: `reply cannot be encoded as JSON: ${(e as Error).message}` } });
+    try {
+      text = JSON.stringify(body);
+    } catch (e) {
+      status = 500;
+      text = JSON.stringify({ error: { code: ErrorCode.UNENCODABLE, message: `reply cannot be encoded as JSON: ${(e as Error).message}` } });
     }
     res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers });
     res.end(text + '\n');
@@ -257,7 +311,9 @@ export class HttpControlServer {
       if (file && (method === 'GET' || method === 'HEAD')) {
         // The page and its script hold nothing secret; the data behind them needs the token.
         res.writeHead(200, {
-          'content-type': file.type, 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff',
+          'content-type': file.type,
+          'cache-control': 'no-cache',
+          'x-content-type-options': 'nosniff',
           'content-security-policy': "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'",
         });
         res.end(method === 'HEAD' ? undefined : file.body);
@@ -267,7 +323,11 @@ export class HttpControlServer {
         throw new HttpError(404, 'ENOENT', `no such page ${u.pathname}: the API is under /api (GET /api lists it), metrics at /metrics`);
       }
       if (!this.authorized(req, u)) {
-        throw new HttpError(401, 'EAUTH', 'a token is required (this server is bound off localhost): send "Authorization: Bearer TOKEN" or ?token=TOKEN; the token was printed by faultstack run');
+        throw new HttpError(
+          401,
+          'EAUTH',
+          'a token is required (this server is bound off localhost): send "Authorization: Bearer TOKEN" or ?token=TOKEN; the token was printed by faultstack run',
+        );
       }
       if (u.pathname === '/metrics') {
         if (method !== 'GET') throw new HttpError(405, 'EMETHOD', '/metrics answers GET only');
@@ -279,14 +339,19 @@ export class HttpControlServer {
       }
       if (u.pathname === '/api' || u.pathname === '/api/') {
         this.send(res, 200, {
-          endpoints: [...ROUTES.map((r) => ({ method: r.method, path: r.path, doc: r.doc })),
+          endpoints: [
+            ...ROUTES.map((r) => ({ method: r.method, path: r.path, doc: r.doc })),
             { method: 'GET', path: '/api/events/stream', doc: 'the event log as server-sent events (?limit=N recent ones first)' },
-            { method: 'GET', path: '/metrics', doc: 'Prometheus text format' }],
+            { method: 'GET', path: '/metrics', doc: 'Prometheus text format' },
+          ],
           commands: [...this.handlers.keys()].sort(),
         });
         return;
       }
-      if (u.pathname === '/api/events/stream' && method === 'GET') { this.eventStream(req, res, u); return; }
+      if (u.pathname === '/api/events/stream' && method === 'GET') {
+        this.eventStream(req, res, u);
+        return;
+      }
       for (const route of ROUTES) {
         const params = match(route, method, u.pathname);
         if (!params) continue;
@@ -314,17 +379,27 @@ export class HttpControlServer {
     const streamed: unknown[] = [];
     let closed = false;
     const closeFns: (() => void)[] = [];
-    req?.once('close', () => { closed = true; for (const f of closeFns.splice(0)) f(); });
+    req?.once('close', () => {
+      closed = true;
+      for (const f of closeFns.splice(0)) f();
+    });
     const ctx: ControlContext = {
-      cmd, id: null,
+      cmd,
+      id: null,
       stream: (ev) => {
         if (closed) return false;
         const r = (ev as { rows?: unknown[] })?.rows;
-        if (Array.isArray(r)) rows.push(...r); else streamed.push(ev);
+        if (Array.isArray(r)) rows.push(...r);
+        else streamed.push(ev);
         return true;
       },
-      onClose: (fn) => { if (closed) queueMicrotask(fn); else closeFns.push(fn); },
-      get closed() { return closed; },
+      onClose: (fn) => {
+        if (closed) queueMicrotask(fn);
+        else closeFns.push(fn);
+      },
+      get closed() {
+        return closed;
+      },
       untilClosed: () => new Promise<void>((r) => ctx.onClose(r)),
     };
     const result = await handler(args, ctx);
@@ -340,12 +415,19 @@ export class HttpControlServer {
     if (this.streams.size >= MAX_STREAMS) throw new HttpError(503, 'EBUSY', `${MAX_STREAMS} event streams are open already: close one`);
     const a = queryArgs(u);
     const limit = a.limit ?? 100;
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
     res.write('retry: 2000\n\n');
     this.streams.add(res);
     let closed = false;
     const closeFns: (() => void)[] = [];
-    const heartbeat = setInterval(() => { res.write(': keepalive\n\n'); }, SSE_HEARTBEAT_MS);
+    const heartbeat = setInterval(() => {
+      res.write(': keepalive\n\n');
+    }, SSE_HEARTBEAT_MS);
     const finish = () => {
       if (closed) return;
       closed = true;
@@ -356,21 +438,35 @@ export class HttpControlServer {
     req.once('close', finish);
     res.once('close', finish);
     const ctx: ControlContext = {
-      cmd: 'events', id: null,
+      cmd: 'events',
+      id: null,
       stream: (ev) => {
         if (closed) return false;
         // A client that does not read is dropped rather than buffered without bound.
-        if (res.writableLength > 4 << 20) { res.destroy(); return false; }
+        if (res.writableLength > 4 << 20) {
+          res.destroy();
+          return false;
+        }
         res.write(`data: ${JSON.stringify(ev)}\n\n`);
         return true;
       },
-      onClose: (fn) => { if (closed) queueMicrotask(fn); else closeFns.push(fn); },
-      get closed() { return closed; },
+      onClose: (fn) => {
+        if (closed) queueMicrotask(fn);
+        else closeFns.push(fn);
+      },
+      get closed() {
+        return closed;
+      },
       untilClosed: () => new Promise<void>((r) => ctx.onClose(r)),
     };
     Promise.resolve()
       .then(() => handler({ limit, follow: true }, ctx))
-      .catch((e: unknown) => { if (!closed) { res.write(`event: error\ndata: ${JSON.stringify({ error: { code: errorOf(e).code, message: errorOf(e).message } })}\n\n`); res.end(); } });
+      .catch((e: unknown) => {
+        if (!closed) {
+          res.write(`event: error\ndata: ${JSON.stringify({ error: { code: errorOf(e).code, message: errorOf(e).message } })}\n\n`);
+          res.end();
+        }
+      });
   }
 }
 
@@ -383,16 +479,31 @@ function readBody(req: http.IncomingMessage): Promise<Record<string, unknown>> {
     req.on('data', (c: Buffer) => {
       if (failed) return;
       size += c.length;
-      if (size > MAX_BODY) { failed = true; reject(new HttpError(413, 'ETOOLONG', `the request body is larger than ${MAX_BODY} bytes: arguments are a small JSON object`)); req.resume(); return; }
+      if (size > MAX_BODY) {
+        failed = true;
+        reject(new HttpError(413, 'ETOOLONG', `the request body is larger than ${MAX_BODY} bytes: arguments are a small JSON object`));
+        req.resume();
+        return;
+      }
       chunks.push(c);
     });
-    req.on('error', (e) => { if (!failed) { failed = true; reject(e); } });
+    req.on('error', (e) => {
+      if (!failed) {
+        failed = true;
+        reject(e);
+      }
+    });
     req.on('end', () => {
       if (failed) return;
       const text = Buffer.concat(chunks).toString('utf8').trim();
-      if (text === '') { resolve({}); return; }
+      if (text === '') {
+        resolve({});
+        return;
+      }
       let v: unknown;
-      try { v = JSON.parse(text); } catch (e) {
+      try {
+        v = JSON.parse(text);
+      } catch (e) {
         reject(new HttpError(400, ErrorCode.BAD_JSON, `the body is not JSON (${(e as Error).message}): send a JSON object such as {"mode":"hotfixed"}`));
         return;
       }

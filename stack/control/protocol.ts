@@ -42,9 +42,7 @@ export interface ControlErrorBody {
   message: string;
 }
 
-export type ControlResponse =
-  | { id: RequestId; ok: true; result: unknown }
-  | { id: RequestId; ok: false; error: ControlErrorBody };
+export type ControlResponse = { id: RequestId; ok: true; result: unknown } | { id: RequestId; ok: false; error: ControlErrorBody };
 
 export interface ControlEventLine {
   id: RequestId;
@@ -162,11 +160,32 @@ export interface StatsResult {
   [other: string]: unknown;
 }
 
-export interface FaultSetResult { id?: string; alias?: string; mode?: string; previous?: string }
-export interface ParamSetResult { name?: string; value?: unknown; previous?: unknown }
-export interface ConnectResult { connected?: boolean; ms?: number; localPort?: number; [k: string]: unknown }
-export interface UnlockResult { released?: boolean; holder?: string; heldMs?: number; [k: string]: unknown }
-export interface RouteEntry { [column: string]: unknown }
+export interface FaultSetResult {
+  id?: string;
+  alias?: string;
+  mode?: string;
+  previous?: string;
+}
+export interface ParamSetResult {
+  name?: string;
+  value?: unknown;
+  previous?: unknown;
+}
+export interface ConnectResult {
+  connected?: boolean;
+  ms?: number;
+  localPort?: number;
+  [k: string]: unknown;
+}
+export interface UnlockResult {
+  released?: boolean;
+  holder?: string;
+  heldMs?: number;
+  [k: string]: unknown;
+}
+export interface RouteEntry {
+  [column: string]: unknown;
+}
 
 /** One neighbour, as `ip neigh` shows it (plus what `ip -s neigh` adds). */
 export interface NeighEntry {
@@ -181,7 +200,14 @@ export interface NeighEntry {
   usedAgoMs?: number;
   updatedAgoMs?: number;
 }
-export interface NeighResult { dev?: string; mac?: string; entries: NeighEntry[]; proxy?: string[]; counters?: Record<string, number>; [k: string]: unknown }
+export interface NeighResult {
+  dev?: string;
+  mac?: string;
+  entries: NeighEntry[];
+  proxy?: string[];
+  counters?: Record<string, number>;
+  [k: string]: unknown;
+}
 
 export interface EventRecord {
   /** ms since the Unix epoch */
@@ -211,10 +237,17 @@ export const DEFAULT_FILTERED_ROWS = 100;
 
 /** RFC 793 state names as the stack reports them, and the ss spellings that mean each. */
 export const STATE_ALIASES: Record<string, string> = {
-  'established': 'ESTABLISHED', 'estab': 'ESTABLISHED',
-  'syn-sent': 'SYN-SENT', 'syn-received': 'SYN-RECEIVED', 'syn-recv': 'SYN-RECEIVED',
-  'fin-wait-1': 'FIN-WAIT-1', 'fin-wait-2': 'FIN-WAIT-2', 'close-wait': 'CLOSE-WAIT',
-  'closing': 'CLOSING', 'last-ack': 'LAST-ACK', 'time-wait': 'TIME-WAIT',
+  established: 'ESTABLISHED',
+  estab: 'ESTABLISHED',
+  'syn-sent': 'SYN-SENT',
+  'syn-received': 'SYN-RECEIVED',
+  'syn-recv': 'SYN-RECEIVED',
+  'fin-wait-1': 'FIN-WAIT-1',
+  'fin-wait-2': 'FIN-WAIT-2',
+  'close-wait': 'CLOSE-WAIT',
+  closing: 'CLOSING',
+  'last-ack': 'LAST-ACK',
+  'time-wait': 'TIME-WAIT',
 };
 
 /** A control argument of the wrong type or out of range: EINVAL, which the CLI reports with exit status 2. */
@@ -293,10 +326,12 @@ function parsePeer(text: string): StatsQuery['peer'] {
 
 /** JSON with BigInt support (as a number when exact, else a decimal string). */
 export function encodeLine(msg: unknown): string {
-  return JSON.stringify(msg, (_k, v: unknown) => {
-    if (typeof v === 'bigint') return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= -BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString();
-    return v;
-  }) + '\n';
+  return (
+    JSON.stringify(msg, (_k, v: unknown) => {
+      if (typeof v === 'bigint') return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= -BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString();
+      return v;
+    }) + '\n'
+  );
 }
 
 /**
@@ -311,7 +346,9 @@ export class LineSplitter {
   constructor(private readonly max = MAX_REQUEST_LINE) {}
 
   /** Bytes of the unfinished line held so far. */
-  get pending(): number { return this.pendingBytes; }
+  get pending(): number {
+    return this.pendingBytes;
+  }
 
   /** Complete lines in this chunk (without '\n' and a trailing '\r'); blank lines are skipped. */
   push(chunk: Uint8Array): string[] {

@@ -10,7 +10,16 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { CodedError } from '../util/errors';
 import {
-  ControlCommand, ControlErrorBody, ControlLine, ErrorCode, LineSplitter, MAX_CLIENTS, MAX_REQUEST_LINE, RequestId, encodeLine, parseRequest,
+  ControlCommand,
+  ControlErrorBody,
+  ControlLine,
+  ErrorCode,
+  LineSplitter,
+  MAX_CLIENTS,
+  MAX_REQUEST_LINE,
+  RequestId,
+  encodeLine,
+  parseRequest,
 } from './protocol';
 
 export interface ControlContext {
@@ -46,7 +55,12 @@ class Connection {
   private readonly closeFns: (() => void)[] = [];
   private readonly splitter: LineSplitter;
 
-  constructor(readonly socket: net.Socket, private readonly server: ControlServer, private readonly maxQueued: number, maxLine: number) {
+  constructor(
+    readonly socket: net.Socket,
+    private readonly server: ControlServer,
+    private readonly maxQueued: number,
+    maxLine: number,
+  ) {
     this.splitter = new LineSplitter(maxLine);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => socket.destroy());
@@ -107,7 +121,11 @@ class Connection {
     this.closed = true;
     this.server.forget(this);
     for (const fn of this.closeFns.splice(0)) {
-      try { fn(); } catch (e) { this.server.logLine(`control: onClose callback threw: ${(e as Error).message}`); }
+      try {
+        fn();
+      } catch (e) {
+        this.server.logLine(`control: onClose callback threw: ${(e as Error).message}`);
+      }
     }
   }
 }
@@ -124,8 +142,15 @@ function errorBody(e: unknown): ControlErrorBody {
 export function probeSocket(sockPath: string, timeoutMs = 1000): Promise<'live' | 'refused' | 'absent'> {
   return new Promise((resolve, reject) => {
     const s = net.createConnection(sockPath);
-    const t = setTimeout(() => { s.destroy(); resolve('live'); }, timeoutMs);
-    s.once('connect', () => { clearTimeout(t); s.destroy(); resolve('live'); });
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve('live');
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(t);
+      s.destroy();
+      resolve('live');
+    });
     s.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(t);
       if (e.code === 'ECONNREFUSED') resolve('refused');
@@ -148,7 +173,11 @@ export class ControlServer {
   /** Identity of the socket file we created, so close() never unlinks someone else's. */
   private inode: { dev: number; ino: number } | null = null;
 
-  constructor(readonly path: string, handlers: Record<string, ControlHandler>, opts: ControlServerOptions = {}) {
+  constructor(
+    readonly path: string,
+    handlers: Record<string, ControlHandler>,
+    opts: ControlServerOptions = {},
+  ) {
     this.handlers = new Map(Object.entries(handlers));
     this.maxQueued = opts.maxQueuedBytes ?? 16 << 20;
     this.log = opts.log ?? (() => {});
@@ -158,12 +187,21 @@ export class ControlServer {
       this.handlers.set(ControlCommand.PING, () => ({ pong: true, pid: process.pid, commands: [...this.handlers.keys()].sort() }));
     }
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
-      if (this.closing) { socket.destroy(); return; }
+      if (this.closing) {
+        socket.destroy();
+        return;
+      }
       if (this.conns.size >= maxClients) {
         // Bounded: each client may hold an unfinished line of up to maxLine bytes.
         this.refused++;
         socket.on('error', () => socket.destroy());
-        socket.end(encodeLine({ id: null, ok: false, error: { code: ErrorCode.TOO_MANY_CLIENTS, message: `too many control clients (${maxClients} at once); try again when one has finished` } }));
+        socket.end(
+          encodeLine({
+            id: null,
+            ok: false,
+            error: { code: ErrorCode.TOO_MANY_CLIENTS, message: `too many control clients (${maxClients} at once); try again when one has finished` },
+          }),
+        );
         socket.setTimeout(1000, () => socket.destroy());
         return;
       }
@@ -189,14 +227,21 @@ export class ControlServer {
     const dir = path.dirname(this.path);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     let st: fs.Stats | null = null;
-    try { st = fs.lstatSync(this.path); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; }
+    try {
+      st = fs.lstatSync(this.path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
     if (st) {
       if (!st.isSocket()) {
         throw new CodedError('EEXIST', `${this.path} exists and is not a socket; refusing to replace it`);
       }
       const state = await probeSocket(this.path);
       if (state === 'live') {
-        throw new CodedError('EADDRINUSE', `another server is already answering on ${this.path} (is another faultstack running? stop it or use another --control path)`);
+        throw new CodedError(
+          'EADDRINUSE',
+          `another server is already answering on ${this.path} (is another faultstack running? stop it or use another --control path)`,
+        );
       }
       if (state === 'refused') fs.rmSync(this.path, { force: true });
     }
@@ -207,9 +252,11 @@ export class ControlServer {
     const bindPath = Buffer.byteLength(tmp) <= 107 ? tmp : this.path;
     await new Promise<void>((resolve, reject) => {
       const onErr = (e: NodeJS.ErrnoException) => {
-        reject(e.code === 'EADDRINUSE'
-          ? new CodedError('EADDRINUSE', `${this.path} was taken by another server while starting`)
-          : new CodedError(e.code ?? 'EIO', `cannot listen on ${this.path}: ${e.message}`));
+        reject(
+          e.code === 'EADDRINUSE'
+            ? new CodedError('EADDRINUSE', `${this.path} was taken by another server while starting`)
+            : new CodedError(e.code ?? 'EIO', `cannot listen on ${this.path}: ${e.message}`),
+        );
       };
       this.server.once('error', onErr);
       this.server.listen(bindPath, () => {
@@ -217,7 +264,11 @@ export class ControlServer {
         resolve();
       });
     });
-    try { fs.chmodSync(bindPath, 0o600); } catch { /* best effort */ }
+    try {
+      fs.chmodSync(bindPath, 0o600);
+    } catch {
+      /* best effort */
+    }
     if (bindPath !== this.path) {
       try {
         fs.renameSync(bindPath, this.path);
@@ -260,7 +311,9 @@ export class ControlServer {
     try {
       const st = fs.statSync(this.path);
       if (st.dev === this.inode.dev && st.ino === this.inode.ino) fs.rmSync(this.path, { force: true });
-    } catch { /* already gone */ }
+    } catch {
+      /* already gone */
+    }
     this.inode = null;
   }
 
@@ -293,7 +346,9 @@ export class ControlServer {
       id,
       stream: (event) => conn.send({ id, event }),
       onClose: (fn) => conn.onClose(fn),
-      get closed() { return conn.closed; },
+      get closed() {
+        return conn.closed;
+      },
       untilClosed: () => new Promise<void>((resolve) => conn.onClose(resolve)),
     };
     let out: unknown;

@@ -38,33 +38,66 @@ export const ALL_MODES: readonly FaultMode[] = ['off', 'buggy', 'hotfixed'];
 
 export const SYSTEM_PARAMS = {
   DefaultTTL: {
-    type: 'int', default: 128, min: 1, max: 255, unit: 'hops', system: 'any', registry: TCPIP, general: true,
+    type: 'int',
+    default: 128,
+    min: 1,
+    max: 255,
+    unit: 'hops',
+    system: 'any',
+    registry: TCPIP,
+    general: true,
     meaning: 'time to live of every IPv4 datagram the stack sends (TCP, UDP, ICMP replies)',
     source: 'Windows NT 4.0, 2000 and Server 2003 registry reference: 128; Linux net.ipv4.ip_default_ttl: 64 (the linux profile)',
   },
   TcpStackProfile: {
-    type: 'enum', values: ['windows', 'linux'], default: 'windows', system: 'any', registry: null,
-    meaning: 'listener behaviour: windows (SynAttackProtect and its thresholds, RST when the backlog is full) or linux (SYN queue, SYN cookies, accept queue, tcp_abort_on_overflow)',
+    type: 'enum',
+    values: ['windows', 'linux'],
+    default: 'windows',
+    system: 'any',
+    registry: null,
+    meaning:
+      'listener behaviour: windows (SynAttackProtect and its thresholds, RST when the backlog is full) or linux (SYN queue, SYN cookies, accept queue, tcp_abort_on_overflow)',
     source: 'our name; set by the profiles',
   },
   // The Linux listener's knobs (TcpStackProfile=linux): the core's own policy, tcp/backlog.ts.
   tcp_syncookies: {
-    type: 'int', default: 1, min: 0, max: 2, system: 'linux', registry: 'sysctl net.ipv4.tcp_syncookies',
+    type: 'int',
+    default: 1,
+    min: 0,
+    max: 2,
+    system: 'linux',
+    registry: 'sysctl net.ipv4.tcp_syncookies',
     meaning: '0 never; 1 send SYN cookies when the SYN queue overflows; 2 always',
     source: 'Linux ip-sysctl.rst: 1',
   },
   tcp_abort_on_overflow: {
-    type: 'bool', default: 0, system: 'linux', registry: 'sysctl net.ipv4.tcp_abort_on_overflow',
+    type: 'bool',
+    default: 0,
+    system: 'linux',
+    registry: 'sysctl net.ipv4.tcp_abort_on_overflow',
     meaning: 'accept queue full at the final ACK: 0 drop the ACK (the client retransmits, the SYN-ACK is resent); 1 reset the connection',
     source: 'Linux ip-sysctl.rst: 0',
   },
   tcp_max_syn_backlog: {
-    type: 'int', default: 128, min: 1, max: 65535, unit: 'requests', system: 'linux', registry: 'sysctl net.ipv4.tcp_max_syn_backlog',
+    type: 'int',
+    default: 128,
+    min: 1,
+    max: 65535,
+    unit: 'requests',
+    system: 'linux',
+    registry: 'sysctl net.ipv4.tcp_max_syn_backlog',
     meaning: 'per-listener limit of remembered connection requests (SYN-RCVD) before SYN cookies or drops',
-    source: 'Linux ip-sysctl.rst: 128 is the floor for low-memory machines; the kernel scales it with memory (2048 on this project\'s lab machines). We take the documented floor so overflow is reachable with a short flood (our choice)',
+    source:
+      "Linux ip-sysctl.rst: 128 is the floor for low-memory machines; the kernel scales it with memory (2048 on this project's lab machines). We take the documented floor so overflow is reachable with a short flood (our choice)",
   },
   somaxconn: {
-    type: 'int', default: 4096, min: 1, max: 65535, unit: 'connections', system: 'linux', registry: 'sysctl net.core.somaxconn',
+    type: 'int',
+    default: 4096,
+    min: 1,
+    max: 65535,
+    unit: 'connections',
+    system: 'linux',
+    registry: 'sysctl net.core.somaxconn',
     meaning: 'cap on any listen backlog',
     source: 'Linux ip-sysctl.rst: 4096 since Linux 5.4',
   },
@@ -78,8 +111,12 @@ export const SYSTEM_PARAMS = {
 const SPECS = [kb903927, kb297040, kb898060, kb972183, kb319381] as const;
 
 /** Every parameter definition: the faults' own (in catalogue order), then the system's. */
-type ParamDefs = (typeof kb903927)['params'] & (typeof kb297040)['params'] & (typeof kb898060)['params'] &
-  (typeof kb972183)['params'] & (typeof kb319381)['params'] & typeof SYSTEM_PARAMS;
+type ParamDefs = (typeof kb903927)['params'] &
+  (typeof kb297040)['params'] &
+  (typeof kb898060)['params'] &
+  (typeof kb972183)['params'] &
+  (typeof kb319381)['params'] &
+  typeof SYSTEM_PARAMS;
 
 function unionOfDefs(): ParamDefs {
   const out: Record<string, ParamDef> = {};
@@ -197,7 +234,7 @@ const WINDOWS_BASE = {
 export const PROFILES: readonly ProfileSpec[] = [
   {
     name: 'nt4-sp6a',
-    title: 'Windows NT 4.0 SP6a with the post-SP6a TCP/IP hotfix (KB 297040\'s system)',
+    title: "Windows NT 4.0 SP6a with the post-SP6a TCP/IP hotfix (KB 297040's system)",
     description:
       'Windows listener; SYN attack protection off as NT4 shipped it (KB 297040 needs SynAttackProtect set: add ' +
       '--param SynAttackProtect=1 or 2 to reproduce it); SYN retransmissions 2; no MS05-019 MTU floor (68); TTL 128.',
@@ -205,9 +242,9 @@ export const PROFILES: readonly ProfileSpec[] = [
   },
   {
     name: 'win2003-sp1',
-    title: 'Windows Server 2003 SP1 (KB 903927\'s and KB 898060\'s system)',
+    title: "Windows Server 2003 SP1 (KB 903927's and KB 898060's system)",
     description:
-      'Windows listener with SYN attack protection on, as SP1 shipped it. Sources disagree on whether SP1\'s default ' +
+      "Windows listener with SYN attack protection on, as SP1 shipped it. Sources disagree on whether SP1's default " +
       'was 1 or 2; we set 2 (our choice) because the delayed indication that 2 adds (handshake first, application ' +
       'and backlog afterwards) is exactly the behaviour KB 903927 describes. Thresholds as the Server 2003 reference: ' +
       'TcpMaxHalfOpen 500, TcpMaxHalfOpenRetried 400, TcpMaxPortsExhausted 5, TcpMaxConnectResponseRetransmissions 2. ' +
@@ -292,9 +329,12 @@ export function findProfile(name: string): ProfileSpec {
 /** A human description of a parameter's valid values, as used in error messages. */
 export function describeRange(p: ParamSpec): string {
   switch (p.type) {
-    case 'int': return `${p.min}..${p.max}${p.unit ? ` ${p.unit}` : ''}`;
-    case 'bool': return '0 or 1';
-    case 'enum': return p.values.join(' | ');
+    case 'int':
+      return `${p.min}..${p.max}${p.unit ? ` ${p.unit}` : ''}`;
+    case 'bool':
+      return '0 or 1';
+    case 'enum':
+      return p.values.join(' | ');
   }
 }
 

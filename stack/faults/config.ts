@@ -9,8 +9,18 @@
  */
 import { UsageError } from '../util/errors';
 import {
-  DEFAULT_PROFILE, FAULTS, PARAMS, findFault, findParam, findProfile, parseParamValue,
-  type FaultId, type FaultModes, type ParamName, type ParamValue, type ParamValues,
+  DEFAULT_PROFILE,
+  FAULTS,
+  PARAMS,
+  findFault,
+  findParam,
+  findProfile,
+  parseParamValue,
+  type FaultId,
+  type FaultModes,
+  type ParamName,
+  type ParamValue,
+  type ParamValues,
 } from './catalogue';
 import type { FaultMode } from './spec';
 
@@ -76,7 +86,9 @@ export class FaultConfig {
     if (!f.implemented && m !== 'off') {
       throw new UsageError(
         `fault ${f.id} (${f.alias}) is not implemented yet: it can only be 'off'; implemented faults are ` +
-          FAULTS.filter((x) => x.implemented).map((x) => `${x.id} (${x.alias})`).join(', '),
+          FAULTS.filter((x) => x.implemented)
+            .map((x) => `${x.id} (${x.alias})`)
+            .join(', '),
       );
     }
     const id = f.id as FaultId;
@@ -171,4 +183,3 @@ export function buildFaultConfig(input: FaultConfigInput): FaultConfig {
   }
   return cfg;
 }
-

@@ -41,7 +41,9 @@ export interface InstalledFaults {
 /** The emulated system's own parameters: what the stack reads whatever the faults. */
 function installSystem(ctx: FaultContext): InstalledFault {
   const p = ctx.config.params;
-  const apply = () => { ctx.stack.ttl = p.DefaultTTL; };
+  const apply = () => {
+    ctx.stack.ttl = p.DefaultTTL;
+  };
   apply();
   const unsubscribe = ctx.config.onChange(apply);
   return { uninstall: unsubscribe };

@@ -24,13 +24,28 @@ import { kernelNet } from '../api/kernel-net';
 import type { NetApi, TcpSocketLike, UdpSocketLike } from '../api/net-api';
 import { formatIpv4, parseIpv4 } from '../wire/addr';
 import {
-  FWC_ERROR_TEXT, FWC_PORT, FWC_VERSION, FwcCommand, RELAY_HEADER, RelayError, emitFwc, emitRelay, newRelayRepr, nextFwc, parseRelay, wsaName,
+  FWC_ERROR_TEXT,
+  FWC_PORT,
+  FWC_VERSION,
+  FwcCommand,
+  RELAY_HEADER,
+  RelayError,
+  emitFwc,
+  emitRelay,
+  newRelayRepr,
+  nextFwc,
+  parseRelay,
+  wsaName,
   type FwcMessage,
 } from '../wire/fwc';
 
 export class FwcRefusedError extends Error {
   readonly code: string;
-  constructor(readonly wsa: number, message: string, readonly refused: number) {
+  constructor(
+    readonly wsa: number,
+    message: string,
+    readonly refused: number,
+  ) {
     super(message);
     this.name = 'FwcRefusedError';
     this.code = wsaName(wsa);
@@ -50,7 +65,11 @@ export interface FirewallClientOptions {
   net?: NetApi;
 }
 
-interface Pending { resolve: (m: FwcMessage) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+interface Pending {
+  resolve: (m: FwcMessage) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
 
 export class FirewallClient extends EventEmitter {
   serverId = 0;
@@ -64,7 +83,10 @@ export class FirewallClient extends EventEmitter {
 
   private readonly net: NetApi;
 
-  private constructor(private readonly sock: TcpSocketLike, readonly opts: FirewallClientOptions) {
+  private constructor(
+    private readonly sock: TcpSocketLike,
+    readonly opts: FirewallClientOptions,
+  ) {
     super();
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.net = opts.net ?? kernelNet;
@@ -84,13 +106,20 @@ export class FirewallClient extends EventEmitter {
         sock.off('error', onErr);
         const c = new FirewallClient(sock, opts);
         c.request({
-          command: FwcCommand.Hello, user: opts.user ?? os.userInfo().username, application: opts.application ?? 'faultstack-fwc',
+          command: FwcCommand.Hello,
+          user: opts.user ?? os.userInfo().username,
+          application: opts.application ?? 'faultstack-fwc',
           computer: opts.computer ?? os.hostname().slice(0, 200),
-        }).then((m) => {
-          if (m.command !== FwcCommand.HelloAck) throw new Error(`Hello answered with 0x${String(m.command)}`);
-          c.externalAddress = formatIpv4(m.externalAddr);
-          resolve(c);
-        }).catch((e) => { sock.destroy(); reject(e); });
+        })
+          .then((m) => {
+            if (m.command !== FwcCommand.HelloAck) throw new Error(`Hello answered with 0x${String(m.command)}`);
+            c.externalAddress = formatIpv4(m.externalAddr);
+            resolve(c);
+          })
+          .catch((e) => {
+            sock.destroy();
+            reject(e);
+          });
       });
     });
   }
@@ -98,10 +127,13 @@ export class FirewallClient extends EventEmitter {
   /** Sends a request and resolves with its answer (a refusal rejects). */
   request(message: FwcMessage): Promise<FwcMessage> {
     if (this.closed) return Promise.reject(new Error('the Firewall Client control channel is closed'));
-    const seq = this.seq = (this.seq + 1) & 255 || 1;
+    const seq = (this.seq = (this.seq + 1) & 255 || 1);
     const buf = emitFwc({ header: { clientId: this.serverId, version: FWC_VERSION, serverId: this.serverId, ack: this.lastServerSeq, seq }, message });
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.pending.delete(seq); reject(new Error(`no answer from the firewall within ${this.timeoutMs} ms`)); }, this.timeoutMs);
+      const timer = setTimeout(() => {
+        this.pending.delete(seq);
+        reject(new Error(`no answer from the firewall within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
       this.pending.set(seq, { resolve, reject, timer });
       this.sock.write(buf);
     });
@@ -110,7 +142,7 @@ export class FirewallClient extends EventEmitter {
   /** Sends a message that gets no answer (Session End). */
   tell(message: FwcMessage): void {
     if (this.closed) return;
-    const seq = this.seq = (this.seq + 1) & 255 || 1;
+    const seq = (this.seq = (this.seq + 1) & 255 || 1);
     this.sock.write(emitFwc({ header: { clientId: this.serverId, version: FWC_VERSION, serverId: this.serverId, ack: this.lastServerSeq, seq }, message }));
   }
 
@@ -130,7 +162,10 @@ export class FirewallClient extends EventEmitter {
       this.lastServerSeq = header.seq;
       if (header.serverId !== 0) this.serverId = header.serverId;
       const p = this.pending.get(header.ack);
-      if (p === undefined) { this.emit('unsolicited', message); continue; }
+      if (p === undefined) {
+        this.emit('unsolicited', message);
+        continue;
+      }
       this.pending.delete(header.ack);
       clearTimeout(p.timer);
       if (message.command === 'refused') p.reject(new FwcRefusedError(message.wsaError, message.reason, message.refused));
@@ -142,7 +177,10 @@ export class FirewallClient extends EventEmitter {
   private fail(e: Error): void {
     if (this.closed) return;
     this.closed = true;
-    for (const p of this.pending.values()) { clearTimeout(p.timer); p.reject(e); }
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(e);
+    }
     this.pending.clear();
     this.emit('close', e);
   }
@@ -151,12 +189,22 @@ export class FirewallClient extends EventEmitter {
   async connect(host: string, port: number): Promise<TcpSocketLike> {
     const dst = parseIpv4(host);
     if (dst === null) throw new Error(`${host} is not an IPv4 address`);
-    const m = await this.request({ command: FwcCommand.Connect, dstAddr: dst, dstPort: port, clientPort: 0, application: this.opts.application ?? 'faultstack-fwc' });
+    const m = await this.request({
+      command: FwcCommand.Connect,
+      dstAddr: dst,
+      dstPort: port,
+      clientPort: 0,
+      application: this.opts.application ?? 'faultstack-fwc',
+    });
     if (m.command !== FwcCommand.ConnectAck) throw new Error('Connect answered with something else than Connect Ack');
     return new Promise((resolve, reject) => {
       const s = this.net.connect({ host: formatIpv4(m.relayAddr), port: m.relayPort, noDelay: true });
       s.once('error', reject);
-      s.once('connect', () => { s.off('error', reject); s.setNoDelay(true); resolve(s); });
+      s.once('connect', () => {
+        s.off('error', reject);
+        s.setNoDelay(true);
+        resolve(s);
+      });
     });
   }
 
@@ -165,7 +213,10 @@ export class FirewallClient extends EventEmitter {
     const local = this.net.createUdpSocket();
     await new Promise<void>((resolve, reject) => {
       local.once('error', reject);
-      local.bind(port, undefined, () => { local.off('error', reject); resolve(); });
+      local.bind(port, undefined, () => {
+        local.off('error', reject);
+        resolve();
+      });
     });
     const clientPort = local.address().port;
     try {
@@ -185,7 +236,10 @@ export class FirewallClient extends EventEmitter {
     return new Promise((resolve) => {
       this.sock.once('close', () => resolve());
       this.sock.end();
-      setTimeout(() => { this.sock.destroy(); resolve(); }, 2000).unref();
+      setTimeout(() => {
+        this.sock.destroy();
+        resolve();
+      }, 2000).unref();
     });
   }
 }
@@ -211,7 +265,12 @@ export class FwcUdpSocket extends EventEmitter {
       if (rinfo.address !== relayAddress || rinfo.port !== relayPort) return;
       if (parseRelay(msg, 0, msg.length, this.repr) !== RelayError.None) return;
       this.received++;
-      this.emit('message', msg.subarray(RELAY_HEADER), { address: formatIpv4(this.repr.addr), port: this.repr.port, family: 'IPv4', size: msg.length - RELAY_HEADER });
+      this.emit('message', msg.subarray(RELAY_HEADER), {
+        address: formatIpv4(this.repr.addr),
+        port: this.repr.port,
+        family: 'IPv4',
+        size: msg.length - RELAY_HEADER,
+      });
     });
     local.on('error', (e: Error) => this.emit('error', e));
   }
@@ -222,11 +281,18 @@ export class FwcUdpSocket extends EventEmitter {
   }
 
   /** The local (kernel) port the relayed datagrams arrive on. */
-  get localPort(): number { return this.local.address().port; }
+  get localPort(): number {
+    return this.local.address().port;
+  }
 
   send(data: Buffer, port: number, host: string, cb?: (e: Error | null) => void): void {
     const dst = parseIpv4(host);
-    if (dst === null) { const e = new Error(`${host} is not an IPv4 address`); if (cb) cb(e); else this.emit('error', e); return; }
+    if (dst === null) {
+      const e = new Error(`${host} is not an IPv4 address`);
+      if (cb) cb(e);
+      else this.emit('error', e);
+      return;
+    }
     const out = Buffer.allocUnsafe(RELAY_HEADER + data.length);
     emitRelay(out, 0, { addr: dst, port });
     data.copy(out, RELAY_HEADER);
@@ -238,9 +304,15 @@ export class FwcUdpSocket extends EventEmitter {
    * wait for the firewall to free the port), then the local socket closes.
    */
   close(cb?: () => void): void {
-    if (this.closed) { cb?.(); return; }
+    if (this.closed) {
+      cb?.();
+      return;
+    }
     this.closed = true;
     this.client.tell({ command: FwcCommand.SessionEnd, bindId: this.bindId });
-    this.local.close(() => { this.emit('close'); cb?.(); });
+    this.local.close(() => {
+      this.emit('close');
+      cb?.();
+    });
   }
 }

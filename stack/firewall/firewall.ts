@@ -28,8 +28,16 @@ import { Reassembler } from '../iface/reassembly';
 import { formatIpv4, prefixMask } from '../wire/addr';
 import { internetChecksum } from '../wire/checksum';
 import {
-  ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAM_PROBLEM, ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED,
-  UNREACH_ADMIN_PROHIBITED, UNREACH_FRAG_NEEDED, emitIcmp, newIcmpRepr,
+  ICMP_DEST_UNREACH,
+  ICMP_ECHO_REPLY,
+  ICMP_ECHO_REQUEST,
+  ICMP_PARAM_PROBLEM,
+  ICMP_SOURCE_QUENCH,
+  ICMP_TIME_EXCEEDED,
+  UNREACH_ADMIN_PROHIBITED,
+  UNREACH_FRAG_NEEDED,
+  emitIcmp,
+  newIcmpRepr,
 } from '../wire/icmp';
 import { IP_FLAG_DF, IP_FLAG_MF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, emitIpv4Header, newIpv4Repr } from '../wire/ipv4';
 import { readU16, readU32, writeU16, writeU32 } from '../wire/bytes';
@@ -43,12 +51,25 @@ export type { DropReason } from './sessions';
 /** A router's counters (ours; Linux's forwarding ones are IpForwDatagrams and friends). */
 export function newFirewallCounters() {
   return {
-    FwForwardedOut: 0, FwForwardedIn: 0, FwForwardedBytesOut: 0, FwForwardedBytesIn: 0,
-    FwTtlExceeded: 0, FwFragNeeded: 0, FwFragmentedDatagrams: 0, FwFragmentsCreated: 0,
-    FwReassembled: 0, FwReassemblyPending: 0, FwReassemblyFails: 0,
-    FwIcmpErrorsSent: 0, FwIcmpRateLimited: 0, FwIcmpErrorsTranslated: 0,
-    FwSessionsCreated: 0, FwSessionsExpired: 0, FwSessionsClosed: 0,
-    FwSoftwareSegmented: 0, FwSoftwareChecksums: 0,
+    FwForwardedOut: 0,
+    FwForwardedIn: 0,
+    FwForwardedBytesOut: 0,
+    FwForwardedBytesIn: 0,
+    FwTtlExceeded: 0,
+    FwFragNeeded: 0,
+    FwFragmentedDatagrams: 0,
+    FwFragmentsCreated: 0,
+    FwReassembled: 0,
+    FwReassemblyPending: 0,
+    FwReassemblyFails: 0,
+    FwIcmpErrorsSent: 0,
+    FwIcmpRateLimited: 0,
+    FwIcmpErrorsTranslated: 0,
+    FwSessionsCreated: 0,
+    FwSessionsExpired: 0,
+    FwSessionsClosed: 0,
+    FwSoftwareSegmented: 0,
+    FwSoftwareChecksums: 0,
     FwDropped: 0,
   };
 }
@@ -140,10 +161,15 @@ export class Firewall {
     this.external = opts.external;
     this.drops = Object.fromEntries(Object.keys(DROP_REASONS).map((k) => [k, 0])) as Record<DropReason, number>;
     this.rules = new RuleSet(opts.rules);
-    this.sessions = new SessionTable({ ...DEFAULT_TIMEOUTS, ...(opts.timeouts ?? {}) }, opts.natPorts ?? [10000, 29999],
-      (proto, port) => this.externalSocketHolds(proto, port));
+    this.sessions = new SessionTable({ ...DEFAULT_TIMEOUTS, ...(opts.timeouts ?? {}) }, opts.natPorts ?? [10000, 29999], (proto, port) =>
+      this.externalSocketHolds(proto, port),
+    );
     this.thresholds = opts.portScan?.thresholds ?? (() => ({ wellKnown: 10, allPorts: 20 }));
-    this.scan = new PortScanDetector(() => this.thresholds(), (e) => this.emit({ kind: 'port-scan', scan: e }), opts.portScan);
+    this.scan = new PortScanDetector(
+      () => this.thresholds(),
+      (e) => this.emit({ kind: 'port-scan', scan: e }),
+      opts.portScan,
+    );
     this.icmpRate = opts.icmpErrorsPerSec ?? 1000;
     this.icmpTokens = this.icmpRate;
     this.internal.acceptAnyAddress = false;
@@ -165,11 +191,19 @@ export class Firewall {
 
   subscribe(fn: (e: FirewallEvent) => void): () => void {
     this.listeners.add(fn);
-    return () => { this.listeners.delete(fn); };
+    return () => {
+      this.listeners.delete(fn);
+    };
   }
 
   emit(e: FirewallEvent): void {
-    for (const fn of this.listeners) { try { fn(e); } catch { /* an observer must not break forwarding */ } }
+    for (const fn of this.listeners) {
+      try {
+        fn(e);
+      } catch {
+        /* an observer must not break forwarding */
+      }
+    }
   }
 
   /** The routing table: a connected route per interface and the default route out of the external one. */
@@ -204,7 +238,8 @@ export class Firewall {
 
   private onHousekeeping(now: number): void {
     this.sessions.expire(now, (s, why) => {
-      if (why === 'closed') this.counters.FwSessionsClosed++; else this.counters.FwSessionsExpired++;
+      if (why === 'closed') this.counters.FwSessionsClosed++;
+      else this.counters.FwSessionsExpired++;
       s.filter?.ended(s);
     });
     const gone = this.reasm.expire(now);
@@ -215,26 +250,30 @@ export class Firewall {
 
   private inInternal(a: number): boolean {
     const m = prefixMask(this.internal.prefix);
-    return ((a & m) >>> 0) === ((this.internal.address & m) >>> 0);
+    return (a & m) >>> 0 === (this.internal.address & m) >>> 0;
   }
 
   private isMartianDst(a: number, s: Stack): boolean {
     if (a === 0 || a === 0xffffffff || a >>> 28 === 0xe) return true;
     const m = prefixMask(s.prefix);
-    return s.prefix < 31 && ((a & m) >>> 0) === ((s.address & m) >>> 0) && ((a | m) >>> 0) === 0xffffffff;
+    return s.prefix < 31 && (a & m) >>> 0 === (s.address & m) >>> 0 && (a | m) >>> 0 === 0xffffffff;
   }
 
   // ------------------------------------------------------------------ from the internal network
 
   private fromInside(pkt: Buffer, meta: OffloadMeta | null, local: boolean, now: number): boolean {
-    const src = readU32(pkt, 12), dst = readU32(pkt, 16);
+    const src = readU32(pkt, 12),
+      dst = readU32(pkt, 16);
     if (!this.inInternal(src) || src === this.internal.address) return this.drop('spoofed');
     // The firewall's own services on its internal address (Firewall Client control channel, relays).
     if (local) return false;
     if (this.isMartianDst(dst, this.internal) || dst === this.external.address) return this.drop('martian');
     const whole = this.defragment(pkt, now);
     if (whole === null) return true;
-    if (whole !== pkt) { pkt = whole; meta = null; }
+    if (whole !== pkt) {
+      pkt = whole;
+      meta = null;
+    }
     return this.outbound(pkt, meta, now);
   }
 
@@ -242,11 +281,18 @@ export class Firewall {
   private defragment(pkt: Buffer, now: number): Buffer | null {
     const ff = readU16(pkt, 6);
     if ((ff & (IP_FLAG_MF | 0x1fff)) === 0) return pkt;
-    const ihl = (pkt[0] & 15) * 4, total = readU16(pkt, 2);
+    const ihl = (pkt[0] & 15) * 4,
+      total = readU16(pkt, 2);
     const key = `${readU32(pkt, 12)}/${readU32(pkt, 16)}/${pkt[9]}/${readU16(pkt, 4)}`;
     const r = this.reasm.add(key, now, pkt.subarray(0, ihl), (ff & 0x1fff) * 8, (ff & IP_FLAG_MF) !== 0, pkt.subarray(ihl, total));
-    if (r === null) { this.counters.FwReassemblyFails++; return null; }
-    if (!r.done) { this.counters.FwReassemblyPending++; return null; }
+    if (r === null) {
+      this.counters.FwReassemblyFails++;
+      return null;
+    }
+    if (!r.done) {
+      this.counters.FwReassemblyPending++;
+      return null;
+    }
     this.counters.FwReassembled++;
     const out = Buffer.allocUnsafe(20 + r.payload.length);
     r.header.copy(out, 0, 0, 20);
@@ -260,13 +306,20 @@ export class Firewall {
   }
 
   private outbound(pkt: Buffer, meta: OffloadMeta | null, now: number): boolean {
-    const ihl = (pkt[0] & 15) * 4, total = readU16(pkt, 2), proto = pkt[9];
-    const src = readU32(pkt, 12), dst = readU32(pkt, 16);
+    const ihl = (pkt[0] & 15) * 4,
+      total = readU16(pkt, 2),
+      proto = pkt[9];
+    const src = readU32(pkt, 12),
+      dst = readU32(pkt, 16);
     const egress = this.inInternal(dst) ? this.internal : this.external;
-    if (pkt[8] <= 1) { this.icmpError(this.internal, pkt, ICMP_TIME_EXCEEDED, 0, 0); this.counters.FwTtlExceeded++; return this.drop('ttl-exceeded'); }
+    if (pkt[8] <= 1) {
+      this.icmpError(this.internal, pkt, ICMP_TIME_EXCEEDED, 0, 0);
+      this.counters.FwTtlExceeded++;
+      return this.drop('ttl-exceeded');
+    }
     const mtu = egress.routes.interfaceMtu;
     const tooBig = this.exceedsMtu(pkt, ihl, total, meta, mtu);
-    if (tooBig && (readU16(pkt, 6) & IP_FLAG_DF)) {
+    if (tooBig && readU16(pkt, 6) & IP_FLAG_DF) {
       this.icmpError(this.internal, pkt, ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, mtu & 0xffff);
       this.counters.FwFragNeeded++;
       return this.drop('frag-needed');
@@ -279,7 +332,8 @@ export class Firewall {
     let sport: number, dport: number;
     if (proto === PROTO_TCP || proto === PROTO_UDP) {
       if (total < ihl + (proto === PROTO_TCP ? 20 : 8)) return this.drop('bad-header');
-      sport = readU16(pkt, ihl); dport = readU16(pkt, ihl + 2);
+      sport = readU16(pkt, ihl);
+      dport = readU16(pkt, ihl + 2);
     } else if (proto === PROTO_ICMP) {
       if (total < ihl + 8) return this.drop('bad-header');
       const type = pkt[ihl];
@@ -287,7 +341,8 @@ export class Firewall {
         return this.icmpErrorFromInside(pkt, ihl, total, meta, now);
       }
       if (type !== ICMP_ECHO_REQUEST) return this.drop('unsupported-protocol');
-      sport = readU16(pkt, ihl + 4); dport = 0;
+      sport = readU16(pkt, ihl + 4);
+      dport = 0;
     } else {
       return this.drop('unsupported-protocol');
     }
@@ -344,11 +399,19 @@ export class Firewall {
   private icmpErrorFromInside(pkt: Buffer, ihl: number, total: number, meta: OffloadMeta | null, now: number): boolean {
     const q = ihl + 8;
     if (total < q + 20) return this.drop('bad-header');
-    const qihl = (pkt[q] & 15) * 4, qproto = pkt[q + 9];
+    const qihl = (pkt[q] & 15) * 4,
+      qproto = pkt[q + 9];
     if (total < q + qihl + 8) return this.drop('bad-header');
-    const qsrc = readU32(pkt, q + 12), qdst = readU32(pkt, q + 16);
+    const qsrc = readU32(pkt, q + 12),
+      qdst = readU32(pkt, q + 16);
     let qsport: number, qdport: number;
-    if (qproto === PROTO_ICMP) { qsport = 0; qdport = readU16(pkt, q + qihl + 4); } else { qsport = readU16(pkt, q + qihl); qdport = readU16(pkt, q + qihl + 2); }
+    if (qproto === PROTO_ICMP) {
+      qsport = 0;
+      qdport = readU16(pkt, q + qihl + 4);
+    } else {
+      qsport = readU16(pkt, q + qihl);
+      qdport = readU16(pkt, q + qihl + 2);
+    }
     // The quoted datagram went remote -> client: its session is (client:qdport -> remote:qsport).
     const s = this.sessions.lookupOut(qproto, qdst, qdport, qsrc, qproto === PROTO_ICMP ? 0 : qsport);
     if (s === undefined) return this.drop('icmp-no-session');
@@ -365,16 +428,24 @@ export class Firewall {
   // ------------------------------------------------------------------ from the external network
 
   private fromOutside(pkt: Buffer, meta: OffloadMeta | null, local: boolean, now: number): boolean {
-    const src = readU32(pkt, 12), dst = readU32(pkt, 16);
+    const src = readU32(pkt, 12),
+      dst = readU32(pkt, 16);
     if (this.inInternal(src) || src === this.external.address) return this.drop('spoofed');
     const whole = this.defragment(pkt, now);
     if (whole === null) return true;
-    if (whole !== pkt) { pkt = whole; meta = null; }
-    const ihl = (pkt[0] & 15) * 4, total = readU16(pkt, 2), proto = pkt[9];
-    let sport = -1, dport = -1;
+    if (whole !== pkt) {
+      pkt = whole;
+      meta = null;
+    }
+    const ihl = (pkt[0] & 15) * 4,
+      total = readU16(pkt, 2),
+      proto = pkt[9];
+    let sport = -1,
+      dport = -1;
     if (proto === PROTO_TCP || proto === PROTO_UDP) {
       if (total < ihl + (proto === PROTO_TCP ? 20 : 8)) return this.drop('bad-header');
-      sport = readU16(pkt, ihl); dport = readU16(pkt, ihl + 2);
+      sport = readU16(pkt, ihl);
+      dport = readU16(pkt, ihl + 2);
     }
     if (!local) {
       if (this.inInternal(dst) && !this.isMartianDst(dst, this.internal)) {
@@ -415,10 +486,14 @@ export class Firewall {
     }
     if (e.kind === 'session') {
       if (e.remoteAddr !== src || (proto !== PROTO_ICMP && e.remotePort !== sport)) return this.dropInbound('session-mismatch', src, sport, dport, now);
-      if (pkt[8] <= 1) { this.icmpError(this.external, pkt, ICMP_TIME_EXCEEDED, 0, 0); this.counters.FwTtlExceeded++; return this.drop('ttl-exceeded'); }
+      if (pkt[8] <= 1) {
+        this.icmpError(this.external, pkt, ICMP_TIME_EXCEEDED, 0, 0);
+        this.counters.FwTtlExceeded++;
+        return this.drop('ttl-exceeded');
+      }
       const mtu = this.internal.routes.interfaceMtu;
       const tooBig = this.exceedsMtu(pkt, ihl, total, meta, mtu);
-      if (tooBig && (readU16(pkt, 6) & IP_FLAG_DF)) {
+      if (tooBig && readU16(pkt, 6) & IP_FLAG_DF) {
         this.icmpError(this.external, pkt, ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, mtu & 0xffff);
         this.counters.FwFragNeeded++;
         return this.drop('frag-needed');
@@ -439,17 +514,25 @@ export class Firewall {
     e.owner.lastSeen = now;
     e.packetsIn++;
     e.bytesIn += total;
-    if (pkt[8] <= 1) { this.icmpError(this.external, pkt, ICMP_TIME_EXCEEDED, 0, 0); this.counters.FwTtlExceeded++; return this.drop('ttl-exceeded'); }
+    if (pkt[8] <= 1) {
+      this.icmpError(this.external, pkt, ICMP_TIME_EXCEEDED, 0, 0);
+      this.counters.FwTtlExceeded++;
+      return this.drop('ttl-exceeded');
+    }
     rewriteEndpoint(pkt, 0, 1, e.inAddr, e.inPort, meta !== null && (meta.flags & 1) !== 0);
     return this.forwardIn(pkt, meta, ihl, total, now, true);
   }
 
   /** Forwards a datagram (already translated) to the internal network: TTL, MTU, send. */
   private forwardIn(pkt: Buffer, meta: OffloadMeta | null, ihl: number, total: number, _now: number, ttlChecked = false): boolean {
-    if (!ttlChecked && pkt[8] <= 1) { this.icmpError(this.external, pkt, ICMP_TIME_EXCEEDED, 0, 0); this.counters.FwTtlExceeded++; return this.drop('ttl-exceeded'); }
+    if (!ttlChecked && pkt[8] <= 1) {
+      this.icmpError(this.external, pkt, ICMP_TIME_EXCEEDED, 0, 0);
+      this.counters.FwTtlExceeded++;
+      return this.drop('ttl-exceeded');
+    }
     const mtu = this.internal.routes.interfaceMtu;
     const tooBig = this.exceedsMtu(pkt, ihl, total, meta, mtu);
-    if (tooBig && (readU16(pkt, 6) & IP_FLAG_DF)) {
+    if (tooBig && readU16(pkt, 6) & IP_FLAG_DF) {
       this.icmpError(this.external, pkt, ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, mtu & 0xffff);
       this.counters.FwFragNeeded++;
       return this.drop('frag-needed');
@@ -465,7 +548,8 @@ export class Firewall {
     const src = readU32(pkt, 12);
     const q = ihl + 8;
     if (total < q + 20) return this.drop('bad-header');
-    const qihl = (pkt[q] & 15) * 4, qproto = pkt[q + 9];
+    const qihl = (pkt[q] & 15) * 4,
+      qproto = pkt[q + 9];
     if (total < q + qihl + 8) return this.drop('bad-header');
     if (readU32(pkt, q + 12) !== this.external.address) return this.dropInbound('icmp-no-session', src, -1, -1, now);
     const qport = qproto === PROTO_ICMP ? readU16(pkt, q + qihl + 4) : readU16(pkt, q + qihl);
@@ -483,8 +567,12 @@ export class Firewall {
 
   /** After a quoted header was rewritten: its header checksum, the outer header's, the ICMP checksum. */
   private finishTranslatedIcmp(pkt: Buffer, ihl: number, total: number): void {
-    const q = ihl + 8, qihl = (pkt[q] & 15) * 4;
-    if (q + qihl <= total) { writeU16(pkt, q + 10, 0); writeU16(pkt, q + 10, internetChecksum(pkt, q, qihl)); }
+    const q = ihl + 8,
+      qihl = (pkt[q] & 15) * 4;
+    if (q + qihl <= total) {
+      writeU16(pkt, q + 10, 0);
+      writeU16(pkt, q + 10, internetChecksum(pkt, q, qihl));
+    }
     writeU16(pkt, 10, 0);
     writeU16(pkt, 10, internetChecksum(pkt, 0, ihl));
     writeU16(pkt, ihl + 2, 0);
@@ -535,7 +623,10 @@ export class Firewall {
 
   private emitOut(egress: Stack, pkt: Buffer, meta: OffloadMeta | null, mtu: number): void {
     if (meta === null && pkt.length > mtu) {
-      if (readU16(pkt, 6) & IP_FLAG_DF) { this.drop('frag-needed'); return; }
+      if (readU16(pkt, 6) & IP_FLAG_DF) {
+        this.drop('frag-needed');
+        return;
+      }
       const frags = fragment(pkt, mtu);
       this.counters.FwFragmentedDatagrams++;
       this.counters.FwFragmentsCreated += frags.length;
@@ -554,7 +645,8 @@ export class Firewall {
   private readonly icmpScratch = newIcmpRepr();
 
   icmpError(ingress: Stack, orig: Buffer, type: number, code: number, nextHopMtu: number): void {
-    const ihl = (orig[0] & 15) * 4, total = readU16(orig, 2);
+    const ihl = (orig[0] & 15) * 4,
+      total = readU16(orig, 2);
     if ((readU16(orig, 6) & 0x1fff) !== 0) return;
     if (orig[9] === PROTO_ICMP && total >= ihl + 1) {
       const t = orig[ihl];
@@ -563,19 +655,37 @@ export class Firewall {
     const from = readU32(orig, 12);
     if (from === 0 || from >>> 24 === 127 || from >>> 28 >= 0xe) return;
     const now = ingress.now;
-    if (now - this.icmpRefillAt >= 1000) { this.icmpTokens = this.icmpRate; this.icmpRefillAt = now; }
-    if (this.icmpTokens <= 0) { this.counters.FwIcmpRateLimited++; return; }
+    if (now - this.icmpRefillAt >= 1000) {
+      this.icmpTokens = this.icmpRate;
+      this.icmpRefillAt = now;
+    }
+    if (this.icmpTokens <= 0) {
+      this.counters.FwIcmpRateLimited++;
+      return;
+    }
     this.icmpTokens--;
     const quote = Math.min(total, 576 - 28);
     const out = Buffer.allocUnsafe(28 + quote);
     orig.copy(out, 28, 0, quote);
     const icmp = this.icmpScratch;
-    icmp.type = type; icmp.code = code; icmp.nextHopMtu = nextHopMtu; icmp.bodyOffset = 8; icmp.bodyLength = quote;
+    icmp.type = type;
+    icmp.code = code;
+    icmp.nextHopMtu = nextHopMtu;
+    icmp.bodyOffset = 8;
+    icmp.bodyLength = quote;
     emitIcmp(out, 20, icmp);
     const r = this.ipScratch;
-    r.src = ingress.address; r.dst = from; r.protocol = PROTO_ICMP; r.ttl = ingress.ttl; r.tos = 0xc0;
-    r.ident = ingress.nextIpId(); r.dontFragment = false; r.moreFragments = false; r.fragmentOffset = 0;
-    r.headerLength = 20; r.totalLength = out.length;
+    r.src = ingress.address;
+    r.dst = from;
+    r.protocol = PROTO_ICMP;
+    r.ttl = ingress.ttl;
+    r.tos = 0xc0;
+    r.ident = ingress.nextIpId();
+    r.dontFragment = false;
+    r.moreFragments = false;
+    r.fragmentOffset = 0;
+    r.headerLength = 20;
+    r.totalLength = out.length;
     emitIpv4Header(out, 0, r);
     this.counters.FwIcmpErrorsSent++;
     ingress.counters.IcmpOutMsgs++;
@@ -591,9 +701,16 @@ export class Firewall {
     const rows: Record<string, unknown>[] = this.sessions.sessions().map((s) => this.sessions.describeSession(s, ext, now));
     for (const e of this.sessions.expectations()) {
       rows.push({
-        kind: 'filter-opening', proto: 'udp', internal: `${formatIpv4(e.inAddr)}:${e.inPort}`, external: `${formatIpv4(ext)}:${e.extPort}`,
-        remote: `${formatIpv4(e.remoteAddr)}:${e.remotePorts[0]}-${e.remotePorts[1]}`, why: e.why, idleMs: Math.round(now - e.lastSeen),
-        packetsIn: e.packetsIn, bytesIn: e.bytesIn, session: e.owner.id,
+        kind: 'filter-opening',
+        proto: 'udp',
+        internal: `${formatIpv4(e.inAddr)}:${e.inPort}`,
+        external: `${formatIpv4(ext)}:${e.extPort}`,
+        remote: `${formatIpv4(e.remoteAddr)}:${e.remotePorts[0]}-${e.remotePorts[1]}`,
+        why: e.why,
+        idleMs: Math.round(now - e.lastSeen),
+        packetsIn: e.packetsIn,
+        bytesIn: e.bytesIn,
+        session: e.owner.id,
       });
     }
     return rows;

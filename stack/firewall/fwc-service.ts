@@ -29,8 +29,24 @@ import type { UdpEndpoint } from '../udp/udp';
 import { formatIpv4, parseIpv4 } from '../wire/addr';
 import { PROTO_TCP, PROTO_UDP } from '../wire/ipv4';
 import {
-  FWC_ERROR_TEXT, FWC_MAX_MESSAGE, FWC_PORT, FWC_VERSION, FwcCommand, FwcError, Wsa, emitFwc, emitRelay, newRelayRepr, nextFwc, parseRelay,
-  refusalOf, RelayError, RELAY_HEADER, wsaName, type FwcMessage, type FwcRepr,
+  FWC_ERROR_TEXT,
+  FWC_MAX_MESSAGE,
+  FWC_PORT,
+  FWC_VERSION,
+  FwcCommand,
+  FwcError,
+  Wsa,
+  emitFwc,
+  emitRelay,
+  newRelayRepr,
+  nextFwc,
+  parseRelay,
+  refusalOf,
+  RelayError,
+  RELAY_HEADER,
+  wsaName,
+  type FwcMessage,
+  type FwcRepr,
 } from '../wire/fwc';
 import type { BindingInfo, Firewall } from './firewall';
 import type { StreamingMediaFilter } from './media';
@@ -38,9 +54,21 @@ import type { DropReason, LocalOpening } from './sessions';
 
 export function newFwcCounters() {
   return {
-    FwcSessions: 0, FwcSessionsActive: 0, FwcMessages: 0, FwcBadMessages: 0, FwcRefused: 0,
-    FwcConnects: 0, FwcConnectFailures: 0, FwcUdpBinds: 0, FwcReleases: 0, FwcAddrInUse: 0,
-    FwcRelayedIn: 0, FwcRelayedOut: 0, FwcRelayedBytesIn: 0, FwcRelayedBytesOut: 0, FwcRelayUnknown: 0,
+    FwcSessions: 0,
+    FwcSessionsActive: 0,
+    FwcMessages: 0,
+    FwcBadMessages: 0,
+    FwcRefused: 0,
+    FwcConnects: 0,
+    FwcConnectFailures: 0,
+    FwcUdpBinds: 0,
+    FwcReleases: 0,
+    FwcAddrInUse: 0,
+    FwcRelayedIn: 0,
+    FwcRelayedOut: 0,
+    FwcRelayedBytesIn: 0,
+    FwcRelayedBytesOut: 0,
+    FwcRelayUnknown: 0,
   };
 }
 
@@ -57,12 +85,21 @@ export interface FwcServiceOptions {
 }
 
 const WSA_OF_ERRNO: Record<string, number> = {
-  ECONNREFUSED: Wsa.WSAECONNREFUSED, ETIMEDOUT: Wsa.WSAETIMEDOUT, EHOSTUNREACH: Wsa.WSAEHOSTUNREACH,
-  ENETUNREACH: Wsa.WSAENETUNREACH, ECONNRESET: Wsa.WSAECONNRESET, EADDRINUSE: Wsa.WSAEADDRINUSE,
+  ECONNREFUSED: Wsa.WSAECONNREFUSED,
+  ETIMEDOUT: Wsa.WSAETIMEDOUT,
+  EHOSTUNREACH: Wsa.WSAEHOSTUNREACH,
+  ENETUNREACH: Wsa.WSAENETUNREACH,
+  ECONNRESET: Wsa.WSAECONNRESET,
+  EADDRINUSE: Wsa.WSAEADDRINUSE,
 };
 
 class FwcRefusal extends Error {
-  constructor(readonly wsa: number, message: string) { super(message); }
+  constructor(
+    readonly wsa: number,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export class UdpBinding implements LocalOpening {
@@ -88,7 +125,9 @@ export class UdpBinding implements LocalOpening {
     readonly extEndpoint: UdpEndpoint,
     readonly relayEndpoint: UdpEndpoint,
     now: number,
-  ) { this.boundAt = now; }
+  ) {
+    this.boundAt = now;
+  }
 
   info(): BindingInfo {
     return this.service.media.info({ session: this.session.id, client: this.session.client, bindId: this.id, externalPort: this.extPort, media: null });
@@ -99,7 +138,10 @@ export class UdpBinding implements LocalOpening {
     if (this.state === 'bound' && this.sentTo.has(src * 65536 + srcPort)) return null;
     if (mp !== undefined) {
       if (this.state === 'bound' && this.service.media.admit(mp, src, srcPort)) return null;
-      if (mp.state === 'closed' || this.state !== 'bound') { this.dropped++; return 'media-port-closed'; }
+      if (mp.state === 'closed' || this.state !== 'bound') {
+        this.dropped++;
+        return 'media-port-closed';
+      }
     }
     this.dropped++;
     return 'binding-not-open';
@@ -109,9 +151,18 @@ export class UdpBinding implements LocalOpening {
     const mp = this.service.media.portFor(this.session.id, this.extPort);
     const fw = this.service.fw;
     return {
-      kind: 'fwc-udp', client: this.session.client, session: this.session.id, bindId: this.id, state: this.state,
-      external: `${formatIpv4(fw.external.address)}:${this.extPort}`, relay: `${formatIpv4(fw.internal.address)}:${this.relayPort}`,
-      clientPort: this.clientPort, sentTo: this.sentTo.size, relayedIn: this.relayedIn, relayedOut: this.relayedOut, dropped: this.dropped,
+      kind: 'fwc-udp',
+      client: this.session.client,
+      session: this.session.id,
+      bindId: this.id,
+      state: this.state,
+      external: `${formatIpv4(fw.external.address)}:${this.extPort}`,
+      relay: `${formatIpv4(fw.internal.address)}:${this.relayPort}`,
+      clientPort: this.clientPort,
+      sentTo: this.sentTo.size,
+      relayedIn: this.relayedIn,
+      relayedOut: this.relayedOut,
+      dropped: this.dropped,
       media: mp ? { server: formatIpv4(mp.server), state: mp.state, admitted: mp.admitted, refused: mp.refused } : null,
     };
   }
@@ -144,7 +195,13 @@ export class FwcSession {
   closed = false;
   readonly client: string;
 
-  constructor(readonly service: FwcService, readonly id: number, readonly sock: FsSocket, readonly clientAddr: number, readonly started: number) {
+  constructor(
+    readonly service: FwcService,
+    readonly id: number,
+    readonly sock: FsSocket,
+    readonly clientAddr: number,
+    readonly started: number,
+  ) {
     this.client = formatIpv4(clientAddr);
   }
 
@@ -159,7 +216,10 @@ export class FwcSession {
         // Not a message at all: no way to find the next one in this stream.
         this.service.counters.FwcBadMessages++;
         this.refuse(0x4000, 0, Wsa.WSAEINVAL, `malformed Firewall Client message: ${FWC_ERROR_TEXT[r.error]}; closing the control channel`);
-        this.service.fwcEvent('bad-message', `malformed message from ${this.client}: ${FWC_ERROR_TEXT[r.error]} (control channel closed)`, { client: this.client, error: FWC_ERROR_TEXT[r.error] });
+        this.service.fwcEvent('bad-message', `malformed message from ${this.client}: ${FWC_ERROR_TEXT[r.error]} (control channel closed)`, {
+          client: this.client,
+          error: FWC_ERROR_TEXT[r.error],
+        });
         this.sock.end();
         this.service.endSession(this);
         return;
@@ -172,18 +232,25 @@ export class FwcSession {
         this.service.counters.FwcBadMessages++;
         const what = r.command >= 0 ? `command 0x${r.command.toString(16).padStart(4, '0')}` : 'message';
         this.refuse(r.command >= 0 ? r.command : 0, ack, Wsa.WSAEINVAL, `malformed Firewall Client ${what}: ${FWC_ERROR_TEXT[r.error]}`);
-        this.service.fwcEvent('bad-message', `malformed ${what} from ${this.client}: ${FWC_ERROR_TEXT[r.error]}`, { client: this.client, command: r.command, error: FWC_ERROR_TEXT[r.error] });
+        this.service.fwcEvent('bad-message', `malformed ${what} from ${this.client}: ${FWC_ERROR_TEXT[r.error]}`, {
+          client: this.client,
+          command: r.command,
+          error: FWC_ERROR_TEXT[r.error],
+        });
         continue;
       }
       this.handle(r.repr, ack);
     }
     this.rx = off >= this.rx.length ? Buffer.alloc(0) : Buffer.from(this.rx.subarray(off));
-    if (this.rx.length > FWC_MAX_MESSAGE) { this.sock.destroy(); this.service.endSession(this); }
+    if (this.rx.length > FWC_MAX_MESSAGE) {
+      this.sock.destroy();
+      this.service.endSession(this);
+    }
   }
 
   send(message: FwcMessage, ack: number): void {
     if (this.closed) return;
-    const r: FwcRepr = { header: { clientId: 0, version: FWC_VERSION, serverId: this.id, ack, seq: this.seq = (this.seq + 1) & 255 }, message };
+    const r: FwcRepr = { header: { clientId: 0, version: FWC_VERSION, serverId: this.id, ack, seq: (this.seq = (this.seq + 1) & 255) }, message };
     this.sock.write(emitFwc(r));
   }
 
@@ -200,8 +267,11 @@ export class FwcSession {
       if (m.command === FwcCommand.Hello) {
         this.hello = { user: m.user, application: m.application, computer: m.computer };
         this.send({ command: FwcCommand.HelloAck, externalAddr: svc.fw.external.address, externalPort: 0 }, ack);
-        svc.fwcEvent('hello', `Firewall Client session ${this.id} from ${this.client} (user ${m.user || '-'}, application ${m.application || '-'}, computer ${m.computer || '-'})`,
-          { client: this.client, session: this.id, user: m.user, application: m.application, computer: m.computer });
+        svc.fwcEvent(
+          'hello',
+          `Firewall Client session ${this.id} from ${this.client} (user ${m.user || '-'}, application ${m.application || '-'}, computer ${m.computer || '-'})`,
+          { client: this.client, session: this.id, user: m.user, application: m.application, computer: m.computer },
+        );
         return;
       }
       if (m.command === 'refused' || m.command === FwcCommand.HelloAck || m.command === FwcCommand.ConnectAck || m.command === FwcCommand.BindAck) {
@@ -209,15 +279,26 @@ export class FwcSession {
       }
       if (this.hello === null) throw new FwcRefusal(Wsa.WSAEINVAL, 'send Hello (0x0500) first');
       switch (m.command) {
-        case FwcCommand.Connect: svc.connect(this, m.dstAddr, m.dstPort, ack); return;
-        case FwcCommand.UdpBind: svc.udpBind(this, m.requestedPort, m.clientPort, ack); return;
+        case FwcCommand.Connect:
+          svc.connect(this, m.dstAddr, m.dstPort, ack);
+          return;
+        case FwcCommand.UdpBind:
+          svc.udpBind(this, m.requestedPort, m.clientPort, ack);
+          return;
         case FwcCommand.SessionEnd:
-          if (m.bindId === 0) { this.sock.end(); svc.endSession(this); return; }
+          if (m.bindId === 0) {
+            this.sock.end();
+            svc.endSession(this);
+            return;
+          }
           svc.release(this, m.bindId);
           return;
       }
     } catch (e) {
-      if (e instanceof FwcRefusal) { this.refuse(cmd as number, ack, e.wsa, e.message); return; }
+      if (e instanceof FwcRefusal) {
+        this.refuse(cmd as number, ack, e.wsa, e.message);
+        return;
+      }
       throw e;
     }
   }
@@ -247,22 +328,32 @@ export class FwcService {
     this.extNet = createNetApi(this.fw.external);
   }
 
-  private get internal(): Stack { return this.fw.internal; }
-  private get external(): Stack { return this.fw.external; }
+  private get internal(): Stack {
+    return this.fw.internal;
+  }
+  private get external(): Stack {
+    return this.fw.external;
+  }
 
   start(): Promise<void> {
     const server = new FsServer(this.internal, { noDelay: true }, (s) => this.accept(s));
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.port, formatIpv4(this.internal.address), () => { server.off('error', reject); resolve(); });
+      server.listen(this.port, formatIpv4(this.internal.address), () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
   }
 
   close(): void {
     this.server?.close();
     this.server = null;
-    for (const s of [...this.sessions.values()]) { s.sock.destroy(); this.endSession(s); }
+    for (const s of [...this.sessions.values()]) {
+      s.sock.destroy();
+      this.endSession(s);
+    }
   }
 
   fwcEvent(action: string, message: string, data: Record<string, unknown>): void {
@@ -283,7 +374,9 @@ export class FwcService {
     this.counters.FwcSessionsActive++;
     sock.setNoDelay(true);
     sock.on('data', (d: Buffer) => s.onData(d));
-    sock.on('error', () => { /* the close that follows ends the session */ });
+    sock.on('error', () => {
+      /* the close that follows ends the session */
+    });
     sock.on('close', () => this.endSession(s));
     sock.on('end', () => sock.end());
   }
@@ -302,19 +395,34 @@ export class FwcService {
   // ------------------------------------------------------------------ Connect
 
   connect(s: FwcSession, dstAddr: number, dstPort: number, ack: number): void {
-    if (dstPort === 0 || dstAddr === 0 || dstAddr >>> 28 >= 0xe || dstAddr === 0xffffffff) throw new FwcRefusal(Wsa.WSAEINVAL, `cannot connect to ${formatIpv4(dstAddr)}:${dstPort}`);
+    if (dstPort === 0 || dstAddr === 0 || dstAddr >>> 28 >= 0xe || dstAddr === 0xffffffff)
+      throw new FwcRefusal(Wsa.WSAEINVAL, `cannot connect to ${formatIpv4(dstAddr)}:${dstPort}`);
     if (s.connections.size >= this.maxPerSession) throw new FwcRefusal(Wsa.WSAENOBUFS, `${this.maxPerSession} connections are open in this session`);
     this.counters.FwcConnects++;
     const ext = this.extNet.connect({ host: formatIpv4(dstAddr), port: dstPort, noDelay: true }) as FsSocket;
     const now = this.internal.clock();
     const c: RelayedConnection = {
-      id: this.nextConn++, session: s, dstAddr, dstPort, ext, opening: null, listener: null, int: null, acceptTimer: null,
-      media: null, bytesOut: 0, bytesIn: 0, started: now, closed: false,
+      id: this.nextConn++,
+      session: s,
+      dstAddr,
+      dstPort,
+      ext,
+      opening: null,
+      listener: null,
+      int: null,
+      acceptTimer: null,
+      media: null,
+      bytesOut: 0,
+      bytesIn: 0,
+      started: now,
+      closed: false,
     };
     s.connections.add(c);
     if (ext.localPort !== undefined) {
       const opening: LocalOpening = {
-        kind: 'local', proto: PROTO_TCP, extPort: ext.localPort,
+        kind: 'local',
+        proto: PROTO_TCP,
+        extPort: ext.localPort,
         admit: (src, sport) => (src === dstAddr && sport === dstPort ? null : 'session-mismatch'),
         describe: () => this.describeConnection(c),
       };
@@ -330,30 +438,47 @@ export class FwcService {
     ext.once('error', fail);
     ext.once('connect', () => {
       ext.off('error', fail);
-      ext.on('error', () => { /* close follows */ });
+      ext.on('error', () => {
+        /* close follows */
+      });
       const listener = new FsServer(this.internal, { noDelay: true }, (sock) => this.relayAccepted(c, sock));
       c.listener = listener;
       listener.listen(0, formatIpv4(this.internal.address), () => {
         const a = listener.address();
         if (a === null || c.closed) return;
-        s.send({
-          command: FwcCommand.ConnectAck, relayAddr: this.internal.address, relayPort: a.port,
-          externalAddr: this.external.address, externalPort: ext.localPort ?? 0,
-        }, ack);
-        c.acceptTimer = this.timer(this.relayAcceptTimeoutMs, () => { if (c.int === null) this.closeConnection(c); });
+        s.send(
+          {
+            command: FwcCommand.ConnectAck,
+            relayAddr: this.internal.address,
+            relayPort: a.port,
+            externalAddr: this.external.address,
+            externalPort: ext.localPort ?? 0,
+          },
+          ack,
+        );
+        c.acceptTimer = this.timer(this.relayAcceptTimeoutMs, () => {
+          if (c.int === null) this.closeConnection(c);
+        });
       });
     });
     ext.on('close', () => this.closeConnection(c));
   }
 
   private relayAccepted(c: RelayedConnection, sock: FsSocket): void {
-    if (c.int !== null || c.closed || parseIpv4(sock.remoteAddress ?? '') !== c.session.clientAddr) { sock.destroy(); return; }
+    if (c.int !== null || c.closed || parseIpv4(sock.remoteAddress ?? '') !== c.session.clientAddr) {
+      sock.destroy();
+      return;
+    }
     c.int = sock;
     c.listener?.close();
     c.listener = null;
-    if (c.acceptTimer) { this.internal.timers.disarm(c.acceptTimer); c.acceptTimer = null; }
+    if (c.acceptTimer) {
+      this.internal.timers.disarm(c.acceptTimer);
+      c.acceptTimer = null;
+    }
     c.media = this.media.tapConnection(c.session.id, c.session.client, c.dstAddr, c.dstPort);
-    const int = sock, ext = c.ext;
+    const int = sock,
+      ext = c.ext;
     int.setNoDelay(true);
     int.on('data', (d: Buffer) => {
       c.bytesOut += d.length;
@@ -368,7 +493,9 @@ export class FwcService {
     int.on('drain', () => ext.resume());
     int.on('end', () => ext.end());
     ext.on('end', () => int.end());
-    int.on('error', () => { /* close follows */ });
+    int.on('error', () => {
+      /* close follows */
+    });
     int.on('close', () => this.closeConnection(c));
   }
 
@@ -387,10 +514,18 @@ export class FwcService {
   private describeConnection(c: RelayedConnection): Record<string, unknown> {
     const now = this.internal.clock();
     return {
-      kind: 'fwc-tcp', client: c.session.client, session: c.session.id, id: c.id,
-      external: `${formatIpv4(this.external.address)}:${c.ext.localPort ?? 0}`, remote: `${formatIpv4(c.dstAddr)}:${c.dstPort}`,
-      relay: c.int ? `${c.int.localAddress}:${c.int.localPort}` : null, state: c.int ? 'relaying' : 'connecting',
-      ageMs: Math.round(now - c.started), bytesOut: c.bytesOut, bytesIn: c.bytesIn, mediaFilter: c.media !== null,
+      kind: 'fwc-tcp',
+      client: c.session.client,
+      session: c.session.id,
+      id: c.id,
+      external: `${formatIpv4(this.external.address)}:${c.ext.localPort ?? 0}`,
+      remote: `${formatIpv4(c.dstAddr)}:${c.dstPort}`,
+      relay: c.int ? `${c.int.localAddress}:${c.int.localPort}` : null,
+      state: c.int ? 'relaying' : 'connecting',
+      ageMs: Math.round(now - c.started),
+      bytesOut: c.bytesOut,
+      bytesIn: c.bytesIn,
+      mediaFilter: c.media !== null,
     };
   }
 
@@ -398,7 +533,7 @@ export class FwcService {
 
   udpBind(s: FwcSession, requested: number, clientPort: number, ack: number): void {
     const now = this.internal.clock();
-    if (clientPort === 0) throw new FwcRefusal(Wsa.WSAEINVAL, 'the client port (byte 72) must be the client\'s own UDP port, not 0');
+    if (clientPort === 0) throw new FwcRefusal(Wsa.WSAEINVAL, "the client port (byte 72) must be the client's own UDP port, not 0");
     if (s.bindings.size >= this.maxPerSession) throw new FwcRefusal(Wsa.WSAENOBUFS, `${this.maxPerSession} bindings are open in this session`);
     let port = requested;
     if (port !== 0) {
@@ -408,7 +543,8 @@ export class FwcService {
         if (verdict === 'address-in-use') {
           this.counters.FwcAddrInUse++;
           this.fw.emit({
-            kind: 'media', action: 'addr-in-use',
+            kind: 'media',
+            action: 'addr-in-use',
             message: `Firewall Client ${s.client} bound UDP port ${port} again before the firewall had freed it: WSAEADDRINUSE (Address already in use)`,
             data: { client: s.client, session: s.id, port, releasedMsAgo: Math.round(now - held.releasedAt) },
           });
@@ -426,15 +562,25 @@ export class FwcService {
     const id = s.nextBindId++;
     let binding: UdpBinding | null = null;
     const extEp: UdpEndpoint = {
-      port, addr: this.external.address,
-      onMessage: (data, src, srcPort) => { if (binding) this.relayIn(binding, data, src, srcPort); },
-      onError: () => { /* an ICMP error for a datagram sent on the client's behalf: nothing to tell over UDP */ },
+      port,
+      addr: this.external.address,
+      onMessage: (data, src, srcPort) => {
+        if (binding) this.relayIn(binding, data, src, srcPort);
+      },
+      onError: () => {
+        /* an ICMP error for a datagram sent on the client's behalf: nothing to tell over UDP */
+      },
     };
     const relayPort = this.internal.udp.ephemeralPort();
     const relayEp: UdpEndpoint = {
-      port: relayPort, addr: this.internal.address,
-      onMessage: (data, src, srcPort) => { if (binding) this.relayOut(binding, data, src, srcPort); },
-      onError: () => { /* the client's port went away */ },
+      port: relayPort,
+      addr: this.internal.address,
+      onMessage: (data, src, srcPort) => {
+        if (binding) this.relayOut(binding, data, src, srcPort);
+      },
+      onError: () => {
+        /* the client's port went away */
+      },
     };
     try {
       this.external.udp.bind(extEp);
@@ -447,10 +593,17 @@ export class FwcService {
     this.fw.sessions.addLocal(binding);
     s.bindings.set(id, binding);
     this.counters.FwcUdpBinds++;
-    s.send({
-      command: FwcCommand.BindAck, bindId: id, externalAddr: this.external.address, externalPort: port,
-      relayAddr: this.internal.address, relayPort,
-    }, ack);
+    s.send(
+      {
+        command: FwcCommand.BindAck,
+        bindId: id,
+        externalAddr: this.external.address,
+        externalPort: port,
+        relayAddr: this.internal.address,
+        relayPort,
+      },
+      ack,
+    );
     this.media.rebound(binding.info(), now);
   }
 
@@ -471,15 +624,24 @@ export class FwcService {
     this.counters.FwcReleases++;
     this.media.released(b.info(), now);
     const delay = this.fw.hooks.releaseDelayMs();
-    if (delay <= 0) { this.free(b); return; }
-    b.releaseTimer = this.timer(delay, () => { b.releaseTimer = null; this.free(b); });
+    if (delay <= 0) {
+      this.free(b);
+      return;
+    }
+    b.releaseTimer = this.timer(delay, () => {
+      b.releaseTimer = null;
+      this.free(b);
+    });
   }
 
   /** The port is free again: sockets closed, the opening gone. */
   free(b: UdpBinding): void {
     if (b.state === 'released') return;
     b.state = 'released';
-    if (b.releaseTimer) { this.internal.timers.disarm(b.releaseTimer); b.releaseTimer = null; }
+    if (b.releaseTimer) {
+      this.internal.timers.disarm(b.releaseTimer);
+      b.releaseTimer = null;
+    }
     this.external.udp.unbind(b.extEndpoint);
     this.internal.udp.unbind(b.relayEndpoint);
     this.fw.sessions.removeLocal(b);
@@ -507,7 +669,10 @@ export class FwcService {
       this.fw.drop('fwc-relay-unknown');
       return;
     }
-    if (r.port === 0 || r.addr === 0 || r.addr >>> 28 >= 0xe) { this.fw.drop('martian'); return; }
+    if (r.port === 0 || r.addr === 0 || r.addr >>> 28 >= 0xe) {
+      this.fw.drop('martian');
+      return;
+    }
     b.sentTo.add(r.addr * 65536 + r.port);
     b.relayedOut++;
     this.counters.FwcRelayedOut++;
@@ -541,8 +706,14 @@ export class FwcService {
   describeSessions(): Record<string, unknown>[] {
     const now = this.internal.clock();
     return [...this.sessions.values()].map((s) => ({
-      session: s.id, client: s.client, user: s.hello?.user ?? null, application: s.hello?.application ?? null, computer: s.hello?.computer ?? null,
-      ageMs: Math.round(now - s.started), bindings: s.bindings.size, connections: s.connections.size,
+      session: s.id,
+      client: s.client,
+      user: s.hello?.user ?? null,
+      application: s.hello?.application ?? null,
+      computer: s.hello?.computer ?? null,
+      ageMs: Math.round(now - s.started),
+      bindings: s.bindings.size,
+      connections: s.connections.size,
     }));
   }
 }

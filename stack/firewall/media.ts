@@ -34,8 +34,15 @@ export const MEDIA_SERVER_PORTS: readonly [number, number] = [1024, 5000];
 
 export function newMediaCounters() {
   return {
-    MediaControlSessions: 0, MediaPortsOpened: 0, MediaPortsClosed: 0, MediaPortsReopened: 0, MediaPortsLeftClosed: 0,
-    MediaDatagramsAdmitted: 0, MediaDatagramsRefused: 0, MediaAlgRewrites: 0, MediaAlgUnparsed: 0,
+    MediaControlSessions: 0,
+    MediaPortsOpened: 0,
+    MediaPortsClosed: 0,
+    MediaPortsReopened: 0,
+    MediaPortsLeftClosed: 0,
+    MediaDatagramsAdmitted: 0,
+    MediaDatagramsRefused: 0,
+    MediaAlgRewrites: 0,
+    MediaAlgUnparsed: 0,
   };
 }
 
@@ -80,7 +87,9 @@ export class StreamingMediaFilter implements NatPayloadFilter {
     fw.media = this;
   }
 
-  private key(session: number, port: number): string { return `${session}:${port}`; }
+  private key(session: number, port: number): string {
+    return `${session}:${port}`;
+  }
 
   // ------------------------------------------------------------------ Firewall Clients
 
@@ -109,12 +118,23 @@ export class StreamingMediaFilter implements NatPayloadFilter {
     const now = this.fw.internal.clock();
     const k = this.key(fwcSession, port);
     const mp: MediaPort = {
-      fwcSession, client, port, server, control, state: 'open', openedAt: now, changedAt: now, admitted: 0, refused: 0, reopened: 0,
+      fwcSession,
+      client,
+      port,
+      server,
+      control,
+      state: 'open',
+      openedAt: now,
+      changedAt: now,
+      admitted: 0,
+      refused: 0,
+      reopened: 0,
     };
     this.ports.set(k, mp);
     this.counters.MediaPortsOpened++;
     this.fw.emit({
-      kind: 'media', action: 'opened',
+      kind: 'media',
+      action: 'opened',
       message: `streaming media filter opened UDP port ${port} on ${formatIpv4(this.fw.external.address)} for Firewall Client ${client} (MMSU from ${formatIpv4(server)}, ports ${MEDIA_SERVER_PORTS[0]}-${MEDIA_SERVER_PORTS[1]})`,
       data: { client, session: fwcSession, port, server: formatIpv4(server) },
     });
@@ -144,7 +164,8 @@ export class StreamingMediaFilter implements NatPayloadFilter {
     mp.changedAt = now;
     this.counters.MediaPortsClosed++;
     this.fw.emit({
-      kind: 'media', action: 'closed',
+      kind: 'media',
+      action: 'closed',
       message: `Firewall Client ${b.client} released UDP port ${b.externalPort}: the streaming media filter closed it`,
       data: { client: b.client, session: b.session, port: b.externalPort, server: formatIpv4(mp.server) },
     });
@@ -161,14 +182,16 @@ export class StreamingMediaFilter implements NatPayloadFilter {
       mp.reopened++;
       this.counters.MediaPortsReopened++;
       this.fw.emit({
-        kind: 'media', action: 'reopened',
+        kind: 'media',
+        action: 'reopened',
         message: `Firewall Client ${b.client} bound UDP port ${b.externalPort} again: the streaming media filter re-opened it for ${formatIpv4(mp.server)}`,
         data: { client: b.client, session: b.session, port: b.externalPort, server: formatIpv4(mp.server) },
       });
     } else {
       this.counters.MediaPortsLeftClosed++;
       this.fw.emit({
-        kind: 'media', action: 'left-closed',
+        kind: 'media',
+        action: 'left-closed',
         message: `Firewall Client ${b.client} bound UDP port ${b.externalPort} again, but the port has already been closed: the packet filter drops the MMSU datagrams from ${formatIpv4(mp.server)}`,
         data: { client: b.client, session: b.session, port: b.externalPort, server: formatIpv4(mp.server) },
       });
@@ -188,8 +211,15 @@ export class StreamingMediaFilter implements NatPayloadFilter {
 
   describe(now: number): Record<string, unknown>[] {
     return [...this.ports.values()].map((mp) => ({
-      client: mp.client, session: mp.fwcSession, port: mp.port, server: formatIpv4(mp.server), state: mp.state,
-      sinceMs: Math.round(now - mp.changedAt), admitted: mp.admitted, refused: mp.refused, reopened: mp.reopened,
+      client: mp.client,
+      session: mp.fwcSession,
+      port: mp.port,
+      server: formatIpv4(mp.server),
+      state: mp.state,
+      sinceMs: Math.round(now - mp.changedAt),
+      admitted: mp.admitted,
+      refused: mp.refused,
+      reopened: mp.reopened,
     }));
   }
 
@@ -208,7 +238,8 @@ export class StreamingMediaFilter implements NatPayloadFilter {
     }
     const thl = (pkt[tcp + 12] >> 4) * 4;
     const seq = readU32(pkt, tcp + 4);
-    const pay = tcp + thl, payLen = tcpLen - thl;
+    const pay = tcp + thl,
+      payLen = tcpLen - thl;
     let changed = false;
     // A retransmitted segment carries what we rewrote before: rewrite it the same way.
     for (const rw of st.rewrites) {
@@ -222,20 +253,31 @@ export class StreamingMediaFilter implements NatPayloadFilter {
     if (!st.broken && seq === st.next) {
       let i = 0;
       while (i < payLen && !st.broken) {
-        if (st.skip > 0) { const n = Math.min(st.skip, payLen - i); st.skip -= n; i += n; continue; }
+        if (st.skip > 0) {
+          const n = Math.min(st.skip, payLen - i);
+          st.skip -= n;
+          i += n;
+          continue;
+        }
         if (st.hdr.length > 0 || payLen - i < MMS_HEADER) {
           while (st.hdr.length < MMS_HEADER && i < payLen) st.hdr.push(pkt[pay + i++]);
           if (st.hdr.length < MMS_HEADER) break;
           const h = Buffer.from(st.hdr);
           st.hdr = [];
           const len = mmsFrameLength(h, 0, MMS_HEADER);
-          if (len < 0) { st.broken = true; break; }
+          if (len < 0) {
+            st.broken = true;
+            break;
+          }
           if (readU16(h, 6) === MmsCommand.TransportUdp) this.counters.MediaAlgUnparsed++;
           st.skip = len - MMS_HEADER;
           continue;
         }
         const len = mmsFrameLength(pkt, pay + i, payLen - i);
-        if (len < 0) { st.broken = true; break; }
+        if (len < 0) {
+          st.broken = true;
+          break;
+        }
         if (len > payLen - i) {
           if (readU16(pkt, pay + i + 6) === MmsCommand.TransportUdp) this.counters.MediaAlgUnparsed++;
           st.skip = len - (payLen - i);
@@ -272,14 +314,25 @@ export class StreamingMediaFilter implements NatPayloadFilter {
       const extPort = fw.sessions.allocPort(PROTO_UDP, port);
       if (extPort === 0) return false;
       e = {
-        kind: 'expect', proto: PROTO_UDP, extPort, inAddr: s.inAddr, inPort: port, remoteAddr: s.remoteAddr, remotePorts: MEDIA_SERVER_PORTS,
-        owner: s, created: now, lastSeen: now, packetsIn: 0, bytesIn: 0,
+        kind: 'expect',
+        proto: PROTO_UDP,
+        extPort,
+        inAddr: s.inAddr,
+        inPort: port,
+        remoteAddr: s.remoteAddr,
+        remotePorts: MEDIA_SERVER_PORTS,
+        owner: s,
+        created: now,
+        lastSeen: now,
+        packetsIn: 0,
+        bytesIn: 0,
         why: `streaming media (MMSU) negotiated on session ${s.id}`,
       } satisfies Expectation;
       fw.sessions.addExpectation(e);
       this.counters.MediaPortsOpened++;
       fw.emit({
-        kind: 'media', action: 'opened',
+        kind: 'media',
+        action: 'opened',
         message: `streaming media filter opened UDP port ${extPort} on ${formatIpv4(fw.external.address)} for SecureNAT client ${formatIpv4(s.inAddr)}:${port} (MMSU from ${formatIpv4(s.remoteAddr)})`,
         data: { client: formatIpv4(s.inAddr), port, externalPort: extPort, server: formatIpv4(s.remoteAddr), securenat: true },
       });
@@ -292,5 +345,7 @@ export class StreamingMediaFilter implements NatPayloadFilter {
     return true;
   }
 
-  ended(_s: NatSession): void { /* its expectations go with the session (SessionTable.remove) */ }
+  ended(_s: NatSession): void {
+    /* its expectations go with the session (SessionTable.remove) */
+  }
 }

@@ -147,7 +147,10 @@ function copiedOptions(pkt: Buffer, ihl: number): Buffer {
   for (let i = 20; i < ihl;) {
     const t = pkt[i];
     if (t === 0) break;
-    if (t === 1) { i++; continue; }
+    if (t === 1) {
+      i++;
+      continue;
+    }
     const l = pkt[i + 1];
     if (l < 2 || i + l > ihl) break;
     if (t & 0x80) for (let k = 0; k < l; k++) keep.push(pkt[i + k]);

@@ -72,7 +72,9 @@ export class PortScanDetector {
     this.maxPortsPerAddress = opts.maxPortsPerAddress ?? 4096;
   }
 
-  get trackedAddresses(): number { return this.sources.size; }
+  get trackedAddresses(): number {
+    return this.sources.size;
+  }
 
   /** A dropped datagram from `src` (ports -1 for a protocol without ports). */
   dropped(src: number, srcPort: number, dstPort: number, now: number): void {
@@ -83,7 +85,10 @@ export class PortScanDetector {
       s = { ports: new Map(), lastSeen: now, wellKnown: 0, lastExpire: now, firedWellKnown: false, firedAll: false };
       this.sources.set(src, s);
     } else {
-      if (now - s.lastSeen >= this.intervalMs) { s.firedWellKnown = false; s.firedAll = false; }
+      if (now - s.lastSeen >= this.intervalMs) {
+        s.firedWellKnown = false;
+        s.firedAll = false;
+      }
       // Most recently seen last, so the first entry is the one to forget.
       this.sources.delete(src);
       this.sources.set(src, s);
@@ -144,7 +149,10 @@ export class PortScanDetector {
 
   private raise(id: PortScanEvent['id'], address: number, ports: number, threshold: number, s: Source, wellKnownOnly: boolean): void {
     this.raised[id]++;
-    const sample = [...s.ports.keys()].filter((p) => !wellKnownOnly || p <= WELL_KNOWN_PORT_MAX).sort((a, b) => a - b).slice(0, 32);
+    const sample = [...s.ports.keys()]
+      .filter((p) => !wellKnownOnly || p <= WELL_KNOWN_PORT_MAX)
+      .sort((a, b) => a - b)
+      .slice(0, 32);
     this.onEvent({ id, address, ports, threshold, sample });
   }
 }

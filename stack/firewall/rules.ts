@@ -32,7 +32,10 @@ export interface Rule {
 }
 
 export class RuleSyntaxError extends Error {
-  constructor(message: string) { super(message); this.name = 'RuleSyntaxError'; }
+  constructor(message: string) {
+    super(message);
+    this.name = 'RuleSyntaxError';
+  }
 }
 
 export const RULE_SYNTAX = 'allow|deny in|out any|tcp|udp|icmp[/PORT[-PORT]] [from CIDR] [to CIDR], e.g. "allow in tcp/80 to 198.19.0.1/32"';
@@ -47,7 +50,9 @@ function cidr(word: string | undefined, what: string): Ipv4Cidr {
 
 export function parseRule(text: string): Rule {
   const w = text.trim().toLowerCase().split(/\s+/).filter(Boolean);
-  const bad = (why: string): never => { throw new RuleSyntaxError(`bad rule "${text.trim()}": ${why}; a rule is ${RULE_SYNTAX}`); };
+  const bad = (why: string): never => {
+    throw new RuleSyntaxError(`bad rule "${text.trim()}": ${why}; a rule is ${RULE_SYNTAX}`);
+  };
   const action = w[0];
   if (action !== 'allow' && action !== 'deny') bad('it must start with allow or deny');
   const direction = w[1];
@@ -59,11 +64,13 @@ export function parseRule(text: string): Rule {
   if (portWord !== undefined) {
     if (proto !== 'tcp' && proto !== 'udp') bad('ports go with tcp or udp only');
     const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(portWord);
-    const lo = m ? Number(m[1]) : NaN, hi = m ? Number(m[2] ?? m[1]) : NaN;
+    const lo = m ? Number(m[1]) : NaN,
+      hi = m ? Number(m[2] ?? m[1]) : NaN;
     if (!m || lo < 1 || hi > 65535 || lo > hi) bad(`the port must be 1..65535 or a range LO-HI, not ${JSON.stringify(portWord)}`);
     ports = [lo, hi];
   }
-  let from: Ipv4Cidr | null = null, to: Ipv4Cidr | null = null;
+  let from: Ipv4Cidr | null = null,
+    to: Ipv4Cidr | null = null;
   for (let i = 3; i < w.length; i += 2) {
     if (w[i] === 'from' && from === null) from = cidr(w[i + 1], 'from');
     else if (w[i] === 'to' && to === null) to = cidr(w[i + 1], 'to');
@@ -78,7 +85,7 @@ export function parseRule(text: string): Rule {
 function inCidr(a: number, c: Ipv4Cidr | null): boolean {
   if (c === null) return true;
   const m = prefixMask(c.prefix);
-  return ((a & m) >>> 0) === c.addr;
+  return (a & m) >>> 0 === c.addr;
 }
 
 /** The default rule set: SecureNAT clients may go out; nothing comes in unasked. */

@@ -20,7 +20,11 @@ export interface SessionTimeouts {
 }
 
 export const DEFAULT_TIMEOUTS: SessionTimeouts = {
-  udpMs: 120_000, icmpMs: 30_000, tcpEstablishedMs: 120_000, tcpOpeningMs: 60_000, tcpClosingMs: 10_000,
+  udpMs: 120_000,
+  icmpMs: 30_000,
+  tcpEstablishedMs: 120_000,
+  tcpOpeningMs: 60_000,
+  tcpClosingMs: 10_000,
 };
 
 export type TcpTrack = 'syn-sent' | 'established' | 'closing' | 'closed';
@@ -108,12 +112,12 @@ export const DROP_REASONS = {
   'rule-deny': 'a deny rule matched',
   'media-port-closed': 'UDP to a Firewall Client port whose opening the streaming-media filter closed',
   'binding-not-open': 'UDP to a Firewall Client binding from a source it never sent to and no filter opened it for',
-  'session-mismatch': 'to a translated port from another endpoint than its session\'s',
+  'session-mismatch': "to a translated port from another endpoint than its session's",
   'tcp-no-session': 'a TCP segment other than a SYN with no session (never started, or forgotten after its idle timeout)',
   'ttl-exceeded': 'time to live exhausted here (ICMP time exceeded sent)',
-  'frag-needed': 'larger than the next hop\'s MTU with DF set (ICMP fragmentation needed sent)',
+  'frag-needed': "larger than the next hop's MTU with DF set (ICMP fragmentation needed sent)",
   spoofed: 'a source address on the wrong side: an internal one from outside, or a foreign one from inside',
-  martian: 'a destination the firewall neither serves nor routes (broadcast, multicast, another interface\'s address)',
+  martian: "a destination the firewall neither serves nor routes (broadcast, multicast, another interface's address)",
   'bad-header': 'transport header cut short',
   'unsupported-protocol': 'neither TCP, UDP nor ICMP echo (SecureNAT translates those only)',
   'icmp-no-session': 'an ICMP error about no session of ours',
@@ -149,7 +153,9 @@ export class SessionTable {
     readonly portTakenElsewhere: (proto: number, port: number) => boolean = () => false,
   ) {}
 
-  get size(): number { return this.byInside.size; }
+  get size(): number {
+    return this.byInside.size;
+  }
 
   /** The session of an outbound datagram, without allocating on a repeat hit. */
   lookupOut(proto: number, inAddr: number, inPort: number, remoteAddr: number, remotePort: number): NatSession | undefined {
@@ -175,7 +181,10 @@ export class SessionTable {
     const span = hi - lo + 1;
     let p = this.nextPort[proto] ?? lo;
     for (let i = 0; i < span; i++, p = p >= hi ? lo : p + 1) {
-      if (this.isFree(proto, p)) { this.nextPort[proto] = p >= hi ? lo : p + 1; return p; }
+      if (this.isFree(proto, p)) {
+        this.nextPort[proto] = p >= hi ? lo : p + 1;
+        return p;
+      }
     }
     this.exhausted++;
     return 0;
@@ -185,8 +194,27 @@ export class SessionTable {
     const extPort = this.allocPort(proto);
     if (extPort === 0) return null;
     const s: NatSession = {
-      kind: 'session', id: this.nextId++, proto, inAddr, inPort, remoteAddr, remotePort, extPort, created: now, lastSeen: now,
-      tcp: 'syn-sent', finOut: false, finIn: false, clientIsn: 0, packetsOut: 0, packetsIn: 0, bytesOut: 0, bytesIn: 0, filter: null, alg: null, expectations: null,
+      kind: 'session',
+      id: this.nextId++,
+      proto,
+      inAddr,
+      inPort,
+      remoteAddr,
+      remotePort,
+      extPort,
+      created: now,
+      lastSeen: now,
+      tcp: 'syn-sent',
+      finOut: false,
+      finIn: false,
+      clientIsn: 0,
+      packetsOut: 0,
+      packetsIn: 0,
+      bytesOut: 0,
+      bytesIn: 0,
+      filter: null,
+      alg: null,
+      expectations: null,
     };
     this.byInside.set(`${proto}|${inAddr}|${inPort}|${remoteAddr}|${remotePort}`, s);
     this.byExt.set(extKey(proto, extPort), s);
@@ -212,7 +240,10 @@ export class SessionTable {
     const k = extKey(e.proto, e.extPort);
     if (this.byExt.get(k) === e) this.byExt.delete(k);
     const list = e.owner.expectations;
-    if (list) { const i = list.indexOf(e); if (i >= 0) list.splice(i, 1); }
+    if (list) {
+      const i = list.indexOf(e);
+      if (i >= 0) list.splice(i, 1);
+    }
   }
 
   addLocal(o: LocalOpening): boolean {
@@ -241,11 +272,18 @@ export class SessionTable {
   }
 
   private track(s: NatSession, flags: number, out: boolean): void {
-    const SYN = 0x02, FIN = 0x01, RST = 0x04, ACK = 0x10;
-    if (flags & RST) { s.tcp = 'closed'; return; }
+    const SYN = 0x02,
+      FIN = 0x01,
+      RST = 0x04,
+      ACK = 0x10;
+    if (flags & RST) {
+      s.tcp = 'closed';
+      return;
+    }
     if (s.tcp === 'syn-sent' && !out && (flags & (SYN | ACK)) === (SYN | ACK)) s.tcp = 'established';
     if (flags & FIN) {
-      if (out) s.finOut = true; else s.finIn = true;
+      if (out) s.finOut = true;
+      else s.finIn = true;
       if (s.finOut && s.finIn) s.tcp = 'closed';
       else if (s.tcp === 'established') s.tcp = 'closing';
     }
@@ -267,25 +305,40 @@ export class SessionTable {
       if (now - s.lastSeen < this.timeoutOf(s)) continue;
       const why = s.tcp === 'closed' ? 'closed' : 'expired';
       this.remove(s);
-      if (why === 'closed') this.closed++; else this.expired++;
+      if (why === 'closed') this.closed++;
+      else this.expired++;
       n++;
       onRemove?.(s, why);
     }
     return n;
   }
 
-  sessions(): NatSession[] { return [...this.byInside.values()]; }
-  expectations(): Expectation[] { return [...this.byExt.values()].filter((e): e is Expectation => e.kind === 'expect'); }
-  locals(): LocalOpening[] { return [...this.byExt.values()].filter((e): e is LocalOpening => e.kind === 'local'); }
+  sessions(): NatSession[] {
+    return [...this.byInside.values()];
+  }
+  expectations(): Expectation[] {
+    return [...this.byExt.values()].filter((e): e is Expectation => e.kind === 'expect');
+  }
+  locals(): LocalOpening[] {
+    return [...this.byExt.values()].filter((e): e is LocalOpening => e.kind === 'local');
+  }
 
   describeSession(s: NatSession, extAddr: number, now: number): Record<string, unknown> {
     const ep = (a: number, p: number) => `${formatIpv4(a)}:${p}`;
     return {
-      kind: 'securenat', id: s.id, proto: protoName(s.proto),
-      internal: ep(s.inAddr, s.inPort), external: ep(extAddr, s.extPort), remote: ep(s.remoteAddr, s.remotePort),
+      kind: 'securenat',
+      id: s.id,
+      proto: protoName(s.proto),
+      internal: ep(s.inAddr, s.inPort),
+      external: ep(extAddr, s.extPort),
+      remote: ep(s.remoteAddr, s.remotePort),
       ...(s.proto === PROTO_TCP ? { state: s.tcp } : {}),
-      idleMs: Math.round(now - s.lastSeen), timeoutMs: this.timeoutOf(s),
-      packetsOut: s.packetsOut, packetsIn: s.packetsIn, bytesOut: s.bytesOut, bytesIn: s.bytesIn,
+      idleMs: Math.round(now - s.lastSeen),
+      timeoutMs: this.timeoutOf(s),
+      packetsOut: s.packetsOut,
+      packetsIn: s.packetsIn,
+      bytesOut: s.bytesOut,
+      bytesIn: s.bytesIn,
     };
   }
 }

@@ -47,13 +47,32 @@ import type { Scheduler } from '../stack';
 import { formatIpv4, prefixMask } from '../wire/addr';
 import { ARP_LEN, ARP_OP_REPLY, ARP_OP_REQUEST, ArpError, ArpRepr, emitArp, isGratuitous, isProbe, newArpRepr, parseArp } from '../wire/arp';
 import {
-  BROADCAST_MAC, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_MIN, MacAddr,
-  formatMac, ipv4MulticastMac, isMulticastMac, readMac, writeMac,
+  BROADCAST_MAC,
+  ETHERNET_HEADER_LEN,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+  ETHERTYPE_MIN,
+  MacAddr,
+  formatMac,
+  ipv4MulticastMac,
+  isMulticastMac,
+  readMac,
+  writeMac,
 } from '../wire/ethernet';
 import { ICMP_DEST_UNREACH, ICMP_HEADER_LEN, UNREACH_HOST, emitIcmp, newIcmpRepr } from '../wire/icmp';
 import {
-  ALL_ROUTERS, ALL_SYSTEMS, IGMP_LEAVE_GROUP, IGMP_MEMBERSHIP_QUERY, IGMP_V1_MEMBERSHIP_REPORT, IGMP_V2_MEMBERSHIP_REPORT,
-  IgmpError, PROTO_IGMP, buildIgmpDatagram, newIgmpRepr, parseIgmp,
+  ALL_ROUTERS,
+  ALL_SYSTEMS,
+  IGMP_LEAVE_GROUP,
+  IGMP_MEMBERSHIP_QUERY,
+  IGMP_V1_MEMBERSHIP_REPORT,
+  IGMP_V2_MEMBERSHIP_REPORT,
+  IgmpError,
+  PROTO_IGMP,
+  buildIgmpDatagram,
+  newIgmpRepr,
+  parseIgmp,
 } from '../wire/igmp';
 import { IPV4_MIN_HEADER, Ipv4Error, Ipv4Field, Ipv4Packet, PROTO_ICMP, emitIpv4Header, newIpv4Repr, parseIpv4Header } from '../wire/ipv4';
 import { readU32 } from '../wire/bytes';
@@ -79,9 +98,7 @@ export type EtherTypeHandler = (frame: Buffer, src: MacAddr, dst: MacAddr, now: 
 /** Sees an IPv4 packet for one destination before IP input; false drops it. */
 export type Ipv4InputFilter = (packet: Buffer, now: number) => boolean;
 
-export type LinkEvent =
-  | { kind: 'arp-conflict'; address: string; mac: string; defended: boolean }
-  | { kind: 'neigh-failed'; address: string; dropped: number };
+export type LinkEvent = { kind: 'arp-conflict'; address: string; mac: string; defended: boolean } | { kind: 'neigh-failed'; address: string; dropped: number };
 
 export interface EthernetInterfaceOptions {
   /** The frame device below (linkType 'ethernet'). */
@@ -119,16 +136,49 @@ interface OwnAddress {
 
 export function newLinkCounters() {
   return {
-    EthInFrames: 0, EthInOctets: 0, EthInRunts: 0, EthInBadSource: 0, EthInNotEthernetII: 0, EthInUnknownEtherType: 0,
-    EthInOtherHost: 0, EthInMcastNotJoined: 0, EthInBroadcast: 0, EthInMulticast: 0, EthInPromiscuous: 0,
-    EthInIpv4: 0, EthInIpv6: 0, EthInArp: 0, EthInHandled: 0, EthInIpv4Filtered: 0, EthInNoHandler: 0,
-    EthOutFrames: 0, EthOutOctets: 0, EthOutDiscards: 0,
-    ArpInRequests: 0, ArpInReplies: 0, ArpInErrors: 0, ArpInTruncated: 0, ArpInBadLengths: 0, ArpInUnsupported: 0,
-    ArpInBadOperation: 0, ArpInIgnored: 0, ArpInProbes: 0, ArpInConflicts: 0,
-    ArpOutRequests: 0, ArpOutReplies: 0, ArpOutAnnouncements: 0,
-    IgmpInMsgs: 0, IgmpInErrors: 0, IgmpInQueries: 0, IgmpInReports: 0, IgmpInLeaves: 0, IgmpInOther: 0,
-    IgmpOutReports: 0, IgmpOutLeaves: 0,
-    NeighUnreachReported: 0, EthLoopback: 0,
+    EthInFrames: 0,
+    EthInOctets: 0,
+    EthInRunts: 0,
+    EthInBadSource: 0,
+    EthInNotEthernetII: 0,
+    EthInUnknownEtherType: 0,
+    EthInOtherHost: 0,
+    EthInMcastNotJoined: 0,
+    EthInBroadcast: 0,
+    EthInMulticast: 0,
+    EthInPromiscuous: 0,
+    EthInIpv4: 0,
+    EthInIpv6: 0,
+    EthInArp: 0,
+    EthInHandled: 0,
+    EthInIpv4Filtered: 0,
+    EthInNoHandler: 0,
+    EthOutFrames: 0,
+    EthOutOctets: 0,
+    EthOutDiscards: 0,
+    ArpInRequests: 0,
+    ArpInReplies: 0,
+    ArpInErrors: 0,
+    ArpInTruncated: 0,
+    ArpInBadLengths: 0,
+    ArpInUnsupported: 0,
+    ArpInBadOperation: 0,
+    ArpInIgnored: 0,
+    ArpInProbes: 0,
+    ArpInConflicts: 0,
+    ArpOutRequests: 0,
+    ArpOutReplies: 0,
+    ArpOutAnnouncements: 0,
+    IgmpInMsgs: 0,
+    IgmpInErrors: 0,
+    IgmpInQueries: 0,
+    IgmpInReports: 0,
+    IgmpInLeaves: 0,
+    IgmpInOther: 0,
+    IgmpOutReports: 0,
+    IgmpOutLeaves: 0,
+    NeighUnreachReported: 0,
+    EthLoopback: 0,
   };
 }
 export type LinkCounters = ReturnType<typeof newLinkCounters>;
@@ -194,41 +244,59 @@ export class EthernetInterface implements Device {
     this.announceCount = opts.announcements ?? ANNOUNCE_NUM;
     this.onEvent = opts.onEvent ?? (() => {});
     this.subnetMask = prefixMask(opts.prefix);
-    this.subnetBroadcast = opts.prefix < 31 ? ((this.address | ~this.subnetMask) >>> 0) : 0;
+    this.subnetBroadcast = opts.prefix < 31 ? (this.address | ~this.subnetMask) >>> 0 : 0;
     writeMac(this.hdr, 0, 0);
     writeMac(this.hdr, 6, this.srcMac);
     this.hdr[12] = ETHERTYPE_IPV4 >> 8;
     this.hdr[13] = ETHERTYPE_IPV4 & 255;
     const random = opts.random ?? Math.random;
     const now = this.scheduler.now();
-    this.neighbours = new NeighbourTable<Pending>({
-      solicit: (target, unicastTo, about, t) => this.sendArpRequest(target, unicastTo, about, t),
-      transmit: (p, mac) => this.transmitIp(p.pkt, p.meta, mac),
-      unreachable: (p, target, t) => this.reportUnreachable(p.pkt, target, t),
-      sizeOf: (p) => p.pkt.length,
-      resolutionFailed: (target, waiting) => this.onEvent({ kind: 'neigh-failed', address: formatIpv4(target), dropped: waiting }),
-    }, now, opts.neighbour, random);
-    this.igmp = new IgmpMembership({
-      sendReport: (g) => this.sendIgmp(IGMP_V2_MEMBERSHIP_REPORT, g, g),
-      sendLeave: (g) => this.sendIgmp(IGMP_LEAVE_GROUP, g, ALL_ROUTERS),
-    }, this.timers, opts.igmp, random);
+    this.neighbours = new NeighbourTable<Pending>(
+      {
+        solicit: (target, unicastTo, about, t) => this.sendArpRequest(target, unicastTo, about, t),
+        transmit: (p, mac) => this.transmitIp(p.pkt, p.meta, mac),
+        unreachable: (p, target, t) => this.reportUnreachable(p.pkt, target, t),
+        sizeOf: (p) => p.pkt.length,
+        resolutionFailed: (target, waiting) => this.onEvent({ kind: 'neigh-failed', address: formatIpv4(target), dropped: waiting }),
+      },
+      now,
+      opts.neighbour,
+      random,
+    );
+    this.igmp = new IgmpMembership(
+      {
+        sendReport: (g) => this.sendIgmp(IGMP_V2_MEMBERSHIP_REPORT, g, g),
+        sendLeave: (g) => this.sendIgmp(IGMP_LEAVE_GROUP, g, ALL_ROUTERS),
+      },
+      this.timers,
+      opts.igmp,
+      random,
+    );
     for (const p of opts.proxyArp ?? []) this.addProxySubnet(p.addr, p.prefix);
     this.addOwn(this.address, this.mac);
     this.lower.onReceive = (frames, count, metas) => this.onFrames(frames, count, metas);
   }
 
-  get name(): string { return this.lower.name; }
-  get mtu(): number { return this.lower.mtu; }
+  get name(): string {
+    return this.lower.name;
+  }
+  get mtu(): number {
+    return this.lower.mtu;
+  }
 
   /** The source MAC of every frame we send (NLB unicast mode masks it); default: our MAC. */
-  get sourceMac(): MacAddr { return this.srcMac; }
+  get sourceMac(): MacAddr {
+    return this.srcMac;
+  }
   set sourceMac(mac: MacAddr) {
     this.srcMac = mac;
     writeMac(this.hdr, 6, mac);
   }
 
   /** The route table the next hop comes from (the stack's); without one, every destination is on-link. */
-  useRoutes(routes: NextHopSource): void { this.routes = routes; }
+  useRoutes(routes: NextHopSource): void {
+    this.routes = routes;
+  }
 
   /** Starts the RFC 5227 announcements of every address added so far. Call once the stack above is attached. */
   start(): void {
@@ -245,9 +313,9 @@ export class EthernetInterface implements Device {
   ownsAddress(addr: number): boolean {
     if (this.own.has(addr)) return true;
     for (const p of this.proxy) {
-      if (((addr & p.mask) >>> 0) !== p.net) continue;
+      if ((addr & p.mask) >>> 0 !== p.net) continue;
       // Not the subnet's network or broadcast address (below /31).
-      if (p.prefix < 31 && (addr === p.net || ((addr | ~p.mask) >>> 0) === addr)) return false;
+      if (p.prefix < 31 && (addr === p.net || (addr | ~p.mask) >>> 0 === addr)) return false;
       return true;
     }
     return false;
@@ -267,7 +335,10 @@ export class EthernetInterface implements Device {
     const a = this.own.get(addr) ?? this.addOwn(addr, opts.arpMac ?? this.mac);
     a.arpMac = opts.arpMac ?? a.arpMac;
     if (opts.solicitFromPrimary !== undefined) a.solicitFromPrimary = opts.solicitFromPrimary;
-    if (this.started && opts.announce !== false) { this.scheduleAnnouncements(a, this.scheduler.now()); this.afterWork(); }
+    if (this.started && opts.announce !== false) {
+      this.scheduleAnnouncements(a, this.scheduler.now());
+      this.afterWork();
+    }
   }
 
   removeAddress(addr: number): boolean {
@@ -287,8 +358,12 @@ export class EthernetInterface implements Device {
 
   // ------------------------------------------------------------------ which frames are ours
 
-  addUnicastMac(mac: MacAddr): void { this.unicastMacs.add(mac); }
-  removeUnicastMac(mac: MacAddr): boolean { return this.unicastMacs.delete(mac); }
+  addUnicastMac(mac: MacAddr): void {
+    this.unicastMacs.add(mac);
+  }
+  removeUnicastMac(mac: MacAddr): boolean {
+    return this.unicastMacs.delete(mac);
+  }
 
   /** Accepts frames to a multicast MAC (counted references: two users, two removes). */
   addMulticastMac(mac: MacAddr): void {
@@ -332,7 +407,9 @@ export class EthernetInterface implements Device {
     this.etherHandlers.set(etherType, handler);
   }
 
-  offEtherType(etherType: number): boolean { return this.etherHandlers.delete(etherType); }
+  offEtherType(etherType: number): boolean {
+    return this.etherHandlers.delete(etherType);
+  }
 
   /** Sends a frame of our own: `payload` after a header to `dst` (source: sourceMac unless given). */
   sendFrame(header: { dst: MacAddr; etherType: number; src?: MacAddr }, payload: Buffer): void {
@@ -360,14 +437,26 @@ export class EthernetInterface implements Device {
     const dst = readMac(f, 0);
     if (dst === this.mac) return true;
     if (isMulticastMac(dst)) {
-      if (dst === BROADCAST_MAC) { c.EthInBroadcast++; return true; }
-      if (dst === ALL_SYSTEMS_MAC || this.mcastMacs.has(dst)) { c.EthInMulticast++; return true; }
-      if (this.promiscuous) { c.EthInPromiscuous++; return true; }
+      if (dst === BROADCAST_MAC) {
+        c.EthInBroadcast++;
+        return true;
+      }
+      if (dst === ALL_SYSTEMS_MAC || this.mcastMacs.has(dst)) {
+        c.EthInMulticast++;
+        return true;
+      }
+      if (this.promiscuous) {
+        c.EthInPromiscuous++;
+        return true;
+      }
       c.EthInMcastNotJoined++;
       return false;
     }
     if (this.unicastMacs.size > 0 && this.unicastMacs.has(dst)) return true;
-    if (this.promiscuous) { c.EthInPromiscuous++; return true; }
+    if (this.promiscuous) {
+      c.EthInPromiscuous++;
+      return true;
+    }
     c.EthInOtherHost++;
     return false;
   }
@@ -388,10 +477,16 @@ export class EthernetInterface implements Device {
         const len = f.length;
         c.EthInFrames++;
         c.EthInOctets += len;
-        if (len < ETHERNET_HEADER_LEN) { c.EthInRunts++; continue; }
+        if (len < ETHERNET_HEADER_LEN) {
+          c.EthInRunts++;
+          continue;
+        }
         if (!this.accepts(f)) continue;
         // IEEE 802 source addresses are individual: a group address there is a forged frame.
-        if ((f[6] & 1) === 1) { c.EthInBadSource++; continue; }
+        if ((f[6] & 1) === 1) {
+          c.EthInBadSource++;
+          continue;
+        }
         const type = (f[12] << 8) | f[13];
         if (type === ETHERTYPE_IPV4 || type === ETHERTYPE_IPV6) {
           const pkt = f.subarray(ETHERNET_HEADER_LEN);
@@ -399,14 +494,20 @@ export class EthernetInterface implements Device {
             c.EthInIpv4++;
             if (pkt.length >= 20) {
               const dst = readU32(pkt, Ipv4Field.DST_ADDR);
-              if (dst >>> 28 === 0xe && pkt[9] === PROTO_IGMP) { this.igmpInput(pkt, now); continue; }
+              if (dst >>> 28 === 0xe && pkt[9] === PROTO_IGMP) {
+                this.igmpInput(pkt, now);
+                continue;
+              }
               if (this.ipv4Filters.size > 0) {
                 const filter = this.ipv4Filters.get(dst);
-                if (filter !== undefined && !filter(pkt, now)) { c.EthInIpv4Filtered++; continue; }
+                if (filter !== undefined && !filter(pkt, now)) {
+                  c.EthInIpv4Filtered++;
+                  continue;
+                }
               }
             }
           } else c.EthInIpv6++;
-          const m = metas !== null ? metas[i] ?? null : null;
+          const m = metas !== null ? (metas[i] ?? null) : null;
           if (m !== null) {
             // Offsets in the virtio header count from the frame's first byte; the stack's from the IP header.
             m.csumStart = Math.max(0, m.csumStart - ETHERNET_HEADER_LEN);
@@ -424,8 +525,10 @@ export class EthernetInterface implements Device {
           c.EthInNotEthernetII++;
         } else {
           const h = this.etherHandlers.get(type);
-          if (h !== undefined) { c.EthInHandled++; h(f, readMac(f, 6), readMac(f, 0), now); }
-          else c.EthInUnknownEtherType++;
+          if (h !== undefined) {
+            c.EthInHandled++;
+            h(f, readMac(f, 6), readMac(f, 0), now);
+          } else c.EthInUnknownEtherType++;
         }
       }
     } finally {
@@ -440,7 +543,11 @@ export class EthernetInterface implements Device {
           handler(up, n, anyMeta ? upMetas : null);
         } finally {
           this.upCount = 0;
-          for (let i = 0; i < n; i++) { up[i] = EMPTY; upFrames[i] = EMPTY; upMetas[i] = null; }
+          for (let i = 0; i < n; i++) {
+            up[i] = EMPTY;
+            upFrames[i] = EMPTY;
+            upMetas[i] = null;
+          }
         }
       }
     }
@@ -469,7 +576,9 @@ export class EthernetInterface implements Device {
     }
     if (a.operation === ARP_OP_REQUEST) c.ArpInRequests++;
     else c.ArpInReplies++;
-    const sha = a.senderHardwareAddr, spa = a.senderProtocolAddr, tpa = a.targetProtocolAddr;
+    const sha = a.senderHardwareAddr,
+      spa = a.senderProtocolAddr,
+      tpa = a.targetProtocolAddr;
     // RFC 5227 2.4: someone else using one of our addresses.
     const mine = this.own.get(spa);
     if (mine !== undefined) {
@@ -504,7 +613,10 @@ export class EthernetInterface implements Device {
     this.counters.ArpInConflicts++;
     // RFC 5227 2.4 (b): defend once per DEFEND_INTERVAL with an announcement.
     const defended = now - this.lastDefend >= DEFEND_INTERVAL_MS;
-    if (defended) { this.lastDefend = now; this.announce(mine); }
+    if (defended) {
+      this.lastDefend = now;
+      this.announce(mine);
+    }
     this.onEvent({ kind: 'arp-conflict', address: formatIpv4(mine.addr), mac: formatMac(sha), defended });
   }
 
@@ -512,15 +624,30 @@ export class EthernetInterface implements Device {
     const c = this.counters;
     c.IgmpInMsgs++;
     const ip = this.ipIn;
-    if (parseIpv4Header(pkt, 0, pkt.length, ip) !== Ipv4Error.None || ip.moreFragments || ip.fragmentOffset !== 0) { c.IgmpInErrors++; return; }
+    if (parseIpv4Header(pkt, 0, pkt.length, ip) !== Ipv4Error.None || ip.moreFragments || ip.fragmentOffset !== 0) {
+      c.IgmpInErrors++;
+      return;
+    }
     const r = this.igmpIn;
-    if (parseIgmp(pkt, ip.headerLength, ip.totalLength - ip.headerLength, r) !== IgmpError.None) { c.IgmpInErrors++; return; }
+    if (parseIgmp(pkt, ip.headerLength, ip.totalLength - ip.headerLength, r) !== IgmpError.None) {
+      c.IgmpInErrors++;
+      return;
+    }
     switch (r.type) {
-      case IGMP_MEMBERSHIP_QUERY: c.IgmpInQueries++; this.igmp.query(r.maxRespTime, r.group, now); return;
+      case IGMP_MEMBERSHIP_QUERY:
+        c.IgmpInQueries++;
+        this.igmp.query(r.maxRespTime, r.group, now);
+        return;
       case IGMP_V1_MEMBERSHIP_REPORT:
-      case IGMP_V2_MEMBERSHIP_REPORT: c.IgmpInReports++; this.igmp.heardReport(r.group); return;
-      case IGMP_LEAVE_GROUP: c.IgmpInLeaves++; return; // for routers
-      default: c.IgmpInOther++; // IGMPv3 reports (0x22) and the rest: for routers
+      case IGMP_V2_MEMBERSHIP_REPORT:
+        c.IgmpInReports++;
+        this.igmp.heardReport(r.group);
+        return;
+      case IGMP_LEAVE_GROUP:
+        c.IgmpInLeaves++;
+        return; // for routers
+      default:
+        c.IgmpInOther++; // IGMPv3 reports (0x22) and the rest: for routers
     }
   }
 
@@ -528,10 +655,16 @@ export class EthernetInterface implements Device {
 
   /** One IPv4 packet from the stack. */
   send(pkt: Buffer, meta?: OffloadMeta | null): void {
-    if (this.closed || pkt.length < 20) { this.counters.EthOutDiscards++; return; }
+    if (this.closed || pkt.length < 20) {
+      this.counters.EthOutDiscards++;
+      return;
+    }
     const dst = readU32(pkt, Ipv4Field.DST_ADDR);
     let mac: MacAddr;
-    if (this.own.has(dst)) { this.loopback(pkt, meta ?? null); return; }
+    if (this.own.has(dst)) {
+      this.loopback(pkt, meta ?? null);
+      return;
+    }
     if (dst >>> 28 === 0xe) mac = ipv4MulticastMac(dst);
     else if (dst === 0xffffffff || (dst === this.subnetBroadcast && dst !== 0)) mac = BROADCAST_MAC;
     else {
@@ -549,7 +682,10 @@ export class EthernetInterface implements Device {
 
   private transmitIp(pkt: Buffer, meta: OffloadMeta | null, mac: MacAddr): void {
     const h = this.hdr;
-    if (mac !== this.hdrDst) { writeMac(h, 0, mac); this.hdrDst = mac; }
+    if (mac !== this.hdrDst) {
+      writeMac(h, 0, mac);
+      this.hdrDst = mac;
+    }
     if (meta !== null) {
       meta.csumStart += ETHERNET_HEADER_LEN;
       if (meta.hdrLen !== 0) meta.hdrLen += ETHERNET_HEADER_LEN;
@@ -569,7 +705,10 @@ export class EthernetInterface implements Device {
   }
 
   private emitFrame(frame: Buffer): void {
-    if (this.closed) { this.counters.EthOutDiscards++; return; }
+    if (this.closed) {
+      this.counters.EthOutDiscards++;
+      return;
+    }
     this.counters.EthOutFrames++;
     this.counters.EthOutOctets += frame.length;
     this.lower.send(frame, null);
@@ -599,24 +738,43 @@ export class EthernetInterface implements Device {
     }
     this.counters.ArpOutRequests++;
     this.arpFrame(unicastTo ?? BROADCAST_MAC, {
-      operation: ARP_OP_REQUEST, senderHardwareAddr: this.macFor(spa), senderProtocolAddr: spa, targetHardwareAddr: 0, targetProtocolAddr: target,
+      operation: ARP_OP_REQUEST,
+      senderHardwareAddr: this.macFor(spa),
+      senderProtocolAddr: spa,
+      targetHardwareAddr: 0,
+      targetProtocolAddr: target,
     });
   }
 
   private sendArpReply(to: MacAddr, spa: number, tpa: number, tha: MacAddr): void {
     this.counters.ArpOutReplies++;
-    this.arpFrame(to, { operation: ARP_OP_REPLY, senderHardwareAddr: this.macFor(spa), senderProtocolAddr: spa, targetHardwareAddr: tha, targetProtocolAddr: tpa });
+    this.arpFrame(to, {
+      operation: ARP_OP_REPLY,
+      senderHardwareAddr: this.macFor(spa),
+      senderProtocolAddr: spa,
+      targetHardwareAddr: tha,
+      targetProtocolAddr: tpa,
+    });
   }
 
   private announce(a: OwnAddress): void {
     this.counters.ArpOutAnnouncements++;
     // RFC 5227 2.3: a request with sender and target protocol address both ours, target hardware address 0.
-    this.arpFrame(BROADCAST_MAC, { operation: ARP_OP_REQUEST, senderHardwareAddr: a.arpMac, senderProtocolAddr: a.addr, targetHardwareAddr: 0, targetProtocolAddr: a.addr });
+    this.arpFrame(BROADCAST_MAC, {
+      operation: ARP_OP_REQUEST,
+      senderHardwareAddr: a.arpMac,
+      senderProtocolAddr: a.addr,
+      targetHardwareAddr: 0,
+      targetProtocolAddr: a.addr,
+    });
   }
 
   private addOwn(addr: number, arpMac: MacAddr): OwnAddress {
     const a: OwnAddress = {
-      addr, arpMac, announceLeft: 0, solicitFromPrimary: false,
+      addr,
+      arpMac,
+      announceLeft: 0,
+      solicitFromPrimary: false,
       timer: new Timer(() => {
         this.announce(a);
         if (--a.announceLeft > 0) this.timers.arm(a.timer, this.scheduler.now() + ANNOUNCE_INTERVAL_MS);
@@ -654,12 +812,24 @@ export class EthernetInterface implements Device {
     const pkt = Buffer.allocUnsafe(IPV4_MIN_HEADER + ICMP_HEADER_LEN + quote);
     orig.copy(pkt, IPV4_MIN_HEADER + ICMP_HEADER_LEN, 0, quote);
     const icmp = this.unreachableIcmp;
-    icmp.type = ICMP_DEST_UNREACH; icmp.code = UNREACH_HOST; icmp.nextHopMtu = 0; icmp.bodyLength = quote;
+    icmp.type = ICMP_DEST_UNREACH;
+    icmp.code = UNREACH_HOST;
+    icmp.nextHopMtu = 0;
+    icmp.bodyLength = quote;
     emitIcmp(pkt, IPV4_MIN_HEADER, icmp);
     const self = v.src;
     emitIpv4Header(pkt, 0, {
-      src: self, dst: self, protocol: PROTO_ICMP, ttl: 64, tos: 0xc0, ident: 0, dontFragment: false, moreFragments: false,
-      fragmentOffset: 0, headerLength: 20, totalLength: pkt.length,
+      src: self,
+      dst: self,
+      protocol: PROTO_ICMP,
+      ttl: 64,
+      tos: 0xc0,
+      ident: 0,
+      dontFragment: false,
+      moreFragments: false,
+      fragmentOffset: 0,
+      headerLength: 20,
+      totalLength: pkt.length,
     });
     this.counters.NeighUnreachReported++;
     this.upLater.push(pkt);
@@ -745,7 +915,11 @@ export class EthernetInterface implements Device {
       type: 'ethernet',
       mac: formatMac(this.mac),
       sourceMac: formatMac(this.srcMac),
-      addresses: [...this.own.values()].map((a) => ({ address: formatIpv4(a.addr), arpMac: formatMac(a.arpMac), ...(a.solicitFromPrimary ? { solicitFromPrimary: true } : {}) })),
+      addresses: [...this.own.values()].map((a) => ({
+        address: formatIpv4(a.addr),
+        arpMac: formatMac(a.arpMac),
+        ...(a.solicitFromPrimary ? { solicitFromPrimary: true } : {}),
+      })),
       proxyArp: this.proxy.map((p) => `${formatIpv4(p.net)}/${p.prefix}`),
       promiscuous: this.promiscuous,
       unicastMacs: [...this.unicastMacs].map(formatMac),

@@ -45,7 +45,10 @@ class Group {
   /** Unsolicited reports still to send after the first. */
   unsolicitedLeft = 0;
   readonly timer: Timer;
-  constructor(readonly addr: number, fire: (g: Group, now: number) => void) {
+  constructor(
+    readonly addr: number,
+    fire: (g: Group, now: number) => void,
+  ) {
     this.timer = new Timer((t) => fire(this, t));
   }
 }
@@ -129,7 +132,7 @@ export class IgmpMembership {
   rows(now: number): IgmpGroupRow[] {
     return [...this.groups.values()].map((g) => ({
       group: formatIpv4(g.addr),
-      state: g.timer.index >= 0 ? 'delaying' as const : 'idle' as const,
+      state: g.timer.index >= 0 ? ('delaying' as const) : ('idle' as const),
       lastReporter: g.lastReporter,
       reportInMs: g.timer.index >= 0 ? Math.max(0, Math.round(g.timer.at - now)) : null,
     }));

@@ -150,7 +150,11 @@ class Entry<P> {
   readonly queue: P[] = [];
   queueBytes = 0;
   readonly timer: Timer;
-  constructor(readonly addr: number, now: number, fire: (e: Entry<P>, now: number) => void) {
+  constructor(
+    readonly addr: number,
+    now: number,
+    fire: (e: Entry<P>, now: number) => void,
+  ) {
     this.updated = now;
     this.used = now;
     this.timer = new Timer((t) => fire(this, t));
@@ -171,8 +175,19 @@ export interface NeighbourRow {
 
 export class NeighbourTable<P> {
   readonly counters: NeighbourCounters = {
-    allocs: 0, destroys: 0, lookups: 0, hits: 0, res_failed: 0, rcv_probes_mcast: 0, rcv_probes_ucast: 0,
-    periodic_gc_runs: 0, forced_gc_runs: 0, unresolved_discards: 0, table_fulls: 0, solicits_mcast: 0, solicits_ucast: 0,
+    allocs: 0,
+    destroys: 0,
+    lookups: 0,
+    hits: 0,
+    res_failed: 0,
+    rcv_probes_mcast: 0,
+    rcv_probes_ucast: 0,
+    periodic_gc_runs: 0,
+    forced_gc_runs: 0,
+    unresolved_discards: 0,
+    table_fulls: 0,
+    solicits_mcast: 0,
+    solicits_ucast: 0,
   };
   readonly timers = new TimerQueue();
   readonly params: NeighbourParams;
@@ -196,16 +211,24 @@ export class NeighbourTable<P> {
     this.timers.arm(this.gcTimer, now + this.params.baseReachableTimeMs / 2);
   }
 
-  get size(): number { return this.entries.size; }
+  get size(): number {
+    return this.entries.size;
+  }
 
   /** The REACHABLE lifetime now in force (ms). */
-  get currentReachableTime(): number { return this.reachableTime; }
+  get currentReachableTime(): number {
+    return this.reachableTime;
+  }
 
   /** Earliest time `run` has work (Infinity: none). */
-  nextDeadline(): number { return this.timers.next(); }
+  nextDeadline(): number {
+    return this.timers.next();
+  }
 
   /** Runs every timer due at `now`. */
-  run(now: number): void { this.timers.run(now); }
+  run(now: number): void {
+    this.timers.run(now);
+  }
 
   /** The state of `addr`'s entry, or null. */
   state(addr: number): Nud | null {
@@ -262,8 +285,14 @@ export class NeighbourTable<P> {
       this.last = e;
     }
     e.used = now;
-    if (e.state === Nud.Incomplete && e.probes > 0) { this.enqueue1(e, packet); return; }
-    if (e.state === Nud.Incomplete || e.state === Nud.Failed) { this.startResolution(e, packet, now); return; }
+    if (e.state === Nud.Incomplete && e.probes > 0) {
+      this.enqueue1(e, packet);
+      return;
+    }
+    if (e.state === Nud.Incomplete || e.state === Nud.Failed) {
+      this.startResolution(e, packet, now);
+      return;
+    }
     // Usable after all (resolved in between): the caller should have sent it; send it now.
     this.host.transmit(packet, e.mac, now);
   }
@@ -354,7 +383,10 @@ export class NeighbourTable<P> {
   private create(addr: number, now: number): Entry<P> | null {
     if (this.entries.size >= this.params.gcThresh3) {
       this.forcedGc(now);
-      if (this.entries.size >= this.params.gcThresh3) { this.counters.table_fulls++; return null; }
+      if (this.entries.size >= this.params.gcThresh3) {
+        this.counters.table_fulls++;
+        return null;
+      }
     }
     const e = new Entry<P>(addr, now, (x, t) => this.onTimer(x, t));
     this.entries.set(addr, e);
@@ -408,7 +440,10 @@ export class NeighbourTable<P> {
       e.queueBytes -= this.host.sizeOf(old);
       this.counters.unresolved_discards++;
     }
-    if (size > p.unresQlenBytes || p.unresQlen < 1) { this.counters.unresolved_discards++; return; }
+    if (size > p.unresQlenBytes || p.unresQlen < 1) {
+      this.counters.unresolved_discards++;
+      return;
+    }
     e.queue.push(packet);
     e.queueBytes += size;
   }

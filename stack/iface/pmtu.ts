@@ -77,7 +77,9 @@ export class PathMtu {
     this.hooks = { hostRouteAccounting: accounting };
   }
 
-  get realCount(): number { return this.routes.hostRoutes.size; }
+  get realCount(): number {
+    return this.routes.hostRoutes.size;
+  }
 
   /**
    * An ICMP fragmentation-needed for `dst` with the router's next-hop MTU (0 from
@@ -97,7 +99,11 @@ export class PathMtu {
       // last decrease would then walk the estimate down to 68.)
       const sent = Math.min(quotedTotalLength, this.routes.interfaceMtu);
       mtu = 68;
-      for (const v of MTU_PLATEAUS) if (v < sent) { mtu = v; break; }
+      for (const v of MTU_PLATEAUS)
+        if (v < sent) {
+          mtu = v;
+          break;
+        }
     }
     if (mtu < p.PMTUFloor) {
       if (p.PMTUFloor > 68) return 'ignored-floor';
@@ -146,7 +152,10 @@ export class PathMtu {
     if (p.HostRouteAgingSec <= 0) return 0;
     let n = 0;
     for (const r of this.routes.hostRoutes.values()) {
-      if (now - r.updatedAt >= p.HostRouteAgingSec * 1000) { this.removeRoute(r.dest); n++; }
+      if (now - r.updatedAt >= p.HostRouteAgingSec * 1000) {
+        this.removeRoute(r.dest);
+        n++;
+      }
     }
     return n;
   }
@@ -178,5 +187,7 @@ export class PathMtu {
     };
   }
 
-  static label(dst: number): string { return formatIpv4(dst); }
+  static label(dst: number): string {
+    return formatIpv4(dst);
+  }
 }

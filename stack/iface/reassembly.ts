@@ -4,16 +4,20 @@
  * `maxDatagrams` in progress, `maxBytes` buffered in all, and each datagram is
  * dropped `timeoutMs` after its first fragment. Overlaps keep the first copy.
  */
-export interface ReassemblyLimits { maxDatagrams: number; maxBytes: number; timeoutMs: number }
+export interface ReassemblyLimits {
+  maxDatagrams: number;
+  maxBytes: number;
+  timeoutMs: number;
+}
 
 interface Pending {
   key: string;
   firstAt: number;
   /** Payload bytes [offset, offset+data.length), sorted by offset, non-overlapping. */
   parts: { offset: number; data: Buffer }[];
-  totalLength: number;     // -1 until the last fragment arrives
+  totalLength: number; // -1 until the last fragment arrives
   bytes: number;
-  header: Buffer;          // the first fragment's IP header (offset 0), for the result
+  header: Buffer; // the first fragment's IP header (offset 0), for the result
 }
 
 /** Pieces one datagram may be made of (a 64 KiB datagram in 576-byte fragments needs 118). */
@@ -31,8 +35,12 @@ export class Reassembler {
 
   constructor(readonly limits: ReassemblyLimits = { maxDatagrams: 64, maxBytes: 4 * 1024 * 1024, timeoutMs: 30_000 }) {}
 
-  get inProgress(): number { return this.pending.size; }
-  get bufferedBytes(): number { return this.bytes; }
+  get inProgress(): number {
+    return this.pending.size;
+  }
+  get bufferedBytes(): number {
+    return this.bytes;
+  }
 
   /**
    * Adds one fragment. `header` is its IP header bytes, `data` the fragment payload.
@@ -40,7 +48,10 @@ export class Reassembler {
    * (inconsistent, too large, or over the limits).
    */
   add(key: string, now: number, header: Buffer, offset: number, moreFragments: boolean, data: Buffer): ReassemblyResult | null {
-    if (offset + data.length > 65535 - 20) { this.failures++; return null; }
+    if (offset + data.length > 65535 - 20) {
+      this.failures++;
+      return null;
+    }
     let p = this.pending.get(key);
     if (!p) {
       if (this.pending.size >= this.limits.maxDatagrams) this.evictOldest();
@@ -49,12 +60,21 @@ export class Reassembler {
     }
     if (!moreFragments) {
       const end = offset + data.length;
-      if (p.totalLength >= 0 && p.totalLength !== end) { this.fail(p); return null; }
+      if (p.totalLength >= 0 && p.totalLength !== end) {
+        this.fail(p);
+        return null;
+      }
       p.totalLength = end;
-    } else if (data.length % 8 !== 0) { this.fail(p); return null; }
+    } else if (data.length % 8 !== 0) {
+      this.fail(p);
+      return null;
+    }
     if (offset === 0) p.header = Buffer.from(header);
     // Bounded in pieces too: 8-byte fragments must not make one datagram thousands of parts.
-    if (p.parts.length >= MAX_PARTS) { this.fail(p); return null; }
+    if (p.parts.length >= MAX_PARTS) {
+      this.fail(p);
+      return null;
+    }
     if (!this.insert(p, offset, data)) return { done: false };
     while (this.bytes > this.limits.maxBytes && this.pending.size > 0) this.evictOldest();
     if (!this.pending.has(key)) return null;
@@ -76,7 +96,10 @@ export class Reassembler {
   expire(now: number): number {
     let n = 0;
     for (const p of this.pending.values()) {
-      if (now - p.firstAt >= this.limits.timeoutMs) { this.drop(p); n++; }
+      if (now - p.firstAt >= this.limits.timeoutMs) {
+        this.drop(p);
+        n++;
+      }
     }
     this.timeouts += n;
     return n;
@@ -107,7 +130,10 @@ export class Reassembler {
   private evictOldest(): void {
     let oldest: Pending | null = null;
     for (const p of this.pending.values()) if (!oldest || p.firstAt < oldest.firstAt) oldest = p;
-    if (oldest) { this.fail(oldest); this.evictions++; }
+    if (oldest) {
+      this.fail(oldest);
+      this.evictions++;
+    }
   }
 
   private fail(p: Pending): void {

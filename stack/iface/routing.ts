@@ -45,7 +45,7 @@ export class RouteTable {
 
   /** Longest-prefix match among network routes (host routes only refine the MTU). */
   lookupNet(dst: number): NetRoute | null {
-    for (const r of this.netRoutes) if (((dst & prefixMask(r.prefix)) >>> 0) === r.dest) return r;
+    for (const r of this.netRoutes) if ((dst & prefixMask(r.prefix)) >>> 0 === r.dest) return r;
     return null;
   }
 
@@ -72,11 +72,18 @@ export class RouteTable {
     return {
       interfaceMtu: this.interfaceMtu,
       networks: this.netRoutes.map((r) => ({
-        dest: `${formatIpv4(r.dest)}/${r.prefix}`, mtu: r.mtu, kind: r.kind, ...(r.gateway !== 0 ? { via: formatIpv4(r.gateway) } : {}),
+        dest: `${formatIpv4(r.dest)}/${r.prefix}`,
+        mtu: r.mtu,
+        kind: r.kind,
+        ...(r.gateway !== 0 ? { via: formatIpv4(r.gateway) } : {}),
       })),
       hosts: [...this.hostRoutes.values()].map((h) => ({
-        dest: formatIpv4(h.dest), mtu: h.mtu, source: h.source, updates: h.updates,
-        ageSec: Math.round((now - h.createdAt) / 100) / 10, sinceUpdateSec: Math.round((now - h.updatedAt) / 100) / 10,
+        dest: formatIpv4(h.dest),
+        mtu: h.mtu,
+        source: h.source,
+        updates: h.updates,
+        ageSec: Math.round((now - h.createdAt) / 100) / 10,
+        sinceUpdateSec: Math.round((now - h.updatedAt) / 100) / 10,
       })),
     };
   }

@@ -41,7 +41,14 @@ export interface PacketStage {
 }
 
 /** Segments we cut from a received super-segment carry complete checksums. */
-const DATA_VALID: OffloadMeta = Object.freeze({ flags: VirtioNetHdr.F_DATA_VALID, gsoType: VirtioNetHdr.GSO_NONE, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 });
+const DATA_VALID: OffloadMeta = Object.freeze({
+  flags: VirtioNetHdr.F_DATA_VALID,
+  gsoType: VirtioNetHdr.GSO_NONE,
+  hdrLen: 0,
+  gsoSize: 0,
+  csumStart: 0,
+  csumOffset: 0,
+});
 
 export class ImpairDevice implements Device {
   onReceive: ReceiveHandler | null = null;
@@ -77,7 +84,10 @@ export class ImpairDevice implements Device {
     // eslint-disable-next-line prefer-const -- the queue's output closes over the stage made from it
     let stage: PacketStage;
     const queue = new NetemQueue({
-      spec: spec.netem, seed, now, scheduler: this.scheduler,
+      spec: spec.netem,
+      seed,
+      now,
+      scheduler: this.scheduler,
       output: (pkt, meta, t, owned) => this.forward(dir, this.stages[dir].indexOf(stage) + 1, pkt, meta, t, owned),
       released: () => this.finish(dir),
     });
@@ -122,8 +132,12 @@ export class ImpairDevice implements Device {
     else this.send(packet, null);
   }
 
-  setSynBudget(n: number): void { this.inner.setSynBudget?.(n); }
-  allowSource(addr: number): void { this.inner.allowSource?.(addr); }
+  setSynBudget(n: number): void {
+    this.inner.setSynBudget?.(n);
+  }
+  allowSource(addr: number): void {
+    this.inner.allowSource?.(addr);
+  }
 
   flush(): void {
     this.inner.flush();
@@ -140,7 +154,7 @@ export class ImpairDevice implements Device {
     }
     const now = this.scheduler.now();
     // The burst's buffers are valid during this call only: a packet that waits is copied.
-    for (let i = 0; i < count; i++) this.forward('in', 0, pkts[i]!, metas ? metas[i] ?? null : null, now, false);
+    for (let i = 0; i < count; i++) this.forward('in', 0, pkts[i]!, metas ? (metas[i] ?? null) : null, now, false);
     this.deliver();
   }
 
@@ -151,11 +165,15 @@ export class ImpairDevice implements Device {
 
   private deliver(): void {
     if (this.inPkts.length === 0) return;
-    const pkts = this.inPkts, metas = this.inMetas;
+    const pkts = this.inPkts,
+      metas = this.inMetas;
     this.inPkts = [];
     this.inMetas = [];
     const h = this.onReceive;
-    if (!h) { this.owned.clear(); return; }
+    if (!h) {
+      this.owned.clear();
+      return;
+    }
     this.delivering = true;
     try {
       h(pkts, pkts.length, metas);
@@ -211,6 +229,12 @@ export class ImpairDevice implements Device {
   stats(): Record<string, number> {
     let queued = 0;
     for (const s of this.list()) queued += s.queue.queued;
-    return { ...this.inner.stats(), impairments: this.list().length, impairQueued: queued, gsoSegmentedIn: this.gsoSegmented.in, gsoSegmentedOut: this.gsoSegmented.out };
+    return {
+      ...this.inner.stats(),
+      impairments: this.list().length,
+      impairQueued: queued,
+      gsoSegmentedIn: this.gsoSegmented.in,
+      gsoSegmentedOut: this.gsoSegmented.out,
+    };
   }
 }

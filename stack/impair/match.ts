@@ -12,7 +12,7 @@ import type { PacketMatch, Prefix, PortRange } from './spec';
 import { prefixMask } from '../wire/addr';
 
 function inPrefix(a: number, p: Prefix): boolean {
-  return ((a & prefixMask(p.prefix)) >>> 0) === p.addr;
+  return (a & prefixMask(p.prefix)) >>> 0 === p.addr;
 }
 function inRange(port: number, r: PortRange): boolean {
   return port >= r.lo && port <= r.hi;
@@ -23,7 +23,10 @@ export class PacketMatcher {
   counted = 0;
   private readonly needsPorts: boolean;
 
-  constructor(readonly m: PacketMatch, readonly addedAt: number) {
+  constructor(
+    readonly m: PacketMatch,
+    readonly addedAt: number,
+  ) {
     this.needsPorts = !!(m.sport || m.dport || m.port || m.conn || m.tcpFlags);
   }
 

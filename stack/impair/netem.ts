@@ -75,7 +75,9 @@ interface Waiting {
 /** Random streams: one per option, so each option's pattern depends only on the seed. */
 const STREAM = { loss: 1, duplicate: 2, corrupt: 3, corruptPos: 4, reorder: 5, delay: 6, slot: 7 } as const;
 
-interface LossModel { next(): boolean }
+interface LossModel {
+  next(): boolean;
+}
 
 function lossModel(l: LossSpec, seed: number): LossModel {
   const rng = new Rng(seed, STREAM.loss);
@@ -90,15 +92,30 @@ function lossModel(l: LossSpec, seed: number): LossModel {
         const u = rng.next();
         switch (state) {
           case 1:
-            if (u < l.p14) { state = 4; return true; }
-            if (u < l.p13 + l.p14) { state = 3; return true; }
+            if (u < l.p14) {
+              state = 4;
+              return true;
+            }
+            if (u < l.p13 + l.p14) {
+              state = 3;
+              return true;
+            }
             return false;
           case 2:
-            if (u < l.p23) { state = 3; return true; }
+            if (u < l.p23) {
+              state = 3;
+              return true;
+            }
             return false;
           case 3:
-            if (u < l.p32) { state = 2; return false; }
-            if (u < l.p31 + l.p32) { state = 1; return false; }
+            if (u < l.p32) {
+              state = 2;
+              return false;
+            }
+            if (u < l.p31 + l.p32) {
+              state = 1;
+              return false;
+            }
             return true;
           default: // 4: an isolated loss is followed by a good packet
             state = 1;
@@ -112,7 +129,8 @@ function lossModel(l: LossSpec, seed: number): LossModel {
   let bad = false;
   return {
     next(): boolean {
-      const move = rng.next(), lose = rng.next();
+      const move = rng.next(),
+        lose = rng.next();
       const lost = lose < (bad ? l.lossBad : l.lossGood);
       if (bad ? move < l.r : move < l.p) bad = !bad;
       return lost;
@@ -194,7 +212,10 @@ export class NetemQueue {
     if (this.dup && !isCopy && this.dup.next()) count++;
     if (this.loss && this.loss.next()) {
       if (n.ecn && ecnCapable(pkt)) {
-        if (!owned) { pkt = Buffer.from(pkt); owned = true; }
+        if (!owned) {
+          pkt = Buffer.from(pkt);
+          owned = true;
+        }
         markCe(pkt);
         c.marked++;
       } else {
@@ -207,7 +228,10 @@ export class NetemQueue {
     let copy: Buffer | null = null;
     if (count > 1) copy = Buffer.from(pkt);
     if (this.corrupt && this.corrupt.next()) {
-      if (!owned) { pkt = Buffer.from(pkt); owned = true; }
+      if (!owned) {
+        pkt = Buffer.from(pkt);
+        owned = true;
+      }
       if (meta && (meta.flags & VirtioNetHdr.F_NEEDS_CSUM) !== 0) completeChecksum(pkt, meta);
       if (pkt.length > 0) pkt[this.corruptPos.below(pkt.length)]! ^= 1 << this.corruptPos.below(8);
       // Whatever the device was told about checksums no longer holds: let the receiver check.
@@ -361,7 +385,10 @@ export class NetemQueue {
     // Node's timers count whole milliseconds from a cached loop time, so one can fire up
     // to a millisecond before `at`: then wait again, a packet never leaves early.
     const now = this.sched.now();
-    if (now < at) { this.arm(at); return; }
+    if (now < at) {
+      this.arm(at);
+      return;
+    }
     const n = this.release(now);
     if (n > 0) this.releasedFn(now);
   }
@@ -407,7 +434,9 @@ function ecnCapable(pkt: Buffer): boolean {
 function markCe(pkt: Buffer): void {
   pkt[1] = pkt[1]! | 3;
   const ihl = (pkt[0]! & 15) * 4;
-  pkt[10] = 0; pkt[11] = 0;
+  pkt[10] = 0;
+  pkt[11] = 0;
   const c = internetChecksum(pkt, 0, ihl);
-  pkt[10] = c >> 8; pkt[11] = c & 255;
+  pkt[10] = c >> 8;
+  pkt[11] = c & 255;
 }

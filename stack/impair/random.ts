@@ -59,7 +59,10 @@ export class Rng {
 
   constructor(seed: number, stream = 0) {
     const sm = splitmix32((seed >>> 0) ^ Math.imul(stream + 1, 0x632be5ab));
-    this.a = sm(); this.b = sm(); this.c = sm(); this.d = sm();
+    this.a = sm();
+    this.b = sm();
+    this.c = sm();
+    this.d = sm();
     if ((this.a | this.b | this.c | this.d) === 0) this.a = 1;
   }
 
@@ -103,32 +106,44 @@ function rotl(x: number, k: number): number {
 function erfcPositive(x: number): number {
   if (x < 0.5) return 1 - erfSmall(x);
   if (x < 4) {
-    const p = [3.004592610201616e+2, 4.519189537118729e+2, 3.393208167343437e+2, 1.529892850469404e+2,
-      4.316222722205674e+1, 7.211758250883094e+0, 5.641955174789740e-1, -1.368648573827167e-7];
-    const q = [3.004592609569833e+2, 7.909509253278980e+2, 9.313540948506096e+2, 6.389802644656312e+2,
-      2.775854447439876e+2, 7.700015293522947e+1, 1.278272731962942e+1, 1.0];
-    let num = p[7]!, den = q[7]!;
-    for (let i = 6; i >= 0; i--) { num = num * x + p[i]!; den = den * x + q[i]!; }
+    const p = [
+      3.004592610201616e2, 4.519189537118729e2, 3.393208167343437e2, 1.529892850469404e2, 4.316222722205674e1, 7.211758250883094, 5.64195517478974e-1,
+      -1.368648573827167e-7,
+    ];
+    const q = [
+      3.004592609569833e2, 7.90950925327898e2, 9.313540948506096e2, 6.389802644656312e2, 2.775854447439876e2, 7.700015293522947e1, 1.278272731962942e1, 1.0,
+    ];
+    let num = p[7]!,
+      den = q[7]!;
+    for (let i = 6; i >= 0; i--) {
+      num = num * x + p[i]!;
+      den = den * x + q[i]!;
+    }
     return Math.exp(-x * x) * (num / den);
   }
-  const p = [-2.99610707703542174e-3, -4.94730910623250734e-2, -2.26956593539686930e-1, -2.78661308609647788e-1,
-    -2.23192459734184686e-2];
-  const q = [1.06209230528467918e-2, 1.91308926107829841e-1, 1.05167510706793207e+0, 1.98733201817135256e+0, 1.0];
+  const p = [-2.99610707703542174e-3, -4.94730910623250734e-2, -2.2695659353968693e-1, -2.78661308609647788e-1, -2.23192459734184686e-2];
+  const q = [1.06209230528467918e-2, 1.91308926107829841e-1, 1.05167510706793207, 1.98733201817135256, 1.0];
   const z = 1 / (x * x);
-  let num = p[4]!, den = q[4]!;
-  for (let i = 3; i >= 0; i--) { num = num * z + p[i]!; den = den * z + q[i]!; }
+  let num = p[4]!,
+    den = q[4]!;
+  for (let i = 3; i >= 0; i--) {
+    num = num * z + p[i]!;
+    den = den * z + q[i]!;
+  }
   const r = (z * num) / den;
   return (Math.exp(-x * x) / x) * (1 / Math.sqrt(Math.PI) + r);
 }
 
 function erfSmall(x: number): number {
-  const p = [3.209377589138469472562e+3, 3.774852376853020208137e+2, 1.138641541510501556495e+2,
-    3.161123743870565596947e+0, 1.857777061846031526730e-1];
-  const q = [2.844236833439170622273e+3, 1.282616526077372275645e+3, 2.440246379344441733056e+2,
-    2.360129095234412093499e+1, 1.0];
+  const p = [3.209377589138469472562e3, 3.774852376853020208137e2, 1.138641541510501556495e2, 3.161123743870565596947, 1.85777706184603152673e-1];
+  const q = [2.844236833439170622273e3, 1.282616526077372275645e3, 2.440246379344441733056e2, 2.360129095234412093499e1, 1.0];
   const z = x * x;
-  let num = p[4]!, den = q[4]!;
-  for (let i = 3; i >= 0; i--) { num = num * z + p[i]!; den = den * z + q[i]!; }
+  let num = p[4]!,
+    den = q[4]!;
+  for (let i = 3; i >= 0; i--) {
+    num = num * z + p[i]!;
+    den = den * z + q[i]!;
+  }
   return (x * num) / den;
 }
 /* eslint-enable no-loss-of-precision */
@@ -145,13 +160,10 @@ export function normalQuantile(p: number): number {
   if (p <= 0) return -Infinity;
   if (p >= 1) return Infinity;
   // Acklam's rational approximation (relative error 1.15e-9).
-  const a = [-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02,
-    -3.066479806614716e+01, 2.506628277459239e+00];
-  const b = [-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01,
-    -1.328068155288572e+01];
-  const c = [-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00,
-    4.374664141464968e+00, 2.938163982698783e+00];
-  const d = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00];
+  const a = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.38357751867269e2, -3.066479806614716e1, 2.506628277459239];
+  const b = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
+  const c = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
+  const d = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
   const plow = 0.02425;
   let x: number;
   if (p < plow) {
@@ -160,7 +172,9 @@ export function normalQuantile(p: number): number {
   } else if (p <= 1 - plow) {
     const q = p - 0.5;
     const r = q * q;
-    x = ((((((a[0]! * r + a[1]!) * r + a[2]!) * r + a[3]!) * r + a[4]!) * r + a[5]!) * q) / (((((b[0]! * r + b[1]!) * r + b[2]!) * r + b[3]!) * r + b[4]!) * r + 1);
+    x =
+      ((((((a[0]! * r + a[1]!) * r + a[2]!) * r + a[3]!) * r + a[4]!) * r + a[5]!) * q) /
+      (((((b[0]! * r + b[1]!) * r + b[2]!) * r + b[3]!) * r + b[4]!) * r + 1);
   } else {
     const q = Math.sqrt(-2 * Math.log(1 - p));
     x = -(((((c[0]! * q + c[1]!) * q + c[2]!) * q + c[3]!) * q + c[4]!) * q + c[5]!) / ((((d[0]! * q + d[1]!) * q + d[2]!) * q + d[3]!) * q + 1);
@@ -191,10 +205,14 @@ function paretoT(u: number): number {
 /** The table value t for U: the delay is mu + sigma * t. */
 export function distributionT(dist: DistributionName, u: number): number {
   switch (dist) {
-    case 'uniform': return 2 * u - 1;
-    case 'normal': return clip(normalQuantile(u));
-    case 'pareto': return paretoT(u);
-    case 'paretonormal': return clip((normalQuantile(u) + 3 * paretoT(u)) / 4);
+    case 'uniform':
+      return 2 * u - 1;
+    case 'normal':
+      return clip(normalQuantile(u));
+    case 'pareto':
+      return paretoT(u);
+    case 'paretonormal':
+      return clip((normalQuantile(u) + 3 * paretoT(u)) / 4);
   }
 }
 
@@ -209,7 +227,10 @@ export class CorrelatedUniform {
   private z: number;
   private readonly k: number;
 
-  constructor(private readonly rng: Rng, readonly rho: number) {
+  constructor(
+    private readonly rng: Rng,
+    readonly rho: number,
+  ) {
     this.k = Math.sqrt(1 - rho * rho);
     this.z = normalQuantile(Math.max(rng.next(), U_MIN));
   }
@@ -231,7 +252,11 @@ export class CorrelatedEvent {
   private readonly afterYes: number;
   private readonly afterNo: number;
 
-  constructor(private readonly rng: Rng, readonly p: number, readonly c: number) {
+  constructor(
+    private readonly rng: Rng,
+    readonly p: number,
+    readonly c: number,
+  ) {
     this.afterYes = p + c * (1 - p);
     this.afterNo = p * (1 - c);
     // Start in the chain's stationary state, so the first packet is like any other.

@@ -48,7 +48,12 @@ export interface ImpairmentsOptions {
   noDeviceReason?: string;
 }
 
-interface Entry { id: number; spec: ImpairSpec; seed: number; addedAt: number }
+interface Entry {
+  id: number;
+  spec: ImpairSpec;
+  seed: number;
+  addedAt: number;
+}
 
 export class Impairments {
   private nextId = 1;
@@ -66,7 +71,8 @@ export class Impairments {
     const spec: ImpairSpec = { ...parsed, seed };
     const id = this.nextId;
     if (spec.kind === 'packet') {
-      if (!this.o.device) throw new CodedError('ENOTSUP', this.o.noDeviceReason ?? 'packet impairments need the impairment device, which this stack was started without');
+      if (!this.o.device)
+        throw new CodedError('ENOTSUP', this.o.noDeviceReason ?? 'packet impairments need the impairment device, which this stack was started without');
       this.o.device.add(id, spec, seed);
     } else {
       if (!this.o.toxics) throw new CodedError('ENOTSUP', 'connection toxics need the toxic layer, which this stack was started without');
@@ -95,8 +101,8 @@ export class Impairments {
     }
     const e = this.entries.get(id)!;
     // The counters after the removal: what it held has gone on (counted as sent).
-    const stage = e.spec.kind === 'packet' ? this.o.device?.remove(id) ?? null : null;
-    const toxic = e.spec.kind === 'toxic' ? this.o.toxics?.remove(id) ?? null : null;
+    const stage = e.spec.kind === 'packet' ? (this.o.device?.remove(id) ?? null) : null;
+    const toxic = e.spec.kind === 'toxic' ? (this.o.toxics?.remove(id) ?? null) : null;
     const row = this.row(id, stage, toxic)!;
     this.entries.delete(id);
     this.o.events?.emit({

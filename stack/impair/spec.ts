@@ -33,8 +33,19 @@ import { UsageError } from '../util/errors';
 import { formatIpv4, parseIpv4, prefixMask } from '../wire/addr';
 import { DISTRIBUTIONS, DistributionName } from './random';
 import {
-  PERCENT_VALID, RATE_VALID, SIZE_VALID, TIME_VALID, UnitError, formatPercent, formatRate, formatTime,
-  parseInteger, parsePercent, parseRate, parseSize, parseTime,
+  PERCENT_VALID,
+  RATE_VALID,
+  SIZE_VALID,
+  TIME_VALID,
+  UnitError,
+  formatPercent,
+  formatRate,
+  formatTime,
+  parseInteger,
+  parsePercent,
+  parseRate,
+  parseSize,
+  parseTime,
 } from './units';
 
 /** A bad impairment spec: a usage error (exit status 2 from the CLI, EUSAGE over the control socket). */
@@ -50,8 +61,14 @@ export class ImpairSpecError extends UsageError {
 export type Direction = 'in' | 'out';
 export type Stream = 'upstream' | 'downstream';
 
-export interface PortRange { lo: number; hi: number }
-export interface Prefix { addr: number; prefix: number }
+export interface PortRange {
+  lo: number;
+  hi: number;
+}
+export interface Prefix {
+  addr: number;
+  prefix: number;
+}
 
 export interface TcpFlagsMatch {
   /** Flags examined. */
@@ -82,7 +99,10 @@ export interface PacketMatch {
   untilMs?: number;
 }
 
-export interface Correlated { p: number; corr: number }
+export interface Correlated {
+  p: number;
+  corr: number;
+}
 
 export type LossSpec =
   | { model: 'random'; p: number; corr: number }
@@ -162,7 +182,20 @@ export const MAX_LIMIT = 100_000;
 const MAX_TIME_MS = 3_600_000;
 
 export const NETEM_WORDS = ['limit', 'delay', 'distribution', 'loss', 'ecn', 'corrupt', 'duplicate', 'reorder', 'gap', 'rate', 'slot', 'seed'] as const;
-export const PACKET_MATCH_FLAGS = ['--src', '--dst', '--sport', '--dport', '--port', '--proto', '--tcp-flags', '--conn', '--nth', '--every', '--from', '--until'] as const;
+export const PACKET_MATCH_FLAGS = [
+  '--src',
+  '--dst',
+  '--sport',
+  '--dport',
+  '--port',
+  '--proto',
+  '--tcp-flags',
+  '--conn',
+  '--nth',
+  '--every',
+  '--from',
+  '--until',
+] as const;
 export const TOXIC_MATCH_FLAGS = ['--port', '--peer', '--peer-port'] as const;
 const KINDS = ['in', 'out', 'upstream', 'downstream'] as const;
 
@@ -171,10 +204,14 @@ const KINDS = ['in', 'out', 'upstream', 'downstream'] as const;
 
 function suggest(word: string, candidates: readonly string[]): string {
   if (word.length < 3) return '';
-  let best = '', bestD = Infinity;
+  let best = '',
+    bestD = Infinity;
   for (const c of candidates) {
     const d = distance(word.toLowerCase(), c);
-    if (d < bestD) { bestD = d; best = c; }
+    if (d < bestD) {
+      bestD = d;
+      best = c;
+    }
   }
   return bestD <= Math.max(1, Math.floor(word.length / 3)) ? ` (did you mean ${best}?)` : '';
 }
@@ -202,9 +239,15 @@ export function splitWords(spec: string | readonly string[]): string[] {
 class Words {
   i = 0;
   constructor(readonly w: string[]) {}
-  get done(): boolean { return this.i >= this.w.length; }
-  peek(k = 0): string | undefined { return this.w[this.i + k]; }
-  take(): string { return this.w[this.i++]!; }
+  get done(): boolean {
+    return this.i >= this.w.length;
+  }
+  peek(k = 0): string | undefined {
+    return this.w[this.i + k];
+  }
+  take(): string {
+    return this.w[this.i++]!;
+  }
   /** tc's NEXT_IS_NUMBER: an optional argument follows when the next word starts with a digit. */
   nextIsNumber(signed = false): boolean {
     const n = this.peek();
@@ -240,7 +283,8 @@ function parsePrefix(what: string, raw: string): Prefix {
 
 function parsePorts(what: string, raw: string): PortRange {
   const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(raw);
-  const lo = m ? Number(m[1]) : NaN, hi = m ? Number(m[2] ?? m[1]) : NaN;
+  const lo = m ? Number(m[1]) : NaN,
+    hi = m ? Number(m[2] ?? m[1]) : NaN;
   if (!m || lo > 65535 || hi > 65535 || lo > hi) {
     throw new ImpairSpecError(`${what} ${q(raw)}: must be a port from 0 to 65535 or a range LO-HI, e.g. 80 or 8000-8099`);
   }
@@ -292,7 +336,8 @@ function parseConn(raw: string): NonNullable<PacketMatch['conn']> {
   const parts = raw.split(',');
   const a = parts.length === 2 ? parseEndpoint(parts[0]!) : null;
   const b = parts.length === 2 ? parseEndpoint(parts[1]!) : null;
-  if (!a || !b) throw new ImpairSpecError(`--conn ${q(raw)}: must be ADDR:PORT,ADDR:PORT (one connection, either direction), e.g. 198.18.0.1:40000,198.18.0.2:80`);
+  if (!a || !b)
+    throw new ImpairSpecError(`--conn ${q(raw)}: must be ADDR:PORT,ADDR:PORT (one connection, either direction), e.g. 198.18.0.1:40000,198.18.0.2:80`);
   return { a: a[0], aPort: a[1], b: b[0], bPort: b[1] };
 }
 
@@ -305,18 +350,44 @@ function packetMatchFlag(w: Words, m: PacketMatch): void {
     throw new ImpairSpecError(`unknown match flag ${q(flag)}${suggest(flag, PACKET_MATCH_FLAGS)}; packet match flags: ${PACKET_MATCH_FLAGS.join(' ')}`);
   }
   const valid: Record<string, string> = {
-    '--src': 'an address or prefix', '--dst': 'an address or prefix', '--sport': 'a port or range', '--dport': 'a port or range',
-    '--port': 'a port or range', '--proto': 'tcp, udp, icmp or a protocol number', '--tcp-flags': TCP_FLAGS_VALID,
-    '--conn': 'ADDR:PORT,ADDR:PORT', '--nth': 'a packet number', '--every': 'a packet count', '--from': TIME_VALID, '--until': TIME_VALID,
+    '--src': 'an address or prefix',
+    '--dst': 'an address or prefix',
+    '--sport': 'a port or range',
+    '--dport': 'a port or range',
+    '--port': 'a port or range',
+    '--proto': 'tcp, udp, icmp or a protocol number',
+    '--tcp-flags': TCP_FLAGS_VALID,
+    '--conn': 'ADDR:PORT,ADDR:PORT',
+    '--nth': 'a packet number',
+    '--every': 'a packet count',
+    '--from': TIME_VALID,
+    '--until': TIME_VALID,
   };
   const raw = eq < 0 ? w.need(flag, valid[flag]!) : tok.slice(eq + 1);
-  const once = (k: keyof PacketMatch) => { if (m[k] !== undefined) throw new ImpairSpecError(`${flag} given twice; give it once`); };
+  const once = (k: keyof PacketMatch) => {
+    if (m[k] !== undefined) throw new ImpairSpecError(`${flag} given twice; give it once`);
+  };
   switch (flag) {
-    case '--src': once('src'); m.src = parsePrefix(flag, raw); break;
-    case '--dst': once('dst'); m.dst = parsePrefix(flag, raw); break;
-    case '--sport': once('sport'); m.sport = parsePorts(flag, raw); break;
-    case '--dport': once('dport'); m.dport = parsePorts(flag, raw); break;
-    case '--port': once('port'); m.port = parsePorts(flag, raw); break;
+    case '--src':
+      once('src');
+      m.src = parsePrefix(flag, raw);
+      break;
+    case '--dst':
+      once('dst');
+      m.dst = parsePrefix(flag, raw);
+      break;
+    case '--sport':
+      once('sport');
+      m.sport = parsePorts(flag, raw);
+      break;
+    case '--dport':
+      once('dport');
+      m.dport = parsePorts(flag, raw);
+      break;
+    case '--port':
+      once('port');
+      m.port = parsePorts(flag, raw);
+      break;
     case '--proto': {
       once('proto');
       const named = PROTOCOLS[raw.toLowerCase()];
@@ -325,12 +396,30 @@ function packetMatchFlag(w: Words, m: PacketMatch): void {
       else throw new ImpairSpecError(`--proto ${q(raw)}: must be tcp, udp, icmp or a protocol number from 0 to 255`);
       break;
     }
-    case '--tcp-flags': once('tcpFlags'); m.tcpFlags = parseTcpFlags(raw); break;
-    case '--conn': once('conn'); m.conn = parseConn(raw); break;
-    case '--nth': once('nth'); m.nth = unit(flag, raw, (s) => parseInteger(s, 1, Number.MAX_SAFE_INTEGER)); break;
-    case '--every': once('every'); m.every = unit(flag, raw, (s) => parseInteger(s, 1, Number.MAX_SAFE_INTEGER)); break;
-    case '--from': once('fromMs'); m.fromMs = unit(flag, raw, parseTime); break;
-    case '--until': once('untilMs'); m.untilMs = unit(flag, raw, parseTime); break;
+    case '--tcp-flags':
+      once('tcpFlags');
+      m.tcpFlags = parseTcpFlags(raw);
+      break;
+    case '--conn':
+      once('conn');
+      m.conn = parseConn(raw);
+      break;
+    case '--nth':
+      once('nth');
+      m.nth = unit(flag, raw, (s) => parseInteger(s, 1, Number.MAX_SAFE_INTEGER));
+      break;
+    case '--every':
+      once('every');
+      m.every = unit(flag, raw, (s) => parseInteger(s, 1, Number.MAX_SAFE_INTEGER));
+      break;
+    case '--from':
+      once('fromMs');
+      m.fromMs = unit(flag, raw, parseTime);
+      break;
+    case '--until':
+      once('untilMs');
+      m.untilMs = unit(flag, raw, parseTime);
+      break;
   }
 }
 
@@ -382,7 +471,9 @@ function parseLoss(w: Words): LossSpec {
   }
   if (first === 'random') w.take();
   else if (!/^\d/.test(first)) {
-    throw new ImpairSpecError(`loss ${q(first)}: must be random, state or gemodel, or a percentage (loss 3% is loss random 3%)${suggest(first, ['random', 'state', 'gemodel'])}`);
+    throw new ImpairSpecError(
+      `loss ${q(first)}: must be random, state or gemodel, or a percentage (loss 3% is loss random 3%)${suggest(first, ['random', 'state', 'gemodel'])}`,
+    );
   }
   const c = correlated(w, 'loss random');
   return { model: 'random', p: c.p, corr: c.corr };
@@ -409,8 +500,14 @@ function parseSlot(w: Words): SlotSpec {
   } else {
     throw new ImpairSpecError('slot needs MIN_DELAY [MAX_DELAY] or distribution TYPE DELAY JITTER, e.g. slot 10ms 20ms packets 8');
   }
-  if (w.peek() === 'packets') { w.take(); s.packets = unit('slot packets', w.need('slot packets', 'a packet count'), (x) => parseInteger(x, 1, 1_000_000_000)); }
-  if (w.peek() === 'bytes') { w.take(); s.bytes = unit('slot bytes', w.need('slot bytes', SIZE_VALID), parseSize); }
+  if (w.peek() === 'packets') {
+    w.take();
+    s.packets = unit('slot packets', w.need('slot packets', 'a packet count'), (x) => parseInteger(x, 1, 1_000_000_000));
+  }
+  if (w.peek() === 'bytes') {
+    w.take();
+    s.bytes = unit('slot bytes', w.need('slot bytes', SIZE_VALID), parseSize);
+  }
   return s;
 }
 
@@ -425,17 +522,24 @@ function parsePacket(direction: Direction, w: Words): PacketImpairSpec {
   const seen = new Set<string>();
   while (!w.done) {
     const word = w.peek()!;
-    if (word.startsWith('--')) { packetMatchFlag(w, match); continue; }
+    if (word.startsWith('--')) {
+      packetMatchFlag(w, match);
+      continue;
+    }
     w.take();
     const canon = word === 'latency' ? 'delay' : word === 'drop' ? 'loss' : word;
     if (!(NETEM_WORDS as readonly string[]).includes(canon)) {
       const tox = (TOXIC_TYPES as readonly string[]).includes(word) ? ` (${word} is a connection-level toxic: start with upstream or downstream)` : '';
-      throw new ImpairSpecError(`${q(word)} is not a netem word${tox || suggest(word, [...NETEM_WORDS, ...PACKET_MATCH_FLAGS])}; after ${direction} come match flags (${PACKET_MATCH_FLAGS.join(' ')}) and netem words: ${NETEM_WORDS.join(', ')}`);
+      throw new ImpairSpecError(
+        `${q(word)} is not a netem word${tox || suggest(word, [...NETEM_WORDS, ...PACKET_MATCH_FLAGS])}; after ${direction} come match flags (${PACKET_MATCH_FLAGS.join(' ')}) and netem words: ${NETEM_WORDS.join(', ')}`,
+      );
     }
     if (seen.has(canon)) throw new ImpairSpecError(`${canon} given twice; give it once`);
     seen.add(canon);
     switch (canon) {
-      case 'limit': n.limit = unit('limit', w.need('limit', 'a packet count'), (s) => parseInteger(s, 1, MAX_LIMIT)); break;
+      case 'limit':
+        n.limit = unit('limit', w.need('limit', 'a packet count'), (s) => parseInteger(s, 1, MAX_LIMIT));
+        break;
       case 'delay': {
         if (w.peek() === undefined || !/^\d/.test(w.peek()!)) throw new ImpairSpecError(`delay needs TIME [JITTER [CORRELATION]]: ${TIME_VALID}`);
         const ms = timeArg(w, 'delay');
@@ -453,12 +557,24 @@ function parsePacket(direction: Direction, w: Words): PacketImpairSpec {
         n.distribution = name as DistributionName;
         break;
       }
-      case 'loss': n.loss = parseLoss(w); break;
-      case 'ecn': n.ecn = true; break;
-      case 'corrupt': n.corrupt = correlated(w, 'corrupt'); break;
-      case 'duplicate': n.duplicate = correlated(w, 'duplicate'); break;
-      case 'reorder': n.reorder = correlated(w, 'reorder'); break;
-      case 'gap': n.gap = unit('gap', w.need('gap', 'a distance in packets'), (s) => parseInteger(s, 1, 1_000_000)); break;
+      case 'loss':
+        n.loss = parseLoss(w);
+        break;
+      case 'ecn':
+        n.ecn = true;
+        break;
+      case 'corrupt':
+        n.corrupt = correlated(w, 'corrupt');
+        break;
+      case 'duplicate':
+        n.duplicate = correlated(w, 'duplicate');
+        break;
+      case 'reorder':
+        n.reorder = correlated(w, 'reorder');
+        break;
+      case 'gap':
+        n.gap = unit('gap', w.need('gap', 'a distance in packets'), (s) => parseInteger(s, 1, 1_000_000));
+        break;
       case 'rate': {
         const raw = w.need('rate', RATE_VALID);
         if (raw.includes('%')) throw new ImpairSpecError(`rate ${q(raw)}: a share of the device's speed has no meaning on a TUN device; give ${RATE_VALID}`);
@@ -470,13 +586,18 @@ function parsePacket(direction: Direction, w: Words): PacketImpairSpec {
         n.rate = r;
         break;
       }
-      case 'slot': n.slot = parseSlot(w); break;
-      case 'seed': seed = parseSeed(w); break;
+      case 'slot':
+        n.slot = parseSlot(w);
+        break;
+      case 'seed':
+        seed = parseSeed(w);
+        break;
     }
   }
   // The checks tc makes before it talks to the kernel, with its reasons.
   if (n.reorder && n.reorder.p > 0) {
-    if (!n.delay || n.delay.ms === 0) throw new ImpairSpecError('reorder needs a delay: netem reorders by sending some packets at once while the others wait (add e.g. delay 10ms)');
+    if (!n.delay || n.delay.ms === 0)
+      throw new ImpairSpecError('reorder needs a delay: netem reorders by sending some packets at once while the others wait (add e.g. delay 10ms)');
     n.gap ??= 1;
   } else if (n.gap !== undefined) {
     throw new ImpairSpecError('gap needs reorder PERCENT (the chance that the packet after the gap goes at once), e.g. reorder 100% gap 5');
@@ -485,13 +606,16 @@ function parsePacket(direction: Direction, w: Words): PacketImpairSpec {
     throw new ImpairSpecError('distribution needs delay TIME JITTER (a delay and a jitter to shape), e.g. delay 20ms 5ms distribution normal');
   }
   if (n.ecn && !n.loss) throw new ImpairSpecError('ecn needs a loss model: it marks (CE) the packets the loss model would drop');
-  if (match.nth !== undefined && match.every !== undefined) throw new ImpairSpecError('--nth and --every exclude each other: --nth N hits one packet, --every N each Nth');
+  if (match.nth !== undefined && match.every !== undefined)
+    throw new ImpairSpecError('--nth and --every exclude each other: --nth N hits one packet, --every N each Nth');
   if (match.fromMs !== undefined && match.untilMs !== undefined && match.untilMs <= match.fromMs) {
     throw new ImpairSpecError('--until must be later than --from');
   }
   const acts = ['delay', 'loss', 'corrupt', 'duplicate', 'reorder', 'rate', 'slot'].filter((k) => seen.has(k));
   if (acts.length === 0) {
-    throw new ImpairSpecError(`nothing to do: give at least one of delay, loss, corrupt, duplicate, reorder, rate or slot (e.g. ${direction} loss 3% delay 20ms)`);
+    throw new ImpairSpecError(
+      `nothing to do: give at least one of delay, loss, corrupt, duplicate, reorder, rate or slot (e.g. ${direction} loss 3% delay 20ms)`,
+    );
   }
   return { kind: 'packet', direction, match, netem: n, ...(seed !== undefined ? { seed } : {}) };
 }
@@ -501,17 +625,28 @@ function toxicMatchFlag(w: Words, m: ToxicMatch): void {
   const eq = tok.indexOf('=');
   const flag = eq < 0 ? tok : tok.slice(0, eq);
   if (!(TOXIC_MATCH_FLAGS as readonly string[]).includes(flag)) {
-    const pkt = (PACKET_MATCH_FLAGS as readonly string[]).includes(flag) ? ` (${flag} matches packets: start with in or out)` : suggest(flag, TOXIC_MATCH_FLAGS);
+    const pkt = (PACKET_MATCH_FLAGS as readonly string[]).includes(flag)
+      ? ` (${flag} matches packets: start with in or out)`
+      : suggest(flag, TOXIC_MATCH_FLAGS);
     throw new ImpairSpecError(`unknown match flag ${q(flag)}${pkt}; connection match flags: ${TOXIC_MATCH_FLAGS.join(' ')}`);
   }
   const raw = eq < 0 ? w.need(flag, flag === '--peer' ? 'an address or prefix' : 'a port or range') : tok.slice(eq + 1);
-  if (flag === '--port') { if (m.port) throw new ImpairSpecError('--port given twice'); m.port = parsePorts(flag, raw); }
-  else if (flag === '--peer') { if (m.peer) throw new ImpairSpecError('--peer given twice'); m.peer = parsePrefix(flag, raw); }
-  else { if (m.peerPort) throw new ImpairSpecError('--peer-port given twice'); m.peerPort = parsePorts(flag, raw); }
+  if (flag === '--port') {
+    if (m.port) throw new ImpairSpecError('--port given twice');
+    m.port = parsePorts(flag, raw);
+  } else if (flag === '--peer') {
+    if (m.peer) throw new ImpairSpecError('--peer given twice');
+    m.peer = parsePrefix(flag, raw);
+  } else {
+    if (m.peerPort) throw new ImpairSpecError('--peer-port given twice');
+    m.peerPort = parsePorts(flag, raw);
+  }
 }
 
 function attrList(type: ToxicType): string {
-  return Object.entries(TOXIC_ATTRIBUTES[type]).map(([k, u]) => `${k}=N (${u})`).join(', ');
+  return Object.entries(TOXIC_ATTRIBUTES[type])
+    .map(([k, u]) => `${k}=N (${u})`)
+    .join(', ');
 }
 
 function parseToxic(stream: Stream, w: Words): ToxicImpairSpec {
@@ -523,9 +658,16 @@ function parseToxic(stream: Stream, w: Words): ToxicImpairSpec {
   let sawToxicity = false;
   while (!w.done) {
     const word = w.peek()!;
-    if (word.startsWith('--')) { toxicMatchFlag(w, match); continue; }
+    if (word.startsWith('--')) {
+      toxicMatchFlag(w, match);
+      continue;
+    }
     w.take();
-    if (word === 'seed') { if (seed !== undefined) throw new ImpairSpecError('seed given twice'); seed = parseSeed(w); continue; }
+    if (word === 'seed') {
+      if (seed !== undefined) throw new ImpairSpecError('seed given twice');
+      seed = parseSeed(w);
+      continue;
+    }
     const eq = word.indexOf('=');
     if (type === undefined) {
       if (eq >= 0 || !(TOXIC_TYPES as readonly string[]).includes(word)) {
@@ -539,22 +681,30 @@ function parseToxic(stream: Stream, w: Words): ToxicImpairSpec {
       const again = (TOXIC_TYPES as readonly string[]).includes(word) ? ' (one toxic per impairment: add another with a second impair add)' : '';
       throw new ImpairSpecError(`${q(word)}: attributes are NAME=VALUE${again}; ${type} takes ${attrList(type)}, and toxicity=P`);
     }
-    const name = word.slice(0, eq), raw = word.slice(eq + 1);
+    const name = word.slice(0, eq),
+      raw = word.slice(eq + 1);
     if (name === 'toxicity') {
       if (sawToxicity) throw new ImpairSpecError('toxicity given twice');
       sawToxicity = true;
       toxicity = raw.endsWith('%')
         ? unit('toxicity', raw, parsePercent)
-        : unit('toxicity', raw, (s) => { const v = Number(s); if (!/^(\d+(\.\d*)?|\.\d+)$/.test(s) || v > 1) throw new UnitError('a probability from 0 to 1 (or a percentage such as 50%)'); return v; });
+        : unit('toxicity', raw, (s) => {
+            const v = Number(s);
+            if (!/^(\d+(\.\d*)?|\.\d+)$/.test(s) || v > 1) throw new UnitError('a probability from 0 to 1 (or a percentage such as 50%)');
+            return v;
+          });
       continue;
     }
     if (!(name in TOXIC_ATTRIBUTES[type])) {
-      throw new ImpairSpecError(`${q(name)} is not an attribute of ${type}${suggest(name, Object.keys(TOXIC_ATTRIBUTES[type]))}; ${type} takes ${attrList(type)}, and toxicity=P`);
+      throw new ImpairSpecError(
+        `${q(name)} is not an attribute of ${type}${suggest(name, Object.keys(TOXIC_ATTRIBUTES[type]))}; ${type} takes ${attrList(type)}, and toxicity=P`,
+      );
     }
     if (name in attributes) throw new ImpairSpecError(`${name} given twice`);
     attributes[name] = unit(`${type} ${name}`, raw, (s) => parseInteger(s, 0, 1e12));
   }
-  if (type === undefined) throw new ImpairSpecError(`${stream} needs a toxic: one of ${TOXIC_TYPES.join(', ')} (e.g. ${stream} --port 80 latency latency=100 jitter=20)`);
+  if (type === undefined)
+    throw new ImpairSpecError(`${stream} needs a toxic: one of ${TOXIC_TYPES.join(', ')} (e.g. ${stream} --port 80 latency latency=100 jitter=20)`);
   for (const k of Object.keys(TOXIC_ATTRIBUTES[type])) attributes[k] ??= 0;
   if (type === 'slicer') {
     if (attributes.average_size! < 1) throw new ImpairSpecError('slicer needs average_size=N of at least 1 byte');
@@ -569,13 +719,20 @@ function parseToxic(stream: Stream, w: Words): ToxicImpairSpec {
 /** Words (or one string) to the structured form; throws ImpairSpecError. */
 export function parseImpairment(spec: string | readonly string[]): ImpairSpec {
   const w = new Words(splitWords(spec));
-  if (w.done) throw new ImpairSpecError(`empty impairment: start with in or out (packets, netem's words) or upstream or downstream (connections, toxiproxy's toxics)`);
+  if (w.done)
+    throw new ImpairSpecError(`empty impairment: start with in or out (packets, netem's words) or upstream or downstream (connections, toxiproxy's toxics)`);
   const first = w.take();
   switch (first) {
-    case 'in': case 'out': return parsePacket(first, w);
-    case 'upstream': case 'downstream': return parseToxic(first, w);
+    case 'in':
+    case 'out':
+      return parsePacket(first, w);
+    case 'upstream':
+    case 'downstream':
+      return parseToxic(first, w);
     default:
-      throw new ImpairSpecError(`${q(first)} is not a direction${suggest(first, KINDS)}; an impairment starts with in or out (packets, netem's words) or upstream or downstream (connections, toxiproxy's toxics)`);
+      throw new ImpairSpecError(
+        `${q(first)} is not a direction${suggest(first, KINDS)}; an impairment starts with in or out (packets, netem's words) or upstream or downstream (connections, toxiproxy's toxics)`,
+      );
   }
 }
 

@@ -73,12 +73,21 @@ export class Toxic {
   readonly counters: ToxicCounters = { connections: 0, affected: 0, bytes: 0, delayed: 0, dropped: 0, closed: 0, resets: 0 };
   /** Per-toxic randomness: toxicity first, then jitter and slice sizes, in connection order. */
   readonly rng: Rng;
-  constructor(readonly id: number, readonly spec: ToxicImpairSpec, readonly seed: number, readonly addedAt: number) {
+  constructor(
+    readonly id: number,
+    readonly spec: ToxicImpairSpec,
+    readonly seed: number,
+    readonly addedAt: number,
+  ) {
     this.rng = new Rng(seed, 11);
   }
 
-  get stream(): Stream { return this.spec.stream; }
-  attr(name: string): number { return this.spec.attributes[name] ?? 0; }
+  get stream(): Stream {
+    return this.spec.stream;
+  }
+  attr(name: string): number {
+    return this.spec.attributes[name] ?? 0;
+  }
 
   matches(localPort: number | undefined, remoteAddress: string | undefined, remotePort: number | undefined): boolean {
     const m: ToxicMatch = this.spec.match;
@@ -86,7 +95,7 @@ export class Toxic {
     if (m.peerPort && (remotePort === undefined || remotePort < m.peerPort.lo || remotePort > m.peerPort.hi)) return false;
     if (m.peer) {
       const a = remoteAddress === undefined ? null : parseIpv4(remoteAddress);
-      if (a === null || ((a & prefixMask(m.peer.prefix)) >>> 0) !== m.peer.addr) return false;
+      if (a === null || (a & prefixMask(m.peer.prefix)) >>> 0 !== m.peer.addr) return false;
     }
     return true;
   }
@@ -95,11 +104,16 @@ export class Toxic {
 // ---------------------------------------------------------------------------------------------
 // links and stages
 
-const END = 1, CLOSE = 2, RESET = 3;
+const END = 1,
+  CLOSE = 2,
+  RESET = 3;
 type Marker = typeof END | typeof CLOSE | typeof RESET;
 type Item = Buffer | Marker;
 
-interface Timed { at: number; item: Item }
+interface Timed {
+  at: number;
+  item: Item;
+}
 
 /** One toxic on one direction of one connection. */
 abstract class Stage {
@@ -111,7 +125,10 @@ abstract class Stage {
   /** A marker went through: what comes after it is ignored. */
   protected done = false;
 
-  constructor(readonly toxic: Toxic, protected readonly link: Link) {}
+  constructor(
+    readonly toxic: Toxic,
+    protected readonly link: Link,
+  ) {}
 
   abstract write(chunk: Buffer, now: number): void;
   /** End of stream or a close from before this stage. */
@@ -146,12 +163,19 @@ abstract class Stage {
     this.disarm();
     this.handleAt = at;
     const s = this.link.sock.scheduler;
-    this.handle = s.at(at, () => { this.handle = null; this.handleAt = Infinity; this.onTimer(at); });
+    this.handle = s.at(at, () => {
+      this.handle = null;
+      this.handleAt = Infinity;
+      this.onTimer(at);
+    });
   }
 
   protected onTimer(at: number): void {
     // A real timer can fire up to a millisecond early (whole-ms timers): wait again then.
-    this.link.sock.run((now) => { if (now < at) this.arm(at); else this.pump(now); });
+    this.link.sock.run((now) => {
+      if (now < at) this.arm(at);
+      else this.pump(now);
+    });
   }
 
   protected disarm(): void {
@@ -188,7 +212,10 @@ class BandwidthStage extends Stage {
   write(chunk: Buffer, now: number): void {
     if (this.done) return;
     const rate = this.toxic.attr('rate'); // KB/s = bytes per ms
-    if (rate <= 0) { this.schedule(now, chunk, now); return; }
+    if (rate <= 0) {
+      this.schedule(now, chunk, now);
+      return;
+    }
     const piece = rate * 100; // toxiproxy sends large chunks in 100 ms slices
     let t = Math.max(now, this.last);
     for (let off = 0; off < chunk.length; off += piece) {
@@ -258,7 +285,10 @@ class SlicerStage extends Stage {
   private cut(start: number, end: number, out: number[]): void {
     const avg = this.toxic.attr('average_size');
     const variation = this.toxic.attr('size_variation');
-    if (end - start - avg <= variation) { out.push(end); return; }
+    if (end - start - avg <= variation) {
+      out.push(end);
+      return;
+    }
     let mid = start + Math.floor((end - start) / 2);
     if (variation > 0) mid += this.toxic.rng.below(variation * 2) - variation;
     this.cut(start, mid, out);
@@ -285,14 +315,21 @@ class SlicerStage extends Stage {
 class LimitDataStage extends Stage {
   private sent = 0;
   write(chunk: Buffer, now: number): void {
-    if (this.done) { this.toxic.counters.dropped += chunk.length; this.link.dropped(chunk.length); return; }
+    if (this.done) {
+      this.toxic.counters.dropped += chunk.length;
+      this.link.dropped(chunk.length);
+      return;
+    }
     const left = Math.max(0, this.toxic.attr('bytes') - this.sent);
     const pass = chunk.length <= left ? chunk : chunk.subarray(0, left);
     if (pass.length < chunk.length) {
       this.toxic.counters.dropped += chunk.length - pass.length;
       this.link.dropped(chunk.length - pass.length);
     }
-    if (pass.length > 0) { this.sent += pass.length; this.schedule(now, pass, now); }
+    if (pass.length > 0) {
+      this.sent += pass.length;
+      this.schedule(now, pass, now);
+    }
     if (this.sent >= this.toxic.attr('bytes')) {
       this.done = true;
       this.schedule(now, CLOSE, now);
@@ -302,13 +339,20 @@ class LimitDataStage extends Stage {
 
 function newStage(t: Toxic, link: Link, now: number): Stage {
   switch (t.spec.type) {
-    case 'latency': return new LatencyStage(t, link);
-    case 'bandwidth': return new BandwidthStage(t, link);
-    case 'slow_close': return new SlowCloseStage(t, link);
-    case 'timeout': return new TimeoutStage(t, link, now);
-    case 'reset_peer': return new ResetPeerStage(t, link);
-    case 'slicer': return new SlicerStage(t, link);
-    case 'limit_data': return new LimitDataStage(t, link);
+    case 'latency':
+      return new LatencyStage(t, link);
+    case 'bandwidth':
+      return new BandwidthStage(t, link);
+    case 'slow_close':
+      return new SlowCloseStage(t, link);
+    case 'timeout':
+      return new TimeoutStage(t, link, now);
+    case 'reset_peer':
+      return new ResetPeerStage(t, link);
+    case 'slicer':
+      return new SlicerStage(t, link);
+    case 'limit_data':
+      return new LimitDataStage(t, link);
   }
 }
 
@@ -319,11 +363,18 @@ class Link {
   pending = 0;
   gone = false;
 
-  constructor(readonly sock: ToxicSocket, private readonly sinkData: (b: Buffer) => void, private readonly sinkMark: (m: Marker) => void) {}
+  constructor(
+    readonly sock: ToxicSocket,
+    private readonly sinkData: (b: Buffer) => void,
+    private readonly sinkMark: (m: Marker) => void,
+  ) {}
 
   write(chunk: Buffer, now: number): void {
     if (this.gone) return;
-    if (this.stages.length === 0) { this.sinkData(chunk); return; }
+    if (this.stages.length === 0) {
+      this.sinkData(chunk);
+      return;
+    }
     this.pending += chunk.length;
     this.stages[0]!.write(chunk, now);
   }
@@ -407,19 +458,41 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
   private closing = false;
   readonly remoteFamily = 'IPv4';
 
-  constructor(readonly inner: Inner, readonly role: SocketRole, readonly registry: ToxicRegistry) {
+  constructor(
+    readonly inner: Inner,
+    readonly role: SocketRole,
+    readonly registry: ToxicRegistry,
+  ) {
     super({ allowHalfOpen: inner.allowHalfOpen ?? false, highWaterMark: 64 * 1024 });
     // The wrapper decides when the peer gets our FIN: delayed data must not be cut off
     // by the inner socket ending its side on its own.
     inner.allowHalfOpen = true;
-    this.inbound = new Link(this, (b) => { if (!this.push(b)) this.inner.pause(); }, (m) => this.inboundMark(m));
-    this.outbound = new Link(this, (b) => this.toPeer(b), (m) => this.outboundMark(m));
+    this.inbound = new Link(
+      this,
+      (b) => {
+        if (!this.push(b)) this.inner.pause();
+      },
+      (m) => this.inboundMark(m),
+    );
+    this.outbound = new Link(
+      this,
+      (b) => this.toPeer(b),
+      (m) => this.outboundMark(m),
+    );
     inner.on('data', (d: Buffer) => this.run((now) => this.inbound.write(d, now)));
-    inner.on('end', () => { this.innerEnded = true; this.run((now) => this.inbound.mark(END, now)); });
+    inner.on('end', () => {
+      this.innerEnded = true;
+      this.run((now) => this.inbound.mark(END, now));
+    });
     inner.on('error', (e: Error) => this.destroy(e));
     // Closed without an end (a reset, a destroy): nothing more will come either way.
-    inner.on('close', () => { if (!this.innerEnded && !this.closing) this.destroy(); });
-    inner.on('drain', () => { this.innerBlocked = false; this.pressure(); });
+    inner.on('close', () => {
+      if (!this.innerEnded && !this.closing) this.destroy();
+    });
+    inner.on('drain', () => {
+      this.innerBlocked = false;
+      this.pressure();
+    });
     inner.on('timeout', () => this.emit('timeout'));
     inner.on('connect', () => this.emit('connect'));
     inner.on('ready', () => this.emit('ready'));
@@ -427,7 +500,9 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
     for (const t of registry.toxics()) this.attach(t, registry.scheduler.now());
   }
 
-  get scheduler(): ToxicScheduler { return this.registry.scheduler; }
+  get scheduler(): ToxicScheduler {
+    return this.registry.scheduler;
+  }
 
   /** Runs work at the scheduler's now (the socket API edge reads the time). */
   run(fn: (now: number) => void): void {
@@ -473,7 +548,10 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
 
   private inboundMark(m: Marker): void {
     // The application's socket ends and (both sides done) closes by itself, as net.Socket does.
-    if (m === END) { this.push(null); return; }
+    if (m === END) {
+      this.push(null);
+      return;
+    }
     this.closeBy(m);
   }
 
@@ -515,9 +593,17 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
     if (!this.readableEnded) this.push(null);
     setImmediate(() => {
       this.outbound.close();
-      const letGo = () => { while (inner.read() !== null) { /* discard */ } inner.destroy(); };
+      const letGo = () => {
+        while (inner.read() !== null) {
+          /* discard */
+        }
+        inner.destroy();
+      };
       if (inner.writableFinished || inner.destroyed) letGo();
-      else { inner.once('finish', letGo); if (!inner.writableEnded) inner.end(); }
+      else {
+        inner.once('finish', letGo);
+        if (!inner.writableEnded) inner.end();
+      }
       this.callFinal();
       this.destroy();
     });
@@ -536,7 +622,10 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
   // -- stream.Duplex
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.inner.destroyed || this.outbound.gone) { cb(new CodedError('EPIPE', 'write EPIPE')); return; }
+    if (this.inner.destroyed || this.outbound.gone) {
+      cb(new CodedError('EPIPE', 'write EPIPE'));
+      return;
+    }
     this.run((now) => this.outbound.write(chunk, now));
     if (this.innerBlocked || this.outbound.pending > HIGH_WATER) this.writeCb = cb;
     else cb();
@@ -545,7 +634,10 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
   override _final(cb: (err?: Error | null) => void): void {
     // 'finish' waits until the end has gone through the toxics and reached the peer's socket.
     this.finalCb = cb;
-    if (this.outbound.gone) { this.callFinal(); return; }
+    if (this.outbound.gone) {
+      this.callFinal();
+      return;
+    }
     this.run((now) => this.outbound.mark(END, now));
   }
 
@@ -576,23 +668,49 @@ export class ToxicSocket extends Duplex implements TcpSocketLike {
   }
 
   // -- the net.Socket surface, from the inner socket
-  get remoteAddress(): string | undefined { return this.inner.remoteAddress; }
-  get remotePort(): number | undefined { return this.inner.remotePort; }
-  get localAddress(): string | undefined { return this.inner.localAddress; }
-  get localPort(): number | undefined { return this.inner.localPort; }
-  get connecting(): boolean { return this.inner.connecting ?? false; }
-  get bytesRead(): number { return (this.inner as unknown as { bytesRead?: number }).bytesRead ?? 0; }
-  get bytesWritten(): number { return (this.inner as unknown as { bytesWritten?: number }).bytesWritten ?? 0; }
-  setNoDelay(noDelay?: boolean): this { this.inner.setNoDelay(noDelay); return this; }
-  setKeepAlive(enable?: boolean, initialDelay?: number): this { this.inner.setKeepAlive(enable, initialDelay); return this; }
+  get remoteAddress(): string | undefined {
+    return this.inner.remoteAddress;
+  }
+  get remotePort(): number | undefined {
+    return this.inner.remotePort;
+  }
+  get localAddress(): string | undefined {
+    return this.inner.localAddress;
+  }
+  get localPort(): number | undefined {
+    return this.inner.localPort;
+  }
+  get connecting(): boolean {
+    return this.inner.connecting ?? false;
+  }
+  get bytesRead(): number {
+    return (this.inner as unknown as { bytesRead?: number }).bytesRead ?? 0;
+  }
+  get bytesWritten(): number {
+    return (this.inner as unknown as { bytesWritten?: number }).bytesWritten ?? 0;
+  }
+  setNoDelay(noDelay?: boolean): this {
+    this.inner.setNoDelay(noDelay);
+    return this;
+  }
+  setKeepAlive(enable?: boolean, initialDelay?: number): this {
+    this.inner.setKeepAlive(enable, initialDelay);
+    return this;
+  }
   setTimeout(ms: number, cb?: () => void): this {
     if (cb) this.once('timeout', cb);
     (this.inner as unknown as { setTimeout(ms: number): unknown }).setTimeout(ms);
     return this;
   }
-  address(): unknown { return (this.inner as unknown as { address(): unknown }).address(); }
-  ref(): this { return this; }
-  unref(): this { return this; }
+  address(): unknown {
+    return (this.inner as unknown as { address(): unknown }).address();
+  }
+  ref(): this {
+    return this;
+  }
+  unref(): this {
+    return this;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

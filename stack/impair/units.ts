@@ -44,10 +44,18 @@ export function parsePercent(raw: string): number {
 export const TIME_VALID = 'a time with a unit: s, ms, us or ns (e.g. 20ms, 1.5s)';
 
 const TIME_UNITS: Record<string, number> = {
-  s: 1000, sec: 1000, secs: 1000,
-  ms: 1, msec: 1, msecs: 1,
-  us: 1e-3, usec: 1e-3, usecs: 1e-3,
-  ns: 1e-6, nsec: 1e-6, nsecs: 1e-6,
+  s: 1000,
+  sec: 1000,
+  secs: 1000,
+  ms: 1,
+  msec: 1,
+  msecs: 1,
+  us: 1e-3,
+  usec: 1e-3,
+  usecs: 1e-3,
+  ns: 1e-6,
+  nsec: 1e-6,
+  nsecs: 1e-6,
 };
 
 /** `20ms` -> 20 (milliseconds). */
@@ -63,10 +71,25 @@ export const RATE_VALID = 'a rate such as 10mbit, 512kbit, 1gbit or 100kbps (byt
 
 /** Multipliers to bits per second (tc's table; compared case-insensitively as tc does). */
 const RATE_SUFFIX: Record<string, number> = {
-  '': 1, bit: 1,
-  kibit: 1024, kbit: 1000, mibit: 1024 ** 2, mbit: 1e6, gibit: 1024 ** 3, gbit: 1e9, tibit: 1024 ** 4, tbit: 1e12,
-  bps: 8, kibps: 8 * 1024, kbps: 8000, mibps: 8 * 1024 ** 2, mbps: 8e6, gibps: 8 * 1024 ** 3, gbps: 8e9,
-  tibps: 8 * 1024 ** 4, tbps: 8e12,
+  '': 1,
+  bit: 1,
+  kibit: 1024,
+  kbit: 1000,
+  mibit: 1024 ** 2,
+  mbit: 1e6,
+  gibit: 1024 ** 3,
+  gbit: 1e9,
+  tibit: 1024 ** 4,
+  tbit: 1e12,
+  bps: 8,
+  kibps: 8 * 1024,
+  kbps: 8000,
+  mibps: 8 * 1024 ** 2,
+  mbps: 8e6,
+  gibps: 8 * 1024 ** 3,
+  gbps: 8e9,
+  tibps: 8 * 1024 ** 4,
+  tbps: 8e12,
 };
 
 /** `10mbit` -> 1_250_000 (bytes per second). */
@@ -81,8 +104,17 @@ export function parseRate(raw: string): number {
 export const SIZE_VALID = 'a size in bytes, optionally with k, kb, m, mb, g, gb (1024-based), e.g. 64k';
 
 const SIZE_SUFFIX: Record<string, number> = {
-  '': 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3,
-  kbit: 1024 / 8, mbit: 1024 ** 2 / 8, gbit: 1024 ** 3 / 8,
+  '': 1,
+  b: 1,
+  k: 1024,
+  kb: 1024,
+  m: 1024 ** 2,
+  mb: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1024 ** 3,
+  kbit: 1024 / 8,
+  mbit: 1024 ** 2 / 8,
+  gbit: 1024 ** 3 / 8,
 };
 
 export function parseSize(raw: string): number {
@@ -124,7 +156,12 @@ export function formatTime(ms: number): string {
 
 export function formatRate(bytesPerSec: number): string {
   const bits = bytesPerSec * 8;
-  for (const [unit, scale] of [['tbit', 1e12], ['gbit', 1e9], ['mbit', 1e6], ['kbit', 1e3]] as const) {
+  for (const [unit, scale] of [
+    ['tbit', 1e12],
+    ['gbit', 1e9],
+    ['mbit', 1e6],
+    ['kbit', 1e3],
+  ] as const) {
     if (bits >= scale) return `${trim(bits / scale)}${unit}`;
   }
   return `${trim(bits)}bit`;

@@ -24,7 +24,18 @@ export interface CbcHmacContext {
   /** Encrypts buf[ctOff, ctOff+len) in place (IV at buf[ivOff]), then writes HMAC(buf[hdrOff, ctOff+len) | seqHigh) cut to icvLen at buf[icvOff]; seqHigh < 0: none. */
   seal(buf: Buffer, hdrOff: number, ivOff: number, ctOff: number, len: number, icvOff: number, icvLen: number, seqHigh: number): boolean;
   /** Checks the ICV (constant time), then decrypts src[ctOff, ctOff+len) into dst[dstOff..]; false when the ICV is wrong. */
-  open(src: Buffer, hdrOff: number, ivOff: number, ctOff: number, len: number, icvOff: number, icvLen: number, seqHigh: number, dst: Buffer, dstOff: number): boolean;
+  open(
+    src: Buffer,
+    hdrOff: number,
+    ivOff: number,
+    ctOff: number,
+    len: number,
+    icvOff: number,
+    icvLen: number,
+    seqHigh: number,
+    dst: Buffer,
+    dstOff: number,
+  ): boolean;
 }
 
 interface NativeAead {
@@ -44,7 +55,10 @@ function load(): NativeAead | null {
     path.join(__dirname, 'aead', 'build', 'Release', ADDON),
     path.join(__dirname, '..', '..', '..', 'stack', 'ipsec', 'aead', 'build', 'Release', ADDON),
   ]) {
-    if (fs.existsSync(c)) { native = req(c) as NativeAead; break; }
+    if (fs.existsSync(c)) {
+      native = req(c) as NativeAead;
+      break;
+    }
   }
   return native;
 }

@@ -39,7 +39,6 @@ import type { LineCounter, Node as YamlNode, Pair, Scalar, YAMLMap, YAMLSeq } fr
 
 /** The YAML parser, loaded when a file is read (`faultstack run` without --ipsec never needs it). */
 function yaml(): typeof import('yaml') {
-   
   return require('yaml') as typeof import('yaml');
 }
 import { ANY_SELECTOR, type Policy, type PolicyAction, type Selector } from './spd';
@@ -103,10 +102,7 @@ export const DEFAULT_IKE_PROPOSALS = [
   'aes128gcm16-aes256gcm16-aes192gcm16-prfsha256-prfsha384-prfsha512-curve25519-ecp256-ecp384-ecp521-modp2048-modp3072-modp4096-curve448',
   'aes128-aes256-aes192-sha256-sha384-sha512-sha1-curve25519-ecp256-ecp384-ecp521-modp2048-modp3072-modp4096-curve448',
 ];
-export const DEFAULT_ESP_PROPOSALS = [
-  'aes128gcm16-aes256gcm16-aes192gcm16-noesn-esn',
-  'aes128-aes256-aes192-sha256-sha384-sha512-sha1-noesn-esn',
-];
+export const DEFAULT_ESP_PROPOSALS = ['aes128gcm16-aes256gcm16-aes192gcm16-noesn-esn', 'aes128-aes256-aes192-sha256-sha384-sha512-sha1-noesn-esn'];
 
 export function defaultConfig(): IpsecConfig {
   return {
@@ -115,12 +111,19 @@ export function defaultConfig(): IpsecConfig {
     trust: null,
     ike: {
       proposals: DEFAULT_IKE_PROPOSALS.map((p) => parseProposal(p, 'ike')),
-      lifetimeMs: 8 * 3600_000, dpdMs: 30_000, cookieThreshold: 32, halfOpenTimeoutMs: 30_000,
-      retransmitMs: 1000, retransmitTries: 5, maxIkeSas: 10_000,
+      lifetimeMs: 8 * 3600_000,
+      dpdMs: 30_000,
+      cookieThreshold: 32,
+      halfOpenTimeoutMs: 30_000,
+      retransmitMs: 1000,
+      retransmitTries: 5,
+      maxIkeSas: 10_000,
     },
     esp: {
       proposals: DEFAULT_ESP_PROPOSALS.map((p) => parseProposal(p, 'esp')),
-      lifetimeMs: 2 * 3600_000, replayWindow: 128, transportMode: 'accept',
+      lifetimeMs: 2 * 3600_000,
+      replayWindow: 128,
+      transportMode: 'accept',
     },
     peers: [],
     policies: [],
@@ -163,7 +166,11 @@ function duration(v: unknown): number {
 }
 
 class Walker {
-  constructor(private readonly file: string, private readonly lc: LineCounter, private readonly text: string) {}
+  constructor(
+    private readonly file: string,
+    private readonly lc: LineCounter,
+    private readonly text: string,
+  ) {}
 
   /** The node as written in the file (YAML reads 0x00ff as the number 255; a key is bytes). */
   source(node: unknown): string | null {
@@ -207,7 +214,9 @@ class Walker {
 
   /** Runs `f` and turns its RangeError into a located error. */
   check<T>(node: unknown, field: string, f: () => T): T {
-    try { return f(); } catch (e) {
+    try {
+      return f();
+    } catch (e) {
       if (e instanceof IpsecConfigError) throw e;
       this.fail(node as YamlNode, field, (e as Error).message);
     }
@@ -242,7 +251,8 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
   const local = top.get('local');
   if (local) {
     const m = w.map(local.value, 'local', ['id', 'cert', 'key']);
-    if (m.has('cert') !== m.has('key')) w.fail(local.pair, m.has('cert') ? 'local.key' : 'local.cert', 'local.cert and local.key go together (our certificate and its private key, PEM)');
+    if (m.has('cert') !== m.has('key'))
+      w.fail(local.pair, m.has('cert') ? 'local.key' : 'local.cert', 'local.cert and local.key go together (our certificate and its private key, PEM)');
     if (m.has('cert')) {
       const c = rel(w.string(m.get('cert')!.value, 'local.cert'));
       const k = rel(w.string(m.get('key')!.value, 'local.key'));
@@ -256,10 +266,12 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
       const s = w.string(id.value, 'local.id');
       const cred = cfg.localCredential;
       if (cred && s.includes('=')) {
-        if (s !== subjectText(cred.cert)) w.fail(id.value as YamlNode, 'local.id', `a distinguished name must be the certificate's subject "${subjectText(cred.cert)}"`);
+        if (s !== subjectText(cred.cert))
+          w.fail(id.value as YamlNode, 'local.id', `a distinguished name must be the certificate's subject "${subjectText(cred.cert)}"`);
       } else {
         const wire = w.check(id.value, 'local.id', () => parseIdentity(s));
-        if (cred && !identityInCert(cred.cert, wire.idType, wire.data)) w.fail(id.value as YamlNode, 'local.id', `"${s}" is not in local.cert (its subjectAltName or subject); the peer would refuse it`);
+        if (cred && !identityInCert(cred.cert, wire.idType, wire.data))
+          w.fail(id.value as YamlNode, 'local.id', `"${s}" is not in local.cert (its subjectAltName or subject); the peer would refuse it`);
       }
       cfg.localId = s;
     }
@@ -268,21 +280,47 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
   const proposals = (node: unknown, field: string, kind: 'ike' | 'esp') =>
     w.list(node, field).map((n, i) => {
       const s = w.string(n, `${field}[${i}]`);
-      return w.check(n, `${field}[${i}]`, () => { try { return parseProposal(s, kind); } catch (e) { throw new RangeError(`proposal "${s}" ${(e as Error).message}`, { cause: e }); } });
+      return w.check(n, `${field}[${i}]`, () => {
+        try {
+          return parseProposal(s, kind);
+        } catch (e) {
+          throw new RangeError(`proposal "${s}" ${(e as Error).message}`, { cause: e });
+        }
+      });
     });
 
   const ike = top.get('ike');
   if (ike) {
-    const m = w.map(ike.value, 'ike', ['proposals', 'lifetime', 'dpd', 'cookie_threshold', 'half_open_timeout', 'retransmit', 'retransmit_tries', 'max_ike_sas']);
+    const m = w.map(ike.value, 'ike', [
+      'proposals',
+      'lifetime',
+      'dpd',
+      'cookie_threshold',
+      'half_open_timeout',
+      'retransmit',
+      'retransmit_tries',
+      'max_ike_sas',
+    ]);
     const get = (k: string) => m.get(k)?.value;
     if (m.has('proposals')) cfg.ike.proposals = proposals(get('proposals'), 'ike.proposals', 'ike');
     if (m.has('lifetime')) cfg.ike.lifetimeMs = w.check(get('lifetime'), 'ike.lifetime', () => positive(duration(w.scalar(get('lifetime'), 'ike.lifetime'))));
     if (m.has('dpd')) cfg.ike.dpdMs = w.check(get('dpd'), 'ike.dpd', () => duration(w.scalar(get('dpd'), 'ike.dpd')));
-    if (m.has('half_open_timeout')) cfg.ike.halfOpenTimeoutMs = w.check(get('half_open_timeout'), 'ike.half_open_timeout', () => positive(duration(w.scalar(get('half_open_timeout'), 'ike.half_open_timeout'))));
-    if (m.has('retransmit')) cfg.ike.retransmitMs = w.check(get('retransmit'), 'ike.retransmit', () => positive(duration(w.scalar(get('retransmit'), 'ike.retransmit'))));
-    if (m.has('cookie_threshold')) cfg.ike.cookieThreshold = w.check(get('cookie_threshold'), 'ike.cookie_threshold', () => int(w.scalar(get('cookie_threshold'), 'ike.cookie_threshold'), 0, 1_000_000));
-    if (m.has('retransmit_tries')) cfg.ike.retransmitTries = w.check(get('retransmit_tries'), 'ike.retransmit_tries', () => int(w.scalar(get('retransmit_tries'), 'ike.retransmit_tries'), 1, 20));
-    if (m.has('max_ike_sas')) cfg.ike.maxIkeSas = w.check(get('max_ike_sas'), 'ike.max_ike_sas', () => int(w.scalar(get('max_ike_sas'), 'ike.max_ike_sas'), 1, 10_000_000));
+    if (m.has('half_open_timeout'))
+      cfg.ike.halfOpenTimeoutMs = w.check(get('half_open_timeout'), 'ike.half_open_timeout', () =>
+        positive(duration(w.scalar(get('half_open_timeout'), 'ike.half_open_timeout'))),
+      );
+    if (m.has('retransmit'))
+      cfg.ike.retransmitMs = w.check(get('retransmit'), 'ike.retransmit', () => positive(duration(w.scalar(get('retransmit'), 'ike.retransmit'))));
+    if (m.has('cookie_threshold'))
+      cfg.ike.cookieThreshold = w.check(get('cookie_threshold'), 'ike.cookie_threshold', () =>
+        int(w.scalar(get('cookie_threshold'), 'ike.cookie_threshold'), 0, 1_000_000),
+      );
+    if (m.has('retransmit_tries'))
+      cfg.ike.retransmitTries = w.check(get('retransmit_tries'), 'ike.retransmit_tries', () =>
+        int(w.scalar(get('retransmit_tries'), 'ike.retransmit_tries'), 1, 20),
+      );
+    if (m.has('max_ike_sas'))
+      cfg.ike.maxIkeSas = w.check(get('max_ike_sas'), 'ike.max_ike_sas', () => int(w.scalar(get('max_ike_sas'), 'ike.max_ike_sas'), 1, 10_000_000));
   }
 
   const esp = top.get('esp');
@@ -300,7 +338,8 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
     }
     if (m.has('transport_mode')) {
       const v = w.scalar(get('transport_mode'), 'esp.transport_mode');
-      if (v !== 'accept' && v !== 'refuse') w.fail(get('transport_mode') as YamlNode, 'esp.transport_mode', `must be accept or refuse, got ${JSON.stringify(v)}`);
+      if (v !== 'accept' && v !== 'refuse')
+        w.fail(get('transport_mode') as YamlNode, 'esp.transport_mode', `must be accept or refuse, got ${JSON.stringify(v)}`);
       cfg.esp.transportMode = v as 'accept' | 'refuse';
     }
   }
@@ -311,7 +350,8 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
     for (let i = 0; i < items.length; i++) {
       const s = w.string(items[i], `${field}[${i}]`);
       if (s === 'dynamic') {
-        if (!allowDynamic || items.length !== 1) w.fail(items[i], `${field}[${i}]`, allowDynamic ? '"dynamic" must be alone' : '"dynamic" is only valid in remote_ts');
+        if (!allowDynamic || items.length !== 1)
+          w.fail(items[i], `${field}[${i}]`, allowDynamic ? '"dynamic" must be alone' : '"dynamic" is only valid in remote_ts');
         return 'dynamic';
       }
       out.push(w.check(items[i], `${field}[${i}]`, () => parseSelector(s)));
@@ -353,7 +393,8 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
       const written = w.source(pskNode);
       if (typeof pskRaw === 'number' && written && /^0x([0-9a-f]{2})+$/i.test(written)) pskRaw = written;
       if (typeof pskRaw !== 'string' && typeof pskRaw !== 'number') w.fail(pskNode as YamlNode, `${f}.psk`, 'must be a non-empty string or 0x-prefixed hex');
-      if (typeof pskRaw === 'number') w.fail(pskNode as YamlNode, `${f}.psk`, `must be a non-empty string or 0x-prefixed hex, got ${pskRaw} (quote it to use digits)`);
+      if (typeof pskRaw === 'number')
+        w.fail(pskNode as YamlNode, `${f}.psk`, `must be a non-empty string or 0x-prefixed hex, got ${pskRaw} (quote it to use digits)`);
       const psk = w.check(pskNode, `${f}.psk`, () => secretBytes(pskRaw as string));
       const peer: PeerConfig = { id, auth: 'psk', psk, localTs: null, remoteTs: 'dynamic' };
       if (m.has('local_ts')) peer.localTs = selectors(m.get('local_ts')!.value, `${f}.local_ts`, false) as Selector[];
@@ -378,7 +419,8 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
       const a = m.get('action');
       if (!a) return w.fail(n, `${f}.action`, 'is missing: protect, bypass or discard');
       const action = w.scalar(a.value, `${f}.action`);
-      if (action !== 'protect' && action !== 'bypass' && action !== 'discard') w.fail(a.value as YamlNode, `${f}.action`, `must be protect, bypass or discard, got ${JSON.stringify(action)}`);
+      if (action !== 'protect' && action !== 'bypass' && action !== 'discard')
+        w.fail(a.value as YamlNode, `${f}.action`, `must be protect, bypass or discard, got ${JSON.stringify(action)}`);
       const name = m.has('name') ? w.string(m.get('name')!.value, `${f}.name`) : `policy${i + 1}`;
       cfg.policies.push({ name, local: sel('local'), remote: sel('remote'), action: action as PolicyAction });
     });
@@ -394,7 +436,8 @@ export function loadIpsecConfig(file: string, text = fs.readFileSync(file, 'utf8
 }
 
 function int(v: unknown, min: number, max: number): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new RangeError(`must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw new RangeError(`must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
   return v;
 }
 

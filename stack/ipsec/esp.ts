@@ -12,7 +12,15 @@
  */
 import { createCipheriv, createDecipheriv, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
 import {
-  ESP_HEADER, ESP_TRAILER, EspTrailerError, emitEspHeader, emitEspTrailer, espPadLength, newEspRepr, parseEspTrailer, type EspTrailerRepr,
+  ESP_HEADER,
+  ESP_TRAILER,
+  EspTrailerError,
+  emitEspHeader,
+  emitEspTrailer,
+  espPadLength,
+  newEspRepr,
+  parseEspTrailer,
+  type EspTrailerRepr,
 } from '../wire/esp';
 import { readU32 } from '../wire/bytes';
 import { ReplayVerdict, ReplayWindow } from './replay';
@@ -72,13 +80,19 @@ export class EspSa {
   /** The reusable AES-CBC + HMAC context (null: GCM, or the addon is not built). */
   readonly cbc: CbcHmacContext | null;
 
-  constructor(readonly spi: number, readonly direction: 'in' | 'out', readonly keys: EspKeys, replayWindow = 128) {
+  constructor(
+    readonly spi: number,
+    readonly direction: 'in' | 'out',
+    readonly keys: EspKeys,
+    replayWindow = 128,
+  ) {
     const e = ENCRS[keys.encr];
     if (!e) throw new RangeError(`unsupported ESP encryption ${keys.encr}`);
     this.cipher = cipherName(keys.encr, keys.keyBits);
     this.aead = e.aead;
     const kb = keys.keyBits / 8;
-    if (keys.encKey.length !== kb + e.saltSize) throw new RangeError(`ESP ${e.name}_${keys.keyBits} needs ${kb + e.saltSize} key bytes, got ${keys.encKey.length}`);
+    if (keys.encKey.length !== kb + e.saltSize)
+      throw new RangeError(`ESP ${e.name}_${keys.keyBits} needs ${kb + e.saltSize} key bytes, got ${keys.encKey.length}`);
     this.key = keys.encKey.subarray(0, kb);
     this.salt = keys.encKey.subarray(kb);
     this.ivSize = e.ivSize;
@@ -116,12 +130,18 @@ export class EspSa {
   }
 }
 
-export const enum SealResult { Ok = 0, SeqOverflow = 1 }
+export const enum SealResult {
+  Ok = 0,
+  SeqOverflow = 1,
+}
 
 let ivPool = Buffer.alloc(0);
 let ivPoolOff = 0;
 function randomIv(dst: Buffer, off: number, n: number): void {
-  if (ivPoolOff + n > ivPool.length) { ivPool = randomFillSync(Buffer.allocUnsafe(4096)); ivPoolOff = 0; }
+  if (ivPoolOff + n > ivPool.length) {
+    ivPool = randomFillSync(Buffer.allocUnsafe(4096));
+    ivPoolOff = 0;
+  }
   ivPool.copy(dst, off, ivPoolOff, ivPoolOff + n);
   ivPoolOff += n;
 }
@@ -173,10 +193,13 @@ export function espSealFinish(sa: EspSa, nextHeader: number, out: Buffer, len: n
   const ivOff = hdr + ESP_HEADER;
   const ctOff = ivOff + sa.ivSize;
   const h = sealHeader;
-  h.spi = sa.spi; h.seq = next % TWO32;
+  h.spi = sa.spi;
+  h.seq = next % TWO32;
   emitEspHeader(out, hdr, h);
   const t = sealTrailer;
-  t.padLength = pad; t.nextHeader = nextHeader; t.payloadLength = len;
+  t.padLength = pad;
+  t.nextHeader = nextHeader;
+  t.payloadLength = len;
   emitEspTrailer(out, ctOff + len, t);
   if (sa.aead) {
     writeSeq64(out, ivOff, next);
@@ -262,7 +285,10 @@ export function espOpen(sa: EspSa, pkt: Buffer, off: number, len: number, out: O
   if (ctLen < ESP_TRAILER || (sa.block > 1 && ctLen % sa.block !== 0)) return OpenResult.Malformed;
   const replay = sa.replay!;
   const seqLow = readU32(pkt, off + 4);
-  if (replay.check(seqLow) !== ReplayVerdict.Ok) { sa.stats.replayDrops++; return OpenResult.Replay; }
+  if (replay.check(seqLow) !== ReplayVerdict.Ok) {
+    sa.stats.replayDrops++;
+    return OpenResult.Replay;
+  }
   const seq = replay.seq;
   const k = sa.keys;
   const icvOff = ctOff + ctLen;
@@ -273,13 +299,21 @@ export function espOpen(sa: EspSa, pkt: Buffer, off: number, len: number, out: O
     const a = aad(sa, pkt, off, seq);
     if (sa.gcm) {
       pt = Buffer.allocUnsafe(ctLen);
-      if (!sa.gcm.open(nonce, a, a.length, pkt, ctOff, ctLen, icvOff, pt, 0)) { sa.stats.integrityFailures++; return OpenResult.Integrity; }
+      if (!sa.gcm.open(nonce, a, a.length, pkt, ctOff, ctLen, icvOff, pt, 0)) {
+        sa.stats.integrityFailures++;
+        return OpenResult.Integrity;
+      }
     } else {
       const d = createDecipheriv(sa.cipher as 'aes-128-gcm', sa.key, nonce, { authTagLength: 16 });
       d.setAAD(a);
       d.setAuthTag(pkt.subarray(icvOff, icvOff + sa.icvSize));
       pt = d.update(pkt.subarray(ctOff, icvOff));
-      try { d.final(); } catch { sa.stats.integrityFailures++; return OpenResult.Integrity; }
+      try {
+        d.final();
+      } catch {
+        sa.stats.integrityFailures++;
+        return OpenResult.Integrity;
+      }
     }
   } else if (sa.cbc) {
     pt = Buffer.allocUnsafe(ctLen);
@@ -302,7 +336,10 @@ export function espOpen(sa: EspSa, pkt: Buffer, off: number, len: number, out: O
     const b = d.final();
     pt = b.length ? Buffer.concat([a, b]) : a;
   }
-  if (parseEspTrailer(pt, 0, pt.length, trailer) !== EspTrailerError.None) { sa.stats.badTrailers++; return OpenResult.BadTrailer; }
+  if (parseEspTrailer(pt, 0, pt.length, trailer) !== EspTrailerError.None) {
+    sa.stats.badTrailers++;
+    return OpenResult.BadTrailer;
+  }
   replay.update(seq);
   out.payload = pt.subarray(0, trailer.payloadLength);
   out.nextHeader = trailer.nextHeader;

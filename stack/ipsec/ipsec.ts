@@ -17,7 +17,17 @@ import type { IpsecHook } from '../iface/ipsec-hook';
 import { Timer, type TimerQueue } from '../timers';
 import { formatIpv4 } from '../wire/addr';
 import {
-  ESP_NEXT_IPV4, ESP_NEXT_NONE, EspError, IKE_PORT, NAT_T_PORT, NON_ESP_MARKER, PROTO_ESP, UdpEncapKind, classifyUdpEncap, newEspRepr, parseEsp,
+  ESP_NEXT_IPV4,
+  ESP_NEXT_NONE,
+  EspError,
+  IKE_PORT,
+  NAT_T_PORT,
+  NON_ESP_MARKER,
+  PROTO_ESP,
+  UdpEncapKind,
+  classifyUdpEncap,
+  newEspRepr,
+  parseEsp,
 } from '../wire/esp';
 import { type ChecksumCaps, internetChecksum } from '../wire/checksum';
 import { PROTO_TCP, PROTO_UDP, type Ipv4Repr } from '../wire/ipv4';
@@ -51,11 +61,29 @@ export interface IpsecStackHost {
 /** Counters named as Linux's /proc/net/xfrm_stat names them, where one fits, and faultstack's own (Fs*). */
 export function newXfrmCounters() {
   return {
-    XfrmInError: 0, XfrmInHdrError: 0, XfrmInNoStates: 0, XfrmInStateProtoError: 0, XfrmInStateModeError: 0,
-    XfrmInStateSeqError: 0, XfrmInStateExpired: 0, XfrmInStateMismatch: 0, XfrmInTmplMismatch: 0, XfrmInNoPols: 0,
-    XfrmInPolBlock: 0, XfrmOutError: 0, XfrmOutNoStates: 0, XfrmOutStateSeqError: 0, XfrmOutPolBlock: 0,
-    FsEspInPackets: 0, FsEspOutPackets: 0, FsEspInUdpEncap: 0, FsEspDummyPackets: 0, FsNatKeepalives: 0,
-    FsIpsecUdpErrors: 0, FsIpsecSoftwareSegments: 0, FsIpsecOuterFragmented: 0,
+    XfrmInError: 0,
+    XfrmInHdrError: 0,
+    XfrmInNoStates: 0,
+    XfrmInStateProtoError: 0,
+    XfrmInStateModeError: 0,
+    XfrmInStateSeqError: 0,
+    XfrmInStateExpired: 0,
+    XfrmInStateMismatch: 0,
+    XfrmInTmplMismatch: 0,
+    XfrmInNoPols: 0,
+    XfrmInPolBlock: 0,
+    XfrmOutError: 0,
+    XfrmOutNoStates: 0,
+    XfrmOutStateSeqError: 0,
+    XfrmOutPolBlock: 0,
+    FsEspInPackets: 0,
+    FsEspOutPackets: 0,
+    FsEspInUdpEncap: 0,
+    FsEspDummyPackets: 0,
+    FsNatKeepalives: 0,
+    FsIpsecUdpErrors: 0,
+    FsIpsecSoftwareSegments: 0,
+    FsIpsecOuterFragmented: 0,
   };
 }
 export type IpsecCounters = ReturnType<typeof newXfrmCounters> & ReturnType<typeof newIkeCounters>;
@@ -98,23 +126,30 @@ export class Ipsec implements IpsecHook {
   private closed = false;
   now = 0;
 
-  constructor(private readonly host: IpsecStackHost, private config: IpsecConfig, opts: IpsecOptions = {}) {
+  constructor(
+    private readonly host: IpsecStackHost,
+    private config: IpsecConfig,
+    opts: IpsecOptions = {},
+  ) {
     this.spd = new Spd(config.defaultPolicy);
     for (const p of config.policies) this.spd.add(p);
     this.keylog = opts.keylog ?? null;
     this.tickMs = opts.tickMs ?? 250;
-    this.ike = new IkeEngine({
-      send: (msg, local, remote) => this.sendIke(msg, local, remote),
-      sad: this.sad,
-      counters: this.counters,
-      event: (e) => this.emit(e),
-      ...(opts.wallClock ? { wallClock: opts.wallClock } : {}),
-      keysKnown: (ike, child) => {
-        if (!this.keylog) return;
-        if (child) this.keylog.child(child);
-        else this.keylog.ikeSa(ike);
+    this.ike = new IkeEngine(
+      {
+        send: (msg, local, remote) => this.sendIke(msg, local, remote),
+        sad: this.sad,
+        counters: this.counters,
+        event: (e) => this.emit(e),
+        ...(opts.wallClock ? { wallClock: opts.wallClock } : {}),
+        keysKnown: (ike, child) => {
+          if (!this.keylog) return;
+          if (child) this.keylog.child(child);
+          else this.keylog.ikeSa(ike);
+        },
       },
-    }, () => this.config);
+      () => this.config,
+    );
     this.timer = new Timer((now) => this.onTick(now));
   }
 
@@ -143,7 +178,14 @@ export class Ipsec implements IpsecHook {
   /** Every SA by the identity the peer proved (IDi): what the NLB fault keys on. */
   sasByIdentity(): Map<string, IdentitySas> {
     const out = new Map<string, IdentitySas>();
-    const get = (id: string) => { let e = out.get(id); if (!e) { e = { identity: id, ike: [], children: [] }; out.set(id, e); } return e; };
+    const get = (id: string) => {
+      let e = out.get(id);
+      if (!e) {
+        e = { identity: id, ike: [], children: [] };
+        out.set(id, e);
+      }
+      return e;
+    };
     for (const sa of this.ike.all()) if (sa.identity && (sa.state === 'established' || sa.state === 'rekeyed')) get(sa.identity.value).ike.push(sa);
     for (const c of this.sad.all()) if (c.identity.value) get(c.identity.value).children.push(c);
     return out;
@@ -157,12 +199,18 @@ export class Ipsec implements IpsecHook {
   /** Subscribes to SA set-up, rekey and deletion; returns the unsubscribe function. */
   subscribe(fn: (e: IpsecEvent) => void): () => void {
     this.listeners.add(fn);
-    return () => { this.listeners.delete(fn); };
+    return () => {
+      this.listeners.delete(fn);
+    };
   }
 
   private emit(e: IpsecEvent): void {
     for (const l of this.listeners) {
-      try { l(e); } catch { /* a subscriber's bug must not break IKE */ }
+      try {
+        l(e);
+      } catch {
+        /* a subscriber's bug must not break IKE */
+      }
     }
   }
 
@@ -181,7 +229,10 @@ export class Ipsec implements IpsecHook {
   /** What `faultstack ipsec` shows. */
   describe(now = this.now) {
     return {
-      ikeSas: this.ike.all().filter((s) => s.state !== 'deleted').map((s) => s.describe(now)),
+      ikeSas: this.ike
+        .all()
+        .filter((s) => s.state !== 'deleted')
+        .map((s) => s.describe(now)),
       childSas: this.sad.all().map((c) => c.describe(now)),
       policies: this.spd.describe(),
       halfOpen: this.ike.halfOpenCount,
@@ -200,7 +251,10 @@ export class Ipsec implements IpsecHook {
       // A decrypted packet: it must be one the SA's selectors admit (RFC 4301 5.2 step 4).
       this.via = null;
       readPorts(proto, buf, off, len, ip.fragmentOffset);
-      if (!via.coversInbound(proto, ip.src, sport, ip.dst, dport)) { this.counters.XfrmInStateMismatch++; return true; }
+      if (!via.coversInbound(proto, ip.src, sport, ip.dst, dport)) {
+        this.counters.XfrmInStateMismatch++;
+        return true;
+      }
       return false;
     }
     if (proto === PROTO_ESP) {
@@ -216,7 +270,10 @@ export class Ipsec implements IpsecHook {
     }
     // Cleartext: nothing the policy protects may come in the clear (RFC 4301 5.2).
     readPorts(proto, buf, off, len, ip.fragmentOffset);
-    if (this.sad.size > 0 && this.sad.inboundCovered(proto, ip.src, sport, ip.dst, dport)) { this.counters.XfrmInTmplMismatch++; return true; }
+    if (this.sad.size > 0 && this.sad.inboundCovered(proto, ip.src, sport, ip.dst, dport)) {
+      this.counters.XfrmInTmplMismatch++;
+      return true;
+    }
     const p = this.spd.entries.length ? this.spd.lookup(proto, ip.dst, dport, ip.src, sport) : null;
     const action = p ? p.action : this.spd.defaultAction;
     if (action === 'bypass') return false;
@@ -228,8 +285,12 @@ export class Ipsec implements IpsecHook {
 
   private udpInput(ip: Readonly<Ipv4Repr>, buf: Buffer, ipOff: number, off: number, len: number, caps: ChecksumCaps, dport: number, now: number): void {
     const u = this.udp;
-    const src = ip.src, dst = ip.dst;
-    if (parseUdp(buf, off, len, src, dst, u, caps) !== UdpError.None) { this.counters.FsIpsecUdpErrors++; return; }
+    const src = ip.src,
+      dst = ip.dst;
+    if (parseUdp(buf, off, len, src, dst, u, caps) !== UdpError.None) {
+      this.counters.FsIpsecUdpErrors++;
+      return;
+    }
     const local: Endpoint = { addr: dst, port: dport };
     const remote: Endpoint = { addr: src, port: u.srcPort };
     if (dport === IKE_PORT) {
@@ -237,8 +298,12 @@ export class Ipsec implements IpsecHook {
       return;
     }
     switch (classifyUdpEncap(buf, u.payloadOffset, u.payloadLength)) {
-      case UdpEncapKind.Keepalive: this.counters.FsNatKeepalives++; return;
-      case UdpEncapKind.Malformed: this.counters.XfrmInHdrError++; return;
+      case UdpEncapKind.Keepalive:
+        this.counters.FsNatKeepalives++;
+        return;
+      case UdpEncapKind.Malformed:
+        this.counters.XfrmInHdrError++;
+        return;
       case UdpEncapKind.Ike:
         this.ike.input(buf.subarray(u.payloadOffset + NON_ESP_MARKER, u.payloadOffset + u.payloadLength), local, remote, now);
         return;
@@ -252,16 +317,32 @@ export class Ipsec implements IpsecHook {
   private espInput(buf: Buffer, ipOff: number, off: number, len: number, _encap: boolean, _src: number, _sport: number, now: number): void {
     const c = this.counters;
     const e = this.esp;
-    if (parseEsp(buf, off, len, e) !== EspError.None) { c.XfrmInHdrError++; return; }
+    if (parseEsp(buf, off, len, e) !== EspError.None) {
+      c.XfrmInHdrError++;
+      return;
+    }
     const child = this.sad.byInbound(e.spi);
-    if (!child) { c.XfrmInNoStates++; return; }
-    if (now >= child.expiresAt) { c.XfrmInStateExpired++; return; }
+    if (!child) {
+      c.XfrmInNoStates++;
+      return;
+    }
+    if (now >= child.expiresAt) {
+      c.XfrmInStateExpired++;
+      return;
+    }
     const o = this.opened;
     switch (espOpen(child.inbound, buf, off, len, o)) {
-      case OpenResult.Ok: break;
-      case OpenResult.Replay: c.XfrmInStateSeqError++; return;
-      case OpenResult.Malformed: c.XfrmInHdrError++; return;
-      default: c.XfrmInStateProtoError++; return;
+      case OpenResult.Ok:
+        break;
+      case OpenResult.Replay:
+        c.XfrmInStateSeqError++;
+        return;
+      case OpenResult.Malformed:
+        c.XfrmInHdrError++;
+        return;
+      default:
+        c.XfrmInStateProtoError++;
+        return;
     }
     c.FsEspInPackets++;
     child.inbound.lastUsed = now;
@@ -269,12 +350,21 @@ export class Ipsec implements IpsecHook {
     if (!child.outboundActive) this.sad.activate(child);
     let inner: Buffer;
     if (child.mode === 'tunnel') {
-      if (o.nextHeader === ESP_NEXT_NONE) { c.FsEspDummyPackets++; return; }
-      if (o.nextHeader !== ESP_NEXT_IPV4) { c.XfrmInStateModeError++; return; }
+      if (o.nextHeader === ESP_NEXT_NONE) {
+        c.FsEspDummyPackets++;
+        return;
+      }
+      if (o.nextHeader !== ESP_NEXT_IPV4) {
+        c.XfrmInStateModeError++;
+        return;
+      }
       inner = o.payload;
     } else {
       // Transport mode: the outer header, with the transport protocol back in it (RFC 4303 3.1.1).
-      if (o.nextHeader === ESP_NEXT_NONE) { c.FsEspDummyPackets++; return; }
+      if (o.nextHeader === ESP_NEXT_NONE) {
+        c.FsEspDummyPackets++;
+        return;
+      }
       const ihl = (buf[ipOff] & 15) * 4;
       inner = Buffer.allocUnsafe(ihl + o.payload.length);
       buf.copy(inner, 0, ipOff, ipOff + ihl);
@@ -298,7 +388,8 @@ export class Ipsec implements IpsecHook {
     if (this.emitting) return false;
     if (pkt.length < 20) return false;
     const proto = pkt[9];
-    const src = pkt.readUInt32BE(12), dst = pkt.readUInt32BE(16);
+    const src = pkt.readUInt32BE(12),
+      dst = pkt.readUInt32BE(16);
     const ihl = (pkt[0] & 15) * 4;
     const fragOff = (readU16(pkt, 6) & 0x1fff) * 8;
     readPorts(proto, pkt, ihl, pkt.length - ihl, fragOff);
@@ -334,8 +425,14 @@ export class Ipsec implements IpsecHook {
   /** The outer header's fields for the next packet of `child` (one object, reused). */
   private outerSpec(child: ChildSa): OuterSpec {
     const o = this.spec;
-    o.mode = child.mode; o.src = child.local.addr; o.dst = child.remote.addr;
-    if (child.encap) { this.encapPorts.sport = child.local.port; this.encapPorts.dport = child.remote.port; o.encap = this.encapPorts; } else o.encap = null;
+    o.mode = child.mode;
+    o.src = child.local.addr;
+    o.dst = child.remote.addr;
+    if (child.encap) {
+      this.encapPorts.sport = child.local.port;
+      this.encapPorts.dport = child.remote.port;
+      o.encap = this.encapPorts;
+    } else o.encap = null;
     o.ident = this.host.nextIpId();
     return o;
   }
@@ -374,7 +471,10 @@ export class Ipsec implements IpsecHook {
   overhead(dst: number): number {
     if (this.emitting || this.sad.size === 0) return 0;
     // Per destination, until the SAD changes: pathMtu is asked for every datagram.
-    if (this.overheadVersion !== this.sad.version) { this.overheadCache.clear(); this.overheadVersion = this.sad.version; }
+    if (this.overheadVersion !== this.sad.version) {
+      this.overheadCache.clear();
+      this.overheadVersion = this.sad.version;
+    }
     const hit = this.overheadCache.get(dst);
     if (hit !== undefined) return hit;
     let most = 0;
@@ -397,7 +497,9 @@ export class Ipsec implements IpsecHook {
     const udp = Buffer.alloc(UDP_HEADER + marker + msg.length);
     msg.copy(udp, UDP_HEADER + marker);
     const r = this.udpOut;
-    r.srcPort = local.port; r.dstPort = remote.port; r.payloadLength = marker + msg.length;
+    r.srcPort = local.port;
+    r.dstPort = remote.port;
+    r.payloadLength = marker + msg.length;
     emitUdp(udp, 0, r, local.addr, remote.addr);
     this.emitting = true;
     try {
@@ -413,10 +515,15 @@ export class Ipsec implements IpsecHook {
 const gsoLayout = newTcp4GsoLayout();
 
 /** Transport ports of the packet looked at last (no allocation per packet): -1 when unknown. */
-let sport = -1, dport = -1;
+let sport = -1,
+  dport = -1;
 /** Reads the ports into `sport`/`dport`: -1 when not TCP/UDP, a later fragment, or truncated. */
 function readPorts(proto: number, buf: Buffer, off: number, len: number, fragOff: number): void {
-  if ((proto !== PROTO_TCP && proto !== PROTO_UDP) || fragOff !== 0 || len < 4) { sport = -1; dport = -1; return; }
+  if ((proto !== PROTO_TCP && proto !== PROTO_UDP) || fragOff !== 0 || len < 4) {
+    sport = -1;
+    dport = -1;
+    return;
+  }
   sport = readU16(buf, off);
   dport = readU16(buf, off + 2);
 }

@@ -47,9 +47,14 @@ const q = (s: string) => `"${s}"`;
 /** One line of Wireshark's esp_sa table for one direction of a child SA. */
 export function espSaLine(src: number, dst: number, spi: number, encr: number, keyBits: number, encKey: Buffer, integ: number, integKey: Buffer): string {
   return [
-    q('IPv4'), q(formatIpv4(src)), q(formatIpv4(dst)), q(`0x${spi.toString(16).padStart(8, '0')}`),
-    q(ESP_ENCR[encr]!(keyBits)), q(`0x${encKey.toString('hex')}`),
-    q(ESP_INTEG[integ] ?? 'NULL'), q(integKey.length ? `0x${integKey.toString('hex')}` : ''),
+    q('IPv4'),
+    q(formatIpv4(src)),
+    q(formatIpv4(dst)),
+    q(`0x${spi.toString(16).padStart(8, '0')}`),
+    q(ESP_ENCR[encr]!(keyBits)),
+    q(`0x${encKey.toString('hex')}`),
+    q(ESP_INTEG[integ] ?? 'NULL'),
+    q(integKey.length ? `0x${integKey.toString('hex')}` : ''),
   ].join(',');
 }
 
@@ -61,8 +66,13 @@ export function espSaLine(src: number, dst: number, spi: number, encr: number, k
 export function ikev2Line(ike: IkeSa): string {
   const k = ike.keys;
   return [
-    ike.spiI.toString('hex'), ike.spiR.toString('hex'), k.ei.toString('hex'), k.er.toString('hex'),
-    q(IKE_ENCR[ike.suite.encr]!(ike.suite.keyBits)), k.ai.toString('hex'), k.ar.toString('hex'),
+    ike.spiI.toString('hex'),
+    ike.spiR.toString('hex'),
+    k.ei.toString('hex'),
+    k.er.toString('hex'),
+    q(IKE_ENCR[ike.suite.encr]!(ike.suite.keyBits)),
+    k.ai.toString('hex'),
+    k.ar.toString('hex'),
     q(IKE_INTEG[ike.suite.integ] ?? 'NONE [RFC4306]'),
   ].join(',');
 }
@@ -86,7 +96,8 @@ export class KeyLog {
 
   /** Both directions of a child SA: inbound (peer to us) and outbound. */
   child(c: ChildSa): void {
-    const i = c.inbound.keys, o = c.outbound.keys;
+    const i = c.inbound.keys,
+      o = c.outbound.keys;
     this.append(this.espFile, espSaLine(c.remote.addr, c.local.addr, c.inbound.spi, i.encr, i.keyBits, i.encKey, i.integ, i.integKey));
     this.append(this.espFile, espSaLine(c.local.addr, c.remote.addr, c.outbound.spi, o.encr, o.keyBits, o.encKey, o.integ, o.integKey));
   }

@@ -42,29 +42,39 @@ export function keySizes(s: ChosenSuite): { encr: number; integ: number } {
 
 export interface IkeKeys {
   skeyseed: Buffer;
-  d: Buffer; ai: Buffer; ar: Buffer; ei: Buffer; er: Buffer; pi: Buffer; pr: Buffer;
+  d: Buffer;
+  ai: Buffer;
+  ar: Buffer;
+  ei: Buffer;
+  er: Buffer;
+  pi: Buffer;
+  pr: Buffer;
 }
 
 /** SKEYSEED and the seven SK_* keys of an IKE SA (2.14), or of a rekeyed one (2.18) when `oldSkD` is given. */
 export function deriveIkeKeys(suite: ChosenSuite, ni: Buffer, nr: Buffer, sharedSecret: Buffer, spiI: Buffer, spiR: Buffer, oldSkD?: Buffer): IkeKeys {
   const prfId = suite.prf!;
-  const skeyseed = oldSkD
-    ? prf(prfId, oldSkD, Buffer.concat([sharedSecret, ni, nr]))
-    : prf(prfId, Buffer.concat([ni, nr]), sharedSecret);
+  const skeyseed = oldSkD ? prf(prfId, oldSkD, Buffer.concat([sharedSecret, ni, nr])) : prf(prfId, Buffer.concat([ni, nr]), sharedSecret);
   const ps = PRFS[prfId]!.size;
   const { encr, integ } = keySizes(suite);
   const total = ps + 2 * integ + 2 * encr + 2 * ps;
   const km = prfPlus(prfId, skeyseed, Buffer.concat([ni, nr, spiI, spiR]), total);
   let o = 0;
-  const take = (n: number) => { const b = km.subarray(o, o + n); o += n; return Buffer.from(b); };
+  const take = (n: number) => {
+    const b = km.subarray(o, o + n);
+    o += n;
+    return Buffer.from(b);
+  };
   return { skeyseed, d: take(ps), ai: take(integ), ar: take(integ), ei: take(encr), er: take(encr), pi: take(ps), pr: take(ps) };
 }
 
 export interface ChildKeys {
   /** Initiator to responder: encryption key (with salt) and integrity key. */
-  encI: Buffer; integI: Buffer;
+  encI: Buffer;
+  integI: Buffer;
   /** Responder to initiator. */
-  encR: Buffer; integR: Buffer;
+  encR: Buffer;
+  integR: Buffer;
 }
 
 /** KEYMAT of a child SA (2.17); `sharedSecret` when the exchange carried a KE (PFS). */
@@ -73,7 +83,14 @@ export function deriveChildKeys(prfId: number, skD: Buffer, suite: ChosenSuite, 
   const seed = sharedSecret ? Buffer.concat([sharedSecret, ni, nr]) : Buffer.concat([ni, nr]);
   const km = prfPlus(prfId, skD, seed, 2 * (encr + integ));
   let o = 0;
-  const take = (n: number) => { const b = km.subarray(o, o + n); o += n; return Buffer.from(b); };
-  const encI = take(encr), integI = take(integ), encR = take(encr), integR = take(integ);
+  const take = (n: number) => {
+    const b = km.subarray(o, o + n);
+    o += n;
+    return Buffer.from(b);
+  };
+  const encI = take(encr),
+    integI = take(integ),
+    encR = take(encr),
+    integR = take(integ);
   return { encI, integI, encR, integR };
 }

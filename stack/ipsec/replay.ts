@@ -34,7 +34,10 @@ export class ReplayWindow {
   /** Set by check(): the full 64-bit sequence number of the packet checked last. */
   seq = 0;
 
-  constructor(size = 128, readonly esn = false) {
+  constructor(
+    size = 128,
+    readonly esn = false,
+  ) {
     if (!Number.isInteger(size) || size < MIN_REPLAY_WINDOW || size > MAX_REPLAY_WINDOW || size % 32 !== 0) {
       throw new RangeError(`replay window must be a multiple of 32 from ${MIN_REPLAY_WINDOW} to ${MAX_REPLAY_WINDOW}, got ${size}`);
     }
@@ -82,7 +85,11 @@ export class ReplayWindow {
     if (seq > this.top) {
       const advance = seq - this.top;
       if (advance >= w) this.bits.fill(0);
-      else for (let s = this.top + 1; s < seq; s++) { const i = s % w; this.bits[i >>> 5] &= ~(1 << (i & 31)); }
+      else
+        for (let s = this.top + 1; s < seq; s++) {
+          const i = s % w;
+          this.bits[i >>> 5] &= ~(1 << (i & 31));
+        }
       this.top = seq;
     }
     const i = seq % w;

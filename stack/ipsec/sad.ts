@@ -21,7 +21,10 @@ export interface PeerIdentity {
   value: string;
 }
 
-export interface Endpoint { addr: number; port: number }
+export interface Endpoint {
+  addr: number;
+  port: number;
+}
 
 export type ChildState = 'installed' | 'rekeyed' | 'deleted';
 
@@ -84,17 +87,30 @@ export class ChildSa implements ChildSaInit {
   }
 
   describe(now: number) {
-    const i = this.inbound.stats, o = this.outbound.stats;
+    const i = this.inbound.stats,
+      o = this.outbound.stats;
     return {
-      id: this.id, name: this.name, ikeSa: this.ikeSaId, state: this.state, identity: this.identity.value,
-      spiIn: hex32(this.inbound.spi), spiOut: hex32(this.outbound.spi), mode: this.mode,
+      id: this.id,
+      name: this.name,
+      ikeSa: this.ikeSaId,
+      state: this.state,
+      identity: this.identity.value,
+      spiIn: hex32(this.inbound.spi),
+      spiOut: hex32(this.outbound.spi),
+      mode: this.mode,
       encap: this.encap ? 'udp' : 'esp',
       local: `${formatIpv4(this.local.addr)}${this.encap ? `:${this.local.port}` : ''}`,
       remote: `${formatIpv4(this.remote.addr)}${this.encap ? `:${this.remote.port}` : ''}`,
-      localTs: this.localTs.map(formatSelector).join(','), remoteTs: this.remoteTs.map(formatSelector).join(','),
-      suite: suiteName(this.suite), ageMs: Math.round(now - this.createdAt),
-      bytesIn: i.bytes, packetsIn: i.packets, bytesOut: o.bytes, packetsOut: o.packets,
-      replayDrops: i.replayDrops, integrityFailures: i.integrityFailures,
+      localTs: this.localTs.map(formatSelector).join(','),
+      remoteTs: this.remoteTs.map(formatSelector).join(','),
+      suite: suiteName(this.suite),
+      ageMs: Math.round(now - this.createdAt),
+      bytesIn: i.bytes,
+      packetsIn: i.packets,
+      bytesOut: o.bytes,
+      packetsOut: o.packets,
+      replayDrops: i.replayDrops,
+      integrityFailures: i.integrityFailures,
       replayWindow: this.inbound.replay?.size ?? 0,
     };
   }
@@ -126,18 +142,25 @@ export class Sad {
 
   constructor(private readonly random: () => number) {}
 
-  get size(): number { return this.list.length; }
+  get size(): number {
+    return this.list.length;
+  }
 
   /** A fresh inbound SPI: random, not in use, not in the reserved range 1-255 (RFC 4303 2.1). */
   allocateSpi(): number {
     for (;;) {
       const spi = this.random() >>> 0;
-      if (spi >= 256 && !this.byInboundSpi.has(spi) && !this.reserved.has(spi)) { this.reserved.add(spi); return spi; }
+      if (spi >= 256 && !this.byInboundSpi.has(spi) && !this.reserved.has(spi)) {
+        this.reserved.add(spi);
+        return spi;
+      }
     }
   }
   /** SPIs handed out in a response whose SA is not installed yet. */
   private readonly reserved = new Set<number>();
-  releaseSpi(spi: number): void { this.reserved.delete(spi); }
+  releaseSpi(spi: number): void {
+    this.reserved.delete(spi);
+  }
 
   /**
    * Installs a child SA. `outboundActive` false: the SA receives but does not send yet
@@ -162,7 +185,10 @@ export class Sad {
     this.version++;
     if (c.rekeyOf !== undefined) {
       const old = this.list.find((x) => x.id === c.rekeyOf);
-      if (old) { old.outboundActive = false; this.unshadow(old); }
+      if (old) {
+        old.outboundActive = false;
+        this.unshadow(old);
+      }
     }
     this.shadowOlder(c);
   }
@@ -194,7 +220,10 @@ export class Sad {
       const x = this.list[j]!;
       if (!x.shadowed || !overlaps(x, gone)) continue;
       let still = false;
-      for (let k = j + 1; k < this.list.length && !still; k++) { const y = this.list[k]!; still = y.outboundActive && overlaps(x, y); }
+      for (let k = j + 1; k < this.list.length && !still; k++) {
+        const y = this.list[k]!;
+        still = y.outboundActive && overlaps(x, y);
+      }
       x.shadowed = still;
     }
   }
@@ -215,7 +244,10 @@ export class Sad {
     if (last !== null && !last.shadowed && last.outboundActive && last.coversOutbound(protocol, src, sport, dst, dport)) return last;
     for (let i = this.list.length - 1; i >= 0; i--) {
       const c = this.list[i]!;
-      if (c.outboundActive && c.coversOutbound(protocol, src, sport, dst, dport)) { this.lastOut = c; return c; }
+      if (c.outboundActive && c.coversOutbound(protocol, src, sport, dst, dport)) {
+        this.lastOut = c;
+        return c;
+      }
     }
     return null;
   }

@@ -49,16 +49,23 @@ export function selectorMatches(s: Selector, protocol: number, addr: number, por
 /** The intersection of two selectors, or null (RFC 7296 2.9 narrowing). */
 export function intersect(a: Selector, b: Selector): Selector | null {
   if (a.protocol !== 0 && b.protocol !== 0 && a.protocol !== b.protocol) return null;
-  const start = Math.max(a.start, b.start), end = Math.min(a.end, b.end);
-  const startPort = Math.max(a.startPort, b.startPort), endPort = Math.min(a.endPort, b.endPort);
+  const start = Math.max(a.start, b.start),
+    end = Math.min(a.end, b.end);
+  const startPort = Math.max(a.startPort, b.startPort),
+    endPort = Math.min(a.endPort, b.endPort);
   if (start > end || startPort > endPort) return null;
   return { protocol: a.protocol || b.protocol, start, end, startPort, endPort };
 }
 
 /** Is `inner` wholly inside `outer`? */
 export function contains(outer: Selector, inner: Selector): boolean {
-  return (outer.protocol === 0 || outer.protocol === inner.protocol) && inner.start >= outer.start && inner.end <= outer.end &&
-    inner.startPort >= outer.startPort && inner.endPort <= outer.endPort;
+  return (
+    (outer.protocol === 0 || outer.protocol === inner.protocol) &&
+    inner.start >= outer.start &&
+    inner.end <= outer.end &&
+    inner.startPort >= outer.startPort &&
+    inner.endPort <= outer.endPort
+  );
 }
 
 /** "198.18.0.0/24", "198.18.0.5-198.18.0.9", with "[tcp/80]" when not every protocol and port. */

@@ -18,10 +18,35 @@ export const DhGroup = { MODP2048: 14, MODP3072: 15, MODP4096: 16, ECP256: 19, E
 /** Key Length attribute of an ENCR transform (RFC 7296 3.3.5). */
 export const ATTR_KEY_LENGTH = 14;
 
-export interface PrfInfo { id: number; name: string; hash: string; /** Output and preferred key size in bytes. */ size: number }
-export interface IntegInfo { id: number; name: string; hash: string; keySize: number; icvSize: number }
-export interface EncrInfo { id: number; name: string; aead: boolean; block: number; ivSize: number; icvSize: number; /** Salt bytes taken from the key material (RFC 4106 8.1: 4 for GCM). */ saltSize: number }
-export interface DhInfo { id: number; name: string; kind: 'modp' | 'ecp' | 'x'; /** node:crypto name: getDiffieHellman group, ECDH curve, or the X25519/X448 key type. */ node: string; /** Length of the key exchange data (RFC 7296 3.4, RFC 5903 7). */ keLength: number }
+export interface PrfInfo {
+  id: number;
+  name: string;
+  hash: string;
+  /** Output and preferred key size in bytes. */ size: number;
+}
+export interface IntegInfo {
+  id: number;
+  name: string;
+  hash: string;
+  keySize: number;
+  icvSize: number;
+}
+export interface EncrInfo {
+  id: number;
+  name: string;
+  aead: boolean;
+  block: number;
+  ivSize: number;
+  icvSize: number;
+  /** Salt bytes taken from the key material (RFC 4106 8.1: 4 for GCM). */ saltSize: number;
+}
+export interface DhInfo {
+  id: number;
+  name: string;
+  kind: 'modp' | 'ecp' | 'x';
+  /** node:crypto name: getDiffieHellman group, ECDH curve, or the X25519/X448 key type. */ node: string;
+  /** Length of the key exchange data (RFC 7296 3.4, RFC 5903 7). */ keLength: number;
+}
 
 export const PRFS: Record<number, PrfInfo> = {
   [Prf.HMAC_SHA1]: { id: Prf.HMAC_SHA1, name: 'PRF_HMAC_SHA1', hash: 'sha1', size: 20 },
@@ -61,7 +86,11 @@ export function cipherName(encr: number, keyBits: number): string {
 }
 
 /** One transform as negotiated: type, id and (for ENCR) key length in bits. */
-export interface Transform { type: number; id: number; keyBits?: number }
+export interface Transform {
+  type: number;
+  id: number;
+  keyBits?: number;
+}
 
 /** A proposal as configured: alternatives for each transform type, in preference order. */
 export interface ProposalSpec {
@@ -94,23 +123,40 @@ const ENCR_TOKENS: [RegExp, (m: RegExpMatchArray) => { id: number; keyBits: numb
   [/^aes$/, () => ({ id: Encr.AES_CBC, keyBits: 128 })],
 ];
 const PRF_TOKENS: Record<string, number> = {
-  prfsha1: Prf.HMAC_SHA1, prfsha256: Prf.HMAC_SHA2_256, prfsha384: Prf.HMAC_SHA2_384, prfsha512: Prf.HMAC_SHA2_512,
+  prfsha1: Prf.HMAC_SHA1,
+  prfsha256: Prf.HMAC_SHA2_256,
+  prfsha384: Prf.HMAC_SHA2_384,
+  prfsha512: Prf.HMAC_SHA2_512,
 };
 const INTEG_TOKENS: Record<string, number> = {
-  sha1: Integ.HMAC_SHA1_96, sha: Integ.HMAC_SHA1_96, sha256: Integ.HMAC_SHA2_256_128, sha384: Integ.HMAC_SHA2_384_192, sha512: Integ.HMAC_SHA2_512_256,
+  sha1: Integ.HMAC_SHA1_96,
+  sha: Integ.HMAC_SHA1_96,
+  sha256: Integ.HMAC_SHA2_256_128,
+  sha384: Integ.HMAC_SHA2_384_192,
+  sha512: Integ.HMAC_SHA2_512_256,
 };
 const INTEG_TO_PRF: Record<number, number> = {
-  [Integ.HMAC_SHA1_96]: Prf.HMAC_SHA1, [Integ.HMAC_SHA2_256_128]: Prf.HMAC_SHA2_256,
-  [Integ.HMAC_SHA2_384_192]: Prf.HMAC_SHA2_384, [Integ.HMAC_SHA2_512_256]: Prf.HMAC_SHA2_512,
+  [Integ.HMAC_SHA1_96]: Prf.HMAC_SHA1,
+  [Integ.HMAC_SHA2_256_128]: Prf.HMAC_SHA2_256,
+  [Integ.HMAC_SHA2_384_192]: Prf.HMAC_SHA2_384,
+  [Integ.HMAC_SHA2_512_256]: Prf.HMAC_SHA2_512,
 };
 const DH_TOKENS: Record<string, number> = {
-  modp2048: DhGroup.MODP2048, modp3072: DhGroup.MODP3072, modp4096: DhGroup.MODP4096,
-  ecp256: DhGroup.ECP256, ecp384: DhGroup.ECP384, ecp521: DhGroup.ECP521,
-  curve25519: DhGroup.CURVE25519, x25519: DhGroup.CURVE25519, curve448: DhGroup.CURVE448, x448: DhGroup.CURVE448,
+  modp2048: DhGroup.MODP2048,
+  modp3072: DhGroup.MODP3072,
+  modp4096: DhGroup.MODP4096,
+  ecp256: DhGroup.ECP256,
+  ecp384: DhGroup.ECP384,
+  ecp521: DhGroup.ECP521,
+  curve25519: DhGroup.CURVE25519,
+  x25519: DhGroup.CURVE25519,
+  curve448: DhGroup.CURVE448,
+  x448: DhGroup.CURVE448,
 };
 
 /** The tokens a proposal may contain, for error messages. */
-export const PROPOSAL_TOKENS = 'aes128|aes192|aes256 (CBC), aes128gcm16|aes192gcm16|aes256gcm16, sha1|sha256|sha384|sha512 (integrity), prfsha1|prfsha256|prfsha384|prfsha512, modp2048|modp3072|modp4096|ecp256|ecp384|ecp521|curve25519|curve448, esn|noesn';
+export const PROPOSAL_TOKENS =
+  'aes128|aes192|aes256 (CBC), aes128gcm16|aes192gcm16|aes256gcm16, sha1|sha256|sha384|sha512 (integrity), prfsha1|prfsha256|prfsha384|prfsha512, modp2048|modp3072|modp4096|ecp256|ecp384|ecp521|curve25519|curve448, esn|noesn';
 
 /**
  * Parses a strongSwan-style proposal ("aes128-sha256-modp2048", "aes256gcm16-prfsha384-ecp384",
@@ -126,13 +172,31 @@ export function parseProposal(text: string, kind: 'ike' | 'esp'): ProposalSpec {
     let hit = false;
     for (const [re, f] of ENCR_TOKENS) {
       const m = t.match(re);
-      if (m) { spec.encr.push(f(m)); hit = true; break; }
+      if (m) {
+        spec.encr.push(f(m));
+        hit = true;
+        break;
+      }
     }
     if (hit) continue;
-    if (t in PRF_TOKENS) { if (kind === 'esp') throw new RangeError(`"${t}": a PRF belongs to IKE proposals only`); spec.prf.push(PRF_TOKENS[t]!); continue; }
-    if (t in INTEG_TOKENS) { spec.integ.push(INTEG_TOKENS[t]!); continue; }
-    if (t in DH_TOKENS) { spec.dh.push(DH_TOKENS[t]!); continue; }
-    if (t === 'esn' || t === 'noesn') { if (kind === 'ike') throw new RangeError(`"${t}": ESN belongs to ESP proposals only`); spec.esn.push(t === 'esn' ? 1 : 0); continue; }
+    if (t in PRF_TOKENS) {
+      if (kind === 'esp') throw new RangeError(`"${t}": a PRF belongs to IKE proposals only`);
+      spec.prf.push(PRF_TOKENS[t]!);
+      continue;
+    }
+    if (t in INTEG_TOKENS) {
+      spec.integ.push(INTEG_TOKENS[t]!);
+      continue;
+    }
+    if (t in DH_TOKENS) {
+      spec.dh.push(DH_TOKENS[t]!);
+      continue;
+    }
+    if (t === 'esn' || t === 'noesn') {
+      if (kind === 'ike') throw new RangeError(`"${t}": ESN belongs to ESP proposals only`);
+      spec.esn.push(t === 'esn' ? 1 : 0);
+      continue;
+    }
     throw new RangeError(`unknown algorithm "${t}" (known: ${PROPOSAL_TOKENS})`);
   }
   if (spec.encr.length === 0) throw new RangeError('names no encryption algorithm (e.g. aes128 or aes128gcm16)');

@@ -58,15 +58,22 @@ export function computeMap(buckets: number, cands: readonly Candidate[], prev: B
     for (let b = 0; b < buckets; b++) {
       const o = prev[b] ?? 0;
       const n = count.get(o);
-      if (n !== undefined && n < quota.get(o)!) { owner[b] = o; count.set(o, n + 1); }
+      if (n !== undefined && n < quota.get(o)!) {
+        owner[b] = o;
+        count.set(o, n + 1);
+      }
     }
   }
   for (let b = 0; b < buckets; b++) {
     if (owner[b] !== 0) continue;
-    let best = -1, bestDeficit = -Infinity;
+    let best = -1,
+      bestDeficit = -Infinity;
     for (const c of sorted) {
       const d = quota.get(c.id)! - count.get(c.id)!;
-      if (d > bestDeficit) { best = c.id; bestDeficit = d; }
+      if (d > bestDeficit) {
+        best = c.id;
+        bestDeficit = d;
+      }
     }
     owner[b] = best;
     count.set(best, count.get(best)! + 1);
@@ -97,7 +104,10 @@ export function formatBuckets(bits: bigint, buckets: number): string {
   const out: string[] = [];
   let b = 0;
   while (b < buckets) {
-    if (((bits >> BigInt(b)) & 1n) === 0n) { b++; continue; }
+    if (((bits >> BigInt(b)) & 1n) === 0n) {
+      b++;
+      continue;
+    }
     let e = b;
     while (e + 1 < buckets && ((bits >> BigInt(e + 1)) & 1n) === 1n) e++;
     out.push(e === b ? String(b) : `${b}-${e}`);

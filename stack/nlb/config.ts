@@ -62,7 +62,12 @@ export interface NlbParams {
 }
 
 export const DEFAULT_NLB_PARAMS: NlbParams = {
-  AliveMsgPeriod: 1000, AliveMsgTolerance: 5, DescriptorsPerAlloc: 512, MaxDescriptorAllocs: 512, MaskSourceMAC: 1, FilterICMP: 0,
+  AliveMsgPeriod: 1000,
+  AliveMsgTolerance: 5,
+  DescriptorsPerAlloc: 512,
+  MaxDescriptorAllocs: 512,
+  MaskSourceMAC: 1,
+  FilterICMP: 0,
 };
 
 export interface NlbConfig {
@@ -108,20 +113,28 @@ const RULE_KEYS = ['ports', 'proto', 'mode', 'affinity', 'weight', 'priority', '
 export function parsePortRule(spec: string): PortRule {
   const r = defaultRule();
   const seen = new Set<string>();
-  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const eq = part.indexOf('=');
     if (eq <= 0) throw new PortRuleError(`"${part}" is not KEY=VALUE (keys: ${RULE_KEYS.join(', ')})`);
     const key = part.slice(0, eq).trim().toLowerCase();
-    const val = part.slice(eq + 1).trim().toLowerCase();
+    const val = part
+      .slice(eq + 1)
+      .trim()
+      .toLowerCase();
     if (!(RULE_KEYS as readonly string[]).includes(key)) throw new PortRuleError(`unknown key "${key}" (keys: ${RULE_KEYS.join(', ')})`);
     if (seen.has(key)) throw new PortRuleError(`"${key}" is given twice`);
     seen.add(key);
     switch (key) {
       case 'ports': {
         const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(val);
-        const a = m ? Number(m[1]) : NaN, b = m ? Number(m[2] ?? m[1]) : NaN;
+        const a = m ? Number(m[1]) : NaN,
+          b = m ? Number(m[2] ?? m[1]) : NaN;
         if (!m || a > 65535 || b > 65535 || a > b) throw new PortRuleError(`ports must be START or START-END with 0 <= START <= END <= 65535, not "${val}"`);
-        r.start = a; r.end = b;
+        r.start = a;
+        r.end = b;
         break;
       }
       case 'proto':
@@ -137,12 +150,16 @@ export function parsePortRule(spec: string): PortRule {
         r.affinity = val;
         break;
       case 'weight':
-        if (val === 'equal') { r.weight = null; break; }
+        if (val === 'equal') {
+          r.weight = null;
+          break;
+        }
         if (!/^\d{1,3}$/.test(val) || Number(val) > 100) throw new PortRuleError(`weight must be 0 to 100 or equal, not "${val}"`);
         r.weight = Number(val);
         break;
       case 'priority':
-        if (!/^\d{1,2}$/.test(val) || Number(val) < 1 || Number(val) > NLB_MAX_HOSTS) throw new PortRuleError(`priority must be 1 to ${NLB_MAX_HOSTS}, not "${val}"`);
+        if (!/^\d{1,2}$/.test(val) || Number(val) < 1 || Number(val) > NLB_MAX_HOSTS)
+          throw new PortRuleError(`priority must be 1 to ${NLB_MAX_HOSTS}, not "${val}"`);
         r.priority = Number(val);
         break;
       case 'timeout': {
@@ -160,10 +177,12 @@ export function parsePortRule(spec: string): PortRule {
 /** Rules must not overlap (Windows refuses overlapping port rules); at most 32 besides the default slot. */
 export function checkRules(rules: readonly PortRule[]): void {
   if (rules.length === 0) throw new PortRuleError('at least one port rule is needed');
-  if (rules.length > NLB_RULE_SLOTS - 1) throw new PortRuleError(`at most ${NLB_RULE_SLOTS - 1} port rules (a heartbeat has ${NLB_RULE_SLOTS} slots, one of them the default host's)`);
+  if (rules.length > NLB_RULE_SLOTS - 1)
+    throw new PortRuleError(`at most ${NLB_RULE_SLOTS - 1} port rules (a heartbeat has ${NLB_RULE_SLOTS} slots, one of them the default host's)`);
   for (let i = 0; i < rules.length; i++) {
     for (let j = i + 1; j < rules.length; j++) {
-      const a = rules[i]!, b = rules[j]!;
+      const a = rules[i]!,
+        b = rules[j]!;
       const protoOverlap = a.protocol === 'both' || b.protocol === 'both' || a.protocol === b.protocol;
       if (protoOverlap && a.start <= b.end && b.start <= a.end) {
         throw new PortRuleError(`port rules ${describeRule(a)} and ${describeRule(b)} overlap`);
@@ -179,7 +198,8 @@ export function describeRule(r: PortRule): string {
 }
 
 export function checkBuckets(n: number): void {
-  if (!Number.isInteger(n) || n < 1 || n > NLB_MAX_BUCKETS) throw new RangeError(`the bucket count must be 1 to ${NLB_MAX_BUCKETS} (the heartbeat's maps are 64 bits), not ${n}`);
+  if (!Number.isInteger(n) || n < 1 || n > NLB_MAX_BUCKETS)
+    throw new RangeError(`the bucket count must be 1 to ${NLB_MAX_BUCKETS} (the heartbeat's maps are 64 bits), not ${n}`);
 }
 
 // ------------------------------------------------------------------ addresses and MACs
@@ -230,7 +250,13 @@ export function heartbeatMac(mode: NlbMode, clusterIp: number): MacAddr {
 
 export function describeConfig(c: NlbConfig) {
   return {
-    clusterIp: `${formatIpv4(c.clusterIp)}/${c.clusterPrefix}`, dedicatedIp: formatIpv4(c.dedicatedIp), priority: c.priority, mode: c.mode,
-    buckets: c.buckets, hashSeed: c.hashSeed, hostName: c.hostName, rules: c.rules.map(describeRule),
+    clusterIp: `${formatIpv4(c.clusterIp)}/${c.clusterPrefix}`,
+    dedicatedIp: formatIpv4(c.dedicatedIp),
+    priority: c.priority,
+    mode: c.mode,
+    buckets: c.buckets,
+    hashSeed: c.hashSeed,
+    hostName: c.hostName,
+    rules: c.rules.map(describeRule),
   };
 }

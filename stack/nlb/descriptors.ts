@@ -54,7 +54,10 @@ export class DescriptorTable {
   freed = 0;
   exhausted = 0;
 
-  constructor(private readonly limits: () => DescriptorLimits, private readonly onBlock: (blocks: number, perAlloc: number, capacity: number) => void) {}
+  constructor(
+    private readonly limits: () => DescriptorLimits,
+    private readonly onBlock: (blocks: number, perAlloc: number, capacity: number) => void,
+  ) {}
 
   private static key(addr: number, port: number): number {
     return addr * 65536 + port; // < 2^48: exact in a double
@@ -71,10 +74,20 @@ export class DescriptorTable {
 
   /** A descriptor for a new connection, or null when every block is in use and no more may be allocated. */
   alloc(remoteAddr: number, remotePort: number, localPort: number, rule: number, bucket: number, key: number, now: number): TcpDescriptor | null {
-    if (this.free.length === 0 && !this.grow()) { this.exhausted++; return null; }
+    if (this.free.length === 0 && !this.grow()) {
+      this.exhausted++;
+      return null;
+    }
     const d = this.free.pop()!;
-    d.remoteAddr = remoteAddr; d.remotePort = remotePort; d.localPort = localPort;
-    d.rule = rule; d.bucket = bucket; d.key = key; d.createdAt = now; d.finSeen = false; d.inUse = true;
+    d.remoteAddr = remoteAddr;
+    d.remotePort = remotePort;
+    d.localPort = localPort;
+    d.rule = rule;
+    d.bucket = bucket;
+    d.key = key;
+    d.createdAt = now;
+    d.finSeen = false;
+    d.inUse = true;
     const k = DescriptorTable.key(remoteAddr, remotePort);
     d.next = this.byRemote.get(k) ?? null;
     this.byRemote.set(k, d);
@@ -87,8 +100,12 @@ export class DescriptorTable {
   release(d: TcpDescriptor): void {
     if (!d.inUse) return;
     const k = DescriptorTable.key(d.remoteAddr, d.remotePort);
-    let p = this.byRemote.get(k) ?? null, prev: TcpDescriptor | null = null;
-    while (p !== null && p !== d) { prev = p; p = p.next; }
+    let p = this.byRemote.get(k) ?? null,
+      prev: TcpDescriptor | null = null;
+    while (p !== null && p !== d) {
+      prev = p;
+      p = p.next;
+    }
     if (p === d) {
       if (prev) prev.next = d.next;
       else if (d.next) this.byRemote.set(k, d.next);

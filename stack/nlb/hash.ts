@@ -33,7 +33,11 @@ export function fmix32(h: number): number {
   return h >>> 0;
 }
 
-export const enum AffinityCode { None = 0, Single = 1, Network = 2 }
+export const enum AffinityCode {
+  None = 0,
+  Single = 1,
+  Network = 2,
+}
 
 export function affinityCode(a: Affinity): AffinityCode {
   return a === 'none' ? AffinityCode.None : a === 'network' ? AffinityCode.Network : AffinityCode.Single;

@@ -38,15 +38,29 @@ import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from '../wire/ipv4';
 import { readU16, readU32 } from '../wire/bytes';
 import { IKE_PORT, NAT_T_PORT, PROTO_ESP } from '../wire/esp';
 import {
-  NLB_MEMBERSHIP_LEN, NLB_SIGNATURE_EXTENDED, NLB_SIGNATURE_MEMBERSHIP, NLB_VERSION, NlbConvergenceState, NlbError,
-  emitExtended, emitMembership, newExtendedRepr, newMembershipRepr, nlbSignature, parseExtended, parseMembership, tunnelsPerFrame,
-  NLB_STICKY_ENTRY_LEN, NLB_TUNNEL_ENTRY_LEN, NLB_MAX_BUCKETS,
-  type NlbRuleSlot, type NlbStickyEntry, type NlbTunnelEntry,
+  NLB_MEMBERSHIP_LEN,
+  NLB_SIGNATURE_EXTENDED,
+  NLB_SIGNATURE_MEMBERSHIP,
+  NLB_VERSION,
+  NlbConvergenceState,
+  NlbError,
+  emitExtended,
+  emitMembership,
+  newExtendedRepr,
+  newMembershipRepr,
+  nlbSignature,
+  parseExtended,
+  parseMembership,
+  tunnelsPerFrame,
+  NLB_STICKY_ENTRY_LEN,
+  NLB_TUNNEL_ENTRY_LEN,
+  NLB_MAX_BUCKETS,
+  type NlbRuleSlot,
+  type NlbStickyEntry,
+  type NlbTunnelEntry,
 } from '../wire/nlb';
 import { Timer, type TimerQueue } from '../timers';
-import {
-  clusterMac, heartbeatMac, igmpGroup, maskedSourceMac, describeRule, type NlbConfig, type NlbParams, type PortRule,
-} from './config';
+import { clusterMac, heartbeatMac, igmpGroup, maskedSourceMac, describeRule, type NlbConfig, type NlbParams, type PortRule } from './config';
 import { AffinityCode, affinityCode, affinityKey, bucketOf, fmix32, identityHash } from './hash';
 import { bitsOf, computeMap, countOf, formatBuckets, singleOwnerMap, type BucketMap, type Candidate } from './buckets';
 import { DescriptorTable, type TcpDescriptor } from './descriptors';
@@ -138,13 +152,37 @@ export interface NlbHooks {
 
 export function newNlbCounters() {
   return {
-    NlbPacketsIn: 0, NlbAccepted: 0, NlbAcceptedByDescriptor: 0, NlbAcceptedBySticky: 0, NlbAcceptedIcmpAllHosts: 0,
-    NlbDroppedNotOwner: 0, NlbDroppedDirtyBucket: 0, NlbDroppedStickyElsewhere: 0, NlbDroppedByRule: 0, NlbDroppedStopped: 0,
-    NlbDroppedNotDefaultHost: 0, NlbDroppedConverging: 0,
-    NlbDescriptorsAllocated: 0, NlbDescriptorsFreed: 0, NlbDescriptorsExhausted: 0, NlbDescriptorBlocks: 0,
-    NlbIpsecDescriptors: 0, NlbTunnelsOpened: 0, NlbTunnelsHeardOpened: 0, NlbTunnelStateDropped: 0,
-    NlbHeartbeatsOut: 0, NlbHeartbeatsIn: 0, NlbExtendedHeartbeatsOut: 0, NlbExtendedHeartbeatsIn: 0, NlbHeartbeatErrors: 0,
-    NlbHeartbeatsForeign: 0, NlbConvergences: 0, NlbHostsJoined: 0, NlbHostsLost: 0, NlbStickyClients: 0, NlbTunnelListTruncated: 0,
+    NlbPacketsIn: 0,
+    NlbAccepted: 0,
+    NlbAcceptedByDescriptor: 0,
+    NlbAcceptedBySticky: 0,
+    NlbAcceptedIcmpAllHosts: 0,
+    NlbDroppedNotOwner: 0,
+    NlbDroppedDirtyBucket: 0,
+    NlbDroppedStickyElsewhere: 0,
+    NlbDroppedByRule: 0,
+    NlbDroppedStopped: 0,
+    NlbDroppedNotDefaultHost: 0,
+    NlbDroppedConverging: 0,
+    NlbDescriptorsAllocated: 0,
+    NlbDescriptorsFreed: 0,
+    NlbDescriptorsExhausted: 0,
+    NlbDescriptorBlocks: 0,
+    NlbIpsecDescriptors: 0,
+    NlbTunnelsOpened: 0,
+    NlbTunnelsHeardOpened: 0,
+    NlbTunnelStateDropped: 0,
+    NlbHeartbeatsOut: 0,
+    NlbHeartbeatsIn: 0,
+    NlbExtendedHeartbeatsOut: 0,
+    NlbExtendedHeartbeatsIn: 0,
+    NlbHeartbeatErrors: 0,
+    NlbHeartbeatsForeign: 0,
+    NlbConvergences: 0,
+    NlbHostsJoined: 0,
+    NlbHostsLost: 0,
+    NlbStickyClients: 0,
+    NlbTunnelListTruncated: 0,
   };
 }
 export type NlbCounters = ReturnType<typeof newNlbCounters>;
@@ -295,9 +333,17 @@ export class NlbHost {
     this.incarnation = (o.incarnation ?? 1) >>> 0;
     this.rules = c.rules;
     this.ruleAff = c.rules.map((r) => affinityCode(r.affinity));
-    this.ruleCodes = c.rules.map((r) => fmix32(((r.start << 16) | r.end) ^ fmix32(
-      (['tcp', 'udp', 'both'].indexOf(r.protocol) << 8) | (['multiple', 'single', 'disabled'].indexOf(r.mode) << 4) | ['none', 'single', 'network'].indexOf(r.affinity),
-    )) >>> 0);
+    this.ruleCodes = c.rules.map(
+      (r) =>
+        fmix32(
+          ((r.start << 16) | r.end) ^
+            fmix32(
+              (['tcp', 'udp', 'both'].indexOf(r.protocol) << 8) |
+                (['multiple', 'single', 'disabled'].indexOf(r.mode) << 4) |
+                ['none', 'single', 'network'].indexOf(r.affinity),
+            ),
+        ) >>> 0,
+    );
     this.hostCode = this.ruleCodes.reduce((h, x) => fmix32((h ^ x) >>> 0), fmix32((c.buckets << 16) ^ c.hashSeed)) >>> 0;
     c.rules.forEach((r, i) => {
       for (let p = r.start; p <= r.end; p++) {
@@ -309,7 +355,10 @@ export class NlbHost {
     this.dirty = c.rules.map(() => new Uint8Array(NLB_MAX_BUCKETS));
     this.descriptors = new DescriptorTable(
       () => ({ perAlloc: this.params().DescriptorsPerAlloc, maxAllocs: this.params().MaxDescriptorAllocs }),
-      (blocks, perAlloc, capacity) => { this.counters.NlbDescriptorBlocks = blocks; this.onEvent({ kind: 'descriptor-block-allocated', blocks, perAlloc, capacity }); },
+      (blocks, perAlloc, capacity) => {
+        this.counters.NlbDescriptorBlocks = blocks;
+        this.onEvent({ kind: 'descriptor-block-allocated', blocks, perAlloc, capacity });
+      },
     );
     this.clusterMac = clusterMac(c.mode, c.clusterIp);
     this.hooks = { tunnelOpened: (t, now) => this.defaultTunnelOpened(t, now) };
@@ -327,7 +376,8 @@ export class NlbHost {
   // ================================================================== the seam
 
   private attachLink(): void {
-    const c = this.config, l = this.link;
+    const c = this.config,
+      l = this.link;
     if (c.mode === 'unicast') {
       // The adapter's MAC becomes the cluster MAC: the dedicated address answers with it too.
       l.addUnicastMac(this.clusterMac);
@@ -358,12 +408,16 @@ export class NlbHost {
     this.stack.timers.disarm(this.heartbeatTimer);
     this.stack.timers.disarm(this.soonTimer);
     this.unsubscribeIpsec?.();
-    const c = this.config, l = this.link;
+    const c = this.config,
+      l = this.link;
     l.setIpv4Filter(c.clusterIp, null);
     l.offEtherType(ETHERTYPE_MS_NLB);
     l.removeAddress(c.clusterIp);
-    if (c.mode === 'unicast') { l.removeUnicastMac(this.clusterMac); l.sourceMac = l.mac; l.addAddress(c.dedicatedIp, { arpMac: l.mac, announce: false }); }
-    else if (c.mode === 'multicast') l.removeMulticastMac(this.clusterMac);
+    if (c.mode === 'unicast') {
+      l.removeUnicastMac(this.clusterMac);
+      l.sourceMac = l.mac;
+      l.addAddress(c.dedicatedIp, { arpMac: l.mac, announce: false });
+    } else if (c.mode === 'multicast') l.removeMulticastMac(this.clusterMac);
     else l.leaveGroup(igmpGroup(c.clusterIp));
   }
 
@@ -376,7 +430,10 @@ export class NlbHost {
   filter(pkt: Buffer, now: number): boolean {
     const c = this.counters;
     c.NlbPacketsIn++;
-    if (this.role === 'stopped') { c.NlbDroppedStopped++; return false; }
+    if (this.role === 'stopped') {
+      c.NlbDroppedStopped++;
+      return false;
+    }
     if (pkt.length < 20) return false;
     const ihl = ipHeaderLength(pkt);
     const proto = pkt[9]!;
@@ -386,12 +443,16 @@ export class NlbHost {
     const fragmented = later || (frag & 0x2000) !== 0;
     if (proto === PROTO_TCP || proto === PROTO_UDP) {
       if (later || pkt.length < ihl + 4) return this.byAddress(proto === PROTO_TCP ? this.tcpRule[0]! : this.udpRule[0]!, src, 'a later fragment', now);
-      const sport = readU16(pkt, ihl), dport = readU16(pkt, ihl + 2);
+      const sport = readU16(pkt, ihl),
+        dport = readU16(pkt, ihl + 2);
       if (proto === PROTO_UDP && (dport === NAT_T_PORT || dport === IKE_PORT)) return this.ipsecFilter(pkt, ihl, src, dport, now);
       const r = proto === PROTO_TCP ? this.tcpRule[dport]! : this.udpRule[dport]!;
       if (r === NO_RULE) return this.defaultHostOnly();
       const rule = this.rules[r]!;
-      if (rule.mode === 'disabled') { c.NlbDroppedByRule++; return false; }
+      if (rule.mode === 'disabled') {
+        c.NlbDroppedByRule++;
+        return false;
+      }
       const aff = fragmented && this.ruleAff[r] === AffinityCode.None ? AffinityCode.Single : this.ruleAff[r]!;
       const b = bucketOf(aff, src, sport, this.config.buckets, this.config.hashSeed);
       if (proto === PROTO_UDP) return this.ownerPasses(r, b, src, 'UDP', now, false);
@@ -400,14 +461,21 @@ export class NlbHost {
     if (proto === PROTO_ESP) return this.ipsecFilter(pkt, ihl, src, -1, now);
     if (proto === PROTO_ICMP) {
       // FilterICMP 0 (Windows' default): every host takes ICMP to the cluster address (a ping gets one answer per host).
-      if (this.params().FilterICMP === 0) { c.NlbAcceptedIcmpAllHosts++; c.NlbAccepted++; return true; }
+      if (this.params().FilterICMP === 0) {
+        c.NlbAcceptedIcmpAllHosts++;
+        c.NlbAccepted++;
+        return true;
+      }
       return this.byAddress(this.rules.length > 0 ? 0 : NO_RULE, src, 'ICMP', now);
     }
     return this.defaultHostOnly();
   }
 
   private defaultHostOnly(): boolean {
-    if (this.current !== null && this.role === 'active' && this.defaultHost() === this.id) { this.counters.NlbAccepted++; return true; }
+    if (this.current !== null && this.role === 'active' && this.defaultHost() === this.id) {
+      this.counters.NlbAccepted++;
+      return true;
+    }
     this.counters.NlbDroppedNotDefaultHost++;
     return false;
   }
@@ -415,17 +483,29 @@ export class NlbHost {
   /** By client address alone (fragments, ICMP with FilterICMP=1) in rule r's map. */
   private byAddress(r: number, src: number, what: string, now: number): boolean {
     if (r === NO_RULE) return this.defaultHostOnly();
-    if (this.rules[r]!.mode === 'disabled') { this.counters.NlbDroppedByRule++; return false; }
+    if (this.rules[r]!.mode === 'disabled') {
+      this.counters.NlbDroppedByRule++;
+      return false;
+    }
     return this.ownerPasses(r, bucketOf(AffinityCode.Single, src, 0, this.config.buckets, this.config.hashSeed), src, what, now, false);
   }
 
   /** Does this host own bucket b of rule r (and, when `clean`, may it take non-new traffic there)? */
   private ownerPasses(r: number, b: number, src: number, what: string, now: number, clean: boolean): boolean {
     const cur = this.current;
-    if (cur === null) { this.counters.NlbDroppedConverging++; return false; }
+    if (cur === null) {
+      this.counters.NlbDroppedConverging++;
+      return false;
+    }
     const owner = cur[r]![b]!;
-    if (owner !== this.id) { this.notOwner(src, r, b, owner, what, now); return false; }
-    if (clean && this.dirty[r]![b] !== 0) { this.counters.NlbDroppedDirtyBucket++; return false; }
+    if (owner !== this.id) {
+      this.notOwner(src, r, b, owner, what, now);
+      return false;
+    }
+    if (clean && this.dirty[r]![b] !== 0) {
+      this.counters.NlbDroppedDirtyBucket++;
+      return false;
+    }
     this.counters.NlbAccepted++;
     return true;
   }
@@ -445,13 +525,17 @@ export class NlbHost {
     if (d !== undefined) {
       c.NlbAcceptedByDescriptor++;
       c.NlbAccepted++;
-      if ((flags & 0x04) !== 0) this.freeDescriptor(d, now); // RST: the connection is gone
+      if ((flags & 0x04) !== 0)
+        this.freeDescriptor(d, now); // RST: the connection is gone
       else if ((flags & 0x01) !== 0) d.finSeen = true;
       return true;
     }
     const syn = (flags & 0x12) === 0x02;
     const cur = this.current;
-    if (cur === null) { c.NlbDroppedConverging++; return false; }
+    if (cur === null) {
+      c.NlbDroppedConverging++;
+      return false;
+    }
     const owner = cur[r]![b]!;
     const key = affinityKey(aff === AffinityCode.Network ? AffinityCode.Network : AffinityCode.Single, src);
     const rule = this.rules[r]!;
@@ -482,7 +566,12 @@ export class NlbHost {
     if (d === null) {
       c.NlbDescriptorsExhausted++;
       if (c.NlbDescriptorsExhausted === 1 || (c.NlbDescriptorsExhausted & 1023) === 0) {
-        this.onEvent({ kind: 'descriptors-exhausted', client: `${formatIpv4(src)}:${sport}`, inUse: this.descriptors.inUse, capacity: this.descriptors.capacity });
+        this.onEvent({
+          kind: 'descriptors-exhausted',
+          client: `${formatIpv4(src)}:${sport}`,
+          inUse: this.descriptors.inUse,
+          capacity: this.descriptors.capacity,
+        });
       }
       return false;
     }
@@ -493,7 +582,8 @@ export class NlbHost {
   }
 
   private freeDescriptor(d: TcpDescriptor, now: number): void {
-    const r = d.rule, key = d.key;
+    const r = d.rule,
+      key = d.key;
     this.descriptors.release(d);
     this.counters.NlbDescriptorsFreed++;
     if (this.rules[r]!.timeoutMs > 0) this.stickyClose(r, key, now);
@@ -519,7 +609,10 @@ export class NlbHost {
   private stickyClose(r: number, key: number, now: number): void {
     const s = this.sticky.get(r * 4294967296 + key);
     if (s === undefined) return;
-    if (--s.connections <= 0) { s.connections = 0; s.expiresAt = now + this.rules[r]!.timeoutMs; }
+    if (--s.connections <= 0) {
+      s.connections = 0;
+      s.expiresAt = now + this.rules[r]!.timeoutMs;
+    }
   }
 
   private expireSticky(now: number): void {
@@ -543,28 +636,53 @@ export class NlbHost {
   private ipsecFilter(pkt: Buffer, ihl: number, src: number, dport: number, now: number): boolean {
     const c = this.counters;
     const r = this.ipsecRule;
-    if (r !== NO_RULE && this.rules[r]!.mode === 'disabled') { c.NlbDroppedByRule++; return false; }
+    if (r !== NO_RULE && this.rules[r]!.mode === 'disabled') {
+      c.NlbDroppedByRule++;
+      return false;
+    }
     let ikeOff = -1;
     if (dport === -1) {
       // ESP: the SPI is the first word.
-      if (pkt.length >= ihl + 4 && this.tunnelByEsp.has(readU32(pkt, ihl))) { c.NlbAcceptedByDescriptor++; c.NlbAccepted++; return true; }
+      if (pkt.length >= ihl + 4 && this.tunnelByEsp.has(readU32(pkt, ihl))) {
+        c.NlbAcceptedByDescriptor++;
+        c.NlbAccepted++;
+        return true;
+      }
     } else {
       const u = ihl + 8;
       if (dport === NAT_T_PORT) {
-        if (pkt.length >= u + 4 && readU32(pkt, u) === 0) ikeOff = u + 4; // the non-ESP marker: IKE follows
-        else if (pkt.length >= u + 4 && this.tunnelByEsp.has(readU32(pkt, u))) { c.NlbAcceptedByDescriptor++; c.NlbAccepted++; return true; }
+        if (pkt.length >= u + 4 && readU32(pkt, u) === 0)
+          ikeOff = u + 4; // the non-ESP marker: IKE follows
+        else if (pkt.length >= u + 4 && this.tunnelByEsp.has(readU32(pkt, u))) {
+          c.NlbAcceptedByDescriptor++;
+          c.NlbAccepted++;
+          return true;
+        }
       } else ikeOff = u;
     }
     let newSa = false;
     if (ikeOff >= 0 && pkt.length >= ikeOff + 16) {
       const k = readU32(pkt, ikeOff) * 65536 + readU16(pkt, ikeOff + 4);
       const t = this.tunnelBySpiKey.get(k);
-      if (t !== undefined && pkt.compare(t.spiI, 0, 8, ikeOff, ikeOff + 8) === 0) { c.NlbAcceptedByDescriptor++; c.NlbAccepted++; return true; }
+      if (t !== undefined && pkt.compare(t.spiI, 0, 8, ikeOff, ikeOff + 8) === 0) {
+        c.NlbAcceptedByDescriptor++;
+        c.NlbAccepted++;
+        return true;
+      }
       const h = this.halfOpenIke.get(k);
-      if (h !== undefined && h.expiresAt > now) { c.NlbAcceptedByDescriptor++; c.NlbAccepted++; return true; }
+      if (h !== undefined && h.expiresAt > now) {
+        c.NlbAcceptedByDescriptor++;
+        c.NlbAccepted++;
+        return true;
+      }
       newSa = readU32(pkt, ikeOff + 8) === 0 && readU32(pkt, ikeOff + 12) === 0;
       if (newSa) {
-        if (r === NO_RULE ? !this.defaultHostOnly() : !this.ownerPasses(r, bucketOf(AffinityCode.Single, src, 0, this.config.buckets, this.config.hashSeed), src, 'IKE_SA_INIT', now, false)) return false;
+        if (
+          r === NO_RULE
+            ? !this.defaultHostOnly()
+            : !this.ownerPasses(r, bucketOf(AffinityCode.Single, src, 0, this.config.buckets, this.config.hashSeed), src, 'IKE_SA_INIT', now, false)
+        )
+          return false;
         // The IKE_AUTH that follows has our SPI but no descriptor yet: remember the initiator's SPI until the SA is up.
         if (this.halfOpenIke.size < HALF_OPEN_IKE_MAX) this.halfOpenIke.set(k, { expiresAt: now + HALF_OPEN_IKE_MS });
         return true;
@@ -579,10 +697,15 @@ export class NlbHost {
     if (this.closed) return;
     const now = this.stack.clock();
     switch (e.kind) {
-      case 'ike-sa-up': this.tunnelUp(e.ike, now); break;
+      case 'ike-sa-up':
+        this.tunnelUp(e.ike, now);
+        break;
       case 'ike-sa-rekeyed': {
         const t = this.tunnels.get(e.old.id);
-        if (!t) { this.tunnelUp(e.ike, now); break; }
+        if (!t) {
+          this.tunnelUp(e.ike, now);
+          break;
+        }
         // A rekey keeps the client and its identity: the descriptor carries over (RFC 7296 2.18).
         this.tunnels.delete(e.old.id);
         this.tunnelBySpiKey.delete(t.spiKey);
@@ -591,21 +714,34 @@ export class NlbHost {
         t.spiKey = spiKeyOf(t.spiI);
         this.tunnels.set(t.ikeSaId, t);
         this.tunnelBySpiKey.set(t.spiKey, t);
-        for (const ch of e.ike.children) { t.espSpis.add(ch.inbound.spi); this.tunnelByEsp.set(ch.inbound.spi, t); }
+        for (const ch of e.ike.children) {
+          t.espSpis.add(ch.inbound.spi);
+          this.tunnelByEsp.set(ch.inbound.spi, t);
+        }
         break;
       }
-      case 'ike-sa-down': this.tunnelDown(e.ike.id, now); break;
-      case 'child-sa-up': case 'child-sa-rekeyed': {
+      case 'ike-sa-down':
+        this.tunnelDown(e.ike.id, now);
+        break;
+      case 'child-sa-up':
+      case 'child-sa-rekeyed': {
         const t = this.tunnels.get(e.ike.id);
-        if (t) { t.espSpis.add(e.child.inbound.spi); this.tunnelByEsp.set(e.child.inbound.spi, t); }
+        if (t) {
+          t.espSpis.add(e.child.inbound.spi);
+          this.tunnelByEsp.set(e.child.inbound.spi, t);
+        }
         break;
       }
       case 'child-sa-down': {
         const t = this.tunnelByEsp.get(e.child.inbound.spi);
-        if (t) { t.espSpis.delete(e.child.inbound.spi); this.tunnelByEsp.delete(e.child.inbound.spi); }
+        if (t) {
+          t.espSpis.delete(e.child.inbound.spi);
+          this.tunnelByEsp.delete(e.child.inbound.spi);
+        }
         break;
       }
-      default: break;
+      default:
+        break;
     }
   }
 
@@ -617,10 +753,22 @@ export class NlbHost {
     const r = this.ipsecRule === NO_RULE ? 0 : this.ipsecRule;
     const bucket = bucketOf(AffinityCode.Single, ike.remote.addr, 0, this.config.buckets, this.config.hashSeed);
     const t: IpsecDescriptor = {
-      ikeSaId: ike.id, identity, hash, clientAddr: ike.remote.addr, rule: r, bucket, openSeq: ++this.localSeq, openedAt: now,
-      spiI: Buffer.from(ike.spiI), spiKey: spiKeyOf(ike.spiI), espSpis: new Set(),
+      ikeSaId: ike.id,
+      identity,
+      hash,
+      clientAddr: ike.remote.addr,
+      rule: r,
+      bucket,
+      openSeq: ++this.localSeq,
+      openedAt: now,
+      spiI: Buffer.from(ike.spiI),
+      spiKey: spiKeyOf(ike.spiI),
+      espSpis: new Set(),
     };
-    for (const ch of ike.children) { t.espSpis.add(ch.inbound.spi); this.tunnelByEsp.set(ch.inbound.spi, t); }
+    for (const ch of ike.children) {
+      t.espSpis.add(ch.inbound.spi);
+      this.tunnelByEsp.set(ch.inbound.spi, t);
+    }
     this.tunnels.set(ike.id, t);
     this.tunnelBySpiKey.set(t.spiKey, t);
     this.halfOpenIke.delete(t.spiKey);
@@ -628,7 +776,19 @@ export class NlbHost {
     this.counters.NlbTunnelsOpened++;
     this.counters.NlbIpsecDescriptors = this.tunnels.size;
     this.onEvent({ kind: 'tunnel-opened', identity, client: formatIpv4(ike.remote.addr), host: this.id, local: true });
-    this.hooks.tunnelOpened({ identityHash: hash, identity, clientAddr: ike.remote.addr, host: this.id, openedAt: now, local: true, bucket, ownsBucket: this.ownsIpsecBucket(bucket) }, now);
+    this.hooks.tunnelOpened(
+      {
+        identityHash: hash,
+        identity,
+        clientAddr: ike.remote.addr,
+        host: this.id,
+        openedAt: now,
+        local: true,
+        bucket,
+        ownsBucket: this.ownsIpsecBucket(bucket),
+      },
+      now,
+    );
     // The others learn of it from the next heartbeat: send it now rather than within a period.
     this.heartbeatSoon(now);
   }
@@ -655,7 +815,9 @@ export class NlbHost {
 
   /** This host's tunnels of an identity (by its hash) that opened before `before` (default: all), oldest first. */
   localTunnels(hash: Buffer, before = Infinity): { ikeSaId: number; identity: string; clientAddr: number; openSeq: number; openedAt: number }[] {
-    return [...this.tunnels.values()].filter((t) => t.hash.equals(hash) && t.openedAt < before).sort((a, b) => a.openSeq - b.openSeq)
+    return [...this.tunnels.values()]
+      .filter((t) => t.hash.equals(hash) && t.openedAt < before)
+      .sort((a, b) => a.openSeq - b.openSeq)
       .map((t) => ({ ikeSaId: t.ikeSaId, identity: t.identity, clientAddr: t.clientAddr, openSeq: t.openSeq, openedAt: t.openedAt }));
   }
 
@@ -682,19 +844,27 @@ export class NlbHost {
     const mine = this.localTunnels(t.identityHash, t.local ? Infinity : t.openedAt);
     if (t.local) {
       // One active tunnel per identity on this host: the new one replaces the older ones.
-      for (const x of mine) if (x.openSeq !== this.localSeq) this.dropTunnelState(x.ikeSaId, `${x.identity} opened a new tunnel from ${formatIpv4(t.clientAddr)} on this host: one active tunnel per client`, now);
+      for (const x of mine)
+        if (x.openSeq !== this.localSeq)
+          this.dropTunnelState(x.ikeSaId, `${x.identity} opened a new tunnel from ${formatIpv4(t.clientAddr)} on this host: one active tunnel per client`, now);
       return;
     }
     if (t.ownsBucket) return;
     for (const x of mine) {
-      this.dropTunnelState(x.ikeSaId, `host ${t.host} opened a new tunnel for ${x.identity} from ${formatIpv4(t.clientAddr)} (bucket ${t.bucket}), ` +
-        `a bucket this host does not own: DropStateIfNotBucketOwner`, now);
+      this.dropTunnelState(
+        x.ikeSaId,
+        `host ${t.host} opened a new tunnel for ${x.identity} from ${formatIpv4(t.clientAddr)} (bucket ${t.bucket}), ` +
+          `a bucket this host does not own: DropStateIfNotBucketOwner`,
+        now,
+      );
     }
   }
 
   // ================================================================== heartbeats
 
-  private period(): number { return this.params().AliveMsgPeriod; }
+  private period(): number {
+    return this.params().AliveMsgPeriod;
+  }
 
   private onHeartbeatTimer(now: number): void {
     if (this.closed) return;
@@ -752,7 +922,7 @@ export class NlbHost {
       idleMap: this.descriptors.idleBits(i, c.buckets),
       readyMap: this.ready && this.proposal ? bitsOf(this.proposal[i]!, this.id) : 0n,
       // Single-host rules carry the handling priority in the weight slot (ours).
-      loadWeight: rule.mode === 'single' ? (rule.priority || this.id) : this.candidateWeight(rule),
+      loadWeight: rule.mode === 'single' ? rule.priority || this.id : this.candidateWeight(rule),
     }));
     emitMembership(this.hbBuf, 0, r);
     const dst = heartbeatMac(c.mode, c.clusterIp);
@@ -772,13 +942,18 @@ export class NlbHost {
     const c = this.config;
     const maxLen = Math.min(this.link.mtu, 1500);
     const now = this.stack.clock();
-    const tunnels: NlbTunnelEntry[] = [...this.tunnels.values()].map((t) => ({ identityHash: t.hash, clientAddr: t.clientAddr, openSeq: t.openSeq, ageMs: now - t.openedAt }));
+    const tunnels: NlbTunnelEntry[] = [...this.tunnels.values()].map((t) => ({
+      identityHash: t.hash,
+      clientAddr: t.clientAddr,
+      openSeq: t.openSeq,
+      ageMs: now - t.openedAt,
+    }));
     const sticky: NlbStickyEntry[] = [];
     if (this.current) {
       for (const s of this.sticky.values()) if (this.current[s.rule]![s.bucket] !== this.id) sticky.push({ key: s.key, rule: s.rule });
     }
     const per = tunnelsPerFrame(c.hostName, maxLen);
-    const perSticky = Math.floor(per * NLB_TUNNEL_ENTRY_LEN / NLB_STICKY_ENTRY_LEN);
+    const perSticky = Math.floor((per * NLB_TUNNEL_ENTRY_LEN) / NLB_STICKY_ENTRY_LEN);
     const partsNeeded = Math.max(1, Math.ceil(tunnels.length / per), Math.ceil(sticky.length / perSticky));
     const parts = Math.min(16, partsNeeded);
     if (partsNeeded > parts) this.counters.NlbTunnelListTruncated++;
@@ -787,7 +962,9 @@ export class NlbHost {
       const room = Math.floor(((per - tl.length) * NLB_TUNNEL_ENTRY_LEN) / NLB_STICKY_ENTRY_LEN);
       const sl = sticky.slice(p * perSticky, p * perSticky + Math.min(room, perSticky));
       const e = newExtendedRepr();
-      e.uniqueHostId = this.incarnation; e.clusterIp = c.clusterIp; e.dedicatedIp = c.dedicatedIp;
+      e.uniqueHostId = this.incarnation;
+      e.clusterIp = c.clusterIp;
+      e.dedicatedIp = c.dedicatedIp;
       e.hostName = c.hostName;
       e.faultstack = { part: p, parts, tunnels: tl, sticky: sl };
       const buf = Buffer.alloc(maxLen);
@@ -799,7 +976,8 @@ export class NlbHost {
 
   private onHeartbeatFrame(frame: Buffer, _src: MacAddr, now: number): void {
     if (this.closed) return;
-    const off = 14, len = frame.length - 14;
+    const off = 14,
+      len = frame.length - 14;
     const sig = nlbSignature(frame, off, len);
     if (sig === NLB_SIGNATURE_MEMBERSHIP) this.onMembership(frame, off, len, now);
     else if (sig === NLB_SIGNATURE_EXTENDED) this.onExtended(frame, off, len, now);
@@ -808,8 +986,14 @@ export class NlbHost {
 
   private onMembership(frame: Buffer, off: number, len: number, now: number): void {
     const h = this.hbIn;
-    if (parseMembership(frame, off, len, h) !== NlbError.None) { this.counters.NlbHeartbeatErrors++; return; }
-    if (h.clusterIp !== this.config.clusterIp) { this.counters.NlbHeartbeatsForeign++; return; }
+    if (parseMembership(frame, off, len, h) !== NlbError.None) {
+      this.counters.NlbHeartbeatErrors++;
+      return;
+    }
+    if (h.clusterIp !== this.config.clusterIp) {
+      this.counters.NlbHeartbeatsForeign++;
+      return;
+    }
     this.counters.NlbHeartbeatsIn++;
     if (h.hostId === this.id) {
       if (h.uniqueHostId !== this.incarnation || h.dedicatedIp !== this.config.dedicatedIp) {
@@ -817,7 +1001,10 @@ export class NlbHost {
       }
       return;
     }
-    if (h.hostId < 1 || h.hostId > 32) { this.counters.NlbHeartbeatErrors++; return; }
+    if (h.hostId < 1 || h.hostId > 32) {
+      this.counters.NlbHeartbeatErrors++;
+      return;
+    }
     let m = this.members.get(h.hostId);
     if (m && m.incarnation !== h.uniqueHostId) {
       // The same priority with a new incarnation: that host restarted.
@@ -846,7 +1033,11 @@ export class NlbHost {
       this.counters.NlbHostsJoined++;
       this.onEvent({ kind: 'host-joined', host: m.id, dedicatedIp: formatIpv4(m.dedicatedIp) });
       this.beginConvergence(`host ${m.id} (${formatIpv4(m.dedicatedIp)}) joined`, now);
-    } else if (before && ((before.state === NlbConvergenceState.Draining) !== (m.state === NlbConvergenceState.Draining) || before.weights !== m.rules.map((r) => r.loadWeight).join(','))) {
+    } else if (
+      before &&
+      ((before.state === NlbConvergenceState.Draining) !== (m.state === NlbConvergenceState.Draining) ||
+        before.weights !== m.rules.map((r) => r.loadWeight).join(','))
+    ) {
       this.beginConvergence(`host ${m.id} ${m.state === NlbConvergenceState.Draining ? 'is draining' : 'changed its load'}`, now);
     }
     this.updateDirty();
@@ -856,8 +1047,19 @@ export class NlbHost {
   private upsertMember(m: Member | undefined, h: ReturnType<typeof newMembershipRepr>, now: number, _active: boolean): Member {
     if (!m) {
       m = {
-        id: h.hostId, incarnation: h.uniqueHostId, dedicatedIp: h.dedicatedIp, hostName: null, lastHeard: now, state: h.convergenceState,
-        view: h.view, hostCode: h.uniqueHostCode, packetsHandled: h.packetsHandled, rules: h.rules, tunnelParts: [], stickyParts: [], maxSeq: 0,
+        id: h.hostId,
+        incarnation: h.uniqueHostId,
+        dedicatedIp: h.dedicatedIp,
+        hostName: null,
+        lastHeard: now,
+        state: h.convergenceState,
+        view: h.view,
+        hostCode: h.uniqueHostCode,
+        packetsHandled: h.packetsHandled,
+        rules: h.rules,
+        tunnelParts: [],
+        stickyParts: [],
+        maxSeq: 0,
         conflictReported: false,
       };
       this.members.set(m.id, m);
@@ -874,8 +1076,14 @@ export class NlbHost {
 
   private onExtended(frame: Buffer, off: number, len: number, now: number): void {
     const e = this.extIn;
-    if (parseExtended(frame, off, len, e) !== NlbError.None) { this.counters.NlbHeartbeatErrors++; return; }
-    if (e.clusterIp !== this.config.clusterIp) { this.counters.NlbHeartbeatsForeign++; return; }
+    if (parseExtended(frame, off, len, e) !== NlbError.None) {
+      this.counters.NlbHeartbeatErrors++;
+      return;
+    }
+    if (e.clusterIp !== this.config.clusterIp) {
+      this.counters.NlbHeartbeatsForeign++;
+      return;
+    }
     this.counters.NlbExtendedHeartbeatsIn++;
     const id = [...this.members.values()].find((m) => m.incarnation === e.uniqueHostId && m.dedicatedIp === e.dedicatedIp)?.id;
     const m = id === undefined ? undefined : this.members.get(id);
@@ -894,9 +1102,19 @@ export class NlbHost {
       const hex = t.identityHash.toString('hex');
       const b = bucketOf(AffinityCode.Single, t.clientAddr, 0, this.config.buckets, this.config.hashSeed);
       this.onEvent({ kind: 'tunnel-opened', identity: this.names.get(hex) ?? hex, client: formatIpv4(t.clientAddr), host: m.id, local: false });
-      this.hooks.tunnelOpened({
-        identityHash: t.identityHash, identity: this.names.get(hex) ?? null, clientAddr: t.clientAddr, host: m.id, openedAt: now - t.ageMs, local: false, bucket: b, ownsBucket: this.ownsIpsecBucket(b),
-      }, now);
+      this.hooks.tunnelOpened(
+        {
+          identityHash: t.identityHash,
+          identity: this.names.get(hex) ?? null,
+          clientAddr: t.clientAddr,
+          host: m.id,
+          openedAt: now - t.ageMs,
+          local: false,
+          bucket: b,
+          ownsBucket: this.ownsIpsecBucket(b),
+        },
+        now,
+      );
     }
     for (const t of f.tunnels) if (t.openSeq > m.maxSeq) m.maxSeq = t.openSeq;
     if (f.sticky.length > 0 || m.stickyParts.some((p) => p && p.length > 0)) changedSticky = true;
@@ -967,7 +1185,7 @@ export class NlbHost {
   private candidates(r: number): Candidate[] {
     const out: Candidate[] = [];
     const rule = this.rules[r]!;
-    if (this.role === 'active') out.push({ id: this.id, weight: rule.mode === 'single' ? (rule.priority || this.id) : this.candidateWeight(rule) });
+    if (this.role === 'active') out.push({ id: this.id, weight: rule.mode === 'single' ? rule.priority || this.id : this.candidateWeight(rule) });
     for (const m of this.members.values()) {
       if (m.state === NlbConvergenceState.Draining) continue;
       out.push({ id: m.id, weight: m.rules[r]?.loadWeight ?? 50 });
@@ -990,7 +1208,11 @@ export class NlbHost {
     // Every host that has a current map publishes it, also while it converges again (with us).
     for (const m of [...this.members.values()].sort((a, b) => b.id - a.id)) {
       const bits = m.rules[r]?.currentMap ?? 0n;
-      for (let b = 0; b < this.config.buckets; b++) if (((bits >> BigInt(b)) & 1n) === 1n) { prev[b] = m.id; any = true; }
+      for (let b = 0; b < this.config.buckets; b++)
+        if (((bits >> BigInt(b)) & 1n) === 1n) {
+          prev[b] = m.id;
+          any = true;
+        }
     }
     return any ? prev : null;
   }
@@ -1036,13 +1258,19 @@ export class NlbHost {
     // Inputs moved under the proposal (a weight heard late): recompute.
     const fresh = this.computeProposal();
     const key = fresh.map((m) => m.join('.')).join('|');
-    if (key !== this.proposalKey) { this.proposal = fresh; this.proposalKey = key; this.ready = false; this.heartbeatSoon(now); return; }
+    if (key !== this.proposalKey) {
+      this.proposal = fresh;
+      this.proposalKey = key;
+      this.ready = false;
+      this.heartbeatSoon(now);
+      return;
+    }
     // A newcomer listens for two periods before it may converge (others may be about to be heard).
     if (now - this.startedAt < 2 * this.period()) return;
     const view = this.viewBits();
     const p = this.proposal;
-    const agrees = (m: Member, field: 'newMap' | 'readyMap') => m.view === view && m.hostCode === this.hostCode &&
-      this.rules.every((_, r) => (m.rules[r]?.[field] ?? -1n) === bitsOf(p[r]!, m.id));
+    const agrees = (m: Member, field: 'newMap' | 'readyMap') =>
+      m.view === view && m.hostCode === this.hostCode && this.rules.every((_, r) => (m.rules[r]?.[field] ?? -1n) === bitsOf(p[r]!, m.id));
     const members = [...this.members.values()];
     if (!this.ready) {
       if (!members.every((m) => agrees(m, 'newMap'))) return;
@@ -1119,20 +1347,33 @@ export class NlbHost {
   query(now: number) {
     const hosts = this.hostIds();
     const state = this.stateName();
-    const text = this.role === 'stopped'
-      ? `Host ${this.id} is stopped and does not participate in cluster operations.`
-      : this.role === 'draining'
-        ? `Host ${this.id} is draining existing connections (${this.descriptors.inUse} connections, ${this.tunnels.size} tunnels) and takes no new ones.`
-        : this.converged
-          ? `Host ${this.id} has ${this.defaultHost() === this.id ? 'converged as DEFAULT' : 'entered a converged state'} with the following host(s) as part of the cluster: ${hosts.join(', ')}`
-          : `Host ${this.id} is converging with the following host(s) as part of the cluster: ${hosts.join(', ')}`;
+    const text =
+      this.role === 'stopped'
+        ? `Host ${this.id} is stopped and does not participate in cluster operations.`
+        : this.role === 'draining'
+          ? `Host ${this.id} is draining existing connections (${this.descriptors.inUse} connections, ${this.tunnels.size} tunnels) and takes no new ones.`
+          : this.converged
+            ? `Host ${this.id} has ${this.defaultHost() === this.id ? 'converged as DEFAULT' : 'entered a converged state'} with the following host(s) as part of the cluster: ${hosts.join(', ')}`
+            : `Host ${this.id} is converging with the following host(s) as part of the cluster: ${hosts.join(', ')}`;
     return {
-      host: this.id, state, text, hosts, defaultHost: this.defaultHost(),
+      host: this.id,
+      state,
+      text,
+      hosts,
+      defaultHost: this.defaultHost(),
       convergingForMs: this.converged || this.convergingSince === 0 ? 0 : Math.round(now - this.convergingSince),
-      members: [...this.members.values()].sort((a, b) => a.id - b.id).map((m) => ({
-        host: m.id, dedicatedIp: formatIpv4(m.dedicatedIp), hostName: m.hostName, state: stateLabel(m.state), lastHeardMs: Math.round(now - m.lastHeard),
-        packetsHandled: m.packetsHandled, rulesMatch: m.hostCode === this.hostCode, tunnels: m.tunnelParts.reduce((a, p) => a + (p?.length ?? 0), 0),
-      })),
+      members: [...this.members.values()]
+        .sort((a, b) => a.id - b.id)
+        .map((m) => ({
+          host: m.id,
+          dedicatedIp: formatIpv4(m.dedicatedIp),
+          hostName: m.hostName,
+          state: stateLabel(m.state),
+          lastHeardMs: Math.round(now - m.lastHeard),
+          packetsHandled: m.packetsHandled,
+          rulesMatch: m.hostCode === this.hostCode,
+          tunnels: m.tunnelParts.reduce((a, p) => a + (p?.length ?? 0), 0),
+        })),
     };
   }
 
@@ -1141,43 +1382,78 @@ export class NlbHost {
     const B = this.config.buckets;
     const perRule = this.descriptors.perRule(this.rules.length);
     const clusterTunnels = new Map<string, Set<number>>();
-    const add = (hex: string, host: number) => { let s = clusterTunnels.get(hex); if (!s) { s = new Set(); clusterTunnels.set(hex, s); } s.add(host); };
+    const add = (hex: string, host: number) => {
+      let s = clusterTunnels.get(hex);
+      if (!s) {
+        s = new Set();
+        clusterTunnels.set(hex, s);
+      }
+      s.add(host);
+    };
     for (const t of this.tunnels.values()) add(t.hash.toString('hex'), this.id);
     for (const m of this.members.values()) for (const p of m.tunnelParts) for (const t of p ?? []) add(t.identityHash.toString('hex'), m.id);
     return {
       ...this.query(now),
       config: {
-        clusterIp: `${formatIpv4(this.config.clusterIp)}/${this.config.clusterPrefix}`, dedicatedIp: formatIpv4(this.config.dedicatedIp),
-        priority: this.id, mode: this.config.mode, clusterMac: formatMac(this.clusterMac), sourceMac: formatMac(this.link.sourceMac),
+        clusterIp: `${formatIpv4(this.config.clusterIp)}/${this.config.clusterPrefix}`,
+        dedicatedIp: formatIpv4(this.config.dedicatedIp),
+        priority: this.id,
+        mode: this.config.mode,
+        clusterMac: formatMac(this.clusterMac),
+        sourceMac: formatMac(this.link.sourceMac),
         heartbeatDestination: formatMac(heartbeatMac(this.config.mode, this.config.clusterIp)),
         ...(this.config.mode === 'igmp' ? { igmpGroup: formatIpv4(igmpGroup(this.config.clusterIp)) } : {}),
-        buckets: B, hashSeed: this.config.hashSeed, hostName: this.config.hostName, uniqueHostCode: this.hostCode, incarnation: this.incarnation,
+        buckets: B,
+        hashSeed: this.config.hashSeed,
+        hostName: this.config.hostName,
+        uniqueHostCode: this.hostCode,
+        incarnation: this.incarnation,
       },
       rules: this.rules.map((rule, r) => ({
-        rule: r, spec: describeRule(rule), code: this.ruleCodes[r],
+        rule: r,
+        spec: describeRule(rule),
+        code: this.ruleCodes[r],
         owned: this.current ? formatBuckets(bitsOf(this.current[r]!, this.id), B) : '-',
         ownedCount: this.current ? countOf(this.current[r]!, this.id) : 0,
         proposed: this.proposal ? formatBuckets(bitsOf(this.proposal[r]!, this.id), B) : '-',
         map: this.current ? Array.from(this.current[r]!) : null,
         idle: formatBuckets(this.descriptors.idleBits(r, B), B),
-        dirty: formatBuckets(this.dirty[r]!.reduce((bits, v, b) => (v ? bits | (1n << BigInt(b)) : bits), 0n), B),
+        dirty: formatBuckets(
+          this.dirty[r]!.reduce((bits, v, b) => (v ? bits | (1n << BigInt(b)) : bits), 0n),
+          B,
+        ),
         connections: perRule[r] ?? 0,
       })),
       ipsecRule: this.ipsecRule === NO_RULE ? null : this.ipsecRule,
       descriptors: {
-        inUse: this.descriptors.inUse, capacity: this.descriptors.capacity, blocks: this.descriptors.blocks,
-        perAlloc: this.params().DescriptorsPerAlloc, maxAllocs: this.params().MaxDescriptorAllocs,
+        inUse: this.descriptors.inUse,
+        capacity: this.descriptors.capacity,
+        blocks: this.descriptors.blocks,
+        perAlloc: this.params().DescriptorsPerAlloc,
+        maxAllocs: this.params().MaxDescriptorAllocs,
         maxDescriptors: this.params().DescriptorsPerAlloc * this.params().MaxDescriptorAllocs,
-        allocated: this.descriptors.allocated, freed: this.descriptors.freed, exhausted: this.descriptors.exhausted,
+        allocated: this.descriptors.allocated,
+        freed: this.descriptors.freed,
+        exhausted: this.descriptors.exhausted,
       },
       tunnels: [...this.tunnels.values()].map((t) => ({
-        identity: t.identity, client: formatIpv4(t.clientAddr), ikeSa: t.ikeSaId, bucket: t.bucket, ownsBucket: this.ownsIpsecBucket(t.bucket),
-        openSeq: t.openSeq, ageMs: Math.round(now - t.openedAt), childSas: t.espSpis.size,
+        identity: t.identity,
+        client: formatIpv4(t.clientAddr),
+        ikeSa: t.ikeSaId,
+        bucket: t.bucket,
+        ownsBucket: this.ownsIpsecBucket(t.bucket),
+        openSeq: t.openSeq,
+        ageMs: Math.round(now - t.openedAt),
+        childSas: t.espSpis.size,
       })),
-      identitiesOnSeveralHosts: [...clusterTunnels.entries()].filter(([, s]) => s.size > 1)
+      identitiesOnSeveralHosts: [...clusterTunnels.entries()]
+        .filter(([, s]) => s.size > 1)
         .map(([hex, s]) => ({ identity: this.names.get(hex) ?? hex, hosts: [...s].sort((a, b) => a - b) })),
       sticky: [...this.sticky.values()].map((s) => ({
-        rule: s.rule, client: formatIpv4(s.key), connections: s.connections, expiresInMs: s.connections > 0 ? null : Math.max(0, Math.round(s.expiresAt - now)),
+        rule: s.rule,
+        client: formatIpv4(s.key),
+        connections: s.connections,
+        expiresInMs: s.connections > 0 ? null : Math.max(0, Math.round(s.expiresAt - now)),
       })),
       counters: { ...this.counters, NlbDescriptorsInUse: this.descriptors.inUse },
     };
@@ -1187,9 +1463,15 @@ export class NlbHost {
   paramsReply() {
     const p = this.params();
     return {
-      ...p, NumberOfBuckets: this.config.buckets, HashSeed: this.config.hashSeed, ClusterIPAddress: formatIpv4(this.config.clusterIp),
-      DedicatedIPAddress: formatIpv4(this.config.dedicatedIp), HostPriority: this.id, ClusterMode: this.config.mode,
-      ClusterNetworkAddress: formatMac(this.clusterMac), MaximumConnectionDescriptors: p.DescriptorsPerAlloc * p.MaxDescriptorAllocs,
+      ...p,
+      NumberOfBuckets: this.config.buckets,
+      HashSeed: this.config.hashSeed,
+      ClusterIPAddress: formatIpv4(this.config.clusterIp),
+      DedicatedIPAddress: formatIpv4(this.config.dedicatedIp),
+      HostPriority: this.id,
+      ClusterMode: this.config.mode,
+      ClusterNetworkAddress: formatMac(this.clusterMac),
+      MaximumConnectionDescriptors: p.DescriptorsPerAlloc * p.MaxDescriptorAllocs,
       PortRules: this.rules.map(describeRule),
     };
   }
@@ -1200,8 +1482,15 @@ function spiKeyOf(spi: Buffer): number {
 }
 
 function stateLabel(s: number): string {
-  return s === NlbConvergenceState.Converging ? 'Converging' : s === NlbConvergenceState.Converged ? 'Converged'
-    : s === NlbConvergenceState.Draining ? 'Draining' : s === NlbConvergenceState.Stopped ? 'Stopped' : `state ${s}`;
+  return s === NlbConvergenceState.Converging
+    ? 'Converging'
+    : s === NlbConvergenceState.Converged
+      ? 'Converged'
+      : s === NlbConvergenceState.Draining
+        ? 'Draining'
+        : s === NlbConvergenceState.Stopped
+          ? 'Stopped'
+          : `state ${s}`;
 }
 
 export { NLB_VERSION };

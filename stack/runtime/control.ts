@@ -54,12 +54,24 @@ export class LocalPort implements ShardPort {
     const matched = q.limit > 0 ? (await this.shard.rows(q, send)).matched : 0;
     return { ...summary, matched };
   }
-  async setFault(): Promise<void> { /* the runtime's configuration is this stack's */ }
-  async setParam(): Promise<void> { /* likewise */ }
-  connect(args: Record<string, unknown>): Promise<unknown> { return this.shard.connect(args); }
-  async unlock(): Promise<UnlockReply> { return this.shard.unlock(); }
-  async routes(): Promise<unknown> { return this.shard.routes(); }
-  async trace(cmd: string, args: Record<string, unknown>): Promise<unknown> { return this.shard.trace(cmd, args); }
+  async setFault(): Promise<void> {
+    /* the runtime's configuration is this stack's */
+  }
+  async setParam(): Promise<void> {
+    /* likewise */
+  }
+  connect(args: Record<string, unknown>): Promise<unknown> {
+    return this.shard.connect(args);
+  }
+  async unlock(): Promise<UnlockReply> {
+    return this.shard.unlock();
+  }
+  async routes(): Promise<unknown> {
+    return this.shard.routes();
+  }
+  async trace(cmd: string, args: Record<string, unknown>): Promise<unknown> {
+    return this.shard.trace(cmd, args);
+  }
 }
 
 export interface ControlView {
@@ -113,17 +125,21 @@ function paramValue(args: Record<string, unknown>): string | number {
 async function stats(v: ControlView, args: Record<string, unknown>, ctx: { stream(ev: unknown): boolean }): Promise<Record<string, unknown>> {
   const q = statsQuery(args);
   let sent = 0;
-  const per = await Promise.all(v.ports.map((p) => p.stats(args, q, (rows) => {
-    const room = Math.max(0, q.limit - sent);
-    if (room === 0) return true;
-    const take = (rows.length > room ? rows.slice(0, room) : rows);
-    sent += take.length;
-    for (let i = 0; i < take.length; i += STATS_ROWS_PER_EVENT) {
-      const batch = take.length <= STATS_ROWS_PER_EVENT ? take : take.slice(i, i + STATS_ROWS_PER_EVENT);
-      if (!ctx.stream({ rows: v.sharded ? batch.map((c) => ({ ...c, shard: p.index })) : batch })) return false;
-    }
-    return true;
-  })));
+  const per = await Promise.all(
+    v.ports.map((p) =>
+      p.stats(args, q, (rows) => {
+        const room = Math.max(0, q.limit - sent);
+        if (room === 0) return true;
+        const take = rows.length > room ? rows.slice(0, room) : rows;
+        sent += take.length;
+        for (let i = 0; i < take.length; i += STATS_ROWS_PER_EVENT) {
+          const batch = take.length <= STATS_ROWS_PER_EVENT ? take : take.slice(i, i + STATS_ROWS_PER_EVENT);
+          if (!ctx.stream({ rows: v.sharded ? batch.map((c) => ({ ...c, shard: p.index })) : batch })) return false;
+        }
+        return true;
+      }),
+    ),
+  );
   const s = v.faults.snapshot();
   const first = per[0]!;
   const locks = per.map((p) => p.lock);
@@ -147,12 +163,19 @@ async function stats(v: ControlView, args: Record<string, unknown>, ctx: { strea
     profile: s.profile,
     leak: sum(per.map((p) => p.leak)),
     memory: process.memoryUsage(),
-    ...(v.sharded ? {
-      shards: per.map((p, i) => ({
-        shard: v.ports[i]!.index, counters: p.counters, device: p.device, lock: p.lock, leak: p.leak,
-        connections: p.connectionCount, ...(q.gc ? { heapUsedAfterGc: p.heapUsedAfterGc } : {}),
-      })),
-    } : {}),
+    ...(v.sharded
+      ? {
+          shards: per.map((p, i) => ({
+            shard: v.ports[i]!.index,
+            counters: p.counters,
+            device: p.device,
+            lock: p.lock,
+            leak: p.leak,
+            connections: p.connectionCount,
+            ...(q.gc ? { heapUsedAfterGc: p.heapUsedAfterGc } : {}),
+          })),
+        }
+      : {}),
   };
   if (q.limit > 0) {
     out.rows = { matched: per.reduce((n, p) => n + p.matched, 0), sent, limit: q.limit === Infinity ? 'all' : q.limit };
@@ -173,7 +196,8 @@ export function controlHandlers(v: ControlView): Record<string, ControlHandler> 
   return {
     stats: (args, ctx) => stats(v, args, ctx),
     'fault.set': async (args) => {
-      const id = requiredString(args, 'id', 'a fault id or alias such as kb903927'), mode = requiredString(args, 'mode', 'off, buggy or hotfixed');
+      const id = requiredString(args, 'id', 'a fault id or alias such as kb903927'),
+        mode = requiredString(args, 'mode', 'off, buggy or hotfixed');
       const previous = v.faults.mode(id);
       v.faults.setMode(id, mode); // validates; throws a usage error for a bad id or mode
       await all((p) => p.setFault(id, mode));
@@ -186,10 +210,23 @@ export function controlHandlers(v: ControlView): Record<string, ControlHandler> 
       return {
         profile: s.profile,
         faults: FAULTS.map((f) => ({
-          id: f.id, alias: f.alias, title: f.title, article: f.article, implemented: f.implemented, modes: f.modes,
-          mode: (s.modes as Record<string, string>)[f.id], params: f.params,
+          id: f.id,
+          alias: f.alias,
+          title: f.title,
+          article: f.article,
+          implemented: f.implemented,
+          modes: f.modes,
+          mode: (s.modes as Record<string, string>)[f.id],
+          params: f.params,
         })),
-        params: PARAMS.map((p) => ({ name: p.name, type: p.type, default: p.default, range: describeRange(p), value: values[p.name], general: p.general ?? false })),
+        params: PARAMS.map((p) => ({
+          name: p.name,
+          type: p.type,
+          default: p.default,
+          range: describeRange(p),
+          value: values[p.name],
+          general: p.general ?? false,
+        })),
       };
     },
     'param.set': async (args) => {
@@ -205,7 +242,9 @@ export function controlHandlers(v: ControlView): Record<string, ControlHandler> 
       const recent = v.events.recent(limit);
       if (!follow) return recent;
       for (const e of recent) ctx.stream(e);
-      const unsub = v.events.subscribe((e) => { if (!ctx.stream(e)) unsub(); });
+      const unsub = v.events.subscribe((e) => {
+        if (!ctx.stream(e)) unsub();
+      });
       ctx.onClose(unsub);
       await ctx.untilClosed();
       return { followed: true };
@@ -260,7 +299,9 @@ export function controlHandlers(v: ControlView): Record<string, ControlHandler> 
       throw new CodedError('ENOENT', `no trace of ${String(args.conn)}`);
     },
     'trace.list': async () => ({
-      traces: (await all((p) => p.trace('list', {}))).flatMap((r, i) => (r as Record<string, unknown>[]).map((t) => (v.sharded ? { ...t, shard: v.ports[i]!.index } : t))),
+      traces: (await all((p) => p.trace('list', {}))).flatMap((r, i) =>
+        (r as Record<string, unknown>[]).map((t) => (v.sharded ? { ...t, shard: v.ports[i]!.index } : t)),
+      ),
     }),
     neigh: () => {
       if (!v.link) throw new CodedError('ENOTSUP', `the stack runs on TUN device ${v.tun.name}: no link layer, no neighbours (start it with --tap)`);
@@ -270,7 +311,9 @@ export function controlHandlers(v: ControlView): Record<string, ControlHandler> 
 }
 
 function kernelSide(opts: RuntimeOptions, hostAddr: string | null): string {
-  return opts.hostConfig === false || hostAddr === null ? 'kernel side left as it is' : `kernel side ${hostAddr}${opts.hostNetns ? ` in ${opts.hostNetns}` : ''}`;
+  return opts.hostConfig === false || hostAddr === null
+    ? 'kernel side left as it is'
+    : `kernel side ${hostAddr}${opts.hostNetns ? ` in ${opts.hostNetns}` : ''}`;
 }
 
 /** The line `faultstack run` prints once the stack serves (it contains "ready"; --json: one JSON object). */
@@ -280,13 +323,22 @@ export function readyLine(v: ControlView): string {
   const hostAddr = opts.hostAddr ? `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}` : null;
   const l2 = v.link?.summary();
   const info = {
-    ready: true, tun: tun.name, ...(l2 ? { link: 'tap', ...l2 } : {}), addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
-    hostAddr: opts.hostConfig === false ? null : hostAddr, mtu: tun.mtu, created: tun.created,
+    ready: true,
+    tun: tun.name,
+    ...(l2 ? { link: 'tap', ...l2 } : {}),
+    addr: `${formatIpv4(opts.addr.addr)}/${opts.addr.prefix}`,
+    hostAddr: opts.hostConfig === false ? null : hostAddr,
+    mtu: tun.mtu,
+    created: tun.created,
     hostConfig: opts.hostConfig !== false,
     // A sharded run's main thread opens the queues without polling them: one fd per shard.
-    services: opts.services, control: opts.control, offloads: off.names, queues: v.sharded ? v.ports.length : tun.queueCount,
+    services: opts.services,
+    control: opts.control,
+    offloads: off.names,
+    queues: v.sharded ? v.ports.length : tun.queueCount,
     ...(v.sharded ? { shards: v.ports.length } : {}),
-    profile: v.faults.snapshot().profile, pid: process.pid,
+    profile: v.faults.snapshot().profile,
+    pid: process.pid,
     ...(opts.hostNetns ? { hostNetns: opts.hostNetns } : {}),
     ...(v.external ? { external: v.external } : {}),
     ...(v.nlb ? { nlb: v.nlb } : {}),

@@ -34,33 +34,59 @@ export function setupTapKernelSide(opts: RuntimeOptions, tap: TunDevice): { name
     try {
       attachToBridge(tap.name, opts.bridge);
     } catch (e) {
-      if (b.created) { try { removeBridge(opts.bridge); } catch { /* best effort */ } }
+      if (b.created) {
+        try {
+          removeBridge(opts.bridge);
+        } catch {
+          /* best effort */
+        }
+      }
       throw e;
     }
     return { name: opts.bridge, ...b };
   }
   configureHostSide(tap.name, {
-    ...(opts.hostAddr ? { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}` } : {}), mtu: opts.mtu, up: true,
+    ...(opts.hostAddr ? { hostAddr: `${formatIpv4(opts.hostAddr.addr)}/${opts.hostAddr.prefix}` } : {}),
+    mtu: opts.mtu,
+    up: true,
   });
   return null;
 }
 
 export function ethernetRuntime(
-  opts: RuntimeOptions, lower: Device, scheduler: Scheduler, events: EventLog, bridge: { name: string; created: boolean } | null,
+  opts: RuntimeOptions,
+  lower: Device,
+  scheduler: Scheduler,
+  events: EventLog,
+  bridge: { name: string; created: boolean } | null,
 ): EthernetRuntime {
   const mac = opts.mac ?? macFromIpv4(opts.addr.addr);
   const eth = new EthernetInterface({
-    lower, scheduler, mac, address: opts.addr.addr, prefix: opts.addr.prefix,
+    lower,
+    scheduler,
+    mac,
+    address: opts.addr.addr,
+    prefix: opts.addr.prefix,
     promiscuous: opts.promiscuous ?? false,
     proxyArp: (opts.proxyArp ?? []).map((c) => ({ addr: c.addr, prefix: c.prefix })),
     onEvent: (e: LinkEvent) => {
       try {
         if (e.kind === 'arp-conflict') {
-          events.emit({ kind: EventKind.ArpConflict, message: `${e.mac} claims our address ${e.address} (RFC 5227 conflict)${e.defended ? '; defended with an ARP announcement' : ''}`, data: e });
+          events.emit({
+            kind: EventKind.ArpConflict,
+            message: `${e.mac} claims our address ${e.address} (RFC 5227 conflict)${e.defended ? '; defended with an ARP announcement' : ''}`,
+            data: e,
+          });
         } else {
-          events.emit({ kind: EventKind.NeighbourFailed, message: `no ARP answer from ${e.address}: ${e.dropped} packet(s) that waited for it reported unreachable (EHOSTUNREACH)`, data: { address: e.address, dropped: e.dropped } });
+          events.emit({
+            kind: EventKind.NeighbourFailed,
+            message: `no ARP answer from ${e.address}: ${e.dropped} packet(s) that waited for it reported unreachable (EHOSTUNREACH)`,
+            data: { address: e.address, dropped: e.dropped },
+          });
         }
-      } catch { /* the log is closed during shutdown */ }
+      } catch {
+        /* the log is closed during shutdown */
+      }
     },
   });
   return {
@@ -73,7 +99,9 @@ export function ethernetRuntime(
     },
     bridge,
     summary: () => ({
-      mac: formatMac(mac), bridge: bridge?.name ?? null, bridgeCreated: bridge?.created ?? false,
+      mac: formatMac(mac),
+      bridge: bridge?.name ?? null,
+      bridgeCreated: bridge?.created ?? false,
       gateway: opts.gateway ? formatIpv4(opts.gateway) : null,
     }),
   };

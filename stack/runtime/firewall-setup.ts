@@ -52,7 +52,6 @@ export function configureHostNetns(tun: TunDevice, netns: string, hostAddr: stri
   return { restore() {} };
 }
 
-
 export interface FirewallRuntime {
   firewall: Firewall;
   media: StreamingMediaFilter;
@@ -66,7 +65,8 @@ export interface FirewallRuntime {
 
 const PORT_SCAN_TEXT: Record<number, (a: string) => string> = {
   // The article's event texts (ISA Server Control, category Packet filter).
-  [EVENT_WELL_KNOWN_PORT_SCAN]: (a) => `ISA Server detected a well-known port scan attack from Internet Protocol (IP) address ${a}. A well-known port is any port in the range of 1-2048.`,
+  [EVENT_WELL_KNOWN_PORT_SCAN]: (a) =>
+    `ISA Server detected a well-known port scan attack from Internet Protocol (IP) address ${a}. A well-known port is any port in the range of 1-2048.`,
   [EVENT_ALL_PORT_SCAN]: (a) => `ISA Server detected an all port scan attack from Internet Protocol (IP) address ${a}.`,
 };
 
@@ -77,19 +77,45 @@ function logged(e: FirewallEvent): { fault?: string; kind: string; message: stri
       return {
         kind: e.scan.id === EVENT_WELL_KNOWN_PORT_SCAN ? 'port-scan-well-known' : 'port-scan-all-ports',
         message: PORT_SCAN_TEXT[e.scan.id]!(a),
-        data: { eventId: e.scan.id, source: 'Microsoft ISA Server Control', category: 'Packet filter', type: 'Warning', address: a, ports: e.scan.ports, threshold: e.scan.threshold, sample: e.scan.sample },
+        data: {
+          eventId: e.scan.id,
+          source: 'Microsoft ISA Server Control',
+          category: 'Packet filter',
+          type: 'Warning',
+          address: a,
+          ports: e.scan.ports,
+          threshold: e.scan.threshold,
+          sample: e.scan.sample,
+        },
       };
     }
-    case 'media': return { fault: 'kb319381', kind: `media-port-${e.action}`, message: e.message, data: e.data };
-    case 'fwc': return { kind: `fwc-${e.action}`, message: e.message, data: e.data };
+    case 'media':
+      return { fault: 'kb319381', kind: `media-port-${e.action}`, message: e.message, data: e.data };
+    case 'fwc':
+      return { kind: `fwc-${e.action}`, message: e.message, data: e.data };
   }
 }
 
-export async function attachFirewall(internal: Stack, opts: RunOptions, faults: FaultConfig, events: EventLog, scheduler: Scheduler): Promise<FirewallRuntime | null> {
+export async function attachFirewall(
+  internal: Stack,
+  opts: RunOptions,
+  faults: FaultConfig,
+  events: EventLog,
+  scheduler: Scheduler,
+): Promise<FirewallRuntime | null> {
   const fo = opts.firewall;
   if (!fo) return null;
   const cleanups: (() => void | Promise<void>)[] = [];
-  const cleanup = async () => { for (const f of cleanups.reverse()) { try { await f(); } catch { /* best effort */ } } cleanups.length = 0; };
+  const cleanup = async () => {
+    for (const f of cleanups.reverse()) {
+      try {
+        await f();
+      } catch {
+        /* best effort */
+      }
+    }
+    cleanups.length = 0;
+  };
   try {
     const tun = openRunTun({ ...opts, tun: fo.tun, mtu: fo.mtu, queues: 1, hostConfig: true, shards: false }, {}, null);
     cleanups.push(() => tun.close());
@@ -106,14 +132,21 @@ export async function attachFirewall(internal: Stack, opts: RunOptions, faults: 
       cleanups.push(() => pcap.close());
     }
     const external = new Stack({
-      device, scheduler, address: fo.addr.addr, prefix: fo.addr.prefix, mtu: tun.mtu, acceptAnyAddress: false,
+      device,
+      scheduler,
+      address: fo.addr.addr,
+      prefix: fo.addr.prefix,
+      mtu: tun.mtu,
+      acceptAnyAddress: false,
       tcp: { congestionControl: opts.cc },
       ...stackOffloads(tun.vnetHdr, tun.offloads.tso4, tun.offloads.csum),
       rxQueueBytes: rxQueueBytes(txq, 1, tun.mtu, tun.vnetHdr, tun.offloads.tso4),
     });
     cleanups.push(() => external.close());
     // The emulated system's TTL on both interfaces (installFaults sets the internal one).
-    const applyTtl = () => { external.ttl = faults.params.DefaultTTL; };
+    const applyTtl = () => {
+      external.ttl = faults.params.DefaultTTL;
+    };
     applyTtl();
     const unTtl = faults.onChange(applyTtl);
     cleanups.push(unTtl);
@@ -125,16 +158,41 @@ export async function attachFirewall(internal: Stack, opts: RunOptions, faults: 
     cleanups.push(() => fwc.close());
     const fault = kb319381.install({ stack: internal, config: faults, events, features: { firewall } });
     cleanups.push(() => fault.uninstall());
-    const unsub = firewall.subscribe((e) => { try { events.emit(logged(e)); } catch { /* the log is closed at shutdown */ } });
+    const unsub = firewall.subscribe((e) => {
+      try {
+        events.emit(logged(e));
+      } catch {
+        /* the log is closed at shutdown */
+      }
+    });
     cleanups.push(unsub);
-    tun.onError = (err) => { try { events.emit({ kind: 'device-error', message: `external ${tun.name}: ${err.message}` }); } catch { /* closed */ } };
+    tun.onError = (err) => {
+      try {
+        events.emit({ kind: 'device-error', message: `external ${tun.name}: ${err.message}` });
+      } catch {
+        /* closed */
+      }
+    };
 
     const summary = () => {
       const now = internal.clock();
       return {
         interfaces: [
-          { name: 'internal', device: internal.device.name, address: `${formatIpv4(internal.address)}/${internal.prefix}`, mtu: internal.routes.interfaceMtu, hostNetns: opts.hostNetns ?? null },
-          { name: 'external', device: tun.name, address: `${formatIpv4(external.address)}/${external.prefix}`, mtu: external.routes.interfaceMtu, hostNetns: fo.hostNetns ?? null, offloads: tun.offloads.names },
+          {
+            name: 'internal',
+            device: internal.device.name,
+            address: `${formatIpv4(internal.address)}/${internal.prefix}`,
+            mtu: internal.routes.interfaceMtu,
+            hostNetns: opts.hostNetns ?? null,
+          },
+          {
+            name: 'external',
+            device: tun.name,
+            address: `${formatIpv4(external.address)}/${external.prefix}`,
+            mtu: external.routes.interfaceMtu,
+            hostNetns: fo.hostNetns ?? null,
+            offloads: tun.offloads.names,
+          },
         ],
         routes: firewall.routes(),
         counters: { ...firewall.counters },
@@ -142,7 +200,12 @@ export async function attachFirewall(internal: Stack, opts: RunOptions, faults: 
         dropReasons: DROP_REASONS,
         fwc: { ...fwc.counters },
         media: { enabled: media.enabled, ...media.counters },
-        portScan: { ...firewall.thresholds(), intervalMs: firewall.scan.intervalMs, raised: firewall.scan.raised, trackedAddresses: firewall.scan.trackedAddresses },
+        portScan: {
+          ...firewall.thresholds(),
+          intervalMs: firewall.scan.intervalMs,
+          raised: firewall.scan.raised,
+          trackedAddresses: firewall.scan.trackedAddresses,
+        },
         sessions: firewall.sessions.size,
         fault: { id: 'kb319381', mode: faults.modes.kb319381, ...(fault.stats?.() ?? {}) },
         externalStack: { counters: { ...external.counters } },
@@ -154,16 +217,36 @@ export async function attachFirewall(internal: Stack, opts: RunOptions, faults: 
         const what = args.what ?? 'summary';
         const now = internal.clock();
         switch (what) {
-          case 'summary': return summary();
-          case 'sessions': return { sessions: firewall.describeSessions(now), fwcConnections: fwc.describeConnections(), fwcSessions: fwc.describeSessions() };
-          case 'bindings': return { bindings: fwc.describeBindings(), media: media.describe(now), openings: firewall.describeSessions(now).filter((r) => r.kind === 'filter-opening') };
-          case 'rules': return { rules: firewall.rules.describe(), defaultInbound: 'deny', defaultOutbound: 'deny (unless a rule allows)', drops: firewall.describeDrops() };
-          default: throw badArgument(`"what" must be summary, sessions, bindings or rules, not ${JSON.stringify(what)}`);
+          case 'summary':
+            return summary();
+          case 'sessions':
+            return { sessions: firewall.describeSessions(now), fwcConnections: fwc.describeConnections(), fwcSessions: fwc.describeSessions() };
+          case 'bindings':
+            return {
+              bindings: fwc.describeBindings(),
+              media: media.describe(now),
+              openings: firewall.describeSessions(now).filter((r) => r.kind === 'filter-opening'),
+            };
+          case 'rules':
+            return {
+              rules: firewall.rules.describe(),
+              defaultInbound: 'deny',
+              defaultOutbound: 'deny (unless a rule allows)',
+              drops: firewall.describeDrops(),
+            };
+          default:
+            throw badArgument(`"what" must be summary, sessions, bindings or rules, not ${JSON.stringify(what)}`);
         }
       },
     };
     return {
-      firewall, media, fwc, external, tun, handlers, summary,
+      firewall,
+      media,
+      fwc,
+      external,
+      tun,
+      handlers,
+      summary,
       close: cleanup,
     };
   } catch (e) {

@@ -26,6 +26,8 @@ export function impairHandlers(imp: Impairments): Record<string, ControlHandler>
 
 /** For a runtime without impairments (--shards): every impair command says why. */
 export function impairUnavailable(reason: string): Record<string, ControlHandler> {
-  const fail = () => { throw new CodedError('ENOTSUP', reason); };
+  const fail = () => {
+    throw new CodedError('ENOTSUP', reason);
+  };
   return Object.fromEntries(Object.values(ImpairCommand).map((c) => [c, fail]));
 }

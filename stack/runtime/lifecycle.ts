@@ -13,7 +13,9 @@ export class Lifecycle {
   private stopping: Promise<void> | null = null;
   private resolveClosed!: () => void;
   /** Settles when shutdown() has undone every step. */
-  readonly closed = new Promise<void>((r) => { this.resolveClosed = r; });
+  readonly closed = new Promise<void>((r) => {
+    this.resolveClosed = r;
+  });
 
   /** Registers what undoes the step just taken; steps are undone last first. */
   defer(step: Cleanup): void {
@@ -26,7 +28,11 @@ export class Lifecycle {
       this.stopping = (async () => {
         while (this.steps.length > 0) {
           const step = this.steps.pop()!;
-          try { await step(); } catch { /* best effort: the remaining steps still run */ }
+          try {
+            await step();
+          } catch {
+            /* best effort: the remaining steps still run */
+          }
         }
         this.resolveClosed();
       })();

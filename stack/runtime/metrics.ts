@@ -42,7 +42,9 @@ class Exposition {
     this.lines.push(`# HELP ${name} ${help.replace(/\\/g, '\\\\').replace(/\n/g, ' ')}`, `# TYPE ${name} ${type}`);
   }
   sample(name: string, labels: Record<string, unknown>, value: number): void {
-    const l = Object.entries(labels).map(([k, v]) => `${k}="${label(v)}"`).join(',');
+    const l = Object.entries(labels)
+      .map(([k, v]) => `${k}="${label(v)}"`)
+      .join(',');
     this.lines.push(`${name}${l ? `{${l}}` : ''} ${Number.isFinite(value) ? value : 'NaN'}`);
   }
   one(name: string, type: 'counter' | 'gauge', help: string, value: unknown, labels: Record<string, unknown> = {}): void {
@@ -51,7 +53,9 @@ class Exposition {
     this.family(name, type, help);
     this.sample(name, labels, v);
   }
-  text(): string { return this.lines.join('\n') + '\n'; }
+  text(): string {
+    return this.lines.join('\n') + '\n';
+  }
 }
 
 type Obj = Record<string, unknown>;
@@ -63,19 +67,29 @@ export function prometheusText(stats: Obj, routes: Obj | null): string {
   const counters = isObj(stats.counters) ? stats.counters : {};
   for (const [k, v] of Object.entries(counters)) {
     const gauge = GAUGE_COUNTERS.has(k);
-    out.one(`faultstack_${metricName(k)}`, gauge ? 'gauge' : 'counter', `the stack's ${k} (nstat's name${k.startsWith('Fs') ? ', a faultstack counter' : ''})`, v);
+    out.one(
+      `faultstack_${metricName(k)}`,
+      gauge ? 'gauge' : 'counter',
+      `the stack's ${k} (nstat's name${k.startsWith('Fs') ? ', a faultstack counter' : ''})`,
+      v,
+    );
   }
   out.one('faultstack_uptime_seconds', 'gauge', 'seconds since the stack started', num(stats.uptimeMs) === null ? null : (stats.uptimeMs as number) / 1000);
   out.one('faultstack_connection_count', 'gauge', 'connections in the table plus half-open entries', stats.connectionCount);
   if (isObj(stats.states)) {
-    out.family('faultstack_connections', 'gauge', 'connections by RFC 9293 state (SYN-RECEIVED: the listeners\' half-open entries)');
+    out.family('faultstack_connections', 'gauge', "connections by RFC 9293 state (SYN-RECEIVED: the listeners' half-open entries)");
     for (const [state, n] of Object.entries(stats.states)) if (num(n) !== null) out.sample('faultstack_connections', { state }, n as number);
   }
   const listeners = Array.isArray(stats.listeners) ? stats.listeners.filter(isObj) : [];
   const perListener: [string, string, 'gauge' | 'counter', string][] = [
     ['synQueue', 'faultstack_listener_syn_queue', 'gauge', 'half-open entries (SYN queue) per listening port'],
     ['acceptQueue', 'faultstack_listener_accept_queue', 'gauge', 'established connections waiting for accept() per listening port'],
-    ['synQueueLimit', 'faultstack_listener_syn_queue_limit', 'gauge', "what bounds the SYN queue: tcp_max_syn_backlog (Linux) or TcpMaxHalfOpen (Windows, where SYN attack protection starts)"],
+    [
+      'synQueueLimit',
+      'faultstack_listener_syn_queue_limit',
+      'gauge',
+      'what bounds the SYN queue: tcp_max_syn_backlog (Linux) or TcpMaxHalfOpen (Windows, where SYN attack protection starts)',
+    ],
     ['backlog', 'faultstack_listener_backlog', 'gauge', "the listener's backlog: the accept queue's limit"],
     ['refusedSyns', 'faultstack_listener_refused_syns', 'counter', 'SYNs refused by the listener'],
     ['droppedSyns', 'faultstack_listener_dropped_syns', 'counter', 'SYNs dropped by the listener'],
@@ -92,7 +106,13 @@ export function prometheusText(stats: Obj, routes: Obj | null): string {
     const lock = stats.lock;
     const name = lock.name ?? 'tcp-connection-table';
     out.one('faultstack_lock_held', 'gauge', 'the connection-table lock is held (KB 297040)', lock.held === true ? 1 : 0, { lock: name });
-    out.one('faultstack_lock_held_seconds', 'gauge', 'how long the lock has been held', num(lock.heldForMs) === null ? null : (lock.heldForMs as number) / 1000, { lock: name });
+    out.one(
+      'faultstack_lock_held_seconds',
+      'gauge',
+      'how long the lock has been held',
+      num(lock.heldForMs) === null ? null : (lock.heldForMs as number) / 1000,
+      { lock: name },
+    );
     out.one('faultstack_lock_blocked_packets', 'counter', 'packets that met the held lock', lock.blockedPackets, { lock: name });
   }
   if (isObj(stats.leak)) {
@@ -126,7 +146,12 @@ export function prometheusText(stats: Obj, routes: Obj | null): string {
   if (routes) {
     out.one('faultstack_host_routes', 'gauge', 'PMTU host routes as the stack counts them against MaxIcmpHostRoutes (KB 898060)', routes.hostRouteCount);
     out.one('faultstack_host_routes_real', 'gauge', 'PMTU host routes that really exist', routes.hostRoutesReal);
-    out.one('faultstack_max_icmp_host_routes', 'gauge', 'MaxIcmpHostRoutes: the limit past which ICMP fragmentation needed is ignored', routes.maxIcmpHostRoutes);
+    out.one(
+      'faultstack_max_icmp_host_routes',
+      'gauge',
+      'MaxIcmpHostRoutes: the limit past which ICMP fragmentation needed is ignored',
+      routes.maxIcmpHostRoutes,
+    );
     out.one('faultstack_host_routes_at_limit', 'gauge', 'the count reached MaxIcmpHostRoutes', routes.atLimit);
   }
   return out.text();
@@ -146,7 +171,9 @@ export function metricsFrom(handlers: Record<string, ControlHandler>): () => Pro
       try {
         const r = await handlers.routes({}, innerContext('routes'));
         routes = isObj(r) ? r : null;
-      } catch { /* a stack without routes: no route gauges */ }
+      } catch {
+        /* a stack without routes: no route gauges */
+      }
     }
     return prometheusText(stats, routes);
   };

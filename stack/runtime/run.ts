@@ -88,29 +88,48 @@ export async function startStackRuntime(opts: RuntimeOptions): Promise<RuntimeHa
       life.defer(() => wire.close());
     }
     const link = tap ? ethernetRuntime(opts, device, scheduler, events, bridge) : null;
-    if (link) { device = link.eth; life.defer(() => link.eth.close()); }
+    if (link) {
+      device = link.eth;
+      life.defer(() => link.eth.close());
+    }
     const impairDevice = new ImpairDevice(device, scheduler);
     device = impairDevice;
     life.defer(() => impairDevice.close());
     if (opts.pcap) {
       const pcap = new PcapDevice(device, {
-        path: opts.pcap, snaplen: opts.pcapSnaplen ?? 262144, now: pcapClock,
+        path: opts.pcap,
+        snaplen: opts.pcapSnaplen ?? 262144,
+        now: pcapClock,
         ...(opts.pcapSizeMB !== undefined ? { rotateBytes: opts.pcapSizeMB * 1_000_000 } : {}),
         ...(opts.pcapFiles !== undefined ? { maxFiles: opts.pcapFiles } : {}),
       });
       device = pcap;
       life.defer(() => pcap.close());
     }
-    const shard = new StackShard({
-      device, scheduler, deviceName: tun.name, txQueueLen: txq, queues: tun.queueCount, mtu: tun.mtu,
-      vnetHdr: tun.vnetHdr, tso4: tun.offloads.tso4, csum: tun.offloads.csum, addr: opts.addr, cc: opts.cc,
-      extra: {
-        ...(link ? link.stackOptions : {}),
-        // A firewall's interface answers for its own address only; the rest is forwarded.
-        ...(opts.firewall ? { acceptAnyAddress: false } : {}),
+    const shard = new StackShard(
+      {
+        device,
+        scheduler,
+        deviceName: tun.name,
+        txQueueLen: txq,
+        queues: tun.queueCount,
+        mtu: tun.mtu,
+        vnetHdr: tun.vnetHdr,
+        tso4: tun.offloads.tso4,
+        csum: tun.offloads.csum,
+        addr: opts.addr,
+        cc: opts.cc,
+        extra: {
+          ...(link ? link.stackOptions : {}),
+          // A firewall's interface answers for its own address only; the rest is forwarded.
+          ...(opts.firewall ? { acceptAnyAddress: false } : {}),
+        },
+        faults,
+        events,
+        index: null,
       },
-      faults, events, index: null,
-    }, life);
+      life,
+    );
     const stack = shard.stack;
     link?.attach(stack);
     const ipsec = attachIpsec(stack, opts, events);
@@ -131,20 +150,44 @@ export async function startStackRuntime(opts: RuntimeOptions): Promise<RuntimeHa
     if (fw) life.defer(() => fw.close());
 
     const view: ControlView = {
-      opts, tun, faults, events, startedAt: shard.startedAt, ports: [new LocalPort(shard)], sharded: false, link,
+      opts,
+      tun,
+      faults,
+      events,
+      startedAt: shard.startedAt,
+      ports: [new LocalPort(shard)],
+      sharded: false,
+      link,
       now: () => scheduler.now(),
       ...(nlb ? { nlb: nlb.summary() } : {}),
-      ...(fw && opts.firewall ? { external: { tun: fw.tun.name, addr: `${formatIpv4(opts.firewall.addr.addr)}/${opts.firewall.addr.prefix}`, mtu: fw.tun.mtu, hostNetns: opts.firewall.hostNetns ?? null, offloads: fw.tun.offloads.names } } : {}),
+      ...(fw && opts.firewall
+        ? {
+            external: {
+              tun: fw.tun.name,
+              addr: `${formatIpv4(opts.firewall.addr.addr)}/${opts.firewall.addr.prefix}`,
+              mtu: fw.tun.mtu,
+              hostNetns: opts.firewall.hostNetns ?? null,
+              offloads: fw.tun.offloads.names,
+            },
+          }
+        : {}),
     };
     const handlers = {
-      ...controlHandlers(view), ...impairHandlers(impair), ...(ipsec?.handlers ?? {}), ...(fw?.handlers ?? {}), ...(nlb?.handlers ?? {}),
+      ...controlHandlers(view),
+      ...impairHandlers(impair),
+      ...(ipsec?.handlers ?? {}),
+      ...(fw?.handlers ?? {}),
+      ...(nlb?.handlers ?? {}),
     };
     const control = await ControlServer.start(opts.control, handlers);
     life.defer(() => control.close());
     const web = await startWeb(opts, handlers, life);
     if (web) view.web = web;
 
-    tun.onError = (err) => { events.emit({ kind: 'device-error', message: err.message }); void life.shutdown(); };
+    tun.onError = (err) => {
+      events.emit({ kind: 'device-error', message: err.message });
+      void life.shutdown();
+    };
     if (opts.busyPoll) life.defer(startBusyPoll(tun));
     return { readyLine: readyLine(view), closed: life.closed, shutdown: () => life.shutdown(), runtime: rt, api: shard.api };
   } catch (e) {
@@ -170,18 +213,34 @@ export function startBusyPoll(tun: TunDevice): () => void {
   let spinning = false;
   let last = performance.now();
   const spin = () => {
-    if (!on || tun.isClosed) { spinning = false; return; }
+    if (!on || tun.isClosed) {
+      spinning = false;
+      return;
+    }
     // A few empty reads per turn: each is a cheap EAGAIN, each turn costs the event loop's round.
-    for (let i = 0; i < 8; i++) if (tun.pollNow() > 0) { last = performance.now(); break; }
-    if (performance.now() - last > BUSY_POLL_WINDOW_MS) { spinning = false; return; }
+    for (let i = 0; i < 8; i++)
+      if (tun.pollNow() > 0) {
+        last = performance.now();
+        break;
+      }
+    if (performance.now() - last > BUSY_POLL_WINDOW_MS) {
+      spinning = false;
+      return;
+    }
     setImmediate(spin);
   };
   // Every delivery (from epoll or from a spin) restarts the window.
   const deliver = tun.onReceive;
   tun.onReceive = (pkts, count, metas) => {
     last = performance.now();
-    if (!spinning && on) { spinning = true; setImmediate(spin); }
+    if (!spinning && on) {
+      spinning = true;
+      setImmediate(spin);
+    }
     deliver?.(pkts, count, metas);
   };
-  return () => { on = false; tun.onReceive = deliver; };
+  return () => {
+    on = false;
+    tun.onReceive = deliver;
+  };
 }

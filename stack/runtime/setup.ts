@@ -47,22 +47,34 @@ export function openRunTun(opts: RuntimeOptions, extra: Partial<TunOpenOptions> 
   if (existing) {
     // Used as it is: its flags are fixed when it was made, and TUNSETIFF would rewrite them.
     if (existing.multiQueue !== multiQueue) {
-      throw new UsageError(`the TUN device ${opts.tun} exists ${existing.multiQueue ? 'with' : 'without'} multi_queue; ` +
-        (multiQueue ? `--queues ${opts.queues} needs one made with \`ip tuntap add dev ${opts.tun} mode tun multi_queue\`` : 'run with --queues 2 or more, or use another device'));
+      throw new UsageError(
+        `the TUN device ${opts.tun} exists ${existing.multiQueue ? 'with' : 'without'} multi_queue; ` +
+          (multiQueue
+            ? `--queues ${opts.queues} needs one made with \`ip tuntap add dev ${opts.tun} mode tun multi_queue\``
+            : 'run with --queues 2 or more, or use another device'),
+      );
     }
   }
   // An existing device without vnet_hdr keeps it off (offloads need it): nothing of its flags changes.
   const vnetHdr = opts.offloads && (!existing || existing.vnetHdr);
   return TunDevice.open({
-    name: opts.tun, mtu: opts.hostConfig === false ? undefined : opts.mtu, vnetHdr, offloads: vnetHdr ? 'probe' : 'off',
-    multiQueue: opts.queues > 1, queues: opts.queues, txQueueLen: RUN_TXQUEUELEN,
+    name: opts.tun,
+    mtu: opts.hostConfig === false ? undefined : opts.mtu,
+    vnetHdr,
+    offloads: vnetHdr ? 'probe' : 'off',
+    multiQueue: opts.queues > 1,
+    queues: opts.queues,
+    txQueueLen: RUN_TXQUEUELEN,
     ...(offloadMask !== undefined && Number.isInteger(offloadMask) ? { offloadMask } : {}),
     ...extra,
   });
 }
 
 /** A TUN device that existed before this run (`ip tuntap add`), as its tun_flags describe it. */
-export interface ExistingTun { vnetHdr: boolean; multiQueue: boolean }
+export interface ExistingTun {
+  vnetHdr: boolean;
+  multiQueue: boolean;
+}
 
 const IFF_MULTI_QUEUE = 0x0100;
 const IFF_VNET_HDR = 0x4000;
@@ -70,7 +82,9 @@ const IFF_VNET_HDR = 0x4000;
 /** The device's flags if it exists and is a TUN device, null if it does not exist. */
 export function existingTun(name: string): ExistingTun | null {
   let text: string;
-  try { text = fs.readFileSync(`/sys/class/net/${name}/tun_flags`, 'utf8'); } catch (e) {
+  try {
+    text = fs.readFileSync(`/sys/class/net/${name}/tun_flags`, 'utf8');
+  } catch (e) {
     if (fs.existsSync(`/sys/class/net/${name}`)) throw new UsageError(`${name} exists and is not a TUN device: pick another --tun name`);
     return null;
   }
@@ -78,13 +92,18 @@ export function existingTun(name: string): ExistingTun | null {
   return { vnetHdr: (flags & IFF_VNET_HDR) !== 0, multiQueue: (flags & IFF_MULTI_QUEUE) !== 0 };
 }
 
-interface LinkState { mtu: number; up: boolean; addrs: string[] }
+interface LinkState {
+  mtu: number;
+  up: boolean;
+  addrs: string[];
+}
 
 function linkState(name: string): LinkState {
   const out = execFileSync('ip', ['-j', 'addr', 'show', 'dev', name], { encoding: 'utf8', timeout: 10_000 });
   const j = (JSON.parse(out) as { mtu: number; flags: string[]; addr_info?: { family: string; local: string; prefixlen: number }[] }[])[0]!;
   return {
-    mtu: j.mtu, up: j.flags.includes('UP'),
+    mtu: j.mtu,
+    up: j.flags.includes('UP'),
     addrs: (j.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
   };
 }
@@ -104,7 +123,13 @@ export function configureHostLink(opts: RuntimeOptions, tun: TunDevice, before: 
   if (tun.created || !before) return { restore() {} };
   return {
     restore() {
-      const ip = (...args: string[]) => { try { execFileSync('ip', args, { stdio: 'ignore', timeout: 10_000 }); } catch { /* the device went away */ } };
+      const ip = (...args: string[]) => {
+        try {
+          execFileSync('ip', args, { stdio: 'ignore', timeout: 10_000 });
+        } catch {
+          /* the device went away */
+        }
+      };
       if (!before.addrs.includes(hostAddr)) ip('addr', 'del', hostAddr, 'dev', tun.name);
       if (linkState(tun.name).mtu !== before.mtu) ip('link', 'set', 'dev', tun.name, 'mtu', String(before.mtu));
       if (!before.up) ip('link', 'set', 'dev', tun.name, 'down');
@@ -117,7 +142,9 @@ export function hostLinkBefore(opts: RuntimeOptions): LinkState | null {
   const existing = existingTun(opts.tun);
   if (!existing) {
     if (opts.hostConfig === false) {
-      throw new UsageError(`--no-host-config uses an existing TUN device, and ${opts.tun} does not exist: make it with \`ip tuntap add dev ${opts.tun} mode tun\` and configure its address, or drop --no-host-config`);
+      throw new UsageError(
+        `--no-host-config uses an existing TUN device, and ${opts.tun} does not exist: make it with \`ip tuntap add dev ${opts.tun} mode tun\` and configure its address, or drop --no-host-config`,
+      );
     }
     return null;
   }

@@ -41,7 +41,11 @@ export interface ShardWorkerData {
   services: ServiceName[];
 }
 
-export interface ShardRequest { id: number; cmd: string; args: Record<string, unknown> }
+export interface ShardRequest {
+  id: number;
+  cmd: string;
+  args: Record<string, unknown>;
+}
 
 async function main(): Promise<void> {
   const port = parentPort;
@@ -53,14 +57,30 @@ async function main(): Promise<void> {
     const events = new EventLog();
     events.subscribe((event) => port.postMessage({ event }));
     const queue = TunQueue.fromFd(d.fd, {
-      name: d.tun, vnetHdr: d.vnetHdr, mtu: d.mtu,
+      name: d.tun,
+      vnetHdr: d.vnetHdr,
+      mtu: d.mtu,
       onError: (err) => port.postMessage({ deviceError: `shard ${d.shard}: ${err.message}` }),
     });
     life.defer(() => queue.close());
-    const shard = new StackShard({
-      device: queue, scheduler: new RealScheduler(), deviceName: d.tun, queues: 1, mtu: d.mtu,
-      vnetHdr: d.vnetHdr, tso4: d.tso4, csum: d.csum, addr: d.addr, cc: d.cc, faults, events, index: d.shard,
-    }, life);
+    const shard = new StackShard(
+      {
+        device: queue,
+        scheduler: new RealScheduler(),
+        deviceName: d.tun,
+        queues: 1,
+        mtu: d.mtu,
+        vnetHdr: d.vnetHdr,
+        tso4: d.tso4,
+        csum: d.csum,
+        addr: d.addr,
+        cc: d.cc,
+        faults,
+        events,
+        index: d.shard,
+      },
+      life,
+    );
     await shard.startServices(d.services, life, { logPrefix: `shard ${d.shard}: ` });
 
     const handlers: Record<string, (args: Record<string, unknown>) => unknown> = {
@@ -68,21 +88,38 @@ async function main(): Promise<void> {
       stats: async (args) => {
         const q = statsQuery(args);
         const rows: ConnectionRow[] = [];
-        const matched = q.limit > 0 ? (await shard.rows(q, (b) => { rows.push(...b); return true; })).matched : 0;
+        const matched =
+          q.limit > 0
+            ? (
+                await shard.rows(q, (b) => {
+                  rows.push(...b);
+                  return true;
+                })
+              ).matched
+            : 0;
         return { ...shard.summary(), matched, rows, ...(q.gc ? memoryAfterGc() : {}) };
       },
       // Already validated by the main thread on its copy of the configuration.
-      'fault.set': (args) => { faults.setMode(String(args.id ?? ''), String(args.mode ?? '')); return { id: args.id, mode: faults.mode(String(args.id ?? '')) }; },
+      'fault.set': (args) => {
+        faults.setMode(String(args.id ?? ''), String(args.mode ?? ''));
+        return { id: args.id, mode: faults.mode(String(args.id ?? '')) };
+      },
       'param.set': (args) => ({ name: faults.setParam(String(args.name ?? ''), args.value as string | number) }),
       connect: (args) => shard.connect(args),
       unlock: () => shard.unlock(),
       routes: () => shard.routes(),
       trace: (args) => shard.trace(String(args.cmd ?? ''), (args.args ?? {}) as Record<string, unknown>),
-      shutdown: async () => { await life.shutdown(); return { stopped: true }; },
+      shutdown: async () => {
+        await life.shutdown();
+        return { stopped: true };
+      },
     };
     port.on('message', (m: ShardRequest) => {
       const fn = handlers[m.cmd];
-      if (!fn) { port.postMessage({ id: m.id, error: { code: 'EINVAL', message: `unknown shard command ${m.cmd}` } }); return; }
+      if (!fn) {
+        port.postMessage({ id: m.id, error: { code: 'EINVAL', message: `unknown shard command ${m.cmd}` } });
+        return;
+      }
       Promise.resolve()
         .then(() => fn(m.args ?? {}))
         .then(

@@ -63,7 +63,9 @@ export interface StackShardOptions {
   index: number | null;
 }
 
-export interface ServiceHandle { close(): Promise<void> | void }
+export interface ServiceHandle {
+  close(): Promise<void> | void;
+}
 
 /**
  * The services' own log lines (a test that started or failed and why, a listener's
@@ -72,7 +74,9 @@ export interface ServiceHandle { close(): Promise<void> | void }
  * server's reason ("client did not end the test in time").
  */
 export function serviceLog(prefix: string): (line: string) => void {
-  return (line) => { process.stderr.write(`${new Date().toISOString()} ${prefix}${line}\n`); };
+  return (line) => {
+    process.stderr.write(`${new Date().toISOString()} ${prefix}${line}\n`);
+  };
 }
 
 export class StackShard {
@@ -95,7 +99,11 @@ export class StackShard {
     this.events = o.events;
     this.index = o.index;
     this.stack = new Stack({
-      device: o.device, scheduler: o.scheduler, address: o.addr.addr, prefix: o.addr.prefix, mtu: o.mtu,
+      device: o.device,
+      scheduler: o.scheduler,
+      address: o.addr.addr,
+      prefix: o.addr.prefix,
+      mtu: o.mtu,
       tcp: { congestionControl: o.cc },
       ...stackOffloads(o.vnetHdr, o.tso4, o.csum),
       ...(o.extra ?? {}),
@@ -166,16 +174,23 @@ export class StackShard {
   /** `logPrefix` goes in front of the services' log lines (which shard said it). */
   async startServices(names: readonly ServiceName[], life: Lifecycle, o: { api?: NetApi; certDir?: string; logPrefix?: string } = {}): Promise<void> {
     const handles: ServiceHandle[] = [];
-    life.defer(async () => { for (const h of handles) await h.close(); });
+    life.defer(async () => {
+      for (const h of handles) await h.close();
+    });
     const plain = names.filter((n): n is Exclude<ServiceName, 'mtls'> => n !== 'mtls');
     if (plain.length > 0) {
-       
       const svc = require('../services/index') as typeof import('../services/index');
       const statusProvider = cachedSummary(() => this.status());
-      handles.push(...await svc.startServices(o.api ?? this.api, plain, { statusProvider, faults: this.faults, events: this.events, log: serviceLog(o.logPrefix ?? '') }));
+      handles.push(
+        ...(await svc.startServices(o.api ?? this.api, plain, {
+          statusProvider,
+          faults: this.faults,
+          events: this.events,
+          log: serviceLog(o.logPrefix ?? ''),
+        })),
+      );
     }
     if (names.includes('mtls')) {
-       
       const { startMtls } = require('../services/mtls') as typeof import('../services/mtls');
       if (!o.certDir) throw new Error('mtls needs a certificate directory');
       const h = startMtls(this.api, { faults: this.faults, certDir: o.certDir });
@@ -214,7 +229,10 @@ export function connectOnce(s: Stack, api: ReturnType<typeof createNetApi>, args
       port = integerArg(args, 'port', 1, 65535) ?? NaN;
       // Node arms no timer past 2^31-1 ms: a larger one would fire at once.
       timeoutArg = integerArg(args, 'timeoutMs', 1, MAX_TIMEOUT_MS, 'ms');
-    } catch (e) { reject(e); return; }
+    } catch (e) {
+      reject(e);
+      return;
+    }
     // Without a limit from the caller: the active open's whole SYN schedule (the first
     // timeout doubling after each of synRetries retransmissions) and 2 s more, so a hung
     // attempt (KB 297040) is reported when a healthy one would have failed.
@@ -222,7 +240,10 @@ export function connectOnce(s: Stack, api: ReturnType<typeof createNetApi>, args
     let scheduleMs = 0;
     for (let k = 0; k <= cfg.synRetries; k++) scheduleMs += Math.min(cfg.synRtoMs * 2 ** k, cfg.maxRtoMs);
     const timeoutMs = timeoutArg ?? scheduleMs + 2000;
-    if (!Number.isInteger(port)) { reject(badArgument('"port" is required: an integer from 1 to 65535')); return; }
+    if (!Number.isInteger(port)) {
+      reject(badArgument('"port" is required: an integer from 1 to 65535'));
+      return;
+    }
     const t0 = Date.now();
     const sock = api.connect({ host, port });
     const timer = setTimeout(() => {

@@ -27,7 +27,10 @@ class WorkerPort implements ShardPort {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   readonly exited: Promise<void>;
 
-  constructor(readonly index: number, readonly worker: Worker) {
+  constructor(
+    readonly index: number,
+    readonly worker: Worker,
+  ) {
     this.exited = new Promise<void>((r) => worker.once('exit', () => r()));
   }
 
@@ -61,16 +64,32 @@ class WorkerPort implements ShardPort {
     for (let i = 0; i < rows.length; i += STATS_ROWS_PER_EVENT) if (!send(rows.slice(i, i + STATS_ROWS_PER_EVENT))) break;
     return summary;
   }
-  async setFault(id: string, mode: string): Promise<void> { await this.call('fault.set', { id, mode }); }
-  async setParam(name: string, value: string | number): Promise<void> { await this.call('param.set', { name, value }); }
-  connect(args: Record<string, unknown>): Promise<unknown> { return this.call('connect', args); }
-  async unlock(): Promise<UnlockReply> { return (await this.call('unlock')) as UnlockReply; }
-  routes(): Promise<unknown> { return this.call('routes'); }
-  trace(cmd: string, args: Record<string, unknown>): Promise<unknown> { return this.call('trace', { cmd, args }); }
+  async setFault(id: string, mode: string): Promise<void> {
+    await this.call('fault.set', { id, mode });
+  }
+  async setParam(name: string, value: string | number): Promise<void> {
+    await this.call('param.set', { name, value });
+  }
+  connect(args: Record<string, unknown>): Promise<unknown> {
+    return this.call('connect', args);
+  }
+  async unlock(): Promise<UnlockReply> {
+    return (await this.call('unlock')) as UnlockReply;
+  }
+  routes(): Promise<unknown> {
+    return this.call('routes');
+  }
+  trace(cmd: string, args: Record<string, unknown>): Promise<unknown> {
+    return this.call('trace', { cmd, args });
+  }
 
   /** Asks the worker to stop its stack (at most 5 s), then ends the thread. */
   async stop(): Promise<void> {
-    try { await Promise.race([this.call('shutdown'), new Promise((r) => setTimeout(r, 5000))]); } catch { /* it stopped already */ }
+    try {
+      await Promise.race([this.call('shutdown'), new Promise((r) => setTimeout(r, 5000))]);
+    } catch {
+      /* it stopped already */
+    }
     await this.worker.terminate();
     await this.exited;
   }
@@ -83,12 +102,21 @@ function startShard(index: number, data: ShardWorkerData, onEvent: (m: Record<st
     let ready = false;
     port.worker.on('message', (m: Record<string, unknown>) => {
       if (typeof m.id === 'number') port.settle(m.id, m);
-      else if (m.ready) { ready = true; resolve(port); }
-      else if (m.fatal) reject(new Error(`shard ${index}: ${String(m.fatal)}`));
+      else if (m.ready) {
+        ready = true;
+        resolve(port);
+      } else if (m.fatal) reject(new Error(`shard ${index}: ${String(m.fatal)}`));
       else onEvent(m);
     });
-    port.worker.once('error', (e) => { port.failAll(e); if (!ready) reject(e); else onEvent({ deviceError: `shard ${index} crashed: ${e.message}` }); });
-    void port.exited.then(() => { port.failAll(new CodedError('ESHUTDOWN', `shard ${index} stopped`)); if (!ready) reject(new Error(`shard ${index} exited while starting`)); });
+    port.worker.once('error', (e) => {
+      port.failAll(e);
+      if (!ready) reject(e);
+      else onEvent({ deviceError: `shard ${index} crashed: ${e.message}` });
+    });
+    void port.exited.then(() => {
+      port.failAll(new CodedError('ESHUTDOWN', `shard ${index} stopped`));
+      if (!ready) reject(new Error(`shard ${index} exited while starting`));
+    });
   });
 }
 
@@ -110,28 +138,69 @@ export async function startShardedRuntime(opts: RuntimeOptions): Promise<StackRu
     const onShardMessage = (m: Record<string, unknown>) => {
       if (m.event) {
         const e = m.event as { fault?: string; kind: string; message: string; data?: unknown };
-        try { events.emit({ ...(e.fault !== undefined ? { fault: e.fault } : {}), kind: e.kind, message: e.message, ...(e.data !== undefined ? { data: e.data } : {}) } as Parameters<EventLog['emit']>[0]); } catch { /* closed */ }
+        try {
+          events.emit({
+            ...(e.fault !== undefined ? { fault: e.fault } : {}),
+            kind: e.kind,
+            message: e.message,
+            ...(e.data !== undefined ? { data: e.data } : {}),
+          } as Parameters<EventLog['emit']>[0]);
+        } catch {
+          /* closed */
+        }
       } else if (m.deviceError) {
-        try { events.emit({ kind: 'device-error', message: String(m.deviceError) } as Parameters<EventLog['emit']>[0]); } catch { /* closed */ }
+        try {
+          events.emit({ kind: 'device-error', message: String(m.deviceError) } as Parameters<EventLog['emit']>[0]);
+        } catch {
+          /* closed */
+        }
         void life.shutdown();
       }
     };
     // The shards stop before the fds close (the lifecycle undoes steps last first).
     const ports: WorkerPort[] = [];
-    life.defer(async () => { await Promise.all(ports.map((p) => p.stop())); ports.length = 0; });
+    life.defer(async () => {
+      await Promise.all(ports.map((p) => p.stop()));
+      ports.length = 0;
+    });
     const off = tun.offloads;
-    const started = await Promise.allSettled(tun.fds().map((fd, i) => startShard(i, {
-      shard: i, fd, tun: tun.name, vnetHdr: tun.vnetHdr, mtu: tun.mtu, tso4: off.tso4, csum: off.csum,
-      addr: opts.addr, cc: opts.cc, profile: opts.profile,
-      faults: opts.faults.map((f) => `${f.id}=${f.mode}`), params: opts.params.map((p) => `${p.name}=${p.value}`),
-      services: opts.services.filter((n) => n !== 'mtls'),
-    }, onShardMessage)));
+    const started = await Promise.allSettled(
+      tun.fds().map((fd, i) =>
+        startShard(
+          i,
+          {
+            shard: i,
+            fd,
+            tun: tun.name,
+            vnetHdr: tun.vnetHdr,
+            mtu: tun.mtu,
+            tso4: off.tso4,
+            csum: off.csum,
+            addr: opts.addr,
+            cc: opts.cc,
+            profile: opts.profile,
+            faults: opts.faults.map((f) => `${f.id}=${f.mode}`),
+            params: opts.params.map((p) => `${p.name}=${p.value}`),
+            services: opts.services.filter((n) => n !== 'mtls'),
+          },
+          onShardMessage,
+        ),
+      ),
+    );
     for (const r of started) if (r.status === 'fulfilled') ports.push(r.value);
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
 
     const view: ControlView = {
-      opts, tun, faults, events, startedAt: Date.now(), ports, sharded: true, link: null, now: () => performance.now(),
+      opts,
+      tun,
+      faults,
+      events,
+      startedAt: Date.now(),
+      ports,
+      sharded: true,
+      link: null,
+      now: () => performance.now(),
     };
     const handlers = {
       ...controlHandlers(view),

@@ -34,23 +34,40 @@ export function connectionCounts(stack: Stack): ConnectionCounts {
   byState[State.SynReceived] += halfOpen;
   const states: Record<string, number> = {};
   let total = 0;
-  byState.forEach((n, i) => { if (n > 0) { states[STATE_NAMES[i]!] = n; total += n; } });
+  byState.forEach((n, i) => {
+    if (n > 0) {
+      states[STATE_NAMES[i]!] = n;
+      total += n;
+    }
+  });
   return { total, states };
 }
 
 export function listenerRows(stack: Stack): Record<string, number>[] {
   const policy = stack.tcp.hooks.listenerAdmission;
   return [...stack.tcp.listeners.values()].map((l) => ({
-    port: l.port, backlog: l.backlog, synQueue: l.synQueue.size,
+    port: l.port,
+    backlog: l.backlog,
+    synQueue: l.synQueue.size,
     ...(policy.synQueueLimit ? { synQueueLimit: policy.synQueueLimit(l).limit } : {}),
     acceptQueue: l.acceptQueue.length,
-    refusedSyns: l.refusedSyns, droppedSyns: l.droppedSyns, droppedAcks: l.droppedAcks, resetAfterHandshake: l.resetAfterHandshake,
+    refusedSyns: l.refusedSyns,
+    droppedSyns: l.droppedSyns,
+    droppedAcks: l.droppedAcks,
+    resetAfterHandshake: l.resetAfterHandshake,
     recycled: l.recycled,
   }));
 }
 
 export interface ConnectionRow {
-  state: string; recvQ: number; sendQ: number; local: string; peer: string; rtt?: number; cwnd?: number; retrans?: number;
+  state: string;
+  recvQ: number;
+  sendQ: number;
+  local: string;
+  peer: string;
+  rtt?: number;
+  cwnd?: number;
+  retrans?: number;
 }
 
 function connectionRow(c: TcpConnection): ConnectionRow {
@@ -77,7 +94,7 @@ function matches(q: StatsQuery, state: string, localPort: number, remoteAddr: nu
   if (q.port !== null && localPort !== q.port && remotePort !== q.port) return false;
   if (q.peer) {
     const m = prefixMask(q.peer.prefix);
-    if (((remoteAddr & m) >>> 0) !== ((q.peer.addr & m) >>> 0)) return false;
+    if ((remoteAddr & m) >>> 0 !== (q.peer.addr & m) >>> 0) return false;
     if (q.peer.port !== null && remotePort !== q.peer.port) return false;
   }
   return true;
@@ -96,11 +113,15 @@ export async function streamRows(stack: Stack, q: StatsQuery, send: (rows: Conne
   const entries: Entry[] = [];
   for (const conn of stack.tcp.table.all()) entries.push({ conn });
   for (const l of stack.tcp.listeners.values()) for (const req of l.synQueue.values()) entries.push({ req });
-  let matched = 0, sent = 0;
+  let matched = 0,
+    sent = 0;
   let batch: ConnectionRow[] = [];
   let sinceTurn = 0;
   for (const e of entries) {
-    if (++sinceTurn >= 4 * STATS_ROWS_PER_EVENT) { sinceTurn = 0; await turn(); }
+    if (++sinceTurn >= 4 * STATS_ROWS_PER_EVENT) {
+      sinceTurn = 0;
+      await turn();
+    }
     let ok: boolean;
     if (e.conn) {
       const c = e.conn;
@@ -130,7 +151,10 @@ export async function streamRows(stack: Stack, q: StatsQuery, send: (rows: Conne
 /** The rows matching `q` as one array (for a shard's reply to its main thread). */
 export async function collectRows(stack: Stack, q: StatsQuery): Promise<{ rows: ConnectionRow[]; matched: number }> {
   const rows: ConnectionRow[] = [];
-  const r = await streamRows(stack, q, (b) => { rows.push(...b); return true; });
+  const r = await streamRows(stack, q, (b) => {
+    rows.push(...b);
+    return true;
+  });
   return { rows, matched: r.matched };
 }
 
@@ -144,7 +168,10 @@ export function cachedSummary<T>(build: () => T, maxAgeMs = 1000): () => T {
   let value: T | null = null;
   return () => {
     const now = Date.now();
-    if (value === null || now - at >= maxAgeMs) { value = build(); at = now; }
+    if (value === null || now - at >= maxAgeMs) {
+      value = build();
+      at = now;
+    }
     return value;
   };
 }

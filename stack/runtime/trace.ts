@@ -31,7 +31,12 @@ export const SEGMENT_FIELDS = ['t', 'seq', 'len', 'retrans'] as const;
 const NG = SEGMENT_FIELDS.length;
 
 export type TraceSample = Record<(typeof SAMPLE_FIELDS)[number], number>;
-export interface TraceSegment { t: number; seq: number; len: number; retrans: boolean }
+export interface TraceSegment {
+  t: number;
+  seq: number;
+  len: number;
+  retrans: boolean;
+}
 
 /** What `trace.get` answers (and `faultstack trace --json` prints). */
 export interface TraceReply {
@@ -61,7 +66,12 @@ class Ring {
   private next = 0;
   count = 0;
   dropped = 0;
-  constructor(readonly width: number, readonly capacity: number) { this.data = new Float64Array(width * capacity); }
+  constructor(
+    readonly width: number,
+    readonly capacity: number,
+  ) {
+    this.data = new Float64Array(width * capacity);
+  }
   /** The row to fill (the oldest one is overwritten when the ring is full). */
   push(): number {
     const at = this.next * this.width;
@@ -70,7 +80,9 @@ class Ring {
     else this.dropped++;
     return at;
   }
-  set(at: number, i: number, v: number): void { this.data[at + i] = v; }
+  set(at: number, i: number, v: number): void {
+    this.data[at + i] = v;
+  }
   /** Rows oldest first. */
   rows<T>(make: (d: Float64Array, at: number) => T): T[] {
     const out: T[] = [];
@@ -91,25 +103,44 @@ export class ConnectionTrace implements ConnectionObserver {
   readonly id: string;
   stateAtEnd = '';
 
-  constructor(readonly conn: TcpConnection, readonly startedAt: number, capacity: number) {
+  constructor(
+    readonly conn: TcpConnection,
+    readonly startedAt: number,
+    capacity: number,
+  ) {
     this.samples = new Ring(NS, capacity);
     this.segments = new Ring(NG, capacity);
     this.id = connId(conn);
   }
 
-  private rel(s: Seq): number { return seqSize(this.conn.iss, s); }
+  private rel(s: Seq): number {
+    return seqSize(this.conn.iss, s);
+  }
 
   update(c: TcpConnection, now: number): void {
     const v = this.cur;
-    v[1] = this.rel(c.sndUna); v[2] = this.rel(c.sndNxt); v[3] = seqSize(c.irs, c.rcvNxt);
-    v[4] = c.cc.cwnd; v[5] = c.cc.ssthresh; v[6] = c.srtt; v[7] = c.rto; v[8] = c.flight;
+    v[1] = this.rel(c.sndUna);
+    v[2] = this.rel(c.sndNxt);
+    v[3] = seqSize(c.irs, c.rcvNxt);
+    v[4] = c.cc.cwnd;
+    v[5] = c.cc.ssthresh;
+    v[6] = c.srtt;
+    v[7] = c.rto;
+    v[8] = c.flight;
     const l = this.last;
     let changed = false;
-    for (let i = 1; i < NS; i++) if (v[i] !== l[i]) { changed = true; break; }
+    for (let i = 1; i < NS; i++)
+      if (v[i] !== l[i]) {
+        changed = true;
+        break;
+      }
     if (!changed) return;
     const at = this.samples.push();
     this.samples.set(at, 0, now - this.startedAt);
-    for (let i = 1; i < NS; i++) { this.samples.set(at, i, v[i]!); l[i] = v[i]!; }
+    for (let i = 1; i < NS; i++) {
+      this.samples.set(at, i, v[i]!);
+      l[i] = v[i]!;
+    }
     if (c.isClosed()) this.finish();
   }
 
@@ -160,14 +191,18 @@ export function connId(c: TcpConnection): string {
 }
 
 /** A connection named as PEER:PORT or LOCAL:PORT-PEER:PORT. */
-export interface ConnSelector { local: { addr: number; port: number } | null; peer: { addr: number; port: number } }
+export interface ConnSelector {
+  local: { addr: number; port: number } | null;
+  peer: { addr: number; port: number };
+}
 
 const CONN_VALID = 'PEER:PORT or LOCAL:PORT-PEER:PORT, e.g. 198.18.0.1:43210 or 198.18.0.2:80-198.18.0.1:43210';
 
 function endpoint(text: string): { addr: number; port: number } | null {
   const m = /^(\d+\.\d+\.\d+\.\d+):(\d{1,5})$/.exec(text.trim());
   if (!m) return null;
-  const addr = parseIpv4(m[1]!), port = Number(m[2]);
+  const addr = parseIpv4(m[1]!),
+    port = Number(m[2]);
   if (addr === null || port < 1 || port > 65535) return null;
   return { addr, port };
 }
@@ -243,7 +278,10 @@ export class TraceRegistry {
     const c = this.live(sel);
     if (!c) {
       if (!wait) return null;
-      if (!this.pending.some((p) => p.text === text)) { this.makeRoom(); this.pending.push({ sel, text, capacity }); }
+      if (!this.pending.some((p) => p.text === text)) {
+        this.makeRoom();
+        this.pending.push({ sel, text, capacity });
+      }
       return { conn: text, started: false, pending: true, capacity };
     }
     if (c.observer instanceof ConnectionTrace && c.observer.active) return { conn: c.observer.id, started: false, capacity: c.observer.samples.capacity };
@@ -264,8 +302,20 @@ export class TraceRegistry {
       const p = this.pending.find((x) => x.text === text);
       if (!p) return null;
       return {
-        conn: text, local: '', peer: '', state: 'not yet', active: false, pending: true, startedAt: this.stack.now, mss: 0, capacity: p.capacity,
-        samples: [], segments: [], droppedSamples: 0, droppedSegments: 0, retransmissions: 0,
+        conn: text,
+        local: '',
+        peer: '',
+        state: 'not yet',
+        active: false,
+        pending: true,
+        startedAt: this.stack.now,
+        mss: 0,
+        capacity: p.capacity,
+        samples: [],
+        segments: [],
+        droppedSamples: 0,
+        droppedSegments: 0,
+        retransmissions: 0,
       };
     }
     if (t.active && t.conn.isClosed()) t.finish();
@@ -275,7 +325,10 @@ export class TraceRegistry {
   stop(args: Record<string, unknown>): { conn: string; stopped: boolean } | null {
     const text = requiredString(args, 'conn', CONN_VALID);
     const armed = this.pending.findIndex((x) => x.text === text);
-    if (armed >= 0) { this.pending.splice(armed, 1); return { conn: text, stopped: true }; }
+    if (armed >= 0) {
+      this.pending.splice(armed, 1);
+      return { conn: text, stopped: true };
+    }
     const t = this.find(parseConnSelector(text));
     if (!t) return null;
     const was = t.active;
@@ -285,7 +338,13 @@ export class TraceRegistry {
 
   list(): { conn: string; active: boolean; pending?: boolean; samples: number; segments: number; retransmissions: number }[] {
     return [
-      ...this.traces.map((t) => ({ conn: t.id, active: t.active && !t.conn.isClosed(), samples: t.samples.count, segments: t.segments.count, retransmissions: t.retransmissions })),
+      ...this.traces.map((t) => ({
+        conn: t.id,
+        active: t.active && !t.conn.isClosed(),
+        samples: t.samples.count,
+        segments: t.segments.count,
+        retransmissions: t.retransmissions,
+      })),
       ...this.pending.map((p) => ({ conn: p.text, active: false, pending: true, samples: 0, segments: 0, retransmissions: 0 })),
     ];
   }
@@ -293,11 +352,16 @@ export class TraceRegistry {
   /** One trace command (start, get, stop, list) as the control plane sends it. */
   handle(cmd: string, args: Record<string, unknown>): unknown {
     switch (cmd) {
-      case 'start': return this.start(args);
-      case 'get': return this.get(args);
-      case 'stop': return this.stop(args);
-      case 'list': return this.list();
-      default: throw badArgument(`unknown trace command ${JSON.stringify(cmd)}: start, get, stop or list`);
+      case 'start':
+        return this.start(args);
+      case 'get':
+        return this.get(args);
+      case 'stop':
+        return this.stop(args);
+      case 'list':
+        return this.list();
+      default:
+        throw badArgument(`unknown trace command ${JSON.stringify(cmd)}: start, get, stop or list`);
     }
   }
 

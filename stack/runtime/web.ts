@@ -15,14 +15,22 @@ import type { RuntimeOptions } from './options';
 /** Where the build puts the page (esbuild, see the Makefile): dist/web next to dist/stack. */
 export const WEB_ASSETS = path.join(__dirname, '..', '..', 'web');
 
-export interface WebInfo { url: string; token: string | null }
+export interface WebInfo {
+  url: string;
+  token: string | null;
+}
 
 export async function startWeb(opts: RuntimeOptions, handlers: Record<string, ControlHandler>, life: Lifecycle): Promise<WebInfo | null> {
   if (!opts.web) return null;
   const { host, port } = opts.web;
   const token = opts.web.token ?? (isLoopback(host) ? null : newToken());
   const server = await HttpControlServer.start({
-    host, port, token, handlers, metrics: metricsFrom(handlers), staticDir: WEB_ASSETS,
+    host,
+    port,
+    token,
+    handlers,
+    metrics: metricsFrom(handlers),
+    staticDir: WEB_ASSETS,
   });
   life.defer(() => server.close());
   return { url: server.url, token };

@@ -54,16 +54,21 @@ const SAFE_CN = /^[A-Za-z0-9 ._@-]{1,64}$/;
 /** The reason openssl failed, in one line: its last meaningful stderr line. */
 function opensslReason(e: unknown): string {
   const err = e as { stderr?: Buffer | string; message?: string };
-  const text = err.stderr ? err.stderr.toString() : err.message ?? String(e);
-  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  const text = err.stderr ? err.stderr.toString() : (err.message ?? String(e));
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   // openssl 3 prints "error:...:reason" lines; prefer the first such line.
   const errLine = lines.find((l) => /error:/i.test(l));
   return (errLine ?? lines[lines.length - 1] ?? 'unknown error').slice(0, 200);
 }
 
 function validate(o: Required<Omit<MakeCertsOptions, 'openssl' | 'keepCaKey' | 'overwrite'>>): void {
-  if (!SAFE_CN.test(o.serverCn)) throw new UsageError(`certs: server CN ${JSON.stringify(o.serverCn)} must be 1-64 characters of letters, digits, space, . _ @ -`);
-  if (!SAFE_CN.test(o.clientCn)) throw new UsageError(`certs: client CN ${JSON.stringify(o.clientCn)} must be 1-64 characters of letters, digits, space, . _ @ -`);
+  if (!SAFE_CN.test(o.serverCn))
+    throw new UsageError(`certs: server CN ${JSON.stringify(o.serverCn)} must be 1-64 characters of letters, digits, space, . _ @ -`);
+  if (!SAFE_CN.test(o.clientCn))
+    throw new UsageError(`certs: client CN ${JSON.stringify(o.clientCn)} must be 1-64 characters of letters, digits, space, . _ @ -`);
   for (const ip of o.ipSans) {
     if (parseIpv4(ip) === null) throw new UsageError(`certs: ${JSON.stringify(ip)} is not an IPv4 address (IP SAN)`);
   }
@@ -124,38 +129,86 @@ export function makeCerts(outDir: string, opts: MakeCertsOptions = {}): CertFile
   try {
     // The CA: self-signed, allowed to sign certificates and nothing else.
     run('create the CA', [
-      'req', '-x509', ...newKey, '-nodes', '-sha256', '-days', days,
-      '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=faultstack lab CA (throwaway)',
-      '-addext', 'basicConstraints=critical,CA:TRUE,pathlen:0',
-      '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
-      '-addext', 'subjectKeyIdentifier=hash',
+      'req',
+      '-x509',
+      ...newKey,
+      '-nodes',
+      '-sha256',
+      '-days',
+      days,
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.pem',
+      '-subj',
+      '/CN=faultstack lab CA (throwaway)',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE,pathlen:0',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+      '-addext',
+      'subjectKeyIdentifier=hash',
     ]);
 
     const sans = [...o.ipSans.map((a) => `IP:${a}`), ...o.dnsSans.map((d) => `DNS:${d}`)].join(',');
-    fs.writeFileSync(path.join(work, 'server.ext'), [
-      'basicConstraints=critical,CA:FALSE',
-      'keyUsage=critical,digitalSignature,keyEncipherment',
-      // Servers in an MTLS mesh also connect out to each other with the same certificate.
-      'extendedKeyUsage=serverAuth,clientAuth',
-      `subjectAltName=${sans}`,
-      'authorityKeyIdentifier=keyid',
-      '',
-    ].join('\n'));
-    fs.writeFileSync(path.join(work, 'client.ext'), [
-      'basicConstraints=critical,CA:FALSE',
-      'keyUsage=critical,digitalSignature,keyEncipherment',
-      'extendedKeyUsage=clientAuth',
-      'authorityKeyIdentifier=keyid',
-      '',
-    ].join('\n'));
+    fs.writeFileSync(
+      path.join(work, 'server.ext'),
+      [
+        'basicConstraints=critical,CA:FALSE',
+        'keyUsage=critical,digitalSignature,keyEncipherment',
+        // Servers in an MTLS mesh also connect out to each other with the same certificate.
+        'extendedKeyUsage=serverAuth,clientAuth',
+        `subjectAltName=${sans}`,
+        'authorityKeyIdentifier=keyid',
+        '',
+      ].join('\n'),
+    );
+    fs.writeFileSync(
+      path.join(work, 'client.ext'),
+      [
+        'basicConstraints=critical,CA:FALSE',
+        'keyUsage=critical,digitalSignature,keyEncipherment',
+        'extendedKeyUsage=clientAuth',
+        'authorityKeyIdentifier=keyid',
+        '',
+      ].join('\n'),
+    );
 
-    for (const [who, cn] of [['server', o.serverCn], ['client', o.clientCn]] as const) {
+    for (const [who, cn] of [
+      ['server', o.serverCn],
+      ['client', o.clientCn],
+    ] as const) {
       run(`create the ${who} key and request`, [
-        'req', '-new', ...newKey, '-nodes', '-sha256', '-keyout', `${who}.key`, '-out', `${who}.csr`, '-subj', `/CN=${cn}`,
+        'req',
+        '-new',
+        ...newKey,
+        '-nodes',
+        '-sha256',
+        '-keyout',
+        `${who}.key`,
+        '-out',
+        `${who}.csr`,
+        '-subj',
+        `/CN=${cn}`,
       ]);
       run(`sign the ${who} certificate`, [
-        'x509', '-req', '-sha256', '-days', days, '-in', `${who}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key',
-        '-set_serial', '0x' + randomSerial(), '-extfile', `${who}.ext`, '-out', `${who}.pem`,
+        'x509',
+        '-req',
+        '-sha256',
+        '-days',
+        days,
+        '-in',
+        `${who}.csr`,
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca.key',
+        '-set_serial',
+        '0x' + randomSerial(),
+        '-extfile',
+        `${who}.ext`,
+        '-out',
+        `${who}.pem`,
       ]);
     }
 

@@ -151,14 +151,7 @@ export function startHttp(api: NetApi, opts: HttpOptions = {}): HttpHandle {
     };
   };
 
-  const send = (
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
-    code: number,
-    type: string,
-    body: string,
-    extra: Record<string, string> = {},
-  ): void => {
+  const send = (req: http.IncomingMessage, res: http.ServerResponse, code: number, type: string, body: string, extra: Record<string, string> = {}): void => {
     const buf = Buffer.from(body, 'utf8');
     res.writeHead(code, { 'Content-Type': type, 'Content-Length': String(buf.length), ...extra });
     if (req.method === 'HEAD') res.end();
@@ -250,13 +243,7 @@ export function startHttp(api: NetApi, opts: HttpOptions = {}): HttpHandle {
       const n = /^[0-9]{1,10}$/.test(raw) ? Number(raw) : NaN;
       if (!Number.isSafeInteger(n) || n > MAX_BYTES) {
         const shown = raw.length > 40 ? raw.slice(0, 40) + '...' : raw;
-        send(
-          req,
-          res,
-          400,
-          'text/plain; charset=utf-8',
-          `bad byte count "${shown}": expected a decimal integer from 0 to ${MAX_BYTES} (1 GiB)\n`,
-        );
+        send(req, res, 400, 'text/plain; charset=utf-8', `bad byte count "${shown}": expected a decimal integer from 0 to ${MAX_BYTES} (1 GiB)\n`);
         return;
       }
       sendBytes(req, res, n);

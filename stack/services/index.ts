@@ -95,11 +95,7 @@ function startOne(api: NetApi, name: ServiceName, opts: StartServicesOptions): R
  * before anything starts; if one service fails to listen, the others are
  * closed again and the error is thrown. Duplicate names start once.
  */
-export async function startServices(
-  api: NetApi,
-  names: readonly string[],
-  opts: StartServicesOptions = {},
-): Promise<RunningService[]> {
+export async function startServices(api: NetApi, names: readonly string[], opts: StartServicesOptions = {}): Promise<RunningService[]> {
   const bad = names.filter((n) => !isServiceName(n));
   if (bad.length > 0) {
     throw new Error(`unknown service(s): ${bad.join(', ')} (known: ${SERVICE_NAMES.join(', ')})`);

@@ -236,7 +236,11 @@ export function runIperf3Client(api: NetApi, opts: Iperf3ClientOptions): Promise
 
   const ourResults = (): Record<string, unknown> => {
     const secs = Math.max(0, (runEnd - countStart) / 1000);
-    return resultsMessage(cpuStart, runEnd - runStart, streams.map((s) => ({ id: s.id, bytes: s.bytes - s.omitted, sending: s.sending, endTime: secs })));
+    return resultsMessage(
+      cpuStart,
+      runEnd - runStart,
+      streams.map((s) => ({ id: s.id, bytes: s.bytes - s.omitted, sending: s.sending, endTime: secs })),
+    );
   };
 
   const main = async (): Promise<Iperf3ClientResult> => {

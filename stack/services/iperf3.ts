@@ -113,11 +113,16 @@ const COOKIE_ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
 /** A fresh cookie: 36 characters from iperf3's alphabet plus the NUL (37 bytes). */
 /** One stream's line in the EXCHANGE_RESULTS message. */
 export interface StreamResult {
-  id: number; bytes: number; sending: boolean; endTime: number;
+  id: number;
+  bytes: number;
+  sending: boolean;
+  endTime: number;
   /** TCP, sending: segments retransmitted during the test, when the socket can tell (TCP_INFO). */
   retransmits?: number | null;
   /** UDP: RFC 1889 jitter in seconds, datagrams lost, and the highest packet count seen (sent, for a sender). */
-  jitter?: number; errors?: number; packets?: number;
+  jitter?: number;
+  errors?: number;
+  packets?: number;
 }
 
 /**
@@ -126,7 +131,12 @@ export interface StreamResult {
  * when every sending stream knows them (sender_has_retransmits 1, else 0; -1 for a
  * pure receiver), and its congestion control as "congestion_used".
  */
-export function resultsMessage(cpuStart: NodeJS.CpuUsage, wallMs: number, streams: StreamResult[], opts: { congestion?: string | null } = {}): Record<string, unknown> {
+export function resultsMessage(
+  cpuStart: NodeJS.CpuUsage,
+  wallMs: number,
+  streams: StreamResult[],
+  opts: { congestion?: string | null } = {},
+): Record<string, unknown> {
   const wallUs = Math.max(1, wallMs * 1000);
   const cpu = process.cpuUsage(cpuStart);
   const user = (cpu.user / wallUs) * 100;
@@ -240,11 +250,12 @@ export class UdpSender {
     this.immediate = null;
     if (this.stopped) return;
     const perMs = this.rateBps / 8 / 1000 / this.size;
-    const due = this.rateBps > 0
-      ? Math.min(Math.floor(perMs * (performance.now() - this.startedAt)) - this.packets, Math.max(1, Math.ceil(4 * perMs)))
-      : 64;
+    const due = this.rateBps > 0 ? Math.min(Math.floor(perMs * (performance.now() - this.startedAt)) - this.packets, Math.max(1, Math.ceil(4 * perMs))) : 64;
     for (let i = 0; i < due; i++) {
-      if (this.opts.mayWrite && !this.opts.mayWrite()) { this.stop(); return; }
+      if (this.opts.mayWrite && !this.opts.mayWrite()) {
+        this.stop();
+        return;
+      }
       this.sendOne();
     }
     if (this.rateBps > 0) this.timer = setTimeout(this.tick, 1);
@@ -708,7 +719,11 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       if (this.udp || this.phase !== 'streams' || this.streams.length >= this.expectedStreams) return false;
       const st: DataStream = {
         sock,
-        peer: null, udpRx: null, udpTx: null, retransAtStart: null, retransAtEnd: null,
+        peer: null,
+        udpRx: null,
+        udpTx: null,
+        retransAtStart: null,
+        retransAtEnd: null,
         acceptSeq: seq,
         id: 0,
         sending: false,
@@ -752,7 +767,10 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       await new Promise<void>((resolve, reject) => {
         const onErr = (e: Error) => reject(new TestAbort(`cannot listen on UDP port ${boundPort()}: ${e.message}`, IperfError.IESTREAMACCEPT));
         u.once('error', onErr);
-        u.bind(boundPort(), opts.host, () => { u.removeListener('error', onErr); resolve(); });
+        u.bind(boundPort(), opts.host, () => {
+          u.removeListener('error', onErr);
+          resolve();
+        });
       });
     }
 
@@ -767,15 +785,30 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
         return;
       }
       if (this.phase !== 'streams' || this.streams.length >= this.expectedStreams || msg.length < 4) return;
-      const le = msg.readUInt32LE(0), be = msg.readUInt32BE(0);
+      const le = msg.readUInt32LE(0),
+        be = msg.readUInt32BE(0);
       let reply: Buffer;
-      if (le === UDP_CONNECT_MSG || le === LEGACY_UDP_CONNECT_MSG) { reply = Buffer.alloc(4); reply.writeUInt32LE(le === UDP_CONNECT_MSG ? UDP_CONNECT_REPLY : LEGACY_UDP_CONNECT_REPLY, 0); }
-      else if (be === UDP_CONNECT_MSG || be === LEGACY_UDP_CONNECT_MSG) { reply = Buffer.alloc(4); reply.writeUInt32BE(be === UDP_CONNECT_MSG ? UDP_CONNECT_REPLY : LEGACY_UDP_CONNECT_REPLY, 0); }
-      else return; // not a stream being opened
+      if (le === UDP_CONNECT_MSG || le === LEGACY_UDP_CONNECT_MSG) {
+        reply = Buffer.alloc(4);
+        reply.writeUInt32LE(le === UDP_CONNECT_MSG ? UDP_CONNECT_REPLY : LEGACY_UDP_CONNECT_REPLY, 0);
+      } else if (be === UDP_CONNECT_MSG || be === LEGACY_UDP_CONNECT_MSG) {
+        reply = Buffer.alloc(4);
+        reply.writeUInt32BE(be === UDP_CONNECT_MSG ? UDP_CONNECT_REPLY : LEGACY_UDP_CONNECT_REPLY, 0);
+      } else return; // not a stream being opened
       const ds: DataStream = {
-        sock: null, peer: { address: rinfo.address, port: rinfo.port }, udpRx: null, udpTx: null,
-        retransAtStart: null, retransAtEnd: null,
-        acceptSeq: ++acceptSeq, id: 0, sending: false, bytes: 0, omittedBytes: 0, sender: null, endedAt: null,
+        sock: null,
+        peer: { address: rinfo.address, port: rinfo.port },
+        udpRx: null,
+        udpTx: null,
+        retransAtStart: null,
+        retransAtEnd: null,
+        acceptSeq: ++acceptSeq,
+        id: 0,
+        sending: false,
+        bytes: 0,
+        omittedBytes: 0,
+        sender: null,
+        endedAt: null,
       };
       this.udpByPeer.set(key, ds);
       this.streams.push(ds);
@@ -790,7 +823,13 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       for (const st of this.streams) st.udpTx?.stop();
       const u = this.udpSock;
       this.udpSock = null;
-      if (u) { try { u.close(); } catch { /* closed already */ } }
+      if (u) {
+        try {
+          u.close();
+        } catch {
+          /* closed already */
+        }
+      }
     }
 
     private waitForStreams(): Promise<void> {
@@ -799,10 +838,7 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
         const t = this.setTimer(streamsTimeoutMs, () => {
           this.streamsWaiter = null;
           reject(
-            new TestAbort(
-              `only ${this.streams.length} of ${this.expectedStreams} streams connected in ${streamsTimeoutMs} ms`,
-              IperfError.IESTREAMACCEPT,
-            ),
+            new TestAbort(`only ${this.streams.length} of ${this.expectedStreams} streams connected in ${streamsTimeoutMs} ms`, IperfError.IESTREAMACCEPT),
           );
         });
         this.streamsWaiter = {
@@ -969,14 +1005,14 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       const rate = Math.max(0, num(this.params.bandwidth, 0));
       for (const st of this.streams) this.congestion ??= st.sock?.tcpInfo?.()?.congestion ?? null;
       const mayWrite = () =>
-        !(this.limitBytes > 0 && this.totalSentForLimit >= this.limitBytes) &&
-        !(this.limitBlocks > 0 && this.totalBlocksForLimit >= this.limitBlocks);
+        !(this.limitBytes > 0 && this.totalSentForLimit >= this.limitBytes) && !(this.limitBlocks > 0 && this.totalBlocksForLimit >= this.limitBlocks);
       for (const st of this.streams) {
         if (!st.sending) continue;
         if (st.peer) {
           // UDP: at the rate (iperf3's default for UDP, 1 Mbit/s, comes as "bandwidth").
           st.udpTx = new UdpSender(this.udpSock!, st.peer, this.blockSize, rate, {
-            counters64: this.udp64, mayWrite,
+            counters64: this.udp64,
+            mayWrite,
             onDatagram: (n) => {
               st.bytes += n;
               stats.bytesSent += n;
@@ -1025,8 +1061,12 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
         if (this.durationSec > 0 && Date.now() - this.runStart > endBy) {
           // The control connection's read of TEST_END timed out: "unable to read from
           // the control socket: Connection timed out" at the client.
-          this.abort(`client did not end the test in time (no TEST_END ${endGraceMs} ms after its end)`,
-            IperfState.SERVER_ERROR, IperfError.IECTRLREAD, ETIMEDOUT);
+          this.abort(
+            `client did not end the test in time (no TEST_END ${endGraceMs} ms after its end)`,
+            IperfState.SERVER_ERROR,
+            IperfError.IECTRLREAD,
+            ETIMEDOUT,
+          );
           return;
         }
         if (this.phase === 'running') this.setTimer(Math.min(1000, idleTimeoutMs), watchdog);
@@ -1049,7 +1089,9 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
 
     private results(): Record<string, unknown> {
       const streams: StreamResult[] = this.streams.map((s) => ({
-        id: s.id, bytes: s.bytes - s.omittedBytes, sending: s.sending,
+        id: s.id,
+        bytes: s.bytes - s.omittedBytes,
+        sending: s.sending,
         endTime: Math.max(0, ((s.endedAt ?? this.endAt) - this.countStart) / 1000),
         ...(s.sock && s.sending && s.retransAtStart !== null && s.retransAtEnd !== null ? { retransmits: s.retransAtEnd - s.retransAtStart } : {}),
         ...(s.udpRx ? { jitter: s.udpRx.jitter, errors: s.udpRx.cntError, packets: s.udpRx.packetCount } : {}),
@@ -1116,7 +1158,8 @@ export function startIperf3Server(api: NetApi, opts: Iperf3ServerOptions = {}): 
       if (this.udp) {
         const rxs = streams.filter((x) => x.udpRx).map((x) => x.udpRx!);
         summary.udp = {
-          packets: rxs.reduce((a, r) => a + r.packetCount, 0), lost: rxs.reduce((a, r) => a + r.cntError, 0),
+          packets: rxs.reduce((a, r) => a + r.packetCount, 0),
+          lost: rxs.reduce((a, r) => a + r.cntError, 0),
           outOfOrder: rxs.reduce((a, r) => a + r.outOfOrder, 0),
           jitterMs: rxs.length ? (rxs.reduce((a, r) => a + r.jitter, 0) / rxs.length) * 1000 : 0,
           sentPackets: streams.reduce((a, x) => a + (x.udpTx?.packets ?? 0), 0),

@@ -94,7 +94,10 @@ export function startMailbox(o: MailboxOptions) {
         const w = line.split(' ');
         const id = Number(w[1]);
         const cb = waiting.get(id);
-        if (cb) { waiting.delete(id); cb(w); }
+        if (cb) {
+          waiting.delete(id);
+          cb(w);
+        }
       }
     });
     const lost = () => {
@@ -105,19 +108,27 @@ export function startMailbox(o: MailboxOptions) {
       counters.directoryErrors++;
       for (const cb of waiting.values()) cb(['ERROR', '0', 'the session directory connection was lost']);
       waiting.clear();
-      if (!closed && !retry) retry = setTimeout(() => { retry = null; connectDirectory(); }, 500);
+      if (!closed && !retry)
+        retry = setTimeout(() => {
+          retry = null;
+          connectDirectory();
+        }, 500);
     };
     s.on('error', lost);
     s.on('close', lost);
   };
   connectDirectory();
 
-  const askLogon = (identity: string, via: string): Promise<string[]> => new Promise((resolve) => {
-    if (!dir || !dirReady) { resolve(['ERROR', '0', `the session directory (${dirAddr}) is not reachable`]); return; }
-    const id = ++seq;
-    waiting.set(id, resolve);
-    dir.write(`LOGON ${id} ${encodeURIComponent(identity)} ${via}\n`);
-  });
+  const askLogon = (identity: string, via: string): Promise<string[]> =>
+    new Promise((resolve) => {
+      if (!dir || !dirReady) {
+        resolve(['ERROR', '0', `the session directory (${dirAddr}) is not reachable`]);
+        return;
+      }
+      const id = ++seq;
+      waiting.set(id, resolve);
+      dir.write(`LOGON ${id} ${encodeURIComponent(identity)} ${via}\n`);
+    });
 
   const logoff = (identity: string, why: string) => {
     const l = logons.get(identity);
@@ -130,14 +141,15 @@ export function startMailbox(o: MailboxOptions) {
   };
 
   // An IPsec-bound logon ends when this host no longer holds a tunnel of its identity.
-  const unsubscribe = o.ipsec?.subscribe((e) => {
-    if (e.kind !== 'child-sa-down' && e.kind !== 'ike-sa-down') return;
-    for (const l of [...logons.values()]) {
-      if (l.via !== 'ipsec') continue;
-      const sas = o.ipsec!.sasByIdentity().get(l.identity);
-      if (!sas || sas.children.length === 0) logoff(l.identity, 'its tunnel to this host is gone');
-    }
-  }) ?? null;
+  const unsubscribe =
+    o.ipsec?.subscribe((e) => {
+      if (e.kind !== 'child-sa-down' && e.kind !== 'ike-sa-down') return;
+      for (const l of [...logons.values()]) {
+        if (l.via !== 'ipsec') continue;
+        const sas = o.ipsec!.sasByIdentity().get(l.identity);
+        if (!sas || sas.children.length === 0) logoff(l.identity, 'its tunnel to this host is gone');
+      }
+    }) ?? null;
 
   // ---------------------------------------------------------------- clients
   const server = o.api.createServer((sock) => {
@@ -160,9 +172,10 @@ export function startMailbox(o: MailboxOptions) {
           const r = await askLogon(identity, via);
           if (r[0] !== 'OK') {
             counters.refused++;
-            const reason = r[0] === 'HELD'
-              ? `${identity} is logged on at host ${r[2]} (${r[3]}, through ${r[4] === 'ipsec' ? 'an IPsec tunnel' : 'a connection'}): this application serves a client from one host`
-              : r.slice(2).join(' ');
+            const reason =
+              r[0] === 'HELD'
+                ? `${identity} is logged on at host ${r[2]} (${r[3]}, through ${r[4] === 'ipsec' ? 'an IPsec tunnel' : 'a connection'}): this application serves a client from one host`
+                : r.slice(2).join(' ');
             emit('mailbox-refused', `refused ${identity}: ${reason}`, { identity, via, reason });
             sock.end(`REFUSED ${reason}\n`);
             return;
@@ -182,13 +195,20 @@ export function startMailbox(o: MailboxOptions) {
         sock.write(`CONNECTED host=${o.host} identity=${encodeURIComponent(identity)} via=${l.via}\n`);
         return;
       }
-      if (verb === 'PING' && logon) { counters.pings++; sock.write(`PONG host=${o.host}\n`); return; }
+      if (verb === 'PING' && logon) {
+        counters.pings++;
+        sock.write(`PONG host=${o.host}\n`);
+        return;
+      }
       if (verb === 'PING' || verb === 'HELLO') return; // a PING before CONNECTED, a second HELLO: ignored
       sock.end('ERROR unknown request\n');
     };
     sock.on('data', (d: Buffer) => {
       buf += d.toString('utf8');
-      if (buf.length > 4096) { sock.destroy(); return; }
+      if (buf.length > 4096) {
+        sock.destroy();
+        return;
+      }
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl).trim();
@@ -209,7 +229,8 @@ export function startMailbox(o: MailboxOptions) {
   return {
     port,
     stats: () => ({
-      counters: { ...counters }, directory: { address: dirAddr, connected: dirReady },
+      counters: { ...counters },
+      directory: { address: dirAddr, connected: dirReady },
       logons: [...logons.values()].map((l) => ({ identity: l.identity, via: l.via, connections: l.conns.size, ageMs: Date.now() - l.since })),
     }),
     close(): Promise<void> {

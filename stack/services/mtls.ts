@@ -35,9 +35,19 @@ export class NegotiationState {
   readonly session = { createdAt: Date.now(), peer: '', transcript: [] as Buffer[] };
   released = false;
   static live = 0;
-  constructor(peer: string) { this.session.peer = peer; NegotiationState.live++; }
-  get bytes(): number { return this.inbound.length + this.outbound.length + 256; }
-  release(): void { if (!this.released) { this.released = true; NegotiationState.live--; } }
+  constructor(peer: string) {
+    this.session.peer = peer;
+    NegotiationState.live++;
+  }
+  get bytes(): number {
+    return this.inbound.length + this.outbound.length + 256;
+  }
+  release(): void {
+    if (!this.released) {
+      this.released = true;
+      NegotiationState.live--;
+    }
+  }
 }
 
 /**
@@ -71,8 +81,12 @@ export interface MtlsHandle {
 /** Finds or makes the certificates the service needs. */
 export function ensureCerts(dir: string): CertFiles {
   const files: CertFiles = {
-    dir, ca: path.join(dir, 'ca.pem'), serverKey: path.join(dir, 'server.key'), serverCert: path.join(dir, 'server.pem'),
-    clientKey: path.join(dir, 'client.key'), clientCert: path.join(dir, 'client.pem'),
+    dir,
+    ca: path.join(dir, 'ca.pem'),
+    serverKey: path.join(dir, 'server.key'),
+    serverCert: path.join(dir, 'server.pem'),
+    clientKey: path.join(dir, 'client.key'),
+    clientCert: path.join(dir, 'client.pem'),
   };
   if ([files.ca, files.serverKey, files.serverCert].every((f) => fs.existsSync(f))) return files;
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -83,9 +97,13 @@ export function startMtls(api: NetApi, opts: MtlsOptions): MtlsHandle {
   const p = opts.faults.params;
   const certs = opts.certs ?? ensureCerts(opts.certDir ?? '/run/faultstack/certs');
   const context = tls.createSecureContext({
-    key: fs.readFileSync(certs.serverKey), cert: fs.readFileSync(certs.serverCert), ca: fs.readFileSync(certs.ca),
+    key: fs.readFileSync(certs.serverKey),
+    cert: fs.readFileSync(certs.serverCert),
+    ca: fs.readFileSync(certs.ca),
   });
-  let accepted = 0, handshakes = 0, handshakeErrors = 0;
+  let accepted = 0,
+    handshakes = 0,
+    handshakeErrors = 0;
   const open = new Set<tls.TLSSocket>();
   const server = api.createServer(undefined, {
     acceptIntervalMs: p.MtlsAcceptIntervalMs,
@@ -104,8 +122,13 @@ export function startMtls(api: NetApi, opts: MtlsOptions): MtlsHandle {
     });
     t.on('data', (d: Buffer) => t.write(d));
     t.on('end', () => t.end());
-    t.on('error', () => { handshakeErrors++; t.destroy(); });
-    t.on('close', () => { open.delete(t); });
+    t.on('error', () => {
+      handshakeErrors++;
+      t.destroy();
+    });
+    t.on('close', () => {
+      open.delete(t);
+    });
   });
   const ready = new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -127,10 +150,11 @@ export function startMtls(api: NetApi, opts: MtlsOptions): MtlsHandle {
     port,
     connections: () => open.size,
     stats: () => ({ accepted, handshakes, handshakeErrors, liveStates: NegotiationState.live }),
-    close: () => new Promise<void>((resolve) => {
-      unsub();
-      for (const t of open) t.destroy();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        unsub();
+        for (const t of open) t.destroy();
+        server.close(() => resolve());
+      }),
   };
 }

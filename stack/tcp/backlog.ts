@@ -53,7 +53,11 @@ export interface LinuxBacklogParams {
 
 /** Linux's defaults: tcp_max_syn_backlog as computed on a small machine, cookies on overflow, somaxconn 4096, tcp_synack_retries 5. */
 export const LINUX_BACKLOG_DEFAULTS: Readonly<LinuxBacklogParams> = {
-  maxSynBacklog: 1024, syncookies: 1, abortOnOverflow: false, somaxconn: 4096, synAckRetries: 5,
+  maxSynBacklog: 1024,
+  syncookies: 1,
+  abortOnOverflow: false,
+  somaxconn: 4096,
+  synAckRetries: 5,
 };
 
 /**
@@ -79,7 +83,11 @@ export class LinuxBacklog implements BacklogPolicy {
     const p = this.params();
     const c = l.layer.counters;
     if (p.syncookies === 2) return 'cookie';
-    if (this.acceptFull(l)) { c.TcpExtListenOverflows++; c.TcpExtListenDrops++; return 'drop'; }
+    if (this.acceptFull(l)) {
+      c.TcpExtListenOverflows++;
+      c.TcpExtListenDrops++;
+      return 'drop';
+    }
     if (l.synQueue.size >= p.maxSynBacklog) {
       if (p.syncookies === 1) return 'cookie';
       c.TcpExtListenDrops++;
@@ -96,7 +104,13 @@ export class LinuxBacklog implements BacklogPolicy {
   }
   afterEstablished(): void {}
   onSynAckRetransmit(): void {}
-  synAckRetries(): number { return this.params().synAckRetries; }
-  synAckRto(): number { return 1000; }
-  suppressSynOptions(): boolean { return false; }
+  synAckRetries(): number {
+    return this.params().synAckRetries;
+  }
+  synAckRto(): number {
+    return 1000;
+  }
+  suppressSynOptions(): boolean {
+    return false;
+  }
 }

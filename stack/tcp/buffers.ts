@@ -13,9 +13,9 @@ const SEQ0: Seq = asSeq(0);
 
 export class SendQueue {
   private chunks: Buffer[] = [];
-  private head = 0;          // index of the first live chunk
-  private headOff = 0;       // bytes already consumed from chunks[head]
-  length = 0;                // bytes queued (from SND.UNA)
+  private head = 0; // index of the first live chunk
+  private headOff = 0; // bytes already consumed from chunks[head]
+  length = 0; // bytes queued (from SND.UNA)
   // Cursor cache for sequential copy-outs: chunk index and the queue offset at its start.
   private curIdx = 0;
   private curStart = 0;
@@ -30,21 +30,30 @@ export class SendQueue {
   copyOut(offset: number, dst: Uint8Array, dstOff: number, len: number): void {
     let idx: number, start: number;
     if (this.curIdx >= this.head && this.curIdx < this.chunks.length && this.curStart <= offset) {
-      idx = this.curIdx; start = this.curStart;
+      idx = this.curIdx;
+      start = this.curStart;
     } else {
-      idx = this.head; start = -this.headOff;
+      idx = this.head;
+      start = -this.headOff;
     }
     while (idx < this.chunks.length && start + this.chunks[idx].length <= offset) {
-      start += this.chunks[idx].length; idx++;
+      start += this.chunks[idx].length;
+      idx++;
     }
-    this.curIdx = idx; this.curStart = start;
+    this.curIdx = idx;
+    this.curStart = start;
     while (len > 0 && idx < this.chunks.length) {
       const c = this.chunks[idx];
       const from = offset - start;
       const n = Math.min(len, c.length - from);
       c.copy(dst, dstOff, from, from + n);
-      dstOff += n; offset += n; len -= n;
-      if (from + n === c.length) { start += c.length; idx++; }
+      dstOff += n;
+      offset += n;
+      len -= n;
+      if (from + n === c.length) {
+        start += c.length;
+        idx++;
+      }
     }
   }
 
@@ -55,27 +64,48 @@ export class SendQueue {
     while (n > 0) {
       const c = this.chunks[this.head];
       const left = c.length - this.headOff;
-      if (n < left) { this.headOff += n; break; }
+      if (n < left) {
+        this.headOff += n;
+        break;
+      }
       n -= left;
       this.chunks[this.head] = EMPTY;
       this.head++;
       this.headOff = 0;
     }
     // The cursor is relative to SND.UNA: shift it by what was consumed.
-    this.curIdx = this.head; this.curStart = -this.headOff;
+    this.curIdx = this.head;
+    this.curStart = -this.headOff;
     if (this.head > 64 && this.head * 2 > this.chunks.length) {
       this.chunks = this.chunks.slice(this.head);
       this.head = 0;
       this.curIdx = 0;
     }
-    if (this.length === 0) { this.chunks.length = 0; this.head = 0; this.headOff = 0; this.curIdx = 0; this.curStart = 0; }
+    if (this.length === 0) {
+      this.chunks.length = 0;
+      this.head = 0;
+      this.headOff = 0;
+      this.curIdx = 0;
+      this.curStart = 0;
+    }
   }
 
-  clear(): void { this.chunks = []; this.head = 0; this.headOff = 0; this.length = 0; this.curIdx = 0; this.curStart = 0; }
+  clear(): void {
+    this.chunks = [];
+    this.head = 0;
+    this.headOff = 0;
+    this.length = 0;
+    this.curIdx = 0;
+    this.curStart = 0;
+  }
 }
 const EMPTY = Buffer.alloc(0);
 
-interface OooSegment { seq: Seq; end: Seq; data: Buffer }
+interface OooSegment {
+  seq: Seq;
+  end: Seq;
+  data: Buffer;
+}
 
 export class ReassemblyQueue {
   segs: OooSegment[] = [];
@@ -84,7 +114,9 @@ export class ReassemblyQueue {
   private lastSeq = SEQ0;
   private lastEnd = SEQ0;
 
-  get empty(): boolean { return this.segs.length === 0; }
+  get empty(): boolean {
+    return this.segs.length === 0;
+  }
 
   /**
    * Stores data at `seq` (strictly above RCV.NXT). Keeps existing bytes where they
@@ -99,7 +131,10 @@ export class ReassemblyQueue {
     while (seqLt(s, end)) {
       while (i < this.segs.length && seqLe(this.segs[i].end, s)) i++;
       const next = i < this.segs.length ? this.segs[i] : null;
-      if (next && seqLe(next.seq, s)) { s = next.end; continue; }
+      if (next && seqLe(next.seq, s)) {
+        s = next.end;
+        continue;
+      }
       const gapEnd = next && seqLt(next.seq, end) ? next.seq : end;
       const piece = Buffer.from(data.subarray(seqSize(seq, s), seqSize(seq, gapEnd)));
       this.segs.splice(i, 0, { seq: s, end: gapEnd, data: piece });
@@ -111,11 +146,16 @@ export class ReassemblyQueue {
     // Report the contiguous block containing this segment first, also when it brought
     // nothing new: RFC 2018 4 says the first block MUST hold the segment that triggered
     // the ACK, and a duplicate of data we already hold triggers one too.
-    let lo = seq, hi = end;
+    let lo = seq,
+      hi = end;
     for (const g of this.segs) {
-      if (seqLe(g.seq, hi) && seqGe(g.end, lo)) { if (seqLt(g.seq, lo)) lo = g.seq; if (seqGt(g.end, hi)) hi = g.end; }
+      if (seqLe(g.seq, hi) && seqGe(g.end, lo)) {
+        if (seqLt(g.seq, lo)) lo = g.seq;
+        if (seqGt(g.end, hi)) hi = g.end;
+      }
     }
-    this.lastSeq = lo; this.lastEnd = hi;
+    this.lastSeq = lo;
+    this.lastEnd = hi;
     return stored;
   }
 
@@ -139,28 +179,44 @@ export class ReassemblyQueue {
     if (this.segs.length === 0) return 0;
     // Merge adjacent stored segments into blocks.
     const blocks: Seq[] = [];
-    let lo = this.segs[0].seq, hi = this.segs[0].end;
+    let lo = this.segs[0].seq,
+      hi = this.segs[0].end;
     for (let i = 1; i < this.segs.length; i++) {
       const g = this.segs[i];
       if (g.seq === hi) hi = g.end;
-      else { blocks.push(lo, hi); lo = g.seq; hi = g.end; }
+      else {
+        blocks.push(lo, hi);
+        lo = g.seq;
+        hi = g.end;
+      }
     }
     blocks.push(lo, hi);
     let n = 0;
     // First: the block with the most recent arrival (RFC 2018 4).
     for (let b = 0; b < blocks.length; b += 2) {
       if (seqLe(blocks[b], this.lastSeq) && seqGe(blocks[b + 1], this.lastEnd) && seqGt(blocks[b], rcvNxt)) {
-        out[0] = seqValue(blocks[b]); out[1] = seqValue(blocks[b + 1]); n = 1; blocks.splice(b, 2); break;
+        out[0] = seqValue(blocks[b]);
+        out[1] = seqValue(blocks[b + 1]);
+        n = 1;
+        blocks.splice(b, 2);
+        break;
       }
     }
     // Then the highest others.
     for (let b = blocks.length - 2; b >= 0 && n < max; b -= 2) {
-      if (seqGt(blocks[b], rcvNxt)) { out[n * 2] = seqValue(blocks[b]); out[n * 2 + 1] = seqValue(blocks[b + 1]); n++; }
+      if (seqGt(blocks[b], rcvNxt)) {
+        out[n * 2] = seqValue(blocks[b]);
+        out[n * 2 + 1] = seqValue(blocks[b + 1]);
+        n++;
+      }
     }
     return n;
   }
 
-  clear(): void { this.segs = []; this.bytes = 0; }
+  clear(): void {
+    this.segs = [];
+    this.bytes = 0;
+  }
 }
 
 /**
@@ -171,7 +227,9 @@ export class Scoreboard {
   ranges: Seq[] = [];
   sackedBytes = 0;
 
-  get highestSacked(): Seq { return this.ranges.length ? this.ranges[this.ranges.length - 1] : SEQ0; }
+  get highestSacked(): Seq {
+    return this.ranges.length ? this.ranges[this.ranges.length - 1] : SEQ0;
+  }
 
   /**
    * RFC 6675 IsLost: an un-SACKed byte is deemed lost when more than
@@ -188,14 +246,17 @@ export class Scoreboard {
     }
     return fallback;
   }
-  get empty(): boolean { return this.ranges.length === 0; }
+  get empty(): boolean {
+    return this.ranges.length === 0;
+  }
 
   add(left: Seq, right: Seq): boolean {
     if (!seqLt(left, right)) return false;
     const r = this.ranges;
     let i = 0;
     while (i < r.length && seqLt(r[i + 1], left)) i += 2;
-    let lo = left, hi = right;
+    let lo = left,
+      hi = right;
     let j = i;
     while (j < r.length && seqLe(r[j], hi)) {
       if (seqLt(r[j], lo)) lo = r[j];
@@ -214,9 +275,15 @@ export class Scoreboard {
   advance(una: Seq): void {
     const r = this.ranges;
     let i = 0;
-    while (i < r.length && seqLe(r[i + 1], una)) { this.sackedBytes -= seqSize(r[i], r[i + 1]); i += 2; }
+    while (i < r.length && seqLe(r[i + 1], una)) {
+      this.sackedBytes -= seqSize(r[i], r[i + 1]);
+      i += 2;
+    }
     if (i > 0) r.splice(0, i);
-    if (r.length && seqLt(r[0], una)) { this.sackedBytes -= seqSize(r[0], una); r[0] = una; }
+    if (r.length && seqLt(r[0], una)) {
+      this.sackedBytes -= seqSize(r[0], una);
+      r[0] = una;
+    }
   }
 
   isSacked(seq: Seq): boolean {
@@ -255,7 +322,10 @@ export class Scoreboard {
     return total;
   }
 
-  clear(): void { this.ranges = []; this.sackedBytes = 0; }
+  clear(): void {
+    this.ranges = [];
+    this.sackedBytes = 0;
+  }
 }
 
 /** Segments at most this long are copied into slices of a shared chunk (one allocation per ~40 segments). */
@@ -278,7 +348,10 @@ export class RxBufferPool {
       buf.copy(b, 0, off, off + len);
       return b;
     }
-    if (this.used + len > RX_CHUNK) { this.chunk = Buffer.allocUnsafeSlow(RX_CHUNK); this.used = 0; }
+    if (this.used + len > RX_CHUNK) {
+      this.chunk = Buffer.allocUnsafeSlow(RX_CHUNK);
+      this.used = 0;
+    }
     const start = this.used;
     buf.copy(this.chunk, start, off, off + len);
     // Keep slices 8-byte aligned.

@@ -27,9 +27,13 @@ export class NewReno implements CongestionControl {
   cwnd: number;
   ssthresh = 0x7fffffff;
   private bytesAcked = 0;
-  constructor(private mss: number) { this.cwnd = initialWindow(mss); }
+  constructor(private mss: number) {
+    this.cwnd = initialWindow(mss);
+  }
 
-  setMss(mss: number): void { this.mss = mss; }
+  setMss(mss: number): void {
+    this.mss = mss;
+  }
 
   onAck(acked: number): void {
     if (this.cwnd < this.ssthresh) {
@@ -70,14 +74,18 @@ export class Cubic implements CongestionControl {
   readonly name = 'cubic' as const;
   cwnd: number;
   ssthresh = 0x7fffffff;
-  private wMax = 0;            // segments
-  private k = 0;               // seconds
-  private epochStart = -1;     // ms
-  private wEst = 0;            // segments, Reno-friendly estimate (RFC 9438 4.3)
+  private wMax = 0; // segments
+  private k = 0; // seconds
+  private epochStart = -1; // ms
+  private wEst = 0; // segments, Reno-friendly estimate (RFC 9438 4.3)
   private cwndSegsFrac = 0;
-  constructor(private mss: number) { this.cwnd = initialWindow(mss); }
+  constructor(private mss: number) {
+    this.cwnd = initialWindow(mss);
+  }
 
-  setMss(mss: number): void { this.mss = mss; }
+  setMss(mss: number): void {
+    this.mss = mss;
+  }
 
   onAck(acked: number, _flight: number, now: number, rttMs: number): void {
     if (this.cwnd < this.ssthresh) {
@@ -88,19 +96,22 @@ export class Cubic implements CongestionControl {
     if (this.epochStart < 0) {
       this.epochStart = now;
       if (cwndSegs < this.wMax) this.k = Math.cbrt((this.wMax - cwndSegs) / CUBIC_C);
-      else { this.k = 0; this.wMax = cwndSegs; }
+      else {
+        this.k = 0;
+        this.wMax = cwndSegs;
+      }
       this.wEst = cwndSegs;
     }
     const t = (now - this.epochStart + rttMs) / 1000;
     const target = CUBIC_C * Math.pow(t - this.k, 3) + this.wMax;
     // Reno-friendly region (RFC 9438 4.3), alpha = 3(1-beta)/(1+beta).
     const alpha = (3 * (1 - CUBIC_BETA)) / (1 + CUBIC_BETA);
-    this.wEst += alpha * (acked / this.mss) / cwndSegs;
+    this.wEst += (alpha * (acked / this.mss)) / cwndSegs;
     let next: number;
     if (this.wEst > target) next = this.wEst;
     else {
       const capped = Math.min(target, 1.5 * cwndSegs);
-      next = cwndSegs + Math.max(0, (capped - cwndSegs)) * (acked / this.mss) / cwndSegs;
+      next = cwndSegs + (Math.max(0, capped - cwndSegs) * (acked / this.mss)) / cwndSegs;
     }
     this.cwndSegsFrac = next;
     this.cwnd = Math.max(this.mss, Math.floor(this.cwndSegsFrac * this.mss));

@@ -58,7 +58,11 @@ export interface ConnectionOwner {
 const SEQ0: Seq = asSeq(0);
 
 /** Which loss recovery establish() chose (TcpConnection.recovery). */
-const enum RecoveryKind { None, Sack, NewReno }
+const enum RecoveryKind {
+  None,
+  Sack,
+  NewReno,
+}
 
 /** The out-of-order queue of every connection that has had no out-of-order segment: never inserted into. */
 const EMPTY_OOO = new ReassemblyQueue();
@@ -72,17 +76,32 @@ export class TcpConnection {
   createdAt: number;
 
   // Send sequence space (RFC 9293 3.3.1)
-  iss = SEQ0; sndUna = SEQ0; sndNxt = SEQ0; sndMax = SEQ0; sndWnd = 0; sndWl1 = SEQ0; sndWl2 = SEQ0; maxSndWnd = 0;
-  sndWscale = 0;           // shift the peer applies to its windows
+  iss = SEQ0;
+  sndUna = SEQ0;
+  sndNxt = SEQ0;
+  sndMax = SEQ0;
+  sndWnd = 0;
+  sndWl1 = SEQ0;
+  sndWl2 = SEQ0;
+  maxSndWnd = 0;
+  sndWscale = 0; // shift the peer applies to its windows
   // Receive sequence space
-  irs = SEQ0; rcvNxt = SEQ0; rcvAdvEdge = SEQ0;
-  rcvWscale = 0;           // shift we apply to ours
+  irs = SEQ0;
+  rcvNxt = SEQ0;
+  rcvAdvEdge = SEQ0;
+  rcvWscale = 0; // shift we apply to ours
   rcvBuf: number;
   sndBuf: number;
   // Options
   /** Set by PMTU black-hole detection: this connection sends at most this size from then on (0: not set). */
   blackHoleMtu = 0;
-  peerMss = 536; mss = 536; wsOk = false; tsOk = false; sackOk = false; tsRecent = 0; tsRecentAt = 0;
+  peerMss = 536;
+  mss = 536;
+  wsOk = false;
+  tsOk = false;
+  sackOk = false;
+  tsRecent = 0;
+  tsRecentAt = 0;
   /** Added to our timestamp clock (RFC 7323 5.4), the same for the half-open entry and its connection. */
   readonly tsOffset: number;
   /** TSval of the first segment sent while nothing was outstanding: the oldest TSecr an ACK of the flight can carry. */
@@ -99,9 +118,13 @@ export class TcpConnection {
    * (an idle connection holds none; 70-odd bytes of heap each, issue 16).
    */
   private oooQueue: ReassemblyQueue | null = null;
-  get ooo(): ReassemblyQueue { return this.oooQueue ?? EMPTY_OOO; }
+  get ooo(): ReassemblyQueue {
+    return this.oooQueue ?? EMPTY_OOO;
+  }
   /** The connection's own out-of-order queue, to insert into. */
-  oooForInsert(): ReassemblyQueue { return (this.oooQueue ??= new ReassemblyQueue()); }
+  oooForInsert(): ReassemblyQueue {
+    return (this.oooQueue ??= new ReassemblyQueue());
+  }
   /** A FIN arrived out of order, at oooFinSeq. */
   oooFin = false;
   oooFinSeq = SEQ0;
@@ -119,12 +142,22 @@ export class TcpConnection {
   // Receive-window autotuning (tuneRcvWindow): the cap on what we offer, the receiver's
   // round trip (ms; 0 until measured), the delivery rate (bytes/ms) and their marks.
   rcvWndCap = RCV_WINDOW_MIN;
-  rcvRtt = 0; rcvRate = 0; rcvRateSeq = SEQ0; rcvRateAt = -1;
+  rcvRtt = 0;
+  rcvRate = 0;
+  rcvRateSeq = SEQ0;
+  rcvRateAt = -1;
   /** The peer filled our window up to stalledEdge (stalled); stalledAt: when we opened it further (-1: not yet). */
-  stalled = false; stalledEdge = SEQ0; stalledAt = -1;
+  stalled = false;
+  stalledEdge = SEQ0;
+  stalledAt = -1;
   ackNow = false;
   // RTT (RFC 6298)
-  srtt = 0; rttvar = 0; rto: number; rttSeq = SEQ0; rttStart = -1; backoff = 0;
+  srtt = 0;
+  rttvar = 0;
+  rto: number;
+  rttSeq = SEQ0;
+  rttStart = -1;
+  backoff = 0;
   retries = 0;
   // Congestion control and loss recovery
   cc: CongestionControl & { setMss(mss: number): void };
@@ -145,16 +178,25 @@ export class TcpConnection {
   lastAckSent = SEQ0;
   // Timers: one heap entry per connection, the earliest of these deadlines.
   readonly timer: Timer;
-  rtoAt = Infinity; delackAt = Infinity; persistAt = Infinity; keepaliveAt = Infinity; lingerAt = Infinity;
+  rtoAt = Infinity;
+  delackAt = Infinity;
+  persistAt = Infinity;
+  keepaliveAt = Infinity;
+  lingerAt = Infinity;
   persistBackoff = 0;
   /** Set while the persist timer's override lets a sub-MSS segment through (RFC 9293 3.8.6.2.1). */
   swsOverride = false;
   // Keepalive
-  keepaliveEnabled = false; keepaliveIdleMs = 7_200_000; keepaliveProbes = 0; lastRecvAt = 0;
+  keepaliveEnabled = false;
+  keepaliveIdleMs = 7_200_000;
+  keepaliveProbes = 0;
+  lastRecvAt = 0;
   /** TCP_NODELAY: Nagle's algorithm off (`noDelay`). */
   private nagleOff = false;
   // Bookkeeping
-  bytesAcked = 0; bytesReceived = 0; retransSegs = 0;
+  bytesAcked = 0;
+  bytesReceived = 0;
+  retransSegs = 0;
   key = '';
   error: CodedError | null = null;
   /** The next connection in the same bucket of the connection table (conntable.ts). */
@@ -164,8 +206,10 @@ export class TcpConnection {
 
   constructor(
     readonly layer: TcpLayer,
-    readonly localAddr: number, readonly localPort: number,
-    readonly remoteAddr: number, readonly remotePort: number,
+    readonly localAddr: number,
+    readonly localPort: number,
+    readonly remoteAddr: number,
+    readonly remotePort: number,
     now: number,
   ) {
     const cfg = layer.config;
@@ -174,46 +218,79 @@ export class TcpConnection {
     this.sndBuf = cfg.sndBuf;
     this.rto = cfg.initialRtoMs;
     this.cc = makeCongestionControl(cfg.congestionControl, 536);
-    this.timer = new Timer((t) => { onTimer(this, t); if (this.observer !== null) this.observer.update(this, t); });
+    this.timer = new Timer((t) => {
+      onTimer(this, t);
+      if (this.observer !== null) this.observer.update(this, t);
+    });
     this.tsOffset = layer.tsOffsetFor(localAddr, localPort, remoteAddr, remotePort);
     this.lastRecvAt = now;
   }
 
-  get stateName(): string { return STATE_NAMES[this.state]; }
+  get stateName(): string {
+    return STATE_NAMES[this.state];
+  }
   /** The socket above, if any. */
-  get owner(): ConnectionOwner | null { return this.ownedBy; }
+  get owner(): ConnectionOwner | null {
+    return this.ownedBy;
+  }
   /** TCP_NODELAY (Nagle off). */
-  get noDelay(): boolean { return this.nagleOff; }
+  get noDelay(): boolean {
+    return this.nagleOff;
+  }
   /** Bytes the application wrote that are not acknowledged yet (Send-Q in ss). */
-  get sendQueued(): number { return this.sendQueue.length; }
+  get sendQueued(): number {
+    return this.sendQueue.length;
+  }
   /** Bytes received in order and not read by the application yet (Recv-Q in ss). */
-  get receiveQueued(): number { return this.ownedBy ? this.ownedBy.unreadBytes() : this.pendingBytes; }
+  get receiveQueued(): number {
+    return this.ownedBy ? this.ownedBy.unreadBytes() : this.pendingBytes;
+  }
   /** Room in the send buffer: a write may complete (the socket's backpressure). */
-  hasSendSpace(): boolean { return this.sendQueue.length < this.sndBuf; }
-  get flight(): number { return seqSize(this.sndUna, this.sndNxt); }
-  get synchronized(): boolean { return this.state >= State.Established; }
+  hasSendSpace(): boolean {
+    return this.sendQueue.length < this.sndBuf;
+  }
+  get flight(): number {
+    return seqSize(this.sndUna, this.sndNxt);
+  }
+  get synchronized(): boolean {
+    return this.state >= State.Established;
+  }
   /** A method, not a narrowed field read: callbacks may have closed the connection. */
-  isClosed(): boolean { return this.state === State.Closed; }
+  isClosed(): boolean {
+    return this.state === State.Closed;
+  }
 
   // ---------------------------------------------------------------- opening (handshake.ts)
 
   /** Active open (RFC 9293 3.10.1): send SYN. */
-  openActive(now: number): void { openActive(this, now); }
+  openActive(now: number): void {
+    openActive(this, now);
+  }
 
   /** A passive open whose handshake just completed (halfopen.ts): the connection starts ESTABLISHED. */
-  establishPassive(req: HalfOpen, ack: TcpRepr, now: number): void { establishPassive(this, req, ack, now); }
+  establishPassive(req: HalfOpen, ack: TcpRepr, now: number): void {
+    establishPassive(this, req, ack, now);
+  }
 
   /** RFC 9293 3.10.7.3: a segment arrives in SYN-SENT. */
-  inputSynSent(seg: TcpRepr, now: number): void { synSentArrives(this, seg, now); }
+  inputSynSent(seg: TcpRepr, now: number): void {
+    synSentArrives(this, seg, now);
+  }
 
   /** Resends the SYN-ACK (SYN-RECEIVED retransmission, or a retransmitted SYN from the peer). */
-  retransmitSynAck(now: number): void { retransmitSynAck(this, now); }
+  retransmitSynAck(now: number): void {
+    retransmitSynAck(this, now);
+  }
 
   /** A passive open completed by a returning SYN cookie (tcp.ts): the connection starts ESTABLISHED. */
-  openFromCookie(l: Listener, ack: TcpRepr, iss: Seq, peerMss: number, now: number): void { openFromCookie(this, l, ack, iss, peerMss, now); }
+  openFromCookie(l: Listener, ack: TcpRepr, iss: Seq, peerMss: number, now: number): void {
+    openFromCookie(this, l, ack, iss, peerMss, now);
+  }
 
   /** Effective send MSS: the peer's MSS, the path MTU, and the timestamp option's 12 bytes. */
-  updateMss(): void { updateMss(this); }
+  updateMss(): void {
+    updateMss(this);
+  }
 
   /**
    * The path MTU to the peer went down to `mtu` (an ICMP fragmentation needed, RFC 1191):
@@ -244,19 +321,29 @@ export class TcpConnection {
   }
 
   /** A pure ACK carrying the current window and SACK blocks. */
-  sendAck(now: number): void { sendAck(this, now); }
+  sendAck(now: number): void {
+    sendAck(this, now);
+  }
 
   /** The receive burst ended (TcpLayer.endBurst): the ACK deferred to its end goes now, if still owed. */
-  sendDeferredAck(now: number): void { sendDeferredAck(this, now); }
+  sendDeferredAck(now: number): void {
+    sendDeferredAck(this, now);
+  }
 
   /** Data or a FIN arrived that no segment we sent has acknowledged yet, or out-of-order data no SACK block has reported. */
-  ackOwed(): boolean { return ackOwed(this); }
+  ackOwed(): boolean {
+    return ackOwed(this);
+  }
 
   /** The window to advertise (already shifted); see receive.ts. */
-  advertiseWindow(): number { return advertiseWindow(this); }
+  advertiseWindow(): number {
+    return advertiseWindow(this);
+  }
 
   /** The application read data: open the window if that is worth a segment (RFC 9293 3.8.6.2.2). */
-  onAppRead(now: number): void { onAppRead(this, now); }
+  onAppRead(now: number): void {
+    onAppRead(this, now);
+  }
 
   // ---------------------------------------------------------------- state transitions
 
@@ -300,13 +387,22 @@ export class TcpConnection {
     this.ackNow = true;
     switch (this.state) {
       // TcpCurrEstab counts ESTABLISHED and CLOSE-WAIT (RFC 4022 tcpCurrEstab; Linux alike).
-      case State.SynReceived: this.state = State.CloseWait; this.layer.counters.TcpCurrEstab++; break;
-      case State.Established: this.state = State.CloseWait; break;
+      case State.SynReceived:
+        this.state = State.CloseWait;
+        this.layer.counters.TcpCurrEstab++;
+        break;
+      case State.Established:
+        this.state = State.CloseWait;
+        break;
       case State.FinWait1:
         // Our FIN not yet acked: simultaneous close (RFC 9293 figure 13).
-        this.state = State.Closing; break;
-      case State.FinWait2: this.enterTimeWait(now); break;
-      default: break;
+        this.state = State.Closing;
+        break;
+      case State.FinWait2:
+        this.enterTimeWait(now);
+        break;
+      default:
+        break;
     }
     if (this.ownedBy) this.ownedBy.onPeerFin();
     else this.pendingFin = true;
@@ -317,11 +413,19 @@ export class TcpConnection {
     switch (this.state) {
       case State.FinWait1:
         this.state = State.FinWait2;
-        if (this.orphaned) { this.lingerAt = now + this.layer.config.finWait2TimeoutMs; rearm(this); }
+        if (this.orphaned) {
+          this.lingerAt = now + this.layer.config.finWait2TimeoutMs;
+          rearm(this);
+        }
         break;
-      case State.Closing: this.enterTimeWait(now); break;
-      case State.LastAck: this.destroy(null, now); break;
-      default: break;
+      case State.Closing:
+        this.enterTimeWait(now);
+        break;
+      case State.LastAck:
+        this.destroy(null, now);
+        break;
+      default:
+        break;
     }
   }
 
@@ -329,7 +433,9 @@ export class TcpConnection {
   enterTimeWait(now: number): void {
     this.state = State.TimeWait;
     disarmRto(this);
-    this.delackAt = Infinity; this.persistAt = Infinity; this.keepaliveAt = Infinity;
+    this.delackAt = Infinity;
+    this.persistAt = Infinity;
+    this.keepaliveAt = Infinity;
     this.sendQueue.clear();
     this.oooQueue?.clear();
     if (!this.orphaned && this.ownedBy) {
@@ -338,7 +444,10 @@ export class TcpConnection {
       this.ownedBy = null;
       owner.onClosed(null);
     }
-    if (!this.layer.admitTimeWait()) { this.destroy(null, now); return; }
+    if (!this.layer.admitTimeWait()) {
+      this.destroy(null, now);
+      return;
+    }
     this.lingerAt = now + this.layer.config.timeWaitMs;
     rearm(this);
   }
@@ -370,7 +479,10 @@ export class TcpConnection {
       case State.Established:
         this.finQueued = true;
         this.finSeq = seqAdd(this.sndUna, this.sendQueue.length);
-        if (this.state === State.Established) { this.state = State.FinWait1; this.layer.counters.TcpCurrEstab--; }
+        if (this.state === State.Established) {
+          this.state = State.FinWait1;
+          this.layer.counters.TcpCurrEstab--;
+        }
         break;
       case State.CloseWait:
         this.finQueued = true;
@@ -378,7 +490,8 @@ export class TcpConnection {
         this.state = State.LastAck;
         this.layer.counters.TcpCurrEstab--;
         break;
-      default: return;
+      default:
+        return;
     }
     this.output(now);
   }
@@ -387,9 +500,15 @@ export class TcpConnection {
   release(now: number): void {
     this.orphaned = true;
     this.ownedBy = null;
-    if (this.state === State.FinWait2) { this.lingerAt = now + this.layer.config.finWait2TimeoutMs; rearm(this); }
+    if (this.state === State.FinWait2) {
+      this.lingerAt = now + this.layer.config.finWait2TimeoutMs;
+      rearm(this);
+    }
     if (this.state === State.Closed) return;
-    if (this.state === State.SynSent) { this.destroy(null, now); return; }
+    if (this.state === State.SynSent) {
+      this.destroy(null, now);
+      return;
+    }
     this.shutdownWrite(now);
   }
 
@@ -448,34 +567,54 @@ export class TcpConnection {
   // ---------------------------------------------------------------- RTT and timers (rtt.ts, timer.ts)
 
   /** An RTT measurement (RFC 6298 2.2, 2.3). */
-  sampleRtt(rttMs: number): void { sampleRtt(this, rttMs); }
+  sampleRtt(rttMs: number): void {
+    sampleRtt(this, rttMs);
+  }
 
   /** (Re)starts the retransmission timer (RFC 6298 5.1, 5.3), with the backoff of 5.5. */
-  armRto(now: number): void { armRto(this, now); }
+  armRto(now: number): void {
+    armRto(this, now);
+  }
 
   /** timer.ts: no retransmission timer until data is outstanding again. */
-  disarmRto(): void { disarmRto(this); }
+  disarmRto(): void {
+    disarmRto(this);
+  }
 
   /** timer.ts: the zero-window probe timer (RFC 9293 3.8.6.1). */
-  armPersist(now: number): void { armPersist(this, now); }
+  armPersist(now: number): void {
+    armPersist(this, now);
+  }
 
   /** handshake.ts: our SYN again (the active open's retransmission timer fired). */
-  retransmitSyn(now: number): void { retransmitSyn(this, now); }
+  retransmitSyn(now: number): void {
+    retransmitSyn(this, now);
+  }
 
   /** send.ts: the acknowledgment part of an arriving segment (RFC 9293 3.10.7.4, fifth). */
-  processAck(seg: TcpRepr, seq: Seq, len: number, now: number): void { processAck(this, seg, seq, len, now); }
+  processAck(seg: TcpRepr, seq: Seq, len: number, now: number): void {
+    processAck(this, seg, seq, len, now);
+  }
 
   /** send.ts: the sequence number just past the last queued byte (or our FIN). */
-  dataLimit(): Seq { return dataLimit(this); }
+  dataLimit(): Seq {
+    return dataLimit(this);
+  }
 
   /** send.ts: a probe at SND.UNA-1 that the peer answers with its window (RFC 9293 3.8.6.1). */
-  sendProbe(now: number): void { sendProbe(this, now); }
+  sendProbe(now: number): void {
+    sendProbe(this, now);
+  }
 
   /** Re-arms the connection's single heap timer at the earliest deadline. */
-  rearm(): void { rearm(this); }
+  rearm(): void {
+    rearm(this);
+  }
 
   /** Our timestamp clock: ms, offset per connection (RFC 7323 5.4). */
-  tsNow(now: number): number { return tsNow(this, now); }
+  tsNow(now: number): number {
+    return tsNow(this, now);
+  }
 
   // ---------------------------------------------------------------- teardown
 

@@ -27,7 +27,10 @@ export class ConnTable {
     if (l && l.remotePort === remotePort && l.localPort === localPort && l.remoteAddr === remoteAddr && l.localAddr === localAddr) return l;
     let c = this.buckets.get(ConnTable.remoteKey(remoteAddr, remotePort)) ?? null;
     while (c) {
-      if (c.localPort === localPort && c.localAddr === localAddr) { this.last = c; return c; }
+      if (c.localPort === localPort && c.localAddr === localAddr) {
+        this.last = c;
+        return c;
+      }
       c = c.chainNext;
     }
     return undefined;
@@ -64,7 +67,10 @@ export class ConnTable {
   *all(): IterableIterator<TcpConnection> {
     for (const head of this.buckets.values()) {
       let c: TcpConnection | null = head;
-      while (c) { yield c; c = c.chainNext; }
+      while (c) {
+        yield c;
+        c = c.chainNext;
+      }
     }
   }
 }

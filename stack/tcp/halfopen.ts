@@ -76,8 +76,12 @@ export class HalfOpen extends Timer {
 
   constructor(
     readonly listener: Listener,
-    localAddr: number, remoteAddr: number, remotePort: number,
-    seg: TcpRepr, iss: Seq, now: number,
+    localAddr: number,
+    remoteAddr: number,
+    remotePort: number,
+    seg: TcpRepr,
+    iss: Seq,
+    now: number,
   ) {
     super(fireHalfOpen);
     const layer = listener.layer;
@@ -100,28 +104,53 @@ export class HalfOpen extends Timer {
     this.sentAt = now;
   }
 
-  get localAddr(): number { return this.local >>> 0; }
-  get localPort(): number { return this.listener.port; }
-  get remoteAddr(): number { return this.remote >>> 0; }
-  get irs(): Seq { return asSeq(this.irs32); }
-  get iss(): Seq { return asSeq(this.iss32); }
-  get rcvNxt(): Seq { return asSeq(this.irs32 + 1); }
-  get tsRecent(): number { return this.tsRecent32 >>> 0; }
-  has(flag: number): boolean { return (this.flags & flag) !== 0; }
+  get localAddr(): number {
+    return this.local >>> 0;
+  }
+  get localPort(): number {
+    return this.listener.port;
+  }
+  get remoteAddr(): number {
+    return this.remote >>> 0;
+  }
+  get irs(): Seq {
+    return asSeq(this.irs32);
+  }
+  get iss(): Seq {
+    return asSeq(this.iss32);
+  }
+  get rcvNxt(): Seq {
+    return asSeq(this.irs32 + 1);
+  }
+  get tsRecent(): number {
+    return this.tsRecent32 >>> 0;
+  }
+  has(flag: number): boolean {
+    return (this.flags & flag) !== 0;
+  }
   /** The SYN queue's hash key: remote address and port (< 2^48, exact in a double). */
-  get key(): number { return HalfOpen.keyOf(this.remoteAddr, this.remotePort); }
-  static keyOf(remoteAddr: number, remotePort: number): number { return remoteAddr * 65536 + remotePort; }
-  get queued(): boolean { return (this.flags & HalfOpenFlag.Queued) !== 0; }
+  get key(): number {
+    return HalfOpen.keyOf(this.remoteAddr, this.remotePort);
+  }
+  static keyOf(remoteAddr: number, remotePort: number): number {
+    return remoteAddr * 65536 + remotePort;
+  }
+  get queued(): boolean {
+    return (this.flags & HalfOpenFlag.Queued) !== 0;
+  }
 
   /** Our window in the SYN-ACK (never scaled, RFC 7323 2.2), and thus RCV.WND until the handshake completes. */
-  private get synWindow(): number { return Math.min(this.listener.layer.config.rcvBuf, 65535); }
+  private get synWindow(): number {
+    return Math.min(this.listener.layer.config.rcvBuf, 65535);
+  }
 
   /** Sends (or resends) the SYN-ACK with the options the SYN offered (RFC 7323, RFC 2018), and arms the timer. */
   sendSynAck(now: number): void {
     const layer = this.listener.layer;
     const cfg = layer.config;
     const r = layer.out;
-    const remote = this.remoteAddr, local = this.localAddr;
+    const remote = this.remoteAddr,
+      local = this.localAddr;
     r.mss = layer.pathMtu(remote) - 40;
     r.wscale = this.has(HalfOpenFlag.WindowScale) ? cfg.windowScale : -1;
     r.sackPermitted = this.has(HalfOpenFlag.Sack);
@@ -129,8 +158,12 @@ export class HalfOpen extends Timer {
     r.tsVal = (Math.floor(now) + layer.tsOffsetFor(local, this.localPort, remote, this.remotePort)) >>> 0;
     r.tsEcr = this.tsRecent;
     r.sackCount = 0;
-    r.srcPort = this.localPort; r.dstPort = this.remotePort;
-    r.seq = this.iss; r.ack = this.rcvNxt; r.flags = SYN | ACK; r.window = this.synWindow;
+    r.srcPort = this.localPort;
+    r.dstPort = this.remotePort;
+    r.seq = this.iss;
+    r.ack = this.rcvNxt;
+    r.flags = SYN | ACK;
+    r.window = this.synWindow;
     layer.emitSegment(local, remote, r);
     this.arm(now);
   }
@@ -237,19 +270,24 @@ export class HalfOpen extends Timer {
     conn.establishPassive(this, seg, now);
     l.onEstablished(conn, now, this);
     if (conn.isClosed()) return;
-    if (seg.payloadLength > 0 || (seg.flags & FIN)) conn.input(seg, buf, now);
+    if (seg.payloadLength > 0 || seg.flags & FIN) conn.input(seg, buf, now);
   }
 
   /** <SEQ=ISS+1><ACK=RCV.NXT><CTL=ACK>, with our timestamp echoing TS.Recent. */
   private sendAck(now: number): void {
     const layer = this.listener.layer;
     const r = clearTcpOptions(layer.out);
-    const local = this.localAddr, remote = this.remoteAddr;
+    const local = this.localAddr,
+      remote = this.remoteAddr;
     r.hasTimestamp = this.has(HalfOpenFlag.Timestamps);
     r.tsVal = (Math.floor(now) + layer.tsOffsetFor(local, this.localPort, remote, this.remotePort)) >>> 0;
     r.tsEcr = this.tsRecent;
-    r.srcPort = this.localPort; r.dstPort = this.remotePort;
-    r.seq = seqAdd(this.iss, 1); r.ack = this.rcvNxt; r.flags = ACK; r.window = this.synWindow;
+    r.srcPort = this.localPort;
+    r.dstPort = this.remotePort;
+    r.seq = seqAdd(this.iss, 1);
+    r.ack = this.rcvNxt;
+    r.flags = ACK;
+    r.window = this.synWindow;
     layer.emitSegment(local, remote, r);
   }
 
@@ -263,8 +301,10 @@ export class HalfOpen extends Timer {
   /** For `stats` rows: the same fields a connection row has. */
   describe(): { state: string; local: string; peer: string; retrans: number } {
     return {
-      state: 'SYN-RECEIVED', local: `${formatIpv4(this.localAddr)}:${this.localPort}`,
-      peer: `${formatIpv4(this.remoteAddr)}:${this.remotePort}`, retrans: this.backoff,
+      state: 'SYN-RECEIVED',
+      local: `${formatIpv4(this.localAddr)}:${this.localPort}`,
+      peer: `${formatIpv4(this.remoteAddr)}:${this.remotePort}`,
+      retrans: this.backoff,
     };
   }
 }
@@ -293,7 +333,8 @@ export class SynQueue {
     req.samePeer = this.byPeer.get(key) ?? null;
     this.byPeer.set(key, req);
     req.older = this.newest;
-    if (this.newest) this.newest.newer = req; else this.oldest = req;
+    if (this.newest) this.newest.newer = req;
+    else this.oldest = req;
     this.newest = req;
     req.flags |= HalfOpenFlag.Queued;
     this.size++;
@@ -305,14 +346,17 @@ export class SynQueue {
     const key = req.key;
     let r = this.byPeer.get(key)!;
     if (r === req) {
-      if (req.samePeer) this.byPeer.set(key, req.samePeer); else this.byPeer.delete(key);
+      if (req.samePeer) this.byPeer.set(key, req.samePeer);
+      else this.byPeer.delete(key);
     } else {
       while (r.samePeer !== req) r = r.samePeer!;
       r.samePeer = req.samePeer;
     }
     req.samePeer = null;
-    if (req.older) req.older.newer = req.newer; else this.oldest = req.newer;
-    if (req.newer) req.newer.older = req.older; else this.newest = req.older;
+    if (req.older) req.older.newer = req.newer;
+    else this.oldest = req.newer;
+    if (req.newer) req.newer.older = req.older;
+    else this.newest = req.older;
     req.older = req.newer = null;
     req.flags &= ~HalfOpenFlag.Queued;
     this.size--;

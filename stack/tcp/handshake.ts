@@ -17,7 +17,9 @@ const SEQ0 = asSeq(0);
 /** Active open (RFC 9293 3.10.1): send SYN. */
 export function openActive(c: TcpConnection, now: number): void {
   c.iss = c.layer.isn(c, now);
-  c.sndUna = c.iss; c.sndNxt = c.iss; c.sndMax = c.iss;
+  c.sndUna = c.iss;
+  c.sndNxt = c.iss;
+  c.sndMax = c.iss;
   c.rcvWscale = c.layer.config.windowScale;
   c.state = State.SynSent;
   c.retries = 0;
@@ -35,7 +37,9 @@ export function establishPassive(c: TcpConnection, req: HalfOpen, ack: TcpRepr, 
   c.irs = req.irs;
   c.rcvNxt = req.rcvNxt;
   c.iss = req.iss;
-  c.sndUna = ack.ack; c.sndNxt = ack.ack; c.sndMax = ack.ack;
+  c.sndUna = ack.ack;
+  c.sndNxt = ack.ack;
+  c.sndMax = ack.ack;
   c.peerMss = req.peerMss;
   c.wsOk = req.has(HalfOpenFlag.WindowScale);
   c.sndWscale = req.sndWscale;
@@ -52,7 +56,8 @@ export function establishPassive(c: TcpConnection, req: HalfOpen, ack: TcpRepr, 
   c.lastAckSent = c.rcvNxt;
   c.sndWnd = ack.window << c.sndWscale;
   c.maxSndWnd = c.sndWnd;
-  c.sndWl1 = ack.seq; c.sndWl2 = ack.ack;
+  c.sndWl1 = ack.seq;
+  c.sndWl2 = ack.ack;
   c.updateMss();
   // Karn: an RTT sample only if no SYN-ACK was resent; a resent one also means the
   // initial window is one segment (establish).
@@ -70,9 +75,16 @@ export function establishPassive(c: TcpConnection, req: HalfOpen, ack: TcpRepr, 
 export function openFromCookie(c: TcpConnection, l: Listener, ack: TcpRepr, iss: Seq, peerMss: number, now: number): void {
   c.listener = l;
   c.peerMss = peerMss;
-  c.irs = seqAdd(ack.seq, -1); c.rcvNxt = ack.seq;
-  c.iss = iss; c.sndUna = ack.ack; c.sndNxt = ack.ack; c.sndMax = ack.ack;
-  c.sndWnd = ack.window; c.maxSndWnd = ack.window; c.sndWl1 = ack.seq; c.sndWl2 = ack.ack;
+  c.irs = seqAdd(ack.seq, -1);
+  c.rcvNxt = ack.seq;
+  c.iss = iss;
+  c.sndUna = ack.ack;
+  c.sndNxt = ack.ack;
+  c.sndMax = ack.ack;
+  c.sndWnd = ack.window;
+  c.maxSndWnd = ack.window;
+  c.sndWl1 = ack.seq;
+  c.sndWl2 = ack.ack;
   c.rcvAdvEdge = seqAdd(ack.seq, Math.min(c.layer.config.rcvBuf, 65535));
   c.updateMss();
   c.establish(now);
@@ -85,10 +97,16 @@ function takeSynOptions(c: TcpConnection, seg: TcpRepr, now: number): void {
   if (c.wsOk) {
     c.sndWscale = Math.min(seg.wscale, 14); // RFC 7323 2.3
     c.rcvWscale = cfg.windowScale;
-  } else { c.sndWscale = 0; c.rcvWscale = 0; }
+  } else {
+    c.sndWscale = 0;
+    c.rcvWscale = 0;
+  }
   c.sackOk = seg.sackPermitted && cfg.sack;
   c.tsOk = seg.hasTimestamp && cfg.timestamps;
-  if (c.tsOk) { c.tsRecent = seg.tsVal; c.tsRecentAt = now; }
+  if (c.tsOk) {
+    c.tsRecent = seg.tsVal;
+    c.tsRecentAt = now;
+  }
   c.updateMss();
 }
 
@@ -108,13 +126,22 @@ function sendSyn(c: TcpConnection, now: number): void {
   r.tsEcr = active ? 0 : c.tsRecent;
   r.sackCount = 0;
   // The window of a SYN or SYN-ACK is never scaled (RFC 7323 2.2).
-  r.seq = c.iss; r.ack = active ? SEQ0 : c.rcvNxt; r.flags = active ? SYN : SYN | ACK;
-  r.window = 65535 > c.rcvBuf ? c.rcvBuf : 65535; r.payloadLength = 0;
+  r.seq = c.iss;
+  r.ack = active ? SEQ0 : c.rcvNxt;
+  r.flags = active ? SYN : SYN | ACK;
+  r.window = 65535 > c.rcvBuf ? c.rcvBuf : 65535;
+  r.payloadLength = 0;
   c.layer.emit(c, r, 0);
-  if (!active) { c.rcvAdvEdge = seqAdd(c.rcvNxt, Math.min(c.rcvBuf, 65535)); c.lastAckSent = c.rcvNxt; }
+  if (!active) {
+    c.rcvAdvEdge = seqAdd(c.rcvNxt, Math.min(c.rcvBuf, 65535));
+    c.lastAckSent = c.rcvNxt;
+  }
   c.sndNxt = seqAdd(c.iss, 1);
   if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;
-  if (c.rttStart < 0 && c.retries === 0) { c.rttStart = now; c.rttSeq = c.iss; }
+  if (c.rttStart < 0 && c.retries === 0) {
+    c.rttStart = now;
+    c.rttSeq = c.iss;
+  }
   c.armRto(now);
 }
 
@@ -161,7 +188,8 @@ export function synSentArrives(c: TcpConnection, seg: TcpRepr, now: number): voi
   if (f & ACK) {
     c.sndUna = seg.ack;
     c.sndWnd = seg.window; // SYN-ACK windows are not scaled
-    c.sndWl1 = seg.seq; c.sndWl2 = seg.ack;
+    c.sndWl1 = seg.seq;
+    c.sndWl2 = seg.ack;
     c.maxSndWnd = c.sndWnd;
     if (c.rttStart >= 0 && c.retries === 0) sampleRtt(c, now - c.rttStart);
     c.rttStart = -1;

@@ -78,7 +78,9 @@ export class Listener {
     public backlog: number,
   ) {}
 
-  get halfOpen(): number { return this.synQueue.size; }
+  get halfOpen(): number {
+    return this.synQueue.size;
+  }
 
   /** The half-open entry of this four-tuple, if any. */
   findHalfOpen(localAddr: number, remoteAddr: number, remotePort: number): HalfOpen | undefined {
@@ -147,7 +149,10 @@ export class Listener {
 
   /** The handshake completed: the new connection joins the accept queue. */
   onEstablished(conn: TcpConnection, now: number, req: HalfOpen | null): void {
-    if (this.closed) { conn.abort(now); return; }
+    if (this.closed) {
+      conn.abort(now);
+      return;
+    }
     // A real peer (it answered our SYN-ACK): the device's early SYN drop spares it from now on.
     this.layer.host.sourceVerified?.(conn.remoteAddr);
     this.acceptQueue.push(conn);
@@ -156,7 +161,10 @@ export class Listener {
   }
 
   onSynAckRetransmit(req: HalfOpen, now: number): void {
-    if (!req.has(HalfOpenFlag.Retried)) { req.flags |= HalfOpenFlag.Retried; this.halfOpenRetried++; }
+    if (!req.has(HalfOpenFlag.Retried)) {
+      req.flags |= HalfOpenFlag.Retried;
+      this.halfOpenRetried++;
+    }
     this.layer.hooks.listenerAdmission.onSynAckRetransmit(this, req, now);
   }
 
@@ -211,7 +219,8 @@ export class Listener {
     this.resetAfterHandshake++;
     const state = this.takeApplicationState(conn);
     conn.abort(now);
-    const firstFlight = conn.pending, firstFlightBytes = conn.pendingBytes;
+    const firstFlight = conn.pending,
+      firstFlightBytes = conn.pendingBytes;
     conn.pending = NO_PENDING;
     conn.pendingBytes = 0;
     this.layer.hooks.resetBeforeAccept({ conn, listener: this, firstFlight, firstFlightBytes, state }, now);

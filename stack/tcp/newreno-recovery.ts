@@ -14,15 +14,23 @@ import { retransmitAt } from './send';
 export class NewRenoRecovery extends RecoveryBase {
   readonly kind = 'newreno' as const;
 
-  constructor(c: TcpConnection) { super(c); }
+  constructor(c: TcpConnection) {
+    super(c);
+  }
 
   /** SACK was not negotiated: blocks a peer sends anyway are not looked at. */
-  onSackBlocks(_seg: TcpRepr, _ack: Seq): boolean { return false; }
+  onSackBlocks(_seg: TcpRepr, _ack: Seq): boolean {
+    return false;
+  }
 
-  protected advance(): void { /* no scoreboard */ }
+  protected advance(): void {
+    /* no scoreboard */
+  }
 
   /** Only DupThresh duplicate ACKs detect a loss. */
-  protected lostAtUna(): boolean { return false; }
+  protected lostAtUna(): boolean {
+    return false;
+  }
 
   protected fastRetransmit(ssthresh: number, now: number): void {
     const c = this.c;
@@ -39,7 +47,11 @@ export class NewRenoRecovery extends RecoveryBase {
   }
 
   /** RFC 6582 3.2 step 4: inflate by one segment per duplicate ACK. */
-  protected onDupAckInRecovery(): void { this.c.cc.cwnd += this.c.mss; }
+  protected onDupAckInRecovery(): void {
+    this.c.cc.cwnd += this.c.mss;
+  }
 
-  retransmitBeforeNewData(): number { return this.c.flight; }
+  retransmitBeforeNewData(): number {
+    return this.c.flight;
+  }
 }

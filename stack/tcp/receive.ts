@@ -53,13 +53,17 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
   // Acceptability (RFC 9293 3.10.7.4, first check).
   let acceptable: boolean;
   if (segLen === 0) acceptable = rcvWnd === 0 ? seq === c.rcvNxt : seqInWindow(seq, c.rcvNxt, rcvWnd);
-  else if (rcvWnd === 0) acceptable = seq === c.rcvNxt; // data is dropped below but ACK/RST/FIN still count
+  else if (rcvWnd === 0)
+    acceptable = seq === c.rcvNxt; // data is dropped below but ACK/RST/FIN still count
   else acceptable = seqInWindow(seq, c.rcvNxt, rcvWnd) || seqInWindow(seqAdd(seq, segLen - 1), c.rcvNxt, rcvWnd);
   if (!acceptable) {
     if (!(f & RST)) c.sendAck(now);
     // The peer's FIN again in TIME-WAIT (our last ACK was lost): ACK it and restart the
     // 2 MSL timeout (RFC 9293 3.10.7.4), so we are still there if that ACK is lost too.
-    if (c.state === State.TimeWait && (f & FIN)) { c.lingerAt = now + c.layer.config.timeWaitMs; c.rearm(); }
+    if (c.state === State.TimeWait && f & FIN) {
+      c.lingerAt = now + c.layer.config.timeWaitMs;
+      c.rearm();
+    }
     return;
   }
   // TS.Recent is updated further down, once the segment has passed the RST, SYN and
@@ -79,8 +83,15 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
   // Trim to the window: drop what is below RCV.NXT and above the right edge.
   if (seqLt(seq, c.rcvNxt)) {
     const drop = seqSize(seq, c.rcvNxt);
-    if (drop >= len) { if (len > 0) c.ackNow = true; dataOff += len; len = 0; if (fin && drop > seg.payloadLength) fin = false; }
-    else { dataOff += drop; len -= drop; }
+    if (drop >= len) {
+      if (len > 0) c.ackNow = true;
+      dataOff += len;
+      len = 0;
+      if (fin && drop > seg.payloadLength) fin = false;
+    } else {
+      dataOff += drop;
+      len -= drop;
+    }
     seq = c.rcvNxt;
   }
   // Room up to the right edge from where this segment starts (it may start above
@@ -90,12 +101,15 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
     // Data beyond the window is not acceptable and is answered with an ACK at once
     // (RFC 9293 3.10.7.4): that ACK is what answers a zero-window probe carrying a
     // byte of data (RFC 1122 4.2.2.17), telling the prober the window is still shut.
-    len = room; fin = false;
+    len = room;
+    fin = false;
     c.ackNow = true;
   }
   c.lastRecvAt = now;
   c.keepaliveProbes = 0;
-  if (c.keepaliveEnabled) { c.keepaliveAt = now + c.keepaliveIdleMs; }
+  if (c.keepaliveEnabled) {
+    c.keepaliveAt = now + c.keepaliveIdleMs;
+  }
 
   // ACK processing. (Only a simultaneous open reaches SYN-RECEIVED as a connection:
   // a passive open is a listener's half-open entry until its handshake completes.)
@@ -105,7 +119,8 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
       c.sndUna = seg.ack;
       c.sndWnd = seg.window << c.sndWscale;
       c.maxSndWnd = c.sndWnd;
-      c.sndWl1 = seg.seq; c.sndWl2 = seg.ack;
+      c.sndWl1 = seg.seq;
+      c.sndWl2 = seg.ack;
       if (c.rttStart >= 0 && c.retries === 0) sampleRtt(c, now - c.rttStart);
       c.rttStart = -1;
       c.establish(now);
@@ -117,8 +132,14 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
       return;
     }
   } else {
-    if (seqGt(seg.ack, c.sndMax)) { c.sendAck(now); return; } // acks data we never sent
-    if (seqLt(seg.ack, seqAdd(c.sndUna, -c.maxSndWnd))) { challengeAck(c, now); return; } // RFC 5961 5.2
+    if (seqGt(seg.ack, c.sndMax)) {
+      c.sendAck(now);
+      return;
+    } // acks data we never sent
+    if (seqLt(seg.ack, seqAdd(c.sndUna, -c.maxSndWnd))) {
+      challengeAck(c, now);
+      return;
+    } // RFC 5961 5.2
     updateTsRecent(c, seg, now);
     c.processAck(seg, seq, len, now);
     if (c.state === State.Closed) return;
@@ -142,7 +163,11 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
   if (fin) {
     const finAt = seqAdd(seq, len);
     if (finAt === c.rcvNxt) c.receiveFin(now);
-    else if (seqGt(finAt, c.rcvNxt)) { c.oooFin = true; c.oooFinSeq = finAt; c.ackNow = true; }
+    else if (seqGt(finAt, c.rcvNxt)) {
+      c.oooFin = true;
+      c.oooFinSeq = finAt;
+      c.ackNow = true;
+    }
     if (c.isClosed()) return;
   }
   c.output(now);
@@ -158,10 +183,10 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
  */
 export function updateTsRecent(c: TcpConnection, seg: TcpRepr, now: number): void {
   if (c.tsOk && seg.hasTimestamp && seqLe(seg.seq, c.lastAckSent) && tsGe(seg.tsVal, c.tsRecent)) {
-    c.tsRecent = seg.tsVal; c.tsRecentAt = now;
+    c.tsRecent = seg.tsVal;
+    c.tsRecentAt = now;
   }
 }
-
 
 function receiveData(c: TcpConnection, seq: Seq, buf: Buffer, off: number, len: number, now: number): void {
   const ctr = c.layer.counters;
@@ -179,12 +204,15 @@ function receiveData(c: TcpConnection, seq: Seq, buf: Buffer, off: number, len: 
     // Every second full segment is ACKed (RFC 5681 4.2); within a receive burst the ACK
     // waits for the burst's end, so that one ACK covers what arrived together (as a
     // GRO receiver's does), not one per GSO packet.
-    if (hadHole) { /* ACKed at once below, once the queue is pulled */ }
-    else if (c.segsSinceAck >= 2) {
+    if (hadHole) {
+      /* ACKed at once below, once the queue is pulled */
+    } else if (c.segsSinceAck >= 2) {
       if (c.layer.inBurst) c.layer.deferAck(c);
       else c.ackNow = true;
+    } else if (!c.ackNow && c.delackAt === Infinity) {
+      c.delackAt = now + c.layer.config.delayedAckMs;
+      c.rearm();
     }
-    else if (!c.ackNow && c.delackAt === Infinity) { c.delackAt = now + c.layer.config.delayedAckMs; c.rearm(); }
     // The device's buffer is only valid during this call: a large segment (a GSO
     // super-segment) keeps the device's buffer when it gives it away, anything else
     // is copied, the small ones into a shared chunk.
@@ -197,7 +225,10 @@ function receiveData(c: TcpConnection, seq: Seq, buf: Buffer, off: number, len: 
     if (hadHole) {
       const parts: Buffer[] = [];
       const nxt = c.ooo.pull(c.rcvNxt, parts);
-      for (const p of parts) { c.bytesReceived += p.length; deliver(c, p); }
+      for (const p of parts) {
+        c.bytesReceived += p.length;
+        deliver(c, p);
+      }
       c.rcvNxt = nxt;
       // RFC 5681 4.2: ACK at once when a gap is filled; within a burst, once at its end
       // (the same instant), covering whatever else the burst brought.
@@ -209,8 +240,9 @@ function receiveData(c: TcpConnection, seq: Seq, buf: Buffer, off: number, len: 
     ctr.TcpExtTCPOFOQueue++;
     // Bounded in bytes and in entries: a peer sending tiny segments with gaps must not
     // make every insert walk millions of entries.
-    if (c.ooo.bytes + len > c.rcvBuf || c.ooo.segs.length >= MAX_OOO_SEGMENTS) { ctr.TcpExtTCPOFODrop++; }
-    else c.oooForInsert().insert(seq, buf.subarray(off, off + len));
+    if (c.ooo.bytes + len > c.rcvBuf || c.ooo.segs.length >= MAX_OOO_SEGMENTS) {
+      ctr.TcpExtTCPOFODrop++;
+    } else c.oooForInsert().insert(seq, buf.subarray(off, off + len));
     // A duplicate ACK with SACK blocks, at once (RFC 5681 4.2). With SACK, the
     // out-of-order segments of one receive burst get one ACK at the burst's end (the
     // same instant) whose blocks say everything they brought, as a GRO receiver's
@@ -218,8 +250,10 @@ function receiveData(c: TcpConnection, seq: Seq, buf: Buffer, off: number, len: 
     // segment (each a TUN write the kernel processes in our thread) slowed the stack
     // until the TUN queue overflowed again. Without SACK the sender counts duplicate
     // ACKs (RFC 5681 3.2), so each still leaves at once.
-    if (c.sackOk && c.layer.inBurst) { c.dupAckOwed = true; c.layer.deferAck(c); }
-    else c.ackNow = true;
+    if (c.sackOk && c.layer.inBurst) {
+      c.dupAckOwed = true;
+      c.layer.deferAck(c);
+    } else c.ackNow = true;
   }
 }
 
@@ -263,17 +297,27 @@ function tuneRcvWindow(c: TcpConnection, now: number): void {
   if (c.stalled && c.stalledAt >= 0 && seqGt(c.rcvNxt, c.stalledEdge)) {
     const m = now - c.stalledAt;
     c.rcvRtt = c.rcvRtt === 0 || m < c.rcvRtt ? m : c.rcvRtt + (m - c.rcvRtt) / 8;
-    c.stalled = false; c.stalledAt = -1;
+    c.stalled = false;
+    c.stalledAt = -1;
   }
   // Filled: less than a segment of the window left (the sender's SWS avoidance keeps a
   // smaller tail back).
-  if (!c.stalled && seqSub(c.rcvAdvEdge, c.rcvNxt) < c.mss) { c.stalled = true; c.stalledEdge = c.rcvAdvEdge; c.stalledAt = -1; }
-  if (c.rcvRateAt < 0) { c.rcvRateAt = now; c.rcvRateSeq = c.rcvNxt; return; }
+  if (!c.stalled && seqSub(c.rcvAdvEdge, c.rcvNxt) < c.mss) {
+    c.stalled = true;
+    c.stalledEdge = c.rcvAdvEdge;
+    c.stalledAt = -1;
+  }
+  if (c.rcvRateAt < 0) {
+    c.rcvRateAt = now;
+    c.rcvRateSeq = c.rcvNxt;
+    return;
+  }
   const dt = now - c.rcvRateAt;
   if (dt < RCV_RATE_INTERVAL_MS) return;
   const rate = seqSize(c.rcvRateSeq, c.rcvNxt) / dt;
   c.rcvRate = Math.max(rate, c.rcvRate * 0.75);
-  c.rcvRateAt = now; c.rcvRateSeq = c.rcvNxt;
+  c.rcvRateAt = now;
+  c.rcvRateSeq = c.rcvNxt;
   if (c.rcvRtt > 0) {
     const want = 2 * c.rcvRate * c.rcvRtt + 16 * c.mss;
     c.rcvWndCap = Math.min(c.rcvBuf, Math.max(RCV_WINDOW_MIN, want));
@@ -284,11 +328,16 @@ function tuneRcvWindow(c: TcpConnection, now: number): void {
 export function sendDeferredAck(c: TcpConnection, now: number): void {
   c.ackDeferred = false;
   // Nothing went out since (afterSend resets the count): the ACK is still owed.
-  if ((c.segsSinceAck > 0 || c.dupAckOwed) && ackOwed(c) && !c.isClosed()) { c.ackNow = true; c.output(now); }
+  if ((c.segsSinceAck > 0 || c.dupAckOwed) && ackOwed(c) && !c.isClosed()) {
+    c.ackNow = true;
+    c.output(now);
+  }
 }
 
 /** Data or a FIN arrived that no segment we sent has acknowledged yet, or out-of-order data no SACK block has reported. */
-export function ackOwed(c: TcpConnection): boolean { return c.rcvNxt !== c.lastAckSent || c.dupAckOwed; }
+export function ackOwed(c: TcpConnection): boolean {
+  return c.rcvNxt !== c.lastAckSent || c.dupAckOwed;
+}
 
 /**
  * The window to advertise (already shifted). Never moves the right edge left

@@ -127,5 +127,7 @@ export abstract class RecoveryBase implements LossRecovery {
     this.recoverPoint = this.c.sndMax;
   }
 
-  clear(): void { /* nothing kept beyond the counters above */ }
+  clear(): void {
+    /* nothing kept beyond the counters above */
+  }
 }

@@ -8,8 +8,10 @@ import type { TcpConnection } from './connection';
 /** An RTT measurement, ms (RFC 6298 2.2 and 2.3). */
 export function sampleRtt(c: TcpConnection, rttMs: number): void {
   // RFC 6298 2.2 and 2.3, alpha 1/8, beta 1/4.
-  if (c.srtt === 0) { c.srtt = Math.max(rttMs, 0.01); c.rttvar = rttMs / 2; }
-  else {
+  if (c.srtt === 0) {
+    c.srtt = Math.max(rttMs, 0.01);
+    c.rttvar = rttMs / 2;
+  } else {
     c.rttvar = 0.75 * c.rttvar + 0.25 * Math.abs(c.srtt - rttMs);
     c.srtt = 0.875 * c.srtt + 0.125 * rttMs;
   }

@@ -19,7 +19,9 @@ export class SackRecovery extends RecoveryBase {
   /** HighRxt (RFC 6675 2): the highest sequence number resent in this recovery. */
   highRxt: Seq = asSeq(0);
 
-  constructor(c: TcpConnection) { super(c); }
+  constructor(c: TcpConnection) {
+    super(c);
+  }
 
   /** RFC 2018 blocks into the scoreboard, except those at or below SEG.ACK (D-SACK, RFC 2883) or outside (SND.UNA, SND.MAX]. */
   onSackBlocks(seg: TcpRepr, ack: Seq): boolean {
@@ -27,15 +29,24 @@ export class SackRecovery extends RecoveryBase {
     const ctr = c.layer.counters;
     let newSack = false;
     for (let i = 0; i < seg.sackCount; i++) {
-      const l = asSeq(seg.sack[i * 2]), r = asSeq(seg.sack[i * 2 + 1]);
-      if (seqLe(r, ack)) { ctr.TcpExtTCPDSACKRecv++; continue; }
-      if (seqLt(l, c.sndUna) || seqGt(r, c.sndMax)) { ctr.TcpExtTCPSACKDiscard++; continue; }
+      const l = asSeq(seg.sack[i * 2]),
+        r = asSeq(seg.sack[i * 2 + 1]);
+      if (seqLe(r, ack)) {
+        ctr.TcpExtTCPDSACKRecv++;
+        continue;
+      }
+      if (seqLt(l, c.sndUna) || seqGt(r, c.sndMax)) {
+        ctr.TcpExtTCPSACKDiscard++;
+        continue;
+      }
       if (this.scoreboard.add(l, r)) newSack = true;
     }
     return newSack;
   }
 
-  protected advance(ack: Seq): void { this.scoreboard.advance(ack); }
+  protected advance(ack: Seq): void {
+    this.scoreboard.advance(ack);
+  }
 
   protected lostAtUna(): boolean {
     const c = this.c;
@@ -57,10 +68,14 @@ export class SackRecovery extends RecoveryBase {
   }
 
   /** RFC 6675: a partial ACK only moves the scoreboard; the holes still lost go out through NextSeg. */
-  protected onPartialAck(): void { /* nothing more */ }
+  protected onPartialAck(): void {
+    /* nothing more */
+  }
 
   /** RFC 6675 has no window inflation: pipe already leaves the SACKed data out. */
-  protected onDupAckInRecovery(): void { /* nothing */ }
+  protected onDupAckInRecovery(): void {
+    /* nothing */
+  }
 
   retransmitBeforeNewData(now: number): number {
     const c = this.c;
@@ -108,5 +123,7 @@ export class SackRecovery extends RecoveryBase {
     this.scoreboard.clear();
   }
 
-  override clear(): void { this.scoreboard.clear(); }
+  override clear(): void {
+    this.scoreboard.clear();
+  }
 }

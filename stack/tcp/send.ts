@@ -41,9 +41,13 @@ export function processAck(c: TcpConnection, seg: TcpRepr, seq: Seq, len: number
   if (seqLt(c.sndWl1, seq) || (c.sndWl1 === seq && seqLe(c.sndWl2, ack))) {
     const opened = c.sndWnd === 0 && wnd > 0;
     c.sndWnd = wnd;
-    c.sndWl1 = seq; c.sndWl2 = ack;
+    c.sndWl1 = seq;
+    c.sndWl2 = ack;
     if (wnd > c.maxSndWnd) c.maxSndWnd = wnd;
-    if (opened) { c.persistAt = Infinity; c.persistBackoff = 0; }
+    if (opened) {
+      c.persistAt = Infinity;
+      c.persistBackoff = 0;
+    }
   }
   if (acked > 0) {
     // RTT sample (RFC 7323 4.1 with timestamps; RFC 6298 / Karn otherwise). The TSecr
@@ -96,7 +100,10 @@ export function output(c: TcpConnection, now: number): void {
     // and says what the congestion window is measured against.
     const inFlight = recovery.retransmitBeforeNewData(now);
     if (inFlight === CWND_FULL) break;
-    if (inFlight === RESENT) { sentAny = true; continue; }
+    if (inFlight === RESENT) {
+      sentAny = true;
+      continue;
+    }
     const dataLeft = seqSub(dataLimit(c), c.sndNxt);
     const wndRight = seqAdd(c.sndUna, c.sndWnd);
     const wndLeft = seqSub(wndRight, c.sndNxt);
@@ -108,7 +115,10 @@ export function output(c: TcpConnection, now: number): void {
         // Below SND.MAX it went out before (an RTO pulled SND.NXT back): count it as resent.
         const again = seqLt(c.finSeq, c.sndMax);
         sendFin(c, now);
-        if (again) { c.layer.counters.TcpRetransSegs++; c.retransSegs++; }
+        if (again) {
+          c.layer.counters.TcpRetransSegs++;
+          c.retransSegs++;
+        }
         sentAny = true;
       }
       break;
@@ -123,7 +133,10 @@ export function output(c: TcpConnection, now: number): void {
       // Sender SWS avoidance (RFC 9293 3.8.6.2.1): wait for a full segment unless
       // the peer's window will never allow one.
       if (!(n >= c.maxSndWnd / 2 && c.maxSndWnd > 0) && c.flight > 0) break;
-      if (c.flight === 0 && n < dataLeft && n < c.maxSndWnd / 2 && wndLeft < mss && !c.swsOverride) { c.armPersist(now); break; }
+      if (c.flight === 0 && n < dataLeft && n < c.maxSndWnd / 2 && wndLeft < mss && !c.swsOverride) {
+        c.armPersist(now);
+        break;
+      }
     }
     if (n < mss && n === dataLeft && !c.noDelay && c.flight > 0 && !c.finQueued) break; // Nagle (RFC 896)
     if (tsoMax > mss && n > mss) n -= n % mss || 0;
@@ -172,7 +185,11 @@ export function sendDataSegment(c: TcpConnection, seq: Seq, len: number, now: nu
   let flags = ACK;
   if (withFin) flags |= FIN;
   if (seqAdd(seq, len) === dataLimit(c) || withFin) flags |= PSH;
-  r.seq = seq; r.ack = c.rcvNxt; r.flags = flags; r.window = c.advertiseWindow(); r.payloadLength = len;
+  r.seq = seq;
+  r.ack = c.rcvNxt;
+  r.flags = flags;
+  r.window = c.advertiseWindow();
+  r.payloadLength = len;
   c.layer.emit(c, r, seqSize(c.sndUna, seq));
   if (c.observer !== null) c.observer.sent(c, seq, len + (withFin ? 1 : 0), retransmission, now);
   if (retransmission) {
@@ -181,7 +198,8 @@ export function sendDataSegment(c: TcpConnection, seq: Seq, len: number, now: nu
     c.retransSegs += segs;
     if (c.rttStart >= 0 && seqLe(seq, c.rttSeq)) c.rttStart = -1; // Karn
   } else if (c.rttStart < 0 && !c.tsOk) {
-    c.rttStart = now; c.rttSeq = seq;
+    c.rttStart = now;
+    c.rttSeq = seq;
   }
   afterSend(c, now);
   if (c.rtoAt === Infinity) c.armRto(now);
@@ -191,7 +209,11 @@ export function sendDataSegment(c: TcpConnection, seq: Seq, len: number, now: nu
 export function sendFin(c: TcpConnection, now: number, retransmission = false): void {
   const r = segment(c, now);
   if (c.sndUna === c.sndMax) c.tsFlightStart = r.tsVal;
-  r.seq = c.finSeq; r.ack = c.rcvNxt; r.flags = FIN | ACK; r.window = c.advertiseWindow(); r.payloadLength = 0;
+  r.seq = c.finSeq;
+  r.ack = c.rcvNxt;
+  r.flags = FIN | ACK;
+  r.window = c.advertiseWindow();
+  r.payloadLength = 0;
   c.layer.emit(c, r, 0);
   if (c.observer !== null) c.observer.sent(c, c.finSeq, 1, retransmission || seqLt(c.finSeq, c.sndMax), now);
   if (!retransmission) {
@@ -206,7 +228,11 @@ export function sendFin(c: TcpConnection, now: number, retransmission = false): 
 export function sendAck(c: TcpConnection, now: number): void {
   if (c.state === State.Closed || c.state === State.SynSent) return;
   const r = segment(c, now);
-  r.seq = c.sndNxt; r.ack = c.rcvNxt; r.flags = ACK; r.window = c.advertiseWindow(); r.payloadLength = 0;
+  r.seq = c.sndNxt;
+  r.ack = c.rcvNxt;
+  r.flags = ACK;
+  r.window = c.advertiseWindow();
+  r.payloadLength = 0;
   c.layer.emit(c, r, 0);
   afterSend(c, now);
 }
@@ -218,7 +244,11 @@ export function sendAck(c: TcpConnection, now: number): void {
  */
 export function sendProbe(c: TcpConnection, now: number): void {
   const r = segment(c, now);
-  r.seq = seqAdd(c.sndUna, -1); r.ack = c.rcvNxt; r.flags = ACK; r.window = c.advertiseWindow(); r.payloadLength = 0;
+  r.seq = seqAdd(c.sndUna, -1);
+  r.ack = c.rcvNxt;
+  r.flags = ACK;
+  r.window = c.advertiseWindow();
+  r.payloadLength = 0;
   c.layer.emit(c, r, 0);
 }
 
@@ -231,7 +261,10 @@ function afterSend(c: TcpConnection, now: number): void {
   c.dupAckOwed = false;
   c.ackNow = false;
   c.segsSinceAck = 0;
-  if (c.delackAt !== Infinity) { c.delackAt = Infinity; c.rearm(); }
+  if (c.delackAt !== Infinity) {
+    c.delackAt = Infinity;
+    c.rearm();
+  }
 }
 
 /**
@@ -241,9 +274,14 @@ function afterSend(c: TcpConnection, now: number): void {
  */
 function segment(c: TcpConnection, now: number): TcpRepr {
   const r = c.layer.out;
-  r.mss = -1; r.wscale = -1; r.sackPermitted = false;
+  r.mss = -1;
+  r.wscale = -1;
+  r.sackPermitted = false;
   r.hasTimestamp = c.tsOk;
-  if (c.tsOk) { r.tsVal = tsNow(c, now); r.tsEcr = c.tsRecent; }
+  if (c.tsOk) {
+    r.tsVal = tsNow(c, now);
+    r.tsEcr = c.tsRecent;
+  }
   r.sackCount = c.sackOk && !c.ooo.empty ? c.ooo.sackBlocks(c.rcvNxt, r.sack, c.tsOk ? 3 : 4) : 0;
   return r;
 }

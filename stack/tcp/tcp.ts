@@ -11,9 +11,7 @@ import { formatIpv4 } from '../wire/addr';
 import { readU16 } from '../wire/bytes';
 import { type ChecksumCaps, DeviceChecksum, deviceFills } from '../wire/checksum';
 import { IPV4_MIN_HEADER, PROTO_TCP, type Ipv4Packet } from '../wire/ipv4';
-import {
-  ACK, FIN, RST, SYN, TcpField, TcpRepr, clearTcpOptions, emitTcp, newTcpRepr, parseTcp, tcpHeaderLength, TcpError,
-} from '../wire/tcp';
+import { ACK, FIN, RST, SYN, TcpField, TcpRepr, clearTcpOptions, emitTcp, newTcpRepr, parseTcp, tcpHeaderLength, TcpError } from '../wire/tcp';
 import { type Seq, asSeq, readSeq, seqAdd, seqGe, seqGt, seqLt, seqValue } from '../wire/seq';
 import { CodedError } from '../util/errors';
 import { KeyedHash } from '../util/hash';
@@ -62,12 +60,31 @@ export interface TcpConfig {
 
 export function defaultTcpConfig(): TcpConfig {
   return {
-    rcvBuf: 4 * 1024 * 1024, sndBuf: 4 * 1024 * 1024, windowScale: 7, sack: true, timestamps: true,
-    congestionControl: 'cubic', initialRtoMs: 1000, minRtoMs: 200, maxRtoMs: 120_000, clockGranularityMs: 1,
-    dataRetries: 8, synRetries: 6, synRtoMs: 1000, delayedAckMs: 40, timeWaitMs: 60_000, finWait2TimeoutMs: 60_000,
-    keepaliveIntervalMs: 75_000, keepaliveProbes: 9, resetOnOrphanData: true, maxTimeWait: 65_536,
-    challengeAcksPerSec: 1000, ephemeralLow: 32768, ephemeralHigh: 60999,
-    synQueueCapPerListener: 65_536, synQueueCapGlobal: 262_144,
+    rcvBuf: 4 * 1024 * 1024,
+    sndBuf: 4 * 1024 * 1024,
+    windowScale: 7,
+    sack: true,
+    timestamps: true,
+    congestionControl: 'cubic',
+    initialRtoMs: 1000,
+    minRtoMs: 200,
+    maxRtoMs: 120_000,
+    clockGranularityMs: 1,
+    dataRetries: 8,
+    synRetries: 6,
+    synRtoMs: 1000,
+    delayedAckMs: 40,
+    timeWaitMs: 60_000,
+    finWait2TimeoutMs: 60_000,
+    keepaliveIntervalMs: 75_000,
+    keepaliveProbes: 9,
+    resetOnOrphanData: true,
+    maxTimeWait: 65_536,
+    challengeAcksPerSec: 1000,
+    ephemeralLow: 32768,
+    ephemeralHigh: 60999,
+    synQueueCapPerListener: 65_536,
+    synQueueCapGlobal: 262_144,
   };
 }
 
@@ -147,10 +164,14 @@ export function releaseResetBeforeAccept(reset: ResetBeforeAccept): void {
   reset.state?.release();
 }
 
-
 const SEQ0: Seq = asSeq(0);
 /** A TSO super-segment's checksum is always the device's to complete (with the segmentation). */
-const TSO_CHECKSUMS: ChecksumCaps = Object.freeze({ ipv4: DeviceChecksum.None, icmp: DeviceChecksum.None, tcp: DeviceChecksum.Fills, udp: DeviceChecksum.None });
+const TSO_CHECKSUMS: ChecksumCaps = Object.freeze({
+  ipv4: DeviceChecksum.None,
+  icmp: DeviceChecksum.None,
+  tcp: DeviceChecksum.Fills,
+  udp: DeviceChecksum.None,
+});
 const COOKIE_MSS = [536, 1200, 1360, 1400, 1440, 1452, 1460, 8960];
 /** The most payload one IPv4 TCP packet carries: 65,535 less a 20-byte IP and a 60-byte TCP header (RFC 791, RFC 9293 3.1). */
 const MAX_TSO_PAYLOAD = 65535 - 20 - 60;
@@ -203,8 +224,12 @@ export class TcpLayer {
     };
   }
 
-  get counters(): Counters { return this.host.counters; }
-  get timers(): TimerQueue { return this.host.timers; }
+  get counters(): Counters {
+    return this.host.counters;
+  }
+  get timers(): TimerQueue {
+    return this.host.timers;
+  }
 
   // ---------------------------------------------------------------- input
 
@@ -235,7 +260,10 @@ export class TcpLayer {
     if (l && (l.addr === 0 || l.addr === dst) && !l.closed) {
       // SYN-RECEIVED: a compact half-open entry, not a connection (halfopen.ts).
       const req = l.synQueue.size > 0 ? l.findHalfOpen(dst, src, seg.srcPort) : undefined;
-      if (req) { req.input(seg, buf, now); return; }
+      if (req) {
+        req.input(seg, buf, now);
+        return;
+      }
       const f = seg.flags;
       if (f & RST) return;
       if (f & ACK) {
@@ -245,7 +273,10 @@ export class TcpLayer {
       }
       // A SYN with FIN is no connection request (RFC 9293 3.10.7.2 leaves it to the
       // implementation; Linux's tcp_rcv_state_process discards it, as scanners send it).
-      if (f & SYN && !(f & FIN)) { l.onSyn(seg, src, dst, now); return; }
+      if (f & SYN && !(f & FIN)) {
+        l.onSyn(seg, src, dst, now);
+        return;
+      }
       return;
     }
     this.refuse(seg, src, dst);
@@ -268,7 +299,9 @@ export class TcpLayer {
     this.deferredAcks.push(conn);
   }
 
-  beginBurst(): void { this.inBurst = true; }
+  beginBurst(): void {
+    this.inBurst = true;
+  }
 
   /**
    * `conn` sent or received data at `now`: it is one of the connections that share the
@@ -283,7 +316,10 @@ export class TcpLayer {
       this.rxEpochCount = 0;
       this.rxEpoch = e;
     }
-    if (conn.rxEpoch !== e) { conn.rxEpoch = e; this.rxEpochCount++; }
+    if (conn.rxEpoch !== e) {
+      conn.rxEpoch = e;
+      this.rxEpochCount++;
+    }
   }
 
   /** An equal share of what the device queues for us: the queue over its users, at least 4 segments. */
@@ -365,7 +401,8 @@ export class TcpLayer {
   }
 
   private pickEphemeral(localAddr: number, remoteAddr: number, remotePort: number): number {
-    const lo = this.config.ephemeralLow, span = this.config.ephemeralHigh - lo + 1;
+    const lo = this.config.ephemeralLow,
+      span = this.config.ephemeralHigh - lo + 1;
     for (let i = 0; i < span; i++) {
       const p = lo + ((this.nextEphemeral - lo + i) % span);
       if (!this.table.lookup(localAddr, p, remoteAddr, remotePort) && !this.listeners.has(p)) {
@@ -412,11 +449,18 @@ export class TcpLayer {
     const t = Math.floor(now / 64_000) & 31;
     const peerMss = seg.mss > 0 ? seg.mss : 536;
     let idx = 0;
-    for (let i = COOKIE_MSS.length - 1; i >= 0; i--) if (COOKIE_MSS[i] <= peerMss) { idx = i; break; }
+    for (let i = COOKIE_MSS.length - 1; i >= 0; i--)
+      if (COOKIE_MSS[i] <= peerMss) {
+        idx = i;
+        break;
+      }
     const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, seqValue(seg.seq), t);
     const r = clearTcpOptions(this.out);
-    r.srcPort = l.port; r.dstPort = seg.srcPort;
-    r.seq = asSeq((t << 27) | (idx << 24) | mac); r.ack = seqAdd(seg.seq, 1); r.flags = SYN | ACK;
+    r.srcPort = l.port;
+    r.dstPort = seg.srcPort;
+    r.seq = asSeq((t << 27) | (idx << 24) | mac);
+    r.ack = seqAdd(seg.seq, 1);
+    r.flags = SYN | ACK;
     r.window = Math.min(this.config.rcvBuf, 65535);
     // Only the MSS: the cookie has no room for the other options (RFC 4987 3.6).
     r.mss = this.host.pathMtu(src) - 40;
@@ -436,14 +480,21 @@ export class TcpLayer {
     const nowT = Math.floor(now / 64_000) & 31;
     if (t !== nowT && t !== ((nowT + 31) & 31)) return false;
     const mac = this.cookieMac(src, dst, (seg.srcPort << 16) | l.port, seqValue(clientIsn), t);
-    if ((cookie & 0xffffff) !== mac) { this.counters.TcpExtSyncookiesFailed++; return false; }
+    if ((cookie & 0xffffff) !== mac) {
+      this.counters.TcpExtSyncookiesFailed++;
+      return false;
+    }
     this.counters.TcpExtSyncookiesRecv++;
-    if (l.acceptQueue.length >= l.backlog) { this.counters.TcpExtListenOverflows++; this.counters.TcpExtListenDrops++; return true; }
+    if (l.acceptQueue.length >= l.backlog) {
+      this.counters.TcpExtListenOverflows++;
+      this.counters.TcpExtListenDrops++;
+      return true;
+    }
     const conn = this.createConnection(dst, l.port, src, seg.srcPort, now);
     conn.openFromCookie(l, seg, asSeq(cookie), COOKIE_MSS[(cookie >>> 24) & 7], now);
     this.counters.TcpPassiveOpens++;
     l.onEstablished(conn, now, null);
-    if (seg.payloadLength > 0 || (seg.flags & 1)) conn.input(seg, buf, now);
+    if (seg.payloadLength > 0 || seg.flags & 1) conn.input(seg, buf, now);
     return true;
   }
 
@@ -463,19 +514,27 @@ export class TcpLayer {
     if (payloadLen > 0) conn.sendQueue.copyOut(queueOffset, pkt, hdr, payloadLen);
     const gso = payloadLen > conn.mss;
     const caps = gso ? TSO_CHECKSUMS : this.host.checksumCaps;
-    r.srcPort = conn.localPort; r.dstPort = conn.remotePort;
+    r.srcPort = conn.localPort;
+    r.dstPort = conn.remotePort;
     emitTcp(pkt, IPV4_MIN_HEADER, r, conn.localAddr, conn.remoteAddr, caps);
     this.host.writeIpHeader(pkt, conn.localAddr, conn.remoteAddr, PROTO_TCP, true);
     let meta: OffloadMeta | null = null;
     if (deviceFills(caps.tcp)) {
       meta = {
-        flags: VirtioNetHdr.F_NEEDS_CSUM, gsoType: gso ? VirtioNetHdr.GSO_TCPV4 : VirtioNetHdr.GSO_NONE, hdrLen: hdr,
-        gsoSize: gso ? conn.mss : 0, csumStart: IPV4_MIN_HEADER, csumOffset: TcpField.CHECKSUM,
+        flags: VirtioNetHdr.F_NEEDS_CSUM,
+        gsoType: gso ? VirtioNetHdr.GSO_TCPV4 : VirtioNetHdr.GSO_NONE,
+        hdrLen: hdr,
+        gsoSize: gso ? conn.mss : 0,
+        csumStart: IPV4_MIN_HEADER,
+        csumOffset: TcpField.CHECKSUM,
       };
     }
     const c = this.counters;
-    if (gso) { const n = Math.ceil(payloadLen / conn.mss); c.TcpOutSegs += n; c.TcpExtTCPGSOSegsOut += n; }
-    else c.TcpOutSegs++;
+    if (gso) {
+      const n = Math.ceil(payloadLen / conn.mss);
+      c.TcpOutSegs += n;
+      c.TcpExtTCPGSOSegsOut += n;
+    } else c.TcpOutSegs++;
     if (r.flags & RST) c.TcpOutRsts++;
     this.host.sendIp(pkt, meta);
   }
@@ -501,26 +560,41 @@ export class TcpLayer {
   /** <SEQ=seq><CTL=RST>: the reset for a segment that carried an ACK (SEQ = its SEG.ACK), or an abort (SND.NXT). */
   sendReset(src: number, dst: number, sport: number, dport: number, seq: Seq, stateless = false): void {
     const r = clearTcpOptions(this.out);
-    r.srcPort = sport; r.dstPort = dport; r.seq = seq; r.ack = SEQ0; r.flags = RST; r.window = 0;
+    r.srcPort = sport;
+    r.dstPort = dport;
+    r.seq = seq;
+    r.ack = SEQ0;
+    r.flags = RST;
+    r.window = 0;
     this.emitSegment(src, dst, r, stateless);
   }
 
   /** <SEQ=0><ACK=ack><CTL=RST,ACK>: the reset for a segment without ACK (RFC 9293 3.10.7.1). */
   sendResetAck(src: number, dst: number, sport: number, dport: number, ack: Seq, stateless = false): void {
     const r = clearTcpOptions(this.out);
-    r.srcPort = sport; r.dstPort = dport; r.seq = SEQ0; r.ack = ack; r.flags = RST | ACK; r.window = 0;
+    r.srcPort = sport;
+    r.dstPort = dport;
+    r.seq = SEQ0;
+    r.ack = ack;
+    r.flags = RST | ACK;
+    r.window = 0;
     this.emitSegment(src, dst, r, stateless);
   }
 
   /** RFC 5961 7: a global limit on challenge ACKs per second. */
   allowChallengeAck(now: number): boolean {
-    if (now - this.challengeWindowStart >= 1000) { this.challengeWindowStart = now; this.challengeCount = 0; }
+    if (now - this.challengeWindowStart >= 1000) {
+      this.challengeWindowStart = now;
+      this.challengeCount = 0;
+    }
     return ++this.challengeCount <= this.config.challengeAcksPerSec;
   }
 
   // ---------------------------------------------------------------- policy lookups
 
-  pathMtu(dst: number): number { return this.host.pathMtu(dst); }
+  pathMtu(dst: number): number {
+    return this.host.pathMtu(dst);
+  }
   /**
    * MSS-sized pieces one TSO super-segment may carry. The device's limit in segments (44
    * with the virtio header) is also bounded by what one IPv4 packet can hold: the total
@@ -531,14 +605,28 @@ export class TcpLayer {
   tsoMaxSegments(conn: TcpConnection): number {
     return Math.max(1, Math.min(this.host.tsoSegments(), Math.floor(MAX_TSO_PAYLOAD / conn.mss)));
   }
-  blackHoleDetection(): boolean { return this.host.blackHoleDetection?.() ?? false; }
-  flushSoon(): void { this.host.flushSoon(); }
+  blackHoleDetection(): boolean {
+    return this.host.blackHoleDetection?.() ?? false;
+  }
+  flushSoon(): void {
+    this.host.flushSoon();
+  }
   /** Passive opens are half-open entries (halfopen.ts): a connection's own SYN or SYN-ACK is an active or simultaneous open. */
-  suppressSynOptions(_conn: TcpConnection): boolean { return false; }
-  synRetries(_conn: TcpConnection): number { return this.config.synRetries; }
-  synAckRetries(_conn: TcpConnection): number { return this.hooks.listenerAdmission.synAckRetries(null); }
-  synRto(_conn: TcpConnection): number { return this.config.synRtoMs; }
-  describePeer(conn: TcpConnection): string { return `${formatIpv4(conn.remoteAddr)}:${conn.remotePort}`; }
+  suppressSynOptions(_conn: TcpConnection): boolean {
+    return false;
+  }
+  synRetries(_conn: TcpConnection): number {
+    return this.config.synRetries;
+  }
+  synAckRetries(_conn: TcpConnection): number {
+    return this.hooks.listenerAdmission.synAckRetries(null);
+  }
+  synRto(_conn: TcpConnection): number {
+    return this.config.synRtoMs;
+  }
+  describePeer(conn: TcpConnection): string {
+    return `${formatIpv4(conn.remoteAddr)}:${conn.remotePort}`;
+  }
 
   /** The correct end of a failed active open (the default of hooks.activeOpenFailed): the attempt reports its error. */
   failConnect(conn: TcpConnection, reason: 'timeout' | 'unreachable', now: number): void {
@@ -570,7 +658,9 @@ export class TcpLayer {
   }
 
   /** Connections stop counting as TIME-WAIT when they leave it. */
-  leftTimeWait(): void { if (this.timeWaitCount > 0) this.timeWaitCount--; }
+  leftTimeWait(): void {
+    if (this.timeWaitCount > 0) this.timeWaitCount--;
+  }
 
   // ---------------------------------------------------------------- ICMP
 
@@ -583,9 +673,12 @@ export class TcpLayer {
     // The quote holds the IP header and at least the first 8 bytes of ours (RFC 792):
     // the ports and the sequence number.
     if (quoted.protocol !== PROTO_TCP || quoted.payloadLength < 8) return null;
-    const src = quoted.src, dst = quoted.dst;
-    const t = quoted.payloadOffset, b = quoted.buf;
-    const sport = readU16(b, t + TcpField.SRC_PORT), dport = readU16(b, t + TcpField.DST_PORT);
+    const src = quoted.src,
+      dst = quoted.dst;
+    const t = quoted.payloadOffset,
+      b = quoted.buf;
+    const sport = readU16(b, t + TcpField.SRC_PORT),
+      dport = readU16(b, t + TcpField.DST_PORT);
     const seq = readSeq(b, t + TcpField.SEQ_NUM);
     const conn = this.table.lookup(src, sport, dst, dport);
     if (!conn) return null;
@@ -606,7 +699,10 @@ export class TcpLayer {
   onUnreachable(conn: TcpConnection, code: number, now: number): void {
     if (conn.state === State.SynSent) {
       this.counters.TcpAttemptFails++;
-      if (code === 3) { conn.fail('ECONNREFUSED', `connect ECONNREFUSED ${this.describePeer(conn)}`, now); return; }
+      if (code === 3) {
+        conn.fail('ECONNREFUSED', `connect ECONNREFUSED ${this.describePeer(conn)}`, now);
+        return;
+      }
       this.hooks.activeOpenFailed(conn, 'unreachable', now);
     }
     // Established connections treat it as a soft error (RFC 1122 4.2.3.9).

@@ -24,7 +24,10 @@ export function armRto(c: TcpConnection, now: number): void {
   rearm(c);
 }
 /** Nothing outstanding: the retransmission timer stops (RFC 6298 5.2). */
-export function disarmRto(c: TcpConnection): void { c.rtoAt = Infinity; rearm(c); }
+export function disarmRto(c: TcpConnection): void {
+  c.rtoAt = Infinity;
+  rearm(c);
+}
 /** The persist timer (RFC 9293 3.8.6.1), backed off like the RTO, at most 60 s. */
 export function armPersist(c: TcpConnection, now: number): void {
   c.persistAt = now + Math.min(c.rto * Math.pow(2, c.persistBackoff), 60_000);
@@ -44,9 +47,16 @@ export function onTimer(c: TcpConnection, now: number): void {
   if (c.state === State.Closed) return;
   if (c.lingerAt <= now) {
     c.lingerAt = Infinity;
-    if (c.state === State.TimeWait || c.state === State.FinWait2) { c.destroy(null, now); return; }
+    if (c.state === State.TimeWait || c.state === State.FinWait2) {
+      c.destroy(null, now);
+      return;
+    }
   }
-  if (c.rtoAt <= now) { c.rtoAt = Infinity; onRto(c, now); if (c.isClosed()) return; }
+  if (c.rtoAt <= now) {
+    c.rtoAt = Infinity;
+    onRto(c, now);
+    if (c.isClosed()) return;
+  }
   if (c.delackAt <= now) {
     c.delackAt = Infinity;
     // Owed only if nothing sent since carried RCV.NXT: never a pure ACK that repeats one.
@@ -95,7 +105,10 @@ function onKeepalive(c: TcpConnection, now: number): void {
     return;
   }
   const idle = now - c.lastRecvAt;
-  if (idle < c.keepaliveIdleMs && c.keepaliveProbes === 0) { c.keepaliveAt = c.lastRecvAt + c.keepaliveIdleMs; return; }
+  if (idle < c.keepaliveIdleMs && c.keepaliveProbes === 0) {
+    c.keepaliveAt = c.lastRecvAt + c.keepaliveIdleMs;
+    return;
+  }
   if (c.keepaliveProbes >= cfg.keepaliveProbes) {
     c.layer.counters.TcpExtTCPAbortOnTimeout++;
     c.abort(now, new CodedError('ETIMEDOUT', 'read ETIMEDOUT (keepalive)'));
@@ -141,8 +154,7 @@ function onRto(c: TcpConnection, now: number): void {
     return;
   }
   ctr.TcpExtTCPTimeouts++;
-  if (c.retries > BLACK_HOLE_RETRIES && c.blackHoleMtu === 0 && c.mss > BLACK_HOLE_MTU - 40 - (c.tsOk ? 12 : 0) &&
-      c.layer.blackHoleDetection()) {
+  if (c.retries > BLACK_HOLE_RETRIES && c.blackHoleMtu === 0 && c.mss > BLACK_HOLE_MTU - 40 - (c.tsOk ? 12 : 0) && c.layer.blackHoleDetection()) {
     // EnablePMTUBHDetect: full-size segments keep vanishing and no ICMP says why
     // (a router that drops DF packets silently, or filters its ICMP: RFC 2923 2.1).
     // Fall back to the size every IPv4 path carries (RFC 879/1122: 576, MSS 536).
@@ -164,4 +176,3 @@ function onRto(c: TcpConnection, now: number): void {
   ctr.TcpExtTCPSlowStartRetrans++;
   c.output(now);
 }
-

@@ -43,7 +43,10 @@ export class UdpLayer {
   ephemeralPort(): number {
     for (let i = 0; i < 16384; i++) {
       const p = 49152 + ((this.nextEphemeral - 49152 + i) % 16384);
-      if (!this.endpoints.has(p)) { this.nextEphemeral = p + 1; return p; }
+      if (!this.endpoints.has(p)) {
+        this.nextEphemeral = p + 1;
+        return p;
+      }
     }
     throw new CodedError('EADDRINUSE', 'bind EADDRINUSE: no free UDP port');
   }
@@ -73,7 +76,9 @@ export class UdpLayer {
     const pkt = Buffer.allocUnsafe(UDP_HEADER + data.length);
     pkt.set(data, UDP_HEADER);
     const r = this.out;
-    r.srcPort = srcPort; r.dstPort = dstPort; r.payloadLength = data.length;
+    r.srcPort = srcPort;
+    r.dstPort = dstPort;
+    r.payloadLength = data.length;
     emitUdp(pkt, 0, r, src, dst);
     this.host.counters.UdpOutDatagrams++;
     return this.host.sendDatagram(PROTO_UDP, src, dst, pkt, false);

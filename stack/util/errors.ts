@@ -14,7 +14,10 @@ export class UsageError extends Error {
 
 /** An error carrying a POSIX-style code (ECONNREFUSED, ETIMEDOUT...), as Node's net errors do. */
 export class CodedError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'Error';
   }

@@ -24,7 +24,10 @@ export function formatIpv4(a: Ipv4Addr): string {
   return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
 }
 
-export interface Ipv4Cidr { addr: Ipv4Addr; prefix: number }
+export interface Ipv4Cidr {
+  addr: Ipv4Addr;
+  prefix: number;
+}
 
 /** Parses "198.18.0.2/24"; null when malformed (address or prefix 0..32). */
 export function parseCidr(text: string): Ipv4Cidr | null {
@@ -44,5 +47,5 @@ export function prefixMask(prefix: number): number {
 
 export function sameSubnet(a: Ipv4Addr, b: Ipv4Addr, prefix: number): boolean {
   const m = prefixMask(prefix);
-  return ((a & m) >>> 0) === ((b & m) >>> 0);
+  return (a & m) >>> 0 === (b & m) >>> 0;
 }

@@ -23,7 +23,17 @@ export const ARP_OP_REQUEST = 1;
 export const ARP_OP_REPLY = 2;
 
 /** Byte offsets of the packet's fields (RFC 826, for Ethernet and IPv4). */
-export const enum ArpField { HTYPE = 0, PTYPE = 2, HLEN = 4, PLEN = 5, OPER = 6, SHA = 8, SPA = 14, THA = 18, TPA = 24 }
+export const enum ArpField {
+  HTYPE = 0,
+  PTYPE = 2,
+  HLEN = 4,
+  PLEN = 5,
+  OPER = 6,
+  SHA = 8,
+  SPA = 14,
+  THA = 18,
+  TPA = 24,
+}
 
 export const enum ArpError {
   None = 0,
@@ -70,7 +80,8 @@ export function parseArp(buf: Uint8Array, off: number, len: number, out: ArpRepr
 export function emitArp(buf: Uint8Array, off: number, r: ArpRepr): number {
   writeU16(buf, off + ArpField.HTYPE, ARP_HTYPE_ETHERNET);
   writeU16(buf, off + ArpField.PTYPE, ARP_PTYPE_IPV4);
-  buf[off + ArpField.HLEN] = 6; buf[off + ArpField.PLEN] = 4;
+  buf[off + ArpField.HLEN] = 6;
+  buf[off + ArpField.PLEN] = 4;
   writeU16(buf, off + ArpField.OPER, r.operation);
   writeMac(buf, off + ArpField.SHA, r.senderHardwareAddr);
   writeU32(buf, off + ArpField.SPA, r.senderProtocolAddr);

@@ -29,13 +29,27 @@ export interface ChecksumCaps {
 }
 
 /** A device that does nothing with checksums (the memory link, a TUN device without the virtio header). */
-export const SOFTWARE_CHECKSUMS: ChecksumCaps = Object.freeze({ ipv4: DeviceChecksum.None, icmp: DeviceChecksum.None, tcp: DeviceChecksum.None, udp: DeviceChecksum.None });
+export const SOFTWARE_CHECKSUMS: ChecksumCaps = Object.freeze({
+  ipv4: DeviceChecksum.None,
+  icmp: DeviceChecksum.None,
+  tcp: DeviceChecksum.None,
+  udp: DeviceChecksum.None,
+});
 /** Every checksum counts as verified: for packets the stack built itself or a capture reads back (a TSO segment holds only a partial checksum). */
-export const CHECKSUMS_VERIFIED: ChecksumCaps = Object.freeze({ ipv4: DeviceChecksum.Verified, icmp: DeviceChecksum.Verified, tcp: DeviceChecksum.Verified, udp: DeviceChecksum.Verified });
+export const CHECKSUMS_VERIFIED: ChecksumCaps = Object.freeze({
+  ipv4: DeviceChecksum.Verified,
+  icmp: DeviceChecksum.Verified,
+  tcp: DeviceChecksum.Verified,
+  udp: DeviceChecksum.Verified,
+});
 /** The checksum of a received packet is checked unless the device verified it. */
-export function checksumToVerify(caps: number): boolean { return (caps & DeviceChecksum.Verified) === 0; }
+export function checksumToVerify(caps: number): boolean {
+  return (caps & DeviceChecksum.Verified) === 0;
+}
 /** The checksum of a packet to send is completed by the device (only the pseudo-header sum is stored). */
-export function deviceFills(caps: number): boolean { return (caps & DeviceChecksum.Fills) !== 0; }
+export function deviceFills(caps: number): boolean {
+  return (caps & DeviceChecksum.Fills) !== 0;
+}
 
 /** Adds bytes [off, off+len) to `sum` as big-endian 16-bit words; returns the unfolded sum. */
 export function checksumAdd(buf: Uint8Array, off: number, len: number, sum = 0): number {

@@ -24,7 +24,11 @@ export const ESP_NEXT_IPV4 = 4;
 export const ESP_NEXT_NONE = 59;
 
 /** Byte offsets of the cleartext header's fields (RFC 4303 2). */
-export const enum EspField { SPI = 0, SEQ = 4, BODY = 8 }
+export const enum EspField {
+  SPI = 0,
+  SEQ = 4,
+  BODY = 8,
+}
 
 /** The cleartext part of an ESP packet: what the SAD lookup and the replay check need. */
 export interface EspRepr {
@@ -40,7 +44,11 @@ export function newEspRepr(): EspRepr {
   return { spi: 0, seq: 0, bodyOffset: 0, bodyLength: 0 };
 }
 
-export const enum EspError { None = 0, Truncated = 1, ZeroSpi = 2 }
+export const enum EspError {
+  None = 0,
+  Truncated = 1,
+  ZeroSpi = 2,
+}
 
 /** Parses the header of the ESP packet in `buf[off, off+len)`. */
 export function parseEsp(buf: Uint8Array, off: number, len: number, out: EspRepr): EspError {
@@ -69,7 +77,11 @@ export interface EspTrailerRepr {
   payloadLength: number;
 }
 
-export const enum EspTrailerError { None = 0, Truncated = 1, BadPadding = 2 }
+export const enum EspTrailerError {
+  None = 0,
+  Truncated = 1,
+  BadPadding = 2,
+}
 
 /**
  * Reads the trailer at the end of the plaintext `buf[off, off+len)`. The padding bytes

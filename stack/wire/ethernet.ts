@@ -98,7 +98,12 @@ export function macFromIpv4(addr: number): MacAddr {
 }
 
 /** Byte offsets of the header's fields. */
-export const enum EthernetField { DST = 0, SRC = 6, ETHERTYPE = 12, PAYLOAD = 14 }
+export const enum EthernetField {
+  DST = 0,
+  SRC = 6,
+  ETHERTYPE = 12,
+  PAYLOAD = 14,
+}
 
 /** Why a frame was refused; each maps to a counter of the Ethernet interface. */
 export const enum EthernetError {

@@ -61,8 +61,12 @@ export const FwcCommand = {
 export type FwcCommandCode = (typeof FwcCommand)[keyof typeof FwcCommand];
 
 /** A refusal's command: 0x4000 | the low 12 bits of the request it refuses. */
-export function refusalOf(request: number): number { return 0x4000 | (request & 0x0fff); }
-export function isRefusal(command: number): boolean { return (command >> 12) === 4; }
+export function refusalOf(request: number): number {
+  return 0x4000 | (request & 0x0fff);
+}
+export function isRefusal(command: number): boolean {
+  return command >> 12 === 4;
+}
 
 /** Windows Sockets error codes the firewall answers with (winsock2.h values). */
 export const Wsa = {
@@ -78,7 +82,9 @@ export const Wsa = {
   WSAEHOSTUNREACH: 10065,
 } as const;
 const WSA_NAMES = new Map<number, string>(Object.entries(Wsa).map(([k, v]) => [v, k]));
-export function wsaName(code: number): string { return WSA_NAMES.get(code) ?? `WSA error ${code}`; }
+export function wsaName(code: number): string {
+  return WSA_NAMES.get(code) ?? `WSA error ${code}`;
+}
 
 export interface FwcHeader {
   clientId: number;
@@ -226,7 +232,8 @@ export function parseFwc(buf: Uint8Array, off: number, len: number): { error: Fw
 
 function strBytes(s: string): Buffer {
   const b = Buffer.from(s, 'latin1');
-  if (b.length > MAX_STRING || b.includes(0)) throw new RangeError(`a Firewall Client string is at most ${MAX_STRING} bytes without NUL: ${JSON.stringify(s.slice(0, 40))}`);
+  if (b.length > MAX_STRING || b.includes(0))
+    throw new RangeError(`a Firewall Client string is at most ${MAX_STRING} bytes without NUL: ${JSON.stringify(s.slice(0, 40))}`);
   return b;
 }
 
@@ -264,16 +271,43 @@ export function emitFwc(r: FwcRepr): Buffer {
   }
   w16(36, m.command);
   switch (m.command) {
-    case FwcCommand.HelloAck: w16(98, m.externalPort); w32(100, m.externalAddr); break;
-    case FwcCommand.Connect: w16(58, m.dstPort); w32(60, m.dstAddr); w16(72, m.clientPort); break;
-    case FwcCommand.ConnectAck: w16(58, m.relayPort); w32(60, m.relayAddr); w16(74, m.externalPort); w32(76, m.externalAddr); break;
-    case FwcCommand.UdpBind: w16(58, m.requestedPort); w16(72, m.clientPort); break;
-    case FwcCommand.BindAck: w32(44, m.bindId); w16(58, m.externalPort); w32(60, m.externalAddr); w16(72, m.relayPort); w32(76, m.relayAddr); break;
-    case FwcCommand.SessionEnd: w32(44, m.bindId); break;
-    default: break;
+    case FwcCommand.HelloAck:
+      w16(98, m.externalPort);
+      w32(100, m.externalAddr);
+      break;
+    case FwcCommand.Connect:
+      w16(58, m.dstPort);
+      w32(60, m.dstAddr);
+      w16(72, m.clientPort);
+      break;
+    case FwcCommand.ConnectAck:
+      w16(58, m.relayPort);
+      w32(60, m.relayAddr);
+      w16(74, m.externalPort);
+      w32(76, m.externalAddr);
+      break;
+    case FwcCommand.UdpBind:
+      w16(58, m.requestedPort);
+      w16(72, m.clientPort);
+      break;
+    case FwcCommand.BindAck:
+      w32(44, m.bindId);
+      w16(58, m.externalPort);
+      w32(60, m.externalAddr);
+      w16(72, m.relayPort);
+      w32(76, m.relayAddr);
+      break;
+    case FwcCommand.SessionEnd:
+      w32(44, m.bindId);
+      break;
+    default:
+      break;
   }
   let at = BODY_END[m.command]!;
-  for (const s of strings) { s.copy(b, at); at += s.length + 1; }
+  for (const s of strings) {
+    s.copy(b, at);
+    at += s.length + 1;
+  }
   return b;
 }
 
@@ -297,10 +331,21 @@ export function nextFwc(buf: Uint8Array, off: number, avail: number): { length: 
 export const RELAY_HEADER = 8;
 export const RELAY_VERSION = 1;
 
-export interface RelayRepr { addr: number; port: number; payloadOffset: number; payloadLength: number }
-export function newRelayRepr(): RelayRepr { return { addr: 0, port: 0, payloadOffset: 0, payloadLength: 0 }; }
+export interface RelayRepr {
+  addr: number;
+  port: number;
+  payloadOffset: number;
+  payloadLength: number;
+}
+export function newRelayRepr(): RelayRepr {
+  return { addr: 0, port: 0, payloadOffset: 0, payloadLength: 0 };
+}
 
-export const enum RelayError { None = 0, Truncated = 1, BadVersion = 2 }
+export const enum RelayError {
+  None = 0,
+  Truncated = 1,
+  BadVersion = 2,
+}
 
 export function parseRelay(buf: Uint8Array, off: number, len: number, out: RelayRepr): RelayError {
   if (len < RELAY_HEADER) return RelayError.Truncated;

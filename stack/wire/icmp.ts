@@ -57,7 +57,11 @@ export function newIcmpRepr(): IcmpRepr {
   return { type: 0, code: 0, ident: 0, seq: 0, nextHopMtu: 0, bodyOffset: 0, bodyLength: 0 };
 }
 
-export const enum IcmpError { None = 0, Truncated = 1, BadChecksum = 2 }
+export const enum IcmpError {
+  None = 0,
+  Truncated = 1,
+  BadChecksum = 2,
+}
 
 /** The types whose rest of header is an identifier and a sequence number (RFC 792: echo, timestamp, information). */
 function hasIdent(type: number): boolean {
@@ -72,20 +76,40 @@ export class IcmpPacket {
 
   wrap(buf: Uint8Array, off: number, len: number): IcmpError {
     if (len < ICMP_HEADER_LEN) return IcmpError.Truncated;
-    this.buf = buf; this.off = off; this.len = len;
+    this.buf = buf;
+    this.off = off;
+    this.len = len;
     return IcmpError.None;
   }
 
-  get type(): number { return this.buf[this.off + IcmpField.TYPE]; }
-  get code(): number { return this.buf[this.off + IcmpField.CODE]; }
-  get checksum(): number { return readU16(this.buf, this.off + IcmpField.CHECKSUM); }
-  get ident(): number { return readU16(this.buf, this.off + IcmpField.IDENT); }
-  get seq(): number { return readU16(this.buf, this.off + IcmpField.SEQ); }
-  get nextHopMtu(): number { return readU16(this.buf, this.off + IcmpField.NEXT_HOP_MTU); }
-  get bodyOffset(): number { return this.off + IcmpField.BODY; }
-  get bodyLength(): number { return this.len - ICMP_HEADER_LEN; }
+  get type(): number {
+    return this.buf[this.off + IcmpField.TYPE];
+  }
+  get code(): number {
+    return this.buf[this.off + IcmpField.CODE];
+  }
+  get checksum(): number {
+    return readU16(this.buf, this.off + IcmpField.CHECKSUM);
+  }
+  get ident(): number {
+    return readU16(this.buf, this.off + IcmpField.IDENT);
+  }
+  get seq(): number {
+    return readU16(this.buf, this.off + IcmpField.SEQ);
+  }
+  get nextHopMtu(): number {
+    return readU16(this.buf, this.off + IcmpField.NEXT_HOP_MTU);
+  }
+  get bodyOffset(): number {
+    return this.off + IcmpField.BODY;
+  }
+  get bodyLength(): number {
+    return this.len - ICMP_HEADER_LEN;
+  }
   /** The checksum covers the whole message (RFC 792). */
-  verifyChecksum(): boolean { return internetChecksum(this.buf, this.off, this.len) === 0; }
+  verifyChecksum(): boolean {
+    return internetChecksum(this.buf, this.off, this.len) === 0;
+  }
 }
 const EMPTY = new Uint8Array(0);
 

@@ -30,7 +30,12 @@ export const ALL_SYSTEMS = 0xe0000001;
 export const ALL_ROUTERS = 0xe0000002;
 
 /** Byte offsets of the message's fields (RFC 2236 2). */
-export const enum IgmpField { TYPE = 0, MAX_RESP = 1, CHECKSUM = 2, GROUP = 4 }
+export const enum IgmpField {
+  TYPE = 0,
+  MAX_RESP = 1,
+  CHECKSUM = 2,
+  GROUP = 4,
+}
 
 export const enum IgmpError {
   None = 0,
@@ -87,7 +92,10 @@ export function buildIgmpDatagram(src: number, dst: number, r: IgmpRepr): Buffer
   writeU32(pkt, Ipv4Field.SRC_ADDR, src);
   writeU32(pkt, Ipv4Field.DST_ADDR, dst);
   // RFC 2113 Router Alert: copied flag + option 20, length 4, value 0 ("examine packet").
-  pkt[20] = 0x94; pkt[21] = 4; pkt[22] = 0; pkt[23] = 0;
+  pkt[20] = 0x94;
+  pkt[21] = 4;
+  pkt[22] = 0;
+  pkt[23] = 0;
   writeU16(pkt, Ipv4Field.CHECKSUM, internetChecksum(pkt, 0, IGMP_IP_HEADER_LEN));
   emitIgmp(pkt, IGMP_IP_HEADER_LEN, r);
   return pkt;

@@ -24,8 +24,24 @@ export const IkeFlag = { INITIATOR: 0x08, VERSION: 0x10, RESPONSE: 0x20 } as con
 
 /** Payload types (3.2). */
 export const Payload = {
-  NONE: 0, SA: 33, KE: 34, IDi: 35, IDr: 36, CERT: 37, CERTREQ: 38, AUTH: 39, NONCE: 40, NOTIFY: 41, DELETE: 42,
-  VENDOR: 43, TSi: 44, TSr: 45, SK: 46, CP: 47, EAP: 48, SKF: 53,
+  NONE: 0,
+  SA: 33,
+  KE: 34,
+  IDi: 35,
+  IDr: 36,
+  CERT: 37,
+  CERTREQ: 38,
+  AUTH: 39,
+  NONCE: 40,
+  NOTIFY: 41,
+  DELETE: 42,
+  VENDOR: 43,
+  TSi: 44,
+  TSr: 45,
+  SK: 46,
+  CP: 47,
+  EAP: 48,
+  SKF: 53,
 } as const;
 
 /** Protocol IDs in proposals, notifies and deletes (3.3.1). */
@@ -33,14 +49,37 @@ export const ProtocolId = { IKE: 1, AH: 2, ESP: 3 } as const;
 
 /** Notify message types (3.10.1) that faultstack sends or acts on. */
 export const Notify = {
-  UNSUPPORTED_CRITICAL_PAYLOAD: 1, INVALID_IKE_SPI: 4, INVALID_MAJOR_VERSION: 5, INVALID_SYNTAX: 7, INVALID_MESSAGE_ID: 9,
-  INVALID_SPI: 11, NO_PROPOSAL_CHOSEN: 14, INVALID_KE_PAYLOAD: 17, AUTHENTICATION_FAILED: 24, SINGLE_PAIR_REQUIRED: 34,
-  NO_ADDITIONAL_SAS: 35, INTERNAL_ADDRESS_FAILURE: 36, FAILED_CP_REQUIRED: 37, TS_UNACCEPTABLE: 38, INVALID_SELECTORS: 39,
-  TEMPORARY_FAILURE: 43, CHILD_SA_NOT_FOUND: 44,
-  INITIAL_CONTACT: 16384, SET_WINDOW_SIZE: 16385, ADDITIONAL_TS_POSSIBLE: 16386, IPCOMP_SUPPORTED: 16387,
-  NAT_DETECTION_SOURCE_IP: 16388, NAT_DETECTION_DESTINATION_IP: 16389, COOKIE: 16390, USE_TRANSPORT_MODE: 16391,
-  REKEY_SA: 16393, ESP_TFC_PADDING_NOT_SUPPORTED: 16394, NON_FIRST_FRAGMENTS_ALSO: 16395, MOBIKE_SUPPORTED: 16396,
-  IKEV2_FRAGMENTATION_SUPPORTED: 16430, SIGNATURE_HASH_ALGORITHMS: 16431,
+  UNSUPPORTED_CRITICAL_PAYLOAD: 1,
+  INVALID_IKE_SPI: 4,
+  INVALID_MAJOR_VERSION: 5,
+  INVALID_SYNTAX: 7,
+  INVALID_MESSAGE_ID: 9,
+  INVALID_SPI: 11,
+  NO_PROPOSAL_CHOSEN: 14,
+  INVALID_KE_PAYLOAD: 17,
+  AUTHENTICATION_FAILED: 24,
+  SINGLE_PAIR_REQUIRED: 34,
+  NO_ADDITIONAL_SAS: 35,
+  INTERNAL_ADDRESS_FAILURE: 36,
+  FAILED_CP_REQUIRED: 37,
+  TS_UNACCEPTABLE: 38,
+  INVALID_SELECTORS: 39,
+  TEMPORARY_FAILURE: 43,
+  CHILD_SA_NOT_FOUND: 44,
+  INITIAL_CONTACT: 16384,
+  SET_WINDOW_SIZE: 16385,
+  ADDITIONAL_TS_POSSIBLE: 16386,
+  IPCOMP_SUPPORTED: 16387,
+  NAT_DETECTION_SOURCE_IP: 16388,
+  NAT_DETECTION_DESTINATION_IP: 16389,
+  COOKIE: 16390,
+  USE_TRANSPORT_MODE: 16391,
+  REKEY_SA: 16393,
+  ESP_TFC_PADDING_NOT_SUPPORTED: 16394,
+  NON_FIRST_FRAGMENTS_ALSO: 16395,
+  MOBIKE_SUPPORTED: 16396,
+  IKEV2_FRAGMENTATION_SUPPORTED: 16430,
+  SIGNATURE_HASH_ALGORITHMS: 16431,
 } as const;
 
 /** Identification types (3.5). */
@@ -118,7 +157,7 @@ export type PayloadRepr =
 
 /** The member of PayloadRepr whose `type` admits T (IDi and IDr share one shape, so do TSi/TSr and CERT/CERTREQ). */
 type Known = Exclude<PayloadRepr, { unknown: true }>;
-export type PayloadOf<T extends number> = Known extends infer P ? P extends { type: infer U } ? (T extends U ? P : never) : never : never;
+export type PayloadOf<T extends number> = Known extends infer P ? (P extends { type: infer U } ? (T extends U ? P : never) : never) : never;
 
 /** Parses and checks the header of `buf[0, len)`. The header's Length must not exceed the datagram. */
 export function parseIkeHeader(buf: Buffer, len = buf.length): IkeHeader {
@@ -185,34 +224,50 @@ function need(body: Buffer, n: number, what: string): void {
 
 function parseBody(type: number, critical: boolean, body: Buffer): PayloadRepr {
   switch (type) {
-    case Payload.SA: return { type, critical, proposals: parseProposals(body) };
+    case Payload.SA:
+      return { type, critical, proposals: parseProposals(body) };
     case Payload.KE:
       need(body, 4, 'KE');
       return { type, critical, group: readU16(body, 0), data: Buffer.from(body.subarray(4)) };
-    case Payload.IDi: case Payload.IDr:
+    case Payload.IDi:
+    case Payload.IDr:
       need(body, 4, 'ID');
       return { type, critical, idType: body[0], data: Buffer.from(body.subarray(4)) };
     case Payload.AUTH:
       need(body, 4, 'AUTH');
       return { type, critical, method: body[0], data: Buffer.from(body.subarray(4)) };
-    case Payload.NONCE: return { type, critical, data: Buffer.from(body) };
+    case Payload.NONCE:
+      return { type, critical, data: Buffer.from(body) };
     case Payload.NOTIFY: {
       need(body, 4, 'Notify');
       const spiSize = body[1];
       need(body, 4 + spiSize, 'Notify');
-      return { type, critical, protocol: body[0], notifyType: readU16(body, 2), spi: Buffer.from(body.subarray(4, 4 + spiSize)), data: Buffer.from(body.subarray(4 + spiSize)) };
+      return {
+        type,
+        critical,
+        protocol: body[0],
+        notifyType: readU16(body, 2),
+        spi: Buffer.from(body.subarray(4, 4 + spiSize)),
+        data: Buffer.from(body.subarray(4 + spiSize)),
+      };
     }
     case Payload.DELETE: {
       need(body, 4, 'Delete');
-      const protocol = body[0], spiSize = body[1], n = readU16(body, 2);
+      const protocol = body[0],
+        spiSize = body[1],
+        n = readU16(body, 2);
       if (body.length !== 4 + spiSize * n) throw new IkeSyntaxError(`Delete payload of ${body.length} bytes does not hold ${n} SPIs of ${spiSize} bytes`);
       const spis: Buffer[] = [];
       for (let i = 0; i < n; i++) spis.push(Buffer.from(body.subarray(4 + i * spiSize, 4 + (i + 1) * spiSize)));
       return { type, critical, protocol, spiSize, spis };
     }
-    case Payload.VENDOR: return { type, critical, data: Buffer.from(body) };
-    case Payload.TSi: case Payload.TSr: return { type, critical, selectors: parseSelectors(body) };
-    case Payload.CERT: case Payload.CERTREQ:
+    case Payload.VENDOR:
+      return { type, critical, data: Buffer.from(body) };
+    case Payload.TSi:
+    case Payload.TSr:
+      return { type, critical, selectors: parseSelectors(body) };
+    case Payload.CERT:
+    case Payload.CERTREQ:
       need(body, 1, 'CERT');
       return { type, critical, encoding: body[0], data: Buffer.from(body.subarray(1)) };
     case Payload.CP:
@@ -231,7 +286,10 @@ function parseProposals(body: Buffer): ProposalRepr[] {
     const last = body[p];
     const plen = readU16(body, p + 2);
     if (plen < 8 || p + plen > body.length) throw new IkeSyntaxError(`proposal length ${plen} does not fit the SA payload`);
-    const num = body[p + 4], protocol = body[p + 5], spiSize = body[p + 6], nTransforms = body[p + 7];
+    const num = body[p + 4],
+      protocol = body[p + 5],
+      spiSize = body[p + 6],
+      nTransforms = body[p + 7];
     if (8 + spiSize > plen) throw new IkeSyntaxError(`proposal SPI of ${spiSize} bytes does not fit`);
     const spi = Buffer.from(body.subarray(p + 8, p + 8 + spiSize));
     const transforms: TransformRepr[] = [];
@@ -281,7 +339,14 @@ function parseSelectors(body: Buffer): TrafficSelectorRepr[] {
     if (slen < 8 || p + slen > body.length) throw new IkeSyntaxError(`traffic selector length ${slen} does not fit`);
     if (type === TS_IPV4_ADDR_RANGE) {
       if (slen !== 16) throw new IkeSyntaxError(`IPv4 traffic selector of ${slen} bytes (16 is valid)`);
-      out.push({ type, protocol: body[p + 1], startPort: readU16(body, p + 4), endPort: readU16(body, p + 6), start: readU32(body, p + 8), end: readU32(body, p + 12) });
+      out.push({
+        type,
+        protocol: body[p + 1],
+        startPort: readU16(body, p + 4),
+        endPort: readU16(body, p + 6),
+        start: readU32(body, p + 8),
+        end: readU32(body, p + 12),
+      });
     } else {
       // IPv6 (or unknown) selectors: kept so the count is right, never matched (IPv4 only).
       out.push({ type, protocol: body[p + 1], startPort: readU16(body, p + 4), endPort: readU16(body, p + 6), start: 0, end: 0 });
@@ -296,42 +361,89 @@ function parseSelectors(body: Buffer): TrafficSelectorRepr[] {
 
 function bodyOf(p: PayloadRepr): Buffer {
   switch (p.type) {
-    case Payload.SA: return emitProposals((p as PayloadOf<typeof Payload.SA>).proposals);
-    case Payload.KE: { const k = p as PayloadOf<typeof Payload.KE>; const b = Buffer.alloc(4 + k.data.length); writeU16(b, 0, k.group); k.data.copy(b, 4); return b; }
-    case Payload.IDi: case Payload.IDr: { const k = p as PayloadOf<typeof Payload.IDi>; const b = Buffer.alloc(4 + k.data.length); b[0] = k.idType; k.data.copy(b, 4); return b; }
-    case Payload.AUTH: { const k = p as PayloadOf<typeof Payload.AUTH>; const b = Buffer.alloc(4 + k.data.length); b[0] = k.method; k.data.copy(b, 4); return b; }
-    case Payload.NONCE: case Payload.VENDOR: return (p as PayloadOf<typeof Payload.NONCE>).data;
+    case Payload.SA:
+      return emitProposals((p as PayloadOf<typeof Payload.SA>).proposals);
+    case Payload.KE: {
+      const k = p as PayloadOf<typeof Payload.KE>;
+      const b = Buffer.alloc(4 + k.data.length);
+      writeU16(b, 0, k.group);
+      k.data.copy(b, 4);
+      return b;
+    }
+    case Payload.IDi:
+    case Payload.IDr: {
+      const k = p as PayloadOf<typeof Payload.IDi>;
+      const b = Buffer.alloc(4 + k.data.length);
+      b[0] = k.idType;
+      k.data.copy(b, 4);
+      return b;
+    }
+    case Payload.AUTH: {
+      const k = p as PayloadOf<typeof Payload.AUTH>;
+      const b = Buffer.alloc(4 + k.data.length);
+      b[0] = k.method;
+      k.data.copy(b, 4);
+      return b;
+    }
+    case Payload.NONCE:
+    case Payload.VENDOR:
+      return (p as PayloadOf<typeof Payload.NONCE>).data;
     case Payload.NOTIFY: {
       const k = p as PayloadOf<typeof Payload.NOTIFY>;
       const b = Buffer.alloc(4 + k.spi.length + k.data.length);
-      b[0] = k.protocol; b[1] = k.spi.length; writeU16(b, 2, k.notifyType);
-      k.spi.copy(b, 4); k.data.copy(b, 4 + k.spi.length);
+      b[0] = k.protocol;
+      b[1] = k.spi.length;
+      writeU16(b, 2, k.notifyType);
+      k.spi.copy(b, 4);
+      k.data.copy(b, 4 + k.spi.length);
       return b;
     }
     case Payload.DELETE: {
       const k = p as PayloadOf<typeof Payload.DELETE>;
       const b = Buffer.alloc(4 + k.spiSize * k.spis.length);
-      b[0] = k.protocol; b[1] = k.spiSize; writeU16(b, 2, k.spis.length);
+      b[0] = k.protocol;
+      b[1] = k.spiSize;
+      writeU16(b, 2, k.spis.length);
       k.spis.forEach((s, i) => s.copy(b, 4 + i * k.spiSize));
       return b;
     }
-    case Payload.TSi: case Payload.TSr: {
+    case Payload.TSi:
+    case Payload.TSr: {
       const k = p as PayloadOf<typeof Payload.TSi>;
       const v4 = k.selectors.filter((s) => s.type === TS_IPV4_ADDR_RANGE);
       const b = Buffer.alloc(4 + 16 * v4.length);
       b[0] = v4.length;
       v4.forEach((s, i) => {
         const o = 4 + 16 * i;
-        b[o] = TS_IPV4_ADDR_RANGE; b[o + 1] = s.protocol; writeU16(b, o + 2, 16);
-        writeU16(b, o + 4, s.startPort); writeU16(b, o + 6, s.endPort);
-        writeU32(b, o + 8, s.start); writeU32(b, o + 12, s.end);
+        b[o] = TS_IPV4_ADDR_RANGE;
+        b[o + 1] = s.protocol;
+        writeU16(b, o + 2, 16);
+        writeU16(b, o + 4, s.startPort);
+        writeU16(b, o + 6, s.endPort);
+        writeU32(b, o + 8, s.start);
+        writeU32(b, o + 12, s.end);
       });
       return b;
     }
-    case Payload.CERT: case Payload.CERTREQ: { const k = p as PayloadOf<typeof Payload.CERT>; const b = Buffer.alloc(1 + k.data.length); b[0] = k.encoding; k.data.copy(b, 1); return b; }
-    case Payload.CP: { const k = p as PayloadOf<typeof Payload.CP>; const b = Buffer.alloc(4 + k.data.length); b[0] = k.cfgType; k.data.copy(b, 4); return b; }
-    case Payload.SK: return (p as PayloadOf<typeof Payload.SK>).body;
-    default: return (p as { raw: Buffer }).raw;
+    case Payload.CERT:
+    case Payload.CERTREQ: {
+      const k = p as PayloadOf<typeof Payload.CERT>;
+      const b = Buffer.alloc(1 + k.data.length);
+      b[0] = k.encoding;
+      k.data.copy(b, 1);
+      return b;
+    }
+    case Payload.CP: {
+      const k = p as PayloadOf<typeof Payload.CP>;
+      const b = Buffer.alloc(4 + k.data.length);
+      b[0] = k.cfgType;
+      k.data.copy(b, 4);
+      return b;
+    }
+    case Payload.SK:
+      return (p as PayloadOf<typeof Payload.SK>).body;
+    default:
+      return (p as { raw: Buffer }).raw;
   }
 }
 
@@ -344,14 +456,20 @@ function emitProposals(props: ProposalRepr[]): Buffer {
       writeU16(b, 2, b.length);
       b[4] = t.type;
       writeU16(b, 6, t.id);
-      if (t.keyLength !== undefined) { writeU16(b, 8, 0x8000 | 14); writeU16(b, 10, t.keyLength); }
+      if (t.keyLength !== undefined) {
+        writeU16(b, 8, 0x8000 | 14);
+        writeU16(b, 10, t.keyLength);
+      }
       return b;
     });
     const h = Buffer.alloc(8 + pr.spi.length);
     const len = h.length + ts.reduce((a, b) => a + b.length, 0);
     h[0] = pi === props.length - 1 ? 0 : 2;
     writeU16(h, 2, len);
-    h[4] = pr.num; h[5] = pr.protocol; h[6] = pr.spi.length; h[7] = pr.transforms.length;
+    h[4] = pr.num;
+    h[5] = pr.protocol;
+    h[6] = pr.spi.length;
+    h[7] = pr.transforms.length;
     pr.spi.copy(h, 8);
     parts.push(h, ...ts);
   });
@@ -393,7 +511,8 @@ export function findPayload<T extends number>(list: PayloadRepr[], type: T): Pay
 }
 
 export function findNotify(list: PayloadRepr[], notifyType: number): PayloadOf<typeof Payload.NOTIFY> | undefined {
-  return list.find((p) => p.type === Payload.NOTIFY && (p as PayloadOf<typeof Payload.NOTIFY>).notifyType === notifyType) as PayloadOf<typeof Payload.NOTIFY> | undefined;
+  return list.find((p) => p.type === Payload.NOTIFY && (p as PayloadOf<typeof Payload.NOTIFY>).notifyType === notifyType) as
+    PayloadOf<typeof Payload.NOTIFY> | undefined;
 }
 
 /** Notify names for logs and events. */

@@ -52,7 +52,19 @@ export interface Ipv4Repr {
 }
 
 export function newIpv4Repr(): Ipv4Repr {
-  return { src: 0, dst: 0, protocol: 0, ttl: 64, tos: 0, ident: 0, dontFragment: false, moreFragments: false, fragmentOffset: 0, headerLength: 20, totalLength: 20 };
+  return {
+    src: 0,
+    dst: 0,
+    protocol: 0,
+    ttl: 64,
+    tos: 0,
+    ident: 0,
+    dontFragment: false,
+    moreFragments: false,
+    fragmentOffset: 0,
+    headerLength: 20,
+    totalLength: 20,
+  };
 }
 
 /** Why a header was refused; maps one-to-one to a counter. */
@@ -81,31 +93,67 @@ export class Ipv4Packet {
     if (len < IPV4_MIN_HEADER) return Ipv4Error.Truncated;
     const hlen = (buf[off + Ipv4Field.VER_IHL] & 15) * 4;
     if (hlen < IPV4_MIN_HEADER || hlen > len) return Ipv4Error.BadHeaderLength;
-    this.buf = buf; this.off = off; this.len = len;
+    this.buf = buf;
+    this.off = off;
+    this.len = len;
     return Ipv4Error.None;
   }
 
-  get version(): number { return this.buf[this.off + Ipv4Field.VER_IHL] >> 4; }
-  get headerLength(): number { return (this.buf[this.off + Ipv4Field.VER_IHL] & 15) * 4; }
-  get tos(): number { return this.buf[this.off + Ipv4Field.TOS]; }
-  get totalLength(): number { return readU16(this.buf, this.off + Ipv4Field.LENGTH); }
-  set totalLength(v: number) { writeU16(this.buf, this.off + Ipv4Field.LENGTH, v); }
-  get ident(): number { return readU16(this.buf, this.off + Ipv4Field.IDENT); }
-  get dontFragment(): boolean { return (readU16(this.buf, this.off + Ipv4Field.FLG_OFF) & IP_FLAG_DF) !== 0; }
-  get moreFragments(): boolean { return (readU16(this.buf, this.off + Ipv4Field.FLG_OFF) & IP_FLAG_MF) !== 0; }
+  get version(): number {
+    return this.buf[this.off + Ipv4Field.VER_IHL] >> 4;
+  }
+  get headerLength(): number {
+    return (this.buf[this.off + Ipv4Field.VER_IHL] & 15) * 4;
+  }
+  get tos(): number {
+    return this.buf[this.off + Ipv4Field.TOS];
+  }
+  get totalLength(): number {
+    return readU16(this.buf, this.off + Ipv4Field.LENGTH);
+  }
+  set totalLength(v: number) {
+    writeU16(this.buf, this.off + Ipv4Field.LENGTH, v);
+  }
+  get ident(): number {
+    return readU16(this.buf, this.off + Ipv4Field.IDENT);
+  }
+  get dontFragment(): boolean {
+    return (readU16(this.buf, this.off + Ipv4Field.FLG_OFF) & IP_FLAG_DF) !== 0;
+  }
+  get moreFragments(): boolean {
+    return (readU16(this.buf, this.off + Ipv4Field.FLG_OFF) & IP_FLAG_MF) !== 0;
+  }
   /** In bytes. */
-  get fragmentOffset(): number { return (readU16(this.buf, this.off + Ipv4Field.FLG_OFF) & 0x1fff) * 8; }
-  get ttl(): number { return this.buf[this.off + Ipv4Field.TTL]; }
-  get protocol(): number { return this.buf[this.off + Ipv4Field.PROTOCOL]; }
-  get checksum(): number { return readU16(this.buf, this.off + Ipv4Field.CHECKSUM); }
-  get src(): number { return readU32(this.buf, this.off + Ipv4Field.SRC_ADDR); }
-  get dst(): number { return readU32(this.buf, this.off + Ipv4Field.DST_ADDR); }
+  get fragmentOffset(): number {
+    return (readU16(this.buf, this.off + Ipv4Field.FLG_OFF) & 0x1fff) * 8;
+  }
+  get ttl(): number {
+    return this.buf[this.off + Ipv4Field.TTL];
+  }
+  get protocol(): number {
+    return this.buf[this.off + Ipv4Field.PROTOCOL];
+  }
+  get checksum(): number {
+    return readU16(this.buf, this.off + Ipv4Field.CHECKSUM);
+  }
+  get src(): number {
+    return readU32(this.buf, this.off + Ipv4Field.SRC_ADDR);
+  }
+  get dst(): number {
+    return readU32(this.buf, this.off + Ipv4Field.DST_ADDR);
+  }
   /** Where the payload (the transport header) starts in `buf`. */
-  get payloadOffset(): number { return this.off + this.headerLength; }
+  get payloadOffset(): number {
+    return this.off + this.headerLength;
+  }
   /** Bytes of payload the view holds (the quote of an ICMP error may hold fewer than the total length says). */
-  get payloadLength(): number { return this.len - this.headerLength; }
+  get payloadLength(): number {
+    return this.len - this.headerLength;
+  }
   /** The header checksum is right (RFC 791 3.1: the ones' complement sum over the header is zero). */
-  verifyChecksum(): boolean { return internetChecksum(this.buf, this.off, this.headerLength) === 0; }
+  verifyChecksum(): boolean {
+    return internetChecksum(this.buf, this.off, this.headerLength) === 0;
+  }
   /** Computes and stores the header checksum. */
   fillChecksum(): void {
     writeU16(this.buf, this.off + Ipv4Field.CHECKSUM, 0);

@@ -42,13 +42,30 @@ export const MEDIA_HEADER = 12;
 export const AF_LAST = 0x01;
 
 export const MmsCommand = {
-  Connect: 0x0001, ConnectReply: 0x0002, TransportUdp: 0x0003, TransportTcp: 0x0004, StartPlaying: 0x0005,
-  StartedPlaying: 0x0006, EndOfItem: 0x0007, MediaData: 0x0008, Close: 0x0009, Error: 0x000a,
+  Connect: 0x0001,
+  ConnectReply: 0x0002,
+  TransportUdp: 0x0003,
+  TransportTcp: 0x0004,
+  StartPlaying: 0x0005,
+  StartedPlaying: 0x0006,
+  EndOfItem: 0x0007,
+  MediaData: 0x0008,
+  Close: 0x0009,
+  Error: 0x000a,
 } as const;
 
 /** The fixed body end of each command (variable tails start there). */
 const FIXED: Record<number, number> = {
-  0x0001: 8, 0x0002: 10, 0x0003: 14, 0x0004: 8, 0x0005: 11, 0x0006: 18, 0x0007: 48, 0x0008: 8 + MEDIA_HEADER, 0x0009: 8, 0x000a: 8,
+  0x0001: 8,
+  0x0002: 10,
+  0x0003: 14,
+  0x0004: 8,
+  0x0005: 11,
+  0x0006: 18,
+  0x0007: 48,
+  0x0008: 8 + MEDIA_HEADER,
+  0x0009: 8,
+  0x000a: 8,
 };
 
 export type MmsMessage =
@@ -63,7 +80,14 @@ export type MmsMessage =
   | { command: typeof MmsCommand.Close }
   | { command: typeof MmsCommand.Error; reason: string };
 
-export const enum MmsError { None = 0, Truncated = 1, BadMagic = 2, BadLength = 3, UnknownCommand = 4, BadBody = 5 }
+export const enum MmsError {
+  None = 0,
+  Truncated = 1,
+  BadMagic = 2,
+  BadLength = 3,
+  UnknownCommand = 4,
+  BadBody = 5,
+}
 
 /** Length of the message at the front of a stream: > 0, 0 (need 8 bytes), or -MmsError. */
 export function mmsFrameLength(buf: Uint8Array, off: number, avail: number): number {
@@ -88,17 +112,38 @@ export function parseMms(buf: Uint8Array, off: number, len: number): { error: Mm
   const tail = (o: number) => Buffer.from(buf.buffer, buf.byteOffset + off + o, fl - o);
   let m: MmsMessage;
   switch (cmd) {
-    case MmsCommand.Connect: m = { command: cmd, player: tail(8).toString('utf8') }; break;
-    case MmsCommand.ConnectReply: m = { command: cmd, items: u16(8) }; break;
-    case MmsCommand.TransportUdp: m = { command: cmd, port: u16(8), addr: u32(10) }; break;
-    case MmsCommand.TransportTcp: m = { command: cmd }; break;
-    case MmsCommand.StartPlaying: m = { command: cmd, item: u16(8), incarnation: buf[off + 10] }; break;
-    case MmsCommand.StartedPlaying: m = { command: cmd, item: u16(8), incarnation: buf[off + 10], datagrams: u32(12), sourcePort: u16(16) }; break;
-    case MmsCommand.EndOfItem: m = { command: cmd, item: u16(8), incarnation: buf[off + 10], datagrams: u32(12), sha256: Buffer.from(tail(16).subarray(0, 32)) }; break;
-    case MmsCommand.MediaData: m = { command: cmd, media: Buffer.from(tail(8)) }; break;
-    case MmsCommand.Close: m = { command: cmd }; break;
-    case MmsCommand.Error: m = { command: cmd, reason: tail(8).toString('utf8') }; break;
-    default: return { error: MmsError.UnknownCommand, message: null };
+    case MmsCommand.Connect:
+      m = { command: cmd, player: tail(8).toString('utf8') };
+      break;
+    case MmsCommand.ConnectReply:
+      m = { command: cmd, items: u16(8) };
+      break;
+    case MmsCommand.TransportUdp:
+      m = { command: cmd, port: u16(8), addr: u32(10) };
+      break;
+    case MmsCommand.TransportTcp:
+      m = { command: cmd };
+      break;
+    case MmsCommand.StartPlaying:
+      m = { command: cmd, item: u16(8), incarnation: buf[off + 10] };
+      break;
+    case MmsCommand.StartedPlaying:
+      m = { command: cmd, item: u16(8), incarnation: buf[off + 10], datagrams: u32(12), sourcePort: u16(16) };
+      break;
+    case MmsCommand.EndOfItem:
+      m = { command: cmd, item: u16(8), incarnation: buf[off + 10], datagrams: u32(12), sha256: Buffer.from(tail(16).subarray(0, 32)) };
+      break;
+    case MmsCommand.MediaData:
+      m = { command: cmd, media: Buffer.from(tail(8)) };
+      break;
+    case MmsCommand.Close:
+      m = { command: cmd };
+      break;
+    case MmsCommand.Error:
+      m = { command: cmd, reason: tail(8).toString('utf8') };
+      break;
+    default:
+      return { error: MmsError.UnknownCommand, message: null };
   }
   return { error: MmsError.None, message: m };
 }
@@ -106,15 +151,47 @@ export function parseMms(buf: Uint8Array, off: number, len: number): { error: Mm
 export function emitMms(m: MmsMessage): Buffer {
   let body: Buffer;
   switch (m.command) {
-    case MmsCommand.Connect: body = Buffer.from(m.player, 'utf8'); break;
-    case MmsCommand.ConnectReply: body = Buffer.alloc(2); writeU16(body, 0, m.items); break;
-    case MmsCommand.TransportUdp: body = Buffer.alloc(6); writeU16(body, 0, m.port); writeU32(body, 2, m.addr); break;
-    case MmsCommand.TransportTcp: case MmsCommand.Close: body = Buffer.alloc(0); break;
-    case MmsCommand.StartPlaying: body = Buffer.alloc(3); writeU16(body, 0, m.item); body[2] = m.incarnation; break;
-    case MmsCommand.StartedPlaying: body = Buffer.alloc(10); writeU16(body, 0, m.item); body[2] = m.incarnation; writeU32(body, 4, m.datagrams); writeU16(body, 8, m.sourcePort); break;
-    case MmsCommand.EndOfItem: body = Buffer.alloc(40); writeU16(body, 0, m.item); body[2] = m.incarnation; writeU32(body, 4, m.datagrams); m.sha256.copy(body, 8, 0, 32); break;
-    case MmsCommand.MediaData: body = m.media; break;
-    case MmsCommand.Error: body = Buffer.from(m.reason, 'utf8'); break;
+    case MmsCommand.Connect:
+      body = Buffer.from(m.player, 'utf8');
+      break;
+    case MmsCommand.ConnectReply:
+      body = Buffer.alloc(2);
+      writeU16(body, 0, m.items);
+      break;
+    case MmsCommand.TransportUdp:
+      body = Buffer.alloc(6);
+      writeU16(body, 0, m.port);
+      writeU32(body, 2, m.addr);
+      break;
+    case MmsCommand.TransportTcp:
+    case MmsCommand.Close:
+      body = Buffer.alloc(0);
+      break;
+    case MmsCommand.StartPlaying:
+      body = Buffer.alloc(3);
+      writeU16(body, 0, m.item);
+      body[2] = m.incarnation;
+      break;
+    case MmsCommand.StartedPlaying:
+      body = Buffer.alloc(10);
+      writeU16(body, 0, m.item);
+      body[2] = m.incarnation;
+      writeU32(body, 4, m.datagrams);
+      writeU16(body, 8, m.sourcePort);
+      break;
+    case MmsCommand.EndOfItem:
+      body = Buffer.alloc(40);
+      writeU16(body, 0, m.item);
+      body[2] = m.incarnation;
+      writeU32(body, 4, m.datagrams);
+      m.sha256.copy(body, 8, 0, 32);
+      break;
+    case MmsCommand.MediaData:
+      body = m.media;
+      break;
+    case MmsCommand.Error:
+      body = Buffer.from(m.reason, 'utf8');
+      break;
   }
   const len = MMS_HEADER + body.length;
   if (len > MMS_MAX_MESSAGE) throw new RangeError(`MMS message of ${len} bytes is longer than ${MMS_MAX_MESSAGE}`);
@@ -126,7 +203,15 @@ export function emitMms(m: MmsMessage): Buffer {
   return b;
 }
 
-export interface MediaRepr { seq: number; incarnation: number; flags: number; size: number; item: number; payloadOffset: number; payloadLength: number }
+export interface MediaRepr {
+  seq: number;
+  incarnation: number;
+  flags: number;
+  size: number;
+  item: number;
+  payloadOffset: number;
+  payloadLength: number;
+}
 
 export function parseMedia(buf: Uint8Array, off: number, len: number): MediaRepr | null {
   if (len < MEDIA_HEADER) return null;
@@ -134,8 +219,12 @@ export function parseMedia(buf: Uint8Array, off: number, len: number): MediaRepr
   if (size !== len) return null;
   return {
     seq: (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16) | (buf[off + 3] << 24)) >>> 0,
-    incarnation: buf[off + 4], flags: buf[off + 5], size, item: readU16(buf, off + 8),
-    payloadOffset: off + MEDIA_HEADER, payloadLength: len - MEDIA_HEADER,
+    incarnation: buf[off + 4],
+    flags: buf[off + 5],
+    size,
+    item: readU16(buf, off + 8),
+    payloadOffset: off + MEDIA_HEADER,
+    payloadLength: len - MEDIA_HEADER,
   };
 }
 
@@ -179,7 +268,10 @@ export class MmsStream {
     let off = 0;
     while (true) {
       const fl = mmsFrameLength(this.buf, off, this.buf.length - off);
-      if (fl < 0) { this.error = -fl as MmsError; break; }
+      if (fl < 0) {
+        this.error = -fl as MmsError;
+        break;
+      }
       if (fl === 0 || fl > this.buf.length - off) break;
       const r = parseMms(this.buf, off, fl);
       out.push({ ...r, raw: this.buf.subarray(off, off + fl) });

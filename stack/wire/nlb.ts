@@ -124,8 +124,19 @@ export function newRuleSlot(): NlbRuleSlot {
 
 export function newMembershipRepr(): NlbMembershipRepr {
   return {
-    signature: NLB_SIGNATURE_MEMBERSHIP, version: NLB_VERSION, uniqueHostId: 0, clusterIp: 0, dedicatedIp: 0,
-    hostId: 0, defaultHostId: 0, convergenceState: 0, uniqueHostCode: 0, packetsHandled: 0, teaming: 0, view: 0, rules: [],
+    signature: NLB_SIGNATURE_MEMBERSHIP,
+    version: NLB_VERSION,
+    uniqueHostId: 0,
+    clusterIp: 0,
+    dedicatedIp: 0,
+    hostId: 0,
+    defaultHostId: 0,
+    convergenceState: 0,
+    uniqueHostCode: 0,
+    packetsHandled: 0,
+    teaming: 0,
+    view: 0,
+    rules: [],
   };
 }
 
@@ -133,13 +144,17 @@ function readU32LE(b: Uint8Array, o: number): number {
   return (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
 }
 function writeU32LE(b: Uint8Array, o: number, v: number): void {
-  b[o] = v & 255; b[o + 1] = (v >>> 8) & 255; b[o + 2] = (v >>> 16) & 255; b[o + 3] = (v >>> 24) & 255;
+  b[o] = v & 255;
+  b[o + 1] = (v >>> 8) & 255;
+  b[o + 2] = (v >>> 16) & 255;
+  b[o + 3] = (v >>> 24) & 255;
 }
 function readU16LE(b: Uint8Array, o: number): number {
   return b[o] | (b[o + 1] << 8);
 }
 function writeU16LE(b: Uint8Array, o: number, v: number): void {
-  b[o] = v & 255; b[o + 1] = (v >>> 8) & 255;
+  b[o] = v & 255;
+  b[o + 1] = (v >>> 8) & 255;
 }
 function readU64LE(b: Uint8Array, o: number): bigint {
   return (BigInt(readU32LE(b, o + 4)) << 32n) | BigInt(readU32LE(b, o));
@@ -313,7 +328,10 @@ export function emitExtended(buf: Uint8Array, off: number, r: NlbExtendedRepr): 
     }
     for (const s of f.sticky) {
       writeU32(buf, o, s.key);
-      buf[o + 4] = s.rule; buf[o + 5] = 0; buf[o + 6] = 0; buf[o + 7] = 0;
+      buf[o + 4] = s.rule;
+      buf[o + 5] = 0;
+      buf[o + 6] = 0;
+      buf[o + 7] = 0;
       o += NLB_STICKY_ENTRY_LEN;
     }
   }
@@ -347,14 +365,21 @@ export function parseExtended(buf: Uint8Array, off: number, len: number, out: Nl
       o = s + 6;
     } else if (type === NLB_EXT_FAULTSTACK) {
       if (end - o < FS_HEADER) return NlbError.BadEntry;
-      const nt = readU16LE(buf, o + 4), ns = readU16LE(buf, o + 6);
+      const nt = readU16LE(buf, o + 4),
+        ns = readU16LE(buf, o + 6);
       const need = FS_HEADER + nt * NLB_TUNNEL_ENTRY_LEN + ns * NLB_STICKY_ENTRY_LEN;
       if (end - o < need) return NlbError.BadEntry;
-      const part = buf[o + 2], parts = buf[o + 3];
+      const part = buf[o + 2],
+        parts = buf[o + 3];
       let p = o + FS_HEADER;
       const tunnels: NlbTunnelEntry[] = [];
       for (let i = 0; i < nt; i++, p += NLB_TUNNEL_ENTRY_LEN) {
-        tunnels.push({ identityHash: Buffer.from(buf.subarray(p, p + 8)), clientAddr: readU32(buf, p + 8), openSeq: readU32LE(buf, p + 12), ageMs: readU32LE(buf, p + 16) });
+        tunnels.push({
+          identityHash: Buffer.from(buf.subarray(p, p + 8)),
+          clientAddr: readU32(buf, p + 8),
+          openSeq: readU32LE(buf, p + 12),
+          ageMs: readU32LE(buf, p + 16),
+        });
       }
       const sticky: NlbStickyEntry[] = [];
       for (let i = 0; i < ns; i++, p += NLB_STICKY_ENTRY_LEN) sticky.push({ key: readU32(buf, p), rule: buf[p + 4] });

@@ -19,23 +19,43 @@ declare const seqBrand: unique symbol;
 export type Seq = symbol & { readonly [seqBrand]: true };
 
 /** `n` (any integer) as a sequence number, taken modulo 2^32. */
-export function asSeq(n: number): Seq { return (n >>> 0) as unknown as Seq; }
+export function asSeq(n: number): Seq {
+  return (n >>> 0) as unknown as Seq;
+}
 /** The sequence number as the unsigned 32-bit value the header carries. */
-export function seqValue(s: Seq): number { return s as unknown as number; }
+export function seqValue(s: Seq): number {
+  return s as unknown as number;
+}
 
 /** s + n, modulo 2^32 (n may be negative). */
-export function seqAdd(s: Seq, n: number): Seq { return (((s as unknown as number) + n) >>> 0) as unknown as Seq; }
+export function seqAdd(s: Seq, n: number): Seq {
+  return (((s as unknown as number) + n) >>> 0) as unknown as Seq;
+}
 /** The signed distance a - b, in (-2^31, 2^31]: positive when a is after b. */
-export function seqSub(a: Seq, b: Seq): number { return ((a as unknown as number) - (b as unknown as number)) | 0; }
+export function seqSub(a: Seq, b: Seq): number {
+  return ((a as unknown as number) - (b as unknown as number)) | 0;
+}
 /** The number of sequence numbers from `from` up to `to` (unsigned: `to` is taken to be at or after `from`). */
-export function seqSize(from: Seq, to: Seq): number { return ((to as unknown as number) - (from as unknown as number)) >>> 0; }
+export function seqSize(from: Seq, to: Seq): number {
+  return ((to as unknown as number) - (from as unknown as number)) >>> 0;
+}
 
-export function seqLt(a: Seq, b: Seq): boolean { return (((a as unknown as number) - (b as unknown as number)) | 0) < 0; }
-export function seqLe(a: Seq, b: Seq): boolean { return (((a as unknown as number) - (b as unknown as number)) | 0) <= 0; }
-export function seqGt(a: Seq, b: Seq): boolean { return (((a as unknown as number) - (b as unknown as number)) | 0) > 0; }
-export function seqGe(a: Seq, b: Seq): boolean { return (((a as unknown as number) - (b as unknown as number)) | 0) >= 0; }
+export function seqLt(a: Seq, b: Seq): boolean {
+  return (((a as unknown as number) - (b as unknown as number)) | 0) < 0;
+}
+export function seqLe(a: Seq, b: Seq): boolean {
+  return (((a as unknown as number) - (b as unknown as number)) | 0) <= 0;
+}
+export function seqGt(a: Seq, b: Seq): boolean {
+  return (((a as unknown as number) - (b as unknown as number)) | 0) > 0;
+}
+export function seqGe(a: Seq, b: Seq): boolean {
+  return (((a as unknown as number) - (b as unknown as number)) | 0) >= 0;
+}
 /** The later of two sequence numbers. */
-export function seqMax(a: Seq, b: Seq): Seq { return seqGt(a, b) ? a : b; }
+export function seqMax(a: Seq, b: Seq): Seq {
+  return seqGt(a, b) ? a : b;
+}
 /** left <= s < left + size: `s` lies in the window of `size` numbers starting at `left` (RFC 9293 3.4). */
 export function seqInWindow(s: Seq, left: Seq, size: number): boolean {
   const d = ((s as unknown as number) - (left as unknown as number)) | 0;
@@ -43,9 +63,15 @@ export function seqInWindow(s: Seq, left: Seq, size: number): boolean {
 }
 
 /** Timestamp values (RFC 7323 5.3 R1, 4.3): compared modulo 2^32 as sequence numbers are. */
-export function tsLt(a: number, b: number): boolean { return ((a - b) | 0) < 0; }
-export function tsLe(a: number, b: number): boolean { return ((a - b) | 0) <= 0; }
-export function tsGe(a: number, b: number): boolean { return ((a - b) | 0) >= 0; }
+export function tsLt(a: number, b: number): boolean {
+  return ((a - b) | 0) < 0;
+}
+export function tsLe(a: number, b: number): boolean {
+  return ((a - b) | 0) <= 0;
+}
+export function tsGe(a: number, b: number): boolean {
+  return ((a - b) | 0) >= 0;
+}
 
 /** Reads a sequence number stored big-endian at b[o] (a header's SEQ or ACK field). */
 export function readSeq(b: Uint8Array, o: number): Seq {

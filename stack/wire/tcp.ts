@@ -14,14 +14,28 @@
  *   20 options (data offset > 5)
  */
 import {
-  type ChecksumCaps, SOFTWARE_CHECKSUMS, checksumAdd, checksumFinish, checksumToVerify, deviceFills, partialChecksum, pseudoHeaderSum,
+  type ChecksumCaps,
+  SOFTWARE_CHECKSUMS,
+  checksumAdd,
+  checksumFinish,
+  checksumToVerify,
+  deviceFills,
+  partialChecksum,
+  pseudoHeaderSum,
 } from './checksum';
 import { readU16, readU32, writeU16, writeU32 } from './bytes';
 import { PROTO_TCP } from './ipv4';
 import { type Seq, asSeq, readSeq, writeSeq } from './seq';
 
 export const TCP_MIN_HEADER = 20;
-export const FIN = 0x01, SYN = 0x02, RST = 0x04, PSH = 0x08, ACK = 0x10, URG = 0x20, ECE = 0x40, CWR = 0x80;
+export const FIN = 0x01,
+  SYN = 0x02,
+  RST = 0x04,
+  PSH = 0x08,
+  ACK = 0x10,
+  URG = 0x20,
+  ECE = 0x40,
+  CWR = 0x80;
 export const MAX_SACK_BLOCKS = 4;
 
 /** Byte offsets of the header's fields (RFC 9293 3.1). */
@@ -40,7 +54,15 @@ export const enum TcpField {
 }
 
 /** Option kinds (RFC 9293 3.2, RFC 7323, RFC 2018). A const enum: the parser's switch compares constants, not module properties. */
-export const enum TcpOption { END = 0, NOP = 1, MSS = 2, WSCALE = 3, SACK_PERM = 4, SACK = 5, TIMESTAMP = 8 }
+export const enum TcpOption {
+  END = 0,
+  NOP = 1,
+  MSS = 2,
+  WSCALE = 3,
+  SACK_PERM = 4,
+  SACK = 5,
+  TIMESTAMP = 8,
+}
 
 /**
  * One segment's header. Parsed from the wire, every field is set; to emit one, set the
@@ -73,19 +95,44 @@ export interface TcpRepr {
 
 export function newTcpRepr(): TcpRepr {
   return {
-    srcPort: 0, dstPort: 0, seq: asSeq(0), ack: asSeq(0), flags: 0, window: 0, urgent: 0, headerLength: 20,
-    payloadOffset: 0, payloadLength: 0, mss: -1, wscale: -1, sackPermitted: false,
-    hasTimestamp: false, tsVal: 0, tsEcr: 0, sackCount: 0, sack: new Uint32Array(MAX_SACK_BLOCKS * 2),
+    srcPort: 0,
+    dstPort: 0,
+    seq: asSeq(0),
+    ack: asSeq(0),
+    flags: 0,
+    window: 0,
+    urgent: 0,
+    headerLength: 20,
+    payloadOffset: 0,
+    payloadLength: 0,
+    mss: -1,
+    wscale: -1,
+    sackPermitted: false,
+    hasTimestamp: false,
+    tsVal: 0,
+    tsEcr: 0,
+    sackCount: 0,
+    sack: new Uint32Array(MAX_SACK_BLOCKS * 2),
   };
 }
 
 /** Clears the options of `r` (a segment without any). */
 export function clearTcpOptions(r: TcpRepr): TcpRepr {
-  r.mss = -1; r.wscale = -1; r.sackPermitted = false; r.hasTimestamp = false; r.sackCount = 0;
+  r.mss = -1;
+  r.wscale = -1;
+  r.sackPermitted = false;
+  r.hasTimestamp = false;
+  r.sackCount = 0;
   return r;
 }
 
-export const enum TcpError { None = 0, Truncated = 1, BadOffset = 2, BadChecksum = 3, BadOption = 4 }
+export const enum TcpError {
+  None = 0,
+  Truncated = 1,
+  BadOffset = 2,
+  BadChecksum = 3,
+  BadOption = 4,
+}
 
 /** A view over a TCP header in place; `wrap` checks the 20 bytes and the data offset against the length. Re-pointed, not allocated. */
 export class TcpPacket {
@@ -97,24 +144,54 @@ export class TcpPacket {
     if (len < TCP_MIN_HEADER) return TcpError.Truncated;
     const hlen = (buf[off + TcpField.DATA_OFF] >> 4) * 4;
     if (hlen < TCP_MIN_HEADER || hlen > len) return TcpError.BadOffset;
-    this.buf = buf; this.off = off; this.len = len;
+    this.buf = buf;
+    this.off = off;
+    this.len = len;
     return TcpError.None;
   }
 
-  get srcPort(): number { return readU16(this.buf, this.off + TcpField.SRC_PORT); }
-  get dstPort(): number { return readU16(this.buf, this.off + TcpField.DST_PORT); }
-  get seq(): Seq { return readSeq(this.buf, this.off + TcpField.SEQ_NUM); }
-  set seq(s: Seq) { writeSeq(this.buf, this.off + TcpField.SEQ_NUM, s); }
-  get ack(): Seq { return readSeq(this.buf, this.off + TcpField.ACK_NUM); }
-  get headerLength(): number { return (this.buf[this.off + TcpField.DATA_OFF] >> 4) * 4; }
-  get flags(): number { return this.buf[this.off + TcpField.FLAGS]; }
-  set flags(f: number) { this.buf[this.off + TcpField.FLAGS] = f; }
-  get window(): number { return readU16(this.buf, this.off + TcpField.WIN_SIZE); }
-  get checksum(): number { return readU16(this.buf, this.off + TcpField.CHECKSUM); }
-  set checksum(c: number) { writeU16(this.buf, this.off + TcpField.CHECKSUM, c); }
-  get urgent(): number { return readU16(this.buf, this.off + TcpField.URGENT); }
-  get payloadOffset(): number { return this.off + this.headerLength; }
-  get payloadLength(): number { return this.len - this.headerLength; }
+  get srcPort(): number {
+    return readU16(this.buf, this.off + TcpField.SRC_PORT);
+  }
+  get dstPort(): number {
+    return readU16(this.buf, this.off + TcpField.DST_PORT);
+  }
+  get seq(): Seq {
+    return readSeq(this.buf, this.off + TcpField.SEQ_NUM);
+  }
+  set seq(s: Seq) {
+    writeSeq(this.buf, this.off + TcpField.SEQ_NUM, s);
+  }
+  get ack(): Seq {
+    return readSeq(this.buf, this.off + TcpField.ACK_NUM);
+  }
+  get headerLength(): number {
+    return (this.buf[this.off + TcpField.DATA_OFF] >> 4) * 4;
+  }
+  get flags(): number {
+    return this.buf[this.off + TcpField.FLAGS];
+  }
+  set flags(f: number) {
+    this.buf[this.off + TcpField.FLAGS] = f;
+  }
+  get window(): number {
+    return readU16(this.buf, this.off + TcpField.WIN_SIZE);
+  }
+  get checksum(): number {
+    return readU16(this.buf, this.off + TcpField.CHECKSUM);
+  }
+  set checksum(c: number) {
+    writeU16(this.buf, this.off + TcpField.CHECKSUM, c);
+  }
+  get urgent(): number {
+    return readU16(this.buf, this.off + TcpField.URGENT);
+  }
+  get payloadOffset(): number {
+    return this.off + this.headerLength;
+  }
+  get payloadLength(): number {
+    return this.len - this.headerLength;
+  }
   /** The checksum over the pseudo-header (RFC 9293 3.1) and the whole segment is right. */
   verifyChecksum(src: number, dst: number): boolean {
     return checksumFinish(checksumAdd(this.buf, this.off, this.len, pseudoHeaderSum(src, dst, PROTO_TCP, this.len))) === 0;
@@ -160,7 +237,10 @@ function parseOptions(buf: Uint8Array, i: number, end: number, out: TcpRepr): Tc
   while (i < end) {
     const kind = buf[i];
     if (kind === TcpOption.END) break;
-    if (kind === TcpOption.NOP) { i++; continue; }
+    if (kind === TcpOption.NOP) {
+      i++;
+      continue;
+    }
     if (i + 1 >= end) return TcpError.BadOption;
     const olen = buf[i + 1];
     if (olen < 2 || i + olen > end) return TcpError.BadOption;
@@ -205,33 +285,66 @@ function parseOptions(buf: Uint8Array, i: number, end: number, out: TcpRepr): Tc
 export function optionsLength(r: TcpRepr): number {
   let n = 0;
   if (r.mss >= 0) n += 4;
-  if (r.hasTimestamp) n += 12;            // NOP NOP TS, or SACKOK TS
-  else if (r.sackPermitted) n += 4;       // NOP NOP SACKOK
-  if (r.wscale >= 0) n += 4;              // NOP WS
+  if (r.hasTimestamp)
+    n += 12; // NOP NOP TS, or SACKOK TS
+  else if (r.sackPermitted) n += 4; // NOP NOP SACKOK
+  if (r.wscale >= 0) n += 4; // NOP WS
   if (r.sackCount > 0) n += 4 + 8 * r.sackCount; // NOP NOP SACK
   return n;
 }
 
 /** The header length `emitTcp` writes for `r`. */
-export function tcpHeaderLength(r: TcpRepr): number { return TCP_MIN_HEADER + optionsLength(r); }
+export function tcpHeaderLength(r: TcpRepr): number {
+  return TCP_MIN_HEADER + optionsLength(r);
+}
 
 function emitOptions(buf: Uint8Array, i: number, r: TcpRepr): number {
   const start = i;
-  if (r.mss >= 0) { buf[i++] = TcpOption.MSS; buf[i++] = 4; writeU16(buf, i, r.mss); i += 2; }
+  if (r.mss >= 0) {
+    buf[i++] = TcpOption.MSS;
+    buf[i++] = 4;
+    writeU16(buf, i, r.mss);
+    i += 2;
+  }
   // SACK-permitted (2 bytes) takes the place of the two NOPs that would align the
   // timestamp (RFC 7323 appendix A's layout, and what Linux sends): a SYN with MSS,
   // SACK-permitted, timestamps and window scale has 20 option bytes, not 24.
-  if (r.sackPermitted && !r.hasTimestamp) { buf[i++] = TcpOption.NOP; buf[i++] = TcpOption.NOP; buf[i++] = TcpOption.SACK_PERM; buf[i++] = 2; }
-  if (r.hasTimestamp) {
-    if (r.sackPermitted) { buf[i++] = TcpOption.SACK_PERM; buf[i++] = 2; }
-    else { buf[i++] = TcpOption.NOP; buf[i++] = TcpOption.NOP; }
-    buf[i++] = TcpOption.TIMESTAMP; buf[i++] = 10;
-    writeU32(buf, i, r.tsVal); writeU32(buf, i + 4, r.tsEcr); i += 8;
+  if (r.sackPermitted && !r.hasTimestamp) {
+    buf[i++] = TcpOption.NOP;
+    buf[i++] = TcpOption.NOP;
+    buf[i++] = TcpOption.SACK_PERM;
+    buf[i++] = 2;
   }
-  if (r.wscale >= 0) { buf[i++] = TcpOption.NOP; buf[i++] = TcpOption.WSCALE; buf[i++] = 3; buf[i++] = r.wscale; }
+  if (r.hasTimestamp) {
+    if (r.sackPermitted) {
+      buf[i++] = TcpOption.SACK_PERM;
+      buf[i++] = 2;
+    } else {
+      buf[i++] = TcpOption.NOP;
+      buf[i++] = TcpOption.NOP;
+    }
+    buf[i++] = TcpOption.TIMESTAMP;
+    buf[i++] = 10;
+    writeU32(buf, i, r.tsVal);
+    writeU32(buf, i + 4, r.tsEcr);
+    i += 8;
+  }
+  if (r.wscale >= 0) {
+    buf[i++] = TcpOption.NOP;
+    buf[i++] = TcpOption.WSCALE;
+    buf[i++] = 3;
+    buf[i++] = r.wscale;
+  }
   if (r.sackCount > 0) {
-    buf[i++] = TcpOption.NOP; buf[i++] = TcpOption.NOP; buf[i++] = TcpOption.SACK; buf[i++] = 2 + 8 * r.sackCount;
-    for (let b = 0; b < r.sackCount; b++) { writeU32(buf, i, r.sack[b * 2]); writeU32(buf, i + 4, r.sack[b * 2 + 1]); i += 8; }
+    buf[i++] = TcpOption.NOP;
+    buf[i++] = TcpOption.NOP;
+    buf[i++] = TcpOption.SACK;
+    buf[i++] = 2 + 8 * r.sackCount;
+    for (let b = 0; b < r.sackCount; b++) {
+      writeU32(buf, i, r.sack[b * 2]);
+      writeU32(buf, i + 4, r.sack[b * 2 + 1]);
+      i += 8;
+    }
   }
   return i - start;
 }

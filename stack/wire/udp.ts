@@ -2,19 +2,45 @@
  * UDP (RFC 768): 0 source port  2 destination port  4 length  6 checksum  8 data.
  * Field table, view (UdpPacket), representation (parseUdp / emitUdp), as for IPv4.
  */
-import { type ChecksumCaps, SOFTWARE_CHECKSUMS, checksumAdd, checksumFinish, checksumToVerify, deviceFills, partialChecksum, pseudoHeaderSum } from './checksum';
+import {
+  type ChecksumCaps,
+  SOFTWARE_CHECKSUMS,
+  checksumAdd,
+  checksumFinish,
+  checksumToVerify,
+  deviceFills,
+  partialChecksum,
+  pseudoHeaderSum,
+} from './checksum';
 import { readU16, writeU16 } from './bytes';
 import { PROTO_UDP } from './ipv4';
 
 export const UDP_HEADER = 8;
 
 /** Byte offsets of the header's fields. */
-export const enum UdpField { SRC_PORT = 0, DST_PORT = 2, LENGTH = 4, CHECKSUM = 6 }
+export const enum UdpField {
+  SRC_PORT = 0,
+  DST_PORT = 2,
+  LENGTH = 4,
+  CHECKSUM = 6,
+}
 
-export interface UdpRepr { srcPort: number; dstPort: number; payloadOffset: number; payloadLength: number }
-export function newUdpRepr(): UdpRepr { return { srcPort: 0, dstPort: 0, payloadOffset: 0, payloadLength: 0 }; }
+export interface UdpRepr {
+  srcPort: number;
+  dstPort: number;
+  payloadOffset: number;
+  payloadLength: number;
+}
+export function newUdpRepr(): UdpRepr {
+  return { srcPort: 0, dstPort: 0, payloadOffset: 0, payloadLength: 0 };
+}
 
-export const enum UdpError { None = 0, Truncated = 1, BadLength = 2, BadChecksum = 3 }
+export const enum UdpError {
+  None = 0,
+  Truncated = 1,
+  BadLength = 2,
+  BadChecksum = 3,
+}
 
 /** A view over a UDP header in place; `wrap` checks the header is there and its length field fits. Re-pointed, not allocated. */
 export class UdpPacket {
@@ -26,16 +52,30 @@ export class UdpPacket {
     if (len < UDP_HEADER) return UdpError.Truncated;
     const ulen = readU16(buf, off + UdpField.LENGTH);
     if (ulen < UDP_HEADER || ulen > len) return UdpError.BadLength;
-    this.buf = buf; this.off = off; this.len = len;
+    this.buf = buf;
+    this.off = off;
+    this.len = len;
     return UdpError.None;
   }
 
-  get srcPort(): number { return readU16(this.buf, this.off + UdpField.SRC_PORT); }
-  get dstPort(): number { return readU16(this.buf, this.off + UdpField.DST_PORT); }
-  get length(): number { return readU16(this.buf, this.off + UdpField.LENGTH); }
-  get checksum(): number { return readU16(this.buf, this.off + UdpField.CHECKSUM); }
-  get payloadOffset(): number { return this.off + UDP_HEADER; }
-  get payloadLength(): number { return this.length - UDP_HEADER; }
+  get srcPort(): number {
+    return readU16(this.buf, this.off + UdpField.SRC_PORT);
+  }
+  get dstPort(): number {
+    return readU16(this.buf, this.off + UdpField.DST_PORT);
+  }
+  get length(): number {
+    return readU16(this.buf, this.off + UdpField.LENGTH);
+  }
+  get checksum(): number {
+    return readU16(this.buf, this.off + UdpField.CHECKSUM);
+  }
+  get payloadOffset(): number {
+    return this.off + UDP_HEADER;
+  }
+  get payloadLength(): number {
+    return this.length - UDP_HEADER;
+  }
 }
 const EMPTY = new Uint8Array(0);
 

@@ -50,7 +50,10 @@ async function pings(count: number): Promise<number[]> {
   return [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
 }
 
-const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!; };
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
 
 beforeAll(async () => {
   lab = await Lab.create('cs');
@@ -72,7 +75,19 @@ afterAll(async () => {
 describe('stats at 20,000 connections', () => {
   test('summary, --all --json, filters; ping stays prompt while rows are listed', async () => {
     for (let p = 0; p < 2; p++) {
-      holders.push(lab.spawn(nsL, process.execPath, [holderJs, '--addrs', ADDRS.filter((_, i) => i % 2 === p).join(','), '--count', '10000', '--port', '9', '--concurrency', '64']));
+      holders.push(
+        lab.spawn(nsL, process.execPath, [
+          holderJs,
+          '--addrs',
+          ADDRS.filter((_, i) => i % 2 === p).join(','),
+          '--count',
+          '10000',
+          '--port',
+          '9',
+          '--concurrency',
+          '64',
+        ]),
+      );
     }
     for (const h of holders) {
       const m = await h.waitFor(/\{"done":true,"open":(\d+),"failed":(\d+)/, { timeoutMs: 180_000 });
@@ -143,7 +158,9 @@ describe('stats at 20,000 connections', () => {
     await lister;
     expect(lists).toBeGreaterThanOrEqual(1);
     expect(busy.length).toBe(300);
-    console.log(`ping p50/p99/max alone ${pct(quiet, 50)}/${pct(quiet, 99)}/${Math.max(...quiet)} ms; while listing 20k rows ${lists}x: ${pct(busy, 50)}/${pct(busy, 99)}/${Math.max(...busy)} ms`);
+    console.log(
+      `ping p50/p99/max alone ${pct(quiet, 50)}/${pct(quiet, 99)}/${Math.max(...quiet)} ms; while listing 20k rows ${lists}x: ${pct(busy, 50)}/${pct(busy, 99)}/${Math.max(...busy)} ms`,
+    );
     // Rows are built a thousand at a time with a turn of the event loop between: no stall
     // of the length one full GC or one 3 MB JSON line took.
     expect(pct(busy, 99)).toBeLessThan(50);
@@ -153,13 +170,23 @@ describe('stats at 20,000 connections', () => {
 
 describe('the status page under a SYN flood', () => {
   test('ten parallel fetches of / return quickly and small, and name no peer', async () => {
-    const f = await lab.exec(ns, process.execPath, [synflood, '--target', `${STACK}:80`, '--source', '198.18.100.0/24',
-      '--count', '150000', '--duration', '10', '--json', '--quiet'], { timeoutMs: 30_000 });
+    const f = await lab.exec(
+      ns,
+      process.execPath,
+      [synflood, '--target', `${STACK}:80`, '--source', '198.18.100.0/24', '--count', '150000', '--duration', '10', '--json', '--quiet'],
+      { timeoutMs: 30_000 },
+    );
     expect(f.code, f.stderr).toBe(0);
     const st = JSON.parse((await cli(['stats', '--json'])).stdout);
     expect(st.listeners.find((l: { port: number }) => l.port === 80).synQueue).toBeGreaterThan(50_000);
     for (const q of ['/', '/?json']) {
-      const rs = await Promise.all(Array.from({ length: 10 }, () => lab.exec(ns, 'curl', ['-sS', '--max-time', '10', '-w', '\n%{http_code} %{time_total} %{size_download}', `http://${STACK}${q}`], { timeoutMs: 20_000 })));
+      const rs = await Promise.all(
+        Array.from({ length: 10 }, () =>
+          lab.exec(ns, 'curl', ['-sS', '--max-time', '10', '-w', '\n%{http_code} %{time_total} %{size_download}', `http://${STACK}${q}`], {
+            timeoutMs: 20_000,
+          }),
+        ),
+      );
       for (const r of rs) {
         expect(r.code, r.stderr).toBe(0);
         const tail = r.stdout.slice(r.stdout.lastIndexOf('\n') + 1).split(' ');
@@ -191,7 +218,9 @@ describe('the control socket (issue 8 item 13)', () => {
       for (let i = 0; i < 200; i++) {
         const s = net.createConnection(control);
         s.on('error', () => {});
-        s.on('data', (d) => { if (d.toString().includes('EBUSY')) busy++; });
+        s.on('data', (d) => {
+          if (d.toString().includes('EBUSY')) busy++;
+        });
         await new Promise((r) => s.once('connect', r));
         s.write('{"id":1,"cmd":"stats","args":{"pad":"' + 'x'.repeat(60_000)); // never finished
         socks.push(s);
@@ -210,17 +239,21 @@ describe('the control socket (issue 8 item 13)', () => {
 
   test('clear errors: a non-string value, a huge timeoutMs; fault set and param set exit 2 on bad values', async () => {
     await expect(ControlClient.call(control, 'param.set', { name: 'TcpMaxHalfOpen', value: true })).rejects.toMatchObject({
-      code: 'EINVAL', message: '"value" must be a string or a number (the parameter\'s new value), not true',
+      code: 'EINVAL',
+      message: '"value" must be a string or a number (the parameter\'s new value), not true',
     });
     await expect(ControlClient.call(control, 'param.set', { name: ['x'], value: 1 })).rejects.toMatchObject({
-      code: 'EINVAL', message: '"name" must be a string (a parameter name such as SynAttackProtect), not an array',
+      code: 'EINVAL',
+      message: '"name" must be a string (a parameter name such as SynAttackProtect), not an array',
     });
     await expect(ControlClient.call(control, 'fault.set', { id: 903927, mode: 'buggy' })).rejects.toMatchObject({
-      code: 'EINVAL', message: '"id" must be a string (a fault id or alias such as kb903927), not number 903927',
+      code: 'EINVAL',
+      message: '"id" must be a string (a fault id or alias such as kb903927), not number 903927',
     });
     const t0 = Date.now();
     await expect(ControlClient.call(control, 'connect', { host: '198.18.0.1', port: 9, timeoutMs: 1e15 })).rejects.toMatchObject({
-      code: 'EINVAL', message: '"timeoutMs" must be an integer from 1 to 2147483647 ms, not number 1000000000000000',
+      code: 'EINVAL',
+      message: '"timeoutMs" must be an integer from 1 to 2147483647 ms, not number 1000000000000000',
     });
     expect(Date.now() - t0).toBeLessThan(2000);
     await expect(ControlClient.call(control, 'events', { limit: 'ten' })).rejects.toMatchObject({ code: 'EINVAL' });
@@ -228,7 +261,9 @@ describe('the control socket (issue 8 item 13)', () => {
     const reply = await new Promise<string>((resolve, reject) => {
       const s = net.createConnection(control);
       let out = '';
-      s.on('data', (d) => { out += d.toString(); });
+      s.on('data', (d) => {
+        out += d.toString();
+      });
       s.on('end', () => resolve(out));
       s.on('error', reject);
       s.end(JSON.stringify({ id: 9, cmd: 'ping', args: {} }));

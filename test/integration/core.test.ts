@@ -26,10 +26,11 @@ beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-core-'));
   pcapFile = path.join(tmp, 'core.pcap');
   const tun = lab.ifname('t');
-  stack = await lab.startStack(ns, [
-    '--tun', tun, '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'all',
-    '--control', path.join(tmp, 'ctl.sock'),
-  ], { env: { FAULTSTACK_CERT_DIR: path.join(tmp, 'certs') } });
+  stack = await lab.startStack(
+    ns,
+    ['--tun', tun, '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'all', '--control', path.join(tmp, 'ctl.sock')],
+    { env: { FAULTSTACK_CERT_DIR: path.join(tmp, 'certs') } },
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -71,7 +72,9 @@ describe('real Linux peer through a real TUN device', () => {
     const certs = path.join(tmp, 'certs');
     const r = await sh(
       `(printf 'ping\\n'; sleep 1) | timeout 20 openssl s_client -connect ${STACK}:5061 -CAfile ${certs}/ca.pem ` +
-      `-cert ${certs}/client.pem -key ${certs}/client.key -verify_return_error 2>&1`, 30_000);
+        `-cert ${certs}/client.pem -key ${certs}/client.key -verify_return_error 2>&1`,
+      30_000,
+    );
     expect(r.stdout).toMatch(/Verify return code: 0 \(ok\)/);
     // The greeting names the client certificate; then the line we sent comes back.
     expect(r.stdout).toMatch(/hello faultstack-client[\s\S]*ping/);
@@ -99,7 +102,7 @@ describe('real Linux peer through a real TUN device', () => {
     }
   }, 90_000);
 
-  test('a lossy link (faultstack\'s own impairment: 2% random loss both ways) still delivers 10 MB intact', async () => {
+  test("a lossy link (faultstack's own impairment: 2% random loss both ways) still delivers 10 MB intact", async () => {
     const ctl = ['--control', stack.controlPath];
     const before = JSON.parse((await lab.cli(ns, ['stats', '--json', ...ctl])).stdout).counters;
     for (const dir of ['in', 'out']) {
@@ -113,12 +116,17 @@ describe('real Linux peer through a real TUN device', () => {
       expect(j.receivedBytes).toBe(MB10);
       expect(j.receivedSha).toBe(j.sentSha);
       // Both directions really lost packets, and the stack really recovered some by retransmission.
-      const rows = JSON.parse((await lab.cli(ns, ['impair', 'list', '--json', ...ctl])).stdout).impairments as { spec: string; counters: { dropped: number } }[];
+      const rows = JSON.parse((await lab.cli(ns, ['impair', 'list', '--json', ...ctl])).stdout).impairments as {
+        spec: string;
+        counters: { dropped: number };
+      }[];
       expect(rows).toHaveLength(2);
       for (const row of rows) expect(row.counters.dropped, row.spec).toBeGreaterThan(0);
       const c = JSON.parse((await lab.cli(ns, ['stats', '--json', ...ctl])).stdout).counters;
       expect(c.TcpRetransSegs).toBeGreaterThan(before.TcpRetransSegs);
-      console.log(`lossy link via faultstack impair: dropped ${rows.map((x) => x.counters.dropped).join(' in, ')} out; the stack retransmitted ${c.TcpRetransSegs - before.TcpRetransSegs} segments`);
+      console.log(
+        `lossy link via faultstack impair: dropped ${rows.map((x) => x.counters.dropped).join(' in, ')} out; the stack retransmitted ${c.TcpRetransSegs - before.TcpRetransSegs} segments`,
+      );
     } finally {
       await lab.cli(ns, ['impair', 'clear', ...ctl]);
     }
@@ -127,7 +135,7 @@ describe('real Linux peer through a real TUN device', () => {
   // The same transfer with the loss inside the kernel (netem, or nftables where this
   // kernel has no sch_netem): the drops happen on the kernel's own path (its output hook
   // drops its segments, its input hook ours), which faultstack's impairment cannot show.
-  test('kernel-side loss (2% both ways on the kernel\'s side of the TUN link) still delivers 10 MB intact', async () => {
+  test("kernel-side loss (2% both ways on the kernel's side of the TUN link) still delivers 10 MB intact", async () => {
     const loss = await lab.lossy(ns, stack.tun, 2);
     const before = JSON.parse((await lab.cli(ns, ['stats', '--json', '--control', stack.controlPath])).stdout).counters;
     try {
@@ -151,8 +159,16 @@ describe('real Linux peer through a real TUN device', () => {
     // then tshark with checksum verification on over the whole capture.
     const ns3 = await lab.addNamespace('p');
     const p = await lab.startStack(ns3, [
-      '--tun', lab.ifname('p'), '--addr', `${STACK}/24`, '--services', 'echo,http', '--pcap', pcapFile,
-      '--control', path.join(tmp, 'pcap.sock'),
+      '--tun',
+      lab.ifname('p'),
+      '--addr',
+      `${STACK}/24`,
+      '--services',
+      'echo,http',
+      '--pcap',
+      pcapFile,
+      '--control',
+      path.join(tmp, 'pcap.sock'),
     ]);
     await lab.exec(ns3, 'ping', ['-c', '3', '-i', '0.2', '-s', '2000', STACK]);
     await lab.exec(ns3, 'curl', ['-sS', '-o', '/dev/null', `http://${STACK}/bytes/2000000`]);
@@ -168,8 +184,10 @@ describe('real Linux peer through a real TUN device', () => {
     expect(Number(udp.stdout.trim())).toBeGreaterThan(0);
     const frags = await sh(`tshark -r ${pcapFile} -Y 'ip.flags.mf == 1' 2>/dev/null | wc -l`);
     expect(Number(frags.stdout.trim())).toBeGreaterThan(0);
-    const bad = await sh(`tshark -r ${pcapFile} -o tcp.check_checksum:TRUE -o ip.check_checksum:TRUE -o udp.check_checksum:TRUE ` +
-      `-Y '_ws.malformed || _ws.expert.severity >= error' 2>/dev/null | head -20`);
+    const bad = await sh(
+      `tshark -r ${pcapFile} -o tcp.check_checksum:TRUE -o ip.check_checksum:TRUE -o udp.check_checksum:TRUE ` +
+        `-Y '_ws.malformed || _ws.expert.severity >= error' 2>/dev/null | head -20`,
+    );
     expect(bad.stdout.trim()).toBe('');
   }, 120_000);
 });
@@ -180,7 +198,12 @@ describe('the stack as a client of a kernel server', () => {
     const server = lab.spawn(ns2, process.execPath, [path.join(clients, 'sha-peer.js'), 'server', '9000', String(MB10)]);
     const tun = lab.ifname('c');
     // The kernel side of the TUN link is the server's address.
-    const started = lab.exec(ns2, process.execPath, [path.join(fixtures, 'stack-client.js'), tun, '198.18.0.2/24', '198.18.0.1/24', '198.18.0.1', '9000', String(MB10)], { timeoutMs: 120_000 });
+    const started = lab.exec(
+      ns2,
+      process.execPath,
+      [path.join(fixtures, 'stack-client.js'), tun, '198.18.0.2/24', '198.18.0.1/24', '198.18.0.1', '9000', String(MB10)],
+      { timeoutMs: 120_000 },
+    );
     await server.waitFor(/listening/, { timeoutMs: 10_000 });
     const r = await started;
     const client = JSON.parse(r.stdout.trim().split('\n').pop()!);
@@ -195,7 +218,15 @@ describe('the stack as a client of a kernel server', () => {
   test('--busy-poll: ping and a SHA-checked echo work; with no traffic the stack sleeps again', async () => {
     const ns4 = await lab.addNamespace('bp');
     const p = await lab.startStack(ns4, [
-      '--tun', lab.ifname('bp'), '--addr', `${STACK}/24`, '--services', 'echo', '--busy-poll', '--control', path.join(tmp, 'bp.sock'),
+      '--tun',
+      lab.ifname('bp'),
+      '--addr',
+      `${STACK}/24`,
+      '--services',
+      'echo',
+      '--busy-poll',
+      '--control',
+      path.join(tmp, 'bp.sock'),
     ]);
     try {
       const ping = await lab.exec(ns4, 'ping', ['-n', '-c', '20', '-i', '0.01', STACK]);
@@ -204,7 +235,10 @@ describe('the stack as a client of a kernel server', () => {
       expect(JSON.parse(r.stdout.trim().split('\n').pop()!).receivedBytes).toBe(1_000_000);
       // The spinning stops 10 ms after the last packet: an idle second costs next to no CPU.
       await new Promise((res) => setTimeout(res, 300));
-      const cpu = () => { const f = fs.readFileSync(`/proc/${p.pid}/stat`, 'utf8').split(') ')[1]!.split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
+      const cpu = () => {
+        const f = fs.readFileSync(`/proc/${p.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        return (Number(f[11]) + Number(f[12])) / 100;
+      };
       const c0 = cpu();
       await new Promise((res) => setTimeout(res, 1000));
       expect(cpu() - c0).toBeLessThan(0.2);

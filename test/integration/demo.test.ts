@@ -10,10 +10,16 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PrivateBuild, REPO, buildPrivate } from '../helpers/build';
 
-interface Summary { ok: boolean; steps: { step: string; result: string; figure: string; ms: number }[] }
+interface Summary {
+  ok: boolean;
+  steps: { step: string; result: string; figure: string; ms: number }[];
+}
 
 function netnsList(): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
+  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter(Boolean);
 }
 
 describe('demo', () => {
@@ -46,8 +52,12 @@ describe('demo', () => {
       });
       let out = '';
       let err = '';
-      c.stdout.on('data', (d) => { out += d; });
-      c.stderr.on('data', (d) => { err += d; });
+      c.stdout.on('data', (d) => {
+        out += d;
+      });
+      c.stderr.on('data', (d) => {
+        err += d;
+      });
       c.on('error', reject);
       c.on('close', (code) => {
         try {
@@ -62,9 +72,20 @@ describe('demo', () => {
   it('passes every step against kernel services, and leaves nothing behind', async () => {
     const { code, summary, stderr } = await demo({});
     expect(summary.steps.map((s) => [s.step, s.result])).toEqual([
-      ['namespace', 'ok'], ['start stack', 'ok'], ['ping', 'ok'], ['http /', 'ok'], ['http 1 MB', 'ok'], ['tcp echo 10 MB', 'ok'],
-      ['iperf3 upload', 'ok'], ['iperf3 download', 'ok'], ['udp echo', 'ok'], ['stats', 'ok'],
-      ['l2 bridge', 'ok'], ['l2 ping', 'ok'], ['l2 http', 'ok'], ['l2 iperf3', 'ok'],
+      ['namespace', 'ok'],
+      ['start stack', 'ok'],
+      ['ping', 'ok'],
+      ['http /', 'ok'],
+      ['http 1 MB', 'ok'],
+      ['tcp echo 10 MB', 'ok'],
+      ['iperf3 upload', 'ok'],
+      ['iperf3 download', 'ok'],
+      ['udp echo', 'ok'],
+      ['stats', 'ok'],
+      ['l2 bridge', 'ok'],
+      ['l2 ping', 'ok'],
+      ['l2 http', 'ok'],
+      ['l2 iperf3', 'ok'],
     ]);
     expect(code).toBe(0);
     expect(summary.ok).toBe(true);
@@ -88,9 +109,27 @@ describe('demo', () => {
     const { code, summary } = await demo({ REAL: '1' });
     const results = Object.fromEntries(summary.steps.map((st) => [st.step, `${st.result}: ${st.figure}`]));
     expect(summary.steps.map((st) => st.step)).toEqual([
-      'namespace', 'start stack', 'ping', 'http /', 'http 1 MB', 'tcp echo 10 MB', 'iperf3 upload', 'iperf3 download',
-      'udp echo', 'stats', 'l2 bridge', 'l2 ping', 'l2 http', 'l2 iperf3', 'pmtu lab', 'pmtu hotfixed', 'pmtu buggy',
-      'nlb lab', 'nlb buggy', 'nlb hotfixed', 'firewall kb319381',
+      'namespace',
+      'start stack',
+      'ping',
+      'http /',
+      'http 1 MB',
+      'tcp echo 10 MB',
+      'iperf3 upload',
+      'iperf3 download',
+      'udp echo',
+      'stats',
+      'l2 bridge',
+      'l2 ping',
+      'l2 http',
+      'l2 iperf3',
+      'pmtu lab',
+      'pmtu hotfixed',
+      'pmtu buggy',
+      'nlb lab',
+      'nlb buggy',
+      'nlb hotfixed',
+      'firewall kb319381',
     ]);
     for (const st of summary.steps) expect(st.result, JSON.stringify(results)).toBe('ok');
     // The real stack's MAC, seen by the VM's kernel.
@@ -103,7 +142,11 @@ describe('demo', () => {
     const { code, summary } = await demo({ FAKE_FAIL: '1' });
     expect(code).toBe(1);
     expect(summary.ok).toBe(false);
-    expect(summary.steps[1]).toMatchObject({ step: 'start stack', result: 'FAILED', figure: 'faultstack: cannot start the stack on fsdemo0: /dev/net/tun: No such device (fake)' });
+    expect(summary.steps[1]).toMatchObject({
+      step: 'start stack',
+      result: 'FAILED',
+      figure: 'faultstack: cannot start the stack on fsdemo0: /dev/net/tun: No such device (fake)',
+    });
     expect(summary.steps.slice(2).every((s) => s.result === 'skipped' && s.figure === 'the stack did not start')).toBe(true);
     expect(netnsList().filter((n) => n.startsWith('fsdem'))).toEqual([]);
   }, 60_000);

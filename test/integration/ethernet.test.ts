@@ -57,8 +57,22 @@ beforeAll(async () => {
   await lab.sysctl('rt', 'net.ipv4.ip_forward', 1);
   await lab.ip('far', 'route', 'add', 'default', 'via', '198.18.5.1');
   stack1 = await lab.startStack('sw', [
-    '--tap', lab.ifname('t1'), '--bridge', br, '--addr', `${S1}/24`, '--gateway', '198.18.0.254', '--join', '239.1.2.3',
-    '--control', ctl1(), '--pcap-wire', pcapFile, '--services', 'echo,discard,http,iperf3',
+    '--tap',
+    lab.ifname('t1'),
+    '--bridge',
+    br,
+    '--addr',
+    `${S1}/24`,
+    '--gateway',
+    '198.18.0.254',
+    '--join',
+    '239.1.2.3',
+    '--control',
+    ctl1(),
+    '--pcap-wire',
+    pcapFile,
+    '--services',
+    'echo,discard,http,iperf3',
   ]);
 }, 90_000);
 
@@ -135,7 +149,10 @@ describe('a faultstack on a Linux bridge, real peers on the segment', () => {
     const human = await lab.cli(sw, ['neigh', '--control', ctl1()]);
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(new RegExp(`^${VM.replace(/\./g, '\\.')} dev ${lab.ifname('t1')} lladdr ${vmMac} (REACHABLE|STALE|DELAY|PROBE)$`, 'm'));
-    const json = JSON.parse((await lab.cli(sw, ['neigh', '--json', '--control', ctl1()])).stdout) as { mac: string; entries: { dst: string; lladdr: string }[] };
+    const json = JSON.parse((await lab.cli(sw, ['neigh', '--json', '--control', ctl1()])).stdout) as {
+      mac: string;
+      entries: { dst: string; lladdr: string }[];
+    };
     expect(json.mac).toBe(S1_MAC);
     expect(json.entries.find((e) => e.dst === VM)?.lladdr).toBe(vmMac);
   }, 30_000);
@@ -159,7 +176,10 @@ describe('a faultstack on a Linux bridge, real peers on the segment', () => {
     expect(p.stdout).toMatch(/3 packets transmitted, 3 received/);
     const r = await sh(far, `curl -sS --max-time 30 -o /dev/null -w '%{http_code} %{size_download}' http://${S1}/bytes/300000`, 40_000);
     expect(r.stdout.trim()).toBe('200 300000');
-    const routes = JSON.parse((await lab.cli(sw, ['routes', '--json', '--control', ctl1()])).stdout) as { hosts: { dest: string; mtu: number }[]; networks: { dest: string; via?: string }[] };
+    const routes = JSON.parse((await lab.cli(sw, ['routes', '--json', '--control', ctl1()])).stdout) as {
+      hosts: { dest: string; mtu: number }[];
+      networks: { dest: string; via?: string }[];
+    };
     expect(routes.hosts).toContainEqual(expect.objectContaining({ dest: FAR, mtu: 1280 }));
     expect(routes.networks).toContainEqual(expect.objectContaining({ dest: '0.0.0.0/0', via: '198.18.0.254' }));
     // The stack never asked ARP for the far host: only for its gateway.
@@ -199,7 +219,13 @@ sendp(frames, iface=iface, verbose=0)
 print(len(frames))
 `;
     const r = await lab.exec(vm, PY, ['-c', script, vmDev, S1_MAC], { timeoutMs: 30_000 });
-    expect(r.stderr.trim().split('\n').filter((l) => !/WARNING|warn/i.test(l)).join('\n')).toBe('');
+    expect(
+      r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => !/WARNING|warn/i.test(l))
+        .join('\n'),
+    ).toBe('');
     expect(r.stdout.trim()).toBe('8');
     let after = before;
     let st = st0;
@@ -250,7 +276,20 @@ print(len(frames))
   }, 60_000);
 
   test('a multi-queue TAP (--queues 2, IFF_MULTI_QUEUE with the virtio header) carries four iperf3 streams', async () => {
-    const s = await lab.startStack('sw', ['--tap', lab.ifname('t4'), '--bridge', br, '--addr', '198.18.0.4/24', '--queues', '2', '--control', path.join(tmp, 's4.sock'), '--services', 'iperf3']);
+    const s = await lab.startStack('sw', [
+      '--tap',
+      lab.ifname('t4'),
+      '--bridge',
+      br,
+      '--addr',
+      '198.18.0.4/24',
+      '--queues',
+      '2',
+      '--control',
+      path.join(tmp, 's4.sock'),
+      '--services',
+      'iperf3',
+    ]);
     try {
       const d = await sh(sw, `ip -d link show dev ${lab.ifname('t4')}`);
       expect(d.stdout).toMatch(/tun type tap .*vnet_hdr on multi_queue numqueues 2/);
@@ -258,7 +297,9 @@ print(len(frames))
       const doc = JSON.parse(r.stdout) as { error?: string; end: { sum_received: { bytes: number } } };
       expect(doc.error).toBeUndefined();
       expect(doc.end.sum_received.bytes).toBeGreaterThan(10_000_000);
-      const st = JSON.parse((await lab.cli(sw, ['stats', '--json', '--control', path.join(tmp, 's4.sock')])).stdout) as { device: { queues: number; rxPackets: number } };
+      const st = JSON.parse((await lab.cli(sw, ['stats', '--json', '--control', path.join(tmp, 's4.sock')])).stdout) as {
+        device: { queues: number; rxPackets: number };
+      };
       expect(st.device.queues).toBe(2);
     } finally {
       await s.kill();
@@ -276,28 +317,50 @@ print(len(frames))
     expect(phs.stdout).toMatch(/^\s+tcp\s+frames:\d+/m);
     // What tshark calls malformed are only the frames scapy crafted to be so, from the VM's MAC; none of ours.
     const vmMac = JSON.parse((await sh(vm, `ip -j link show ${vmDev}`)).stdout)[0].address as string;
-    const bad = await lab.exec(null, 'tshark', ['-r', pcapFile, '-Y', '_ws.malformed || _ws.expert.severity >= error', '-T', 'fields', '-e', 'eth.src'], { timeoutMs: 60_000 });
+    const bad = await lab.exec(null, 'tshark', ['-r', pcapFile, '-Y', '_ws.malformed || _ws.expert.severity >= error', '-T', 'fields', '-e', 'eth.src'], {
+      timeoutMs: 60_000,
+    });
     expect(bad.code).toBe(0);
     const sources = bad.stdout.split('\n').filter(Boolean);
     expect(sources.length).toBeGreaterThanOrEqual(3); // the scapy ARP frames with bad lengths, cut short
     expect(new Set(sources)).toEqual(new Set([vmMac]));
-    const mine = await lab.exec(null, 'tshark', ['-r', pcapFile, '-Y', `eth.src == ${S1_MAC} && (arp || igmp)`, '-T', 'fields', '-e', '_ws.col.Protocol', '-e', '_ws.col.Info'], { timeoutMs: 60_000 });
+    const mine = await lab.exec(
+      null,
+      'tshark',
+      ['-r', pcapFile, '-Y', `eth.src == ${S1_MAC} && (arp || igmp)`, '-T', 'fields', '-e', '_ws.col.Protocol', '-e', '_ws.col.Info'],
+      { timeoutMs: 60_000 },
+    );
     expect(mine.stdout).toMatch(/ARP\tARP Announcement for 198\.18\.0\.2/);
     expect(mine.stdout).toMatch(/IGMPv2\tMembership Report group 239\.1\.2\.3/);
     expect(mine.stdout).toMatch(/ARP\t198\.18\.0\.2 is at 02:00:c6:12:00:02/);
   }, 90_000);
 
   test('--bridge naming a device that is not a bridge: one line, and no TAP left behind', async () => {
-    const r = await lab.cli(sw, ['run', '--tap', lab.ifname('t5'), '--bridge', vmPort, '--addr', '198.18.8.2/24', '--control', path.join(tmp, 's5.sock')], { timeoutMs: 20_000 });
+    const r = await lab.cli(sw, ['run', '--tap', lab.ifname('t5'), '--bridge', vmPort, '--addr', '198.18.8.2/24', '--control', path.join(tmp, 's5.sock')], {
+      timeoutMs: 20_000,
+    });
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`faultstack: cannot start the stack on ${lab.ifname('t5')}: --bridge ${vmPort}: a device of that name exists and is not a bridge (it is a veth device); pick another name or remove it\n`);
+    expect(r.stderr).toBe(
+      `faultstack: cannot start the stack on ${lab.ifname('t5')}: --bridge ${vmPort}: a device of that name exists and is not a bridge (it is a veth device); pick another name or remove it\n`,
+    );
     const links = await sh(sw, 'ip -o link show');
     expect(links.stdout).not.toContain(lab.ifname('t5'));
   }, 30_000);
 
   test('--bridge with a new name creates the bridge and removes it at shutdown', async () => {
     const name = lab.ifname('nb');
-    const s = await lab.startStack('sw', ['--tap', lab.ifname('t3'), '--bridge', name, '--addr', '198.18.7.2/24', '--control', path.join(tmp, 's3.sock'), '--services', 'none']);
+    const s = await lab.startStack('sw', [
+      '--tap',
+      lab.ifname('t3'),
+      '--bridge',
+      name,
+      '--addr',
+      '198.18.7.2/24',
+      '--control',
+      path.join(tmp, 's3.sock'),
+      '--services',
+      'none',
+    ]);
     expect(s.readyLine).toContain(`port of bridge ${name} (created)`);
     const kind = await sh(sw, `ip -j -d link show dev ${name}`);
     expect(JSON.parse(kind.stdout)[0].linkinfo.info_kind).toBe('bridge');

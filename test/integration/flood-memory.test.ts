@@ -37,7 +37,13 @@ function rssOf(pid: number): number {
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
-interface CurlResult { code: number | null; http: string; bytes: number; ms: number; stderr: string }
+interface CurlResult {
+  code: number | null;
+  http: string;
+  bytes: number;
+  ms: number;
+  stderr: string;
+}
 
 async function floodRun(name: string, args: string[], seconds: number) {
   const ns = await lab.addNamespace(name);
@@ -45,7 +51,10 @@ async function floodRun(name: string, args: string[], seconds: number) {
   const stack = await lab.startStack(ns, ['--tun', lab.ifname(name), '--addr', `${STACK}/24`, '--services', 'http', '--control', control, ...args]);
   const rss0 = rssOf(stack.pid);
   let peak = rss0;
-  const sampler = setInterval(() => { const r = rssOf(stack.pid); if (r > peak) peak = r; }, 200);
+  const sampler = setInterval(() => {
+    const r = rssOf(stack.pid);
+    if (r > peak) peak = r;
+  }, 200);
   const t0 = Date.now();
   let sent = 0;
   let floodRuns = 0;
@@ -54,8 +63,12 @@ async function floodRun(name: string, args: string[], seconds: number) {
     // Consecutive bounded runs of the generator at its full rate (no --rate).
     while (Date.now() - t0 < seconds * 1000 - 500) {
       const left = Math.max(1, Math.round((seconds - (Date.now() - t0) / 1000) * 10) / 10);
-      const r = await lab.exec(ns, process.execPath, [synflood, '--target', `${STACK}:80`, '--source', '198.18.100.0/24',
-        '--count', '1000000', '--duration', String(left), '--json', '--quiet'], { timeoutMs: (left + 30) * 1000 });
+      const r = await lab.exec(
+        ns,
+        process.execPath,
+        [synflood, '--target', `${STACK}:80`, '--source', '198.18.100.0/24', '--count', '1000000', '--duration', String(left), '--json', '--quiet'],
+        { timeoutMs: (left + 30) * 1000 },
+      );
       expect(r.code, r.stderr).toBe(0);
       sent += JSON.parse(r.stdout.trim().split('\n').pop()!).sent as number;
       floodRuns++;
@@ -67,7 +80,9 @@ async function floodRun(name: string, args: string[], seconds: number) {
     await new Promise((r) => setTimeout(r, 1000)); // the flood is under way
     while (flooding) {
       const c0 = Date.now();
-      const r = await lab.exec(ns, 'curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', '--max-time', '15', `http://${STACK}/bytes/64`], { timeoutMs: 20_000 });
+      const r = await lab.exec(ns, 'curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', '--max-time', '15', `http://${STACK}/bytes/64`], {
+        timeoutMs: 20_000,
+      });
       const [http, size] = r.stdout.trim().split(' ');
       curls.push({ code: r.code, http: http ?? '', bytes: Number(size), ms: Date.now() - c0, stderr: r.stderr.trim() });
     }

@@ -31,8 +31,16 @@ beforeAll(async () => {
   ns = await lab.addNamespace('k');
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-http-'));
   stack = await lab.startStack(ns, [
-    '--tun', lab.ifname('t'), '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'http',
-    '--control', path.join(tmp, 'ctl.sock'),
+    '--tun',
+    lab.ifname('t'),
+    '--addr',
+    `${STACK}/24`,
+    '--host-addr',
+    '198.18.0.1/24',
+    '--services',
+    'http',
+    '--control',
+    path.join(tmp, 'ctl.sock'),
   ]);
 }, 60_000);
 
@@ -111,7 +119,10 @@ describe('half-close after pipelined requests', () => {
     const req = 'GET /bytes/10 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n';
     const script = `for i in $(seq 1 50); do printf '${req}${req}${req}' | timeout 5 nc -N ${STACK} 80 | grep -ao 'HTTP/1.1 200 OK' | wc -l; done`;
     const r = await lab.exec(ns, 'bash', ['-c', script], { timeoutMs: 120_000 });
-    const counts = r.stdout.split('\n').filter((l) => l.trim()).map(Number);
+    const counts = r.stdout
+      .split('\n')
+      .filter((l) => l.trim())
+      .map(Number);
     expect(counts.length).toBe(50);
     expect(counts.filter((n) => n !== 3)).toEqual([]);
   }, 150_000);

@@ -30,8 +30,16 @@ beforeAll(async () => {
   ns = await lab.addNamespace('k');
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-impair-'));
   stack = await lab.startStack(ns, [
-    '--tun', lab.ifname('t'), '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'echo,discard,http',
-    '--control', path.join(tmp, 'ctl.sock'),
+    '--tun',
+    lab.ifname('t'),
+    '--addr',
+    `${STACK}/24`,
+    '--host-addr',
+    '198.18.0.1/24',
+    '--services',
+    'echo,discard,http',
+    '--control',
+    path.join(tmp, 'ctl.sock'),
   ]);
 }, 60_000);
 
@@ -48,7 +56,12 @@ async function cli(args: string[], control = stack.controlPath) {
   return lab.cli(ns, [...args, '--control', control], { timeoutMs: 20_000 });
 }
 
-interface Row { id: number; spec: string; kind: string; counters: Record<string, number> }
+interface Row {
+  id: number;
+  spec: string;
+  kind: string;
+  counters: Record<string, number>;
+}
 
 async function impairAdd(words: string, control = stack.controlPath): Promise<Row> {
   const r = await cli(['impair', 'add', ...words.split(' '), '--json'], control);
@@ -62,7 +75,13 @@ async function impairList(control = stack.controlPath): Promise<Row[]> {
   return (JSON.parse(r.stdout) as { impairments: Row[] }).impairments;
 }
 
-interface Ping { transmitted: number; received: number; min: number; avg: number; max: number }
+interface Ping {
+  transmitted: number;
+  received: number;
+  min: number;
+  avg: number;
+  max: number;
+}
 
 /**
  * ping -c N -i 0.01 -W 1 (no -w: with a deadline ping keeps sending until N replies came),
@@ -74,8 +93,11 @@ async function ping(count: number): Promise<Ping> {
   expect(m, r.stdout + r.stderr).not.toBeNull();
   const rtt = /= ([\d.]+)\/([\d.]+)\/([\d.]+)/.exec(r.stdout);
   return {
-    transmitted: Number(m![1]), received: Number(m![2]),
-    min: rtt ? Number(rtt[1]) : NaN, avg: rtt ? Number(rtt[2]) : NaN, max: rtt ? Number(rtt[3]) : NaN,
+    transmitted: Number(m![1]),
+    received: Number(m![2]),
+    min: rtt ? Number(rtt[1]) : NaN,
+    avg: rtt ? Number(rtt[2]) : NaN,
+    max: rtt ? Number(rtt[3]) : NaN,
   };
 }
 
@@ -84,9 +106,18 @@ describe('packet impairments with real peers', () => {
     const ns2 = await lab.addNamespace('l');
     const control = path.join(tmp, 'lossy.sock');
     await lab.startStack(ns2, [
-      '--tun', lab.ifname('l'), '--addr', `${STACK}/24`, '--services', 'echo', '--control', control,
-      '--impair', 'in loss 5% delay 2ms 1ms reorder 25% 50% seed 1',
-      '--impair', 'out loss 5% delay 2ms 1ms reorder 25% 50% seed 2',
+      '--tun',
+      lab.ifname('l'),
+      '--addr',
+      `${STACK}/24`,
+      '--services',
+      'echo',
+      '--control',
+      control,
+      '--impair',
+      'in loss 5% delay 2ms 1ms reorder 25% 50% seed 1',
+      '--impair',
+      'out loss 5% delay 2ms 1ms reorder 25% 50% seed 2',
     ]);
     const r = await lab.exec(ns2, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 240_000 });
     const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
@@ -107,7 +138,7 @@ describe('packet impairments with real peers', () => {
     console.log(`10 MB each way through 5% loss both ways: ${j.ms} ms, ${stats.counters.TcpRetransSegs} segments retransmitted by the stack`);
   }, 300_000);
 
-  test('impair add changes ping\'s round trip and loss on a running stack; impair clear takes it back', async () => {
+  test("impair add changes ping's round trip and loss on a running stack; impair clear takes it back", async () => {
     // Round trips on a busy 2-core machine vary; the minimum is what a delay moves.
     const base = await ping(20);
     expect(base.received).toBe(20);
@@ -148,22 +179,42 @@ describe('packet impairments with real peers', () => {
 
   test('tshark sees both sides: --pcap has what the stack sent, --pcap-wire what the kernel got 100 ms later (and the dropped request is only on the wire)', async () => {
     const ns3 = await lab.addNamespace('p');
-    const stackPcap = path.join(tmp, 'stack.pcap'), wirePcap = path.join(tmp, 'wire.pcap');
+    const stackPcap = path.join(tmp, 'stack.pcap'),
+      wirePcap = path.join(tmp, 'wire.pcap');
     const p = await lab.startStack(ns3, [
-      '--tun', lab.ifname('p'), '--addr', `${STACK}/24`, '--services', 'none', '--control', path.join(tmp, 'pcap.sock'),
-      '--pcap', stackPcap, '--pcap-wire', wirePcap,
-      '--impair', 'out --proto icmp delay 100ms', '--impair', 'in --proto icmp --nth 2 loss 100%',
+      '--tun',
+      lab.ifname('p'),
+      '--addr',
+      `${STACK}/24`,
+      '--services',
+      'none',
+      '--control',
+      path.join(tmp, 'pcap.sock'),
+      '--pcap',
+      stackPcap,
+      '--pcap-wire',
+      wirePcap,
+      '--impair',
+      'out --proto icmp delay 100ms',
+      '--impair',
+      'in --proto icmp --nth 2 loss 100%',
     ]);
     const r = await sh(ns3, `ping -n -c 4 -i 0.3 -W 2 ${STACK}`);
     expect(r.stdout).toMatch(/4 packets transmitted, 3 received/);
     await p.kill(5000); // SIGTERM: both captures flushed and closed
     const fields = async (file: string, filter: string) =>
-      (await sh(ns3, `tshark -r ${file} -Y '${filter}' -T fields -e icmp.seq -e frame.time_epoch 2>/dev/null`)).stdout.trim().split('\n').filter(Boolean)
-        .map((l) => l.split('\t')).map(([seq, t]) => ({ seq: Number(seq), t: Number(t) }));
-    const wireReq = await fields(wirePcap, 'icmp.type == 8'), stackReq = await fields(stackPcap, 'icmp.type == 8');
+      (await sh(ns3, `tshark -r ${file} -Y '${filter}' -T fields -e icmp.seq -e frame.time_epoch 2>/dev/null`)).stdout
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('\t'))
+        .map(([seq, t]) => ({ seq: Number(seq), t: Number(t) }));
+    const wireReq = await fields(wirePcap, 'icmp.type == 8'),
+      stackReq = await fields(stackPcap, 'icmp.type == 8');
     expect(wireReq.map((x) => x.seq)).toEqual([1, 2, 3, 4]);
     expect(stackReq.map((x) => x.seq)).toEqual([1, 3, 4]);
-    const wireRep = await fields(wirePcap, 'icmp.type == 0'), stackRep = await fields(stackPcap, 'icmp.type == 0');
+    const wireRep = await fields(wirePcap, 'icmp.type == 0'),
+      stackRep = await fields(stackPcap, 'icmp.type == 0');
     expect(stackRep.map((x) => x.seq)).toEqual([1, 3, 4]);
     expect(wireRep.map((x) => x.seq)).toEqual([1, 3, 4]);
     for (let k = 0; k < 3; k++) {
@@ -175,7 +226,7 @@ describe('packet impairments with real peers', () => {
 });
 
 describe('toxics seen by curl and nc', () => {
-  test('latency: curl\'s transfer takes 300 ms more; removing the toxic takes it back', async () => {
+  test("latency: curl's transfer takes 300 ms more; removing the toxic takes it back", async () => {
     const time = async () => {
       const r = await sh(ns, `curl -sS --max-time 10 -o /dev/null -w '%{time_total} %{http_code}' http://${STACK}/`);
       expect(r.code, r.stderr).toBe(0);

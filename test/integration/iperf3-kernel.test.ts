@@ -11,13 +11,7 @@ import * as net from 'node:net';
 import * as fs from 'node:fs';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { kernelNet } from '../../stack/api/kernel-net';
-import {
-  startIperf3Server,
-  makeCookie,
-  encodeJson,
-  type Iperf3ServerHandle,
-  type Iperf3TestSummary,
-} from '../../stack/services/iperf3';
+import { startIperf3Server, makeCookie, encodeJson, type Iperf3ServerHandle, type Iperf3TestSummary } from '../../stack/services/iperf3';
 import { runIperf3Client } from '../../stack/services/iperf3-client';
 import { requireTool } from '../../lab/tools';
 
@@ -485,7 +479,9 @@ describe('clients that vanish at any point', () => {
       st.write(cookie);
       // Data keeps moving (no idle timeout); only TEST_END never comes.
       const block = Buffer.alloc(64 * 1024, 0x31);
-      const pump = setInterval(() => { if (st.writable) st.write(block); }, 20);
+      const pump = setInterval(() => {
+        if (st.writable) st.write(block);
+      }, 20);
       try {
         await closed;
       } finally {

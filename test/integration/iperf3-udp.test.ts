@@ -38,7 +38,11 @@ async function iperf(host: string, args: string[]): Promise<any> {
   const port = host === KERNEL ? ['-p', String(KPORT)] : [];
   const r = await lab.exec(ns, 'iperf3', ['-c', host, ...port, '-J', ...args], { timeoutMs: 60_000 });
   let j: any;
-  try { j = JSON.parse(r.stdout); } catch { throw new Error(`iperf3 ${args.join(' ')} to ${host}: exit ${r.code}: ${r.stdout.slice(0, 300)} ${r.stderr}`); }
+  try {
+    j = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`iperf3 ${args.join(' ')} to ${host}: exit ${r.code}: ${r.stdout.slice(0, 300)} ${r.stderr}`);
+  }
   expect(j.error, `${host}: ${j.error}`).toBeUndefined();
   expect(r.code).toBe(0);
   // The kernel server wants a moment between tests.
@@ -63,8 +67,10 @@ describe('stock iperf3 -u against the stack, next to a kernel server', () => {
     expect(shape(s.end)).toEqual(shape(k.end));
     expect(s.start.test_start).toMatchObject({ protocol: 'UDP', blksize: 1400, num_streams: 1 });
     const sum = s.end.sum;
-    console.log(`udp to stack: ${(sum.bits_per_second / 1e6).toFixed(1)} Mbit/s, lost ${sum.lost_packets}/${sum.packets}, jitter ${sum.jitter_ms.toFixed(3)} ms; ` +
-      `kernel: ${(k.end.sum.bits_per_second / 1e6).toFixed(1)} Mbit/s, lost ${k.end.sum.lost_packets}/${k.end.sum.packets}, jitter ${k.end.sum.jitter_ms.toFixed(3)} ms`);
+    console.log(
+      `udp to stack: ${(sum.bits_per_second / 1e6).toFixed(1)} Mbit/s, lost ${sum.lost_packets}/${sum.packets}, jitter ${sum.jitter_ms.toFixed(3)} ms; ` +
+        `kernel: ${(k.end.sum.bits_per_second / 1e6).toFixed(1)} Mbit/s, lost ${k.end.sum.lost_packets}/${k.end.sum.packets}, jitter ${k.end.sum.jitter_ms.toFixed(3)} ms`,
+    );
     // What the stack received, as its results said: about 100 Mbit/s of 1400-byte datagrams for 3 s.
     expect(near(sum.packets, (100e6 * 3) / 8 / 1400, 0.1)).toBe(true);
     // Loss is the machine's (the kernel's own server loses as much on a busy machine), but
@@ -86,8 +92,10 @@ describe('stock iperf3 -u against the stack, next to a kernel server', () => {
     const k = await iperf(KERNEL, args);
     expect(shape(s.end)).toEqual(shape(k.end));
     const sum = s.end.sum;
-    console.log(`udp from stack: ${(sum.bits_per_second / 1e6).toFixed(1)} Mbit/s, lost ${sum.lost_packets}/${sum.packets}, jitter ${sum.jitter_ms.toFixed(3)} ms; ` +
-      `kernel: ${(k.end.sum.bits_per_second / 1e6).toFixed(1)} Mbit/s, lost ${k.end.sum.lost_packets}/${k.end.sum.packets}`);
+    console.log(
+      `udp from stack: ${(sum.bits_per_second / 1e6).toFixed(1)} Mbit/s, lost ${sum.lost_packets}/${sum.packets}, jitter ${sum.jitter_ms.toFixed(3)} ms; ` +
+        `kernel: ${(k.end.sum.bits_per_second / 1e6).toFixed(1)} Mbit/s, lost ${k.end.sum.lost_packets}/${k.end.sum.packets}`,
+    );
     expect(near(s.end.sum_sent.bits_per_second, 100e6, 0.1)).toBe(true);
     expect(sum.lost_percent).toBeLessThan(20);
     expect(s.end.sum_sent.packets).toBeGreaterThan(0);

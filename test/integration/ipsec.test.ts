@@ -51,8 +51,13 @@ let certs: IpsecCerts;
 function clientConf(extra: Partial<SwanctlOptions> = {}): SwanctlOptions {
   // As a user writes it: addresses, identities, the secret, the subnets; strongSwan's default proposals.
   return {
-    localAddr: '198.18.50.1', remoteAddr: STACK, id: 'client1@lab', psk: 'labsecret',
-    localTs: '198.18.50.1/32', remoteTs: `${STACK}/32`, ...extra,
+    localAddr: '198.18.50.1',
+    remoteAddr: STACK,
+    id: 'client1@lab',
+    psk: 'labsecret',
+    localTs: '198.18.50.1/32',
+    remoteTs: `${STACK}/32`,
+    ...extra,
   };
 }
 
@@ -101,8 +106,22 @@ beforeAll(async () => {
   const cfg = path.join(tmp, 'ipsec.yaml');
   fs.writeFileSync(cfg, YAML);
   stack = await lab.startStack(nsK, [
-    '--tun', lab.ifname('t'), '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'echo,http',
-    '--control', path.join(tmp, 'ctl.sock'), '--ipsec', cfg, '--ipsec-keylog', keylog, '--events', path.join(tmp, 'events.jsonl'),
+    '--tun',
+    lab.ifname('t'),
+    '--addr',
+    `${STACK}/24`,
+    '--host-addr',
+    '198.18.0.1/24',
+    '--services',
+    'echo,http',
+    '--control',
+    path.join(tmp, 'ctl.sock'),
+    '--ipsec',
+    cfg,
+    '--ipsec-keylog',
+    keylog,
+    '--events',
+    path.join(tmp, 'events.jsonl'),
   ]);
 }, 90_000);
 
@@ -135,7 +154,16 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
   test('ping, curl and a 10 MB SHA-checked echo through the tunnel', async () => {
     const ping = await lab.exec(nsC, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', STACK]);
     expect(ping.stdout).toMatch(/3 packets transmitted, 3 received/);
-    const curl = await lab.exec(nsC, 'curl', ['-sS', '--max-time', '20', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/1000000`]);
+    const curl = await lab.exec(nsC, 'curl', [
+      '-sS',
+      '--max-time',
+      '20',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code} %{size_download}',
+      `http://${STACK}/bytes/1000000`,
+    ]);
     expect(curl.stderr).toBe('');
     expect(curl.stdout.trim()).toBe('200 1000000');
     const r = await lab.exec(nsC, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
@@ -153,7 +181,11 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
     dump.signal('SIGINT');
     await dump.exited;
     const protos = await lab.exec(null, 'tshark', ['-r', pcap(), '-T', 'fields', '-e', 'ip.proto', '-e', 'udp.dstport', '-e', 'udp.srcport']);
-    const rows = protos.stdout.trim().split('\n').filter(Boolean).map((l) => l.split('\t'));
+    const rows = protos.stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split('\t'));
     expect(rows.length).toBeGreaterThan(5000);
     const bad = rows.filter(([proto, d, s]) => !(proto === '17' && (['500', '4500'].includes(d!) || ['500', '4500'].includes(s!))));
     expect(bad).toEqual([]);
@@ -178,25 +210,56 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
   test('the client rekeys the child SA (with PFS) and the IKE SA; the stack follows, traffic keeps flowing', async () => {
     await client!.stop();
     // A client that rekeys on its own, quickly, with PFS for the child SA.
-    client = await startClient('c2', nsC, clientConf({
-      proposals: 'aes128-sha256-modp2048', espProposals: 'aes128-sha256-modp2048', remoteId: 'server@lab',
-      childRekeyTime: '6s', childLifeTime: '20s', ikeRekeyTime: '14s',
-    }));
+    client = await startClient(
+      'c2',
+      nsC,
+      clientConf({
+        proposals: 'aes128-sha256-modp2048',
+        espProposals: 'aes128-sha256-modp2048',
+        remoteId: 'server@lab',
+        childRekeyTime: '6s',
+        childLifeTime: '20s',
+        ikeRekeyTime: '14s',
+      }),
+    );
     const r = await client.initiate();
     expect(r.stdout).toMatch(/initiate completed successfully/);
-    const events = () => fs.readFileSync(path.join(tmp, 'events.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; message: string });
+    const events = () =>
+      fs
+        .readFileSync(path.join(tmp, 'events.jsonl'), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { kind: string; message: string });
     const base = events().length;
-    await waitFor('a child rekey and an IKE rekey by the client', async () => {
-      const k = events().slice(base).map((e) => e.kind);
-      return k.includes('ipsec-child-sa-rekeyed') && k.includes('ipsec-ike-sa-rekeyed');
-    }, 40_000);
+    await waitFor(
+      'a child rekey and an IKE rekey by the client',
+      async () => {
+        const k = events()
+          .slice(base)
+          .map((e) => e.kind);
+        return k.includes('ipsec-child-sa-rekeyed') && k.includes('ipsec-ike-sa-rekeyed');
+      },
+      40_000,
+    );
     // After the dust settles: one IKE SA, one child, and the client agrees on the SPIs.
     await sleep(1500);
-    const st = await waitFor('one child SA on the stack', async () => { const s = await ipsecJson(); return s.childSas.length === 1 && s.ikeSas.length === 1 ? s : null; });
+    const st = await waitFor('one child SA on the stack', async () => {
+      const s = await ipsecJson();
+      return s.childSas.length === 1 && s.ikeSas.length === 1 ? s : null;
+    });
     const spis = clientSpis(await client.listSas());
     expect(spis).toEqual([{ in: st.childSas[0]!.spiOut, out: st.childSas[0]!.spiIn }]);
     expect(st.childSas[0]!.suite).toMatch(/MODP_2048/);
-    const curl = await lab.exec(nsC, 'curl', ['-sS', '--max-time', '20', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/200000`]);
+    const curl = await lab.exec(nsC, 'curl', [
+      '-sS',
+      '--max-time',
+      '20',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code} %{size_download}',
+      `http://${STACK}/bytes/200000`,
+    ]);
     expect(curl.stdout.trim()).toBe('200 200000');
     expect((await ipsecJson()).counters.XfrmInStateProtoError).toBe(0);
   }, 90_000);
@@ -238,7 +301,12 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
   test('a wrong pre-shared key is refused with AUTHENTICATION_FAILED', async () => {
     const before = (await ipsecJson()).counters.FsIkeAuthFailures ?? 0;
     const bad = await startClient('w1', nsW, {
-      localAddr: '198.18.52.1', remoteAddr: STACK, id: 'client2@lab', psk: 'not the secret', localTs: '198.18.52.1/32', remoteTs: `${STACK}/32`,
+      localAddr: '198.18.52.1',
+      remoteAddr: STACK,
+      id: 'client2@lab',
+      psk: 'not the secret',
+      localTs: '198.18.52.1/32',
+      remoteTs: `${STACK}/32`,
     });
     const r = await bad.initiate(20_000);
     expect(r.stdout).toMatch(/received AUTHENTICATION_FAILED notify error/);
@@ -247,15 +315,25 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
     expect(st.counters.FsIkeAuthFailures).toBe(before + 1);
     expect(st.childSas.length).toBe(0);
     // The event log reaches its file within a flush interval.
-    await waitFor('the auth-failed event in the log', async () => /ipsec-auth-failed.*client2@lab/.test(fs.readFileSync(path.join(tmp, 'events.jsonl'), 'utf8')), 5000);
+    await waitFor(
+      'the auth-failed event in the log',
+      async () => /ipsec-auth-failed.*client2@lab/.test(fs.readFileSync(path.join(tmp, 'events.jsonl'), 'utf8')),
+      5000,
+    );
     await bad.stop();
   }, 60_000);
 
   test('a strongSwan client with an RSA certificate; the stack answers with its ECDSA certificate (RFC 7427)', async () => {
     const c1 = certs.clients.client1!;
     const cc = await startClient('w2', nsW, {
-      localAddr: '198.18.52.1', remoteAddr: STACK, id: 'client1@lab', remoteId: 'server@lab', psk: '',
-      localTs: '198.18.52.1/32', remoteTs: `${STACK}/32`, pubkey: { cert: c1.cert, key: c1.key, ca: certs.ca },
+      localAddr: '198.18.52.1',
+      remoteAddr: STACK,
+      id: 'client1@lab',
+      remoteId: 'server@lab',
+      psk: '',
+      localTs: '198.18.52.1/32',
+      remoteTs: `${STACK}/32`,
+      pubkey: { cert: c1.cert, key: c1.key, ca: certs.ca },
     });
     const r = await cc.initiate();
     expect(r.stdout).toMatch(/authentication of 'server@lab' with (RSA|ECDSA)[^\n]*successful/);
@@ -263,14 +341,29 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
     const st = await ipsecJson();
     const mine = st.ikeSas.find((s) => s.remote === '198.18.52.1:4500');
     expect(mine?.identity).toBe('client1@lab');
-    const curl = await lab.exec(nsW, 'curl', ['-sS', '--max-time', '20', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/100000`]);
+    const curl = await lab.exec(nsW, 'curl', [
+      '-sS',
+      '--max-time',
+      '20',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code} %{size_download}',
+      `http://${STACK}/bytes/100000`,
+    ]);
     expect(curl.stdout.trim()).toBe('200 100000');
     await cc.stop();
     // A certificate from a CA the stack does not trust is refused.
     const rogue = certs.clients.rogue!;
     const bad = await startClient('w3', nsW, {
-      localAddr: '198.18.52.1', remoteAddr: STACK, id: 'client1@lab', remoteId: 'server@lab', psk: '',
-      localTs: '198.18.52.1/32', remoteTs: `${STACK}/32`, pubkey: { cert: rogue.cert, key: rogue.key, ca: certs.ca },
+      localAddr: '198.18.52.1',
+      remoteAddr: STACK,
+      id: 'client1@lab',
+      remoteId: 'server@lab',
+      psk: '',
+      localTs: '198.18.52.1/32',
+      remoteTs: `${STACK}/32`,
+      pubkey: { cert: rogue.cert, key: rogue.key, ca: certs.ca },
     });
     const r2 = await bad.initiate(20_000);
     expect(r2.stdout).toMatch(/received AUTHENTICATION_FAILED notify error/);

@@ -50,9 +50,26 @@ async function setup(name: string, mode: 'buggy' | 'hotfixed'): Promise<Setup> {
   const ns = await lab.addNamespace(name);
   const control = path.join(tmp, `${name}.sock`);
   const stack = await lab.startStack(ns, [
-    '--tun', lab.ifname(name), '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'echo',
-    '--control', control, '--profile', 'nt4-sp6a', '--fault', `kb297040=${mode}`,
-    '--param', 'SynAttackProtect=1', '--param', 'TcpInitialRttMs=200', '--param', 'TcpMaxConnectRetransmissions=2',
+    '--tun',
+    lab.ifname(name),
+    '--addr',
+    `${STACK}/24`,
+    '--host-addr',
+    '198.18.0.1/24',
+    '--services',
+    'echo',
+    '--control',
+    control,
+    '--profile',
+    'nt4-sp6a',
+    '--fault',
+    `kb297040=${mode}`,
+    '--param',
+    'SynAttackProtect=1',
+    '--param',
+    'TcpInitialRttMs=200',
+    '--param',
+    'TcpMaxConnectRetransmissions=2',
   ]);
   const cli = (args: string[], timeoutMs = 20_000) => lab.cli(ns, [...args, '--control', control], { timeoutMs });
   const stats = async () => {
@@ -72,7 +89,8 @@ async function setup(name: string, mode: 'buggy' | 'hotfixed'): Promise<Setup> {
   const echoes = () => [...ticker.stdout.matchAll(/"echo":(\d+)/g)].map((m) => Number(m[1]));
   const ipInAddrErrors = async () => {
     const snmp = (await lab.exec(ns, 'cat', ['/proc/net/snmp'])).stdout.split('\n').filter((l) => l.startsWith('Ip:'));
-    const names = snmp[0]!.split(/\s+/), values = snmp[1]!.split(/\s+/);
+    const names = snmp[0]!.split(/\s+/),
+      values = snmp[1]!.split(/\s+/);
     return Number(values[names.indexOf('InAddrErrors')]);
   };
   return { ns, stack, cli, stats, ping, ticker, echoes, ipInAddrErrors };
@@ -116,7 +134,10 @@ describe('KB 297040 buggy (SynAttackProtect 1): a failed connect hangs the stack
     const human = await s.cli(['stats']);
     expect(human.stdout).toContain(`tcp-connection-table: HELD by ${HOLDER} since`);
     const ev = await s.cli(['events', '--json']);
-    const events = ev.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const events = ev.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const taken = events.filter((e) => e.kind === 'lock-taken-not-released');
     expect(taken.length).toBe(1);
     expect(taken[0]).toMatchObject({ fault: 'kb297040', data: { lock: 'tcp-connection-table', holder: HOLDER } });
@@ -133,7 +154,10 @@ describe('KB 297040 buggy (SynAttackProtect 1): a failed connect hangs the stack
     const got = s.echoes();
     expect(got).toEqual(got.map((_, i) => i + 1));
     expect((await s.stats()).lock.held).toBe(false);
-    const after = (await s.cli(['events', '--json'])).stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const after = (await s.cli(['events', '--json'])).stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(after.some((e) => e.kind === 'lock-released' && e.data.holder === HOLDER)).toBe(true);
     // Unlock again: nothing to release.
     expect((await s.cli(['unlock'])).stdout).toContain('not held');
@@ -160,7 +184,11 @@ describe('KB 297040 hotfixed: the failure is reported and nothing hangs', () => 
     expect(st.lock).toMatchObject({ held: false, holder: null, acquisitions: 1, blockedPackets: 0 });
     expect(st.counters.TcpAttemptFails).toBe(1);
     expect(st.counters.FsConnTableLockedDrops).toBe(0);
-    const events = (await s.cli(['events', '--json'])).stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const events = (await s.cli(['events', '--json'])).stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
     expect(events.filter((e) => e.fault === 'kb297040')).toEqual([]);
     // Switched to buggy at run time, the next failed attempt hangs the stack.
     expect((await s.cli(['fault', 'set', 'conntable-hang', 'buggy'])).code).toBe(0);

@@ -114,7 +114,9 @@ describe('KB 319381', () => {
     expect(s.fwc.FwcAddrInUse).toBe(r.addrInUse);
     const ev = await fl.events();
     const scan = (id: number) => ev.find((e) => e.data?.eventId === id);
-    expect(scan(15104)?.message).toBe(`ISA Server detected a well-known port scan attack from Internet Protocol (IP) address ${MEDIA}. A well-known port is any port in the range of 1-2048.`);
+    expect(scan(15104)?.message).toBe(
+      `ISA Server detected a well-known port scan attack from Internet Protocol (IP) address ${MEDIA}. A well-known port is any port in the range of 1-2048.`,
+    );
     expect(scan(15105)?.message).toBe(`ISA Server detected an all port scan attack from Internet Protocol (IP) address ${MEDIA}.`);
     expect(ev.filter((e) => e.kind === 'media-port-left-closed' && e.fault === 'kb319381')).toHaveLength(5);
     expect(ev.some((e) => e.kind === 'media-port-addr-in-use')).toBe(true);
@@ -134,9 +136,16 @@ describe('KB 319381', () => {
 
   test('buggy: SecureNAT and MMST players play every item', async () => {
     const before = await fl.fw<Summary>('summary');
-    for (const args of [['--via', 'securenat'], ['--via', 'securenat', '--transport', 'tcp'], ['--via', 'fwc', '--firewall', FW_IN, '--transport', 'tcp']]) {
+    for (const args of [
+      ['--via', 'securenat'],
+      ['--via', 'securenat', '--transport', 'tcp'],
+      ['--via', 'fwc', '--firewall', FW_IN, '--transport', 'tcp'],
+    ]) {
       const r = await fl.play(['--server', MEDIA, ...args]);
-      expect(r.items.map((i) => i.ok), args.join(' ')).toEqual([true, true, true, true, true, true]);
+      expect(
+        r.items.map((i) => i.ok),
+        args.join(' '),
+      ).toEqual([true, true, true, true, true, true]);
     }
     const after = await fl.fw<Summary>('summary');
     expect(after.counters.FwDropped).toBe(before.counters.FwDropped);
@@ -147,7 +156,11 @@ describe('KB 319381', () => {
     const r = await fl.play(fwcPlayer);
     expect(r.items.map((i) => [i.ok, i.attempts])).toEqual(Array.from({ length: 6 }, () => [true, 1]));
     expect(r.addrInUse).toBe(0);
-    for (const args of [['--via', 'securenat'], ['--via', 'securenat', '--transport', 'tcp'], ['--via', 'fwc', '--firewall', FW_IN, '--transport', 'tcp']]) {
+    for (const args of [
+      ['--via', 'securenat'],
+      ['--via', 'securenat', '--transport', 'tcp'],
+      ['--via', 'fwc', '--firewall', FW_IN, '--transport', 'tcp'],
+    ]) {
       expect((await fl.play(['--server', MEDIA, ...args])).played, args.join(' ')).toBe(6);
     }
     const s = await fl.fw<Summary>('summary');
@@ -161,7 +174,10 @@ describe('KB 319381', () => {
   test('malformed control-channel messages: a refusal with the reason; the stream that cannot be framed is closed; players still play', async () => {
     // A header that frames (RWSP, length 100) around a UDP Bind cut short.
     const bad = Buffer.alloc(100);
-    bad.write('RWSP', 24, 'ascii'); bad.writeUInt16BE(100, 28); bad.writeUInt16BE(0x070b, 36); bad[16] = 1;
+    bad.write('RWSP', 24, 'ascii');
+    bad.writeUInt16BE(100, 28);
+    bad.writeUInt16BE(0x070b, 36);
+    bad[16] = 1;
     const r1 = await fl.lab.cli(fl.ns.in, ['fwc', 'raw', '--firewall', FW_IN, bad.toString('hex')]);
     expect(r1.code, r1.stderr).toBe(0);
     expect(r1.stdout).toMatch(/"refused":18187,"wsaError":10022,"reason":"WSAEINVAL: malformed Firewall Client command 0x070b: body too short/);

@@ -44,7 +44,7 @@ async function curlEach(addrs: string[], maxTimeS = 4) {
 const completed = (r: { exit: number | null; httpCode: number; bytes: number }) => r.exit === 0 && r.httpCode === 200 && r.bytes === BYTES;
 
 describe('KB 898060 with real Linux routers', () => {
-  test('hotfixed: downloads over path A, then path B, succeed through real ICMP; host routes carry each path\'s MTU and the count is the real one', async () => {
+  test("hotfixed: downloads over path A, then path B, succeed through real ICMP; host routes carry each path's MTU and the count is the real one", async () => {
     await pl.startStack({ mode: 'hotfixed', params: { MaxIcmpHostRoutes: LIMIT } });
     await pl.usePath('A');
     const known = pl.clients.slice(0, KNOWN);

@@ -41,18 +41,26 @@ afterAll(async () => {
 });
 
 interface Burst {
-  count: number; refused: number; reset: number; served: number; other: number;
-  errors: Record<string, number>; resetBeforeConnectEvent: number; resetFlightBytes: number; ms: number;
+  count: number;
+  refused: number;
+  reset: number;
+  served: number;
+  other: number;
+  errors: Record<string, number>;
+  resetBeforeConnectEvent: number;
+  resetFlightBytes: number;
+  ms: number;
 }
 
 async function setup(name: string, args: string[]) {
   const ns = await lab.addNamespace(name);
   const control = path.join(tmp, `${name}.sock`);
   const certs = path.join(tmp, `${name}-certs`);
-  const stack: StackProcess = await lab.startStack(ns, [
-    '--tun', lab.ifname(name), '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'mtls',
-    '--control', control, ...args,
-  ], { env: { FAULTSTACK_CERT_DIR: certs } });
+  const stack: StackProcess = await lab.startStack(
+    ns,
+    ['--tun', lab.ifname(name), '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--services', 'mtls', '--control', control, ...args],
+    { env: { FAULTSTACK_CERT_DIR: certs } },
+  );
   const cli = (a: string[], timeoutMs = 20_000) => lab.cli(ns, [...a, '--control', control], { timeoutMs });
   const stats = async () => {
     const r = await cli(['stats', '--json', '--gc']);
@@ -61,7 +69,11 @@ async function setup(name: string, args: string[]) {
   };
   const events = async () => {
     const r = await cli(['events', '--json']);
-    return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; fault?: string; message: string; data?: any });
+    return r.stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { kind: string; fault?: string; message: string; data?: any });
   };
   const burst = async (n: number): Promise<Burst> => {
     const r = await lab.exec(ns, process.execPath, [path.join(clients, 'tls-burst.js'), STACK, '5061', certs, String(n)], { timeoutMs: 60_000 });
@@ -75,9 +87,14 @@ async function setup(name: string, args: string[]) {
 /** Least-squares slope of y against x. */
 function slope(xs: number[], ys: number[]): number {
   const n = xs.length;
-  const mx = xs.reduce((a, b) => a + b, 0) / n, my = ys.reduce((a, b) => a + b, 0) / n;
-  let num = 0, den = 0;
-  for (let i = 0; i < n; i++) { num += (xs[i]! - mx) * (ys[i]! - my); den += (xs[i]! - mx) ** 2; }
+  const mx = xs.reduce((a, b) => a + b, 0) / n,
+    my = ys.reduce((a, b) => a + b, 0) / n;
+  let num = 0,
+    den = 0;
+  for (let i = 0; i < n; i++) {
+    num += (xs[i]! - mx) * (ys[i]! - my);
+    den += (xs[i]! - mx) ** 2;
+  }
   return num / den;
 }
 
@@ -136,12 +153,21 @@ describe('KB 903927: memory against reset connections, buggy and hotfixed', () =
 
   async function measure(mode: 'buggy' | 'hotfixed') {
     const s = await setup(mode === 'buggy' ? 'mb' : 'mh', [
-      '--fault', `kb903927=${mode}`, '--param', 'TcpMaxPortsExhausted=0', '--param', 'MtlsListenBacklog=2', '--param', 'MtlsAcceptIntervalMs=500',
+      '--fault',
+      `kb903927=${mode}`,
+      '--param',
+      'TcpMaxPortsExhausted=0',
+      '--param',
+      'MtlsListenBacklog=2',
+      '--param',
+      'MtlsAcceptIntervalMs=500',
     ]);
     // A warm-up burst first: TLS contexts, JIT code and the like are allocated once.
     const warm = await s.burst(50);
     expect(warm.reset).toBeGreaterThan(30);
-    const xs: number[] = [], heap: number[] = [], total: number[] = [];
+    const xs: number[] = [],
+      heap: number[] = [],
+      total: number[] = [];
     const sample = async () => {
       const st = await s.stats();
       xs.push(st.counters.FsBacklogResets);
@@ -159,8 +185,10 @@ describe('KB 903927: memory against reset connections, buggy and hotfixed', () =
     const st = await s.stats();
     const resets = xs[xs.length - 1]! - xs[0]!;
     const r = { s, st, resets, heapSlope: slope(xs, heap), totalSlope: slope(xs, total), xs, heap, total };
-    console.log(`${mode}: ${resets} resets measured; heap after GC ${Math.round(r.heapSlope)} B/reset, heap + Buffers ${Math.round(r.totalSlope)} B/reset ` +
-      `(${xs.map((x, i) => `${x}:${Math.round(total[i]! / 1024)}K`).join(' ')})`);
+    console.log(
+      `${mode}: ${resets} resets measured; heap after GC ${Math.round(r.heapSlope)} B/reset, heap + Buffers ${Math.round(r.totalSlope)} B/reset ` +
+        `(${xs.map((x, i) => `${x}:${Math.round(total[i]! / 1024)}K`).join(' ')})`,
+    );
     return r;
   }
 
@@ -200,16 +228,28 @@ describe('KB 903927: memory against reset connections, buggy and hotfixed', () =
 describe('KB 903927: a SYN flood triggers protection', () => {
   test('spoofed SYNs past TcpMaxHalfOpen: protection triggers by TcpMaxHalfOpen, the flood holds the backlog, TLS clients are reset after their handshake', async () => {
     const s = await setup('fl', [
-      '--fault', 'kb903927=buggy', '--param', 'TcpMaxHalfOpen=32', '--param', 'TcpMaxPortsExhausted=1000',
-      '--param', 'MtlsListenBacklog=64', '--param', 'MtlsAcceptIntervalMs=200',
+      '--fault',
+      'kb903927=buggy',
+      '--param',
+      'TcpMaxHalfOpen=32',
+      '--param',
+      'TcpMaxPortsExhausted=1000',
+      '--param',
+      'MtlsListenBacklog=64',
+      '--param',
+      'MtlsAcceptIntervalMs=200',
     ]);
     const snmp = async () => {
       const lines = (await lab.exec(s.ns, 'cat', ['/proc/net/snmp'])).stdout.split('\n').filter((l) => l.startsWith('Ip:'));
       return Number(lines[1]!.split(/\s+/)[lines[0]!.split(/\s+/).indexOf('InAddrErrors')]);
     };
     const dropped0 = await snmp();
-    const f = await lab.exec(s.ns, process.execPath, [synflood, '--target', `${STACK}:5061`, '--source', '198.18.100.0/24',
-      '--count', '400', '--duration', '5', '--rate', '2000', '--json', '--quiet'], { timeoutMs: 20_000 });
+    const f = await lab.exec(
+      s.ns,
+      process.execPath,
+      [synflood, '--target', `${STACK}:5061`, '--source', '198.18.100.0/24', '--count', '400', '--duration', '5', '--rate', '2000', '--json', '--quiet'],
+      { timeoutMs: 20_000 },
+    );
     expect(f.code, f.stderr).toBe(0);
     const flood = JSON.parse(f.stdout.trim().split('\n').pop()!);
     expect(flood.sent).toBe(400);

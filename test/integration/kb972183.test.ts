@@ -26,7 +26,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await lab?.cleanup();
-  for (const r of results) console.log(`${r.label}: served ${r.served}/${r.clients}, on >1 host ${r.spanning}, refusals ${r.refusals}, one host after ${r.timeToOneHostMs} ms`);
+  for (const r of results)
+    console.log(`${r.label}: served ${r.served}/${r.clients}, on >1 host ${r.spanning}, refusals ${r.refusals}, one host after ${r.timeToOneHostMs} ms`);
 });
 
 describe('KB 972183: strongSwan clients that move to another network', () => {
@@ -52,7 +53,9 @@ describe('KB 972183: strongSwan clients that move to another network', () => {
       expect(c.hostA).not.toBe(c.hostB);
       expect(c.refusals, c.identity).toBeGreaterThan(0);
       const refusal = c.events.find((e) => e.state === 'refused')!;
-      expect(refusal.reason).toBe(`${c.identity} is logged on at host ${c.hostA} (198.18.70.${10 + c.hostA}, through an IPsec tunnel): this application serves a client from one host`);
+      expect(refusal.reason).toBe(
+        `${c.identity} is logged on at host ${c.hostA} (198.18.70.${10 + c.hostA}, through an IPsec tunnel): this application serves a client from one host`,
+      );
       // Trying, refused, trying... then connected to the new host once the old tunnel is gone.
       const last = c.events[c.events.length - 1]!;
       expect(last).toMatchObject({ state: 'connected', host: c.hostB, via: 'ipsec' });
@@ -63,11 +66,13 @@ describe('KB 972183: strongSwan clients that move to another network', () => {
     const kept = r.hostEvents.flat().filter((e) => e.kind === 'nlb-tunnel-state-kept');
     expect(kept).toHaveLength(3);
     expect(kept[0]!.message).toMatch(/the hotfix is not installed, so the client now has state on more than one host/);
-    expect(r.hostEvents.flat().filter((e) => e.kind === 'ipsec-ike-sa-down' && /peer did not answer liveness check/.test(e.message)).length).toBeGreaterThanOrEqual(3);
+    expect(
+      r.hostEvents.flat().filter((e) => e.kind === 'ipsec-ike-sa-down' && /peer did not answer liveness check/.test(e.message)).length,
+    ).toBeGreaterThanOrEqual(3);
     expect(r.hostEvents.flat().some((e) => e.kind === 'nlb-tunnel-state-dropped')).toBe(false);
   }, 120_000);
 
-  test('hotfixed: the old host destroys the old tunnel\'s state when the new one opens; no refusal, one host at once', async () => {
+  test("hotfixed: the old host destroys the old tunnel's state when the new one opens; no refusal, one host at once", async () => {
     const r = await lab.runScenario({ fault: 'hotfixed', variant: 'ipsec', moves: 1, dpd: DPD, watchMs: 15_000 });
     results.push(r);
     expect(r.served).toBe(3);
@@ -77,7 +82,9 @@ describe('KB 972183: strongSwan clients that move to another network', () => {
     for (const c of r.reports) expect(c.events[c.events.length - 1]).toMatchObject({ state: 'connected', host: c.hostB, via: 'ipsec' });
     const dropped = r.hostEvents.flat().filter((e) => e.kind === 'nlb-tunnel-state-dropped');
     expect(dropped).toHaveLength(3);
-    expect(dropped[0]!.message).toMatch(/opened a new tunnel for client\d@lab from 198\.18\.61\.\d+ \(bucket \d+\), a bucket this host does not own: DropStateIfNotBucketOwner/);
+    expect(dropped[0]!.message).toMatch(
+      /opened a new tunnel for client\d@lab from 198\.18\.61\.\d+ \(bucket \d+\), a bucket this host does not own: DropStateIfNotBucketOwner/,
+    );
   }, 120_000);
 
   test('workaround: an IPsec exception for the application (buggy NLB): no refusal; the application is in the clear, on one host', async () => {

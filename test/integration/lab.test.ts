@@ -14,12 +14,18 @@ import { requireTool } from '../../lab/tools';
 
 function netnsList(): string[] {
   const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  return r.stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
+  return r.stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter(Boolean);
 }
 
 function rootLinks(): string[] {
   const r = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
-  return r.stdout.split('\n').map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1]).filter((x): x is string => !!x);
+  return r.stdout
+    .split('\n')
+    .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1])
+    .filter((x): x is string => !!x);
 }
 
 /** Running (a zombie waiting for its reaper is not). */
@@ -98,7 +104,9 @@ describe('Lab', () => {
       await expect(lab.netem('n1', 'nosuchdev', 'delay 1ms')).rejects.toThrow(/tc qdisc replace dev nosuchdev root netem delay 1ms failed/);
     } else {
       console.log('no sch_netem in this kernel: checking the error the lab gives');
-      await expect(lab.netem('n1', devA, 'delay 60ms')).rejects.toThrow(`netem is not available in this kernel (sch_netem is neither built in nor loadable): tc qdisc replace dev ${devA} root netem delay 60ms`);
+      await expect(lab.netem('n1', devA, 'delay 60ms')).rejects.toThrow(
+        `netem is not available in this kernel (sch_netem is neither built in nor loadable): tc qdisc replace dev ${devA} root netem delay 60ms`,
+      );
     }
   });
 
@@ -142,7 +150,9 @@ describe('Lab', () => {
 
   it('waitFor rejects with the output on exit and on timeout', async () => {
     const p = lab.spawn('a', 'sh', ['-c', 'echo one; echo two >&2; exit 4']);
-    await expect(p.waitFor(/never/)).rejects.toThrow(/exited \(code 4\) before printing \/never\/; output:\none\ntwo|exited \(code 4\) before printing \/never\/; output:\ntwo\none/);
+    await expect(p.waitFor(/never/)).rejects.toThrow(
+      /exited \(code 4\) before printing \/never\/; output:\none\ntwo|exited \(code 4\) before printing \/never\/; output:\ntwo\none/,
+    );
     const q = lab.spawn('a', 'sleep', ['300']);
     await expect(q.waitFor(/never/, { timeoutMs: 200 })).rejects.toThrow(/no \/never\/ within 0.2 s/);
     await q.kill();
@@ -156,7 +166,9 @@ describe('Lab', () => {
     };
     const prev = process.env.FAULTSTACK_CLI;
     try {
-      process.env.FAULTSTACK_CLI = script(`console.error('args ' + process.argv.slice(2).join(' ')); console.log('stack ready on fs9'); setInterval(() => {}, 1000);`);
+      process.env.FAULTSTACK_CLI = script(
+        `console.error('args ' + process.argv.slice(2).join(' ')); console.log('stack ready on fs9'); setInterval(() => {}, 1000);`,
+      );
       const s = await lab.startStack('a', ['--tun', 'fsx9', '--addr', '198.18.9.2/24']);
       expect(s.readyLine).toBe('stack ready on fs9');
       expect(s.tun).toBe('fsx9');
@@ -219,15 +231,27 @@ describe('Lab in another process', () => {
 
   afterAll(() => build?.remove());
 
-  const child = (body: string) => spawn(process.execPath, ['-e', `
+  const child = (body: string) =>
+    spawn(
+      process.execPath,
+      [
+        '-e',
+        `
     const { Lab } = require(${JSON.stringify(path.join('PLACEHOLDER', 'lab/lab.js'))});
     (async () => { ${body} })().catch((e) => { console.error(e); process.exit(9); });
-  `.replace('PLACEHOLDER', build.dist)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  `.replace('PLACEHOLDER', build.dist),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
 
-  const readLine = (c: ReturnType<typeof spawn>) => new Promise<string>((resolve) => {
-    let buf = '';
-    c.stdout!.on('data', (d) => { buf += d; if (buf.includes('\n')) resolve(buf.trim()); });
-  });
+  const readLine = (c: ReturnType<typeof spawn>) =>
+    new Promise<string>((resolve) => {
+      let buf = '';
+      c.stdout!.on('data', (d) => {
+        buf += d;
+        if (buf.includes('\n')) resolve(buf.trim());
+      });
+    });
 
   it('cleans up when the process exits without calling cleanup()', async () => {
     const c = child(`

@@ -53,10 +53,29 @@ rl.createInterface({ input: process.stdin }).on('line', (l) => {
 `;
 
 async function startHosts(mode: string, extra: string[] = []): Promise<void> {
-  hosts = await Promise.all([1, 2, 3].map((h) => lab.startStack('cl', [
-    '--tap', lab.ifname(`t${h}`), '--bridge', br, '--addr', `${hostAddr(h)}/24`, '--nlb', VIP, '--nlb-priority', String(h), '--nlb-mode', mode,
-    '--services', 'echo,http', '--control', ctl(h), ...extra,
-  ])));
+  hosts = await Promise.all(
+    [1, 2, 3].map((h) =>
+      lab.startStack('cl', [
+        '--tap',
+        lab.ifname(`t${h}`),
+        '--bridge',
+        br,
+        '--addr',
+        `${hostAddr(h)}/24`,
+        '--nlb',
+        VIP,
+        '--nlb-priority',
+        String(h),
+        '--nlb-mode',
+        mode,
+        '--services',
+        'echo,http',
+        '--control',
+        ctl(h),
+        ...extra,
+      ]),
+    ),
+  );
   await waitFor(async () => (await Promise.all([1, 2, 3].map((h) => query(h)))).every((q) => q.state.startsWith('Converged') && q.hosts.length === 3), 15_000);
 }
 
@@ -76,7 +95,11 @@ const display = (h: number) => nlb<{ rules: { map: number[] }[]; counters: Recor
 async function waitFor(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    try { if (await cond()) return; } catch { /* not yet */ }
+    try {
+      if (await cond()) return;
+    } catch {
+      /* not yet */
+    }
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs / 1000} s`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -90,13 +113,19 @@ async function peersByHost(): Promise<Map<number, string[]>> {
     const r = await lab.cli(null, ['stats', '--all', '--port', '7', '--json', '--control', ctl(h)], { timeoutMs: 15_000 });
     if (r.code !== 0) throw new Error(`stats on host ${h}: ${r.stderr}`);
     const rows = (JSON.parse(r.stdout) as { connections: { peer: string; state: string }[] }).connections;
-    out.set(h, rows.filter((x) => x.state === 'ESTABLISHED').map((x) => x.peer.split(':')[0]!));
+    out.set(
+      h,
+      rows.filter((x) => x.state === 'ESTABLISHED').map((x) => x.peer.split(':')[0]!),
+    );
   }
   return out;
 }
 
 function holderLines(p: LabProcess): Record<string, unknown>[] {
-  return p.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  return p.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 beforeAll(async () => {
@@ -137,11 +166,14 @@ describe('NLB: three faultstack hosts on a Linux bridge', () => {
     expect([...by.values()].every((p) => p.length > 0)).toBe(true);
   }, 60_000);
 
-  test('host 2 killed: the others converge without it after AliveMsgTolerance heartbeats; its buckets move; the others\' connections carry on', async () => {
+  test("host 2 killed: the others converge without it after AliveMsgTolerance heartbeats; its buckets move; the others' connections carry on", async () => {
     const before = (await display(1)).rules[0]!.map;
     const t0 = Date.now();
     hosts[1]!.signal('SIGKILL');
-    await waitFor(async () => { const q = await Promise.all([query(1), query(3)]); return q.every((x) => x.state.startsWith('Converged') && x.hosts.join() === '1,3'); }, 15_000);
+    await waitFor(async () => {
+      const q = await Promise.all([query(1), query(3)]);
+      return q.every((x) => x.state.startsWith('Converged') && x.hosts.join() === '1,3');
+    }, 15_000);
     const ms = Date.now() - t0;
     expect(ms).toBeGreaterThan(4000); // 5 missed periods of 1 s (the first may be almost over)
     expect(ms).toBeLessThan(9000);
@@ -182,7 +214,27 @@ describe('NLB: three faultstack hosts on a Linux bridge', () => {
     await startHosts('unicast');
     await new Promise((r) => setTimeout(r, 2500));
     await dump.kill(2000);
-    const fields = await lab.exec(null, 'tshark', ['-r', pcap, '-T', 'fields', '-e', '_ws.col.Protocol', '-e', 'msnlb.signature', '-e', 'msnlb.my_host_ip', '-e', 'msnlb.cluster_ip', '-e', 'msnlb.host_name'], { check: true });
+    const fields = await lab.exec(
+      null,
+      'tshark',
+      [
+        '-r',
+        pcap,
+        '-T',
+        'fields',
+        '-e',
+        '_ws.col.Protocol',
+        '-e',
+        'msnlb.signature',
+        '-e',
+        'msnlb.my_host_ip',
+        '-e',
+        'msnlb.cluster_ip',
+        '-e',
+        'msnlb.host_name',
+      ],
+      { check: true },
+    );
     const lines = fields.stdout.trim().split('\n');
     expect(lines.length).toBeGreaterThan(10);
     expect(lines.every((l) => l.startsWith('MS NLB\t'))).toBe(true);
@@ -195,7 +247,7 @@ describe('NLB: three faultstack hosts on a Linux bridge', () => {
     await stopHosts();
   }, 60_000);
 
-  test('every mode reaches every host through the bridge, and the client resolves the cluster to the mode\'s MAC (the bystander port is recorded)', async () => {
+  test("every mode reaches every host through the bridge, and the client resolves the cluster to the mode's MAC (the bystander port is recorded)", async () => {
     const seen: Record<string, { bystander: number; perHost: number[]; lladdr: string }> = {};
     for (const mode of ['unicast', 'multicast', 'igmp']) {
       await startHosts(mode);
@@ -206,12 +258,17 @@ describe('NLB: three faultstack hosts on a Linux bridge', () => {
       await dump.waitFor(/listening on/, { timeoutMs: 10_000 });
       const before = await Promise.all([1, 2, 3].map(async (h) => (await display(h)).counters.NlbPacketsIn ?? 0));
       for (const a of CLIENTS.slice(0, 10)) {
-        const r = await lab.exec('cli', 'curl', ['-s', '--max-time', '5', '--interface', a, '-o', '/dev/null', '-w', '%{http_code}', `http://${VIP}/`], { timeoutMs: 10_000 });
+        const r = await lab.exec('cli', 'curl', ['-s', '--max-time', '5', '--interface', a, '-o', '/dev/null', '-w', '%{http_code}', `http://${VIP}/`], {
+          timeoutMs: 10_000,
+        });
         expect(r.stdout, `${mode} from ${a}`).toBe('200');
       }
       await new Promise((r) => setTimeout(r, 300));
       await dump.kill(2000);
-      const n = (await lab.exec(null, 'tshark', ['-r', pcap, '-T', 'fields', '-e', 'frame.number'], { check: true })).stdout.trim().split('\n').filter(Boolean).length;
+      const n = (await lab.exec(null, 'tshark', ['-r', pcap, '-T', 'fields', '-e', 'frame.number'], { check: true })).stdout
+        .trim()
+        .split('\n')
+        .filter(Boolean).length;
       const after = await Promise.all([1, 2, 3].map(async (h) => (await display(h)).counters.NlbPacketsIn ?? 0));
       const neigh = (await lab.exec('cli', 'ip', ['-j', 'neigh', 'show', VIP], { check: true })).stdout;
       seen[mode] = { bystander: n, perHost: after.map((x, i) => x - before[i]!), lladdr: (JSON.parse(neigh) as { lladdr: string }[])[0]?.lladdr ?? '' };

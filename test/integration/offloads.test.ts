@@ -31,7 +31,11 @@ afterAll(async () => {
   for (const t of tmps) fs.rmSync(t, { recursive: true, force: true });
 });
 
-interface Env { lab: Lab; ns: string; stack: StackProcess }
+interface Env {
+  lab: Lab;
+  ns: string;
+  stack: StackProcess;
+}
 
 async function startEnv(tag: string, runArgs: string[], env: NodeJS.ProcessEnv = {}): Promise<Env> {
   const lab = await Lab.create(tag);
@@ -39,14 +43,31 @@ async function startEnv(tag: string, runArgs: string[], env: NodeJS.ProcessEnv =
   const ns = await lab.addNamespace('k');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `fs-${tag}-`));
   tmps.push(tmp);
-  const stack = await lab.startStack(ns, [
-    '--tun', lab.ifname('t'), '--addr', `${STACK}/24`, '--host-addr', `${HOST}/24`, '--services', 'echo,discard,http',
-    '--control', path.join(tmp, 'ctl.sock'), ...runArgs,
-  ], { env });
+  const stack = await lab.startStack(
+    ns,
+    [
+      '--tun',
+      lab.ifname('t'),
+      '--addr',
+      `${STACK}/24`,
+      '--host-addr',
+      `${HOST}/24`,
+      '--services',
+      'echo,discard,http',
+      '--control',
+      path.join(tmp, 'ctl.sock'),
+      ...runArgs,
+    ],
+    { env },
+  );
   return { lab, ns, stack };
 }
 
-async function stats(e: Env): Promise<{ counters: Record<string, number>; device: Record<string, number>; offloads: { accepted: string[]; vnetHdr: boolean; tsoSegments: number; txChecksumOffload: boolean } }> {
+async function stats(e: Env): Promise<{
+  counters: Record<string, number>;
+  device: Record<string, number>;
+  offloads: { accepted: string[]; vnetHdr: boolean; tsoSegments: number; txChecksumOffload: boolean };
+}> {
   const r = await e.lab.cli(e.ns, ['stats', '--json', '--control', e.stack.controlPath], { timeoutMs: 20_000 });
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout);
@@ -145,11 +166,16 @@ describe('offloads on: large segments both ways', () => {
   }, 120_000);
 
   test('HTTP download as TSO super-segments arrives complete', async () => {
-    const r = await e.lab.exec(e.ns, 'curl', ['-sS', '--max-time', '30', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/5000000`], { timeoutMs: 40_000 });
+    const r = await e.lab.exec(
+      e.ns,
+      'curl',
+      ['-sS', '--max-time', '30', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/5000000`],
+      { timeoutMs: 40_000 },
+    );
     expect(r.stdout.trim()).toBe('200 5000000');
   }, 60_000);
 
-  test('a bad checksum without the kernel\'s flag is still caught', async () => {
+  test("a bad checksum without the kernel's flag is still caught", async () => {
     await expectBadChecksumCaught(e);
   }, 60_000);
 });
@@ -183,7 +209,10 @@ describe('offloads off: plain TUN, MSS-sized segments, software checksums', () =
 });
 
 describe('fallback when the kernel refuses or limits TUNSETOFFLOAD', () => {
-  for (const [what, mask, expectNames] of [['refused entirely', 0, /offloads none/], ['checksum only', 1, /offloads csum\)/]] as const) {
+  for (const [what, mask, expectNames] of [
+    ['refused entirely', 0, /offloads none/],
+    ['checksum only', 1, /offloads csum\)/],
+  ] as const) {
     test(`${what}: the stack sends MSS-sized segments and the data arrives intact`, async () => {
       const e = await startEnv(mask === 0 ? 'offr' : 'offl', [], { FAULTSTACK_TUN_OFFLOAD_MASK: String(mask) });
       expect(e.stack.readyLine).toMatch(expectNames);

@@ -34,7 +34,16 @@ async function scapy(script: string): Promise<string> {
 beforeAll(async () => {
   lab = await Lab.create('pk');
   ns = await lab.addNamespace('s');
-  stack = await lab.startStack(ns, ['--tun', lab.ifname('t'), '--addr', `${STACK}/24`, '--services', 'http,echo', '--control', `/run/faultstack/${lab.ifname('t')}.sock`]);
+  stack = await lab.startStack(ns, [
+    '--tun',
+    lab.ifname('t'),
+    '--addr',
+    `${STACK}/24`,
+    '--services',
+    'http,echo',
+    '--control',
+    `/run/faultstack/${lab.ifname('t')}.sock`,
+  ]);
 }, 60_000);
 
 afterAll(async () => {
@@ -84,16 +93,35 @@ describe('--pcap rotation', () => {
     try {
       const ns2 = await lab.addNamespace('r');
       const base = path.join(tmp, 'cap.pcap');
-      const s2 = await lab.startStack(ns2, ['--tun', lab.ifname('r'), '--addr', `${STACK}/24`, '--services', 'http', '--control', `/run/faultstack/${lab.ifname('r')}.sock`,
-        '--pcap', base, '--pcap-size', '1', '--pcap-files', '3', '--pcap-snaplen', '262144']);
+      const s2 = await lab.startStack(ns2, [
+        '--tun',
+        lab.ifname('r'),
+        '--addr',
+        `${STACK}/24`,
+        '--services',
+        'http',
+        '--control',
+        `/run/faultstack/${lab.ifname('r')}.sock`,
+        '--pcap',
+        base,
+        '--pcap-size',
+        '1',
+        '--pcap-files',
+        '3',
+        '--pcap-snaplen',
+        '262144',
+      ]);
       for (let i = 0; i < 4; i++) {
-        const r = await lab.exec(ns2, 'curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/3000000`], { timeoutMs: 30_000 });
+        const r = await lab.exec(ns2, 'curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/3000000`], {
+          timeoutMs: 30_000,
+        });
         expect(r.stdout).toBe('200 3000000');
       }
       expect((await s2.kill(8000)).code).toBe(0);
       const files = fs.readdirSync(tmp).sort();
       expect(files).toEqual(['cap.pcap0', 'cap.pcap1', 'cap.pcap2']);
-      let full = 0, frames = 0;
+      let full = 0,
+        frames = 0;
       for (const f of files) {
         const size = fs.statSync(path.join(tmp, f)).size;
         // Past 1,000,000 bytes a file takes no more records: at most one more (a 64 KiB TSO segment).

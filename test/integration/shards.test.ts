@@ -22,8 +22,19 @@ beforeAll(async () => {
   ns = await lab.addNamespace('k');
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-shards-'));
   stack = await lab.startStack(ns, [
-    '--tun', lab.ifname('t'), '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24',
-    '--queues', '2', '--shards', '--services', 'echo,discard,http', '--control', path.join(tmp, 'ctl.sock'),
+    '--tun',
+    lab.ifname('t'),
+    '--addr',
+    `${STACK}/24`,
+    '--host-addr',
+    '198.18.0.1/24',
+    '--queues',
+    '2',
+    '--shards',
+    '--services',
+    'echo,discard,http',
+    '--control',
+    path.join(tmp, 'ctl.sock'),
   ]);
 }, 60_000);
 

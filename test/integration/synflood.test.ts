@@ -32,7 +32,9 @@ let tmpDir = '';
 function kernelCounters(ns: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const file of ['/proc/net/snmp', '/proc/net/netstat']) {
-    const lines = execFileSync('ip', ['netns', 'exec', lab.ns(ns), 'cat', file], { encoding: 'utf8' }).trim().split('\n');
+    const lines = execFileSync('ip', ['netns', 'exec', lab.ns(ns), 'cat', file], { encoding: 'utf8' })
+      .trim()
+      .split('\n');
     for (let i = 0; i + 1 < lines.length; i += 2) {
       const names = lines[i].split(/\s+/);
       const values = lines[i + 1].split(/\s+/);
@@ -103,8 +105,19 @@ interface Capture {
 /** tcpdump in the victim namespace, SYN-only (no ACK) segments to the listener's port. */
 async function startCapture(name: string): Promise<Capture> {
   const file = path.join(tmpDir, `${name}.pcap`);
-  const child: LabProcess = lab.spawn('vic', 'tcpdump', ['-i', ifVic, '-n', '-U', '-B', '8192', '-s', '128', '-w', file,
-    `tcp[13] & 0x12 == 0x02 and dst port ${PORT}`]);
+  const child: LabProcess = lab.spawn('vic', 'tcpdump', [
+    '-i',
+    ifVic,
+    '-n',
+    '-U',
+    '-B',
+    '8192',
+    '-s',
+    '128',
+    '-w',
+    file,
+    `tcp[13] & 0x12 == 0x02 and dst port ${PORT}`,
+  ]);
   await child.waitFor(/listening on/, { stream: 'stderr' });
   return {
     file,
@@ -140,8 +153,10 @@ describe('SYN flood generators in throwaway namespaces', () => {
     await lab.ip('vic', 'route', 'add', SPOOF_NET, 'via', ATK_ADDR);
 
     // The kernel listener: small backlog, so the flood overflows its SYN queue.
-    const listener = lab.spawn('vic', process.execPath, ['-e',
-      `const s = require('net').createServer(); s.listen({ host: '${VIC_ADDR}', port: ${PORT}, backlog: 16 }, () => console.log('ready')); setTimeout(() => process.exit(0), 600000);`]);
+    const listener = lab.spawn('vic', process.execPath, [
+      '-e',
+      `const s = require('net').createServer(); s.listen({ host: '${VIC_ADDR}', port: ${PORT}, backlog: 16 }, () => console.log('ready')); setTimeout(() => process.exit(0), 600000);`,
+    ]);
     await listener.waitFor(/ready/, { stream: 'stdout' });
   }, 120_000);
 
@@ -154,8 +169,19 @@ describe('SYN flood generators in throwaway namespaces', () => {
     const before = kernelCounters('vic');
     const cap = await startCapture('raw');
     const r = await runSynfloodCli([
-      '--target', `${VIC_ADDR}:${PORT}`, '--source', SPOOF_NET, '--count', '2000', '--duration', '10',
-      '--rate', '20000', '--seed', '7', '--json',
+      '--target',
+      `${VIC_ADDR}:${PORT}`,
+      '--source',
+      SPOOF_NET,
+      '--count',
+      '2000',
+      '--duration',
+      '10',
+      '--rate',
+      '20000',
+      '--seed',
+      '7',
+      '--json',
     ]);
     expect(r.code, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout.trim().split('\n').pop()!);
@@ -193,8 +219,18 @@ describe('SYN flood generators in throwaway namespaces', () => {
 
   it('stops by itself at its time bound', async () => {
     const r = await runSynfloodCli([
-      '--target', `${VIC_ADDR}:${PORT}`, '--source', SPOOF_NET, '--count', '1000000', '--duration', '0.5',
-      '--rate', '2000', '--json', '--quiet',
+      '--target',
+      `${VIC_ADDR}:${PORT}`,
+      '--source',
+      SPOOF_NET,
+      '--count',
+      '1000000',
+      '--duration',
+      '0.5',
+      '--rate',
+      '2000',
+      '--json',
+      '--quiet',
     ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toBe('');
@@ -206,9 +242,7 @@ describe('SYN flood generators in throwaway namespaces', () => {
   }, 60_000);
 
   it('sends as fast as the socket takes them when no rate is given', async () => {
-    const r = await runSynfloodCli([
-      '--target', `${VIC_ADDR}:${PORT}`, '--source', SPOOF_NET, '--count', '20000', '--duration', '20', '--json', '--quiet',
-    ]);
+    const r = await runSynfloodCli(['--target', `${VIC_ADDR}:${PORT}`, '--source', SPOOF_NET, '--count', '20000', '--duration', '20', '--json', '--quiet']);
     expect(r.code, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout.trim());
     expect(res.sent).toBe(20000);
@@ -233,7 +267,12 @@ describe('SYN flood generators in throwaway namespaces', () => {
     const r = await runHping3Flood({
       // 2 ms apart (0.4 s per process) inside a 5 s bound: a busy machine delays hping3's
       // timer, and the bound must not cut a run that is only slow.
-      target: `${VIC_ADDR}:${PORT}`, sources: ['198.18.211.77', '198.18.211.78'], count: 400, durationMs: 5000, intervalUs: 2000, netns: lab.ns('atk'),
+      target: `${VIC_ADDR}:${PORT}`,
+      sources: ['198.18.211.77', '198.18.211.78'],
+      count: 400,
+      durationMs: 5000,
+      intervalUs: 2000,
+      netns: lab.ns('atk'),
     });
     await cap.stop(400);
     const after = kernelCounters('vic');
@@ -254,7 +293,12 @@ describe('SYN flood generators in throwaway namespaces', () => {
   it('unpaced hping3 --flood: its nftables quota holds it to its packet count; without reaching it, the time bound stops it', async () => {
     const before = kernelCounters('vic');
     const r = await runHping3Flood({
-      target: `${VIC_ADDR}:${PORT}`, sources: ['198.18.211.79'], count: 3000, durationMs: 1500, flood: true, netns: lab.ns('atk'),
+      target: `${VIC_ADDR}:${PORT}`,
+      sources: ['198.18.211.79'],
+      count: 3000,
+      durationMs: 1500,
+      flood: true,
+      netns: lab.ns('atk'),
     });
     const after = kernelCounters('vic');
     // Unpaced it offers far more than 3000 within 1.5 s: the quota stops it first.
@@ -269,7 +313,14 @@ describe('SYN flood generators in throwaway namespaces', () => {
     const tables = execFileSync('ip', ['netns', 'exec', lab.ns('atk'), 'nft', 'list', 'tables'], { encoding: 'utf8' });
     expect(tables).not.toMatch(/fsquota/);
     // A count it cannot reach in 1 s: the time bound ends it (SIGINT, hping3's own summary).
-    const t = await runHping3Flood({ target: `${VIC_ADDR}:${PORT}`, sources: ['198.18.211.80'], count: 1_000_000, durationMs: 1000, flood: true, netns: lab.ns('atk') });
+    const t = await runHping3Flood({
+      target: `${VIC_ADDR}:${PORT}`,
+      sources: ['198.18.211.80'],
+      count: 1_000_000,
+      durationMs: 1000,
+      flood: true,
+      netns: lab.ns('atk'),
+    });
     expect(t.timedOut).toBe(true);
     expect(t.quotaReached).toBe(false);
     expect(t.transmitted).toBeGreaterThan(0);

@@ -36,14 +36,26 @@ afterAll(async () => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-interface Env { ns: string; stack: StackProcess }
+interface Env {
+  ns: string;
+  stack: StackProcess;
+}
 
 async function startStack(args: string[]): Promise<Env> {
   const n = nsSeq++;
   const ns = await lab.addNamespace(`k${n}`);
   const stack = await lab.startStack(ns, [
-    '--tun', lab.ifname(`t${n}`), '--addr', `${STACK}/24`, '--host-addr', `${HOST}/24`, '--services', 'echo,iperf3',
-    '--control', path.join(tmp, `ctl${n}.sock`), ...args,
+    '--tun',
+    lab.ifname(`t${n}`),
+    '--addr',
+    `${STACK}/24`,
+    '--host-addr',
+    `${HOST}/24`,
+    '--services',
+    'echo,iperf3',
+    '--control',
+    path.join(tmp, `ctl${n}.sock`),
+    ...args,
   ]);
   return { ns, stack };
 }
@@ -54,13 +66,22 @@ async function counters(e: Env): Promise<Record<string, number>> {
   return (JSON.parse(r.stdout) as { counters: Record<string, number> }).counters;
 }
 
-interface IperfResult { bps: number; bytes: number; retransmits: number; ms: number }
+interface IperfResult {
+  bps: number;
+  bytes: number;
+  retransmits: number;
+  ms: number;
+}
 /** iperf3 -J against the stack; a failure says what the stack's iperf3 server logged (its stderr). */
 async function iperf(ns: string, args: string[], e?: Env): Promise<IperfResult> {
   const r = await lab.exec(ns, 'iperf3', [...args, '-J'], { timeoutMs: 60_000 });
   const server = () => (e ? `; the stack's log: ${e.stack.stderr.trim().split('\n').slice(-4).join(' | ')}` : '');
   let j: { error?: string; end?: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { retransmits?: number } } };
-  try { j = JSON.parse(r.stdout); } catch { throw new Error(`iperf3 ${args.join(' ')}: exit ${r.code}: ${r.stdout.slice(-300)} ${r.stderr.slice(-300)}${server()}`); }
+  try {
+    j = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`iperf3 ${args.join(' ')}: exit ${r.code}: ${r.stdout.slice(-300)} ${r.stderr.slice(-300)}${server()}`);
+  }
   if (j.error || !j.end) throw new Error(`iperf3 ${args.join(' ')}: ${j.error ?? 'no result'} (after ${r.ms} ms)${server()}`);
   return { bps: j.end.sum_received.bits_per_second, bytes: j.end.sum_received.bytes, retransmits: j.end.sum_sent.retransmits ?? 0, ms: r.ms };
 }
@@ -86,8 +107,10 @@ describe('any MTU, offloads on and off (item 3)', () => {
           const c1 = await counters(e);
           const revRetrans = c1.TcpRetransSegs! - c0.TcpRetransSegs!;
           const revSegs = c1.TcpOutSegs! - c0.TcpOutSegs!;
-          console.log(`mtu ${mtu} offloads ${offloads}: kernel -> stack ${(fwd.bps / 1e9).toFixed(2)} Gbit/s (${fwd.retransmits} retransmits), ` +
-            `stack -> kernel ${(rev.bps / 1e9).toFixed(2)} Gbit/s (${revRetrans} of ${revSegs} segments resent), load ${os.loadavg()[0]!.toFixed(1)}`);
+          console.log(
+            `mtu ${mtu} offloads ${offloads}: kernel -> stack ${(fwd.bps / 1e9).toFixed(2)} Gbit/s (${fwd.retransmits} retransmits), ` +
+              `stack -> kernel ${(rev.bps / 1e9).toFixed(2)} Gbit/s (${revRetrans} of ${revSegs} segments resent), load ${os.loadavg()[0]!.toFixed(1)}`,
+          );
           expect(fwd.bps).toBeGreaterThan(FLOOR_BPS);
           expect(rev.bps).toBeGreaterThan(FLOOR_BPS);
           expect(fwd.retransmits).toBeLessThanOrEqual(Math.max(20, 0.01 * (fwd.bytes / mss)));
@@ -128,8 +151,10 @@ describe('stack -> kernel, offloads off: our flight fits the TUN queue the kerne
         const m = /(\d+) packets transmitted, (\d+) received/.exec(p.stdout);
         expect(m, p.stdout + p.stderr).not.toBeNull();
         const segs = c1.TcpOutSegs! - c0.TcpOutSegs!;
-        console.log(`mtu ${mtu} offloads off, stack -> kernel: ${(rev.bps / 1e9).toFixed(2)} Gbit/s in ${rev.ms} ms, ${segs} segments, ` +
-          `TUN TX dropped ${d1 - d0}, ping ${m![2]}/${m![1]}, load ${os.loadavg()[0]!.toFixed(1)}`);
+        console.log(
+          `mtu ${mtu} offloads off, stack -> kernel: ${(rev.bps / 1e9).toFixed(2)} Gbit/s in ${rev.ms} ms, ${segs} segments, ` +
+            `TUN TX dropped ${d1 - d0}, ping ${m![2]}/${m![1]}, load ${os.loadavg()[0]!.toFixed(1)}`,
+        );
         expect(rev.bps).toBeGreaterThan(FLOOR_BPS);
         // Before: 40% (576) and 5% (1500) of the segment count.
         expect(d1 - d0).toBeLessThanOrEqual(0.001 * segs);
@@ -157,9 +182,11 @@ describe('offloads off, 4 streams into the stack (item 5)', () => {
       const drops = (await tunDrops(e)) - d0;
       const sum = (rs: IperfResult[], k: keyof IperfResult) => rs.reduce((a, r) => a + r[k], 0);
       const segs4 = sum(four, 'bytes') / 1448;
-      console.log(`offloads off: 1 stream ${one.map((r) => (r.bps / 1e9).toFixed(2)).join(', ')} Gbit/s, ` +
-        `4 streams ${four.map((r) => (r.bps / 1e9).toFixed(2)).join(', ')} Gbit/s, 4-stream retransmits ${sum(four, 'retransmits')} of ${Math.round(segs4)} segments, ` +
-        `TUN TX dropped ${drops}, load ${os.loadavg()[0]!.toFixed(1)}`);
+      console.log(
+        `offloads off: 1 stream ${one.map((r) => (r.bps / 1e9).toFixed(2)).join(', ')} Gbit/s, ` +
+          `4 streams ${four.map((r) => (r.bps / 1e9).toFixed(2)).join(', ')} Gbit/s, 4-stream retransmits ${sum(four, 'retransmits')} of ${Math.round(segs4)} segments, ` +
+          `TUN TX dropped ${drops}, load ${os.loadavg()[0]!.toFixed(1)}`,
+      );
       // Before: 64,344 retransmissions (18% of segments), 0.27x of one stream.
       expect(sum(four, 'retransmits')).toBeLessThan(0.01 * segs4);
       expect(sum(four, 'bps')).toBeGreaterThan(0.5 * sum(one, 'bps'));
@@ -186,7 +213,9 @@ describe('small writes (item 6)', () => {
         const r = await lab.cli(e.ns, ['stats', '--json', '--control', e.stack.controlPath], { timeoutMs: 20_000 });
         return (JSON.parse(r.stdout) as { device: Record<string, number> }).device;
       };
-      const stack: number[] = [], kernel: number[] = [], sizes: number[] = [];
+      const stack: number[] = [],
+        kernel: number[] = [],
+        sizes: number[] = [];
       for (let round = 0; round < 3; round++) {
         const d0 = await dev();
         stack.push((await iperf(e.ns, ['-c', STACK, '-t', '3', '-l', '1K'], e)).bps);
@@ -195,8 +224,10 @@ describe('small writes (item 6)', () => {
         kernel.push((await iperf(ka, ['-c', '198.18.1.2', '-t', '3', '-l', '1K'])).bps);
       }
       const med = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
-      console.log(`iperf3 -l 1K: stack ${stack.map((b) => (b / 1e9).toFixed(2)).join(', ')} Gbit/s, kernel over veth ${kernel.map((b) => (b / 1e9).toFixed(2)).join(', ')} Gbit/s, ` +
-        `packets into the stack ${sizes.map((s) => s.toFixed(0)).join(', ')} B on average, load ${os.loadavg()[0]!.toFixed(1)}`);
+      console.log(
+        `iperf3 -l 1K: stack ${stack.map((b) => (b / 1e9).toFixed(2)).join(', ')} Gbit/s, kernel over veth ${kernel.map((b) => (b / 1e9).toFixed(2)).join(', ')} Gbit/s, ` +
+          `packets into the stack ${sizes.map((s) => s.toFixed(0)).join(', ')} B on average, load ${os.loadavg()[0]!.toFixed(1)}`,
+      );
       // Same client, same MTU, same machine: the stack at least 70% of the kernel over veth
       // (before the receive window was autotuned, a busy machine held it to 42-48%; the
       // kernel over loopback is faster still: its 64 KiB MTU makes 64 KiB segments of

@@ -35,8 +35,16 @@ beforeAll(async () => {
   ns = await lab.addNamespace('k');
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-tsv-'));
   stack = await lab.startStack(ns, [
-    '--tun', lab.ifname('t'), '--addr', `${STACK}/24`, '--host-addr', `${HOST}/24`, '--services', 'echo,iperf3',
-    '--control', path.join(tmp, 'ctl.sock'),
+    '--tun',
+    lab.ifname('t'),
+    '--addr',
+    `${STACK}/24`,
+    '--host-addr',
+    `${HOST}/24`,
+    '--services',
+    'echo,iperf3',
+    '--control',
+    path.join(tmp, 'ctl.sock'),
   ]);
 }, 60_000);
 
@@ -45,7 +53,11 @@ afterAll(async () => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-interface Stats { counters: Record<string, number>; device: Record<string, number>; connections: { peer: string; rtt?: number; state: string }[] }
+interface Stats {
+  counters: Record<string, number>;
+  device: Record<string, number>;
+  connections: { peer: string; rtt?: number; state: string }[];
+}
 async function stats(): Promise<Stats> {
   const r = await lab.cli(ns, ['stats', '--all', '--json', '--control', stack.controlPath], { timeoutMs: 20_000 });
   expect(r.code, r.stderr).toBe(0);
@@ -70,8 +82,10 @@ describe('iperf3 -R on a clean link (item 2)', () => {
     const s1 = await stats();
     const d = (name: string) => s1.counters[name]! - s0.counters[name]!;
     const drops = (s1.device.txDrops ?? 0) - (s0.device.txDrops ?? 0);
-    console.log(`iperf3 -R: ${(j.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s, kernel PAWSEstab +${k.TcpExtPAWSEstab}, ` +
-      `stack TcpRetransSegs +${d('TcpRetransSegs')} of ${d('TcpOutSegs')} segments, TUN tx drops +${drops}`);
+    console.log(
+      `iperf3 -R: ${(j.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s, kernel PAWSEstab +${k.TcpExtPAWSEstab}, ` +
+        `stack TcpRetransSegs +${d('TcpRetransSegs')} of ${d('TcpOutSegs')} segments, TUN tx drops +${drops}`,
+    );
     expect(j.end.sum_received.bytes).toBeGreaterThan(100_000_000);
     expect(k.TcpExtPAWSEstab).toBe(0);
     // Before the fix: 825..1,562 per 3 s run (about 0.5% of segments). A TUN write the
@@ -151,7 +165,12 @@ time.sleep(30)  # keep the connection open while the test reads the stack's stat
 async function runScapy(mode: 'syn' | 'ack'): Promise<{ out: Record<string, unknown>; done: () => Promise<void> }> {
   const p = lab.spawn(ns, PY, ['-c', scapyScript(mode, stack.tun)]);
   const m = await p.waitFor(/^\{.*\}$/m, { timeoutMs: 60_000, stream: 'stdout' });
-  return { out: JSON.parse(m[0]) as Record<string, unknown>, done: async () => { await p.kill(2000); } };
+  return {
+    out: JSON.parse(m[0]) as Record<string, unknown>,
+    done: async () => {
+      await p.kill(2000);
+    },
+  };
 }
 
 describe('TS.Recent and a forged SYN (item 11)', () => {

@@ -29,11 +29,15 @@ async function snapshot(ns: string, dev: string) {
   const r = await lab.exec(ns, 'ip', ['-j', '-d', 'addr', 'show', 'dev', dev], { check: true });
   const j = JSON.parse(r.stdout)[0];
   return {
-    flags: [...j.flags].sort(), mtu: j.mtu, operstate: j.operstate, txqlen: j.txqlen,
+    flags: [...j.flags].sort(),
+    mtu: j.mtu,
+    operstate: j.operstate,
+    txqlen: j.txqlen,
     tun: j.linkinfo?.info_data,
     addrs: (j.addr_info ?? [])
       .filter((a: { family: string; scope: string }) => !(a.family === 'inet6' && a.scope === 'link'))
-      .map((a: { family: string; local: string; prefixlen: number; scope: string }) => `${a.family} ${a.local}/${a.prefixlen} ${a.scope}`).sort(),
+      .map((a: { family: string; local: string; prefixlen: number; scope: string }) => `${a.family} ${a.local}/${a.prefixlen} ${a.scope}`)
+      .sort(),
   };
 }
 
@@ -50,7 +54,19 @@ describe('a TUN device made beforehand', () => {
     await lab.ip('a', 'addr', 'add', '198.18.0.1/24', 'dev', dev);
     const before = await snapshot(ns, dev);
     expect(before.operstate).toBe('DOWN');
-    const stack = await lab.startStack(ns, ['--tun', dev, '--addr', `${STACK}/24`, '--mtu', '1400', '--services', 'echo', '--control', `/run/faultstack/${dev}.sock`, '--json']);
+    const stack = await lab.startStack(ns, [
+      '--tun',
+      dev,
+      '--addr',
+      `${STACK}/24`,
+      '--mtu',
+      '1400',
+      '--services',
+      'echo',
+      '--control',
+      `/run/faultstack/${dev}.sock`,
+      '--json',
+    ]);
     const ready = JSON.parse(stack.readyLine);
     expect(ready).toMatchObject({ created: false, hostConfig: true, mtu: 1400, hostAddr: '198.18.0.1/24' });
     // A device without vnet_hdr is used without it: its flags stay what they were.
@@ -85,7 +101,17 @@ describe('a TUN device made beforehand', () => {
     await lab.ip('c', 'link', 'set', 'dev', dev, 'mtu', '1300');
     await lab.ip('c', 'link', 'set', 'dev', dev, 'up');
     const before = await snapshot(ns, dev);
-    const stack = await lab.startStack(ns, ['--tun', dev, '--addr', `${STACK}/24`, '--no-host-config', '--services', 'echo', '--control', `/run/faultstack/${dev}.sock`]);
+    const stack = await lab.startStack(ns, [
+      '--tun',
+      dev,
+      '--addr',
+      `${STACK}/24`,
+      '--no-host-config',
+      '--services',
+      'echo',
+      '--control',
+      `/run/faultstack/${dev}.sock`,
+    ]);
     expect(stack.readyLine).toMatch(/on \S+ \(kernel side left as it is, mtu 1300,/);
     await pingOk(ns);
     // A 1300-byte MTU: the stack fragments a larger echo reply to fit it.
@@ -97,15 +123,34 @@ describe('a TUN device made beforehand', () => {
 
   test('--no-host-config needs an existing device and takes neither --host-addr nor --mtu (exit 2)', async () => {
     const ns = await lab.addNamespace('d');
-    const absent = await lab.cli(ns, ['run', '--tun', lab.ifname('pd'), '--addr', `${STACK}/24`, '--no-host-config', '--services', 'none', '--control', `/run/faultstack/${lab.ifname('pd')}.sock`], { timeoutMs: 20_000 });
+    const absent = await lab.cli(
+      ns,
+      [
+        'run',
+        '--tun',
+        lab.ifname('pd'),
+        '--addr',
+        `${STACK}/24`,
+        '--no-host-config',
+        '--services',
+        'none',
+        '--control',
+        `/run/faultstack/${lab.ifname('pd')}.sock`,
+      ],
+      { timeoutMs: 20_000 },
+    );
     expect(absent.code).toBe(2);
-    expect(absent.stderr).toBe(`faultstack: --no-host-config uses an existing TUN device, and ${lab.ifname('pd')} does not exist: make it with \`ip tuntap add dev ${lab.ifname('pd')} mode tun\` and configure its address, or drop --no-host-config\n`);
+    expect(absent.stderr).toBe(
+      `faultstack: --no-host-config uses an existing TUN device, and ${lab.ifname('pd')} does not exist: make it with \`ip tuntap add dev ${lab.ifname('pd')} mode tun\` and configure its address, or drop --no-host-config\n`,
+    );
     expect((await lab.exec(ns, 'ip', ['link', 'show', 'dev', lab.ifname('pd')])).code).not.toBe(0); // nothing was made
     const withAddr = await lab.cli(ns, ['run', '--addr', `${STACK}/24`, '--host-addr', '198.18.0.1/24', '--no-host-config']);
     expect(withAddr.code).toBe(2);
     expect(withAddr.stderr).toBe('faultstack run: --no-host-config leaves the kernel side as it is: give --host-addr only without it\n');
     const withMtu = await lab.cli(ns, ['run', '--addr', `${STACK}/24`, '--mtu', '1400', '--no-host-config']);
     expect(withMtu.code).toBe(2);
-    expect(withMtu.stderr).toBe("faultstack run: --no-host-config uses the device's own MTU: set it with `ip link set dev NAME mtu N`, or drop --no-host-config\n");
+    expect(withMtu.stderr).toBe(
+      "faultstack run: --no-host-config uses the device's own MTU: set it with `ip link set dev NAME mtu N`, or drop --no-host-config\n",
+    );
   }, 60_000);
 });

@@ -23,7 +23,10 @@ function ip(...args: string[]): string {
 }
 
 function lastJson(stdout: string): Record<string, any> {
-  const lines = stdout.trim().split('\n').filter((l) => l.startsWith('{'));
+  const lines = stdout
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('{'));
   if (lines.length === 0) throw new Error(`fixture printed no JSON: ${stdout}`);
   return JSON.parse(lines[lines.length - 1]!);
 }
@@ -177,14 +180,36 @@ describe('TunDevice (real kernel, in a namespace)', () => {
       // Sent while the fixture's loop is blocked: they wait in the kernel's queue (500 packets).
       const synflood = path.join(root, 'dist', 'lab', 'synflood.js');
       for (const src of ['198.18.100.0/24', '198.18.7.7']) {
-        const f = spawnSync('ip', ['netns', 'exec', ns, process.execPath, synflood, '--target', '198.18.0.2:80', '--source', src, '--count', '150', '--duration', '2', '--json', '--quiet'], { encoding: 'utf8', timeout: 10_000 });
+        const f = spawnSync(
+          'ip',
+          [
+            'netns',
+            'exec',
+            ns,
+            process.execPath,
+            synflood,
+            '--target',
+            '198.18.0.2:80',
+            '--source',
+            src,
+            '--count',
+            '150',
+            '--duration',
+            '2',
+            '--json',
+            '--quiet',
+          ],
+          { encoding: 'utf8', timeout: 10_000 },
+        );
         expect(f.status, f.stderr).toBe(0);
         expect(lastJson(f.stdout).sent).toBe(150);
       }
       const code = await r.exited;
       expect(code, r.out()).toBe(0);
       const res = lastJson(r.out());
-      const flood = Object.entries(res.bySource as Record<string, number>).filter(([a]) => a.startsWith('198.18.100.')).reduce((n, [, v]) => n + v, 0);
+      const flood = Object.entries(res.bySource as Record<string, number>)
+        .filter(([a]) => a.startsWith('198.18.100.'))
+        .reduce((n, [, v]) => n + v, 0);
       expect(res.bySource['198.18.7.7']).toBe(150);
       expect(res.stats.synEarlyDrops).toBeGreaterThan(50);
       expect(flood + res.stats.synEarlyDrops).toBe(150);

@@ -55,7 +55,18 @@ beforeAll(async () => {
   const two = await vxlanBridge('m2', under.devB, '198.19.0.2', '198.19.0.1', 'x2');
   x2 = two.vx;
   cDev = (await lab.vethToBridge('c2', 'm2', two.br, { addr: '198.18.0.1/24' })).dev;
-  await lab.startStack('m1', ['--tap', lab.ifname('t0'), '--bridge', one.br, '--addr', `${STACK}/24`, '--control', path.join(tmp, 's.sock'), '--services', 'echo,http,iperf3']);
+  await lab.startStack('m1', [
+    '--tap',
+    lab.ifname('t0'),
+    '--bridge',
+    one.br,
+    '--addr',
+    `${STACK}/24`,
+    '--control',
+    path.join(tmp, 's.sock'),
+    '--services',
+    'echo,http,iperf3',
+  ]);
 }, 90_000);
 
 afterAll(async () => {

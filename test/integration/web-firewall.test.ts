@@ -41,12 +41,16 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view of a fir
     browser = await chromium.launch({ executablePath: wrapper, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`); });
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`);
+    });
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(url);
     await page.waitForSelector('#fw-card:not([hidden])', { timeout: 15_000 });
     const play = fl.play(['--server', MEDIA, '--via', 'fwc', '--firewall', FW_IN]);
-    await page.waitForFunction(() => [...document.querySelectorAll('#fw h3')].some((h) => /^media \([1-9]/.test(h.textContent ?? '')), null, { timeout: 30_000 });
+    await page.waitForFunction(() => [...document.querySelectorAll('#fw h3')].some((h) => /^media \([1-9]/.test(h.textContent ?? '')), null, {
+      timeout: 30_000,
+    });
     if (shotDir) await page.locator('#fw-card').screenshot({ path: path.join(shotDir, 'web-firewall.png') });
     const r = await play;
     expect(r.items[0]!.ok).toBe(true);

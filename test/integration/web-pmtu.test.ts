@@ -42,20 +42,30 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view of the h
     browser = await chromium.launch({ executablePath: wrapper, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`); });
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`);
+    });
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(url);
     await page.waitForFunction(() => document.getElementById('routes-max')?.textContent === '20', null, { timeout: 10_000 });
     await pl.usePath('A');
     for (const a of pl.clients) await pl.curl(a, 200_000, 4);
-    await page.waitForFunction(() => document.getElementById('routes-counted')?.textContent === '8' && document.getElementById('routes-real')?.textContent === '8', null, { timeout: 10_000 });
+    await page.waitForFunction(
+      () => document.getElementById('routes-counted')?.textContent === '8' && document.getElementById('routes-real')?.textContent === '8',
+      null,
+      { timeout: 10_000 },
+    );
     await pl.usePath('B');
     for (const a of pl.clients) await pl.curl(a, 200_000, 4);
     await page.waitForFunction((limit) => Number(document.getElementById('routes-counted')?.textContent) >= limit, LIMIT, { timeout: 10_000 });
     expect(await page.textContent('#routes-real')).toBe('8');
     expect(await page.textContent('#routes-note')).toContain('ICMP fragmentation-needed messages are ignored');
     expect(await page.locator('#routes-bar.full').count()).toBe(1);
-    if (shotDir) await page.locator('#routes-counted').locator('xpath=ancestor::div[contains(@class,"card")]').screenshot({ path: path.join(shotDir, 'web-routes.png') });
+    if (shotDir)
+      await page
+        .locator('#routes-counted')
+        .locator('xpath=ancestor::div[contains(@class,"card")]')
+        .screenshot({ path: path.join(shotDir, 'web-routes.png') });
     expect(errors).toEqual([]);
     await page.close();
   }, 180_000);

@@ -40,7 +40,7 @@ const haveTshark = fs.existsSync('/usr/bin/tshark');
 if (process.env.CI === 'true') {
   // A missing tool is a failure under CI, never a skip.
   if (!haveChromium) throw new Error(`${CHROMIUM} is missing: install Debian's chromium package (scripts/deps.sh)`);
-  if (!haveTshark) throw new Error('tshark is missing: install Debian\'s tshark package (scripts/deps.sh)');
+  if (!haveTshark) throw new Error("tshark is missing: install Debian's tshark package (scripts/deps.sh)");
 }
 
 let lab: Lab;
@@ -74,7 +74,11 @@ async function browserIn(ns: string): Promise<Browser> {
   return b;
 }
 
-async function curlJson(ns: string, url: string, opts: { method?: string; body?: unknown; token?: string | null } = {}): Promise<{ status: number; json: any; text: string }> {
+async function curlJson(
+  ns: string,
+  url: string,
+  opts: { method?: string; body?: unknown; token?: string | null } = {},
+): Promise<{ status: number; json: any; text: string }> {
   const args = ['-s', '-o', '-', '-w', '\n%{http_code}', '-X', opts.method ?? 'GET'];
   if (opts.token) args.push('-H', `Authorization: Bearer ${opts.token}`);
   if (opts.body !== undefined) args.push('-H', 'content-type: application/json', '--data', JSON.stringify(opts.body));
@@ -84,7 +88,11 @@ async function curlJson(ns: string, url: string, opts: { method?: string; body?:
   // The body as sent (our replies end with one newline).
   const text = r.stdout.slice(0, cut);
   let json: any = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  try {
+    json = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
   return { status, json, text };
 }
 
@@ -104,10 +112,26 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
   test('loads without console errors, updates live, shows the KB 297040 lock held and releases it with the button, and keeps working while the stack is hung', async () => {
     const ns = await lab.addNamespace('a');
     const stack = await lab.startStack(ns, [
-      '--tun', lab.ifname('a'), '--addr', `${STACK}/24`, '--host-addr', `${HOST}/24`, '--services', 'echo,http,iperf3',
-      '--control', path.join(tmp, 'a.sock'), '--profile', 'nt4-sp6a',
-      '--param', 'SynAttackProtect=1', '--param', 'TcpInitialRttMs=200', '--param', 'TcpMaxConnectRetransmissions=2',
-      '--web', '127.0.0.1:0',
+      '--tun',
+      lab.ifname('a'),
+      '--addr',
+      `${STACK}/24`,
+      '--host-addr',
+      `${HOST}/24`,
+      '--services',
+      'echo,http,iperf3',
+      '--control',
+      path.join(tmp, 'a.sock'),
+      '--profile',
+      'nt4-sp6a',
+      '--param',
+      'SynAttackProtect=1',
+      '--param',
+      'TcpInitialRttMs=200',
+      '--param',
+      'TcpMaxConnectRetransmissions=2',
+      '--web',
+      '127.0.0.1:0',
     ]);
     const { url, token } = webOf(stack);
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
@@ -138,10 +162,14 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     const iperf = lab.spawn(ns, 'iperf3', ['-c', STACK, '-t', '8', '-b', '20M']);
     await page.waitForSelector(`tr.conn-row[data-conn^="${STACK}:5201-${HOST}:"]`, { timeout: 10_000 });
     await page.fill('#conn-filter', ':5201-');
-    await page.waitForFunction(() => {
-      const rows = [...document.querySelectorAll('tr.conn-row')] as HTMLElement[];
-      return rows.length >= 1 && rows.every((r) => r.dataset.conn!.includes(':5201-'));
-    }, null, { timeout: 10_000 });
+    await page.waitForFunction(
+      () => {
+        const rows = [...document.querySelectorAll('tr.conn-row')] as HTMLElement[];
+        return rows.length >= 1 && rows.every((r) => r.dataset.conn!.includes(':5201-'));
+      },
+      null,
+      { timeout: 10_000 },
+    );
     await shot(page, 'web-connections');
     await page.fill('#conn-filter', '');
 
@@ -210,9 +238,24 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     const ns = await lab.addNamespace('b');
     const pcap = path.join(tmp, 'b.pcap');
     const stack = await lab.startStack(ns, [
-      '--tun', lab.ifname('b'), '--addr', `${STACK}/24`, '--host-addr', `${HOST}/24`, '--services', 'http',
-      '--control', path.join(tmp, 'b.sock'), '--impair', 'out loss 5%', '--pcap', pcap, '--offloads', 'off',
-      '--web', `${HOST}:0`,
+      '--tun',
+      lab.ifname('b'),
+      '--addr',
+      `${STACK}/24`,
+      '--host-addr',
+      `${HOST}/24`,
+      '--services',
+      'http',
+      '--control',
+      path.join(tmp, 'b.sock'),
+      '--impair',
+      'out loss 5%',
+      '--pcap',
+      pcap,
+      '--offloads',
+      'off',
+      '--web',
+      `${HOST}:0`,
     ]);
     const { url, token } = webOf(stack);
     expect(url.startsWith(`http://${HOST}:`)).toBe(true);
@@ -237,11 +280,15 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     const browser = await browserIn(ns);
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(m.text());
+    });
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(`${url}?token=${token}#trace`);
     await page.waitForFunction(() => document.getElementById('status')?.textContent === 'live', null, { timeout: 10_000 });
-    await page.waitForFunction((c) => [...(document.getElementById('trace-conn') as HTMLSelectElement).options].some((o) => o.value === c), conn, { timeout: 10_000 });
+    await page.waitForFunction((c) => [...(document.getElementById('trace-conn') as HTMLSelectElement).options].some((o) => o.value === c), conn, {
+      timeout: 10_000,
+    });
     await page.selectOption('#trace-conn', conn);
     const curl = lab.spawn(ns, 'curl', ['-s', '-o', '/dev/null', '-w', '%{size_download}\n', '--local-port', '40123', `http://${STACK}/bytes/${size}`]);
     await page.waitForSelector('#trace-seq line.retrans', { state: 'attached', timeout: 30_000 });
@@ -276,7 +323,12 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     // is sent again when its first byte is below the highest one sent before it. tshark's
     // relative numbers count from the ISN, as the trace's do.
     await stack.kill(5000);
-    const ts = await lab.exec(null, 'tshark', ['-r', pcap, '-Y', `tcp.srcport == 80 && tcp.dstport == 40123 && tcp.len > 0`, '-T', 'fields', '-e', 'tcp.seq', '-e', 'tcp.len'], { timeoutMs: 60_000 });
+    const ts = await lab.exec(
+      null,
+      'tshark',
+      ['-r', pcap, '-Y', `tcp.srcport == 80 && tcp.dstport == 40123 && tcp.len > 0`, '-T', 'fields', '-e', 'tcp.seq', '-e', 'tcp.len'],
+      { timeoutMs: 60_000 },
+    );
     expect(ts.code, ts.stderr).toBe(0);
     let highest = 0;
     const resent: number[] = [];
@@ -295,27 +347,66 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view of a SYN
   test('spoofed SYNs past TcpMaxHalfOpen: the listeners table shows the SYN queue over its limit, the event log the protection', async () => {
     const ns = await lab.addNamespace('f');
     const stack = await lab.startStack(ns, [
-      '--tun', lab.ifname('f'), '--addr', `${STACK}/24`, '--host-addr', `${HOST}/24`, '--services', 'http',
-      '--control', path.join(tmp, 'f.sock'), '--fault', 'kb903927=buggy', '--param', 'TcpMaxHalfOpen=32', '--param', 'TcpMaxPortsExhausted=1000',
-      '--web', '127.0.0.1:0',
+      '--tun',
+      lab.ifname('f'),
+      '--addr',
+      `${STACK}/24`,
+      '--host-addr',
+      `${HOST}/24`,
+      '--services',
+      'http',
+      '--control',
+      path.join(tmp, 'f.sock'),
+      '--fault',
+      'kb903927=buggy',
+      '--param',
+      'TcpMaxHalfOpen=32',
+      '--param',
+      'TcpMaxPortsExhausted=1000',
+      '--web',
+      '127.0.0.1:0',
     ]);
     const { url } = webOf(stack);
     const browser = await browserIn(ns);
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`); });
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`);
+    });
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(url);
     await page.waitForSelector('#listeners tr[data-port="80"]', { timeout: 10_000 });
     expect(await page.textContent('#listeners tr[data-port="80"] td:nth-child(2)')).toBe('0 / 32');
-    const f = await lab.exec(ns, process.execPath, [path.join(repoRoot(), 'dist', 'lab', 'synflood.js'), '--target', `${STACK}:80`, '--source', '198.18.100.0/24',
-      '--count', '400', '--duration', '5', '--rate', '2000', '--json', '--quiet'], { timeoutMs: 20_000 });
+    const f = await lab.exec(
+      ns,
+      process.execPath,
+      [
+        path.join(repoRoot(), 'dist', 'lab', 'synflood.js'),
+        '--target',
+        `${STACK}:80`,
+        '--source',
+        '198.18.100.0/24',
+        '--count',
+        '400',
+        '--duration',
+        '5',
+        '--rate',
+        '2000',
+        '--json',
+        '--quiet',
+      ],
+      { timeoutMs: 20_000 },
+    );
     expect(f.code, f.stderr).toBe(0);
     // The SYN queue against TcpMaxHalfOpen, its bar full (red), and the trigger in the log.
-    await page.waitForFunction(() => {
-      const cell = document.querySelector('#listeners tr[data-port="80"] td:nth-child(2)')?.textContent ?? '';
-      return Number(cell.split(' / ')[0]) > 300 && cell.endsWith(' / 32');
-    }, null, { timeout: 10_000 });
+    await page.waitForFunction(
+      () => {
+        const cell = document.querySelector('#listeners tr[data-port="80"] td:nth-child(2)')?.textContent ?? '';
+        return Number(cell.split(' / ')[0]) > 300 && cell.endsWith(' / 32');
+      },
+      null,
+      { timeout: 10_000 },
+    );
     expect(await page.locator('#listeners tr[data-port="80"] .bar .full').count()).toBe(1);
     if (shotDir) await page.locator('#listeners').screenshot({ path: path.join(shotDir, 'web-listeners.png') });
     await page.click('a[data-tab="events"]');
@@ -329,23 +420,47 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view of an NL
   test('two hosts on a bridge: the page of host 1 draws the bucket map shared by hosts 1 and 2 once they converged', async () => {
     const ns = await lab.addNamespace('n');
     const br = await lab.bridge(ns);
-    const hosts = await Promise.all([1, 2].map((h) => lab.startStack(ns, [
-      '--tap', lab.ifname(`n${h}`), '--bridge', br, '--addr', `198.18.70.1${h}/24`, '--nlb', '198.18.70.100/24', '--nlb-priority', String(h),
-      '--services', 'echo', '--control', path.join(tmp, `n${h}.sock`), '--web', '127.0.0.1:0',
-    ])));
+    const hosts = await Promise.all(
+      [1, 2].map((h) =>
+        lab.startStack(ns, [
+          '--tap',
+          lab.ifname(`n${h}`),
+          '--bridge',
+          br,
+          '--addr',
+          `198.18.70.1${h}/24`,
+          '--nlb',
+          '198.18.70.100/24',
+          '--nlb-priority',
+          String(h),
+          '--services',
+          'echo',
+          '--control',
+          path.join(tmp, `n${h}.sock`),
+          '--web',
+          '127.0.0.1:0',
+        ]),
+      ),
+    );
     const { url } = webOf(hosts[0]!);
     const browser = await browserIn(ns);
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`); });
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`);
+    });
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(url);
     await page.waitForSelector('#nlb-card:not([hidden]) table.bucket-map', { timeout: 15_000 });
     // Converged: the 60 buckets split between the two hosts.
-    await page.waitForFunction(() => {
-      const owners = [...document.querySelectorAll('table.bucket-map td')].map((c) => c.textContent);
-      return owners.length === 60 && owners.includes('1') && owners.includes('2');
-    }, null, { timeout: 30_000 });
+    await page.waitForFunction(
+      () => {
+        const owners = [...document.querySelectorAll('table.bucket-map td')].map((c) => c.textContent);
+        return owners.length === 60 && owners.includes('1') && owners.includes('2');
+      },
+      null,
+      { timeout: 30_000 },
+    );
     if (shotDir) await page.locator('#nlb-card').screenshot({ path: path.join(shotDir, 'web-nlb.png') });
     expect(errors).toEqual([]);
     await page.close();
@@ -356,8 +471,21 @@ describe('the API with --shards', () => {
   test('stats, faults and /metrics over two shards', async () => {
     const ns = await lab.addNamespace('s');
     const stack = await lab.startStack(ns, [
-      '--tun', lab.ifname('s'), '--addr', `${STACK}/24`, '--host-addr', `${HOST}/24`, '--services', 'echo',
-      '--control', path.join(tmp, 's.sock'), '--queues', '2', '--shards', '--web', '127.0.0.1:0',
+      '--tun',
+      lab.ifname('s'),
+      '--addr',
+      `${STACK}/24`,
+      '--host-addr',
+      `${HOST}/24`,
+      '--services',
+      'echo',
+      '--control',
+      path.join(tmp, 's.sock'),
+      '--queues',
+      '2',
+      '--shards',
+      '--web',
+      '127.0.0.1:0',
     ]);
     const { url } = webOf(stack);
     const st = await curlJson(ns, `${url}api/stats`);
@@ -370,9 +498,17 @@ describe('the API with --shards', () => {
     expect(bad.text.trimEnd().split('\n')).toHaveLength(1);
     const metrics = await lab.exec(ns, 'curl', ['-s', `${url}metrics`]);
     const fams = parsePrometheus(metrics.stdout);
-    expect(fams.find((f) => f.name === 'faultstack_fault_mode')!.metrics.find((m) => m.labels?.fault === 'kb903927' && m.labels?.mode === 'buggy')?.value).toBe('1');
+    expect(fams.find((f) => f.name === 'faultstack_fault_mode')!.metrics.find((m) => m.labels?.fault === 'kb903927' && m.labels?.mode === 'buggy')?.value).toBe(
+      '1',
+    );
     // Both shards' echo listeners.
-    expect(fams.find((f) => f.name === 'faultstack_listener_backlog')!.metrics.filter((m) => m.labels?.port === '7').map((m) => m.labels?.shard).sort()).toEqual(['0', '1']);
+    expect(
+      fams
+        .find((f) => f.name === 'faultstack_listener_backlog')!
+        .metrics.filter((m) => m.labels?.port === '7')
+        .map((m) => m.labels?.shard)
+        .sort(),
+    ).toEqual(['0', '1']);
     // A trace armed on every shard catches the connection on whichever queue the kernel picks.
     const armed = await curlJson(ns, `${url}api/traces`, { method: 'POST', body: { conn: `${HOST}:40124`, wait: true } });
     expect(armed.json).toMatchObject({ pending: true });

@@ -17,8 +17,15 @@ describe('bench report spread', () => {
 
   test('a figure from samples: spread kept, ratio of the medians, goal judged on it', () => {
     const f = figure({
-      group: 'synflood', key: 'k', name: 'served', value: 200, unit: 'conn/s', baseline: 1000,
-      samples: [100, 200, 900], baselineSamples: [800, 1000, 1200], target: { kind: 'ratio', op: '>=', value: 0.5, text: '>= 0.5 of kernel' },
+      group: 'synflood',
+      key: 'k',
+      name: 'served',
+      value: 200,
+      unit: 'conn/s',
+      baseline: 1000,
+      samples: [100, 200, 900],
+      baselineSamples: [800, 1000, 1200],
+      target: { kind: 'ratio', op: '>=', value: 0.5, text: '>= 0.5 of kernel' },
     });
     expect(f.spread).toEqual({ min: 100, median: 200, max: 900, n: 3 });
     expect(f.baselineSpread).toEqual({ min: 800, median: 1000, max: 1200, n: 3 });

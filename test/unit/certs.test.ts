@@ -79,7 +79,9 @@ describe('makeCerts', () => {
       requestCert: true,
       rejectUnauthorized: true,
       secureContext: tls.createSecureContext({
-        key: fs.readFileSync(files.serverKey), cert: fs.readFileSync(files.serverCert), ca: fs.readFileSync(files.ca),
+        key: fs.readFileSync(files.serverKey),
+        cert: fs.readFileSync(files.serverCert),
+        ca: fs.readFileSync(files.ca),
       }),
     });
     const peerCn = new Promise<string>((resolve, reject) => {
@@ -108,8 +110,13 @@ describe('makeCerts', () => {
 
   it('takes names, key type and validity; keeps the CA key only when asked', () => {
     const files = makeCerts(tmp(), {
-      serverCn: 'mtls-a', ipSans: ['198.18.0.2', '198.18.1.2'], dnsSans: ['a.lab'], clientCn: 'mtls-b',
-      days: 2, keyType: 'rsa', keepCaKey: true,
+      serverCn: 'mtls-a',
+      ipSans: ['198.18.0.2', '198.18.1.2'],
+      dnsSans: ['a.lab'],
+      clientCn: 'mtls-b',
+      days: 2,
+      keyType: 'rsa',
+      keepCaKey: true,
     });
     const server = new X509Certificate(fs.readFileSync(files.serverCert));
     expect(server.subject).toBe('CN=mtls-a');

@@ -5,13 +5,22 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  commaSubset, decimal, defineCommand, formatUsage, integer, keyValue, oneOf, parseArgs, repeatableFlag,
-  requiredFlag, switchFlag, valueFlag,
+  commaSubset,
+  decimal,
+  defineCommand,
+  formatUsage,
+  integer,
+  keyValue,
+  oneOf,
+  parseArgs,
+  repeatableFlag,
+  requiredFlag,
+  switchFlag,
+  valueFlag,
 } from '../../bin/cli/args';
 import { buildRunOptions } from '../../bin/cli/commands/run';
 import { usageMessage } from './helpers/usage';
 import { formatIpv4 } from '../../stack/wire/addr';
-
 
 const TOY = defineCommand({
   name: 'toy',
@@ -24,7 +33,12 @@ const TOY = defineCommand({
     ratio: valueFlag({ valueName: 'X', help: 'a ratio', ...decimal(0, 1) }),
     color: valueFlag({ valueName: 'C', help: 'a color', ...oneOf(['red', 'green'] as const) }),
     set: repeatableFlag({ valueName: 'K=V', help: 'assignments', ...keyValue('K', 'V', 'a=1') }),
-    list: valueFlag({ valueName: 'L', help: 'subset', ...commaSubset(['x', 'y', 'z'] as const, ['x', 'y', 'z'] as const), default: ['x'] as ('x' | 'y' | 'z')[] }),
+    list: valueFlag({
+      valueName: 'L',
+      help: 'subset',
+      ...commaSubset(['x', 'y', 'z'] as const, ['x', 'y', 'z'] as const),
+      default: ['x'] as ('x' | 'y' | 'z')[],
+    }),
     must: requiredFlag(valueFlag({ valueName: 'M', help: 'mandatory', ...integer(0, 3) })),
     json: switchFlag('json'),
   },
@@ -36,7 +50,16 @@ describe('parseArgs', () => {
     expect(r.help).toBe(false);
     if (r.help) return;
     expect(r.flags).toEqual({
-      n: 7, ratio: undefined, color: 'green', set: [{ key: 'a', value: '1' }, { key: 'b', value: '2' }], list: ['x'], must: 2, json: true,
+      n: 7,
+      ratio: undefined,
+      color: 'green',
+      set: [
+        { key: 'a', value: '1' },
+        { key: 'b', value: '2' },
+      ],
+      list: ['x'],
+      must: 2,
+      json: true,
     });
     expect(r.args).toEqual(['first', 'second']);
   });
@@ -55,7 +78,8 @@ describe('parseArgs', () => {
     if (r.help) throw new Error('help');
     expect(r.flags.json).toBe(false);
     expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '0', '--json=maybe']))).toBe(
-      'faultstack toy: --json is a switch: give it alone, or as =true or =false, got "maybe"');
+      'faultstack toy: --json is a switch: give it alone, or as =true or =false, got "maybe"',
+    );
   });
 
   it('stops at -- and treats negative numbers as positionals', () => {
@@ -84,12 +108,14 @@ describe('parseArgs', () => {
     expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--color', 'blue']))).toBe('faultstack toy: --color must be one of red, green, got "blue"');
     expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--set', 'novalue']))).toBe('faultstack toy: --set must be K=V (e.g. a=1), got "novalue"');
     expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--list', 'x,w']))).toBe(
-      'faultstack toy: --list has unknown item "w": must be a comma-separated list of x, y, z, all, got "x,w"');
+      'faultstack toy: --list has unknown item "w": must be a comma-separated list of x, y, z, all, got "x,w"',
+    );
   });
 
   it('reports unknown flags with a suggestion and the valid flags', () => {
     expect(usageMessage(() => parseArgs(TOY, ['a', '--colr', 'red']))).toBe(
-      'faultstack toy: unknown flag --colr (did you mean --color?); valid flags: --n, --ratio, --color, --set, --list, --must, --json, --help');
+      'faultstack toy: unknown flag --colr (did you mean --color?); valid flags: --n, --ratio, --color, --set, --list, --must, --json, --help',
+    );
     expect(usageMessage(() => parseArgs(TOY, ['a', '-x']))).toContain('unknown flag -x;');
     expect(usageMessage(() => parseArgs(TOY, ['a', '--constructor=1']))).toContain('unknown flag --constructor;');
   });
@@ -98,11 +124,13 @@ describe('parseArgs', () => {
     expect(usageMessage(() => parseArgs(TOY, ['a', '--must']))).toBe('faultstack toy: --must needs a value: an integer from 0 to 3');
     expect(usageMessage(() => parseArgs(TOY, ['a', '--n', '--json']))).toBe('faultstack toy: --n needs a value: an integer from 1 to 10');
     expect(usageMessage(() => parseArgs(TOY, ['a', '--must', '1', '--n', '2', '--n=3']))).toBe(
-      'faultstack toy: --n given more than once ("2" and "3"); give it once: an integer from 1 to 10');
+      'faultstack toy: --n given more than once ("2" and "3"); give it once: an integer from 1 to 10',
+    );
     expect(usageMessage(() => parseArgs(TOY, ['a']))).toBe('faultstack toy: --must is required: an integer from 0 to 3');
     expect(usageMessage(() => parseArgs(TOY, ['--must', '1']))).toBe('faultstack toy: missing A; usage: faultstack toy A [B] --must M [options]');
     expect(usageMessage(() => parseArgs(TOY, ['a', 'b', 'c', '--must', '1']))).toBe(
-      'faultstack toy: unexpected argument "c"; usage: faultstack toy A [B] --must M [options]');
+      'faultstack toy: unexpected argument "c"; usage: faultstack toy A [B] --must M [options]',
+    );
   });
 
   it('keeps hostile values on one line', () => {
@@ -155,16 +183,55 @@ describe('run flags', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-args-'));
     try {
       const o = buildRunOptions([
-        '--tun', 'fstest0', '--addr', '198.18.4.10/30', '--host-addr=198.18.4.9/30', '--mtu', '9000',
-        '--services', 'mtls,echo,echo', '--pcap', path.join(dir, 'x.pcap'), '--control', path.join(dir, 'c.sock'),
-        '--fault', '903927=buggy', '--fault', 'conntable-hang=hotfixed', '--param', 'SynAttackProtect=2',
-        '--profile', 'sp1', '--offloads', 'off', '--queues', '4', '--cc', 'newreno', '--events', path.join(dir, 'ev.jsonl'), '--json',
+        '--tun',
+        'fstest0',
+        '--addr',
+        '198.18.4.10/30',
+        '--host-addr=198.18.4.9/30',
+        '--mtu',
+        '9000',
+        '--services',
+        'mtls,echo,echo',
+        '--pcap',
+        path.join(dir, 'x.pcap'),
+        '--control',
+        path.join(dir, 'c.sock'),
+        '--fault',
+        '903927=buggy',
+        '--fault',
+        'conntable-hang=hotfixed',
+        '--param',
+        'SynAttackProtect=2',
+        '--profile',
+        'sp1',
+        '--offloads',
+        'off',
+        '--queues',
+        '4',
+        '--cc',
+        'newreno',
+        '--events',
+        path.join(dir, 'ev.jsonl'),
+        '--json',
       ])!;
       expect(o).toMatchObject({
-        tun: 'fstest0', mtu: 9000, services: ['echo', 'mtls'], pcap: path.join(dir, 'x.pcap'), control: path.join(dir, 'c.sock'),
-        faults: [{ id: '903927', mode: 'buggy' }, { id: 'conntable-hang', mode: 'hotfixed' }],
-        params: [{ name: 'SynAttackProtect', value: '2' }], profile: 'sp1', offloads: false, queues: 4, cc: 'newreno',
-        events: path.join(dir, 'ev.jsonl'), json: true, hostAddrDefaulted: false,
+        tun: 'fstest0',
+        mtu: 9000,
+        services: ['echo', 'mtls'],
+        pcap: path.join(dir, 'x.pcap'),
+        control: path.join(dir, 'c.sock'),
+        faults: [
+          { id: '903927', mode: 'buggy' },
+          { id: 'conntable-hang', mode: 'hotfixed' },
+        ],
+        params: [{ name: 'SynAttackProtect', value: '2' }],
+        profile: 'sp1',
+        offloads: false,
+        queues: 4,
+        cc: 'newreno',
+        events: path.join(dir, 'ev.jsonl'),
+        json: true,
+        hostAddrDefaulted: false,
       });
       expect(formatIpv4(o.hostAddr!.addr)).toBe('198.18.4.9');
       expect(buildRunOptions([...base, '--services', 'all'])!.services).toEqual(['echo', 'discard', 'chargen', 'http', 'iperf3', 'mtls']);
@@ -211,13 +278,22 @@ describe('run flags', () => {
     [['--addr', '198.18.0.2/32'], /--addr must have a prefix length from 1 to 31 .*e\.g\. 198\.18\.0\.2\/24, got "198\.18\.0\.2\/32"/],
     [['--addr', '127.0.0.2/8'], /--addr must be a unicast address .*e\.g\. 198\.18\.0\.2\/24/],
     [['--addr', '224.0.0.1/24'], /--addr must be a unicast address/],
-    [['--addr', '198.18.0.255/24'], /--addr must be a host address, not the network or broadcast address of 198\.18\.0\.0\/24 \(use 198\.18\.0\.1 to 198\.18\.0\.254\)/],
+    [
+      ['--addr', '198.18.0.255/24'],
+      /--addr must be a host address, not the network or broadcast address of 198\.18\.0\.0\/24 \(use 198\.18\.0\.1 to 198\.18\.0\.254\)/,
+    ],
     [['--addr', '198.18.0.0/24'], /--addr must be a host address/],
     [['--host-addr', '198.18.1.1/24'], /--host-addr must be in the subnet of --addr \(198\.18\.0\.0\/24\), got "198\.18\.1\.1\/24"; e\.g\. 198\.18\.0\.1\/24/],
-    [['--host-addr', '198.18.0.2/24'], /--host-addr must differ from --addr \(both are 198\.18\.0\.2\); pick another address in 198\.18\.0\.0\/24, e\.g\. 198\.18\.0\.1\/24/],
+    [
+      ['--host-addr', '198.18.0.2/24'],
+      /--host-addr must differ from --addr \(both are 198\.18\.0\.2\); pick another address in 198\.18\.0\.0\/24, e\.g\. 198\.18\.0\.1\/24/,
+    ],
     [['--host-addr', '198.18.0.1/16'], /--host-addr must have the same prefix length as --addr \(\/24\), got "198\.18\.0\.1\/16"; e\.g\. 198\.18\.0\.1\/24/],
     [['--host-addr', 'nope'], /--host-addr must be an IPv4 address with a prefix length/],
-    [['--services', 'echo,bogus'], /--services has unknown item "bogus": must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, or none, got "echo,bogus"/],
+    [
+      ['--services', 'echo,bogus'],
+      /--services has unknown item "bogus": must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, or none, got "echo,bogus"/,
+    ],
     [['--services', ''], /--services must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, or none \(no empty items\)/],
     [['--services', 'echo,,http'], /--services must be a comma-separated list .* \(no empty items\)/],
     [['--services', 'none,echo'], /--services must be a comma-separated list of .*, or none \(none stands alone\), got "none,echo"/],
@@ -238,7 +314,10 @@ describe('run flags', () => {
     [['--json=2'], /--json is a switch/],
     [['--mtu', '1500', '--mtu', '9000'], /--mtu given more than once \("1500" and "9000"\); give it once: an integer from 68 to 65535/],
     [['--mtu'], /--mtu needs a value: an integer from 68 to 65535/],
-    [['--mut', '1500'], /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --busy-poll, --cc, --events, --json, --ipsec, --ipsec-psk, --ipsec-keylog, --host-netns, --external-tun, --external-addr, --external-host-addr, --external-mtu, --external-host-netns, --external-pcap, --fw-rule, --web, --web-token, --nlb, --nlb-priority, --nlb-mode, --nlb-rule, --nlb-stopped, --nlb-app, --help/],
+    [
+      ['--mut', '1500'],
+      /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --busy-poll, --cc, --events, --json, --ipsec, --ipsec-psk, --ipsec-keylog, --host-netns, --external-tun, --external-addr, --external-host-addr, --external-mtu, --external-host-netns, --external-pcap, --fw-rule, --web, --web-token, --nlb, --nlb-priority, --nlb-mode, --nlb-rule, --nlb-stopped, --nlb-app, --help/,
+    ],
     [['--pcap-size', '5'], /--pcap-size and --pcap-files go with --pcap FILE/],
     [['--pcap', '/tmp/c.pcap', '--pcap-files', '3'], /--pcap-files N needs --pcap-size MB \(the size at which a file is full\), as tcpdump -W needs -C/],
     [['--pcap', '/tmp/c.pcap', '--pcap-size', '0'], /--pcap-size must be an integer from 1 to 1000000, got "0"/],
@@ -254,11 +333,28 @@ describe('run flags', () => {
 
   it('requires --addr', () => {
     expect(usageMessage(() => buildRunOptions([]))).toBe(
-      'faultstack run: --addr is required: an IPv4 address with a prefix length from 1 to 31, e.g. 198.18.0.2/24');
+      'faultstack run: --addr is required: an IPv4 address with a prefix length from 1 to 31, e.g. 198.18.0.2/24',
+    );
   });
 
   it('--tap: an Ethernet link, a bridge port without a host address, the default MAC from --addr', () => {
-    const o = buildRunOptions(['--addr', '198.18.0.2/24', '--tap', 'fst0', '--bridge', 'fsbr0', '--gateway', '198.18.0.1', '--proxy-arp', '198.18.10.7/24', '--promiscuous', '--join', '239.1.2.3', '--join', '239.1.2.3'])!;
+    const o = buildRunOptions([
+      '--addr',
+      '198.18.0.2/24',
+      '--tap',
+      'fst0',
+      '--bridge',
+      'fsbr0',
+      '--gateway',
+      '198.18.0.1',
+      '--proxy-arp',
+      '198.18.10.7/24',
+      '--promiscuous',
+      '--join',
+      '239.1.2.3',
+      '--join',
+      '239.1.2.3',
+    ])!;
     expect(o.join).toEqual([0xef010203]);
     expect(o).toMatchObject({ tun: 'fst0', link: 'tap', bridge: 'fsbr0', mac: 0x0200c6120002, gateway: 0xc6120001, promiscuous: true, hostAddr: null });
     expect(o.proxyArp).toEqual([{ addr: 0xc6120a00, prefix: 24 }]); // host bits dropped
@@ -276,22 +372,49 @@ describe('run flags', () => {
     [['--gateway', '198.18.0.1'], 'faultstack run: --gateway needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
     [['--proxy-arp', '198.18.10.0/24'], 'faultstack run: --proxy-arp needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
     [['--promiscuous'], 'faultstack run: --promiscuous needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
-    [['--tap', 't0', '--mac', '03:00:00:00:00:01'], 'faultstack run: --mac must be a unicast MAC address: 03:00:00:00:00:01 has the group bit set (its first octet is odd), e.g. 02:00:c6:12:00:02, got "03:00:00:00:00:01"'],
-    [['--tap', 't0', '--mac', '02:00:00:00:01'], 'faultstack run: --mac must be a unicast MAC address, six hex octets such as 02:00:c6:12:00:02 (first octet even), got "02:00:00:00:01"'],
+    [
+      ['--tap', 't0', '--mac', '03:00:00:00:00:01'],
+      'faultstack run: --mac must be a unicast MAC address: 03:00:00:00:00:01 has the group bit set (its first octet is odd), e.g. 02:00:c6:12:00:02, got "03:00:00:00:00:01"',
+    ],
+    [
+      ['--tap', 't0', '--mac', '02:00:00:00:01'],
+      'faultstack run: --mac must be a unicast MAC address, six hex octets such as 02:00:c6:12:00:02 (first octet even), got "02:00:00:00:01"',
+    ],
     [['--tap', 't0', '--mac', '00:00:00:00:00:00'], 'faultstack run: --mac must be a unicast MAC address, not 00:00:00:00:00:00, got "00:00:00:00:00:00"'],
     [['--tap', 't0', '--gateway', '198.18.1.1'], 'faultstack run: --gateway must be a neighbour in the subnet of --addr (198.18.0.0/24), got "198.18.1.1"'],
-    [['--tap', 't0', '--gateway', '198.18.0.2'], 'faultstack run: --gateway must be another host of 198.18.0.0/24 than --addr (198.18.0.1 to 198.18.0.254), got "198.18.0.2"'],
-    [['--tap', 't0', '--gateway', '198.18.0.255'], 'faultstack run: --gateway must be another host of 198.18.0.0/24 than --addr (198.18.0.1 to 198.18.0.254), got "198.18.0.255"'],
+    [
+      ['--tap', 't0', '--gateway', '198.18.0.2'],
+      'faultstack run: --gateway must be another host of 198.18.0.0/24 than --addr (198.18.0.1 to 198.18.0.254), got "198.18.0.2"',
+    ],
+    [
+      ['--tap', 't0', '--gateway', '198.18.0.255'],
+      'faultstack run: --gateway must be another host of 198.18.0.0/24 than --addr (198.18.0.1 to 198.18.0.254), got "198.18.0.255"',
+    ],
     [['--tap', 't0', '--gateway', 'router'], 'faultstack run: --gateway must be an IPv4 unicast address, e.g. 198.18.0.1, got "router"'],
-    [['--tap', 't0', '--bridge', 'br0', '--host-addr', '198.18.0.1/24'], 'faultstack run: --host-addr does not go with --bridge: a bridge port carries no address (give the bridge, or a veth in it, an address of 198.18.0.0/24)'],
+    [
+      ['--tap', 't0', '--bridge', 'br0', '--host-addr', '198.18.0.1/24'],
+      'faultstack run: --host-addr does not go with --bridge: a bridge port carries no address (give the bridge, or a veth in it, an address of 198.18.0.0/24)',
+    ],
     [['--tap', 't0', '--bridge', 't0'], 'faultstack run: --bridge must name a bridge, not the TAP device itself (both are "t0")'],
     [['--tap', 't0', '--busy-poll'], 'faultstack run: --busy-poll polls one TUN device from one thread: drop --shards and --tap'],
     [['--queues', '2', '--shards', '--busy-poll'], 'faultstack run: --busy-poll polls one TUN device from one thread: drop --shards and --tap'],
-    [['--tap', 't0', '--queues', '2', '--shards'], 'faultstack run: --shards runs on a TUN device only (a TAP device has one neighbour table and ARP for all its queues); drop --shards, --queues N still works'],
-    [['--tap', 't0', '--proxy-arp', '224.0.0.0/4'], 'faultstack run: --proxy-arp must be a unicast subnet (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.10.0/24, got "224.0.0.0/4"'],
+    [
+      ['--tap', 't0', '--queues', '2', '--shards'],
+      'faultstack run: --shards runs on a TUN device only (a TAP device has one neighbour table and ARP for all its queues); drop --shards, --queues N still works',
+    ],
+    [
+      ['--tap', 't0', '--proxy-arp', '224.0.0.0/4'],
+      'faultstack run: --proxy-arp must be a unicast subnet (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.10.0/24, got "224.0.0.0/4"',
+    ],
     [['--join', '239.1.2.3'], 'faultstack run: --join needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
-    [['--tap', 't0', '--join', '198.18.0.1'], 'faultstack run: --join must be an IPv4 multicast group in 224.0.1.0 to 239.255.255.255, e.g. 239.255.0.10, got "198.18.0.1"'],
-    [['--tap', 't0', '--join', '224.0.0.251'], 'faultstack run: --join must not be in 224.0.0.0/24 (link-local control groups are never reported, RFC 2236 6), e.g. 239.255.0.10, got "224.0.0.251"'],
+    [
+      ['--tap', 't0', '--join', '198.18.0.1'],
+      'faultstack run: --join must be an IPv4 multicast group in 224.0.1.0 to 239.255.255.255, e.g. 239.255.0.10, got "198.18.0.1"',
+    ],
+    [
+      ['--tap', 't0', '--join', '224.0.0.251'],
+      'faultstack run: --join must not be in 224.0.0.0/24 (link-local control groups are never reported, RFC 2236 6), e.g. 239.255.0.10, got "224.0.0.251"',
+    ],
     [['--tap', 'a/b'], 'faultstack run: --tap must be a Linux interface name: 1 to 15 characters, without "/", ":" or whitespace, got "a/b"'],
   ];
   for (const [argv, msg] of tapCases) {
@@ -336,8 +459,14 @@ describe('the real bin/faultstack', () => {
     const cases: [string[], string][] = [
       [['run', '--addr', '198.18.0.2/24', '--mtu', 'abc'], 'faultstack run: --mtu must be an integer from 68 to 65535, got "abc"\n'],
       [['run', '--addr', '198.18.0.2/24', '--cc', 'bbr'], 'faultstack run: --cc must be one of newreno, cubic, got "bbr"\n'],
-      [['run', '--addr', '198.18.0.2/24', '--services', 'ftp'], 'faultstack run: --services has unknown item "ftp": must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, or none, got "ftp"\n'],
-      [['run', '--addr', '198.18.0.2/24', '--host-addr', '198.18.9.1/24'], 'faultstack run: --host-addr must be in the subnet of --addr (198.18.0.0/24), got "198.18.9.1/24"; e.g. 198.18.0.1/24\n'],
+      [
+        ['run', '--addr', '198.18.0.2/24', '--services', 'ftp'],
+        'faultstack run: --services has unknown item "ftp": must be a comma-separated list of echo, discard, chargen, http, iperf3, mtls, all, or none, got "ftp"\n',
+      ],
+      [
+        ['run', '--addr', '198.18.0.2/24', '--host-addr', '198.18.9.1/24'],
+        'faultstack run: --host-addr must be in the subnet of --addr (198.18.0.0/24), got "198.18.9.1/24"; e.g. 198.18.0.1/24\n',
+      ],
       [['run'], 'faultstack run: --addr is required: an IPv4 address with a prefix length from 1 to 31, e.g. 198.18.0.2/24\n'],
     ];
     for (const [args, err] of cases) {
@@ -352,7 +481,9 @@ describe('the real bin/faultstack', () => {
     expect(r.stderr).toMatch(/^faultstack: unknown command "stast" \(did you mean stats\?\); commands: run, stats, .*\n$/);
     const r2 = fsRun(['stats', '--bogus']);
     expect(r2.code).toBe(2);
-    expect(r2.stderr).toBe('faultstack stats: unknown flag --bogus; valid flags: --control, --json, --all, --limit, --state, --port, --peer, --gc, --watch, --count, --help\n');
+    expect(r2.stderr).toBe(
+      'faultstack stats: unknown flag --bogus; valid flags: --control, --json, --all, --limit, --state, --port, --peer, --gc, --watch, --count, --help\n',
+    );
     const r3 = fsRun([]);
     expect(r3.code).toBe(2);
     expect(r3.stderr).toContain('Usage: faultstack COMMAND');
@@ -377,7 +508,9 @@ describe('the real bin/faultstack', () => {
   it('exits 1 with one line when no stack is running', () => {
     const r = fsRun(['stats']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`faultstack: no running faultstack found in ${path.join(root, 'run')} (start one with \`faultstack run ...\` or pass --control PATH)\n`);
+    expect(r.stderr).toBe(
+      `faultstack: no running faultstack found in ${path.join(root, 'run')} (start one with \`faultstack run ...\` or pass --control PATH)\n`,
+    );
   });
 
   it('reports a command whose module is not built, without affecting the others', () => {
@@ -428,14 +561,21 @@ describe('the real bin/faultstack', () => {
 
     const start = (mode: string, extra: string[] = []) => {
       const c = spawn(shim, ['run', '--addr', '198.18.0.2/24', '--tun', 'fsx0', '--mtu', '1400', '--fault', '297040=buggy', ...extra], {
-        env: { ...process.env, FAKE_RT: mode, FAULTSTACK_RUN_DIR: path.join(root, 'run') }, stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, FAKE_RT: mode, FAULTSTACK_RUN_DIR: path.join(root, 'run') },
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
       let err = '';
-      c.stdout.on('data', (d) => { out += d; });
-      c.stderr.on('data', (d) => { err += d; });
+      c.stdout.on('data', (d) => {
+        out += d;
+      });
+      c.stderr.on('data', (d) => {
+        err += d;
+      });
       const exit = new Promise<number | null>((r) => c.on('close', (code) => r(code)));
-      const until = async (re: RegExp, which: () => string) => { for (let i = 0; i < 200 && !re.test(which()); i++) await new Promise((r) => setTimeout(r, 25)); };
+      const until = async (re: RegExp, which: () => string) => {
+        for (let i = 0; i < 200 && !re.test(which()); i++) await new Promise((r) => setTimeout(r, 25));
+      };
       return { c, exit, out: () => out, err: () => err, until };
     };
 
@@ -445,7 +585,10 @@ describe('the real bin/faultstack', () => {
         await r.until(/ready/, r.out);
         expect(r.out()).toBe('faultstack ready: fake\n');
         expect(JSON.parse(/opts (.*)/.exec(r.err())![1]!)).toEqual({
-          tun: 'fsx0', mtu: 1400, services: ['echo', 'discard', 'chargen', 'http', 'iperf3'], faults: [{ id: '297040', mode: 'buggy' }],
+          tun: 'fsx0',
+          mtu: 1400,
+          services: ['echo', 'discard', 'chargen', 'http', 'iperf3'],
+          faults: [{ id: '297040', mode: 'buggy' }],
           control: path.join(root, 'run', 'fsx0.sock'),
         });
         r.c.kill(sig);
@@ -457,8 +600,12 @@ describe('the real bin/faultstack', () => {
     it('exits 1 with one line when startup fails, 2 when the runtime rejects a value', async () => {
       const r = start('throw');
       expect(await r.exit).toBe(1);
-      expect(r.err().split('\n').filter((l) => !l.startsWith('opts '))).toEqual([
-        'faultstack: cannot start the stack on fsx0: cannot open /dev/net/tun: No such device', '']);
+      expect(
+        r
+          .err()
+          .split('\n')
+          .filter((l) => !l.startsWith('opts ')),
+      ).toEqual(['faultstack: cannot start the stack on fsx0: cannot open /dev/net/tun: No such device', '']);
       const u = start('usage');
       expect(await u.exit).toBe(2);
       expect(u.err()).toContain('faultstack run: --fault 1=buggy: no such fault; faults: 297040, 903927\n');

@@ -18,7 +18,11 @@ const ROWS = 4000;
 const bigStats = () => ({
   counters: { TcpInSegs: 1 },
   connections: Array.from({ length: ROWS }, (_, i) => ({
-    state: 'SYN-RECEIVED', recvQ: 0, sendQ: 0, local: '198.18.0.2:5061', peer: `198.18.100.${i % 250}:${10000 + i}`,
+    state: 'SYN-RECEIVED',
+    recvQ: 0,
+    sendQ: 0,
+    local: '198.18.0.2:5061',
+    peer: `198.18.100.${i % 250}:${10000 + i}`,
   })),
 });
 

@@ -50,7 +50,10 @@ function raw(p: string, payload: string, count: number, opts: { end?: boolean } 
     s.on('error', reject);
     s.on('data', (d) => {
       for (const l of split.push(d)) lines.push(JSON.parse(l));
-      if (lines.length >= count) { resolve({ lines, ended }); if (!opts.end) s.destroy(); }
+      if (lines.length >= count) {
+        resolve({ lines, ended });
+        if (!opts.end) s.destroy();
+      }
     });
     s.write(payload);
     if (opts.end) s.end();
@@ -71,7 +74,10 @@ describe('control server and client', () => {
 
   it('serves concurrent requests on one connection, matched by id', async () => {
     const s = await serve({
-      slow: async () => { await sleep(80); return 'slow'; },
+      slow: async () => {
+        await sleep(80);
+        return 'slow';
+      },
       fast: () => 'fast',
       undef: () => undefined,
       big: () => 2n ** 70n,
@@ -79,8 +85,14 @@ describe('control server and client', () => {
     const c = await ControlClient.connect(s.path);
     try {
       const order: string[] = [];
-      const a = c.call('slow').then((v) => { order.push(String(v)); return v; });
-      const b = c.call('fast').then((v) => { order.push(String(v)); return v; });
+      const a = c.call('slow').then((v) => {
+        order.push(String(v));
+        return v;
+      });
+      const b = c.call('fast').then((v) => {
+        order.push(String(v));
+        return v;
+      });
       expect(await Promise.all([a, b])).toEqual(['slow', 'fast']);
       expect(order).toEqual(['fast', 'slow']);
       expect(await c.call('undef')).toBeNull();
@@ -92,15 +104,31 @@ describe('control server and client', () => {
 
   it('turns unknown commands and throwing handlers into error replies, and keeps serving', async () => {
     const s = await serve({
-      boom: () => { throw new Error('it broke'); },
-      coded: () => { throw new CodedError('EINVAL', 'mode must be off, buggy or hotfixed'); },
-      reject: async () => { throw new CodedError('ETIMEDOUT', 'no SYN-ACK after 3 tries'); },
-      str: () => { throw 'a string'; },  
-      cyclic: () => { const o: Record<string, unknown> = {}; o.self = o; return o; },
+      boom: () => {
+        throw new Error('it broke');
+      },
+      coded: () => {
+        throw new CodedError('EINVAL', 'mode must be off, buggy or hotfixed');
+      },
+      reject: async () => {
+        throw new CodedError('ETIMEDOUT', 'no SYN-ACK after 3 tries');
+      },
+      str: () => {
+        throw 'a string';
+      },
+      cyclic: () => {
+        const o: Record<string, unknown> = {};
+        o.self = o;
+        return o;
+      },
       ok: () => 'still here',
     });
     const err = async (cmd: string) => {
-      try { await ControlClient.call(s.path, cmd); } catch (e) { return e as ControlError; }
+      try {
+        await ControlClient.call(s.path, cmd);
+      } catch (e) {
+        return e as ControlError;
+      }
       throw new Error('expected an error');
     };
     const unknown = await err('nope');
@@ -117,15 +145,13 @@ describe('control server and client', () => {
 
   it('answers malformed requests with errors instead of crashing', async () => {
     const s = await serve({ echo: (a) => a });
-    const { lines } = await raw(s.path, [
-      'not json',
-      '[1,2]',
-      '{"id":7}',
-      '{"id":8,"cmd":"echo","args":[1]}',
-      '{"id":"x","cmd":"echo","args":{"k":"v"}}',
-      '',
-      '{"id":9,"cmd":"echo"}\r',
-    ].join('\n') + '\n', 6);
+    const { lines } = await raw(
+      s.path,
+      ['not json', '[1,2]', '{"id":7}', '{"id":8,"cmd":"echo","args":[1]}', '{"id":"x","cmd":"echo","args":{"k":"v"}}', '', '{"id":9,"cmd":"echo"}\r'].join(
+        '\n',
+      ) + '\n',
+      6,
+    );
     expect(lines).toEqual([
       { id: null, ok: false, error: { code: 'EBADJSON', message: expect.stringContaining('request is not valid JSON') } },
       { id: null, ok: false, error: { code: 'EBADREQUEST', message: expect.stringContaining('JSON object') } },
@@ -146,7 +172,12 @@ describe('control server and client', () => {
   });
 
   it('replies to a client that half-closes after its request, then ends the connection', async () => {
-    const s = await serve({ later: async () => { await sleep(50); return 'done'; } });
+    const s = await serve({
+      later: async () => {
+        await sleep(50);
+        return 'done';
+      },
+    });
     const { lines, ended } = await raw(s.path, encodeLine({ id: 1, cmd: 'later', args: {} }), 1, { end: true });
     expect(lines).toEqual([{ id: 1, ok: true, result: 'done' }]);
     await ended;
@@ -155,7 +186,10 @@ describe('control server and client', () => {
   it('streams events before the final reply', async () => {
     const s = await serve({
       events: async (args, ctx) => {
-        for (let i = 0; i < 3; i++) { ctx.stream({ type: 'tick', i, follow: args.follow }); await sleep(5); }
+        for (let i = 0; i < 3; i++) {
+          ctx.stream({ type: 'tick', i, follow: args.follow });
+          await sleep(5);
+        }
         return { total: 3 };
       },
     });
@@ -172,12 +206,17 @@ describe('control server and client', () => {
       events: (_args, ctx) => {
         ctxRef = ctx;
         const t = setInterval(() => ctx.stream({ type: 'tick' }), 10);
-        ctx.onClose(() => { clearInterval(t); closedSeen = true; });
+        ctx.onClose(() => {
+          clearInterval(t);
+          closedSeen = true;
+        });
         return ctx.untilClosed();
       },
     });
     let count = 0;
-    const st = await ControlClient.stream(s.path, 'events', {}, () => { count++; });
+    const st = await ControlClient.stream(s.path, 'events', {}, () => {
+      count++;
+    });
     while (count < 3) await sleep(10);
     st.close();
     expect(await st.done).toBeUndefined();
@@ -221,20 +260,24 @@ describe('control server and client', () => {
     await s.close();
     expect(fs.existsSync(p)).toBe(false);
     await expect(ControlClient.call(p, 'ping')).rejects.toMatchObject({
-      code: 'ENOENT', message: `no control socket at ${p} (is faultstack running? start one with \`faultstack run ...\`)`,
+      code: 'ENOENT',
+      message: `no control socket at ${p} (is faultstack running? start one with \`faultstack run ...\`)`,
     });
   });
 
   it('replaces a stale socket file left by a dead server', async () => {
     const p = sockPath();
-    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(process.argv[1], () => console.log('up'))`, p], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(process.argv[1], () => console.log('up'))`, p], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     children.push(child);
     await new Promise<void>((r) => child.stdout!.once('data', () => r()));
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     expect(fs.lstatSync(p).isSocket()).toBe(true);
     await expect(ControlClient.call(p, 'ping')).rejects.toMatchObject({
-      code: 'ECONNREFUSED', message: `nothing answers on ${p} (a stale socket left by a faultstack that exited?)`,
+      code: 'ECONNREFUSED',
+      message: `nothing answers on ${p} (a stale socket left by a faultstack that exited?)`,
     });
     const s = await serve({ stats: () => 1 }, p);
     expect(await ControlClient.call(s.path, 'stats')).toBe(1);
@@ -250,7 +293,10 @@ describe('control server and client', () => {
 
     const file = sockPath();
     fs.writeFileSync(file, 'precious');
-    await expect(ControlServer.start(file, {})).rejects.toMatchObject({ code: 'EEXIST', message: `${file} exists and is not a socket; refusing to replace it` });
+    await expect(ControlServer.start(file, {})).rejects.toMatchObject({
+      code: 'EEXIST',
+      message: `${file} exists and is not a socket; refusing to replace it`,
+    });
     expect(fs.readFileSync(file, 'utf8')).toBe('precious');
   });
 
@@ -272,7 +318,8 @@ describe('control server and client', () => {
     await new Promise<void>((r) => mute.listen(p, r));
     try {
       await expect(ControlClient.call(p, 'stats', {}, { timeoutMs: 100 })).rejects.toMatchObject({
-        code: 'ETIMEDOUT', message: `no reply to "stats" from ${p} within 0.1 s`,
+        code: 'ETIMEDOUT',
+        message: `no reply to "stats" from ${p} within 0.1 s`,
       });
     } finally {
       await new Promise((r) => mute.close(r));
@@ -284,7 +331,10 @@ describe('control server and client', () => {
     const liar = net.createServer((s) => s.on('data', () => s.write('HTTP/1.1 400 Bad Request\r\n\r\n')));
     await new Promise<void>((r) => liar.listen(p, r));
     try {
-      await expect(ControlClient.call(p, 'stats')).rejects.toMatchObject({ code: 'EPROTO', message: `${p} sent something that is not JSON (is it a faultstack control socket?)` });
+      await expect(ControlClient.call(p, 'stats')).rejects.toMatchObject({
+        code: 'EPROTO',
+        message: `${p} sent something that is not JSON (is it a faultstack control socket?)`,
+      });
     } finally {
       await new Promise((r) => liar.close(r));
     }
@@ -328,7 +378,9 @@ describe('control protocol limits (issue 8 item 13)', () => {
       }
       await vi.waitFor(() => expect(s.connectionCount).toBe(3));
       const { lines, ended } = await raw(s.path, encodeLine({ id: 1, cmd: 'echo', args: {} }), 1);
-      expect(lines).toEqual([{ id: null, ok: false, error: { code: 'EBUSY', message: 'too many control clients (3 at once); try again when one has finished' } }]);
+      expect(lines).toEqual([
+        { id: null, ok: false, error: { code: 'EBUSY', message: 'too many control clients (3 at once); try again when one has finished' } },
+      ]);
       await ended;
       expect(s.refused).toBe(1);
       idle.pop()!.destroy();
@@ -342,12 +394,24 @@ describe('control protocol limits (issue 8 item 13)', () => {
   });
 
   it('a usage error thrown by a handler is an EUSAGE reply, which the CLI exits 2 on', async () => {
-    const s = await serve({ bad: () => { throw new UsageError("fault kb903927 (synprotect-leak) has no mode 'bogus': valid modes are buggy, hotfixed"); } });
-    await expect(ControlClient.call(s.path, 'bad')).rejects.toMatchObject({ code: 'EUSAGE', message: "fault kb903927 (synprotect-leak) has no mode 'bogus': valid modes are buggy, hotfixed" });
+    const s = await serve({
+      bad: () => {
+        throw new UsageError("fault kb903927 (synprotect-leak) has no mode 'bogus': valid modes are buggy, hotfixed");
+      },
+    });
+    await expect(ControlClient.call(s.path, 'bad')).rejects.toMatchObject({
+      code: 'EUSAGE',
+      message: "fault kb903927 (synprotect-leak) has no mode 'bogus': valid modes are buggy, hotfixed",
+    });
   });
 
   it('a timeout beyond what Node can arm is clamped, not a warning and an instant failure', async () => {
-    const s = await serve({ later: async () => { await sleep(30); return 'late but fine'; } });
+    const s = await serve({
+      later: async () => {
+        await sleep(30);
+        return 'late but fine';
+      },
+    });
     const warnings: string[] = [];
     const onWarn = (w: Error) => warnings.push(w.name);
     process.on('warning', onWarn);
@@ -382,7 +446,8 @@ describe('choosing the control socket', () => {
   it('fails clearly when there is none', async () => {
     const dir = path.join(tmp, 'empty');
     await expect(resolveControlPath(undefined, dir)).rejects.toThrow(
-      `no running faultstack found in ${dir} (start one with \`faultstack run ...\` or pass --control PATH)`);
+      `no running faultstack found in ${dir} (start one with \`faultstack run ...\` or pass --control PATH)`,
+    );
     fs.mkdirSync(dir);
     fs.writeFileSync(path.join(dir, 'notes.txt'), '');
     await expect(resolveControlPath(undefined, dir)).rejects.toThrow(`no running faultstack found in ${dir}`);
@@ -395,28 +460,30 @@ describe('choosing the control socket', () => {
     fs.writeFileSync(path.join(dir, 'dead.sock'), ''); // not answering
     expect(await resolveControlPath(undefined, dir)).toBe(a.path);
     const b = await serve({}, path.join(dir, 'b.sock'));
-    await expect(resolveControlPath(undefined, dir)).rejects.toThrow(
-      `several faultstacks are running (${a.path}, ${b.path}); pick one with --control PATH`);
+    await expect(resolveControlPath(undefined, dir)).rejects.toThrow(`several faultstacks are running (${a.path}, ${b.path}); pick one with --control PATH`);
   });
 });
 
 describe('stats rendering', () => {
   it('renders counters (zeros hidden), connections like ss, the lock and fault modes', () => {
     const now = Date.UTC(2024, 0, 1, 12, 0, 30);
-    const text = renderStats({
-      tun: 'fs0',
-      addr: '198.18.0.2/24',
-      uptimeMs: 65_000,
-      counters: { ip: { rxPackets: 120, txPackets: 118, badChecksum: 0 }, 'tcp.resets': 3, 'tcp.big': '12345678901234567890' },
-      connections: [
-        { state: 'LISTEN', recvQ: 0, sendQ: 0, local: '198.18.0.2:80', peer: '0.0.0.0:*' },
-        { state: 'ESTABLISHED', recvQ: 10, sendQ: 2048, localAddress: '198.18.0.2', localPort: 7, remoteAddress: '198.18.0.1', remotePort: 40000 },
-        { state: 'SynReceived' },
-      ],
-      lock: { held: true, holder: 'active open to 198.18.0.99:80', since: now - 30_000, waiters: 4 },
-      faults: { '297040': { alias: 'conntable-hang', mode: 'buggy' }, '903927': 'off' },
-      params: { SynAttackProtect: 2 },
-    }, { now });
+    const text = renderStats(
+      {
+        tun: 'fs0',
+        addr: '198.18.0.2/24',
+        uptimeMs: 65_000,
+        counters: { ip: { rxPackets: 120, txPackets: 118, badChecksum: 0 }, 'tcp.resets': 3, 'tcp.big': '12345678901234567890' },
+        connections: [
+          { state: 'LISTEN', recvQ: 0, sendQ: 0, local: '198.18.0.2:80', peer: '0.0.0.0:*' },
+          { state: 'ESTABLISHED', recvQ: 10, sendQ: 2048, localAddress: '198.18.0.2', localPort: 7, remoteAddress: '198.18.0.1', remotePort: 40000 },
+          { state: 'SynReceived' },
+        ],
+        lock: { held: true, holder: 'active open to 198.18.0.99:80', since: now - 30_000, waiters: 4 },
+        faults: { '297040': { alias: 'conntable-hang', mode: 'buggy' }, '903927': 'off' },
+        params: { SynAttackProtect: 2 },
+      },
+      { now },
+    );
     expect(text).toContain('faultstack on fs0, 198.18.0.2/24, up 1 min 5 s\n');
     expect(text).toContain('Counters (1 zero counters hidden; --all shows them):\n');
     expect(text).toMatch(/ {2}ip\.rxPackets +120\n {2}ip\.txPackets +118\n {2}tcp\.resets +3\n {2}tcp\.big +12345678901234567890\n/);
@@ -432,13 +499,26 @@ describe('stats rendering', () => {
     expect(renderStats({ counters: { a: 0 } }, { all: true })).toMatch(/Counters:\n {2}a +0\n/);
     expect(renderStats({ lock: { held: false } })).toBe('\nconnection-table lock: free\n');
     // The runtime's shapes: ISO since, heldForMs, counters of the lock, extra connection fields, listeners, leak.
-    const rt = renderStats({
-      lock: { name: 'tcp-connection-table', held: true, holder: 'connect 198.18.0.99:80', heldForMs: 4200, since: new Date(now - 4200).toISOString(), blockedPackets: 17, acquisitions: 3 },
-      connections: [{ state: 'SYN_SENT', recvQ: 0, sendQ: 0, local: '198.18.0.2:49152', peer: '198.18.0.99:80', rtt: 0.2, cwnd: 10, retrans: 2 }],
-      listeners: [{ port: 80, backlog: 5, synQueue: 0, acceptQueue: 1 }],
-      leak: { leakedConnections: 12, leakedBytes: 49152 },
-    }, { now });
-    expect(rt).toMatch(/tcp-connection-table: HELD by connect 198\.18\.0\.99:80 since \d\d:\d\d:\d\d\.\d{3} \(4\.2 s\) \(3 acquisitions, 17 packets blocked\)\n/);
+    const rt = renderStats(
+      {
+        lock: {
+          name: 'tcp-connection-table',
+          held: true,
+          holder: 'connect 198.18.0.99:80',
+          heldForMs: 4200,
+          since: new Date(now - 4200).toISOString(),
+          blockedPackets: 17,
+          acquisitions: 3,
+        },
+        connections: [{ state: 'SYN_SENT', recvQ: 0, sendQ: 0, local: '198.18.0.2:49152', peer: '198.18.0.99:80', rtt: 0.2, cwnd: 10, retrans: 2 }],
+        listeners: [{ port: 80, backlog: 5, synQueue: 0, acceptQueue: 1 }],
+        leak: { leakedConnections: 12, leakedBytes: 49152 },
+      },
+      { now },
+    );
+    expect(rt).toMatch(
+      /tcp-connection-table: HELD by connect 198\.18\.0\.99:80 since \d\d:\d\d:\d\d\.\d{3} \(4\.2 s\) \(3 acquisitions, 17 packets blocked\)\n/,
+    );
     expect(rt).toMatch(/SYN-SENT +0 +0 +198\.18\.0\.2:49152 +198\.18\.0\.99:80 +rtt=0\.2 cwnd=10 retrans=2\n/);
     expect(rt).toMatch(/Listeners \(1\):\nPORT +BACKLOG +SYNQUEUE +ACCEPTQUEUE\n +80 +5 +0 +1\n/);
     expect(rt).toMatch(/Leak \(KB 903927 reset path\):\n {2}leakedConnections +12\n {2}leakedBytes +49152\n/);
@@ -451,8 +531,14 @@ describe('control commands against a live server', () => {
   async function cli(mod: { run(argv: string[]): Promise<number> }, argv: string[]): Promise<{ code: number; out: string; err: string }> {
     let out = '';
     let err = '';
-    const o = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => { out += String(c); return true; });
-    const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => { err += String(c); return true; });
+    const o = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
+      out += String(c);
+      return true;
+    });
+    const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
+      err += String(c);
+      return true;
+    });
     let code: number;
     try {
       code = await mod.run(argv);
@@ -469,7 +555,10 @@ describe('control commands against a live server', () => {
 
   const calls: { cmd: string; args: Record<string, unknown> }[] = [];
   let server: ControlServer;
-  const record = (cmd: string, fn: (a: Record<string, unknown>, ctx: ControlContext) => unknown) => (a: Record<string, unknown>, ctx: ControlContext) => { calls.push({ cmd, args: a }); return fn(a, ctx); };
+  const record = (cmd: string, fn: (a: Record<string, unknown>, ctx: ControlContext) => unknown) => (a: Record<string, unknown>, ctx: ControlContext) => {
+    calls.push({ cmd, args: a });
+    return fn(a, ctx);
+  };
 
   beforeAll(async () => {
     server = await ControlServer.start(path.join(tmp, 'cmds.sock'), {
@@ -484,7 +573,13 @@ describe('control commands against a live server', () => {
         const evs = [
           { ts: Date.UTC(2024, 0, 1), type: 'lock.taken', holder: 'connect 198.18.0.99:80' },
           { ts: Date.UTC(2024, 0, 1), type: 'note', text: 'two words' },
-          { ts: '2024-01-01T00:00:00.000Z', type: 'fault-mode-changed', seq: 1, message: 'kb297040 (conntable-hang) mode hotfixed -> buggy', data: { to: 'buggy' } },
+          {
+            ts: '2024-01-01T00:00:00.000Z',
+            type: 'fault-mode-changed',
+            seq: 1,
+            message: 'kb297040 (conntable-hang) mode hotfixed -> buggy',
+            data: { to: 'buggy' },
+          },
         ];
         if (!a.follow) return evs;
         for (const ev of evs) ctx.stream(ev);
@@ -495,7 +590,14 @@ describe('control commands against a live server', () => {
         return { connected: true, ms: 3, localPort: 49152 };
       }),
       unlock: record('unlock', () => ({ released: true, holder: 'connect 198.18.0.99:80', heldMs: 12_500 })),
-      routes: record('routes', () => ({ count: 2, limit: 1000, routes: [{ dest: '198.18.0.0/24', mtu: 1500 }, { dest: '198.18.5.7/32', mtu: 576, kind: 'pmtu' }] })),
+      routes: record('routes', () => ({
+        count: 2,
+        limit: 1000,
+        routes: [
+          { dest: '198.18.0.0/24', mtu: 1500 },
+          { dest: '198.18.5.7/32', mtu: 576, kind: 'pmtu' },
+        ],
+      })),
     });
   });
 
@@ -521,7 +623,8 @@ describe('control commands against a live server', () => {
     const stats = await import('../../bin/cli/commands/stats');
     const seen: Record<string, unknown>[] = [];
     let tick = 0;
-    const rowsOf = (n: number) => Array.from({ length: n }, (_, i) => ({ state: 'ESTABLISHED', recvQ: 0, sendQ: 0, local: '198.18.0.2:9', peer: `198.18.0.1:${40000 + i}` }));
+    const rowsOf = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({ state: 'ESTABLISHED', recvQ: 0, sendQ: 0, local: '198.18.0.2:9', peer: `198.18.0.1:${40000 + i}` }));
     const s = await serve({
       stats: (a, ctx) => {
         seen.push(a);
@@ -558,7 +661,10 @@ describe('control commands against a live server', () => {
     expect((await cli(stats, [...C2, '--count', '2'])).err).toBe('faultstack stats: --count N goes with --watch SEC\n');
     const w = await cli(stats, [...C2, '--watch', '0.1', '--count', '2', '--json']);
     expect(w.code).toBe(0);
-    const lines = w.out.trim().split('\n').map((l) => JSON.parse(l));
+    const lines = w.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(2);
     for (const l of lines) {
       expect(l.deltas).toEqual({ rx: 100 }); // steady did not change
@@ -592,10 +698,17 @@ describe('control commands against a live server', () => {
     const events = await import('../../bin/cli/commands/events');
     const h = await cli(events, [...C(), '--limit', '5']);
     expect(h.code).toBe(0);
-    expect(h.out).toMatch(/^\d\d:\d\d:\d\d\.000 lock\.taken holder="connect 198\.18\.0\.99:80"\n\d\d:\d\d:\d\d\.000 note text="two words"\n2024-01-01T00:00:00\.000Z fault-mode-changed kb297040 \(conntable-hang\) mode hotfixed -> buggy\n$/);
+    expect(h.out).toMatch(
+      /^\d\d:\d\d:\d\d\.000 lock\.taken holder="connect 198\.18\.0\.99:80"\n\d\d:\d\d:\d\d\.000 note text="two words"\n2024-01-01T00:00:00\.000Z fault-mode-changed kb297040 \(conntable-hang\) mode hotfixed -> buggy\n$/,
+    );
     expect(calls.at(-1)).toEqual({ cmd: 'events', args: { follow: false, limit: 5 } });
     const j = await cli(events, [...C(), '--json']);
-    expect(j.out.trim().split('\n').map((l) => JSON.parse(l).type)).toEqual(['lock.taken', 'note', 'fault-mode-changed']);
+    expect(
+      j.out
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).type),
+    ).toEqual(['lock.taken', 'note', 'fault-mode-changed']);
     const f = await cli(events, [...C(), '--follow', '--json']);
     expect(f.code).toBe(0);
     expect(f.out.trim().split('\n')).toHaveLength(3);
@@ -611,7 +724,9 @@ describe('control commands against a live server', () => {
     expect(fail).toEqual({ code: 1, out: '', err: 'faultstack connect 198.18.0.99:80: no SYN-ACK from 198.18.0.99:80 after 3 SYNs (21 s)\n' });
     const bad = await cli(connect, ['198.18.0.1:0', ...C()]);
     expect(bad.code).toBe(2);
-    expect(bad.err).toBe('faultstack connect: the target must be HOST:PORT with an IPv4 address and a port from 1 to 65535, e.g. 198.18.0.99:80, got "198.18.0.1:0"\n');
+    expect(bad.err).toBe(
+      'faultstack connect: the target must be HOST:PORT with an IPv4 address and a port from 1 to 65535, e.g. 198.18.0.99:80, got "198.18.0.1:0"\n',
+    );
     const badT = await cli(connect, ['198.18.0.1:7', '--timeout', '0', ...C()]);
     expect(badT.err).toBe('faultstack connect: --timeout must be a number from 0.1 to 3600 seconds, got "0"\n');
   });
@@ -626,18 +741,24 @@ describe('control commands against a live server', () => {
     // The runtime's shape: several tables and a summary.
     const { renderRoutes } = await import('../../bin/cli/commands/routes');
     expect(renderRoutes({ interfaceMtu: 1500, networks: [{ dest: '198.18.0.0/24', mtu: 1500, kind: 'connected' }], hosts: [], atLimit: false })).toBe(
-      'interfaceMtu: 1500\natLimit: false\n\nnetworks (1):\n  DEST            MTU  KIND\n  198.18.0.0/24  1500  connected\n\nhosts: (none)\n');
+      'interfaceMtu: 1500\natLimit: false\n\nnetworks (1):\n  DEST            MTU  KIND\n  198.18.0.0/24  1500  connected\n\nhosts: (none)\n',
+    );
     expect(renderRoutes([])).toBe('routes: (none)\n');
   });
 
   it('main: unknown command and help without loading anything', async () => {
     let err = '';
-    const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => { err += String(c); return true; });
+    const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
+      err += String(c);
+      return true;
+    });
     try {
       expect(await main(['sats'])).toBe(2);
     } finally {
       e.mockRestore();
     }
-    expect(err).toBe('faultstack: unknown command "sats" (did you mean stats?); commands: run, stats, fault, param, events, connect, unlock, routes, trace, impair, neigh, ipsec, fw, fwc, nlb, faults, certs, demo, lab, scenario (faultstack --help)\n');
+    expect(err).toBe(
+      'faultstack: unknown command "sats" (did you mean stats?); commands: run, stats, fault, param, events, connect, unlock, routes, trace, impair, neigh, ipsec, fw, fwc, nlb, faults, certs, demo, lab, scenario (faultstack --help)\n',
+    );
   });
 });

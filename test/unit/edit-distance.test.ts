@@ -33,11 +33,15 @@ describe('editDistance', () => {
 
   test('agrees with the full-matrix recurrence on 2,000 seeded random pairs', () => {
     let s = 99;
-    const rnd = (n: number) => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return (s >>> 16) % n; };
+    const rnd = (n: number) => {
+      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+      return (s >>> 16) % n;
+    };
     const word = () => Array.from({ length: rnd(9) }, () => 'abcd'[rnd(4)]).join('');
     const wrong: string[] = [];
     for (let k = 0; k < 2000; k++) {
-      const a = word(), b = word();
+      const a = word(),
+        b = word();
       if (editDistance(a, b) !== reference(a, b)) wrong.push(`${a} ${b}: ${editDistance(a, b)} != ${reference(a, b)}`);
     }
     expect(wrong).toEqual([]);

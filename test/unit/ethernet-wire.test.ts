@@ -6,15 +6,34 @@
  * representation: the bytes must come out the same.
  */
 import { describe, expect, test } from 'vitest';
+import { ARP_OP_REPLY, ARP_OP_REQUEST, ArpError, emitArp, isGratuitous, isProbe, newArpRepr, parseArp } from '../../stack/wire/arp';
 import {
-  ARP_OP_REPLY, ARP_OP_REQUEST, ArpError, emitArp, isGratuitous, isProbe, newArpRepr, parseArp,
-} from '../../stack/wire/arp';
-import {
-  BROADCAST_MAC, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, EthernetError, emitEthernet, formatMac, ipv4MulticastMac,
-  isLocallyAdministered, isMulticastMac, macFromIpv4, newEthernetRepr, parseEthernet, parseMac, readMac, writeMac,
+  BROADCAST_MAC,
+  ETHERNET_HEADER_LEN,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  EthernetError,
+  emitEthernet,
+  formatMac,
+  ipv4MulticastMac,
+  isLocallyAdministered,
+  isMulticastMac,
+  macFromIpv4,
+  newEthernetRepr,
+  parseEthernet,
+  parseMac,
+  readMac,
+  writeMac,
 } from '../../stack/wire/ethernet';
 import {
-  IGMP_LEAVE_GROUP, IGMP_MEMBERSHIP_QUERY, IGMP_V2_MEMBERSHIP_REPORT, IgmpError, buildIgmpDatagram, emitIgmp, newIgmpRepr, parseIgmp,
+  IGMP_LEAVE_GROUP,
+  IGMP_MEMBERSHIP_QUERY,
+  IGMP_V2_MEMBERSHIP_REPORT,
+  IgmpError,
+  buildIgmpDatagram,
+  emitIgmp,
+  newIgmpRepr,
+  parseIgmp,
 } from '../../stack/wire/igmp';
 import { parseIpv4 } from '../../stack/wire/addr';
 import { Ipv4Error, newIpv4Repr, parseIpv4Header } from '../../stack/wire/ipv4';
@@ -120,9 +139,39 @@ describe('Ethernet II', () => {
 
 describe('ARP (RFC 826)', () => {
   const cases: [string, Buffer, object][] = [
-    ['request', ARP_REQUEST, { operation: ARP_OP_REQUEST, senderHardwareAddr: mac('02:00:c6:12:00:01'), senderProtocolAddr: ip('198.18.0.1'), targetHardwareAddr: 0, targetProtocolAddr: ip('198.18.0.2') }],
-    ['reply', ARP_REPLY, { operation: ARP_OP_REPLY, senderHardwareAddr: mac('52:54:00:12:34:56'), senderProtocolAddr: ip('198.18.0.2'), targetHardwareAddr: mac('02:00:c6:12:00:01'), targetProtocolAddr: ip('198.18.0.1') }],
-    ['kernel announcement', ARP_ANNOUNCE, { operation: ARP_OP_REQUEST, senderHardwareAddr: mac('02:00:c6:12:00:01'), senderProtocolAddr: ip('198.18.0.1'), targetHardwareAddr: 0, targetProtocolAddr: ip('198.18.0.1') }],
+    [
+      'request',
+      ARP_REQUEST,
+      {
+        operation: ARP_OP_REQUEST,
+        senderHardwareAddr: mac('02:00:c6:12:00:01'),
+        senderProtocolAddr: ip('198.18.0.1'),
+        targetHardwareAddr: 0,
+        targetProtocolAddr: ip('198.18.0.2'),
+      },
+    ],
+    [
+      'reply',
+      ARP_REPLY,
+      {
+        operation: ARP_OP_REPLY,
+        senderHardwareAddr: mac('52:54:00:12:34:56'),
+        senderProtocolAddr: ip('198.18.0.2'),
+        targetHardwareAddr: mac('02:00:c6:12:00:01'),
+        targetProtocolAddr: ip('198.18.0.1'),
+      },
+    ],
+    [
+      'kernel announcement',
+      ARP_ANNOUNCE,
+      {
+        operation: ARP_OP_REQUEST,
+        senderHardwareAddr: mac('02:00:c6:12:00:01'),
+        senderProtocolAddr: ip('198.18.0.1'),
+        targetHardwareAddr: 0,
+        targetProtocolAddr: ip('198.18.0.1'),
+      },
+    ],
   ];
   for (const [name, frame, want] of cases) {
     test(`${name}: parse, then emit the same 28 bytes`, () => {
@@ -158,14 +207,47 @@ describe('ARP (RFC 826)', () => {
     for (let n = 0; n < 8; n++) expect(parseArp(body, 0, n, r)).toBe(ArpError.Truncated);
     for (let n = 8; n < 28; n++) expect(parseArp(body, 0, n, r)).toBe(ArpError.Truncated);
     expect(parseArp(body, 0, 28, r)).toBe(ArpError.None);
-    const bad = (edit: (b: Buffer) => void) => { const b = Buffer.from(body); edit(b); return parseArp(b, 0, b.length, r); };
-    expect(bad((b) => { b[4] = 8; })).toBe(ArpError.BadLengths);
-    expect(bad((b) => { b[5] = 16; })).toBe(ArpError.BadLengths);
-    expect(bad((b) => { b[4] = 0; b[5] = 0; })).toBe(ArpError.BadLengths);
-    expect(bad((b) => { b.writeUInt16BE(6, 0); })).toBe(ArpError.UnsupportedType); // IEEE 802 hardware
-    expect(bad((b) => { b.writeUInt16BE(0x86dd, 2); })).toBe(ArpError.UnsupportedType);
-    expect(bad((b) => { b.writeUInt16BE(3, 6); })).toBe(ArpError.BadOperation); // RARP request
-    expect(bad((b) => { b.writeUInt16BE(0, 6); })).toBe(ArpError.BadOperation);
+    const bad = (edit: (b: Buffer) => void) => {
+      const b = Buffer.from(body);
+      edit(b);
+      return parseArp(b, 0, b.length, r);
+    };
+    expect(
+      bad((b) => {
+        b[4] = 8;
+      }),
+    ).toBe(ArpError.BadLengths);
+    expect(
+      bad((b) => {
+        b[5] = 16;
+      }),
+    ).toBe(ArpError.BadLengths);
+    expect(
+      bad((b) => {
+        b[4] = 0;
+        b[5] = 0;
+      }),
+    ).toBe(ArpError.BadLengths);
+    expect(
+      bad((b) => {
+        b.writeUInt16BE(6, 0);
+      }),
+    ).toBe(ArpError.UnsupportedType); // IEEE 802 hardware
+    expect(
+      bad((b) => {
+        b.writeUInt16BE(0x86dd, 2);
+      }),
+    ).toBe(ArpError.UnsupportedType);
+    expect(
+      bad((b) => {
+        b.writeUInt16BE(3, 6);
+      }),
+    ).toBe(ArpError.BadOperation); // RARP request
+    expect(
+      bad((b) => {
+        b.writeUInt16BE(0, 6);
+      }),
+    ).toBe(ArpError.BadOperation);
   });
 });
 
@@ -185,7 +267,9 @@ describe('IGMPv2 (RFC 2236)', () => {
 
   test('we build the datagrams Linux builds, byte for byte (report and leave)', () => {
     const src = ip('198.18.0.2');
-    expect(buildIgmpDatagram(src, ip('239.1.2.3'), { type: IGMP_V2_MEMBERSHIP_REPORT, maxRespTime: 0, group: ip('239.1.2.3') })).toEqual(IGMP_REPORT.subarray(14));
+    expect(buildIgmpDatagram(src, ip('239.1.2.3'), { type: IGMP_V2_MEMBERSHIP_REPORT, maxRespTime: 0, group: ip('239.1.2.3') })).toEqual(
+      IGMP_REPORT.subarray(14),
+    );
     expect(buildIgmpDatagram(src, ip('224.0.0.2'), { type: IGMP_LEAVE_GROUP, maxRespTime: 0, group: ip('239.1.2.3') })).toEqual(IGMP_LEAVE.subarray(14));
   });
 

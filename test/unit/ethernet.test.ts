@@ -7,7 +7,17 @@
 import { describe, expect, test } from 'vitest';
 import { ARP_OP_REPLY, ARP_OP_REQUEST, ArpRepr, emitArp, newArpRepr, parseArp } from '../../stack/wire/arp';
 import {
-  BROADCAST_MAC, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_MS_NLB, MacAddr, emitEthernet, formatMac, ipv4MulticastMac, parseMac, readMac, writeMac,
+  BROADCAST_MAC,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_MS_NLB,
+  MacAddr,
+  emitEthernet,
+  formatMac,
+  ipv4MulticastMac,
+  parseMac,
+  readMac,
+  writeMac,
 } from '../../stack/wire/ethernet';
 import { IGMP_LEAVE_GROUP, IGMP_MEMBERSHIP_QUERY, IGMP_V2_MEMBERSHIP_REPORT, buildIgmpDatagram } from '../../stack/wire/igmp';
 import { emitIpv4Header, PROTO_UDP } from '../../stack/wire/ipv4';
@@ -47,12 +57,27 @@ function echoRequest(dst: number, seq = 1): Buffer {
   const pkt = Buffer.alloc(20 + 16);
   pkt.write('faultstack', 28);
   emitIcmp(pkt, 20, { ...newIcmpRepr(), type: ICMP_ECHO_REQUEST, ident: 0x1234, seq, bodyLength: 8 });
-  emitIpv4Header(pkt, 0, { src: RAW_IP, dst, protocol: 1, ttl: 64, tos: 0, ident: seq, dontFragment: false, moreFragments: false, fragmentOffset: 0, headerLength: 20, totalLength: pkt.length });
+  emitIpv4Header(pkt, 0, {
+    src: RAW_IP,
+    dst,
+    protocol: 1,
+    ttl: 64,
+    tos: 0,
+    ident: seq,
+    dontFragment: false,
+    moreFragments: false,
+    fragmentOffset: 0,
+    headerLength: 20,
+    totalLength: pkt.length,
+  });
   return pkt;
 }
 
 function two() {
-  return makeLan([{ name: 'a', addr: '198.18.0.1' }, { name: 'b', addr: '198.18.0.2' }]);
+  return makeLan([
+    { name: 'a', addr: '198.18.0.1' },
+    { name: 'b', addr: '198.18.0.2' },
+  ]);
 }
 
 describe('Ethernet interface: ARP', () => {
@@ -74,7 +99,15 @@ describe('Ethernet interface: ARP', () => {
     const data = testData(1 << 20);
     const got: Buffer[] = [];
     let ended = false;
-    b.net.createServer((s) => { s.on('data', (d: Buffer) => got.push(d)); s.on('end', () => { ended = true; s.end(); }); }).listen(9000);
+    b.net
+      .createServer((s) => {
+        s.on('data', (d: Buffer) => got.push(d));
+        s.on('end', () => {
+          ended = true;
+          s.end();
+        });
+      })
+      .listen(9000);
     const c = a.net.connect({ host: '198.18.0.2', port: 9000 });
     const sink = watch(c);
     c.end(data);
@@ -97,16 +130,34 @@ describe('Ethernet interface: ARP', () => {
   test('answers a request for its address with a unicast reply, and nothing else', async () => {
     const lan = makeLan([{ name: 'a', addr: '198.18.0.1', noStart: true }]);
     const a = lan.hosts.a!;
-    const ask = (tpa: number) => lan.sendRaw(frame(BROADCAST_MAC, RAW_MAC, ETHERTYPE_ARP, arpPayload({
-      operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: RAW_IP, targetHardwareAddr: 0, targetProtocolAddr: tpa,
-    })));
+    const ask = (tpa: number) =>
+      lan.sendRaw(
+        frame(
+          BROADCAST_MAC,
+          RAW_MAC,
+          ETHERTYPE_ARP,
+          arpPayload({
+            operation: ARP_OP_REQUEST,
+            senderHardwareAddr: RAW_MAC,
+            senderProtocolAddr: RAW_IP,
+            targetHardwareAddr: 0,
+            targetProtocolAddr: tpa,
+          }),
+        ),
+      );
     ask(a.addr);
     ask(ip('198.18.0.7'));
     await runFor(lan.clock, 10);
     expect(lan.got.length).toBe(1);
     const f = lan.got[0]!;
     expect([dstMac(f), srcMac(f), f.readUInt16BE(12), f.length]).toEqual([RAW_MAC, a.mac, ETHERTYPE_ARP, 42]);
-    expect(arpOf(f)).toEqual({ operation: ARP_OP_REPLY, senderHardwareAddr: a.mac, senderProtocolAddr: a.addr, targetHardwareAddr: RAW_MAC, targetProtocolAddr: RAW_IP });
+    expect(arpOf(f)).toEqual({
+      operation: ARP_OP_REPLY,
+      senderHardwareAddr: a.mac,
+      senderProtocolAddr: a.addr,
+      targetHardwareAddr: RAW_MAC,
+      targetProtocolAddr: RAW_IP,
+    });
     expect(a.eth.counters).toMatchObject({ ArpInRequests: 2, ArpOutReplies: 1, ArpInIgnored: 1 });
     // The asker is now a STALE neighbour (it will talk to us next), the other request taught nothing.
     expect(a.eth.neighbours.state(RAW_IP)).toBe(Nud.Stale);
@@ -117,7 +168,14 @@ describe('Ethernet interface: ARP', () => {
     const lan = makeLan([{ name: 'a', addr: '198.18.0.1', noStart: true, eth: { proxyArp: [{ addr: ip('198.18.10.0'), prefix: 24 }] } }]);
     const a = lan.hosts.a!;
     for (const t of ['198.18.10.5', '198.18.10.254', '198.18.10.0', '198.18.10.255', '198.18.11.5']) {
-      lan.sendRaw(frame(BROADCAST_MAC, RAW_MAC, ETHERTYPE_ARP, arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: RAW_IP, targetHardwareAddr: 0, targetProtocolAddr: ip(t) })));
+      lan.sendRaw(
+        frame(
+          BROADCAST_MAC,
+          RAW_MAC,
+          ETHERTYPE_ARP,
+          arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: RAW_IP, targetHardwareAddr: 0, targetProtocolAddr: ip(t) }),
+        ),
+      );
     }
     await runFor(lan.clock, 10);
     expect(lan.got.map((f) => formatIpv4(arpOf(f).senderProtocolAddr))).toEqual(['198.18.10.5', '198.18.10.254']);
@@ -135,12 +193,27 @@ describe('Ethernet interface: ARP', () => {
     const events: unknown[] = [];
     const lan = makeLan([{ name: 'a', addr: '198.18.0.1', noStart: true, eth: { onEvent: (e) => events.push(e) } }]);
     const a = lan.hosts.a!;
-    lan.sendRaw(frame(BROADCAST_MAC, RAW_MAC, ETHERTYPE_ARP, arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: 0, targetHardwareAddr: 0, targetProtocolAddr: a.addr })));
+    lan.sendRaw(
+      frame(
+        BROADCAST_MAC,
+        RAW_MAC,
+        ETHERTYPE_ARP,
+        arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: 0, targetHardwareAddr: 0, targetProtocolAddr: a.addr }),
+      ),
+    );
     await runFor(lan.clock, 10);
     expect(lan.got.length).toBe(1);
     expect(arpOf(lan.got[0]!)).toMatchObject({ operation: ARP_OP_REPLY, senderProtocolAddr: a.addr, targetProtocolAddr: 0 });
     expect(a.eth.neighbours.size).toBe(0);
-    const conflict = () => lan.sendRaw(frame(BROADCAST_MAC, RAW_MAC, ETHERTYPE_ARP, arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: a.addr, targetHardwareAddr: 0, targetProtocolAddr: a.addr })));
+    const conflict = () =>
+      lan.sendRaw(
+        frame(
+          BROADCAST_MAC,
+          RAW_MAC,
+          ETHERTYPE_ARP,
+          arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: a.addr, targetHardwareAddr: 0, targetProtocolAddr: a.addr }),
+        ),
+      );
     lan.got.length = 0;
     conflict();
     await runFor(lan.clock, 100);
@@ -191,11 +264,21 @@ describe('Ethernet interface: which frames are ours', () => {
   test('malformed frames are counted by reason and dropped, and the stack keeps working', async () => {
     const lan = two();
     const { a, b } = lan.hosts as Record<string, NonNullable<typeof lan.hosts.a>>;
-    const arpReq = arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: RAW_IP, targetHardwareAddr: 0, targetProtocolAddr: a.addr });
-    const badLen = Buffer.from(arpReq); badLen[4] = 8; // hardware length 8
-    const badPlen = Buffer.from(arpReq); badPlen[5] = 6;
-    const badOp = Buffer.from(arpReq); badOp.writeUInt16BE(9, 6);
-    const badHw = Buffer.from(arpReq); badHw.writeUInt16BE(6, 0);
+    const arpReq = arpPayload({
+      operation: ARP_OP_REQUEST,
+      senderHardwareAddr: RAW_MAC,
+      senderProtocolAddr: RAW_IP,
+      targetHardwareAddr: 0,
+      targetProtocolAddr: a.addr,
+    });
+    const badLen = Buffer.from(arpReq);
+    badLen[4] = 8; // hardware length 8
+    const badPlen = Buffer.from(arpReq);
+    badPlen[5] = 6;
+    const badOp = Buffer.from(arpReq);
+    badOp.writeUInt16BE(9, 6);
+    const badHw = Buffer.from(arpReq);
+    badHw.writeUInt16BE(6, 0);
     const mcastSrc = frame(a.mac, mac('01:00:5e:00:00:05'), ETHERTYPE_IPV4, echoRequest(a.addr));
     const crafted = [
       Buffer.from([1, 2, 3]), // runt
@@ -213,15 +296,29 @@ describe('Ethernet interface: which frames are ours', () => {
     for (const f of crafted) lan.sendRaw(f);
     await runFor(lan.clock, 10);
     expect(a.eth.counters).toMatchObject({
-      EthInRunts: 2, EthInNotEthernetII: 1, EthInUnknownEtherType: 1, EthInBadSource: 1,
-      ArpInErrors: 5, ArpInTruncated: 1, ArpInBadLengths: 2, ArpInBadOperation: 1, ArpInUnsupported: 1, ArpOutReplies: 0,
+      EthInRunts: 2,
+      EthInNotEthernetII: 1,
+      EthInUnknownEtherType: 1,
+      EthInBadSource: 1,
+      ArpInErrors: 5,
+      ArpInTruncated: 1,
+      ArpInBadLengths: 2,
+      ArpInBadOperation: 1,
+      ArpInUnsupported: 1,
+      ArpOutReplies: 0,
     });
     expect(a.stack.counters.IpInHdrErrors).toBe(1);
     expect(a.stack.counters.IcmpInEchos).toBe(0);
     expect(a.eth.neighbours.size).toBe(0);
     // Still fine: a TCP exchange afterwards.
     let got = '';
-    b.net.createServer((s) => s.on('data', (d: Buffer) => { got += d.toString(); })).listen(7);
+    b.net
+      .createServer((s) =>
+        s.on('data', (d: Buffer) => {
+          got += d.toString();
+        }),
+      )
+      .listen(7);
     a.net.connect({ host: '198.18.0.2', port: 7 }).end('after the garbage');
     expect(await runUntil(lan.clock, () => got === 'after the garbage', 5000)).toBe(true);
   });
@@ -254,7 +351,13 @@ describe('Ethernet interface: failure and routing', () => {
     const lan = makeLan([{ name: 'a', addr: '198.18.0.1', noStart: true }]);
     const a = lan.hosts.a!;
     let got = '';
-    a.net.createServer((s) => s.on('data', (d: Buffer) => { got += d.toString(); })).listen(80);
+    a.net
+      .createServer((s) =>
+        s.on('data', (d: Buffer) => {
+          got += d.toString();
+        }),
+      )
+      .listen(80);
     a.net.connect({ host: '198.18.0.1', port: 80 }).end('to myself');
     expect(await runUntil(lan.clock, () => got === 'to myself', 2000)).toBe(true);
     expect(lan.seg.seen.length).toBe(0);
@@ -287,7 +390,20 @@ describe('Ethernet interface: failure and routing', () => {
         if (f.readUInt16BE(12) !== ETHERTYPE_ARP) continue;
         const r = arpOf(f);
         if (r.operation === ARP_OP_REQUEST && r.targetProtocolAddr === ip('198.18.0.254')) {
-          lan.sendRaw(frame(r.senderHardwareAddr, routerMac, ETHERTYPE_ARP, arpPayload({ operation: ARP_OP_REPLY, senderHardwareAddr: routerMac, senderProtocolAddr: ip('198.18.0.254'), targetHardwareAddr: r.senderHardwareAddr, targetProtocolAddr: r.senderProtocolAddr })));
+          lan.sendRaw(
+            frame(
+              r.senderHardwareAddr,
+              routerMac,
+              ETHERTYPE_ARP,
+              arpPayload({
+                operation: ARP_OP_REPLY,
+                senderHardwareAddr: routerMac,
+                senderProtocolAddr: ip('198.18.0.254'),
+                targetHardwareAddr: r.senderHardwareAddr,
+                targetProtocolAddr: r.senderProtocolAddr,
+              }),
+            ),
+          );
         }
       }
     };
@@ -323,7 +439,13 @@ describe('Ethernet interface: failure and routing', () => {
     const lan = two();
     const { a, b } = lan.hosts as Record<string, NonNullable<typeof lan.hosts.a>>;
     let bytes = 0;
-    b.net.createServer((s) => s.on('data', (d: Buffer) => { bytes += d.length; })).listen(9001);
+    b.net
+      .createServer((s) =>
+        s.on('data', (d: Buffer) => {
+          bytes += d.length;
+        }),
+      )
+      .listen(9001);
     const c = a.net.connect({ host: '198.18.0.2', port: 9001 });
     await runUntil(lan.clock, () => [...a.stack.tcp.table.all()].some((x) => x.state === 4), 2000);
     // Drop a's full-sized segments; answer the first with an ICMP fragmentation needed (MTU 1280) from a router.
@@ -336,7 +458,19 @@ describe('Ethernet interface: failure and routing', () => {
         const icmp = Buffer.alloc(20 + 8 + quote.length);
         quote.copy(icmp, 28);
         emitIcmp(icmp, 20, { ...newIcmpRepr(), type: ICMP_DEST_UNREACH, code: UNREACH_FRAG_NEEDED, nextHopMtu: 1280, bodyLength: quote.length });
-        emitIpv4Header(icmp, 0, { src: ip('198.18.0.250'), dst: a.addr, protocol: 1, ttl: 64, tos: 0, ident: 1, dontFragment: false, moreFragments: false, fragmentOffset: 0, headerLength: 20, totalLength: icmp.length });
+        emitIpv4Header(icmp, 0, {
+          src: ip('198.18.0.250'),
+          dst: a.addr,
+          protocol: 1,
+          ttl: 64,
+          tos: 0,
+          ident: 1,
+          dontFragment: false,
+          moreFragments: false,
+          fragmentOffset: 0,
+          headerLength: 20,
+          totalLength: icmp.length,
+        });
         lan.sendRaw(frame(a.mac, RAW_MAC, ETHERTYPE_IPV4, icmp));
       }
       return true;
@@ -361,7 +495,9 @@ describe('Ethernet interface: IGMPv2', () => {
     expect(reports().length).toBe(2);
     // The first is what Linux sends (test/unit/ethernet-wire.test.ts), from our MAC.
     const want = Buffer.concat([Buffer.alloc(14), buildIgmpDatagram(a.addr, group, { type: IGMP_V2_MEMBERSHIP_REPORT, maxRespTime: 0, group })]);
-    writeMac(want, 0, ipv4MulticastMac(group)); writeMac(want, 6, a.mac); want.writeUInt16BE(0x0800, 12);
+    writeMac(want, 0, ipv4MulticastMac(group));
+    writeMac(want, 6, a.mac);
+    want.writeUInt16BE(0x0800, 12);
     expect(reports()[0]!.frame).toEqual(want);
     expect(reports()[0]!.t).toBe(t0);
     expect(reports()[1]!.t - t0).toBe(5000); // random 0.5 of the 10 s interval
@@ -415,7 +551,14 @@ describe('Ethernet interface: the seam for NLB', () => {
     a.eth.addUnicastMac(clusterMac);
     a.eth.sourceMac = masked;
     a.eth.addAddress(cluster, { arpMac: clusterMac });
-    lan.sendRaw(frame(BROADCAST_MAC, RAW_MAC, ETHERTYPE_ARP, arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: RAW_IP, targetHardwareAddr: 0, targetProtocolAddr: cluster })));
+    lan.sendRaw(
+      frame(
+        BROADCAST_MAC,
+        RAW_MAC,
+        ETHERTYPE_ARP,
+        arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: RAW_IP, targetHardwareAddr: 0, targetProtocolAddr: cluster }),
+      ),
+    );
     await runFor(lan.clock, 10);
     const rep = lan.got[0]!;
     expect(formatMac(srcMac(rep))).toBe('02:01:c6:12:00:0a'); // the frame: masked
@@ -431,7 +574,14 @@ describe('Ethernet interface: the seam for NLB', () => {
     expect(a.eth.removeAddress(cluster)).toBe(true);
     expect(a.eth.removeAddress(a.addr)).toBe(false); // the stack's own address stays
     lan.got.length = 0;
-    lan.sendRaw(frame(BROADCAST_MAC, RAW_MAC, ETHERTYPE_ARP, arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: RAW_IP, targetHardwareAddr: 0, targetProtocolAddr: cluster })));
+    lan.sendRaw(
+      frame(
+        BROADCAST_MAC,
+        RAW_MAC,
+        ETHERTYPE_ARP,
+        arpPayload({ operation: ARP_OP_REQUEST, senderHardwareAddr: RAW_MAC, senderProtocolAddr: RAW_IP, targetHardwareAddr: 0, targetProtocolAddr: cluster }),
+      ),
+    );
     lan.sendRaw(frame(clusterMac, RAW_MAC, ETHERTYPE_IPV4, echoRequest(cluster, 2)));
     await runFor(lan.clock, 10);
     expect(lan.got).toEqual([]);
@@ -452,12 +602,27 @@ describe('Ethernet interface: the seam for NLB', () => {
     a.eth.sendFrame({ dst: BROADCAST_MAC, etherType: ETHERTYPE_MS_NLB }, Buffer.from('heartbeat'));
     // Odd source ports pass, even ones are somebody else's bucket.
     let seen = 0;
-    a.eth.setIpv4Filter(cluster, (pkt) => { seen++; return (pkt.readUInt16BE(20) & 1) === 1; });
+    a.eth.setIpv4Filter(cluster, (pkt) => {
+      seen++;
+      return (pkt.readUInt16BE(20) & 1) === 1;
+    });
     a.eth.neighbours.learn(RAW_IP, RAW_MAC, { reply: false, forUs: true, gratuitous: false }, lan.clock.now);
     const udp = (sport: number) => {
       const p = Buffer.alloc(20 + 8 + 4);
       emitUdp(p, 20, { srcPort: sport, dstPort: 9, payloadOffset: 0, payloadLength: 4 }, RAW_IP, cluster);
-      emitIpv4Header(p, 0, { src: RAW_IP, dst: cluster, protocol: PROTO_UDP, ttl: 64, tos: 0, ident: sport, dontFragment: false, moreFragments: false, fragmentOffset: 0, headerLength: 20, totalLength: p.length });
+      emitIpv4Header(p, 0, {
+        src: RAW_IP,
+        dst: cluster,
+        protocol: PROTO_UDP,
+        ttl: 64,
+        tos: 0,
+        ident: sport,
+        dontFragment: false,
+        moreFragments: false,
+        fragmentOffset: 0,
+        headerLength: 20,
+        totalLength: p.length,
+      });
       return frame(mcastMac, RAW_MAC, ETHERTYPE_IPV4, p);
     };
     for (const sport of [1001, 1002, 1003, 1004]) lan.sendRaw(udp(sport));
@@ -474,12 +639,19 @@ describe('Ethernet interface: the seam for NLB', () => {
   });
 
   test('a learning bridge floods frames to a MAC it never saw as a source (why NLB unicast mode masks it)', async () => {
-    const lan = makeLan([
-      { name: 'h1', addr: '198.18.0.2', noStart: true }, { name: 'h2', addr: '198.18.0.3', noStart: true },
-    ], { mode: 'bridge' });
+    const lan = makeLan(
+      [
+        { name: 'h1', addr: '198.18.0.2', noStart: true },
+        { name: 'h2', addr: '198.18.0.3', noStart: true },
+      ],
+      { mode: 'bridge' },
+    );
     const { h1, h2 } = lan.hosts as Record<string, NonNullable<typeof lan.hosts.h1>>;
     const clusterMac = mac('02:bf:c6:12:00:0a');
-    for (const h of [h1, h2]) { h.eth.addUnicastMac(clusterMac); h.eth.addAddress(ip('198.18.0.10'), { arpMac: clusterMac, announce: false }); }
+    for (const h of [h1, h2]) {
+      h.eth.addUnicastMac(clusterMac);
+      h.eth.addAddress(ip('198.18.0.10'), { arpMac: clusterMac, announce: false });
+    }
     h1.eth.sourceMac = mac('02:01:c6:12:00:0a');
     h2.eth.sourceMac = mac('02:02:c6:12:00:0a');
     h1.eth.sendFrame({ dst: BROADCAST_MAC, etherType: ETHERTYPE_MS_NLB }, Buffer.alloc(10));

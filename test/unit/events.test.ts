@@ -28,23 +28,42 @@ describe('EventLog', () => {
   it('stamps seq and ISO wall time', () => {
     let t = Date.parse('2026-01-02T03:04:05.000Z');
     const log = new EventLog({ now: () => new Date((t += 1000)) });
-    const a = log.emit({ kind: EventKind.SynProtectionTriggered, fault: 'kb903927', message: 'half-open over limit',
-      data: { threshold: 'TcpMaxHalfOpen', value: 501, limit: 500 } });
+    const a = log.emit({
+      kind: EventKind.SynProtectionTriggered,
+      fault: 'kb903927',
+      message: 'half-open over limit',
+      data: { threshold: 'TcpMaxHalfOpen', value: 501, limit: 500 },
+    });
     const b = log.emit({ kind: EventKind.SynProtectionCleared, message: 'back under limits' });
-    expect(a).toEqual({ seq: 1, ts: '2026-01-02T03:04:06.000Z', fault: 'kb903927', kind: 'syn-protection-triggered',
-      message: 'half-open over limit', data: { threshold: 'TcpMaxHalfOpen', value: 501, limit: 500 } });
+    expect(a).toEqual({
+      seq: 1,
+      ts: '2026-01-02T03:04:06.000Z',
+      fault: 'kb903927',
+      kind: 'syn-protection-triggered',
+      message: 'half-open over limit',
+      data: { threshold: 'TcpMaxHalfOpen', value: 501, limit: 500 },
+    });
     expect(b.seq).toBe(2);
     expect(b.ts).toBe('2026-01-02T03:04:07.000Z');
     expect('fault' in b).toBe(false);
     expect(log.lastSeq).toBe(2);
   });
 
-  it('defines the event kinds in the articles\' terms', () => {
-    expect(Object.values(EventKind)).toEqual(expect.arrayContaining([
-      'syn-protection-triggered', 'syn-protection-cleared', 'backlog-reset', 'leak-retained',
-      'lock-taken-not-released', 'lock-released', 'hostroute-limit-reached', 'icmp-ignored-at-limit',
-      'fault-mode-changed', 'param-changed',
-    ]));
+  it("defines the event kinds in the articles' terms", () => {
+    expect(Object.values(EventKind)).toEqual(
+      expect.arrayContaining([
+        'syn-protection-triggered',
+        'syn-protection-cleared',
+        'backlog-reset',
+        'leak-retained',
+        'lock-taken-not-released',
+        'lock-released',
+        'hostroute-limit-reached',
+        'icmp-ignored-at-limit',
+        'fault-mode-changed',
+        'param-changed',
+      ]),
+    );
   });
 
   it('keeps a bounded ring; recent(n) is oldest first', () => {
@@ -136,8 +155,12 @@ describe('EventLog', () => {
     cfg.setMode('synprotect-leak', 'buggy');
     cfg.setParam('tcpmaxhalfopen', 10);
     const [m, p] = log.recent();
-    expect(m).toMatchObject({ fault: 'kb903927', kind: 'fault-mode-changed', message: 'kb903927 (synprotect-leak) mode hotfixed -> buggy',
-      data: { fault: 'kb903927', from: 'hotfixed', to: 'buggy' } });
+    expect(m).toMatchObject({
+      fault: 'kb903927',
+      kind: 'fault-mode-changed',
+      message: 'kb903927 (synprotect-leak) mode hotfixed -> buggy',
+      data: { fault: 'kb903927', from: 'hotfixed', to: 'buggy' },
+    });
     expect(p).toMatchObject({ kind: 'param-changed', message: 'TcpMaxHalfOpen 500 -> 10', data: { name: 'TcpMaxHalfOpen', from: 500, to: 10 } });
     stop();
     cfg.setParam('TcpMaxHalfOpen', 11);

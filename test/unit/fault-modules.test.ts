@@ -39,7 +39,11 @@ function sources(dir: string): string[] {
 function hits(files: string[], re: RegExp): string[] {
   const out: string[] = [];
   for (const f of files) {
-    fs.readFileSync(path.join(ROOT, f), 'utf8').split('\n').forEach((line, i) => { if (re.test(line)) out.push(`${f}:${i + 1}`); });
+    fs.readFileSync(path.join(ROOT, f), 'utf8')
+      .split('\n')
+      .forEach((line, i) => {
+        if (re.test(line)) out.push(`${f}:${i + 1}`);
+      });
   }
   return out;
 }
@@ -73,7 +77,7 @@ describe('the fault boundary in the source tree', () => {
 });
 
 describe('the catalogue is the union of the modules', () => {
-  it('lists the modules\' specs in their order, each with the parameters it owns', () => {
+  it("lists the modules' specs in their order, each with the parameters it owns", () => {
     expect(FAULTS.map((f) => f.id)).toEqual(FAULT_MODULES.map((m) => m.spec.id));
     for (const m of FAULT_MODULES) {
       const f = FAULTS.find((x) => x.id === m.spec.id)!;
@@ -105,7 +109,7 @@ describe('the catalogue is the union of the modules', () => {
 });
 
 describe('installing and uninstalling the modules', () => {
-  it('replaces the core\'s hooks with the modules\' and puts the defaults back', () => {
+  it("replaces the core's hooks with the modules' and puts the defaults back", () => {
     const p = makePair();
     const s = p.a;
     const defaults = { ...s.tcp.hooks };

@@ -16,7 +16,6 @@ import { buildFaultConfig, FaultConfig, type ConfigChange } from '../../stack/fa
 import { UsageError } from '../../stack/util/errors';
 import { usageMessage } from './helpers/usage';
 
-
 describe('fault catalogue', () => {
   it('lists the five faults with ids, aliases, articles and modes', () => {
     expect(FAULTS.map((f) => [f.id, f.alias])).toEqual([
@@ -160,7 +159,11 @@ describe('FaultConfig', () => {
     const cfg = new FaultConfig();
     expect(cfg.profile).toBe('win2003-sp1');
     expect(cfg.modes).toEqual({
-      kb903927: 'hotfixed', kb297040: 'hotfixed', kb898060: 'hotfixed', kb972183: 'hotfixed', kb319381: 'hotfixed',
+      kb903927: 'hotfixed',
+      kb297040: 'hotfixed',
+      kb898060: 'hotfixed',
+      kb972183: 'hotfixed',
+      kb319381: 'hotfixed',
     });
     expect(cfg.params.SynAttackProtect).toBe(2);
     expect(cfg.params.TcpStackProfile).toBe('windows');
@@ -203,12 +206,8 @@ describe('FaultConfig', () => {
 
   it('validates parameter types and ranges', () => {
     const cfg = new FaultConfig();
-    expect(usageMessage(() => cfg.setParam('SynAttackProtect', 3))).toBe(
-      'parameter SynAttackProtect: 3 is out of range; valid values are 0..2',
-    );
-    expect(usageMessage(() => cfg.setParam('TcpMaxConnectResponseRetransmissions', '256'))).toContain(
-      'valid values are 0..255 retransmissions',
-    );
+    expect(usageMessage(() => cfg.setParam('SynAttackProtect', 3))).toBe('parameter SynAttackProtect: 3 is out of range; valid values are 0..2');
+    expect(usageMessage(() => cfg.setParam('TcpMaxConnectResponseRetransmissions', '256'))).toContain('valid values are 0..255 retransmissions');
     expect(usageMessage(() => cfg.setParam('PMTUFloor', 67))).toContain('68..576');
     expect(usageMessage(() => cfg.setParam('TcpMaxHalfOpen', 'many'))).toContain("'many' is not an integer");
     expect(usageMessage(() => cfg.setParam('TcpMaxHalfOpen', 1.5))).toContain('not an integer');
@@ -227,17 +226,32 @@ describe('FaultConfig', () => {
   it('applies each profile on top of the defaults', () => {
     const nt4 = new FaultConfig('nt4-sp6a');
     expect(nt4.params).toMatchObject({
-      TcpStackProfile: 'windows', SynAttackProtect: 0, TcpMaxConnectRetransmissions: 2, PMTUFloor: 68,
+      TcpStackProfile: 'windows',
+      SynAttackProtect: 0,
+      TcpMaxConnectRetransmissions: 2,
+      PMTUFloor: 68,
     });
     const sp1 = new FaultConfig('win2003-sp1');
     expect(sp1.params).toMatchObject({
-      TcpStackProfile: 'windows', SynAttackProtect: 2, TcpMaxHalfOpen: 500, TcpMaxHalfOpenRetried: 400,
-      TcpMaxPortsExhausted: 5, TcpMaxConnectResponseRetransmissions: 2, PMTUFloor: 576, MaxIcmpHostRoutes: 1000,
+      TcpStackProfile: 'windows',
+      SynAttackProtect: 2,
+      TcpMaxHalfOpen: 500,
+      TcpMaxHalfOpenRetried: 400,
+      TcpMaxPortsExhausted: 5,
+      TcpMaxConnectResponseRetransmissions: 2,
+      PMTUFloor: 576,
+      MaxIcmpHostRoutes: 1000,
     });
     const linux = new FaultConfig('linux');
     expect(linux.params).toMatchObject({
-      TcpStackProfile: 'linux', SynAttackProtect: 0, tcp_syncookies: 1, tcp_abort_on_overflow: 0,
-      tcp_max_syn_backlog: 128, somaxconn: 4096, PMTUFloor: 552, HostRouteAgingSec: 600,
+      TcpStackProfile: 'linux',
+      SynAttackProtect: 0,
+      tcp_syncookies: 1,
+      tcp_abort_on_overflow: 0,
+      tcp_max_syn_backlog: 128,
+      somaxconn: 4096,
+      PMTUFloor: 552,
+      HostRouteAgingSec: 600,
     });
     // Profiles never set fault modes.
     for (const name of ['nt4-sp6a', 'win2003-sp1', 'linux']) {
@@ -273,9 +287,7 @@ describe('FaultConfig', () => {
     expect(cfg.params.MaxIcmpHostRoutes).toBe(1000);
     expect(cfg.params.TcpStackProfile).toBe('windows');
     expect(cfg.modes.kb898060).toBe('buggy');
-    expect(usageMessage(() => cfg.applyProfile('win95'))).toBe(
-      "unknown profile 'win95': valid profiles are nt4-sp6a, win2003-sp1, linux",
-    );
+    expect(usageMessage(() => cfg.applyProfile('win95'))).toBe("unknown profile 'win95': valid profiles are nt4-sp6a, win2003-sp1, linux");
   });
 
   it('notifies listeners of effective changes only, until unsubscribed', () => {
@@ -345,9 +357,7 @@ describe('buildFaultConfig', () => {
   });
 
   it('explains every bad input in one line', () => {
-    expect(usageMessage(() => buildFaultConfig({ profile: 'xp', faults: [], params: [] }))).toContain(
-      'valid profiles are nt4-sp6a, win2003-sp1, linux',
-    );
+    expect(usageMessage(() => buildFaultConfig({ profile: 'xp', faults: [], params: [] }))).toContain('valid profiles are nt4-sp6a, win2003-sp1, linux');
     expect(usageMessage(() => buildFaultConfig({ faults: ['kb903927'], params: [] }))).toBe(
       "bad fault setting 'kb903927': expected NAME=VALUE, for example kb903927=buggy or synprotect-leak=hotfixed",
     );
@@ -360,9 +370,7 @@ describe('buildFaultConfig', () => {
     expect(usageMessage(() => buildFaultConfig({ faults: [], params: ['SynAttackProtect='] }))).toContain(
       'expected NAME=VALUE, for example SynAttackProtect=2',
     );
-    expect(usageMessage(() => buildFaultConfig({ faults: [], params: ['MaxIcmpHostRoute=5'] }))).toContain(
-      'did you mean MaxIcmpHostRoutes',
-    );
+    expect(usageMessage(() => buildFaultConfig({ faults: [], params: ['MaxIcmpHostRoute=5'] }))).toContain('did you mean MaxIcmpHostRoutes');
     expect(usageMessage(() => buildFaultConfig({ faults: [], params: ['TcpMaxHalfOpen=0'] }))).toBe(
       'parameter TcpMaxHalfOpen: 0 is out of range; valid values are 1..65535 connections',
     );
@@ -406,7 +414,9 @@ describe('faultstack faults', () => {
     expect(j.defaultProfile).toBe('win2003-sp1');
     expect(j.faults.map((f: { id: string }) => f.id)).toEqual([...FAULT_IDS]);
     expect(j.params.find((p: { name: string }) => p.name === 'MaxIcmpHostRoutes')).toMatchObject({
-      type: 'int', default: 1000, faults: ['kb898060'],
+      type: 'int',
+      default: 1000,
+      faults: ['kb898060'],
     });
     expect(j.profiles.map((p: { name: string }) => p.name)).toEqual(['nt4-sp6a', 'win2003-sp1', 'linux']);
   });

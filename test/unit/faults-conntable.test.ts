@@ -33,8 +33,7 @@ function rig(opts: { mode: 'buggy' | 'hotfixed'; params?: Params }) {
   const cfg = buildFaultConfig({
     profile: 'nt4-sp6a',
     faults: [`kb297040=${opts.mode}`],
-    params: Object.entries({ SynAttackProtect: 1, TcpMaxConnectRetransmissions: 2, TcpInitialRttMs: 3000, ...opts.params })
-      .map(([k, v]) => `${k}=${v}`),
+    params: Object.entries({ SynAttackProtect: 1, TcpMaxConnectRetransmissions: 2, TcpInitialRttMs: 3000, ...opts.params }).map(([k, v]) => `${k}=${v}`),
   });
   const events = new EventLog();
   const installed = installFaults(p.a, cfg, events);
@@ -49,8 +48,16 @@ function rig(opts: { mode: 'buggy' | 'hotfixed'; params?: Params }) {
     const s = p.netA.connect({ host: NOWHERE, port }) as FsSocket;
     const sink = watch(s);
     let connected = false;
-    s.on('connect', () => { connected = true; });
-    return { s, sink, get connected() { return connected; } };
+    s.on('connect', () => {
+      connected = true;
+    });
+    return {
+      s,
+      sink,
+      get connected() {
+        return connected;
+      },
+    };
   };
 
   let pingSeq = 0;
@@ -69,7 +76,12 @@ function rig(opts: { mode: 'buggy' | 'hotfixed'; params?: Params }) {
   const establishedFromB = async () => {
     const got: Buffer[] = [];
     let serverSide: FsSocket | null = null;
-    p.netA.createServer((s) => { serverSide = s as FsSocket; s.on('data', (d: Buffer) => got.push(d)); }).listen(7000);
+    p.netA
+      .createServer((s) => {
+        serverSide = s as FsSocket;
+        s.on('data', (d: Buffer) => got.push(d));
+      })
+      .listen(7000);
     const c = p.netB.connect({ host: A_ADDR, port: 7000 }) as FsSocket;
     const sink = watch(c);
     expect(await runUntil(p.clock, () => serverSide !== null, 100)).toBe(true);
@@ -91,10 +103,17 @@ describe('the active open schedule (TcpMaxConnectRetransmissions, TcpInitialRttM
     const t0 = r.p.clock.now;
     const c = r.connectNowhere();
     let failedAt = -1;
-    expect(await runUntil(r.p.clock, () => {
-      if (failedAt < 0 && c.sink.error) failedAt = r.p.clock.now - t0;
-      return failedAt >= 0;
-    }, 30_000, 10)).toBe(true);
+    expect(
+      await runUntil(
+        r.p.clock,
+        () => {
+          if (failedAt < 0 && c.sink.error) failedAt = r.p.clock.now - t0;
+          return failedAt >= 0;
+        },
+        30_000,
+        10,
+      ),
+    ).toBe(true);
     expect(synTimes(r, t0)).toEqual([0, 3000, 9000]);
     expect(Math.abs(failedAt - 21_000)).toBeLessThanOrEqual(10);
     expect(c.sink.error!.code).toBe('ETIMEDOUT');
@@ -131,7 +150,12 @@ describe('KB 297040 buggy, SynAttackProtect set: the connection-table lock is ne
     const est = await r.establishedFromB();
     est.c.write('before ');
     expect(await runUntil(r.p.clock, () => est.text() === 'before ', 100)).toBe(true);
-    expect(await (async () => { const ok = r.ping(); return runUntil(r.p.clock, ok, 100); })()).toBe(true);
+    expect(
+      await (async () => {
+        const ok = r.ping();
+        return runUntil(r.p.clock, ok, 100);
+      })(),
+    ).toBe(true);
 
     const t0 = r.p.clock.now;
     const c = r.connectNowhere();
@@ -160,7 +184,9 @@ describe('KB 297040 buggy, SynAttackProtect set: the connection-table lock is ne
     est.c.write('during the hang');
     const newClient = r.p.netB.connect({ host: A_ADDR, port: 7000 }) as FsSocket;
     let newConnected = false;
-    newClient.on('connect', () => { newConnected = true; });
+    newClient.on('connect', () => {
+      newConnected = true;
+    });
     await runFor(r.p.clock, 3_000, 10);
     expect(est.text()).toBe('before ');
     expect(r.p.b.counters.TcpRetransSegs).toBeGreaterThan(0);
@@ -214,7 +240,10 @@ describe('KB 297040 buggy, SynAttackProtect set: the connection-table lock is ne
 });
 
 describe('KB 297040 hotfixed, or without its precondition: the failure is reported and nothing hangs', () => {
-  for (const [name, mode, sap] of [['hotfixed, SynAttackProtect 1', 'hotfixed', 1], ['buggy, SynAttackProtect 0', 'buggy', 0]] as const) {
+  for (const [name, mode, sap] of [
+    ['hotfixed, SynAttackProtect 1', 'hotfixed', 1],
+    ['buggy, SynAttackProtect 0', 'buggy', 0],
+  ] as const) {
     test(`${name}: ETIMEDOUT, the lock was taken and released, ping and the established connection keep working`, async () => {
       const r = rig({ mode, params: { SynAttackProtect: sap, TcpInitialRttMs: 200 } });
       const est = await r.establishedFromB();

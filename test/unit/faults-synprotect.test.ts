@@ -66,10 +66,19 @@ function rig(opts: { mode?: 'buggy' | 'hotfixed'; params?: Params; backlog?: num
   /** A SYN from a spoofed lab source (198.18.100.x): half-open for good. */
   const spoofSyn = () => {
     spoofed++;
-    tap.inject('b', craftTcp({
-      src: parseIpv4(`198.18.100.${spoofed}`)!, dst: B_IP, sport: 40000 + spoofed, dport: PORT,
-      seq: (spoofed * 7919 * 65537) >>> 0, flags: SYN, mss: 1460, wscale: 7,
-    }));
+    tap.inject(
+      'b',
+      craftTcp({
+        src: parseIpv4(`198.18.100.${spoofed}`)!,
+        dst: B_IP,
+        sport: 40000 + spoofed,
+        dport: PORT,
+        seq: (spoofed * 7919 * 65537) >>> 0,
+        flags: SYN,
+        mss: 1460,
+        wscale: 7,
+      }),
+    );
   };
   /** A real client on A: records connect, data, error. */
   const client = (firstFlight?: string) => {
@@ -160,7 +169,9 @@ describe('KB 903927: the thresholds that trigger SYN attack protection', () => {
     const more = [r.client('x'), r.client('y')];
     expect(await runUntil(r.p.clock, () => [third, ...more].every((c) => c.sink.error !== null), 1000)).toBe(true);
     expect([third, ...more].map((c) => [c.connected, c.sink.error!.code])).toEqual([
-      [true, 'ECONNRESET'], [true, 'ECONNRESET'], [true, 'ECONNRESET'],
+      [true, 'ECONNRESET'],
+      [true, 'ECONNRESET'],
+      [true, 'ECONNRESET'],
     ]);
     expect(r.ofKind(EventKind.SynProtectionTriggered).length).toBe(1);
     expect(r.ofKind(EventKind.SynProtectionCleared)).toEqual([]);
@@ -208,10 +219,15 @@ describe('KB 142641: the SYN-ACK retransmission schedule', () => {
     const t0 = r.p.clock.now;
     r.spoofSyn();
     let goneAt = -1;
-    await runUntil(r.p.clock, () => {
-      if (goneAt < 0 && r.l.synQueue.size === 0 && r.p.clock.now > t0 + 1) goneAt = r.p.clock.now - t0;
-      return goneAt >= 0;
-    }, 60_000, 10);
+    await runUntil(
+      r.p.clock,
+      () => {
+        if (goneAt < 0 && r.l.synQueue.size === 0 && r.p.clock.now > t0 + 1) goneAt = r.p.clock.now - t0;
+        return goneAt >= 0;
+      },
+      60_000,
+      10,
+    );
     await runFor(r.p.clock, 30_000, 100); // nothing more after the give-up
     const times = r.tap.tcp('b->a', (t) => t.flags === (SYN | ACK)).map((s) => Math.round(s.t - t0));
     return { r, times, goneAt: Math.round(goneAt) };
@@ -280,7 +296,8 @@ describe('KB 903927: a full backlog, with protection off and on', () => {
     expect(r.kb.listener.isTriggered(r.l)).toBe(true); // TcpMaxPortsExhausted 0: as soon as the backlog is consumed
     expect(r.ofKind(EventKind.SynProtectionTriggered)[0].message).toBe(
       'SYN attack protection triggered on port 5061: TcpMaxPortsExhausted is 0 and the backlog of 1 is consumed; ' +
-      'connections are now indicated only after the handshake completes');
+        'connections are now indicated only after the handshake completes',
+    );
     const hello = 'ClientHello: sixty bytes of the start of a TLS negotiation...';
     const late = r.client(hello);
     expect(await runUntil(r.p.clock, () => late.sink.error !== null, 1000)).toBe(true);
@@ -288,18 +305,22 @@ describe('KB 903927: a full backlog, with protection off and on', () => {
     expect(late.sink.error!.code).toBe('ECONNRESET');
     const port = late.s.localPort!;
     const segs = r.tap.tcp(undefined, (t) => t.sport === port || t.dport === port);
-    const label = (s: (typeof segs)[number]) =>
-      `${s.dir} ${s.tcp.flags & RST ? 'R' : s.tcp.flags & SYN ? 'S' : s.tcp.len > 0 ? 'data' : '.'}`;
+    const label = (s: (typeof segs)[number]) => `${s.dir} ${s.tcp.flags & RST ? 'R' : s.tcp.flags & SYN ? 'S' : s.tcp.len > 0 ? 'data' : '.'}`;
     // Handshake, the first flight (it carries the handshake's ACK: the client writes in
     // its connect handler), then the server's RST. A pure ACK the client sends after its
     // data reaches a connection that is gone and is answered with a RST of its own.
     const firstRst = segs.findIndex((s) => s.dir === 'b->a' && (s.tcp.flags & RST) !== 0);
-    expect(segs.slice(0, firstRst + 1).filter((s) => label(s) !== 'a->b .').map(label)).toEqual(['a->b S', 'b->a S', 'a->b data', 'b->a R']);
+    expect(
+      segs
+        .slice(0, firstRst + 1)
+        .filter((s) => label(s) !== 'a->b .')
+        .map(label),
+    ).toEqual(['a->b S', 'b->a S', 'a->b data', 'b->a R']);
     const synAck = segs[1].tcp;
     expect(segs[firstRst].tcp.seq).toBe((synAck.seq + 1) >>> 0);
     expect(segs[2].tcp.len).toBe(hello.length);
     // Nothing the server sent acknowledged the first flight before the RST.
-    expect(segs.filter((s) => s.dir === 'b->a' && (s.tcp.flags & ACK) && s.tcp.ack === (segs[0].tcp.seq + 1 + hello.length) >>> 0)).toEqual([]);
+    expect(segs.filter((s) => s.dir === 'b->a' && s.tcp.flags & ACK && s.tcp.ack === (segs[0].tcp.seq + 1 + hello.length) >>> 0)).toEqual([]);
     expect(r.l.resetAfterHandshake).toBe(1);
     expect(r.l.refusedSyns).toBe(0);
     expect(r.p.b.counters.FsBacklogResets).toBe(1);

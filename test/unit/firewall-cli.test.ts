@@ -25,7 +25,10 @@ describe('faultstack run as a firewall', () => {
     [['--tun', 'a', '--addr', '198.18.1.1/24', '--external-addr', '198.19.0.1/24'], /go with --external-tun NAME/],
     [['--tun', 'a', '--addr', '198.18.1.1/24', '--external-tun', 'b'], /--external-tun needs --external-addr/],
     [['--tun', 'a', '--addr', '198.18.1.1/24', '--external-tun', 'a', '--external-addr', '198.19.0.1/24'], /must differ from the internal device/],
-    [['--tun', 'a', '--addr', '198.18.1.1/24', '--external-tun', 'b', '--external-addr', '198.18.0.1/16'], /overlap: the two interfaces need separate networks/],
+    [
+      ['--tun', 'a', '--addr', '198.18.1.1/24', '--external-tun', 'b', '--external-addr', '198.18.0.1/16'],
+      /overlap: the two interfaces need separate networks/,
+    ],
     [[...base, '--external-host-addr', '198.19.5.1/24'], /--external-host-addr must be another address of 198\.19\.0\.0\/24/],
     [[...base, '--fw-rule', 'permit all'], /--fw-rule is not a rule: .*it must start with allow or deny/],
     [[...base, '--fw-rule', 'allow in icmp/80'], /ports go with tcp or udp only/],
@@ -52,7 +55,16 @@ describe('packet-filter rules', () => {
     expect(rs.match('in', 17, 0xc6130003, 0xc6130001, 1025)).toBeNull();
     expect(rs.match('in', 6, 0xc6130002, 0xc6130001, 1025)).toBeNull();
     expect(rs.describe().map((r) => r.hits)).toEqual([1, 1, 1]);
-    for (const bad of ['', 'allow', 'allow up tcp', 'allow in gre', 'allow in tcp/0', 'allow in tcp/9-3', 'allow in tcp from', 'allow in tcp from 1.2.3.4 from 5.6.7.8']) {
+    for (const bad of [
+      '',
+      'allow',
+      'allow up tcp',
+      'allow in gre',
+      'allow in tcp/0',
+      'allow in tcp/9-3',
+      'allow in tcp from',
+      'allow in tcp from 1.2.3.4 from 5.6.7.8',
+    ]) {
       expect(() => parseRule(bad), bad).toThrow(RuleSyntaxError);
     }
   });
@@ -63,7 +75,10 @@ describe('faultstack fw output', () => {
     const text = renderFw('summary', {
       interfaces: [{ name: 'internal', device: 'fw-in', address: '198.18.1.1/24', mtu: 1500, hostNetns: 'in' }],
       routes: [{ destination: '0.0.0.0/0', interface: 'external', mtu: 1500, kind: 'default' }],
-      counters: { FwForwardedOut: 3, FwDropped: 800 }, drops: { 'media-port-closed': 800, spoofed: 0 }, fwc: {}, media: { enabled: true, MediaPortsLeftClosed: 5 },
+      counters: { FwForwardedOut: 3, FwDropped: 800 },
+      drops: { 'media-port-closed': 800, spoofed: 0 },
+      fwc: {},
+      media: { enabled: true, MediaPortsLeftClosed: 5 },
       portScan: { wellKnown: 10, allPorts: 20, intervalMs: 60_000, raised: { 15104: 1, 15105: 0 } },
       fault: { id: 'kb319381', mode: 'buggy', releaseDelayMs: 500, rebindsWhileReleasing: 2, addrInUse: 2, leftClosed: 5, reopened: 0 },
     });
@@ -77,8 +92,23 @@ describe('faultstack fw output', () => {
 
   it('bindings: each binding with its media state', () => {
     const text = renderFw('bindings', {
-      bindings: [{ client: '198.18.1.2', session: 1, bindId: 2, external: '198.19.0.1:7000', relay: '198.18.1.1:5000', clientPort: 7000, state: 'bound', media: { state: 'closed', server: '198.19.0.2' }, relayedIn: 0, relayedOut: 0, dropped: 160 }],
-      media: [], openings: [],
+      bindings: [
+        {
+          client: '198.18.1.2',
+          session: 1,
+          bindId: 2,
+          external: '198.19.0.1:7000',
+          relay: '198.18.1.1:5000',
+          clientPort: 7000,
+          state: 'bound',
+          media: { state: 'closed', server: '198.19.0.2' },
+          relayedIn: 0,
+          relayedOut: 0,
+          dropped: 160,
+        },
+      ],
+      media: [],
+      openings: [],
     });
     expect(text).toMatch(/198\.19\.0\.1:7000 +198\.18\.1\.1:5000 +7000 +bound +closed for 198\.19\.0\.2 +0 +0 +160/);
   });

@@ -20,7 +20,15 @@ function udpPacket(o: { src?: number; dst?: number; sport?: number; dport?: numb
   const pkt = Buffer.alloc(28 + n, 0x5a);
   emitUdp(pkt, 20, { srcPort: o.sport ?? 4000, dstPort: o.dport ?? 9, payloadOffset: 0, payloadLength: n }, o.src ?? A_IP, o.dst ?? B_IP);
   const r = newIpv4Repr();
-  Object.assign(r, { src: o.src ?? A_IP, dst: o.dst ?? B_IP, protocol: PROTO_UDP, ttl: o.ttl ?? 64, ident: 77, dontFragment: o.df ?? false, totalLength: pkt.length });
+  Object.assign(r, {
+    src: o.src ?? A_IP,
+    dst: o.dst ?? B_IP,
+    protocol: PROTO_UDP,
+    ttl: o.ttl ?? 64,
+    ident: 77,
+    dontFragment: o.df ?? false,
+    totalLength: pkt.length,
+  });
   emitIpv4Header(pkt, 0, r);
   return pkt;
 }
@@ -28,7 +36,12 @@ function udpPacket(o: { src?: number; dst?: number; sport?: number; dport?: numb
 /** Every packet a stack receives, copied (its IP input hook sees them before delivery). */
 function capture(s: FirewallRig['a']): Buffer[] {
   const got: Buffer[] = [];
-  s.ipInputHook = { input: (pkt) => { got.push(Buffer.from(pkt)); return false; } };
+  s.ipInputHook = {
+    input: (pkt) => {
+      got.push(Buffer.from(pkt));
+      return false;
+    },
+  };
   return got;
 }
 
@@ -43,7 +56,8 @@ function udpSocket(rig: FirewallRig, which: 'a' | 'b', port: number) {
 describe('SecureNAT and the packet filter', () => {
   it('UDP from inside goes out from the external address with a mapped port; the reply comes back; the session is listed', async () => {
     const rig = await makeFirewall();
-    const a = udpSocket(rig, 'a', 4000), b = udpSocket(rig, 'b', 9);
+    const a = udpSocket(rig, 'a', 4000),
+      b = udpSocket(rig, 'b', 9);
     a.s.send(Buffer.from('ping'), 9, B_ADDR);
     await runUntil(rig.clock, () => b.got.length > 0, 100);
     expect(b.got[0]!.from).toBe(FE_ADDR);
@@ -55,7 +69,17 @@ describe('SecureNAT and the packet filter', () => {
     expect(a.got[0]).toMatchObject({ from: B_ADDR, port: 9 });
     expect(a.got[0]!.data.toString()).toBe('pong');
     const rows = rig.fw.describeSessions(rig.fi.now);
-    expect(rows).toEqual([expect.objectContaining({ kind: 'securenat', proto: 'udp', internal: `${A_ADDR}:4000`, external: `${FE_ADDR}:${mapped}`, remote: `${B_ADDR}:9`, packetsOut: 1, packetsIn: 1 })]);
+    expect(rows).toEqual([
+      expect.objectContaining({
+        kind: 'securenat',
+        proto: 'udp',
+        internal: `${A_ADDR}:4000`,
+        external: `${FE_ADDR}:${mapped}`,
+        remote: `${B_ADDR}:9`,
+        packetsOut: 1,
+        packetsIn: 1,
+      }),
+    ]);
     expect(rig.fw.counters).toMatchObject({ FwForwardedOut: 1, FwForwardedIn: 1, FwSessionsCreated: 1, FwDropped: 0 });
     // Both UDP checksums were right after translation: the receivers counted no errors.
     expect(rig.b.counters.UdpInCsumErrors + rig.a.counters.UdpInCsumErrors).toBe(0);
@@ -84,12 +108,15 @@ describe('SecureNAT and the packet filter', () => {
     const rig = await makeFirewall();
     const seenA = capture(rig.a);
     const req = Buffer.alloc(28 + 8);
-    req[20] = 8; req.writeUInt16BE(0x1234, 24); req.writeUInt16BE(1, 26);
+    req[20] = 8;
+    req.writeUInt16BE(0x1234, 24);
+    req.writeUInt16BE(1, 26);
     req.writeUInt16BE(internetChecksum(req, 20, 16), 22);
     const r = newIpv4Repr();
     Object.assign(r, { src: A_IP, dst: B_IP, protocol: 1, ttl: 64, ident: 1, totalLength: req.length });
     emitIpv4Header(req, 0, r);
-    rig.a.sendIp(req, null); rig.a.flushSoon();
+    rig.a.sendIp(req, null);
+    rig.a.flushSoon();
     await runUntil(rig.clock, () => seenA.some((p) => p[9] === 1 && p[20] === 0), 100);
     const reply = seenA.find((p) => p[9] === 1 && p[20] === 0)!;
     expect(reply.readUInt32BE(12)).toBe(B_IP);
@@ -100,8 +127,10 @@ describe('SecureNAT and the packet filter', () => {
 
   it('TTL 1: dropped with ICMP time exceeded from the internal address, quoting the datagram (RFC 1812 5.3.1)', async () => {
     const rig = await makeFirewall();
-    const seenA = capture(rig.a), seenB = capture(rig.b);
-    rig.a.sendIp(udpPacket({ ttl: 1 }), null); rig.a.flushSoon();
+    const seenA = capture(rig.a),
+      seenB = capture(rig.b);
+    rig.a.sendIp(udpPacket({ ttl: 1 }), null);
+    rig.a.flushSoon();
     await runUntil(rig.clock, () => seenA.length > 0, 100);
     const icmp = seenA[0]!;
     expect(icmp.readUInt32BE(12)).toBe(FI_IP);
@@ -112,7 +141,8 @@ describe('SecureNAT and the packet filter', () => {
     expect(seenB).toEqual([]);
     expect(rig.fw.drops['ttl-exceeded']).toBe(1);
     // TTL 2 goes through with 1 left.
-    rig.a.sendIp(udpPacket({ ttl: 2 }), null); rig.a.flushSoon();
+    rig.a.sendIp(udpPacket({ ttl: 2 }), null);
+    rig.a.flushSoon();
     await runUntil(rig.clock, () => seenB.length > 0, 100);
     expect(seenB[0]![8]).toBe(1);
   });
@@ -122,7 +152,8 @@ describe('SecureNAT and the packet filter', () => {
     rig.fe.routes.setInterfaceMtu(1280);
     const seenA = capture(rig.a);
     const b = udpSocket(rig, 'b', 9);
-    rig.a.sendIp(udpPacket({ df: true, payload: 1372 }), null); rig.a.flushSoon(); // 1400 bytes
+    rig.a.sendIp(udpPacket({ df: true, payload: 1372 }), null);
+    rig.a.flushSoon(); // 1400 bytes
     await runUntil(rig.clock, () => seenA.length > 0, 100);
     const icmp = seenA[0]!;
     expect(icmp.readUInt32BE(12)).toBe(FI_IP);
@@ -130,7 +161,8 @@ describe('SecureNAT and the packet filter', () => {
     expect(icmp.readUInt16BE(26)).toBe(1280); // RFC 1191: the next-hop MTU
     expect(rig.fw.drops['frag-needed']).toBe(1);
     expect(b.got).toEqual([]);
-    rig.a.sendIp(udpPacket({ df: false, payload: 1372 }), null); rig.a.flushSoon();
+    rig.a.sendIp(udpPacket({ df: false, payload: 1372 }), null);
+    rig.a.flushSoon();
     await runUntil(rig.clock, () => b.got.length > 0, 100);
     expect(b.got[0]!.data.length).toBe(1372);
     expect(rig.fw.counters).toMatchObject({ FwFragmentedDatagrams: 1, FwFragmentsCreated: 2 });
@@ -138,7 +170,7 @@ describe('SecureNAT and the packet filter', () => {
     expect(rig.outside.counters['a->b'].dropped).toBe(0); // nothing larger than 1280 left the firewall
   });
 
-  it('an ICMP port unreachable from outside is translated back: the client\'s socket hears ECONNREFUSED', async () => {
+  it("an ICMP port unreachable from outside is translated back: the client's socket hears ECONNREFUSED", async () => {
     const rig = await makeFirewall();
     const a = udpSocket(rig, 'a', 4001);
     const errors: string[] = [];
@@ -151,7 +183,8 @@ describe('SecureNAT and the packet filter', () => {
 
   it('an ICMP error from the internal host about a datagram that came in through a session goes out translated', async () => {
     const rig = await makeFirewall();
-    const a = udpSocket(rig, 'a', 4003), b = udpSocket(rig, 'b', 9);
+    const a = udpSocket(rig, 'a', 4003),
+      b = udpSocket(rig, 'b', 9);
     const errors: string[] = [];
     b.s.on('error', (e: Error & { code?: string }) => errors.push(e.code ?? '?'));
     a.s.send(Buffer.from('hello'), 9, B_ADDR);
@@ -166,7 +199,8 @@ describe('SecureNAT and the packet filter', () => {
 
   it('from outside, default deny: unsolicited datagrams are dropped and counted; a rule opens the way; spoofed sources are dropped', async () => {
     const rig = await makeFirewall({ rules: ['allow out any', 'allow in udp/9999 to 198.19.0.1/32'] });
-    const fe9999 = new FsUdpSocket(rig.fe); const got: Buffer[] = [];
+    const fe9999 = new FsUdpSocket(rig.fe);
+    const got: Buffer[] = [];
     fe9999.on('message', (d: Buffer) => got.push(d));
     fe9999.bind(9999);
     const b = udpSocket(rig, 'b', 3000);
@@ -177,10 +211,14 @@ describe('SecureNAT and the packet filter', () => {
     expect(rig.fw.drops['inbound-no-rule']).toBe(1);
     expect(rig.fe.counters.UdpNoPorts).toBe(0); // dropped by the filter, never answered
     // A source from the internal network arriving from outside.
-    rig.b.sendIp(udpPacket({ src: A_IP, dst: FE_IP }), null); rig.b.flushSoon();
+    rig.b.sendIp(udpPacket({ src: A_IP, dst: FE_IP }), null);
+    rig.b.flushSoon();
     await runUntil(rig.clock, () => rig.fw.drops.spoofed > 0, 100);
     expect(rig.fw.drops.spoofed).toBe(1);
-    expect(rig.fw.rules.describe()).toEqual([{ rule: 'allow out any', hits: 0 }, { rule: 'allow in udp/9999 to 198.19.0.1/32', hits: 1 }]);
+    expect(rig.fw.rules.describe()).toEqual([
+      { rule: 'allow out any', hits: 0 },
+      { rule: 'allow in udp/9999 to 198.19.0.1/32', hits: 1 },
+    ]);
   });
 
   it('a rule publishes an internal server: routed in untranslated, its answers go back untranslated', async () => {
@@ -206,7 +244,8 @@ describe('SecureNAT and the packet filter', () => {
 
   it('a deny rule stops a client; a TCP segment without a session is dropped; an idle UDP session is forgotten after 120 s', async () => {
     const rig = await makeFirewall({ rules: ['deny out udp/53', 'allow out any'] });
-    const a = udpSocket(rig, 'a', 4002), b = udpSocket(rig, 'b', 53);
+    const a = udpSocket(rig, 'a', 4002),
+      b = udpSocket(rig, 'b', 53);
     const seenA = capture(rig.a);
     a.s.send(Buffer.from('q'), 53, B_ADDR);
     await runUntil(rig.clock, () => rig.fw.drops['rule-deny'] > 0 && seenA.length > 0, 100);
@@ -226,11 +265,13 @@ describe('SecureNAT and the packet filter', () => {
     expect(a.got).toEqual([]);
     // An ACK from inside that belongs to no session.
     const ack = Buffer.alloc(40);
-    ack[32] = 0x50; ack[33] = 0x10; // data offset 5, ACK
+    ack[32] = 0x50;
+    ack[33] = 0x10; // data offset 5, ACK
     const r = newIpv4Repr();
     Object.assign(r, { src: A_IP, dst: B_IP, protocol: 6, ttl: 64, ident: 2, totalLength: 40 });
     emitIpv4Header(ack, 0, r);
-    rig.a.sendIp(ack, null); rig.a.flushSoon();
+    rig.a.sendIp(ack, null);
+    rig.a.flushSoon();
     await runUntil(rig.clock, () => rig.fw.drops['tcp-no-session'] > 0, 100);
     expect(rig.fw.drops['tcp-no-session']).toBe(1);
   });

@@ -31,8 +31,14 @@ async function raw(rig: FirewallRig) {
   const sink = watch(sock);
   await runUntil(rig.clock, () => (sock as FsSocket).readyState === 'open' || sink.error !== null, 500);
   const replies = () => {
-    const all = sink.data(); const out = [];
-    for (let off = 0; off < all.length;) { const r = nextFwc(all, off, all.length - off); if (!r || r.length === 0) break; out.push(r.repr!.message); off += r.length; }
+    const all = sink.data();
+    const out = [];
+    for (let off = 0; off < all.length;) {
+      const r = nextFwc(all, off, all.length - off);
+      if (!r || r.length === 0) break;
+      out.push(r.repr!.message);
+      off += r.length;
+    }
     return out;
   };
   return { sock, sink, replies };
@@ -43,7 +49,15 @@ describe('Firewall Client service', () => {
   it('Hello gives a session and the external address; Connect makes the firewall open the connection and splice it', async () => {
     const rig = await makeFirewall();
     const echoed: string[] = [];
-    rig.netB.createServer((s) => { s.on('data', (d: Buffer) => { echoed.push(d.toString()); s.write(`echo:${d}`); }); s.on('end', () => s.end()); }).listen(7777);
+    rig.netB
+      .createServer((s) => {
+        s.on('data', (d: Buffer) => {
+          echoed.push(d.toString());
+          s.write(`echo:${d}`);
+        });
+        s.on('end', () => s.end());
+      })
+      .listen(7777);
     const fwc = await open(rig);
     expect(fwc.externalAddress).toBe(FE_ADDR);
     const tcp = await runPromise(rig.clock, fwc.connect(B_ADDR, 7777), 2000);
@@ -58,7 +72,14 @@ describe('Firewall Client service', () => {
     expect(String(conns[0]!.external)).toMatch(/^198\.19\.0\.1:/);
     expect(rig.fwc.counters).toMatchObject({ FwcSessions: 1, FwcConnects: 1 });
     // A connect nobody answers is refused with the Windows Sockets error.
-    const refused = await runPromise(rig.clock, fwc.connect(B_ADDR, 7778).then(() => null, (e) => e), 5000);
+    const refused = await runPromise(
+      rig.clock,
+      fwc.connect(B_ADDR, 7778).then(
+        () => null,
+        (e) => e,
+      ),
+      5000,
+    );
     expect(refused).toBeInstanceOf(FwcRefusedError);
     expect(refused.code).toBe('WSAECONNREFUSED');
   });
@@ -70,7 +91,8 @@ describe('Firewall Client service', () => {
     expect(udp.address()).toEqual({ address: FE_ADDR, port: 7000, family: 'IPv4' });
     const got: { data: string; from: string; port: number }[] = [];
     udp.on('message', (d: Buffer, r: { address: string; port: number }) => got.push({ data: d.toString(), from: r.address, port: r.port }));
-    const b = udpOn(rig, 5000), stranger = udpOn(rig, 5001);
+    const b = udpOn(rig, 5000),
+      stranger = udpOn(rig, 5001);
     // A stranger's datagram: the binding was opened to nobody yet.
     stranger.s.send(Buffer.from('unasked'), 7000, FE_ADDR);
     await runUntil(rig.clock, () => rig.fw.drops['binding-not-open'] > 0, 100);
@@ -81,7 +103,9 @@ describe('Firewall Client service', () => {
     await runUntil(rig.clock, () => got.length > 0, 100);
     expect(got).toEqual([{ data: 'back', from: B_ADDR, port: 5000 }]);
     const rows = rig.fwc.describeBindings();
-    expect(rows).toEqual([expect.objectContaining({ kind: 'fwc-udp', external: `${FE_ADDR}:7000`, state: 'bound', relayedIn: 1, relayedOut: 1, dropped: 1, media: null })]);
+    expect(rows).toEqual([
+      expect.objectContaining({ kind: 'fwc-udp', external: `${FE_ADDR}:7000`, state: 'bound', relayedIn: 1, relayedOut: 1, dropped: 1, media: null }),
+    ]);
   });
 
   it('release and re-bind: the port stays bound for the release delay; the hooks decide between ordering and WSAEADDRINUSE', async () => {
@@ -99,7 +123,14 @@ describe('Firewall Client service', () => {
     rig.config.setMode('kb319381', 'buggy');
     udp.close();
     const t0 = rig.clock.now;
-    const err = await runPromise(rig.clock, fwc.bindUdp(7000).then(() => null, (e) => e), 1000);
+    const err = await runPromise(
+      rig.clock,
+      fwc.bindUdp(7000).then(
+        () => null,
+        (e) => e,
+      ),
+      1000,
+    );
     expect(err).toBeInstanceOf(FwcRefusedError);
     expect(err).toMatchObject({ code: 'WSAEADDRINUSE', wsa: Wsa.WSAEADDRINUSE, refused: 0x470b });
     expect(err.message).toMatch(/Address already in use/);

@@ -10,7 +10,11 @@ const SRV = 0xc6130002;
 
 function detector(t = { wellKnown: 10, allPorts: 20 }, opts = {}) {
   const events: PortScanEvent[] = [];
-  const d = new PortScanDetector(() => t, (e) => events.push(e), opts);
+  const d = new PortScanDetector(
+    () => t,
+    (e) => events.push(e),
+    opts,
+  );
   return { d, events };
 }
 

@@ -6,8 +6,23 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
-  FWC_HEADER, FWC_MAX_MESSAGE, FwcCommand, FwcError, RELAY_HEADER, RelayError, Wsa, emitFwc, emitRelay, frameLength, isRefusal, newRelayRepr,
-  nextFwc, parseFwc, parseRelay, refusalOf, type FwcMessage,
+  FWC_HEADER,
+  FWC_MAX_MESSAGE,
+  FwcCommand,
+  FwcError,
+  RELAY_HEADER,
+  RelayError,
+  Wsa,
+  emitFwc,
+  emitRelay,
+  frameLength,
+  isRefusal,
+  newRelayRepr,
+  nextFwc,
+  parseFwc,
+  parseRelay,
+  refusalOf,
+  type FwcMessage,
 } from '../../stack/wire/fwc';
 import { MmsCommand, MmsError, MmsStream, emitMedia, emitMms, mediaPayload, mmsFrameLength, parseMedia, parseMms, type MmsMessage } from '../../stack/wire/mms';
 
@@ -36,7 +51,7 @@ describe('Firewall Client messages', () => {
     }
   });
 
-  it('keeps the dissector\'s layout: RWSP at 24, the command at 36, ports and addresses big-endian at 58 and 60', () => {
+  it("keeps the dissector's layout: RWSP at 24, the command at 36, ports and addresses big-endian at 58 and 60", () => {
     const b = emitFwc({ header, message: MESSAGES[2]! });
     expect(b.readUInt32LE(0)).toBe(7); // client id, little-endian
     expect(b.readUInt32LE(8)).toBe(42); // server id
@@ -73,23 +88,30 @@ describe('Firewall Client messages', () => {
 
   it('refuses malformed messages with the reason, before reading a field', () => {
     const good = emitFwc({ header, message: MESSAGES[4]! });
-    const noSig = Buffer.from(good); noSig.write('XXXX', 24, 'ascii');
+    const noSig = Buffer.from(good);
+    noSig.write('XXXX', 24, 'ascii');
     expect(frameLength(noSig, 0, noSig.length)).toBe(-FwcError.BadSignature);
     expect(parseFwc(noSig, 0, noSig.length).error).toBe(FwcError.BadSignature);
-    const tooLong = Buffer.from(good); tooLong.writeUInt16BE(FWC_MAX_MESSAGE + 1, 28);
+    const tooLong = Buffer.from(good);
+    tooLong.writeUInt16BE(FWC_MAX_MESSAGE + 1, 28);
     expect(parseFwc(tooLong, 0, tooLong.length).error).toBe(FwcError.BadLength);
-    const tooShort = Buffer.from(good); tooShort.writeUInt16BE(FWC_HEADER - 1, 28);
+    const tooShort = Buffer.from(good);
+    tooShort.writeUInt16BE(FWC_HEADER - 1, 28);
     expect(parseFwc(tooShort, 0, tooShort.length).error).toBe(FwcError.BadLength);
-    const unknown = Buffer.from(good); unknown.writeUInt16BE(0x0999, 36);
+    const unknown = Buffer.from(good);
+    unknown.writeUInt16BE(0x0999, 36);
     expect(parseFwc(unknown, 0, unknown.length)).toMatchObject({ error: FwcError.UnknownCommand, command: 0x0999 });
     // A UDP Bind cut before its fields end: a known command, a bad body.
-    const cut = Buffer.from(good.subarray(0, 100)); cut.writeUInt16BE(100, 28);
+    const cut = Buffer.from(good.subarray(0, 100));
+    cut.writeUInt16BE(100, 28);
     expect(parseFwc(cut, 0, cut.length)).toMatchObject({ error: FwcError.BadBody, command: 0x070b });
     // The application name without its NUL.
-    const noNul = Buffer.from(good); noNul[noNul.length - 1] = 0x41;
+    const noNul = Buffer.from(good);
+    noNul[noNul.length - 1] = 0x41;
     expect(parseFwc(noNul, 0, noNul.length).error).toBe(FwcError.BadBody);
     // A refusal whose reason runs past the message.
-    const ref = emitFwc({ header, message: MESSAGES[7]! }); ref.writeUInt16BE(500, 42);
+    const ref = emitFwc({ header, message: MESSAGES[7]! });
+    ref.writeUInt16BE(500, 42);
     expect(parseFwc(ref, 0, ref.length).error).toBe(FwcError.BadBody);
     expect(parseFwc(good, 0, 20).error).toBe(FwcError.Truncated);
     expect(() => emitFwc({ header, message: { command: FwcCommand.Hello, user: 'a\0b', application: '', computer: '' } })).toThrow(RangeError);
@@ -134,7 +156,7 @@ describe('the MMS model', () => {
     expect(got).toEqual(msgs);
   });
 
-  it('a media datagram carries MS-MMSP\'s data packet fields, little-endian, and a payload the player can check', () => {
+  it("a media datagram carries MS-MMSP's data packet fields, little-endian, and a payload the player can check", () => {
     const p = mediaPayload(3, 17, 100);
     expect(p.equals(mediaPayload(3, 17, 100))).toBe(true);
     expect(p.equals(mediaPayload(3, 18, 100))).toBe(false);

@@ -28,16 +28,27 @@ class Sink implements Device {
   readonly mtu = 1500;
   onReceive: ReceiveHandler | null = null;
   sent = 0;
-  send(_p: Buffer, _m?: OffloadMeta | null): void { this.sent++; }
+  send(_p: Buffer, _m?: OffloadMeta | null): void {
+    this.sent++;
+  }
   flush(): void {}
   close(): void {}
-  stats(): Record<string, number> { return {}; }
+  stats(): Record<string, number> {
+    return {};
+  }
 }
 
 async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => { out += String(c); return true; });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => { err += String(c); return true; });
+  let out = '',
+    err = '';
+  const o = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
+    out += String(c);
+    return true;
+  });
+  const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
+    err += String(c);
+    return true;
+  });
   let code: number;
   try {
     code = await impairCmd.run(argv);
@@ -65,12 +76,15 @@ beforeAll(async () => {
   server = await ControlServer.start(path.join(tmp, 'i.sock'), impairHandlers(imp));
   bare = await ControlServer.start(path.join(tmp, 'b.sock'), impairUnavailable('impairments need one stack thread: run without --shards'));
 });
-afterAll(async () => { await server.close(); await bare.close(); });
+afterAll(async () => {
+  await server.close();
+  await bare.close();
+});
 
 const C = () => ['--control', server.path];
 
 describe('faultstack impair', () => {
-  it('add: the spec\'s own flags pass through, the canonical words and the seed come back', async () => {
+  it("add: the spec's own flags pass through, the canonical words and the seed come back", async () => {
     const r = await cli(['add', 'out', '--dport', '80', 'loss', '3%', '25%', 'delay', '20ms', '5ms', 'distribution', 'normal', ...C()]);
     expect(r).toMatchObject({ code: 0, err: '' });
     expect(r.out).toBe('impairment 1 added: out --dport 80 delay 20ms 5ms distribution normal loss 3% 25% seed 4242\n');
@@ -84,8 +98,12 @@ describe('faultstack impair', () => {
     dev.send(tcp({ id: 9, dport: 22 }), null);
     const r = await cli(['list', ...C()]);
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/packet impairments \(1\):\n +ID +MATCHED +DROPPED +DELAYED +REORDERED +DUPLICATED +CORRUPTED +RATE-QUEUED +QUEUE-DROPS +QUEUED +SPEC\n +1 +3 +\d+ +\d+ +0 +0 +0 +0 +0 +\d+ +out --dport 80/);
-    expect(r.out).toMatch(/connection toxics \(1\):\n +ID +CONNECTIONS +AFFECTED +BYTES +DELAYED +DROPPED +CLOSED +RESETS +SPEC\n +2 +0 +0 +0 +0 +0 +0 +0 +downstream --port 80 latency latency=100 seed 4242/);
+    expect(r.out).toMatch(
+      /packet impairments \(1\):\n +ID +MATCHED +DROPPED +DELAYED +REORDERED +DUPLICATED +CORRUPTED +RATE-QUEUED +QUEUE-DROPS +QUEUED +SPEC\n +1 +3 +\d+ +\d+ +0 +0 +0 +0 +0 +\d+ +out --dport 80/,
+    );
+    expect(r.out).toMatch(
+      /connection toxics \(1\):\n +ID +CONNECTIONS +AFFECTED +BYTES +DELAYED +DROPPED +CLOSED +RESETS +SPEC\n +2 +0 +0 +0 +0 +0 +0 +0 +downstream --port 80 latency latency=100 seed 4242/,
+    );
     const j = JSON.parse((await cli(['list', '--json', ...C()])).out);
     expect(j.impairments.map((x: { id: number }) => x.id)).toEqual([1, 2]);
     expect(j.impairments[0].counters.matched).toBe(3);
@@ -94,7 +112,9 @@ describe('faultstack impair', () => {
   it('del and clear, with the counters at removal; events for each', async () => {
     const d = await cli(['del', '1', ...C()]);
     expect(d.code).toBe(0);
-    expect(d.out).toMatch(/^impairment 1 removed: out --dport 80 .* seed 4242 \(matched 3, dropped \d+, delayed \d+, reordered 0, duplicated 0, corrupted 0, rate-queued 0, queue-drops 0, queued 0\)\n$/);
+    expect(d.out).toMatch(
+      /^impairment 1 removed: out --dport 80 .* seed 4242 \(matched 3, dropped \d+, delayed \d+, reordered 0, duplicated 0, corrupted 0, rate-queued 0, queue-drops 0, queued 0\)\n$/,
+    );
     expect(d.out).toMatch(/delayed 3,/);
     const c = await cli(['clear', ...C()]);
     expect(c.out).toMatch(/^impairment 2 removed: downstream --port 80 latency latency=100 seed 4242 \(connections 0/);
@@ -129,7 +149,7 @@ describe('faultstack impair', () => {
     expect(r.err).toBe('faultstack impair list: impairments need one stack thread: run without --shards\n');
   });
 
-  it('help shows the grammar in netem\'s and toxiproxy\'s words', async () => {
+  it("help shows the grammar in netem's and toxiproxy's words", async () => {
     const h = await cli(['add', '--help']);
     expect(h.code).toBe(0);
     expect(h.out).toContain('loss gemodel P [R [1-H [1-K]]]');
@@ -139,17 +159,34 @@ describe('faultstack impair', () => {
 
 describe('faultstack run --impair, --pcap-wire', () => {
   const base = ['--addr', '198.18.0.2/24'];
-  const msg = (argv: string[]) => { try { buildRunOptions([...base, ...argv]); return ''; } catch (e) { return (e as Error).message; } };
+  const msg = (argv: string[]) => {
+    try {
+      buildRunOptions([...base, ...argv]);
+      return '';
+    } catch (e) {
+      return (e as Error).message;
+    }
+  };
 
   it('takes impairments (repeatable) and a wire capture', () => {
-    const o = buildRunOptions([...base, '--impair', 'out loss 3%', '--impair', 'downstream --port 80 latency latency=50', '--pcap-wire', path.join(tmp, 'w.pcap')])!;
+    const o = buildRunOptions([
+      ...base,
+      '--impair',
+      'out loss 3%',
+      '--impair',
+      'downstream --port 80 latency latency=50',
+      '--pcap-wire',
+      path.join(tmp, 'w.pcap'),
+    ])!;
     expect(o.impair).toEqual(['out loss 3%', 'downstream --port 80 latency latency=50']);
     expect(o.pcapWire).toBe(path.join(tmp, 'w.pcap'));
     expect(buildRunOptions(base)!.impair).toEqual([]);
   });
 
   it('refuses a bad spec, --impair with --shards, and one file for both captures', () => {
-    expect(msg(['--impair', 'out loss 3x'])).toBe('faultstack run: --impair is not a valid impairment: loss random "3x": must be a percentage from 0 to 100, e.g. 3% (the % sign is optional), got "out loss 3x"');
+    expect(msg(['--impair', 'out loss 3x'])).toBe(
+      'faultstack run: --impair is not a valid impairment: loss random "3x": must be a percentage from 0 to 100, e.g. 3% (the % sign is optional), got "out loss 3x"',
+    );
     expect(msg(['--queues', '2', '--shards', '--impair', 'out loss 1%'])).toMatch(/--impair needs one stack thread: drop --shards/);
     const f = path.join(tmp, 'same.pcap');
     expect(msg(['--pcap', f, '--pcap-wire', f])).toMatch(/--pcap and --pcap-wire must be different files/);

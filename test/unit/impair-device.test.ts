@@ -19,12 +19,22 @@ class Recorder implements Device {
   sent: { pkt: Buffer; meta: OffloadMeta | null }[] = [];
   flushes = 0;
   readonly claimable = new Set<Buffer>();
-  send(pkt: Buffer, meta?: OffloadMeta | null): void { this.sent.push({ pkt, meta: meta ?? null }); }
-  flush(): void { this.flushes++; }
-  claim(p: Buffer): boolean { return this.claimable.has(p); }
+  send(pkt: Buffer, meta?: OffloadMeta | null): void {
+    this.sent.push({ pkt, meta: meta ?? null });
+  }
+  flush(): void {
+    this.flushes++;
+  }
+  claim(p: Buffer): boolean {
+    return this.claimable.has(p);
+  }
   close(): void {}
-  stats(): Record<string, number> { return {}; }
-  receive(pkts: Buffer[], metas: (OffloadMeta | null)[] | null = null): void { this.onReceive!(pkts, pkts.length, metas); }
+  stats(): Record<string, number> {
+    return {};
+  }
+  receive(pkts: Buffer[], metas: (OffloadMeta | null)[] | null = null): void {
+    this.onReceive!(pkts, pkts.length, metas);
+  }
 }
 
 function rig() {
@@ -34,10 +44,19 @@ function rig() {
   const dev = new ImpairDevice(rec, sched);
   const got: Buffer[] = [];
   const claims: boolean[] = [];
-  dev.onReceive = (pkts, n) => { for (let i = 0; i < n; i++) { got.push(pkts[i]!); claims.push(dev.claim(pkts[i]!)); } };
+  dev.onReceive = (pkts, n) => {
+    for (let i = 0; i < n; i++) {
+      got.push(pkts[i]!);
+      claims.push(dev.claim(pkts[i]!));
+    }
+  };
   let id = 1;
   const add = (words: string, seed = 1) => dev.add(id++, parseImpairment(words) as PacketImpairSpec, seed);
-  const out = (pkts: Buffer[]) => { for (const p of pkts) dev.send(p, null); dev.flush(); return rec.sent.map((s) => s.pkt); };
+  const out = (pkts: Buffer[]) => {
+    for (const p of pkts) dev.send(p, null);
+    dev.flush();
+    return rec.sent.map((s) => s.pkt);
+  };
   return { clock, sched, rec, dev, got, claims, add, out };
 }
 
@@ -103,7 +122,8 @@ describe('targeting: only what the match says', () => {
   });
 
   test('--conn: one connection, both directions, nothing else', () => {
-    const a = '198.18.0.2', b = '198.18.0.1';
+    const a = '198.18.0.2',
+      b = '198.18.0.1';
     const pkts = [
       tcp({ id: 1, src: a, sport: 40000, dst: b, dport: 80 }),
       tcp({ id: 2, src: b, sport: 80, dst: a, dport: 40000 }),
@@ -139,7 +159,8 @@ describe('targeting: only what the match says', () => {
   });
 
   test('IPv6 and later fragments never match a port criterion', () => {
-    const v6 = Buffer.alloc(60); v6[0] = 0x60;
+    const v6 = Buffer.alloc(60);
+    v6[0] = 0x60;
     const frag = udp({ id: 9, dport: 80 });
     frag.writeUInt16BE(0x0010, 6); // fragment offset 128, no DF
     expect(survivors('--dport 80', [v6, frag])).toHaveLength(2);
@@ -150,21 +171,31 @@ describe('targeting: only what the match says', () => {
 describe('plumbing', () => {
   test('with no impairment the device reads no clock and hands on the same buffers', () => {
     const rec = new Recorder();
-    const noClock = { now(): number { throw new Error('clock read'); }, at: () => null, cancel: () => {} };
+    const noClock = {
+      now(): number {
+        throw new Error('clock read');
+      },
+      at: () => null,
+      cancel: () => {},
+    };
     const dev = new ImpairDevice(rec, noClock);
     const got: Buffer[] = [];
-    dev.onReceive = (p, n) => { for (let i = 0; i < n; i++) got.push(p[i]!); };
-    const a = udp({ id: 1 }), b = udp({ id: 2 });
+    dev.onReceive = (p, n) => {
+      for (let i = 0; i < n; i++) got.push(p[i]!);
+    };
+    const a = udp({ id: 1 }),
+      b = udp({ id: 2 });
     dev.send(a, null);
     rec.receive([b]);
     expect(rec.sent[0]!.pkt).toBe(a);
     expect(got[0]).toBe(b);
   });
 
-  test('in: packets that pass are the burst\'s own buffers (claimable as before); delayed ones are copies we own', () => {
+  test("in: packets that pass are the burst's own buffers (claimable as before); delayed ones are copies we own", () => {
     const r = rig();
     r.add('in --dport 9 delay 5ms');
-    const pass = udp({ id: 1, dport: 7 }), wait = udp({ id: 2, dport: 9 });
+    const pass = udp({ id: 1, dport: 7 }),
+      wait = udp({ id: 2, dport: 9 });
     r.rec.claimable.add(pass);
     r.rec.receive([pass, wait]);
     expect(r.got).toEqual([pass]);

@@ -12,7 +12,11 @@ import { PacketImpairSpec, parseImpairment } from '../../stack/impair/spec';
 import { distributionT, normalQuantile } from '../../stack/impair/random';
 import { checksumsOk, udp } from './helpers/packets';
 
-interface Out { i: number; t: number; pkt: Buffer }
+interface Out {
+  i: number;
+  t: number;
+  pkt: Buffer;
+}
 
 /** A UDP packet of `size` bytes carrying its number `i` in the first 4 payload bytes. */
 function numbered(i: number, size = 100, tos = 0): Buffer {
@@ -27,7 +31,10 @@ function rig(words: string, seed = 7) {
   const spec = parseImpairment(words) as PacketImpairSpec;
   const out: Out[] = [];
   const q = new NetemQueue({
-    spec: spec.netem, seed: spec.seed ?? seed, now: clock.now, scheduler: sched,
+    spec: spec.netem,
+    seed: spec.seed ?? seed,
+    now: clock.now,
+    scheduler: sched,
     output: (pkt, _meta, now) => out.push({ i: pkt.readUInt32BE(28), t: now, pkt: Buffer.from(pkt) }),
     released: () => {},
   });
@@ -60,7 +67,10 @@ function runs(xs: boolean[]): number[] {
   let k = 0;
   for (const x of xs) {
     if (x) k++;
-    else if (k > 0) { r.push(k); k = 0; }
+    else if (k > 0) {
+      r.push(k);
+      k = 0;
+    }
   }
   if (k > 0) r.push(k);
   return r;
@@ -70,7 +80,8 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 function lag1(xs: number[]): number {
   const m = mean(xs);
-  let num = 0, den = 0;
+  let num = 0,
+    den = 0;
   for (let i = 0; i < xs.length; i++) {
     den += (xs[i]! - m) ** 2;
     if (i > 0) num += (xs[i]! - m) * (xs[i - 1]! - m);
@@ -89,7 +100,7 @@ describe('loss', () => {
     const r = run('out loss 3%', N);
     const lost = arrived(r.out, N).map((a) => !a);
     const rate = lost.filter(Boolean).length / N;
-    const se = Math.sqrt(0.03 * 0.97 / N);
+    const se = Math.sqrt((0.03 * 0.97) / N);
     expect(Math.abs(rate - 0.03)).toBeLessThan(4 * se);
     expect(r.q.counters.dropped).toBe(lost.filter(Boolean).length);
     expect(r.q.counters.matched).toBe(N);
@@ -138,7 +149,7 @@ describe('loss', () => {
     const r = run('out loss gemodel 5%', N);
     const lost = arrived(r.out, N).map((a) => !a);
     const rate = lost.filter(Boolean).length / N;
-    expect(Math.abs(rate - 0.05)).toBeLessThan(4 * Math.sqrt(0.05 * 0.95 / N));
+    expect(Math.abs(rate - 0.05)).toBeLessThan(4 * Math.sqrt((0.05 * 0.95) / N));
     expect(Math.abs(lag1(lost.map(Number)))).toBeLessThan(0.02);
   });
 
@@ -165,7 +176,7 @@ describe('loss', () => {
   test('loss state P13 alone is Bernoulli (tc: p31 = 1 - p13)', () => {
     const r = run('out loss state 4%', N);
     const rate = (N - r.out.length) / N;
-    expect(Math.abs(rate - 0.04)).toBeLessThan(4 * Math.sqrt(0.04 * 0.96 / N));
+    expect(Math.abs(rate - 0.04)).toBeLessThan(4 * Math.sqrt((0.04 * 0.96) / N));
   });
 });
 
@@ -195,7 +206,7 @@ describe('delay', () => {
     });
   }
 
-  test('no distribution word is netem\'s uniform; no jitter is an exact delay', () => {
+  test("no distribution word is netem's uniform; no jitter is an exact delay", () => {
     const a = run('out delay 50ms 10ms', 20_000, 1);
     const da = a.out.map((o) => o.t - o.i).sort((x, y) => x - y);
     expect(da[0]!).toBeGreaterThanOrEqual(40);
@@ -247,8 +258,12 @@ describe('reorder, duplicate, corrupt', () => {
   test('reorder 25% 50% (gap 1): a quarter go at once; the packets that arrive ahead of earlier ones', () => {
     const r = run('out delay 10ms reorder 25% 50%', N, 0.1);
     expect(Math.abs(r.q.counters.reordered / N - 0.25)).toBeLessThan(0.01);
-    let overtook = 0, maxSeen = -1;
-    for (const o of r.out) { if (o.i < maxSeen) overtook++; maxSeen = Math.max(maxSeen, o.i); }
+    let overtook = 0,
+      maxSeen = -1;
+    for (const o of r.out) {
+      if (o.i < maxSeen) overtook++;
+      maxSeen = Math.max(maxSeen, o.i);
+    }
     // What the receiver sees as out of order: every delayed packet a later immediate one overtook.
     expect(overtook).toBeGreaterThan(N * 0.5);
   });
@@ -257,7 +272,7 @@ describe('reorder, duplicate, corrupt', () => {
     const r = run('out duplicate 5%', N);
     const extra = r.out.length - N;
     expect(extra).toBe(r.q.counters.duplicated);
-    expect(Math.abs(extra / N - 0.05)).toBeLessThan(4 * Math.sqrt(0.05 * 0.95 / N));
+    expect(Math.abs(extra / N - 0.05)).toBeLessThan(4 * Math.sqrt((0.05 * 0.95) / N));
     const seen = new Map<number, Buffer>();
     for (const o of r.out) {
       const prev = seen.get(o.i);
@@ -275,7 +290,13 @@ describe('reorder, duplicate, corrupt', () => {
       const orig = numbered(o.i);
       // The index itself may be the corrupted field: find the original by the closest match.
       let bits = 0;
-      for (let k = 0; k < orig.length; k++) { let x = orig[k]! ^ o.pkt[k]!; while (x) { bits += x & 1; x >>= 1; } }
+      for (let k = 0; k < orig.length; k++) {
+        let x = orig[k]! ^ o.pkt[k]!;
+        while (x) {
+          bits += x & 1;
+          x >>= 1;
+        }
+      }
       if (bits > 0) {
         if (bits !== 1) continue; // an index corrupted into another index: counted below by the total
         flipped++;
@@ -310,7 +331,7 @@ describe('rate and limit', () => {
       maxQueued = Math.max(maxQueued, r.q.queued);
       r.clock.advance(0.5);
     }
-    const delivered = r.out.filter((o) => o.t <= 2000).length * 1000 * 8 / 2;
+    const delivered = (r.out.filter((o) => o.t <= 2000).length * 1000 * 8) / 2;
     expect(Math.abs(delivered - 8e6) / 8e6).toBeLessThan(0.05);
     expect(maxQueued).toBeLessThanOrEqual(50);
     expect(r.q.counters.queueDrops).toBeGreaterThan(1500);
@@ -321,12 +342,12 @@ describe('rate and limit', () => {
   test('rate 5kbit 20 100 5: PACKETOVERHEAD, CELLSIZE and CELLOVERHEAD as in tc-netem(8)', () => {
     // A 130-byte packet + 20 = 150 bytes = 2 cells of 100, each 105 on the wire: 210 bytes.
     const r = run('out rate 5kbit 20 100 5', 2, 0, 7, 130);
-    const per = (210 * 8) / 5000 * 1000;
+    const per = ((210 * 8) / 5000) * 1000;
     expect(r.out[0]!.t).toBeCloseTo(per, 6);
     expect(r.out[1]!.t).toBeCloseTo(2 * per, 6);
   });
 
-  test('rate and delay: the delay overlaps the queueing (netem\'s time bonus)', () => {
+  test("rate and delay: the delay overlaps the queueing (netem's time bonus)", () => {
     const r = run('out delay 10ms rate 1mbit', 3, 0, 7, 1000);
     // 8 ms per packet at 1 Mbit/s: 18, 26, 34 ms.
     expect(r.out.map((o) => o.t)).toEqual([18, 26, 34].map((x) => expect.closeTo(x, 6)));

@@ -48,7 +48,7 @@ describe('tc units', () => {
 });
 
 describe('netem words', () => {
-  test('the issue\'s example: out --dport 80 loss 3% 25% delay 20ms 5ms distribution normal', () => {
+  test("the issue's example: out --dport 80 loss 3% 25% delay 20ms 5ms distribution normal", () => {
     const s = pkt('out --dport 80 loss 3% 25% delay 20ms 5ms distribution normal');
     expect(s.direction).toBe('out');
     expect(s.match.dport).toEqual({ lo: 80, hi: 80 });
@@ -65,7 +65,7 @@ describe('netem words', () => {
     expect(pkt('out delay 100ms 10ms 25%').netem.delay).toEqual({ ms: 100, jitterMs: 10, corr: 0.25 });
   });
 
-  test('loss state and gemodel: tc\'s defaults for the parameters left out', () => {
+  test("loss state and gemodel: tc's defaults for the parameters left out", () => {
     expect(pkt('out loss state 1%').netem.loss).toEqual({ model: 'state', p13: 0.01, p31: 0.99, p32: 0, p23: 1, p14: 0 });
     expect(pkt('out loss state 1% 30% 10% 20% 0.5%').netem.loss).toEqual({ model: 'state', p13: 0.01, p31: 0.3, p32: 0.1, p23: 0.2, p14: 0.005 });
     expect(pkt('out loss gemodel 1%').netem.loss).toEqual({ model: 'gemodel', p: 0.01, r: 0.99, lossBad: 1, lossGood: 0 });
@@ -80,13 +80,21 @@ describe('netem words', () => {
     expect(pkt('out rate 5kbit 20 100 5').netem.rate).toEqual({ bytesPerSec: 625, packetOverhead: 20, cellSize: 100, cellOverhead: 5 });
     expect(pkt('out rate 1gbit -14').netem.rate).toEqual({ bytesPerSec: 125_000_000, packetOverhead: -14, cellSize: 0, cellOverhead: 0 });
     expect(pkt('out slot 10ms 20ms packets 8 bytes 64k').netem.slot).toEqual({ minMs: 10, maxMs: 20, packets: 8, bytes: 65536 });
-    expect(pkt('out slot distribution pareto 10ms 2ms packets 4').netem.slot).toEqual({ minMs: 0, maxMs: 0, dist: { name: 'pareto', delayMs: 10, jitterMs: 2 }, packets: 4, bytes: 0 });
+    expect(pkt('out slot distribution pareto 10ms 2ms packets 4').netem.slot).toEqual({
+      minMs: 0,
+      maxMs: 0,
+      dist: { name: 'pareto', delayMs: 10, jitterMs: 2 },
+      packets: 4,
+      bytes: 0,
+    });
     expect(pkt('out limit 50 delay 1s seed 12').seed).toBe(12);
     expect(pkt('out loss 1% ecn').netem.ecn).toBe(true);
   });
 
   test('match flags: addresses, prefixes, ports, ranges, protocol, TCP flags, connection, Nth, window', () => {
-    const m = pkt('in --src 198.18.0.0/24 --dst 198.18.0.2 --sport 1000-2000 --port 80 --proto tcp --tcp-flags syn --nth 3 --from 1s --until 5s loss 100%').match;
+    const m = pkt(
+      'in --src 198.18.0.0/24 --dst 198.18.0.2 --sport 1000-2000 --port 80 --proto tcp --tcp-flags syn --nth 3 --from 1s --until 5s loss 100%',
+    ).match;
     expect(m.src).toEqual({ addr: parseIpv4('198.18.0.0'), prefix: 24 });
     expect(m.dst).toEqual({ addr: parseIpv4('198.18.0.2'), prefix: 32 });
     expect(m.sport).toEqual({ lo: 1000, hi: 2000 });
@@ -99,7 +107,12 @@ describe('netem words', () => {
     expect(pkt('out --tcp-flags fin loss 1%').match.tcpFlags).toMatchObject({ value: 0x01, mask: 0x01 });
     expect(pkt('out --tcp-flags rst loss 1%').match.tcpFlags).toMatchObject({ value: 0x04, mask: 0x04 });
     expect(pkt('out --tcp-flags psh,ack/syn,psh,ack loss 1%').match.tcpFlags).toMatchObject({ value: 0x18, mask: 0x1a });
-    expect(pkt('out --conn 198.18.0.1:40000,198.18.0.2:80 loss 1%').match.conn).toEqual({ a: parseIpv4('198.18.0.1'), aPort: 40000, b: parseIpv4('198.18.0.2'), bPort: 80 });
+    expect(pkt('out --conn 198.18.0.1:40000,198.18.0.2:80 loss 1%').match.conn).toEqual({
+      a: parseIpv4('198.18.0.1'),
+      aPort: 40000,
+      b: parseIpv4('198.18.0.2'),
+      bPort: 80,
+    });
     expect(pkt('out --every=10 --proto=icmp loss 1%').match).toMatchObject({ every: 10, proto: 1 });
   });
 
@@ -123,7 +136,7 @@ describe('netem words', () => {
 });
 
 describe('toxics', () => {
-  test('toxiproxy\'s types and attributes, defaults 0, toxicity 1', () => {
+  test("toxiproxy's types and attributes, defaults 0, toxicity 1", () => {
     const t = tox('downstream --port 80 latency latency=1000 jitter=100');
     expect(t).toMatchObject({ kind: 'toxic', stream: 'downstream', type: 'latency', attributes: { latency: 1000, jitter: 100 }, toxicity: 1 });
     expect(t.match.port).toEqual({ lo: 80, hi: 80 });

@@ -26,7 +26,10 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-impair-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 let n = 0;
 
-interface Rec { t: number; data: Buffer }
+interface Rec {
+  t: number;
+  data: Buffer;
+}
 
 /** Reads a classic pcap file written by PcapWriter (little-endian, microseconds). */
 function readPcap(file: string): Rec[] {
@@ -34,7 +37,9 @@ function readPcap(file: string): Rec[] {
   expect(b.readUInt32LE(0)).toBe(0xa1b2c3d4);
   const out: Rec[] = [];
   for (let o = 24; o + 16 <= b.length;) {
-    const sec = b.readUInt32LE(o), usec = b.readUInt32LE(o + 4), incl = b.readUInt32LE(o + 8);
+    const sec = b.readUInt32LE(o),
+      usec = b.readUInt32LE(o + 4),
+      incl = b.readUInt32LE(o + 8);
     out.push({ t: sec * 1000 + usec / 1000, data: b.subarray(o + 16, o + 16 + incl) });
     o += 16 + incl;
   }
@@ -48,7 +53,8 @@ function impairedPair(impairments: string[]) {
   const clock = new VirtualClock(1000);
   const sched = new VirtualScheduler(clock);
   const link = new MemoryLink({ clock, latencyMs: 0.5 });
-  const stackPcap = path.join(dir, `stack${n}.pcap`), wirePcap = path.join(dir, `wire${n++}.pcap`);
+  const stackPcap = path.join(dir, `stack${n}.pcap`),
+    wirePcap = path.join(dir, `wire${n++}.pcap`);
   const wire = new PcapDevice(link.a, { path: wirePcap, now: () => clock.now });
   const imp = new ImpairDevice(wire, sched);
   const outer = new PcapDevice(imp, { path: stackPcap, now: () => clock.now });
@@ -58,7 +64,10 @@ function impairedPair(impairments: string[]) {
   const reg = new Impairments({ device: imp, toxics: new ToxicRegistry(sched), now: () => clock.now, events });
   const rows = impairments.map((w) => reg.add(w));
   const p: Pair = { clock, link, a, b, netA: createNetApi(a), netB: createNetApi(b) };
-  const close = () => { outer.flush(); wire.flush(); };
+  const close = () => {
+    outer.flush();
+    wire.flush();
+  };
   return { p, imp, reg, rows, events, stackPcap, wirePcap, close, outer, wire };
 }
 
@@ -85,7 +94,8 @@ describe('a transfer through impairments both ways', () => {
     expect(c.reordered).toBeGreaterThan(0);
     expect(ci.dropped).toBeGreaterThan(0);
     expect(c.matched).toBe(c.dropped + c.sent);
-    const stackRecs = readPcap(r.stackPcap), wireRecs = readPcap(r.wirePcap);
+    const stackRecs = readPcap(r.stackPcap),
+      wireRecs = readPcap(r.wirePcap);
     const fromA = (rs: Rec[]) => rs.filter((x) => srcOf(x.data) === A_IP).length;
     const fromB = (rs: Rec[]) => rs.filter((x) => srcOf(x.data) === B_IP).length;
     // out: the stack sent more than reached the wire, by the packets the out impairment dropped.
@@ -102,7 +112,8 @@ describe('a transfer through impairments both ways', () => {
       r.close();
       return readPcap(r.wirePcap).map((x) => `${x.t.toFixed(3)} ${x.data.length} ${x.data[9] === 6 ? x.data[33] : '-'}`);
     };
-    const a = await trace(), b = await trace();
+    const a = await trace(),
+      b = await trace();
     expect(a.length).toBeGreaterThan(100);
     expect(b).toEqual(a);
   }, 120_000);
@@ -127,13 +138,25 @@ describe('captures before and after the impairment', () => {
     expect(w).toHaveLength(1);
     expect(w[0]!.t - s[0]!.t).toBeCloseTo(10, 3);
     let bits = 0;
-    for (let k = 0; k < s[0]!.data.length; k++) { let x = s[0]!.data[k]! ^ w[0]!.data[k]!; while (x) { bits += x & 1; x >>= 1; } }
+    for (let k = 0; k < s[0]!.data.length; k++) {
+      let x = s[0]!.data[k]! ^ w[0]!.data[k]!;
+      while (x) {
+        bits += x & 1;
+        x >>= 1;
+      }
+    }
     expect(bits).toBe(1);
     expect(r.rows[0]!.id).toBe(1);
     expect(r.reg.list()[0]!.counters).toMatchObject({ matched: 1, delayed: 1, corrupted: 1, sent: 1 });
     // The flipped bit breaks a checksum (the UDP one, or the IP header's): B never delivers a damaged datagram.
     expect(got).toEqual([]);
-    expect(r.p.b.counters.UdpInCsumErrors + r.p.b.counters.IpInHdrErrors + r.p.b.counters.IpInAddrErrors + r.p.b.counters.UdpNoPorts + r.p.b.counters.IpInUnknownProtos).toBe(1);
+    expect(
+      r.p.b.counters.UdpInCsumErrors +
+        r.p.b.counters.IpInHdrErrors +
+        r.p.b.counters.IpInAddrErrors +
+        r.p.b.counters.UdpNoPorts +
+        r.p.b.counters.IpInUnknownProtos,
+    ).toBe(1);
   });
 
   test('in: the wire capture has the datagram when it arrived, the stack capture when the stack got it, 10 ms later', async () => {

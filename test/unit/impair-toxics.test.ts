@@ -28,14 +28,25 @@ function rig() {
   return { p, regA, regB, netA, netB, addA, addB };
 }
 
-interface Seen { chunks: { t: number; b: Buffer }[]; ended: number | null; closed: number | null; error: (Error & { code?: string }) | null }
+interface Seen {
+  chunks: { t: number; b: Buffer }[];
+  ended: number | null;
+  closed: number | null;
+  error: (Error & { code?: string }) | null;
+}
 
 function watch(p: ReturnType<typeof makePair>, s: TcpSocketLike): Seen {
   const w: Seen = { chunks: [], ended: null, closed: null, error: null };
   s.on('data', (b: Buffer) => w.chunks.push({ t: p.clock.now, b }));
-  s.on('end', () => { w.ended = p.clock.now; });
-  s.on('close', () => { w.closed = p.clock.now; });
-  s.on('error', (e) => { w.error = e; });
+  s.on('end', () => {
+    w.ended = p.clock.now;
+  });
+  s.on('close', () => {
+    w.closed = p.clock.now;
+  });
+  s.on('error', (e) => {
+    w.error = e;
+  });
   return w;
 }
 const bytes = (w: Seen) => Buffer.concat(w.chunks.map((c) => c.b));
@@ -43,7 +54,11 @@ const bytes = (w: Seen) => Buffer.concat(w.chunks.map((c) => c.b));
 /** A server on B port 9000 that hands each accepted socket to `onConn`. */
 function server(r: ReturnType<typeof rig>, onConn: (s: TcpSocketLike, seen: Seen) => void) {
   const conns: { s: TcpSocketLike; seen: Seen }[] = [];
-  const srv = r.netB.createServer((s) => { const seen = watch(r.p, s); conns.push({ s, seen }); onConn(s, seen); });
+  const srv = r.netB.createServer((s) => {
+    const seen = watch(r.p, s);
+    conns.push({ s, seen });
+    onConn(s, seen);
+  });
   srv.listen(9000);
   return conns;
 }
@@ -52,13 +67,15 @@ async function connect(r: ReturnType<typeof rig>) {
   const c = r.netA.connect({ host: B_ADDR, port: 9000 });
   const seen = watch(r.p, c);
   let up = false;
-  c.once('connect', () => { up = true; });
+  c.once('connect', () => {
+    up = true;
+  });
   expect(await runUntil(r.p.clock, () => up, 5000)).toBe(true);
   return { c, seen };
 }
 
 describe('wrapping', () => {
-  test('with no toxic a connection is the stack\'s own socket; with one it is wrapped', async () => {
+  test("with no toxic a connection is the stack's own socket; with one it is wrapped", async () => {
     const r = rig();
     const got: TcpSocketLike[] = [];
     r.netB.createServer((s) => got.push(s)).listen(9000);
@@ -74,12 +91,17 @@ describe('wrapping', () => {
   });
 });
 
-describe('toxiproxy\'s toxics', () => {
-  test('latency downstream: the service\'s reply arrives latency ms later; the request is not delayed', async () => {
+describe("toxiproxy's toxics", () => {
+  test("latency downstream: the service's reply arrives latency ms later; the request is not delayed", async () => {
     const r = rig();
     const t = r.addB('downstream --port 9000 latency latency=300');
     let reqAt = 0;
-    server(r, (s) => s.on('data', (d: Buffer) => { reqAt = r.p.clock.now; s.write(d); }));
+    server(r, (s) =>
+      s.on('data', (d: Buffer) => {
+        reqAt = r.p.clock.now;
+        s.write(d);
+      }),
+    );
     const { c, seen } = await connect(r);
     const t0 = r.p.clock.now;
     c.write('ping');
@@ -99,7 +121,15 @@ describe('toxiproxy\'s toxics', () => {
       s.setNoDelay(true); // no Nagle: the bytes leave when the toxic lets them
       let k = 0;
       // One byte every 10 ms of virtual time.
-      const tick = () => { if (k >= 60) { s.end(); return; } sent.push(r.p.clock.now); s.write(Buffer.from([k++])); r.p.clock.after(10, tick); };
+      const tick = () => {
+        if (k >= 60) {
+          s.end();
+          return;
+        }
+        sent.push(r.p.clock.now);
+        s.write(Buffer.from([k++]));
+        r.p.clock.after(10, tick);
+      };
       s.on('data', () => tick());
     });
     const { c, seen } = await connect(r);
@@ -111,7 +141,10 @@ describe('toxiproxy\'s toxics', () => {
     const arrival = new Map<number, number>();
     for (const ch of seen.chunks) for (const b of ch.b) arrival.set(b, ch.t);
     const delays = [...arrival.entries()].map(([k, t]) => t - sent[k]!);
-    for (const d of delays) { expect(d).toBeGreaterThanOrEqual(60); expect(d).toBeLessThan(145); }
+    for (const d of delays) {
+      expect(d).toBeGreaterThanOrEqual(60);
+      expect(d).toBeLessThan(145);
+    }
     expect(new Set(delays.map(Math.round)).size).toBeGreaterThan(5);
   });
 
@@ -174,7 +207,12 @@ describe('toxiproxy\'s toxics', () => {
     const r = rig();
     const t = r.addB('downstream reset_peer timeout=200');
     let wroteAt = 0;
-    const conns = server(r, (s) => s.on('data', () => { wroteAt = r.p.clock.now; s.write('never seen'); }));
+    const conns = server(r, (s) =>
+      s.on('data', () => {
+        wroteAt = r.p.clock.now;
+        s.write('never seen');
+      }),
+    );
     const { c, seen } = await connect(r);
     c.write('ask');
     await runUntil(r.p.clock, () => seen.error !== null, 5000);
@@ -268,12 +306,16 @@ describe('with the echo service and a half-closing client (nc -N)', () => {
     const seen = watch(r.p, c);
     c.connect(7, B_ADDR);
     let t0 = 0;
-    c.on('connect', () => { t0 = r.p.clock.now; c.write(data); c.end(); });
+    c.on('connect', () => {
+      t0 = r.p.clock.now;
+      c.write(data);
+      c.end();
+    });
     await runUntil(r.p.clock, () => seen.closed !== null, 5000);
     return { got: bytes(seen).toString(), seen, t0 };
   }
 
-  test('downstream latency: the echo comes back late, and only then the FIN (the client\'s FIN does not cut it off)', async () => {
+  test("downstream latency: the echo comes back late, and only then the FIN (the client's FIN does not cut it off)", async () => {
     const { got, seen, t0 } = await echoThrough('downstream latency latency=500', 'hello\n');
     expect(got).toBe('hello\n');
     expect(seen.chunks[0]!.t - t0).toBeGreaterThanOrEqual(500);
@@ -288,4 +330,3 @@ describe('with the echo service and a half-closing client (nc -N)', () => {
     expect(seen.error).toBeNull();
   });
 });
-

@@ -6,7 +6,17 @@
 import { describe, expect, test } from 'vitest';
 import { Reassembler } from '../../stack/iface/reassembly';
 import { internetChecksum } from '../../stack/wire/checksum';
-import { IcmpError, newIcmpRepr, parseIcmp, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, emitIcmp, UNREACH_PORT, UNREACH_PROTOCOL } from '../../stack/wire/icmp';
+import {
+  IcmpError,
+  newIcmpRepr,
+  parseIcmp,
+  ICMP_DEST_UNREACH,
+  ICMP_ECHO_REPLY,
+  ICMP_ECHO_REQUEST,
+  emitIcmp,
+  UNREACH_PORT,
+  UNREACH_PROTOCOL,
+} from '../../stack/wire/icmp';
 import { newIpv4Repr, parseIpv4Header, Ipv4Error, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from '../../stack/wire/ipv4';
 import { readU16, writeU16 } from '../../stack/wire/bytes';
 import { emitUdp } from '../../stack/wire/udp';
@@ -33,7 +43,17 @@ function fragments(payload: Buffer, size: number, o: { ident?: number; protocol?
   const out: Buffer[] = [];
   for (let off = 0; off < payload.length; off += size) {
     const end = Math.min(off + size, payload.length);
-    out.push(craftIp({ src: o.src, dst: o.dst, protocol: o.protocol ?? PROTO_UDP, payload: payload.subarray(off, end), ident: o.ident ?? 777, mf: end < payload.length, fragOffset: off }));
+    out.push(
+      craftIp({
+        src: o.src,
+        dst: o.dst,
+        protocol: o.protocol ?? PROTO_UDP,
+        payload: payload.subarray(off, end),
+        ident: o.ident ?? 777,
+        mf: end < payload.length,
+        fragOffset: off,
+      }),
+    );
   }
   return out;
 }
@@ -67,7 +87,11 @@ describe('fragmentation and reassembly', () => {
     expect(sha256(got[0].data)).toBe(sha256(msg));
     expect(got[0]).toMatchObject({ from: A_ADDR });
     const frags = tap.seen.filter((s) => s.dir === 'a->b');
-    expect(frags.map((s) => [s.fragOffset, s.mf, s.raw.length])).toEqual([[0, true, 1500], [1480, true, 1500], [2960, false, 20 + 4008 - 2960]]);
+    expect(frags.map((s) => [s.fragOffset, s.mf, s.raw.length])).toEqual([
+      [0, true, 1500],
+      [1480, true, 1500],
+      [2960, false, 20 + 4008 - 2960],
+    ]);
     expect(p.a.counters.IpFragCreates).toBe(3);
     expect(p.a.counters.IpFragOKs).toBe(1);
     expect(p.b.counters.IpReasmReqds).toBe(3);
@@ -205,7 +229,11 @@ describe('fragmentation and reassembly', () => {
 
 describe('TTL from the profile (DefaultTTL)', () => {
   test('Windows profiles send with TTL 128, linux with 64: echo replies, SYN-ACKs and fragments alike', async () => {
-    for (const [profile, ttl] of [['win2003-sp1', 128], ['nt4-sp6a', 128], ['linux', 64]] as const) {
+    for (const [profile, ttl] of [
+      ['win2003-sp1', 128],
+      ['nt4-sp6a', 128],
+      ['linux', 64],
+    ] as const) {
       const p = makePair();
       installFaults(p.b, buildFaultConfig({ profile, faults: [], params: [] }), new EventLog());
       const tap = new Tap(p);
@@ -395,8 +423,10 @@ describe('UDP', () => {
     const tap = new Tap(p);
     const { got } = udpSink(p);
     const good = udpDatagram(Buffer.from('payload'));
-    const badSum = Buffer.from(good); badSum[10] ^= 1;
-    const badLen = Buffer.from(good); writeU16(badLen, 4, 100);
+    const badSum = Buffer.from(good);
+    badSum[10] ^= 1;
+    const badLen = Buffer.from(good);
+    writeU16(badLen, 4, 100);
     tap.inject('b', craftIp({ protocol: PROTO_UDP, payload: badSum }));
     tap.inject('b', craftIp({ protocol: PROTO_UDP, payload: badLen }));
     tap.inject('b', craftIp({ protocol: PROTO_UDP, payload: good }));
@@ -411,7 +441,10 @@ describe('UDP', () => {
 describe('what the device verified (checksum capabilities per packet)', () => {
   const DATA_VALID: OffloadMeta = { flags: VirtioNetHdr.F_DATA_VALID, gsoType: VirtioNetHdr.GSO_NONE, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
   /** Sends `pkt` from A's side of the link to B with the offload meta a TUN device would give it. */
-  const send = (p: Pair, pkt: Buffer, meta: OffloadMeta | null) => { p.link.a.send(pkt, meta); p.link.a.flush(); };
+  const send = (p: Pair, pkt: Buffer, meta: OffloadMeta | null) => {
+    p.link.a.send(pkt, meta);
+    p.link.a.flush();
+  };
 
   test('a wrong TCP or UDP checksum is dropped, unless the device vouched for the packet (virtio DATA_VALID)', async () => {
     const p = makePair();
@@ -465,16 +498,31 @@ describe('IP header errors', () => {
     const mk = (f: (b: Buffer) => void, fixSum = true) => {
       const b = Buffer.from(good);
       f(b);
-      if (fixSum) { writeU16(b, 10, 0); writeU16(b, 10, internetChecksum(b, 0, (b[0] & 15) * 4 > b.length ? 20 : (b[0] & 15) * 4)); }
+      if (fixSum) {
+        writeU16(b, 10, 0);
+        writeU16(b, 10, internetChecksum(b, 0, (b[0] & 15) * 4 > b.length ? 20 : (b[0] & 15) * 4));
+      }
       variants.push(b);
     };
-    mk((b) => { b[10] ^= 0x55; }, false);                 // bad checksum
-    mk((b) => { b[0] = 0x55; });                           // version 5
-    mk((b) => { b[0] = 0x44; });                           // IHL 4
-    mk((b) => { b[0] = 0x4f; });                           // IHL 15: longer than the packet
-    mk((b) => { writeU16(b, 2, b.length + 10); });         // total length beyond the packet
-    mk((b) => { writeU16(b, 2, 12); });                    // total length below the header
-    variants.push(good.subarray(0, 12));                   // truncated
+    mk((b) => {
+      b[10] ^= 0x55;
+    }, false); // bad checksum
+    mk((b) => {
+      b[0] = 0x55;
+    }); // version 5
+    mk((b) => {
+      b[0] = 0x44;
+    }); // IHL 4
+    mk((b) => {
+      b[0] = 0x4f;
+    }); // IHL 15: longer than the packet
+    mk((b) => {
+      writeU16(b, 2, b.length + 10);
+    }); // total length beyond the packet
+    mk((b) => {
+      writeU16(b, 2, 12);
+    }); // total length below the header
+    variants.push(good.subarray(0, 12)); // truncated
     for (const v of variants) tap.inject('b', v);
     await runFor(p.clock, 2);
     expect(p.b.counters.IpInHdrErrors).toBe(variants.length);
@@ -491,7 +539,8 @@ describe('IP header errors', () => {
     const p = makePair();
     const tap = new Tap(p);
     const { got } = udpSink(p);
-    const v6 = Buffer.alloc(48); v6[0] = 0x60;
+    const v6 = Buffer.alloc(48);
+    v6[0] = 0x60;
     tap.inject('b', v6);
     tap.inject('b', craftIp({ protocol: PROTO_UDP, dst: 0xe0000001, payload: udpDatagram(Buffer.from('m'), 5000, 7, A_IP, 0xe0000001) }));
     tap.inject('b', craftIp({ protocol: PROTO_UDP, dst: 0xc61200ff, payload: udpDatagram(Buffer.from('b'), 5000, 7, A_IP, 0xc61200ff) }));

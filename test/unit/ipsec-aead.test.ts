@@ -23,7 +23,9 @@ describe('AES-GCM context', () => {
       const key = randomBytes(keyLen);
       const g = newGcm(key)!;
       for (const len of [...Array.from({ length: 81 }, (_, i) => i), 1420]) {
-        const nonce = randomBytes(12), aad = randomBytes(12), pt = randomBytes(len);
+        const nonce = randomBytes(12),
+          aad = randomBytes(12),
+          pt = randomBytes(len);
         const aadLen = len % 2 ? 8 : 12;
         const c = createCipheriv(`aes-${keyLen * 8}-gcm` as 'aes-128-gcm', key, nonce, { authTagLength: 16 });
         c.setAAD(aad.subarray(0, aadLen));
@@ -39,7 +41,8 @@ describe('AES-GCM context', () => {
         const bad = Buffer.from(buf);
         bad[3 + Math.floor(Math.random() * (len + 16))]! ^= 1;
         expect(g.open(nonce, aad, aadLen, bad, 3, len, 3 + len, back, 0)).toBe(false);
-        const badAad = Buffer.from(aad); badAad[0]! ^= 0x80;
+        const badAad = Buffer.from(aad);
+        badAad[0]! ^= 0x80;
         expect(g.open(nonce, badAad, aadLen, buf, 3, len, 3 + len, back, 0)).toBe(false);
       }
     });
@@ -47,7 +50,9 @@ describe('AES-GCM context', () => {
 
   test('ranges outside the buffers throw instead of writing past them', () => {
     const g = newGcm(randomBytes(16))!;
-    const n = Buffer.alloc(12), a = Buffer.alloc(8), b = Buffer.alloc(100);
+    const n = Buffer.alloc(12),
+      a = Buffer.alloc(8),
+      b = Buffer.alloc(100);
     expect(() => g.seal(n, a, 8, b, 0, 90, 85)).toThrow(RangeError);
     expect(() => g.seal(n, a, 9, b, 0, 10, 10)).toThrow(RangeError);
     expect(() => g.seal(n, a, 8, b, -1, 10, 20)).toThrow(RangeError);
@@ -57,16 +62,26 @@ describe('AES-GCM context', () => {
 });
 
 describe('AES-CBC + HMAC context', () => {
-  const HASHES = [['sha1', 20, 12], ['sha256', 32, 16], ['sha384', 48, 24], ['sha512', 64, 32]] as const;
+  const HASHES = [
+    ['sha1', 20, 12],
+    ['sha256', 32, 16],
+    ['sha384', 48, 24],
+    ['sha512', 64, 32],
+  ] as const;
   for (const [hash, keyLen, icvLen] of HASHES) {
     for (const encLen of [16, 32]) {
       test(`seal and open agree with node:crypto, AES-${encLen * 8}-CBC + HMAC-${hash}, with and without the ESN high half`, () => {
-        const ek = randomBytes(encLen), ik = randomBytes(keyLen);
+        const ek = randomBytes(encLen),
+          ik = randomBytes(keyLen);
         const g = newCbcHmac(ek, hash, ik)!;
         for (const blocks of [1, 2, 5, 89]) {
           for (const seqHigh of [-1, 0, 7, 0xfffffffe]) {
             // ESP layout: header (8) | IV (16) | ciphertext | ICV, after 5 bytes of headroom.
-            const hdr = 5, iv = hdr + 8, ct = iv + 16, len = blocks * 16, icv = ct + len;
+            const hdr = 5,
+              iv = hdr + 8,
+              ct = iv + 16,
+              len = blocks * 16,
+              icv = ct + len;
             const buf = randomBytes(icv + icvLen);
             const orig = Buffer.from(buf);
             const c = createCipheriv(`aes-${encLen * 8}-cbc`, ek, orig.subarray(iv, iv + 16));
@@ -75,7 +90,11 @@ describe('AES-CBC + HMAC context', () => {
             expect(g.seal(buf, hdr, iv, ct, len, icv, icvLen, seqHigh)).toBe(true);
             expect(buf.subarray(ct, icv).equals(wantCt)).toBe(true);
             const m = createHmac(hash, ik).update(buf.subarray(hdr, icv));
-            if (seqHigh >= 0) { const hi = Buffer.alloc(4); hi.writeUInt32BE(seqHigh); m.update(hi); }
+            if (seqHigh >= 0) {
+              const hi = Buffer.alloc(4);
+              hi.writeUInt32BE(seqHigh);
+              m.update(hi);
+            }
             expect(buf.subarray(icv, icv + icvLen).equals(m.digest().subarray(0, icvLen))).toBe(true);
             const back = Buffer.alloc(len);
             expect(g.open(buf, hdr, iv, ct, len, icv, icvLen, seqHigh, back, 0)).toBe(true);
@@ -109,13 +128,28 @@ function keys(encKey: Buffer): EspKeys {
 
 /** A TCP/IPv4 super-segment of `payload` bytes with TS options, checksum fields left as the stack leaves them for offload. */
 function superSegment(payload: number, flags: number): Buffer {
-  const ihl = 20, thl = 32;
+  const ihl = 20,
+    thl = 32;
   const p = Buffer.alloc(ihl + thl + payload);
-  p[0] = 0x45; p.writeUInt16BE(p.length, 2); p.writeUInt16BE(0x1234, 4); p[6] = 0x40; p[8] = 64; p[9] = 6;
-  p.writeUInt32BE(0xc6120002, 12); p.writeUInt32BE(0xc6123201, 16);
-  p.writeUInt16BE(5201, ihl); p.writeUInt16BE(40000, ihl + 2); p.writeUInt32BE(0xfffff000, ihl + 4); p.writeUInt32BE(77, ihl + 8);
-  p[ihl + 12] = (thl / 4) << 4; p[ihl + 13] = flags; p.writeUInt16BE(65535, ihl + 14);
-  p[ihl + 20] = 1; p[ihl + 21] = 1; p[ihl + 22] = 8; p[ihl + 23] = 10;
+  p[0] = 0x45;
+  p.writeUInt16BE(p.length, 2);
+  p.writeUInt16BE(0x1234, 4);
+  p[6] = 0x40;
+  p[8] = 64;
+  p[9] = 6;
+  p.writeUInt32BE(0xc6120002, 12);
+  p.writeUInt32BE(0xc6123201, 16);
+  p.writeUInt16BE(5201, ihl);
+  p.writeUInt16BE(40000, ihl + 2);
+  p.writeUInt32BE(0xfffff000, ihl + 4);
+  p.writeUInt32BE(77, ihl + 8);
+  p[ihl + 12] = (thl / 4) << 4;
+  p[ihl + 13] = flags;
+  p.writeUInt16BE(65535, ihl + 14);
+  p[ihl + 20] = 1;
+  p[ihl + 21] = 1;
+  p[ihl + 22] = 8;
+  p[ihl + 23] = 10;
   randomBytes(payload).copy(p, ihl + thl);
   return p;
 }
@@ -123,7 +157,9 @@ function superSegment(payload: number, flags: number): Buffer {
 describe('protectTcpSegment', () => {
   test('cutting into the ESP packet gives the bytes of cutting first, and each opens to a valid segment', () => {
     const k = randomBytes(20);
-    const a = new EspSa(0xabc, 'out', keys(k)), b = new EspSa(0xabc, 'out', keys(k)), inb = new EspSa(0xabc, 'in', keys(k));
+    const a = new EspSa(0xabc, 'out', keys(k)),
+      b = new EspSa(0xabc, 'out', keys(k)),
+      inb = new EspSa(0xabc, 'in', keys(k));
     const spec: OuterSpec = { mode: 'tunnel', src: 0xc6120002, dst: 0xc6123201, encap: { sport: 4500, dport: 4500 }, ident: 9 };
     const pkt = superSegment(10 * 1388 + 500, 0x18 | 0x80 | 0x01);
     const meta: OffloadMeta = { flags: VirtioNetHdr.F_NEEDS_CSUM, gsoType: VirtioNetHdr.GSO_TCPV4, hdrLen: 52, gsoSize: 1388, csumStart: 20, csumOffset: 16 };

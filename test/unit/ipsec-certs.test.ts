@@ -86,8 +86,13 @@ describe('certificate authentication', () => {
 
   test('classic signature methods without RFC 7427: RSA (1) and ECDSA (9, 10), made and checked', () => {
     const octets = randomBytes(300);
-    for (const [opts, method] of [[{ type: 'rsa', modulusLength: 2048 }, AuthMethod.RSA_SIG], [{ type: 'ec', namedCurve: 'prime256v1' }, AuthMethod.ECDSA_256], [{ type: 'ec', namedCurve: 'secp384r1' }, AuthMethod.ECDSA_384]] as const) {
-      const { privateKey, publicKey } = opts.type === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: opts.modulusLength }) : generateKeyPairSync('ec', { namedCurve: opts.namedCurve });
+    for (const [opts, method] of [
+      [{ type: 'rsa', modulusLength: 2048 }, AuthMethod.RSA_SIG],
+      [{ type: 'ec', namedCurve: 'prime256v1' }, AuthMethod.ECDSA_256],
+      [{ type: 'ec', namedCurve: 'secp384r1' }, AuthMethod.ECDSA_384],
+    ] as const) {
+      const { privateKey, publicKey } =
+        opts.type === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: opts.modulusLength }) : generateKeyPairSync('ec', { namedCurve: opts.namedCurve });
       const s = signAuth(privateKey, octets, false);
       expect(s.method).toBe(method);
       expect(verifyAuth(s.method, s.data, publicKey, octets)).toBeNull();
@@ -116,7 +121,12 @@ describe('certificate authentication', () => {
     fs.writeFileSync(f, `local:\n  id: other@lab\n  cert: server.pem\n  key: server.key\n`);
     expect(() => loadIpsecConfig(f)).toThrow(/:2: local\.id: "other@lab" is not in local\.cert/);
     fs.writeFileSync(f, `local:\n  cert: server.pem\n  key: client1.key\n`);
-    try { loadIpsecConfig(f); throw new Error('no error'); } catch (e) { expect((e as Error).message).toMatch(/:2: local\.cert: .*client1\.key is not the private key of/); }
+    try {
+      loadIpsecConfig(f);
+      throw new Error('no error');
+    } catch (e) {
+      expect((e as Error).message).toMatch(/:2: local\.cert: .*client1\.key is not the private key of/);
+    }
     fs.writeFileSync(f, `peers:\n  - id: a@b\n    auth: pubkey\n`);
     expect(() => loadIpsecConfig(f)).toThrow(/:3: peers\[0\]\.auth: pubkey needs a ca: list/);
   });

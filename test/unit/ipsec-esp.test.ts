@@ -19,9 +19,15 @@ const HELPER = path.join(__dirname, 'helpers', 'scapy_esp.py');
 
 interface ScapyOp {
   op: 'encrypt' | 'decrypt';
-  crypt: string; cryptKey: string; auth: string; authKey: string;
-  spi: number; seq?: number; esn?: number | null;
-  tunnel?: { src: string; dst: string } | null; natt?: boolean;
+  crypt: string;
+  cryptKey: string;
+  auth: string;
+  authKey: string;
+  spi: number;
+  seq?: number;
+  esn?: number | null;
+  tunnel?: { src: string; dst: string } | null;
+  natt?: boolean;
   packet: string;
 }
 
@@ -31,19 +37,44 @@ function scapy(ops: ScapyOp[]): { packet?: string; error?: string }[] {
   return (JSON.parse(r.stdout) as { results: { packet?: string; error?: string }[] }).results;
 }
 
-const OUTER_SRC = '198.18.0.2', OUTER_DST = '198.18.50.1';
+const OUTER_SRC = '198.18.0.2',
+  OUTER_DST = '198.18.50.1';
 
-interface Suite { name: string; encr: number; keyBits: number; integ: number; scapyCrypt: string; scapyAuth: string }
+interface Suite {
+  name: string;
+  encr: number;
+  keyBits: number;
+  integ: number;
+  scapyCrypt: string;
+  scapyAuth: string;
+}
 const SUITES: Suite[] = [
   { name: 'AES-GCM-16-128', encr: Encr.AES_GCM_16, keyBits: 128, integ: Integ.NONE, scapyCrypt: 'AES-GCM', scapyAuth: 'NULL' },
   { name: 'AES-GCM-16-256', encr: Encr.AES_GCM_16, keyBits: 256, integ: Integ.NONE, scapyCrypt: 'AES-GCM', scapyAuth: 'NULL' },
-  { name: 'AES-CBC-128 + HMAC-SHA-256-128', encr: Encr.AES_CBC, keyBits: 128, integ: Integ.HMAC_SHA2_256_128, scapyCrypt: 'AES-CBC', scapyAuth: 'SHA2-256-128' },
-  { name: 'AES-CBC-256 + HMAC-SHA-256-128', encr: Encr.AES_CBC, keyBits: 256, integ: Integ.HMAC_SHA2_256_128, scapyCrypt: 'AES-CBC', scapyAuth: 'SHA2-256-128' },
+  {
+    name: 'AES-CBC-128 + HMAC-SHA-256-128',
+    encr: Encr.AES_CBC,
+    keyBits: 128,
+    integ: Integ.HMAC_SHA2_256_128,
+    scapyCrypt: 'AES-CBC',
+    scapyAuth: 'SHA2-256-128',
+  },
+  {
+    name: 'AES-CBC-256 + HMAC-SHA-256-128',
+    encr: Encr.AES_CBC,
+    keyBits: 256,
+    integ: Integ.HMAC_SHA2_256_128,
+    scapyCrypt: 'AES-CBC',
+    scapyAuth: 'SHA2-256-128',
+  },
 ];
 
 function keysFor(s: Suite, esn = false): EspKeys {
   return {
-    encr: s.encr, keyBits: s.keyBits, integ: s.integ, esn,
+    encr: s.encr,
+    keyBits: s.keyBits,
+    integ: s.integ,
+    esn,
     encKey: randomBytes(s.keyBits / 8 + (s.encr === Encr.AES_GCM_16 ? 4 : 0)),
     integKey: s.integ === Integ.NONE ? Buffer.alloc(0) : randomBytes(32),
   };
@@ -54,15 +85,40 @@ function innerPacket(n: number, proto = 253, src = '198.18.50.1', dst = '198.18.
   const pkt = Buffer.alloc(20 + n);
   randomBytes(n).copy(pkt, 20);
   const r = newIpv4Repr();
-  r.src = parseIpv4(src)!; r.dst = parseIpv4(dst)!; r.protocol = proto; r.ident = 0x1234; r.ttl = 64; r.totalLength = pkt.length; r.dontFragment = true;
+  r.src = parseIpv4(src)!;
+  r.dst = parseIpv4(dst)!;
+  r.protocol = proto;
+  r.ident = 0x1234;
+  r.ttl = 64;
+  r.totalLength = pkt.length;
+  r.dontFragment = true;
   emitIpv4Header(pkt, 0, r);
   return pkt;
 }
 
-function opFor(s: Suite, k: EspKeys, spi: number, mode: 'tunnel' | 'transport', natt: boolean, op: 'encrypt' | 'decrypt', packet: Buffer, seq?: number, esn?: number): ScapyOp {
+function opFor(
+  s: Suite,
+  k: EspKeys,
+  spi: number,
+  mode: 'tunnel' | 'transport',
+  natt: boolean,
+  op: 'encrypt' | 'decrypt',
+  packet: Buffer,
+  seq?: number,
+  esn?: number,
+): ScapyOp {
   return {
-    op, crypt: s.scapyCrypt, cryptKey: k.encKey.toString('hex'), auth: s.scapyAuth, authKey: k.integKey.toString('hex'),
-    spi, seq, esn: esn ?? null, tunnel: mode === 'tunnel' ? { src: OUTER_SRC, dst: OUTER_DST } : null, natt, packet: packet.toString('hex'),
+    op,
+    crypt: s.scapyCrypt,
+    cryptKey: k.encKey.toString('hex'),
+    auth: s.scapyAuth,
+    authKey: k.integKey.toString('hex'),
+    spi,
+    seq,
+    esn: esn ?? null,
+    tunnel: mode === 'tunnel' ? { src: OUTER_SRC, dst: OUTER_DST } : null,
+    natt,
+    packet: packet.toString('hex'),
   };
 }
 
@@ -85,9 +141,15 @@ describe('ESP against scapy', () => {
           const spi = 0xc0ffee01;
           const sa = new EspSa(spi, 'out', k);
           const pkts = [innerPacket(0), innerPacket(1), innerPacket(15), innerPacket(100), innerPacket(1400)];
-          const outers = pkts.map((p) => protectPacket(sa, p, {
-            mode, src: parseIpv4(OUTER_SRC)!, dst: parseIpv4(OUTER_DST)!, encap: natt ? { sport: 4500, dport: 4500 } : null, ident: 7,
-          })!);
+          const outers = pkts.map((p) =>
+            protectPacket(sa, p, {
+              mode,
+              src: parseIpv4(OUTER_SRC)!,
+              dst: parseIpv4(OUTER_DST)!,
+              encap: natt ? { sport: 4500, dport: 4500 } : null,
+              ident: 7,
+            })!,
+          );
           // A tampered copy of the fourth: scapy must refuse it.
           const bad = Buffer.from(outers[3]!);
           bad[bad.length - 20] ^= 1;

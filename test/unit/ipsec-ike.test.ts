@@ -33,7 +33,11 @@ function injectUdp(p: IpsecPair, dport: number, payload: Buffer, sport = 500): v
   payload.copy(pkt, 28);
   emitUdp(pkt, 20, { srcPort: sport, dstPort: dport, payloadOffset: 0, payloadLength: payload.length }, A_IP, B_IP);
   const r = newIpv4Repr();
-  r.src = A_IP; r.dst = B_IP; r.protocol = 17; r.totalLength = pkt.length; r.ident = 1;
+  r.src = A_IP;
+  r.dst = B_IP;
+  r.protocol = 17;
+  r.totalLength = pkt.length;
+  r.ident = 1;
   emitIpv4Header(pkt, 0, r);
   p.b.input(pkt, null, p.clock.now);
 }
@@ -42,7 +46,11 @@ function injectEsp(p: IpsecPair, payload: Buffer): void {
   const pkt = Buffer.alloc(20 + payload.length);
   payload.copy(pkt, 20);
   const r = newIpv4Repr();
-  r.src = A_IP; r.dst = B_IP; r.protocol = PROTO_ESP; r.totalLength = pkt.length; r.ident = 2;
+  r.src = A_IP;
+  r.dst = B_IP;
+  r.protocol = PROTO_ESP;
+  r.totalLength = pkt.length;
+  r.ident = 2;
   emitIpv4Header(pkt, 0, r);
   p.b.input(pkt, null, p.clock.now);
 }
@@ -54,7 +62,12 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
     ['Curve25519, AES-GCM', 'aes128gcm16-prfsha256-curve25519', 'aes128gcm16'],
   ] as const) {
     test(`PSK: IKE_SA_INIT + IKE_AUTH, child SA, TCP through ESP intact (${name})`, async () => {
-      const p = makeIpsecPair({ a: (c) => { c.ike.proposals = [ike(ikeP)]; c.esp.proposals = [esp(espP)]; } });
+      const p = makeIpsecPair({
+        a: (c) => {
+          c.ike.proposals = [ike(ikeP)];
+          c.esp.proposals = [esp(espP)];
+        },
+      });
       const seen = watchLink(p);
       const r = await connect(p);
       expect(r.result.failed).toBeUndefined();
@@ -109,7 +122,11 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
   });
 
   test('INVALID_KE_PAYLOAD: the responder names its group, the initiator retries with it', async () => {
-    const p = makeIpsecPair({ b: (c) => { c.ike.proposals = [ike('aes128-sha256-modp2048')]; } });
+    const p = makeIpsecPair({
+      b: (c) => {
+        c.ike.proposals = [ike('aes128-sha256-modp2048')];
+      },
+    });
     p.cfgA.ike.proposals = [ike('aes128-sha256-ecp256-modp2048')];
     const r = await connect(p, { keGroup: DhGroup.ECP256 });
     expect(r.result.failed).toBeUndefined();
@@ -118,7 +135,11 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
   });
 
   test('no common proposal: NO_PROPOSAL_CHOSEN', async () => {
-    const p = makeIpsecPair({ b: (c) => { c.ike.proposals = [ike('aes256-sha512-modp4096')]; } });
+    const p = makeIpsecPair({
+      b: (c) => {
+        c.ike.proposals = [ike('aes256-sha512-modp4096')];
+      },
+    });
     p.cfgA.ike.proposals = [ike('aes128-sha1-modp2048')];
     const r = await connect(p);
     expect(r.result.failed).toBe('NO_PROPOSAL_CHOSEN');
@@ -126,7 +147,11 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
   });
 
   test('cookies under load (RFC 7296 2.6): past the half-open threshold a COOKIE is required, and the initiator that returns it gets in', async () => {
-    const p = makeIpsecPair({ b: (c) => { c.ike.cookieThreshold = 2; } });
+    const p = makeIpsecPair({
+      b: (c) => {
+        c.ike.cookieThreshold = 2;
+      },
+    });
     // Two half-open SAs from a flood of IKE_SA_INIT requests that never continue.
     for (let i = 0; i < 2; i++) {
       const fake = initiateFromA(p, {});
@@ -143,12 +168,23 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
     // A full IKE_SA_INIT with a forged cookie is refused and answered with a fresh cookie.
     const before = { refused: p.ipB.counters.FsIkeCookiesRefused, sent: p.ipB.counters.FsIkeCookiesSent, sas: p.ipB.ike.all().length };
     const kex = new KeyExchange(DhGroup.MODP2048);
-    const msg = emitIkeMessage({ spiI: Buffer.from('0102030405060708', 'hex'), spiR: Buffer.alloc(8), major: 2, minor: 0, exchange: Exchange.IKE_SA_INIT, flags: IkeFlag.INITIATOR, messageId: 0 }, [
-      { type: Payload.NOTIFY, protocol: 0, spi: Buffer.alloc(0), notifyType: Notify.COOKIE, data: Buffer.alloc(17, 9) },
-      { type: Payload.SA, proposals: proposalsFromSpecs([ike('aes128-sha256-modp2048')], ProtocolId.IKE, Buffer.alloc(0)) },
-      { type: Payload.KE, group: DhGroup.MODP2048, data: kex.publicKey },
-      { type: Payload.NONCE, data: Buffer.alloc(32, 1) },
-    ]);
+    const msg = emitIkeMessage(
+      {
+        spiI: Buffer.from('0102030405060708', 'hex'),
+        spiR: Buffer.alloc(8),
+        major: 2,
+        minor: 0,
+        exchange: Exchange.IKE_SA_INIT,
+        flags: IkeFlag.INITIATOR,
+        messageId: 0,
+      },
+      [
+        { type: Payload.NOTIFY, protocol: 0, spi: Buffer.alloc(0), notifyType: Notify.COOKIE, data: Buffer.alloc(17, 9) },
+        { type: Payload.SA, proposals: proposalsFromSpecs([ike('aes128-sha256-modp2048')], ProtocolId.IKE, Buffer.alloc(0)) },
+        { type: Payload.KE, group: DhGroup.MODP2048, data: kex.publicKey },
+        { type: Payload.NONCE, data: Buffer.alloc(32, 1) },
+      ],
+    );
     injectUdp(p, 500, msg);
     expect(p.ipB.counters.FsIkeCookiesRefused).toBe(before.refused + 1);
     expect(p.ipB.counters.FsIkeCookiesSent).toBe(before.sent + 1);
@@ -160,7 +196,10 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
     // Lose B's first IKE_AUTH response: A retransmits after its timeout, B resends what it kept.
     let dropped = 0;
     p.link.dropFilter = (pkt, dir) => {
-      if (dir === 'b->a' && pkt[9] === 17 && pkt[28 + 18] === Exchange.IKE_AUTH && dropped === 0) { dropped++; return true; }
+      if (dir === 'b->a' && pkt[9] === 17 && pkt[28 + 18] === Exchange.IKE_AUTH && dropped === 0) {
+        dropped++;
+        return true;
+      }
       return false;
     };
     const r = await connect(p, {}, 20_000);
@@ -214,7 +253,9 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
     // The new IKE SA works: a liveness check and then a child rekey on it.
     const newA = p.ipA.ike.all().find((s) => s.state === 'established')!;
     let alive: boolean | undefined;
-    p.ipA.ike.liveness(newA, p.clock.now, (ok) => { alive = ok; });
+    p.ipA.ike.liveness(newA, p.clock.now, (ok) => {
+      alive = ok;
+    });
     await runUntil(p.clock, () => alive !== undefined, 5000);
     expect(alive).toBe(true);
     p.ipA.ike.rekeyChild(newA, p.ipA.sad.all()[0]!, p.clock.now);
@@ -259,7 +300,13 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
   });
 
   test('liveness: the responder checks an idle peer and gives up on a dead one', async () => {
-    const p = makeIpsecPair({ b: (c) => { c.ike.dpdMs = 5000; c.ike.retransmitMs = 500; c.ike.retransmitTries = 3; } });
+    const p = makeIpsecPair({
+      b: (c) => {
+        c.ike.dpdMs = 5000;
+        c.ike.retransmitMs = 500;
+        c.ike.retransmitTries = 3;
+      },
+    });
     await connect(p);
     await runFor(p.clock, 6000, 50);
     expect(p.ipB.counters.FsIkeDpdSent).toBe(1);
@@ -273,7 +320,12 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
   });
 
   test('hard lifetimes: an expired child SA is deleted on both sides', async () => {
-    const p = makeIpsecPair({ b: (c) => { c.esp.lifetimeMs = 3000; c.ike.dpdMs = 0; } });
+    const p = makeIpsecPair({
+      b: (c) => {
+        c.esp.lifetimeMs = 3000;
+        c.ike.dpdMs = 0;
+      },
+    });
     await connect(p);
     expect(p.ipA.sad.size).toBe(1);
     await runFor(p.clock, 4000, 50);
@@ -290,18 +342,30 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
     const t = await transfer(p, testData(100_000, 5));
     expect(t.done).toBe(true);
     expect(sha256(t.got)).toBe(sha256(testData(100_000, 5)));
-    const q = makeIpsecPair({ b: (c) => { c.esp.transportMode = 'refuse'; } });
+    const q = makeIpsecPair({
+      b: (c) => {
+        c.esp.transportMode = 'refuse';
+      },
+    });
     const r2 = await connect(q, { transport: true });
     expect(r2.result.child!.mode).toBe('tunnel');
   });
 
   test('traffic selectors are narrowed to what the peer config allows; nothing allowed is TS_UNACCEPTABLE', async () => {
-    const p = makeIpsecPair({ b: (c) => { c.peers = [peer('client1@lab', 'labsecret', { localTs: [parseSelector('198.18.0.2/32[tcp/9000]')] })]; } });
+    const p = makeIpsecPair({
+      b: (c) => {
+        c.peers = [peer('client1@lab', 'labsecret', { localTs: [parseSelector('198.18.0.2/32[tcp/9000]')] })];
+      },
+    });
     const r = await connect(p, { remoteTs: [parseSelector('198.18.0.0/24')] });
     expect(r.result.child).toBeTruthy();
     const c = p.ipB.sad.all()[0]!;
     expect(c.localTs).toEqual([parseSelector('198.18.0.2/32[tcp/9000]')]);
-    const q = makeIpsecPair({ b: (c2) => { c2.peers = [peer('client1@lab', 'labsecret', { remoteTs: [parseSelector('198.18.9.0/24')] })]; } });
+    const q = makeIpsecPair({
+      b: (c2) => {
+        c2.peers = [peer('client1@lab', 'labsecret', { remoteTs: [parseSelector('198.18.9.0/24')] })];
+      },
+    });
     const r2 = await connect(q);
     expect(r2.result.ike).toBeTruthy();
     expect(r2.result.child).toBeNull();
@@ -322,7 +386,11 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
   });
 
   test('the SPD: discard and bypass entries, and cleartext that an SA covers is refused', async () => {
-    const p = makeIpsecPair({ b: (c) => { c.policies = [{ name: 'no-9999', local: parseSelector('0.0.0.0/0[tcp/9999]'), remote: parseSelector('0.0.0.0/0'), action: 'discard' }]; } });
+    const p = makeIpsecPair({
+      b: (c) => {
+        c.policies = [{ name: 'no-9999', local: parseSelector('0.0.0.0/0[tcp/9999]'), remote: parseSelector('0.0.0.0/0'), action: 'discard' }];
+      },
+    });
     // Before any SA: plaintext TCP passes (default bypass), except the discarded port.
     const ok = await transfer(p, testData(1000), { port: 9001, maxMs: 5000 });
     expect(ok.done).toBe(true);
@@ -340,10 +408,14 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
   });
 
   test('a static protect entry without an SA: outbound dropped (XfrmOutNoStates), inbound cleartext refused', async () => {
-    const p = makeIpsecPair({ b: (c) => { c.policies = [
-      { name: 'in9003', local: parseSelector('0.0.0.0/0[tcp/9003]'), remote: parseSelector('0.0.0.0/0'), action: 'protect' },
-      { name: 'out9005', local: parseSelector('0.0.0.0/0'), remote: parseSelector('0.0.0.0/0[tcp/9005]'), action: 'protect' },
-    ]; } });
+    const p = makeIpsecPair({
+      b: (c) => {
+        c.policies = [
+          { name: 'in9003', local: parseSelector('0.0.0.0/0[tcp/9003]'), remote: parseSelector('0.0.0.0/0'), action: 'protect' },
+          { name: 'out9005', local: parseSelector('0.0.0.0/0'), remote: parseSelector('0.0.0.0/0[tcp/9005]'), action: 'protect' },
+        ];
+      },
+    });
     const t = await transfer(p, testData(1000), { port: 9003, maxMs: 3000 });
     expect(t.done).toBe(false);
     expect(p.ipB.counters.XfrmInTmplMismatch).toBeGreaterThan(0);
@@ -373,8 +445,14 @@ describe('IKEv2 responder against the stack-to-stack initiator', () => {
     for (const ex of [34, 35, 36, 37, 99]) {
       for (let len = 0; len < 60; len += 7) {
         const m = Buffer.alloc(IKE_HEADER + len, 0xa5);
-        sa.spiI.copy(m, 0); sa.spiR.copy(m, 8);
-        m[16] = 46; m[17] = 0x20; m[18] = ex; m[19] = IkeFlag.INITIATOR; m.writeUInt32BE(1, 20); m.writeUInt32BE(m.length, 24);
+        sa.spiI.copy(m, 0);
+        sa.spiR.copy(m, 8);
+        m[16] = 46;
+        m[17] = 0x20;
+        m[18] = ex;
+        m[19] = IkeFlag.INITIATOR;
+        m.writeUInt32BE(1, 20);
+        m.writeUInt32BE(m.length, 24);
         injectUdp(p, 500, m);
       }
     }

@@ -47,7 +47,10 @@ describe('replay window', () => {
     // Blocks of 100 delivered in random order inside each block: always within the window.
     for (let b = 0; b < 50; b++) {
       const block = Array.from({ length: 100 }, (_, i) => b * 100 + i + 1);
-      for (let i = block.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [block[i], block[j]] = [block[j]!, block[i]!]; }
+      for (let i = block.length - 1; i > 0; i--) {
+        const j = Math.floor(Math.random() * (i + 1));
+        [block[i], block[j]] = [block[j]!, block[i]!];
+      }
       order.push(...block);
     }
     let ok = 0;
@@ -114,8 +117,13 @@ describe('replay protection through ESP input', () => {
     out.seq = 3 * 2 ** 32 + 6;
     const p = espSeal(out, 4, randomBytes(33), 0, 33, 0)!;
     const icv = p.subarray(p.length - 16);
-    const hi = Buffer.alloc(4); hi.writeUInt32BE(3);
-    const mac = createHmac('sha256', k.integKey).update(p.subarray(0, p.length - 16)).update(hi).digest().subarray(0, 16);
+    const hi = Buffer.alloc(4);
+    hi.writeUInt32BE(3);
+    const mac = createHmac('sha256', k.integKey)
+      .update(p.subarray(0, p.length - 16))
+      .update(hi)
+      .digest()
+      .subarray(0, 16);
     expect(icv.equals(mac)).toBe(true);
     const inb = new EspSa(0x1003, 'in', k);
     inb.replay!.update(3 * 2 ** 32 + 1);

@@ -14,11 +14,24 @@ import { selectProposal } from '../../stack/ipsec/ike/negotiate';
 import { deriveChildKeys, deriveIkeKeys, prfPlus, type IkeKeys } from '../../stack/ipsec/keys';
 import { Integ, parseProposal, type ChosenSuite } from '../../stack/ipsec/transforms';
 import {
-  Exchange, IKE_HEADER, Notify, Payload, ProtocolId, findNotify, findPayload, parseIkeHeader, parsePayloadChain, type PayloadOf, type PayloadRepr,
+  Exchange,
+  IKE_HEADER,
+  Notify,
+  Payload,
+  ProtocolId,
+  findNotify,
+  findPayload,
+  parseIkeHeader,
+  parsePayloadChain,
+  type PayloadOf,
+  type PayloadRepr,
 } from '../../stack/wire/ike';
 
 interface Capture {
-  name: string; psk: string; ikeProposal: string; espProposal: string;
+  name: string;
+  psk: string;
+  ikeProposal: string;
+  espProposal: string;
   messages: { from: 'i' | 'r'; hex: string }[];
   log: { label: string; hex: string }[];
 }
@@ -78,9 +91,11 @@ describe(`IKEv2 key derivation against strongSwan ${fixture.strongswan}`, () => 
       const espSpecs = [parseProposal(c.espProposal, 'esp')];
 
       // IKE_SA_INIT (in the clear).
-      const req = plain(m[0]!), resp = plain(m[1]!);
+      const req = plain(m[0]!),
+        resp = plain(m[1]!);
       const hdr = parseIkeHeader(m[1]!);
-      const ni = findPayload(req, Payload.NONCE)!.data, nr = findPayload(resp, Payload.NONCE)!.data;
+      const ni = findPayload(req, Payload.NONCE)!.data,
+        nr = findPayload(resp, Payload.NONCE)!.data;
       const sel = selectProposal(findPayload(resp, Payload.SA)!.proposals, ikeSpecs, ProtocolId.IKE, { keGroup: findPayload(resp, Payload.KE)!.group })!;
       expect(sel).not.toBeNull();
       const dh = next('shared Diffie Hellman secret');
@@ -91,13 +106,16 @@ describe(`IKEv2 key derivation against strongSwan ${fixture.strongswan}`, () => 
       const psk = Buffer.from(c.psk);
       const authReq = open(m[2]!, sel.suite, keys, 'i');
       const authResp = open(m[3]!, sel.suite, keys, 'r');
-      const idi = findPayload(authReq, Payload.IDi)!, idr = findPayload(authResp, Payload.IDr)!;
+      const idi = findPayload(authReq, Payload.IDi)!,
+        idr = findPayload(authResp, Payload.IDr)!;
       expect(idi.data.toString()).toBe('client1@lab');
       expect(idr.data.toString()).toBe('server@lab');
       expect(pskAuth(sel.suite.prf!, psk, m[0]!, nr, keys.pi, idBody(idi.idType, idi.data)).equals(findPayload(authReq, Payload.AUTH)!.data)).toBe(true);
       expect(pskAuth(sel.suite.prf!, psk, m[1]!, ni, keys.pr, idBody(idr.idType, idr.data)).equals(findPayload(authResp, Payload.AUTH)!.data)).toBe(true);
       // The wrong PSK does not.
-      expect(pskAuth(sel.suite.prf!, Buffer.from('not-it'), m[0]!, nr, keys.pi, idBody(idi.idType, idi.data)).equals(findPayload(authReq, Payload.AUTH)!.data)).toBe(false);
+      expect(
+        pskAuth(sel.suite.prf!, Buffer.from('not-it'), m[0]!, nr, keys.pi, idBody(idi.idType, idi.data)).equals(findPayload(authReq, Payload.AUTH)!.data),
+      ).toBe(false);
 
       // First child SA: KEYMAT = prf+(SK_d, Ni | Nr), initiator-to-responder keys first.
       const childSel = selectProposal(findPayload(authResp, Payload.SA)!.proposals, espSpecs, ProtocolId.ESP, { ignoreDh: true })!;
@@ -110,12 +128,14 @@ describe(`IKEv2 key derivation against strongSwan ${fixture.strongswan}`, () => 
       }
 
       // Child rekey (CREATE_CHILD_SA with REKEY_SA).
-      const rq = open(m[4]!, sel.suite, keys, 'i'), rs = open(m[5]!, sel.suite, keys, 'r');
+      const rq = open(m[4]!, sel.suite, keys, 'i'),
+        rs = open(m[5]!, sel.suite, keys, 'r');
       expect(findNotify(rq, Notify.REKEY_SA)).toBeDefined();
       const ke = findPayload(rq, Payload.KE);
       const rekeySel = selectProposal(findPayload(rs, Payload.SA)!.proposals, espSpecs, ProtocolId.ESP, { keGroup: ke?.group })!;
       expect(rekeySel).not.toBeNull();
-      const encI = next('encryption initiator key'), encR = next('encryption responder key');
+      const encI = next('encryption initiator key'),
+        encR = next('encryption responder key');
       const integI = rekeySel.suite.integ !== Integ.NONE ? next('integrity initiator key') : null;
       const integR = rekeySel.suite.integ !== Integ.NONE ? next('integrity responder key') : null;
       if (!ke) {
@@ -135,8 +155,10 @@ describe(`IKEv2 key derivation against strongSwan ${fixture.strongswan}`, () => 
       open(m[7]!, sel.suite, keys, 'r');
 
       // IKE SA rekey (2.18): SKEYSEED = prf(SK_d(old), g^ir(new) | Ni | Nr), SPIs from the SA payloads.
-      const iq = open(m[8]!, sel.suite, keys, 'i'), is = open(m[9]!, sel.suite, keys, 'r');
-      const pI = findPayload(iq, Payload.SA)!.proposals[0]!, pR = findPayload(is, Payload.SA)!.proposals[0]!;
+      const iq = open(m[8]!, sel.suite, keys, 'i'),
+        is = open(m[9]!, sel.suite, keys, 'r');
+      const pI = findPayload(iq, Payload.SA)!.proposals[0]!,
+        pR = findPayload(is, Payload.SA)!.proposals[0]!;
       expect(pI.protocol).toBe(ProtocolId.IKE);
       const sel2 = selectProposal([pR], ikeSpecs, ProtocolId.IKE, { keGroup: findPayload(is, Payload.KE)!.group })!;
       const dh2 = next('shared Diffie Hellman secret');
@@ -150,12 +172,19 @@ describe(`IKEv2 key derivation against strongSwan ${fixture.strongswan}`, () => 
   }
 
   test('prf+ is T1 | T2 | ... with the counter after the seed (RFC 7296 2.13)', () => {
-    const k = Buffer.from('key'), s = Buffer.from('seed');
+    const k = Buffer.from('key'),
+      s = Buffer.from('seed');
     const out = prfPlus(5, k, s, 80);
     const { createHmac } = require('node:crypto') as typeof import('node:crypto');
-    const t1 = createHmac('sha256', k).update(Buffer.concat([s, Buffer.from([1])])).digest();
-    const t2 = createHmac('sha256', k).update(Buffer.concat([t1, s, Buffer.from([2])])).digest();
-    const t3 = createHmac('sha256', k).update(Buffer.concat([t2, s, Buffer.from([3])])).digest();
+    const t1 = createHmac('sha256', k)
+      .update(Buffer.concat([s, Buffer.from([1])]))
+      .digest();
+    const t2 = createHmac('sha256', k)
+      .update(Buffer.concat([t1, s, Buffer.from([2])]))
+      .digest();
+    const t3 = createHmac('sha256', k)
+      .update(Buffer.concat([t2, s, Buffer.from([3])]))
+      .digest();
     expect(out.equals(Buffer.concat([t1, t2, t3]).subarray(0, 80))).toBe(true);
   });
 });

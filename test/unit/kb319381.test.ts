@@ -18,7 +18,12 @@ async function rigWithServer(o: FirewallRigOptions) {
   return { rig, server };
 }
 
-function play(rig: FirewallRig, via: 'fwc' | 'securenat', transport: 'udp' | 'tcp' = 'udp', extra: Partial<ConstructorParameters<typeof MmsPlayer>[0]> = {}): Promise<PlayResult> {
+function play(
+  rig: FirewallRig,
+  via: 'fwc' | 'securenat',
+  transport: 'udp' | 'tcp' = 'udp',
+  extra: Partial<ConstructorParameters<typeof MmsPlayer>[0]> = {},
+): Promise<PlayResult> {
   const p = new MmsPlayer({ server: B_ADDR, via, transport, firewall: FI_ADDR, net: rig.netA, timers: rig.timers, ...extra });
   return runPromise(rig.clock, p.play(), 120_000);
 }

@@ -38,7 +38,9 @@ function ipsecCluster(mode: 'buggy' | 'hotfixed', params: string[] = []) {
   });
   const events = new EventLog({});
   const config = buildFaultConfig({ faults: [`kb972183=${mode}`], params });
-  const installed = c.hosts.map((h) => kb972183.install({ stack: h.stack, config, events, features: { nlb: h.nlb, ipsec: ipsecs.get(h.stack)!, ethernet: h.eth } }));
+  const installed = c.hosts.map((h) =>
+    kb972183.install({ stack: h.stack, config, events, features: { nlb: h.nlb, ipsec: ipsecs.get(h.stack)!, ethernet: h.eth } }),
+  );
   // The client's IPsec: an initiator on the client stack.
   const cip = new Ipsec(c.client.stack, defaultConfig(), {});
   c.client.stack.ipsec = cip;
@@ -55,11 +57,21 @@ function twoAddresses(c: Cluster): { a: string; b: string; hostA: number; hostB:
 }
 
 async function tunnel(cip: Ipsec, c: Cluster, from: string): Promise<boolean> {
-  let up = false, failed: string | null = null;
+  let up = false,
+    failed: string | null = null;
   cip.initiate({
-    local: { addr: ip(from), port: 500 }, remote: { addr: CLUSTER_IP, port: 500 }, id: 'client1@lab', psk: Buffer.from('labsecret'),
-    localTs: [hostSelector(ip(from))], remoteTs: [hostSelector(CLUSTER_IP)],
-    onEstablished: () => { up = true; }, onFailed: (why) => { failed = why; },
+    local: { addr: ip(from), port: 500 },
+    remote: { addr: CLUSTER_IP, port: 500 },
+    id: 'client1@lab',
+    psk: Buffer.from('labsecret'),
+    localTs: [hostSelector(ip(from))],
+    remoteTs: [hostSelector(CLUSTER_IP)],
+    onEstablished: () => {
+      up = true;
+    },
+    onFailed: (why) => {
+      failed = why;
+    },
   });
   await runUntil(c.clock, () => up || failed !== null, 10_000, 2);
   return up;
@@ -74,14 +86,17 @@ async function inner(c: Cluster, from: string): Promise<number | null> {
   let host: number | null = null;
   const s = c.client.net.connect({ host: CLUSTER, port: 80, localAddress: from });
   s.on('error', () => {});
-  s.on('data', (d: Buffer) => { const m = /^host (\d+)/.exec(d.toString()); if (m) host = Number(m[1]); });
+  s.on('data', (d: Buffer) => {
+    const m = /^host (\d+)/.exec(d.toString());
+    if (m) host = Number(m[1]);
+  });
   await runUntil(c.clock, () => host !== null, 5000, 2);
   s.destroy();
   return host;
 }
 
 describe('KB 972183: a client that reconnects from another network', () => {
-  test('IPsec is balanced by the outer address: the tunnel and the TCP inside it are on the owner of the client address\'s bucket', async () => {
+  test("IPsec is balanced by the outer address: the tunnel and the TCP inside it are on the owner of the client address's bucket", async () => {
     const x = ipsecCluster('hotfixed');
     expect(await waitConverged(x.c)).toBe(true);
     const { a, hostA } = twoAddresses(x.c);
@@ -95,7 +110,7 @@ describe('KB 972183: a client that reconnects from another network', () => {
     expect(h.nlb.counters.NlbAcceptedByDescriptor).toBeGreaterThan(0);
   });
 
-  test('hotfixed: the host that does not own the new tunnel\'s bucket destroys the old tunnel\'s state; one tunnel on one host', async () => {
+  test("hotfixed: the host that does not own the new tunnel's bucket destroys the old tunnel's state; one tunnel on one host", async () => {
     const x = ipsecCluster('hotfixed');
     expect(await waitConverged(x.c)).toBe(true);
     const { a, b, hostA, hostB } = twoAddresses(x.c);
@@ -108,7 +123,9 @@ describe('KB 972183: a client that reconnects from another network', () => {
     const old = x.c.hosts[hostA - 1]!;
     const dropped = old.events.find((e) => e.kind === 'tunnel-state-dropped');
     expect(dropped).toMatchObject({ identity: 'client1@lab', client: a });
-    expect((dropped as { reason: string }).reason).toMatch(new RegExp(`host ${hostB} opened a new tunnel for client1@lab from ${b.replace(/\./g, '\\.')}.*DropStateIfNotBucketOwner`));
+    expect((dropped as { reason: string }).reason).toMatch(
+      new RegExp(`host ${hostB} opened a new tunnel for client1@lab from ${b.replace(/\./g, '\\.')}.*DropStateIfNotBucketOwner`),
+    );
     // Quickly: the new host sent its heartbeat at once.
     expect(x.installed[hostA - 1]!.stats!()).toMatchObject({ kb972183: { hotfixActive: true, tunnelStateDropped: 1 } });
     expect(await inner(x.c, b)).toBe(hostB);
@@ -151,7 +168,12 @@ describe('KB 972183: a client that reconnects from another network', () => {
     // The new tunnel from a is on hostA: hostB (not the owner of a's bucket) drops its tunnel; hostA keeps only the new one.
     expect(await runUntil(x.c.clock, () => holders(x).length === 1, 5000, 2)).toBe(true);
     expect(holders(x)).toEqual([hostA]);
-    expect(x.ipsecs.get(x.c.hosts[hostA - 1]!.stack)!.sasByIdentity().get('client1@lab')!.children).toHaveLength(1);
+    expect(
+      x.ipsecs
+        .get(x.c.hosts[hostA - 1]!.stack)!
+        .sasByIdentity()
+        .get('client1@lab')!.children,
+    ).toHaveLength(1);
     for (const i of x.installed) i.uninstall();
   });
 });

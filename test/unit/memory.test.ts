@@ -179,9 +179,7 @@ describe('MemoryLink', () => {
     link.clock.runUntilIdle();
     expect(got.flatMap((g) => g.seqs)).toEqual([0, 1, 2, 4, 5]);
     expect(link.counters['a->b']).toMatchObject({ dropped: 1, droppedFilter: 1, delivered: 5 });
-    expect(link.log['a->b'].filter((e) => e.event === 'dropped')).toEqual([
-      { index: 3, t: 0, len: 64, event: 'dropped', reason: 'filter' },
-    ]);
+    expect(link.log['a->b'].filter((e) => e.event === 'dropped')).toEqual([{ index: 3, t: 0, len: 64, event: 'dropped', reason: 'filter' }]);
     expect(dirs).toEqual(Array(6).fill('a->b'));
   });
 

@@ -44,7 +44,15 @@ function rig(params: Partial<NeighbourParams> = {}, random = () => 0.5, start = 
     else rec.sent.push({ t: now, pkt, mac });
     return mac;
   };
-  return { table, rec, advanceTo, send, get now() { return now; } };
+  return {
+    table,
+    rec,
+    advanceTo,
+    send,
+    get now() {
+      return now;
+    },
+  };
 }
 
 const reply = { reply: true, forUs: false, gratuitous: false };
@@ -53,8 +61,17 @@ const request = { reply: false, forUs: true, gratuitous: false };
 describe('neighbour table', () => {
   test("Linux's defaults", () => {
     expect(DEFAULT_NEIGH_PARAMS).toMatchObject({
-      baseReachableTimeMs: 30_000, retransTimeMs: 1000, delayFirstProbeTimeMs: 5000, mcastSolicit: 3, ucastSolicit: 3,
-      unresQlen: 101, unresQlenBytes: 212_992, locktimeMs: 1000, gcStaleTimeMs: 60_000, gcThresh1: 128, gcThresh3: 1024,
+      baseReachableTimeMs: 30_000,
+      retransTimeMs: 1000,
+      delayFirstProbeTimeMs: 5000,
+      mcastSolicit: 3,
+      ucastSolicit: 3,
+      unresQlen: 101,
+      unresQlenBytes: 212_992,
+      locktimeMs: 1000,
+      gcStaleTimeMs: 60_000,
+      gcThresh1: 128,
+      gcThresh3: 1024,
     });
   });
 
@@ -67,7 +84,10 @@ describe('neighbour table', () => {
     r.advanceTo(1200);
     r.table.learn(A, MAC_A, reply, r.now);
     expect(r.table.state(A)).toBe(Nud.Reachable);
-    expect(r.rec.sent).toEqual([{ t: 1200, pkt: 'p1', mac: MAC_A }, { t: 1200, pkt: 'p2', mac: MAC_A }]);
+    expect(r.rec.sent).toEqual([
+      { t: 1200, pkt: 'p1', mac: MAC_A },
+      { t: 1200, pkt: 'p2', mac: MAC_A },
+    ]);
     expect(r.send(A, 'p3')).toBe(MAC_A);
     expect(r.table.counters).toMatchObject({ allocs: 1, solicits_mcast: 1, res_failed: 0, unresolved_discards: 0 });
     // No further request after the answer.
@@ -87,7 +107,10 @@ describe('neighbour table', () => {
     expect(r.rec.unreachable).toEqual([]);
     r.advanceTo(4000);
     expect(r.table.state(A)).toBe(Nud.Failed);
-    expect(r.rec.unreachable).toEqual([{ t: 4000, pkt: 'syn', target: A }, { t: 4000, pkt: 'syn-again', target: A }]);
+    expect(r.rec.unreachable).toEqual([
+      { t: 4000, pkt: 'syn', target: A },
+      { t: 4000, pkt: 'syn-again', target: A },
+    ]);
     expect(r.table.counters.res_failed).toBe(1);
     expect(r.rec.sent).toEqual([]);
     // A new packet starts over.
@@ -141,7 +164,9 @@ describe('neighbour table', () => {
     r.advanceTo(36_000); // PROBE, first unicast request
     r.advanceTo(38_999);
     expect(r.rec.solicits.slice(1)).toEqual([
-      { t: 36_000, target: A, unicastTo: MAC_A }, { t: 37_000, target: A, unicastTo: MAC_A }, { t: 38_000, target: A, unicastTo: MAC_A },
+      { t: 36_000, target: A, unicastTo: MAC_A },
+      { t: 37_000, target: A, unicastTo: MAC_A },
+      { t: 38_000, target: A, unicastTo: MAC_A },
     ]);
     expect(r.table.state(A)).toBe(Nud.Probe);
     r.advanceTo(39_000);
@@ -186,7 +211,9 @@ describe('neighbour table', () => {
 
   test('a failed resolution reports only what is still queued', () => {
     const r = rig({ unresQlen: 2 });
-    r.send(A, 'a'); r.send(A, 'b'); r.send(A, 'c');
+    r.send(A, 'a');
+    r.send(A, 'b');
+    r.send(A, 'c');
     r.advanceTo(4000);
     expect(r.rec.unreachable.map((u) => u.pkt)).toEqual(['b', 'c']);
     expect(r.table.counters.unresolved_discards).toBe(1);

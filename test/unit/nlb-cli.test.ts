@@ -16,34 +16,62 @@ const base = ['--tap', 'nt1', '--bridge', 'br0', '--addr', '198.18.70.11/24'];
 const msg = (...argv: string[]) => usageMessage(() => buildRunOptions([...base, ...argv]));
 
 describe('faultstack run --nlb', () => {
-  test('the flags become NlbRunOptions: the cluster prefix defaults to --addr\'s, rules parsed, state, the application', () => {
-    const o = buildRunOptions([...base, '--nlb', '198.18.70.100', '--nlb-priority', '2', '--nlb-mode', 'igmp',
-      '--nlb-rule', 'ports=80,proto=tcp,affinity=none,weight=30', '--nlb-rule', 'ports=443,proto=tcp,timeout=20', '--nlb-stopped',
-      '--nlb-app', 'mailbox=198.18.70.200:6100'])!;
+  test("the flags become NlbRunOptions: the cluster prefix defaults to --addr's, rules parsed, state, the application", () => {
+    const o = buildRunOptions([
+      ...base,
+      '--nlb',
+      '198.18.70.100',
+      '--nlb-priority',
+      '2',
+      '--nlb-mode',
+      'igmp',
+      '--nlb-rule',
+      'ports=80,proto=tcp,affinity=none,weight=30',
+      '--nlb-rule',
+      'ports=443,proto=tcp,timeout=20',
+      '--nlb-stopped',
+      '--nlb-app',
+      'mailbox=198.18.70.200:6100',
+    ])!;
     expect(o.nlb).toEqual({
-      clusterIp: parseIpv4('198.18.70.100'), clusterPrefix: 24, priority: 2, mode: 'igmp', initialState: 'stopped',
+      clusterIp: parseIpv4('198.18.70.100'),
+      clusterPrefix: 24,
+      priority: 2,
+      mode: 'igmp',
+      initialState: 'stopped',
       rules: [parsePortRule('ports=80,proto=tcp,affinity=none,weight=30'), parsePortRule('ports=443,proto=tcp,timeout=20')],
       mailbox: { directory: { addr: parseIpv4('198.18.70.200'), port: 6100 } },
     });
-    expect(buildRunOptions([...base, '--nlb', '198.18.70.100/25', '--nlb-priority', '1'])!.nlb).toMatchObject({ clusterPrefix: 25, mode: 'unicast', rules: null, initialState: 'started' });
+    expect(buildRunOptions([...base, '--nlb', '198.18.70.100/25', '--nlb-priority', '1'])!.nlb).toMatchObject({
+      clusterPrefix: 25,
+      mode: 'unicast',
+      rules: null,
+      initialState: 'started',
+    });
     expect(buildRunOptions(base)!.nlb).toBeUndefined();
   });
 
   test('bad NLB flags are one line each, saying what is valid', () => {
-    expect(usageMessage(() => buildRunOptions(['--tun', 'fs0', '--addr', '198.18.70.11/24', '--nlb', '198.18.70.100', '--nlb-priority', '1'])))
-      .toBe('faultstack run: --nlb needs --tap NAME (a cluster host is an Ethernet host: every host must see every frame)');
+    expect(usageMessage(() => buildRunOptions(['--tun', 'fs0', '--addr', '198.18.70.11/24', '--nlb', '198.18.70.100', '--nlb-priority', '1']))).toBe(
+      'faultstack run: --nlb needs --tap NAME (a cluster host is an Ethernet host: every host must see every frame)',
+    );
     expect(msg('--nlb', '198.18.70.100')).toBe('faultstack run: --nlb needs --nlb-priority N (1 to 32, unique in the cluster)');
     expect(msg('--nlb', '198.18.70.100', '--nlb-priority', '33')).toMatch(/^faultstack run: --nlb-priority must be an integer from 1 to 32/);
     expect(msg('--nlb', '198.18.70.100', '--nlb-priority', '1', '--nlb-mode', 'broadcast')).toMatch(/--nlb-mode must be one of unicast, multicast, igmp/);
     expect(msg('--nlb', '224.0.0.9', '--nlb-priority', '1')).toMatch(/--nlb must be a unicast address/);
-    expect(msg('--nlb', '198.18.71.100', '--nlb-priority', '1')).toBe('faultstack run: --nlb 198.18.71.100 must be in the subnet of --addr (198.18.70.11/24): the cluster and dedicated addresses share the adapter');
+    expect(msg('--nlb', '198.18.71.100', '--nlb-priority', '1')).toBe(
+      'faultstack run: --nlb 198.18.71.100 must be in the subnet of --addr (198.18.70.11/24): the cluster and dedicated addresses share the adapter',
+    );
     expect(msg('--nlb', '198.18.70.11', '--nlb-priority', '1')).toMatch(/--nlb must differ from --addr/);
-    expect(msg('--nlb', '198.18.70.100', '--nlb-priority', '1', '--nlb-rule', 'ports=90-80')).toMatch(/^faultstack run: --nlb-rule is not a valid port rule: ports must be START or START-END/);
-    expect(msg('--nlb', '198.18.70.100', '--nlb-priority', '1', '--nlb-rule', 'ports=80-90', '--nlb-rule', 'ports=85')).toMatch(/--nlb-rule: port rules .* overlap/);
+    expect(msg('--nlb', '198.18.70.100', '--nlb-priority', '1', '--nlb-rule', 'ports=90-80')).toMatch(
+      /^faultstack run: --nlb-rule is not a valid port rule: ports must be START or START-END/,
+    );
+    expect(msg('--nlb', '198.18.70.100', '--nlb-priority', '1', '--nlb-rule', 'ports=80-90', '--nlb-rule', 'ports=85')).toMatch(
+      /--nlb-rule: port rules .* overlap/,
+    );
     expect(msg('--nlb-priority', '1')).toBe('faultstack run: --nlb-priority goes with --nlb CLUSTER_IP[/PREFIX]');
     expect(msg('--nlb', '198.18.70.100', '--nlb-priority', '1', '--nlb-app', 'mail=1.2.3.4:5')).toMatch(/--nlb-app must be mailbox=IP:PORT/);
   });
-
 });
 
 describe('faultstack nlb: the human output', () => {

@@ -7,9 +7,7 @@
 import { describe, expect, test } from 'vitest';
 import { bitsOf, computeMap, countOf, formatBuckets, quotas } from '../../stack/nlb/buckets';
 import { AffinityCode, bucketOf, fmix32 } from '../../stack/nlb/hash';
-import {
-  PortRuleError, checkRules, clusterMac, defaultRule, igmpGroup, maskedSourceMac, parsePortRule,
-} from '../../stack/nlb/config';
+import { PortRuleError, checkRules, clusterMac, defaultRule, igmpGroup, maskedSourceMac, parsePortRule } from '../../stack/nlb/config';
 import { formatIpv4, parseIpv4 } from '../../stack/wire/addr';
 import { ETHERTYPE_MS_NLB, formatMac, readMac, writeMac } from '../../stack/wire/ethernet';
 import { F, tcp } from './helpers/packets';
@@ -21,34 +19,101 @@ const ip = (s: string) => parseIpv4(s)!;
 
 describe('NLB: buckets and the hash', () => {
   test('quotas follow the load weights; the remainder goes to the largest fractions, then the lower host', () => {
-    expect([...quotas(60, [{ id: 1, weight: 50 }, { id: 2, weight: 50 }, { id: 3, weight: 50 }]).values()]).toEqual([20, 20, 20]);
-    expect([...quotas(60, [{ id: 1, weight: 50 }, { id: 2, weight: 50 }, { id: 3, weight: 50 }, { id: 4, weight: 50 }, { id: 5, weight: 50 }, { id: 6, weight: 50 }, { id: 7, weight: 50 }]).entries()])
-      .toEqual([[1, 9], [2, 9], [3, 9], [4, 9], [5, 8], [6, 8], [7, 8]]);
-    expect([...quotas(60, [{ id: 1, weight: 100 }, { id: 2, weight: 0 }]).values()]).toEqual([60, 0]);
-    expect([...quotas(60, [{ id: 1, weight: 75 }, { id: 2, weight: 25 }]).values()]).toEqual([45, 15]);
+    expect([
+      ...quotas(60, [
+        { id: 1, weight: 50 },
+        { id: 2, weight: 50 },
+        { id: 3, weight: 50 },
+      ]).values(),
+    ]).toEqual([20, 20, 20]);
+    expect([
+      ...quotas(60, [
+        { id: 1, weight: 50 },
+        { id: 2, weight: 50 },
+        { id: 3, weight: 50 },
+        { id: 4, weight: 50 },
+        { id: 5, weight: 50 },
+        { id: 6, weight: 50 },
+        { id: 7, weight: 50 },
+      ]).entries(),
+    ]).toEqual([
+      [1, 9],
+      [2, 9],
+      [3, 9],
+      [4, 9],
+      [5, 8],
+      [6, 8],
+      [7, 8],
+    ]);
+    expect([
+      ...quotas(60, [
+        { id: 1, weight: 100 },
+        { id: 2, weight: 0 },
+      ]).values(),
+    ]).toEqual([60, 0]);
+    expect([
+      ...quotas(60, [
+        { id: 1, weight: 75 },
+        { id: 2, weight: 25 },
+      ]).values(),
+    ]).toEqual([45, 15]);
   });
 
   test('a cold start deals buckets out round-robin; a host that leaves gives up only its own buckets', () => {
-    const three = computeMap(60, [{ id: 1, weight: 50 }, { id: 2, weight: 50 }, { id: 3, weight: 50 }], null);
+    const three = computeMap(
+      60,
+      [
+        { id: 1, weight: 50 },
+        { id: 2, weight: 50 },
+        { id: 3, weight: 50 },
+      ],
+      null,
+    );
     expect(Array.from(three.subarray(0, 6))).toEqual([1, 2, 3, 1, 2, 3]);
     expect([countOf(three, 1), countOf(three, 2), countOf(three, 3)]).toEqual([20, 20, 20]);
-    const two = computeMap(60, [{ id: 1, weight: 50 }, { id: 3, weight: 50 }], three);
+    const two = computeMap(
+      60,
+      [
+        { id: 1, weight: 50 },
+        { id: 3, weight: 50 },
+      ],
+      three,
+    );
     for (let b = 0; b < 60; b++) if (three[b] !== 2) expect(two[b]).toBe(three[b]);
     expect([countOf(two, 1), countOf(two, 3)]).toEqual([30, 30]);
     // A host that joins takes only what the others must shed.
-    const back = computeMap(60, [{ id: 1, weight: 50 }, { id: 2, weight: 50 }, { id: 3, weight: 50 }], two);
+    const back = computeMap(
+      60,
+      [
+        { id: 1, weight: 50 },
+        { id: 2, weight: 50 },
+        { id: 3, weight: 50 },
+      ],
+      two,
+    );
     let moved = 0;
-    for (let b = 0; b < 60; b++) if (back[b] !== two[b]) { moved++; expect(back[b]).toBe(2); }
+    for (let b = 0; b < 60; b++)
+      if (back[b] !== two[b]) {
+        moved++;
+        expect(back[b]).toBe(2);
+      }
     expect(moved).toBe(20);
   });
 
   test('the bucket map as 64-bit heartbeat maps and as ranges', () => {
-    const m = computeMap(8, [{ id: 1, weight: 50 }, { id: 2, weight: 50 }], null);
+    const m = computeMap(
+      8,
+      [
+        { id: 1, weight: 50 },
+        { id: 2, weight: 50 },
+      ],
+      null,
+    );
     expect(bitsOf(m, 1)).toBe(0b01010101n);
     expect(formatBuckets(0b1110_0111n, 8)).toBe('0-2,5-7');
   });
 
-  test('fmix32 is MurmurHash3\'s finalizer; buckets spread consecutive addresses evenly', () => {
+  test("fmix32 is MurmurHash3's finalizer; buckets spread consecutive addresses evenly", () => {
     expect(fmix32(0)).toBe(0);
     expect(fmix32(1)).toBe(0x514e28b7);
     const counts = new Array(60).fill(0);
@@ -76,7 +141,14 @@ describe('NLB: configuration', () => {
   test('port rules: the WMI defaults, every key, and one-line errors', () => {
     expect(parsePortRule('')).toEqual(defaultRule());
     expect(parsePortRule('ports=80,proto=tcp,mode=single,affinity=none,weight=30,priority=2,timeout=20')).toEqual({
-      start: 80, end: 80, protocol: 'tcp', mode: 'single', affinity: 'none', weight: 30, priority: 2, timeoutMs: 20 * 60_000,
+      start: 80,
+      end: 80,
+      protocol: 'tcp',
+      mode: 'single',
+      affinity: 'none',
+      weight: 30,
+      priority: 2,
+      timeoutMs: 20 * 60_000,
     });
     expect(parsePortRule('ports=1000-2000,timeout=30s').timeoutMs).toBe(30_000);
     expect(() => parsePortRule('ports=90-80')).toThrow(PortRuleError);
@@ -128,7 +200,15 @@ describe('NLB: a cluster on a learning bridge', () => {
     expect(formatMac(readMac(last, 6))).toBe('02:02:c6:12:46:64');
     const r = newMembershipRepr();
     expect(parseMembership(last, 14, last.length - 14, r)).toBe(0);
-    expect(r).toMatchObject({ hostId: 2, defaultHostId: 1, convergenceState: 2, clusterIp: CLUSTER_IP, dedicatedIp: ip('198.18.70.12'), view: 0b111, uniqueHostId: 1002 });
+    expect(r).toMatchObject({
+      hostId: 2,
+      defaultHostId: 1,
+      convergenceState: 2,
+      clusterIp: CLUSTER_IP,
+      dedicatedIp: ip('198.18.70.12'),
+      view: 0b111,
+      uniqueHostId: 1002,
+    });
     expect(r.rules).toHaveLength(1);
     expect(r.rules[0]!.currentMap).toBe(bitsOf(Uint8Array.from(maps[0]!), 2));
     expect(r.rules[0]!.loadWeight).toBe(50);
@@ -137,7 +217,7 @@ describe('NLB: a cluster on a learning bridge', () => {
     expect(times[2]! - times[1]!).toBe(1000);
   });
 
-  test('30 client addresses: each client\'s connections all land on one host, the owner of its bucket', async () => {
+  test("30 client addresses: each client's connections all land on one host, the owner of its bucket", async () => {
     const c = makeCluster(3);
     await converge(c);
     const opened = await spread(c, 30, 3);
@@ -163,7 +243,7 @@ describe('NLB: a cluster on a learning bridge', () => {
     expect(c.hosts.reduce((a, h) => a + h.accepted.length, 0)).toBe(90);
   });
 
-  test('affinity none spreads one client\'s connections by port; network keeps a /24 together', async () => {
+  test("affinity none spreads one client's connections by port; network keeps a /24 together", async () => {
     const none = makeCluster(3, { rules: [parsePortRule('affinity=none')] });
     await converge(none);
     const o1 = await spread(none, 1, 24);
@@ -200,7 +280,7 @@ describe('NLB: a cluster on a learning bridge', () => {
 });
 
 describe('NLB: convergence', () => {
-  test('a host that dies is dropped after AliveMsgTolerance periods; its buckets move; the others\' connections are untouched', async () => {
+  test("a host that dies is dropped after AliveMsgTolerance periods; its buckets move; the others' connections are untouched", async () => {
     const c = makeCluster(3);
     await converge(c);
     const before = c.hosts[0]!.nlb.display(c.clock.now).rules[0]!.map!;
@@ -233,7 +313,7 @@ describe('NLB: convergence', () => {
     for (const x of again) expect(x.o.host).toBe(after[bucketOf(AffinityCode.Single, ip(clientAddr(x.client)), 0, 60)]);
   });
 
-  test('a host that joins takes its share; descriptors keep the moved buckets\' connections on their old hosts', async () => {
+  test("a host that joins takes its share; descriptors keep the moved buckets' connections on their old hosts", async () => {
     const c = makeCluster(2);
     await converge(c);
     const opened = await spread(c, 30, 1);
@@ -249,7 +329,13 @@ describe('NLB: convergence', () => {
     expect(moved.length).toBeGreaterThan(3);
     // Their buckets are not idle on the old hosts, so host 3 leaves their segments alone.
     expect(c.hosts[2]!.nlb.display(c.clock.now).rules[0]!.dirty).not.toBe('-');
-    expect(await echoAll(c, opened.map((x) => x.o), 'descriptor')).toEqual([]);
+    expect(
+      await echoAll(
+        c,
+        opened.map((x) => x.o),
+        'descriptor',
+      ),
+    ).toEqual([]);
     expect(opened.every((x) => !x.o.closed && x.o.error === null)).toBe(true);
     expect(c.hosts[2]!.nlb.counters.NlbDroppedDirtyBucket).toBeGreaterThan(0);
     // A new connection from a moved client goes to its new owner (classic affinity: no timeout).
@@ -324,7 +410,8 @@ describe('NLB: extended affinity', () => {
     expect(c.hosts[m.o.host! - 1]!.nlb.counters.NlbAcceptedBySticky).toBeGreaterThan(0);
     expect(c.hosts[2]!.nlb.counters.NlbDroppedStickyElsewhere).toBeGreaterThan(0);
     // Both close; within the timeout the client still goes back there...
-    m.o.sock.end(); again.sock.end();
+    m.o.sock.end();
+    again.sock.end();
     await runFor(c.clock, 10_000, 10);
     const within = open(c, clientAddr(m.client));
     await runUntil(c.clock, () => within.host !== null, 5000, 5);
@@ -381,7 +468,10 @@ describe('NLB: modes on a learning bridge', () => {
   });
 
   test('multicast and IGMP modes: ARP answers the group MAC (which our own ARP refuses, as RFC 1812 routers must), frames to it reach every host, one answers', async () => {
-    for (const [mode, want] of [['multicast', '03:bf:c6:12:46:64'], ['igmp', '01:00:5e:7f:46:64']] as const) {
+    for (const [mode, want] of [
+      ['multicast', '03:bf:c6:12:46:64'],
+      ['igmp', '01:00:5e:7f:46:64'],
+    ] as const) {
       const c = makeCluster(3, { mode });
       await converge(c);
       if (mode === 'igmp') for (const h of c.hosts) expect(h.eth.igmp.rows(c.clock.now).map((g) => g.group)).toContain('239.255.70.100');
@@ -409,7 +499,9 @@ describe('NLB: modes on a learning bridge', () => {
       c.seg.inject(frame);
       await runFor(c.clock, 50, 1);
       expect(hs.map((h, i) => h.nlb.counters.NlbPacketsIn - seen0[i]!)).toEqual([1, 1, 1]);
-      const synAcks = c.seg.seen.slice(mark).filter((f) => f.frame.readUInt16BE(12) === 0x0800 && f.frame[14 + 9] === 6 && (f.frame[14 + 20 + 13]! & 0x12) === 0x12);
+      const synAcks = c.seg.seen
+        .slice(mark)
+        .filter((f) => f.frame.readUInt16BE(12) === 0x0800 && f.frame[14 + 9] === 6 && (f.frame[14 + 20 + 13]! & 0x12) === 0x12);
       expect(synAcks.map((f) => f.from)).toEqual([`h${owner}`]);
     }
   });

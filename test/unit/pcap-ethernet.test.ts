@@ -49,7 +49,13 @@ describe('pcap with the Ethernet link type', () => {
     expect((a.lower as PcapDevice).linkType).toBe('ethernet');
     a.eth.joinGroup(0xef010203);
     let got = 0;
-    b.net.createServer((s) => s.on('data', (d: Buffer) => { got += d.length; })).listen(9000);
+    b.net
+      .createServer((s) =>
+        s.on('data', (d: Buffer) => {
+          got += d.length;
+        }),
+      )
+      .listen(9000);
     a.net.connect({ host: '198.18.0.2', port: 9000 }).end(testData(300_000));
     expect(await runUntil(clock, () => got === 300_000, 20_000)).toBe(true);
     const u = a.net.createUdpSocket();

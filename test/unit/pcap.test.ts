@@ -17,7 +17,6 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 let n = 0;
 const tmp = () => path.join(dir, `t${n++}.pcap`);
 
-
 // --- packet builders (checksums by hand) ------------------------------------------------------
 
 function sum16(b: Buffer, start: number, end: number, init = 0): number {
@@ -93,11 +92,10 @@ function tcpPartial(src: string, dst: string, len: number): Buffer {
 }
 
 function tshark(file: string, fields: string[], extra: string[] = []): string[][] {
-  const r = spawnSync(
-    'tshark',
-    ['-r', file, '-n', ...extra, '-T', 'fields', '-E', 'separator=|', ...fields.flatMap((f) => ['-e', f])],
-    { encoding: 'utf8', timeout: 30_000 },
-  );
+  const r = spawnSync('tshark', ['-r', file, '-n', ...extra, '-T', 'fields', '-E', 'separator=|', ...fields.flatMap((f) => ['-e', f])], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
   if (r.status !== 0) throw new Error(`tshark failed (${r.status}): ${r.stderr}`);
   return r.stdout
     .trim()
@@ -113,7 +111,10 @@ function badFrames(file: string): string[] {
     timeout: 30_000,
   });
   if (r.status !== 0) throw new Error(`tshark failed (${r.status}): ${r.stderr}`);
-  return r.stdout.trim().split('\n').filter((l) => l.length);
+  return r.stdout
+    .trim()
+    .split('\n')
+    .filter((l) => l.length);
 }
 
 /** Minimal pcap reader for byte-level checks. */
@@ -176,7 +177,11 @@ describe('rotation like tcpdump -C / -W (issue 8 item 13: --pcap grew without bo
     const b = fs.readFileSync(file);
     expect(b.readUInt32LE(0)).toBe(0xa1b2c3d4);
     const out: number[] = [];
-    for (let o = 24; o + 16 <= b.length;) { const incl = b.readUInt32LE(o + 8); out.push(b.readUInt16BE(o + 16 + 4)); o += 16 + incl; }
+    for (let o = 24; o + 16 <= b.length;) {
+      const incl = b.readUInt32LE(o + 8);
+      out.push(b.readUInt16BE(o + 16 + 4));
+      o += 16 + incl;
+    }
     return out;
   };
   const pkt = (id: number) => ipv4(17, '198.18.0.1', '198.18.0.2', udp('198.18.0.1', '198.18.0.2', 7, 7, Buffer.alloc(200, id & 255)), id);
@@ -198,7 +203,10 @@ describe('rotation like tcpdump -C / -W (issue 8 item 13: --pcap grew without bo
     expect(rec).toBe(244);
     expect(w.files).toBe(5);
     const names = [base, ...Array.from({ length: w.files - 1 }, (_, k) => `${base}${k + 1}`)];
-    const ids = names.flatMap((f) => { expect(fs.statSync(f).size).toBeLessThanOrEqual(2000 + rec); return records(f); });
+    const ids = names.flatMap((f) => {
+      expect(fs.statSync(f).size).toBeLessThanOrEqual(2000 + rec);
+      return records(f);
+    });
     expect(names.map((f) => records(f).length)).toEqual([9, 9, 9, 9, 4]);
     expect(ids).toEqual(Array.from({ length: 40 }, (_, k) => k + 1));
     expect(fs.existsSync(`${base}${w.files}`)).toBe(false);
@@ -307,7 +315,18 @@ describe('PcapWriter / PcapDevice', () => {
     captureExchange(file, LINKTYPE_IPV4);
     const rows = tshark(
       file,
-      ['frame.number', 'frame.time_epoch', 'ip.src', 'ip.dst', 'ip.proto', 'icmp.type', 'udp.dstport', 'ip.checksum.status', 'icmp.checksum.status', 'udp.checksum.status'],
+      [
+        'frame.number',
+        'frame.time_epoch',
+        'ip.src',
+        'ip.dst',
+        'ip.proto',
+        'icmp.type',
+        'udp.dstport',
+        'ip.checksum.status',
+        'icmp.checksum.status',
+        'udp.checksum.status',
+      ],
       ['-o', 'ip.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE'],
     );
     // checksum.status: 1 = Good

@@ -30,20 +30,28 @@ const ROUTER2 = ip('198.18.0.252');
 type CountRule = 'buggy' | 'hotfixed';
 const ACCOUNTING = { buggy: ARTICLE_ACCOUNTING, hotfixed: CREATIONS_AND_REMOVALS } as const;
 
-interface Knobs { params: PmtuParams; rule: CountRule; limitEvents: { count: number; real: number; limit: number }[]; ignored: { dst: number; mtu: number }[] }
+interface Knobs {
+  params: PmtuParams;
+  rule: CountRule;
+  limitEvents: { count: number; real: number; limit: number }[];
+  ignored: { dst: number; mtu: number }[];
+}
 
 /** A pair whose stack A (the data sender in `transfer`) has PMTU parameters and a counting rule the test controls. */
 function pmtuPair(params: Partial<PmtuParams> = {}, rule: CountRule = 'hotfixed', a: Partial<StackOptions> = {}) {
   const k: Knobs = { params: { ...DEFAULT_PMTU, ...params }, rule, limitEvents: [], ignored: [] };
-  const p = makePair({}, {
-    pmtu: () => k.params,
-    hostRouteAccounting: ACCOUNTING[rule],
-    pmtuEvents: {
-      limitReached: (count, real, limit) => k.limitEvents.push({ count, real, limit }),
-      ignoredAtLimit: (dst, mtu) => k.ignored.push({ dst, mtu }),
+  const p = makePair(
+    {},
+    {
+      pmtu: () => k.params,
+      hostRouteAccounting: ACCOUNTING[rule],
+      pmtuEvents: {
+        limitReached: (count, real, limit) => k.limitEvents.push({ count, real, limit }),
+        ignoredAtLimit: (dst, mtu) => k.ignored.push({ dst, mtu }),
+      },
+      ...a,
     },
-    ...a,
-  });
+  );
   return { p, k };
 }
 
@@ -60,7 +68,12 @@ function fragNeeded(quoted: Buffer, nextHopMtu: number, from: number, to = A_IP)
   return craftIp({ src: from, dst: to, protocol: PROTO_ICMP, payload: body });
 }
 
-interface Hop { addr: number; mtu: number; /** false: a black hole (drops without telling). */ icmp?: boolean; /** What it reports (old routers say 0). */ reports?: number }
+interface Hop {
+  addr: number;
+  mtu: number;
+  /** false: a black hole (drops without telling). */ icmp?: boolean;
+  /** What it reports (old routers say 0). */ reports?: number;
+}
 
 /**
  * Routers on the A->B path: a packet with DF set that is larger than a hop's MTU is
@@ -109,7 +122,14 @@ describe('the host-route cache (PathMtu, called directly)', () => {
   test('a router that reports MTU 0 gets the largest plateau below the quoted length (RFC 1191 7)', () => {
     const { p } = pmtuPair({ PMTUFloor: 68 });
     const pm = p.a.pmtu;
-    const cases: [number, number][] = [[1500, 1492], [1492, 1006], [1006, 508], [1000, 508], [300, 296], [100, 68]];
+    const cases: [number, number][] = [
+      [1500, 1492],
+      [1492, 1006],
+      [1006, 508],
+      [1000, 508],
+      [300, 296],
+      [100, 68],
+    ];
     cases.forEach(([quoted, want], i) => {
       pm.onFragNeeded(dest(i), 0, quoted, p.clock.now);
       expect(p.a.pathMtu(dest(i)), `quoted ${quoted}`).toBe(want);
@@ -284,7 +304,10 @@ describe('PMTU discovery on real connections over the memory link', () => {
   test('two routers in a row (1400, then a 1000-byte tunnel): one creation and one update', async () => {
     for (const rule of ['hotfixed', 'buggy'] as const) {
       const { p } = pmtuPair({}, rule);
-      const { sent } = routers(p, [{ addr: ROUTER1, mtu: 1400 }, { addr: ROUTER2, mtu: 1000 }]);
+      const { sent } = routers(p, [
+        { addr: ROUTER1, mtu: 1400 },
+        { addr: ROUTER2, mtu: 1000 },
+      ]);
       const data = testData(200_000, 8);
       const r = await transfer(p, data);
       expect(r.done).toBe(true);
@@ -411,7 +434,7 @@ describe('PMTU discovery on real connections over the memory link', () => {
     expect(on.p.a.pmtu.realCount).toBe(0);
   });
 
-  test('the MTU parameter (the article\'s workaround) sets the interface MTU: new connections offer and send 576-byte packets', async () => {
+  test("the MTU parameter (the article's workaround) sets the interface MTU: new connections offer and send 576-byte packets", async () => {
     const p = makePair();
     const cfg = buildFaultConfig({ faults: ['kb898060=buggy'], params: [] });
     const events = new EventLog();

@@ -32,8 +32,16 @@ expect:
   - { step: p, value: avgMs, min: 0.1, max: 2 }
 `;
 
-const step = (name: string, kind: string, values: StepResult['values'], ok = true, error?: string): StepResult =>
-  ({ name, kind, startMs: 0, endMs: 1, ok, values, figure: '', ...(error ? { error } : {}) });
+const step = (name: string, kind: string, values: StepResult['values'], ok = true, error?: string): StepResult => ({
+  name,
+  kind,
+  startMs: 0,
+  endMs: 1,
+  ok,
+  values,
+  figure: '',
+  ...(error ? { error } : {}),
+});
 
 function measured(): Measurements {
   return {
@@ -43,8 +51,10 @@ function measured(): Measurements {
     stats: { leak: { connections: 0 } },
     events: [{ kind: 'icmp-ignored-at-limit' }, { kind: 'icmp-ignored-at-limit' }, { kind: 'other' }],
     steps: [
-      step('base', 'iperf3', { bitsPerSecond: 1e9 }), step('lossy', 'iperf3', { bitsPerSecond: 2e8 }),
-      step('p', 'ping', { sent: 5, received: 4, avgMs: 1.5 }, false), step('broken', 'curl', {}, false, 'curl is not installed'),
+      step('base', 'iperf3', { bitsPerSecond: 1e9 }),
+      step('lossy', 'iperf3', { bitsPerSecond: 2e8 }),
+      step('p', 'ping', { sent: 5, received: 4, avgMs: 1.5 }, false),
+      step('broken', 'curl', {}, false, 'curl is not installed'),
     ],
   };
 }
@@ -89,7 +99,10 @@ describe('scenario expectations: verdicts from measurements', () => {
   });
 
   it('equals compares a string result, a number and a boolean exactly', () => {
-    const p = parseScenario('steps:\n  - { name: c, connect: { to: 198.18.0.99:80 } }\nexpect:\n  - { step: c, value: outcome, equals: timeout }\n  - { step: c, equals: false }\n', 'c.yaml').parts[0]!;
+    const p = parseScenario(
+      'steps:\n  - { name: c, connect: { to: 198.18.0.99:80 } }\nexpect:\n  - { step: c, value: outcome, equals: timeout }\n  - { step: c, equals: false }\n',
+      'c.yaml',
+    ).parts[0]!;
     const got = (outcome: string, ok: boolean) => evaluate(p, { ...measured(), steps: [step('c', 'connect', { outcome }, ok)] }).map((x) => x.result);
     expect(got('timeout', false)).toEqual(['pass', 'pass']);
     expect(got('no-outcome', true)).toEqual(['FAIL', 'FAIL']);

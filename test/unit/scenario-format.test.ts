@@ -64,9 +64,20 @@ describe('scenario files: a good file', () => {
     expect(s.parts).toHaveLength(1);
     const p = s.parts[0]!;
     expect(p.lab).toMatchObject({ topology: 'tun', routers: [{ mtu: 1400 }, { mtu: 1000 }] });
-    expect(p.stack).toEqual({ profile: 'nt4-sp6a', services: ['echo', 'http'], faults: { kb297040: 'buggy' }, params: { SynAttackProtect: 1, TcpInitialRttMs: 200 }, impair: ['out loss 3% delay 20ms'], offloads: true });
+    expect(p.stack).toEqual({
+      profile: 'nt4-sp6a',
+      services: ['echo', 'http'],
+      faults: { kb297040: 'buggy' },
+      params: { SynAttackProtect: 1, TcpInitialRttMs: 200 },
+      impair: ['out loss 3% delay 20ms'],
+      offloads: true,
+    });
     expect(p.steps.map((x) => [x.name, x.at, x.action.kind, x.line])).toEqual([
-      ['base', undefined, 'iperf3', 13], ['set2', 1500, 'set', 15], ['impair3', undefined, 'impair', 17], ['far', undefined, 'ping', 18], ['lossy', undefined, 'curl', 20],
+      ['base', undefined, 'iperf3', 13],
+      ['set2', 1500, 'set', 15],
+      ['impair3', undefined, 'impair', 17],
+      ['far', undefined, 'ping', 18],
+      ['lossy', undefined, 'curl', 20],
     ]);
     expect(p.steps[0]!.action).toEqual({ kind: 'iperf3', from: 'host', durationMs: 2000, reverse: true, udp: false });
     expect(p.steps[3]!.action).toEqual({ kind: 'ping', from: 'client', count: 3, intervalMs: 100, waitMs: 1000 });
@@ -112,30 +123,126 @@ describe('scenario files: each kind of bad file gets one line naming the place, 
     ['empty', '', '^bad\\.yaml: is empty: a scenario has at least steps \\(docs/scenarios\\.md\\)$'],
     ['a list at the top', '- ping\n', '^bad\\.yaml:1:1: must be a mapping \\(name, description, lab, stack, steps, expect, or parts\\), got a list$'],
     ['no steps', 'name: x\n', '^bad\\.yaml:1:1: steps: is required here \\(the file has name\\)$'],
-    ['an unknown top-level field, with a suggestion', 'stpes: []\n', '^bad\\.yaml:1:1: stpes: unknown field \\(did you mean steps\\?\\); valid fields here: name, description, lab, stack, steps, expect$'],
-    ['an unknown topology', 'lab: { topology: tunn }\nsteps: []\n', '^bad\\.yaml:1:18: lab\\.topology: must be one of tun, tap, pmtu, firewall, nlb, got "tunn" \\(did you mean tun\\?\\)$'],
-    ['a field of another topology', 'lab:\n  topology: tun\n  hosts: 3\nsteps: []\n', '^bad\\.yaml:3:10: lab\\.hosts: belongs to topology nlb, not tun; tun takes mtu, routers$'],
-    ['an MTU out of range', 'lab:\n  routers:\n    - mtu: 100\nsteps: []\n', '^bad\\.yaml:3:12: lab\\.routers\\[0\\]\\.mtu: must be an integer from 576 to 9000, got 100$'],
-    ['an unknown fault', 'stack:\n  faults: { kb123456: buggy }\nsteps: []\n', '^bad\\.yaml:2:13: stack\\.faults\\.kb123456: unknown fault "kb123456"; valid faults: kb903927, kb297040, kb898060, kb972183, kb319381$'],
-    ['a bad mode', 'stack:\n  faults: { kb898060: broken }\nsteps: []\n', '^bad\\.yaml:2:23: stack\\.faults\\.kb898060: must be one of off, buggy, hotfixed, got "broken"$'],
-    ['an unknown parameter', 'stack:\n  params: { MaxIcmpHostRoute: 3 }\nsteps: []\n', '^bad\\.yaml:2:13: stack\\.params\\.MaxIcmpHostRoute: unknown parameter "MaxIcmpHostRoute" \\(did you mean MaxIcmpHostRoutes\\?\\); faultstack faults lists them$'],
-    ['a parameter out of range', 'stack:\n  params: { SynAttackProtect: 7 }\nsteps: []\n', '^bad\\.yaml:2:31: stack\\.params\\.SynAttackProtect: parameter SynAttackProtect: 7 is out of range; valid values are 0\\.\\.2$'],
-    ['an impairment netem would not take', 'stack:\n  impair: out loss 300%\nsteps: []\n', '^bad\\.yaml:2:11: stack\\.impair\\[0\\]: loss random "300%": must be a percentage from 0 to 100'],
-    ['an unknown step action', 'steps:\n  - pnig: { count: 3 }\n', '^bad\\.yaml:2:5: steps\\[0\\]\\.pnig: unknown field \\(did you mean ping\\?\\); a step has at, name and one of set, param, impair, wait, unlock, path, ping, curl'],
-    ['two actions in a step', 'steps:\n  - ping: {}\n    curl: {}\n', '^bad\\.yaml:3:5: steps\\[0\\]\\.curl: a step has one action; this one already has ping \\(make another step\\)$'],
-    ['a count that is not a number', 'steps:\n  - ping: { count: many }\n', '^bad\\.yaml:2:20: steps\\[0\\]\\.ping\\.count: must be an integer from 1 to 1000, got "many"$'],
-    ['a time without its unit', 'steps:\n  - at: 5\n    wait: 1s\n', '^bad\\.yaml:2:9: steps\\[0\\]\\.at: must be a time with a unit, e\\.g\\. 500ms, 5s, 1\\.5s, 2m, got "5"$'],
-    ['an unbounded flood', 'steps:\n  - hping3: { count: 100 }\n', '^bad\\.yaml:2:13: steps\\[0\\]\\.hping3\\.duration: is required here \\(steps\\[0\\]\\.hping3 has count\\)$'],
-    ['an address outside the lab', 'steps:\n  - ping: { to: 8.8.8.8 }\n', '^bad\\.yaml:2:17: steps\\[0\\]\\.ping\\.to: must be an IPv4 address in 198\\.18\\.0\\.0/15 \\(the lab\'s range\\), got "8\\.8\\.8\\.8"$'],
-    ['traffic another topology runs', 'lab: { topology: pmtu }\nsteps:\n  - iperf3: {}\n', '^bad\\.yaml:3:5: steps\\[0\\]\\.iperf3: is not traffic of topology pmtu; it runs downloads$'],
-    ['a client that is not there', 'steps:\n  - ping: { from: client }\n', '^bad\\.yaml:2:19: steps\\[0\\]\\.ping\\.from: client is the namespace behind lab\\.routers, and this lab has none'],
-    ['an expectation on a step that does not exist', 'steps:\n  - name: a\n    ping: {}\nexpect:\n  - step: b\n', '^bad\\.yaml:5:11: expect\\[0\\]\\.step: no step is named "b"; steps: a$'],
-    ['a value a step does not report', 'steps:\n  - name: a\n    ping: {}\nexpect:\n  - { step: a, value: bytes, min: 1 }\n', '^bad\\.yaml:5:23: expect\\[0\\]\\.value: step a \\(ping\\) has no "bytes"; it reports ok, sent, received, avgMs$'],
-    ['a throughput without its baseline', 'steps:\n  - name: a\n    iperf3: {}\nexpect:\n  - { throughput: a, max: 1 }\n', '^bad\\.yaml:5:5: expect\\[0\\]\\.baseline: is required: the step whose throughput is the ratio\'s denominator'],
-    ['a throughput of a step that measures none', 'steps:\n  - name: a\n    iperf3: {}\n  - name: b\n    ping: {}\nexpect:\n  - { throughput: b, baseline: a, max: 1 }\n', '^bad\\.yaml:7:19: expect\\[0\\]: step b is ping, which measures no throughput; use iperf3, curl, sha-peer$'],
-    ['duplicate step names', 'steps:\n  - { name: a, wait: 1s }\n  - { name: a, wait: 1s }\n', '^bad\\.yaml:3:5: steps\\[1\\]\\.name: "a" names an earlier step too; step names are unique$'],
-    ['an error inside a part names the part', 'parts:\n  - steps:\n      - wait: soon\n', '^bad\\.yaml:3:15: parts\\[0\\]\\.steps\\[0\\]\\.wait: must be a time with a unit'],
-    ['a bad --set value names the --set', 'steps: []\n', '^bad\\.yaml: stack\\.faults\\.kb898060: must be one of off, buggy, hotfixed, got "maybe" \\(from --set stack\\.faults\\.kb898060=maybe\\)$'],
+    [
+      'an unknown top-level field, with a suggestion',
+      'stpes: []\n',
+      '^bad\\.yaml:1:1: stpes: unknown field \\(did you mean steps\\?\\); valid fields here: name, description, lab, stack, steps, expect$',
+    ],
+    [
+      'an unknown topology',
+      'lab: { topology: tunn }\nsteps: []\n',
+      '^bad\\.yaml:1:18: lab\\.topology: must be one of tun, tap, pmtu, firewall, nlb, got "tunn" \\(did you mean tun\\?\\)$',
+    ],
+    [
+      'a field of another topology',
+      'lab:\n  topology: tun\n  hosts: 3\nsteps: []\n',
+      '^bad\\.yaml:3:10: lab\\.hosts: belongs to topology nlb, not tun; tun takes mtu, routers$',
+    ],
+    [
+      'an MTU out of range',
+      'lab:\n  routers:\n    - mtu: 100\nsteps: []\n',
+      '^bad\\.yaml:3:12: lab\\.routers\\[0\\]\\.mtu: must be an integer from 576 to 9000, got 100$',
+    ],
+    [
+      'an unknown fault',
+      'stack:\n  faults: { kb123456: buggy }\nsteps: []\n',
+      '^bad\\.yaml:2:13: stack\\.faults\\.kb123456: unknown fault "kb123456"; valid faults: kb903927, kb297040, kb898060, kb972183, kb319381$',
+    ],
+    [
+      'a bad mode',
+      'stack:\n  faults: { kb898060: broken }\nsteps: []\n',
+      '^bad\\.yaml:2:23: stack\\.faults\\.kb898060: must be one of off, buggy, hotfixed, got "broken"$',
+    ],
+    [
+      'an unknown parameter',
+      'stack:\n  params: { MaxIcmpHostRoute: 3 }\nsteps: []\n',
+      '^bad\\.yaml:2:13: stack\\.params\\.MaxIcmpHostRoute: unknown parameter "MaxIcmpHostRoute" \\(did you mean MaxIcmpHostRoutes\\?\\); faultstack faults lists them$',
+    ],
+    [
+      'a parameter out of range',
+      'stack:\n  params: { SynAttackProtect: 7 }\nsteps: []\n',
+      '^bad\\.yaml:2:31: stack\\.params\\.SynAttackProtect: parameter SynAttackProtect: 7 is out of range; valid values are 0\\.\\.2$',
+    ],
+    [
+      'an impairment netem would not take',
+      'stack:\n  impair: out loss 300%\nsteps: []\n',
+      '^bad\\.yaml:2:11: stack\\.impair\\[0\\]: loss random "300%": must be a percentage from 0 to 100',
+    ],
+    [
+      'an unknown step action',
+      'steps:\n  - pnig: { count: 3 }\n',
+      '^bad\\.yaml:2:5: steps\\[0\\]\\.pnig: unknown field \\(did you mean ping\\?\\); a step has at, name and one of set, param, impair, wait, unlock, path, ping, curl',
+    ],
+    [
+      'two actions in a step',
+      'steps:\n  - ping: {}\n    curl: {}\n',
+      '^bad\\.yaml:3:5: steps\\[0\\]\\.curl: a step has one action; this one already has ping \\(make another step\\)$',
+    ],
+    [
+      'a count that is not a number',
+      'steps:\n  - ping: { count: many }\n',
+      '^bad\\.yaml:2:20: steps\\[0\\]\\.ping\\.count: must be an integer from 1 to 1000, got "many"$',
+    ],
+    [
+      'a time without its unit',
+      'steps:\n  - at: 5\n    wait: 1s\n',
+      '^bad\\.yaml:2:9: steps\\[0\\]\\.at: must be a time with a unit, e\\.g\\. 500ms, 5s, 1\\.5s, 2m, got "5"$',
+    ],
+    [
+      'an unbounded flood',
+      'steps:\n  - hping3: { count: 100 }\n',
+      '^bad\\.yaml:2:13: steps\\[0\\]\\.hping3\\.duration: is required here \\(steps\\[0\\]\\.hping3 has count\\)$',
+    ],
+    [
+      'an address outside the lab',
+      'steps:\n  - ping: { to: 8.8.8.8 }\n',
+      '^bad\\.yaml:2:17: steps\\[0\\]\\.ping\\.to: must be an IPv4 address in 198\\.18\\.0\\.0/15 \\(the lab\'s range\\), got "8\\.8\\.8\\.8"$',
+    ],
+    [
+      'traffic another topology runs',
+      'lab: { topology: pmtu }\nsteps:\n  - iperf3: {}\n',
+      '^bad\\.yaml:3:5: steps\\[0\\]\\.iperf3: is not traffic of topology pmtu; it runs downloads$',
+    ],
+    [
+      'a client that is not there',
+      'steps:\n  - ping: { from: client }\n',
+      '^bad\\.yaml:2:19: steps\\[0\\]\\.ping\\.from: client is the namespace behind lab\\.routers, and this lab has none',
+    ],
+    [
+      'an expectation on a step that does not exist',
+      'steps:\n  - name: a\n    ping: {}\nexpect:\n  - step: b\n',
+      '^bad\\.yaml:5:11: expect\\[0\\]\\.step: no step is named "b"; steps: a$',
+    ],
+    [
+      'a value a step does not report',
+      'steps:\n  - name: a\n    ping: {}\nexpect:\n  - { step: a, value: bytes, min: 1 }\n',
+      '^bad\\.yaml:5:23: expect\\[0\\]\\.value: step a \\(ping\\) has no "bytes"; it reports ok, sent, received, avgMs$',
+    ],
+    [
+      'a throughput without its baseline',
+      'steps:\n  - name: a\n    iperf3: {}\nexpect:\n  - { throughput: a, max: 1 }\n',
+      "^bad\\.yaml:5:5: expect\\[0\\]\\.baseline: is required: the step whose throughput is the ratio's denominator",
+    ],
+    [
+      'a throughput of a step that measures none',
+      'steps:\n  - name: a\n    iperf3: {}\n  - name: b\n    ping: {}\nexpect:\n  - { throughput: b, baseline: a, max: 1 }\n',
+      '^bad\\.yaml:7:19: expect\\[0\\]: step b is ping, which measures no throughput; use iperf3, curl, sha-peer$',
+    ],
+    [
+      'duplicate step names',
+      'steps:\n  - { name: a, wait: 1s }\n  - { name: a, wait: 1s }\n',
+      '^bad\\.yaml:3:5: steps\\[1\\]\\.name: "a" names an earlier step too; step names are unique$',
+    ],
+    [
+      'an error inside a part names the part',
+      'parts:\n  - steps:\n      - wait: soon\n',
+      '^bad\\.yaml:3:15: parts\\[0\\]\\.steps\\[0\\]\\.wait: must be a time with a unit',
+    ],
+    [
+      'a bad --set value names the --set',
+      'steps: []\n',
+      '^bad\\.yaml: stack\\.faults\\.kb898060: must be one of off, buggy, hotfixed, got "maybe" \\(from --set stack\\.faults\\.kb898060=maybe\\)$',
+    ],
   ];
   for (const [what, text, pattern] of cases) {
     it(what, () => {
@@ -155,13 +262,24 @@ describe('faultstack scenario (the command line, in process)', () => {
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-    let out = '', err = '';
-    const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => { out += String(s); return true; });
-    const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => { err += String(s); return true; });
+    let out = '',
+      err = '';
+    const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => {
+      out += String(s);
+      return true;
+    });
+    const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => {
+      err += String(s);
+      return true;
+    });
     try {
       let code: number;
       // What main() does with the command's module: run it, and a thrown error is one line and a status.
-      try { code = await run(args.slice(1)); } catch (x) { code = report(x); }
+      try {
+        code = await run(args.slice(1));
+      } catch (x) {
+        code = report(x);
+      }
       return { code, out, err };
     } finally {
       o.mockRestore();
@@ -182,8 +300,14 @@ describe('faultstack scenario (the command line, in process)', () => {
   });
 
   it('usage errors: unknown subcommand, missing file, bad --fault', async () => {
-    expect(await cli(['scenario', 'runn', 'x.yaml'])).toMatchObject({ code: 2, err: 'faultstack scenario: unknown subcommand "runn" (did you mean run?); valid: run, compare, check\n' });
-    expect(await cli(['scenario', 'run'])).toMatchObject({ code: 2, err: 'faultstack scenario run: missing FILE; usage: faultstack scenario run FILE [options]\n' });
+    expect(await cli(['scenario', 'runn', 'x.yaml'])).toMatchObject({
+      code: 2,
+      err: 'faultstack scenario: unknown subcommand "runn" (did you mean run?); valid: run, compare, check\n',
+    });
+    expect(await cli(['scenario', 'run'])).toMatchObject({
+      code: 2,
+      err: 'faultstack scenario run: missing FILE; usage: faultstack scenario run FILE [options]\n',
+    });
     expect(() => parseCompareFault('kb898060=buggy')).toThrow(/needs at least two different modes/);
     expect(() => parseCompareFault('kb1=buggy,hotfixed')).toThrow(/unknown fault "kb1"/);
     expect(() => parseCompareFault('kb898060=buggy,broken')).toThrow(/mode "broken" is not one of off, buggy, hotfixed/);
@@ -201,12 +325,21 @@ describe('faultstack scenario (the command line, in process)', () => {
 
 describe('scenario reports', () => {
   const result = (mode: string, played: number): ScenarioRunResult => ({
-    file: 'f.yaml', name: 'f', ok: played === 4, ms: 1000,
-    parts: [{
-      name: 'f', topology: 'firewall', modes: { kb319381: mode }, ok: played === 4, ms: 1000,
-      steps: [{ name: 'playlist', kind: 'play', startMs: 0, endMs: 900, ok: played === 4, values: { played }, figure: `${played}/4 played` }],
-      expectations: [{ text: 'step playlist played', line: 12, result: played === 4 ? 'pass' : 'FAIL', expected: '= 4', actual: played }],
-    }],
+    file: 'f.yaml',
+    name: 'f',
+    ok: played === 4,
+    ms: 1000,
+    parts: [
+      {
+        name: 'f',
+        topology: 'firewall',
+        modes: { kb319381: mode },
+        ok: played === 4,
+        ms: 1000,
+        steps: [{ name: 'playlist', kind: 'play', startMs: 0, endMs: 900, ok: played === 4, values: { played }, figure: `${played}/4 played` }],
+        expectations: [{ text: 'step playlist played', line: 12, result: played === 4 ? 'pass' : 'FAIL', expected: '= 4', actual: played }],
+      },
+    ],
   });
 
   it('a run lists steps and expectations, and each failed expectation with its file and line', () => {
@@ -217,7 +350,10 @@ describe('scenario reports', () => {
   });
 
   it('compare puts the modes side by side', () => {
-    const text = renderCompare('kb319381', [{ mode: 'buggy', result: result('buggy', 1) }, { mode: 'hotfixed', result: result('hotfixed', 4) }]);
+    const text = renderCompare('kb319381', [
+      { mode: 'buggy', result: result('buggy', 1) },
+      { mode: 'hotfixed', result: result('hotfixed', 4) },
+    ]);
     expect(text).toMatch(/playlist\s+1\/4 played\s+4\/4 played/);
     expect(text).toMatch(/step playlist played = 4\s+FAIL \(1\)\s+pass \(4\)/);
     expect(text.trimEnd().split('\n').pop()).toBe('FAILED in buggy');

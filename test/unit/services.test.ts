@@ -402,9 +402,7 @@ describe('startServices', () => {
     const taken = (blocker.address() as net.AddressInfo).port;
     const baseline = handleCounts();
     try {
-      await expect(
-        startServices(kernelNet, ['echo', 'http'], { host: HOST, ports: { echo: 0, http: taken } }),
-      ).rejects.toThrow(/http: .*EADDRINUSE/);
+      await expect(startServices(kernelNet, ['echo', 'http'], { host: HOST, ports: { echo: 0, http: taken } })).rejects.toThrow(/http: .*EADDRINUSE/);
       await waitFor(() => noMoreThan(baseline));
     } finally {
       blocker.close();

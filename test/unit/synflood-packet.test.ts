@@ -1,14 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  parseSourceBlock,
-  parseSynFloodArgs,
-  parseTarget,
-  SYN_PACKET_LENGTH,
-  synflood,
-  validateFlood,
-  writeSyn,
-  Xorshift128,
-} from '../../lab/synflood';
+import { parseSourceBlock, parseSynFloodArgs, parseTarget, SYN_PACKET_LENGTH, synflood, validateFlood, writeSyn, Xorshift128 } from '../../lab/synflood';
 import { buildHping3Commands, floodQuotaRules, parseHping3Summary } from '../../lab/hping3';
 import { internetChecksum, checksumAdd, checksumFinish, pseudoHeaderSum } from '../../stack/wire/checksum';
 import { parseIpv4 } from '../../stack/wire/addr';
@@ -20,8 +11,15 @@ describe('writeSyn', () => {
   it('builds an IPv4 TCP SYN with valid checksums and an MSS option', () => {
     const buf = new Uint8Array(64).fill(0xee);
     const n = writeSyn(buf, 10, {
-      src: ip('198.18.100.7'), dst: ip('198.18.0.2'), srcPort: 40000, dstPort: 5061, isn: 0xdeadbeef,
-      ipId: 0x1234, ttl: 64, window: 64240, mss: 1460,
+      src: ip('198.18.100.7'),
+      dst: ip('198.18.0.2'),
+      srcPort: 40000,
+      dstPort: 5061,
+      isn: 0xdeadbeef,
+      ipId: 0x1234,
+      ttl: 64,
+      window: 64240,
+      mss: 1460,
     });
     expect(n).toBe(SYN_PACKET_LENGTH);
     const p = buf.subarray(10, 10 + n);
@@ -100,13 +98,22 @@ describe('lab rule and bounds', () => {
   });
 
   it('refuses before opening any socket', async () => {
-    await expect(synflood({ target: '8.8.8.8:53', source: '198.18.100.0/24', count: 1, durationMs: 10 })).rejects.toThrow(
-      /outside the lab range/,
-    );
+    await expect(synflood({ target: '8.8.8.8:53', source: '198.18.100.0/24', count: 1, durationMs: 10 })).rejects.toThrow(/outside the lab range/);
   });
 
   it('parses the program flags', () => {
-    const r = parseSynFloodArgs(['--target', '198.18.0.2:5061', '--source=198.18.100.0/24', '--count', '10000', '--duration', '2.5', '--rate', '5000', '--json']);
+    const r = parseSynFloodArgs([
+      '--target',
+      '198.18.0.2:5061',
+      '--source=198.18.100.0/24',
+      '--count',
+      '10000',
+      '--duration',
+      '2.5',
+      '--rate',
+      '5000',
+      '--json',
+    ]);
     expect(r).not.toBe('help');
     if (r === 'help') return;
     expect(r.opts).toMatchObject({ target: '198.18.0.2:5061', count: 10000, durationMs: 2500, ratePps: 5000 });
@@ -122,13 +129,32 @@ describe('lab rule and bounds', () => {
 describe('hping3 command lines', () => {
   it('bounds every process by count and interval, one fixed lab source each', () => {
     const cmds = buildHping3Commands({
-      target: '198.18.0.2:5061', sources: ['198.18.100.1', '198.18.100.2', '198.18.100.3'], count: 1000, durationMs: 2000,
-      netns: 'atk', hping3: '/usr/sbin/hping3',
+      target: '198.18.0.2:5061',
+      sources: ['198.18.100.1', '198.18.100.2', '198.18.100.3'],
+      count: 1000,
+      durationMs: 2000,
+      netns: 'atk',
+      hping3: '/usr/sbin/hping3',
     });
     expect(cmds.map((c) => c.count)).toEqual([334, 333, 333]);
     expect(cmds[0].argv).toEqual([
-      'ip', 'netns', 'exec', 'atk', '/usr/sbin/hping3', '-n', '-q', '-S', '-p', '5061', '-a', '198.18.100.1',
-      '-c', '334', '-i', 'u4790', '198.18.0.2',
+      'ip',
+      'netns',
+      'exec',
+      'atk',
+      '/usr/sbin/hping3',
+      '-n',
+      '-q',
+      '-S',
+      '-p',
+      '5061',
+      '-a',
+      '198.18.100.1',
+      '-c',
+      '334',
+      '-i',
+      'u4790',
+      '198.18.0.2',
     ]);
     for (const c of cmds) expect(c.argv).not.toContain('--rand-source');
   });
@@ -153,8 +179,10 @@ describe('hping3 command lines', () => {
   });
 
   it('reads the summary in both spellings', () => {
-    expect(parseHping3Summary('--- 198.18.0.2 hping statistic ---\n200 packets transmitted, 0 packets received, 100% packet loss\n'))
-      .toEqual({ transmitted: 200, received: 0 });
+    expect(parseHping3Summary('--- 198.18.0.2 hping statistic ---\n200 packets transmitted, 0 packets received, 100% packet loss\n')).toEqual({
+      transmitted: 200,
+      received: 0,
+    });
     expect(parseHping3Summary('7 packets tramitted, 3 packets received')).toEqual({ transmitted: 7, received: 3 });
     expect(parseHping3Summary('nothing')).toBeNull();
   });

@@ -21,7 +21,7 @@ describe('SendQueue', () => {
       const op = int(10);
       if (op < 4) {
         const chunk = Buffer.alloc(1 + int(1500));
-        for (let i = 0; i < chunk.length; i++) chunk[i] = (counter++) & 255;
+        for (let i = 0; i < chunk.length; i++) chunk[i] = counter++ & 255;
         q.push(chunk);
         ref = Buffer.concat([ref, chunk]);
       } else if (op < 8 && ref.length > 0) {
@@ -65,7 +65,11 @@ class RefReasm {
   bytes = new Map<number, number>();
   insert(off: number, data: Buffer): boolean {
     let stored = false;
-    for (let i = 0; i < data.length; i++) if (!this.bytes.has(off + i)) { this.bytes.set(off + i, data[i]); stored = true; }
+    for (let i = 0; i < data.length; i++)
+      if (!this.bytes.has(off + i)) {
+        this.bytes.set(off + i, data[i]);
+        stored = true;
+      }
     return stored;
   }
   /** Contiguous blocks [lo, hi) of offsets. */
@@ -103,7 +107,11 @@ describe('ReassemblyQueue', () => {
         if (stale) {
           // Only insert corrupt data over ranges fully held already.
           let held = true;
-          for (let i = 0; i < len; i++) if (!ref.bytes.has(off + i)) { held = false; break; }
+          for (let i = 0; i < len; i++)
+            if (!ref.bytes.has(off + i)) {
+              held = false;
+              break;
+            }
           if (!held) continue;
           expect(q.insert(asSeq(base + off), data)).toBe(false);
           continue;
@@ -179,7 +187,9 @@ describe('Scoreboard', () => {
       let una = 0;
       const S = (o: number) => asSeq(base + o);
       let bad: string | null = null;
-      const check = (ok: boolean, what: string) => { if (!ok) bad ??= what; };
+      const check = (ok: boolean, what: string) => {
+        if (!ok) bad ??= what;
+      };
       for (let step = 0; step < 2000; step++) {
         if (int(5) === 0) {
           una += int(800);
@@ -189,7 +199,11 @@ describe('Scoreboard', () => {
           const l = una + int(4000);
           const r = l + 1 + int(1500);
           let added = false;
-          for (let i = l; i < r; i++) if (!ref.has(i)) { ref.add(i); added = true; }
+          for (let i = l; i < r; i++)
+            if (!ref.has(i)) {
+              ref.add(i);
+              added = true;
+            }
           check(sb.add(S(l), S(r)) === added, `step ${step}: add(${l}, ${r})`);
         }
         check(sb.sackedBytes === ref.size, `step ${step}: sackedBytes ${sb.sackedBytes} != ${ref.size}`);

@@ -14,16 +14,22 @@ import { asSeq, seqValue } from '../../stack/wire/seq';
 function slowServer(p: Pair, port = 9000) {
   const sinks: Sink[] = [];
   const sockets: FsSocket[] = [];
-  p.netB.createServer((s) => {
-    const sock = s as FsSocket;
-    sockets.push(sock);
-    sock.on('end', () => sock.end());
-    sock.pause();
-  }).listen(port);
+  p.netB
+    .createServer((s) => {
+      const sock = s as FsSocket;
+      sockets.push(sock);
+      sock.on('end', () => sock.end());
+      sock.pause();
+    })
+    .listen(port);
   return {
-    sinks, sockets,
+    sinks,
+    sockets,
     /** Starts reading (attaching the data listener). */
-    resume(i = 0) { sinks[i] = watch(sockets[i]); sockets[i].resume(); },
+    resume(i = 0) {
+      sinks[i] = watch(sockets[i]);
+      sockets[i].resume();
+    },
   };
 }
 
@@ -31,7 +37,9 @@ async function connect(p: Pair, port = 9000) {
   const c = p.netA.connect({ host: B_ADDR, port }) as FsSocket;
   const sink = watch(c);
   let up = false;
-  c.on('connect', () => { up = true; });
+  c.on('connect', () => {
+    up = true;
+  });
   expect(await runUntil(p.clock, () => up, 100)).toBe(true);
   await runFor(p.clock, 2);
   return { c, sink, conn: connOf(p.a, (x) => x.remotePort === port)! };
@@ -45,11 +53,14 @@ async function connect(p: Pair, port = 9000) {
 /** Asserts that no data segment a->b went past the right edge b had offered; returns how many it checked. */
 function expectWithinWindow(tap: Tap, wscale: number): number {
   let edge = -1;
-  const events = tap.tcp().map((s) => ({ s, at: s.dir === 'b->a' ? s.t + 0.5 : s.t }))
-    .sort((x, y) => x.at - y.at || (x.s.dir === 'b->a' ? -1 : 1)).map((e) => e.s);
+  const events = tap
+    .tcp()
+    .map((s) => ({ s, at: s.dir === 'b->a' ? s.t + 0.5 : s.t }))
+    .sort((x, y) => x.at - y.at || (x.s.dir === 'b->a' ? -1 : 1))
+    .map((e) => e.s);
   let checked = 0;
   for (const s of events) {
-    if (s.dir === 'b->a' && (s.tcp.flags & ACK)) {
+    if (s.dir === 'b->a' && s.tcp.flags & ACK) {
       const e = (s.tcp.ack + (s.tcp.window << wscale)) >>> 0;
       if (edge < 0 || ((e - edge) | 0) > 0) edge = e;
     } else if (s.dir === 'a->b' && s.tcp.len > 0 && edge >= 0) {
@@ -78,11 +89,11 @@ describe('receive window and the persist timer', () => {
     expect(seqValue(connB.rcvAdvEdge) - seqValue(connB.rcvNxt)).toBeLessThan(128);
     expect(srv.sockets[0].readableLength).toBeGreaterThan(32 * 1024 - 128);
     expect(srv.sockets[0].readableLength).toBeLessThanOrEqual(32 * 1024);
-    expect(srv.sockets[0].readableLength).toBe(((seqValue(conn.sndUna) - seqValue(conn.iss) - 1) >>> 0));
+    expect(srv.sockets[0].readableLength).toBe((seqValue(conn.sndUna) - seqValue(conn.iss) - 1) >>> 0);
     // Nobody reads for 10 s: the sender only probes.
     await runFor(p.clock, 10_000, 5);
     expect(p.a.counters.TcpExtTCPWinProbe).toBeGreaterThanOrEqual(4);
-    const probes = tap.tcp('a->b', (t) => t.len === 0 && t.seq === ((seqValue(conn.sndUna) - 1) >>> 0));
+    const probes = tap.tcp('a->b', (t) => t.len === 0 && t.seq === (seqValue(conn.sndUna) - 1) >>> 0);
     expect(probes.length).toBe(p.a.counters.TcpExtTCPWinProbe);
     // Probes back off: each interval doubles (starting from the RTO, 200 ms here).
     const gaps = probes.slice(1).map((s, i) => Math.round(s.t - probes[i].t));
@@ -93,7 +104,7 @@ describe('receive window and the persist timer', () => {
     expect(answers.length).toBeGreaterThanOrEqual(probes.length);
     // No data was pushed into the closed window, no connection was dropped.
     expect(seqValue(connB.rcvAdvEdge) - seqValue(connB.rcvNxt)).toBeLessThan(128);
-    expect(srv.sockets[0].readableLength).toBe(((seqValue(conn.sndUna) - seqValue(conn.iss) - 1) >>> 0));
+    expect(srv.sockets[0].readableLength).toBe((seqValue(conn.sndUna) - seqValue(conn.iss) - 1) >>> 0);
     expect(p.a.counters.TcpExtTCPTimeouts).toBe(0);
     // The reader wakes up.
     const resumeAt = p.clock.now;
@@ -144,7 +155,10 @@ describe('receive window and the persist timer', () => {
     // Drop B's first ACK that opens the window again.
     let droppedUpdate = -1;
     tap.drop = (s) => {
-      if (droppedUpdate < 0 && s.dir === 'b->a' && s.tcp && s.tcp.len === 0 && s.tcp.window > 0) { droppedUpdate = s.t; return true; }
+      if (droppedUpdate < 0 && s.dir === 'b->a' && s.tcp && s.tcp.len === 0 && s.tcp.window > 0) {
+        droppedUpdate = s.t;
+        return true;
+      }
       return false;
     };
     srv.resume();
@@ -153,8 +167,11 @@ describe('receive window and the persist timer', () => {
     expect(sha256(srv.sinks[0].data())).toBe(sha256(data));
     // A probe after the lost update is what got things moving again.
     // (A probe carries SND.UNA - 1: one below what B had acknowledged.)
-    const una = tap.tcp('b->a').filter((x) => x.t <= droppedUpdate).pop()!.tcp.ack;
-    const probeAfter = tap.tcp('a->b', (t, x) => t.len === 0 && x.t > droppedUpdate && t.seq === ((una - 1) >>> 0))[0];
+    const una = tap
+      .tcp('b->a')
+      .filter((x) => x.t <= droppedUpdate)
+      .pop()!.tcp.ack;
+    const probeAfter = tap.tcp('a->b', (t, x) => t.len === 0 && x.t > droppedUpdate && t.seq === (una - 1) >>> 0)[0];
     expect(probeAfter).toBeDefined();
     expect(p.a.counters.TcpExtTCPWinProbe).toBeGreaterThan(0);
     const firstDataAfter = tap.data('a->b').find((s) => s.t > droppedUpdate)!;
@@ -175,10 +192,19 @@ describe('receive window and the persist timer', () => {
     // Keep A's own probes out of the picture.
     tap.drop = (s) => s.dir === 'a->b' && !s.injected;
     const before = tap.tcp('b->a').length;
-    tap.inject('b', craftTcp({
-      sport: conn.localPort, dport: 9000, seq: rcvNxt, ack: seqValue(connB.sndNxt), flags: ACK | PSH, window: 1000,
-      payload: Buffer.from('x'), ts: [conn.tsNow(p.clock.now), connB.tsNow(p.clock.now)],
-    }));
+    tap.inject(
+      'b',
+      craftTcp({
+        sport: conn.localPort,
+        dport: 9000,
+        seq: rcvNxt,
+        ack: seqValue(connB.sndNxt),
+        flags: ACK | PSH,
+        window: 1000,
+        payload: Buffer.from('x'),
+        ts: [conn.tsNow(p.clock.now), connB.tsNow(p.clock.now)],
+      }),
+    );
     await runFor(p.clock, 2);
     const replies = tap.tcp('b->a').slice(before);
     expect(replies.length).toBe(1);
@@ -194,10 +220,22 @@ describe('receive window and the persist timer', () => {
     const data = testData(300_000, 24);
     c.end(data);
     // Read 4 KiB every 10 ms: the sender is held to the reader's pace by the window.
-    srv.sinks[0] = { chunks: [], bytes: 0, ended: false, closed: false, error: null, socket: srv.sockets[0], data() { return Buffer.concat(this.chunks); } };
+    srv.sinks[0] = {
+      chunks: [],
+      bytes: 0,
+      ended: false,
+      closed: false,
+      error: null,
+      socket: srv.sockets[0],
+      data() {
+        return Buffer.concat(this.chunks);
+      },
+    };
     const sink = srv.sinks[0];
     const sock = srv.sockets[0];
-    sock.on('end', () => { sink.ended = true; });
+    sock.on('end', () => {
+      sink.ended = true;
+    });
     let minWnd = Infinity;
     for (let i = 0; i < 2000 && !sink.ended; i++) {
       await runFor(p.clock, 10);
@@ -205,14 +243,18 @@ describe('receive window and the persist timer', () => {
       if (w !== undefined && w < minWnd) minWnd = w;
       let chunk: Buffer | null;
       let took = 0;
-      while (took < 4096 && (chunk = sock.read(Math.min(4096 - took, sock.readableLength || 1))) !== null) { sink.chunks.push(chunk); sink.bytes += chunk.length; took += chunk.length; }
+      while (took < 4096 && (chunk = sock.read(Math.min(4096 - took, sock.readableLength || 1))) !== null) {
+        sink.chunks.push(chunk);
+        sink.bytes += chunk.length;
+        took += chunk.length;
+      }
       if (sock.readableEnded) sink.ended = true;
     }
     expect(await runUntil(p.clock, () => sink.ended, 1_000)).toBe(true);
     // The window, not cwnd, was what held the sender: it ran down to a fraction of the buffer.
     expect(minWnd).toBeLessThan(4096);
     // About 4 KiB per 10 ms: the transfer took as long as the reader made it take.
-    expect(p.clock.now).toBeGreaterThan(1000 + (300_000 - 24 * 1024) / 4096 * 10);
+    expect(p.clock.now).toBeGreaterThan(1000 + ((300_000 - 24 * 1024) / 4096) * 10);
     expect(sha256(srv.sinks[0].data())).toBe(sha256(data));
     expect(expectWithinWindow(tap, 7)).toBeGreaterThan(100);
   });
@@ -231,7 +273,10 @@ describe('receive window and the persist timer', () => {
     for (let i = 0; i < 3000 && bytes < data.length; i++) {
       await runFor(p.clock, 5);
       const chunk = sock.read(Math.min(200, sock.readableLength || 1)) as Buffer | null;
-      if (chunk) { got.push(chunk); bytes += chunk.length; }
+      if (chunk) {
+        got.push(chunk);
+        bytes += chunk.length;
+      }
     }
     expect(sha256(Buffer.concat(got))).toBe(sha256(data));
     // Every move of B's right edge (ACK + scaled window) is at least min(RCV.BUFF/2, MSS),
@@ -259,7 +304,11 @@ describe('receive window and the persist timer', () => {
     const tap = new Tap(p);
     // B sends to A; A reads nothing.
     const data = testData(100_000, 25);
-    p.netB.createServer((s) => { s.end(data); }).listen(9000);
+    p.netB
+      .createServer((s) => {
+        s.end(data);
+      })
+      .listen(9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     c.pause();
     await runFor(p.clock, 500);
@@ -379,7 +428,8 @@ describe('delayed ACK', () => {
 
   test('an out-of-order segment is ACKed at once, with a SACK block (RFC 5681 4.2, RFC 2018)', async () => {
     const { p, tap, c } = await established();
-    tap.drop = (s) => s.dir === 'a->b' && !!s.tcp && s.tcp.len === 1000 && s.tcp.payload[0] === 1 && !s.dropped && tap.seen.filter((x) => x.dropped).length === 0;
+    tap.drop = (s) =>
+      s.dir === 'a->b' && !!s.tcp && s.tcp.len === 1000 && s.tcp.payload[0] === 1 && !s.dropped && tap.seen.filter((x) => x.dropped).length === 0;
     c.setNoDelay(true);
     const t0 = p.clock.now;
     c.write(Buffer.alloc(1000, 1));
@@ -391,4 +441,3 @@ describe('delayed ACK', () => {
     expect(ack.tcp.sack).toEqual([[second.tcp.seq, (second.tcp.seq + 500) >>> 0]]);
   });
 });
-

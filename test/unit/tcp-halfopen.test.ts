@@ -24,10 +24,19 @@ const roomy = (max: number) => new LinuxBacklog(() => ({ maxSynBacklog: max, syn
 /** SYNs from spoofed sources, sent straight into B's device (no tap: nothing is copied or kept). */
 function flood(p: Pair, port: number, n: number, from = 0): void {
   for (let i = from; i < from + n; i++) {
-    p.link.a.send(craftTcp({
-      src: SPOOF_BASE + (i >> 8), sport: 1024 + (i & 255) * 200 + (i >> 16), dport: port, seq: (i * 2654435761) >>> 0,
-      flags: SYN, mss: 1460, wscale: 7, sackPermitted: true, ts: [i + 1, 0],
-    }));
+    p.link.a.send(
+      craftTcp({
+        src: SPOOF_BASE + (i >> 8),
+        sport: 1024 + (i & 255) * 200 + (i >> 16),
+        dport: port,
+        seq: (i * 2654435761) >>> 0,
+        flags: SYN,
+        mss: 1460,
+        wscale: 7,
+        sackPermitted: true,
+        ts: [i + 1, 0],
+      }),
+    );
     if ((i & 63) === 63) p.link.a.flush();
   }
   p.link.a.flush();
@@ -98,7 +107,10 @@ describe('half-open entries', () => {
     expect(rst[0].tcp.seq).toBe((first.tcp.seq + 7) >>> 0);
     expect(p.b.tcp.listeners.get(9000)!.synQueue.size).toBe(1);
     // The right ACK with data: the connection is built, ESTABLISHED, and the data is delivered.
-    tap.inject('b', craftTcp({ sport: 40000, dport: 9000, seq: 1001, ack: (first.tcp.seq + 1) >>> 0, flags: ACK, ts: [503, first.tcp.tsVal], payload: Buffer.from('hello') }));
+    tap.inject(
+      'b',
+      craftTcp({ sport: 40000, dport: 9000, seq: 1001, ack: (first.tcp.seq + 1) >>> 0, flags: ACK, ts: [503, first.tcp.tsVal], payload: Buffer.from('hello') }),
+    );
     expect(await runUntil(p.clock, () => srv.sinks.length === 1 && srv.sinks[0].bytes === 5, 50)).toBe(true);
     expect(srv.sinks[0].data().toString()).toBe('hello');
     expect(p.b.tcp.listeners.get(9000)!.synQueue.size).toBe(0);
@@ -124,7 +136,10 @@ describe('half-open entries', () => {
     const synAcks = tap.tcp('b->a', (t) => t.flags === (SYN | ACK));
     expect(synAcks.map((x) => x.src).sort()).toEqual([B_IP, other].sort());
     for (const sa of synAcks) {
-      tap.inject('b', craftTcp({ dst: sa.src, sport: 40000, dport: 9000, seq: 5001, ack: (sa.tcp.seq + 1) >>> 0, flags: ACK, payload: Buffer.from(`to ${sa.src}`) }));
+      tap.inject(
+        'b',
+        craftTcp({ dst: sa.src, sport: 40000, dport: 9000, seq: 5001, ack: (sa.tcp.seq + 1) >>> 0, flags: ACK, payload: Buffer.from(`to ${sa.src}`) }),
+      );
     }
     expect(await runUntil(p.clock, () => srv.sinks.length === 2 && srv.sinks.every((x) => x.bytes > 0), 50)).toBe(true);
     expect(srv.sinks.map((x) => x.data().toString()).sort()).toEqual([`to ${B_IP}`, `to ${other}`].sort());
@@ -193,7 +208,8 @@ describe('SYN queue caps (our choice: recycle the oldest half-open entry, RFC 49
     await runFor(p.clock, 2);
     flood(p, 81, 100, 1000);
     await runFor(p.clock, 2);
-    const a = p.b.tcp.listeners.get(80)!, b = p.b.tcp.listeners.get(81)!;
+    const a = p.b.tcp.listeners.get(80)!,
+      b = p.b.tcp.listeners.get(81)!;
     expect(p.b.tcp.halfOpenCount).toBe(120);
     expect(a.synQueue.size + b.synQueue.size).toBe(120);
     expect(a.synQueue.size).toBe(60);

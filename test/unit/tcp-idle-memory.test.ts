@@ -14,10 +14,13 @@ describe('idle connection allocations', () => {
   test('an accepted idle connection shares the empty out-of-order queue and NO_PENDING', async () => {
     const p = makePair();
     let server: FsSocket | null = null;
-    sinkServer(p, 80, (s) => { server = s; });
+    sinkServer(p, 80, (s) => {
+      server = s;
+    });
     const c = p.netA.connect({ host: B_ADDR, port: 80 });
     expect(await runUntil(p.clock, () => server !== null)).toBe(true);
-    const a = connOf(p.a)!, b = connOf(p.b)!;
+    const a = connOf(p.a)!,
+      b = connOf(p.b)!;
     // The server's side received and sent nothing since the handshake: no loss recovery made yet.
     expect((b as unknown as { lossRecovery: unknown }).lossRecovery).toBeNull();
     expect(b.recovery?.kind).toBe('sack'); // made on first use, of the kind the handshake agreed
@@ -35,7 +38,9 @@ describe('idle connection allocations', () => {
     const p = makePair();
     const got: string[] = [];
     // A server that accepts late: the listener holds the connections (and their first data) meanwhile.
-    const server = p.netB.createServer((s) => { s.on('data', (d: Buffer) => got.push(d.toString())); });
+    const server = p.netB.createServer((s) => {
+      s.on('data', (d: Buffer) => got.push(d.toString()));
+    });
     server.listen(81);
     const l = p.b.tcp.listeners.get(81)!;
     const onAcceptable = l.onAcceptable;

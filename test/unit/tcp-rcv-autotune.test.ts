@@ -28,11 +28,15 @@ describe('receive-window autotuning', () => {
     const w = windows(tap);
     expect(w[1]).toBeLessThanOrEqual(128 * 1024 + 128);
     // A's flight (sent beyond the latest ACK that reached it) against the windows B offered.
-    let ack = 0, flight = 0;
-    const events = tap.tcp().map((x) => ({ x, at: x.dir === 'b->a' ? x.t + 10 : x.t })).sort((u, v) => u.at - v.at);
+    let ack = 0,
+      flight = 0;
+    const events = tap
+      .tcp()
+      .map((x) => ({ x, at: x.dir === 'b->a' ? x.t + 10 : x.t }))
+      .sort((u, v) => u.at - v.at);
     for (const { x } of events) {
       if (x.dir === 'b->a') ack = x.tcp.ack;
-      else if (x.tcp.len > 0 && ack !== 0) flight = Math.max(flight, ((x.tcp.seq + x.tcp.len - ack) >>> 0));
+      else if (x.tcp.len > 0 && ack !== 0) flight = Math.max(flight, (x.tcp.seq + x.tcp.len - ack) >>> 0);
     }
     expect(flight).toBeGreaterThan(256 * 1024);
     expect(Math.max(...w)).toBeGreaterThan(1.5 * flight);
@@ -45,7 +49,9 @@ describe('receive-window autotuning', () => {
     const { sinks } = sinkServer(p, 9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     let up = false;
-    c.on('connect', () => { up = true; });
+    c.on('connect', () => {
+      up = true;
+    });
     expect(await runUntil(p.clock, () => up, 100)).toBe(true);
     const data = testData(2 * 1024 * 1024, 4);
     // 2 MiB in 1 KiB writes, 16 writes per virtual millisecond (16 MB/s).

@@ -30,7 +30,11 @@ function dropData(p: Pair, which: (ordinal: number) => number) {
       firstSeen.set(s.tcp.seq, e);
       highest = s.tcp.seq;
     }
-    if (e && e.left > 0) { e.left--; dropped.push(s.tcp.seq); return true; }
+    if (e && e.left > 0) {
+      e.left--;
+      dropped.push(s.tcp.seq);
+      return true;
+    }
     return false;
   };
   return { tap, dropped };
@@ -47,7 +51,8 @@ describe('the recovery a connection uses', () => {
     sinkServer(p, 9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     const early = connOf(p.a)!;
-    const earlyState = early.state, earlyRecovery = early.recovery;
+    const earlyState = early.state,
+      earlyRecovery = early.recovery;
     expect(await runUntil(p.clock, () => connOf(p.b)?.state === State.Established && connOf(p.a)?.state === State.Established, 100)).toBe(true);
     return { c, a: connOf(p.a)!, b: connOf(p.b)!, earlyState, earlyRecovery };
   }
@@ -171,7 +176,9 @@ async function connected(p: Pair, port = 9000, maxMs = 100) {
   const c = p.netA.connect({ host: B_ADDR, port }) as FsSocket;
   const sink = watch(c);
   let up = false;
-  c.on('connect', () => { up = true; });
+  c.on('connect', () => {
+    up = true;
+  });
   expect(await runUntil(p.clock, () => up && sinks.length === 1, maxMs)).toBe(true);
   return { c, sink, sinks };
 }
@@ -213,7 +220,10 @@ describe('retransmission timeout (RFC 6298)', () => {
     // RFC 6298 5.3: each ACK of new data restarts the timer, so the RTO counts from the
     // last ACK's arrival (sent by B, plus 0.5 ms of link), not from the lost segment.
     const [first, again] = sendsOf(tap, dropped[0]);
-    const lastAck = tap.tcp('b->a').filter((s) => s.t < again.t).pop()!;
+    const lastAck = tap
+      .tcp('b->a')
+      .filter((s) => s.t < again.t)
+      .pop()!;
     expect(again.t - (lastAck.t + 0.5)).toBeCloseTo(200, 6);
     expect(again.t - first.t).toBeLessThan(205);
   });

@@ -17,11 +17,17 @@ describe('an ACK is never repeated with nothing new', () => {
   test('echo from the data handler: the reply carries the ACK, no pure ACK follows it', async () => {
     const p = makePair();
     const tap = new Tap(p);
-    p.netB.createServer((s) => { s.on('data', (d: Buffer) => s.write(d)); }).listen(7);
+    p.netB
+      .createServer((s) => {
+        s.on('data', (d: Buffer) => s.write(d));
+      })
+      .listen(7);
     const c = p.netA.connect({ host: B_ADDR, port: 7 }) as FsSocket;
     const sink = watch(c);
     let up = false;
-    c.on('connect', () => { up = true; });
+    c.on('connect', () => {
+      up = true;
+    });
     expect(await runUntil(p.clock, () => up, 100)).toBe(true);
     await runFor(p.clock, 5);
     const t0 = p.clock.now;
@@ -50,10 +56,16 @@ describe('writev', () => {
     const p = makePair();
     const tap = new Tap(p);
     const got: Buffer[] = [];
-    p.netB.createServer((s) => { s.on('data', (d: Buffer) => got.push(d)); }).listen(9000);
+    p.netB
+      .createServer((s) => {
+        s.on('data', (d: Buffer) => got.push(d));
+      })
+      .listen(9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     let up = false;
-    c.on('connect', () => { up = true; });
+    c.on('connect', () => {
+      up = true;
+    });
     expect(await runUntil(p.clock, () => up, 100)).toBe(true);
     await runFor(p.clock, 5);
     const t0 = p.clock.now;
@@ -81,13 +93,21 @@ describe('setNoDelay before there is a connection', () => {
     // And the connect option does the same.
     const c2 = p.netA.connect({ host: B_ADDR, port: 9001, noDelay: true });
     expect(connOf(p.a, (x) => x.remotePort === 9001 && x.localPort === (c2 as FsSocket).localPort)!.noDelay).toBe(true);
-    c.destroy(); c2.destroy();
+    c.destroy();
+    c2.destroy();
   });
 
   test('a server created with { noDelay: true } hands out sockets with Nagle off', async () => {
     const p = makePair();
     let accepted: FsSocket | null = null;
-    p.netB.createServer((s) => { accepted = s as FsSocket; }, { noDelay: true }).listen(9002);
+    p.netB
+      .createServer(
+        (s) => {
+          accepted = s as FsSocket;
+        },
+        { noDelay: true },
+      )
+      .listen(9002);
     p.netA.connect({ host: B_ADDR, port: 9002 });
     expect(await runUntil(p.clock, () => accepted !== null, 100)).toBe(true);
     expect(accepted!.conn!.noDelay).toBe(true);
@@ -103,15 +123,21 @@ describe('node:http keep-alive on the stack', () => {
     const c = p.netA.connect({ host: B_ADDR, port: 80 }) as FsSocket;
     const sink = watch(c);
     let up = false;
-    c.on('connect', () => { up = true; });
+    c.on('connect', () => {
+      up = true;
+    });
     expect(await runUntil(p.clock, () => up, 100)).toBe(true);
     const times: number[] = [];
     for (let i = 0; i < 20; i++) {
       // Responses complete so far: each a header block and its 64-byte body.
       const responses = () => {
         const text = sink.data().toString('latin1');
-        let n = 0, at = 0;
-        for (let h = text.indexOf('\r\n\r\n', at); h >= 0 && text.length >= h + 4 + 64; h = text.indexOf('\r\n\r\n', at)) { n++; at = h + 4 + 64; }
+        let n = 0,
+          at = 0;
+        for (let h = text.indexOf('\r\n\r\n', at); h >= 0 && text.length >= h + 4 + 64; h = text.indexOf('\r\n\r\n', at)) {
+          n++;
+          at = h + 4 + 64;
+        }
         return n;
       };
       const t0 = p.clock.now;

@@ -21,14 +21,24 @@ async function setup(b: Parameters<typeof makePair>[2] = {}) {
   c.write(Buffer.from('hello'));
   expect(await runUntil(p.clock, () => srv.sinks.length === 1 && srv.sinks[0].bytes === 5, 100)).toBe(true);
   await runFor(p.clock, 50); // delayed ACKs done: the connection is quiet
-  const connA = connOf(p.a)!, connB = connOf(p.b)!;
+  const connA = connOf(p.a)!,
+    connB = connOf(p.b)!;
   const server = srv.sinks[0];
   /** A segment from A's side of the connection, with a fresh timestamp by default. */
   const inject = (o: { seq?: number; ack?: number; flags: number; payload?: Buffer; ts?: [number, number] | null }) => {
-    tap.inject('b', craftTcp({
-      sport: connA.localPort, dport: 9000, seq: o.seq ?? seqValue(connB.rcvNxt), ack: o.ack ?? seqValue(connB.sndNxt), flags: o.flags, window: 1024,
-      payload: o.payload, ts: o.ts === null ? undefined : (o.ts ?? [(connB.tsRecent + 10) >>> 0, connB.tsNow(p.clock.now)]),
-    }));
+    tap.inject(
+      'b',
+      craftTcp({
+        sport: connA.localPort,
+        dport: 9000,
+        seq: o.seq ?? seqValue(connB.rcvNxt),
+        ack: o.ack ?? seqValue(connB.sndNxt),
+        flags: o.flags,
+        window: 1024,
+        payload: o.payload,
+        ts: o.ts === null ? undefined : (o.ts ?? [(connB.tsRecent + 10) >>> 0, connB.tsNow(p.clock.now)]),
+      }),
+    );
   };
   /** What B sent in reply to an injection (waits for the link). */
   const replies = async () => {
@@ -224,7 +234,7 @@ describe('PAWS (RFC 7323 5)', () => {
       // Let B's delayed ACK go: TS.Recent follows segments at or below Last.ACK.sent (RFC 7323 4.3).
       await runFor(p.clock, 50);
     };
-    while (((0xfffffff0 - connB.tsRecent) >>> 0) > 0x40000000) await step((connB.tsRecent + 0x40000000) >>> 0);
+    while ((0xfffffff0 - connB.tsRecent) >>> 0 > 0x40000000) await step((connB.tsRecent + 0x40000000) >>> 0);
     await step(0xfffffff0);
     await step(5);
     expect(p.b.counters.TcpExtPAWSEstab).toBe(0);

@@ -30,7 +30,10 @@ describe('receive windows share the device queue', () => {
     // Windows B offered once all four were receiving (after their first 20 ms): each at
     // most a quarter of the queue (B scales by 2^7), none near the 4 MiB buffer.
     const t0 = Math.min(...tap.data('a->b').map((s) => s.t)) + 20;
-    const wins = tap.tcp('b->a', (t) => (t.flags & 0x02) === 0).filter((s) => s.t > t0).map((s) => s.tcp.window << 7);
+    const wins = tap
+      .tcp('b->a', (t) => (t.flags & 0x02) === 0)
+      .filter((s) => s.t > t0)
+      .map((s) => s.tcp.window << 7);
     expect(wins.length).toBeGreaterThan(50);
     expect(Math.max(...wins)).toBeLessThanOrEqual(Math.ceil(limit / 4) + 128);
     void clients;
@@ -55,7 +58,9 @@ describe('duplicate ACKs of one burst', () => {
     const { sinks } = sinkServer(p, 9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     let up = false;
-    c.on('connect', () => { up = true; });
+    c.on('connect', () => {
+      up = true;
+    });
     expect(await runUntil(p.clock, () => up, 100)).toBe(true);
     await runFor(p.clock, 5);
     // Drop the first of ten full segments, once.
@@ -70,11 +75,14 @@ describe('duplicate ACKs of one burst', () => {
     c.write(testData(10 * 1448, 9));
     await runFor(p.clock, 1);
     // The ten, as first sent (the retransmission of the first may follow within the millisecond).
-    const segs = tap.data('a->b').filter((s) => s.t >= t0).slice(0, 10);
+    const segs = tap
+      .data('a->b')
+      .filter((s) => s.t >= t0)
+      .slice(0, 10);
     expect(segs.length).toBe(10);
     expect(segs[0].dropped).toBe(true);
     const arrival = segs[1].t + 0.5;
-    const acks = tap.pureAcks("b->a").filter((s) => s.t >= arrival && s.t < arrival + 0.01);
+    const acks = tap.pureAcks('b->a').filter((s) => s.t >= arrival && s.t < arrival + 0.01);
     expect(acks.length).toBe(1);
     expect(acks[0].tcp.ack).toBe(segs[0].tcp.seq);
     expect(acks[0].tcp.sack).toEqual([[segs[1].tcp.seq, (segs[9].tcp.seq + 1448) >>> 0]]);
@@ -125,7 +133,7 @@ describe('flights share the device queue too', () => {
     expect(p.a.counters.TcpRetransSegs).toBe(0);
   });
 
-  test('without a device limit (the default) the flight is the congestion window\'s: far past 100 segments', async () => {
+  test("without a device limit (the default) the flight is the congestion window's: far past 100 segments", async () => {
     const p = makePair({ latencyMs: 5, mtu: 576 });
     const tap = new Tap(p);
     const max = flights(p, tap);

@@ -15,18 +15,26 @@ import { craftTcp } from './helpers/tap';
 const TCP_FLAGS = 20 + 13;
 
 describe('stateless output', () => {
-  test('a cookie SYN-ACK and a reset for a closed port are detached; a connection\'s abort is not', async () => {
+  test("a cookie SYN-ACK and a reset for a closed port are detached; a connection's abort is not", async () => {
     // Cookies for every SYN: no room for half-open entries.
     const backlog = new LinuxBacklog(() => ({ maxSynBacklog: 0, syncookies: 1, abortOnOverflow: false, somaxconn: 4096, synAckRetries: 5 }));
     const p = makePair({}, {}, { backlog });
     const detached: Buffer[] = [];
     const dev = p.link.b as unknown as { send(pkt: Buffer): void; sendDetached?(pkt: Buffer): void };
-    dev.sendDetached = (pkt: Buffer) => { detached.push(Buffer.from(pkt)); dev.send(pkt); };
+    dev.sendDetached = (pkt: Buffer) => {
+      detached.push(Buffer.from(pkt));
+      dev.send(pkt);
+    };
     let server: FsSocket | null = null;
-    sinkServer(p, 80, (s) => { server = s; });
+    sinkServer(p, 80, (s) => {
+      server = s;
+    });
     const c = p.netA.connect({ host: B_ADDR, port: 80 });
     let connected = false;
-    c.on('connect', () => { connected = true; c.write(Buffer.alloc(1000, 1)); });
+    c.on('connect', () => {
+      connected = true;
+      c.write(Buffer.alloc(1000, 1));
+    });
     expect(await runUntil(p.clock, () => connected && server !== null)).toBe(true);
     expect(p.b.counters.TcpExtSyncookiesSent).toBe(1);
     expect(p.b.counters.TcpExtSyncookiesRecv).toBe(1);
@@ -62,7 +70,9 @@ describe('early SYN drop policy', () => {
     expect(budgets).toEqual([]); // no cookies yet: nothing changes
     const c = p.netA.connect({ host: B_ADDR, port: 80 });
     let connected = false;
-    c.on('connect', () => { connected = true; });
+    c.on('connect', () => {
+      connected = true;
+    });
     expect(await runUntil(p.clock, () => connected)).toBe(true);
     expect(p.b.counters.TcpExtSyncookiesSent).toBe(1);
     expect(budgets.length).toBe(1);

@@ -15,13 +15,26 @@ import { seqValue } from '../../stack/wire/seq';
 /** A bare connection owner (for opens made directly on the TCP layer). */
 function owner() {
   const o = {
-    established: false, fin: false, error: undefined as CodedError | null | undefined, data: [] as Buffer[],
-    onEstablished() { o.established = true; },
-    onData(d: Buffer) { o.data.push(d); },
-    onPeerFin() { o.fin = true; },
+    established: false,
+    fin: false,
+    error: undefined as CodedError | null | undefined,
+    data: [] as Buffer[],
+    onEstablished() {
+      o.established = true;
+    },
+    onData(d: Buffer) {
+      o.data.push(d);
+    },
+    onPeerFin() {
+      o.fin = true;
+    },
     onSendSpace() {},
-    onClosed(err: CodedError | null) { o.error = err; },
-    unreadBytes() { return 0; },
+    onClosed(err: CodedError | null) {
+      o.error = err;
+    },
+    unreadBytes() {
+      return 0;
+    },
   };
   return o satisfies ConnectionOwner;
 }
@@ -31,7 +44,9 @@ async function established(p: Pair, port = 9000) {
   const c = p.netA.connect({ host: B_ADDR, port }) as FsSocket;
   const sink = watch(c);
   let up = false;
-  c.on('connect', () => { up = true; });
+  c.on('connect', () => {
+    up = true;
+  });
   expect(await runUntil(p.clock, () => up && srv.sinks.length === 1, 100)).toBe(true);
   return { c, sink, srv, connA: connOf(p.a)!, connB: connOf(p.b)! };
 }
@@ -39,12 +54,15 @@ async function established(p: Pair, port = 9000) {
 describe('simultaneous open (RFC 9293 figure 8)', () => {
   test('a close while in SYN-RECEIVED (simultaneous open) sends the FIN once established, and both ends close (RFC 9293 3.10.4)', async () => {
     const p = makePair({}, { tcp: { timeWaitMs: 1000 } }, { tcp: { timeWaitMs: 1000 } });
-    const oa = owner(), ob = owner();
+    const oa = owner(),
+      ob = owner();
     const now = p.clock.now;
     const ca = p.a.tcp.connect(A_IP, B_IP, 6001, 5001, now);
     const cb = p.b.tcp.connect(B_IP, A_IP, 5001, 6001, now);
-    ca.attach(oa); cb.attach(ob);
-    p.a.flushSoon(); p.b.flushSoon();
+    ca.attach(oa);
+    cb.attach(ob);
+    p.a.flushSoon();
+    p.b.flushSoon();
     // A's SYN-ACK is out (A is in SYN-RECEIVED) when its application closes.
     expect(await runUntil(p.clock, () => ca.state === State.SynReceived, 50, 0.1)).toBe(true);
     ca.shutdownWrite(p.clock.now);
@@ -58,12 +76,15 @@ describe('simultaneous open (RFC 9293 figure 8)', () => {
   test('both ends connect to each other at the same instant: SYNs cross, both reach ESTABLISHED, data flows both ways', async () => {
     const p = makePair();
     const tap = new Tap(p);
-    const oa = owner(), ob = owner();
+    const oa = owner(),
+      ob = owner();
     const now = p.clock.now;
     const ca = p.a.tcp.connect(A_IP, B_IP, 6000, 5000, now);
     const cb = p.b.tcp.connect(B_IP, A_IP, 5000, 6000, now);
-    ca.attach(oa); cb.attach(ob);
-    p.a.flushSoon(); p.b.flushSoon();
+    ca.attach(oa);
+    cb.attach(ob);
+    p.a.flushSoon();
+    p.b.flushSoon();
     expect(await runUntil(p.clock, () => oa.established && ob.established, 100)).toBe(true);
     expect(ca.state).toBe(State.Established);
     expect(cb.state).toBe(State.Established);
@@ -78,7 +99,8 @@ describe('simultaneous open (RFC 9293 figure 8)', () => {
     expect(ca).toMatchObject({ tsOk: true, sackOk: true, wsOk: true });
     ca.send(Buffer.from('from A'), p.clock.now);
     cb.send(Buffer.from('from B'), p.clock.now);
-    p.a.flushSoon(); p.b.flushSoon();
+    p.a.flushSoon();
+    p.b.flushSoon();
     expect(await runUntil(p.clock, () => oa.data.length > 0 && ob.data.length > 0, 100)).toBe(true);
     expect(Buffer.concat(ob.data).toString()).toBe('from A');
     expect(Buffer.concat(oa.data).toString()).toBe('from B');
@@ -130,7 +152,10 @@ describe('closing', () => {
     const { c, connA, connB, srv } = await established(p);
     const states = { a: [] as string[], b: [] as string[] };
     const track = () => {
-      for (const [k, conn] of [['a', connA], ['b', connB]] as const) {
+      for (const [k, conn] of [
+        ['a', connA],
+        ['b', connB],
+      ] as const) {
         const l = states[k];
         if (l[l.length - 1] !== conn.stateName) l.push(conn.stateName);
       }
@@ -139,7 +164,10 @@ describe('closing', () => {
     c.end();
     srv.sinks[0].socket!.end();
     track();
-    for (let i = 0; i < 20; i++) { await runFor(p.clock, 0.25, 0.25); track(); }
+    for (let i = 0; i < 20; i++) {
+      await runFor(p.clock, 0.25, 0.25);
+      track();
+    }
     expect(states.a).toEqual(['FIN-WAIT-1', 'CLOSING', 'TIME-WAIT']);
     expect(states.b).toEqual(['FIN-WAIT-1', 'CLOSING', 'TIME-WAIT']);
     // Each FIN carried the same ack (nothing of the other's FIN yet): they crossed.
@@ -161,7 +189,10 @@ describe('closing', () => {
     // Drop A's first pure ACK of B's FIN.
     let lost = false;
     tap.drop = (s) => {
-      if (!lost && s.dir === 'a->b' && s.tcp && s.tcp.flags === ACK && connA.state === State.TimeWait) { lost = true; return true; }
+      if (!lost && s.dir === 'a->b' && s.tcp && s.tcp.flags === ACK && connA.state === State.TimeWait) {
+        lost = true;
+        return true;
+      }
       return false;
     };
     c.end();
@@ -208,14 +239,19 @@ describe('handshake loss', () => {
     const tap = new Tap(p);
     let dropped = false;
     tap.drop = (s) => {
-      if (!dropped && s.dir === 'b->a' && s.tcp && s.tcp.flags === (SYN | ACK)) { dropped = true; return true; }
+      if (!dropped && s.dir === 'b->a' && s.tcp && s.tcp.flags === (SYN | ACK)) {
+        dropped = true;
+        return true;
+      }
       return false;
     };
     sinkServer(p, 9000);
     const t0 = p.clock.now;
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     let upAt = -1;
-    c.on('connect', () => { upAt = p.clock.now; });
+    c.on('connect', () => {
+      upAt = p.clock.now;
+    });
     expect(await runUntil(p.clock, () => upAt > 0, 3_000)).toBe(true);
     const synAcks = tap.tcp('b->a', (t) => t.flags === (SYN | ACK));
     expect(synAcks.length).toBe(2);
@@ -233,14 +269,19 @@ describe('handshake loss', () => {
     const tap = new Tap(p);
     let dropped = false;
     tap.drop = (s) => {
-      if (!dropped && s.dir === 'a->b' && s.tcp && s.tcp.flags === SYN) { dropped = true; return true; }
+      if (!dropped && s.dir === 'a->b' && s.tcp && s.tcp.flags === SYN) {
+        dropped = true;
+        return true;
+      }
       return false;
     };
     const { connA } = await (async () => {
       const srv = sinkServer(p, 9000);
       const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
       let up = false;
-      c.on('connect', () => { up = true; });
+      c.on('connect', () => {
+        up = true;
+      });
       expect(await runUntil(p.clock, () => up, 2_000)).toBe(true);
       const connA = connOf(p.a)!;
       expect(connA.cc.cwnd).toBe(connA.mss);
@@ -301,10 +342,18 @@ describe('half-close and half-open', () => {
     const p = makePair();
     const data = testData(200_000, 71);
     let serverGotEnd = false;
-    p.netB.createServer((s) => {
-      s.resume();
-      s.on('end', () => { serverGotEnd = true; s.end(data); });
-    }, { allowHalfOpen: true }).listen(9000);
+    p.netB
+      .createServer(
+        (s) => {
+          s.resume();
+          s.on('end', () => {
+            serverGotEnd = true;
+            s.end(data);
+          });
+        },
+        { allowHalfOpen: true },
+      )
+      .listen(9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     const sink = watch(c);
     c.end();
@@ -352,7 +401,14 @@ describe('half-close and half-open', () => {
 describe('sockets the application let go of', () => {
   test('an orphaned FIN-WAIT-2 is dropped after finWait2TimeoutMs when the peer never closes', async () => {
     const p = makePair({}, { tcp: { finWait2TimeoutMs: 3_000 } });
-    p.netB.createServer((s) => { s.resume(); }, { allowHalfOpen: true }).listen(9000);
+    p.netB
+      .createServer(
+        (s) => {
+          s.resume();
+        },
+        { allowHalfOpen: true },
+      )
+      .listen(9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     watch(c);
     await runFor(p.clock, 5);
@@ -370,7 +426,15 @@ describe('sockets the application let go of', () => {
     const p = makePair();
     const tap = new Tap(p);
     let server: FsSocket | null = null;
-    p.netB.createServer((s) => { server = s as FsSocket; s.resume(); }, { allowHalfOpen: true }).listen(9000);
+    p.netB
+      .createServer(
+        (s) => {
+          server = s as FsSocket;
+          s.resume();
+        },
+        { allowHalfOpen: true },
+      )
+      .listen(9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     watch(c);
     await runFor(p.clock, 5);
@@ -391,7 +455,12 @@ describe('sockets the application let go of', () => {
     const p = makePair();
     const tap = new Tap(p);
     let server: FsSocket | null = null;
-    p.netB.createServer((s) => { server = s as FsSocket; s.pause(); }).listen(9000);
+    p.netB
+      .createServer((s) => {
+        server = s as FsSocket;
+        s.pause();
+      })
+      .listen(9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     const cSink = watch(c);
     c.write(Buffer.from('never read'));
@@ -477,7 +546,7 @@ describe('keepalive (RFC 1122 4.2.3.6)', () => {
     c.setKeepAlive(true, 2_000);
     const t0 = p.clock.now;
     await runFor(p.clock, 7_000, 5);
-    const probes = tap.tcp('a->b', (t, s) => s.t > t0 && t.len === 0 && t.seq === ((seqValue(connA.sndUna) - 1) >>> 0));
+    const probes = tap.tcp('a->b', (t, s) => s.t > t0 && t.len === 0 && t.seq === (seqValue(connA.sndUna) - 1) >>> 0);
     // Every 2 s of idleness (each answer resets the idle clock).
     expect(probes.length).toBe(3);
     expect(probes.map((s) => Math.round(s.t - t0))).toEqual([2000, 4001, 6002]);
@@ -535,7 +604,8 @@ describe('keepalive (RFC 1122 4.2.3.6)', () => {
 });
 
 describe('SYN cookies', () => {
-  const cookies = (maxSynBacklog: number, syncookies = 1) => new LinuxBacklog(() => ({ maxSynBacklog, syncookies, abortOnOverflow: false, somaxconn: 4096, synAckRetries: 5 }));
+  const cookies = (maxSynBacklog: number, syncookies = 1) =>
+    new LinuxBacklog(() => ({ maxSynBacklog, syncookies, abortOnOverflow: false, somaxconn: 4096, synAckRetries: 5 }));
 
   test('tcp_max_syn_backlog 0: the SYN is answered with a cookie and the connection still goes through', async () => {
     const p = makePair({}, {}, { backlog: cookies(0) });
@@ -597,4 +667,3 @@ describe('SYN cookies', () => {
     expect([...p.b.tcp.table.all()]).toEqual([]);
   });
 });
-

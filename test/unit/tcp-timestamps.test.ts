@@ -45,21 +45,28 @@ describe('TSval is monotonic (RFC 7323 5.4)', () => {
     const tap = new Tap(p);
     const total = 2 * 1024 * 1024;
     let done = false;
-    netB.createServer((s) => {
-      let sent = 0;
-      const chunk = Buffer.alloc(16 * 1024, 0x5a);
-      const pump = () => {
-        while (sent < total) {
-          sent += chunk.length;
-          if (!s.write(chunk)) { s.once('drain', pump); return; }
-        }
-        done = true;
-      };
-      pump();
-    }).listen(9000);
+    netB
+      .createServer((s) => {
+        let sent = 0;
+        const chunk = Buffer.alloc(16 * 1024, 0x5a);
+        const pump = () => {
+          while (sent < total) {
+            sent += chunk.length;
+            if (!s.write(chunk)) {
+              s.once('drain', pump);
+              return;
+            }
+          }
+          done = true;
+        };
+        pump();
+      })
+      .listen(9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
     let up = false;
-    c.on('connect', () => { up = true; });
+    c.on('connect', () => {
+      up = true;
+    });
     expect(await runUntil(p.clock, () => up, 100)).toBe(true);
     await runFor(p.clock, 2);
     const connA = connOf(p.a)!;
@@ -70,15 +77,23 @@ describe('TSval is monotonic (RFC 7323 5.4)', () => {
     let tsVal = (connB.tsRecent + 1) >>> 0;
     for (let round = 0; round < 2000 && !(done && connB.sndUna === connB.sndMax); round++) {
       await runFor(p.clock, 1);
-      const una = seqValue(connB.sndUna), max = seqValue(connB.sndMax);
+      const una = seqValue(connB.sndUna),
+        max = seqValue(connB.sndMax);
       const out = (max - una) >>> 0;
       if (out === 0) continue;
       const lastTs = tap.data('b->a').at(-1)!.tcp.tsVal;
       for (let k = 1; k <= 4; k++) {
-        p.link.a.send(craftTcp({
-          sport: connA.localPort, dport: 9000, seq: seqValue(connA.sndNxt), ack: (una + Math.ceil((out * k) / 4)) >>> 0, flags: ACK,
-          window: 65535, ts: [tsVal, lastTs],
-        }));
+        p.link.a.send(
+          craftTcp({
+            sport: connA.localPort,
+            dport: 9000,
+            seq: seqValue(connA.sndNxt),
+            ack: (una + Math.ceil((out * k) / 4)) >>> 0,
+            flags: ACK,
+            window: 65535,
+            ts: [tsVal, lastTs],
+          }),
+        );
       }
       p.link.a.flush();
       tsVal = (tsVal + 1) >>> 0;
@@ -103,12 +118,22 @@ async function established() {
   c.write(Buffer.from('hello'));
   expect(await runUntil(p.clock, () => srv.sinks.length === 1 && srv.sinks[0].bytes === 5, 100)).toBe(true);
   await runFor(p.clock, 50);
-  const connA = connOf(p.a)!, connB = connOf(p.b)!;
+  const connA = connOf(p.a)!,
+    connB = connOf(p.b)!;
   const inject = (o: { seq?: number; ack?: number; flags: number; payload?: Buffer; ts: [number, number] }) => {
-    tap.inject('b', craftTcp({
-      sport: connA.localPort, dport: 9000, seq: o.seq ?? seqValue(connB.rcvNxt), ack: o.ack ?? seqValue(connB.sndNxt), flags: o.flags, window: 1024,
-      payload: o.payload, ts: o.ts,
-    }));
+    tap.inject(
+      'b',
+      craftTcp({
+        sport: connA.localPort,
+        dport: 9000,
+        seq: o.seq ?? seqValue(connB.rcvNxt),
+        ack: o.ack ?? seqValue(connB.sndNxt),
+        flags: o.flags,
+        window: 1024,
+        payload: o.payload,
+        ts: o.ts,
+      }),
+    );
   };
   return { p, tap, c, client, server: srv.sinks[0]!, srvSocket: srv.sinks[0]!.socket!, connA, connB, inject };
 }
@@ -146,7 +171,10 @@ describe('RTT samples only from a TSecr this connection could have sent (RFC 732
     const { p, tap, connA, connB, srvSocket, inject } = await established();
     // A's own ACKs stay off the link: the test acknowledges B's data.
     tap.drop = (x) => x.dir === 'a->b';
-    for (const [what, tsEcr] of [['far in the past', (connB.tsNow(p.clock.now) - 0x10000000) >>> 0], ['in the future', (connB.tsNow(p.clock.now) + 5000) >>> 0]] as const) {
+    for (const [what, tsEcr] of [
+      ['far in the past', (connB.tsNow(p.clock.now) - 0x10000000) >>> 0],
+      ['in the future', (connB.tsNow(p.clock.now) + 5000) >>> 0],
+    ] as const) {
       srvSocket.write(Buffer.from('data from B'));
       await runFor(p.clock, 2);
       expect(connB.sndMax).not.toBe(connB.sndUna);

@@ -16,7 +16,9 @@ describe('three-way handshake (RFC 9293 3.5)', () => {
     sinkServer(p, 9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 });
     let connectedAt = -1;
-    c.on('connect', () => { connectedAt = p.clock.now; });
+    c.on('connect', () => {
+      connectedAt = p.clock.now;
+    });
     expect(await runUntil(p.clock, () => connectedAt > 0, 100)).toBe(true);
 
     const segs = tap.tcp();
@@ -60,7 +62,9 @@ describe('three-way handshake (RFC 9293 3.5)', () => {
     sinkServer(p, 9000);
     const c = p.netA.connect({ host: B_ADDR, port: 9000 });
     let connected = false;
-    c.on('connect', () => { connected = true; });
+    c.on('connect', () => {
+      connected = true;
+    });
     expect(await runUntil(p.clock, () => connected, 100)).toBe(true);
     const synAck = tap.tcp('b->a')[0].tcp;
     expect(synAck).toMatchObject({ wscale: -1, sackPermitted: false, hasTimestamp: false, mss: 1460 });
@@ -92,7 +96,11 @@ describe('bulk transfer', () => {
 
   test('both directions at once: an echo server returns 300 kB intact', async () => {
     const p = makePair();
-    p.netB.createServer((s) => { s.pipe(s); }).listen(7);
+    p.netB
+      .createServer((s) => {
+        s.pipe(s);
+      })
+      .listen(7);
     const c = p.netA.connect({ host: B_ADDR, port: 7 });
     const sink = watch(c);
     const data = testData(300_000, 7);

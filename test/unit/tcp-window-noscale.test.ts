@@ -16,7 +16,9 @@ test('no window scale: reads send no ACK that repeats the previous one; each dat
   const c = p.netA.connect({ host: B_ADDR, port: 9000 }) as FsSocket;
   const sink = watch(c);
   let up = false;
-  c.on('connect', () => { up = true; });
+  c.on('connect', () => {
+    up = true;
+  });
   expect(await runUntil(p.clock, () => up && srv.sinks.length === 1, 100)).toBe(true);
   await runFor(p.clock, 100);
   for (let i = 0; i < 5; i++) {

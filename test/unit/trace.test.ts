@@ -19,7 +19,9 @@ describe('traces', () => {
     const data = testData(100_000);
     let started: unknown = null;
     const r = await transfer(p, data, {
-      onClient: () => { started = reg.start({ conn: `${B_ADDR}:9000` }); },
+      onClient: () => {
+        started = reg.start({ conn: `${B_ADDR}:9000` });
+      },
     });
     expect(r.done).toBe(true);
     expect(started).toMatchObject({ started: true });
@@ -29,7 +31,8 @@ describe('traces', () => {
     // B acknowledges once per receive burst: a few samples per round trip.
     expect(t.samples.length).toBeGreaterThan(5);
     for (let i = 1; i < t.samples.length; i++) {
-      const a = t.samples[i - 1]!, b = t.samples[i]!;
+      const a = t.samples[i - 1]!,
+        b = t.samples[i]!;
       expect(b.t).toBeGreaterThanOrEqual(a.t);
       // Each sample differs from the one before in at least one field.
       expect(['una', 'nxt', 'rcvNxt', 'cwnd', 'ssthresh', 'srtt', 'rto', 'inflight'].some((k) => (a as any)[k] !== (b as any)[k])).toBe(true);
@@ -44,7 +47,11 @@ describe('traces', () => {
   test('the ring keeps the newest samples and counts what it dropped', async () => {
     const p = makePair({}, { tsoSegments: 1 });
     const reg = new TraceRegistry(p.a);
-    await transfer(p, testData(300_000), { onClient: () => { reg.start({ conn: `${B_ADDR}:9000`, samples: 16 }); } });
+    await transfer(p, testData(300_000), {
+      onClient: () => {
+        reg.start({ conn: `${B_ADDR}:9000`, samples: 16 });
+      },
+    });
     const t = reg.get({ conn: `${B_ADDR}:9000` })!;
     expect(t.segments).toHaveLength(16);
     expect(t.droppedSegments).toBeGreaterThan(150);
@@ -86,7 +93,11 @@ describe('traces', () => {
   test('faultstack trace renders the changes as a table', async () => {
     const p = makePair({}, { tsoSegments: 1 });
     const reg = new TraceRegistry(p.a);
-    await transfer(p, testData(20_000), { onClient: () => { reg.start({ conn: `${B_ADDR}:9000` }); } });
+    await transfer(p, testData(20_000), {
+      onClient: () => {
+        reg.start({ conn: `${B_ADDR}:9000` });
+      },
+    });
     const out = renderTrace(reg.get({ conn: `${B_ADDR}:9000` })!, 3);
     expect(out.split('\n')[0]).toMatch(/^198\.18\.0\.1:\d+-198\.18\.0\.2:9000 \S+ \((tracing|stopped)\): \d+ samples, \d+ segments sent, 0 retransmitted$/);
     expect(out).toContain('snd.una');
@@ -102,7 +113,11 @@ describe('run --web', () => {
   test('[ADDR:]PORT: 127.0.0.1 by default, an IPv4 address, port 0 for any free one; the token goes with it', () => {
     expect(buildRunOptions([...base, '--web', '8080'])!.web).toEqual({ host: '127.0.0.1', port: 8080 });
     expect(buildRunOptions([...base, '--web', 'localhost:0'])!.web).toEqual({ host: '127.0.0.1', port: 0 });
-    expect(buildRunOptions([...base, '--web', '198.18.0.1:9090', '--web-token', 'abcdefghijklmnopq'])!.web).toEqual({ host: '198.18.0.1', port: 9090, token: 'abcdefghijklmnopq' });
+    expect(buildRunOptions([...base, '--web', '198.18.0.1:9090', '--web-token', 'abcdefghijklmnopq'])!.web).toEqual({
+      host: '198.18.0.1',
+      port: 9090,
+      token: 'abcdefghijklmnopq',
+    });
     expect(buildRunOptions(base)!.web).toBeUndefined();
   });
   test('bad values: one line saying what is valid', () => {

@@ -29,11 +29,15 @@ import { Impairments } from '../../stack/impair/registry';
 import { ToxicRegistry } from '../../stack/impair/toxics';
 import { runUntil, testData, watch } from './helpers/pair';
 
-const STACK = '198.18.0.2', PEER = '198.18.0.1', NOWHERE = '198.18.0.99';
+const STACK = '198.18.0.2',
+  PEER = '198.18.0.1',
+  NOWHERE = '198.18.0.99';
 const NOWHERE_IP = parseIpv4(NOWHERE)!;
 
 const open: { close(): Promise<void> }[] = [];
-afterEach(async () => { for (const s of open.splice(0)) await s.close(); });
+afterEach(async () => {
+  for (const s of open.splice(0)) await s.close();
+});
 
 async function rig(o: { token?: string | null; faults?: string[]; params?: string[]; profile?: string } = {}) {
   const clock = new VirtualClock(1000);
@@ -43,32 +47,91 @@ async function rig(o: { token?: string | null; faults?: string[]; params?: strin
   const events = new EventLog();
   const life = new Lifecycle();
   const impairDevice = new ImpairDevice(link.a, sched);
-  const shard = new StackShard({
-    device: impairDevice, scheduler: sched, deviceName: 'mem0', txQueueLen: 1000, queues: 1, mtu: 1500, vnetHdr: false, tso4: false, csum: false,
-    addr: { addr: parseIpv4(STACK)!, prefix: 24 }, cc: 'newreno', faults, events, index: null,
-  }, life);
+  const shard = new StackShard(
+    {
+      device: impairDevice,
+      scheduler: sched,
+      deviceName: 'mem0',
+      txQueueLen: 1000,
+      queues: 1,
+      mtu: 1500,
+      vnetHdr: false,
+      tso4: false,
+      csum: false,
+      addr: { addr: parseIpv4(STACK)!, prefix: 24 },
+      cc: 'newreno',
+      faults,
+      events,
+      index: null,
+    },
+    life,
+  );
   const impair = new Impairments({ device: impairDevice, toxics: new ToxicRegistry(sched), now: () => sched.now(), events });
   const peer = new Stack({ device: link.b, scheduler: sched, address: parseIpv4(PEER)!, prefix: 24 });
   const peerApi = createNetApi(peer);
   const tun = { name: 'mem0', mtu: 1500, created: true, vnetHdr: false, queueCount: 1, offloads: { names: [] } } as unknown as TunDevice;
   const opts = {
-    tun: 'mem0', addr: { addr: parseIpv4(STACK)!, prefix: 24 }, hostAddr: null, hostAddrDefaulted: false, mtu: 1500, services: [],
-    control: '/tmp/none.sock', faults: [], params: [], offloads: false, queues: 1, shards: false, cc: 'newreno', json: false,
+    tun: 'mem0',
+    addr: { addr: parseIpv4(STACK)!, prefix: 24 },
+    hostAddr: null,
+    hostAddrDefaulted: false,
+    mtu: 1500,
+    services: [],
+    control: '/tmp/none.sock',
+    faults: [],
+    params: [],
+    offloads: false,
+    queues: 1,
+    shards: false,
+    cc: 'newreno',
+    json: false,
   } as unknown as RuntimeOptions;
-  const view: ControlView = { opts, tun, faults, events, startedAt: Date.now(), ports: [new LocalPort(shard)], sharded: false, link: null, now: () => sched.now() };
+  const view: ControlView = {
+    opts,
+    tun,
+    faults,
+    events,
+    startedAt: Date.now(),
+    ports: [new LocalPort(shard)],
+    sharded: false,
+    link: null,
+    now: () => sched.now(),
+  };
   const handlers = { ...controlHandlers(view), ...impairHandlers(impair) };
   const server = await HttpControlServer.start({ host: '127.0.0.1', port: 0, token: o.token ?? null, handlers, metrics: metricsFrom(handlers) });
-  open.push({ close: async () => { await server.close(); await life.shutdown(); } });
+  open.push({
+    close: async () => {
+      await server.close();
+      await life.shutdown();
+    },
+  });
   const base = server.url.replace(/\/$/, '');
   const req = async (method: string, p: string, body?: unknown, headers: Record<string, string> = {}) => {
-    const r = await fetch(base + p, { method, headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers }, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
+    const r = await fetch(base + p, {
+      method,
+      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
     const text = await r.text();
-    return { status: r.status, text, json: (() => { try { return JSON.parse(text); } catch { return null; } })() as any, headers: r.headers };
+    return {
+      status: r.status,
+      text,
+      json: (() => {
+        try {
+          return JSON.parse(text);
+        } catch {
+          return null;
+        }
+      })() as any,
+      headers: r.headers,
+    };
   };
   /** Runs the virtual clock while an HTTP request is in flight. */
   const during = async <T>(p: Promise<T>, maxMs = 10_000): Promise<T> => {
     let done = false;
-    void p.finally(() => { done = true; });
+    void p.finally(() => {
+      done = true;
+    });
     await runUntil(clock, () => done, maxMs);
     return p;
   };
@@ -78,10 +141,16 @@ async function rig(o: { token?: string | null; faults?: string[]; params?: strin
 describe('the JSON API', () => {
   test('stats without and with rows; the connection a peer opened is a row', async () => {
     const r = await rig();
-    r.shard.api.createServer((s) => { s.on('data', () => {}); }).listen(7000);
+    r.shard.api
+      .createServer((s) => {
+        s.on('data', () => {});
+      })
+      .listen(7000);
     const c = r.peerApi.connect({ host: STACK, port: 7000 }) as FsSocket;
     let up = false;
-    c.on('connect', () => { up = true; });
+    c.on('connect', () => {
+      up = true;
+    });
     expect(await runUntil(r.clock, () => up && [...r.shard.stack.tcp.table.all()].length === 1, 1000)).toBe(true);
     const plain = await r.req('GET', '/api/stats');
     expect(plain.status).toBe(200);
@@ -197,7 +266,9 @@ describe('/metrics', () => {
     r.shard.api.createServer(() => {}).listen(7000);
     const c = r.peerApi.connect({ host: STACK, port: 7000 }) as FsSocket;
     let up = false;
-    c.on('connect', () => { up = true; });
+    c.on('connect', () => {
+      up = true;
+    });
     expect(await runUntil(r.clock, () => up && [...r.shard.stack.tcp.table.all()].length === 1, 1000)).toBe(true);
     const res = await r.req('GET', '/metrics');
     expect(res.status).toBe(200);
@@ -219,7 +290,8 @@ describe('/metrics', () => {
     expect(samples(fams, 'faultstack_memory_bytes').find((s) => s.labels.kind === 'rss')!.value).toBeGreaterThan(1e6);
     expect(samples(fams, 'faultstack_param').find((s) => s.labels.name === 'SynAttackProtect')).toBeDefined();
     // Every line is a comment or a sample the format allows.
-    for (const line of res.text.trimEnd().split('\n')) expect(line).toMatch(/^(# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+]+|NaN)$/);
+    for (const line of res.text.trimEnd().split('\n'))
+      expect(line).toMatch(/^(# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+]+|NaN)$/);
     c.destroy();
   });
 });
@@ -229,12 +301,18 @@ describe('traces through the API', () => {
     const r = await rig();
     // The peer's sink; every 7th data segment from the stack is lost once.
     const got: Buffer[] = [];
-    r.peerApi.createServer((s) => { s.on('data', (d: Buffer) => got.push(d)); s.on('end', () => s.end()); }).listen(9000);
+    r.peerApi
+      .createServer((s) => {
+        s.on('data', (d: Buffer) => got.push(d));
+        s.on('end', () => s.end());
+      })
+      .listen(9000);
     const seen = new Set<number>();
     let n = 0;
     r.link.dropFilter = (pkt, dir) => {
       if (dir !== 'a->b' || pkt[9] !== 6) return false;
-      const ihl = (pkt[0]! & 15) * 4, doff = (pkt[ihl + 12]! >> 4) * 4;
+      const ihl = (pkt[0]! & 15) * 4,
+        doff = (pkt[ihl + 12]! >> 4) * 4;
       if (pkt.length - ihl - doff === 0) return false;
       const seq = pkt.readUInt32BE(ihl + 4);
       if (seen.has(seq)) return false;
@@ -285,7 +363,11 @@ describe('traces through the API', () => {
 
 describe('KB 297040 through the API', () => {
   test('buggy: a connect to an address that does not answer leaves the lock held (stats says who), unlock releases it', async () => {
-    const r = await rig({ profile: 'nt4-sp6a', faults: ['kb297040=buggy'], params: ['SynAttackProtect=1', 'TcpInitialRttMs=100', 'TcpMaxConnectRetransmissions=1'] });
+    const r = await rig({
+      profile: 'nt4-sp6a',
+      faults: ['kb297040=buggy'],
+      params: ['SynAttackProtect=1', 'TcpInitialRttMs=100', 'TcpMaxConnectRetransmissions=1'],
+    });
     r.link.dropFilter = (pkt, dir) => dir === 'a->b' && pkt.readUInt32BE(16) === NOWHERE_IP;
     const connect = r.req('POST', '/api/connect', { host: NOWHERE, port: 80, timeoutMs: 60_000 });
     expect(await runUntil(r.clock, () => r.shard.installed.faults.kb297040.lock.held, 5_000)).toBe(true);
@@ -302,6 +384,12 @@ describe('KB 297040 through the API', () => {
 
 describe('queryArgs', () => {
   test('numbers, booleans and strings; the token is not an argument', () => {
-    expect(queryArgs(new URL('http://x/?limit=5&all=true&gc=false&state=syn-recv&token=t&peer=198.18.0.1'))).toEqual({ limit: 5, all: true, gc: false, state: 'syn-recv', peer: '198.18.0.1' });
+    expect(queryArgs(new URL('http://x/?limit=5&all=true&gc=false&state=syn-recv&token=t&peer=198.18.0.1'))).toEqual({
+      limit: 5,
+      all: true,
+      gc: false,
+      state: 'syn-recv',
+      peer: '198.18.0.1',
+    });
   });
 });

@@ -10,21 +10,41 @@
  */
 import { describe, expect, test } from 'vitest';
 import {
-  CHECKSUMS_VERIFIED, DeviceChecksum, SOFTWARE_CHECKSUMS, checksumAdd, checksumFinish, checksumFold, internetChecksum, pseudoHeaderSum,
+  CHECKSUMS_VERIFIED,
+  DeviceChecksum,
+  SOFTWARE_CHECKSUMS,
+  checksumAdd,
+  checksumFinish,
+  checksumFold,
+  internetChecksum,
+  pseudoHeaderSum,
 } from '../../stack/wire/checksum';
 import {
-  Ipv4Error, Ipv4Field, Ipv4Packet, IP_FLAG_DF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, emitIpv4Header, newIpv4Repr, parseIpv4Header,
+  Ipv4Error,
+  Ipv4Field,
+  Ipv4Packet,
+  IP_FLAG_DF,
+  PROTO_ICMP,
+  PROTO_TCP,
+  PROTO_UDP,
+  emitIpv4Header,
+  newIpv4Repr,
+  parseIpv4Header,
 } from '../../stack/wire/ipv4';
 import { readU16, readU32, writeU16 } from '../../stack/wire/bytes';
-import {
-  ACK, FIN, PSH, SYN, TcpError, TcpField, TcpPacket, type TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp,
-} from '../../stack/wire/tcp';
-import {
-  asSeq, seqAdd, seqGe, seqGt, seqInWindow, seqLe, seqLt, seqMax, seqSize, seqSub, seqValue, tsGe, tsLe, tsLt,
-} from '../../stack/wire/seq';
+import { ACK, FIN, PSH, SYN, TcpError, TcpField, TcpPacket, type TcpRepr, emitTcp, newTcpRepr, optionsLength, parseTcp } from '../../stack/wire/tcp';
+import { asSeq, seqAdd, seqGe, seqGt, seqInWindow, seqLe, seqLt, seqMax, seqSize, seqSub, seqValue, tsGe, tsLe, tsLt } from '../../stack/wire/seq';
 import { UdpError, UdpField, UdpPacket, emitUdp, newUdpRepr, parseUdp } from '../../stack/wire/udp';
 import {
-  ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpError, IcmpPacket, UNREACH_PORT, emitIcmp, newIcmpRepr, parseIcmp,
+  ICMP_DEST_UNREACH,
+  ICMP_ECHO_REPLY,
+  ICMP_ECHO_REQUEST,
+  IcmpError,
+  IcmpPacket,
+  UNREACH_PORT,
+  emitIcmp,
+  newIcmpRepr,
+  parseIcmp,
 } from '../../stack/wire/icmp';
 import { formatIpv4, parseCidr, parseIpv4, prefixMask, sameSubnet } from '../../stack/wire/addr';
 
@@ -109,7 +129,10 @@ describe('Internet checksum (RFC 1071)', () => {
 
   test('matches the reference loop on seeded random buffers of every length up to 1600 and at every alignment', () => {
     let s = 12345;
-    const rnd = () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return s >>> 24; };
+    const rnd = () => {
+      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+      return s >>> 24;
+    };
     const big = Buffer.alloc(1700);
     for (let i = 0; i < big.length; i++) big[i] = rnd();
     // Every length 0..1600 at every offset 0..7 (whatever word size the sum reads in).
@@ -118,7 +141,8 @@ describe('Internet checksum (RFC 1071)', () => {
     for (let len = 0; len <= 1600; len++) {
       for (let off = 0; off < 8; off++) {
         checked++;
-        const got = internetChecksum(big, off, len), want = referenceChecksum(big, off, len);
+        const got = internetChecksum(big, off, len),
+          want = referenceChecksum(big, off, len);
         if (got !== want) wrong.push(`len ${len} off ${off}: ${got.toString(16)} != ${want.toString(16)}`);
       }
     }
@@ -140,8 +164,17 @@ describe('IPv4 header (RFC 791)', () => {
     const r = newIpv4Repr();
     expect(parseIpv4Header(SYN_PKT, 0, SYN_PKT.length, r)).toBe(Ipv4Error.None);
     expect(r).toMatchObject({
-      tos: 0, totalLength: 60, headerLength: 20, ident: 0x7ea4, dontFragment: true, moreFragments: false,
-      fragmentOffset: 0, ttl: 64, protocol: PROTO_TCP, src: LO, dst: LO,
+      tos: 0,
+      totalLength: 60,
+      headerLength: 20,
+      ident: 0x7ea4,
+      dontFragment: true,
+      moreFragments: false,
+      fragmentOffset: 0,
+      ttl: 64,
+      protocol: PROTO_TCP,
+      src: LO,
+      dst: LO,
     });
     const out = Buffer.alloc(20);
     expect(emitIpv4Header(out, 0, r)).toBe(20);
@@ -155,7 +188,16 @@ describe('IPv4 header (RFC 791)', () => {
   });
 
   test('fragment fields: MF and a 13-bit offset in 8-byte units round-trip', () => {
-    const r = { ...newIpv4Repr(), src: 0xc6120001, dst: 0xc6120002, protocol: PROTO_UDP, ident: 0xbeef, moreFragments: true, fragmentOffset: 1480, totalLength: 1500 };
+    const r = {
+      ...newIpv4Repr(),
+      src: 0xc6120001,
+      dst: 0xc6120002,
+      protocol: PROTO_UDP,
+      ident: 0xbeef,
+      moreFragments: true,
+      fragmentOffset: 1480,
+      totalLength: 1500,
+    };
     const b = Buffer.alloc(1500);
     emitIpv4Header(b, 0, r);
     expect(b.subarray(0, 20).toString('hex')).toBe('450005dcbeef20b94011' + b.subarray(10, 12).toString('hex') + 'c6120001c6120002');
@@ -180,7 +222,9 @@ describe('IPv4 header (RFC 791)', () => {
   test('header options: IHL > 5 is accepted and the header length reported', () => {
     // Add 4 bytes of options (NOP NOP NOP EOL) to the UDP packet's header.
     const b = Buffer.concat([UDP_PKT.subarray(0, 20), hex('01010100'), UDP_PKT.subarray(20)]);
-    b[0] = 0x46; writeU16(b, 2, b.length); writeU16(b, 10, 0);
+    b[0] = 0x46;
+    writeU16(b, 2, b.length);
+    writeU16(b, 10, 0);
     writeU16(b, 10, internetChecksum(b, 0, 24));
     const r = newIpv4Repr();
     expect(parseIpv4Header(b, 0, b.length, r)).toBe(Ipv4Error.None);
@@ -193,18 +237,22 @@ describe('IPv4 header (RFC 791)', () => {
     const p = UDP_PKT;
     expect(parseIpv4Header(p, 0, 19, r)).toBe(Ipv4Error.Truncated);
     expect(parseIpv4Header(Buffer.alloc(0), 0, 0, r)).toBe(Ipv4Error.Truncated);
-    const v6 = Buffer.from(p); v6[0] = 0x65;
+    const v6 = Buffer.from(p);
+    v6[0] = 0x65;
     expect(parseIpv4Header(v6, 0, v6.length, r)).toBe(Ipv4Error.BadVersion);
-    const ihl4 = Buffer.from(p); ihl4[0] = 0x44;
+    const ihl4 = Buffer.from(p);
+    ihl4[0] = 0x44;
     expect(parseIpv4Header(ihl4, 0, ihl4.length, r)).toBe(Ipv4Error.BadHeaderLength);
-    const ihlLong = Buffer.from(p); ihlLong[0] = 0x4f; // 60 bytes of header in a 38-byte packet
+    const ihlLong = Buffer.from(p);
+    ihlLong[0] = 0x4f; // 60 bytes of header in a 38-byte packet
     expect(parseIpv4Header(ihlLong, 0, ihlLong.length, r)).toBe(Ipv4Error.BadHeaderLength);
     expect(parseIpv4Header(withU16(p, 2, 19), 0, p.length, r)).toBe(Ipv4Error.BadTotalLength);
     expect(parseIpv4Header(withU16(p, 2, 39), 0, p.length, r)).toBe(Ipv4Error.BadTotalLength);
     expect(parseIpv4Header(withU16(p, 2, 0), 0, p.length, r)).toBe(Ipv4Error.BadTotalLength);
     // Truncated by the link: the header claims more than arrived.
     expect(parseIpv4Header(p, 0, 30, r)).toBe(Ipv4Error.BadTotalLength);
-    const bad = Buffer.from(p); bad[8] = 63; // TTL changed, checksum not updated
+    const bad = Buffer.from(p);
+    bad[8] = 63; // TTL changed, checksum not updated
     expect(parseIpv4Header(bad, 0, bad.length, r)).toBe(Ipv4Error.BadChecksum);
     expect(parseIpv4Header(withU16(p, 10, readU16(p, 10) ^ 1), 0, p.length, r)).toBe(Ipv4Error.BadChecksum);
     // ...unless the device vouched for it.
@@ -237,9 +285,23 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
     const { seg, err } = parseVector(SYN_PKT, SYN_CSUM);
     expect(err).toBe(TcpError.None);
     expect(seg).toMatchObject({
-      srcPort: 54126, dstPort: 9998, seq: 151613346, ack: 0, flags: SYN, window: 65495, urgent: 0,
-      headerLength: 40, payloadOffset: 60, payloadLength: 0,
-      mss: 65495, wscale: 10, sackPermitted: true, hasTimestamp: true, tsVal: 3629714553, tsEcr: 0, sackCount: 0,
+      srcPort: 54126,
+      dstPort: 9998,
+      seq: 151613346,
+      ack: 0,
+      flags: SYN,
+      window: 65495,
+      urgent: 0,
+      headerLength: 40,
+      payloadOffset: 60,
+      payloadLength: 0,
+      mss: 65495,
+      wscale: 10,
+      sackPermitted: true,
+      hasTimestamp: true,
+      tsVal: 3629714553,
+      tsEcr: 0,
+      sackCount: 0,
     });
   });
 
@@ -260,8 +322,18 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
     const { fixed, seg, err } = parseVector(SYNACK_PKT, SYNACK_CSUM);
     expect(err).toBe(TcpError.None);
     expect(seg).toMatchObject({
-      srcPort: 9998, dstPort: 54126, seq: 3291249469, ack: 151613347, flags: SYN | ACK, window: 65483,
-      mss: 65495, wscale: 10, sackPermitted: true, hasTimestamp: true, tsVal: 1865390140, tsEcr: 3629714553,
+      srcPort: 9998,
+      dstPort: 54126,
+      seq: 3291249469,
+      ack: 151613347,
+      flags: SYN | ACK,
+      window: 65483,
+      mss: 65495,
+      wscale: 10,
+      sackPermitted: true,
+      hasTimestamp: true,
+      tsVal: 1865390140,
+      tsEcr: 3629714553,
     });
     const out = Buffer.alloc(60);
     emitTcp(out, 20, reprOf(seg, true), LO, LO);
@@ -272,8 +344,19 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
     const { fixed, seg, err } = parseVector(DATA_PKT, DATA_CSUM);
     expect(err).toBe(TcpError.None);
     expect(seg).toMatchObject({
-      seq: 151613347, ack: 3291249470, flags: PSH | ACK, window: 64, headerLength: 32, payloadOffset: 52, payloadLength: 5,
-      mss: -1, wscale: -1, sackPermitted: false, hasTimestamp: true, tsVal: 3629714555, tsEcr: 1865390140,
+      seq: 151613347,
+      ack: 3291249470,
+      flags: PSH | ACK,
+      window: 64,
+      headerLength: 32,
+      payloadOffset: 52,
+      payloadLength: 5,
+      mss: -1,
+      wscale: -1,
+      sackPermitted: false,
+      hasTimestamp: true,
+      tsVal: 3629714555,
+      tsEcr: 1865390140,
     });
     expect(fixed.subarray(seg.payloadOffset).toString()).toBe('hello');
     const out = Buffer.alloc(fixed.length);
@@ -308,7 +391,14 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
     expect(out).toEqual(tcp);
     // Four blocks without a timestamp (the most that fit), sequence numbers near the wrap.
     const o: TcpRepr = {
-      ...newTcpRepr(), srcPort: 1, dstPort: 2, seq: asSeq(3), ack: asSeq(4), flags: ACK, window: 5, sackCount: 4,
+      ...newTcpRepr(),
+      srcPort: 1,
+      dstPort: 2,
+      seq: asSeq(3),
+      ack: asSeq(4),
+      flags: ACK,
+      window: 5,
+      sackCount: 4,
       sack: new Uint32Array([0xfffffff0, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70]),
     };
     expect(optionsLength(o)).toBe(36);
@@ -346,13 +436,16 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
     const { fixed } = parseVector(SYN_PKT, SYN_CSUM);
     const tcp = (b: Buffer) => parseTcp(b, 20, b.length - 20, LO, LO, seg);
     expect(parseTcp(fixed, 20, 19, LO, LO, seg)).toBe(TcpError.Truncated);
-    const off4 = Buffer.from(fixed); off4[32] = 0x40;
+    const off4 = Buffer.from(fixed);
+    off4[32] = 0x40;
     expect(tcp(off4)).toBe(TcpError.BadOffset);
-    const off15 = Buffer.from(fixed); off15[32] = 0xf0; // 60-byte header in a 40-byte segment
+    const off15 = Buffer.from(fixed);
+    off15[32] = 0xf0; // 60-byte header in a 40-byte segment
     expect(tcp(off15)).toBe(TcpError.BadOffset);
     expect(parseTcp(fixed, 20, 39, LO, LO, seg)).toBe(TcpError.BadOffset);
     expect(tcp(SYN_PKT)).toBe(TcpError.BadChecksum); // the partial checksum as loopback carried it
-    const flipped = Buffer.from(fixed); flipped[59] ^= 1;
+    const flipped = Buffer.from(fixed);
+    flipped[59] ^= 1;
     expect(tcp(flipped)).toBe(TcpError.BadChecksum);
     // The checksum covers the pseudo-header: the same bytes to another address fail.
     expect(parseTcp(fixed, 20, 40, LO, LO + 1, seg)).toBe(TcpError.BadChecksum);
@@ -363,22 +456,23 @@ describe('TCP header and options (RFC 9293, RFC 7323, RFC 2018)', () => {
       const o = hex(opts);
       const olen = (o.length + 3) & ~3;
       const b = Buffer.alloc(20 + olen);
-      b[12] = ((20 + olen) / 4) << 4; b[13] = ACK;
+      b[12] = ((20 + olen) / 4) << 4;
+      b[13] = ACK;
       o.copy(b, 20);
       writeU16(b, 16, checksumFinish(checksumAdd(b, 0, b.length, pseudoHeaderSum(1, 2, PROTO_TCP, b.length))));
       return parseTcp(b, 0, b.length, 1, 2, seg);
     };
     expect(withOpts('020405b4')).toBe(TcpError.None);
-    expect(withOpts('0201')).toBe(TcpError.BadOption);          // length < 2
-    expect(withOpts('0200')).toBe(TcpError.BadOption);          // length 0 (would loop forever)
-    expect(withOpts('020305')).toBe(TcpError.BadOption);        // MSS must be 4
-    expect(withOpts('010101 02')).toBe(TcpError.BadOption);     // kind with no length byte at the end
-    expect(withOpts('0308 07')).toBe(TcpError.BadOption);       // runs past the header
-    expect(withOpts('030407 00')).toBe(TcpError.BadOption);     // window scale must be 3
-    expect(withOpts('0403')).toBe(TcpError.BadOption);          // SACK-permitted must be 2
+    expect(withOpts('0201')).toBe(TcpError.BadOption); // length < 2
+    expect(withOpts('0200')).toBe(TcpError.BadOption); // length 0 (would loop forever)
+    expect(withOpts('020305')).toBe(TcpError.BadOption); // MSS must be 4
+    expect(withOpts('010101 02')).toBe(TcpError.BadOption); // kind with no length byte at the end
+    expect(withOpts('0308 07')).toBe(TcpError.BadOption); // runs past the header
+    expect(withOpts('030407 00')).toBe(TcpError.BadOption); // window scale must be 3
+    expect(withOpts('0403')).toBe(TcpError.BadOption); // SACK-permitted must be 2
     expect(withOpts('0808 00000001 0000')).toBe(TcpError.BadOption); // timestamps must be 10
     expect(withOpts('050b 00000001 00000002 00')).toBe(TcpError.BadOption); // SACK: 2 + 8n
-    expect(withOpts('1e06 0000')).toBe(TcpError.BadOption);     // unknown kind running past the end
+    expect(withOpts('1e06 0000')).toBe(TcpError.BadOption); // unknown kind running past the end
   });
 
   test('sequence arithmetic wraps modulo 2^32 (RFC 9293 3.4)', () => {
@@ -492,7 +586,8 @@ describe('ICMP (RFC 792)', () => {
   test('truncated and bad checksum are refused', () => {
     const m = newIcmpRepr();
     expect(parseIcmp(ECHO_REQ_PKT, 20, 7, m)).toBe(IcmpError.Truncated);
-    const bad = Buffer.from(ECHO_REQ_PKT); bad[43] ^= 0x80;
+    const bad = Buffer.from(ECHO_REQ_PKT);
+    bad[43] ^= 0x80;
     expect(parseIcmp(bad, 20, 24, m)).toBe(IcmpError.BadChecksum);
     // A body cut short no longer sums to zero.
     expect(parseIcmp(ECHO_REQ_PKT, 20, 18, m)).toBe(IcmpError.BadChecksum);
@@ -505,23 +600,45 @@ describe('views (field tables over the bytes, lengths checked once)', () => {
   test('Ipv4Packet: wrap checks the header fits, then every field reads what parse reads; writes land in place', () => {
     const v = new Ipv4Packet();
     expect(v.wrap(SYN_PKT, 0, 19)).toBe(Ipv4Error.Truncated);
-    const ihlLong = Buffer.from(SYN_PKT); ihlLong[0] = 0x4f; // 60 bytes of header in 40 bytes
+    const ihlLong = Buffer.from(SYN_PKT);
+    ihlLong[0] = 0x4f; // 60 bytes of header in 40 bytes
     expect(v.wrap(ihlLong, 0, 40)).toBe(Ipv4Error.BadHeaderLength);
-    const ihl4 = Buffer.from(SYN_PKT); ihl4[0] = 0x44;
+    const ihl4 = Buffer.from(SYN_PKT);
+    ihl4[0] = 0x44;
     expect(v.wrap(ihl4, 0, ihl4.length)).toBe(Ipv4Error.BadHeaderLength);
     // An ICMP quote holds the header and 8 bytes: a view needs no more.
     const quote = PORT_UNREACH_PKT.subarray(28, 28 + 28);
     expect(v.wrap(quote, 0, quote.length)).toBe(Ipv4Error.None);
     const r = newIpv4Repr();
     expect(parseIpv4Header(quote, 0, quote.length, r)).toBe(Ipv4Error.BadTotalLength); // says 38, holds 28
-    expect([v.version, v.headerLength, v.totalLength, v.protocol, v.src, v.dst, v.payloadOffset, v.payloadLength]).toEqual([4, 20, 38, PROTO_UDP, LO, LO, 20, 8]);
+    expect([v.version, v.headerLength, v.totalLength, v.protocol, v.src, v.dst, v.payloadOffset, v.payloadLength]).toEqual([
+      4,
+      20,
+      38,
+      PROTO_UDP,
+      LO,
+      LO,
+      20,
+      8,
+    ]);
     expect(v.verifyChecksum()).toBe(true);
     // Every field against the representation of the same header.
     const b = Buffer.from(SYN_PKT);
     expect(parseIpv4Header(b, 0, b.length, r)).toBe(Ipv4Error.None);
     expect(v.wrap(b, 0, b.length)).toBe(Ipv4Error.None);
-    expect({ tos: v.tos, totalLength: v.totalLength, headerLength: v.headerLength, ident: v.ident, dontFragment: v.dontFragment,
-      moreFragments: v.moreFragments, fragmentOffset: v.fragmentOffset, ttl: v.ttl, protocol: v.protocol, src: v.src, dst: v.dst }).toEqual(r);
+    expect({
+      tos: v.tos,
+      totalLength: v.totalLength,
+      headerLength: v.headerLength,
+      ident: v.ident,
+      dontFragment: v.dontFragment,
+      moreFragments: v.moreFragments,
+      fragmentOffset: v.fragmentOffset,
+      ttl: v.ttl,
+      protocol: v.protocol,
+      src: v.src,
+      dst: v.dst,
+    }).toEqual(r);
     expect(v.checksum).toBe(0xbe15);
     v.totalLength = 1234;
     expect(readU16(b, Ipv4Field.LENGTH)).toBe(1234);
@@ -539,8 +656,18 @@ describe('views (field tables over the bytes, lengths checked once)', () => {
     expect(v.wrap(seg, 0, seg.length)).toBe(TcpError.None);
     const r = newTcpRepr();
     expect(parseTcp(seg, 0, seg.length, LO, LO, r)).toBe(TcpError.None);
-    expect([v.srcPort, v.dstPort, v.seq, v.ack, v.flags, v.window, v.urgent, v.headerLength, v.payloadOffset, v.payloadLength])
-      .toEqual([r.srcPort, r.dstPort, r.seq, r.ack, r.flags, r.window, r.urgent, r.headerLength, r.payloadOffset, r.payloadLength]);
+    expect([v.srcPort, v.dstPort, v.seq, v.ack, v.flags, v.window, v.urgent, v.headerLength, v.payloadOffset, v.payloadLength]).toEqual([
+      r.srcPort,
+      r.dstPort,
+      r.seq,
+      r.ack,
+      r.flags,
+      r.window,
+      r.urgent,
+      r.headerLength,
+      r.payloadOffset,
+      r.payloadLength,
+    ]);
     expect(v.verifyChecksum(LO, LO)).toBe(true);
     expect(v.verifyChecksum(LO, LO + 1)).toBe(false); // the pseudo-header counts
     v.seq = seqAdd(v.seq, 5);

@@ -29,16 +29,18 @@ export async function run(argv: string[]): Promise<number> {
   if (p.help) return printHelp(CERTS_SPEC);
   const f = p.flags;
   const sansGiven = f.ip.length + f.dns.length > 0;
-  const files = withCommandPrefix(() => makeCerts(f.out, {
-    serverCn: f.cn,
-    ipSans: sansGiven ? f.ip : undefined,
-    dnsSans: sansGiven ? f.dns : undefined,
-    clientCn: f['client-cn'],
-    days: f.days,
-    keyType: f.key,
-    keepCaKey: f['keep-ca-key'],
-    overwrite: f.force,
-  }));
+  const files = withCommandPrefix(() =>
+    makeCerts(f.out, {
+      serverCn: f.cn,
+      ipSans: sansGiven ? f.ip : undefined,
+      dnsSans: sansGiven ? f.dns : undefined,
+      clientCn: f['client-cn'],
+      days: f.days,
+      keyType: f.key,
+      keepCaKey: f['keep-ca-key'],
+      overwrite: f.force,
+    }),
+  );
   if (f.json) {
     process.stdout.write(JSON.stringify(files) + '\n');
   } else {

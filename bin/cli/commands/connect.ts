@@ -18,7 +18,11 @@ export const CONNECT_SPEC = defineCommand({
   maxArgs: 1,
   flags: {
     ...controlFlags,
-    timeout: valueFlag({ valueName: 'SEC', help: 'give up after this many seconds (default: the stack\'s SYN retransmission limit)', ...decimal(0.1, 3600, 'seconds') }),
+    timeout: valueFlag({
+      valueName: 'SEC',
+      help: "give up after this many seconds (default: the stack's SYN retransmission limit)",
+      ...decimal(0.1, 3600, 'seconds'),
+    }),
   },
 });
 

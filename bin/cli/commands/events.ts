@@ -62,7 +62,10 @@ export async function run(argv: string[]): Promise<number> {
   const sock = await resolveControlPath(control);
   const stream = await ControlClient.stream(sock, ControlCommand.EVENTS, args, print);
   let interrupted = false;
-  const stop = () => { interrupted = true; stream.close(); };
+  const stop = () => {
+    interrupted = true;
+    stream.close();
+  };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   try {

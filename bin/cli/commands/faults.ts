@@ -1,12 +1,5 @@
 /** `faultstack faults [--json]`: the fault catalogue, its parameters and the profiles. */
-import {
-  DEFAULT_PROFILE,
-  describeRange,
-  FAULTS,
-  PARAMS,
-  PROFILES,
-  type ParamSpec,
-} from '../../../stack/faults/catalogue';
+import { DEFAULT_PROFILE, describeRange, FAULTS, PARAMS, PROFILES, type ParamSpec } from '../../../stack/faults/catalogue';
 import { defineCommand, parseArgs, printHelp, switchFlag } from '../args';
 import { table } from '../format';
 
@@ -15,7 +8,9 @@ export const FAULTS_SPEC = defineCommand({
   summary: 'List the reproduced faults, their modes, their parameters and the system profiles.',
   details:
     'Profiles set parameters of the emulated system only; every implemented fault starts hotfixed and\n' +
-    '`faultstack run --fault ID=buggy` turns the article\'s behaviour on. Default profile: ' + DEFAULT_PROFILE + '.',
+    "`faultstack run --fault ID=buggy` turns the article's behaviour on. Default profile: " +
+    DEFAULT_PROFILE +
+    '.',
   flags: {
     json: switchFlag('print the whole catalogue as JSON'),
   },
@@ -62,7 +57,7 @@ export function renderText(): string {
   const rows = PROFILES.map((p) => [`  ${p.name}${p.name === DEFAULT_PROFILE ? ' (default)' : ''}`, p.title]);
   out.push(table(rows).trimEnd());
   out.push('');
-  out.push('Run with --json for every parameter\'s meaning, registry location and source.');
+  out.push("Run with --json for every parameter's meaning, registry location and source.");
   return out.join('\n') + '\n';
 }
 

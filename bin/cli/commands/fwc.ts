@@ -12,7 +12,20 @@ import * as net from 'node:net';
 import { FirewallClient, FwcRefusedError } from '../../../stack/firewall/client';
 import { formatIpv4 } from '../../../stack/wire/addr';
 import { FWC_ERROR_TEXT, FWC_PORT, nextFwc } from '../../../stack/wire/fwc';
-import { InvalidValue, decimal, defineCommand, integer, parseArgs, printHelp, requiredFlag, switchFlag, text, usageError, valueFlag, type Validator } from '../args';
+import {
+  InvalidValue,
+  decimal,
+  defineCommand,
+  integer,
+  parseArgs,
+  printHelp,
+  requiredFlag,
+  switchFlag,
+  text,
+  usageError,
+  valueFlag,
+  type Validator,
+} from '../args';
 import { hostAddress } from '../value-flags';
 import { subcommand } from '../subcommand';
 
@@ -38,11 +51,16 @@ const common = {
 const SPECS = {
   hello: defineCommand({ name: 'fwc hello', summary: 'Open a Firewall Client session and show what the firewall answers.', flags: { ...common } }),
   connect: defineCommand({
-    name: 'fwc connect', summary: 'Connect to HOST:PORT through the Firewall Client; stdin goes there, what comes back to stdout.',
-    args: 'HOST:PORT', minArgs: 1, maxArgs: 1, flags: { ...common },
+    name: 'fwc connect',
+    summary: 'Connect to HOST:PORT through the Firewall Client; stdin goes there, what comes back to stdout.',
+    args: 'HOST:PORT',
+    minArgs: 1,
+    maxArgs: 1,
+    flags: { ...common },
   }),
   udp: defineCommand({
-    name: 'fwc udp', summary: "Bind a UDP port on the firewall's external address; send and print datagrams through it.",
+    name: 'fwc udp',
+    summary: "Bind a UDP port on the firewall's external address; send and print datagrams through it.",
     flags: {
       ...common,
       bind: valueFlag({ valueName: 'PORT', help: 'the port to bind (0: any)', ...integer(0, 65535), default: 0 }),
@@ -53,8 +71,11 @@ const SPECS = {
     },
   }),
   raw: defineCommand({
-    name: 'fwc raw', summary: 'Send raw bytes (hex) on the control channel and print each reply decoded.',
-    args: 'HEX', minArgs: 1, maxArgs: 1,
+    name: 'fwc raw',
+    summary: 'Send raw bytes (hex) on the control channel and print each reply decoded.',
+    args: 'HEX',
+    minArgs: 1,
+    maxArgs: 1,
     flags: { ...common, wait: valueFlag({ valueName: 'SEC', help: 'how long to wait for replies', ...decimal(0.1, 60, 's'), default: 1 }) },
   }),
 };
@@ -75,14 +96,19 @@ async function open(f: { firewall: number; port: number }): Promise<FirewallClie
 
 export async function run(argv: string[]): Promise<number> {
   const rest = subcommand('fwc', argv, SUBS, SPECS.hello);
-  if (rest === null) { for (const s of SUBS) printHelp(SPECS[s]); return 0; }
+  if (rest === null) {
+    for (const s of SUBS) printHelp(SPECS[s]);
+    return 0;
+  }
   const sub = argv[0] as (typeof SUBS)[number];
   if (sub === 'hello') {
     const p = parseArgs(SPECS.hello, rest);
     if (p.help) return printHelp(SPECS.hello);
     const c = await open(p.flags);
     const r = { session: c.serverId, externalAddress: c.externalAddress };
-    process.stdout.write(p.flags.json ? `${JSON.stringify(r)}\n` : `Firewall Client session ${r.session}; the firewall's external address is ${r.externalAddress}\n`);
+    process.stdout.write(
+      p.flags.json ? `${JSON.stringify(r)}\n` : `Firewall Client session ${r.session}; the firewall's external address is ${r.externalAddress}\n`,
+    );
     await c.close();
     return 0;
   }
@@ -111,17 +137,26 @@ export async function run(argv: string[]): Promise<number> {
     const c = await open(f);
     const u = await c.bindUdp(f.bind).catch(refusal);
     const a = u.address();
-    process.stdout.write(f.json ? `${JSON.stringify({ bound: `${a.address}:${a.port}`, bindId: u.bindId, localPort: u.localPort })}\n` : `bound ${a.address}:${a.port} (binding ${u.bindId}, local port ${u.localPort})\n`);
+    process.stdout.write(
+      f.json
+        ? `${JSON.stringify({ bound: `${a.address}:${a.port}`, bindId: u.bindId, localPort: u.localPort })}\n`
+        : `bound ${a.address}:${a.port} (binding ${u.bindId}, local port ${u.localPort})\n`,
+    );
     let n = 0;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, f.wait * 1000);
       u.on('message', (d: Buffer, r: { address: string; port: number }) => {
         n++;
         const printable = /^[\x20-\x7e]*$/.test(d.toString('latin1'));
-        process.stdout.write(f.json
-          ? `${JSON.stringify({ from: `${r.address}:${r.port}`, bytes: d.length, data: printable ? d.toString('latin1') : d.toString('hex') })}\n`
-          : `${r.address}:${r.port} ${d.length} bytes: ${printable ? d.toString('latin1') : d.toString('hex')}\n`);
-        if (f.count !== undefined && n >= f.count) { clearTimeout(timer); resolve(); }
+        process.stdout.write(
+          f.json
+            ? `${JSON.stringify({ from: `${r.address}:${r.port}`, bytes: d.length, data: printable ? d.toString('latin1') : d.toString('hex') })}\n`
+            : `${r.address}:${r.port} ${d.length} bytes: ${printable ? d.toString('latin1') : d.toString('hex')}\n`,
+        );
+        if (f.count !== undefined && n >= f.count) {
+          clearTimeout(timer);
+          resolve();
+        }
       });
       if (f.send && f.data !== undefined) u.send(Buffer.from(f.data), f.send.port, f.send.host);
     });
@@ -134,23 +169,37 @@ export async function run(argv: string[]): Promise<number> {
   const hex = p.args[0]!.replace(/\s+/g, '');
   if (!/^([0-9a-fA-F]{2})+$/.test(hex)) throw usageError(SPECS.raw, 'HEX must be an even number of hex digits, e.g. 00000000...');
   const sock = net.connect({ host: formatIpv4(p.flags.firewall), port: p.flags.port });
-  await new Promise<void>((resolve, reject) => { sock.once('connect', () => resolve()); sock.once('error', (e) => reject(new Error(`faultstack fwc raw: ${e.message}`))); });
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', () => resolve());
+    sock.once('error', (e) => reject(new Error(`faultstack fwc raw: ${e.message}`)));
+  });
   let rx = Buffer.alloc(0);
   let closed = false;
-  sock.on('data', (d: Buffer) => { rx = Buffer.concat([rx, d]); });
-  sock.on('close', () => { closed = true; });
-  sock.on('error', () => { closed = true; });
+  sock.on('data', (d: Buffer) => {
+    rx = Buffer.concat([rx, d]);
+  });
+  sock.on('close', () => {
+    closed = true;
+  });
+  sock.on('error', () => {
+    closed = true;
+  });
   sock.write(Buffer.from(hex, 'hex'));
   await new Promise((r) => setTimeout(r, p.flags.wait * 1000));
   let off = 0;
   while (off < rx.length) {
     const r = nextFwc(rx, off, rx.length - off);
     if (r === null) break;
-    if (r.length === 0 || !r.repr) { process.stdout.write(`malformed reply: ${FWC_ERROR_TEXT[r.error]}\n`); break; }
+    if (r.length === 0 || !r.repr) {
+      process.stdout.write(`malformed reply: ${FWC_ERROR_TEXT[r.error]}\n`);
+      break;
+    }
     process.stdout.write(`${JSON.stringify(r.repr.message)}\n`);
     off += r.length;
   }
-  process.stdout.write(p.flags.json ? `${JSON.stringify({ closedByFirewall: closed })}\n` : `control channel ${closed ? 'closed by the firewall' : 'still open'}\n`);
+  process.stdout.write(
+    p.flags.json ? `${JSON.stringify({ closedByFirewall: closed })}\n` : `control channel ${closed ? 'closed by the firewall' : 'still open'}\n`,
+  );
   sock.destroy();
   return 0;
 }

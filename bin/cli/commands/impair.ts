@@ -46,7 +46,7 @@ The full reference: docs/impairments.md.`;
 
 export const IMPAIR_ADD_SPEC = defineCommand({
   name: 'impair add',
-  summary: 'Add a packet impairment (netem\'s words) or a connection toxic (toxiproxy\'s) to a running stack.',
+  summary: "Add a packet impairment (netem's words) or a connection toxic (toxiproxy's) to a running stack.",
   args: 'SPEC...',
   details: GRAMMAR,
   flags: { ...controlFlags },
@@ -84,11 +84,18 @@ const GROUP = defineCommand({
 export function splitAddArgs(argv: readonly string[]): { words: string[]; control?: string; json: boolean; help: boolean } {
   const words: string[] = [];
   let control: string | undefined;
-  let json = false, help = false;
+  let json = false,
+    help = false;
   for (let i = 0; i < argv.length; i++) {
     const t = argv[i]!;
-    if (t === '--help' || t === '-h') { help = true; continue; }
-    if (t === '--json') { json = true; continue; }
+    if (t === '--help' || t === '-h') {
+      help = true;
+      continue;
+    }
+    if (t === '--json') {
+      json = true;
+      continue;
+    }
     if (t === '--control' || t.startsWith('--control=')) {
       const raw = t === '--control' ? argv[++i] : t.slice('--control='.length);
       if (raw === undefined) throw usageError(IMPAIR_ADD_SPEC, `--control needs a value: ${socketPath.valid}`);
@@ -106,19 +113,33 @@ export function splitAddArgs(argv: readonly string[]): { words: string[]; contro
 }
 
 const PACKET_COLS: [string, string][] = [
-  ['matched', 'MATCHED'], ['dropped', 'DROPPED'], ['delayed', 'DELAYED'], ['reordered', 'REORDERED'],
-  ['duplicated', 'DUPLICATED'], ['corrupted', 'CORRUPTED'], ['rateQueued', 'RATE-QUEUED'], ['queueDrops', 'QUEUE-DROPS'],
+  ['matched', 'MATCHED'],
+  ['dropped', 'DROPPED'],
+  ['delayed', 'DELAYED'],
+  ['reordered', 'REORDERED'],
+  ['duplicated', 'DUPLICATED'],
+  ['corrupted', 'CORRUPTED'],
+  ['rateQueued', 'RATE-QUEUED'],
+  ['queueDrops', 'QUEUE-DROPS'],
   ['queued', 'QUEUED'],
 ];
 const TOXIC_COLS: [string, string][] = [
-  ['connections', 'CONNECTIONS'], ['affected', 'AFFECTED'], ['bytes', 'BYTES'], ['delayed', 'DELAYED'],
-  ['dropped', 'DROPPED'], ['closed', 'CLOSED'], ['resets', 'RESETS'],
+  ['connections', 'CONNECTIONS'],
+  ['affected', 'AFFECTED'],
+  ['bytes', 'BYTES'],
+  ['delayed', 'DELAYED'],
+  ['dropped', 'DROPPED'],
+  ['closed', 'CLOSED'],
+  ['resets', 'RESETS'],
 ];
 
 export function renderImpairments(rows: ImpairmentRow[]): string {
   if (rows.length === 0) return 'no impairments\n';
   const parts: string[] = [];
-  for (const [kind, cols, title] of [['packet', PACKET_COLS, 'packet impairments'], ['toxic', TOXIC_COLS, 'connection toxics']] as const) {
+  for (const [kind, cols, title] of [
+    ['packet', PACKET_COLS, 'packet impairments'],
+    ['toxic', TOXIC_COLS, 'connection toxics'],
+  ] as const) {
     const mine = rows.filter((r) => r.kind === kind);
     if (mine.length === 0) continue;
     const c = (r: ImpairmentRow, k: string) => String((r.counters as unknown as Record<string, number>)[k] ?? 0);
@@ -154,7 +175,8 @@ export async function run(argv: string[]): Promise<number> {
   const rest = subcommand('impair', argv, ['add', 'list', 'del', 'clear'], GROUP);
   if (rest === null) return printHelp(GROUP);
   switch (argv[0]) {
-    case 'add': return add(rest);
+    case 'add':
+      return add(rest);
     case 'list': {
       const p = parseArgs(IMPAIR_LIST_SPEC, rest);
       if (p.help) return printHelp(IMPAIR_LIST_SPEC);
@@ -167,7 +189,8 @@ export async function run(argv: string[]): Promise<number> {
       const p = parseArgs(IMPAIR_DEL_SPEC, rest);
       if (p.help) return printHelp(IMPAIR_DEL_SPEC);
       const raw = p.args[0]!;
-      if (!/^\d{1,9}$/.test(raw) || Number(raw) < 1) throw usageError(IMPAIR_DEL_SPEC, `ID must be an impairment number (faultstack impair list shows them), got ${JSON.stringify(raw)}`);
+      if (!/^\d{1,9}$/.test(raw) || Number(raw) < 1)
+        throw usageError(IMPAIR_DEL_SPEC, `ID must be an impairment number (faultstack impair list shows them), got ${JSON.stringify(raw)}`);
       const r = await callStack<ImpairmentRow>('impair del', p.flags.control, ImpairCommand.DEL, { id: Number(raw) });
       if (p.flags.json) printJson(r);
       else process.stdout.write(`impairment ${r.id} removed: ${r.spec} (${counterLine(r)})\n`);
@@ -178,7 +201,10 @@ export async function run(argv: string[]): Promise<number> {
       if (p.help) return printHelp(IMPAIR_CLEAR_SPEC);
       const r = await callStack<{ removed: ImpairmentRow[] }>('impair clear', p.flags.control, ImpairCommand.CLEAR);
       if (p.flags.json) printJson(r);
-      else process.stdout.write(r.removed.length ? r.removed.map((x) => `impairment ${x.id} removed: ${x.spec} (${counterLine(x)})\n`).join('') : 'no impairments to remove\n');
+      else
+        process.stdout.write(
+          r.removed.length ? r.removed.map((x) => `impairment ${x.id} removed: ${x.spec} (${counterLine(x)})\n`).join('') : 'no impairments to remove\n',
+        );
       return 0;
     }
   }

@@ -32,24 +32,61 @@ const age = (v: unknown) => (typeof v === 'number' ? formatDuration(v) : '-');
 export function renderIpsec(r: IpsecResult, all = false): string {
   const out: string[] = [];
   const ike = r.ikeSas ?? [];
-  out.push(ike.length
-    ? `IKE SAs (${ike.length}, ${r.halfOpen ?? 0} half open):\n${objectTable(ike.map((s) => ({
-      id: s.id, identity: s.identity, remote: s.remote, local: s.local, state: s.state, spiI: s.spiI, spiR: s.spiR,
-      suite: s.suite, age: age(s.ageMs), pending: s.pending,
-    })), '  ')}`
-    : 'IKE SAs: (none)\n');
+  out.push(
+    ike.length
+      ? `IKE SAs (${ike.length}, ${r.halfOpen ?? 0} half open):\n${objectTable(
+          ike.map((s) => ({
+            id: s.id,
+            identity: s.identity,
+            remote: s.remote,
+            local: s.local,
+            state: s.state,
+            spiI: s.spiI,
+            spiR: s.spiR,
+            suite: s.suite,
+            age: age(s.ageMs),
+            pending: s.pending,
+          })),
+          '  ',
+        )}`
+      : 'IKE SAs: (none)\n',
+  );
   const kids = r.childSas ?? [];
-  out.push(kids.length
-    ? `child SAs (${kids.length}):\n${objectTable(kids.map((c) => ({
-      id: c.id, ike: c.ikeSa, identity: c.identity, state: c.state, 'spi in/out': `${String(c.spiIn)}/${String(c.spiOut)}`, mode: c.mode,
-      encap: c.encap, 'local ts': c.localTs, 'remote ts': c.remoteTs, 'bytes in': c.bytesIn, 'pkts in': c.packetsIn,
-      'bytes out': c.bytesOut, 'pkts out': c.packetsOut, 'replay drops': c.replayDrops, age: age(c.ageMs),
-    })), '  ')}`
-    : 'child SAs: (none)\n');
+  out.push(
+    kids.length
+      ? `child SAs (${kids.length}):\n${objectTable(
+          kids.map((c) => ({
+            id: c.id,
+            ike: c.ikeSa,
+            identity: c.identity,
+            state: c.state,
+            'spi in/out': `${String(c.spiIn)}/${String(c.spiOut)}`,
+            mode: c.mode,
+            encap: c.encap,
+            'local ts': c.localTs,
+            'remote ts': c.remoteTs,
+            'bytes in': c.bytesIn,
+            'pkts in': c.packetsIn,
+            'bytes out': c.bytesOut,
+            'pkts out': c.packetsOut,
+            'replay drops': c.replayDrops,
+            age: age(c.ageMs),
+          })),
+          '  ',
+        )}`
+      : 'child SAs: (none)\n',
+  );
   const pol = r.policies?.entries ?? [];
   out.push(`policies (default ${r.policies?.default ?? 'bypass'}; negotiated SAs first):\n${pol.length ? objectTable(pol, '  ') : '  (none configured)\n'}`);
   const counters = Object.entries(r.counters ?? {}).filter(([, v]) => all || v !== 0);
-  out.push(counters.length ? `counters:\n${table(counters.map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' })}` : 'counters: (all zero)\n');
+  out.push(
+    counters.length
+      ? `counters:\n${table(
+          counters.map(([k, v]) => [k, formatNumber(v)]),
+          { right: [1], indent: '  ' },
+        )}`
+      : 'counters: (all zero)\n',
+  );
   return out.join('\n');
 }
 

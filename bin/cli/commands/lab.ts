@@ -19,14 +19,22 @@ export const LAB_NLB_SPEC = defineCommand({
   name: 'lab nlb',
   summary: 'Run the KB 972183 lab: an NLB cluster, strongSwan clients moving between networks, a sticky application.',
   details: [
-    'Without --fault, both modes run (buggy, then hotfixed). --workaround adds runs with the article\'s',
+    "Without --fault, both modes run (buggy, then hotfixed). --workaround adds runs with the article's",
     'workarounds (an IPsec exception for the application, or no IPsec), in buggy mode. Needs root.',
   ].join('\n'),
   flags: {
     hosts: valueFlag({ valueName: 'N', help: 'cluster hosts', ...integer(1, 8), default: 3 }),
     clients: valueFlag({ valueName: 'M', help: 'strongSwan clients', ...integer(1, 60), default: 4 }),
-    fault: valueFlag({ valueName: 'kb972183=MODE', help: 'run only this mode: kb972183=buggy or kb972183=hotfixed', ...text('kb972183=buggy or kb972183=hotfixed') }),
-    workaround: repeatableFlag({ valueName: 'NAME', help: 'also run with a workaround: ipsec-exception, no-ipsec, or all', ...oneOf(['ipsec-exception', 'no-ipsec', 'all'] as const) }),
+    fault: valueFlag({
+      valueName: 'kb972183=MODE',
+      help: 'run only this mode: kb972183=buggy or kb972183=hotfixed',
+      ...text('kb972183=buggy or kb972183=hotfixed'),
+    }),
+    workaround: repeatableFlag({
+      valueName: 'NAME',
+      help: 'also run with a workaround: ipsec-exception, no-ipsec, or all',
+      ...oneOf(['ipsec-exception', 'no-ipsec', 'all'] as const),
+    }),
     moves: valueFlag({ valueName: 'K', help: 'moves per client (A -> B, B -> A, ...)', ...integer(1, 10), default: 2 }),
     mode: valueFlag({ valueName: 'MODE', help: 'cluster operation mode', ...oneOf(['unicast', 'multicast', 'igmp'] as const), default: 'unicast' as const }),
     svg: valueFlag({ valueName: 'FILE', help: 'write the timeline chart here', ...outputFile, defaultText: '/tmp/faultstack-lab-nlb.svg' }),
@@ -44,7 +52,13 @@ function parseFault(spec: { name: string }, raw: string | undefined): FaultMode[
 export function renderResults(results: ScenarioResult[]): string {
   const rows = [['mode', 'served', 'on >1 host', 'refusals', 'all on one host after']];
   for (const r of results) {
-    rows.push([r.label, `${r.served}/${r.clients}`, `${r.spanning}/${r.clients}`, String(r.refusals), r.timeToOneHostMs === null ? 'not within the watch' : `${(r.timeToOneHostMs / 1000).toFixed(1)} s`]);
+    rows.push([
+      r.label,
+      `${r.served}/${r.clients}`,
+      `${r.spanning}/${r.clients}`,
+      String(r.refusals),
+      r.timeToOneHostMs === null ? 'not within the watch' : `${(r.timeToOneHostMs / 1000).toFixed(1)} s`,
+    ]);
   }
   return table(rows, { right: [1, 2, 3] });
 }

@@ -29,29 +29,68 @@ export const NLB_SPEC = defineCommand({
 });
 
 interface QueryReply {
-  host?: number; state?: string; text?: string; hosts?: number[]; defaultHost?: number; convergingForMs?: number;
-  members?: { host: number; dedicatedIp: string; hostName: string | null; state: string; lastHeardMs: number; packetsHandled: number; rulesMatch: boolean; tunnels: number }[];
+  host?: number;
+  state?: string;
+  text?: string;
+  hosts?: number[];
+  defaultHost?: number;
+  convergingForMs?: number;
+  members?: {
+    host: number;
+    dedicatedIp: string;
+    hostName: string | null;
+    state: string;
+    lastHeardMs: number;
+    packetsHandled: number;
+    rulesMatch: boolean;
+    tunnels: number;
+  }[];
 }
 
 interface DisplayReply extends QueryReply {
   config?: Record<string, unknown>;
-  rules?: { rule: number; spec: string; owned: string; ownedCount: number; proposed: string; map: number[] | null; idle: string; dirty: string; connections: number }[];
+  rules?: {
+    rule: number;
+    spec: string;
+    owned: string;
+    ownedCount: number;
+    proposed: string;
+    map: number[] | null;
+    idle: string;
+    dirty: string;
+    connections: number;
+  }[];
   descriptors?: Record<string, number>;
   tunnels?: { identity: string; client: string; ikeSa: number; bucket: number; ownsBucket: boolean; ageMs: number; childSas: number }[];
   identitiesOnSeveralHosts?: { identity: string; hosts: number[] }[];
   sticky?: { rule: number; client: string; connections: number; expiresInMs: number | null }[];
   counters?: Record<string, number>;
   kb972183?: Record<string, unknown>;
-  mailbox?: { counters: Record<string, number>; logons: { identity: string; via: string; connections: number }[]; directory: { address: string; connected: boolean } };
+  mailbox?: {
+    counters: Record<string, number>;
+    logons: { identity: string; via: string; connections: number }[];
+    directory: { address: string; connected: boolean };
+  };
 }
 
 export function renderQuery(r: QueryReply): string {
   const lines = [r.text ?? `Host ${r.host}: ${r.state}`];
   if (r.members && r.members.length > 0) {
-    lines.push('', objectTable(r.members.map((m) => ({
-      host: m.host, 'dedicated IP': m.dedicatedIp, name: m.hostName ?? '-', state: m.state, 'heard ms ago': m.lastHeardMs,
-      'packets handled': m.packetsHandled, rules: m.rulesMatch ? 'same' : 'CONFLICT', tunnels: m.tunnels,
-    }))).trimEnd());
+    lines.push(
+      '',
+      objectTable(
+        r.members.map((m) => ({
+          host: m.host,
+          'dedicated IP': m.dedicatedIp,
+          name: m.hostName ?? '-',
+          state: m.state,
+          'heard ms ago': m.lastHeardMs,
+          'packets handled': m.packetsHandled,
+          rules: m.rulesMatch ? 'same' : 'CONFLICT',
+          tunnels: m.tunnels,
+        })),
+      ).trimEnd(),
+    );
   }
   return lines.join('\n') + '\n';
 }
@@ -59,7 +98,11 @@ export function renderQuery(r: QueryReply): string {
 /** The bucket map of a rule as one line per owner: "host 1: 0,3,6-9". */
 function mapLines(map: number[]): string[] {
   const by = new Map<number, number[]>();
-  map.forEach((o, b) => { const l = by.get(o) ?? []; l.push(b); by.set(o, l); });
+  map.forEach((o, b) => {
+    const l = by.get(o) ?? [];
+    l.push(b);
+    by.set(o, l);
+  });
   return [...by.entries()].sort((a, b) => a[0] - b[0]).map(([o, bs]) => `${o === 0 ? 'nobody' : `host ${o}`}: ${bs.length} bucket(s) ${ranges(bs)}`);
 }
 
@@ -77,7 +120,12 @@ function ranges(bs: number[]): string {
 export function renderDisplay(r: DisplayReply, all = false): string {
   const out: string[] = [];
   out.push('=== Configuration ===');
-  out.push(table(Object.entries(r.config ?? {}).map(([k, v]) => [k, String(v)]), { indent: '  ' }).trimEnd());
+  out.push(
+    table(
+      Object.entries(r.config ?? {}).map(([k, v]) => [k, String(v)]),
+      { indent: '  ' },
+    ).trimEnd(),
+  );
   out.push('', '=== State ===', renderQuery(r).trimEnd());
   for (const rule of r.rules ?? []) {
     out.push('', `=== Port rule ${rule.rule}: ${rule.spec} ===`);
@@ -87,26 +135,82 @@ export function renderDisplay(r: DisplayReply, all = false): string {
   }
   if (r.descriptors) {
     const d = r.descriptors;
-    out.push('', '=== Connection descriptors ===',
+    out.push(
+      '',
+      '=== Connection descriptors ===',
       `  ${d.inUse} in use of ${d.capacity} allocated (${d.blocks} block(s) of ${d.perAlloc}; at most ${d.maxAllocs} blocks = ${d.maxDescriptors})`,
-      `  allocated ${d.allocated}, freed ${d.freed}, refused for want of a descriptor ${d.exhausted}`);
+      `  allocated ${d.allocated}, freed ${d.freed}, refused for want of a descriptor ${d.exhausted}`,
+    );
   }
   out.push('', '=== IPsec descriptors (tunnels) ===');
-  out.push((r.tunnels ?? []).length ? objectTable((r.tunnels ?? []).map((t) => ({
-    identity: t.identity, client: t.client, 'IKE SA': t.ikeSa, bucket: t.bucket, 'owns bucket': t.ownsBucket ? 'yes' : 'NO', 'child SAs': t.childSas, 'age s': Math.round(t.ageMs / 1000),
-  })), '  ').trimEnd() : '  (none)');
+  out.push(
+    (r.tunnels ?? []).length
+      ? objectTable(
+          (r.tunnels ?? []).map((t) => ({
+            identity: t.identity,
+            client: t.client,
+            'IKE SA': t.ikeSa,
+            bucket: t.bucket,
+            'owns bucket': t.ownsBucket ? 'yes' : 'NO',
+            'child SAs': t.childSas,
+            'age s': Math.round(t.ageMs / 1000),
+          })),
+          '  ',
+        ).trimEnd()
+      : '  (none)',
+  );
   const several = r.identitiesOnSeveralHosts ?? [];
-  out.push(several.length ? `  identities with tunnels on more than one host: ${several.map((x) => `${x.identity} (hosts ${x.hosts.join(', ')})`).join('; ')}` : '  no identity holds tunnels on more than one host');
+  out.push(
+    several.length
+      ? `  identities with tunnels on more than one host: ${several.map((x) => `${x.identity} (hosts ${x.hosts.join(', ')})`).join('; ')}`
+      : '  no identity holds tunnels on more than one host',
+  );
   if ((r.sticky ?? []).length) {
-    out.push('', '=== Extended affinity ===', objectTable((r.sticky ?? []).map((s) => ({ rule: s.rule, client: s.client, connections: s.connections, 'expires in s': s.expiresInMs === null ? '-' : Math.round(s.expiresInMs / 1000) })), '  ').trimEnd());
+    out.push(
+      '',
+      '=== Extended affinity ===',
+      objectTable(
+        (r.sticky ?? []).map((s) => ({
+          rule: s.rule,
+          client: s.client,
+          connections: s.connections,
+          'expires in s': s.expiresInMs === null ? '-' : Math.round(s.expiresInMs / 1000),
+        })),
+        '  ',
+      ).trimEnd(),
+    );
   }
-  if (r.kb972183) out.push('', '=== KB 972183 ===', table(Object.entries(r.kb972183).map(([k, v]) => [k, String(v)]), { indent: '  ' }).trimEnd());
+  if (r.kb972183)
+    out.push(
+      '',
+      '=== KB 972183 ===',
+      table(
+        Object.entries(r.kb972183).map(([k, v]) => [k, String(v)]),
+        { indent: '  ' },
+      ).trimEnd(),
+    );
   if (r.mailbox) {
     out.push('', `=== Sticky application (directory ${r.mailbox.directory.address}${r.mailbox.directory.connected ? '' : ', NOT connected'}) ===`);
-    out.push(r.mailbox.logons.length ? objectTable(r.mailbox.logons.map((l) => ({ identity: l.identity, via: l.via, connections: l.connections })), '  ').trimEnd() : '  no logons');
+    out.push(
+      r.mailbox.logons.length
+        ? objectTable(
+            r.mailbox.logons.map((l) => ({ identity: l.identity, via: l.via, connections: l.connections })),
+            '  ',
+          ).trimEnd()
+        : '  no logons',
+    );
   }
   const counters = Object.entries(r.counters ?? {}).filter(([, v]) => all || v !== 0);
-  out.push('', '=== Counters ===', counters.length ? table(counters.map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }).trimEnd() : '  (all zero)');
+  out.push(
+    '',
+    '=== Counters ===',
+    counters.length
+      ? table(
+          counters.map(([k, v]) => [k, formatNumber(v)]),
+          { right: [1], indent: '  ' },
+        ).trimEnd()
+      : '  (all zero)',
+  );
   return out.join('\n') + '\n';
 }
 
@@ -127,9 +231,13 @@ export async function run(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  if (p.flags.json) { printJson(r); return 0; }
+  if (p.flags.json) {
+    printJson(r);
+    return 0;
+  }
   if (sub === 'display') process.stdout.write(renderDisplay(r as DisplayReply, p.flags.all));
-  else if (sub === 'params') process.stdout.write(table(Object.entries(r as Record<string, unknown>).map(([k, v]) => [k, Array.isArray(v) ? v.join('; ') : String(v)])));
+  else if (sub === 'params')
+    process.stdout.write(table(Object.entries(r as Record<string, unknown>).map(([k, v]) => [k, Array.isArray(v) ? v.join('; ') : String(v)])));
   else process.stdout.write(renderQuery(r as QueryReply));
   return 0;
 }

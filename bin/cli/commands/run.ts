@@ -10,8 +10,21 @@ import { UsageError } from '../../../stack/util/errors';
 import { Ipv4Cidr, formatIpv4, parseCidr, parseIpv4, prefixMask, sameSubnet } from '../../../stack/wire/addr';
 import { formatMac, isMulticastMac, macFromIpv4, parseMac } from '../../../stack/wire/ethernet';
 import {
-  InvalidValue, defineCommand, Validator, commaSubset, integer, keyValue, oneOf, parseArgs, printHelp,
-  repeatableFlag, requiredFlag, switchFlag, text, usageError, valueFlag,
+  InvalidValue,
+  defineCommand,
+  Validator,
+  commaSubset,
+  integer,
+  keyValue,
+  oneOf,
+  parseArgs,
+  printHelp,
+  repeatableFlag,
+  requiredFlag,
+  switchFlag,
+  text,
+  usageError,
+  valueFlag,
 } from '../args';
 import { defaultRunDir, socketPath } from '../control-target';
 import { ImpairSpecError, parseImpairment } from '../../../stack/impair/spec';
@@ -20,14 +33,22 @@ import type { IpsecConfig } from '../../../stack/ipsec/config';
 import { firewallRule, firewallRunOptions, netnsName } from '../firewall-options';
 import { NLB_RUN_FLAGS, nlbRunOptions } from '../nlb-options';
 import {
-  CONGESTION_CONTROLS, CongestionControl, DEFAULT_SERVICES, RuntimeOptions, SERVICE_NAMES, StackRuntimeHandle, StartStackRuntime,
+  CONGESTION_CONTROLS,
+  CongestionControl,
+  DEFAULT_SERVICES,
+  RuntimeOptions,
+  SERVICE_NAMES,
+  StackRuntimeHandle,
+  StartStackRuntime,
 } from '../../../stack/runtime/options';
 
 /** Linux dev_valid_name(): 1..15 bytes (IFNAMSIZ 16 with NUL), not "." or "..", no '/', ':' or whitespace. */
 export const ifname: Validator<string> = {
   valid: 'a Linux interface name: 1 to 15 characters, without "/", ":" or whitespace',
   parse(raw) {
-    const bad = (): never => { throw new InvalidValue(`must be ${ifname.valid}`); };
+    const bad = (): never => {
+      throw new InvalidValue(`must be ${ifname.valid}`);
+    };
     if (raw === '' || Buffer.byteLength(raw) > 15 || raw === '.' || raw === '..') bad();
     if (/[/:\s]/.test(raw)) bad();
     return raw;
@@ -70,7 +91,9 @@ export const interfaceCidr: Validator<Ipv4Cidr> = {
     }
     const [lo, hi] = hostRange(c);
     if (c.addr < lo || c.addr > hi) {
-      throw new InvalidValue(`must be a host address, not the network or broadcast address of ${formatIpv4(networkOf(c))}/${c.prefix} (use ${formatIpv4(lo)} to ${formatIpv4(hi)})`);
+      throw new InvalidValue(
+        `must be a host address, not the network or broadcast address of ${formatIpv4(networkOf(c))}/${c.prefix} (use ${formatIpv4(lo)} to ${formatIpv4(hi)})`,
+      );
     }
     return c;
   },
@@ -82,12 +105,12 @@ export const macAddress: Validator<number> = {
   parse(raw) {
     const m = parseMac(raw);
     if (m === null) throw new InvalidValue(`must be ${macAddress.valid}`);
-    if (isMulticastMac(m)) throw new InvalidValue(`must be a unicast MAC address: ${formatMac(m)} has the group bit set (its first octet is odd), e.g. 02:00:c6:12:00:02`);
+    if (isMulticastMac(m))
+      throw new InvalidValue(`must be a unicast MAC address: ${formatMac(m)} has the group bit set (its first octet is odd), e.g. 02:00:c6:12:00:02`);
     if (m === 0) throw new InvalidValue(`must be a unicast MAC address, not 00:00:00:00:00:00`);
     return m;
   },
 };
-
 
 /** An IPv4 multicast group a host may join (224.0.0.0/4, not the link-local 224.0.0.0/24). */
 export const multicastGroup: Validator<number> = {
@@ -95,7 +118,8 @@ export const multicastGroup: Validator<number> = {
   parse(raw) {
     const a = parseIpv4(raw.trim());
     if (a === null || a >>> 28 !== 0xe) throw new InvalidValue(`must be ${multicastGroup.valid}`);
-    if (a >>> 8 === 0xe00000) throw new InvalidValue(`must not be in 224.0.0.0/24 (link-local control groups are never reported, RFC 2236 6), e.g. 239.255.0.10`);
+    if (a >>> 8 === 0xe00000)
+      throw new InvalidValue(`must not be in 224.0.0.0/24 (link-local control groups are never reported, RFC 2236 6), e.g. 239.255.0.10`);
     return a;
   },
 };
@@ -107,11 +131,11 @@ export const subnetCidr: Validator<Ipv4Cidr> = {
     const c = parseCidr(raw.trim());
     if (!c || c.prefix < 1) throw new InvalidValue(`must be ${subnetCidr.valid}`);
     const first = c.addr >>> 24;
-    if (first === 0 || first === 127 || first >= 224) throw new InvalidValue(`must be a unicast subnet (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.10.0/24`);
+    if (first === 0 || first === 127 || first >= 224)
+      throw new InvalidValue(`must be a unicast subnet (not in 0.0.0.0/8, 127.0.0.0/8 or 224.0.0.0 and above), e.g. 198.18.10.0/24`);
     return { addr: (c.addr & prefixMask(c.prefix)) >>> 0, prefix: c.prefix };
   },
 };
-
 
 /** An impairment spec (stack/impair/spec.ts), checked here so a bad one never starts a stack. */
 export const impairSpec: Validator<string> = {
@@ -133,7 +157,11 @@ export const inputFile: Validator<string> = {
   parse(raw) {
     const abs = path.resolve(raw);
     let st: fs.Stats | undefined;
-    try { st = fs.statSync(abs); } catch { /* missing */ }
+    try {
+      st = fs.statSync(abs);
+    } catch {
+      /* missing */
+    }
     if (!st || !st.isFile()) throw new InvalidValue(`must be an existing file (${abs} ${st ? 'is not a regular file' : 'does not exist'})`);
     return abs;
   },
@@ -146,11 +174,19 @@ export const outputDir: Validator<string> = {
     if (raw === '') throw new InvalidValue('must be a directory path, not empty');
     const abs = path.resolve(raw);
     let st: fs.Stats | undefined;
-    try { st = fs.statSync(abs); } catch { /* created at start */ }
+    try {
+      st = fs.statSync(abs);
+    } catch {
+      /* created at start */
+    }
     if (st && !st.isDirectory()) throw new InvalidValue(`must be a directory (${abs} is a file)`);
     if (!st) {
       let pst: fs.Stats | undefined;
-      try { pst = fs.statSync(path.dirname(abs)); } catch { /* missing */ }
+      try {
+        pst = fs.statSync(path.dirname(abs));
+      } catch {
+        /* missing */
+      }
       if (!pst || !pst.isDirectory()) throw new InvalidValue(`must be a directory path whose parent exists (${path.dirname(abs)} does not exist)`);
     }
     return abs;
@@ -194,47 +230,102 @@ export const RUN_SPEC = defineCommand({
     gateway: valueFlag({ valueName: 'IP', help: 'with --tap: default route via this neighbour (in the subnet of --addr)', ...hostAddress }),
     'proxy-arp': repeatableFlag({ valueName: 'IP/PREFIX', help: 'with --tap: answer ARP for every host of this subnet and serve it', ...subnetCidr }),
     promiscuous: switchFlag('with --tap: take every frame on the segment, not only those to our MAC addresses'),
-    join: repeatableFlag({ valueName: 'GROUP', help: 'with --tap: join this IPv4 multicast group (IGMPv2 reports, frames to its MAC taken)', ...multicastGroup }),
+    join: repeatableFlag({
+      valueName: 'GROUP',
+      help: 'with --tap: join this IPv4 multicast group (IGMPv2 reports, frames to its MAC taken)',
+      ...multicastGroup,
+    }),
     addr: requiredFlag(valueFlag({ valueName: 'IP/PREFIX', help: "the stack's address", ...interfaceCidr })),
     'host-addr': valueFlag({
-      valueName: 'IP/PREFIX', help: 'kernel side of the TUN link, same subnet as --addr',
-      defaultText: 'first other host address of the subnet', ...interfaceCidr,
+      valueName: 'IP/PREFIX',
+      help: 'kernel side of the TUN link, same subnet as --addr',
+      defaultText: 'first other host address of the subnet',
+      ...interfaceCidr,
     }),
     mtu: valueFlag({ valueName: 'N', help: 'link MTU in bytes', ...integer(68, 65535), default: 1500 }),
     'no-host-config': switchFlag('use an existing TUN device as it is: set no address, MTU or up state on its kernel side'),
     services: valueFlag({
-      valueName: 'LIST', help: `services to run: ${SERVICE_NAMES.join(', ')}, all, or none`,
-      ...commaSubset(SERVICE_NAMES, SERVICE_NAMES, { none: true }), default: [...DEFAULT_SERVICES], defaultText: DEFAULT_SERVICES.join(','),
+      valueName: 'LIST',
+      help: `services to run: ${SERVICE_NAMES.join(', ')}, all, or none`,
+      ...commaSubset(SERVICE_NAMES, SERVICE_NAMES, { none: true }),
+      default: [...DEFAULT_SERVICES],
+      defaultText: DEFAULT_SERVICES.join(','),
     }),
-    pcap: valueFlag({ valueName: 'FILE', help: "write every packet to this pcap file, as the stack sees it (before out impairments, after in ones)", ...outputFile }),
+    pcap: valueFlag({
+      valueName: 'FILE',
+      help: 'write every packet to this pcap file, as the stack sees it (before out impairments, after in ones)',
+      ...outputFile,
+    }),
     'pcap-snaplen': valueFlag({ valueName: 'N', help: 'bytes of each packet to capture (headers only: 128)', ...integer(64, 262144), default: 262144 }),
-    'pcap-size': valueFlag({ valueName: 'MB', help: 'start a new capture file when one is larger than MB million bytes: FILE, FILE1, ... (tcpdump -C)', ...integer(1, 1_000_000) }),
-    'pcap-files': valueFlag({ valueName: 'N', help: 'with --pcap-size: keep N files FILE0..FILE{N-1}, overwriting the oldest (tcpdump -W)', ...integer(1, 100_000) }),
-    'pcap-wire': valueFlag({ valueName: 'FILE', help: 'write every packet to this pcap file as the device carries it: IP packets on TUN, Ethernet frames (ARP, IGMP) on TAP (after out impairments, before in ones)', ...outputFile }),
-    impair: repeatableFlag({ valueName: 'SPEC', help: 'add an impairment at start, e.g. "out --dport 80 loss 3% delay 20ms" (faultstack impair --help)', ...impairSpec }),
+    'pcap-size': valueFlag({
+      valueName: 'MB',
+      help: 'start a new capture file when one is larger than MB million bytes: FILE, FILE1, ... (tcpdump -C)',
+      ...integer(1, 1_000_000),
+    }),
+    'pcap-files': valueFlag({
+      valueName: 'N',
+      help: 'with --pcap-size: keep N files FILE0..FILE{N-1}, overwriting the oldest (tcpdump -W)',
+      ...integer(1, 100_000),
+    }),
+    'pcap-wire': valueFlag({
+      valueName: 'FILE',
+      help: 'write every packet to this pcap file as the device carries it: IP packets on TUN, Ethernet frames (ARP, IGMP) on TAP (after out impairments, before in ones)',
+      ...outputFile,
+    }),
+    impair: repeatableFlag({
+      valueName: 'SPEC',
+      help: 'add an impairment at start, e.g. "out --dport 80 loss 3% delay 20ms" (faultstack impair --help)',
+      ...impairSpec,
+    }),
     control: valueFlag({ valueName: 'PATH', help: 'control socket', defaultText: `${defaultRunDir()}/<tun>.sock`, ...socketPath }),
     fault: repeatableFlag({ valueName: 'ID=MODE', help: 'set a fault mode at start, e.g. 903927=buggy', ...keyValue('ID', 'MODE', '903927=buggy') }),
-    param: repeatableFlag({ valueName: 'NAME=VALUE', help: 'set a parameter at start, e.g. SynAttackProtect=2', ...keyValue('NAME', 'VALUE', 'SynAttackProtect=2') }),
+    param: repeatableFlag({
+      valueName: 'NAME=VALUE',
+      help: 'set a parameter at start, e.g. SynAttackProtect=2',
+      ...keyValue('NAME', 'VALUE', 'SynAttackProtect=2'),
+    }),
     profile: valueFlag({ valueName: 'NAME', help: 'start from a named fault profile', ...text('a profile name') }),
     offloads: valueFlag({ valueName: 'on|off', help: 'TUN segmentation/checksum offloads', ...oneOf(['on', 'off'] as const), default: 'on' }),
     queues: valueFlag({ valueName: 'N', help: 'TUN queues', ...integer(1, 8), default: 1 }),
     shards: switchFlag('one stack shard per queue, each in a worker thread (needs --queues 2 or more)'),
     'busy-poll': switchFlag('read the TUN device in a loop instead of sleeping in epoll: lower latency, one core kept busy (TUN, one thread)'),
-    cc: valueFlag({ valueName: 'NAME', help: 'TCP congestion control: newreno or cubic', ...oneOf(CONGESTION_CONTROLS), default: 'cubic' as CongestionControl }),
+    cc: valueFlag({
+      valueName: 'NAME',
+      help: 'TCP congestion control: newreno or cubic',
+      ...oneOf(CONGESTION_CONTROLS),
+      default: 'cubic' as CongestionControl,
+    }),
     events: valueFlag({ valueName: 'FILE', help: 'append events to this JSONL file', ...outputFile }),
     json: switchFlag('print the ready line as JSON'),
     ipsec: valueFlag({ valueName: 'FILE', help: 'IPsec: identities, keys, proposals, selectors (YAML; see docs/ipsec.md)', ...inputFile }),
-    'ipsec-psk': repeatableFlag({ valueName: '[ID=]SECRET', help: 'IPsec pre-shared key for identity ID (any identity without ID=)', ...text('[ID=]SECRET, e.g. client1@lab=labsecret') }),
+    'ipsec-psk': repeatableFlag({
+      valueName: '[ID=]SECRET',
+      help: 'IPsec pre-shared key for identity ID (any identity without ID=)',
+      ...text('[ID=]SECRET, e.g. client1@lab=labsecret'),
+    }),
     'ipsec-keylog': valueFlag({ valueName: 'DIR', help: 'write SA keys as Wireshark tables here (WIRESHARK_CONFIG_DIR=DIR tshark ...)', ...outputDir }),
     'host-netns': valueFlag({ valueName: 'NS', help: "move the TUN device's kernel side into this network namespace (a host of its own)", ...netnsName }),
-    'external-tun': valueFlag({ valueName: 'NAME', help: 'firewall: the external interface, a second TUN device (the --tun one is the internal interface)', ...ifname }),
+    'external-tun': valueFlag({
+      valueName: 'NAME',
+      help: 'firewall: the external interface, a second TUN device (the --tun one is the internal interface)',
+      ...ifname,
+    }),
     'external-addr': valueFlag({ valueName: 'IP/PREFIX', help: "firewall: the external interface's address", ...interfaceCidr }),
-    'external-host-addr': valueFlag({ valueName: 'IP/PREFIX', help: "firewall: the external TUN's kernel side", defaultText: 'first other host address of the subnet', ...interfaceCidr }),
+    'external-host-addr': valueFlag({
+      valueName: 'IP/PREFIX',
+      help: "firewall: the external TUN's kernel side",
+      defaultText: 'first other host address of the subnet',
+      ...interfaceCidr,
+    }),
     'external-mtu': valueFlag({ valueName: 'N', help: 'firewall: the external link MTU', ...integer(68, 65535) }),
     'external-host-netns': valueFlag({ valueName: 'NS', help: "firewall: move the external TUN's kernel side into this network namespace", ...netnsName }),
     'external-pcap': valueFlag({ valueName: 'FILE', help: 'firewall: write every packet of the external interface to this pcap file', ...outputFile }),
     'fw-rule': repeatableFlag({ valueName: 'RULE', help: 'firewall: a packet-filter rule, e.g. "allow in icmp" (docs/firewall.md)', ...firewallRule }),
-    web: valueFlag({ valueName: '[ADDR:]PORT', help: 'serve the HTTP API, /metrics and the web view here (host side, default address 127.0.0.1; docs/api.md)', ...webAddress }),
+    web: valueFlag({
+      valueName: '[ADDR:]PORT',
+      help: 'serve the HTTP API, /metrics and the web view here (host side, default address 127.0.0.1; docs/api.md)',
+      ...webAddress,
+    }),
     'web-token': valueFlag({ valueName: 'TOKEN', help: 'with --web: require this token (off localhost one is made and printed when not given)', ...webToken }),
     ...NLB_RUN_FLAGS,
   },
@@ -252,8 +343,13 @@ function ipsecOptions(file: string | undefined, psks: string[]): IpsecConfig | u
     throw usageError(spec, `--ipsec ${file}: ${(e as Error).message}`);
   }
   for (const raw of psks) {
-    try { cfg.peers.push(c.pskPeer(raw)); } catch (e) {
-      throw usageError(spec, `--ipsec-psk must be [ID=]SECRET with ID an identity (client1@lab, host.example, 198.18.50.1) and a non-empty SECRET: ${(e as Error).message}`);
+    try {
+      cfg.peers.push(c.pskPeer(raw));
+    } catch (e) {
+      throw usageError(
+        spec,
+        `--ipsec-psk must be [ID=]SECRET with ID an identity (client1@lab, host.example, 198.18.50.1) and a non-empty SECRET: ${(e as Error).message}`,
+      );
     }
   }
   if (cfg.peers.length === 0) throw usageError(spec, `--ipsec ${file}: no peers: add a peers: list (id and psk) or --ipsec-psk [ID=]SECRET`);
@@ -271,20 +367,35 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
   const tap = f.tap !== undefined;
   if (tap && f.tun !== undefined) throw usageError(spec, `give --tun or --tap, not both (--tun ${f.tun}, --tap ${f.tap})`);
   if (!tap) {
-    for (const [name, given] of [['bridge', f.bridge !== undefined], ['mac', f.mac !== undefined], ['gateway', f.gateway !== undefined], ['proxy-arp', f['proxy-arp'].length > 0], ['promiscuous', f.promiscuous], ['join', f.join.length > 0]] as const) {
+    for (const [name, given] of [
+      ['bridge', f.bridge !== undefined],
+      ['mac', f.mac !== undefined],
+      ['gateway', f.gateway !== undefined],
+      ['proxy-arp', f['proxy-arp'].length > 0],
+      ['promiscuous', f.promiscuous],
+      ['join', f.join.length > 0],
+    ] as const) {
       if (given) throw usageError(spec, `--${name} needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)`);
     }
   }
   const device = f.tap ?? f.tun ?? 'fs0';
   if (f.bridge !== undefined && f.bridge === device) throw usageError(spec, `--bridge must name a bridge, not the TAP device itself (both are "${device}")`);
   if (f.bridge !== undefined && f['host-addr'] !== undefined) {
-    throw usageError(spec, `--host-addr does not go with --bridge: a bridge port carries no address (give the bridge, or a veth in it, an address of ${formatIpv4(networkOf(addr))}/${addr.prefix})`);
+    throw usageError(
+      spec,
+      `--host-addr does not go with --bridge: a bridge port carries no address (give the bridge, or a veth in it, an address of ${formatIpv4(networkOf(addr))}/${addr.prefix})`,
+    );
   }
   if (f.gateway !== undefined) {
     const subnet = `${formatIpv4(networkOf(addr))}/${addr.prefix}`;
-    if (!sameSubnet(f.gateway, addr.addr, addr.prefix)) throw usageError(spec, `--gateway must be a neighbour in the subnet of --addr (${subnet}), got "${formatIpv4(f.gateway)}"`);
+    if (!sameSubnet(f.gateway, addr.addr, addr.prefix))
+      throw usageError(spec, `--gateway must be a neighbour in the subnet of --addr (${subnet}), got "${formatIpv4(f.gateway)}"`);
     const [lo, hi] = hostRange(addr);
-    if (f.gateway === addr.addr || f.gateway < lo || f.gateway > hi) throw usageError(spec, `--gateway must be another host of ${subnet} than --addr (${formatIpv4(lo)} to ${formatIpv4(hi)}), got "${formatIpv4(f.gateway)}"`);
+    if (f.gateway === addr.addr || f.gateway < lo || f.gateway > hi)
+      throw usageError(
+        spec,
+        `--gateway must be another host of ${subnet} than --addr (${formatIpv4(lo)} to ${formatIpv4(hi)}), got "${formatIpv4(f.gateway)}"`,
+      );
   }
   let hostAddr: Ipv4Cidr | null;
   const defaulted = f['host-addr'] === undefined;
@@ -307,7 +418,11 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
     }
   }
   const control = f.control ?? socketPath.parse(path.join(defaultRunDir(), `${device}.sock`));
-  if (f.shards && tap) throw usageError(spec, '--shards runs on a TUN device only (a TAP device has one neighbour table and ARP for all its queues); drop --shards, --queues N still works');
+  if (f.shards && tap)
+    throw usageError(
+      spec,
+      '--shards runs on a TUN device only (a TAP device has one neighbour table and ARP for all its queues); drop --shards, --queues N still works',
+    );
   if (f.shards && f.queues < 2) {
     throw usageError(spec, `--shards needs --queues 2 or more (one shard per queue), got --queues ${f.queues}`);
   }
@@ -322,10 +437,11 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
   const noHost = f['no-host-config'];
   if (noHost && !defaulted) throw usageError(spec, '--no-host-config leaves the kernel side as it is: give --host-addr only without it');
   if (noHost && argv.some((a) => a === '--mtu' || a.startsWith('--mtu='))) {
-    throw usageError(spec, '--no-host-config uses the device\'s own MTU: set it with `ip link set dev NAME mtu N`, or drop --no-host-config');
+    throw usageError(spec, "--no-host-config uses the device's own MTU: set it with `ip link set dev NAME mtu N`, or drop --no-host-config");
   }
   if ((f['pcap-size'] !== undefined || f['pcap-files'] !== undefined) && !f.pcap) throw usageError(spec, '--pcap-size and --pcap-files go with --pcap FILE');
-  if (f['pcap-files'] !== undefined && f['pcap-size'] === undefined) throw usageError(spec, '--pcap-files N needs --pcap-size MB (the size at which a file is full), as tcpdump -W needs -C');
+  if (f['pcap-files'] !== undefined && f['pcap-size'] === undefined)
+    throw usageError(spec, '--pcap-files N needs --pcap-size MB (the size at which a file is full), as tcpdump -W needs -C');
   const ipsec = ipsecOptions(f.ipsec, f['ipsec-psk']);
   if (f['ipsec-keylog'] && !ipsec) throw usageError(spec, '--ipsec-keylog needs --ipsec FILE or --ipsec-psk [ID=]SECRET');
   if (ipsec && f.shards) throw usageError(spec, '--ipsec runs in one thread: drop --shards');
@@ -339,10 +455,17 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
   }
   return {
     tun: device,
-    ...(tap ? {
-      link: 'tap' as const, bridge: f.bridge, mac: f.mac ?? macFromIpv4(addr.addr), gateway: f.gateway,
-      proxyArp: f['proxy-arp'], promiscuous: f.promiscuous, join: [...new Set(f.join)],
-    } : {}),
+    ...(tap
+      ? {
+          link: 'tap' as const,
+          bridge: f.bridge,
+          mac: f.mac ?? macFromIpv4(addr.addr),
+          gateway: f.gateway,
+          proxyArp: f['proxy-arp'],
+          promiscuous: f.promiscuous,
+          join: [...new Set(f.join)],
+        }
+      : {}),
     addr,
     hostAddr,
     hostAddrDefaulted: defaulted,
@@ -380,7 +503,7 @@ const SHUTDOWN_GRACE_MS = 10_000;
 function loadRuntime(): StartStackRuntime {
   try {
     // Lazy: `faultstack stats` and friends never pay for loading the whole stack.
-     
+
     const mod = require('../../../stack/runtime/run') as { startStackRuntime?: StartStackRuntime };
     if (typeof mod.startStackRuntime !== 'function') throw new Error('stack/runtime/run does not export startStackRuntime');
     return mod.startStackRuntime;
@@ -400,12 +523,16 @@ export async function run(argv: string[]): Promise<number> {
 
   // Signals are handled from the start: one that arrives while the stack is still
   // starting shuts it down as soon as it is up, instead of killing us half-configured.
-  let onSignal: (sig: NodeJS.Signals) => void = () => { pendingSignal = true; };
+  let onSignal: (sig: NodeJS.Signals) => void = () => {
+    pendingSignal = true;
+  };
   let pendingSignal = false;
   const handler = (sig: NodeJS.Signals) => onSignal(sig);
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   for (const sig of signals) process.on(sig, handler);
-  const removeHandlers = () => { for (const sig of signals) process.off(sig, handler); };
+  const removeHandlers = () => {
+    for (const sig of signals) process.off(sig, handler);
+  };
 
   let handle: StackRuntimeHandle;
   try {
@@ -436,10 +563,22 @@ export async function run(argv: string[]): Promise<number> {
       stopping = true;
       const timer = setTimeout(() => fail('shutdown', new Error(`did not finish within ${SHUTDOWN_GRACE_MS / 1000} s`)), SHUTDOWN_GRACE_MS);
       timer.unref();
-      handle.shutdown().then(() => { clearTimeout(timer); resolve(0); }, (e) => { clearTimeout(timer); fail('shutdown failed', e); });
+      handle.shutdown().then(
+        () => {
+          clearTimeout(timer);
+          resolve(0);
+        },
+        (e) => {
+          clearTimeout(timer);
+          fail('shutdown failed', e);
+        },
+      );
     };
     handle.closed.then(
-      () => { if (!stopping) process.stderr.write('faultstack run: the stack stopped\n'); resolve(0); },
+      () => {
+        if (!stopping) process.stderr.write('faultstack run: the stack stopped\n');
+        resolve(0);
+      },
       (e) => fail('the stack stopped with an error', e),
     );
     if (pendingSignal) onSignal('SIGTERM');

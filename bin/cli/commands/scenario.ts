@@ -15,12 +15,17 @@ import { defineCommand, parseArgs, printHelp, repeatableFlag, switchFlag, text, 
 import { subcommand } from '../subcommand';
 
 const SET_FLAG = repeatableFlag({
-  valueName: 'KEY=VALUE', help: 'override a field of the file before it is checked, e.g. stack.params.MaxIcmpHostRoutes=6',
+  valueName: 'KEY=VALUE',
+  help: 'override a field of the file before it is checked, e.g. stack.params.MaxIcmpHostRoutes=6',
   ...text('KEY=VALUE with a dotted KEY, e.g. stack.faults.kb898060=buggy'),
 });
 const CHART_FLAG = valueFlag({
-  valueName: 'DIR', help: 'write charts into this directory', defaultText: 'the system temporary directory',
-  ...text('an existing directory', (s) => (fs.existsSync(s) && fs.statSync(s).isDirectory() ? undefined : `must be an existing directory (${path.resolve(s)} is not one)`)),
+  valueName: 'DIR',
+  help: 'write charts into this directory',
+  defaultText: 'the system temporary directory',
+  ...text('an existing directory', (s) =>
+    fs.existsSync(s) && fs.statSync(s).isDirectory() ? undefined : `must be an existing directory (${path.resolve(s)} is not one)`,
+  ),
 });
 
 export const SCENARIO_RUN_SPEC = defineCommand({
@@ -40,8 +45,14 @@ export const SCENARIO_COMPARE_SPEC = defineCommand({
   maxArgs: 1,
   details: 'e.g. faultstack scenario compare scenarios/kb898060.yaml --fault kb898060=buggy,hotfixed. Needs root.',
   flags: {
-    fault: valueFlag({ valueName: 'ID=MODE,MODE', help: 'the fault and the modes to run, e.g. kb898060=buggy,hotfixed', ...text('ID=MODE,MODE, e.g. kb898060=buggy,hotfixed') }),
-    json: switchFlag('print the results as JSON'), set: SET_FLAG, 'chart-dir': CHART_FLAG,
+    fault: valueFlag({
+      valueName: 'ID=MODE,MODE',
+      help: 'the fault and the modes to run, e.g. kb898060=buggy,hotfixed',
+      ...text('ID=MODE,MODE, e.g. kb898060=buggy,hotfixed'),
+    }),
+    json: switchFlag('print the results as JSON'),
+    set: SET_FLAG,
+    'chart-dir': CHART_FLAG,
   },
 });
 export const SCENARIO_CHECK_SPEC = defineCommand({
@@ -82,7 +93,8 @@ export function parseCompareFault(raw: string | undefined): { fault: string; mod
   const modes = m[2]!.split(',').map((x) => x.trim());
   const bad = modes.find((x) => !(ALL_MODES as readonly string[]).includes(x));
   if (bad !== undefined) throw usageError(SCENARIO_COMPARE_SPEC, `--fault: mode ${JSON.stringify(bad)} is not one of ${ALL_MODES.join(', ')}; ${valid}`);
-  if (modes.length < 2 || new Set(modes).size !== modes.length) throw usageError(SCENARIO_COMPARE_SPEC, `--fault needs at least two different modes to compare; ${valid}`);
+  if (modes.length < 2 || new Set(modes).size !== modes.length)
+    throw usageError(SCENARIO_COMPARE_SPEC, `--fault needs at least two different modes to compare; ${valid}`);
   return { fault: f.id, modes };
 }
 

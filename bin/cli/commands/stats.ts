@@ -15,7 +15,8 @@ const STATES = Object.keys(STATE_ALIASES);
 export const STATS_SPEC = defineCommand({
   name: 'stats',
   summary: "Show a running stack's counters, connection counts, listeners, lock state and fault modes.",
-  details: 'By default connections are counted per state, not listed. --limit N or --all lists them (like ss -tan),\n' +
+  details:
+    'By default connections are counted per state, not listed. --limit N or --all lists them (like ss -tan),\n' +
     '--state, --port and --peer filter them (a filter alone lists up to 100). --watch SEC prints, every SEC seconds,\n' +
     'the counters that changed (delta and rate), --count N times. --gc forces two full garbage collections in the\n' +
     'stack first and adds the memory live objects hold (heapUsedAfterGc, arrayBuffersAfterGc).',
@@ -23,9 +24,17 @@ export const STATS_SPEC = defineCommand({
     ...controlFlags,
     all: switchFlag('list every connection, and show counters that are zero'),
     limit: valueFlag({ valueName: 'N', help: 'list up to N connections', ...integer(0, 10_000_000) }),
-    state: valueFlag({ valueName: 'STATE', help: `only connections in STATE (${STATES.join(', ')})`, ...text(`one of ${STATES.join(', ')}`, (s) => (STATE_ALIASES[s.toLowerCase()] ? undefined : `must be one of ${STATES.join(', ')}`)) }),
+    state: valueFlag({
+      valueName: 'STATE',
+      help: `only connections in STATE (${STATES.join(', ')})`,
+      ...text(`one of ${STATES.join(', ')}`, (s) => (STATE_ALIASES[s.toLowerCase()] ? undefined : `must be one of ${STATES.join(', ')}`)),
+    }),
     port: valueFlag({ valueName: 'PORT', help: 'only connections with this local or remote port', ...integer(1, 65535) }),
-    peer: valueFlag({ valueName: 'ADDR', help: 'only connections from this remote ADDR, ADDR:PORT or CIDR', ...text('an IPv4 address, ADDR:PORT or a CIDR such as 198.18.100.0/24', checkPeer) }),
+    peer: valueFlag({
+      valueName: 'ADDR',
+      help: 'only connections from this remote ADDR, ADDR:PORT or CIDR',
+      ...text('an IPv4 address, ADDR:PORT or a CIDR such as 198.18.100.0/24', checkPeer),
+    }),
     gc: switchFlag('force a full GC in the stack first and report the memory after it'),
     watch: valueFlag({ valueName: 'SEC', help: 'every SEC seconds, print the counters that changed', ...decimal(0.1, 3600, 'seconds') }),
     count: valueFlag({ valueName: 'N', help: 'with --watch: stop after N intervals', ...integer(1, 1_000_000) }),
@@ -34,7 +43,8 @@ export const STATS_SPEC = defineCommand({
 
 function checkPeer(raw: string): string | undefined {
   const m = /^([0-9.]+)(?:\/(\d{1,2})|:(\d{1,5}))?$/.exec(raw.trim());
-  const ok = !!m && parseIpv4(m[1]!) !== null && (m[2] === undefined || Number(m[2]) <= 32) && (m[3] === undefined || (Number(m[3]) >= 1 && Number(m[3]) <= 65535));
+  const ok =
+    !!m && parseIpv4(m[1]!) !== null && (m[2] === undefined || Number(m[2]) <= 32) && (m[3] === undefined || (Number(m[3]) >= 1 && Number(m[3]) <= 65535));
   return ok ? undefined : 'must be an IPv4 address, ADDR:PORT or a CIDR such as 198.18.100.0/24';
 }
 
@@ -48,9 +58,11 @@ const CONN_FIELDS = new Set(['state', 'recvQ', 'sendQ', 'local', 'peer', 'localA
 
 function renderConnections(rows: ConnectionRow[]): string {
   // Anything else a row carries (rtt, cwnd, retrans...) goes in a last column, as `ss -i` shows it.
-  const info = (c: ConnectionRow) => Object.entries(c)
-    .filter(([k, v]) => !CONN_FIELDS.has(k) && v !== undefined && v !== null)
-    .map(([k, v]) => `${k}=${cell(v)}`).join(' ');
+  const info = (c: ConnectionRow) =>
+    Object.entries(c)
+      .filter(([k, v]) => !CONN_FIELDS.has(k) && v !== undefined && v !== null)
+      .map(([k, v]) => `${k}=${cell(v)}`)
+      .join(' ');
   const body = rows.map((c) => [
     ssState(String(c.state ?? '?')),
     cell(c.recvQ ?? 0),
@@ -101,7 +113,14 @@ export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number 
     const shown = opts.all ? all : all.filter(([, v]) => !isZero(v));
     const hidden = all.length - shown.length;
     out.push(`Counters${hidden ? ` (${hidden} zero counters hidden; --all shows them)` : ''}:\n`);
-    out.push(shown.length ? table(shown.map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }) : '  (all zero)\n');
+    out.push(
+      shown.length
+        ? table(
+            shown.map(([k, v]) => [k, formatNumber(v)]),
+            { right: [1], indent: '  ' },
+          )
+        : '  (all zero)\n',
+    );
   }
 
   const counted = typeof r.connectionCount === 'number' ? r.connectionCount : undefined;
@@ -113,19 +132,34 @@ export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number 
 
   const link = r.link as { mac?: string; sourceMac?: string; bridge?: string | null; gateway?: string | null; counters?: Record<string, unknown> } | undefined;
   if (link && typeof link === 'object') {
-    const where = [link.mac ? `mac ${link.mac}` : '', link.sourceMac && link.sourceMac !== link.mac ? `sending as ${link.sourceMac}` : '',
-      link.bridge ? `bridge ${link.bridge}` : '', link.gateway ? `gateway ${link.gateway}` : ''].filter(Boolean).join(', ');
+    const where = [
+      link.mac ? `mac ${link.mac}` : '',
+      link.sourceMac && link.sourceMac !== link.mac ? `sending as ${link.sourceMac}` : '',
+      link.bridge ? `bridge ${link.bridge}` : '',
+      link.gateway ? `gateway ${link.gateway}` : '',
+    ]
+      .filter(Boolean)
+      .join(', ');
     const all = link.counters ? flattenCounters(link.counters) : [];
     const shown = opts.all ? all : all.filter(([, v]) => !isZero(v));
     out.push(`\nEthernet (${where}; \`faultstack neigh\` shows the ARP table):\n`);
-    if (shown.length) out.push(table(shown.map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }));
+    if (shown.length)
+      out.push(
+        table(
+          shown.map(([k, v]) => [k, formatNumber(v)]),
+          { right: [1], indent: '  ' },
+        ),
+      );
   }
 
   if (Array.isArray(r.connections)) {
     const rows = r.rows as { matched?: number; sent?: number } | undefined;
-    const more = rows && typeof rows.matched === 'number' && rows.matched > r.connections.length
-      ? `, ${formatNumber(rows.matched - r.connections.length)} more match: --limit N or --all` : '';
-    const head = rows && typeof rows.matched === 'number' ? `${r.connections.length} of ${formatNumber(rows.matched)} matching${more}` : String(r.connections.length);
+    const more =
+      rows && typeof rows.matched === 'number' && rows.matched > r.connections.length
+        ? `, ${formatNumber(rows.matched - r.connections.length)} more match: --limit N or --all`
+        : '';
+    const head =
+      rows && typeof rows.matched === 'number' ? `${r.connections.length} of ${formatNumber(rows.matched)} matching${more}` : String(r.connections.length);
     out.push(`\nConnections (${head}):\n`);
     out.push(r.connections.length ? renderConnections(r.connections) : '  (none)\n');
   } else if (counted !== undefined && counted > 0) {
@@ -146,22 +180,45 @@ export function renderStats(r: StatsResult, opts: { all?: boolean; now?: number 
   const faults = faultList(r.faults);
   if (faults.length) {
     out.push('\nFaults:\n');
-    out.push(table(faults.map((f) => [f.id, f.alias ?? '', f.mode]), { indent: '  ' }));
+    out.push(
+      table(
+        faults.map((f) => [f.id, f.alias ?? '', f.mode]),
+        { indent: '  ' },
+      ),
+    );
   }
 
   if (r.params && typeof r.params === 'object' && Object.keys(r.params).length) {
     out.push('\nParameters:\n');
-    out.push(table(Object.entries(r.params).map(([k, v]) => [k, cell(v)]), { indent: '  ' }));
+    out.push(
+      table(
+        Object.entries(r.params).map(([k, v]) => [k, cell(v)]),
+        { indent: '  ' },
+      ),
+    );
   }
   if (r.leak && typeof r.leak === 'object' && Object.keys(r.leak).length) {
     out.push('\nLeak (KB 903927 reset path):\n');
-    out.push(table(flattenCounters(r.leak).map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }));
+    out.push(
+      table(
+        flattenCounters(r.leak).map(([k, v]) => [k, formatNumber(v)]),
+        { right: [1], indent: '  ' },
+      ),
+    );
   }
-  const mem: [string, unknown][] = [['heapUsedAfterGc', r.heapUsedAfterGc], ['arrayBuffersAfterGc', r.arrayBuffersAfterGc]];
+  const mem: [string, unknown][] = [
+    ['heapUsedAfterGc', r.heapUsedAfterGc],
+    ['arrayBuffersAfterGc', r.arrayBuffersAfterGc],
+  ];
   const memShown = mem.filter((e): e is [string, number] => typeof e[1] === 'number');
   if (memShown.length) {
     out.push('\nMemory after a full GC (bytes):\n');
-    out.push(table(memShown.map(([k, v]) => [k, formatNumber(v)]), { right: [1], indent: '  ' }));
+    out.push(
+      table(
+        memShown.map(([k, v]) => [k, formatNumber(v)]),
+        { right: [1], indent: '  ' },
+      ),
+    );
   }
   if (out.length === 0) out.push('(the stack sent an empty stats reply; --json shows it raw)\n');
   return out.join('');
@@ -172,7 +229,8 @@ export function counterDeltas(before: Record<string, unknown> | undefined, after
   const b = new Map(flattenCounters(before ?? {}).map(([k, v]) => [k, Number(v)]));
   const out: [string, number, number][] = [];
   for (const [k, v] of flattenCounters(after ?? {})) {
-    const now = Number(v), was = b.get(k) ?? 0;
+    const now = Number(v),
+      was = b.get(k) ?? 0;
     if (Number.isFinite(now) && now !== was) out.push([k, now, now - was]);
   }
   return out;
@@ -184,7 +242,13 @@ export function renderDeltas(deltas: [string, number, number][], intervalMs: num
   const head = `${formatClock(at)}  +${secs.toFixed(1)} s: ${deltas.length} counter${deltas.length === 1 ? '' : 's'} changed\n`;
   if (!deltas.length) return head;
   const sign = (d: number) => (d > 0 ? `+${formatNumber(d)}` : formatNumber(d));
-  return head + table(deltas.map(([k, v, d]) => [k, formatNumber(v), sign(d), `${formatNumber(Math.round((d / secs) * 10) / 10)}/s`]), { right: [1, 2, 3], indent: '  ' });
+  return (
+    head +
+    table(
+      deltas.map(([k, v, d]) => [k, formatNumber(v), sign(d), `${formatNumber(Math.round((d / secs) * 10) / 10)}/s`]),
+      { right: [1, 2, 3], indent: '  ' },
+    )
+  );
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -212,7 +276,8 @@ export async function run(argv: string[]): Promise<number> {
   };
   // Listing 100k rows takes the stack a few seconds of turns between its packets.
   const reply = (await callStack<StatsResult>('stats', f.control, ControlCommand.STATS, args, 120_000, onEvent)) ?? {};
-  const whole: StatsResult = rows.length || reply.rows ? { ...reply, connections: [...(Array.isArray(reply.connections) ? reply.connections : []), ...rows] } : reply;
+  const whole: StatsResult =
+    rows.length || reply.rows ? { ...reply, connections: [...(Array.isArray(reply.connections) ? reply.connections : []), ...rows] } : reply;
   if (f.json) printJson(whole);
   else process.stdout.write(renderStats(whole, { all: f.all }));
   return 0;
@@ -227,7 +292,10 @@ async function watch(control: string | undefined, secs: number, count: number | 
     const cur = (await callStack<StatsResult>('stats', control, ControlCommand.STATS, args)) ?? {};
     const at = Date.now();
     const deltas = counterDeltas(prev.counters, cur.counters);
-    if (json) process.stdout.write(JSON.stringify({ at: new Date(at).toISOString(), intervalMs: at - prevAt, deltas: Object.fromEntries(deltas.map(([k, , d]) => [k, d])) }) + '\n');
+    if (json)
+      process.stdout.write(
+        JSON.stringify({ at: new Date(at).toISOString(), intervalMs: at - prevAt, deltas: Object.fromEntries(deltas.map(([k, , d]) => [k, d])) }) + '\n',
+      );
     else process.stdout.write(renderDeltas(deltas, at - prevAt, at));
     prev = cur;
     prevAt = at;

@@ -66,7 +66,8 @@ export const kb297040 = {
         // needs the table now waits forever. The attempt's own failure is stuck too.
         stuck = { conn, reason };
         events.emit({
-          fault: 'kb297040', kind: EventKind.LockTakenNotReleased,
+          fault: 'kb297040',
+          kind: EventKind.LockTakenNotReleased,
           message: `connection-table lock taken on the ${holder} and never released: the stack stops processing packets (ping, connections)`,
           data: { lock: 'tcp-connection-table', holder, since: new Date().toISOString() },
         });
@@ -83,9 +84,8 @@ export const kb297040 = {
         return true;
       },
       refuseOutput: () => lock.held,
-      reason: () => lock.held
-        ? `the connection-table lock is held by the ${lock.holder}: see \`faultstack stats\`, release it with \`faultstack unlock\``
-        : null,
+      reason: () =>
+        lock.held ? `the connection-table lock is held by the ${lock.holder}: see \`faultstack stats\`, release it with \`faultstack unlock\`` : null,
     };
 
     const unlock = (): UnlockResult => {
@@ -93,7 +93,8 @@ export const kb297040 = {
       const heldMs = Math.round(stack.now - lock.since);
       const holder = lock.release()!;
       events.emit({
-        fault: 'kb297040', kind: EventKind.LockReleased,
+        fault: 'kb297040',
+        kind: EventKind.LockReleased,
         message: `connection-table lock released by hand after ${heldMs} ms (was held by the ${holder})`,
         data: { lock: 'tcp-connection-table', holder },
       });

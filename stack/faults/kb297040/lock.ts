@@ -23,7 +23,9 @@ export class ConnTableLock {
   blocked = 0;
   acquisitions = 0;
 
-  get held(): boolean { return this.holder !== null; }
+  get held(): boolean {
+    return this.holder !== null;
+  }
 
   acquire(holder: string, now: number): void {
     this.holder = holder;

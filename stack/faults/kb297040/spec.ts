@@ -18,22 +18,31 @@ export const spec = {
   defaultMode: 'hotfixed',
   params: {
     TcpMaxConnectRetransmissions: {
-      type: 'int', default: 2, min: 0, max: 255, unit: 'retransmissions', system: 'windows', registry: TCPIP,
+      type: 'int',
+      default: 2,
+      min: 0,
+      max: 255,
+      unit: 'retransmissions',
+      system: 'windows',
+      registry: TCPIP,
       meaning: 'SYN retransmissions of an active open before the attempt is abandoned (the failure path of KB 297040)',
       source: 'Windows 2000 / Server 2003 registry reference: 2; we use 2 for NT4 as well',
     },
     TcpInitialRttMs: {
-      type: 'int', default: 3000, min: 10, max: 0xffff, unit: 'ms', system: 'windows', registry: null,
+      type: 'int',
+      default: 3000,
+      min: 10,
+      max: 0xffff,
+      unit: 'ms',
+      system: 'windows',
+      registry: null,
       meaning: 'delay before the first SYN retransmission of an active open; doubles after each attempt',
       source: 'our name for TcpInitialRTT (Interfaces\\<adapter>, documented in seconds, default 3); kept in milliseconds so a lab can shorten the schedule',
     },
   },
   // The precondition (SynAttackProtect set), and which system's SYN schedule applies.
   reads: ['SynAttackProtect', 'TcpStackProfile'],
-  sources: [
-    'KB 297040',
-    'the Windows 2000 / Server 2003 TCP/IP registry reference (TcpMaxConnectRetransmissions, TcpInitialRTT)',
-  ],
+  sources: ['KB 297040', 'the Windows 2000 / Server 2003 TCP/IP registry reference (TcpMaxConnectRetransmissions, TcpInitialRTT)'],
   implemented: true,
   ourChoices: [
     'the leaking failure paths are: SYN retransmissions exhausted, and an ICMP unreachable aborting the attempt',

@@ -30,13 +30,17 @@ function install(ctx: FaultContext): InstalledFault {
   const buggy = () => cfg.modes.kb319381 === 'buggy';
   const counts = { releases: 0, rebindsWhileReleasing: 0, addrInUse: 0, releasesCompletedFirst: 0, leftClosed: 0, reopened: 0 };
 
-  const apply = () => { if (fw.media) fw.media.enabled = cfg.modes.kb319381 !== 'off'; };
+  const apply = () => {
+    if (fw.media) fw.media.enabled = cfg.modes.kb319381 !== 'off';
+  };
   apply();
   const unsubscribe = cfg.onChange(apply);
   fw.thresholds = () => ({ wellKnown: p.PortScanWellKnownThreshold, allPorts: p.PortScanAllPortsThreshold });
 
   fw.hooks = {
-    mediaPortReleased: () => { counts.releases++; },
+    mediaPortReleased: () => {
+      counts.releases++;
+    },
     releaseDelayMs: () => p.MediaPortReleaseDelayMs,
     rebindWhileReleasing: () => {
       counts.rebindsWhileReleasing++;

@@ -13,7 +13,7 @@ export const spec = {
   article: 'KB 319381',
   appliesTo: 'ISA Server 2000 SP1 with Firewall Client',
   summary:
-    'A firewall\'s streaming-media filter opens UDP ports on behalf of firewall clients. When the player moves to the ' +
+    "A firewall's streaming-media filter opens UDP ports on behalf of firewall clients. When the player moves to the " +
     'next playlist item it releases its UDP port and binds the same port again. The buggy firewall has already closed ' +
     'the port, so its packet filter drops the arriving media packets (and logs them as a port scan from the media ' +
     'server); if the re-bind races the release, it answers WSAEADDRINUSE. Hotfixed, a re-bind re-opens the port and ' +
@@ -23,24 +23,46 @@ export const spec = {
   defaultMode: 'hotfixed',
   params: {
     PortScanWellKnownThreshold: {
-      type: 'int', default: 10, min: 1, max: 2048, unit: 'ports', system: 'windows', registry: null,
-      meaning: 'distinct well-known ports (1..2048) touched by dropped packets from one address within the detection interval (60 s) that raise event 15104 (well-known port scan); a dropped TCP or UDP packet touches its destination and its source port',
+      type: 'int',
+      default: 10,
+      min: 1,
+      max: 2048,
+      unit: 'ports',
+      system: 'windows',
+      registry: null,
+      meaning:
+        'distinct well-known ports (1..2048) touched by dropped packets from one address within the detection interval (60 s) that raise event 15104 (well-known port scan); a dropped TCP or UDP packet touches its destination and its source port',
       source: 'our choice: not in the article; the later TMG default (PortScanDetectionWellKnownPorts... in its SDK) was 10',
     },
     PortScanAllPortsThreshold: {
-      type: 'int', default: 20, min: 1, max: 65535, unit: 'ports', system: 'windows', registry: null,
-      meaning: 'distinct ports of any number touched by dropped packets from one address within the detection interval (60 s) that raise event 15105 (all port scan)',
+      type: 'int',
+      default: 20,
+      min: 1,
+      max: 65535,
+      unit: 'ports',
+      system: 'windows',
+      registry: null,
+      meaning:
+        'distinct ports of any number touched by dropped packets from one address within the detection interval (60 s) that raise event 15105 (all port scan)',
       source: 'our choice: not in the article; the later TMG default was 20',
     },
     MediaPortReleaseDelayMs: {
-      type: 'int', default: 500, min: 0, max: 60_000, unit: 'ms', system: 'windows', registry: null,
-      meaning: 'how long a UDP port a Firewall Client released stays bound on the external address before the firewall has freed it; a re-bind within it races the release (buggy: WSAEADDRINUSE)',
-      source: 'our choice: the article names the race ("before it has been properly freed at the ISA server") but not its length; 500 ms, longer than a player takes to bind again',
+      type: 'int',
+      default: 500,
+      min: 0,
+      max: 60_000,
+      unit: 'ms',
+      system: 'windows',
+      registry: null,
+      meaning:
+        'how long a UDP port a Firewall Client released stays bound on the external address before the firewall has freed it; a re-bind within it races the release (buggy: WSAEADDRINUSE)',
+      source:
+        'our choice: the article names the race ("before it has been properly freed at the ISA server") but not its length; 500 ms, longer than a player takes to bind again',
     },
   },
   sources: [
     'KB 319381',
-    'the article\'s symptoms, cause, and the events 15104 and 15105 with their texts',
+    "the article's symptoms, cause, and the events 15104 and 15105 with their texts",
     'Wireshark msproxy dissector (packet-msproxy.c): the Firewall Client header layout and message codes',
     'ISA Server 2000 and TMG SDK documentation: Firewall Client, application filters, port-scan detection defaults',
     '[MS-MMSP]: the fields of an MMS data packet (LocationId, PlayIncarnation, AFFlags, PacketSize)',

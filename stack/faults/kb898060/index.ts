@@ -35,26 +35,36 @@ export const kb898060 = {
     const rule = () => (cfg.modes.kb898060 === 'buggy' ? ARTICLE_ACCOUNTING : CREATIONS_AND_REMOVALS);
     pm.hooks.hostRouteAccounting = {
       // Named by the mode, so that `faultstack routes` says which rule counts.
-      get rule() { return cfg.modes.kb898060 === 'buggy' ? 'buggy' : 'hotfixed'; },
+      get rule() {
+        return cfg.modes.kb898060 === 'buggy' ? 'buggy' : 'hotfixed';
+      },
       refusedAtLimit: (existing) => rule().refusedAtLimit(existing),
       countForUpdate: () => rule().countForUpdate(),
     };
     pm.params = () => ({
-      EnablePMTUDiscovery: p.EnablePMTUDiscovery, MaxIcmpHostRoutes: p.MaxIcmpHostRoutes, PMTUFloor: p.PMTUFloor,
-      HostRouteAgingSec: p.HostRouteAgingSec, EnablePMTUBHDetect: p.EnablePMTUBHDetect,
+      EnablePMTUDiscovery: p.EnablePMTUDiscovery,
+      MaxIcmpHostRoutes: p.MaxIcmpHostRoutes,
+      PMTUFloor: p.PMTUFloor,
+      HostRouteAgingSec: p.HostRouteAgingSec,
+      EnablePMTUBHDetect: p.EnablePMTUBHDetect,
     });
     pm.events = {
-      limitReached: (count, real, limit) => events.emit({
-        fault: 'kb898060', kind: EventKind.HostRouteLimitReached,
-        message: `host-route count reached MaxIcmpHostRoutes (${count} >= ${limit}) while ${real} host routes really exist: ` +
-          'from now on ICMP fragmentation-needed messages are ignored',
-        data: { count, routes: real, limit },
-      }),
-      ignoredAtLimit: (dst, mtu, count) => events.emit({
-        fault: 'kb898060', kind: EventKind.IcmpIgnoredAtLimit,
-        message: `ICMP fragmentation needed for ${formatIpv4(dst)} (next-hop MTU ${mtu}) ignored: host-route count ${count} is at the limit`,
-        data: { destination: formatIpv4(dst), nextHopMtu: mtu, count, limit: p.MaxIcmpHostRoutes },
-      }),
+      limitReached: (count, real, limit) =>
+        events.emit({
+          fault: 'kb898060',
+          kind: EventKind.HostRouteLimitReached,
+          message:
+            `host-route count reached MaxIcmpHostRoutes (${count} >= ${limit}) while ${real} host routes really exist: ` +
+            'from now on ICMP fragmentation-needed messages are ignored',
+          data: { count, routes: real, limit },
+        }),
+      ignoredAtLimit: (dst, mtu, count) =>
+        events.emit({
+          fault: 'kb898060',
+          kind: EventKind.IcmpIgnoredAtLimit,
+          message: `ICMP fragmentation needed for ${formatIpv4(dst)} (next-hop MTU ${mtu}) ignored: host-route count ${count} is at the limit`,
+          data: { destination: formatIpv4(dst), nextHopMtu: mtu, count, limit: p.MaxIcmpHostRoutes },
+        }),
     };
     // The article's workaround: the interface MTU (576 is the safe value); 0 is the link's.
     const applyMtu = () => {

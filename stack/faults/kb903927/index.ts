@@ -40,18 +40,26 @@ export const kb903927 = {
     const p = cfg.params;
     const listener = new WindowsBacklog(cfg, events);
     const linux = new LinuxBacklog(() => ({
-      maxSynBacklog: p.tcp_max_syn_backlog, syncookies: p.tcp_syncookies, abortOnOverflow: p.tcp_abort_on_overflow === 1,
-      somaxconn: p.somaxconn, synAckRetries: LINUX_BACKLOG_DEFAULTS.synAckRetries, // no catalogue parameter for it
+      maxSynBacklog: p.tcp_max_syn_backlog,
+      syncookies: p.tcp_syncookies,
+      abortOnOverflow: p.tcp_abort_on_overflow === 1,
+      somaxconn: p.somaxconn,
+      synAckRetries: LINUX_BACKLOG_DEFAULTS.synAckRetries, // no catalogue parameter for it
     }));
     const leak = new ResetPathLeak(cfg, events, stack.counters);
     const before = { listenerAdmission: tcp.hooks.listenerAdmission, resetBeforeAccept: tcp.hooks.resetBeforeAccept };
-    const apply = () => { tcp.hooks.listenerAdmission = p.TcpStackProfile === 'windows' ? listener : linux; };
+    const apply = () => {
+      tcp.hooks.listenerAdmission = p.TcpStackProfile === 'windows' ? listener : linux;
+    };
     apply();
     const unsubscribe = cfg.onChange(apply);
     tcp.hooks.resetBeforeAccept = (r) => leak.onReset(r);
     const leakReport = (): LeakReport => ({ connections: leak.leaked.length, bytes: leak.leakedBytes, resets: listener.resets, freed: leak.freed });
     return {
-      listener, linux, leak, leakReport,
+      listener,
+      linux,
+      leak,
+      leakReport,
       stats: () => ({ leak: leakReport() }),
       uninstall() {
         unsubscribe();

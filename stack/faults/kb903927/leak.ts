@@ -37,7 +37,11 @@ export class ResetPathLeak {
   /** Reset connections whose allocations the hotfixed path released. */
   freed = 0;
 
-  constructor(readonly cfg: FaultConfig, readonly events: EventLog, readonly counters: Counters) {}
+  constructor(
+    readonly cfg: FaultConfig,
+    readonly events: EventLog,
+    readonly counters: Counters,
+  ) {}
 
   /** The resetBeforeAccept hook. */
   onReset(r: ResetBeforeAccept): void {
@@ -50,7 +54,8 @@ export class ResetPathLeak {
       this.counters.FsLeakedBytes += bytes;
       const remote = `${formatIpv4(r.conn.remoteAddr)}:${r.conn.remotePort}`;
       this.events.emit({
-        fault: 'kb903927', kind: EventKind.LeakRetained,
+        fault: 'kb903927',
+        kind: EventKind.LeakRetained,
         message: `buggy reset path: ${bytes} bytes of ${remote} stay allocated (control block, ${r.firstFlightBytes}-byte first flight, application state)`,
         data: { connection: remote, bytes, totalBytes: this.leakedBytes, what: ['control block', 'receive buffer', 'application state'] },
       });

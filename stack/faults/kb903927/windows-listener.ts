@@ -55,7 +55,10 @@ export class WindowsBacklog implements BacklogPolicy {
   /** Delay before a handshake-complete connection is indicated when no data arrives (ms). */
   indicationDelayMs = 200;
 
-  constructor(readonly cfg: FaultConfig, readonly events: EventLog) {}
+  constructor(
+    readonly cfg: FaultConfig,
+    readonly events: EventLog,
+  ) {}
 
   private ls(l: Listener): ListenerState {
     let s = this.state.get(l);
@@ -66,7 +69,9 @@ export class WindowsBacklog implements BacklogPolicy {
     return s;
   }
 
-  private get p() { return this.cfg.params; }
+  private get p() {
+    return this.cfg.params;
+  }
 
   /** Past TcpMaxHalfOpen half-open entries the protection starts (when it is enabled). */
   synQueueLimit(): { limit: number; by: string } {
@@ -80,23 +85,37 @@ export class WindowsBacklog implements BacklogPolicy {
 
   /** Re-evaluates the thresholds; emits the trigger/clear events on a change. */
   private evaluate(l: Listener, s: ListenerState): boolean {
-    if (!this.protectionEnabled()) { s.triggered = false; return false; }
+    if (!this.protectionEnabled()) {
+      s.triggered = false;
+      return false;
+    }
     const p = this.p;
     let by: 'TcpMaxHalfOpen' | 'TcpMaxHalfOpenRetried' | 'TcpMaxPortsExhausted' | null = null;
-    let value = 0, limit = 0;
-    if (l.synQueue.size > p.TcpMaxHalfOpen) { by = 'TcpMaxHalfOpen'; value = l.synQueue.size; limit = p.TcpMaxHalfOpen; }
-    else if (l.halfOpenRetried > p.TcpMaxHalfOpenRetried) { by = 'TcpMaxHalfOpenRetried'; value = l.halfOpenRetried; limit = p.TcpMaxHalfOpenRetried; }
-    else if (s.portsExhausted > p.TcpMaxPortsExhausted || (p.TcpMaxPortsExhausted === 0 && this.backlogFull(l))) {
-      by = 'TcpMaxPortsExhausted'; value = s.portsExhausted; limit = p.TcpMaxPortsExhausted;
+    let value = 0,
+      limit = 0;
+    if (l.synQueue.size > p.TcpMaxHalfOpen) {
+      by = 'TcpMaxHalfOpen';
+      value = l.synQueue.size;
+      limit = p.TcpMaxHalfOpen;
+    } else if (l.halfOpenRetried > p.TcpMaxHalfOpenRetried) {
+      by = 'TcpMaxHalfOpenRetried';
+      value = l.halfOpenRetried;
+      limit = p.TcpMaxHalfOpenRetried;
+    } else if (s.portsExhausted > p.TcpMaxPortsExhausted || (p.TcpMaxPortsExhausted === 0 && this.backlogFull(l))) {
+      by = 'TcpMaxPortsExhausted';
+      value = s.portsExhausted;
+      limit = p.TcpMaxPortsExhausted;
     }
     if (by && !s.triggered) {
       s.triggered = true;
       s.triggeredBy = by;
       l.layer.counters.FsSynProtectTriggered++;
       this.events.emit({
-        fault: 'kb903927', kind: EventKind.SynProtectionTriggered,
+        fault: 'kb903927',
+        kind: EventKind.SynProtectionTriggered,
         // TcpMaxPortsExhausted 0 triggers on a consumed backlog before any refusal: "0 > 0" would say nothing.
-        message: `SYN attack protection triggered on port ${l.port}: ` +
+        message:
+          `SYN attack protection triggered on port ${l.port}: ` +
           (value > limit ? `${by} exceeded (${value} > ${limit})` : `${by} is ${limit} and the backlog of ${l.backlog} is consumed`) +
           (this.p.SynAttackProtect >= 2 ? '; connections are now indicated only after the handshake completes' : ''),
         data: { threshold: by, value, limit, port: l.port },
@@ -104,7 +123,8 @@ export class WindowsBacklog implements BacklogPolicy {
     } else if (!by && s.triggered) {
       s.triggered = false;
       this.events.emit({
-        fault: 'kb903927', kind: EventKind.SynProtectionCleared,
+        fault: 'kb903927',
+        kind: EventKind.SynProtectionCleared,
         message: `SYN attack protection cleared on port ${l.port}: every threshold is back under its limit`,
         data: { halfOpen: l.synQueue.size, halfOpenRetried: l.halfOpenRetried, portsExhausted: s.portsExhausted },
       });
@@ -121,7 +141,9 @@ export class WindowsBacklog implements BacklogPolicy {
     return l.acceptQueue.length + this.ls(l).indicatedHalfOpen >= l.backlog;
   }
 
-  isTriggered(l: Listener): boolean { return this.ls(l).triggered; }
+  isTriggered(l: Listener): boolean {
+    return this.ls(l).triggered;
+  }
 
   onSyn(l: Listener, _seg: TcpRepr, _now: number): SynVerdict {
     const s = this.ls(l);
@@ -142,11 +164,16 @@ export class WindowsBacklog implements BacklogPolicy {
   afterSynQueued(l: Listener, req: HalfOpen): void {
     const s = this.ls(l);
     if (s.triggered && this.p.SynAttackProtect >= 2) req.flags |= HalfOpenFlag.DelayedIndication;
-    else { req.flags |= HalfOpenFlag.HoldsSlot; s.indicatedHalfOpen++; }
+    else {
+      req.flags |= HalfOpenFlag.HoldsSlot;
+      s.indicatedHalfOpen++;
+    }
     this.evaluate(l, s);
   }
 
-  onFinalAck(): AdmitVerdict { return 'ok'; }
+  onFinalAck(): AdmitVerdict {
+    return 'ok';
+  }
 
   /**
    * A half-open entry left the SYN queue: its backlog slot (if it held one) goes with
@@ -207,7 +234,8 @@ export class WindowsBacklog implements BacklogPolicy {
     const local = `${formatIpv4(conn.localAddr)}:${conn.localPort}`;
     const remote = `${formatIpv4(conn.remoteAddr)}:${conn.remotePort}`;
     this.events.emit({
-      fault: 'kb903927', kind: EventKind.BacklogReset,
+      fault: 'kb903927',
+      kind: EventKind.BacklogReset,
       message: `connection ${remote} -> ${local} reset after a completed handshake: backlog ${l.backlog} full when the application was told`,
       data: { local, remote, backlog: l.backlog, bytesReceived: conn.pendingBytes },
     });
@@ -225,7 +253,9 @@ export class WindowsBacklog implements BacklogPolicy {
   }
 
   /** KB 142641: the first SYN-ACK retransmission after 3 s, doubling. */
-  synAckRto(): number { return 3000; }
+  synAckRto(): number {
+    return 3000;
+  }
 
   suppressSynOptions(l: Listener): boolean {
     return this.ls(l).triggered;

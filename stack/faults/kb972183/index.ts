@@ -40,7 +40,10 @@ function install(ctx: FaultContext): InstalledFault {
   const hotfix = () => cfg.modes.kb972183 === 'hotfixed' && cfg.params.DropStateIfNotBucketOwner === 1;
 
   nlb.hooks.tunnelOpened = (t: TunnelOpened, now: number) => {
-    if (hotfix()) { nlb.defaultTunnelOpened(t, now); return; }
+    if (hotfix()) {
+      nlb.defaultTunnelOpened(t, now);
+      return;
+    }
     // The old behaviour: every host keeps what it has. Only worth saying where it matters.
     // Oldest first: for a local opening the last one is the new tunnel itself.
     const mine = nlb.localTunnels(t.identityHash, t.local ? Infinity : t.openedAt);
@@ -50,12 +53,20 @@ function install(ctx: FaultContext): InstalledFault {
     for (const x of stale) {
       const why = cfg.modes.kb972183 === 'buggy' ? 'the hotfix is not installed' : 'DropStateIfNotBucketOwner is 0';
       ctx.events.emit({
-        fault: 'kb972183', kind: KB972183_EVENTS.TunnelStateKept,
+        fault: 'kb972183',
+        kind: KB972183_EVENTS.TunnelStateKept,
         message: t.local
           ? `${x.identity} opened another tunnel on this host (from ${formatIpv4(t.clientAddr)}); its older tunnel from ${formatIpv4(x.clientAddr)} (IKE SA ${x.ikeSaId}) is kept: ${why}`
           : `host ${t.host} opened a new tunnel for ${x.identity} from ${formatIpv4(t.clientAddr)} (bucket ${t.bucket}, not ours); this host keeps the old tunnel from ` +
             `${formatIpv4(x.clientAddr)} (IKE SA ${x.ikeSaId}): ${why}, so the client now has state on more than one host`,
-        data: { identity: x.identity, oldClient: formatIpv4(x.clientAddr), newClient: formatIpv4(t.clientAddr), newHost: t.host, bucket: t.bucket, ikeSa: x.ikeSaId },
+        data: {
+          identity: x.identity,
+          oldClient: formatIpv4(x.clientAddr),
+          newClient: formatIpv4(t.clientAddr),
+          newHost: t.host,
+          bucket: t.bucket,
+          ikeSa: x.ikeSaId,
+        },
       });
     }
   };
@@ -63,11 +74,16 @@ function install(ctx: FaultContext): InstalledFault {
   return {
     stats: () => ({
       kb972183: {
-        mode: cfg.modes.kb972183, DropStateIfNotBucketOwner: cfg.params.DropStateIfNotBucketOwner, hotfixActive: hotfix(),
-        tunnelStateKept: kept, tunnelStateDropped: nlb.counters.NlbTunnelStateDropped,
+        mode: cfg.modes.kb972183,
+        DropStateIfNotBucketOwner: cfg.params.DropStateIfNotBucketOwner,
+        hotfixActive: hotfix(),
+        tunnelStateKept: kept,
+        tunnelStateDropped: nlb.counters.NlbTunnelStateDropped,
       },
     }),
-    uninstall() { nlb.hooks.tunnelOpened = previous; },
+    uninstall() {
+      nlb.hooks.tunnelOpened = previous;
+    },
   };
 }
 

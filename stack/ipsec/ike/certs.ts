@@ -19,7 +19,10 @@ import { AuthMethod, IdType } from '../../wire/ike';
 /** CERT/CERTREQ encoding "X.509 Certificate - Signature" (RFC 7296 3.6). */
 export const CERT_X509_SIGNATURE = 4;
 /** SIGNATURE_HASH_ALGORITHMS values (RFC 7427 7): SHA2-256, SHA2-384, SHA2-512, Identity (EdDSA). */
-export const HASH_SHA256 = 2, HASH_SHA384 = 3, HASH_SHA512 = 4, HASH_IDENTITY = 5;
+export const HASH_SHA256 = 2,
+  HASH_SHA384 = 3,
+  HASH_SHA512 = 4,
+  HASH_IDENTITY = 5;
 
 export interface LocalCredential {
   cert: X509Certificate;
@@ -45,7 +48,11 @@ function readPemCerts(file: string): X509Certificate[] {
 export function loadCredential(certFile: string, keyFile: string): LocalCredential {
   const [cert] = readPemCerts(certFile);
   let key: KeyObject;
-  try { key = createPrivateKey(fs.readFileSync(keyFile)); } catch (e) { throw new RangeError(`${keyFile} is not a PEM private key (${(e as Error).message})`, { cause: e }); }
+  try {
+    key = createPrivateKey(fs.readFileSync(keyFile));
+  } catch (e) {
+    throw new RangeError(`${keyFile} is not a PEM private key (${(e as Error).message})`, { cause: e });
+  }
   if (!cert!.checkPrivateKey(key)) throw new RangeError(`${keyFile} is not the private key of ${certFile}`);
   const der = cert!.raw;
   return { cert: cert!, der, key, subjectDer: subjectDer(der) };
@@ -57,12 +64,19 @@ export function loadTrust(files: string[]): TrustStore {
 }
 
 export function spkiSha1(c: X509Certificate): Buffer {
-  return createHash('sha1').update(c.publicKey.export({ type: 'spki', format: 'der' })).digest();
+  return createHash('sha1')
+    .update(c.publicKey.export({ type: 'spki', format: 'der' }))
+    .digest();
 }
 
 // ---------------------------------------------------------------- a little DER
 
-interface Tlv { tag: number; start: number; valueStart: number; end: number }
+interface Tlv {
+  tag: number;
+  start: number;
+  valueStart: number;
+  end: number;
+}
 
 function tlv(b: Buffer, off: number): Tlv {
   if (off + 2 > b.length) throw new RangeError('DER truncated');
@@ -86,9 +100,15 @@ export function subjectDer(cert: Buffer): Buffer {
   const tbs = tlv(cert, c.valueStart);
   let p = tbs.valueStart;
   let f = tlv(cert, p);
-  if (f.tag === 0xa0) { p = f.end; f = tlv(cert, p); } // [0] version
+  if (f.tag === 0xa0) {
+    p = f.end;
+    f = tlv(cert, p);
+  } // [0] version
   // serialNumber, signature, issuer, validity, subject
-  for (let i = 0; i < 4; i++) { p = f.end; f = tlv(cert, p); }
+  for (let i = 0; i < 4; i++) {
+    p = f.end;
+    f = tlv(cert, p);
+  }
   return Buffer.from(cert.subarray(f.start, f.end));
 }
 
@@ -118,9 +138,19 @@ function algorithmIdentifier(kind: 'rsa' | 'ecdsa' | 'ed25519', hash: string): B
  */
 export function checkChain(leafDer: Buffer, others: Buffer[], trust: TrustStore, wallMs: number): string | null {
   let cert: X509Certificate;
-  try { cert = new X509Certificate(leafDer); } catch { return 'the CERT payload is not an X.509 certificate'; }
+  try {
+    cert = new X509Certificate(leafDer);
+  } catch {
+    return 'the CERT payload is not an X.509 certificate';
+  }
   const pool: X509Certificate[] = [];
-  for (const d of others) { try { pool.push(new X509Certificate(d)); } catch { /* ignore what does not parse */ } }
+  for (const d of others) {
+    try {
+      pool.push(new X509Certificate(d));
+    } catch {
+      /* ignore what does not parse */
+    }
+  }
   const valid = (c: X509Certificate) => wallMs >= Date.parse(c.validFrom) && wallMs <= Date.parse(c.validTo);
   for (let depth = 0; depth < 5; depth++) {
     if (!valid(cert)) return `certificate "${cert.subject.replace(/\n/g, ', ')}" is not valid now (${cert.validFrom} to ${cert.validTo})`;
@@ -141,18 +171,25 @@ export function subjectText(c: X509Certificate): string {
 /** Is the identity (ID payload type and data) one the certificate vouches for (RFC 7296 3.5, RFC 4945 3.1)? */
 export function identityInCert(c: X509Certificate, idType: number, data: Buffer): boolean {
   switch (idType) {
-    case IdType.RFC822_ADDR: return c.checkEmail(data.toString('utf8'), { subject: 'default' }) !== undefined;
-    case IdType.FQDN: return c.checkHost(data.toString('utf8'), { subject: 'default', wildcards: false }) !== undefined;
-    case IdType.IPV4_ADDR: return data.length === 4 && c.checkIP(formatIpv4(data.readUInt32BE(0))) !== undefined;
-    case IdType.DER_ASN1_DN: return data.equals(subjectDer(c.raw));
-    default: return false;
+    case IdType.RFC822_ADDR:
+      return c.checkEmail(data.toString('utf8'), { subject: 'default' }) !== undefined;
+    case IdType.FQDN:
+      return c.checkHost(data.toString('utf8'), { subject: 'default', wildcards: false }) !== undefined;
+    case IdType.IPV4_ADDR:
+      return data.length === 4 && c.checkIP(formatIpv4(data.readUInt32BE(0))) !== undefined;
+    case IdType.DER_ASN1_DN:
+      return data.equals(subjectDer(c.raw));
+    default:
+      return false;
   }
 }
 
 // ---------------------------------------------------------------- AUTH signatures
 
 export function isSignatureMethod(m: number): boolean {
-  return m === AuthMethod.RSA_SIG || m === AuthMethod.ECDSA_256 || m === AuthMethod.ECDSA_384 || m === AuthMethod.ECDSA_521 || m === AuthMethod.DIGITAL_SIGNATURE;
+  return (
+    m === AuthMethod.RSA_SIG || m === AuthMethod.ECDSA_256 || m === AuthMethod.ECDSA_384 || m === AuthMethod.ECDSA_521 || m === AuthMethod.DIGITAL_SIGNATURE
+  );
 }
 
 /** Verifies AUTH data of a signature method with the peer's public key. Null when good, else why not. */
@@ -162,7 +199,9 @@ export function verifyAuth(method: number, data: Buffer, key: KeyObject, octets:
       case AuthMethod.RSA_SIG:
         if (key.asymmetricKeyType !== 'rsa') return 'RSA signature from a certificate without an RSA key';
         return verify('sha1', octets, key, data) ? null : 'the RSA signature does not verify';
-      case AuthMethod.ECDSA_256: case AuthMethod.ECDSA_384: case AuthMethod.ECDSA_521: {
+      case AuthMethod.ECDSA_256:
+      case AuthMethod.ECDSA_384:
+      case AuthMethod.ECDSA_521: {
         const hash = method === AuthMethod.ECDSA_256 ? 'sha256' : method === AuthMethod.ECDSA_384 ? 'sha384' : 'sha512';
         return verify(hash, octets, { key, dsaEncoding: 'ieee-p1363' }, data) ? null : 'the ECDSA signature does not verify';
       }
@@ -170,8 +209,10 @@ export function verifyAuth(method: number, data: Buffer, key: KeyObject, octets:
         // RFC 7427 3: one length byte, the AlgorithmIdentifier, the signature.
         const n = data[0] ?? 0;
         if (data.length < 1 + n) return 'Digital Signature AUTH shorter than its AlgorithmIdentifier';
-        const ai = data.subarray(1, 1 + n), sig = data.subarray(1 + n);
-        const seq = tlv(ai, 0), oid = tlv(ai, seq.valueStart);
+        const ai = data.subarray(1, 1 + n),
+          sig = data.subarray(1 + n);
+        const seq = tlv(ai, 0),
+          oid = tlv(ai, seq.valueStart);
         if (seq.tag !== 0x30 || oid.tag !== 6) return 'AlgorithmIdentifier is not a SEQUENCE with an OID';
         const alg = OIDS[ai.subarray(oid.valueStart, oid.end).toString('hex')];
         if (!alg) return `signature algorithm ${ai.subarray(oid.valueStart, oid.end).toString('hex')} is not supported (RSA PKCS#1 v1.5, ECDSA, Ed25519 are)`;
@@ -200,7 +241,8 @@ export function signAuth(key: KeyObject, octets: Buffer, digitalSignature: boole
   if (type === 'rsa') return { method: AuthMethod.RSA_SIG, data: sign('sha1', octets, key) };
   if (type === 'ec') {
     const curve = key.asymmetricKeyDetails?.namedCurve;
-    const [method, hash] = curve === 'secp384r1' ? [AuthMethod.ECDSA_384, 'sha384'] : curve === 'secp521r1' ? [AuthMethod.ECDSA_521, 'sha512'] : [AuthMethod.ECDSA_256, 'sha256'];
+    const [method, hash] =
+      curve === 'secp384r1' ? [AuthMethod.ECDSA_384, 'sha384'] : curve === 'secp521r1' ? [AuthMethod.ECDSA_521, 'sha512'] : [AuthMethod.ECDSA_256, 'sha256'];
     return { method, data: sign(hash, octets, { key, dsaEncoding: 'ieee-p1363' }) };
   }
   throw new RangeError(`cannot sign IKE AUTH with a ${type} key without RFC 7427`);

@@ -4,8 +4,17 @@
  * (3.14; AES-GCM inside IKE per RFC 5282) and pre-shared-key authentication (2.15).
  */
 import {
-  createCipheriv, createDecipheriv, createDiffieHellmanGroup, createECDH, createHmac, createPublicKey,
-  diffieHellman, generateKeyPairSync, randomBytes, timingSafeEqual, type KeyObject,
+  createCipheriv,
+  createDecipheriv,
+  createDiffieHellmanGroup,
+  createECDH,
+  createHmac,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  randomBytes,
+  timingSafeEqual,
+  type KeyObject,
 } from 'node:crypto';
 import { IKE_HEADER, IkeSyntaxError, emitIkeHeader, parsePayloadChain, type IkeHeader, type PayloadRepr, emitPayloadChain, Payload } from '../../wire/ike';
 import { DH_GROUPS, ENCRS, INTEGS, Integ, cipherName, type ChosenSuite } from '../transforms';
@@ -40,7 +49,11 @@ export class KeyExchange {
       // RFC 5903 7: x | y without the 0x04 prefix; the shared secret is x alone.
       this.publicKey = ec.getPublicKey().subarray(1);
       this.compute = (peer) => {
-        try { return ec.computeSecret(Buffer.concat([Buffer.from([4]), peer])); } catch { throw new IkeSyntaxError('ECP public value is not a point on the curve'); }
+        try {
+          return ec.computeSecret(Buffer.concat([Buffer.from([4]), peer]));
+        } catch {
+          throw new IkeSyntaxError('ECP public value is not a point on the curve');
+        }
       };
     } else {
       const { privateKey, publicKey } = generateKeyPairSync(g.node as 'x25519');
@@ -92,9 +105,16 @@ function xPublicKey(type: string, raw: Buffer): KeyObject {
 // ---------------------------------------------------------------- the Encrypted payload
 
 /** One direction's keys for SK payloads: encryption key (with salt for GCM) and integrity key. */
-export interface SkKeys { encr: Buffer; integ: Buffer }
+export interface SkKeys {
+  encr: Buffer;
+  integ: Buffer;
+}
 
-export interface SkSuite { encr: number; keyBits: number; integ: number }
+export interface SkSuite {
+  encr: number;
+  keyBits: number;
+  integ: number;
+}
 
 function skParams(s: SkSuite) {
   const e = ENCRS[s.encr]!;
@@ -138,14 +158,20 @@ export function sealMessage(h: Omit<IkeHeader, 'nextPayload' | 'length'>, inner:
     c.setAutoPadding(false);
     const ct = Buffer.concat([c.update(pt), c.final()]);
     ct.copy(msg, ctOff);
-    createHmac(i!.hash, keys.integ).update(msg.subarray(0, ctOff + ct.length)).digest().copy(msg, ctOff + ct.length, 0, icv);
+    createHmac(i!.hash, keys.integ)
+      .update(msg.subarray(0, ctOff + ct.length))
+      .digest()
+      .copy(msg, ctOff + ct.length, 0, icv);
   }
   return msg;
 }
 
 /** Why an SK payload could not be opened. */
 export class SkIntegrityError extends Error {
-  constructor() { super('integrity check of the Encrypted payload failed'); this.name = 'SkIntegrityError'; }
+  constructor() {
+    super('integrity check of the Encrypted payload failed');
+    this.name = 'SkIntegrityError';
+  }
 }
 
 /**
@@ -158,7 +184,8 @@ export function openMessage(msg: Buffer, msgLength: number, skOffset: number, in
   const ivOff = skOffset + 4;
   const ctOff = ivOff + e.ivSize;
   const ctLen = msgLength - ctOff - icv;
-  if (ctLen < 1 || (!e.aead && ctLen % e.block !== 0)) throw new IkeSyntaxError(`Encrypted payload of ${msgLength - skOffset} bytes is too short or not whole blocks`);
+  if (ctLen < 1 || (!e.aead && ctLen % e.block !== 0))
+    throw new IkeSyntaxError(`Encrypted payload of ${msgLength - skOffset} bytes is too short or not whole blocks`);
   let pt: Buffer;
   if (e.aead) {
     const nonce = Buffer.concat([keys.encr.subarray(kb), msg.subarray(ivOff, ivOff + e.ivSize)]);
@@ -166,9 +193,16 @@ export function openMessage(msg: Buffer, msgLength: number, skOffset: number, in
     d.setAAD(msg.subarray(0, ivOff));
     d.setAuthTag(msg.subarray(ctOff + ctLen, ctOff + ctLen + icv));
     pt = d.update(msg.subarray(ctOff, ctOff + ctLen));
-    try { d.final(); } catch { throw new SkIntegrityError(); }
+    try {
+      d.final();
+    } catch {
+      throw new SkIntegrityError();
+    }
   } else {
-    const mac = createHmac(i!.hash, keys.integ).update(msg.subarray(0, ctOff + ctLen)).digest().subarray(0, icv);
+    const mac = createHmac(i!.hash, keys.integ)
+      .update(msg.subarray(0, ctOff + ctLen))
+      .digest()
+      .subarray(0, icv);
     if (!timingSafeEqual(mac, msg.subarray(ctOff + ctLen, ctOff + ctLen + icv))) throw new SkIntegrityError();
     const d = createDecipheriv(cipher, keys.encr.subarray(0, kb), msg.subarray(ivOff, ctOff));
     d.setAutoPadding(false);

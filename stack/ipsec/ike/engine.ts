@@ -17,9 +17,27 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { formatIpv4 } from '../../wire/addr';
 import {
-  AuthMethod, Exchange, IKE_HEADER, IKE_VERSION, IdType, IkeFlag, IkeSyntaxError, Notify, Payload, ProtocolId,
-  emitIkeMessage, exchangeName, findNotify, findPayload, notifyName, parseIkeHeader, parsePayloadChain,
-  type IkeHeader, type PayloadOf, type PayloadRepr, type ProposalRepr,
+  AuthMethod,
+  Exchange,
+  IKE_HEADER,
+  IKE_VERSION,
+  IdType,
+  IkeFlag,
+  IkeSyntaxError,
+  Notify,
+  Payload,
+  ProtocolId,
+  emitIkeMessage,
+  exchangeName,
+  findNotify,
+  findPayload,
+  notifyName,
+  parseIkeHeader,
+  parsePayloadChain,
+  type IkeHeader,
+  type PayloadOf,
+  type PayloadRepr,
+  type ProposalRepr,
 } from '../../wire/ike';
 import type { IpsecConfig, PeerConfig } from '../config';
 import { EspSa } from '../esp';
@@ -30,8 +48,18 @@ import { PRFS, type ChosenSuite, type ProposalSpec } from '../transforms';
 import { X509Certificate } from 'node:crypto';
 import { KeyExchange, SkIntegrityError, equalConstantTime, idBody, makeCookie, openMessage, pskAuth, sealMessage, signedOctets } from './crypto';
 import {
-  CERT_X509_SIGNATURE, HASH_SHA256, HASH_SHA384, HASH_SHA512, checkChain, identityInCert, isSignatureMethod, signAuth, subjectText, verifyAuth,
-  type LocalCredential, type TrustStore,
+  CERT_X509_SIGNATURE,
+  HASH_SHA256,
+  HASH_SHA384,
+  HASH_SHA512,
+  checkChain,
+  identityInCert,
+  isSignatureMethod,
+  signAuth,
+  subjectText,
+  verifyAuth,
+  type LocalCredential,
+  type TrustStore,
 } from './certs';
 import { ANY_ID, identityMatches, parseIdentity, peerIdentity } from './identity';
 import { IkeSa, type IkeSaView, type QueuedRequest } from './ike-sa';
@@ -40,13 +68,36 @@ import { hostSelector, narrow, proposalsFromSpecs, selectProposal, tsFromSelecto
 /** Counters of the IKE engine (faultstack's own: Linux has no IKE counters). */
 export function newIkeCounters() {
   return {
-    FsIkeInRequests: 0, FsIkeInResponses: 0, FsIkeOutRequests: 0, FsIkeOutResponses: 0,
-    FsIkeRetransmitsAnswered: 0, FsIkeRetransmits: 0, FsIkeInvalidSyntax: 0, FsIkeIntegrityFailures: 0,
-    FsIkeUnknownSpi: 0, FsIkeInvalidMessageId: 0, FsIkeInvalidVersion: 0, FsIkeCookiesSent: 0, FsIkeCookiesRefused: 0,
-    FsIkeAuthFailures: 0, FsIkeNoProposalChosen: 0, FsIkeInvalidKe: 0, FsIkeTsUnacceptable: 0,
-    FsIkeSasEstablished: 0, FsIkeSasRekeyed: 0, FsIkeSasDeleted: 0, FsIkeHalfOpenExpired: 0,
-    FsIkeDpdSent: 0, FsIkeDeadPeers: 0, FsIkeInitialContacts: 0, FsIkeUnsupportedCritical: 0, FsIkeTooManySas: 0,
-    FsChildSasInstalled: 0, FsChildSasRekeyed: 0, FsChildSasDeleted: 0, FsChildSasExpired: 0,
+    FsIkeInRequests: 0,
+    FsIkeInResponses: 0,
+    FsIkeOutRequests: 0,
+    FsIkeOutResponses: 0,
+    FsIkeRetransmitsAnswered: 0,
+    FsIkeRetransmits: 0,
+    FsIkeInvalidSyntax: 0,
+    FsIkeIntegrityFailures: 0,
+    FsIkeUnknownSpi: 0,
+    FsIkeInvalidMessageId: 0,
+    FsIkeInvalidVersion: 0,
+    FsIkeCookiesSent: 0,
+    FsIkeCookiesRefused: 0,
+    FsIkeAuthFailures: 0,
+    FsIkeNoProposalChosen: 0,
+    FsIkeInvalidKe: 0,
+    FsIkeTsUnacceptable: 0,
+    FsIkeSasEstablished: 0,
+    FsIkeSasRekeyed: 0,
+    FsIkeSasDeleted: 0,
+    FsIkeHalfOpenExpired: 0,
+    FsIkeDpdSent: 0,
+    FsIkeDeadPeers: 0,
+    FsIkeInitialContacts: 0,
+    FsIkeUnsupportedCritical: 0,
+    FsIkeTooManySas: 0,
+    FsChildSasInstalled: 0,
+    FsChildSasRekeyed: 0,
+    FsChildSasDeleted: 0,
+    FsChildSasExpired: 0,
   };
 }
 export type IkeCounters = ReturnType<typeof newIkeCounters>;
@@ -101,7 +152,8 @@ export interface InitiateOptions {
 
 const NONCE_BYTES = 32;
 /** RFC 7296 2.10: nonces are 16 to 256 bytes. */
-const NONCE_MIN = 16, NONCE_MAX = 256;
+const NONCE_MIN = 16,
+  NONCE_MAX = 256;
 
 export class IkeEngine {
   private readonly byOurSpi = new Map<string, IkeSa>();
@@ -114,13 +166,24 @@ export class IkeEngine {
   private cookieVersion = 0;
   private cookieRotatedAt = -Infinity;
 
-  constructor(private readonly host: IkeHost, private readonly config: () => IpsecConfig) {}
+  constructor(
+    private readonly host: IkeHost,
+    private readonly config: () => IpsecConfig,
+  ) {}
 
-  get counters(): IkeCounters { return this.host.counters; }
-  private wallClock(): number { return this.host.wallClock ? this.host.wallClock() : NaN; }
+  get counters(): IkeCounters {
+    return this.host.counters;
+  }
+  private wallClock(): number {
+    return this.host.wallClock ? this.host.wallClock() : NaN;
+  }
 
-  all(): IkeSa[] { return [...this.byOurSpi.values()]; }
-  get halfOpenCount(): number { return this.halfOpen; }
+  all(): IkeSa[] {
+    return [...this.byOurSpi.values()];
+  }
+  get halfOpenCount(): number {
+    return this.halfOpen;
+  }
 
   // ================================================================ input
 
@@ -133,7 +196,10 @@ export class IkeEngine {
       this.counters.FsIkeInvalidSyntax++;
       return;
     }
-    if (hdr.major !== 2) { this.counters.FsIkeInvalidVersion++; return; }
+    if (hdr.major !== 2) {
+      this.counters.FsIkeInvalidVersion++;
+      return;
+    }
     const m = msg.subarray(0, hdr.length);
     try {
       if (hdr.flags & IkeFlag.RESPONSE) this.onResponse(hdr, m, local, remote, now);
@@ -170,14 +236,26 @@ export class IkeEngine {
       this.sendRaw(sa.lastResponse, local, remote);
       return;
     }
-    if (sa.state === 'deleted') { this.counters.FsIkeUnknownSpi++; return; }
-    if (hdr.messageId !== sa.nextPeerMessageId) { this.counters.FsIkeInvalidMessageId++; return; }
-    if (sa.state === 'connecting') { this.counters.FsIkeInvalidSyntax++; return; }
+    if (sa.state === 'deleted') {
+      this.counters.FsIkeUnknownSpi++;
+      return;
+    }
+    if (hdr.messageId !== sa.nextPeerMessageId) {
+      this.counters.FsIkeInvalidMessageId++;
+      return;
+    }
+    if (sa.state === 'connecting') {
+      this.counters.FsIkeInvalidSyntax++;
+      return;
+    }
     let payloads: PayloadRepr[];
     try {
       payloads = this.decrypt(sa, hdr, msg);
     } catch (e) {
-      if (e instanceof SkIntegrityError) { this.counters.FsIkeIntegrityFailures++; return; }
+      if (e instanceof SkIntegrityError) {
+        this.counters.FsIkeIntegrityFailures++;
+        return;
+      }
       // Could not even be decrypted into payloads: drop (2.21.3 allows INVALID_SYNTAX only for
       // messages that pass the integrity check, which is exactly what IkeSyntaxError after it means).
       this.counters.FsIkeInvalidSyntax++;
@@ -192,17 +270,24 @@ export class IkeEngine {
     const critical = payloads.find((p) => 'unknown' in p && p.critical);
     if (critical) {
       this.counters.FsIkeUnsupportedCritical++;
-      const d = Buffer.alloc(1); d[0] = critical.type;
+      const d = Buffer.alloc(1);
+      d[0] = critical.type;
       this.respond(sa, hdr, [notify(Notify.UNSUPPORTED_CRITICAL_PAYLOAD, d)], local, remote);
       return;
     }
     switch (hdr.exchange) {
       case Exchange.IKE_AUTH:
-        if (sa.role !== 'responder' || sa.state !== 'init') { this.respond(sa, hdr, [notify(Notify.INVALID_SYNTAX)], local, remote); return; }
+        if (sa.role !== 'responder' || sa.state !== 'init') {
+          this.respond(sa, hdr, [notify(Notify.INVALID_SYNTAX)], local, remote);
+          return;
+        }
         this.onAuthRequest(sa, hdr, payloads, local, remote, now);
         return;
       case Exchange.CREATE_CHILD_SA:
-        if (sa.state !== 'established') { this.respond(sa, hdr, [notify(Notify.TEMPORARY_FAILURE)], local, remote); return; }
+        if (sa.state !== 'established') {
+          this.respond(sa, hdr, [notify(Notify.TEMPORARY_FAILURE)], local, remote);
+          return;
+        }
         this.onCreateChildRequest(sa, hdr, payloads, local, remote, now);
         return;
       case Exchange.INFORMATIONAL:
@@ -227,7 +312,11 @@ export class IkeEngine {
     if (sa.local.addr === local.addr && sa.local.port === local.port && sa.remote.addr === remote.addr && sa.remote.port === remote.port) return;
     sa.local = { ...local };
     sa.remote = { ...remote };
-    for (const c of sa.children) { c.local = { ...local }; c.remote = { ...remote }; c.encap = sa.natT; }
+    for (const c of sa.children) {
+      c.local = { ...local };
+      c.remote = { ...remote };
+      c.encap = sa.natT;
+    }
   }
 
   // ---------------------------------------------------------------- IKE_SA_INIT (responder)
@@ -292,7 +381,8 @@ export class IkeEngine {
     if (sel.suite.dh !== ke.group) {
       // 1.2: name the group we want; the initiator retries with it.
       this.counters.FsIkeInvalidKe++;
-      const d = Buffer.alloc(2); d.writeUInt16BE(sel.suite.dh);
+      const d = Buffer.alloc(2);
+      d.writeUInt16BE(sel.suite.dh);
       this.initError(hdr, Notify.INVALID_KE_PAYLOAD, d, local, remote);
       return;
     }
@@ -314,7 +404,10 @@ export class IkeEngine {
     ike.initRequest = Buffer.from(msg);
     // NAT detection (2.23): the hashes cover the SPIs as in the request (SPIr zero there).
     const zero = Buffer.alloc(8);
-    const srcHashes = payloads.filter((p): p is PayloadOf<typeof Payload.NOTIFY> => p.type === Payload.NOTIFY && (p as PayloadOf<typeof Payload.NOTIFY>).notifyType === Notify.NAT_DETECTION_SOURCE_IP);
+    const srcHashes = payloads.filter(
+      (p): p is PayloadOf<typeof Payload.NOTIFY> =>
+        p.type === Payload.NOTIFY && (p as PayloadOf<typeof Payload.NOTIFY>).notifyType === Notify.NAT_DETECTION_SOURCE_IP,
+    );
     const dstHash = findNotify(payloads, Notify.NAT_DETECTION_DESTINATION_IP);
     if (srcHashes.length) ike.natPeer = !srcHashes.some((n) => n.data.equals(natHash(hdr.spiI, zero, remote)));
     if (dstHash) ike.natLocal = !dstHash.data.equals(natHash(hdr.spiI, zero, local));
@@ -339,7 +432,10 @@ export class IkeEngine {
       ike.peerDigitalSignature = offered.has(HASH_SHA256);
       out.push(notify(Notify.SIGNATURE_HASH_ALGORITHMS, Buffer.from([0, HASH_SHA256, 0, HASH_SHA384, 0, HASH_SHA512])));
     }
-    const resp = emitIkeMessage({ spiI: ike.spiI, spiR: ike.spiR, major: 2, minor: 0, exchange: Exchange.IKE_SA_INIT, flags: IkeFlag.RESPONSE, messageId: 0 }, out);
+    const resp = emitIkeMessage(
+      { spiI: ike.spiI, spiR: ike.spiR, major: 2, minor: 0, exchange: Exchange.IKE_SA_INIT, flags: IkeFlag.RESPONSE, messageId: 0 },
+      out,
+    );
     ike.initResponse = resp;
     ike.nextPeerMessageId = 1;
     ike.lastResponse = resp;
@@ -354,7 +450,10 @@ export class IkeEngine {
 
   /** An unprotected IKE_SA_INIT answer carrying one notify (2.6, 2.21.1). */
   private initError(hdr: IkeHeader, type: number, data: Buffer, local: Endpoint, remote: Endpoint): void {
-    const resp = emitIkeMessage({ spiI: hdr.spiI, spiR: Buffer.alloc(8), major: 2, minor: 0, exchange: Exchange.IKE_SA_INIT, flags: IkeFlag.RESPONSE, messageId: hdr.messageId }, [notify(type, data)]);
+    const resp = emitIkeMessage(
+      { spiI: hdr.spiI, spiR: Buffer.alloc(8), major: 2, minor: 0, exchange: Exchange.IKE_SA_INIT, flags: IkeFlag.RESPONSE, messageId: hdr.messageId },
+      [notify(type, data)],
+    );
     this.counters.FsIkeOutResponses++;
     this.sendRaw(resp, local, remote);
   }
@@ -381,7 +480,11 @@ export class IkeEngine {
     const idi = findPayload(p, Payload.IDi);
     const auth = findPayload(p, Payload.AUTH);
     const remoteText = `${formatIpv4(remote.addr)}:${remote.port}`;
-    if (!idi) { this.counters.FsIkeInvalidSyntax++; this.respond(sa, hdr, [notify(Notify.INVALID_SYNTAX)], local, remote); return; }
+    if (!idi) {
+      this.counters.FsIkeInvalidSyntax++;
+      this.respond(sa, hdr, [notify(Notify.INVALID_SYNTAX)], local, remote);
+      return;
+    }
     const claimed = peerIdentity(idi.idType, idi.data);
     const fail = (reason: string) => {
       this.counters.FsIkeAuthFailures++;
@@ -391,30 +494,59 @@ export class IkeEngine {
       // while only to answer a retransmission of this request.
       this.forget(sa, 'authentication failed', now, false, 10_000);
     };
-    if (!auth) { fail('no AUTH payload (EAP is not supported)'); return; }
+    if (!auth) {
+      fail('no AUTH payload (EAP is not supported)');
+      return;
+    }
     const prfId = sa.suite.prf!;
     let peer: PeerConfig | null;
     let proven: PeerIdentity = claimed;
     if (auth.method === AuthMethod.SHARED_KEY_MIC) {
       peer = this.peerFor(idi.idType, idi.data, cfg, 'psk');
-      if (!peer) { fail(`no pre-shared key for identity ${claimed.value}`); return; }
+      if (!peer) {
+        fail(`no pre-shared key for identity ${claimed.value}`);
+        return;
+      }
       const expected = pskAuth(prfId, peer.psk, sa.initRequest, sa.nr, sa.keys.pi, idBody(idi.idType, idi.data));
-      if (!equalConstantTime(expected, auth.data)) { fail('AUTH does not match the pre-shared key'); return; }
+      if (!equalConstantTime(expected, auth.data)) {
+        fail('AUTH does not match the pre-shared key');
+        return;
+      }
     } else if (isSignatureMethod(auth.method)) {
       // 2.15 with a certificate: the chain to one of our CAs, the identity in the
       // certificate, the signature over the same octets a shared key would MAC.
-      if (!cfg.trust) { fail(`certificate authentication (method ${auth.method}) but no ca: is configured`); return; }
-      const certs = p.filter((x): x is PayloadOf<typeof Payload.CERT> => x.type === Payload.CERT && (x as PayloadOf<typeof Payload.CERT>).encoding === CERT_X509_SIGNATURE).map((x) => x.data);
-      if (certs.length === 0) { fail('no X.509 certificate in IKE_AUTH'); return; }
+      if (!cfg.trust) {
+        fail(`certificate authentication (method ${auth.method}) but no ca: is configured`);
+        return;
+      }
+      const certs = p
+        .filter((x): x is PayloadOf<typeof Payload.CERT> => x.type === Payload.CERT && (x as PayloadOf<typeof Payload.CERT>).encoding === CERT_X509_SIGNATURE)
+        .map((x) => x.data);
+      if (certs.length === 0) {
+        fail('no X.509 certificate in IKE_AUTH');
+        return;
+      }
       const why = checkChain(certs[0]!, certs.slice(1), cfg.trust, this.wallClock());
-      if (why) { fail(why); return; }
+      if (why) {
+        fail(why);
+        return;
+      }
       const leaf = new X509Certificate(certs[0]!);
-      if (!identityInCert(leaf, idi.idType, idi.data)) { fail(`identity ${claimed.value} is not in its certificate (${subjectText(leaf)})`); return; }
+      if (!identityInCert(leaf, idi.idType, idi.data)) {
+        fail(`identity ${claimed.value} is not in its certificate (${subjectText(leaf)})`);
+        return;
+      }
       if (idi.idType === IdType.DER_ASN1_DN) proven = { type: idi.idType, value: subjectText(leaf) };
       peer = this.peerFor(idi.idType, idi.data, cfg, 'pubkey', proven.value);
-      if (!peer) { fail(`no pubkey peer configured for ${proven.value}`); return; }
+      if (!peer) {
+        fail(`no pubkey peer configured for ${proven.value}`);
+        return;
+      }
       const bad = verifyAuth(auth.method, auth.data, leaf.publicKey, signedOctets(prfId, sa.initRequest, sa.nr, sa.keys.pi, idBody(idi.idType, idi.data)));
-      if (bad) { fail(bad); return; }
+      if (bad) {
+        fail(bad);
+        return;
+      }
     } else {
       fail(`authentication method ${auth.method} is not supported (2: shared key, 1/9/10/11/14: signatures)`);
       return;
@@ -424,9 +556,18 @@ export class IkeEngine {
     if (auth.method !== AuthMethod.SHARED_KEY_MIC && cfg.localCredential) {
       const octets = signedOctets(prfId, sa.initResponse, sa.ni, sa.keys.pr, idBody(myId.idType, myId.data));
       const sig = signAuth(cfg.localCredential.key, octets, sa.peerDigitalSignature);
-      myAuth = [{ type: Payload.CERT, encoding: CERT_X509_SIGNATURE, data: cfg.localCredential.der }, { type: Payload.AUTH, method: sig.method, data: sig.data }];
+      myAuth = [
+        { type: Payload.CERT, encoding: CERT_X509_SIGNATURE, data: cfg.localCredential.der },
+        { type: Payload.AUTH, method: sig.method, data: sig.data },
+      ];
     } else if (peer.psk.length > 0) {
-      myAuth = [{ type: Payload.AUTH, method: AuthMethod.SHARED_KEY_MIC, data: pskAuth(prfId, peer.psk, sa.initResponse, sa.ni, sa.keys.pr, idBody(myId.idType, myId.data)) }];
+      myAuth = [
+        {
+          type: Payload.AUTH,
+          method: AuthMethod.SHARED_KEY_MIC,
+          data: pskAuth(prfId, peer.psk, sa.initResponse, sa.ni, sa.keys.pr, idBody(myId.idType, myId.data)),
+        },
+      ];
     } else {
       fail('the peer authenticated with a certificate but we have no local.cert to answer with');
       return;
@@ -445,7 +586,13 @@ export class IkeEngine {
     if (findNotify(p, Notify.INITIAL_CONTACT)) {
       // 2.4: the peer has no state left from before: every other IKE SA of this identity goes.
       for (const other of this.all()) {
-        if (other !== sa && other.identity && other.identity.type === claimedIdentity.type && other.identity.value === claimedIdentity.value && other.state !== 'deleted') {
+        if (
+          other !== sa &&
+          other.identity &&
+          other.identity.type === claimedIdentity.type &&
+          other.identity.value === claimedIdentity.value &&
+          other.state !== 'deleted'
+        ) {
           this.counters.FsIkeInitialContacts++;
           this.forget(other, `replaced: ${claimedIdentity.value} connected afresh (INITIAL_CONTACT)`, now, true);
         }
@@ -466,8 +613,11 @@ export class IkeEngine {
   /** The peer entry for an identity and method: an exact identity first, then %any. `text`: a certificate subject, for DN identities. */
   private peerFor(idType: number, data: Buffer, cfg: IpsecConfig, auth: 'psk' | 'pubkey', text?: string): PeerConfig | null {
     const of = cfg.peers.filter((x) => x.auth === auth);
-    return of.find((x) => x.id !== ANY_ID && (identityMatches(x.id, idType, data) || (text !== undefined && x.id === text)))
-      ?? of.find((x) => x.id === ANY_ID) ?? null;
+    return (
+      of.find((x) => x.id !== ANY_ID && (identityMatches(x.id, idType, data) || (text !== undefined && x.id === text))) ??
+      of.find((x) => x.id === ANY_ID) ??
+      null
+    );
   }
 
   /** Our IDr: the configured identity, else our certificate's subject, else the address the peer sent to. */
@@ -476,7 +626,8 @@ export class IkeEngine {
     if (cfg.localId && cred && cfg.localId.includes('=')) return { idType: IdType.DER_ASN1_DN, data: cred.subjectDer };
     if (cfg.localId) return parseIdentity(cfg.localId);
     if (cred) return { idType: IdType.DER_ASN1_DN, data: cred.subjectDer };
-    const b = Buffer.alloc(4); b.writeUInt32BE(local.addr >>> 0);
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(local.addr >>> 0);
     return { idType: IdType.IPV4_ADDR, data: b };
   }
 
@@ -484,17 +635,32 @@ export class IkeEngine {
    * Negotiates a child SA from SA/TSi/TSr/notifies of a request and installs it.
    * Returns the payloads to answer with (the SA or an error notify).
    */
-  private negotiateChild(ike: IkeSa, p: PayloadRepr[], ni: Buffer, nr: Buffer, now: number, o: { ignoreDh: boolean; secret?: Buffer; keGroup?: number; rekeyOf?: ChildSa }): { payloads: PayloadRepr[]; child: ChildSa | null } {
+  private negotiateChild(
+    ike: IkeSa,
+    p: PayloadRepr[],
+    ni: Buffer,
+    nr: Buffer,
+    now: number,
+    o: { ignoreDh: boolean; secret?: Buffer; keGroup?: number; rekeyOf?: ChildSa },
+  ): { payloads: PayloadRepr[]; child: ChildSa | null } {
     const cfg = this.config();
     const sa = findPayload(p, Payload.SA)!;
-    const tsi = findPayload(p, Payload.TSi), tsr = findPayload(p, Payload.TSr);
-    if (!tsi || !tsr) { this.counters.FsIkeInvalidSyntax++; return { payloads: [notify(Notify.INVALID_SYNTAX)], child: null }; }
+    const tsi = findPayload(p, Payload.TSi),
+      tsr = findPayload(p, Payload.TSr);
+    if (!tsi || !tsr) {
+      this.counters.FsIkeInvalidSyntax++;
+      return { payloads: [notify(Notify.INVALID_SYNTAX)], child: null };
+    }
     const specs = ike.peer?.espProposals ?? cfg.esp.proposals;
     const sel = selectProposal(sa.proposals, specs, ProtocolId.ESP, { ignoreDh: o.ignoreDh, keGroup: o.keGroup });
-    if (!sel || sel.proposal.spi.length !== 4) { this.counters.FsIkeNoProposalChosen++; return { payloads: [notify(Notify.NO_PROPOSAL_CHOSEN)], child: null }; }
+    if (!sel || sel.proposal.spi.length !== 4) {
+      this.counters.FsIkeNoProposalChosen++;
+      return { payloads: [notify(Notify.NO_PROPOSAL_CHOSEN)], child: null };
+    }
     if (!o.ignoreDh && sel.suite.dh !== 0 && sel.suite.dh !== o.keGroup) {
       this.counters.FsIkeInvalidKe++;
-      const d = Buffer.alloc(2); d.writeUInt16BE(sel.suite.dh);
+      const d = Buffer.alloc(2);
+      d.writeUInt16BE(sel.suite.dh);
       return { payloads: [notify(Notify.INVALID_KE_PAYLOAD, d)], child: null };
     }
     const transport = !!findNotify(p, Notify.USE_TRANSPORT_MODE) && cfg.esp.transportMode === 'accept';
@@ -508,13 +674,29 @@ export class IkeEngine {
     }
     const remoteTs = narrow(tsi.selectors, allowedRemote);
     const localTs = narrow(tsr.selectors, allowedLocal);
-    if (remoteTs.length === 0 || localTs.length === 0) { this.counters.FsIkeTsUnacceptable++; return { payloads: [notify(Notify.TS_UNACCEPTABLE)], child: null }; }
+    if (remoteTs.length === 0 || localTs.length === 0) {
+      this.counters.FsIkeTsUnacceptable++;
+      return { payloads: [notify(Notify.TS_UNACCEPTABLE)], child: null };
+    }
     const useSecret = sel.suite.dh !== 0 ? o.secret : undefined;
     const keys = deriveChildKeys(ike.suite.prf!, ike.keys.d, sel.suite, ni, nr, useSecret);
-    const child = this.install(ike, sel.suite, sel.proposal.spi.readUInt32BE(0), ike.role === 'responder' ? keys.encI : keys.encR, ike.role === 'responder' ? keys.integI : keys.integR,
-      ike.role === 'responder' ? keys.encR : keys.encI, ike.role === 'responder' ? keys.integR : keys.integI, transport, localTs, remoteTs, now, o.rekeyOf, undefined,
+    const child = this.install(
+      ike,
+      sel.suite,
+      sel.proposal.spi.readUInt32BE(0),
+      ike.role === 'responder' ? keys.encI : keys.encR,
+      ike.role === 'responder' ? keys.integI : keys.integR,
+      ike.role === 'responder' ? keys.encR : keys.encI,
+      ike.role === 'responder' ? keys.integR : keys.integI,
+      transport,
+      localTs,
+      remoteTs,
+      now,
+      o.rekeyOf,
+      undefined,
       // As the responder of a rekey, keep sending on the old SA until the new one carries traffic (2.8).
-      o.rekeyOf === undefined);
+      o.rekeyOf === undefined,
+    );
     const out: PayloadRepr[] = [
       { type: Payload.SA, proposals: [{ num: sel.proposal.num, protocol: ProtocolId.ESP, spi: u32(child.inbound.spi), transforms: sel.transforms }] },
       { type: Payload.TSi, selectors: remoteTs.map(tsFromSelector) },
@@ -524,19 +706,48 @@ export class IkeEngine {
     return { payloads: out, child };
   }
 
-  private install(ike: IkeSa, suite: ChosenSuite, peerSpi: number, encIn: Buffer, integIn: Buffer, encOut: Buffer, integOut: Buffer, transport: boolean,
-    localTs: Selector[], remoteTs: Selector[], now: number, rekeyOf: ChildSa | undefined, inSpi: number | undefined, outboundActive = true): ChildSa {
+  private install(
+    ike: IkeSa,
+    suite: ChosenSuite,
+    peerSpi: number,
+    encIn: Buffer,
+    integIn: Buffer,
+    encOut: Buffer,
+    integOut: Buffer,
+    transport: boolean,
+    localTs: Selector[],
+    remoteTs: Selector[],
+    now: number,
+    rekeyOf: ChildSa | undefined,
+    inSpi: number | undefined,
+    outboundActive = true,
+  ): ChildSa {
     const cfg = this.config();
     const spiIn = inSpi ?? this.host.sad.allocateSpi();
     const base = { encr: suite.encr, keyBits: suite.keyBits, integ: suite.integ, esn: suite.esn };
     const inbound = new EspSa(spiIn, 'in', { ...base, encKey: encIn, integKey: integIn }, cfg.esp.replayWindow);
     const outbound = new EspSa(peerSpi, 'out', { ...base, encKey: encOut, integKey: integOut });
     inbound.lastUsed = now;
-    const child = this.host.sad.install({
-      name: rekeyOf?.name ?? 'child', ikeSaId: ike.id, identity: ike.identity ?? { type: 0, value: '' },
-      mode: transport ? 'transport' : 'tunnel', encap: ike.natT, local: { ...ike.local }, remote: { ...ike.remote },
-      localTs, remoteTs, inbound, outbound, suite, createdAt: now, expiresAt: now + cfg.esp.lifetimeMs, rekeyOf: rekeyOf?.id,
-    }, outboundActive);
+    const child = this.host.sad.install(
+      {
+        name: rekeyOf?.name ?? 'child',
+        ikeSaId: ike.id,
+        identity: ike.identity ?? { type: 0, value: '' },
+        mode: transport ? 'transport' : 'tunnel',
+        encap: ike.natT,
+        local: { ...ike.local },
+        remote: { ...ike.remote },
+        localTs,
+        remoteTs,
+        inbound,
+        outbound,
+        suite,
+        createdAt: now,
+        expiresAt: now + cfg.esp.lifetimeMs,
+        rekeyOf: rekeyOf?.id,
+      },
+      outboundActive,
+    );
     ike.children.add(child);
     this.counters.FsChildSasInstalled++;
     this.host.keysKnown?.(ike, child);
@@ -556,7 +767,8 @@ export class IkeEngine {
     }
     const nr = randomBytes(NONCE_BYTES);
     const isIke = saP.proposals.some((x) => x.protocol === ProtocolId.IKE);
-    let dh: KeyExchange | null = null, secret: Buffer | undefined;
+    let dh: KeyExchange | null = null,
+      secret: Buffer | undefined;
     const doKe = (group: number): boolean => {
       if (!ke) return true;
       if (ke.group !== group) return true;
@@ -572,14 +784,23 @@ export class IkeEngine {
       // 2.18: rekey of this IKE SA; a KE is mandatory.
       const cfg = this.config();
       const sel = selectProposal(saP.proposals, cfg.ike.proposals, ProtocolId.IKE, { keGroup: ke?.group });
-      if (!sel || sel.proposal.spi.length !== 8) { this.counters.FsIkeNoProposalChosen++; this.respond(sa, hdr, [notify(Notify.NO_PROPOSAL_CHOSEN)], local, remote); return; }
+      if (!sel || sel.proposal.spi.length !== 8) {
+        this.counters.FsIkeNoProposalChosen++;
+        this.respond(sa, hdr, [notify(Notify.NO_PROPOSAL_CHOSEN)], local, remote);
+        return;
+      }
       if (!ke || ke.group !== sel.suite.dh) {
         this.counters.FsIkeInvalidKe++;
-        const d = Buffer.alloc(2); d.writeUInt16BE(sel.suite.dh);
+        const d = Buffer.alloc(2);
+        d.writeUInt16BE(sel.suite.dh);
         this.respond(sa, hdr, [notify(Notify.INVALID_KE_PAYLOAD, d)], local, remote);
         return;
       }
-      if (!doKe(ke.group) || !secret) { this.counters.FsIkeInvalidSyntax++; this.respond(sa, hdr, [notify(Notify.INVALID_SYNTAX)], local, remote); return; }
+      if (!doKe(ke.group) || !secret) {
+        this.counters.FsIkeInvalidSyntax++;
+        this.respond(sa, hdr, [notify(Notify.INVALID_SYNTAX)], local, remote);
+        return;
+      }
       // 2.18: the peer initiated the rekey, so it is the initiator of the new SA: its SPI
       // and nonce come first, and we are the responder whatever we were before.
       const newSpi = this.newSpi();
@@ -590,11 +811,17 @@ export class IkeEngine {
       fresh.nr = nr;
       fresh.keys = deriveIkeKeys(sel.suite, fresh.ni, fresh.nr, secret, peerSpi, newSpi, sa.keys.d);
       this.adoptRekey(sa, fresh, now);
-      this.respond(sa, hdr, [
-        { type: Payload.SA, proposals: [{ num: sel.proposal.num, protocol: ProtocolId.IKE, spi: newSpi, transforms: sel.transforms }] },
-        { type: Payload.NONCE, data: nr },
-        { type: Payload.KE, group: ke.group, data: (dh as KeyExchange | null)!.publicKey },
-      ], local, remote);
+      this.respond(
+        sa,
+        hdr,
+        [
+          { type: Payload.SA, proposals: [{ num: sel.proposal.num, protocol: ProtocolId.IKE, spi: newSpi, transforms: sel.transforms }] },
+          { type: Payload.NONCE, data: nr },
+          { type: Payload.KE, group: ke.group, data: (dh as KeyExchange | null)!.publicKey },
+        ],
+        local,
+        remote,
+      );
       return;
     }
     const rekey = findNotify(p, Notify.REKEY_SA);
@@ -603,12 +830,20 @@ export class IkeEngine {
       // 1.3.3: the SPI the exchange initiator receives on, i.e. our outbound SPI.
       const spi = rekey.spi.length === 4 ? rekey.spi.readUInt32BE(0) : -1;
       old = [...sa.children].find((c) => c.outbound.spi === spi && c.state === 'installed');
-      if (!old) { this.respond(sa, hdr, [notify(Notify.CHILD_SA_NOT_FOUND, Buffer.alloc(0), ProtocolId.ESP, rekey.spi)], local, remote); return; }
+      if (!old) {
+        this.respond(sa, hdr, [notify(Notify.CHILD_SA_NOT_FOUND, Buffer.alloc(0), ProtocolId.ESP, rekey.spi)], local, remote);
+        return;
+      }
     }
-    if (ke && !doKe(ke.group)) { this.counters.FsIkeInvalidSyntax++; this.respond(sa, hdr, [notify(Notify.INVALID_SYNTAX)], local, remote); return; }
+    if (ke && !doKe(ke.group)) {
+      this.counters.FsIkeInvalidSyntax++;
+      this.respond(sa, hdr, [notify(Notify.INVALID_SYNTAX)], local, remote);
+      return;
+    }
     const r = this.negotiateChild(sa, p, nonce.data, nr, now, { ignoreDh: false, secret, keGroup: ke?.group, rekeyOf: old });
     const out: PayloadRepr[] = r.child ? [r.payloads[0]!, { type: Payload.NONCE, data: nr }] : r.payloads;
-    if (r.child && dh && secret && r.child.suite.dh !== 0) out.push({ type: Payload.KE, group: (dh as KeyExchange).group, data: (dh as KeyExchange).publicKey });
+    if (r.child && dh && secret && r.child.suite.dh !== 0)
+      out.push({ type: Payload.KE, group: (dh as KeyExchange).group, data: (dh as KeyExchange).publicKey });
     if (r.child) out.push(...r.payloads.slice(1));
     this.respond(sa, hdr, out, local, remote);
     if (r.child) {
@@ -630,9 +865,14 @@ export class IkeEngine {
     fresh.state = 'established';
     fresh.establishedAt = now;
     fresh.expiresAt = now + cfg.ike.lifetimeMs;
-    fresh.natT = old.natT; fresh.natPeer = old.natPeer; fresh.natLocal = old.natLocal;
+    fresh.natT = old.natT;
+    fresh.natPeer = old.natPeer;
+    fresh.natLocal = old.natLocal;
     fresh.rekeyOf = old.id;
-    for (const c of old.children) { c.ikeSaId = fresh.id; fresh.children.add(c); }
+    for (const c of old.children) {
+      c.ikeSaId = fresh.id;
+      fresh.children.add(c);
+    }
     old.children.clear();
     old.state = 'rekeyed';
     old.endReason = `rekeyed into IKE SA ${fresh.id}`;
@@ -673,13 +913,19 @@ export class IkeEngine {
     this.counters.FsIkeInResponses++;
     const ours = hdr.flags & IkeFlag.INITIATOR ? hdr.spiR : hdr.spiI;
     const sa = this.byOurSpi.get(ours.toString('hex'));
-    if (!sa || sa.state === 'deleted') { this.counters.FsIkeUnknownSpi++; return; }
+    if (!sa || sa.state === 'deleted') {
+      this.counters.FsIkeUnknownSpi++;
+      return;
+    }
     if (hdr.exchange === Exchange.IKE_SA_INIT) {
       if (sa.role === 'initiator' && sa.state === 'connecting') this.onInitResponse(sa, hdr, msg, now);
       return;
     }
     const pend = sa.pending;
-    if (!pend || pend.messageId !== hdr.messageId) { this.counters.FsIkeInvalidMessageId++; return; }
+    if (!pend || pend.messageId !== hdr.messageId) {
+      this.counters.FsIkeInvalidMessageId++;
+      return;
+    }
     let payloads: PayloadRepr[];
     try {
       payloads = this.decrypt(sa, hdr, msg);
@@ -706,8 +952,23 @@ export class IkeEngine {
     const r = sa.queue.shift()!;
     const flags = sa.role === 'initiator' ? IkeFlag.INITIATOR : 0;
     const messageId = sa.nextMessageId++;
-    const packet = sealMessage({ spiI: sa.spiI, spiR: sa.spiR, major: 2, minor: 0, exchange: r.exchange, flags, messageId }, r.payloads, sa.skSuite, sa.sendKeys);
-    sa.pending = { messageId, exchange: r.exchange, packet, sentAt: now, tries: 1, retransmitAt: now + this.config().ike.retransmitMs, onResponse: r.onResponse, onTimeout: r.onTimeout, what: r.what };
+    const packet = sealMessage(
+      { spiI: sa.spiI, spiR: sa.spiR, major: 2, minor: 0, exchange: r.exchange, flags, messageId },
+      r.payloads,
+      sa.skSuite,
+      sa.sendKeys,
+    );
+    sa.pending = {
+      messageId,
+      exchange: r.exchange,
+      packet,
+      sentAt: now,
+      tries: 1,
+      retransmitAt: now + this.config().ike.retransmitMs,
+      onResponse: r.onResponse,
+      onTimeout: r.onTimeout,
+      what: r.what,
+    };
     this.counters.FsIkeOutRequests++;
     this.sendRaw(packet, sa.local, sa.remote);
   }
@@ -715,7 +976,12 @@ export class IkeEngine {
   /** Sends a response to the peer's request and keeps it for retransmissions. */
   private respond(sa: IkeSa, hdr: IkeHeader, payloads: PayloadRepr[], local: Endpoint, remote: Endpoint): void {
     const flags = IkeFlag.RESPONSE | (sa.role === 'initiator' ? IkeFlag.INITIATOR : 0);
-    const resp = sealMessage({ spiI: sa.spiI, spiR: sa.spiR, major: 2, minor: 0, exchange: hdr.exchange, flags, messageId: hdr.messageId }, payloads, sa.skSuite, sa.sendKeys);
+    const resp = sealMessage(
+      { spiI: sa.spiI, spiR: sa.spiR, major: 2, minor: 0, exchange: hdr.exchange, flags, messageId: hdr.messageId },
+      payloads,
+      sa.skSuite,
+      sa.sendKeys,
+    );
     sa.lastResponse = resp;
     sa.lastResponseId = hdr.messageId;
     sa.nextPeerMessageId = hdr.messageId + 1;
@@ -734,7 +1000,10 @@ export class IkeEngine {
     const cfg = this.config();
     this.rotateCookie(now);
     for (const sa of this.all()) {
-      if (sa.state === 'deleted') { if (now >= sa.lingerUntil) this.drop(sa); continue; }
+      if (sa.state === 'deleted') {
+        if (now >= sa.lingerUntil) this.drop(sa);
+        continue;
+      }
       const p = sa.pending;
       if (p && now >= p.retransmitAt) {
         if (p.tries >= cfg.ike.retransmitTries) {
@@ -766,7 +1035,10 @@ export class IkeEngine {
           this.deleteChild(sa, c, 'lifetime expired', now);
         }
       }
-      if (now >= sa.expiresAt) { this.deleteIke(sa, 'lifetime expired', now); continue; }
+      if (now >= sa.expiresAt) {
+        this.deleteIke(sa, 'lifetime expired', now);
+        continue;
+      }
       if (cfg.ike.dpdMs > 0 && !sa.pending && sa.queue.length === 0) {
         let last = sa.lastActivity;
         for (const c of sa.children) if (c.inbound.lastUsed > last) last = c.inbound.lastUsed;
@@ -783,17 +1055,33 @@ export class IkeEngine {
   deleteChild(sa: IkeSa, c: ChildSa, reason: string, now: number): void {
     const spi = u32(c.inbound.spi);
     this.removeChild(sa, c, reason);
-    this.request(sa, { exchange: Exchange.INFORMATIONAL, payloads: [{ type: Payload.DELETE, protocol: ProtocolId.ESP, spiSize: 4, spis: [spi] }], what: `delete of child ${hex32(c.inbound.spi)}`, onResponse: () => {} }, now);
+    this.request(
+      sa,
+      {
+        exchange: Exchange.INFORMATIONAL,
+        payloads: [{ type: Payload.DELETE, protocol: ProtocolId.ESP, spiSize: 4, spis: [spi] }],
+        what: `delete of child ${hex32(c.inbound.spi)}`,
+        onResponse: () => {},
+      },
+      now,
+    );
   }
 
   /** Deletes an IKE SA with the peer, and its children with it. */
   deleteIke(sa: IkeSa, reason: string, now: number): void {
     for (const c of [...sa.children]) this.removeChild(sa, c, reason);
     sa.endReason = reason;
-    this.request(sa, {
-      exchange: Exchange.INFORMATIONAL, payloads: [{ type: Payload.DELETE, protocol: ProtocolId.IKE, spiSize: 0, spis: [] }], what: 'delete of the IKE SA',
-      onResponse: (_p, t) => this.forget(sa, reason, t, true), onTimeout: (t) => this.forget(sa, reason, t, true),
-    }, now);
+    this.request(
+      sa,
+      {
+        exchange: Exchange.INFORMATIONAL,
+        payloads: [{ type: Payload.DELETE, protocol: ProtocolId.IKE, spiSize: 0, spis: [] }],
+        what: 'delete of the IKE SA',
+        onResponse: (_p, t) => this.forget(sa, reason, t, true),
+        onTimeout: (t) => this.forget(sa, reason, t, true),
+      },
+      now,
+    );
   }
 
   private removeChild(sa: IkeSa, c: ChildSa, reason: string): void {
@@ -810,7 +1098,10 @@ export class IkeEngine {
    * retransmitted request with the response kept (a failed IKE_AUTH).
    */
   private forget(sa: IkeSa, reason: string, now: number, announce: boolean, lingerMs = 0): void {
-    if (sa.state === 'deleted') { if (lingerMs === 0) this.drop(sa); return; }
+    if (sa.state === 'deleted') {
+      if (lingerMs === 0) this.drop(sa);
+      return;
+    }
     const wasUp = sa.establishedAt > 0;
     if (sa.state === 'init' && sa.role === 'responder') this.halfOpen = Math.max(0, this.halfOpen - 1);
     for (const c of [...sa.children]) this.removeChild(sa, c, reason);
@@ -832,7 +1123,11 @@ export class IkeEngine {
 
   /** Removes everything without telling peers (shutdown). */
   clear(): void {
-    for (const sa of this.all()) { for (const c of [...sa.children]) this.host.sad.remove(c); sa.children.clear(); sa.state = 'deleted'; }
+    for (const sa of this.all()) {
+      for (const c of [...sa.children]) this.host.sad.remove(c);
+      sa.children.clear();
+      sa.state = 'deleted';
+    }
     this.byOurSpi.clear();
     this.byInit.clear();
     this.halfOpen = 0;
@@ -876,12 +1171,22 @@ export class IkeEngine {
       notify(Notify.NAT_DETECTION_DESTINATION_IP, natHash(ike.spiI, Buffer.alloc(8), ike.remote)),
     );
     if (o.credential || o.trust) payloads.push(notify(Notify.SIGNATURE_HASH_ALGORITHMS, Buffer.from([0, HASH_SHA256, 0, HASH_SHA384, 0, HASH_SHA512])));
-    const msg = emitIkeMessage({ spiI: ike.spiI, spiR: Buffer.alloc(8), major: 2, minor: 0, exchange: Exchange.IKE_SA_INIT, flags: IkeFlag.INITIATOR, messageId: 0 }, payloads);
+    const msg = emitIkeMessage(
+      { spiI: ike.spiI, spiR: Buffer.alloc(8), major: 2, minor: 0, exchange: Exchange.IKE_SA_INIT, flags: IkeFlag.INITIATOR, messageId: 0 },
+      payloads,
+    );
     ike.initRequest = msg;
     ike.nextMessageId = 1;
     ike.pending = {
-      messageId: 0, exchange: Exchange.IKE_SA_INIT, packet: msg, sentAt: now, tries: 1, retransmitAt: now + cfg.ike.retransmitMs, what: 'IKE_SA_INIT',
-      onResponse: () => {}, onTimeout: () => o.onFailed?.('no answer to IKE_SA_INIT'),
+      messageId: 0,
+      exchange: Exchange.IKE_SA_INIT,
+      packet: msg,
+      sentAt: now,
+      tries: 1,
+      retransmitAt: now + cfg.ike.retransmitMs,
+      what: 'IKE_SA_INIT',
+      onResponse: () => {},
+      onTimeout: () => o.onFailed?.('no answer to IKE_SA_INIT'),
     };
     this.counters.FsIkeOutRequests++;
     this.sendRaw(msg, ike.local, ike.remote);
@@ -890,26 +1195,58 @@ export class IkeEngine {
   private onInitResponse(ike: IkeSa, hdr: IkeHeader, msg: Buffer, now: number): void {
     const o = (ike as IkeSa & { initOpts: InitiateOptions }).initOpts;
     let p: PayloadRepr[];
-    try { p = parsePayloadChain(msg, IKE_HEADER, hdr.length, hdr.nextPayload); } catch { this.counters.FsIkeInvalidSyntax++; return; }
+    try {
+      p = parsePayloadChain(msg, IKE_HEADER, hdr.length, hdr.nextPayload);
+    } catch {
+      this.counters.FsIkeInvalidSyntax++;
+      return;
+    }
     const cookie = findNotify(p, Notify.COOKIE);
     const invalidKe = findNotify(p, Notify.INVALID_KE_PAYLOAD);
     if (cookie || (invalidKe && invalidKe.data.length === 2)) {
       ike.pending = null;
       // A few retries at most: a responder that keeps asking is not going to let us in.
-      if (++ike.initRetries > 4) { this.forget(ike, 'too many COOKIE/INVALID_KE_PAYLOAD retries', now, false); o.onFailed?.('too many IKE_SA_INIT retries'); return; }
+      if (++ike.initRetries > 4) {
+        this.forget(ike, 'too many COOKIE/INVALID_KE_PAYLOAD retries', now, false);
+        o.onFailed?.('too many IKE_SA_INIT retries');
+        return;
+      }
       if (cookie) ike.cookie = Buffer.from(cookie.data);
       this.sendInit(ike, invalidKe ? invalidKe.data.readUInt16BE(0) : ike.ke!.group, now);
       return;
     }
-    const err = p.find((x) => x.type === Payload.NOTIFY && (x as PayloadOf<typeof Payload.NOTIFY>).notifyType < 16384) as PayloadOf<typeof Payload.NOTIFY> | undefined;
-    if (err) { ike.pending = null; this.forget(ike, notifyName(err.notifyType), now, false); o.onFailed?.(notifyName(err.notifyType)); return; }
-    const saP = findPayload(p, Payload.SA), ke = findPayload(p, Payload.KE), nr = findPayload(p, Payload.NONCE);
-    if (!saP || !ke || !nr || saP.proposals.length !== 1) { this.counters.FsIkeInvalidSyntax++; return; }
+    const err = p.find((x) => x.type === Payload.NOTIFY && (x as PayloadOf<typeof Payload.NOTIFY>).notifyType < 16384) as
+      PayloadOf<typeof Payload.NOTIFY> | undefined;
+    if (err) {
+      ike.pending = null;
+      this.forget(ike, notifyName(err.notifyType), now, false);
+      o.onFailed?.(notifyName(err.notifyType));
+      return;
+    }
+    const saP = findPayload(p, Payload.SA),
+      ke = findPayload(p, Payload.KE),
+      nr = findPayload(p, Payload.NONCE);
+    if (!saP || !ke || !nr || saP.proposals.length !== 1) {
+      this.counters.FsIkeInvalidSyntax++;
+      return;
+    }
     const cfg = this.config();
     const sel = selectProposal(saP.proposals, o.ikeProposals ?? cfg.ike.proposals, ProtocolId.IKE, { keGroup: ke.group });
-    if (!sel || ke.group !== ike.ke!.group) { ike.pending = null; this.forget(ike, 'responder chose a proposal we did not offer', now, false); o.onFailed?.('bad proposal'); return; }
+    if (!sel || ke.group !== ike.ke!.group) {
+      ike.pending = null;
+      this.forget(ike, 'responder chose a proposal we did not offer', now, false);
+      o.onFailed?.('bad proposal');
+      return;
+    }
     let secret: Buffer;
-    try { secret = ike.ke!.sharedSecret(ke.data); } catch { ike.pending = null; this.forget(ike, 'bad KE', now, false); o.onFailed?.('bad KE'); return; }
+    try {
+      secret = ike.ke!.sharedSecret(ke.data);
+    } catch {
+      ike.pending = null;
+      this.forget(ike, 'bad KE', now, false);
+      o.onFailed?.('bad KE');
+      return;
+    }
     ike.pending = null;
     ike.spiR = Buffer.from(hdr.spiR);
     ike.suite = sel.suite;
@@ -937,12 +1274,23 @@ export class IkeEngine {
     if (o.credential) payloads.push({ type: Payload.CERT, encoding: CERT_X509_SIGNATURE, data: o.credential.der });
     if (o.initialContact) payloads.push(notify(Notify.INITIAL_CONTACT));
     if (o.trust) payloads.push({ type: Payload.CERTREQ, encoding: CERT_X509_SIGNATURE, data: Buffer.concat(o.trust.keyHashes) });
-    if (o.remoteId) { const r = parseIdentity(o.remoteId); payloads.push({ type: Payload.IDr, idType: r.idType, data: r.data }); }
+    if (o.remoteId) {
+      const r = parseIdentity(o.remoteId);
+      payloads.push({ type: Payload.IDr, idType: r.idType, data: r.data });
+    }
     if (o.credential) {
-      const sig = signAuth(o.credential.key, signedOctets(sel.suite.prf!, ike.initRequest, ike.nr, ike.keys.pi, idBody(myId.idType, myId.data)), ike.peerDigitalSignature);
+      const sig = signAuth(
+        o.credential.key,
+        signedOctets(sel.suite.prf!, ike.initRequest, ike.nr, ike.keys.pi, idBody(myId.idType, myId.data)),
+        ike.peerDigitalSignature,
+      );
       payloads.push({ type: Payload.AUTH, method: sig.method, data: sig.data });
     } else {
-      payloads.push({ type: Payload.AUTH, method: AuthMethod.SHARED_KEY_MIC, data: pskAuth(sel.suite.prf!, o.psk, ike.initRequest, ike.nr, ike.keys.pi, idBody(myId.idType, myId.data)) });
+      payloads.push({
+        type: Payload.AUTH,
+        method: AuthMethod.SHARED_KEY_MIC,
+        data: pskAuth(sel.suite.prf!, o.psk, ike.initRequest, ike.nr, ike.keys.pi, idBody(myId.idType, myId.data)),
+      });
     }
     if (o.transport) payloads.push(notify(Notify.USE_TRANSPORT_MODE));
     payloads.push(
@@ -950,40 +1298,88 @@ export class IkeEngine {
       { type: Payload.TSi, selectors: o.localTs.map(tsFromSelector) },
       { type: Payload.TSr, selectors: o.remoteTs.map(tsFromSelector) },
     );
-    ike.peer = { id: o.remoteId ?? ANY_ID, auth: o.trust ? 'pubkey' : 'psk', psk: o.psk, localTs: o.localTs, remoteTs: o.remoteTs, espProposals: o.espProposals };
-    this.request(ike, {
-      exchange: Exchange.IKE_AUTH, payloads, what: 'IKE_AUTH',
-      onResponse: (rp, t) => this.onAuthResponse(ike, rp, childSpi, o, t),
-      onTimeout: () => { this.host.sad.releaseSpi(childSpi); o.onFailed?.('no answer to IKE_AUTH'); },
-    }, now);
+    ike.peer = {
+      id: o.remoteId ?? ANY_ID,
+      auth: o.trust ? 'pubkey' : 'psk',
+      psk: o.psk,
+      localTs: o.localTs,
+      remoteTs: o.remoteTs,
+      espProposals: o.espProposals,
+    };
+    this.request(
+      ike,
+      {
+        exchange: Exchange.IKE_AUTH,
+        payloads,
+        what: 'IKE_AUTH',
+        onResponse: (rp, t) => this.onAuthResponse(ike, rp, childSpi, o, t),
+        onTimeout: () => {
+          this.host.sad.releaseSpi(childSpi);
+          o.onFailed?.('no answer to IKE_AUTH');
+        },
+      },
+      now,
+    );
   }
 
   private onAuthResponse(ike: IkeSa, p: PayloadRepr[], childSpi: number, o: InitiateOptions, now: number): void {
     const cfg = this.config();
     const failN = p.find((x) => x.type === Payload.NOTIFY && (x as PayloadOf<typeof Payload.NOTIFY>).notifyType === Notify.AUTHENTICATION_FAILED);
-    const idr = findPayload(p, Payload.IDr), auth = findPayload(p, Payload.AUTH);
+    const idr = findPayload(p, Payload.IDr),
+      auth = findPayload(p, Payload.AUTH);
     const fail = (why: string) => {
       this.host.sad.releaseSpi(childSpi);
       this.forget(ike, why, now, false);
       o.onFailed?.(why);
     };
-    if (failN) { fail('AUTHENTICATION_FAILED'); return; }
-    if (!idr || !auth) { fail('IKE_AUTH response without IDr/AUTH'); return; }
-    if (o.remoteId && !identityMatches(o.remoteId, idr.idType, idr.data)) { fail(`responder is ${peerIdentity(idr.idType, idr.data).value}, not ${o.remoteId}`); return; }
+    if (failN) {
+      fail('AUTHENTICATION_FAILED');
+      return;
+    }
+    if (!idr || !auth) {
+      fail('IKE_AUTH response without IDr/AUTH');
+      return;
+    }
+    if (o.remoteId && !identityMatches(o.remoteId, idr.idType, idr.data)) {
+      fail(`responder is ${peerIdentity(idr.idType, idr.data).value}, not ${o.remoteId}`);
+      return;
+    }
     let identity = peerIdentity(idr.idType, idr.data);
     if (auth.method === AuthMethod.SHARED_KEY_MIC) {
       const expected = pskAuth(ike.suite.prf!, o.psk, ike.initResponse, ike.ni, ike.keys.pr, idBody(idr.idType, idr.data));
-      if (o.psk.length === 0 || !equalConstantTime(expected, auth.data)) { fail('responder AUTH does not match'); return; }
+      if (o.psk.length === 0 || !equalConstantTime(expected, auth.data)) {
+        fail('responder AUTH does not match');
+        return;
+      }
     } else {
-      const certs = p.filter((x): x is PayloadOf<typeof Payload.CERT> => x.type === Payload.CERT && (x as PayloadOf<typeof Payload.CERT>).encoding === CERT_X509_SIGNATURE).map((x) => x.data);
-      if (!o.trust || certs.length === 0) { fail('responder authenticated with a certificate we cannot check'); return; }
+      const certs = p
+        .filter((x): x is PayloadOf<typeof Payload.CERT> => x.type === Payload.CERT && (x as PayloadOf<typeof Payload.CERT>).encoding === CERT_X509_SIGNATURE)
+        .map((x) => x.data);
+      if (!o.trust || certs.length === 0) {
+        fail('responder authenticated with a certificate we cannot check');
+        return;
+      }
       const why = checkChain(certs[0]!, certs.slice(1), o.trust, this.wallClock());
-      if (why) { fail(why); return; }
+      if (why) {
+        fail(why);
+        return;
+      }
       const leaf = new X509Certificate(certs[0]!);
-      if (!identityInCert(leaf, idr.idType, idr.data)) { fail(`responder identity ${identity.value} is not in its certificate`); return; }
+      if (!identityInCert(leaf, idr.idType, idr.data)) {
+        fail(`responder identity ${identity.value} is not in its certificate`);
+        return;
+      }
       if (idr.idType === IdType.DER_ASN1_DN) identity = { type: idr.idType, value: subjectText(leaf) };
-      const bad = verifyAuth(auth.method, auth.data, leaf.publicKey, signedOctets(ike.suite.prf!, ike.initResponse, ike.ni, ike.keys.pr, idBody(idr.idType, idr.data)));
-      if (bad) { fail(bad); return; }
+      const bad = verifyAuth(
+        auth.method,
+        auth.data,
+        leaf.publicKey,
+        signedOctets(ike.suite.prf!, ike.initResponse, ike.ni, ike.keys.pr, idBody(idr.idType, idr.data)),
+      );
+      if (bad) {
+        fail(bad);
+        return;
+      }
     }
     ike.identity = identity;
     ike.state = 'established';
@@ -998,17 +1394,45 @@ export class IkeEngine {
   }
 
   /** Installs the child SA a responder accepted (initiator side). */
-  private childFromResponse(ike: IkeSa, p: PayloadRepr[], inSpi: number, ni: Buffer, nr: Buffer, secret: Buffer | undefined, rekeyOf: ChildSa | undefined, now: number): ChildSa | null {
-    const saP = findPayload(p, Payload.SA), tsi = findPayload(p, Payload.TSi), tsr = findPayload(p, Payload.TSr);
+  private childFromResponse(
+    ike: IkeSa,
+    p: PayloadRepr[],
+    inSpi: number,
+    ni: Buffer,
+    nr: Buffer,
+    secret: Buffer | undefined,
+    rekeyOf: ChildSa | undefined,
+    now: number,
+  ): ChildSa | null {
+    const saP = findPayload(p, Payload.SA),
+      tsi = findPayload(p, Payload.TSi),
+      tsr = findPayload(p, Payload.TSr);
     if (!saP || !tsi || !tsr || saP.proposals.length !== 1 || saP.proposals[0]!.spi.length !== 4) return null;
     const cfg = this.config();
-    const sel = selectProposal(saP.proposals, ike.peer?.espProposals ?? cfg.esp.proposals, ProtocolId.ESP, { ignoreDh: secret === undefined, keGroup: saP.proposals[0]!.transforms.find((t) => t.type === 4)?.id });
+    const sel = selectProposal(saP.proposals, ike.peer?.espProposals ?? cfg.esp.proposals, ProtocolId.ESP, {
+      ignoreDh: secret === undefined,
+      keGroup: saP.proposals[0]!.transforms.find((t) => t.type === 4)?.id,
+    });
     if (!sel) return null;
     const keys = deriveChildKeys(ike.suite.prf!, ike.keys.d, sel.suite, ni, nr, sel.suite.dh ? secret : undefined);
     const localTs = narrow(tsi.selectors, [ANY_SELECTOR]);
     const remoteTs = narrow(tsr.selectors, [ANY_SELECTOR]);
     const transport = !!findNotify(p, Notify.USE_TRANSPORT_MODE);
-    return this.install(ike, sel.suite, saP.proposals[0]!.spi.readUInt32BE(0), keys.encR, keys.integR, keys.encI, keys.integI, transport, localTs, remoteTs, now, rekeyOf, inSpi);
+    return this.install(
+      ike,
+      sel.suite,
+      saP.proposals[0]!.spi.readUInt32BE(0),
+      keys.encR,
+      keys.integR,
+      keys.encI,
+      keys.integI,
+      transport,
+      localTs,
+      remoteTs,
+      now,
+      rekeyOf,
+      inSpi,
+    );
   }
 
   /** Initiator side of a child rekey (1.3.3): a new child with the same selectors, then the old one is deleted. */
@@ -1026,20 +1450,36 @@ export class IkeEngine {
     if (dh) payloads.push({ type: Payload.KE, group: pfsGroup, data: dh.publicKey });
     payloads.push({ type: Payload.TSi, selectors: old.localTs.map(tsFromSelector) }, { type: Payload.TSr, selectors: old.remoteTs.map(tsFromSelector) });
     if (old.mode === 'transport') payloads.push(notify(Notify.USE_TRANSPORT_MODE));
-    this.request(ike, {
-      exchange: Exchange.CREATE_CHILD_SA, payloads, what: `rekey of child ${hex32(old.inbound.spi)}`,
-      onResponse: (rp, t) => {
-        const nr = findPayload(rp, Payload.NONCE), ke = findPayload(rp, Payload.KE);
-        let secret: Buffer | undefined;
-        if (dh && ke) { try { secret = dh.sharedSecret(ke.data); } catch { secret = undefined; } }
-        const child = nr ? this.childFromResponse(ike, rp, spi, ni, nr.data, secret, old, t) : null;
-        if (!child) { this.host.sad.releaseSpi(spi); return; }
-        old.state = 'rekeyed';
-        this.counters.FsChildSasRekeyed++;
-        this.host.event({ kind: 'child-sa-rekeyed', old, child, ike });
-        this.deleteChild(ike, old, 'rekeyed', t);
+    this.request(
+      ike,
+      {
+        exchange: Exchange.CREATE_CHILD_SA,
+        payloads,
+        what: `rekey of child ${hex32(old.inbound.spi)}`,
+        onResponse: (rp, t) => {
+          const nr = findPayload(rp, Payload.NONCE),
+            ke = findPayload(rp, Payload.KE);
+          let secret: Buffer | undefined;
+          if (dh && ke) {
+            try {
+              secret = dh.sharedSecret(ke.data);
+            } catch {
+              secret = undefined;
+            }
+          }
+          const child = nr ? this.childFromResponse(ike, rp, spi, ni, nr.data, secret, old, t) : null;
+          if (!child) {
+            this.host.sad.releaseSpi(spi);
+            return;
+          }
+          old.state = 'rekeyed';
+          this.counters.FsChildSasRekeyed++;
+          this.host.event({ kind: 'child-sa-rekeyed', old, child, ike });
+          this.deleteChild(ike, old, 'rekeyed', t);
+        },
       },
-    }, now);
+      now,
+    );
   }
 
   /** Initiator side of an IKE SA rekey (2.18). */
@@ -1050,36 +1490,52 @@ export class IkeEngine {
     const ni = randomBytes(NONCE_BYTES);
     const newSpi = this.newSpi();
     const specs = (ike.role === 'initiator' ? (ike as IkeSa & { initOpts?: InitiateOptions }).initOpts?.ikeProposals : undefined) ?? cfg.ike.proposals;
-    this.request(ike, {
-      exchange: Exchange.CREATE_CHILD_SA, what: 'rekey of the IKE SA',
-      payloads: [
-        { type: Payload.SA, proposals: proposalsFromSpecs(specs, ProtocolId.IKE, newSpi) },
-        { type: Payload.NONCE, data: ni },
-        { type: Payload.KE, group, data: dh.publicKey },
-      ],
-      onResponse: (rp, t) => {
-        const saP = findPayload(rp, Payload.SA), nr = findPayload(rp, Payload.NONCE), ke = findPayload(rp, Payload.KE);
-        if (!saP || !nr || !ke || saP.proposals.length !== 1 || saP.proposals[0]!.spi.length !== 8) return;
-        const sel = selectProposal(saP.proposals, specs, ProtocolId.IKE, { keGroup: ke.group });
-        if (!sel) return;
-        let secret: Buffer;
-        try { secret = dh.sharedSecret(ke.data); } catch { return; }
-        const peerSpi = Buffer.from(saP.proposals[0]!.spi);
-        // We initiated the rekey: we are the initiator of the new SA (2.18).
-        const fresh = new IkeSa(this.nextId++, 'initiator', newSpi, peerSpi, { ...ike.local }, { ...ike.remote }, t);
-        fresh.suite = sel.suite;
-        fresh.ni = ni; fresh.nr = Buffer.from(nr.data);
-        fresh.keys = deriveIkeKeys(sel.suite, ni, fresh.nr, secret, newSpi, peerSpi, ike.keys.d);
-        (fresh as IkeSa & { initOpts?: InitiateOptions }).initOpts = (ike as IkeSa & { initOpts?: InitiateOptions }).initOpts;
-        this.adoptRekey(ike, fresh, t);
-        this.deleteIke(ike, `rekeyed into IKE SA ${fresh.id}`, t);
+    this.request(
+      ike,
+      {
+        exchange: Exchange.CREATE_CHILD_SA,
+        what: 'rekey of the IKE SA',
+        payloads: [
+          { type: Payload.SA, proposals: proposalsFromSpecs(specs, ProtocolId.IKE, newSpi) },
+          { type: Payload.NONCE, data: ni },
+          { type: Payload.KE, group, data: dh.publicKey },
+        ],
+        onResponse: (rp, t) => {
+          const saP = findPayload(rp, Payload.SA),
+            nr = findPayload(rp, Payload.NONCE),
+            ke = findPayload(rp, Payload.KE);
+          if (!saP || !nr || !ke || saP.proposals.length !== 1 || saP.proposals[0]!.spi.length !== 8) return;
+          const sel = selectProposal(saP.proposals, specs, ProtocolId.IKE, { keGroup: ke.group });
+          if (!sel) return;
+          let secret: Buffer;
+          try {
+            secret = dh.sharedSecret(ke.data);
+          } catch {
+            return;
+          }
+          const peerSpi = Buffer.from(saP.proposals[0]!.spi);
+          // We initiated the rekey: we are the initiator of the new SA (2.18).
+          const fresh = new IkeSa(this.nextId++, 'initiator', newSpi, peerSpi, { ...ike.local }, { ...ike.remote }, t);
+          fresh.suite = sel.suite;
+          fresh.ni = ni;
+          fresh.nr = Buffer.from(nr.data);
+          fresh.keys = deriveIkeKeys(sel.suite, ni, fresh.nr, secret, newSpi, peerSpi, ike.keys.d);
+          (fresh as IkeSa & { initOpts?: InitiateOptions }).initOpts = (ike as IkeSa & { initOpts?: InitiateOptions }).initOpts;
+          this.adoptRekey(ike, fresh, t);
+          this.deleteIke(ike, `rekeyed into IKE SA ${fresh.id}`, t);
+        },
       },
-    }, now);
+      now,
+    );
   }
 
   /** Initiator or responder: a liveness check now (1.4). */
   liveness(ike: IkeSa, now: number, done?: (ok: boolean) => void): void {
-    this.request(ike, { exchange: Exchange.INFORMATIONAL, payloads: [], what: 'liveness check', onResponse: () => done?.(true), onTimeout: () => done?.(false) }, now);
+    this.request(
+      ike,
+      { exchange: Exchange.INFORMATIONAL, payloads: [], what: 'liveness check', onResponse: () => done?.(true), onTimeout: () => done?.(false) },
+      now,
+    );
   }
 }
 

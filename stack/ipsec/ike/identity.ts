@@ -12,7 +12,10 @@ import { formatIpv4, parseIpv4 } from '../../wire/addr';
 import { IdType } from '../../wire/ike';
 import type { PeerIdentity } from '../sad';
 
-export interface WireId { idType: number; data: Buffer }
+export interface WireId {
+  idType: number;
+  data: Buffer;
+}
 
 export const ANY_ID = '%any';
 
@@ -27,8 +30,13 @@ export function parseIdentity(text: string): WireId {
   }
   if (t.startsWith('@')) return { idType: IdType.FQDN, data: Buffer.from(t.slice(1), 'utf8') };
   const ip = parseIpv4(t);
-  if (ip !== null) { const b = Buffer.alloc(4); b.writeUInt32BE(ip); return { idType: IdType.IPV4_ADDR, data: b }; }
-  if (t.includes('=')) throw new RangeError(`"${t}": distinguished names (certificate identities) are not supported; use an FQDN, an e-mail style name or an IPv4 address`);
+  if (ip !== null) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(ip);
+    return { idType: IdType.IPV4_ADDR, data: b };
+  }
+  if (t.includes('='))
+    throw new RangeError(`"${t}": distinguished names (certificate identities) are not supported; use an FQDN, an e-mail style name or an IPv4 address`);
   if (t.includes('@')) return { idType: IdType.RFC822_ADDR, data: Buffer.from(t, 'utf8') };
   return { idType: IdType.FQDN, data: Buffer.from(t, 'utf8') };
 }
@@ -36,11 +44,17 @@ export function parseIdentity(text: string): WireId {
 /** The text form of a received identity. */
 export function identityText(idType: number, data: Buffer): string {
   switch (idType) {
-    case IdType.IPV4_ADDR: return data.length === 4 ? formatIpv4(data.readUInt32BE(0)) : `ipv4:${data.toString('hex')}`;
-    case IdType.FQDN: case IdType.RFC822_ADDR: return data.toString('utf8');
-    case IdType.KEY_ID: return `@#${data.toString('hex')}`;
-    case IdType.DER_ASN1_DN: return `dn:${data.toString('hex')}`;
-    default: return `id${idType}:${data.toString('hex')}`;
+    case IdType.IPV4_ADDR:
+      return data.length === 4 ? formatIpv4(data.readUInt32BE(0)) : `ipv4:${data.toString('hex')}`;
+    case IdType.FQDN:
+    case IdType.RFC822_ADDR:
+      return data.toString('utf8');
+    case IdType.KEY_ID:
+      return `@#${data.toString('hex')}`;
+    case IdType.DER_ASN1_DN:
+      return `dn:${data.toString('hex')}`;
+    default:
+      return `id${idType}:${data.toString('hex')}`;
   }
 }
 
@@ -52,7 +66,11 @@ export function peerIdentity(idType: number, data: Buffer): PeerIdentity {
 export function identityMatches(configured: string, idType: number, data: Buffer): boolean {
   if (configured.trim() === ANY_ID) return true;
   let want: WireId;
-  try { want = parseIdentity(configured); } catch { return false; }
+  try {
+    want = parseIdentity(configured);
+  } catch {
+    return false;
+  }
   if (want.idType === idType && want.data.equals(data)) return true;
   const texty = (t: number) => t === IdType.FQDN || t === IdType.RFC822_ADDR;
   return texty(want.idType) && texty(idType) && want.data.equals(data);

@@ -118,20 +118,35 @@ export class IkeSa implements IkeSaView {
   }
 
   /** Our SPI: the one that finds this SA when a message comes in. */
-  get ourSpi(): Buffer { return this.role === 'initiator' ? this.spiI : this.spiR; }
+  get ourSpi(): Buffer {
+    return this.role === 'initiator' ? this.spiI : this.spiR;
+  }
 
   /** SK keys and suite for messages we send / receive (initiator's keys are _i). */
-  get skSuite(): SkSuite { return { encr: this.suite.encr, keyBits: this.suite.keyBits, integ: this.suite.integ }; }
-  get sendKeys(): SkKeys { return this.role === 'initiator' ? { encr: this.keys.ei, integ: this.keys.ai } : { encr: this.keys.er, integ: this.keys.ar }; }
-  get recvKeys(): SkKeys { return this.role === 'initiator' ? { encr: this.keys.er, integ: this.keys.ar } : { encr: this.keys.ei, integ: this.keys.ai }; }
+  get skSuite(): SkSuite {
+    return { encr: this.suite.encr, keyBits: this.suite.keyBits, integ: this.suite.integ };
+  }
+  get sendKeys(): SkKeys {
+    return this.role === 'initiator' ? { encr: this.keys.ei, integ: this.keys.ai } : { encr: this.keys.er, integ: this.keys.ar };
+  }
+  get recvKeys(): SkKeys {
+    return this.role === 'initiator' ? { encr: this.keys.er, integ: this.keys.ar } : { encr: this.keys.ei, integ: this.keys.ai };
+  }
 
   describe(now: number) {
     return {
-      id: this.id, role: this.role, state: this.state, identity: this.identity?.value ?? null,
-      local: `${formatIpv4(this.local.addr)}:${this.local.port}`, remote: `${formatIpv4(this.remote.addr)}:${this.remote.port}`,
-      spiI: this.spiI.toString('hex'), spiR: this.spiR.toString('hex'),
-      suite: this.suite ? suiteName(this.suite) : null, natT: this.natT,
-      ageMs: Math.round(now - this.createdAt), establishedAgeMs: this.establishedAt ? Math.round(now - this.establishedAt) : null,
+      id: this.id,
+      role: this.role,
+      state: this.state,
+      identity: this.identity?.value ?? null,
+      local: `${formatIpv4(this.local.addr)}:${this.local.port}`,
+      remote: `${formatIpv4(this.remote.addr)}:${this.remote.port}`,
+      spiI: this.spiI.toString('hex'),
+      spiR: this.spiR.toString('hex'),
+      suite: this.suite ? suiteName(this.suite) : null,
+      natT: this.natT,
+      ageMs: Math.round(now - this.createdAt),
+      establishedAgeMs: this.establishedAt ? Math.round(now - this.establishedAt) : null,
       children: [...this.children].map((c) => `${hex32(c.inbound.spi)}/${hex32(c.outbound.spi)}`),
       pending: this.pending ? this.pending.what : null,
     };

@@ -34,7 +34,12 @@ function offered(p: ProposalRepr, type: number): TransformRepr[] {
  * `requireDh`: the group the KE payload used (CREATE_CHILD_SA with PFS, or IKE), when
  * the chosen proposal must contain it; otherwise the first acceptable group is chosen.
  */
-export function selectProposal(peer: ProposalRepr[], mine: ProposalSpec[], protocol: number, opts: { ignoreDh?: boolean; keGroup?: number } = {}): Selected | null {
+export function selectProposal(
+  peer: ProposalRepr[],
+  mine: ProposalSpec[],
+  protocol: number,
+  opts: { ignoreDh?: boolean; keGroup?: number } = {},
+): Selected | null {
   for (const spec of mine) {
     for (const p of peer) {
       if (p.protocol !== protocol) continue;
@@ -49,7 +54,10 @@ function matchOne(p: ProposalRepr, spec: ProposalSpec, protocol: number, opts: {
   const encrs = offered(p, TransformType.ENCR);
   let encr: { id: number; keyBits: number } | undefined;
   for (const want of spec.encr) {
-    if (encrs.some((t) => t.id === want.id && (t.keyLength ?? 0) === want.keyBits)) { encr = want; break; }
+    if (encrs.some((t) => t.id === want.id && (t.keyLength ?? 0) === want.keyBits)) {
+      encr = want;
+      break;
+    }
   }
   if (!encr) return null;
   const aead = ENCRS[encr.id]!.aead;
@@ -73,7 +81,9 @@ function matchOne(p: ProposalRepr, spec: ProposalSpec, protocol: number, opts: {
     suite.integ = integ;
     transforms.push({ type: TransformType.INTEG, id: integ });
   }
-  const dhs = offered(p, TransformType.DH).map((t) => t.id).filter((x) => x === 0 || DH_GROUPS[x]);
+  const dhs = offered(p, TransformType.DH)
+    .map((t) => t.id)
+    .filter((x) => x === 0 || DH_GROUPS[x]);
   const pick = (wanted: number[], groups: number[]) =>
     opts.keGroup !== undefined && wanted.includes(opts.keGroup) && groups.includes(opts.keGroup) ? opts.keGroup : wanted.find((x) => groups.includes(x));
   if (protocol === ProtocolId.IKE) {
@@ -141,7 +151,8 @@ export function narrow(proposed: TrafficSelectorRepr[], allowed: Selector[]): Se
     if (!s) continue;
     for (const a of allowed) {
       const x = intersect(s, a);
-      if (x && !out.some((o) => o.protocol === x.protocol && o.start === x.start && o.end === x.end && o.startPort === x.startPort && o.endPort === x.endPort)) out.push(x);
+      if (x && !out.some((o) => o.protocol === x.protocol && o.start === x.start && o.end === x.end && o.startPort === x.startPort && o.endPort === x.endPort))
+        out.push(x);
     }
   }
   return out;
@@ -168,13 +179,16 @@ export function parseSelector(text: string): Selector {
   } else if (addr.includes('-')) {
     const [a, b] = addr.split('-').map((x) => parseIpv4(x));
     if (a === null || b === null || a === undefined || b === undefined || a > b) throw new RangeError(`"${addr}" is not an address range low-high (${valid})`);
-    start = a; end = b;
+    start = a;
+    end = b;
   } else {
     const a = parseIpv4(addr);
     if (a === null) throw new RangeError(`"${addr}" is not an IPv4 address (${valid})`);
     start = end = a;
   }
-  let protocol = 0, startPort = 0, endPort = 65535;
+  let protocol = 0,
+    startPort = 0,
+    endPort = 65535;
   if (m[2] !== undefined) {
     const p = m[2].toLowerCase();
     protocol = p in PROTOCOLS ? PROTOCOLS[p]! : /^\d+$/.test(p) && Number(p) <= 255 ? Number(p) : -1;
@@ -182,7 +196,8 @@ export function parseSelector(text: string): Selector {
     if (m[3] !== undefined) {
       startPort = Number(m[3]);
       endPort = m[4] !== undefined ? Number(m[4]) : startPort;
-      if (startPort > 65535 || endPort > 65535 || startPort > endPort) throw new RangeError(`ports "${m[3]}${m[4] ? '-' + m[4] : ''}" must be 0-65535, low before high`);
+      if (startPort > 65535 || endPort > 65535 || startPort > endPort)
+        throw new RangeError(`ports "${m[3]}${m[4] ? '-' + m[4] : ''}" must be 0-65535, low before high`);
       if (protocol !== 6 && protocol !== 17) throw new RangeError('ports need protocol tcp or udp');
     }
   }

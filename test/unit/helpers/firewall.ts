@@ -21,8 +21,14 @@ import { EventLog } from '../../../stack/faults/events';
 import { kb319381 } from '../../../stack/faults/kb319381/index';
 import type { Timers } from '../../../lab/media/mms-server';
 
-export const A_ADDR = '198.18.1.2', FI_ADDR = '198.18.1.1', FE_ADDR = '198.19.0.1', B_ADDR = '198.19.0.2';
-export const A_IP = parseIpv4(A_ADDR)!, FI_IP = parseIpv4(FI_ADDR)!, FE_IP = parseIpv4(FE_ADDR)!, B_IP = parseIpv4(B_ADDR)!;
+export const A_ADDR = '198.18.1.2',
+  FI_ADDR = '198.18.1.1',
+  FE_ADDR = '198.19.0.1',
+  B_ADDR = '198.19.0.2';
+export const A_IP = parseIpv4(A_ADDR)!,
+  FI_IP = parseIpv4(FI_ADDR)!,
+  FE_IP = parseIpv4(FE_ADDR)!,
+  B_IP = parseIpv4(B_ADDR)!;
 
 export interface FirewallRigOptions {
   inside?: MemoryLinkOptions;
@@ -63,8 +69,24 @@ export async function makeFirewall(o: FirewallRigOptions = {}) {
     clearTimeout: (h) => clock.cancel(h as ReturnType<VirtualClock['schedule']>),
   };
   return {
-    clock, sched, inside, outside, a, fi, fe, b, fw, media, fwc, config, events, fault, fwEvents, timers,
-    netA: createNetApi(a), netB: createNetApi(b),
+    clock,
+    sched,
+    inside,
+    outside,
+    a,
+    fi,
+    fe,
+    b,
+    fw,
+    media,
+    fwc,
+    config,
+    events,
+    fault,
+    fwEvents,
+    timers,
+    netA: createNetApi(a),
+    netB: createNetApi(b),
   };
 }
 export type FirewallRig = Awaited<ReturnType<typeof makeFirewall>>;
@@ -82,8 +104,19 @@ export async function runUntil(clock: VirtualClock, cond: () => boolean, maxMs =
 
 /** Resolves a promise while the clock runs. */
 export async function runPromise<T>(clock: VirtualClock, p: Promise<T>, maxMs = 60_000): Promise<T> {
-  let done = false, value: T | undefined, error: unknown = null;
-  p.then((v) => { done = true; value = v; }, (e) => { done = true; error = e ?? new Error('rejected'); });
+  let done = false,
+    value: T | undefined,
+    error: unknown = null;
+  p.then(
+    (v) => {
+      done = true;
+      value = v;
+    },
+    (e) => {
+      done = true;
+      error = e ?? new Error('rejected');
+    },
+  );
   await runUntil(clock, () => done, maxMs);
   if (!done) throw new Error(`not settled within ${maxMs} ms of virtual time`);
   if (error !== null) throw error;

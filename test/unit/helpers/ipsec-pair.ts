@@ -41,7 +41,8 @@ export function makeIpsecPair(opts: { link?: MemoryLinkOptions; b?: (c: IpsecCon
   p.b.ipsec = ipB;
   ipA.start(p.clock.now);
   ipB.start(p.clock.now);
-  const eventsA: IpsecEvent[] = [], eventsB: IpsecEvent[] = [];
+  const eventsA: IpsecEvent[] = [],
+    eventsB: IpsecEvent[] = [];
   ipA.subscribe((e) => eventsA.push(e));
   ipB.subscribe((e) => eventsB.push(e));
   return { ...p, ipA, ipB, cfgA, cfgB, eventsA, eventsB };
@@ -56,11 +57,20 @@ export interface Initiated {
 export function initiateFromA(p: IpsecPair, o: Partial<InitiateOptions> = {}): Initiated {
   const result: Initiated['result'] = {};
   const ike = p.ipA.initiate({
-    local: { addr: A_IP, port: 500 }, remote: { addr: B_IP, port: 500 },
-    id: 'client1@lab', psk: Buffer.from('labsecret'), remoteId: 'server@lab',
-    localTs: [hostSelector(A_IP)], remoteTs: [hostSelector(B_IP)],
-    onEstablished: (i, c) => { result.ike = i; result.child = c; },
-    onFailed: (why) => { result.failed = why; },
+    local: { addr: A_IP, port: 500 },
+    remote: { addr: B_IP, port: 500 },
+    id: 'client1@lab',
+    psk: Buffer.from('labsecret'),
+    remoteId: 'server@lab',
+    localTs: [hostSelector(A_IP)],
+    remoteTs: [hostSelector(B_IP)],
+    onEstablished: (i, c) => {
+      result.ike = i;
+      result.child = c;
+    },
+    onFailed: (why) => {
+      result.failed = why;
+    },
     ...o,
   });
   return { ike, result };

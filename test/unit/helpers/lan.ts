@@ -42,8 +42,14 @@ export function addHost(seg: EthernetSegment, sched: VirtualScheduler, h: HostSp
   const port = seg.port(h.name);
   const eth = new EthernetInterface({ lower: port, scheduler: sched, mac, address: addr, prefix, random: () => 0.5, ...h.eth });
   const stack = new Stack({
-    device: eth, scheduler: sched, address: addr, prefix, acceptAnyAddress: false,
-    ownsAddress: (a) => eth.ownsAddress(a), gateway: h.gateway ? parseIpv4(h.gateway)! : 0, ...h.stack,
+    device: eth,
+    scheduler: sched,
+    address: addr,
+    prefix,
+    acceptAnyAddress: false,
+    ownsAddress: (a) => eth.ownsAddress(a),
+    gateway: h.gateway ? parseIpv4(h.gateway)! : 0,
+    ...h.stack,
   });
   eth.useRoutes(stack.routes);
   if (!h.noStart) eth.start();
@@ -59,8 +65,13 @@ export function makeLan(hosts: HostSpec[], opts: EthernetSegmentOptions = {}) {
   /** A port for crafted frames: what reaches it is kept in `got`. */
   const raw = seg.port('raw');
   const got: Buffer[] = [];
-  raw.onReceive = (frames, n) => { for (let i = 0; i < n; i++) got.push(Buffer.from(frames[i]!)); };
-  const sendRaw = (frame: Buffer) => { raw.send(frame); raw.flush(); };
+  raw.onReceive = (frames, n) => {
+    for (let i = 0; i < n; i++) got.push(Buffer.from(frames[i]!));
+  };
+  const sendRaw = (frame: Buffer) => {
+    raw.send(frame);
+    raw.flush();
+  };
   return { clock, seg, sched, hosts: byName, raw, got, sendRaw };
 }
 
@@ -73,5 +84,9 @@ export function framesOf(seg: EthernetSegment, etherType: number, from?: string)
   return seg.seen.filter((f) => f.frame.length >= 14 && f.frame.readUInt16BE(12) === etherType && (from === undefined || f.from === from)).map((f) => f.frame);
 }
 
-export function dstMac(frame: Buffer): MacAddr { return readMac(frame, 0); }
-export function srcMac(frame: Buffer): MacAddr { return readMac(frame, 6); }
+export function dstMac(frame: Buffer): MacAddr {
+  return readMac(frame, 0);
+}
+export function srcMac(frame: Buffer): MacAddr {
+  return readMac(frame, 6);
+}

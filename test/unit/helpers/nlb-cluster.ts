@@ -66,21 +66,38 @@ export function makeCluster(n: number, opts: HostOptions & { segment?: 'hub' | '
     const params: NlbParams = { ...DEFAULT_NLB_PARAMS, ...(o.params ?? {}) };
     const events: NlbEvent[] = [];
     const config: NlbConfig = {
-      clusterIp: CLUSTER_IP, clusterPrefix: 24, dedicatedIp: addr, priority, mode: o.mode ?? 'unicast',
-      rules: (o.rules ?? [defaultRule()]).map((r) => ({ ...r })), buckets: o.buckets ?? DEFAULT_BUCKETS, hashSeed: 0, hostName: `host${priority}`,
+      clusterIp: CLUSTER_IP,
+      clusterPrefix: 24,
+      dedicatedIp: addr,
+      priority,
+      mode: o.mode ?? 'unicast',
+      rules: (o.rules ?? [defaultRule()]).map((r) => ({ ...r })),
+      buckets: o.buckets ?? DEFAULT_BUCKETS,
+      hashSeed: 0,
+      hostName: `host${priority}`,
       initialState: o.initialState ?? 'started',
     };
-    const nlb = new NlbHost({ config, params: () => params, link: eth, stack, ipsec: o.ipsec ? o.ipsec(stack) : null, incarnation: 1000 + priority, onEvent: (e) => events.push(e) });
+    const nlb = new NlbHost({
+      config,
+      params: () => params,
+      link: eth,
+      stack,
+      ipsec: o.ipsec ? o.ipsec(stack) : null,
+      incarnation: 1000 + priority,
+      onEvent: (e) => events.push(e),
+    });
     const net = createNetApi(stack);
     const accepted: FsSocket[] = [];
     for (const p of [80, ...(o.serve ?? [])]) {
-      net.createServer((s) => {
-        accepted.push(s as FsSocket);
-        s.on('error', () => {});
-        s.write(`host ${priority}\n`);
-        s.on('data', (d: Buffer) => s.write(d)); // an echo after the greeting
-        s.on('end', () => s.end());
-      }).listen(p);
+      net
+        .createServer((s) => {
+          accepted.push(s as FsSocket);
+          s.on('error', () => {});
+          s.write(`host ${priority}\n`);
+          s.on('data', (d: Buffer) => s.write(d)); // an echo after the greeting
+          s.on('end', () => s.end());
+        })
+        .listen(p);
     }
     const h = { priority, addr, eth, stack, nlb, net, events, accepted, params };
     hosts.push(h);
@@ -91,7 +108,15 @@ export function makeCluster(n: number, opts: HostOptions & { segment?: 'hub' | '
   // The client: 198.18.70.2, answering ARP for 198.18.70.128/25 (every client address).
   const cAddr = parseIpv4('198.18.70.2')!;
   const cPort = seg.port('client');
-  const cEth = new EthernetInterface({ lower: cPort, scheduler: sched, mac: macFromIpv4(cAddr), address: cAddr, prefix: 24, random: () => 0.5, proxyArp: [{ addr: parseIpv4(CLIENT_NET)!, prefix: 25 }] });
+  const cEth = new EthernetInterface({
+    lower: cPort,
+    scheduler: sched,
+    mac: macFromIpv4(cAddr),
+    address: cAddr,
+    prefix: 24,
+    random: () => 0.5,
+    proxyArp: [{ addr: parseIpv4(CLIENT_NET)!, prefix: 25 }],
+  });
   const cStack = new Stack({ device: cEth, scheduler: sched, address: cAddr, prefix: 24, acceptAnyAddress: false, ownsAddress: (a) => cEth.ownsAddress(a) });
   cEth.useRoutes(cStack.routes);
   cEth.start();
@@ -127,8 +152,12 @@ export function open(c: Cluster, local: string, port = 80): Opened {
     const m = /^host (\d+)\n/.exec(o.text);
     if (m && o.host === null) o.host = Number(m[1]);
   });
-  sock.on('error', (e) => { o.error = e; });
-  sock.on('close', () => { o.closed = true; });
+  sock.on('error', (e) => {
+    o.error = e;
+  });
+  sock.on('close', () => {
+    o.closed = true;
+  });
   return o;
 }
 

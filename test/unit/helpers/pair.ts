@@ -68,18 +68,34 @@ export interface Sink {
 
 function newSink(): Sink {
   return {
-    chunks: [], bytes: 0, ended: false, closed: false, error: null, socket: null,
-    data() { return Buffer.concat(this.chunks); },
+    chunks: [],
+    bytes: 0,
+    ended: false,
+    closed: false,
+    error: null,
+    socket: null,
+    data() {
+      return Buffer.concat(this.chunks);
+    },
   };
 }
 
 /** Records what a socket receives and how it ends. */
 export function watch(s: TcpSocketLike, sink: Sink = newSink()): Sink {
   sink.socket = s as FsSocket;
-  s.on('data', (d: Buffer) => { sink.chunks.push(d); sink.bytes += d.length; });
-  s.on('end', () => { sink.ended = true; });
-  s.on('error', (e) => { sink.error = e; });
-  s.on('close', () => { sink.closed = true; });
+  s.on('data', (d: Buffer) => {
+    sink.chunks.push(d);
+    sink.bytes += d.length;
+  });
+  s.on('end', () => {
+    sink.ended = true;
+  });
+  s.on('error', (e) => {
+    sink.error = e;
+  });
+  s.on('close', () => {
+    sink.closed = true;
+  });
   return sink;
 }
 

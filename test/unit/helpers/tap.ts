@@ -11,11 +11,20 @@ import { CHECKSUMS_VERIFIED } from '../../../stack/wire/checksum';
 import { A_IP, B_IP, Pair } from './pair';
 
 export interface TcpSeen {
-  sport: number; dport: number; seq: number; ack: number; flags: number; window: number;
+  sport: number;
+  dport: number;
+  seq: number;
+  ack: number;
+  flags: number;
+  window: number;
   /** Payload bytes. */
   len: number;
-  mss: number; wscale: number; sackPermitted: boolean;
-  hasTimestamp: boolean; tsVal: number; tsEcr: number;
+  mss: number;
+  wscale: number;
+  sackPermitted: boolean;
+  hasTimestamp: boolean;
+  tsVal: number;
+  tsEcr: number;
   /** SACK blocks as [left, right] pairs. */
   sack: [number, number][];
   payload: Buffer;
@@ -27,9 +36,12 @@ export interface Seen {
   t: number;
   /** Index among packets sent in that direction (as the link counts them). */
   index: number;
-  src: number; dst: number; protocol: number;
+  src: number;
+  dst: number;
+  protocol: number;
   /** More fragments / fragment offset. */
-  mf: boolean; fragOffset: number;
+  mf: boolean;
+  fragOffset: number;
   tcp: TcpSeen | null;
   /** The packet's bytes (a copy). */
   raw: Buffer;
@@ -38,7 +50,16 @@ export interface Seen {
 }
 
 export function flagsText(f: number): string {
-  return [[SYN, 'S'], [FIN, 'F'], [RST, 'R'], [PSH, 'P'], [ACK, '.']].filter(([b]) => f & (b as number)).map(([, s]) => s).join('');
+  return [
+    [SYN, 'S'],
+    [FIN, 'F'],
+    [RST, 'R'],
+    [PSH, 'P'],
+    [ACK, '.'],
+  ]
+    .filter(([b]) => f & (b as number))
+    .map(([, s]) => s)
+    .join('');
 }
 
 export class Tap {
@@ -51,7 +72,10 @@ export class Tap {
     p.link.dropFilter = (pkt, dir, index) => {
       const s = this.parse(pkt, dir, index);
       this.seen.push(s);
-      if (!s.injected && this.drop && this.drop(s)) { s.dropped = true; return true; }
+      if (!s.injected && this.drop && this.drop(s)) {
+        s.dropped = true;
+        return true;
+      }
       return false;
     };
   }
@@ -59,20 +83,46 @@ export class Tap {
   private parse(pkt: Buffer, dir: LinkDir, index: number): Seen {
     const ip = newIpv4Repr();
     const s: Seen = {
-      dir, t: this.p.clock.now, index, src: 0, dst: 0, protocol: -1, mf: false, fragOffset: 0, tcp: null,
-      raw: Buffer.from(pkt), dropped: false, injected: this.injecting,
+      dir,
+      t: this.p.clock.now,
+      index,
+      src: 0,
+      dst: 0,
+      protocol: -1,
+      mf: false,
+      fragOffset: 0,
+      tcp: null,
+      raw: Buffer.from(pkt),
+      dropped: false,
+      injected: this.injecting,
     };
     if (parseIpv4Header(pkt, 0, pkt.length, ip, CHECKSUMS_VERIFIED) !== Ipv4Error.None) return s;
-    s.src = ip.src; s.dst = ip.dst; s.protocol = ip.protocol; s.mf = ip.moreFragments; s.fragOffset = ip.fragmentOffset;
+    s.src = ip.src;
+    s.dst = ip.dst;
+    s.protocol = ip.protocol;
+    s.mf = ip.moreFragments;
+    s.fragOffset = ip.fragmentOffset;
     if (ip.protocol === PROTO_TCP && !ip.moreFragments && ip.fragmentOffset === 0) {
       const t = newTcpRepr();
       if (parseTcp(pkt, ip.headerLength, ip.totalLength - ip.headerLength, ip.src, ip.dst, t, CHECKSUMS_VERIFIED) === TcpError.None) {
         const sack: [number, number][] = [];
         for (let i = 0; i < t.sackCount; i++) sack.push([t.sack[i * 2], t.sack[i * 2 + 1]]);
         s.tcp = {
-          sport: t.srcPort, dport: t.dstPort, seq: seqValue(t.seq), ack: seqValue(t.ack), flags: t.flags, window: t.window, len: t.payloadLength,
-          mss: t.mss, wscale: t.wscale, sackPermitted: t.sackPermitted, hasTimestamp: t.hasTimestamp, tsVal: t.tsVal, tsEcr: t.tsEcr,
-          sack, payload: Buffer.from(pkt.subarray(t.payloadOffset, t.payloadOffset + t.payloadLength)),
+          sport: t.srcPort,
+          dport: t.dstPort,
+          seq: seqValue(t.seq),
+          ack: seqValue(t.ack),
+          flags: t.flags,
+          window: t.window,
+          len: t.payloadLength,
+          mss: t.mss,
+          wscale: t.wscale,
+          sackPermitted: t.sackPermitted,
+          hasTimestamp: t.hasTimestamp,
+          tsVal: t.tsVal,
+          tsEcr: t.tsEcr,
+          sack,
+          payload: Buffer.from(pkt.subarray(t.payloadOffset, t.payloadOffset + t.payloadLength)),
         };
       }
     }
@@ -85,7 +135,9 @@ export class Tap {
   }
 
   /** Segments carrying payload. */
-  data(dir: LinkDir): (Seen & { tcp: TcpSeen })[] { return this.tcp(dir, (t) => t.len > 0); }
+  data(dir: LinkDir): (Seen & { tcp: TcpSeen })[] {
+    return this.tcp(dir, (t) => t.len > 0);
+  }
 
   /** Pure ACKs (no payload, no SYN/FIN/RST). */
   pureAcks(dir: LinkDir): (Seen & { tcp: TcpSeen })[] {
@@ -98,30 +150,54 @@ export class Tap {
     // Anything the sender's stack queued goes out first, so the order is what the test wrote.
     dev.flush();
     this.injecting = true;
-    try { dev.send(pkt); dev.flush(); } finally { this.injecting = false; }
+    try {
+      dev.send(pkt);
+      dev.flush();
+    } finally {
+      this.injecting = false;
+    }
   }
 }
 
 export interface CraftTcp {
-  src?: number; dst?: number;
-  sport: number; dport: number; seq: number; ack?: number; flags: number; window?: number;
+  src?: number;
+  dst?: number;
+  sport: number;
+  dport: number;
+  seq: number;
+  ack?: number;
+  flags: number;
+  window?: number;
   payload?: Buffer;
   ts?: [number, number];
   sack?: [number, number][];
-  mss?: number; wscale?: number; sackPermitted?: boolean;
+  mss?: number;
+  wscale?: number;
+  sackPermitted?: boolean;
 }
 
 /** An IPv4+TCP packet with correct checksums; by default from A to B. */
 export function craftTcp(c: CraftTcp): Buffer {
-  const src = c.src ?? A_IP, dst = c.dst ?? B_IP;
+  const src = c.src ?? A_IP,
+    dst = c.dst ?? B_IP;
   const payload = c.payload ?? Buffer.alloc(0);
   const sack = c.sack ?? [];
   const r = newTcpRepr();
   Object.assign(r, {
-    srcPort: c.sport, dstPort: c.dport, seq: asSeq(c.seq), ack: asSeq(c.ack ?? 0), flags: c.flags, window: c.window ?? 65535,
-    mss: c.mss ?? -1, wscale: c.wscale ?? -1, sackPermitted: c.sackPermitted ?? false,
-    hasTimestamp: !!c.ts, tsVal: c.ts ? c.ts[0] : 0, tsEcr: c.ts ? c.ts[1] : 0,
-    sackCount: sack.length, payloadLength: payload.length,
+    srcPort: c.sport,
+    dstPort: c.dport,
+    seq: asSeq(c.seq),
+    ack: asSeq(c.ack ?? 0),
+    flags: c.flags,
+    window: c.window ?? 65535,
+    mss: c.mss ?? -1,
+    wscale: c.wscale ?? -1,
+    sackPermitted: c.sackPermitted ?? false,
+    hasTimestamp: !!c.ts,
+    tsVal: c.ts ? c.ts[0] : 0,
+    tsEcr: c.ts ? c.ts[1] : 0,
+    sackCount: sack.length,
+    payloadLength: payload.length,
   });
   r.sack.set(sack.flat());
   // The payload must already sit after where the header goes.
@@ -134,12 +210,30 @@ export function craftTcp(c: CraftTcp): Buffer {
 }
 
 /** An IPv4 packet (any protocol) with the given payload and fragment fields; by default from A to B. */
-export function craftIp(o: { src?: number; dst?: number; protocol: number; payload: Buffer; ident?: number; mf?: boolean; fragOffset?: number; df?: boolean; ttl?: number }): Buffer {
+export function craftIp(o: {
+  src?: number;
+  dst?: number;
+  protocol: number;
+  payload: Buffer;
+  ident?: number;
+  mf?: boolean;
+  fragOffset?: number;
+  df?: boolean;
+  ttl?: number;
+}): Buffer {
   const pkt = Buffer.alloc(20 + o.payload.length);
   o.payload.copy(pkt, 20);
   emitIpv4Header(pkt, 0, {
-    ...newIpv4Repr(), src: o.src ?? A_IP, dst: o.dst ?? B_IP, protocol: o.protocol, ttl: o.ttl ?? 64, ident: o.ident ?? 1,
-    moreFragments: o.mf ?? false, fragmentOffset: o.fragOffset ?? 0, dontFragment: o.df ?? false, totalLength: pkt.length,
+    ...newIpv4Repr(),
+    src: o.src ?? A_IP,
+    dst: o.dst ?? B_IP,
+    protocol: o.protocol,
+    ttl: o.ttl ?? 64,
+    ident: o.ident ?? 1,
+    moreFragments: o.mf ?? false,
+    fragmentOffset: o.fragOffset ?? 0,
+    dontFragment: o.df ?? false,
+    totalLength: pkt.length,
   });
   return pkt;
 }
