@@ -635,9 +635,16 @@ export class Lab {
     this.tuns.push([full, tun]);
     this.controlSockets.add(controlPath);
     const env = opts.env ? { ...process.env, ...opts.env } : undefined;
-    const p = this.start(full, process.execPath, [cli, 'run', ...args], { env }, 'ignore');
+    // FAULTSTACK_LAB_WEB=1: every stack the lab starts (the benchmarks' too) serves its web
+    // view and /metrics inside its namespace, and says where on stderr, so that a
+    // benchmarker can scrape it during `make bench` (docs/api.md).
+    const web = process.env.FAULTSTACK_LAB_WEB === '1' && flagValue(args, 'web') === undefined ? ['--web', '127.0.0.1:0'] : [];
+    const p = this.start(full, process.execPath, [cli, 'run', ...args, ...web], { env }, 'ignore');
     try {
       const m = await p.waitFor(/^.*\bready\b.*$/m, { timeoutMs: opts.timeoutMs ?? 30_000, stream: 'stdout' });
+      const url = web.length > 0 ? /\bweb (http:\/\/\S+?)(?:,|\s|$)/.exec(m[0])?.[1] : undefined;
+      if (url)
+        process.stderr.write(`lab: ${full}: metrics at ${url.replace(/\/$/, '')}/metrics (ip netns exec ${full} curl -s ${url.replace(/\/$/, '')}/metrics)\n`);
       return Object.assign(p, { readyLine: m[0], controlPath, tun, ns: full }) as StackProcess;
     } catch (e) {
       const exited = !p.running;
