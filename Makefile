@@ -71,8 +71,10 @@ unit: build
 integration: build
 	./node_modules/.bin/vitest run test/integration
 
+# The demo is a scenario file (scenarios/demo.yaml); `faultstack demo` (bin/demo.ts) is the
+# same tour with its own summary table.
 demo: build
-	$(NODE) dist/bin/demo.js
+	./bin/faultstack scenario run scenarios/demo.yaml
 
 # Every shipped scenario file (scenarios/, docs/scenarios.md), one after another; stops at the first that fails.
 .PHONY: scenarios
