@@ -121,6 +121,13 @@ describe('packet impairments with real peers', () => {
     ]);
     const r = await lab.exec(ns2, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 240_000 });
     const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
+    if (j.error !== undefined) {
+      // Say why before failing: the stack's TCP counters and the kernel's view of the same link.
+      const st = JSON.parse((await lab.cli(ns2, ['stats', '--json', '--control', control])).stdout) as { counters: Record<string, number> };
+      const tcp = Object.fromEntries(Object.entries(st.counters).filter(([k, v]) => /^(Tcp|Ip|Fs)/.test(k) && v !== 0));
+      const nstat = await lab.exec(ns2, 'nstat', ['-a', '-z', '-j']);
+      console.log(`transfer failed: ${JSON.stringify(j)}; stack counters ${JSON.stringify(tcp)}; kernel nstat ${nstat.stdout.slice(0, 4000)}`);
+    }
     expect(j.error, r.stdout + r.stderr).toBeUndefined();
     expect(j.receivedBytes).toBe(MB10);
     expect(j.receivedSha).toBe(j.sentSha);
