@@ -130,11 +130,21 @@ describe('the stack through a bounded SYN flood at full rate', () => {
     for (const c of r.curls) expect(c.code, JSON.stringify(c)).toBe(7);
   }, 120_000);
 
-  test('nt4-sp6a with SynAttackProtect=2, 8 s: protection triggers, RSS under 300 MB, and every curl is served', async () => {
+  test('nt4-sp6a with SynAttackProtect=2, 8 s: protection triggers, RSS under 300 MB, and every curl is served or reset as a full backlog resets it (KB 903927)', async () => {
     const r = await floodRun('p', ['--profile', 'nt4-sp6a', '--param', 'SynAttackProtect=2'], 8);
     expect(r.peak, `peak RSS ${(r.peak / 1048576).toFixed(0)} MB`).toBeLessThan(RSS_CEILING);
     expect(r.st.counters.FsSynProtectTriggered).toBeGreaterThanOrEqual(1);
     expect(r.curls.length).toBeGreaterThanOrEqual(2);
-    for (const c of r.curls) expect(c, JSON.stringify(c)).toMatchObject({ code: 0, http: '200', bytes: 64 });
+    // With delayed indication the backlog is looked at when the client's data arrives, and
+    // the flood's SYNs indicated before protection triggered hold backlog slots until they
+    // time out (AFD's semantics): a curl that lands then is reset after its handshake, the
+    // Windows behaviour KB 903927 describes. Any curl that is not served must be exactly
+    // that (a reset, counted as a backlog reset), and the rest are served.
+    const served = r.curls.filter((c) => c.code === 0 && c.http === '200' && c.bytes === 64);
+    const reset = r.curls.filter((c) => c.code !== 0);
+    expect(served.length + reset.length, JSON.stringify(r.curls)).toBe(r.curls.length);
+    expect(served.length, JSON.stringify(r.curls)).toBeGreaterThanOrEqual(1);
+    for (const c of reset) expect(c.stderr, JSON.stringify(c)).toMatch(/reset by peer/);
+    expect(r.st.counters.FsBacklogResets).toBeGreaterThanOrEqual(reset.length);
   }, 120_000);
 });
