@@ -83,6 +83,8 @@ export function newCounters() {
     FsSynAckRetrans: 0,
     FsHalfOpenRecycled: 0,
     FsBacklogResets: 0,
+    /** ACKs at a listener that matched no half-open entry (recycled, timed out, or never there) and no cookie: answered with a reset. */
+    FsListenStrayAcks: 0,
     FsLeakedConnections: 0,
     FsLeakedBytes: 0,
     FsConnTableLockedDrops: 0,

@@ -268,6 +268,7 @@ export class TcpLayer {
       if (f & RST) return;
       if (f & ACK) {
         if (!(f & SYN) && this.acceptCookie(l, seg, src, dst, buf, now)) return;
+        c.FsListenStrayAcks++;
         this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, true);
         return;
       }

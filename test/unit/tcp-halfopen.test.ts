@@ -196,6 +196,7 @@ describe('SYN queue caps (our choice: recycle the oldest half-open entry, RFC 49
     tap.inject('b', craftTcp({ src: SPOOF_BASE, sport: 1024, dport: 80, seq: 1, ack: 12345, flags: ACK }));
     await runFor(p.clock, 2);
     expect(tap.tcp('b->a', (t) => (t.flags & RST) !== 0 && t.dport === 1024).length).toBe(1);
+    expect(p.b.counters.FsListenStrayAcks).toBe(1);
   });
 
   test('global: past the cap the fullest listener gives up its oldest entry, so a flood on one port leaves the others room', async () => {
