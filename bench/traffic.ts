@@ -858,70 +858,49 @@ export class TrafficBench {
     const sCounters: string[] = [];
     const cpuPaced: string[] = [],
       cpuFlood: string[] = [];
+    type Flood = (ns: string, target: string) => Promise<{ sent: number; seconds: number }>;
+    const paced: Flood = (ns, target) => this.flood(ns, target, count, secs, rate);
+    // Unpaced: hping3 -S --flood from one lab source, bounded in time (and in packets by
+    // an nftables quota in the flooding namespace), ab -c 32 beside it.
+    const unpaced: Flood = (ns, target) => this.hpingFlood(ns, target, secs);
+    /** One round against the kernel: the flood and ab together, the SYNs counted by nftables. */
+    const kernelRound = async (flood: Flood, concurrency: number): Promise<Round> => {
+      const kCount = await this.synCounter('kb');
+      const [kf, kab] = await Promise.all([flood('ka', `${KB}:80`), this.ab('ka', `http://${KB}/bytes/64`, 10_000_000, concurrency, secs)]);
+      return { syns: (await kCount()) / kf.seconds, sent: kf.sent / kf.seconds, seconds: kf.seconds, conn: TrafficBench.served(kab), failed: kab.failed };
+    };
+    /** One round against the stack: the same, the SYNs counted from its stats; its thread CPU and counters beside. */
+    const stackRound = async (
+      flood: Flood,
+      concurrency: number,
+    ): Promise<{ round: Round; cpu: string; s0: Record<string, unknown>; s1: Record<string, unknown> }> => {
+      const s0 = await stack.call({ cmd: 'stats' });
+      const c0 = threadCpu(stack.pid),
+        t0 = Date.now();
+      const [sf, sab] = await Promise.all([flood('stk', `${STACK_ADDR}:80`), this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, concurrency, secs)]);
+      const cpu = threadShare(c0, threadCpu(stack.pid), (Date.now() - t0) / 1000);
+      const s1 = await stack.call({ cmd: 'stats' });
+      const round = {
+        syns: TrafficBench.stackSyns(s0, s1, sab) / sf.seconds,
+        sent: sf.sent / sf.seconds,
+        seconds: sf.seconds,
+        conn: TrafficBench.served(sab),
+        failed: sab.failed,
+      };
+      return { round, cpu, s0, s1 };
+    };
     for (let rep = 0; rep < REPS; rep++) {
-      {
-        const kCount = await this.synCounter('kb');
-        const [kf, kab] = await Promise.all([this.flood('ka', `${KB}:80`, count, secs, rate), this.ab('ka', `http://${KB}/bytes/64`, 10_000_000, 8, secs)]);
-        rounds.kPaced.push({
-          syns: (await kCount()) / kf.seconds,
-          sent: kf.sent / kf.seconds,
-          seconds: kf.seconds,
-          conn: TrafficBench.served(kab),
-          failed: kab.failed,
-        });
-      }
-      {
-        const s0 = await stack.call({ cmd: 'stats' });
-        const c0 = threadCpu(stack.pid),
-          t0 = Date.now();
-        const [sf, sab] = await Promise.all([
-          this.flood('stk', `${STACK_ADDR}:80`, count, secs, rate),
-          this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, 8, secs),
-        ]);
-        cpuPaced.push(threadShare(c0, threadCpu(stack.pid), (Date.now() - t0) / 1000));
-        const s1 = await stack.call({ cmd: 'stats' });
-        rounds.sPaced.push({
-          syns: TrafficBench.stackSyns(s0, s1, sab) / sf.seconds,
-          sent: sf.sent / sf.seconds,
-          seconds: sf.seconds,
-          conn: TrafficBench.served(sab),
-          failed: sab.failed,
-        });
-      }
-      // Unpaced: hping3 -S --flood from one lab source, bounded in time (and in packets by
-      // an nftables quota in the flooding namespace), ab -c 32 beside it.
-      {
-        const kCount = await this.synCounter('kb');
-        const [kf, kab] = await Promise.all([this.hpingFlood('ka', `${KB}:80`, secs), this.ab('ka', `http://${KB}/bytes/64`, 10_000_000, 32, secs)]);
-        rounds.kFlood.push({
-          syns: (await kCount()) / kf.seconds,
-          sent: kf.sent / kf.seconds,
-          seconds: kf.seconds,
-          conn: TrafficBench.served(kab),
-          failed: kab.failed,
-        });
-      }
-      {
-        const s0 = await stack.call({ cmd: 'stats' });
-        const c0 = threadCpu(stack.pid),
-          t0 = Date.now();
-        const [sf, sab] = await Promise.all([
-          this.hpingFlood('stk', `${STACK_ADDR}:80`, secs),
-          this.ab('stk', `http://${STACK_ADDR}/bytes/64`, 10_000_000, 32, secs),
-        ]);
-        cpuFlood.push(threadShare(c0, threadCpu(stack.pid), (Date.now() - t0) / 1000));
-        const s1 = await stack.call({ cmd: 'stats' });
-        const dc = (k: string) => Number((s1.counters as Record<string, number>)[k] ?? 0) - Number((s0.counters as Record<string, number>)[k] ?? 0);
-        const early = Number((s1.device as Record<string, number>).synEarlyDrops ?? 0) - Number((s0.device as Record<string, number>).synEarlyDrops ?? 0);
-        sCounters.push(`cookies ${fmt(dc('TcpExtSyncookiesSent'))}, SYNs dropped early ${fmt(early)}`);
-        rounds.sFlood.push({
-          syns: TrafficBench.stackSyns(s0, s1, sab) / sf.seconds,
-          sent: sf.sent / sf.seconds,
-          seconds: sf.seconds,
-          conn: TrafficBench.served(sab),
-          failed: sab.failed,
-        });
-      }
+      rounds.kPaced.push(await kernelRound(paced, 8));
+      const sp = await stackRound(paced, 8);
+      rounds.sPaced.push(sp.round);
+      cpuPaced.push(sp.cpu);
+      rounds.kFlood.push(await kernelRound(unpaced, 32));
+      const su = await stackRound(unpaced, 32);
+      rounds.sFlood.push(su.round);
+      cpuFlood.push(su.cpu);
+      const dc = (k: string) => Number((su.s1.counters as Record<string, number>)[k] ?? 0) - Number((su.s0.counters as Record<string, number>)[k] ?? 0);
+      const early = Number((su.s1.device as Record<string, number>).synEarlyDrops ?? 0) - Number((su.s0.device as Record<string, number>).synEarlyDrops ?? 0);
+      sCounters.push(`cookies ${fmt(dc('TcpExtSyncookiesSent'))}, SYNs dropped early ${fmt(early)}`);
       progress(
         `  rep ${rep + 1}: paced kernel ${fmt(rounds.kPaced[rep]!.conn)} conn/s, stack ${fmt(rounds.sPaced[rep]!.conn)} (stack CPU ${cpuPaced[rep]}); ` +
           `unpaced kernel ${fmt(rounds.kFlood[rep]!.conn)}, stack ${fmt(rounds.sFlood[rep]!.conn)} (${sCounters[rep]}; stack CPU ${cpuFlood[rep]})`,

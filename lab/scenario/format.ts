@@ -451,6 +451,14 @@ const TRAFFIC_FOR: Record<Topology, readonly string[]> = {
   nlb: ['nlb-moves'],
 };
 
+/** A field reader that sets `key` of `t` to what `parse` makes of the field. */
+function setter<T extends object>(t: T) {
+  return <K extends keyof T>(key: K, parse: (n: Node, f: string) => T[K]) =>
+    (n: Node, f: string): void => {
+      t[key] = parse(n, f);
+    };
+}
+
 function readTraffic(ctx: Ctx, kind: (typeof TRAFFIC_KINDS)[number], node: Node, field: string, lab: LabSpec): Traffic {
   const origins = ORIGINS[lab.topology];
   const defaultFrom: Origin = origins[0] ?? 'host';
@@ -471,65 +479,46 @@ function readTraffic(ctx: Ctx, kind: (typeof TRAFFIC_KINDS)[number], node: Node,
     if (body === null && required.length === 0) return;
     mapping(ctx, body ?? node, field, fields, required);
   };
+  // Field readers: s(prop, parse) sets one property of the traffic being read.
+  const I = (min: number, max: number) => (n: Node, f: string) => int(ctx, n, f, min, max);
+  const T = (max: number, min: number) => (n: Node, f: string) => time(ctx, n, f, max, min);
+  const B = (n: Node, f: string) => bool(ctx, n, f);
   switch (kind) {
     case 'ping': {
       const t: Traffic = { kind, from: defaultFrom, count: 5, intervalMs: 200, waitMs: 1000 };
+      const s = setter(t);
       read({
-        from: (n, f) => {
-          t.from = from(n, f);
-        },
-        to: (n, f) => {
-          t.to = to(n, f);
-        },
-        count: (n, f) => {
-          t.count = int(ctx, n, f, 1, 1000);
-        },
-        interval: (n, f) => {
-          t.intervalMs = time(ctx, n, f, 10_000, 10);
-        },
-        wait: (n, f) => {
-          t.waitMs = time(ctx, n, f, 10_000, 100);
-        },
+        from: s('from', from),
+        to: s('to', to),
+        count: s('count', I(1, 1000)),
+        interval: s('intervalMs', T(10_000, 10)),
+        wait: s('waitMs', T(10_000, 100)),
       });
       return t;
     }
     case 'curl': {
       const t: Traffic = { kind, from: defaultFrom, path: '/', maxTimeMs: 10_000 };
+      const s = setter(t);
       read({
-        from: (n, f) => {
-          t.from = from(n, f);
-        },
-        to: (n, f) => {
-          t.to = to(n, f);
-        },
+        from: s('from', from),
+        to: s('to', to),
         path: (n, f) => {
           t.path = str(ctx, n, f, 'a URL path such as / or /bytes/1000000');
           if (!t.path.startsWith('/')) ctx.fail(n, f, `must start with /, got ${shown(n)}`);
         },
-        'max-time': (n, f) => {
-          t.maxTimeMs = time(ctx, n, f, 120_000, 100);
-        },
+        'max-time': s('maxTimeMs', T(120_000, 100)),
       });
       return t;
     }
     case 'iperf3': {
       const t: Traffic = { kind, from: defaultFrom, durationMs: 2000, reverse: false, udp: false };
+      const s = setter(t);
       read({
-        from: (n, f) => {
-          t.from = from(n, f);
-        },
-        to: (n, f) => {
-          t.to = to(n, f);
-        },
-        duration: (n, f) => {
-          t.durationMs = time(ctx, n, f, 30_000, 1000);
-        },
-        reverse: (n, f) => {
-          t.reverse = bool(ctx, n, f);
-        },
-        udp: (n, f) => {
-          t.udp = bool(ctx, n, f);
-        },
+        from: s('from', from),
+        to: s('to', to),
+        duration: s('durationMs', T(30_000, 1000)),
+        reverse: s('reverse', B),
+        udp: s('udp', B),
         bitrate: (n, f) => {
           t.bitrate = str(ctx, n, f, 'an iperf3 bitrate such as 10M');
           if (!/^\d+(\.\d+)?[KMG]?$/.test(t.bitrate)) ctx.fail(n, f, `must be an iperf3 bitrate such as 500K, 10M or 1G, got ${shown(n)}`);
@@ -539,24 +528,15 @@ function readTraffic(ctx: Ctx, kind: (typeof TRAFFIC_KINDS)[number], node: Node,
     }
     case 'hping3': {
       const t: Traffic = { kind, from: defaultFrom, port: 80, count: 0, durationMs: 0, sources: 4 };
+      const s = setter(t);
       // A flood is bounded in packets and in time: both are required.
       read(
         {
-          from: (n, f) => {
-            t.from = from(n, f);
-          },
-          port: (n, f) => {
-            t.port = int(ctx, n, f, 1, 65535);
-          },
-          count: (n, f) => {
-            t.count = int(ctx, n, f, 1, 20_000);
-          },
-          duration: (n, f) => {
-            t.durationMs = time(ctx, n, f, 10_000, 500);
-          },
-          sources: (n, f) => {
-            t.sources = int(ctx, n, f, 1, 16);
-          },
+          from: s('from', from),
+          port: s('port', I(1, 65535)),
+          count: s('count', I(1, 20_000)),
+          duration: s('durationMs', T(10_000, 500)),
+          sources: s('sources', I(1, 16)),
         },
         ['count', 'duration'],
       );
@@ -564,42 +544,29 @@ function readTraffic(ctx: Ctx, kind: (typeof TRAFFIC_KINDS)[number], node: Node,
     }
     case 'sha-peer': {
       const t: Traffic = { kind, from: defaultFrom, port: 7, bytes: 1_000_000, timeoutMs: 30_000 };
+      const s = setter(t);
       read({
-        from: (n, f) => {
-          t.from = from(n, f);
-        },
-        to: (n, f) => {
-          t.to = to(n, f);
-        },
-        port: (n, f) => {
-          t.port = int(ctx, n, f, 1, 65535);
-        },
-        bytes: (n, f) => {
-          t.bytes = int(ctx, n, f, 1, 100_000_000);
-        },
-        timeout: (n, f) => {
-          t.timeoutMs = time(ctx, n, f, 120_000, 1000);
-        },
+        from: s('from', from),
+        to: s('to', to),
+        port: s('port', I(1, 65535)),
+        bytes: s('bytes', I(1, 100_000_000)),
+        timeout: s('timeoutMs', T(120_000, 1000)),
       });
       return t;
     }
     case 'udp-echo': {
       const t: Traffic = { kind, from: defaultFrom, count: 20 };
+      const s = setter(t);
       read({
-        from: (n, f) => {
-          t.from = from(n, f);
-        },
-        to: (n, f) => {
-          t.to = to(n, f);
-        },
-        count: (n, f) => {
-          t.count = int(ctx, n, f, 1, 20);
-        },
+        from: s('from', from),
+        to: s('to', to),
+        count: s('count', I(1, 20)),
       });
       return t;
     }
     case 'connect': {
       const t = { kind, to: '' } as Traffic & { kind: 'connect' };
+      const s = setter(t);
       read(
         {
           to: (n, f) => {
@@ -610,9 +577,7 @@ function readTraffic(ctx: Ctx, kind: (typeof TRAFFIC_KINDS)[number], node: Node,
               ctx.fail(n, f, `must be ADDRESS:PORT with an address in 198.18.0.0/15 (the lab's range), got ${shown(n)}`);
             t.to = s.trim();
           },
-          timeout: (n, f) => {
-            t.timeoutMs = time(ctx, n, f, 60_000, 100);
-          },
+          timeout: s('timeoutMs', T(60_000, 100)),
         },
         ['to'],
       );
@@ -620,37 +585,23 @@ function readTraffic(ctx: Ctx, kind: (typeof TRAFFIC_KINDS)[number], node: Node,
     }
     case 'tls-burst': {
       const t: Traffic = { kind, from: defaultFrom, count: 20, timeoutMs: 15_000 };
+      const s = setter(t);
       read({
-        from: (n, f) => {
-          t.from = from(n, f);
-        },
-        count: (n, f) => {
-          t.count = int(ctx, n, f, 1, 500);
-        },
-        timeout: (n, f) => {
-          t.timeoutMs = time(ctx, n, f, 60_000, 1000);
-        },
+        from: s('from', from),
+        count: s('count', I(1, 500)),
+        timeout: s('timeoutMs', T(60_000, 1000)),
       });
       return t;
     }
     case 'downloads': {
       const t: Traffic = { kind, first: 0, count: 4, bytes: 300_000, concurrency: 2, stallMs: 3000 };
+      const s = setter(t);
       read({
-        first: (n, f) => {
-          t.first = int(ctx, n, f, 0, 299);
-        },
-        count: (n, f) => {
-          t.count = int(ctx, n, f, 1, 300);
-        },
-        bytes: (n, f) => {
-          t.bytes = int(ctx, n, f, 1, 10_000_000);
-        },
-        concurrency: (n, f) => {
-          t.concurrency = int(ctx, n, f, 1, 32);
-        },
-        stall: (n, f) => {
-          t.stallMs = time(ctx, n, f, 30_000, 500);
-        },
+        first: s('first', I(0, 299)),
+        count: s('count', I(1, 300)),
+        bytes: s('bytes', I(1, 10_000_000)),
+        concurrency: s('concurrency', I(1, 32)),
+        stall: s('stallMs', T(30_000, 500)),
       });
       if (t.first + t.count > lab.clients)
         ctx.fail(body ?? node, field, `uses client addresses ${t.first} to ${t.first + t.count - 1}, but lab.clients is ${lab.clients}`);
@@ -658,31 +609,21 @@ function readTraffic(ctx: Ctx, kind: (typeof TRAFFIC_KINDS)[number], node: Node,
     }
     case 'play': {
       const t: Traffic = { kind, items: 4, graceMs: 50 };
+      const s = setter(t);
       read({
-        items: (n, f) => {
-          t.items = int(ctx, n, f, 1, 20);
-        },
-        grace: (n, f) => {
-          t.graceMs = time(ctx, n, f, 10_000, 0);
-        },
+        items: s('items', I(1, 20)),
+        grace: s('graceMs', T(10_000, 0)),
       });
       return t;
     }
     case 'nlb-moves': {
       const t: Traffic = { kind, moves: 1, variant: 'ipsec', dpd: '4s', watchMs: 15_000 };
+      const s = setter(t);
       read({
-        moves: (n, f) => {
-          t.moves = int(ctx, n, f, 1, 10);
-        },
-        variant: (n, f) => {
-          t.variant = oneOf(ctx, n, f, ['ipsec', 'ipsec-exception', 'no-ipsec'] as const);
-        },
-        dpd: (n, f) => {
-          t.dpd = `${time(ctx, n, f, 60_000, 1000) / 1000}s`;
-        },
-        watch: (n, f) => {
-          t.watchMs = time(ctx, n, f, 120_000, 1000);
-        },
+        moves: s('moves', I(1, 10)),
+        variant: s('variant', (n, f) => oneOf(ctx, n, f, ['ipsec', 'ipsec-exception', 'no-ipsec'] as const)),
+        dpd: s('dpd', (n, f) => `${time(ctx, n, f, 60_000, 1000) / 1000}s`),
+        watch: s('watchMs', T(120_000, 1000)),
       });
       return t;
     }
