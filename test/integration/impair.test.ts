@@ -105,7 +105,7 @@ describe('packet impairments with real peers', () => {
   test('10 MB each way, SHA-checked, through 5% loss with reordering both ways (run --impair)', async () => {
     const ns2 = await lab.addNamespace('l');
     const control = path.join(tmp, 'lossy.sock');
-    await lab.startStack(ns2, [
+    const lossy = await lab.startStack(ns2, [
       '--tun',
       lab.ifname('l'),
       '--addr',
@@ -126,7 +126,11 @@ describe('packet impairments with real peers', () => {
       const st = JSON.parse((await lab.cli(ns2, ['stats', '--json', '--control', control])).stdout) as { counters: Record<string, number> };
       const tcp = Object.fromEntries(Object.entries(st.counters).filter(([k, v]) => /^(Tcp|Ip|Fs)/.test(k) && v !== 0));
       const nstat = await lab.exec(ns2, 'nstat', ['-a', '-z', '-j']);
-      console.log(`transfer failed: ${JSON.stringify(j)}; stack counters ${JSON.stringify(tcp)}; kernel nstat ${nstat.stdout.slice(0, 4000)}`);
+      const imp = (await lab.cli(ns2, ['impair', 'list', '--json', '--control', control])).stdout;
+      console.log(
+        `transfer failed: ${JSON.stringify(j)}; stack counters ${JSON.stringify(tcp)}; impairments ${imp}; kernel nstat ${nstat.stdout.slice(0, 4000)}; ` +
+          `stack output (tail): ${lossy.output.slice(-3000)}`,
+      );
     }
     expect(j.error, r.stdout + r.stderr).toBeUndefined();
     expect(j.receivedBytes).toBe(MB10);
