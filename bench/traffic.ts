@@ -313,7 +313,9 @@ export class TrafficBench {
       `/run/faultstack/${tun}.sock`,
       '--profile',
       profile,
-      ...(shards ? ['--shards'] : []),
+      // The kernel's flow hash: the senders here come from one address, which client
+      // steering (the default) would put on one shard.
+      ...(shards ? ['--shards', '--shard-steer', 'kernel'] : []),
       ...(mtu !== 1500 ? ['--mtu', String(mtu)] : []),
       ...(busyPoll ? ['--busy-poll'] : []),
     ]);
@@ -1216,9 +1218,10 @@ export class TrafficBench {
       baseline: null,
       note: `${c.failed} failed`,
     });
-    // Shards: one stack per queue, each in its own worker thread. iperf3's control and
-    // data connections may hash to different shards, so plain senders to discard are
-    // the load here, measured the same way against one thread and against two shards.
+    // Shards: one stack per queue, each in its own worker thread, steered by the kernel's
+    // flow hash (--shard-steer kernel) so that 4 flows from one address can spread; iperf3's
+    // control and data connections may then hash to different shards, so plain senders to
+    // discard are the load here, measured the same way against one thread and two shards.
     const single = await this.discardSenders(4, this.dur);
     await this.ensureStack('on', 2, 'win2003-sp1', true);
     const sharded = await this.discardSenders(4, this.dur);
@@ -1229,7 +1232,7 @@ export class TrafficBench {
       value: sharded / GBIT,
       unit: 'Gbit/s',
       baseline: null,
-      note: `the same senders, 2 queues one thread: ${fmt(single / GBIT)} Gbit/s (${(sharded / single).toFixed(2)}x); the kernel's flow hash decides how the 4 flows split`,
+      note: `the same senders, 2 queues one thread: ${fmt(single / GBIT)} Gbit/s (${(sharded / single).toFixed(2)}x); --shard-steer kernel: the kernel's flow hash decides how the 4 flows split`,
     });
     await this.stack?.stop();
     this.stack = null;

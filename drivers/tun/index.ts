@@ -163,6 +163,7 @@ interface NativeTun {
   };
   setVnetHdrSize(fd: number, size: number): boolean;
   setOffload(fd: number, flags: number): boolean;
+  setSteeringBpf(fd: number, insns: Buffer): boolean;
   getIfFlags(fd: number): number;
   ifExists(name: string): boolean;
   getMtu(name: string): number;
@@ -831,6 +832,21 @@ export class TunDevice implements Device {
     const ok = loadNative().setOffload(this.fdList[0]!, flags >>> 0);
     if (ok) this._offloads = describeOffloads(flags >>> 0);
     return ok;
+  }
+
+  /**
+   * Attaches a queue-steering eBPF program (TUNSETSTEERINGEBPF; steering.ts builds it):
+   * from now on it, not the kernel's flow hash, picks the queue of every packet for us.
+   * Throws a TunError with the kernel's reason (and the verifier's log) when refused.
+   */
+  setSteering(program: Buffer): void {
+    if (this.closed) throw new TunError('EBADF', `TUN device '${this.name}' is closed`);
+    try {
+      loadNative().setSteeringBpf(this.fdList[0]!, program);
+    } catch (e) {
+      const err = e as NativeErr;
+      throw new TunError(err.code ?? 'EIO', `cannot attach the steering program to '${this.name}': ${err.message}`);
+    }
   }
 
   /**

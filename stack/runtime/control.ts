@@ -7,6 +7,7 @@
  * first stack or all of them. With --shards the replies also say which shard each part
  * came from (`shards`, `shard` on rows and listeners).
  */
+import { clientQueue, type Steering } from '../../drivers/tun/steering';
 import type { TunDevice } from '../../drivers/tun/index';
 import type { ControlHandler } from '../control/server';
 import { STATS_ROWS_PER_EVENT, badArgument, booleanArg, integerArg, requiredString, statsQuery, type StatsQuery } from '../control/protocol';
@@ -14,7 +15,7 @@ import type { FaultConfig } from '../faults/config';
 import { FAULTS, PARAMS, describeRange } from '../faults/catalogue';
 import type { EventLog } from '../faults/events';
 import { CodedError } from '../util/errors';
-import { formatIpv4 } from '../wire/addr';
+import { formatIpv4, parseIpv4 } from '../wire/addr';
 import { neighReply, type EthernetRuntime } from './ethernet';
 import type { RuntimeOptions } from './options';
 import { memoryAfterGc } from './memory';
@@ -84,6 +85,8 @@ export interface ControlView {
   ports: ShardPort[];
   /** --shards: replies say which shard each part came from. */
   sharded: boolean;
+  /** --shards: how the kernel's packets are steered to the shards' queues (drivers/tun/steering.ts). */
+  steer?: Steering;
   /** With --tap: the link layer (stats' `link`, `neigh`). */
   link: EthernetRuntime | null;
   /** With --nlb: the NLB host, in one line (the ready line names it). */
@@ -94,6 +97,13 @@ export interface ControlView {
   now(): number;
   /** With --web: where the web view is, and its token (null on localhost without --web-token). */
   web?: { url: string; token: string | null };
+}
+
+/** The shard an active open to args.host goes out from (0 unless client steering says otherwise; a bad host is the shard's to refuse). */
+function connectShard(v: ControlView, args: Record<string, unknown>): number {
+  if (!v.sharded || v.steer !== 'client' || typeof args.host !== 'string') return 0;
+  const addr = parseIpv4(args.host);
+  return addr === null ? 0 : clientQueue(addr, v.ports.length);
 }
 
 function sumInto(acc: Record<string, number>, add: Record<string, unknown>): void {
@@ -249,10 +259,10 @@ export function controlHandlers(v: ControlView): Record<string, ControlHandler> 
       await ctx.untilClosed();
       return { followed: true };
     },
-    // Active opens go out from the first stack. With --shards the kernel steers the replies
-    // of that flow to a queue by its hash, which need not be queue 0 (then the open fails:
-    // see docs/design.md).
-    connect: (args) => v.ports[0]!.connect(args),
+    // Active opens go out from the shard the replies will reach: with client steering the
+    // shard of the peer's address. With the kernel's flow hash that is not known before the
+    // open, and the first shard may not get its replies (docs/design.md).
+    connect: (args) => v.ports[connectShard(v, args)]!.connect(args),
     unlock: async () => {
       const per = await all((p) => p.unlock());
       return { ...(per.find((r) => r.released) ?? per[0]!), ...(v.sharded ? { shards: per } : {}) };

@@ -5,6 +5,7 @@
  * Fault and parameter assignments stay raw strings here: the fault table owns their
  * meaning.
  */
+import type { Steering } from '../../drivers/tun/steering';
 import type { Ipv4Cidr } from '../wire/addr';
 import type { IpsecConfig } from '../ipsec/config';
 import type { NlbMode, PortRule } from '../nlb/config';
@@ -93,6 +94,8 @@ export interface RuntimeOptions {
   queues: number;
   /** One stack shard per queue, each in its own worker thread (needs queues >= 2). */
   shards: boolean;
+  /** With shards: which queue the kernel's packets take (drivers/tun/steering.ts); client when absent. */
+  shardSteer?: Steering;
   /** --busy-poll: read the TUN queues in a loop instead of waiting for epoll (lower latency, a core busy). */
   busyPoll?: boolean;
   cc: CongestionControl;

@@ -7,6 +7,7 @@
  */
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { clientSteeringProgram } from '../../drivers/tun/steering';
 import { ControlServer } from '../control/server';
 import type { StatsQuery } from '../control/protocol';
 import type { EventLog } from '../faults/events';
@@ -132,6 +133,10 @@ export async function startShardedRuntime(opts: RuntimeOptions): Promise<StackRu
     const before = hostLinkBefore(opts);
     const tun = openRunTun(opts, { multiQueue: true, startQueues: false });
     life.defer(() => tun.close());
+    // Which queue (so which shard) the kernel's packets take: by peer address unless the
+    // kernel's own flow hash was asked for (drivers/tun/steering.ts).
+    const steer = opts.shardSteer ?? 'client';
+    if (steer === 'client') tun.setSteering(clientSteeringProgram(tun.fds().length));
     const host = configureHostLink(opts, tun, before);
     life.defer(() => host.restore());
 
@@ -199,6 +204,7 @@ export async function startShardedRuntime(opts: RuntimeOptions): Promise<StackRu
       startedAt: Date.now(),
       ports,
       sharded: true,
+      steer,
       link: null,
       now: () => performance.now(),
     };

@@ -316,7 +316,7 @@ describe('run flags', () => {
     [['--mtu'], /--mtu needs a value: an integer from 68 to 65535/],
     [
       ['--mut', '1500'],
-      /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --busy-poll, --cc, --events, --json, --ipsec, --ipsec-psk, --ipsec-keylog, --host-netns, --external-tun, --external-addr, --external-host-addr, --external-mtu, --external-host-netns, --external-pcap, --fw-rule, --web, --web-token, --nlb, --nlb-priority, --nlb-mode, --nlb-rule, --nlb-stopped, --nlb-app, --help/,
+      /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --shard-steer, --busy-poll, --cc, --events, --json, --ipsec, --ipsec-psk, --ipsec-keylog, --host-netns, --external-tun, --external-addr, --external-host-addr, --external-mtu, --external-host-netns, --external-pcap, --fw-rule, --web, --web-token, --nlb, --nlb-priority, --nlb-mode, --nlb-rule, --nlb-stopped, --nlb-app, --help/,
     ],
     [['--pcap-size', '5'], /--pcap-size and --pcap-files go with --pcap FILE/],
     [['--pcap', '/tmp/c.pcap', '--pcap-files', '3'], /--pcap-files N needs --pcap-size MB \(the size at which a file is full\), as tcpdump -W needs -C/],
@@ -365,6 +365,13 @@ describe('run flags', () => {
     expect(buildRunOptions(base)!.link).toBeUndefined();
   });
 
+  it('--shards steers by client address unless --shard-steer kernel', () => {
+    const base = ['--tun', 'fst0', '--addr', '198.18.0.2/24', '--queues', '2'];
+    expect(buildRunOptions([...base, '--shards'])!.shardSteer).toBe('client');
+    expect(buildRunOptions([...base, '--shards', '--shard-steer', 'kernel'])!.shardSteer).toBe('kernel');
+    expect(buildRunOptions(base)!.shardSteer).toBeUndefined();
+  });
+
   const tapCases: [string[], string][] = [
     [['--tap', 't0', '--tun', 't1'], 'faultstack run: give --tun or --tap, not both (--tun t1, --tap t0)'],
     [['--bridge', 'br0'], 'faultstack run: --bridge needs --tap NAME (a TUN device carries IP packets, no Ethernet frames)'],
@@ -398,6 +405,8 @@ describe('run flags', () => {
     [['--tap', 't0', '--bridge', 't0'], 'faultstack run: --bridge must name a bridge, not the TAP device itself (both are "t0")'],
     [['--tap', 't0', '--busy-poll'], 'faultstack run: --busy-poll polls one TUN device from one thread: drop --shards and --tap'],
     [['--queues', '2', '--shards', '--busy-poll'], 'faultstack run: --busy-poll polls one TUN device from one thread: drop --shards and --tap'],
+    [['--queues', '2', '--shard-steer', 'kernel'], 'faultstack run: --shard-steer goes with --shards'],
+    [['--queues', '2', '--shards', '--shard-steer', 'flow'], 'faultstack run: --shard-steer must be one of client, kernel, got "flow"'],
     [
       ['--tap', 't0', '--queues', '2', '--shards'],
       'faultstack run: --shards runs on a TUN device only (a TAP device has one neighbour table and ARP for all its queues); drop --shards, --queues N still works',

@@ -3,6 +3,7 @@
  * stack/runtime/options.ts), start the stack runtime, print its ready line, and shut it
  * down cleanly on SIGINT/SIGTERM/SIGHUP.
  */
+import { STEERINGS, type Steering } from '../../../drivers/tun/steering';
 import { hostAddress, outputFile } from '../value-flags';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -288,6 +289,12 @@ export const RUN_SPEC = defineCommand({
     offloads: valueFlag({ valueName: 'on|off', help: 'TUN segmentation/checksum offloads', ...oneOf(['on', 'off'] as const), default: 'on' }),
     queues: valueFlag({ valueName: 'N', help: 'TUN queues', ...integer(1, 8), default: 1 }),
     shards: switchFlag('one stack shard per queue, each in a worker thread (needs --queues 2 or more)'),
+    'shard-steer': valueFlag({
+      valueName: 'client|kernel',
+      help: "with --shards: which queue a packet takes: by the peer's address (all of a client's connections and the ICMP errors about them on one shard) or the kernel's flow hash",
+      ...oneOf(STEERINGS),
+      default: 'client' as Steering,
+    }),
     'busy-poll': switchFlag('read the TUN device in a loop instead of sleeping in epoll: lower latency, one core kept busy (TUN, one thread)'),
     cc: valueFlag({
       valueName: 'NAME',
@@ -423,6 +430,7 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
       spec,
       '--shards runs on a TUN device only (a TAP device has one neighbour table and ARP for all its queues); drop --shards, --queues N still works',
     );
+  if (!f.shards && f['shard-steer'] !== 'client') throw usageError(spec, '--shard-steer goes with --shards');
   if (f.shards && f.queues < 2) {
     throw usageError(spec, `--shards needs --queues 2 or more (one shard per queue), got --queues ${f.queues}`);
   }
@@ -485,6 +493,7 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
     offloads: f.offloads === 'on',
     queues: f.queues,
     shards: f.shards,
+    ...(f.shards ? { shardSteer: f['shard-steer'] } : {}),
     ...(f['busy-poll'] ? { busyPoll: true } : {}),
     cc: f.cc,
     events: f.events,

@@ -13,6 +13,10 @@
 //                                                 for us, per TUN queue; it drops past it)
 //   setTxQueueLen(name, n)                       (SIOCSIFTXQLEN)
 //   closeFd(fd)
+//   setSteeringBpf(fd, insns: Buffer) -> true   (BPF_PROG_LOAD of a socket-filter program,
+//                                                 then TUNSETSTEERINGEBPF: it picks the queue
+//                                                 of every packet the kernel sends us; the
+//                                                 program is assembled in drivers/tun/steering.ts)
 //   Queue(fd, vnetHdr, slab: Buffer, slotSize, slots, info: Uint32Array, counters: Float64Array,
 //         onBurst: (n: number) => void)
 //     .start() .close() .ref() .unref()
@@ -65,7 +69,9 @@
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <string.h>
+#include <linux/bpf.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -227,6 +233,43 @@ Napi::Value SetOffload(const Napi::CallbackInfo& info) {
   int fd = info[0].ToNumber().Int32Value();
   unsigned long flags = info[1].ToNumber().Uint32Value();
   return Napi::Boolean::New(info.Env(), ioctl(fd, TUNSETOFFLOAD, flags) == 0);
+}
+
+// Loads `insns` (struct bpf_insn[], 8 bytes each) as a socket-filter program and makes it
+// the device's queue selector; the verifier's log is in the error when it refuses.
+Napi::Value SetSteeringBpf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[1].IsBuffer()) return ThrowType(env, "setSteeringBpf(fd, insns: Buffer)");
+  int fd = info[0].ToNumber().Int32Value();
+  Napi::Buffer<uint8_t> code = info[1].As<Napi::Buffer<uint8_t>>();
+  if (code.Length() == 0 || code.Length() % sizeof(struct bpf_insn) != 0) return ThrowType(env, "setSteeringBpf: insns must be whole 8-byte instructions");
+  static char log[4096];
+  log[0] = 0;
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+  attr.insn_cnt = static_cast<uint32_t>(code.Length() / sizeof(struct bpf_insn));
+  attr.insns = reinterpret_cast<uint64_t>(code.Data());
+  attr.license = reinterpret_cast<uint64_t>("GPL");
+  attr.log_level = 1;
+  attr.log_size = sizeof(log);
+  attr.log_buf = reinterpret_cast<uint64_t>(log);
+  int prog = static_cast<int>(syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof(attr)));
+  if (prog < 0) {
+    int err = errno;
+    std::string msg = std::string("BPF_PROG_LOAD: ") + strerror(err) + (log[0] ? std::string(": ") + log : std::string());
+    Napi::Error e = Napi::Error::New(env, msg);
+    e.Set("code", Napi::String::New(env, ErrnoCode(err)));
+    e.Set("syscall", Napi::String::New(env, "bpf"));
+    e.ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  // The device keeps its own reference to the program: our descriptor can go.
+  int rc = ioctl(fd, TUNSETSTEERINGEBPF, &prog);
+  int err = errno;
+  close(prog);
+  if (rc < 0) return ThrowErrno(env, "TUNSETSTEERINGEBPF", err);
+  return Napi::Boolean::New(env, true);
 }
 
 Napi::Value GetIfFlags(const Napi::CallbackInfo& info) {
@@ -970,6 +1013,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getTxQueueLen", Napi::Function::New(env, GetTxQueueLen, "getTxQueueLen"));
   exports.Set("setTxQueueLen", Napi::Function::New(env, SetTxQueueLen, "setTxQueueLen"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("setSteeringBpf", Napi::Function::New(env, SetSteeringBpf, "setSteeringBpf"));
   exports.Set("Queue", Queue::Init(env));
   Napi::Object c = Napi::Object::New(env);
   c.Set("IFF_TUN", IFF_TUN);
