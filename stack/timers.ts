@@ -3,14 +3,27 @@
  * nothing here reads a clock. Owners keep the handle's `at`; re-arming a timer
  * updates the same entry in place.
  */
-export class Timer {
-  at = Infinity; // deadline; Infinity when disarmed
-  index = -1; // position in the heap, -1 when not queued
+/**
+ * What the queue orders: a deadline, the entry's position in the heap and what to do when
+ * it is due. A Timer is one; an owner with many instances may be its own entry instead
+ * (a TCP connection is: no Timer and no closure per connection, issue 16).
+ */
+export interface TimerEntry {
+  /** Deadline; Infinity when disarmed. */
+  at: number;
+  /** Position in the heap, -1 when not queued. */
+  index: number;
+  fire(now: number): void;
+}
+
+export class Timer implements TimerEntry {
+  at = Infinity;
+  index = -1;
   constructor(readonly fire: (now: number) => void) {}
 }
 
 export class TimerQueue {
-  private heap: Timer[] = [];
+  private heap: TimerEntry[] = [];
 
   get size(): number {
     return this.heap.length;
@@ -21,7 +34,7 @@ export class TimerQueue {
     return this.heap.length ? this.heap[0].at : Infinity;
   }
 
-  arm(t: Timer, at: number): void {
+  arm(t: TimerEntry, at: number): void {
     const old = t.at;
     t.at = at;
     if (t.index < 0) {
@@ -32,7 +45,7 @@ export class TimerQueue {
     else if (at > old) this.down(t.index);
   }
 
-  disarm(t: Timer): void {
+  disarm(t: TimerEntry): void {
     if (t.index < 0) {
       t.at = Infinity;
       return;

@@ -31,11 +31,24 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
   private idleTimer: NodeJS.Timeout | null = null;
   bytesRead = 0;
   bytesWritten = 0;
-  remoteAddress?: string;
   remotePort?: number;
-  localAddress?: string;
   localPort?: number;
-  readonly remoteFamily = 'IPv4';
+  /**
+   * The addresses as int32 (small integers V8 keeps in the object; a uint32 above 2^31
+   * would be a heap number each), made into strings when asked, as net.Socket's getters
+   * do: an idle connection keeps no strings (issue 16).
+   */
+  private remoteIp = 0;
+  private localIp = 0;
+  get remoteAddress(): string | undefined {
+    return this.localPort !== undefined ? formatIpv4(this.remoteIp >>> 0) : undefined;
+  }
+  get localAddress(): string | undefined {
+    return this.localPort !== undefined ? formatIpv4(this.localIp >>> 0) : undefined;
+  }
+  get remoteFamily(): 'IPv4' {
+    return 'IPv4';
+  }
   /**
    * TCP_NODELAY as the application asked for it. Like Node's net.Socket (kSetNoDelay), a
    * setNoDelay() before there is a connection (before connect(), or on a socket an
@@ -64,9 +77,9 @@ export class FsSocket extends Duplex implements TcpSocketLike, ConnectionOwner {
   /** Wraps a connection (an accepted one, or a new active open). */
   adopt(conn: TcpConnection): void {
     this.conn = conn;
-    this.remoteAddress = formatIpv4(conn.remoteAddr);
+    this.remoteIp = conn.remoteAddr | 0;
     this.remotePort = conn.remotePort;
-    this.localAddress = formatIpv4(conn.localAddr);
+    this.localIp = conn.localAddr | 0;
     this.localPort = conn.localPort;
     conn.attach(this, this.noDelay);
   }

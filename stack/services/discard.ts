@@ -3,7 +3,7 @@
  * closes its side when the peer does.
  */
 import type { NetApi } from '../api/net-api';
-import { startTcpService, type ServiceHandle, type TcpServiceOptions } from './echo';
+import { endThis, startTcpService, type ServiceHandle, type TcpServiceOptions } from './echo';
 
 export interface DiscardHandle extends ServiceHandle {
   stats(): { connections: number; bytes: number };
@@ -11,11 +11,13 @@ export interface DiscardHandle extends ServiceHandle {
 
 export function startDiscard(api: NetApi, opts: TcpServiceOptions = {}): DiscardHandle {
   let bytes = 0;
+  // Shared listeners, no closures per connection (an idle one keeps what it was given).
+  const onData = (chunk: Buffer): void => {
+    bytes += chunk.length;
+  };
   const svc = startTcpService(api, 'discard', { port: opts.port ?? 9, host: opts.host, log: opts.log }, (socket) => {
-    socket.on('data', (chunk: Buffer) => {
-      bytes += chunk.length;
-    });
-    socket.on('end', () => socket.end());
+    socket.on('data', onData);
+    socket.on('end', endThis);
   });
   return {
     name: 'discard',

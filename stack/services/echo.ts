@@ -70,6 +70,15 @@ export function startTcpService(
   let closing = false;
   let closePromise: Promise<void> | null = null;
 
+  // One pair of handlers for every socket (an event listener's `this` is its socket): no
+  // closures per connection, which an idle connection would carry for its whole life.
+  function onSocketError(this: TcpSocketLike, err: Error): void {
+    log(`${name}: connection ${this.remoteAddress ?? '?'}:${this.remotePort ?? '?'} error: ${err.message}`);
+    this.destroy();
+  }
+  function onSocketClose(this: TcpSocketLike): void {
+    sockets.delete(this);
+  }
   const server = api.createServer((socket) => {
     if (closing) {
       socket.destroy();
@@ -77,11 +86,8 @@ export function startTcpService(
     }
     acceptedCount++;
     sockets.add(socket);
-    socket.on('error', (err: Error) => {
-      log(`${name}: connection ${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'} error: ${err.message}`);
-      socket.destroy();
-    });
-    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
     try {
       onSocket(socket);
     } catch (err) {
@@ -124,13 +130,18 @@ export function startTcpService(
  * Copies everything read back to the writer, honouring backpressure, and
  * half-closes when the peer does.
  */
-function echoSocket(socket: TcpSocketLike, count: (n: number) => void): void {
-  socket.on('data', (chunk: Buffer) => {
-    count(chunk.length);
-    if (!socket.write(chunk)) socket.pause();
-  });
-  socket.on('drain', () => socket.resume());
-  socket.on('end', () => socket.end());
+function echoSocket(socket: TcpSocketLike, onData: (this: TcpSocketLike, chunk: Buffer) => void): void {
+  socket.on('data', onData);
+  socket.on('drain', resumeThis);
+  socket.on('end', endThis);
+}
+
+/** Shared listeners (`this` is the socket that emitted). */
+function resumeThis(this: TcpSocketLike): void {
+  this.resume();
+}
+export function endThis(this: TcpSocketLike): void {
+  this.end();
 }
 
 export interface EchoOptions extends TcpServiceOptions {
@@ -151,11 +162,11 @@ export function startEcho(api: NetApi, opts: EchoOptions = {}): EchoHandle {
   let udpDatagrams = 0;
   let udpBytes = 0;
 
-  const tcp = startTcpService(api, 'echo', { port, host: opts.host, log }, (socket) => {
-    echoSocket(socket, (n) => {
-      tcpBytes += n;
-    });
-  });
+  function onData(this: TcpSocketLike, chunk: Buffer): void {
+    tcpBytes += chunk.length;
+    if (!this.write(chunk)) this.pause();
+  }
+  const tcp = startTcpService(api, 'echo', { port, host: opts.host, log }, (socket) => echoSocket(socket, onData));
 
   let udp: UdpSocketLike | null = null;
   let udpBound = false;

@@ -23,7 +23,9 @@ export function initialWindow(mss: number): number {
 }
 
 export class NewReno implements CongestionControl {
-  readonly name = 'newreno' as const;
+  get name(): 'newreno' {
+    return 'newreno';
+  }
   cwnd: number;
   ssthresh = 0x7fffffff;
   private bytesAcked = 0;
@@ -71,7 +73,9 @@ const CUBIC_C = 0.4;
 const CUBIC_BETA = 0.7;
 
 export class Cubic implements CongestionControl {
-  readonly name = 'cubic' as const;
+  get name(): 'cubic' {
+    return 'cubic';
+  }
   cwnd: number;
   ssthresh = 0x7fffffff;
   private wMax = 0; // segments

@@ -21,10 +21,10 @@
  */
 import { CodedError } from '../util/errors';
 import type { TcpRepr } from '../wire/tcp';
-import { type Seq, asSeq, seqAdd, seqSize } from '../wire/seq';
+import { type Seq, asSeq, seqAdd, seqSize, seqValue } from '../wire/seq';
 import { NO_PENDING, ReassemblyQueue, SendQueue } from './buffers';
 import { CongestionControl, makeCongestionControl } from './congestion';
-import { Timer } from '../timers';
+import type { TimerEntry } from '../timers';
 import type { TcpLayer } from './tcp';
 import type { Listener } from './listener';
 import type { HalfOpen } from './halfopen';
@@ -55,7 +55,6 @@ export interface ConnectionOwner {
 }
 
 /** The initial value of every sequence-number field, until the handshake sets it. */
-const SEQ0: Seq = asSeq(0);
 
 /** Which loss recovery establish() chose (TcpConnection.recovery). */
 const enum RecoveryKind {
@@ -64,31 +63,104 @@ const enum RecoveryKind {
   NewReno,
 }
 
+/** The send queue of every connection that has written nothing: never pushed to. */
+const EMPTY_SEND_QUEUE = new SendQueue();
 /** The out-of-order queue of every connection that has had no out-of-order segment: never inserted into. */
 const EMPTY_OOO = new ReassemblyQueue();
+/**
+ * The control block. Sequence numbers, timestamps and addresses are 32-bit unsigned, and
+ * half of them are above 2^31: a field holding such a value is a heap number of its own
+ * (16 bytes more per field and connection, issue 16). They are kept as int32 (`x32 = v | 0`,
+ * a small integer inside the object) behind accessors that give the uint32 back, as the
+ * half-open entries do (halfopen.ts).
+ */
 export class TcpConnection {
+  /**
+   * The connection's yes/no fields, one bit each behind their accessors (orphaned, wsOk,
+   * tsOk, sackOk, finQueued, finAfterConnect, oooFin, pendingFin, ackDeferred, dupAckOwed,
+   * stalled, ackNow, swsOverride, keepaliveEnabled, nagleOff): one slot instead of fifteen.
+   */
+  private bits = 0;
   state = State.Closed;
   /** The socket above (null until accepted, and after the application let go): `owner`. */
   private ownedBy: ConnectionOwner | null = null;
   listener: Listener | null = null;
   /** Set when the application let go (closed or destroyed) but the protocol goes on. */
-  orphaned = false;
-  createdAt: number;
+  get orphaned(): boolean {
+    return (this.bits & 1) !== 0;
+  }
+  set orphaned(on: boolean) {
+    this.bits = on ? this.bits | 1 : this.bits & ~1;
+  }
 
   // Send sequence space (RFC 9293 3.3.1)
-  iss = SEQ0;
-  sndUna = SEQ0;
-  sndNxt = SEQ0;
-  sndMax = SEQ0;
+  private iss32 = 0;
+  get iss(): Seq {
+    return asSeq(this.iss32);
+  }
+  set iss(v: Seq) {
+    this.iss32 = seqValue(v) | 0;
+  }
+  private sndUna32 = 0;
+  get sndUna(): Seq {
+    return asSeq(this.sndUna32);
+  }
+  set sndUna(v: Seq) {
+    this.sndUna32 = seqValue(v) | 0;
+  }
+  private sndNxt32 = 0;
+  get sndNxt(): Seq {
+    return asSeq(this.sndNxt32);
+  }
+  set sndNxt(v: Seq) {
+    this.sndNxt32 = seqValue(v) | 0;
+  }
+  private sndMax32 = 0;
+  get sndMax(): Seq {
+    return asSeq(this.sndMax32);
+  }
+  set sndMax(v: Seq) {
+    this.sndMax32 = seqValue(v) | 0;
+  }
   sndWnd = 0;
-  sndWl1 = SEQ0;
-  sndWl2 = SEQ0;
+  private sndWl132 = 0;
+  get sndWl1(): Seq {
+    return asSeq(this.sndWl132);
+  }
+  set sndWl1(v: Seq) {
+    this.sndWl132 = seqValue(v) | 0;
+  }
+  private sndWl232 = 0;
+  get sndWl2(): Seq {
+    return asSeq(this.sndWl232);
+  }
+  set sndWl2(v: Seq) {
+    this.sndWl232 = seqValue(v) | 0;
+  }
   maxSndWnd = 0;
   sndWscale = 0; // shift the peer applies to its windows
   // Receive sequence space
-  irs = SEQ0;
-  rcvNxt = SEQ0;
-  rcvAdvEdge = SEQ0;
+  private irs32 = 0;
+  get irs(): Seq {
+    return asSeq(this.irs32);
+  }
+  set irs(v: Seq) {
+    this.irs32 = seqValue(v) | 0;
+  }
+  private rcvNxt32 = 0;
+  get rcvNxt(): Seq {
+    return asSeq(this.rcvNxt32);
+  }
+  set rcvNxt(v: Seq) {
+    this.rcvNxt32 = seqValue(v) | 0;
+  }
+  private rcvAdvEdge32 = 0;
+  get rcvAdvEdge(): Seq {
+    return asSeq(this.rcvAdvEdge32);
+  }
+  set rcvAdvEdge(v: Seq) {
+    this.rcvAdvEdge32 = seqValue(v) | 0;
+  }
   rcvWscale = 0; // shift we apply to ours
   rcvBuf: number;
   sndBuf: number;
@@ -97,21 +169,82 @@ export class TcpConnection {
   blackHoleMtu = 0;
   peerMss = 536;
   mss = 536;
-  wsOk = false;
-  tsOk = false;
-  sackOk = false;
-  tsRecent = 0;
-  tsRecentAt = 0;
+  get wsOk(): boolean {
+    return (this.bits & 2) !== 0;
+  }
+  set wsOk(on: boolean) {
+    this.bits = on ? this.bits | 2 : this.bits & ~2;
+  }
+  get tsOk(): boolean {
+    return (this.bits & 4) !== 0;
+  }
+  set tsOk(on: boolean) {
+    this.bits = on ? this.bits | 4 : this.bits & ~4;
+  }
+  get sackOk(): boolean {
+    return (this.bits & 8) !== 0;
+  }
+  set sackOk(on: boolean) {
+    this.bits = on ? this.bits | 8 : this.bits & ~8;
+  }
+  private tsRecent32 = 0;
+  get tsRecent(): number {
+    return this.tsRecent32 >>> 0;
+  }
+  set tsRecent(v: number) {
+    this.tsRecent32 = v | 0;
+  }
+  /** A time kept in whole milliseconds (a small integer in the object, not a heap number: issue 16). */
+  private tsRecentAtMs = 0;
+  get tsRecentAt(): number {
+    return this.tsRecentAtMs;
+  }
+  set tsRecentAt(t: number) {
+    this.tsRecentAtMs = Math.floor(t);
+  }
   /** Added to our timestamp clock (RFC 7323 5.4), the same for the half-open entry and its connection. */
-  readonly tsOffset: number;
+  private readonly tsOffset32: number;
+  get tsOffset(): number {
+    return this.tsOffset32 >>> 0;
+  }
   /** TSval of the first segment sent while nothing was outstanding: the oldest TSecr an ACK of the flight can carry. */
-  tsFlightStart = 0;
+  private tsFlightStart32 = 0;
+  get tsFlightStart(): number {
+    return this.tsFlightStart32 >>> 0;
+  }
+  set tsFlightStart(v: number) {
+    this.tsFlightStart32 = v | 0;
+  }
   // Send side data
-  readonly sendQueue = new SendQueue();
+  /**
+   * What the application wrote and the peer has not acknowledged, made at the first write:
+   * until then the shared empty queue (an idle connection holds none; about 100 bytes of
+   * heap, issue 16). Only queueData pushes; consume and clear have nothing to do on it.
+   */
+  private sendQ: SendQueue | null = null;
+  get sendQueue(): SendQueue {
+    return this.sendQ ?? EMPTY_SEND_QUEUE;
+  }
   /** The application ended its side: our FIN is queued, at finSeq. */
-  finQueued = false;
-  finSeq = SEQ0;
-  finAfterConnect = false;
+  get finQueued(): boolean {
+    return (this.bits & 16) !== 0;
+  }
+  set finQueued(on: boolean) {
+    this.bits = on ? this.bits | 16 : this.bits & ~16;
+  }
+  private finSeq32 = 0;
+  get finSeq(): Seq {
+    return asSeq(this.finSeq32);
+  }
+  set finSeq(v: Seq) {
+    this.finSeq32 = seqValue(v) | 0;
+  }
+  get finAfterConnect(): boolean {
+    return (this.bits & 32) !== 0;
+  }
+  set finAfterConnect(on: boolean) {
+    this.bits = on ? this.bits | 32 : this.bits & ~32;
+  }
   // Receive side data
   /**
    * Out-of-order segments, made at the first one: until then the shared empty queue
@@ -126,17 +259,43 @@ export class TcpConnection {
     return (this.oooQueue ??= new ReassemblyQueue());
   }
   /** A FIN arrived out of order, at oooFinSeq. */
-  oooFin = false;
-  oooFinSeq = SEQ0;
+  get oooFin(): boolean {
+    return (this.bits & 64) !== 0;
+  }
+  set oooFin(on: boolean) {
+    this.bits = on ? this.bits | 64 : this.bits & ~64;
+  }
+  private oooFinSeq32 = 0;
+  get oooFinSeq(): Seq {
+    return asSeq(this.oooFinSeq32);
+  }
+  set oooFinSeq(v: Seq) {
+    this.oooFinSeq32 = seqValue(v) | 0;
+  }
   /** Data (and FIN) that arrived before the application accepted the connection (NO_PENDING: none; replaced before a push). */
   pending: Buffer[] = NO_PENDING;
   pendingBytes = 0;
-  pendingFin = false;
+  get pendingFin(): boolean {
+    return (this.bits & 128) !== 0;
+  }
+  set pendingFin(on: boolean) {
+    this.bits = on ? this.bits | 128 : this.bits & ~128;
+  }
   segsSinceAck = 0;
   /** On the layer's list of ACKs owed at the end of the current receive burst. */
-  ackDeferred = false;
+  get ackDeferred(): boolean {
+    return (this.bits & 256) !== 0;
+  }
+  set ackDeferred(on: boolean) {
+    this.bits = on ? this.bits | 256 : this.bits & ~256;
+  }
   /** Out-of-order data arrived in this burst: its duplicate ACK (with SACK) leaves at the burst's end. */
-  dupAckOwed = false;
+  get dupAckOwed(): boolean {
+    return (this.bits & 512) !== 0;
+  }
+  set dupAckOwed(on: boolean) {
+    this.bits = on ? this.bits | 512 : this.bits & ~512;
+  }
   /** Epoch in which this connection last sent or received data (TcpLayer.noteQueueUse). */
   rxEpoch = -1;
   // Receive-window autotuning (tuneRcvWindow): the cap on what we offer, the receiver's
@@ -144,18 +303,46 @@ export class TcpConnection {
   rcvWndCap = RCV_WINDOW_MIN;
   rcvRtt = 0;
   rcvRate = 0;
-  rcvRateSeq = SEQ0;
+  private rcvRateSeq32 = 0;
+  get rcvRateSeq(): Seq {
+    return asSeq(this.rcvRateSeq32);
+  }
+  set rcvRateSeq(v: Seq) {
+    this.rcvRateSeq32 = seqValue(v) | 0;
+  }
   rcvRateAt = -1;
   /** The peer filled our window up to stalledEdge (stalled); stalledAt: when we opened it further (-1: not yet). */
-  stalled = false;
-  stalledEdge = SEQ0;
+  get stalled(): boolean {
+    return (this.bits & 1024) !== 0;
+  }
+  set stalled(on: boolean) {
+    this.bits = on ? this.bits | 1024 : this.bits & ~1024;
+  }
+  private stalledEdge32 = 0;
+  get stalledEdge(): Seq {
+    return asSeq(this.stalledEdge32);
+  }
+  set stalledEdge(v: Seq) {
+    this.stalledEdge32 = seqValue(v) | 0;
+  }
   stalledAt = -1;
-  ackNow = false;
+  get ackNow(): boolean {
+    return (this.bits & 2048) !== 0;
+  }
+  set ackNow(on: boolean) {
+    this.bits = on ? this.bits | 2048 : this.bits & ~2048;
+  }
   // RTT (RFC 6298)
   srtt = 0;
   rttvar = 0;
   rto: number;
-  rttSeq = SEQ0;
+  private rttSeq32 = 0;
+  get rttSeq(): Seq {
+    return asSeq(this.rttSeq32);
+  }
+  set rttSeq(v: Seq) {
+    this.rttSeq32 = seqValue(v) | 0;
+  }
   rttStart = -1;
   backoff = 0;
   retries = 0;
@@ -175,9 +362,28 @@ export class TcpConnection {
   private lossRecovery: LossRecovery | null = null;
   private recoveryKind = RecoveryKind.None;
   /** RCV.NXT carried by the last segment we sent (RFC 7323 Last.ACK.sent). */
-  lastAckSent = SEQ0;
-  // Timers: one heap entry per connection, the earliest of these deadlines.
-  readonly timer: Timer;
+  private lastAckSent32 = 0;
+  get lastAckSent(): Seq {
+    return asSeq(this.lastAckSent32);
+  }
+  set lastAckSent(v: Seq) {
+    this.lastAckSent32 = seqValue(v) | 0;
+  }
+  // Timers: one heap entry per connection, the earliest of these deadlines. The connection
+  // is its own entry (TimerEntry: at, index, fire), so an idle one holds no Timer object and
+  // no closure for it.
+  /** The heap entry's deadline (timer.ts rearm keeps it at the earliest below). */
+  at = Infinity;
+  /** The heap entry's position (-1: not queued). */
+  index = -1;
+  get timer(): TimerEntry {
+    return this;
+  }
+  /** The heap entry is due (timer.ts onTimer runs whatever deadlines have passed). */
+  fire(now: number): void {
+    onTimer(this, now);
+    if (this.observer !== null) this.observer.update(this, now);
+  }
   rtoAt = Infinity;
   delackAt = Infinity;
   persistAt = Infinity;
@@ -185,44 +391,72 @@ export class TcpConnection {
   lingerAt = Infinity;
   persistBackoff = 0;
   /** Set while the persist timer's override lets a sub-MSS segment through (RFC 9293 3.8.6.2.1). */
-  swsOverride = false;
+  get swsOverride(): boolean {
+    return (this.bits & 4096) !== 0;
+  }
+  set swsOverride(on: boolean) {
+    this.bits = on ? this.bits | 4096 : this.bits & ~4096;
+  }
   // Keepalive
-  keepaliveEnabled = false;
+  get keepaliveEnabled(): boolean {
+    return (this.bits & 8192) !== 0;
+  }
+  set keepaliveEnabled(on: boolean) {
+    this.bits = on ? this.bits | 8192 : this.bits & ~8192;
+  }
   keepaliveIdleMs = 7_200_000;
   keepaliveProbes = 0;
-  lastRecvAt = 0;
+  /** A time kept in whole milliseconds (a small integer in the object, not a heap number: issue 16). */
+  private lastRecvAtMs = 0;
+  get lastRecvAt(): number {
+    return this.lastRecvAtMs;
+  }
+  set lastRecvAt(t: number) {
+    this.lastRecvAtMs = Math.floor(t);
+  }
   /** TCP_NODELAY: Nagle's algorithm off (`noDelay`). */
-  private nagleOff = false;
+  private get nagleOff(): boolean {
+    return (this.bits & 16384) !== 0;
+  }
+  private set nagleOff(on: boolean) {
+    this.bits = on ? this.bits | 16384 : this.bits & ~16384;
+  }
   // Bookkeeping
   bytesAcked = 0;
   bytesReceived = 0;
   retransSegs = 0;
-  key = '';
   error: CodedError | null = null;
   /** The next connection in the same bucket of the connection table (conntable.ts). */
   chainNext: TcpConnection | null = null;
   /** A trace of this connection (observer.ts), attached on request; null: nobody watches, and nothing is recorded. */
   observer: ConnectionObserver | null = null;
 
+  /** The addresses as int32 (see the top of the class), read as the uint32 they are. */
+  private readonly local32: number;
+  private readonly remote32: number;
+  get localAddr(): number {
+    return this.local32 >>> 0;
+  }
+  get remoteAddr(): number {
+    return this.remote32 >>> 0;
+  }
+
   constructor(
     readonly layer: TcpLayer,
-    readonly localAddr: number,
+    localAddr: number,
     readonly localPort: number,
-    readonly remoteAddr: number,
+    remoteAddr: number,
     readonly remotePort: number,
     now: number,
   ) {
     const cfg = layer.config;
-    this.createdAt = now;
+    this.local32 = localAddr | 0;
+    this.remote32 = remoteAddr | 0;
     this.rcvBuf = cfg.rcvBuf;
     this.sndBuf = cfg.sndBuf;
     this.rto = cfg.initialRtoMs;
     this.cc = makeCongestionControl(cfg.congestionControl, 536);
-    this.timer = new Timer((t) => {
-      onTimer(this, t);
-      if (this.observer !== null) this.observer.update(this, t);
-    });
-    this.tsOffset = layer.tsOffsetFor(localAddr, localPort, remoteAddr, remotePort);
+    this.tsOffset32 = layer.tsOffsetFor(localAddr, localPort, remoteAddr, remotePort) | 0;
     this.lastRecvAt = now;
   }
 
@@ -436,7 +670,7 @@ export class TcpConnection {
     this.delackAt = Infinity;
     this.persistAt = Infinity;
     this.keepaliveAt = Infinity;
-    this.sendQueue.clear();
+    this.sendQ?.clear();
     this.oooQueue?.clear();
     if (!this.orphaned && this.ownedBy) {
       // The owner still hears about the close; TIME-WAIT itself needs no owner.
@@ -462,7 +696,7 @@ export class TcpConnection {
   /** Queues application data without sending (the caller runs `output` after the last chunk of a writev). */
   enqueue(data: Buffer): boolean {
     if (this.finQueued) return false;
-    this.sendQueue.push(data);
+    (this.sendQ ??= new SendQueue()).push(data);
     return this.state >= State.Established;
   }
 
@@ -629,7 +863,7 @@ export class TcpConnection {
     this.rtoAt = this.delackAt = this.persistAt = this.keepaliveAt = this.lingerAt = Infinity;
     this.layer.timers.disarm(this.timer);
     this.layer.remove(this, now);
-    this.sendQueue.clear();
+    this.sendQ?.clear();
     this.oooQueue?.clear();
     this.lossRecovery?.clear();
     const owner = this.ownedBy;
