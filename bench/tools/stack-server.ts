@@ -8,7 +8,8 @@
  *                      the stack as the client of a kernel iperf3 server
  *   {"cmd":"quit"}
  *   node dist/bench/tools/stack-server.js --tun NAME [--offloads on|off] [--queues N]
- *        [--services echo,discard,http,iperf3] [--addr 198.18.0.2/24] [--host-addr 198.18.0.1/24]
+ *        [--shards [--shard-steer client|kernel]] [--services echo,discard,http,iperf3]
+ *        [--addr 198.18.0.2/24] [--host-addr 198.18.0.1/24]
  */
 import { startStackRuntime } from '../../stack/runtime/run';
 import { parseCidr } from '../../stack/wire/addr';
@@ -20,9 +21,11 @@ async function main(): Promise<void> {
   const f = flags(
     'stack-server',
     process.argv.slice(2),
-    ['tun', 'addr', 'host-addr', 'mtu', 'services', 'control', 'profile', 'offloads', 'queues', 'cc'],
+    ['tun', 'addr', 'host-addr', 'mtu', 'services', 'control', 'profile', 'offloads', 'queues', 'cc', 'shard-steer'],
     ['shards', 'busy-poll'],
   );
+  const steer = f.get('shard-steer') ?? 'client';
+  if (steer !== 'client' && steer !== 'kernel') throw new Error(`stack-server: --shard-steer must be client or kernel, got "${steer}"`);
   const tun = f.get('tun') ?? 'fsbench0';
   const addr = parseCidr(f.get('addr') ?? '198.18.0.2/24')!;
   const hostAddr = parseCidr(f.get('host-addr') ?? '198.18.0.1/24')!;
@@ -41,6 +44,7 @@ async function main(): Promise<void> {
     offloads: (f.get('offloads') ?? 'on') !== 'off',
     queues: Number(f.get('queues') ?? 1),
     shards: f.get('shards') === 'true',
+    ...(f.get('shards') === 'true' ? { shardSteer: steer } : {}),
     ...(f.get('busy-poll') === 'true' ? { busyPoll: true } : {}),
     cc: (f.get('cc') ?? 'cubic') as 'cubic' | 'newreno',
     json: true,
