@@ -85,6 +85,13 @@ function clientSpis(listing: string): { in: string; out: string }[] {
   return out;
 }
 
+/** curl in `ns` fetches `n` bytes of the stack's http service (through the tunnel, when one is up): 200, every byte, nothing on stderr. */
+async function fetchBytes(ns: string, n: number): Promise<void> {
+  const curl = await lab.exec(ns, 'curl', ['-sS', '--max-time', '20', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${STACK}/bytes/${n}`]);
+  expect(curl.stderr).toBe('');
+  expect(curl.stdout.trim()).toBe(`200 ${n}`);
+}
+
 async function startClient(dirName: string, ns: string, conf: SwanctlOptions): Promise<StrongSwan> {
   return StrongSwan.start(lab, ns, path.join(tmp, dirName), conf, { logLevel: 2 });
 }
@@ -154,18 +161,7 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
   test('ping, curl and a 10 MB SHA-checked echo through the tunnel', async () => {
     const ping = await lab.exec(nsC, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', STACK]);
     expect(ping.stdout).toMatch(/3 packets transmitted, 3 received/);
-    const curl = await lab.exec(nsC, 'curl', [
-      '-sS',
-      '--max-time',
-      '20',
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code} %{size_download}',
-      `http://${STACK}/bytes/1000000`,
-    ]);
-    expect(curl.stderr).toBe('');
-    expect(curl.stdout.trim()).toBe('200 1000000');
+    await fetchBytes(nsC, 1_000_000);
     const r = await lab.exec(nsC, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', STACK, '7', String(MB10)], { timeoutMs: 120_000 });
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!);
     expect(j.error).toBeUndefined();
@@ -250,17 +246,7 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
     const spis = clientSpis(await client.listSas());
     expect(spis).toEqual([{ in: st.childSas[0]!.spiOut, out: st.childSas[0]!.spiIn }]);
     expect(st.childSas[0]!.suite).toMatch(/MODP_2048/);
-    const curl = await lab.exec(nsC, 'curl', [
-      '-sS',
-      '--max-time',
-      '20',
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code} %{size_download}',
-      `http://${STACK}/bytes/200000`,
-    ]);
-    expect(curl.stdout.trim()).toBe('200 200000');
+    await fetchBytes(nsC, 200_000);
     expect((await ipsecJson()).counters.XfrmInStateProtoError).toBe(0);
   }, 90_000);
 
@@ -341,17 +327,7 @@ describe('faultstack as IPsec responder for real strongSwan clients', () => {
     const st = await ipsecJson();
     const mine = st.ikeSas.find((s) => s.remote === '198.18.52.1:4500');
     expect(mine?.identity).toBe('client1@lab');
-    const curl = await lab.exec(nsW, 'curl', [
-      '-sS',
-      '--max-time',
-      '20',
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code} %{size_download}',
-      `http://${STACK}/bytes/100000`,
-    ]);
-    expect(curl.stdout.trim()).toBe('200 100000');
+    await fetchBytes(nsW, 100_000);
     await cc.stop();
     // A certificate from a CA the stack does not trust is refused.
     const rogue = certs.clients.rogue!;

@@ -8,16 +8,11 @@
  * FAULTSTACK_WEB_SCREENSHOTS=DIR writes the card's screenshot there.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { haveChromium, launchIn, pageWithErrors, shotDir, webUrl } from './helpers/browser';
 import { PmtuLab } from '../../lab/pmtu-lab';
-import { repoRoot } from '../../lab/lab';
 
-const CHROMIUM = '/usr/bin/chromium';
-const haveChromium = fs.existsSync(CHROMIUM);
-if (process.env.CI === 'true' && !haveChromium) throw new Error(`${CHROMIUM} is missing: install Debian's chromium package (scripts/deps.sh)`);
-const shotDir = process.env.FAULTSTACK_WEB_SCREENSHOTS ? path.resolve(repoRoot(), process.env.FAULTSTACK_WEB_SCREENSHOTS) : null;
 const KNOWN = 8;
 const LIMIT = 20;
 
@@ -36,16 +31,9 @@ afterAll(async () => {
 describe.runIf(haveChromium || process.env.CI === 'true')('the web view of the host-route cache (KB 898060)', () => {
   test('buggy: the count reaches MaxIcmpHostRoutes with eight real routes, and the card says so', async () => {
     const stack = await pl.startStack({ mode: 'buggy', params: { MaxIcmpHostRoutes: LIMIT }, extraArgs: ['--web', '127.0.0.1:0'] });
-    const url = / web (http:\/\/\S+?)(?:,|$| )/.exec(stack.readyLine)![1]!;
-    const wrapper = path.join(pl.tmp, 'chromium.sh');
-    fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${pl.ns.k} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
-    browser = await chromium.launch({ executablePath: wrapper, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    const errors: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`);
-    });
-    page.on('pageerror', (e) => errors.push(e.message));
+    const url = webUrl(stack.readyLine);
+    browser = await launchIn(pl.ns.k, pl.tmp);
+    const { page, errors } = await pageWithErrors(browser);
     await page.goto(url);
     await page.waitForFunction(() => document.getElementById('routes-max')?.textContent === '20', null, { timeout: 10_000 });
     await pl.usePath('A');

@@ -24,24 +24,19 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, ConsoleMessage, Page } from 'playwright-core';
+import { haveChromium, launchIn, pageWithErrors, shotDir } from './helpers/browser';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { Lab, StackProcess, repoRoot } from '../../lab/lab';
 
 const STACK = '198.18.0.2';
 const HOST = '198.18.0.1';
 const NOWHERE = '198.18.0.99';
-const CHROMIUM = '/usr/bin/chromium';
 const clients = path.join(repoRoot(), 'lab', 'clients');
-const shotDir = process.env.FAULTSTACK_WEB_SCREENSHOTS ? path.resolve(repoRoot(), process.env.FAULTSTACK_WEB_SCREENSHOTS) : null;
 
-const haveChromium = fs.existsSync(CHROMIUM);
 const haveTshark = fs.existsSync('/usr/bin/tshark');
-if (process.env.CI === 'true') {
-  // A missing tool is a failure under CI, never a skip.
-  if (!haveChromium) throw new Error(`${CHROMIUM} is missing: install Debian's chromium package (scripts/deps.sh)`);
-  if (!haveTshark) throw new Error("tshark is missing: install Debian's tshark package (scripts/deps.sh)");
-}
+// A missing tool is a failure under CI, never a skip (Chromium: helpers/browser.ts).
+if (process.env.CI === 'true' && !haveTshark) throw new Error("tshark is missing: install Debian's tshark package (scripts/deps.sh)");
 
 let lab: Lab;
 let tmp: string;
@@ -67,9 +62,7 @@ function webOf(stack: StackProcess): { url: string; token: string | null } {
 
 /** A chromium that runs inside namespace `ns` (so 127.0.0.1 is the namespace's). */
 async function browserIn(ns: string): Promise<Browser> {
-  const wrapper = path.join(tmp, `chromium-${ns}.sh`);
-  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
-  const b = await chromium.launch({ executablePath: wrapper, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+  const b = await launchIn(ns, tmp);
   browsers.push(b);
   return b;
 }
@@ -108,20 +101,26 @@ async function pingOk(ns: string): Promise<number> {
   return m ? Number(m[1]) : -1;
 }
 
+/**
+ * A stack on a TUN device of its own namespace `name`, with the web view: the options every
+ * test here shares (address, host address, control socket, `--web 127.0.0.1:0` unless
+ * `web` says where) and the test's own.
+ */
+async function webStack(name: string, services: string, extra: string[], web = '127.0.0.1:0'): Promise<{ ns: string; stack: StackProcess }> {
+  const ns = await lab.addNamespace(name);
+  const args = ['--tun', lab.ifname(name), '--addr', `${STACK}/24`, '--host-addr', `${HOST}/24`, '--services', services];
+  const stack = await lab.startStack(ns, [...args, '--control', path.join(tmp, `${name}.sock`), ...extra, '--web', web]);
+  return { ns, stack };
+}
+
+/** A Chromium page in `ns` whose console errors and page errors are collected (`ignore` lets a known one pass). */
+async function pageIn(ns: string, ignore?: (m: ConsoleMessage) => boolean): Promise<{ page: Page; errors: string[] }> {
+  return pageWithErrors(await browserIn(ns), ignore);
+}
+
 describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chromium', () => {
   test('loads without console errors, updates live, shows the KB 297040 lock held and releases it with the button, and keeps working while the stack is hung', async () => {
-    const ns = await lab.addNamespace('a');
-    const stack = await lab.startStack(ns, [
-      '--tun',
-      lab.ifname('a'),
-      '--addr',
-      `${STACK}/24`,
-      '--host-addr',
-      `${HOST}/24`,
-      '--services',
-      'echo,http,iperf3',
-      '--control',
-      path.join(tmp, 'a.sock'),
+    const { ns, stack } = await webStack('a', 'echo,http,iperf3', [
       '--profile',
       'nt4-sp6a',
       '--param',
@@ -130,8 +129,6 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
       'TcpInitialRttMs=200',
       '--param',
       'TcpMaxConnectRetransmissions=2',
-      '--web',
-      '127.0.0.1:0',
     ]);
     const { url, token } = webOf(stack);
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
@@ -140,15 +137,9 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     const ticker = lab.spawn(ns, process.execPath, [path.join(clients, 'echo-ticker.js'), STACK, '7', '200']);
     await ticker.waitFor(/"echo":2\b/, { timeoutMs: 10_000 });
 
-    const browser = await browserIn(ns);
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    const errors: string[] = [];
-    page.on('console', (m) => {
-      // The failed connect to nowhere is a 504 by design (ETIMEDOUT); the browser logs every
-      // non-2xx reply. Anything else is an error of the page.
-      if (m.type() === 'error' && !(m.location().url.endsWith('/api/connect') && m.text().includes('504'))) errors.push(`${m.text()} (${m.location().url})`);
-    });
-    page.on('pageerror', (e) => errors.push(e.message));
+    // The failed connect to nowhere is a 504 by design (ETIMEDOUT); the browser logs every
+    // non-2xx reply. Anything else is an error of the page.
+    const { page, errors } = await pageIn(ns, (m) => m.location().url.endsWith('/api/connect') && m.text().includes('504'));
     await page.goto(url);
     await page.waitForFunction(() => document.getElementById('status')?.textContent === 'live', null, { timeout: 10_000 });
     await expectText(page, '#lock-state', 'free');
@@ -235,28 +226,8 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
   }, 120_000);
 
   test('off localhost a token is required; a transfer over a lossy link: the trace has the retransmissions the capture has, and the page draws them', async () => {
-    const ns = await lab.addNamespace('b');
     const pcap = path.join(tmp, 'b.pcap');
-    const stack = await lab.startStack(ns, [
-      '--tun',
-      lab.ifname('b'),
-      '--addr',
-      `${STACK}/24`,
-      '--host-addr',
-      `${HOST}/24`,
-      '--services',
-      'http',
-      '--control',
-      path.join(tmp, 'b.sock'),
-      '--impair',
-      'out loss 5%',
-      '--pcap',
-      pcap,
-      '--offloads',
-      'off',
-      '--web',
-      `${HOST}:0`,
-    ]);
+    const { ns, stack } = await webStack('b', 'http', ['--impair', 'out loss 5%', '--pcap', pcap, '--offloads', 'off'], `${HOST}:0`);
     const { url, token } = webOf(stack);
     expect(url.startsWith(`http://${HOST}:`)).toBe(true);
     expect(token).toMatch(/^[A-Za-z0-9_-]{20,}$/);
@@ -277,13 +248,7 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
     expect(started.status, started.text).toBe(200);
     expect(started.json).toMatchObject({ pending: true, conn });
     // The page, with the token in its URL, on the trace tab.
-    const browser = await browserIn(ns);
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    const errors: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error') errors.push(m.text());
-    });
-    page.on('pageerror', (e) => errors.push(e.message));
+    const { page, errors } = await pageIn(ns);
     await page.goto(`${url}?token=${token}#trace`);
     await page.waitForFunction(() => document.getElementById('status')?.textContent === 'live', null, { timeout: 10_000 });
     await page.waitForFunction((c) => [...(document.getElementById('trace-conn') as HTMLSelectElement).options].some((o) => o.value === c), conn, {
@@ -345,35 +310,9 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view in Chrom
 
 describe.runIf(haveChromium || process.env.CI === 'true')('the web view of a SYN flood (KB 903927)', () => {
   test('spoofed SYNs past TcpMaxHalfOpen: the listeners table shows the SYN queue over its limit, the event log the protection', async () => {
-    const ns = await lab.addNamespace('f');
-    const stack = await lab.startStack(ns, [
-      '--tun',
-      lab.ifname('f'),
-      '--addr',
-      `${STACK}/24`,
-      '--host-addr',
-      `${HOST}/24`,
-      '--services',
-      'http',
-      '--control',
-      path.join(tmp, 'f.sock'),
-      '--fault',
-      'kb903927=buggy',
-      '--param',
-      'TcpMaxHalfOpen=32',
-      '--param',
-      'TcpMaxPortsExhausted=1000',
-      '--web',
-      '127.0.0.1:0',
-    ]);
+    const { ns, stack } = await webStack('f', 'http', ['--fault', 'kb903927=buggy', '--param', 'TcpMaxHalfOpen=32', '--param', 'TcpMaxPortsExhausted=1000']);
     const { url } = webOf(stack);
-    const browser = await browserIn(ns);
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    const errors: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`);
-    });
-    page.on('pageerror', (e) => errors.push(e.message));
+    const { page, errors } = await pageIn(ns);
     await page.goto(url);
     await page.waitForSelector('#listeners tr[data-port="80"]', { timeout: 10_000 });
     expect(await page.textContent('#listeners tr[data-port="80"] td:nth-child(2)')).toBe('0 / 32');
@@ -443,13 +382,7 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view of an NL
       ),
     );
     const { url } = webOf(hosts[0]!);
-    const browser = await browserIn(ns);
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    const errors: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`);
-    });
-    page.on('pageerror', (e) => errors.push(e.message));
+    const { page, errors } = await pageIn(ns);
     await page.goto(url);
     await page.waitForSelector('#nlb-card:not([hidden]) table.bucket-map', { timeout: 15_000 });
     // Converged: the 60 buckets split between the two hosts.
@@ -469,24 +402,7 @@ describe.runIf(haveChromium || process.env.CI === 'true')('the web view of an NL
 
 describe('the API with --shards', () => {
   test('stats, faults and /metrics over two shards', async () => {
-    const ns = await lab.addNamespace('s');
-    const stack = await lab.startStack(ns, [
-      '--tun',
-      lab.ifname('s'),
-      '--addr',
-      `${STACK}/24`,
-      '--host-addr',
-      `${HOST}/24`,
-      '--services',
-      'echo',
-      '--control',
-      path.join(tmp, 's.sock'),
-      '--queues',
-      '2',
-      '--shards',
-      '--web',
-      '127.0.0.1:0',
-    ]);
+    const { ns, stack } = await webStack('s', 'echo', ['--queues', '2', '--shards']);
     const { url } = webOf(stack);
     const st = await curlJson(ns, `${url}api/stats`);
     expect(st.status).toBe(200);
