@@ -139,6 +139,8 @@ interface NativeQueue {
   writeDetached(packets: Buffer[], count: number): number;
   /** Early SYN drop (tun.cc): bare SYNs of unverified sources beyond n per backlogged burst; 0 off. */
   setSynBudget(n: number): void;
+  /** Software receive checksum (tun.cc): good TCP/UDP checksums marked DATA_VALID in info[2]. */
+  setRxChecksum(on: boolean): void;
   /** A source that completed a handshake: its SYNs are never dropped early. */
   allowSource(addr: number): void;
   /** One read loop now (busy polling): packets read (in the slots), 0, or -errno. */
@@ -281,7 +283,8 @@ const C_RX_TRUNC = 0,
   C_TX_DROPS = 4,
   C_TX_ERR = 5,
   C_ERRNO = 6,
-  C_SYN_EARLY = 8;
+  C_SYN_EARLY = 8,
+  C_RX_CSUM = 9;
 
 function errnoName(errno: number): string {
   for (const [k, v] of Object.entries(os.constants.errno)) if (v === errno) return k;
@@ -309,7 +312,7 @@ export class TunQueue implements Device {
   private rxCount = 0;
   private rxClaimed = 0;
   private readonly info: Uint32Array;
-  private readonly counters = new Float64Array(9);
+  private readonly counters = new Float64Array(10);
   private readonly rxPackets: Buffer[] = [];
   private readonly rxMeta: (OffloadMeta | null)[] = [];
   private txPackets: Buffer[] = [];
@@ -351,7 +354,13 @@ export class TunQueue implements Device {
     this.txHeads = link > 0 ? Buffer.alloc(txBatchMax * HEAD_STRIDE) : null;
     this.txHeadLens = link > 0 ? new Uint8Array(txBatchMax) : null;
     this.nq = new n.Queue(fd, owner.vnetHdr, this.slab, slotSize, rxBurst, this.info, this.counters, (c: number) => this.burst(c), ownsFd);
+    // Without the virtio header nothing says the kernel's checksums are good: the addon
+    // checks TCP and UDP ones right after the read (TUN: the IP header leads the packet).
+    this.rxChecksum = !owner.vnetHdr && link === 0;
+    if (this.rxChecksum) this.nq.setRxChecksum(true);
   }
+  /** The addon checks receive checksums and marks good packets DATA_VALID (no virtio header, TUN). */
+  private readonly rxChecksum: boolean;
 
   get name(): string {
     return this.owner.name;
@@ -423,7 +432,11 @@ export class TunQueue implements Device {
     this.rxPkts += count;
     this.rxBytes += bytes;
     let metas: (OffloadMeta | null)[] | null = null;
-    if (this.owner.vnetHdr) {
+    if (this.rxChecksum) {
+      metas = this.rxMeta;
+      metas.length = count;
+      for (let i = 0; i < count; i++) metas[i] = info[i * INFO_STRIDE + 2] !== 0 ? CHECKSUM_VERIFIED : null;
+    } else if (this.owner.vnetHdr) {
       metas = this.rxMeta;
       metas.length = count;
       for (let i = 0; i < count; i++) {
@@ -644,11 +657,22 @@ export class TunQueue implements Device {
       txQueued: this.txCount,
       lastErrno: c[C_ERRNO]!,
       synEarlyDrops: c[C_SYN_EARLY]!,
+      rxCsumVerified: c[C_RX_CSUM]!,
     };
   }
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** A packet whose TCP or UDP checksum the addon checked (the software receive checksum). */
+const CHECKSUM_VERIFIED: OffloadMeta = Object.freeze({
+  flags: VirtioNetHdr.F_DATA_VALID,
+  gsoType: VirtioNetHdr.GSO_NONE,
+  hdrLen: 0,
+  gsoSize: 0,
+  csumStart: 0,
+  csumOffset: 0,
+});
 
 // ---------------------------------------------------------------------------------------------
 // device

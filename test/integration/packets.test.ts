@@ -8,7 +8,10 @@
  * - ping's reported ttl: 128 from the Windows profile (before, 64: a profile did not set
  *   every default it implies);
  * - --pcap with --pcap-size/--pcap-files rotates like tcpdump -C/-W (before, 487 MB in
- *   6 minutes): curl downloads through the stack, three files of about 1 MB are kept.
+ *   6 minutes): curl downloads through the stack, three files of about 1 MB are kept;
+ * - with --offloads off the addon checks receive checksums (issue 16): good TCP and UDP
+ *   packets are counted as verified and answered, a bad TCP or UDP checksum is still
+ *   dropped and counted, a UDP datagram without a checksum is still taken.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
@@ -51,6 +54,45 @@ afterAll(async () => {
 });
 
 describe('crafted packets', () => {
+  test('--offloads off: the addon verifies good checksums; bad ones are still dropped and counted, UDP without a checksum still taken', async () => {
+    const ns2 = await lab.addNamespace('o');
+    const control = `/run/faultstack/${lab.ifname('o')}.sock`;
+    await lab.startStack(ns2, ['--tun', lab.ifname('o'), '--addr', `${STACK}/24`, '--services', 'http,echo', '--offloads', 'off', '--control', control]);
+    const st = async () => JSON.parse((await lab.cli(ns2, ['stats', '--json', '--control', control])).stdout);
+    const before = await st();
+    const r = await lab.exec(
+      ns2,
+      PY,
+      [
+        '-c',
+        [
+          'from scapy.all import IP, TCP, UDP, Raw, sr1, send, conf',
+          'conf.verb = 0',
+          `good = sr1(IP(dst="${STACK}")/TCP(sport=42000, dport=80, flags="S", seq=7), timeout=2)`,
+          `bad = sr1(IP(dst="${STACK}")/TCP(sport=42001, dport=80, flags="S", seq=7, chksum=0x1234), timeout=2)`,
+          `ugood = sr1(IP(dst="${STACK}")/UDP(sport=42002, dport=7)/Raw(b"hello"), timeout=2)`,
+          `ubad = sr1(IP(dst="${STACK}")/UDP(sport=42003, dport=7, chksum=0x1234)/Raw(b"hello"), timeout=2)`,
+          `unone = sr1(IP(dst="${STACK}")/UDP(sport=42004, dport=7, chksum=0)/Raw(b"hello"), timeout=2)`,
+          'print("good", "none" if good is None else good[TCP].flags)',
+          'print("bad", "none" if bad is None else bad[TCP].flags)',
+          'for n, x in (("ugood", ugood), ("ubad", ubad), ("unone", unone)): print(n, "none" if x is None else bytes(x[Raw].load).decode())',
+        ].join('\n'),
+      ],
+      { timeoutMs: 60_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^good SA$/m);
+    expect(r.stdout).toMatch(/^bad none$/m);
+    expect(r.stdout).toMatch(/^ugood hello$/m);
+    expect(r.stdout).toMatch(/^ubad none$/m);
+    expect(r.stdout).toMatch(/^unone hello$/m);
+    const after = await st();
+    expect(after.counters.TcpInCsumErrors - (before.counters.TcpInCsumErrors ?? 0)).toBe(1);
+    expect(after.counters.UdpInCsumErrors - (before.counters.UdpInCsumErrors ?? 0)).toBe(1);
+    // Verified in the addon: the good SYN, the good datagram, and what scapy's kernel sent after the SYN-ACK (a RST).
+    expect(after.device.rxCsumVerified - before.device.rxCsumVerified).toBeGreaterThanOrEqual(2);
+  }, 60_000);
+
   test('SYN+FIN to a listener: no SYN-ACK, no half-open entry; a plain SYN is answered', async () => {
     const before = await stats();
     const out = await scapy(`

@@ -120,8 +120,11 @@ enum Counter {
   kLastErrno = 6,
   kRxReadCalls = 7,
   kSynEarlyDrops = 8,
-  kCounterCount = 9,
+  kRxCsumVerified = 9,
+  kCounterCount = 10,
 };
+// VIRTIO_NET_HDR_F_DATA_VALID: what the software receive checksum marks a good packet with.
+constexpr uint32_t kFDataValid = 2;
 
 // The early SYN drop's table of verified sources: direct-mapped, a power of two.
 constexpr uint32_t kAllowSlots = 1u << 16;
@@ -368,6 +371,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
                            InstanceMethod<&Queue::WriteFramed>("writeFramed"),
                            InstanceMethod<&Queue::WriteDetached>("writeDetached"),
                            InstanceMethod<&Queue::SetSynBudget>("setSynBudget"),
+                           InstanceMethod<&Queue::SetRxChecksum>("setRxChecksum"),
                            InstanceMethod<&Queue::AllowSource>("allowSource"),
                            InstanceMethod<&Queue::PollNow>("pollNow"),
                        });
@@ -766,6 +770,69 @@ class Queue : public Napi::ObjectWrap<Queue> {
     if (counters_) FoldWriterCounters();
   }
 
+  // Software receive checksum: without the virtio header (offloads off) nothing tells us the
+  // kernel's checksums are good, and checking them in JavaScript was 14% of the stack's
+  // time. With this on (TUN only: the IP header at the start of the packet), each TCP or
+  // UDP checksum of an unfragmented IPv4 packet is checked right after its read, as a NIC's
+  // receive checksum offload does, and a good one is marked DATA_VALID in the packet's info
+  // (info[2]); anything else is left to JavaScript to check.
+  Napi::Value SetRxChecksum(const Napi::CallbackInfo& info) {
+    rxCsum_ = info.Length() > 0 && info[0].ToBoolean().Value();
+    return info.Env().Undefined();
+  }
+
+  // The packet's TCP or UDP checksum over the IPv4 pseudo-header (RFC 1071 sum, in native
+  // byte order: an all-ones sum is all ones in either order). False for what we do not
+  // check: not IPv4, a fragment, another protocol, UDP without a checksum, a bad length.
+  static bool L4ChecksumGood(const uint8_t* p, size_t len) {
+    if (len < 20 || (p[0] >> 4) != 4) return false;
+    const size_t ihl = static_cast<size_t>(p[0] & 15) * 4;
+    const size_t total = (static_cast<size_t>(p[2]) << 8) | p[3];
+    if (ihl < 20 || total < ihl || total > len) return false;
+    if ((p[6] & 0x3f) != 0 || p[7] != 0) return false;  // MF or a fragment offset
+    const uint8_t proto = p[9];
+    const size_t l4 = total - ihl;
+    const uint8_t* t = p + ihl;
+    if (proto == 6) {
+      if (l4 < 20) return false;
+    } else if (proto == 17) {
+      if (l4 < 8 || (t[6] == 0 && t[7] == 0)) return false;
+    } else {
+      return false;
+    }
+    uint64_t sum = 0;
+    uint32_t w;
+    memcpy(&w, p + 12, 4);
+    sum += w;
+    memcpy(&w, p + 16, 4);
+    sum += w;
+    // Protocol and length as the big-endian 16-bit words they are, read natively.
+    uint16_t be;
+    const uint16_t protoWord = proto, lenWord = static_cast<uint16_t>(l4);
+    uint8_t b[4] = {0, static_cast<uint8_t>(protoWord), static_cast<uint8_t>(lenWord >> 8), static_cast<uint8_t>(lenWord)};
+    memcpy(&be, b, 2);
+    sum += be;
+    memcpy(&be, b + 2, 2);
+    sum += be;
+    size_t i = 0;
+    for (; i + 4 <= l4; i += 4) {
+      memcpy(&w, t + i, 4);
+      sum += w;
+    }
+    if (i + 2 <= l4) {
+      memcpy(&be, t + i, 2);
+      sum += be;
+      i += 2;
+    }
+    if (i < l4) {
+      uint8_t last[2] = {t[i], 0};
+      memcpy(&be, last, 2);
+      sum += be;
+    }
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return sum == 0xffff;
+  }
+
   Napi::Value SetSynBudget(const Napi::CallbackInfo& info) {
     synBudget_ = info.Length() > 0 ? info[0].ToNumber().Uint32Value() : 0;
     if (synBudget_ > 0 && allow_.empty()) allow_.assign(kAllowSlots, 0);
@@ -907,6 +974,10 @@ class Queue : public Napi::ObjectWrap<Queue> {
         e[7] = vh.csum_offset;
       } else {
         e[2] = e[3] = e[4] = e[5] = e[6] = e[7] = 0;
+        if (rxCsum_ && L4ChecksumGood(slot, static_cast<size_t>(r))) {
+          e[2] = kFDataValid;
+          counters_[kRxCsumVerified] += 1;
+        }
       }
       n++;
     }
@@ -996,6 +1067,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
   // Early SYN drop (setSynBudget, allowSource).
   uint32_t synBudget_ = 0;
   bool backlogged_ = false;
+  bool rxCsum_ = false;
   std::vector<uint32_t> allow_;
   std::thread writer_;
   std::atomic<uint64_t> wOk_{0}, wBytes_{0}, wDrops_{0}, wErrs_{0};
