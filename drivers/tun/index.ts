@@ -36,7 +36,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { VirtioNetHdr, type Device, type OffloadMeta, type ReceiveHandler } from '../device';
+import { CHECKSUM_VERIFIED, VirtioNetHdr, type Device, type OffloadMeta, type ReceiveHandler } from '../device';
 
 /** TUNSETOFFLOAD flags (linux/if_tun.h). */
 export const TUN_F = {
@@ -663,16 +663,6 @@ export class TunQueue implements Device {
 }
 
 const EMPTY = Buffer.alloc(0);
-
-/** A packet whose TCP or UDP checksum the addon checked (the software receive checksum). */
-const CHECKSUM_VERIFIED: OffloadMeta = Object.freeze({
-  flags: VirtioNetHdr.F_DATA_VALID,
-  gsoType: VirtioNetHdr.GSO_NONE,
-  hdrLen: 0,
-  gsoSize: 0,
-  csumStart: 0,
-  csumOffset: 0,
-});
 
 // ---------------------------------------------------------------------------------------------
 // device

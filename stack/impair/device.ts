@@ -22,7 +22,7 @@
  * Time is passed in through the scheduler the stack runs on: `now()` once per send and
  * per received burst, and released packets leave from scheduler callbacks.
  */
-import { VirtioNetHdr, type Device, type OffloadMeta, type ReceiveHandler } from '../../drivers/device';
+import { CHECKSUM_VERIFIED, type Device, type OffloadMeta, type ReceiveHandler } from '../../drivers/device';
 import { isGsoTcp4, segmentTcp4 } from '../../drivers/gso';
 import { PacketMatcher } from './match';
 import { NetemQueue, ReleaseScheduler } from './netem';
@@ -39,16 +39,6 @@ export interface PacketStage {
   readonly matcher: PacketMatcher;
   readonly queue: NetemQueue;
 }
-
-/** Segments we cut from a received super-segment carry complete checksums. */
-const DATA_VALID: OffloadMeta = Object.freeze({
-  flags: VirtioNetHdr.F_DATA_VALID,
-  gsoType: VirtioNetHdr.GSO_NONE,
-  hdrLen: 0,
-  gsoSize: 0,
-  csumStart: 0,
-  csumOffset: 0,
-});
 
 export class ImpairDevice implements Device {
   onReceive: ReceiveHandler | null = null;
@@ -194,7 +184,7 @@ export class ImpairDevice implements Device {
         if (!s.matcher.headerMatch(pkt, now)) continue;
         const segs = segmentTcp4(pkt, meta!);
         this.gsoSegmented[dir] += segs.length;
-        const m = dir === 'in' ? DATA_VALID : null;
+        const m = dir === 'in' ? CHECKSUM_VERIFIED : null; // the segments we cut carry complete checksums
         for (const seg of segs) this.forward(dir, k, seg, m, now, true);
         return;
       }
