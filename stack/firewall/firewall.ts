@@ -132,6 +132,12 @@ const SYN = 0x02;
 /** Datagrams at least this long are kept zero-copy (Stack.claimPacket); shorter ones are copied. */
 const CLAIM_MIN = 16 * 1024;
 
+/** inboundFit's verdicts. */
+const DROPPED = 0,
+  FITS = 1,
+  TOO_BIG = 2;
+type InboundFit = typeof DROPPED | typeof FITS | typeof TOO_BIG;
+
 export class Firewall {
   readonly internal: Stack;
   readonly external: Stack;
@@ -450,7 +456,7 @@ export class Firewall {
     if (!local) {
       if (this.inInternal(dst) && !this.isMartianDst(dst, this.internal)) {
         // Routed to the internal network without translation: only a rule lets it in.
-        if (this.rules.match('in', proto, src, dst, dport) === 'allow') return this.forwardIn(pkt, meta, ihl, total, now);
+        if (this.rules.match('in', proto, src, dst, dport) === 'allow') return this.forwardIn(pkt, meta, ihl, total);
         return this.dropInbound('inbound-no-rule', src, sport, dport, now);
       }
       return this.drop('martian');
@@ -486,27 +492,14 @@ export class Firewall {
     }
     if (e.kind === 'session') {
       if (e.remoteAddr !== src || (proto !== PROTO_ICMP && e.remotePort !== sport)) return this.dropInbound('session-mismatch', src, sport, dport, now);
-      if (pkt[8] <= 1) {
-        this.icmpError(this.external, pkt, ICMP_TIME_EXCEEDED, 0, 0);
-        this.counters.FwTtlExceeded++;
-        return this.drop('ttl-exceeded');
-      }
-      const mtu = this.internal.routes.interfaceMtu;
-      const tooBig = this.exceedsMtu(pkt, ihl, total, meta, mtu);
-      if (tooBig && readU16(pkt, 6) & IP_FLAG_DF) {
-        this.icmpError(this.external, pkt, ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, mtu & 0xffff);
-        this.counters.FwFragNeeded++;
-        return this.drop('frag-needed');
-      }
+      const fit = this.inboundFit(pkt, ihl, total, meta);
+      if (fit === DROPPED) return true;
       e.lastSeen = now;
       e.packetsIn++;
       e.bytesIn += total;
       if (proto === PROTO_TCP) this.sessions.trackTcp(e, pkt[ihl + 13], false);
       rewriteEndpoint(pkt, 0, 1, e.inAddr, e.inPort, meta !== null && (meta.flags & 1) !== 0);
-      decrementTtl(pkt);
-      this.counters.FwForwardedIn++;
-      this.counters.FwForwardedBytesIn += total;
-      return this.send(this.external, this.internal, pkt, meta, total, tooBig, mtu);
+      return this.sendIn(pkt, meta, total, fit === TOO_BIG);
     }
     // An application filter's opening for a SecureNAT client.
     if (e.remoteAddr !== src || sport < e.remotePorts[0] || sport > e.remotePorts[1]) return this.dropInbound('binding-not-open', src, sport, dport, now);
@@ -514,33 +507,49 @@ export class Firewall {
     e.owner.lastSeen = now;
     e.packetsIn++;
     e.bytesIn += total;
+    const fit = this.inboundFit(pkt, ihl, total, meta);
+    if (fit === DROPPED) return true;
+    rewriteEndpoint(pkt, 0, 1, e.inAddr, e.inPort, meta !== null && (meta.flags & 1) !== 0);
+    return this.sendIn(pkt, meta, total, fit === TOO_BIG);
+  }
+
+  /** Forwards a datagram that needs no translation to the internal network: TTL, MTU, send. */
+  private forwardIn(pkt: Buffer, meta: OffloadMeta | null, ihl: number, total: number): boolean {
+    const fit = this.inboundFit(pkt, ihl, total, meta);
+    if (fit === DROPPED) return true;
+    return this.sendIn(pkt, meta, total, fit === TOO_BIG);
+  }
+
+  /**
+   * The TTL and the internal MTU for a datagram from outside, checked on the datagram as its
+   * sender sent it (before any translation, so that an ICMP error quotes what the sender
+   * knows): DROPPED when it was dropped and answered with time exceeded or fragmentation
+   * needed, else whether it fits the internal interface's MTU.
+   */
+  private inboundFit(pkt: Buffer, ihl: number, total: number, meta: OffloadMeta | null): InboundFit {
     if (pkt[8] <= 1) {
       this.icmpError(this.external, pkt, ICMP_TIME_EXCEEDED, 0, 0);
       this.counters.FwTtlExceeded++;
-      return this.drop('ttl-exceeded');
-    }
-    rewriteEndpoint(pkt, 0, 1, e.inAddr, e.inPort, meta !== null && (meta.flags & 1) !== 0);
-    return this.forwardIn(pkt, meta, ihl, total, now, true);
-  }
-
-  /** Forwards a datagram (already translated) to the internal network: TTL, MTU, send. */
-  private forwardIn(pkt: Buffer, meta: OffloadMeta | null, ihl: number, total: number, _now: number, ttlChecked = false): boolean {
-    if (!ttlChecked && pkt[8] <= 1) {
-      this.icmpError(this.external, pkt, ICMP_TIME_EXCEEDED, 0, 0);
-      this.counters.FwTtlExceeded++;
-      return this.drop('ttl-exceeded');
+      this.drop('ttl-exceeded');
+      return DROPPED;
     }
     const mtu = this.internal.routes.interfaceMtu;
-    const tooBig = this.exceedsMtu(pkt, ihl, total, meta, mtu);
-    if (tooBig && readU16(pkt, 6) & IP_FLAG_DF) {
+    if (!this.exceedsMtu(pkt, ihl, total, meta, mtu)) return FITS;
+    if (readU16(pkt, 6) & IP_FLAG_DF) {
       this.icmpError(this.external, pkt, ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, mtu & 0xffff);
       this.counters.FwFragNeeded++;
-      return this.drop('frag-needed');
+      this.drop('frag-needed');
+      return DROPPED;
     }
+    return TOO_BIG;
+  }
+
+  /** A checked (and, where needed, translated) datagram goes inside: TTL less one, counted, sent (fragmented when too big). */
+  private sendIn(pkt: Buffer, meta: OffloadMeta | null, total: number, tooBig: boolean): boolean {
     decrementTtl(pkt);
     this.counters.FwForwardedIn++;
     this.counters.FwForwardedBytesIn += total;
-    return this.send(this.external, this.internal, pkt, meta, total, tooBig, mtu);
+    return this.send(this.external, this.internal, pkt, meta, total, tooBig, this.internal.routes.interfaceMtu);
   }
 
   /** An ICMP error from outside about a datagram we sent out: to the session's client, or to the firewall's own socket. */
@@ -562,7 +571,7 @@ export class Firewall {
     writeU32(pkt, 16, e.inAddr);
     this.finishTranslatedIcmp(pkt, ihl, total);
     this.counters.FwIcmpErrorsTranslated++;
-    return this.forwardIn(pkt, meta, ihl, total, now);
+    return this.forwardIn(pkt, meta, ihl, total);
   }
 
   /** After a quoted header was rewritten: its header checksum, the outer header's, the ICMP checksum. */

@@ -170,6 +170,40 @@ describe('SecureNAT and the packet filter', () => {
     expect(rig.outside.counters['a->b'].dropped).toBe(0); // nothing larger than 1280 left the firewall
   });
 
+  it('from outside, on a session: TTL 1 and DF-too-big for the inside are answered quoting the datagram as its sender sent it', async () => {
+    const rig = await makeFirewall({ inside: { mtu: 1280 } });
+    rig.fi.routes.setInterfaceMtu(1280);
+    const seenB = capture(rig.b);
+    rig.a.sendIp(udpPacket({ payload: 10 }), null); // opens the session A:4000 -> B:9
+    rig.a.flushSoon();
+    await runUntil(rig.clock, () => rig.fw.sessions.size === 1, 100);
+    const ext = [...rig.fw.sessions.byExt.values()][0]!.extPort;
+    await runUntil(rig.clock, () => false, 20); // B's port unreachable for that datagram goes in first
+    const forwardedIn = rig.fw.counters.FwForwardedIn;
+    const back = (o: { ttl?: number; df?: boolean; payload?: number }) => {
+      rig.b.sendIp(udpPacket({ src: B_IP, dst: FE_IP, sport: 9, dport: ext, ...o }), null);
+      rig.b.flushSoon();
+    };
+    back({ ttl: 1 });
+    await runUntil(rig.clock, () => seenB.some((p) => p[9] === 1), 100);
+    const te = seenB.find((p) => p[9] === 1)!;
+    expect([te[20], te[21]]).toEqual([11, 0]);
+    expect(te.readUInt32BE(12)).toBe(FE_IP);
+    expect(te.readUInt32BE(28 + 16)).toBe(FE_IP); // quoted destination: the external address, untranslated
+    expect(te.readUInt16BE(28 + 22)).toBe(ext);
+    seenB.length = 0;
+    back({ df: true, payload: 1372 }); // 1400 bytes, the inside carries 1280
+    await runUntil(rig.clock, () => seenB.some((p) => p[9] === 1), 100);
+    const fn = seenB.find((p) => p[9] === 1)!;
+    expect([fn[20], fn[21]]).toEqual([3, 4]);
+    expect(fn.readUInt16BE(26)).toBe(1280);
+    expect(fn.readUInt32BE(28 + 16)).toBe(FE_IP);
+    expect(fn.readUInt16BE(28 + 22)).toBe(ext);
+    expect(internetChecksum(fn, 20, fn.length - 20)).toBe(0);
+    expect(rig.fw.drops).toMatchObject({ 'ttl-exceeded': 1, 'frag-needed': 1 });
+    expect(rig.fw.counters.FwForwardedIn).toBe(forwardedIn); // neither went in
+  });
+
   it("an ICMP port unreachable from outside is translated back: the client's socket hears ECONNREFUSED", async () => {
     const rig = await makeFirewall();
     const a = udpSocket(rig, 'a', 4001);
