@@ -63,6 +63,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -785,11 +786,10 @@ class Queue : public Napi::ObjectWrap<Queue> {
   // byte order: an all-ones sum is all ones in either order). False for what we do not
   // check: not IPv4, a fragment, another protocol, UDP without a checksum, a bad length.
   static bool L4ChecksumGood(const uint8_t* p, size_t len) {
-    if (len < 20 || (p[0] >> 4) != 4) return false;
-    const size_t ihl = static_cast<size_t>(p[0] & 15) * 4;
+    const size_t ihl = UnfragmentedIpv4(p, len);
+    if (ihl == 0) return false;
     const size_t total = (static_cast<size_t>(p[2]) << 8) | p[3];
-    if (ihl < 20 || total < ihl || total > len) return false;
-    if ((p[6] & 0x3f) != 0 || p[7] != 0) return false;  // MF or a fragment offset
+    if (total < ihl || total > len) return false;
     const uint8_t proto = p[9];
     const size_t l4 = total - ihl;
     const uint8_t* t = p + ihl;
@@ -806,14 +806,10 @@ class Queue : public Napi::ObjectWrap<Queue> {
     sum += w;
     memcpy(&w, p + 16, 4);
     sum += w;
-    // Protocol and length as the big-endian 16-bit words they are, read natively.
+    // Protocol and length, in the byte order the rest of the sum is read in.
+    sum += htons(proto);
+    sum += htons(static_cast<uint16_t>(l4));
     uint16_t be;
-    const uint16_t protoWord = proto, lenWord = static_cast<uint16_t>(l4);
-    uint8_t b[4] = {0, static_cast<uint8_t>(protoWord), static_cast<uint8_t>(lenWord >> 8), static_cast<uint8_t>(lenWord)};
-    memcpy(&be, b, 2);
-    sum += be;
-    memcpy(&be, b + 2, 2);
-    sum += be;
     size_t i = 0;
     for (; i + 4 <= l4; i += 4) {
       memcpy(&w, t + i, 4);
@@ -850,11 +846,19 @@ class Queue : public Napi::ObjectWrap<Queue> {
 
   // A bare SYN (IPv4, first fragment of nothing: not fragmented; SYN set, ACK/RST/FIN clear)
   // from a source not in the allow table. `p` is the IP packet, `len` its length.
-  bool UnverifiedBareSyn(const uint8_t* p, size_t len) const {
-    if (len < 40 || (p[0] >> 4) != 4 || p[9] != 6) return false;
+  // The header length of an IPv4 packet that is no fragment (MF clear, offset 0) and holds
+  // its whole header; 0 for anything else.
+  static size_t UnfragmentedIpv4(const uint8_t* p, size_t len) {
+    if (len < 20 || (p[0] >> 4) != 4) return 0;
     const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
-    if (ihl < 20 || len < ihl + 20) return false;
-    if (((p[6] & 0x3f) | p[7]) != 0) return false;  // MF or a fragment offset
+    if (ihl < 20 || len < ihl) return 0;
+    if (((p[6] & 0x3f) | p[7]) != 0) return 0;  // MF or a fragment offset
+    return ihl;
+  }
+
+  bool UnverifiedBareSyn(const uint8_t* p, size_t len) const {
+    const size_t ihl = UnfragmentedIpv4(p, len);
+    if (ihl == 0 || p[9] != 6 || len < ihl + 20) return false;
     if ((p[ihl + 13] & 0x17) != 0x02) return false;  // FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10
     const uint32_t src = (static_cast<uint32_t>(p[12]) << 24) | (p[13] << 16) | (p[14] << 8) | p[15];
     return allow_.empty() || allow_[AllowSlot(src)] != src;
