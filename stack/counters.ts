@@ -48,6 +48,7 @@ export function newCounters() {
     TcpExtListenDrops: 0,
     TcpExtTCPChallengeACK: 0,
     TcpExtPAWSEstab: 0,
+    TcpExtPAWSOldAck: 0,
     TcpExtTCPSackRecovery: 0,
     TcpExtTCPRenoRecovery: 0,
     TcpExtTCPTimeouts: 0,

@@ -750,7 +750,8 @@ export class TcpConnection {
   abort(now: number, err: CodedError | null = null): void {
     if (this.state === State.Closed) return;
     if (this.state >= State.SynReceived && this.state !== State.TimeWait) {
-      this.layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, this.sndNxt);
+      // At SND.MAX, as a pure ACK (sendAck): SND.NXT may have been pulled back below the peer's RCV.NXT.
+      this.layer.sendReset(this.localAddr, this.remoteAddr, this.localPort, this.remotePort, this.sndMax);
       if (this.state === State.Established || this.state === State.CloseWait) this.layer.counters.TcpEstabResets++;
     }
     this.destroy(err, now);

@@ -31,11 +31,18 @@ const RCV_RATE_INTERVAL_MS = 1;
 export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now: number): void {
   const ctr = c.layer.counters;
   const f = seg.flags;
-  // PAWS (RFC 7323 5.3).
+  // PAWS (RFC 7323 5.3), with the allowances a real peer's reordering needs (pawsRejects).
   if (c.tsOk && seg.hasTimestamp && !(f & RST) && tsLt(seg.tsVal, c.tsRecent) && now - c.tsRecentAt < TS_MAX_AGE_MS) {
-    ctr.TcpExtPAWSEstab++;
-    c.sendAck(now);
-    return;
+    const verdict = pawsRejects(c, seg);
+    if (verdict === PAWS_OLD_ACK) {
+      ctr.TcpExtPAWSOldAck++;
+      return;
+    }
+    if (verdict === PAWS_REJECT) {
+      ctr.TcpExtPAWSEstab++;
+      c.sendAck(now);
+      return;
+    }
   }
   // The peer's SYN again in SYN-RECEIVED: our SYN-ACK was lost. Resend it now (as
   // Linux's tcp_check_req does); the acceptability check below would answer with a
@@ -50,9 +57,12 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
   let fin = (f & FIN) !== 0;
   const rcvWnd = Math.max(0, seqSub(c.rcvAdvEdge, c.rcvNxt));
   const segLen = len + (f & SYN ? 1 : 0) + (fin ? 1 : 0);
-  // Acceptability (RFC 9293 3.10.7.4, first check).
+  // Acceptability (RFC 9293 3.10.7.4, first check). A segment without data may also sit
+  // exactly at the right edge, RCV.NXT + RCV.WND (as Linux's tcp_sequence allows): that is
+  // where a peer that has filled the window, and lost a segment of it, sends its pure
+  // ACKs from. RFC 9293's strict test dropped them, and the ACKs they carried with them.
   let acceptable: boolean;
-  if (segLen === 0) acceptable = rcvWnd === 0 ? seq === c.rcvNxt : seqInWindow(seq, c.rcvNxt, rcvWnd);
+  if (segLen === 0) acceptable = rcvWnd === 0 ? seq === c.rcvNxt : seqInWindow(seq, c.rcvNxt, rcvWnd + 1);
   else if (rcvWnd === 0)
     acceptable = seq === c.rcvNxt; // data is dropped below but ACK/RST/FIN still count
   else acceptable = seqInWindow(seq, c.rcvNxt, rcvWnd) || seqInWindow(seqAdd(seq, segLen - 1), c.rcvNxt, rcvWnd);
@@ -151,7 +161,7 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
       if (c.orphaned && c.layer.config.resetOnOrphanData) {
         // The application is gone and cannot read it (Linux: TCPAbortOnData).
         ctr.TcpExtTCPAbortOnData++;
-        c.layer.sendReset(c.localAddr, c.remoteAddr, c.localPort, c.remotePort, c.sndNxt);
+        c.layer.sendReset(c.localAddr, c.remoteAddr, c.localPort, c.remotePort, c.sndMax);
         c.destroy(null, now);
         return;
       }
@@ -171,6 +181,49 @@ export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now:
     if (c.isClosed()) return;
   }
   c.output(now);
+}
+
+const PAWS_PASS = 0,
+  PAWS_REJECT = 1,
+  PAWS_OLD_ACK = 2;
+/**
+ * How far (in the peer's ticks) a segment's TSval may trail TS.Recent and still pass.
+ * RFC 7323 5.3 rejects any TSval below TS.Recent, but a retransmission that fills a hole
+ * moves TS.Recent to its own, newer, TSval, and the originals sent just before it, still
+ * in flight behind it on a reordering path, then fail: each is data the sender has to
+ * send again. With millisecond ticks, one tick of slack lets through what was sent in the
+ * same or the previous millisecond (Linux allows the same, TCP_PAWS_WINDOW).
+ */
+const PAWS_WINDOW_TICKS = 1;
+/** The peer's timestamp clock is taken to tick at most this often per ms (RFC 7323 5.4: 1 ms to 1 s; some stacks use 1200 Hz). */
+const PEER_TICKS_PER_MS = 1.2;
+
+/**
+ * The verdict on a segment whose TSval is below TS.Recent (the caller checked that, the
+ * RST exemption and TS.Recent's age):
+ *  - within PAWS_WINDOW_TICKS of TS.Recent: passes;
+ *  - a pure duplicate ACK at RCV.NXT that moves neither SND.UNA nor the window, up to an
+ *    RTO of ticks behind: passes. It can only count towards fast retransmit, which is
+ *    what a reordered duplicate ACK is for, and PAWS guards against nothing here: an old
+ *    duplicate from a previous wrap of the sequence space would have to match RCV.NXT
+ *    and SND.UNA exactly;
+ *  - a pure ACK below RCV.NXT: an old ACK overtaken by newer segments. Dropped without
+ *    the ACK that RFC 7323 asks for (TcpExtPAWSOldAck): the peer already has newer ACKs,
+ *    and answering every late ACK of a reordering path doubles the ACK traffic;
+ *  - anything else is rejected as RFC 7323 says (TcpExtPAWSEstab, answered with an ACK).
+ */
+function pawsRejects(c: TcpConnection, seg: TcpRepr): number {
+  const behind = (c.tsRecent - seg.tsVal) | 0;
+  if (behind <= PAWS_WINDOW_TICKS) return PAWS_PASS;
+  const f = seg.flags;
+  const pureAck = (f & (ACK | SYN | FIN)) === ACK && seg.payloadLength === 0;
+  if (!pureAck) return PAWS_REJECT;
+  if (seqLt(seg.seq, c.rcvNxt)) return PAWS_OLD_ACK;
+  if (seg.seq !== c.rcvNxt || seg.ack !== c.sndUna) return PAWS_REJECT;
+  const window = seg.window << c.sndWscale;
+  const updatesWindow = seqGt(seg.seq, c.sndWl1) || (seg.seq === c.sndWl1 && window > c.sndWnd);
+  if (updatesWindow) return PAWS_REJECT;
+  return behind <= c.rto * PEER_TICKS_PER_MS ? PAWS_PASS : PAWS_REJECT;
 }
 
 /**

@@ -224,11 +224,18 @@ export function sendFin(c: TcpConnection, now: number, retransmission = false): 
   if (c.rtoAt === Infinity) c.armRto(now);
 }
 
-/** A pure ACK carrying the current window and SACK blocks. */
+/**
+ * A pure ACK carrying the current window and SACK blocks. Its sequence number is
+ * SND.MAX, not SND.NXT (as BSD's tcp_output does; Linux never pulls SND.NXT back): after
+ * a retransmission timeout SND.NXT is back at SND.UNA, below what the peer may already
+ * have received, and a peer drops a segment below its RCV.NXT as unacceptable (RFC 9293
+ * 3.10.7.4) together with the ACK it carries. Under loss and reordering that left both
+ * ends dropping each other's ACKs until the connection timed out.
+ */
 export function sendAck(c: TcpConnection, now: number): void {
   if (c.state === State.Closed || c.state === State.SynSent) return;
   const r = segment(c, now);
-  r.seq = c.sndNxt;
+  r.seq = c.sndMax;
   r.ack = c.rcvNxt;
   r.flags = ACK;
   r.window = c.advertiseWindow();

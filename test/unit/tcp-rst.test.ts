@@ -25,7 +25,7 @@ async function setup(b: Parameters<typeof makePair>[2] = {}) {
     connB = connOf(p.b)!;
   const server = srv.sinks[0];
   /** A segment from A's side of the connection, with a fresh timestamp by default. */
-  const inject = (o: { seq?: number; ack?: number; flags: number; payload?: Buffer; ts?: [number, number] | null }) => {
+  const inject = (o: { seq?: number; ack?: number; flags: number; payload?: Buffer; ts?: [number, number] | null; window?: number }) => {
     tap.inject(
       'b',
       craftTcp({
@@ -34,7 +34,7 @@ async function setup(b: Parameters<typeof makePair>[2] = {}) {
         seq: o.seq ?? seqValue(connB.rcvNxt),
         ack: o.ack ?? seqValue(connB.sndNxt),
         flags: o.flags,
-        window: 1024,
+        window: o.window ?? 1024,
         payload: o.payload,
         ts: o.ts === null ? undefined : (o.ts ?? [(connB.tsRecent + 10) >>> 0, connB.tsNow(p.clock.now)]),
       }),
@@ -188,6 +188,48 @@ describe('ACK acceptance (RFC 9293 3.10.7.4 fifth, RFC 5961 5)', () => {
 });
 
 describe('receive window edge', () => {
+  test('a pure ACK exactly at the right edge (a peer that filled the window) is acceptable: its ACK of new data is taken', async () => {
+    // No window scaling: the edge the peer sees is exactly RCV.NXT + RCV.WND.
+    const { p, tap, connB, server, inject, replies } = await setup({ tcp: { windowScale: -1 } });
+    tap.drop = (x) => x.dir === 'a->b'; // A's own ACKs stay off the link
+    server.socket!.write(Buffer.from('reply'));
+    await runFor(p.clock, 2);
+    expect(connB.sndMax).not.toBe(connB.sndUna);
+    const pending = replies();
+    inject({ seq: seqValue(connB.rcvAdvEdge), ack: seqValue(connB.sndMax), flags: ACK });
+    expect(await pending).toEqual([]); // before: a duplicate ACK, and the ACK was lost
+    expect(connB.sndUna).toBe(connB.sndMax);
+    // One byte further is outside the window: answered, not taken.
+    server.socket!.write(Buffer.from('more'));
+    await runFor(p.clock, 2);
+    const again = replies();
+    inject({ seq: (seqValue(connB.rcvAdvEdge) + 1) >>> 0, ack: seqValue(connB.sndMax), flags: ACK });
+    expect((await again).length).toBe(1);
+    expect(connB.sndUna).not.toBe(connB.sndMax);
+  });
+
+  test('after a retransmission timeout pulled SND.NXT back, pure ACKs and a reset carry SND.MAX, not SND.NXT', async () => {
+    const { p, tap, connB, server, inject, replies } = await setup();
+    tap.drop = (x) => x.dir === 'a->b'; // A gets B's data, but its ACKs are lost
+    server.socket!.write(Buffer.alloc(5 * connB.mss, 1));
+    expect(await runUntil(p.clock, () => p.b.counters.TcpExtTCPTimeouts >= 1, 5000)).toBe(true);
+    await runFor(p.clock, 2);
+    expect(seqValue(connB.sndNxt)).not.toBe(seqValue(connB.sndMax)); // one segment resent from SND.UNA
+    const sndMax = seqValue(connB.sndMax);
+    // Data out of order from A: B answers at once with a duplicate ACK.
+    const pending = replies();
+    inject({ seq: (seqValue(connB.rcvNxt) + 100) >>> 0, ack: seqValue(connB.sndUna), flags: ACK | PSH, payload: Buffer.from('later') });
+    const r = (await pending).filter((x) => x.tcp.len === 0);
+    expect(r.length).toBe(1);
+    expect(r[0].tcp.seq).toBe(sndMax);
+    const rst = replies();
+    connB.abort(p.clock.now);
+    p.b.flushSoon();
+    const resets = (await rst).filter((x) => x.tcp.flags & RST);
+    expect(resets.length).toBe(1);
+    expect(resets[0].tcp.seq).toBe(sndMax);
+  });
+
   test('an out-of-order segment straddling the right edge is trimmed to the window (RFC 9293 3.10.7.4)', async () => {
     // No window scaling: the window is exact.
     const { p, connB, inject } = await setup({ tcp: { rcvBuf: 8192, windowScale: -1 } });
@@ -200,12 +242,12 @@ describe('receive window edge', () => {
 });
 
 describe('PAWS (RFC 7323 5)', () => {
-  test('a segment with a timestamp older than TS.Recent is dropped, counted and answered with an ACK', async () => {
+  test('a segment with a timestamp two ticks older than TS.Recent is dropped, counted and answered with an ACK', async () => {
     const { p, connB, server, inject, replies } = await setup();
     const rcvNxt = seqValue(connB.rcvNxt);
     const tsRecent = connB.tsRecent;
     const pending = replies();
-    inject({ flags: ACK | PSH, payload: Buffer.from('stale'), ts: [(tsRecent - 1) >>> 0, 0] });
+    inject({ flags: ACK | PSH, payload: Buffer.from('stale'), ts: [(tsRecent - 2) >>> 0, 0] });
     const r = await pending;
     expect(p.b.counters.TcpExtPAWSEstab).toBe(1);
     expect(r.length).toBe(1);
@@ -217,6 +259,60 @@ describe('PAWS (RFC 7323 5)', () => {
     expect(await runUntil(p.clock, () => server.bytes === 10, 10)).toBe(true);
     expect(server.data().toString()).toBe('hellofresh');
     expect(connB.tsRecent).toBe((tsRecent + 10) >>> 0);
+  });
+
+  test('one tick behind TS.Recent passes (the original sent in the millisecond before the retransmission that overtook it)', async () => {
+    const { p, connB, server, inject, replies } = await setup();
+    const tsRecent = connB.tsRecent;
+    const pending = replies();
+    inject({ flags: ACK | PSH, payload: Buffer.from('late'), ts: [(tsRecent - 1) >>> 0, 0] });
+    const r = await pending;
+    expect(server.data().toString()).toBe('hellolate');
+    expect(p.b.counters.TcpExtPAWSEstab).toBe(0);
+    expect(connB.tsRecent).toBe(tsRecent); // an older TSval never moves it back
+    expect(r.every((x) => x.tcp.ack === seqValue(connB.rcvNxt))).toBe(true);
+  });
+
+  test('a reordered duplicate ACK passes up to an RTO of ticks behind; one that would move the window, or is further behind, does not', async () => {
+    const { p, connB, inject, replies } = await setup();
+    // A current pure ACK at RCV.NXT first: SND.WL1 is RCV.NXT and the window is known.
+    let pending = replies();
+    inject({ flags: ACK, window: 2000 });
+    expect(await pending).toEqual([]);
+    const tsRecent = connB.tsRecent;
+    const wnd = connB.sndWnd;
+    expect(connB.rto).toBeGreaterThanOrEqual(200);
+    pending = replies();
+    inject({ flags: ACK, window: 2000, ts: [(tsRecent - 100) >>> 0, 0] });
+    expect(await pending).toEqual([]); // a duplicate ACK: no reply, not a PAWS drop
+    expect(p.b.counters.TcpExtPAWSEstab).toBe(0);
+    expect(connB.tsRecent).toBe(tsRecent);
+    // The same late ACK offering a larger window would update it: rejected, and ACKed.
+    pending = replies();
+    inject({ flags: ACK, window: 4000, ts: [(tsRecent - 100) >>> 0, 0] });
+    expect((await pending).length).toBe(1);
+    expect(p.b.counters.TcpExtPAWSEstab).toBe(1);
+    expect(connB.sndWnd).toBe(wnd);
+    // Further behind than an RTO's worth of ticks: rejected.
+    inject({ flags: ACK, window: 2000, ts: [(tsRecent - Math.ceil(connB.rto * 1.2) - 1) >>> 0, 0] });
+    await runFor(p.clock, 2);
+    expect(p.b.counters.TcpExtPAWSEstab).toBe(2);
+  });
+
+  test('an old pure ACK below RCV.NXT that fails PAWS is dropped without a reply and counted as TcpExtPAWSOldAck', async () => {
+    const { p, connB, server, inject, replies } = await setup();
+    const tsRecent = connB.tsRecent;
+    const pending = replies();
+    inject({ flags: ACK, seq: (seqValue(connB.rcvNxt) - 5) >>> 0, ts: [(tsRecent - 50) >>> 0, 0] });
+    expect(await pending).toEqual([]);
+    expect(p.b.counters.TcpExtPAWSOldAck).toBe(1);
+    expect(p.b.counters.TcpExtPAWSEstab).toBe(0);
+    // Data with the same old TSval is still rejected and answered.
+    const again = replies();
+    inject({ flags: ACK | PSH, payload: Buffer.from('stale'), ts: [(tsRecent - 50) >>> 0, 0] });
+    expect((await again).length).toBe(1);
+    expect(p.b.counters.TcpExtPAWSEstab).toBe(1);
+    expect(server.bytes).toBe(5);
   });
 
   test('timestamps compare modulo 2^32: a TSval that wrapped past zero is newer, not older', async () => {
