@@ -96,6 +96,15 @@ export interface TunOpenOptions {
    * still owns the fds and closes them on `close()`. Default true.
    */
   startQueues?: boolean;
+  /**
+   * Receive coalescing without the virtio header (TUN with offloads off): the addon
+   * appends each TCP segment that continues an earlier one of its flow in the same burst
+   * to it, so the stack gets one large packet where the kernel sent many (as the
+   * kernel's GRO does for a NIC; tun.cc says what may be joined). Default true; false
+   * hands every packet on as it came. Nothing changes with the virtio header (the kernel
+   * then sends super-segments itself) or on TAP.
+   */
+  gro?: boolean;
 }
 
 /** What a TunQueue reads from its owner: a TunDevice, or a bare one built in a worker. */
@@ -105,6 +114,8 @@ export interface TunQueueOwner {
   readonly mtu: number;
   /** Bytes of link header in front of each packet: 14 on a TAP device, 0 (absent) on TUN. */
   readonly linkHeaderLen?: number;
+  /** Receive coalescing (TunOpenOptions.gro), default true. */
+  readonly gro?: boolean;
   onReceive: ReceiveHandler | null;
   reportError(err: TunError): void;
 }
@@ -141,6 +152,8 @@ interface NativeQueue {
   setSynBudget(n: number): void;
   /** Software receive checksum (tun.cc): good TCP/UDP checksums marked DATA_VALID in info[2]. */
   setRxChecksum(on: boolean): void;
+  /** Receive coalescing (tun.cc); true when it is on (needs no virtio header and 64 KiB slots). */
+  setGro(on: boolean): boolean;
   /** A source that completed a handshake: its SYNs are never dropped early. */
   allowSource(addr: number): void;
   /** One read loop now (busy polling): packets read (in the slots), 0, or -errno. */
@@ -284,7 +297,8 @@ const C_RX_TRUNC = 0,
   C_TX_ERR = 5,
   C_ERRNO = 6,
   C_SYN_EARLY = 8,
-  C_RX_CSUM = 9;
+  C_RX_CSUM = 9,
+  C_RX_GRO = 10;
 
 function errnoName(errno: number): string {
   for (const [k, v] of Object.entries(os.constants.errno)) if (v === errno) return k;
@@ -312,7 +326,7 @@ export class TunQueue implements Device {
   private rxCount = 0;
   private rxClaimed = 0;
   private readonly info: Uint32Array;
-  private readonly counters = new Float64Array(10);
+  private readonly counters = new Float64Array(11);
   private readonly rxPackets: Buffer[] = [];
   private readonly rxMeta: (OffloadMeta | null)[] = [];
   private txPackets: Buffer[] = [];
@@ -345,7 +359,10 @@ export class TunQueue implements Device {
     const n = loadNative();
     this.index = index;
     const link = owner.linkHeaderLen ?? 0;
-    const slotSize = owner.vnetHdr ? align(VirtioNetHdr.LEN + link + 65536 + 1, 64) : Math.max(2048, align(owner.mtu + link + 1, 64));
+    // Without the virtio header a slot holds one packet of the MTU, unless receive
+    // coalescing joins segments into it (then 64 KiB, as with the header).
+    const gro = !owner.vnetHdr && link === 0 && owner.gro !== false;
+    const slotSize = owner.vnetHdr || gro ? align(VirtioNetHdr.LEN + link + 65536 + 1, 64) : Math.max(2048, align(owner.mtu + link + 1, 64));
     this.slab = Buffer.allocUnsafeSlow(slotSize * rxBurst);
     this.slotSize = slotSize;
     for (let i = 0; i < rxBurst; i++) this.slotBufs.push(this.slab.subarray(i * slotSize, (i + 1) * slotSize));
@@ -358,7 +375,10 @@ export class TunQueue implements Device {
     // checks TCP and UDP ones right after the read (TUN: the IP header leads the packet).
     this.rxChecksum = !owner.vnetHdr && link === 0;
     if (this.rxChecksum) this.nq.setRxChecksum(true);
+    this.gro = gro && this.nq.setGro(true);
   }
+  /** Receive coalescing is on (see TunOpenOptions.gro). */
+  readonly gro: boolean;
   /** The addon checks receive checksums and marks good packets DATA_VALID (no virtio header, TUN). */
   private readonly rxChecksum: boolean;
 
@@ -380,12 +400,13 @@ export class TunQueue implements Device {
    */
   static fromFd(
     fd: number,
-    opts: { name: string; vnetHdr: boolean; mtu: number; rxBurst?: number; txBatchMax?: number; onError?: (err: TunError) => void },
+    opts: { name: string; vnetHdr: boolean; mtu: number; rxBurst?: number; txBatchMax?: number; gro?: boolean; onError?: (err: TunError) => void },
   ): TunQueue {
     const owner: TunQueueOwner = {
       name: opts.name,
       vnetHdr: opts.vnetHdr,
       mtu: opts.mtu,
+      gro: opts.gro,
       onReceive: null,
       reportError: (err) => {
         if (opts.onError) opts.onError(err);
@@ -435,7 +456,14 @@ export class TunQueue implements Device {
     if (this.rxChecksum) {
       metas = this.rxMeta;
       metas.length = count;
-      for (let i = 0; i < count; i++) metas[i] = info[i * INFO_STRIDE + 2] !== 0 ? CHECKSUM_VERIFIED : null;
+      for (let i = 0; i < count; i++) {
+        const o = i * INFO_STRIDE;
+        if (info[o + 3] !== 0) {
+          // Segments the addon joined (GRO): one TCPv4 super-segment of gsoSize pieces.
+          this.rxOffload++;
+          metas[i] = { flags: info[o + 2]!, gsoType: info[o + 3]!, hdrLen: info[o + 4]!, gsoSize: info[o + 5]!, csumStart: 0, csumOffset: 0 };
+        } else metas[i] = info[o + 2] !== 0 ? CHECKSUM_VERIFIED : null;
+      }
     } else if (this.owner.vnetHdr) {
       metas = this.rxMeta;
       metas.length = count;
@@ -658,6 +686,7 @@ export class TunQueue implements Device {
       lastErrno: c[C_ERRNO]!,
       synEarlyDrops: c[C_SYN_EARLY]!,
       rxCsumVerified: c[C_RX_CSUM]!,
+      rxGroMerged: c[C_RX_GRO]!,
     };
   }
 }
@@ -698,6 +727,8 @@ export class TunDevice implements Device {
   readonly name: string;
   readonly vnetHdr: boolean;
   readonly multiQueue: boolean;
+  /** Receive coalescing asked for (TunOpenOptions.gro). */
+  readonly gro: boolean;
   /** 'tap': Ethernet frames (IFF_TAP); 'tun': IPv4 packets. */
   readonly mode: 'tun' | 'tap';
   /** true when this open created the interface (it vanishes on close). */
@@ -716,8 +747,10 @@ export class TunDevice implements Device {
     multiQueue: boolean,
     mtu: number,
     mode: 'tun' | 'tap' = 'tun',
+    gro = true,
   ) {
     this.mode = mode;
+    this.gro = gro;
     this.name = info.name;
     this.fdList = info.fds;
     this.created = info.created;
@@ -783,7 +816,7 @@ export class TunDevice implements Device {
           );
         }
       }
-      dev = new TunDevice(info, vnetHdr, multiQueue, mtu, mode);
+      dev = new TunDevice(info, vnetHdr, multiQueue, mtu, mode, opts.gro !== false);
       // Offloads are per interface and survive on a persistent one: always start from a known state.
       const offloadMode = vnetHdr ? (opts.offloads ?? 'probe') : 'off';
       if (offloadMode === 'probe') dev.probeOffloads(opts.offloadMask);

@@ -91,6 +91,8 @@ export interface RuntimeOptions {
   params: ParamAssignment[];
   profile?: string;
   offloads: boolean;
+  /** --gro off: no receive coalescing in the TUN addon with offloads off (TunOpenOptions.gro); on when absent. */
+  gro?: boolean;
   queues: number;
   /** One stack shard per queue, each in its own worker thread (needs queues >= 2). */
   shards: boolean;

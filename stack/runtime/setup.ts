@@ -65,6 +65,7 @@ export function openRunTun(opts: RuntimeOptions, extra: Partial<TunOpenOptions> 
     multiQueue: opts.queues > 1,
     queues: opts.queues,
     txQueueLen: RUN_TXQUEUELEN,
+    gro: opts.gro !== false,
     ...(offloadMask !== undefined && Number.isInteger(offloadMask) ? { offloadMask } : {}),
     ...extra,
   });

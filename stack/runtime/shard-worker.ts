@@ -30,6 +30,8 @@ export interface ShardWorkerData {
   fd: number;
   tun: string;
   vnetHdr: boolean;
+  /** Receive coalescing without the virtio header (TunOpenOptions.gro). */
+  gro: boolean;
   mtu: number;
   tso4: boolean;
   csum: boolean;
@@ -59,6 +61,7 @@ async function main(): Promise<void> {
     const queue = TunQueue.fromFd(d.fd, {
       name: d.tun,
       vnetHdr: d.vnetHdr,
+      gro: d.gro,
       mtu: d.mtu,
       onError: (err) => port.postMessage({ deviceError: `shard ${d.shard}: ${err.message}` }),
     });

@@ -178,6 +178,7 @@ export async function startShardedRuntime(opts: RuntimeOptions): Promise<StackRu
             fd,
             tun: tun.name,
             vnetHdr: tun.vnetHdr,
+            gro: tun.gro,
             mtu: tun.mtu,
             tso4: off.tso4,
             csum: off.csum,

@@ -287,6 +287,12 @@ export const RUN_SPEC = defineCommand({
     }),
     profile: valueFlag({ valueName: 'NAME', help: 'start from a named fault profile', ...text('a profile name') }),
     offloads: valueFlag({ valueName: 'on|off', help: 'TUN segmentation/checksum offloads', ...oneOf(['on', 'off'] as const), default: 'on' }),
+    gro: valueFlag({
+      valueName: 'on|off',
+      help: 'with --offloads off: join the TCP segments of a flow that arrive together into one before the stack sees them (receive coalescing)',
+      ...oneOf(['on', 'off'] as const),
+      default: 'on',
+    }),
     queues: valueFlag({ valueName: 'N', help: 'TUN queues', ...integer(1, 8), default: 1 }),
     shards: switchFlag('one stack shard per queue, each in a worker thread (needs --queues 2 or more)'),
     'shard-steer': valueFlag({
@@ -491,6 +497,7 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
     params: f.param.map((kv) => ({ name: kv.key, value: kv.value })),
     profile: f.profile,
     offloads: f.offloads === 'on',
+    ...(f.gro === 'off' ? { gro: false } : {}),
     queues: f.queues,
     shards: f.shards,
     ...(f.shards ? { shardSteer: f['shard-steer'] } : {}),

@@ -45,6 +45,23 @@
 // Counters (Float64Array, shared with JS):
 //   0 rxTruncated  1 rxErrors  2 txPackets  3 txBytes  4 txDrops (EAGAIN/ENOBUFS)
 //   5 txErrors (other errno)  6 lastErrno (rx or tx)  7 rxReadCalls  8 synEarlyDrops
+//   9 rxCsumVerified  10 rxGroMerged
+//
+// Receive coalescing (GRO; TUN without the virtio header, only with setRxChecksum on):
+//     .setGro(on)           within one burst, a TCP segment whose checksum was good is
+//                           appended to the burst's earlier segment of its flow when it
+//                           continues it exactly: next sequence number, the same ACK,
+//                           window, TCP options (so the same TSval), TOS, TTL and DF, only
+//                           ACK and PSH set, no IP options, no more payload than the first
+//                           segment's (which sets the size) and 64 KiB at most in all. A
+//                           shorter segment or one with PSH ends the run; any other packet
+//                           of the flow (a pure ACK, a FIN, a retransmission) too. The head
+//                           then reads as one large packet (IP total length and header
+//                           checksum rewritten, the TCP checksum left as it was) whose
+//                           info says GSO TCPv4 with the first segment's size, as a
+//                           kernel's GRO packet would; up to kGroFlows flows per burst.
+//                           Slots must hold 64 KiB. rxGroMerged counts the segments
+//                           appended (each would otherwise have been a packet for JS).
 //
 // Early SYN drop (TUN only; off until setSynBudget(n > 0)):
 //     .setSynBudget(n)      while the queue is backlogged (the previous read loop ended
@@ -122,10 +139,13 @@ enum Counter {
   kRxReadCalls = 7,
   kSynEarlyDrops = 8,
   kRxCsumVerified = 9,
-  kCounterCount = 10,
+  kRxGroMerged = 10,
+  kCounterCount = 11,
 };
 // VIRTIO_NET_HDR_F_DATA_VALID: what the software receive checksum marks a good packet with.
 constexpr uint32_t kFDataValid = 2;
+// VIRTIO_NET_HDR_GSO_TCPV4: what a GRO head's info says.
+constexpr uint32_t kGsoTcpV4 = 1;
 
 // The early SYN drop's table of verified sources: direct-mapped, a power of two.
 constexpr uint32_t kAllowSlots = 1u << 16;
@@ -373,6 +393,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
                            InstanceMethod<&Queue::WriteDetached>("writeDetached"),
                            InstanceMethod<&Queue::SetSynBudget>("setSynBudget"),
                            InstanceMethod<&Queue::SetRxChecksum>("setRxChecksum"),
+                           InstanceMethod<&Queue::SetGro>("setGro"),
                            InstanceMethod<&Queue::AllowSource>("allowSource"),
                            InstanceMethod<&Queue::PollNow>("pollNow"),
                        });
@@ -782,6 +803,109 @@ class Queue : public Napi::ObjectWrap<Queue> {
     return info.Env().Undefined();
   }
 
+  Napi::Value SetGro(const Napi::CallbackInfo& info) {
+    gro_ = info.Length() > 0 && info[0].ToBoolean().Value() && !vnet_ && slotSize_ > 65535;
+    return Napi::Boolean::New(info.Env(), gro_);
+  }
+
+  static uint32_t ReadBe32(const uint8_t* b) {
+    return (static_cast<uint32_t>(b[0]) << 24) | (static_cast<uint32_t>(b[1]) << 16) | (static_cast<uint32_t>(b[2]) << 8) | b[3];
+  }
+
+  static void Ipv4HeaderChecksum(uint8_t* h) {
+    h[10] = h[11] = 0;
+    uint32_t sum = 0;
+    for (int i = 0; i < 20; i += 2) sum += (static_cast<uint32_t>(h[i]) << 8) | h[i + 1];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    const uint16_t c = static_cast<uint16_t>(~sum);
+    h[10] = static_cast<uint8_t>(c >> 8);
+    h[11] = static_cast<uint8_t>(c & 0xff);
+  }
+
+  // GRO (see the header): packet `p` of `len` bytes, read into slot n with its checksum
+  // good. True when it was appended to its flow's head (slot n is free again); otherwise it
+  // may become the head of its flow for the packets after it.
+  bool GroMerge(const uint8_t* p, size_t len, uint32_t n) {
+    if (len < 40 || (p[0] >> 4) != 4 || p[9] != 6) return false;
+    const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+    if (ihl < 20 || len < ihl + 20) return false;
+    const uint8_t* t = p + ihl;
+    uint32_t saddr, daddr, ports;
+    memcpy(&saddr, p + 12, 4);
+    memcpy(&daddr, p + 16, 4);
+    memcpy(&ports, t, 4);
+    GroFlow* f = nullptr;
+    for (int i = 0; i < groCount_; i++) {
+      GroFlow& g = groFlows_[i];
+      if (g.saddr == saddr && g.daddr == daddr && g.ports == ports) {
+        f = &g;
+        break;
+      }
+    }
+    const size_t total = (static_cast<size_t>(p[2]) << 8) | p[3];
+    const size_t thl = static_cast<size_t>(t[12] >> 4) * 4;
+    const uint8_t flags = t[13];
+    const bool fragment = ((p[6] & 0x3f) | p[7]) != 0;
+    const bool candidate = ihl == 20 && total == len && thl >= 20 && total > ihl + thl && (flags & ~0x08) == 0x10 && !fragment;
+    if (!candidate) {
+      if (f) f->open = false;  // nothing of this flow may be appended past it
+      return false;
+    }
+    const uint32_t payload = static_cast<uint32_t>(total - ihl - thl);
+    const uint32_t seq = ReadBe32(t + 4);
+    if (f && f->open) {
+      uint8_t* h = slotPtr_[f->slot];
+      uint32_t* he = info_ + f->slot * kInfoStride;
+      const size_t hlen = he[1];
+      const uint8_t* ht = h + 20;
+      if (seq == f->nextSeq && payload <= f->mss && hlen + payload <= 65535 && hlen + payload < slotSize_ && t[12] == ht[12] &&
+          memcmp(t + 8, ht + 8, 4) == 0 && memcmp(t + 14, ht + 14, 2) == 0 && memcmp(t + 20, ht + 20, thl - 20) == 0 &&
+          p[1] == h[1] && p[8] == h[8] && (p[6] & 0x40) == (h[6] & 0x40)) {
+        memcpy(h + hlen, t + thl, payload);
+        const size_t nl = hlen + payload;
+        he[1] = static_cast<uint32_t>(nl);
+        h[2] = static_cast<uint8_t>(nl >> 8);
+        h[3] = static_cast<uint8_t>(nl & 0xff);
+        Ipv4HeaderChecksum(h);
+        if (flags & 0x08) h[20 + 13] |= 0x08;
+        he[3] = kGsoTcpV4;
+        he[4] = static_cast<uint32_t>(20 + thl);
+        he[5] = f->mss;
+        f->nextSeq = seq + payload;
+        if (payload < f->mss || (flags & 0x08)) f->open = false;
+        return true;
+      }
+    }
+    if (!f) {
+      if (groCount_ == kGroFlows) return false;
+      f = &groFlows_[groCount_++];
+      f->saddr = saddr;
+      f->daddr = daddr;
+      f->ports = ports;
+    }
+    f->slot = n;
+    f->nextSeq = seq + payload;
+    f->mss = payload;
+    f->open = !(flags & 0x08);
+    return false;
+  }
+
+  // A packet that was not checked (or failed) still ends its flow's run: what follows it
+  // must not be appended to a segment before it.
+  void GroForget(const uint8_t* p, size_t len) {
+    if (groCount_ == 0 || len < 40 || (p[0] >> 4) != 4 || p[9] != 6) return;
+    const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+    if (ihl < 20 || len < ihl + 4) return;
+    uint32_t saddr, daddr, ports;
+    memcpy(&saddr, p + 12, 4);
+    memcpy(&daddr, p + 16, 4);
+    memcpy(&ports, p + ihl, 4);
+    for (int i = 0; i < groCount_; i++) {
+      GroFlow& g = groFlows_[i];
+      if (g.saddr == saddr && g.daddr == daddr && g.ports == ports) g.open = false;
+    }
+  }
+
   // The packet's TCP or UDP checksum over the IPv4 pseudo-header (RFC 1071 sum, in native
   // byte order: an all-ones sum is all ones in either order). False for what we do not
   // check: not IPv4, a fragment, another protocol, UDP without a checksum, a bad length.
@@ -931,6 +1055,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
     uint32_t syns = 0, reads = 0;
     const uint32_t maxReads = slots_ * 4;
     bool drained = false;
+    groCount_ = 0;
     while (n < slots_ && reads < maxReads) {
       uint8_t* slot = slotPtr_[n];
       ssize_t r = ::read(fd_, slot, slotSize_);
@@ -981,6 +1106,12 @@ class Queue : public Napi::ObjectWrap<Queue> {
         if (rxCsum_ && L4ChecksumGood(slot, static_cast<size_t>(r))) {
           e[2] = kFDataValid;
           counters_[kRxCsumVerified] += 1;
+          if (gro_ && GroMerge(slot, static_cast<size_t>(r), n)) {
+            counters_[kRxGroMerged] += 1;
+            continue;  // appended to its flow's head: slot n is read into again
+          }
+        } else if (gro_) {
+          GroForget(slot, static_cast<size_t>(r));
         }
       }
       n++;
@@ -1072,6 +1203,15 @@ class Queue : public Napi::ObjectWrap<Queue> {
   uint32_t synBudget_ = 0;
   bool backlogged_ = false;
   bool rxCsum_ = false;
+  // GRO (setGro): the flows of the burst being read, and the slot of each one's head.
+  struct GroFlow {
+    uint32_t saddr, daddr, ports, nextSeq, slot, mss;
+    bool open;
+  };
+  static constexpr int kGroFlows = 8;
+  GroFlow groFlows_[kGroFlows] = {};
+  int groCount_ = 0;
+  bool gro_ = false;
   std::vector<uint32_t> allow_;
   std::thread writer_;
   std::atomic<uint64_t> wOk_{0}, wBytes_{0}, wDrops_{0}, wErrs_{0};
