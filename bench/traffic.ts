@@ -290,8 +290,16 @@ export class TrafficBench {
   }
 
   /** (Re)starts the stack with these options unless it already runs with them. */
-  private async ensureStack(offloads: 'on' | 'off', queues = 1, profile = 'win2003-sp1', shards = false, mtu = 1500, busyPoll = false): Promise<Tool> {
-    const want = `${offloads}/${queues}/${profile}/${shards}/${mtu}/${busyPoll}`;
+  private async ensureStack(
+    offloads: 'on' | 'off',
+    queues = 1,
+    profile = 'win2003-sp1',
+    shards = false,
+    mtu = 1500,
+    busyPoll = false,
+    gro = true,
+  ): Promise<Tool> {
+    const want = `${offloads}/${queues}/${profile}/${shards}/${mtu}/${busyPoll}${gro ? '' : '/no-gro'}`;
     if (this.stack && this.stackOpts === want) return this.stack;
     if (this.stack) {
       await this.stack.stop();
@@ -318,6 +326,7 @@ export class TrafficBench {
       ...(shards ? ['--shards', '--shard-steer', 'kernel'] : []),
       ...(mtu !== 1500 ? ['--mtu', String(mtu)] : []),
       ...(busyPoll ? ['--busy-poll'] : []),
+      ...(gro ? [] : ['--gro', 'off']),
     ]);
     const r = await t.ready();
     progress(
@@ -380,14 +389,10 @@ export class TrafficBench {
       let target = null;
       if (group === 'bulk' && c.streams === 1 && c.dir === 'k2s') target = { kind: 'ratio' as const, op: '>=' as const, value: 0.5, text: '>= 50% of kernel' };
       if (group === 'bulk' && c.streams === 1 && c.dir === 's2k') target = { kind: 'ratio' as const, op: '>=' as const, value: 0.35, text: '>= 35% of kernel' };
-      // Issue 16: one stream with offloads off >= 4 Gbit/s (kernel -> stack; issue 8's 1.5 for the other way).
-      if (group === 'offloads-off' && c.streams === 1)
-        target = {
-          kind: 'absolute' as const,
-          op: '>=' as const,
-          value: c.dir === 'k2s' ? 4 : 1.5,
-          text: c.dir === 'k2s' ? '>= 4 Gbit/s (issue 16)' : '>= 1.5 Gbit/s',
-        };
+      // Issue 8: offloads off, stack -> kernel >= 1.5 Gbit/s. (Issue 16's kernel -> stack
+      // goal is judged on the repeated runs of offloadsOffStreams, with their spread.)
+      if (group === 'offloads-off' && c.streams === 1 && c.dir === 's2k')
+        target = { kind: 'absolute' as const, op: '>=' as const, value: 1.5, text: '>= 1.5 Gbit/s' };
       this.add({
         group,
         key: `${group}.${c.dir}.${c.streams}`,
@@ -536,6 +541,17 @@ export class TrafficBench {
       f = spread(four, GBIT);
     this.add({
       group: 'offloads-off',
+      key: 'offloads-off.k2s.1.reps',
+      name: 'kernel -> stack, 1 stream, offloads off (repeated)',
+      value: o.median / GBIT,
+      unit: 'Gbit/s',
+      baseline: (await this.kernelIperf(1, false)) / GBIT,
+      samples: one.map((x) => x / GBIT),
+      target: { kind: 'absolute', op: '>=', value: 4, text: '>= 4 Gbit/s (issue 16)' },
+      note: `${o.text}; receive coalescing on (--gro on, the default)`,
+    });
+    this.add({
+      group: 'offloads-off',
       key: 'offloads-off.k2s.4.reps',
       name: 'kernel -> stack, 4 streams, offloads off (repeated)',
       value: f.median / GBIT,
@@ -544,6 +560,22 @@ export class TrafficBench {
       samples: four.map((x) => x / GBIT),
       target: { kind: 'absolute', op: '>=', value: 4, text: '>= 4 Gbit/s, no collapse with 4 (issue 16)' },
       note: `${f.text}; 1 stream ${o.text}; 4 streams / 1 stream ${(f.median / o.median).toFixed(2)}; ${retrans} retransmits in the ${REPS} 4-stream runs`,
+    });
+    // The same without receive coalescing in the addon (--gro off): what GRO gives.
+    await this.ensureStack('off', 1, 'win2003-sp1', false, 1500, false, false);
+    const plain: number[] = [];
+    for (let i = 0; i < REPS; i++) plain.push((await this.iperf('stk', ['-c', STACK_ADDR, '-t', String(this.dur)])).bps);
+    const p = spread(plain, GBIT);
+    this.add({
+      group: 'offloads-off',
+      key: 'offloads-off.k2s.1.nogro',
+      name: 'kernel -> stack, 1 stream, offloads off, --gro off (repeated)',
+      value: p.median / GBIT,
+      unit: 'Gbit/s',
+      baseline: null,
+      samples: plain.map((x) => x / GBIT),
+      target: null,
+      note: `${p.text}; with receive coalescing (the default) ${o.text}: ${(o.median / p.median).toFixed(2)}x`,
     });
   }
 

@@ -7,7 +7,7 @@
  *   {"cmd":"iperf3", "host":..., "parallel":N, "durationSec":S, "reverse":bool}
  *                      the stack as the client of a kernel iperf3 server
  *   {"cmd":"quit"}
- *   node dist/bench/tools/stack-server.js --tun NAME [--offloads on|off] [--queues N]
+ *   node dist/bench/tools/stack-server.js --tun NAME [--offloads on|off] [--gro on|off] [--queues N]
  *        [--shards [--shard-steer client|kernel]] [--services echo,discard,http,iperf3]
  *        [--addr 198.18.0.2/24] [--host-addr 198.18.0.1/24]
  */
@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   const f = flags(
     'stack-server',
     process.argv.slice(2),
-    ['tun', 'addr', 'host-addr', 'mtu', 'services', 'control', 'profile', 'offloads', 'queues', 'cc', 'shard-steer'],
+    ['tun', 'addr', 'host-addr', 'mtu', 'services', 'control', 'profile', 'offloads', 'gro', 'queues', 'cc', 'shard-steer'],
     ['shards', 'busy-poll'],
   );
   const steer = f.get('shard-steer') ?? 'client';
@@ -42,6 +42,7 @@ async function main(): Promise<void> {
     params: [],
     profile: f.get('profile'),
     offloads: (f.get('offloads') ?? 'on') !== 'off',
+    ...(f.get('gro') === 'off' ? { gro: false } : {}),
     queues: Number(f.get('queues') ?? 1),
     shards: f.get('shards') === 'true',
     ...(f.get('shards') === 'true' ? { shardSteer: steer } : {}),
