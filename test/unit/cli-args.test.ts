@@ -316,7 +316,7 @@ describe('run flags', () => {
     [['--mtu'], /--mtu needs a value: an integer from 68 to 65535/],
     [
       ['--mut', '1500'],
-      /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --queues, --shards, --shard-steer, --busy-poll, --cc, --events, --json, --ipsec, --ipsec-psk, --ipsec-keylog, --host-netns, --external-tun, --external-addr, --external-host-addr, --external-mtu, --external-host-netns, --external-pcap, --fw-rule, --web, --web-token, --nlb, --nlb-priority, --nlb-mode, --nlb-rule, --nlb-stopped, --nlb-app, --help/,
+      /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --gro, --queues, --shards, --shard-steer, --busy-poll, --cc, --events, --json, --ipsec, --ipsec-psk, --ipsec-keylog, --host-netns, --external-tun, --external-addr, --external-host-addr, --external-mtu, --external-host-netns, --external-pcap, --fw-rule, --web, --web-token, --nlb, --nlb-priority, --nlb-mode, --nlb-rule, --nlb-stopped, --nlb-app, --help/,
     ],
     [['--pcap-size', '5'], /--pcap-size and --pcap-files go with --pcap FILE/],
     [['--pcap', '/tmp/c.pcap', '--pcap-files', '3'], /--pcap-files N needs --pcap-size MB \(the size at which a file is full\), as tcpdump -W needs -C/],
