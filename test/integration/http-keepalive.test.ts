@@ -8,45 +8,25 @@
  *    three responses, every time.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess } from '../../lab/lab';
+import type { Lab, StackProcess } from '../../lab/lab';
+import { STACK, needTools, startTunLab, type TunLab } from './helpers/tun-lab';
 
-const STACK = '198.18.0.2';
-
+let t: TunLab;
 let lab: Lab;
 let ns: string;
 let stack: StackProcess;
 let tmp: string;
 
-function needTool(name: string): void {
-  if (spawnSync('sh', ['-c', `command -v ${name}`]).status !== 0) throw new Error(`${name} is not installed (make deps installs it)`);
-}
-
 beforeAll(async () => {
-  for (const t of ['wrk', 'ab', 'nc', 'tcpdump', 'tshark']) needTool(t);
-  lab = await Lab.create('http');
-  ns = await lab.addNamespace('k');
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-http-'));
-  stack = await lab.startStack(ns, [
-    '--tun',
-    lab.ifname('t'),
-    '--addr',
-    `${STACK}/24`,
-    '--host-addr',
-    '198.18.0.1/24',
-    '--services',
-    'http',
-    '--control',
-    path.join(tmp, 'ctl.sock'),
-  ]);
+  needTools('wrk', 'ab', 'nc', 'tcpdump', 'tshark');
+  t = await startTunLab('http', { services: 'http' });
+  ({ lab, ns, stack, tmp } = t);
 }, 60_000);
 
 afterAll(async () => {
-  await lab?.cleanup();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  await t?.cleanup();
 });
 
 /** wrk's latency distribution and request rate. */

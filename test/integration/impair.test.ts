@@ -11,41 +11,26 @@
  *  - bad specs: one line, exit 2.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess, repoRoot } from '../../lab/lab';
+import { type Lab, type StackProcess, repoRoot } from '../../lab/lab';
+import { STACK, startTunLab, type TunLab } from './helpers/tun-lab';
 
-const STACK = '198.18.0.2';
 const clients = path.join(repoRoot(), 'lab', 'clients');
 const MB10 = 10 * 1000 * 1000;
 
+let t: TunLab;
 let lab: Lab;
 let ns: string;
 let stack: StackProcess;
 let tmp: string;
 
 beforeAll(async () => {
-  lab = await Lab.create('impair');
-  ns = await lab.addNamespace('k');
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-impair-'));
-  stack = await lab.startStack(ns, [
-    '--tun',
-    lab.ifname('t'),
-    '--addr',
-    `${STACK}/24`,
-    '--host-addr',
-    '198.18.0.1/24',
-    '--services',
-    'echo,discard,http',
-    '--control',
-    path.join(tmp, 'ctl.sock'),
-  ]);
+  t = await startTunLab('impair', { services: 'echo,discard,http' });
+  ({ lab, ns, stack, tmp } = t);
 }, 60_000);
 
 afterAll(async () => {
-  await lab?.cleanup();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  await t?.cleanup();
 });
 
 async function sh(n: string, cmd: string, timeoutMs = 60_000) {

@@ -16,54 +16,25 @@
  *    stack works with MSS-sized segments (tsoSegments 1).
  */
 import { afterAll, describe, expect, test } from 'vitest';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess, repoRoot } from '../../lab/lab';
+import { repoRoot } from '../../lab/lab';
+import { HOST, STACK, startTunLab, type TunLab } from './helpers/tun-lab';
 
-const STACK = '198.18.0.2';
-const HOST = '198.18.0.1';
 const clients = path.join(repoRoot(), 'lab', 'clients');
 const MB = 1000 * 1000;
 
-const labs: Lab[] = [];
-const tmps: string[] = [];
+const labs: TunLab[] = [];
 
 afterAll(async () => {
   for (const l of labs) await l.cleanup();
-  for (const t of tmps) fs.rmSync(t, { recursive: true, force: true });
 });
 
-interface Env {
-  lab: Lab;
-  ns: string;
-  stack: StackProcess;
-}
+type Env = TunLab;
 
 async function startEnv(tag: string, runArgs: string[], env: NodeJS.ProcessEnv = {}): Promise<Env> {
-  const lab = await Lab.create(tag);
-  labs.push(lab);
-  const ns = await lab.addNamespace('k');
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `fs-${tag}-`));
-  tmps.push(tmp);
-  const stack = await lab.startStack(
-    ns,
-    [
-      '--tun',
-      lab.ifname('t'),
-      '--addr',
-      `${STACK}/24`,
-      '--host-addr',
-      `${HOST}/24`,
-      '--services',
-      'echo,discard,http,iperf3',
-      '--control',
-      path.join(tmp, 'ctl.sock'),
-      ...runArgs,
-    ],
-    { env },
-  );
-  return { lab, ns, stack };
+  const t = await startTunLab(tag, { services: 'echo,discard,http,iperf3', args: runArgs, env });
+  labs.push(t);
+  return t;
 }
 
 async function stats(e: Env): Promise<{

@@ -16,46 +16,27 @@
  * advertises is its exact right edge. scapy runs with /usr/bin/python3.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Lab, StackProcess } from '../../lab/lab';
+import type { Lab, StackProcess } from '../../lab/lab';
+import { HOST, PY, needTools, scapyPrelude, startTunLab, type TunLab } from './helpers/tun-lab';
 
-const STACK = '198.18.0.2';
-const HOST = '198.18.0.1';
-const PY = '/usr/bin/python3';
 const NFT_TABLE = 'fsrecov';
 
+let t: TunLab;
 let lab: Lab;
 let ns: string;
 let stack: StackProcess;
-let tmp: string;
 
 beforeAll(async () => {
-  if (spawnSync('sh', ['-c', 'command -v nft']).status !== 0) throw new Error('nft is not installed (make deps installs it)');
-  if (spawnSync(PY, ['-c', 'import scapy.all']).status !== 0) throw new Error(`${PY} has no scapy (make deps installs python3-scapy)`);
-  lab = await Lab.create('rcv');
-  ns = await lab.addNamespace('k');
-  await lab.exec(ns, 'sysctl', ['-q', '-w', 'net.ipv4.tcp_window_scaling=0'], { check: true });
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-rcv-'));
-  stack = await lab.startStack(ns, [
-    '--tun',
-    lab.ifname('t'),
-    '--addr',
-    `${STACK}/24`,
-    '--host-addr',
-    `${HOST}/24`,
-    '--services',
-    'echo',
-    '--control',
-    path.join(tmp, 'ctl.sock'),
-  ]);
+  needTools('nft', 'scapy');
+  t = await startTunLab('rcv', {
+    services: 'echo',
+    prepare: (l, n) => l.exec(n, 'sysctl', ['-q', '-w', 'net.ipv4.tcp_window_scaling=0'], { check: true }).then(() => undefined),
+  });
+  ({ lab, ns, stack } = t);
 }, 60_000);
 
 afterAll(async () => {
-  await lab?.cleanup();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  await t?.cleanup();
 });
 
 interface Row {
@@ -76,34 +57,9 @@ async function connection(lport: number): Promise<Row | undefined> {
  * keeps the connection open while the test looks at it.
  */
 function script(mode: 'edge' | 'sndmax', iface: string): string {
-  return `
-import json, socket, subprocess, sys, time
-from scapy.all import AsyncSniffer, IP, TCP, send, conf
-conf.verb = 0
-S, H, IFACE, MODE = '${STACK}', '${HOST}', '${iface}', '${mode}'
-sock = socket.socket(); sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
-sock.bind((H, 0)); lport = sock.getsockname()[1]
-seen = []
-sn = AsyncSniffer(iface=IFACE, filter=f'tcp port {lport}', store=False, prn=seen.append); sn.start(); time.sleep(0.5)
-sock.settimeout(5); sock.connect((S, 7))
-def echo(data):
-    sock.sendall(data); got = b''
-    while len(got) < len(data):
-        chunk = sock.recv(65536)
-        if not chunk: break
-        got += chunk
-    return got == data
-def segs(frm):
-    return [p for p in list(seen) if p.haslayer(TCP) and p[IP].src == frm]
-def wait(cond, secs=5):
-    for _ in range(int(secs / 0.05)):
-        r = cond()
-        if r: return r
-        time.sleep(0.05)
-    return None
-def last_data(frm, payload):
-    p = wait(lambda: ([p for p in segs(frm) if bytes(p[TCP].payload).endswith(payload)] or [None])[-1])
-    return p[TCP].seq, len(p[TCP].payload), p[TCP].window, dict(p[TCP].options).get('Timestamp')
+  return `${scapyPrelude(iface, { mss: 536 })}
+MODE = '${mode}'
+sock.connect((S, 7))
 out = {'lport': lport, 'first': echo(b'a' * 1000)}
 time.sleep(0.3)
 subprocess.run(['nft', '-f', '-'], text=True, check=True, input=

@@ -11,46 +11,24 @@
  * scapy runs with /usr/bin/python3 (the system Python that has it).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess } from '../../lab/lab';
+import type { Lab, StackProcess } from '../../lab/lab';
+import { HOST, PY, STACK, needTools, scapyPrelude, startTunLab, type TunLab } from './helpers/tun-lab';
 
-const STACK = '198.18.0.2';
-const HOST = '198.18.0.1';
-const PY = '/usr/bin/python3';
-
+let t: TunLab;
 let lab: Lab;
 let ns: string;
 let stack: StackProcess;
 let tmp: string;
 
 beforeAll(async () => {
-  for (const t of ['iperf3', 'nstat', 'nft']) {
-    if (spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0) throw new Error(`${t} is not installed (make deps installs it)`);
-  }
-  if (spawnSync(PY, ['-c', 'import scapy.all']).status !== 0) throw new Error(`${PY} has no scapy (make deps installs python3-scapy)`);
-  lab = await Lab.create('tsv');
-  ns = await lab.addNamespace('k');
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-tsv-'));
-  stack = await lab.startStack(ns, [
-    '--tun',
-    lab.ifname('t'),
-    '--addr',
-    `${STACK}/24`,
-    '--host-addr',
-    `${HOST}/24`,
-    '--services',
-    'echo,iperf3',
-    '--control',
-    path.join(tmp, 'ctl.sock'),
-  ]);
+  needTools('iperf3', 'nstat', 'nft', 'scapy');
+  t = await startTunLab('tsv', { services: 'echo,iperf3' });
+  ({ lab, ns, stack, tmp } = t);
 }, 60_000);
 
 afterAll(async () => {
-  await lab?.cleanup();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  await t?.cleanup();
 });
 
 interface Stats {
@@ -100,34 +78,13 @@ describe('iperf3 -R on a clean link (item 2)', () => {
  * `mode`: 'syn' (item 11) or 'ack' (item 12). Prints one JSON line.
  */
 function scapyScript(mode: 'syn' | 'ack', iface: string): string {
-  return `
-import json, socket, subprocess, sys, time
-from scapy.all import AsyncSniffer, IP, TCP, send, conf
-conf.verb = 0
-S, H, IFACE, MODE = '${STACK}', '${HOST}', '${iface}', '${mode}'
-sock = socket.socket(); sock.bind((H, 0)); lport = sock.getsockname()[1]
-seen = []
-sn = AsyncSniffer(iface=IFACE, filter=f'tcp port {lport}', store=False, prn=seen.append); sn.start(); time.sleep(0.5)
-sock.settimeout(5); sock.connect((S, 7))
-def echo(data):
-    sock.sendall(data); got = b''
-    while len(got) < len(data):
-        chunk = sock.recv(65536)
-        if not chunk: break
-        got += chunk
-    return got == data
-def last(frm, payload):
-    # The sniffer may lag: wait until it has the segment that carried \`payload\`.
-    for _ in range(100):
-        segs = [p for p in list(seen) if p.haslayer(TCP) and p[IP].src == frm and bytes(p[TCP].payload).endswith(payload)]
-        if segs: break
-        time.sleep(0.05)
-    p = segs[-1]; ts = dict(p[TCP].options).get('Timestamp')
-    return p[TCP].seq, len(p[TCP].payload), p[TCP].window, ts
+  return `${scapyPrelude(iface)}
+MODE = '${mode}'
+sock.connect((S, 7))
 out = {'lport': lport, 'first': echo(b'a' * 1000)}
 time.sleep(0.3)
 if MODE == 'syn':
-    seq, ln, win, ts = last(H, b'a' * 100)
+    seq, ln, win, ts = last_data(H, b'a' * 100)
     # RFC 5961 4.2 case: a SYN exactly at RCV.NXT, TSval 2^30 ahead of the client's clock.
     send(IP(src=H, dst=S) / TCP(sport=lport, dport=7, flags='S', seq=(seq + ln) % 2**32, window=win,
          options=[('Timestamp', ((ts[0] + 2**30) % 2**32, 0))]))
@@ -147,8 +104,8 @@ else:
         f'add rule ip fstsv out ip saddr {H} tcp sport {lport} ip length 52 ip ttl != 99 drop\\n')
     try:
         out['second'] = echo(b'c' * 100)
-        cseq, cln, cwin, cts = last(H, b'c' * 100)
-        sseq, sln, swin, sts = last(S, b'c' * 100)
+        cseq, cln, cwin, cts = last_data(H, b'c' * 100)
+        sseq, sln, swin, sts = last_data(S, b'c' * 100)
         past = (sts[0] - 2**28) % 2**32
         send(IP(src=H, dst=S, ttl=99) / TCP(sport=lport, dport=7, flags='A', seq=(cseq + cln) % 2**32, ack=(sseq + sln) % 2**32,
              window=cwin, options=[('Timestamp', ((cts[0] + 1) % 2**32, past))]))
