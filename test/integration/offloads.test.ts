@@ -214,6 +214,26 @@ describe('offloads off: plain TUN, MSS-sized segments, software checksums', () =
     expect(s.device.rxCsumVerified).toBeGreaterThan(1000);
   }, 120_000);
 
+  test('joined segments through an inbound impairment: cut back into segments before it, some dropped, data intact', async () => {
+    const g = await startEnv('groimp', ['--offloads', 'off', '--impair', 'in --proto tcp loss 1% seed 3']);
+    const r = await echoRoundTrip(g, 5 * MB);
+    expect(r.error).toBeUndefined();
+    expect(r.receivedBytes).toBe(5 * MB);
+    expect(r.receivedSha).toBe(r.sentSha);
+    const s = await stats(g);
+    console.log(
+      `offloads off, GRO, in loss 1%: ${s.device.rxGroMerged} joined, ${s.device.gsoSegmentedIn} segments cut back, ${s.counters.TcpRetransSegs} resent by the stack`,
+    );
+    expect(s.device.rxGroMerged).toBeGreaterThan(1000);
+    // The impairment saw the kernel's segments, not the super-segments: it cut them back.
+    expect(s.device.gsoSegmentedIn).toBeGreaterThan(1000);
+    expect(s.counters.TcpInCsumErrors).toBe(0);
+    // ... and dropped some of them (the kernel sent those again).
+    const l = await g.lab.cli(g.ns, ['impair', 'list', '--json', '--control', g.stack.controlPath], { timeoutMs: 20_000 });
+    const rows = (JSON.parse(l.stdout) as { impairments: { counters: Record<string, number> }[] }).impairments;
+    expect(rows[0]!.counters.dropped).toBeGreaterThan(0);
+  }, 120_000);
+
   test('a bad --gro value: one line saying what is valid, exit 2', async () => {
     const r = await e.lab.cli(e.ns, ['run', '--tun', 'x0', '--addr', `${STACK}/24`, '--gro', 'maybe']);
     expect(r.code).toBe(2);
