@@ -101,7 +101,8 @@ export interface ControlView {
 
 /** The shard an active open to args.host goes out from (0 unless client steering says otherwise; a bad host is the shard's to refuse). */
 function connectShard(v: ControlView, args: Record<string, unknown>): number {
-  if (!v.sharded || v.steer !== 'client' || typeof args.host !== 'string') return 0;
+  // steer is set only on a sharded stack.
+  if (v.steer !== 'client' || typeof args.host !== 'string') return 0;
   const addr = parseIpv4(args.host);
   return addr === null ? 0 : clientQueue(addr, v.ports.length);
 }

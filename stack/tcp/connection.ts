@@ -74,7 +74,7 @@ const EMPTY_OOO = new ReassemblyQueue();
  * a small integer inside the object) behind accessors that give the uint32 back, as the
  * half-open entries do (halfopen.ts).
  */
-export class TcpConnection {
+export class TcpConnection implements TimerEntry {
   /**
    * The connection's yes/no fields, one bit each behind their accessors (orphaned, wsOk,
    * tsOk, sackOk, finQueued, finAfterConnect, oooFin, pendingFin, ackDeferred, dupAckOwed,
@@ -376,9 +376,6 @@ export class TcpConnection {
   at = Infinity;
   /** The heap entry's position (-1: not queued). */
   index = -1;
-  get timer(): TimerEntry {
-    return this;
-  }
   /** The heap entry is due (timer.ts onTimer runs whatever deadlines have passed). */
   fire(now: number): void {
     onTimer(this, now);
@@ -862,7 +859,7 @@ export class TcpConnection {
     this.state = State.Closed;
     this.error = err;
     this.rtoAt = this.delackAt = this.persistAt = this.keepaliveAt = this.lingerAt = Infinity;
-    this.layer.timers.disarm(this.timer);
+    this.layer.timers.disarm(this);
     this.layer.remove(this, now);
     this.sendQ?.clear();
     this.oooQueue?.clear();

@@ -37,9 +37,9 @@ export function armPersist(c: TcpConnection, now: number): void {
 /** Re-arms the connection's single heap timer at the earliest deadline. */
 export function rearm(c: TcpConnection): void {
   const at = Math.min(c.rtoAt, c.delackAt, c.persistAt, c.keepaliveAt, c.lingerAt);
-  if (at === c.timer.at) return;
-  if (at === Infinity) c.layer.timers.disarm(c.timer);
-  else c.layer.timers.arm(c.timer, at);
+  if (at === c.at) return;
+  if (at === Infinity) c.layer.timers.disarm(c);
+  else c.layer.timers.arm(c, at);
 }
 
 /** The connection's heap entry fired: every deadline that is due runs, then the entry is re-armed. */
