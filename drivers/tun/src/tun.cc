@@ -822,31 +822,39 @@ class Queue : public Napi::ObjectWrap<Queue> {
     h[11] = static_cast<uint8_t>(c & 0xff);
   }
 
-  // GRO (see the header): packet `p` of `len` bytes, read into slot n with its checksum
-  // good. True when it was appended to its flow's head (slot n is free again); otherwise it
-  // may become the head of its flow for the packets after it.
-  bool GroMerge(const uint8_t* p, size_t len, uint32_t n) {
-    if (len < 40 || (p[0] >> 4) != 4 || p[9] != 6) return false;
-    const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
-    if (ihl < 20 || len < ihl + 20) return false;
-    const uint8_t* t = p + ihl;
-    uint32_t saddr, daddr, ports;
-    memcpy(&saddr, p + 12, 4);
-    memcpy(&daddr, p + 16, 4);
-    memcpy(&ports, t, 4);
-    GroFlow* f = nullptr;
+  // One flow of the burst being read (GRO): its key, the slot of its head, the sequence
+  // number a follower must start at, the head's payload size, and whether it still takes one.
+  struct GroFlow {
+    uint32_t saddr, daddr, ports, nextSeq, slot, mss;
+    bool open;
+  };
+
+  // The burst's flow of the TCP packet `p` (IPv4, header length `ihl`, ports readable), or nullptr.
+  GroFlow* GroFind(const uint8_t* p, size_t ihl, uint32_t* key) {
+    memcpy(&key[0], p + 12, 4);
+    memcpy(&key[1], p + 16, 4);
+    memcpy(&key[2], p + ihl, 4);
     for (int i = 0; i < groCount_; i++) {
       GroFlow& g = groFlows_[i];
-      if (g.saddr == saddr && g.daddr == daddr && g.ports == ports) {
-        f = &g;
-        break;
-      }
+      if (g.saddr == key[0] && g.daddr == key[1] && g.ports == key[2]) return &g;
     }
+    return nullptr;
+  }
+
+  // GRO (see the header): packet `p` of `len` bytes, read into slot n, for which
+  // L4ChecksumGood held (so: IPv4, unfragmented, its total length within `len`). True when
+  // it was appended to its flow's head (slot n is free again); otherwise it may become the
+  // head of its flow for the packets after it.
+  bool GroMerge(const uint8_t* p, size_t len, uint32_t n) {
+    if (p[9] != 6) return false;
+    const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+    const uint8_t* t = p + ihl;
+    uint32_t key[3];
+    GroFlow* f = GroFind(p, ihl, key);
     const size_t total = (static_cast<size_t>(p[2]) << 8) | p[3];
     const size_t thl = static_cast<size_t>(t[12] >> 4) * 4;
     const uint8_t flags = t[13];
-    const bool fragment = ((p[6] & 0x3f) | p[7]) != 0;
-    const bool candidate = ihl == 20 && total == len && thl >= 20 && total > ihl + thl && (flags & ~0x08) == 0x10 && !fragment;
+    const bool candidate = ihl == 20 && total == len && thl >= 20 && total > ihl + thl && (flags & ~0x08) == 0x10;
     if (!candidate) {
       if (f) f->open = false;  // nothing of this flow may be appended past it
       return false;
@@ -879,9 +887,9 @@ class Queue : public Napi::ObjectWrap<Queue> {
     if (!f) {
       if (groCount_ == kGroFlows) return false;
       f = &groFlows_[groCount_++];
-      f->saddr = saddr;
-      f->daddr = daddr;
-      f->ports = ports;
+      f->saddr = key[0];
+      f->daddr = key[1];
+      f->ports = key[2];
     }
     f->slot = n;
     f->nextSeq = seq + payload;
@@ -896,14 +904,8 @@ class Queue : public Napi::ObjectWrap<Queue> {
     if (groCount_ == 0 || len < 40 || (p[0] >> 4) != 4 || p[9] != 6) return;
     const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
     if (ihl < 20 || len < ihl + 4) return;
-    uint32_t saddr, daddr, ports;
-    memcpy(&saddr, p + 12, 4);
-    memcpy(&daddr, p + 16, 4);
-    memcpy(&ports, p + ihl, 4);
-    for (int i = 0; i < groCount_; i++) {
-      GroFlow& g = groFlows_[i];
-      if (g.saddr == saddr && g.daddr == daddr && g.ports == ports) g.open = false;
-    }
+    uint32_t key[3];
+    if (GroFlow* f = GroFind(p, ihl, key)) f->open = false;
   }
 
   // The packet's TCP or UDP checksum over the IPv4 pseudo-header (RFC 1071 sum, in native
@@ -984,7 +986,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
     const size_t ihl = UnfragmentedIpv4(p, len);
     if (ihl == 0 || p[9] != 6 || len < ihl + 20) return false;
     if ((p[ihl + 13] & 0x17) != 0x02) return false;  // FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10
-    const uint32_t src = (static_cast<uint32_t>(p[12]) << 24) | (p[13] << 16) | (p[14] << 8) | p[15];
+    const uint32_t src = ReadBe32(p + 12);
     return allow_.empty() || allow_[AllowSlot(src)] != src;
   }
 
@@ -1203,11 +1205,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
   uint32_t synBudget_ = 0;
   bool backlogged_ = false;
   bool rxCsum_ = false;
-  // GRO (setGro): the flows of the burst being read, and the slot of each one's head.
-  struct GroFlow {
-    uint32_t saddr, daddr, ports, nextSeq, slot, mss;
-    bool open;
-  };
+  // GRO (setGro): the flows of the burst being read (GroFlow), and the slot of each one's head.
   static constexpr int kGroFlows = 8;
   GroFlow groFlows_[kGroFlows] = {};
   int groCount_ = 0;
