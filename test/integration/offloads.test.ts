@@ -62,6 +62,14 @@ async function echoRoundTrip(e: Env, bytes: number): Promise<{ sentSha: string; 
   return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}');
 }
 
+/** The echo round trip of `bytes`, asserted whole: no error, every byte back, the same hash. */
+async function expectEchoIntact(e: Env, bytes: number): Promise<void> {
+  const r = await echoRoundTrip(e, bytes);
+  expect(r.error).toBeUndefined();
+  expect(r.receivedBytes).toBe(bytes);
+  expect(r.receivedSha).toBe(r.sentSha);
+}
+
 /**
  * A TCP SYN to the stack's http port with a checksum that is wrong by one, from a raw
  * socket (IP_HDRINCL): the kernel routes it to the TUN device as it is, with no
@@ -118,10 +126,7 @@ describe('offloads on: large segments both ways', () => {
   test('GSO super-segments in, TSO super-segments out, data intact, no checksum errors', async () => {
     const k0 = await kernelTcp(e);
     const before = (await stats(e)).counters;
-    const r = await echoRoundTrip(e, 20 * MB);
-    expect(r.error).toBeUndefined();
-    expect(r.receivedBytes).toBe(20 * MB);
-    expect(r.receivedSha).toBe(r.sentSha);
+    await expectEchoIntact(e, 20 * MB);
     const s = await stats(e);
     const d = (k: string) => s.counters[k]! - before[k]!;
     // In: the kernel's GSO packets were taken as single segments larger than the MSS.
@@ -167,10 +172,7 @@ describe('offloads off: plain TUN, MSS-sized segments, software checksums', () =
 
   test('data intact both ways; the stack sends nothing larger than the MTU, and joins what arrives together (receive coalescing)', async () => {
     const before = await stats(e);
-    const r = await echoRoundTrip(e, 10 * MB);
-    expect(r.error).toBeUndefined();
-    expect(r.receivedBytes).toBe(10 * MB);
-    expect(r.receivedSha).toBe(r.sentSha);
+    await expectEchoIntact(e, 10 * MB);
     const s = await stats(e);
     expect(s.counters.TcpExtTCPGSOSegsOut - before.counters.TcpExtTCPGSOSegsOut).toBe(0);
     // The kernel's MSS-sized segments of one flow that one read burst found together were
@@ -203,10 +205,7 @@ describe('offloads off: plain TUN, MSS-sized segments, software checksums', () =
 
   test('--gro off: every packet reaches the stack as the kernel sent it, data intact', async () => {
     const g = await startEnv('grooff', ['--offloads', 'off', '--gro', 'off']);
-    const r = await echoRoundTrip(g, 5 * MB);
-    expect(r.error).toBeUndefined();
-    expect(r.receivedBytes).toBe(5 * MB);
-    expect(r.receivedSha).toBe(r.sentSha);
+    await expectEchoIntact(g, 5 * MB);
     const s = await stats(g);
     expect(s.device.rxGroMerged).toBe(0);
     expect(s.device.rxOffloadPackets).toBe(0);
@@ -216,10 +215,7 @@ describe('offloads off: plain TUN, MSS-sized segments, software checksums', () =
 
   test('joined segments through an inbound impairment: cut back into segments before it, some dropped, data intact', async () => {
     const g = await startEnv('groimp', ['--offloads', 'off', '--impair', 'in --proto tcp loss 1% seed 3']);
-    const r = await echoRoundTrip(g, 5 * MB);
-    expect(r.error).toBeUndefined();
-    expect(r.receivedBytes).toBe(5 * MB);
-    expect(r.receivedSha).toBe(r.sentSha);
+    await expectEchoIntact(g, 5 * MB);
     const s = await stats(g);
     console.log(
       `offloads off, GRO, in loss 1%: ${s.device.rxGroMerged} joined, ${s.device.gsoSegmentedIn} segments cut back, ${s.counters.TcpRetransSegs} resent by the stack`,
@@ -256,9 +252,7 @@ describe('fallback when the kernel refuses or limits TUNSETOFFLOAD', () => {
       expect(s0.offloads.tsoSegments).toBe(1);
       expect(s0.offloads.txChecksumOffload).toBe(mask === 1);
       const k0 = await kernelTcp(e);
-      const r = await echoRoundTrip(e, 10 * MB);
-      expect(r.receivedBytes).toBe(10 * MB);
-      expect(r.receivedSha).toBe(r.sentSha);
+      await expectEchoIntact(e, 10 * MB);
       const s = await stats(e);
       // Without TSO4 the kernel segments before the TUN device and so do we.
       expect(s.counters.TcpExtTCPGSOSegsIn).toBe(0);
