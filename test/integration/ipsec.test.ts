@@ -10,16 +10,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, LabProcess, StackProcess, repoRoot } from '../../lab/lab';
+import { type Lab, type LabProcess, type StackProcess, repoRoot } from '../../lab/lab';
 import { StrongSwan, type SwanctlOptions } from '../../lab/strongswan';
 import { makeIpsecCerts, type IpsecCerts } from '../../lab/ipsec-certs';
+import { STACK, startTunLab, type TunLab } from './helpers/tun-lab';
 
-const STACK = '198.18.0.2';
 const clients = path.join(repoRoot(), 'lab', 'clients');
 const MB10 = 10 * 1000 * 1000;
 
+let t: TunLab;
 let lab: Lab;
 let nsK: string, nsC: string, nsW: string;
 let stack: StackProcess;
@@ -97,44 +97,29 @@ async function startClient(dirName: string, ns: string, conf: SwanctlOptions): P
 }
 
 beforeAll(async () => {
-  lab = await Lab.create('ips');
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-ipsec-'));
-  keylog = path.join(tmp, 'keys');
-  nsK = await lab.addNamespace('k');
-  nsC = await lab.addNamespace('c');
-  nsW = await lab.addNamespace('w');
-  const v = await lab.veth('k', 'c', { addrA: '198.18.50.254/24', addrB: '198.18.50.1/24' });
-  vethK = v.devA;
-  await lab.veth('k', 'w', { addrA: '198.18.52.254/24', addrB: '198.18.52.1/24' });
-  await lab.sysctl(nsK, 'net.ipv4.ip_forward', 1);
-  await lab.ip('c', 'route', 'add', 'default', 'via', '198.18.50.254');
-  await lab.ip('w', 'route', 'add', 'default', 'via', '198.18.52.254');
-  certs = makeIpsecCerts(path.join(tmp, 'certs'));
-  const cfg = path.join(tmp, 'ipsec.yaml');
-  fs.writeFileSync(cfg, YAML);
-  stack = await lab.startStack(nsK, [
-    '--tun',
-    lab.ifname('t'),
-    '--addr',
-    `${STACK}/24`,
-    '--host-addr',
-    '198.18.0.1/24',
-    '--services',
-    'echo,http',
-    '--control',
-    path.join(tmp, 'ctl.sock'),
-    '--ipsec',
-    cfg,
-    '--ipsec-keylog',
-    keylog,
-    '--events',
-    path.join(tmp, 'events.jsonl'),
-  ]);
+  t = await startTunLab('ips', {
+    services: 'echo,http',
+    prepare: async (l, k, dir) => {
+      keylog = path.join(dir, 'keys');
+      nsC = await l.addNamespace('c');
+      nsW = await l.addNamespace('w');
+      const v = await l.veth('k', 'c', { addrA: '198.18.50.254/24', addrB: '198.18.50.1/24' });
+      vethK = v.devA;
+      await l.veth('k', 'w', { addrA: '198.18.52.254/24', addrB: '198.18.52.1/24' });
+      await l.sysctl(k, 'net.ipv4.ip_forward', 1);
+      await l.ip('c', 'route', 'add', 'default', 'via', '198.18.50.254');
+      await l.ip('w', 'route', 'add', 'default', 'via', '198.18.52.254');
+      certs = makeIpsecCerts(path.join(dir, 'certs'));
+      const cfg = path.join(dir, 'ipsec.yaml');
+      fs.writeFileSync(cfg, YAML);
+      return ['--ipsec', cfg, '--ipsec-keylog', keylog, '--events', path.join(dir, 'events.jsonl')];
+    },
+  });
+  ({ lab, ns: nsK, stack, tmp } = t);
 }, 90_000);
 
 afterAll(async () => {
-  await lab?.cleanup();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  await t?.cleanup();
 });
 
 describe('faultstack as IPsec responder for real strongSwan clients', () => {

@@ -17,11 +17,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, StackProcess } from '../../lab/lab';
+import type { Lab, StackProcess } from '../../lab/lab';
+import { PY, STACK, startTunLab, type TunLab } from './helpers/tun-lab';
 
-const STACK = '198.18.0.2';
-const PY = '/usr/bin/python3';
-
+let t: TunLab;
 let lab: Lab;
 let ns: string;
 let stack: StackProcess;
@@ -35,22 +34,12 @@ async function scapy(script: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  lab = await Lab.create('pk');
-  ns = await lab.addNamespace('s');
-  stack = await lab.startStack(ns, [
-    '--tun',
-    lab.ifname('t'),
-    '--addr',
-    `${STACK}/24`,
-    '--services',
-    'http,echo',
-    '--control',
-    `/run/faultstack/${lab.ifname('t')}.sock`,
-  ]);
+  t = await startTunLab('pk', { services: 'http,echo', hostAddr: false });
+  ({ lab, ns, stack } = t);
 }, 60_000);
 
 afterAll(async () => {
-  await lab?.cleanup();
+  await t?.cleanup();
 });
 
 describe('crafted packets', () => {

@@ -12,39 +12,19 @@
  *   - the control plane reaches every shard.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Lab, StackProcess } from '../../lab/lab';
+import type { Lab, StackProcess } from '../../lab/lab';
+import { STACK, startTunLab, type TunLab } from './helpers/tun-lab';
 import { clientQueue } from '../../drivers/tun/steering';
 import { parseIpv4 } from '../../stack/wire/addr';
 
-const STACK = '198.18.0.2';
-
+let t: TunLab;
 let lab: Lab;
 let ns: string;
 let stack: StackProcess;
-let tmp: string;
 
 beforeAll(async () => {
-  lab = await Lab.create('shards');
-  ns = await lab.addNamespace('k');
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-shards-'));
-  stack = await lab.startStack(ns, [
-    '--tun',
-    lab.ifname('t'),
-    '--addr',
-    `${STACK}/24`,
-    '--host-addr',
-    '198.18.0.1/24',
-    '--queues',
-    '2',
-    '--shards',
-    '--services',
-    'echo,discard,http,iperf3',
-    '--control',
-    path.join(tmp, 'ctl.sock'),
-  ]);
+  t = await startTunLab('shards', { services: 'echo,discard,http,iperf3', args: ['--queues', '2', '--shards'] });
+  ({ lab, ns, stack } = t);
   // Source addresses for the clients, on the kernel's side of the device.
   for (const a of SOURCES) await lab.ip(ns, 'addr', 'add', `${a}/24`, 'dev', stack.tun);
 }, 60_000);
@@ -56,8 +36,7 @@ const CANDIDATES = Array.from({ length: 40 }, (_, i) => `198.18.0.${11 + i}`);
 const SOURCES = [...CANDIDATES.filter((a) => shardOf(a) === 0).slice(0, 5), ...CANDIDATES.filter((a) => shardOf(a) === 1).slice(0, 3)];
 
 afterAll(async () => {
-  await lab?.cleanup();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  await t?.cleanup();
 });
 
 // 16 concurrent connections, two from each source address, 1 MB each through echo.

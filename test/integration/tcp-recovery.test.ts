@@ -30,7 +30,9 @@ beforeAll(async () => {
   needTools('nft', 'scapy');
   t = await startTunLab('rcv', {
     services: 'echo',
-    prepare: (l, n) => l.exec(n, 'sysctl', ['-q', '-w', 'net.ipv4.tcp_window_scaling=0'], { check: true }).then(() => undefined),
+    prepare: async (l, n) => {
+      await l.exec(n, 'sysctl', ['-q', '-w', 'net.ipv4.tcp_window_scaling=0'], { check: true });
+    },
   });
   ({ lab, ns, stack } = t);
 }, 60_000);

@@ -10,16 +10,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Browser } from 'playwright-core';
-import { Lab, StackProcess } from '../../lab/lab';
+import type { Lab, StackProcess } from '../../lab/lab';
 import { StrongSwan } from '../../lab/strongswan';
 import { haveChromium, launchIn, pageWithErrors, shotDir, webUrl } from './helpers/browser';
+import { STACK, startTunLab, type TunLab } from './helpers/tun-lab';
 
-const STACK = '198.18.0.2';
 const CLIENT = '198.18.50.1';
 
+let t: TunLab;
 let lab: Lab;
 let nsK: string, nsC: string;
 let tmp: string;
@@ -28,38 +28,26 @@ let browser: Browser | null = null;
 let client: StrongSwan | null = null;
 
 beforeAll(async () => {
-  lab = await Lab.create('wips');
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fs-web-ipsec-'));
-  nsK = await lab.addNamespace('k');
-  nsC = await lab.addNamespace('c');
-  await lab.veth('k', 'c', { addrA: '198.18.50.254/24', addrB: `${CLIENT}/24` });
-  await lab.sysctl(nsK, 'net.ipv4.ip_forward', 1);
-  await lab.ip('c', 'route', 'add', 'default', 'via', '198.18.50.254');
-  const cfg = path.join(tmp, 'ipsec.yaml');
-  fs.writeFileSync(cfg, 'local:\n  id: server@lab\nike:\n  dpd: 0\npeers:\n  - id: client1@lab\n    psk: labsecret\n');
-  stack = await lab.startStack(nsK, [
-    '--tun',
-    lab.ifname('t'),
-    '--addr',
-    `${STACK}/24`,
-    '--host-addr',
-    '198.18.0.1/24',
-    '--services',
-    'http',
-    '--control',
-    path.join(tmp, 'ctl.sock'),
-    '--ipsec',
-    cfg,
-    '--web',
-    '127.0.0.1:0',
-  ]);
+  t = await startTunLab('wips', {
+    services: 'http',
+    args: ['--web', '127.0.0.1:0'],
+    prepare: async (l, k, dir) => {
+      nsC = await l.addNamespace('c');
+      await l.veth('k', 'c', { addrA: '198.18.50.254/24', addrB: `${CLIENT}/24` });
+      await l.sysctl(k, 'net.ipv4.ip_forward', 1);
+      await l.ip('c', 'route', 'add', 'default', 'via', '198.18.50.254');
+      const cfg = path.join(dir, 'ipsec.yaml');
+      fs.writeFileSync(cfg, 'local:\n  id: server@lab\nike:\n  dpd: 0\npeers:\n  - id: client1@lab\n    psk: labsecret\n');
+      return ['--ipsec', cfg];
+    },
+  });
+  ({ lab, ns: nsK, stack, tmp } = t);
 }, 90_000);
 
 afterAll(async () => {
   await browser?.close().catch(() => {});
   await client?.stop().catch(() => {});
-  await lab?.cleanup();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  await t?.cleanup();
 });
 
 describe.runIf(haveChromium || process.env.CI === 'true')('the web view of IPsec', () => {

@@ -43,8 +43,11 @@ export interface TunLabOptions {
   hostAddr?: boolean;
   /** The stack's environment. */
   env?: NodeJS.ProcessEnv;
-  /** Runs in the namespace before the stack starts (a sysctl, a route). */
-  prepare?: (lab: Lab, ns: string) => Promise<void>;
+  /**
+   * Runs before the stack starts (a sysctl, a route, another namespace, a file in `tmp`);
+   * what it returns goes on the stack's command line after `args` (e.g. `--ipsec FILE`).
+   */
+  prepare?: (lab: Lab, ns: string, tmp: string) => Promise<string[] | void>;
 }
 
 export async function startTunLab(tag: string, o: TunLabOptions): Promise<TunLab> {
@@ -56,7 +59,7 @@ export async function startTunLab(tag: string, o: TunLabOptions): Promise<TunLab
   };
   try {
     const ns = await lab.addNamespace('k');
-    if (o.prepare) await o.prepare(lab, ns);
+    const more = (o.prepare ? await o.prepare(lab, ns, tmp) : undefined) ?? [];
     const stack = await lab.startStack(
       ns,
       [
@@ -70,6 +73,7 @@ export async function startTunLab(tag: string, o: TunLabOptions): Promise<TunLab
         '--control',
         path.join(tmp, 'ctl.sock'),
         ...(o.args ?? []),
+        ...more,
       ],
       o.env ? { env: o.env } : {},
     );
