@@ -17,7 +17,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Lab, StackProcess } from '../../lab/lab';
-import { HOST, PY, needTools, scapyPrelude, startTunLab, type TunLab } from './helpers/tun-lab';
+import { HOST, needTools, runScapyClient, scapyPrelude, startTunLab, type TunLab } from './helpers/tun-lab';
 
 const NFT_TABLE = 'fsrecov';
 
@@ -108,13 +108,12 @@ time.sleep(30)
 }
 
 async function runScapy(mode: 'edge' | 'sndmax'): Promise<{ out: Record<string, number | boolean | null>; done: () => Promise<void> }> {
-  const p = lab.spawn(ns, PY, ['-c', script(mode, stack.tun)]);
-  const m = await p.waitFor(/^\{.*\}$/m, { timeoutMs: 60_000, stream: 'stdout' });
+  const { out, stop } = await runScapyClient<Record<string, number | boolean | null>>(t, script(mode, stack.tun));
   return {
-    out: JSON.parse(m[0]) as Record<string, number | boolean | null>,
+    out,
     done: async () => {
       await lab.exec(ns, 'nft', ['delete', 'table', 'ip', NFT_TABLE]);
-      await p.kill(2000);
+      await stop();
     },
   };
 }

@@ -13,7 +13,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as path from 'node:path';
 import type { Lab, StackProcess } from '../../lab/lab';
-import { HOST, PY, STACK, needTools, scapyPrelude, startTunLab, type TunLab } from './helpers/tun-lab';
+import { HOST, STACK, needTools, runScapyClient, scapyPrelude, startTunLab, type TunLab } from './helpers/tun-lab';
 
 let t: TunLab;
 let lab: Lab;
@@ -120,14 +120,8 @@ time.sleep(30)  # keep the connection open while the test reads the stack's stat
 }
 
 async function runScapy(mode: 'syn' | 'ack'): Promise<{ out: Record<string, unknown>; done: () => Promise<void> }> {
-  const p = lab.spawn(ns, PY, ['-c', scapyScript(mode, stack.tun)]);
-  const m = await p.waitFor(/^\{.*\}$/m, { timeoutMs: 60_000, stream: 'stdout' });
-  return {
-    out: JSON.parse(m[0]) as Record<string, unknown>,
-    done: async () => {
-      await p.kill(2000);
-    },
-  };
+  const { out, stop } = await runScapyClient<Record<string, unknown>>(t, scapyScript(mode, stack.tun));
+  return { out, done: stop };
 }
 
 describe('TS.Recent and a forged SYN (item 11)', () => {

@@ -85,6 +85,22 @@ export async function startTunLab(tag: string, o: TunLabOptions): Promise<TunLab
 }
 
 /**
+ * Runs a scapy client script (scapyPrelude and what follows it) in the lab's namespace and
+ * waits for the JSON line it prints; `stop()` ends it (the script keeps its connection open
+ * until then, while the test looks at the stack).
+ */
+export async function runScapyClient<T>(t: TunLab, script: string): Promise<{ out: T; stop: () => Promise<void> }> {
+  const p = t.lab.spawn(t.ns, PY, ['-c', script]);
+  const m = await p.waitFor(/^\{.*\}$/m, { timeoutMs: 60_000, stream: 'stdout' });
+  return {
+    out: JSON.parse(m[0]) as T,
+    stop: async () => {
+      await p.kill(2000);
+    },
+  };
+}
+
+/**
  * The Python prelude of the scapy clients (tcp-timestamps, tcp-recovery): a kernel socket
  * bound to HOST (optionally with TCP_MAXSEG), an AsyncSniffer on the TUN device for its
  * port, and helpers: `echo(data)` sends and reads back through the stack's echo service;
