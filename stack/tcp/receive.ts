@@ -31,9 +31,9 @@ const RCV_RATE_INTERVAL_MS = 1;
 export function segmentArrives(c: TcpConnection, seg: TcpRepr, buf: Buffer, now: number): void {
   const ctr = c.layer.counters;
   const f = seg.flags;
-  // PAWS (RFC 7323 5.3), with the allowances a real peer's reordering needs (pawsRejects).
+  // PAWS (RFC 7323 5.3), with the allowances a real peer's reordering needs (pawsVerdict).
   if (c.tsOk && seg.hasTimestamp && !(f & RST) && tsLt(seg.tsVal, c.tsRecent) && now - c.tsRecentAt < TS_MAX_AGE_MS) {
-    const verdict = pawsRejects(c, seg);
+    const verdict = pawsVerdict(c, seg);
     if (verdict === PAWS_OLD_ACK) {
       ctr.TcpExtPAWSOldAck++;
       return;
@@ -212,7 +212,7 @@ const PEER_TICKS_PER_MS = 1.2;
  *    and answering every late ACK of a reordering path doubles the ACK traffic;
  *  - anything else is rejected as RFC 7323 says (TcpExtPAWSEstab, answered with an ACK).
  */
-function pawsRejects(c: TcpConnection, seg: TcpRepr): number {
+function pawsVerdict(c: TcpConnection, seg: TcpRepr): number {
   const behind = (c.tsRecent - seg.tsVal) | 0;
   if (behind <= PAWS_WINDOW_TICKS) return PAWS_PASS;
   const f = seg.flags;
