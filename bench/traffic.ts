@@ -1257,14 +1257,10 @@ export class TrafficBench {
     const single = await this.discardSenders(4, this.dur);
     await this.ensureStack('on', 2, 'win2003-sp1', true);
     // The baseline of issue 16's goal (>= 0.8): the kernel receiving 4 streams, iperf3 -P 4
-    // over the veth pair (the bulk section's figure when it ran in this run). Beside it, the
+    // over the veth pair (kernelIperf: the bulk section's measurement when it ran). Beside it, the
     // same four senders to the kernel's discard service (the same Node service on kernel
     // sockets, one Node thread), in turn with the stack's rounds.
-    const bulk4 = this.figures.find((f) => f.key === 'bulk.k2s.4');
-    const kernelIperf =
-      bulk4 && typeof bulk4.baseline === 'number'
-        ? bulk4.baseline * GBIT
-        : (await this.iperf('ka', ['-c', KB, '-p', '5201', '-t', String(this.dur), '-P', '4'])).bps;
+    const kernelIperf = await this.kernelIperf(4, false);
     const sh: number[] = [],
       kd: number[] = [];
     for (let rep = 0; rep < REPS; rep++) {
