@@ -44,6 +44,12 @@ export interface OffloadMeta {
   gsoSize: number;
   csumStart: number;
   csumOffset: number;
+  /**
+   * The sender never writes this buffer again (TCP's freshly built segments): a device
+   * may keep it and write it later, from another thread (TunOpenOptions.txThread).
+   * Absent or false: the buffer may be reused once send() or flush() has returned.
+   */
+  owned?: boolean;
 }
 
 /**

@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   const f = flags(
     'stack-server',
     process.argv.slice(2),
-    ['tun', 'addr', 'host-addr', 'mtu', 'services', 'control', 'profile', 'offloads', 'gro', 'queues', 'cc', 'shard-steer'],
+    ['tun', 'addr', 'host-addr', 'mtu', 'services', 'control', 'profile', 'offloads', 'gro', 'tx-thread', 'queues', 'cc', 'shard-steer'],
     ['shards', 'busy-poll'],
   );
   const steer = f.get('shard-steer') ?? 'client';
@@ -43,6 +43,7 @@ async function main(): Promise<void> {
     profile: f.get('profile'),
     offloads: (f.get('offloads') ?? 'on') !== 'off',
     ...(f.get('gro') === 'off' ? { gro: false } : {}),
+    ...(f.get('tx-thread') === 'off' ? { txThread: false } : {}),
     queues: Number(f.get('queues') ?? 1),
     shards: f.get('shards') === 'true',
     ...(f.get('shards') === 'true' ? { shardSteer: steer } : {}),

@@ -105,6 +105,14 @@ export interface TunOpenOptions {
    * then sends super-segments itself) or on TAP.
    */
   gro?: boolean;
+  /**
+   * Deferred writes: with the virtio header, a large packet whose sender gives its buffer
+   * up (OffloadMeta.owned: TCP's super-segments) is written by the queue's writer thread,
+   * and so is everything sent behind it until that thread has caught up (order kept). The
+   * kernel's work inside a write (on TAP the bridge and the receiving namespace's whole
+   * TCP, on TUN the receiver's) then runs beside JavaScript instead of in it. Default true.
+   */
+  txThread?: boolean;
 }
 
 /** What a TunQueue reads from its owner: a TunDevice, or a bare one built in a worker. */
@@ -116,6 +124,8 @@ export interface TunQueueOwner {
   readonly linkHeaderLen?: number;
   /** Receive coalescing (TunOpenOptions.gro), default true. */
   readonly gro?: boolean;
+  /** Deferred writes (TunOpenOptions.txThread), default true. */
+  readonly txThread?: boolean;
   onReceive: ReceiveHandler | null;
   reportError(err: TunError): void;
 }
@@ -158,6 +168,10 @@ interface NativeQueue {
   allowSource(addr: number): void;
   /** One read loop now (busy polling): packets read (in the slots), 0, or -errno. */
   pollNow(): number;
+  /** Deferred writes (tun.cc): owned packets of 8 KiB or more go to the writer thread. */
+  setTxThread(on: boolean): void;
+  /** The writer thread's counts into the counters (tun.cc Sync). */
+  sync(): void;
 }
 
 /** The largest packet writeDetached takes (kDetachedMax in tun.cc). */
@@ -286,6 +300,8 @@ function checkName(name: string): void {
 
 const INFO_STRIDE = 8;
 const META_STRIDE = 6;
+/** In a meta's flags word (above the virtio header's 8 bits): OffloadMeta.owned (tun.cc kOwnedFlag). */
+const META_OWNED = 0x100;
 /** Room per queued packet for its link header (TAP: 14 bytes of Ethernet header). */
 const HEAD_STRIDE = 16;
 // counters shared with the addon (see tun.cc)
@@ -298,7 +314,8 @@ const C_RX_TRUNC = 0,
   C_ERRNO = 6,
   C_SYN_EARLY = 8,
   C_RX_CSUM = 9,
-  C_RX_GRO = 10;
+  C_RX_GRO = 10,
+  C_TX_DEFERRED = 11;
 
 function errnoName(errno: number): string {
   for (const [k, v] of Object.entries(os.constants.errno)) if (v === errno) return k;
@@ -326,7 +343,7 @@ export class TunQueue implements Device {
   private rxCount = 0;
   private rxClaimed = 0;
   private readonly info: Uint32Array;
-  private readonly counters = new Float64Array(11);
+  private readonly counters = new Float64Array(12);
   private readonly rxPackets: Buffer[] = [];
   private readonly rxMeta: (OffloadMeta | null)[] = [];
   private txPackets: Buffer[] = [];
@@ -376,7 +393,11 @@ export class TunQueue implements Device {
     this.rxChecksum = !owner.vnetHdr && link === 0;
     if (this.rxChecksum) this.nq.setRxChecksum(true);
     this.gro = gro && this.nq.setGro(true);
+    this.txThread = owner.vnetHdr && owner.txThread !== false;
+    if (this.txThread) this.nq.setTxThread(true);
   }
+  /** Deferred writes are on (see TunOpenOptions.txThread). */
+  readonly txThread: boolean;
   /** Receive coalescing is on (see TunOpenOptions.gro). */
   readonly gro: boolean;
   /** The addon checks receive checksums and marks good packets DATA_VALID (no virtio header, TUN). */
@@ -400,13 +421,23 @@ export class TunQueue implements Device {
    */
   static fromFd(
     fd: number,
-    opts: { name: string; vnetHdr: boolean; mtu: number; rxBurst?: number; txBatchMax?: number; gro?: boolean; onError?: (err: TunError) => void },
+    opts: {
+      name: string;
+      vnetHdr: boolean;
+      mtu: number;
+      rxBurst?: number;
+      txBatchMax?: number;
+      gro?: boolean;
+      txThread?: boolean;
+      onError?: (err: TunError) => void;
+    },
   ): TunQueue {
     const owner: TunQueueOwner = {
       name: opts.name,
       vnetHdr: opts.vnetHdr,
       mtu: opts.mtu,
       gro: opts.gro,
+      txThread: opts.txThread,
       onReceive: null,
       reportError: (err) => {
         if (opts.onError) opts.onError(err);
@@ -541,7 +572,7 @@ export class TunQueue implements Device {
       const o = i * META_STRIDE;
       const m = this.txMeta;
       if (meta) {
-        m[o] = meta.flags;
+        m[o] = meta.owned === true ? meta.flags | META_OWNED : meta.flags;
         m[o + 1] = meta.gsoType;
         m[o + 2] = meta.hdrLen;
         m[o + 3] = meta.gsoSize;
@@ -667,6 +698,7 @@ export class TunQueue implements Device {
   }
 
   stats(): Record<string, number> {
+    if (this.txThread && !this.closed) this.nq.sync();
     const c = this.counters;
     return {
       rxPackets: this.rxPkts,
@@ -687,6 +719,7 @@ export class TunQueue implements Device {
       synEarlyDrops: c[C_SYN_EARLY]!,
       rxCsumVerified: c[C_RX_CSUM]!,
       rxGroMerged: c[C_RX_GRO]!,
+      txDeferred: c[C_TX_DEFERRED]!,
     };
   }
 }
@@ -729,6 +762,8 @@ export class TunDevice implements Device {
   readonly multiQueue: boolean;
   /** Receive coalescing asked for (TunOpenOptions.gro). */
   readonly gro: boolean;
+  /** Deferred writes asked for (TunOpenOptions.txThread). */
+  readonly txThread: boolean;
   /** 'tap': Ethernet frames (IFF_TAP); 'tun': IPv4 packets. */
   readonly mode: 'tun' | 'tap';
   /** true when this open created the interface (it vanishes on close). */
@@ -748,9 +783,11 @@ export class TunDevice implements Device {
     mtu: number,
     mode: 'tun' | 'tap' = 'tun',
     gro = true,
+    txThread = true,
   ) {
     this.mode = mode;
     this.gro = gro;
+    this.txThread = txThread;
     this.name = info.name;
     this.fdList = info.fds;
     this.created = info.created;
@@ -816,7 +853,7 @@ export class TunDevice implements Device {
           );
         }
       }
-      dev = new TunDevice(info, vnetHdr, multiQueue, mtu, mode, opts.gro !== false);
+      dev = new TunDevice(info, vnetHdr, multiQueue, mtu, mode, opts.gro !== false, opts.txThread !== false);
       // Offloads are per interface and survive on a persistent one: always start from a known state.
       const offloadMode = vnetHdr ? (opts.offloads ?? 'probe') : 'off';
       if (offloadMode === 'probe') dev.probeOffloads(opts.offloadMask);

@@ -93,6 +93,8 @@ export interface RuntimeOptions {
   offloads: boolean;
   /** --gro off: no receive coalescing in the TUN addon with offloads off (TunOpenOptions.gro); on when absent. */
   gro?: boolean;
+  /** --tx-thread off: every write from the stack's thread (TunOpenOptions.txThread); on when absent. */
+  txThread?: boolean;
   queues: number;
   /** One stack shard per queue, each in its own worker thread (needs queues >= 2). */
   shards: boolean;

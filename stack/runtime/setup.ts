@@ -66,6 +66,7 @@ export function openRunTun(opts: RuntimeOptions, extra: Partial<TunOpenOptions> 
     queues: opts.queues,
     txQueueLen: RUN_TXQUEUELEN,
     gro: opts.gro !== false,
+    txThread: opts.txThread !== false,
     ...(offloadMask !== undefined && Number.isInteger(offloadMask) ? { offloadMask } : {}),
     ...extra,
   });

@@ -32,6 +32,8 @@ export interface ShardWorkerData {
   vnetHdr: boolean;
   /** Receive coalescing without the virtio header (TunOpenOptions.gro). */
   gro: boolean;
+  /** Deferred writes (TunOpenOptions.txThread). */
+  txThread: boolean;
   mtu: number;
   tso4: boolean;
   csum: boolean;
@@ -62,6 +64,7 @@ async function main(): Promise<void> {
       name: d.tun,
       vnetHdr: d.vnetHdr,
       gro: d.gro,
+      txThread: d.txThread,
       mtu: d.mtu,
       onError: (err) => port.postMessage({ deviceError: `shard ${d.shard}: ${err.message}` }),
     });

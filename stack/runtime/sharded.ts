@@ -179,6 +179,7 @@ export async function startShardedRuntime(opts: RuntimeOptions): Promise<StackRu
             tun: tun.name,
             vnetHdr: tun.vnetHdr,
             gro: tun.gro,
+            txThread: tun.txThread,
             mtu: tun.mtu,
             tso4: off.tso4,
             csum: off.csum,

@@ -528,6 +528,7 @@ export class TcpLayer {
         gsoSize: gso ? conn.mss : 0,
         csumStart: IPV4_MIN_HEADER,
         csumOffset: TcpField.CHECKSUM,
+        owned: true, // pkt is this segment's alone
       };
     }
     const c = this.counters;

@@ -293,6 +293,12 @@ export const RUN_SPEC = defineCommand({
       ...oneOf(['on', 'off'] as const),
       default: 'on',
     }),
+    'tx-thread': valueFlag({
+      valueName: 'on|off',
+      help: "with offloads on: TCP's large segments are written to the device by a native thread beside the stack's (the kernel's work behind each write runs there)",
+      ...oneOf(['on', 'off'] as const),
+      default: 'on',
+    }),
     queues: valueFlag({ valueName: 'N', help: 'TUN queues', ...integer(1, 8), default: 1 }),
     shards: switchFlag('one stack shard per queue, each in a worker thread (needs --queues 2 or more)'),
     'shard-steer': valueFlag({
@@ -498,6 +504,7 @@ export function buildRunOptions(argv: readonly string[]): RuntimeOptions | null 
     profile: f.profile,
     offloads: f.offloads === 'on',
     ...(f.gro === 'off' ? { gro: false } : {}),
+    ...(f['tx-thread'] === 'off' ? { txThread: false } : {}),
     queues: f.queues,
     shards: f.shards,
     ...(f.shards ? { shardSteer: f['shard-steer'] } : {}),

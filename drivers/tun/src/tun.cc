@@ -45,7 +45,7 @@
 // Counters (Float64Array, shared with JS):
 //   0 rxTruncated  1 rxErrors  2 txPackets  3 txBytes  4 txDrops (EAGAIN/ENOBUFS)
 //   5 txErrors (other errno)  6 lastErrno (rx or tx)  7 rxReadCalls  8 synEarlyDrops
-//   9 rxCsumVerified  10 rxGroMerged
+//   9 rxCsumVerified  10 rxGroMerged  11 txDeferred (packets handed to the writer thread)
 //
 // Receive coalescing (GRO; TUN without the virtio header, only with setRxChecksum on):
 //     .setGro(on)           within one burst, a TCP segment whose checksum was good is
@@ -127,6 +127,13 @@ constexpr uint32_t kMetaStride = 6;
 // writeDetached: the largest packet it takes, and ring slots (a power of two).
 constexpr uint32_t kDetachedMax = 120;
 constexpr uint32_t kDetachedSlots = 8192;
+// Deferred writes (setTxThread): the ring of packets for the writer thread (a power of two),
+// the smallest packet worth the hand-off, and the bit of a meta's flags word by which the
+// sender says the buffer is never written again (its bytes may go out later).
+constexpr uint32_t kTxSlots = 128;
+constexpr uint32_t kDeferMin = 8192;
+constexpr uint32_t kOwnedFlag = 0x100;
+constexpr uint32_t kHeadMax = 32;
 
 enum Counter {
   kRxTruncated = 0,
@@ -140,7 +147,8 @@ enum Counter {
   kSynEarlyDrops = 8,
   kRxCsumVerified = 9,
   kRxGroMerged = 10,
-  kCounterCount = 11,
+  kTxDeferred = 11,
+  kCounterCount = 12,
 };
 // VIRTIO_NET_HDR_F_DATA_VALID: what the software receive checksum marks a good packet with.
 constexpr uint32_t kFDataValid = 2;
@@ -396,6 +404,8 @@ class Queue : public Napi::ObjectWrap<Queue> {
                            InstanceMethod<&Queue::SetGro>("setGro"),
                            InstanceMethod<&Queue::AllowSource>("allowSource"),
                            InstanceMethod<&Queue::PollNow>("pollNow"),
+                           InstanceMethod<&Queue::SetTxThread>("setTxThread"),
+                           InstanceMethod<&Queue::Sync>("sync"),
                        });
   }
 
@@ -526,7 +536,10 @@ class Queue : public Napi::ObjectWrap<Queue> {
       metas = m.Data();
       metaLen = m.ElementLength();
     }
-    if (writer_.joinable()) FoldWriterCounters();
+    if (writer_.joinable()) {
+      FoldWriterCounters();
+      ReleaseWritten();
+    }
     if (closed_) {
       counters_[kTxDrops] += count;
       return Napi::Number::New(env, 0);
@@ -549,36 +562,9 @@ class Queue : public Napi::ObjectWrap<Queue> {
         counters_[kLastErrno] = EINVAL;
         continue;
       }
-      ssize_t rc;
-      if (vnet_) {
-        VnetHdr h;
-        memset(&h, 0, sizeof h);
-        if (metas && (i + 1) * kMetaStride <= metaLen) {
-          const uint32_t* m = metas + i * kMetaStride;
-          h.flags = static_cast<uint8_t>(m[0]);
-          h.gso_type = static_cast<uint8_t>(m[1]);
-          h.hdr_len = static_cast<uint16_t>(m[2]);
-          h.gso_size = static_cast<uint16_t>(m[3]);
-          h.csum_start = static_cast<uint16_t>(m[4]);
-          h.csum_offset = static_cast<uint16_t>(m[5]);
-        }
-        struct iovec iov[2] = {{&h, sizeof h}, {data, len}};
-        do rc = writev(fd_, iov, 2);
-        while (rc < 0 && errno == EINTR);
-      } else {
-        do rc = ::write(fd_, data, len);
-        while (rc < 0 && errno == EINTR);
-      }
-      if (rc < 0) {
-        int err = errno;
-        counters_[kLastErrno] = err;
-        if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) counters_[kTxDrops] += 1;
-        else counters_[kTxErrors] += 1;
-        continue;
-      }
-      written++;
-      counters_[kTxPackets] += 1;
-      counters_[kTxBytes] += static_cast<double>(len);
+      VnetHdr h;
+      bool owned = FillVnet(h, metas, metaLen, i);
+      if (SendPacket(v, vnet_ ? &h : nullptr, nullptr, 0, static_cast<const uint8_t*>(data), len, owned)) written++;
     }
     return Napi::Number::New(env, written);
   }
@@ -613,6 +599,10 @@ class Queue : public Napi::ObjectWrap<Queue> {
     if (lens.ElementLength() < count || static_cast<uint64_t>(stride) * count > heads.Length()) {
       return ThrowType(env, "writeFramed: heads / headLens smaller than count x headStride");
     }
+    if (writer_.joinable()) {
+      FoldWriterCounters();
+      ReleaseWritten();
+    }
     if (closed_) {
       counters_[kTxDrops] += count;
       return Napi::Number::New(env, 0);
@@ -636,39 +626,134 @@ class Queue : public Napi::ObjectWrap<Queue> {
       }
       uint32_t hl = lens[i];
       if (hl > stride) hl = stride;
-      struct iovec iov[3];
-      int n = 0;
+      if (hl > kHeadMax) hl = kHeadMax;
       VnetHdr h;
-      if (vnet_) {
-        memset(&h, 0, sizeof h);
-        if (metas && (i + 1) * kMetaStride <= metaLen) {
-          const uint32_t* m = metas + i * kMetaStride;
-          h.flags = static_cast<uint8_t>(m[0]);
-          h.gso_type = static_cast<uint8_t>(m[1]);
-          h.hdr_len = static_cast<uint16_t>(m[2]);
-          h.gso_size = static_cast<uint16_t>(m[3]);
-          h.csum_start = static_cast<uint16_t>(m[4]);
-          h.csum_offset = static_cast<uint16_t>(m[5]);
-        }
-        iov[n++] = {&h, sizeof h};
-      }
-      if (hl > 0) iov[n++] = {heads.Data() + static_cast<size_t>(i) * stride, hl};
-      iov[n++] = {data, len};
-      ssize_t rc;
-      do rc = writev(fd_, iov, n);
-      while (rc < 0 && errno == EINTR);
-      if (rc < 0) {
-        int err = errno;
-        counters_[kLastErrno] = err;
-        if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) counters_[kTxDrops] += 1;
-        else counters_[kTxErrors] += 1;
-        continue;
-      }
-      written++;
-      counters_[kTxPackets] += 1;
-      counters_[kTxBytes] += static_cast<double>(len + hl);
+      bool owned = FillVnet(h, metas, metaLen, i);
+      const uint8_t* head = heads.Data() + static_cast<size_t>(i) * stride;
+      if (SendPacket(v, vnet_ ? &h : nullptr, head, hl, static_cast<const uint8_t*>(data), len, owned)) written++;
     }
     return Napi::Number::New(env, written);
+  }
+
+
+  // The virtio header of packet i from `metas` (zeros without one). Returns whether the
+  // sender marked the buffer as its last use (kOwnedFlag): it may then be written later.
+  static bool FillVnet(VnetHdr& h, const uint32_t* metas, size_t metaLen, uint32_t i) {
+    memset(&h, 0, sizeof h);
+    if (!metas || (i + 1) * kMetaStride > metaLen) return false;
+    const uint32_t* m = metas + i * kMetaStride;
+    h.flags = static_cast<uint8_t>(m[0]);
+    h.gso_type = static_cast<uint8_t>(m[1]);
+    h.hdr_len = static_cast<uint16_t>(m[2]);
+    h.gso_size = static_cast<uint16_t>(m[3]);
+    h.csum_start = static_cast<uint16_t>(m[4]);
+    h.csum_offset = static_cast<uint16_t>(m[5]);
+    return (m[0] & kOwnedFlag) != 0;
+  }
+
+  // One packet, [virtio header] [head] data, in one writev. Written now, or queued for the
+  // writer thread (setTxThread on) when it may be (owned, at least kDeferMin bytes) or must
+  // be (packets of this queue are still waiting there: nothing overtakes them). Returns
+  // false when it was dropped or failed (counted).
+  bool SendPacket(napi_value v, const VnetHdr* h, const uint8_t* head, uint32_t hl, const uint8_t* data, size_t len, bool owned) {
+    if (txThread_ && ((owned && len >= kDeferMin) || txHead_ != txWritten_.load(std::memory_order_acquire))) {
+      Defer(v, h, head, hl, data, len, owned);
+      return true;
+    }
+    struct iovec iov[3];
+    int n = 0;
+    if (h) iov[n++] = {const_cast<VnetHdr*>(h), sizeof *h};
+    if (hl > 0) iov[n++] = {const_cast<uint8_t*>(head), hl};
+    iov[n++] = {const_cast<uint8_t*>(data), len};
+    ssize_t rc;
+    do rc = writev(fd_, iov, n);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0) {
+      int err = errno;
+      counters_[kLastErrno] = err;
+      if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) counters_[kTxDrops] += 1;
+      else counters_[kTxErrors] += 1;
+      return false;
+    }
+    counters_[kTxPackets] += 1;
+    counters_[kTxBytes] += static_cast<double>(len + hl);
+    return true;
+  }
+
+  // Queues a packet for the writer thread. An owned buffer is kept referenced until it is
+  // written; any other is copied (it may be reused as soon as this call returns). A full
+  // ring waits for the writer: the same wait a direct write would have spent in the kernel.
+  void Defer(napi_value v, const VnetHdr* h, const uint8_t* head, uint32_t hl, const uint8_t* data, size_t len, bool owned) {
+    EnsureWriter();
+    ReleaseWritten();
+    if (txHead_ - txReleased_ >= kTxSlots) {
+      {
+        std::unique_lock<std::mutex> lk(ringMu_);
+        spaceCv_.wait(lk, [this] { return txHead_ - txWritten_.load(std::memory_order_acquire) < kTxSlots; });
+      }
+      ReleaseWritten();
+    }
+    TxEntry& e = txq_[txHead_ & (kTxSlots - 1)];
+    e.hasVnet = h != nullptr;
+    if (h) e.h = *h;
+    e.headLen = static_cast<uint8_t>(hl);
+    if (hl > 0) memcpy(e.head, head, hl);
+    e.len = len;
+    e.ref = nullptr;
+    e.copy = nullptr;
+    if (owned && napi_create_reference(env_, v, 1, &e.ref) == napi_ok) {
+      e.data = data;
+    } else {
+      e.ref = nullptr;
+      e.copy = static_cast<uint8_t*>(malloc(len > 0 ? len : 1));
+      if (len > 0) memcpy(e.copy, data, len);
+      e.data = e.copy;
+    }
+    counters_[kTxDeferred] += 1;
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lk(ringMu_);
+      txHead_++;
+      wake = writerIdle_;
+    }
+    if (wake) ringCv_.notify_one();
+  }
+
+  // JS thread: lets go of what the writer has written (the references to owned buffers, the copies).
+  void ReleaseWritten() {
+    uint64_t w = txWritten_.load(std::memory_order_acquire);
+    for (; txReleased_ < w; txReleased_++) {
+      TxEntry& e = txq_[txReleased_ & (kTxSlots - 1)];
+      if (e.ref) napi_delete_reference(env_, e.ref);
+      if (e.copy) free(e.copy);
+      e.ref = nullptr;
+      e.copy = nullptr;
+    }
+  }
+
+  void EnsureWriter() {
+    if (writer_.joinable()) return;
+    ring_.resize(static_cast<size_t>(kDetachedSlots) * kSlotBytes);
+    txq_.resize(kTxSlots);
+    writerStop_ = false;
+    writer_ = std::thread([this] { WriterLoop(); });
+  }
+
+  // setTxThread(on): large packets whose buffers the sender gives up (kOwnedFlag) are
+  // written by this queue's writer thread, so that the kernel's work behind a TUN/TAP write
+  // (the bridge, the receiver's whole TCP) runs on another core than JavaScript.
+  Napi::Value SetTxThread(const Napi::CallbackInfo& info) {
+    txThread_ = info.Length() > 0 && info[0].ToBoolean().Value();
+    return info.Env().Undefined();
+  }
+
+  // sync(): the writer thread's counts into the counters, and its written buffers let go.
+  Napi::Value Sync(const Napi::CallbackInfo& info) {
+    if (writer_.joinable()) {
+      FoldWriterCounters();
+      ReleaseWritten();
+    }
+    return info.Env().Undefined();
   }
 
   // ------------------------------------------------------------------------------------------
@@ -684,11 +769,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
       counters_[kTxDrops] += count;
       return Napi::Number::New(env, 0);
     }
-    if (!writer_.joinable()) {
-      ring_.resize(static_cast<size_t>(kDetachedSlots) * kSlotBytes);
-      writerStop_ = false;
-      writer_ = std::thread([this] { WriterLoop(); });
-    }
+    EnsureWriter();
     uint32_t queued = 0;
     bool wake = false;
     {
@@ -720,19 +801,33 @@ class Queue : public Napi::ObjectWrap<Queue> {
     return Napi::Number::New(env, queued);
   }
 
-  // The writer thread: takes what is queued, writes it without the lock, repeats.
+  // The writer thread: takes what is queued (detached packets, deferred writes), writes it
+  // without the lock, repeats.
   void WriterLoop() {
     pthread_setname_np(pthread_self(), "fs-tun-tx");  // so that per-thread CPU shows it (bench)
     std::unique_lock<std::mutex> lk(ringMu_);
     for (;;) {
       writerIdle_ = true;
-      ringCv_.wait(lk, [this] { return writerStop_ || ringHead_ != ringTail_; });
+      ringCv_.wait(lk, [this] {
+        return writerStop_ || ringHead_ != ringTail_ || txHead_ != txWritten_.load(std::memory_order_relaxed);
+      });
       writerIdle_ = false;
-      if (ringHead_ == ringTail_ && writerStop_) return;
+      uint64_t txEnd = txHead_, txStart = txWritten_.load(std::memory_order_relaxed);
+      if (ringHead_ == ringTail_ && txEnd == txStart && writerStop_) return;
       uint64_t head = ringHead_, tail = ringTail_;
       lk.unlock();
       uint64_t ok = 0, bytes = 0, drops = 0, errs = 0;
       int lastErr = 0;
+      auto account = [&](ssize_t rc, size_t len) {
+        if (rc < 0) {
+          lastErr = errno;
+          if (lastErr == EAGAIN || lastErr == EWOULDBLOCK || lastErr == ENOBUFS) drops++;
+          else errs++;
+        } else {
+          ok++;
+          bytes += len;
+        }
+      };
       for (uint64_t k = tail; k != head; k++) {
         // The producer never overwrites slots in [tail, head): ringTail_ moves after the writes.
         const uint8_t* slot = ring_.data() + static_cast<size_t>(k & (kDetachedSlots - 1)) * kSlotBytes;
@@ -748,14 +843,20 @@ class Queue : public Napi::ObjectWrap<Queue> {
           do rc = ::write(fd_, slot + 1, len);
           while (rc < 0 && errno == EINTR);
         }
-        if (rc < 0) {
-          lastErr = errno;
-          if (lastErr == EAGAIN || lastErr == EWOULDBLOCK || lastErr == ENOBUFS) drops++;
-          else errs++;
-        } else {
-          ok++;
-          bytes += len;
-        }
+        account(rc, len);
+      }
+      // Entries in [txStart, txEnd) are the producer's until txWritten_ passes them.
+      for (uint64_t k = txStart; k != txEnd; k++) {
+        TxEntry& e = txq_[k & (kTxSlots - 1)];
+        struct iovec iov[3];
+        int n = 0;
+        if (e.hasVnet) iov[n++] = {&e.h, sizeof e.h};
+        if (e.headLen > 0) iov[n++] = {e.head, e.headLen};
+        iov[n++] = {const_cast<uint8_t*>(e.data), e.len};
+        ssize_t rc;
+        do rc = writev(fd_, iov, n);
+        while (rc < 0 && errno == EINTR);
+        account(rc, e.len + e.headLen);
       }
       wOk_.fetch_add(ok, std::memory_order_relaxed);
       wBytes_.fetch_add(bytes, std::memory_order_relaxed);
@@ -764,6 +865,8 @@ class Queue : public Napi::ObjectWrap<Queue> {
       if (lastErr) wLastErr_.store(lastErr, std::memory_order_relaxed);
       lk.lock();
       ringTail_ = head;
+      txWritten_.store(txEnd, std::memory_order_release);
+      spaceCv_.notify_all();
     }
   }
 
@@ -788,7 +891,8 @@ class Queue : public Napi::ObjectWrap<Queue> {
       writerStop_ = true;
     }
     ringCv_.notify_one();
-    writer_.join();  // it writes what is queued first: at most the ring, each a non-blocking write
+    writer_.join();  // it writes what is queued first: at most the rings, each a non-blocking write
+    ReleaseWritten();
     if (counters_) FoldWriterCounters();
   }
 
@@ -1211,6 +1315,24 @@ class Queue : public Napi::ObjectWrap<Queue> {
   int groCount_ = 0;
   bool gro_ = false;
   std::vector<uint32_t> allow_;
+  // Deferred writes (setTxThread): a packet for the writer thread, with the JS buffer it
+  // keeps referenced (owned) or a copy.
+  struct TxEntry {
+    VnetHdr h;
+    bool hasVnet;
+    uint8_t headLen;
+    uint8_t head[kHeadMax];
+    const uint8_t* data;
+    size_t len;
+    napi_ref ref;
+    uint8_t* copy;
+  };
+  std::vector<TxEntry> txq_;
+  uint64_t txHead_ = 0;                 // queued so far (JS thread; changed under ringMu_)
+  std::atomic<uint64_t> txWritten_{0};  // written so far (the writer, under ringMu_)
+  uint64_t txReleased_ = 0;             // released so far (JS thread)
+  std::condition_variable spaceCv_;
+  bool txThread_ = false;
   std::thread writer_;
   std::atomic<uint64_t> wOk_{0}, wBytes_{0}, wDrops_{0}, wErrs_{0};
   std::atomic<int> wLastErr_{0};
