@@ -189,6 +189,14 @@ function parseWrk(out: string): { rps: number; p50Ms: number; p99Ms: number; err
 /** Repetitions of a measurement on both sides (at least 3, as the figures report min/median/max). */
 const REPS = 3;
 
+/** One ab run: requests per second, completed and failed requests, answers other than 2xx. */
+interface AbResult {
+  rps: number;
+  complete: number;
+  failed: number;
+  non2xx: number;
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -581,13 +589,7 @@ export class TrafficBench {
 
   // ------------------------------------------------------------------ connection rate
 
-  private async ab(
-    ns: string,
-    url: string,
-    n: number,
-    c: number,
-    timeLimit?: number,
-  ): Promise<{ rps: number; complete: number; failed: number; non2xx: number }> {
+  private async ab(ns: string, url: string, n: number, c: number, timeLimit?: number): Promise<AbResult> {
     const args = ['-q', '-r', '-c', String(c), '-n', String(n), ...(timeLimit ? ['-t', String(timeLimit)] : []), url];
     const r = await this.lab.exec(ns, 'ab', args, { timeoutMs: 120_000 });
     const num = (re: RegExp) => {
@@ -611,28 +613,43 @@ export class TrafficBench {
 
   private async connRate(): Promise<void> {
     const stack = await this.ensureStack('on');
-    const n = this.opts.quick ? 8000 : 60_000;
+    // Per repetition; REPS of them, kernel and stack in turn.
+    const n = this.opts.quick ? 8000 : 20_000;
     // Enough connections in flight that the round trips of one do not bound the rate
     // (with 32, a busy machine's wake-up latency did); the kernel gets the same.
     const c = 128;
-    // Kernel first: its clients' TIME-WAIT sockets live in ka, not in stk.
-    const k = await this.ab('ka', `http://${KB}/bytes/64`, n, c);
+    const ks: AbResult[] = [],
+      ss: AbResult[] = [];
+    let twStack = 0;
+    for (let i = 0; i < REPS; i++) {
+      ks.push(await this.ab('ka', `http://${KB}/bytes/64`, n, c));
+      const s0 = (await stack.call({ cmd: 'stats' })).counters as Record<string, number>;
+      ss.push(await this.ab('stk', `http://${STACK_ADDR}/bytes/64`, n, c));
+      const s1 = (await stack.call({ cmd: 'stats' })).counters as Record<string, number>;
+      twStack += s1.TcpExtTW - s0.TcpExtTW;
+    }
+    // The kernel's clients' TIME-WAIT sockets live in ka, the stack's clients' in stk.
     const kTw = await this.timeWaitCount('ka');
     const kSrvTw = await this.timeWaitCount('kb');
-    const s0 = (await stack.call({ cmd: 'stats' })).counters as Record<string, number>;
-    const s = await this.ab('stk', `http://${STACK_ADDR}/bytes/64`, n, c);
-    const s1 = (await stack.call({ cmd: 'stats' })).counters as Record<string, number>;
     const cTw = await this.timeWaitCount('stk');
+    const sr = spread(ss.map((x) => x.rps)),
+      kr = spread(ks.map((x) => x.rps));
+    const sum = (xs: { complete: number; failed: number }[], k: 'complete' | 'failed') => xs.reduce((a, x) => a + x[k], 0);
     this.add({
       group: 'connrate',
       key: 'connrate.http',
       name: `short HTTP connections (ab -c ${c}, no keep-alive)`,
-      value: s.rps,
+      value: sr.median,
       unit: 'conn/s',
-      baseline: k.rps,
+      baseline: kr.median,
+      samples: ss.map((x) => x.rps),
+      baselineSamples: ks.map((x) => x.rps),
       target: { kind: 'ratio', op: '>=', value: 1.5, text: '>= 1.5x kernel (issue 16)' },
-      note: `${s.complete} done, ${s.failed} failed; TIME-WAIT: stack ${s1.TcpExtTW - s0.TcpExtTW} entered, kernel client ${cTw}; baseline: server ${kSrvTw}, client ${kTw}`,
+      note:
+        `stack ${sr.text}; kernel ${kr.text}; ${n} connections per run: stack ${sum(ss, 'complete')} done, ${sum(ss, 'failed')} failed, kernel ${sum(ks, 'failed')} failed; ` +
+        `TIME-WAIT: stack ${twStack} entered, kernel client ${cTw}; baseline: server ${kSrvTw}, client ${kTw}`,
     });
+    const k = ks[ks.length - 1]!;
     // A second round over the same client ports (the ephemeral range wraps): TIME-WAIT reuse.
     if (!this.opts.quick) {
       const s2 = await this.ab('stk', `http://${STACK_ADDR}/bytes/64`, n, c);
@@ -1143,62 +1160,82 @@ export class TrafficBench {
         };
       };
       for (const n of sizes) {
-        // Stack: a fresh one, so earlier runs' garbage and TIME-WAIT do not count.
-        if (this.stack) {
-          await this.stack.stop();
+        const heap: number[] = [],
+          rss: number[] = [],
+          kheap: number[] = [],
+          kbase: number[] = [];
+        let est = 0,
+          kest = 0,
+          lastKrss = 0,
+          lastSock = 0;
+        for (let rep = 0; rep < REPS; rep++) {
+          // Stack: a fresh one, so earlier runs' garbage and TIME-WAIT do not count.
+          if (this.stack) {
+            await this.stack.stop();
+            this.stack = null;
+          }
+          this.stackOpts = '';
+          const stack = await this.ensureStack('on');
+          const m0 = await stack.call({ cmd: 'mem' });
+          const slab0 = await this.slabBytes();
+          const hs = await this.holdConnections('stk', stackAddrs, n);
+          await sleep(500);
+          const m1 = await stack.call({ cmd: 'mem' }, 120_000);
+          const slab1 = await this.slabBytes();
+          for (const h of hs) await h.stop();
+          const k0 = await kmem();
+          const kslab0 = await this.slabBytes();
+          const khs = await this.holdConnections('ka', kernAddrs, n);
+          await sleep(500);
+          const k1 = await kmem();
+          const kslab1 = await this.slabBytes();
+          for (const h of khs) await h.stop();
+          est = Number(m1.established) - Number(m0.established);
+          kest = k1.established - k0.established;
+          heap.push((Number(m1.heapUsed) - Number(m0.heapUsed)) / est);
+          rss.push((Number(m1.rss) - Number(m0.rss)) / est);
+          kheap.push((k1.heapUsed - k0.heapUsed) / kest);
+          // Kernel socket memory of the baseline's server side: its slab growth (client and
+          // server sockets) less the stack run's (client sockets only). Machine-wide: rough.
+          lastKrss = (k1.rss - k0.rss) / kest;
+          lastSock = Math.max(0, kslab1 - kslab0 - (slab1 - slab0)) / kest;
+          kbase.push(lastKrss + lastSock);
+          await stack.stop();
           this.stack = null;
+          this.stackOpts = '';
+          await sleep(1000);
         }
-        this.stackOpts = '';
-        const stack = await this.ensureStack('on');
-        const m0 = await stack.call({ cmd: 'mem' });
-        const slab0 = await this.slabBytes();
-        const hs = await this.holdConnections('stk', stackAddrs, n);
-        await sleep(500);
-        const m1 = await stack.call({ cmd: 'mem' }, 120_000);
-        const slab1 = await this.slabBytes();
-        for (const h of hs) await h.stop();
-        const k0 = await kmem();
-        const kslab0 = await this.slabBytes();
-        const khs = await this.holdConnections('ka', kernAddrs, n);
-        await sleep(500);
-        const k1 = await kmem();
-        const kslab1 = await this.slabBytes();
-        for (const h of khs) await h.stop();
-        const est = Number(m1.established) - Number(m0.established);
-        const kest = k1.established - k0.established;
-        const heap = (Number(m1.heapUsed) - Number(m0.heapUsed)) / est;
-        const rss = (Number(m1.rss) - Number(m0.rss)) / est;
-        const kheap = (k1.heapUsed - k0.heapUsed) / kest;
-        const krss = (k1.rss - k0.rss) / kest;
-        // Kernel socket memory of the baseline's server side: its slab growth (client and
-        // server sockets) less the stack run's (client sockets only). Machine-wide: rough.
-        const kernelSock = Math.max(0, kslab1 - kslab0 - (slab1 - slab0)) / kest;
         const label = n >= 1000 ? `${n / 1000}k` : String(n);
+        const bytes = (x: number) => `${fmt(x)} B`;
+        const hsp = spread(heap, 1, bytes),
+          khsp = spread(kheap, 1, bytes),
+          rs = spread(rss, 1, bytes),
+          krs = spread(kbase, 1, bytes);
         this.add({
           group: 'memory',
           key: `memory.heap.${n}`,
           name: `JS heap per idle connection, ${label} connections`,
-          value: heap,
+          value: hsp.median,
           unit: 'B',
           better: 'lower',
-          baseline: kheap,
+          baseline: khsp.median,
+          samples: heap,
+          baselineSamples: kheap,
           target: { kind: 'absolute', op: '<=', value: 2048, text: '<= 2 KB (issue 16)' },
-          note: `${est} established; baseline: Node's net.Socket on kernel sockets (heap only, ${kest} established)`,
+          note: `stack ${hsp.text}; baseline ${khsp.text}; ${est} established (last run); baseline: Node's net.Socket on kernel sockets (heap only, ${kest} established)`,
         });
         this.add({
           group: 'memory',
           key: `memory.rss.${n}`,
           name: `RSS per idle connection, ${label} connections`,
-          value: rss,
+          value: rs.median,
           unit: 'B',
           better: 'lower',
-          baseline: krss + kernelSock,
-          note: `baseline = Node processes' RSS ${fmt(krss)} B + kernel socket slab ${fmt(kernelSock)} B`,
+          baseline: krs.median,
+          samples: rss,
+          baselineSamples: kbase,
+          note: `stack ${rs.text}; baseline ${krs.text} = Node processes' RSS + kernel socket slab (last run: ${fmt(lastKrss)} B + ${fmt(lastSock)} B)`,
         });
-        await stack.stop();
-        this.stack = null;
-        this.stackOpts = '';
-        await sleep(1000);
       }
     } finally {
       for (const k of kservers) await k.stop();
