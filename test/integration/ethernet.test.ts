@@ -83,7 +83,9 @@ afterAll(async () => {
 
 const sh = (ns: string, cmd: string, timeoutMs = 60_000) => lab.exec(ns, 'bash', ['-c', cmd], { timeoutMs });
 
-async function stats(control: string): Promise<{ link: { counters: Record<string, number>; mac: string }; counters: Record<string, number> }> {
+async function stats(
+  control: string,
+): Promise<{ link: { counters: Record<string, number>; mac: string }; counters: Record<string, number>; device: Record<string, number> }> {
   const r = await lab.cli(sw, ['stats', '--json', '--control', control], { timeoutMs: 15_000 });
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout);
@@ -126,12 +128,17 @@ describe('a faultstack on a Linux bridge, real peers on the segment', () => {
   }, 40_000);
 
   test('10 MB echoed over the bridge: no error, SHA-256 intact', async () => {
+    const d0 = (await stats(ctl1())).device;
     const r = await lab.exec(vm, process.execPath, [path.join(clients, 'sha-peer.js'), 'client', S1, '7', String(MB10)], { timeoutMs: 90_000 });
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { error?: string; receivedBytes: number; receivedSha: string; sentSha: string };
     expect(j.error).toBeUndefined();
     expect(r.code).toBe(0);
     expect(j.receivedBytes).toBe(MB10);
     expect(j.receivedSha).toBe(j.sentSha);
+    // The echo's super-segments went out through the TAP's writer thread (--tx-thread on).
+    const d1 = (await stats(ctl1())).device;
+    expect(d1.txDeferred - d0.txDeferred).toBeGreaterThan(50);
+    expect(d1.txDrops + d1.txErrors).toBe(0);
   }, 120_000);
 
   test('iperf3 both ways', async () => {

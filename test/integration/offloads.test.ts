@@ -136,6 +136,9 @@ describe('offloads on: large segments both ways', () => {
     // Out: the echo went back as super-segments the kernel cut (each counts its MSS pieces).
     expect(d('TcpExtTCPGSOSegsOut')).toBeGreaterThan(0);
     expect(s.device.txBytes / s.device.txPackets).toBeGreaterThan(1500);
+    // ... written by the device's writer thread (--tx-thread on, the default), nothing lost.
+    expect(s.device.txDeferred).toBeGreaterThan(100);
+    expect(s.device.txDrops + s.device.txErrors).toBe(0);
     // Checksums: nothing failed on either side.
     expect(d('TcpInCsumErrors')).toBe(0);
     expect(d('IpInHdrErrors')).toBe(0);
@@ -153,6 +156,15 @@ describe('offloads on: large segments both ways', () => {
     );
     expect(r.stdout.trim()).toBe('200 5000000');
   }, 60_000);
+
+  test('--tx-thread off: every write from the stack thread, data intact', async () => {
+    const t = await startEnv('txoff', ['--tx-thread', 'off']);
+    await expectEchoIntact(t, 10 * MB);
+    const s = await stats(t);
+    expect(s.device.txDeferred).toBe(0);
+    expect(s.device.txBytes / s.device.txPackets).toBeGreaterThan(1500);
+    expect(s.device.txDrops + s.device.txErrors).toBe(0);
+  }, 120_000);
 
   test("a bad checksum without the kernel's flag is still caught", async () => {
     await expectBadChecksumCaught(e);

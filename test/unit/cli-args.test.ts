@@ -308,6 +308,7 @@ describe('run flags', () => {
     [['--param', 'SynAttackProtect'], /--param must be NAME=VALUE \(e\.g\. SynAttackProtect=2\)/],
     [['--profile', ''], /--profile must be a profile name, not empty/],
     [['--offloads', 'maybe'], /--offloads must be one of on, off, got "maybe"/],
+    [['--tx-thread', 'yes'], /--tx-thread must be one of on, off, got "yes"/],
     [['--queues', '0'], /--queues must be an integer from 1 to 8, got "0"/],
     [['--queues', '9'], /--queues must be an integer from 1 to 8/],
     [['--cc', 'reno'], /--cc must be one of newreno, cubic, got "reno"/],
@@ -316,7 +317,7 @@ describe('run flags', () => {
     [['--mtu'], /--mtu needs a value: an integer from 68 to 65535/],
     [
       ['--mut', '1500'],
-      /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --gro, --queues, --shards, --shard-steer, --busy-poll, --cc, --events, --json, --ipsec, --ipsec-psk, --ipsec-keylog, --host-netns, --external-tun, --external-addr, --external-host-addr, --external-mtu, --external-host-netns, --external-pcap, --fw-rule, --web, --web-token, --nlb, --nlb-priority, --nlb-mode, --nlb-rule, --nlb-stopped, --nlb-app, --help/,
+      /unknown flag --mut \(did you mean --mtu\?\); valid flags: --tun, --tap, --bridge, --mac, --gateway, --proxy-arp, --promiscuous, --join, --addr, --host-addr, --mtu, --no-host-config, --services, --pcap, --pcap-snaplen, --pcap-size, --pcap-files, --pcap-wire, --impair, --control, --fault, --param, --profile, --offloads, --gro, --tx-thread, --queues, --shards, --shard-steer, --busy-poll, --cc, --events, --json, --ipsec, --ipsec-psk, --ipsec-keylog, --host-netns, --external-tun, --external-addr, --external-host-addr, --external-mtu, --external-host-netns, --external-pcap, --fw-rule, --web, --web-token, --nlb, --nlb-priority, --nlb-mode, --nlb-rule, --nlb-stopped, --nlb-app, --help/,
     ],
     [['--pcap-size', '5'], /--pcap-size and --pcap-files go with --pcap FILE/],
     [['--pcap', '/tmp/c.pcap', '--pcap-files', '3'], /--pcap-files N needs --pcap-size MB \(the size at which a file is full\), as tcpdump -W needs -C/],
@@ -363,6 +364,13 @@ describe('run flags', () => {
     expect(p2p).toMatchObject({ link: 'tap', mac: 0x525400123456, bridge: undefined });
     expect(formatIpv4(p2p.hostAddr!.addr)).toBe('198.18.0.1'); // a point-to-point Ethernet link to the kernel
     expect(buildRunOptions(base)!.link).toBeUndefined();
+  });
+
+  it('--tx-thread off writes from the stack thread; on (the default) leaves the option out', () => {
+    const base = ['--tun', 'fst0', '--addr', '198.18.0.2/24'];
+    expect(buildRunOptions([...base, '--tx-thread', 'off'])!.txThread).toBe(false);
+    expect(buildRunOptions([...base, '--tx-thread', 'on'])!.txThread).toBeUndefined();
+    expect(buildRunOptions(base)!.txThread).toBeUndefined();
   });
 
   it('--shards steers by client address unless --shard-steer kernel', () => {
