@@ -335,6 +335,8 @@ export class TrafficBench {
       ...(mtu !== 1500 ? ['--mtu', String(mtu)] : []),
       ...(busyPoll ? ['--busy-poll'] : []),
       ...(gro ? [] : ['--gro', 'off']),
+      // FS_BENCH_TX_THREAD=off: every write from the stack's thread, to compare (docs/benchmarks.md).
+      ...(process.env.FS_BENCH_TX_THREAD === 'off' ? ['--tx-thread', 'off'] : []),
     ]);
     const r = await t.ready();
     progress(
