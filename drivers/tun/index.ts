@@ -106,8 +106,9 @@ export interface TunOpenOptions {
    */
   gro?: boolean;
   /**
-   * Deferred writes: with the virtio header, a large packet whose sender gives its buffer
-   * up (OffloadMeta.owned: TCP's super-segments) is written by the queue's writer thread,
+   * Deferred writes: with the virtio header, a packet whose sender gives its buffer up
+   * (OffloadMeta.owned: TCP's segments) is written by the queue's writer thread when it is
+   * 8 KiB or more or its flush holds 4 packets or more,
    * and so is everything sent behind it until that thread has caught up (order kept). The
    * kernel's work inside a write (on TAP the bridge and the receiving namespace's whole
    * TCP, on TUN the receiver's) then runs beside JavaScript instead of in it. Default true.
@@ -168,7 +169,7 @@ interface NativeQueue {
   allowSource(addr: number): void;
   /** One read loop now (busy polling): packets read (in the slots), 0, or -errno. */
   pollNow(): number;
-  /** Deferred writes (tun.cc): owned packets of 8 KiB or more go to the writer thread. */
+  /** Deferred writes (tun.cc): owned packets of 8 KiB or more, or in a flush of 4 or more, go to the writer thread. */
   setTxThread(on: boolean): void;
   /** The writer thread's counts into the counters (tun.cc Sync). */
   sync(): void;

@@ -262,19 +262,22 @@ describe('TunDevice (real kernel, in a namespace)', () => {
     const on = runFixture('deferred', 'fsd0');
     expect(on.why).toBe('done');
     expect(on.txThread).toBe(true);
-    expect(on.got).toEqual(Array.from({ length: 240 }, (_, i) => i));
+    expect(on.got).toEqual(Array.from({ length: 248 }, (_, i) => i));
     expect(on.bad).toBe(0);
     // 8 large per round; the 3 small ones queued behind large ones went the same way.
     expect(on.stats.txDeferred).toBeGreaterThanOrEqual(20 * 8);
-    expect(on.stats.txPackets).toBe(240);
+    // Small owned packets: 2 in one flush written at once, 6 in one flush (a batch) deferred.
+    expect(on.smallDeferred).toEqual([0, 6]);
+    expect(on.stats.txPackets).toBe(248);
     expect(on.stats.txErrors + on.stats.txDrops).toBe(0);
     const off = runFixture('deferred', 'fsd1', '--no-tx-thread');
     expect(off.why).toBe('done');
     expect(off.txThread).toBe(false);
-    expect(off.got).toEqual(Array.from({ length: 240 }, (_, i) => i));
+    expect(off.got).toEqual(Array.from({ length: 248 }, (_, i) => i));
     expect(off.bad).toBe(0);
+    expect(off.smallDeferred).toEqual([0, 0]);
     expect(off.stats.txDeferred).toBe(0);
-    expect(off.stats.txPackets).toBe(240);
+    expect(off.stats.txPackets).toBe(248);
   });
 
   it('a packet longer than the receive slot (MTU raised behind our back) is counted as truncated', async () => {

@@ -132,6 +132,10 @@ constexpr uint32_t kDetachedSlots = 8192;
 // sender says the buffer is never written again (its bytes may go out later).
 constexpr uint32_t kTxSlots = 128;
 constexpr uint32_t kDeferMin = 8192;
+// ... and the batch (one flush) from which owned packets of any size go: many packets in
+// one flush mean load, where the thread's hand-off pays; one or two mean a request and its
+// answer, where it would only add latency.
+constexpr uint32_t kDeferBatch = 4;
 constexpr uint32_t kOwnedFlag = 0x100;
 constexpr uint32_t kHeadMax = 32;
 
@@ -564,7 +568,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
       }
       VnetHdr h;
       bool owned = FillVnet(h, metas, metaLen, i);
-      if (SendPacket(v, vnet_ ? &h : nullptr, nullptr, 0, static_cast<const uint8_t*>(data), len, owned)) written++;
+      if (SendPacket(v, vnet_ ? &h : nullptr, nullptr, 0, static_cast<const uint8_t*>(data), len, owned, count >= kDeferBatch)) written++;
     }
     return Napi::Number::New(env, written);
   }
@@ -630,7 +634,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
       VnetHdr h;
       bool owned = FillVnet(h, metas, metaLen, i);
       const uint8_t* head = heads.Data() + static_cast<size_t>(i) * stride;
-      if (SendPacket(v, vnet_ ? &h : nullptr, head, hl, static_cast<const uint8_t*>(data), len, owned)) written++;
+      if (SendPacket(v, vnet_ ? &h : nullptr, head, hl, static_cast<const uint8_t*>(data), len, owned, count >= kDeferBatch)) written++;
     }
     return Napi::Number::New(env, written);
   }
@@ -652,11 +656,13 @@ class Queue : public Napi::ObjectWrap<Queue> {
   }
 
   // One packet, [virtio header] [head] data, in one writev. Written now, or queued for the
-  // writer thread (setTxThread on) when it may be (owned, at least kDeferMin bytes) or must
-  // be (packets of this queue are still waiting there: nothing overtakes them). Returns
-  // false when it was dropped or failed (counted).
-  bool SendPacket(napi_value v, const VnetHdr* h, const uint8_t* head, uint32_t hl, const uint8_t* data, size_t len, bool owned) {
-    if (txThread_ && ((owned && len >= kDeferMin) || txHead_ != txWritten_.load(std::memory_order_acquire))) {
+  // writer thread (setTxThread on) when it may be (owned, and at least kDeferMin bytes or
+  // part of a batch of kDeferBatch or more) or must be (packets of this queue are still
+  // waiting there: nothing overtakes them). Returns false when it was dropped or failed
+  // (counted).
+  bool SendPacket(napi_value v, const VnetHdr* h, const uint8_t* head, uint32_t hl, const uint8_t* data, size_t len, bool owned,
+                  bool batch) {
+    if (txThread_ && ((owned && (len >= kDeferMin || batch)) || txHead_ != txWritten_.load(std::memory_order_acquire))) {
       Defer(v, h, head, hl, data, len, owned);
       return true;
     }
