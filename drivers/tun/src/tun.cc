@@ -540,10 +540,7 @@ class Queue : public Napi::ObjectWrap<Queue> {
       metas = m.Data();
       metaLen = m.ElementLength();
     }
-    if (writer_.joinable()) {
-      FoldWriterCounters();
-      ReleaseWritten();
-    }
+    CatchUpWriter();
     if (closed_) {
       counters_[kTxDrops] += count;
       return Napi::Number::New(env, 0);
@@ -603,10 +600,8 @@ class Queue : public Napi::ObjectWrap<Queue> {
     if (lens.ElementLength() < count || static_cast<uint64_t>(stride) * count > heads.Length()) {
       return ThrowType(env, "writeFramed: heads / headLens smaller than count x headStride");
     }
-    if (writer_.joinable()) {
-      FoldWriterCounters();
-      ReleaseWritten();
-    }
+    if (stride > kHeadMax) return ThrowType(env, "writeFramed: headStride must be at most 32 (a queued packet keeps its head)");
+    CatchUpWriter();
     if (closed_) {
       counters_[kTxDrops] += count;
       return Napi::Number::New(env, 0);
@@ -630,7 +625,6 @@ class Queue : public Napi::ObjectWrap<Queue> {
       }
       uint32_t hl = lens[i];
       if (hl > stride) hl = stride;
-      if (hl > kHeadMax) hl = kHeadMax;
       VnetHdr h;
       bool owned = FillVnet(h, metas, metaLen, i);
       const uint8_t* head = heads.Data() + static_cast<size_t>(i) * stride;
@@ -710,7 +704,6 @@ class Queue : public Napi::ObjectWrap<Queue> {
     if (owned && napi_create_reference(env_, v, 1, &e.ref) == napi_ok) {
       e.data = data;
     } else {
-      e.ref = nullptr;
       e.copy = static_cast<uint8_t*>(malloc(len > 0 ? len : 1));
       if (len > 0) memcpy(e.copy, data, len);
       e.data = e.copy;
@@ -755,11 +748,16 @@ class Queue : public Napi::ObjectWrap<Queue> {
 
   // sync(): the writer thread's counts into the counters, and its written buffers let go.
   Napi::Value Sync(const Napi::CallbackInfo& info) {
-    if (writer_.joinable()) {
-      FoldWriterCounters();
-      ReleaseWritten();
-    }
+    CatchUpWriter();
     return info.Env().Undefined();
+  }
+
+  // JS thread: what the writer thread did since the last call (its counts, the buffers it
+  // has written). Every write entry point and sync() start with it.
+  void CatchUpWriter() {
+    if (!writer_.joinable()) return;
+    FoldWriterCounters();
+    ReleaseWritten();
   }
 
   // ------------------------------------------------------------------------------------------
